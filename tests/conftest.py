@@ -1,0 +1,24 @@
+"""Shared test helpers.
+
+Integration tests need real services (PostgreSQL, Mosquitto, Kamailio, Chromium). The
+README's test command (`scripts/test.sh`) installs and starts them. When one is missing:
+under CI (`CI=true`) the test FAILS; on a developer machine it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_service(name: str, available: bool, how: str = "") -> None:
+    """Fail (CI) or skip (elsewhere) the calling test when `name` is not available."""
+    if available:
+        return
+    msg = f"{name} is not available{': ' + how if how else ''}"
+    if IN_CI:
+        pytest.fail(f"{msg} (CI=true: integration tests never skip)", pytrace=False)
+    pytest.skip(msg)
