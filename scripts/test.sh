@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# THE test command: installs what the suite needs on a fresh Debian machine, starts the
+# real services, and runs the whole suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --services
+eval "$(bash scripts/services.sh)"
+mkdir -p test-artifacts
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected no test: that is a failure, not a pass.
+[ "$rc" = 5 ] && echo "no tests were collected" >&2
+exit "$rc"
