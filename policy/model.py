@@ -128,6 +128,9 @@ class Check:
     passed: bool
     detail: str
     detail_zh: str = ""
+    # True when the rule itself failed but an appointment (与客户约定) exempted the call
+    # from it (only window.outside_hours and caps can be exempted).
+    exempted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,13 @@ class Decision:
             "reason_zh": self.reason_zh,
             "next_allowed_at": self.next_allowed_at.isoformat() if self.next_allowed_at else None,
             "checks": [
-                {"rule_id": c.rule_id, "passed": c.passed, "detail": c.detail, "detail_zh": c.detail_zh}
+                {
+                    "rule_id": c.rule_id,
+                    "passed": c.passed,
+                    "detail": c.detail,
+                    "detail_zh": c.detail_zh,
+                    "exempted": c.exempted,
+                }
                 for c in self.checks
             ],
             "policy_version": self.policy_version,

@@ -1,0 +1,752 @@
+"""`evaluate(request, history, policy, now) -> Decision`: the dial decision, explained.
+
+Every rule is evaluated and listed in `Decision.checks`, in precedence order; the
+deciding rule is the first failing one that no appointment exempted:
+
+1. system.store_unavailable, system.recording_unavailable
+2. agent.not_assigned
+3. case.closed, case.commission_not_started, case.commission_expired
+4. case.paused
+5. case.<flag> for each flag of `model.CASE_FLAGS`
+6. contact.not_authorized, contact.invalid_number, contact.do_not_call
+7. line.not_registered
+8. window.blackout_date, window.outside_hours            (temporal)
+9. the caps, in configuration order                       (temporal)
+
+Times are compared as aware datetimes (exact, any zone); arithmetic is done in UTC so
+a DST change never shifts a rolling window. Time of day, "today" and holidays are the
+callee's; commission dates are the policy zone's.
+
+Only when every non-temporal rule passes and a temporal one blocks is
+`next_allowed_at` searched: starting at `now`, each failing temporal rule proposes
+the earliest instant it alone could pass; the latest proposal becomes the new
+candidate, and the loop repeats until every temporal rule passes at the candidate (a
+fixpoint). An appointment slot that opens earlier wins. Allowed decisions carry
+`next_allowed_at = now`; decisions blocked by a non-temporal rule carry None.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
+from typing import Any, Iterable
+
+from . import holidays
+from .config import Cap, Policy
+from .model import (
+    CASE_FLAGS,
+    CLOSED_STATUSES,
+    Check,
+    Decision,
+    DialRequest,
+    HistoryEvent,
+)
+from .numbers import NumberFormatError, load_zone, mask_number, normalize_number, number_zone
+
+__all__ = ["evaluate", "TEMPORAL_PREFIXES"]
+
+UTC = timezone.utc
+TEMPORAL_PREFIXES = ("window.", "cap.")
+_SEARCH_HORIZON = timedelta(days=400)
+_MAX_ITERATIONS = 2000
+_ONE_DAY = timedelta(days=1)
+
+_ROLE_ZH = {
+    "collector": "催收员",
+    "supervisor": "催收主管",
+    "qa": "质检",
+    "compliance": "合规",
+    "data": "数据专员",
+    "pbx": "呼叫中心系统",
+    "admin": "管理员",
+}
+_REL_ZH = {"self": "本人", "guarantor": "担保人", "family": "家属", "work": "单位/同事", "third_party": "第三方"}
+_COUNT_EN = {"attempts": "attempts", "connected": "connected calls", "unanswered": "unanswered attempts"}
+_COUNT_ZH = {"attempts": "次拨打", "connected": "次接通", "unanswered": "次未接通拨打"}
+_FLAG_TEXT = {
+    "litigation": ("the case is in litigation or reported to the police", "案件已诉讼或报案，停催"),
+    "deceased": ("the debtor is reported deceased", "债务人已报告死亡，停催待核实"),
+    "incarcerated": ("the debtor is reported imprisoned", "债务人已报告服刑，停催待核实"),
+    "fraud_claim": ("the debtor claims identity fraud", "债务人声称被冒用身份（伪冒），停催待核实"),
+    "dispute": ("the debtor disputes the debt; suspended until resolved", "债务人对债务有争议，争议解决前暂停催收"),
+    "complaint_risk": (
+        "the debtor shows an intent to complain; escalate to the supervisor",
+        "债务人有投诉倾向，停止拨打并上报主管",
+    ),
+    "do_not_collect": ("the account history says do not collect", "账户记录注明禁止催收"),
+}
+
+# ----------------------------------------------------------------- constant checks
+# Passing checks whose text never varies are built once: a frozen dataclass costs
+# about a microsecond to construct and the allowed path builds ~25 checks.
+
+
+def _c(rule_id: str, passed: bool, en: str, zh: str) -> Check:
+    return Check(rule_id, passed, en, zh)
+
+
+_PASS_STORE = _c("system.store_unavailable", True, "case store reachable", "案件库可用")
+_FAIL_STORE = _c(
+    "system.store_unavailable", False, "the case store is unavailable: failing closed", "案件库不可用，拒绝拨打（故障即拒绝）"
+)
+_PASS_REC = _c("system.recording_unavailable", True, "recording system working", "录音系统正常")
+_FAIL_REC = _c(
+    "system.recording_unavailable",
+    False,
+    "the recording system is unavailable: every call must be recorded in full",
+    "录音系统不可用：所有通话必须全程录音，拒绝拨打",
+)
+_PASS_CLOSED = _c("case.closed", True, "case is open", "案件未结案")
+_PASS_PAUSED = _c("case.paused", True, "case is not paused", "案件未暂停催收")
+_FAIL_PAUSED = _c(
+    "case.paused", False, "the creditor paused collection of this case", "委托方已暂停该案件催收（停催）"
+)
+_PASS_FLAGS = {f: _c(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", "无此标记") for f in CASE_FLAGS}
+_FAIL_FLAGS = {f: _c(f"case.{f}", False, *_FLAG_TEXT[f]) for f in CASE_FLAGS}
+_PASS_DNC = _c("contact.do_not_call", True, "number is not marked do-not-call", "号码未标记为不再联系")
+_FAIL_DNC = _c(
+    "contact.do_not_call",
+    False,
+    "the number is marked do-not-call for this case (e.g. a third party refused further contact)",
+    "该号码已标记为不再联系（如第三方明确拒绝再次联系）",
+)
+_PASS_LINE_NONE = _c(
+    "line.not_registered", True, "no registered-line list for this creditor", "该委托方未配置报备外呼线路清单"
+)
+_PASS_BLACKOUT_NONE = "no blackout date configured"
+
+
+# ----------------------------------------------------------------- helpers
+
+
+@lru_cache(maxsize=65536)
+def _number_check(number: str, region: str) -> tuple[str | None, str | None]:
+    """(normalised number, None) or (None, reason)."""
+    try:
+        return normalize_number(number, region), None
+    except NumberFormatError as exc:
+        return None, exc.reason
+
+
+@lru_cache(maxsize=65536)
+def _callee_zone(contact_tz: str | None, number: str, default_tz: str) -> tuple[Any, str, str, str | None]:
+    """(ZoneInfo, zone name, how it was chosen, note) for the callee."""
+    note = None
+    if contact_tz:
+        zone = load_zone(contact_tz)
+        if zone is not None:
+            return zone, contact_tz, "contact", None
+        note = f"contact zone {contact_tz!r} is not an IANA zone; ignored"
+    name = number_zone(number)
+    if name is not None:
+        return load_zone(name), name, "number", note
+    return load_zone(default_tz), default_tz, "policy_default", note
+
+
+def _local_midnight_after(local: datetime, zone: Any) -> datetime:
+    """The UTC instant of the callee-local midnight that ends `local`'s day."""
+    nxt = datetime.combine(local.date() + _ONE_DAY, time(0), tzinfo=zone)
+    return nxt.astimezone(UTC)
+
+
+def _day_bounds(t: datetime, zone: Any) -> tuple[datetime, datetime, date]:
+    local = t.astimezone(zone)
+    start = datetime.combine(local.date(), time(0), tzinfo=zone).astimezone(UTC)
+    return start, _local_midnight_after(local, zone), local.date()
+
+
+def _sod(local: datetime) -> float:
+    return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
+
+
+def _fmt_local(t: datetime, zone: Any) -> str:
+    return t.astimezone(zone).isoformat()
+
+
+class _Counter:
+    """Event times of one (scope, relations, kind) selection, sorted, for bisecting."""
+
+    __slots__ = ("times",)
+
+    def __init__(self, times: list[datetime]) -> None:
+        times.sort()
+        self.times = times
+
+    def rolling(self, t: datetime, window: timedelta) -> int:
+        """Events with time > t - window (later events too: clock skew is counted)."""
+        times = self.times
+        return len(times) - bisect_right(times, t - window)
+
+    def between(self, lo: datetime, hi: datetime) -> int:
+        """Events with lo <= time < hi."""
+        times = self.times
+        return bisect_left(times, hi) - bisect_left(times, lo)
+
+    def closed(self, lo: datetime, hi: datetime) -> int:
+        """Events with lo <= time <= hi."""
+        times = self.times
+        return bisect_right(times, hi) - bisect_left(times, lo)
+
+
+class _Caps:
+    """Per-evaluation cap arithmetic over the relevant history."""
+
+    __slots__ = ("groups", "cache", "zone")
+
+    def __init__(self, groups: dict[tuple[str, str, str], list[datetime]], zone: Any) -> None:
+        self.groups = groups
+        self.cache: dict[tuple[str, frozenset[str], str], _Counter] = {}
+        self.zone = zone
+
+    def counter(self, scope: str, relations: frozenset[str], kind: str) -> _Counter:
+        key = (scope, relations, kind)
+        counter = self.cache.get(key)
+        if counter is None:
+            times: list[datetime] = []
+            groups = self.groups
+            for rel in relations:
+                got = groups.get((scope, rel, kind))
+                if got:
+                    times.extend(got)
+            counter = self.cache[key] = _Counter(times)
+        return counter
+
+    def count(self, cap: Cap, t: datetime, day: tuple[datetime, datetime, date] | None) -> int:
+        """The cap's count as seen at instant `t` (history unchanged)."""
+        if cap.count == "unanswered":
+            a = self._count_kind(cap, "attempt", t, day)
+            c = self._count_kind(cap, "connected", t, day)
+            return a - c if a > c else 0
+        return self._count_kind(cap, "attempt" if cap.count == "attempts" else "connected", t, day)
+
+    def _count_kind(self, cap: Cap, kind: str, t: datetime, day: tuple[datetime, datetime, date] | None) -> int:
+        counter = self.counter(cap.scope, cap.relations, kind)
+        if not counter.times:
+            return 0
+        if cap.window_delta is None:
+            if day is None:
+                day = _day_bounds(t, self.zone)
+            return counter.between(day[0], day[1])
+        return counter.rolling(t, cap.window_delta)
+
+    def free_at(self, cap: Cap, t: datetime) -> datetime | None:
+        """The earliest instant >= t at which this cap alone passes; None if never."""
+        if cap.limit <= 0:
+            return None
+        if self.count(cap, t, None) < cap.limit:
+            return t
+        if cap.window_delta is None:
+            # A calendar-day cap frees at the next callee-local midnight (the loop
+            # re-checks that day, which matters only for clock-skewed future events).
+            return _local_midnight_after(t.astimezone(self.zone), self.zone)
+        w = cap.window_delta
+        if cap.count != "unanswered":
+            counter = self.counter(cap.scope, cap.relations, "attempt" if cap.count == "attempts" else "connected")
+            # count(t') < limit  <=>  the limit-th newest event <= t' - w. When exactly
+            # `limit` events are counted that is the oldest counted event + window.
+            return counter.times[-cap.limit].astimezone(UTC) + w
+        # Unanswered = attempts - connected is not monotone in t: try each instant at
+        # which an event leaves the window, in order.
+        candidates = sorted(
+            {
+                e.astimezone(UTC) + w
+                for kind in ("attempt", "connected")
+                for e in self.counter(cap.scope, cap.relations, kind).times
+                if e.astimezone(UTC) + w > t
+            }
+        )
+        for cand in candidates:
+            if self.count(cap, cand, None) < cap.limit:
+                return cand
+        return None
+
+
+# ----------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    request: DialRequest,
+    history: Iterable[HistoryEvent],
+    policy: Policy,
+    now: datetime,
+) -> Decision:
+    """Decide whether `request` may be dialled at `now`, and say why.
+
+    `history` holds the attempts and connected calls of the same number and the same
+    case inside `policy.lookback` (others are ignored). `now` must be timezone-aware.
+    Raises ValueError for unusable input (naive datetimes); the caller fails closed.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    now_u = now.astimezone(UTC)
+    case = request.case
+    region = policy.default_region
+    checks: list[Check] = []
+    add = checks.append
+
+    # 1. system faults ----------------------------------------------------------
+    faults = request.faults
+    add(_FAIL_STORE if "store_unavailable" in faults else _PASS_STORE)
+    add(_FAIL_REC if "recording_unavailable" in faults else _PASS_REC)
+
+    # 2. agent --------------------------------------------------------------------
+    add(_agent_check(request))
+
+    # 3-5. case -------------------------------------------------------------------
+    policy_today = now_u.astimezone(policy.zone).date()
+    status = case.status
+    if status in CLOSED_STATUSES:
+        add(_c("case.closed", False, f"the case is {status}", f"案件已{_STATUS_ZH.get(status, status)}，不得拨打"))
+    elif status not in ("active", "paused"):
+        add(_c("case.closed", False, f"unknown case status {status!r}: failing closed", f"未知案件状态 {status!r}，拒绝拨打"))
+    else:
+        add(_PASS_CLOSED)
+    start, end = case.commission_start, case.commission_end
+    if start is not None and policy_today < start:
+        add(
+            _c(
+                "case.commission_not_started",
+                False,
+                f"the commission starts on {start.isoformat()} (today is {policy_today.isoformat()} in {policy.timezone})",
+                f"委托期自 {start.isoformat()} 开始（{policy.timezone} 今日为 {policy_today.isoformat()}）",
+            )
+        )
+    else:
+        add(_c("case.commission_not_started", True, "commission has started", "委托期已开始"))
+    if end is not None and policy_today > end:
+        add(
+            _c(
+                "case.commission_expired",
+                False,
+                f"the commission ended on {end.isoformat()} (today is {policy_today.isoformat()} in {policy.timezone})",
+                f"委托期已于 {end.isoformat()} 届满（{policy.timezone} 今日为 {policy_today.isoformat()}）",
+            )
+        )
+    else:
+        add(_c("case.commission_expired", True, "within the commission period", "在委托期内"))
+    add(_FAIL_PAUSED if status == "paused" else _PASS_PAUSED)
+    flags = case.flags
+    for flag in CASE_FLAGS:
+        add(_FAIL_FLAGS[flag] if flag in flags else _PASS_FLAGS[flag])
+
+    # 6. contact ------------------------------------------------------------------
+    number = request.number
+    masked = mask_number(number)
+    contact = case.contact(number)
+    normalised, number_problem = _number_check(number, region)
+    if contact is None and normalised is not None and normalised != number:
+        contact = case.contact(normalised)
+        if contact is not None:
+            number = normalised
+    if contact is None:
+        add(
+            _c(
+                "contact.not_authorized",
+                False,
+                f"{masked} is not a number the creditor supplied or staff verified for case {case.case_id}",
+                f"{masked} 不是委托方提供或核实后添加的本案号码，严禁擅自拨打",
+            )
+        )
+    else:
+        add(_c("contact.not_authorized", True, f"{masked} is a {contact.relation} contact of the case", "号码为本案联系人号码"))
+    if contact is not None and contact.status == "invalid":
+        add(_c("contact.invalid_number", False, f"{masked} is known invalid (empty or wrong number)", f"{masked} 已确认为空号/错号"))
+    elif number_problem is not None:
+        add(_c("contact.invalid_number", False, f"{masked} is not a dialable number: {number_problem}", f"{masked} 不是有效号码：{number_problem}"))
+    else:
+        add(_c("contact.invalid_number", True, "number is valid", "号码有效"))
+    add(_FAIL_DNC if contact is not None and contact.do_not_call else _PASS_DNC)
+
+    # 7. registered line ----------------------------------------------------------
+    add(_line_check(request, region))
+
+    # 8. window -------------------------------------------------------------------
+    zone, zone_name, zone_source, zone_note = _callee_zone(
+        contact.tz if contact is not None else None, number, policy.timezone
+    )
+    local = now_u.astimezone(zone)
+    local_date = local.date()
+    blackout = _blackout_check(policy, local_date)
+    add(blackout)
+    window = policy.window
+    in_hours = window.start_s <= _sod(local) < window.end_s
+    hours_text = f"callee local time {local.strftime('%H:%M:%S')} ({zone_name})"
+    window_text = f"{window.start}–{window.end}"
+    hours_check = (
+        _c("window.outside_hours", True, f"{hours_text} is inside {window_text}", f"被叫当地时间 {local.strftime('%H:%M:%S')} 在允许时段 {window_text} 内")
+        if in_hours
+        else _c(
+            "window.outside_hours",
+            False,
+            f"{hours_text} is outside the calling window {window_text}",
+            f"被叫当地时间 {local.strftime('%H:%M:%S')}（{zone_name}）不在允许拨打时段 {window_text} 内",
+        )
+    )
+    hours_index = len(checks)
+    add(hours_check)
+
+    # 9. caps ---------------------------------------------------------------------
+    relation = contact.relation if contact is not None else None
+    case_id = case.case_id
+    groups: dict[tuple[str, str, str], list[datetime]] = {}
+    for e in history:
+        at = e.at
+        if at.tzinfo is None:
+            raise ValueError(f"history event at {at!r} is not timezone-aware")
+        if e.number == number:
+            key = ("number", e.relation, e.kind)
+            got = groups.get(key)
+            if got is None:
+                groups[key] = [at]
+            else:
+                got.append(at)
+        if e.case_id == case_id:
+            key = ("case", e.relation, e.kind)
+            got = groups.get(key)
+            if got is None:
+                groups[key] = [at]
+            else:
+                got.append(at)
+    capsx = _Caps(groups, zone)
+    day = None
+    counters: dict[str, dict[str, Any]] = {}
+    cap_indices: list[int] = []
+    for cap in policy.caps:
+        applies = relation is not None and relation in cap.relations
+        if not applies:
+            counters[cap.id] = {"applies": False, "limit": cap.limit, "window": cap.window}
+            add(
+                _c(
+                    cap.id,
+                    True,
+                    f"does not apply to relation {relation or 'unknown'} (applies to {', '.join(sorted(cap.relations))})",
+                    f"不适用于该联系人关系（{_REL_ZH.get(relation or '', relation or '未知')}）",
+                )
+            )
+            continue
+        if cap.window_delta is None and day is None:
+            day = _day_bounds(now_u, zone)
+        n = capsx.count(cap, now_u, day)
+        counters[cap.id] = {"applies": True, "count": n, "limit": cap.limit, "window": cap.window}
+        scope_en = "this number" if cap.scope == "number" else "this case"
+        scope_zh = "该号码" if cap.scope == "number" else "本案件"
+        span_en = "today (callee time)" if cap.window_delta is None else f"in the last {cap.window}"
+        span_zh = "当日（被叫当地时间）" if cap.window_delta is None else f"最近 {cap.window} 内"
+        cap_indices.append(len(checks))
+        if n < cap.limit:
+            add(
+                _c(
+                    cap.id,
+                    True,
+                    f"{n} of {cap.limit} {_COUNT_EN[cap.count]} to {scope_en} {span_en}",
+                    f"{scope_zh}{span_zh}已 {n}{_COUNT_ZH[cap.count]}，上限 {cap.limit}",
+                )
+            )
+        else:
+            add(
+                _c(
+                    cap.id,
+                    False,
+                    f"limit reached: {n} of {cap.limit} {_COUNT_EN[cap.count]} to {scope_en} {span_en}",
+                    f"已达上限：{scope_zh}{span_zh}已 {n}{_COUNT_ZH[cap.count]}，上限 {cap.limit}",
+                )
+            )
+
+    inputs: dict[str, Any] = {
+        "callee_local_time": local.isoformat(),
+        "zone": zone_name,
+        "zone_source": zone_source,
+        "policy_date": policy_today.isoformat(),
+        "relation": relation,
+        "number": masked,
+        "counters": counters,
+        "appointment": None,
+    }
+    if zone_note:
+        inputs["zone_note"] = zone_note
+
+    # appointment exemption --------------------------------------------------------
+    exempt = False
+    appointments = [a for a in request.appointments if a.number == number] if request.appointments else ()
+    if appointments:
+        exempt = _appointment(policy, appointments, capsx, now_u, zone, inputs)
+        if exempt:
+            for i in [hours_index, *cap_indices]:
+                c = checks[i]
+                if not c.passed:
+                    checks[i] = Check(
+                        c.rule_id,
+                        False,
+                        c.detail + " — exempted by the agreed callback time",
+                        c.detail_zh + "（与客户约定时间，豁免）",
+                        exempted=True,
+                    )
+
+    # decide ------------------------------------------------------------------------
+    deciding = None
+    for c in checks:
+        if not c.passed and not c.exempted:
+            deciding = c
+            break
+    version = policy.version
+    if deciding is None:
+        by_appointment = any(c.exempted for c in checks)
+        if by_appointment:
+            appt = inputs["appointment"]
+            return Decision(
+                True,
+                "appointment.exception",
+                f"allowed by the agreed callback time {appt['at']}: outside-hours and caps exempted",
+                f"与客户约定回拨时间 {appt['at']}，豁免时段与频次限制，允许拨打",
+                now,
+                tuple(checks),
+                version,
+                now,
+                inputs,
+            )
+        return Decision(
+            True,
+            "allow",
+            f"allowed: all {len(checks)} checks passed",
+            f"允许拨打：全部 {len(checks)} 项检查通过",
+            now,
+            tuple(checks),
+            version,
+            now,
+            inputs,
+        )
+
+    next_at: datetime | None = None
+    if deciding.rule_id.startswith(TEMPORAL_PREFIXES):
+        next_at, note = _search_next(policy, capsx, relation, appointments, now_u, zone)
+        inputs["next_allowed_search"] = note
+        if next_at is not None:
+            next_at = next_at.astimezone(zone)
+    reason = f"{deciding.rule_id}: {deciding.detail}"
+    reason_zh = deciding.detail_zh
+    if next_at is not None:
+        reason += f"; next lawful time {next_at.isoformat()} (callee time)"
+        reason_zh += f"；最早可拨时间 {next_at.isoformat()}（被叫当地时间）"
+    return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), version, now, inputs)
+
+
+_STATUS_ZH = {"settled": "结清", "withdrawn": "撤案", "returned": "退案"}
+
+
+def _agent_check(request: DialRequest) -> Check:
+    agent, case = request.agent, request.case
+    role = agent.role
+    if role == "collector":
+        if case.assigned_agent != agent.agent_id:
+            return _c(
+                "agent.not_assigned",
+                False,
+                f"collector {agent.agent_id} is not assigned to case {case.case_id}",
+                f"催收员 {agent.agent_id} 不是案件 {case.case_id} 的指派人员，不得拨打",
+            )
+        if agent.creditors and case.creditor not in agent.creditors:
+            return _c(
+                "agent.not_assigned",
+                False,
+                f"collector {agent.agent_id} is not cleared for creditor {case.creditor}",
+                f"催收员 {agent.agent_id} 无权处理委托方 {case.creditor} 的数据",
+            )
+        return _c("agent.not_assigned", True, f"collector {agent.agent_id} is assigned to the case", "催收员为本案指派人员")
+    if role == "supervisor":
+        if case.creditor in agent.creditors:
+            return _c(
+                "agent.not_assigned", True, f"supervisor {agent.agent_id} is scoped to creditor {case.creditor}", "主管有权处理该委托方案件"
+            )
+        return _c(
+            "agent.not_assigned",
+            False,
+            f"supervisor {agent.agent_id} is not scoped to creditor {case.creditor}",
+            f"主管 {agent.agent_id} 无权处理委托方 {case.creditor} 的案件",
+        )
+    return _c(
+        "agent.not_assigned",
+        False,
+        f"role {role!r} may not dial; only the assigned collector or a supervisor of the creditor",
+        f"角色「{_ROLE_ZH.get(role, role)}」无拨打权限，仅限指派催收员或该委托方主管",
+    )
+
+
+def _line_check(request: DialRequest, region: str) -> Check:
+    lines = request.registered_lines
+    if lines is None:
+        return _PASS_LINE_NONE
+    line = request.caller_line
+    if not line:
+        return _c(
+            "line.not_registered",
+            False,
+            "no caller line presented; calls must use a registered, recorded line",
+            "未提供主叫线路，必须使用已报备并录音的外呼线路",
+        )
+    if line in lines:
+        return _c("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
+    norm, _ = _number_check(line, region)
+    if norm is not None:
+        for registered in lines:
+            if _number_check(registered, region)[0] == norm:
+                return _c("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
+    return _c(
+        "line.not_registered",
+        False,
+        f"caller line {mask_number(line)} is not one of the creditor's registered, recorded lines",
+        f"主叫线路 {mask_number(line)} 不是该委托方报备的录音外呼线路",
+    )
+
+
+def _blackout_check(policy: Policy, day: date) -> Check:
+    if day in policy.blackout_dates:
+        return _c(
+            "window.blackout_date",
+            False,
+            f"{day.isoformat()} (callee date) is a blackout date of the creditor",
+            f"{day.isoformat()}（被叫当地日期）为委托方要求避开的敏感日期",
+        )
+    if policy.cn_holidays:
+        try:
+            name = holidays.holiday_name(day)
+        except holidays.HolidayDataMissing as exc:
+            return _c(
+                "window.blackout_date",
+                True,
+                f"not blocked: {exc}; PRC holidays could not be checked",
+                f"未拦截：节假日数据缺少 {day.year} 年，无法判断法定节假日",
+            )
+        if name is not None:
+            return _c(
+                "window.blackout_date",
+                False,
+                f"{day.isoformat()} (callee date) is a PRC statutory holiday ({name[0]})",
+                f"{day.isoformat()}（被叫当地日期）为法定节假日（{name[1]}）",
+            )
+        return _c("window.blackout_date", True, f"{day.isoformat()} is neither a blackout date nor a PRC holiday", "非敏感日期、非法定节假日")
+    return _c("window.blackout_date", True, f"{day.isoformat()} is not a blackout date", "非委托方敏感日期")
+
+
+def _blocked_day(policy: Policy, day: date) -> bool:
+    if day in policy.blackout_dates:
+        return True
+    if policy.cn_holidays:
+        try:
+            return holidays.holiday_name(day) is not None
+        except holidays.HolidayDataMissing:
+            return False
+    return False
+
+
+def _appointment(
+    policy: Policy,
+    appointments: list[Any],
+    capsx: _Caps,
+    now_u: datetime,
+    zone: Any,
+    inputs: dict[str, Any],
+) -> bool:
+    """Record the nearest appointment in `inputs`; True when it exempts this call."""
+    tol = policy.appointment.tolerance
+    attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
+    best = min(appointments, key=lambda a: abs(a.at - now_u))
+    at = best.at
+    active = at - tol <= now_u <= at + tol
+    used = attempts.closed(at - tol, at + tol)
+    exempt = active and used < policy.appointment.max_attempts
+    inputs["appointment"] = {
+        "at": at.astimezone(zone).isoformat(),
+        "tolerance": int(tol.total_seconds()),
+        "active": active,
+        "slot_attempts": used,
+        "max_attempts": policy.appointment.max_attempts,
+        "exempts": exempt,
+    }
+    return exempt
+
+
+_ALL_RELATIONS = ("self", "guarantor", "family", "work", "third_party")
+
+
+def _search_next(
+    policy: Policy,
+    capsx: _Caps,
+    relation: str | None,
+    appointments: Any,
+    now_u: datetime,
+    zone: Any,
+) -> tuple[datetime | None, str]:
+    """Earliest instant >= now at which blackout, window and every cap pass."""
+    caps = [c for c in policy.caps if relation is not None and relation in c.relations]
+    window = policy.window
+    horizon = now_u + _SEARCH_HORIZON
+    t = now_u
+    found: datetime | None = None
+    for _ in range(_MAX_ITERATIONS):
+        if t > horizon:
+            break
+        nt = t
+        local = t.astimezone(zone)
+        if _blocked_day(policy, local.date()):
+            nt = _local_midnight_after(local, zone)
+        else:
+            sod = _sod(local)
+            if sod < window.start_s:
+                nt = _at_local(local.date(), window.start_s, zone)
+            elif sod >= window.end_s:
+                nt = _at_local(local.date() + _ONE_DAY, window.start_s, zone)
+        impossible = False
+        for cap in caps:
+            free = capsx.free_at(cap, t)
+            if free is None:
+                impossible = True
+                break
+            if free > nt:
+                nt = free
+        if impossible:
+            break
+        if nt == t:
+            found = t
+            break
+        t = nt
+    appt = _appointment_opening(policy, appointments, capsx, now_u, zone)
+    if appt is not None and (found is None or appt < found):
+        return appt, "appointment slot"
+    if found is None:
+        return None, "no lawful time within 400 days (a cap with limit 0, or blackout everywhere)"
+    return found, "window, blackout and caps"
+
+
+def _at_local(day: date, seconds: int, zone: Any) -> datetime:
+    if seconds >= 86400:
+        return datetime.combine(day + _ONE_DAY, time(0), tzinfo=zone).astimezone(UTC)
+    return datetime.combine(
+        day, time(seconds // 3600, seconds % 3600 // 60, seconds % 60), tzinfo=zone
+    ).astimezone(UTC)
+
+
+def _appointment_opening(
+    policy: Policy, appointments: Any, capsx: _Caps, now_u: datetime, zone: Any
+) -> datetime | None:
+    """Earliest instant >= now inside a usable appointment slot on a non-blackout day."""
+    if not appointments or policy.appointment.max_attempts <= 0:
+        return None
+    tol = policy.appointment.tolerance
+    attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
+    best: datetime | None = None
+    for appt in appointments:
+        lo, hi = (appt.at - tol).astimezone(UTC), (appt.at + tol).astimezone(UTC)
+        if hi < now_u or attempts.closed(lo, hi) >= policy.appointment.max_attempts:
+            continue
+        t = max(lo, now_u)
+        while t <= hi:
+            local = t.astimezone(zone)
+            if not _blocked_day(policy, local.date()):
+                break
+            t = _local_midnight_after(local, zone)
+        else:
+            continue
+        if best is None or t < best:
+            best = t
+    return best

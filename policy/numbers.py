@@ -1,0 +1,123 @@
+"""Phone numbers for the policy core: E.164 normalisation, the callee's zone, masking.
+
+`phonenumbers` is the only source of truth about numbering plans. Lookups are cached
+because the gate asks about the same few thousand numbers all day long.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+from phonenumbers import timezone as pn_timezone
+
+__all__ = ["NumberFormatError", "normalize_number", "number_zone", "mask_number", "load_zone"]
+
+
+class NumberFormatError(ValueError):
+    """A phone number that cannot be read as a dialable number; the message says why."""
+
+    def __init__(self, raw: str, reason: str) -> None:
+        super().__init__(f"{mask_number(raw)!s}: {reason}")
+        self.raw = raw
+        self.reason = reason
+
+
+_PARSE_REASONS = {
+    NumberParseException.INVALID_COUNTRY_CODE: "unknown country calling code",
+    NumberParseException.NOT_A_NUMBER: "not a phone number",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the international prefix",
+    NumberParseException.TOO_SHORT_NSN: "too short",
+    NumberParseException.TOO_LONG: "too long",
+}
+
+_POSSIBLE_REASONS = {
+    ValidationResult.INVALID_COUNTRY_CODE: "unknown country calling code",
+    ValidationResult.TOO_SHORT: "too short",
+    ValidationResult.TOO_LONG: "too long",
+    ValidationResult.INVALID_LENGTH: "wrong length for its country",
+}
+
+
+def normalize_number(raw: str, region: str = "CN") -> str:
+    """Return `raw` as E.164 (``"13800000001"`` → ``"+8613800000001"``).
+
+    National-format numbers are read in `region` (ISO 3166 alpha-2). Raises
+    `NumberFormatError` (a `ValueError`) naming what is wrong: empty, not a number,
+    unknown country code, too short/long, or not a number of any numbering plan.
+    """
+    if not isinstance(raw, str):
+        raise NumberFormatError(str(raw), f"expected a string, got {type(raw).__name__}")
+    return _normalize(raw.strip(), region.upper() if region else "CN")
+
+
+@lru_cache(maxsize=65536)
+def _normalize(raw: str, region: str) -> str:
+    if not raw:
+        raise NumberFormatError(raw, "empty phone number")
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except NumberParseException as exc:
+        raise NumberFormatError(raw, _PARSE_REASONS.get(exc.error_type, str(exc))) from exc
+    possible = phonenumbers.is_possible_number_with_reason(parsed)
+    if possible not in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
+        raise NumberFormatError(raw, _POSSIBLE_REASONS.get(possible, "not a possible number"))
+    if not phonenumbers.is_valid_number(parsed):
+        region_of = phonenumbers.region_code_for_country_code(parsed.country_code)
+        raise NumberFormatError(raw, f"not a valid number in the numbering plan of {region_of}")
+    return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+
+
+def is_dialable(number: str, region: str = "CN") -> bool:
+    try:
+        _normalize(number.strip(), region)
+    except NumberFormatError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1024)
+def load_zone(name: str) -> ZoneInfo | None:
+    """The IANA zone `name`, or None when it does not exist."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return None
+
+
+@lru_cache(maxsize=65536)
+def number_zone(number: str) -> str | None:
+    """The single IANA zone of an E.164 number, or None when it has none or several.
+
+    A `+1 212…` number answers ``America/New_York``; a `+1` number whose area code
+    spans zones, or a country with several zones and no finer data, answers None so
+    the caller falls back to the policy's default zone.
+    """
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except NumberParseException:
+        return None
+    zones = pn_timezone.time_zones_for_number(parsed)
+    if len(zones) != 1:
+        return None
+    zone = zones[0]
+    if zone == pn_timezone.UNKNOWN_TIMEZONE or load_zone(zone) is None:
+        return None
+    return zone
+
+
+def mask_number(number: str) -> str:
+    """Mask the middle of a phone number for logs and details: ``138****0001``."""
+    digits = number.strip()
+    plus = ""
+    if digits.startswith("+86") and len(digits) > 6:
+        digits = digits[3:]
+    elif digits.startswith("+"):
+        plus, digits = "+", digits[1:]
+    if len(digits) <= 4:
+        return plus + "*" * len(digits)
+    if len(digits) <= 7:
+        return plus + digits[:1] + "*" * (len(digits) - 3) + digits[-2:]
+    return plus + digits[:3] + "****" + digits[-4:]
