@@ -1,0 +1,184 @@
+"""The SIP gate's port to the application, and the mapping INVITE → question → answer.
+
+The listener (``server.py``) knows SIP; the application knows dial policy. They meet at
+:class:`SipDialAuthorizer`: the listener turns a parsed INVITE into a
+:class:`SipDialInput`, awaits ``authorize()``, and turns the :class:`SipDialAnswer` into
+``302 Moved Temporarily`` (allowed) or ``603 Decline`` (blocked).
+
+Contract with the PBX (headers it may send, headers we return):
+
+* Request-URI user: the dialed number (normalised to E.164, default region CN).
+* ``P-Asserted-Identity`` (else the From user): the caller line presented.
+* ``X-Agent-ID``: the agent; else the From user is looked up in ``[sip.extensions]``.
+* ``X-Case-ID``: the case, when the PBX knows it (click-to-dial passes it).
+* ``X-DialGate-Attempt``: a pre-authorised attempt id (click-to-dial); on a 302 we
+  return the attempt id under the same header so the PBX can carry it on.
+* 603 carries ``Reason: SIP;cause=603;text="<rule_id>"``, ``Warning: 399 dialgate
+  "<English reason>"`` and ``Retry-After`` (seconds) when the policy knows the next
+  lawful time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Protocol
+
+import phonenumbers
+
+from adapters.sip.message import NameAddr, SipMessage, SipParseError, parse_name_addr
+
+STORE_UNAVAILABLE = "system.store_unavailable"
+STORE_UNAVAILABLE_REASON = "The dial gate could not reach its store; the call is blocked (fail closed)."
+STORE_UNAVAILABLE_REASON_ZH = "拨号网关无法访问数据存储，呼叫已拦截（故障时拒绝）。"
+
+_VISUAL_SEPARATORS = re.compile(r"[\s\-().]")
+
+
+@dataclass(frozen=True, slots=True)
+class SipDialInput:
+    """What the PBX asked, as read from one INVITE."""
+
+    number: str  # dialed number, E.164 when it could be normalised, else as dialed
+    dialed: str  # Request-URI user as received (unescaped)
+    caller_line: str | None  # P-Asserted-Identity user, else From user (E.164 when phone-like)
+    extension: str | None  # From user: the calling extension
+    agent_id: str | None  # X-Agent-ID, else [sip.extensions][extension]
+    case_id: str | None  # X-Case-ID
+    attempt_id: str | None  # X-DialGate-Attempt (pre-authorised by click-to-dial)
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SipDialAnswer:
+    allowed: bool
+    rule_id: str
+    reason: str  # English
+    reason_zh: str = ""
+    attempt_id: str | None = None
+    retry_after: int | None = None  # seconds until the next lawful attempt, when known
+    decision_id: str | None = None
+
+
+class SipDialAuthorizer(Protocol):
+    """Decide-and-reserve one SIP dial. Must not raise for a refusal: a refusal is an
+    answer with ``allowed=False``. Exceptions (and time-outs) mean "could not decide";
+    the listener then declines the call with ``system.store_unavailable`` (fail closed).
+    """
+
+    async def authorize(self, invite: SipDialInput) -> SipDialAnswer: ...
+
+
+def normalize_number(raw: str, region: str = "CN") -> str:
+    """E.164 for anything phone-like (``013800000001``, ``+86 138-0000-0001``, ``tel`` users).
+
+    Returns the input unchanged when it is not a valid phone number (a PBX extension such
+    as ``1001`` stays ``1001``), so it can still be compared and logged.
+    """
+    text = _VISUAL_SEPARATORS.sub("", raw)
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not text or not all(ch.isdigit() for ch in text.lstrip("+")) or text.count("+") > 1:
+        return raw
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return raw
+    if not phonenumbers.is_possible_number(parsed):
+        return raw
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_line(raw: str) -> str:
+    """A caller line as configured or presented: E.164 for phone numbers, else as is."""
+    return normalize_number(raw.strip())
+
+
+def mask_number(number: str | None) -> str:
+    """``+8613800000001`` → ``+86138****0001`` for logs; short ids keep their last two."""
+    if not number:
+        return ""
+    if len(number) <= 8:
+        return "*" * max(0, len(number) - 2) + number[-2:]
+    return number[:-8] + "****" + number[-4:]
+
+
+def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> SipDialInput:
+    """Read the question out of a parsed INVITE. Raises SipParseError (status 484/416)
+    when the Request-URI carries no number."""
+    assert msg.uri is not None
+    if msg.uri.scheme not in ("sip", "sips", "tel"):
+        raise SipParseError(f"URI scheme {msg.uri.scheme!r} is not supported", status=416)
+    dialed = msg.uri.user_number
+    if not dialed:
+        raise SipParseError("Request-URI has no user part (the dialed number)", status=484)
+    from_ = msg.from_
+    extension = from_.uri.user_number
+    pai = _first_pai(msg)
+    line_source = pai.uri.user_number if pai is not None and pai.uri.user_number else extension
+    agent = _header_token(msg, "x-agent-id")
+    if agent is None and extension is not None:
+        agent = extensions.get(extension)
+    return SipDialInput(
+        number=normalize_number(dialed),
+        dialed=dialed,
+        caller_line=normalize_line(line_source) if line_source else None,
+        extension=extension,
+        agent_id=agent,
+        case_id=_header_token(msg, "x-case-id"),
+        attempt_id=_header_token(msg, "x-dialgate-attempt"),
+        call_id=msg.call_id,
+    )
+
+
+def _first_pai(msg: SipMessage) -> NameAddr | None:
+    values = msg.values("p-asserted-identity")
+    if not values:
+        return None
+    return parse_name_addr(values[0], what="P-Asserted-Identity")
+
+
+def _header_token(msg: SipMessage, key: str) -> str | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > 128 or any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in value):
+        raise SipParseError(f"{key} must be 1-128 printable ASCII characters")
+    return value
+
+
+def ascii_quoted(text: str, limit: int = 200) -> str:
+    """Text safe inside a SIP quoted-string and ASCII-only (Warning, Reason)."""
+    clean = "".join(ch if 0x20 <= ord(ch) < 0x7F else " " for ch in text)
+    clean = " ".join(clean.split())[:limit]
+    return clean.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def answer_headers(answer: SipDialAnswer, contact: str | None) -> tuple[int, str, list[tuple[str, str]]]:
+    """Status, reason phrase and extra headers for a decision."""
+    if answer.allowed:
+        headers = [("Contact", contact or "")]
+        if answer.attempt_id:
+            headers.append(("X-DialGate-Attempt", ascii_quoted(answer.attempt_id, 128)))
+        return 302, "Moved Temporarily", headers
+    headers = [
+        ("Reason", f'SIP;cause=603;text="{ascii_quoted(answer.rule_id, 100)}"'),
+        ("Warning", f'399 dialgate "{ascii_quoted(answer.reason)}"'),
+    ]
+    if answer.retry_after is not None and answer.retry_after >= 0:
+        headers.append(("Retry-After", str(int(answer.retry_after))))
+    if answer.attempt_id:
+        headers.append(("X-DialGate-Attempt", ascii_quoted(answer.attempt_id, 128)))
+    return 603, "Decline", headers
+
+
+def fail_closed_answer(detail: str = "") -> SipDialAnswer:
+    return SipDialAnswer(
+        allowed=False,
+        rule_id=STORE_UNAVAILABLE,
+        reason=STORE_UNAVAILABLE_REASON,
+        reason_zh=STORE_UNAVAILABLE_REASON_ZH,
+    )

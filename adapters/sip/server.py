@@ -1,0 +1,513 @@
+"""The SIP gate listener: UDP and TCP on one address, as an async context manager.
+
+::
+
+    async with SipServer(authorizer, config) as server:
+        ...  # server.port is the bound port (UDP and TCP)
+
+Every INVITE is parsed strictly (``message.py``), matched against the INVITE
+transaction table (``transaction.py``) so that a retransmission is never decided twice,
+and decided by the :class:`~adapters.sip.gate.SipDialAuthorizer` with a time-out; any
+exception or time-out there declines the call with ``system.store_unavailable`` (fail
+closed). Malformed requests get a 400 (or 505/413/416) when they carry enough headers
+to address a response, and are dropped otherwise; responses and ACKs are never
+answered. Nothing a peer sends stops the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from adapters.sip.config import SipConfig
+from adapters.sip.gate import (
+    SipDialAnswer,
+    SipDialAuthorizer,
+    answer_headers,
+    ascii_quoted,
+    dial_input_from_invite,
+    fail_closed_answer,
+    mask_number,
+)
+from adapters.sip.message import (
+    SipMessage,
+    SipParseError,
+    SipResponse,
+    StreamFramer,
+    Transport,
+    canonical_header_name,
+    parse_message,
+    parse_via,
+    split_outside,
+)
+from adapters.sip.transaction import InviteTransactionTable, Reply, transaction_key
+
+log = structlog.get_logger("dialgate.sip")
+
+ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
+SERVER_NAME = "DialGate SIP gate"
+# Methods of RFC 3261 and its extensions that we know and refuse with 405; any other
+# method is an unknown extension method and gets 501 (RFC 3261 8.2.1).
+KNOWN_METHODS = frozenset(
+    {"REGISTER", "BYE", "INFO", "PRACK", "SUBSCRIBE", "NOTIFY", "UPDATE", "MESSAGE", "REFER", "PUBLISH"}
+)
+REASON_PHRASES = {
+    100: "Trying",
+    200: "OK",
+    302: "Moved Temporarily",
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    481: "Call/Transaction Does Not Exist",
+    484: "Address Incomplete",
+    487: "Request Terminated",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+    603: "Decline",
+}
+_RPORT_RE = re.compile(r";\s*rport(?=\s*(;|$))", re.IGNORECASE)
+_PROVISIONAL_AFTER = 0.2  # RFC 3261 17.2.1: send 100 Trying if the TU needs longer
+
+
+@dataclass
+class SipStats:
+    datagrams: int = 0
+    tcp_messages: int = 0
+    parse_errors: int = 0
+    dropped: int = 0  # malformed and not answerable, or responses
+    invites: int = 0
+    decisions: int = 0
+    retransmissions: int = 0
+    authorizer_failures: int = 0
+
+
+def _tag_for(*parts: str) -> str:
+    return hashlib.blake2s("\x00".join(parts).encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+class SipServer:
+    """UDP+TCP SIP redirect gate. See the module docstring."""
+
+    def __init__(
+        self,
+        authorizer: SipDialAuthorizer,
+        config: SipConfig | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        decision_timeout: float = 2.0,
+        max_transactions: int = 4096,
+        transaction_ttl: float = 32.0,
+        tcp_idle_timeout: float = 120.0,
+        max_tcp_connections: int = 512,
+    ) -> None:
+        self._config = config or SipConfig()
+        self._authorizer = authorizer
+        self._host = host if host is not None else self._config.host
+        self._port = port if port is not None else self._config.port
+        self._timeout = decision_timeout
+        self._tcp_idle = tcp_idle_timeout
+        self._max_conns = max_tcp_connections
+        self.transactions = InviteTransactionTable(max_entries=max_transactions, ttl=transaction_ttl)
+        self.stats = SipStats()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def __aenter__(self) -> "SipServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_error: OSError | None = None
+        for _ in range(10):  # port 0: find a port free for both UDP and TCP
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self._host, self._port)
+            )
+            port = udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(
+                    self._serve_tcp, self._host, port, reuse_address=True, limit=2**16
+                )
+            except OSError as exc:
+                udp.close()
+                last_error = exc
+                if self._port != 0:
+                    raise
+                continue
+            self._udp = udp  # type: ignore[assignment]
+            self._port = port
+            log.info("sip.listening", host=self._host, port=port, transports="udp,tcp")
+            return
+        assert last_error is not None
+        raise last_error
+
+    async def close(self) -> None:
+        if self._tcp is not None:
+            self._tcp.close()
+        for w in list(self._conns):
+            w.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tcp is not None:
+            try:
+                await asyncio.wait_for(self._tcp.wait_closed(), 2)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+            self._tcp = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        self.transactions.close()
+
+    # -- inbound -----------------------------------------------------------------------
+    def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.stats.datagrams += 1
+        if not data.strip(b"\r\n"):
+            return  # keep-alive
+        udp = self._udp
+
+        def reply(resp: SipResponse) -> None:
+            if udp is not None and not udp.is_closing():
+                udp.sendto(resp.to_bytes(), addr)
+
+        self._receive(data, "udp", reply, addr)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._conns) >= self._max_conns:
+            writer.close()
+            return
+        self._conns.add(writer)
+        peer = writer.get_extra_info("peername") or ("", 0)
+        framer = StreamFramer()
+
+        def reply(resp: SipResponse) -> None:
+            if not writer.is_closing():
+                writer.write(resp.to_bytes())
+
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), self._tcp_idle)
+                except (TimeoutError, asyncio.TimeoutError):
+                    break
+                if not data:
+                    break
+                try:
+                    messages = framer.feed(data)
+                except SipParseError as exc:
+                    # framing is lost: answer what we can, then close the connection
+                    self.stats.parse_errors += 1
+                    self._reject(bytes(data), exc, reply, peer)
+                    break
+                for raw in messages:
+                    self.stats.tcp_messages += 1
+                    self._receive(raw, "tcp", reply, peer)
+                try:
+                    await asyncio.wait_for(writer.drain(), 5)
+                except (TimeoutError, asyncio.TimeoutError):
+                    break
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._conns.discard(writer)
+            writer.close()
+
+    def _receive(self, data: bytes, transport: Transport, reply: Reply, source: tuple[Any, ...]) -> None:
+        try:
+            msg = parse_message(data, transport)
+        except SipParseError as exc:
+            self.stats.parse_errors += 1
+            self._reject(data, exc, reply, source)
+            return
+        if not msg.is_request:
+            self.stats.dropped += 1  # we run no client transactions: stray responses are dropped
+            return
+        try:
+            self._dispatch(msg, transport, reply, source)
+        except SipParseError as exc:
+            self.stats.parse_errors += 1
+            self._respond(msg, exc.status, reply, source, extra=[("Warning", f'399 dialgate "{ascii_quoted(exc.reason)}"')])
+
+    def _reject(self, data: bytes, exc: SipParseError, reply: Reply, source: tuple[Any, ...]) -> None:
+        resp = best_effort_error_response(data, exc, source)
+        log.debug("sip.malformed", reason=exc.reason, source=str(source[0]) if source else "", answered=resp is not None)
+        if resp is None:
+            self.stats.dropped += 1
+            return
+        reply(resp)
+
+    # -- methods -----------------------------------------------------------------------
+    def _dispatch(self, msg: SipMessage, transport: Transport, reply: Reply, source: tuple[Any, ...]) -> None:
+        method = msg.method
+        assert msg.uri is not None and method is not None
+        if method == "ACK":
+            self.transactions.ack(transaction_key(msg, "INVITE"))
+            return  # ACKs are never answered
+        if msg.uri.scheme not in ("sip", "sips", "tel"):
+            self._respond(msg, 416, reply, source)
+            return
+        if method == "CANCEL":
+            self._cancel(msg, reply, source)
+            return
+        required = [v.strip() for v in msg.values("require") if v.strip()]
+        if required:
+            self._respond(msg, 420, reply, source, extra=[("Unsupported", ", ".join(required))])
+            return
+        if method == "INVITE":
+            self._invite(msg, transport, reply, source)
+        elif method == "OPTIONS":
+            self._respond(msg, 200, reply, source, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
+        elif method in KNOWN_METHODS:
+            self._respond(msg, 405, reply, source, extra=[("Allow", ALLOW)])
+        else:
+            self._respond(msg, 501, reply, source, extra=[("Allow", ALLOW)])
+
+    def _invite(self, msg: SipMessage, transport: Transport, reply: Reply, source: tuple[Any, ...]) -> None:
+        self.stats.invites += 1
+        key = transaction_key(msg)
+        txn = self.transactions.get(key)
+        if txn is not None:
+            self.stats.retransmissions += 1
+            self.transactions.retransmission(txn, reply)
+            return
+        cseq_number, _ = msg.cseq
+        to_tag = msg.to.tag or _tag_for(msg.call_id, msg.from_.tag or "", str(cseq_number), "dialgate")
+        txn = self.transactions.create(key, msg, to_tag, transport == "tcp", reply)
+        task = asyncio.get_running_loop().create_task(self._decide(msg, txn, source), name=f"sip-decide-{msg.call_id[:40]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _decide(self, msg: SipMessage, txn: Any, source: tuple[Any, ...]) -> None:
+        try:
+            dial = dial_input_from_invite(msg, self._config.extensions)
+        except SipParseError as exc:
+            self.transactions.complete(
+                txn,
+                build_response(msg, exc.status, source, txn.to_tag, extra=[("Warning", f'399 dialgate "{ascii_quoted(exc.reason)}"')]),
+            )
+            return
+        loop = asyncio.get_running_loop()
+
+        def trying() -> None:
+            if not txn.final:
+                resp = build_response(msg, 100, source, None)
+                for r in txn.replies:
+                    r(resp)
+
+        provisional = loop.call_later(_PROVISIONAL_AFTER, trying)
+        started = time.perf_counter()
+        try:
+            answer: SipDialAnswer = await asyncio.wait_for(self._authorizer.authorize(dial), self._timeout)
+            if not isinstance(answer, SipDialAnswer):
+                raise TypeError(f"authorizer returned {type(answer).__name__}, not SipDialAnswer")
+        except asyncio.CancelledError:
+            provisional.cancel()
+            raise
+        except Exception as exc:  # fail closed on anything: the listener must keep serving
+            self.stats.authorizer_failures += 1
+            log.warning("sip.authorizer_failed", error=type(exc).__name__, detail=str(exc)[:200], call_id=dial.call_id)
+            answer = fail_closed_answer()
+        finally:
+            provisional.cancel()
+        self.stats.decisions += 1
+        log.info(
+            "sip.decision",
+            call_id=dial.call_id,
+            number=mask_number(dial.number),
+            agent=dial.agent_id,
+            case=dial.case_id,
+            allowed=answer.allowed,
+            rule=answer.rule_id,
+            attempt=answer.attempt_id,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        if txn.cancelled or txn.final:
+            return  # CANCEL already answered the INVITE with 487
+        status, _, extra = answer_headers(answer, self._config.contact_for(dial.number))
+        self.transactions.complete(txn, build_response(msg, status, source, txn.to_tag, extra=extra))
+
+    def _cancel(self, msg: SipMessage, reply: Reply, source: tuple[Any, ...]) -> None:
+        txn = self.transactions.get(transaction_key(msg, "INVITE"))
+        if txn is None:
+            self._respond(msg, 481, reply, source)
+            return
+        self._respond(msg, 200, reply, source)
+        if not txn.final and txn.request is not None:
+            txn.cancelled = True
+            self.transactions.complete(txn, build_response(txn.request, 487, source, txn.to_tag))
+
+    def _respond(self, msg: SipMessage, status: int, reply: Reply, source: tuple[Any, ...], extra: list[tuple[str, str]] | None = None) -> None:
+        to_tag = None
+        if msg.to.tag is None and status >= 200:
+            cseq_number, _ = msg.cseq
+            to_tag = _tag_for(msg.call_id, msg.from_.tag or "", str(cseq_number), msg.method or "")
+        reply(build_response(msg, status, source, to_tag, extra=extra))
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: SipServer) -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            self._server.on_datagram(data, addr)
+        except Exception as exc:  # never let one datagram stop the endpoint
+            log.error("sip.udp_handler_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable from a peer that went away
+
+
+# -- building responses ------------------------------------------------------------------
+
+
+def _top_via_for_response(top: str, source: tuple[Any, ...]) -> str:
+    """RFC 3261 18.2.1 / RFC 3581: add ``received`` and fill ``rport`` on the top Via."""
+    if not source:
+        return top
+    ip, port = str(source[0]), source[1] if len(source) > 1 else None
+    out = top
+    try:
+        via = parse_via(top)
+    except SipParseError:
+        return top
+    if via.host.strip("[]") != ip and "received" not in via.params:
+        out += f";received={ip}"
+    if port is not None and _RPORT_RE.search(out):
+        out = _RPORT_RE.sub(f";rport={port}", out, count=1)
+    return out
+
+
+def build_response(
+    msg: SipMessage,
+    status: int,
+    source: tuple[Any, ...],
+    to_tag: str | None,
+    extra: list[tuple[str, str]] | None = None,
+) -> SipResponse:
+    """A response mirroring Via/From/To/Call-ID/CSeq (RFC 3261 8.2.6.2), To-tag added."""
+    headers: list[tuple[str, str]] = []
+    vias = msg.values("via")
+    for i, v in enumerate(vias):
+        v = v.strip()
+        headers.append(("Via", _top_via_for_response(v, source) if i == 0 else v))
+    headers.append(("From", msg.get("from") or ""))
+    to = msg.get("to") or ""
+    if to_tag and msg.to.tag is None:
+        to = f"{to};tag={to_tag}"
+    headers.append(("To", to))
+    headers.append(("Call-ID", msg.call_id))
+    headers.append(("CSeq", msg.get("cseq") or ""))
+    headers.append(("Server", SERVER_NAME))
+    headers.extend(extra or [])
+    return SipResponse(status, REASON_PHRASES.get(status, "Unknown"), headers)
+
+
+_LIBERAL_VIA_RE = re.compile(r"SIP\s*/\s*\d{1,3}\.\d{1,3}\s*/\s*[A-Za-z0-9-]+\s+[A-Za-z0-9.\-\[\]:]+\s*(;[^\r\n]*)?\Z")
+_ERROR_KEYS = ("via", "from", "to", "call-id", "cseq")
+
+
+def best_effort_error_response(data: bytes, exc: SipParseError, source: tuple[Any, ...]) -> SipResponse | None:
+    """An error response for a request we could not parse, if it is addressable.
+
+    Only when the start line looks like a request (never a response, never an ACK) and
+    Via, From, To, Call-ID and CSeq can each be read on their own; otherwise None (drop).
+    """
+    head = data.split(b"\r\n\r\n", 1)[0][:16384]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines: list[str] = []
+    for line in text.split("\r\n"):
+        if line[:1] in (" ", "\t") and lines:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    if not lines:
+        return None
+    start = lines[0]
+    first = start.split(" ", 1)[0]
+    if not first or first.startswith("SIP/") or first.upper() == "ACK":
+        return None
+    found: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = canonical_header_name(name.strip(" \t"))
+        if key in _ERROR_KEYS:
+            value = value.strip(" \t")
+            if not value or len(value) > 2048 or any(ord(ch) < 0x20 and ch != "\t" for ch in value):
+                return None
+            found.setdefault(key, []).append(value)
+    if any(k not in found for k in _ERROR_KEYS):
+        return None
+    vias = [v.strip(" \t;") for line in found["via"] for v in _split_commas(line)]
+    vias = [v for v in vias if v]
+    # liberal on purpose: the Via may be what is wrong (SIP/7.0, ";;"), we only need to mirror it
+    if not vias or not all(_LIBERAL_VIA_RE.match(v) for v in vias):
+        return None
+    headers: list[tuple[str, str]] = []
+    for i, v in enumerate(vias):
+        headers.append(("Via", _top_via_for_response(v, source) if i == 0 else v))
+    to = found["to"][0]
+    if ";tag=" not in to.replace(" ", "").lower():
+        to += f";tag={_tag_for(found['call-id'][0], found['cseq'][0], 'err')}"
+    headers += [("From", found["from"][0]), ("To", to), ("Call-ID", found["call-id"][0]), ("CSeq", found["cseq"][0])]
+    headers.append(("Server", SERVER_NAME))
+    headers.append(("Warning", f'399 dialgate "{ascii_quoted(exc.reason)}"'))
+    status = exc.status if exc.status in REASON_PHRASES else 400
+    return SipResponse(status, REASON_PHRASES[status], headers)
+
+
+def _split_commas(value: str) -> list[str]:
+    try:
+        return split_outside(value, ",", what="Via")
+    except SipParseError:
+        return [value]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for UDP and TCP right now (tests and tools)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise OSError("no free port")
+
+
+__all__ = ["SipServer", "SipStats", "build_response", "best_effort_error_response", "free_port"]

@@ -1,0 +1,217 @@
+"""The SIP gate's own RFC 3261 parser: what it accepts, what it refuses and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.sip.message import (
+    MAX_HEADERS,
+    SipParseError,
+    SipResponse,
+    StreamFramer,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    serialize,
+)
+
+
+def invite(*, extra: str = "", body: bytes = b"", ruri: str = "sip:+8613800000001@gate.example", cl: bool = True) -> bytes:
+    head = (
+        f"INVITE {ruri} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-abc\r\n"
+        "From: \"Agent One\" <sip:1001@pbx.example>;tag=f1\r\n"
+        "To: <sip:+8613800000001@gate.example>\r\n"
+        "Call-ID: call-1@pbx\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Max-Forwards: 70\r\n"
+        f"{extra}"
+    )
+    if cl:
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def test_a_plain_invite_parses_into_method_uri_and_headers():
+    msg = parse_message(invite())
+    assert msg.method == "INVITE"
+    assert msg.uri is not None and msg.uri.user == "+8613800000001"
+    assert msg.call_id == "call-1@pbx"
+    assert msg.cseq == (1, "INVITE")
+    assert msg.from_.tag == "f1" and msg.from_.display == "Agent One"
+    assert msg.to.tag is None
+
+
+def test_compact_and_mixed_case_header_names_mean_the_same_header():
+    data = (
+        b"INVITE sip:100@gw SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n"
+        b"f: <sip:1001@pbx>;tag=a\r\n"
+        b"T: <sip:100@gw>\r\n"
+        b"i: compact@pbx\r\n"
+        b"cSeQ: 7 INVITE\r\n"
+        b"c: application/sdp\r\n"
+        b"l: 4\r\n\r\nv=0\n"
+    )
+    msg = parse_message(data)
+    assert msg.get("Call-ID") == "compact@pbx"
+    assert msg.get("content-type") == "application/sdp"
+    assert msg.vias[0].branch == "z9hG4bK1"
+    assert msg.body == b"v=0\n"
+
+
+def test_folded_header_lines_are_joined_with_a_single_space():
+    msg = parse_message(invite(extra="Subject: first\r\n  second\r\n\tthird\r\n"))
+    assert msg.get("subject") == "first second third"
+
+
+def test_comma_joined_and_repeated_via_values_are_all_kept_in_order():
+    extra = "Via: SIP/2.0/TCP b.example;branch=z9hG4bK2, SIP/2.0/UDP c.example:5070;branch=z9hG4bK3\r\n"
+    msg = parse_message(invite(extra=extra))
+    vias = msg.vias
+    assert [v.host for v in vias] == ["10.0.0.1", "b.example", "c.example"]
+    assert vias[2].port == 5070 and vias[1].transport == "TCP"
+
+
+def test_commas_inside_quotes_and_angle_brackets_do_not_split_values():
+    extra = 'Contact: "Doe, John" <sip:a@b;x=1,2>;q=0.5, <sip:c@d>\r\n'
+    msg = parse_message(invite(extra=extra))
+    assert msg.values("contact") == ['"Doe, John" <sip:a@b;x=1,2>;q=0.5', " <sip:c@d>"]
+
+
+def test_via_with_lws_around_every_separator_is_understood():
+    via = parse_via("SIP  /   2.0 / UDP   192.0.2.2 ;  branch  =   z9hG4bK9ikj8 ; rport")
+    assert via.transport == "UDP" and via.host == "192.0.2.2"
+    assert via.branch == "z9hG4bK9ikj8" and "rport" in via.params
+
+
+def test_udp_body_without_content_length_is_the_rest_of_the_datagram():
+    msg = parse_message(invite(body=b"v=0\r\n", cl=False), "udp")
+    assert msg.body == b"v=0\r\n"
+
+
+def test_udp_bytes_after_content_length_are_ignored():
+    msg = parse_message(invite(body=b"v=0\r\n") + b"INVITE junk", "udp")
+    assert msg.body == b"v=0\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason_part"),
+    [
+        (invite(cl=False), "Content-Length is required over TCP"),
+    ],
+)
+def test_tcp_messages_must_carry_a_content_length(data, reason_part):
+    with pytest.raises(SipParseError, match=reason_part):
+        parse_message(data, "tcp")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason_part", "status"),
+    [
+        (b"", "empty message", 400),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n", "no empty line", 400),
+        (invite().replace(b"SIP/2.0\r\nVia", b"SIP/3.0\r\nVia"), "not supported", 505),
+        (invite().replace(b"INVITE sip", b"INVITE  sip"), "request line", 400),
+        (invite().replace(b"Content-Length: 0", b"Content-Length: -1"), "Content-Length", 400),
+        (invite().replace(b"Content-Length: 0", b"Content-Length: 99"), "larger than", 400),
+        (invite().replace(b"CSeq: 1 INVITE", b"CSeq: 99999999999999999999 INVITE"), "CSeq number", 400),
+        (invite().replace(b"CSeq: 1 INVITE", b"CSeq: 1 OPTIONS"), "does not match", 400),
+        (invite().replace(b"Call-ID: call-1@pbx\r\n", b""), "Call-ID header is missing", 400),
+        (invite(extra="Call-ID: second@pbx\r\n"), "more than once", 400),
+        (invite().replace(b'"Agent One"', b'"Agent One'), "unterminated", 400),
+        (invite(extra="NoColonHere\r\n"), "without a colon", 400),
+        (invite().replace(b";branch=z9hG4bK-abc", b";branch=z9hG4bK-abc;;,;"), "Via", 400),
+        (invite(ruri="<sip:+86138@gw>"), "Request-URI", 400),
+        (invite().replace(b"Agent One", "Agent \udcff".encode("utf-8", "surrogateescape")), "UTF-8", 400),
+        (invite(extra="X-Bad: a\rb\r\n"), "bare CR", 400),
+        (invite(extra="Max-Forwards: 70\r\n"), "more than once", 400),
+        (invite(extra="".join(f"X-H{i}: v\r\n" for i in range(MAX_HEADERS + 1))), "header fields", 400),
+        (invite(body=b"x" * 70000), "larger than", 413),
+        (b"SIP/2.0 4294967301 big\r\nVia: SIP/2.0/UDP h\r\n\r\n", "status code", 400),
+    ],
+)
+def test_malformed_messages_raise_sip_parse_error_with_a_reason(data, reason_part, status):
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert reason_part in info.value.reason
+    assert info.value.status == status
+
+
+def test_a_response_with_an_empty_reason_phrase_parses():
+    msg = parse_message(b"SIP/2.0 100 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n")
+    assert msg.status == 100 and msg.reason == "" and not msg.is_request
+
+
+def test_uri_user_parts_are_unescaped_once_and_user_params_are_split_off():
+    uri = parse_uri("sip:%2B8613800000001;phone-context=pbx@gw.example;user=phone", what="R-URI")
+    assert uri.user == "+8613800000001;phone-context=pbx"
+    assert uri.user_number == "+8613800000001"
+    assert uri.params == {"user": "phone"}
+    assert parse_uri("sip:value%2541@h", what="x").user == "value%41"
+
+
+def test_tel_uris_give_the_number_as_user():
+    uri = parse_uri("tel:+8613800000001;phone-context=+86", what="x")
+    assert uri.scheme == "tel" and uri.user_number == "+8613800000001"
+
+
+def test_a_bad_percent_escape_in_a_uri_is_a_parse_error():
+    with pytest.raises(SipParseError, match="escape"):
+        parse_uri("sip:ab%zz@h", what="Request-URI")
+
+
+def test_name_addr_without_angle_brackets_takes_params_as_header_params():
+    na = parse_name_addr("sip:1001@pbx.example;tag=xyz", what="From")
+    assert na.uri.user == "1001" and na.tag == "xyz" and na.uri.params == {}
+
+
+def test_unquoted_display_names_must_be_tokens():
+    with pytest.raises(SipParseError, match="display name"):
+        parse_name_addr("Bell, Alexander <sip:a@b>", what="From")
+
+
+def test_stream_framer_cuts_messages_by_content_length_across_chunks():
+    one = invite(body=b"v=0\r\n")
+    two = invite(extra="X-N: 2\r\n")
+    stream = b"\r\n\r\n" + one + two
+    framer = StreamFramer()
+    out: list[bytes] = []
+    for i in range(0, len(stream), 7):
+        out += framer.feed(stream[i : i + 7])
+    assert out == [one, two]
+    assert framer.pending == 0
+
+
+def test_stream_framer_refuses_a_message_without_content_length():
+    with pytest.raises(SipParseError, match="required over TCP"):
+        StreamFramer().feed(invite(cl=False))
+
+
+def test_stream_framer_refuses_an_endless_header_section():
+    framer = StreamFramer(max_message_size=1000)
+    with pytest.raises(SipParseError, match="larger than"):
+        framer.feed(b"INVITE sip:a@b SIP/2.0\r\n" + b"X: y\r\n" * 300)
+
+
+def test_stream_framer_refuses_a_content_length_beyond_the_size_limit():
+    framer = StreamFramer(max_message_size=1000)
+    with pytest.raises(SipParseError, match="larger than"):
+        framer.feed(invite().replace(b"Content-Length: 0", b"Content-Length: 5000"))
+
+
+def test_serializer_writes_headers_in_order_and_computes_content_length():
+    resp = SipResponse(302, "Moved Temporarily", [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Contact", "<sip:1@c>")])
+    data = resp.to_bytes()
+    assert data == (
+        b"SIP/2.0 302 Moved Temporarily\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"Contact: <sip:1@c>\r\nContent-Length: 0\r\n\r\n"
+    )
+    back = parse_message(data)
+    assert back.status == 302 and back.get("m") == "<sip:1@c>"
+
+
+def test_serializer_refuses_header_values_that_would_inject_lines():
+    with pytest.raises(ValueError):
+        serialize("SIP/2.0 200 OK", [("Warning", "399 x\r\nVia: evil")])
