@@ -1,0 +1,108 @@
+"""What the MQTT adapter needs from the rest of the system, as Protocols.
+
+- `OutboxSource`: the transactional outbox (events written in the same transaction as
+  the change). The relay reads unsent events in commit order and marks them sent once
+  the broker acknowledged them (PUBACK). Implementations: `InMemoryOutboxSource`
+  (adapters/mqtt/memory.py), `SqlAlchemyOutboxSource` (adapters/db/outbox_source.py).
+- `EventPublisher`: what the relay publishes through (the `MqttConnection`).
+- `DialCommandHandler`, `PbxEventHandler`: what inbound messages are handed to. They
+  raise `MessageRejected` subclasses (adapters/mqtt/errors.py) for messages that must
+  go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One committed, not yet published event.
+
+    `position` is the outbox's commit order (the row id) and what `mark_sent` takes.
+    `ordering_key` groups events that must be published in order (the case id); events
+    with different keys may be published in parallel. `payload` is the JSON document
+    exactly as stored (see schemas/events/).
+    """
+
+    position: int
+    event_id: str
+    type: str
+    creditor: str
+    payload: bytes
+    ordering_key: str | None = None
+    sequence: int | None = None
+
+
+class OutboxSource(Protocol):
+    async def fetch_unsent(self, limit: int) -> Sequence[OutboxEvent]:
+        """Up to `limit` unsent events, oldest first (ascending `position`)."""
+        ...
+
+    async def mark_sent(self, positions: Sequence[int]) -> None:
+        """Record that these events were acknowledged by the broker."""
+        ...
+
+
+class EventPublisher(Protocol):
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, properties: Any = None
+    ) -> None:
+        """Return once the broker acknowledged (QoS 1: PUBACK); raise BrokerUnavailable."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DialCommand:
+    """A dial request that arrived on `dialgate/v1/commands/dial`.
+
+    `request` holds the same fields as the body of `POST /v1/dials`; `token` is the
+    user's bearer token (never logged).
+    """
+
+    token: str = field(repr=False)
+    request: Mapping[str, Any]
+    message_id: str  # ours, for logs and the dead-letter record
+
+
+@dataclass(frozen=True, slots=True)
+class DialReply:
+    """The answer published to the requester: an HTTP-like status and a JSON body."""
+
+    status: int
+    body: Mapping[str, Any]
+
+
+class DialCommandHandler(Protocol):
+    async def handle_dial(self, command: DialCommand) -> DialReply:
+        """Run the dial request; raise UnauthorisedMessage / MalformedMessage to refuse."""
+        ...
+
+
+PbxEventKind = Literal["answered", "hangup", "recording_ready"]
+
+
+@dataclass(frozen=True, slots=True)
+class PbxEvent:
+    """Call progress from a PBX event bridge on `dialgate/v1/pbx/<pbx_id>/events`."""
+
+    pbx_id: str
+    kind: PbxEventKind
+    occurred_at: datetime
+    call_id: str | None = None  # SIP Call-ID
+    attempt_id: str | None = None
+    cause: str | None = None  # hangup: SIP/Q.850 cause as sent by the PBX
+    duration_s: float | None = None  # hangup: talk time in seconds
+    recording_path: str | None = None  # recording_ready: file path or ...
+    recording_url: str | None = None  # ... URL
+    creditor: str | None = None  # when the bridge knows it; checked against the attempt
+    message_id: str = ""
+
+
+class PbxEventHandler(Protocol):
+    async def handle_pbx_event(self, event: PbxEvent) -> None:
+        """Apply the event; raise UnmatchedMessage when no attempt matches it."""
+        ...

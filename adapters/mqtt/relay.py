@@ -1,0 +1,174 @@
+"""The outbox relay: committed events → broker, at least once, in order per case.
+
+Loop: fetch a batch of unsent events (commit order) → group them by ordering key (the
+case) → publish each group strictly one after another, groups in parallel → mark the
+acknowledged ones sent → repeat at once if the batch was full, else sleep until
+`notify()` (a writer committed new rows) or the slow poll.
+
+Guarantees:
+- An event is marked sent only after its PUBACK. A crash between PUBACK and
+  `mark_sent` publishes it again: consumers dedupe by `event_id`.
+- Event n+1 of a case is never published before event n is acknowledged: a group
+  stops at its first failure, and the next batch starts again from the oldest unsent.
+- While the broker is away the relay retries with capped, jittered backoff, and tries
+  again as soon as the connection is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from adapters.mqtt.backoff import Backoff
+from adapters.mqtt.errors import BrokerUnavailable
+from adapters.mqtt.masking import mask_phones_in_bytes
+from adapters.mqtt.ports import EventPublisher, OutboxEvent, OutboxSource
+from adapters.mqtt.topics import DEADLETTER, event_topic
+
+log = structlog.get_logger("dialgate.mqtt.relay")
+
+
+class _Reconnects(Protocol):
+    async def wait_connected(self, timeout: float | None = None) -> bool: ...
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        source: OutboxSource,
+        publisher: EventPublisher,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 2.0,
+        max_parallel_cases: int = 256,
+        backoff: Backoff | None = None,
+        on_published: Callable[[Sequence[OutboxEvent]], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._max_parallel = max_parallel_cases
+        self._backoff = backoff or Backoff(base=0.2, cap=10.0)
+        self._on_published = on_published
+        self._wake = asyncio.Event()
+        self.published = 0  # acknowledged by the broker, since start
+        self.failures = 0  # batches that hit an unavailable broker or store
+
+    def notify(self) -> None:
+        """New events were committed: relay them now instead of at the next poll.
+
+        Safe to call from the event loop at any time, as often as wanted.
+        """
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled."""
+        log.info("mqtt.relay.started", batch_size=self._batch_size)
+        while True:
+            self._wake.clear()
+            try:
+                count, complete = await self.relay_batch()
+            except Exception as exc:  # the store failed: keep going, never die
+                log.warning("mqtt.relay.store_failed", error=f"{type(exc).__name__}: {exc}")
+                count, complete = 0, False
+            if not complete:
+                self.failures += 1
+                await self._retry_pause()
+                continue
+            self._backoff.reset()
+            if count >= self._batch_size:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            except TimeoutError:
+                pass
+
+    async def _retry_pause(self) -> None:
+        delay = self._backoff.next_delay()
+        waiter = getattr(self._publisher, "wait_connected", None)
+        if waiter is None:
+            await asyncio.sleep(delay)
+            return
+        # Sleep the backoff, but no longer than until the connection is back. The
+        # connection's own reconnect is backed off, so this never spins.
+        await asyncio.sleep(min(delay, 0.05))
+        await waiter(timeout=delay)
+
+    async def relay_batch(self) -> tuple[int, bool]:
+        """Publish one batch; returns (events acknowledged, whether all were)."""
+        events = await self._source.fetch_unsent(self._batch_size)
+        if not events:
+            return 0, True
+        groups: dict[str, list[OutboxEvent]] = {}
+        for event in events:
+            key = event.ordering_key if event.ordering_key is not None else f"\0{event.event_id}"
+            groups.setdefault(key, []).append(event)
+
+        acked: list[OutboxEvent] = []
+        failed: list[BaseException] = []
+        gate = asyncio.Semaphore(self._max_parallel)
+
+        async def publish_group(group: list[OutboxEvent]) -> None:
+            async with gate:
+                for event in group:
+                    if failed:
+                        return  # the broker is away; the next batch starts over
+                    try:
+                        await self._publish_one(event)
+                    except BrokerUnavailable as exc:
+                        failed.append(exc)
+                        return
+                    acked.append(event)
+
+        await asyncio.gather(*(publish_group(g) for g in groups.values()))
+        if acked:
+            # Commit order, so a store that advances a cursor sees no gaps.
+            acked.sort(key=lambda e: e.position)
+            await self._source.mark_sent([e.position for e in acked])
+            self.published += len(acked)
+            if self._on_published is not None:
+                self._on_published(acked)
+        if failed:
+            log.warning(
+                "mqtt.relay.broker_unavailable",
+                acknowledged=len(acked),
+                pending=len(events) - len(acked),
+                error=str(failed[0]),
+            )
+        return len(acked), not failed
+
+    async def _publish_one(self, event: OutboxEvent) -> None:
+        payload, masked = mask_phones_in_bytes(event.payload)
+        if masked:
+            log.warning("mqtt.relay.masked_phone_numbers", event_id=event.event_id, count=masked)
+        try:
+            topic = event_topic(event.creditor, event.type)
+        except ValueError as exc:
+            # A writer bug; the event is kept visible on the dead-letter topic instead
+            # of blocking its case forever.
+            log.error("mqtt.relay.bad_topic", event_id=event.event_id, error=str(exc))
+            topic = DEADLETTER
+            payload = _bad_topic_record(event, str(exc), payload)
+        await self._publisher.publish(topic, payload, qos=1)
+
+
+def _bad_topic_record(event: OutboxEvent, error: str, payload: bytes) -> bytes:
+    try:
+        original = json.loads(payload)
+    except ValueError:
+        original = None
+    return json.dumps(
+        {
+            "reason": "bad-event-topic",
+            "message": f"event cannot be routed: {error}",
+            "message_zh": f"事件无法路由到主题：{error}",
+            "event_id": event.event_id,
+            "event": original,
+        },
+        ensure_ascii=False,
+    ).encode()
