@@ -1,0 +1,174 @@
+"""Ports of the vault: what it needs from the outside, as `typing.Protocol`s.
+
+Implementations: `adapters.storage.filesystem.FilesystemBlobStore`,
+`adapters.storage.keys.KeyFileKeyProvider` / `EnvKeyProvider`, the service's SQLAlchemy
+repository, and the in-memory fakes in `recordings.memory` for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Iterable, Protocol
+
+from recordings.model import (
+    AccessEntry,
+    CaseHold,
+    DestructionEntry,
+    LegalHold,
+    PurgeRequest,
+    Recording,
+    RecordingFilter,
+)
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime: ...
+
+
+class BlobWriter(Protocol):
+    """A temporary blob being written. Nothing is visible under `key` until `publish`."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def sync(self) -> None:
+        """Flush and fsync the temporary file."""
+
+    def publish(self) -> None:
+        """Atomically rename the temporary into place and fsync the directory."""
+
+    def abort(self) -> None:
+        """Remove the temporary (idempotent; safe after publish: does nothing then)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    key: str
+    size: int
+    modified_at: datetime
+
+
+class BlobStore(Protocol):
+    """Where sealed blobs live. Only ciphertext is ever handed to it."""
+
+    def begin(self, key: str) -> BlobWriter: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A seekable binary file; raises `FileNotFoundError` when absent."""
+        ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> bool:
+        """True when something was deleted."""
+        ...
+
+    def keys(self) -> Iterable[StoredBlob]: ...
+
+    def clean_temporaries(self) -> int:
+        """Delete every leftover temporary (call at startup); the count removed."""
+        ...
+
+
+class KeyProvider(Protocol):
+    """Key-encryption keys (KEKs), one active per creditor scope, older ones kept
+    until nothing is wrapped under them.
+
+    Missing keys raise `NoSuchKey`; destroyed ones `KeyDestroyed`.
+    """
+
+    def active(self, scope: str) -> tuple[str, bytes]: ...
+
+    def get(self, scope: str, key_id: str) -> bytes: ...
+
+    def create(self, scope: str) -> str:
+        """Create the first key of a scope (idempotent: returns the active id if any)."""
+        ...
+
+    def rotate(self, scope: str) -> str:
+        """Make a new key active; older ones stay readable. Returns the new key id."""
+        ...
+
+    def retire(self, scope: str, key_id: str) -> None:
+        """Destroy one non-active key (after every data key was rewrapped)."""
+        ...
+
+    def destroy(self, scope: str) -> None:
+        """Destroy every key of a scope: its recordings become unreadable for good."""
+        ...
+
+    def scopes(self) -> list[str]: ...
+
+
+class RecordingRepository(Protocol):
+    """Recording metadata and the vault's records. Async: the service backs it with
+    SQLAlchemy. Tables and columns (the SQL implementation follows these names):
+
+    recordings
+        recording_id (pk, text), source_kind ("attempt"|"call"), source_id (text,
+        UNIQUE with source_kind: the idempotency key), creditor (nullable: unmatched),
+        case_id, agent, number_masked (``138****0001``), number_digest (sha256 hex of
+        the E.164 number, for exact search), started_at (tz), duration_s, media_type,
+        size (plaintext bytes), blob_size, sha256 (hex of plaintext), data_key_id,
+        kek_id (key id the data key is wrapped under; null once destroyed),
+        wrapped_key (61 bytes; null once destroyed), retain_until (date),
+        state ("stored"|"unmatched"|"destroyed"), created_at, destroyed_at,
+        hold_reason, hold_by, hold_at (legal hold; all null when none).
+    recording_case_holds
+        case_id (pk), creditor, reason, held_by, held_at.
+    recording_access_log (append-only)
+        id, recording_id, user, role, at, reason, range_start, range_end, client, purpose.
+    recording_purges
+        purge_id (pk), requested_by, requested_at, as_of, recording_ids (json),
+        state, approved_by, approved_at, destroyed (json), skipped (json).
+    recording_destruction_register (append-only, never purged)
+        seq (pk), recording_id, case_id, creditor, sha256, retain_until, operator,
+        approver, purge_id, destroyed_at, method, prev_hash, entry_hash (unique).
+    """
+
+    async def add(self, recording: Recording) -> None:
+        """Insert; raises `DuplicateSource` when (source_kind, source_id) exists."""
+
+    async def get(self, recording_id: str) -> Recording | None: ...
+
+    async def by_source(self, source_kind: str, source_id: str) -> Recording | None: ...
+
+    async def find(self, flt: RecordingFilter) -> list[Recording]: ...
+
+    async def update(self, recording: Recording) -> None:
+        """Replace the row (link, rewrap, hold, state)."""
+
+    async def destroy(self, recording: Recording, entry: DestructionEntry) -> None:
+        """In one transaction: store the destroyed row (no wrapped key) and append the
+        register entry; raises `Conflict` if ``entry.seq`` is taken."""
+
+    async def put_case_hold(self, hold: CaseHold) -> None: ...
+
+    async def delete_case_hold(self, case_id: str) -> bool: ...
+
+    async def case_hold(self, case_id: str) -> CaseHold | None: ...
+
+    async def append_access(self, entry: AccessEntry) -> None: ...
+
+    async def access_log(self, recording_id: str) -> list[AccessEntry]: ...
+
+    async def add_purge(self, purge: PurgeRequest) -> None: ...
+
+    async def get_purge(self, purge_id: str) -> PurgeRequest | None: ...
+
+    async def update_purge(self, purge: PurgeRequest) -> None: ...
+
+    async def last_destruction(self) -> DestructionEntry | None: ...
+
+    async def destruction_register(self) -> list[DestructionEntry]: ...
+
+
+__all__ = [
+    "BlobStore",
+    "BlobWriter",
+    "Clock",
+    "KeyProvider",
+    "LegalHold",
+    "RecordingRepository",
+    "StoredBlob",
+]

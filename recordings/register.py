@@ -1,0 +1,50 @@
+"""The destruction register's hash chain.
+
+Each entry's hash is ``SHA-256(prev_hash || canonical form)`` where the canonical form
+is the entry's fields (all but ``entry_hash``) as JSON with sorted keys, no spaces,
+UTF-8, dates and datetimes in ISO 8601. The first entry's ``prev_hash`` is 64 zeros.
+Editing, removing or reordering any entry breaks every hash after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+from datetime import date, datetime
+
+from recordings.model import DestructionEntry
+
+GENESIS = "0" * 64
+
+
+def canonical(entry: DestructionEntry) -> bytes:
+    fields = asdict(entry)
+    fields.pop("entry_hash")
+    for k, v in fields.items():
+        if isinstance(v, (date, datetime)):
+            fields[k] = v.isoformat()
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(entry: DestructionEntry) -> str:
+    return hashlib.sha256(entry.prev_hash.encode() + canonical(entry)).hexdigest()
+
+
+def seal(entry: DestructionEntry) -> DestructionEntry:
+    return replace(entry, entry_hash=entry_hash(entry))
+
+
+def verify_chain(entries: list[DestructionEntry]) -> list[str]:
+    """Problems found, in order; empty when the chain is intact."""
+    problems: list[str] = []
+    prev = GENESIS
+    for expected_seq, e in enumerate(entries, start=1):
+        if e.seq != expected_seq:
+            problems.append(f"entry {e.seq}: expected sequence {expected_seq}")
+        if e.prev_hash != prev:
+            problems.append(f"entry {e.seq}: prev_hash does not match the entry before it")
+        if entry_hash(e) != e.entry_hash:
+            problems.append(f"entry {e.seq}: hash does not match its content")
+        prev = e.entry_hash
+    return problems

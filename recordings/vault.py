@@ -1,0 +1,757 @@
+"""The vault service: ingest, retrieval with an access log, legal holds, retention,
+purge under dual control with a hash-chained destruction register, key rotation.
+
+The vault composes its ports (`recordings.ports`) and never touches a file, a key or
+a table directly. It is async because its repository is; CPU- and disk-heavy steps
+(fsync, full verification) run in worker threads.
+
+Ingest order, so that a crash at any point leaves no visible recording, no orphan
+metadata and no plaintext (plaintext only ever exists in memory)::
+
+    opened     temporary blob created, header written
+    writing    first sealed chunk written
+    sealed     last chunk sealed (final marker), SHA-256 of the plaintext known
+    synced     temporary fsynced
+    published  atomic rename into place (+ directory fsync); no metadata yet
+    committed  metadata row committed: the recording now exists
+
+`recover()` at startup deletes temporaries and published blobs without a row.
+A `checkpoint` callback is called with each step's name; crash tests use it to
+pause the process there and kill it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import BinaryIO
+
+from recordings import envelope, register
+from recordings.errors import (
+    DualControlViolation,
+    DuplicateSource,
+    Forbidden,
+    IntegrityError,
+    InvalidRequest,
+    NoSuchPurge,
+    NoSuchRecording,
+    PurgeNotPending,
+    RangeNotSatisfiable,
+    ReasonRequired,
+    RecordingDestroyed,
+    RecordingTooLarge,
+    UnsupportedMediaType,
+    VaultError,
+)
+from recordings.model import (
+    ADMIN_ROLES,
+    HOLD_ROLES,
+    INGEST_ROLES,
+    MEDIA_TYPES,
+    PURGE_APPROVE_ROLES,
+    PURGE_REQUEST_ROLES,
+    READ_ROLES,
+    SOURCE_KINDS,
+    UNMATCHED_SCOPE,
+    AccessEntry,
+    Actor,
+    CaseHold,
+    DestructionEntry,
+    IngestRequest,
+    LegalHold,
+    Link,
+    PurgePlan,
+    PurgeRequest,
+    Recording,
+    RecordingFilter,
+    VerifyResult,
+    mask_number,
+    number_digest,
+)
+from recordings.ports import BlobStore, Clock, KeyProvider, RecordingRepository
+from recordings.retention import RetentionPolicy, is_due
+
+DEFAULT_MAX_SIZE = 2 * 1024**3
+DESTRUCTION_METHOD = "crypto-shred: wrapped data key erased, sealed blob deleted / 数据密钥销毁并删除密文"
+_SOURCE_ID = re.compile(r"^[A-Za-z0-9@._:+\-]{1,200}$")
+_MAX_REASON = 500
+
+Checkpoint = Callable[[str], None]
+
+
+def _no_checkpoint(step: str) -> None:
+    return None
+
+
+def sniff_media(head: bytes, media_type: str) -> bool:
+    """Do the first bytes look like the declared audio type?"""
+    if media_type == "audio/wav":
+        return head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE"
+    if media_type == "audio/mpeg":
+        return head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+    if media_type == "audio/ogg":
+        return head[:4] == b"OggS"
+    return False
+
+
+def parse_http_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` → (start, end inclusive); None = whole.
+
+    One range only (what audio elements send); anything else is refused with 416.
+    """
+    if header is None or header.strip() == "":
+        return None
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise RangeNotSatisfiable(
+            f"无法解析的范围 / unsupported Range header {header!r}: expected one bytes=a-b", size=size
+        )
+    a, b = m.group(1), m.group(2)
+    if a == "":
+        n = int(b)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable("范围为空 / empty suffix range", size=size)
+        return max(size - n, 0), size - 1
+    start = int(a)
+    end = size - 1 if b == "" else min(int(b), size - 1)
+    if start >= size or start > end:
+        raise RangeNotSatisfiable(
+            f"范围超出录音长度 / range {header!r} outside 0..{size - 1}", size=size
+        )
+    return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    recording: Recording
+    created: bool  # False when the source id had already been ingested
+
+
+@dataclass(slots=True)
+class AudioStream:
+    """Decrypted audio for one access. Iterate `chunks` once; `close` releases the blob."""
+
+    recording: Recording
+    start: int
+    end: int  # inclusive
+    total: int
+    chunks: Iterator[bytes]
+    _file: BinaryIO | None = field(default=None, repr=False)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1 if self.total else 0
+
+    @property
+    def partial(self) -> bool:
+        return not (self.start == 0 and self.end == self.total - 1)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def read_all(self) -> bytes:
+        try:
+            return b"".join(self.chunks)
+        finally:
+            self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    scope: str
+    new_key_id: str
+    rewrapped: int
+    retired: tuple[str, ...]
+
+
+class Vault:
+    def __init__(
+        self,
+        repo: RecordingRepository,
+        blobs: BlobStore,
+        keys: KeyProvider,
+        *,
+        clock: Clock,
+        retention: RetentionPolicy | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
+        media_types: Iterable[str] = MEDIA_TYPES,
+        chunk_size: int = envelope.CHUNK_SIZE,
+        checkpoint: Checkpoint | None = None,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.repo = repo
+        self.blobs = blobs
+        self.keys = keys
+        self.clock = clock
+        self.retention = retention or RetentionPolicy()
+        self.max_size = max_size
+        self.media_types = tuple(media_types)
+        self.chunk_size = chunk_size
+        self._checkpoint = checkpoint or _no_checkpoint
+        self._new_id = new_id
+        self._register_lock = asyncio.Lock()
+
+    # -- ingest --------------------------------------------------------------------
+
+    async def ingest(
+        self,
+        req: IngestRequest,
+        body: AsyncIterable[bytes] | Iterable[bytes],
+        actor: Actor,
+    ) -> IngestResult:
+        """Seal `body` (streamed) and record it; idempotent by (source_kind, source_id)."""
+        _require_role(actor, INGEST_ROLES, "上传录音 / ingest recordings")
+        if req.source_kind not in SOURCE_KINDS:
+            raise InvalidRequest(
+                f"来源类型应为 attempt 或 call / source kind must be attempt or call, got {req.source_kind!r}"
+            )
+        if not _SOURCE_ID.match(req.source_id or ""):
+            raise InvalidRequest(f"来源编号无效 / invalid {req.source_kind}_id {req.source_id!r}")
+        if req.started_at.tzinfo is None:
+            raise InvalidRequest("开始时间须带时区 / started_at must carry a UTC offset")
+        if req.duration_s is not None and not 0 <= req.duration_s < 10 * 86400:
+            raise InvalidRequest(f"时长无效 / invalid duration {req.duration_s!r}")
+        if req.media_type not in self.media_types:
+            raise UnsupportedMediaType(
+                f"不支持的音频类型 / unsupported media type {req.media_type!r}; "
+                f"accepted: {', '.join(self.media_types)}",
+                media_type=req.media_type,
+            )
+        existing = await self.repo.by_source(req.source_kind, req.source_id)
+        if existing is not None:
+            return IngestResult(existing, created=False)
+
+        recording_id = self._new_id()
+        data_key_id = uuid.uuid4().hex[:16]
+        data_key = envelope.new_data_key()
+        tmp = self.blobs.begin(recording_id)
+        published = False
+        try:
+            writer = envelope.EnvelopeWriter(
+                tmp, data_key, recording_id=recording_id, key_id=data_key_id, chunk_size=self.chunk_size
+            )
+            self._checkpoint("opened")
+            size = 0
+            head = b""
+            first = True
+            async for piece in _aiter(body):
+                if not piece:
+                    continue
+                size += len(piece)
+                if size > self.max_size:
+                    raise RecordingTooLarge(
+                        f"录音超过上限 / recording exceeds {self.max_size} bytes", limit=self.max_size
+                    )
+                if len(head) < 12:
+                    head += bytes(piece[: 12 - len(head)])
+                    if len(head) >= 12 and not sniff_media(head, req.media_type):
+                        raise UnsupportedMediaType(
+                            f"内容不是 {req.media_type} / body is not {req.media_type}",
+                            media_type=req.media_type,
+                        )
+                writer.write(piece)
+                if first:
+                    first = False
+                    self._checkpoint("writing")
+            summary = writer.finish()
+            if not sniff_media(summary.head, req.media_type):
+                raise UnsupportedMediaType(
+                    f"内容不是 {req.media_type} / body is not {req.media_type}", media_type=req.media_type
+                )
+            self._checkpoint("sealed")
+            await asyncio.to_thread(tmp.sync)
+            self._checkpoint("synced")
+            await asyncio.to_thread(tmp.publish)
+            published = True
+            self._checkpoint("published")
+
+            link = req.link
+            scope = link.creditor if link.creditor is not None else UNMATCHED_SCOPE
+            # The KEK is fetched only now, after the (possibly hours-long) upload, so a
+            # rotation running meanwhile is caught by its second rewrap pass.
+            kek_id, kek = self.keys.active(scope)
+            wrapped = envelope.wrap_data_key(
+                kek, data_key, recording_id=recording_id, key_id=data_key_id, kek_id=kek_id
+            )
+            now = self.clock()
+            recording = Recording(
+                recording_id=recording_id,
+                source_kind=req.source_kind,
+                source_id=req.source_id,
+                creditor=link.creditor,
+                case_id=link.case_id if link.creditor is not None else None,
+                agent=link.agent if link.creditor is not None else None,
+                number_masked=mask_number(link.number) if link.number else None,
+                number_digest=number_digest(link.number) if link.number else None,
+                started_at=req.started_at,
+                duration_s=req.duration_s,
+                media_type=req.media_type,
+                size=summary.size,
+                blob_size=summary.blob_size,
+                sha256=summary.sha256,
+                data_key_id=data_key_id,
+                kek_id=kek_id,
+                wrapped_key=wrapped,
+                retain_until=self.retention.retain_until(req.started_at, link.creditor),
+                state="stored" if link.creditor is not None else "unmatched",
+                created_at=now,
+            )
+            try:
+                await self.repo.add(recording)
+            except DuplicateSource:
+                # A concurrent upload of the same source won: keep its recording.
+                await asyncio.to_thread(self.blobs.delete, recording_id)
+                published = False
+                winner = await self.repo.by_source(req.source_kind, req.source_id)
+                if winner is None:
+                    raise
+                return IngestResult(winner, created=False)
+            self._checkpoint("committed")
+            return IngestResult(recording, created=True)
+        except BaseException:
+            tmp.abort()
+            if published:
+                try:
+                    self.blobs.delete(recording_id)
+                except OSError:
+                    pass  # recover() removes published blobs without metadata
+            raise
+        finally:
+            del data_key
+
+    async def recover(self, *, orphan_grace: timedelta = timedelta(0)) -> dict[str, int]:
+        """Startup cleanup: temporaries, blobs with no metadata row (a crash between
+        publish and commit) and blobs of destroyed recordings (a crash mid-purge).
+
+        `orphan_grace` spares blobs younger than that, for a vault shared with a
+        running ingest.
+        """
+        temporaries = await asyncio.to_thread(self.blobs.clean_temporaries)
+        orphans = 0
+        destroyed = 0
+        cutoff = self.clock() - orphan_grace
+        for blob in await asyncio.to_thread(lambda: list(self.blobs.keys())):
+            rec = await self.repo.get(blob.key)
+            if rec is None:
+                if blob.modified_at <= cutoff:
+                    await asyncio.to_thread(self.blobs.delete, blob.key)
+                    orphans += 1
+            elif rec.state == "destroyed":
+                await asyncio.to_thread(self.blobs.delete, blob.key)
+                destroyed += 1
+        return {"temporaries": temporaries, "orphans": orphans, "destroyed": destroyed}
+
+    # -- lookup --------------------------------------------------------------------
+
+    async def get(self, recording_id: str, actor: Actor) -> Recording:
+        """The recording if `actor` may see it; `NoSuchRecording` otherwise (never 403:
+        another creditor's recording does not exist for them)."""
+        rec = await self.repo.get(recording_id)
+        if rec is None or not actor.sees(rec.creditor):
+            raise NoSuchRecording(f"录音不存在 / no such recording {recording_id}", recording_id=recording_id)
+        return rec
+
+    async def list(self, actor: Actor, flt: RecordingFilter | None = None, *, number: str | None = None) -> list[Recording]:
+        flt = flt or RecordingFilter()
+        creditors = flt.creditors
+        if actor.creditors is not None:
+            creditors = actor.creditors if creditors is None else creditors & actor.creditors
+        if number is not None:
+            flt = replace(flt, number_digest=number_digest(number))
+        return await self.repo.find(replace(flt, creditors=creditors))
+
+    async def is_held(self, rec: Recording) -> bool:
+        if rec.hold is not None:
+            return True
+        return rec.case_id is not None and await self.repo.case_hold(rec.case_id) is not None
+
+    # -- retrieval -----------------------------------------------------------------
+
+    async def open_audio(
+        self,
+        recording_id: str,
+        actor: Actor,
+        *,
+        reason: str | None,
+        byte_range: tuple[int, int] | str | None = None,
+        client: str | None = None,
+        purpose: str = "listen",
+    ) -> AudioStream:
+        """Decrypted audio (whole, or one byte range); the access is logged first.
+
+        `byte_range` is (start, end inclusive) or an HTTP ``Range`` header value. A
+        whole read verifies the SHA-256 stored at ingest when the last byte is
+        produced and raises `IntegrityError` instead of ending normally on mismatch.
+        """
+        _require_role(actor, READ_ROLES, "调阅录音 / listen to recordings")
+        reason = _require_reason(reason, "调阅原因 / reason for access (借阅原因)")
+        rec = await self.get(recording_id, actor)
+        data_key, f, reader = await asyncio.to_thread(self._open_reader, rec)
+        try:
+            if isinstance(byte_range, str) or byte_range is None:
+                rng = parse_http_range(byte_range, reader.size)
+            else:
+                rng = byte_range
+                if not (0 <= rng[0] <= rng[1] < reader.size):
+                    raise RangeNotSatisfiable(
+                        f"范围超出录音长度 / range {rng} outside 0..{reader.size - 1}", size=reader.size
+                    )
+            start, end = rng if rng is not None else (0, max(reader.size - 1, 0))
+            await self.repo.append_access(
+                AccessEntry(
+                    recording_id=rec.recording_id,
+                    user=actor.user,
+                    role=actor.role,
+                    at=self.clock(),
+                    reason=reason,
+                    range_start=start,
+                    range_end=end,
+                    client=client,
+                    purpose=purpose,
+                )
+            )
+        except BaseException:
+            f.close()
+            raise
+        whole = rng is None or (start == 0 and end == reader.size - 1)
+        chunks = _stream(reader, start, end + 1 if reader.size else 0, f, rec.sha256 if whole else None)
+        return AudioStream(rec, start, end if reader.size else -1, reader.size, chunks, f)
+
+    def _open_reader(self, rec: Recording) -> tuple[bytes, BinaryIO, envelope.EnvelopeReader]:
+        if rec.state == "destroyed" or rec.wrapped_key is None or rec.kek_id is None:
+            raise RecordingDestroyed(
+                f"录音已按登记销毁 / recording {rec.recording_id} was destroyed", recording_id=rec.recording_id
+            )
+        kek = self.keys.get(rec.key_scope, rec.kek_id)
+        data_key = envelope.unwrap_data_key(
+            kek, rec.wrapped_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=rec.kek_id
+        )
+        try:
+            f = self.blobs.open(rec.recording_id)
+        except FileNotFoundError as exc:
+            raise IntegrityError(
+                f"录音密文缺失 / sealed blob of {rec.recording_id} is missing", recording_id=rec.recording_id
+            ) from exc
+        try:
+            blob_size = self.blobs.size(rec.recording_id)
+            reader = envelope.EnvelopeReader(
+                f, data_key, blob_size, recording_id=rec.recording_id, key_id=rec.data_key_id
+            )
+            if reader.size != rec.size or blob_size != rec.blob_size:
+                raise IntegrityError(
+                    f"录音长度与登记不符（截断或拼接） / blob length {blob_size} does not match the "
+                    f"recorded {rec.blob_size} (truncated or extended)",
+                    recording_id=rec.recording_id,
+                )
+        except BaseException:
+            f.close()
+            raise
+        return data_key, f, reader
+
+    async def verify(self, actor: Actor, recording_ids: Iterable[str] | None = None) -> list[VerifyResult]:
+        """Decrypt every (or the named) recording fully and compare its SHA-256."""
+        _require_role(actor, READ_ROLES | ADMIN_ROLES, "校验录音 / verify recordings")
+        if recording_ids is None:
+            recs = await self.list(actor, RecordingFilter(limit=None))
+        else:
+            recs = [await self.get(i, actor) for i in recording_ids]
+        results = []
+        for rec in recs:
+            results.append(await asyncio.to_thread(self._verify_one, rec))
+        return results
+
+    def _verify_one(self, rec: Recording) -> VerifyResult:
+        try:
+            _, f, reader = self._open_reader(rec)
+            with f:
+                h = hashlib.sha256()
+                n = 0
+                for chunk in reader.iter_all():
+                    h.update(chunk)
+                    n += len(chunk)
+            if n != rec.size or h.hexdigest() != rec.sha256:
+                return VerifyResult(rec.recording_id, False, "SHA-256 与入库时不符 / SHA-256 differs from ingest")
+            return VerifyResult(rec.recording_id, True)
+        except VaultError as exc:
+            return VerifyResult(rec.recording_id, False, exc.message)
+
+    async def access_log(self, recording_id: str, actor: Actor) -> list[AccessEntry]:
+        _require_role(actor, READ_ROLES | ADMIN_ROLES, "查看调阅记录 / read the access log")
+        await self.get(recording_id, actor)
+        return await self.repo.access_log(recording_id)
+
+    # -- linking unmatched recordings ---------------------------------------------
+
+    async def link(self, recording_id: str, actor: Actor, link: Link) -> Recording:
+        """Attach an unmatched recording to its call; rewraps its data key under the
+        creditor's KEK (audio untouched). Retention never shrinks."""
+        _require_role(actor, ADMIN_ROLES, "关联录音 / link recordings")
+        if link.creditor is None:
+            raise InvalidRequest("须指定委托方 / a creditor is required to link")
+        rec = await self.get(recording_id, actor)
+        if rec.state != "unmatched":
+            raise InvalidRequest(f"录音已关联 / recording {recording_id} is not unmatched")
+        data_key = self._unwrap(rec)
+        kek_id, kek = self.keys.active(link.creditor)
+        wrapped = envelope.wrap_data_key(
+            kek, data_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=kek_id
+        )
+        linked = rec.evolve(
+            creditor=link.creditor,
+            case_id=link.case_id,
+            agent=link.agent,
+            number_masked=mask_number(link.number) if link.number else rec.number_masked,
+            number_digest=number_digest(link.number) if link.number else rec.number_digest,
+            kek_id=kek_id,
+            wrapped_key=wrapped,
+            retain_until=max(rec.retain_until, self.retention.retain_until(rec.started_at, link.creditor)),
+            state="stored",
+        )
+        await self.repo.update(linked)
+        return linked
+
+    def _unwrap(self, rec: Recording) -> bytes:
+        if rec.wrapped_key is None or rec.kek_id is None:
+            raise RecordingDestroyed(f"录音已销毁 / recording {rec.recording_id} was destroyed")
+        kek = self.keys.get(rec.key_scope, rec.kek_id)
+        return envelope.unwrap_data_key(
+            kek, rec.wrapped_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=rec.kek_id
+        )
+
+    # -- keys ----------------------------------------------------------------------
+
+    async def rotate_keys(self, scope: str, actor: Actor, *, retire_old: bool = True) -> RotationReport:
+        """New active KEK for `scope`; every data key of the scope is rewrapped under it
+        (61 bytes of metadata each; audio untouched). Old KEKs that no longer wrap
+        anything are destroyed unless `retire_old` is False."""
+        _require_role(actor, ADMIN_ROLES, "轮换密钥 / rotate keys")
+        new_id = self.keys.rotate(scope)
+        new_kek = self.keys.get(scope, new_id)
+        old_ids: set[str] = set()
+        rewrapped = 0
+        # Two passes: the second catches an ingest that wrapped under the old key
+        # while the first pass ran.
+        for _ in range(2):
+            for rec in await self.repo.find(RecordingFilter(limit=None)):
+                if rec.key_scope != scope or rec.wrapped_key is None or rec.kek_id in (None, new_id):
+                    continue
+                data_key = self._unwrap(rec)
+                old_ids.add(rec.kek_id)  # type: ignore[arg-type]
+                wrapped = envelope.wrap_data_key(
+                    new_kek, data_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=new_id
+                )
+                await self.repo.update(rec.evolve(kek_id=new_id, wrapped_key=wrapped))
+                rewrapped += 1
+        retired: list[str] = []
+        if retire_old:
+            for old in sorted(old_ids):
+                self.keys.retire(scope, old)
+                retired.append(old)
+        return RotationReport(scope, new_id, rewrapped, tuple(retired))
+
+    async def destroy_creditor_keys(self, creditor: str, actor: Actor) -> int:
+        """End of commission: destroy every KEK of `creditor`. All its recordings, in
+        any backup, become unreadable; nothing else is affected. Returns how many."""
+        _require_role(actor, ADMIN_ROLES, "销毁委托方密钥 / destroy creditor keys")
+        count = sum(1 for r in await self.repo.find(RecordingFilter(creditors=frozenset({creditor}), limit=None)))
+        self.keys.destroy(creditor)
+        return count
+
+    # -- legal hold ----------------------------------------------------------------
+
+    async def place_hold(self, recording_id: str, actor: Actor, reason: str | None) -> Recording:
+        _require_role(actor, HOLD_ROLES, "设置法律保全 / place legal holds")
+        reason = _require_reason(reason, "保全原因 / hold reason (投诉、诉讼)")
+        rec = await self.get(recording_id, actor)
+        if rec.state == "destroyed":
+            raise RecordingDestroyed(f"录音已销毁 / recording {recording_id} was destroyed")
+        held = rec.evolve(hold=LegalHold(reason=reason, by=actor.user, at=self.clock()))
+        await self.repo.update(held)
+        return held
+
+    async def release_hold(self, recording_id: str, actor: Actor) -> Recording:
+        _require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
+        rec = await self.get(recording_id, actor)
+        released = rec.evolve(hold=None)
+        await self.repo.update(released)
+        return released
+
+    async def place_case_hold(self, case_id: str, creditor: str | None, actor: Actor, reason: str | None) -> CaseHold:
+        _require_role(actor, HOLD_ROLES, "设置法律保全 / place legal holds")
+        reason = _require_reason(reason, "保全原因 / hold reason (投诉、诉讼)")
+        if not actor.sees(creditor):
+            raise NoSuchRecording(f"案件不存在 / no such case {case_id}")
+        hold = CaseHold(case_id=case_id, creditor=creditor, reason=reason, by=actor.user, at=self.clock())
+        await self.repo.put_case_hold(hold)
+        return hold
+
+    async def release_case_hold(self, case_id: str, actor: Actor) -> bool:
+        _require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
+        hold = await self.repo.case_hold(case_id)
+        if hold is None or not actor.sees(hold.creditor):
+            return False
+        return await self.repo.delete_case_hold(case_id)
+
+    # -- purge under dual control ---------------------------------------------------
+
+    async def plan_purge(self, actor: Actor, *, creditor: str | None = None) -> PurgePlan:
+        """What is due today (dry run): nothing is stored or destroyed."""
+        _require_role(actor, PURGE_REQUEST_ROLES, "申请销毁 / request purges")
+        today = self.clock().date()
+        flt = RecordingFilter(creditors=frozenset({creditor}) if creditor else None, limit=None)
+        due: list[Recording] = []
+        held: list[Recording] = []
+        for rec in await self.list(actor, flt):
+            if rec.state == "destroyed" or not is_due(rec.retain_until, today):
+                continue
+            (held if await self.is_held(rec) else due).append(rec)
+        return PurgePlan(as_of=today, due=tuple(due), held=tuple(held))
+
+    async def request_purge(self, actor: Actor, *, creditor: str | None = None, dry_run: bool = False) -> PurgePlan:
+        """An operator (admin) asks to destroy what is due; a different person approves."""
+        plan = await self.plan_purge(actor, creditor=creditor)
+        if dry_run:
+            return plan
+        if not plan.due:
+            raise InvalidRequest("没有到期可销毁的录音 / nothing is due for destruction")
+        request = PurgeRequest(
+            purge_id=uuid.uuid4().hex,
+            requested_by=actor.user,
+            requested_at=self.clock(),
+            as_of=plan.as_of,
+            recording_ids=tuple(r.recording_id for r in plan.due),
+        )
+        await self.repo.add_purge(request)
+        return replace(plan, request=request)
+
+    async def get_purge(self, purge_id: str, actor: Actor) -> PurgeRequest:
+        _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁申请 / read purges")
+        purge = await self.repo.get_purge(purge_id)
+        if purge is None:
+            raise NoSuchPurge(f"销毁申请不存在 / no such purge {purge_id}")
+        return purge
+
+    async def approve_purge(self, purge_id: str, actor: Actor) -> PurgeRequest:
+        """The second person (supervisor or compliance, not the requester) approves:
+        data keys are destroyed, blobs deleted, and each recording is written into the
+        destruction register. Recordings held or no longer due are skipped."""
+        _require_role(actor, PURGE_APPROVE_ROLES, "批准销毁 / approve purges")
+        purge = await self.get_purge(purge_id, actor)
+        if purge.state != "pending":
+            raise PurgeNotPending(f"销毁申请已处理 / purge {purge_id} is {purge.state}")
+        if actor.user == purge.requested_by:
+            raise DualControlViolation(
+                "申请人与批准人须为不同人员 / the approver must be a different person from the requester",
+                requested_by=purge.requested_by,
+            )
+        today = self.clock().date()
+        destroyed: list[str] = []
+        skipped: list[str] = []
+        for rid in purge.recording_ids:
+            rec = await self.repo.get(rid)
+            if (
+                rec is None
+                or rec.state == "destroyed"
+                or not is_due(rec.retain_until, today)
+                or await self.is_held(rec)
+                or not actor.sees(rec.creditor)
+            ):
+                skipped.append(rid)
+                continue
+            await self._destroy(rec, purge, approver=actor.user)
+            destroyed.append(rid)
+        done = replace(
+            purge,
+            state="approved",
+            approved_by=actor.user,
+            approved_at=self.clock(),
+            destroyed=tuple(destroyed),
+            skipped=tuple(skipped),
+        )
+        await self.repo.update_purge(done)
+        return done
+
+    async def _destroy(self, rec: Recording, purge: PurgeRequest, *, approver: str) -> None:
+        now = self.clock()
+        async with self._register_lock:
+            last = await self.repo.last_destruction()
+            entry = register.seal(
+                DestructionEntry(
+                    seq=(last.seq + 1) if last else 1,
+                    recording_id=rec.recording_id,
+                    case_id=rec.case_id,
+                    creditor=rec.creditor,
+                    sha256=rec.sha256,
+                    retain_until=rec.retain_until,
+                    operator=purge.requested_by,
+                    approver=approver,
+                    purge_id=purge.purge_id,
+                    destroyed_at=now,
+                    method=DESTRUCTION_METHOD,
+                    prev_hash=last.entry_hash if last else register.GENESIS,
+                    entry_hash="",
+                )
+            )
+            gone = rec.evolve(state="destroyed", wrapped_key=None, kek_id=None, destroyed_at=now, hold=None)
+            await self.repo.destroy(gone, entry)
+        # The key is gone, so the blob is already unreadable; a crash here leaves
+        # ciphertext that recover() deletes.
+        await asyncio.to_thread(self.blobs.delete, rec.recording_id)
+
+    async def destruction_register(self, actor: Actor) -> list[DestructionEntry]:
+        _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁登记 / read the register")
+        entries = await self.repo.destruction_register()
+        if actor.creditors is None:
+            return entries
+        return [e for e in entries if actor.sees(e.creditor)]
+
+
+def _stream(
+    reader: envelope.EnvelopeReader, start: int, end: int, f: BinaryIO, expected_sha: str | None
+) -> Iterator[bytes]:
+    try:
+        if expected_sha is None:
+            yield from reader.iter_range(start, end)
+            return
+        h = hashlib.sha256()
+        for chunk in reader.iter_all():
+            h.update(chunk)
+            yield chunk
+        if h.hexdigest() != expected_sha:
+            raise IntegrityError("SHA-256 与入库时不符 / plaintext SHA-256 differs from the one stored at ingest")
+    finally:
+        f.close()
+
+
+async def _aiter(body: AsyncIterable[bytes] | Iterable[bytes]):  # type: ignore[no-untyped-def]
+    if hasattr(body, "__aiter__"):
+        async for piece in body:  # type: ignore[union-attr]
+            yield piece
+    else:
+        for piece in body:  # type: ignore[union-attr]
+            yield piece
+
+
+def _require_role(actor: Actor, roles: frozenset[str], what: str) -> None:
+    if actor.role not in roles:
+        raise Forbidden(
+            f"角色 {actor.role} 无权{what.split(' / ')[0]} / role {actor.role} may not {what.split(' / ')[1]}",
+            role=actor.role,
+            allowed=sorted(roles),
+        )
+
+
+def _require_reason(reason: str | None, what: str) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise ReasonRequired(f"须填写{what.split(' / ')[0]} / a {what.split(' / ')[1]} is required")
+    if len(text) > _MAX_REASON:
+        raise InvalidRequest(f"原因过长 / reason longer than {_MAX_REASON} characters")
+    return text

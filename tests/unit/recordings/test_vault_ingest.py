@@ -1,0 +1,121 @@
+"""Ingest: sealing, idempotency, unmatched recordings, media checks, retention."""
+
+from __future__ import annotations
+
+import io
+import wave
+from datetime import date, datetime, timezone
+
+import pytest
+
+from recordings.errors import ConfigError, Forbidden, RecordingTooLarge, UnsupportedMediaType
+from recordings.model import Link, RecordingFilter
+from recordings.retention import RetentionPolicy
+from recordings.testing import wav_stream
+
+from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, QA_B, request, wav_bytes
+
+
+async def test_a_wav_recording_comes_back_as_the_same_playable_wav(vault, blobs) -> None:
+    audio = wav_bytes(10.0, tone_hz=440)
+    result = await vault.ingest(request("att-1"), wav_stream(10.0, tone_hz=440, piece=4000), PBX)
+    assert result.created
+    rec = result.recording
+    assert rec.size == len(audio) and rec.state == "stored"
+    assert rec.number_masked == "138****0001"
+    # only ciphertext is stored
+    assert audio[44:1044] not in blobs.blobs[rec.recording_id]
+    got = (await vault.open_audio(rec.recording_id, QA_A, reason="weekly QA 周检")).read_all()
+    assert got == audio
+    with wave.open(io.BytesIO(got)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (2, 8000, 80000)
+
+
+async def test_the_same_attempt_uploaded_twice_is_stored_once(vault, blobs) -> None:
+    first = await vault.ingest(request("att-2"), [wav_bytes(1)], PBX)
+    second = await vault.ingest(request("att-2"), [wav_bytes(2)], PBX)
+    assert not second.created
+    assert second.recording.recording_id == first.recording.recording_id
+    assert list(blobs.blobs) == [first.recording.recording_id]
+    assert len(await vault.list(ADMIN)) == 1
+
+
+async def test_the_same_id_as_attempt_and_as_call_are_different_sources(vault) -> None:
+    a = await vault.ingest(request("x-1", kind="attempt"), [wav_bytes(1)], PBX)
+    c = await vault.ingest(request("x-1", kind="call"), [wav_bytes(1)], PBX)
+    assert a.recording.recording_id != c.recording.recording_id
+
+
+async def test_a_recording_of_an_unknown_call_is_kept_encrypted_and_listed_for_admins(vault, blobs) -> None:
+    audio = wav_bytes(2)
+    rec = (await vault.ingest(request("unknown-call@pbx", kind="call", creditor=None), [audio], PBX)).recording
+    assert rec.state == "unmatched" and rec.creditor is None
+    assert rec.recording_id in blobs.blobs
+    assert [r.recording_id for r in await vault.list(ADMIN, RecordingFilter(state="unmatched"))] == [rec.recording_id]
+    assert await vault.list(QA_A) == [] and await vault.list(COMPLIANCE) == []
+
+
+async def test_linking_an_unmatched_recording_makes_it_readable_by_its_creditor_only(vault) -> None:
+    audio = wav_bytes(2)
+    rec = (await vault.ingest(request("lost-call", kind="call", creditor=None), [audio], PBX)).recording
+    linked = await vault.link(rec.recording_id, ADMIN, Link("bank-a", "case-9", "agent-1", "+8613900000002"))
+    assert linked.state == "stored" and linked.kek_id != rec.kek_id
+    assert linked.number_masked == "139****0002"
+    assert (await vault.open_audio(rec.recording_id, QA_A, reason="complaint 投诉")).read_all() == audio
+    assert await vault.list(QA_B) == []
+
+
+async def test_a_body_of_another_media_type_is_refused_and_leaves_nothing(vault, blobs, repo) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        await vault.ingest(request("att-3", media_type="video/mp4"), [wav_bytes(1)], PBX)
+    with pytest.raises(UnsupportedMediaType):
+        await vault.ingest(request("att-4", media_type="audio/ogg"), [wav_bytes(1)], PBX)
+    assert blobs.blobs == {} and blobs.temporaries == set() and repo.recordings == {}
+
+
+async def test_mp3_and_ogg_bodies_are_accepted_by_their_signature(vault) -> None:
+    mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(5000)
+    ogg = b"OggS\x00\x02" + bytes(5000)
+    assert (await vault.ingest(request("m-1", media_type="audio/mpeg"), [mp3], PBX)).created
+    assert (await vault.ingest(request("o-1", media_type="audio/ogg"), [ogg], PBX)).created
+
+
+async def test_a_recording_over_the_size_limit_is_refused_and_leaves_no_temporary(vault, blobs, repo) -> None:
+    vault.max_size = 100_000
+    with pytest.raises(RecordingTooLarge):
+        await vault.ingest(request("att-5"), wav_stream(10.0), PBX)
+    assert blobs.blobs == {} and blobs.temporaries == set() and repo.recordings == {}
+
+
+async def test_only_the_pbx_or_an_admin_may_upload(vault) -> None:
+    with pytest.raises(Forbidden):
+        await vault.ingest(request("att-6"), [wav_bytes(1)], QA_A)
+
+
+async def test_retention_is_the_call_date_plus_the_creditor_retention(vault) -> None:
+    started = datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc)
+    a = (await vault.ingest(request("r-a", creditor="bank-a", started_at=started), [wav_bytes(1)], PBX)).recording
+    b = (await vault.ingest(request("r-b", creditor="bank-b", started_at=started), [wav_bytes(1)], PBX)).recording
+    assert a.retain_until == date(2028, 2, 29)  # 730 days
+    assert b.retain_until == date(2029, 2, 28)  # 1095 days
+
+
+@pytest.mark.parametrize("bad", ["365d", "2y", "", "730", -1])
+def test_a_retention_shorter_than_two_years_or_not_in_days_is_refused(bad) -> None:
+    with pytest.raises(ConfigError, match="recordings.creditors.bank-x.retention"):
+        RetentionPolicy.from_config("730d", {"bank-x": bad})
+
+
+async def test_a_cut_upload_leaves_no_recording_and_no_temporary(vault, blobs, repo) -> None:
+    class CutUpload(Exception):
+        pass
+
+    def body():
+        yield wav_bytes(3)[:50_000]
+        raise CutUpload
+
+    with pytest.raises(CutUpload):
+        await vault.ingest(request("att-7"), body(), PBX)
+    assert blobs.blobs == {} and blobs.temporaries == set() and repo.recordings == {}
+    # and the PBX can retry the same attempt
+    assert (await vault.ingest(request("att-7"), [wav_bytes(3)], PBX)).created

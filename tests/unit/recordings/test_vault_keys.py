@@ -1,0 +1,49 @@
+"""Key rotation and destruction of a creditor's keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from recordings.errors import KeyDestroyed, NoSuchKey
+from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, QA_B, request, wav_bytes
+
+
+async def test_rotation_rewraps_every_data_key_and_everything_stays_readable(vault, keys, blobs) -> None:
+    audios = {}
+    for i in range(3):
+        audio = wav_bytes(1, tone_hz=200 + i * 100)
+        rec = (await vault.ingest(request(f"k-{i}"), [audio], PBX)).recording
+        audios[rec.recording_id] = audio
+    old_kek = (await vault.list(ADMIN))[0].kek_id
+    blobs_before = dict(blobs.blobs)
+    report = await vault.rotate_keys("bank-a", ADMIN)
+    assert report.rewrapped == 3 and report.retired == (old_kek,)
+    assert blobs.blobs == blobs_before  # audio untouched
+    with pytest.raises(NoSuchKey):
+        keys.get("bank-a", old_kek)  # the old KEK is gone
+    for rid, audio in audios.items():
+        assert (await vault.open_audio(rid, QA_A, reason="after rotation")).read_all() == audio
+    assert all(r.ok for r in await vault.verify(ADMIN))
+
+
+async def test_rotation_of_one_creditor_leaves_the_others_keys_alone(vault) -> None:
+    b = (await vault.ingest(request("k-b", creditor="bank-b", case_id="cb"), [wav_bytes(1)], PBX)).recording
+    await vault.ingest(request("k-a"), [wav_bytes(1)], PBX)
+    await vault.rotate_keys("bank-a", ADMIN)
+    assert (await vault.get(b.recording_id, ADMIN)).kek_id == b.kek_id
+
+
+async def test_a_destroyed_creditor_key_makes_its_recordings_unreadable_and_nothing_else(vault) -> None:
+    a_audio, b_audio, u_audio = wav_bytes(1, 300), wav_bytes(1, 400), wav_bytes(1, 500)
+    a = (await vault.ingest(request("d-a"), [a_audio], PBX)).recording
+    b = (await vault.ingest(request("d-b", creditor="bank-b", case_id="cb"), [b_audio], PBX)).recording
+    u = (await vault.ingest(request("d-u", kind="call", creditor=None), [u_audio], PBX)).recording
+    assert await vault.destroy_creditor_keys("bank-a", ADMIN) == 1
+    with pytest.raises(KeyDestroyed):
+        await vault.open_audio(a.recording_id, QA_A, reason="after commission end")
+    assert (await vault.open_audio(b.recording_id, QA_B, reason="still ours")).read_all() == b_audio
+    results = {r.recording_id: r.ok for r in await vault.verify(ADMIN)}
+    assert results == {a.recording_id: False, b.recording_id: True, u.recording_id: True}
+    with pytest.raises(KeyDestroyed):
+        await vault.ingest(request("d-a2"), [a_audio], PBX)
+    assert {r.recording_id for r in await vault.list(COMPLIANCE)} == {a.recording_id, b.recording_id}

@@ -1,0 +1,142 @@
+"""Retention end: legal holds, purge under dual control, the destruction register."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+
+from recordings import register
+from recordings.errors import (
+    DualControlViolation,
+    Forbidden,
+    InvalidRequest,
+    PurgeNotPending,
+    RecordingDestroyed,
+    ReasonRequired,
+)
+from recordings.model import Actor
+from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, SUP_A, request, wav_bytes
+
+OLD = datetime(2024, 1, 10, 9, tzinfo=timezone.utc)  # retain_until 2026-01-09: due on 2026-11-23
+RECENT = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
+ADMIN_2 = Actor("ops-liu", "admin")
+
+
+async def ingest(vault, sid, *, started_at=OLD, case_id="case-1", creditor="bank-a"):
+    return (await vault.ingest(request(sid, started_at=started_at, case_id=case_id, creditor=creditor), [wav_bytes(1)], PBX)).recording
+
+
+async def test_a_dry_run_lists_what_is_due_and_destroys_nothing(vault, repo, blobs) -> None:
+    old = await ingest(vault, "p-1")
+    await ingest(vault, "p-2", started_at=RECENT)
+    plan = await vault.request_purge(ADMIN, dry_run=True)
+    assert [r.recording_id for r in plan.due] == [old.recording_id]
+    assert plan.request is None and repo.purges == {}
+    assert len(blobs.blobs) == 2 and repo.register == []
+
+
+async def test_purge_needs_two_distinct_people(vault, blobs) -> None:
+    old = await ingest(vault, "p-3")
+    plan = await vault.request_purge(ADMIN)
+    same_person = Actor(ADMIN.user, "compliance")
+    with pytest.raises(DualControlViolation):
+        await vault.approve_purge(plan.request.purge_id, same_person)
+    assert old.recording_id in blobs.blobs
+    with pytest.raises(Forbidden):
+        await vault.approve_purge(plan.request.purge_id, ADMIN_2)  # an admin cannot approve
+    with pytest.raises(Forbidden):
+        await vault.request_purge(COMPLIANCE)  # compliance cannot request
+    done = await vault.approve_purge(plan.request.purge_id, COMPLIANCE)
+    assert done.destroyed == (old.recording_id,) and done.approved_by == "comp-sun"
+    assert old.recording_id not in blobs.blobs
+    with pytest.raises(PurgeNotPending):
+        await vault.approve_purge(plan.request.purge_id, SUP_A)
+
+
+async def test_a_destroyed_recording_is_unreadable_and_written_in_the_register(vault, repo, blobs) -> None:
+    old = await ingest(vault, "p-4")
+    plan = await vault.request_purge(ADMIN)
+    await vault.approve_purge(plan.request.purge_id, SUP_A)
+    gone = repo.recordings[old.recording_id]
+    assert gone.state == "destroyed" and gone.wrapped_key is None and gone.kek_id is None
+    with pytest.raises(RecordingDestroyed):
+        await vault.open_audio(old.recording_id, QA_A, reason="too late")
+    [entry] = await vault.destruction_register(COMPLIANCE)
+    assert (entry.recording_id, entry.case_id, entry.sha256, entry.retain_until) == (
+        old.recording_id, "case-1", old.sha256, old.retain_until)
+    assert (entry.operator, entry.approver, entry.seq) == ("ops-wang", "sup-chen", 1)
+    assert register.verify_chain(await vault.destruction_register(ADMIN)) == []
+
+
+async def test_held_recordings_survive_a_purge(vault, blobs) -> None:
+    held = await ingest(vault, "h-1", case_id="case-h1")
+    case_held = await ingest(vault, "h-2", case_id="case-h2")
+    free = await ingest(vault, "h-3", case_id="case-h3")
+    await vault.place_hold(held.recording_id, COMPLIANCE, "投诉 complaint #12")
+    await vault.place_case_hold("case-h2", "bank-a", SUP_A, "诉讼 lawsuit 2026-77")
+    plan = await vault.request_purge(ADMIN)
+    assert [r.recording_id for r in plan.due] == [free.recording_id]
+    assert {r.recording_id for r in plan.held} == {held.recording_id, case_held.recording_id}
+    await vault.approve_purge(plan.request.purge_id, COMPLIANCE)
+    assert held.recording_id in blobs.blobs and case_held.recording_id in blobs.blobs
+    assert free.recording_id not in blobs.blobs
+
+
+async def test_a_hold_placed_after_the_request_still_protects_the_recording(vault, blobs) -> None:
+    rec = await ingest(vault, "h-4", case_id="case-h4")
+    plan = await vault.request_purge(ADMIN)
+    await vault.place_case_hold("case-h4", "bank-a", COMPLIANCE, "new complaint 新投诉")
+    done = await vault.approve_purge(plan.request.purge_id, SUP_A)
+    assert done.destroyed == () and done.skipped == (rec.recording_id,)
+    assert rec.recording_id in blobs.blobs
+
+
+async def test_a_released_hold_lets_the_recording_go_at_the_next_purge(vault, blobs) -> None:
+    rec = await ingest(vault, "h-5")
+    await vault.place_hold(rec.recording_id, COMPLIANCE, "dispute 争议")
+    await vault.release_hold(rec.recording_id, COMPLIANCE)
+    plan = await vault.request_purge(ADMIN)
+    await vault.approve_purge(plan.request.purge_id, SUP_A)
+    assert rec.recording_id not in blobs.blobs
+
+
+async def test_a_hold_needs_a_reason(vault) -> None:
+    rec = await ingest(vault, "h-6")
+    with pytest.raises(ReasonRequired):
+        await vault.place_hold(rec.recording_id, COMPLIANCE, " ")
+
+
+async def test_nothing_due_means_no_request(vault) -> None:
+    await ingest(vault, "p-5", started_at=RECENT)
+    with pytest.raises(InvalidRequest, match="nothing is due"):
+        await vault.request_purge(ADMIN)
+
+
+async def test_the_register_chains_across_purges_and_any_edit_breaks_it(vault, clock) -> None:
+    for i in range(3):
+        await ingest(vault, f"c-{i}", case_id=f"case-c{i}")
+    plan = await vault.request_purge(ADMIN)
+    await vault.approve_purge(plan.request.purge_id, SUP_A)
+    await ingest(vault, "c-late", case_id="case-late")
+    clock.advance(days=1)
+    plan2 = await vault.request_purge(ADMIN_2)
+    await vault.approve_purge(plan2.request.purge_id, COMPLIANCE)
+    entries = await vault.destruction_register(ADMIN)
+    assert [e.seq for e in entries] == [1, 2, 3, 4]
+    assert entries[3].prev_hash == entries[2].entry_hash
+    assert register.verify_chain(entries) == []
+    edited = list(entries)
+    edited[1] = replace(edited[1], approver="someone-else")
+    assert register.verify_chain(edited) != []
+    assert register.verify_chain(entries[:1] + entries[2:]) != []  # a removed entry
+
+
+async def test_a_creditor_scoped_approver_cannot_destroy_another_creditors_recordings(vault, blobs) -> None:
+    a = await ingest(vault, "s-1", creditor="bank-a")
+    b = await ingest(vault, "s-2", creditor="bank-b", case_id="case-b")
+    # bank-b keeps 1095 days: from 2024-01-10 that is 2027-01-09, not due yet
+    plan = await vault.request_purge(ADMIN)
+    assert [r.recording_id for r in plan.due] == [a.recording_id]
+    assert b.recording_id in blobs.blobs
