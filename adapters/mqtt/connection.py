@@ -52,6 +52,7 @@ class MqttConnection:
         self._client: aiomqtt.Client | None = None
         self._lost: asyncio.Future[None] | None = None
         self._up = asyncio.Event()
+        self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._state = "stopped"
         self._since = datetime.now(UTC)
@@ -87,6 +88,19 @@ class MqttConnection:
             await asyncio.wait_for(self._up.wait(), timeout)
         except TimeoutError:
             return False
+        return True
+
+    async def wait_for_connects(self, count: int, timeout: float) -> bool:
+        """True once `count` connections were made in total (so `count - 1` reconnects)
+        and the connection is up; False if `timeout` passed first."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._connects >= count and self.connected),
+                    timeout,
+                )
+            except TimeoutError:
+                return False
         return True
 
     # -- lifecycle -----------------------------------------------------------------
@@ -162,6 +176,8 @@ class MqttConnection:
                     self._up.set()
                     self._set_state("connected")
                     self._backoff.reset()
+                    async with self._changed:
+                        self._changed.notify_all()
                     log.info(
                         "mqtt.connected",
                         broker=self.config.display_url,
