@@ -167,6 +167,9 @@ class Policy:
     version: str  # SHA-256 hex of the normalised effective policy
     lookback: timedelta  # how far back the caller must load history
     zone: ZoneInfo = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    # Derived data the engine computes once per policy (texts, cap selections, cached
+    # checks). Not part of the policy's identity.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The effective policy as plain data (what `lint` prints)."""

@@ -52,6 +52,7 @@ _SEARCH_HORIZON = timedelta(days=400)
 _MAX_ITERATIONS = 2000
 _ONE_DAY = timedelta(days=1)
 
+_ALL_RELATIONS = ("self", "guarantor", "family", "work", "third_party")
 _ROLE_ZH = {
     "collector": "催收员",
     "supervisor": "催收主管",
@@ -104,6 +105,7 @@ _FAIL_PAUSED = _c(
 )
 _PASS_FLAGS = {f: _c(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", "无此标记") for f in CASE_FLAGS}
 _FAIL_FLAGS = {f: _c(f"case.{f}", False, *_FLAG_TEXT[f]) for f in CASE_FLAGS}
+_PASS_FLAG_LIST = [_PASS_FLAGS[f] for f in CASE_FLAGS]
 _PASS_DNC = _c("contact.do_not_call", True, "number is not marked do-not-call", "号码未标记为不再联系")
 _FAIL_DNC = _c(
     "contact.do_not_call",
@@ -170,6 +172,9 @@ class _Counter:
     __slots__ = ("times",)
 
     def __init__(self, times: list[datetime]) -> None:
+        for t in times:
+            if t.tzinfo is None:
+                raise ValueError(f"history event at {t!r} is not timezone-aware")
         times.sort()
         self.times = times
 
@@ -192,10 +197,16 @@ class _Counter:
 class _Caps:
     """Per-evaluation cap arithmetic over the relevant history."""
 
-    __slots__ = ("groups", "cache", "zone")
+    __slots__ = ("number_groups", "case_groups", "cache", "zone")
 
-    def __init__(self, groups: dict[tuple[str, str, str], list[datetime]], zone: Any) -> None:
-        self.groups = groups
+    def __init__(
+        self,
+        number_groups: dict[tuple[str, str], list[datetime]],
+        case_groups: dict[tuple[str, str], list[datetime]],
+        zone: Any,
+    ) -> None:
+        self.number_groups = number_groups  # (relation, kind) -> times, same number
+        self.case_groups = case_groups  # (relation, kind) -> times, same case
         self.cache: dict[tuple[str, frozenset[str], str], _Counter] = {}
         self.zone = zone
 
@@ -204,9 +215,9 @@ class _Caps:
         counter = self.cache.get(key)
         if counter is None:
             times: list[datetime] = []
-            groups = self.groups
+            groups = self.number_groups if scope == "number" else self.case_groups
             for rel in relations:
-                got = groups.get((scope, rel, kind))
+                got = groups.get((rel, kind))
                 if got:
                     times.extend(got)
             counter = self.cache[key] = _Counter(times)
@@ -262,6 +273,102 @@ class _Caps:
         return None
 
 
+# ----------------------------------------------------------------- per-policy data
+
+
+class _Compiled:
+    """Texts, cap selections and cached checks derived once from a `Policy`."""
+
+    __slots__ = ("window_text", "applicable", "na_checks", "cap_texts", "cap_checks", "day_checks", "lock")
+
+    def __init__(self, policy: Policy) -> None:
+        w = policy.window
+        self.window_text = f"{w.start}–{w.end}"
+        self.applicable: dict[str | None, tuple[bool, ...]] = {}
+        self.na_checks: dict[str | None, tuple[Check | None, ...]] = {}
+        for rel in (*_ALL_RELATIONS, None):
+            flags = tuple(rel is not None and rel in cap.relations for cap in policy.caps)
+            self.applicable[rel] = flags
+            self.na_checks[rel] = tuple(
+                None
+                if ok
+                else _c(
+                    cap.id,
+                    True,
+                    f"does not apply to relation {rel or 'unknown'} "
+                    f"(applies to {', '.join(r for r in _ALL_RELATIONS if r in cap.relations)})",
+                    f"不适用于该联系人关系（{_REL_ZH.get(rel or '', '未知')}）",
+                )
+                for cap, ok in zip(policy.caps, flags)
+            )
+        texts = []
+        for cap in policy.caps:
+            scope_en = "this number" if cap.scope == "number" else "this case"
+            scope_zh = "该号码" if cap.scope == "number" else "本案件"
+            span_en = "today (callee time)" if cap.window_delta is None else f"in the last {cap.window}"
+            span_zh = "当日（被叫当地时间）" if cap.window_delta is None else f"最近 {cap.window} 内"
+            texts.append(
+                (f"{_COUNT_EN[cap.count]} to {scope_en} {span_en}", f"{scope_zh}{span_zh}", _COUNT_ZH[cap.count])
+            )
+        self.cap_texts = tuple(texts)
+        self.cap_checks: dict[tuple[int, int], Check] = {}
+        self.day_checks: dict[date, Check] = {}
+
+    def cap_check(self, i: int, cap: Cap, n: int) -> Check:
+        key = (i, n)
+        check = self.cap_checks.get(key)
+        if check is None:
+            en, zh_scope, zh_count = self.cap_texts[i]
+            if n < cap.limit:
+                check = _c(cap.id, True, f"{n} of {cap.limit} {en}", f"{zh_scope}已 {n} {zh_count}，上限 {cap.limit}")
+            else:
+                check = _c(
+                    cap.id,
+                    False,
+                    f"limit reached: {n} of {cap.limit} {en}",
+                    f"已达上限：{zh_scope}已 {n} {zh_count}，上限 {cap.limit}",
+                )
+            if len(self.cap_checks) < 4096:
+                self.cap_checks[key] = check
+        return check
+
+    def day_check(self, policy: Policy, day: date) -> Check:
+        check = self.day_checks.get(day)
+        if check is None:
+            check = _blackout_check(policy, day)
+            if len(self.day_checks) > 2048:
+                self.day_checks.clear()
+            self.day_checks[day] = check
+        return check
+
+
+def _compiled(policy: Policy) -> _Compiled:
+    comp = policy.derived.get("engine")
+    if comp is None:
+        comp = policy.derived["engine"] = _Compiled(policy)
+    return comp
+
+
+@lru_cache(maxsize=65536)
+def _contact_pass(masked: str, relation: str) -> Check:
+    return _c(
+        "contact.not_authorized",
+        True,
+        f"{masked} is a {relation} contact of the case",
+        f"号码为本案联系人号码（{_REL_ZH.get(relation, relation)}）",
+    )
+
+
+@lru_cache(maxsize=65536)
+def _mask(number: str) -> str:
+    return mask_number(number)
+
+
+_PASS_STARTED = _c("case.commission_not_started", True, "commission has started", "委托期已开始")
+_PASS_NOT_EXPIRED = _c("case.commission_expired", True, "within the commission period", "在委托期内")
+_PASS_VALID = _c("contact.invalid_number", True, "number is valid", "号码有效")
+
+
 # ----------------------------------------------------------------- evaluate
 
 
@@ -280,6 +387,7 @@ def evaluate(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
     now_u = now.astimezone(UTC)
+    comp = _compiled(policy)
     case = request.case
     region = policy.default_region
     checks: list[Check] = []
@@ -287,11 +395,16 @@ def evaluate(
 
     # 1. system faults ----------------------------------------------------------
     faults = request.faults
-    add(_FAIL_STORE if "store_unavailable" in faults else _PASS_STORE)
-    add(_FAIL_REC if "recording_unavailable" in faults else _PASS_REC)
+    if faults:
+        add(_FAIL_STORE if "store_unavailable" in faults else _PASS_STORE)
+        add(_FAIL_REC if "recording_unavailable" in faults else _PASS_REC)
+    else:
+        add(_PASS_STORE)
+        add(_PASS_REC)
 
     # 2. agent --------------------------------------------------------------------
-    add(_agent_check(request))
+    add(_agent_check(request.agent.role, request.agent.agent_id, request.agent.creditors, case.case_id,
+                     case.creditor, case.assigned_agent))
 
     # 3-5. case -------------------------------------------------------------------
     policy_today = now_u.astimezone(policy.zone).date()
@@ -313,7 +426,7 @@ def evaluate(
             )
         )
     else:
-        add(_c("case.commission_not_started", True, "commission has started", "委托期已开始"))
+        add(_PASS_STARTED)
     if end is not None and policy_today > end:
         add(
             _c(
@@ -324,21 +437,24 @@ def evaluate(
             )
         )
     else:
-        add(_c("case.commission_expired", True, "within the commission period", "在委托期内"))
+        add(_PASS_NOT_EXPIRED)
     add(_FAIL_PAUSED if status == "paused" else _PASS_PAUSED)
     flags = case.flags
-    for flag in CASE_FLAGS:
-        add(_FAIL_FLAGS[flag] if flag in flags else _PASS_FLAGS[flag])
+    if flags:
+        for flag in CASE_FLAGS:
+            add(_FAIL_FLAGS[flag] if flag in flags else _PASS_FLAGS[flag])
+    else:
+        checks.extend(_PASS_FLAG_LIST)
 
     # 6. contact ------------------------------------------------------------------
     number = request.number
-    masked = mask_number(number)
     contact = case.contact(number)
     normalised, number_problem = _number_check(number, region)
     if contact is None and normalised is not None and normalised != number:
         contact = case.contact(normalised)
         if contact is not None:
             number = normalised
+    masked = _mask(number)
     if contact is None:
         add(
             _c(
@@ -349,109 +465,77 @@ def evaluate(
             )
         )
     else:
-        add(_c("contact.not_authorized", True, f"{masked} is a {contact.relation} contact of the case", "号码为本案联系人号码"))
+        add(_contact_pass(masked, contact.relation))
     if contact is not None and contact.status == "invalid":
         add(_c("contact.invalid_number", False, f"{masked} is known invalid (empty or wrong number)", f"{masked} 已确认为空号/错号"))
     elif number_problem is not None:
         add(_c("contact.invalid_number", False, f"{masked} is not a dialable number: {number_problem}", f"{masked} 不是有效号码：{number_problem}"))
     else:
-        add(_c("contact.invalid_number", True, "number is valid", "号码有效"))
+        add(_PASS_VALID)
     add(_FAIL_DNC if contact is not None and contact.do_not_call else _PASS_DNC)
 
     # 7. registered line ----------------------------------------------------------
-    add(_line_check(request, region))
+    add(_PASS_LINE_NONE if request.registered_lines is None else _line_check(request, region))
 
     # 8. window -------------------------------------------------------------------
     zone, zone_name, zone_source, zone_note = _callee_zone(
         contact.tz if contact is not None else None, number, policy.timezone
     )
     local = now_u.astimezone(zone)
-    local_date = local.date()
-    blackout = _blackout_check(policy, local_date)
-    add(blackout)
+    add(comp.day_check(policy, local.date()))
     window = policy.window
-    in_hours = window.start_s <= _sod(local) < window.end_s
-    hours_text = f"callee local time {local.strftime('%H:%M:%S')} ({zone_name})"
-    window_text = f"{window.start}–{window.end}"
-    hours_check = (
-        _c("window.outside_hours", True, f"{hours_text} is inside {window_text}", f"被叫当地时间 {local.strftime('%H:%M:%S')} 在允许时段 {window_text} 内")
-        if in_hours
-        else _c(
-            "window.outside_hours",
-            False,
-            f"{hours_text} is outside the calling window {window_text}",
-            f"被叫当地时间 {local.strftime('%H:%M:%S')}（{zone_name}）不在允许拨打时段 {window_text} 内",
+    hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    if window.start_s <= _sod(local) < window.end_s:
+        add(
+            _c(
+                "window.outside_hours",
+                True,
+                f"callee local time {hms} ({zone_name}) is inside {comp.window_text}",
+                f"被叫当地时间 {hms} 在允许时段 {comp.window_text} 内",
+            )
         )
-    )
-    hours_index = len(checks)
-    add(hours_check)
+    else:
+        add(
+            _c(
+                "window.outside_hours",
+                False,
+                f"callee local time {hms} ({zone_name}) is outside the calling window {comp.window_text}",
+                f"被叫当地时间 {hms}（{zone_name}）不在允许拨打时段 {comp.window_text} 内",
+            )
+        )
+    hours_index = len(checks) - 1
 
     # 9. caps ---------------------------------------------------------------------
     relation = contact.relation if contact is not None else None
     case_id = case.case_id
-    groups: dict[tuple[str, str, str], list[datetime]] = {}
+    number_groups: dict[tuple[str, str], list[datetime]] = {}
+    case_groups: dict[tuple[str, str], list[datetime]] = {}
+    # Naive event times are refused where they are compared (see _Counter).
     for e in history:
-        at = e.at
-        if at.tzinfo is None:
-            raise ValueError(f"history event at {at!r} is not timezone-aware")
         if e.number == number:
-            key = ("number", e.relation, e.kind)
-            got = groups.get(key)
-            if got is None:
-                groups[key] = [at]
-            else:
-                got.append(at)
-        if e.case_id == case_id:
-            key = ("case", e.relation, e.kind)
-            got = groups.get(key)
-            if got is None:
-                groups[key] = [at]
-            else:
-                got.append(at)
-    capsx = _Caps(groups, zone)
+            key = (e.relation, e.kind)
+            number_groups.setdefault(key, []).append(e.at)
+            if e.case_id == case_id:
+                case_groups.setdefault(key, []).append(e.at)
+        elif e.case_id == case_id:
+            case_groups.setdefault((e.relation, e.kind), []).append(e.at)
+    capsx = _Caps(number_groups, case_groups, zone)
     day = None
     counters: dict[str, dict[str, Any]] = {}
     cap_indices: list[int] = []
-    for cap in policy.caps:
-        applies = relation is not None and relation in cap.relations
-        if not applies:
+    applicable = comp.applicable.get(relation) or comp.applicable[None]
+    na_checks = comp.na_checks.get(relation) or comp.na_checks[None]
+    for i, cap in enumerate(policy.caps):
+        if not applicable[i]:
             counters[cap.id] = {"applies": False, "limit": cap.limit, "window": cap.window}
-            add(
-                _c(
-                    cap.id,
-                    True,
-                    f"does not apply to relation {relation or 'unknown'} (applies to {', '.join(sorted(cap.relations))})",
-                    f"不适用于该联系人关系（{_REL_ZH.get(relation or '', relation or '未知')}）",
-                )
-            )
+            add(na_checks[i])  # type: ignore[arg-type]
             continue
         if cap.window_delta is None and day is None:
             day = _day_bounds(now_u, zone)
         n = capsx.count(cap, now_u, day)
         counters[cap.id] = {"applies": True, "count": n, "limit": cap.limit, "window": cap.window}
-        scope_en = "this number" if cap.scope == "number" else "this case"
-        scope_zh = "该号码" if cap.scope == "number" else "本案件"
-        span_en = "today (callee time)" if cap.window_delta is None else f"in the last {cap.window}"
-        span_zh = "当日（被叫当地时间）" if cap.window_delta is None else f"最近 {cap.window} 内"
         cap_indices.append(len(checks))
-        if n < cap.limit:
-            add(
-                _c(
-                    cap.id,
-                    True,
-                    f"{n} of {cap.limit} {_COUNT_EN[cap.count]} to {scope_en} {span_en}",
-                    f"{scope_zh}{span_zh}已 {n}{_COUNT_ZH[cap.count]}，上限 {cap.limit}",
-                )
-            )
-        else:
-            add(
-                _c(
-                    cap.id,
-                    False,
-                    f"limit reached: {n} of {cap.limit} {_COUNT_EN[cap.count]} to {scope_en} {span_en}",
-                    f"已达上限：{scope_zh}{span_zh}已 {n}{_COUNT_ZH[cap.count]}，上限 {cap.limit}",
-                )
-            )
+        add(comp.cap_check(i, cap, n))
 
     inputs: dict[str, Any] = {
         "callee_local_time": local.isoformat(),
@@ -467,21 +551,21 @@ def evaluate(
         inputs["zone_note"] = zone_note
 
     # appointment exemption --------------------------------------------------------
-    exempt = False
+    exempted = False
     appointments = [a for a in request.appointments if a.number == number] if request.appointments else ()
-    if appointments:
-        exempt = _appointment(policy, appointments, capsx, now_u, zone, inputs)
-        if exempt:
-            for i in [hours_index, *cap_indices]:
-                c = checks[i]
-                if not c.passed:
-                    checks[i] = Check(
-                        c.rule_id,
-                        False,
-                        c.detail + " — exempted by the agreed callback time",
-                        c.detail_zh + "（与客户约定时间，豁免）",
-                        exempted=True,
-                    )
+    if appointments and _appointment(policy, appointments, capsx, now_u, zone, inputs):
+        for i in [hours_index, *cap_indices]:
+            c = checks[i]
+            if not c.passed:
+                exempted = True
+                checks[i] = Check(
+                    c.rule_id,
+                    False,
+                    c.detail + " — exempted by the agreed callback time",
+                    c.detail_zh + "（与客户约定时间，豁免）",
+                    exempted=True,
+                )
+        inputs["appointment"]["used"] = exempted
 
     # decide ------------------------------------------------------------------------
     deciding = None
@@ -489,10 +573,8 @@ def evaluate(
         if not c.passed and not c.exempted:
             deciding = c
             break
-    version = policy.version
     if deciding is None:
-        by_appointment = any(c.exempted for c in checks)
-        if by_appointment:
+        if exempted:
             appt = inputs["appointment"]
             return Decision(
                 True,
@@ -501,7 +583,7 @@ def evaluate(
                 f"与客户约定回拨时间 {appt['at']}，豁免时段与频次限制，允许拨打",
                 now,
                 tuple(checks),
-                version,
+                policy.version,
                 now,
                 inputs,
             )
@@ -512,7 +594,7 @@ def evaluate(
             f"允许拨打：全部 {len(checks)} 项检查通过",
             now,
             tuple(checks),
-            version,
+            policy.version,
             now,
             inputs,
         )
@@ -528,41 +610,42 @@ def evaluate(
     if next_at is not None:
         reason += f"; next lawful time {next_at.isoformat()} (callee time)"
         reason_zh += f"；最早可拨时间 {next_at.isoformat()}（被叫当地时间）"
-    return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), version, now, inputs)
+    return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), policy.version, now, inputs)
 
 
 _STATUS_ZH = {"settled": "结清", "withdrawn": "撤案", "returned": "退案"}
 
 
-def _agent_check(request: DialRequest) -> Check:
-    agent, case = request.agent, request.case
-    role = agent.role
+@lru_cache(maxsize=16384)
+def _agent_check(
+    role: str, agent_id: str, creditors: frozenset[str], case_id: str, creditor: str, assigned: str | None
+) -> Check:
     if role == "collector":
-        if case.assigned_agent != agent.agent_id:
+        if assigned != agent_id:
             return _c(
                 "agent.not_assigned",
                 False,
-                f"collector {agent.agent_id} is not assigned to case {case.case_id}",
-                f"催收员 {agent.agent_id} 不是案件 {case.case_id} 的指派人员，不得拨打",
+                f"collector {agent_id} is not assigned to case {case_id}",
+                f"催收员 {agent_id} 不是案件 {case_id} 的指派人员，不得拨打",
             )
-        if agent.creditors and case.creditor not in agent.creditors:
+        if creditors and creditor not in creditors:
             return _c(
                 "agent.not_assigned",
                 False,
-                f"collector {agent.agent_id} is not cleared for creditor {case.creditor}",
-                f"催收员 {agent.agent_id} 无权处理委托方 {case.creditor} 的数据",
+                f"collector {agent_id} is not cleared for creditor {creditor}",
+                f"催收员 {agent_id} 无权处理委托方 {creditor} 的数据",
             )
-        return _c("agent.not_assigned", True, f"collector {agent.agent_id} is assigned to the case", "催收员为本案指派人员")
+        return _c("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
     if role == "supervisor":
-        if case.creditor in agent.creditors:
+        if creditor in creditors:
             return _c(
-                "agent.not_assigned", True, f"supervisor {agent.agent_id} is scoped to creditor {case.creditor}", "主管有权处理该委托方案件"
+                "agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件"
             )
         return _c(
             "agent.not_assigned",
             False,
-            f"supervisor {agent.agent_id} is not scoped to creditor {case.creditor}",
-            f"主管 {agent.agent_id} 无权处理委托方 {case.creditor} 的案件",
+            f"supervisor {agent_id} is not scoped to creditor {creditor}",
+            f"主管 {agent_id} 无权处理委托方 {creditor} 的案件",
         )
     return _c(
         "agent.not_assigned",
@@ -666,7 +749,6 @@ def _appointment(
     return exempt
 
 
-_ALL_RELATIONS = ("self", "guarantor", "family", "work", "third_party")
 
 
 def _search_next(

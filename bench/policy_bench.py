@@ -1,0 +1,145 @@
+"""Dial policy evaluations per second on one core, with realistic history.
+
+Scenario: a case with 5 contacts (debtor, guarantor, two relatives, a colleague) and
+30 attempt/connected events of that case inside the look-back window, evaluated with
+the default policy at different times of day. Printed side by side in one run:
+
+* anchor   — the floor any evaluation pays: building the request's frozen snapshots'
+             equivalent work is excluded; the anchor is `sorted()` over the 30 event
+             times plus one `astimezone` per event (what any cap counting must touch);
+* allowed  — the common path (every rule passes: no next_allowed_at search);
+* blocked  — hourly cap reached late in the evening: the search for next_allowed_at
+             runs (window + caps fixpoint);
+* hard stop — a paused case (all rules still evaluated, no search).
+
+Goal: >= 30,000 allowed evaluations/s. Run: `.venv/bin/python bench/policy_bench.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from policy import (  # noqa: E402
+    AgentSnapshot,
+    CaseSnapshot,
+    ContactSnapshot,
+    DialRequest,
+    HistoryEvent,
+    evaluate,
+    load_policy,
+)
+
+SH = ZoneInfo("Asia/Shanghai")
+UTC = timezone.utc
+GOAL = 30_000
+
+
+def scenario() -> tuple[list[DialRequest], list[HistoryEvent], DialRequest, DialRequest, list[HistoryEvent]]:
+    contacts = (
+        ContactSnapshot("+8613800000001", "self"),
+        ContactSnapshot("+8613900000002", "guarantor"),
+        ContactSnapshot("+8613700000003", "family"),
+        ContactSnapshot("+8615000000004", "family"),
+        ContactSnapshot("+862161234567", "work"),
+    )
+    case = CaseSnapshot(
+        "BENCH-1", "bank-a", "active", date(2026, 1, 1), date(2026, 12, 31),
+        assigned_agent="a1", contacts=contacts,
+    )
+    agent = AgentSnapshot("a1", "collector", frozenset({"bank-a"}))
+    now = datetime(2026, 11, 24, 11, 0, tzinfo=SH)
+    history: list[HistoryEvent] = []
+    # 30 events over the last two days, spread over the five numbers, in UTC as a
+    # database would return them; some answered.
+    for i in range(30):
+        c = contacts[i % 5]
+        at = (now - timedelta(minutes=65 + 94 * i)).astimezone(UTC)
+        history.append(HistoryEvent(at, case.case_id, c.number, c.relation, "attempt"))
+        if i % 7 == 0:
+            history.append(HistoryEvent(at, case.case_id, c.number, c.relation, "connected"))
+    history = history[:30]
+    requests = [DialRequest(case, c.number, agent) for c in contacts]
+    late = now.replace(hour=20, minute=59)
+    blocked_hist = history + [
+        HistoryEvent((late - timedelta(minutes=49)).astimezone(UTC), case.case_id, contacts[0].number, "self"),
+        HistoryEvent((late - timedelta(minutes=20)).astimezone(UTC), case.case_id, contacts[0].number, "self"),
+    ]
+    paused = DialRequest(
+        CaseSnapshot(case.case_id, "bank-a", "paused", case.commission_start, case.commission_end,
+                     assigned_agent="a1", contacts=contacts),
+        contacts[0].number, agent,
+    )
+    return requests, history, requests[0], paused, blocked_hist
+
+
+def rate(fn: Callable[[], object], seconds: float = 0.6, runs: int = 3) -> float:
+    """Best of `runs` timed runs (other processes share this machine's two cores)."""
+    best = 0.0
+    for _ in range(runs):
+        n = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            for _ in range(200):
+                fn()
+            n += 200
+            t = time.perf_counter()
+            if t >= deadline:
+                break
+        best = max(best, n / (t - start))
+    return best
+
+
+def main() -> None:
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    except (AttributeError, OSError):
+        pass
+    pol = load_policy({}).for_creditor("bank-a")
+    requests, history, first, paused, blocked_hist = scenario()
+    now = datetime(2026, 11, 24, 11, 0, tzinfo=SH)
+    late = datetime(2026, 11, 24, 20, 59, tzinfo=SH)
+
+    d = evaluate(first, history, pol, now)
+    assert d.allowed, d.reason
+    b = evaluate(first, blocked_hist, pol, late)
+    assert not b.allowed and b.next_allowed_at is not None, b.reason
+    assert evaluate(paused, history, pol, now).rule_id == "case.paused"
+
+    times = [e.at for e in history]
+    idx = [0]
+
+    def anchor() -> None:
+        sorted([t.astimezone(SH) for t in times])
+
+    def allowed() -> None:
+        i = idx[0] = (idx[0] + 1) % 5
+        evaluate(requests[i], history, pol, now)
+
+    def blocked() -> None:
+        evaluate(first, blocked_hist, pol, late)
+
+    def hard_stop() -> None:
+        evaluate(paused, history, pol, now)
+
+    print(f"policy_bench: {len(history)} events in look-back, 5 contacts, default policy, one core")
+    rows = [("anchor (sort+astimezone of 30 events)", anchor), ("allowed", allowed),
+            ("blocked by cap (next_allowed_at search)", blocked), ("hard stop (case.paused)", hard_stop)]
+    results = {}
+    for name, fn in rows:
+        results[name] = r = rate(fn)
+        print(f"  {name:42s} {r:12,.0f} /s   {1e6 / r:7.1f} µs")
+    ok = results["allowed"] >= GOAL
+    print(f"  goal: allowed >= {GOAL:,}/s -> {'MET' if ok else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
