@@ -645,14 +645,37 @@ class StreamFramer:
     def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buf = bytearray()
         self._max = max_message_size
+        self._deferred: SipParseError | None = None
 
     @property
     def pending(self) -> int:
         return len(self._buf)
 
+    @property
+    def remaining(self) -> bytes:
+        """The unframed bytes (what an error response can be addressed from)."""
+        return bytes(self._buf)
+
+    def check(self) -> None:
+        """Raise the framing error found after the messages the last feed() returned."""
+        if self._deferred is not None:
+            raise self._deferred
+
     def feed(self, data: bytes) -> list[bytes]:
+        """Complete messages so far. A framing error is raised at once when no complete
+        message precedes it, else deferred to :meth:`check` (and the next feed)."""
+        self.check()
         self._buf += data
         out: list[bytes] = []
+        try:
+            self._cut(out)
+        except SipParseError as exc:
+            if not out:
+                raise
+            self._deferred = exc
+        return out
+
+    def _cut(self, out: list[bytes]) -> None:
         while True:
             # keep-alive CRLFs between messages (RFC 5626 3.5.1) are skipped
             while self._buf[:2] == b"\r\n":
@@ -672,7 +695,6 @@ class StreamFramer:
                 break
             out.append(bytes(self._buf[:total]))
             del self._buf[:total]
-        return out
 
     @staticmethod
     def _content_length(head: bytes) -> int:

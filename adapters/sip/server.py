@@ -220,15 +220,15 @@ class SipServer:
                 if not data:
                     break
                 try:
-                    messages = framer.feed(data)
+                    for raw in framer.feed(data):
+                        self.stats.tcp_messages += 1
+                        self._receive(raw, "tcp", reply, peer)
+                    framer.check()
                 except SipParseError as exc:
                     # framing is lost: answer what we can, then close the connection
                     self.stats.parse_errors += 1
-                    self._reject(bytes(data), exc, reply, peer)
+                    self._reject(framer.remaining, exc, reply, peer)
                     break
-                for raw in messages:
-                    self.stats.tcp_messages += 1
-                    self._receive(raw, "tcp", reply, peer)
                 try:
                     await asyncio.wait_for(writer.drain(), 5)
                 except (TimeoutError, asyncio.TimeoutError):
@@ -236,6 +236,10 @@ class SipServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            # let decisions in flight answer on this connection before we close it
+            pending = [t for t in self._tasks if not t.done()]
+            if pending and not writer.is_closing():
+                await asyncio.wait(pending, timeout=self._timeout + 1)
             self._conns.discard(writer)
             writer.close()
 

@@ -1,0 +1,289 @@
+"""The SIP gate listener over real UDP and TCP sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+
+from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
+from adapters.sip.gate import SipDialAnswer, SipDialInput
+from sipclient import TcpClient, UdpClient, derive, make_invite
+
+
+def blocked(invite: SipDialInput) -> SipDialAnswer:
+    return SipDialAnswer(
+        allowed=False,
+        rule_id="cap.number_hourly",
+        reason='Number called 2 times this hour; "limit" 2',
+        reason_zh="该号码一小时内已呼叫2次",
+        retry_after=1800,
+    )
+
+
+async def test_an_allowed_invite_is_redirected_with_a_302_to_the_configured_route(start_gate):
+    auth = HourlyCapSipAuthorizer()
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite("+8613800000011", gate_port=gate.port, call_id="allow-1@pbx", cseq=5)
+        resp = await client.request(req)
+        client_port = client.sock.getsockname()[1]
+        client.close()
+    assert resp.status == 302 and resp.reason == "Moved Temporarily"
+    assert resp.get("contact") == "<sip:+8613800000011@127.0.0.1:5080>"
+    assert resp.get("x-dialgate-attempt") == auth.attempts["+8613800000011"][0]
+    assert resp.call_id == "allow-1@pbx" and resp.get("cseq") == "5 INVITE"
+    assert resp.vias[0].branch is not None and resp.vias[0].branch.startswith("z9hG4bK-test")
+    assert resp.vias[0].params.get("rport") == str(client_port)  # RFC 3581 rport filled in
+    assert resp.vias[0].params.get("received") is None  # sent-by host already is the source
+    assert resp.from_.tag is not None and resp.to.tag  # To-tag added by the gate
+
+
+async def test_a_blocked_invite_gets_603_with_reason_warning_and_retry_after(start_gate):
+    async with start_gate(RecordingSipAuthorizer(blocked)) as gate:
+        client = UdpClient(gate.port)
+        resp = await client.request(make_invite("+8613800000012", gate_port=gate.port))
+        client.close()
+    assert resp.status == 603 and resp.reason == "Decline"
+    assert resp.get("reason") == 'SIP;cause=603;text="cap.number_hourly"'
+    assert resp.get("warning") == '399 dialgate "Number called 2 times this hour; \\"limit\\" 2"'
+    assert resp.get("retry-after") == "1800"
+    assert resp.get("contact") is None
+
+
+async def test_the_third_call_to_a_number_within_the_hour_is_declined(start_gate):
+    auth = HourlyCapSipAuthorizer(per_hour=2)
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        statuses = [(await client.request(make_invite("+8613800000013", gate_port=gate.port))).status for _ in range(3)]
+        client.close()
+    assert statuses == [302, 302, 603]
+    assert len(auth.attempts["+8613800000013"]) == 2
+
+
+async def test_a_retransmitted_invite_gets_the_same_answer_and_is_decided_once(start_gate):
+    auth = HourlyCapSipAuthorizer(per_hour=1)
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite("+8613800000014", gate_port=gate.port)
+        first = await client.request(req)
+        second = await client.request(req)
+        client.close()
+    assert first.status == second.status == 302
+    assert first.get("x-dialgate-attempt") == second.get("x-dialgate-attempt")
+    assert first.to.tag == second.to.tag
+    assert len(auth.asked) == 1
+
+
+async def test_a_retransmission_during_a_pending_decision_waits_for_that_same_decision(start_gate):
+    release = asyncio.Event()
+
+    async def slow(invite: SipDialInput) -> SipDialAnswer:
+        await release.wait()
+        return blocked(invite)
+
+    auth = RecordingSipAuthorizer(slow)
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite("+8613800000015", gate_port=gate.port)
+        client.send(req)
+        await asyncio.wait_for(auth.changed.wait(), 3)
+        client.send(req)  # retransmission while the first is still being decided
+        other = UdpClient(gate.port)
+        other.send(req)  # and one arriving from another socket
+        release.set()
+        a = await client.recv_final()
+        b = await client.recv_final()
+        c = await other.recv_final()
+        client.close()
+        other.close()
+    assert a.status == b.status == c.status == 603
+    assert len(auth.asked) == 1
+
+
+async def test_the_final_answer_is_retransmitted_over_udp_until_the_ack_arrives(start_gate):
+    async with start_gate(RecordingSipAuthorizer(blocked)) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite("+8613800000016", gate_port=gate.port)
+        first = await client.request(req)
+        again = await client.recv_final(timeout=3)  # Timer G fires after T1 without an ACK
+        assert again.status == 603 and again.to.tag == first.to.tag
+        client.send(derive(req, "ACK", to_tag=first.to.tag))
+        options = await client.request(make_invite("+8613800000016", gate_port=gate.port, method="OPTIONS"))
+        # the ACK was absorbed: no response to it, the next thing on the socket is the OPTIONS answer
+        from adapters.sip.transaction import transaction_key
+        from adapters.sip.message import parse_message
+
+        txn = gate.transactions.get(transaction_key(parse_message(req)))
+        client.close()
+    assert options.status == 200
+    assert txn is not None and txn.acked
+
+
+async def test_cancel_of_a_pending_invite_answers_200_and_487(start_gate):
+    release = asyncio.Event()
+
+    async def slow(invite: SipDialInput) -> SipDialAnswer:
+        await release.wait()
+        return SipDialAnswer(True, "allow", "Allowed", attempt_id="att-x")
+
+    auth = RecordingSipAuthorizer(slow)
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite("+8613800000017", gate_port=gate.port)
+        client.send(req)
+        await asyncio.wait_for(auth.changed.wait(), 3)
+        client.send(derive(req, "CANCEL"))
+        got = {}
+        for _ in range(2):
+            m = await client.recv_final()
+            got[m.cseq[1]] = m.status
+        release.set()
+        retrans = await client.request(req)  # the transaction's final answer stays the 487
+        client.close()
+    assert got == {"CANCEL": 200, "INVITE": 487}
+    assert retrans.status == 487
+
+
+async def test_cancel_after_the_final_answer_is_answered_200_and_changes_nothing(start_gate):
+    async with start_gate(RecordingSipAuthorizer(blocked)) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite("+8613800000018", gate_port=gate.port)
+        assert (await client.request(req)).status == 603
+        cancel = await client.request(derive(req, "CANCEL"))
+        again = await client.request(req)
+        client.close()
+    assert cancel.status == 200 and cancel.cseq[1] == "CANCEL"
+    assert again.status == 603
+
+
+async def test_cancel_without_a_matching_invite_is_answered_481(start_gate):
+    async with start_gate(RecordingSipAuthorizer()) as gate:
+        client = UdpClient(gate.port)
+        resp = await client.request(derive(make_invite(gate_port=gate.port), "CANCEL"))
+        client.close()
+    assert resp.status == 481
+
+
+async def test_options_is_answered_200_with_allow_and_other_methods_405_or_501(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        options = await client.request(make_invite(gate_port=gate.port, method="OPTIONS"))
+        register = await client.request(make_invite(gate_port=gate.port, method="REGISTER"))
+        unknown = await client.request(make_invite(gate_port=gate.port, method="FROBNICATE"))
+        client.close()
+    assert options.status == 200 and options.get("allow") == "INVITE, ACK, CANCEL, OPTIONS"
+    assert register.status == 405 and register.get("allow") == "INVITE, ACK, CANCEL, OPTIONS"
+    assert unknown.status == 501
+    assert auth.asked == []
+
+
+async def test_an_authorizer_that_raises_fails_closed_and_the_listener_keeps_serving(start_gate):
+    calls = []
+
+    def broken(invite: SipDialInput) -> SipDialAnswer:
+        calls.append(invite)
+        if len(calls) == 1:
+            raise ConnectionError("database is gone")
+        return SipDialAnswer(True, "allow", "Allowed", attempt_id="att-2")
+
+    async with start_gate(RecordingSipAuthorizer(broken)) as gate:
+        client = UdpClient(gate.port)
+        first = await client.request(make_invite("+8613800000019", gate_port=gate.port))
+        second = await client.request(make_invite("+8613800000019", gate_port=gate.port))
+        client.close()
+    assert first.status == 603
+    assert first.get("reason") == 'SIP;cause=603;text="system.store_unavailable"'
+    assert second.status == 302
+
+
+async def test_an_authorizer_that_hangs_times_out_into_a_fail_closed_603_after_100_trying(start_gate):
+    async def hang(invite: SipDialInput) -> SipDialAnswer:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async with start_gate(RecordingSipAuthorizer(hang), decision_timeout=0.5) as gate:
+        client = UdpClient(gate.port)
+        client.send(make_invite("+8613800000020", gate_port=gate.port))
+        provisional = await client.recv()
+        final = await client.recv_final(timeout=5)
+        client.close()
+    assert provisional.status == 100
+    assert final.status == 603 and 'text="system.store_unavailable"' in (final.get("reason") or "")
+
+
+async def test_the_dial_input_carries_number_line_agent_case_and_attempt_from_the_headers(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        await client.request(
+            make_invite(
+                "013800000021",
+                gate_port=gate.port,
+                call_id="hdrs@pbx",
+                extra=(
+                    "P-Asserted-Identity: <sip:+86-21-6123-4567@pbx>\r\n"
+                    "X-Agent-ID: a9\r\nX-Case-ID: C-77\r\nX-DialGate-Attempt: att-pre-1\r\n"
+                ),
+            )
+        )
+        await client.request(make_invite("+8613800000022", gate_port=gate.port, from_user="1002"))
+        await client.request(make_invite("+8613800000023", gate_port=gate.port, from_user="1999"))
+        client.close()
+    first, second, third = auth.asked
+    assert (first.number, first.dialed, first.caller_line) == ("+8613800000021", "013800000021", "+862161234567")
+    assert (first.agent_id, first.case_id, first.attempt_id, first.call_id) == ("a9", "C-77", "att-pre-1", "hdrs@pbx")
+    assert (second.agent_id, second.caller_line, second.extension) == ("a2", "1002", "1002")
+    assert third.agent_id is None and third.case_id is None
+
+
+async def test_a_malformed_invite_is_answered_400_and_never_reaches_the_authorizer(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        bad = make_invite(gate_port=gate.port).replace(b"Content-Length: ", b"Content-Length: 9")
+        resp = await client.request(bad)
+        client.close()
+    assert resp.status == 400 and "Content-Length" in (resp.get("warning") or "")
+    assert auth.asked == []
+
+
+async def test_an_invite_without_a_dialed_number_is_answered_484(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite(gate_port=gate.port).replace(b"INVITE sip:+8613800000001@", b"INVITE sip:", 1)
+        resp = await client.request(req)
+        client.close()
+    assert resp.status == 484 and auth.asked == []
+
+
+async def test_tcp_carries_pipelined_invites_and_answers_each_on_the_same_connection(start_gate):
+    auth = HourlyCapSipAuthorizer(per_hour=5)
+    async with start_gate(auth) as gate:
+        conn = await TcpClient.connect(gate.port)
+        a = make_invite("+8613800000024", gate_port=gate.port, transport="TCP")
+        b = make_invite("+8613800000025", gate_port=gate.port, transport="TCP")
+        await conn.send(a + b)
+        first = await conn.recv_final()
+        second = await conn.recv_final()
+        await conn.close()
+    assert first is not None and second is not None
+    assert {first.get("contact"), second.get("contact")} == {
+        "<sip:+8613800000024@127.0.0.1:5080>",
+        "<sip:+8613800000025@127.0.0.1:5080>",
+    }
+
+
+async def test_tcp_message_without_content_length_gets_400_and_the_connection_is_closed(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth) as gate:
+        conn = await TcpClient.connect(gate.port)
+        req = make_invite(gate_port=gate.port, transport="TCP")
+        head, _, _ = req.partition(b"Content-Length")
+        await conn.send(head + b"\r\n")
+        resp = await conn.recv()
+        closed = await conn.recv()
+        await conn.close()
+    assert resp is not None and resp.status == 400
+    assert closed is None
+    assert auth.asked == []
