@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from adapters.mqtt.masking import mask_phones_in_bytes, mask_text
+from adapters.mqtt.topics import event_topic, pbx_id_of, reply_topic_problem
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        (b'"13800138000"', b'"138****8000"'),
+        (b'"+8613912345678"', b'"139****5678"'),
+        (b'"008615012345678"', b'"150****5678"'),
+        (b'"call 18612345678 now"', b'"call 186****5678 now"'),
+    ],
+)
+def test_mobile_numbers_in_event_payloads_are_masked(raw, masked):
+    assert mask_phones_in_bytes(raw) == (masked, 1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'"C13800138000"',  # a case id
+        b'"13800138000-2"',  # part of a longer id
+        b'"7d1b2c4e-1380-4138-9138-138001380001"',  # a UUID
+        b'"138****8000"',  # already masked
+        b'"12800138000"',  # not a mobile prefix
+        b'"2026-11-23T10:00:00+08:00"',
+    ],
+)
+def test_ids_and_masked_numbers_are_left_alone(raw):
+    assert mask_phones_in_bytes(raw) == (raw, 0)
+
+
+def test_log_masking_keeps_the_last_four_digits_of_long_numbers():
+    assert mask_text("tel 02161234567 id 110101199003071234") == "tel *******4567 id **************1234"
+
+
+def test_event_topics_refuse_levels_that_would_break_the_topic_tree():
+    assert event_topic("bank-a", "dial.allowed") == "dialgate/v1/bank-a/events/dial.allowed"
+    for bad in ("", "a/b", "a+", "#"):
+        with pytest.raises(ValueError):
+            event_topic(bad, "dial.allowed")
+
+
+def test_the_pbx_id_is_read_from_the_topic():
+    assert pbx_id_of("dialgate/v1/pbx/east-1/events") == "east-1"
+    assert pbx_id_of("dialgate/v1/pbx/east-1/other") is None
+    assert pbx_id_of("dialgate/v1/pbx//events") is None
+
+
+def test_replies_may_go_to_private_or_reply_topics_only():
+    assert reply_topic_problem("desk/42/replies") is None
+    assert reply_topic_problem("dialgate/v1/replies/desk-42") is None
+    assert reply_topic_problem("dialgate/v1/deadletter") is not None
+    assert reply_topic_problem("desk/+/replies") is not None
+    assert reply_topic_problem("") is not None
