@@ -733,22 +733,37 @@ def _appointment(
     """Record the nearest appointment in `inputs`; True when it exempts this call."""
     tol = policy.appointment.tolerance
     attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
-    best = min(appointments, key=lambda a: abs(a.at - now_u))
-    at = best.at
+    limit = policy.appointment.max_attempts
+    # Prefer an appointment whose slot is open now and not used up; else report the
+    # nearest one so the explanation says why it did not help.
+    best, exempt = None, False
+    for appt in sorted(appointments, key=lambda a: abs(_utc(a.at) - now_u)):
+        at_u = _utc(appt.at)
+        lo, hi = at_u - tol, at_u + tol
+        if lo <= now_u <= hi and attempts.closed(lo, hi) < limit:
+            best, exempt = appt, True
+            break
+    if best is None:
+        best = min(appointments, key=lambda a: abs(_utc(a.at) - now_u))
+    at = _utc(best.at)
     active = at - tol <= now_u <= at + tol
     used = attempts.closed(at - tol, at + tol)
-    exempt = active and used < policy.appointment.max_attempts
     inputs["appointment"] = {
         "at": at.astimezone(zone).isoformat(),
         "tolerance": int(tol.total_seconds()),
         "active": active,
         "slot_attempts": used,
-        "max_attempts": policy.appointment.max_attempts,
+        "max_attempts": limit,
         "exempts": exempt,
+        "used": False,
     }
     return exempt
 
 
+def _utc(t: datetime) -> datetime:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"appointment time {t!r} is not timezone-aware")
+    return t.astimezone(UTC)
 
 
 def _search_next(
@@ -818,7 +833,8 @@ def _appointment_opening(
     attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
     best: datetime | None = None
     for appt in appointments:
-        lo, hi = (appt.at - tol).astimezone(UTC), (appt.at + tol).astimezone(UTC)
+        at_u = _utc(appt.at)
+        lo, hi = at_u - tol, at_u + tol
         if hi < now_u or attempts.closed(lo, hi) >= policy.appointment.max_attempts:
             continue
         t = max(lo, now_u)

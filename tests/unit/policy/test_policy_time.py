@@ -1,0 +1,164 @@
+"""Callee-local time: which zone, the [start, end) window, blackout dates, PRC holidays."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from policy_factories import (
+    DEBTOR,
+    NY,
+    SH,
+    US_RELATIVE,
+    check,
+    decide,
+    make_case,
+    make_request,
+    policy_from,
+    sh,
+)
+
+from policy import ContactSnapshot
+
+
+@pytest.mark.parametrize(
+    ("local_time", "allowed"),
+    [
+        ((7, 59, 59), False),
+        ((8, 0, 0), True),
+        ((20, 59, 59), True),
+        ((21, 0, 0), False),
+        ((23, 30, 0), False),
+        ((0, 0, 0), False),
+    ],
+)
+def test_the_calling_window_includes_its_start_and_excludes_its_end(local_time, allowed) -> None:
+    decision = decide(now=sh(2026, 11, 24, *local_time))
+    assert decision.allowed is allowed
+    assert check(decision, "window.outside_hours").passed is allowed
+
+
+def test_a_manhattan_relative_is_judged_in_new_york_time_in_winter() -> None:
+    request = make_request(number=US_RELATIVE)
+    # 21:30 in Shanghai is 08:30 EST in New York (UTC-5): inside the window.
+    winter = decide(request, now=sh(2026, 11, 24, 21, 30))
+    assert winter.allowed
+    assert winter.inputs_used["zone"] == "America/New_York"
+    assert winter.inputs_used["zone_source"] == "number"
+    assert winter.inputs_used["callee_local_time"].startswith("2026-11-24T08:30:00-05:00")
+    # 20:30 in Shanghai is 07:30 in New York: outside.
+    assert decide(request, now=sh(2026, 11, 24, 20, 30)).rule_id == "window.outside_hours"
+
+
+def test_new_york_daylight_saving_time_moves_the_window_by_an_hour() -> None:
+    request = make_request(number=US_RELATIVE, case=make_case("C-dst"))
+    # In July New York is UTC-4: 20:30 Shanghai (12:30Z) is 08:30 EDT — allowed,
+    # whereas the same wall clock in November (07:30 EST) is not.
+    summer = decide(request, now=sh(2026, 7, 15, 20, 30))
+    assert summer.allowed
+    assert summer.inputs_used["callee_local_time"].endswith("-04:00")
+    # The day after the spring change (8 March 2026), 08:00 EDT is 12:00Z.
+    assert decide(request, now=datetime(2026, 3, 9, 12, 0, tzinfo=timezone.utc)).allowed
+    assert not decide(request, now=datetime(2026, 3, 9, 11, 59, 59, tzinfo=timezone.utc)).allowed
+
+
+def test_a_contact_zone_overrides_the_number_zone() -> None:
+    case = make_case("C-tz", contacts=(ContactSnapshot(DEBTOR, "self", tz="Europe/London"),))
+    decision = decide(make_request(case=case), now=sh(2026, 11, 24, 17, 0))  # 09:00 in London
+    assert decision.allowed
+    assert decision.inputs_used["zone"] == "Europe/London"
+    assert decision.inputs_used["zone_source"] == "contact"
+    assert decide(make_request(case=case), now=sh(2026, 11, 24, 10, 0)).rule_id == "window.outside_hours"
+
+
+def test_an_unknown_contact_zone_is_ignored_with_a_note() -> None:
+    case = make_case("C-badtz", contacts=(ContactSnapshot(DEBTOR, "self", tz="Mars/Olympus"),))
+    decision = decide(make_request(case=case))
+    assert decision.inputs_used["zone"] == "Asia/Shanghai"
+    assert "Mars/Olympus" in decision.inputs_used["zone_note"]
+
+
+def test_a_number_spanning_several_zones_falls_back_to_the_policy_zone() -> None:
+    russian = "+79161234567"  # Russia: phonenumbers answers several zones for +7 mobiles
+    case = make_case("C-ru", contacts=(ContactSnapshot(russian, "family"),))
+    decision = decide(make_request(number=russian, case=case))
+    assert decision.inputs_used["zone_source"] == "policy_default"
+    assert decision.inputs_used["zone"] == "Asia/Shanghai"
+
+
+def test_the_policy_default_zone_is_configurable() -> None:
+    russian = "+79161234567"
+    case = make_case("C-ru2", contacts=(ContactSnapshot(russian, "family"),))
+    pol = policy_from({"timezone": "Europe/Moscow"})
+    decision = decide(make_request(number=russian, case=case), policy=pol, now=sh(2026, 11, 24, 13, 0))
+    assert decision.inputs_used["zone"] == "Europe/Moscow"
+    assert decision.allowed  # 08:00 in Moscow
+
+
+def test_a_blackout_date_blocks_the_whole_callee_local_day() -> None:
+    pol = policy_from({"creditors": {"bank-a": {"blackout_dates": ["2026-11-26"]}}})
+    assert decide(now=sh(2026, 11, 26, 10, 0), policy=pol).rule_id == "window.blackout_date"
+    decision = decide(now=sh(2026, 11, 26, 10, 0), policy=pol)
+    assert decision.next_allowed_at == sh(2026, 11, 27, 8, 0)
+    assert decide(now=sh(2026, 11, 27, 8, 0), policy=pol).allowed
+    assert decide(now=sh(2026, 11, 25, 20, 59), policy=pol).allowed
+
+
+def test_blackout_dates_are_read_on_the_callees_calendar() -> None:
+    pol = policy_from({"creditors": {"bank-a": {"blackout_dates": ["2026-11-26"]}}})
+    request = make_request(number=US_RELATIVE, case=make_case("C-ny-blackout"))
+    # 26 Nov 09:00 in Shanghai (blacked out there) is 25 Nov 20:00 in New York: allowed.
+    assert decide(request, now=sh(2026, 11, 26, 9, 0), policy=pol).allowed
+    assert decide(make_request(case=make_case("C-sh-blackout")), now=sh(2026, 11, 26, 9, 0), policy=pol).rule_id == (
+        "window.blackout_date"
+    )
+    # 27 Nov 09:00 in Shanghai (an ordinary day there) is 26 Nov 20:00 in New York: blacked out.
+    assert decide(request, now=sh(2026, 11, 27, 9, 0), policy=pol).rule_id == "window.blackout_date"
+
+
+def test_prc_statutory_holidays_block_when_enabled() -> None:
+    pol = policy_from({"creditors": {"bank-a": {"cn_holidays": True}}})
+    decision = decide(now=sh(2026, 10, 3, 10, 0), policy=pol)  # National Day break, a Saturday
+    assert decision.rule_id == "window.blackout_date"
+    assert "National Day" in decision.reason and "国庆节" in decision.reason_zh
+    assert decision.next_allowed_at == sh(2026, 10, 8, 8, 0)
+    # An ordinary weekend is not a statutory holiday.
+    assert decide(now=sh(2026, 11, 28, 10, 0), policy=pol).allowed
+    # Disabled (the default): the holiday is an ordinary day.
+    assert decide(now=sh(2026, 10, 3, 10, 0)).allowed
+
+
+def test_a_year_without_holiday_data_passes_with_a_note_instead_of_blocking() -> None:
+    pol = policy_from({"cn_holidays": True})
+    case = make_case("C-2027", commission_end=None)
+    decision = decide(make_request(case=case), now=sh(2027, 1, 1, 10, 0), policy=pol)
+    assert decision.allowed
+    blackout = check(decision, "window.blackout_date")
+    assert blackout.passed and "no holiday data for 2027" in blackout.detail
+    assert "2027" in blackout.detail_zh
+
+
+def test_the_window_is_per_creditor() -> None:
+    pol = policy_from({"creditors": {"bank-b": {"window": {"end": "20:30"}}}}, creditor="bank-b")
+    case = make_case("C-b", creditor="bank-b")
+    from policy_factories import collector
+
+    request = make_request(case=case, agent=collector("a1", frozenset({"bank-b"})))
+    assert decide(request, policy=pol, now=sh(2026, 11, 24, 20, 29, 59)).allowed
+    late = decide(request, policy=pol, now=sh(2026, 11, 24, 20, 30))
+    assert late.rule_id == "window.outside_hours"
+    assert late.next_allowed_at == sh(2026, 11, 25, 8, 0)
+
+
+def test_outside_hours_before_the_start_waits_for_the_same_mornings_start() -> None:
+    decision = decide(now=sh(2026, 11, 24, 6, 15))
+    assert decision.rule_id == "window.outside_hours"
+    assert decision.next_allowed_at == sh(2026, 11, 24, 8, 0)
+    assert decision.next_allowed_at.utcoffset() == timedelta(hours=8)  # reported in callee time
+
+
+def test_next_allowed_at_for_a_new_york_callee_is_8am_new_york_time() -> None:
+    request = make_request(number=US_RELATIVE, case=make_case("C-ny-next"))
+    decision = decide(request, now=sh(2026, 11, 24, 12, 0))  # 23:00 EST on the 23rd
+    assert decision.next_allowed_at == datetime(2026, 11, 24, 8, 0, tzinfo=NY)
+    assert decision.next_allowed_at.astimezone(SH) == sh(2026, 11, 24, 21, 0)
