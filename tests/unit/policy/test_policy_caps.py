@@ -1,0 +1,169 @@
+"""Frequency caps: rolling vs calendar day, relations, scopes, counts, and when they free up."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from policy_factories import (
+    DEBTOR,
+    FAMILY,
+    FRIEND,
+    GUARANTOR,
+    NY,
+    US_RELATIVE,
+    WORK,
+    attempts_at,
+    check,
+    decide,
+    event,
+    make_case,
+    make_request,
+    policy_from,
+    sh,
+)
+
+
+def test_two_attempts_within_the_hour_block_a_third_to_the_debtor() -> None:
+    history = attempts_at(sh(2026, 11, 24, 10, 5), sh(2026, 11, 24, 10, 40))
+    decision = decide(now=sh(2026, 11, 24, 11, 0), history=history)
+    assert decision.rule_id == "cap.number_hourly"
+    assert decision.inputs_used["counters"]["cap.number_hourly"]["count"] == 2
+    assert decision.next_allowed_at == sh(2026, 11, 24, 11, 5)
+
+
+def test_a_rolling_window_frees_at_the_oldest_counted_event_plus_the_window_exactly() -> None:
+    history = attempts_at(sh(2026, 11, 24, 14, 0), sh(2026, 11, 24, 14, 30))
+    assert decide(now=sh(2026, 11, 24, 14, 59, 59), history=history).rule_id == "cap.number_hourly"
+    assert decide(now=sh(2026, 11, 24, 15, 0) - timedelta(microseconds=1), history=history).rule_id == (
+        "cap.number_hourly"
+    )
+    # An event exactly one window old is no longer counted (time > now - window).
+    at_boundary = decide(now=sh(2026, 11, 24, 15, 0), history=history)
+    assert at_boundary.allowed
+    assert at_boundary.inputs_used["counters"]["cap.number_hourly"]["count"] == 1
+
+
+def test_the_hourly_cap_hit_at_2059_waits_for_8am_not_for_2110() -> None:
+    history = attempts_at(sh(2026, 11, 24, 20, 10), sh(2026, 11, 24, 20, 40))
+    decision = decide(now=sh(2026, 11, 24, 20, 59), history=history)
+    assert decision.rule_id == "cap.number_hourly"
+    assert decision.next_allowed_at == sh(2026, 11, 25, 8, 0)
+
+
+def test_the_daily_cap_counts_the_callee_local_calendar_day_and_frees_at_the_next_window_start() -> None:
+    history = attempts_at(*(sh(2026, 11, 24, h) for h in (8, 10, 12, 14)))
+    decision = decide(now=sh(2026, 11, 24, 16, 0), history=history)
+    assert decision.rule_id == "cap.number_daily"
+    assert decision.next_allowed_at == sh(2026, 11, 25, 8, 0)
+    # Yesterday's attempts do not count today.
+    assert decide(now=sh(2026, 11, 25, 8, 0), history=history).allowed
+
+
+def test_a_calendar_day_cap_frees_at_local_midnight_when_the_window_is_open_then() -> None:
+    pol = policy_from({"window": {"start": "00:00", "end": "24:00"}})
+    history = attempts_at(*(sh(2026, 11, 24, h) for h in (1, 3, 5, 7)))
+    decision = decide(now=sh(2026, 11, 24, 23, 0), history=history, policy=pol)
+    assert decision.rule_id == "cap.number_daily"
+    assert decision.next_allowed_at == sh(2026, 11, 25, 0, 0)
+
+
+def test_the_calendar_day_of_a_new_york_callee_is_new_yorks_day() -> None:
+    case = make_case("C-ny-day")
+    # Four attempts on 24 Nov New York time (13:00Z-16:00Z = 08:00-11:00 EST).
+    history = [event(datetime(2026, 11, 24, h, tzinfo=timezone.utc), US_RELATIVE, case_id="C-ny-day") for h in (13, 14, 15, 16)]
+    pol = policy_from({"caps": [{"id": "cap.family_daily", "scope": "number", "relations": ["family"], "limit": 4, "window": "calendar_day"}]})
+    request = make_request(number=US_RELATIVE, case=case)
+    # 24 Nov 20:00 EST = 25 Nov 01:00Z: still the same New York day although UTC and Shanghai moved on.
+    blocked = decide(request, history=history, policy=pol, now=datetime(2026, 11, 25, 1, 0, tzinfo=timezone.utc))
+    assert blocked.rule_id == "cap.family_daily"
+    assert blocked.next_allowed_at == datetime(2026, 11, 25, 8, 0, tzinfo=NY)
+    assert decide(request, history=history, policy=pol, now=datetime(2026, 11, 25, 8, 0, tzinfo=NY)).allowed
+
+
+def test_third_party_caps_apply_to_relatives_and_not_the_debtor_caps() -> None:
+    history = attempts_at(sh(2026, 11, 24, 9), sh(2026, 11, 24, 11), sh(2026, 11, 24, 13), number=FAMILY)
+    decision = decide(make_request(number=FAMILY), history=history, now=sh(2026, 11, 24, 15, 0))
+    assert decision.rule_id == "cap.third_party_daily"
+    counters = decision.inputs_used["counters"]
+    assert counters["cap.number_daily"] == {"applies": False, "limit": 4, "window": "calendar_day"}
+    assert not check(decision, "cap.third_party_daily").passed
+    assert "does not apply" in check(decision, "cap.number_daily").detail
+    # The debtor (self) is not held to the third-party cap of 3.
+    debtor_history = attempts_at(sh(2026, 11, 24, 9), sh(2026, 11, 24, 11), sh(2026, 11, 24, 13))
+    assert decide(history=debtor_history, now=sh(2026, 11, 24, 15, 0)).allowed
+
+
+def test_a_cap_counts_only_events_of_the_relations_it_applies_to() -> None:
+    # The same number is the debtor in this case and a relative in another case: the
+    # third-party attempts do not count towards the debtor's hourly cap.
+    history = [
+        event(sh(2026, 11, 24, 10, 10), DEBTOR, case_id="C-other", relation="family"),
+        event(sh(2026, 11, 24, 10, 20), DEBTOR, case_id="C-other", relation="family"),
+        event(sh(2026, 11, 24, 10, 30), DEBTOR),
+    ]
+    decision = decide(history=history, now=sh(2026, 11, 24, 10, 45))
+    assert decision.allowed
+    assert decision.inputs_used["counters"]["cap.number_hourly"]["count"] == 1
+
+
+def test_a_number_cap_counts_attempts_on_that_number_across_cases() -> None:
+    history = [event(sh(2026, 11, 24, 10, 10), DEBTOR, case_id="C-elsewhere"), event(sh(2026, 11, 24, 10, 20), DEBTOR)]
+    assert decide(history=history, now=sh(2026, 11, 24, 10, 45)).rule_id == "cap.number_hourly"
+
+
+def test_the_case_cap_counts_every_number_of_the_case() -> None:
+    numbers = [DEBTOR, GUARANTOR, FAMILY, WORK, FRIEND]
+    history = [event(sh(2026, 11, 24, 8, 0) + timedelta(minutes=50 * i), numbers[i % 5]) for i in range(10)]
+    decision = decide(make_request(number=GUARANTOR), history=history, now=sh(2026, 11, 24, 17, 0))
+    assert decision.rule_id == "cap.case_daily"
+    assert decision.inputs_used["counters"]["cap.case_daily"]["count"] == 10
+    assert decision.next_allowed_at == sh(2026, 11, 25, 8, 0)
+    # Another case's attempts do not count towards this case.
+    other = [event(e.at, e.number, case_id="C-9") for e in history]
+    assert decide(make_request(number=GUARANTOR), history=other[:2], now=sh(2026, 11, 24, 17, 0)).allowed
+
+
+def test_connected_caps_count_connected_calls_only() -> None:
+    pol = policy_from({"creditors": {"bank-a": {"preset": "us-reg-f"}}})
+    attempts_only = attempts_at(sh(2026, 11, 20, 10), sh(2026, 11, 21, 10))
+    assert decide(history=attempts_only, policy=pol, now=sh(2026, 11, 24, 10)).allowed
+    connected = attempts_only + [event(sh(2026, 11, 21, 10), kind="connected")]
+    decision = decide(history=connected, policy=pol, now=sh(2026, 11, 24, 10))
+    assert decision.rule_id == "cap.regf_quiet_after_conversation"
+    assert decision.next_allowed_at == sh(2026, 11, 28, 10, 0)
+
+
+def test_events_of_other_numbers_and_cases_are_ignored() -> None:
+    history = attempts_at(*(sh(2026, 11, 24, 9, m) for m in (0, 10, 20, 30)), number="+8613999999999", case_id="C-x")
+    assert decide(history=history, now=sh(2026, 11, 24, 9, 40)).allowed
+
+
+def test_events_later_than_now_still_count_so_clock_skew_between_gates_cannot_exceed_a_cap() -> None:
+    history = attempts_at(sh(2026, 11, 24, 10, 0, 0), sh(2026, 11, 24, 10, 0, 1))
+    assert decide(history=history, now=sh(2026, 11, 24, 10, 0, 0)).rule_id == "cap.number_hourly"
+
+
+def test_a_cap_with_limit_zero_blocks_with_no_next_allowed_time() -> None:
+    pol = policy_from({"creditors": {"bank-a": {"caps": [{"id": "cap.number_daily", "limit": 0}]}}})
+    decision = decide(policy=pol)
+    assert decision.rule_id == "cap.number_daily"
+    assert decision.next_allowed_at is None
+    assert "no lawful time" in decision.inputs_used["next_allowed_search"]
+
+
+def test_next_allowed_at_waits_for_every_cap_not_just_the_deciding_one() -> None:
+    # Hourly cap frees at 11:05, but the case cap (10 today) keeps it blocked until tomorrow.
+    history = attempts_at(sh(2026, 11, 24, 10, 5), sh(2026, 11, 24, 10, 40))
+    others = [event(sh(2026, 11, 24, 8, 0) + timedelta(minutes=9 * i), WORK) for i in range(8)]
+    decision = decide(history=history + others, now=sh(2026, 11, 24, 11, 0))
+    assert decision.rule_id == "cap.number_hourly"
+    assert decision.next_allowed_at == sh(2026, 11, 25, 8, 0)
+
+
+def test_history_with_naive_times_is_refused_as_undecidable() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="timezone-aware"):
+        decide(history=[event(datetime(2026, 11, 24, 9, 0))], now=sh(2026, 11, 24, 10, 0))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        decide(now=datetime(2026, 11, 24, 10, 0))

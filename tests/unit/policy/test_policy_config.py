@@ -1,0 +1,291 @@
+"""The [policy] table: defaults, presets, per-creditor overrides, validation, versions."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date, timedelta
+
+import pytest
+from policy_factories import (
+    FAMILY,
+    attempts_at,
+    collector,
+    decide,
+    event,
+    make_case,
+    make_request,
+    sh,
+)
+
+from policy import PRESETS, PolicyConfigError, load_policy
+
+ISSUE_EXAMPLE = """
+[policy]
+timezone = "Asia/Shanghai"
+default_region = "CN"
+
+[policy.window]
+start = "08:00"
+end = "21:00"
+
+[policy.appointment]
+tolerance = "15m"
+max_attempts = 2
+
+[[policy.caps]]
+id = "cap.number_hourly"
+scope = "number"
+relations = ["self", "guarantor"]
+count = "attempts"
+limit = 2
+window = "1h"
+
+[[policy.caps]]
+id = "cap.number_daily"
+scope = "number"
+relations = ["self", "guarantor"]
+count = "attempts"
+limit = 4
+window = "calendar_day"
+
+[[policy.caps]]
+id = "cap.third_party_hourly"
+scope = "number"
+relations = ["family", "work", "third_party"]
+count = "attempts"
+limit = 2
+window = "1h"
+
+[[policy.caps]]
+id = "cap.third_party_daily"
+scope = "number"
+relations = ["family", "work", "third_party"]
+count = "attempts"
+limit = 3
+window = "calendar_day"
+
+[[policy.caps]]
+id = "cap.case_daily"
+scope = "case"
+relations = ["self", "guarantor", "family", "work", "third_party"]
+count = "attempts"
+limit = 10
+window = "calendar_day"
+
+[policy.creditors.bank-b]
+window = { end = "20:30" }
+blackout_dates = ["2026-11-26"]
+cn_holidays = true
+preset = "cn-cba-2026"
+caps = [{ id = "cap.number_daily", limit = 3 }]
+"""
+
+
+def test_an_empty_table_gives_the_five_default_caps_and_the_default_window() -> None:
+    pol = load_policy({}).default
+    assert [c.id for c in pol.caps] == [
+        "cap.number_hourly",
+        "cap.number_daily",
+        "cap.third_party_hourly",
+        "cap.third_party_daily",
+        "cap.case_daily",
+    ]
+    assert (pol.window.start, pol.window.end) == ("08:00", "21:00")
+    assert pol.timezone == "Asia/Shanghai" and pol.default_region == "CN"
+    assert pol.appointment.tolerance == timedelta(minutes=15) and pol.appointment.max_attempts == 2
+    assert pol.lookback == timedelta(days=2)
+
+
+def test_the_issue_example_loads_and_spelling_out_the_defaults_changes_nothing() -> None:
+    book = load_policy(tomllib.loads(ISSUE_EXAMPLE)["policy"])
+    assert book.default.version == load_policy({}).default.version
+    b = book.for_creditor("bank-b")
+    assert b.preset == "cn-cba-2026"
+    assert (b.window.start, b.window.end) == ("08:00", "20:30")
+    assert b.blackout_dates == frozenset({date(2026, 11, 26)}) and b.cn_holidays
+    # The preset replaced the cap list; the creditor's patch re-added cap.number_daily
+    # from the defaults with its own limit.
+    assert [(c.id, c.limit) for c in b.caps] == [("cap.cba_unanswered_daily", 6), ("cap.number_daily", 3)]
+
+
+def test_an_unknown_creditor_gets_the_defaults() -> None:
+    book = load_policy(tomllib.loads(ISSUE_EXAMPLE)["policy"])
+    assert book.for_creditor("bank-zzz") is book.default
+
+
+def test_a_creditor_cap_override_by_id_changes_only_that_field_and_a_new_id_adds_a_cap() -> None:
+    book = load_policy(
+        {
+            "creditors": {
+                "bank-c": {
+                    "caps": [
+                        {"id": "cap.number_daily", "limit": 3},
+                        {"id": "cap.weekly", "scope": "case", "limit": 20, "window": "7d"},
+                        {"id": "cap.third_party_hourly", "enabled": False},
+                    ]
+                }
+            }
+        }
+    )
+    caps = {c.id: c for c in book.for_creditor("bank-c").caps}
+    assert caps["cap.number_daily"].limit == 3 and caps["cap.number_daily"].window == "calendar_day"
+    assert caps["cap.weekly"].relations == frozenset({"self", "guarantor", "family", "work", "third_party"})
+    assert caps["cap.weekly"].count == "attempts"
+    assert "cap.third_party_hourly" not in caps
+    assert book.for_creditor("bank-c").lookback == timedelta(days=7)
+    assert {c.id for c in book.default.caps} >= {"cap.third_party_hourly"}
+
+
+def test_the_override_takes_effect_in_decisions() -> None:
+    pol = load_policy({"creditors": {"bank-a": {"caps": [{"id": "cap.number_daily", "limit": 3}]}}}).for_creditor("bank-a")
+    history = attempts_at(sh(2026, 11, 24, 8), sh(2026, 11, 24, 10), sh(2026, 11, 24, 12))
+    assert decide(history=history, policy=pol, now=sh(2026, 11, 24, 14)).rule_id == "cap.number_daily"
+    assert decide(history=history, now=sh(2026, 11, 24, 14)).allowed
+
+
+def test_top_level_blackout_dates_add_to_the_creditors_own() -> None:
+    book = load_policy({"blackout_dates": ["2026-12-24"], "creditors": {"bank-d": {"blackout_dates": ["2026-12-25"]}}})
+    assert book.for_creditor("bank-d").blackout_dates == {date(2026, 12, 24), date(2026, 12, 25)}
+
+
+@pytest.mark.parametrize(
+    ("table", "path", "reason"),
+    [
+        ({"windw": {}}, "policy.windw", "unknown key"),
+        ({"window": {"start": "8am"}}, "policy.window.start", "bad time"),
+        ({"window": {"end": "25:00"}}, "policy.window.end", "hours 00-23"),
+        ({"window": {"start": "21:00", "end": "08:00"}}, "policy.window", "must be before end"),
+        ({"window": {"begin": "08:00"}}, "policy.window.begin", "unknown key"),
+        ({"timezone": "Asia/Beijing"}, "policy.timezone", "unknown IANA time zone"),
+        ({"default_region": "XX"}, "policy.default_region", "unknown region"),
+        ({"appointment": {"tolerance": "15 minutes"}}, "policy.appointment.tolerance", "bad duration"),
+        ({"appointment": {"max_attempts": -1}}, "policy.appointment.max_attempts", "must be 0 or more"),
+        ({"caps": [{"id": "cap.x", "scope": "number", "limit": -1, "window": "1h"}]}, "policy.caps[0].limit", "must be 0 or more"),
+        ({"caps": [{"id": "cap.x", "scope": "number", "limit": True, "window": "1h"}]}, "policy.caps[0].limit", "whole number"),
+        ({"caps": [{"id": "cap.x", "scope": "number", "limit": 2, "window": "1w"}]}, "policy.caps[0].window", "bad duration"),
+        ({"caps": [{"id": "cap.x", "scope": "number", "limit": 2, "window": "0h"}]}, "policy.caps[0].window", "longer than zero"),
+        ({"caps": [{"id": "cap.x", "scope": "number", "limit": 2}]}, "policy.caps[0].window", "missing"),
+        ({"caps": [{"id": "cap.x", "scope": "street", "limit": 2, "window": "1h"}]}, "policy.caps[0].scope", "expected one of"),
+        ({"caps": [{"id": "cap.x", "scope": "case", "count": "rings", "limit": 2, "window": "1h"}]}, "policy.caps[0].count", "expected one of"),
+        ({"caps": [{"id": "cap.x", "scope": "case", "relations": ["self", "cousin"], "limit": 2, "window": "1h"}]}, "policy.caps[0].relations[1]", "unknown relation"),
+        ({"caps": [{"id": "cap.x", "scope": "case", "limit": 2, "window": "1h", "colour": "red"}]}, "policy.caps[0].colour", "unknown key"),
+        ({"caps": [{"id": "Cap X", "scope": "case", "limit": 2, "window": "1h"}]}, "policy.caps[0].id", "cap id"),
+        ({"caps": [{"id": "cap.number_hourly"}, {"id": "cap.number_hourly"}]}, "policy.caps[1].id", "duplicate"),
+        ({"preset": "eu-gdpr"}, "policy.preset", "unknown preset"),
+        ({"creditors": {"bank-b": {"preset": "cn-cba-2025"}}}, "policy.creditors.bank-b.preset", "unknown preset"),
+        ({"creditors": {"bank-b": {"caps": [{"id": "cap.number_daily", "limit": -3}]}}}, "policy.creditors.bank-b.caps[0].limit", "must be 0 or more"),
+        ({"creditors": {"bank-b": {"window": {"end": "20:61"}}}}, "policy.creditors.bank-b.window.end", "bad time"),
+        ({"creditors": {"bank-b": {"blackout_dates": ["2026-02-30"]}}}, "policy.creditors.bank-b.blackout_dates[0]", "bad date"),
+        ({"creditors": {"bank-b": {"cn_holidays": "yes"}}}, "policy.creditors.bank-b.cn_holidays", "true or false"),
+        ({"creditors": {"bank-b": {"creditors": {}}}}, "policy.creditors.bank-b.creditors", "unknown key"),
+        ({"creditors": {"bank-b": {"caps": [{"id": "cap.brand_new", "limit": 1}]}}}, "policy.creditors.bank-b.caps[0].scope", "missing"),
+        ({"creditors": ["bank-b"]}, "policy.creditors", "expected a table"),
+    ],
+)
+def test_bad_configuration_is_refused_with_the_key_path_and_the_reason(table, path, reason) -> None:
+    with pytest.raises(PolicyConfigError) as info:
+        load_policy(table)
+    assert info.value.path == path
+    assert reason in info.value.reason
+    assert str(info.value).startswith(path + ": ")
+
+
+def test_toml_local_times_and_dates_are_accepted_like_strings() -> None:
+    table = tomllib.loads("[policy]\nblackout_dates = [2026-11-26]\n[policy.window]\nstart = 09:00:00\nend = 18:00:00\n")
+    pol = load_policy(table["policy"]).default
+    assert (pol.window.start, pol.window.end) == ("09:00", "18:00")
+    assert pol.blackout_dates == {date(2026, 11, 26)}
+
+
+def test_the_version_is_a_sha256_of_the_normalised_effective_policy() -> None:
+    a = load_policy({"appointment": {"tolerance": "15m"}}).default
+    b = load_policy({"appointment": {"tolerance": "900s"}}).default
+    c = load_policy({"appointment": {"tolerance": "20m"}}).default
+    assert a.version == b.version == load_policy({}).default.version
+    assert a.version != c.version
+    assert len(a.version) == 64 and int(a.version, 16) >= 0
+    # A creditor with no effective change has the default's version.
+    assert load_policy({"creditors": {"bank-q": {"cn_holidays": False}}}).for_creditor("bank-q").version == a.version
+
+
+def test_the_book_version_changes_when_any_creditor_changes() -> None:
+    one = load_policy({"creditors": {"bank-a": {"window": {"end": "20:30"}}}})
+    two = load_policy({"creditors": {"bank-a": {"window": {"end": "20:00"}}}})
+    assert one.version != two.version
+    assert one.default.version == two.default.version
+    assert load_policy({"creditors": {"bank-a": {"window": {"end": "20:30"}}}}).version == one.version
+
+
+def test_the_lookback_covers_the_longest_rolling_window_and_at_least_two_days() -> None:
+    book = load_policy({"creditors": {"us": {"preset": "us-reg-f"}}})
+    assert book.for_creditor("us").lookback == timedelta(days=7)
+    assert book.default.lookback == timedelta(days=2)
+
+
+# ---------------------------------------------------------------- presets
+
+
+def test_us_reg_f_allows_seven_attempts_per_case_in_seven_days_and_blocks_the_eighth() -> None:
+    pol = load_policy({"creditors": {"bank-a": {"preset": "us-reg-f"}}}).for_creditor("bank-a")
+    assert {c.id for c in pol.caps} == {"cap.regf_case_7d", "cap.regf_quiet_after_conversation"}
+    history = attempts_at(*(sh(2026, 11, 17 + d, 10) for d in range(7)))  # 17th..23rd, one a day
+    decision = decide(history=history, policy=pol, now=sh(2026, 11, 23, 16, 0))
+    assert decision.rule_id == "cap.regf_case_7d"
+    assert decision.next_allowed_at == sh(2026, 11, 24, 10, 0)  # the 17th's attempt + 7 days
+    assert decide(history=history[1:], policy=pol, now=sh(2026, 11, 23, 16, 0)).allowed
+
+
+def test_us_reg_f_keeps_seven_days_of_quiet_after_a_conversation_with_the_debtor() -> None:
+    pol = load_policy({"preset": "us-reg-f"}).default
+    history = [event(sh(2026, 11, 20, 9, 30)), event(sh(2026, 11, 20, 9, 30), kind="connected")]
+    decision = decide(history=history, policy=pol, now=sh(2026, 11, 26, 10))
+    assert decision.rule_id == "cap.regf_quiet_after_conversation"
+    assert decision.next_allowed_at == sh(2026, 11, 27, 9, 30)
+    assert decide(history=history, policy=pol, now=sh(2026, 11, 27, 9, 30)).allowed
+    # A conversation with a relative does not quiet calls to the debtor.
+    relative = [event(sh(2026, 11, 20, 9, 30), FAMILY), event(sh(2026, 11, 20, 9, 30), FAMILY, kind="connected")]
+    assert decide(history=relative, policy=pol, now=sh(2026, 11, 26, 10)).allowed
+
+
+def test_cn_cba_2026_allows_calls_until_2200_and_not_from_2200() -> None:
+    pol = load_policy({"creditors": {"bank-a": {"preset": "cn-cba-2026"}}}).for_creditor("bank-a")
+    assert decide(policy=pol, now=sh(2026, 11, 24, 21, 59, 59)).allowed
+    assert decide(policy=pol, now=sh(2026, 11, 24, 22, 0)).rule_id == "window.outside_hours"
+    assert decide(policy=pol, now=sh(2026, 11, 24, 7, 59, 59)).rule_id == "window.outside_hours"
+
+
+def test_cn_cba_2026_counts_six_unanswered_attempts_per_number_per_day() -> None:
+    pol = load_policy({"creditors": {"bank-a": {"preset": "cn-cba-2026"}}}).for_creditor("bank-a")
+    six = attempts_at(*(sh(2026, 11, 24, 8 + i) for i in range(6)))
+    decision = decide(history=six, policy=pol, now=sh(2026, 11, 24, 15))
+    assert decision.rule_id == "cap.cba_unanswered_daily"
+    assert decision.next_allowed_at == sh(2026, 11, 25, 8, 0)
+    # One of the six was answered: five unanswered, so a seventh attempt is allowed.
+    answered = six + [event(sh(2026, 11, 24, 9), kind="connected")]
+    allowed = decide(history=answered, policy=pol, now=sh(2026, 11, 24, 15))
+    assert allowed.allowed
+    assert allowed.inputs_used["counters"]["cap.cba_unanswered_daily"]["count"] == 5
+    # Per contact method: another number of the same case has its own six.
+    assert decide(make_request(number=FAMILY), history=six, policy=pol, now=sh(2026, 11, 24, 15)).allowed
+
+
+def test_a_preset_selected_at_the_top_applies_to_every_creditor_and_a_creditor_may_patch_it() -> None:
+    book = load_policy({"preset": "cn-cba-2026", "creditors": {"bank-e": {"window": {"end": "21:00"}}}})
+    assert book.default.preset == "cn-cba-2026" and book.default.window.end == "22:00"
+    assert book.for_creditor("bank-e").window.end == "21:00"
+    assert [c.id for c in book.for_creditor("bank-e").caps] == ["cap.cba_unanswered_daily"]
+
+
+def test_every_preset_is_documented_in_both_languages() -> None:
+    for name, preset in PRESETS.items():
+        assert preset["description"] and preset["description_zh"], name
+        load_policy({"preset": name})
+
+
+def test_a_creditor_specific_policy_judges_that_creditors_cases() -> None:
+    book = load_policy({"creditors": {"bank-b": {"window": {"end": "20:30"}}}})
+    case = make_case("C-bb", creditor="bank-b")
+    request = make_request(case=case, agent=collector("a1", frozenset({"bank-b"})))
+    pol = book.for_creditor(request.case.creditor)
+    assert decide(request, policy=pol, now=sh(2026, 11, 24, 20, 45)).rule_id == "window.outside_hours"
+    assert decide(request, policy=book.default, now=sh(2026, 11, 24, 20, 45)).allowed

@@ -1,0 +1,64 @@
+"""normalize_number, the number's zone, masking."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy import NumberFormatError, mask_number, normalize_number, number_zone
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        ("13800000001", "CN", "+8613800000001"),
+        ("138-0000-0001", "CN", "+8613800000001"),
+        (" +86 138 0000 0001 ", "CN", "+8613800000001"),
+        ("008613800000001", "CN", "+8613800000001"),
+        ("021 6123 4567", "CN", "+862161234567"),
+        ("(212) 555-0100", "US", "+12125550100"),
+        ("+12125550100", "CN", "+12125550100"),
+        ("13800000001", "cn", "+8613800000001"),
+    ],
+)
+def test_numbers_are_normalised_to_e164(raw: str, region: str, e164: str) -> None:
+    assert normalize_number(raw, region=region) == e164
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty"),
+        ("abc", "not a phone number"),
+        ("123", "too short"),
+        ("1380000000100000", "too long"),
+        ("+999123456", "unknown country calling code"),
+        ("12345678901", "not a valid number in the numbering plan of CN"),
+    ],
+)
+def test_an_unusable_number_is_refused_naming_what_is_wrong(raw: str, reason: str) -> None:
+    with pytest.raises(NumberFormatError) as info:
+        normalize_number(raw, region="CN")
+    assert reason in str(info.value)
+    assert info.value.reason == reason or reason in info.value.reason
+    assert isinstance(info.value, ValueError)
+
+
+def test_the_error_message_masks_the_number() -> None:
+    with pytest.raises(NumberFormatError) as info:
+        normalize_number("12345678901", region="CN")
+    assert "12345678901" not in str(info.value)
+
+
+def test_a_number_has_a_zone_only_when_phonenumbers_gives_exactly_one() -> None:
+    assert number_zone("+12125550100") == "America/New_York"
+    assert number_zone("+14155550100") == "America/Los_Angeles"
+    assert number_zone("+8613800000001") == "Asia/Shanghai"
+    assert number_zone("+79161234567") is None  # several Russian zones
+    assert number_zone("not a number") is None
+
+
+def test_numbers_are_masked_for_logs() -> None:
+    assert mask_number("+8613800000001") == "138****0001"
+    assert mask_number("13800000001") == "138****0001"
+    assert mask_number("+12125550100") == "+121****0100"
+    assert mask_number("1001") == "****"
