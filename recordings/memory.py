@@ -30,7 +30,7 @@ from recordings.ports import StoredBlob
 class InMemoryRecordingRepository:
     def __init__(self) -> None:
         self.recordings: dict[str, Recording] = {}
-        self.case_holds: dict[str, CaseHold] = {}
+        self.case_holds: dict[tuple[str, str], CaseHold] = {}
         self.access: list[AccessEntry] = []
         self.purges: dict[str, PurgeRequest] = {}
         self.register: list[DestructionEntry] = []
@@ -96,16 +96,16 @@ class InMemoryRecordingRepository:
         self._changed()
 
     async def put_case_hold(self, hold: CaseHold) -> None:
-        self.case_holds[hold.case_id] = hold
+        self.case_holds[(hold.creditor, hold.case_id)] = hold
         self._changed()
 
-    async def delete_case_hold(self, case_id: str) -> bool:
-        found = self.case_holds.pop(case_id, None) is not None
+    async def delete_case_hold(self, creditor: str, case_id: str) -> bool:
+        found = self.case_holds.pop((creditor, case_id), None) is not None
         self._changed()
         return found
 
-    async def case_hold(self, case_id: str) -> CaseHold | None:
-        return self.case_holds.get(case_id)
+    async def case_hold(self, creditor: str, case_id: str) -> CaseHold | None:
+        return self.case_holds.get((creditor, case_id))
 
     async def append_access(self, entry: AccessEntry) -> None:
         self.access.append(entry)
@@ -144,7 +144,7 @@ class InMemoryRecordingRepository:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.recordings = {r.recording_id: r for r in (_load(Recording, d) for d in state["recordings"])}
-        self.case_holds = {h.case_id: h for h in (_load(CaseHold, d) for d in state["case_holds"])}
+        self.case_holds = {(h.creditor, h.case_id): h for h in (_load(CaseHold, d) for d in state["case_holds"])}
         self.access = [_load(AccessEntry, d) for d in state["access"]]
         self.purges = {p.purge_id: p for p in (_load(PurgeRequest, d) for d in state["purges"])}
         self.register = [_load(DestructionEntry, d) for d in state["register"]]

@@ -69,8 +69,10 @@ class LegalHold:
 
 @dataclass(frozen=True, slots=True)
 class CaseHold:
+    """A legal hold on every recording of a case; cases are unique per creditor."""
+
+    creditor: str
     case_id: str
-    creditor: str | None
     reason: str
     by: str
     at: datetime

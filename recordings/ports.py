@@ -115,7 +115,8 @@ class RecordingRepository(Protocol):
         state ("stored"|"unmatched"|"destroyed"), created_at, destroyed_at,
         hold_reason, hold_by, hold_at (legal hold; all null when none).
     recording_case_holds
-        case_id (pk), creditor, reason, held_by, held_at.
+        creditor, case_id (pk together: case ids are unique per creditor), reason,
+        held_by, held_at.
     recording_access_log (append-only)
         id, recording_id, user, role, at, reason, range_start, range_end, client, purpose.
     recording_purges
@@ -144,9 +145,9 @@ class RecordingRepository(Protocol):
 
     async def put_case_hold(self, hold: CaseHold) -> None: ...
 
-    async def delete_case_hold(self, case_id: str) -> bool: ...
+    async def delete_case_hold(self, creditor: str, case_id: str) -> bool: ...
 
-    async def case_hold(self, case_id: str) -> CaseHold | None: ...
+    async def case_hold(self, creditor: str, case_id: str) -> CaseHold | None: ...
 
     async def append_access(self, entry: AccessEntry) -> None: ...
 

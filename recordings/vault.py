@@ -370,7 +370,11 @@ class Vault:
     async def is_held(self, rec: Recording) -> bool:
         if rec.hold is not None:
             return True
-        return rec.case_id is not None and await self.repo.case_hold(rec.case_id) is not None
+        return (
+            rec.creditor is not None
+            and rec.case_id is not None
+            and await self.repo.case_hold(rec.creditor, rec.case_id) is not None
+        )
 
     # -- retrieval -----------------------------------------------------------------
 
@@ -583,21 +587,26 @@ class Vault:
         await self.repo.update(released)
         return released
 
-    async def place_case_hold(self, case_id: str, creditor: str | None, actor: Actor, reason: str | None) -> CaseHold:
+    async def place_case_hold(self, creditor: str, case_id: str, actor: Actor, reason: str | None) -> CaseHold:
+        """Hold every recording of the case, present and future, until released."""
         _require_role(actor, HOLD_ROLES, "设置法律保全 / place legal holds")
         reason = _require_reason(reason, "保全原因 / hold reason (投诉、诉讼)")
         if not actor.sees(creditor):
             raise NoSuchRecording(f"案件不存在 / no such case {case_id}")
-        hold = CaseHold(case_id=case_id, creditor=creditor, reason=reason, by=actor.user, at=self.clock())
+        hold = CaseHold(creditor=creditor, case_id=case_id, reason=reason, by=actor.user, at=self.clock())
         await self.repo.put_case_hold(hold)
         return hold
 
-    async def release_case_hold(self, case_id: str, actor: Actor) -> bool:
+    async def release_case_hold(self, creditor: str, case_id: str, actor: Actor) -> bool:
         _require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
-        hold = await self.repo.case_hold(case_id)
-        if hold is None or not actor.sees(hold.creditor):
+        if not actor.sees(creditor):
             return False
-        return await self.repo.delete_case_hold(case_id)
+        return await self.repo.delete_case_hold(creditor, case_id)
+
+    async def case_hold(self, creditor: str, case_id: str, actor: Actor) -> CaseHold | None:
+        if not actor.sees(creditor):
+            return None
+        return await self.repo.case_hold(creditor, case_id)
 
     # -- purge under dual control ---------------------------------------------------
 

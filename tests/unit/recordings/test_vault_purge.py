@@ -75,7 +75,7 @@ async def test_held_recordings_survive_a_purge(vault, blobs) -> None:
     case_held = await ingest(vault, "h-2", case_id="case-h2")
     free = await ingest(vault, "h-3", case_id="case-h3")
     await vault.place_hold(held.recording_id, COMPLIANCE, "投诉 complaint #12")
-    await vault.place_case_hold("case-h2", "bank-a", SUP_A, "诉讼 lawsuit 2026-77")
+    await vault.place_case_hold("bank-a", "case-h2", SUP_A, "诉讼 lawsuit 2026-77")
     plan = await vault.request_purge(ADMIN)
     assert [r.recording_id for r in plan.due] == [free.recording_id]
     assert {r.recording_id for r in plan.held} == {held.recording_id, case_held.recording_id}
@@ -87,7 +87,7 @@ async def test_held_recordings_survive_a_purge(vault, blobs) -> None:
 async def test_a_hold_placed_after_the_request_still_protects_the_recording(vault, blobs) -> None:
     rec = await ingest(vault, "h-4", case_id="case-h4")
     plan = await vault.request_purge(ADMIN)
-    await vault.place_case_hold("case-h4", "bank-a", COMPLIANCE, "new complaint 新投诉")
+    await vault.place_case_hold("bank-a", "case-h4", COMPLIANCE, "new complaint 新投诉")
     done = await vault.approve_purge(plan.request.purge_id, SUP_A)
     assert done.destroyed == () and done.skipped == (rec.recording_id,)
     assert rec.recording_id in blobs.blobs
@@ -140,3 +140,15 @@ async def test_a_creditor_scoped_approver_cannot_destroy_another_creditors_recor
     plan = await vault.request_purge(ADMIN)
     assert [r.recording_id for r in plan.due] == [a.recording_id]
     assert b.recording_id in blobs.blobs
+
+
+async def test_a_case_hold_covers_only_that_creditors_case_of_that_id(vault, blobs) -> None:
+    a = await ingest(vault, "same-a", case_id="C-100", creditor="bank-a")
+    b = await ingest(vault, "same-b", case_id="C-100", creditor="bank-b",
+                     started_at=datetime(2023, 1, 2, 9, tzinfo=timezone.utc))  # due for bank-b too
+    await vault.place_case_hold("bank-a", "C-100", COMPLIANCE, "lawsuit 诉讼")
+    plan = await vault.request_purge(ADMIN)
+    assert [r.recording_id for r in plan.due] == [b.recording_id]
+    assert [r.recording_id for r in plan.held] == [a.recording_id]
+    assert await vault.release_case_hold("bank-a", "C-100", SUP_A)
+    assert (await vault.plan_purge(ADMIN)).held == ()
