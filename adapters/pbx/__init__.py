@@ -1,0 +1,9 @@
+"""PBX adapter: originate click-to-dial calls.
+
+    sip_ua.py     the service's SIP user agent (pyVoIP on its own threads, asyncio face)
+    bridge.py     two legs bridged both ways, stereo WAV streamed to a sink; call slots
+    originate.py  the attempt's state machine: agent → decide again → debtor → bridge
+    audio.py      bounded RTP buffers, sample formats, the streaming WAV header
+    errors.py     PbxUnavailable, CapacityExceeded, LegSetupError
+    _pyvoip.py    the only import of pyVoIP, its side effects contained
+"""
