@@ -1,0 +1,1 @@
+"""Case store adapter: SQLAlchemy Core tables, the SqlAlchemyCaseStore, Alembic migrations."""

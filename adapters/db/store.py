@@ -1,0 +1,945 @@
+"""SqlAlchemyCaseStore: the case store on SQLite (aiosqlite) or PostgreSQL (asyncpg).
+
+Atomic decide-and-reserve rests on `write(lock_keys)`:
+
+* SQLite: the driver's own BEGIN is disabled and we emit `BEGIN IMMEDIATE` for write
+  transactions (the SQLAlchemy "serializable isolation / savepoints" recipe), so the
+  write lock is taken before the first read and every writer is serialised — across
+  processes too. In-process, writers also queue on an `asyncio.Lock` first: SQLite's
+  busy handler polls with sleeps, a FIFO lock does not. WAL lets readers run alongside.
+* PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
+  (``case:…``, ``number:…``), taken in sorted order so two requests never deadlock;
+  the decision log then takes its chain's lock (see `SqlDecisionLog.append`).
+
+Every connection is used by one task only (one AsyncConnection per unit of work).
+Library exceptions are translated at this boundary into `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from dataclasses import replace
+from collections import Counter
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Sequence
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, event, func, insert, literal, or_, select, text, union_all, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from adapters.db import tables as t
+from dialer.config import StoreConfig
+from dialer.errors import StoreUnavailable
+from dialer.model import (
+    AttemptRecord,
+    CaseInput,
+    CaseRecord,
+    ContactRecord,
+    DecisionRecord,
+    OutboxEvent,
+    OutcomeRecord,
+    Principal,
+)
+from policy.model import Appointment, HistoryEvent
+
+GENESIS_HASH = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def chain_hash(prev_hash: str, record_text: str) -> str:
+    """SHA-256 over the previous hash and the record's canonical JSON."""
+    return hashlib.sha256((prev_hash + "\n" + record_text).encode("utf-8")).hexdigest()
+
+
+def _flags_text(flags: Iterable[str]) -> str:
+    return ",".join(sorted(set(flags)))
+
+
+def _flags_set(value: str | None) -> frozenset[str]:
+    return frozenset(f for f in (value or "").split(",") if f)
+
+
+class SqlAlchemyCaseStore:
+    """The `CaseStore` port over SQLAlchemy Core. Use as `async with store:`."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.url = config.url
+        self.is_sqlite = config.is_sqlite
+        self.is_postgres = config.is_postgres
+        self._engine: AsyncEngine | None = None
+        self._write_lock = asyncio.Lock()
+        self.timeout = config.timeout_s
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def __aenter__(self) -> "SqlAlchemyCaseStore":
+        self._engine = self._make_engine()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("store not opened: use `async with store:`")
+        return self._engine
+
+    def _make_engine(self) -> AsyncEngine:
+        cfg = self.config
+        if self.is_sqlite:
+            memory = self.url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:")
+            if not memory:
+                path = self.url.split(":///", 1)[1]
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs: dict[str, Any] = {"connect_args": {"timeout": cfg.busy_timeout_ms / 1000}}
+            if memory:
+                kwargs["poolclass"] = StaticPool
+            else:
+                kwargs["pool_size"] = 8
+                kwargs["max_overflow"] = 8
+            engine = create_async_engine(self.url, **kwargs)
+            sync_engine = engine.sync_engine
+            busy, sync_mode = cfg.busy_timeout_ms, cfg.sqlite_synchronous.upper()
+
+            @event.listens_for(sync_engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                # Disable the driver's implicit BEGIN; we emit our own in "begin".
+                dbapi_conn.isolation_level = None
+                cur = dbapi_conn.cursor()
+                if not memory:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA busy_timeout={int(busy)}")
+                cur.execute(f"PRAGMA synchronous={sync_mode}")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @event.listens_for(sync_engine, "begin")
+            def _on_begin(conn: Any) -> None:
+                mode = conn.get_execution_options().get("dialgate_begin", "DEFERRED")
+                conn.exec_driver_sql(f"BEGIN {mode}")
+
+            return engine
+        return create_async_engine(
+            self.url,
+            pool_size=cfg.pool_size,
+            max_overflow=cfg.pool_size,
+            pool_timeout=cfg.timeout_s,
+            pool_pre_ping=True,
+            connect_args={"timeout": cfg.timeout_s, "command_timeout": cfg.timeout_s * 2},
+        )
+
+    # -- units of work ---------------------------------------------------------------
+    @asynccontextmanager
+    async def write(self, lock_keys: Sequence[str] = ()) -> AsyncIterator["SqlUnitOfWork"]:
+        """A serialised write transaction (see the module docstring)."""
+        if self.is_sqlite:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._write_lock.acquire()
+            except TimeoutError as exc:
+                raise StoreUnavailable("timed out waiting for the store's write lock") from exc
+            try:
+                async with self._transaction("IMMEDIATE", ()) as uow:
+                    yield uow
+            finally:
+                self._write_lock.release()
+        else:
+            async with self._transaction(None, lock_keys) as uow:
+                yield uow
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator["SqlUnitOfWork"]:
+        async with self._transaction("DEFERRED" if self.is_sqlite else None, ()) as uow:
+            yield uow
+
+    @asynccontextmanager
+    async def _transaction(self, begin: str | None, lock_keys: Sequence[str]) -> AsyncIterator["SqlUnitOfWork"]:
+        try:
+            conn = await self.engine.connect()
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"cannot connect to the store: {type(exc).__name__}") from exc
+        try:
+            if begin is not None:
+                await conn.execution_options(dialgate_begin=begin)
+            try:
+                trans = await conn.begin()
+                if self.is_postgres:
+                    ms = int(self.timeout * 1000)
+                    await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+                    for key in sorted(set(lock_keys)):
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
+                        )
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
+            uow = SqlUnitOfWork(conn, self.is_postgres)
+            try:
+                yield uow
+            except BaseException:
+                try:
+                    await trans.rollback()
+                except (SQLAlchemyError, OSError):
+                    pass
+                raise
+            try:
+                await trans.commit()
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                raise StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}") from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
+        finally:
+            try:
+                await conn.close()
+            except (SQLAlchemyError, OSError):
+                pass
+
+    async def ping(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"store unreachable: {type(exc).__name__}") from exc
+
+
+class SqlUnitOfWork:
+    def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
+        self.conn = conn
+        self.cases = SqlCaseRepository(conn)
+        self.attempts = SqlAttemptRepository(conn)
+        self.decisions = SqlDecisionLog(conn, is_postgres)
+        self.outbox = SqlOutbox(conn)
+        self.users = SqlUserRepository(conn)
+        self.audit = SqlAuditLog(conn)
+
+
+# ---------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------
+class SqlCaseRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _load(self, where: Any) -> list[CaseRecord]:
+        rows = (await self.conn.execute(select(t.cases).where(where).order_by(t.cases.c.id))).mappings().all()
+        if not rows:
+            return []
+        pks = [r["id"] for r in rows]
+        crow = (
+            await self.conn.execute(
+                select(t.contacts).where(t.contacts.c.case_pk.in_(pks)).order_by(t.contacts.c.id)
+            )
+        ).mappings().all()
+        by_case: dict[int, list[ContactRecord]] = {}
+        for c in crow:
+            by_case.setdefault(c["case_pk"], []).append(
+                ContactRecord(
+                    number=c["number"],
+                    relation=c["relation"],
+                    name=c["name"],
+                    tz=c["tz"],
+                    status=c["status"],
+                    do_not_call=bool(c["do_not_call"]),
+                    source=c["source"],
+                    added_at=c["added_at"],
+                )
+            )
+        return [
+            CaseRecord(
+                pk=r["id"],
+                creditor=r["creditor"],
+                case_id=r["case_id"],
+                debtor_name=r["debtor_name"],
+                status=r["status"],
+                commission_start=r["commission_start"],
+                commission_end=r["commission_end"],
+                assigned_agent=r["assigned_agent"],
+                flags=_flags_set(r["flags"]),
+                amount_due=r["amount_due"],
+                overdue_days=r["overdue_days"],
+                follow_up_status=r["follow_up_status"],
+                next_action_date=r["next_action_date"],
+                event_seq=r["event_seq"],
+                contacts=tuple(by_case.get(r["id"], ())),
+                updated_at=r["updated_at"],
+            )
+            for r in rows
+        ]
+
+    async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
+        where = t.cases.c.case_id == case_id
+        if creditors is not None:
+            if not creditors:
+                return []
+            where = and_(where, t.cases.c.creditor.in_(sorted(creditors)))
+        return await self._load(where)
+
+    async def get(self, creditor: str, case_id: str) -> CaseRecord | None:
+        found = await self._load(and_(t.cases.c.creditor == creditor, t.cases.c.case_id == case_id))
+        return found[0] if found else None
+
+    async def ensure_creditor(self, creditor: str) -> None:
+        exists = (await self.conn.execute(select(t.creditors.c.id).where(t.creditors.c.id == creditor))).first()
+        if exists is None:
+            await self.conn.execute(
+                insert(t.creditors).values(id=creditor, name=creditor, created_at=datetime.now(timezone.utc))
+            )
+
+    async def upsert(self, case: CaseInput, now: datetime) -> tuple[CaseRecord, bool]:
+        await self.ensure_creditor(case.creditor)
+        values = dict(
+            debtor_name=case.debtor_name,
+            status=case.status,
+            commission_start=case.commission_start,
+            commission_end=case.commission_end,
+            assigned_agent=case.assigned_agent,
+            flags=_flags_text(case.flags),
+            amount_due=case.amount_due,
+            overdue_days=case.overdue_days,
+            updated_at=now,
+        )
+        existing = (
+            await self.conn.execute(
+                select(t.cases.c.id, t.cases.c.follow_up_status).where(
+                    t.cases.c.creditor == case.creditor, t.cases.c.case_id == case.case_id
+                )
+            )
+        ).first()
+        if existing is None:
+            res = await self.conn.execute(
+                insert(t.cases).values(
+                    creditor=case.creditor,
+                    case_id=case.case_id,
+                    follow_up_status="paused" if case.status == "paused" else "new",
+                    next_action_date=None,
+                    event_seq=0,
+                    created_at=now,
+                    **values,
+                )
+            )
+            pk = res.inserted_primary_key[0]
+            created = True
+        else:
+            pk = existing[0]
+            if case.status == "paused":
+                values["follow_up_status"] = "paused"
+            elif case.status in ("settled", "withdrawn", "returned"):
+                values["follow_up_status"] = "closed"
+            elif existing[1] in ("paused", "closed"):
+                values["follow_up_status"] = "waiting"
+            await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**values))
+            created = False
+        # Contacts: the creditor's list replaces the creditor-sourced numbers; numbers
+        # added by staff (info repair) and the do-not-call / invalid marks stay.
+        current = {
+            r["number"]: r
+            for r in (
+                await self.conn.execute(select(t.contacts).where(t.contacts.c.case_pk == pk))
+            ).mappings()
+        }
+        incoming = {c.number for c in case.contacts}
+        for c in case.contacts:
+            old = current.get(c.number)
+            if old is None:
+                await self.conn.execute(
+                    insert(t.contacts).values(
+                        case_pk=pk,
+                        number=c.number,
+                        relation=c.relation,
+                        name=c.name,
+                        tz=c.tz,
+                        status=c.status,
+                        do_not_call=c.do_not_call,
+                        source=c.source,
+                        added_at=now,
+                    )
+                )
+            else:
+                await self.conn.execute(
+                    update(t.contacts)
+                    .where(t.contacts.c.id == old["id"])
+                    .values(
+                        relation=c.relation,
+                        name=c.name,
+                        tz=c.tz,
+                        status="invalid" if old["status"] == "invalid" else c.status,
+                        do_not_call=bool(old["do_not_call"]) or c.do_not_call,
+                    )
+                )
+        for number, old in current.items():
+            if number not in incoming and old["source"] == "creditor":
+                await self.conn.execute(t.contacts.delete().where(t.contacts.c.id == old["id"]))
+        rec = await self.get(case.creditor, case.case_id)
+        assert rec is not None
+        return rec, created
+
+    async def update(self, pk: int, now: datetime, **changes: Any) -> None:
+        if "flags" in changes:
+            changes["flags"] = _flags_text(changes["flags"])
+        changes["updated_at"] = now
+        await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**changes))
+
+    async def add_contact(self, pk: int, contact: ContactRecord) -> bool:
+        exists = (
+            await self.conn.execute(
+                select(t.contacts.c.id).where(t.contacts.c.case_pk == pk, t.contacts.c.number == contact.number)
+            )
+        ).first()
+        if exists is not None:
+            return False
+        await self.conn.execute(
+            insert(t.contacts).values(
+                case_pk=pk,
+                number=contact.number,
+                relation=contact.relation,
+                name=contact.name,
+                tz=contact.tz,
+                status=contact.status,
+                do_not_call=contact.do_not_call,
+                source=contact.source,
+                added_at=contact.added_at or datetime.now(timezone.utc),
+            )
+        )
+        return True
+
+    async def update_contact(self, pk: int, number: str, **changes: Any) -> None:
+        await self.conn.execute(
+            update(t.contacts).where(t.contacts.c.case_pk == pk, t.contacts.c.number == number).values(**changes)
+        )
+
+    async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
+        sub = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)
+        where: Any = t.cases.c.id.in_(sub)
+        if creditors is not None:
+            if not creditors:
+                return []
+            where = and_(where, t.cases.c.creditor.in_(sorted(creditors)))
+        return await self._load(where)
+
+    async def next_event_seq(self, pk: int, count: int = 1) -> int:
+        row = (
+            await self.conn.execute(
+                update(t.cases)
+                .where(t.cases.c.id == pk)
+                .values(event_seq=t.cases.c.event_seq + count)
+                .returning(t.cases.c.event_seq)
+            )
+        ).first()
+        if row is None:
+            raise LookupError(f"case pk {pk} vanished")
+        return int(row[0]) - count + 1
+
+    async def appointments(self, pk: int, since: datetime) -> list[Appointment]:
+        rows = await self.conn.execute(
+            select(t.appointments.c.number, t.appointments.c.at).where(
+                t.appointments.c.case_pk == pk, t.appointments.c.at >= since
+            )
+        )
+        return [Appointment(number=r[0], at=r[1]) for r in rows]
+
+    async def add_appointment(self, pk: int, number: str, at: datetime, attempt_id: str | None) -> None:
+        await self.conn.execute(
+            insert(t.appointments).values(
+                case_pk=pk, number=number, at=at, attempt_id=attempt_id, created_at=datetime.now(timezone.utc)
+            )
+        )
+
+    async def record_repayment(
+        self, creditor: str, case_id: str, amount: str | None, paid_on: date | None, settled: bool, by: str, now: datetime
+    ) -> None:
+        await self.conn.execute(
+            insert(t.repayments).values(
+                creditor=creditor,
+                case_id=case_id,
+                amount=amount,
+                paid_on=paid_on,
+                settled=settled,
+                imported_by=by,
+                imported_at=now,
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------
+# Attempts and outcomes
+# ---------------------------------------------------------------------------------
+def _attempt(r: Any) -> AttemptRecord:
+    return AttemptRecord(
+        attempt_id=r["id"],
+        case_pk=r["case_pk"],
+        creditor=r["creditor"],
+        case_id=r["case_id"],
+        number=r["number"],
+        relation=r["relation"],
+        agent_id=r["agent_id"],
+        channel=r["channel"],
+        state=r["state"],
+        at=r["at"],
+        valid_until=r["valid_until"],
+        decision_id=r["decision_id"],
+        connected=bool(r["connected"]),
+    )
+
+
+def _outcome(r: Any) -> OutcomeRecord:
+    return OutcomeRecord(
+        attempt_id=r["attempt_id"],
+        disposition=r["disposition"],
+        result=r["result"],
+        note=r["note"],
+        callback_at=r["callback_at"],
+        promise_amount=r["promise_amount"],
+        promise_date=r["promise_date"],
+        logged_by=r["logged_by"],
+        logged_at=r["logged_at"],
+        request_digest=r["request_digest"],
+    )
+
+
+class SqlAttemptRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def history(self, number: str, case_pk: int, creditor: str, since: datetime) -> list[HistoryEvent]:
+        a = t.attempts.c
+        cols = (a.id, a.at, a.case_id, a.number, a.relation, a.connected, a.creditor)
+        # Two index range scans, (number, at) and (case_pk, at), merged. The number's
+        # attempts count across all cases and creditors: it is one person's phone.
+        q = union_all(
+            select(*cols).where(a.number == number, a.at >= since),
+            select(*cols).where(a.case_pk == case_pk, a.at >= since, a.number != number),
+        )
+        out: list[HistoryEvent] = []
+        for r in await self.conn.execute(q):
+            # Another creditor's case with the same id must not count as this case.
+            cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"
+            out.append(HistoryEvent(at=r[1], case_id=cid, number=r[3], relation=r[4], kind="attempt"))
+            if r[5]:
+                out.append(HistoryEvent(at=r[1], case_id=cid, number=r[3], relation=r[4], kind="connected"))
+        return out
+
+    async def expired(self, now: datetime, limit: int = 500) -> list[AttemptRecord]:
+        a = t.attempts.c
+        rows = (
+            await self.conn.execute(
+                select(t.attempts).where(a.state == "authorised", a.valid_until < now).order_by(a.at).limit(limit)
+            )
+        ).mappings()
+        return [_attempt(r) for r in rows]
+
+    async def add(self, attempt: AttemptRecord) -> None:
+        await self.conn.execute(
+            insert(t.attempts).values(
+                id=attempt.attempt_id,
+                case_pk=attempt.case_pk,
+                creditor=attempt.creditor,
+                case_id=attempt.case_id,
+                number=attempt.number,
+                relation=attempt.relation,
+                agent_id=attempt.agent_id,
+                channel=attempt.channel,
+                state=attempt.state,
+                at=attempt.at,
+                valid_until=attempt.valid_until,
+                decision_id=attempt.decision_id,
+                connected=attempt.connected,
+            )
+        )
+
+    async def get(self, attempt_id: str) -> AttemptRecord | None:
+        r = (await self.conn.execute(select(t.attempts).where(t.attempts.c.id == attempt_id))).mappings().first()
+        return _attempt(r) if r else None
+
+    async def find_pending(self, agent_id: str, number: str, now: datetime) -> AttemptRecord | None:
+        a = t.attempts.c
+        r = (
+            await self.conn.execute(
+                select(t.attempts)
+                .where(a.agent_id == agent_id, a.state == "authorised", a.number == number, a.valid_until >= now)
+                .order_by(a.at)
+                .limit(1)
+            )
+        ).mappings().first()
+        return _attempt(r) if r else None
+
+    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None:
+        values: dict[str, Any] = {"state": state}
+        if connected is not None:
+            values["connected"] = connected
+        await self.conn.execute(update(t.attempts).where(t.attempts.c.id == attempt_id).values(**values))
+
+    async def for_case(self, case_pk: int, limit: int = 200) -> list[AttemptRecord]:
+        rows = (
+            await self.conn.execute(
+                select(t.attempts).where(t.attempts.c.case_pk == case_pk).order_by(t.attempts.c.at.desc()).limit(limit)
+            )
+        ).mappings()
+        return [_attempt(r) for r in rows]
+
+    async def get_outcome(self, attempt_id: str) -> OutcomeRecord | None:
+        r = (await self.conn.execute(select(t.outcomes).where(t.outcomes.c.attempt_id == attempt_id))).mappings().first()
+        return _outcome(r) if r else None
+
+    async def add_outcome(self, case_pk: int, outcome: OutcomeRecord) -> None:
+        await self.conn.execute(
+            insert(t.outcomes).values(
+                attempt_id=outcome.attempt_id,
+                case_pk=case_pk,
+                disposition=outcome.disposition,
+                result=outcome.result,
+                note=outcome.note,
+                callback_at=outcome.callback_at,
+                promise_amount=outcome.promise_amount,
+                promise_date=outcome.promise_date,
+                logged_by=outcome.logged_by,
+                logged_at=outcome.logged_at,
+                request_digest=outcome.request_digest,
+            )
+        )
+
+    async def outcomes_for_case(self, case_pk: int) -> list[OutcomeRecord]:
+        rows = (await self.conn.execute(select(t.outcomes).where(t.outcomes.c.case_pk == case_pk))).mappings()
+        return [_outcome(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------
+# Decision log (hash chain)
+# ---------------------------------------------------------------------------------
+def decision_from_record(text_: str) -> DecisionRecord:
+    d = json.loads(text_)
+
+    def dt(v: str | None) -> datetime | None:
+        return datetime.fromisoformat(v) if v else None
+
+    return DecisionRecord(
+        decision_id=d["decision_id"],
+        kind=d["kind"],
+        at=dt(d["at"]),  # type: ignore[arg-type]
+        evaluated_at=dt(d["evaluated_at"]),  # type: ignore[arg-type]
+        user=d["user"],
+        agent_id=d["agent_id"],
+        channel=d["channel"],
+        creditor=d["creditor"],
+        case_id=d["case_id"],
+        number_masked=d["number"],
+        attempt_id=d["attempt_id"],
+        allowed=d["allowed"],
+        rule_id=d["rule_id"],
+        reason=d["reason"],
+        reason_zh=d["reason_zh"],
+        next_allowed_at=dt(d["next_allowed_at"]),
+        policy_version=d["policy_version"],
+        checks=tuple(d["checks"]),
+        inputs_used=d["inputs_used"],
+        chain=d["chain"],
+        seq=d["seq"],
+        prev_hash=d["prev_hash"],
+    )
+
+
+class SqlDecisionLog:
+    """Append-only, hash-chained per creditor.
+
+    One chain per creditor keeps one bank's log verifiable (and exportable) on its own,
+    and on PostgreSQL lets different creditors' decisions commit in parallel: only
+    appends to the same chain queue on its advisory lock, which is held to commit.
+    """
+
+    def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
+        self.conn = conn
+        self.is_postgres = is_postgres
+
+    async def append(self, record: DecisionRecord) -> DecisionRecord:
+        chain = record.creditor or "-"
+        if self.is_postgres:
+            await self.conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "chain:" + chain}
+            )
+        head = (
+            await self.conn.execute(select(t.chain_heads.c.seq, t.chain_heads.c.hash).where(t.chain_heads.c.chain == chain))
+        ).first()
+        seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
+        rec = replace(record, chain=chain, seq=seq, prev_hash=prev)
+        body = canonical_json(rec.body())
+        digest = chain_hash(prev, body)
+        rec = replace(rec, hash=digest)
+        await self.conn.execute(
+            insert(t.decisions).values(
+                chain=chain,
+                seq=seq,
+                decision_id=rec.decision_id,
+                kind=rec.kind,
+                at=rec.at,
+                creditor=rec.creditor,
+                case_id=rec.case_id,
+                agent_id=rec.agent_id,
+                allowed=rec.allowed,
+                rule_id=rec.rule_id,
+                attempt_id=rec.attempt_id,
+                record=body,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        if head:
+            await self.conn.execute(
+                update(t.chain_heads).where(t.chain_heads.c.chain == chain).values(seq=seq, hash=digest)
+            )
+        else:
+            await self.conn.execute(insert(t.chain_heads).values(chain=chain, seq=seq, hash=digest))
+        return rec
+
+    async def get_many(self, decision_ids: Iterable[str]) -> dict[str, DecisionRecord]:
+        ids = list(decision_ids)
+        if not ids:
+            return {}
+        rows = await self.conn.execute(
+            select(t.decisions.c.record, t.decisions.c.hash).where(t.decisions.c.decision_id.in_(ids))
+        )
+        out = {}
+        for r in rows:
+            rec = replace(decision_from_record(r[0]), hash=r[1])
+            out[rec.decision_id] = rec
+        return out
+
+    def _where(
+        self,
+        *,
+        allowed: bool | None,
+        creditors: frozenset[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        agent_id: str | None = None,
+        rule_id: str | None = None,
+        case_id: str | None = None,
+    ) -> list[Any]:
+        d = t.decisions.c
+        conds: list[Any] = []
+        if allowed is not None:
+            conds.append(d.allowed == allowed)
+        if creditors is not None:
+            conds.append(d.creditor.in_(sorted(creditors)) if creditors else literal(False))
+        if since is not None:
+            conds.append(d.at >= since)
+        if until is not None:
+            conds.append(d.at < until)
+        if agent_id:
+            conds.append(d.agent_id == agent_id)
+        if rule_id:
+            conds.append(d.rule_id == rule_id)
+        if case_id:
+            conds.append(d.case_id == case_id)
+        return conds
+
+    async def query(
+        self,
+        *,
+        allowed: bool | None,
+        creditors: frozenset[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        agent_id: str | None,
+        rule_id: str | None,
+        case_id: str | None,
+        after: int | None,
+        limit: int,
+    ) -> tuple[list[tuple[int, DecisionRecord]], int | None]:
+        d = t.decisions.c
+        conds = self._where(
+            allowed=allowed, creditors=creditors, since=since, until=until,
+            agent_id=agent_id, rule_id=rule_id, case_id=case_id,
+        )
+        if after is not None:
+            conds.append(d.id > after)
+        q = select(d.id, d.record, d.hash).where(*conds).order_by(d.id).limit(limit + 1)
+        rows = (await self.conn.execute(q)).all()
+        items = [(int(r[0]), replace(decision_from_record(r[1]), hash=r[2])) for r in rows[:limit]]
+        nxt = items[-1][0] if len(rows) > limit and items else None
+        return items, nxt
+
+    async def blocked_summary(
+        self, *, creditors: frozenset[str] | None, since: datetime | None, until: datetime | None, tz: str = "Asia/Shanghai"
+    ) -> dict[str, Any]:
+        d = t.decisions.c
+        conds = self._where(allowed=False, creditors=creditors, since=since, until=until)
+        by_rule = {r[0]: r[1] for r in await self.conn.execute(select(d.rule_id, func.count()).where(*conds).group_by(d.rule_id))}
+        by_agent = {r[0]: r[1] for r in await self.conn.execute(select(d.agent_id, func.count()).where(*conds).group_by(d.agent_id))}
+        zone = ZoneInfo(tz)
+        by_day: Counter[str] = Counter()
+        for r in await self.conn.execute(select(d.at).where(*conds)):
+            by_day[r[0].astimezone(zone).date().isoformat()] += 1
+        return {
+            "total": sum(by_rule.values()),
+            "by_rule": dict(sorted(by_rule.items())),
+            "by_agent": dict(sorted(by_agent.items())),
+            "by_day": dict(sorted(by_day.items())),
+            "day_zone": tz,
+        }
+
+    async def chains(self) -> list[tuple[str, int, str]]:
+        rows = await self.conn.execute(select(t.chain_heads).order_by(t.chain_heads.c.chain))
+        return [(r[0], int(r[1]), r[2]) for r in rows]
+
+    async def chain_names(self) -> list[str]:
+        rows = await self.conn.execute(select(t.decisions.c.chain).distinct())
+        return sorted(r[0] for r in rows)
+
+    async def iterate(self, chain: str, batch: int = 5000) -> AsyncIterator[dict[str, Any]]:
+        """Stored rows of a chain in (seq, id) order, as raw dicts."""
+        d = t.decisions.c
+        last_seq, last_id = -1, -1
+        while True:
+            q = (
+                select(d.id, d.seq, d.decision_id, d.kind, d.at, d.creditor, d.case_id, d.agent_id, d.allowed,
+                       d.rule_id, d.attempt_id, d.record, d.prev_hash, d.hash)
+                .where(d.chain == chain, or_(d.seq > last_seq, and_(d.seq == last_seq, d.id > last_id)))
+                .order_by(d.seq, d.id)
+                .limit(batch)
+            )
+            rows = (await self.conn.execute(q)).mappings().all()
+            if not rows:
+                return
+            for r in rows:
+                yield dict(r)
+            last_seq, last_id = rows[-1]["seq"], rows[-1]["id"]
+
+
+# ---------------------------------------------------------------------------------
+# Outbox, users, audit
+# ---------------------------------------------------------------------------------
+class SqlOutbox:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._cases = SqlCaseRepository(conn)
+
+    async def add(
+        self,
+        type: str,
+        *,
+        creditor: str,
+        case_pk: int | None,
+        case_id: str | None,
+        occurred_at: datetime,
+        payload: dict[str, Any],
+    ) -> str:
+        event_id = str(uuid.uuid4())
+        case_seq = await self._cases.next_event_seq(case_pk) if case_pk is not None else None
+        body = {
+            "event_id": event_id,
+            "type": type,
+            "occurred_at": occurred_at.isoformat(),
+            "creditor": creditor,
+            "case_id": case_id,
+            "case_seq": case_seq,
+            **payload,
+        }
+        await self.conn.execute(
+            insert(t.outbox).values(
+                event_id=event_id,
+                type=type,
+                creditor=creditor,
+                case_id=case_id,
+                case_seq=case_seq,
+                occurred_at=occurred_at,
+                payload=canonical_json(body),
+            )
+        )
+        return event_id
+
+    async def pending(self, limit: int = 100) -> list[OutboxEvent]:
+        o = t.outbox.c
+        rows = await self.conn.execute(
+            select(t.outbox).where(o.published_at.is_(None)).order_by(o.id).limit(limit)
+        )
+        return [
+            OutboxEvent(
+                id=r.id,
+                event_id=r.event_id,
+                type=r.type,
+                creditor=r.creditor,
+                case_id=r.case_id,
+                case_seq=r.case_seq,
+                occurred_at=r.occurred_at,
+                payload=json.loads(r.payload),
+            )
+            for r in rows
+        ]
+
+    async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
+        if ids:
+            await self.conn.execute(update(t.outbox).where(t.outbox.c.id.in_(list(ids))).values(published_at=at))
+
+
+class SqlUserRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _principal(self, where: Any) -> Principal | None:
+        u = (await self.conn.execute(select(t.users).where(where, t.users.c.disabled.is_(False)))).mappings().first()
+        if u is None:
+            return None
+        creds = await self.conn.execute(
+            select(t.user_creditors.c.creditor).where(t.user_creditors.c.user_id == u["id"])
+        )
+        return Principal(user_id=u["id"], name=u["name"], role=u["role"], creditors=frozenset(r[0] for r in creds))
+
+    async def by_token_hash(self, token_hash: str) -> Principal | None:
+        return await self._principal(t.users.c.token_hash == token_hash)
+
+    async def by_name(self, name: str) -> Principal | None:
+        return await self._principal(t.users.c.name == name)
+
+    async def add(self, name: str, role: str, creditors: frozenset[str], token_hash: str, now: datetime) -> Principal:
+        cases = SqlCaseRepository(self.conn)
+        for c in sorted(creditors):
+            await cases.ensure_creditor(c)
+        res = await self.conn.execute(
+            insert(t.users).values(name=name, role=role, token_hash=token_hash, disabled=False, created_at=now)
+        )
+        uid = res.inserted_primary_key[0]
+        for c in sorted(creditors):
+            await self.conn.execute(insert(t.user_creditors).values(user_id=uid, creditor=c))
+        return Principal(user_id=uid, name=name, role=role, creditors=frozenset(creditors))
+
+    async def grant(self, name: str, creditor: str) -> None:
+        """Scope an existing user to one more creditor."""
+        await SqlCaseRepository(self.conn).ensure_creditor(creditor)
+        uid = (await self.conn.execute(select(t.users.c.id).where(t.users.c.name == name))).scalar_one()
+        await self.conn.execute(insert(t.user_creditors).values(user_id=uid, creditor=creditor))
+
+    async def set_token(self, name: str, token_hash: str) -> None:
+        await self.conn.execute(update(t.users).where(t.users.c.name == name).values(token_hash=token_hash))
+
+
+class SqlAuditLog:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        creditor: str | None,
+        case_id: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        await self.conn.execute(
+            insert(t.audit_log).values(
+                at=at, actor=actor, action=action, creditor=creditor, case_id=case_id, details=canonical_json(details)
+            )
+        )

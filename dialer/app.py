@@ -1,0 +1,181 @@
+"""The composition root: the one place where real adapters are plugged into the gate.
+
+    build_app(config, clock=...) → FastAPI app. Its lifespan opens the adapters as async
+    context managers (store first), migrates, builds `Services`, enters the extensions,
+    and runs background work as named tasks until shutdown.
+
+Plugging in (other components add ONE line here):
+* `ROUTERS`: dotted module paths exporting `router` (an APIRouter). Handlers reach the
+  services through `dialer.http.deps.Svc` (`svc.gate`, `svc.store`, `svc.config`, …).
+* `EXTENSIONS`: ``"module:factory"`` where ``factory(services)`` returns an async
+  context manager entered at start-up and exited at shutdown (SIP gate, MQTT relay,
+  recording vault, PBX adapter). A factory reads its own raw config table with
+  ``services.config.section("mqtt")`` and may replace ``services.gate.pbx`` or
+  ``services.gate.recordings``; it runs its loops as named tasks it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import uuid
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import structlog
+from fastapi import FastAPI
+
+from dialer.auth import Authenticator
+from dialer.clock import SystemClock
+from dialer.config import Config
+from dialer.errors import ConfigError
+from dialer.http import problems
+from dialer.ports import CaseStore, Clock
+from dialer.usecases import Gate
+from policy import PolicyBook, PolicyConfigError, load_policy
+
+ROUTERS: list[str] = [
+    "dialer.http.health",
+    "dialer.http.cases",
+    "dialer.http.dials",
+    "dialer.http.blocked",
+]
+
+EXTENSIONS: list[str] = []
+
+log = structlog.get_logger("dialgate.app")
+
+
+@dataclass
+class Services:
+    """What handlers, extensions and the CLI get: the wired application."""
+
+    config: Config
+    clock: Clock
+    store: Any  # CaseStore (SqlAlchemyCaseStore: also .engine for extensions' tables)
+    policies: PolicyBook
+    gate: Gate
+    auth: Authenticator
+
+    def region_of(self, creditor: str) -> str:
+        return self.policies.for_creditor(creditor).default_region
+
+
+def load_policies(config: Config) -> PolicyBook:
+    try:
+        return load_policy(config.policy_table)
+    except PolicyConfigError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from exc
+
+
+def make_store(config: Config) -> Any:
+    from adapters.db.store import SqlAlchemyCaseStore
+
+    return SqlAlchemyCaseStore(config.store)
+
+
+@asynccontextmanager
+async def open_services(config: Config, clock: Clock | None = None, *, migrate: bool | None = None) -> AsyncIterator[Services]:
+    """Open the store (and migrate) and wire the gate; used by the app and the CLI."""
+    from adapters.db.migrate import upgrade
+
+    clock = clock or SystemClock()
+    policies = load_policies(config)
+    async with make_store(config) as store:
+        if config.store.migrate_on_start if migrate is None else migrate:
+            await upgrade(store)
+        gate = Gate(
+            store=store,
+            clock=clock,
+            policies=policies,
+            attempt_validity=timedelta(seconds=config.gate.attempt_validity_s),
+        )
+        yield Services(
+            config=config, clock=clock, store=store, policies=policies, gate=gate,
+            auth=Authenticator(store, config.gate.auth_cache_s),
+        )
+        await gate.drain()
+
+
+def _load(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr or "router")
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[Any]], stop: asyncio.Event, name: str) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await job()
+        except Exception as exc:  # noqa: BLE001 - a background job must not kill the service
+            log.warning("background.failed", task=name, error=str(exc))
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id per request, bound for every log line."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for k, v in scope.get("headers", ()):
+            if k == b"x-request-id":
+                rid = v.decode("latin-1")[:64]
+                break
+        rid = rid or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def build_app(config: Config, clock: Clock | None = None) -> FastAPI:
+    """The FastAPI application over `config`; adapters open in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            services = await stack.enter_async_context(open_services(config, clock))
+            app.state.services = services
+            for ext in EXTENSIONS:
+                await stack.enter_async_context(_load(ext)(services))
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(
+                    _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
+                )
+                log.info("service.started", store=config.store.url.split("://")[0],
+                         policy_version=services.policies.version)
+                try:
+                    yield
+                finally:
+                    stop.set()
+            log.info("service.stopped")
+
+    app = FastAPI(
+        title="DialGate",
+        version="1",
+        summary="Compliance gate between a collections call center's PBX and its case store",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for path in ROUTERS:
+        app.include_router(_load(path))
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,298 @@
+"""DialGate's configuration: one file (`config.toml`), one loader, frozen dataclasses.
+
+Reading order, later wins: the defaults in `DEFAULTS` below, the TOML file, then the
+environment (`DIALGATE_<SECTION>_<KEY>`, e.g. `DIALGATE_STORE_URL`). The file is read
+once, at start-up.
+
+Sections this module types are checked strictly: an unknown key is refused with its path
+(`store.ur: unknown key`). Top-level sections owned by other parts of the system
+(`[sip]`, `[mqtt]`, `[recordings]`, `[pbx]`, `[console]`) are kept as raw tables and
+read with `Config.section(name)`; their owners type them. `[policy]` is raw too: it is
+handed whole to `policy.load_policy`, which validates it.
+
+Secrets are never written in the file: a key ending in `_file` names a file holding
+the secret, a key ending in `_env` names an environment variable.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from dialer.errors import ConfigError
+
+# ---------------------------------------------------------------------------------
+# Defaults: every typed key, in one visible block.
+# ---------------------------------------------------------------------------------
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "paths": {
+        "data_dir": "./var",  # relative to the working directory
+    },
+    "store": {
+        # Empty: SQLite file `<data_dir>/dialgate.db`. PostgreSQL: postgresql+asyncpg://…
+        "url": "",
+        "busy_timeout_ms": 5000,  # SQLite: how long a writer waits for the file lock
+        "sqlite_synchronous": "FULL",  # FULL: an allowed answer survives power loss
+        "pool_size": 10,  # PostgreSQL connections per process
+        "timeout_s": 5.0,  # connect / lock / statement timeout: fail closed after this
+        "migrate_on_start": True,
+    },
+    "http": {
+        "host": "127.0.0.1",
+        "port": 8080,
+    },
+    "gate": {
+        # How long a click-to-dial authorisation waits for the PBX to place the call
+        # (the SIP gate matches it by attempt id or by agent and number in this window).
+        "attempt_validity_s": 120,
+        # Token → user cache; a revoked token stops working after at most this long.
+        "auth_cache_s": 10.0,
+    },
+    "log": {
+        "level": "info",
+        "json": True,
+    },
+}
+
+# Top-level sections other components own; kept raw, typed by their owners.
+FOREIGN_SECTIONS: frozenset[str] = frozenset(
+    {"policy", "sip", "mqtt", "recordings", "pbx", "console"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    data_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    url: str
+    busy_timeout_ms: int
+    sqlite_synchronous: str
+    pool_size: int
+    timeout_s: float
+    migrate_on_start: bool
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith("postgresql")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    attempt_validity_s: int
+    auth_cache_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    paths: PathsConfig
+    store: StoreConfig
+    http: HttpConfig
+    gate: GateConfig
+    log: LogConfig
+    source: str = "<defaults>"
+    raw_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A raw top-level table owned by another component (`{}` when absent)."""
+        return self.raw_sections.get(name, MappingProxyType({}))
+
+    @property
+    def policy_table(self) -> dict[str, Any]:
+        """The `[policy]` table as a plain (deep-copied) dict for `policy.load_policy`."""
+        return _thaw(self.section("policy"))
+
+
+_TYPED: dict[str, type] = {
+    "paths": PathsConfig,
+    "store": StoreConfig,
+    "http": HttpConfig,
+    "gate": GateConfig,
+    "log": LogConfig,
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Read `path` (or nothing: defaults only), apply the environment, and freeze.
+
+    `overrides` (used by the CLI flags and tests) wins over everything.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{p}: config file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+        source = str(p)
+    return build_config(raw, env=env, overrides=overrides, source=source)
+
+
+def build_config(
+    raw: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    source: str = "<dict>",
+) -> Config:
+    env = {} if env is None else env
+    merged: dict[str, dict[str, Any]] = copy.deepcopy(DEFAULTS)
+    foreign: dict[str, Any] = {}
+    for section, table in raw.items():
+        if section in _TYPED:
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{source}: [{section}] must be a table")
+            for key, value in table.items():
+                if key not in merged[section]:
+                    raise ConfigError(f"{source}: {section}.{key}: unknown key")
+                merged[section][key] = value
+        elif section in FOREIGN_SECTIONS:
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{source}: [{section}] must be a table")
+            foreign[section] = copy.deepcopy(dict(table))
+        else:
+            raise ConfigError(f"{source}: [{section}]: unknown section")
+
+    # Environment overrides for typed keys: DIALGATE_STORE_URL → store.url.
+    for section, table in merged.items():
+        for key, default in table.items():
+            name = f"DIALGATE_{section.upper()}_{key.upper()}"
+            if name in env:
+                table[key] = _from_env(name, env[name], default)
+    for section, table in (overrides or {}).items():
+        for key, value in table.items():
+            if section not in merged or key not in merged[section]:
+                raise ConfigError(f"override {section}.{key}: unknown key")
+            merged[section][key] = value
+
+    typed: dict[str, Any] = {}
+    for section, cls in _TYPED.items():
+        typed[section] = _make(cls, section, merged[section], source)
+
+    paths: PathsConfig = typed["paths"]
+    store: StoreConfig = typed["store"]
+    if not store.url:
+        store = StoreConfig(
+            **{f.name: getattr(store, f.name) for f in fields(StoreConfig) if f.name != "url"},
+            url=f"sqlite+aiosqlite:///{(paths.data_dir / 'dialgate.db').as_posix()}",
+        )
+    if not (store.is_sqlite or store.is_postgres):
+        raise ConfigError(
+            f"{source}: store.url: expected sqlite+aiosqlite://… or postgresql+asyncpg://…"
+        )
+    if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
+    return Config(
+        paths=paths,
+        store=store,
+        http=typed["http"],
+        gate=typed["gate"],
+        log=typed["log"],
+        source=source,
+        raw_sections=MappingProxyType({k: _freeze(v) for k, v in foreign.items()}),
+    )
+
+
+def _make(cls: type, section: str, values: Mapping[str, Any], source: str) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        value = values[f.name]
+        default = DEFAULTS[section][f.name]
+        where = f"{source}: {section}.{f.name}"
+        if f.name == "data_dir":
+            if not isinstance(value, (str, Path)):
+                raise ConfigError(f"{where}: expected a path string")
+            value = Path(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: expected a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: expected a string, got {value!r}")
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _from_env(name: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError as exc:
+        raise ConfigError(f"environment {name}: {exc}") from exc
+    return text
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def read_secret(table: Mapping[str, Any], key: str, *, env: Mapping[str, str] | None = None) -> str | None:
+    """Resolve `<key>_file` or `<key>_env` of a raw section; secrets are never inline."""
+    env = os.environ if env is None else env
+    if f"{key}_file" in table:
+        return Path(str(table[f"{key}_file"])).read_text(encoding="utf-8").strip()
+    if f"{key}_env" in table:
+        return env.get(str(table[f"{key}_env"]))
+    if key in table:
+        raise ConfigError(f"{key}: secrets are not written in the config; use {key}_file or {key}_env")
+    return None

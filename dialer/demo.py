@@ -1,0 +1,71 @@
+"""Demo data for `dialgate serve --demo`: two banks, a user of every role, some cases.
+
+Seeding is idempotent: run again, it re-imports the cases and issues fresh tokens
+(old demo tokens stop working).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from dialer.auth import hash_token, new_token
+from dialer.imports import parse_cases_payload
+
+DEMO_USERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("agent-a1", "collector", ("bank-a",)),
+    ("agent-b1", "collector", ("bank-b",)),
+    ("sup-a", "supervisor", ("bank-a",)),
+    ("qa-a", "qa", ("bank-a",)),
+    ("comp-a", "compliance", ("bank-a",)),
+    ("comp-b", "compliance", ("bank-b",)),
+    ("data-a", "data", ("bank-a",)),
+    ("data-b", "data", ("bank-b",)),
+    ("pbx", "pbx", ("bank-a", "bank-b")),
+    ("admin", "admin", ()),
+)
+
+
+def demo_cases(today: Any) -> list[dict[str, Any]]:
+    start, end = (today - timedelta(days=30)).isoformat(), (today + timedelta(days=60)).isoformat()
+    base = {"commission_start": start, "commission_end": end, "status": "active"}
+    return [
+        {**base, "case_id": "A-1001", "creditor": "bank-a", "debtor_name": "张三", "assigned_agent": "agent-a1",
+         "amount_due": "12800.50", "overdue_days": 45,
+         "contacts": [{"number": "13800000001", "relation": "self", "name": "张三"},
+                      {"number": "13900000002", "relation": "family", "name": "李四"}]},
+        {**base, "case_id": "A-1002", "creditor": "bank-a", "debtor_name": "王五", "assigned_agent": "agent-a1",
+         "amount_due": "5300", "overdue_days": 92,
+         "contacts": [{"number": "13700000003", "relation": "self"},
+                      {"number": "02161234567", "relation": "work", "name": "单位前台"}]},
+        {**base, "case_id": "A-1003", "creditor": "bank-a", "debtor_name": "赵六", "assigned_agent": "agent-a1",
+         "status": "paused", "contacts": [{"number": "13600000004", "relation": "self"}]},
+        {**base, "case_id": "A-1004", "creditor": "bank-a", "debtor_name": "孙七", "assigned_agent": "agent-a1",
+         "flags": ["dispute"], "contacts": [{"number": "13500000005", "relation": "self"}]},
+        {**base, "case_id": "B-2001", "creditor": "bank-b", "debtor_name": "周八", "assigned_agent": "agent-b1",
+         "amount_due": "8800", "overdue_days": 30,
+         "contacts": [{"number": "13800000001", "relation": "guarantor"},
+                      {"number": "18600000006", "relation": "self"}]},
+    ]
+
+
+async def seed_demo(services: Any) -> list[tuple[str, str, str, str]]:
+    """Seed and return (name, role, creditors, token) rows."""
+    clock, store = services.clock, services.store
+    today = clock.now().astimezone(ZoneInfo(services.policies.default.timezone)).date()
+    cases = parse_cases_payload({"cases": demo_cases(today)}, services.region_of)
+    rows = []
+    async with store.write() as uow:
+        for name, role, creditors in DEMO_USERS:
+            token = new_token()
+            if await uow.users.by_name(name) is None:
+                await uow.users.add(name, role, frozenset(creditors), hash_token(token), clock.now())
+            else:
+                await uow.users.set_token(name, hash_token(token))
+            rows.append((name, role, ",".join(creditors) or "*", token))
+        for c in cases:
+            await uow.cases.upsert(c, clock.now())
+        await uow.audit.add(at=clock.now(), actor="demo", action="demo.seeded", creditor=None, case_id=None,
+                            details={"users": len(rows), "cases": len(cases)})
+    return rows

@@ -1,0 +1,35 @@
+"""Liveness, readiness, metrics. Like every endpoint they need a bearer token (any
+role): probes use a `pbx` or `admin` token. /readyz answers 503 when the store is down
+(also when the token cannot be checked because the store is down)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from dialer import metrics
+from dialer.errors import StoreUnavailable
+from dialer.http.deps import Caller, Svc
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz(who: Caller) -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(who: Caller, svc: Svc) -> Any:
+    try:
+        await svc.store.ping()
+    except StoreUnavailable as exc:
+        return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
+    return {"status": "ready", "store": "ok", "policy_version": svc.policies.version}
+
+
+@router.get("/metrics")
+async def prometheus(who: Caller) -> Response:
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,82 @@
+"""RFC 9457 problem+json for every error the API returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dialer.errors import PROBLEM_BASE, ApiError, StoreUnavailable
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("dialgate.http")
+
+
+def problem_response(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem_response(exc.to_problem(request.url.path), exc.status, headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("store.unavailable", error=str(exc), path=request.url.path)
+        body = {
+            "type": PROBLEM_BASE + "store-unavailable",
+            "title": "Case store unavailable",
+            "status": 503,
+            "detail": "the case store is unavailable; nothing was changed",
+            "instance": request.url.path,
+        }
+        return problem_response(body, 503, {"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        bad_json = False
+        for e in exc.errors():
+            if e.get("type") in ("json_invalid", "model_attributes_type") or (
+                e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",)
+            ):
+                bad_json = True
+            loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+            errors.append({"field": ".".join(loc), "error": e.get("msg", "invalid")})
+        if bad_json:
+            body = {
+                "type": PROBLEM_BASE + "bad-request",
+                "title": "Bad request",
+                "status": 400,
+                "detail": "the body is not a JSON object of the expected shape",
+                "instance": request.url.path,
+                "details": {"errors": errors},
+            }
+            return problem_response(body, 400)
+        body = {
+            "type": PROBLEM_BASE + "validation-failed",
+            "title": "Validation failed",
+            "status": 422,
+            "detail": "; ".join(f"{e['field']}: {e['error']}" for e in errors),
+            "instance": request.url.path,
+            "details": {"errors": errors},
+        }
+        return problem_response(body, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        body = {
+            "type": PROBLEM_BASE + slug,
+            "title": str(exc.detail),
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+            "instance": request.url.path,
+        }
+        return problem_response(body, exc.status_code)

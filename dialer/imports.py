@@ -1,0 +1,345 @@
+"""Parsing imported cases and repayments (JSON or CSV) into validated inputs.
+
+A file is accepted whole or refused whole: every row/field error is collected and the
+caller gets `InvalidImport` listing all of them. Numbers are normalised to E.164 in the
+creditor's default region.
+
+CSV for cases has one row per contact; case columns repeat on each of a case's rows:
+    creditor,case_id,debtor_name,status,commission_start,commission_end,assigned_agent,
+    flags,amount_due,overdue_days,number,relation,contact_name,tz,contact_status,do_not_call
+(`flags` separated by `;`). CSV for repayments: creditor,case_id,amount,paid_on,settled.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Mapping
+
+from dialer.errors import BadRequest, InvalidImport
+from dialer.model import CaseInput, ContactRecord
+from policy import CASE_FLAGS, CASE_STATUSES, RELATIONS, NumberFormatError, normalize_number
+from policy.numbers import load_zone
+
+CASE_FIELDS = (
+    "case_id", "creditor", "debtor_name", "status", "commission_start", "commission_end",
+    "assigned_agent", "flags", "amount_due", "overdue_days", "contacts",
+)
+CONTACT_FIELDS = ("number", "relation", "name", "tz", "status", "do_not_call", "source")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+_CREDITOR = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
+MAX_ROWS = 50_000
+
+
+def _date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a date YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _amount(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected an amount")
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"expected an amount, got {value!r}") from None
+    if d < 0 or not d.is_finite():
+        raise ValueError("amount must be zero or positive")
+    return str(d)
+
+
+def parse_contact(
+    raw: Any, region: str, where: str, errors: list[dict[str, Any]], row: int, *, default_source: str = "creditor"
+) -> ContactRecord | None:
+    def err(field: str, msg: str) -> None:
+        errors.append({"row": row, "field": f"{where}{field}", "error": msg})
+
+    if not isinstance(raw, Mapping):
+        err("", "expected an object")
+        return None
+    for key in raw:
+        if key not in CONTACT_FIELDS:
+            err(str(key), "unknown field")
+    number = None
+    if not isinstance(raw.get("number"), str) or not raw.get("number"):
+        err("number", "required")
+    else:
+        try:
+            number = normalize_number(raw["number"], region)
+        except NumberFormatError as exc:
+            err("number", exc.reason)
+    relation = raw.get("relation")
+    if relation not in RELATIONS:
+        err("relation", f"expected one of {', '.join(RELATIONS)}")
+    status = raw.get("status", "valid") or "valid"
+    if status not in ("valid", "invalid"):
+        err("status", "expected valid or invalid")
+    tz = raw.get("tz") or None
+    if tz is not None and (not isinstance(tz, str) or load_zone(tz) is None):
+        err("tz", f"unknown IANA time zone {tz!r}")
+    try:
+        dnc = _bool(raw.get("do_not_call", False))
+    except ValueError as exc:
+        err("do_not_call", str(exc))
+        dnc = False
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        err("name", "expected a string")
+    source = raw.get("source", default_source) or default_source
+    if not isinstance(source, str) or len(source) > 40:
+        err("source", "expected a short string")
+    if number is None or relation not in RELATIONS:
+        return None
+    return ContactRecord(
+        number=number, relation=str(relation), name=name, tz=tz, status=str(status), do_not_call=dnc, source=str(source)
+    )
+
+
+def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Callable[[str], str]) -> CaseInput | None:
+    n_before = len(errors)
+
+    def err(field: str, msg: str) -> None:
+        errors.append({"row": row, "field": field, "error": msg})
+
+    if not isinstance(raw, Mapping):
+        err("", "expected a case object")
+        return None
+    for key in raw:
+        if key not in CASE_FIELDS:
+            err(str(key), "unknown field")
+    case_id = raw.get("case_id")
+    if not isinstance(case_id, str) or not _ID.match(case_id):
+        err("case_id", "required: 1-100 letters, digits, '.', '_' or '-'")
+    creditor = raw.get("creditor")
+    if not isinstance(creditor, str) or not _CREDITOR.match(creditor):
+        err("creditor", "required: lower-case id like bank-a")
+        creditor = ""
+    debtor = raw.get("debtor_name")
+    if not isinstance(debtor, str) or not debtor.strip():
+        err("debtor_name", "required")
+    status = raw.get("status", "active")
+    if status not in CASE_STATUSES:
+        err("status", f"expected one of {', '.join(CASE_STATUSES)}")
+    start = end = None
+    try:
+        start = _date(raw.get("commission_start"))
+    except ValueError as exc:
+        err("commission_start", str(exc))
+    try:
+        end = _date(raw.get("commission_end"))
+    except ValueError as exc:
+        err("commission_end", str(exc))
+    if start and end and end < start:
+        err("commission_end", "before commission_start")
+    agent = raw.get("assigned_agent")
+    if agent is not None and (not isinstance(agent, str) or not agent):
+        err("assigned_agent", "expected an agent id or null")
+    flags = raw.get("flags", []) or []
+    if not isinstance(flags, list) or any(f not in CASE_FLAGS for f in flags):
+        err("flags", f"expected a list of {', '.join(CASE_FLAGS)}")
+        flags = []
+    amount = None
+    try:
+        amount = _amount(raw.get("amount_due"))
+    except ValueError as exc:
+        err("amount_due", str(exc))
+    overdue = raw.get("overdue_days")
+    if overdue is not None and (isinstance(overdue, bool) or not isinstance(overdue, int) or overdue < 0):
+        err("overdue_days", "expected a whole number of days >= 0")
+    contacts_raw = raw.get("contacts", [])
+    contacts: list[ContactRecord] = []
+    if not isinstance(contacts_raw, list):
+        err("contacts", "expected a list")
+    else:
+        region = region_of(creditor) if creditor else "CN"
+        seen: set[str] = set()
+        for i, c in enumerate(contacts_raw):
+            rec = parse_contact(c, region, f"contacts[{i}].", errors, row)
+            if rec is not None:
+                if rec.number in seen:
+                    err(f"contacts[{i}].number", "duplicate number in this case")
+                seen.add(rec.number)
+                contacts.append(rec)
+    if len(errors) > n_before:
+        return None
+    return CaseInput(
+        creditor=str(creditor),
+        case_id=str(case_id),
+        debtor_name=str(debtor).strip(),
+        status=str(status),
+        commission_start=start,
+        commission_end=end,
+        assigned_agent=agent,
+        flags=frozenset(flags),
+        amount_due=amount,
+        overdue_days=overdue,
+        contacts=tuple(contacts),
+    )
+
+
+def parse_cases_payload(doc: Any, region_of: Callable[[str], str]) -> list[CaseInput]:
+    if not isinstance(doc, Mapping) or set(doc) != {"cases"} or not isinstance(doc["cases"], list):
+        raise BadRequest('expected a JSON object {"cases": [ … ]}')
+    rows = doc["cases"]
+    if not rows:
+        raise BadRequest("no cases in the file")
+    if len(rows) > MAX_ROWS:
+        raise BadRequest(f"at most {MAX_ROWS} cases per import")
+    errors: list[dict[str, Any]] = []
+    out: list[CaseInput] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, raw in enumerate(rows):
+        case = parse_case(raw, i + 1, errors, region_of)
+        if case is not None:
+            key = (case.creditor, case.case_id)
+            if key in seen:
+                errors.append({"row": i + 1, "field": "case_id", "error": f"duplicate of row {seen[key]}"})
+            seen[key] = i + 1
+            out.append(case)
+    if errors:
+        raise InvalidImport(errors)
+    return out
+
+
+def _csv_rows(text: str, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None:
+        raise BadRequest("empty CSV")
+    missing = [c for c in required if c not in reader.fieldnames]
+    if missing:
+        raise BadRequest(f"CSV header lacks column(s): {', '.join(missing)}")
+    rows = []
+    for line_no, row in enumerate(reader, start=2):
+        if None in row:
+            raise InvalidImport([{"row": line_no, "field": "", "error": "more values than header columns"}])
+        rows.append((line_no, {k: (v or "").strip() for k, v in row.items()}))
+    if not rows:
+        raise BadRequest("no data rows in the CSV")
+    return rows
+
+
+CASE_CSV_COLUMNS = (
+    "creditor", "case_id", "debtor_name", "status", "commission_start", "commission_end", "assigned_agent",
+    "flags", "amount_due", "overdue_days", "number", "relation", "contact_name", "tz", "contact_status", "do_not_call",
+)
+
+
+def parse_cases_csv(text: str, region_of: Callable[[str], str]) -> list[CaseInput]:
+    rows = _csv_rows(text, ("creditor", "case_id", "debtor_name"))
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    errors: list[dict[str, Any]] = []
+    for line, r in rows:
+        key = (r.get("creditor", ""), r.get("case_id", ""))
+        if key not in grouped:
+            doc: dict[str, Any] = {k: r.get(k) or None for k in ("case_id", "creditor", "debtor_name", "commission_start",
+                                                                  "commission_end", "assigned_agent", "amount_due")}
+            doc["status"] = r.get("status") or "active"
+            doc["flags"] = [f for f in (r.get("flags") or "").split(";") if f]
+            od = r.get("overdue_days") or ""
+            if od:
+                try:
+                    doc["overdue_days"] = int(od)
+                except ValueError:
+                    errors.append({"row": line, "field": "overdue_days", "error": "expected a whole number"})
+            doc["contacts"] = []
+            grouped[key] = doc
+            first_line[key] = line
+        if r.get("number"):
+            grouped[key]["contacts"].append(
+                {
+                    "number": r["number"],
+                    "relation": r.get("relation") or "",
+                    "name": r.get("contact_name") or None,
+                    "tz": r.get("tz") or None,
+                    "status": r.get("contact_status") or "valid",
+                    "do_not_call": r.get("do_not_call") or "false",
+                }
+            )
+    out: list[CaseInput] = []
+    for key, doc in grouped.items():
+        doc = {k: v for k, v in doc.items() if v is not None}
+        case = parse_case(doc, first_line[key], errors, region_of)
+        if case is not None:
+            out.append(case)
+    if errors:
+        raise InvalidImport(sorted(errors, key=lambda e: e["row"]))
+    return out
+
+
+def parse_repayments(rows: list[Any]) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    out = []
+    if not rows:
+        raise BadRequest("no repayments in the file")
+    for i, raw in enumerate(rows):
+        row = raw[0] if isinstance(raw, tuple) else i + 1
+        r = raw[1] if isinstance(raw, tuple) else raw
+        if not isinstance(r, Mapping):
+            errors.append({"row": row, "field": "", "error": "expected an object"})
+            continue
+        n = len(errors)
+        for key in r:
+            if key not in ("creditor", "case_id", "amount", "paid_on", "settled"):
+                errors.append({"row": row, "field": str(key), "error": "unknown field"})
+        if not isinstance(r.get("creditor"), str) or not r.get("creditor"):
+            errors.append({"row": row, "field": "creditor", "error": "required"})
+        if not isinstance(r.get("case_id"), str) or not r.get("case_id"):
+            errors.append({"row": row, "field": "case_id", "error": "required"})
+        try:
+            amount = _amount(r.get("amount"))
+        except ValueError as exc:
+            errors.append({"row": row, "field": "amount", "error": str(exc)})
+            amount = None
+        try:
+            paid_on = _date(r.get("paid_on"))
+        except ValueError as exc:
+            errors.append({"row": row, "field": "paid_on", "error": str(exc)})
+            paid_on = None
+        if "settled" not in r:
+            errors.append({"row": row, "field": "settled", "error": "required (true or false)"})
+            settled = False
+        else:
+            try:
+                settled = _bool(r["settled"])
+            except ValueError as exc:
+                errors.append({"row": row, "field": "settled", "error": str(exc)})
+                settled = False
+        if len(errors) == n:
+            out.append({"creditor": r["creditor"], "case_id": r["case_id"], "amount": amount,
+                        "paid_on": paid_on, "settled": settled})
+    if errors:
+        raise InvalidImport(errors)
+    return out
+
+
+def parse_repayments_payload(doc: Any) -> list[dict[str, Any]]:
+    if not isinstance(doc, Mapping) or set(doc) != {"repayments"} or not isinstance(doc["repayments"], list):
+        raise BadRequest('expected a JSON object {"repayments": [ … ]}')
+    return parse_repayments(doc["repayments"])
+
+
+def parse_repayments_csv(text: str) -> list[dict[str, Any]]:
+    rows = _csv_rows(text, ("creditor", "case_id", "settled"))
+    return parse_repayments([(line, {k: v for k, v in r.items() if v != "" or k == "settled"}) for line, r in rows])

@@ -1,0 +1,32 @@
+"""Prometheus metrics (served at /metrics). Module-level: one registry per process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+DECISIONS = Counter(
+    "dialgate_decisions_total",
+    "Dial decisions by outcome, deciding rule and channel",
+    ["allowed", "rule_id", "channel"],
+    registry=REGISTRY,
+)
+DECISION_SECONDS = Histogram(
+    "dialgate_decision_seconds",
+    "Decide-and-reserve latency inside the service",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    "dialgate_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=REGISTRY
+)
+
+
+def observe_decision(allowed: bool, rule_id: str, channel: str, seconds: float) -> None:
+    DECISIONS.labels("true" if allowed else "false", rule_id, channel).inc()
+    DECISION_SECONDS.observe(seconds)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,247 @@
+"""The ports the application needs, as `typing.Protocol`s. Adapters implement them.
+
+    Clock            now(); tests and `dialgate simulate` pass a fixed or stepping one
+    CaseStore        unit-of-work factory over the case store (adapters/db: SqlAlchemyCaseStore)
+      UnitOfWork     one transaction: .cases .attempts .decisions .outbox .users .audit
+    EventPublisher   publishes outbox events (adapters/mqtt's relay); the outbox rows are
+                     written by the use cases in the same transaction as the change
+    Pbx              asked to originate an authorised attempt (adapter `none` for now)
+    RecordingStore   says whether calls can be recorded; no recording → no call
+
+Contract for every UnitOfWork method: it runs inside the transaction the unit of work
+opened; nothing is visible to others until the `async with` block exits cleanly;
+any exception rolls everything back. Store failures surface as `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import date, datetime
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+
+from dialer.model import (
+    AttemptRecord,
+    CaseInput,
+    CaseRecord,
+    ContactRecord,
+    DecisionRecord,
+    OutboxEvent,
+    OutcomeRecord,
+    Principal,
+)
+from policy.model import Appointment, HistoryEvent
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        ...
+
+
+class CaseRepository(Protocol):
+    async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
+        """Cases with this id among `creditors` (None: all creditors)."""
+        ...
+
+    async def get(self, creditor: str, case_id: str) -> CaseRecord | None: ...
+
+    async def upsert(self, case: CaseInput, now: datetime) -> tuple[CaseRecord, bool]:
+        """Insert or replace by (creditor, case_id); returns (case, created)."""
+        ...
+
+    async def update(self, pk: int, now: datetime, **changes: Any) -> None:
+        """Change case columns: status, flags (frozenset), follow_up_status, next_action_date."""
+        ...
+
+    async def add_contact(self, pk: int, contact: ContactRecord) -> bool:
+        """Add a number; False when the case already has it."""
+        ...
+
+    async def update_contact(self, pk: int, number: str, **changes: Any) -> None: ...
+
+    async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]: ...
+
+    async def next_event_seq(self, pk: int, count: int = 1) -> int:
+        """Reserve `count` per-case event sequence numbers; returns the first."""
+        ...
+
+    async def appointments(self, pk: int, since: datetime) -> list[Appointment]: ...
+
+    async def add_appointment(self, pk: int, number: str, at: datetime, attempt_id: str | None) -> None: ...
+
+    async def ensure_creditor(self, creditor: str) -> None: ...
+
+    async def record_repayment(
+        self, creditor: str, case_id: str, amount: str | None, paid_on: date | None, settled: bool, by: str, now: datetime
+    ) -> None: ...
+
+
+class AttemptRepository(Protocol):
+    async def history(self, number: str, case_pk: int, creditor: str, since: datetime) -> list[HistoryEvent]:
+        """Attempts and connected calls of this number (any case) OR this case since `since`."""
+        ...
+
+    async def expired(self, now: datetime, limit: int = 500) -> list[AttemptRecord]:
+        """Authorised attempts whose validity ended before `now`."""
+        ...
+
+    async def add(self, attempt: AttemptRecord) -> None: ...
+
+    async def get(self, attempt_id: str) -> AttemptRecord | None: ...
+
+    async def find_pending(self, agent_id: str, number: str, now: datetime) -> AttemptRecord | None:
+        """The oldest authorised attempt of this agent and number still valid at `now`."""
+        ...
+
+    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None: ...
+
+    async def for_case(self, case_pk: int, limit: int = 200) -> list[AttemptRecord]: ...
+
+    async def get_outcome(self, attempt_id: str) -> OutcomeRecord | None: ...
+
+    async def add_outcome(self, case_pk: int, outcome: OutcomeRecord) -> None: ...
+
+    async def outcomes_for_case(self, case_pk: int) -> list[OutcomeRecord]: ...
+
+
+class DecisionLog(Protocol):
+    async def append(self, record: DecisionRecord) -> DecisionRecord:
+        """Chain and store; returns the record with chain, seq, prev_hash and hash set.
+
+        Appends to one chain are serialised by the implementation (SQLite: the write
+        transaction; PostgreSQL: a transaction-scoped advisory lock on the chain).
+        """
+        ...
+
+    async def get_many(self, decision_ids: Iterable[str]) -> dict[str, DecisionRecord]: ...
+
+    async def query(
+        self,
+        *,
+        allowed: bool | None,
+        creditors: frozenset[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        agent_id: str | None,
+        rule_id: str | None,
+        case_id: str | None,
+        after: int | None,
+        limit: int,
+    ) -> tuple[list[tuple[int, DecisionRecord]], int | None]:
+        """Records matching, newest last, keyset-paginated by row id."""
+        ...
+
+    async def blocked_summary(
+        self, *, creditors: frozenset[str] | None, since: datetime | None, until: datetime | None
+    ) -> dict[str, Any]: ...
+
+    async def chains(self) -> list[tuple[str, int, str]]:
+        """(chain, head seq, head hash) of every chain."""
+        ...
+
+    def iterate(self, chain: str) -> Any:
+        """Async iterator of (row_id, stored hash, DecisionRecord as stored) in seq order."""
+        ...
+
+
+class Outbox(Protocol):
+    async def add(
+        self,
+        type: str,
+        *,
+        creditor: str,
+        case_pk: int | None,
+        case_id: str | None,
+        occurred_at: datetime,
+        payload: dict[str, Any],
+    ) -> str:
+        """Write an event in the current transaction; returns its event_id."""
+        ...
+
+    async def pending(self, limit: int = 100) -> list[OutboxEvent]:
+        """Unpublished events, oldest first (per case in case_seq order)."""
+        ...
+
+    async def mark_published(self, ids: Sequence[int], at: datetime) -> None: ...
+
+
+class UserRepository(Protocol):
+    async def by_token_hash(self, token_hash: str) -> Principal | None: ...
+
+    async def by_name(self, name: str) -> Principal | None: ...
+
+    async def add(self, name: str, role: str, creditors: frozenset[str], token_hash: str, now: datetime) -> Principal: ...
+
+    async def set_token(self, name: str, token_hash: str) -> None: ...
+
+    async def grant(self, name: str, creditor: str) -> None:
+        """Scope an existing user to one more creditor."""
+        ...
+
+
+class AuditLog(Protocol):
+    async def add(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        creditor: str | None,
+        case_id: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        """Append to the data-change log (系统日志)."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    cases: CaseRepository
+    attempts: AttemptRepository
+    decisions: DecisionLog
+    outbox: Outbox
+    users: UserRepository
+    audit: AuditLog
+
+
+class CaseStore(Protocol):
+    """Opens units of work. Adapters are async context managers (`async with store:`)."""
+
+    def write(self, lock_keys: Sequence[str] = ()) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A serialised write transaction.
+
+        Decide-and-reserve passes `lock_keys` (``case:<id>``, ``number:<e164>``); the
+        store guarantees two transactions with a common key never overlap (SQLite:
+        BEGIN IMMEDIATE serialises all writers; PostgreSQL: advisory xact locks).
+        """
+        ...
+
+    def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-only transaction (a consistent snapshot where the database offers one)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless a trivial query answers."""
+        ...
+
+
+class EventPublisher(Protocol):
+    async def publish(self, event: OutboxEvent) -> None:
+        """Deliver one event (at least once; consumers dedupe by event_id)."""
+        ...
+
+
+class Pbx(Protocol):
+    async def originate(self, attempt: AttemptRecord) -> None:
+        """Ask the PBX to place an authorised attempt. Must not block for long."""
+        ...
+
+
+class RecordingStore(Protocol):
+    async def available(self) -> bool:
+        """True when a call placed now would be recorded in full."""
+        ...
+
+
+# Convenience for type checkers: a date-like next action
+NextAction = date | None

@@ -1,0 +1,969 @@
+"""The use cases: one entry point (`Gate`) for the HTTP API, `dialgate simulate`, the
+SIP gate and the MQTT command handler.
+
+Each use case gathers its inputs inside one store transaction, asks the pure policy
+core, and applies the result — attempt, decision-log record and outbox events written
+in that same transaction, so an allowed answer exists only once all of it is committed.
+
+Commands are imperative dataclasses (`RequestDial`, `CheckDial`, `LogOutcome`, …);
+`Gate.request_dial(cmd)` etc. run them. Refusals by policy are values (`DialResult`
+with `allowed=False`); exceptions are for requests that cannot be served (404, 403,
+422…), and nothing is written when one is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from dialer import metrics
+from dialer.errors import (
+    AmbiguousCase,
+    Conflict,
+    Forbidden,
+    InvalidImport,
+    NoSuchAttempt,
+    NoSuchCase,
+    OutcomeConflict,
+    StoreUnavailable,
+    UnprocessableEntity,
+)
+from dialer.masking import mask_number
+from dialer.model import (
+    DISPOSITIONS,
+    FOLLOW_UP_STATUSES,
+    RESULTS,
+    AttemptRecord,
+    CaseInput,
+    CaseRecord,
+    ContactRecord,
+    DecisionRecord,
+    OutcomeRecord,
+    Principal,
+)
+from dialer.ports import CaseStore, Clock, Pbx, RecordingStore, UnitOfWork
+from policy import (
+    AgentSnapshot,
+    Check,
+    Decision,
+    DialRequest,
+    NumberFormatError,
+    PolicyBook,
+    evaluate,
+    normalize_number,
+)
+
+log = structlog.get_logger("dialgate.gate")
+
+CHANNELS = ("api", "sip", "mqtt", "simulate")
+DIAL_ROLES = frozenset({"collector", "supervisor", "pbx", "admin"})
+CHECK_ROLES = frozenset({"collector", "supervisor", "compliance", "pbx", "admin"})
+WHAT_IF_ROLES = frozenset({"compliance", "admin"})
+OUTCOME_ROLES = frozenset({"collector", "supervisor", "pbx", "admin"})
+DATA_ROLES = frozenset({"data", "admin"})
+CASE_READ_ROLES = frozenset({"collector", "supervisor", "qa", "compliance", "data", "admin", "pbx"})
+LOOKUP_ROLES = frozenset({"collector", "supervisor", "qa", "compliance", "data", "admin", "pbx"})
+REVIEW_ROLES = frozenset({"compliance", "supervisor", "admin"})
+
+RESULT_FLAGS = {
+    "dispute": "dispute",
+    "complaint_risk": "complaint_risk",
+    "reported_deceased": "deceased",
+    "reported_incarcerated": "incarcerated",
+    "fraud_claim": "fraud_claim",
+}
+
+
+def require_role(actor: Principal, roles: frozenset[str], what: str) -> None:
+    if actor.role not in roles:
+        raise Forbidden(
+            f"role {actor.role!r} may not {what}",
+            details={"role": actor.role, "allowed_roles": sorted(roles)},
+        )
+
+
+# ---------------------------------------------------------------------------------
+# Commands and results
+# ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestDial:
+    """Decide and reserve a dial now.
+
+    The SIP gate sets `match_pending`: an authorisation the click-to-dial already
+    reserved (by `attempt_id`, else by agent and number within its validity window)
+    is consumed instead of deciding and counting again.
+    """
+
+    actor: Principal
+    case_id: str
+    number: str
+    agent_id: str
+    channel: str = "api"
+    creditor: str | None = None
+    match_pending: bool = False
+    attempt_id: str | None = None
+    caller_line: str | None = None
+    registered_lines: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDial:
+    """Decide without reserving; `at` is a what-if time (compliance and admin only)."""
+
+    actor: Principal
+    case_id: str
+    number: str
+    agent_id: str
+    at: datetime | None = None
+    creditor: str | None = None
+    channel: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseInput:
+    amount: str
+    date: date
+
+
+@dataclass(frozen=True, slots=True)
+class LogOutcome:
+    actor: Principal
+    attempt_id: str
+    disposition: str
+    result: str = "none"
+    note: str = ""
+    callback_at: datetime | None = None
+    promise: PromiseInput | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    allowed: bool
+    decision: Decision
+    record: DecisionRecord
+    attempt: AttemptRecord | None = None
+    reused: bool = False  # a pending authorisation was consumed (SIP gate)
+
+    @property
+    def decision_id(self) -> str:
+        return self.record.decision_id
+
+    def decision_json(self) -> dict[str, Any]:
+        d = self.decision.to_dict()
+        d["decision_id"] = self.record.decision_id
+        return d
+
+
+# ---------------------------------------------------------------------------------
+# The gate
+# ---------------------------------------------------------------------------------
+class NonePbx:
+    """PBX adapter `none`: the attempt is authorised and waits for the PBX to ask."""
+
+    async def originate(self, attempt: AttemptRecord) -> None:
+        return None
+
+
+class AlwaysRecording:
+    """Recording-store placeholder until the vault plugs in: reports available."""
+
+    async def available(self) -> bool:
+        return True
+
+
+@dataclass
+class Gate:
+    store: CaseStore
+    clock: Clock
+    policies: PolicyBook
+    pbx: Pbx = field(default_factory=NonePbx)
+    recordings: RecordingStore = field(default_factory=AlwaysRecording)
+    attempt_validity: timedelta = timedelta(seconds=120)
+    originate_timeout_s: float = 5.0
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _normalise(self, raw: str, region: str) -> str | None:
+        try:
+            return normalize_number(raw, region)
+        except NumberFormatError:
+            return None
+
+    async def _resolve_case(
+        self, uow: UnitOfWork, actor: Principal, case_id: str, creditor: str | None
+    ) -> CaseRecord:
+        scope = actor.scope()
+        if creditor is not None:
+            if scope is not None and creditor not in scope:
+                raise NoSuchCase(f"no case {case_id!r}", details={"case_id": case_id})
+            scope = frozenset({creditor})
+        found = await uow.cases.find(case_id, scope)
+        if not found:
+            # Another creditor's case is indistinguishable from a missing one (404).
+            raise NoSuchCase(f"no case {case_id!r}", details={"case_id": case_id})
+        if len(found) > 1:
+            raise AmbiguousCase(
+                f"case {case_id!r} exists for several creditors; say which",
+                details={"case_id": case_id, "creditors": sorted(c.creditor for c in found)},
+            )
+        return found[0]
+
+    async def _agent(self, uow: UnitOfWork, actor: Principal, agent_id: str) -> AgentSnapshot:
+        if actor.role in ("collector", "supervisor"):
+            if agent_id != actor.name:
+                raise Forbidden(
+                    f"{actor.role} {actor.name} may dial only as themselves, not as {agent_id!r}",
+                    details={"agent_id": agent_id},
+                )
+            return AgentSnapshot(agent_id=actor.name, role=actor.role, creditors=actor.creditors)
+        user = await uow.users.by_name(agent_id)
+        if user is None:
+            raise UnprocessableEntity(f"no agent {agent_id!r}", details={"field": "agent_id", "agent_id": agent_id})
+        return AgentSnapshot(agent_id=user.name, role=user.role, creditors=user.creditors)
+
+    def _record(
+        self,
+        *,
+        decision_id: str,
+        kind: str,
+        now: datetime,
+        decision: Decision,
+        actor: Principal,
+        agent_id: str,
+        channel: str,
+        creditor: str,
+        case_id: str,
+        number: str,
+        attempt_id: str | None,
+    ) -> DecisionRecord:
+        return DecisionRecord(
+            decision_id=decision_id,
+            kind=kind,
+            at=now,
+            evaluated_at=decision.evaluated_at,
+            user=actor.name,
+            agent_id=agent_id,
+            channel=channel,
+            creditor=creditor,
+            case_id=case_id,
+            number_masked=mask_number(number),
+            attempt_id=attempt_id,
+            allowed=decision.allowed,
+            rule_id=decision.rule_id,
+            reason=decision.reason,
+            reason_zh=decision.reason_zh,
+            next_allowed_at=decision.next_allowed_at,
+            policy_version=decision.policy_version,
+            checks=tuple(
+                {"rule_id": c.rule_id, "passed": c.passed, "detail": c.detail, "detail_zh": c.detail_zh}
+                for c in decision.checks
+            ),
+            inputs_used=_masked_inputs(decision.to_dict().get("inputs_used") or {}),
+        )
+
+    def _store_unavailable(self, now: datetime) -> Decision:
+        check = Check(
+            "system.store_unavailable",
+            False,
+            "the case store is unavailable: failing closed",
+            "案件库不可用，拒绝拨打（故障即拒绝）",
+        )
+        return Decision(
+            allowed=False,
+            rule_id="system.store_unavailable",
+            reason="system.store_unavailable: the case store is unavailable: failing closed",
+            reason_zh="案件库不可用，拒绝拨打（故障即拒绝）",
+            next_allowed_at=None,
+            checks=(check,),
+            policy_version=self.policies.version,
+            evaluated_at=now,
+        )
+
+    async def _faults(self) -> frozenset[str]:
+        try:
+            ok = await asyncio.wait_for(self.recordings.available(), timeout=2.0)
+        except Exception:  # noqa: BLE001 - any failure of the recorder means "not recording"
+            ok = False
+        return frozenset() if ok else frozenset({"recording_unavailable"})
+
+    # -- RequestDial -----------------------------------------------------------------
+    async def request_dial(self, cmd: RequestDial) -> DialResult:
+        """Decide-and-reserve. Blocked decisions are results; 4xx-type problems raise."""
+        require_role(cmd.actor, DIAL_ROLES, "dial")
+        if cmd.channel not in CHANNELS:
+            raise UnprocessableEntity(f"unknown channel {cmd.channel!r}", details={"field": "channel"})
+        started = asyncio.get_running_loop().time()
+        now = self.clock.now()
+        decision_id = str(uuid.uuid4())
+        structlog.contextvars.bind_contextvars(decision_id=decision_id)
+        faults = await self._faults()
+        default_region = self.policies.default.default_region
+        e164 = self._normalise(cmd.number, default_region)
+        number = e164 or cmd.number.strip()
+        try:
+            async with self.store.write((f"case:{cmd.case_id}", f"number:{number}")) as uow:
+                case = await self._resolve_case(uow, cmd.actor, cmd.case_id, cmd.creditor)
+                pol = self.policies.for_creditor(case.creditor)
+                if pol.default_region != default_region:
+                    number = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
+                agent = await self._agent(uow, cmd.actor, cmd.agent_id)
+                result = None
+                if cmd.match_pending:
+                    result = await self._consume_pending(uow, cmd, case, number, now)
+                if result is None:
+                    result = await self._decide_and_reserve(uow, cmd, case, agent, number, now, decision_id, faults)
+        except StoreUnavailable as exc:
+            result = await self._fail_closed(cmd, now, decision_id, number, exc)
+        metrics.observe_decision(result.allowed, result.decision.rule_id, cmd.channel, asyncio.get_running_loop().time() - started)
+        log.info(
+            "dial.decided",
+            allowed=result.allowed,
+            rule_id=result.decision.rule_id,
+            channel=cmd.channel,
+            case_id=cmd.case_id,
+            agent_id=cmd.agent_id,
+            number=mask_number(number),
+            attempt_id=result.attempt.attempt_id if result.attempt else None,
+            reused=result.reused,
+        )
+        if result.allowed and result.attempt is not None and not result.reused and cmd.channel in ("api", "mqtt"):
+            self._spawn(self._originate(result.attempt), name=f"originate-{result.attempt.attempt_id}")
+        return result
+
+    async def _decide_and_reserve(
+        self, uow: UnitOfWork, cmd: RequestDial, case: CaseRecord, agent: AgentSnapshot,
+        number: str, now: datetime, decision_id: str, faults: frozenset[str],
+    ) -> DialResult:
+        pol = self.policies.for_creditor(case.creditor)
+        history = await uow.attempts.history(number, case.pk, case.creditor, now - pol.lookback)
+        appointments = await uow.cases.appointments(case.pk, now - pol.lookback)
+        request = DialRequest(
+            case=case.snapshot(),
+            number=number,
+            agent=agent,
+            channel=cmd.channel,
+            faults=faults,
+            appointments=tuple(appointments),
+            caller_line=cmd.caller_line,
+            registered_lines=cmd.registered_lines,
+        )
+        decision = evaluate(request, history, pol, now)
+        attempt = None
+        if decision.allowed:
+            contact = case.contact(number)
+            attempt = AttemptRecord(
+                attempt_id=str(uuid.uuid4()),
+                case_pk=case.pk,
+                creditor=case.creditor,
+                case_id=case.case_id,
+                number=number,
+                relation=contact.relation if contact else "third_party",
+                agent_id=agent.agent_id,
+                channel=cmd.channel,
+                # A SIP-originated dial is already being placed.
+                state="dialing" if cmd.channel == "sip" else "authorised",
+                at=now,
+                valid_until=now + self.attempt_validity,
+                decision_id=decision_id,
+            )
+            await uow.attempts.add(attempt)
+        record = await uow.decisions.append(
+            self._record(
+                decision_id=decision_id,
+                kind="dial",
+                now=now,
+                decision=decision,
+                actor=cmd.actor,
+                agent_id=agent.agent_id,
+                channel=cmd.channel,
+                creditor=case.creditor,
+                case_id=case.case_id,
+                number=number,
+                attempt_id=attempt.attempt_id if attempt else None,
+            )
+        )
+        await uow.outbox.add(
+            "dial.allowed" if decision.allowed else "dial.blocked",
+            creditor=case.creditor,
+            case_pk=case.pk,
+            case_id=case.case_id,
+            occurred_at=now,
+            payload=_decision_event(record, attempt),
+        )
+        return DialResult(decision.allowed, decision, record, attempt)
+
+    async def _consume_pending(
+        self, uow: UnitOfWork, cmd: RequestDial, case: CaseRecord, number: str, now: datetime
+    ) -> DialResult | None:
+        if cmd.attempt_id:
+            pending = await uow.attempts.get(cmd.attempt_id)
+        else:
+            pending = await uow.attempts.find_pending(cmd.agent_id, number, now)
+        if (
+            pending is None
+            or pending.state != "authorised"
+            or pending.valid_until < now
+            or pending.case_pk != case.pk
+            or pending.number != number
+            or pending.agent_id != cmd.agent_id
+        ):
+            return None
+        await uow.attempts.set_state(pending.attempt_id, "dialing")
+        records = await uow.decisions.get_many([pending.decision_id])
+        record = records[pending.decision_id]
+        await uow.outbox.add(
+            "attempt.state",
+            creditor=case.creditor,
+            case_pk=case.pk,
+            case_id=case.case_id,
+            occurred_at=now,
+            payload={"attempt_id": pending.attempt_id, "state": "dialing", "channel": cmd.channel,
+                     "decision_id": pending.decision_id, "agent_id": pending.agent_id},
+        )
+        decision = _decision_from_record(record)
+        return DialResult(True, decision, record, replace(pending, state="dialing"), reused=True)
+
+    async def _fail_closed(
+        self, cmd: RequestDial, now: datetime, decision_id: str, number: str, exc: Exception
+    ) -> DialResult:
+        decision = self._store_unavailable(now)
+        record = self._record(
+            decision_id=decision_id,
+            kind="dial",
+            now=now,
+            decision=decision,
+            actor=cmd.actor,
+            agent_id=cmd.agent_id,
+            channel=cmd.channel,
+            creditor=cmd.creditor or "-",
+            case_id=cmd.case_id,
+            number=number,
+            attempt_id=None,
+        )
+        log.error("store.unavailable", error=str(exc), case_id=cmd.case_id)
+        try:  # still try to log the refusal; the store may be back already
+            async with self.store.write() as uow:
+                record = await uow.decisions.append(record)
+        except Exception as log_exc:  # noqa: BLE001
+            log.error("decision.unlogged", decision_id=decision_id, error=str(log_exc))
+        return DialResult(False, decision, record, None)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _originate(self, attempt: AttemptRecord) -> None:
+        try:
+            await asyncio.wait_for(self.pbx.originate(attempt), timeout=self.originate_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the attempt stays authorised and expires
+            log.warning("pbx.originate_failed", attempt_id=attempt.attempt_id, error=str(exc))
+
+    async def drain(self) -> None:
+        """Wait for background originate calls (shutdown, tests)."""
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # -- CheckDial -------------------------------------------------------------------
+    async def check_dial(self, cmd: CheckDial) -> DialResult:
+        require_role(cmd.actor, CHECK_ROLES, "check dials")
+        if cmd.at is not None and cmd.actor.role not in WHAT_IF_ROLES:
+            raise Forbidden("only compliance and admin may ask what-if times (`at`)", details={"field": "at"})
+        now = self.clock.now()
+        at = cmd.at or now
+        decision_id = str(uuid.uuid4())
+        structlog.contextvars.bind_contextvars(decision_id=decision_id)
+        faults = await self._faults()
+        try:
+            async with self.store.write() as uow:
+                case = await self._resolve_case(uow, cmd.actor, cmd.case_id, cmd.creditor)
+                pol = self.policies.for_creditor(case.creditor)
+                number = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
+                if cmd.actor.role in ("collector", "supervisor") and cmd.agent_id != cmd.actor.name:
+                    raise Forbidden(f"{cmd.actor.role} {cmd.actor.name} may check only their own dials",
+                                    details={"agent_id": cmd.agent_id})
+                if cmd.actor.role in ("collector", "supervisor"):
+                    agent = AgentSnapshot(cmd.actor.name, cmd.actor.role, cmd.actor.creditors)
+                else:
+                    agent = await self._agent(uow, cmd.actor, cmd.agent_id)
+                history = await uow.attempts.history(number, case.pk, case.creditor, at - pol.lookback)
+                appointments = await uow.cases.appointments(case.pk, at - pol.lookback)
+                request = DialRequest(
+                    case=case.snapshot(), number=number, agent=agent, channel=cmd.channel,
+                    faults=faults, appointments=tuple(appointments),
+                )
+                decision = evaluate(request, history, pol, at)
+                record = await uow.decisions.append(
+                    self._record(
+                        decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
+                        agent_id=agent.agent_id, channel=cmd.channel, creditor=case.creditor,
+                        case_id=case.case_id, number=number, attempt_id=None,
+                    )
+                )
+        except StoreUnavailable:
+            decision = self._store_unavailable(now)
+            record = self._record(
+                decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
+                agent_id=cmd.agent_id, channel=cmd.channel, creditor=cmd.creditor or "-",
+                case_id=cmd.case_id, number=cmd.number, attempt_id=None,
+            )
+        return DialResult(decision.allowed, decision, record, None)
+
+    # -- LogOutcome ------------------------------------------------------------------
+    async def log_outcome(self, cmd: LogOutcome) -> tuple[OutcomeRecord, bool, CaseRecord]:
+        """Record a call's outcome (idempotent). Returns (outcome, created, case after)."""
+        require_role(cmd.actor, OUTCOME_ROLES, "log call outcomes")
+        _validate_outcome(cmd)
+        now = self.clock.now()
+        digest = hashlib.sha256(
+            "|".join(
+                [
+                    cmd.attempt_id,
+                    cmd.disposition,
+                    cmd.result,
+                    cmd.note,
+                    cmd.callback_at.astimezone(timezone.utc).isoformat() if cmd.callback_at else "",
+                    f"{cmd.promise.amount}@{cmd.promise.date.isoformat()}" if cmd.promise else "",
+                ]
+            ).encode()
+        ).hexdigest()
+        async with self.store.write((f"attempt:{cmd.attempt_id}",)) as uow:
+            attempt = await uow.attempts.get(cmd.attempt_id)
+            if (
+                attempt is None
+                or not cmd.actor.can_see(attempt.creditor)
+                or (cmd.actor.role == "collector" and attempt.agent_id != cmd.actor.name)
+            ):
+                raise NoSuchAttempt(f"no attempt {cmd.attempt_id!r}", details={"attempt_id": cmd.attempt_id})
+            existing = await uow.attempts.get_outcome(cmd.attempt_id)
+            case = await uow.cases.get(attempt.creditor, attempt.case_id)
+            assert case is not None
+            if existing is not None:
+                if existing.request_digest == digest:
+                    return existing, False, case
+                raise OutcomeConflict(
+                    f"attempt {cmd.attempt_id} already has a different outcome",
+                    details={"attempt_id": cmd.attempt_id, "disposition": existing.disposition, "result": existing.result},
+                )
+            pol = self.policies.for_creditor(case.creditor)
+            zone = ZoneInfo(pol.timezone)
+            connected = cmd.disposition.startswith("connected")
+            outcome = OutcomeRecord(
+                attempt_id=cmd.attempt_id,
+                disposition=cmd.disposition,
+                result=cmd.result,
+                note=cmd.note,
+                callback_at=cmd.callback_at,
+                promise_amount=cmd.promise.amount if cmd.promise else None,
+                promise_date=cmd.promise.date if cmd.promise else None,
+                logged_by=cmd.actor.name,
+                logged_at=now,
+                request_digest=digest,
+            )
+            await uow.attempts.add_outcome(case.pk, outcome)
+            await uow.attempts.set_state(cmd.attempt_id, "completed", connected=connected)
+
+            flags = set(case.flags)
+            contacts = {c.number: c for c in case.contacts}
+            changes: dict[str, Any] = {}
+            if cmd.disposition == "invalid_number":
+                await uow.cases.update_contact(case.pk, attempt.number, status="invalid")
+                if attempt.number in contacts:
+                    contacts[attempt.number] = replace(contacts[attempt.number], status="invalid")
+            if cmd.result == "third_party_refuses_contact":
+                await uow.cases.update_contact(case.pk, attempt.number, do_not_call=True)
+                if attempt.number in contacts:
+                    contacts[attempt.number] = replace(contacts[attempt.number], do_not_call=True)
+            if cmd.result == "callback" and cmd.callback_at is not None:
+                await uow.cases.add_appointment(case.pk, attempt.number, cmd.callback_at, cmd.attempt_id)
+            if cmd.result in RESULT_FLAGS:
+                flags.add(RESULT_FLAGS[cmd.result])
+                changes["flags"] = frozenset(flags)
+            status, next_date = follow_up(
+                cmd, connected, now.astimezone(zone).date(), zone,
+                any(c.status == "valid" and not c.do_not_call for c in contacts.values()),
+            )
+            if case.status == "paused":
+                status, next_date = "paused", None
+            elif case.status in ("settled", "withdrawn", "returned"):
+                status, next_date = "closed", None
+            changes["follow_up_status"] = status
+            changes["next_action_date"] = next_date
+            await uow.cases.update(case.pk, now, **changes)
+            ev = dict(creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now)
+            await uow.outbox.add(
+                "attempt.state", **ev,
+                payload={"attempt_id": cmd.attempt_id, "state": "completed", "connected": connected,
+                         "decision_id": attempt.decision_id, "agent_id": attempt.agent_id},
+            )
+            await uow.outbox.add(
+                "outcome.logged", **ev,
+                payload={"attempt_id": cmd.attempt_id, "disposition": cmd.disposition, "result": cmd.result,
+                         "agent_id": attempt.agent_id, "logged_by": cmd.actor.name,
+                         "number": mask_number(attempt.number)},
+            )
+            await uow.outbox.add(
+                "case.updated", **ev,
+                payload={"follow_up_status": status, "next_action_date": next_date.isoformat() if next_date else None,
+                         "flags": sorted(flags), "status": case.status},
+            )
+            if cmd.result == "complaint_risk":
+                await uow.outbox.add(
+                    "alert.complaint_risk", **ev,
+                    payload={"attempt_id": cmd.attempt_id, "agent_id": attempt.agent_id,
+                             "number": mask_number(attempt.number),
+                             "message": "complaint risk: calls stopped, supervisor to follow up",
+                             "message_zh": "投诉倾向：已停止拨打，请主管跟进"},
+                )
+            await uow.audit.add(
+                at=now, actor=cmd.actor.name, action="outcome.logged", creditor=case.creditor,
+                case_id=case.case_id, details={"attempt_id": cmd.attempt_id, "disposition": cmd.disposition,
+                                               "result": cmd.result},
+            )
+            after = await uow.cases.get(case.creditor, case.case_id)
+            assert after is not None
+        log.info("outcome.logged", attempt_id=cmd.attempt_id, disposition=cmd.disposition, result=cmd.result)
+        return outcome, True, after
+
+    # -- imports ---------------------------------------------------------------------
+    async def import_cases(self, actor: Principal, cases: Sequence[CaseInput]) -> dict[str, Any]:
+        """Upsert validated cases in one transaction (all or nothing)."""
+        require_role(actor, DATA_ROLES, "import cases")
+        outside = [
+            {"row": i + 1, "field": "creditor", "error": f"creditor {c.creditor!r} is outside your scope"}
+            for i, c in enumerate(cases)
+            if not actor.can_see(c.creditor)
+        ]
+        if outside:
+            raise InvalidImport(outside)
+        now = self.clock.now()
+        created = updated = 0
+        async with self.store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
+            for c in cases:
+                rec, is_new = await uow.cases.upsert(c, now)
+                created += is_new
+                updated += not is_new
+                await uow.outbox.add(
+                    "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
+                    payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
+                             "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
+                )
+            await uow.audit.add(
+                at=now, actor=actor.name, action="cases.imported", creditor=None, case_id=None,
+                details={"created": created, "updated": updated, "case_ids": [c.case_id for c in cases][:1000]},
+            )
+        return {"created": created, "updated": updated, "total": len(cases)}
+
+    async def import_repayments(self, actor: Principal, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Record repayments; a settled one closes its case. Unknown cases refuse the file."""
+        require_role(actor, DATA_ROLES, "import repayments")
+        now = self.clock.now()
+        closed = 0
+        async with self.store.write(tuple(f"case:{r['case_id']}" for r in rows)) as uow:
+            errors = []
+            found: list[CaseRecord] = []
+            for i, r in enumerate(rows):
+                case = await uow.cases.get(r["creditor"], r["case_id"]) if actor.can_see(r["creditor"]) else None
+                if case is None:
+                    errors.append({"row": i + 1, "field": "case_id", "error": f"no case {r['case_id']!r} for creditor {r['creditor']!r}"})
+                else:
+                    found.append(case)
+            if errors:
+                raise InvalidImport(errors)
+            for r, case in zip(rows, found):
+                await uow.cases.record_repayment(
+                    case.creditor, case.case_id, r.get("amount"), r.get("paid_on"), bool(r["settled"]), actor.name, now
+                )
+                if r["settled"] and case.status != "settled":
+                    await uow.cases.update(case.pk, now, status="settled", follow_up_status="closed", next_action_date=None)
+                    closed += 1
+                    await uow.outbox.add(
+                        "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
+                        occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
+                    )
+            await uow.audit.add(
+                at=now, actor=actor.name, action="repayments.imported", creditor=None, case_id=None,
+                details={"rows": len(rows), "closed": closed},
+            )
+        return {"recorded": len(rows), "closed": closed}
+
+    async def add_contact(
+        self, actor: Principal, case_id: str, contact: ContactRecord, creditor: str | None = None
+    ) -> CaseRecord:
+        require_role(actor, DATA_ROLES, "add contacts")
+        now = self.clock.now()
+        async with self.store.write((f"case:{case_id}", f"number:{contact.number}")) as uow:
+            case = await self._resolve_case(uow, actor, case_id, creditor)
+            if not await uow.cases.add_contact(case.pk, replace(contact, added_at=now)):
+                raise Conflict(
+                    f"case {case_id} already has number {mask_number(contact.number)}",
+                    details={"case_id": case_id, "number": mask_number(contact.number)},
+                )
+            await uow.outbox.add(
+                "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now,
+                payload={"contact_added": mask_number(contact.number), "relation": contact.relation,
+                         "source": contact.source},
+            )
+            await uow.audit.add(
+                at=now, actor=actor.name, action="contact.added", creditor=case.creditor, case_id=case.case_id,
+                details={"number": mask_number(contact.number), "relation": contact.relation, "source": contact.source},
+            )
+            after = await uow.cases.get(case.creditor, case.case_id)
+            assert after is not None
+            return after
+
+    # -- queries ---------------------------------------------------------------------
+    async def case_view(self, actor: Principal, case_id: str, creditor: str | None = None) -> dict[str, Any]:
+        require_role(actor, CASE_READ_ROLES, "read cases")
+        async with self.store.read() as uow:
+            case = await self._resolve_case(uow, actor, case_id, creditor)
+            if actor.role == "collector" and case.assigned_agent != actor.name:
+                raise NoSuchCase(f"no case {case_id!r}", details={"case_id": case_id})
+            attempts = await uow.attempts.for_case(case.pk)
+            outcomes = {o.attempt_id: o for o in await uow.attempts.outcomes_for_case(case.pk)}
+            decisions = await uow.decisions.get_many(a.decision_id for a in attempts)
+        show = (lambda n: n) if actor.sees_full_numbers else mask_number
+        return {
+            **case_json(case, show),
+            "attempts": [
+                {
+                    "attempt_id": a.attempt_id,
+                    "at": a.at.isoformat(),
+                    "number": show(a.number),
+                    "relation": a.relation,
+                    "agent_id": a.agent_id,
+                    "channel": a.channel,
+                    "state": a.state,
+                    "connected": a.connected,
+                    "decision": decisions[a.decision_id].to_api() if a.decision_id in decisions else None,
+                    "outcome": outcome_json(outcomes[a.attempt_id]) if a.attempt_id in outcomes else None,
+                }
+                for a in attempts
+            ],
+        }
+
+    async def lookup(self, actor: Principal, raw_number: str) -> list[dict[str, Any]]:
+        require_role(actor, LOOKUP_ROLES, "look up callers")
+        number = normalize_number(raw_number, self.policies.default.default_region)
+        async with self.store.read() as uow:
+            cases = await uow.cases.by_number(number, actor.scope())
+        show = (lambda n: n) if actor.sees_full_numbers else mask_number
+        out = []
+        for c in cases:
+            contact = c.contact(number)
+            out.append(
+                {
+                    "case_id": c.case_id,
+                    "creditor": c.creditor,
+                    "debtor_name": c.debtor_name,
+                    "status": c.status,
+                    "assigned_agent": c.assigned_agent,
+                    "follow_up_status": c.follow_up_status,
+                    "number": show(number),
+                    "relation": contact.relation if contact else None,
+                    "contact_name": contact.name if contact else None,
+                }
+            )
+        return out
+
+    async def blocked_dials(
+        self,
+        actor: Principal,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        creditor: str | None = None,
+        agent_id: str | None = None,
+        rule_id: str | None = None,
+        case_id: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> tuple[list[DecisionRecord], int | None]:
+        require_role(actor, REVIEW_ROLES, "review blocked dials")
+        scope = _narrow(actor, creditor)
+        async with self.store.read() as uow:
+            rows, nxt = await uow.decisions.query(
+                allowed=False, creditors=scope, since=since, until=until, agent_id=agent_id,
+                rule_id=rule_id, case_id=case_id, after=after, limit=limit,
+            )
+        return [r for _, r in rows], nxt
+
+    async def blocked_summary(
+        self, actor: Principal, *, since: datetime | None, until: datetime | None, creditor: str | None
+    ) -> dict[str, Any]:
+        require_role(actor, REVIEW_ROLES, "review blocked dials")
+        scope = _narrow(actor, creditor)
+        async with self.store.read() as uow:
+            return await uow.decisions.blocked_summary(
+                creditors=scope, since=since, until=until, tz=self.policies.default.timezone
+            )
+
+    async def expire_attempts(self) -> int:
+        """Mark authorised attempts the PBX never placed as expired (they still count)."""
+        now = self.clock.now()
+        n = 0
+        async with self.store.write() as uow:
+            for a in await uow.attempts.expired(now):
+                await uow.attempts.set_state(a.attempt_id, "expired")
+                await uow.outbox.add(
+                    "attempt.state", creditor=a.creditor, case_pk=a.case_pk, case_id=a.case_id, occurred_at=now,
+                    payload={"attempt_id": a.attempt_id, "state": "expired", "decision_id": a.decision_id,
+                             "agent_id": a.agent_id},
+                )
+                n += 1
+        return n
+
+
+def _narrow(actor: Principal, creditor: str | None) -> frozenset[str] | None:
+    scope = actor.scope()
+    if creditor is None:
+        return scope
+    if scope is not None and creditor not in scope:
+        return frozenset()  # another creditor's data is invisible, not forbidden
+    return frozenset({creditor})
+
+
+def _validate_outcome(cmd: LogOutcome) -> None:
+    errors = []
+    if cmd.disposition not in DISPOSITIONS:
+        errors.append({"field": "disposition", "error": f"expected one of {', '.join(DISPOSITIONS)}"})
+    if cmd.result not in RESULTS:
+        errors.append({"field": "result", "error": f"expected one of {', '.join(RESULTS)}"})
+    connected = cmd.disposition.startswith("connected")
+    if cmd.result != "none" and not connected and cmd.disposition in DISPOSITIONS:
+        errors.append({"field": "result", "error": "a result other than none needs a connected call"})
+    if cmd.result == "callback" and cmd.callback_at is None:
+        errors.append({"field": "callback_at", "error": "required when result is callback"})
+    if cmd.result in ("promise_to_pay", "instalment") and cmd.promise is None:
+        errors.append({"field": "promise", "error": "required (amount and date) for promise_to_pay and instalment"})
+    if cmd.result == "third_party_refuses_contact" and cmd.disposition != "connected_third_party":
+        errors.append({"field": "result", "error": "third_party_refuses_contact needs disposition connected_third_party"})
+    if errors:
+        raise UnprocessableEntity("invalid outcome", details={"errors": errors})
+
+
+def _add_workdays(day: date, n: int) -> date:
+    try:
+        import chinese_calendar
+
+        d = day
+        added = 0
+        while added < n:
+            d += timedelta(days=1)
+            try:
+                work = chinese_calendar.is_workday(d)
+            except NotImplementedError:  # outside the calendar's years
+                work = d.weekday() < 5
+            added += work
+        return d
+    except ImportError:  # pragma: no cover
+        return day + timedelta(days=n)
+
+
+def follow_up(
+    cmd: LogOutcome, connected: bool, today: date, zone: ZoneInfo, dialable_left: bool
+) -> tuple[str, date | None]:
+    """The case's follow-up status and next action date after an outcome (seed 000)."""
+    r = cmd.result
+    if r in ("promise_to_pay", "instalment") and cmd.promise is not None:
+        return ("promise" if r == "promise_to_pay" else "instalment"), max(today, cmd.promise.date - timedelta(days=1))
+    if r == "callback" and cmd.callback_at is not None:
+        return "callback", cmd.callback_at.astimezone(zone).date()
+    if r == "dispute":
+        return "dispute", today  # supervisor first, today
+    if r == "complaint_risk":
+        return "complaint_risk", today  # escalate within minutes
+    if r in ("reported_deceased", "reported_incarcerated", "fraud_claim"):
+        return "deceased_incarcerated_fraud", today + timedelta(days=2)
+    if not dialable_left:
+        return "lost_contact", _add_workdays(today, 6)
+    if connected:
+        return "reachable", _add_workdays(today, 3)
+    return "waiting", today + timedelta(days=2)
+
+
+def case_json(case: CaseRecord, show: Any) -> dict[str, Any]:
+    return {
+        "case_id": case.case_id,
+        "creditor": case.creditor,
+        "debtor_name": case.debtor_name,
+        "status": case.status,
+        "commission_start": case.commission_start.isoformat() if case.commission_start else None,
+        "commission_end": case.commission_end.isoformat() if case.commission_end else None,
+        "assigned_agent": case.assigned_agent,
+        "flags": sorted(case.flags),
+        "amount_due": case.amount_due,
+        "overdue_days": case.overdue_days,
+        "contacts": [
+            {
+                "number": show(c.number),
+                "relation": c.relation,
+                "name": c.name,
+                "tz": c.tz,
+                "status": c.status,
+                "do_not_call": c.do_not_call,
+                "source": c.source,
+            }
+            for c in case.contacts
+        ],
+        "next_action": {
+            "status": case.follow_up_status,
+            "status_zh": FOLLOW_UP_STATUSES.get(case.follow_up_status, case.follow_up_status),
+            "date": case.next_action_date.isoformat() if case.next_action_date else None,
+        },
+    }
+
+
+def outcome_json(o: OutcomeRecord) -> dict[str, Any]:
+    return {
+        "attempt_id": o.attempt_id,
+        "disposition": o.disposition,
+        "result": o.result,
+        "note": o.note,
+        "callback_at": o.callback_at.isoformat() if o.callback_at else None,
+        "promise": {"amount": o.promise_amount, "date": o.promise_date.isoformat()} if o.promise_date else None,
+        "logged_by": o.logged_by,
+        "logged_at": o.logged_at.isoformat(),
+    }
+
+
+def _decision_event(record: DecisionRecord, attempt: AttemptRecord | None) -> dict[str, Any]:
+    return {
+        "decision_id": record.decision_id,
+        "attempt_id": attempt.attempt_id if attempt else None,
+        "state": attempt.state if attempt else None,
+        "valid_until": attempt.valid_until.isoformat() if attempt else None,
+        "agent_id": record.agent_id,
+        "channel": record.channel,
+        "number": record.number_masked,
+        "rule_id": record.rule_id,
+        "next_allowed_at": record.next_allowed_at.isoformat() if record.next_allowed_at else None,
+        "policy_version": record.policy_version,
+    }
+
+
+def _decision_from_record(r: DecisionRecord) -> Decision:
+    return Decision(
+        allowed=r.allowed,
+        rule_id=r.rule_id,
+        reason=r.reason,
+        reason_zh=r.reason_zh,
+        next_allowed_at=r.next_allowed_at,
+        checks=tuple(Check(c["rule_id"], c["passed"], c["detail"], c.get("detail_zh", "")) for c in r.checks),
+        policy_version=r.policy_version,
+        evaluated_at=r.evaluated_at,
+        inputs_used=r.inputs_used,
+    )
+
+
+def _masked_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    from dialer.masking import mask_deep
+
+    return mask_deep(dict(inputs))
