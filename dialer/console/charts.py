@@ -269,7 +269,7 @@ def agent_rule_heatmap_svg(
             if n:
                 out.append(
                     f'<text x="{x + cell_w / 2:.1f}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="middle" '
-                    f'fill="{readable_on(fill, TEXT)}">{n}</text>'
+                    f'fill="{readable_on(fill, "#000000")}">{n}</text>'
                 )
         out.append(f'<text x="{tx:.1f}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="middle" font-weight="bold" fill="{TEXT}">{row_total}</text>')
     out.append("</svg>")
