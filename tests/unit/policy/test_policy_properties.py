@@ -1,0 +1,198 @@
+"""Hypothesis properties: caps are never exceeded, the window never breached, and
+`next_allowed_at` is exactly the earliest lawful instant.
+
+The cap arithmetic is checked against a deliberately naive reference written here
+(a linear scan with zone conversions per event), not against the engine's own code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as hypothesis_event
+from hypothesis import strategies as st
+from policy_factories import (
+    DEBTOR,
+    FAMILY,
+    FRIEND,
+    GUARANTOR,
+    NY,
+    SH,
+    US_RELATIVE,
+    WORK,
+    event,
+    make_request,
+)
+
+from policy import Cap, HistoryEvent, Policy, evaluate, load_policy, number_zone
+
+NUMBERS = [DEBTOR, GUARANTOR, FAMILY, WORK, FRIEND, US_RELATIVE]
+RELATION = {DEBTOR: "self", GUARANTOR: "guarantor", FAMILY: "family", WORK: "work", FRIEND: "third_party", US_RELATIVE: "family"}
+
+POLICIES = {
+    "default": load_policy({}).default,
+    "us-reg-f": load_policy({"preset": "us-reg-f"}).default,
+    "cn-cba-2026": load_policy({"preset": "cn-cba-2026"}).default,
+    "tight": load_policy(
+        {
+            "window": {"start": "09:30", "end": "18:15"},
+            "blackout_dates": ["2026-11-25", "2026-11-28"],
+            "caps": [
+                {"id": "cap.h", "scope": "number", "relations": ["self", "guarantor"], "limit": 1, "window": "45m"},
+                {"id": "cap.d", "scope": "case", "limit": 5, "window": "calendar_day"},
+                {"id": "cap.c", "scope": "case", "count": "connected", "limit": 1, "window": "1d"},
+                {"id": "cap.u", "scope": "number", "count": "unanswered", "limit": 2, "window": "3h"},
+            ],
+        }
+    ).default,
+    "holidays": load_policy({"cn_holidays": True, "window": {"start": "08:00", "end": "24:00"}}).default,
+}
+
+BASE = datetime(2026, 9, 28, 0, 0, tzinfo=SH)  # the National Day break is 1-7 October 2026
+
+
+def callee_zone(number: str):  # noqa: ANN201
+    return NY if number_zone(number) == "America/New_York" else SH
+
+
+def reference_count(cap: Cap, history: list[HistoryEvent], number: str, case_id: str, t: datetime) -> int:
+    zone = callee_zone(number)
+
+    def selected(e: HistoryEvent, kind: str) -> bool:
+        in_scope = e.number == number if cap.scope == "number" else e.case_id == case_id
+        if not in_scope or e.relation not in cap.relations or e.kind != kind:
+            return False
+        if cap.window_delta is None:
+            return e.at.astimezone(zone).date() == t.astimezone(zone).date()
+        return e.at > t - cap.window_delta
+
+    attempts = sum(selected(e, "attempt") for e in history)
+    connected = sum(selected(e, "connected") for e in history)
+    if cap.count == "attempts":
+        return attempts
+    if cap.count == "connected":
+        return connected
+    return max(0, attempts - connected)
+
+
+def in_window(pol: Policy, number: str, t: datetime) -> bool:
+    local = t.astimezone(callee_zone(number))
+    sod = local.hour * 3600 + local.minute * 60 + local.second
+    return pol.window.start_s <= sod < pol.window.end_s
+
+
+dial_steps = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=4 * 3600),  # seconds since the previous request
+        st.sampled_from(NUMBERS),
+        st.booleans(),  # answered
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy_name=st.sampled_from(sorted(POLICIES)), start=st.integers(0, 9 * 86400), steps=dial_steps)
+def test_no_generated_sequence_exceeds_a_cap_or_calls_outside_the_window(policy_name, start, steps) -> None:
+    pol = POLICIES[policy_name]
+    history: list[HistoryEvent] = []
+    t = BASE + timedelta(seconds=start)
+    for gap, number, answered in steps:
+        t += timedelta(seconds=gap)
+        decision = evaluate(make_request(number=number), history, pol, t)
+        if not decision.allowed:
+            continue
+        assert decision.rule_id == "allow"
+        assert in_window(pol, number, t), f"allowed at {t.astimezone(callee_zone(number))} outside the window"
+        for cap in pol.caps:
+            if RELATION[number] in cap.relations:
+                assert reference_count(cap, history, number, "C-1", t) < cap.limit, cap.id
+        history.append(event(t, number, relation=RELATION[number]))
+        if answered:
+            history.append(event(t, number, kind="connected", relation=RELATION[number]))
+
+
+# Dense recent history on few numbers, so that caps bind as often as the window does.
+history_events = st.lists(
+    st.tuples(
+        st.one_of(st.integers(0, 3 * 3600), st.integers(0, 3 * 86400)),  # seconds before `now`
+        st.sampled_from([DEBTOR, DEBTOR, DEBTOR, FAMILY, FAMILY, *NUMBERS]),
+        st.sampled_from(["attempt", "attempt", "connected"]),
+    ),
+    min_size=2,
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy_name=st.sampled_from(sorted(POLICIES)),
+    now_day=st.integers(0, 11),
+    now_sod=st.one_of(st.integers(8 * 3600, 21 * 3600), st.integers(0, 86399)),
+    number=st.sampled_from([DEBTOR, DEBTOR, FAMILY, US_RELATIVE, GUARANTOR]),
+    past=history_events,
+    probe=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_at_next_allowed_at_the_call_is_allowed_and_one_second_before_it_is_not(
+    policy_name, now_day, now_sod, number, past, probe
+) -> None:
+    pol = POLICIES[policy_name]
+    now = BASE + timedelta(days=now_day, seconds=now_sod)
+    history = [event(now - timedelta(seconds=s), n, kind=k, relation=RELATION[n]) for s, n, k in past]
+    _assert_next_allowed_is_exact(pol, make_request(number=number), history, now, probe)
+
+
+recent_burst = st.lists(
+    st.tuples(st.integers(0, 5400), st.sampled_from(["attempt", "attempt", "attempt", "connected"])),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy_name=st.sampled_from(sorted(POLICIES)),
+    now_day=st.integers(0, 11),
+    now_sod=st.integers(9 * 3600, 18 * 3600),
+    number=st.sampled_from([DEBTOR, FAMILY]),
+    burst=recent_burst,
+    probe=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_next_allowed_at_is_exact_when_a_burst_of_recent_calls_hits_the_caps(
+    policy_name, now_day, now_sod, number, burst, probe
+) -> None:
+    pol = POLICIES[policy_name]
+    now = BASE + timedelta(days=now_day, seconds=now_sod)
+    history = [event(now - timedelta(seconds=s), number, kind=k, relation=RELATION[number]) for s, k in burst]
+    _assert_next_allowed_is_exact(pol, make_request(number=number), history, now, probe)
+
+
+def _assert_next_allowed_is_exact(pol, request, history, now, probe) -> None:  # noqa: ANN001
+    decision = evaluate(request, history, pol, now)
+    if decision.allowed:
+        hypothesis_event("allowed")
+        assert decision.next_allowed_at == now
+        return
+    assert decision.rule_id.startswith(("window.", "cap.")), decision.rule_id
+    hypothesis_event(f"blocked by {decision.rule_id.split('.')[0]}")
+    nxt = decision.next_allowed_at
+    assert nxt is not None, decision.inputs_used.get("next_allowed_search")
+    assert nxt > now
+    assert evaluate(request, history, pol, nxt).allowed, evaluate(request, history, pol, nxt).reason
+    assert not evaluate(request, history, pol, nxt - timedelta(seconds=1)).allowed
+    between = now + (nxt - now) * probe
+    if between < nxt:
+        assert not evaluate(request, history, pol, between).allowed
+
+
+@settings(max_examples=100, deadline=None)
+@given(now_offset=st.integers(0, 12 * 86400), number=st.sampled_from(NUMBERS), flag=st.sampled_from(["dispute", "deceased"]))
+def test_a_hard_stop_never_has_a_next_allowed_time(now_offset, number, flag) -> None:
+    from policy_factories import make_case
+
+    request = make_request(number=number, case=make_case(flags=frozenset({flag})))
+    decision = evaluate(request, [], POLICIES["default"], BASE + timedelta(seconds=now_offset))
+    assert decision.rule_id == f"case.{flag}"
+    assert decision.next_allowed_at is None
