@@ -119,3 +119,29 @@ async def test_a_cut_upload_leaves_no_recording_and_no_temporary(vault, blobs, r
     assert blobs.blobs == {} and blobs.temporaries == set() and repo.recordings == {}
     # and the PBX can retry the same attempt
     assert (await vault.ingest(request("att-7"), [wav_bytes(3)], PBX)).created
+
+
+def test_the_recordings_table_is_typed_with_defaults_and_per_creditor_retention() -> None:
+    from pathlib import Path
+
+    from recordings.config import parse_recordings_config
+
+    cfg = parse_recordings_config({"creditors": {"bank-b": {"retention": "1095d"}}}, "/srv/dg")
+    assert cfg.data_dir == Path("/srv/dg/recordings") and cfg.key_file == Path("/srv/dg/keys/recordings.keys")
+    assert cfg.retention.days_for("bank-b") == 1095 and cfg.retention.days_for("bank-a") == 730
+    assert cfg.max_size == 2048 * 1024 * 1024 and cfg.inbox is None and cfg.creditors == ("bank-b",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [({"retension": "730d"}, "recordings.retension"),
+     ({"keys": "vault"}, "recordings.keys"),
+     ({"max_size_mb": "big"}, "recordings.max_size_mb"),
+     ({"creditors": {"bank-b": {"retain": "1095d"}}}, "recordings.creditors.bank-b.retain"),
+     ({"retention": "30d"}, "recordings.retention")],
+)
+def test_a_wrong_recordings_key_is_refused_with_its_path(raw, path) -> None:
+    from recordings.config import parse_recordings_config
+
+    with pytest.raises(ConfigError, match=path.replace(".", r"\.")):
+        parse_recordings_config(raw)

@@ -1,0 +1,357 @@
+"""`dialgate keys …` and `dialgate recordings …`: the vault from the command line.
+
+Mounted by `dialer/cli.py` as ``app.add_typer(keys_app, name="keys")`` and
+``app.add_typer(recordings_app, name="recordings")``.
+
+Every command takes `--config FILE`. The CLI runs on the vault's host with access to
+the key file, so it is trusted like the service itself; still, every command that
+reads audio names its user and reason and is written into the access log, and a
+purge needs a request by one person and an approval by another.
+
+Exit codes: 0 ok, 1 a check failed (verify found a mismatch), 2 bad usage, config or
+a refused operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from recordings.config import RecordingsConfig, parse_recordings_config
+from recordings.errors import VaultError
+from recordings.model import UNMATCHED_SCOPE, Actor, IngestRequest, Link, RecordingFilter
+from recordings.vault import Vault
+
+keys_app = typer.Typer(help="录音加密密钥 / recording encryption keys (per creditor).", no_args_is_help=True)
+recordings_app = typer.Typer(help="录音库 / the recordings vault.", no_args_is_help=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
+UserOpt = typer.Option(..., "--user", "-u", help="who runs this (recorded) / 操作人")
+
+MEDIA_BY_SUFFIX = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".opus": "audio/ogg"}
+PIECE = 64 * 1024
+_GRACE = timedelta(hours=1)  # the service may be ingesting right now: spare young blobs
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _load(config: Optional[Path]) -> tuple[RecordingsConfig, Any]:
+    """The ``[recordings]`` table and the service configuration (None before it exists)."""
+    try:
+        try:
+            from dialer.config import load_config
+        except ImportError:  # the vault works stand-alone too
+            import tomllib
+
+            raw = tomllib.loads(config.read_text("utf-8")) if config else {}
+            base = raw.get("paths", {}).get("data_dir", "./var")
+            return parse_recordings_config(raw.get("recordings"), base), None
+        cfg = load_config(config)
+        return parse_recordings_config(dict(_thaw(cfg.section("recordings"))), cfg.paths.data_dir), cfg
+    except VaultError as exc:
+        raise _fail(f"config: {exc.message}") from None
+    except Exception as exc:  # noqa: BLE001 - the service's ConfigError, TOML errors, missing file
+        raise _fail(f"config: {exc}") from None
+
+
+def _thaw(v: Any) -> Any:
+    if hasattr(v, "items"):
+        return {k: _thaw(x) for k, x in v.items()}
+    return v
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@asynccontextmanager
+async def open_vault(config: Optional[Path]) -> AsyncIterator[tuple[Vault, RecordingsConfig]]:
+    """The vault over the metadata store: a JSON file beside the blobs (stand-alone)."""
+    from adapters.storage.compose import build_vault
+    from adapters.storage.jsonrepo import JsonFileRecordingRepository
+
+    rcfg, _ = _load(config)
+    repo = JsonFileRecordingRepository(rcfg.data_dir / "metadata.json")
+    yield build_vault(rcfg, repo, _now), rcfg
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except VaultError as exc:
+        extra = {k: v for k, v in exc.details.items() if k != "recording_id"}
+        raise _fail(f"{exc.message} [{exc.error_id}]{' ' + json.dumps(extra, ensure_ascii=False, default=str) if extra else ''}") from None
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+@keys_app.command("init")
+def keys_init(
+    config: Optional[Path] = ConfigOpt,
+    creditor: list[str] = typer.Option([], "--creditor", help="creditor id (repeatable); those in [recordings.creditors] are included"),
+) -> None:
+    """Create the key file (0600) with one key per creditor, and one for unmatched recordings."""
+
+    async def go() -> list[tuple[str, str]]:
+        async with open_vault(config) as (vault, rcfg):
+            scopes = sorted({*rcfg.creditors, *creditor}) + [UNMATCHED_SCOPE]
+            return [(s, vault.keys.create(s)) for s in scopes]
+
+    for scope, key_id in _run(go()):
+        typer.echo(f"{scope}\t{key_id}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    creditor: str = typer.Option(..., "--creditor", help="creditor id, or _unmatched"),
+    user: str = UserOpt,
+    keep_old: bool = typer.Option(False, "--keep-old", help="keep the old key instead of destroying it"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """New key for a creditor; every data key is rewrapped (audio untouched)."""
+
+    async def go() -> Any:
+        async with open_vault(config) as (vault, _):
+            return await vault.rotate_keys(creditor, Actor(user, "admin"), retire_old=not keep_old)
+
+    r = _run(go())
+    typer.echo(f"{r.scope}: new key {r.new_key_id}; {r.rewrapped} data keys rewrapped; retired {', '.join(r.retired) or '-'}")
+
+
+@keys_app.command("destroy")
+def keys_destroy(
+    creditor: str = typer.Option(..., "--creditor"),
+    confirm: str = typer.Option(..., "--confirm", help="type the creditor id again"),
+    user: str = UserOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """End of commission: destroy a creditor's keys. Its recordings become unreadable
+    everywhere, backups included. Irreversible."""
+    if confirm != creditor:
+        raise _fail("--confirm 与 --creditor 不一致 / --confirm must repeat the creditor id")
+
+    async def go() -> int:
+        async with open_vault(config) as (vault, _):
+            return await vault.destroy_creditor_keys(creditor, Actor(user, "admin"))
+
+    n = _run(go())
+    typer.echo(f"{creditor}: keys destroyed; {n} recordings are now unreadable / 密钥已销毁")
+
+
+# -- recordings --------------------------------------------------------------------------
+
+
+def _file_pieces(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(PIECE):
+            yield piece
+
+
+@recordings_app.command("ingest")
+def rec_ingest(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    started_at: datetime = typer.Option(..., "--started-at", help="call start, ISO 8601 with offset"),
+    attempt_id: Optional[str] = typer.Option(None, "--attempt-id"),
+    call_id: Optional[str] = typer.Option(None, "--call-id", help="SIP Call-ID"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="seconds"),
+    media_type: Optional[str] = typer.Option(None, "--media-type", help="default: from the file suffix"),
+    creditor: Optional[str] = typer.Option(None, "--creditor", help="omit: kept as unmatched"),
+    case: Optional[str] = typer.Option(None, "--case"),
+    agent: Optional[str] = typer.Option(None, "--agent"),
+    number: Optional[str] = typer.Option(None, "--number", help="E.164; stored masked"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Seal one audio file into the vault (idempotent by attempt id / Call-ID)."""
+    if (attempt_id is None) == (call_id is None):
+        raise _fail("须给出 --attempt-id 或 --call-id 之一 / give exactly one of --attempt-id, --call-id")
+    if started_at.tzinfo is None:
+        raise _fail("--started-at 须带时区 / --started-at needs a UTC offset, e.g. 2026-11-23T09:30:00+08:00")
+    mt = media_type or MEDIA_BY_SUFFIX.get(file.suffix.lower())
+    if mt is None:
+        raise _fail(f"无法从后缀判断音频类型 / cannot tell the media type of {file.name}; use --media-type")
+    req = IngestRequest(
+        source_kind="attempt" if attempt_id else "call",
+        source_id=attempt_id or call_id or "",
+        started_at=started_at,
+        media_type=mt,
+        duration_s=duration,
+        link=Link(creditor=creditor, case_id=case, agent=agent, number=number),
+    )
+
+    async def go() -> Any:
+        async with open_vault(config) as (vault, _):
+            await vault.recover(orphan_grace=_GRACE)
+            return await vault.ingest(req, _file_pieces(file), Actor("cli", "admin"))
+
+    res = _run(go())
+    r = res.recording
+    typer.echo(json.dumps({"recording_id": r.recording_id, "sha256": r.sha256, "retain_until": r.retain_until.isoformat(),
+                           "state": r.state, "created": res.created}, ensure_ascii=False))
+
+
+@recordings_app.command("fetch")
+def rec_fetch(
+    recording_id: str = typer.Argument(...),
+    out: Path = typer.Option(..., "--out", "-o", help="where to write the decrypted audio"),
+    reason: str = typer.Option(..., "--reason", help="借阅原因 / why (written in the access log)"),
+    user: str = UserOpt,
+    role: str = typer.Option("compliance", "--role", help="qa | compliance | supervisor"),
+    force: bool = typer.Option(False, "--force", help="overwrite --out"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Decrypt one recording to a file (0600), verifying its SHA-256; the access is logged."""
+    if out.exists() and not force:
+        raise _fail(f"{out} 已存在 / {out} exists; use --force")
+    tmp = out.with_name(f".{out.name}.part")
+
+    async def go() -> int:
+        async with open_vault(config) as (vault, _):
+            stream = await vault.open_audio(
+                recording_id, Actor(user, role), reason=reason, client="cli", purpose="fetch"
+            )
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    for chunk in stream.chunks:
+                        f.write(chunk)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            finally:
+                stream.close()
+            os.replace(tmp, out)
+            return stream.total
+
+    n = _run(go())
+    typer.echo(f"{recording_id}: {n} bytes → {out} (SHA-256 verified / 已校验)")
+
+
+@recordings_app.command("list")
+def rec_list(
+    case: Optional[str] = typer.Option(None, "--case"),
+    agent: Optional[str] = typer.Option(None, "--agent"),
+    number: Optional[str] = typer.Option(None, "--number", help="E.164"),
+    creditor: Optional[str] = typer.Option(None, "--creditor"),
+    from_: Optional[datetime] = typer.Option(None, "--from", help="started at or after (ISO 8601)"),
+    to: Optional[datetime] = typer.Option(None, "--to", help="started before (ISO 8601)"),
+    unmatched: bool = typer.Option(False, "--unmatched", help="only recordings of unknown calls"),
+    as_json: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(200, "--limit"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Recording metadata, filtered (numbers are shown masked)."""
+    flt = RecordingFilter(
+        creditors=frozenset({creditor}) if creditor else None,
+        case_id=case,
+        agent=agent,
+        started_from=_aware(from_),
+        started_to=_aware(to),
+        state="unmatched" if unmatched else None,
+        limit=limit,
+    )
+
+    async def go() -> list[Any]:
+        async with open_vault(config) as (vault, _):
+            return await vault.list(Actor("cli", "admin"), flt, number=number)
+
+    for r in _run(go()):
+        row = {
+            "recording_id": r.recording_id, "creditor": r.creditor, "case_id": r.case_id, "agent": r.agent,
+            "number": r.number_masked, "started_at": r.started_at.isoformat(), "duration_s": r.duration_s,
+            "size": r.size, "sha256": r.sha256, "retain_until": r.retain_until.isoformat(), "state": r.state,
+            "hold": r.hold.reason if r.hold else None,
+        }
+        if as_json:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            typer.echo("\t".join("-" if v is None else str(v) for k, v in row.items() if k != "sha256"))
+
+
+def _aware(d: Optional[datetime]) -> Optional[datetime]:
+    if d is not None and d.tzinfo is None:
+        raise _fail("时间须带时区 / --from/--to need a UTC offset")
+    return d
+
+
+@recordings_app.command("verify")
+def rec_verify(
+    recording_ids: list[str] = typer.Argument(None, help="default: every recording"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Decrypt every blob and compare its SHA-256 with the one stored at ingest."""
+
+    async def go() -> list[Any]:
+        async with open_vault(config) as (vault, _):
+            return await vault.verify(Actor("cli", "admin"), recording_ids or None)
+
+    results = _run(go())
+    bad = [r for r in results if not r.ok]
+    for r in results:
+        typer.echo(f"{'OK  ' if r.ok else 'FAIL'}\t{r.recording_id}{'' if r.ok else chr(9) + (r.problem or '')}")
+    typer.echo(f"{len(results)} checked, {len(bad)} failed / 共 {len(results)} 条，{len(bad)} 条异常")
+    if bad:
+        raise typer.Exit(1)
+
+
+@recordings_app.command("purge")
+def rec_purge(
+    user: str = UserOpt,
+    request: bool = typer.Option(False, "--request", help="operator (admin): list what is due and ask"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only show what would be destroyed"),
+    approve: Optional[str] = typer.Option(None, "--approve", help="purge id to approve (a different person)"),
+    role: str = typer.Option("admin", "--role", help="admin to request; supervisor or compliance to approve"),
+    creditor: Optional[str] = typer.Option(None, "--creditor", help="limit the request to one creditor"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Destruction under dual control: one person requests, another approves."""
+    if sum([request, dry_run, approve is not None]) != 1:
+        raise _fail("须给出 --request、--dry-run 或 --approve 之一 / give one of --request, --dry-run, --approve ID")
+
+    async def go() -> Any:
+        async with open_vault(config) as (vault, _):
+            actor = Actor(user, role)
+            if approve is not None:
+                return await vault.approve_purge(approve, actor)
+            return await vault.request_purge(actor, creditor=creditor, dry_run=dry_run)
+
+    res = _run(go())
+    if approve is not None:
+        typer.echo(f"purge {res.purge_id}: destroyed {len(res.destroyed)}, skipped {len(res.skipped)} "
+                   f"(requested by {res.requested_by}, approved by {res.approved_by})")
+        for rid in res.destroyed:
+            typer.echo(f"destroyed\t{rid}")
+        for rid in res.skipped:
+            typer.echo(f"skipped\t{rid}")
+        return
+    for r in res.due:
+        typer.echo(f"due\t{r.recording_id}\t{r.creditor}\t{r.case_id}\t{r.retain_until.isoformat()}")
+    for r in res.held:
+        typer.echo(f"held\t{r.recording_id}\t{r.creditor}\t{r.case_id}\t{(r.hold.reason if r.hold else 'case hold')}")
+    if res.request is not None:
+        typer.echo(f"purge {res.request.purge_id} requested: {len(res.due)} recordings; "
+                   f"approve with: dialgate recordings purge --approve {res.request.purge_id} --user <another person> --role compliance")
+    else:
+        typer.echo(f"dry run: {len(res.due)} due, {len(res.held)} held / 试运行，未销毁任何录音")
+
+
+@recordings_app.command("recover")
+def rec_recover(config: Optional[Path] = ConfigOpt) -> None:
+    """Delete leftovers of interrupted ingests (also done when the service starts)."""
+
+    async def go() -> dict[str, int]:
+        async with open_vault(config) as (vault, _):
+            return await vault.recover(orphan_grace=_GRACE)
+
+    typer.echo(json.dumps(_run(go())))

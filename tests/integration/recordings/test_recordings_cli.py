@@ -1,0 +1,147 @@
+"""`dialgate keys …` and `dialgate recordings …` against a real data directory."""
+
+from __future__ import annotations
+
+import json
+import stat
+import wave
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dialer.recordings_cli import keys_app, recordings_app
+from recordings.testing import wav_stream
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(
+        f'[paths]\ndata_dir = "{tmp_path / "var"}"\n\n'
+        '[recordings]\nretention = "730d"\n\n[recordings.creditors.bank-b]\nretention = "1095d"\n'
+    )
+    return p
+
+
+def keys(*args: str):
+    return runner.invoke(keys_app, list(args))
+
+
+def rec(*args: str):
+    return runner.invoke(recordings_app, list(args))
+
+
+def write_wav(path: Path, seconds: float, tone: float) -> bytes:
+    data = b"".join(wav_stream(seconds, tone_hz=tone))
+    path.write_bytes(data)
+    return data
+
+
+def ingest(cfg: Path, wav: Path, source: str, *extra: str) -> dict:
+    r = rec("ingest", str(wav), "--attempt-id", source, "--started-at", "2024-01-05T10:00:00+08:00", "-c", str(cfg), *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_keys_init_writes_a_private_key_file_and_prints_no_key_material(cfg, tmp_path) -> None:
+    r = keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    assert r.exit_code == 0, r.output
+    scopes = [line.split("\t")[0] for line in r.output.splitlines()]
+    assert scopes == ["bank-a", "bank-b", "_unmatched"]
+    key_file = tmp_path / "var" / "keys" / "recordings.keys"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    material = json.loads(key_file.read_text())["scopes"]["bank-a"]
+    secret = next(iter(material["keys"].values()))["key"]
+    assert secret not in r.output
+
+
+def test_ingest_fetch_list_verify_round_trip(cfg, tmp_path) -> None:
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "call.wav"
+    audio = write_wav(wav, 5.0, 520)
+    out = ingest(cfg, wav, "att-cli-1", "--creditor", "bank-a", "--case", "A-1", "--agent", "ag-1", "--number", "+8613800000001")
+    assert out["created"] and out["retain_until"] == "2026-01-04"
+    again = ingest(cfg, wav, "att-cli-1", "--creditor", "bank-a")
+    assert again["recording_id"] == out["recording_id"] and not again["created"]
+
+    listed = rec("list", "--json", "--case", "A-1", "-c", str(cfg))
+    [row] = [json.loads(line) for line in listed.output.splitlines()]
+    assert row["number"] == "138****0001" and "+8613800000001" not in listed.output
+
+    target = tmp_path / "out" / "fetched.wav"
+    target.parent.mkdir()
+    r = rec("fetch", out["recording_id"], "-o", str(target), "--reason", "投诉核查 complaint check", "-u", "comp-sun", "-c", str(cfg))
+    assert r.exit_code == 0, r.output
+    assert target.read_bytes() == audio and stat.S_IMODE(target.stat().st_mode) == 0o600
+    with wave.open(str(target)) as w:
+        assert w.getnframes() == 40000
+    no_reason = rec("fetch", out["recording_id"], "-o", str(tmp_path / "x.wav"), "--reason", " ", "-u", "comp-sun", "-c", str(cfg))
+    assert no_reason.exit_code == 2 and "reason" in no_reason.output and not (tmp_path / "x.wav").exists()
+
+    v = rec("verify", "-c", str(cfg))
+    assert v.exit_code == 0 and "1 checked, 0 failed" in v.output
+
+
+def test_verify_exits_1_and_names_a_tampered_recording(cfg, tmp_path) -> None:
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "call.wav"
+    write_wav(wav, 3.0, 700)
+    good = ingest(cfg, wav, "att-good", "--creditor", "bank-a")
+    bad = ingest(cfg, wav, "att-bad", "--creditor", "bank-a")
+    blob = next((tmp_path / "var" / "recordings" / "blobs").rglob(f"{bad['recording_id']}.dgr"))
+    data = bytearray(blob.read_bytes())
+    data[500] ^= 0x40
+    blob.write_bytes(bytes(data))
+    v = rec("verify", "-c", str(cfg))
+    assert v.exit_code == 1
+    lines = v.output.splitlines()
+    assert f"OK  \t{good['recording_id']}" in lines
+    assert any(line.startswith(f"FAIL\t{bad['recording_id']}") for line in lines)
+
+
+def test_an_unmatched_recording_is_kept_and_listed(cfg, tmp_path) -> None:
+    keys("init", "-c", str(cfg))
+    wav = tmp_path / "orphan.wav"
+    write_wav(wav, 1.0, 300)
+    r = rec("ingest", str(wav), "--call-id", "a84b4c76e66710@pbx.example", "--started-at", "2026-11-23T10:00:00+08:00", "-c", str(cfg))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["state"] == "unmatched"
+    listed = rec("list", "--unmatched", "--json", "-c", str(cfg))
+    assert json.loads(listed.output)["state"] == "unmatched"
+
+
+def test_purge_from_the_cli_needs_a_second_person_and_rotation_keeps_audio_readable(cfg, tmp_path) -> None:
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "old.wav"
+    audio = write_wav(wav, 2.0, 440)
+    keep = ingest(cfg, wav, "att-keep", "--creditor", "bank-a", "--started-at", "2026-11-01T10:00:00+08:00")
+    old = ingest(cfg, wav, "att-old", "--creditor", "bank-a")
+
+    rot = keys("rotate", "--creditor", "bank-a", "-u", "ops-wang", "-c", str(cfg))
+    assert rot.exit_code == 0 and "2 data keys rewrapped" in rot.output, rot.output
+
+    dry = rec("purge", "--dry-run", "-u", "ops-wang", "-c", str(cfg))
+    assert dry.exit_code == 0 and f"due\t{old['recording_id']}" in dry.output
+    req = rec("purge", "--request", "-u", "ops-wang", "-c", str(cfg))
+    assert req.exit_code == 0, req.output
+    purge_id = req.output.split("purge ")[1].split()[0]
+    same = rec("purge", "--approve", purge_id, "-u", "ops-wang", "--role", "compliance", "-c", str(cfg))
+    assert same.exit_code == 2 and "different person" in same.output
+    ok = rec("purge", "--approve", purge_id, "-u", "comp-sun", "--role", "compliance", "-c", str(cfg))
+    assert ok.exit_code == 0 and f"destroyed\t{old['recording_id']}" in ok.output
+
+    target = tmp_path / "keep.wav"
+    r = rec("fetch", keep["recording_id"], "-o", str(target), "--reason", "after purge", "-u", "qa-li", "--role", "qa", "-c", str(cfg))
+    assert r.exit_code == 0 and target.read_bytes() == audio
+    gone = rec("fetch", old["recording_id"], "-o", str(tmp_path / "gone.wav"), "--reason", "x", "-u", "qa-li", "--role", "qa", "-c", str(cfg))
+    assert gone.exit_code == 2 and "destroyed" in gone.output
+
+
+def test_a_wrong_config_key_is_refused_with_its_path(tmp_path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text('[recordings]\nretension = "730d"\n')
+    r = rec("list", "-c", str(p))
+    assert r.exit_code == 2 and "recordings.retension" in r.output
