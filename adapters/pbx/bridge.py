@@ -190,6 +190,11 @@ class _Recorder(threading.Thread):
                 buf.clear()
             if next_t < time.monotonic() - 0.2:  # badly late (machine stalled): don't burst
                 next_t = time.monotonic() + tick
+        with self.lock:  # what arrived before the hang-up is recorded too
+            while self.left or self.right:
+                left = self.left.popleft() if self.left else SILENCE_U8
+                right = self.right.popleft() if self.right else SILENCE_U8
+                buf += stereo_s16(left, right)
         if buf:
             self._hand_over(bytes(buf))
         try:
