@@ -1,0 +1,147 @@
+"""`dialgate policy lint` and `dialgate policy explain` (dialer/policy_cli.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dialer.policy_cli import app
+
+runner = CliRunner()
+
+GOOD = """
+[policy]
+timezone = "Asia/Shanghai"
+
+[policy.creditors.bank-b]
+window = { end = "20:30" }
+cn_holidays = true
+preset = "cn-cba-2026"
+caps = [{ id = "cap.number_daily", limit = 3 }]
+
+[sip.registered_lines]
+bank-b = ["+862161234567", "1001"]
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_lint_prints_the_book_version_and_each_creditors_effective_policy(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD)
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01"])
+    assert result.exit_code == 0, result.output
+    assert "book version " in result.output
+    assert "creditor bank-b" in result.output and "08:00–20:30" in result.output
+    assert "cap.cba_unanswered_daily" in result.output
+    assert "warning" not in result.output
+
+
+def test_lint_json_lists_every_effective_policy(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD)
+    result = runner.invoke(app, ["lint", "--config", str(cfg), "--json", "--today", "2026-06-01"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["creditors"]["bank-b"]["window"] == {"start": "08:00", "end": "20:30"}
+    assert [c["id"] for c in data["default"]["caps"]][0] == "cap.number_hourly"
+    assert len(data["version"]) == 64 and data["warnings"] == []
+
+
+def test_lint_warns_when_the_holiday_data_ends_within_sixty_days(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD)
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-23"])
+    assert result.exit_code == 0
+    assert "holiday data ends on 2026-12-31 (38 days" in result.output
+    strict = runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-23", "--strict"])
+    assert strict.exit_code == 1
+    # 60 days before the end it warns; 61 days before, not yet.
+    assert "holiday data ends" in runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-01"]).output
+    assert "holiday data ends" not in runner.invoke(app, ["lint", str(cfg), "--today", "2026-10-31"]).output
+    # Without any creditor using cn_holidays there is nothing to warn about.
+    plain = write(tmp_path, "plain.toml", GOOD.replace("cn_holidays = true", ""))
+    assert "holiday" not in runner.invoke(app, ["lint", str(plain), "--today", "2026-11-23", "--json"]).output
+
+
+def test_lint_warns_about_a_creditor_without_registered_lines(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD.replace('bank-b = ["+862161234567", "1001"]', ""))
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01"])
+    assert result.exit_code == 0
+    assert "creditor bank-b has no [sip.registered_lines] list" in result.output
+
+
+def test_lint_refuses_a_bad_configuration_naming_the_key_path(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", '[policy.creditors.bank-b]\ncaps = [{ id = "cap.number_daily", limit = -1 }]\n')
+    result = runner.invoke(app, ["lint", str(cfg)])
+    assert result.exit_code == 2
+    assert "policy.creditors.bank-b.caps[0].limit: must be 0 or more" in result.output
+
+
+def test_lint_refuses_a_missing_file_and_broken_toml(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["lint", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    broken = runner.invoke(app, ["lint", str(write(tmp_path, "broken.toml", "[policy\n"))])
+    assert broken.exit_code == 2 and "not valid TOML" in broken.output
+
+
+def test_explain_shows_every_check_and_the_next_lawful_time(tmp_path: Path) -> None:
+    history = write(
+        tmp_path,
+        "history.jsonl",
+        '{"at": "2026-11-24T20:10:00+08:00"}\n{"at": "2026-11-24T20:40:00", "kind": "attempt"}\n',
+    )
+    result = runner.invoke(
+        app,
+        ["explain", "--creditor", "bank-a", "--relation", "self", "--number", "13800000001",
+         "--at", "2026-11-24T20:59:00+08:00", "--history", str(history), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.output)
+    assert decision["rule_id"] == "cap.number_hourly"
+    assert decision["next_allowed_at"] == "2026-11-25T08:00:00+08:00"
+    assert len(decision["checks"]) == 25
+
+
+def test_explain_uses_the_creditors_policy_from_the_config(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD)
+    args = ["explain", "--creditor", "bank-b", "--number", "+8613800000001", "--at", "2026-11-24T20:45:00+08:00", "-c", str(cfg)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "BLOCKED" in result.output and "window.outside_hours" in result.output
+    assert "08:00–20:30" in result.output
+
+
+def test_explain_judges_a_new_york_number_in_new_york_time() -> None:
+    result = runner.invoke(
+        app, ["explain", "--creditor", "bank-a", "--relation", "family", "--number", "+12125550100",
+              "--at", "2026-11-24T21:30:00+08:00", "--json"],
+    )
+    decision = json.loads(result.output)
+    assert decision["allowed"] is True
+    assert decision["inputs_used"]["zone"] == "America/New_York"
+
+
+def test_explain_refuses_bad_arguments_and_history_lines_with_their_line_number(tmp_path: Path) -> None:
+    bad_number = runner.invoke(app, ["explain", "--creditor", "bank-a", "--number", "12345"])
+    assert bad_number.exit_code == 2 and "--number" in bad_number.output
+    bad_at = runner.invoke(app, ["explain", "--creditor", "bank-a", "--number", "13800000001", "--at", "tomorrow"])
+    assert bad_at.exit_code == 2 and "--at" in bad_at.output
+    history = write(tmp_path, "h.jsonl", '{"at": "2026-11-24T10:00:00+08:00"}\n{"at": "2026-11-24T11:00:00+08:00", "kind": "ring"}\n')
+    bad_history = runner.invoke(
+        app, ["explain", "--creditor", "bank-a", "--number", "13800000001", "--history", str(history)]
+    )
+    assert bad_history.exit_code == 2 and "h.jsonl:2: kind 'ring'" in bad_history.output
+
+
+def test_the_policy_cli_runs_on_its_own_as_a_module() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dialer.policy_cli", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lint" in result.stdout and "explain" in result.stdout
