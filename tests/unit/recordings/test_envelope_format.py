@@ -193,3 +193,20 @@ def test_the_writer_holds_at_most_two_chunks_however_large_the_pieces_it_is_fed(
         w.write(piece)
         assert len(w._buf) <= CHUNK_SIZE  # the one held back, never more
     assert w.finish().size == 200 * len(piece)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3 * 1024), max_size=40), st.sampled_from([1, 7, 1024, 4096]))
+def test_any_split_of_the_input_into_pieces_seals_the_same_plaintext(sizes: list[int], chunk: int) -> None:
+    plain = os.urandom(sum(sizes))
+    out = io.BytesIO()
+    w = EnvelopeWriter(out, KEY, recording_id="rec-0001", key_id="dk-1", chunk_size=chunk)
+    pos = 0
+    for n in sizes:
+        w.write(plain[pos : pos + n])
+        pos += n
+    summary = w.finish()
+    blob = out.getvalue()
+    reader = open_blob(blob)
+    assert reader.chunks == summary.chunks == max(1, -(-len(plain) // chunk))
+    assert b"".join(reader.iter_all()) == plain

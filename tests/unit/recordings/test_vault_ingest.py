@@ -145,3 +145,22 @@ def test_a_wrong_recordings_key_is_refused_with_its_path(raw, path) -> None:
 
     with pytest.raises(ConfigError, match=path.replace(".", r"\.")):
         parse_recordings_config(raw)
+
+
+async def test_two_concurrent_uploads_of_one_attempt_leave_one_recording_and_one_blob(vault, blobs, repo) -> None:
+    import asyncio
+
+    both_started = asyncio.Barrier(2)
+    audio = wav_bytes(2)
+
+    async def body():
+        yield audio[:1000]
+        await both_started.wait()  # both are past the idempotency check and streaming
+        yield audio[1000:]
+
+    a, b = await asyncio.gather(
+        vault.ingest(request("att-race"), body(), PBX), vault.ingest(request("att-race"), body(), PBX)
+    )
+    assert a.recording.recording_id == b.recording.recording_id
+    assert sorted([a.created, b.created]) == [False, True]
+    assert list(blobs.blobs) == [a.recording.recording_id] and len(repo.recordings) == 1
