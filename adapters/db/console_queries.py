@@ -1,0 +1,520 @@
+"""`SqlAlchemyConsoleQueries`: the web console's port (`dialer.console.ports.ConsoleQueries`)
+over the gate service's case store, and over the recordings vault when one is wired.
+
+Reads run in the store's read units of work (`store.read()`), with SQLAlchemy Core on
+the service's tables; nothing here writes to the store. The blocked-dial view is built
+for a large decision log: keyset paging newest first on (at, id), counts and chart
+groupings as aggregate queries the indexes of migration `0002_console` cover, so no
+decision record is decoded except the page shown.
+
+Scope: every query is restricted to the principal's creditors (admin: all) in SQL, and
+an id outside the scope raises `NotFound` exactly like an unknown id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, func, literal, or_, select
+
+from adapters.db import tables as t
+from adapters.db.store import decision_from_record
+from dialer.console.ports import (
+    AccessLogEntry,
+    AudioSlice,
+    BlockedDialFilter,
+    BlockedSummary,
+    CaseEvent,
+    CaseView,
+    CheckView,
+    ContactView,
+    DecisionDetail,
+    DecisionRow,
+    DestructionEntry,
+    FilterOptions,
+    Forbidden,
+    HealthItem,
+    LegalHoldView,
+    NotFound,
+    OutcomeView,
+    Page,
+    Principal,
+    PurgeView,
+    RecordingFilter,
+    RecordingView,
+    Refused,
+    TimelineEntry,
+)
+from dialer.errors import Unauthenticated
+from dialer.masking import mask_number
+from dialer.model import DecisionRecord
+
+EXPORT_BATCH = 2000
+# Case-state changes worth showing on the case page, from the data-change log.
+CASE_EVENT_LIMIT = 200
+
+
+def _principal(p: Any) -> Principal:
+    # The console keys sessions by user name: unique, and what the decision log records.
+    return Principal(user_id=p.name, name=p.name, role=p.role, creditors=frozenset(p.creditors))
+
+
+def _scope(who: Principal) -> frozenset[str] | None:
+    return None if who.role == "admin" else who.creditors
+
+
+def _row(r: DecisionRecord) -> DecisionRow:
+    return DecisionRow(
+        decision_id=r.decision_id, at=r.at, creditor=r.creditor, case_id=r.case_id, agent_id=r.agent_id,
+        number_masked=r.number_masked, channel=r.channel, allowed=r.allowed, rule_id=r.rule_id,
+        reason=r.reason, reason_zh=r.reason_zh, next_allowed_at=r.next_allowed_at, policy_version=r.policy_version,
+    )
+
+
+def _encode_cursor(at: datetime, row_id: int) -> str:
+    return f"{at.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%S.%f')}~{row_id}"
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        ts, _, rid = cursor.partition("~")
+        return datetime.strptime(ts, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc), int(rid)
+    except ValueError as exc:
+        raise NotFound("not a page cursor the console made", "不是控制台生成的分页位置") from exc
+
+
+class SqlAlchemyConsoleQueries:
+    """`ConsoleQueries` over `services.store` (and `vault`, a `recordings.vault.Vault`)."""
+
+    def __init__(self, services: Any, vault: Any = None, *, health: Any = None) -> None:
+        self.services = services
+        self.store = services.store
+        self.vault = vault
+        self._health = health
+
+    # -- users -------------------------------------------------------------------------
+    async def authenticate(self, token: str) -> Principal | None:
+        try:
+            p = await self.services.auth.authenticate(f"Bearer {token}")
+        except Unauthenticated:
+            return None
+        return _principal(p)
+
+    async def principal(self, user_id: str) -> Principal | None:
+        async with self.store.read() as uow:
+            p = await uow.users.by_name(user_id)
+        return _principal(p) if p is not None else None
+
+    # -- the decision log ------------------------------------------------------------------
+    def _blocked_where(self, who: Principal, flt: BlockedDialFilter, *, narrow: bool = True) -> list[Any]:
+        d = t.decisions.c
+        scope = _scope(who)
+        if flt.creditor is not None:
+            if scope is not None and flt.creditor not in scope:
+                raise NotFound(f"no creditor {flt.creditor}", f"没有委托方 {flt.creditor}")
+            scope = frozenset({flt.creditor})
+        start, end = flt.bounds()
+        conds: list[Any] = [d.allowed.is_(False), d.kind == "dial"]
+        if scope is not None:
+            conds.append(d.creditor.in_(sorted(scope)) if scope else literal(False))
+        if start is not None:
+            conds.append(d.at >= start)
+        if end is not None:
+            conds.append(d.at < end)
+        if narrow:
+            if flt.agent:
+                conds.append(d.agent_id == flt.agent)
+            if flt.rule_id:
+                conds.append(d.rule_id == flt.rule_id)
+        if flt.case_id:
+            conds.append(d.case_id == flt.case_id)
+        return conds
+
+    async def filter_options(self, who: Principal) -> FilterOptions:
+        scope = _scope(who)
+        d = t.decisions.c
+        async with self.store.read() as uow:
+            q = select(t.creditors.c.id).order_by(t.creditors.c.id)
+            if scope is not None:
+                q = q.where(t.creditors.c.id.in_(sorted(scope)))
+            creditors = tuple(r[0] for r in await uow.conn.execute(q))
+            uq = select(t.users.c.name).where(t.users.c.role.in_(("collector", "supervisor")), t.users.c.disabled.is_(False))
+            if scope is not None:
+                uq = uq.where(
+                    t.users.c.id.in_(select(t.user_creditors.c.user_id).where(t.user_creditors.c.creditor.in_(sorted(scope))))
+                )
+            agents = tuple(sorted(r[0] for r in await uow.conn.execute(uq)))
+            rq = select(d.rule_id).where(d.allowed.is_(False)).group_by(d.rule_id)
+            if scope is not None:
+                rq = rq.where(d.creditor.in_(sorted(scope)) if scope else literal(False))
+            rules = tuple(sorted(r[0] for r in await uow.conn.execute(rq)))
+        return FilterOptions(creditors=creditors, agents=agents, rule_ids=rules)
+
+    async def blocked_dials(self, who: Principal, flt: BlockedDialFilter, cursor: str | None, limit: int) -> Page:
+        d = t.decisions.c
+        conds = self._blocked_where(who, flt)
+        page_conds = list(conds)
+        if cursor:
+            at, rid = _decode_cursor(cursor)
+            page_conds.append(or_(d.at < at, and_(d.at == at, d.id < rid)))
+        async with self.store.read() as uow:
+            rows = (
+                await uow.conn.execute(
+                    select(d.id, d.at, d.record, d.hash).where(*page_conds).order_by(d.at.desc(), d.id.desc()).limit(limit + 1)
+                )
+            ).all()
+            total = (await uow.conn.execute(select(func.count()).select_from(t.decisions).where(*conds))).scalar_one()
+        items = tuple(_row(decision_from_record(r[2])) for r in rows[:limit])
+        nxt = _encode_cursor(rows[limit - 1][1], int(rows[limit - 1][0])) if len(rows) > limit else None
+        return Page(items=items, next_cursor=nxt, total=int(total))
+
+    async def export_blocked_dials(self, who: Principal, flt: BlockedDialFilter) -> AsyncIterator[DecisionRow]:
+        d = t.decisions.c
+        conds = self._blocked_where(who, flt)
+        after: tuple[datetime, int] | None = None
+        while True:
+            page_conds = list(conds)
+            if after is not None:
+                page_conds.append(or_(d.at < after[0], and_(d.at == after[0], d.id < after[1])))
+            # One short read transaction per batch: a long export never pins the store.
+            async with self.store.read() as uow:
+                rows = (
+                    await uow.conn.execute(
+                        select(d.id, d.at, d.record).where(*page_conds).order_by(d.at.desc(), d.id.desc()).limit(EXPORT_BATCH)
+                    )
+                ).all()
+            for r in rows:
+                yield _row(decision_from_record(r[2]))
+            if len(rows) < EXPORT_BATCH:
+                return
+            after = (rows[-1][1], int(rows[-1][0]))
+
+    async def blocked_summary(self, who: Principal, flt: BlockedDialFilter) -> BlockedSummary:
+        d = t.decisions.c
+        conds = self._blocked_where(who, flt)
+        # Bucket by UTC hour in SQL, then by local day here: exact for every zone whose
+        # offset is a whole number of hours (China's is), and no per-row work in Python.
+        if self.store.is_sqlite:
+            hour = func.substr(d.at, 1, 13)
+        else:
+            hour = func.to_char(func.timezone("UTC", d.at), "YYYY-MM-DD HH24")
+        async with self.store.read() as uow:
+            by_hour = (await uow.conn.execute(select(hour, d.rule_id, func.count()).where(*conds).group_by(hour, d.rule_id))).all()
+            by_agent = (
+                await uow.conn.execute(select(d.agent_id, d.rule_id, func.count()).where(*conds).group_by(d.agent_id, d.rule_id))
+            ).all()
+        days: dict[tuple[date, str], int] = {}
+        for h, rule, n in by_hour:
+            at = datetime.strptime(str(h)[:13].replace("T", " "), "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
+            key = (at.astimezone(flt.tz).date(), rule)
+            days[key] = days.get(key, 0) + int(n)
+        return BlockedSummary(
+            by_day_rule=tuple((day, rule, n) for (day, rule), n in sorted(days.items())),
+            by_agent_rule=tuple((a, r, int(n)) for a, r, n in sorted(by_agent)),
+        )
+
+    async def decision(self, who: Principal, decision_id: str) -> DecisionDetail:
+        async with self.store.read() as uow:
+            found = (await uow.decisions.get_many([decision_id])).get(decision_id)
+        if found is None or not who.sees(found.creditor):
+            raise NotFound(f"no decision {decision_id}", f"没有决定 {decision_id}")
+        return DecisionDetail(
+            row=_row(found),
+            user=found.user,
+            checks=tuple(
+                CheckView(c.get("rule_id", "?"), bool(c.get("passed")), c.get("detail", ""), c.get("detail_zh", ""))
+                for c in found.checks
+            ),
+            inputs_used=found.inputs_used,
+            evaluated_at=found.evaluated_at,
+            attempt_id=found.attempt_id,
+            record_hash=found.hash,
+        )
+
+    # -- cases -------------------------------------------------------------------------------
+    async def case(self, who: Principal, creditor: str, case_id: str) -> CaseView:
+        if not who.sees(creditor):
+            raise NotFound(f"no case {case_id}", f"没有案件 {case_id}")
+        d = t.decisions.c
+        a = t.audit_log.c
+        async with self.store.read() as uow:
+            c = await uow.cases.get(creditor, case_id)
+            if c is None:
+                raise NotFound(f"no case {case_id}", f"没有案件 {case_id}")
+            outcomes = {o.attempt_id: o for o in await uow.attempts.outcomes_for_case(c.pk)}
+            drows = (
+                await uow.conn.execute(
+                    select(d.record, d.hash)
+                    .where(d.creditor == creditor, d.case_id == case_id, d.kind == "dial")
+                    .order_by(d.at.desc(), d.id.desc())
+                    .limit(500)
+                )
+            ).all()
+            erows = (
+                await uow.conn.execute(
+                    select(a.at, a.actor, a.action, a.details)
+                    .where(a.creditor == creditor, a.case_id == case_id)
+                    .order_by(a.at.desc(), a.id.desc())
+                    .limit(CASE_EVENT_LIMIT)
+                )
+            ).all()
+        recs_by_attempt: dict[str, list[str]] = {}
+        hold = None
+        if self.vault is not None:
+            from recordings.model import RecordingFilter as VaultFilter
+
+            try:
+                if who.may("recordings"):
+                    for rec in await self.vault.list(_actor(who), VaultFilter(creditors=frozenset({creditor}), case_id=case_id)):
+                        if rec.source_kind == "attempt":
+                            recs_by_attempt.setdefault(rec.source_id, []).append(rec.recording_id)
+                h = await self.vault.repo.case_hold(creditor, case_id)
+                if h is not None:
+                    hold = LegalHoldView(h.reason, h.by, h.at)
+            except Exception:  # noqa: BLE001 - the case page stays up when the vault is down
+                recs_by_attempt = {}
+        timeline = []
+        for rec_text, _hash in drows:
+            r = decision_from_record(rec_text)
+            o = outcomes.get(r.attempt_id or "")
+            timeline.append(
+                TimelineEntry(
+                    at=r.at, decision_id=r.decision_id, attempt_id=r.attempt_id, agent_id=r.agent_id,
+                    number_masked=r.number_masked, allowed=r.allowed, rule_id=r.rule_id, reason=r.reason,
+                    reason_zh=r.reason_zh,
+                    outcome=_outcome(o) if o else None,
+                    recording_ids=tuple(recs_by_attempt.get(r.attempt_id or "", ())),
+                )
+            )
+        events = tuple(
+            CaseEvent(at=row[0], actor=row[1], what=_event_text(row[2], row[3])) for row in erows
+        )
+        return CaseView(
+            creditor=c.creditor, case_id=c.case_id, debtor_name=c.debtor_name, status=c.status,
+            follow_up=c.follow_up_status, next_action_date=c.next_action_date, flags=tuple(sorted(c.flags)),
+            legal_hold=hold, commission_start=c.commission_start, commission_end=c.commission_end,
+            assigned_agent=c.assigned_agent, amount_due=c.amount_due, overdue_days=c.overdue_days,
+            contacts=tuple(
+                ContactView(mask_number(x.number), x.relation, x.name, x.status, x.do_not_call, x.source) for x in c.contacts
+            ),
+            timeline=tuple(timeline), events=events,
+        )
+
+    # -- recordings (the vault) ------------------------------------------------------------------
+    def _need_vault(self) -> Any:
+        if self.vault is None:
+            raise Refused("the recordings vault is not enabled on this service", "本服务未启用录音库")
+        return self.vault
+
+    async def case_recordings(self, who: Principal, creditor: str, case_id: str, flt: RecordingFilter) -> Sequence[RecordingView]:
+        from recordings.model import RecordingFilter as VaultFilter
+
+        vault = self._need_vault()
+        if not who.sees(creditor):
+            raise NotFound(f"no case {case_id}", f"没有案件 {case_id}")
+        start = datetime.combine(flt.date_from, datetime.min.time(), flt.tz) if flt.date_from else None
+        end = datetime.combine(flt.date_to + timedelta(days=1), datetime.min.time(), flt.tz) if flt.date_to else None
+        exact = _as_e164(flt.number)
+        vflt = VaultFilter(
+            creditors=frozenset({creditor}), case_id=case_id, agent=flt.agent or None,
+            started_from=start, started_to=end,
+        )
+        recs = await _vault_call(vault.list(_actor(who), vflt, number=exact))
+        out = []
+        for r in recs:
+            v = _recording(r)
+            if flt.number and not exact and flt.number not in (v.number_masked or ""):
+                continue
+            if end is not None and v.started_at >= end:
+                continue
+            out.append(v)
+        return sorted(out, key=lambda v: v.started_at, reverse=True)
+
+    async def recording(self, who: Principal, recording_id: str) -> RecordingView:
+        if not who.may("recordings"):
+            raise Forbidden("recordings are for qa, compliance and supervisors", "录音仅供质检、合规和主管调阅")
+        rec = await _vault_call(self._need_vault().get(recording_id, _actor(who)))
+        if rec.state == "destroyed" or not (rec.creditor and who.sees(rec.creditor)):
+            raise NotFound(f"no recording {recording_id}", f"没有录音 {recording_id}")
+        return _recording(rec, held=await self.vault.is_held(rec))
+
+    async def access_log(self, who: Principal, recording_id: str) -> Sequence[AccessLogEntry]:
+        await self.recording(who, recording_id)
+        entries = await _vault_call(self._need_vault().access_log(recording_id, _actor(who)))
+        out = [
+            AccessLogEntry(at=e.at, user=e.user, reason=e.reason, byte_range=f"{e.range_start}-{e.range_end}", client=e.client)
+            for e in entries
+        ]
+        return sorted(out, key=lambda e: e.at, reverse=True)
+
+    async def read_audio(
+        self, who: Principal, recording_id: str, *, reason: str, start: int | None, end: int | None, client: str | None
+    ) -> AudioSlice:
+        rec = await self.recording(who, recording_id)
+        rng = None
+        if start is not None or end is not None:
+            rng = (start or 0, rec.size - 1 if end is None else min(end, rec.size - 1))
+        stream = await _vault_call(
+            self._need_vault().open_audio(recording_id, _actor(who), reason=reason, byte_range=rng, client=client)
+        )
+        return _slice(stream)
+
+    async def destruction_register(self, who: Principal, cursor: str | None, limit: int) -> Page:
+        entries = await _vault_call(self._need_vault().destruction_register(_actor(who)))
+        rows = sorted((_destruction(e) for e in entries), key=lambda e: e.seq, reverse=True)
+        if cursor:
+            try:
+                below = int(cursor)
+            except ValueError as exc:
+                raise NotFound("not a page cursor the console made", "不是控制台生成的分页位置") from exc
+            rows = [e for e in rows if e.seq < below]
+        items = rows[:limit]
+        return Page(items=tuple(items), next_cursor=str(items[-1].seq) if len(rows) > limit else None)
+
+    async def pending_purges(self, who: Principal) -> Sequence[PurgeView]:
+        vault = self._need_vault()
+        # The vault core has no listing of purge requests yet; its repository may.
+        lister = getattr(vault, "pending_purges", None) or getattr(vault.repo, "pending_purges", None)
+        if lister is None:
+            return []
+        purges = await _vault_call(lister(_actor(who)) if lister is getattr(vault, "pending_purges", None) else lister())
+        out = []
+        for p in purges:
+            view = await self._purge_view(who, p)
+            if view is not None:
+                out.append(view)
+        return out
+
+    async def _purge_view(self, who: Principal, p: Any) -> PurgeView | None:
+        creditors: set[str] = set()
+        for rid in p.recording_ids:
+            rec = await self.vault.repo.get(rid)
+            if rec is not None and rec.creditor:
+                creditors.add(rec.creditor)
+        if not all(who.sees(c) for c in creditors):
+            return None
+        return PurgeView(
+            purge_id=p.purge_id, requested_by=p.requested_by, requested_at=p.requested_at, state=p.state,
+            recording_ids=tuple(p.recording_ids), creditors=tuple(sorted(creditors)), approved_by=p.approved_by,
+        )
+
+    async def approve_purge(self, who: Principal, purge_id: str) -> PurgeView:
+        vault = self._need_vault()
+        p = await _vault_call(vault.get_purge(purge_id, _actor(who)))
+        if await self._purge_view(who, p) is None:
+            raise NotFound(f"no purge request {purge_id}", f"没有销毁申请 {purge_id}")
+        done = await _vault_call(vault.approve_purge(purge_id, _actor(who)))
+        return PurgeView(
+            purge_id=done.purge_id, requested_by=done.requested_by, requested_at=done.requested_at, state=done.state,
+            recording_ids=tuple(done.recording_ids), approved_by=done.approved_by,
+        )
+
+    # -- health ------------------------------------------------------------------------------
+    async def health(self) -> Sequence[HealthItem]:
+        if self._health is not None:
+            return await self._health()
+        items = []
+        try:
+            await self.store.ping()
+            items.append(HealthItem("store", "ok", "reachable"))
+        except Exception as exc:  # noqa: BLE001
+            items.append(HealthItem("store", "down", type(exc).__name__))
+        items.append(HealthItem("vault", "ok" if self.vault is not None else "off", ""))
+        return items
+
+
+# -- vault glue --------------------------------------------------------------------------------
+def _actor(who: Principal) -> Any:
+    from recordings.model import Actor
+
+    return Actor(user=who.name, role=who.role, creditors=None if who.role == "admin" else frozenset(who.creditors))
+
+
+def _as_e164(text: str | None) -> str | None:
+    """A full number typed in the filter, as E.164 (the vault matches numbers by digest)."""
+    if not text or "*" in text or len([c for c in text if c.isdigit()]) < 11:
+        return None
+    from policy import NumberFormatError, normalize_number
+
+    try:
+        return normalize_number(text, "CN")
+    except NumberFormatError:
+        return None
+
+
+async def _vault_call(awaitable: Any) -> Any:
+    from recordings import errors as ve
+
+    try:
+        return await awaitable
+    except ve.NotFound as exc:
+        raise NotFound(str(exc), str(exc)) from exc
+    except ve.DualControlViolation as exc:
+        raise Refused(
+            "dual control: the person who requested a purge cannot approve it",
+            "双人控制：申请人不能批准自己的销毁申请",
+        ) from exc
+    except ve.Forbidden as exc:
+        raise Forbidden(str(exc), str(exc)) from exc
+    except ve.VaultError as exc:
+        raise Refused(str(exc), str(exc)) from exc
+
+
+def _recording(r: Any, held: bool | None = None) -> RecordingView:
+    return RecordingView(
+        recording_id=r.recording_id, creditor=r.creditor or "", case_id=r.case_id,
+        attempt_id=r.source_id if r.source_kind == "attempt" else None, agent_id=r.agent,
+        number_masked=r.number_masked, started_at=r.started_at, duration_s=float(r.duration_s or 0),
+        content_type=r.media_type, size=int(r.size), sha256=r.sha256, retain_until=r.retain_until,
+        legal_hold=bool(r.hold) if held is None else held, state=r.state,
+    )
+
+
+def _slice(stream: Any) -> AudioSlice:
+    import asyncio
+
+    async def body() -> AsyncIterator[bytes]:
+        # Decryption is CPU work on a file: one chunk at a time off the event loop.
+        it = iter(stream.chunks)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, it, None)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            stream.close()
+
+    return AudioSlice(
+        content_type=stream.recording.media_type, total_size=stream.total, start=stream.start, end=stream.end, body=body()
+    )
+
+
+def _destruction(e: Any) -> DestructionEntry:
+    return DestructionEntry(
+        seq=e.seq, recording_id=e.recording_id, creditor=e.creditor or "", case_id=e.case_id, sha256=e.sha256,
+        retain_until=e.retain_until, operator=e.operator, approver=e.approver, destroyed_at=e.destroyed_at,
+        method=e.method, entry_hash=e.entry_hash,
+    )
+
+
+def _outcome(o: Any) -> OutcomeView:
+    return OutcomeView(
+        disposition=o.disposition, result=o.result, note=o.note, recorded_at=o.logged_at,
+        callback_at=o.callback_at, promise_amount=o.promise_amount, promise_date=o.promise_date,
+    )
+
+
+def _event_text(action: str, details: str) -> str:
+    try:
+        d = json.loads(details)
+    except ValueError:
+        d = {}
+    bits = [f"{k}={v}" for k, v in sorted(d.items()) if k not in ("note",) and not isinstance(v, (dict, list))]
+    return action + (": " + ", ".join(bits) if bits else "")
+
+
+__all__ = ["SqlAlchemyConsoleQueries"]
