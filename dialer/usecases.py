@@ -190,6 +190,10 @@ class Gate:
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # -- helpers ---------------------------------------------------------------------
+    def _now(self) -> datetime:
+        """The clock's time in UTC: everything the service stores and answers is UTC."""
+        return self.clock.now().astimezone(timezone.utc)
+
     def _normalise(self, raw: str, region: str) -> str | None:
         try:
             return normalize_number(raw, region)
@@ -300,7 +304,7 @@ class Gate:
         if cmd.channel not in CHANNELS:
             raise UnprocessableEntity(f"unknown channel {cmd.channel!r}", details={"field": "channel"})
         started = asyncio.get_running_loop().time()
-        now = self.clock.now()
+        now = self._now()
         decision_id = str(uuid.uuid4())
         structlog.contextvars.bind_contextvars(decision_id=decision_id)
         faults = await self._faults()
@@ -476,7 +480,7 @@ class Gate:
         require_role(cmd.actor, CHECK_ROLES, "check dials")
         if cmd.at is not None and cmd.actor.role not in WHAT_IF_ROLES:
             raise Forbidden("only compliance and admin may ask what-if times (`at`)", details={"field": "at"})
-        now = self.clock.now()
+        now = self._now()
         at = cmd.at or now
         decision_id = str(uuid.uuid4())
         structlog.contextvars.bind_contextvars(decision_id=decision_id)
@@ -521,7 +525,7 @@ class Gate:
         """Record a call's outcome (idempotent). Returns (outcome, created, case after)."""
         require_role(cmd.actor, OUTCOME_ROLES, "log call outcomes")
         _validate_outcome(cmd)
-        now = self.clock.now()
+        now = self._now()
         digest = hashlib.sha256(
             "|".join(
                 [
@@ -643,7 +647,7 @@ class Gate:
         ]
         if outside:
             raise InvalidImport(outside)
-        now = self.clock.now()
+        now = self._now()
         created = updated = 0
         async with self.store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
             for c in cases:
@@ -664,7 +668,7 @@ class Gate:
     async def import_repayments(self, actor: Principal, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Record repayments; a settled one closes its case. Unknown cases refuse the file."""
         require_role(actor, DATA_ROLES, "import repayments")
-        now = self.clock.now()
+        now = self._now()
         closed = 0
         async with self.store.write(tuple(f"case:{r['case_id']}" for r in rows)) as uow:
             errors = []
@@ -698,7 +702,7 @@ class Gate:
         self, actor: Principal, case_id: str, contact: ContactRecord, creditor: str | None = None
     ) -> CaseRecord:
         require_role(actor, DATA_ROLES, "add contacts")
-        now = self.clock.now()
+        now = self._now()
         async with self.store.write((f"case:{case_id}", f"number:{contact.number}")) as uow:
             case = await self._resolve_case(uow, actor, case_id, creditor)
             if not await uow.cases.add_contact(case.pk, replace(contact, added_at=now)):
@@ -807,7 +811,7 @@ class Gate:
 
     async def expire_attempts(self) -> int:
         """Mark authorised attempts the PBX never placed as expired (they still count)."""
-        now = self.clock.now()
+        now = self._now()
         n = 0
         async with self.store.write() as uow:
             for a in await uow.attempts.expired(now):
@@ -927,10 +931,10 @@ def outcome_json(o: OutcomeRecord) -> dict[str, Any]:
         "disposition": o.disposition,
         "result": o.result,
         "note": o.note,
-        "callback_at": o.callback_at.isoformat() if o.callback_at else None,
+        "callback_at": o.callback_at.astimezone(timezone.utc).isoformat() if o.callback_at else None,
         "promise": {"amount": o.promise_amount, "date": o.promise_date.isoformat()} if o.promise_date else None,
         "logged_by": o.logged_by,
-        "logged_at": o.logged_at.isoformat(),
+        "logged_at": o.logged_at.astimezone(timezone.utc).isoformat(),
     }
 
 

@@ -1,0 +1,157 @@
+"""POST /v1/dials and POST /v1/dial-checks through HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from adapters.db import tables
+from conftest import SHANGHAI, Api
+
+PROBLEM = "application/problem+json"
+
+
+async def test_allowed_click_to_dial_answers_201_with_a_committed_attempt(api: Api) -> None:
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["decision"]["allowed"] is True
+    assert body["decision"]["rule_id"] == "allow"
+    assert body["state"] == "authorised"
+    case = (await api.get("/v1/cases/C-1", "col-a")).json()
+    assert [a["attempt_id"] for a in case["attempts"]] == [body["attempt_id"]]
+    assert case["attempts"][0]["decision"]["decision_id"] == body["decision_id"]
+    assert case["attempts"][0]["number"] == "+8613800000001"
+
+
+async def test_dial_outside_the_calling_window_is_403_dial_blocked_with_the_decision(api: Api) -> None:
+    api.clock.set(datetime(2026, 11, 24, 21, 30, tzinfo=SHANGHAI))
+    before = await api.rows(tables.attempts)
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.status_code == 403
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["type"].endswith("/dial-blocked")
+    assert body["decision"]["allowed"] is False
+    assert body["decision"]["rule_id"] == "window.outside_hours"
+    assert datetime.fromisoformat(body["decision"]["next_allowed_at"]) == datetime(2026, 11, 25, 8, 0, tzinfo=SHANGHAI)
+    assert await api.rows(tables.attempts) == before
+    # The refusal is itself a logged decision.
+    listed = (await api.get("/v1/blocked-dials", "comp-a")).json()["items"]
+    assert [d["decision_id"] for d in listed] == [body["decision_id"]]
+
+
+async def test_third_dial_within_an_hour_is_blocked_by_the_hourly_cap(api: Api) -> None:
+    assert (await api.dial("col-a", "C-1", "13800000001")).status_code == 201
+    api.clock.advance(minutes=5)
+    assert (await api.dial("col-a", "C-1", "13800000001")).status_code == 201
+    api.clock.advance(minutes=5)
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.status_code == 403
+    assert r.json()["decision"]["rule_id"] == "cap.number_hourly"
+    # The first of the two attempts leaves the rolling hour at 11:00 Shanghai.
+    assert datetime.fromisoformat(r.json()["decision"]["next_allowed_at"]) == datetime(2026, 11, 24, 11, 0, tzinfo=SHANGHAI)
+
+
+async def test_another_creditors_case_is_404_and_nothing_is_written(api: Api) -> None:
+    before = await api.snapshot()
+    r = await api.dial("col-a", "B-1", "18600000006")
+    assert r.status_code == 404
+    assert r.json()["type"].endswith("/no-such-case")
+    assert await api.snapshot() == before
+
+
+async def test_unknown_case_is_404_and_nothing_is_written(api: Api) -> None:
+    before = await api.snapshot()
+    r = await api.dial("col-a", "NOPE", "13800000001")
+    assert r.status_code == 404
+    assert await api.snapshot() == before
+
+
+async def test_role_that_may_not_dial_is_403_forbidden_and_nothing_is_written(api: Api) -> None:
+    before = await api.snapshot()
+    r = await api.post("/v1/dials", "qa-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
+    assert r.status_code == 403
+    assert r.json()["type"].endswith("/forbidden")
+    assert await api.snapshot() == before
+
+
+async def test_collector_cannot_dial_in_another_agents_name(api: Api) -> None:
+    before = await api.snapshot()
+    r = await api.dial("col-a2", "C-1", "13800000001", agent="col-a")
+    assert r.status_code == 403
+    assert r.json()["type"].endswith("/forbidden")
+    assert await api.snapshot() == before
+
+
+async def test_collector_not_assigned_to_the_case_is_blocked_by_policy_and_logged(api: Api) -> None:
+    r = await api.dial("col-a2", "C-1", "13800000001")
+    assert r.status_code == 403
+    assert r.json()["decision"]["rule_id"] == "agent.not_assigned"
+
+
+async def test_number_not_on_the_case_is_blocked_contact_not_authorized(api: Api) -> None:
+    r = await api.dial("col-a", "C-1", "13600009999")
+    assert r.status_code == 403
+    assert r.json()["decision"]["rule_id"] == "contact.not_authorized"
+
+
+async def test_pbx_may_dial_on_behalf_of_the_assigned_collector(api: Api) -> None:
+    r = await api.post("/v1/dials", "pbx", {"case_id": "C-1", "number": "+8613800000001", "agent_id": "col-a"})
+    assert r.status_code == 201, r.text
+
+
+async def test_malformed_json_is_400_problem_and_nothing_is_written(api: Api) -> None:
+    before = await api.snapshot()
+    r = await api.client.post(
+        "/v1/dials", content=b'{"case_id": "C-1",', headers={**api.auth("col-a"), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith(PROBLEM)
+    assert r.json()["type"].endswith("/bad-request")
+    assert await api.snapshot() == before
+
+
+async def test_missing_and_unknown_fields_are_422_naming_the_fields(api: Api) -> None:
+    before = await api.snapshot()
+    r = await api.post("/v1/dials", "col-a", {"case_id": "C-1", "agent_id": "col-a", "colour": "red"})
+    assert r.status_code == 422
+    fields = {e["field"] for e in r.json()["details"]["errors"]}
+    assert fields == {"number", "colour"}
+    assert await api.snapshot() == before
+
+
+async def test_dial_check_answers_the_decision_and_reserves_nothing(api: Api) -> None:
+    attempts = await api.rows(tables.attempts)
+    for _ in range(3):
+        r = await api.post("/v1/dial-checks", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
+        assert r.status_code == 200
+        assert r.json()["allowed"] is True
+    assert await api.rows(tables.attempts) == attempts
+    # Checks did not count: two real dials are still allowed within the hour.
+    assert (await api.dial("col-a", "C-1", "13800000001")).status_code == 201
+    assert (await api.dial("col-a", "C-1", "13800000001")).status_code == 201
+
+
+async def test_what_if_time_is_for_compliance_only(api: Api) -> None:
+    body = {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a", "at": "2026-11-24T22:00:00+08:00"}
+    before = await api.snapshot()
+    r = await api.post("/v1/dial-checks", "col-a", body)
+    assert r.status_code == 403
+    assert await api.snapshot() == before
+    r = await api.post("/v1/dial-checks", "comp-a", body)
+    assert r.status_code == 200
+    assert r.json()["decision"]["rule_id"] == "window.outside_hours"
+
+
+async def test_dial_check_on_another_creditors_case_is_404(api: Api) -> None:
+    r = await api.post("/v1/dial-checks", "comp-b", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
+    assert r.status_code == 404
+
+
+async def test_naive_what_if_time_is_422(api: Api) -> None:
+    r = await api.post(
+        "/v1/dial-checks", "comp-a",
+        {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a", "at": "2026-11-24T22:00:00"},
+    )
+    assert r.status_code == 422
+    assert r.json()["details"]["errors"][0]["field"] == "at"
