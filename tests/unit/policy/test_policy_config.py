@@ -289,3 +289,14 @@ def test_a_creditor_specific_policy_judges_that_creditors_cases() -> None:
     pol = book.for_creditor(request.case.creditor)
     assert decide(request, policy=pol, now=sh(2026, 11, 24, 20, 45)).rule_id == "window.outside_hours"
     assert decide(request, policy=book.default, now=sh(2026, 11, 24, 20, 45)).allowed
+
+
+def test_the_documented_defaults_block_is_exactly_the_built_in_policy() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "policy" / "DEFAULTS.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert block is not None
+    documented = load_policy(tomllib.loads(block.group(1))["policy"])
+    assert documented.default.version == load_policy({}).default.version
