@@ -134,6 +134,9 @@ class BenchPhone:
 
     def start(self) -> None:
         with pv.preserved_warning_filters():
+            # pyVoIP's (de)registration waits up to register_timeout (30 s) on the shared
+            # socket, whose receive thread may already have taken the answer
+            self.phone.sip.register_timeout = 2
             self.phone.start()
 
     def stop(self) -> None:

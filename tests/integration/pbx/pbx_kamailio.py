@@ -5,6 +5,7 @@ Used by the click-to-dial integration tests and by bench/bridge_bench.py.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import socket
@@ -15,6 +16,15 @@ from pathlib import Path
 
 KAMAILIO = os.environ.get("DIALGATE_KAMAILIO", "/usr/sbin/kamailio")
 CONFIG = Path(__file__).parent / "kamailio" / "kamailio.cfg"
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: Kamailio gets SIGTERM if the test/bench process dies abruptly.
+    # It fires when the *thread* that started it ends: start it from the main thread.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)
+    except OSError:
+        pass
 
 
 def kamailio_available() -> bool:
@@ -71,7 +81,9 @@ class KamailioProcess:
             "-Y", self._dir, "-m", "64", "-M", "8", "-n", str(self.children),
         ]
         self._log = open(self.log_path, "wb")
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
