@@ -80,7 +80,6 @@ REQUIRED_REQUEST_HEADERS = ("via", "from", "to", "call-id", "cseq")
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
 _VERSION_RE = re.compile(r"SIP/(\d{1,3})\.(\d{1,3})\Z")
-_LWS_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
 
@@ -497,16 +496,19 @@ def parse_cseq(value: str) -> tuple[int, str]:
 
 
 def _split_header_block(block: str) -> list[str]:
-    """Header lines of the section after the start line, with folding undone."""
-    lines: list[str] = []
+    """Header lines of the section after the start line, with folding undone.
+
+    Built from lists and joined once: a flood of continuation lines stays linear.
+    """
+    lines: list[list[str]] = []
     for line in block.split("\r\n"):
         if line[:1] in (" ", "\t"):
             if not lines:
                 raise SipParseError("message starts with a continuation line")
-            lines[-1] = lines[-1] + " " + line.strip(" \t")
+            lines[-1].append(line.strip(" \t"))
         else:
-            lines.append(line)
-    return lines
+            lines.append([line])
+    return [" ".join(parts) if len(parts) > 1 else parts[0] for parts in lines]
 
 
 def parse_message(data: bytes, transport: Transport = "udp") -> SipMessage:
@@ -548,7 +550,8 @@ def parse_message(data: bytes, transport: Transport = "udp") -> SipMessage:
             name = name.rstrip(" \t")
             if not is_token(name):
                 raise SipParseError(f"invalid header name {name[:60]!r}")
-            headers.append((canonical_header_name(name), _LWS_RE.sub(" ", value).strip(" \t")))
+            # no CR/LF can be left in a value here (checked above), so no regex is needed
+            headers.append((canonical_header_name(name), value.strip(" \t")))
     msg.headers = headers
     seen: set[str] = set()
     for key, _ in headers:

@@ -159,6 +159,12 @@ class SipServer:
                 if self._port != 0:
                     raise
                 continue
+            sock = udp.get_extra_info("socket")
+            if sock is not None:
+                try:  # absorb bursts from the PBX (the kernel caps this at net.core.rmem_max)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                except OSError:
+                    pass
             self._udp = udp  # type: ignore[assignment]
             self._port = port
             log.info("sip.listening", host=self._host, port=port, transports="udp,tcp")
@@ -449,12 +455,13 @@ def best_effort_error_response(data: bytes, exc: SipParseError, source: tuple[An
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    lines: list[str] = []
+    folded: list[list[str]] = []
     for line in text.split("\r\n"):
-        if line[:1] in (" ", "\t") and lines:
-            lines[-1] += " " + line.strip()
+        if line[:1] in (" ", "\t") and folded:
+            folded[-1].append(line.strip())
         else:
-            lines.append(line)
+            folded.append([line])
+    lines = [" ".join(parts) for parts in folded]
     if not lines:
         return None
     start = lines[0]

@@ -87,6 +87,7 @@ class UdpClient:
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.addr = (host, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
 
