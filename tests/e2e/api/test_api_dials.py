@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from adapters.db import tables
-from conftest import SHANGHAI, Api
+from gate_api_support import SHANGHAI, Api
 
 PROBLEM = "application/problem+json"
 

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import select
 
 from adapters.db import tables
-from conftest import Api
+from gate_api_support import Api
 
 
 async def _attempt(api: Api, number: str = "13800000001", who: str = "col-a", case_id: str = "C-1") -> str:

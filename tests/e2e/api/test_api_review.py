@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.db import tables
-from conftest import SHANGHAI, Api
+from gate_api_support import SHANGHAI, Api
 
 ENDPOINTS = [
     ("POST", "/v1/cases:import"),
