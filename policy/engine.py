@@ -506,19 +506,24 @@ def evaluate(
     hours_index = len(checks) - 1
 
     # 9. caps ---------------------------------------------------------------------
-    relation = contact.relation if contact is not None else None
+    relation = None
+    if contact is not None:
+        # An unknown relation is held to the strictest class rather than escaping
+        # every cap; events are classified the same way below.
+        relation = contact.relation if contact.relation in _REL_ZH else "third_party"
     case_id = case.case_id
     number_groups: dict[tuple[str, str], list[datetime]] = {}
     case_groups: dict[tuple[str, str], list[datetime]] = {}
     # Naive event times are refused where they are compared (see _Counter).
     for e in history:
         if e.number == number:
-            key = (e.relation, e.kind)
+            key = (e.relation if e.relation in _REL_ZH else "third_party", e.kind)
             number_groups.setdefault(key, []).append(e.at)
             if e.case_id == case_id:
                 case_groups.setdefault(key, []).append(e.at)
         elif e.case_id == case_id:
-            case_groups.setdefault((e.relation, e.kind), []).append(e.at)
+            key = (e.relation if e.relation in _REL_ZH else "third_party", e.kind)
+            case_groups.setdefault(key, []).append(e.at)
     capsx = _Caps(number_groups, case_groups, zone)
     day = None
     counters: dict[str, dict[str, Any]] = {}

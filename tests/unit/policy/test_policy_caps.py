@@ -167,3 +167,47 @@ def test_history_with_naive_times_is_refused_as_undecidable() -> None:
         decide(history=[event(datetime(2026, 11, 24, 9, 0))], now=sh(2026, 11, 24, 10, 0))
     with pytest.raises(ValueError, match="timezone-aware"):
         decide(now=datetime(2026, 11, 24, 10, 0))
+
+
+def test_an_unknown_relation_is_held_to_the_third_party_caps_instead_of_escaping_them() -> None:
+    from policy import ContactSnapshot
+
+    odd = "+8613655556666"
+    case = make_case("C-odd", contacts=(ContactSnapshot(odd, "neighbour"),))
+    history = [event(sh(2026, 11, 24, 9, m), odd, case_id="C-odd", relation="neighbour") for m in (0, 20)]
+    decision = decide(make_request(number=odd, case=case), history=history, now=sh(2026, 11, 24, 9, 40))
+    assert decision.rule_id == "cap.third_party_hourly"
+
+
+def test_a_rolling_window_across_the_new_york_fall_back_counts_real_elapsed_time() -> None:
+    pol = policy_from({"window": {"start": "00:00", "end": "24:00"}})
+    case = make_case("C-fallback")
+    # 1 Nov 2026: 01:30 EDT (05:30Z) and, an hour later, 01:30 EST again (06:30Z).
+    first = datetime(2026, 11, 1, 5, 30, tzinfo=timezone.utc)
+    history = [event(first, US_RELATIVE, case_id="C-fallback"), event(first + timedelta(minutes=20), US_RELATIVE, case_id="C-fallback")]
+    request = make_request(number=US_RELATIVE, case=case)
+    blocked = decide(request, history=history, policy=pol, now=first + timedelta(minutes=50))
+    assert blocked.rule_id == "cap.third_party_hourly"
+    # Frees one real hour after the first attempt: 01:30 EST, the second 01:30 of the night.
+    # (Compared as timestamps: by PEP 495 a time in the repeated hour never compares
+    # equal to another zone's datetime.)
+    assert blocked.next_allowed_at.timestamp() == (first + timedelta(hours=1)).timestamp()
+    assert blocked.next_allowed_at.utcoffset() == timedelta(hours=-5)
+    assert blocked.next_allowed_at.isoformat() == "2026-11-01T01:30:00-05:00"
+
+
+def test_the_25_hour_new_york_day_of_the_fall_back_is_one_calendar_day() -> None:
+    pol = policy_from(
+        {"window": {"start": "00:00", "end": "24:00"},
+         "caps": [{"id": "cap.family_daily", "scope": "number", "relations": ["family"], "limit": 2, "window": "calendar_day"}]}
+    )
+    case = make_case("C-25h")
+    # 00:10 EDT (04:10Z) and 23:50 EST (2 Nov 04:50Z) are both 1 November in New York.
+    history = [event(datetime(2026, 11, 1, 4, 10, tzinfo=timezone.utc), US_RELATIVE, case_id="C-25h")]
+    request = make_request(number=US_RELATIVE, case=case)
+    late = datetime(2026, 11, 2, 4, 50, tzinfo=timezone.utc)
+    assert decide(request, history=history, policy=pol, now=late).allowed
+    history.append(event(late, US_RELATIVE, case_id="C-25h"))
+    blocked = decide(request, history=history, policy=pol, now=late + timedelta(minutes=5))
+    assert blocked.rule_id == "cap.family_daily"
+    assert blocked.next_allowed_at == datetime(2026, 11, 2, 0, 0, tzinfo=NY)

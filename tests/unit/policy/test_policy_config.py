@@ -300,3 +300,17 @@ def test_the_documented_defaults_block_is_exactly_the_built_in_policy() -> None:
     assert block is not None
     documented = load_policy(tomllib.loads(block.group(1))["policy"])
     assert documented.default.version == load_policy({}).default.version
+
+
+def test_a_creditor_on_a_preset_can_re_add_a_built_in_cap_by_id_alone() -> None:
+    pol = load_policy({"creditors": {"bank-f": {"preset": "us-reg-f", "caps": [{"id": "cap.case_daily"}]}}}).for_creditor("bank-f")
+    caps = {c.id: c for c in pol.caps}
+    assert set(caps) == {"cap.regf_case_7d", "cap.regf_quiet_after_conversation", "cap.case_daily"}
+    assert caps["cap.case_daily"].limit == 10 and caps["cap.case_daily"].window == "calendar_day"
+
+
+def test_a_top_level_cap_list_replaces_the_defaults_and_may_name_built_ins_by_id() -> None:
+    pol = load_policy({"caps": [{"id": "cap.number_daily", "limit": 5}, {"id": "cap.case_daily"}]}).default
+    assert [(c.id, c.limit) for c in pol.caps] == [("cap.number_daily", 5), ("cap.case_daily", 10)]
+    history = attempts_at(sh(2026, 11, 24, 9, 0), sh(2026, 11, 24, 9, 10), sh(2026, 11, 24, 9, 20))
+    assert decide(history=history, policy=pol, now=sh(2026, 11, 24, 9, 30)).allowed  # no hourly cap any more
