@@ -103,7 +103,18 @@ _PASS_PAUSED = _c("case.paused", True, "case is not paused", "案件未暂停催
 _FAIL_PAUSED = _c(
     "case.paused", False, "the creditor paused collection of this case", "委托方已暂停该案件催收（停催）"
 )
-_PASS_FLAGS = {f: _c(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", "无此标记") for f in CASE_FLAGS}
+_FLAG_ZH_NAME = {
+    "litigation": "诉讼/报案",
+    "deceased": "死亡",
+    "incarcerated": "服刑",
+    "fraud_claim": "伪冒",
+    "dispute": "争议",
+    "complaint_risk": "投诉倾向",
+    "do_not_collect": "禁止催收",
+}
+_PASS_FLAGS = {
+    f: _c(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", f"无{_FLAG_ZH_NAME[f]}标记") for f in CASE_FLAGS
+}
 _FAIL_FLAGS = {f: _c(f"case.{f}", False, *_FLAG_TEXT[f]) for f in CASE_FLAGS}
 _PASS_FLAG_LIST = [_PASS_FLAGS[f] for f in CASE_FLAGS]
 _PASS_DNC = _c("contact.do_not_call", True, "number is not marked do-not-call", "号码未标记为不再联系")
@@ -116,7 +127,6 @@ _FAIL_DNC = _c(
 _PASS_LINE_NONE = _c(
     "line.not_registered", True, "no registered-line list for this creditor", "该委托方未配置报备外呼线路清单"
 )
-_PASS_BLACKOUT_NONE = "no blackout date configured"
 
 
 # ----------------------------------------------------------------- helpers
@@ -160,10 +170,6 @@ def _day_bounds(t: datetime, zone: Any) -> tuple[datetime, datetime, date]:
 
 def _sod(local: datetime) -> float:
     return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
-
-
-def _fmt_local(t: datetime, zone: Any) -> str:
-    return t.astimezone(zone).isoformat()
 
 
 class _Counter:
@@ -279,7 +285,7 @@ class _Caps:
 class _Compiled:
     """Texts, cap selections and cached checks derived once from a `Policy`."""
 
-    __slots__ = ("window_text", "applicable", "na_checks", "cap_texts", "cap_checks", "day_checks", "lock")
+    __slots__ = ("window_text", "applicable", "na_checks", "cap_texts", "cap_checks", "day_checks")
 
     def __init__(self, policy: Policy) -> None:
         w = policy.window
