@@ -196,7 +196,7 @@ def simulate(
     except DialGateError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    err.print(json.dumps(counts))
+    sys.stderr.write(json.dumps(counts) + "\n")
 
 
 def main() -> None:

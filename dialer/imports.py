@@ -211,11 +211,13 @@ def parse_cases_payload(doc: Any, region_of: Callable[[str], str]) -> list[CaseI
     seen: dict[tuple[str, str], int] = {}
     for i, raw in enumerate(rows):
         case = parse_case(raw, i + 1, errors, region_of)
-        if case is not None:
-            key = (case.creditor, case.case_id)
+        if isinstance(raw, Mapping) and isinstance(raw.get("case_id"), str):
+            key = (str(raw.get("creditor")), raw["case_id"])
             if key in seen:
                 errors.append({"row": i + 1, "field": "case_id", "error": f"duplicate of row {seen[key]}"})
-            seen[key] = i + 1
+            else:
+                seen[key] = i + 1
+        if case is not None:
             out.append(case)
     if errors:
         raise InvalidImport(errors)

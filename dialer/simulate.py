@@ -123,7 +123,9 @@ async def run(config: Config, lines: Iterable[str], emit: Callable[[dict[str, An
                     emit({
                         "ref": ref, "op": op, "at": doc["at"], "allowed": res.allowed,
                         "rule_id": res.decision.rule_id,
-                        "next_allowed_at": res.decision.next_allowed_at.isoformat() if res.decision.next_allowed_at else None,
+                        # In the line's own offset, as the scenario wrote its times.
+                        "next_allowed_at": res.decision.next_allowed_at.astimezone(at.tzinfo).isoformat()
+                        if res.decision.next_allowed_at else None,
                         "decision_id": res.decision_id,
                     })
                 elif op == "outcome":

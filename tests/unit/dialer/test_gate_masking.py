@@ -1,0 +1,44 @@
+"""Masking numbers in logs, events and answers to roles that must not see them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+
+from dialer.logs import configure_logging
+from dialer.masking import mask_deep, mask_number, mask_text
+
+
+def test_a_chinese_mobile_is_masked_to_its_first_three_and_last_four_digits() -> None:
+    assert mask_number("+8613800000001") == "138****0001"
+    assert mask_number("13800000001") == "138****0001"
+
+
+def test_a_foreign_number_keeps_its_plus() -> None:
+    assert mask_number("+12125550123") == "+121****0123"
+
+
+def test_numbers_inside_text_are_masked_but_dates_and_ids_are_not() -> None:
+    text = "dial +8613800000001 at 2026-11-24T08:00:00 decision 550e8400-1234567-x card 6222021234567890123"
+    assert mask_text(text) == "dial 138****0001 at 2026-11-24T08:00:00 decision 550e8400-1234567-x card 622****0123"
+
+
+def test_masking_reaches_nested_structures() -> None:
+    assert mask_deep({"a": ["13800000001", {"b": "call 13900000002"}], "n": 5}) == {
+        "a": ["138****0001", {"b": "call 139****0002"}], "n": 5}
+
+
+def test_log_events_are_json_with_numbers_masked_and_context_bound(capsys) -> None:  # type: ignore[no-untyped-def]
+    configure_logging("info", json=True)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id="r-1", decision_id="d-1")
+    structlog.get_logger("t").info("dial.decided", number="+8613800000001", note="客户 13900000002 说")
+    structlog.contextvars.clear_contextvars()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    event = json.loads(line)
+    assert event["number"] == "138****0001"
+    assert event["note"] == "客户 139****0002 说"
+    assert (event["request_id"], event["decision_id"]) == ("r-1", "d-1")
+    assert "13800000001" not in line
