@@ -285,7 +285,16 @@ class _Caps:
 class _Compiled:
     """Texts, cap selections and cached checks derived once from a `Policy`."""
 
-    __slots__ = ("window_text", "applicable", "na_checks", "cap_texts", "cap_checks", "day_checks")
+    __slots__ = (
+        "window_text",
+        "applicable",
+        "na_checks",
+        "cap_texts",
+        "cap_checks",
+        "day_checks",
+        "inside_checks",
+        "bounds",
+    )
 
     def __init__(self, policy: Policy) -> None:
         w = policy.window
@@ -319,6 +328,36 @@ class _Compiled:
         self.cap_texts = tuple(texts)
         self.cap_checks: dict[tuple[int, int], Check] = {}
         self.day_checks: dict[date, Check] = {}
+        self.inside_checks: dict[tuple[str, int, int], Check] = {}
+        self.bounds: dict[tuple[str, date], tuple[datetime, datetime, date]] = {}
+
+    def inside_check(self, zone_name: str, hour: int, minute: int) -> Check:
+        """The passing hours check, to the minute (the exact time is in inputs_used)."""
+        key = (zone_name, hour, minute)
+        check = self.inside_checks.get(key)
+        if check is None:
+            hm = f"{hour:02d}:{minute:02d}"
+            check = _c(
+                "window.outside_hours",
+                True,
+                f"callee local time {hm} ({zone_name}) is inside {self.window_text}",
+                f"被叫当地时间 {hm} 在允许时段 {self.window_text} 内",
+            )
+            if len(self.inside_checks) > 20000:
+                self.inside_checks.clear()
+            self.inside_checks[key] = check
+        return check
+
+    def day_bounds(self, zone_name: str, zone: Any, local: datetime) -> tuple[datetime, datetime, date]:
+        """UTC bounds [start, end) of the callee-local day of `local`."""
+        key = (zone_name, local.date())
+        bounds = self.bounds.get(key)
+        if bounds is None:
+            bounds = _day_bounds(local, zone)
+            if len(self.bounds) > 4096:
+                self.bounds.clear()
+            self.bounds[key] = bounds
+        return bounds
 
     def cap_check(self, i: int, cap: Cap, n: int) -> Check:
         key = (i, n)
@@ -490,17 +529,10 @@ def evaluate(
     local = now_u.astimezone(zone)
     add(comp.day_check(policy, local.date()))
     window = policy.window
-    hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
     if window.start_s <= _sod(local) < window.end_s:
-        add(
-            _c(
-                "window.outside_hours",
-                True,
-                f"callee local time {hms} ({zone_name}) is inside {comp.window_text}",
-                f"被叫当地时间 {hms} 在允许时段 {comp.window_text} 内",
-            )
-        )
+        add(comp.inside_check(zone_name, local.hour, local.minute))
     else:
+        hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
         add(
             _c(
                 "window.outside_hours",
@@ -542,7 +574,7 @@ def evaluate(
             add(na_checks[i])  # type: ignore[arg-type]
             continue
         if cap.window_delta is None and day is None:
-            day = _day_bounds(now_u, zone)
+            day = comp.day_bounds(zone_name, zone, local)
         n = capsx.count(cap, now_u, day)
         counters[cap.id] = {"applies": True, "count": n, "limit": cap.limit, "window": cap.window}
         cap_indices.append(len(checks))
