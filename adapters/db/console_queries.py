@@ -13,12 +13,14 @@ an id outside the scope raises `NotFound` exactly like an unknown id.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import func, literal, or_, select
 
 from adapters.db import tables as t
 from adapters.db.store import decision_from_record
@@ -53,6 +55,7 @@ from dialer.masking import mask_number
 from dialer.model import DecisionRecord
 
 EXPORT_BATCH = 2000
+OPTIONS_TTL_S = 60.0
 # Case-state changes worth showing on the case page, from the data-change log.
 CASE_EVENT_LIMIT = 200
 
@@ -94,6 +97,7 @@ class SqlAlchemyConsoleQueries:
         self.store = services.store
         self.vault = vault
         self._health = health
+        self._options: dict[tuple[str, ...] | None, tuple[float, FilterOptions]] = {}
 
     # -- users -------------------------------------------------------------------------
     async def authenticate(self, token: str) -> Principal | None:
@@ -134,6 +138,18 @@ class SqlAlchemyConsoleQueries:
         return conds
 
     async def filter_options(self, who: Principal) -> FilterOptions:
+        # Creditors, agents and rule ids change rarely; the rule list scans the log, so
+        # the options are kept for a minute per scope.
+        key = tuple(sorted(who.creditors)) if who.role != "admin" else None
+        hit = self._options.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        opts = await self._filter_options(who)
+        self._options[key] = (now + OPTIONS_TTL_S, opts)
+        return opts
+
+    async def _filter_options(self, who: Principal) -> FilterOptions:
         scope = _scope(who)
         d = t.decisions.c
         async with self.store.read() as uow:
@@ -159,17 +175,18 @@ class SqlAlchemyConsoleQueries:
         page_conds = list(conds)
         if cursor:
             at, rid = _decode_cursor(cursor)
-            page_conds.append(or_(d.at < at, and_(d.at == at, d.id < rid)))
+            # `at <= …` first: a plain range the (…, at) indexes can seek to.
+            page_conds += [d.at <= at, or_(d.at < at, d.id < rid)]
         async with self.store.read() as uow:
             rows = (
                 await uow.conn.execute(
                     select(d.id, d.at, d.record, d.hash).where(*page_conds).order_by(d.at.desc(), d.id.desc()).limit(limit + 1)
                 )
             ).all()
-            total = (await uow.conn.execute(select(func.count()).select_from(t.decisions).where(*conds))).scalar_one()
+        # No count here: the page's chart aggregates count the same rows; the router sums them.
         items = tuple(_row(decision_from_record(r[2])) for r in rows[:limit])
         nxt = _encode_cursor(rows[limit - 1][1], int(rows[limit - 1][0])) if len(rows) > limit else None
-        return Page(items=items, next_cursor=nxt, total=int(total))
+        return Page(items=items, next_cursor=nxt, total=None)
 
     async def export_blocked_dials(self, who: Principal, flt: BlockedDialFilter) -> AsyncIterator[DecisionRow]:
         d = t.decisions.c
@@ -178,7 +195,7 @@ class SqlAlchemyConsoleQueries:
         while True:
             page_conds = list(conds)
             if after is not None:
-                page_conds.append(or_(d.at < after[0], and_(d.at == after[0], d.id < after[1])))
+                page_conds += [d.at <= after[0], or_(d.at < after[0], d.id < after[1])]
             # One short read transaction per batch: a long export never pins the store.
             async with self.store.read() as uow:
                 rows = (
@@ -201,16 +218,23 @@ class SqlAlchemyConsoleQueries:
             hour = func.substr(d.at, 1, 13)
         else:
             hour = func.to_char(func.timezone("UTC", d.at), "YYYY-MM-DD HH24")
-        async with self.store.read() as uow:
-            by_hour = (await uow.conn.execute(select(hour, d.rule_id, func.count()).where(*conds).group_by(hour, d.rule_id))).all()
-            by_agent = (
-                await uow.conn.execute(select(d.agent_id, d.rule_id, func.count()).where(*conds).group_by(d.agent_id, d.rule_id))
-            ).all()
+
+        async def grouped(*cols: Any) -> list[Any]:
+            async with self.store.read() as uow:
+                return list((await uow.conn.execute(select(*cols, func.count()).where(*conds).group_by(*cols))).all())
+
+        # Two read transactions side by side: SQLite (WAL) and PostgreSQL both run
+        # readers concurrently, so the page waits for the slower query, not the sum.
+        by_hour, by_agent = await asyncio.gather(grouped(hour, d.rule_id), grouped(d.agent_id, d.rule_id))
         days: dict[tuple[date, str], int] = {}
+        local_day: dict[str, date] = {}
         for h, rule, n in by_hour:
-            at = datetime.strptime(str(h)[:13].replace("T", " "), "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
-            key = (at.astimezone(flt.tz).date(), rule)
-            days[key] = days.get(key, 0) + int(n)
+            key_h = str(h)[:13]
+            day = local_day.get(key_h)
+            if day is None:
+                at = datetime(int(key_h[0:4]), int(key_h[5:7]), int(key_h[8:10]), int(key_h[11:13]), tzinfo=timezone.utc)
+                day = local_day[key_h] = at.astimezone(flt.tz).date()
+            days[(day, rule)] = days.get((day, rule), 0) + int(n)
         return BlockedSummary(
             by_day_rule=tuple((day, rule, n) for (day, rule), n in sorted(days.items())),
             by_agent_rule=tuple((a, r, int(n)) for a, r, n in sorted(by_agent)),

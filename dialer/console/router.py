@@ -12,12 +12,13 @@ composition root that builds its adapters in the app's lifespan).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -336,10 +337,14 @@ def console_router(
             return await render(ctx, "blocked.html", status=400, raw=raw, opts=opts, error=(bad.field_name, str(bad)), page=None, charts_svg=None, query="", cursor=None)
         cursor = request.query_params.get("cursor") or None
         try:
-            page = await ctx.queries.blocked_dials(who, flt, cursor, ctx.settings.page_size)
-            summary = await ctx.queries.blocked_summary(who, flt)
+            page, summary = await asyncio.gather(
+                ctx.queries.blocked_dials(who, flt, cursor, ctx.settings.page_size),
+                ctx.queries.blocked_summary(who, flt),
+            )
         except ConsoleError as exc:
             return await on_error(ctx, exc)
+        if page.total is None:  # the adapter left the count to the chart aggregates
+            page = replace(page, total=sum(n for _, _, n in summary.by_agent_rule))
         query = urlencode({k: v for k, v in raw.items() if v or k in ("from", "to")})
         return await render(
             ctx, "blocked.html", raw=raw, opts=opts, error=None, page=page,

@@ -1,0 +1,138 @@
+"""The console over the real gate service (SQLite file, real decision log), in-process.
+
+The truth each page is checked against is the service's own JSON API on the same data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from console_seed import Seeded
+
+
+def ids(html: str) -> list[str]:
+    return re.findall(r'<tr data-decision="([^"]+)"', html)
+
+
+async def all_pages(c, url: str) -> list[str]:
+    seen: list[str] = []
+    while url:
+        html = (await c.get(url)).text
+        seen += ids(html)
+        m = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = m.group(1).replace("&amp;", "&") if m else ""
+    return seen
+
+
+async def test_blocked_table_pages_through_exactly_the_services_blocked_dials(service: Seeded):
+    truth = [i["decision_id"] for i in await service.blocked_api("comp-a")]
+    assert len(truth) > 10  # more than one console page
+    async with service.console("comp-a") as c:
+        first = (await c.get("/console/blocked")).text
+        assert f"共 {len(truth)} 条" in first
+        assert await all_pages(c, "/console/blocked") == truth
+
+
+async def test_each_filter_matches_the_services_answer(service: Seeded):
+    async with service.console("comp-a") as c:
+        for params, api in [
+            ({"agent": "col-a2"}, {"agent": "col-a2"}),
+            ({"rule": "window.outside_hours"}, {"rule_id": "window.outside_hours"}),
+            ({"case": "C-2"}, {"case_id": "C-2"}),
+            ({"from": "2026-11-24", "to": "2026-11-24", "rule": "cap.number_hourly"}, {"rule_id": "cap.number_hourly"}),
+        ]:
+            truth = [i["decision_id"] for i in await service.blocked_api("comp-a", **api)]
+            assert truth, params
+            url = "/console/blocked?" + "&".join(f"{k}={v}" for k, v in params.items())
+            assert await all_pages(c, url) == truth, params
+
+
+async def test_a_date_range_without_blocks_is_empty_and_says_so(service: Seeded):
+    async with service.console("comp-a") as c:
+        html = (await c.get("/console/blocked", params={"from": "2026-11-20", "to": "2026-11-23"})).text
+        assert ids(html) == [] and "没有符合条件的拦截记录" in html
+
+
+async def test_csv_export_is_exactly_the_filtered_rows(service: Seeded):
+    truth = await service.blocked_api("comp-a", agent="col-a")
+    async with service.console("comp-a") as c:
+        r = await c.get("/console/blocked.csv", params={"from": "2026-11-24", "to": "2026-11-25", "agent": "col-a"})
+        assert r.status_code == 200
+        rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [row["decision_id"] for row in rows] == [i["decision_id"] for i in truth]
+    assert [row["rule_id"] for row in rows] == [i["rule_id"] for i in truth]
+    assert [row["number"] for row in rows] == [i["number"] for i in truth]
+    assert all("****" in row["number"] for row in rows)
+
+
+async def test_charts_count_what_the_service_counts(service: Seeded):
+    truth = await service.blocked_api("comp-a")
+    async with service.console("comp-a") as c:
+        html = (await c.get("/console/blocked")).text
+    per_day = sum(int(n) for n in re.findall(r'data-day="[^"]+" data-rule="[^"]+" data-count="(\d+)"', html))
+    assert per_day == len(truth)
+    cells = re.findall(r'data-agent="([^"]+)" data-rule="([^"]+)" data-count="(\d+)"', html)
+    by_agent: dict[str, int] = {}
+    for agent, _, n in cells:
+        by_agent[agent] = by_agent.get(agent, 0) + int(n)
+    expected: dict[str, int] = {}
+    for i in truth:
+        expected[i["agent_id"]] = expected.get(i["agent_id"], 0) + 1
+    assert by_agent == expected
+
+
+async def test_decision_page_shows_every_check_the_policy_version_and_earliest_time(service: Seeded):
+    d = (await service.blocked_api("comp-a", rule_id="window.outside_hours"))[0]
+    async with service.console("comp-a") as c:
+        html = (await c.get(f"/console/decisions/{d['decision_id']}")).text
+    assert len(d["checks"]) > 5
+    for check in d["checks"]:
+        assert f"<code>{check['rule_id']}</code>" in html
+    assert html.count("✕") == sum(1 for ch in d["checks"] if not ch["passed"])
+    assert d["policy_version"] in html
+    assert re.search(r'id="earliest">2026-11-25 08:00:00<', html)
+    assert "inputs" in html
+
+
+async def test_case_page_shows_masked_contacts_timeline_outcome_and_next_action(service: Seeded):
+    api = (await service.client.get("/v1/cases/C-1", headers=service.auth("comp-a"))).json()
+    async with service.console("qa-a") as c:
+        html = (await c.get("/console/cases/bank-a/C-1")).text
+    assert "138****0001" in html and "139****0002" in html
+    assert "13800000001" not in html
+    assert "客户承诺周五还款 500 元" in html and "本人接通" in html
+    assert api["next_action"]["date"] in html
+    blocked_here = [i["decision_id"] for i in await service.blocked_api("comp-a", case_id="C-1")]
+    for did in blocked_here:
+        assert did in html
+    assert html.count('class="allowed"') == 2
+
+
+async def test_another_creditors_pages_are_not_found(service: Seeded):
+    b_decision = (await service.blocked_api("comp-b"))[0]["decision_id"]
+    async with service.console("comp-a") as c:
+        assert (await c.get("/console/cases/bank-b/B-1")).status_code == 404
+        assert (await c.get(f"/console/decisions/{b_decision}")).status_code == 404
+        assert (await c.get("/console/blocked", params={"creditor": "bank-b"})).status_code == 404
+        assert b_decision not in (await c.get("/console/blocked")).text
+    async with service.console("comp-b") as c:
+        assert (await c.get(f"/console/decisions/{b_decision}")).status_code == 200
+
+
+async def test_a_collector_token_does_not_open_the_console(service: Seeded):
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://gate") as c:
+        page = await c.get("/console/sign-in")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        r = await c.post("/console/sign-in", data={"csrf": csrf, "token": service.tokens["col-a"]})
+        assert r.status_code == 403
+        assert (await c.get("/console/blocked")).status_code == 303
+
+
+async def test_health_strip_reports_the_store(service: Seeded):
+    async with service.console("comp-a") as c:
+        html = (await c.get("/console/")).text
+    assert re.search(r'data-component="store">\s*<span class="dot" aria-hidden="true">●</span>\s*案件库: <strong>正常</strong>', html)
