@@ -1,0 +1,163 @@
+"""End to end on loopback: real Kamailio (deploy/kamailio), the real SIP gate, and two
+real pyVoIP phones.
+
+The agent phone (extension 1001 → agent a1) dials the debtor's number 13800000050.
+Kamailio asks the gate; the gate answers 302 to ``sip:+8613800000050@<kamailio>``;
+Kamailio follows it with uac_redirect to the debtor phone (registered as
++8613800000050); the debtor answers and plays a 1,100 Hz tone, and the test asserts the
+agent phone hears 1,100 Hz. The second call is allowed too; the third within the hour
+is declined by the gate with 603 ``cap.number_hourly`` and Kamailio passes that 603,
+with its Reason, Warning and Retry-After, back to the caller (a raw client, because
+pyVoIP's caller never surfaces a 603).
+
+Phase 1: the gate's authorizer is the in-memory hourly cap (adapters/sip/fakes.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from adapters.sip.config import load_sip_config
+from adapters.sip.fakes import HourlyCapSipAuthorizer
+from adapters.sip.server import SipServer, free_port
+from kamailio_proc import kamailio_available, run_kamailio
+from sipclient import UdpClient, derive
+from tests.conftest import require_service
+
+TONE_HZ = 1100
+RATE = 8000
+DEBTOR = "+8613800000050"
+DIALED = "13800000050"
+
+pytestmark = [pytest.mark.kamailio, pytest.mark.slow]
+
+
+def tone(seconds: float, hz: int = TONE_HZ) -> bytes:
+    """8-bit unsigned linear PCM at 8 kHz, what pyVoIP's write_audio takes."""
+    return bytes(int(128 + 90 * math.sin(2 * math.pi * hz * i / RATE)) for i in range(int(RATE * seconds)))
+
+
+def dominant_frequency(audio: bytes) -> float:
+    samples = np.frombuffer(audio, dtype=np.uint8).astype(float) - 128.0
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    freqs = np.fft.rfftfreq(len(samples), 1 / RATE)
+    spectrum[freqs < 50] = 0  # ignore DC
+    return float(freqs[int(np.argmax(spectrum))])
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for a condition pyVoIP exposes only as state (it has no events to await)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class DebtorPhone:
+    """Answers every call and plays the tone until the caller hangs up."""
+
+    def __init__(self) -> None:
+        self.rang = 0
+        self.calls: list[object] = []
+        self.lock = threading.Lock()
+
+    def on_call(self, call) -> None:  # runs in a pyVoIP thread
+        from pyVoIP.VoIP import CallState
+
+        with self.lock:
+            self.rang += 1
+            self.calls.append(call)
+        call.answer()
+        call.write_audio(tone(4.0))
+        ended = threading.Event()
+        while call.state == CallState.ANSWERED and not ended.wait(0.05):
+            pass
+
+
+async def hear(call, seconds: float, timeout: float) -> bytes:
+    """Collect ``seconds`` of non-silent audio from a pyVoIP call."""
+    wanted = int(RATE * seconds)
+    audio = bytearray()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(audio) < wanted:
+        if loop.time() > deadline:
+            raise AssertionError(f"heard only {len(audio)} bytes of audio in {timeout} s")
+        frame = await asyncio.to_thread(call.read_audio, 160, True)
+        if max(frame, default=128) - min(frame, default=128) > 20:  # skip silence (0x80)
+            audio += frame
+    return bytes(audio[:wanted])
+
+
+async def test_agent_phone_reaches_the_debtor_through_kamailio_and_the_gate_and_the_third_call_is_declined():
+    require_service("kamailio", kamailio_available(), "apt-get install kamailio")
+    import pyVoIP.VoIP  # noqa: F401  (must be imported before pyVoIP.SIP)
+    from pyVoIP.VoIP import CallState, VoIPPhone
+
+    kport, gport, aport, dport = (free_port() for _ in range(4))
+    auth = HourlyCapSipAuthorizer(per_hour=2, retry_after=1800)
+    config = load_sip_config({"route": f"sip:{{number}}@127.0.0.1:{kport}", "extensions": {"1001": "a1"}})
+    debtor_behaviour = DebtorPhone()
+
+    async with SipServer(auth, config, port=gport) as gate, run_kamailio(kport, f"127.0.0.1:{gate.port}"):
+        debtor = VoIPPhone(
+            "127.0.0.1", kport, DEBTOR, "unused", myIP="127.0.0.1", sipPort=dport,
+            rtpPortLow=40000, rtpPortHigh=40099, callCallback=debtor_behaviour.on_call,
+        )
+        agent = VoIPPhone("127.0.0.1", kport, "1001", "unused", myIP="127.0.0.1", sipPort=aport, rtpPortLow=40200, rtpPortHigh=40299)
+        await asyncio.wait_for(asyncio.to_thread(debtor.start), 15)
+        await asyncio.wait_for(asyncio.to_thread(agent.start), 15)
+        try:
+            # 1st call: rings, answers, the agent hears the debtor's tone
+            call = await asyncio.wait_for(asyncio.to_thread(agent.call, DIALED), 15)
+            await wait_until(lambda: call.state == CallState.ANSWERED, 15, "the debtor to answer")
+            heard = await hear(call, 1.0, timeout=15)
+            await asyncio.to_thread(call.hangup)
+            await wait_until(lambda: debtor_behaviour.calls[0].state == CallState.ENDED, 15, "the BYE to reach the debtor")
+
+            # 2nd call: still allowed
+            call2 = await asyncio.wait_for(asyncio.to_thread(agent.call, DIALED), 15)
+            await wait_until(lambda: call2.state == CallState.ANSWERED, 15, "the debtor to answer the 2nd call")
+            await asyncio.to_thread(call2.hangup)
+
+            # 3rd call within the hour: a raw client registered nowhere, From extension 1001
+            raw = UdpClient(kport)
+            rport = raw.sock.getsockname()[1]
+            invite = (
+                f"INVITE sip:{DIALED}@127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{rport};branch=z9hG4bK-third-call;rport\r\n"
+                "Max-Forwards: 70\r\n"
+                "From: <sip:1001@127.0.0.1>;tag=third\r\n"
+                f"To: <sip:{DIALED}@127.0.0.1>\r\n"
+                "Call-ID: third-call@127.0.0.1\r\n"
+                "CSeq: 1 INVITE\r\n"
+                f"Contact: <sip:1001@127.0.0.1:{rport}>\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+            declined = await raw.request(invite, timeout=10)
+            raw.send(derive(invite, "ACK", to_tag=declined.to.tag))
+            raw.close()
+        finally:
+            await asyncio.wait_for(asyncio.to_thread(agent.stop), 15)
+            await asyncio.wait_for(asyncio.to_thread(debtor.stop), 15)
+
+    # the agent heard the debtor's tone
+    assert abs(dominant_frequency(heard) - TONE_HZ) < 10
+    assert debtor_behaviour.rang == 2
+    # the gate decided each call once and recorded the two allowed attempts
+    assert [a.number for a in auth.asked] == [DEBTOR] * 3
+    assert all(a.agent_id == "a1" and a.extension == "1001" for a in auth.asked)
+    assert len(auth.attempts[DEBTOR]) == 2
+    # Kamailio passed the gate's 603 back with its Reason, Warning and Retry-After
+    assert declined.status == 603
+    assert declined.get("reason") == 'SIP;cause=603;text="cap.number_hourly"'
+    assert (declined.get("warning") or "").startswith('399 dialgate "Number already called 2 times')
+    assert declined.get("retry-after") == "1800"
