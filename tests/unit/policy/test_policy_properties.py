@@ -200,3 +200,52 @@ def test_a_hard_stop_never_has_a_next_allowed_time(now_offset, number, flag) -> 
     decision = evaluate(request, [], POLICIES["default"], BASE + timedelta(seconds=now_offset))
     assert decision.rule_id == f"case.{flag}"
     assert decision.next_allowed_at is None
+
+
+# ---------------------------------------------------------------- configuration fuzz
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 30),
+    st.sampled_from(["08:00", "21:00", "24:00", "25:00", "1h", "7d", "0m", "calendar_day", "self", "family",
+                     "number", "case", "attempts", "unanswered", "us-reg-f", "cn-cba-2026", "Asia/Shanghai",
+                     "CN", "2026-11-26", "cap.number_daily", "cap.new", "", "x"]),
+    st.text(max_size=6),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["id", "scope", "relations", "count", "limit", "window", "start", "end", "enabled",
+                             "tolerance", "max_attempts", "bank-a", "zzz", "preset", "caps", "cn_holidays",
+                             "blackout_dates", "appointment", "timezone"]),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)
+_policy_tables = st.dictionaries(
+    st.sampled_from(["timezone", "default_region", "window", "appointment", "caps", "blackout_dates", "cn_holidays",
+                     "preset", "creditors", "unknown"]),
+    _values,
+    max_size=5,
+)
+
+
+@settings(max_examples=250 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=_policy_tables)
+def test_any_configuration_either_loads_or_is_refused_with_a_key_path(table) -> None:
+    from policy import PolicyConfigError
+
+    try:
+        book = load_policy(table)
+    except PolicyConfigError as exc:
+        assert exc.path.startswith("policy") and exc.reason
+        return
+    for pol in [book.default, *book.creditors.values()]:
+        assert len(pol.version) == 64
+        assert pol.window.start_s < pol.window.end_s
+        assert all(c.limit >= 0 for c in pol.caps)
