@@ -136,26 +136,41 @@ class RxBuffer:
 
 
 class TxBuffer:
-    """Send side of a leg (replaces `RTPClient.pmout`). Thread-safe."""
+    """Send side of a leg (replaces `RTPClient.pmout`). Thread-safe.
+
+    pyVoIP's transmitter thread calls `read()` and then sleeps 20 ms minus the time the
+    call took. In *follow* mode (set while bridged) `read()` waits up to `follow_wait`
+    for the next frame, so the transmitter sends each relayed frame the moment it
+    arrives instead of on its own 20 ms clock: no queue builds up between two clocks
+    that drift, and the bridge adds no buffering delay. A backlog beyond two frames is
+    dropped (counted) for the same reason.
+    """
 
     def __init__(self, max_bytes: int = FRAME_BYTES * 6) -> None:
         self._buf = bytearray()
         self._max = max_bytes
-        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self.follow_wait = 0.0
         self.dropped_bytes = 0
         self.sent_frames = 0
         self.silent_frames = 0
 
     def write(self, offset: int, data: bytes) -> None:  # noqa: ARG002 (pyVoIP's offset unused)
-        with self._lock:
+        with self._cond:
             self._buf += data
-            excess = len(self._buf) - self._max
+            limit = 3 * FRAME_BYTES if self.follow_wait else self._max
+            excess = len(self._buf) - limit
             if excess > 0:
+                if self.follow_wait:
+                    excess = len(self._buf) - 2 * FRAME_BYTES
                 del self._buf[:excess]
                 self.dropped_bytes += excess
+            self._cond.notify()
 
     def read(self, length: int = FRAME_BYTES) -> bytes:
-        with self._lock:
+        with self._cond:
+            if self.follow_wait and len(self._buf) < length:
+                self._cond.wait_for(lambda: len(self._buf) >= length, timeout=self.follow_wait)
             if len(self._buf) >= length:
                 out = bytes(self._buf[:length])
                 del self._buf[:length]
@@ -166,6 +181,12 @@ class TxBuffer:
             self.silent_frames += 1
             return out
 
+    def set_follow(self, wait: float) -> None:
+        """Follow the writer's clock (`wait` > 0, e.g. 0.025 s) or pace at 20 ms (0)."""
+        with self._cond:
+            self.follow_wait = wait
+            self._cond.notify_all()
+
     def buffered(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._buf)

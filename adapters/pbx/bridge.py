@@ -42,6 +42,10 @@ from adapters.pbx.sip_ua import Leg, LegCause
 
 log = structlog.get_logger("adapters.pbx.bridge")
 
+# How long a bridged leg's transmitter waits for the next relayed frame before it sends
+# silence: a little more than one 20 ms frame.
+FOLLOW_WAIT = 0.025
+
 
 class RecordingSink(Protocol):
     """Where a recording streams to. Called from one task, in order: write…, then
@@ -254,6 +258,8 @@ class Bridge:
             rec.push("callee", frame)
 
         started = time.monotonic()
+        agent.tx.set_follow(FOLLOW_WAIT)
+        callee.tx.set_follow(FOLLOW_WAIT)
         agent.rx.set_tap(agent_heard)
         callee.rx.set_tap(callee_heard)
         rec.start()
@@ -279,6 +285,8 @@ class Bridge:
         finally:
             agent.rx.set_tap(None)
             callee.rx.set_tap(None)
+            agent.tx.set_follow(0.0)
+            callee.tx.set_follow(0.0)
             rec.stop()
             for task in waits:
                 if task is not writer and not task.done():

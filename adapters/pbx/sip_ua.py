@@ -362,6 +362,7 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
         self.register_timeout = config.register_timeout
         self._on_registration = on_registration
         self._dialogs: dict[str, _Dialog] = {}
+        self._closing: set[Any] = set()  # RTP clients stopped, sockets closing a frame later
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._commands: list[Callable[[], None]] = []
@@ -431,6 +432,12 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
             self._thread.join(timeout=2.0)
         for d in self._dialogs.values():
             self._stop_media(d)
+        for client in list(self._closing):  # closes scheduled on the (now stopped) SIP thread
+            self._closing.discard(client)
+            try:
+                client.stop()
+            except OSError:
+                pass
         self.s.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -826,18 +833,42 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
         client.pmin = d.leg.rx
         client.pmout = d.leg.tx
         client.start()
+        # pyVoIP's receiver polls a non-blocking socket and sleeps 10 ms when it is empty:
+        # up to 10 ms added to every relayed frame and 100 wake-ups/s per leg. A blocking
+        # socket with a timeout delivers each packet at once; its loop still sees stop()
+        # (a timeout is an OSError it already swallows).
+        client.sin.settimeout(0.2)
         d.rtp = client
 
     def _stop_media(self, d: _Dialog) -> None:
-        if d.rtp is not None:
+        client, port = d.rtp, d.rtp_port
+        d.rtp = d.rtp_port = None
+        if client is None:
+            if port is not None:
+                self._free_ports.insert(0, port)
+            return
+        # pyVoIP's stop() closes the socket under its transmitter, which may be between
+        # read() and sendto() ("RTP Packet failed to send!"). Stop the loops first, wake
+        # the transmitter, close a frame later, then give the port back.
+        client.NSD = False
+        d.leg.tx.set_follow(0.0)
+        self._closing.add(client)
+
+        def close() -> None:
+            if client not in self._closing:
+                return
+            self._closing.discard(client)
             try:
-                d.rtp.stop()
+                client.stop()
             except OSError:
                 pass
-            d.rtp = None
-        if d.rtp_port is not None:
-            self._free_ports.insert(0, d.rtp_port)
-            d.rtp_port = None
+            if port is not None:
+                self._free_ports.insert(0, port)
+
+        if self.NSD:
+            self.call_later(0.06, close)
+        else:
+            close()
 
     def _end(self, d: _Dialog, cause: LegCause, status: int | None, by: str, detail: str | None) -> None:
         d.state = LegState.ENDED

@@ -23,7 +23,14 @@ from adapters.pbx.errors import CapacityExceeded, PbxUnavailable
 from adapters.pbx.originate import AttemptState, EndCause, Originator, OriginateRequest, Progress, Recheck
 from adapters.pbx.sip_ua import SipUaConfig, SipUserAgent
 
-pytestmark = [pytest.mark.kamailio, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.kamailio,
+    pytest.mark.slow,
+    # pyVoIP's own phones close an RTP socket under their transmitter thread when they
+    # hang up or get a BYE (a race inside pyVoIP 1.6.8, harmless: the call is over).
+    # The service's legs avoid it (adapters/pbx/sip_ua.py: _stop_media).
+    pytest.mark.filterwarnings("ignore:RTP Packet failed to send:RuntimeWarning"),
+]
 
 
 class Journal:

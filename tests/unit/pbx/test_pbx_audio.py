@@ -67,3 +67,26 @@ def test_the_send_buffer_is_capped_so_delay_cannot_build_up_and_sends_silence_wh
     assert tx.dropped_bytes == 160
     assert tx.read(160) == b"\x02" * 160 and tx.read(160) == b"\x03" * 160
     assert tx.read(160) == b"\x80" * 160 and tx.silent_frames == 1
+
+
+def test_a_following_send_buffer_hands_a_frame_to_the_transmitter_as_soon_as_it_is_written() -> None:
+    import threading
+
+    tx = TxBuffer()
+    tx.set_follow(2.0)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(tx.read(160)))
+    reader.start()  # pyVoIP's transmitter, waiting for the relayed frame
+    tx.write(0, b"\x33" * 160)
+    reader.join(1.0)
+    assert got == [b"\x33" * 160] and tx.silent_frames == 0
+
+
+def test_a_following_send_buffer_keeps_at_most_two_frames_of_backlog() -> None:
+    tx = TxBuffer()
+    tx.set_follow(0.01)
+    for value in (1, 2, 3, 4):
+        tx.write(0, bytes([value]) * 160)
+    assert [tx.read(160)[0] for _ in range(2)] == [3, 4]
+    assert tx.dropped_bytes == 320
+    assert tx.read(160) == b"\x80" * 160  # nothing came within the wait: silence
