@@ -56,6 +56,7 @@ from dialer.model import DecisionRecord
 
 EXPORT_BATCH = 2000
 OPTIONS_TTL_S = 60.0
+AUDIT_EVERY_S = 600.0
 # Case-state changes worth showing on the case page, from the data-change log.
 CASE_EVENT_LIMIT = 200
 
@@ -97,6 +98,9 @@ class SqlAlchemyConsoleQueries:
         self.store = services.store
         self.vault = vault
         self._health = health
+        self._audit_task: asyncio.Task[Any] | None = None
+        self._audit_at = 0.0
+        self._audit_last: HealthItem | None = None
         self._options: dict[tuple[str, ...] | None, tuple[float, FilterOptions]] = {}
 
     # -- users -------------------------------------------------------------------------
@@ -400,11 +404,10 @@ class SqlAlchemyConsoleQueries:
 
     async def pending_purges(self, who: Principal) -> Sequence[PurgeView]:
         vault = self._need_vault()
-        # The vault core has no listing of purge requests yet; its repository may.
-        lister = getattr(vault, "pending_purges", None) or getattr(vault.repo, "pending_purges", None)
-        if lister is None:
-            return []
-        purges = await _vault_call(lister(_actor(who)) if lister is getattr(vault, "pending_purges", None) else lister())
+        if hasattr(vault, "pending_purges"):
+            purges = await _vault_call(vault.pending_purges(_actor(who)))
+        else:  # an older vault core: its repository lists them
+            purges = await vault.repo.pending_purges()
         out = []
         for p in purges:
             view = await self._purge_view(who, p)
@@ -438,16 +441,80 @@ class SqlAlchemyConsoleQueries:
 
     # -- health ------------------------------------------------------------------------------
     async def health(self) -> Sequence[HealthItem]:
+        """Store (a ping), vault (its blob directory), SIP listener and MQTT (whatever the
+        composition root put on `services.sip` / `services.mqtt`: a `health()` returning
+        (status, detail) or a bool; absent means not enabled), and the decision log's
+        hash-chain verification, run in the background at most every AUDIT_EVERY_S and
+        shown from its last result so no page waits for a full walk of the log."""
         if self._health is not None:
             return await self._health()
-        items = []
-        try:
-            await self.store.ping()
-            items.append(HealthItem("store", "ok", "reachable"))
-        except Exception as exc:  # noqa: BLE001
-            items.append(HealthItem("store", "down", type(exc).__name__))
-        items.append(HealthItem("vault", "ok" if self.vault is not None else "off", ""))
+        items = [await self._store_health(), await self._vault_health()]
+        for name in ("sip", "mqtt"):
+            items.append(await _component_health(name, getattr(self.services, name, None)))
+        items.append(self._audit_health())
         return items
+
+    async def _store_health(self) -> HealthItem:
+        try:
+            await asyncio.wait_for(self.store.ping(), timeout=2.0)
+            return HealthItem("store", "ok", "reachable")
+        except Exception as exc:  # noqa: BLE001 - the strip reports, never raises
+            return HealthItem("store", "down", type(exc).__name__)
+
+    async def _vault_health(self) -> HealthItem:
+        if self.vault is None:
+            return HealthItem("vault", "off", "not enabled")
+        check = getattr(self.services.gate, "recordings", None)
+        if check is None or not hasattr(check, "available"):
+            return HealthItem("vault", "ok", "enabled")
+        try:
+            ok = await asyncio.wait_for(check.available(), timeout=2.0)
+        except Exception as exc:  # noqa: BLE001
+            return HealthItem("vault", "down", type(exc).__name__)
+        # The same check the gate makes before every dial: no recording, no call.
+        return HealthItem("vault", "ok" if ok else "down", "recording possible" if ok else "calls are refused")
+
+    def _audit_health(self) -> HealthItem:
+        now = time.monotonic()
+        if self._audit_task is None or (self._audit_task.done() and now - self._audit_at > AUDIT_EVERY_S):
+            from dialer.audit import verify
+
+            self._audit_at = now
+            self._audit_task = asyncio.create_task(verify(self.store), name="console-audit-verify")
+        task = self._audit_task
+        if not task.done():
+            return self._audit_last or HealthItem("audit_chain", "degraded", "verifying…")
+        if task.cancelled() or task.exception() is not None:
+            exc = None if task.cancelled() else task.exception()
+            self._audit_last = HealthItem("audit_chain", "down", f"verification failed: {type(exc).__name__}")
+        else:
+            report = task.result()
+            if report.ok:
+                n = sum(report.chains.values())
+                self._audit_last = HealthItem("audit_chain", "ok", f"{n} records verified")
+            else:
+                first = report.problems[0]
+                self._audit_last = HealthItem(
+                    "audit_chain", "down", f"{first.kind} at {first.chain} seq {first.seq}: {first.detail}"
+                )
+        return self._audit_last
+
+
+async def _component_health(name: str, obj: Any) -> HealthItem:
+    if obj is None:
+        return HealthItem(name, "off", "not enabled")
+    probe = getattr(obj, "health", None)
+    if probe is None:
+        return HealthItem(name, "ok", "running")
+    try:
+        got = probe()
+        if asyncio.iscoroutine(got):
+            got = await asyncio.wait_for(got, timeout=2.0)
+    except Exception as exc:  # noqa: BLE001
+        return HealthItem(name, "down", type(exc).__name__)
+    if isinstance(got, tuple):
+        return HealthItem(name, str(got[0]), str(got[1]) if len(got) > 1 else "")
+    return HealthItem(name, "ok" if got else "down", "")
 
 
 # -- vault glue --------------------------------------------------------------------------------
