@@ -47,21 +47,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _load(config: Optional[Path]) -> tuple[RecordingsConfig, Any]:
-    """The ``[recordings]`` table and the service configuration (None before it exists)."""
-    try:
-        try:
-            from dialer.config import load_config
-        except ImportError:  # the vault works stand-alone too
-            import tomllib
+    """The ``[recordings]`` table, typed, and the service configuration."""
+    from dialer.config import load_config
+    from dialer.errors import ConfigError
 
-            raw = tomllib.loads(config.read_text("utf-8")) if config else {}
-            base = raw.get("paths", {}).get("data_dir", "./var")
-            return parse_recordings_config(raw.get("recordings"), base), None
+    try:
         cfg = load_config(config)
         return parse_recordings_config(dict(_thaw(cfg.section("recordings"))), cfg.paths.data_dir), cfg
     except VaultError as exc:
         raise _fail(f"config: {exc.message}") from None
-    except Exception as exc:  # noqa: BLE001 - the service's ConfigError, TOML errors, missing file
+    except ConfigError as exc:
         raise _fail(f"config: {exc}") from None
 
 
@@ -77,18 +72,27 @@ def _now() -> datetime:
 
 @asynccontextmanager
 async def open_vault(config: Optional[Path]) -> AsyncIterator[tuple[Vault, RecordingsConfig]]:
-    """The vault over the metadata store: a JSON file beside the blobs (stand-alone)."""
+    """The vault over the service database (migrated first when the config says so),
+    the same one `dialgate serve` uses."""
+    from adapters.db.migrate import upgrade
+    from adapters.db.recordings_repo import SqlAlchemyRecordingRepository
     from adapters.storage.compose import build_vault
-    from adapters.storage.jsonrepo import JsonFileRecordingRepository
+    from dialer.app import make_store
 
-    rcfg, _ = _load(config)
-    repo = JsonFileRecordingRepository(rcfg.data_dir / "metadata.json")
-    yield build_vault(rcfg, repo, _now), rcfg
+    rcfg, cfg = _load(config)
+    async with make_store(cfg) as store:
+        if cfg.store.migrate_on_start:
+            await upgrade(store)
+        yield build_vault(rcfg, SqlAlchemyRecordingRepository(store), _now), rcfg
 
 
 def _run(coro: Any) -> Any:
+    from dialer.errors import StoreUnavailable
+
     try:
         return asyncio.run(coro)
+    except StoreUnavailable as exc:
+        raise _fail(f"store: {exc}") from None
     except VaultError as exc:
         extra = {k: v for k, v in exc.details.items() if k != "recording_id"}
         raise _fail(f"{exc.message} [{exc.error_id}]{' ' + json.dumps(extra, ensure_ascii=False, default=str) if extra else ''}") from None

@@ -23,6 +23,7 @@ bilingual message (Chinese / English) that names what is wrong::
     ├── Unreadable                 audio cannot be produced                          (410)
     │   ├── RecordingDestroyed     purged: data key destroyed, blob deleted
     │   └── KeyDestroyed           the creditor's key was destroyed (commission ended)
+    ├── KeyUnavailable             no key to seal a creditor's recordings with       (503)
     └── IntegrityError             the blob does not authenticate: tampered,
                                    truncated, reordered, wrong key, or the SHA-256 of
                                    the plaintext differs from the one stored at ingest (500)
@@ -125,6 +126,11 @@ class RecordingDestroyed(Unreadable):
 
 class KeyDestroyed(Unreadable):
     error_id = "key-destroyed"
+
+
+class KeyUnavailable(VaultError):
+    error_id = "key-unavailable"
+    status = 503
 
 
 class IntegrityError(VaultError):

@@ -125,6 +125,9 @@ class InMemoryRecordingRepository:
         self.purges[purge.purge_id] = purge
         self._changed()
 
+    async def pending_purges(self) -> list[PurgeRequest]:
+        return sorted((p for p in self.purges.values() if p.state == "pending"), key=lambda p: p.requested_at)
+
     async def last_destruction(self) -> DestructionEntry | None:
         return self.register[-1] if self.register else None
 

@@ -2,7 +2,9 @@
 
 Each entry's hash is ``SHA-256(prev_hash || canonical form)`` where the canonical form
 is the entry's fields (all but ``entry_hash``) as JSON with sorted keys, no spaces,
-UTF-8, dates and datetimes in ISO 8601. The first entry's ``prev_hash`` is 64 zeros.
+UTF-8, dates in ISO 8601 and datetimes in ISO 8601 UTC (so the hash survives a
+database that hands times back in another offset). The first entry's ``prev_hash`` is
+64 zeros.
 Editing, removing or reordering any entry breaks every hash after it.
 """
 
@@ -11,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, replace
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 from recordings.model import DestructionEntry
+
+__all__ = ["GENESIS", "DestructionEntry", "canonical", "entry_hash", "seal", "verify_chain"]
 
 GENESIS = "0" * 64
 
@@ -22,7 +26,9 @@ def canonical(entry: DestructionEntry) -> bytes:
     fields = asdict(entry)
     fields.pop("entry_hash")
     for k, v in fields.items():
-        if isinstance(v, (date, datetime)):
+        if isinstance(v, datetime):
+            fields[k] = v.astimezone(timezone.utc).isoformat()
+        elif isinstance(v, date):
             fields[k] = v.isoformat()
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

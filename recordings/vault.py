@@ -38,6 +38,8 @@ from recordings.errors import (
     Forbidden,
     IntegrityError,
     InvalidRequest,
+    KeyUnavailable,
+    NoSuchKey,
     NoSuchPurge,
     NoSuchRecording,
     PurgeNotPending,
@@ -185,6 +187,7 @@ class Vault:
         chunk_size: int = envelope.CHUNK_SIZE,
         checkpoint: Checkpoint | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        create_missing_keys: bool = False,
     ) -> None:
         self.repo = repo
         self.blobs = blobs
@@ -197,6 +200,22 @@ class Vault:
         self._checkpoint = checkpoint or _no_checkpoint
         self._new_id = new_id
         self._register_lock = asyncio.Lock()
+        # With a key file, a creditor's first recording creates its key rather than
+        # being refused; keys from the environment cannot be created.
+        self.create_missing_keys = create_missing_keys
+
+    def _sealing_key(self, scope: str) -> tuple[str, bytes]:
+        try:
+            return self.keys.active(scope)
+        except NoSuchKey as exc:
+            if not self.create_missing_keys:
+                raise KeyUnavailable(
+                    f"委托方 {scope} 没有加密密钥 / no key to seal recordings of {scope}: "
+                    "run `dialgate keys init --creditor " + scope + "`",
+                    scope=scope,
+                ) from exc
+            self.keys.create(scope)
+            return self.keys.active(scope)
 
     # -- ingest --------------------------------------------------------------------
 
@@ -227,6 +246,9 @@ class Vault:
         existing = await self.repo.by_source(req.source_kind, req.source_id)
         if existing is not None:
             return IngestResult(existing, created=False)
+        link = req.link
+        scope = link.creditor if link.creditor is not None else UNMATCHED_SCOPE
+        self._sealing_key(scope)  # refuse before consuming the upload, not after
 
         recording_id = self._new_id()
         data_key_id = uuid.uuid4().hex[:16]
@@ -272,11 +294,9 @@ class Vault:
             published = True
             self._checkpoint("published")
 
-            link = req.link
-            scope = link.creditor if link.creditor is not None else UNMATCHED_SCOPE
-            # The KEK is fetched only now, after the (possibly hours-long) upload, so a
-            # rotation running meanwhile is caught by its second rewrap pass.
-            kek_id, kek = self.keys.active(scope)
+            # The KEK is fetched again now, after the (possibly hours-long) upload, so
+            # a rotation running meanwhile is caught by its second rewrap pass.
+            kek_id, kek = self._sealing_key(scope)
             wrapped = envelope.wrap_data_key(
                 kek, data_key, recording_id=recording_id, key_id=data_key_id, kek_id=kek_id
             )
@@ -503,7 +523,7 @@ class Vault:
         if rec.state != "unmatched":
             raise InvalidRequest(f"录音已关联 / recording {recording_id} is not unmatched")
         data_key = self._unwrap(rec)
-        kek_id, kek = self.keys.active(link.creditor)
+        kek_id, kek = self._sealing_key(link.creditor)
         wrapped = envelope.wrap_data_key(
             kek, data_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=kek_id
         )
@@ -647,6 +667,11 @@ class Vault:
             raise NoSuchPurge(f"销毁申请不存在 / no such purge {purge_id}")
         return purge
 
+    async def pending_purges(self, actor: Actor) -> list[PurgeRequest]:
+        """Purge requests waiting for their second person."""
+        _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁申请 / read purges")
+        return await self.repo.pending_purges()
+
     async def approve_purge(self, purge_id: str, actor: Actor) -> PurgeRequest:
         """The second person (supervisor or compliance, not the requester) approves:
         data keys are destroyed, blobs deleted, and each recording is written into the
@@ -660,17 +685,26 @@ class Vault:
                 "申请人与批准人须为不同人员 / the approver must be a different person from the requester",
                 requested_by=purge.requested_by,
             )
+        recs = [await self.repo.get(rid) for rid in purge.recording_ids]
+        outside = sorted({r.creditor for r in recs if r is not None and r.creditor is not None and not actor.sees(r.creditor)})
+        if outside:
+            # All or nothing: an approver witnesses the whole request or none of it.
+            # (Unmatched recordings belong to no creditor; any approver may witness them.)
+            raise Forbidden(
+                f"销毁申请包含您无权查看的委托方 / the purge covers creditors you are not cleared for: {', '.join(outside)}",
+                creditors=outside,
+            )
         today = self.clock().date()
         destroyed: list[str] = []
         skipped: list[str] = []
-        for rid in purge.recording_ids:
-            rec = await self.repo.get(rid)
+        for rid, rec in zip(purge.recording_ids, recs):
+            if rec is not None:
+                rec = await self.repo.get(rid)  # re-read: a hold may have come meanwhile
             if (
                 rec is None
                 or rec.state == "destroyed"
                 or not is_due(rec.retain_until, today)
                 or await self.is_held(rec)
-                or not actor.sees(rec.creditor)
             ):
                 skipped.append(rid)
                 continue

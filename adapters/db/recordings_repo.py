@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -148,10 +147,6 @@ recording_destruction_register = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False, unique=True),
 )
-
-
-class _UnitOfWork(Protocol):
-    conn: AsyncConnection
 
 
 class Transactions(Protocol):
@@ -436,6 +431,12 @@ class SqlAlchemyRecordingRepository:
         async with self._write() as conn:
             await conn.execute(update(recording_purges).where(recording_purges.c.purge_id == pid).values(**values))
 
+    async def pending_purges(self) -> list[PurgeRequest]:
+        t = recording_purges
+        async with self._read() as conn:
+            rows = (await conn.execute(select(t).where(t.c.state == "pending").order_by(t.c.requested_at))).all()
+        return [_purge(r) for r in rows]
+
     async def last_destruction(self) -> DestructionEntry | None:
         t = recording_destruction_register
         async with self._read() as conn:
@@ -448,5 +449,3 @@ class SqlAlchemyRecordingRepository:
             rows = (await conn.execute(select(t).order_by(t.c.seq))).all()
         return [_entry(r) for r in rows]
 
-
-__all__ = ["SqlAlchemyRecordingRepository", "metadata", "date", "datetime"]

@@ -30,4 +30,5 @@ def build_vault(
         retention=cfg.retention,
         max_size=cfg.max_size,
         checkpoint=checkpoint,
+        create_missing_keys=cfg.keys == "file",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recordings.errors import KeyDestroyed, NoSuchKey
+from recordings.model import Actor
 from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, QA_B, request, wav_bytes
 
 
@@ -47,3 +48,26 @@ async def test_a_destroyed_creditor_key_makes_its_recordings_unreadable_and_noth
     with pytest.raises(KeyDestroyed):
         await vault.ingest(request("d-a2"), [a_audio], PBX)
     assert {r.recording_id for r in await vault.list(COMPLIANCE)} == {a.recording_id, b.recording_id}
+
+
+async def test_a_creditor_without_a_key_is_refused_before_the_upload_is_read(vault, blobs) -> None:
+    from recordings.errors import KeyUnavailable
+
+    consumed = []
+
+    def body():
+        consumed.append(True)
+        yield wav_bytes(1)
+
+    with pytest.raises(KeyUnavailable, match="keys init --creditor bank-new"):
+        await vault.ingest(request("nk-1", creditor="bank-new"), body(), PBX)
+    assert consumed == [] and blobs.blobs == {}
+
+
+async def test_with_a_key_file_a_creditors_first_recording_creates_its_key(vault, keys) -> None:
+    vault.create_missing_keys = True
+    audio = wav_bytes(1)
+    rec = (await vault.ingest(request("nk-2", creditor="bank-new", case_id="N-1"), [audio], PBX)).recording
+    assert keys.active("bank-new")[0] == rec.kek_id
+    reader = Actor("qa-n", "qa", frozenset({"bank-new"}))
+    assert (await vault.open_audio(rec.recording_id, reader, reason="first")).read_all() == audio

@@ -133,7 +133,7 @@ async def test_the_register_chains_across_purges_and_any_edit_breaks_it(vault, c
     assert register.verify_chain(entries[:1] + entries[2:]) != []  # a removed entry
 
 
-async def test_a_creditor_scoped_approver_cannot_destroy_another_creditors_recordings(vault, blobs) -> None:
+async def test_each_creditor_keeps_its_own_retention_when_purging(vault, blobs) -> None:
     a = await ingest(vault, "s-1", creditor="bank-a")
     b = await ingest(vault, "s-2", creditor="bank-b", case_id="case-b")
     # bank-b keeps 1095 days: from 2024-01-10 that is 2027-01-09, not due yet
@@ -152,3 +152,29 @@ async def test_a_case_hold_covers_only_that_creditors_case_of_that_id(vault, blo
     assert [r.recording_id for r in plan.held] == [a.recording_id]
     assert await vault.release_case_hold("bank-a", "C-100", SUP_A)
     assert (await vault.plan_purge(ADMIN)).held == ()
+
+
+def test_a_register_entry_hashes_the_same_whatever_offset_its_time_comes_back_in() -> None:
+    from datetime import date, timedelta
+
+    shanghai = timezone(timedelta(hours=8))
+    entry = register.seal(register.DestructionEntry(
+        seq=1, recording_id="r", case_id="c", creditor="bank-a", sha256="0" * 64, retain_until=date(2026, 1, 1),
+        operator="a", approver="b", purge_id="p", destroyed_at=datetime(2026, 11, 24, 10, tzinfo=shanghai),
+        method="m", prev_hash=register.GENESIS, entry_hash=""))
+    as_utc = replace(entry, destroyed_at=entry.destroyed_at.astimezone(timezone.utc))
+    assert register.verify_chain([as_utc]) == []
+
+
+async def test_an_approver_must_be_cleared_for_every_creditor_in_the_request(vault, blobs) -> None:
+    a = await ingest(vault, "sc-a", creditor="bank-a")
+    b = await ingest(vault, "sc-b", creditor="bank-b", case_id="case-b",
+                     started_at=datetime(2023, 1, 2, 9, tzinfo=timezone.utc))
+    plan = await vault.request_purge(ADMIN)
+    assert [p.purge_id for p in await vault.pending_purges(SUP_A)] == [plan.request.purge_id]
+    with pytest.raises(Forbidden, match="bank-b"):
+        await vault.approve_purge(plan.request.purge_id, SUP_A)  # bank-a only
+    assert a.recording_id in blobs.blobs and b.recording_id in blobs.blobs
+    done = await vault.approve_purge(plan.request.purge_id, COMPLIANCE)  # bank-a and bank-b
+    assert set(done.destroyed) == {a.recording_id, b.recording_id}
+    assert await vault.pending_purges(SUP_A) == []

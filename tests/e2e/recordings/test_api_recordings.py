@@ -1,0 +1,188 @@
+"""The recordings API end to end: upload, retrieval with Range and the access log,
+creditor scoping, holds, purge under dual control, the register, the gate's check."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+from recordings.testing import wav_stream
+
+PROBLEM = "application/problem+json"
+
+
+def wav(seconds: float = 3.0, tone: float = 440.0) -> bytes:
+    return b"".join(wav_stream(seconds, tone_hz=tone))
+
+
+async def stream(data: bytes, piece: int = 10_000):
+    for i in range(0, len(data), piece):
+        yield data[i : i + piece]
+
+
+async def test_the_pbx_uploads_a_call_and_it_is_linked_to_the_case_agent_and_number(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    audio = wav(4.0)
+    r = await api.upload(stream(audio), attempt_id=attempt, duration=4)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["state"] == "stored" and body["retain_until"] == "2028-11-23"  # 730 days after 2026-11-24 (2028 has a 29 February)
+    import hashlib
+
+    assert body["sha256"] == hashlib.sha256(audio).hexdigest()
+    again = await api.upload(audio, attempt_id=attempt)
+    assert again.status_code == 200 and again.json()["recording_id"] == body["recording_id"]
+
+    listed = (await api.get("/v1/cases/C-1/recordings", "qa-a")).json()
+    [rec] = listed["recordings"]
+    assert (rec["creditor"], rec["case_id"], rec["agent"], rec["number"]) == ("bank-a", "C-1", "col-a", "138****0001")
+    assert "13800000001" not in (await api.get("/v1/recordings", "comp-a")).text
+
+
+async def test_uploads_of_other_types_or_too_large_are_refused_and_store_nothing(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    r = await api.upload(wav(1), attempt_id=attempt, content_type="video/mp4")
+    assert r.status_code == 415 and r.headers["content-type"].startswith(PROBLEM)
+    r = await api.upload(b"definitely not a RIFF file", attempt_id=attempt)
+    assert r.status_code == 415 and "not audio/wav" in r.json()["detail"]
+    big = b"".join(wav_stream(300.0))  # 9.6 MB: over the 8 MiB limit
+    r = await api.upload(big, attempt_id=attempt)
+    assert r.status_code == 413, r.text
+    r = await api.upload(stream(big), attempt_id=attempt)  # chunked: no Content-Length
+    assert r.status_code == 413, r.text
+    assert (await api.get("/v1/recordings", "admin")).json()["recordings"] == []
+    blobs = list((api.data_dir / "recordings" / "blobs").rglob("*.dgr"))
+    temps = list((api.data_dir / "recordings" / "tmp").iterdir())
+    assert blobs == [] and temps == []
+    assert (await api.upload(wav(1), attempt_id=attempt, who="qa-a")).status_code == 403
+
+
+async def test_a_recording_of_an_unknown_call_is_kept_for_admins_to_link(api) -> None:
+    r = await api.upload(wav(2), call_id="3848276298220188511@10.0.0.9", started_at="2026-11-24T09:58:00+08:00")
+    assert r.status_code == 201 and r.json()["state"] == "unmatched"
+    rid = r.json()["recording_id"]
+    assert (await api.get("/v1/recordings", "qa-a")).json()["recordings"] == []
+    unmatched = (await api.get("/v1/recordings", "admin", params={"state": "unmatched"})).json()["recordings"]
+    assert [u["recording_id"] for u in unmatched] == [rid]
+    assert (await api.get(f"/v1/recordings/{rid}", "qa-a")).status_code == 404
+    attempt = await api.dial("C-2", "13700000003")
+    r = await api.post(f"/v1/recordings/{rid}/link", "admin", {"attempt_id": attempt})
+    assert r.status_code == 200 and r.json()["case_id"] == "C-2"
+    audio = await api.get(f"/v1/recordings/{rid}/audio", "qa-a", params={"reason": "关联后复核 review after link"})
+    assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+
+
+async def test_audio_needs_a_reason_supports_ranges_and_every_access_is_logged(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    audio = wav(5.0, 330)
+    rid = (await api.upload(audio, attempt_id=attempt)).json()["recording_id"]
+    path = f"/v1/recordings/{rid}/audio"
+
+    no_reason = await api.get(path, "qa-a")
+    assert no_reason.status_code == 400 and no_reason.json()["type"].endswith("/reason-required")
+
+    whole = await api.get(path, "qa-a", params={"reason": "周检 weekly QA"})
+    assert whole.status_code == 200 and whole.content == audio
+    assert whole.headers["accept-ranges"] == "bytes" and whole.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(whole.content)) as w:
+        assert w.getnframes() == 40000
+
+    part = await api.get(path, "sup-a", params={"reason": "投诉 complaint 77"}, headers={"Range": "bytes=70000-70999"})
+    assert part.status_code == 206 and part.content == audio[70000:71000]
+    assert part.headers["content-range"] == f"bytes 70000-70999/{len(audio)}"
+    tail = await api.get(path, "comp-a", params={"reason": "seek end"}, headers={"Range": "bytes=-32000"})
+    assert tail.status_code == 206 and tail.content == audio[-32000:]
+    bad = await api.get(path, "qa-a", params={"reason": "x"}, headers={"Range": f"bytes={len(audio)}-"})
+    assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{len(audio)}"
+
+    log = (await api.get(f"/v1/recordings/{rid}/access-log", "comp-a")).json()["entries"]
+    assert [(e["user"], e["reason"], e["range_start"], e["range_end"], e["client"]) for e in log] == [
+        ("qa-a", "周检 weekly QA", 0, len(audio) - 1, "10.1.2.3"),
+        ("sup-a", "投诉 complaint 77", 70000, 70999, "10.1.2.3"),
+        ("comp-a", "seek end", len(audio) - 32000, len(audio) - 1, "10.1.2.3"),
+    ]
+
+
+async def test_another_creditors_user_gets_404_everywhere_and_a_collector_403(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    rid = (await api.upload(wav(1), attempt_id=attempt)).json()["recording_id"]
+    for path, params in ((f"/v1/recordings/{rid}", {}), (f"/v1/recordings/{rid}/audio", {"reason": "curious"}),
+                         (f"/v1/recordings/{rid}/access-log", {}), ("/v1/cases/C-1/recordings", {})):
+        r = await api.get(path, "qa-b", params=params)
+        assert r.status_code == 404, (path, r.text)
+        assert r.headers["content-type"].startswith(PROBLEM)
+    assert (await api.post(f"/v1/recordings/{rid}/legal-hold", "comp-b", {"reason": "x"})).status_code == 404
+    assert (await api.get("/v1/recordings", "qa-b")).json()["recordings"] == []
+    assert (await api.get(f"/v1/recordings/{rid}/audio", "col-a", params={"reason": "x"})).status_code == 403
+    assert (await api.get(f"/v1/recordings/{rid}/access-log", "comp-a")).json()["entries"] == []
+
+
+async def test_filters_find_recordings_by_agent_number_and_date(api) -> None:
+    a1 = await api.dial("C-1", "13800000001")
+    a2 = await api.dial("C-2", "13700000003")
+    r1 = (await api.upload(wav(1), attempt_id=a1, started_at="2026-11-20T10:00:00+08:00")).json()["recording_id"]
+    r2 = (await api.upload(wav(1), attempt_id=a2, started_at="2026-11-23T10:00:00+08:00")).json()["recording_id"]
+
+    async def ids(**params):
+        r = await api.get("/v1/recordings", "comp-a", params=params)
+        assert r.status_code == 200, r.text
+        return [x["recording_id"] for x in r.json()["recordings"]]
+
+    assert await ids(number="13700000003") == [r2]
+    assert await ids(number="+8613800000001") == [r1]
+    assert await ids(agent="col-a") == [r1, r2]
+    assert await ids(**{"from": "2026-11-22T00:00:00+08:00"}) == [r2]
+    assert await ids(to="2026-11-22T00:00:00+08:00") == [r1]
+    r = await api.get("/v1/recordings", "comp-a", params={"from": "yesterday"})
+    assert r.status_code == 400 and "from" in r.json()["detail"]
+
+
+async def test_purge_under_dual_control_spares_held_recordings_and_writes_the_register(api) -> None:
+    old = "2024-01-05T10:00:00+08:00"  # retain_until 2026-01-04: due
+    a1, a2, a3 = (await api.dial("C-1", "13800000001"), await api.dial("C-2", "13700000003"),
+                  await api.dial("C-2", "13700000003"))
+    gone = (await api.upload(wav(1), attempt_id=a1, started_at=old)).json()
+    held = (await api.upload(wav(1), attempt_id=a2, started_at=old)).json()["recording_id"]
+    case_held = (await api.upload(wav(1), attempt_id=a3, started_at=old)).json()["recording_id"]
+    await api.dial("C-1", "13800000001")  # a case hold also covers later recordings
+    r = await api.post(f"/v1/recordings/{held}/legal-hold", "comp-a", {"reason": "投诉 complaint #5"})
+    assert r.status_code == 200 and r.json()["legal_hold"]["by"] == "comp-a"
+    assert (await api.post(f"/v1/recordings/{held}/legal-hold", "comp-a", {"reason": " "})).status_code == 400
+
+    dry = await api.post("/v1/purges", "admin", {"dry_run": True})
+    assert dry.status_code == 200 and dry.json()["purge"] is None
+    assert {x["recording_id"] for x in dry.json()["due"]} == {gone["recording_id"], case_held}
+
+    req = await api.post("/v1/purges", "admin", {})
+    assert req.status_code == 201, req.text
+    purge_id = req.json()["purge"]["purge_id"]
+    # the hold comes after the request, before approval: still protects
+    r = await api.post("/v1/cases/C-2/legal-hold", "sup-a", {"reason": "诉讼 lawsuit 2026-9"})
+    assert r.status_code == 200, r.text
+
+    assert (await api.post(f"/v1/purges/{purge_id}/approve", "admin")).status_code == 403
+    assert (await api.post(f"/v1/purges/{purge_id}/approve", "admin2")).status_code == 403
+    ok = await api.post(f"/v1/purges/{purge_id}/approve", "comp-a")
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["destroyed"] == [gone["recording_id"]] and ok.json()["skipped"] == [case_held]
+    assert (await api.post(f"/v1/purges/{purge_id}/approve", "sup-a")).status_code == 409
+
+    audio = await api.get(f"/v1/recordings/{gone['recording_id']}/audio", "qa-a", params={"reason": "after purge"})
+    assert audio.status_code == 404 or audio.status_code == 410
+    for rid in (held, case_held):
+        assert (await api.get(f"/v1/recordings/{rid}/audio", "qa-a", params={"reason": "still here"})).status_code == 200
+
+    reg = (await api.get("/v1/destruction-register", "comp-a")).json()
+    assert reg["chain_ok"] is True
+    [entry] = reg["entries"]
+    assert (entry["recording_id"], entry["sha256"], entry["operator"], entry["approver"], entry["case_id"]) == (
+        gone["recording_id"], gone["sha256"], "admin", "comp-a", "C-1")
+    assert (await api.get("/v1/destruction-register", "comp-b")).json()["entries"] == []
+
+
+async def test_no_working_vault_means_no_call(api) -> None:
+    assert (await api.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})).status_code == 201
+    api.svc.vault.keys.destroy("_unmatched")
+    r = await api.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
+    assert r.status_code == 403, r.text
+    assert "recording" in r.text
