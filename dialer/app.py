@@ -41,9 +41,11 @@ ROUTERS: list[str] = [
     "dialer.http.cases",
     "dialer.http.dials",
     "dialer.http.blocked",
+    "dialer.http.recordings",
+    "dialer.console.wiring",
 ]
 
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = ["dialer.http.recordings:open_vault", "adapters.sip.service:open_sip_gate"]
 
 log = structlog.get_logger("dialgate.app")
 
