@@ -26,7 +26,7 @@ from policy_factories import (
     make_request,
 )
 
-from policy import Cap, HistoryEvent, Policy, evaluate, load_policy, number_zone
+from policy import Appointment, Cap, HistoryEvent, Policy, evaluate, load_policy, number_zone
 
 # POLICY_PROPERTY_SCALE=40 runs forty times the examples (a deep run before a release).
 SCALE = max(1, int(os.environ.get("POLICY_PROPERTY_SCALE", "1")))
@@ -173,15 +173,37 @@ def test_next_allowed_at_is_exact_when_a_burst_of_recent_calls_hits_the_caps(
     _assert_next_allowed_is_exact(pol, make_request(number=number), history, now, probe)
 
 
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy_name=st.sampled_from(sorted(POLICIES)),
+    now_day=st.integers(0, 40),
+    now_sod=st.integers(0, 86399),
+    number=st.sampled_from([DEBTOR, FAMILY, US_RELATIVE]),
+    burst=recent_burst,
+    slots=st.lists(st.integers(-3600, 14 * 3600), min_size=1, max_size=3),  # appointment offsets from now
+    probe=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_next_allowed_at_is_exact_with_agreed_callback_times(
+    policy_name, now_day, now_sod, number, burst, slots, probe
+) -> None:
+    pol = POLICIES[policy_name]
+    now = BASE + timedelta(days=now_day, seconds=now_sod)
+    history = [event(now - timedelta(seconds=s), number, kind=k, relation=RELATION[number]) for s, k in burst]
+    appointments = tuple(Appointment(number, now + timedelta(seconds=o)) for o in slots)
+    request = make_request(number=number, appointments=appointments)
+    _assert_next_allowed_is_exact(pol, request, history, now, probe)
+
+
 def _assert_next_allowed_is_exact(pol, request, history, now, probe) -> None:  # noqa: ANN001
     decision = evaluate(request, history, pol, now)
     if decision.allowed:
-        hypothesis_event("allowed")
+        hypothesis_event(decision.rule_id)
         assert decision.next_allowed_at == now
         return
     assert decision.rule_id.startswith(("window.", "cap.")), decision.rule_id
     hypothesis_event(f"blocked by {decision.rule_id.split('.')[0]}")
     nxt = decision.next_allowed_at
+    hypothesis_event(f"next via {decision.inputs_used.get('next_allowed_search')}")
     assert nxt is not None, decision.inputs_used.get("next_allowed_search")
     assert nxt > now
     assert evaluate(request, history, pol, nxt).allowed, evaluate(request, history, pol, nxt).reason
