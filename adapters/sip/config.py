@@ -124,7 +124,7 @@ def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
     registered: dict[str, frozenset[str]] = {}
     for creditor, lines in lines_raw.items():
         p = f"sip.registered_lines.{creditor}"
-        if not isinstance(lines, list):
+        if not isinstance(lines, (list, tuple)):  # tuple: the service's frozen config
             raise SipConfigError(p, f"expected a list of caller lines, got {type(lines).__name__}")
         clean: set[str] = set()
         for i, line in enumerate(lines):

@@ -1,0 +1,184 @@
+"""The SIP gate plugged into the gate service: the authorizer port over ``RequestDial``.
+
+:class:`GateSipAuthorizer` answers the listener's question with the same use case as
+``POST /v1/dials`` (channel ``sip``, ``match_pending=True``), so SIP decisions land in
+the decision log and ``GET /v1/blocked-dials`` like API ones, and a click-to-dial
+authorisation is consumed instead of counted again.
+
+Case resolution for an INVITE (in this order):
+
+1. ``X-Case-ID`` from the PBX;
+2. the agent's pending click-to-dial attempt: by ``X-DialGate-Attempt``, else the
+   oldest still-valid authorised attempt of that agent for that number;
+3. the one active case assigned to that agent that holds the number.
+
+Nothing found, or several candidates, is a refusal (603) with rule id ``case.not_found``
+or ``case.ambiguous``; an INVITE without a known agent is refused with
+``agent.unknown``. Those refusals never reach the policy, so — exactly like a 404 or
+400 from the HTTP API — they write no decision record; they are logged as
+``sip.refused`` events with the number masked.
+
+The gate acts as the internal identity ``sip-gate`` (unscoped: the PBX carries every
+creditor's calls); the agent named by the INVITE is who the policy checks.
+
+:func:`open_sip_gate` is the composition root's extension: it starts the UDP/TCP
+listener when ``[sip] listen`` is set, and does nothing otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, AsyncIterator
+
+import structlog
+
+from adapters.sip.config import SipConfig, SipConfigError, load_sip_config
+from adapters.sip.gate import SipDialAnswer, SipDialInput, mask_number
+from adapters.sip.server import SipServer
+from dialer.errors import AmbiguousCase, ApiError, ConfigError, Forbidden, NoSuchCase, UnprocessableEntity
+from dialer.model import Principal
+from dialer.usecases import Gate, RequestDial
+
+log = structlog.get_logger("dialgate.sip")
+
+SIP_ACTOR = Principal(user_id=0, name="sip-gate", role="admin", creditors=frozenset())
+
+_REFUSALS: dict[str, tuple[str, str]] = {
+    "agent.unknown": (
+        "No agent for this call: the PBX must send X-Agent-ID or the extension must be mapped in [sip.extensions]",
+        "无法识别坐席：PBX 须发送 X-Agent-ID，或在 [sip.extensions] 中配置分机对应的坐席",
+    ),
+    "case.not_found": (
+        "No active case assigned to this agent holds this number",
+        "没有分配给该坐席且包含该号码的在催案件",
+    ),
+    "case.ambiguous": (
+        "Several cases match this call; the PBX must send X-Case-ID",
+        "该呼叫匹配到多个案件，PBX 须发送 X-Case-ID",
+    ),
+    "request.forbidden": (
+        "The gate refused the request for this agent",
+        "网关拒绝了该坐席的请求",
+    ),
+}
+
+
+def refusal(rule_id: str, detail: str = "") -> SipDialAnswer:
+    reason, reason_zh = _REFUSALS[rule_id]
+    if detail:
+        reason = f"{reason} ({detail})"
+    return SipDialAnswer(allowed=False, rule_id=rule_id, reason=reason, reason_zh=reason_zh)
+
+
+class GateSipAuthorizer:
+    """``SipDialAuthorizer`` over the service's ``Gate.request_dial`` (channel ``sip``)."""
+
+    def __init__(self, gate: Gate, config: SipConfig, actor: Principal = SIP_ACTOR) -> None:
+        self._gate = gate
+        self._config = config
+        self._actor = actor
+
+    async def authorize(self, invite: SipDialInput) -> SipDialAnswer:
+        if not invite.agent_id:
+            return self._refused("agent.unknown", invite)
+        found = await self._resolve_case(invite)
+        if isinstance(found, SipDialAnswer):
+            return found
+        creditor, case_id = found
+        lines = self._config.registered_lines.get(creditor)
+        cmd = RequestDial(
+            actor=self._actor,
+            case_id=case_id,
+            number=invite.number,
+            agent_id=invite.agent_id,
+            channel="sip",
+            creditor=creditor,
+            match_pending=True,
+            attempt_id=invite.attempt_id,
+            caller_line=invite.caller_line,
+            registered_lines=lines,
+        )
+        try:
+            result = await self._gate.request_dial(cmd)
+        except NoSuchCase:
+            return self._refused("case.not_found", invite)
+        except AmbiguousCase:
+            return self._refused("case.ambiguous", invite)
+        except (Forbidden, UnprocessableEntity) as exc:
+            rule = "agent.unknown" if isinstance(exc, UnprocessableEntity) and exc.details.get("field") == "agent_id" else "request.forbidden"
+            return self._refused(rule, invite, exc.detail)
+        except ApiError as exc:
+            return self._refused("request.forbidden", invite, exc.detail)
+        decision = result.decision
+        retry_after = None
+        if not result.allowed and decision.next_allowed_at is not None:
+            seconds = (decision.next_allowed_at - self._gate.clock.now()).total_seconds()
+            retry_after = max(0, math.ceil(seconds))
+        return SipDialAnswer(
+            allowed=result.allowed,
+            rule_id=decision.rule_id,
+            reason=decision.reason,
+            reason_zh=decision.reason_zh,
+            attempt_id=result.attempt.attempt_id if result.attempt else None,
+            retry_after=retry_after,
+            decision_id=result.decision_id,
+        )
+
+    async def _resolve_case(self, invite: SipDialInput) -> tuple[str, str] | SipDialAnswer:
+        """(creditor, case_id) for the INVITE, or the refusal when there is none/many."""
+        store = self._gate.store
+        async with store.read() as uow:
+            if invite.case_id:
+                cases = await uow.cases.find(invite.case_id, None)
+                if len(cases) == 1:
+                    return cases[0].creditor, cases[0].case_id
+                if not cases:
+                    return self._refused("case.not_found", invite)
+                # the same case id at two creditors: a pending attempt can still say which
+            pending = None
+            if invite.attempt_id:
+                pending = await uow.attempts.get(invite.attempt_id)
+            elif invite.agent_id:
+                pending = await uow.attempts.find_pending(invite.agent_id, invite.number, self._gate.clock.now())
+            if pending is not None and (not invite.case_id or pending.case_id == invite.case_id):
+                return pending.creditor, pending.case_id
+            if invite.case_id:
+                return self._refused("case.ambiguous", invite)
+            cases = [
+                c
+                for c in await uow.cases.by_number(invite.number, None)
+                if c.status == "active" and c.assigned_agent == invite.agent_id
+            ]
+        if len(cases) == 1:
+            return cases[0].creditor, cases[0].case_id
+        return self._refused("case.ambiguous" if cases else "case.not_found", invite)
+
+    @staticmethod
+    def _refused(rule_id: str, invite: SipDialInput, detail: str = "") -> SipDialAnswer:
+        log.info(
+            "sip.refused",
+            rule_id=rule_id,
+            call_id=invite.call_id,
+            number=mask_number(invite.number),
+            agent_id=invite.agent_id,
+            case_id=invite.case_id,
+        )
+        return refusal(rule_id, detail)
+
+
+@contextlib.asynccontextmanager
+async def open_sip_gate(services: Any) -> AsyncIterator[SipServer | None]:
+    """Extension for ``dialer.app``: serve SIP while the service runs if ``[sip] listen`` is set."""
+    raw = services.config.section("sip")
+    if "listen" not in raw:
+        yield None
+        return
+    try:
+        config = load_sip_config(raw)
+    except SipConfigError as exc:
+        raise ConfigError(f"{services.config.source}: {exc}") from exc
+    authorizer = GateSipAuthorizer(services.gate, config)
+    async with SipServer(authorizer, config) as server:
+        log.info("sip.gate_started", listen=config.listen, route=config.route)
+        yield server
