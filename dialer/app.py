@@ -45,7 +45,7 @@ ROUTERS: list[str] = [
     "dialer.console.wiring",
 ]
 
-EXTENSIONS: list[str] = ["dialer.http.recordings:open_vault"]
+EXTENSIONS: list[str] = ["dialer.http.recordings:open_vault", "adapters.sip.service:open_sip_gate"]
 
 log = structlog.get_logger("dialgate.app")
 
