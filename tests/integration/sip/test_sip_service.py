@@ -4,100 +4,19 @@ decisions show up in `GET /v1/blocked-dials` like API ones."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
-from sqlalchemy import func, select
 
-from adapters.db import tables
 from adapters.sip.server import free_port
-from dialer.app import Services, build_app
-from dialer.auth import add_user
-from dialer.clock import FixedClock
-from dialer.config import build_config
-from sipclient import UdpClient, make_invite
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)
-USERS = (
-    ("col-a", "collector", ("bank-a",)),
-    ("col-a2", "collector", ("bank-a",)),
-    ("comp-a", "compliance", ("bank-a",)),
-    ("data-a", "data", ("bank-a",)),
-)
-
-
-def case_doc(case_id: str, agent: str, *numbers: str) -> dict[str, Any]:
-    return {
-        "case_id": case_id, "creditor": "bank-a", "debtor_name": "张三", "status": "active",
-        "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": agent,
-        "flags": [], "amount_due": "1000.00", "overdue_days": 40,
-        "contacts": [{"number": n, "relation": "self"} for n in numbers],
-    }
-
-
-@dataclass
-class Running:
-    client: httpx.AsyncClient
-    svc: Services
-    tokens: dict[str, str]
-    sip_port: int
-
-    async def get(self, path: str, who: str, **kw: Any) -> httpx.Response:
-        return await self.client.get(path, headers={"Authorization": f"Bearer {self.tokens[who]}"}, **kw)
-
-    async def post(self, path: str, who: str, json: Any) -> httpx.Response:
-        return await self.client.post(path, json=json, headers={"Authorization": f"Bearer {self.tokens[who]}"})
-
-    async def attempts(self, channel: str | None = None) -> int:
-        q = select(func.count()).select_from(tables.attempts)
-        if channel:
-            q = q.where(tables.attempts.c.channel == channel)
-        async with self.svc.store.read() as uow:
-            return (await uow.conn.execute(q)).scalar_one()
-
-    async def decisions(self) -> int:
-        async with self.svc.store.read() as uow:
-            return (await uow.conn.execute(select(func.count()).select_from(tables.decisions))).scalar_one()
-
-    def invite(self, number: str, **kw: Any) -> bytes:
-        return make_invite(number, gate_port=self.sip_port, **kw)
+from service_app import Running, start_service
+from sipclient import UdpClient
 
 
 @pytest.fixture
 async def running(tmp_path: Any) -> AsyncIterator[Running]:
-    sip_port = free_port()
-    cfg = build_config(
-        {
-            "paths": {"data_dir": str(tmp_path)},
-            "sip": {
-                "listen": f"127.0.0.1:{sip_port}",
-                "route": "sip:{number}@127.0.0.1:5080",
-                "extensions": {"1001": "col-a", "1002": "col-a2"},
-                "registered_lines": {"bank-a": ["+862161234567", "1001", "1002"]},
-            },
-        }
-    )
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    async with app.router.lifespan_context(app):
-        svc: Services = app.state.services
-        tokens = {}
-        for name, role, creditors in USERS:
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate", timeout=30) as client:
-            run = Running(client, svc, tokens, sip_port)
-            r = await run.post(
-                "/v1/cases:import", "data-a",
-                {"cases": [case_doc("C-1", "col-a", "13800000001"), case_doc("C-2", "col-a2", "13700000003")]},
-            )
-            assert r.status_code == 200, r.text
-            yield run
-        await svc.gate.drain()
+    async with start_service(tmp_path, sip_port=free_port()) as run:
+        yield run
 
 
 async def test_the_service_starts_the_sip_listener_when_sip_listen_is_set(running):
