@@ -9,8 +9,11 @@ Printed:
             run in a child process that also reports
 * memory  — peak RSS growth during that ingest (VmHWM after − VmRSS before, /proc);
 * seek    — time to read the last second (32,000 bytes) of a 2-hour 8 kHz stereo
-            16-bit WAV: key unwrap, header check, one chunk decrypted, access logged
-            (median and worst of 20 warm reads).
+            16-bit WAV: metadata read, key unwrap, header check, one chunk decrypted,
+            access-log row committed to SQLite (synchronous=FULL) — median and worst of
+            20 warm reads.
+
+Metadata lives in the SQLite service database, as under `dialgate serve`.
 
 Goals: ingest >= 70 % of raw AES-GCM; RSS growth < 64 MiB; last second < 50 ms.
 Run: `.venv/bin/python bench/vault_bench.py [--gib 1]`.
@@ -28,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,9 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
+from adapters.db.migrate import upgrade  # noqa: E402
+from adapters.db.recordings_repo import SqlAlchemyRecordingRepository  # noqa: E402
+from adapters.db.store import SqlAlchemyCaseStore  # noqa: E402
 from adapters.storage.filesystem import FilesystemBlobStore  # noqa: E402
-from adapters.storage.jsonrepo import JsonFileRecordingRepository  # noqa: E402
 from adapters.storage.keys import KeyFileKeyProvider  # noqa: E402
+from dialer.config import build_config  # noqa: E402
 from recordings.envelope import CHUNK_SIZE  # noqa: E402
 from recordings.testing import PBX, QA_A, request, wav_stream  # noqa: E402
 from recordings.vault import Vault  # noqa: E402
@@ -67,16 +75,21 @@ def raw_sha(total: int) -> float:
     return n * CHUNK_SIZE / (time.perf_counter() - t)
 
 
-def make_vault(root: Path) -> Vault:
-    keys = KeyFileKeyProvider(root / "keys")
-    keys.create("bank-a")
-    return Vault(
-        JsonFileRecordingRepository(root / "meta.json"),
-        FilesystemBlobStore(root / "data"),
-        keys,
-        clock=lambda: datetime.now(timezone.utc),
-        max_size=5 * 1024**3,
-    )
+@asynccontextmanager
+async def service_vault(root: Path) -> AsyncIterator[Vault]:
+    """The vault as the service runs it: blobs on disk, key file, SQLite service database."""
+    cfg = build_config({"paths": {"data_dir": str(root)}})
+    async with SqlAlchemyCaseStore(cfg.store) as store:
+        await upgrade(store)
+        keys = KeyFileKeyProvider(root / "keys")
+        keys.create("bank-a")
+        yield Vault(
+            SqlAlchemyRecordingRepository(store),
+            FilesystemBlobStore(root / "data"),
+            keys,
+            clock=lambda: datetime.now(timezone.utc),
+            max_size=5 * 1024**3,
+        )
 
 
 class NullSink:
@@ -106,34 +119,38 @@ def vm(field: str) -> int:
 
 def child_ingest(root: str, seconds: float) -> None:
     """In a fresh process: ingest a WAV of `seconds` and print the figures as JSON."""
-    vault = make_vault(Path(root))
-    pieces = wav_stream(seconds, tone_hz=440)  # a generator: never the whole file
-    first = next(pieces)
 
-    def body():
-        yield first
-        yield from pieces
+    async def go() -> dict[str, float]:
+        async with service_vault(Path(root)) as vault:
+            pieces = wav_stream(seconds, tone_hz=440)  # a generator: never the whole file
+            first = next(pieces)
 
-    rss_before = vm("VmRSS")
-    t = time.perf_counter()
-    rec = asyncio.run(vault.ingest(request("bench-1gib"), body(), PBX)).recording
-    elapsed = time.perf_counter() - t
-    print(json.dumps({"bytes": rec.size, "seconds": elapsed, "rss_before": rss_before, "hwm_after": vm("VmHWM")}))
+            def body():
+                yield first
+                yield from pieces
+
+            rss_before = vm("VmRSS")
+            t = time.perf_counter()
+            rec = (await vault.ingest(request("bench-1gib"), body(), PBX)).recording
+            elapsed = time.perf_counter() - t
+            return {"bytes": rec.size, "seconds": elapsed, "rss_before": rss_before, "hwm_after": vm("VmHWM")}
+
+    print(json.dumps(asyncio.run(go())))
 
 
 async def seek_last_second(root: Path) -> tuple[float, float, int]:
-    vault = make_vault(root)
-    two_hours = 2 * 3600
-    rec = (await vault.ingest(request("bench-2h"), wav_stream(two_hours, tone_hz=300), PBX)).recording
-    second = 8000 * 2 * 2
-    times = []
-    for _ in range(20):
-        t = time.perf_counter()
-        stream = await vault.open_audio(rec.recording_id, QA_A, reason="bench seek", byte_range=f"bytes=-{second}")
-        data = stream.read_all()
-        times.append(time.perf_counter() - t)
-        assert len(data) == second
-    return statistics.median(times), max(times), rec.size
+    async with service_vault(root) as vault:
+        two_hours = 2 * 3600
+        rec = (await vault.ingest(request("bench-2h"), wav_stream(two_hours, tone_hz=300), PBX)).recording
+        second = 8000 * 2 * 2
+        times = []
+        for _ in range(20):
+            t = time.perf_counter()
+            stream = await vault.open_audio(rec.recording_id, QA_A, reason="bench seek", byte_range=f"bytes=-{second}")
+            data = stream.read_all()
+            times.append(time.perf_counter() - t)
+            assert len(data) == second
+        return statistics.median(times), max(times), rec.size
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ Routes (every error is problem+json; another creditor's recording or case is a 4
     POST   /v1/cases/{case_id}/legal-hold  {reason, creditor?}
     DELETE /v1/cases/{case_id}/legal-hold[?creditor=]
     POST   /v1/purges  {dry_run?, creditor?}            admin requests (or dry-runs)
+    GET    /v1/purges                                   pending requests
     GET    /v1/purges/{id}
     POST   /v1/purges/{id}/approve                      supervisor / compliance, not the requester
     GET    /v1/destruction-register                     with the chain check
@@ -33,6 +34,7 @@ check, and runs the drop-folder inbox when configured.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -333,6 +335,16 @@ async def recording_audio(
                             headers={"Content-Range": f"bytes */{size}"} if size is not None else None)
     except VaultError as exc:
         raise VaultProblem(exc) from exc
+    # Decrypt the first chunk before the status line goes out, so a tampered or
+    # truncated blob is a clean problem+json 500 rather than a cut stream.
+    chunks = iter(stream.chunks)
+    try:
+        first = await asyncio.to_thread(next, chunks, b"")
+    except VaultError as exc:
+        stream.close()
+        log.error("recording.integrity_failed", recording_id=recording_id, error=exc.message)
+        raise VaultProblem(exc) from exc
+    stream.chunks = itertools.chain([first], chunks)
     headers = {
         "Accept-Ranges": "bytes",
         "Content-Length": str(stream.length),
@@ -455,6 +467,13 @@ async def request_purge(body: PurgeBody, who: Caller, svc: Svc) -> Any:
     if plan.request:
         log.info("purge.requested", purge_id=plan.request.purge_id, count=len(plan.due))
     return JSONResponse(out, status_code=200 if body.dry_run else 201)
+
+
+@router.get("/purges", summary="Purge requests waiting for their second person.")
+async def pending_purges(who: Caller, svc: Svc) -> dict[str, Any]:
+    async with _mapped():
+        purges = await _vault(svc).pending_purges(_actor(who))
+    return {"purges": [_purge_json(p) for p in purges]}
 
 
 @router.get("/purges/{purge_id}", summary="A purge request and its outcome.")

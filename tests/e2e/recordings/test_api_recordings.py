@@ -186,3 +186,26 @@ async def test_no_working_vault_means_no_call(api) -> None:
     r = await api.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
     assert r.status_code == 403, r.text
     assert "recording" in r.text
+
+
+async def test_a_tampered_blob_is_answered_with_an_integrity_error_not_audio(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    audio = wav(5.0, 610)
+    rid = (await api.upload(audio, attempt_id=attempt)).json()["recording_id"]
+    [blob] = (api.data_dir / "recordings" / "blobs").rglob(f"{rid}.dgr")
+    data = bytearray(blob.read_bytes())
+    data[200] ^= 0x01  # inside chunk 0
+    blob.write_bytes(bytes(data))
+    for headers in ({}, {"Range": "bytes=0-99"}):
+        r = await api.get(f"/v1/recordings/{rid}/audio", "qa-a", params={"reason": "audit"}, headers=headers)
+        assert r.status_code == 500 and r.json()["type"].endswith("/integrity-error")
+        assert audio[44:100] not in r.content
+
+
+async def test_pending_purges_are_listed_for_the_second_person(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    await api.upload(wav(1), attempt_id=attempt, started_at="2024-01-05T10:00:00+08:00")
+    purge_id = (await api.post("/v1/purges", "admin", {})).json()["purge"]["purge_id"]
+    listed = (await api.get("/v1/purges", "comp-a")).json()["purges"]
+    assert [p["purge_id"] for p in listed] == [purge_id] and listed[0]["requested_by"] == "admin"
+    assert (await api.get("/v1/purges", "qa-a")).status_code == 403

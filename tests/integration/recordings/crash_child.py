@@ -1,8 +1,9 @@
-"""Child process for the crash-injection tests: ingests one WAV into a filesystem
-vault and, at the named step, announces ``PAUSED <step>`` on stdout and blocks until
-the parent kills it with SIGKILL.
+"""Child process for the crash-injection tests: ingests one WAV into the vault as the
+service runs it (filesystem blobs, key file, metadata in the SQLite service database)
+and, at the named step, announces ``PAUSED <step>`` on stdout and blocks until the
+parent kills it with SIGKILL.
 
-usage: crash_child.py <data dir> <key file> <metadata file> <step> <marker hex>
+usage: crash_child.py <root dir> <step> <marker hex>
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
+from adapters.db.recordings_repo import SqlAlchemyRecordingRepository
+from adapters.db.store import SqlAlchemyCaseStore
 from adapters.storage.filesystem import FilesystemBlobStore
-from adapters.storage.jsonrepo import JsonFileRecordingRepository
 from adapters.storage.keys import KeyFileKeyProvider
+from dialer.config import build_config
 from recordings.testing import PBX, request, wav_stream
 from recordings.vault import Vault
 
 
-def main() -> None:
-    data_dir, key_file, meta_file, step, marker_hex = sys.argv[1:6]
+async def main() -> None:
+    root, step, marker_hex = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
     def checkpoint(name: str) -> None:
         if name == step:
@@ -27,18 +31,20 @@ def main() -> None:
             sys.stdout.flush()
             sys.stdin.read()  # the parent never writes: we wait here for SIGKILL
 
-    vault = Vault(
-        JsonFileRecordingRepository(meta_file),
-        FilesystemBlobStore(data_dir),
-        KeyFileKeyProvider(key_file),
-        clock=lambda: datetime.now(timezone.utc),
-        checkpoint=checkpoint,
-    )
-    body = wav_stream(60.0, tone_hz=440, marker=bytes.fromhex(marker_hex))
-    result = asyncio.run(vault.ingest(request("crash-attempt-1"), body, PBX))
+    cfg = build_config({"paths": {"data_dir": str(root)}})
+    async with SqlAlchemyCaseStore(cfg.store) as store:
+        vault = Vault(
+            SqlAlchemyRecordingRepository(store),
+            FilesystemBlobStore(root / "recordings"),
+            KeyFileKeyProvider(root / "keys" / "recordings.keys"),
+            clock=lambda: datetime.now(timezone.utc),
+            checkpoint=checkpoint,
+        )
+        body = wav_stream(60.0, tone_hz=440, marker=bytes.fromhex(marker_hex))
+        result = await vault.ingest(request("crash-attempt-1"), body, PBX)
     sys.stdout.write(f"DONE {result.recording.recording_id}\n")
     sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

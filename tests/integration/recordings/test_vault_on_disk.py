@@ -14,7 +14,9 @@ import subprocess
 import sys
 import wave
 from datetime import datetime, timezone
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 import pytest
 
@@ -82,11 +84,26 @@ async def test_a_three_hour_silent_wav_streams_through_the_vault_and_back(tmp_pa
     assert last.read_all() == bytes(32000)
 
 
-def run_child_until(tmp_path: Path, step: str) -> subprocess.Popen:
+@asynccontextmanager
+async def service_vault(root: Path) -> AsyncIterator[Vault]:
+    """The vault as the service builds it: SQLite service database, migrated."""
+    from adapters.db.migrate import upgrade
+    from adapters.db.recordings_repo import SqlAlchemyRecordingRepository
+    from adapters.db.store import SqlAlchemyCaseStore
+    from dialer.config import build_config
+
+    cfg = build_config({"paths": {"data_dir": str(root)}})
+    async with SqlAlchemyCaseStore(cfg.store) as store:
+        await upgrade(store)
+        keys = KeyFileKeyProvider(root / "keys" / "recordings.keys")
+        keys.create("bank-a")
+        yield Vault(SqlAlchemyRecordingRepository(store), FilesystemBlobStore(root / "recordings"), keys, clock=utcnow)
+
+
+def run_child_until(root: Path, step: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), str(tmp_path / "data"), str(tmp_path / "keys" / "recordings.keys"),
-         str(tmp_path / "meta" / "recordings.json"), step, MARKER.hex()],
+        [sys.executable, str(CHILD), str(root), step, MARKER.hex()],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env,
     )
     sel = selectors.DefaultSelector()
@@ -105,33 +122,33 @@ def run_child_until(tmp_path: Path, step: str) -> subprocess.Popen:
 
 @pytest.mark.parametrize("step", STEPS)
 async def test_killing_the_ingest_at_any_step_leaves_no_plaintext_and_no_half_recording(tmp_path, step) -> None:
-    make_vault(tmp_path)  # creates the key file
+    async with service_vault(tmp_path):
+        pass  # database migrated, key file created
     proc = run_child_until(tmp_path, step)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    data, meta = tmp_path / "data", tmp_path / "meta"
-    assert_no_plaintext(data, meta, tmp_path / "keys")
+    assert_no_plaintext(tmp_path)  # blobs, temporaries, the database, the key file
 
-    vault = make_vault(tmp_path)  # "the next start"
-    rows = await vault.list(ADMIN)
-    report = await vault.recover()
-    blobs = list(vault.blobs.keys())
-    assert vault.blobs.temporaries() == []
-    if step == "committed":
-        [rec] = rows
-        assert [b.key for b in blobs] == [rec.recording_id]
-        assert [r.ok for r in await vault.verify(ADMIN)] == [True]
-    else:
-        assert rows == []  # no metadata without its blob ...
-        assert blobs == []  # ... and no blob without its metadata
-        if step == "published":  # renamed into place, metadata never committed
-            assert (report["temporaries"], report["orphans"]) == (0, 1)
+    async with service_vault(tmp_path) as vault:  # "the next start"
+        rows = await vault.list(ADMIN)
+        report = await vault.recover()
+        blobs = list(vault.blobs.keys())
+        assert vault.blobs.temporaries() == []
+        if step == "committed":
+            [rec] = rows
+            assert [b.key for b in blobs] == [rec.recording_id]
+            assert [r.ok for r in await vault.verify(ADMIN)] == [True]
         else:
-            assert (report["temporaries"], report["orphans"]) == (1, 0)
-        # the PBX retries and the recording is stored whole
-        rec = (await vault.ingest(request("crash-attempt-1"), wav_stream(60.0, tone_hz=440), PBX)).recording
-        assert [r.ok for r in await vault.verify(ADMIN, [rec.recording_id])] == [True]
-    assert_no_plaintext(data, meta)
+            assert rows == []  # no metadata without its blob ...
+            assert blobs == []  # ... and no blob without its metadata
+            if step == "published":  # renamed into place, metadata never committed
+                assert (report["temporaries"], report["orphans"]) == (0, 1)
+            else:
+                assert (report["temporaries"], report["orphans"]) == (1, 0)
+            # the PBX retries and the recording is stored whole
+            rec = (await vault.ingest(request("crash-attempt-1"), wav_stream(60.0, tone_hz=440), PBX)).recording
+            assert [r.ok for r in await vault.verify(ADMIN, [rec.recording_id])] == [True]
+    assert_no_plaintext(tmp_path)
 
 
 def test_the_key_file_is_created_private_and_a_loose_one_is_refused(tmp_path) -> None:
