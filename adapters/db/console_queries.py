@@ -318,7 +318,7 @@ class SqlAlchemyConsoleQueries:
                 )
             )
         events = tuple(
-            CaseEvent(at=row[0], actor=row[1], what=_event_text(row[2], row[3])) for row in erows
+            CaseEvent(at=row[0], actor=row[1], what=_event_text(row[3]), action=row[2]) for row in erows
         )
         return CaseView(
             creditor=c.creditor, case_id=c.case_id, debtor_name=c.debtor_name, status=c.status,
@@ -599,13 +599,17 @@ def _outcome(o: Any) -> OutcomeView:
     )
 
 
-def _event_text(action: str, details: str) -> str:
+def _event_text(details: str) -> str:
     try:
         d = json.loads(details)
     except ValueError:
-        d = {}
-    bits = [f"{k}={v}" for k, v in sorted(d.items()) if k not in ("note",) and not isinstance(v, (dict, list))]
-    return action + (": " + ", ".join(bits) if bits else "")
+        return ""
+    if not isinstance(d, dict):
+        return ""
+    # ids are noise on a case page; notes are shown on the timeline already
+    bits = [f"{k}={v}" for k, v in sorted(d.items())
+            if k not in ("note", "attempt_id", "decision_id") and not isinstance(v, (dict, list))]
+    return ", ".join(bits)
 
 
 __all__ = ["SqlAlchemyConsoleQueries"]

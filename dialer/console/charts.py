@@ -134,7 +134,7 @@ def blocked_per_day_svg(
     series = shown + ([OTHER] if lumped else [])
 
     out = _svg_open(chart_id, width, height, text)
-    legend_w = 180
+    legend_w = 200
     left, right, top, bottom = 44, legend_w + 12, 12, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max((sum(v.values()) for v in stack.values()), default=0)
@@ -187,7 +187,7 @@ def blocked_per_day_svg(
         name = text.other if s == OTHER else s
         total = sum(totals_by_rule[r] for r in lumped) if s == OTHER else totals_by_rule[s]
         out.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{colour}"/>')
-        out.append(f'<text x="{lx + 18}" y="{ly + 10}" fill="{TEXT}">{escape(_clip(name, 20))} ({total})</text>')
+        out.append(f'<text x="{lx + 18}" y="{ly + 10}" fill="{TEXT}">{escape(_clip(name, 23))} ({total})</text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -203,7 +203,8 @@ class CaseEvent:
 
     at: datetime
     actor: str
-    what: str  # e.g. "status: active → paused", "flag + dispute"
+    what: str  # details, e.g. "disposition=connected_self, result=promise_to_pay"
+    action: str = ""  # the data-change log's action id, e.g. "outcome.logged" (labelled by the catalog)
 
 
 @dataclass(frozen=True, slots=True)

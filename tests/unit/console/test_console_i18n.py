@@ -77,3 +77,13 @@ def test_bilingual_values_pick_the_viewers_language_and_fall_back_to_the_other()
     assert i18n.bilingual("en", "night", "夜间") == "night"
     assert i18n.bilingual("zh-CN", "night", "夜间") == "夜间"
     assert i18n.bilingual("zh-CN", "night", "") == "night"
+
+
+def test_the_services_follow_up_statuses_dispositions_and_results_have_labels():
+    from dialer.model import DISPOSITIONS, FOLLOW_UP_STATUSES, RESULTS
+
+    for prefix, values in (("follow_up", FOLLOW_UP_STATUSES), ("disposition", DISPOSITIONS), ("result", RESULTS)):
+        for v in values:
+            for lang in i18n.LANGS:
+                assert f"{prefix}.{v}" in i18n.catalog(lang), (lang, prefix, v)
+    assert i18n.value_label("zh-CN", "follow_up", "promise") == "承诺还款"
