@@ -6,6 +6,7 @@
     key_file = "<paths.data_dir>/keys/recordings.keys"   # 0600; keep out of data backups
     retention = "730d"                           # at least 730 days
     max_size_mb = 2048                           # larger uploads get 413
+    upload_idle_timeout_s = 60                   # an upload silent this long is dropped (408)
     inbox = ""                                   # drop folder for PBXs writing files; "" = off
 
     [recordings.creditors.bank-b]
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "key_file": None,  # <paths.data_dir>/keys/recordings.keys
     "retention": "730d",
     "max_size_mb": 2048,
+    "upload_idle_timeout_s": 60,
     "inbox": "",
     "creditors": {},
 }
@@ -42,6 +44,7 @@ class RecordingsConfig:
     key_file: Path
     retention: RetentionPolicy
     max_size: int
+    upload_idle_timeout_s: float
     inbox: Path | None
     creditors: tuple[str, ...]  # creditors named in [recordings.creditors.*]
 
@@ -67,6 +70,11 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
     size = values["max_size_mb"]
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 64 * 1024:
         raise ConfigError(f"recordings.max_size_mb: 应为 1..65536 的整数 / expected an integer 1..65536, got {size!r}")
+    idle = values["upload_idle_timeout_s"]
+    if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not 0 < idle <= 3600:
+        raise ConfigError(
+            f"recordings.upload_idle_timeout_s: 应为 0..3600 秒 / expected seconds in (0, 3600], got {idle!r}"
+        )
     inbox = values["inbox"]
     if not isinstance(inbox, str):
         raise ConfigError(f"recordings.inbox: 应为路径 / expected a path string, got {inbox!r}")
@@ -89,6 +97,7 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
         key_file=path("key_file", base / "keys" / "recordings.keys"),
         retention=retention,
         max_size=size * 1024 * 1024,
+        upload_idle_timeout_s=float(idle),
         inbox=Path(inbox) if inbox.strip() else None,
         creditors=tuple(sorted(creditors)),
     )

@@ -208,14 +208,39 @@ async def ingest_recording(
         duration_s=duration,
         link=link,
     )
+    idle = getattr(svc, "recordings_config", None)
     async with _mapped():
-        result = await vault.ingest(req, request.stream(), _actor(who))
+        result = await vault.ingest(
+            req, _idle_limited(request, idle.upload_idle_timeout_s if idle else 60.0), _actor(who)
+        )
     r = result.recording
     log.info("recording.sealed" if result.created else "recording.duplicate", recording_id=r.recording_id,
              source_kind=r.source_kind, creditor=r.creditor, case_id=r.case_id, size=r.size, state=r.state)
     body = {"recording_id": r.recording_id, "sha256": r.sha256, "retain_until": r.retain_until.isoformat(),
             "state": r.state}
     return JSONResponse(body, status_code=201 if result.created else 200)
+
+
+class UploadStalled(ApiError):
+    status, problem_id, title = 408, "upload-stalled", "Upload stalled"
+
+
+async def _idle_limited(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The request body, piece by piece; a sender silent for `idle_s` is dropped
+    (the vault then removes the partial temporary: nothing is stored)."""
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                piece = await pieces.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise UploadStalled(
+                f"上传中断超过 {idle_s:g} 秒 / no data for {idle_s:g} s; nothing was stored",
+                details={"idle_timeout_s": idle_s},
+            ) from exc
+        yield piece
 
 
 def _unsupported(message: str) -> VaultError:
@@ -554,13 +579,15 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     cleaned = await vault.recover(orphan_grace=timedelta(minutes=5))
     log.info("vault.started", data_dir=str(rcfg.data_dir), keys=rcfg.keys, **cleaned)
     services.vault = vault
+    services.recordings_config = rcfg
     services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)
     stop = asyncio.Event()
-    task = (
-        asyncio.create_task(_run_inbox(services, vault, rcfg.inbox, stop), name="recordings-inbox")
-        if rcfg.inbox is not None
-        else None
-    )
+    task = None
+    if rcfg.inbox is not None:
+        from adapters.storage.inbox import Inbox
+
+        services.recordings_inbox = Inbox(vault, rcfg.inbox, _AttemptResolver(services), services.clock.now)
+        task = asyncio.create_task(_run_inbox(services.recordings_inbox, stop), name="recordings-inbox")
     try:
         yield vault
     finally:
@@ -591,10 +618,7 @@ class _AttemptResolver:
         return Resolved(Link(att.creditor, att.case_id, att.agent_id, att.number), att.at)
 
 
-async def _run_inbox(services: Any, vault: Vault, directory: Any, stop: asyncio.Event) -> None:
-    from adapters.storage.inbox import Inbox
-
-    inbox = Inbox(vault, directory, _AttemptResolver(services), services.clock.now)
+async def _run_inbox(inbox: Any, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             for outcome in await inbox.scan():

@@ -209,3 +209,41 @@ async def test_pending_purges_are_listed_for_the_second_person(api) -> None:
     listed = (await api.get("/v1/purges", "comp-a")).json()["purges"]
     assert [p["purge_id"] for p in listed] == [purge_id] and listed[0]["requested_by"] == "admin"
     assert (await api.get("/v1/purges", "qa-a")).status_code == 403
+
+
+async def test_an_upload_that_stalls_is_dropped_and_leaves_nothing(api) -> None:
+    import asyncio
+
+    api.svc.recordings_config = __import__("dataclasses").replace(api.svc.recordings_config, upload_idle_timeout_s=0.2)
+    attempt = await api.dial("C-1", "13800000001")
+    never = asyncio.Event()
+
+    async def stalls():
+        yield wav(1)[:20_000]
+        await never.wait()  # the PBX goes silent mid-upload
+        yield b""
+
+    r = await api.upload(stalls(), attempt_id=attempt)
+    assert r.status_code == 408 and r.json()["type"].endswith("/upload-stalled")
+    assert list((api.data_dir / "recordings" / "tmp").iterdir()) == []
+    assert (await api.get("/v1/recordings", "admin")).json()["recordings"] == []
+
+
+async def test_the_drop_folder_links_a_file_named_by_attempt_id_to_its_case(api, tmp_path) -> None:
+    import os
+    from datetime import timedelta
+
+    from adapters.storage.inbox import Inbox
+    from dialer.http.recordings import _AttemptResolver
+
+    attempt = await api.dial("C-2", "13700000003")
+    box = tmp_path / "inbox"
+    inbox = Inbox(api.svc.vault, box, _AttemptResolver(api.svc), api.svc.clock.now)
+    (box / f"attempt-{attempt}.wav").write_bytes(wav(2))
+    old = (api.clock.now() - timedelta(minutes=5)).timestamp()
+    os.utime(box / f"attempt-{attempt}.wav", (old, old))
+    [out] = await inbox.scan()
+    assert out.result == "stored"
+    [rec] = (await api.get("/v1/cases/C-2/recordings", "qa-a")).json()["recordings"]
+    assert (rec["recording_id"], rec["agent"], rec["number"]) == (out.recording_id, "col-a", "137****0003")
+    assert list(box.glob("*.wav")) == []
