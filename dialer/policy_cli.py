@@ -126,7 +126,9 @@ def _policy_table(pol: Policy, title: str) -> Table:
 
 
 def _describe(pol: Policy) -> str:
-    blackout = ", ".join(sorted(d.isoformat() for d in pol.blackout_dates)) or "none"
+    blackout = ", ".join(
+        [d.isoformat() for d in sorted(pol.blackout_dates)] + [p.label() for p in pol.blackout_periods]
+    ) or "none"
     return (
         f"version {pol.version}\n"
         f"  preset {pol.preset or 'none'} · zone {pol.timezone} · region {pol.default_region} · "

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
@@ -64,6 +64,7 @@ _TOP_KEYS = (
     "appointment",
     "caps",
     "blackout_dates",
+    "blackout_periods",
     "cn_holidays",
     "preset",
     "creditors",
@@ -75,6 +76,7 @@ _CREDITOR_KEYS = (
     "appointment",
     "caps",
     "blackout_dates",
+    "blackout_periods",
     "cn_holidays",
     "preset",
 )
@@ -116,6 +118,34 @@ class Window:
 
     def contains(self, seconds_of_day: float) -> bool:
         return self.start_s <= seconds_of_day < self.end_s
+
+
+@dataclass(frozen=True, slots=True)
+class BlackoutPeriod:
+    """A callee-local stretch with no calls, ``[start, end)``.
+
+    Either a one-off range of local date-times (``start_at``/``end_at``) or a daily
+    range of times of day (``start_s``/``end_s``, seconds of day).
+    """
+
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    start_s: int | None = None
+    end_s: int | None = None
+
+    @property
+    def daily(self) -> bool:
+        return self.start_at is None
+
+    def label(self) -> str:
+        if self.daily:
+            return f"{_fmt_seconds(self.start_s or 0)}–{_fmt_seconds(self.end_s or 0)} daily"
+        return f"{self.start_at.isoformat(timespec='minutes')}–{self.end_at.isoformat(timespec='minutes')}"  # type: ignore[union-attr]
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.daily:
+            return {"start": _fmt_seconds(self.start_s or 0), "end": _fmt_seconds(self.end_s or 0)}
+        return {"start": self.start_at.isoformat(), "end": self.end_at.isoformat()}  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +197,7 @@ class Policy:
     version: str  # SHA-256 hex of the normalised effective policy
     lookback: timedelta  # how far back the caller must load history
     zone: ZoneInfo = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    blackout_periods: tuple[BlackoutPeriod, ...] = ()
     # Derived data the engine computes once per policy (texts, cap selections, cached
     # checks). Not part of the policy's identity.
     derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -252,6 +283,44 @@ def _parse_date(value: Any, path: str) -> date:
     raise PolicyConfigError(path, f"bad date {value!r}: use YYYY-MM-DD")
 
 
+def _parse_local_datetime(value: Any, path: str) -> datetime | None:
+    """A callee-local date-time (no offset), or None when `value` is a time of day."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            raise PolicyConfigError(path, "a blackout period is callee-local: leave out the UTC offset")
+        return value
+    if isinstance(value, str) and ("T" in value or " " in value.strip()):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise PolicyConfigError(path, f"bad date-time {value!r}: use YYYY-MM-DDTHH:MM") from None
+        if parsed.tzinfo is not None:
+            raise PolicyConfigError(path, "a blackout period is callee-local: leave out the UTC offset")
+        return parsed
+    return None
+
+
+def _parse_period(value: Any, path: str) -> BlackoutPeriod:
+    table = _expect_table(value, path)
+    _check_keys(table, _WINDOW_KEYS, path)
+    for key in _WINDOW_KEYS:
+        if key not in table:
+            raise PolicyConfigError(_join(path, key), "missing; a blackout period needs start and end")
+    start_at = _parse_local_datetime(table["start"], _join(path, "start"))
+    end_at = _parse_local_datetime(table["end"], _join(path, "end"))
+    if (start_at is None) != (end_at is None):
+        raise PolicyConfigError(path, "start and end must both be date-times or both be times of day")
+    if start_at is not None and end_at is not None:
+        if start_at >= end_at:
+            raise PolicyConfigError(path, f"start {start_at.isoformat()} must be before end {end_at.isoformat()}")
+        return BlackoutPeriod(start_at=start_at, end_at=end_at)
+    start_s = _parse_time(table["start"], _join(path, "start"), allow_24=False)
+    end_s = _parse_time(table["end"], _join(path, "end"), allow_24=True)
+    if start_s >= end_s:
+        raise PolicyConfigError(path, f"start {_fmt_seconds(start_s)} must be before end {_fmt_seconds(end_s)}")
+    return BlackoutPeriod(start_s=start_s, end_s=end_s)
+
+
 def _expect_table(value: Any, path: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise PolicyConfigError(path, f"expected a table, got {type(value).__name__}")
@@ -299,6 +368,7 @@ def _base_spec() -> dict[str, Any]:
         "caps": copy.deepcopy(DEFAULT_CAPS),
         "caps_origin": "default",
         "blackout_dates": set(),
+        "blackout_periods": [],
         "cn_holidays": False,
         "preset": None,
     }
@@ -360,6 +430,15 @@ def _apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, t
         if not isinstance(dates, list):
             raise PolicyConfigError(bpath, "expected a list of dates like [\"2026-11-26\"]")
         spec["blackout_dates"] |= {_parse_date(d, f"{bpath}[{i}]") for i, d in enumerate(dates)}
+    if "blackout_periods" in table:
+        ppath = _join(path, "blackout_periods")
+        periods = table["blackout_periods"]
+        if not isinstance(periods, list):
+            raise PolicyConfigError(ppath, "expected a list of {start, end} tables")
+        for i, period in enumerate(periods):
+            parsed = _parse_period(period, f"{ppath}[{i}]")
+            if parsed not in spec["blackout_periods"]:
+                spec["blackout_periods"].append(parsed)
     if "cn_holidays" in table:
         spec["cn_holidays"] = _bool(table["cn_holidays"], _join(path, "cn_holidays"))
     if "caps" in table:
@@ -502,6 +581,7 @@ def _build(spec: dict[str, Any], creditor: str | None) -> Policy:
         version="",
         lookback=lookback,
         zone=load_zone(spec["timezone"]),  # type: ignore[arg-type]
+        blackout_periods=tuple(spec["blackout_periods"]),
     )
     version = _sha256(_canonical(draft))
     return Policy(
@@ -517,6 +597,7 @@ def _build(spec: dict[str, Any], creditor: str | None) -> Policy:
         version=version,
         lookback=lookback,
         zone=draft.zone,
+        blackout_periods=draft.blackout_periods,
     )
 
 
@@ -540,6 +621,8 @@ def _canonical(p: Policy) -> dict[str, Any]:
         "blackout_dates": sorted(d.isoformat() for d in p.blackout_dates),
         "cn_holidays": p.cn_holidays,
     }
+    if p.blackout_periods:
+        d["blackout_periods"] = [b.to_dict() for b in p.blackout_periods]
     if p.cn_holidays:
         # Decisions depend on the holiday data, so its extent is part of the version.
         first, last = holidays.holiday_data_years()

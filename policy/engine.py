@@ -256,7 +256,7 @@ class _Caps:
         if cap.window_delta is None:
             # A calendar-day cap frees at the next callee-local midnight (the loop
             # re-checks that day, which matters only for clock-skewed future events).
-            return _local_midnight_after(t.astimezone(self.zone), self.zone)
+            return _at_local(t.astimezone(self.zone).date() + _ONE_DAY, 0, self.zone, t)
         w = cap.window_delta
         if cap.count != "unanswered":
             counter = self.counter(cap.scope, cap.relations, "attempt" if cap.count == "attempts" else "connected")
@@ -527,7 +527,18 @@ def evaluate(
         contact.tz if contact is not None else None, number, policy.timezone
     )
     local = now_u.astimezone(zone)
-    add(comp.day_check(policy, local.date()))
+    blackout = comp.day_check(policy, local.date())
+    if blackout.passed and policy.blackout_periods:
+        period = _active_period(policy, local)
+        if period is not None:
+            blackout = _c(
+                "window.blackout_date",
+                False,
+                f"callee local time {local.strftime('%Y-%m-%d %H:%M')} is inside the creditor's blackout period "
+                f"{period.label()}",
+                f"被叫当地时间 {local.strftime('%Y-%m-%d %H:%M')} 处于委托方要求避开的敏感时段 {period.label()}",
+            )
+    add(blackout)
     window = policy.window
     if window.start_s <= _sod(local) < window.end_s:
         add(comp.inside_check(zone_name, local.hour, local.minute))
@@ -828,14 +839,15 @@ def _search_next(
             break
         nt = t
         local = t.astimezone(zone)
-        if _blocked_day(policy, local.date()):
-            nt = _local_midnight_after(local, zone)
+        blackout_end = _blackout_end(policy, local, zone, t)
+        if blackout_end is not None:
+            nt = blackout_end
         else:
             sod = _sod(local)
             if sod < window.start_s:
-                nt = _at_local(local.date(), window.start_s, zone)
+                nt = _at_local(local.date(), window.start_s, zone, t)
             elif sod >= window.end_s:
-                nt = _at_local(local.date() + _ONE_DAY, window.start_s, zone)
+                nt = _at_local(local.date() + _ONE_DAY, window.start_s, zone, t)
         impossible = False
         for cap in caps:
             free = capsx.free_at(cap, t)
@@ -858,12 +870,49 @@ def _search_next(
     return found, "window, blackout and caps"
 
 
-def _at_local(day: date, seconds: int, zone: Any) -> datetime:
+def _at_local(day: date, seconds: int, zone: Any, after: datetime) -> datetime:
+    """The first instant after `after` showing local `day` + `seconds` on the clock."""
     if seconds >= 86400:
-        return datetime.combine(day + _ONE_DAY, time(0), tzinfo=zone).astimezone(UTC)
-    return datetime.combine(
-        day, time(seconds // 3600, seconds % 3600 // 60, seconds % 60), tzinfo=zone
-    ).astimezone(UTC)
+        day, seconds = day + _ONE_DAY, 0
+    wall = datetime.combine(day, time(seconds // 3600, seconds % 3600 // 60, seconds % 60))
+    return _wall_instant(wall, zone, after)
+
+
+def _wall_instant(wall: datetime, zone: Any, after: datetime) -> datetime:
+    # In a repeated DST hour a wall time names two instants: take the first one that
+    # lies ahead; never step backwards (the search must progress).
+    for fold in (0, 1):
+        instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if instant > after:
+            return instant
+    return after + timedelta(seconds=1)
+
+
+def _active_period(policy: Policy, local: datetime) -> Any:
+    """The blackout period the callee-local `local` falls in, or None."""
+    if not policy.blackout_periods:
+        return None
+    wall = local.replace(tzinfo=None)
+    sod = _sod(local)
+    for period in policy.blackout_periods:
+        if period.start_at is None:
+            if period.start_s <= sod < period.end_s:
+                return period
+        elif period.start_at <= wall < period.end_at:
+            return period
+    return None
+
+
+def _blackout_end(policy: Policy, local: datetime, zone: Any, t: datetime) -> datetime | None:
+    """When the blackout covering instant `t` ends (UTC), or None if `t` is not blacked out."""
+    if _blocked_day(policy, local.date()):
+        return _at_local(local.date() + _ONE_DAY, 0, zone, t)
+    period = _active_period(policy, local)
+    if period is None:
+        return None
+    if period.start_at is None:
+        return _at_local(local.date(), period.end_s, zone, t)
+    return _wall_instant(period.end_at, zone, t)
 
 
 def _appointment_opening(
@@ -882,10 +931,10 @@ def _appointment_opening(
             continue
         t = max(lo, now_u)
         while t <= hi:
-            local = t.astimezone(zone)
-            if not _blocked_day(policy, local.date()):
+            end = _blackout_end(policy, t.astimezone(zone), zone, t)
+            if end is None:
                 break
-            t = _local_midnight_after(local, zone)
+            t = end
         else:
             continue
         if best is None or t < best:

@@ -42,6 +42,11 @@ POLICIES = {
         {
             "window": {"start": "09:30", "end": "18:15"},
             "blackout_dates": ["2026-11-25", "2026-11-28"],
+            "blackout_periods": [
+                {"start": "12:00", "end": "13:30"},
+                {"start": "2026-10-20T17:00", "end": "2026-10-22T11:15"},
+                {"start": "2026-11-01T01:10", "end": "2026-11-01T01:50"},
+            ],
             "caps": [
                 {"id": "cap.h", "scope": "number", "relations": ["self", "guarantor"], "limit": 1, "window": "45m"},
                 {"id": "cap.d", "scope": "case", "limit": 5, "window": "calendar_day"},

@@ -162,3 +162,53 @@ def test_next_allowed_at_for_a_new_york_callee_is_8am_new_york_time() -> None:
     decision = decide(request, now=sh(2026, 11, 24, 12, 0))  # 23:00 EST on the 23rd
     assert decision.next_allowed_at == datetime(2026, 11, 24, 8, 0, tzinfo=NY)
     assert decision.next_allowed_at.astimezone(SH) == sh(2026, 11, 24, 21, 0)
+
+
+def test_a_daily_blackout_period_blocks_its_stretch_of_every_callee_day() -> None:
+    pol = policy_from({"creditors": {"bank-a": {"blackout_periods": [{"start": "12:00", "end": "13:30"}]}}})
+    assert decide(now=sh(2026, 11, 24, 11, 59, 59), policy=pol).allowed
+    lunch = decide(now=sh(2026, 11, 24, 12, 0), policy=pol)
+    assert lunch.rule_id == "window.blackout_date"
+    assert "12:00–13:30 daily" in lunch.reason and "敏感时段" in lunch.reason_zh
+    assert lunch.next_allowed_at == sh(2026, 11, 24, 13, 30)
+    assert decide(now=sh(2026, 11, 24, 13, 29, 59), policy=pol).rule_id == "window.blackout_date"
+    assert decide(now=sh(2026, 11, 24, 13, 30), policy=pol).allowed
+
+
+def test_a_one_off_blackout_period_spans_days_in_callee_time() -> None:
+    pol = policy_from({"blackout_periods": [{"start": "2026-11-26T18:00", "end": "2026-11-27T09:15"}]})
+    blocked = decide(now=sh(2026, 11, 26, 18, 0), policy=pol)
+    assert blocked.rule_id == "window.blackout_date"
+    assert blocked.next_allowed_at == sh(2026, 11, 27, 9, 15)
+    assert decide(now=sh(2026, 11, 27, 9, 15), policy=pol).allowed
+    # For a New York callee the same wall-clock period is New York's.
+    ny = make_request(number=US_RELATIVE, case=make_case("C-ny-period"))
+    assert decide(ny, now=datetime(2026, 11, 26, 18, 30, tzinfo=NY), policy=pol).rule_id == "window.blackout_date"
+    assert decide(ny, now=sh(2026, 11, 26, 21, 0), policy=pol).allowed  # 08:00 in New York
+
+
+def test_an_appointment_does_not_exempt_a_blackout_period() -> None:
+    from policy_factories import appointment
+
+    pol = policy_from({"blackout_periods": [{"start": "12:00", "end": "13:30"}]})
+    request = make_request(appointments=(appointment(sh(2026, 11, 24, 12, 30)),))
+    assert decide(request, now=sh(2026, 11, 24, 12, 30), policy=pol).rule_id == "window.blackout_date"
+
+
+@pytest.mark.parametrize(
+    ("period", "reason"),
+    [
+        ({"start": "13:30", "end": "12:00"}, "must be before end"),
+        ({"start": "2026-11-26T18:00", "end": "19:00"}, "both be date-times or both be times of day"),
+        ({"start": "2026-11-26T18:00+08:00", "end": "2026-11-26T19:00+08:00"}, "leave out the UTC offset"),
+        ({"start": "12:00"}, "missing"),
+        ({"start": "12:00", "end": "13:00", "every": "day"}, "unknown key"),
+    ],
+)
+def test_bad_blackout_periods_are_refused_with_their_path(period, reason) -> None:
+    from policy import PolicyConfigError, load_policy
+
+    with pytest.raises(PolicyConfigError) as info:
+        load_policy({"creditors": {"bank-a": {"blackout_periods": [period]}}})
+    assert info.value.path.startswith("policy.creditors.bank-a.blackout_periods[0]")
+    assert reason in info.value.reason
