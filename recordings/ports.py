@@ -15,7 +15,6 @@ from recordings.model import (
     AccessEntry,
     CaseHold,
     DestructionEntry,
-    LegalHold,
     PurgeRequest,
     Recording,
     RecordingFilter,
@@ -173,7 +172,6 @@ __all__ = [
     "BlobWriter",
     "Clock",
     "KeyProvider",
-    "LegalHold",
     "RecordingRepository",
     "StoredBlob",
 ]

@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import BinaryIO
 
 from recordings import envelope, register

@@ -64,7 +64,7 @@ from recordings.model import (
     Recording,
     RecordingFilter,
 )
-from recordings.vault import Vault, parse_http_range
+from recordings.vault import Vault
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
 log = structlog.get_logger("dialgate.recordings")
