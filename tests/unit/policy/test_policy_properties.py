@@ -7,8 +7,11 @@ The cap arithmetic is checked against a deliberately naive reference written her
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta
+
+import chinese_calendar
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
@@ -85,6 +88,22 @@ def reference_count(cap: Cap, history: list[HistoryEvent], number: str, case_id:
     return max(0, attempts - connected)
 
 
+def blacked_out(pol: Policy, number: str, t: datetime) -> bool:
+    local = t.astimezone(callee_zone(number))
+    if local.date() in pol.blackout_dates:
+        return True
+    if pol.cn_holidays and local.date() in chinese_calendar.constants.holidays:
+        return True
+    wall = local.replace(tzinfo=None)
+    sod = local.hour * 3600 + local.minute * 60 + local.second
+    for p in pol.blackout_periods:
+        if p.start_at is None and p.start_s <= sod < p.end_s:
+            return True
+        if p.start_at is not None and p.start_at <= wall < p.end_at:
+            return True
+    return False
+
+
 def in_window(pol: Policy, number: str, t: datetime) -> bool:
     local = t.astimezone(callee_zone(number))
     sod = local.hour * 3600 + local.minute * 60 + local.second
@@ -115,6 +134,7 @@ def test_no_generated_sequence_exceeds_a_cap_or_calls_outside_the_window(policy_
             continue
         assert decision.rule_id == "allow"
         assert in_window(pol, number, t), f"allowed at {t.astimezone(callee_zone(number))} outside the window"
+        assert not blacked_out(pol, number, t), f"allowed at {t.astimezone(callee_zone(number))} in a blackout"
         for cap in pol.caps:
             if RELATION[number] in cap.relations:
                 assert reference_count(cap, history, number, "C-1", t) < cap.limit, cap.id
@@ -124,6 +144,46 @@ def test_no_generated_sequence_exceeds_a_cap_or_calls_outside_the_window(policy_
 
 
 # Dense recent history on few numbers, so that caps bind as often as the window does.
+@settings(max_examples=150 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy_name=st.sampled_from(sorted(POLICIES)),
+    start=st.integers(0, 38 * 86400),
+    steps=dial_steps,
+    slots=st.lists(st.integers(0, 8 * 3600), min_size=1, max_size=3),  # callback times after the start
+)
+def test_outside_the_window_or_over_a_cap_only_an_open_appointment_slot_allows_a_call(
+    policy_name, start, steps, slots
+) -> None:
+    pol = POLICIES[policy_name]
+    t = BASE + timedelta(seconds=start)
+    tol, most = pol.appointment.tolerance, pol.appointment.max_attempts
+    appointments = tuple(Appointment(DEBTOR, t + timedelta(seconds=o)) for o in slots)
+    history: list[HistoryEvent] = []
+    for gap, number, answered in steps:
+        t += timedelta(seconds=gap)
+        decision = evaluate(make_request(number=number, appointments=appointments), history, pol, t)
+        if decision.allowed:
+            assert not blacked_out(pol, number, t)
+            over_cap = any(
+                RELATION[number] in cap.relations and reference_count(cap, history, number, "C-1", t) >= cap.limit
+                for cap in pol.caps
+            )
+            if over_cap or not in_window(pol, number, t):
+                hypothesis_event("exempted by an appointment")
+                assert decision.rule_id == "appointment.exception"
+                assert number == DEBTOR
+                assert any(
+                    abs(a.at - t) <= tol
+                    and sum(e.kind == "attempt" and e.number == number and abs(e.at - a.at) <= tol for e in history) < most
+                    for a in appointments
+                )
+            else:
+                assert decision.rule_id == "allow"
+            history.append(event(t, number, relation=RELATION[number]))
+            if answered:
+                history.append(event(t, number, kind="connected", relation=RELATION[number]))
+
+
 history_events = st.lists(
     st.tuples(
         st.one_of(st.integers(0, 3 * 3600), st.integers(0, 3 * 86400)),  # seconds before `now`
@@ -201,6 +261,9 @@ def test_next_allowed_at_is_exact_with_agreed_callback_times(
 
 def _assert_next_allowed_is_exact(pol, request, history, now, probe) -> None:  # noqa: ANN001
     decision = evaluate(request, history, pol, now)
+    # Replayable: the same inputs give the same record, and it is plain JSON.
+    assert evaluate(request, history, pol, now).to_json() == decision.to_json()
+    assert json.loads(decision.to_json())["rule_id"] == decision.rule_id
     if decision.allowed:
         hypothesis_event(decision.rule_id)
         assert decision.next_allowed_at == now
