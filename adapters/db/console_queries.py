@@ -514,6 +514,10 @@ async def _component_health(name: str, obj: Any) -> HealthItem:
         return HealthItem(name, "down", type(exc).__name__)
     if isinstance(got, tuple):
         return HealthItem(name, str(got[0]), str(got[1]) if len(got) > 1 else "")
+    if isinstance(got, dict):  # e.g. the MQTT bus: {"ok": bool, "state": …, "last_error": …}
+        ok = bool(got.get("ok", got.get("connected", False)))
+        detail = str(got.get("state") or "") if ok else str(got.get("last_error") or got.get("state") or "")
+        return HealthItem(name, "ok" if ok else "down", detail)
     return HealthItem(name, "ok" if got else "down", "")
 
 

@@ -18,6 +18,12 @@
       .catch(function () { /* the log stays as it was; the server still logged the read */ });
   }
   document.addEventListener("DOMContentLoaded", function () {
+    // Irreversible actions (approving a purge destroys keys) ask once more.
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (form) {
+      form.addEventListener("submit", function (ev) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) { ev.preventDefault(); }
+      });
+    });
     var audio = document.getElementById("player");
     if (audio) {
       ["loadedmetadata", "playing", "seeked", "ended"].forEach(function (ev) {

@@ -38,6 +38,7 @@ USERS = (
     ("col-a2", "collector", ("bank-a",)),
     ("col-b", "collector", ("bank-b",)),
     ("pbx", "pbx", ("bank-a", "bank-b")),
+    ("admin", "admin", ()),
 )
 CONFIG = """\
 [paths]
@@ -93,6 +94,8 @@ class Served:
     attempts: list[str] = field(default_factory=list)
     recording_id: str | None = None
     recording_error: str | None = None
+    old_recording_id: str | None = None
+    purge_id: str | None = None
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -198,3 +201,18 @@ def seed(s: Served) -> None:
             s.recording_id = r.json()["recording_id"]
         else:
             s.recording_error = f"POST /v1/recordings answered {r.status_code}: {r.text[:300]}"
+            return
+        # A call from three years ago, past its retention: the operator (admin) asks for
+        # its destruction; the second person approves in the console.
+        r = c.post(
+            "/v1/recordings",
+            params={"attempt_id": s.attempts[1], "started_at": "2023-06-01T10:00:00+08:00", "duration": "1.0"},
+            headers={**s.auth("pbx"), "Content-Type": "audio/wav"},
+            content=tone_wav(1.0),
+        )
+        assert r.status_code == 201, r.text
+        s.old_recording_id = r.json()["recording_id"]
+        r = c.post("/v1/purges", headers=s.auth("admin"), json={"creditor": "bank-a"})
+        assert r.status_code == 201, r.text
+        s.purge_id = r.json()["purge"]["purge_id"]
+        assert [d["recording_id"] for d in r.json()["due"]] == [s.old_recording_id]

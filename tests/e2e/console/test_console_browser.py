@@ -213,6 +213,34 @@ def test_qa_plays_a_recording_after_giving_a_reason_and_sees_the_access_logged(p
     shot(page, "07-recording-playing")
 
 
+def test_a_second_person_approves_the_purge_and_the_register_records_both(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    require_service("recordings vault in the service", served.purge_id is not None, served.recording_error or "")
+    sign_in(page, served, "sup-a", "/console/purges")
+    row = page.locator(f'tr[data-purge="{served.purge_id}"]')
+    assert "admin" in row.inner_text()
+    shot(page, "10-pending-purges")
+    asked: list[str] = []
+
+    def answer(dialog):  # type: ignore[no-untyped-def]
+        asked.append(dialog.message)
+        dialog.dismiss() if len(asked) == 1 else dialog.accept()
+
+    page.on("dialog", answer)
+    row.get_by_role("button").click()  # first time: "cancel" — nothing happens
+    assert len(asked) == 1 and "无法恢复" in asked[0]
+    assert page.locator(f'tr[data-purge="{served.purge_id}"]').count() == 1
+    row.get_by_role("button").click()
+    page.wait_for_url(re.compile(r"/console/purges\?done="))
+    assert page.locator(f'tr[data-purge="{served.purge_id}"]').count() == 0
+    page.get_by_role("link", name="销毁登记表").click()
+    page.wait_for_url(re.compile(r"/console/destruction-register$"))
+    register = page.locator("#register tbody").inner_text()
+    assert served.old_recording_id in register and "admin" in register and "sup-a" in register
+    shot(page, "11-destruction-register")
+    resp = page.goto(f"{served.base}/console/recordings/{served.old_recording_id}")
+    assert resp is not None and resp.status == 404
+
+
 def test_another_creditors_case_is_not_found(page, served: Served) -> None:  # type: ignore[no-untyped-def]
     sign_in(page, served, "comp-a")
     resp = page.goto(f"{served.base}/console/cases/bank-b/B-1")
