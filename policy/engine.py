@@ -448,8 +448,12 @@ def evaluate(
         add(_PASS_REC)
 
     # 2. agent --------------------------------------------------------------------
-    add(_agent_check(request.agent.role, request.agent.agent_id, request.agent.creditors, case.case_id,
-                     case.creditor, case.assigned_agent))
+    agent = request.agent
+    agent_args = (agent.role, agent.agent_id, agent.creditors, case.case_id, case.creditor, case.assigned_agent)
+    try:
+        add(_agent_check(*agent_args))
+    except TypeError:  # an unhashable creditors collection (a set): decide uncached
+        add(_agent_check.__wrapped__(*agent_args))
 
     # 3-5. case -------------------------------------------------------------------
     policy_today = now_u.astimezone(policy.zone).date()

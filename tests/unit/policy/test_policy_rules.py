@@ -196,3 +196,8 @@ def test_the_decision_serialises_to_json_with_its_policy_version_and_inputs() ->
     assert len(data["policy_version"]) == 64
     assert data["inputs_used"]["zone"] == "Asia/Shanghai"
     assert data["evaluated_at"] == "2026-11-24T10:00:00+08:00"
+
+
+def test_an_agent_scope_given_as_a_plain_set_is_judged_the_same() -> None:
+    sup = AgentSnapshot("sup-3", "supervisor", {"bank-a"})  # type: ignore[arg-type]
+    assert decide(make_request(agent=sup, case=make_case("C-set", assigned_agent="a9"))).allowed
