@@ -294,18 +294,25 @@ def rec_verify(
     recording_ids: list[str] = typer.Argument(None, help="default: every recording"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Decrypt every blob and compare its SHA-256 with the one stored at ingest."""
+    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check
+    the destruction register's hash chain."""
 
-    async def go() -> list[Any]:
+    async def go() -> tuple[list[Any], list[str]]:
+        from recordings.register import verify_chain
+
         async with open_vault(config) as (vault, _):
-            return await vault.verify(Actor("cli", "admin"), recording_ids or None)
+            results = await vault.verify(Actor("cli", "admin"), recording_ids or None)
+            return results, verify_chain(await vault.repo.destruction_register())
 
-    results = _run(go())
+    results, chain = _run(go())
     bad = [r for r in results if not r.ok]
     for r in results:
         typer.echo(f"{'OK  ' if r.ok else 'FAIL'}\t{r.recording_id}{'' if r.ok else chr(9) + (r.problem or '')}")
     typer.echo(f"{len(results)} checked, {len(bad)} failed / 共 {len(results)} 条，{len(bad)} 条异常")
-    if bad:
+    for problem in chain:
+        typer.echo(f"REGISTER\t{problem}")
+    typer.echo("destruction register chain: " + ("OK / 完整" if not chain else "BROKEN / 已被篡改"))
+    if bad or chain:
         raise typer.Exit(1)
 
 
@@ -351,11 +358,14 @@ def rec_purge(
 
 
 @recordings_app.command("recover")
-def rec_recover(config: Optional[Path] = ConfigOpt) -> None:
-    """Delete leftovers of interrupted ingests (also done when the service starts)."""
+def rec_recover(
+    config: Optional[Path] = ConfigOpt,
+    grace_minutes: float = typer.Option(60.0, "--grace-minutes", help="spare leftovers younger than this (a running ingest); 0 with the service stopped"),
+) -> None:
+    """Delete leftovers of interrupted ingests (the service also does it at start and every 15 min)."""
 
     async def go() -> dict[str, int]:
         async with open_vault(config) as (vault, _):
-            return await vault.recover(orphan_grace=_GRACE)
+            return await vault.recover(orphan_grace=timedelta(minutes=grace_minutes))
 
     typer.echo(json.dumps(_run(go())))

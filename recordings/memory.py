@@ -245,7 +245,11 @@ class InMemoryBlobStore:
         now = self._clock()
         return [StoredBlob(k, len(v), now) for k, v in self.blobs.items()]
 
-    def clean_temporaries(self) -> int:
+    def clean_temporaries(self, older_than: datetime | None = None) -> int:
+        # In memory every temporary belongs to a live writer of this process or to
+        # none; a cutoff cannot tell them apart, so only the unconditional form cleans.
+        if older_than is not None:
+            return 0
         n = len(self.temporaries)
         self.temporaries.clear()
         return n

@@ -64,8 +64,9 @@ class BlobStore(Protocol):
 
     def keys(self) -> Iterable[StoredBlob]: ...
 
-    def clean_temporaries(self) -> int:
-        """Delete every leftover temporary (call at startup); the count removed."""
+    def clean_temporaries(self, older_than: datetime | None = None) -> int:
+        """Delete leftover temporaries (all, or those last written before
+        `older_than`, sparing a concurrent ingest); the count removed."""
         ...
 
 

@@ -350,13 +350,15 @@ class Vault:
         """Startup cleanup: temporaries, blobs with no metadata row (a crash between
         publish and commit) and blobs of destroyed recordings (a crash mid-purge).
 
-        `orphan_grace` spares blobs younger than that, for a vault shared with a
-        running ingest.
+        `orphan_grace` spares temporaries and blobs written more recently than that,
+        for a vault shared with a running ingest (another process, the CLI).
         """
-        temporaries = await asyncio.to_thread(self.blobs.clean_temporaries)
+        cutoff = self.clock() - orphan_grace
+        temporaries = await asyncio.to_thread(
+            self.blobs.clean_temporaries, cutoff if orphan_grace > timedelta(0) else None
+        )
         orphans = 0
         destroyed = 0
-        cutoff = self.clock() - orphan_grace
         for blob in await asyncio.to_thread(lambda: list(self.blobs.keys())):
             rec = await self.repo.get(blob.key)
             if rec is None:

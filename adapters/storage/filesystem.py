@@ -140,10 +140,14 @@ class FilesystemBlobStore:
     def temporaries(self) -> list[Path]:
         return sorted(self.tmp_dir.glob(f"*{TMP_SUFFIX}"))
 
-    def clean_temporaries(self) -> int:
+    def clean_temporaries(self, older_than: datetime | None = None) -> int:
         n = 0
         for p in self.temporaries():
             try:
+                if older_than is not None:
+                    modified = datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+                    if modified > older_than:
+                        continue  # still being written by a running ingest
                 p.unlink()
                 n += 1
             except FileNotFoundError:

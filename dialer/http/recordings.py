@@ -582,18 +582,17 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     services.recordings_config = rcfg
     services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)
     stop = asyncio.Event()
-    task = None
+    tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")]
     if rcfg.inbox is not None:
         from adapters.storage.inbox import Inbox
 
         services.recordings_inbox = Inbox(vault, rcfg.inbox, _AttemptResolver(services), services.clock.now)
-        task = asyncio.create_task(_run_inbox(services.recordings_inbox, stop), name="recordings-inbox")
+        tasks.append(asyncio.create_task(_run_inbox(services.recordings_inbox, stop), name="recordings-inbox"))
     try:
         yield vault
     finally:
         stop.set()
-        if task is not None:
-            await asyncio.wait_for(task, timeout=30)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 
 
 def _thaw(v: Any) -> Any:
@@ -616,6 +615,23 @@ class _AttemptResolver:
         if att is None:
             return None
         return Resolved(Link(att.creditor, att.case_id, att.agent_id, att.number), att.at)
+
+
+async def _sweep(vault: Vault, stop: asyncio.Event, every_s: float = 900.0) -> None:
+    """Leftovers of ingests that died while the service ran (temporaries, orphan
+    blobs) older than five minutes, every quarter of an hour."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+            return
+        except TimeoutError:
+            pass
+        try:
+            cleaned = await vault.recover(orphan_grace=timedelta(minutes=5))
+            if any(cleaned.values()):
+                log.info("vault.swept", **cleaned)
+        except Exception as exc:  # noqa: BLE001 - keep sweeping
+            log.warning("vault.sweep_failed", error=str(exc))
 
 
 async def _run_inbox(inbox: Any, stop: asyncio.Event) -> None:

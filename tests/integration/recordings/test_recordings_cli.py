@@ -83,6 +83,7 @@ def test_ingest_fetch_list_verify_round_trip(cfg, tmp_path) -> None:
 
     v = rec("verify", "-c", str(cfg))
     assert v.exit_code == 0 and "1 checked, 0 failed" in v.output
+    assert "destruction register chain: OK" in v.output
 
 
 def test_verify_exits_1_and_names_a_tampered_recording(cfg, tmp_path) -> None:
@@ -145,3 +146,23 @@ def test_a_wrong_config_key_is_refused_with_its_path(tmp_path) -> None:
     p.write_text('[recordings]\nretension = "730d"\n')
     r = rec("list", "-c", str(p))
     assert r.exit_code == 2 and "recordings.retension" in r.output
+
+
+def test_verify_exits_1_when_the_destruction_register_was_edited(cfg, tmp_path) -> None:
+    import sqlite3
+
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "old.wav"
+    write_wav(wav, 1.0, 440)
+    ingest(cfg, wav, "att-reg-1", "--creditor", "bank-a")
+    ingest(cfg, wav, "att-reg-2", "--creditor", "bank-a")
+    req = rec("purge", "--request", "-u", "ops-wang", "-c", str(cfg))
+    purge_id = req.output.split("purge ")[1].split()[0]
+    assert rec("purge", "--approve", purge_id, "-u", "comp-sun", "--role", "compliance", "-c", str(cfg)).exit_code == 0
+    db = sqlite3.connect(tmp_path / "var" / "dialgate.db")
+    db.execute("UPDATE recording_destruction_register SET approver = 'nobody' WHERE seq = 1")
+    db.commit()
+    db.close()
+    v = rec("verify", "-c", str(cfg))
+    assert v.exit_code == 1 and "entry 1: hash does not match its content" in v.output
+    assert "destruction register chain: BROKEN" in v.output

@@ -210,3 +210,58 @@ async def test_metadata_and_blobs_survive_a_restart(tmp_path) -> None:
     assert (await again.get(rec.recording_id, ADMIN)).hold.reason == "lawsuit 诉讼"
     assert (await again.open_audio(rec.recording_id, QA_A, reason="after restart")).read_all() == audio
     assert len(await again.access_log(rec.recording_id, ADMIN)) == 1
+
+
+async def test_cleanup_with_a_grace_spares_an_ingest_still_writing(tmp_path) -> None:
+    from datetime import timedelta
+
+    vault = make_vault(tmp_path)
+    live = vault.blobs.begin("live0000recording")
+    live.write(b"ciphertext so far")
+    stale = vault.blobs.begin("stale000recording")
+    stale.write(b"left by a crash")
+    hour_ago = (utcnow() - timedelta(hours=1)).timestamp()
+    os.utime(stale.temp_path, (hour_ago, hour_ago))
+    report = await vault.recover(orphan_grace=timedelta(minutes=5))
+    assert report["temporaries"] == 1
+    assert vault.blobs.temporaries() == [live.temp_path]
+    live.sync()
+    live.publish()  # the running ingest finishes unharmed
+    assert [b.key for b in vault.blobs.keys()] == ["live0000recording"]
+
+
+@pytest.mark.slow
+def test_ingesting_half_a_gibibyte_grows_memory_by_less_than_64_mib(tmp_path) -> None:
+    code = f"""
+import asyncio, json, sys
+from pathlib import Path
+sys.path.insert(0, {str(ROOT)!r})
+from datetime import datetime, timezone
+from adapters.storage.filesystem import FilesystemBlobStore
+from adapters.storage.jsonrepo import JsonFileRecordingRepository
+from adapters.storage.keys import KeyFileKeyProvider
+from recordings.testing import PBX, request, wav_stream
+from recordings.vault import Vault
+
+def vm(field):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1]) * 1024
+
+root = Path({str(tmp_path)!r})
+keys = KeyFileKeyProvider(root / 'k.keys'); keys.create('bank-a')
+vault = Vault(JsonFileRecordingRepository(root / 'm.json'), FilesystemBlobStore(root / 'd'), keys,
+              clock=lambda: datetime.now(timezone.utc), max_size=2**31)
+pieces = wav_stream(16800.0)  # 537,600,044 bytes, generated piece by piece
+first = next(pieces)
+def body():
+    yield first
+    yield from pieces
+before = vm('VmRSS')
+rec = asyncio.run(vault.ingest(request('big-1'), body(), PBX)).recording
+print(json.dumps({{'size': rec.size, 'growth': vm('VmHWM') - before}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    fig = json.loads(out.stdout)
+    assert fig["size"] == 537_600_044
+    assert fig["growth"] < 64 * 1024 * 1024, fig
