@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Optional
 from zoneinfo import ZoneInfo

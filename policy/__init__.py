@@ -11,6 +11,7 @@ no clock reads. `evaluate(request, history, policy, now)` returns a `Decision`.
 from .config import (
     CALENDAR_DAY,
     AppointmentRules,
+    BlackoutPeriod,
     Cap,
     Policy,
     PolicyBook,
@@ -48,6 +49,7 @@ __all__ = [
     "Window",
     "Cap",
     "AppointmentRules",
+    "BlackoutPeriod",
     "parse_duration",
     "CALENDAR_DAY",
     "PRESETS",
