@@ -307,6 +307,9 @@ class Gate:
         now = self._now()
         decision_id = str(uuid.uuid4())
         structlog.contextvars.bind_contextvars(decision_id=decision_id)
+        admit = getattr(self.pbx, "admit", None)  # a PBX that places calls may refuse now (503)
+        if admit is not None and cmd.channel in ("api", "mqtt"):
+            admit()
         faults = await self._faults()
         default_region = self.policies.default.default_region
         e164 = self._normalise(cmd.number, default_region)
@@ -808,6 +811,43 @@ class Gate:
             return await uow.decisions.blocked_summary(
                 creditors=scope, since=since, until=until, tz=self.policies.default.timezone
             )
+
+    async def recheck_attempt(self, attempt_id: str, actor: Principal) -> Decision:
+        """Decide again for a click-to-dial attempt just before its debtor leg is dialled
+        (issue 7: the agent has answered; a stop may have arrived meanwhile). The
+        attempt's own reservation is left out of the history so it does not count
+        against itself. Logged as a `recheck` decision."""
+        now = self._now()
+        faults = await self._faults()
+        async with self.store.write() as uow:
+            attempt = await uow.attempts.get(attempt_id)
+            if attempt is None:
+                raise NoSuchAttempt(f"no attempt {attempt_id!r}", details={"attempt_id": attempt_id})
+            case = await uow.cases.get(attempt.creditor, attempt.case_id)
+            if case is None:
+                raise NoSuchCase(f"no case {attempt.case_id!r}", details={"case_id": attempt.case_id})
+            pol = self.policies.for_creditor(case.creditor)
+            user = await uow.users.by_name(attempt.agent_id)
+            agent = AgentSnapshot(
+                agent_id=attempt.agent_id,
+                role=user.role if user else "collector",
+                creditors=user.creditors if user else frozenset({case.creditor}),
+            )
+            history = await uow.attempts.history(attempt.number, case.pk, case.creditor, now - pol.lookback)
+            own = next((i for i, h in enumerate(history) if h.kind == "attempt" and h.number == attempt.number
+                        and h.case_id == case.case_id and abs((h.at - attempt.at).total_seconds()) < 0.001), None)
+            if own is not None:
+                del history[own]
+            appointments = await uow.cases.appointments(case.pk, now - pol.lookback)
+            request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
+                                  faults=faults, appointments=tuple(appointments))
+            decision = evaluate(request, history, pol, now)
+            await uow.decisions.append(
+                self._record(decision_id=str(uuid.uuid4()), kind="recheck", now=now, decision=decision, actor=actor,
+                             agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,
+                             case_id=case.case_id, number=attempt.number, attempt_id=attempt_id)
+            )
+        return decision
 
     async def expire_attempts(self) -> int:
         """Mark authorised attempts the PBX never placed as expired (they still count)."""
