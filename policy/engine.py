@@ -634,11 +634,12 @@ def evaluate(
     if deciding is None:
         if exempted:
             appt = inputs["appointment"]
+            waived = ", ".join(c.rule_id for c in checks if c.exempted)
             return Decision(
                 True,
                 "appointment.exception",
-                f"allowed by the agreed callback time {appt['at']}: outside-hours and caps exempted",
-                f"与客户约定回拨时间 {appt['at']}，豁免时段与频次限制，允许拨打",
+                f"allowed by the agreed callback time {appt['at']}: exempted from {waived}",
+                f"与客户约定回拨时间 {appt['at']}，豁免 {waived}，允许拨打",
                 now,
                 tuple(checks),
                 policy.version,
