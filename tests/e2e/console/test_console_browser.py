@@ -102,6 +102,15 @@ def until(pg, event: str, ready: str, value: str, timeout_ms: int = 20_000):  # 
     return pg.evaluate(script, [event, timeout_ms])
 
 
+def assert_every_field_labelled(pg) -> None:  # type: ignore[no-untyped-def]
+    unlabelled = pg.evaluate(
+        """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+                 .filter(el => el.labels.length === 0 && !el.getAttribute('aria-label'))
+                 .map(el => el.name || el.id || el.outerHTML.slice(0, 60))"""
+    )
+    assert unlabelled == [], f"fields without a label on {pg.url}: {unlabelled}"
+
+
 def table_ids(pg) -> list[str]:  # type: ignore[no-untyped-def]
     return pg.eval_on_selector_all("#blocked-table tbody tr[data-decision]", "rows => rows.map(r => r.dataset.decision)")
 
@@ -109,6 +118,7 @@ def table_ids(pg) -> list[str]:  # type: ignore[no-untyped-def]
 def test_sign_in_shows_the_blocked_dials_the_service_logged(page, served: Served) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{served.base}/console/blocked")
     page.wait_for_url(re.compile(r"/console/sign-in"))
+    assert_every_field_labelled(page)
     shot(page, "01-sign-in")
     page.get_by_label("令牌").fill(served.tokens["comp-a"])
     page.get_by_role("button", name="登录").click()
@@ -119,6 +129,7 @@ def test_sign_in_shows_the_blocked_dials_the_service_logged(page, served: Served
     assert page.locator("svg.chart").count() == 2
     # usable at 1366×768: nothing wider than the window
     assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
+    assert_every_field_labelled(page)
     shot(page, "02-blocked-dials")
 
 
@@ -190,10 +201,12 @@ def test_a_case_page_shows_masked_contacts_the_timeline_and_the_call_note(page, 
 def test_qa_plays_a_recording_after_giving_a_reason_and_sees_the_access_logged(page, served: Served) -> None:  # type: ignore[no-untyped-def]
     require_service("recordings vault in the service", served.recording_id is not None, served.recording_error or "")
     sign_in(page, served, "qa-a", "/console/cases/bank-a/C-1/recordings")
+    assert_every_field_labelled(page)
     shot(page, "06-recordings")
     page.locator(f'tr[data-recording="{served.recording_id}"] a', has_text="播放").click()
     page.wait_for_url(re.compile(r"/console/recordings/"))
     assert page.locator("audio").count() == 0  # no audio before a reason
+    assert_every_field_labelled(page)
     reason = "投诉复核 complaint #77"
     page.get_by_label("借阅原因").fill(reason)
     page.get_by_role("button", name="申请播放").click()
@@ -243,6 +256,7 @@ def test_a_second_person_approves_the_purge_and_the_register_records_both(page, 
 
 def test_another_creditors_case_is_not_found(page, served: Served) -> None:  # type: ignore[no-untyped-def]
     sign_in(page, served, "comp-a")
+    assert_every_field_labelled(page)  # the start page's case lookup
     resp = page.goto(f"{served.base}/console/cases/bank-b/B-1")
     assert resp is not None and resp.status == 404
     assert "未找到" in page.locator("h1").inner_text()

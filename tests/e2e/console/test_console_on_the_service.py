@@ -136,3 +136,28 @@ async def test_health_strip_reports_the_store(service: Seeded):
     async with service.console("comp-a") as c:
         html = (await c.get("/console/")).text
     assert re.search(r'data-component="store">\s*<span class="dot" aria-hidden="true">●</span>\s*案件库: <strong>正常</strong>', html)
+
+
+async def test_a_case_legal_hold_placed_through_the_api_shows_on_the_case_page(service: Seeded):
+    async with service.console("qa-a") as c:
+        assert 'id="legal-hold"' not in (await c.get("/console/cases/bank-a/C-1")).text
+    r = await service.client.post(
+        "/v1/cases/C-1/legal-hold", json={"reason": "投诉 #2026-118", "creditor": "bank-a"}, headers=service.auth("sup-a")
+    )
+    assert r.status_code == 200, r.text
+    async with service.console("qa-a") as c:
+        html = (await c.get("/console/cases/bank-a/C-1")).text
+    banner = re.search(r'<p class="banner hold"[^>]*id="legal-hold">(.*?)</p>', html, re.S)
+    assert banner and "投诉 #2026-118" in banner.group(1) and "sup-a" in banner.group(1)
+
+
+async def test_the_audit_chain_item_reports_the_verified_log(service: Seeded):
+    async with service.console("comp-a") as c:
+        await c.get("/console/")  # starts the background verification
+        task = service.app.state.console[1]._audit_task
+        report = await task  # wait on the verification itself, not on time
+        assert report.ok
+        html = (await c.get("/console/")).text
+    n = sum(report.chains.values())
+    assert n > 0
+    assert f'<li class="h-ok" title="{n} records verified" data-component="audit_chain">' in html
