@@ -121,17 +121,36 @@ def keys_init(
 def keys_rotate(
     creditor: str = typer.Option(..., "--creditor", help="creditor id, or _unmatched"),
     user: str = UserOpt,
-    keep_old: bool = typer.Option(False, "--keep-old", help="keep the old key instead of destroying it"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """New key for a creditor; every data key is rewrapped (audio untouched)."""
+    """New key for a creditor; every data key is rewrapped (audio untouched). The old
+    key is destroyed later by `keys retire`."""
 
     async def go() -> Any:
         async with open_vault(config) as (vault, _):
-            return await vault.rotate_keys(creditor, Actor(user, "admin"), retire_old=not keep_old)
+            return await vault.rotate_keys(creditor, Actor(user, "admin"))
 
     r = _run(go())
-    typer.echo(f"{r.scope}: new key {r.new_key_id}; {r.rewrapped} data keys rewrapped; retired {', '.join(r.retired) or '-'}")
+    typer.echo(f"{r.scope}: new key {r.new_key_id}; {r.rewrapped} data keys rewrapped; "
+               f"destroy the old key with `dialgate keys retire --creditor {r.scope}` after an hour")
+
+
+@keys_app.command("retire")
+def keys_retire(
+    creditor: str = typer.Option(..., "--creditor", help="creditor id, or _unmatched"),
+    user: str = UserOpt,
+    grace_minutes: float = typer.Option(60.0, "--grace-minutes", help="only keys superseded at least this long ago"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Destroy a creditor's superseded keys (anything still wrapped under them is
+    rewrapped first); backups wrapped under them become unreadable."""
+
+    async def go() -> Any:
+        async with open_vault(config) as (vault, _):
+            return await vault.retire_keys(creditor, Actor(user, "admin"), grace=timedelta(minutes=grace_minutes))
+
+    r = _run(go())
+    typer.echo(f"{r.scope}: retired {', '.join(r.retired) or '-'}; {r.rewrapped} data keys rewrapped; active {r.new_key_id}")
 
 
 @keys_app.command("destroy")

@@ -256,10 +256,12 @@ class InMemoryBlobStore:
 
 
 class InMemoryKeyProvider:
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None) -> None:
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
         self.keys: dict[str, dict[str, bytes]] = {}
         self.active_ids: dict[str, str] = {}
         self.destroyed: set[str] = set()
+        self.superseded_at: dict[str, dict[str, datetime]] = {}
 
     def active(self, scope: str) -> tuple[str, bytes]:
         if scope in self.destroyed:
@@ -284,6 +286,8 @@ class InMemoryKeyProvider:
 
     def rotate(self, scope: str) -> str:
         self.destroyed.discard(scope)
+        if scope in self.active_ids:
+            self.superseded_at.setdefault(scope, {})[self.active_ids[scope]] = self._clock()
         key_id = f"k{len(self.keys.get(scope, {})) + 1}-{secrets.token_hex(3)}"
         self.keys.setdefault(scope, {})[key_id] = os.urandom(32)
         self.active_ids[scope] = key_id
@@ -293,6 +297,10 @@ class InMemoryKeyProvider:
         if self.active_ids.get(scope) == key_id:
             raise ValueError("cannot retire the active key")
         self.keys.get(scope, {}).pop(key_id, None)
+        self.superseded_at.get(scope, {}).pop(key_id, None)
+
+    def superseded(self, scope: str) -> dict[str, datetime]:
+        return dict(self.superseded_at.get(scope, {}))
 
     def destroy(self, scope: str) -> None:
         self.keys.pop(scope, None)

@@ -93,6 +93,10 @@ class KeyProvider(Protocol):
         """Destroy one non-active key (after every data key was rewrapped)."""
         ...
 
+    def superseded(self, scope: str) -> dict[str, datetime]:
+        """Non-active keys still held, with the time each stopped being active."""
+        ...
+
     def destroy(self, scope: str) -> None:
         """Destroy every key of a scope: its recordings become unreadable for good."""
         ...

@@ -334,6 +334,19 @@ class Vault:
                     raise
                 return IngestResult(winner, created=False)
             self._checkpoint("committed")
+            try:
+                self.keys.get(scope, kek_id)
+            except NoSuchKey:
+                # The KEK was retired between our fetch and our commit: we still hold
+                # the data key, so rewrap it under the active one.
+                kek_id, kek = self._sealing_key(scope)
+                recording = recording.evolve(
+                    kek_id=kek_id,
+                    wrapped_key=envelope.wrap_data_key(
+                        kek, data_key, recording_id=recording_id, key_id=data_key_id, kek_id=kek_id
+                    ),
+                )
+                await self.repo.update(recording)
             return IngestResult(recording, created=True)
         except BaseException:
             tmp.abort()
@@ -553,34 +566,44 @@ class Vault:
 
     # -- keys ----------------------------------------------------------------------
 
-    async def rotate_keys(self, scope: str, actor: Actor, *, retire_old: bool = True) -> RotationReport:
+    async def rotate_keys(self, scope: str, actor: Actor) -> RotationReport:
         """New active KEK for `scope`; every data key of the scope is rewrapped under it
-        (61 bytes of metadata each; audio untouched). Old KEKs that no longer wrap
-        anything are destroyed unless `retire_old` is False."""
+        (61 bytes of metadata each; audio untouched). The old KEK stays until
+        `retire_keys` destroys it once nothing can still be wrapped under it."""
         _require_role(actor, ADMIN_ROLES, "轮换密钥 / rotate keys")
         new_id = self.keys.rotate(scope)
+        rewrapped = await self._rewrap(scope, new_id)
+        return RotationReport(scope, new_id, rewrapped, ())
+
+    async def _rewrap(self, scope: str, new_id: str) -> int:
         new_kek = self.keys.get(scope, new_id)
-        old_ids: set[str] = set()
         rewrapped = 0
-        # Two passes: the second catches an ingest that wrapped under the old key
-        # while the first pass ran.
-        for _ in range(2):
-            for rec in await self.repo.find(RecordingFilter(limit=None)):
-                if rec.key_scope != scope or rec.wrapped_key is None or rec.kek_id in (None, new_id):
-                    continue
-                data_key = self._unwrap(rec)
-                old_ids.add(rec.kek_id)  # type: ignore[arg-type]
-                wrapped = envelope.wrap_data_key(
-                    new_kek, data_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=new_id
-                )
-                await self.repo.update(rec.evolve(kek_id=new_id, wrapped_key=wrapped))
-                rewrapped += 1
-        retired: list[str] = []
-        if retire_old:
-            for old in sorted(old_ids):
-                self.keys.retire(scope, old)
-                retired.append(old)
-        return RotationReport(scope, new_id, rewrapped, tuple(retired))
+        for rec in await self.repo.find(RecordingFilter(limit=None)):
+            if rec.key_scope != scope or rec.wrapped_key is None or rec.kek_id in (None, new_id):
+                continue
+            data_key = self._unwrap(rec)
+            wrapped = envelope.wrap_data_key(
+                new_kek, data_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=new_id
+            )
+            await self.repo.update(rec.evolve(kek_id=new_id, wrapped_key=wrapped))
+            rewrapped += 1
+        return rewrapped
+
+    async def retire_keys(self, scope: str, actor: Actor, *, grace: timedelta = timedelta(hours=1)) -> RotationReport:
+        """Destroy the superseded KEKs of `scope` (old backups wrapped under them become
+        unreadable). Only keys superseded more than `grace` ago: an ingest that fetched
+        the old key just before the rotation has committed by then; whatever is still
+        wrapped under them is rewrapped first, so nothing readable is lost."""
+        _require_role(actor, ADMIN_ROLES, "退役密钥 / retire keys")
+        active_id, _ = self.keys.active(scope)
+        cutoff = self.clock() - grace
+        old = sorted(kid for kid, at in self.keys.superseded(scope).items() if at <= cutoff)
+        if not old:
+            return RotationReport(scope, active_id, 0, ())
+        rewrapped = await self._rewrap(scope, active_id)
+        for kid in old:
+            self.keys.retire(scope, kid)
+        return RotationReport(scope, active_id, rewrapped, tuple(old))
 
     async def destroy_creditor_keys(self, creditor: str, actor: Actor) -> int:
         """End of commission: destroy every KEK of `creditor`. All its recordings, in

@@ -11,8 +11,8 @@ from adapters.storage.filesystem import FilesystemBlobStore
 from adapters.storage.keys import EnvKeyProvider, KeyFileKeyProvider
 
 
-def key_provider(cfg: RecordingsConfig) -> KeyProvider:
-    return EnvKeyProvider() if cfg.keys == "env" else KeyFileKeyProvider(cfg.key_file)
+def key_provider(cfg: RecordingsConfig, clock: Clock | None = None) -> KeyProvider:
+    return EnvKeyProvider() if cfg.keys == "env" else KeyFileKeyProvider(cfg.key_file, clock)
 
 
 def build_vault(
@@ -25,7 +25,7 @@ def build_vault(
     return Vault(
         repo,
         FilesystemBlobStore(cfg.data_dir),
-        key_provider(cfg),
+        key_provider(cfg, clock),
         clock=clock,
         retention=cfg.retention,
         max_size=cfg.max_size,

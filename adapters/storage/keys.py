@@ -6,7 +6,8 @@ vault refuses a file readable by group or others)::
     {"format": "dialgate-keys/1",
      "scopes": {"<creditor>": {"active": "<key id>",
                                "keys": {"<key id>": {"key": "<base64 32 bytes>",
-                                                      "created_at": "<ISO>"}},
+                                                      "created_at": "<ISO>",
+                                                      "superseded_at": "<ISO>"}},
                                "destroyed_at": null}}}
 
 Every change rewrites the file atomically (temporary 0600 → fsync → rename → fsync
@@ -32,7 +33,7 @@ import stat
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from recordings.errors import ConfigError, KeyDestroyed, NoSuchKey
 
@@ -46,8 +47,9 @@ def _check_scope(scope: str) -> None:
 
 
 class KeyFileKeyProvider:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Callable[[], datetime] | None = None) -> None:
         self.path = Path(path)
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._cache: dict[str, Any] | None = None
         self._stamp: tuple[int, int, int] | None = None
 
@@ -153,10 +155,13 @@ class KeyFileKeyProvider:
         return self._decode(scope, key_id, k["key"])
 
     def _new_key(self, entry: dict[str, Any]) -> str:
-        key_id = f"{datetime.now(timezone.utc):%Y%m%d}-{secrets.token_hex(4)}"
+        previous = entry.get("active")
+        if previous and previous in entry.get("keys", {}):
+            entry["keys"][previous]["superseded_at"] = self._clock().astimezone(timezone.utc).isoformat(timespec="seconds")
+        key_id = f"{self._clock().astimezone(timezone.utc):%Y%m%d}-{secrets.token_hex(4)}"
         entry.setdefault("keys", {})[key_id] = {
             "key": base64.b64encode(os.urandom(32)).decode(),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": self._clock().astimezone(timezone.utc).isoformat(timespec="seconds"),
         }
         entry["active"] = key_id
         return key_id
@@ -188,12 +193,20 @@ class KeyFileKeyProvider:
                 raise ConfigError(f"不能退役当前密钥 / cannot retire the active key {scope}/{key_id}")
             entry["keys"].pop(key_id, None)
 
+    def superseded(self, scope: str) -> dict[str, datetime]:
+        entry = self._scope(self._load(), scope)
+        return {
+            kid: datetime.fromisoformat(k["superseded_at"])
+            for kid, k in entry["keys"].items()
+            if kid != entry.get("active") and k.get("superseded_at")
+        }
+
     def destroy(self, scope: str) -> None:
         with self._locked() as data:
             data["scopes"][scope] = {
                 "keys": {},
                 "active": None,
-                "destroyed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "destroyed_at": self._clock().astimezone(timezone.utc).isoformat(timespec="seconds"),
             }
 
     def scopes(self) -> list[str]:
@@ -231,6 +244,9 @@ class EnvKeyProvider:
             if kid == key_id:
                 return key
         raise NoSuchKey(f"密钥 {scope}/{key_id} 不在 {env_var(scope)} 中 / key {scope}/{key_id} not in the environment")
+
+    def superseded(self, scope: str) -> dict[str, datetime]:
+        return {}  # older keys in the variable are managed outside dialgate
 
     def _refuse(self, *_: object) -> Any:
         raise ConfigError("环境变量中的密钥须在外部管理 / keys from the environment are managed outside dialgate")

@@ -123,6 +123,8 @@ def test_purge_from_the_cli_needs_a_second_person_and_rotation_keeps_audio_reada
 
     rot = keys("rotate", "--creditor", "bank-a", "-u", "ops-wang", "-c", str(cfg))
     assert rot.exit_code == 0 and "2 data keys rewrapped" in rot.output, rot.output
+    ret = keys("retire", "--creditor", "bank-a", "-u", "ops-wang", "--grace-minutes", "0", "-c", str(cfg))
+    assert ret.exit_code == 0 and "retired 2" in ret.output, ret.output  # key ids start with the date
 
     dry = rec("purge", "--dry-run", "-u", "ops-wang", "-c", str(cfg))
     assert dry.exit_code == 0 and f"due\t{old['recording_id']}" in dry.output

@@ -26,8 +26,8 @@ def clock() -> SteppingClock:
 
 
 @pytest.fixture
-def keys() -> InMemoryKeyProvider:
-    k = InMemoryKeyProvider()
+def keys(clock) -> InMemoryKeyProvider:
+    k = InMemoryKeyProvider(clock)
     for scope in ("bank-a", "bank-b", "_unmatched"):
         k.create(scope)
     return k

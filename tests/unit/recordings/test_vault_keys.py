@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from recordings.errors import KeyDestroyed, NoSuchKey
@@ -18,8 +20,12 @@ async def test_rotation_rewraps_every_data_key_and_everything_stays_readable(vau
     old_kek = (await vault.list(ADMIN))[0].kek_id
     blobs_before = dict(blobs.blobs)
     report = await vault.rotate_keys("bank-a", ADMIN)
-    assert report.rewrapped == 3 and report.retired == (old_kek,)
+    assert report.rewrapped == 3
     assert blobs.blobs == blobs_before  # audio untouched
+    assert {r.kek_id for r in await vault.list(ADMIN)} == {report.new_key_id}
+    assert (await vault.retire_keys("bank-a", ADMIN)).retired == ()  # within the grace: kept
+    retired = await vault.retire_keys("bank-a", ADMIN, grace=timedelta(0))
+    assert retired.retired == (old_kek,)
     with pytest.raises(NoSuchKey):
         keys.get("bank-a", old_kek)  # the old KEK is gone
     for rid, audio in audios.items():
@@ -71,3 +77,28 @@ async def test_with_a_key_file_a_creditors_first_recording_creates_its_key(vault
     assert keys.active("bank-new")[0] == rec.kek_id
     reader = Actor("qa-n", "qa", frozenset({"bank-new"}))
     assert (await vault.open_audio(rec.recording_id, reader, reason="first")).read_all() == audio
+
+
+async def test_retiring_rewraps_what_is_still_under_the_old_key_before_destroying_it(vault, keys) -> None:
+    audio = wav_bytes(1, 330)
+    rec = (await vault.ingest(request("late-1"), [audio], PBX)).recording
+    keys.rotate("bank-a")  # as if this recording committed after the rotation's rewrap
+    report = await vault.retire_keys("bank-a", ADMIN, grace=timedelta(0))
+    assert report.retired == (rec.kek_id,) and report.rewrapped == 1
+    assert (await vault.open_audio(rec.recording_id, QA_A, reason="after retire")).read_all() == audio
+
+
+async def test_an_ingest_whose_key_was_retired_before_it_committed_rewraps_itself(vault, keys, repo) -> None:
+    audio = wav_bytes(1, 350)
+    original_add = repo.add
+
+    async def add_after_a_rotation_and_retire(rec):
+        new = keys.rotate("bank-a")
+        keys.retire("bank-a", rec.kek_id)
+        await original_add(rec)
+        assert new != rec.kek_id
+
+    repo.add = add_after_a_rotation_and_retire
+    rec = (await vault.ingest(request("race-key"), [audio], PBX)).recording
+    assert rec.kek_id == keys.active("bank-a")[0]
+    assert (await vault.open_audio(rec.recording_id, QA_A, reason="self-healed")).read_all() == audio
