@@ -688,14 +688,25 @@ class Vault:
     async def get_purge(self, purge_id: str, actor: Actor) -> PurgeRequest:
         _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁申请 / read purges")
         purge = await self.repo.get_purge(purge_id)
-        if purge is None:
+        if purge is None or not await self._purge_visible(purge, actor):
             raise NoSuchPurge(f"销毁申请不存在 / no such purge {purge_id}")
         return purge
 
+    async def _purge_visible(self, purge: PurgeRequest, actor: Actor) -> bool:
+        """A creditor-scoped user sees a purge only when it covers nothing outside
+        their creditors (unmatched recordings belong to none)."""
+        if actor.creditors is None:
+            return True
+        for rid in purge.recording_ids:
+            rec = await self.repo.get(rid)
+            if rec is not None and rec.creditor is not None and not actor.sees(rec.creditor):
+                return False
+        return True
+
     async def pending_purges(self, actor: Actor) -> list[PurgeRequest]:
-        """Purge requests waiting for their second person."""
+        """Purge requests waiting for their second person (those `actor` may see)."""
         _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁申请 / read purges")
-        return await self.repo.pending_purges()
+        return [p for p in await self.repo.pending_purges() if await self._purge_visible(p, actor)]
 
     async def approve_purge(self, purge_id: str, actor: Actor) -> PurgeRequest:
         """The second person (supervisor or compliance, not the requester) approves:

@@ -247,3 +247,13 @@ async def test_the_drop_folder_links_a_file_named_by_attempt_id_to_its_case(api,
     [rec] = (await api.get("/v1/cases/C-2/recordings", "qa-a")).json()["recordings"]
     assert (rec["recording_id"], rec["agent"], rec["number"]) == (out.recording_id, "col-a", "137****0003")
     assert list(box.glob("*.wav")) == []
+
+
+async def test_another_creditors_approver_gets_404_for_a_purge_request(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    rid = (await api.upload(wav(1), attempt_id=attempt, started_at="2024-01-05T10:00:00+08:00")).json()["recording_id"]
+    purge_id = (await api.post("/v1/purges", "admin", {})).json()["purge"]["purge_id"]
+    assert (await api.get(f"/v1/purges/{purge_id}", "comp-b")).status_code == 404
+    assert (await api.post(f"/v1/purges/{purge_id}/approve", "comp-b")).status_code == 404
+    assert (await api.get("/v1/purges", "comp-b")).json()["purges"] == []
+    assert (await api.get(f"/v1/recordings/{rid}", "qa-a")).json()["state"] == "stored"
