@@ -28,7 +28,8 @@ qa, compliance, supervisor only.
 `open_vault(services)` is the extension ``dialer.http.recordings:open_vault``: it
 builds the vault from ``[recordings]`` over the service database, cleans leftovers
 of interrupted ingests, makes "no vault → no call" part of the gate's recording
-check, and runs the drop-folder inbox when configured.
+check, and runs the drop-folder inbox when configured. It is the vault's part of the
+composition root: the only code here that imports adapters (inside the function).
 """
 
 from __future__ import annotations
