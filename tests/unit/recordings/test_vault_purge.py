@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recordings import register
 from recordings.errors import (
@@ -17,8 +19,11 @@ from recordings.errors import (
     RecordingDestroyed,
     ReasonRequired,
 )
+from recordings.memory import InMemoryBlobStore, InMemoryKeyProvider, InMemoryRecordingRepository
 from recordings.model import Actor
+from recordings.retention import RetentionPolicy
 from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, SUP_A, request, wav_bytes
+from recordings.vault import Vault
 
 OLD = datetime(2024, 1, 10, 9, tzinfo=timezone.utc)  # retain_until 2026-01-09: due on 2026-11-23
 RECENT = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
@@ -181,3 +186,44 @@ async def test_an_approver_must_be_cleared_for_every_creditor_in_the_request(vau
     done = await vault.approve_purge(plan.request.purge_id, COMPLIANCE)  # bank-a and bank-b
     assert set(done.destroyed) == {a.recording_id, b.recording_id}
     assert await vault.pending_purges(COMPLIANCE) == []
+
+
+_REC = st.tuples(
+    st.sampled_from(["bank-a", "bank-b"]),
+    st.sampled_from(["K-1", "K-2", "K-3"]),
+    st.integers(0, 1500),  # days before "today"
+    st.booleans(),  # recording hold
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_REC, max_size=8), st.sets(st.tuples(st.sampled_from(["bank-a", "bank-b"]), st.sampled_from(["K-1", "K-2", "K-3"]))))
+async def test_a_purge_destroys_exactly_what_is_due_and_unheld_and_registers_each_one(recs, case_holds) -> None:
+    today = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
+    keys = InMemoryKeyProvider(lambda: today)
+    for s in ("bank-a", "bank-b"):
+        keys.create(s)
+    repo, blobs = InMemoryRecordingRepository(), InMemoryBlobStore()
+    vault = Vault(repo, blobs, keys, clock=lambda: today,
+                  retention=RetentionPolicy.from_config("730d", {"bank-b": "1095d"}))
+    expected = set()
+    for i, (creditor, case_id, age, held) in enumerate(recs):
+        started = today - timedelta(days=age)
+        rec = (await vault.ingest(request(f"h-{i}", creditor=creditor, case_id=case_id, started_at=started),
+                                  [wav_bytes(0.1)], PBX)).recording
+        if held:
+            await vault.place_hold(rec.recording_id, COMPLIANCE, "complaint")
+        days = 1095 if creditor == "bank-b" else 730
+        if age > days and not held and (creditor, case_id) not in case_holds:
+            expected.add(rec.recording_id)
+    for creditor, case_id in case_holds:
+        await vault.place_case_hold(creditor, case_id, COMPLIANCE, "lawsuit")
+    plan = await vault.plan_purge(ADMIN)
+    assert {r.recording_id for r in plan.due} == expected
+    if expected:
+        purge = (await vault.request_purge(ADMIN)).request
+        done = await vault.approve_purge(purge.purge_id, COMPLIANCE)
+        assert set(done.destroyed) == expected
+    assert set(blobs.blobs) == {r.recording_id for r in repo.recordings.values()} - expected
+    entries = await vault.destruction_register(ADMIN)
+    assert {e.recording_id for e in entries} == expected and register.verify_chain(entries) == []
