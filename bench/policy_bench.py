@@ -81,22 +81,29 @@ def scenario() -> tuple[list[DialRequest], list[HistoryEvent], DialRequest, Dial
     return requests, history, requests[0], paused, blocked_hist
 
 
-def rate(fn: Callable[[], object], seconds: float = 0.6, runs: int = 3) -> float:
-    """Best of `runs` timed runs (other processes share this machine's two cores)."""
-    best = 0.0
+def rate(fn: Callable[[], object], seconds: float = 0.6, runs: int = 3) -> tuple[float, float]:
+    """(per CPU-second, per wall-second), best of `runs` timed runs.
+
+    This machine's two cores are shared with other work; CPU time (`process_time`)
+    counts only the time this process actually ran, so it is the steadier figure of
+    "evaluations per second on one core". Wall-clock rate is printed beside it.
+    """
+    best_cpu = best_wall = 0.0
     for _ in range(runs):
         n = 0
-        start = time.perf_counter()
-        deadline = start + seconds
+        c0, w0 = time.process_time(), time.perf_counter()
+        deadline = w0 + seconds
         while True:
             for _ in range(200):
                 fn()
             n += 200
-            t = time.perf_counter()
-            if t >= deadline:
+            w = time.perf_counter()
+            if w >= deadline:
                 break
-        best = max(best, n / (t - start))
-    return best
+        c = time.process_time()
+        best_cpu = max(best_cpu, n / max(c - c0, 1e-9))
+        best_wall = max(best_wall, n / (w - w0))
+    return best_cpu, best_wall
 
 
 def main() -> None:
@@ -150,12 +157,15 @@ def main() -> None:
             ("blocked by cap (next_allowed_at search)", blocked), ("hard stop (case.paused)", hard_stop),
             ("allowed, us-reg-f, 120 events in 7 days*", allowed_regf)]
     results = {}
+    print(f"  {'':42s} {'per CPU-second':>16s} {'per wall-second':>16s} {'µs (CPU)':>9s}")
     for name, fn in rows:
-        results[name] = r = rate(fn)
-        print(f"  {name:42s} {r:12,.0f} /s   {1e6 / r:7.1f} µs")
+        cpu, wall = rate(fn)
+        results[name] = cpu
+        print(f"  {name:42s} {cpu:16,.0f} {wall:16,.0f} {1e6 / cpu:9.1f}")
+    print(f"  allowed / anchor: {results['allowed'] / results[rows[0][0]]:.2f}")
     print("  * 5 attempts of this case, 115 events of other cases on the same numbers (number-scope rows)")
     ok = results["allowed"] >= GOAL
-    print(f"  goal: allowed >= {GOAL:,}/s -> {'MET' if ok else 'NOT MET'}")
+    print(f"  goal: allowed >= {GOAL:,}/s per CPU-second on one core -> {'MET' if ok else 'NOT MET'}")
 
 
 if __name__ == "__main__":
