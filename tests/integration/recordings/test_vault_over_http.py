@@ -1,0 +1,126 @@
+"""The vault behind a real `dialgate serve` process: a 256 MiB call streamed over a
+real socket (chunked, never buffered whole by the service), read back whole and by
+range, with the service's memory measured from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from recordings.testing import wav_size, wav_stream
+
+ROOT = Path(__file__).resolve().parents[3]
+DIALGATE = [sys.executable, "-m", "dialer.cli"]
+ALL_DAY_POLICY = '[policy]\ncn_holidays = false\nwindow = { start = "00:00", end = "24:00" }\n'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(config: Path, *args: str) -> str:
+    done = subprocess.run([*DIALGATE, *args, "--config", str(config)], cwd=config.parent,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def vm(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(field)
+
+
+async def wait_ready(client: httpx.AsyncClient, url: str, token: str, proc: subprocess.Popen) -> None:
+    """Bounded readiness poll; fails at once if the process dies."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        try:
+            if (await client.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=2)).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "service not ready within 60 s"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_a_long_call_streams_through_the_real_service_in_constant_memory(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[paths]\ndata_dir = "{tmp_path / "var"}"\n[log]\nlevel = "warning"\n'
+        f'[recordings]\nmax_size_mb = 1024\n{ALL_DAY_POLICY}', encoding="utf-8")
+    cli(config, "db", "upgrade")
+    tokens = {}
+    for name, role in (("data-a", "data"), ("col-a", "collector"), ("pbx", "pbx"), ("qa-a", "qa")):
+        tokens[name] = cli(config, "users", "add", "--name", name, "--role", role, "--creditor", "bank-a").strip().splitlines()[-1]
+    port = free_port()
+    proc = subprocess.Popen([*DIALGATE, "serve", "--config", str(config), "--port", str(port)], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    auth = lambda who: {"Authorization": f"Bearer {tokens[who]}"}  # noqa: E731
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            await wait_ready(client, url, tokens["pbx"], proc)
+            today = date.today()
+            case = {"case_id": "L-1", "creditor": "bank-a", "debtor_name": "王五", "status": "active",
+                    "commission_start": (today - timedelta(days=10)).isoformat(),
+                    "commission_end": (today + timedelta(days=10)).isoformat(),
+                    "assigned_agent": "col-a", "contacts": [{"number": "13800000001", "relation": "self"}]}
+            assert (await client.post("/v1/cases:import", json={"cases": [case]}, headers=auth("data-a"))).status_code == 200
+            r = await client.post("/v1/dials", json={"case_id": "L-1", "number": "13800000001", "agent_id": "col-a"},
+                                  headers=auth("col-a"))
+            assert r.status_code == 201, r.text
+            attempt = r.json()["attempt_id"]
+
+            seconds = 8400  # 2 h 20 min: 268,800,044 bytes
+            expected = hashlib.sha256()
+            for piece in wav_stream(seconds):
+                expected.update(piece)
+
+            async def body():
+                for piece in wav_stream(seconds, piece=256 * 1024):
+                    yield piece
+
+            rss_before = vm(proc.pid, "VmRSS")
+            r = await client.post("/v1/recordings", params={"attempt_id": attempt}, content=body(),
+                                  headers={**auth("pbx"), "Content-Type": "audio/wav"})
+            assert r.status_code == 201, r.text
+            assert r.json()["sha256"] == expected.hexdigest()
+            growth = vm(proc.pid, "VmHWM") - rss_before
+            assert growth < 64 * 1024 * 1024, f"service RSS grew by {growth / 2**20:.1f} MiB"
+            rid = r.json()["recording_id"]
+
+            tail = await client.get(f"/v1/recordings/{rid}/audio", params={"reason": "seek"},
+                                    headers={**auth("qa-a"), "Range": "bytes=-32000"})
+            assert tail.status_code == 206 and tail.content == bytes(32000)
+            got = hashlib.sha256()
+            async with client.stream("GET", f"/v1/recordings/{rid}/audio", params={"reason": "whole"}, headers=auth("qa-a")) as resp:
+                assert resp.status_code == 200 and int(resp.headers["content-length"]) == wav_size(seconds)
+                async for chunk in resp.aiter_bytes():
+                    got.update(chunk)
+            assert got.hexdigest() == expected.hexdigest()
+            log = (await client.get(f"/v1/recordings/{rid}/access-log", headers=auth("qa-a"))).json()["entries"]
+            assert [(e["reason"], e["client"]) for e in log] == [("seek", "127.0.0.1"), ("whole", "127.0.0.1")]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        proc.stderr.close()
