@@ -198,7 +198,7 @@ class _MemoryWriter:
         self._key = key
         self._buf = io.BytesIO()
         self._done = False
-        store.temporaries.add(key)
+        store.temporaries_set.add(key)
 
     def write(self, data: bytes) -> int:
         return self._buf.write(data)
@@ -208,19 +208,19 @@ class _MemoryWriter:
 
     def publish(self) -> None:
         self._store.blobs[self._key] = self._buf.getvalue()
-        self._store.temporaries.discard(self._key)
+        self._store.temporaries_set.discard(self._key)
         self._done = True
 
     def abort(self) -> None:
         if not self._done:
-            self._store.temporaries.discard(self._key)
+            self._store.temporaries_set.discard(self._key)
             self._done = True
 
 
 class InMemoryBlobStore:
     def __init__(self, clock: Any = None) -> None:
         self.blobs: dict[str, bytes] = {}
-        self.temporaries: set[str] = set()
+        self.temporaries_set: set[str] = set()
         self._clock = clock or (lambda: datetime.now(timezone.utc))
 
     def begin(self, key: str) -> _MemoryWriter:
@@ -245,13 +245,16 @@ class InMemoryBlobStore:
         now = self._clock()
         return [StoredBlob(k, len(v), now) for k, v in self.blobs.items()]
 
+    def temporaries(self) -> list[str]:
+        return sorted(self.temporaries_set)
+
     def clean_temporaries(self, older_than: datetime | None = None) -> int:
         # In memory every temporary belongs to a live writer of this process or to
         # none; a cutoff cannot tell them apart, so only the unconditional form cleans.
         if older_than is not None:
             return 0
-        n = len(self.temporaries)
-        self.temporaries.clear()
+        n = len(self.temporaries_set)
+        self.temporaries_set.clear()
         return n
 
 

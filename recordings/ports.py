@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Iterable, Protocol
+from typing import Any, BinaryIO, Iterable, Protocol, Sequence
 
 from recordings.model import (
     AccessEntry,
@@ -63,6 +63,11 @@ class BlobStore(Protocol):
         ...
 
     def keys(self) -> Iterable[StoredBlob]: ...
+
+    def temporaries(self) -> Sequence[Any]:
+        """Temporaries currently present (paths or names): writes in progress or
+        left by a crash."""
+        ...
 
     def clean_temporaries(self, older_than: datetime | None = None) -> int:
         """Delete leftover temporaries (all, or those last written before

@@ -70,7 +70,7 @@ async def test_a_body_of_another_media_type_is_refused_and_leaves_nothing(vault,
         await vault.ingest(request("att-3", media_type="video/mp4"), [wav_bytes(1)], PBX)
     with pytest.raises(UnsupportedMediaType):
         await vault.ingest(request("att-4", media_type="audio/ogg"), [wav_bytes(1)], PBX)
-    assert blobs.blobs == {} and blobs.temporaries == set() and repo.recordings == {}
+    assert blobs.blobs == {} and blobs.temporaries() == [] and repo.recordings == {}
 
 
 async def test_mp3_and_ogg_bodies_are_accepted_by_their_signature(vault) -> None:
@@ -84,7 +84,7 @@ async def test_a_recording_over_the_size_limit_is_refused_and_leaves_no_temporar
     vault.max_size = 100_000
     with pytest.raises(RecordingTooLarge):
         await vault.ingest(request("att-5"), wav_stream(10.0), PBX)
-    assert blobs.blobs == {} and blobs.temporaries == set() and repo.recordings == {}
+    assert blobs.blobs == {} and blobs.temporaries() == [] and repo.recordings == {}
 
 
 async def test_only_the_pbx_or_an_admin_may_upload(vault) -> None:
@@ -116,7 +116,7 @@ async def test_a_cut_upload_leaves_no_recording_and_no_temporary(vault, blobs, r
 
     with pytest.raises(CutUpload):
         await vault.ingest(request("att-7"), body(), PBX)
-    assert blobs.blobs == {} and blobs.temporaries == set() and repo.recordings == {}
+    assert blobs.blobs == {} and blobs.temporaries() == [] and repo.recordings == {}
     # and the PBX can retry the same attempt
     assert (await vault.ingest(request("att-7"), [wav_bytes(3)], PBX)).created
 
