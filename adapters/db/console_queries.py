@@ -57,6 +57,7 @@ from dialer.model import DecisionRecord
 EXPORT_BATCH = 2000
 OPTIONS_TTL_S = 60.0
 AUDIT_EVERY_S = 600.0
+AUDIT_TIMEOUT_S = 600.0
 # Case-state changes worth showing on the case page, from the data-change log.
 CASE_EVENT_LIMIT = 200
 
@@ -221,7 +222,7 @@ class SqlAlchemyConsoleQueries:
         if self.store.is_sqlite:
             hour = func.substr(d.at, 1, 13)
         else:
-            hour = func.to_char(func.timezone("UTC", d.at), "YYYY-MM-DD HH24")
+            hour = func.date_trunc("hour", d.at)
 
         async def grouped(*cols: Any) -> list[Any]:
             async with self.store.read() as uow:
@@ -233,10 +234,13 @@ class SqlAlchemyConsoleQueries:
         days: dict[tuple[date, str], int] = {}
         local_day: dict[str, date] = {}
         for h, rule, n in by_hour:
-            key_h = str(h)[:13]
+            key_h = h.isoformat() if isinstance(h, datetime) else str(h)[:13]
             day = local_day.get(key_h)
             if day is None:
-                at = datetime(int(key_h[0:4]), int(key_h[5:7]), int(key_h[8:10]), int(key_h[11:13]), tzinfo=timezone.utc)
+                if isinstance(h, datetime):  # PostgreSQL: an aware hour
+                    at = h if h.tzinfo else h.replace(tzinfo=timezone.utc)
+                else:  # SQLite: "YYYY-MM-DD HH" of the stored UTC text
+                    at = datetime(int(key_h[0:4]), int(key_h[5:7]), int(key_h[8:10]), int(key_h[11:13]), tzinfo=timezone.utc)
                 day = local_day[key_h] = at.astimezone(flt.tz).date()
             days[(day, rule)] = days.get((day, rule), 0) + int(n)
         return BlockedSummary(
@@ -474,13 +478,14 @@ class SqlAlchemyConsoleQueries:
         # The same check the gate makes before every dial: no recording, no call.
         return HealthItem("vault", "ok" if ok else "down", "recording possible" if ok else "calls are refused")
 
+    async def _verify_chain(self) -> Any:
+        return await _verify_off_loop(self.store)
+
     def _audit_health(self) -> HealthItem:
         now = time.monotonic()
         if self._audit_task is None or (self._audit_task.done() and now - self._audit_at > AUDIT_EVERY_S):
-            from dialer.audit import verify
-
             self._audit_at = now
-            self._audit_task = asyncio.create_task(verify(self.store), name="console-audit-verify")
+            self._audit_task = asyncio.create_task(self._verify_chain(), name="console-audit-verify")
         task = self._audit_task
         if not task.done():
             return self._audit_last or HealthItem("audit_chain", "degraded", "verifying…")
@@ -498,6 +503,57 @@ class SqlAlchemyConsoleQueries:
                     "audit_chain", "down", f"{first.kind} at {first.chain} seq {first.seq}: {first.detail}"
                 )
         return self._audit_last
+
+
+def verify_main() -> None:
+    """Child-process entry: read the store's config (JSON) on stdin, walk every chain,
+    print the report as JSON. The URL may hold a password, so it never goes in argv."""
+    import dataclasses
+    import sys
+
+    from adapters.db.store import SqlAlchemyCaseStore
+    from dialer.audit import verify
+    from dialer.config import StoreConfig
+
+    cfg = StoreConfig(**json.loads(sys.stdin.read()))
+
+    async def walk() -> Any:
+        async with SqlAlchemyCaseStore(cfg) as own:
+            return await verify(own)
+
+    report = asyncio.run(walk())
+    sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False))
+    del dataclasses
+
+
+async def _verify_off_loop(store: Any) -> Any:
+    """`dialer.audit.verify` in a child process: walking the whole log hashes every
+    record in Python, which in this process (even on a thread, holding the GIL) would
+    stall the pages for seconds on a large log."""
+    import dataclasses
+    import sys
+
+    from dialer.audit import Problem, Report, verify
+
+    if store.url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"):
+        return await verify(store)  # a private in-memory database: only this engine sees it
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from adapters.db.console_queries import verify_main; verify_main()",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(
+            proc.communicate(json.dumps(dataclasses.asdict(store.config)).encode()), timeout=AUDIT_TIMEOUT_S
+        )
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"audit verification exited {proc.returncode}: {err.decode(errors='replace')[-300:]}")
+    doc = json.loads(out)
+    return Report(chains=doc["chains"], problems=[Problem(**p) for p in doc["problems"]])
 
 
 async def _component_health(name: str, obj: Any) -> HealthItem:

@@ -161,3 +161,26 @@ async def test_the_audit_chain_item_reports_the_verified_log(service: Seeded):
     n = sum(report.chains.values())
     assert n > 0
     assert f'<li class="h-ok" title="{n} records verified" data-component="audit_chain">' in html
+
+
+async def test_an_edited_decision_record_turns_the_audit_chain_item_red(service: Seeded):
+    from sqlalchemy import select, update
+
+    from adapters.db import tables
+
+    svc = service.app.state.services
+    async with svc.store.write() as uow:
+        row = (await uow.conn.execute(
+            select(tables.decisions.c.id, tables.decisions.c.record).order_by(tables.decisions.c.id).limit(1))).first()
+        await uow.conn.execute(
+            update(tables.decisions).where(tables.decisions.c.id == row[0])
+            .values(record=row[1] + " ")  # one byte more: the stored hash no longer matches
+        )
+    async with service.console("comp-a") as c:
+        await c.get("/console/")
+        report = await service.app.state.console[1]._audit_task
+        assert not report.ok and report.problems[0].kind == "edited"
+        html = (await c.get("/console/")).text
+    item = re.search(r'<li class="h-down" title="([^"]+)" data-component="audit_chain">', html)
+    assert item and item.group(1).startswith("edited at bank-a seq 1")
+    assert "审计链校验: <strong>故障</strong>" in html
