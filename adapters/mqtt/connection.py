@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,7 +86,8 @@ class MqttConnection:
     async def wait_connected(self, timeout: float | None = None) -> bool:
         """True once connected; False if `timeout` passed first."""
         try:
-            await asyncio.wait_for(self._up.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._up.wait()
         except TimeoutError:
             return False
         return True
@@ -95,10 +97,10 @@ class MqttConnection:
         and the connection is up; False if `timeout` passed first."""
         async with self._changed:
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._connects >= count and self.connected),
-                    timeout,
-                )
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait_for(
+                        lambda: self._connects >= count and self.connected
+                    )
             except TimeoutError:
                 return False
         return True
@@ -139,7 +141,7 @@ class MqttConnection:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         if cfg.tls:
             kwargs.update(tls_context=self._tls_context(), tls_insecure=cfg.tls_insecure)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             username=cfg.username,
@@ -148,8 +150,13 @@ class MqttConnection:
             keepalive=cfg.keepalive_s,
             timeout=cfg.publish_timeout_s,
             max_inflight_messages=cfg.max_inflight,
+            # Events are small and latency matters: do not let Nagle hold them back.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             **kwargs,
         )
+        # Many publishes awaiting PUBACK at once is our normal load, not a warning.
+        client.pending_calls_threshold = max(10, cfg.max_parallel_cases + cfg.max_inflight + 64)
+        return client
 
     def _tls_context(self) -> ssl.SSLContext:
         cfg = self.config

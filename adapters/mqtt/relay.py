@@ -44,7 +44,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval_s: float = 2.0,
-        max_parallel_cases: int = 256,
+        max_parallel_cases: int = 64,
         backoff: Backoff | None = None,
         on_published: Callable[[Sequence[OutboxEvent]], None] | None = None,
     ) -> None:
@@ -69,8 +69,11 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until cancelled."""
         log.info("mqtt.relay.started", batch_size=self._batch_size)
+        waiter = getattr(self._publisher, "wait_connected", None)
         while True:
             self._wake.clear()
+            if waiter is not None and not await waiter(timeout=self._poll_interval_s):
+                continue  # no broker: do not even read the store
             try:
                 count, complete = await self.relay_batch()
             except Exception as exc:  # the store failed: keep going, never die
@@ -84,7 +87,10 @@ class OutboxRelay:
             if count >= self._batch_size:
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our
+                # cancellation when the event fires at the same moment.
+                async with asyncio.timeout(self._poll_interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

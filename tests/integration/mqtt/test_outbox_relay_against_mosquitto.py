@@ -104,7 +104,7 @@ async def test_a_ten_second_broker_outage_amid_1000_events_loses_none_and_keeps_
             await asyncio.wait_for(outbox.wait_all_sent(), 15)
 
     assert published_before < total, "the outage must hit in the middle of the stream"
-    assert bus.relay.failures > 0 and bus.connection.connects >= 2
+    assert bus.connection.connects >= 2
     received = {m.json()["event_id"] for m in sub.messages}
     assert received == ids and len(ids) == total
     for case, sequences in _first_seen_order(sub.messages).items():
