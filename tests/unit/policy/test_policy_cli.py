@@ -145,3 +145,28 @@ def test_the_policy_cli_runs_on_its_own_as_a_module() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "lint" in result.stdout and "explain" in result.stdout
+
+
+def test_lint_warns_when_the_holiday_data_has_already_ended(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD)
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2027-01-05", "--json"])
+    warnings = json.loads(result.output)["warnings"]
+    assert any("holiday data ended on 2026-12-31" in w and "bank-b" in w for w in warnings)
+
+
+def test_explain_reads_a_history_json_array_with_events_of_other_numbers(tmp_path: Path) -> None:
+    events = [
+        {"at": "2026-11-24T09:00:00+08:00", "number": "+8613700000003", "relation": "family"},
+        {"at": "2026-11-24T09:30:00+08:00", "number": "+8613700000003", "relation": "family", "kind": "connected"},
+    ] + [{"at": f"2026-11-24T{h:02d}:00:00+08:00", "number": "+8615000000004"} for h in range(10, 19)]
+    history = write(tmp_path, "history.json", json.dumps(events))
+    result = runner.invoke(
+        app, ["explain", "--creditor", "bank-a", "--number", "13800000001", "--at", "2026-11-24T19:00:00+08:00",
+              "--history", str(history), "--json"],
+    )
+    decision = json.loads(result.output)
+    # 1 family + 9 friend attempts today: the case cap of 10 is reached; the connected
+    # event is not an attempt and the debtor's own number caps are untouched.
+    assert decision["rule_id"] == "cap.case_daily"
+    assert decision["inputs_used"]["counters"]["cap.case_daily"]["count"] == 10
+    assert decision["inputs_used"]["counters"]["cap.number_daily"]["count"] == 0
