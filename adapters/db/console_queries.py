@@ -478,6 +478,10 @@ class SqlAlchemyConsoleQueries:
         # The same check the gate makes before every dial: no recording, no call.
         return HealthItem("vault", "ok" if ok else "down", "recording possible" if ok else "calls are refused")
 
+    async def audit_verified(self) -> Any:
+        """The running (or last) chain verification's report, awaited; None if none started."""
+        return await self._audit_task if self._audit_task is not None else None
+
     async def _verify_chain(self) -> Any:
         return await _verify_off_loop(self.store)
 

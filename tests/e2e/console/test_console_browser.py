@@ -182,6 +182,7 @@ def test_a_decision_page_lists_every_check_with_inputs_policy_and_earliest_time(
     assert page.locator("#policy-version").inner_text() == truth["policy_version"]
     assert page.locator("#earliest").inner_text() != ""
     assert page.locator("#inputs dt").count() > 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
     shot(page, "04-decision")
 
 
@@ -195,6 +196,7 @@ def test_a_case_page_shows_masked_contacts_the_timeline_and_the_call_note(page, 
     assert timeline.locator("li.allowed").count() == 2
     assert timeline.locator("li.blocked").count() == len(served.blocked_api("comp-a", case_id="C-1"))
     assert "客户承诺周五还款 500 元" in timeline.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
     shot(page, "05-case")
 
 
