@@ -43,9 +43,14 @@ ROUTERS: list[str] = [
     "dialer.http.blocked",
     "dialer.http.recordings",
     "dialer.console.wiring",
+    "adapters.pbx.http",
 ]
 
-EXTENSIONS: list[str] = ["dialer.http.recordings:open_vault", "adapters.sip.service:open_sip_gate"]
+EXTENSIONS: list[str] = [
+    "dialer.http.recordings:open_vault",
+    "adapters.sip.service:open_sip_gate",
+    "adapters.pbx.service:open_pbx",
+]
 
 log = structlog.get_logger("dialgate.app")
 

@@ -84,6 +84,7 @@ class Progress:
     rule_id: str | None = None
     detail: str | None = None
     recording_id: str | None = None
+    callee_dialled: bool = False  # on `ended`: was the debtor's phone ever dialled?
 
 
 @dataclass
@@ -182,7 +183,8 @@ class Originator:
 
         async def end(cause: EndCause, *, rule_id: str | None = None, detail: str | None = None) -> OriginateResult:
             res.cause, res.rule_id, res.detail = cause, rule_id, detail
-            await to(AttemptState.ENDED, cause=cause, rule_id=rule_id, detail=detail, recording_id=res.recording_id)
+            await to(AttemptState.ENDED, cause=cause, rule_id=rule_id, detail=detail, recording_id=res.recording_id,
+                     callee_dialled=res.callee_dialled)
             log.info(
                 "pbx.originate.ended", attempt_id=req.attempt_id, cause=str(cause), rule_id=rule_id, detail=detail,
                 callee_dialled=res.callee_dialled, recording_id=res.recording_id,

@@ -64,6 +64,7 @@ async def dial(body: DialBody, who: Caller, svc: Svc) -> dict[str, Any]:
     return {
         "attempt_id": result.attempt.attempt_id,
         "state": result.attempt.state,
+        "state_url": f"/v1/attempts/{result.attempt.attempt_id}",
         "valid_until": result.attempt.valid_until.isoformat(),
         "decision_id": result.decision_id,
         "decision": result.decision_json(),

@@ -1,0 +1,65 @@
+"""`GET /v1/attempts/{id}`: an attempt's call progress; `GET /v1/pbx`: the PBX link.
+
+The attempt shows the gate's record (state, channel, decision) and, for click-to-dial
+through `sip_ua`, every call state with its timestamp, the end cause (and the rule id
+when the second decision blocked) and the recording id. Another creditor's attempt is a
+404, like a missing one. Numbers are masked for roles that may not see them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from adapters.pbx.service import progress_rows
+from dialer.errors import NoSuchAttempt
+from dialer.http.deps import Caller, Svc
+from dialer.masking import mask_number
+from dialer.model import FULL_NUMBER_ROLES
+
+router = APIRouter(prefix="/v1", tags=["attempts"])
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@router.get("/attempts/{attempt_id}", summary="An attempt and its call progress (click-to-dial).")
+async def get_attempt(attempt_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
+    async with svc.store.read() as uow:
+        attempt = await uow.attempts.get(attempt_id)
+    if attempt is None or not who.can_see(attempt.creditor):
+        raise NoSuchAttempt(f"no attempt {attempt_id!r}", details={"attempt_id": attempt_id})
+    rows = await progress_rows(svc.store, attempt_id)
+    last = rows[-1] if rows else None
+    ended = next((r for r in rows if r["state"] == "ended"), None)
+    return {
+        "attempt_id": attempt.attempt_id,
+        "creditor": attempt.creditor,
+        "case_id": attempt.case_id,
+        "agent_id": attempt.agent_id,
+        "number": attempt.number if who.role in FULL_NUMBER_ROLES else mask_number(attempt.number),
+        "channel": attempt.channel,
+        "state": attempt.state,
+        "connected": attempt.connected,
+        "decision_id": attempt.decision_id,
+        "at": _iso(attempt.at),
+        "valid_until": _iso(attempt.valid_until),
+        "call": None if last is None else {
+            "state": last["state"],
+            "timestamps": {r["state"]: _iso(r["at"]) for r in rows},
+            "cause": ended["cause"] if ended else None,
+            "rule_id": ended["rule_id"] if ended else None,
+            "detail": ended["detail"] if ended else None,
+            "recording_id": ended["recording_id"] if ended else None,
+        },
+    }
+
+
+@router.get("/pbx", summary="The PBX link of click-to-dial (mode, registration, call slots).")
+async def pbx_status(who: Caller, svc: Svc) -> dict[str, Any]:
+    pbx = getattr(svc, "pbx", None)
+    if pbx is None:
+        return {"mode": "none"}
+    return {"mode": "sip_ua", **pbx.ua.health(), "calls": pbx.limiter.in_use, "max_bridged_calls": pbx.limiter.max_calls}

@@ -1,0 +1,313 @@
+"""The `sip_ua` PBX adapter inside the service: the `Pbx` port, its progress table, the
+vault sink, and the extension factory that wires them (`[pbx] mode = "sip_ua"`).
+
+    POST /v1/dials ─ Gate.request_dial ─ pbx.admit()  (not registered / full → 503)
+                     └ decided, attempt reserved ("authorised"), 201 + state URL
+                     └ pbx.originate(attempt) → job (this module), returns at once:
+          agent leg ─ answered ─ Gate.recheck_attempt ─ allowed ─ debtor leg through
+          the PBX, which asks the SIP gate: X-DialGate-Attempt matches the reservation
+          (302, not counted again) ─ answered ─ bridge ─ stereo WAV streamed into the
+          vault as source "attempt"/<attempt id>, linked to case, agent and number.
+
+How the attempt counts (policy caps, "attempts of this number/case"): the reservation
+counts from the moment it is made (so two clicks cannot both pass a cap). If the debtor
+is never dialled — the agent does not answer, the second decision blocks, the PBX fails
+before the debtor leg — the attempt is set `released` and stops counting. Once the
+debtor's phone was dialled it counts, answered or not; answered calls are also marked
+`connected` (the "connected calls" caps).
+
+Progress rows (`pbx_attempt_progress`, this adapter's own table, created at start-up on
+the service's database) keep every state with its timestamp, cause, rule id and the
+recording id; `GET /v1/attempts/{id}` (adapters/pbx/http.py) shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+import sqlalchemy as sa
+import structlog
+
+from adapters.pbx.bridge import BridgeLimiter
+from adapters.pbx.config import PbxConfig, PbxConfigError, parse_pbx_config
+from adapters.pbx.errors import CapacityExceeded, PbxUnavailable
+from adapters.pbx.originate import AttemptState, EndCause, Originator, OriginateRequest, Progress, Recheck
+from adapters.pbx.sip_ua import SipUserAgent
+from dialer.errors import ApiError
+from dialer.model import AttemptRecord, Principal
+
+log = structlog.get_logger("adapters.pbx.service")
+
+metadata = sa.MetaData()
+progress_table = sa.Table(
+    "pbx_attempt_progress",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("attempt_id", sa.String(64), nullable=False, index=True),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cause", sa.String(32)),
+    sa.Column("rule_id", sa.String(100)),
+    sa.Column("detail", sa.String(500)),
+    sa.Column("recording_id", sa.String(100)),
+)
+
+PBX_ACTOR = Principal(user_id=0, name="pbx-ua", role="pbx", creditors=frozenset())
+
+
+class PbxServiceUnavailable(ApiError):
+    status, problem_id, title = 503, "pbx-unavailable", "Click-to-dial unavailable"
+
+
+class VaultSink:
+    """Streams a recording into the vault's `ingest` (one forward-only body) as it is made.
+
+    The vault sees the streaming WAV header (sizes 0xFFFFFFFF: read to end of file); the
+    sealed header's sizes are not patched into the vault's first chunk — see README."""
+
+    def __init__(self, vault: Any, request: Any, actor: Any, max_chunks: int = 16) -> None:
+        self._vault, self._request, self._actor = vault, request, actor
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max_chunks)
+        self._task: asyncio.Task[Any] | None = None
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._queue.get()
+            if chunk is None:
+                return
+            yield chunk
+
+    async def _put(self, item: bytes | None) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._vault.ingest(self._request, self._body(), self._actor), name="pbx-vault-ingest")
+        put = asyncio.ensure_future(self._queue.put(item))
+        await asyncio.wait([put, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+        if self._task.done() and item is not None:
+            self._task.result()  # raises the vault's error
+            raise RuntimeError("the vault finished reading before the recording ended")
+
+    async def write(self, chunk: bytes) -> None:
+        await self._put(chunk)
+
+    async def seal(self, *, final_header: bytes, duration: float) -> str | None:
+        await self._put(None)
+        assert self._task is not None
+        result = await self._task
+        return str(result.recording.recording_id)
+
+    async def abort(self, reason: str) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the vault aborts its temporary: nothing half-written
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+class SipUaPbx:
+    """The `Pbx` port over `SipUserAgent`: originate() starts a job and returns at once."""
+
+    def __init__(self, services: Any, cfg: PbxConfig, ua: SipUserAgent) -> None:
+        self.services = services
+        self.cfg = cfg
+        self.ua = ua
+        self.limiter = BridgeLimiter(cfg.max_bridged_calls)
+        self.originator = Originator(
+            ua, self.limiter, agent_ring_timeout=cfg.agent_ring_timeout, callee_ring_timeout=cfg.callee_ring_timeout,
+            clock=lambda: services.clock.now().astimezone(timezone.utc),
+        )
+        self._jobs: set[asyncio.Task[Any]] = set()
+
+    # the Gate asks before deciding (dialer.usecases: request_dial)
+    def admit(self) -> None:
+        if not self.ua.registered:
+            health = self.ua.health()
+            raise PbxServiceUnavailable(
+                "未注册到 PBX，暂不能点击拨号 / not registered on the PBX: click-to-dial is unavailable",
+                details={"pbx": health["server"], "error": health["error"]},
+            )
+        if self.limiter.in_use >= self.limiter.max_calls:
+            raise PbxServiceUnavailable(
+                f"同时通话数已达上限 {self.limiter.max_calls}，请稍后再拨 / "
+                f"all {self.limiter.max_calls} call slots are busy, try again shortly",
+                details={"max_bridged_calls": self.limiter.max_calls},
+            )
+
+    async def originate(self, attempt: AttemptRecord) -> None:
+        extension = self.cfg.extensions.get(attempt.agent_id)
+        try:
+            if extension is None:
+                raise PbxUnavailable(f"坐席 {attempt.agent_id} 没有分机 / agent {attempt.agent_id} has no extension ([pbx.extensions])")
+            slot = self.originator.reserve()
+        except (PbxUnavailable, CapacityExceeded) as exc:
+            now = self._now()
+            await self._record(Progress(attempt.attempt_id, AttemptState.ORIGINATING, now))
+            await self._record(
+                Progress(attempt.attempt_id, AttemptState.ENDED, now, cause=EndCause.FAILED, detail=exc.reason), release=attempt
+            )
+            return
+        job = asyncio.create_task(self._run(slot, attempt, extension), name=f"pbx-originate-{attempt.attempt_id}")
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _run(self, slot: Any, attempt: AttemptRecord, extension: str) -> None:
+        structlog.contextvars.bind_contextvars(attempt_id=attempt.attempt_id)
+        req = OriginateRequest(
+            attempt_id=attempt.attempt_id, agent_extension=extension, callee_number=attempt.number,
+            case_id=attempt.case_id, agent_id=attempt.agent_id,
+            # the SIP gate's contract: agent, case and the line presented (the agent's extension)
+            callee_headers={
+                "X-Agent-ID": attempt.agent_id,
+                "X-Case-ID": attempt.case_id,
+                "P-Asserted-Identity": f"<sip:{extension}@{self.ua.config.server}>",
+            },
+        )
+
+        async def redecide(_r: OriginateRequest) -> Recheck:
+            decision = await self.services.gate.recheck_attempt(attempt.attempt_id, PBX_ACTOR)
+            return Recheck(decision.allowed, None if decision.allowed else decision.rule_id, None if decision.allowed else decision.reason)
+
+        async def report(p: Progress) -> None:
+            if p.state is AttemptState.CONNECTED:
+                await self._set_attempt(attempt, None, connected=True)
+            # released in the same transaction as the `ended` row: whoever sees the end
+            # sees the attempt no longer counting
+            await self._record(p, release=attempt if p.state is AttemptState.ENDED and not p.callee_dialled else None)
+
+        async def sink_factory(_r: OriginateRequest) -> Any:
+            vault = getattr(self.services, "vault", None)
+            if vault is None:
+                return None
+            from recordings.model import Actor, IngestRequest, Link
+
+            return VaultSink(
+                vault,
+                IngestRequest(
+                    source_kind="attempt", source_id=attempt.attempt_id, started_at=self._now(), media_type="audio/wav",
+                    link=Link(creditor=attempt.creditor, case_id=attempt.case_id, agent=attempt.agent_id, number=attempt.number),
+                ),
+                Actor("pbx-ua", "pbx"),
+            )
+
+        await self.originator.run(slot, req, redecide=redecide, report=report, sink_factory=sink_factory)
+
+    # persistence -------------------------------------------------------------------
+    def _now(self) -> datetime:
+        return self.services.clock.now().astimezone(timezone.utc)
+
+    async def _record(self, p: Progress, *, release: AttemptRecord | None = None) -> None:
+        async with self.services.store.write() as uow:
+            if release is not None:
+                await self._set_attempt_in(uow, release, "released", connected=None)
+            await uow.conn.execute(
+                sa.insert(progress_table).values(
+                    attempt_id=p.attempt_id, state=str(p.state), at=p.at, cause=str(p.cause) if p.cause else None,
+                    rule_id=p.rule_id, detail=(p.detail or None) and p.detail[:500], recording_id=p.recording_id,
+                )
+            )
+
+    async def _set_attempt(self, attempt: AttemptRecord, state: str | None, *, connected: bool | None = None) -> None:
+        async with self.services.store.write() as uow:
+            await self._set_attempt_in(uow, attempt, state, connected=connected)
+
+    async def _set_attempt_in(self, uow: Any, attempt: AttemptRecord, state: str | None, *, connected: bool | None) -> None:
+        current = await uow.attempts.get(attempt.attempt_id)
+        if current is None:
+            return
+        await uow.attempts.set_state(attempt.attempt_id, state or current.state, connected=connected)
+        await uow.outbox.add(
+            "attempt.state", creditor=attempt.creditor, case_pk=attempt.case_pk, case_id=attempt.case_id,
+            occurred_at=self._now(),
+            payload={"attempt_id": attempt.attempt_id, "state": state or current.state, "channel": attempt.channel,
+                     "connected": connected, "agent_id": attempt.agent_id, "decision_id": attempt.decision_id},
+        )
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        if self._jobs:
+            done, pending = await asyncio.wait(list(self._jobs), timeout=timeout)
+            for job in pending:
+                job.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def ensure_tables(store: Any) -> None:
+    async with store.write() as uow:
+        await uow.conn.run_sync(metadata.create_all)
+
+
+async def progress_rows(store: Any, attempt_id: str) -> list[dict[str, Any]]:
+    async with store.read() as uow:
+        rows = (
+            await uow.conn.execute(
+                sa.select(progress_table).where(progress_table.c.attempt_id == attempt_id).order_by(progress_table.c.id)
+            )
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+@asynccontextmanager
+async def open_pbx(services: Any) -> AsyncIterator[Any]:
+    """Extension factory (dialer/app.py EXTENSIONS): `[pbx] mode = "sip_ua"` registers on
+    the PBX and replaces `services.gate.pbx`; "none" (default) leaves authorise-then-dial."""
+    from dialer.errors import ConfigError
+
+    try:
+        cfg = parse_pbx_config(services.config.section("pbx"), services.config.section("sip"))
+    except PbxConfigError as exc:
+        raise ConfigError(f"{services.config.source}: {exc}") from exc
+    await ensure_tables(services.store)
+    if cfg.mode != "sip_ua":
+        yield None
+        return
+    assert cfg.ua is not None
+    if cfg.gil_switch_ms:
+        # RTP relaying is many short wake-ups on several threads: with CPython's default
+        # 5 ms GIL hand-over the relayed audio queues behind whoever holds the GIL.
+        sys.setswitchinterval(cfg.gil_switch_ms / 1000)
+    ua = SipUserAgent(cfg.ua)
+    pbx = SipUaPbx(services, cfg, ua)
+    services.pbx = pbx
+    services.gate.pbx = pbx
+    stop = asyncio.Event()
+    try:
+        await ua.start()
+    except PbxUnavailable as exc:
+        # The service still starts: dials are refused with 503 and the reason, and we
+        # keep trying to register in the background.
+        log.error("pbx.unavailable", reason=exc.reason)
+    keeper = asyncio.create_task(_keep_registered(ua, stop), name="pbx-register-keeper")
+    try:
+        yield pbx
+    finally:
+        stop.set()
+        await pbx.drain()
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        await ua.stop()
+
+
+async def _keep_registered(ua: SipUserAgent, stop: asyncio.Event) -> None:
+    delay = 2.0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+            return
+        except TimeoutError:
+            pass
+        if ua.registered or ua.state == "registered":
+            delay = 2.0
+            continue
+        if ua.state in ("failed", "stopped"):
+            try:
+                await ua.start()
+                log.info("pbx.reconnected")
+                delay = 2.0
+            except PbxUnavailable:
+                delay = min(delay * 2, 60.0)

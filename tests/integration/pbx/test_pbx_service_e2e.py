@@ -1,0 +1,195 @@
+"""Click-to-dial end to end through the real service (issue 7, phase 2).
+
+The real app (lifespan, SQLite file, vault, SIP gate, `[pbx] mode = "sip_ua"`) registers
+on the reference Kamailio (deploy/kamailio); `POST /v1/dials` answers 201 at once; the
+job rings the agent's pyVoIP phone (1001), decides again, calls the debtor's number
+through Kamailio, which asks the SIP gate (the X-DialGate-Attempt reservation is matched,
+not counted again) and follows its 302 to the debtor's pyVoIP phone; both talk, the
+recording lands in the vault and decrypts to agent-left / debtor-right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, AsyncIterator
+from zoneinfo import ZoneInfo
+
+import httpx
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip"))
+
+from kamailio_proc import kamailio_available, run_kamailio  # noqa: E402  (the SIP gate's helper)
+from pbx_kamailio import free_port_block, free_udp_port  # noqa: E402
+from pbx_phones import AGENT_HZ, DEBTOR_HZ, TestPhone, band_energy_ratio, dominant_frequency  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from adapters.db import tables  # noqa: E402
+from dialer.app import build_app  # noqa: E402
+from dialer.auth import add_user  # noqa: E402
+from dialer.clock import FixedClock  # noqa: E402
+from dialer.config import build_config  # noqa: E402
+from recordings.model import Actor  # noqa: E402
+from tests.conftest import require_service  # noqa: E402
+
+pytestmark = [
+    pytest.mark.kamailio,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:RTP Packet failed to send:RuntimeWarning"),  # pyVoIP phones' own race
+]
+
+TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+DEBTOR = "13800000001"
+DEBTOR_E164 = "+8613800000001"
+
+
+def case_doc(case_id: str, agent: str, number: str) -> dict[str, Any]:
+    return {
+        "case_id": case_id, "creditor": "bank-a", "debtor_name": "张三", "status": "active",
+        "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": agent,
+        "flags": [], "amount_due": "1000.00", "overdue_days": 40,
+        "contacts": [{"number": number, "relation": "self"}],
+    }
+
+
+class Service:
+    def __init__(self, client: httpx.AsyncClient, svc: Any, tokens: dict[str, str]) -> None:
+        self.client, self.svc, self.tokens = client, svc, tokens
+
+    async def post(self, path: str, who: str, body: Any) -> httpx.Response:
+        return await self.client.post(path, json=body, headers={"Authorization": f"Bearer {self.tokens[who]}"})
+
+    async def get(self, path: str, who: str) -> httpx.Response:
+        return await self.client.get(path, headers={"Authorization": f"Bearer {self.tokens[who]}"})
+
+    async def attempts_of(self, number: str) -> int:
+        async with self.svc.store.read() as uow:
+            q = select(func.count()).select_from(tables.attempts).where(tables.attempts.c.number == number)
+            return (await uow.conn.execute(q)).scalar_one()
+
+    async def call_ended(self, state_url: str, timeout: float) -> dict[str, Any]:
+        """Wait until the attempt's call has ended (the job runs in the background)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                body = (await self.get(state_url, "col-a")).json()
+                if body.get("call") and body["call"]["state"] == "ended":
+                    return body
+                await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def service(tmp_path: Path, *, pbx_server: str, gate_port: int, kam_port: int, rtp_base: int) -> AsyncIterator[Service]:
+    cfg = build_config({
+        "paths": {"data_dir": str(tmp_path)},
+        "sip": {
+            "listen": f"127.0.0.1:{gate_port}",
+            "route": f"sip:{{number}}@127.0.0.1:{kam_port}",
+            "extensions": {"1001": "col-a"},
+            "registered_lines": {"bank-a": ["+862161234567", "1001"]},
+        },
+        "pbx": {
+            "mode": "sip_ua", "max_bridged_calls": 2, "agent_ring_timeout": 4, "callee_ring_timeout": 8,
+            "sip_ua": {"server": pbx_server, "username": "dialgate", "local": "127.0.0.1:0",
+                       "rtp_ports": f"{rtp_base}-{rtp_base + 59}", "register_timeout": 2},
+        },
+    })
+    clock = FixedClock(TUESDAY_10AM)
+    app = build_app(cfg, clock=clock)
+    async with app.router.lifespan_context(app):
+        svc = app.state.services
+        svc.vault.keys.create("bank-a")
+        tokens = {}
+        for name, role in (("col-a", "collector"), ("data-a", "data"), ("comp-a", "compliance")):
+            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset({"bank-a"}))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate", timeout=30) as client:
+            run = Service(client, svc, tokens)
+            r = await run.post("/v1/cases:import", "data-a", {"cases": [case_doc("C-1", "col-a", DEBTOR)]})
+            assert r.status_code == 200, r.text
+            yield run
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Service, TestPhone, TestPhone]]:
+    require_service("kamailio", kamailio_available(), "apt-get install kamailio")
+    kport, gport = free_udp_port(), free_udp_port()
+    base = free_port_block(100)
+    async with run_kamailio(kport, f"127.0.0.1:{gport}"):
+        agent = TestPhone("1001", kport, free_udp_port(), base, base + 9, tone_hz=AGENT_HZ)
+        debtor = TestPhone(DEBTOR_E164, kport, free_udp_port(), base + 10, base + 19, tone_hz=DEBTOR_HZ)
+        await asyncio.to_thread(agent.start)
+        await asyncio.to_thread(debtor.start)
+        try:
+            async with service(tmp_path, pbx_server=f"127.0.0.1:{kport}", gate_port=gport, kam_port=kport, rtp_base=base + 40) as run:
+                yield run, agent, debtor
+        finally:
+            await asyncio.to_thread(agent.stop)
+            await asyncio.to_thread(debtor.stop)
+
+
+async def test_a_click_rings_the_agent_then_the_debtor_bridges_them_and_the_vault_holds_the_stereo_recording(world) -> None:
+    run, agent, debtor = world
+    agent.reset("answer", expect_hz=DEBTOR_HZ)
+    debtor.reset("answer", expect_hz=AGENT_HZ)
+
+    r = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    attempt_id, state_url = body["attempt_id"], body["state_url"]
+    assert state_url == f"/v1/attempts/{attempt_id}" and body["state"] == "authorised"
+
+    assert await asyncio.to_thread(agent.heard_tone.wait, 25), "the agent never heard the debtor"
+    assert await asyncio.to_thread(debtor.heard_tone.wait, 25), "the debtor never heard the agent"
+    debtor.hangup_now.set()
+    shown = await run.call_ended(state_url, 20)
+
+    call = shown["call"]
+    assert call["cause"] == "completed", shown
+    assert list(call["timestamps"]) == ["originating", "agent_ringing", "agent_answered", "callee_ringing", "connected", "ended"]
+    assert shown["connected"] is True
+    # the debtor leg went through the SIP gate, matched the reservation: one attempt, consumed
+    assert shown["state"] == "dialing"
+    assert await run.attempts_of(DEBTOR_E164) == 1
+
+    recording_id = call["recording_id"]
+    assert recording_id
+    audio = await run.svc.vault.open_audio(recording_id, Actor("comp-a", "compliance", frozenset({"bank-a"})), reason="e2e check")
+    data = audio.read_all()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    stereo = np.frombuffer(data[44:], dtype="<i2").reshape(-1, 2)
+    left, right = stereo[:, 0], stereo[:, 1]
+    assert abs(dominant_frequency(left) - AGENT_HZ) < 15 and abs(dominant_frequency(right) - DEBTOR_HZ) < 15
+    assert band_energy_ratio(left, DEBTOR_HZ) < 0.05 and band_energy_ratio(right, AGENT_HZ) < 0.05
+    rec = await run.svc.vault.get(recording_id, Actor("comp-a", "compliance", frozenset({"bank-a"})))
+    assert (rec.case_id, rec.agent, rec.source_id) == ("C-1", "col-a", attempt_id)
+
+
+async def test_an_agent_who_does_not_answer_releases_the_attempt_so_it_does_not_count_and_the_debtor_never_rings(world) -> None:
+    run, agent, debtor = world
+    agent.reset("ignore")
+    debtor.reset("answer")
+    r = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
+    assert r.status_code == 201, r.text
+    shown = await run.call_ended(r.json()["state_url"], 20)
+    assert shown["call"]["cause"] == "agent_no_answer"
+    assert shown["state"] == "released" and not debtor.rang.is_set()
+    # released: the next click is decided as if this one never happened (cap: 2 per hour)
+    for _ in range(2):
+        r2 = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
+        assert r2.status_code == 201, r2.text
+
+
+async def test_with_the_pbx_unreachable_the_service_starts_and_refuses_dials_with_503_and_a_reason(tmp_path: Path) -> None:
+    dead = free_udp_port()
+    base = free_port_block(60)
+    async with service(tmp_path, pbx_server=f"127.0.0.1:{dead}", gate_port=free_udp_port(), kam_port=dead, rtp_base=base) as run:
+        status = (await run.get("/v1/pbx", "col-a")).json()
+        assert status["mode"] == "sip_ua" and status["state"] != "registered" and status["error"]
+        r = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
+        assert r.status_code == 503, r.text
+        assert "PBX" in r.json()["detail"] and "未注册" in r.json()["detail"]
+        assert await run.attempts_of(DEBTOR_E164) == 0
