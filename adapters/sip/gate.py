@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping, Protocol
 
 import phonenumbers
@@ -69,6 +70,7 @@ class SipDialAuthorizer(Protocol):
     async def authorize(self, invite: SipDialInput) -> SipDialAnswer: ...
 
 
+@lru_cache(maxsize=4096)  # caller lines and re-dialed numbers repeat
 def normalize_number(raw: str, region: str = "CN") -> str:
     """E.164 for anything phone-like (``013800000001``, ``+86 138-0000-0001``, ``tel`` users).
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Iterator, Literal, Sequence
 
 Transport = Literal["udp", "tcp"]
@@ -77,7 +78,6 @@ SINGLETON_HEADERS = frozenset(
 )
 REQUIRED_REQUEST_HEADERS = ("via", "from", "to", "call-id", "cseq")
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
 _VERSION_RE = re.compile(r"SIP/(\d{1,3})\.(\d{1,3})\Z")
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
@@ -97,8 +97,12 @@ class SipParseError(Exception):
         self.status = status
 
 
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_HOST_RE = re.compile(r"[A-Za-z0-9\-._]+")
+
+
 def is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def canonical_header_name(name: str) -> str:
@@ -154,50 +158,51 @@ def unescape(text: str, what: str) -> str:
 # Splitting helpers that respect quoted strings and <> brackets
 
 
+_SPECIALS = {sep: re.compile(r'["<>\\' + re.escape(sep) + "]") for sep in (",", ";")}
+
+
 def split_outside(text: str, sep: str, *, what: str) -> list[str]:
     """Split on ``sep`` where it is outside a quoted string and outside ``<...>``.
 
-    Raises on an unterminated quoted string or ``<``.
+    Raises on an unterminated quoted string or ``<``. Only the special characters are
+    visited (found by a compiled pattern), so long values stay cheap.
     """
+    if '"' not in text and "<" not in text:
+        return text.split(sep)  # the common case, at C speed
+    pattern = _SPECIALS.get(sep) or re.compile(r'["<>\\' + re.escape(sep) + "]")
     parts: list[str] = []
-    buf: list[str] = []
+    start = 0
     in_quotes = False
     in_angle = False
-    i = 0
+    skip_until = -1
     n = len(text)
-    while i < n:
+    for m in pattern.finditer(text):
+        i = m.start()
+        if i < skip_until:
+            continue
         ch = text[i]
         if in_quotes:
-            buf.append(ch)
             if ch == "\\":
                 if i + 1 >= n:
                     raise SipParseError(f"unterminated quoted-pair in {what}")
-                buf.append(text[i + 1])
-                i += 2
-                continue
-            if ch == '"':
+                skip_until = i + 2
+            elif ch == '"':
                 in_quotes = False
         elif in_angle:
-            buf.append(ch)
             if ch == ">":
                 in_angle = False
         elif ch == '"':
             in_quotes = True
-            buf.append(ch)
         elif ch == "<":
             in_angle = True
-            buf.append(ch)
         elif ch == sep:
-            parts.append("".join(buf))
-            buf = []
-        else:
-            buf.append(ch)
-        i += 1
+            parts.append(text[start:i])
+            start = i + 1
     if in_quotes:
         raise SipParseError(f"unterminated quoted string in {what}")
     if in_angle:
         raise SipParseError(f"unterminated '<' in {what}")
-    parts.append("".join(buf))
+    parts.append(text[start:])
     return parts
 
 
@@ -300,7 +305,7 @@ def parse_hostport(text: str, *, what: str) -> tuple[str, int | None]:
     else:
         host, sep, portpart_s = text.partition(":")
         portpart = portpart_s if sep else None
-        if not host or not all(ch.isalnum() or ch in "-._" for ch in host) or not host.isascii():
+        if _HOST_RE.fullmatch(host) is None:
             raise SipParseError(f"{what} has an invalid host {host[:60]!r}")
     port: int | None = None
     if portpart is not None:
@@ -425,7 +430,7 @@ def parse_via(value: str) -> Via:
 # Messages
 
 
-@dataclass(slots=True)
+@dataclass
 class SipMessage:
     """A parsed request or response. Header values are unfolded, order is kept.
 
@@ -463,24 +468,25 @@ class SipMessage:
             out.extend(split_outside(line, ",", what=display_header_name(canonical_header_name(key))))
         return out
 
-    # Parsed views of the headers every request must have (valid after parse_message).
-    @property
+    # Parsed views of the headers every request must have (valid after parse_message);
+    # parsed once and cached: the headers of a parsed message are not changed afterwards.
+    @cached_property
     def vias(self) -> list[Via]:
         return [parse_via(v) for v in self.values("via")]
 
-    @property
+    @cached_property
     def call_id(self) -> str:
         return self.get("call-id") or ""
 
-    @property
+    @cached_property
     def cseq(self) -> tuple[int, str]:
         return parse_cseq(self.get("cseq") or "")
 
-    @property
+    @cached_property
     def from_(self) -> NameAddr:
         return parse_name_addr(self.get("from") or "", what="From")
 
-    @property
+    @cached_property
     def to(self) -> NameAddr:
         return parse_name_addr(self.get("to") or "", what="To")
 
@@ -606,11 +612,9 @@ def _check_version(version: str) -> None:
 
 def _validate(msg: SipMessage) -> None:
     """Syntax of the headers the gate relies on; raises SipParseError."""
-    vias = msg.values("via")
-    if not vias:
+    if not msg.values("via"):
         raise SipParseError("Via header is missing")
-    for v in vias:
-        parse_via(v)
+    msg.vias  # parses (and caches) every Via value
     if not msg.is_request:
         return
     for key in REQUIRED_REQUEST_HEADERS:
