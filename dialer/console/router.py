@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -49,6 +50,7 @@ from dialer.console.ports import (
 from dialer.console.security import GrantCodec, Session, SessionCodec, cookie_header, request_is_tls
 
 SESSION_COOKIE = "dg_session"
+_log = structlog.get_logger("dialgate.console")
 _HERE = Path(__file__).parent
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 _SECURITY_HEADERS = {
@@ -270,11 +272,15 @@ def console_router(
         nxt = _safe_next(form.get("next"))
         token = (form.get("token") or "").strip()
         who = await ctx.queries.authenticate(token) if token and len(token) <= 512 else None
+        client = ctx.request.client.host if ctx.request.client else None
         if who is None:
+            _log.warning("console.sign_in_refused", why="unknown token", client=client)
             return await render(ctx, "sign_in.html", status=401, next=nxt, error=ctx.t("sign_in.bad_token"))
         if who.role not in CONSOLE_ROLES:
+            _log.warning("console.sign_in_refused", why="role has no console", user=who.name, role=who.role, client=client)
             return await render(ctx, "sign_in.html", status=403, next=nxt, error=ctx.t("sign_in.no_console", role=value_label(ctx.lang, "role", who.role)))
         ctx.session, ctx.new_cookie = ctx.codec.new(who.user_id), True
+        _log.info("console.signed_in", user=who.name, role=who.role, client=client)
         return finish(ctx, RedirectResponse(nxt, status_code=303))
 
     @router.post("/sign-out")
@@ -283,6 +289,8 @@ def console_router(
         form = await form_with_csrf(ctx)
         if form is None:
             return await error_page(ctx, 403, ctx.t("error.csrf"))
+        if ctx.principal is not None:
+            _log.info("console.signed_out", user=ctx.principal.name)
         ctx.session, ctx.new_cookie, ctx.principal = ctx.codec.new(None), True, None
         return finish(ctx, RedirectResponse("/console/sign-in?signed_out=1", status_code=303))
 
@@ -454,6 +462,8 @@ def console_router(
                 error=ctx.t("recording.reason_invalid", n=MIN_REASON_CHARS), expired=False,
             )
         grant = ctx.grants.issue(ctx.session, recording_id, reason)
+        # The vault logs every byte range read; this records that the reason was given.
+        _log.info("console.recording_reason_given", user=ctx.principal.name, recording_id=recording_id)
         return finish(ctx, RedirectResponse(f"/console/recordings/{recording_id}?" + urlencode({"grant": grant}), status_code=303))
 
     @router.get("/recordings/{recording_id}/audio")
@@ -538,8 +548,10 @@ def console_router(
         except NotFound as exc:
             return await on_error(ctx, exc)
         except ConsoleError as exc:
+            _log.warning("console.purge_refused", user=ctx.principal.name, purge_id=purge_id, why=exc.message)
             msg = exc.message_zh if ctx.lang == "zh-CN" else exc.message
             return await purges_page(ctx, status=409 if isinstance(exc, Refused) else 403, error=msg)
+        _log.info("console.purge_approved", user=ctx.principal.name, purge_id=purge_id)
         return finish(ctx, RedirectResponse("/console/purges?" + urlencode({"done": purge_id}), status_code=303))
 
     return router
