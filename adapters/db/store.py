@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, create_engine, event, func, insert, literal, or_, select, text, union_all, update
+from sqlalchemy import Connection, and_, bindparam, create_engine, event, func, insert, literal, or_, select, text, union_all, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -64,6 +64,50 @@ def canonical_json(value: Any) -> str:
 def chain_hash(prev_hash: str, record_text: str) -> str:
     """SHA-256 over the previous hash and the record's canonical JSON."""
     return hashlib.sha256((prev_hash + "\n" + record_text).encode("utf-8")).hexdigest()
+
+
+# Hot-path statements, built once: constructing a Core statement and its cache key
+# costs more CPU than SQLite takes to run it (profiled on decide-and-reserve).
+_a = t.attempts.c
+_HIST_COLS = (_a.id, _a.at, _a.case_id, _a.number, _a.relation, _a.connected, _a.creditor)
+Q_CASES_BY_ID = select(t.cases).where(t.cases.c.case_id == bindparam("case_id")).order_by(t.cases.c.id)
+Q_CASES_BY_ID_SCOPED = (
+    select(t.cases)
+    .where(t.cases.c.case_id == bindparam("case_id"), t.cases.c.creditor.in_(bindparam("creditors", expanding=True)))
+    .order_by(t.cases.c.id)
+)
+Q_CONTACTS_OF = (
+    select(t.contacts).where(t.contacts.c.case_pk.in_(bindparam("pks", expanding=True))).order_by(t.contacts.c.id)
+)
+# Two index range scans, (number, at) and (case_pk, at), merged. The number's attempts
+# count across all cases and creditors: it is one person's phone. A released attempt
+# (click-to-dial whose debtor leg was never dialled) never counts.
+Q_HISTORY = union_all(
+    select(*_HIST_COLS).where(_a.number == bindparam("number"), _a.at >= bindparam("since"), _a.state != "released"),
+    select(*_HIST_COLS).where(
+        _a.case_pk == bindparam("case_pk"), _a.at >= bindparam("since"), _a.number != bindparam("number"),
+        _a.state != "released",
+    ),
+)
+Q_APPOINTMENTS = select(t.appointments.c.number, t.appointments.c.at).where(
+    t.appointments.c.case_pk == bindparam("case_pk"), t.appointments.c.at >= bindparam("since")
+)
+Q_NEXT_SEQ = (
+    update(t.cases)
+    .where(t.cases.c.id == bindparam("pk"))
+    .values(event_seq=t.cases.c.event_seq + bindparam("count"))
+    .returning(t.cases.c.event_seq)
+)
+Q_CHAIN_HEAD = select(t.chain_heads.c.seq, t.chain_heads.c.hash).where(t.chain_heads.c.chain == bindparam("chain"))
+Q_CHAIN_HEAD_UPDATE = (
+    update(t.chain_heads)
+    .where(t.chain_heads.c.chain == bindparam("chain_key"))
+    .values(seq=bindparam("seq"), hash=bindparam("hash"))
+)
+I_ATTEMPT = insert(t.attempts)
+I_DECISION = insert(t.decisions)
+I_CHAIN_HEAD = insert(t.chain_heads)
+I_OUTBOX = insert(t.outbox)
 
 
 def _flags_text(flags: Iterable[str]) -> str:
@@ -392,16 +436,13 @@ class SqlCaseRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def _load(self, where: Any) -> list[CaseRecord]:
-        rows = (await self.conn.execute(select(t.cases).where(where).order_by(t.cases.c.id))).mappings().all()
+    async def _load(self, where: Any, params: dict[str, Any] | None = None) -> list[CaseRecord]:
+        query = where if params is not None else select(t.cases).where(where).order_by(t.cases.c.id)
+        rows = (await self.conn.execute(query, params)).mappings().all()
         if not rows:
             return []
         pks = [r["id"] for r in rows]
-        crow = (
-            await self.conn.execute(
-                select(t.contacts).where(t.contacts.c.case_pk.in_(pks)).order_by(t.contacts.c.id)
-            )
-        ).mappings().all()
+        crow = (await self.conn.execute(Q_CONTACTS_OF, {"pks": pks})).mappings().all()
         by_case: dict[int, list[ContactRecord]] = {}
         for c in crow:
             by_case.setdefault(c["case_pk"], []).append(
@@ -439,12 +480,11 @@ class SqlCaseRepository:
         ]
 
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
-        where = t.cases.c.case_id == case_id
-        if creditors is not None:
-            if not creditors:
-                return []
-            where = and_(where, t.cases.c.creditor.in_(sorted(creditors)))
-        return await self._load(where)
+        if creditors is None:
+            return await self._load(Q_CASES_BY_ID, {"case_id": case_id})
+        if not creditors:
+            return []
+        return await self._load(Q_CASES_BY_ID_SCOPED, {"case_id": case_id, "creditors": sorted(creditors)})
 
     async def get(self, creditor: str, case_id: str) -> CaseRecord | None:
         found = await self._load(and_(t.cases.c.creditor == creditor, t.cases.c.case_id == case_id))
@@ -589,24 +629,13 @@ class SqlCaseRepository:
         return await self._load(where)
 
     async def next_event_seq(self, pk: int, count: int = 1) -> int:
-        row = (
-            await self.conn.execute(
-                update(t.cases)
-                .where(t.cases.c.id == pk)
-                .values(event_seq=t.cases.c.event_seq + count)
-                .returning(t.cases.c.event_seq)
-            )
-        ).first()
+        row = (await self.conn.execute(Q_NEXT_SEQ, {"pk": pk, "count": count})).first()
         if row is None:
             raise LookupError(f"case pk {pk} vanished")
         return int(row[0]) - count + 1
 
     async def appointments(self, pk: int, since: datetime) -> list[Appointment]:
-        rows = await self.conn.execute(
-            select(t.appointments.c.number, t.appointments.c.at).where(
-                t.appointments.c.case_pk == pk, t.appointments.c.at >= since
-            )
-        )
+        rows = await self.conn.execute(Q_APPOINTMENTS, {"case_pk": pk, "since": since})
         return [Appointment(number=r[0], at=r[1]) for r in rows]
 
     async def add_appointment(self, pk: int, number: str, at: datetime, attempt_id: str | None) -> None:
@@ -673,17 +702,8 @@ class SqlAttemptRepository:
         self.conn = conn
 
     async def history(self, number: str, case_pk: int, creditor: str, since: datetime) -> list[HistoryEvent]:
-        a = t.attempts.c
-        cols = (a.id, a.at, a.case_id, a.number, a.relation, a.connected, a.creditor)
-        # Two index range scans, (number, at) and (case_pk, at), merged. The number's
-        # attempts count across all cases and creditors: it is one person's phone.
-        # A released attempt (click-to-dial whose debtor leg was never dialled) never counts.
-        q = union_all(
-            select(*cols).where(a.number == number, a.at >= since, a.state != "released"),
-            select(*cols).where(a.case_pk == case_pk, a.at >= since, a.number != number, a.state != "released"),
-        )
         out: list[HistoryEvent] = []
-        for r in await self.conn.execute(q):
+        for r in await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since}):
             # Another creditor's case with the same id must not count as this case.
             cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"
             out.append(HistoryEvent(at=r[1], case_id=cid, number=r[3], relation=r[4], kind="attempt"))
@@ -702,7 +722,8 @@ class SqlAttemptRepository:
 
     async def add(self, attempt: AttemptRecord) -> None:
         await self.conn.execute(
-            insert(t.attempts).values(
+            I_ATTEMPT,
+            dict(
                 id=attempt.attempt_id,
                 case_pk=attempt.case_pk,
                 creditor=attempt.creditor,
@@ -716,7 +737,7 @@ class SqlAttemptRepository:
                 valid_until=attempt.valid_until,
                 decision_id=attempt.decision_id,
                 connected=attempt.connected,
-            )
+            ),
         )
 
     async def get(self, attempt_id: str) -> AttemptRecord | None:
@@ -828,16 +849,15 @@ class SqlDecisionLog:
             await self.conn.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "chain:" + chain}
             )
-        head = (
-            await self.conn.execute(select(t.chain_heads.c.seq, t.chain_heads.c.hash).where(t.chain_heads.c.chain == chain))
-        ).first()
+        head = (await self.conn.execute(Q_CHAIN_HEAD, {"chain": chain})).first()
         seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
         rec = replace(record, chain=chain, seq=seq, prev_hash=prev)
         body = canonical_json(rec.body())
         digest = chain_hash(prev, body)
         rec = replace(rec, hash=digest)
         await self.conn.execute(
-            insert(t.decisions).values(
+            I_DECISION,
+            dict(
                 chain=chain,
                 seq=seq,
                 decision_id=rec.decision_id,
@@ -852,14 +872,12 @@ class SqlDecisionLog:
                 record=body,
                 prev_hash=prev,
                 hash=digest,
-            )
+            ),
         )
         if head:
-            await self.conn.execute(
-                update(t.chain_heads).where(t.chain_heads.c.chain == chain).values(seq=seq, hash=digest)
-            )
+            await self.conn.execute(Q_CHAIN_HEAD_UPDATE, {"chain_key": chain, "seq": seq, "hash": digest})
         else:
-            await self.conn.execute(insert(t.chain_heads).values(chain=chain, seq=seq, hash=digest))
+            await self.conn.execute(I_CHAIN_HEAD, {"chain": chain, "seq": seq, "hash": digest})
         return rec
 
     async def get_many(self, decision_ids: Iterable[str]) -> dict[str, DecisionRecord]:
@@ -1007,7 +1025,8 @@ class SqlOutbox:
             **payload,
         }
         await self.conn.execute(
-            insert(t.outbox).values(
+            I_OUTBOX,
+            dict(
                 event_id=event_id,
                 type=type,
                 creditor=creditor,
@@ -1015,7 +1034,8 @@ class SqlOutbox:
                 case_seq=case_seq,
                 occurred_at=occurred_at,
                 payload=canonical_json(body),
-            )
+                published_at=None,
+            ),
         )
         return event_id
 

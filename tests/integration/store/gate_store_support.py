@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -47,24 +48,28 @@ async def pg_reachable(url: str) -> tuple[bool, str]:
         await engine.dispose()
 
 
-async def reset_pg(url: str) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await conn.exec_driver_sql("CREATE SCHEMA public")
-    finally:
-        await engine.dispose()
+def _admin_url(url: str) -> str:
+    """The maintenance database of the same server and role (for CREATE DATABASE)."""
+    return os.environ.get("DIALGATE_TEST_PG_ADMIN") or url.rsplit("/", 1)[0] + "/postgres"
 
 
 @pytest.fixture
-async def pg_url() -> str:
+async def pg_url() -> AsyncIterator[str]:
+    """A private, empty database for this test (other suites share DIALGATE_TEST_PG_URL's)."""
     ok, why = await pg_reachable(PG_URL)
     require_service("PostgreSQL", ok, why)
-    await reset_pg(PG_URL)
-    return PG_URL
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"gate_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(_admin_url(PG_URL), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.dispose()
 
 
 def free_port() -> int:
