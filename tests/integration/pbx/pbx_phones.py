@@ -61,6 +61,8 @@ class TestPhone:
         self.heard_tone = threading.Event()
         self.hangup_now = threading.Event()
         self.expect_hz: float | None = None
+        self.may_answer = threading.Event()  # cleared by reset(hold_answer=True): ring until set
+        self.may_answer.set()
         self._generation = 0
         self.heard = bytearray()
         self.calls_received = 0
@@ -83,10 +85,14 @@ class TestPhone:
         with pv.preserved_warning_filters():
             self.phone.stop()
 
-    def reset(self, behaviour: str, expect_hz: float | None = None) -> None:
+    def reset(self, behaviour: str, expect_hz: float | None = None, *, hold_answer: bool = False) -> None:
         self._generation += 1  # ends any loop still running for an earlier call
         self.behaviour = behaviour
         self.expect_hz = expect_hz
+        if hold_answer:
+            self.may_answer.clear()
+        else:
+            self.may_answer.set()
         for ev in (self.rang, self.answered, self.ended, self.heard_tone, self.hangup_now):
             ev.clear()
         with self._lock:
@@ -115,6 +121,8 @@ class TestPhone:
             if self.behaviour == "ignore":
                 while call.state == pv.CallState.RINGING and gen == self._generation and not self.hangup_now.wait(0.05):
                     pass
+                return
+            if not self.may_answer.wait(15) or gen != self._generation:
                 return
             call.answer()
             self.answered.set()

@@ -183,6 +183,35 @@ async def test_an_agent_who_does_not_answer_releases_the_attempt_so_it_does_not_
         assert r2.status_code == 201, r2.text
 
 
+async def test_a_complaint_flag_recorded_while_the_agent_phone_rings_blocks_the_debtor_leg(world) -> None:
+    run, agent, debtor = world
+    agent.reset("answer", hold_answer=True)
+    debtor.reset("answer")
+    r = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
+    assert r.status_code == 201, r.text
+    assert await asyncio.to_thread(agent.rang.wait, 10)
+    async with run.svc.store.write() as uow:  # a supervisor flags the case meanwhile
+        case = await uow.cases.get("bank-a", "C-1")
+        await uow.cases.update(case.pk, run.svc.clock.now(), flags=frozenset({"complaint_risk"}))
+    agent.may_answer.set()
+    shown = await run.call_ended(r.json()["state_url"], 20)
+    assert (shown["call"]["cause"], shown["call"]["rule_id"]) == ("blocked", "case.complaint_risk")
+    assert list(shown["call"]["timestamps"]) == ["originating", "agent_ringing", "agent_answered", "ended"]
+    assert shown["state"] == "released" and not debtor.rang.is_set()
+    assert await asyncio.to_thread(agent.ended.wait, 5), "the agent's phone was left connected"
+
+
+async def test_a_busy_debtor_ends_the_attempt_busy_and_it_counts_once(world) -> None:
+    run, agent, debtor = world
+    agent.reset("answer")
+    debtor.reset("busy")
+    r = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
+    shown = await run.call_ended(r.json()["state_url"], 20)
+    assert shown["call"]["cause"] == "busy" and debtor.rang.is_set()
+    assert shown["state"] == "dialing" and shown["connected"] is False  # dialled through the gate: it counts
+    assert await run.attempts_of(DEBTOR_E164) == 1
+
+
 async def test_with_the_pbx_unreachable_the_service_starts_and_refuses_dials_with_503_and_a_reason(tmp_path: Path) -> None:
     dead = free_udp_port()
     base = free_port_block(60)
