@@ -89,7 +89,7 @@ class PrivateBroker:
 
 def _subscriber_process(host: str, port: int, conn) -> None:
     """Runs in its own process, as a real consumer would: counts events and records
-    commit→receipt latency from `data.t` (time.monotonic, system-wide on Linux)."""
+    commit→receipt latency from the event's `t` (time.monotonic, system-wide on Linux)."""
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -102,7 +102,7 @@ def _subscriber_process(host: str, port: int, conn) -> None:
             async for m in c.messages:
                 now = time.monotonic()
                 if m.topic.matches(EVENTS_FILTER):
-                    t = json.loads(m.payload)["data"].get("t")
+                    t = json.loads(m.payload).get("t")
                     if t is not None:
                         lat.append(now - t)
                 count += 1
@@ -145,7 +145,7 @@ class Subscriber:
 
 
 async def raw_anchor(host: str, port: int, sub: Subscriber, n: int, window: int) -> float:
-    payload = json.dumps({"event_id": "x" * 36, "type": "attempt.state", "data": {"n": 1}}).encode()
+    payload = json.dumps({"event_id": "x" * 36, "type": "attempt.state", "n": 1}).encode()
     sub.expect(n)
     async with aiomqtt.Client(
         host, port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=window

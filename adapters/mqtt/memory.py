@@ -30,15 +30,14 @@ class InMemoryOutboxSource:
         event_type: str,
         creditor: str,
         case_id: str | None,
-        data: Mapping[str, Any] | None = None,
-        **ids: str,
+        fields: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
         sequence = None
         if case_id is not None:
             sequence = self._sequences.get(case_id, 0) + 1
             self._sequences[case_id] = sequence
         doc = event_document(
-            event_type, creditor, case_id=case_id, sequence=sequence, data=data, ids=ids
+            event_type, creditor, case_id=case_id, case_seq=sequence, fields=fields
         )
         event = OutboxEvent(
             position=len(self._events) + 1,
@@ -46,7 +45,7 @@ class InMemoryOutboxSource:
             type=event_type,
             creditor=creditor,
             payload=encode(doc),
-            ordering_key=case_id,
+            ordering_key=None if case_id is None else f"{creditor}/{case_id}",
             sequence=sequence,
         )
         self._events.append(event)

@@ -131,14 +131,19 @@ class OutboxRelay:
                         return
                     acked.append(event)
 
-        await asyncio.gather(*(publish_group(g) for g in groups.values()))
+        try:
+            await asyncio.gather(*(publish_group(g) for g in groups.values()))
+        except asyncio.CancelledError:
+            # Shutting down: record what the broker already acknowledged, so a restart
+            # does not publish it again (best effort; at-least-once either way).
+            if acked:
+                try:
+                    await self._mark(acked)
+                except Exception as exc:  # never replace the cancellation
+                    log.warning("mqtt.relay.mark_on_shutdown_failed", error=str(exc))
+            raise
         if acked:
-            # Commit order, so a store that advances a cursor sees no gaps.
-            acked.sort(key=lambda e: e.position)
-            await self._source.mark_sent([e.position for e in acked])
-            self.published += len(acked)
-            if self._on_published is not None:
-                self._on_published(acked)
+            await self._mark(acked)
         if failed:
             log.warning(
                 "mqtt.relay.broker_unavailable",
@@ -147,6 +152,14 @@ class OutboxRelay:
                 error=str(failed[0]),
             )
         return len(acked), not failed
+
+    async def _mark(self, acked: list[OutboxEvent]) -> None:
+        # Commit order, so a store that advances a cursor sees no gaps.
+        acked.sort(key=lambda e: e.position)
+        await self._source.mark_sent([e.position for e in acked])
+        self.published += len(acked)
+        if self._on_published is not None:
+            self._on_published(acked)
 
     async def _publish_one(self, event: OutboxEvent) -> None:
         payload, masked = mask_phones_in_bytes(event.payload)

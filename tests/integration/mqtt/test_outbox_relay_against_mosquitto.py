@@ -33,7 +33,7 @@ def _first_seen_order(messages) -> dict[str, list[int]]:
         if doc["event_id"] in seen:
             continue
         seen.add(doc["event_id"])
-        order[doc["case_id"]].append(doc["sequence"])
+        order[doc["case_id"]].append(doc["case_seq"])
     return order
 
 
@@ -45,10 +45,11 @@ async def test_each_committed_event_is_published_on_its_creditor_and_type_topic(
             allowed = outbox.append("dial.allowed", "bank-a", "C-1", {"decision_id": "d1"})
             blocked = outbox.append("dial.blocked", "bank-b", "C-2", {"rule_id": "window.night"})
             await sub.wait_until(lambda ms: len(ms) >= 2, timeout=15)
+            await asyncio.wait_for(outbox.wait_all_sent(), 15)
     by_topic = {m.topic: m.json() for m in sub.messages}
     assert by_topic["dialgate/v1/bank-a/events/dial.allowed"]["event_id"] == allowed.event_id
     assert by_topic["dialgate/v1/bank-b/events/dial.blocked"]["event_id"] == blocked.event_id
-    assert by_topic["dialgate/v1/bank-b/events/dial.blocked"]["data"] == {"rule_id": "window.night"}
+    assert by_topic["dialgate/v1/bank-b/events/dial.blocked"]["rule_id"] == "window.night"
     assert outbox.unsent_count == 0
 
 
