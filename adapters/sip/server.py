@@ -333,16 +333,24 @@ class SipServer:
 
         provisional = loop.call_later(_PROVISIONAL_AFTER, trying)
         started = time.perf_counter()
+        decision = loop.create_task(self._authorizer.authorize(dial), name=f"sip-authorize-{dial.call_id[:40]}")
         try:
-            answer: SipDialAnswer = await asyncio.wait_for(self._authorizer.authorize(dial), self._timeout)
+            # The time-out answers the PBX; it does not cancel the decision, which may be
+            # inside a store transaction (cancelling one half-way is worse than a late
+            # result nobody waits for). A late result is logged and dropped.
+            answer: SipDialAnswer = await asyncio.wait_for(asyncio.shield(decision), self._timeout)
             if not isinstance(answer, SipDialAnswer):
                 raise TypeError(f"authorizer returned {type(answer).__name__}, not SipDialAnswer")
         except asyncio.CancelledError:
-            provisional.cancel()
+            decision.cancel()  # the listener is closing
             raise
         except Exception as exc:  # fail closed on anything: the listener must keep serving
             self.stats.authorizer_failures += 1
+            timed_out = isinstance(exc, (TimeoutError, asyncio.TimeoutError))
             log.warning("sip.authorizer_failed", error=type(exc).__name__, detail=str(exc)[:200], call_id=dial.call_id)
+            if timed_out and not decision.done():
+                self._tasks.add(decision)
+                decision.add_done_callback(self._late_decision(dial.call_id))
             answer = fail_closed_answer()
         finally:
             provisional.cancel()
@@ -362,6 +370,24 @@ class SipServer:
             return  # CANCEL already answered the INVITE with 487
         status, _, extra = answer_headers(answer, self._config.contact_for(dial.number))
         self.transactions.complete(txn, build_response(msg, status, source, txn.to_tag, extra=extra))
+
+    def _late_decision(self, call_id: str) -> Any:
+        def done(task: asyncio.Task[Any]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            result = task.result() if exc is None else None
+            log.warning(
+                "sip.late_decision",
+                call_id=call_id,
+                error=type(exc).__name__ if exc else None,
+                allowed=getattr(result, "allowed", None),
+                attempt=getattr(result, "attempt_id", None),
+                note="answered 603 system.store_unavailable already",
+            )
+
+        return done
 
     def _cancel(self, msg: SipMessage, reply: Reply, source: tuple[Any, ...]) -> None:
         txn = self.transactions.get(transaction_key(msg, "INVITE"))

@@ -287,3 +287,27 @@ async def test_tcp_message_without_content_length_gets_400_and_the_connection_is
     assert resp is not None and resp.status == 400
     assert closed is None
     assert auth.asked == []
+
+
+async def test_a_timed_out_decision_is_not_cancelled_half_way_and_the_call_is_still_declined(start_gate):
+    release = asyncio.Event()
+    done = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_store(invite: SipDialInput) -> SipDialAnswer:
+        await release.wait()  # e.g. a store transaction that must not be cut in the middle
+        finished.append(invite.call_id)
+        done.set()
+        return SipDialAnswer(True, "allow", "Allowed", attempt_id="att-late")
+
+    async with start_gate(RecordingSipAuthorizer(slow_store), decision_timeout=0.3) as gate:
+        client = UdpClient(gate.port)
+        req = make_invite("+8613800000026", gate_port=gate.port, call_id="late@pbx")
+        first = await client.request(req)
+        release.set()
+        again = await client.request(req)  # the transaction keeps its 603
+        client.close()
+        await asyncio.wait_for(done.wait(), 3)  # the decision completes in the background
+    assert first.status == 603 and 'text="system.store_unavailable"' in (first.get("reason") or "")
+    assert again.status == 603
+    assert finished == ["late@pbx"]
