@@ -317,7 +317,7 @@ class Result:
     finals: dict[str, int]
 
 
-def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit: int = 2000) -> Result:
+def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit: int = 2000, timeout_s: int = 60) -> Result:
     run = target.workdir / f"{target.name}-{tag}"
     run.mkdir()
     (run / "scenario.xml").write_text(SCENARIO)
@@ -328,11 +328,11 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit:
     cmd = [
         SIPP, f"127.0.0.1:{target.port}", "-sf", "scenario.xml", "-inf", "numbers.csv",
         "-i", "127.0.0.1", "-p", str(free_port()), "-m", str(calls), "-r", str(rate), "-rp", "1000",
-        "-l", str(limit), "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1",
-        "-timeout", "120s", "-nostdin", "-max_recv_loops", "10000", "-buff_size", str(4 * 1024 * 1024),
+        "-l", str(limit), "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1", "-trace_counts",
+        "-timeout", f"{timeout_s}s", "-nostdin", "-max_recv_loops", "10000", "-buff_size", str(4 * 1024 * 1024),
     ]
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180)
+    proc = subprocess.run(cmd, cwd=run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s + 60)
     wall = time.monotonic() - started
     rtt_files = list(run.glob("*_rtt.csv"))
     times: list[float] = []
@@ -345,7 +345,13 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit:
                 stamps.append(float(row[0]))  # date_ms (absolute)
                 times.append(float(row[1]))  # response_time_ms (sipp resolution: 1 ms)
     stats = _last_stat(run)
-    finals = {"302/603 answered": len(times), "failed": int(stats.get("FailedCall(C)", "0") or 0)}
+    counts = _last_row(run, "*_counts.csv")
+    finals = {
+        "302": int(counts.get("2_302_Recv", "0") or 0),
+        "603": int(counts.get("3_603_Recv", "0") or 0),
+        "INVITE retrans": int(counts.get("0_INVITE_Retrans", "0") or 0),
+        "failed": int(stats.get("FailedCall(C)", "0") or 0),
+    }
     if not times:
         raise RuntimeError(f"sipp produced no response times for {target.name} ({proc.stderr.decode()[-500:]})")
     span = (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 else wall
@@ -364,7 +370,11 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit:
 
 def _last_stat(run: Path) -> dict[str, str]:
     """The last line of sipp's -trace_stat file (<scenario>_<pid>_.csv) as a dict."""
-    for path in run.glob("*_.csv"):
+    return _last_row(run, "*_.csv")
+
+
+def _last_row(run: Path, pattern: str) -> dict[str, str]:
+    for path in run.glob(pattern):
         with open(path) as f:
             rows = [r for r in csv.reader(f, delimiter=";") if r]
         if len(rows) >= 2:
@@ -373,8 +383,10 @@ def _last_stat(run: Path) -> dict[str, str]:
 
 
 def fmt(r: Result) -> str:
+    f = r.finals
     return (f"{r.target:16} {r.offered:>9} {r.calls:>7} {r.answered:>8} {r.per_s:>10.0f} "
-            f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f}   failed={r.finals['failed']}")
+            f"{r.p50_ms:>8.0f} {r.p99_ms:>8.0f}   302={f['302']} 603={f['603']} "
+            f"INVITE-retrans={f['INVITE retrans']} failed={f['failed']}")
 
 
 def main() -> None:
@@ -398,7 +410,9 @@ def main() -> None:
     total = sum(c for _, c in plan) + args.saturate_calls
     wanted = args.targets.split(",")
     print(f"sipp {SIPP}; {len(rates)} fixed loads x {args.seconds:g} s + saturation ({args.saturate_calls} calls, "
-          f"200 concurrent); every call a distinct number; {os.cpu_count()} CPUs")
+          f"200 concurrent); every call a distinct number; {os.cpu_count()} CPUs; "
+          f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine skews every figure)")
+    print("latency: sipp's response time INVITE -> final response, 1 ms resolution")
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dialgate-sipbench-") as tmp:
         work = Path(tmp)
@@ -416,15 +430,16 @@ def main() -> None:
             try:
                 first = 0
                 for rate, calls in plan:
-                    results.append(run_sipp(target, rate, calls, first, f"r{rate}"))
+                    results.append(run_sipp(target, rate, calls, first, f"r{rate}", timeout_s=int(3 * args.seconds) + 20))
                     print(fmt(results[-1]), flush=True)
                     first += calls
                 if args.saturate_calls:
-                    results.append(run_sipp(target, 10**6, args.saturate_calls, first, "sat", limit=200))
+                    results.append(run_sipp(target, 10**6, args.saturate_calls, first, "sat", limit=200, timeout_s=120))
                     print(fmt(results[-1]), flush=True)
             finally:
                 target.stop()
     print()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"{'target':16} {'offered':>9} {'calls':>7} {'answered':>8} {'answered/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for r in results:
         print(fmt(r))
