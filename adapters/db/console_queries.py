@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -57,9 +58,39 @@ from dialer.model import DecisionRecord
 EXPORT_BATCH = 2000
 OPTIONS_TTL_S = 60.0
 AUDIT_EVERY_S = 600.0
+SUMMARY_CACHE_SIZE = 64
+SUMMARY_DELTA_MAX = 50_000  # more new rows than this: recount from the indexes
 AUDIT_TIMEOUT_S = 600.0
 # Case-state changes worth showing on the case page, from the data-change log.
 CASE_EVENT_LIMIT = 200
+
+
+def _summary(days: dict[tuple[date, str], int], agents: dict[tuple[str, str], int]) -> BlockedSummary:
+    return BlockedSummary(
+        by_day_rule=tuple((day, rule, n) for (day, rule), n in sorted(days.items())),
+        by_agent_rule=tuple((a, r, n) for (a, r), n in sorted(agents.items())),
+    )
+
+
+def _row_matcher(who: Principal, flt: BlockedDialFilter) -> Any:
+    """The blocked-dial filter as a Python predicate over decision rows: the same
+    conditions as `_blocked_where` (tests/e2e/console holds the two to the same answers)."""
+    start, end = flt.bounds()
+
+    def match(row: Any) -> bool:
+        return (
+            not row.allowed
+            and row.kind == "dial"
+            and who.sees(row.creditor)
+            and (flt.creditor is None or row.creditor == flt.creditor)
+            and (start is None or row.at >= start)
+            and (end is None or row.at < end)
+            and (not flt.agent or row.agent_id == flt.agent)
+            and (not flt.rule_id or row.rule_id == flt.rule_id)
+            and (not flt.case_id or row.case_id == flt.case_id)
+        )
+
+    return match
 
 
 def _principal(p: Any) -> Principal:
@@ -102,6 +133,7 @@ class SqlAlchemyConsoleQueries:
         self._audit_task: asyncio.Task[Any] | None = None
         self._audit_at = 0.0
         self._audit_last: HealthItem | None = None
+        self._summaries: OrderedDict[Any, tuple[int, dict[Any, int], dict[Any, int]]] = OrderedDict()
         self._options: dict[tuple[str, ...] | None, tuple[float, FilterOptions]] = {}
 
     # -- users -------------------------------------------------------------------------
@@ -118,7 +150,9 @@ class SqlAlchemyConsoleQueries:
         return _principal(p) if p is not None else None
 
     # -- the decision log ------------------------------------------------------------------
-    def _blocked_where(self, who: Principal, flt: BlockedDialFilter, *, narrow: bool = True) -> list[Any]:
+    def _blocked_where(
+        self, who: Principal, flt: BlockedDialFilter, *, narrow: bool = True, by_case: bool = False
+    ) -> list[Any]:
         d = t.decisions.c
         scope = _scope(who)
         if flt.creditor is not None:
@@ -126,7 +160,10 @@ class SqlAlchemyConsoleQueries:
                 raise NotFound(f"no creditor {flt.creditor}", f"没有委托方 {flt.creditor}")
             scope = frozenset({flt.creditor})
         start, end = flt.bounds()
-        conds: list[Any] = [d.allowed.is_(False), d.kind == "dial"]
+        # For one case, steer SQLite to (creditor, case_id, at): written as an expression,
+        # `allowed` cannot pick the (allowed, at) index that would scan the whole range.
+        allowed = (func.coalesce(d.allowed, True).is_(False)) if by_case and flt.case_id else d.allowed.is_(False)
+        conds: list[Any] = [allowed, d.kind == "dial"]
         if scope is not None:
             conds.append(d.creditor.in_(sorted(scope)) if scope else literal(False))
         if start is not None:
@@ -176,7 +213,7 @@ class SqlAlchemyConsoleQueries:
 
     async def blocked_dials(self, who: Principal, flt: BlockedDialFilter, cursor: str | None, limit: int) -> Page:
         d = t.decisions.c
-        conds = self._blocked_where(who, flt)
+        conds = self._blocked_where(who, flt, by_case=True)
         page_conds = list(conds)
         if cursor:
             at, rid = _decode_cursor(cursor)
@@ -195,7 +232,7 @@ class SqlAlchemyConsoleQueries:
 
     async def export_blocked_dials(self, who: Principal, flt: BlockedDialFilter) -> AsyncIterator[DecisionRow]:
         d = t.decisions.c
-        conds = self._blocked_where(who, flt)
+        conds = self._blocked_where(who, flt, by_case=True)
         after: tuple[datetime, int] | None = None
         while True:
             page_conds = list(conds)
@@ -215,8 +252,55 @@ class SqlAlchemyConsoleQueries:
             after = (rows[-1][1], int(rows[-1][0]))
 
     async def blocked_summary(self, who: Principal, flt: BlockedDialFilter) -> BlockedSummary:
-        d = t.decisions.c
+        """Counts per (local day, rule) and per (agent, rule) of the filtered blocked dials.
+
+        On SQLite the result is cached per filter together with the highest decision row
+        id it counted, and brought up to date by counting only the rows appended since:
+        the decision log is append-only and SQLite's single writer hands out row ids in
+        commit order, so "rows above the last id seen" is exactly what is new. (Not on
+        PostgreSQL, where concurrent writers may commit ids out of order.)
+        """
         conds = self._blocked_where(who, flt)
+        if not self.store.is_sqlite:
+            days, agents = await self._aggregate(conds, flt.tz)
+            return _summary(days, agents)
+        key = (None if who.role == "admin" else tuple(sorted(who.creditors)), flt.date_from, flt.date_to,
+               flt.creditor, flt.agent, flt.rule_id, flt.case_id, str(flt.tz))
+        d = t.decisions.c
+        async with self.store.read() as uow:
+            top = (await uow.conn.execute(select(func.max(d.id)))).scalar() or 0
+        hit = self._summaries.get(key)
+        if hit is not None and hit[0] == top:
+            self._summaries.move_to_end(key)
+            return _summary(hit[1], hit[2])
+        if hit is not None and hit[0] < top <= hit[0] + SUMMARY_DELTA_MAX:
+            days, agents = dict(hit[1]), dict(hit[2])
+            async with self.store.read() as uow:
+                fresh = (
+                    await uow.conn.execute(
+                        select(d.at, d.allowed, d.kind, d.creditor, d.case_id, d.agent_id, d.rule_id)
+                        .where(d.id > hit[0], d.id <= top)
+                    )
+                ).all()
+            match = _row_matcher(who, flt)
+            for row in fresh:
+                if match(row):
+                    day = (row.at.astimezone(flt.tz).date(), row.rule_id)
+                    days[day] = days.get(day, 0) + 1
+                    agent = (row.agent_id, row.rule_id)
+                    agents[agent] = agents.get(agent, 0) + 1
+        else:
+            days, agents = await self._aggregate([*conds, d.id <= top], flt.tz)
+        self._summaries[key] = (top, days, agents)
+        self._summaries.move_to_end(key)
+        while len(self._summaries) > SUMMARY_CACHE_SIZE:
+            self._summaries.popitem(last=False)
+        return _summary(days, agents)
+
+    async def _aggregate(
+        self, conds: list[Any], tz: Any
+    ) -> tuple[dict[tuple[date, str], int], dict[tuple[str, str], int]]:
+        d = t.decisions.c
         # Bucket by UTC hour in SQL, then by local day here: exact for every zone whose
         # offset is a whole number of hours (China's is), and no per-row work in Python.
         if self.store.is_sqlite:
@@ -241,12 +325,9 @@ class SqlAlchemyConsoleQueries:
                     at = h if h.tzinfo else h.replace(tzinfo=timezone.utc)
                 else:  # SQLite: "YYYY-MM-DD HH" of the stored UTC text
                     at = datetime(int(key_h[0:4]), int(key_h[5:7]), int(key_h[8:10]), int(key_h[11:13]), tzinfo=timezone.utc)
-                day = local_day[key_h] = at.astimezone(flt.tz).date()
+                day = local_day[key_h] = at.astimezone(tz).date()
             days[(day, rule)] = days.get((day, rule), 0) + int(n)
-        return BlockedSummary(
-            by_day_rule=tuple((day, rule, n) for (day, rule), n in sorted(days.items())),
-            by_agent_rule=tuple((a, r, int(n)) for a, r, n in sorted(by_agent)),
-        )
+        return days, {(a, r): int(n) for a, r, n in by_agent}
 
     async def decision(self, who: Principal, decision_id: str) -> DecisionDetail:
         async with self.store.read() as uow:

@@ -184,3 +184,36 @@ async def test_an_edited_decision_record_turns_the_audit_chain_item_red(service:
     item = re.search(r'<li class="h-down" title="([^"]+)" data-component="audit_chain">', html)
     assert item and item.group(1).startswith("edited at bank-a seq 1")
     assert "审计链校验: <strong>故障</strong>" in html
+
+
+async def test_counts_and_charts_stay_exact_as_new_decisions_arrive(service: Seeded):
+    """The chart counts are kept up to date from the rows appended since the last view;
+    new blocked dials, allowed dials and another creditor's blocks must all land right."""
+
+    async def view(c, **params: str) -> tuple[int, int, dict[str, int]]:
+        html = (await c.get("/console/blocked", params=params)).text
+        total = int(re.search(r'id="result-count"[^>]*>共 (\d+) 条<', html).group(1))
+        per_day = sum(int(n) for n in re.findall(r'data-day="[^"]+" data-rule="[^"]+" data-count="(\d+)"', html))
+        cells: dict[str, int] = {}
+        for agent, _, n in re.findall(r'data-agent="([^"]+)" data-rule="([^"]+)" data-count="(\d+)"', html):
+            cells[agent] = cells.get(agent, 0) + int(n)
+        return total, per_day, cells
+
+    def expected(items: list[dict]) -> tuple[int, int, dict[str, int]]:
+        by_agent: dict[str, int] = {}
+        for i in items:
+            by_agent[i["agent_id"]] = by_agent.get(i["agent_id"], 0) + 1
+        return len(items), len(items), by_agent
+
+    async with service.console("comp-a") as c:
+        assert await view(c) == expected(await service.blocked_api("comp-a"))
+        assert await view(c, agent="col-a") == expected(await service.blocked_api("comp-a", agent="col-a"))
+        await service.dial("col-a", "C-2", "13700000003")  # blocked: not assigned
+        await service.dial("col-a", "C-1", "13900000002")  # Wednesday 10:00: allowed
+        await service.dial("col-b", "B-1", "18600000006")  # another creditor
+        service.clock.advance(minutes=1)
+        await service.dial("col-a2", "C-2", "13600000000")  # blocked: not on the list
+        assert await view(c) == expected(await service.blocked_api("comp-a"))
+        assert await view(c, agent="col-a") == expected(await service.blocked_api("comp-a", agent="col-a"))
+    cached = service.app.state.console[1]._summaries
+    assert cached and all(top == max(top for top, _, _ in cached.values()) for top, _, _ in cached.values())
