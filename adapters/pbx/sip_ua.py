@@ -866,7 +866,7 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
                 self._free_ports.insert(0, port)
 
         if self.NSD:
-            self.call_later(0.06, close)
+            self.call_later(0.2, close)
         else:
             close()
 
