@@ -34,6 +34,7 @@ USERS = (
     ("col-a", "collector", ("bank-a",)),
     ("col-a2", "collector", ("bank-a",)),
     ("col-b", "collector", ("bank-b",)),
+    ("pbx", "pbx", ("bank-a", "bank-b")),
     ("admin", "admin", ()),
 )
 

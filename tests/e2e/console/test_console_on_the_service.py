@@ -217,3 +217,37 @@ async def test_counts_and_charts_stay_exact_as_new_decisions_arrive(service: See
         assert await view(c, agent="col-a") == expected(await service.blocked_api("comp-a", agent="col-a"))
     cached = service.app.state.console[1]._summaries
     assert cached and all(top == max(top for top, _, _ in cached.values()) for top, _, _ in cached.values())
+
+
+async def test_recordings_of_a_case_filter_by_agent_number_and_date_through_the_vault(service: Seeded):
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 8000)
+    r = await service.client.post(
+        "/v1/recordings",
+        params={"attempt_id": service.attempts[0], "started_at": "2026-11-24T10:00:05+08:00", "duration": "1"},
+        headers={**service.auth("pbx"), "Content-Type": "audio/wav"}, content=buf.getvalue(),
+    )
+    assert r.status_code == 201, r.text
+    rid = r.json()["recording_id"]
+    base = "/console/cases/bank-a/C-1/recordings"
+    async with service.console("qa-a") as c:
+        shown = lambda html: f'data-recording="{rid}"' in html  # noqa: E731
+        assert shown((await c.get(base)).text)
+        assert shown((await c.get(base, params={"number": "13800000001"})).text)  # full number: exact match
+        assert shown((await c.get(base, params={"number": "0001"})).text)  # digits of the masked number
+        assert not shown((await c.get(base, params={"number": "13900000002"})).text)
+        assert shown((await c.get(base, params={"agent": "col-a"})).text)
+        assert not shown((await c.get(base, params={"agent": "col-a2"})).text)
+        assert shown((await c.get(base, params={"from": "2026-11-24", "to": "2026-11-24"})).text)
+        assert not shown((await c.get(base, params={"from": "2026-11-25"})).text)
+        case_html = (await c.get("/console/cases/bank-a/C-1")).text
+        assert f'href="/console/recordings/{rid}"' in case_html  # linked from its attempt on the timeline
+    async with service.console("comp-b") as c:
+        assert (await c.get(f"/console/recordings/{rid}")).status_code == 404
