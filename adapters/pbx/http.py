@@ -34,6 +34,17 @@ async def get_attempt(attempt_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
     rows = await progress_rows(svc.store, attempt_id)
     last = rows[-1] if rows else None
     ended = next((r for r in rows if r["state"] == "ended"), None)
+    stops: list[str] = []
+    connected_row = next((r for r in rows if r["state"] == "connected"), None)
+    if connected_row is not None:
+        # a stop recorded on the case while connected does not cut the call; it is shown
+        if ended is not None:
+            now_flags = set(filter(None, (ended["case_flags"] or "").split(",")))
+        else:
+            async with svc.store.read() as uow:
+                case = await uow.cases.get(attempt.creditor, attempt.case_id)
+            now_flags = set(case.flags) if case is not None else set()
+        stops = sorted(now_flags - set(filter(None, (connected_row["case_flags"] or "").split(","))))
     return {
         "attempt_id": attempt.attempt_id,
         "creditor": attempt.creditor,
@@ -53,6 +64,7 @@ async def get_attempt(attempt_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
             "rule_id": ended["rule_id"] if ended else None,
             "detail": ended["detail"] if ended else None,
             "recording_id": ended["recording_id"] if ended else None,
+            "stops_during_call": stops,
         },
     }
 

@@ -54,6 +54,9 @@ progress_table = sa.Table(
     sa.Column("rule_id", sa.String(100)),
     sa.Column("detail", sa.String(500)),
     sa.Column("recording_id", sa.String(100)),
+    # the case's flags when the call connected and when it ended: a stop recorded during
+    # a connected call does not cut it, but is shown on the attempt
+    sa.Column("case_flags", sa.String(500)),
 )
 
 PBX_ACTOR = Principal(user_id=0, name="pbx-ua", role="pbx", creditors=frozenset())
@@ -173,12 +176,20 @@ class SipUaPbx:
             decision = await self.services.gate.recheck_attempt(attempt.attempt_id, PBX_ACTOR)
             return Recheck(decision.allowed, None if decision.allowed else decision.rule_id, None if decision.allowed else decision.reason)
 
+        connected = False
+
         async def report(p: Progress) -> None:
+            nonlocal connected
             if p.state is AttemptState.CONNECTED:
+                connected = True
                 await self._set_attempt(attempt, None, connected=True)
             # released in the same transaction as the `ended` row: whoever sees the end
             # sees the attempt no longer counting
-            await self._record(p, release=attempt if p.state is AttemptState.ENDED and not p.callee_dialled else None)
+            await self._record(
+                p,
+                release=attempt if p.state is AttemptState.ENDED and not p.callee_dialled else None,
+                case=attempt if connected else None,
+            )
 
         async def sink_factory(_r: OriginateRequest) -> Any:
             vault = getattr(self.services, "vault", None)
@@ -201,14 +212,19 @@ class SipUaPbx:
     def _now(self) -> datetime:
         return self.services.clock.now().astimezone(timezone.utc)
 
-    async def _record(self, p: Progress, *, release: AttemptRecord | None = None) -> None:
+    async def _record(self, p: Progress, *, release: AttemptRecord | None = None, case: AttemptRecord | None = None) -> None:
         async with self.services.store.write() as uow:
             if release is not None:
                 await self._set_attempt_in(uow, release, "released", connected=None)
+            flags = None
+            if case is not None:
+                record = await uow.cases.get(case.creditor, case.case_id)
+                flags = ",".join(sorted(record.flags)) if record is not None else None
             await uow.conn.execute(
                 sa.insert(progress_table).values(
                     attempt_id=p.attempt_id, state=str(p.state), at=p.at, cause=str(p.cause) if p.cause else None,
                     rule_id=p.rule_id, detail=(p.detail or None) and p.detail[:500], recording_id=p.recording_id,
+                    case_flags=flags,
                 )
             )
 

@@ -144,8 +144,14 @@ async def test_a_click_rings_the_agent_then_the_debtor_bridges_them_and_the_vaul
 
     assert await asyncio.to_thread(agent.heard_tone.wait, 25), "the agent never heard the debtor"
     assert await asyncio.to_thread(debtor.heard_tone.wait, 25), "the debtor never heard the agent"
+    async with run.svc.store.write() as uow:  # a supervisor records a stop during the call
+        case = await uow.cases.get("bank-a", "C-1")
+        await uow.cases.update(case.pk, run.svc.clock.now(), flags=frozenset({"complaint_risk"}))
+    live = (await run.get(state_url, "col-a")).json()["call"]
+    assert live["state"] == "connected" and live["stops_during_call"] == ["complaint_risk"]  # shown, not cut
     debtor.hangup_now.set()
     shown = await run.call_ended(state_url, 20)
+    assert shown["call"]["stops_during_call"] == ["complaint_risk"]
 
     call = shown["call"]
     assert call["cause"] == "completed", shown
