@@ -50,6 +50,7 @@ EXTENSIONS: list[str] = [
     "dialer.http.recordings:open_vault",
     "adapters.sip.service:open_sip_gate",
     "adapters.pbx.service:open_pbx",
+    "adapters.mqtt.bridge:open_mqtt",
 ]
 
 log = structlog.get_logger("dialgate.app")

@@ -27,7 +27,11 @@ async def readyz(who: Caller, svc: Svc) -> Any:
         await svc.store.ping()
     except StoreUnavailable as exc:
         return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
-    return {"status": "ready", "store": "ok", "policy_version": svc.policies.version}
+    body: dict[str, Any] = {"status": "ready", "store": "ok", "policy_version": svc.policies.version}
+    mqtt = getattr(svc, "mqtt", None)  # the MQTT bus when [mqtt] url is set: reported, not
+    if mqtt is not None:  # gating (events wait in the outbox while the broker is away)
+        body["mqtt"] = mqtt.health()
+    return body
 
 
 @router.get("/metrics")

@@ -1,0 +1,288 @@
+"""The MQTT bus wired to the gate service: the extension `open_mqtt(services)`.
+
+Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is set:
+
+- Out: the relay publishes the service's `outbox` table (SqlAlchemyOutboxSource). It is
+  woken after every committed write transaction of the store, plus a slow poll.
+- In, `dialgate/v1/commands/dial`: the user's token is checked with the service's
+  Authenticator, the body validated as `POST /v1/dials`'s, and the same RequestDial use
+  case runs with channel "mqtt". The reply carries the HTTP answer: 201 and the same
+  body as the API, or 403 with the `dial-blocked` problem (a blocked dial is an answer,
+  not a dead letter). Bad token, wrong creditor, unknown case, malformed body: dead
+  letter plus an error reply.
+- In, `dialgate/v1/pbx/<pbx_id>/events`: matched to an attempt by `attempt_id`, or by
+  SIP Call-ID through the call map this bridge keeps (`mqtt_pbx_calls`): the first
+  event of a call that names both teaches it. `answered` marks the attempt connected
+  (it then counts for the "connected calls" caps) and dialing if it was only
+  authorised; `hangup` with a talk time > 0 also marks it connected; every event is
+  written as an `attempt.state` event with the PBX's details, in one transaction.
+
+`services.mqtt` is set to the bus for /readyz and the console's health strip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from pydantic import ValidationError
+
+from adapters.db.outbox_source import SqlAlchemyOutboxSource
+from adapters.mqtt.bus import MqttEventBus
+from adapters.mqtt.config import load_mqtt_config
+from adapters.mqtt.errors import (
+    MalformedMessage,
+    MessageRejected,
+    MqttConfigError,
+    UnauthorisedMessage,
+    UnmatchedMessage,
+)
+from adapters.mqtt.masking import mask_text
+from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
+
+log = structlog.get_logger("dialgate.mqtt.bridge")
+
+metadata = sa.MetaData()
+# SIP Call-ID → attempt, learnt from PBX events that carry both (this adapter's table,
+# created at start-up on the service's database, like the PBX adapter's own).
+pbx_calls = sa.Table(
+    "mqtt_pbx_calls",
+    metadata,
+    sa.Column("call_id", sa.String(256), primary_key=True),
+    sa.Column("attempt_id", sa.String(64), nullable=False, index=True),
+    sa.Column("pbx_id", sa.String(128), nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class GateDialHandler:
+    """Dial commands → the RequestDial use case, exactly as `POST /v1/dials`."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def handle_dial(self, command: DialCommand) -> DialReply:
+        from dialer.errors import ApiError, DialBlocked, NoSuchCase, Unauthenticated
+        from dialer.http.dials import DialBody
+        from dialer.usecases import RequestDial
+
+        try:
+            actor = await self.services.auth.authenticate(f"Bearer {command.token}")
+        except Unauthenticated as exc:
+            raise UnauthorisedMessage(
+                f"token refused: {exc.detail}", "令牌被拒绝：未知或已吊销的令牌"
+            ) from exc
+        try:
+            body = DialBody.model_validate(dict(command.request))
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"]} for e in exc.errors()
+            ]
+            raise MalformedMessage(
+                "the dial command does not have the fields of POST /v1/dials",
+                "拨号指令的字段与 POST /v1/dials 不符",
+                details={"errors": errors},
+            ) from exc
+        if body.creditor is not None and not actor.can_see(body.creditor):
+            raise UnauthorisedMessage(
+                f"user {actor.name} is not cleared for creditor {body.creditor}",
+                f"用户 {actor.name} 无权处理委托方 {body.creditor} 的案件",
+                reason="wrong-creditor",
+                details={"creditor": body.creditor},
+            )
+        try:
+            result = await self.services.gate.request_dial(
+                RequestDial(
+                    actor=actor,
+                    case_id=body.case_id,
+                    number=body.number,
+                    agent_id=body.agent_id,
+                    channel="mqtt",
+                    creditor=body.creditor,
+                )
+            )
+        except NoSuchCase as exc:
+            # Another creditor's case looks exactly like a missing one (as over HTTP).
+            raise UnmatchedMessage(
+                f"{exc.detail} among the creditors this user may work for",
+                f"在该用户可处理的委托方中没有案件 {body.case_id}",
+                reason="no-such-case",
+                details={"case_id": body.case_id},
+            ) from exc
+        except ApiError as exc:
+            rejected = (UnauthorisedMessage if exc.status in (401, 403) else MalformedMessage)(
+                exc.detail, f"请求被拒绝：{exc.title}", reason=exc.problem_id, details=exc.details
+            )
+            rejected.status = exc.status
+            raise rejected from exc
+        if not result.allowed:
+            problem = DialBlocked(result.decision_json(), result.decision_id).to_problem()
+            return DialReply(403, problem)
+        attempt = result.attempt
+        assert attempt is not None
+        return DialReply(
+            201,
+            {
+                "attempt_id": attempt.attempt_id,
+                "state": attempt.state,
+                "state_url": f"/v1/attempts/{attempt.attempt_id}",
+                "valid_until": attempt.valid_until.isoformat(),
+                "decision_id": result.decision_id,
+                "decision": result.decision_json(),
+            },
+        )
+
+
+class GatePbxHandler:
+    """PBX call events → attempt state, connected flag and an `attempt.state` event."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def _now(self) -> datetime:
+        return self.services.clock.now().astimezone(UTC)
+
+    async def handle_pbx_event(self, event: PbxEvent) -> None:
+        store = self.services.store
+        async with store.write() as uow:
+            attempt_id = event.attempt_id
+            if attempt_id is None:
+                row = (
+                    await uow.conn.execute(
+                        sa.select(pbx_calls.c.attempt_id).where(pbx_calls.c.call_id == event.call_id)
+                    )
+                ).first()
+                if row is None:
+                    raise UnmatchedMessage(
+                        "no attempt known for this SIP Call-ID (send attempt_id with the "
+                        "call's first event)",
+                        "没有与该 SIP Call-ID 对应的拨号记录（请在该通话的首个事件中附带 attempt_id）",
+                        details={"call_id": event.call_id},
+                    )
+                attempt_id = row.attempt_id
+            attempt = await uow.attempts.get(attempt_id)
+            if attempt is None:
+                raise UnmatchedMessage(
+                    "no such attempt", "没有该拨号记录", details={"attempt_id": attempt_id}
+                )
+            if event.creditor is not None and event.creditor != attempt.creditor:
+                raise UnauthorisedMessage(
+                    "the event's creditor is not the attempt's",
+                    "事件的委托方与拨号记录的委托方不符",
+                    reason="wrong-creditor",
+                    details={"attempt_id": attempt_id, "creditor": event.creditor},
+                )
+            if event.call_id is not None and event.attempt_id is not None:
+                await self._learn_call(uow, event, attempt_id)
+
+            state = "dialing" if attempt.state == "authorised" else attempt.state
+            connected: bool | None = None
+            if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
+                connected = True
+            await uow.attempts.set_state(attempt_id, state, connected=connected)
+            payload: dict[str, Any] = {
+                "attempt_id": attempt_id,
+                "state": state,
+                "connected": bool(connected or attempt.connected),
+                "channel": attempt.channel,
+                "agent_id": attempt.agent_id,
+                "decision_id": attempt.decision_id,
+                "pbx_event": event.kind,
+                "pbx_id": event.pbx_id,
+                "pbx_at": event.occurred_at.astimezone(UTC).isoformat(),
+            }
+            if event.kind == "hangup":
+                payload.update(cause=event.cause, duration_s=event.duration_s)
+            if event.kind == "recording_ready":
+                payload["recording"] = mask_text(event.recording_path or event.recording_url or "")
+            await uow.outbox.add(
+                "attempt.state",
+                creditor=attempt.creditor,
+                case_pk=attempt.case_pk,
+                case_id=attempt.case_id,
+                occurred_at=self._now(),
+                payload=payload,
+            )
+
+    async def _learn_call(self, uow: Any, event: PbxEvent, attempt_id: str) -> None:
+        known = (
+            await uow.conn.execute(
+                sa.select(pbx_calls.c.attempt_id).where(pbx_calls.c.call_id == event.call_id)
+            )
+        ).first()
+        if known is None:
+            await uow.conn.execute(
+                sa.insert(pbx_calls).values(
+                    call_id=event.call_id,
+                    attempt_id=attempt_id,
+                    pbx_id=event.pbx_id,
+                    first_seen=self._now(),
+                )
+            )
+        elif known.attempt_id != attempt_id:
+            raise MalformedMessage(
+                "this Call-ID already belongs to another attempt",
+                "该 Call-ID 已属于另一个拨号记录",
+                reason="call-id-conflict",
+                details={"call_id": event.call_id},
+            )
+
+
+def _notify_after_commits(store: Any, notify: Callable[[], None]) -> Callable[[], None]:
+    """Wake the relay after each committed write transaction of the store.
+
+    Wraps the store instance's `write` (the composition root owns that object): the
+    notify runs only after the `async with` exited cleanly, i.e. after COMMIT, so the
+    relay never looks before the rows are visible. Returns the undo.
+    """
+    original = store.write
+
+    @asynccontextmanager
+    async def write(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async with original(*args, **kwargs) as uow:
+            yield uow
+        notify()
+
+    store.write = write
+
+    def restore() -> None:
+        store.write = original
+
+    return restore
+
+
+@asynccontextmanager
+async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
+    """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set."""
+    from dialer.errors import ConfigError
+
+    try:
+        config = load_mqtt_config(services.config.section("mqtt"))
+    except MqttConfigError as exc:
+        raise ConfigError(f"{services.config.source}: {exc}") from exc
+    if config is None:
+        yield None
+        return
+    store = services.store
+    async with store.write() as uow:
+        await uow.conn.run_sync(metadata.create_all)
+    source = SqlAlchemyOutboxSource(
+        store, now=lambda: services.clock.now().astimezone(UTC), write=store.write
+    )
+    bus = MqttEventBus(config, source, GateDialHandler(services), GatePbxHandler(services))
+    restore = _notify_after_commits(store, bus.notify)
+    services.mqtt = bus
+    try:
+        async with bus:
+            log.info("mqtt.bus_started", broker=config.display_url, client_id=config.client_id)
+            yield bus
+    finally:
+        restore()
+        services.mqtt = None
+
+
+__all__ = ["GateDialHandler", "GatePbxHandler", "MessageRejected", "open_mqtt"]
