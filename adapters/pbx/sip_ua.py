@@ -244,12 +244,12 @@ class Leg:
 
     async def wait_answered(self) -> bool:
         """True once answered; False when the leg ended without being answered."""
-        done, _ = await asyncio.wait(
-            [asyncio.ensure_future(self._answered.wait()), asyncio.ensure_future(self._ended.wait())],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        for t in _:
-            t.cancel()
+        waits = [asyncio.ensure_future(self._answered.wait()), asyncio.ensure_future(self._ended.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
         return self._answered.is_set() and self.state is LegState.ANSWERED
 
     async def wait_ringing(self) -> None:
@@ -284,7 +284,7 @@ class Leg:
         if self.ended:
             return
         await self._ua._post(lambda c: c.hangup(self, cause))
-        await self._ended.wait()
+        await asyncio.wait_for(self._ended.wait(), 5.0)  # the SIP thread ends it at once
 
     # called on the loop by the SIP thread
     def _apply(self, state: LegState, cause: LegCause | None, status: int | None, by: str | None, detail: str | None) -> None:

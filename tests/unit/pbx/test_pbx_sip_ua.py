@@ -8,6 +8,7 @@ them), a 200 crossing our CANCEL, Route sets on in-dialog requests.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -29,10 +30,34 @@ def pbx() -> Iterator[FakePbx]:
     fake.close()
 
 
+def free_rtp_block(size: int = 40) -> int:
+    """A base with `size` consecutive free loopback UDP ports (the UA binds RTP there)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1] & ~1
+        if base + size >= 65000:
+            continue
+        held = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no free block of UDP ports on loopback")
+
+
 def config(pbx: FakePbx, **kw: object) -> SipUaConfig:
+    base_port = free_rtp_block()
     base: dict[str, object] = dict(
         server="127.0.0.1", port=pbx.port, username="dialgate", local_port=0,
-        rtp_port_low=47000, rtp_port_high=47099, register_timeout=1.0,
+        rtp_port_low=base_port, rtp_port_high=base_port + 39, register_timeout=1.0,
     )
     base.update(kw)
     return SipUaConfig(**base)  # type: ignore[arg-type]
