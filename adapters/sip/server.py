@@ -88,6 +88,7 @@ class SipStats:
     invites: int = 0
     decisions: int = 0
     retransmissions: int = 0
+    overloaded: int = 0  # INVITEs refused with 503 because too many decisions were in flight
     authorizer_failures: int = 0
 
 
@@ -110,6 +111,7 @@ class SipServer:
         transaction_ttl: float = 32.0,
         tcp_idle_timeout: float = 120.0,
         max_tcp_connections: int = 512,
+        max_pending_decisions: int = 128,
     ) -> None:
         self._config = config or SipConfig()
         self._authorizer = authorizer
@@ -118,6 +120,8 @@ class SipServer:
         self._timeout = decision_timeout
         self._tcp_idle = tcp_idle_timeout
         self._max_conns = max_tcp_connections
+        self._max_pending = max_pending_decisions
+        self._pending = 0  # decisions not finished (late ones after a time-out included)
         self.transactions = InviteTransactionTable(max_entries=max_transactions, ttl=transaction_ttl)
         self.stats = SipStats()
         self._udp: asyncio.DatagramTransport | None = None
@@ -133,6 +137,11 @@ class SipServer:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def pending_decisions(self) -> int:
+        """Decisions not finished yet, late ones (after a time-out) included."""
+        return self._pending
 
     async def __aenter__(self) -> "SipServer":
         await self.start()
@@ -159,12 +168,8 @@ class SipServer:
                 if self._port != 0:
                     raise
                 continue
-            sock = udp.get_extra_info("socket")
-            if sock is not None:
-                try:  # absorb bursts from the PBX (the kernel caps this at net.core.rmem_max)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-                except OSError:
-                    pass
+            # The kernel's default UDP receive buffer is kept on purpose: a larger one only
+            # turns overload into seconds of queueing (and INVITE retransmissions).
             self._udp = udp  # type: ignore[assignment]
             self._port = port
             log.info("sip.listening", host=self._host, port=port, transports="udp,tcp")
@@ -310,11 +315,42 @@ class SipServer:
         cseq_number, _ = msg.cseq
         to_tag = msg.to.tag or _tag_for(msg.call_id, msg.from_.tag or "", str(cseq_number), "dialgate")
         txn = self.transactions.create(key, msg, to_tag, transport == "tcp", reply)
+        if self._pending >= self._max_pending:
+            # Overload: answer at once instead of queueing decisions that would time out
+            # anyway. 503 + Retry-After (RFC 3261 21.5.4); the call is not placed.
+            self.stats.overloaded += 1
+            log.warning("sip.overloaded", pending=self._pending, call_id=msg.call_id)
+            self.transactions.complete(
+                txn,
+                build_response(msg, 503, source, to_tag, extra=[
+                    ("Retry-After", "1"),
+                    ("Reason", 'SIP;cause=503;text="system.overloaded"'),
+                    ("Warning", '399 dialgate "Too many decisions in flight; the call is not placed"'),
+                ]),
+            )
+            return
+        self._pending += 1
         task = asyncio.get_running_loop().create_task(self._decide(msg, txn, source), name=f"sip-decide-{msg.call_id[:40]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _decide(self, msg: SipMessage, txn: Any, source: tuple[Any, ...]) -> None:
+        """Counts as pending (for overload control) until the authorizer has finished,
+        even when that is after the time-out answered the call."""
+        handed_off = False
+        try:
+            handed_off = await self._decide_once(msg, txn, source)
+        finally:
+            if not handed_off:
+                self._pending -= 1
+
+    def _release_pending(self, _task: asyncio.Task[Any]) -> None:
+        self._pending -= 1
+
+    async def _decide_once(self, msg: SipMessage, txn: Any, source: tuple[Any, ...]) -> bool:
+        """Decide and answer; True when a late authorizer call still runs (and will
+        release its pending slot itself)."""
+        late = False
         try:
             dial = dial_input_from_invite(msg, self._config.extensions)
         except SipParseError as exc:
@@ -322,7 +358,7 @@ class SipServer:
                 txn,
                 build_response(msg, exc.status, source, txn.to_tag, extra=[("Warning", f'399 dialgate "{ascii_quoted(exc.reason)}"')]),
             )
-            return
+            return late
         loop = asyncio.get_running_loop()
 
         def trying() -> None:
@@ -351,6 +387,8 @@ class SipServer:
             if timed_out and not decision.done():
                 self._tasks.add(decision)
                 decision.add_done_callback(self._late_decision(dial.call_id))
+                decision.add_done_callback(self._release_pending)
+                late = True
             answer = fail_closed_answer()
         finally:
             provisional.cancel()
@@ -367,9 +405,10 @@ class SipServer:
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
         if txn.cancelled or txn.final:
-            return  # CANCEL already answered the INVITE with 487
+            return late  # CANCEL already answered the INVITE with 487
         status, _, extra = answer_headers(answer, self._config.contact_for(dial.number))
         self.transactions.complete(txn, build_response(msg, status, source, txn.to_tag, extra=extra))
+        return late
 
     def _late_decision(self, call_id: str) -> Any:
         def done(task: asyncio.Task[Any]) -> None:

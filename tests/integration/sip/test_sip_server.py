@@ -304,10 +304,43 @@ async def test_a_timed_out_decision_is_not_cancelled_half_way_and_the_call_is_st
         client = UdpClient(gate.port)
         req = make_invite("+8613800000026", gate_port=gate.port, call_id="late@pbx")
         first = await client.request(req)
+        pending_late = gate.pending_decisions  # the late decision still holds its slot
         release.set()
         again = await client.request(req)  # the transaction keeps its 603
         client.close()
         await asyncio.wait_for(done.wait(), 3)  # the decision completes in the background
+        await asyncio.sleep(0)  # let its done-callbacks run
+        pending_after = gate.pending_decisions
     assert first.status == 603 and 'text="system.store_unavailable"' in (first.get("reason") or "")
     assert again.status == 603
     assert finished == ["late@pbx"]
+    assert (pending_late, pending_after) == (1, 0)
+
+
+async def test_when_too_many_decisions_are_in_flight_new_invites_get_503_at_once(start_gate):
+    release = asyncio.Event()
+
+    async def slow(invite: SipDialInput) -> SipDialAnswer:
+        await release.wait()
+        return SipDialAnswer(True, "allow", "Allowed", attempt_id=f"att-{invite.call_id}")
+
+    auth = RecordingSipAuthorizer(slow)
+    async with start_gate(auth, max_pending_decisions=2) as gate:
+        client = UdpClient(gate.port)
+        first = make_invite("+8613800000027", gate_port=gate.port)
+        second = make_invite("+8613800000028", gate_port=gate.port)
+        third = make_invite("+8613800000029", gate_port=gate.port)
+        client.send(first)
+        client.send(second)
+        refused = await client.request(third)  # answered while the other two still wait
+        release.set()
+        decided = sorted([(await client.recv_final()).status, (await client.recv_final()).status])
+        retransmitted = await client.request(third)  # the transaction keeps its 503
+        pending_after = gate.pending_decisions
+        client.close()
+    assert refused.status == 503 and refused.get("retry-after") == "1"
+    assert refused.get("reason") == 'SIP;cause=503;text="system.overloaded"'
+    assert decided == [302, 302]
+    assert retransmitted.status == 503
+    assert len(auth.asked) == 2
+    assert pending_after == 0
