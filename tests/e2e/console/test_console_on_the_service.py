@@ -251,3 +251,22 @@ async def test_recordings_of_a_case_filter_by_agent_number_and_date_through_the_
         assert f'href="/console/recordings/{rid}"' in case_html  # linked from its attempt on the timeline
     async with service.console("comp-b") as c:
         assert (await c.get(f"/console/recordings/{rid}")).status_code == 404
+
+
+async def test_each_days_bar_counts_that_local_days_blocked_dials_per_rule(service: Seeded):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    sh = ZoneInfo("Asia/Shanghai")
+    assert (await service.dial("col-a", "C-2", "13700000003")).status_code == 403  # Wednesday 10:00
+    expected: dict[tuple[str, str], int] = {}
+    for i in await service.blocked_api("comp-a"):
+        key = (datetime.fromisoformat(i["at"]).astimezone(sh).date().isoformat(), i["rule_id"])
+        expected[key] = expected.get(key, 0) + 1
+    assert {day for day, _ in expected} == {"2026-11-24", "2026-11-25"}
+    async with service.console("comp-a") as c:
+        for params in ({}, {"from": "2026-11-24", "to": "2026-11-25"}, {"from": "", "to": ""}):
+            html = (await c.get("/console/blocked", params=params)).text
+            bars = {(day, rule): int(n) for day, rule, n in
+                    re.findall(r'data-day="([^"]+)" data-rule="([^"]+)" data-count="(\d+)"', html)}
+            assert bars == expected, params
