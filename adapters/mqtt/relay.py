@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -25,7 +26,7 @@ import structlog
 
 from adapters.mqtt.backoff import Backoff
 from adapters.mqtt.errors import BrokerUnavailable
-from adapters.mqtt.masking import mask_phones_in_bytes
+from adapters.mqtt.masking import mask_phones_in_bytes, mask_text
 from adapters.mqtt.ports import EventPublisher, OutboxEvent, OutboxSource
 from adapters.mqtt.topics import DEADLETTER, event_topic
 
@@ -177,16 +178,22 @@ class OutboxRelay:
 
 
 def _bad_topic_record(event: OutboxEvent, error: str, payload: bytes) -> bytes:
+    """A dead-letter record (schemas/events/v1/deadletter.schema.json) for an event that
+    cannot be routed, with the event itself under `event`."""
     try:
         original = json.loads(payload)
     except ValueError:
         original = None
     return json.dumps(
         {
+            "dead_letter_id": event.event_id,
             "reason": "bad-event-topic",
             "message": f"event cannot be routed: {error}",
             "message_zh": f"事件无法路由到主题：{error}",
-            "event_id": event.event_id,
+            "details": {"event_id": event.event_id, "outbox_position": event.position},
+            "topic": f"dialgate/v1/{event.creditor}/events/{event.type}",
+            "received_at": datetime.now(UTC).isoformat(),
+            "payload_excerpt": mask_text(payload[:1024].decode("utf-8", errors="replace")),
             "event": original,
         },
         ensure_ascii=False,

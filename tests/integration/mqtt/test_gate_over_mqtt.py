@@ -111,7 +111,7 @@ async def gate(broker, client_id, tmp_path, watch) -> AsyncIterator[Gate]:
                 "client_id": client_id,
                 "reconnect_min": 0.1,
                 "reconnect_max": 1.0,
-                "poll_interval": 1.0,
+                "poll_interval": 3600,  # only the after-commit notify can wake the relay
             },
         }
     )

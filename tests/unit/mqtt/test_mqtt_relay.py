@@ -12,6 +12,7 @@ from adapters.mqtt.backoff import Backoff
 from adapters.mqtt.errors import BrokerUnavailable
 from adapters.mqtt.memory import InMemoryOutboxSource
 from adapters.mqtt.relay import OutboxRelay
+from tests.unit.mqtt.event_schemas import errors
 
 
 class ScriptedBroker:
@@ -179,6 +180,7 @@ async def test_an_event_whose_creditor_cannot_be_a_topic_goes_to_the_dead_letter
     assert topic == "dialgate/v1/deadletter"
     doc = json.loads(payload)
     assert (doc["reason"], doc["event"]["event_id"]) == ("bad-event-topic", event.event_id)
+    assert errors("deadletter.schema.json", doc) == []
 
 
 async def test_stopping_mid_batch_still_marks_what_the_broker_acknowledged():
