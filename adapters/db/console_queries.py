@@ -17,6 +17,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
@@ -264,7 +265,8 @@ class SqlAlchemyConsoleQueries:
         """
         conds = self._blocked_where(who, flt)
         if not self.store.is_sqlite:
-            days, agents = await self._aggregate(conds, flt.tz, flt)
+            undated = self._blocked_where(who, replace(flt, date_from=None, date_to=None))
+            days, agents = await self._aggregate(conds, flt.tz, flt, undated)
             return _summary(days, agents)
         key = (None if who.role == "admin" else tuple(sorted(who.creditors)), flt.date_from, flt.date_to,
                flt.creditor, flt.agent, flt.rule_id, flt.case_id, str(flt.tz))
@@ -292,7 +294,8 @@ class SqlAlchemyConsoleQueries:
                     agent = (row.agent_id, row.rule_id)
                     agents[agent] = agents.get(agent, 0) + 1
         else:
-            days, agents = await self._aggregate([*conds, d.id <= top], flt.tz, flt)
+            undated = self._blocked_where(who, replace(flt, date_from=None, date_to=None))
+            days, agents = await self._aggregate([*conds, d.id <= top], flt.tz, flt, [*undated, d.id <= top])
         self._summaries[key] = (top, days, agents)
         self._summaries.move_to_end(key)
         while len(self._summaries) > SUMMARY_CACHE_SIZE:
@@ -300,15 +303,17 @@ class SqlAlchemyConsoleQueries:
         return _summary(days, agents)
 
     async def _aggregate(
-        self, conds: list[Any], tz: Any, flt: BlockedDialFilter | None = None
+        self, conds: list[Any], tz: Any, flt: BlockedDialFilter | None = None, undated: list[Any] | None = None
     ) -> tuple[dict[tuple[date, str], int], dict[tuple[str, str], int]]:
+        """`undated`: `conds` without the date range, for the per-day queries (given
+        both ranges, SQLite may seek on the wide one and filter the day row by row)."""
         d = t.decisions.c
 
         async def grouped(*cols: Any) -> list[Any]:
             async with self.store.read() as uow:
                 return list((await uow.conn.execute(select(*cols, func.count()).where(*conds).group_by(*cols))).all())
 
-        if self.store.is_sqlite and flt is not None and flt.date_from and flt.date_to and (
+        if self.store.is_sqlite and flt is not None and undated is not None and flt.date_from and flt.date_to and (
             0 <= (flt.date_to - flt.date_from).days < PER_DAY_MAX
         ):
             # One small GROUP BY per local day (UNION ALL, one statement): exact local
@@ -316,7 +321,7 @@ class SqlAlchemyConsoleQueries:
             days_list = [flt.date_from + timedelta(days=i) for i in range((flt.date_to - flt.date_from).days + 1)]
             parts = [
                 select(literal(i).label("i"), d.rule_id, func.count().label("n"))
-                .where(*conds, d.at >= datetime.combine(day, time_of_day(0), tz),
+                .where(*undated, d.at >= datetime.combine(day, time_of_day(0), tz),
                        d.at < datetime.combine(day + timedelta(days=1), time_of_day(0), tz))
                 .group_by(d.rule_id)
                 for i, day in enumerate(days_list)
