@@ -1,7 +1,8 @@
 """SIP gate benchmark: sipp INVITEs against the DialGate SIP gate and, as the anchor,
 Kamailio configured as a trivial static redirect server, in the same run.
 
-    .venv/bin/python bench/sip_bench.py [--rates 500,2000] [--seconds 5] [--cases 30000]
+    .venv/bin/python bench/sip_bench.py [--rates 100,500,2000] [--seconds 5] [--saturate-calls 10000]
+                                        [--targets kamailio-static,gate-memory,gate-sqlite]
 
 Targets (each started fresh by this script on free loopback ports):
 
@@ -18,7 +19,8 @@ injection CSV, one number per call, each number a case of its own in the store) 
 realistic headers (From extension, P-Asserted-Identity, SDP). A call is "answered"
 when its final response (302 or 603) arrives; its latency is sipp's response time from
 the INVITE to that final response. The script prints answered INVITEs/s, p50/p99
-latency, the mix of final responses, and the gate/anchor ratio; then a saturation run
+latency, the mix of final responses (302 allowed, 603 blocked or failed closed, 503
+shed under overload) and the gate/anchor ratio; then a saturation run
 (offered load far above capacity, bounded concurrency) gives each target's capacity.
 """
 
@@ -48,8 +50,9 @@ FIRST_NUMBER = 13900000000  # distinct debtor numbers 139xxxxxxxx
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
-<!-- One outbound call asked of a redirect server: INVITE, optional 100, final 302 or
-     603, ACK (the ACK of a non-2xx final response reuses the INVITE's Via/branch). -->
+<!-- One outbound call asked of a redirect server: INVITE, optional 100, final 302, 603
+     (or 503 when the gate sheds load), ACK (the ACK of a non-2xx final response reuses
+     the INVITE's Via/branch). -->
 <scenario name="dialgate-invite">
   <send retrans="500" start_rtd="1">
     <![CDATA[
@@ -82,6 +85,7 @@ a=sendrecv
   </send>
   <recv response="100" optional="true"/>
   <recv response="302" optional="true" rtd="1" next="ack"/>
+  <recv response="503" optional="true" rtd="1" next="ack"/>
   <recv response="603" rtd="1"/>
   <label id="ack"/>
   <send>
@@ -348,7 +352,8 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit:
     counts = _last_row(run, "*_counts.csv")
     finals = {
         "302": int(counts.get("2_302_Recv", "0") or 0),
-        "603": int(counts.get("3_603_Recv", "0") or 0),
+        "503": int(counts.get("3_503_Recv", "0") or 0),
+        "603": int(counts.get("4_603_Recv", "0") or 0),
         "INVITE retrans": int(counts.get("0_INVITE_Retrans", "0") or 0),
         "failed": int(stats.get("FailedCall(C)", "0") or 0),
     }
@@ -385,13 +390,13 @@ def _last_row(run: Path, pattern: str) -> dict[str, str]:
 def fmt(r: Result) -> str:
     f = r.finals
     return (f"{r.target:16} {r.offered:>9} {r.calls:>7} {r.answered:>8} {r.per_s:>10.0f} "
-            f"{r.p50_ms:>8.0f} {r.p99_ms:>8.0f}   302={f['302']} 603={f['603']} "
+            f"{r.p50_ms:>8.0f} {r.p99_ms:>8.0f}   302={f['302']} 603={f['603']} 503={f['503']} "
             f"INVITE-retrans={f['INVITE retrans']} failed={f['failed']}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rates", default="500,2000", help="offered loads in INVITEs/s, comma-separated")
+    ap.add_argument("--rates", default="100,500,2000", help="offered loads in INVITEs/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-load run")
     ap.add_argument("--saturate-calls", type=int, default=10000, help="calls in the saturation run (0: skip)")
     ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite")

@@ -111,7 +111,7 @@ class SipServer:
         transaction_ttl: float = 32.0,
         tcp_idle_timeout: float = 120.0,
         max_tcp_connections: int = 512,
-        max_pending_decisions: int = 128,
+        max_pending_decisions: int = 64,
     ) -> None:
         self._config = config or SipConfig()
         self._authorizer = authorizer
