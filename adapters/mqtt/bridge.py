@@ -273,7 +273,13 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     source = SqlAlchemyOutboxSource(
         store, now=lambda: services.clock.now().astimezone(UTC), write=store.write
     )
-    bus = MqttEventBus(config, source, GateDialHandler(services), GatePbxHandler(services))
+    bus = MqttEventBus(
+        config,
+        source,
+        GateDialHandler(services),
+        GatePbxHandler(services),
+        now=lambda: services.clock.now().astimezone(UTC),
+    )
     restore = _notify_after_commits(store, bus.notify)
     services.mqtt = bus
     try:

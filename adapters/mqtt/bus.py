@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from adapters.mqtt.config import MqttConfig
@@ -29,6 +31,8 @@ class MqttEventBus:
         outbox: OutboxSource,
         dial_handler: DialCommandHandler | None = None,
         pbx_handler: PbxEventHandler | None = None,
+        *,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.connection = MqttConnection(
@@ -36,7 +40,13 @@ class MqttEventBus:
             subscriptions=inbound_subscriptions(dial_handler, pbx_handler),
             on_message=self._on_message,
         )
-        self.consumer = InboundConsumer(self.connection, dial_handler, pbx_handler)
+        self.consumer = InboundConsumer(
+            self.connection,
+            dial_handler,
+            pbx_handler,
+            dial_max_age_s=config.dial_max_age_s,
+            **({"now": now} if now is not None else {}),
+        )
         self.relay = OutboxRelay(
             outbox,
             self.connection,

@@ -35,6 +35,7 @@ DEFAULT_POLL_INTERVAL_S = 2.0
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_PARALLEL_CASES = 64  # aiomqtt scans its pending calls per publish: keep modest
 DEFAULT_MAX_INFLIGHT = 64
+DEFAULT_DIAL_MAX_AGE_S = 120.0  # a queued dial command older than this is refused
 
 _PROTOCOLS = {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1"}
 
@@ -61,6 +62,7 @@ class MqttConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_parallel_cases: int = DEFAULT_MAX_PARALLEL_CASES
     max_inflight: int = DEFAULT_MAX_INFLIGHT
+    dial_max_age_s: float = DEFAULT_DIAL_MAX_AGE_S
 
     @property
     def display_url(self) -> str:
@@ -112,7 +114,7 @@ _KNOWN_KEYS = frozenset(
         "url", "client_id", "username", "password_env", "password_file", "protocol",
         "session_expiry", "keepalive", "ca_file", "cert_file", "key_file", "tls_insecure",
         "reconnect_min", "reconnect_max", "publish_timeout", "poll_interval", "batch_size",
-        "max_parallel_cases", "max_inflight",
+        "max_parallel_cases", "max_inflight", "dial_max_age",
     }
 )  # fmt: skip
 
@@ -162,6 +164,7 @@ def load_mqtt_config(
     batch_size = _int(raw, "batch_size", DEFAULT_BATCH_SIZE, 1, 100_000)
     max_parallel = _int(raw, "max_parallel_cases", DEFAULT_MAX_PARALLEL_CASES, 1, 10_000)
     max_inflight = _int(raw, "max_inflight", DEFAULT_MAX_INFLIGHT, 1, 65_535)
+    dial_max_age = _float(raw, "dial_max_age", DEFAULT_DIAL_MAX_AGE_S, 1, 86_400)
     tls_insecure = _bool(raw, "tls_insecure", False)
     files = {}
     for key in ("ca_file", "cert_file", "key_file"):
@@ -222,6 +225,7 @@ def load_mqtt_config(
         batch_size=batch_size,
         max_parallel_cases=max_parallel,
         max_inflight=max_inflight,
+        dial_max_age_s=dial_max_age,
     )
 
 

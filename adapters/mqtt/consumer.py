@@ -25,7 +25,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -58,7 +58,7 @@ from adapters.mqtt.topics import (
 
 log = structlog.get_logger("dialgate.mqtt.consumer")
 
-_DIAL_CONTROL_KEYS = frozenset({"token", "reply_to", "correlation_id"})
+_DIAL_CONTROL_KEYS = frozenset({"token", "reply_to", "correlation_id", "requested_at"})
 _PBX_KINDS = ("answered", "hangup", "recording_ready")
 _MAX_ID = 256
 _EXCERPT = 1024
@@ -73,12 +73,14 @@ class InboundConsumer:
         pbx_handler: PbxEventHandler | None,
         *,
         max_concurrent_dials: int = 32,
+        dial_max_age_s: float = 120.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._publisher = publisher
         self._dial_handler = dial_handler
         self._pbx_handler = pbx_handler
         self._dial_gate = asyncio.Semaphore(max_concurrent_dials)
+        self._dial_max_age = timedelta(seconds=dial_max_age_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._now = now
         self.handled = 0
@@ -126,7 +128,10 @@ class InboundConsumer:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace_s: float = 5.0) -> None:
+        """Let dial commands in progress finish (bounded), then cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -145,6 +150,7 @@ class InboundConsumer:
                     "拨号指令缺少用户令牌",
                     details={"field": "token"},
                 )
+            self._refuse_if_stale(doc)
             request = {k: v for k, v in doc.items() if k not in _DIAL_CONTROL_KEYS}
             assert self._dial_handler is not None
             reply = await self._dial_handler.handle_dial(
@@ -161,6 +167,36 @@ class InboundConsumer:
             rejected = _internal(exc)
             await self._reply(route, _error_reply(rejected))
             await self._deadletter(message, message_id, rejected)
+
+    def _refuse_if_stale(self, doc: Mapping[str, Any]) -> None:
+        """A dial command queued for us while we were down must not ring a debtor hours
+        after the collector clicked: `requested_at` older than the limit is refused.
+        (MQTT v5 clients can also set Message Expiry; the broker then drops it.)"""
+        raw = doc.get("requested_at")
+        if raw is None:
+            return
+        try:
+            at = datetime.fromisoformat(str(raw))
+        except ValueError:
+            at = None
+        if at is None or at.tzinfo is None:
+            raise MalformedMessage(
+                "requested_at must be an ISO 8601 time with a UTC offset",
+                "requested_at 必须是带时区偏移的 ISO 8601 时间",
+                details={"field": "requested_at"},
+            )
+        age = self._now() - at
+        if age > self._dial_max_age:
+            rejected = MalformedMessage(
+                f"dial command is stale: requested {int(age.total_seconds())} s ago "
+                f"(limit {int(self._dial_max_age.total_seconds())} s); dial again",
+                f"拨号指令已过期：{int(age.total_seconds())} 秒前发出"
+                f"（上限 {int(self._dial_max_age.total_seconds())} 秒），请重新拨号",
+                reason="stale",
+                details={"requested_at": str(raw)},
+            )
+            rejected.status = 408
+            raise rejected
 
     async def _reply(self, route: _ReplyRoute | None, doc: dict[str, Any]) -> None:
         if route is None:

@@ -214,3 +214,47 @@ def test_a_bad_pbx_event_is_refused_naming_the_field(doc, field):
 def test_a_pbx_event_without_a_time_takes_the_clock():
     e = parse_pbx_event(b'{"event":"answered","attempt_id":"a-1"}', "pbx-1", "m", lambda: NOW)
     assert (e.occurred_at, e.attempt_id, e.call_id) == (NOW, "a-1", None)
+
+
+async def test_a_dial_command_queued_too_long_is_refused_as_stale():
+    pub, dialer = RecordingPublisher(), Dialer()
+    consumer = InboundConsumer(pub, dialer, None, dial_max_age_s=120, now=lambda: NOW)
+    await _consume(
+        consumer,
+        _msg(DIAL, {"token": "t", "reply_to": "desk/1", "requested_at": "2026-11-23T01:57:59+00:00"}),
+        _msg(DIAL, {"token": "t", "reply_to": "desk/2", "requested_at": "2026-11-23T09:58:30+08:00"}),
+    )
+    assert pub.on("desk/1")[0]["status"] == 408
+    assert pub.on("dialgate/v1/deadletter")[0]["reason"] == "stale"
+    assert pub.on("desk/2")[0]["status"] == 200  # 90 s old: still fresh
+    assert len(dialer.commands) == 1 and "requested_at" not in dialer.commands[0].request
+
+
+async def test_a_requested_at_without_a_utc_offset_is_malformed():
+    pub, dialer = RecordingPublisher(), Dialer()
+    consumer = InboundConsumer(pub, dialer, None, now=lambda: NOW)
+    await _consume(consumer, _msg(DIAL, {"token": "t", "requested_at": "2026-11-23T10:00:00"}))
+    letter = pub.on("dialgate/v1/deadletter")[0]
+    assert (letter["reason"], letter["details"]) == ("malformed", {"field": "requested_at"})
+    assert dialer.commands == []
+
+
+async def test_closing_lets_a_dial_command_in_progress_finish_and_answer():
+    import asyncio
+
+    release = asyncio.Event()
+
+    class SlowDialer(Dialer):
+        async def handle_dial(self, command):
+            await release.wait()
+            return await super().handle_dial(command)
+
+    pub = RecordingPublisher()
+    consumer = InboundConsumer(pub, SlowDialer(), None)
+    await consumer.handle(_msg(DIAL, {"token": "t", "reply_to": "desk/1"}))
+    closing = asyncio.create_task(consumer.aclose(grace_s=30))
+    await asyncio.sleep(0)
+    assert not closing.done()
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    assert pub.on("desk/1")[0]["status"] == 200
