@@ -20,7 +20,6 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import structlog
 
@@ -31,10 +30,6 @@ from adapters.mqtt.ports import EventPublisher, OutboxEvent, OutboxSource
 from adapters.mqtt.topics import DEADLETTER, event_topic
 
 log = structlog.get_logger("dialgate.mqtt.relay")
-
-
-class _Reconnects(Protocol):
-    async def wait_connected(self, timeout: float | None = None) -> bool: ...
 
 
 class OutboxRelay:
@@ -78,11 +73,18 @@ class OutboxRelay:
             try:
                 count, complete = await self.relay_batch()
             except Exception as exc:  # the store failed: keep going, never die
-                log.warning("mqtt.relay.store_failed", error=f"{type(exc).__name__}: {exc}")
-                count, complete = 0, False
-            if not complete:
                 self.failures += 1
-                await self._retry_pause()
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "mqtt.relay.store_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                continue
+            if not complete:  # the broker went away mid-batch
+                self.failures += 1
+                await self._broker_pause()
                 continue
             self._backoff.reset()
             if count >= self._batch_size:
@@ -95,15 +97,16 @@ class OutboxRelay:
             except TimeoutError:
                 pass
 
-    async def _retry_pause(self) -> None:
+    async def _broker_pause(self) -> None:
+        """Back off (capped, jittered), but try again as soon as a connection that was
+        lost is back. A failure without a lost connection (a PUBACK timeout) waits the
+        whole delay, so nothing spins."""
         delay = self._backoff.next_delay()
+        connected = getattr(self._publisher, "connected", None)
         waiter = getattr(self._publisher, "wait_connected", None)
-        if waiter is None:
+        if waiter is None or connected is None or connected:
             await asyncio.sleep(delay)
             return
-        # Sleep the backoff, but no longer than until the connection is back. The
-        # connection's own reconnect is backed off, so this never spins.
-        await asyncio.sleep(min(delay, 0.05))
         await waiter(timeout=delay)
 
     async def relay_batch(self) -> tuple[int, bool]:
