@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
+import structlog
 from fastapi import Depends, Header, Request
 
 from dialer.model import Principal
@@ -21,8 +22,6 @@ async def principal(
 ) -> Principal:
     svc: Services = request.app.state.services
     who = await svc.auth.authenticate(authorization)
-    import structlog
-
     structlog.contextvars.bind_contextvars(user=who.name, role=who.role)
     return who
 
