@@ -603,7 +603,7 @@ class SqlAlchemyConsoleQueries:
             self._audit_task = asyncio.create_task(self._verify_chain(), name="console-audit-verify")
         task = self._audit_task
         if not task.done():
-            return self._audit_last or HealthItem("audit_chain", "degraded", "verifying…")
+            return self._audit_last or HealthItem("audit_chain", "checking", "verifying the decision log's hash chains")
         if task.cancelled() or task.exception() is not None:
             exc = None if task.cancelled() else task.exception()
             self._audit_last = HealthItem("audit_chain", "down", f"verification failed: {type(exc).__name__}")

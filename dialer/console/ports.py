@@ -310,7 +310,7 @@ class PurgeView:
 @dataclass(frozen=True, slots=True)
 class HealthItem:
     component: str  # "store" | "vault" | "sip" | "mqtt" | "audit_chain"
-    status: str  # "ok" | "degraded" | "down" | "off"
+    status: str  # "ok" | "degraded" | "down" | "off" | "checking"
     detail: str = ""
 
 
