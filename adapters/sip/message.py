@@ -450,22 +450,29 @@ class SipMessage:
     def is_request(self) -> bool:
         return self.method is not None
 
-    def get(self, key: str) -> str | None:
-        key = canonical_header_name(key)
+    @cached_property
+    def _index(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
         for k, v in self.headers:
-            if k == key:
-                return v
-        return None
+            index.setdefault(k, []).append(v)
+        return index
+
+    def get(self, key: str) -> str | None:
+        found = self._index.get(canonical_header_name(key))
+        return found[0] if found else None
 
     def all(self, key: str) -> list[str]:
-        key = canonical_header_name(key)
-        return [v for k, v in self.headers if k == key]
+        return list(self._index.get(canonical_header_name(key), ()))
 
     def values(self, key: str) -> list[str]:
         """Every value of a multi-value header, comma-joined lines split (quotes/<> respected)."""
+        key = canonical_header_name(key)
+        lines = self._index.get(key)
+        if not lines:
+            return []
         out: list[str] = []
-        for line in self.all(key):
-            out.extend(split_outside(line, ",", what=display_header_name(canonical_header_name(key))))
+        for line in lines:
+            out.extend(split_outside(line, ",", what=display_header_name(key)))
         return out
 
     # Parsed views of the headers every request must have (valid after parse_message);

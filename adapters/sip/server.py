@@ -374,7 +374,10 @@ class SipServer:
             # The time-out answers the PBX; it does not cancel the decision, which may be
             # inside a store transaction (cancelling one half-way is worse than a late
             # result nobody waits for). A late result is logged and dropped.
-            answer: SipDialAnswer = await asyncio.wait_for(asyncio.shield(decision), self._timeout)
+            await asyncio.wait((decision,), timeout=self._timeout)
+            if not decision.done():
+                raise TimeoutError(f"no decision within {self._timeout:g} s")
+            answer: SipDialAnswer = decision.result()
             if not isinstance(answer, SipDialAnswer):
                 raise TypeError(f"authorizer returned {type(answer).__name__}, not SipDialAnswer")
         except asyncio.CancelledError:
