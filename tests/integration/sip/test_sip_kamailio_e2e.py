@@ -1,7 +1,7 @@
 """End to end on loopback: real Kamailio (deploy/kamailio), the real SIP gate, and two
 real pyVoIP phones.
 
-The agent phone (extension 1001 → agent a1) dials the debtor's number 13800000050.
+The agent phone (extension 1001 → agent col-a, case C-50) dials the debtor's number 13800000050.
 Kamailio asks the gate; the gate answers 302 to ``sip:+8613800000050@<kamailio>``;
 Kamailio follows it with uac_redirect to the debtor phone (registered as
 +8613800000050); the debtor answers and plays a 1,100 Hz tone, and the test asserts the
