@@ -905,7 +905,9 @@ class SqlDecisionLog:
         case_id: str | None = None,
     ) -> list[Any]:
         d = t.decisions.c
-        conds: list[Any] = []
+        # Dial-check answers (what-if questions) are decisions too, but nobody dialled:
+        # the blocked-dial review lists dials (and PBX rechecks) only.
+        conds: list[Any] = [d.kind != "check"]
         if allowed is not None:
             conds.append(d.allowed == allowed)
         if creditors is not None:

@@ -121,6 +121,14 @@ async def test_blocked_dials_summary_counts_by_rule_agent_and_day(api: Api) -> N
     assert s["by_day"] == {"2026-11-24": 1, "2026-11-25": 2}
 
 
+async def test_a_blocked_dial_check_is_not_listed_as_a_blocked_dial(api: Api) -> None:
+    body = {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a", "at": "2026-11-24T23:00:00+08:00"}
+    r = await api.post("/v1/dial-checks", "comp-a", body)
+    assert r.json()["allowed"] is False
+    assert (await api.get("/v1/blocked-dials", "comp-a")).json()["items"] == []
+    assert (await api.get("/v1/blocked-dials/summary", "comp-a")).json()["total"] == 0
+
+
 @pytest.mark.parametrize("who", ["col-a", "qa-a", "data-a", "pbx"])
 async def test_blocked_dials_are_for_compliance_supervisors_and_admin_only(api: Api, who: str) -> None:
     assert (await api.get("/v1/blocked-dials", who)).status_code == 403
