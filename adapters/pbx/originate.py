@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Mapping, Protocol
@@ -111,6 +112,23 @@ class UserAgent(Protocol):
     def registered(self) -> bool: ...
 
     async def place_call(self, target: str, timeout: float, *, role: str = ..., headers: Mapping[str, str] | None = ...) -> Leg: ...
+
+
+# Ringback the agent hears while the debtor's phone rings (China: 450 Hz, 1 s on, 4 s
+# off), 8-bit unsigned like everything on pyVoIP's side.
+_RINGBACK_ON = bytes(int(128 + 40 * math.sin(2 * math.pi * 450 * i / 8000)) for i in range(8000))
+
+
+async def _ringback(agent: Leg) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    frame_no = 0
+    while not agent.ended:
+        position = frame_no % 250  # 5 s cycle of 20 ms frames
+        if position < 50:
+            agent.write_audio(_RINGBACK_ON[position * 160 : position * 160 + 160])
+        frame_no += 1
+        await asyncio.sleep(max(0.0, start + frame_no * 0.02 - loop.time()))
 
 
 def _utc_now() -> datetime:
@@ -240,7 +258,11 @@ class Originator:
             callee.on_change(ringing_reporter(AttemptState.CALLEE_RINGING))
             answered = asyncio.ensure_future(callee.wait_answered())
             agent_gone = asyncio.ensure_future(agent.wait_ended())
-            await asyncio.wait([answered, agent_gone], return_when=asyncio.FIRST_COMPLETED)
+            ringback = asyncio.ensure_future(_ringback(agent))  # the agent hears the debtor ring
+            try:
+                await asyncio.wait([answered, agent_gone], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ringback.cancel()
             if agent_gone.done() and not answered.done():
                 answered.cancel()
                 await callee.hangup(LegCause.FAILED)

@@ -283,6 +283,13 @@ async def open_pbx(services: Any) -> AsyncIterator[Any]:
         yield None
         return
     assert cfg.ua is not None
+    validity = services.config.gate.attempt_validity_s
+    if cfg.agent_ring_timeout + 10 > validity:
+        # the SIP gate matches the debtor leg to the reservation only while it is valid
+        raise ConfigError(
+            f"{services.config.source}: pbx.agent_ring_timeout ({cfg.agent_ring_timeout:g} s) must be at least 10 s "
+            f"shorter than gate.attempt_validity_s ({validity} s)"
+        )
     if cfg.gil_switch_ms:
         # RTP relaying is many short wake-ups on several threads: with CPython's default
         # 5 ms GIL hand-over the relayed audio queues behind whoever holds the GIL.

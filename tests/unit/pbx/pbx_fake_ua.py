@@ -68,6 +68,9 @@ class FakeLeg:
         assert self.cause is not None
         return self.cause
 
+    def write_audio(self, data: bytes) -> None:
+        self.tx.write(0, data)
+
     async def hangup(self, cause: LegCause | None = None) -> None:
         self.end(cause or (LegCause.COMPLETED if self.state is LegState.ANSWERED else LegCause.FAILED), by="local")
 

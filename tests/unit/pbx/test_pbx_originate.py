@@ -238,3 +238,23 @@ def test_reserving_while_not_registered_is_refused_with_pbx_unavailable() -> Non
         o.reserve()
     assert "PBX" in exc.value.reason
     assert o.limiter.in_use == 0
+
+
+async def test_the_agent_hears_ringback_while_the_debtor_rings() -> None:
+    callee_legs: list[FakeLeg] = []
+
+    async def callee_script(leg: FakeLeg) -> None:
+        callee_legs.append(leg)
+        leg.ring()
+
+    ua = FakeUserAgent({"agent": answers, "callee": callee_script})
+    o = originator(ua, callee_ring_timeout=5)
+    run = asyncio.create_task(o.run(o.reserve(), REQ, redecide=allow, report=Journal()))
+    await until(lambda: len(callee_legs) == 1)
+    agent = ua.dialled("agent")[0]
+    await until(lambda: agent.tx.buffered() >= 320)  # ringback frames queued for the agent
+    tone = agent.tx.read(320)
+    assert min(tone) < 100 and max(tone) > 156  # a tone, not silence (0x80)
+    callee_legs[0].end(LegCause.CALLEE_NO_ANSWER)
+    res = await asyncio.wait_for(run, 2)
+    assert res.cause is EndCause.CALLEE_NO_ANSWER
