@@ -249,7 +249,3 @@ class MqttConnection:
             pub.result()
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"publish failed: {exc}") from exc
-
-
-def properties_for_publish() -> Properties:
-    return Properties(PacketTypes.PUBLISH)

@@ -43,7 +43,6 @@ from adapters.mqtt.masking import mask_text
 from adapters.mqtt.ports import (
     DialCommand,
     DialCommandHandler,
-    DialReply,
     EventPublisher,
     PbxEvent,
     PbxEventHandler,
@@ -272,7 +271,7 @@ def inbound_subscriptions(
 
 
 class _ReplyRoute:
-    __slots__ = ("topic", "correlation_data", "correlation_id")
+    __slots__ = ("correlation_data", "correlation_id", "topic")
 
     def __init__(self, topic: str, correlation_data: bytes | None, correlation_id: Any) -> None:
         self.topic = topic

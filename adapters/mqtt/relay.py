@@ -52,6 +52,7 @@ class OutboxRelay:
         self._backoff = backoff or Backoff(base=0.2, cap=10.0)
         self._on_published = on_published
         self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
         self.published = 0  # acknowledged by the broker, since start
         self.failures = 0  # batches that hit an unavailable broker or store
 
@@ -164,6 +165,14 @@ class OutboxRelay:
         self.published += len(acked)
         if self._on_published is not None:
             self._on_published(acked)
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def wait_published(self, count: int) -> None:
+        """Until `count` events in all were acknowledged and marked sent (wrap it in a
+        timeout)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.published >= count)
 
     async def _publish_one(self, event: OutboxEvent) -> None:
         payload, masked = mask_phones_in_bytes(event.payload)

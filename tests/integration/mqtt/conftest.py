@@ -78,7 +78,9 @@ class MosquittoBroker:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"mosquitto did not accept connections within {timeout}s")
+                    raise RuntimeError(
+                        f"mosquitto did not accept connections within {timeout}s"
+                    ) from None
                 time.sleep(0.02)
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -186,13 +186,10 @@ async def test_each_api_action_is_published_as_its_event_on_the_creditors_topic(
 
 
 async def _until_published(gate: Gate, timeout: float = 15) -> list[Any]:
-    """The relay marks rows after PUBACK; wait for it (bounded) via its counter."""
-    bus = gate.svc.mqtt
+    """The relay marks rows after PUBACK; wait for it to have marked them all."""
     rows = await gate.outbox()
     async with asyncio.timeout(timeout):
-        while bus.relay.published < len(rows):
-            bus.relay.notify()
-            await asyncio.sleep(0.02)
+        await gate.svc.mqtt.relay.wait_published(len(rows))
     return await gate.outbox()
 
 
@@ -257,17 +254,17 @@ async def test_garbage_wrong_creditor_and_unmatched_messages_are_dead_lettered_a
     port = gate.svc.mqtt.connection.config.port
     r = await gate.dial("col-a", "C-1", "13800000001")
     attempt_id = r.json()["attempt_id"]
+    def dial(token: str, agent: str, **extra: Any) -> bytes:
+        return json.dumps({"token": token, "case_id": "C-1", "number": "13800000001",
+                           "agent_id": agent, **extra}).encode()  # fmt: skip
+
     sends = [
         (DIAL, b"{not json"),
-        (DIAL, json.dumps({"token": "dg_forged", "case_id": "C-1", "number": "13800000001",
-                           "agent_id": "col-a"}).encode()),  # fmt: skip
+        (DIAL, dial("dg_forged", "col-a")),
         # col-b works for bank-b only: asks for bank-a's case by name, then without it.
-        (DIAL, json.dumps({"token": gate.tokens["col-b"], "case_id": "C-1", "creditor": "bank-a",
-                           "number": "13800000001", "agent_id": "col-b"}).encode()),  # fmt: skip
-        (DIAL, json.dumps({"token": gate.tokens["col-b"], "case_id": "C-1",
-                           "number": "13800000001", "agent_id": "col-b"}).encode()),  # fmt: skip
-        (DIAL, json.dumps({"token": gate.tokens["col-a"], "case_id": "C-1",
-                           "number": "13800000001", "agent_id": "col-a", "extra": 1}).encode()),  # fmt: skip
+        (DIAL, dial(gate.tokens["col-b"], "col-b", creditor="bank-a")),
+        (DIAL, dial(gate.tokens["col-b"], "col-b")),
+        (DIAL, dial(gate.tokens["col-a"], "col-a", extra=1)),
         (PBX, json.dumps({"event": "answered", "attempt_id": attempt_id, "creditor": "bank-b"}).encode()),
         (PBX, json.dumps({"event": "answered", "call_id": "never-seen@pbx"}).encode()),
         (PBX, json.dumps({"event": "hangup", "attempt_id": attempt_id}).encode()),

@@ -137,7 +137,6 @@ async def test_the_relay_publishes_a_database_outbox_and_stamps_every_row(db_wri
         async with MqttEventBus(config, writer.source) as bus:
             await sub.wait_until(lambda ms: len({m.json()["event_id"] for m in ms}) >= 300, 30)
             async with asyncio.timeout(15):
-                while bus.relay.published < 300:
-                    await asyncio.sleep(0.02)
+                await bus.relay.wait_published(300)
     assert {m.json()["event_id"] for m in sub.messages} == set(await writer.stored_payloads())
     assert all(at is not None for at in await writer.published_marks())
