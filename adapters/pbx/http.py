@@ -74,4 +74,4 @@ async def pbx_status(who: Caller, svc: Svc) -> dict[str, Any]:
     pbx = getattr(svc, "pbx", None)
     if pbx is None:
         return {"mode": "none"}
-    return {"mode": "sip_ua", **pbx.ua.health(), "calls": pbx.limiter.in_use, "max_bridged_calls": pbx.limiter.max_calls}
+    return pbx.health()

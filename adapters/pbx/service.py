@@ -142,6 +142,9 @@ class SipUaPbx:
                 details={"max_bridged_calls": self.limiter.max_calls},
             )
 
+    def health(self) -> dict[str, Any]:
+        return {"mode": "sip_ua", **self.ua.health(), "calls": self.limiter.in_use, "max_bridged_calls": self.limiter.max_calls}
+
     async def originate(self, attempt: AttemptRecord) -> None:
         extension = self.cfg.extensions.get(attempt.agent_id)
         try:

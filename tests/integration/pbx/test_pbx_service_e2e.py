@@ -224,6 +224,8 @@ async def test_with_the_pbx_unreachable_the_service_starts_and_refuses_dials_wit
     async with service(tmp_path, pbx_server=f"127.0.0.1:{dead}", gate_port=free_udp_port(), kam_port=dead, rtp_base=base) as run:
         status = (await run.get("/v1/pbx", "col-a")).json()
         assert status["mode"] == "sip_ua" and status["state"] != "registered" and status["error"]
+        ready = (await run.get("/readyz", "col-a")).json()
+        assert ready["pbx"]["state"] != "registered" and ready["pbx"]["error"]
         r = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
         assert r.status_code == 503, r.text
         assert "PBX" in r.json()["detail"] and "未注册" in r.json()["detail"]
