@@ -34,6 +34,11 @@ try:  # owned by the policy engine; mounted when present
 except ImportError:  # pragma: no cover - until dialer/policy_cli.py exists
     pass
 
+from dialer.recordings_cli import keys_app as _keys_app, recordings_app as _recordings_app  # noqa: E402 - the vault's
+
+app.add_typer(_keys_app, name="keys", help="Recording encryption keys per creditor (录音加密密钥).")
+app.add_typer(_recordings_app, name="recordings", help="The recordings vault (录音库).")
+
 err = Console(stderr=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
 
