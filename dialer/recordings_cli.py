@@ -313,8 +313,7 @@ def rec_verify(
     recording_ids: list[str] = typer.Argument(None, help="default: every recording"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check
-    the destruction register's hash chain."""
+    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check the register chain."""
 
     async def go() -> tuple[list[Any], list[str]]:
         from recordings.register import verify_chain

@@ -116,6 +116,9 @@ async def test_a_long_call_streams_through_the_real_service_in_constant_memory(t
             assert got.hexdigest() == expected.hexdigest()
             log = (await client.get(f"/v1/recordings/{rid}/access-log", headers=auth("qa-a"))).json()["entries"]
             assert [(e["reason"], e["client"]) for e in log] == [("seek", "127.0.0.1"), ("whole", "127.0.0.1")]
+        # the CLI, beside the running service, sees the same vault
+        assert f'"recording_id": "{rid}"' in cli(config, "recordings", "list", "--json", "--case", "L-1")
+        assert "1 checked, 0 failed" in cli(config, "recordings", "verify")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
