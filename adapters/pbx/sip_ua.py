@@ -554,10 +554,23 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
                 log.info("pbx.registered", server=f"{self.server}:{self.port}", user=self.username)
             self._on_registration(True, None)
             self._resolve_register(None)
-            self.call_later(max(5.0, self.default_expires * 0.8), self._send_register)
+            self.call_later(max(2.0, self._granted_expires(msg) * 0.8), self._send_register)
             return
         reason = msg.status.phrase if hasattr(msg.status, "phrase") else ""
         self._register_failed(f"PBX 拒绝注册 / the PBX refused REGISTER: {status} {reason}".strip())
+
+    def _granted_expires(self, msg: Any) -> float:
+        """What the registrar granted (our Contact's expires=, else Expires:), at most what we asked."""
+        _, headers = _split_headers(getattr(msg, "raw", b"") or b"")
+        mine = f"{self.myIP}:{self.myPort}"
+        for contact in _all(headers, "contact"):
+            m = re.search(r";\s*expires=(\d+)", contact)
+            if mine in contact and m:
+                return float(min(int(m.group(1)), self.default_expires))
+        expires = _first(headers, "expires")
+        if expires and expires.strip().isdigit():
+            return float(min(int(expires.strip()), self.default_expires))
+        return float(self.default_expires)
 
     def _register_failed(self, reason: str) -> None:
         self.registered = False

@@ -257,3 +257,10 @@ def test_a_built_response_mirrors_every_via_and_adds_a_to_tag() -> None:
     assert text.startswith("SIP/2.0 200 OK\r\n")
     assert headers(text, "Via") == ["SIP/2.0/UDP p1;branch=z9hG4bK1", "SIP/2.0/UDP p2;branch=z9hG4bK2"]
     assert header(text, "To") == "<sip:a@b>;tag=T" and header(text, "Call-ID") == "cid"
+
+
+async def test_registration_is_refreshed_within_what_the_registrar_granted(pbx: FakePbx) -> None:
+    pbx.register_reply = lambda r: respond(r, 200, "OK", extra=f"Contact: {header(r, 'Contact')};expires=3")
+    async with SipUserAgent(config(pbx)) as agent:  # asks for 600 s, is granted 3 s
+        await asyncio.to_thread(pbx.wait_for, lambda m: m.startswith("REGISTER") and pbx.count(is_method("REGISTER")) >= 2, 10)
+        assert agent.registered
