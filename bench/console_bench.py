@@ -26,6 +26,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -139,6 +140,13 @@ async def main() -> int:
     ap.add_argument("--store", default="sqlite", help="sqlite (a temp file) or a postgresql+asyncpg:// URL")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="console-bench-")
+    try:
+        return await run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace, tmp: str) -> int:
     raw = {"paths": {"data_dir": tmp}, "log": {"json": True, "level": "warning"}}
     if args.store != "sqlite":
         raw["store"] = {"url": args.store}
