@@ -289,7 +289,14 @@ async def list_recordings(
     )
     async with _mapped():
         recs = await vault.list(_actor(who), flt, number=e164)
-    return {"recordings": [recording_json(r, await _case_held(vault, r)) for r in recs]}
+    held: dict[tuple[str | None, str | None], bool] = {}
+    out = []
+    for r in recs:
+        key = (r.creditor, r.case_id)
+        if key not in held:  # one lookup per case, not per recording
+            held[key] = await _case_held(vault, r)
+        out.append(recording_json(r, held[key]))
+    return {"recordings": out}
 
 
 async def _case_held(vault: Vault, r: Recording) -> bool:
