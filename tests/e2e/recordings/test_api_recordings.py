@@ -159,6 +159,9 @@ async def test_purge_under_dual_control_spares_held_recordings_and_writes_the_re
     # the hold comes after the request, before approval: still protects
     r = await api.post("/v1/cases/C-2/legal-hold", "sup-a", {"reason": "诉讼 lawsuit 2026-9"})
     assert r.status_code == 200, r.text
+    case = (await api.get("/v1/cases/C-2/recordings", "qa-a")).json()
+    assert case["legal_hold"]["reason"] == "诉讼 lawsuit 2026-9"
+    assert {x["recording_id"]: x["held_by_case"] for x in case["recordings"]} == {held: True, case_held: True}
 
     assert (await api.post(f"/v1/purges/{purge_id}/approve", "admin")).status_code == 403
     assert (await api.post(f"/v1/purges/{purge_id}/approve", "admin2")).status_code == 403

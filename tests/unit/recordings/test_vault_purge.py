@@ -227,3 +227,13 @@ async def test_a_purge_destroys_exactly_what_is_due_and_unheld_and_registers_eac
     assert set(blobs.blobs) == {r.recording_id for r in repo.recordings.values()} - expected
     entries = await vault.destruction_register(ADMIN)
     assert {e.recording_id for e in entries} == expected and register.verify_chain(entries) == []
+
+
+async def test_an_unmatched_recording_past_retention_can_be_purged_by_any_approver(vault, blobs) -> None:
+    u = (await vault.ingest(request("u-old", kind="call", creditor=None, started_at=OLD), [wav_bytes(1)], PBX)).recording
+    plan = await vault.request_purge(ADMIN)
+    assert [r.recording_id for r in plan.due] == [u.recording_id]
+    done = await vault.approve_purge(plan.request.purge_id, SUP_A)
+    assert done.destroyed == (u.recording_id,) and u.recording_id not in blobs.blobs
+    [entry] = await vault.destruction_register(ADMIN)
+    assert entry.creditor is None and entry.approver == "sup-chen"
