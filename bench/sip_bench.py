@@ -12,7 +12,10 @@ Targets (each started fresh by this script on free loopback ports):
   table and listener only: the SIP edge's own cost).
 * ``gate-sqlite``      the SIP gate inside the real service: RequestDial on a SQLite
   file (decide, reserve the attempt, append to the decision log and the outbox in one
-  write transaction), with the service's structured logging on.
+  write transaction; ``synchronous=FULL``, the service's default), with the service's
+  structured logging on.
+* ``gate-sqlite-normal``  the same with ``sqlite_synchronous = "NORMAL"`` (opt-in with
+  ``--targets``).
 
 For each target and each offered load sipp places calls with distinct numbers (an
 injection CSV, one number per call, each number a case of its own in the store) and
@@ -155,6 +158,8 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
     cfg = build_config(
         {
             "paths": {"data_dir": data_dir},
+            # FULL (the default): an allowed answer survives power loss; NORMAL is faster
+            "store": {"sqlite_synchronous": "NORMAL" if kind == "service-normal" else "FULL"},
             "sip": {
                 "listen": f"127.0.0.1:{port}",
                 "route": "sip:{number}@127.0.0.1:5080",
@@ -265,7 +270,8 @@ def start_gate(kind: str, workdir: Path, cases: int) -> Target:
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), True)
     threading.Thread(target=_drain, args=(proc.stdout,), name=f"drain-{kind}", daemon=True).start()
-    return Target(f"gate-{'sqlite' if kind == 'service' else kind}", port, proc, workdir)
+    name = {"service": "gate-sqlite", "service-normal": "gate-sqlite-normal"}.get(kind, f"gate-{kind}")
+    return Target(name, port, proc, workdir)
 
 
 def _drain(stream: Any) -> None:
@@ -400,7 +406,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-load run")
     ap.add_argument("--saturate-calls", type=int, default=10000, help="calls in the saturation run (0: skip)")
     ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite")
-    ap.add_argument("--serve", choices=("memory", "service"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=("memory", "service", "service-normal"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cases", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -426,10 +432,8 @@ def main() -> None:
                 target = start_kamailio(work)
             elif name == "gate-memory":
                 target = start_gate("memory", work, 0)
-            elif name == "gate-sqlite":
-                t0 = time.monotonic()
-                target = start_gate("service", work, total)
-                print(f"(gate-sqlite: {total} cases seeded in {time.monotonic() - t0:.0f} s)")
+            elif name in ("gate-sqlite", "gate-sqlite-normal"):
+                target = start_gate("service" if name == "gate-sqlite" else "service-normal", work, total)
             else:
                 sys.exit(f"unknown target {name}")
             try:
@@ -449,7 +453,7 @@ def main() -> None:
     for r in results:
         print(fmt(r))
     anchor = {r.offered: r for r in results if r.target == "kamailio-static"}
-    for gate in ("gate-memory", "gate-sqlite"):
+    for gate in ("gate-memory", "gate-sqlite", "gate-sqlite-normal"):
         for r in results:
             if r.target == gate and r.offered in anchor:
                 a = anchor[r.offered]
