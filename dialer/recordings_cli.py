@@ -185,35 +185,49 @@ def _file_pieces(path: Path) -> Iterator[bytes]:
 @recordings_app.command("ingest")
 def rec_ingest(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
-    started_at: datetime = typer.Option(..., "--started-at", help="call start, ISO 8601 with offset"),
+    started_at: Optional[datetime] = typer.Option(None, "--started-at", help="call start, ISO 8601 with offset (default: the attempt's time)"),
     attempt_id: Optional[str] = typer.Option(None, "--attempt-id"),
     call_id: Optional[str] = typer.Option(None, "--call-id", help="SIP Call-ID"),
     duration: Optional[float] = typer.Option(None, "--duration", help="seconds"),
     media_type: Optional[str] = typer.Option(None, "--media-type", help="default: from the file suffix"),
-    creditor: Optional[str] = typer.Option(None, "--creditor", help="omit: kept as unmatched"),
+    creditor: Optional[str] = typer.Option(None, "--creditor", help="default: the attempt's; unknown calls are kept as unmatched"),
     case: Optional[str] = typer.Option(None, "--case"),
     agent: Optional[str] = typer.Option(None, "--agent"),
     number: Optional[str] = typer.Option(None, "--number", help="E.164; stored masked"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Seal one audio file into the vault (idempotent by attempt id / Call-ID)."""
+    """Seal one audio file into the vault (idempotent by attempt id / Call-ID); an
+    attempt known to the gate links the recording to its case, agent and number."""
     if (attempt_id is None) == (call_id is None):
         raise _fail("须给出 --attempt-id 或 --call-id 之一 / give exactly one of --attempt-id, --call-id")
-    if started_at.tzinfo is None:
+    if started_at is not None and started_at.tzinfo is None:
         raise _fail("--started-at 须带时区 / --started-at needs a UTC offset, e.g. 2026-11-23T09:30:00+08:00")
     mt = media_type or MEDIA_BY_SUFFIX.get(file.suffix.lower())
     if mt is None:
         raise _fail(f"无法从后缀判断音频类型 / cannot tell the media type of {file.name}; use --media-type")
-    req = IngestRequest(
-        source_kind="attempt" if attempt_id else "call",
-        source_id=attempt_id or call_id or "",
-        started_at=started_at,
-        media_type=mt,
-        duration_s=duration,
-        link=Link(creditor=creditor, case_id=case, agent=agent, number=number),
-    )
 
     async def go() -> Any:
+        link = Link(creditor=creditor, case_id=case, agent=agent, number=number)
+        start = started_at
+        if attempt_id and creditor is None:
+            from dialer.app import make_store
+
+            async with make_store(_load(config)[1]) as store:
+                async with store.read() as uow:
+                    att = await uow.attempts.get(attempt_id)
+            if att is not None:
+                link = Link(creditor=att.creditor, case_id=att.case_id, agent=att.agent_id, number=att.number)
+                start = start or att.at
+        if start is None:
+            raise _fail("--started-at: 未知呼叫须给出开始时间 / required when the call is not a known attempt")
+        req = IngestRequest(
+            source_kind="attempt" if attempt_id else "call",
+            source_id=attempt_id or call_id or "",
+            started_at=start,
+            media_type=mt,
+            duration_s=duration,
+            link=link,
+        )
         async with open_vault(config) as (vault, _):
             await vault.recover(orphan_grace=_GRACE)
             return await vault.ingest(req, _file_pieces(file), Actor("cli", "admin"))

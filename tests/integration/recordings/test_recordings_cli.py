@@ -168,3 +168,42 @@ def test_verify_exits_1_when_the_destruction_register_was_edited(cfg, tmp_path) 
     v = rec("verify", "-c", str(cfg))
     assert v.exit_code == 1 and "entry 1: hash does not match its content" in v.output
     assert "destruction register chain: BROKEN" in v.output
+
+
+def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path) -> None:
+    import asyncio
+    from datetime import datetime, timezone
+
+    from adapters.db.migrate import upgrade
+    from dialer.app import make_store
+    from dialer.config import load_config
+    from dialer.model import AttemptRecord
+    from sqlalchemy import insert
+
+    from adapters.db import tables
+
+    async def seed() -> None:
+        async with make_store(load_config(cfg)) as store:
+            await upgrade(store)
+            at = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+            async with store.write() as uow:
+                await uow.cases.ensure_creditor("bank-a")
+                pk = (await uow.conn.execute(insert(tables.cases).values(
+                    creditor="bank-a", case_id="K-7", debtor_name="赵六", status="active", flags="",
+                    follow_up_status="new", event_seq=0, created_at=at, updated_at=at))).inserted_primary_key[0]
+                await uow.attempts.add(AttemptRecord(
+                    attempt_id="att-known-1", case_pk=pk, creditor="bank-a", case_id="K-7", number="+8613800000007",
+                    relation="self", agent_id="ag-9", channel="api", state="authorized", at=at,
+                    valid_until=at, decision_id="d-1"))
+
+    asyncio.run(seed())
+    wav = tmp_path / "known.wav"
+    write_wav(wav, 1.0, 480)
+    r = rec("ingest", str(wav), "--attempt-id", "att-known-1", "-c", str(cfg))
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["state"] == "stored" and out["retain_until"] == "2028-11-22"
+    [row] = [json.loads(x) for x in rec("list", "--json", "--case", "K-7", "-c", str(cfg)).output.splitlines()]
+    assert (row["creditor"], row["agent"], row["number"]) == ("bank-a", "ag-9", "138****0007")
+    unknown = rec("ingest", str(wav), "--attempt-id", "att-unknown", "-c", str(cfg))
+    assert unknown.exit_code == 2 and "--started-at" in unknown.output
