@@ -238,6 +238,32 @@ def rec_ingest(
                            "state": r.state, "created": res.created}, ensure_ascii=False))
 
 
+@recordings_app.command("link")
+def rec_link(
+    recording_id: str = typer.Argument(...),
+    attempt_id: str = typer.Option(..., "--attempt-id", help="the attempt the unmatched recording belongs to"),
+    user: str = UserOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Attach an unmatched recording to its attempt (its data key is rewrapped under the creditor's key)."""
+
+    async def go() -> Any:
+        from dialer.app import make_store
+
+        async with make_store(_load(config)[1]) as store:
+            async with store.read() as uow:
+                att = await uow.attempts.get(attempt_id)
+        if att is None:
+            raise _fail(f"没有该拨号记录 / no attempt {attempt_id}")
+        async with open_vault(config) as (vault, _):
+            return await vault.link(
+                recording_id, Actor(user, "admin"), Link(att.creditor, att.case_id, att.agent_id, att.number)
+            )
+
+    r = _run(go())
+    typer.echo(f"{r.recording_id}: linked to {r.creditor}/{r.case_id} (agent {r.agent}, {r.number_masked}); retain until {r.retain_until}")
+
+
 @recordings_app.command("fetch")
 def rec_fetch(
     recording_id: str = typer.Argument(...),

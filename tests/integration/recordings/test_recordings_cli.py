@@ -207,3 +207,9 @@ def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path
     assert (row["creditor"], row["agent"], row["number"]) == ("bank-a", "ag-9", "138****0007")
     unknown = rec("ingest", str(wav), "--attempt-id", "att-unknown", "-c", str(cfg))
     assert unknown.exit_code == 2 and "--started-at" in unknown.output
+
+    orphan = rec("ingest", str(wav), "--call-id", "lost@pbx", "--started-at", "2026-11-23T10:00:00+08:00", "-c", str(cfg))
+    rid = json.loads(orphan.output)["recording_id"]
+    linked = rec("link", rid, "--attempt-id", "att-known-1", "-u", "ops-wang", "-c", str(cfg))
+    assert linked.exit_code == 0 and "bank-a/K-7" in linked.output, linked.output
+    assert rec("list", "--unmatched", "--json", "-c", str(cfg)).output == ""
