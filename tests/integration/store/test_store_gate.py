@@ -114,6 +114,26 @@ async def test_an_expired_authorisation_is_not_matched(gate: Any) -> None:
     assert states == ["dialing", "expired"]
 
 
+async def test_expiry_marks_every_stale_authorisation_in_small_batches(gate: Any) -> None:
+    svc, users = gate
+    now = svc.clock.now()
+    async with svc.store.write() as uow:
+        case_pk = (await uow.cases.get("bank-s", "S-1")).pk  # type: ignore[union-attr]
+        for i in range(120):
+            await uow.conn.execute(insert(tables.attempts).values(
+                id=f"stale-{i}", case_pk=case_pk, creditor="bank-s", case_id="S-1", number="+8613800000077",
+                relation="self", agent_id="col-s", channel="api", state="authorised",
+                at=now - timedelta(hours=1), valid_until=now - timedelta(minutes=58), decision_id=f"d-{i}",
+                connected=False))
+    assert await svc.gate.expire_attempts() == 120
+    async with svc.store.read() as uow:
+        states = {r[0] for r in await uow.conn.execute(select(tables.attempts.c.state))}
+        events = (await uow.conn.execute(select(func.count()).select_from(tables.outbox).where(
+            tables.outbox.c.type == "attempt.state"))).scalar_one()
+    assert states == {"expired"}
+    assert events == 120
+
+
 # -- decision log chain -------------------------------------------------------------
 async def _decide(svc: Services, users: dict[str, Principal], n: int) -> None:
     for _ in range(n):
