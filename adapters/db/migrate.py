@@ -27,18 +27,20 @@ def alembic_config() -> AlembicConfig:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+    """The newest revision(s), comma-joined: components add revisions independently, so
+    the history may branch; `upgrade` applies every head."""
+    return ",".join(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
 
 
-async def upgrade(store: Any, revision: str = "head") -> str:
-    """Bring the store's schema to `revision`; returns the revision now current."""
+async def upgrade(store: Any, revision: str = "heads") -> str:
+    """Bring the store's schema to `revision` (every head); returns the revision(s) now current."""
     cfg = alembic_config()
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
     def run(sync_conn: Any) -> str:
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, revision)
-        return MigrationContext.configure(sync_conn).get_current_revision() or ""
+        return ",".join(sorted(MigrationContext.configure(sync_conn).get_current_heads()))
 
     try:
         if store.is_sqlite:
@@ -56,4 +58,4 @@ async def upgrade(store: Any, revision: str = "head") -> str:
 
 async def current_revision(store: Any) -> str:
     async with store.engine.connect() as conn:
-        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision() or "")
+        return await conn.run_sync(lambda c: ",".join(sorted(MigrationContext.configure(c).get_current_heads())))

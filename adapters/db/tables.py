@@ -155,6 +155,8 @@ attempts = Table(
     Index("ix_attempts_case_pk_at", "case_pk", "at"),
     # The SIP gate matches a pending authorisation by agent and number.
     Index("ix_attempts_agent_id_state_number", "agent_id", "state", "number"),
+    # The expiry sweep: authorised attempts whose validity ended.
+    Index("ix_attempts_state_valid_until", "state", "valid_until"),
 )
 
 outcomes = Table(
