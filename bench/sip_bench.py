@@ -24,7 +24,7 @@ when its final response (302 or 603) arrives; its latency is sipp's response tim
 the INVITE to that final response. The script prints answered INVITEs/s, p50/p99
 latency, the mix of final responses (302 allowed, 603 blocked or failed closed, 503
 shed under overload) and the gate/anchor ratio; then a saturation run
-(offered load far above capacity, bounded concurrency) gives each target's capacity.
+(offered load far above capacity, 16 calls in flight: a closed loop) gives each target's capacity.
 """
 
 from __future__ import annotations
@@ -405,6 +405,7 @@ def main() -> None:
     ap.add_argument("--rates", default="100,500,2000", help="offered loads in INVITEs/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-load run")
     ap.add_argument("--saturate-calls", type=int, default=10000, help="calls in the saturation run (0: skip)")
+    ap.add_argument("--saturate-limit", type=int, default=16, help="concurrent calls in the saturation run (closed loop: capacity without retransmission storms)")
     ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite")
     ap.add_argument("--serve", choices=("memory", "service", "service-normal"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -421,7 +422,7 @@ def main() -> None:
     total = sum(c for _, c in plan) + args.saturate_calls
     wanted = args.targets.split(",")
     print(f"sipp {SIPP}; {len(rates)} fixed loads x {args.seconds:g} s + saturation ({args.saturate_calls} calls, "
-          f"200 concurrent); every call a distinct number; {os.cpu_count()} CPUs; "
+          f"{args.saturate_limit} concurrent); every call a distinct number; {os.cpu_count()} CPUs; "
           f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine skews every figure)")
     print("latency: sipp's response time INVITE -> final response, 1 ms resolution")
     results: list[Result] = []
@@ -443,7 +444,7 @@ def main() -> None:
                     print(fmt(results[-1]), flush=True)
                     first += calls
                 if args.saturate_calls:
-                    results.append(run_sipp(target, 10**6, args.saturate_calls, first, "sat", limit=200, timeout_s=120))
+                    results.append(run_sipp(target, 10**6, args.saturate_calls, first, "sat", limit=args.saturate_limit, timeout_s=120))
                     print(fmt(results[-1]), flush=True)
             finally:
                 target.stop()
