@@ -218,6 +218,24 @@ async def test_a_busy_debtor_ends_the_attempt_busy_and_it_counts_once(world) -> 
     assert await run.attempts_of(DEBTOR_E164) == 1
 
 
+async def test_a_dial_beyond_the_configured_call_slots_is_refused_503_at_once_and_nothing_is_reserved(world) -> None:
+    run, agent, debtor = world
+    agent.reset("ignore")  # both slots stay busy ringing the agent (max_bridged_calls = 2)
+    debtor.reset("answer")
+    first = [await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"}) for _ in range(2)]
+    assert [r.status_code for r in first] == [201, 201], [r.text for r in first]
+    async with asyncio.timeout(5):
+        while run.svc.pbx.limiter.in_use < 2:  # both jobs have taken their slot
+            await asyncio.sleep(0.02)
+    third = await run.post("/v1/dials", "col-a", {"case_id": "C-1", "number": DEBTOR, "agent_id": "col-a"})
+    assert third.status_code == 503, third.text
+    assert third.json()["details"] == {"max_bridged_calls": 2} and "上限" in third.json()["detail"]
+    assert await run.attempts_of(DEBTOR_E164) == 2
+    for r in first:
+        assert (await run.call_ended(r.json()["state_url"], 20))["call"]["cause"] == "agent_no_answer"
+    assert run.svc.pbx.limiter.in_use == 0
+
+
 async def test_with_the_pbx_unreachable_the_service_starts_and_refuses_dials_with_503_and_a_reason(tmp_path: Path) -> None:
     dead = free_udp_port()
     base = free_port_block(60)
