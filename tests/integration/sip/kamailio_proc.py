@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -14,6 +16,15 @@ from sipclient import UdpClient
 
 REPO = Path(__file__).resolve().parents[3]
 START = REPO / "deploy" / "kamailio" / "start.sh"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies (even by SIGKILL),
+    so a killed test run leaves no Kamailio behind (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def kamailio_available() -> bool:
@@ -55,7 +66,9 @@ async def run_kamailio(port: int, gate: str, *, static_redirect: bool = False) -
     if static_redirect:
         args.append("--static-redirect")
     log = open(Path(run_dir) / "kamailio.log", "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+    )
     try:
         await wait_ready(port)
         yield proc
