@@ -27,11 +27,11 @@ def _iso(value: Any) -> str | None:
 
 @router.get("/attempts/{attempt_id}", summary="An attempt and its call progress (click-to-dial).")
 async def get_attempt(attempt_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
-    async with svc.store.read() as uow:
+    async with svc.store.read() as uow:  # one snapshot: the attempt and its progress agree
         attempt = await uow.attempts.get(attempt_id)
+        rows = await progress_rows(uow.conn, attempt_id) if attempt is not None else []
     if attempt is None or not who.can_see(attempt.creditor):
         raise NoSuchAttempt(f"no attempt {attempt_id!r}", details={"attempt_id": attempt_id})
-    rows = await progress_rows(svc.store, attempt_id)
     last = rows[-1] if rows else None
     ended = next((r for r in rows if r["state"] == "ended"), None)
     stops: list[str] = []

@@ -261,14 +261,15 @@ async def ensure_tables(store: Any) -> None:
         await uow.conn.run_sync(metadata.create_all)
 
 
-async def progress_rows(store: Any, attempt_id: str) -> list[dict[str, Any]]:
-    async with store.read() as uow:
-        rows = (
-            await uow.conn.execute(
-                sa.select(progress_table).where(progress_table.c.attempt_id == attempt_id).order_by(progress_table.c.id)
-            )
-        ).mappings()
-        return [dict(r) for r in rows]
+async def progress_rows(conn: Any, attempt_id: str) -> list[dict[str, Any]]:
+    """The attempt's progress rows, in order, read on `conn` (inside the caller's
+    transaction, so they agree with the attempt row read there)."""
+    rows = (
+        await conn.execute(
+            sa.select(progress_table).where(progress_table.c.attempt_id == attempt_id).order_by(progress_table.c.id)
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
 
 
 @asynccontextmanager
