@@ -249,13 +249,18 @@ async def steady_latency(url: str, sub: Subscriber, rate: int, seconds: float, o
         start = time.monotonic()
         sent = 0
         while sent < total:
-            # Commit every event whose scheduled time has come (fixed schedule, no drift),
-            # one transaction each (as one dial is), then wake the relay as the gate does.
+            # Commit the events whose scheduled time has come (fixed schedule, no drift)
+            # in one transaction, then wake the relay as the gate does after a commit.
+            # On SQLite a lone writer manages ~500 transactions/s here, so at 1,000/s
+            # a transaction carries 1-3 events; `t` is taken before the commit.
             due = min(total, int((time.monotonic() - start) * rate) + 1)
-            while sent < due:
-                await outbox.commit([(f"C-{sent % 500:05d}", {"n": sent, "t": time.monotonic()})])
+            if due > sent:
+                now = time.monotonic()
+                await outbox.commit(
+                    [(f"C-{n % 500:05d}", {"n": n, "t": now}) for n in range(sent, due)]
+                )
                 bus.notify()
-                sent += 1
+                sent = due
             await asyncio.sleep(0.001)
         _, latencies = await sub.result(60)
         achieved = total / (time.monotonic() - start)
