@@ -106,6 +106,9 @@ async def gate(broker, client_id, tmp_path, watch) -> AsyncIterator[Gate]:
         {
             "paths": {"data_dir": str(tmp_path)},
             "log": {"json": True},
+            # bank-b follows US Regulation F: no call for 7 days after a conversation
+            # (a cap on connected calls, which PBX events over MQTT feed).
+            "policy": {"creditors": {"bank-b": {"preset": "us-reg-f"}}},
             "mqtt": {
                 "url": broker.url,
                 "client_id": client_id,
@@ -246,6 +249,21 @@ async def test_pbx_events_change_the_attempt_and_mark_it_connected(gate, watch):
     assert "13800000001" not in recording and recording.endswith("0001-a84b.wav")
     for e in pbx_events(watch.messages):
         assert event_errors(e) == []
+
+
+async def test_an_answered_call_reported_over_mqtt_counts_for_the_connected_calls_cap(gate, watch):
+    first = await gate.dial("col-b", "B-1", "18600000006")
+    assert first.status_code == 201, first.text
+    second = await gate.dial("col-b", "B-1", "18600000006")
+    assert second.status_code == 201, second.text  # attempts alone do not quiet the case
+    await publish_once(gate.svc.mqtt.connection.config.port, PBX, json.dumps(
+        {"event": "answered", "attempt_id": first.json()["attempt_id"]}).encode())  # fmt: skip
+    await watch.wait_until(
+        lambda ms: any(m.topic.endswith("/attempt.state") and m.json().get("pbx_event") for m in ms), 15
+    )
+    third = await gate.dial("col-b", "B-1", "18600000006")
+    assert third.status_code == 403
+    assert third.json()["decision"]["rule_id"] == "cap.regf_quiet_after_conversation"
 
 
 async def test_garbage_wrong_creditor_and_unmatched_messages_are_dead_lettered_and_the_gate_keeps_serving(
