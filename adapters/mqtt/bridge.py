@@ -114,6 +114,10 @@ class GateDialHandler:
                 details={"case_id": body.case_id},
             ) from exc
         except ApiError as exc:
+            if exc.status >= 500:
+                # Not the message's fault (e.g. the PBX is not registered): answer with the
+                # same problem as HTTP, no dead letter.
+                return DialReply(exc.status, exc.to_problem())
             rejected = (UnauthorisedMessage if exc.status in (401, 403) else MalformedMessage)(
                 exc.detail, f"请求被拒绝：{exc.title}", reason=exc.problem_id, details=exc.details
             )
