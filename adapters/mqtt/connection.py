@@ -95,12 +95,19 @@ class MqttConnection:
     async def wait_for_connects(self, count: int, timeout: float) -> bool:
         """True once `count` connections were made in total (so `count - 1` reconnects)
         and the connection is up; False if `timeout` passed first."""
+        return await self.wait_health(
+            lambda _h: self._connects >= count and self.connected, timeout
+        )
+
+    async def wait_health(
+        self, predicate: Callable[[dict[str, Any]], Any], timeout: float
+    ) -> bool:
+        """True once `predicate(health())` holds, re-checked at every connect and every
+        failed or lost connection; False if `timeout` passed first."""
         async with self._changed:
             try:
                 async with asyncio.timeout(timeout):
-                    await self._changed.wait_for(
-                        lambda: self._connects >= count and self.connected
-                    )
+                    await self._changed.wait_for(lambda: predicate(self.health()))
             except TimeoutError:
                 return False
         return True
@@ -199,6 +206,8 @@ class MqttConnection:
             except BaseException:
                 self._drop("stopped")
                 raise
+            async with self._changed:
+                self._changed.notify_all()
             delay = self._backoff.next_delay()
             log.warning(
                 "mqtt.disconnected",

@@ -141,8 +141,11 @@ async def test_a_wrong_password_from_the_environment_keeps_retrying_without_conn
         environ={**os.environ, "DIALGATE_TEST_MQTT_PW": "not-the-password"},
     )
     async with MqttEventBus(config, InMemoryOutboxSource()) as bus:
-        assert not await bus.connection.wait_connected(2)
+        # Wait for the broker's refusal itself, then for a retry refused too.
+        assert await bus.connection.wait_health(lambda h: h["last_error"], 15)
+        first = bus.health()
+        assert await bus.connection.wait_health(lambda h: h["since"] != first["since"], 15)
         health = bus.health()
-    assert health["ok"] is False and health["state"] == "connecting"
-    assert "not authori" in (health["last_error"] or "").lower()
+    assert health["ok"] is False and health["state"] == "connecting" and health["connects"] == 0
+    assert "not authori" in first["last_error"].lower() and "not authori" in health["last_error"].lower()
     assert "not-the-password" not in str(health)
