@@ -22,6 +22,7 @@ Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -265,7 +266,7 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     from dialer.errors import ConfigError
 
     try:
-        config = load_mqtt_config(services.config.section("mqtt"))
+        config = load_mqtt_config(services.config.section("mqtt"), os.environ)
     except MqttConfigError as exc:
         raise ConfigError(f"{services.config.source}: {exc}") from exc
     if config is None:

@@ -7,7 +7,8 @@
 
 A password is never written in the file (neither in `url` nor as `password`): it is
 referenced by environment variable or file and read here, once. Every wrong key is
-refused with its dotted path (`mqtt.keepalive: must be an integer ...`).
+refused with its dotted path (`mqtt.keepalive: must be an integer ...`). Each key can
+also come from the environment: `DIALGATE_MQTT_URL`, `DIALGATE_MQTT_CLIENT_ID`, ...
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def load_mqtt_config(
         raise MqttConfigError(SECTION, f"must be a table, got {type(raw).__name__}")
     env = os.environ if environ is None else environ
 
+    raw = _with_env_overrides(raw, env)
     if "password" in raw:
         raise _err(
             "password",
@@ -227,6 +229,37 @@ def load_mqtt_config(
         max_inflight=max_inflight,
         dial_max_age_s=dial_max_age,
     )
+
+
+_INT_KEYS = frozenset({"session_expiry", "keepalive", "batch_size", "max_parallel_cases", "max_inflight"})
+_FLOAT_KEYS = frozenset(
+    {"reconnect_min", "reconnect_max", "publish_timeout", "poll_interval", "dial_max_age"}
+)
+
+
+def _with_env_overrides(raw: Mapping[str, Any], env: Mapping[str, str]) -> Mapping[str, Any]:
+    """`DIALGATE_MQTT_URL` → `url`, `DIALGATE_MQTT_CLIENT_ID` → `client_id`, … (any key
+    but `password`, which stays a reference)."""
+    merged = dict(raw)
+    for key in _KNOWN_KEYS:
+        name = f"DIALGATE_MQTT_{key.upper()}"
+        if name not in env:
+            continue
+        text = env[name]
+        try:
+            if key in _INT_KEYS:
+                merged[key] = int(text)
+            elif key in _FLOAT_KEYS:
+                merged[key] = float(text)
+            elif key == "tls_insecure":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                merged[key] = text.lower() in ("true", "1")
+            else:
+                merged[key] = text
+        except ValueError:
+            raise _err(key, f"environment variable {name} is not a valid value: {text!r}") from None
+    return merged
 
 
 def _resolve_password(raw: Mapping[str, Any], env: Mapping[str, str]) -> str | None:

@@ -90,3 +90,18 @@ def test_a_typo_is_refused_even_while_mqtt_is_off():
 
 def test_v311_is_accepted_for_older_brokers():
     assert load_mqtt_config({"url": "mqtt://b", "protocol": "3.1.1"}).protocol == "3.1.1"
+
+
+def test_the_environment_can_switch_mqtt_on_and_set_any_key():
+    cfg = load_mqtt_config(
+        {"client_id": "from-file"},
+        environ={"DIALGATE_MQTT_URL": "mqtt://broker.internal:1884", "DIALGATE_MQTT_KEEPALIVE": "45",
+                 "DIALGATE_MQTT_TLS_INSECURE": "false"},
+    )  # fmt: skip
+    assert (cfg.host, cfg.port, cfg.keepalive_s, cfg.client_id) == ("broker.internal", 1884, 45, "from-file")
+
+
+def test_a_bad_environment_value_names_the_variable():
+    with pytest.raises(MqttConfigError, match="DIALGATE_MQTT_KEEPALIVE") as err:
+        load_mqtt_config({"url": "mqtt://b"}, environ={"DIALGATE_MQTT_KEEPALIVE": "soon"})
+    assert err.value.path == "mqtt.keepalive"
