@@ -22,7 +22,7 @@ from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import load_mqtt_config
 from adapters.mqtt.memory import InMemoryOutboxSource
 from tests.conftest import require_service
-from tests.integration.mqtt.conftest import MOSQUITTO, MosquittoBroker, _free_port
+from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
 
 pytestmark = pytest.mark.mosquitto
 PASSWD = Path("/usr/bin/mosquitto_passwd")
@@ -96,7 +96,7 @@ class SecureBroker(MosquittoBroker):
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
     require_service("mosquitto", MOSQUITTO.exists() and PASSWD.exists(), "apt-get install mosquitto")
-    broker = SecureBroker(tmp_path_factory.mktemp("mosquitto-tls"), _free_port())
+    broker = SecureBroker(tmp_path_factory.mktemp("mosquitto-tls"), free_port())
     broker.start()
     yield broker
     broker.stop()
