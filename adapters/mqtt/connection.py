@@ -203,6 +203,12 @@ class MqttConnection:
                         await self._dispatch(message)
             except (aiomqtt.MqttError, OSError) as exc:
                 self._drop(f"{type(exc).__name__}: {exc}")
+            except asyncio.CancelledError:
+                self._drop("stopped")
+                raise
+            except Exception as exc:  # a library bug must not end the reconnect loop
+                log.exception("mqtt.connection_failed", broker=self.config.display_url)
+                self._drop(f"{type(exc).__name__}: {exc}")
             except BaseException:
                 self._drop("stopped")
                 raise

@@ -134,6 +134,10 @@ class OutboxRelay:
                     except BrokerUnavailable as exc:
                         failed.append(exc)
                         return
+                    except Exception as exc:  # unexpected: stop this batch, retry later
+                        log.exception("mqtt.relay.publish_failed", event_id=event.event_id)
+                        failed.append(exc)
+                        return
                     acked.append(event)
 
         try:
@@ -180,16 +184,18 @@ class OutboxRelay:
             log.warning("mqtt.relay.masked_phone_numbers", event_id=event.event_id, count=masked)
         try:
             topic = event_topic(event.creditor, event.type)
+            # paho refuses some publishes outright (ValueError: bad topic, oversized
+            # payload); that is deterministic, so retrying would block the case forever.
+            await self._publisher.publish(topic, payload, qos=1)
         except ValueError as exc:
-            # A writer bug; the event is kept visible on the dead-letter topic instead
-            # of blocking its case forever.
-            log.error("mqtt.relay.bad_topic", event_id=event.event_id, error=str(exc))
-            topic = DEADLETTER
-            payload = _bad_topic_record(event, str(exc), payload)
-        await self._publisher.publish(topic, payload, qos=1)
+            # A writer bug: keep the event visible on the dead-letter topic instead.
+            log.error("mqtt.relay.unpublishable_event", event_id=event.event_id, error=str(exc))
+            await self._publisher.publish(
+                DEADLETTER, _unpublishable_record(event, str(exc), payload), qos=1
+            )
 
 
-def _bad_topic_record(event: OutboxEvent, error: str, payload: bytes) -> bytes:
+def _unpublishable_record(event: OutboxEvent, error: str, payload: bytes) -> bytes:
     """A dead-letter record (schemas/events/v1/deadletter.schema.json) for an event that
     cannot be routed, with the event itself under `event`."""
     try:
@@ -199,9 +205,9 @@ def _bad_topic_record(event: OutboxEvent, error: str, payload: bytes) -> bytes:
     return json.dumps(
         {
             "dead_letter_id": event.event_id,
-            "reason": "bad-event-topic",
-            "message": f"event cannot be routed: {error}",
-            "message_zh": f"事件无法路由到主题：{error}",
+            "reason": "unpublishable-event",
+            "message": f"event cannot be published: {error}",
+            "message_zh": f"事件无法发布：{error}",
             "details": {"event_id": event.event_id, "outbox_position": event.position},
             "topic": f"dialgate/v1/{event.creditor}/events/{event.type}",
             "received_at": datetime.now(UTC).isoformat(),

@@ -179,7 +179,7 @@ async def test_an_event_whose_creditor_cannot_be_a_topic_goes_to_the_dead_letter
     topic, payload = broker.acked[0]
     assert topic == "dialgate/v1/deadletter"
     doc = json.loads(payload)
-    assert (doc["reason"], doc["event"]["event_id"]) == ("bad-event-topic", event.event_id)
+    assert (doc["reason"], doc["event"]["event_id"]) == ("unpublishable-event", event.event_id)
     assert errors("deadletter.schema.json", doc) == []
 
 
@@ -195,3 +195,32 @@ async def test_stopping_mid_batch_still_marks_what_the_broker_acknowledged():
     with pytest.raises(asyncio.CancelledError):
         await batch
     assert [e.event_id for e in await outbox.fetch_unsent(10)] == [b.event_id]
+
+
+async def test_an_event_the_client_refuses_outright_is_dead_lettered_not_retried_forever():
+    class RefusesBig(ScriptedBroker):
+        async def publish(self, topic, payload, *, qos=1, properties=None):
+            if len(payload) > 2000 and topic != "dialgate/v1/deadletter":
+                raise ValueError("Payload too large.")
+            await super().publish(topic, payload, qos=qos, properties=properties)
+
+    outbox, broker = InMemoryOutboxSource(), RefusesBig()
+    big = outbox.append("case.updated", "bank-a", "C-1", {"note": "x" * 3000})
+    after = outbox.append("case.updated", "bank-a", "C-1", {"note": "small"})
+    assert await _relay(outbox, broker).relay_batch() == (2, True)
+    topics = [t for t, _ in broker.acked]
+    assert topics == ["dialgate/v1/deadletter", "dialgate/v1/bank-a/events/case.updated"]
+    letter = json.loads(broker.acked[0][1])
+    assert (letter["event"]["event_id"], letter["reason"]) == (big.event_id, "unpublishable-event")
+    assert json.loads(broker.acked[1][1])["event_id"] == after.event_id
+
+
+async def test_an_unexpected_publisher_error_stops_the_batch_without_losing_the_event():
+    class Buggy(ScriptedBroker):
+        async def publish(self, topic, payload, *, qos=1, properties=None):
+            raise RuntimeError("library bug")
+
+    outbox, broker = InMemoryOutboxSource(), Buggy()
+    outbox.append("case.updated", "bank-a", "C-1")
+    assert await _relay(outbox, broker).relay_batch() == (0, False)
+    assert outbox.unsent_count == 1
