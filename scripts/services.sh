@@ -17,7 +17,13 @@ if [ -n "$ver" ]; then
     pg_isready -q -h 127.0.0.1 -p 5432 && break
     sleep 0.5
   done
-  pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  # The role's password is generated on this machine, kept outside the repository (mode
+  # 0600) and reused, so parallel runs on one machine keep working.
+  pwfile=/var/lib/postgresql/.dialgate-test-password
+  if [ ! -s "$pwfile" ]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$pwfile")
+  fi
+  pw=$(cat "$pwfile")
   su postgres -c "psql -q -v ON_ERROR_STOP=1" >/dev/null <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dialgate') THEN
