@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[3]))  # the repository, for tests.conftest
 
-from pbx_kamailio import KamailioProcess, free_port_block, free_udp_port, kamailio_available  # noqa: E402
+from pbx_kamailio import KamailioProcess, free_port_block, kamailio_available  # noqa: E402
 from pbx_phones import AGENT_EXT, AGENT_HZ, DEBTOR, DEBTOR_HZ, TestPhone  # noqa: E402
 
 from adapters.pbx.sip_ua import SipUaConfig, SipUserAgent  # noqa: E402
@@ -29,13 +29,13 @@ def kamailio() -> Iterator[KamailioProcess]:
 
 @pytest.fixture(scope="module")
 def port_block() -> int:
-    return free_port_block(80)
+    return free_port_block(90)  # RTP of both phones and the UA, and their SIP ports
 
 
 @pytest.fixture(scope="module")
 def phones(kamailio: KamailioProcess, port_block: int) -> Iterator[tuple[TestPhone, TestPhone]]:
-    agent = TestPhone(AGENT_EXT, kamailio.port, free_udp_port(), port_block, port_block + 9, tone_hz=AGENT_HZ)
-    debtor = TestPhone(DEBTOR, kamailio.port, free_udp_port(), port_block + 10, port_block + 19, tone_hz=DEBTOR_HZ)
+    agent = TestPhone(AGENT_EXT, kamailio.port, port_block + 80, port_block, port_block + 9, tone_hz=AGENT_HZ)
+    debtor = TestPhone(DEBTOR, kamailio.port, port_block + 81, port_block + 10, port_block + 19, tone_hz=DEBTOR_HZ)
     agent.start()
     try:
         debtor.start()
@@ -50,7 +50,7 @@ def phones(kamailio: KamailioProcess, port_block: int) -> Iterator[tuple[TestPho
 @pytest.fixture
 async def ua(kamailio: KamailioProcess, phones: tuple[TestPhone, TestPhone], port_block: int) -> AsyncIterator[SipUserAgent]:
     cfg = SipUaConfig(
-        server="127.0.0.1", port=kamailio.port, username="dialgate", local_port=0,
+        server="127.0.0.1", port=kamailio.port, username="dialgate", local_port=port_block + 82,
         rtp_port_low=port_block + 20, rtp_port_high=port_block + 79, register_timeout=3.0,
     )
     async with SipUserAgent(cfg) as agent_ua:

@@ -30,6 +30,7 @@ from pbx_phones import AGENT_HZ, DEBTOR_HZ, TestPhone, band_energy_ratio, domina
 from sqlalchemy import func, select  # noqa: E402
 
 from adapters.db import tables  # noqa: E402
+from adapters.sip.server import free_port  # noqa: E402  (free for UDP and TCP: the gate and Kamailio listen on both)
 from dialer.app import build_app  # noqa: E402
 from dialer.auth import add_user  # noqa: E402
 from dialer.clock import FixedClock  # noqa: E402
@@ -94,7 +95,7 @@ async def service(tmp_path: Path, *, pbx_server: str, gate_port: int, kam_port: 
         },
         "pbx": {
             "mode": "sip_ua", "max_bridged_calls": 2, "agent_ring_timeout": 4, "callee_ring_timeout": 8,
-            "sip_ua": {"server": pbx_server, "username": "dialgate", "local": "127.0.0.1:0",
+            "sip_ua": {"server": pbx_server, "username": "dialgate", "local": f"127.0.0.1:{rtp_base - 2}",
                        "rtp_ports": f"{rtp_base}-{rtp_base + 59}", "register_timeout": 2},
         },
     })
@@ -116,19 +117,21 @@ async def service(tmp_path: Path, *, pbx_server: str, gate_port: int, kam_port: 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[Service, TestPhone, TestPhone]]:
     require_service("kamailio", kamailio_available(), "apt-get install kamailio")
-    kport, gport = free_udp_port(), free_udp_port()
+    kport, gport = free_port(), free_port()
     base = free_port_block(100)
     async with run_kamailio(kport, f"127.0.0.1:{gport}"):
-        agent = TestPhone("1001", kport, free_udp_port(), base, base + 9, tone_hz=AGENT_HZ)
-        debtor = TestPhone(DEBTOR_E164, kport, free_udp_port(), base + 10, base + 19, tone_hz=DEBTOR_HZ)
-        await asyncio.to_thread(agent.start)
-        await asyncio.to_thread(debtor.start)
-        try:
-            async with service(tmp_path, pbx_server=f"127.0.0.1:{kport}", gate_port=gport, kam_port=kport, rtp_base=base + 40) as run:
+        # the service first: its gate binds gport before the phones pick ports of their own
+        async with service(tmp_path, pbx_server=f"127.0.0.1:{kport}", gate_port=gport, kam_port=kport, rtp_base=base + 40) as run:
+            # every port from one block checked free together: SIP and RTP never collide
+            agent = TestPhone("1001", kport, base + 20, base, base + 9, tone_hz=AGENT_HZ)
+            debtor = TestPhone(DEBTOR_E164, kport, base + 21, base + 10, base + 19, tone_hz=DEBTOR_HZ)
+            await asyncio.to_thread(agent.start)
+            try:
+                await asyncio.to_thread(debtor.start)
                 yield run, agent, debtor
-        finally:
-            await asyncio.to_thread(agent.stop)
-            await asyncio.to_thread(debtor.stop)
+            finally:
+                await asyncio.to_thread(agent.stop)
+                await asyncio.to_thread(debtor.stop)
 
 
 async def test_a_click_rings_the_agent_then_the_debtor_bridges_them_and_the_vault_holds_the_stereo_recording(world) -> None:
@@ -238,8 +241,8 @@ async def test_a_dial_beyond_the_configured_call_slots_is_refused_503_at_once_an
 
 async def test_with_the_pbx_unreachable_the_service_starts_and_refuses_dials_with_503_and_a_reason(tmp_path: Path) -> None:
     dead = free_udp_port()
-    base = free_port_block(60)
-    async with service(tmp_path, pbx_server=f"127.0.0.1:{dead}", gate_port=free_udp_port(), kam_port=dead, rtp_base=base) as run:
+    base = free_port_block(64)
+    async with service(tmp_path, pbx_server=f"127.0.0.1:{dead}", gate_port=free_port(), kam_port=dead, rtp_base=base + 2) as run:
         status = (await run.get("/v1/pbx", "col-a")).json()
         assert status["mode"] == "sip_ua" and status["state"] != "registered" and status["error"]
         ready = (await run.get("/readyz", "col-a")).json()
