@@ -31,6 +31,7 @@ from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from tests.integration.mqtt.helpers import Collector, publish_once
+from tests.integration.mqtt.pg import private_pg_database
 from tests.unit.mqtt.event_schemas import errors, event_errors
 
 pytestmark = pytest.mark.mosquitto
@@ -101,9 +102,25 @@ async def watch(broker, client_id) -> AsyncIterator[Collector]:
 
 
 @pytest.fixture
-async def gate(broker, client_id, tmp_path, watch) -> AsyncIterator[Gate]:
+def store_kind() -> str:
+    """SQLite unless a test parametrizes `store_kind` with "postgres" too."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def store_url(store_kind) -> AsyncIterator[str | None]:
+    if store_kind == "sqlite":
+        yield None
+        return
+    async with private_pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def gate(broker, client_id, tmp_path, watch, store_url) -> AsyncIterator[Gate]:
     cfg = build_config(
         {
+            **({"store": {"url": store_url}} if store_url else {}),
             "paths": {"data_dir": str(tmp_path)},
             "log": {"json": True},
             # bank-b follows US Regulation F: no call for 7 days after a conversation
@@ -153,6 +170,7 @@ async def _all_outbox_events_arrive(gate: Gate, watch: Collector, timeout: float
     return rows
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
 async def test_each_api_action_is_published_as_its_event_on_the_creditors_topic(gate, watch):
     allowed = await gate.dial("col-a", "C-1", "13800000001")
     assert allowed.status_code == 201, allowed.text
@@ -220,6 +238,7 @@ async def test_a_dial_command_runs_the_same_use_case_and_answers_with_its_correl
     assert [(d["attempt_id"], d["channel"]) for d in dial_events] == [(attempt.attempt_id, "mqtt")]
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
 async def test_pbx_events_change_the_attempt_and_mark_it_connected(gate, watch):
     r = await gate.dial("col-a", "C-1", "13800000001")
     attempt_id = r.json()["attempt_id"]

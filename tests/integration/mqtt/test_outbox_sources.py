@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -23,8 +22,7 @@ from adapters.mqtt.memory import InMemoryOutboxSource
 from dialer.app import open_services
 from dialer.config import build_config
 from tests.integration.mqtt.helpers import Collector
-from tests.conftest import require_service
-from tests.integration.store.gate_store_support import PG_URL, _admin_url, pg_reachable
+from tests.integration.mqtt.pg import private_pg_database
 
 
 class Writer:
@@ -60,32 +58,6 @@ class Writer:
 
 
 @asynccontextmanager
-async def _private_pg_database() -> AsyncIterator[str]:
-    """A private, empty PostgreSQL database (DIALGATE_TEST_PG_URL's server and role)."""
-    ok, why = await pg_reachable(PG_URL)
-    require_service("PostgreSQL", ok, why)
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    name = f"mqtt_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(_admin_url(PG_URL), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-        # Best effort: a session of another role on the server can hold the database
-        # for a moment (FORCE may not end it); leftover test databases are harmless.
-        for _ in range(10):
-            try:
-                async with admin.connect() as conn:
-                    await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                break
-            except Exception:  # noqa: BLE001
-                await asyncio.sleep(0.3)
-    finally:
-        await admin.dispose()
-
-
-@asynccontextmanager
 async def _writer(kind: str, tmp_path: Any) -> AsyncIterator[Writer]:
     if kind == "memory":
         yield Writer(InMemoryOutboxSource(), None)
@@ -93,7 +65,7 @@ async def _writer(kind: str, tmp_path: Any) -> AsyncIterator[Writer]:
     raw: dict[str, Any] = {"paths": {"data_dir": str(tmp_path)}}
     async with AsyncExitStack() as stack:
         if kind == "postgres":
-            raw["store"] = {"url": await stack.enter_async_context(_private_pg_database())}
+            raw["store"] = {"url": await stack.enter_async_context(private_pg_database())}
         services = await stack.enter_async_context(open_services(build_config(raw)))
         yield Writer(SqlAlchemyOutboxSource(services.store), services.store)
 
