@@ -209,12 +209,14 @@ class Originator:
             )
             return res
 
-        def ringing_reporter(state: AttemptState) -> Callable[[Leg], None]:
-            def on_change(leg: Leg) -> None:
-                if leg.state is LegState.RINGING:
+        def report_ringing(leg: Leg, state: AttemptState) -> None:
+            def on_change(changed: Leg) -> None:
+                if changed.state is LegState.RINGING:
                     asyncio.ensure_future(to(state))
 
-            return on_change
+            leg.on_change(on_change)
+            if leg.state is LegState.RINGING:  # the 180 may have come before we listened
+                asyncio.ensure_future(to(state))
 
         agent: Leg | None = None
         callee: Leg | None = None
@@ -228,7 +230,7 @@ class Originator:
                 )
             except (PbxUnavailable, ValueError, OSError) as exc:
                 return await end(EndCause.FAILED, detail=f"agent leg: {getattr(exc, 'reason', exc)}")
-            agent.on_change(ringing_reporter(AttemptState.AGENT_RINGING))
+            report_ringing(agent, AttemptState.AGENT_RINGING)
             if not await agent.wait_answered():
                 return await end(_LEG_CAUSE[agent.cause or LegCause.FAILED], detail=f"agent leg: {agent.detail}")
             await to(AttemptState.AGENT_RINGING)
@@ -255,7 +257,7 @@ class Originator:
                 await agent.hangup(LegCause.COMPLETED)
                 return await end(EndCause.FAILED, detail=f"callee leg: {getattr(exc, 'reason', exc)}")
             res.callee_dialled = True
-            callee.on_change(ringing_reporter(AttemptState.CALLEE_RINGING))
+            report_ringing(callee, AttemptState.CALLEE_RINGING)
             answered = asyncio.ensure_future(callee.wait_answered())
             agent_gone = asyncio.ensure_future(agent.wait_ended())
             ringback = asyncio.ensure_future(_ringback(agent))  # the agent hears the debtor ring

@@ -79,15 +79,18 @@ Script = Callable[[FakeLeg], Awaitable[None]]
 
 
 class FakeUserAgent:
-    def __init__(self, scripts: dict[str, Script], registered: bool = True) -> None:
+    def __init__(self, scripts: dict[str, Script], registered: bool = True, *, ring_before_return: bool = False) -> None:
         self.scripts = scripts
         self.registered = registered
+        self.ring_before_return = ring_before_return  # the 180 beats the caller's listener
         self.legs: list[FakeLeg] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def place_call(self, target: str, timeout: float, *, role: str = "callee", headers: Mapping[str, str] | None = None) -> FakeLeg:
         leg = FakeLeg(target, role, headers or {})
         self.legs.append(leg)
+        if self.ring_before_return:
+            leg.ring()
         self._tasks.append(asyncio.create_task(self.scripts[role](leg)))
         return leg
 

@@ -258,3 +258,14 @@ async def test_the_agent_hears_ringback_while_the_debtor_rings() -> None:
     callee_legs[0].end(LegCause.CALLEE_NO_ANSWER)
     res = await asyncio.wait_for(run, 2)
     assert res.cause is EndCause.CALLEE_NO_ANSWER
+
+
+async def test_a_ringing_signal_that_arrives_before_the_originator_listens_is_still_reported() -> None:
+    async def times_out(leg: FakeLeg) -> None:  # rang once, before place_call returned
+        await asyncio.sleep(0)
+        leg.end(LegCause.AGENT_NO_ANSWER)
+
+    ua = FakeUserAgent({"agent": times_out, "callee": answers}, ring_before_return=True)
+    o, journal = originator(ua), Journal()
+    await o.run(o.reserve(), REQ, redecide=allow, report=journal)
+    assert journal.states == ["originating", "agent_ringing", "ended"]
