@@ -30,7 +30,7 @@ DO \$\$ BEGIN
     CREATE ROLE dialgate LOGIN CREATEDB;
   END IF;
 END \$\$;
-ALTER ROLE dialgate PASSWORD '$pw';
+ALTER ROLE dialgate CREATEDB PASSWORD '$pw';
 DROP DATABASE IF EXISTS dialgate_test WITH (FORCE);
 CREATE DATABASE dialgate_test OWNER dialgate;
 SQL
