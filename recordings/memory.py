@@ -12,7 +12,7 @@ import os
 import secrets
 from dataclasses import asdict, fields
 from datetime import date, datetime, timezone
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Sequence
 
 from recordings.errors import Conflict, DuplicateSource, KeyDestroyed, NoSuchKey
 from recordings.model import (
@@ -22,6 +22,7 @@ from recordings.model import (
     LegalHold,
     PurgeRequest,
     Recording,
+    RecordingEvent,
     RecordingFilter,
 )
 from recordings.ports import StoredBlob
@@ -34,11 +35,13 @@ class InMemoryRecordingRepository:
         self.access: list[AccessEntry] = []
         self.purges: dict[str, PurgeRequest] = {}
         self.register: list[DestructionEntry] = []
+        # Events written with each change, in commit order (the SQL repository's outbox).
+        self.events: list[RecordingEvent] = []
 
     def _changed(self) -> None:
         """Hook for persistent subclasses: called after every successful mutation."""
 
-    async def add(self, recording: Recording) -> None:
+    async def add(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
         for r in self.recordings.values():
             if (r.source_kind, r.source_id) == (recording.source_kind, recording.source_id):
                 raise DuplicateSource(
@@ -48,6 +51,7 @@ class InMemoryRecordingRepository:
         if recording.recording_id in self.recordings:
             raise Conflict("录音编号重复 / duplicate recording id")
         self.recordings[recording.recording_id] = recording
+        self.events.extend(events)
         self._changed()
 
     async def get(self, recording_id: str) -> Recording | None:
@@ -82,17 +86,21 @@ class InMemoryRecordingRepository:
         out.sort(key=lambda r: (r.started_at, r.recording_id))
         return out if flt.limit is None else out[: flt.limit]
 
-    async def update(self, recording: Recording) -> None:
+    async def update(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
         if recording.recording_id not in self.recordings:
             raise KeyError(recording.recording_id)
         self.recordings[recording.recording_id] = recording
+        self.events.extend(events)
         self._changed()
 
-    async def destroy(self, recording: Recording, entry: DestructionEntry) -> None:
+    async def destroy(
+        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = ()
+    ) -> None:
         if any(e.seq == entry.seq for e in self.register):
             raise Conflict("登记表序号已被占用 / register sequence taken")
         self.recordings[recording.recording_id] = recording
         self.register.append(entry)
+        self.events.extend(events)
         self._changed()
 
     async def put_case_hold(self, hold: CaseHold) -> None:

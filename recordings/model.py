@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 SourceKind = Literal["attempt", "call"]
 SOURCE_KINDS: tuple[str, ...] = ("attempt", "call")
@@ -203,6 +203,18 @@ class DestructionEntry:
     method: str
     prev_hash: str
     entry_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingEvent:
+    """An event the vault emits with a metadata change (see `recordings.events`); the
+    repository writes it in the same transaction as the change."""
+
+    type: str  # "recording.stored" | "recording.purged"
+    creditor: str  # the topic level; UNMATCHED_SCOPE when the call is unknown
+    case_id: str | None
+    occurred_at: datetime
+    payload: Mapping[str, Any]  # type-specific fields; the envelope is the writer's
 
 
 @dataclass(frozen=True, slots=True)

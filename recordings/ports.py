@@ -17,6 +17,7 @@ from recordings.model import (
     DestructionEntry,
     PurgeRequest,
     Recording,
+    RecordingEvent,
     RecordingFilter,
 )
 
@@ -134,9 +135,13 @@ class RecordingRepository(Protocol):
     recording_destruction_register (append-only, never purged)
         seq (pk), recording_id, case_id, creditor, sha256, retain_until, operator,
         approver, purge_id, destroyed_at, method, prev_hash, entry_hash (unique).
+
+    `events` (`recordings.events`) are written in the SAME transaction as the change
+    they come with, or not at all: the service's implementation puts them in its
+    transactional outbox (relayed to MQTT), the in-memory one keeps them in a list.
     """
 
-    async def add(self, recording: Recording) -> None:
+    async def add(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
         """Insert; raises `DuplicateSource` when (source_kind, source_id) exists."""
 
     async def get(self, recording_id: str) -> Recording | None: ...
@@ -145,10 +150,12 @@ class RecordingRepository(Protocol):
 
     async def find(self, flt: RecordingFilter) -> list[Recording]: ...
 
-    async def update(self, recording: Recording) -> None:
+    async def update(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
         """Replace the row (link, rewrap, hold, state)."""
 
-    async def destroy(self, recording: Recording, entry: DestructionEntry) -> None:
+    async def destroy(
+        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = ()
+    ) -> None:
         """In one transaction: store the destroyed row (no wrapped key) and append the
         register entry; raises `Conflict` if ``entry.seq`` is taken."""
 

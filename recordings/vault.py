@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import BinaryIO
 
-from recordings import envelope, register
+from recordings import envelope, events, register
 from recordings.errors import (
     DualControlViolation,
     DuplicateSource,
@@ -324,7 +324,7 @@ class Vault:
                 created_at=now,
             )
             try:
-                await self.repo.add(recording)
+                await self.repo.add(recording, events=(events.stored(recording, now),))
             except DuplicateSource:
                 # A concurrent upload of the same source won: keep its recording.
                 await asyncio.to_thread(self.blobs.delete, recording_id)
@@ -553,7 +553,7 @@ class Vault:
             retain_until=max(rec.retain_until, self.retention.retain_until(rec.started_at, link.creditor)),
             state="stored",
         )
-        await self.repo.update(linked)
+        await self.repo.update(linked, events=(events.stored(linked, self.clock()),))
         return linked
 
     def _unwrap(self, rec: Recording) -> bytes:
@@ -779,7 +779,7 @@ class Vault:
                 )
             )
             gone = rec.evolve(state="destroyed", wrapped_key=None, kek_id=None, destroyed_at=now, hold=None)
-            await self.repo.destroy(gone, entry)
+            await self.repo.destroy(gone, entry, events=(events.purged(rec, entry),))
         # The key is gone, so the blob is already unreadable; a crash here leaves
         # ciphertext that recover() deletes.
         await asyncio.to_thread(self.blobs.delete, rec.recording_id)

@@ -6,6 +6,11 @@ writes share the store's SQLite write lock and PostgreSQL timeouts. The tables a
 created by the migration ``versions/0101_recordings.py``; this module mirrors them for
 queries (a test checks they agree).
 
+Events the vault hands over with a change (`recording.stored`, `recording.purged`) are
+written into the service's transactional outbox by the store's own outbox writer
+(`SqlOutbox.add`: envelope, per-case sequence) in the same transaction as the row; the
+MQTT relay publishes them from there like every other event.
+
 Database errors surface as the store's `StoreUnavailable` (503); a duplicate source id
 or a taken register sequence are translated here into the vault's `DuplicateSource` /
 `Conflict` before they leave the transaction.
@@ -14,7 +19,7 @@ or a taken register sequence are translated here into the vault's `DuplicateSour
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -39,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db import tables as gate_tables
 from adapters.db.tables import NAMING, BigId, UtcDateTime
 from recordings.errors import Conflict, DuplicateSource
 from recordings.model import (
@@ -48,6 +54,7 @@ from recordings.model import (
     LegalHold,
     PurgeRequest,
     Recording,
+    RecordingEvent,
     RecordingFilter,
 )
 
@@ -150,7 +157,8 @@ recording_destruction_register = Table(
 
 
 class Transactions(Protocol):
-    """What the repository needs of the case store (`SqlAlchemyCaseStore`)."""
+    """What the repository needs of the case store (`SqlAlchemyCaseStore`): units of
+    work with `.conn` and, for writes, `.outbox` (`SqlOutbox`)."""
 
     def write(self) -> Any: ...
 
@@ -262,6 +270,32 @@ def _purge_values(p: PurgeRequest) -> dict[str, Any]:
     }
 
 
+_cases = gate_tables.cases.c
+
+
+async def _write_events(uow: Any, events: Sequence[RecordingEvent]) -> None:
+    """Into the outbox, inside the caller's transaction. A recording of a case the
+    store knows takes that case's next sequence number (so a consumer sees it in order
+    with the case's other events); one of no case, or of a case not in this store,
+    has none."""
+    for ev in events:
+        case_pk = None
+        if ev.case_id is not None:
+            case_pk = (
+                await uow.conn.execute(
+                    select(_cases.id).where(_cases.creditor == ev.creditor, _cases.case_id == ev.case_id)
+                )
+            ).scalar()
+        await uow.outbox.add(
+            ev.type,
+            creditor=ev.creditor,
+            case_pk=case_pk,
+            case_id=ev.case_id,
+            occurred_at=ev.occurred_at,
+            payload=dict(ev.payload),
+        )
+
+
 class SqlAlchemyRecordingRepository:
     def __init__(self, store: Transactions) -> None:
         self._store = store
@@ -276,8 +310,9 @@ class SqlAlchemyRecordingRepository:
         async with self._store.read() as uow:
             yield uow.conn
 
-    async def add(self, recording: Recording) -> None:
-        async with self._write() as conn:
+    async def add(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
+        async with self._store.write() as uow:
+            conn = uow.conn
             try:
                 async with conn.begin_nested():
                     await conn.execute(insert(recordings).values(**_recording_values(recording)))
@@ -286,6 +321,7 @@ class SqlAlchemyRecordingRepository:
                     "该来源的录音已存在 / a recording with this source id exists",
                     source_id=recording.source_id,
                 ) from exc
+            await _write_events(uow, events)
 
     async def get(self, recording_id: str) -> Recording | None:
         async with self._read() as conn:
@@ -331,18 +367,22 @@ class SqlAlchemyRecordingRepository:
             rows = (await conn.execute(q)).all()
         return [_row_to_recording(r) for r in rows]
 
-    async def update(self, recording: Recording) -> None:
+    async def update(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
         values = _recording_values(recording)
         rid = values.pop("recording_id")
-        async with self._write() as conn:
-            res = await conn.execute(update(recordings).where(recordings.c.recording_id == rid).values(**values))
+        async with self._store.write() as uow:
+            res = await uow.conn.execute(update(recordings).where(recordings.c.recording_id == rid).values(**values))
             if res.rowcount != 1:
                 raise KeyError(rid)
+            await _write_events(uow, events)
 
-    async def destroy(self, recording: Recording, entry: DestructionEntry) -> None:
+    async def destroy(
+        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = ()
+    ) -> None:
         values = _recording_values(recording)
         rid = values.pop("recording_id")
-        async with self._write() as conn:
+        async with self._store.write() as uow:
+            conn = uow.conn
             try:
                 async with conn.begin_nested():
                     await conn.execute(
@@ -365,6 +405,7 @@ class SqlAlchemyRecordingRepository:
             except IntegrityError as exc:
                 raise Conflict("登记表序号已被占用 / register sequence taken", seq=entry.seq) from exc
             await conn.execute(update(recordings).where(recordings.c.recording_id == rid).values(**values))
+            await _write_events(uow, events)
 
     async def put_case_hold(self, hold: CaseHold) -> None:
         t = recording_case_holds

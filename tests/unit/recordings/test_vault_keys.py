@@ -92,10 +92,10 @@ async def test_an_ingest_whose_key_was_retired_before_it_committed_rewraps_itsel
     audio = wav_bytes(1, 350)
     original_add = repo.add
 
-    async def add_after_a_rotation_and_retire(rec):
+    async def add_after_a_rotation_and_retire(rec, events=()):
         new = keys.rotate("bank-a")
         keys.retire("bank-a", rec.kek_id)
-        await original_add(rec)
+        await original_add(rec, events)
         assert new != rec.kek_id
 
     repo.add = add_after_a_rotation_and_retire
