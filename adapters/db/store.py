@@ -189,7 +189,19 @@ class _SqliteWriter:
     def begin(self) -> Any:
         if self.conn is None or self.conn.invalidated or self.conn.closed:
             self.conn = self.engine.connect()
+        if self.conn.in_transaction():
+            # Left open by a caller cancelled mid-begin (see `abandon`); the write lock
+            # means nobody else is using it.
+            self.conn.rollback()
         return self.conn.begin()
+
+    def abandon(self) -> None:
+        """Roll back whatever transaction is open: its caller was cancelled."""
+        try:
+            if self.conn is not None and not self.conn.closed and self.conn.in_transaction():
+                self.conn.rollback()
+        except (SQLAlchemyError, OSError):
+            self.reset()
 
     def reset(self) -> None:
         """After a failure that left the connection unusable: start over."""
@@ -339,6 +351,11 @@ class SqlAlchemyCaseStore:
         assert writer is not None
         try:
             trans = await _in_thread(writer.begin)
+        except asyncio.CancelledError:
+            # The thread finished BEGIN IMMEDIATE before `_in_thread` re-raised: the
+            # transaction (and SQLite's write lock) is ours to roll back.
+            writer.abandon()
+            raise
         except (SQLAlchemyError, OSError) as exc:
             writer.reset()
             raise StoreUnavailable(f"cannot open a write transaction: {type(exc).__name__}: {exc}") from exc
@@ -356,6 +373,10 @@ class SqlAlchemyCaseStore:
             raise
         try:
             await _in_thread(trans.commit)
+        except asyncio.CancelledError:
+            # The commit ran to its end in the thread; if it failed, undo what is left.
+            writer.abandon()
+            raise
         except (SQLAlchemyError, OSError) as exc:
             try:
                 trans.rollback()
