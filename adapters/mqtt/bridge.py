@@ -48,8 +48,8 @@ from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
 log = structlog.get_logger("dialgate.mqtt.bridge")
 
 metadata = sa.MetaData()
-# SIP Call-ID → attempt, learnt from PBX events that carry both (this adapter's table,
-# created at start-up on the service's database, like the PBX adapter's own).
+# SIP Call-ID → attempt, learnt from PBX events that carry both (this adapter's table on
+# the service's database, built by migration 0301_mqtt; a test compares the two).
 pbx_calls = sa.Table(
     "mqtt_pbx_calls",
     metadata,
@@ -273,8 +273,6 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
         yield None
         return
     store = services.store
-    async with store.write() as uow:
-        await uow.conn.run_sync(metadata.create_all)
     source = SqlAlchemyOutboxSource(
         store, now=lambda: services.clock.now().astimezone(UTC), write=store.write
     )

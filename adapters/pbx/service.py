@@ -16,8 +16,8 @@ before the debtor leg — the attempt is set `released` and stops counting. Once
 debtor's phone was dialled it counts, answered or not; answered calls are also marked
 `connected` (the "connected calls" caps).
 
-Progress rows (`pbx_attempt_progress`, this adapter's own table, created at start-up on
-the service's database) keep every state with its timestamp, cause, rule id and the
+Progress rows (`pbx_attempt_progress`, this adapter's own table on the service's
+database, built by its migration adapters/db/migrations/versions/0201_pbx_attempt_progress.py) keep every state with its timestamp, cause, rule id and the
 recording id; `GET /v1/attempts/{id}` (adapters/pbx/http.py) shows them.
 """
 
@@ -42,6 +42,7 @@ from dialer.model import AttemptRecord, Principal
 
 log = structlog.get_logger("adapters.pbx.service")
 
+# Mirrors migration 0201_pbx (a test compares the migrated schema with this).
 metadata = sa.MetaData()
 progress_table = sa.Table(
     "pbx_attempt_progress",
@@ -256,11 +257,6 @@ class SipUaPbx:
                 await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def ensure_tables(store: Any) -> None:
-    async with store.write() as uow:
-        await uow.conn.run_sync(metadata.create_all)
-
-
 async def progress_rows(conn: Any, attempt_id: str) -> list[dict[str, Any]]:
     """The attempt's progress rows, in order, read on `conn` (inside the caller's
     transaction, so they agree with the attempt row read there)."""
@@ -282,7 +278,6 @@ async def open_pbx(services: Any) -> AsyncIterator[Any]:
         cfg = parse_pbx_config(services.config.section("pbx"), services.config.section("sip"))
     except PbxConfigError as exc:
         raise ConfigError(f"{services.config.source}: {exc}") from exc
-    await ensure_tables(services.store)
     if cfg.mode != "sip_ua":
         yield None
         return
