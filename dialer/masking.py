@@ -9,23 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+# One masking rule for the whole service: the policy core's (its check details use it).
+from policy.numbers import mask_number
+
+__all__ = ["mask_number", "mask_text", "mask_deep"]
+
 # A run of 7+ digits, optionally with a leading + : phone, card and ID numbers alike.
 # Not inside identifiers, dates or decimals (uuid segments, 2026-11-24, 1732368000.5).
 _NUMBER_RE = re.compile(r"(?<![\w\-.:])\+?\d{7,}[Xx]?(?![\w\-.:])")
-
-
-def mask_number(number: str) -> str:
-    digits = number.strip()
-    plus = ""
-    if digits.startswith("+86") and len(digits) > 6:
-        digits = digits[3:]
-    elif digits.startswith("+"):
-        plus, digits = "+", digits[1:]
-    if len(digits) <= 4:
-        return plus + "*" * len(digits)
-    if len(digits) <= 7:
-        return plus + digits[:1] + "*" * (len(digits) - 3) + digits[-2:]
-    return plus + digits[:3] + "****" + digits[-4:]
 
 
 def mask_text(text: str) -> str:

@@ -28,6 +28,7 @@ from typing import Mapping, Protocol
 import phonenumbers
 
 from adapters.sip.message import NameAddr, SipMessage, SipParseError, parse_name_addr
+from policy.numbers import mask_number as _mask_number
 
 STORE_UNAVAILABLE = "system.store_unavailable"
 STORE_UNAVAILABLE_REASON = "The dial gate could not reach its store; the call is blocked (fail closed)."
@@ -97,12 +98,8 @@ def normalize_line(raw: str) -> str:
 
 
 def mask_number(number: str | None) -> str:
-    """``+8613800000001`` → ``+86138****0001`` for logs; short ids keep their last two."""
-    if not number:
-        return ""
-    if len(number) <= 8:
-        return "*" * max(0, len(number) - 2) + number[-2:]
-    return number[:-8] + "****" + number[-4:]
+    """The service's one masking rule (``138****0001``), tolerating an absent number."""
+    return _mask_number(number) if number else ""
 
 
 def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> SipDialInput:
