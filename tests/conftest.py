@@ -8,6 +8,7 @@ under CI (`CI=true`) the test FAILS; on a developer machine it is skipped with t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,15 @@ def require_service(name: str, available: bool, how: str = "") -> None:
     if IN_CI:
         pytest.fail(f"{msg} (CI=true: integration tests never skip)", pytrace=False)
     pytest.skip(msg)
+
+
+def shared_dir() -> Path:
+    """The workplace's shared/ folder (RFC 4475 torture messages, PROTOS cases).
+
+    It sits beside the repository checkout (`<checkout>/../shared`), in CI's fresh clone
+    as on a developer machine; DIALGATE_SHARED overrides."""
+    env = os.environ.get("DIALGATE_SHARED")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[1].parent / "shared"
+    return beside if beside.is_dir() else Path("/work/shared")

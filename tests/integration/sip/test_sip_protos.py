@@ -21,9 +21,9 @@ from adapters.sip.fakes import RecordingSipAuthorizer
 from adapters.sip.gate import dial_input_from_invite
 from adapters.sip.message import SipParseError, parse_message
 from sipclient import UdpClient, make_invite
-from tests.conftest import require_service
+from tests.conftest import require_service, shared_dir
 
-ARCHIVE = Path("/work/shared/protos-sip-cases.tar.gz")
+ARCHIVE = shared_dir() / "protos-sip-cases.tar.gz"
 CASE_COUNT = 4527
 BATCH = 10
 MAX_DATAGRAM = 65_507  # a few overflow cases are longer; they are sent cut to what UDP carries

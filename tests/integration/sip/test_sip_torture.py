@@ -21,11 +21,9 @@ import pytest
 
 from adapters.sip.fakes import RecordingSipAuthorizer
 from sipclient import TcpClient, UdpClient, make_invite
-from tests.conftest import require_service
+from tests.conftest import require_service, shared_dir
 
-TORTURE = Path(__file__).resolve().parents[3].parent / "shared" / "sip-torture"
-if not TORTURE.is_dir():
-    TORTURE = Path("/work/shared/sip-torture")
+TORTURE = shared_dir() / "sip-torture"
 
 DROP = None
 DECIDED = 302  # the recording authorizer allows every call it is asked about
