@@ -66,6 +66,14 @@ class Services:
     policies: PolicyBook
     gate: Gate
     auth: Authenticator
+    # Optional components: set by their extensions while they run, None when not enabled.
+    # sip / mqtt / pbx have a `health()` that /readyz and the console's health strip read.
+    vault: Any = None  # recordings vault (dialer.http.recordings:open_vault)
+    recordings_config: Any = None
+    recordings_inbox: Any = None
+    sip: Any = None  # SIP gate listener ([sip] listen)
+    mqtt: Any = None  # MQTT bus ([mqtt] url)
+    pbx: Any = None  # click-to-dial SIP user agent ([pbx] mode = "sip_ua")
 
     def region_of(self, creditor: str) -> str:
         return self.policies.for_creditor(creditor).default_region

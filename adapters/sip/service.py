@@ -181,4 +181,22 @@ async def open_sip_gate(services: Any) -> AsyncIterator[SipServer | None]:
     authorizer = GateSipAuthorizer(services.gate, config)
     async with SipServer(authorizer, config) as server:
         log.info("sip.gate_started", listen=config.listen, route=config.route)
-        yield server
+        services.sip = SipGateHealth(server)
+        try:
+            yield server
+        finally:
+            services.sip = None
+
+
+class SipGateHealth:
+    """What `services.sip` holds while the listener runs: /readyz and the console's
+    health strip ask it. It exists only between start and close, so: listening."""
+
+    def __init__(self, server: SipServer) -> None:
+        self.server = server
+
+    def health(self) -> tuple[str, str]:
+        return "ok", (
+            f"listening on {self.server.host}:{self.server.port} (UDP, TCP); "
+            f"{self.server.pending_decisions} decisions pending"
+        )
