@@ -11,7 +11,9 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
   (`_SqliteWriter`): BEGIN IMMEDIATE and COMMIT (which may wait for the lock or fsync)
   run in a worker thread, the statements in between run inline — a few tens of
   microseconds each — instead of two or three thread hand-offs per statement through
-  aiosqlite. Reads stay on aiosqlite.
+  aiosqlite. Reads stay on aiosqlite. Writes that queue while one runs share its
+  transaction (group commit, `_sqlite_write`): each in its own SAVEPOINT, one COMMIT
+  and one fsync for the group, nobody answered before that COMMIT.
 * PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
   (``case:…``, ``number:…``), taken in sorted order so two requests never deadlock;
   the decision log then takes its chain's lock (see `SqlDecisionLog.append`).
@@ -240,6 +242,39 @@ async def _in_thread(fn: Any) -> Any:
         raise
 
 
+class _Group:
+    """One SQLite write transaction shared by the units of work queued together."""
+
+    __slots__ = ("trans", "members", "done", "error")
+
+    def __init__(self, trans: Any) -> None:
+        self.trans = trans
+        self.members = 0
+        self.done = False
+        self.error: StoreUnavailable | None = None
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise StoreUnavailable(str(self.error)) from self.error
+
+
+async def _shielded(coro: Any) -> Any:
+    """Run `coro` to its end even if the caller is cancelled (a group's COMMIT belongs to
+    every member, not only to the one that happens to run it); then re-raise."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue
+            except BaseException:  # noqa: BLE001 - the caller is cancelled anyway
+                break
+        raise
+
+
 class SqlAlchemyCaseStore:
     """The `CaseStore` port over SQLAlchemy Core. Use as `async with store:`."""
 
@@ -253,6 +288,9 @@ class SqlAlchemyCaseStore:
         self.timeout = config.timeout_s
         self._memory = self.url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:")
         self._writer: _SqliteWriter | None = None
+        self._group: _Group | None = None
+        self._lock_waiting = 0
+        self._finishers: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> "SqlAlchemyCaseStore":
@@ -326,63 +364,159 @@ class SqlAlchemyCaseStore:
     @asynccontextmanager
     async def write(self, lock_keys: Sequence[str] = ()) -> AsyncIterator["SqlUnitOfWork"]:
         """A serialised write transaction (see the module docstring)."""
-        if self.is_sqlite:
+        if self.is_sqlite and self._writer is not None:
+            async with self._sqlite_write() as uow:
+                yield uow
+        elif self.is_sqlite:
+            await self._acquire_write_lock()
             try:
-                async with asyncio.timeout(self.timeout):
-                    await self._write_lock.acquire()
-            except TimeoutError as exc:
-                raise StoreUnavailable("timed out waiting for the store's write lock") from exc
-            try:
-                if self._writer is not None:
-                    async with self._sqlite_write() as uow:
-                        yield uow
-                else:
-                    async with self._transaction("IMMEDIATE", ()) as uow:
-                        yield uow
+                async with self._transaction("IMMEDIATE", ()) as uow:
+                    yield uow
             finally:
                 self._write_lock.release()
         else:
             async with self._transaction(None, lock_keys) as uow:
                 yield uow
 
+    async def _acquire_write_lock(self) -> None:
+        self._lock_waiting += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._write_lock.acquire()
+        except TimeoutError as exc:
+            raise StoreUnavailable("timed out waiting for the store's write lock") from exc
+        finally:
+            self._lock_waiting -= 1
+
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator["SqlUnitOfWork"]:
+        """Group commit: units of work that queue while one runs join its transaction.
+
+        Each unit of work still runs alone (the write lock) and inside its own SAVEPOINT
+        (all but the group's first), so a failing one undoes only itself. When a unit
+        finishes and nobody else is queued, the group commits at once; otherwise it
+        queues behind them and the first member back commits everybody. No member's
+        `write()` returns before the group's COMMIT (one fsync for the group) is done,
+        and if that COMMIT fails every member gets `StoreUnavailable` (fail closed).
+        """
         writer = self._writer
         assert writer is not None
+        await self._acquire_write_lock()
+        group: _Group | None = None
+        joined = False
         try:
-            trans = await _in_thread(writer.begin)
-        except asyncio.CancelledError:
-            # The thread finished BEGIN IMMEDIATE before `_in_thread` re-raised: the
-            # transaction (and SQLite's write lock) is ours to roll back.
-            writer.abandon()
-            raise
-        except (SQLAlchemyError, OSError) as exc:
-            writer.reset()
-            raise StoreUnavailable(f"cannot open a write transaction: {type(exc).__name__}: {exc}") from exc
-        assert writer.conn is not None
-        uow = SqlUnitOfWork(_SyncConnShim(writer.conn), False)  # type: ignore[arg-type]
-        try:
-            yield uow
-        except BaseException as exc:
+            if self._group is None:
+                try:
+                    trans = await _in_thread(writer.begin)
+                except asyncio.CancelledError:
+                    # The thread finished BEGIN IMMEDIATE before `_in_thread` re-raised: the
+                    # transaction (and SQLite's write lock) is ours to roll back.
+                    writer.abandon()
+                    raise
+                except (SQLAlchemyError, OSError) as exc:
+                    writer.reset()
+                    raise StoreUnavailable(f"cannot open a write transaction: {type(exc).__name__}: {exc}") from exc
+                self._group = _Group(trans)
+            group = self._group
+            assert writer.conn is not None
             try:
-                trans.rollback()
-            except (SQLAlchemyError, OSError):
-                writer.reset()
-            if isinstance(exc, (SQLAlchemyError, OSError)):
+                savepoint = writer.conn.begin_nested() if group.members else None
+            except (SQLAlchemyError, OSError) as exc:
+                self._abort_group(group, exc)
                 raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
-            raise
-        try:
-            await _in_thread(trans.commit)
-        except asyncio.CancelledError:
-            # The commit ran to its end in the thread; if it failed, undo what is left.
-            writer.abandon()
-            raise
-        except (SQLAlchemyError, OSError) as exc:
+            uow = SqlUnitOfWork(_SyncConnShim(writer.conn), False)  # type: ignore[arg-type]
             try:
-                trans.rollback()
+                yield uow
+                if savepoint is not None:
+                    savepoint.commit()
+            except BaseException as exc:
+                try:
+                    if savepoint is not None:
+                        savepoint.rollback()
+                    else:  # the group's first unit: nothing else to keep
+                        self._abort_group(group, exc)
+                except (SQLAlchemyError, OSError):
+                    self._abort_group(group, exc)
+                if isinstance(exc, (SQLAlchemyError, OSError)):
+                    raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
+                raise
+            group.members += 1
+            joined = True
+            if not self._lock_waiting:
+                await _shielded(self._finish_group(group))
+                group.check()
+                return
+        finally:
+            if group is not None and not group.done and not joined:
+                # A failed unit: commit the members before it once the queue has run.
+                if self._lock_waiting:
+                    task = asyncio.ensure_future(self._finish_group_locked(group))
+                    self._finishers.add(task)
+                    task.add_done_callback(self._finishers.discard)
+                else:
+                    await _shielded(self._finish_group(group))
+            self._write_lock.release()
+        # Others are queued: they join this group; the first member back commits it.
+        await _shielded(self._finish_group_locked(group))
+        group.check()
+
+    async def _finish_group_locked(self, group: "_Group") -> None:
+        if group.done:
+            return
+        self._lock_waiting += 1
+        try:
+            await self._write_lock.acquire()
+        finally:
+            self._lock_waiting -= 1
+        try:
+            await self._finish_group(group)
+        finally:
+            self._write_lock.release()
+
+    async def _finish_group(self, group: "_Group") -> None:
+        """COMMIT (or roll back an empty) group; the write lock is held."""
+        if group.done:
+            return
+        writer = self._writer
+        assert writer is not None
+        if self._group is group:
+            self._group = None
+        if not group.members:
+            try:
+                group.trans.rollback()
             except (SQLAlchemyError, OSError):
                 writer.reset()
-            raise StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}") from exc
+            group.done = True
+            return
+        try:
+            await _in_thread(group.trans.commit)
+        except (SQLAlchemyError, OSError) as exc:
+            # SQLite may keep the transaction open after a failed COMMIT while SQLAlchemy
+            # considers it over: start from a fresh connection (this drops the transaction).
+            writer.reset()
+            group.error = StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}")
+        except BaseException:
+            writer.abandon()
+            group.error = StoreUnavailable("commit interrupted")
+            raise
+        finally:
+            group.done = True
+
+    def _abort_group(self, group: "_Group", exc: BaseException) -> None:
+        """Roll the whole group back (its transaction is unusable or has only the failed unit)."""
+        writer = self._writer
+        assert writer is not None
+        if self._group is group:
+            self._group = None
+        if group.done:
+            return
+        group.done = True
+        if group.members:
+            group.error = StoreUnavailable(f"store error in a grouped write: {type(exc).__name__}: {exc}")
+        try:
+            group.trans.rollback()
+        except (SQLAlchemyError, OSError):
+            writer.reset()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator["SqlUnitOfWork"]:

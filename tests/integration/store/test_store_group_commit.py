@@ -1,0 +1,130 @@
+"""SQLite group commit: writes queued behind a running one share its transaction
+(one COMMIT, one fsync) yet each still succeeds or fails on its own, nobody hears
+"done" before the COMMIT, and a failed COMMIT fails every member (fail closed)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from adapters.db.migrate import upgrade
+from adapters.db.store import SqlAlchemyCaseStore
+from dialer.config import build_config
+from dialer.errors import StoreUnavailable
+
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+
+
+def _users_on_disk(db: str) -> set[str]:
+    con = sqlite3.connect(db)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM users")}
+    finally:
+        con.close()
+
+
+async def _open(tmp_path: Path) -> tuple[SqlAlchemyCaseStore, str]:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}})
+    store = SqlAlchemyCaseStore(cfg.store)
+    await store.__aenter__()
+    await upgrade(store)
+    return store, cfg.store.url.split(":///", 1)[1]
+
+
+async def test_writes_queued_behind_a_running_one_are_each_on_disk_when_their_write_returns(tmp_path: Path) -> None:
+    store, db = await _open(tmp_path)
+    try:
+        first_inside, let_first_finish = asyncio.Event(), asyncio.Event()
+        seen_on_return: dict[str, bool] = {}
+
+        async def add(name: str, hold: bool = False) -> None:
+            async with store.write() as uow:
+                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+                if hold:
+                    first_inside.set()
+                    await let_first_finish.wait()
+            seen_on_return[name] = name in _users_on_disk(db)
+
+        first = asyncio.create_task(add("u-0", hold=True))
+        await first_inside.wait()
+        rest = [asyncio.create_task(add(f"u-{i}")) for i in range(1, 20)]
+        await asyncio.sleep(0)  # let them queue on the write lock
+        let_first_finish.set()
+        await asyncio.gather(first, *rest)
+
+        assert seen_on_return == {f"u-{i}": True for i in range(20)}
+        assert _users_on_disk(db) == {f"u-{i}" for i in range(20)}
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_a_write_that_fails_inside_a_group_undoes_only_itself(tmp_path: Path) -> None:
+    store, db = await _open(tmp_path)
+    try:
+        first_inside, let_first_finish = asyncio.Event(), asyncio.Event()
+
+        async def add(name: str, *, hold: bool = False, fail: bool = False) -> None:
+            async with store.write() as uow:
+                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+                if hold:
+                    first_inside.set()
+                    await let_first_finish.wait()
+                if fail:
+                    raise ValueError("refused after writing")
+
+        first = asyncio.create_task(add("keep-1", hold=True))
+        await first_inside.wait()
+        failing = asyncio.create_task(add("undone", fail=True))
+        last = asyncio.create_task(add("keep-2"))
+        await asyncio.sleep(0)
+        let_first_finish.set()
+        await first
+        with pytest.raises(ValueError, match="refused after writing"):
+            await failing
+        await last
+
+        assert _users_on_disk(db) == {"keep-1", "keep-2"}
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_when_the_group_commit_fails_every_member_is_told_the_store_is_unavailable_and_nothing_is_kept(
+    tmp_path: Path,
+) -> None:
+    store, db = await _open(tmp_path)
+    try:
+        first_inside, let_first_finish = asyncio.Event(), asyncio.Event()
+
+        async def add(name: str, hold: bool = False) -> None:
+            async with store.write() as uow:
+                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+                if hold:
+                    first_inside.set()
+                    await let_first_finish.wait()
+
+        async def poison() -> None:
+            # A foreign-key violation checked only at COMMIT: the whole group's COMMIT fails.
+            async with store.write() as uow:
+                await uow.conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
+                await uow.conn.exec_driver_sql(
+                    "INSERT INTO user_creditors (user_id, creditor) VALUES (987654, 'no-such-creditor')"
+                )
+
+        first = asyncio.create_task(add("g-1", hold=True))
+        await first_inside.wait()
+        bad = asyncio.create_task(poison())
+        other = asyncio.create_task(add("g-2"))
+        await asyncio.sleep(0)
+        let_first_finish.set()
+        results = await asyncio.gather(first, bad, other, return_exceptions=True)
+
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert _users_on_disk(db) == set()
+        await add("after")  # the store is usable again
+        assert _users_on_disk(db) == {"after"}
+    finally:
+        await store.__aexit__(None, None, None)
