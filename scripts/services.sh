@@ -31,6 +31,8 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 ALTER ROLE dialgate CREATEDB PASSWORD '$pw';
+-- DROP DATABASE … WITH (FORCE) in test teardown may need to end leftover sessions.
+GRANT pg_signal_backend TO dialgate;
 DROP DATABASE IF EXISTS dialgate_test WITH (FORCE);
 CREATE DATABASE dialgate_test OWNER dialgate;
 SQL
