@@ -47,6 +47,7 @@ ROUTERS: list[str] = [
 ]
 
 EXTENSIONS: list[str] = [
+    "dialer.console.wiring:check_console_config",
     "dialer.http.recordings:open_vault",
     "adapters.sip.service:open_sip_gate",
     "adapters.pbx.service:open_pbx",

@@ -8,12 +8,14 @@ This module is the console's part of the composition root: the one place in
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
 
-from dialer.console.config import console_settings
+from dialer.console.config import ConsoleConfigError, console_settings
 from dialer.console.router import ConsoleSettings, console_router
 
 
@@ -40,6 +42,19 @@ def _console(request: Request) -> tuple[Any, ConsoleSettings]:
         cached = (services, SqlAlchemyConsoleQueries(services, vault), settings)
         request.app.state.console = cached
     return cached[1], cached[2]
+
+
+@asynccontextmanager
+async def check_console_config(services: Any) -> AsyncIterator[None]:
+    """Extension (dialer/app.py EXTENSIONS): a bad `[console]` section refuses start-up
+    with the key path, like the other sections, instead of failing the first page."""
+    from dialer.errors import ConfigError
+
+    try:
+        console_settings(services.config.section("console"), services.config.paths.data_dir)
+    except ConsoleConfigError as exc:
+        raise ConfigError(f"{services.config.source}: {exc}") from exc
+    yield None
 
 
 router = console_router(lambda r: _console(r)[0], lambda r: _console(r)[1])
