@@ -1,7 +1,9 @@
 """A caller cancelled while the SQLite writer thread is opening its transaction (a
 timeout around a decision, a client gone) leaves nothing behind: the transaction is
 rolled back at once (SQLite's write lock is free for other processes), the next
-decide-and-reserve works, and the cancelled one wrote nothing.
+decide-and-reserve works, and the cancelled one wrote nothing. A caller cancelled while
+its COMMIT runs gets the whole write committed (decision and attempt together), never
+half of it, and the next write works too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from adapters.db import tables
 from gate_store_support import one_case
@@ -42,6 +44,60 @@ def _write_lock_is_free(db_path: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+async def _gate(tmp_path: Path) -> Any:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}})
+    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")))
+    return cfg, clock, build_app(cfg, clock=clock)
+
+
+async def test_a_dial_cancelled_while_its_commit_runs_is_committed_whole_and_the_next_dial_works(
+    tmp_path: Path,
+) -> None:
+    cfg, clock, app = await _gate(tmp_path)
+    async with app.router.lifespan_context(app):
+        store = app.state.services.store
+        _, col = await add_user(store, clock, "col-c", "collector", frozenset({"bank-c"}))
+        _, data = await add_user(store, clock, "data-c", "data", frozenset({"bank-c"}))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate", timeout=60) as c:
+            case = one_case("CC-1", "bank-c", "col-c", "13800000099")
+            case["commission_start"], case["commission_end"] = "2026-11-01", "2026-12-31"
+            r = await c.post("/v1/cases:import", json={"cases": [case]}, headers={"Authorization": f"Bearer {data}"})
+            assert r.status_code == 200, r.text
+            attempts_before = await _count(store, tables.attempts)
+            decisions_before = await _count(store, tables.decisions)
+
+            writer = store._writer
+            assert writer is not None
+            committing, release = threading.Event(), threading.Event()
+
+            def hold_commit(_conn: Any) -> None:  # the writer thread, just before COMMIT
+                if committing.is_set():
+                    return  # only the first commit is held
+                committing.set()
+                release.wait(10)
+
+            event.listen(writer.engine, "commit", hold_commit)
+            body = {"case_id": "CC-1", "number": "13800000099", "agent_id": "col-c"}
+            auth = {"Authorization": f"Bearer {col}"}
+            dial = asyncio.ensure_future(c.post("/v1/dials", json=body, headers=auth))
+            assert await asyncio.to_thread(committing.wait, 10), "the dial never reached its COMMIT"
+            dial.cancel()
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await dial
+            event.remove(writer.engine, "commit", hold_commit)
+
+            db_path = cfg.store.url.split(":///", 1)[1]
+            assert _write_lock_is_free(db_path), "the cancelled dial's transaction still holds the write lock"
+            assert await _count(store, tables.attempts) == attempts_before + 1
+            assert await _count(store, tables.decisions) == decisions_before + 1
+
+            r = await c.post("/v1/dials", json=body, headers=auth)
+            assert r.status_code == 201, r.text
+        assert await _count(store, tables.attempts) == attempts_before + 2
+        assert await _count(store, tables.decisions) == decisions_before + 2
 
 
 async def test_a_dial_cancelled_while_its_write_transaction_begins_leaves_no_transaction_and_the_next_dial_is_allowed(
