@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 import uuid
 from dataclasses import replace
 from collections import Counter
@@ -420,24 +421,29 @@ class SqlAlchemyCaseStore:
             group = self._group
             assert writer.conn is not None
             try:
-                savepoint = writer.conn.begin_nested() if group.members else None
-            except (SQLAlchemyError, OSError) as exc:
+                # Raw SAVEPOINT on the driver connection: SQLAlchemy's begin_nested costs
+                # more than the unit's statements (profiled); the name is ours alone.
+                savepoint = writer.conn.connection.dbapi_connection if group.members else None
+                if savepoint is not None:
+                    savepoint.execute("SAVEPOINT dialgate_unit")
+            except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
                 self._abort_group(group, exc)
                 raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
             uow = SqlUnitOfWork(_SyncConnShim(writer.conn), False)  # type: ignore[arg-type]
             try:
                 yield uow
                 if savepoint is not None:
-                    savepoint.commit()
+                    savepoint.execute("RELEASE dialgate_unit")
             except BaseException as exc:
                 try:
                     if savepoint is not None:
-                        savepoint.rollback()
+                        savepoint.execute("ROLLBACK TO dialgate_unit")
+                        savepoint.execute("RELEASE dialgate_unit")
                     else:  # the group's first unit: nothing else to keep
                         self._abort_group(group, exc)
-                except (SQLAlchemyError, OSError):
+                except (sqlite3.Error, SQLAlchemyError, OSError):
                     self._abort_group(group, exc)
-                if isinstance(exc, (SQLAlchemyError, OSError)):
+                if isinstance(exc, (sqlite3.Error, SQLAlchemyError, OSError)):
                     raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
                 raise
             group.members += 1
