@@ -269,7 +269,7 @@ class Gate:
                 {"rule_id": c.rule_id, "passed": c.passed, "detail": c.detail, "detail_zh": c.detail_zh}
                 for c in decision.checks
             ),
-            inputs_used=_masked_inputs(decision.to_dict().get("inputs_used") or {}),
+            inputs_used=_masked_inputs(decision.inputs_used),
         )
 
     def _store_unavailable(self, now: datetime) -> Decision:
@@ -1014,7 +1014,19 @@ def _decision_from_record(r: DecisionRecord) -> Decision:
     )
 
 
-def _masked_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+def _json_values(value: Any) -> Any:
+    """Mappings, sequences and dates as JSON values (what `Decision.to_dict` does to
+    `inputs_used`, without building the rest of the dict)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_json_values(v) for v in value]
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+def _masked_inputs(inputs: Mapping[str, Any] | None) -> dict[str, Any]:
     from dialer.masking import mask_deep
 
-    return mask_deep(dict(inputs))
+    return mask_deep(_json_values(inputs or {}))
