@@ -226,10 +226,10 @@ class _SqliteWriter:
             self.engine.dispose()
 
 
-async def _in_thread(fn: Any) -> Any:
-    """Run `fn` in a worker thread; if we are cancelled, still wait for it to finish
-    (the SQLite connection must not be left mid-statement), then re-raise."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn))
+async def _shielded(coro: Any) -> Any:
+    """Run `coro` to its end even if the caller is cancelled (a group's COMMIT belongs to
+    every member, not only to the one that happens to run it); then re-raise."""
+    task = asyncio.ensure_future(coro)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -241,6 +241,12 @@ async def _in_thread(fn: Any) -> Any:
             except BaseException:  # noqa: BLE001 - the caller is cancelled anyway
                 break
         raise
+
+
+async def _in_thread(fn: Any) -> Any:
+    """Run `fn` in a worker thread; if we are cancelled, still wait for it to finish
+    (the SQLite connection must not be left mid-statement), then re-raise."""
+    return await _shielded(asyncio.to_thread(fn))
 
 
 class _Group:
@@ -257,23 +263,6 @@ class _Group:
     def check(self) -> None:
         if self.error is not None:
             raise StoreUnavailable(str(self.error)) from self.error
-
-
-async def _shielded(coro: Any) -> Any:
-    """Run `coro` to its end even if the caller is cancelled (a group's COMMIT belongs to
-    every member, not only to the one that happens to run it); then re-raise."""
-    task = asyncio.ensure_future(coro)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                continue
-            except BaseException:  # noqa: BLE001 - the caller is cancelled anyway
-                break
-        raise
 
 
 class SqlAlchemyCaseStore:
