@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.config import StoreConfig
 from dialer.errors import StoreUnavailable
@@ -418,7 +419,9 @@ class SqlAlchemyCaseStore:
             except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
                 self._abort_group(group, exc)
                 raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
-            uow = SqlUnitOfWork(_SyncConnShim(writer.conn), False)  # type: ignore[arg-type]
+            uow = SqlUnitOfWork(
+                _SyncConnShim(writer.conn), False, raw=writer.conn.connection.dbapi_connection  # type: ignore[arg-type]
+            )
             try:
                 yield uow
                 if savepoint is not None:
@@ -569,12 +572,15 @@ class SqlAlchemyCaseStore:
 
 
 class SqlUnitOfWork:
-    def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
+    """`raw`: the pysqlite connection under `conn` when this unit runs on the SQLite
+    writer; the decide-and-reserve statements then bypass SQLAlchemy (`sqlite_hot`)."""
+
+    def __init__(self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None) -> None:
         self.conn = conn
-        self.cases = SqlCaseRepository(conn)
-        self.attempts = SqlAttemptRepository(conn)
-        self.decisions = SqlDecisionLog(conn, is_postgres)
-        self.outbox = SqlOutbox(conn)
+        self.cases = SqlCaseRepository(conn, raw)
+        self.attempts = SqlAttemptRepository(conn, raw)
+        self.decisions = SqlDecisionLog(conn, is_postgres, raw)
+        self.outbox = SqlOutbox(conn, raw)
         self.users = SqlUserRepository(conn)
         self.audit = SqlAuditLog(conn)
 
@@ -582,9 +588,34 @@ class SqlUnitOfWork:
 # ---------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------
+def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) -> list[CaseRecord]:
+    return [
+        CaseRecord(
+            pk=r["id"],
+            creditor=r["creditor"],
+            case_id=r["case_id"],
+            debtor_name=r["debtor_name"],
+            status=r["status"],
+            commission_start=r["commission_start"],
+            commission_end=r["commission_end"],
+            assigned_agent=r["assigned_agent"],
+            flags=_flags_set(r["flags"]),
+            amount_due=r["amount_due"],
+            overdue_days=r["overdue_days"],
+            follow_up_status=r["follow_up_status"],
+            next_action_date=r["next_action_date"],
+            event_seq=r["event_seq"],
+            contacts=tuple(by_case.get(r["id"], ())),
+            updated_at=r["updated_at"],
+        )
+        for r in rows
+    ]
+
+
 class SqlCaseRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
         self.conn = conn
+        self.raw = raw
 
     async def _load(self, where: Any, params: dict[str, Any] | None = None) -> list[CaseRecord]:
         query = where if params is not None else select(t.cases).where(where).order_by(t.cases.c.id)
@@ -607,29 +638,32 @@ class SqlCaseRepository:
                     added_at=c["added_at"],
                 )
             )
-        return [
-            CaseRecord(
-                pk=r["id"],
-                creditor=r["creditor"],
-                case_id=r["case_id"],
-                debtor_name=r["debtor_name"],
-                status=r["status"],
-                commission_start=r["commission_start"],
-                commission_end=r["commission_end"],
-                assigned_agent=r["assigned_agent"],
-                flags=_flags_set(r["flags"]),
-                amount_due=r["amount_due"],
-                overdue_days=r["overdue_days"],
-                follow_up_status=r["follow_up_status"],
-                next_action_date=r["next_action_date"],
-                event_seq=r["event_seq"],
-                contacts=tuple(by_case.get(r["id"], ())),
-                updated_at=r["updated_at"],
-            )
-            for r in rows
-        ]
+        return _case_records(rows, by_case)
+
+    def _find_raw(self, raw: sqlite3.Connection, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
+        rows = []
+        by_case: dict[int, list[ContactRecord]] = {}
+        for r in raw.execute(hot.CASES_BY_ID, (case_id,)).fetchall():
+            if creditors is not None and r[1] not in creditors:
+                continue
+            row = dict(zip(hot.CASE_KEYS, r))
+            row["commission_start"] = hot.py_date(row["commission_start"])
+            row["commission_end"] = hot.py_date(row["commission_end"])
+            row["next_action_date"] = hot.py_date(row["next_action_date"])
+            row["updated_at"] = hot.py_time(row["updated_at"])
+            rows.append(row)
+            by_case[r[0]] = [
+                ContactRecord(
+                    number=c[1], relation=c[2], name=c[3], tz=c[4], status=c[5], do_not_call=bool(c[6]),
+                    source=c[7], added_at=hot.py_time(c[8]),  # type: ignore[arg-type]
+                )
+                for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))
+            ]
+        return _case_records(rows, by_case)
 
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
+        if self.raw is not None:
+            return self._find_raw(self.raw, case_id, creditors)
         if creditors is None:
             return await self._load(Q_CASES_BY_ID, {"case_id": case_id})
         if not creditors:
@@ -779,12 +813,20 @@ class SqlCaseRepository:
         return await self._load(where)
 
     async def next_event_seq(self, pk: int, count: int = 1) -> int:
-        row = (await self.conn.execute(Q_NEXT_SEQ, {"pk": pk, "count": count})).first()
+        if self.raw is not None:
+            row = self.raw.execute(hot.NEXT_SEQ, (count, pk)).fetchone()
+        else:
+            row = (await self.conn.execute(Q_NEXT_SEQ, {"pk": pk, "count": count})).first()
         if row is None:
             raise LookupError(f"case pk {pk} vanished")
         return int(row[0]) - count + 1
 
     async def appointments(self, pk: int, since: datetime) -> list[Appointment]:
+        if self.raw is not None:
+            return [
+                Appointment(number=r[0], at=hot.py_time(r[1]))  # type: ignore[arg-type]
+                for r in self.raw.execute(hot.APPOINTMENTS, (pk, hot.db_time(since)))
+            ]
         rows = await self.conn.execute(Q_APPOINTMENTS, {"case_pk": pk, "since": since})
         return [Appointment(number=r[0], at=r[1]) for r in rows]
 
@@ -848,17 +890,25 @@ def _outcome(r: Any) -> OutcomeRecord:
 
 
 class SqlAttemptRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
         self.conn = conn
+        self.raw = raw
 
     async def history(self, number: str, case_pk: int, creditor: str, since: datetime) -> list[HistoryEvent]:
         out: list[HistoryEvent] = []
-        for r in await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since}):
+        if self.raw is not None:
+            rows: Iterable[Any] = self.raw.execute(
+                hot.HISTORY, {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
+            )
+        else:
+            rows = await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since})
+        for r in rows:
+            at = hot.py_time(r[1]) if self.raw is not None else r[1]
             # Another creditor's case with the same id must not count as this case.
             cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"
-            out.append(HistoryEvent(at=r[1], case_id=cid, number=r[3], relation=r[4], kind="attempt"))
+            out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="attempt"))
             if r[5]:
-                out.append(HistoryEvent(at=r[1], case_id=cid, number=r[3], relation=r[4], kind="connected"))
+                out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="connected"))
         return out
 
     async def expired(self, now: datetime, limit: int = 500) -> list[AttemptRecord]:
@@ -871,6 +921,13 @@ class SqlAttemptRepository:
         return [_attempt(r) for r in rows]
 
     async def add(self, attempt: AttemptRecord) -> None:
+        if self.raw is not None:
+            self.raw.execute(hot.INSERT_ATTEMPT, (
+                attempt.attempt_id, attempt.case_pk, attempt.creditor, attempt.case_id, attempt.number,
+                attempt.relation, attempt.agent_id, attempt.channel, attempt.state, hot.db_time(attempt.at),
+                hot.db_time(attempt.valid_until), attempt.decision_id, int(attempt.connected),
+            ))
+            return
         await self.conn.execute(
             I_ATTEMPT,
             dict(
@@ -989,12 +1046,28 @@ class SqlDecisionLog:
     appends to the same chain queue on its advisory lock, which is held to commit.
     """
 
-    def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
+    def __init__(self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
+        self.raw = raw
+
+    def _append_raw(self, raw: sqlite3.Connection, record: DecisionRecord, chain: str) -> DecisionRecord:
+        head = raw.execute(hot.CHAIN_HEAD, (chain,)).fetchone()
+        seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
+        rec = replace(record, chain=chain, seq=seq, prev_hash=prev)
+        body = canonical_json(rec.body())
+        digest = chain_hash(prev, body)
+        raw.execute(hot.INSERT_DECISION, (
+            chain, seq, rec.decision_id, rec.kind, hot.db_time(rec.at), rec.creditor, rec.case_id, rec.agent_id,
+            int(rec.allowed), rec.rule_id, rec.attempt_id, body, prev, digest,
+        ))
+        raw.execute(hot.UPSERT_CHAIN_HEAD, (chain, seq, digest))
+        return replace(rec, hash=digest)
 
     async def append(self, record: DecisionRecord) -> DecisionRecord:
         chain = record.creditor or "-"
+        if self.raw is not None:
+            return self._append_raw(self.raw, record, chain)
         if self.is_postgres:
             await self.conn.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "chain:" + chain}
@@ -1151,9 +1224,10 @@ class SqlDecisionLog:
 # Outbox, users, audit
 # ---------------------------------------------------------------------------------
 class SqlOutbox:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
         self.conn = conn
-        self._cases = SqlCaseRepository(conn)
+        self.raw = raw
+        self._cases = SqlCaseRepository(conn, raw)
 
     async def add(
         self,
@@ -1176,6 +1250,11 @@ class SqlOutbox:
             "case_seq": case_seq,
             **payload,
         }
+        if self.raw is not None:
+            self.raw.execute(hot.INSERT_OUTBOX, (
+                event_id, type, creditor, case_id, case_seq, hot.db_time(occurred_at), canonical_json(body),
+            ))
+            return event_id
         await self.conn.execute(
             I_OUTBOX,
             dict(

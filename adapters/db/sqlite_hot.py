@@ -1,0 +1,80 @@
+"""Decide-and-reserve's statements as plain pysqlite calls, for the SQLite writer.
+
+Every click-to-dial and every SIP INVITE runs about ten statements on the case store.
+Through SQLAlchemy Core each costs ~50 µs of Python (execution context, parameter
+and result processing) against ~10-30 µs for SQLite to run it; profiled, that
+overhead was a third of the whole decision. On a file database the write
+transactions already run on one synchronous pysqlite connection (`_SqliteWriter`),
+so the hot repository methods hand their SQL straight to it (pysqlite keeps the
+prepared statements in its own cache).
+
+What must stay identical to the Core path, because both write the same tables and
+read each other's rows:
+
+* timestamps: `UtcDateTime` stores naive UTC as ``YYYY-MM-DD HH:MM:SS.ffffff`` on
+  SQLite (always six fractional digits, so text order is time order); dates as
+  ``YYYY-MM-DD``; booleans as 0/1;
+* the same columns and the same semantics (tests run each scenario on both paths
+  and compare the rows).
+
+PostgreSQL and the in-memory SQLite used by unit tests keep the Core statements.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+UTC = timezone.utc
+
+
+def db_time(value: datetime) -> str:
+    """An aware datetime as SQLAlchemy's SQLite DATETIME text (naive UTC, microseconds)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; the store keeps UTC")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def py_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def py_date(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+CASE_KEYS = (
+    "id", "creditor", "case_id", "debtor_name", "status", "commission_start", "commission_end", "assigned_agent",
+    "flags", "amount_due", "overdue_days", "follow_up_status", "next_action_date", "event_seq", "updated_at",
+)
+CASES_BY_ID = f"SELECT {', '.join(CASE_KEYS)} FROM cases WHERE case_id = ? ORDER BY id"
+CONTACTS_OF_ONE = (
+    "SELECT case_pk, number, relation, name, tz, status, do_not_call, source, added_at "
+    "FROM contacts WHERE case_pk = ? ORDER BY id"
+)
+# Same shape and plan as the Core `Q_HISTORY`: two index range scans merged.
+HISTORY = (
+    "SELECT id, at, case_id, number, relation, connected, creditor FROM attempts "
+    "WHERE number = :number AND at >= :since AND state != 'released' "
+    "UNION ALL "
+    "SELECT id, at, case_id, number, relation, connected, creditor FROM attempts "
+    "WHERE case_pk = :case_pk AND at >= :since AND number != :number AND state != 'released'"
+)
+APPOINTMENTS = "SELECT number, at FROM appointments WHERE case_pk = ? AND at >= ?"
+NEXT_SEQ = "UPDATE cases SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq"
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (id, case_pk, creditor, case_id, number, relation, agent_id, channel, state, at, "
+    "valid_until, decision_id, connected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+CHAIN_HEAD = "SELECT seq, hash FROM chain_heads WHERE chain = ?"
+INSERT_DECISION = (
+    "INSERT INTO decisions (chain, seq, decision_id, kind, at, creditor, case_id, agent_id, allowed, rule_id, "
+    "attempt_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UPSERT_CHAIN_HEAD = (
+    "INSERT INTO chain_heads (chain, seq, hash) VALUES (?, ?, ?) "
+    "ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+)
+INSERT_OUTBOX = (
+    "INSERT INTO outbox (event_id, type, creditor, case_id, case_seq, occurred_at, payload, published_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"
+)
