@@ -1,13 +1,14 @@
 """SIP gate benchmark: sipp INVITEs against the DialGate SIP gate and, as the anchor,
 Kamailio configured as a trivial static redirect server, in the same run.
 
-    .venv/bin/python bench/sip_bench.py [--rates 100,500,2000] [--seconds 5] [--saturate-calls 10000]
-                                        [--targets kamailio-static,gate-memory,gate-sqlite]
+    .venv/bin/python bench/sip_bench.py [--rates 500,2000] [--seconds 5]
+        [--ladder 250,500,1000,...] [--ladder-seconds 4] [--capacity-p99-ms 50]
+        [--closed 16,128] [--closed-calls 10000] [--targets kamailio-static,gate-memory,gate-sqlite]
 
 Targets (each started fresh by this script on free loopback ports):
 
 * ``kamailio-static``  deploy/kamailio/start.sh --static-redirect: stateless 302 for
-  every INVITE, no policy, no state (C, several worker processes): the physical anchor.
+  every INVITE, no policy, no state (C, 2 UDP worker processes): the physical anchor.
 * ``gate-memory``      the SIP gate with an in-memory authorizer (parser, transaction
   table and listener only: the SIP edge's own cost).
 * ``gate-sqlite``      the SIP gate inside the real service: RequestDial on a SQLite
@@ -17,15 +18,28 @@ Targets (each started fresh by this script on free loopback ports):
 * ``gate-sqlite-normal``  the same with ``sqlite_synchronous = "NORMAL"`` (opt-in with
   ``--targets``).
 
-For each target and each offered load sipp places calls with distinct numbers (an
-injection CSV, one number per call, each number a case of its own in the store) and
-realistic headers (From extension, P-Asserted-Identity, SDP). A call is "answered"
-when its final response (302 or 603) arrives; its latency is sipp's response time from
-the INVITE to that final response. The script prints answered INVITEs/s, p50/p99
-latency, the mix of final responses (302 allowed, 603 blocked or failed closed, 503
-shed under overload) and the gate/anchor ratio; then a saturation run
-(offered load far above capacity, 16 calls in flight: a closed loop) gives each target's capacity.
+Every call has a distinct number (an injection CSV); for gate-sqlite each number is an
+active case of its own assigned to the calling agent, so the policy allows it (302) and
+no call is refused for a cap another call used up. Headers are realistic (From
+extension, P-Asserted-Identity of a registered line, SDP). A call is "answered" when its
+final response (302, 603 or 503) arrives; its latency is sipp's response time from the
+INVITE to that final response (1 ms resolution). Each target gets, in this order:
+
+1. fixed open-loop loads (``--rates``): answered/s, p50/p99, the share of 302 and 603,
+   503s (shed under overload), INVITE retransmissions and failed calls;
+2. the capacity: open-loop steps up the ``--ladder`` until one is not sustained (a call
+   unanswered, shed, retransmitted or failed, p99 over ``--capacity-p99-ms``, or under
+   97% of the offer answered), then one step between the last good and the first bad;
+   the capacity is the highest sustained offered rate;
+3. closed loops (``--closed``: that many calls in flight, a new one as soon as one is
+   answered): the peak rate with its latency, for comparison with earlier figures.
+
+Every run prints the CPU used by the target (all its processes and threads) and by sipp,
+each as a share of one core, and the whole machine's busy share: on a 2-core machine
+sipp competes with the target, and other work on the machine skews every figure. The
+summary gives each target's capacity and the gate/Kamailio ratios.
 """
+
 
 from __future__ import annotations
 
@@ -312,22 +326,89 @@ def start_kamailio(workdir: Path) -> Target:
 
 
 # --------------------------------------------------------------------------------------
+# CPU accounting: is sipp starving the target on this machine?
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User+system CPU seconds of every live process in the process group (threads included)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    total = sum(parts[:8])
+    return total - idle, total
+
+
+def cpu_info() -> str:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model or 'unknown model'})"
+
+
+# --------------------------------------------------------------------------------------
 # sipp runs
 
 
 @dataclass
 class Result:
     target: str
-    offered: str
+    kind: str  # "fixed", "ladder", "closed"
+    offered: int  # calls/s asked of sipp (0: closed loop, as fast as answers come)
+    limit: int  # sipp -l: calls in flight at most
     calls: int
     answered: int
     per_s: float
     p50_ms: float
     p99_ms: float
     finals: dict[str, int]
+    cpu_sipp: float  # share of one core
+    cpu_target: float  # share of one core (all its processes and threads)
+    cpu_machine: float  # share of all cores, everything on the machine
+
+    @property
+    def label(self) -> str:
+        return f"{self.offered}/s" if self.offered else f"closed-{self.limit}"
+
+    def passes(self, p99_bound_ms: float) -> bool:
+        """Sustained: every call answered (no 503 shed, no failure, no INVITE
+        retransmission), p99 within the bound, answered rate keeping up with the offer."""
+        f = self.finals
+        return (
+            self.answered == self.calls
+            and f["503"] == 0
+            and f["failed"] == 0
+            and f["INVITE retrans"] == 0
+            and self.p99_ms <= p99_bound_ms
+            and self.per_s >= 0.97 * self.offered
+        )
 
 
-def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit: int = 2000, timeout_s: int = 60) -> Result:
+def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, kind: str, limit: int, timeout_s: int = 60) -> Result:
     run = target.workdir / f"{target.name}-{tag}"
     run.mkdir()
     (run / "scenario.xml").write_text(SCENARIO)
@@ -337,24 +418,43 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit:
             f.write(f"{n}\n")
     cmd = [
         SIPP, f"127.0.0.1:{target.port}", "-sf", "scenario.xml", "-inf", "numbers.csv",
-        "-i", "127.0.0.1", "-p", str(free_port()), "-m", str(calls), "-r", str(rate), "-rp", "1000",
+        "-i", "127.0.0.1", "-p", str(free_port()), "-m", str(calls), "-r", str(rate or 10**6), "-rp", "1000",
         "-l", str(limit), "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1", "-trace_counts",
         "-timeout", f"{timeout_s}s", "-nostdin", "-max_recv_loops", "10000", "-buff_size", str(4 * 1024 * 1024),
     ]
+    target_cpu0 = group_cpu_seconds(target.proc.pid)
+    busy0, total0 = machine_cpu()
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s + 60)
+    with open(run / "sipp.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=run, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = started + timeout_s + 60
+        usage = None
+        while usage is None:
+            pid, _status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                usage = ru
+                proc.returncode = 0  # reaped here (wait4 gives sipp's own CPU use)
+            elif time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise TimeoutError(f"sipp did not finish against {target.name} ({tag})")
+            else:
+                time.sleep(0.02)
     wall = time.monotonic() - started
-    rtt_files = list(run.glob("*_rtt.csv"))
+    busy1, total1 = machine_cpu()
+    cpu_target = (group_cpu_seconds(target.proc.pid) - target_cpu0) / wall
+    cpu_sipp = (usage.ru_utime + usage.ru_stime) / wall
+    cpu_machine = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
     times: list[float] = []
     stamps: list[float] = []
-    for path in rtt_files:
+    for path in run.glob("*_rtt.csv"):
         with open(path) as f:
             for row in csv.reader(f, delimiter=";"):
                 if not row or not row[0][:1].isdigit():
                     continue
-                stamps.append(float(row[0]))  # date_ms (absolute)
+                stamps.append(float(row[0]) / 1000)  # when the final response came (ms since sipp started)
                 times.append(float(row[1]))  # response_time_ms (sipp resolution: 1 ms)
-    stats = _last_stat(run)
+    stats = _last_row(run, "*_.csv")
     counts = _last_row(run, "*_counts.csv")
     finals = {
         "302": int(counts.get("2_302_Recv", "0") or 0),
@@ -364,27 +464,19 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, limit:
         "failed": int(stats.get("FailedCall(C)", "0") or 0),
     }
     if not times:
-        raise RuntimeError(f"sipp produced no response times for {target.name} ({proc.stderr.decode()[-500:]})")
-    span = (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 else wall
+        raise RuntimeError(f"sipp produced no response times for {target.name} ({(run / 'sipp.stderr').read_text()[-500:]})")
+    span = max(stamps) - min(stamps) if len(stamps) > 1 else wall
     times.sort()
     return Result(
-        target=target.name,
-        offered=f"{rate}/s" if rate < 10**5 else "saturate",
-        calls=calls,
-        answered=len(times),
+        target=target.name, kind=kind, offered=rate, limit=limit, calls=calls, answered=len(times),
         per_s=len(times) / span if span > 0 else float("nan"),
-        p50_ms=statistics.median(times),
-        p99_ms=times[min(len(times) - 1, int(0.99 * len(times)))],
-        finals=finals,
+        p50_ms=statistics.median(times), p99_ms=times[min(len(times) - 1, int(0.99 * len(times)))],
+        finals=finals, cpu_sipp=cpu_sipp, cpu_target=cpu_target, cpu_machine=cpu_machine,
     )
 
 
-def _last_stat(run: Path) -> dict[str, str]:
-    """The last line of sipp's -trace_stat file (<scenario>_<pid>_.csv) as a dict."""
-    return _last_row(run, "*_.csv")
-
-
 def _last_row(run: Path, pattern: str) -> dict[str, str]:
+    """The last line of one of sipp's CSV traces (-trace_stat: <scenario>_<pid>_.csv) as a dict."""
     for path in run.glob(pattern):
         with open(path) as f:
             rows = [r for r in csv.reader(f, delimiter=";") if r]
@@ -393,19 +485,40 @@ def _last_row(run: Path, pattern: str) -> dict[str, str]:
     return {}
 
 
+def ms(value: float) -> str:
+    return "<1" if value < 1 else f"{value:.0f}"
+
+
+HEADER = (f"{'target':18} {'run':>11} {'calls':>6} {'answered/s':>10} {'p50 ms':>6} {'p99 ms':>6}  "
+          f"{'302%':>5} {'603%':>5} {'503':>5} {'retr':>5} {'fail':>4}  {'cpu target':>10} {'sipp':>5} {'machine':>7}")
+
+
 def fmt(r: Result) -> str:
     f = r.finals
-    return (f"{r.target:16} {r.offered:>9} {r.calls:>7} {r.answered:>8} {r.per_s:>10.0f} "
-            f"{r.p50_ms:>8.0f} {r.p99_ms:>8.0f}   302={f['302']} 603={f['603']} 503={f['503']} "
-            f"INVITE-retrans={f['INVITE retrans']} failed={f['failed']}")
+    share = (lambda n: f"{100 * n / r.calls:5.1f}") if r.calls else (lambda n: "    -")
+    return (f"{r.target:18} {r.kind + ' ' + r.label:>11} {r.calls:>6} {r.per_s:>10.0f} {ms(r.p50_ms):>6} {ms(r.p99_ms):>6}  "
+            f"{share(f['302'])} {share(f['603'])} {f['503']:>5} {f['INVITE retrans']:>5} {f['failed']:>4}  "
+            f"{100 * r.cpu_target:>9.0f}% {100 * r.cpu_sipp:>4.0f}% {100 * r.cpu_machine:>6.0f}%")
+
+
+@dataclass
+class Capacity:
+    target: str
+    rate: int  # highest offered rate that passed (0: none)
+    result: Result | None  # that run
+    first_fail: Result | None  # the lowest rate that failed (None: the ladder's top passed)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rates", default="100,500,2000", help="offered loads in INVITEs/s, comma-separated")
+    ap.add_argument("--rates", default="500,2000", help="fixed offered loads in INVITEs/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-load run")
-    ap.add_argument("--saturate-calls", type=int, default=10000, help="calls in the saturation run (0: skip)")
-    ap.add_argument("--saturate-limit", type=int, default=16, help="concurrent calls in the saturation run (closed loop: capacity without retransmission storms)")
+    ap.add_argument("--ladder", default="250,500,1000,1500,2000,2500,3000,4000,5000",
+                    help="offered loads tried in turn for the capacity (stops at the first that fails; 0: skip)")
+    ap.add_argument("--ladder-seconds", type=float, default=4.0, help="length of each capacity step")
+    ap.add_argument("--capacity-p99-ms", type=float, default=50.0, help="the latency bound of a sustained step")
+    ap.add_argument("--closed", default="16,128", help="calls in flight for closed-loop peak runs (comma-separated; empty: skip)")
+    ap.add_argument("--closed-calls", type=int, default=10000, help="calls in each closed-loop run")
     ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite")
     ap.add_argument("--serve", choices=("memory", "service", "service-normal"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -418,14 +531,29 @@ def main() -> None:
     if not Path(SIPP).exists():
         sys.exit(f"sipp not found at {SIPP} (apt-get install sip-tester)")
     rates = [int(r) for r in args.rates.split(",") if r]
-    plan = [(rate, int(rate * args.seconds)) for rate in rates]
-    total = sum(c for _, c in plan) + args.saturate_calls
+    ladder = sorted(int(r) for r in args.ladder.split(",") if r and int(r) > 0)
+    closed = [int(n) for n in args.closed.split(",") if n]
+    fixed_plan = [(rate, int(rate * args.seconds)) for rate in rates]
+    step = lambda rate: int(rate * args.ladder_seconds)  # noqa: E731
+    # every call of every run a distinct number with a case of its own (worst case: the
+    # whole ladder passes and one refinement step is run)
+    total = (sum(c for _, c in fixed_plan) + sum(step(r) for r in ladder) + (step(ladder[-1]) if ladder else 0)
+             + len(closed) * args.closed_calls)
     wanted = args.targets.split(",")
-    print(f"sipp {SIPP}; {len(rates)} fixed loads x {args.seconds:g} s + saturation ({args.saturate_calls} calls, "
-          f"{args.saturate_limit} concurrent); every call a distinct number; {os.cpu_count()} CPUs; "
-          f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine skews every figure)")
-    print("latency: sipp's response time INVITE -> final response, 1 ms resolution")
+    print(f"sipp {SIPP}; {cpu_info()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          "(other work on the machine skews every figure)")
+    print(f"runs per target: fixed loads {', '.join(f'{r}/s x {args.seconds:g} s' for r in rates)}; capacity ladder "
+          f"{', '.join(map(str, ladder))}/s x {args.ladder_seconds:g} s (sustained: all answered, no 503/retransmission/failure, "
+          f"p99 <= {args.capacity_p99_ms:g} ms, >= 97% of the offer), one refinement step; closed loops with "
+          f"{', '.join(map(str, closed))} calls in flight x {args.closed_calls} calls")
+    print("every call a distinct number (gate-sqlite: each an active case of its own, so the policy allows it: 302); "
+          "latency: sipp's INVITE -> final response, 1 ms resolution ('<1' = under 1 ms); cpu: share of one core "
+          "(target: all its processes/threads; machine: share of all cores)")
+    print("kamailio-static: C, 2 UDP worker processes (children=2), stateless 302; gate-*: one Python asyncio process")
+    print()
+    print(HEADER, flush=True)
     results: list[Result] = []
+    capacities: dict[str, Capacity] = {}
     with tempfile.TemporaryDirectory(prefix="dialgate-sipbench-") as tmp:
         work = Path(tmp)
         for name in wanted:
@@ -437,29 +565,87 @@ def main() -> None:
                 target = start_gate("service" if name == "gate-sqlite" else "service-normal", work, total)
             else:
                 sys.exit(f"unknown target {name}")
+            first = 0
+
+            def run(rate: int, calls: int, kind: str, limit: int) -> Result:
+                nonlocal first
+                timeout = int(3 * calls / rate) + 20 if rate else 120
+                r = run_sipp(target, rate, calls, first, f"{kind}-{rate}-{limit}", kind, limit, timeout_s=timeout)
+                first += calls
+                results.append(r)
+                print(fmt(r), flush=True)
+                return r
+
             try:
-                first = 0
-                for rate, calls in plan:
-                    results.append(run_sipp(target, rate, calls, first, f"r{rate}", timeout_s=int(3 * args.seconds) + 20))
-                    print(fmt(results[-1]), flush=True)
-                    first += calls
-                if args.saturate_calls:
-                    results.append(run_sipp(target, 10**6, args.saturate_calls, first, "sat", limit=args.saturate_limit, timeout_s=120))
-                    print(fmt(results[-1]), flush=True)
+                for rate, calls in fixed_plan:
+                    run(rate, calls, "fixed", max(1000, rate))
+                if ladder:
+                    passed: Result | None = None
+                    failed: Result | None = None
+                    for rate in ladder:
+                        r = run(rate, step(rate), "ladder", max(1000, rate))
+                        if not r.passes(args.capacity_p99_ms):
+                            failed = r
+                            break
+                        passed = r
+                    if failed is not None:
+                        low = passed.offered if passed else 0
+                        mid = (low + failed.offered) // 2 // 50 * 50
+                        if mid > low:
+                            r = run(mid, step(mid), "ladder", max(1000, mid))
+                            if r.passes(args.capacity_p99_ms):
+                                passed = r
+                            else:
+                                failed = r
+                    capacities[target.name] = Capacity(target.name, passed.offered if passed else 0, passed, failed)
+                for limit in closed:
+                    run(0, args.closed_calls, "closed", limit)
             finally:
                 target.stop()
     print()
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print(f"{'target':16} {'offered':>9} {'calls':>7} {'answered':>8} {'answered/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(HEADER)
     for r in results:
         print(fmt(r))
-    anchor = {r.offered: r for r in results if r.target == "kamailio-static"}
+    print()
+    for c in capacities.values():
+        if c.result is None:
+            print(f"capacity {c.target}: below the ladder's first step ({c.first_fail.label if c.first_fail else '?'} failed)")
+            continue
+        top = "" if c.first_fail else " (the ladder's top step: the real capacity may be higher)"
+        sipp_busy = " sipp was near a full core: the figure is sipp's limit" if c.result.cpu_sipp > 0.9 else ""
+        print(f"capacity {c.target}: {c.rate}/s offered sustained, {c.result.per_s:.0f} answered/s, p50 {ms(c.result.p50_ms)} ms, "
+              f"p99 {ms(c.result.p99_ms)} ms{top}; next step {c.first_fail.label if c.first_fail else '-'} failed"
+              f"{' (' + fmt_fail(c.first_fail, args.capacity_p99_ms) + ')' if c.first_fail else ''}{sipp_busy}")
+    anchor = {(r.kind, r.offered, r.limit): r for r in results if r.target == "kamailio-static"}
+    cap_anchor = capacities.get("kamailio-static")
     for gate in ("gate-memory", "gate-sqlite", "gate-sqlite-normal"):
+        cap = capacities.get(gate)
+        if cap is not None and cap_anchor is not None and cap_anchor.rate:
+            print(f"ratio {gate}/kamailio-static capacity: {cap.rate / cap_anchor.rate:.2f} ({cap.rate}/s vs {cap_anchor.rate}/s)")
         for r in results:
-            if r.target == gate and r.offered in anchor:
-                a = anchor[r.offered]
-                print(f"ratio {gate}/kamailio-static at {r.offered}: throughput {r.per_s / a.per_s:.2f}, "
-                      f"p99 {r.p99_ms / a.p99_ms if a.p99_ms else float('inf'):.1f}x")
+            a = anchor.get((r.kind, r.offered, r.limit))
+            if r.target == gate and a is not None and r.kind != "ladder":
+                print(f"ratio {gate}/kamailio-static {r.kind} {r.label}: answered/s {r.per_s / a.per_s:.2f}; "
+                      f"p50 {ms(r.p50_ms)} vs {ms(a.p50_ms)} ms, p99 {ms(r.p99_ms)} vs {ms(a.p99_ms)} ms")
+
+
+def fmt_fail(r: Result, bound: float) -> str:
+    why = []
+    f = r.finals
+    if r.answered < r.calls:
+        why.append(f"{r.calls - r.answered} unanswered")
+    if f["503"]:
+        why.append(f"{f['503']} shed with 503")
+    if f["INVITE retrans"]:
+        why.append(f"{f['INVITE retrans']} INVITE retransmissions")
+    if f["failed"]:
+        why.append(f"{f['failed']} failed")
+    if r.p99_ms > bound:
+        why.append(f"p99 {ms(r.p99_ms)} ms")
+    if r.per_s < 0.97 * r.offered:
+        why.append(f"{r.per_s:.0f} answered/s")
+    return ", ".join(why) or "?"
 
 
 if __name__ == "__main__":
