@@ -292,7 +292,8 @@ class Gate:
 
     async def _faults(self) -> frozenset[str]:
         try:
-            ok = await asyncio.wait_for(self.recordings.available(), timeout=2.0)
+            async with asyncio.timeout(2.0):  # no extra task per decision, unlike wait_for
+                ok = await self.recordings.available()
         except Exception:  # noqa: BLE001 - any failure of the recorder means "not recording"
             ok = False
         return frozenset() if ok else frozenset({"recording_unavailable"})
