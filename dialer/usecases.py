@@ -463,6 +463,33 @@ class Gate:
             log.error("decision.unlogged", decision_id=decision_id, error=str(log_exc))
         return DialResult(False, decision, record, None)
 
+    async def record_refusal(
+        self, cmd: RequestDial, rule_id: str, reason: str, reason_zh: str
+    ) -> DecisionRecord:
+        """Log a dial refused before the policy could run (the SIP gate's 603 for an
+        INVITE whose case or agent it cannot tell), so compliance sees it among the
+        blocked dials like any other refusal. Nothing is reserved. The record goes to
+        the creditor's chain when the caller knows the creditor, else to chain "-"
+        (visible to admins). Raises `StoreUnavailable` when it cannot be written."""
+        require_role(cmd.actor, DIAL_ROLES, "dial")
+        started = asyncio.get_running_loop().time()
+        now = self._now()
+        number = self._normalise(cmd.number, self.policies.default.default_region) or cmd.number.strip()
+        check = Check(rule_id, False, reason, reason_zh)
+        decision = Decision(
+            allowed=False, rule_id=rule_id, reason=f"{rule_id}: {reason}", reason_zh=reason_zh,
+            next_allowed_at=None, checks=(check,), policy_version=self.policies.version, evaluated_at=now,
+        )
+        record = self._record(
+            decision_id=str(uuid.uuid4()), kind="dial", now=now, decision=decision, actor=cmd.actor,
+            agent_id=cmd.agent_id or "-", channel=cmd.channel, creditor=cmd.creditor or "-",
+            case_id=cmd.case_id or "-", number=number, attempt_id=None,
+        )
+        async with self.store.write() as uow:
+            record = await uow.decisions.append(record)
+        metrics.observe_decision(False, rule_id, cmd.channel, asyncio.get_running_loop().time() - started)
+        return record
+
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)

@@ -257,3 +257,25 @@ async def test_migrations_build_exactly_the_tables_the_code_queries_on_sqlite(tm
 @pytest.mark.postgres
 async def test_migrations_build_exactly_the_tables_the_code_queries_on_postgresql(pg_url: str) -> None:
     assert await _schema_diff(pg_url) == []
+
+
+# -- refusals before the policy (SIP: unknown case or agent) ------------------------
+async def test_a_refusal_before_the_policy_is_a_blocked_decision_in_the_log_and_reserves_nothing(gate: Any) -> None:
+    svc, users = gate
+    admin, _ = await add_user(svc.store, svc.gate.clock, "admin-s", "admin", frozenset())
+    compliance, _ = await add_user(svc.store, svc.gate.clock, "comp-s", "compliance", frozenset({"bank-s"}))
+    unknown = RequestDial(actor=users["pbx-s"], case_id="", number="13800000099", agent_id="col-s", channel="sip")
+    known = RequestDial(actor=users["pbx-s"], case_id="S-404", number="13800000077", agent_id="col-s",
+                        channel="sip", creditor="bank-s")
+    first = await svc.gate.record_refusal(unknown, "case.not_found", "no case for this number", "找不到案件")
+    second = await svc.gate.record_refusal(known, "case.not_found", "no case S-404", "找不到案件")
+
+    seen_by_admin, _ = await svc.gate.blocked_dials(admin)
+    seen_by_compliance, _ = await svc.gate.blocked_dials(compliance)
+    assert {r.decision_id for r in seen_by_admin} == {first.decision_id, second.decision_id}
+    # Only the refusal whose creditor was known is in that creditor's view.
+    assert [r.decision_id for r in seen_by_compliance] == [second.decision_id]
+    assert first.chain == "-" and first.number_masked == "138****0099" and first.case_id == "-"
+    assert second.rule_id == "case.not_found" and second.channel == "sip" and not second.allowed
+    assert await _count(svc, tables.attempts) == 0
+    assert (await verify(svc.store)).ok
