@@ -2,20 +2,30 @@
 
     .venv/bin/python bench/gate_bench.py                       # SQLite, 10^3 and 10^6 prior attempts
     .venv/bin/python bench/gate_bench.py --store both --pg-url postgresql+asyncpg://…
+    .venv/bin/python bench/gate_bench.py --prior 1000 --sweep 250:2500:250   # find the rate p99 allows
 
 For each store and each prior-attempt count: a fresh database, the prior attempts bulk
 inserted (spread over 100k numbers and the last 90 days, older than the policy's
 look-back so they sit in the indexes without being counted), one `dialgate serve`
-(uvicorn) process, then `--clients` concurrent HTTP clients (httpx), each a collector
-clicking to dial its own cases in turn, closed loop. Printed: decisions/s, p50, p99,
-and the share allowed. The anchor, run side by side through the same server and
-client: `GET /healthz` (authentication only, no store write) — the ceiling the
-HTTP stack and the client leave for the gate.
+(uvicorn) process, then the measured stages, each from a client process of its own
+(a lean asyncio HTTP/1.1 keep-alive client on uvloop, requests pre-built):
 
-Goals (issue 3): ≥ 1,000 decisions/s on SQLite, p99 ≤ 25 ms, latency at 10^6 prior
-attempts within 1.5× of 10^3. Note Little's law for a closed loop: mean latency =
-clients / throughput, so 50 clients at 1,000/s average 50 ms; the p99 goal is
-also measured open-loop (`--rate`, a fixed arrival rate) and printed separately.
+* closed loop — `--clients` (50) connections, each a collector clicking to dial its own
+  cases in turn and waiting for each answer. This answers the THROUGHPUT goal. Its
+  latency is mostly queueing: by Little's law mean latency = clients / throughput, so
+  50 clients at 1,000/s average 50 ms whatever the server does.
+* open loop — dials arriving at fixed rates (`--rates`, default 50/s and 1,000/s; a
+  `--sweep` of rates) whatever the answers, latency counted from each request's due
+  time. This answers the LATENCY goal (p99 at 1,000/s offered).
+
+Anchors, run side by side in the same run: `GET /healthz` through the same server and
+client (authentication only, no store: the ceiling the HTTP stack and the client leave
+for the gate), closed and open loop; and `Gate.request_dial` called in process by 50
+tasks on the same database, no HTTP (what the decision path costs alone). Each stage
+also prints the server's and the client's CPU, so a saturated client shows.
+
+Goals (issue 3): >= 1,000 decisions/s on SQLite, p99 <= 25 ms, latency at 10^6 prior
+attempts within 1.5x of 10^3.
 """
 
 from __future__ import annotations
@@ -40,12 +50,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-# httpcore asks `import sniffio` on every request; when sniffio is not installed that
-# failed import walks sys.path each time (~1 ms of client CPU per request). Marking it
-# absent makes the import fail at once; httpcore then assumes asyncio, which is right.
-sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
-
-import httpx  # noqa: E402
+import httpx  # set-up only (readiness, the case import); the measured stages use the raw client below
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -200,84 +205,242 @@ class Server:
 
 
 def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def _client_proc(base: str, plans: list[list[tuple[str, str, Any, str]]]) -> dict[str, Any]:
-    """One client process: one httpx connection per plan, each sending its requests in turn."""
-
-    async def go() -> dict[str, Any]:
-        lat: list[float] = []
-        statuses: dict[int, int] = {}
-        limits = httpx.Limits(max_connections=len(plans), max_keepalive_connections=len(plans))
-        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-
-            async def worker(plan: list[tuple[str, str, Any, str]]) -> None:
-                for method, path, body, token in plan:
-                    t = time.perf_counter()
-                    r = await client.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
-                    lat.append(time.perf_counter() - t)
-                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-
-            t0 = time.time()
-            await asyncio.gather(*(worker(p) for p in plans))
-            return {"lat": lat, "statuses": statuses, "t0": t0, "t1": time.time()}
-
-    return asyncio.run(go())
+# --- the load generator -------------------------------------------------------------
+# A lean HTTP/1.1 keep-alive client on asyncio protocols (uvloop when installed): each
+# request's bytes are built before the clock starts, a response is parsed as far as its
+# status line and Content-Length body. httpx cost ~1.5 ms of client CPU per request,
+# which on a 2-core machine shared with the server capped what the bench could show.
 
 
-async def closed_loop(base: str, make_request: Any, clients: int, total: int, procs: int = 1) -> dict[str, Any]:
-    """`clients` closed-loop clients (each waits for its answer before the next click),
-    spread over `procs` client processes so the client is not the bottleneck."""
-    plans: list[list[tuple[str, str, Any, str]]] = [[] for _ in range(clients)]
-    for i in range(total):
-        w = i % clients
-        method, path, kw = make_request(w, i)
-        plans[w].append((method, path, kw.get("json"), kw["headers"]["Authorization"].split()[1]))
-    groups = [plans[k::procs] for k in range(procs)]
-    loop = asyncio.get_running_loop()
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
-        parts = await asyncio.gather(*(loop.run_in_executor(pool, _client_proc, base, g) for g in groups))
-    lat = [x for p in parts for x in p["lat"]]
-    statuses: dict[int, int] = {}
+class _Conn(asyncio.Protocol):
+    """One persistent connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "_Conn":
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(loop.create_connection(cls, host, port), 10)
+        return conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("server closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        w = self.waiter
+        if w is None or w.done():
+            return
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buf[:end]).lower()
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:
+            w.set_exception(ConnectionError("response without Content-Length"))
+            return
+        stop = head.find(b"\r\n", at + 2)
+        total = end + 4 + int(head[at + 17:stop if stop > 0 else None])
+        if len(self.buf) < total:
+            return
+        body = bytes(self.buf[end + 4:total])
+        del self.buf[:total]
+        w.set_result((int(head[9:12]), body))
+
+    def _expire(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(TimeoutError("no answer in time"))
+            self.close()
+
+    async def request(self, data: bytes, timeout: float) -> tuple[int, bytes]:
+        if self.closed or self.transport is None:
+            raise ConnectionError("connection closed")
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        timer = loop.call_later(timeout, self._expire)
+        self.transport.write(data)
+        try:
+            return await self.waiter
+        finally:
+            timer.cancel()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def http_request(host: str, port: int, method: str, path: str, token: str, body: Any = None) -> bytes:
+    """The full request's bytes (keep-alive)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+    if body is None:
+        return (head + "\r\n").encode("latin-1")
+    raw = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return (head + f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n").encode("latin-1") + raw
+
+
+def _client_loop(coro_fn: Any, *args: Any) -> dict[str, Any]:
+    """Runs one client stage in a fresh process (uvloop when installed); adds its CPU time."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.run
+    t = time.process_time()
+    out = runner(coro_fn(*args))
+    out["cpu_s"] = time.process_time() - t
+    return out
+
+
+def _warm() -> int:
+    time.sleep(0.2)  # long enough that each client process gets one
+    return os.getpid()
+
+
+def _count(statuses: dict[Any, int], key: Any) -> None:
+    statuses[key] = statuses.get(key, 0) + 1
+
+
+async def _closed(host: str, port: int, plans: list[list[bytes]], timeout: float) -> dict[str, Any]:
+    """One connection per plan; each sends its requests in turn, waiting for each answer."""
+    lat: list[float] = []
+    statuses: dict[Any, int] = {}
+    conns = [await _Conn.open(host, port) for _ in plans]
+
+    async def worker(k: int, plan: list[bytes]) -> None:
+        conn = conns[k]
+        for data in plan:
+            t = time.perf_counter()
+            try:
+                if conn.closed:
+                    conn = await _Conn.open(host, port)
+                code: Any = (await conn.request(data, timeout))[0]
+            except (OSError, TimeoutError) as exc:  # counted, not fatal
+                code = type(exc).__name__
+            lat.append(time.perf_counter() - t)
+            _count(statuses, code)
+        conn.close()
+
+    t0 = time.time()
+    await asyncio.gather(*(worker(k, p) for k, p in enumerate(plans)))
+    return {"lat": lat, "statuses": statuses, "t0": t0, "t1": time.time()}
+
+
+async def _open(host: str, port: int, reqs: list[bytes], rate: float, conns_max: int, timeout: float) -> dict[str, Any]:
+    """Requests due at a fixed rate whatever the answers; latency counted from each one's
+    due time, so a late send or a wait for a free connection counts (no coordinated omission)."""
+    lat: list[float] = []
+    statuses: dict[Any, int] = {}
+    pool: asyncio.Queue[_Conn] = asyncio.Queue()
+    for _ in range(conns_max):
+        pool.put_nowait(await _Conn.open(host, port))
+
+    async def one(data: bytes, due: float) -> None:
+        conn = await pool.get()
+        try:
+            if conn.closed:
+                conn = await _Conn.open(host, port)
+            code: Any = (await conn.request(data, timeout))[0]
+        except (OSError, TimeoutError) as exc:
+            code = type(exc).__name__
+        finally:
+            pool.put_nowait(conn)
+        lat.append(time.perf_counter() - due)
+        _count(statuses, code)
+
+    tasks = []
+    t0 = time.perf_counter() + 0.05
+    for i, data in enumerate(reqs):
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(data, due)))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - t0
+    while not pool.empty():
+        pool.get_nowait().close()
+    return {"lat": lat, "statuses": statuses, "wall": wall}
+
+
+def _cpu_ticks(pid: int) -> float:
+    """A process's CPU seconds so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Load:
+    """Runs client stages in spawned processes against one server; reports the server's
+    and the client's CPU per stage next to the figures."""
+
+    def __init__(self, host: str, port: int, server_pid: int, procs: int, timeout: float) -> None:
+        self.host, self.port, self.pid, self.procs, self.timeout = host, port, server_pid, procs, timeout
+        self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=procs,
+                                                           mp_context=multiprocessing.get_context("spawn"))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    async def _stage(self, calls: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], float, float]:
+        loop = asyncio.get_running_loop()
+        # every client process spawned and this module imported before the clock starts
+        await asyncio.gather(*(loop.run_in_executor(self.pool, _warm) for _ in range(2 * self.procs)))
+        s0, w0 = _cpu_ticks(self.pid), time.perf_counter()
+        parts = await asyncio.gather(*(loop.run_in_executor(self.pool, _client_loop, *c) for c in calls))
+        return parts, _cpu_ticks(self.pid) - s0, time.perf_counter() - w0
+
+    async def closed(self, plans: list[list[bytes]]) -> dict[str, Any]:
+        """len(plans) closed-loop clients spread over the client processes."""
+        groups = [plans[k::self.procs] for k in range(self.procs)]
+        parts, server_cpu, span = await self._stage(
+            [(_closed, self.host, self.port, g, self.timeout) for g in groups if g])
+        lat = [x for p in parts for x in p["lat"]]
+        wall = max(p["t1"] for p in parts) - min(p["t0"] for p in parts)
+        return {"n": len(lat), "per_s": len(lat) / wall, **_summary(lat), "statuses": _merge(parts),
+                "server_cpu": server_cpu / span, "client_cpu": sum(p["cpu_s"] for p in parts) / span,
+                "server_ms_per_req": server_cpu / max(1, len(lat)) * 1000}
+
+    async def open(self, reqs: list[bytes], rate: float, conns: int) -> dict[str, Any]:
+        """One client process sending `reqs` at `rate`/s over up to `conns` connections."""
+        parts, server_cpu, span = await self._stage([(_open, self.host, self.port, reqs, rate, conns, self.timeout)])
+        p = parts[0]
+        return {"n": len(p["lat"]), "rate": rate, "achieved": len(p["lat"]) / p["wall"], **_summary(p["lat"]),
+                "statuses": p["statuses"], "server_cpu": server_cpu / span, "client_cpu": p["cpu_s"] / span,
+                "server_ms_per_req": server_cpu / max(1, len(p["lat"])) * 1000}
+
+
+def _summary(lat: list[float]) -> dict[str, float]:
+    return {"p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000, "max_ms": max(lat, default=0) * 1000}
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[Any, int]:
+    statuses: dict[Any, int] = {}
     for p in parts:
         for k, v in p["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
-    wall = max(p["t1"] for p in parts) - min(p["t0"] for p in parts)
-    return {"n": len(lat), "per_s": len(lat) / wall, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
-            "statuses": statuses}
-
-
-async def open_loop(base: str, make_request: Any, rate: float, total: int) -> dict[str, Any]:
-    """Requests arrive at a fixed rate whatever the answers (no coordinated omission)."""
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-
-        async def one(i: int, due: float) -> None:
-            method, path, kw = make_request(i % 50, i)
-            try:
-                r = await client.request(method, path, **kw)
-                code: Any = r.status_code
-            except httpx.HTTPError as exc:  # over capacity: counted, not fatal
-                code = type(exc).__name__
-            lat.append(time.perf_counter() - due)
-            statuses[code] = statuses.get(code, 0) + 1
-
-        t0 = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            due = t0 + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
-    return {"n": len(lat), "rate": rate, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
-            "statuses": statuses}
+    return statuses
 
 
 async def in_process(cfg: Path, args: argparse.Namespace, per_agent: list[list[int]]) -> dict[str, Any]:
@@ -314,6 +477,10 @@ async def in_process(cfg: Path, args: argparse.Namespace, per_agent: list[list[i
             "allowed": allowed}
 
 
+P99_GOAL_MS = 25.0
+RATE_GOAL = 1000.0
+
+
 async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gatebench-") as d:
         wd = Path(d)
@@ -321,11 +488,12 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
         cfg = wd / "config.toml"
         cfg.write_text(f'[paths]\ndata_dir = "{wd / "var"}"\n[store]\nurl = "{url}"\n'
                        f'sqlite_synchronous = "{args.sqlite_synchronous}"\n'
-                       f'[log]\nlevel = "warning"\n[gate]\nauth_cache_s = 300.0\n{POLICY}', encoding="utf-8")
+                       f'[log]\nlevel = "{args.log_level}"\n[gate]\nauth_cache_s = 300.0\n{POLICY}', encoding="utf-8")
         cli(cfg, "db", "upgrade")
         tokens = await make_users(cfg, [("data-x", "data")] + [(f"agent-{i}", "collector") for i in range(args.clients)])
         port = free_port()
         server = Server(cfg, port)
+        load = Load("127.0.0.1", port, server.proc.pid, args.client_procs, args.timeout)
         try:
             await server.ready(tokens["data-x"])
             base = f"http://127.0.0.1:{port}"
@@ -336,47 +504,107 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
             seed_s = await seed_prior(url, prior)
             per_agent = [[i for i in range(args.cases) if i % args.clients == a] for a in range(args.clients)]
 
-            def dial(w: int, i: int) -> tuple[str, str, dict[str, Any]]:
+            def dial(w: int, i: int) -> bytes:
+                """Collector w's i-th click: its own cases in turn, the debtor's number, then the family one."""
                 mine = per_agent[w]
                 k = mine[(i // args.clients) % len(mine)]
                 number = f"+86139{k:08d}" if (i // (args.clients * len(mine))) % 2 == 0 else f"+86137{k:08d}"
-                return "POST", "/v1/dials", {
-                    "json": {"case_id": f"K-{k}", "number": number, "agent_id": f"agent-{w}"},
-                    "headers": {"Authorization": f"Bearer {tokens[f'agent-{w}']}"}}
+                return http_request("127.0.0.1", port, "POST", "/v1/dials", tokens[f"agent-{w}"],
+                                    {"case_id": f"K-{k}", "number": number, "agent_id": f"agent-{w}"})
 
-            def health(w: int, i: int) -> tuple[str, str, dict[str, Any]]:
-                return "GET", "/healthz", {"headers": {"Authorization": f"Bearer {tokens[f'agent-{w}']}"}}
+            def health(w: int, i: int) -> bytes:
+                return http_request("127.0.0.1", port, "GET", "/healthz", tokens[f"agent-{w}"])
 
-            await closed_loop(base, dial, args.clients, 200, args.client_procs)  # warm-up
-            gate = await closed_loop(base, dial, args.clients, args.requests, args.client_procs)
-            anchor = await closed_loop(base, health, args.clients, args.requests, args.client_procs)
-            opened = await open_loop(base, dial, args.rate, args.requests) if args.rate else None
+            seq = iter(range(10**9))  # one click sequence across stages: no stage repeats another's clicks
+
+            def plans(make: Any, total: int) -> list[list[bytes]]:
+                out: list[list[bytes]] = [[] for _ in range(args.clients)]
+                for _ in range(total):
+                    i = next(seq)
+                    out[i % args.clients].append(make(i % args.clients, i))
+                return out
+
+            def stream(make: Any, total: int) -> list[bytes]:
+                return [make(i % args.clients, i) for i in (next(seq) for _ in range(total))]
+
+            res: dict[str, Any] = {"store": store, "prior": prior, "seed_s": seed_s, "open": [], "sweep": []}
+            await load.closed(plans(dial, 500))  # warm-up
+            res["gate"] = await load.closed(plans(dial, args.requests))
+            res["anchor"] = await load.closed(plans(health, args.requests))
+            for rate in args.rates:
+                n = max(200, int(rate * args.open_seconds))
+                res["open"].append(await load.open(stream(dial, n), rate, args.clients))
+            top = max(args.rates, default=0)
+            if top:
+                n = max(200, int(top * args.open_seconds))
+                res["open_anchor"] = await load.open(stream(health, n), top, args.clients)
+            for rate in args.sweep:
+                o = await load.open(stream(dial, max(200, int(rate * args.open_seconds))), rate, args.clients)
+                res["sweep"].append(o)
+                if o["p99_ms"] > 4 * P99_GOAL_MS or any(not isinstance(k, int) for k in o["statuses"]):
+                    break  # past saturation: the queue only grows from here
             server.stop()
-            inproc = await in_process(cfg, args, per_agent) if args.inproc else None
+            res["inproc"] = await in_process(cfg, args, per_agent) if args.inproc else None
         finally:
+            load.close()
             server.stop()
             if store == "postgres":
                 await drop_pg_db(url)
-        return {"store": store, "prior": prior, "seed_s": seed_s, "gate": gate, "anchor": anchor, "open": opened,
-                "inproc": inproc}
+        return res
 
 
-def show(r: dict[str, Any]) -> None:
-    g, a, o = r["gate"], r["anchor"], r["open"]
-    allowed = g["statuses"].get(201, 0) / g["n"] * 100
-    print(f"{r['store']:8} prior={r['prior']:>9,}  click-to-dial: {g['per_s']:7.0f} decisions/s  "
-          f"p50 {g['p50_ms']:6.1f} ms  p99 {g['p99_ms']:6.1f} ms  ({allowed:.0f}% allowed; "
-          f"statuses {g['statuses']})")
-    print(f"{'':8} {'':15}  anchor GET /healthz: {a['per_s']:7.0f} req/s  p50 {a['p50_ms']:6.1f} ms  "
-          f"p99 {a['p99_ms']:6.1f} ms   (seeded prior attempts in {r['seed_s']:.1f} s)")
+def _cpu(x: dict[str, Any]) -> str:
+    return (f"server CPU {x['server_cpu'] * 100:3.0f}% ({x['server_ms_per_req']:.2f} ms/request), "
+            f"client CPU {x['client_cpu'] * 100:3.0f}% of a core")
+
+
+def _lat(x: dict[str, Any]) -> str:
+    return f"p50 {x['p50_ms']:6.1f} ms  p99 {x['p99_ms']:6.1f} ms"
+
+
+def _statuses(x: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(x["statuses"].items(), key=lambda kv: str(kv[0])))
+
+
+def show(r: dict[str, Any], args: argparse.Namespace) -> None:
+    g, a = r["gate"], r["anchor"]
+    print(f"\n{r['store']}, {r['prior']:,} prior attempts (seeded in {r['seed_s']:.1f} s)")
+    print(f"  closed loop, {args.clients} clients each waiting for its answer — the THROUGHPUT figure "
+          f"(goal >= {RATE_GOAL:,.0f}/s); latency here is queueing, mean = clients / throughput:")
+    allowed = g["statuses"].get(201, 0) / max(1, g["n"]) * 100
+    print(f"    POST /v1/dials         {g['per_s']:7.0f} decisions/s  {_lat(g)}  [{_cpu(g)}]  "
+          f"({allowed:.0f}% allowed; {_statuses(g)})")
+    print(f"    anchor GET /healthz    {a['per_s']:7.0f} req/s        {_lat(a)}  [{_cpu(a)}]")
+    if r["open"]:
+        print(f"  open loop, requests arriving at a fixed rate whatever the answers — the LATENCY figure "
+              f"(goal p99 <= {P99_GOAL_MS:.0f} ms at {RATE_GOAL:,.0f}/s):")
+        for o in r["open"]:
+            print(f"    POST /v1/dials at {o['rate']:5.0f}/s  {_lat(o)}  max {o['max_ms']:6.1f} ms  "
+                  f"(achieved {o['achieved']:5.0f}/s; {_statuses(o)}) [{_cpu(o)}]")
+        oa = r.get("open_anchor")
+        if oa:
+            print(f"    anchor GET /healthz at {oa['rate']:5.0f}/s  {_lat(oa)}  max {oa['max_ms']:6.1f} ms  "
+                  f"(achieved {oa['achieved']:5.0f}/s) [{_cpu(oa)}]")
+    if r["sweep"]:
+        print(f"  open-loop sweep, POST /v1/dials:")
+        for o in r["sweep"]:
+            print(f"    at {o['rate']:5.0f}/s  {_lat(o)}  (achieved {o['achieved']:5.0f}/s; {_statuses(o)}) [{_cpu(o)}]")
+        ok = [o["rate"] for o in r["sweep"] if o["p99_ms"] <= P99_GOAL_MS
+              and all(isinstance(k, int) for k in o["statuses"])]
+        print(f"    highest swept rate with p99 <= {P99_GOAL_MS:.0f} ms: {max(ok):,.0f}/s" if ok
+              else f"    no swept rate kept p99 <= {P99_GOAL_MS:.0f} ms")
     ip = r.get("inproc")
     if ip:
-        print(f"{'':8} {'':15}  anchor in-process Gate.request_dial (no HTTP, {ip['n']} calls): {ip['per_s']:7.0f} "
-              f"decisions/s  p50 {ip['p50_ms']:6.1f} ms  p99 {ip['p99_ms']:6.1f} ms")
-    if o:
-        print(f"{'':8} {'':15}  open loop at {o['rate']:.0f}/s: p50 {o['p50_ms']:6.1f} ms  p99 {o['p99_ms']:6.1f} ms  "
-              f"(statuses {o['statuses']})")
+        print(f"  anchor in-process Gate.request_dial, {args.clients} tasks, no HTTP ({ip['n']} calls): "
+              f"{ip['per_s']:7.0f} decisions/s  {_lat(ip)}")
     sys.stdout.flush()
+
+
+def _floats(text: str) -> list[float]:
+    if ":" in text:  # start:stop:step
+        a, b, c = (float(x) for x in text.split(":"))
+        return [a + k * c for k in range(int((b - a) / c) + 1)]
+    return [float(x) for x in text.split(",") if x.strip() and float(x) > 0]
 
 
 async def main() -> None:
@@ -384,33 +612,52 @@ async def main() -> None:
     ap.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
     ap.add_argument("--pg-url", default=os.environ.get("DIALGATE_TEST_PG_URL", ""))
     ap.add_argument("--prior", default="1000,1000000", help="comma-separated prior attempt counts")
-    ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--clients", type=int, default=50, help="closed-loop clients; connections in the open loop")
+    ap.add_argument("--requests", type=int, default=5000, help="requests per closed-loop stage")
     ap.add_argument("--cases", type=int, default=2000)
-    ap.add_argument("--client-procs", type=int, default=2, help="client processes the clients are spread over")
-    ap.add_argument("--rate", type=float, default=50.0, help="open-loop arrival rate; 0 to skip")
+    ap.add_argument("--client-procs", type=int, default=1, help="client processes the closed-loop clients use")
+    ap.add_argument("--rate", "--rates", dest="rates", type=_floats, default=[50.0, 1000.0],
+                    help="open-loop arrival rates per second, comma-separated ('' or 0 to skip)")
+    ap.add_argument("--sweep", type=_floats, default=[],
+                    help="open-loop rate sweep START:STOP:STEP (e.g. 250:3000:250); stops past saturation")
+    ap.add_argument("--open-seconds", type=float, default=8.0, help="length of each open-loop stage")
+    ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (counted as an error)")
     ap.add_argument("--sqlite-synchronous", default="FULL")
+    ap.add_argument("--log-level", default="warning", help="the server's [log] level")
     ap.add_argument("--no-inproc", dest="inproc", action="store_false", help="skip the in-process anchor")
     ap.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     args = ap.parse_args()
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     if "postgres" in stores and not args.pg_url:
         raise SystemExit("--pg-url (or DIALGATE_TEST_PG_URL) is needed for PostgreSQL")
-    print(f"gate_bench: {args.clients} clients, {args.requests} requests per run, {args.cases} cases, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; client and server share "
-          f"the machine; SQLite synchronous={args.sqlite_synchronous}")
+    print(f"gate_bench: {args.clients} clients, {args.requests} requests per closed-loop stage, "
+          f"{args.open_seconds:.0f} s per open-loop rate, {args.cases} cases, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start; client ({args.client_procs} process, raw asyncio HTTP/1.1 keep-alive) "
+          f"and server (one `dialgate serve`) share the machine; SQLite synchronous={args.sqlite_synchronous}, "
+          f"server log level {args.log_level}")
     results = []
     for store in stores:
         for prior in (int(p) for p in args.prior.split(",")):
             r = await run_one(store, prior, args)
-            show(r)
+            show(r, args)
             results.append(r)
+    print()
     for store in stores:
         rs = [r for r in results if r["store"] == store]
+        for r in rs:
+            at = [o for o in r["open"] if o["rate"] == RATE_GOAL]
+            lat = f"p99 {at[0]['p99_ms']:.1f} ms at {RATE_GOAL:,.0f}/s open loop" if at else "no open loop at 1,000/s"
+            print(f"{store}, {r['prior']:,} prior: throughput {r['gate']['per_s']:,.0f}/s "
+                  f"({'meets' if r['gate']['per_s'] >= RATE_GOAL else 'misses'} >= {RATE_GOAL:,.0f}/s); {lat}"
+                  + (f" ({'meets' if at[0]['p99_ms'] <= P99_GOAL_MS else 'misses'} <= {P99_GOAL_MS:.0f} ms)" if at else ""))
         if len(rs) >= 2:
             lo, hi = rs[0], rs[-1]
-            print(f"{store}: p50 at {hi['prior']:,} / at {lo['prior']:,} prior = "
-                  f"{hi['gate']['p50_ms'] / lo['gate']['p50_ms']:.2f}x, p99 {hi['gate']['p99_ms'] / lo['gate']['p99_ms']:.2f}x")
+            line = (f"{store}: latency at {hi['prior']:,} / at {lo['prior']:,} prior (goal <= 1.5x): closed loop "
+                    f"p50 {hi['gate']['p50_ms'] / lo['gate']['p50_ms']:.2f}x, p99 {hi['gate']['p99_ms'] / lo['gate']['p99_ms']:.2f}x")
+            for oh, ol in zip(hi["open"], lo["open"]):
+                line += (f"; open loop at {oh['rate']:.0f}/s p50 {oh['p50_ms'] / ol['p50_ms']:.2f}x, "
+                         f"p99 {oh['p99_ms'] / ol['p99_ms']:.2f}x")
+            print(line)
     if args.json:
         print(json.dumps(results, default=str))
 
