@@ -187,7 +187,9 @@ class Gate:
     recordings: RecordingStore = field(default_factory=AlwaysRecording)
     attempt_validity: timedelta = timedelta(seconds=120)
     originate_timeout_s: float = 5.0
+    recorder_check_ttl_s: float = 1.0
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _recorder_ok_until: float = 0.0
 
     # -- helpers ---------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -291,12 +293,23 @@ class Gate:
         )
 
     async def _faults(self) -> frozenset[str]:
+        """`recording_unavailable` unless the recorder says it can record. A "yes" is
+        trusted for `recorder_check_ttl_s` (the vault's check is a thread hop with a
+        statvfs; per decision it cost more than the policy); a "no" is never cached,
+        so the gate reopens as soon as the recorder is back."""
+        loop = asyncio.get_running_loop()
+        if self._recorder_ok_until > loop.time():
+            return frozenset()
         try:
             async with asyncio.timeout(2.0):  # no extra task per decision, unlike wait_for
                 ok = await self.recordings.available()
         except Exception:  # noqa: BLE001 - any failure of the recorder means "not recording"
             ok = False
-        return frozenset() if ok else frozenset({"recording_unavailable"})
+        if not ok:
+            self._recorder_ok_until = 0.0
+            return frozenset({"recording_unavailable"})
+        self._recorder_ok_until = loop.time() + self.recorder_check_ttl_s
+        return frozenset()
 
     # -- RequestDial -----------------------------------------------------------------
     async def request_dial(self, cmd: RequestDial) -> DialResult:

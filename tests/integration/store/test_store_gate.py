@@ -3,6 +3,7 @@ gate, the decision-log hash chain and `dialgate audit verify`, migrations."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -279,3 +280,41 @@ async def test_a_refusal_before_the_policy_is_a_blocked_decision_in_the_log_and_
     assert second.rule_id == "case.not_found" and second.channel == "sip" and not second.allowed
     assert await _count(svc, tables.attempts) == 0
     assert (await verify(svc.store)).ok
+
+
+# -- the recorder -------------------------------------------------------------------
+class _Recorder:
+    """The recording system as the gate sees it: it can record, or it cannot."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    async def available(self) -> bool:
+        return self.up
+
+
+async def test_dials_are_blocked_while_the_recorder_is_down_and_allowed_again_the_moment_it_is_back(gate: Any) -> None:
+    svc, users = gate
+    recorder = _Recorder()
+    svc.gate.recordings = recorder
+    svc.gate.recorder_check_ttl_s = 3600.0  # a "yes" may be trusted for long; a "no" never is
+    recorder.up = False
+    blocked = await svc.gate.request_dial(_dial(users))
+    assert not blocked.allowed and blocked.decision.rule_id == "system.recording_unavailable"
+    assert await _count(svc, tables.attempts) == 0
+    recorder.up = True
+    allowed = await svc.gate.request_dial(_dial(users))
+    assert allowed.allowed and await _count(svc, tables.attempts) == 1
+
+
+async def test_a_recorder_that_hangs_counts_as_down(gate: Any) -> None:
+    svc, users = gate
+
+    class Hanging:
+        async def available(self) -> bool:
+            await asyncio.Event().wait()
+            return True
+
+    svc.gate.recordings = Hanging()
+    result = await asyncio.wait_for(svc.gate.request_dial(_dial(users)), timeout=10)
+    assert result.decision.rule_id == "system.recording_unavailable"
