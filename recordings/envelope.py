@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import struct
+import threading
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterator, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,7 +52,10 @@ WRAPPED_KEY_SIZE = 1 + 12 + KEY_SIZE + TAG_SIZE
 
 
 class Writable(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    """Where sealed bytes go. `write` must consume `data` before returning: the
+    writers hand it views of buffers they reuse for the next batch."""
+
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +104,60 @@ def _aad(header_digest: bytes, index: int, final: bool) -> bytes:
     return header_digest + _AAD_TAIL.pack(index, 1 if final else 0)
 
 
-class EnvelopeWriter:
-    """Streams plaintext in, sealed chunks out, holding at most two chunks in memory.
+BATCH_BYTES = 1024 * 1024  # plaintext sealed per batch: one SHA-256 update, one sink write
 
-    The last full chunk is held back until more data arrives or `finish` is called,
-    because only then is it known whether it is the final one.
+
+def _sealed_size(plain: int, chunk: int) -> int:
+    """Bytes that `plain` plaintext bytes take once sealed (an empty run: one tag)."""
+    return plain + TAG_SIZE * max(1, -(-plain // chunk))
+
+
+class _ChunkSealer:
+    """Seals runs of consecutive chunks into a caller's buffer (`encrypt_into`, no
+    per-chunk allocation). The one place where nonce, AAD and final marker are set."""
+
+    __slots__ = ("_aead", "_digest", "_chunk", "index")
+
+    def __init__(self, data_key: bytes, header_digest: bytes, chunk_size: int) -> None:
+        self._aead = AESGCM(data_key)
+        self._digest = header_digest
+        self._chunk = chunk_size
+        self.index = 0
+
+    def seal_run(self, plain: memoryview, out: memoryview, *, final: bool) -> int:
+        """Seal `plain` chunk by chunk into `out`; the bytes written.
+
+        A non-final run is a positive multiple of the chunk size. A final run holds
+        any number of bytes, 0 included (an empty recording is one empty final chunk);
+        its last chunk carries the final marker.
+        """
+        n = len(plain)
+        chunk = self._chunk
+        encrypt_into = self._aead.encrypt_into
+        digest = self._digest
+        index = self.index
+        pos = 0
+        o = 0
+        while True:
+            end = pos + chunk if pos + chunk < n else n
+            last = final and end == n
+            size = end - pos + TAG_SIZE
+            encrypt_into(_nonce(index, last), plain[pos:end], _aad(digest, index, last), out[o : o + size])
+            o += size
+            index += 1
+            pos = end
+            if pos >= n:
+                break
+        self.index = index
+        return o
+
+
+class EnvelopeWriter:
+    """Streams plaintext in, sealed chunks out, in batches of whole chunks, on the
+    caller's thread; memory is two fixed buffers (one batch in, one sealed out).
+
+    A full batch is held back until more data arrives or `finish` is called, because
+    only then is it known whether its last chunk is the final one.
     """
 
     def __init__(
@@ -114,71 +168,336 @@ class EnvelopeWriter:
         recording_id: str,
         key_id: str,
         chunk_size: int = CHUNK_SIZE,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         if len(data_key) != KEY_SIZE:
             raise ValueError("data key must be 32 bytes")
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         self._out = out
-        self._aead = AESGCM(data_key)
         self._chunk = chunk_size
         header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
-        self._digest = hashlib.sha256(header).digest()
+        self._sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
         self._sha = hashlib.sha256()
-        self._buf = bytearray()
-        self._index = 0
+        per_batch = max(1, batch_bytes // chunk_size)
+        self._cap = per_batch * chunk_size
+        self._batch = bytearray(self._cap)
+        self._fill = 0
+        self._sealed = bytearray(0)  # grown to one sealed batch when first needed
         self._size = 0
         self._head = b""
         self._finished = False
         out.write(header)
         self._written = len(header)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    @property
+    def buffered(self) -> int:
+        """Plaintext bytes held, not yet sealed (at most one batch)."""
+        return self._fill
+
+    def _take(self, data: bytes | bytearray | memoryview) -> memoryview:
         if self._finished:
             raise ValueError("writer already finished")
-        if not data:
-            return
-        self._sha.update(data)
-        self._size += len(data)
-        if len(self._head) < 16:
-            self._head = (self._head + bytes(data[:16]))[:16]
-        buf = self._buf
-        buf += data
-        chunk = self._chunk
-        if len(buf) <= chunk:
-            return
-        # Seal every full chunk except the last one held back.
-        view = memoryview(buf)
-        offset = 0
-        try:
-            while len(buf) - offset > chunk:
-                self._seal(view[offset : offset + chunk], final=False)
-                offset += chunk
-        finally:
-            view.release()
-        del buf[:offset]
+        view = memoryview(data).cast("B")
+        if view and len(self._head) < 16:
+            self._head = (self._head + bytes(view[:16]))[:16]
+        return view
 
-    def _seal(self, plaintext: bytes | memoryview, *, final: bool) -> None:
-        sealed = self._aead.encrypt(
-            _nonce(self._index, final), plaintext, _aad(self._digest, self._index, final)
-        )
-        self._out.write(sealed)
-        self._written += len(sealed)
-        self._index += 1
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = self._take(data)
+        pos = 0
+        n = len(view)
+        self._size += n
+        cap = self._cap
+        while pos < n:
+            if self._fill == cap:
+                self._seal_batch(final=False)  # more data follows: not the final chunk
+            take = min(cap - self._fill, n - pos)
+            self._batch[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
+
+    def _seal_batch(self, *, final: bool) -> None:
+        need = _sealed_size(self._fill, self._chunk)
+        if len(self._sealed) < need:
+            self._sealed = bytearray(need)
+        with memoryview(self._batch) as batch, memoryview(self._sealed) as sealed:
+            plain = batch[: self._fill]
+            self._sha.update(plain)
+            n = self._sealer.seal_run(plain, sealed, final=final)
+            self._out.write(sealed[:n])
+        self._written += n
+        self._fill = 0
 
     def finish(self) -> SealSummary:
         if self._finished:
             raise ValueError("writer already finished")
-        self._seal(bytes(self._buf), final=True)
-        self._buf = bytearray()
+        self._seal_batch(final=True)
         self._finished = True
         return SealSummary(
             size=self._size,
             sha256=self._sha.hexdigest(),
-            chunks=self._index,
+            chunks=self._sealer.index,
             blob_size=self._written,
             head=self._head,
         )
+
+
+class PipelinedEnvelopeWriter:
+    """The same bytes as `EnvelopeWriter`, with the work on two threads of its own.
+
+    The caller only copies plaintext into batch buffers. A full batch goes to a hash
+    thread (SHA-256 of the plaintext) and to a seal thread (AES-GCM into a sealed
+    buffer, then `out.write`); both release the GIL on large buffers, so hashing,
+    encrypting and writing run in parallel with each other and with the caller.
+    Memory is bounded: at most `depth` batch buffers plus one sealed buffer; when
+    every batch buffer is in flight, `write_some` takes what fits and returns short, and the
+    `on_room` callback (called from a worker thread) says when a buffer came back,
+    so an event loop never blocks on it. Threads start with the first full batch: a
+    recording of one batch or less is sealed by `finish` on the calling thread.
+
+    An error on a worker (a failed `out.write`, say) is raised as is by the next
+    `write_some`/`write`/`wait_room`/`finish`; `abort` stops the workers.
+    """
+
+    def __init__(
+        self,
+        out: Writable,
+        data_key: bytes,
+        *,
+        recording_id: str,
+        key_id: str,
+        chunk_size: int = CHUNK_SIZE,
+        batch_bytes: int = BATCH_BYTES,
+        depth: int = 4,
+        on_room: Callable[[], None] | None = None,
+    ) -> None:
+        if len(data_key) != KEY_SIZE:
+            raise ValueError("data key must be 32 bytes")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        if depth < 2:
+            raise ValueError("depth must be at least 2")
+        self._out = out
+        self._chunk = chunk_size
+        header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
+        self._sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
+        self._sha = hashlib.sha256()
+        per_batch = max(1, batch_bytes // chunk_size)
+        self._cap = per_batch * chunk_size
+        self._sealed_cap = per_batch * (chunk_size + TAG_SIZE)
+        self._sealed = bytearray(0)  # sized when first needed
+        # Batch buffers are made on demand, up to `depth`: an upload slower than the
+        # workers never needs more than two.
+        self._depth = depth
+        self._allocated = 1
+        self._free: list[bytearray] = []
+        self._cond = threading.Condition()
+        self._on_room = on_room
+        self._batch: bytearray | None = bytearray(self._cap)
+        self._fill = 0
+        self._size = 0
+        self._head = b""
+        self._error: BaseException | None = None
+        self._stop = False
+        self._hash_q: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._seal_q: queue.SimpleQueue[tuple[bytearray, int, bool] | None] = queue.SimpleQueue()
+        self._pending: dict[int, int] = {}  # id(buffer) -> workers still using it
+        self._threads: list[threading.Thread] = []
+        self._finish_lock = threading.Lock()
+        self._finished = False
+        out.write(header)
+        self._written = len(header)
+
+    # -- caller side ---------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Batch buffers handed to the workers and not yet back."""
+        with self._cond:
+            return len(self._pending)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._finished:
+            raise ValueError("writer already finished")
+
+    def write_some(self, data: bytes | bytearray | memoryview) -> int:
+        """Take as much of `data` as fits without waiting; the count taken.
+
+        Short only when every batch buffer is in flight: wait for `on_room` (or call
+        `wait_room`) and offer the rest again.
+        """
+        self._check()
+        view = memoryview(data).cast("B")
+        n = len(view)
+        pos = 0
+        cap = self._cap
+        while pos < n:
+            if self._fill == cap:
+                # More data follows, so the held batch is not the final one: hand it off.
+                with self._cond:
+                    if self._free:
+                        nxt = self._free.pop()
+                    elif self._allocated < self._depth:
+                        self._allocated += 1
+                        nxt = bytearray(cap)
+                    else:
+                        break
+                self._dispatch(final=False)
+                self._batch = nxt
+            assert self._batch is not None
+            take = min(cap - self._fill, n - pos)
+            self._batch[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
+        if pos and len(self._head) < 16:
+            self._head = (self._head + bytes(view[: min(16, pos)]))[:16]
+        self._size += pos
+        return pos
+
+    def wait_room(self, timeout: float | None = None) -> bool:
+        """Block until a batch buffer is free (or a worker failed); False on timeout."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: bool(self._free) or self._allocated < self._depth or self._error is not None, timeout
+            )
+        if self._error is not None:
+            raise self._error
+        return ok
+
+    def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
+        """Blocking form of `write_some`, for callers not on an event loop."""
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.write_some(view) :]
+            if view and not self.wait_room(timeout):
+                raise TimeoutError("sealing workers made no room in time")
+
+    def _dispatch(self, *, final: bool) -> None:
+        batch, fill = self._batch, self._fill
+        assert batch is not None
+        self._batch = None
+        self._fill = 0
+        if not self._threads:
+            self._start()
+        with self._cond:
+            self._pending[id(batch)] = 2
+        self._hash_q.put((batch, fill))
+        self._seal_q.put((batch, fill, final))
+
+    def finish(self, timeout: float | None = None) -> SealSummary:
+        """Seal the held batch as the final one, wait for the workers, summarise."""
+        with self._finish_lock:
+            self._check()
+            if not self._threads:
+                # Never left the caller's thread: seal the only batch right here.
+                assert self._batch is not None
+                self._sealed = bytearray(_sealed_size(self._fill, self._chunk))
+                with memoryview(self._batch) as batch, memoryview(self._sealed) as sealed:
+                    plain = batch[: self._fill]
+                    self._sha.update(plain)
+                    n = self._sealer.seal_run(plain, sealed, final=True)
+                    self._out.write(sealed[:n])
+                self._written += n
+                self._batch = None
+            else:
+                self._dispatch(final=True)
+                self._hash_q.put(None)
+                self._seal_q.put(None)
+                self._join(timeout)
+                if any(t.is_alive() for t in self._threads):
+                    raise TimeoutError("sealing workers did not finish in time")
+                if self._error is not None:
+                    raise self._error
+            self._finished = True
+            return SealSummary(
+                size=self._size,
+                sha256=self._sha.hexdigest(),
+                chunks=self._sealer.index,
+                blob_size=self._written,
+                head=self._head,
+            )
+
+    def abort(self, timeout: float | None = 30.0) -> None:
+        """Stop the workers (each finishes at most the batch in hand) and wait up to
+        `timeout` for them, so nothing writes to `out` after this returns. Idempotent;
+        call again to wait longer."""
+        self._stop = True
+        with self._finish_lock:
+            if self._threads and not self._finished:
+                self._hash_q.put(None)
+                self._seal_q.put(None)
+            self._finished = True
+            self._join(timeout)
+
+    def _join(self, timeout: float | None) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    # -- workers -------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._sealed = bytearray(self._sealed_cap)
+        for name, target in (("hash", self._hash_worker), ("seal", self._seal_worker)):
+            t = threading.Thread(target=target, name=f"envelope-{name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _release(self, batch: bytearray) -> None:
+        with self._cond:
+            left = self._pending[id(batch)] - 1
+            if left:
+                self._pending[id(batch)] = left
+                return
+            del self._pending[id(batch)]
+            self._free.append(batch)
+            self._cond.notify_all()
+        if self._on_room is not None:
+            try:
+                self._on_room()
+            except Exception:  # a closed event loop: nobody is waiting any more
+                pass
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+        if self._on_room is not None:
+            try:
+                self._on_room()
+            except Exception:
+                pass
+
+    def _hash_worker(self) -> None:
+        sha = self._sha
+        while (item := self._hash_q.get()) is not None:
+            batch, fill = item
+            try:
+                if not self._stop and self._error is None:
+                    with memoryview(batch) as view:
+                        sha.update(view[:fill])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._fail(exc)
+            finally:
+                self._release(batch)
+
+    def _seal_worker(self) -> None:
+        sealer = self._sealer
+        while (item := self._seal_q.get()) is not None:
+            batch, fill, final = item
+            try:
+                if not self._stop and self._error is None:
+                    with memoryview(batch) as view, memoryview(self._sealed) as sealed:
+                        n = sealer.seal_run(view[:fill], sealed, final=final)
+                        self._out.write(sealed[:n])
+                    self._written += n
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._fail(exc)
+            finally:
+                self._release(batch)
 
 
 def read_header(f: BinaryIO) -> tuple[Header, bytes, int]:

@@ -24,6 +24,7 @@ bilingual message (Chinese / English) that names what is wrong::
     │   ├── RecordingDestroyed     purged: data key destroyed, blob deleted
     │   └── KeyDestroyed           the creditor's key was destroyed (commission ended)
     ├── KeyUnavailable             no key to seal a creditor's recordings with       (503)
+    ├── SealingStalled             encrypting/writing an upload made no progress     (503)
     └── IntegrityError             the blob does not authenticate: tampered,
                                    truncated, reordered, wrong key, or the SHA-256 of
                                    the plaintext differs from the one stored at ingest (500)
@@ -130,6 +131,11 @@ class KeyDestroyed(Unreadable):
 
 class KeyUnavailable(VaultError):
     error_id = "key-unavailable"
+    status = 503
+
+
+class SealingStalled(VaultError):
+    error_id = "sealing-stalled"
     status = 503
 
 

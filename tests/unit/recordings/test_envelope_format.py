@@ -178,7 +178,7 @@ def test_a_data_key_wrapped_for_one_recording_does_not_unwrap_for_another() -> N
         envelope.unwrap_data_key(os.urandom(32), wrapped, recording_id="r1", key_id="d1", kek_id="k1")
 
 
-def test_the_writer_holds_at_most_two_chunks_however_large_the_pieces_it_is_fed() -> None:
+def test_the_writer_holds_at_most_one_batch_however_large_the_pieces_it_is_fed() -> None:
     class CountingSink:
         def __init__(self) -> None:
             self.n = 0
@@ -187,12 +187,13 @@ def test_the_writer_holds_at_most_two_chunks_however_large_the_pieces_it_is_fed(
             self.n += len(b)
 
     sink = CountingSink()
-    w = EnvelopeWriter(sink, KEY, recording_id="r", key_id="k")
-    piece = os.urandom(CHUNK_SIZE // 2 + 3)
-    for _ in range(200):
+    w = EnvelopeWriter(sink, KEY, recording_id="r", key_id="k", batch_bytes=4 * CHUNK_SIZE)
+    piece = os.urandom(3 * CHUNK_SIZE + 3)  # pieces bigger than a chunk, not aligned to one
+    for i in range(1, 41):
         w.write(piece)
-        assert len(w._buf) <= CHUNK_SIZE  # the one held back, never more
-    assert w.finish().size == 200 * len(piece)
+        assert w.buffered <= 4 * CHUNK_SIZE  # one batch held back, never more
+        assert sink.n >= i * len(piece) - 4 * CHUNK_SIZE  # the rest is already sealed and gone
+    assert w.finish().size == 40 * len(piece)
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,150 @@
+"""The pipelined writer (hash and seal threads of its own) against the one-thread
+writer: the same bytes, bounded memory, back-pressure, errors and abort."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recordings.envelope import CHUNK_SIZE, EnvelopeReader, EnvelopeWriter, PipelinedEnvelopeWriter
+
+KEY = bytes(range(7, 39))
+WAIT = 10.0  # an upper bound against hanging, never a pacing sleep
+
+
+def seal_with(cls: type, plain: bytes, pieces: list[int], **kw: int) -> tuple[bytes, object]:
+    out = io.BytesIO()
+    w = cls(out, KEY, recording_id="rec-pipe", key_id="dk-9", **kw)
+    pos = 0
+    for n in pieces:
+        w.write(plain[pos : pos + n])
+        pos += n
+    w.write(plain[pos:])
+    summary = w.finish()
+    return out.getvalue(), summary
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.integers(0, 6_000), max_size=30),
+    st.sampled_from([13, 1024, 4096]),
+    st.sampled_from([1, 5000, 3 * 4096, 64 * 1024]),
+    st.integers(2, 5),
+)
+def test_the_pipelined_writer_seals_byte_for_byte_what_the_one_thread_writer_seals(
+    pieces: list[int], chunk: int, batch: int, depth: int
+) -> None:
+    plain = os.urandom(sum(pieces) + 17)
+    one, s1 = seal_with(EnvelopeWriter, plain, pieces, chunk_size=chunk, batch_bytes=batch)
+    two, s2 = seal_with(PipelinedEnvelopeWriter, plain, pieces, chunk_size=chunk, batch_bytes=batch, depth=depth)
+    assert two == one and s2 == s1
+    assert b"".join(EnvelopeReader(io.BytesIO(two), KEY, len(two)).iter_all()) == plain
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, 4 * CHUNK_SIZE, 4 * CHUNK_SIZE + 1, 40 * CHUNK_SIZE])
+def test_recordings_at_batch_boundaries_round_trip_through_the_pipelined_writer(size: int) -> None:
+    plain = os.urandom(size)
+    blob, summary = seal_with(PipelinedEnvelopeWriter, plain, [], batch_bytes=4 * CHUNK_SIZE)
+    reader = EnvelopeReader(io.BytesIO(blob), KEY, len(blob), recording_id="rec-pipe")
+    assert b"".join(reader.iter_all()) == plain
+    assert summary.size == size and summary.blob_size == len(blob)
+
+
+class GatedSink:
+    """Holds every sealed write until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.out = io.BytesIO()
+        self.calls = 0
+
+    def write(self, data: bytes) -> None:
+        self.calls += 1
+        if self.calls > 1:  # the header goes through on the caller's thread
+            self.entered.set()
+            assert self.gate.wait(WAIT), "test never opened the gate"
+        self.out.write(data)
+
+
+def test_a_slow_sink_makes_the_writer_take_no_more_than_depth_batches_then_say_when_there_is_room() -> None:
+    sink = GatedSink()
+    room = threading.Event()
+    batch = 2 * CHUNK_SIZE
+    w = PipelinedEnvelopeWriter(sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=batch, depth=3, on_room=room.set)
+    plain = os.urandom(20 * batch + 5)
+    taken = w.write_some(plain)
+    # Two batches handed to the workers, the third held back as possibly final: the
+    # rest is refused, not buffered.
+    assert taken == 3 * batch
+    assert sink.entered.wait(WAIT)
+    assert w.in_flight == 2
+    assert w.write_some(plain[taken:]) == 0
+    assert not room.is_set()
+    sink.gate.set()
+    assert room.wait(WAIT)
+    w.write(plain[taken:], timeout=WAIT)
+    summary = w.finish(WAIT)
+    blob = sink.out.getvalue()
+    assert summary.size == len(plain)
+    assert b"".join(EnvelopeReader(io.BytesIO(blob), KEY, len(blob)).iter_all()) == plain
+
+
+class FailingSink:
+    def __init__(self, fail_on_call: int) -> None:
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+
+    def write(self, data: bytes) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise OSError(28, "No space left on device")
+
+
+def test_a_sink_error_on_the_seal_thread_is_raised_to_the_caller_and_the_workers_end() -> None:
+    sink = FailingSink(fail_on_call=2)  # the first sealed batch
+    w = PipelinedEnvelopeWriter(sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=CHUNK_SIZE, depth=2)
+    piece = os.urandom(CHUNK_SIZE)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(1000):
+            w.write(piece, timeout=WAIT)
+        w.finish(WAIT)
+    w.abort()
+    assert not [t for t in threading.enumerate() if t.name.startswith("envelope-")]
+    with pytest.raises(OSError, match="No space left"):
+        w.finish(WAIT)
+
+
+def test_abort_stops_the_workers_and_nothing_reaches_the_sink_afterwards() -> None:
+    sink = GatedSink()
+    w = PipelinedEnvelopeWriter(sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=CHUNK_SIZE, depth=3)
+    w.write_some(os.urandom(10 * CHUNK_SIZE))
+    assert sink.entered.wait(WAIT)  # the seal thread is inside a write
+    w.abort(timeout=0)  # stop requested while the write is still held
+    sink.gate.set()
+    w.abort(timeout=WAIT)
+    assert not [t for t in threading.enumerate() if t.name.startswith("envelope-")]
+    calls = sink.calls
+    assert calls == 2  # header and the one batch in hand; the queued ones were dropped
+    with pytest.raises(ValueError, match="finished"):
+        w.write_some(b"more")
+
+
+def test_a_recording_of_one_batch_or_less_is_sealed_without_starting_threads() -> None:
+    seen: list[str] = []
+
+    class Sink(io.BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            seen.append(threading.current_thread().name)
+            return super().write(data)
+
+    sink = Sink()
+    w = PipelinedEnvelopeWriter(sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=4 * CHUNK_SIZE)
+    w.write(os.urandom(4 * CHUNK_SIZE))
+    w.finish()
+    assert seen == [threading.current_thread().name] * 2  # header, the one final batch
