@@ -596,6 +596,19 @@ class SqlUnitOfWork:
 # ---------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------
+def _contact_record(c: Any) -> ContactRecord:
+    return ContactRecord(
+        number=c["number"],
+        relation=c["relation"],
+        name=c["name"],
+        tz=c["tz"],
+        status=c["status"],
+        do_not_call=bool(c["do_not_call"]),
+        source=c["source"],
+        added_at=c["added_at"],
+    )
+
+
 def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) -> list[CaseRecord]:
     return [
         CaseRecord(
@@ -634,18 +647,7 @@ class SqlCaseRepository:
         crow = (await self.conn.execute(Q_CONTACTS_OF, {"pks": pks})).mappings().all()
         by_case: dict[int, list[ContactRecord]] = {}
         for c in crow:
-            by_case.setdefault(c["case_pk"], []).append(
-                ContactRecord(
-                    number=c["number"],
-                    relation=c["relation"],
-                    name=c["name"],
-                    tz=c["tz"],
-                    status=c["status"],
-                    do_not_call=bool(c["do_not_call"]),
-                    source=c["source"],
-                    added_at=c["added_at"],
-                )
-            )
+            by_case.setdefault(c["case_pk"], []).append(_contact_record(c))
         return _case_records(rows, by_case)
 
     def _find_raw(self, raw: sqlite3.Connection, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
@@ -660,13 +662,10 @@ class SqlCaseRepository:
             row["next_action_date"] = hot.py_date(row["next_action_date"])
             row["updated_at"] = hot.py_time(row["updated_at"])
             rows.append(row)
-            by_case[r[0]] = [
-                ContactRecord(
-                    number=c[1], relation=c[2], name=c[3], tz=c[4], status=c[5], do_not_call=bool(c[6]),
-                    source=c[7], added_at=hot.py_time(c[8]),  # type: ignore[arg-type]
-                )
-                for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))
-            ]
+            contacts = [dict(zip(hot.CONTACT_KEYS, c)) for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))]
+            for c in contacts:
+                c["added_at"] = hot.py_time(c["added_at"])
+            by_case[r[0]] = [_contact_record(c) for c in contacts]
         return _case_records(rows, by_case)
 
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
