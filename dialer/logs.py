@@ -8,16 +8,28 @@ from typing import Any
 
 import structlog
 
-from dialer.masking import mask_deep
+from dialer.masking import mask_deep, mask_text
 
 # Keys whose values are identifiers, never phone numbers: not masked.
 _ID_KEYS = frozenset({"request_id", "decision_id", "attempt_id", "event_id", "case_id", "timestamp", "level"})
 
 
+_PLAIN = (bool, int, float, type(None))
+
+
 def mask_numbers(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Processor: mask phone, card and ID numbers in every value (last line of defence)."""
-    for key, value in list(event.items()):
-        if key not in _ID_KEYS:
+    """Processor: mask phone, card and ID numbers in every value (last line of defence).
+
+    It runs for every log line (one per decision at least), so the common values skip
+    the regex: numbers, booleans, None, and strings shorter than the 7 digits a maskable
+    number needs."""
+    for key, value in event.items():
+        if key in _ID_KEYS or isinstance(value, _PLAIN):
+            continue
+        if type(value) is str:
+            if len(value) >= 7:
+                event[key] = mask_text(value)
+        else:
             event[key] = mask_deep(value)
     return event
 

@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -54,7 +54,8 @@ async def dial_check(body: CheckBody, who: Caller, svc: Svc) -> dict[str, Any]:
 
 
 @router.post("/dials", status_code=201, summary="Click-to-dial: decide and reserve at the server clock.")
-async def dial(body: DialBody, who: Caller, svc: Svc) -> Any:
+async def dial(body: DialBody, who: Caller, request: Request) -> Any:
+    svc = request.app.state.services  # not the `Svc` dependency: one resolution less on the hottest path
     result = await svc.gate.request_dial(
         RequestDial(actor=who, case_id=body.case_id, number=body.number, agent_id=body.agent_id,
                     channel="api", creditor=body.creditor)

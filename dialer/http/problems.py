@@ -16,6 +16,12 @@ PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("dialgate.http")
 
 
+def instance_of(request: Request) -> str:
+    """The problem's `instance`: the request path as `request.url.path` gives it, without
+    building the whole URL (this runs for every blocked dial)."""
+    return request.scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
 def problem_response(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -24,17 +30,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem_response(exc.to_problem(request.url.path), exc.status, headers)
+        return problem_response(exc.to_problem(instance_of(request)), exc.status, headers)
 
     @app.exception_handler(StoreUnavailable)
     async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
-        log.error("store.unavailable", error=str(exc), path=request.url.path)
+        log.error("store.unavailable", error=str(exc), path=instance_of(request))
         body = {
             "type": PROBLEM_BASE + "store-unavailable",
             "title": "Case store unavailable",
             "status": 503,
             "detail": "the case store is unavailable; nothing was changed",
-            "instance": request.url.path,
+            "instance": instance_of(request),
         }
         return problem_response(body, 503, {"Retry-After": "5"})
 
@@ -55,7 +61,7 @@ def install(app: FastAPI) -> None:
                 "title": "Bad request",
                 "status": 400,
                 "detail": "the body is not a JSON object of the expected shape",
-                "instance": request.url.path,
+                "instance": instance_of(request),
                 "details": {"errors": errors},
             }
             return problem_response(body, 400)
@@ -64,7 +70,7 @@ def install(app: FastAPI) -> None:
             "title": "Validation failed",
             "status": 422,
             "detail": "; ".join(f"{e['field']}: {e['error']}" for e in errors),
-            "instance": request.url.path,
+            "instance": instance_of(request),
             "details": {"errors": errors},
         }
         return problem_response(body, 422)
@@ -77,6 +83,6 @@ def install(app: FastAPI) -> None:
             "title": str(exc.detail),
             "status": exc.status_code,
             "detail": str(exc.detail),
-            "instance": request.url.path,
+            "instance": instance_of(request),
         }
         return problem_response(body, exc.status_code)
