@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
@@ -35,6 +34,7 @@ from dialer.errors import (
     StoreUnavailable,
     UnprocessableEntity,
 )
+from dialer.ids import new_id
 from dialer.masking import mask_number, mask_text
 from dialer.model import (
     DISPOSITIONS,
@@ -319,7 +319,7 @@ class Gate:
             raise UnprocessableEntity(f"unknown channel {cmd.channel!r}", details={"field": "channel"})
         started = asyncio.get_running_loop().time()
         now = self._now()
-        decision_id = str(uuid.uuid4())
+        decision_id = new_id()
         structlog.contextvars.bind_contextvars(decision_id=decision_id)
         admit = getattr(self.pbx, "admit", None)  # a PBX that places calls may refuse now (503)
         if admit is not None and cmd.channel in ("api", "mqtt"):
@@ -380,7 +380,7 @@ class Gate:
         if decision.allowed:
             contact = case.contact(number)
             attempt = AttemptRecord(
-                attempt_id=str(uuid.uuid4()),
+                attempt_id=new_id(),
                 case_pk=case.pk,
                 creditor=case.creditor,
                 case_id=case.case_id,
@@ -494,7 +494,7 @@ class Gate:
             next_allowed_at=None, checks=(check,), policy_version=self.policies.version, evaluated_at=now,
         )
         record = self._record(
-            decision_id=str(uuid.uuid4()), kind="dial", now=now, decision=decision, actor=cmd.actor,
+            decision_id=new_id(), kind="dial", now=now, decision=decision, actor=cmd.actor,
             agent_id=cmd.agent_id or "-", channel=cmd.channel, creditor=cmd.creditor or "-",
             case_id=cmd.case_id or "-", number=number, attempt_id=None,
         )
@@ -526,7 +526,7 @@ class Gate:
             raise Forbidden("only compliance and admin may ask what-if times (`at`)", details={"field": "at"})
         now = self._now()
         at = cmd.at or now
-        decision_id = str(uuid.uuid4())
+        decision_id = new_id()
         structlog.contextvars.bind_contextvars(decision_id=decision_id)
         faults = await self._faults()
         try:
@@ -884,7 +884,7 @@ class Gate:
                                   faults=faults, appointments=tuple(appointments))
             decision = evaluate(request, history, pol, now)
             await uow.decisions.append(
-                self._record(decision_id=str(uuid.uuid4()), kind="recheck", now=now, decision=decision, actor=actor,
+                self._record(decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,
                              agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,
                              case_id=case.case_id, number=attempt.number, attempt_id=attempt_id)
             )

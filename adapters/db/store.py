@@ -28,7 +28,6 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-import uuid
 from dataclasses import replace
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -46,6 +45,7 @@ from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.config import StoreConfig
 from dialer.errors import StoreUnavailable
+from dialer.ids import new_id
 from dialer.model import (
     AttemptRecord,
     CaseInput,
@@ -1246,7 +1246,7 @@ class SqlOutbox:
         occurred_at: datetime,
         payload: dict[str, Any],
     ) -> str:
-        event_id = str(uuid.uuid4())
+        event_id = new_id()
         case_seq = await self._cases.next_event_seq(case_pk) if case_pk is not None else None
         body = {
             "event_id": event_id,
