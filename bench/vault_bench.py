@@ -1,22 +1,36 @@
-"""Recordings vault throughput, memory and seek latency, side by side in one run.
+"""Recordings vault: ingest throughput, memory and seek latency, side by side in one run.
 
-Printed:
+Every throughput is printed as MiB/s and as a share of the anchor, raw AES-256-GCM:
 
-* anchor  — raw AES-256-GCM of `cryptography` on 64 KiB chunks (one core), and, for
-            context, raw SHA-256 (the vault must also hash every plaintext byte);
-* ingest  — vault ingest of a 1 GiB WAV into the filesystem store (header, chunking,
-            AES-GCM, SHA-256, buffered writes, fsync, atomic rename, metadata commit),
-            run in a child process that also reports
-* memory  — peak RSS growth during that ingest (VmHWM after − VmRSS before, /proc);
-* seek    — time to read the last second (32,000 bytes) of a 2-hour 8 kHz stereo
-            16-bit WAV: metadata read, key unwrap, header check, one chunk decrypted,
-            access-log row committed to SQLite (synchronous=FULL) — median and worst of
-            20 warm reads.
+* anchor   raw AES-256-GCM of `cryptography`, 64 KiB chunks, one thread;
+* ceilings raw SHA-256 (hashlib, 1 MiB updates: its best case) — the issue requires
+           the SHA-256 of the plaintext, so every ingested byte is hashed too;
+           AES-GCM + SHA-256 of the same bytes on one thread, and on two threads (one
+           hashing, one encrypting, 1 MiB blocks handed over) — the real ceiling of
+           "encrypt and hash", with no framing, copying or I/O;
+* sealing  the vault's writers alone into a null sink: `EnvelopeWriter` (all on the
+           caller's thread) and `PipelinedEnvelopeWriter` (what ingest uses: AES-GCM
+           and SHA-256 on the caller, writes on a thread of its own; or, with
+           `hash_on_worker`, SHA-256 on that thread too);
+* ingest   `Vault.ingest` end to end in memory (no disk: blobs discarded, metadata in
+           the in-memory repository), and to disk as under `dialgate serve` (temporary
+           file, writeback, fsync, atomic rename, directory fsync, metadata committed
+           to the SQLite service database), a 1 GiB WAV, each with and without
+           `parallel_hash`, in a child process that also
+           reports peak RSS growth (VmHWM after - VmRSS before, /proc);
+* disk     for context, the disk alone: 1 GiB written in 1 MiB writes then fsynced,
+           as is and with writeback started while writing (what the vault does);
+* seek     the last second (32,000 bytes) of a 2-hour 8 kHz stereo 16-bit WAV: metadata
+           read, key unwrap, header check, one chunk decrypted, access-log row
+           committed to SQLite — median and worst of 20 warm reads.
 
-Metadata lives in the SQLite service database, as under `dialgate serve`.
+The body fed to ingest is a WAV in 64 KiB pieces (what the HTTP layer hands over)
+prepared before timing, so the figures are the vault's, not the WAV generator's.
+The machine may be shared: each figure is the best of `--rounds` rounds, rounds
+interleaved, and the load average is printed before and after.
 
-Goals: ingest >= 70 % of raw AES-GCM; RSS growth < 64 MiB; last second < 50 ms.
-Run: `.venv/bin/python bench/vault_bench.py [--gib 1]`.
+Goals (issue 5): ingest >= 70 % of raw AES-GCM; RSS growth < 64 MiB; last second < 50 ms.
+Run: `.venv/bin/python bench/vault_bench.py [--gib 1] [--rounds 3]`.
 """
 
 from __future__ import annotations
@@ -26,12 +40,14 @@ import asyncio
 import hashlib
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,14 +60,56 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from adapters.db.migrate import upgrade  # noqa: E402
 from adapters.db.recordings_repo import SqlAlchemyRecordingRepository  # noqa: E402
 from adapters.db.store import SqlAlchemyCaseStore  # noqa: E402
+from adapters.storage import filesystem  # noqa: E402
 from adapters.storage.filesystem import FilesystemBlobStore  # noqa: E402
 from adapters.storage.keys import KeyFileKeyProvider  # noqa: E402
 from dialer.config import build_config  # noqa: E402
-from recordings.envelope import CHUNK_SIZE  # noqa: E402
-from recordings.testing import PBX, QA_A, request, wav_stream  # noqa: E402
+from recordings.envelope import CHUNK_SIZE, EnvelopeWriter, PipelinedEnvelopeWriter  # noqa: E402
+from recordings.memory import InMemoryKeyProvider, InMemoryRecordingRepository  # noqa: E402
+from recordings.ports import StoredBlob  # noqa: E402
+from recordings.testing import PBX, QA_A, request, wav_header, wav_stream  # noqa: E402
 from recordings.vault import Vault  # noqa: E402
 
 MiB = 1024 * 1024
+BLOCK = 1 * MiB  # hand-over unit of the two-thread ceiling (the vault's batch size)
+CPU_BYTES = 512 * MiB  # per CPU-only figure
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- the body: a WAV in 64 KiB pieces, prepared before timing -------------------------
+
+
+class WavPieces:
+    """A `seconds`-long 8 kHz stereo WAV (a 440 Hz tone) as 64 KiB pieces. The tone
+    repeats every 32,000 bytes, so 125 distinct pieces (8 MiB) cover any length."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.data_bytes = total_bytes - 44
+        pattern_gen = wav_stream(1.0, tone_hz=440)
+        next(pattern_gen)
+        pattern = b"".join(pattern_gen)  # one second = 32,000 bytes
+        period = 125  # lcm(65536, 32000) / 65536
+        big = pattern * ((period * CHUNK_SIZE) // len(pattern) + 1)
+        self.pieces = [big[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] for i in range(period)]
+
+    @property
+    def size(self) -> int:
+        return 44 + self.data_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield wav_header(self.data_bytes)
+        full, rest = divmod(self.data_bytes, CHUNK_SIZE)
+        pieces = self.pieces
+        for i in range(full):
+            yield pieces[i % 125]
+        if rest:
+            yield pieces[full % 125][:rest]
+
+
+# -- anchor and ceilings ----------------------------------------------------------------
 
 
 def raw_gcm(total: int) -> float:
@@ -66,17 +124,175 @@ def raw_gcm(total: int) -> float:
 
 
 def raw_sha(total: int) -> float:
-    data = os.urandom(CHUNK_SIZE)
+    data = os.urandom(BLOCK)
     h = hashlib.sha256()
-    n = total // CHUNK_SIZE
+    n = total // BLOCK
     t = time.perf_counter()
     for _ in range(n):
         h.update(data)
-    return n * CHUNK_SIZE / (time.perf_counter() - t)
+    h.digest()
+    return n * BLOCK / (time.perf_counter() - t)
+
+
+def _blocks() -> list[bytes]:
+    return [os.urandom(BLOCK) for _ in range(4)]
+
+
+def _encrypt_block(aead: AESGCM, block: memoryview, out: memoryview, first: int, aad: bytes) -> None:
+    step = CHUNK_SIZE + 16
+    for j in range(len(block) // CHUNK_SIZE):
+        aead.encrypt_into(
+            (first + j).to_bytes(12, "big"), block[j * CHUNK_SIZE : (j + 1) * CHUNK_SIZE], aad, out[j * step : (j + 1) * step]
+        )
+
+
+def both_one_thread(total: int) -> float:
+    aead = AESGCM(os.urandom(32))
+    aad = os.urandom(41)
+    blocks = [memoryview(b) for b in _blocks()]
+    out = memoryview(bytearray(BLOCK // CHUNK_SIZE * (CHUNK_SIZE + 16)))
+    h = hashlib.sha256()
+    n = total // BLOCK
+    t = time.perf_counter()
+    for i in range(n):
+        b = blocks[i % 4]
+        h.update(b)
+        _encrypt_block(aead, b, out, i * 16, aad)
+    h.digest()
+    return n * BLOCK / (time.perf_counter() - t)
+
+
+def both_two_threads(total: int) -> float:
+    """Hash on one thread, encrypt on another, the same 1 MiB blocks handed to both
+    (both release the GIL on large buffers)."""
+    aead = AESGCM(os.urandom(32))
+    aad = os.urandom(41)
+    blocks = [memoryview(b) for b in _blocks()]
+    n = total // BLOCK
+    hq: queue.Queue[memoryview | None] = queue.Queue(maxsize=4)
+
+    def hasher() -> None:
+        h = hashlib.sha256()
+        while (b := hq.get()) is not None:
+            h.update(b)
+        h.digest()
+
+    th = threading.Thread(target=hasher)
+    out = memoryview(bytearray(BLOCK // CHUNK_SIZE * (CHUNK_SIZE + 16)))
+    t = time.perf_counter()
+    th.start()
+    for i in range(n):
+        b = blocks[i % 4]
+        hq.put(b)
+        _encrypt_block(aead, b, out, i * 16, aad)
+    hq.put(None)
+    th.join()
+    return n * BLOCK / (time.perf_counter() - t)
+
+
+# -- the vault's writers and ingest without a disk ------------------------------------------
+
+
+class NullSink:
+    def write(self, data: bytes | memoryview) -> int:
+        return len(data)
+
+
+def sealing(cls: type, body: WavPieces, **kw: int) -> float:
+    w = cls(NullSink(), os.urandom(32), recording_id="bench", key_id="k", **kw)
+    t = time.perf_counter()
+    for piece in body:
+        w.write(piece)
+    size = w.finish().size
+    return size / (time.perf_counter() - t)
+
+
+class _NullBlobWriter:
+    def write(self, data: bytes | memoryview) -> int:
+        return len(data)
+
+    def sync(self) -> None:
+        pass
+
+    def publish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class NullBlobStore:
+    """Takes ciphertext and drops it: ingest with everything but the disk."""
+
+    def begin(self, key: str) -> _NullBlobWriter:
+        return _NullBlobWriter()
+
+    def open(self, key: str):  # type: ignore[no-untyped-def]
+        raise FileNotFoundError(key)
+
+    def size(self, key: str) -> int:
+        raise FileNotFoundError(key)
+
+    def delete(self, key: str) -> bool:
+        return False
+
+    def keys(self) -> list[StoredBlob]:
+        return []
+
+    def temporaries(self) -> list[str]:
+        return []
+
+    def clean_temporaries(self, older_than: datetime | None = None) -> int:
+        return 0
+
+
+def ingest_in_memory(body: WavPieces, n: int, parallel_hash: bool) -> float:
+    async def go() -> float:
+        keys = InMemoryKeyProvider()
+        keys.create("bank-a")
+        vault = Vault(
+            InMemoryRecordingRepository(), NullBlobStore(), keys, clock=utcnow, max_size=5 * 1024**3,
+            parallel_hash=parallel_hash,
+        )
+        t = time.perf_counter()
+        rec = (await vault.ingest(request(f"bench-mem-{n}"), iter(body), PBX)).recording
+        return rec.size / (time.perf_counter() - t)
+
+    return asyncio.run(go())
+
+
+# -- the disk alone ----------------------------------------------------------------------
+
+
+def disk_write(directory: Path, total: int, *, early_writeback: bool) -> float:
+    path = directory / "disk-anchor.bin"
+    data = os.urandom(MiB)
+    t = time.perf_counter()
+    if early_writeback:
+        w = filesystem.FilesystemBlobStore(directory / "anchor").begin("disk-anchor")
+        for _ in range(total // MiB):
+            w.write(data)
+        w.sync()
+        elapsed = time.perf_counter() - t
+        w.abort()
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for _ in range(total // MiB):
+                os.write(fd, data)
+            os.fsync(fd)
+            elapsed = time.perf_counter() - t
+        finally:
+            os.close(fd)
+            path.unlink()
+    return total // MiB * MiB / elapsed
+
+
+# -- the service vault on disk ---------------------------------------------------------------
 
 
 @asynccontextmanager
-async def service_vault(root: Path) -> AsyncIterator[Vault]:
+async def service_vault(root: Path, parallel_hash: bool = False) -> AsyncIterator[Vault]:
     """The vault as the service runs it: blobs on disk, key file, SQLite service database."""
     cfg = build_config({"paths": {"data_dir": str(root)}})
     async with SqlAlchemyCaseStore(cfg.store) as store:
@@ -87,27 +303,10 @@ async def service_vault(root: Path) -> AsyncIterator[Vault]:
             SqlAlchemyRecordingRepository(store),
             FilesystemBlobStore(root / "data"),
             keys,
-            clock=lambda: datetime.now(timezone.utc),
+            clock=utcnow,
             max_size=5 * 1024**3,
+            parallel_hash=parallel_hash,
         )
-
-
-class NullSink:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
-def cpu_path(total: int) -> float:
-    """The vault's sealing path alone (chunking, AES-GCM, SHA-256) into a null sink."""
-    from recordings.envelope import EnvelopeWriter
-
-    seconds = int(total / 32000)
-    w = EnvelopeWriter(NullSink(), os.urandom(32), recording_id="bench", key_id="k")
-    t = time.perf_counter()
-    for piece in wav_stream(seconds, tone_hz=440):
-        w.write(piece)
-    size = w.finish().size
-    return size / (time.perf_counter() - t)
 
 
 def vm(field: str) -> int:
@@ -117,25 +316,38 @@ def vm(field: str) -> int:
     raise RuntimeError(field)
 
 
-def child_ingest(root: str, seconds: float) -> None:
-    """In a fresh process: ingest a WAV of `seconds` and print the figures as JSON."""
+def child_ingest(root: str, total: int, parallel_hash: bool) -> None:
+    """In a fresh process: ingest a WAV of `total` bytes and print the figures as JSON."""
 
     async def go() -> dict[str, float]:
-        async with service_vault(Path(root)) as vault:
-            pieces = wav_stream(seconds, tone_hz=440)  # a generator: never the whole file
-            first = next(pieces)
-
-            def body():
-                yield first
-                yield from pieces
-
+        body = WavPieces(total)  # prepared (8 MiB of pieces) before the RSS baseline
+        async with service_vault(Path(root), parallel_hash) as vault:
             rss_before = vm("VmRSS")
+            c = time.process_time()
             t = time.perf_counter()
-            rec = (await vault.ingest(request("bench-1gib"), body(), PBX)).recording
+            rec = (await vault.ingest(request("bench-disk"), iter(body), PBX)).recording
             elapsed = time.perf_counter() - t
-            return {"bytes": rec.size, "seconds": elapsed, "rss_before": rss_before, "hwm_after": vm("VmHWM")}
+            return {
+                "bytes": rec.size, "seconds": elapsed, "cpu": time.process_time() - c,
+                "rss_before": rss_before, "hwm_after": vm("VmHWM"),
+            }
 
     print(json.dumps(asyncio.run(go())))
+
+
+def ingest_to_disk(directory: Path, total: int, parallel_hash: bool) -> tuple[float, float, int]:
+    """(bytes/s, CPU seconds per GiB, RSS growth) of one ingest in a child process."""
+    with tempfile.TemporaryDirectory(prefix="vault-bench-", dir=directory) as d:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", d, str(total), str(int(parallel_hash))],
+            check=True, capture_output=True, text=True, timeout=600,
+        )
+    fig = json.loads(out.stdout)
+    return (
+        fig["bytes"] / fig["seconds"],
+        fig["cpu"] * 1024**3 / fig["bytes"],
+        int(fig["hwm_after"] - fig["rss_before"]),
+    )
 
 
 async def seek_last_second(root: Path) -> tuple[float, float, int]:
@@ -153,46 +365,108 @@ async def seek_last_second(root: Path) -> tuple[float, float, int]:
         return statistics.median(times), max(times), rec.size
 
 
+# -- report ----------------------------------------------------------------------------------
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gib", type=float, default=1.0, help="size of the ingested recording in GiB")
-    ap.add_argument("--child", nargs=2, metavar=("ROOT", "SECONDS"), help=argparse.SUPPRESS)
+    ap.add_argument("--gib", type=float, default=1.0, help="size of the recording ingested to disk, GiB")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per figure; the best is kept")
+    ap.add_argument("--child", nargs=3, metavar=("ROOT", "BYTES", "PARALLEL_HASH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child_ingest(args.child[0], float(args.child[1]))
+        child_ingest(args.child[0], int(args.child[1]), args.child[2] == "1")
         return
 
-    gcm = raw_gcm(512 * MiB)
-    sha = raw_sha(512 * MiB)
-    sealing = cpu_path(512 * MiB)
-    seconds = int(args.gib * 1024**3 / 32000)
-    with tempfile.TemporaryDirectory(prefix="vault-bench-", dir=ROOT / "var" if (ROOT / "var").exists() else None) as d:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", d, str(seconds)],
-            check=True, capture_output=True, text=True, timeout=600,
-        )
-        fig = json.loads(out.stdout)
-    ingest = fig["bytes"] / fig["seconds"]
-    growth = fig["hwm_after"] - fig["rss_before"]
-    with tempfile.TemporaryDirectory(prefix="vault-bench-") as d:
+    load_before = os.getloadavg()
+    disk_total = int(args.gib * 1024**3)
+    body_cpu = WavPieces(CPU_BYTES)
+    var = ROOT / "var"
+    workdir = var if var.exists() else Path(tempfile.gettempdir())
+    best: dict[str, float] = {}  # bytes/s, best round
+    cpu: dict[str, float] = {}  # CPU seconds (all threads) per GiB, least of the rounds
+    rss: list[int] = []
+
+    def keep(name: str, speed: float, cpu_per_gib: float) -> None:
+        best[name] = max(best.get(name, 0.0), speed)
+        cpu[name] = min(cpu.get(name, float("inf")), cpu_per_gib)
+
+    def timed(name: str, fn: Callable[[], float], nbytes: int) -> None:
+        c = time.process_time()
+        speed = fn()
+        keep(name, speed, (time.process_time() - c) * 1024**3 / nbytes)
+
+    figures: list[tuple[str, Callable[[int], float]]] = [
+        ("gcm", lambda r: raw_gcm(CPU_BYTES)),
+        ("sha", lambda r: raw_sha(CPU_BYTES)),
+        ("both1", lambda r: both_one_thread(CPU_BYTES)),
+        ("both2", lambda r: both_two_threads(CPU_BYTES)),
+        ("seal0", lambda r: sealing(EnvelopeWriter, body_cpu)),
+        ("seal1", lambda r: sealing(PipelinedEnvelopeWriter, body_cpu)),
+        ("seal2", lambda r: sealing(PipelinedEnvelopeWriter, body_cpu, hash_on_worker=True)),
+        ("mem1", lambda r: ingest_in_memory(body_cpu, r, False)),
+        ("mem2", lambda r: ingest_in_memory(body_cpu, r, True)),
+    ]
+
+    for r in range(args.rounds):
+        for name, fn in figures:
+            timed(name, lambda: fn(r), body_cpu.size if name.startswith(("seal", "mem")) else CPU_BYTES)
+        timed("disk_plain", lambda: disk_write(workdir, disk_total, early_writeback=False), disk_total)
+        timed("disk_early", lambda: disk_write(workdir, disk_total, early_writeback=True), disk_total)
+        for variant, parallel_hash in ((1, False), (2, True)):
+            speed, cpu_gib, growth = ingest_to_disk(workdir, disk_total, parallel_hash)
+            keep(f"disk{variant}", speed, cpu_gib)
+            rss.append(growth)
+    with tempfile.TemporaryDirectory(prefix="vault-bench-", dir=workdir) as d:
         median, worst, size2h = asyncio.run(seek_last_second(Path(d)))
+    load_after = os.getloadavg()
 
-    def mbps(x: float) -> str:
-        return f"{x / MiB:8.0f} MiB/s"
+    gcm = best["gcm"]
+    ceiling = max(best["both1"], best["both2"])  # a second thread helps only with a free core
 
-    print(f"recordings vault bench (python {sys.version.split()[0]}, {os.cpu_count()} cpu)")
-    print(f"  anchor  raw AES-256-GCM, 64 KiB chunks      {mbps(gcm)}")
-    print(f"          raw SHA-256 (context)                {mbps(sha)}")
-    print(f"          ceiling with both on one core        {mbps(1 / (1 / gcm + 1 / sha))}")
-    print(f"  sealing vault writer alone (no disk)          {mbps(sealing)}"
-          f"   = {sealing / gcm:6.1%} of raw AES-GCM"
-          f"   = {sealing / (1 / (1 / gcm + 1 / sha)):6.1%} of the AES+SHA ceiling")
-    print(f"  ingest  vault, {fig['bytes'] / 1024**3:.2f} GiB WAV to disk + fsync  {mbps(ingest)}"
-          f"   = {ingest / gcm:6.1%} of raw AES-GCM (goal >= 70%)"
-          f"   = {ingest / (1 / (1 / gcm + 1 / sha)):6.1%} of the AES+SHA ceiling")
-    print(f"  memory  peak RSS growth during that ingest   {growth / MiB:8.1f} MiB     (goal < 64 MiB)")
-    print(f"  seek    last second of a 2 h WAV ({size2h / MiB:.0f} MiB): median {median * 1000:.2f} ms,"
-          f" worst {worst * 1000:.2f} ms (goal < 50 ms)")
+    def row(label: str, name: str, *, ceiling_share: bool = True) -> None:
+        value = best[name]
+        line = f"  {label:<66}{value / MiB:7.0f} MiB/s {value / gcm:6.1%} of AES-GCM"
+        line += f" {value / ceiling:6.1%} of ceiling" if ceiling_share else " " * 18
+        line += f"  {cpu[name]:5.2f} CPU-s/GiB"
+        print(line)
+
+    print(f"recordings vault bench (python {sys.version.split()[0]}, {os.cpu_count()} cpu, "
+          f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after; best of {args.rounds} rounds)")
+    print("  (ceiling = AES-GCM + SHA-256 of the same bytes, the better of one and two threads;"
+          " CPU-s/GiB = CPU time of all threads per GiB, least of the rounds)")
+    print(" anchor")
+    row("raw AES-256-GCM, 64 KiB chunks, one thread", "gcm", ceiling_share=False)
+    print(" ceilings: the issue requires the SHA-256 of every plaintext byte")
+    row("raw SHA-256, 1 MiB updates", "sha", ceiling_share=False)
+    row("AES-GCM + SHA-256 of the same bytes, one thread", "both1", ceiling_share=False)
+    row("AES-GCM + SHA-256 of the same bytes, two threads", "both2", ceiling_share=False)
+    print(" vault, no disk (ciphertext discarded)")
+    row("sealing: EnvelopeWriter, all on the caller's thread", "seal0")
+    row("sealing: PipelinedEnvelopeWriter (caller AES+SHA | worker writes)", "seal1")
+    row("sealing: PipelinedEnvelopeWriter, hash_on_worker (AES | SHA+writes)", "seal2")
+    row("Vault.ingest in memory (the default)", "mem1")
+    row("Vault.ingest in memory, parallel_hash=True", "mem2")
+    print(f" vault, to disk ({disk_total / 1024**3:.2f} GiB)")
+    row("disk alone: 1 MiB writes, then fsync", "disk_plain")
+    row("disk alone: 1 MiB writes, writeback started early, then fsync", "disk_early")
+    row("Vault.ingest to disk (the default; fsync, rename, SQLite commit)", "disk1")
+    row("Vault.ingest to disk, parallel_hash=True", "disk2")
+    growth = max(rss)
+    print(f" memory  peak RSS growth during a {disk_total / 1024**3:.2f} GiB ingest to disk (worst of {len(rss)}): {growth / MiB:.1f} MiB")
+    print(f" seek    last second of a 2 h WAV ({size2h / MiB:.0f} MiB): median {median * 1000:.2f} ms, worst {worst * 1000:.2f} ms")
+    print(" goals")
+    ingest = max(best["disk1"], best["disk2"])
+    mem = max(best["mem1"], best["mem2"])
+    met = "MET" if ingest >= 0.7 * gcm else "NOT MET"
+    print(f"  ingest >= 70% of raw AES-GCM ......... {met}: {ingest / gcm:.1%} to disk, {mem / gcm:.1%} in memory.")
+    print(f"      SHA-256 alone runs at {best['sha'] / gcm:.1%} of raw AES-GCM here, so no ingest that hashes every"
+          f" byte can exceed {best['sha'] / gcm:.1%};")
+    print(f"      against the real ceiling (AES+SHA of the same bytes: {ceiling / gcm:.1%}) ingest reaches"
+          f" {ingest / ceiling:.1%} to disk, {mem / ceiling:.1%} in memory.")
+    print(f"  peak RSS growth < 64 MiB ............. {'MET' if growth < 64 * MiB else 'NOT MET'}: {growth / MiB:.1f} MiB")
+    verdict = "MET" if worst < 0.05 else ("MET (median; worst over)" if median < 0.05 else "NOT MET")
+    print(f"  last second of a 2 h WAV < 50 ms ..... {verdict}: median {median * 1000:.2f} ms, worst {worst * 1000:.2f} ms")
 
 
 if __name__ == "__main__":

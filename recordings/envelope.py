@@ -244,20 +244,30 @@ class EnvelopeWriter:
 
 
 class PipelinedEnvelopeWriter:
-    """The same bytes as `EnvelopeWriter`, with the work on two threads of its own.
+    """The same bytes as `EnvelopeWriter`, with the writes on a thread of its own, so
+    the caller (an event loop) never waits on the disk.
 
-    The caller only copies plaintext into batch buffers. A full batch goes to a hash
-    thread (SHA-256 of the plaintext) and to a seal thread (AES-GCM into a sealed
-    buffer, then `out.write`); both release the GIL on large buffers, so hashing,
-    encrypting and writing run in parallel with each other and with the caller.
-    Memory is bounded: at most `depth` batch buffers plus one sealed buffer; when
-    every batch buffer is in flight, `write_some` takes what fits and returns short, and the
-    `on_room` callback (called from a worker thread) says when a buffer came back,
-    so an event loop never blocks on it. Threads start with the first full batch: a
-    recording of one batch or less is sealed by `finish` on the calling thread.
+    The caller copies plaintext into a batch buffer and, once a batch is full and
+    more data follows, seals it with AES-GCM into the slot's sealed buffer and, by
+    default, feeds it to SHA-256 too; the worker thread writes the sealed batch to
+    `out` (one call per batch, GIL released). With `hash_on_worker=True` the worker
+    also does the SHA-256 (one call per batch), so hashing runs in parallel with
+    encrypting: faster when a core is idle, slower when none is, because every GIL
+    hand-over then waits for the scheduler (measured on this project's shared 2-core
+    VM: two threads hashing|encrypting ran at 55-85 % of one thread doing both).
+    AES-GCM always stays on the caller: it takes one call per 64 KiB chunk, and each
+    call on another thread would be a GIL hand-over.
 
-    An error on a worker (a failed `out.write`, say) is raised as is by the next
-    `write_some`/`write`/`wait_room`/`finish`; `abort` stops the workers.
+    Memory is bounded: at most `depth` batch slots (a plaintext and a sealed buffer
+    each), made on demand, so an upload slower than the worker uses two. When every
+    slot is in flight, `write_some` takes what fits and returns short, and `on_room`
+    (called from the worker once half the slots are back) says when to offer the
+    rest, so an event loop never blocks on it. The thread starts with the first full
+    batch: a recording of one batch or less is sealed and written by `finish` on the
+    calling thread.
+
+    An error on the worker (a failed `out.write`, say) is raised as is by the next
+    `write_some`/`write`/`wait_room`/`finish`; `abort` stops the worker.
     """
 
     def __init__(
@@ -270,6 +280,7 @@ class PipelinedEnvelopeWriter:
         chunk_size: int = CHUNK_SIZE,
         batch_bytes: int = BATCH_BYTES,
         depth: int = 4,
+        hash_on_worker: bool = False,
         on_room: Callable[[], None] | None = None,
     ) -> None:
         if len(data_key) != KEY_SIZE:
@@ -285,25 +296,22 @@ class PipelinedEnvelopeWriter:
         self._sha = hashlib.sha256()
         per_batch = max(1, batch_bytes // chunk_size)
         self._cap = per_batch * chunk_size
-        self._sealed_cap = per_batch * (chunk_size + TAG_SIZE)
-        self._sealed = bytearray(0)  # sized when first needed
-        # Batch buffers are made on demand, up to `depth`: an upload slower than the
-        # workers never needs more than two.
+        self._hash_on_worker = hash_on_worker
         self._depth = depth
+        self._low_water = depth // 2  # <= depth - 1: reached whenever the caller waits
         self._allocated = 1
-        self._free: list[bytearray] = []
+        self._free: list[tuple[bytearray, bytearray]] = []
         self._cond = threading.Condition()
         self._on_room = on_room
-        self._batch: bytearray | None = bytearray(self._cap)
+        self._slot: tuple[bytearray, bytearray] | None = (bytearray(self._cap), bytearray(0))
         self._fill = 0
         self._size = 0
         self._head = b""
         self._error: BaseException | None = None
         self._stop = False
-        self._hash_q: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
-        self._seal_q: queue.SimpleQueue[tuple[bytearray, int, bool] | None] = queue.SimpleQueue()
-        self._pending: dict[int, int] = {}  # id(buffer) -> workers still using it
-        self._threads: list[threading.Thread] = []
+        self._queue: queue.SimpleQueue[tuple[tuple[bytearray, bytearray], int, int] | None] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
         self._finish_lock = threading.Lock()
         self._finished = False
         out.write(header)
@@ -313,9 +321,9 @@ class PipelinedEnvelopeWriter:
 
     @property
     def in_flight(self) -> int:
-        """Batch buffers handed to the workers and not yet back."""
+        """Batches handed to the worker and not yet written."""
         with self._cond:
-            return len(self._pending)
+            return self._in_flight
 
     def _check(self) -> None:
         if self._error is not None:
@@ -326,11 +334,13 @@ class PipelinedEnvelopeWriter:
     def write_some(self, data: bytes | bytearray | memoryview) -> int:
         """Take as much of `data` as fits without waiting; the count taken.
 
-        Short only when every batch buffer is in flight: wait for `on_room` (or call
+        Short only when every batch slot is in flight: wait for `on_room` (or call
         `wait_room`) and offer the rest again.
         """
         self._check()
-        view = memoryview(data).cast("B")
+        view = memoryview(data)
+        if view.itemsize != 1:
+            view = view.cast("B")
         n = len(view)
         pos = 0
         cap = self._cap
@@ -342,14 +352,14 @@ class PipelinedEnvelopeWriter:
                         nxt = self._free.pop()
                     elif self._allocated < self._depth:
                         self._allocated += 1
-                        nxt = bytearray(cap)
+                        nxt = (bytearray(cap), bytearray(0))
                     else:
                         break
                 self._dispatch(final=False)
-                self._batch = nxt
-            assert self._batch is not None
+                self._slot = nxt
+            assert self._slot is not None
             take = min(cap - self._fill, n - pos)
-            self._batch[self._fill : self._fill + take] = view[pos : pos + take]
+            self._slot[0][self._fill : self._fill + take] = view[pos : pos + take]
             self._fill += take
             pos += take
         if pos and len(self._head) < 16:
@@ -358,7 +368,7 @@ class PipelinedEnvelopeWriter:
         return pos
 
     def wait_room(self, timeout: float | None = None) -> bool:
-        """Block until a batch buffer is free (or a worker failed); False on timeout."""
+        """Block until a batch slot is free; False on timeout. Raises a worker's error."""
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: bool(self._free) or self._allocated < self._depth or self._error is not None, timeout
@@ -373,42 +383,55 @@ class PipelinedEnvelopeWriter:
         while view:
             view = view[self.write_some(view) :]
             if view and not self.wait_room(timeout):
-                raise TimeoutError("sealing workers made no room in time")
+                raise TimeoutError("sealing worker made no room in time")
+
+    def _seal_slot(self, final: bool) -> int:
+        """AES-GCM of the held batch into its slot's sealed buffer; the bytes sealed."""
+        assert self._slot is not None
+        plain, sealed = self._slot
+        need = _sealed_size(self._fill, self._chunk)
+        if len(sealed) < need:
+            sealed = bytearray(need)  # once per slot: a full batch needs the most
+            self._slot = (plain, sealed)
+        with memoryview(plain) as p, memoryview(sealed) as s:
+            return self._sealer.seal_run(p[: self._fill], s, final=final)
 
     def _dispatch(self, *, final: bool) -> None:
-        batch, fill = self._batch, self._fill
-        assert batch is not None
-        self._batch = None
+        n = self._seal_slot(final)
+        slot, fill = self._slot, self._fill
+        assert slot is not None
+        if not self._hash_on_worker:
+            with memoryview(slot[0]) as p:
+                self._sha.update(p[:fill])
+        self._slot = None
         self._fill = 0
-        if not self._threads:
-            self._start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, name="envelope-writer", daemon=True)
+            self._thread.start()
         with self._cond:
-            self._pending[id(batch)] = 2
-        self._hash_q.put((batch, fill))
-        self._seal_q.put((batch, fill, final))
+            self._in_flight += 1
+        self._queue.put((slot, fill, n))
 
     def finish(self, timeout: float | None = None) -> SealSummary:
-        """Seal the held batch as the final one, wait for the workers, summarise."""
+        """Seal the held batch as the final one, wait for the worker, summarise."""
         with self._finish_lock:
             self._check()
-            if not self._threads:
-                # Never left the caller's thread: seal the only batch right here.
-                assert self._batch is not None
-                self._sealed = bytearray(_sealed_size(self._fill, self._chunk))
-                with memoryview(self._batch) as batch, memoryview(self._sealed) as sealed:
-                    plain = batch[: self._fill]
-                    self._sha.update(plain)
-                    n = self._sealer.seal_run(plain, sealed, final=True)
-                    self._out.write(sealed[:n])
+            if self._thread is None:
+                # Never left the caller's thread: the only batch is done right here.
+                n = self._seal_slot(True)
+                assert self._slot is not None
+                plain, sealed = self._slot
+                with memoryview(plain) as p, memoryview(sealed) as s:
+                    self._sha.update(p[: self._fill])
+                    self._out.write(s[:n])
                 self._written += n
-                self._batch = None
+                self._slot = None
             else:
                 self._dispatch(final=True)
-                self._hash_q.put(None)
-                self._seal_q.put(None)
-                self._join(timeout)
-                if any(t.is_alive() for t in self._threads):
-                    raise TimeoutError("sealing workers did not finish in time")
+                self._queue.put(None)
+                self._thread.join(timeout)
+                if self._thread.is_alive():
+                    raise TimeoutError("sealing worker did not finish in time")
                 if self._error is not None:
                     raise self._error
             self._finished = True
@@ -421,83 +444,52 @@ class PipelinedEnvelopeWriter:
             )
 
     def abort(self, timeout: float | None = 30.0) -> None:
-        """Stop the workers (each finishes at most the batch in hand) and wait up to
-        `timeout` for them, so nothing writes to `out` after this returns. Idempotent;
+        """Stop the worker (it finishes at most the batch in hand) and wait up to
+        `timeout` for it, so nothing writes to `out` after this returns. Idempotent;
         call again to wait longer."""
         self._stop = True
         with self._finish_lock:
-            if self._threads and not self._finished:
-                self._hash_q.put(None)
-                self._seal_q.put(None)
+            if self._thread is not None and not self._finished:
+                self._queue.put(None)
             self._finished = True
-            self._join(timeout)
+            if self._thread is not None:
+                self._thread.join(timeout)
 
-    def _join(self, timeout: float | None) -> None:
-        for t in self._threads:
-            t.join(timeout)
+    # -- worker --------------------------------------------------------------------
 
-    # -- workers -------------------------------------------------------------------
-
-    def _start(self) -> None:
-        self._sealed = bytearray(self._sealed_cap)
-        for name, target in (("hash", self._hash_worker), ("seal", self._seal_worker)):
-            t = threading.Thread(target=target, name=f"envelope-{name}", daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _release(self, batch: bytearray) -> None:
-        with self._cond:
-            left = self._pending[id(batch)] - 1
-            if left:
-                self._pending[id(batch)] = left
-                return
-            del self._pending[id(batch)]
-            self._free.append(batch)
-            self._cond.notify_all()
+    def _signal_room(self) -> None:
         if self._on_room is not None:
             try:
                 self._on_room()
             except Exception:  # a closed event loop: nobody is waiting any more
                 pass
 
-    def _fail(self, exc: BaseException) -> None:
-        with self._cond:
-            if self._error is None:
-                self._error = exc
-            self._cond.notify_all()
-        if self._on_room is not None:
-            try:
-                self._on_room()
-            except Exception:
-                pass
-
-    def _hash_worker(self) -> None:
-        sha = self._sha
-        while (item := self._hash_q.get()) is not None:
-            batch, fill = item
+    def _worker(self) -> None:
+        sha = self._sha if self._hash_on_worker else None
+        while (item := self._queue.get()) is not None:
+            slot, fill, n = item
             try:
                 if not self._stop and self._error is None:
-                    with memoryview(batch) as view:
-                        sha.update(view[:fill])
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                self._fail(exc)
-            finally:
-                self._release(batch)
-
-    def _seal_worker(self) -> None:
-        sealer = self._sealer
-        while (item := self._seal_q.get()) is not None:
-            batch, fill, final = item
-            try:
-                if not self._stop and self._error is None:
-                    with memoryview(batch) as view, memoryview(self._sealed) as sealed:
-                        n = sealer.seal_run(view[:fill], sealed, final=final)
-                        self._out.write(sealed[:n])
+                    plain, sealed = slot
+                    with memoryview(plain) as p, memoryview(sealed) as s:
+                        if sha is not None:
+                            sha.update(p[:fill])
+                        self._out.write(s[:n])
                     self._written += n
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                self._fail(exc)
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
             finally:
-                self._release(batch)
+                with self._cond:
+                    self._in_flight -= 1
+                    self._free.append(slot)
+                    self._cond.notify_all()
+                    # Wake the caller once half the slots are back, not for each one:
+                    # every wake-up of an event loop costs more than the batch's hash.
+                    wake = self._error is not None or len(self._free) == self._low_water
+                if wake:
+                    self._signal_room()
 
 
 def read_header(f: BinaryIO) -> tuple[Header, bytes, int]:

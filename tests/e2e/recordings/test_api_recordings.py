@@ -184,6 +184,9 @@ async def test_purge_under_dual_control_spares_held_recordings_and_writes_the_re
 
 
 async def test_no_working_vault_means_no_call(api) -> None:
+    # The gate trusts a "can record" for recorder_check_ttl_s (1 s); this test is
+    # about the vault's answer, not that cache, so every dial asks again.
+    api.svc.gate.recorder_check_ttl_s = 0.0
     assert (await api.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})).status_code == 201
     api.svc.vault.keys.destroy("_unmatched")
     r = await api.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})

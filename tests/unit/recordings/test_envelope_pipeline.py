@@ -1,8 +1,9 @@
-"""The pipelined writer (hash and seal threads of its own) against the one-thread
-writer: the same bytes, bounded memory, back-pressure, errors and abort."""
+"""The pipelined writer (writing, and optionally hashing, on a thread of its own)
+against the one-thread writer: the same bytes, bounded memory, back-pressure, errors and abort."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -35,24 +36,32 @@ def seal_with(cls: type, plain: bytes, pieces: list[int], **kw: int) -> tuple[by
     st.sampled_from([13, 1024, 4096]),
     st.sampled_from([1, 5000, 3 * 4096, 64 * 1024]),
     st.integers(2, 5),
+    st.booleans(),
 )
 def test_the_pipelined_writer_seals_byte_for_byte_what_the_one_thread_writer_seals(
-    pieces: list[int], chunk: int, batch: int, depth: int
+    pieces: list[int], chunk: int, batch: int, depth: int, hash_on_worker: bool
 ) -> None:
     plain = os.urandom(sum(pieces) + 17)
     one, s1 = seal_with(EnvelopeWriter, plain, pieces, chunk_size=chunk, batch_bytes=batch)
-    two, s2 = seal_with(PipelinedEnvelopeWriter, plain, pieces, chunk_size=chunk, batch_bytes=batch, depth=depth)
+    two, s2 = seal_with(
+        PipelinedEnvelopeWriter, plain, pieces, chunk_size=chunk, batch_bytes=batch, depth=depth,
+        hash_on_worker=hash_on_worker,
+    )
     assert two == one and s2 == s1
     assert b"".join(EnvelopeReader(io.BytesIO(two), KEY, len(two)).iter_all()) == plain
 
 
+@pytest.mark.parametrize("hash_on_worker", [False, True])
 @pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, 4 * CHUNK_SIZE, 4 * CHUNK_SIZE + 1, 40 * CHUNK_SIZE])
-def test_recordings_at_batch_boundaries_round_trip_through_the_pipelined_writer(size: int) -> None:
+def test_recordings_at_batch_boundaries_round_trip_through_the_pipelined_writer(size: int, hash_on_worker: bool) -> None:
     plain = os.urandom(size)
-    blob, summary = seal_with(PipelinedEnvelopeWriter, plain, [], batch_bytes=4 * CHUNK_SIZE)
+    blob, summary = seal_with(
+        PipelinedEnvelopeWriter, plain, [], batch_bytes=4 * CHUNK_SIZE, hash_on_worker=hash_on_worker
+    )
     reader = EnvelopeReader(io.BytesIO(blob), KEY, len(blob), recording_id="rec-pipe")
     assert b"".join(reader.iter_all()) == plain
     assert summary.size == size and summary.blob_size == len(blob)
+    assert summary.sha256 == hashlib.sha256(plain).hexdigest()
 
 
 class GatedSink:
