@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Generic, Iterable, Iterator, Literal, Sequence, TypeVar
 
 Transport = Literal["udp", "tcp"]
 
@@ -99,6 +98,37 @@ class SipParseError(Exception):
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _HOST_RE = re.compile(r"[A-Za-z0-9\-._]+")
+_URI_FORBIDDEN_RE = re.compile(r"[ \t\r\n<>]")
+# A quoted display name without quoted-pairs (the common case): "Agent 1001"
+_PLAIN_QUOTED_RE = re.compile(r'"([^"\\]*)"')
+
+# Valid header names seen so far -> their canonical key (bounded: a flood of invented
+# names cannot grow it past this).
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 512
+
+_T = TypeVar("_T")
+
+
+class _cached(Generic[_T]):
+    """A computed-once attribute: functools' cached_property without the lock that
+    Python 3.11 takes on every first access (a parsed message is not shared between
+    threads)."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self._fn = fn
+        self._name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _T:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        value = self._fn(obj)
+        obj.__dict__[self._name] = value
+        return value
 
 
 def is_token(text: str) -> bool:
@@ -255,7 +285,7 @@ class SipUri:
 
 def parse_uri(raw: str, *, what: str) -> SipUri:
     text = raw.strip(" \t")
-    if not text or any(ch in text for ch in " \t\r\n<>"):
+    if not text or _URI_FORBIDDEN_RE.search(text) is not None:
         raise SipParseError(f"{what} is not a valid URI: {raw[:80]!r}")
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME_RE.match(scheme):
@@ -334,7 +364,14 @@ def parse_name_addr(value: str, *, what: str) -> NameAddr:
     display: str | None = None
     if "<" in text or text.startswith('"'):
         rest = text
-        if rest.startswith('"'):
+        plain = _PLAIN_QUOTED_RE.match(rest) if rest.startswith('"') else None
+        if plain is not None:
+            # no backslash inside: the loop below would copy it verbatim
+            display = plain.group(1)
+            rest = rest[plain.end() :].lstrip(" \t")
+            if not rest.startswith("<"):
+                raise SipParseError(f"{what} has a display name without a <URI>")
+        elif rest.startswith('"'):
             i = 1
             chars: list[str] = []
             while True:
@@ -450,7 +487,7 @@ class SipMessage:
     def is_request(self) -> bool:
         return self.method is not None
 
-    @cached_property
+    @_cached
     def _index(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
         for k, v in self.headers:
@@ -458,7 +495,10 @@ class SipMessage:
         return index
 
     def get(self, key: str) -> str | None:
-        found = self._index.get(canonical_header_name(key))
+        index = self._index
+        found = index.get(key)  # keys are canonical already: callers mostly pass one
+        if found is None:
+            found = index.get(canonical_header_name(key))
         return found[0] if found else None
 
     def all(self, key: str) -> list[str]:
@@ -466,10 +506,14 @@ class SipMessage:
 
     def values(self, key: str) -> list[str]:
         """Every value of a multi-value header, comma-joined lines split (quotes/<> respected)."""
-        key = canonical_header_name(key)
         lines = self._index.get(key)
+        if lines is None:
+            key = canonical_header_name(key)
+            lines = self._index.get(key)
         if not lines:
             return []
+        if len(lines) == 1 and '"' not in lines[0] and "<" not in lines[0]:
+            return lines[0].split(",")  # what split_outside does for such a line
         out: list[str] = []
         for line in lines:
             out.extend(split_outside(line, ",", what=display_header_name(key)))
@@ -477,23 +521,23 @@ class SipMessage:
 
     # Parsed views of the headers every request must have (valid after parse_message);
     # parsed once and cached: the headers of a parsed message are not changed afterwards.
-    @cached_property
+    @_cached
     def vias(self) -> list[Via]:
         return [parse_via(v) for v in self.values("via")]
 
-    @cached_property
+    @_cached
     def call_id(self) -> str:
         return self.get("call-id") or ""
 
-    @cached_property
+    @_cached
     def cseq(self) -> tuple[int, str]:
         return parse_cseq(self.get("cseq") or "")
 
-    @cached_property
+    @_cached
     def from_(self) -> NameAddr:
         return parse_name_addr(self.get("from") or "", what="From")
 
-    @cached_property
+    @_cached
     def to(self) -> NameAddr:
         return parse_name_addr(self.get("to") or "", what="To")
 
@@ -547,7 +591,8 @@ def parse_message(data: bytes, transport: Transport = "udp") -> SipMessage:
         raise SipParseError(f"header section is not valid UTF-8 (byte {exc.start})") from exc
     if "\x00" in head.split("\r\n", 1)[0]:
         raise SipParseError("NUL byte in the start line")
-    if "\r" in head.replace("\r\n", "") or "\n" in head.replace("\r\n", ""):
+    crlf = head.count("\r\n")
+    if head.count("\r") != crlf or head.count("\n") != crlf:
         raise SipParseError("bare CR or LF inside the header section")
     start_line, _, block = head.partition("\r\n")
     msg = _parse_start_line(start_line)
@@ -556,15 +601,21 @@ def parse_message(data: bytes, transport: Transport = "udp") -> SipMessage:
         lines = _split_header_block(block)
         if len(lines) > MAX_HEADERS:
             raise SipParseError(f"more than {MAX_HEADERS} header fields")
+        names = _NAME_CACHE
         for line in lines:
             name, sep, value = line.partition(":")
             if not sep:
                 raise SipParseError(f"header line without a colon: {line[:60]!r}")
-            name = name.rstrip(" \t")
-            if not is_token(name):
-                raise SipParseError(f"invalid header name {name[:60]!r}")
+            key = names.get(name)
+            if key is None:
+                name = name.rstrip(" \t")
+                if not is_token(name):
+                    raise SipParseError(f"invalid header name {name[:60]!r}")
+                key = canonical_header_name(name)
+                if len(names) < _NAME_CACHE_MAX:
+                    names[name] = key  # (a name with trailing blanks is looked up stripped: a miss)
             # no CR/LF can be left in a value here (checked above), so no regex is needed
-            headers.append((canonical_header_name(name), value.strip(" \t")))
+            headers.append((key, value.strip(" \t")))
     msg.headers = headers
     seen: set[str] = set()
     for key, _ in headers:

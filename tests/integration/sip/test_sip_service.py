@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from adapters.sip.server import free_port
-from service_app import Running, start_service
+from service_app import Running, case_doc, start_service
 from sipclient import UdpClient
 
 
@@ -103,3 +103,45 @@ async def test_another_agents_case_and_an_unknown_extension_are_declined_without
     # naming the case does not help: the policy refuses a case not assigned to the agent
     assert with_case.status == 603 and with_case.get("reason") == 'SIP;cause=603;text="agent.not_assigned"'
     assert await running.attempts() == 0
+
+
+async def test_two_active_cases_of_the_agent_holding_the_number_are_declined_as_ambiguous(tmp_path):
+    cases = [case_doc("C-1", "col-a", "13800000001"), case_doc("C-9", "col-a", "13800000001")]
+    async with start_service(tmp_path, sip_port=free_port(), cases=cases) as run:
+        client = UdpClient(run.sip_port)
+        resp = await client.request(run.invite("13800000001"))
+        named = await client.request(run.invite("13800000001", extra="X-Case-ID: C-9\r\n"))
+        client.close()
+        assert resp.status == 603 and resp.get("reason") == 'SIP;cause=603;text="case.ambiguous"'
+        assert named.status == 302  # X-Case-ID says which
+        async with run.svc.store.read() as uow:
+            attempt = await uow.attempts.get(named.get("x-dialgate-attempt"))
+        assert attempt is not None and attempt.case_id == "C-9"
+        assert await run.attempts() == 1
+
+
+async def test_a_paused_case_holding_the_number_does_not_count_as_the_agents_case(tmp_path):
+    paused = case_doc("C-P", "col-a", "13800000001") | {"status": "paused"}
+    async with start_service(tmp_path, sip_port=free_port(), cases=[paused, case_doc("C-A", "col-a", "13800000001")]) as run:
+        client = UdpClient(run.sip_port)
+        resp = await client.request(run.invite("13800000001"))
+        client.close()
+        assert resp.status == 302
+        async with run.svc.store.read() as uow:
+            attempt = await uow.attempts.get(resp.get("x-dialgate-attempt"))
+        assert attempt is not None and attempt.case_id == "C-A"
+
+
+async def test_a_pending_authorisation_wins_over_the_agents_active_case_with_the_same_number(tmp_path):
+    # col-a has C-1 (active) and C-9 (active) with the same number: ambiguous on its own,
+    # but a click-to-dial for C-9 says which one the INVITE is
+    cases = [case_doc("C-1", "col-a", "13800000001"), case_doc("C-9", "col-a", "13800000001")]
+    async with start_service(tmp_path, sip_port=free_port(), cases=cases) as run:
+        r = await run.post("/v1/dials", "col-a", {"case_id": "C-9", "number": "13800000001", "agent_id": "col-a"})
+        assert r.status_code in (200, 201), r.text
+        attempt_id = r.json()["attempt_id"]
+        client = UdpClient(run.sip_port)
+        resp = await client.request(run.invite("13800000001"))
+        client.close()
+        assert resp.status == 302 and resp.get("x-dialgate-attempt") == attempt_id
+        assert await run.attempts() == 1
