@@ -27,7 +27,7 @@ from typing import Mapping, Protocol
 
 import phonenumbers
 
-from adapters.sip.message import NameAddr, SipMessage, SipParseError, parse_name_addr
+from adapters.sip.message import NameAddr, SipMessage, SipParseError
 from policy.numbers import mask_number as _mask_number
 
 STORE_UNAVAILABLE = "system.store_unavailable"
@@ -131,10 +131,7 @@ def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> Si
 
 
 def _first_pai(msg: SipMessage) -> NameAddr | None:
-    values = msg.values("p-asserted-identity")
-    if not values:
-        return None
-    return parse_name_addr(values[0], what="P-Asserted-Identity")
+    return msg.p_asserted_identity  # parsed (once) when the message was validated
 
 
 def _header_token(msg: SipMessage, key: str) -> str | None:

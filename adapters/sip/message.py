@@ -541,6 +541,12 @@ class SipMessage:
     def to(self) -> NameAddr:
         return parse_name_addr(self.get("to") or "", what="To")
 
+    @_cached
+    def p_asserted_identity(self) -> NameAddr | None:
+        """The first P-Asserted-Identity value, parsed (None without one)."""
+        values = self.values("p-asserted-identity")
+        return parse_name_addr(values[0], what="P-Asserted-Identity") if values else None
+
 
 def parse_cseq(value: str) -> tuple[int, str]:
     parts = value.split()
@@ -689,10 +695,16 @@ def _validate(msg: SipMessage) -> None:
     if mf is not None:
         parse_number(mf, "Max-Forwards")
     for key in ("contact", "p-asserted-identity", "route", "record-route"):
-        for value in msg.values(key):
+        values = msg.values(key)
+        if not values:
+            continue
+        what = display_header_name(key)
+        for i, value in enumerate(values):
             if key == "contact" and value.strip(" \t") == "*":
                 continue
-            parse_name_addr(value, what=display_header_name(key))
+            parsed = parse_name_addr(value, what=what)
+            if i == 0 and key == "p-asserted-identity":
+                msg.__dict__["p_asserted_identity"] = parsed  # the cached view, parsed once
 
 
 # ---------------------------------------------------------------------------------
@@ -814,7 +826,7 @@ def serialize(start_line: str, headers: Iterable[tuple[str, str]], body: bytes =
     for name, value in headers:
         if canonical_header_name(name) == "content-length":
             continue
-        if any(ch in value for ch in "\r\n") or any(ch in name for ch in "\r\n:"):
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             raise ValueError(f"header {name!r} would break the message framing")
         lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {len(body)}")

@@ -42,6 +42,7 @@ from adapters.sip.message import (
     SipResponse,
     StreamFramer,
     Transport,
+    Via,
     canonical_header_name,
     parse_message,
     parse_via,
@@ -466,16 +467,20 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 # -- building responses ------------------------------------------------------------------
 
 
-def _top_via_for_response(top: str, source: tuple[Any, ...]) -> str:
-    """RFC 3261 18.2.1 / RFC 3581: add ``received`` and fill ``rport`` on the top Via."""
+def _top_via_for_response(top: str, source: tuple[Any, ...], parsed: Via | None = None) -> str:
+    """RFC 3261 18.2.1 / RFC 3581: add ``received`` and fill ``rport`` on the top Via
+    (``parsed``: the same value already parsed, when the caller has it)."""
     if not source:
         return top
     ip, port = str(source[0]), source[1] if len(source) > 1 else None
     out = top
-    try:
-        via = parse_via(top)
-    except SipParseError:
-        return top
+    if parsed is not None and parsed.raw == top:
+        via = parsed
+    else:
+        try:
+            via = parse_via(top)
+        except SipParseError:
+            return top
     if via.host.strip("[]") != ip and "received" not in via.params:
         out += f";received={ip}"
     if port is not None and _RPORT_RE.search(out):
@@ -495,7 +500,7 @@ def build_response(
     vias = msg.values("via")
     for i, v in enumerate(vias):
         v = v.strip()
-        headers.append(("Via", _top_via_for_response(v, source) if i == 0 else v))
+        headers.append(("Via", _top_via_for_response(v, source, _parsed_top_via(msg)) if i == 0 else v))
     headers.append(("From", msg.get("from") or ""))
     to = msg.get("to") or ""
     if to_tag and msg.to.tag is None:
@@ -506,6 +511,14 @@ def build_response(
     headers.append(("Server", SERVER_NAME))
     headers.extend(extra or [])
     return SipResponse(status, REASON_PHRASES.get(status, "Unknown"), headers)
+
+
+def _parsed_top_via(msg: SipMessage) -> Via | None:
+    try:
+        vias = msg.vias  # parsed and cached when the message was validated
+    except SipParseError:
+        return None
+    return vias[0] if vias else None
 
 
 _LIBERAL_VIA_RE = re.compile(r"SIP\s*/\s*\d{1,3}\.\d{1,3}\s*/\s*[A-Za-z0-9-]+\s+[A-Za-z0-9.\-\[\]:]+\s*(;[^\r\n]*)?\Z")
