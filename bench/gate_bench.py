@@ -334,8 +334,9 @@ async def _closed(host: str, port: int, plans: list[list[bytes]], timeout: float
                 if conn.closed:
                     conn = await _Conn.open(host, port)
                 code: Any = (await conn.request(data, timeout))[0]
-            except (OSError, TimeoutError) as exc:  # counted, not fatal
+            except (OSError, TimeoutError) as exc:  # counted, not fatal; the next request reconnects
                 code = type(exc).__name__
+                conn.close()
             lat.append(time.perf_counter() - t)
             _count(statuses, code)
         conn.close()
@@ -362,6 +363,7 @@ async def _open(host: str, port: int, reqs: list[bytes], rate: float, conns_max:
             code: Any = (await conn.request(data, timeout))[0]
         except (OSError, TimeoutError) as exc:
             code = type(exc).__name__
+            conn.close()
         finally:
             pool.put_nowait(conn)
         lat.append(time.perf_counter() - due)
