@@ -22,15 +22,17 @@ Every call has a distinct number (an injection CSV); for gate-sqlite each number
 active case of its own assigned to the calling agent, so the policy allows it (302) and
 no call is refused for a cap another call used up. Headers are realistic (From
 extension, P-Asserted-Identity of a registered line, SDP). A call is "answered" when its
-final response (302, 603 or 503) arrives; its latency is sipp's response time from the
-INVITE to that final response (1 ms resolution). Each target gets, in this order:
+final response (302, 603 or 503) arrives, "decided" when that is a 302 or a 603 (a 503
+sheds the call under overload: no decision); its latency is sipp's response time from
+the INVITE to that final response (1 ms resolution). Each target gets, in this order
+(and the next run starts only once the target is idle again):
 
-1. fixed open-loop loads (``--rates``): answered/s, p50/p99, the share of 302 and 603,
-   503s (shed under overload), INVITE retransmissions and failed calls;
-2. the capacity: open-loop steps up the ``--ladder`` until one is not sustained (a call
+1. the capacity: open-loop steps up the ``--ladder`` until one is not sustained (a call
    unanswered, shed, retransmitted or failed, p99 over ``--capacity-p99-ms``, or under
-   97% of the offer answered), then one step between the last good and the first bad;
+   97% of the offer decided), then one step between the last good and the first bad;
    the capacity is the highest sustained offered rate;
+2. fixed open-loop loads (``--rates``): decided/s, p50/p99, the share of 302 and 603,
+   503s, INVITE retransmissions and failed calls;
 3. closed loops (``--closed``: that many calls in flight, a new one as soon as one is
    answered): the peak rate with its latency, for comparison with earlier figures.
 
@@ -382,7 +384,7 @@ class Result:
     limit: int  # sipp -l: calls in flight at most
     calls: int
     answered: int
-    per_s: float
+    per_s: float  # decisions (302 or 603) per second, from the first to the last final response
     p50_ms: float
     p99_ms: float
     finals: dict[str, int]
@@ -467,9 +469,10 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, kind: 
         raise RuntimeError(f"sipp produced no response times for {target.name} ({(run / 'sipp.stderr').read_text()[-500:]})")
     span = max(stamps) - min(stamps) if len(stamps) > 1 else wall
     times.sort()
+    decided = finals["302"] + finals["603"]  # a 503 (shed under overload) is no decision
     return Result(
         target=target.name, kind=kind, offered=rate, limit=limit, calls=calls, answered=len(times),
-        per_s=len(times) / span if span > 0 else float("nan"),
+        per_s=decided / span if span > 0 else float("nan"),
         p50_ms=statistics.median(times), p99_ms=times[min(len(times) - 1, int(0.99 * len(times)))],
         finals=finals, cpu_sipp=cpu_sipp, cpu_target=cpu_target, cpu_machine=cpu_machine,
     )
@@ -489,7 +492,7 @@ def ms(value: float) -> str:
     return "<1" if value < 1 else f"{value:.0f}"
 
 
-HEADER = (f"{'target':18} {'run':>11} {'calls':>6} {'answered/s':>10} {'p50 ms':>6} {'p99 ms':>6}  "
+HEADER = (f"{'target':18} {'run':>11} {'calls':>6} {'decided/s':>10} {'p50 ms':>6} {'p99 ms':>6}  "
           f"{'302%':>5} {'603%':>5} {'503':>5} {'retr':>5} {'fail':>4}  {'cpu target':>10} {'sipp':>5} {'machine':>7}")
 
 
@@ -499,6 +502,17 @@ def fmt(r: Result) -> str:
     return (f"{r.target:18} {r.kind + ' ' + r.label:>11} {r.calls:>6} {r.per_s:>10.0f} {ms(r.p50_ms):>6} {ms(r.p99_ms):>6}  "
             f"{share(f['302'])} {share(f['603'])} {f['503']:>5} {f['INVITE retrans']:>5} {f['failed']:>4}  "
             f"{100 * r.cpu_target:>9.0f}% {100 * r.cpu_sipp:>4.0f}% {100 * r.cpu_machine:>6.0f}%")
+
+
+def settle(target: Target, quiet: float = 0.1, longest: float = 15.0) -> None:
+    """Wait until the target is idle (under ``quiet`` of a core over 0.5 s): an overload
+    run leaves late decisions and queued datagrams that would skew the next run."""
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        before = group_cpu_seconds(target.proc.pid)
+        time.sleep(0.5)
+        if group_cpu_seconds(target.proc.pid) - before < quiet * 0.5:
+            return
 
 
 @dataclass
@@ -513,7 +527,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="500,2000", help="fixed offered loads in INVITEs/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-load run")
-    ap.add_argument("--ladder", default="250,500,1000,1500,2000,2500,3000,4000,5000",
+    ap.add_argument("--ladder", default="250,500,1000,1500,2000,2500,3000,4000,6000,8000",
                     help="offered loads tried in turn for the capacity (stops at the first that fails; 0: skip)")
     ap.add_argument("--ladder-seconds", type=float, default=4.0, help="length of each capacity step")
     ap.add_argument("--capacity-p99-ms", type=float, default=50.0, help="the latency bound of a sustained step")
@@ -569,6 +583,7 @@ def main() -> None:
 
             def run(rate: int, calls: int, kind: str, limit: int) -> Result:
                 nonlocal first
+                settle(target)
                 timeout = int(3 * calls / rate) + 20 if rate else 120
                 r = run_sipp(target, rate, calls, first, f"{kind}-{rate}-{limit}", kind, limit, timeout_s=timeout)
                 first += calls
@@ -577,8 +592,6 @@ def main() -> None:
                 return r
 
             try:
-                for rate, calls in fixed_plan:
-                    run(rate, calls, "fixed", max(1000, rate))
                 if ladder:
                     passed: Result | None = None
                     failed: Result | None = None
@@ -598,6 +611,8 @@ def main() -> None:
                             else:
                                 failed = r
                     capacities[target.name] = Capacity(target.name, passed.offered if passed else 0, passed, failed)
+                for rate, calls in fixed_plan:
+                    run(rate, calls, "fixed", max(1000, rate))
                 for limit in closed:
                     run(0, args.closed_calls, "closed", limit)
             finally:
@@ -614,7 +629,7 @@ def main() -> None:
             continue
         top = "" if c.first_fail else " (the ladder's top step: the real capacity may be higher)"
         sipp_busy = " sipp was near a full core: the figure is sipp's limit" if c.result.cpu_sipp > 0.9 else ""
-        print(f"capacity {c.target}: {c.rate}/s offered sustained, {c.result.per_s:.0f} answered/s, p50 {ms(c.result.p50_ms)} ms, "
+        print(f"capacity {c.target}: {c.rate}/s offered sustained, {c.result.per_s:.0f} decided/s, p50 {ms(c.result.p50_ms)} ms, "
               f"p99 {ms(c.result.p99_ms)} ms{top}; next step {c.first_fail.label if c.first_fail else '-'} failed"
               f"{' (' + fmt_fail(c.first_fail, args.capacity_p99_ms) + ')' if c.first_fail else ''}{sipp_busy}")
     anchor = {(r.kind, r.offered, r.limit): r for r in results if r.target == "kamailio-static"}
@@ -626,7 +641,7 @@ def main() -> None:
         for r in results:
             a = anchor.get((r.kind, r.offered, r.limit))
             if r.target == gate and a is not None and r.kind != "ladder":
-                print(f"ratio {gate}/kamailio-static {r.kind} {r.label}: answered/s {r.per_s / a.per_s:.2f}; "
+                print(f"ratio {gate}/kamailio-static {r.kind} {r.label}: decided/s {r.per_s / a.per_s:.2f}; "
                       f"p50 {ms(r.p50_ms)} vs {ms(a.p50_ms)} ms, p99 {ms(r.p99_ms)} vs {ms(a.p99_ms)} ms")
 
 
@@ -644,7 +659,7 @@ def fmt_fail(r: Result, bound: float) -> str:
     if r.p99_ms > bound:
         why.append(f"p99 {ms(r.p99_ms)} ms")
     if r.per_s < 0.97 * r.offered:
-        why.append(f"{r.per_s:.0f} answered/s")
+        why.append(f"{r.per_s:.0f} decided/s")
     return ", ".join(why) or "?"
 
 
