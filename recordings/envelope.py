@@ -155,6 +155,8 @@ class _ChunkSealer:
 class EnvelopeWriter:
     """Streams plaintext in, sealed chunks out, in batches of whole chunks, on the
     caller's thread; memory is two fixed buffers (one batch in, one sealed out).
+    Each piece is hashed as it arrives (still in cache), then copied into the batch;
+    a batch is sealed with one `encrypt_into` per chunk and written in one call.
 
     A full batch is held back until more data arrives or `finish` is called, because
     only then is it known whether its last chunk is the final one.
@@ -213,7 +215,9 @@ class EnvelopeWriter:
             if self._fill == cap:
                 self._seal_batch(final=False)  # more data follows: not the final chunk
             take = min(cap - self._fill, n - pos)
-            self._batch[self._fill : self._fill + take] = view[pos : pos + take]
+            part = view[pos : pos + take]
+            self._sha.update(part)  # while the piece is in cache, before the copy
+            self._batch[self._fill : self._fill + take] = part
             self._fill += take
             pos += take
 
@@ -222,9 +226,7 @@ class EnvelopeWriter:
         if len(self._sealed) < need:
             self._sealed = bytearray(need)
         with memoryview(self._batch) as batch, memoryview(self._sealed) as sealed:
-            plain = batch[: self._fill]
-            self._sha.update(plain)
-            n = self._sealer.seal_run(plain, sealed, final=final)
+            n = self._sealer.seal_run(batch[: self._fill], sealed, final=final)
             self._out.write(sealed[:n])
         self._written += n
         self._fill = 0
@@ -247,10 +249,10 @@ class PipelinedEnvelopeWriter:
     """The same bytes as `EnvelopeWriter`, with the writes on a thread of its own, so
     the caller (an event loop) never waits on the disk.
 
-    The caller copies plaintext into a batch buffer and, once a batch is full and
-    more data follows, seals it with AES-GCM into the slot's sealed buffer and, by
-    default, feeds it to SHA-256 too; the worker thread writes the sealed batch to
-    `out` (one call per batch, GIL released). With `hash_on_worker=True` the worker
+    The caller feeds each piece to SHA-256 (by default) while it is still in cache
+    and copies it into a batch buffer; once a batch is full and more data follows,
+    it seals it with AES-GCM into the slot's sealed buffer, and the worker thread
+    writes the sealed batch to `out` (one call per batch, GIL released). With `hash_on_worker=True` the worker
     also does the SHA-256 (one call per batch), so hashing runs in parallel with
     encrypting: faster when a core is idle, slower when none is, because every GIL
     hand-over then waits for the scheduler (measured on this project's shared 2-core
@@ -359,7 +361,10 @@ class PipelinedEnvelopeWriter:
                 self._slot = nxt
             assert self._slot is not None
             take = min(cap - self._fill, n - pos)
-            self._slot[0][self._fill : self._fill + take] = view[pos : pos + take]
+            part = view[pos : pos + take]
+            if not self._hash_on_worker:
+                self._sha.update(part)  # while the piece is in cache, before the copy
+            self._slot[0][self._fill : self._fill + take] = part
             self._fill += take
             pos += take
         if pos and len(self._head) < 16:
@@ -400,9 +405,6 @@ class PipelinedEnvelopeWriter:
         n = self._seal_slot(final)
         slot, fill = self._slot, self._fill
         assert slot is not None
-        if not self._hash_on_worker:
-            with memoryview(slot[0]) as p:
-                self._sha.update(p[:fill])
         self._slot = None
         self._fill = 0
         if self._thread is None:
@@ -422,7 +424,8 @@ class PipelinedEnvelopeWriter:
                 assert self._slot is not None
                 plain, sealed = self._slot
                 with memoryview(plain) as p, memoryview(sealed) as s:
-                    self._sha.update(p[: self._fill])
+                    if self._hash_on_worker:
+                        self._sha.update(p[: self._fill])
                     self._out.write(s[:n])
                 self._written += n
                 self._slot = None

@@ -7,20 +7,30 @@
 Writes go to a temporary in the same filesystem, are fsynced, renamed atomically into
 place, and the directory is fsynced, so a blob is either absent or whole.
 
-Writeback is started while the blob is being written (Linux ``sync_file_range``):
-every `WRITEBACK_STEP` written bytes are handed to the disk at once, and the writer
-waits for the range `WRITEBACK_WINDOW` behind it to be on disk before going on. Left
-to itself the kernel keeps a whole recording dirty in the page cache and the single
-fsync at the end then writes it all (measured on this project's VM: 1 GiB written
-then fsynced, ~430 MiB/s; with early writeback, ~2,300 MiB/s). It is only a hint
-about *when* to write: durability still comes from the fsync before the rename, and
-where the call is missing the writer simply does without.
+Blobs are written with direct I/O (Linux ``O_DIRECT``) where the filesystem allows
+it: ciphertext goes from a page-aligned staging buffer straight to the disk in 1 MiB
+writes, with no copy into the page cache and nothing left dirty for the final fsync
+(a blob is written once and read rarely: caching it only evicts something useful).
+Measured on this project's VM, 1 GiB: buffered writes then fsync ~390-430 MiB/s and
+0.3-1.6 CPU-s (the page-cache copy varies with the neighbours); direct 1 MiB writes
+~1,800-2,000 MiB/s and ~0.1 CPU-s. The unaligned tail (< 4 KiB) is written buffered
+at `sync`, before the fsync.
+
+Where direct I/O is refused (tmpfs, some network filesystems) the writer falls back
+to buffered writes and starts writeback while writing (``sync_file_range``): every
+`WRITEBACK_STEP` bytes are handed to the disk, and the writer waits for the range
+`WRITEBACK_WINDOW` behind to be written, so the fsync does not find a whole
+recording dirty (1 GiB: ~2,300 MiB/s instead of ~430). Either way durability comes
+from the fsync before the rename, as before.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import fcntl
+import mmap
 import os
 import re
 import secrets
@@ -42,6 +52,9 @@ class StorageError(VaultError):
     status = 503
 
 
+DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
+DIRECT_WRITE = 1024 * 1024  # staged bytes per direct write
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 WRITEBACK_STEP = 8 * 1024 * 1024
 WRITEBACK_WINDOW = 32 * 1024 * 1024
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
@@ -75,7 +88,7 @@ class FilesystemBlobWriter:
     """One temporary blob. `write` may be called from a worker thread (the sealing
     pipeline's), the other methods from the vault afterwards; never concurrently."""
 
-    def __init__(self, store: FilesystemBlobStore, key: str) -> None:
+    def __init__(self, store: FilesystemBlobStore, key: str, *, direct_io: bool = True) -> None:
         self._store = store
         self._final = store.path_for(key)
         self.temp_path = store.tmp_dir / f"{key}.{secrets.token_hex(4)}{TMP_SUFFIX}"
@@ -84,25 +97,83 @@ class FilesystemBlobWriter:
         except OSError as exc:
             raise StorageError(f"无法创建临时文件 / cannot create {self.temp_path}: {exc.strerror}") from exc
         self._published = False
-        self._offset = 0  # bytes written
-        self._kicked = 0  # bytes handed to writeback
+        self._offset = 0  # bytes written to the file
+        self._kicked = 0  # bytes handed to writeback (buffered mode)
+        self._direct = direct_io and bool(_O_DIRECT) and self._set_direct(True)
+        self._stage: mmap.mmap | None = None  # page-aligned (direct mode)
+        self._fill = 0
+
+    def _set_direct(self, on: bool) -> bool:
+        assert self._fd is not None
+        try:
+            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | _O_DIRECT if on else flags & ~_O_DIRECT)
+        except OSError:
+            return False
+        return True
 
     def write(self, data: bytes | memoryview) -> int:
-        # Unbuffered: the sealer hands over ~1 MiB batches; a user-space buffer would
-        # only add a copy.
         fd = self._fd
         assert fd is not None, "writer closed"
-        view = memoryview(data).cast("B")
+        view = memoryview(data)
+        if view.itemsize != 1:
+            view = view.cast("B")
         total = len(view)
-        try:
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as exc:
-            raise StorageError(f"写入失败 / write failed: {exc.strerror}") from exc
-        self._offset += total
+        if self._direct:
+            self._stage_and_write(view)
+            return total
+        self._write_all(view)
         if _sync_file_range is not None and self._offset - self._kicked >= WRITEBACK_STEP:
             self._writeback(fd)
         return total
+
+    def _write_all(self, view: memoryview) -> None:
+        assert self._fd is not None
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                self._offset += n
+                view = view[n:]
+        except OSError as exc:
+            raise StorageError(f"写入失败 / write failed: {exc.strerror}") from exc
+
+    def _stage_and_write(self, view: memoryview) -> None:
+        if self._stage is None:
+            self._stage = mmap.mmap(-1, 2 * DIRECT_WRITE)
+        stage = self._stage
+        pos, total = 0, len(view)
+        while pos < total:
+            take = min(len(stage) - self._fill, total - pos)
+            stage[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill >= DIRECT_WRITE:
+                self._write_staged()
+
+    def _write_staged(self) -> None:
+        """Write the aligned part of the stage directly; keep the rest (< 4 KiB)."""
+        assert self._stage is not None and self._fd is not None
+        stage = self._stage
+        aligned = self._fill - self._fill % DIRECT_ALIGN
+        with memoryview(stage) as mv:
+            done = 0
+            try:
+                while done < aligned:
+                    n = os.write(self._fd, mv[done:aligned])
+                    self._offset += n
+                    done += n
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self._set_direct(False):
+                    raise StorageError(f"写入失败 / write failed: {exc.strerror}") from exc
+                # Direct I/O refused after all (alignment rules of this filesystem or
+                # device): the rest of this blob goes through the page cache.
+                self._direct = False
+                self._write_all(mv[done : self._fill])
+                self._fill = 0
+                return
+        rest = self._fill - aligned
+        stage[:rest] = stage[aligned : self._fill]
+        self._fill = rest
 
     def _writeback(self, fd: int) -> None:
         start, end = self._kicked, self._offset
@@ -114,8 +185,23 @@ class FilesystemBlobWriter:
             )
         self._kicked = end  # errors surface in the fsync of `sync`, not here
 
+    def _release_stage(self) -> None:
+        if self._stage is not None:
+            self._stage.close()
+            self._stage = None
+
     def sync(self) -> None:
         assert self._fd is not None, "writer closed"
+        if self._stage is not None:
+            # The unaligned tail cannot go direct: write it through the page cache.
+            if self._fill:
+                if self._direct and not self._set_direct(False):
+                    raise StorageError("同步失败 / cannot leave direct I/O for the last bytes")
+                self._direct = False
+                with memoryview(self._stage) as mv:
+                    self._write_all(mv[: self._fill])
+                self._fill = 0
+            self._release_stage()
         try:
             os.fsync(self._fd)
         except OSError as exc:
@@ -123,6 +209,7 @@ class FilesystemBlobWriter:
 
     def publish(self) -> None:
         assert self._fd is not None, "writer closed"
+        assert self._fill == 0, "publish before sync"
         os.close(self._fd)
         self._fd = None
         parent = self._final.parent
@@ -137,6 +224,8 @@ class FilesystemBlobWriter:
             raise StorageError(f"发布失败 / publish failed: {exc.strerror}") from exc
 
     def abort(self) -> None:
+        self._release_stage()
+        self._fill = 0
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -148,8 +237,9 @@ class FilesystemBlobWriter:
 
 
 class FilesystemBlobStore:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, direct_io: bool = True) -> None:
         self.root = Path(root)
+        self.direct_io = direct_io
         self.blob_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
         for d in (self.root, self.blob_dir, self.tmp_dir):
@@ -161,7 +251,7 @@ class FilesystemBlobStore:
         return self.blob_dir / key[:2] / f"{key}{SUFFIX}"
 
     def begin(self, key: str) -> FilesystemBlobWriter:
-        return FilesystemBlobWriter(self, key)
+        return FilesystemBlobWriter(self, key, direct_io=self.direct_io)
 
     def open(self, key: str) -> BinaryIO:
         return open(self.path_for(key), "rb")
