@@ -215,3 +215,32 @@ def test_serializer_writes_headers_in_order_and_computes_content_length():
 def test_serializer_refuses_header_values_that_would_inject_lines():
     with pytest.raises(ValueError):
         serialize("SIP/2.0 200 OK", [("Warning", "399 x\r\nVia: evil")])
+
+
+def test_quoted_display_names_keep_their_text_with_and_without_escaped_quotes():
+    assert parse_name_addr('"Agent One" <sip:1001@pbx>;tag=1', what="From").display == "Agent One"
+    assert parse_name_addr('"Agent \\"One\\"" <sip:1001@pbx>', what="From").display == 'Agent "One"'
+    assert parse_name_addr('"" <sip:1001@pbx>', what="From").display == ""
+    with pytest.raises(SipParseError, match="without a <URI>"):
+        parse_name_addr('"Agent One" sip:1001@pbx', what="From")
+    with pytest.raises(SipParseError, match="unterminated"):
+        parse_name_addr('"Agent One <sip:1001@pbx>', what="From")
+
+
+def test_a_flood_of_invented_header_names_is_parsed_and_does_not_grow_the_name_cache_without_bound():
+    from adapters.sip import message
+
+    for batch in range(8):
+        extra = "".join(f"X-Invented-{batch}-{i}: v\r\n" for i in range(200))
+        msg = parse_message(invite(extra=extra))
+        assert msg.get(f"x-invented-{batch}-199") == "v"
+    assert len(message._NAME_CACHE) <= message._NAME_CACHE_MAX
+    # names are still validated once the cache is full
+    with pytest.raises(SipParseError, match="invalid header name"):
+        parse_message(invite(extra="Bad Name: v\r\n"))
+
+
+def test_the_first_p_asserted_identity_is_the_callers_line_parsed_once():
+    msg = parse_message(invite(extra='P-Asserted-Identity: "Line" <sip:+862161234567@pbx>, <tel:+862161234568>\r\n'))
+    assert msg.p_asserted_identity is not None and msg.p_asserted_identity.uri.user == "+862161234567"
+    assert parse_message(invite()).p_asserted_identity is None
