@@ -19,7 +19,9 @@ Every throughput is printed as MiB/s and as a share of the anchor, raw AES-256-G
            `parallel_hash`, in a child process that also
            reports peak RSS growth (VmHWM after - VmRSS before, /proc);
 * disk     for context, the disk alone: 1 GiB written in 1 MiB writes then fsynced,
-           as is and with writeback started while writing (what the vault does);
+           plain through the page cache, and through the vault's blob writer with
+           direct I/O (its default) or buffered with writeback started while writing
+           (its fallback);
 * seek     the last second (32,000 bytes) of a 2-hour 8 kHz stereo 16-bit WAV: metadata
            read, key unwrap, header check, one chunk decrypted, access-log row
            committed to SQLite — median and worst of 20 warm reads.
@@ -264,18 +266,14 @@ def ingest_in_memory(body: WavPieces, n: int, parallel_hash: bool) -> float:
 # -- the disk alone ----------------------------------------------------------------------
 
 
-def disk_write(directory: Path, total: int, *, early_writeback: bool) -> float:
-    path = directory / "disk-anchor.bin"
+def disk_write(directory: Path, total: int, *, how: str) -> float:
+    """1 MiB writes of `total` bytes then fsync: `plain` (os.write, page cache),
+    `direct` / `writeback` (the vault's FilesystemBlobWriter with direct I/O, or
+    buffered with writeback started while writing)."""
     data = os.urandom(MiB)
     t = time.perf_counter()
-    if early_writeback:
-        w = filesystem.FilesystemBlobStore(directory / "anchor").begin("disk-anchor")
-        for _ in range(total // MiB):
-            w.write(data)
-        w.sync()
-        elapsed = time.perf_counter() - t
-        w.abort()
-    else:
+    if how == "plain":
+        path = directory / "disk-anchor.bin"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             for _ in range(total // MiB):
@@ -285,6 +283,14 @@ def disk_write(directory: Path, total: int, *, early_writeback: bool) -> float:
         finally:
             os.close(fd)
             path.unlink()
+    else:
+        store = filesystem.FilesystemBlobStore(directory / "anchor", direct_io=how == "direct")
+        w = store.begin("disk-anchor")
+        for _ in range(total // MiB):
+            w.write(data)
+        w.sync()
+        elapsed = time.perf_counter() - t
+        w.abort()
     return total // MiB * MiB / elapsed
 
 
@@ -411,8 +417,8 @@ def main() -> None:
     for r in range(args.rounds):
         for name, fn in figures:
             timed(name, lambda: fn(r), body_cpu.size if name.startswith(("seal", "mem")) else CPU_BYTES)
-        timed("disk_plain", lambda: disk_write(workdir, disk_total, early_writeback=False), disk_total)
-        timed("disk_early", lambda: disk_write(workdir, disk_total, early_writeback=True), disk_total)
+        for how in ("plain", "direct", "writeback"):
+            timed(f"disk_{how}", lambda: disk_write(workdir, disk_total, how=how), disk_total)
         for variant, parallel_hash in ((1, False), (2, True)):
             speed, cpu_gib, growth = ingest_to_disk(workdir, disk_total, parallel_hash)
             keep(f"disk{variant}", speed, cpu_gib)
@@ -448,8 +454,9 @@ def main() -> None:
     row("Vault.ingest in memory (the default)", "mem1")
     row("Vault.ingest in memory, parallel_hash=True", "mem2")
     print(f" vault, to disk ({disk_total / 1024**3:.2f} GiB)")
-    row("disk alone: 1 MiB writes, then fsync", "disk_plain")
-    row("disk alone: 1 MiB writes, writeback started early, then fsync", "disk_early")
+    row("disk alone: 1 MiB buffered writes, then fsync", "disk_plain")
+    row("disk alone: FilesystemBlobWriter, direct I/O (the default), fsync", "disk_direct")
+    row("disk alone: FilesystemBlobWriter, buffered + early writeback, fsync", "disk_writeback")
     row("Vault.ingest to disk (the default; fsync, rename, SQLite commit)", "disk1")
     row("Vault.ingest to disk, parallel_hash=True", "disk2")
     growth = max(rss)

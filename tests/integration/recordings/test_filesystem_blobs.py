@@ -1,5 +1,6 @@
-"""The filesystem blob writer on a real disk: large writes with writeback started
-while writing (sync_file_range), then fsync, rename, and nothing else left behind."""
+"""The filesystem blob writer on a real disk: large unaligned writes, with direct I/O
+(an unaligned tail written at sync) or buffered with writeback started while writing
+(sync_file_range), then fsync, rename, and nothing else left behind."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import hashlib
 import os
 import stat
 
+import pytest
+
 from adapters.storage import filesystem
 from adapters.storage.filesystem import FilesystemBlobStore
 
 
-def test_a_blob_larger_than_the_writeback_window_lands_byte_for_byte(tmp_path) -> None:
-    store = FilesystemBlobStore(tmp_path / "data")
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct-io", "buffered-writeback"])
+def test_a_blob_larger_than_the_writeback_window_lands_byte_for_byte(tmp_path, direct_io: bool) -> None:
+    store = FilesystemBlobStore(tmp_path / "data", direct_io=direct_io)
     total = filesystem.WRITEBACK_WINDOW + 3 * filesystem.WRITEBACK_STEP + 12_345
     expected = hashlib.sha256()
     w = store.begin("blob-writeback-1")
@@ -34,8 +38,9 @@ def test_a_blob_larger_than_the_writeback_window_lands_byte_for_byte(tmp_path) -
     assert store.temporaries() == []
 
 
-def test_an_aborted_blob_leaves_no_temporary_and_no_blob(tmp_path) -> None:
-    store = FilesystemBlobStore(tmp_path / "data")
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct-io", "buffered-writeback"])
+def test_an_aborted_blob_leaves_no_temporary_and_no_blob(tmp_path, direct_io: bool) -> None:
+    store = FilesystemBlobStore(tmp_path / "data", direct_io=direct_io)
     w = store.begin("blob-aborted-1")
     w.write(os.urandom(filesystem.WRITEBACK_STEP + 1))
     assert len(store.temporaries()) == 1
