@@ -35,6 +35,11 @@ STORE_UNAVAILABLE_REASON = "The dial gate could not reach its store; the call is
 STORE_UNAVAILABLE_REASON_ZH = "拨号网关无法访问数据存储，呼叫已拦截（故障时拒绝）。"
 
 _VISUAL_SEPARATORS = re.compile(r"[\s\-().]")
+# An 11-digit mainland mobile number as dialed (13x-19x, but not the 11x/12x/179xx
+# carrier-selection prefixes that libphonenumber's CN metadata strips when parsing): its
+# E.164 form is +86 and the digits, which is what phonenumbers returns for it (checked
+# prefix by prefix by the unit tests); the full parse costs ~20 us per new number.
+_CN_MOBILE = re.compile(r"1(?:[3-68-9]\d|7[0-8])\d{8}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,8 @@ def normalize_number(raw: str, region: str = "CN") -> str:
     Returns the input unchanged when it is not a valid phone number (a PBX extension such
     as ``1001`` stays ``1001``), so it can still be compared and logged.
     """
+    if region == "CN" and _CN_MOBILE.fullmatch(raw) is not None:
+        return "+86" + raw
     text = _VISUAL_SEPARATORS.sub("", raw)
     if text.startswith("00"):
         text = "+" + text[2:]

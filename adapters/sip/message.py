@@ -684,7 +684,8 @@ def _validate(msg: SipMessage) -> None:
     for key in REQUIRED_REQUEST_HEADERS:
         if msg.get(key) is None:
             raise SipParseError(f"{display_header_name(key)} header is missing")
-    if not msg.call_id or any(ch in msg.call_id for ch in " \t"):
+    call_id = msg.call_id
+    if not call_id or " " in call_id or "\t" in call_id:
         raise SipParseError("Call-ID is empty or contains whitespace")
     _, cseq_method = msg.cseq
     if cseq_method != msg.method:

@@ -156,3 +156,24 @@ async def test_a_bad_sip_section_stops_the_service_with_the_key_path():
     with pytest.raises(ConfigError, match=r"cfg.toml: sip.route"):
         async with open_sip_gate(services):
             pass
+
+
+def test_mainland_mobile_numbers_normalise_exactly_as_libphonenumber_says_for_every_prefix():
+    import random
+
+    import phonenumbers
+
+    rnd = random.Random(7)
+    for prefix in range(100, 200):
+        for _ in range(20):
+            dialed = f"{prefix}{rnd.randrange(10**8):08d}"
+            try:
+                parsed = phonenumbers.parse(dialed, "CN")
+                expected = (
+                    phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+                    if phonenumbers.is_possible_number(parsed)
+                    else dialed
+                )
+            except phonenumbers.NumberParseException:
+                expected = dialed
+            assert normalize_number.__wrapped__(dialed) == expected, dialed
