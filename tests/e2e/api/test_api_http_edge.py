@@ -67,3 +67,89 @@ async def test_a_dial_logs_its_decision_with_the_request_id_the_caller_and_the_n
     assert e["decision_id"] == r.json()["decision_id"]
     assert e["number"] == "138****0001"
     assert "13800000001" not in err
+
+
+# POST /v1/dials has a fast path (dialer/http/dials.py:fast_dial) that skips FastAPI's
+# routing for a valid body from a valid caller and hands everything else to the route.
+# These pin that the answers are the route's in the cases where the two could part.
+
+DIAL = {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"}
+
+
+async def test_a_dial_whose_content_type_has_a_charset_is_answered(api: Api) -> None:
+    r = await api.client.post("/v1/dials", content=json.dumps(DIAL).encode(),
+                              headers={**api.auth("col-a"), "Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 201, r.text
+
+
+async def test_a_json_dial_sent_as_text_plain_is_400_and_writes_nothing(api: Api) -> None:
+    before = await api.snapshot()
+    r = await api.client.post("/v1/dials", content=json.dumps(DIAL).encode(),
+                              headers={**api.auth("col-a"), "Content-Type": "text/plain"})
+    assert r.status_code == 400, r.text
+    assert r.json()["type"].endswith("/bad-request")
+    assert await api.snapshot() == before
+
+
+async def test_malformed_json_without_a_token_is_400_because_the_body_is_read_first(api: Api) -> None:
+    r = await api.client.post("/v1/dials", content=b'{"case_id": ', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["type"].endswith("/bad-request")
+
+
+async def test_a_valid_dial_without_a_token_is_401(api: Api) -> None:
+    r = await api.client.post("/v1/dials", json=DIAL, headers={"X-Request-Id": "anon-dial"})
+    assert r.status_code == 401
+    assert r.headers["x-request-id"] == "anon-dial"
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def _asgi_dial(api: Api, chunks: list[bytes]) -> tuple[int, dict[str, str], bytes]:
+    """Drive the app directly with the body split over several ASGI messages."""
+    app = api.client._transport.app  # type: ignore[attr-defined]
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/dials", "raw_path": b"/v1/dials", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"gate"), (b"content-type", b"application/json"),
+                         (b"authorization", api.auth("col-a")["Authorization"].encode())],
+             "client": ("127.0.0.1", 1), "server": ("gate", 80), "state": {}}
+    await app(scope, receive, send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def test_a_dial_body_split_over_several_messages_is_read_whole(api: Api) -> None:
+    raw = json.dumps(DIAL).encode()
+    status, _, body = await _asgi_dial(api, [raw[:7], raw[7:20], raw[20:]])
+    assert status == 201, body
+    assert json.loads(body)["decision"]["allowed"] is True
+
+
+async def test_a_refused_body_split_over_several_messages_reaches_the_route_whole(api: Api) -> None:
+    raw = json.dumps({**DIAL, "colour": "red"}).encode()
+    status, headers, body = await _asgi_dial(api, [raw[:10], raw[10:]])
+    assert status == 422, body
+    assert headers["content-type"].startswith("application/problem+json")
+    assert {e["field"] for e in json.loads(body)["details"]["errors"]} == {"colour"}
+
+
+async def test_a_dial_while_the_store_is_down_is_503_problem_with_retry_after(api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from dialer.errors import StoreUnavailable
+
+    async def down(cmd: object) -> object:
+        raise StoreUnavailable("database is locked")
+
+    monkeypatch.setattr(api.svc.gate, "request_dial", down)
+    r = await api.post("/v1/dials", "col-a", DIAL)
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+    assert r.json()["type"].endswith("/store-unavailable")
+    assert r.json()["instance"] == "/v1/dials"
