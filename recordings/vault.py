@@ -378,7 +378,7 @@ class Vault:
                 await self.repo.update(recording)
             return IngestResult(recording, created=True)
         except BaseException:
-            writer.abort()  # workers stopped: nothing writes to the temporary any more
+            await _stop_writer(writer)  # nothing writes to the temporary any more
             tmp.abort()
             if published:
                 try:
@@ -837,6 +837,19 @@ def _stream(
             raise IntegrityError("SHA-256 与入库时不符 / plaintext SHA-256 differs from the one stored at ingest")
     finally:
         f.close()
+
+
+async def _stop_writer(writer: envelope.PipelinedEnvelopeWriter) -> None:
+    """Stop the writer's thread and wait for it off the loop (it may be inside a
+    write to a stalled disk); only then may the temporary be closed, or the thread
+    could write into whatever file reuses the descriptor. Cancelled meanwhile, wait
+    here: a blocked loop beats ciphertext in the wrong file."""
+    writer.abort(timeout=0)  # stop requested; the thread ends after the slot in hand
+    try:
+        await asyncio.to_thread(writer.abort, SEAL_TIMEOUT_S)
+    except asyncio.CancelledError:
+        writer.abort(SEAL_TIMEOUT_S)
+        raise
 
 
 async def _wait_room(room: asyncio.Event) -> None:

@@ -272,3 +272,30 @@ async def test_a_stalled_disk_holds_the_upload_back_without_blocking_the_event_l
     assert rec.size == offered
     got = (await vault.open_audio(rec.recording_id, QA_A, reason="stall check")).read_all()
     assert got == b"".join(wav_stream(600, tone_hz=262))
+
+
+async def test_an_upload_cancelled_while_the_disk_is_stalled_waits_for_the_writer_off_the_loop_and_leaves_nothing(
+    repo, keys, clock
+) -> None:
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def hook(data) -> None:
+        if len(data) > 1000:
+            entered.set()
+            assert gate.wait(WAIT), "test never opened the gate"
+
+    blobs = _StoreWithWriter(hook)
+    vault = _vault_on(blobs, repo, keys, clock)
+    task = asyncio.create_task(vault.ingest(request("att-cancelled"), wav_stream(600, tone_hz=294), PBX))
+    assert await asyncio.to_thread(entered.wait, WAIT)
+    task.cancel()
+    for _ in range(50):  # the loop keeps running while the cancelled ingest waits for its writer
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert blobs.temporaries() != []  # not closed under the writer's feet
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT)
+    assert blobs.blobs == {} and blobs.temporaries() == [] and repo.recordings == {}
+    assert not [t for t in threading.enumerate() if t.name.startswith("envelope-")]
