@@ -468,15 +468,29 @@ class PipelinedEnvelopeWriter:
 
     def abort(self, timeout: float | None = 30.0) -> None:
         """Stop the worker (it finishes at most the slot in hand) and wait up to
-        `timeout` for it, so nothing writes to `out` after this returns. Idempotent;
-        call again to wait longer."""
+        `timeout` for it; once `stopped`, nothing writes to `out` any more.
+        Idempotent; call again to wait longer."""
         self._stop = True
-        with self._finish_lock:
+        if timeout is not None and timeout <= 0:
+            got = self._finish_lock.acquire(blocking=False)
+        else:
+            got = self._finish_lock.acquire(timeout=-1 if timeout is None else timeout)
+        if not got:
+            return  # `finish` is running on another thread; it ends soon: stop is set
+        try:
             if self._thread is not None and not self._finished:
                 self._queue.put(None)
             self._finished = True
             if self._thread is not None:
                 self._thread.join(timeout)
+        finally:
+            self._finish_lock.release()
+
+    @property
+    def stopped(self) -> bool:
+        """Nothing of this writer is running: no `finish` under way on some thread,
+        and its own thread never started or ended."""
+        return not self._finish_lock.locked() and (self._thread is None or not self._thread.is_alive())
 
     # -- worker --------------------------------------------------------------------
 

@@ -378,8 +378,9 @@ class Vault:
                 await self.repo.update(recording)
             return IngestResult(recording, created=True)
         except BaseException:
-            await _stop_writer(writer)  # nothing writes to the temporary any more
-            tmp.abort()
+            await _stop_writer(writer)
+            if writer.stopped:  # else leave the temporary open to recover() at startup
+                tmp.abort()
             if published:
                 try:
                     self.blobs.delete(recording_id)
@@ -845,6 +846,8 @@ async def _stop_writer(writer: envelope.PipelinedEnvelopeWriter) -> None:
     could write into whatever file reuses the descriptor. Cancelled meanwhile, wait
     here: a blocked loop beats ciphertext in the wrong file."""
     writer.abort(timeout=0)  # stop requested; the thread ends after the slot in hand
+    if writer.stopped:
+        return
     try:
         await asyncio.to_thread(writer.abort, SEAL_TIMEOUT_S)
     except asyncio.CancelledError:
