@@ -515,6 +515,96 @@ def settle(target: Target, quiet: float = 0.1, longest: float = 15.0) -> None:
             return
 
 
+# --------------------------------------------------------------------------------------
+# The SIP edge's own cost, in this process: no sockets, no sipp, no store
+
+
+def edge_cost(calls: int) -> str:
+    """CPU per INVITE + its ACK through the listener (parse, transaction table, decision
+    task with the in-memory authorizer, 302 serialised) with datagrams handed straight to
+    the protocol handler and answers collected by a stand-in transport; and the parser
+    alone. Every INVITE is a new transaction with a new number (nothing cached)."""
+    import logging
+
+    import structlog
+
+    from adapters.sip.fakes import HourlyCapSipAuthorizer
+    from adapters.sip.message import parse_message
+    from adapters.sip.server import SipServer
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    sdp = ("v=0\r\no=1001 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           "m=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+           "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
+
+    def invite(i: int) -> bytes:
+        n = FIRST_NUMBER + i
+        return (f"INVITE sip:{n}@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-{i}-1-0;rport\r\n"
+                f"From: \"Agent 1001\" <sip:1001@127.0.0.1:6000>;tag=77-{i}\r\nTo: <sip:{n}@127.0.0.1:5070>\r\n"
+                f"Call-ID: {i}-77@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:6000>\r\nMax-Forwards: 70\r\n"
+                "P-Asserted-Identity: \"Collections line\" <sip:+862161234567@127.0.0.1>\r\n"
+                "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\nUser-Agent: DialGate-bench sipp\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+
+    def ack(i: int) -> bytes:
+        n = FIRST_NUMBER + i
+        return (f"ACK sip:{n}@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-{i}-1-0;rport\r\n"
+                f"From: \"Agent 1001\" <sip:1001@127.0.0.1:6000>;tag=77-{i}\r\nTo: <sip:{n}@127.0.0.1:5070>;tag=x\r\n"
+                f"Call-ID: {i}-77@127.0.0.1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+
+    class Collect:
+        def __init__(self) -> None:
+            self.finals = 0
+            self.wake: asyncio.Event | None = None
+
+        def is_closing(self) -> bool:
+            return False
+
+        def sendto(self, data: bytes, _addr: Any) -> None:
+            if not data.startswith(b"SIP/2.0 100"):
+                self.finals += 1
+                if self.wake is not None:
+                    self.wake.set()
+
+        def close(self) -> None:
+            pass
+
+    async def drive() -> float:
+        async with SipServer(HourlyCapSipAuthorizer(per_hour=10**9), port=0) as server:
+            out = Collect()
+            server._udp = out  # type: ignore[assignment]  # answers go here, not to a socket
+            invites = [invite(i) for i in range(calls)]
+            acks = [ack(i) for i in range(calls)]
+            peer = ("127.0.0.1", 6000)
+            started = time.process_time()
+            for s in range(0, calls, 32):
+                end = min(calls, s + 32)
+                for i in range(s, end):
+                    server.on_datagram(invites[i], peer)
+                while out.finals < end:
+                    out.wake = asyncio.Event()
+                    await out.wake.wait()
+                for i in range(s, end):
+                    server.on_datagram(acks[i], peer)
+            spent = time.process_time() - started
+            server._udp = None
+            return spent
+
+    spent = asyncio.run(drive())
+    sample_invite, sample_ack = invite(calls + 1), ack(calls + 1)
+    started = time.process_time()
+    for _ in range(5000):
+        parse_message(sample_invite)
+    p_invite = (time.process_time() - started) / 5000
+    started = time.process_time()
+    for _ in range(5000):
+        parse_message(sample_ack)
+    p_ack = (time.process_time() - started) / 5000
+    return (f"SIP edge in-process ({calls} INVITE+ACK, in-memory authorizer, no sockets): "
+            f"{spent / calls * 1e6:.0f} us CPU per INVITE+ACK ({calls / spent:.0f}/s on one core); "
+            f"parse alone: INVITE {p_invite * 1e6:.0f} us, ACK {p_ack * 1e6:.0f} us")
+
+
 @dataclass
 class Capacity:
     target: str
@@ -534,6 +624,7 @@ def main() -> None:
     ap.add_argument("--closed", default="16,128", help="calls in flight for closed-loop peak runs (comma-separated; empty: skip)")
     ap.add_argument("--closed-calls", type=int, default=10000, help="calls in each closed-loop run")
     ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite")
+    ap.add_argument("--edge-calls", type=int, default=20000, help="INVITEs for the in-process SIP edge cost (0: skip)")
     ap.add_argument("--serve", choices=("memory", "service", "service-normal"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cases", type=int, default=0, help=argparse.SUPPRESS)
@@ -564,6 +655,9 @@ def main() -> None:
           "latency: sipp's INVITE -> final response, 1 ms resolution ('<1' = under 1 ms); cpu: share of one core "
           "(target: all its processes/threads; machine: share of all cores)")
     print("kamailio-static: C, 2 UDP worker processes (children=2), stateless 302; gate-*: one Python asyncio process")
+    edge = edge_cost(args.edge_calls) if args.edge_calls else ""
+    if edge:
+        print(edge)
     print()
     print(HEADER, flush=True)
     results: list[Result] = []
@@ -619,6 +713,8 @@ def main() -> None:
                 target.stop()
     print()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if edge:
+        print(edge)
     print(HEADER)
     for r in results:
         print(fmt(r))
