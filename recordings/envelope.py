@@ -249,27 +249,25 @@ class PipelinedEnvelopeWriter:
     """The same bytes as `EnvelopeWriter`, with the writes on a thread of its own, so
     the caller (an event loop) never waits on the disk.
 
-    The caller hashes each piece as it arrives (SHA-256, while it is in cache),
-    stages it one chunk at a time, and seals each chunk with AES-GCM straight into a
-    batch slot's sealed buffer once a byte after it has arrived (only then is it
-    known not to be the final chunk); a full slot goes to the worker thread, which
-    writes it to `out` in one call (GIL released). Plaintext never sits in a buffer
-    larger than one chunk, so the work stays in cache (measured: copying into 1 MiB
-    plaintext batches first cost ~10 % more CPU per GiB). AES-GCM stays on the
-    caller: it takes one call per 64 KiB chunk, and each call on another thread
-    would be a GIL hand-over.
+    The caller feeds each piece to SHA-256 (by default) while it is still in cache
+    and copies it into a batch buffer; once a batch is full and more data follows,
+    it seals it with AES-GCM into the slot's sealed buffer, and the worker thread
+    writes the sealed batch to `out` (one call per batch, GIL released). With
+    `hash_on_worker=True` the worker also does the SHA-256 (one call per batch), so
+    hashing runs in parallel with encrypting: faster when a core is idle, slower when
+    none is, because every GIL hand-over then waits for the scheduler (measured on
+    this project's shared 2-core VM: two threads hashing|encrypting ran at 55-85 % of
+    one thread doing both). AES-GCM always stays on the caller: it takes one call per
+    64 KiB chunk, and each call on another thread would be a GIL hand-over. (Also
+    measured: sealing each chunk into the slot as it completes, with no plaintext
+    batch, halves the memory but cost ~4 % more CPU per GiB in per-chunk overhead.)
 
-    With `hash_on_worker=True` each slot also keeps a copy of its plaintext and the
-    worker does the SHA-256 (one call per slot), so hashing runs in parallel with
-    encrypting: faster when a core is idle, slower when none is, because every GIL
-    hand-over then waits for the scheduler.
-
-    Memory is bounded: at most `depth` slots (~1 MiB sealed each; twice that with
-    `hash_on_worker`), made on demand, so an upload slower than the disk uses two.
-    When every slot is in flight, `write_some` takes what fits and returns short,
-    and `on_room` (called from the worker once half the slots are back) says when to
-    offer the rest, so an event loop never blocks on it. The thread starts with the
-    first full slot: a recording of one slot or less is written by `finish` on the
+    Memory is bounded: at most `depth` batch slots (a plaintext and a sealed buffer
+    each), made on demand, so an upload slower than the worker uses two. When every
+    slot is in flight, `write_some` takes what fits and returns short, and `on_room`
+    (called from the worker once half the slots are back) says when to offer the
+    rest, so an event loop never blocks on it. The thread starts with the first full
+    batch: a recording of one batch or less is sealed and written by `finish` on the
     calling thread.
 
     An error on the worker (a failed `out.write`, say) is raised as is by the next
@@ -300,23 +298,22 @@ class PipelinedEnvelopeWriter:
         header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
         self._sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
         self._sha = hashlib.sha256()
-        self._per_slot = max(1, batch_bytes // chunk_size)  # chunks per slot
-        self._sealed_cap = self._per_slot * (chunk_size + TAG_SIZE)
+        per_batch = max(1, batch_bytes // chunk_size)
+        self._cap = per_batch * chunk_size
         self._hash_on_worker = hash_on_worker
-        self._staged = bytearray(chunk_size)  # the chunk being filled
-        self._staged_fill = 0
         self._depth = depth
         self._low_water = depth // 2  # <= depth - 1: reached whenever the caller waits
-        self._allocated = 0
-        self._free: list[_Slot] = []
+        self._allocated = 1
+        self._free: list[tuple[bytearray, bytearray]] = []
         self._cond = threading.Condition()
         self._on_room = on_room
-        self._slot: _Slot | None = None  # made when the first chunk is sealed
+        self._slot: tuple[bytearray, bytearray] | None = (bytearray(self._cap), bytearray(0))
+        self._fill = 0
         self._size = 0
         self._head = b""
         self._error: BaseException | None = None
         self._stop = False
-        self._queue: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[tuple[bytearray, bytearray], int, int] | None] = queue.SimpleQueue()
         self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._finish_lock = threading.Lock()
@@ -328,7 +325,7 @@ class PipelinedEnvelopeWriter:
 
     @property
     def in_flight(self) -> int:
-        """Slots handed to the worker and not yet written."""
+        """Batches handed to the worker and not yet written."""
         with self._cond:
             return self._in_flight
 
@@ -338,25 +335,10 @@ class PipelinedEnvelopeWriter:
         if self._finished:
             raise ValueError("writer already finished")
 
-    def _new_slot(self, *, final_size: int | None = None) -> _Slot | None:
-        """A free slot, a new one while fewer than `depth` exist, or None (all in
-        flight). `final_size`: a first and only slot, sized for that many bytes."""
-        with self._cond:
-            if self._free:
-                return self._free.pop()
-            if self._allocated >= self._depth:
-                return None
-            self._allocated += 1
-        if final_size is not None:
-            sealed, plain = _sealed_size(final_size, self._chunk), final_size
-        else:
-            sealed, plain = self._sealed_cap, self._per_slot * self._chunk
-        return _Slot(bytearray(sealed), bytearray(plain) if self._hash_on_worker else None)
-
     def write_some(self, data: bytes | bytearray | memoryview) -> int:
         """Take as much of `data` as fits without waiting; the count taken.
 
-        Short only when every slot is in flight: wait for `on_room` (or call
+        Short only when every batch slot is in flight: wait for `on_room` (or call
         `wait_room`) and offer the rest again.
         """
         self._check()
@@ -365,25 +347,27 @@ class PipelinedEnvelopeWriter:
             view = view.cast("B")
         n = len(view)
         pos = 0
-        chunk = self._chunk
+        cap = self._cap
         while pos < n:
-            if self._staged_fill == chunk:
-                # A byte follows the staged chunk, so it is not the final one: seal it.
-                slot = self._slot
-                if slot is None or slot.chunks == self._per_slot:
-                    nxt = self._new_slot()
-                    if nxt is None:
+            if self._fill == cap:
+                # More data follows, so the held batch is not the final one: hand it off.
+                with self._cond:
+                    if self._free:
+                        nxt = self._free.pop()
+                    elif self._allocated < self._depth:
+                        self._allocated += 1
+                        nxt = (bytearray(cap), bytearray(0))
+                    else:
                         break
-                    if slot is not None:
-                        self._dispatch(slot)
-                    self._slot = slot = nxt
-                self._seal_staged(slot, final=False)
-            take = min(chunk - self._staged_fill, n - pos)
+                self._dispatch(final=False)
+                self._slot = nxt
+            assert self._slot is not None
+            take = min(cap - self._fill, n - pos)
             part = view[pos : pos + take]
             if not self._hash_on_worker:
-                self._sha.update(part)  # while the piece is in cache
-            self._staged[self._staged_fill : self._staged_fill + take] = part
-            self._staged_fill += take
+                self._sha.update(part)  # while the piece is in cache, before the copy
+            self._slot[0][self._fill : self._fill + take] = part
+            self._fill += take
             pos += take
         if pos and len(self._head) < 16:
             self._head = (self._head + bytes(view[: min(16, pos)]))[:16]
@@ -391,7 +375,7 @@ class PipelinedEnvelopeWriter:
         return pos
 
     def wait_room(self, timeout: float | None = None) -> bool:
-        """Block until a slot is free; False on timeout. Raises a worker's error."""
+        """Block until a batch slot is free; False on timeout. Raises a worker's error."""
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: bool(self._free) or self._allocated < self._depth or self._error is not None, timeout
@@ -408,49 +392,47 @@ class PipelinedEnvelopeWriter:
             if view and not self.wait_room(timeout):
                 raise TimeoutError("sealing worker made no room in time")
 
-    def _seal_staged(self, slot: _Slot, *, final: bool) -> None:
-        fill = self._staged_fill
-        with memoryview(self._staged) as staged, memoryview(slot.sealed) as sealed:
-            plain = staged[:fill]
-            if slot.plain is not None:
-                slot.plain[slot.plain_len : slot.plain_len + fill] = plain
-                slot.plain_len += fill
-            slot.sealed_len += self._sealer.seal_run(plain, sealed[slot.sealed_len :], final=final)
-        slot.chunks += 1
-        self._staged_fill = 0
+    def _seal_slot(self, final: bool) -> int:
+        """AES-GCM of the held batch into its slot's sealed buffer; the bytes sealed."""
+        assert self._slot is not None
+        plain, sealed = self._slot
+        need = _sealed_size(self._fill, self._chunk)
+        if len(sealed) < need:
+            sealed = bytearray(need)  # once per slot: a full batch needs the most
+            self._slot = (plain, sealed)
+        with memoryview(plain) as p, memoryview(sealed) as s:
+            return self._sealer.seal_run(p[: self._fill], s, final=final)
 
-    def _dispatch(self, slot: _Slot) -> None:
+    def _dispatch(self, *, final: bool) -> None:
+        n = self._seal_slot(final)
+        slot, fill = self._slot, self._fill
+        assert slot is not None
+        self._slot = None
+        self._fill = 0
         if self._thread is None:
             self._thread = threading.Thread(target=self._worker, name="envelope-writer", daemon=True)
             self._thread.start()
         with self._cond:
             self._in_flight += 1
-        self._queue.put(slot)
+        self._queue.put((slot, fill, n))
 
     def finish(self, timeout: float | None = None) -> SealSummary:
-        """Seal the staged chunk as the final one, wait for the worker, summarise."""
+        """Seal the held batch as the final one, wait for the worker, summarise."""
         with self._finish_lock:
             self._check()
-            slot = self._slot
-            if slot is None:
-                # Nothing sealed yet (one chunk or less): one slot sized to fit.
-                slot = self._new_slot(final_size=self._staged_fill)
-                assert slot is not None
-            elif slot.chunks == self._per_slot:
-                nxt = self._new_slot()
-                while nxt is None:
-                    if not self.wait_room(timeout):
-                        raise TimeoutError("sealing worker made no room in time")
-                    nxt = self._new_slot()
-                self._dispatch(slot)
-                slot = nxt
-            self._slot = None
-            self._seal_staged(slot, final=True)
             if self._thread is None:
-                # Never left the caller's thread: write the only slot right here.
-                self._write_slot(slot)
+                # Never left the caller's thread: the only batch is done right here.
+                n = self._seal_slot(True)
+                assert self._slot is not None
+                plain, sealed = self._slot
+                with memoryview(plain) as p, memoryview(sealed) as s:
+                    if self._hash_on_worker:
+                        self._sha.update(p[: self._fill])
+                    self._out.write(s[:n])
+                self._written += n
+                self._slot = None
             else:
-                self._dispatch(slot)
+                self._dispatch(final=True)
                 self._queue.put(None)
                 self._thread.join(timeout)
                 if self._thread.is_alive():
@@ -467,7 +449,7 @@ class PipelinedEnvelopeWriter:
             )
 
     def abort(self, timeout: float | None = 30.0) -> None:
-        """Stop the worker (it finishes at most the slot in hand) and wait up to
+        """Stop the worker (it finishes at most the batch in hand) and wait up to
         `timeout` for it; once `stopped`, nothing writes to `out` any more.
         Idempotent; call again to wait longer."""
         self._stop = True
@@ -494,14 +476,6 @@ class PipelinedEnvelopeWriter:
 
     # -- worker --------------------------------------------------------------------
 
-    def _write_slot(self, slot: _Slot) -> None:
-        with memoryview(slot.sealed) as sealed:
-            if slot.plain is not None:
-                with memoryview(slot.plain) as plain:
-                    self._sha.update(plain[: slot.plain_len])
-            self._out.write(sealed[: slot.sealed_len])
-        self._written += slot.sealed_len
-
     def _signal_room(self) -> None:
         if self._on_room is not None:
             try:
@@ -510,42 +484,31 @@ class PipelinedEnvelopeWriter:
                 pass
 
     def _worker(self) -> None:
-        while (slot := self._queue.get()) is not None:
+        sha = self._sha if self._hash_on_worker else None
+        while (item := self._queue.get()) is not None:
+            slot, fill, n = item
             try:
                 if not self._stop and self._error is None:
-                    self._write_slot(slot)
+                    plain, sealed = slot
+                    with memoryview(plain) as p, memoryview(sealed) as s:
+                        if sha is not None:
+                            sha.update(p[:fill])
+                        self._out.write(s[:n])
+                    self._written += n
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 with self._cond:
                     if self._error is None:
                         self._error = exc
             finally:
-                slot.reset()
                 with self._cond:
                     self._in_flight -= 1
                     self._free.append(slot)
                     self._cond.notify_all()
                     # Wake the caller once half the slots are back, not for each one:
-                    # every wake-up of an event loop costs more than a slot's write.
+                    # every wake-up of an event loop costs more than the batch's hash.
                     wake = self._error is not None or len(self._free) == self._low_water
                 if wake:
                     self._signal_room()
-
-
-class _Slot:
-    """A batch of sealed chunks on its way to `out` (and its plaintext, when the
-    worker hashes)."""
-
-    __slots__ = ("sealed", "sealed_len", "plain", "plain_len", "chunks")
-
-    def __init__(self, sealed: bytearray, plain: bytearray | None) -> None:
-        self.sealed = sealed
-        self.plain = plain
-        self.reset()
-
-    def reset(self) -> None:
-        self.sealed_len = 0
-        self.plain_len = 0
-        self.chunks = 0
 
 
 def read_header(f: BinaryIO) -> tuple[Header, bytes, int]:

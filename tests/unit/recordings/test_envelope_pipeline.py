@@ -88,9 +88,9 @@ def test_a_slow_sink_makes_the_writer_take_no_more_than_depth_batches_then_say_w
     w = PipelinedEnvelopeWriter(sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=batch, depth=3, on_room=room.set)
     plain = os.urandom(20 * batch + 5)
     taken = w.write_some(plain)
-    # Two batches handed to the worker, a third sealed and waiting for a free slot,
-    # one more chunk staged (possibly the final one): the rest is refused, not buffered.
-    assert taken == 3 * batch + CHUNK_SIZE
+    # Two batches handed to the worker, the third held back as possibly the final
+    # one: the rest is refused, not buffered.
+    assert taken == 3 * batch
     assert sink.entered.wait(WAIT)
     assert w.in_flight == 2
     assert w.write_some(plain[taken:]) == 0
