@@ -284,13 +284,15 @@ def disk_write(directory: Path, total: int, *, how: str) -> float:
             os.close(fd)
             path.unlink()
     else:
-        store = filesystem.FilesystemBlobStore(directory / "anchor", direct_io=how == "direct")
-        w = store.begin("disk-anchor")
-        for _ in range(total // MiB):
-            w.write(data)
-        w.sync()
-        elapsed = time.perf_counter() - t
-        w.abort()
+        with tempfile.TemporaryDirectory(prefix="vault-bench-", dir=directory) as d:
+            store = filesystem.FilesystemBlobStore(d, direct_io=how == "direct")
+            w = store.begin("disk-anchor")
+            t = time.perf_counter()
+            for _ in range(total // MiB):
+                w.write(data)
+            w.sync()
+            elapsed = time.perf_counter() - t
+            w.abort()
     return total // MiB * MiB / elapsed
 
 
