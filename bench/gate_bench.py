@@ -182,15 +182,19 @@ class Server:
     def __init__(self, cfg: Path, port: int) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.port = port
-        self.proc = subprocess.Popen([PY, "-m", "dialer.cli", "serve", "--config", str(cfg), "--port", str(port)],
-                                     env=env, cwd=cfg.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log goes to a file: a pipe nobody reads fills up at `--log-level info` (a
+        # line per decision) and the server would block writing to it.
+        self.log = cfg.parent / "serve.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([PY, "-m", "dialer.cli", "serve", "--config", str(cfg), "--port", str(port)],
+                                         env=env, cwd=cfg.parent, stdout=subprocess.DEVNULL, stderr=log)
 
     async def ready(self, token: str) -> None:
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient() as c:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise SystemExit(f"serve exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                    raise SystemExit(f"serve exited: {self.log.read_text(errors='replace')[-2000:]}")
                 try:
                     if (await c.get(f"http://127.0.0.1:{self.port}/readyz",
                                     headers={"Authorization": f"Bearer {token}"})).status_code == 200:
