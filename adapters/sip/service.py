@@ -118,7 +118,7 @@ class GateSipAuthorizer:
         found = await self._resolve_case(invite)
         if isinstance(found, SipDialAnswer):
             return found
-        creditor, case_id = found
+        creditor, case_id, pending_possible = found
         lines = self._config.registered_lines.get(creditor)
         cmd = RequestDial(
             actor=self._actor,
@@ -127,7 +127,9 @@ class GateSipAuthorizer:
             agent_id=invite.agent_id,
             channel="sip",
             creditor=creditor,
-            match_pending=True,
+            # False only when the resolution read just saw no pending authorisation of
+            # this agent for this number: RequestDial then skips looking again
+            match_pending=pending_possible,
             attempt_id=invite.attempt_id,
             caller_line=invite.caller_line,
             registered_lines=lines,
@@ -158,8 +160,9 @@ class GateSipAuthorizer:
             decision_id=result.decision_id,
         )
 
-    async def _resolve_case(self, invite: SipDialInput) -> tuple[str, str] | SipDialAnswer:
-        """(creditor, case_id) for the INVITE, or the refusal when there is none/many."""
+    async def _resolve_case(self, invite: SipDialInput) -> tuple[str, str, bool] | SipDialAnswer:
+        """(creditor, case_id, a pending authorisation may apply) for the INVITE, or the
+        refusal when there is no case or several."""
         store = self._gate.store
         async with self._reads, store.read() as uow:
             conn = getattr(uow, "conn", None)  # the SQL store's connection: one statement
@@ -171,15 +174,15 @@ class GateSipAuthorizer:
                 ).all()
                 for src, creditor, case_id in rows:
                     if src == 0:  # a pending authorisation wins (as find_pending first)
-                        return creditor, case_id
+                        return creditor, case_id, True
                 held = [(creditor, case_id) for _, creditor, case_id in rows]
                 if len(held) == 1:
-                    return held[0]
+                    return held[0][0], held[0][1], False
                 return self._refused("case.ambiguous" if held else "case.not_found", invite)
             if invite.case_id:
                 cases = await uow.cases.find(invite.case_id, None)
                 if len(cases) == 1:
-                    return cases[0].creditor, cases[0].case_id
+                    return cases[0].creditor, cases[0].case_id, True
                 if not cases:
                     return self._refused("case.not_found", invite)
                 # the same case id at two creditors: a pending attempt can still say which
@@ -189,7 +192,7 @@ class GateSipAuthorizer:
             elif invite.agent_id:
                 pending = await uow.attempts.find_pending(invite.agent_id, invite.number, self._gate.clock.now())
             if pending is not None and (not invite.case_id or pending.case_id == invite.case_id):
-                return pending.creditor, pending.case_id
+                return pending.creditor, pending.case_id, True
             if invite.case_id:
                 return self._refused("case.ambiguous", invite)
             cases = [
@@ -198,7 +201,7 @@ class GateSipAuthorizer:
                 if c.status == "active" and c.assigned_agent == invite.agent_id
             ]
         if len(cases) == 1:
-            return cases[0].creditor, cases[0].case_id
+            return cases[0].creditor, cases[0].case_id, True
         return self._refused("case.ambiguous" if cases else "case.not_found", invite)
 
     @staticmethod
