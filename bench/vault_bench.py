@@ -469,8 +469,9 @@ def main() -> None:
     mem = max(best["mem1"], best["mem2"])
     met = "MET" if ingest >= 0.7 * gcm else "NOT MET"
     print(f"  ingest >= 70% of raw AES-GCM ......... {met}: {ingest / gcm:.1%} to disk, {mem / gcm:.1%} in memory.")
-    print(f"      SHA-256 alone runs at {best['sha'] / gcm:.1%} of raw AES-GCM here, so no ingest that hashes every"
-          f" byte can exceed {best['sha'] / gcm:.1%};")
+    bound = max(best["sha"], ceiling)  # on a busy machine the SHA round may have been the unlucky one
+    print(f"      SHA-256 alone runs at {best['sha'] / gcm:.1%} of raw AES-GCM here (AES+SHA at {ceiling / gcm:.1%}),"
+          f" so no ingest that hashes every byte can pass ~{bound / gcm:.0%};")
     print(f"      against the real ceiling (AES+SHA of the same bytes: {ceiling / gcm:.1%}) ingest reaches"
           f" {ingest / ceiling:.1%} to disk, {mem / ceiling:.1%} in memory.")
     print(f"  peak RSS growth < 64 MiB ............. {'MET' if growth < 64 * MiB else 'NOT MET'}: {growth / MiB:.1f} MiB")
