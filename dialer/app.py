@@ -108,6 +108,7 @@ async def open_services(config: Config, clock: Clock | None = None, *, migrate: 
             clock=clock,
             policies=policies,
             attempt_validity=timedelta(seconds=config.gate.attempt_validity_s),
+            recorder_check_ttl_s=config.gate.recorder_check_s,
         )
         yield Services(
             config=config, clock=clock, store=store, policies=policies, gate=gate,

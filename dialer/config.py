@@ -52,6 +52,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "attempt_validity_s": 120,
         # Token → user cache; a revoked token stops working after at most this long.
         "auth_cache_s": 10.0,
+        # The recorder's "I can record" is trusted for this long (its check costs more
+        # than a decision); "I cannot" is never reused. 0 = ask before every dial.
+        "recorder_check_s": 1.0,
     },
     "log": {
         "level": "info",
@@ -98,6 +101,7 @@ class HttpConfig:
 class GateConfig:
     attempt_validity_s: int
     auth_cache_s: float
+    recorder_check_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +216,8 @@ def build_config(
         raise ConfigError(
             f"{source}: store.url: expected sqlite+aiosqlite://… or postgresql+asyncpg://…"
         )
+    if not 0 <= typed["gate"].recorder_check_s <= 60:
+        raise ConfigError(f"{source}: gate.recorder_check_s: expected 0 to 60 seconds")
     if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
     return Config(

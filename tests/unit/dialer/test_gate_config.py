@@ -79,3 +79,11 @@ def test_secrets_come_from_a_file_or_the_environment_never_inline(tmp_path: Path
 def test_the_shipped_config_toml_loads() -> None:
     cfg = load_config(Path(__file__).resolve().parents[3] / "config.toml", env={})
     assert cfg.gate.attempt_validity_s == 120
+
+
+def test_the_recorder_check_interval_defaults_to_one_second_and_rejects_nonsense() -> None:
+    assert build_config({}).gate.recorder_check_s == 1.0
+    assert build_config({"gate": {"recorder_check_s": 0}}).gate.recorder_check_s == 0.0
+    for bad in (-1, 3600, "soon"):
+        with pytest.raises(ConfigError, match="recorder_check_s"):
+            build_config({"gate": {"recorder_check_s": bad}})
