@@ -172,9 +172,14 @@ class Decision:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    # Exact-type checks first: this runs for every decision answered, and an
+    # isinstance against typing.Mapping is an ABC check (the slow path).
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if kind is list or kind is tuple or isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(v) for v in value]
     if isinstance(value, (datetime, date)):
         return value.isoformat()
