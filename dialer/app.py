@@ -196,6 +196,9 @@ def build_app(config: Config, clock: Clock | None = None) -> FastAPI:
         version="1",
         summary="Compliance gate between a collections call center's PBX and its case store",
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry hooks run on every request; the service
+        # exports its own Prometheus metrics (/metrics) and structured logs instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     for path in ROUTERS:
