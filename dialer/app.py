@@ -168,6 +168,29 @@ class RequestContext:
         await self.app(scope, receive, send_with_id)
 
 
+def _document_bearer_auth(app: FastAPI) -> None:
+    """Every endpoint takes `Authorization: Bearer <token>` (read from the request by
+    `dialer.http.deps`, not declared per route): say so once in the OpenAPI schema,
+    so /docs shows the scheme and its Authorize button."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The token `dialgate users add` printed once. Every endpoint needs one.",
+                }
+            }
+            doc["security"] = [{"bearer": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
+
+
 def build_app(config: Config, clock: Clock | None = None) -> FastAPI:
     """The FastAPI application over `config`; adapters open in its lifespan."""
 
@@ -203,5 +226,6 @@ def build_app(config: Config, clock: Clock | None = None) -> FastAPI:
     problems.install(app)
     for path in ROUTERS:
         app.include_router(_load(path))
+    _document_bearer_auth(app)
     app.add_middleware(RequestContext)
     return app

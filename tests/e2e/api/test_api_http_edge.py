@@ -153,3 +153,15 @@ async def test_a_dial_while_the_store_is_down_is_503_problem_with_retry_after(ap
     assert r.headers["retry-after"] == "5"
     assert r.json()["type"].endswith("/store-unavailable")
     assert r.json()["instance"] == "/v1/dials"
+
+
+async def test_the_openapi_schema_declares_bearer_authentication_for_every_endpoint(api: Api) -> None:
+    r = await api.client.get("/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": "The token `dialgate users add` printed once. Every endpoint needs one.",
+    }
+    assert doc["security"] == [{"bearer": []}]
+    assert "/v1/dials" in doc["paths"] and "/v1/blocked-dials" in doc["paths"]
