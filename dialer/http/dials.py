@@ -10,12 +10,12 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 
 from dialer.errors import DialBlocked
 from dialer.http.deps import Caller, Svc
+from dialer.http.problems import FastJSONResponse
 from dialer.model import Principal
 from dialer.usecases import CheckDial, LogOutcome, PromiseInput, RequestDial, outcome_json
 
@@ -64,7 +64,7 @@ async def dial(body: DialBody, who: Caller, request: Request) -> Any:
     return await _dial(request.app.state.services, body, who)
 
 
-async def _dial(svc: Any, body: DialBody, who: Principal) -> JSONResponse:
+async def _dial(svc: Any, body: DialBody, who: Principal) -> FastJSONResponse:
     result = await svc.gate.request_dial(
         RequestDial(actor=who, case_id=body.case_id, number=body.number, agent_id=body.agent_id,
                     channel="api", creditor=body.creditor)
@@ -74,7 +74,7 @@ async def _dial(svc: Any, body: DialBody, who: Principal) -> JSONResponse:
     assert result.attempt is not None
     # Plain JSON values already: answered as is (FastAPI's generic encoding of the
     # returned dict cost more CPU than the decision itself on this hot path).
-    return JSONResponse({
+    return FastJSONResponse({
         "attempt_id": result.attempt.attempt_id,
         "state": result.attempt.state,
         "state_url": f"/v1/attempts/{result.attempt.attempt_id}",
