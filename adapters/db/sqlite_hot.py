@@ -76,3 +76,24 @@ INSERT_OUTBOX = (
     "INSERT INTO outbox (event_id, type, creditor, case_id, case_seq, occurred_at, payload, published_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"
 )
+USER_BY_NAME = "SELECT id, name, role FROM users WHERE name = ? AND disabled = 0"
+USER_CREDITORS = "SELECT creditor FROM user_creditors WHERE user_id = ?"
+ATTEMPT_KEYS = (
+    "id", "case_pk", "creditor", "case_id", "number", "relation", "agent_id", "channel", "state", "at",
+    "valid_until", "decision_id", "connected",
+)
+_ATTEMPT_SELECT = f"SELECT {', '.join(ATTEMPT_KEYS)} FROM attempts"
+ATTEMPT_BY_ID = f"{_ATTEMPT_SELECT} WHERE id = ?"
+# Same as the Core `find_pending`: the agent's oldest live authorisation for the number.
+ATTEMPT_PENDING = (
+    f"{_ATTEMPT_SELECT} WHERE agent_id = ? AND state = 'authorised' AND number = ? AND valid_until >= ? "
+    "ORDER BY at LIMIT 1"
+)
+
+
+def attempt_row(r: tuple) -> dict:  # type: ignore[type-arg]
+    """An attempts row as the Core path's mapping (times aware UTC, connected a bool)."""
+    row = dict(zip(ATTEMPT_KEYS, r))
+    row["at"] = py_time(row["at"])
+    row["valid_until"] = py_time(row["valid_until"])
+    return row

@@ -586,7 +586,7 @@ class SqlUnitOfWork:
         self.attempts = SqlAttemptRepository(conn, raw)
         self.decisions = SqlDecisionLog(conn, is_postgres, raw)
         self.outbox = SqlOutbox(conn, raw)
-        self.users = SqlUserRepository(conn)
+        self.users = SqlUserRepository(conn, raw)
         self.audit = SqlAuditLog(conn)
 
 
@@ -952,10 +952,16 @@ class SqlAttemptRepository:
         )
 
     async def get(self, attempt_id: str) -> AttemptRecord | None:
+        if self.raw is not None:
+            found = self.raw.execute(hot.ATTEMPT_BY_ID, (attempt_id,)).fetchone()
+            return _attempt(hot.attempt_row(found)) if found else None
         r = (await self.conn.execute(select(t.attempts).where(t.attempts.c.id == attempt_id))).mappings().first()
         return _attempt(r) if r else None
 
     async def find_pending(self, agent_id: str, number: str, now: datetime) -> AttemptRecord | None:
+        if self.raw is not None:
+            found = self.raw.execute(hot.ATTEMPT_PENDING, (agent_id, number, hot.db_time(now))).fetchone()
+            return _attempt(hot.attempt_row(found)) if found else None
         a = t.attempts.c
         r = (
             await self.conn.execute(
@@ -1299,8 +1305,9 @@ class SqlOutbox:
 
 
 class SqlUserRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
         self.conn = conn
+        self.raw = raw
 
     async def _principal(self, where: Any) -> Principal | None:
         u = (await self.conn.execute(select(t.users).where(where, t.users.c.disabled.is_(False)))).mappings().first()
@@ -1315,6 +1322,12 @@ class SqlUserRepository:
         return await self._principal(t.users.c.token_hash == token_hash)
 
     async def by_name(self, name: str) -> Principal | None:
+        if self.raw is not None:  # the SIP gate asks for its agent on every decision
+            u = self.raw.execute(hot.USER_BY_NAME, (name,)).fetchone()
+            if u is None:
+                return None
+            creds = frozenset(r[0] for r in self.raw.execute(hot.USER_CREDITORS, (u[0],)))
+            return Principal(user_id=u[0], name=u[1], role=u[2], creditors=creds)
         return await self._principal(t.users.c.name == name)
 
     async def add(self, name: str, role: str, creditors: frozenset[str], token_hash: str, now: datetime) -> Principal:

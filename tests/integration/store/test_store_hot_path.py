@@ -47,7 +47,7 @@ TABLES = {
 
 async def _scenario(svc: Services, clock: FixedClock) -> None:
     users = {}
-    for name, role in (("col-h", "collector"), ("data-h", "data")):
+    for name, role in (("col-h", "collector"), ("data-h", "data"), ("pbx-h", "pbx")):
         users[name], _ = await add_user(svc.store, clock, name, role, frozenset({"bank-h"}))
     cases = [one_case("H-1", "bank-h", "col-h", "13800000081"), one_case("H-2", "bank-h", "col-h", "13800000082")]
     for c in cases:
@@ -69,6 +69,21 @@ async def _scenario(svc: Services, clock: FixedClock) -> None:
         clock.advance(minutes=1)
     # The history the raw path read back made some of these blocked: both paths agree.
     assert any(not allowed for allowed, _ in outcomes), outcomes
+    # The SIP gate's shapes: the agent looked up by name, a click-to-dial authorisation
+    # found by agent and number (then by id) and consumed, one with none to find.
+    clock.advance(hours=3)
+    pbx = users["pbx-h"]
+    clicked = await svc.gate.request_dial(RequestDial(actor=col, case_id="H-2", number="13800000082", agent_id="col-h"))
+    assert clicked.allowed and clicked.attempt is not None
+    sip = dict(actor=pbx, case_id="H-2", number="13800000082", agent_id="col-h", channel="sip", match_pending=True)
+    consumed = await svc.gate.request_dial(RequestDial(**sip))
+    assert consumed.reused and consumed.attempt.attempt_id == clicked.attempt.attempt_id  # type: ignore[union-attr]
+    clicked = await svc.gate.request_dial(RequestDial(actor=col, case_id="H-1", number="13800000081", agent_id="col-h"))
+    by_id = await svc.gate.request_dial(RequestDial(**{**sip, "case_id": "H-1", "number": "13800000081",
+                                                       "attempt_id": clicked.attempt.attempt_id}))  # type: ignore[union-attr]
+    assert by_id.reused
+    fresh = await svc.gate.request_dial(RequestDial(**{**sip, "case_id": "H-1", "number": "13800000081"}))
+    assert not fresh.reused
 
 
 async def _dump(svc: Services) -> dict[str, list[tuple[Any, ...]]]:
@@ -121,6 +136,7 @@ async def test_a_chain_appended_by_both_paths_verifies(tmp_path: Path) -> None:
     clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
     async with open_services(cfg, clock) as svc:
         await _scenario(svc, clock)  # driver statements
+        written = len((await _dump(svc))["decisions"])
         async with svc.store.read() as uow:
             record = next(iter((await uow.decisions.get_many(
                 [(await uow.conn.execute(text("SELECT decision_id FROM decisions LIMIT 1"))).scalar_one()]
@@ -137,7 +153,7 @@ async def test_a_chain_appended_by_both_paths_verifies(tmp_path: Path) -> None:
         assert report.ok, report
         async with svc.store.read() as uow:
             kinds = [r[0] for r in (await uow.conn.execute(text("SELECT decision_id FROM decisions ORDER BY seq"))).all()]
-        assert kinds[-3:-1] == ["core-0", "core-1"] and len(kinds) == 9
+        assert kinds[-3:-1] == ["core-0", "core-1"] and len(kinds) == written + 3
 
 
 async def _principal(svc: Services, name: str) -> Any:
