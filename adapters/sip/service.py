@@ -14,9 +14,10 @@ Case resolution for an INVITE (in this order):
 
 Nothing found, or several candidates, is a refusal (603) with rule id ``case.not_found``
 or ``case.ambiguous``; an INVITE without a known agent is refused with
-``agent.unknown``. Those refusals never reach the policy, so — exactly like a 404 or
-400 from the HTTP API — they write no decision record; they are logged as
-``sip.refused`` events with the number masked.
+``agent.unknown``. Those refusals never reach the policy, but the PBX did try to
+place the call, so each is written to the decision log as a blocked dial
+(``Gate.record_refusal``: the creditor whose registered line placed it, else chain
+"-", which admins review) and logged as ``sip.refused`` with the number masked.
 
 The gate acts as the internal identity ``sip-gate`` (unscoped: the PBX carries every
 creditor's calls); the agent named by the INVITE is who the policy checks.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from typing import Any, AsyncIterator
 
@@ -113,6 +115,33 @@ class GateSipAuthorizer:
         self._reads = asyncio.Semaphore(max_concurrent_reads)
 
     async def authorize(self, invite: SipDialInput) -> SipDialAnswer:
+        answer = await self._authorize(invite)
+        if not answer.allowed and answer.decision_id is None:
+            answer = await self._log_refusal(invite, answer)
+        return answer
+
+    async def _log_refusal(self, invite: SipDialInput, answer: SipDialAnswer) -> SipDialAnswer:
+        """A refusal made before the policy (no case, several, unknown agent) goes to the
+        decision log like any blocked dial, under the creditor whose registered line
+        placed the call when exactly one has it. The 603 goes out even if the log
+        write fails (the refusal stands; the failure is logged)."""
+        holders = [c for c, lines in self._config.registered_lines.items() if invite.caller_line in lines]
+        cmd = RequestDial(
+            actor=self._actor,
+            case_id=invite.case_id or "",
+            number=invite.number,
+            agent_id=invite.agent_id or "",
+            channel="sip",
+            creditor=holders[0] if len(holders) == 1 else None,
+        )
+        try:
+            record = await self._gate.record_refusal(cmd, answer.rule_id, answer.reason, answer.reason_zh)
+        except Exception as exc:  # noqa: BLE001 - the call is refused either way
+            log.error("sip.refusal_unlogged", rule_id=answer.rule_id, call_id=invite.call_id, error=str(exc))
+            return answer
+        return dataclasses.replace(answer, decision_id=record.decision_id)
+
+    async def _authorize(self, invite: SipDialInput) -> SipDialAnswer:
         if not invite.agent_id:
             return self._refused("agent.unknown", invite)
         found = await self._resolve_case(invite)

@@ -103,6 +103,16 @@ async def test_another_agents_case_and_an_unknown_extension_are_declined_without
     # naming the case does not help: the policy refuses a case not assigned to the agent
     assert with_case.status == 603 and with_case.get("reason") == 'SIP;cause=603;text="agent.not_assigned"'
     assert await running.attempts() == 0
+    # All three are blocked decisions in the log. The pre-policy refusal from a
+    # registered line (1001, bank-a's) is under that creditor, for its compliance
+    # staff; the one from unregistered extension 1999 belongs to no creditor (chain
+    # "-", for admins), so bank-a's compliance does not see it.
+    r = await running.get("/v1/blocked-dials", "comp-a")
+    assert sorted(i["rule_id"] for i in r.json()["items"]) == ["agent.not_assigned", "case.not_found"]
+    async with running.svc.store.read() as uow:
+        rows, _ = await uow.decisions.query(allowed=False, creditors=None, since=None, until=None, agent_id=None,
+                                            rule_id="agent.unknown", case_id=None, after=None, limit=10)
+    assert [(r.chain, r.channel, r.number_masked) for _, r in rows] == [("-", "sip", "138****0001")]
 
 
 async def test_two_active_cases_of_the_agent_holding_the_number_are_declined_as_ambiguous(tmp_path):
