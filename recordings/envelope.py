@@ -30,7 +30,7 @@ import queue
 import struct
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Protocol
+from typing import Any, BinaryIO, Callable, Iterator, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -152,6 +152,18 @@ class _ChunkSealer:
         return o
 
 
+def _sealing(data_key: bytes, recording_id: str, key_id: str, chunk_size: int, batch_bytes: int) -> tuple[_ChunkSealer, Any, int]:
+    """What both writers start from: the chunk sealer bound to this recording's header,
+    the plaintext's running SHA-256, and the batch capacity (whole chunks)."""
+    if len(data_key) != KEY_SIZE:
+        raise ValueError("data key must be 32 bytes")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
+    sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
+    return sealer, hashlib.sha256(), max(1, batch_bytes // chunk_size) * chunk_size
+
+
 class EnvelopeWriter:
     """Streams plaintext in, sealed chunks out, in batches of whole chunks, on the
     caller's thread; memory is two fixed buffers (one batch in, one sealed out).
@@ -172,17 +184,9 @@ class EnvelopeWriter:
         chunk_size: int = CHUNK_SIZE,
         batch_bytes: int = BATCH_BYTES,
     ) -> None:
-        if len(data_key) != KEY_SIZE:
-            raise ValueError("data key must be 32 bytes")
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be positive")
+        self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
         self._out = out
         self._chunk = chunk_size
-        header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
-        self._sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
-        self._sha = hashlib.sha256()
-        per_batch = max(1, batch_bytes // chunk_size)
-        self._cap = per_batch * chunk_size
         self._batch = bytearray(self._cap)
         self._fill = 0
         self._sealed = bytearray(0)  # grown to one sealed batch when first needed
@@ -287,19 +291,11 @@ class PipelinedEnvelopeWriter:
         hash_on_worker: bool = False,
         on_room: Callable[[], None] | None = None,
     ) -> None:
-        if len(data_key) != KEY_SIZE:
-            raise ValueError("data key must be 32 bytes")
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be positive")
         if depth < 2:
             raise ValueError("depth must be at least 2")
+        self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
         self._out = out
         self._chunk = chunk_size
-        header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
-        self._sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
-        self._sha = hashlib.sha256()
-        per_batch = max(1, batch_bytes // chunk_size)
-        self._cap = per_batch * chunk_size
         self._hash_on_worker = hash_on_worker
         self._depth = depth
         self._low_water = depth // 2  # <= depth - 1: reached whenever the caller waits
