@@ -152,8 +152,10 @@ class _ChunkSealer:
         return o
 
 
-def _sealing(data_key: bytes, recording_id: str, key_id: str, chunk_size: int, batch_bytes: int) -> tuple[_ChunkSealer, Any, int]:
-    """What both writers start from: the chunk sealer bound to this recording's header,
+def _sealing(
+    data_key: bytes, recording_id: str, key_id: str, chunk_size: int, batch_bytes: int
+) -> tuple[bytes, _ChunkSealer, Any, int]:
+    """What both writers start from: the encoded header, the chunk sealer bound to it,
     the plaintext's running SHA-256, and the batch capacity (whole chunks)."""
     if len(data_key) != KEY_SIZE:
         raise ValueError("data key must be 32 bytes")
@@ -161,7 +163,7 @@ def _sealing(data_key: bytes, recording_id: str, key_id: str, chunk_size: int, b
         raise ValueError("chunk_size must be positive")
     header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
     sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
-    return sealer, hashlib.sha256(), max(1, batch_bytes // chunk_size) * chunk_size
+    return header, sealer, hashlib.sha256(), max(1, batch_bytes // chunk_size) * chunk_size
 
 
 class EnvelopeWriter:
@@ -184,7 +186,7 @@ class EnvelopeWriter:
         chunk_size: int = CHUNK_SIZE,
         batch_bytes: int = BATCH_BYTES,
     ) -> None:
-        self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
+        header, self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
         self._out = out
         self._chunk = chunk_size
         self._batch = bytearray(self._cap)
@@ -293,7 +295,7 @@ class PipelinedEnvelopeWriter:
     ) -> None:
         if depth < 2:
             raise ValueError("depth must be at least 2")
-        self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
+        header, self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
         self._out = out
         self._chunk = chunk_size
         self._hash_on_worker = hash_on_worker
