@@ -62,6 +62,10 @@ class CaseRepository(Protocol):
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]: ...
 
+    async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:
+        """The active cases assigned to the agent that hold the number (any creditor)."""
+        ...
+
     async def next_event_seq(self, pk: int, count: int = 1) -> int:
         """Reserve `count` per-case event sequence numbers; returns the first."""
         ...

@@ -99,6 +99,12 @@ class RequestDial:
     The SIP gate sets `match_pending`: an authorisation the click-to-dial already
     reserved (by `attempt_id`, else by agent and number within its validity window)
     is consumed instead of deciding and counting again.
+
+    An empty `case_id` (the SIP gate's usual INVITE; only on a store whose writes are
+    all serialised, see `Gate.resolves_in_write`) is resolved inside the write: the
+    agent's pending authorisation for the number, else the one active case assigned to
+    the agent that holds it (`NoSuchCase` / `AmbiguousCase` otherwise). The caller
+    line is then checked against `lines_by_creditor[case.creditor]`.
     """
 
     actor: Principal
@@ -111,6 +117,7 @@ class RequestDial:
     attempt_id: str | None = None
     caller_line: str | None = None
     registered_lines: frozenset[str] | None = None
+    lines_by_creditor: Mapping[str, frozenset[str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +228,38 @@ class Gate:
             )
         return found[0]
 
+    @property
+    def resolves_in_write(self) -> bool:
+        """Whether a dial without a case id may be resolved inside its write (the store
+        serialises every write, so no per-case lock has to be known beforehand)."""
+        return bool(getattr(self.store, "serialised_writes", False))
+
+    async def _resolve_by_number(
+        self, uow: UnitOfWork, cmd: RequestDial, number: str, now: datetime
+    ) -> tuple[CaseRecord, RequestDial]:
+        if not self.resolves_in_write:
+            raise UnprocessableEntity("case_id is required", details={"field": "case_id"})
+        scope = cmd.actor.scope()
+        pending = await uow.attempts.find_pending(cmd.agent_id, number, now)
+        if pending is not None:
+            found = await uow.cases.find(pending.case_id, frozenset({pending.creditor}))
+        else:
+            found = await uow.cases.active_for_agent(cmd.agent_id, number)
+        if scope is not None:
+            found = [c for c in found if c.creditor in scope]
+        if not found:
+            raise NoSuchCase(f"no case of agent {cmd.agent_id!r} holds this number", details={"case_id": ""})
+        if len(found) > 1:
+            raise AmbiguousCase(
+                f"several active cases of agent {cmd.agent_id!r} hold this number",
+                details={"case_id": "", "creditors": sorted(c.creditor for c in found)},
+            )
+        case = found[0]
+        lines = cmd.lines_by_creditor.get(case.creditor) if cmd.lines_by_creditor is not None else cmd.registered_lines
+        resolved = replace(cmd, case_id=case.case_id, creditor=case.creditor, registered_lines=lines,
+                           match_pending=cmd.match_pending and pending is not None)
+        return case, resolved
+
     async def _agent(self, uow: UnitOfWork, actor: Principal, agent_id: str) -> AgentSnapshot:
         if actor.role in ("collector", "supervisor"):
             if agent_id != actor.name:
@@ -330,7 +369,10 @@ class Gate:
         number = e164 or cmd.number.strip()
         try:
             async with self.store.write((f"case:{cmd.case_id}", f"number:{number}")) as uow:
-                case = await self._resolve_case(uow, cmd.actor, cmd.case_id, cmd.creditor)
+                if cmd.case_id:
+                    case = await self._resolve_case(uow, cmd.actor, cmd.case_id, cmd.creditor)
+                else:
+                    case, cmd = await self._resolve_by_number(uow, cmd, number, now)
                 pol = self.policies.for_creditor(case.creditor)
                 if pol.default_region != default_region:
                     number = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()

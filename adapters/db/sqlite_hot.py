@@ -47,6 +47,11 @@ CASE_KEYS = (
     "flags", "amount_due", "overdue_days", "follow_up_status", "next_action_date", "event_seq", "updated_at",
 )
 CASES_BY_ID = f"SELECT {', '.join(CASE_KEYS)} FROM cases WHERE case_id = ? ORDER BY id"
+# The agent's active cases holding a number (the SIP gate's INVITE without a case id).
+CASES_ACTIVE_FOR_AGENT_NUMBER = (
+    f"SELECT {', '.join(CASE_KEYS)} FROM cases WHERE id IN (SELECT case_pk FROM contacts WHERE number = ?) "
+    "AND status = 'active' AND assigned_agent = ? ORDER BY id"
+)
 CONTACT_KEYS = ("case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
 CONTACTS_OF_ONE = f"SELECT {', '.join(CONTACT_KEYS)} FROM contacts WHERE case_pk = ? ORDER BY id"
 # Same shape and plan as the Core `Q_HISTORY`: two index range scans merged.

@@ -307,6 +307,12 @@ class SqlAlchemyCaseStore:
             self._engine = None
 
     @property
+    def serialised_writes(self) -> bool:
+        """SQLite: every write transaction runs alone (BEGIN IMMEDIATE), so a use case
+        may decide which case it is about inside its write."""
+        return self.is_sqlite
+
+    @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
             raise RuntimeError("store not opened: use `async with store:`")
@@ -648,9 +654,14 @@ class SqlCaseRepository:
         return _case_records(rows, by_case)
 
     def _find_raw(self, raw: sqlite3.Connection, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
+        return self._load_raw(raw, hot.CASES_BY_ID, (case_id,), creditors)
+
+    def _load_raw(
+        self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], creditors: frozenset[str] | None
+    ) -> list[CaseRecord]:
         rows = []
         by_case: dict[int, list[ContactRecord]] = {}
-        for r in raw.execute(hot.CASES_BY_ID, (case_id,)).fetchall():
+        for r in raw.execute(sql, params).fetchall():
             if creditors is not None and r[1] not in creditors:
                 continue
             row = dict(zip(hot.CASE_KEYS, r))
@@ -805,6 +816,15 @@ class SqlCaseRepository:
     async def update_contact(self, pk: int, number: str, **changes: Any) -> None:
         await self.conn.execute(
             update(t.contacts).where(t.contacts.c.case_pk == pk, t.contacts.c.number == number).values(**changes)
+        )
+
+    async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:
+        """The active cases assigned to `agent_id` that hold `number` (any creditor)."""
+        if self.raw is not None:
+            return self._load_raw(self.raw, hot.CASES_ACTIVE_FOR_AGENT_NUMBER, (number, agent_id), None)
+        holding = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)
+        return await self._load(
+            and_(t.cases.c.id.in_(holding), t.cases.c.status == "active", t.cases.c.assigned_agent == agent_id)
         )
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]:

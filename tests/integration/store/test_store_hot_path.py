@@ -84,6 +84,14 @@ async def _scenario(svc: Services, clock: FixedClock) -> None:
     assert by_id.reused
     fresh = await svc.gate.request_dial(RequestDial(**{**sip, "case_id": "H-1", "number": "13800000081"}))
     assert not fresh.reused
+    # No case id: resolved inside the write, by the pending authorisation, else by the
+    # agent's one active case holding the number.
+    clicked = await svc.gate.request_dial(RequestDial(actor=col, case_id="H-2", number="13800000082", agent_id="col-h"))
+    by_agent = await svc.gate.request_dial(RequestDial(**{**sip, "case_id": ""}))
+    assert by_agent.reused and by_agent.attempt.attempt_id == clicked.attempt.attempt_id  # type: ignore[union-attr]
+    clock.advance(hours=2)
+    resolved = await svc.gate.request_dial(RequestDial(**{**sip, "case_id": ""}))
+    assert resolved.record.case_id == "H-2" and not resolved.reused
 
 
 async def _dump(svc: Services) -> dict[str, list[tuple[Any, ...]]]:
