@@ -144,25 +144,39 @@ class GateSipAuthorizer:
     async def _authorize(self, invite: SipDialInput) -> SipDialAnswer:
         if not invite.agent_id:
             return self._refused("agent.unknown", invite)
-        found = await self._resolve_case(invite)
-        if isinstance(found, SipDialAnswer):
-            return found
-        creditor, case_id, pending_possible = found
-        lines = self._config.registered_lines.get(creditor)
-        cmd = RequestDial(
-            actor=self._actor,
-            case_id=case_id,
-            number=invite.number,
-            agent_id=invite.agent_id,
-            channel="sip",
-            creditor=creditor,
-            # False only when the resolution read just saw no pending authorisation of
-            # this agent for this number: RequestDial then skips looking again
-            match_pending=pending_possible,
-            attempt_id=invite.attempt_id,
-            caller_line=invite.caller_line,
-            registered_lines=lines,
-        )
+        if not invite.case_id and not invite.attempt_id and self._gate.resolves_in_write:
+            # The usual INVITE on SQLite: the case is resolved inside the write unit (no
+            # separate read through the read pool's threads; profiled at ~3.5 ms of CPU
+            # per INVITE with it).
+            cmd = RequestDial(
+                actor=self._actor,
+                case_id="",
+                number=invite.number,
+                agent_id=invite.agent_id,
+                channel="sip",
+                match_pending=True,
+                caller_line=invite.caller_line,
+                lines_by_creditor=self._config.registered_lines,
+            )
+        else:
+            found = await self._resolve_case(invite)
+            if isinstance(found, SipDialAnswer):
+                return found
+            creditor, case_id, pending_possible = found
+            cmd = RequestDial(
+                actor=self._actor,
+                case_id=case_id,
+                number=invite.number,
+                agent_id=invite.agent_id,
+                channel="sip",
+                creditor=creditor,
+                # False only when the resolution read just saw no pending authorisation
+                # of this agent for this number: RequestDial then skips looking again
+                match_pending=pending_possible,
+                attempt_id=invite.attempt_id,
+                caller_line=invite.caller_line,
+                registered_lines=self._config.registered_lines.get(creditor),
+            )
         try:
             result = await self._gate.request_dial(cmd)
         except NoSuchCase:
