@@ -202,6 +202,9 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
         # the first case through the import use case (creates the creditor), the rest in bulk
         await svc.gate.import_cases(data, parse_cases_payload({"cases": [doc]}, svc.region_of))
         await bulk_cases(svc, all_numbers[1:], clock.now())
+        from dialer.cli import freeze_long_lived
+
+        freeze_long_lived()  # as `dialgate serve` does once started
         print("READY", flush=True)
         await asyncio.Event().wait()
 

@@ -111,13 +111,22 @@ def serve(
                 timeout_graceful_shutdown=10)
 
 
+def freeze_long_lived() -> None:
+    """Collect once, then keep everything alive now out of the collector's walks and
+    make young collections rarer (see `_frozen_after_startup`)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 20, 20)
+
+
 def _frozen_after_startup(app: Any) -> Any:
     """Once start-up is done, everything alive (modules, the app, the store, the policy)
     stays for the life of the process: `gc.freeze()` takes it out of the collector's
     walks, so a full collection under load costs the requests' garbage, not ~10^5
     long-lived objects (a latency spike every few thousand requests otherwise). Young
     collections run less often too: each dial allocates thousands of short-lived objects."""
-    import gc
     from contextlib import asynccontextmanager
 
     inner = app.router.lifespan_context
@@ -125,9 +134,7 @@ def _frozen_after_startup(app: Any) -> Any:
     @asynccontextmanager
     async def lifespan(a: Any) -> Any:
         async with inner(a) as state:
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(7000, 20, 20)
+            freeze_long_lived()
             yield state
 
     app.router.lifespan_context = lifespan
