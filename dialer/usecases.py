@@ -313,22 +313,24 @@ class Gate:
             inputs_used=_masked_inputs(decision.inputs_used),
         )
 
-    def _store_unavailable(self, now: datetime) -> Decision:
-        check = Check(
-            "system.store_unavailable",
-            False,
-            "the case store is unavailable: failing closed",
-            "案件库不可用，拒绝拨打（故障即拒绝）",
-        )
+    def _refused_outright(self, rule_id: str, detail: str, detail_zh: str, now: datetime) -> Decision:
+        """A block decided without the policy (the store is down; the SIP gate cannot
+        tell the case or agent): one failed check, nothing to wait for."""
         return Decision(
             allowed=False,
-            rule_id="system.store_unavailable",
-            reason="system.store_unavailable: the case store is unavailable: failing closed",
-            reason_zh="案件库不可用，拒绝拨打（故障即拒绝）",
+            rule_id=rule_id,
+            reason=f"{rule_id}: {detail}",
+            reason_zh=detail_zh,
             next_allowed_at=None,
-            checks=(check,),
+            checks=(Check(rule_id, False, detail, detail_zh),),
             policy_version=self.policies.version,
             evaluated_at=now,
+        )
+
+    def _store_unavailable(self, now: datetime) -> Decision:
+        return self._refused_outright(
+            "system.store_unavailable", "the case store is unavailable: failing closed",
+            "案件库不可用，拒绝拨打（故障即拒绝）", now,
         )
 
     async def _faults(self) -> frozenset[str]:
@@ -530,11 +532,7 @@ class Gate:
         started = asyncio.get_running_loop().time()
         now = self._now()
         number = self._normalise(cmd.number, self.policies.default.default_region) or cmd.number.strip()
-        check = Check(rule_id, False, reason, reason_zh)
-        decision = Decision(
-            allowed=False, rule_id=rule_id, reason=f"{rule_id}: {reason}", reason_zh=reason_zh,
-            next_allowed_at=None, checks=(check,), policy_version=self.policies.version, evaluated_at=now,
-        )
+        decision = self._refused_outright(rule_id, reason, reason_zh, now)
         record = self._record(
             decision_id=new_id(), kind="dial", now=now, decision=decision, actor=cmd.actor,
             agent_id=cmd.agent_id or "-", channel=cmd.channel, creditor=cmd.creditor or "-",
