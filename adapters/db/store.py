@@ -1068,6 +1068,15 @@ def decision_from_record(text_: str) -> DecisionRecord:
     )
 
 
+def _linked(record: DecisionRecord, chain: str, head: Any) -> tuple[DecisionRecord, str]:
+    """`record` as the next link after `head` (the chain's (seq, hash) row, or None):
+    with its seq, prev_hash and hash, and the canonical text that hash covers."""
+    seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
+    rec = replace(record, chain=chain, seq=seq, prev_hash=prev)
+    body = canonical_json(rec.body())
+    return replace(rec, hash=chain_hash(prev, body)), body
+
+
 class SqlDecisionLog:
     """Append-only, hash-chained per creditor.
 
@@ -1082,17 +1091,13 @@ class SqlDecisionLog:
         self.raw = raw
 
     def _append_raw(self, raw: sqlite3.Connection, record: DecisionRecord, chain: str) -> DecisionRecord:
-        head = raw.execute(hot.CHAIN_HEAD, (chain,)).fetchone()
-        seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
-        rec = replace(record, chain=chain, seq=seq, prev_hash=prev)
-        body = canonical_json(rec.body())
-        digest = chain_hash(prev, body)
+        rec, body = _linked(record, chain, raw.execute(hot.CHAIN_HEAD, (chain,)).fetchone())
         raw.execute(hot.INSERT_DECISION, (
-            chain, seq, rec.decision_id, rec.kind, hot.db_time(rec.at), rec.creditor, rec.case_id, rec.agent_id,
-            int(rec.allowed), rec.rule_id, rec.attempt_id, body, prev, digest,
+            chain, rec.seq, rec.decision_id, rec.kind, hot.db_time(rec.at), rec.creditor, rec.case_id, rec.agent_id,
+            int(rec.allowed), rec.rule_id, rec.attempt_id, body, rec.prev_hash, rec.hash,
         ))
-        raw.execute(hot.UPSERT_CHAIN_HEAD, (chain, seq, digest))
-        return replace(rec, hash=digest)
+        raw.execute(hot.UPSERT_CHAIN_HEAD, (chain, rec.seq, rec.hash))
+        return rec
 
     async def append(self, record: DecisionRecord) -> DecisionRecord:
         chain = record.creditor or "-"
@@ -1103,11 +1108,8 @@ class SqlDecisionLog:
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "chain:" + chain}
             )
         head = (await self.conn.execute(Q_CHAIN_HEAD, {"chain": chain})).first()
-        seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
-        rec = replace(record, chain=chain, seq=seq, prev_hash=prev)
-        body = canonical_json(rec.body())
-        digest = chain_hash(prev, body)
-        rec = replace(rec, hash=digest)
+        rec, body = _linked(record, chain, head)
+        seq, prev, digest = rec.seq, rec.prev_hash, rec.hash
         await self.conn.execute(
             I_DECISION,
             dict(
