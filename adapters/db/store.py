@@ -29,6 +29,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import replace
+from time import monotonic as _monotonic, sleep as _sleep
 from collections import Counter
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timezone
@@ -169,6 +170,34 @@ class _NestedShim:
         return False
 
 
+# How long the writer sleeps between tries of BEGIN IMMEDIATE while another process
+# holds SQLite's write lock: short at first (another DialGate process's group commit
+# holds it for a millisecond or two), then a millisecond, until `busy_timeout_ms`.
+_BEGIN_BACKOFF_S = (0.00005, 0.0001, 0.0002, 0.0005)
+
+
+def begin_immediate(dbapi_conn: sqlite3.Connection, busy_s: float) -> int:
+    """BEGIN IMMEDIATE on `dbapi_conn` (whose own busy timeout is 0), waiting for another
+    process's write transaction by retrying with short sleeps up to `busy_s`; returns how
+    many tries failed. SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms between
+    tries, so a second process on the same file waited far longer than the lock was
+    held (two `dialgate serve` on one database were slower together than one).
+    Raises the last `sqlite3.OperationalError` when the lock stays taken."""
+    deadline = _monotonic() + busy_s
+    tries = 0
+    while True:
+        try:
+            dbapi_conn.execute("BEGIN IMMEDIATE")
+            return tries
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if _monotonic() >= deadline:
+                raise
+        _sleep(_BEGIN_BACKOFF_S[tries] if tries < len(_BEGIN_BACKOFF_S) else 0.001)
+        tries += 1
+
+
 class _SqliteWriter:
     """One synchronous pysqlite connection for a file database's write transactions."""
 
@@ -183,15 +212,18 @@ class _SqliteWriter:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={sync_mode}")
             cur.execute("PRAGMA foreign_keys=ON")
+            # Inside a write transaction (WAL, the write lock held) nothing waits for
+            # the lock; BEGIN IMMEDIATE does its own waiting (`begin_immediate`).
+            cur.execute("PRAGMA busy_timeout=0")
             cur.close()
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            begin_immediate(conn.connection.dbapi_connection, busy_ms / 1000)
 
         self.conn: Connection | None = None
 
@@ -415,7 +447,7 @@ class SqlAlchemyCaseStore:
                     # transaction (and SQLite's write lock) is ours to roll back.
                     writer.abandon()
                     raise
-                except (SQLAlchemyError, OSError) as exc:
+                except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
                     writer.reset()
                     raise StoreUnavailable(f"cannot open a write transaction: {type(exc).__name__}: {exc}") from exc
                 self._group = _Group(trans)
