@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import os
 import signal
@@ -162,6 +163,18 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
             await asyncio.Event().wait()
         return
 
+    async with service(kind, port, cases, data_dir):
+        from dialer.cli import freeze_long_lived
+
+        freeze_long_lived()  # as `dialgate serve` does once started
+        print("READY", flush=True)
+        await asyncio.Event().wait()
+
+
+@contextlib.asynccontextmanager
+async def service(kind: str, port: int, cases: int, data_dir: str) -> Any:
+    """The real service (SQLite in ``data_dir``, SIP gate on ``port``) with ``cases``
+    active cases, one per number, assigned to col-a (extension 1001); yields its services."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
@@ -193,7 +206,7 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
         svc = app.state.services
         await add_user(svc.store, clock, "col-a", "collector", frozenset({"bank-a"}))
         data, _ = await add_user(svc.store, clock, "data-a", "data", frozenset({"bank-a"}))
-        all_numbers = numbers(0, cases)
+        all_numbers = numbers(0, max(cases, 1))
         doc = {
             "case_id": "B-0", "creditor": "bank-a", "debtor_name": "压测", "status": "active",
             "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": "col-a",
@@ -202,11 +215,7 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
         # the first case through the import use case (creates the creditor), the rest in bulk
         await svc.gate.import_cases(data, parse_cases_payload({"cases": [doc]}, svc.region_of))
         await bulk_cases(svc, all_numbers[1:], clock.now())
-        from dialer.cli import freeze_long_lived
-
-        freeze_long_lived()  # as `dialgate serve` does once started
-        print("READY", flush=True)
-        await asyncio.Event().wait()
+        yield svc
 
 
 async def bulk_cases(svc: Any, nums: list[str], now: Any) -> None:
@@ -523,6 +532,75 @@ def settle(target: Target, quiet: float = 0.1, longest: float = 15.0) -> None:
 # The SIP edge's own cost, in this process: no sockets, no sipp, no store
 
 
+_SDP = ("v=0\r\no=1001 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
+
+
+def invite_bytes(i: int) -> bytes:
+    """The bench's INVITE (as sipp sends it) for number FIRST_NUMBER + i."""
+    n = FIRST_NUMBER + i
+    return (f"INVITE sip:{n}@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-{i}-1-0;rport\r\n"
+            f"From: \"Agent 1001\" <sip:1001@127.0.0.1:6000>;tag=77-{i}\r\nTo: <sip:{n}@127.0.0.1:5070>\r\n"
+            f"Call-ID: {i}-77@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:6000>\r\nMax-Forwards: 70\r\n"
+            "P-Asserted-Identity: \"Collections line\" <sip:+862161234567@127.0.0.1>\r\n"
+            "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\nUser-Agent: DialGate-bench sipp\r\nContent-Type: application/sdp\r\n"
+            f"Content-Length: {len(_SDP)}\r\n\r\n{_SDP}").encode()
+
+
+def ack_bytes(i: int) -> bytes:
+    n = FIRST_NUMBER + i
+    return (f"ACK sip:{n}@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-{i}-1-0;rport\r\n"
+            f"From: \"Agent 1001\" <sip:1001@127.0.0.1:6000>;tag=77-{i}\r\nTo: <sip:{n}@127.0.0.1:5070>;tag=x\r\n"
+            f"Call-ID: {i}-77@127.0.0.1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+class _Collect:
+    """Stands in for the UDP transport: counts final answers (and which were 302)."""
+
+    def __init__(self) -> None:
+        self.finals = 0
+        self.moved = 0
+        self.wake: asyncio.Event | None = None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def sendto(self, data: bytes, _addr: Any) -> None:
+        if not data.startswith(b"SIP/2.0 100"):
+            self.finals += 1
+            self.moved += data.startswith(b"SIP/2.0 302")
+            if self.wake is not None:
+                self.wake.set()
+
+    def close(self) -> None:
+        pass
+
+
+async def _drive_sip(server: Any, first: int, calls: int, batch: int = 32) -> tuple[float, float, float, int]:
+    """INVITE+ACK for numbers first..first+calls straight into the listener's datagram
+    handler, ``batch`` decisions in flight; (process CPU, main-thread CPU, wall, 302s)."""
+    out = _Collect()
+    saved, server._udp = server._udp, out  # answers go here, not to a socket
+    invites = [invite_bytes(first + i) for i in range(calls)]
+    acks = [ack_bytes(first + i) for i in range(calls)]
+    peer = ("127.0.0.1", 6000)
+    cpu0, thread0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
+    try:
+        for s in range(0, calls, batch):
+            end = min(calls, s + batch)
+            for i in range(s, end):
+                server.on_datagram(invites[i], peer)
+            while out.finals < end:
+                out.wake = asyncio.Event()
+                await out.wake.wait()
+            for i in range(s, end):
+                server.on_datagram(acks[i], peer)
+    finally:
+        server._udp = saved
+    return time.process_time() - cpu0, time.thread_time() - thread0, time.perf_counter() - wall0, out.moved
+
+
 def edge_cost(calls: int) -> str:
     """CPU per INVITE + its ACK through the listener (parse, transaction table, decision
     task with the in-memory authorizer, 302 serialised) with datagrams handed straight to
@@ -537,65 +615,14 @@ def edge_cost(calls: int) -> str:
     from adapters.sip.server import SipServer
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    sdp = ("v=0\r\no=1001 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-           "m=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-           "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
-
-    def invite(i: int) -> bytes:
-        n = FIRST_NUMBER + i
-        return (f"INVITE sip:{n}@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-{i}-1-0;rport\r\n"
-                f"From: \"Agent 1001\" <sip:1001@127.0.0.1:6000>;tag=77-{i}\r\nTo: <sip:{n}@127.0.0.1:5070>\r\n"
-                f"Call-ID: {i}-77@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:6000>\r\nMax-Forwards: 70\r\n"
-                "P-Asserted-Identity: \"Collections line\" <sip:+862161234567@127.0.0.1>\r\n"
-                "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\nUser-Agent: DialGate-bench sipp\r\nContent-Type: application/sdp\r\n"
-                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
-
-    def ack(i: int) -> bytes:
-        n = FIRST_NUMBER + i
-        return (f"ACK sip:{n}@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-{i}-1-0;rport\r\n"
-                f"From: \"Agent 1001\" <sip:1001@127.0.0.1:6000>;tag=77-{i}\r\nTo: <sip:{n}@127.0.0.1:5070>;tag=x\r\n"
-                f"Call-ID: {i}-77@127.0.0.1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-
-    class Collect:
-        def __init__(self) -> None:
-            self.finals = 0
-            self.wake: asyncio.Event | None = None
-
-        def is_closing(self) -> bool:
-            return False
-
-        def sendto(self, data: bytes, _addr: Any) -> None:
-            if not data.startswith(b"SIP/2.0 100"):
-                self.finals += 1
-                if self.wake is not None:
-                    self.wake.set()
-
-        def close(self) -> None:
-            pass
 
     async def drive() -> float:
         async with SipServer(HourlyCapSipAuthorizer(per_hour=10**9), port=0) as server:
-            out = Collect()
-            server._udp = out  # type: ignore[assignment]  # answers go here, not to a socket
-            invites = [invite(i) for i in range(calls)]
-            acks = [ack(i) for i in range(calls)]
-            peer = ("127.0.0.1", 6000)
-            started = time.process_time()
-            for s in range(0, calls, 32):
-                end = min(calls, s + 32)
-                for i in range(s, end):
-                    server.on_datagram(invites[i], peer)
-                while out.finals < end:
-                    out.wake = asyncio.Event()
-                    await out.wake.wait()
-                for i in range(s, end):
-                    server.on_datagram(acks[i], peer)
-            spent = time.process_time() - started
-            server._udp = None
-            return spent
+            cpu, _thread, _wall, _moved = await _drive_sip(server, 0, calls)
+            return cpu
 
     spent = asyncio.run(drive())
-    sample_invite, sample_ack = invite(calls + 1), ack(calls + 1)
+    sample_invite, sample_ack = invite_bytes(calls + 1), ack_bytes(calls + 1)
     started = time.process_time()
     for _ in range(5000):
         parse_message(sample_invite)
@@ -607,6 +634,65 @@ def edge_cost(calls: int) -> str:
     return (f"SIP edge in-process ({calls} INVITE+ACK, in-memory authorizer, no sockets): "
             f"{spent / calls * 1e6:.0f} us CPU per INVITE+ACK ({calls / spent:.0f}/s on one core); "
             f"parse alone: INVITE {p_invite * 1e6:.0f} us, ACK {p_ack * 1e6:.0f} us")
+
+
+def service_edge_cost(calls: int, rounds: int) -> str:
+    """The SIP gate over the real service (SQLite, synchronous=FULL, JSON logs to
+    /dev/null) in this process, no sockets: CPU per INVITE+ACK through the listener and
+    GateSipAuthorizer, against the same RequestDial (the command the authorizer builds)
+    asked of Gate.request_dial directly, 32 in flight either way. Alternated ``rounds``
+    times on fresh numbers; the difference is what the SIP side adds to the shared
+    decision path."""
+    import gc
+
+    from adapters.sip.service import SIP_ACTOR
+    from dialer.cli import freeze_long_lived
+    from dialer.usecases import RequestDial
+
+    async def drive() -> tuple[list[tuple[float, float, float, int]], list[tuple[float, float, float, int]]]:
+        sip_runs: list[tuple[float, float, float, int]] = []
+        direct_runs: list[tuple[float, float, float, int]] = []
+        with tempfile.TemporaryDirectory(prefix="dialgate-sipedge-") as tmp, open(os.devnull, "w") as null, \
+                contextlib.redirect_stderr(null):
+            async with service("service", free_port(), 2 * rounds * calls + 1, tmp) as svc:
+                server = svc.sip.server
+                lines = server._authorizer._config.registered_lines
+                freeze_long_lived()
+                # warm-up: first use of every code path, caches, the SQLite page cache
+                await _drive_sip(server, 2 * rounds * calls - 200, 200)
+
+                async def direct(first: int) -> tuple[float, float, float, int]:
+                    cmds = [RequestDial(actor=SIP_ACTOR, case_id="", number=f"+86{FIRST_NUMBER + first + i}",
+                                        agent_id="col-a", channel="sip", match_pending=True,
+                                        caller_line="+862161234567", lines_by_creditor=lines)
+                            for i in range(calls)]
+                    cpu0, thread0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
+                    allowed = 0
+                    for s in range(0, calls, 32):
+                        for r in await asyncio.gather(*(svc.gate.request_dial(c) for c in cmds[s : s + 32])):
+                            allowed += r.allowed
+                    return time.process_time() - cpu0, time.thread_time() - thread0, time.perf_counter() - wall0, allowed
+
+                for k in range(rounds):
+                    gc.collect()
+                    sip_runs.append(await _drive_sip(server, 2 * k * calls, calls))
+                    gc.collect()
+                    direct_runs.append(await direct((2 * k + 1) * calls))
+        return sip_runs, direct_runs
+
+    sip_runs, direct_runs = asyncio.run(drive())
+
+    def us(runs: list[tuple[float, float, float, int]], i: int) -> str:
+        vals = sorted(r[i] / calls * 1e6 for r in runs)
+        return f"{statistics.median(vals):.0f} us ({vals[0]:.0f}-{vals[-1]:.0f})"
+
+    ok = sum(r[3] for r in sip_runs), sum(r[3] for r in direct_runs)
+    gap = statistics.median(r[0] for r in sip_runs) - statistics.median(r[0] for r in direct_runs)
+    return (f"SIP gate over the service in-process (SQLite FULL, {rounds} x {calls} INVITE+ACK, 32 in flight, no sockets; "
+            f"median (min-max) per call): SIP: CPU {us(sip_runs, 0)}, event-loop thread {us(sip_runs, 1)}, "
+            f"wall {us(sip_runs, 2)}; Gate.request_dial alone: CPU {us(direct_runs, 0)}, event-loop thread "
+            f"{us(direct_runs, 1)}, wall {us(direct_runs, 2)}; the SIP side adds {gap / calls * 1e6:.0f} us CPU per call "
+            f"(allowed: {ok[0]}/{rounds * calls} via SIP, {ok[1]}/{rounds * calls} direct)")
 
 
 @dataclass
@@ -632,6 +718,9 @@ def main() -> None:
     ap.add_argument("--closed-calls", type=int, default=10000, help="calls in each closed-loop run")
     ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite")
     ap.add_argument("--edge-calls", type=int, default=20000, help="INVITEs for the in-process SIP edge cost (0: skip)")
+    ap.add_argument("--service-edge-calls", type=int, default=2000,
+                    help="INVITEs per round for the in-process SIP-over-the-service cost against RequestDial alone (0: skip)")
+    ap.add_argument("--service-edge-rounds", type=int, default=3, help="alternating rounds of that measurement")
     ap.add_argument("--serve", choices=("memory", "service", "service-normal"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cases", type=int, default=0, help=argparse.SUPPRESS)
@@ -651,7 +740,7 @@ def main() -> None:
     # whole ladder passes and one refinement step is run)
     total = ((sum(c for _, c in fixed_plan) + (1 + args.retries) * (sum(step(r) for r in ladder) + (step(ladder[-1]) if ladder else 0)))
              + len(closed) * args.closed_calls)
-    wanted = args.targets.split(",")
+    wanted = [t for t in args.targets.split(",") if t]  # empty: only the in-process figures
     print(f"sipp {SIPP}; {cpu_info()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(other work on the machine skews every figure)")
     print(f"runs per target: fixed loads {', '.join(f'{r}/s x {args.seconds:g} s' for r in rates)}; capacity ladder "
@@ -664,7 +753,10 @@ def main() -> None:
     print("kamailio-static: C, 2 UDP worker processes (children=2), stateless 302; gate-*: one Python asyncio process")
     edge = edge_cost(args.edge_calls) if args.edge_calls else ""
     if edge:
-        print(edge)
+        print(edge, flush=True)
+    if args.service_edge_calls:
+        edge += ("\n" if edge else "") + service_edge_cost(args.service_edge_calls, args.service_edge_rounds)
+        print(edge.splitlines()[-1], flush=True)
     print()
     print(HEADER, flush=True)
     results: list[Result] = []
