@@ -115,9 +115,14 @@ class GateSipAuthorizer:
         self._reads = asyncio.Semaphore(max_concurrent_reads)
 
     async def authorize(self, invite: SipDialInput) -> SipDialAnswer:
-        answer = await self._authorize(invite)
-        if not answer.allowed and answer.decision_id is None:
-            answer = await self._log_refusal(invite, answer)
+        # The call id rides on every log line of this decision: the use case's one
+        # `dial.decided` line (allowed, rule, case, agent, masked number, attempt and
+        # decision id) then ties the PBX's call to the decision log, so the listener
+        # needs no second info line per INVITE of its own (`sip.decision` is debug).
+        with structlog.contextvars.bound_contextvars(call_id=invite.call_id):
+            answer = await self._authorize(invite)
+            if not answer.allowed and answer.decision_id is None:
+                answer = await self._log_refusal(invite, answer)
         return answer
 
     async def _log_refusal(self, invite: SipDialInput, answer: SipDialAnswer) -> SipDialAnswer:

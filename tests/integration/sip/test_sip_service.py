@@ -4,11 +4,13 @@ decisions show up in `GET /v1/blocked-dials` like API ones."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, AsyncIterator
 
 import pytest
 
 from adapters.sip.server import free_port
+from dialer.logs import configure_logging
 from service_app import Running, case_doc, start_service
 from sipclient import UdpClient
 
@@ -56,6 +58,29 @@ async def test_the_third_sip_call_within_the_hour_is_declined_and_listed_in_bloc
     assert [(i["channel"], i["rule_id"], i["case_id"], i["agent_id"]) for i in items] == [
         ("sip", "cap.number_hourly", "C-1", "col-a")
     ]
+
+
+async def test_each_sip_decision_is_one_info_log_line_with_the_call_id_attempt_and_decision_id(running, capsys):
+    configure_logging("info", json=True)  # as `dialgate serve` does; lines go to stderr
+    client = UdpClient(running.sip_port)
+    allowed = await client.request(running.invite("13800000001", call_id="log-a@pbx"))
+    refused = await client.request(running.invite("13800000001", from_user="1999", call_id="log-b@pbx"))
+    client.close()
+    assert allowed.status == 302 and refused.get("reason") == 'SIP;cause=603;text="agent.unknown"'
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+
+    def about(call_id: str) -> list[dict[str, Any]]:
+        return [e for e in lines if e.get("call_id") == call_id and e["level"] != "debug"]
+
+    # one line ties the PBX's call to the decision log: no second line per INVITE
+    [decided] = about("log-a@pbx")
+    async with running.svc.store.read() as uow:
+        attempt = await uow.attempts.get(allowed.get("x-dialgate-attempt"))
+    assert decided["event"] == "dial.decided" and decided["allowed"] is True and decided["channel"] == "sip"
+    assert decided["attempt_id"] == attempt.attempt_id and decided["decision_id"] == attempt.decision_id
+    assert decided["number"] == "138****0001"
+    # a refusal before the policy is logged once too, with its rule
+    assert [(e["event"], e["rule_id"]) for e in about("log-b@pbx")] == [("sip.refused", "agent.unknown")]
 
 
 async def test_a_click_to_dial_authorisation_is_consumed_by_the_sip_invite_without_counting_again(running):
