@@ -25,9 +25,12 @@ Library exceptions are translated at this boundary into `StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
+import threading
 from dataclasses import replace
 from time import monotonic as _monotonic, sleep as _sleep
 from collections import Counter
@@ -198,10 +201,73 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, busy_s: float) -> int:
         tries += 1
 
 
+class _WriterFileLock:
+    """An exclusive `flock` on `<database>.writer-lock`, held from a write group's BEGIN to
+    its COMMIT: DialGate processes writing one SQLite file (`serve --workers N`, a CLI
+    command beside a running service) take turns the moment the holder lets go — the
+    kernel wakes the waiter — where SQLite's busy handler polls with sleeps and lets the
+    process that just committed take the lock again before the other wakes up.
+
+    A wait that outlasts the timeout is abandoned (`abandon`): its thread stays blocked
+    in `flock` and lets go as soon as it is granted; meanwhile nobody else in this process
+    waits behind it (`try_acquire` says "stuck") so a hung holder costs one thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.held = False
+        self.stuck = False  # an abandoned blocking wait is still in flock()
+        self._abandoned = False
+        self._mutex = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        with self._mutex:
+            if self.stuck:
+                return False
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            self.held = True
+            return True
+
+    def acquire_blocking(self) -> bool:
+        """In a worker thread: wait for the lock. False if the wait was abandoned meanwhile."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        with self._mutex:
+            if self._abandoned:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                self._abandoned = self.stuck = False
+                return False
+            self.held = True
+            return True
+
+    def abandon(self) -> bool:
+        """Give up a blocking wait: True if it had not got the lock (it lets go when it
+        does); False if it got it just now (the caller holds it and must release it)."""
+        with self._mutex:
+            if self.held:
+                return False
+            self._abandoned = self.stuck = True
+            return True
+
+    def release(self) -> None:
+        with self._mutex:
+            if self.held:
+                self.held = False
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.release()
+        if not self.stuck:
+            os.close(self.fd)
+
+
 class _SqliteWriter:
     """One synchronous pysqlite connection for a file database's write transactions."""
 
     def __init__(self, path: str, busy_ms: int, sync_mode: str) -> None:
+        self.file_lock = _WriterFileLock(path + ".writer-lock")
         self.engine = create_engine(
             f"sqlite+pysqlite:///{path}",
             poolclass=StaticPool,
@@ -236,6 +302,19 @@ class _SqliteWriter:
             self.conn.rollback()
         return self.conn.begin()
 
+    def commit(self, trans: Any) -> None:
+        """COMMIT the group's transaction (in a worker thread), then let the other processes in."""
+        try:
+            trans.commit()
+        finally:
+            self.file_lock.release()
+
+    def rollback(self, trans: Any) -> None:
+        try:
+            trans.rollback()
+        finally:
+            self.file_lock.release()
+
     def abandon(self) -> None:
         """Roll back whatever transaction is open: its caller was cancelled."""
         try:
@@ -243,6 +322,8 @@ class _SqliteWriter:
                 self.conn.rollback()
         except (SQLAlchemyError, OSError):
             self.reset()
+        finally:
+            self.file_lock.release()
 
     def reset(self) -> None:
         """After a failure that left the connection unusable: start over."""
@@ -252,6 +333,8 @@ class _SqliteWriter:
                 self.conn.close()
         except (SQLAlchemyError, OSError):
             pass
+        finally:
+            self.file_lock.release()
         self.conn = None
         self.engine.dispose()
 
@@ -262,6 +345,7 @@ class _SqliteWriter:
         finally:
             self.conn = None
             self.engine.dispose()
+            self.file_lock.close()
 
 
 async def _shielded(coro: Any) -> Any:
@@ -440,6 +524,7 @@ class SqlAlchemyCaseStore:
         joined = False
         try:
             if self._group is None:
+                await self._take_file_lock(writer.file_lock)
                 try:
                     trans = await _in_thread(writer.begin)
                 except asyncio.CancelledError:
@@ -450,6 +535,9 @@ class SqlAlchemyCaseStore:
                 except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
                     writer.reset()
                     raise StoreUnavailable(f"cannot open a write transaction: {type(exc).__name__}: {exc}") from exc
+                except BaseException:
+                    writer.abandon()
+                    raise
                 self._group = _Group(trans)
             group = self._group
             assert writer.conn is not None
@@ -501,6 +589,28 @@ class SqlAlchemyCaseStore:
         await _shielded(self._finish_group_locked(group))
         group.check()
 
+    async def _take_file_lock(self, lock: _WriterFileLock) -> None:
+        """The cross-process writer lock for a new group (see `_WriterFileLock`): at once
+        when free; else waited for in a worker thread, for at most `[store] timeout_s`."""
+        if lock.try_acquire():
+            return
+        if lock.stuck:
+            raise StoreUnavailable("another process has held the database's write lock too long")
+        waiting = asyncio.get_running_loop().run_in_executor(None, lock.acquire_blocking)
+        try:
+            async with asyncio.timeout(self.timeout):
+                got = await asyncio.shield(waiting)
+        except TimeoutError as exc:
+            if lock.abandon():
+                raise StoreUnavailable("timed out waiting for another process's write transaction") from exc
+            return  # granted just as the time ran out: ours
+        except asyncio.CancelledError:
+            if not lock.abandon():
+                lock.release()  # granted just as we were cancelled
+            raise
+        if not got:  # an earlier abandoned wait took and let go of the lock: we do not hold it
+            raise StoreUnavailable("the database's write lock was given up")
+
     async def _finish_group_locked(self, group: "_Group") -> None:
         if group.done:
             return
@@ -524,13 +634,13 @@ class SqlAlchemyCaseStore:
             self._group = None
         if not group.members:
             try:
-                group.trans.rollback()
+                writer.rollback(group.trans)
             except (SQLAlchemyError, OSError):
                 writer.reset()
             group.done = True
             return
         try:
-            await _in_thread(group.trans.commit)
+            await _in_thread(lambda: writer.commit(group.trans))
         except (SQLAlchemyError, OSError) as exc:
             # SQLite may keep the transaction open after a failed COMMIT while SQLAlchemy
             # considers it over: start from a fresh connection (this drops the transaction).
@@ -555,7 +665,7 @@ class SqlAlchemyCaseStore:
         if group.members:
             group.error = StoreUnavailable(f"store error in a grouped write: {type(exc).__name__}: {exc}")
         try:
-            group.trans.rollback()
+            writer.rollback(group.trans)
         except (SQLAlchemyError, OSError):
             writer.reset()
 
