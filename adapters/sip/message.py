@@ -197,8 +197,16 @@ def split_outside(text: str, sep: str, *, what: str) -> list[str]:
     Raises on an unterminated quoted string or ``<``. Only the special characters are
     visited (found by a compiled pattern), so long values stay cheap.
     """
-    if '"' not in text and "<" not in text:
-        return text.split(sep)  # the common case, at C speed
+    if '"' not in text:
+        if "<" not in text:
+            return text.split(sep)  # the common case, at C speed
+        if sep not in text:
+            # a single <URI> value (Contact, P-Asserted-Identity): without quotes the
+            # scan below only tracks <...>, which is left open exactly when the last
+            # '<' comes after the last '>'
+            if text.rfind("<") > text.rfind(">"):
+                raise SipParseError(f"unterminated '<' in {what}")
+            return [text]
     pattern = _SPECIALS.get(sep) or re.compile(r'["<>\\' + re.escape(sep) + "]")
     parts: list[str] = []
     start = 0
@@ -283,7 +291,29 @@ class SipUri:
         return self.user.split(";", 1)[0]
 
 
+# Parsed URI and name-addr values by their text. The same values recur in every call
+# from a PBX: its Contact and P-Asserted-Identity, the agent's From URI, the dialed
+# URI in the Request-URI, To and the ACK. A value parses the same whatever header it is
+# in (``what`` only words errors, which are never memoised), and the parsed values are
+# frozen. Bounded: short values only, and the table starts over when full.
+_MEMO_MAX = 1024
+_MEMO_VALUE_MAX = 256
+_URI_MEMO: dict[str, "SipUri"] = {}
+_NAME_ADDR_MEMO: dict[str, "NameAddr"] = {}
+
+
 def parse_uri(raw: str, *, what: str) -> SipUri:
+    found = _URI_MEMO.get(raw)
+    if found is None:
+        found = _parse_uri(raw, what)
+        if len(raw) <= _MEMO_VALUE_MAX:
+            if len(_URI_MEMO) >= _MEMO_MAX:
+                _URI_MEMO.clear()
+            _URI_MEMO[raw] = found
+    return found
+
+
+def _parse_uri(raw: str, what: str) -> SipUri:
     text = raw.strip(" \t")
     if not text or _URI_FORBIDDEN_RE.search(text) is not None:
         raise SipParseError(f"{what} is not a valid URI: {raw[:80]!r}")
@@ -358,6 +388,17 @@ class NameAddr:
 
 def parse_name_addr(value: str, *, what: str) -> NameAddr:
     """``[display] <uri> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 20.10, 20.20)."""
+    found = _NAME_ADDR_MEMO.get(value)
+    if found is None:
+        found = _parse_name_addr(value, what)
+        if len(value) <= _MEMO_VALUE_MAX:
+            if len(_NAME_ADDR_MEMO) >= _MEMO_MAX:
+                _NAME_ADDR_MEMO.clear()
+            _NAME_ADDR_MEMO[value] = found
+    return found
+
+
+def _parse_name_addr(value: str, what: str) -> NameAddr:
     text = value.strip(" \t")
     if not text:
         raise SipParseError(f"{what} is empty")

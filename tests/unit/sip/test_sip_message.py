@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.sip.message import (
     MAX_HEADERS,
@@ -244,3 +246,77 @@ def test_the_first_p_asserted_identity_is_the_callers_line_parsed_once():
     msg = parse_message(invite(extra='P-Asserted-Identity: "Line" <sip:+862161234567@pbx>, <tel:+862161234568>\r\n'))
     assert msg.p_asserted_identity is not None and msg.p_asserted_identity.uri.user == "+862161234567"
     assert parse_message(invite()).p_asserted_identity is None
+
+
+def test_a_value_seen_before_parses_to_the_same_result_and_a_bad_one_is_still_refused_every_time():
+    from adapters.sip import message
+
+    value = '"Agent One" <sip:1001@pbx.example:5060;transport=udp>;tag=f9'
+    first = parse_name_addr(value, what="From")
+    again = parse_name_addr(value, what="Contact")  # the same text in another header
+    fresh = message._parse_name_addr(value, "From")  # no memo
+    assert first == again == fresh
+    assert again.uri.host == "pbx.example" and again.uri.port == 5060 and again.tag == "f9"
+    assert parse_uri("sip:+8613800000001@gate.example", what="To") == message._parse_uri("sip:+8613800000001@gate.example", "To")
+    for _ in range(2):  # refusals are never remembered
+        with pytest.raises(SipParseError, match="unterminated '<' in Contact"):
+            parse_name_addr("<sip:1001@pbx.example", what="Contact")
+        with pytest.raises(SipParseError, match="Request-URI has no valid URI scheme"):
+            parse_uri("1001@pbx.example", what="Request-URI")
+
+
+def test_a_flood_of_distinct_uris_does_not_grow_the_parse_memo_beyond_its_bound():
+    from adapters.sip import message
+
+    for i in range(3 * message._MEMO_MAX):
+        parse_name_addr(f"<sip:{i}@pbx.example>;tag=t{i}", what="From")
+    long_value = "<sip:" + "1" * 300 + "@pbx.example>"
+    parse_name_addr(long_value, what="To")
+    assert len(message._NAME_ADDR_MEMO) <= message._MEMO_MAX
+    assert len(message._URI_MEMO) <= message._MEMO_MAX
+    assert long_value not in message._NAME_ADDR_MEMO  # long values are not kept
+
+
+def _split_reference(text: str, sep: str) -> list[str] | str:
+    """split_outside's rule, character by character (the error as a string)."""
+    parts, cur, quoted, angle, i = [], "", False, False, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                if i + 1 >= len(text):
+                    return "unterminated quoted-pair"
+                cur += text[i : i + 2]
+                i += 2
+                continue
+            quoted = ch != '"'
+        elif angle:
+            angle = ch != ">"
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle = True
+        elif ch == sep:
+            parts.append(cur)
+            cur = ""
+            i += 1
+            continue
+        cur += ch
+        i += 1
+    if quoted:
+        return "unterminated quoted string"
+    if angle:
+        return "unterminated '<'"
+    return parts + [cur]
+
+
+@given(st.text(alphabet='<>",;\\a ', max_size=12), st.sampled_from([",", ";"]))
+def test_splitting_outside_quotes_and_angle_brackets_follows_the_character_by_character_rule(text, sep):
+    from adapters.sip.message import split_outside
+
+    expected = _split_reference(text, sep)
+    if isinstance(expected, str):
+        with pytest.raises(SipParseError, match=expected):
+            split_outside(text, sep, what="X")
+    else:
+        assert split_outside(text, sep, what="X") == expected
