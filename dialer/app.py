@@ -53,6 +53,13 @@ EXTENSIONS: list[str] = [
     "adapters.pbx.service:open_pbx",
     "adapters.mqtt.bridge:open_mqtt",
 ]
+# What must exist once however many HTTP workers run (dialer/workers.py): a listener on
+# a port, a subscriber, a registered user agent. Only the primary worker enters these.
+PRIMARY_ONLY: frozenset[str] = frozenset({
+    "adapters.sip.service:open_sip_gate",
+    "adapters.pbx.service:open_pbx",
+    "adapters.mqtt.bridge:open_mqtt",
+})
 
 log = structlog.get_logger("dialgate.app")
 
@@ -75,6 +82,9 @@ class Services:
     sip: Any = None  # SIP gate listener ([sip] listen)
     mqtt: Any = None  # MQTT bus ([mqtt] url)
     pbx: Any = None  # click-to-dial SIP user agent ([pbx] mode = "sip_ua")
+    # "primary" runs everything; a "secondary" HTTP worker (dialer/workers.py) leaves
+    # the once-only parts (PRIMARY_ONLY, background jobs) to the primary.
+    role: str = "primary"
 
     def region_of(self, creditor: str) -> str:
         return self.policies.for_creditor(creditor).default_region
@@ -191,23 +201,29 @@ def _document_bearer_auth(app: FastAPI) -> None:
     app.openapi = schema  # type: ignore[method-assign]
 
 
-def build_app(config: Config, clock: Clock | None = None) -> FastAPI:
-    """The FastAPI application over `config`; adapters open in its lifespan."""
+def build_app(config: Config, clock: Clock | None = None, role: str = "primary") -> FastAPI:
+    """The FastAPI application over `config`; adapters open in its lifespan. `role`
+    "secondary" is an extra HTTP worker of a pool (dialer/workers.py)."""
+    if role not in ("primary", "secondary"):
+        raise ValueError(f"unknown role {role!r}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             services = await stack.enter_async_context(open_services(config, clock))
+            services.role = role
             app.state.services = services
             for ext in EXTENSIONS:
-                await stack.enter_async_context(_load(ext)(services))
+                if role == "primary" or ext not in PRIMARY_ONLY:
+                    await stack.enter_async_context(_load(ext)(services))
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(
-                    _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
-                )
+                if role == "primary":
+                    tg.create_task(
+                        _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
+                    )
                 log.info("service.started", store=config.store.url.split("://")[0],
-                         policy_version=services.policies.version)
+                         policy_version=services.policies.version, role=role, pid=os.getpid())
                 try:
                     yield
                 finally:

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {
         "host": "127.0.0.1",
         "port": 8080,
+        # Processes answering HTTP on the one port (see dialer/workers.py): 1, or up to
+        # the machine's cores; the first also runs the SIP gate, MQTT and background jobs.
+        "workers": 1,
     },
     "gate": {
         # How long a click-to-dial authorisation waits for the PBX to place the call
@@ -95,6 +98,7 @@ class StoreConfig:
 class HttpConfig:
     host: str
     port: int
+    workers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +222,8 @@ def build_config(
         )
     if not 0 <= typed["gate"].recorder_check_s <= 60:
         raise ConfigError(f"{source}: gate.recorder_check_s: expected 0 to 60 seconds")
+    if not 1 <= typed["http"].workers <= 64:
+        raise ConfigError(f"{source}: http.workers: expected 1 to 64 processes")
     if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
     return Config(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -29,4 +31,10 @@ def observe_decision(allowed: bool, rule_id: str, channel: str, seconds: float) 
 
 
 def render() -> bytes:
+    """This process's metrics; with HTTP workers (PROMETHEUS_MULTIPROC_DIR set by
+    dialer/workers.py before any worker imports this module) every worker's, summed."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
     return generate_latest(REGISTRY)

@@ -584,14 +584,16 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now)
     if rcfg.keys == "file":
         vault.keys.create("_unmatched")  # unknown calls must always be keepable
-    cleaned = await vault.recover(orphan_grace=timedelta(minutes=5))
+    primary = getattr(services, "role", "primary") == "primary"
+    # Recovery, the sweep and the inbox run once per data dir: in the primary worker.
+    cleaned = await vault.recover(orphan_grace=timedelta(minutes=5)) if primary else {}
     log.info("vault.started", data_dir=str(rcfg.data_dir), keys=rcfg.keys, **cleaned)
     services.vault = vault
     services.recordings_config = rcfg
     services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")]
-    if rcfg.inbox is not None:
+    tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")] if primary else []
+    if rcfg.inbox is not None and primary:
         from adapters.storage.inbox import Inbox
 
         services.recordings_inbox = Inbox(vault, rcfg.inbox, _AttemptResolver(services), services.clock.now)

@@ -1,0 +1,118 @@
+"""`dialgate serve --workers N`: N processes answer HTTP on one port.
+
+One process decides at most 1 / (CPU per click-to-dial) dials per second, and a third of
+that CPU is the HTTP layer (parsing, authentication, JSON, the answer), which worker
+processes run side by side. Decide-and-reserve itself stays serialised by the database
+exactly as with one process: on SQLite by BEGIN IMMEDIATE (the writer waits for another
+process's transaction with short retries, `adapters.db.store.begin_immediate`), on
+PostgreSQL by the per-case and per-number advisory locks. The concurrency tests prove
+the cap across processes for both.
+
+Roles. Every worker serves the whole HTTP API over the same store. Exactly one, the
+*primary* (the worker holding an exclusive `flock` on the pool's lock file), also runs
+what must exist once: the SIP gate listener, the MQTT bus (event relay and command
+subscriptions), the PBX user agent, the recordings inbox and sweeps, the expiry of
+stale authorisations. If the primary dies, uvicorn's supervisor starts a new worker,
+which takes the lock and the role.
+
+Refused with workers > 1 (a clear config error at start): an in-memory database (each
+process would have its own), and `[pbx] mode = "sip_ua"` (one registered user agent
+places click-to-dial calls; a dial authorised by another worker could not be placed).
+
+Good to know: `/metrics` from any worker sums every worker (prometheus_client's
+multiprocess mode); events written by a secondary reach MQTT at the primary relay's next
+poll (`[mqtt] poll_interval`, 2 s by default) rather than at once; migrations run once,
+in the supervising process, before the workers start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dialer.config import Config, load_config
+from dialer.errors import ConfigError
+
+CONFIG_ENV = "DIALGATE_POOL_CONFIG"  # the config file the workers read ("" = defaults)
+LOCK_ENV = "DIALGATE_POOL_LOCK"  # the pool's primary lock file
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess directory
+
+PRIMARY = "primary"
+SECONDARY = "secondary"
+
+_held: list[int] = []  # the primary's lock file descriptor, held for the process's life
+
+
+def check_pool(cfg: Config) -> None:
+    """Refuse a worker pool the configuration cannot run correctly."""
+    if cfg.http.workers <= 1:
+        return
+    if cfg.store.is_sqlite and cfg.store.url.rstrip("/").endswith((":memory:", "sqlite+aiosqlite:")):
+        raise ConfigError(f"{cfg.source}: http.workers = {cfg.http.workers} needs a database file or "
+                          "PostgreSQL: an in-memory database is private to one process")
+    if str(cfg.section("pbx").get("mode", "none")) == "sip_ua":
+        raise ConfigError(f"{cfg.source}: http.workers = {cfg.http.workers} cannot run with "
+                          '[pbx] mode = "sip_ua": one user agent places the calls; set http.workers = 1')
+
+
+def elect(lock_path: str) -> str:
+    """PRIMARY if this process now holds the pool's lock (kept until it exits), else SECONDARY."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return SECONDARY
+    _held.append(fd)
+    return PRIMARY
+
+
+def worker_app() -> Any:
+    """uvicorn's app factory in each worker process (`serve_pool` sets the environment)."""
+    from dialer.app import build_app
+    from dialer.cli import _frozen_after_startup
+    from dialer.logs import configure_logging
+
+    path = os.environ.get(CONFIG_ENV) or None
+    cfg = load_config(path)
+    configure_logging(cfg.log.level, cfg.log.json)
+    return _frozen_after_startup(build_app(cfg, role=elect(os.environ[LOCK_ENV])))
+
+
+def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str, Any]) -> None:
+    """Migrate once, then run `cfg.http.workers` worker processes under uvicorn's
+    supervisor (it binds the port, restarts a worker that dies, stops all on SIGTERM)."""
+    import uvicorn
+
+    check_pool(cfg)
+    if cfg.store.migrate_on_start:
+        from adapters.db.migrate import upgrade
+        from dialer.app import make_store
+
+        async def migrate() -> None:
+            async with make_store(cfg) as store:
+                await upgrade(store)
+
+        asyncio.run(migrate())
+    cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=".serve-pool-", dir=cfg.paths.data_dir))
+    (run_dir / "metrics").mkdir()
+    os.environ.update({
+        CONFIG_ENV: str(config_path.resolve()) if config_path else "",
+        LOCK_ENV: str(run_dir / "primary.lock"),
+        METRICS_ENV: str(run_dir / "metrics"),
+        # The CLI's --host/--port, and no second migration in every worker.
+        "DIALGATE_HTTP_HOST": cfg.http.host,
+        "DIALGATE_HTTP_PORT": str(cfg.http.port),
+        "DIALGATE_STORE_MIGRATE_ON_START": "false",
+    })
+    try:
+        uvicorn.run("dialer.workers:worker_app", factory=True, workers=cfg.http.workers,
+                    host=cfg.http.host, port=cfg.http.port, **uvicorn_options)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,50 @@
+"""The HTTP worker pool's rules: one primary per pool, and configurations a pool cannot
+run correctly are refused with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dialer.config import build_config
+from dialer.errors import ConfigError
+from dialer.workers import PRIMARY, SECONDARY, _held, check_pool, elect
+
+
+def test_the_first_process_to_lock_the_pool_file_is_primary_and_the_others_secondary(tmp_path: Path) -> None:
+    lock = str(tmp_path / "primary.lock")
+    held = len(_held)
+    assert elect(lock) == PRIMARY
+    assert elect(lock) == SECONDARY  # flock belongs to the open file: a second open is a second process
+    assert elect(lock) == SECONDARY
+    import os
+
+    os.close(_held.pop())  # the primary exits
+    assert len(_held) == held
+    assert elect(lock) == PRIMARY  # its replacement takes the role
+    os.close(_held.pop())
+
+
+def test_a_pool_over_an_in_memory_database_is_refused(tmp_path: Path) -> None:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": "sqlite+aiosqlite://"},
+                        "http": {"workers": 2}})
+    with pytest.raises(ConfigError, match="in-memory database is private to one process"):
+        check_pool(cfg)
+
+
+def test_a_pool_with_the_pbx_user_agent_is_refused() -> None:
+    cfg = build_config({"http": {"workers": 3}, "pbx": {"mode": "sip_ua"}})
+    with pytest.raises(ConfigError, match='cannot run with \\[pbx\\] mode = "sip_ua"'):
+        check_pool(cfg)
+
+
+def test_one_worker_or_a_file_database_needs_no_checks(tmp_path: Path) -> None:
+    check_pool(build_config({"store": {"url": "sqlite+aiosqlite://"}}))
+    check_pool(build_config({"paths": {"data_dir": str(tmp_path)}, "http": {"workers": 2}}))
+
+
+@pytest.mark.parametrize("workers", [0, 65, -1])
+def test_worker_counts_outside_1_to_64_are_refused(workers: int) -> None:
+    with pytest.raises(ConfigError, match="http.workers: expected 1 to 64"):
+        build_config({"http": {"workers": workers}})
