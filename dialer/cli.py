@@ -68,6 +68,7 @@ def serve(
     host: Optional[str] = typer.Option(None, help="listen address (default [http] host)"),
     port: Optional[int] = typer.Option(None, help="listen port (default [http] port)"),
     demo: bool = typer.Option(False, "--demo", help="seed demo creditors, users and cases; print their tokens"),
+    workers: Optional[int] = typer.Option(None, help="HTTP worker processes (default [http] workers)"),
 ) -> None:
     """Run the HTTP service (migrates the database first)."""
     import uvicorn
@@ -80,6 +81,8 @@ def serve(
         http["host"] = host
     if port:
         http["port"] = port
+    if workers:
+        http["workers"] = workers
     cfg = _config(config, http=http)
     configure_logging(cfg.log.level, cfg.log.json)
     if demo:
@@ -104,11 +107,26 @@ def serve(
             f"http://{cfg.http.host}:{cfg.http.port}/v1/dials"
         )
         sys.stdout.flush()
-    # uvloop and httptools are picked by "auto" when installed (uvicorn[standard]); no
-    # access log (one structlog event per decision is the log of record).
-    uvicorn.run(_frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, access_log=False,
-                log_level=cfg.log.level if cfg.log.level in ("debug", "info", "warning", "error") else "info",
-                timeout_graceful_shutdown=10)
+    # uvloop is picked by "auto" when installed (uvicorn[standard]); the HTTP protocol is
+    # uvicorn's httptools one writing each response in one system call
+    # (dialer/http/server.py); no access log (one structlog event per decision is the log
+    # of record).
+    from dialer.http.server import GateHttpProtocol
+
+    options: dict[str, Any] = dict(
+        access_log=False, timeout_graceful_shutdown=10, http=GateHttpProtocol,
+        log_level=cfg.log.level if cfg.log.level in ("debug", "info", "warning", "error") else "info",
+    )
+    if cfg.http.workers > 1:
+        from dialer.workers import serve_pool
+
+        try:
+            serve_pool(cfg, config, options)
+        except DialGateError as exc:
+            err.print(f"[red]config error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        return
+    uvicorn.run(_frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, **options)
 
 
 def freeze_long_lived() -> None:
