@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.gate import SipDialAnswer, SipDialInput
@@ -344,3 +345,34 @@ async def test_when_too_many_decisions_are_in_flight_new_invites_get_503_at_once
     assert retransmitted.status == 503
     assert len(auth.asked) == 2
     assert pending_after == 0
+
+
+async def test_a_burst_of_invites_queued_on_the_udp_socket_is_read_and_answered_in_full(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        # all sent before the gate's loop runs once: they wait in its socket together
+        for i in range(100):
+            client.send(make_invite(f"+86138000{i:05d}", gate_port=gate.port, call_id=f"burst-{i}@pbx"))
+        answers = [await client.recv_final() for _ in range(100)]
+        client.close()
+    assert sorted(a.call_id for a in answers) == sorted(f"burst-{i}@pbx" for i in range(100))
+    assert {a.status for a in answers} == {302}
+    assert sorted(i.call_id for i in auth.asked) == sorted(f"burst-{i}@pbx" for i in range(100))  # each decided once
+
+
+async def test_the_largest_udp_datagram_is_read_whole(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth) as gate:
+        client = UdpClient(gate.port)
+        head, body = make_invite("+8613800000012", gate_port=gate.port, call_id="big-1@pbx").split(b"\r\n\r\n", 1)
+        pad = 65507 - len(head) - len(body) - len(b"\r\nX-Pad: \r\n\r\n")
+        big = head + b"\r\nX-Pad: " + b"p" * pad + b"\r\n\r\n" + body  # Content-Length still counts the SDP
+        assert len(big) == 65507  # the largest UDP payload over IPv4
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        client.send(big)
+        resp = await client.recv_final()
+        client.close()
+    # a datagram cut short would fail its Content-Length: 400, and no decision
+    assert resp.call_id == "big-1@pbx" and resp.status == 302
+    assert [i.call_id for i in auth.asked] == ["big-1@pbx"]
