@@ -812,10 +812,12 @@ class SqlCaseRepository:
             row["next_action_date"] = hot.py_date(row["next_action_date"])
             row["updated_at"] = hot.py_time(row["updated_at"])
             rows.append(row)
-            contacts = [dict(zip(hot.CONTACT_KEYS, c)) for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))]
-            for c in contacts:
-                c["added_at"] = hot.py_time(c["added_at"])
-            by_case[r[0]] = [_contact_record(c) for c in contacts]
+            # Straight from the row tuples (columns in hot.CONTACT_KEYS order): no
+            # mapping per contact on the decision's hot path.
+            by_case[r[0]] = [
+                ContactRecord(c[1], c[2], c[3], c[4], c[5], bool(c[6]), c[7], hot.py_time(c[8]))
+                for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))
+            ]
         return _case_records(rows, by_case)
 
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
@@ -1214,9 +1216,10 @@ def _linked(record: DecisionRecord, chain: str, head: Any) -> tuple[DecisionReco
     """`record` as the next link after `head` (the chain's (seq, hash) row, or None):
     with its seq, prev_hash and hash, and the canonical text that hash covers."""
     seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
-    rec = replace(record, chain=chain, seq=seq, prev_hash=prev)
-    body = canonical_json(rec.body())
-    return replace(rec, hash=chain_hash(prev, body)), body
+    body = record.body()
+    body["chain"], body["seq"], body["prev_hash"] = chain, seq, prev
+    text_ = canonical_json(body)
+    return replace(record, chain=chain, seq=seq, prev_hash=prev, hash=chain_hash(prev, text_)), text_
 
 
 class SqlDecisionLog:

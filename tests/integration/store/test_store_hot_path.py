@@ -167,3 +167,28 @@ async def test_a_chain_appended_by_both_paths_verifies(tmp_path: Path) -> None:
 async def _principal(svc: Services, name: str) -> Any:
     async with svc.store.read() as uow:
         return await uow.users.by_name(name)
+
+
+async def test_the_writers_case_read_returns_the_same_case_as_the_core_read(tmp_path: Path) -> None:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)},
+                        "store": {"url": f"sqlite+aiosqlite:///{tmp_path / 'dialgate.db'}"}})
+    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
+    async with open_services(cfg, clock) as svc:
+        data, _ = await add_user(svc.store, clock, "data-r", "data", frozenset({"bank-r"}))
+        case = one_case("R-1", "bank-r", "col-r", "13800000091")
+        case["flags"] = ["dispute"]
+        case["contacts"] += [
+            {"number": "13800000092", "relation": "family", "name": "李四", "tz": "Asia/Urumqi"},
+            {"number": "13800000093", "relation": "third_party", "status": "invalid", "do_not_call": True},
+        ]
+        await svc.gate.import_cases(data, parse_cases_payload({"cases": [case]}, svc.region_of))
+        async with svc.store.write() as uow:
+            assert uow.cases.raw is not None
+            by_driver = await uow.cases.find("R-1", None)
+        async with svc.store.read() as uow:
+            assert uow.cases.raw is None
+            by_core = await uow.cases.find("R-1", None)
+    assert by_driver == by_core
+    assert [(c.relation, c.name, c.tz, c.status, c.do_not_call) for c in by_driver[0].contacts] == [
+        ("self", None, None, "valid", False), ("family", "李四", "Asia/Urumqi", "valid", False),
+        ("third_party", None, None, "invalid", True)]
