@@ -179,14 +179,15 @@ async def make_users(cfg: Path, users: list[tuple[str, str]]) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, cfg: Path, port: int) -> None:
+    def __init__(self, cfg: Path, port: int, workers: int = 1) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.port = port
         # Its log goes to a file: a pipe nobody reads fills up at `--log-level info` (a
         # line per decision) and the server would block writing to it.
         self.log = cfg.parent / "serve.log"
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([PY, "-m", "dialer.cli", "serve", "--config", str(cfg), "--port", str(port)],
+            self.proc = subprocess.Popen([PY, "-m", "dialer.cli", "serve", "--config", str(cfg), "--port", str(port),
+                                          "--workers", str(workers)],
                                          env=env, cwd=cfg.parent, stdout=subprocess.DEVNULL, stderr=log)
 
     async def ready(self, token: str) -> None:
@@ -395,12 +396,28 @@ async def _open(host: str, port: int, reqs: list[bytes], rate: float, conns_max:
 
 
 def _cpu_ticks(pid: int) -> float:
-    """A process's CPU seconds so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    """CPU seconds so far of a process and its live descendants (the workers of
+    `serve --workers N`) (Linux /proc; 0 elsewhere)."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+    tree, total = {pid}, 0.0
+    grew = True
+    while grew:
+        grew = False
+        for p, f in stats.items():
+            if p not in tree and int(f[1]) in tree:
+                tree.add(p)
+                grew = True
+    for p in tree:
+        f = stats.get(p)
+        if f is not None:
+            total += int(f[11]) + int(f[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_pressure_s() -> float:
@@ -517,7 +534,7 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
         cli(cfg, "db", "upgrade")
         tokens = await make_users(cfg, [("data-x", "data")] + [(f"agent-{i}", "collector") for i in range(args.clients)])
         port = free_port()
-        server = Server(cfg, port)
+        server = Server(cfg, port, args.workers)
         load = Load("127.0.0.1", port, server.proc.pid, args.client_procs, args.timeout)
         try:
             await server.ready(tokens["data-x"])
@@ -647,6 +664,7 @@ async def main() -> None:
                     help="open-loop rate sweep START:STOP:STEP (e.g. 250:3000:250); stops past saturation")
     ap.add_argument("--open-seconds", type=float, default=8.0, help="length of each open-loop stage")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (counted as an error)")
+    ap.add_argument("--workers", type=int, default=1, help="`dialgate serve --workers N` (HTTP worker processes)")
     ap.add_argument("--sqlite-synchronous", default="FULL")
     ap.add_argument("--log-level", default="warning", help="the server's [log] level")
     ap.add_argument("--no-inproc", dest="inproc", action="store_false", help="skip the in-process anchor")
@@ -658,7 +676,8 @@ async def main() -> None:
     print(f"gate_bench: {args.clients} clients, {args.requests} requests per closed-loop stage, "
           f"{args.open_seconds:.0f} s per open-loop rate, {args.cases} cases, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start; client ({args.client_procs} process, raw asyncio HTTP/1.1 keep-alive) "
-          f"and server (one `dialgate serve`) share the machine; SQLite synchronous={args.sqlite_synchronous}, "
+          f"and server (one `dialgate serve`, {args.workers} HTTP worker process{'es' if args.workers > 1 else ''}) "
+          f"share the machine; SQLite synchronous={args.sqlite_synchronous}, "
           f"server log level {args.log_level}")
     results = []
     for store in stores:
