@@ -6,8 +6,13 @@ uvicorn writes a response's status line and headers, then its body, with two
 whole TCP path behind it (on loopback the receiver's side too). `CoalescingTransport`
 collects the writes made in one turn of the event loop and hands them to the socket
 as one, at the end of that turn (`loop.call_soon`) — so a response that is answered in
-one go, as every JSON answer of the API is, costs one system call. The bytes and their
-order are unchanged; only how they are grouped into system calls differs:
+one go, as every JSON answer of the API is, costs one system call. Under load a turn
+finishes many requests, and their answers now leave together at its end: the clients
+are woken once for the lot instead of once per write, which saved more server CPU than
+the system calls themselves (measured: writing each answer as soon as it was complete,
+still in one write, cost more than uvicorn's two writes; at the end of the turn, less).
+The bytes and their order are unchanged; only how they are grouped into system calls
+differs:
 
 * a close (keep-alive timeout, `connection: close`, a refused request) sends what is
   pending first; an abort drops it, as an abort drops the socket's buffer;
