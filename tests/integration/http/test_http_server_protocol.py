@@ -227,6 +227,20 @@ def test_connection_close_is_honoured_after_the_answer(servers: Servers) -> None
     assert answers[0][0] == 200 and answers[0][1]["connection"] == "close"
 
 
+def test_an_http_1_0_request_is_answered_then_the_connection_closes(servers: Servers) -> None:
+    data = request("GET", "/healthz", servers.tokens["col-a"], rid="v10-1").replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1)
+    answers = same_bytes_from_both(servers, data, 1, then_closed=True)
+    assert (answers[0][0], answers[0][2]) == (200, b'{"status":"ok"}')
+
+
+def test_a_websocket_upgrade_the_app_does_not_serve_is_refused_alike(servers: Servers) -> None:
+    data = request("GET", "/v1/no-socket-here", servers.tokens["col-a"], rid="ws-1",
+                   extra="Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    answers = same_bytes_from_both(servers, data, 1)
+    assert answers[0][0] == 403
+
+
 def test_a_request_the_parser_refuses_gets_uvicorns_400_and_the_connection_closes(servers: Servers) -> None:
     answers = same_bytes_from_both(servers, b"GET /healthz HTTP/1.1\r\nHost gate\r\n\r\n", 1, then_closed=True)
     assert answers[0][0] == 400
