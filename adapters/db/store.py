@@ -374,17 +374,40 @@ async def _in_thread(fn: Any) -> Any:
 class _Group:
     """One SQLite write transaction shared by the units of work queued together."""
 
-    __slots__ = ("trans", "members", "done", "error")
+    __slots__ = ("trans", "members", "done", "error", "_settled")
 
     def __init__(self, trans: Any) -> None:
         self.trans = trans
         self.members = 0
         self.done = False
         self.error: StoreUnavailable | None = None
+        self._settled: asyncio.Future[None] | None = None
 
     def check(self) -> None:
         if self.error is not None:
             raise StoreUnavailable(str(self.error)) from self.error
+
+    def settle(self) -> None:
+        """The group is committed, rolled back or failed: wake the members waiting for it."""
+        self.done = True
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+    async def settled(self) -> None:
+        """Wait until the group is settled — also when cancelled meanwhile (then re-raise):
+        the caller's unit is in the group's transaction either way."""
+        if self.done:
+            return
+        if self._settled is None:
+            self._settled = asyncio.get_running_loop().create_future()
+        waiting, cancelled = self._settled, None
+        while not waiting.done():
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
 
 
 class SqlAlchemyCaseStore:
@@ -585,8 +608,12 @@ class SqlAlchemyCaseStore:
                 else:
                     await _shielded(self._finish_group(group))
             self._write_lock.release()
-        # Others are queued: they join this group; the first member back commits it.
-        await _shielded(self._finish_group_locked(group))
+        # Others are queued: they join this group. Its first member queues once more for
+        # the lock and, back at the head, commits everybody; the others only wait for that.
+        if group.members == 1:
+            await _shielded(self._finish_group_locked(group))
+        else:
+            await group.settled()
         group.check()
 
     async def _take_file_lock(self, lock: _WriterFileLock) -> None:
@@ -637,7 +664,7 @@ class SqlAlchemyCaseStore:
                 writer.rollback(group.trans)
             except (SQLAlchemyError, OSError):
                 writer.reset()
-            group.done = True
+            group.settle()
             return
         try:
             await _in_thread(lambda: writer.commit(group.trans))
@@ -651,7 +678,7 @@ class SqlAlchemyCaseStore:
             group.error = StoreUnavailable("commit interrupted")
             raise
         finally:
-            group.done = True
+            group.settle()
 
     def _abort_group(self, group: "_Group", exc: BaseException) -> None:
         """Roll the whole group back (its transaction is unusable or has only the failed unit)."""
@@ -661,9 +688,9 @@ class SqlAlchemyCaseStore:
             self._group = None
         if group.done:
             return
-        group.done = True
         if group.members:
             group.error = StoreUnavailable(f"store error in a grouped write: {type(exc).__name__}: {exc}")
+        group.settle()
         try:
             writer.rollback(group.trans)
         except (SQLAlchemyError, OSError):
