@@ -1095,6 +1095,9 @@ def _decision_from_record(r: DecisionRecord) -> Decision:
     )
 
 
+_JSON_LEAVES = frozenset({int, float, bool, type(None)})
+
+
 def _masked_json(value: Any) -> Any:
     """`value` as JSON values (what `Decision.to_dict` does to `inputs_used`, without
     building the rest of the dict) with numbers masked in every string, in one walk
@@ -1102,6 +1105,8 @@ def _masked_json(value: Any) -> Any:
     kind = type(value)
     if kind is str:
         return mask_text(value)
+    if kind in _JSON_LEAVES:  # most leaves: no isinstance against typing's ABCs (slow)
+        return value
     if kind is dict or isinstance(value, Mapping):
         return {str(k): _masked_json(v) for k, v in value.items()}
     if kind is list or kind is tuple or isinstance(value, (list, tuple, set, frozenset)):
