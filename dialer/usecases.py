@@ -398,7 +398,8 @@ class Gate:
             attempt_id=result.attempt.attempt_id if result.attempt else None,
             reused=result.reused,
         )
-        if result.allowed and result.attempt is not None and not result.reused and cmd.channel in ("api", "mqtt"):
+        if (result.allowed and result.attempt is not None and not result.reused and cmd.channel in ("api", "mqtt")
+                and type(self.pbx) is not NonePbx):  # "none" places nothing: no task per dial for it
             self._spawn(self._originate(result.attempt), name=f"originate-{result.attempt.attempt_id}")
         return result
 

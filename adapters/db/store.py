@@ -289,9 +289,35 @@ class _SqliteWriter:
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn: Any) -> None:
+            if self._begun:  # `begin_now` ran BEGIN IMMEDIATE on the driver connection already
+                self._begun = False
+                return
             begin_immediate(conn.connection.dbapi_connection, busy_ms / 1000)
 
         self.conn: Connection | None = None
+        self._begun = False
+
+    def begin_now(self) -> Any:
+        """BEGIN IMMEDIATE right here (on the event loop's thread) when nothing can make it
+        wait: the connection is open and SQLite's write lock is free (this connection's
+        busy timeout is 0, so a taken lock answers at once). None when the lock is taken
+        or the connection needs opening: then `begin` in a worker thread. Saves a thread
+        hand-off per write group, which cost more CPU than the BEGIN itself."""
+        conn = self.conn
+        if conn is None or conn.invalidated or conn.closed or conn.in_transaction():
+            return None
+        raw = conn.connection.dbapi_connection
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            raise
+        self._begun = True
+        try:
+            return conn.begin()
+        finally:
+            self._begun = False
 
     def begin(self) -> Any:
         if self.conn is None or self.conn.invalidated or self.conn.closed:
@@ -520,6 +546,10 @@ class SqlAlchemyCaseStore:
                 yield uow
 
     async def _acquire_write_lock(self) -> None:
+        lock = self._write_lock
+        if not lock.locked() and not self._lock_waiting:  # free, nobody queued: taken at once, no time-out to arm
+            await lock.acquire()
+            return
         self._lock_waiting += 1
         try:
             async with asyncio.timeout(self.timeout):
@@ -549,7 +579,9 @@ class SqlAlchemyCaseStore:
             if self._group is None:
                 await self._take_file_lock(writer.file_lock)
                 try:
-                    trans = await _in_thread(writer.begin)
+                    trans = writer.begin_now()
+                    if trans is None:
+                        trans = await _in_thread(writer.begin)
                 except asyncio.CancelledError:
                     # The thread finished BEGIN IMMEDIATE before `_in_thread` re-raised: the
                     # transaction (and SQLite's write lock) is ours to roll back.

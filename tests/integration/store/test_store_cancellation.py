@@ -134,6 +134,9 @@ async def test_a_dial_cancelled_while_its_write_transaction_begins_leaves_no_tra
                 return trans
 
             writer.begin = held_begin
+            # BEGIN goes to the worker thread when it could wait (lock taken, connection
+            # to open); a free lock is taken inline (`begin_now`). Take the thread path.
+            writer.begin_now = lambda: None
             body = {"case_id": "CC-1", "number": "13800000099", "agent_id": "col-c"}
             auth = {"Authorization": f"Bearer {col}"}
             dial = asyncio.ensure_future(c.post("/v1/dials", json=body, headers=auth))

@@ -166,3 +166,43 @@ async def test_a_cancelled_wait_for_the_write_lock_leaves_nothing_held(tmp_path:
     finally:
         await a.__aexit__(None, None, None)
         await b.__aexit__(None, None, None)
+
+
+async def test_a_write_waits_for_a_writer_outside_dialgate_and_then_goes_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await _store(tmp_path)
+    try:
+        await _add(store, "before")  # the writer's connection is open: BEGIN is tried inline first
+        outsider = sqlite3.connect(tmp_path / "dialgate.db", isolation_level=None, check_same_thread=False)
+        outsider.execute("BEGIN IMMEDIATE")  # e.g. the sqlite3 shell: no writer lock file
+        naps: list[float] = []
+
+        def nap(seconds: float) -> None:  # in the worker thread, retrying BEGIN IMMEDIATE
+            naps.append(seconds)
+            if len(naps) == 2:
+                outsider.execute("COMMIT")
+
+        monkeypatch.setattr(store_mod, "_sleep", nap)
+        await asyncio.wait_for(_add(store, "after"), 10)
+        assert len(naps) == 2  # it found the lock taken, waited in the thread, then wrote
+        assert _users_on_disk(tmp_path) == ["before", "after"]
+        outsider.close()
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_with_the_lock_free_a_write_begins_without_a_worker_thread(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    try:
+        await _add(store, "opens-the-connection")
+        writer: Any = store._writer  # noqa: SLF001
+
+        def no_thread_begin() -> Any:
+            raise AssertionError("BEGIN went to a worker thread with the lock free")
+
+        writer.begin = no_thread_begin
+        await _add(store, "inline")
+        assert _users_on_disk(tmp_path) == ["opens-the-connection", "inline"]
+    finally:
+        await store.__aexit__(None, None, None)
