@@ -37,7 +37,8 @@ the INVITE to that final response (1 ms resolution). Each target gets, in this o
 3. closed loops (``--closed``: that many calls in flight, a new one as soon as one is
    answered): the peak rate with its latency, for comparison with earlier figures.
 
-Every run prints the CPU used by the target (all its processes and threads) and by sipp,
+Every run prints the CPU used by the target (all its processes and threads; also per answered
+call, ``us/call``, the figure least skewed by other work) and by sipp,
 each as a share of one core, and the whole machine's busy share: on a 2-core machine
 sipp competes with the target, and other work on the machine skews every figure. The
 summary gives each target's capacity and the gate/Kamailio ratios.
@@ -404,6 +405,13 @@ class Result:
     cpu_sipp: float  # share of one core
     cpu_target: float  # share of one core (all its processes and threads)
     cpu_machine: float  # share of all cores, everything on the machine
+    cpu_target_s: float = 0.0  # CPU seconds the target used during the run
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        """The target's CPU per answered call (INVITE and its ACK), all threads: the
+        figure least skewed by other work on the machine."""
+        return self.cpu_target_s / self.answered * 1e6 if self.answered else float("nan")
 
     @property
     def label(self) -> str:
@@ -457,7 +465,8 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, kind: 
                 time.sleep(0.02)
     wall = time.monotonic() - started
     busy1, total1 = machine_cpu()
-    cpu_target = (group_cpu_seconds(target.proc.pid) - target_cpu0) / wall
+    cpu_target_s = group_cpu_seconds(target.proc.pid) - target_cpu0
+    cpu_target = cpu_target_s / wall
     cpu_sipp = (usage.ru_utime + usage.ru_stime) / wall
     cpu_machine = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
     times: list[float] = []
@@ -487,7 +496,7 @@ def run_sipp(target: Target, rate: int, calls: int, first: int, tag: str, kind: 
         target=target.name, kind=kind, offered=rate, limit=limit, calls=calls, answered=len(times),
         per_s=decided / span if span > 0 else float("nan"),
         p50_ms=statistics.median(times), p99_ms=times[min(len(times) - 1, int(0.99 * len(times)))],
-        finals=finals, cpu_sipp=cpu_sipp, cpu_target=cpu_target, cpu_machine=cpu_machine,
+        finals=finals, cpu_sipp=cpu_sipp, cpu_target=cpu_target, cpu_machine=cpu_machine, cpu_target_s=cpu_target_s,
     )
 
 
@@ -506,7 +515,7 @@ def ms(value: float) -> str:
 
 
 HEADER = (f"{'target':18} {'run':>11} {'calls':>6} {'decided/s':>10} {'p50 ms':>6} {'p99 ms':>6}  "
-          f"{'302%':>5} {'603%':>5} {'503':>5} {'retr':>5} {'fail':>4}  {'cpu target':>10} {'sipp':>5} {'machine':>7}")
+          f"{'302%':>5} {'603%':>5} {'503':>5} {'retr':>5} {'fail':>4}  {'cpu target':>10} {'us/call':>7} {'sipp':>5} {'machine':>7}")
 
 
 def fmt(r: Result) -> str:
@@ -514,7 +523,7 @@ def fmt(r: Result) -> str:
     share = (lambda n: f"{100 * n / r.calls:5.1f}") if r.calls else (lambda n: "    -")
     return (f"{r.target:18} {r.kind + ' ' + r.label:>11} {r.calls:>6} {r.per_s:>10.0f} {ms(r.p50_ms):>6} {ms(r.p99_ms):>6}  "
             f"{share(f['302'])} {share(f['603'])} {f['503']:>5} {f['INVITE retrans']:>5} {f['failed']:>4}  "
-            f"{100 * r.cpu_target:>9.0f}% {100 * r.cpu_sipp:>4.0f}% {100 * r.cpu_machine:>6.0f}%")
+            f"{100 * r.cpu_target:>9.0f}% {r.cpu_us_per_call:>7.0f} {100 * r.cpu_sipp:>4.0f}% {100 * r.cpu_machine:>6.0f}%")
 
 
 def settle(target: Target, quiet: float = 0.1, longest: float = 15.0) -> None:
@@ -848,7 +857,8 @@ def main() -> None:
             a = anchor.get((r.kind, r.offered, r.limit))
             if r.target == gate and a is not None and r.kind != "ladder":
                 print(f"ratio {gate}/kamailio-static {r.kind} {r.label}: decided/s {r.per_s / a.per_s:.2f}; "
-                      f"p50 {ms(r.p50_ms)} vs {ms(a.p50_ms)} ms, p99 {ms(r.p99_ms)} vs {ms(a.p99_ms)} ms")
+                      f"p50 {ms(r.p50_ms)} vs {ms(a.p50_ms)} ms, p99 {ms(r.p99_ms)} vs {ms(a.p99_ms)} ms; "
+                      f"CPU per call {r.cpu_us_per_call:.0f} vs {a.cpu_us_per_call:.0f} us ({r.cpu_us_per_call / a.cpu_us_per_call:.1f}x)")
 
 
 def fmt_fail(r: Result, bound: float) -> str:
