@@ -50,7 +50,17 @@ def normalize_number(raw: str, region: str = "CN") -> str:
     """
     if not isinstance(raw, str):
         raise NumberFormatError(str(raw), f"expected a string, got {type(raw).__name__}")
+    if raw in _VALID:  # an E.164 number this module produced: valid in any region
+        return raw
     return _normalize(raw.strip(), region.upper() if region else "CN")
+
+
+# E.164 numbers `_normalize` produced → their single zone (None: several or unknown).
+# One parse of a never-seen number then serves the gate's normalisation, the policy's
+# own check of the normalised number and the callee's zone (three parses before; the
+# SIP gate sees a new number on most calls). Bounded: emptied when full.
+_VALID: dict[str, str | None] = {}
+_VALID_MAX = 65536
 
 
 @lru_cache(maxsize=65536)
@@ -67,7 +77,11 @@ def _normalize(raw: str, region: str) -> str:
     if not phonenumbers.is_valid_number(parsed):
         region_of = phonenumbers.region_code_for_country_code(parsed.country_code)
         raise NumberFormatError(raw, f"not a valid number in the numbering plan of {region_of}")
-    return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[e164] = _single_zone(parsed)
+    return e164
 
 
 def is_dialable(number: str, region: str = "CN") -> bool:
@@ -95,10 +109,16 @@ def number_zone(number: str) -> str | None:
     spans zones, or a country with several zones and no finer data, answers None so
     the caller falls back to the policy's default zone.
     """
+    if number in _VALID:
+        return _VALID[number]
     try:
         parsed = phonenumbers.parse(number, None)
     except NumberParseException:
         return None
+    return _single_zone(parsed)
+
+
+def _single_zone(parsed: phonenumbers.PhoneNumber) -> str | None:
     zones = pn_timezone.time_zones_for_number(parsed)
     if len(zones) != 1:
         return None

@@ -62,3 +62,42 @@ def test_numbers_are_masked_for_logs() -> None:
     assert mask_number("13800000001") == "138****0001"
     assert mask_number("+12125550100") == "+121****0100"
     assert mask_number("1001") == "****"
+
+
+def _fresh_zone(e164: str) -> str | None:
+    from phonenumbers import parse
+    from phonenumbers import timezone as pn_timezone
+
+    zones = pn_timezone.time_zones_for_number(parse(e164, None))
+    return zones[0] if len(zones) == 1 and zones[0] != pn_timezone.UNKNOWN_TIMEZONE else None
+
+
+@pytest.mark.parametrize(("raw", "region"), [
+    ("13800000001", "CN"), ("+8613800000001", "US"), ("021 6123 4567", "CN"), ("(212) 555-0123", "US"),
+    ("+1 312 555 0123", "CN"), ("+1 800 555 0123", "CN"), ("020 7946 0018", "GB"), ("+61 2 9374 4000", "CN"),
+])
+def test_a_normalised_numbers_zone_is_the_one_a_fresh_parse_gives_and_it_normalises_to_itself_anywhere(
+    raw: str, region: str
+) -> None:
+    import policy.numbers as numbers
+
+    numbers._VALID.clear()  # noqa: SLF001 - start cold
+    numbers._normalize.cache_clear()  # noqa: SLF001
+    e164 = normalize_number(raw, region)
+    assert e164 in numbers._VALID  # noqa: SLF001
+    assert number_zone(e164) == _fresh_zone(e164)
+    for other in ("CN", "US", "GB", "DE"):
+        assert normalize_number(e164, other) == e164
+
+
+def test_the_known_numbers_stay_bounded() -> None:
+    import policy.numbers as numbers
+
+    limit = numbers._VALID_MAX  # noqa: SLF001
+    numbers._VALID_MAX = 50  # noqa: SLF001
+    try:
+        for i in range(120):
+            normalize_number(f"1391{i:07d}", "CN")
+            assert len(numbers._VALID) <= 50  # noqa: SLF001
+    finally:
+        numbers._VALID_MAX = limit  # noqa: SLF001
