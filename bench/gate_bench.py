@@ -3,6 +3,7 @@
     .venv/bin/python bench/gate_bench.py                       # SQLite, 10^3 and 10^6 prior attempts
     .venv/bin/python bench/gate_bench.py --store both --pg-url postgresql+asyncpg://…
     .venv/bin/python bench/gate_bench.py --prior 1000 --sweep 250:2500:250   # find the rate p99 allows
+    .venv/bin/python bench/gate_bench.py --prior 1000 --no-inproc --repeat 3  # median and range of 3 runs
 
 For each store and each prior-attempt count: a fresh database, the prior attempts bulk
 inserted (spread over 100k numbers and the last 90 days, older than the policy's
@@ -26,6 +27,11 @@ also prints the server's CPU (and per request), the client's, so a saturated cli
 shows, and the machine's CPU pressure (Linux PSI "some": the share of the stage some
 runnable task, ours or anyone's, waited for a CPU; high values on a machine shared with
 other work mean the latency figures carry that wait).
+
+On a shared machine one run's figures can be off by 20-30% (other work's CPU wait lands
+in them; the CPU pressure column shows how much). `--repeat N` runs everything N times,
+each on a fresh database and server, and prints each stage's server CPU per request, p99
+and CPU pressure as median [least..most]; the goal summary then uses the medians.
 
 Goals (issue 3): >= 1,000 decisions/s on SQLite, p99 <= 25 ms, latency at 10^6 prior
 attempts within 1.5x of 10^3.
@@ -642,6 +648,52 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+_FIGURES = ("per_s", "achieved", "p50_ms", "p99_ms", "max_ms", "server_ms_per_req", "server_cpu", "client_cpu",
+            "cpu_pressure")
+
+
+def _median_stage(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(stages[0])
+    for k in _FIGURES:
+        if k in out:
+            out[k] = statistics.median(x[k] for x in stages)
+    return out
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result whose figures are the runs' medians (each figure on its own)."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key in ("gate", "anchor", "open_anchor"):
+        if runs[0].get(key):
+            out[key] = _median_stage([r[key] for r in runs])
+    out["open"] = [_median_stage([r["open"][i] for r in runs]) for i in range(len(runs[0]["open"]))]
+    return out
+
+
+def show_spread(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Each stage's server CPU per request and p99 over the runs: median [least..most]."""
+
+    def spread(stages: list[dict[str, Any]], key: str, fmt: str) -> str:
+        v = sorted(x[key] for x in stages)
+        return f"{fmt.format(statistics.median(v))} [{fmt.format(v[0])}..{fmt.format(v[-1])}]"
+
+    def line(label: str, stages: list[dict[str, Any]]) -> None:
+        print(f"    {label:28} server {spread(stages, 'server_ms_per_req', '{:.2f}')} ms/request, "
+              f"p99 {spread(stages, 'p99_ms', '{:.1f}')} ms, CPU pressure {spread(stages, 'cpu_pressure', '{:.0%}')}")
+
+    r0 = runs[0]
+    print(f"\n{r0['store']}, {r0['prior']:,} prior attempts: {len(runs)} runs, median [least..most]")
+    line("closed POST /v1/dials", [r["gate"] for r in runs])
+    line("closed anchor GET /healthz", [r["anchor"] for r in runs])
+    for i, o in enumerate(r0["open"]):
+        line(f"open POST /v1/dials {o['rate']:.0f}/s", [r["open"][i] for r in runs])
+    if r0.get("open_anchor"):
+        line(f"open GET /healthz {r0['open_anchor']['rate']:.0f}/s", [r["open_anchor"] for r in runs])
+    sys.stdout.flush()
+
+
 def _floats(text: str) -> list[float]:
     if ":" in text:  # start:stop:step
         a, b, c = (float(x) for x in text.split(":"))
@@ -668,8 +720,14 @@ async def main() -> None:
     ap.add_argument("--sqlite-synchronous", default="FULL")
     ap.add_argument("--log-level", default="warning", help="the server's [log] level")
     ap.add_argument("--no-inproc", dest="inproc", action="store_false", help="skip the in-process anchor")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per store and prior count (a fresh database and server each); with more than one, "
+                         "the summary gives each figure's median and range: on a shared machine one run's "
+                         "figures can be off by 20-30%%")
     ap.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     args = ap.parse_args()
+    if args.repeat < 1:
+        raise SystemExit("--repeat: at least 1")
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     if "postgres" in stores and not args.pg_url:
         raise SystemExit("--pg-url (or DIALGATE_TEST_PG_URL) is needed for PostgreSQL")
@@ -680,14 +738,25 @@ async def main() -> None:
           f"share the machine; SQLite synchronous={args.sqlite_synchronous}, "
           f"server log level {args.log_level}")
     results = []
+    per_prior: list[dict[str, Any]] = []  # one (median) result per store and prior count
     for store in stores:
         for prior in (int(p) for p in args.prior.split(",")):
-            r = await run_one(store, prior, args)
-            show(r, args)
-            results.append(r)
+            runs = []
+            for rep in range(args.repeat):
+                if args.repeat > 1:
+                    print(f"\n[run {rep + 1} of {args.repeat}]", end="")
+                r = await run_one(store, prior, args)
+                show(r, args)
+                runs.append(r)
+            results.extend(runs)
+            if args.repeat > 1:
+                show_spread(runs, args)
+            per_prior.append(median_run(runs))
     print()
     for store in stores:
-        rs = [r for r in results if r["store"] == store]
+        rs = [r for r in per_prior if r["store"] == store]
+        if args.repeat > 1:
+            print(f"(medians of {args.repeat} runs each)")
         for r in rs:
             at = [o for o in r["open"] if o["rate"] == RATE_GOAL]
             lat = f"p99 {at[0]['p99_ms']:.1f} ms at {RATE_GOAL:,.0f}/s open loop" if at else "no open loop at 1,000/s"
