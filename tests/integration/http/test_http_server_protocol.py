@@ -95,6 +95,17 @@ class Servers:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
+    def wait_until_no_connections(self, name: str, timeout: float = 10.0) -> None:
+        """Until server `name` has seen every client connection go and finished every
+        request it had started (its loop ran past the closes)."""
+        server = self.servers[name]
+
+        async def gone() -> None:
+            while server.server_state.connections or server.server_state.tasks:
+                await asyncio.sleep(0.01)
+
+        self.call(asyncio.wait_for(gone(), timeout))
+
     def stop(self) -> None:
         for s in self.servers.values():
             s.should_exit = True
@@ -285,13 +296,13 @@ def test_clients_that_leave_before_their_answer_leave_no_error_and_the_server_se
         c.send(half[:cut])
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
         c.close()
-    servers.call(asyncio.sleep(0.2))  # let the server's loop run past both disconnects
+    servers.wait_until_no_connections("gate")  # the server has handled both disconnects
     c = Conn(servers.port["gate"])
     try:
         c.send(request("GET", "/healthz", tok, rid="after"))
         assert c.response()[0] == 200
     finally:
         c.close()
-    servers.call(asyncio.sleep(0.05))
+    servers.wait_until_no_connections("gate")
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
