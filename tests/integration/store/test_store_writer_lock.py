@@ -92,6 +92,23 @@ async def _hold_write(store: SqlAlchemyCaseStore, name: str, inside: asyncio.Eve
         await release.wait()
 
 
+async def _held_by(store: SqlAlchemyCaseStore, name: str) -> tuple["asyncio.Task[None]", asyncio.Event]:
+    """`store` inside a write (its writer lock held) until the returned event is set."""
+    inside, release = asyncio.Event(), asyncio.Event()
+    holder = asyncio.create_task(_hold_write(store, name, inside, release))
+    await inside.wait()
+    return holder, release
+
+
+async def _until_let_go(lock: Any) -> None:
+    """An abandoned wait is granted the lock once its holder lets go, and lets go at once."""
+    for _ in range(1000):
+        if not lock.stuck:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the abandoned wait never let go of the writer lock")
+
+
 async def _add(store: SqlAlchemyCaseStore, name: str) -> None:
     async with store.write() as uow:
         await uow.users.add(name, "collector", frozenset({"bank-w"}), f"h-{name}", NOW)
@@ -100,9 +117,7 @@ async def _add(store: SqlAlchemyCaseStore, name: str) -> None:
 async def test_a_second_process_writes_right_after_the_first_commits(tmp_path: Path) -> None:
     a, b = await _store(tmp_path), await _store(tmp_path)
     try:
-        inside, release = asyncio.Event(), asyncio.Event()
-        holder = asyncio.create_task(_hold_write(a, "first", inside, release))
-        await inside.wait()
+        holder, release = await _held_by(a, "first")
         assert a._writer is not None and a._writer.file_lock.held  # noqa: SLF001
         second = asyncio.create_task(_add(b, "second"))
         await asyncio.sleep(0.05)  # give it every chance to (wrongly) get in
@@ -119,9 +134,7 @@ async def test_a_second_process_writes_right_after_the_first_commits(tmp_path: P
 async def test_a_write_lock_held_past_the_timeout_fails_closed_and_the_store_recovers(tmp_path: Path) -> None:
     a, b = await _store(tmp_path), await _store(tmp_path, timeout_s=0.2)
     try:
-        inside, release = asyncio.Event(), asyncio.Event()
-        holder = asyncio.create_task(_hold_write(a, "slow", inside, release))
-        await inside.wait()
+        holder, release = await _held_by(a, "slow")
         with pytest.raises(StoreUnavailable, match="timed out waiting for another process"):
             await _add(b, "late")
         # Its abandoned wait is still queued on the lock: no second wait piles up behind it.
@@ -129,11 +142,7 @@ async def test_a_write_lock_held_past_the_timeout_fails_closed_and_the_store_rec
             await _add(b, "later")
         release.set()
         await holder
-        lock: Any = b._writer.file_lock  # type: ignore[union-attr]  # noqa: SLF001
-        for _ in range(1000):  # the abandoned wait is granted the lock and lets it go
-            if not lock.stuck:
-                break
-            await asyncio.sleep(0.005)
+        await _until_let_go(b._writer.file_lock)  # type: ignore[union-attr]  # noqa: SLF001
         await _add(b, "after")
         assert _users_on_disk(tmp_path) == ["slow", "after"]
     finally:
@@ -144,9 +153,7 @@ async def test_a_write_lock_held_past_the_timeout_fails_closed_and_the_store_rec
 async def test_a_cancelled_wait_for_the_write_lock_leaves_nothing_held(tmp_path: Path) -> None:
     a, b = await _store(tmp_path), await _store(tmp_path)
     try:
-        inside, release = asyncio.Event(), asyncio.Event()
-        holder = asyncio.create_task(_hold_write(a, "owner", inside, release))
-        await inside.wait()
+        holder, release = await _held_by(a, "owner")
         waiting = asyncio.create_task(_add(b, "gone"))
         await asyncio.sleep(0.05)
         waiting.cancel()
@@ -155,10 +162,7 @@ async def test_a_cancelled_wait_for_the_write_lock_leaves_nothing_held(tmp_path:
         release.set()
         await holder
         lock: Any = b._writer.file_lock  # type: ignore[union-attr]  # noqa: SLF001
-        for _ in range(1000):
-            if not lock.stuck:
-                break
-            await asyncio.sleep(0.005)
+        await _until_let_go(lock)
         assert not lock.held
         await _add(a, "owner-again")  # nobody holds the lock: the first store writes at once
         await _add(b, "b-now")
