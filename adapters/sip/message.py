@@ -604,6 +604,8 @@ def _split_header_block(block: str) -> list[str]:
 
     Built from lists and joined once: a flood of continuation lines stays linear.
     """
+    if block[:1] not in (" ", "\t") and "\r\n " not in block and "\r\n\t" not in block:
+        return block.split("\r\n")  # nothing folded (the usual message): no list per line
     lines: list[list[str]] = []
     for line in block.split("\r\n"):
         if line[:1] in (" ", "\t"):

@@ -68,6 +68,13 @@ def test_folded_header_lines_are_joined_with_a_single_space():
     assert msg.get("subject") == "first second third"
 
 
+def test_a_header_folded_only_by_a_tab_is_joined_and_a_message_starting_with_a_continuation_is_refused():
+    msg = parse_message(invite(extra="Subject: first\r\n\tsecond\r\n"))
+    assert msg.get("subject") == "first second"
+    with pytest.raises(SipParseError, match="starts with a continuation line"):
+        parse_message(b"INVITE sip:1@gate.example SIP/2.0\r\n Via: SIP/2.0/UDP 10.0.0.1\r\n\r\n")
+
+
 def test_comma_joined_and_repeated_via_values_are_all_kept_in_order():
     extra = "Via: SIP/2.0/TCP b.example;branch=z9hG4bK2, SIP/2.0/UDP c.example:5070;branch=z9hG4bK3\r\n"
     msg = parse_message(invite(extra=extra))
