@@ -105,7 +105,7 @@ class _Decision:
     dial: SipDialInput | None
     started: float
     task: asyncio.Task[Any] | None = None
-    timers: tuple[asyncio.TimerHandle, ...] = ()
+    timer: asyncio.TimerHandle | None = None  # 100 Trying, then the time-out
     late: bool = False  # answered by the time-out; the authorizer still runs
 
 
@@ -357,19 +357,24 @@ class SipServer:
             self._answer(_Decision(msg, txn, source, None, time.perf_counter()), fail_closed_answer())
             return
         # One task per INVITE (the authorizer's own), finished by a done-callback; the
-        # time-out and the 100 Trying are timer handles. (A wrapping task awaiting
-        # asyncio.wait() cost ~13 us more per INVITE: a second task, a waiter future
-        # and their callbacks.)
+        # 100 Trying and the time-out are one timer handle in turn. (A wrapping task
+        # awaiting asyncio.wait() cost ~13 us more per INVITE: a second task, a waiter
+        # future and their callbacks.)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._authorizer.authorize(dial))
         d = _Decision(msg, txn, source, dial, time.perf_counter())
         d.task = task
-        d.timers = (loop.call_later(_PROVISIONAL_AFTER, self._trying, d), loop.call_later(self._timeout, self._timed_out, d))
+        if self._timeout > _PROVISIONAL_AFTER:
+            d.timer = loop.call_later(_PROVISIONAL_AFTER, self._trying, d)
+        else:
+            d.timer = loop.call_later(self._timeout, self._timed_out, d)
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._decided(d, t))
 
     def _trying(self, d: "_Decision") -> None:
-        """RFC 3261 17.2.1: 100 Trying when the decision takes longer than 200 ms."""
+        """RFC 3261 17.2.1: 100 Trying when the decision takes longer than 200 ms; then
+        the same timer waits for the time-out."""
+        d.timer = asyncio.get_running_loop().call_later(self._timeout - _PROVISIONAL_AFTER, self._timed_out, d)
         if not d.txn.final:
             resp = build_response(d.msg, 100, d.source, None)
             for r in d.txn.replies:
@@ -384,7 +389,7 @@ class SipServer:
         if task is None or task.done():
             return  # finished; its done-callback is about to answer
         d.late = True
-        d.timers[0].cancel()
+        d.timer = None
         self.stats.authorizer_failures += 1
         log.warning("sip.authorizer_failed", error="TimeoutError", detail=f"no decision within {self._timeout:g} s",
                     call_id=d.msg.call_id)
@@ -394,8 +399,8 @@ class SipServer:
         """Done-callback of the authorizer's task: answer (fail closed on any error)."""
         self._tasks.discard(task)
         self._pending -= 1
-        for timer in d.timers:
-            timer.cancel()
+        if d.timer is not None:
+            d.timer.cancel()
         if task.cancelled():
             return  # the listener is closing
         exc = task.exception()
