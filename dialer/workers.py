@@ -100,6 +100,7 @@ def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str,
 
         asyncio.run(migrate())
     cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    _remove_dead_pools(cfg.paths.data_dir)
     run_dir = Path(tempfile.mkdtemp(prefix=".serve-pool-", dir=cfg.paths.data_dir))
     (run_dir / "metrics").mkdir()
     os.environ.update({
@@ -116,3 +117,23 @@ def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str,
                     host=cfg.http.host, port=cfg.http.port, **uvicorn_options)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _remove_dead_pools(data_dir: Path) -> None:
+    """Run directories left by a pool whose supervisor was killed (SIGKILL, power loss):
+    nobody holds their primary lock any more. A live pool's stays."""
+    for old in data_dir.glob(".serve-pool-*"):
+        lock = old / "primary.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its primary is alive
+        finally:
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(old, ignore_errors=True)

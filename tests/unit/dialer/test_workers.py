@@ -48,3 +48,20 @@ def test_one_worker_or_a_file_database_needs_no_checks(tmp_path: Path) -> None:
 def test_worker_counts_outside_1_to_64_are_refused(workers: int) -> None:
     with pytest.raises(ConfigError, match="http.workers: expected 1 to 64"):
         build_config({"http": {"workers": workers}})
+
+
+def test_a_dead_pools_run_directory_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    import os
+
+    from dialer.workers import _remove_dead_pools
+
+    dead, live = tmp_path / ".serve-pool-dead", tmp_path / ".serve-pool-live"
+    for d in (dead, live):
+        (d / "metrics").mkdir(parents=True)
+        (d / "primary.lock").touch()
+    assert elect(str(live / "primary.lock")) == PRIMARY  # its primary still runs
+    try:
+        _remove_dead_pools(tmp_path)
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(_held.pop())
