@@ -44,7 +44,7 @@ from adapters.sip.gate import SipDialAnswer, SipDialInput, mask_number
 from adapters.sip.server import SipServer
 from dialer.errors import AmbiguousCase, ApiError, ConfigError, Forbidden, NoSuchCase, UnprocessableEntity
 from dialer.model import Principal
-from dialer.usecases import Gate, RequestDial
+from dialer.usecases import DialResult, Gate, RequestDial
 
 log = structlog.get_logger("dialgate.sip")
 
@@ -119,11 +119,32 @@ class GateSipAuthorizer:
         # `dial.decided` line (allowed, rule, case, agent, masked number, attempt and
         # decision id) then ties the PBX's call to the decision log, so the listener
         # needs no second info line per INVITE of its own (`sip.decision` is debug).
-        with structlog.contextvars.bound_contextvars(call_id=invite.call_id):
-            answer = await self._authorize(invite)
+        tokens = structlog.contextvars.bind_contextvars(call_id=invite.call_id)
+        try:
+            found = await self._command(invite)
+            if isinstance(found, SipDialAnswer):
+                answer = found
+            else:
+                # awaited here, not in a helper: each of the decision's suspensions
+                # resumes through every coroutine frame above it
+                try:
+                    result = await self._gate.request_dial(found)
+                except NoSuchCase:
+                    answer = self._refused("case.not_found", invite)
+                except AmbiguousCase:
+                    answer = self._refused("case.ambiguous", invite)
+                except (Forbidden, UnprocessableEntity) as exc:
+                    unknown = isinstance(exc, UnprocessableEntity) and exc.details.get("field") == "agent_id"
+                    answer = self._refused("agent.unknown" if unknown else "request.forbidden", invite, exc.detail)
+                except ApiError as exc:
+                    answer = self._refused("request.forbidden", invite, exc.detail)
+                else:
+                    answer = self._answer(result)
             if not answer.allowed and answer.decision_id is None:
                 answer = await self._log_refusal(invite, answer)
-        return answer
+            return answer
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _log_refusal(self, invite: SipDialInput, answer: SipDialAnswer) -> SipDialAnswer:
         """A refusal made before the policy (no case, several, unknown agent) goes to the
@@ -146,7 +167,9 @@ class GateSipAuthorizer:
             return answer
         return dataclasses.replace(answer, decision_id=record.decision_id)
 
-    async def _authorize(self, invite: SipDialInput) -> SipDialAnswer:
+    async def _command(self, invite: SipDialInput) -> RequestDial | SipDialAnswer:
+        """The RequestDial for the INVITE, or the refusal when there is no agent or no
+        single case (the latter only where the case is resolved before the write)."""
         if not invite.agent_id:
             return self._refused("agent.unknown", invite)
         if not invite.case_id and not invite.attempt_id and self._gate.resolves_in_write:
@@ -182,17 +205,9 @@ class GateSipAuthorizer:
                 caller_line=invite.caller_line,
                 registered_lines=self._config.registered_lines.get(creditor),
             )
-        try:
-            result = await self._gate.request_dial(cmd)
-        except NoSuchCase:
-            return self._refused("case.not_found", invite)
-        except AmbiguousCase:
-            return self._refused("case.ambiguous", invite)
-        except (Forbidden, UnprocessableEntity) as exc:
-            rule = "agent.unknown" if isinstance(exc, UnprocessableEntity) and exc.details.get("field") == "agent_id" else "request.forbidden"
-            return self._refused(rule, invite, exc.detail)
-        except ApiError as exc:
-            return self._refused("request.forbidden", invite, exc.detail)
+        return cmd
+
+    def _answer(self, result: DialResult) -> SipDialAnswer:
         decision = result.decision
         retry_after = None
         if not result.allowed and decision.next_allowed_at is not None:
