@@ -300,6 +300,7 @@ _MEMO_MAX = 1024
 _MEMO_VALUE_MAX = 256
 _URI_MEMO: dict[str, "SipUri"] = {}
 _NAME_ADDR_MEMO: dict[str, "NameAddr"] = {}
+_VIA_MEMO: dict[str, "Via"] = {}
 
 
 def parse_uri(raw: str, *, what: str) -> SipUri:
@@ -482,6 +483,19 @@ class Via:
 
 
 def parse_via(value: str) -> Via:
+    """One Via value. Memoised like URIs: an ACK for a non-2xx answer carries its
+    INVITE's top Via unchanged (RFC 3261 17.1.1.3), and so does a retransmission."""
+    found = _VIA_MEMO.get(value)
+    if found is None:
+        found = _parse_via(value)
+        if len(value) <= _MEMO_VALUE_MAX:
+            if len(_VIA_MEMO) >= _MEMO_MAX:
+                _VIA_MEMO.clear()
+            _VIA_MEMO[value] = found
+    return found
+
+
+def _parse_via(value: str) -> Via:
     text = value.strip(" \t")
     if not text:
         raise SipParseError("empty Via value")

@@ -265,6 +265,10 @@ def test_a_value_seen_before_parses_to_the_same_result_and_a_bad_one_is_still_re
     assert first == again == fresh
     assert again.uri.host == "pbx.example" and again.uri.port == 5060 and again.tag == "f9"
     assert parse_uri("sip:+8613800000001@gate.example", what="To") == message._parse_uri("sip:+8613800000001@gate.example", "To")
+    via = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-memo;rport"
+    assert parse_via(via) == parse_via(via) == message._parse_via(via)
+    with pytest.raises(SipParseError, match="Via sent-protocol"):
+        parse_via("SIP/3.0/UDP 10.0.0.1")
     for _ in range(2):  # refusals are never remembered
         with pytest.raises(SipParseError, match="unterminated '<' in Contact"):
             parse_name_addr("<sip:1001@pbx.example", what="Contact")
@@ -281,6 +285,9 @@ def test_a_flood_of_distinct_uris_does_not_grow_the_parse_memo_beyond_its_bound(
     parse_name_addr(long_value, what="To")
     assert len(message._NAME_ADDR_MEMO) <= message._MEMO_MAX
     assert len(message._URI_MEMO) <= message._MEMO_MAX
+    for i in range(2 * message._MEMO_MAX):
+        parse_via(f"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{i}")
+    assert len(message._VIA_MEMO) <= message._MEMO_MAX
     assert long_value not in message._NAME_ADDR_MEMO  # long values are not kept
 
 
