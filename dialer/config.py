@@ -37,7 +37,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # Empty: SQLite file `<data_dir>/dialgate.db`. PostgreSQL: postgresql+asyncpg://…
         "url": "",
         "busy_timeout_ms": 5000,  # SQLite: how long a writer waits for the file lock
-        "sqlite_synchronous": "FULL",  # FULL: an allowed answer survives power loss
+        # FULL: an answer is given only once its decision is on stable storage (survives
+        # power loss); the WAL flush runs after SQLite's write lock is let go.
+        "sqlite_synchronous": "FULL",
         "pool_size": 10,  # PostgreSQL connections per process
         "timeout_s": 5.0,  # connect / lock / statement timeout: fail closed after this
         "migrate_on_start": True,

@@ -13,7 +13,10 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
   microseconds each — instead of two or three thread hand-offs per statement through
   aiosqlite. Reads stay on aiosqlite. Writes that queue while one runs share its
   transaction (group commit, `_sqlite_write`): each in its own SAVEPOINT, one COMMIT
-  and one fsync for the group, nobody answered before that COMMIT.
+  and one fsync for the group, nobody answered before that COMMIT is on stable storage.
+  With `synchronous = FULL` the fsync happens after SQLite's write lock is let go
+  (`_SqliteWriter.durable_by_fsync`), so the next group runs during the flush.
+  DialGate processes sharing the file take turns on `<database>.writer-lock`.
 * PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
   (``case:…``, ``number:…``), taken in sorted order so two requests never deadlock;
   the decision log then takes its chain's lock (see `SqlDecisionLog.append`).
@@ -274,13 +277,24 @@ class _SqliteWriter:
             connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
         )
 
+        self.wal_path = path + "-wal"
+        # synchronous=FULL in WAL mode is COMMIT = append the frames + fsync the WAL, all
+        # under SQLite's write lock. The writer does the same in two steps: COMMIT with
+        # synchronous=NORMAL (frames appended, lock released at once), then fdatasync of
+        # the WAL (`sync_wal`) before any member of the group hears "done" — the next
+        # group runs its statements during the flush instead of queueing behind it. An
+        # answer still comes only once its transaction, and every one before it, is on
+        # stable storage (WAL frames are checksummed in order: recovery keeps a prefix).
+        self.durable_by_fsync = False
+
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={sync_mode}")
+            wal = str(cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
+            self.durable_by_fsync = wal and sync_mode == "FULL"
+            cur.execute(f"PRAGMA synchronous={'NORMAL' if self.durable_by_fsync else sync_mode}")
             cur.execute("PRAGMA foreign_keys=ON")
             # Inside a write transaction (WAL, the write lock held) nothing waits for
             # the lock; BEGIN IMMEDIATE does its own waiting (`begin_immediate`).
@@ -341,6 +355,14 @@ class _SqliteWriter:
         finally:
             self.file_lock.release()
 
+    def sync_wal(self) -> None:
+        """Flush the WAL to stable storage (`durable_by_fsync`): every frame written so far."""
+        fd = os.open(self.wal_path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
     def abandon(self) -> None:
         """Roll back whatever transaction is open: its caller was cancelled."""
         try:
@@ -391,6 +413,44 @@ async def _shielded(coro: Any) -> Any:
         raise
 
 
+def _resolve(fut: "asyncio.Future[None]", exc: BaseException | None) -> None:
+    if not fut.done():
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
+def _retrieved(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled():
+        fut.exception()  # seen (its error is handled where the COMMIT was awaited)
+
+
+def _durable(group: "_Group", fut: "asyncio.Future[Any]") -> None:
+    """The group's WAL flush is over: it is durable, or its members are told the store
+    failed (the rows may be there after all: failing closed only ever over-counts)."""
+    exc = None if fut.cancelled() else fut.exception()
+    if exc is not None and group.error is None:
+        group.error = StoreUnavailable(f"the commit could not be flushed to disk: {type(exc).__name__}: {exc}")
+    group.settle()
+
+
+async def _wait_out(fut: "asyncio.Future[Any]") -> Any:
+    """`await fut` to its end even if we are cancelled meanwhile; then re-raise that."""
+    cancelled = None
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError as exc:
+            if fut.done():
+                cancelled = exc
+                break
+            cancelled = exc
+    if cancelled is not None and not fut.exception():
+        raise cancelled
+    return fut.result()
+
+
 async def _in_thread(fn: Any) -> Any:
     """Run `fn` in a worker thread; if we are cancelled, still wait for it to finish
     (the SQLite connection must not be left mid-statement), then re-raise."""
@@ -400,12 +460,13 @@ async def _in_thread(fn: Any) -> Any:
 class _Group:
     """One SQLite write transaction shared by the units of work queued together."""
 
-    __slots__ = ("trans", "members", "done", "error", "_settled")
+    __slots__ = ("trans", "members", "closed", "done", "error", "_settled")
 
     def __init__(self, trans: Any) -> None:
         self.trans = trans
         self.members = 0
-        self.done = False
+        self.closed = False  # its transaction is committed, rolled back or being committed
+        self.done = False  # settled: members may go (after the WAL flush when there is one)
         self.error: StoreUnavailable | None = None
         self._settled: asyncio.Future[None] | None = None
 
@@ -415,7 +476,7 @@ class _Group:
 
     def settle(self) -> None:
         """The group is committed, rolled back or failed: wake the members waiting for it."""
-        self.done = True
+        self.closed = self.done = True
         if self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
 
@@ -574,7 +635,7 @@ class SqlAlchemyCaseStore:
         assert writer is not None
         await self._acquire_write_lock()
         group: _Group | None = None
-        joined = False
+        joined = committed_here = False
         try:
             if self._group is None:
                 await self._take_file_lock(writer.file_lock)
@@ -628,10 +689,9 @@ class SqlAlchemyCaseStore:
             joined = True
             if not self._lock_waiting:
                 await _shielded(self._finish_group(group))
-                group.check()
-                return
+                committed_here = True
         finally:
-            if group is not None and not group.done and not joined:
+            if group is not None and not group.closed and not joined:
                 # A failed unit: commit the members before it once the queue has run.
                 if self._lock_waiting:
                     task = asyncio.ensure_future(self._finish_group_locked(group))
@@ -640,12 +700,11 @@ class SqlAlchemyCaseStore:
                 else:
                     await _shielded(self._finish_group(group))
             self._write_lock.release()
-        # Others are queued: they join this group. Its first member queues once more for
+        # Others were queued: they joined this group. Its first member queues once more for
         # the lock and, back at the head, commits everybody; the others only wait for that.
-        if group.members == 1:
+        if not committed_here and group.members == 1:
             await _shielded(self._finish_group_locked(group))
-        else:
-            await group.settled()
+        await group.settled()  # committed, and on stable storage
         group.check()
 
     async def _take_file_lock(self, lock: _WriterFileLock) -> None:
@@ -671,7 +730,7 @@ class SqlAlchemyCaseStore:
             raise StoreUnavailable("the database's write lock was given up")
 
     async def _finish_group_locked(self, group: "_Group") -> None:
-        if group.done:
+        if group.closed:
             return
         self._lock_waiting += 1
         try:
@@ -685,8 +744,9 @@ class SqlAlchemyCaseStore:
 
     async def _finish_group(self, group: "_Group") -> None:
         """COMMIT (or roll back an empty) group; the write lock is held."""
-        if group.done:
+        if group.closed:
             return
+        group.closed = True
         writer = self._writer
         assert writer is not None
         if self._group is group:
@@ -698,19 +758,43 @@ class SqlAlchemyCaseStore:
                 writer.reset()
             group.settle()
             return
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        flush = writer.durable_by_fsync
+
+        def work() -> None:  # in a worker thread: COMMIT, say so, then flush the WAL
+            try:
+                writer.commit(group.trans)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_resolve, committed, exc)
+                raise
+            loop.call_soon_threadsafe(_resolve, committed, None)
+            if flush:
+                writer.sync_wal()
+
+        done = loop.run_in_executor(None, work)
         try:
-            await _in_thread(lambda: writer.commit(group.trans))
+            await _wait_out(committed)
         except (SQLAlchemyError, OSError) as exc:
             # SQLite may keep the transaction open after a failed COMMIT while SQLAlchemy
             # considers it over: start from a fresh connection (this drops the transaction).
+            done.add_done_callback(_retrieved)
             writer.reset()
             group.error = StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}")
+            group.settle()
+            return
+        except asyncio.CancelledError:
+            done.add_done_callback(lambda f: _durable(group, f))  # committed: the group goes on
+            raise
         except BaseException:
+            done.add_done_callback(_retrieved)
             writer.abandon()
             group.error = StoreUnavailable("commit interrupted")
-            raise
-        finally:
             group.settle()
+            raise
+        # Committed; the write lock is released by our caller as we return, and the group
+        # settles when the WAL flush is done (at once when there is none to do).
+        done.add_done_callback(lambda f: _durable(group, f))
 
     def _abort_group(self, group: "_Group", exc: BaseException) -> None:
         """Roll the whole group back (its transaction is unusable or has only the failed unit)."""
@@ -718,8 +802,9 @@ class SqlAlchemyCaseStore:
         assert writer is not None
         if self._group is group:
             self._group = None
-        if group.done:
+        if group.closed:
             return
+        group.closed = True
         if group.members:
             group.error = StoreUnavailable(f"store error in a grouped write: {type(exc).__name__}: {exc}")
         group.settle()

@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,5 +162,80 @@ async def test_writes_cancelled_at_any_point_of_a_busy_group_commit_never_hang_a
         # Cancelled ones are either wholly there or wholly absent; the store still works.
         await add("after")
         assert "after" in _users_on_disk(db)
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_with_synchronous_full_a_write_returns_only_after_its_wal_flush_and_the_next_write_runs_during_it(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    store, db = await _open(tmp_path)
+    writer: Any = store._writer  # noqa: SLF001
+    async with store.write() as uow:  # opens the writer's connection
+        await uow.users.add("first", "collector", frozenset({"bank-g"}), "h-first", NOW)
+    assert writer.durable_by_fsync  # [store] sqlite_synchronous = "FULL", the default
+    real_sync = writer.sync_wal
+    flushing, let_flush = threading.Event(), threading.Event()
+    calls = 0
+
+    def slow_first_flush() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            flushing.set()
+            let_flush.wait(10)
+        real_sync()
+
+    writer.sync_wal = slow_first_flush
+    try:
+        async def add(name: str) -> None:
+            async with store.write() as uow:
+                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+
+        first = asyncio.create_task(add("flushed-late"))
+        assert await asyncio.to_thread(flushing.wait, 10)
+        assert not first.done()  # committed, not yet on stable storage: no answer
+        # The write lock was let go at COMMIT: the next write commits, flushes and returns
+        # while the first flush is still running.
+        await asyncio.wait_for(add("meanwhile"), 10)
+        assert not first.done()
+        let_flush.set()
+        await asyncio.wait_for(first, 10)
+        assert _users_on_disk(db) == {"first", "flushed-late", "meanwhile"}
+    finally:
+        let_flush.set()
+        await store.__aexit__(None, None, None)
+
+
+async def test_a_wal_flush_that_fails_fails_its_write_closed(tmp_path: Path) -> None:
+    import errno
+
+    store, _db = await _open(tmp_path)
+    writer: Any = store._writer  # noqa: SLF001
+
+    def broken_disk() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    writer.sync_wal = broken_disk
+    try:
+        with pytest.raises(StoreUnavailable, match="could not be flushed to disk"):
+            async with store.write() as uow:
+                await uow.users.add("lost", "collector", frozenset({"bank-g"}), "h-lost", NOW)
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_with_synchronous_normal_the_writer_leaves_syncing_to_sqlite(tmp_path: Path) -> None:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"sqlite_synchronous": "NORMAL"}})
+    store = SqlAlchemyCaseStore(cfg.store)
+    await store.__aenter__()
+    try:
+        await upgrade(store)
+        async with store.write() as uow:
+            await uow.users.add("n", "collector", frozenset({"bank-g"}), "h-n", NOW)
+            assert uow.cases.raw.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert not store._writer.durable_by_fsync  # type: ignore[union-attr]  # noqa: SLF001
     finally:
         await store.__aexit__(None, None, None)
