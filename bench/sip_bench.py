@@ -160,6 +160,10 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
 
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         async with SipServer(HourlyCapSipAuthorizer(per_hour=10**9), port=port):
+            from dialer.cli import freeze_long_lived
+
+            # as `dialgate serve` (and gate-sqlite here) does: the edge measured as deployed
+            freeze_long_lived()
             print("READY", flush=True)
             await asyncio.Event().wait()
         return
