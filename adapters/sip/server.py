@@ -80,6 +80,7 @@ REASON_PHRASES = {
 }
 _RPORT_RE = re.compile(r";\s*rport(?=\s*(;|$))", re.IGNORECASE)
 _PROVISIONAL_AFTER = 0.2  # RFC 3261 17.2.1: send 100 Trying if the TU needs longer
+_OVERLOAD_LOG_EVERY = 1.0  # seconds between sip.overloaded lines (each counts the INVITEs shed)
 
 
 @dataclass
@@ -139,6 +140,8 @@ class SipServer:
         self._max_conns = max_tcp_connections
         self._max_pending = max_pending_decisions
         self._pending = 0  # decisions not finished (late ones after a time-out included)
+        self._shed_logged_at = -_OVERLOAD_LOG_EVERY  # when sip.overloaded was last logged
+        self._shed_unlogged = 0  # INVITEs shed since then
         self.transactions = InviteTransactionTable(max_entries=max_transactions, ttl=transaction_ttl)
         self.stats = SipStats()
         self._udp: _UdpEndpoint | None = None
@@ -333,7 +336,13 @@ class SipServer:
             # Overload: answer at once instead of queueing decisions that would time out
             # anyway. 503 + Retry-After (RFC 3261 21.5.4); the call is not placed.
             self.stats.overloaded += 1
-            log.warning("sip.overloaded", pending=self._pending, call_id=msg.call_id)
+            self._shed_unlogged += 1
+            now = time.monotonic()
+            if now - self._shed_logged_at >= _OVERLOAD_LOG_EVERY:
+                # at most one line a second: under overload a JSON line per shed INVITE
+                # (~20 us each) is CPU the decisions in flight need
+                log.warning("sip.overloaded", pending=self._pending, shed=self._shed_unlogged, call_id=msg.call_id)
+                self._shed_logged_at, self._shed_unlogged = now, 0
             self.transactions.complete(
                 txn,
                 build_response(msg, 503, source, to_tag, extra=[

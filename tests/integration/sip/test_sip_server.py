@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from structlog.testing import capture_logs
+
 from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.gate import SipDialAnswer, SipDialInput
 from sipclient import TcpClient, UdpClient, derive, make_invite
@@ -376,3 +378,25 @@ async def test_the_largest_udp_datagram_is_read_whole(start_gate):
     # a datagram cut short would fail its Content-Length: 400, and no decision
     assert resp.call_id == "big-1@pbx" and resp.status == 302
     assert [i.call_id for i in auth.asked] == ["big-1@pbx"]
+
+
+async def test_invites_shed_under_overload_are_all_answered_503_and_logged_in_one_line_with_their_count(start_gate):
+    release = asyncio.Event()
+
+    async def slow(invite: SipDialInput) -> SipDialAnswer:
+        await release.wait()
+        return SipDialAnswer(True, "allow", "Allowed")
+
+    async with start_gate(RecordingSipAuthorizer(slow), max_pending_decisions=1) as gate:
+        client = UdpClient(gate.port)
+        with capture_logs() as logs:
+            client.send(make_invite("+8613800000030", gate_port=gate.port))  # takes the one slot
+            shed = [await client.request(make_invite(f"+86138000001{i:02d}", gate_port=gate.port)) for i in range(20)]
+        release.set()
+        decided = await client.recv_final()
+        client.close()
+        stats = gate.stats
+    assert [r.status for r in shed] == [503] * 20 and decided.status == 302
+    assert stats.overloaded == 20
+    lines = [e for e in logs if e["event"] == "sip.overloaded"]
+    assert len(lines) == 1 and lines[0]["shed"] == 1  # the first shed INVITE; the rest within the second are counted
