@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 import threading
 from dataclasses import replace
@@ -310,6 +311,63 @@ class _SqliteWriter:
 
         self.conn: Connection | None = None
         self._begun = False
+        # COMMITs run in order on a thread of the writer's own, WAL flushes on another (so
+        # the next group's COMMIT need not wait for the last one's flush): handing work to
+        # them is a queue put (an executor hand-off cost twice the CPU per group). One
+        # flush serves every group committed before it started.
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._flushes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def run(self, job: Any) -> None:
+        """Run `job()` on the writer's commit thread (started on first use); `job` reports
+        its own outcome (it must not raise)."""
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._work, name="dialgate-sqlite-commit", daemon=True),
+                threading.Thread(target=self._flush_work, name="dialgate-sqlite-flush", daemon=True),
+            ]
+            for t in self._threads:
+                t.start()
+        self._jobs.put(job)
+
+    def flush_then(self, loop: asyncio.AbstractEventLoop, done: "asyncio.Future[None]") -> None:
+        """From the commit thread, after a COMMIT: resolve `done` once the WAL is flushed
+        (or with the error that stopped the flush)."""
+        self._flushes.put((loop, done))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except BaseException:  # noqa: BLE001 - a job reports its own errors; the thread must live
+                pass
+
+    def _flush_work(self) -> None:
+        while (first := self._flushes.get()) is not None:
+            waiting = [first]
+            stop = False
+            while True:  # everything committed before this flush starts rides on it
+                try:
+                    more = self._flushes.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                waiting.append(more)
+            error: BaseException | None = None
+            try:
+                self.sync_wal()
+            except BaseException as exc:  # noqa: BLE001 - reported to every group waiting
+                error = exc
+            for loop, done in waiting:
+                try:
+                    loop.call_soon_threadsafe(_resolve, done, error)
+                except RuntimeError:  # its loop is closed: nobody waits any more
+                    pass
+            if stop:
+                return
 
     def begin_now(self) -> Any:
         """BEGIN IMMEDIATE right here (on the event loop's thread) when nothing can make it
@@ -387,6 +445,12 @@ class _SqliteWriter:
         self.engine.dispose()
 
     def close(self) -> None:
+        if self._threads:
+            self._jobs.put(None)
+            self._threads[0].join(timeout=30)
+            self._flushes.put(None)
+            self._threads[1].join(timeout=30)
+            self._threads = []
         try:
             if self.conn is not None:
                 self.conn.close()
@@ -421,9 +485,9 @@ def _resolve(fut: "asyncio.Future[None]", exc: BaseException | None) -> None:
             fut.set_exception(exc)
 
 
-def _retrieved(fut: "asyncio.Future[Any]") -> None:
-    if not fut.cancelled():
-        fut.exception()  # seen (its error is handled where the COMMIT was awaited)
+def _resolve_both(first: "asyncio.Future[None]", second: "asyncio.Future[None]") -> None:
+    _resolve(first, None)
+    _resolve(second, None)
 
 
 def _durable(group: "_Group", fut: "asyncio.Future[Any]") -> None:
@@ -688,7 +752,7 @@ class SqlAlchemyCaseStore:
             group.members += 1
             joined = True
             if not self._lock_waiting:
-                await _shielded(self._finish_group(group))
+                await self._finish_group(group)  # waits its COMMIT out even if we are cancelled
                 committed_here = True
         finally:
             if group is not None and not group.closed and not joined:
@@ -760,41 +824,42 @@ class SqlAlchemyCaseStore:
             return
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[None] = loop.create_future()
+        flushed: asyncio.Future[None] = loop.create_future()
         flush = writer.durable_by_fsync
 
-        def work() -> None:  # in a worker thread: COMMIT, say so, then flush the WAL
+        def work() -> None:  # on the writer's thread: COMMIT, say so, then flush the WAL
             try:
                 writer.commit(group.trans)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - reported to the awaiting side
                 loop.call_soon_threadsafe(_resolve, committed, exc)
-                raise
+                return
+            if not flush:
+                loop.call_soon_threadsafe(_resolve_both, committed, flushed)
+                return
             loop.call_soon_threadsafe(_resolve, committed, None)
-            if flush:
-                writer.sync_wal()
+            writer.flush_then(loop, flushed)
 
-        done = loop.run_in_executor(None, work)
         try:
+            writer.run(work)
             await _wait_out(committed)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, RuntimeError) as exc:
             # SQLite may keep the transaction open after a failed COMMIT while SQLAlchemy
             # considers it over: start from a fresh connection (this drops the transaction).
-            done.add_done_callback(_retrieved)
             writer.reset()
             group.error = StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}")
             group.settle()
             return
         except asyncio.CancelledError:
-            done.add_done_callback(lambda f: _durable(group, f))  # committed: the group goes on
+            flushed.add_done_callback(lambda f: _durable(group, f))  # committed: the group goes on
             raise
         except BaseException:
-            done.add_done_callback(_retrieved)
             writer.abandon()
             group.error = StoreUnavailable("commit interrupted")
             group.settle()
             raise
         # Committed; the write lock is released by our caller as we return, and the group
         # settles when the WAL flush is done (at once when there is none to do).
-        done.add_done_callback(lambda f: _durable(group, f))
+        flushed.add_done_callback(lambda f: _durable(group, f))
 
     def _abort_group(self, group: "_Group", exc: BaseException) -> None:
         """Roll the whole group back (its transaction is unusable or has only the failed unit)."""

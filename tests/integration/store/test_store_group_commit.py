@@ -197,13 +197,20 @@ async def test_with_synchronous_full_a_write_returns_only_after_its_wal_flush_an
         first = asyncio.create_task(add("flushed-late"))
         assert await asyncio.to_thread(flushing.wait, 10)
         assert not first.done()  # committed, not yet on stable storage: no answer
-        # The write lock was let go at COMMIT: the next write commits, flushes and returns
-        # while the first flush is still running.
-        await asyncio.wait_for(add("meanwhile"), 10)
-        assert not first.done()
+        assert "flushed-late" in _users_on_disk(db)
+        # The write lock was let go at COMMIT: the next write runs and commits during the
+        # flush (a reader sees it), and is answered once a flush after its COMMIT is done.
+        second = asyncio.create_task(add("meanwhile"))
+        for _ in range(2000):
+            if "meanwhile" in _users_on_disk(db):
+                break
+            await asyncio.sleep(0.005)
+        assert "meanwhile" in _users_on_disk(db)
+        assert not first.done() and not second.done()
         let_flush.set()
-        await asyncio.wait_for(first, 10)
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert _users_on_disk(db) == {"first", "flushed-late", "meanwhile"}
+        assert calls == 2  # the second flush covered the second write
     finally:
         let_flush.set()
         await store.__aexit__(None, None, None)
