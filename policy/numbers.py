@@ -6,6 +6,7 @@ because the gate asks about the same few thousand numbers all day long.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,7 +53,32 @@ def normalize_number(raw: str, region: str = "CN") -> str:
         raise NumberFormatError(str(raw), f"expected a string, got {type(raw).__name__}")
     if raw in _VALID:  # an E.164 number this module produced: valid in any region
         return raw
-    return _normalize(raw.strip(), region.upper() if region else "CN")
+    region = region.upper() if region else "CN"
+    return _cn_mobile(raw, region) or _normalize(raw.strip(), region)
+
+
+def _cn_mobile(raw: str, region: str) -> str | None:
+    """A Chinese mobile number written plainly (``+8613800000001``, or ``13800000001``
+    read in CN) checked against phonenumbers' own CN mobile pattern, without a parse: the
+    numbers a collections call center dials most, and on a SIP gate mostly new ones (a
+    parse costs ~25 µs). Anything else (spaces, other forms, other countries): None."""
+    if raw.startswith("+86"):
+        nsn = raw[3:]
+    elif region == "CN" and raw[:1] == "1":
+        nsn = raw
+    else:
+        return None
+    if len(nsn) != 11 or not (nsn.isascii() and nsn.isdigit()) or _CN_MOBILE_NSN.fullmatch(nsn) is None:
+        return None
+    e164 = "+86" + nsn
+    _remember(e164, _CN_MOBILE_ZONE)
+    return e164
+
+
+def _remember(e164: str, zone: str | None) -> None:
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[e164] = zone
 
 
 # E.164 numbers `_normalize` produced → their single zone (None: several or unknown).
@@ -78,9 +104,7 @@ def _normalize(raw: str, region: str) -> str:
         region_of = phonenumbers.region_code_for_country_code(parsed.country_code)
         raise NumberFormatError(raw, f"not a valid number in the numbering plan of {region_of}")
     e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
-    if len(_VALID) >= _VALID_MAX:
-        _VALID.clear()
-    _VALID[e164] = _single_zone(parsed)
+    _remember(e164, _single_zone(parsed))
     return e164
 
 
@@ -141,3 +165,8 @@ def mask_number(number: str) -> str:
     if len(digits) <= 7:
         return plus + digits[:1] + "*" * (len(digits) - 3) + digits[-2:]
     return plus + digits[:3] + "****" + digits[-4:]
+
+
+# phonenumbers' own pattern of CN mobile national numbers (11 digits), and their zone.
+_CN_MOBILE_NSN = re.compile(phonenumbers.PhoneMetadata.metadata_for_region("CN").mobile.national_number_pattern)
+_CN_MOBILE_ZONE = _single_zone(phonenumbers.parse("+8613800000000", None))

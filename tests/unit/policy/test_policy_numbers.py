@@ -101,3 +101,36 @@ def test_the_known_numbers_stay_bounded() -> None:
             assert len(numbers._VALID) <= 50  # noqa: SLF001
     finally:
         numbers._VALID_MAX = limit  # noqa: SLF001
+
+
+def test_the_plain_cn_mobile_shortcut_agrees_with_a_full_parse_on_every_prefix() -> None:
+    import phonenumbers
+    from phonenumbers import timezone as pn_timezone
+
+    import policy.numbers as numbers
+
+    checked = 0
+    for prefix in range(1000, 2000):  # 1000..1999: every 4-digit start of an 11-digit number
+        for tail in ("0000000", "5550123", "9999999"):
+            nsn = f"{prefix}{tail}"
+            parsed = phonenumbers.parse("+86" + nsn, None)
+            truth = phonenumbers.is_valid_number(parsed) and phonenumbers.number_type(parsed) in (
+                phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+            fast = numbers._cn_mobile("+86" + nsn, "US")  # noqa: SLF001
+            assert (fast is not None) <= phonenumbers.is_valid_number(parsed), nsn  # never accepts an invalid one
+            if fast is not None:
+                checked += 1
+                assert fast == "+86" + nsn == numbers._cn_mobile(nsn, "CN")  # noqa: SLF001
+                zones = pn_timezone.time_zones_for_number(parsed)
+                assert number_zone(fast) == (zones[0] if len(zones) == 1 else None)
+            else:
+                assert not truth or nsn[0] != "1", nsn  # every valid mobile takes the shortcut
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("raw", ["+86 13800000001", "+8613800000001 ", "+86１3800000001", "+861380000000", "+86138000000012",
+                                 "+8612000000001"])
+def test_other_spellings_leave_the_shortcut_and_get_the_full_parse(raw: str) -> None:
+    import policy.numbers as numbers
+
+    assert numbers._cn_mobile(raw, "CN") is None  # noqa: SLF001
