@@ -463,18 +463,7 @@ class _SqliteWriter:
 async def _shielded(coro: Any) -> Any:
     """Run `coro` to its end even if the caller is cancelled (a group's COMMIT belongs to
     every member, not only to the one that happens to run it); then re-raise."""
-    task = asyncio.ensure_future(coro)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                continue
-            except BaseException:  # noqa: BLE001 - the caller is cancelled anyway
-                break
-        raise
+    return await _wait_out(asyncio.ensure_future(coro))
 
 
 def _resolve(fut: "asyncio.Future[None]", exc: BaseException | None) -> None:
@@ -500,17 +489,15 @@ def _durable(group: "_Group", fut: "asyncio.Future[Any]") -> None:
 
 
 async def _wait_out(fut: "asyncio.Future[Any]") -> Any:
-    """`await fut` to its end even if we are cancelled meanwhile; then re-raise that."""
+    """`await fut` to its end even if we are cancelled meanwhile, then re-raise that
+    cancellation (unless `fut` failed: its error goes up instead)."""
     cancelled = None
     while not fut.done():
         try:
             await asyncio.shield(fut)
         except asyncio.CancelledError as exc:
-            if fut.done():
-                cancelled = exc
-                break
             cancelled = exc
-    if cancelled is not None and not fut.exception():
+    if cancelled is not None and not fut.cancelled() and fut.exception() is None:
         raise cancelled
     return fut.result()
 
@@ -551,14 +538,7 @@ class _Group:
             return
         if self._settled is None:
             self._settled = asyncio.get_running_loop().create_future()
-        waiting, cancelled = self._settled, None
-        while not waiting.done():
-            try:
-                await asyncio.shield(waiting)
-            except asyncio.CancelledError as exc:
-                cancelled = exc
-        if cancelled is not None:
-            raise cancelled
+        await _wait_out(self._settled)
 
 
 class SqlAlchemyCaseStore:
