@@ -303,15 +303,18 @@ _NAME_ADDR_MEMO: dict[str, "NameAddr"] = {}
 _VIA_MEMO: dict[str, "Via"] = {}
 
 
+def _remember(memo: dict[str, Any], raw: str, parsed: Any) -> Any:
+    """Keep `parsed` as the value of `raw` in `memo` (short values only; bounded)."""
+    if len(raw) <= _MEMO_VALUE_MAX:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[raw] = parsed
+    return parsed
+
+
 def parse_uri(raw: str, *, what: str) -> SipUri:
     found = _URI_MEMO.get(raw)
-    if found is None:
-        found = _parse_uri(raw, what)
-        if len(raw) <= _MEMO_VALUE_MAX:
-            if len(_URI_MEMO) >= _MEMO_MAX:
-                _URI_MEMO.clear()
-            _URI_MEMO[raw] = found
-    return found
+    return found if found is not None else _remember(_URI_MEMO, raw, _parse_uri(raw, what))
 
 
 def _parse_uri(raw: str, what: str) -> SipUri:
@@ -390,13 +393,7 @@ class NameAddr:
 def parse_name_addr(value: str, *, what: str) -> NameAddr:
     """``[display] <uri> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 20.10, 20.20)."""
     found = _NAME_ADDR_MEMO.get(value)
-    if found is None:
-        found = _parse_name_addr(value, what)
-        if len(value) <= _MEMO_VALUE_MAX:
-            if len(_NAME_ADDR_MEMO) >= _MEMO_MAX:
-                _NAME_ADDR_MEMO.clear()
-            _NAME_ADDR_MEMO[value] = found
-    return found
+    return found if found is not None else _remember(_NAME_ADDR_MEMO, value, _parse_name_addr(value, what))
 
 
 def _parse_name_addr(value: str, what: str) -> NameAddr:
@@ -486,13 +483,7 @@ def parse_via(value: str) -> Via:
     """One Via value. Memoised like URIs: an ACK for a non-2xx answer carries its
     INVITE's top Via unchanged (RFC 3261 17.1.1.3), and so does a retransmission."""
     found = _VIA_MEMO.get(value)
-    if found is None:
-        found = _parse_via(value)
-        if len(value) <= _MEMO_VALUE_MAX:
-            if len(_VIA_MEMO) >= _MEMO_MAX:
-                _VIA_MEMO.clear()
-            _VIA_MEMO[value] = found
-    return found
+    return found if found is not None else _remember(_VIA_MEMO, value, _parse_via(value))
 
 
 def _parse_via(value: str) -> Via:
