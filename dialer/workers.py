@@ -102,6 +102,8 @@ def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str,
     cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)
     _remove_dead_pools(cfg.paths.data_dir)
     run_dir = Path(tempfile.mkdtemp(prefix=".serve-pool-", dir=cfg.paths.data_dir))
+    alive = os.open(run_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(alive, fcntl.LOCK_EX)  # held while this supervisor lives: the pool is not dead
     (run_dir / "metrics").mkdir()
     os.environ.update({
         CONFIG_ENV: str(config_path.resolve()) if config_path else "",
@@ -117,13 +119,14 @@ def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str,
                     host=cfg.http.host, port=cfg.http.port, **uvicorn_options)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+        os.close(alive)
 
 
 def _remove_dead_pools(data_dir: Path) -> None:
     """Run directories left by a pool whose supervisor was killed (SIGKILL, power loss):
-    nobody holds their primary lock any more. A live pool's stays."""
+    nobody holds their supervisor lock any more. A live pool's stays."""
     for old in data_dir.glob(".serve-pool-*"):
-        lock = old / "primary.lock"
+        lock = old / "supervisor.lock"
         try:
             fd = os.open(lock, os.O_RDWR)
         except OSError:

@@ -55,13 +55,16 @@ def test_a_dead_pools_run_directory_is_removed_and_a_live_ones_kept(tmp_path: Pa
 
     from dialer.workers import _remove_dead_pools
 
+    import fcntl
+
     dead, live = tmp_path / ".serve-pool-dead", tmp_path / ".serve-pool-live"
     for d in (dead, live):
         (d / "metrics").mkdir(parents=True)
-        (d / "primary.lock").touch()
-    assert elect(str(live / "primary.lock")) == PRIMARY  # its primary still runs
+        (d / "supervisor.lock").touch()
+    alive = os.open(live / "supervisor.lock", os.O_RDWR)
+    fcntl.flock(alive, fcntl.LOCK_EX)  # its supervisor still runs
     try:
         _remove_dead_pools(tmp_path)
         assert not dead.exists() and live.exists()
     finally:
-        os.close(_held.pop())
+        os.close(alive)
