@@ -15,7 +15,9 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
   transaction (group commit, `_sqlite_write`): each in its own SAVEPOINT, one COMMIT
   and one fsync for the group, nobody answered before that COMMIT is on stable storage.
   With `synchronous = FULL` the fsync happens after SQLite's write lock is let go
-  (`_SqliteWriter.durable_by_fsync`), so the next group runs during the flush.
+  (`_SqliteWriter.durable_by_fsync`), so the next group runs during the flush. WAL
+  checkpoints run on a connection and thread of their own (`_checkpoint_work`), not
+  inside a COMMIT that holds the write lock.
   DialGate processes sharing the file take turns on `<database>.writer-lock`.
 * PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
   (``case:…``, ``number:…``), taken in sorted order so two requests never deadlock;
@@ -45,6 +47,7 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 import orjson
+import structlog
 from sqlalchemy import Connection, and_, bindparam, create_engine, event, func, insert, literal, or_, select, text, union_all, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -68,6 +71,17 @@ from dialer.model import (
 from policy.model import Appointment, HistoryEvent
 
 GENESIS_HASH = "0" * 64
+
+log = structlog.get_logger("dialgate.store")
+
+# WAL checkpoints (copying committed pages from the WAL back into the database file, then
+# fsyncing both) run on a thread of the writer's own, at most this often while writes
+# come in, so no COMMIT pays for one. SQLite's own automatic checkpoint stays on, at
+# this many WAL pages, only as the backstop that lets the WAL start over from its
+# beginning: a background checkpoint under a steady stream of commits never quite
+# catches up with the last one.
+CHECKPOINT_EVERY_S = 0.05
+WAL_BACKSTOP_PAGES = 10_000
 
 
 def canonical_json(value: Any) -> str:
@@ -278,7 +292,10 @@ class _SqliteWriter:
             connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
         )
 
+        self.path = path
         self.wal_path = path + "-wal"
+        self.wal = False
+        self.sync_pragma = sync_mode
         # synchronous=FULL in WAL mode is COMMIT = append the frames + fsync the WAL, all
         # under SQLite's write lock. The writer does the same in two steps: COMMIT with
         # synchronous=NORMAL (frames appended, lock released at once), then fdatasync of
@@ -294,9 +311,13 @@ class _SqliteWriter:
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             wal = str(cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
+            self.wal = wal
             self.durable_by_fsync = wal and sync_mode == "FULL"
-            cur.execute(f"PRAGMA synchronous={'NORMAL' if self.durable_by_fsync else sync_mode}")
+            self.sync_pragma = "NORMAL" if self.durable_by_fsync else sync_mode
+            cur.execute(f"PRAGMA synchronous={self.sync_pragma}")
             cur.execute("PRAGMA foreign_keys=ON")
+            if wal:
+                cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
             # Inside a write transaction (WAL, the write lock held) nothing waits for
             # the lock; BEGIN IMMEDIATE does its own waiting (`begin_immediate`).
             cur.execute("PRAGMA busy_timeout=0")
@@ -318,6 +339,9 @@ class _SqliteWriter:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._flushes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        # Committed since the last checkpoint; and the checkpointer's stop signal.
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self, job: Any) -> None:
         """Run `job()` on the writer's commit thread (started on first use); `job` reports
@@ -326,6 +350,7 @@ class _SqliteWriter:
             self._threads = [
                 threading.Thread(target=self._work, name="dialgate-sqlite-commit", daemon=True),
                 threading.Thread(target=self._flush_work, name="dialgate-sqlite-flush", daemon=True),
+                threading.Thread(target=self._checkpoint_work, name="dialgate-sqlite-checkpoint", daemon=True),
             ]
             for t in self._threads:
                 t.start()
@@ -335,6 +360,37 @@ class _SqliteWriter:
         """From the commit thread, after a COMMIT: resolve `done` once the WAL is flushed
         (or with the error that stopped the flush)."""
         self._flushes.put((loop, done))
+
+    def _checkpoint_work(self) -> None:
+        """Checkpoint (PASSIVE: never waits for, nor blocks, a writer or a reader) on a
+        connection of its own, at most every `CHECKPOINT_EVERY_S` while commits come in.
+        A failed checkpoint loses nothing: the pages stay in the WAL for the next one."""
+        con: sqlite3.Connection | None = None
+        failing = False
+        try:
+            while True:
+                self._dirty.wait()
+                if self._stopping.is_set():
+                    return
+                self._dirty.clear()
+                try:
+                    if con is None:
+                        con = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+                        con.execute(f"PRAGMA synchronous={self.sync_pragma}")
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    failing = False
+                except sqlite3.Error as exc:
+                    if not failing:
+                        log.warning("store.checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
+                    failing = True
+                    if con is not None:
+                        con.close()
+                        con = None
+                if self._stopping.wait(CHECKPOINT_EVERY_S):
+                    return
+        finally:
+            if con is not None:
+                con.close()
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -401,11 +457,13 @@ class _SqliteWriter:
         return self.conn.begin()
 
     def commit(self, trans: Any) -> None:
-        """COMMIT the group's transaction (in a worker thread), then let the other processes in."""
+        """COMMIT the group's transaction (on the commit thread), then let the other processes in."""
         try:
             trans.commit()
         finally:
             self.file_lock.release()
+        if self.wal:
+            self._dirty.set()  # the checkpointer has pages to copy back
 
     def rollback(self, trans: Any) -> None:
         try:
@@ -450,7 +508,11 @@ class _SqliteWriter:
             self._threads[0].join(timeout=30)
             self._flushes.put(None)
             self._threads[1].join(timeout=30)
+            self._stopping.set()
+            self._dirty.set()
+            self._threads[2].join(timeout=30)
             self._threads = []
+            self._stopping.clear()
         try:
             if self.conn is not None:
                 self.conn.close()
@@ -803,9 +865,9 @@ class SqlAlchemyCaseStore:
             group.settle()
             return
         loop = asyncio.get_running_loop()
-        committed: asyncio.Future[None] = loop.create_future()
         flushed: asyncio.Future[None] = loop.create_future()
         flush = writer.durable_by_fsync
+        committed: asyncio.Future[None] = loop.create_future()
 
         def work() -> None:  # on the writer's thread: COMMIT, say so, then flush the WAL
             try:

@@ -246,3 +246,46 @@ async def test_with_synchronous_normal_the_writer_leaves_syncing_to_sqlite(tmp_p
         assert not store._writer.durable_by_fsync  # type: ignore[union-attr]  # noqa: SLF001
     finally:
         await store.__aexit__(None, None, None)
+
+
+def _users_in_main_file(db: str, scratch: Path) -> set[str] | None:
+    """The users a copy of the database file alone (no WAL) holds: what checkpoints have
+    copied back. None when the copy caught a checkpoint half-way."""
+    copy = scratch / "main-only.db"
+    copy.write_bytes(Path(db).read_bytes())
+    try:
+        con = sqlite3.connect(copy)
+        try:
+            return {r[0] for r in con.execute("SELECT name FROM users")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+async def test_committed_pages_reach_the_database_file_through_the_background_checkpointer(tmp_path: Path) -> None:
+    from adapters.db.store import WAL_BACKSTOP_PAGES
+
+    store, db = await _open(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    try:
+        # A few small writes: far below the WAL size at which a COMMIT would checkpoint
+        # on its own, so only the checkpointer's thread can copy them into the file.
+        for i in range(5):
+            async with store.write() as uow:
+                await uow.users.add(f"ck-{i}", "collector", frozenset({"bank-g"}), f"h-ck-{i}", NOW)
+                assert uow.cases.raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_BACKSTOP_PAGES
+        wanted = {f"ck-{i}" for i in range(5)}
+        seen: set[str] | None = None
+        for _ in range(1000):  # the checkpointer runs every 50 ms while writes come in
+            seen = _users_in_main_file(db, scratch)
+            if seen is not None and wanted <= seen:
+                break
+            await asyncio.sleep(0.01)
+        assert seen is not None and wanted <= seen
+        threads = list(store._writer._threads)  # type: ignore[union-attr]  # noqa: SLF001
+        assert [t.name for t in threads if t.is_alive()][-1] == "dialgate-sqlite-checkpoint"
+    finally:
+        await store.__aexit__(None, None, None)
+    assert not [t.name for t in threads if t.is_alive()]  # stopped with the store
