@@ -38,6 +38,7 @@ from policy import PolicyBook, PolicyConfigError, load_policy
 
 ROUTERS: list[str] = [
     "dialer.http.health",
+    "dialer.http.docs",
     "dialer.http.cases",
     "dialer.http.dials",
     "dialer.http.blocked",
@@ -238,6 +239,11 @@ def build_app(config: Config, clock: Clock | None = None, role: str = "primary")
         # FastAPI's built-in OpenTelemetry hooks run on every request; the service
         # exports its own Prometheus metrics (/metrics) and structured logs instead.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's own /docs and /openapi.json would answer anyone: dialer.http.docs
+        # serves both behind the bearer token instead.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     for path in ROUTERS:

@@ -156,7 +156,7 @@ async def test_a_dial_while_the_store_is_down_is_503_problem_with_retry_after(ap
 
 
 async def test_the_openapi_schema_declares_bearer_authentication_for_every_endpoint(api: Api) -> None:
-    r = await api.client.get("/openapi.json")
+    r = await api.get("/openapi.json", "col-a")
     assert r.status_code == 200
     doc = r.json()
     assert doc["components"]["securitySchemes"]["bearer"] == {
@@ -165,3 +165,21 @@ async def test_the_openapi_schema_declares_bearer_authentication_for_every_endpo
     }
     assert doc["security"] == [{"bearer": []}]
     assert "/v1/dials" in doc["paths"] and "/v1/blocked-dials" in doc["paths"]
+
+
+async def test_the_docs_page_holds_no_api_description_and_fetches_it_with_the_token_the_user_gives(api: Api) -> None:
+    r = await api.client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assert "/v1/dials" not in page and "securitySchemes" not in page  # the description comes only with a token
+    assert '"Authorization": "Bearer " + token' in page and 'fetch("/openapi.json"' in page
+    assert "访问令牌 / Bearer token" in page
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["cache-control"] == "no-store"
+
+
+async def test_fastapis_own_unauthenticated_api_pages_are_gone(api: Api) -> None:
+    for path in ("/redoc", "/docs/oauth2-redirect"):
+        r = await api.client.get(path)
+        assert r.status_code == 404, path

@@ -28,6 +28,7 @@ ENDPOINTS = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
 ]
 
 
