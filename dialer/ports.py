@@ -66,6 +66,12 @@ class CaseRepository(Protocol):
         """The active cases assigned to the agent that hold the number (any creditor)."""
         ...
 
+    async def dial_candidates(self, agent_id: str, number: str, now: datetime) -> list[tuple[bool, str, str]]:
+        """(pending, creditor, case_id) for a dial that names no case: the agent's oldest
+        authorisation for the number still valid at `now` (pending True), if any, then
+        every active case assigned to the agent that holds the number."""
+        ...
+
     async def next_event_seq(self, pk: int, count: int = 1) -> int:
         """Reserve `count` per-case event sequence numbers; returns the first."""
         ...

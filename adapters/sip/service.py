@@ -35,10 +35,6 @@ import math
 from typing import Any, AsyncIterator
 
 import structlog
-from sqlalchemy import literal, select, union_all
-from sqlalchemy.sql import bindparam
-
-from adapters.db import tables
 from adapters.sip.config import SipConfig, SipConfigError, load_sip_config
 from adapters.sip.gate import SipDialAnswer, SipDialInput, mask_number
 from adapters.sip.server import SipServer
@@ -77,29 +73,6 @@ def refusal(rule_id: str, detail: str = "") -> SipDialAnswer:
     return SipDialAnswer(allowed=False, rule_id=rule_id, reason=reason, reason_zh=reason_zh)
 
 
-def _dial_case_query() -> Any:
-    """Case resolution for an INVITE without X-Case-ID / X-DialGate-Attempt as ONE
-    statement (rows: src 0 = the agent's oldest valid pending attempt for the number,
-    src 1 = each active case assigned to the agent that holds the number). The same
-    answer as ``attempts.find_pending`` then ``cases.by_number`` filtered, which cost
-    three SELECTs (the cases' contacts included) on the store's read connection."""
-    a, c, k = tables.attempts.c, tables.cases.c, tables.contacts.c
-    pending = (
-        select(literal(0).label("src"), a.creditor.label("creditor"), a.case_id.label("case_id"))
-        .where(a.agent_id == bindparam("agent"), a.state == "authorised", a.number == bindparam("number"),
-               a.valid_until >= bindparam("now"))
-        .order_by(a.at)
-        .limit(1)
-        .subquery()
-    )
-    holding = select(k.case_pk).where(k.number == bindparam("number"))
-    active = select(literal(1).label("src"), c.creditor.label("creditor"), c.case_id.label("case_id")).where(
-        c.id.in_(holding), c.status == "active", c.assigned_agent == bindparam("agent")
-    )
-    return union_all(select(pending.c.src, pending.c.creditor, pending.c.case_id), active)
-
-
-_DIAL_CASE = _dial_case_query()
 
 
 class GateSipAuthorizer:
@@ -228,15 +201,10 @@ class GateSipAuthorizer:
         refusal when there is no case or several."""
         store = self._gate.store
         async with self._reads, store.read() as uow:
-            conn = getattr(uow, "conn", None)  # the SQL store's connection: one statement
-            if conn is not None and not invite.case_id and not invite.attempt_id and invite.agent_id:
-                rows = (
-                    await conn.execute(
-                        _DIAL_CASE, {"agent": invite.agent_id, "number": invite.number, "now": self._gate.clock.now()}
-                    )
-                ).all()
-                for src, creditor, case_id in rows:
-                    if src == 0:  # a pending authorisation wins (as find_pending first)
+            if not invite.case_id and not invite.attempt_id and invite.agent_id:
+                rows = await uow.cases.dial_candidates(invite.agent_id, invite.number, self._gate.clock.now())
+                for pending, creditor, case_id in rows:
+                    if pending:  # a pending authorisation wins (as find_pending first)
                         return creditor, case_id, True
                 held = [(creditor, case_id) for _, creditor, case_id in rows]
                 if len(held) == 1:
