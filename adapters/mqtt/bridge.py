@@ -3,7 +3,8 @@
 Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is set:
 
 - Out: the relay publishes the service's `outbox` table (SqlAlchemyOutboxSource). It is
-  woken after every committed write transaction of the store, plus a slow poll.
+  woken after every committed write transaction of the store, plus a slow poll. It also
+  deletes rows published more than `[mqtt] published_retention_days` ago.
 - In, `dialgate/v1/commands/dial`: the user's token is checked with the service's
   Authenticator, the body validated as `POST /v1/dials`'s, and the same RequestDial use
   case runs with channel "mqtt". The reply carries the HTTP answer: 201 and the same
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -274,7 +275,10 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
         return
     store = services.store
     source = SqlAlchemyOutboxSource(
-        store, now=lambda: services.clock.now().astimezone(UTC), write=store.write
+        store,
+        now=lambda: services.clock.now().astimezone(UTC),
+        write=store.write,
+        retention=timedelta(days=config.published_retention_days),
     )
     bus = MqttEventBus(
         config,

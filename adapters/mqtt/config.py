@@ -4,6 +4,7 @@
     url = "mqtts://dialgate@broker.example:8883"   # off when absent or empty
     client_id = "dialgate-gw1"       # fixed: the broker keeps our session under it
     password_env = "DIALGATE_MQTT_PASSWORD"        # or password_file = "/run/secrets/mqtt"
+    published_retention_days = 7     # published outbox rows are deleted after this
 
 A password is never written in the file (neither in `url` nor as `password`): it is
 referenced by environment variable or file and read here, once. Every wrong key is
@@ -37,6 +38,10 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_PARALLEL_CASES = 64  # aiomqtt scans its pending calls per publish: keep modest
 DEFAULT_MAX_INFLIGHT = 64
 DEFAULT_DIAL_MAX_AGE_S = 120.0  # a queued dial command older than this is refused
+# Published outbox rows are deleted this many days after the broker acknowledged them
+# (unsent rows never are): long enough to look into a consumer's complaint last week.
+DEFAULT_PUBLISHED_RETENTION_DAYS = 7
+MAX_PUBLISHED_RETENTION_DAYS = 3650
 
 _PROTOCOLS = {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1"}
 
@@ -64,6 +69,7 @@ class MqttConfig:
     max_parallel_cases: int = DEFAULT_MAX_PARALLEL_CASES
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     dial_max_age_s: float = DEFAULT_DIAL_MAX_AGE_S
+    published_retention_days: int = DEFAULT_PUBLISHED_RETENTION_DAYS
 
     @property
     def display_url(self) -> str:
@@ -115,7 +121,7 @@ _KNOWN_KEYS = frozenset(
         "url", "client_id", "username", "password_env", "password_file", "protocol",
         "session_expiry", "keepalive", "ca_file", "cert_file", "key_file", "tls_insecure",
         "reconnect_min", "reconnect_max", "publish_timeout", "poll_interval", "batch_size",
-        "max_parallel_cases", "max_inflight", "dial_max_age",
+        "max_parallel_cases", "max_inflight", "dial_max_age", "published_retention_days",
     }
 )  # fmt: skip
 
@@ -167,6 +173,12 @@ def load_mqtt_config(
     max_parallel = _int(raw, "max_parallel_cases", DEFAULT_MAX_PARALLEL_CASES, 1, 10_000)
     max_inflight = _int(raw, "max_inflight", DEFAULT_MAX_INFLIGHT, 1, 65_535)
     dial_max_age = _float(raw, "dial_max_age", DEFAULT_DIAL_MAX_AGE_S, 1, 86_400)
+    # Whole days, at least one: 0 would delete an event the moment it is published,
+    # leaving nothing to look at when a consumer says it missed one.
+    retention_days = _int(
+        raw, "published_retention_days", DEFAULT_PUBLISHED_RETENTION_DAYS, 1,
+        MAX_PUBLISHED_RETENTION_DAYS,
+    )
     tls_insecure = _bool(raw, "tls_insecure", False)
     files = {}
     for key in ("ca_file", "cert_file", "key_file"):
@@ -228,10 +240,16 @@ def load_mqtt_config(
         max_parallel_cases=max_parallel,
         max_inflight=max_inflight,
         dial_max_age_s=dial_max_age,
+        published_retention_days=retention_days,
     )
 
 
-_INT_KEYS = frozenset({"session_expiry", "keepalive", "batch_size", "max_parallel_cases", "max_inflight"})
+_INT_KEYS = frozenset(
+    {
+        "session_expiry", "keepalive", "batch_size", "max_parallel_cases", "max_inflight",
+        "published_retention_days",
+    }
+)  # fmt: skip
 _FLOAT_KEYS = frozenset(
     {"reconnect_min", "reconnect_max", "publish_timeout", "poll_interval", "dial_max_age"}
 )

@@ -12,14 +12,23 @@ Guarantees:
   stops at its first failure, and the next batch starts again from the oldest unsent.
 - While the broker is away the relay retries with capped, jittered backoff, and tries
   again as soon as the connection is back.
+
+Retention: when the source can `prune_published(limit)` (SqlAlchemyOutboxSource: rows
+published longer ago than `[mqtt] published_retention_days`), the relay prunes once
+`prune_first_after_s` after start, then every `prune_every_s`. A pass deletes
+`prune_batch` rows per write transaction, one transaction per turn of the loop (between
+publish batches, so neither the dial path nor publishing waits behind a long delete),
+until a batch comes back short; then it logs one `mqtt.relay.pruned` line. A failing
+prune is logged and tried again at the next pass; it never stops the relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -30,6 +39,12 @@ from adapters.mqtt.ports import EventPublisher, OutboxEvent, OutboxSource
 from adapters.mqtt.topics import DEADLETTER, event_topic
 
 log = structlog.get_logger("dialgate.mqtt.relay")
+
+# Retention pruning (see the module docstring). A batch of 1,000 rows keeps each delete
+# transaction to milliseconds; a pass clears a backlog of any size batch by batch.
+DEFAULT_PRUNE_BATCH = 1_000
+DEFAULT_PRUNE_EVERY_S = 300.0
+DEFAULT_PRUNE_FIRST_AFTER_S = 30.0  # after start, once startup's own writes are done
 
 
 class OutboxRelay:
@@ -43,7 +58,12 @@ class OutboxRelay:
         max_parallel_cases: int = 64,
         backoff: Backoff | None = None,
         on_published: Callable[[Sequence[OutboxEvent]], None] | None = None,
+        prune_batch: int = DEFAULT_PRUNE_BATCH,
+        prune_every_s: float = DEFAULT_PRUNE_EVERY_S,
+        prune_first_after_s: float = DEFAULT_PRUNE_FIRST_AFTER_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`monotonic` is the clock that schedules the prune passes (a test injects one)."""
         self._source = source
         self._publisher = publisher
         self._batch_size = batch_size
@@ -55,6 +75,27 @@ class OutboxRelay:
         self._progress = asyncio.Condition()
         self.published = 0  # acknowledged by the broker, since start
         self.failures = 0  # batches that hit an unavailable broker or store
+        if prune_batch < 1:
+            raise ValueError("prune_batch must be at least 1")
+        self._prune: Callable[[int], Awaitable[int]] | None = getattr(
+            source, "prune_published", None
+        )
+        self._prune_batch = prune_batch
+        self._prune_every_s = prune_every_s
+        self._prune_first_after_s = prune_first_after_s
+        self._monotonic = monotonic
+        self._next_prune_at: float | None = None  # set when run() starts
+        self._pruning = False  # a pass is under way (its next batch is due at once)
+        self._pass_removed = 0
+        self._pass_batches = 0
+        self.pruned = 0  # published rows deleted, since start
+        self.prune_passes = 0  # passes finished (or failed), since start
+        self.prune_failures = 0
+
+    @property
+    def source(self) -> OutboxSource:
+        """The outbox this relay reads (and prunes, if it can)."""
+        return self._source
 
     def notify(self) -> None:
         """New events were committed: relay them now instead of at the next poll.
@@ -67,8 +108,11 @@ class OutboxRelay:
         """Relay until cancelled."""
         log.info("mqtt.relay.started", batch_size=self._batch_size)
         waiter = getattr(self._publisher, "wait_connected", None)
+        self._next_prune_at = self._monotonic() + self._prune_first_after_s
         while True:
             self._wake.clear()
+            # Before the broker check: old rows go even while the broker is away.
+            prune_more = await self.prune_step()
             if waiter is not None and not await waiter(timeout=self._poll_interval_s):
                 continue  # no broker: do not even read the store
             try:
@@ -88,7 +132,7 @@ class OutboxRelay:
                 await self._broker_pause()
                 continue
             self._backoff.reset()
-            if count >= self._batch_size:
+            if count >= self._batch_size or prune_more:
                 continue
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our
@@ -97,6 +141,54 @@ class OutboxRelay:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    async def prune_step(self) -> bool:
+        """Delete one batch of expired published rows if a prune pass is due or under
+        way; True when the pass goes on (call again soon). Never raises but for
+        cancellation: a failure is logged, and the pass is tried again at the next turn."""
+        if self._prune is None:
+            return False
+        if not self._pruning:
+            due = self._next_prune_at
+            if due is None or self._monotonic() < due:
+                return False
+            self._pruning, self._pass_removed, self._pass_batches = True, 0, 0
+        try:
+            removed = await self._prune(self._prune_batch)
+        except Exception as exc:
+            self.prune_failures += 1
+            # The error only: the statement carries a cutoff and a limit, no payload.
+            log.warning(
+                "mqtt.relay.prune_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                removed=self._pass_removed,
+                retry_in_s=self._prune_every_s,
+            )
+            await self._end_prune_pass()
+            return False
+        self._pass_removed += removed
+        self._pass_batches += 1
+        self.pruned += removed
+        if removed >= self._prune_batch:
+            return True
+        if self._pass_removed:
+            log.info(
+                "mqtt.relay.pruned", removed=self._pass_removed, transactions=self._pass_batches
+            )
+        await self._end_prune_pass()
+        return False
+
+    async def _end_prune_pass(self) -> None:
+        self._pruning = False
+        self._next_prune_at = self._monotonic() + self._prune_every_s
+        self.prune_passes += 1
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def wait_prune_passes(self, count: int) -> None:
+        """Until `count` prune passes in all have ended (wrap it in a timeout)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.prune_passes >= count)
 
     async def _broker_pause(self) -> None:
         """Back off (capped, jittered), but try again as soon as a connection that was
