@@ -153,8 +153,9 @@ attempts = Table(
     # The frequency caps read "this number since T" and "this case since T".
     Index("ix_attempts_number_at", "number", "at"),
     Index("ix_attempts_case_pk_at", "case_pk", "at"),
-    # The SIP gate matches a pending authorisation by agent and number.
-    Index("ix_attempts_agent_id_state_number", "agent_id", "state", "number"),
+    # The SIP gate matches a pending authorisation by agent and number. `valid_until`
+    # makes SQLite (no ANALYZE) prefer it to the expiry index below (migration 0004).
+    Index("ix_attempts_agent_id_state_number_valid_until", "agent_id", "state", "number", "valid_until"),
     # The expiry sweep: authorised attempts whose validity ended.
     Index("ix_attempts_state_valid_until", "state", "valid_until"),
 )
@@ -222,8 +223,13 @@ decisions = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("chain", "seq"),
+    # The JSON API's blocked-dial list and summary (`kind != 'check'`, date range).
     Index("ix_decisions_allowed_at", "allowed", "at"),
-    Index("ix_decisions_creditor_at", "creditor", "at"),
+    # Migration 0002_console: the console's blocked-dial view (every filter column, so
+    # counts and charts are index-only) and the case page / case filter.
+    Index("ix_decisions_review", "allowed", "kind", "at", "creditor", "rule_id", "agent_id", "case_id"),
+    Index("ix_decisions_creditor_case_id_at", "creditor", "case_id", "at"),
+    # (creditor, at) was dropped by migration 0004: no reader needed it.
 )
 
 chain_heads = Table(
