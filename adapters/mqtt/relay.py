@@ -172,8 +172,12 @@ class OutboxRelay:
         if removed >= self._prune_batch:
             return True
         if self._pass_removed:
+            retention = getattr(self._source, "retention", None)
             log.info(
-                "mqtt.relay.pruned", removed=self._pass_removed, transactions=self._pass_batches
+                "mqtt.relay.pruned",
+                removed=self._pass_removed,
+                transactions=self._pass_batches,
+                **({"retention_days": retention.days} if retention is not None else {}),
             )
         await self._end_prune_pass()
         return False

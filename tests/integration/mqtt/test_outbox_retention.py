@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from adapters.db import tables
 from adapters.db.outbox_source import Q_PRUNE, SqlAlchemyOutboxSource
@@ -196,14 +197,19 @@ async def test_the_relay_prunes_expired_rows_of_a_real_outbox_in_bounded_passes_
                     await relay.wait_published(7)
                 assert relay.prune_passes == 0 and set(expired) <= await outbox.remaining()
                 mono.t += 60
-                async with asyncio.timeout(20):
-                    await relay.wait_prune_passes(1)
+                with capture_logs() as logs:
+                    async with asyncio.timeout(20):
+                        await relay.wait_prune_passes(1)
             finally:
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
             await sub.wait_until(lambda ms: {m.json()["event_id"] for m in ms} >= set(fresh), 20)
     assert relay.pruned == 25
+    pruned = [e for e in logs if e["event"] == "mqtt.relay.pruned"]
+    assert [(e["log_level"], e["removed"], e["transactions"], e["retention_days"]) for e in pruned] == [
+        ("info", 25, 3, 7)
+    ]
     assert await outbox.remaining() == set(fresh)  # published just now: kept 7 days
 
 
