@@ -273,9 +273,10 @@ async def test_the_index_migration_downgrades_to_the_old_indexes_and_upgrades_ag
 
         async with store.engine.begin() as conn:
             await conn.run_sync(down)
-        assert _indexes(path, "decisions") == now_decisions | {"ix_decisions_creditor_at"}
-        assert _indexes(path, "attempts") == (
-            now_attempts - {"ix_attempts_agent_id_state_number_valid_until"} | {"ix_attempts_agent_id_state_number"}
-        )
+        # (Later revisions on this branch are undone too; only 0004's own indexes are asserted.)
+        assert "ix_decisions_creditor_at" in _indexes(path, "decisions")
+        before_attempts = _indexes(path, "attempts")
+        assert "ix_attempts_agent_id_state_number" in before_attempts
+        assert "ix_attempts_agent_id_state_number_valid_until" not in before_attempts
         await upgrade(store)
         assert (_indexes(path, "decisions"), _indexes(path, "attempts")) == (now_decisions, now_attempts)
