@@ -18,13 +18,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from alembic import command
-from sqlalchemy import event
+from sqlalchemy import event, update
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from adapters.db import sqlite_hot as hot
 from adapters.db.console_queries import SqlAlchemyConsoleQueries, _encode_cursor
 from adapters.db.migrate import alembic_config, upgrade
-from adapters.db.outbox_source import SqlAlchemyOutboxSource
+from adapters.db.outbox_source import Q_PRUNE, SqlAlchemyOutboxSource
 from adapters.db.store import SqlAlchemyCaseStore
+from adapters.db.tables import attempts, outbox
 from dialer.config import build_config
 from dialer.console.ports import BlockedDialFilter, NotFound, Principal
 
@@ -51,7 +53,8 @@ async def _capture(store: SqlAlchemyCaseStore) -> list[tuple[str, str, Any]]:
     label = ["?"]
 
     def on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and any(f" {t}" in statement for t in TABLES):
+        verb = statement.lstrip().upper()
+        if verb.startswith(("SELECT", "UPDATE", "DELETE")) and any(f" {t}" in statement for t in TABLES):
             captured.append((label[0], statement, parameters))
 
     event.listen(store.engine.sync_engine, "before_cursor_execute", on_execute)
@@ -110,6 +113,8 @@ async def _capture(store: SqlAlchemyCaseStore) -> list[tuple[str, str, Any]]:
             await uow.attempts.for_case(1)
             label[0] = "attempts: history"
             await uow.attempts.history("+8613800000001", 1, "bank-b", NOW - timedelta(days=30))
+            label[0] = "cases: SIP dial candidates"
+            await uow.cases.dial_candidates("col-1", "+8613800000001", NOW)
             label[0] = "outbox: pending"
             await uow.outbox.pending()
         relay = SqlAlchemyOutboxSource(store)
@@ -160,6 +165,17 @@ async def _capture(store: SqlAlchemyCaseStore) -> list[tuple[str, str, Any]]:
         event.remove(store.engine.sync_engine, "before_cursor_execute", on_execute)
     # The SQLite writer's own statements (sqlite_hot): the SIP gate's INVITE without a case
     # id resolves its case through the pending authorisation inside the write.
+    # Writes run on the SQLite writer's own connection, out of the engine's sight: their
+    # lookups are compiled here from the statements the code runs.
+    for name, stmt, values in (
+        ("outbox: relay prunes published", Q_PRUNE, {"cutoff": "2026-11-17 10:00:00.000000", "limit": 500}),
+        ("outbox: relay marks sent", update(outbox).where(outbox.c.id.in_([1, 2]), outbox.c.published_at.is_(None))
+         .values(published_at="2026-11-24 10:00:00.000000"), {}),
+        ("attempts: state change", update(attempts).where(attempts.c.id == "a-1").values(state="expired"), {}),
+    ):
+        compiled = stmt.compile(dialect=sqlite_dialect.dialect(), compile_kwargs={"render_postcompile": True})
+        bound = compiled.construct_params(values)
+        captured.append((name, str(compiled), tuple(bound[k] for k in compiled.positiontup or ())))
     captured += [
         ("hot: history", hot.HISTORY, {"number": "+8613800000001", "case_pk": 1, "since": "2026-10-25 00:00:00.000000"}),
         ("hot: attempt by id", hot.ATTEMPT_BY_ID, ("a-1",)),
@@ -206,7 +222,8 @@ async def test_every_reader_of_decisions_attempts_and_outbox_seeks_an_index_with
     labels = {label for label, _ in plans}
     # Every reader ran and was captured (a reader that stopped sending SQL would hide here).
     assert {"api: everything", "api summary: everything", "audit: iterate a chain", "attempts: expiry sweep",
-            "outbox: relay unsent", "console compliance: export, creditor, 30 days (dated)",
+            "outbox: relay unsent", "outbox: relay prunes published", "cases: SIP dial candidates",
+            "attempts: state change", "console compliance: export, creditor, 30 days (dated)",
             "console admin: summary, 90 days (dated)", "console: case page", "hot: pending authorisation"} <= labels
     scanning = [
         (label, plan) for label, plan in plans
@@ -243,7 +260,7 @@ async def test_date_bounded_blocked_dial_queries_seek_on_the_date(migrated) -> N
 async def test_the_pending_authorisation_lookup_seeks_agent_and_number_not_every_live_authorisation(migrated) -> None:
     path, statements = migrated
     plans = dict(_labelled_plans(path, statements))
-    for label in ("attempts: pending authorisation", "hot: pending authorisation"):
+    for label in ("attempts: pending authorisation", "hot: pending authorisation", "cases: SIP dial candidates"):
         attempts = [line for line in plans[label] if "attempts" in line]
         assert attempts and all("agent_id=? AND state=? AND number=?" in line for line in attempts), (label, plans[label])
 
