@@ -101,7 +101,19 @@ def load_policies(config: Config) -> PolicyBook:
 def make_store(config: Config) -> Any:
     from adapters.db.store import SqlAlchemyCaseStore
 
-    return SqlAlchemyCaseStore(config.store)
+    return SqlAlchemyCaseStore(config.store, events=events_wanted(config))
+
+
+def events_wanted(config: Config) -> bool:
+    """Whether units of work keep their outbox events: only when an event bus (`[mqtt]
+    url`) will publish them. A bad `[mqtt]` table counts as wanted; the bus's own
+    start-up refuses it with the reason."""
+    from adapters.mqtt.config import MqttConfigError, load_mqtt_config
+
+    try:
+        return load_mqtt_config(config.section("mqtt"), os.environ) is not None
+    except MqttConfigError:
+        return True
 
 
 @asynccontextmanager

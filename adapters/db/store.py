@@ -630,8 +630,12 @@ class _Group:
 class SqlAlchemyCaseStore:
     """The `CaseStore` port over SQLAlchemy Core. Use as `async with store:`."""
 
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, *, events: bool = True) -> None:
+        """`events`: keep what units of work put in the outbox. False when no event bus
+        is configured: nothing would ever read (or prune) those rows, and writing them
+        is a tenth of a dial's cost."""
         self.config = config
+        self.events = events
         self.url = config.url
         self.is_sqlite = config.is_sqlite
         self.is_postgres = config.is_postgres
@@ -797,7 +801,8 @@ class SqlAlchemyCaseStore:
                 self._abort_group(group, exc)
                 raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
             uow = SqlUnitOfWork(
-                _SyncConnShim(writer.conn), False, raw=writer.conn.connection.dbapi_connection  # type: ignore[arg-type]
+                _SyncConnShim(writer.conn), False, raw=writer.conn.connection.dbapi_connection,  # type: ignore[arg-type]
+                events=self.events,
             )
             try:
                 yield uow
@@ -969,7 +974,7 @@ class SqlAlchemyCaseStore:
                         )
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
-            uow = SqlUnitOfWork(conn, self.is_postgres)
+            uow = SqlUnitOfWork(conn, self.is_postgres, events=self.events)
             try:
                 yield uow
             except BaseException:
@@ -1003,12 +1008,14 @@ class SqlUnitOfWork:
     """`raw`: the pysqlite connection under `conn` when this unit runs on the SQLite
     writer; the decide-and-reserve statements then bypass SQLAlchemy (`sqlite_hot`)."""
 
-    def __init__(self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True
+    ) -> None:
         self.conn = conn
         self.cases = SqlCaseRepository(conn, raw)
         self.attempts = SqlAttemptRepository(conn, raw)
         self.decisions = SqlDecisionLog(conn, is_postgres, raw)
-        self.outbox = SqlOutbox(conn, raw)
+        self.outbox = SqlOutbox(conn, raw, keep=events)
         self.users = SqlUserRepository(conn, raw)
         self.audit = SqlAuditLog(conn)
 
@@ -1680,9 +1687,10 @@ class SqlDecisionLog:
 # Outbox, users, audit
 # ---------------------------------------------------------------------------------
 class SqlOutbox:
-    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None, *, keep: bool = True) -> None:
         self.conn = conn
         self.raw = raw
+        self.keep = keep  # False: no event bus is configured (see SqlAlchemyCaseStore)
         self._cases = SqlCaseRepository(conn, raw)
 
     async def add(
@@ -1696,6 +1704,8 @@ class SqlOutbox:
         payload: dict[str, Any],
     ) -> str:
         event_id = new_id()
+        if not self.keep:
+            return event_id
         case_seq = await self._cases.next_event_seq(case_pk) if case_pk is not None else None
         body = {
             "event_id": event_id,

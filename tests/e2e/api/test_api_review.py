@@ -8,11 +8,16 @@ import json
 import re
 from datetime import datetime
 
+import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from adapters.db import tables
-from gate_api_support import SHANGHAI, Api
+from dialer.app import build_app
+from dialer.auth import add_user
+from dialer.clock import FixedClock
+from dialer.config import build_config
+from gate_api_support import CASES_A, SHANGHAI, TUESDAY_10AM, Api
 
 ENDPOINTS = [
     ("POST", "/v1/cases:import"),
@@ -169,3 +174,29 @@ async def test_every_dial_writes_its_event_to_the_outbox_in_case_order_without_p
         assert {"event_id", "type", "occurred_at", "creditor", "case_id", "case_seq"} <= set(doc)
         for number in ("13800000001", "13600000000"):
             assert number not in payload, payload
+
+
+async def test_without_an_event_bus_a_dial_keeps_no_event_and_with_one_it_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dialer.app import events_wanted
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}})
+    assert not events_wanted(cfg)
+    assert events_wanted(build_config({"paths": {"data_dir": str(tmp_path)}, "mqtt": {"url": "mqtt://127.0.0.1:1883"}}))
+    clock = FixedClock(TUESDAY_10AM)
+    app = build_app(cfg, clock=clock)
+    async with app.router.lifespan_context(app):
+        svc = app.state.services
+        _, data = await add_user(svc.store, clock, "data-a", "data", frozenset({"bank-a"}))
+        _, col = await add_user(svc.store, clock, "col-a", "collector", frozenset({"bank-a"}))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate") as client:
+            r = await client.post("/v1/cases:import", json={"cases": CASES_A}, headers={"Authorization": f"Bearer {data}"})
+            assert r.status_code == 200, r.text
+            r = await client.post("/v1/dials", json={"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"},
+                                  headers={"Authorization": f"Bearer {col}"})
+            assert r.status_code == 201, r.text
+        async with svc.store.read() as uow:
+            count = lambda table: uow.conn.execute(select(func.count()).select_from(table))  # noqa: E731
+            assert (await count(tables.decisions)).scalar_one() == 1
+            assert (await count(tables.attempts)).scalar_one() == 1
+            assert (await count(tables.outbox)).scalar_one() == 0
+        await svc.gate.drain()

@@ -82,7 +82,7 @@ class Outbox:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def outbox(request, tmp_path) -> AsyncIterator[Outbox]:
-    raw: dict[str, Any] = {"paths": {"data_dir": str(tmp_path)}}
+    raw: dict[str, Any] = {"paths": {"data_dir": str(tmp_path)}, "mqtt": {"url": "mqtt://127.0.0.1:1883"}}  # an event bus is configured (open_services starts none), so the store keeps events
     async with AsyncExitStack() as stack:
         if request.param == "postgres":
             raw["store"] = {"url": await stack.enter_async_context(private_pg_database())}

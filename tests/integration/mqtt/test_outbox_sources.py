@@ -62,7 +62,7 @@ async def _writer(kind: str, tmp_path: Any) -> AsyncIterator[Writer]:
     if kind == "memory":
         yield Writer(InMemoryOutboxSource(), None)
         return
-    raw: dict[str, Any] = {"paths": {"data_dir": str(tmp_path)}}
+    raw: dict[str, Any] = {"paths": {"data_dir": str(tmp_path)}, "mqtt": {"url": "mqtt://127.0.0.1:1883"}}  # an event bus is configured (open_services starts none), so the store keeps events
     async with AsyncExitStack() as stack:
         if kind == "postgres":
             raw["store"] = {"url": await stack.enter_async_context(private_pg_database())}

@@ -36,7 +36,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 @pytest.fixture
 async def gate(tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
-    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"busy_timeout_ms": 200, "timeout_s": 2.0}})
+    cfg = build_config({
+        "paths": {"data_dir": str(tmp_path)}, "store": {"busy_timeout_ms": 200, "timeout_s": 2.0},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},  # an event bus is configured (open_services starts none), so the store keeps events
+    })
     clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
     async with open_services(cfg, clock) as svc:
         users = {}
