@@ -195,6 +195,13 @@ class OutcomeRecord:
     request_digest: str
 
 
+# What a decision-log entry records: a dial (click-to-dial or SIP), a what-if dial check,
+# or the PBX's recheck of an authorised dial. The blocked-dial review lists every kind
+# but the what-if check, by name (an IN list lets SQLite seek its review index).
+DECISION_KINDS: tuple[str, ...] = ("dial", "check", "recheck")
+REVIEWED_KINDS: tuple[str, ...] = tuple(k for k in DECISION_KINDS if k != "check")
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
     """One entry of the decision log (OPA-style), as stored and hash-chained.
@@ -205,7 +212,7 @@ class DecisionRecord:
     """
 
     decision_id: str
-    kind: str  # "dial" | "check"
+    kind: str  # one of DECISION_KINDS
     at: datetime  # when the gate decided (server clock)
     evaluated_at: datetime  # the time evaluated (what-if checks differ)
     user: str

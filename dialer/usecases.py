@@ -37,6 +37,7 @@ from dialer.errors import (
 from dialer.ids import new_id
 from dialer.masking import mask_number, mask_text
 from dialer.model import (
+    DECISION_KINDS,
     DISPOSITIONS,
     FOLLOW_UP_STATUSES,
     RESULTS,
@@ -288,6 +289,8 @@ class Gate:
         number: str,
         attempt_id: str | None,
     ) -> DecisionRecord:
+        if kind not in DECISION_KINDS:  # the review lists kinds by name (REVIEWED_KINDS)
+            raise ValueError(f"unknown decision kind {kind!r}")
         return DecisionRecord(
             decision_id=decision_id,
             kind=kind,

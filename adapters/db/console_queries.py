@@ -164,7 +164,8 @@ class SqlAlchemyConsoleQueries:
             scope = frozenset({flt.creditor})
         start, end = flt.bounds()
         # For one case, steer SQLite to (creditor, case_id, at): written as an expression,
-        # `allowed` cannot pick the (allowed, at) index that would scan the whole range.
+        # `allowed` cannot pick an index led by it (the review index), which would scan
+        # every blocked dial in the range.
         allowed = (func.coalesce(d.allowed, True).is_(False)) if by_case and flt.case_id else d.allowed.is_(False)
         conds: list[Any] = [allowed, d.kind == "dial"]
         if scope is not None:

@@ -59,6 +59,7 @@ from dialer.config import StoreConfig
 from dialer.errors import StoreUnavailable
 from dialer.ids import new_id
 from dialer.model import (
+    REVIEWED_KINDS,
     AttemptRecord,
     CaseInput,
     CaseRecord,
@@ -1592,8 +1593,9 @@ class SqlDecisionLog:
     ) -> list[Any]:
         d = t.decisions.c
         # Dial-check answers (what-if questions) are decisions too, but nobody dialled:
-        # the blocked-dial review lists dials (and PBX rechecks) only.
-        conds: list[Any] = [d.kind != "check"]
+        # the blocked-dial review lists dials (and PBX rechecks) only. Named, not "not a
+        # check": an IN list lets SQLite seek (allowed, kind, at) in ix_decisions_review.
+        conds: list[Any] = [d.kind.in_(REVIEWED_KINDS)]
         if allowed is not None:
             conds.append(d.allowed == allowed)
         if creditors is not None:

@@ -223,13 +223,12 @@ decisions = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("chain", "seq"),
-    # The JSON API's blocked-dial list and summary (`kind != 'check'`, date range).
-    Index("ix_decisions_allowed_at", "allowed", "at"),
     # Migration 0002_console: the console's blocked-dial view (every filter column, so
     # counts and charts are index-only) and the case page / case filter.
     Index("ix_decisions_review", "allowed", "kind", "at", "creditor", "rule_id", "agent_id", "case_id"),
     Index("ix_decisions_creditor_case_id_at", "creditor", "case_id", "at"),
-    # (creditor, at) was dropped by migration 0004: no reader needed it.
+    # (creditor, at) and (allowed, at) were dropped by migrations 0004 and 0005: no
+    # reader needs them.
 )
 
 chain_heads = Table(

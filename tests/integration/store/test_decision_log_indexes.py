@@ -245,8 +245,8 @@ async def test_an_admins_case_filter_without_a_creditor_seeks_an_index(migrated)
 
 async def test_date_bounded_blocked_dial_queries_seek_on_the_date(migrated) -> None:
     """A date range is the narrowest filter most reviews have: the index seek must use it
-    (`ix_decisions_allowed_at` for the JSON API's `kind != 'check'`, `ix_decisions_review`
-    for the console), not read every blocked decision and filter the date row by row."""
+    (`ix_decisions_review`: allowed, kind, at), not read every blocked decision and filter
+    the date row by row."""
     path, statements = migrated
     dated = [(label, plan) for label, plan in _labelled_plans(path, statements) if "(dated)" in label]
     assert len(dated) > 20
