@@ -7,8 +7,11 @@ under CI (`CI=true`) the test FAILS; on a developer machine it is skipped with t
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +38,24 @@ def shared_dir() -> Path:
         return Path(env)
     beside = Path(__file__).resolve().parents[1].parent / "shared"
     return beside if beside.is_dir() else Path("/work/shared")
+
+
+@contextlib.contextmanager
+def captured_logs(*modules: Any) -> Iterator[list[dict[str, Any]]]:
+    """`structlog.testing.capture_logs` that also sees the module-level `log` of each
+    given module. dialer.logs configures `cache_logger_on_first_use`, so a module logger
+    that an earlier test already used keeps its processors and bypasses a later capture
+    (a test then passes alone and fails in the suite); each module gets a fresh logger
+    for the duration."""
+    import structlog
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        saved = [(m, m.log) for m in modules]
+        for m, old in saved:
+            m.log = structlog.get_logger(*(getattr(old, "_logger_factory_args", None) or ()))
+        try:
+            yield logs
+        finally:
+            for m, old in saved:
+                m.log = old

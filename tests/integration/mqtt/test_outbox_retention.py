@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from structlog.testing import capture_logs
 
+import adapters.mqtt.relay as relay_module
 from adapters.db import tables
 from adapters.db.outbox_source import Q_PRUNE, SqlAlchemyOutboxSource
 from adapters.mqtt.config import load_mqtt_config
@@ -25,6 +25,7 @@ from adapters.mqtt.relay import OutboxRelay
 from dialer.app import build_app, open_services
 from dialer.clock import FixedClock
 from dialer.config import build_config
+from tests.conftest import captured_logs
 from tests.integration.mqtt.helpers import Collector
 from tests.integration.mqtt.pg import private_pg_database
 
@@ -197,7 +198,7 @@ async def test_the_relay_prunes_expired_rows_of_a_real_outbox_in_bounded_passes_
                     await relay.wait_published(7)
                 assert relay.prune_passes == 0 and set(expired) <= await outbox.remaining()
                 mono.t += 60
-                with capture_logs() as logs:
+                with captured_logs(relay_module) as logs:
                     async with asyncio.timeout(20):
                         await relay.wait_prune_passes(1)
             finally:

@@ -9,14 +9,15 @@ import asyncio
 import random
 
 import pytest
-from structlog.testing import capture_logs
 
+import adapters.mqtt.relay as relay_module
 from adapters.mqtt.backoff import Backoff
 from adapters.mqtt.config import load_mqtt_config
 from adapters.mqtt.errors import MqttConfigError
 from adapters.mqtt.memory import InMemoryOutboxSource
 from adapters.mqtt.relay import OutboxRelay
 from dialer.errors import StoreUnavailable
+from tests.conftest import captured_logs
 from tests.unit.mqtt.test_mqtt_relay import ScriptedBroker
 
 URL = "mqtt://127.0.0.1:1883"
@@ -154,7 +155,7 @@ async def test_a_backlog_larger_than_a_batch_goes_one_bounded_transaction_at_a_t
     relay = _relay(outbox, ScriptedBroker(), clock, prune_batch=1_000, prune_first_after_s=0)
     for i in range(5):
         outbox.append("case.updated", "bank-a", f"C-{i}")
-    with capture_logs() as logs:
+    with captured_logs(relay_module) as logs:
         task = await _running(relay)
         try:
             async with asyncio.timeout(5):
@@ -173,7 +174,7 @@ async def test_a_backlog_larger_than_a_batch_goes_one_bounded_transaction_at_a_t
 async def test_a_pass_with_nothing_to_delete_logs_nothing():
     outbox, clock = PrunableOutbox(expired=0), FakeMonotonic()
     relay = _relay(outbox, ScriptedBroker(), clock, prune_first_after_s=0)
-    with capture_logs() as logs:
+    with captured_logs(relay_module) as logs:
         task = await _running(relay)
         try:
             async with asyncio.timeout(5):
@@ -188,7 +189,7 @@ async def test_a_failing_prune_is_logged_and_retried_at_the_next_pass_while_the_
     outbox, clock = PrunableOutbox(expired=3), FakeMonotonic()
     outbox.fail_next = 1
     relay = _relay(outbox, ScriptedBroker(), clock, prune_first_after_s=0)
-    with capture_logs() as logs:
+    with captured_logs(relay_module) as logs:
         task = await _running(relay)
         try:
             async with asyncio.timeout(5):
