@@ -306,6 +306,14 @@ class _WriterFileLock:
             os.close(self.fd)
 
 
+def open_existing(path: str) -> sqlite3.Connection:
+    """A connection to the database file at `path`, which must exist: a plain connect
+    would create an empty database there (say, after the data directory was moved away)."""
+    return sqlite3.connect(
+        Path(path).resolve().as_uri() + "?mode=rw", uri=True, timeout=0, isolation_level=None, check_same_thread=False
+    )
+
+
 class _SqliteWriter:
     """One synchronous pysqlite connection for a file database's write transactions."""
 
@@ -400,7 +408,7 @@ class _SqliteWriter:
                 self._dirty.clear()
                 try:
                     if con is None:
-                        con = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+                        con = open_existing(self.path)
                         con.execute(f"PRAGMA synchronous={self.sync_pragma}")
                     con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     failing = False

@@ -289,3 +289,19 @@ async def test_committed_pages_reach_the_database_file_through_the_background_ch
     finally:
         await store.__aexit__(None, None, None)
     assert not [t.name for t in threads if t.is_alive()]  # stopped with the store
+
+
+def test_the_checkpointers_connection_never_creates_a_database_where_none_is(tmp_path: Path) -> None:
+    from adapters.db.store import open_existing
+
+    gone = tmp_path / "dialgate.db"  # its directory is there, the file is not (deleted, moved)
+    with pytest.raises(sqlite3.OperationalError):
+        open_existing(str(gone))
+    assert not gone.exists()
+    there = tmp_path / "数据 #1.db"  # spaces, '#' and non-ASCII survive the URI
+    sqlite3.connect(there).execute("CREATE TABLE t (x)").connection.close()
+    con = open_existing(str(there))
+    try:
+        assert con.execute("SELECT name FROM sqlite_master").fetchall() == [("t",)]
+    finally:
+        con.close()
