@@ -349,6 +349,7 @@ class _SqliteWriter:
             self.sync_pragma = "NORMAL" if self.durable_by_fsync else sync_mode
             cur.execute(f"PRAGMA synchronous={self.sync_pragma}")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA temp_store=MEMORY")  # see `_make_engine`
             if wal:
                 cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
             # Inside a write transaction (WAL, the write lock held) nothing waits for
@@ -714,6 +715,11 @@ class SqlAlchemyCaseStore:
                 cur.execute(f"PRAGMA busy_timeout={int(busy)}")
                 cur.execute(f"PRAGMA synchronous={sync_mode}")
                 cur.execute("PRAGMA foreign_keys=ON")
+                # Statement journals (a statement inside a SAVEPOINT that changes several
+                # rows or indexes) and sorts without an index use temporary storage, by
+                # default a file created and unlinked in /var/tmp each time: five system
+                # calls and a directory update, ~170 times a second at 1,000 dials/s.
+                cur.execute("PRAGMA temp_store=MEMORY")
                 cur.close()
 
             @event.listens_for(sync_engine, "begin")
