@@ -8,12 +8,14 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
   processes too. In-process, writers also queue on an `asyncio.Lock` first: SQLite's
   busy handler polls with sleeps, a FIFO lock does not. WAL lets readers run alongside.
   For a file database, write transactions run on one synchronous pysqlite connection
-  (`_SqliteWriter`): BEGIN IMMEDIATE and COMMIT (which may wait for the lock or fsync)
-  run in a worker thread, the statements in between run inline — a few tens of
-  microseconds each — instead of two or three thread hand-offs per statement through
-  aiosqlite. Reads stay on aiosqlite. Writes that queue while one runs share its
-  transaction (group commit, `_sqlite_write`): each in its own SAVEPOINT, one COMMIT
-  and one fsync for the group, nobody answered before that COMMIT is on stable storage.
+  (`_SqliteWriter`): BEGIN IMMEDIATE runs inline when the lock is free (else in a
+  worker thread), the statements run inline — a few tens of microseconds each —
+  instead of two or three thread hand-offs per statement through aiosqlite. Reads stay
+  on aiosqlite. Writes that queue while one runs, or run later in the same turn of the
+  event loop, share its transaction (group commit, `_sqlite_write`): each in its own
+  SAVEPOINT, one COMMIT and one fsync for the group, nobody answered before that
+  COMMIT is on stable storage. In WAL mode the COMMIT (page writes only) runs inline at
+  the end of the loop's turn (`_commit_at_turn_end`); otherwise on the commit thread.
   With `synchronous = FULL` the fsync happens after SQLite's write lock is let go
   (`_SqliteWriter.durable_by_fsync`), so the next group runs during the flush. WAL
   checkpoints run on a connection and thread of their own (`_checkpoint_work`), not
@@ -380,6 +382,10 @@ class _SqliteWriter:
     def run(self, job: Any) -> None:
         """Run `job()` on the writer's commit thread (started on first use); `job` reports
         its own outcome (it must not raise)."""
+        self._ensure_threads()
+        self._jobs.put(job)
+
+    def _ensure_threads(self) -> None:
         if not self._threads:
             self._threads = [
                 threading.Thread(target=self._work, name="dialgate-sqlite-commit", daemon=True),
@@ -388,11 +394,11 @@ class _SqliteWriter:
             ]
             for t in self._threads:
                 t.start()
-        self._jobs.put(job)
 
     def flush_then(self, loop: asyncio.AbstractEventLoop, done: "asyncio.Future[None]") -> None:
         """From the commit thread, after a COMMIT: resolve `done` once the WAL is flushed
         (or with the error that stopped the flush)."""
+        self._ensure_threads()
         self._flushes.put((loop, done))
 
     def _checkpoint_work(self) -> None:
@@ -607,11 +613,12 @@ async def _in_thread(fn: Any) -> Any:
 class _Group:
     """One SQLite write transaction shared by the units of work queued together."""
 
-    __slots__ = ("trans", "members", "closed", "done", "error", "_settled")
+    __slots__ = ("trans", "members", "closed", "done", "error", "_settled", "commit_soon")
 
     def __init__(self, trans: Any) -> None:
         self.trans = trans
         self.members = 0
+        self.commit_soon = False  # `_commit_at_turn_end` is scheduled
         self.closed = False  # its transaction is committed, rolled back or being committed
         self.done = False  # settled: members may go (after the WAL flush when there is one)
         self.error: StoreUnavailable | None = None
@@ -838,7 +845,14 @@ class SqlAlchemyCaseStore:
             group.members += 1
             joined = True
             if not self._lock_waiting:
-                await self._finish_group(group)  # waits its COMMIT out even if we are cancelled
+                if writer.wal:
+                    # Units that run later in this turn of the event loop join the group;
+                    # it commits when the turn is over (`_commit_at_turn_end`).
+                    if not group.commit_soon:
+                        group.commit_soon = True
+                        asyncio.get_running_loop().call_soon(self._commit_at_turn_end, group)
+                else:
+                    await self._finish_group(group)  # waits its COMMIT out even if we are cancelled
                 committed_here = True
         finally:
             if group is not None and not group.closed and not joined:
@@ -946,6 +960,55 @@ class SqlAlchemyCaseStore:
         # Committed; the write lock is released by our caller as we return, and the group
         # settles when the WAL flush is done (at once when there is none to do).
         flushed.add_done_callback(lambda f: _durable(group, f))
+
+    def _commit_at_turn_end(self, group: "_Group") -> None:
+        """COMMIT `group` right here on the event loop, once the units that ran in the
+        same turn of the loop have joined it.
+
+        In WAL mode a COMMIT only appends the group's pages to the WAL: no fsync (that is
+        the flush thread's, `durable_by_fsync`) and no checkpoint (the checkpointer
+        thread's). Handing it to the commit thread cost more than doing it: a thread
+        wake-up, the GIL changing hands twice and another wake-up of the loop to hear
+        "committed" — at 1,000 dials/s in groups of one or two, ~0.2 ms of CPU per dial
+        (measured, in-process: 0.86-0.96 → 0.70 ms a dial). Groups still form under load:
+        every unit that becomes ready before the turn ends is in this COMMIT.
+
+        If a unit holds the write lock now (it awaited something real mid-unit), that
+        unit schedules the commit again when it finishes."""
+        group.commit_soon = False
+        if group.closed:
+            return
+        if self._write_lock.locked():
+            return
+        writer = self._writer
+        if writer is None:  # the store closed meanwhile
+            group.error = StoreUnavailable("the store closed before the commit")
+            group.settle()
+            return
+        group.closed = True
+        if self._group is group:
+            self._group = None
+        if not group.members:
+            try:
+                writer.rollback(group.trans)
+            except (SQLAlchemyError, OSError):
+                writer.reset()
+            group.settle()
+            return
+        try:
+            writer.commit(group.trans)
+        except (SQLAlchemyError, OSError, RuntimeError, sqlite3.Error) as exc:
+            # As in `_finish_group`: start from a fresh connection (this drops the transaction).
+            writer.reset()
+            group.error = StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}")
+            group.settle()
+            return
+        if not writer.durable_by_fsync:
+            group.settle()
+            return
+        flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        flushed.add_done_callback(lambda f: _durable(group, f))
+        writer.flush_then(asyncio.get_running_loop(), flushed)
 
     def _abort_group(self, group: "_Group", exc: BaseException) -> None:
         """Roll the whole group back (its transaction is unusable or has only the failed unit)."""

@@ -1,9 +1,11 @@
 """A caller cancelled while the SQLite writer thread is opening its transaction (a
 timeout around a decision, a client gone) leaves nothing behind: the transaction is
 rolled back at once (SQLite's write lock is free for other processes), the next
-decide-and-reserve works, and the cancelled one wrote nothing. A caller cancelled while
-its COMMIT runs gets the whole write committed (decision and attempt together), never
-half of it, and the next write works too.
+decide-and-reserve works, and the cancelled one wrote nothing. A caller cancelled after
+its COMMIT, while the WAL flush that makes it durable runs, gets the whole write
+committed (decision and attempt together), never half of it, and the next write works
+too. (The COMMIT itself runs on the event loop at the end of a turn, so nothing can
+cancel a caller in the middle of it.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from adapters.db import tables
 from gate_store_support import one_case
@@ -52,7 +54,7 @@ async def _gate(tmp_path: Path) -> Any:
     return cfg, clock, build_app(cfg, clock=clock)
 
 
-async def test_a_dial_cancelled_while_its_commit_runs_is_committed_whole_and_the_next_dial_works(
+async def test_a_dial_cancelled_while_its_commit_is_flushed_to_disk_is_committed_whole_and_the_next_dial_works(
     tmp_path: Path,
 ) -> None:
     cfg, clock, app = await _gate(tmp_path)
@@ -69,25 +71,30 @@ async def test_a_dial_cancelled_while_its_commit_runs_is_committed_whole_and_the
             decisions_before = await _count(store, tables.decisions)
 
             writer = store._writer
-            assert writer is not None
-            committing, release = threading.Event(), threading.Event()
+            assert writer is not None and writer.durable_by_fsync  # synchronous = FULL, the default
+            flushing, release = threading.Event(), threading.Event()
+            real_sync = writer.sync_wal
 
-            def hold_commit(_conn: Any) -> None:  # the writer thread, just before COMMIT
-                if committing.is_set():
-                    return  # only the first commit is held
-                committing.set()
-                release.wait(10)
+            def hold_flush() -> None:  # the flush thread, after the COMMIT
+                if not flushing.is_set():  # only the first flush is held
+                    flushing.set()
+                    release.wait(10)
+                real_sync()
 
-            event.listen(writer.engine, "commit", hold_commit)
+            writer.sync_wal = hold_flush
             body = {"case_id": "CC-1", "number": "13800000099", "agent_id": "col-c"}
             auth = {"Authorization": f"Bearer {col}"}
             dial = asyncio.ensure_future(c.post("/v1/dials", json=body, headers=auth))
-            assert await asyncio.to_thread(committing.wait, 10), "the dial never reached its COMMIT"
-            dial.cancel()
-            release.set()
+            try:
+                assert await asyncio.to_thread(flushing.wait, 10), "the dial's commit never reached its flush"
+                dial.cancel()
+                await asyncio.sleep(0)  # the cancellation reaches the dial while its flush runs
+                assert not dial.done()  # it waits for the flush: its write belongs to the group
+            finally:
+                release.set()
             with pytest.raises(asyncio.CancelledError):
                 await dial
-            event.remove(writer.engine, "commit", hold_commit)
+            writer.sync_wal = real_sync
 
             db_path = cfg.store.url.split(":///", 1)[1]
             assert _write_lock_is_free(db_path), "the cancelled dial's transaction still holds the write lock"

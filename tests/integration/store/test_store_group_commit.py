@@ -63,6 +63,35 @@ async def test_writes_queued_behind_a_running_one_are_each_on_disk_when_their_wr
         await store.__aexit__(None, None, None)
 
 
+async def test_writes_that_run_in_the_same_turn_of_the_event_loop_share_one_commit_and_one_wal_flush(
+    tmp_path: Path,
+) -> None:
+    store, db = await _open(tmp_path)
+    writer: Any = store._writer  # noqa: SLF001
+    try:
+        async with store.write() as uow:  # opens the writer's connection and threads
+            await uow.users.add("warm", "collector", frozenset({"bank-g"}), "h-warm", NOW)
+        real_sync = writer.sync_wal
+        flushes = 0
+
+        def counted() -> None:
+            nonlocal flushes
+            flushes += 1
+            real_sync()
+
+        writer.sync_wal = counted
+
+        async def add(name: str) -> None:
+            async with store.write() as uow:
+                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+
+        await asyncio.gather(*(add(f"t-{i}") for i in range(20)))
+        assert _users_on_disk(db) == {"warm"} | {f"t-{i}" for i in range(20)}
+        assert flushes == 1  # one group: one COMMIT, one fsync for the twenty writes
+    finally:
+        await store.__aexit__(None, None, None)
+
+
 async def test_a_write_that_fails_inside_a_group_undoes_only_itself(tmp_path: Path) -> None:
     store, db = await _open(tmp_path)
     try:
