@@ -53,6 +53,7 @@ EXTENSIONS: list[str] = [
     "adapters.sip.service:open_sip_gate",
     "adapters.pbx.service:open_pbx",
     "adapters.mqtt.bridge:open_mqtt",
+    "adapters.mqtt.bridge:open_mqtt_waker",
 ]
 # What must exist once however many HTTP workers run (dialer/workers.py): a listener on
 # a port, a subscriber, a registered user agent. Only the primary worker enters these.

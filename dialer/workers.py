@@ -20,9 +20,11 @@ process would have its own), and `[pbx] mode = "sip_ua"` (one registered user ag
 places click-to-dial calls; a dial authorised by another worker could not be placed).
 
 Good to know: `/metrics` from any worker sums every worker (prometheus_client's
-multiprocess mode); events written by a secondary reach MQTT at the primary relay's next
-poll (`[mqtt] poll_interval`, 2 s by default) rather than at once; migrations run once,
-in the supervising process, before the workers start.
+multiprocess mode); events written by a secondary reach MQTT at once, like the primary's:
+after each commit it sends a datagram to the primary's relay wake socket in the pool's
+run directory (adapters/mqtt/waker.py; dropped when no primary listens, and then the
+relay's `[mqtt] poll_interval` poll, 2 s by default, publishes them); migrations run
+once, in the supervising process, before the workers start.
 """
 
 from __future__ import annotations

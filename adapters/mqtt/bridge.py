@@ -19,10 +19,15 @@ Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is 
   written as an `attempt.state` event with the PBX's details, in one transaction.
 
 `services.mqtt` is set to the bus for /readyz and the console's health strip.
+
+In a worker pool (`dialgate serve --workers N`) the bus runs in the primary only, which
+also listens on the pool's wake socket (adapters/mqtt/waker.py); the extension
+`open_mqtt_waker`, entered by every worker, makes a secondary's commits wake it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -35,7 +40,7 @@ from pydantic import ValidationError
 
 from adapters.db.outbox_source import SqlAlchemyOutboxSource
 from adapters.mqtt.bus import MqttEventBus
-from adapters.mqtt.config import load_mqtt_config
+from adapters.mqtt.config import MqttConfig, load_mqtt_config
 from adapters.mqtt.errors import (
     MalformedMessage,
     MessageRejected,
@@ -45,6 +50,7 @@ from adapters.mqtt.errors import (
 )
 from adapters.mqtt.masking import mask_text
 from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
+from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
 
 log = structlog.get_logger("dialgate.mqtt.bridge")
 
@@ -264,12 +270,7 @@ def _notify_after_commits(store: Any, notify: Callable[[], None]) -> Callable[[]
 @asynccontextmanager
 async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set."""
-    from dialer.errors import ConfigError
-
-    try:
-        config = load_mqtt_config(services.config.section("mqtt"), os.environ)
-    except MqttConfigError as exc:
-        raise ConfigError(f"{services.config.source}: {exc}") from exc
+    config = _mqtt_config(services)
     if config is None:
         yield None
         return
@@ -290,7 +291,12 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     restore = _notify_after_commits(store, bus.notify)
     services.mqtt = bus
     try:
-        async with bus:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(bus)
+            pool_lock = _pool_lock()
+            if pool_lock and getattr(services, "role", "primary") == "primary":
+                # The other workers' commits wake this relay too (open_mqtt_waker).
+                await stack.enter_async_context(RelayWakeListener(wake_socket_path(pool_lock), bus.notify))
             log.info("mqtt.bus_started", broker=config.display_url, client_id=config.client_id)
             yield bus
     finally:
@@ -298,4 +304,39 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
         services.mqtt = None
 
 
-__all__ = ["GateDialHandler", "GatePbxHandler", "MessageRejected", "open_mqtt"]
+@asynccontextmanager
+async def open_mqtt_waker(services: Any) -> AsyncIterator[RelayWaker | None]:
+    """Extension factory entered by every worker: in a secondary worker of a pool
+    (dialer/workers.py) with `[mqtt] url` set, each committed write of its store wakes
+    the primary's relay through the pool's wake socket. Nothing elsewhere (the primary
+    wakes its relay itself, in `open_mqtt`)."""
+    pool_lock = _pool_lock()
+    if getattr(services, "role", "primary") != "secondary" or not pool_lock or _mqtt_config(services) is None:
+        yield None
+        return
+    with RelayWaker(wake_socket_path(pool_lock)) as waker:
+        restore = _notify_after_commits(services.store, waker.wake)
+        try:
+            yield waker
+        finally:
+            restore()
+
+
+def _pool_lock() -> str | None:
+    """The pool's primary lock file when this process is a worker of `dialgate serve
+    --workers N` (the wake socket lives beside it), else None."""
+    from dialer.workers import LOCK_ENV
+
+    return os.environ.get(LOCK_ENV) or None
+
+
+def _mqtt_config(services: Any) -> MqttConfig | None:
+    from dialer.errors import ConfigError
+
+    try:
+        return load_mqtt_config(services.config.section("mqtt"), os.environ)
+    except MqttConfigError as exc:
+        raise ConfigError(f"{services.config.source}: {exc}") from exc
+
+
+__all__ = ["GateDialHandler", "GatePbxHandler", "MessageRejected", "open_mqtt", "open_mqtt_waker"]
