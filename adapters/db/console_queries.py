@@ -14,6 +14,7 @@ an id outside the scope raises `NotFound` exactly like an unknown id.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import time
 from collections import OrderedDict
@@ -55,7 +56,7 @@ from dialer.console.ports import (
 )
 from dialer.errors import Unauthenticated
 from dialer.masking import mask_number
-from dialer.model import DecisionRecord
+from dialer.model import REVIEWED_KINDS, DecisionRecord
 
 EXPORT_BATCH = 2000
 OPTIONS_TTL_S = 60.0
@@ -83,7 +84,7 @@ def _row_matcher(who: Principal, flt: BlockedDialFilter) -> Any:
     def match(row: Any) -> bool:
         return (
             not row.allowed
-            and row.kind == "dial"
+            and row.kind in REVIEWED_KINDS
             and who.sees(row.creditor)
             and (flt.creditor is None or row.creditor == flt.creditor)
             and (start is None or row.at >= start)
@@ -110,6 +111,7 @@ def _row(r: DecisionRecord) -> DecisionRow:
         decision_id=r.decision_id, at=r.at, creditor=r.creditor, case_id=r.case_id, agent_id=r.agent_id,
         number_masked=r.number_masked, channel=r.channel, allowed=r.allowed, rule_id=r.rule_id,
         reason=r.reason, reason_zh=r.reason_zh, next_allowed_at=r.next_allowed_at, policy_version=r.policy_version,
+        kind=r.kind,
     )
 
 
@@ -154,8 +156,10 @@ class SqlAlchemyConsoleQueries:
 
     # -- the decision log ------------------------------------------------------------------
     def _blocked_where(
-        self, who: Principal, flt: BlockedDialFilter, *, narrow: bool = True, by_case: bool = False
+        self, who: Principal, flt: BlockedDialFilter, *, narrow: bool = True, by_case: bool = False,
+        kind: str | None = None,
     ) -> list[Any]:
+        """The filter's conditions in SQL; `kind`: one reviewed kind only (see `_newest`)."""
         d = t.decisions.c
         scope = _scope(who)
         if flt.creditor is not None:
@@ -167,7 +171,10 @@ class SqlAlchemyConsoleQueries:
         # `allowed` cannot pick an index led by it (the review index), which would scan
         # every blocked dial in the range.
         allowed = (func.coalesce(d.allowed, True).is_(False)) if by_case and flt.case_id else d.allowed.is_(False)
-        conds: list[Any] = [allowed, d.kind == "dial"]
+        # Dials and PBX rechecks (a dial blocked at ring time), as the JSON API's review
+        # lists them; not what-if checks. Named: an IN list keeps SQLite on the review
+        # index (allowed, kind, at, …), where "kind != 'check'" would not seek.
+        conds: list[Any] = [allowed, d.kind.in_(REVIEWED_KINDS) if kind is None else d.kind == kind]
         if scope is not None:
             conds.append(d.creditor.in_(sorted(scope)) if scope else literal(False))
         if start is not None:
@@ -209,51 +216,55 @@ class SqlAlchemyConsoleQueries:
                     t.users.c.id.in_(select(t.user_creditors.c.user_id).where(t.user_creditors.c.creditor.in_(sorted(scope))))
                 )
             agents = tuple(sorted(r[0] for r in await uow.conn.execute(uq)))
-            rq = select(d.rule_id).where(d.allowed.is_(False)).group_by(d.rule_id)
+            # The rules the review can list (what-if checks are not listed: no option without rows).
+            rq = select(d.rule_id).where(d.allowed.is_(False), d.kind.in_(REVIEWED_KINDS)).group_by(d.rule_id)
             if scope is not None:
                 rq = rq.where(d.creditor.in_(sorted(scope)) if scope else literal(False))
             rules = tuple(sorted(r[0] for r in await uow.conn.execute(rq)))
         return FilterOptions(creditors=creditors, agents=agents, rule_ids=rules)
 
     async def blocked_dials(self, who: Principal, flt: BlockedDialFilter, cursor: str | None, limit: int) -> Page:
-        d = t.decisions.c
-        conds = self._blocked_where(who, flt, by_case=True)
-        page_conds = list(conds)
-        if cursor:
-            at, rid = _decode_cursor(cursor)
-            # `at <= …` first: a plain range the (…, at) indexes can seek to.
-            page_conds += [d.at <= at, or_(d.at < at, d.id < rid)]
+        after = _decode_cursor(cursor) if cursor else None
         async with self.store.read() as uow:
-            rows = (
-                await uow.conn.execute(
-                    select(d.id, d.at, d.record, d.hash).where(*page_conds).order_by(d.at.desc(), d.id.desc()).limit(limit + 1)
-                )
-            ).all()
+            rows = await self._newest(uow, who, flt, after, limit + 1)
         # No count here: the page's chart aggregates count the same rows; the router sums them.
         items = tuple(_row(decision_from_record(r[2])) for r in rows[:limit])
         nxt = _encode_cursor(rows[limit - 1][1], int(rows[limit - 1][0])) if len(rows) > limit else None
         return Page(items=items, next_cursor=nxt, total=None)
 
     async def export_blocked_dials(self, who: Principal, flt: BlockedDialFilter) -> AsyncIterator[DecisionRow]:
-        d = t.decisions.c
-        conds = self._blocked_where(who, flt, by_case=True)
         after: tuple[datetime, int] | None = None
         while True:
-            page_conds = list(conds)
-            if after is not None:
-                page_conds += [d.at <= after[0], or_(d.at < after[0], d.id < after[1])]
             # One short read transaction per batch: a long export never pins the store.
             async with self.store.read() as uow:
-                rows = (
-                    await uow.conn.execute(
-                        select(d.id, d.at, d.record).where(*page_conds).order_by(d.at.desc(), d.id.desc()).limit(EXPORT_BATCH)
-                    )
-                ).all()
+                rows = await self._newest(uow, who, flt, after, EXPORT_BATCH)
             for r in rows:
                 yield _row(decision_from_record(r[2]))
             if len(rows) < EXPORT_BATCH:
                 return
             after = (rows[-1][1], int(rows[-1][0]))
+
+    async def _newest(
+        self, uow: Any, who: Principal, flt: BlockedDialFilter, after: tuple[datetime, int] | None, n: int
+    ) -> list[Any]:
+        """Up to `n` filtered blocked decisions (id, at, record, hash), newest first on
+        (at, id), strictly below the keyset position `after`.
+
+        One query per reviewed kind, merged here: with `kind = ?` the review index
+        (allowed, kind, at, …) hands SQLite each kind's rows already in `at` order, so it
+        stops after `n`; with `kind IN (…)` it would have to read and sort every row in
+        the range (each record decoded) to show one page.
+        """
+        d = t.decisions.c
+        parts = []
+        for kind in REVIEWED_KINDS:
+            conds = self._blocked_where(who, flt, by_case=True, kind=kind)
+            if after is not None:
+                # `at <= …` first: a plain range the (…, at) indexes can seek to.
+                conds += [d.at <= after[0], or_(d.at < after[0], d.id < after[1])]
+            q = select(d.id, d.at, d.record, d.hash).where(*conds).order_by(d.at.desc(), d.id.desc()).limit(n)
+            parts.append((await uow.conn.execute(q)).all())
+        return list(heapq.merge(*parts, key=lambda r: (r[1], r[0]), reverse=True))[:n]
 
     async def blocked_summary(self, who: Principal, flt: BlockedDialFilter) -> BlockedSummary:
         """Counts per (local day, rule) and per (agent, rule) of the filtered blocked dials.

@@ -116,6 +116,9 @@ class DecisionRow:
     reason_zh: str
     next_allowed_at: datetime | None
     policy_version: str
+    # "dial" (click-to-dial or SIP) or "recheck" (the PBX asking again at ring time):
+    # the review lists both, as the JSON API does (`dialer.model.REVIEWED_KINDS`).
+    kind: str = "dial"
 
 
 @dataclass(frozen=True, slots=True)

@@ -605,6 +605,8 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 CSV_COLUMNS = (
     "decision_id", "time", "creditor", "case_id", "agent_id", "number", "rule_id",
     "reason_zh", "reason", "next_allowed_at", "policy_version", "channel",
+    # Last, so files read by column position keep their meaning: "dial" or "recheck".
+    "kind",
 )
 _FORMULA = re.compile(r"^[=@\t\r]|^[+-](?![\d*\s]+$)")
 
@@ -631,7 +633,7 @@ async def _csv_stream(rows: AsyncIterator[DecisionRow], tz: ZoneInfo) -> AsyncIt
                     r.decision_id, r.at.astimezone(tz).isoformat(), r.creditor, r.case_id, r.agent_id,
                     r.number_masked, r.rule_id, r.reason_zh, r.reason,
                     r.next_allowed_at.astimezone(tz).isoformat() if r.next_allowed_at else "",
-                    r.policy_version, r.channel,
+                    r.policy_version, r.channel, r.kind,
                 )
             ]
         )

@@ -65,7 +65,8 @@ class Seeded:
         )
 
     async def blocked_api(self, who: str = "comp-a", **params: str) -> list[dict[str, Any]]:
-        """The service's own answer (JSON API): blocked dial decisions, newest first."""
+        """The service's own answer (JSON API): blocked dial decisions (dials and PBX
+        rechecks, never what-if checks), newest first."""
         items: list[dict[str, Any]] = []
         cursor = None
         while True:
@@ -76,7 +77,7 @@ class Seeded:
             cursor = r.json()["next"]
             if not cursor:
                 break
-        items = [i for i in items if i["kind"] == "dial"]
+        # Dials and PBX rechecks (blocked at ring time) alike: the console must list the same.
         return sorted(items, key=lambda i: (i["at"], i["seq"]), reverse=True)
 
     @asynccontextmanager
