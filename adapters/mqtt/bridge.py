@@ -296,7 +296,12 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
             pool_lock = _pool_lock()
             if pool_lock and getattr(services, "role", "primary") == "primary":
                 # The other workers' commits wake this relay too (open_mqtt_waker).
-                await stack.enter_async_context(RelayWakeListener(wake_socket_path(pool_lock), bus.notify))
+                path = wake_socket_path(pool_lock)
+                try:
+                    await stack.enter_async_context(RelayWakeListener(path, bus.notify))
+                except OSError as exc:  # their events then wait for the poll: not worth failing for
+                    log.warning("mqtt.wake_listener_failed", socket=str(path), error=str(exc),
+                                poll_interval_s=config.poll_interval_s)
             log.info("mqtt.bus_started", broker=config.display_url, client_id=config.client_id)
             yield bus
     finally:
