@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -154,6 +155,8 @@ async def test_a_dial_served_by_the_secondary_worker_reaches_the_broker_without_
             status, body = await data.request("POST", "/v1/cases:import", {"cases": cases})
             assert status == 200, body
 
+            sockets = list((workdir / "var").glob(".serve-pool-*/relay-wake.sock"))
+            assert len(sockets) == 1 and stat.S_IMODE(sockets[0].stat().st_mode) == 0o600, sockets
             opened.append(secondary := await pool.connect(tokens["col-p"], to="secondary"))
             for i, case in enumerate(cases):
                 number = case["contacts"][0]["number"]
