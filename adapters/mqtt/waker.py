@@ -53,10 +53,12 @@ class _Address:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._dir_fd: int | None = None
-        if len(os.fsencode(path)) <= _MAX_ADDRESS:
-            self.address = str(path)
-        else:
-            self._dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.address = str(path)
+        if len(os.fsencode(path)) > _MAX_ADDRESS:
+            try:
+                self._dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                return  # no such directory: binding or sending then fails as any OSError
             self.address = f"/proc/self/fd/{self._dir_fd}/{path.name}"
 
     def close(self) -> None:

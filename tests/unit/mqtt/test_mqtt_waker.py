@@ -239,3 +239,10 @@ async def test_the_waker_does_nothing_outside_a_secondary_of_a_pool_with_mqtt(
     async with open_mqtt_waker(services) as waker:
         assert waker is None
         assert services.store.write == original
+
+
+def test_a_secondary_whose_long_run_directory_is_gone_drops_its_wakes(tmp_path: Path) -> None:
+    path = wake_socket_path(tmp_path / ("g" * 120) / "primary.lock")  # never created
+    with RelayWaker(path) as waker:
+        waker.wake()
+        assert (waker.sent, waker.dropped) == (0, 1)
