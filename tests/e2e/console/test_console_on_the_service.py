@@ -334,6 +334,9 @@ async def test_a_dial_blocked_at_ring_time_is_listed_by_the_console_exactly_as_b
         assert recheck_id in shown and not never & set(shown)
         row = re.search(rf'<tr data-decision="{recheck_id}">(.*?)</tr>', html, re.S).group(1)
         assert 'data-kind="recheck"' in row and ">振铃复核<" in row
+        page = (await c.get(f"/console/decisions/{recheck_id}")).text
+        assert re.search(r'id="kind" data-kind="recheck"[^>]*>振铃复核<', page)
+        assert "case.paused" in page
         dial_row = re.search(rf'<tr data-decision="{truth[1]["decision_id"]}">(.*?)</tr>', html, re.S).group(1)
         assert truth[1]["kind"] == "dial" and 'data-kind="dial"' in dial_row and ">拨号<" in dial_row
 
@@ -346,6 +349,14 @@ async def test_a_dial_blocked_at_ring_time_is_listed_by_the_console_exactly_as_b
             assert total(page) == charted(page) == len(want), params
             url = "/console/blocked?" + "&".join(f"{k}={v}" for k, v in params.items())
             assert await all_pages(c, url) == want, params
+
+        # The case page's timeline lists the case's attempts (the recheck's attempt once, as
+        # allowed when dialled) and links to the review of the case, where the recheck is.
+        case_page = (await c.get("/console/cases/bank-a/C-1")).text
+        assert recheck_id not in case_page
+        link = re.search(r'id="case-blocked" href="([^"]+)"', case_page).group(1).replace("&amp;", "&")
+        assert await all_pages(c, link) == [i["decision_id"] for i in await service.blocked_api("comp-a", case_id="C-1")]
+        assert recheck_id in await all_pages(c, link)
 
         r = await c.get("/console/blocked.csv")
         assert r.status_code == 200
