@@ -92,6 +92,48 @@ async def test_writes_that_run_in_the_same_turn_of_the_event_loop_share_one_comm
         await store.__aexit__(None, None, None)
 
 
+async def test_a_group_commits_when_the_write_queued_behind_its_last_member_is_cancelled_before_its_turn(
+    tmp_path: Path,
+) -> None:
+    store, db = await _open(tmp_path)
+    try:
+        b_inside, let_b_finish = asyncio.Event(), asyncio.Event()
+
+        async def add(name: str, hold: bool = False) -> None:
+            async with store.write() as uow:
+                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+                if hold:
+                    b_inside.set()
+                    await let_b_finish.wait()  # holds the write lock, mid-unit
+
+        await add("warm")  # the writer's connection is open: BEGIN runs inline from now on
+        # a and b run in the same turn: both join one group; b then holds the write lock
+        a = asyncio.create_task(add("a"))
+        b = asyncio.create_task(add("b", hold=True))
+        await b_inside.wait()
+        c = asyncio.create_task(add("c"))
+        await asyncio.sleep(0)  # c queues on the write lock behind b
+        let_b_finish.set()
+        c.cancel()  # b finishes with c still queued; c is cancelled before its turn
+        with pytest.raises(asyncio.CancelledError):
+            await c
+        _, pending = await asyncio.wait({a, b}, timeout=10)
+        if pending:  # let the stuck members go (they ignore cancellation), then fail
+            stuck = store._group  # noqa: SLF001
+            if stuck is not None:
+                stuck.error = StoreUnavailable("the test gave up on this group")
+                stuck.settle()
+            await asyncio.gather(*pending, return_exceptions=True)
+            pytest.fail("a group member still waits for a COMMIT nobody will make")
+        await asyncio.gather(a, b)
+
+        assert _users_on_disk(db) == {"warm", "a", "b"}
+        await add("after")
+        assert _users_on_disk(db) == {"warm", "a", "b", "after"}
+    finally:
+        await store.__aexit__(None, None, None)
+
+
 async def test_a_write_that_fails_inside_a_group_undoes_only_itself(tmp_path: Path) -> None:
     store, db = await _open(tmp_path)
     try:
