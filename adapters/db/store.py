@@ -910,17 +910,9 @@ class SqlAlchemyCaseStore:
         """COMMIT (or roll back an empty) group; the write lock is held."""
         if group.closed:
             return
-        group.closed = True
         writer = self._writer
         assert writer is not None
-        if self._group is group:
-            self._group = None
-        if not group.members:
-            try:
-                writer.rollback(group.trans)
-            except (SQLAlchemyError, OSError):
-                writer.reset()
-            group.settle()
+        if self._close_empty(group, writer):
             return
         loop = asyncio.get_running_loop()
         flushed: asyncio.Future[None] = loop.create_future()
@@ -961,6 +953,21 @@ class SqlAlchemyCaseStore:
         # settles when the WAL flush is done (at once when there is none to do).
         flushed.add_done_callback(lambda f: _durable(group, f))
 
+    def _close_empty(self, group: "_Group", writer: _SqliteWriter) -> bool:
+        """Close `group` to new members; an empty one is rolled back and settled here
+        (True). False: it has members, and the caller commits them."""
+        group.closed = True
+        if self._group is group:
+            self._group = None
+        if group.members:
+            return False
+        try:
+            writer.rollback(group.trans)
+        except (SQLAlchemyError, OSError):
+            writer.reset()
+        group.settle()
+        return True
+
     def _commit_at_turn_end(self, group: "_Group") -> None:
         """COMMIT `group` right here on the event loop, once the units that ran in the
         same turn of the loop have joined it.
@@ -991,15 +998,7 @@ class SqlAlchemyCaseStore:
             group.error = StoreUnavailable("the store closed before the commit")
             group.settle()
             return
-        group.closed = True
-        if self._group is group:
-            self._group = None
-        if not group.members:
-            try:
-                writer.rollback(group.trans)
-            except (SQLAlchemyError, OSError):
-                writer.reset()
-            group.settle()
+        if self._close_empty(group, writer):
             return
         try:
             writer.commit(group.trans)

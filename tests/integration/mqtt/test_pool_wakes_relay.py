@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import stat
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ import pytest
 
 from tests.integration.mqtt.broker import MosquittoBroker
 from tests.integration.mqtt.helpers import Collector
-from tests.integration.store.gate_store_support import DIALGATE, REPO, cli, free_port, one_case, write_config
+from tests.integration.store.gate_store_support import DIALGATE, REPO, cli, free_port, one_case, terminate, write_config
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -173,12 +172,8 @@ async def test_a_dial_served_by_the_secondary_worker_reaches_the_broker_without_
         finally:
             for h in opened:
                 await h.close()
-            proc.send_signal(signal.SIGTERM)
             try:
-                code = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
+                code = terminate(proc)
             finally:
                 log_file.close()
     assert code == 0, (workdir / "serve.log").read_text(errors="replace")[-3000:]

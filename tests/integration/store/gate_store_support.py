@@ -147,6 +147,17 @@ async def start_cluster(config: Path, n: int, users: list[tuple[str, str, str]])
     return cluster
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM `proc` and return its exit code; killed (and TimeoutExpired re-raised)
+    when it has not stopped within `timeout` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
 def stop_cluster(cluster: Cluster) -> None:
     for p in cluster.procs:
         if p.poll() is None:

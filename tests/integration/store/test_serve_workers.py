@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 from collections import Counter
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gate_store_support import DIALGATE, REPO, _wait_ready, cli, free_port, one_case, write_config
+from gate_store_support import DIALGATE, REPO, _wait_ready, cli, free_port, one_case, terminate, write_config
 
 N, CAP = 50, 2
 
@@ -88,12 +87,7 @@ async def test_two_http_workers_share_one_sqlite_file_and_still_allow_exactly_th
         assert reply.startswith(b"SIP/2.0 200 ")
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = terminate(proc)
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     assert code == 0, stderr[-3000:]
     assert stderr.count('"role": "primary"') == 1 and stderr.count('"role": "secondary"') == 1, stderr[-3000:]
