@@ -320,7 +320,7 @@ async def open_mqtt_waker(services: Any) -> AsyncIterator[RelayWaker | None]:
         yield None
         return
     with RelayWaker(wake_socket_path(pool_lock)) as waker:
-        restore = _notify_after_commits(services.store, waker.wake)
+        restore = _notify_after_commits(services.store, waker.wake_soon)
         try:
             yield waker
         finally:

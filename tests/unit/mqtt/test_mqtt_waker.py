@@ -63,6 +63,22 @@ async def test_each_datagram_from_a_secondary_is_one_notify_of_the_primary(tmp_p
         assert listener.received == notify.calls == 7
 
 
+async def test_wakes_asked_for_in_one_turn_of_the_event_loop_send_one_datagram(tmp_path: Path) -> None:
+    path = wake_socket_path(_pool_dir(tmp_path) / "primary.lock")
+    notify = Counted()
+    async with RelayWakeListener(path, notify) as listener:
+        with RelayWaker(path) as waker:
+            for _ in range(20):  # say, the twenty members of one group commit
+                waker.wake_soon()
+            assert waker.sent == 0  # not yet: at the end of this turn
+            await notify.until(1)
+            for _ in range(3):  # a later turn: another one
+                waker.wake_soon()
+            await notify.until(2)
+            assert (waker.sent, waker.dropped) == (2, 0)
+        assert listener.received == notify.calls == 2
+
+
 class _Publisher:
     def __init__(self) -> None:
         self.published: list[bytes] = []
