@@ -977,7 +977,7 @@ class SqlAlchemyCaseStore:
         thread's). Handing it to the commit thread cost more than doing it: a thread
         wake-up, the GIL changing hands twice and another wake-up of the loop to hear
         "committed" — at 1,000 dials/s in groups of one or two, ~0.2 ms of CPU per dial
-        (measured, in-process: 0.86-0.96 → 0.70 ms a dial). Groups still form under load:
+        (measured, in-process: 0.86-0.96 → 0.70-0.87 ms a dial). Groups still form under load:
         every unit that becomes ready before the turn ends is in this COMMIT.
 
         If a unit holds the write lock now (it awaited something real mid-unit), the
