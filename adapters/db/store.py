@@ -998,22 +998,22 @@ class SqlAlchemyCaseStore:
             group.error = StoreUnavailable("the store closed before the commit")
             group.settle()
             return
-        if self._close_empty(group, writer):
-            return
         try:
+            if self._close_empty(group, writer):
+                return
             writer.commit(group.trans)
-        except (SQLAlchemyError, OSError, RuntimeError, sqlite3.Error) as exc:
+            if not writer.durable_by_fsync:
+                group.settle()
+                return
+            flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            flushed.add_done_callback(lambda f: _durable(group, f))
+            writer.flush_then(asyncio.get_running_loop(), flushed)
+        except Exception as exc:  # noqa: BLE001 - a loop callback: unsettled, its members would wait forever
             # As in `_finish_group`: start from a fresh connection (this drops the transaction).
             writer.reset()
-            group.error = StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}")
+            if group.error is None:
+                group.error = StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}")
             group.settle()
-            return
-        if not writer.durable_by_fsync:
-            group.settle()
-            return
-        flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        flushed.add_done_callback(lambda f: _durable(group, f))
-        writer.flush_then(asyncio.get_running_loop(), flushed)
 
     def _abort_group(self, group: "_Group", exc: BaseException) -> None:
         """Roll the whole group back (its transaction is unusable or has only the failed unit)."""

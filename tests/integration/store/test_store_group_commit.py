@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,54 @@ async def test_when_the_group_commit_fails_every_member_is_told_the_store_is_una
         assert _users_on_disk(db) == {"after"}
     finally:
         await store.__aexit__(None, None, None)
+
+
+def test_a_commit_that_fails_in_an_unexpected_way_fails_its_members_closed_and_the_store_goes_on(
+    tmp_path: Path,
+) -> None:
+    # On a loop of its own in a thread: were the members left waiting for a group that
+    # never settles (they outwait cancellation), the test fails at the deadline instead
+    # of hanging the suite.
+    async def scenario() -> tuple[list[Any], set[str]]:
+        store, db = await _open(tmp_path)
+        writer: Any = store._writer  # noqa: SLF001
+        try:
+            async def add(name: str) -> None:
+                async with store.write() as uow:
+                    await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+
+            await add("warm")  # the writer's connection is open: BEGIN runs inline from now on
+            real_commit = writer.commit
+
+            def broken(trans: Any) -> None:  # not a database error: a bug, say
+                writer.commit = real_commit
+                real_commit(trans)
+                raise ValueError("unexpected")
+
+            writer.commit = broken
+            results = await asyncio.gather(add("x-1"), add("x-2"), return_exceptions=True)
+            await add("after")  # the store goes on
+            return results, _users_on_disk(db)
+        finally:
+            await store.__aexit__(None, None, None)
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(scenario())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "the group's members still wait for a COMMIT that failed"
+    if "error" in outcome:
+        raise outcome["error"]
+    results, on_disk = outcome["value"]
+    assert all(isinstance(r, StoreUnavailable) for r in results), results  # fail closed
+    assert {"warm", "after"} <= on_disk
 
 
 async def test_writes_cancelled_at_any_point_of_a_busy_group_commit_never_hang_and_never_lose_a_returned_write(
