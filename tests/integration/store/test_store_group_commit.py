@@ -37,6 +37,19 @@ async def _open(tmp_path: Path) -> tuple[SqlAlchemyCaseStore, str]:
     return store, cfg.store.url.split(":///", 1)[1]
 
 
+async def _add(
+    store: SqlAlchemyCaseStore, name: str, *, inside: asyncio.Event | None = None, until: asyncio.Event | None = None
+) -> None:
+    """One user row in one write. With `inside`/`until`: say so once inside the unit of
+    work, then hold it (and the write lock) until `until` is set."""
+    async with store.write() as uow:
+        await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+        if inside is not None:
+            inside.set()
+        if until is not None:
+            await until.wait()
+
+
 async def test_writes_queued_behind_a_running_one_are_each_on_disk_when_their_write_returns(tmp_path: Path) -> None:
     store, db = await _open(tmp_path)
     try:
@@ -44,11 +57,10 @@ async def test_writes_queued_behind_a_running_one_are_each_on_disk_when_their_wr
         seen_on_return: dict[str, bool] = {}
 
         async def add(name: str, hold: bool = False) -> None:
-            async with store.write() as uow:
-                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
-                if hold:
-                    first_inside.set()
-                    await let_first_finish.wait()
+            if hold:
+                await _add(store, name, inside=first_inside, until=let_first_finish)
+            else:
+                await _add(store, name)
             seen_on_return[name] = name in _users_on_disk(db)
 
         first = asyncio.create_task(add("u-0", hold=True))
@@ -82,11 +94,7 @@ async def test_writes_that_run_in_the_same_turn_of_the_event_loop_share_one_comm
 
         writer.sync_wal = counted
 
-        async def add(name: str) -> None:
-            async with store.write() as uow:
-                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
-
-        await asyncio.gather(*(add(f"t-{i}") for i in range(20)))
+        await asyncio.gather(*(_add(store, f"t-{i}") for i in range(20)))
         assert _users_on_disk(db) == {"warm"} | {f"t-{i}" for i in range(20)}
         assert flushes == 1  # one group: one COMMIT, one fsync for the twenty writes
     finally:
@@ -100,19 +108,12 @@ async def test_a_group_commits_when_the_write_queued_behind_its_last_member_is_c
     try:
         b_inside, let_b_finish = asyncio.Event(), asyncio.Event()
 
-        async def add(name: str, hold: bool = False) -> None:
-            async with store.write() as uow:
-                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
-                if hold:
-                    b_inside.set()
-                    await let_b_finish.wait()  # holds the write lock, mid-unit
-
-        await add("warm")  # the writer's connection is open: BEGIN runs inline from now on
-        # a and b run in the same turn: both join one group; b then holds the write lock
-        a = asyncio.create_task(add("a"))
-        b = asyncio.create_task(add("b", hold=True))
+        await _add(store, "warm")  # the writer's connection is open: BEGIN runs inline from now on
+        # a and b run in the same turn: both join one group; b then holds the write lock, mid-unit
+        a = asyncio.create_task(_add(store, "a"))
+        b = asyncio.create_task(_add(store, "b", inside=b_inside, until=let_b_finish))
         await b_inside.wait()
-        c = asyncio.create_task(add("c"))
+        c = asyncio.create_task(_add(store, "c"))
         await asyncio.sleep(0)  # c queues on the write lock behind b
         let_b_finish.set()
         c.cancel()  # b finishes with c still queued; c is cancelled before its turn
@@ -129,7 +130,7 @@ async def test_a_group_commits_when_the_write_queued_behind_its_last_member_is_c
         await asyncio.gather(a, b)
 
         assert _users_on_disk(db) == {"warm", "a", "b"}
-        await add("after")
+        await _add(store, "after")
         assert _users_on_disk(db) == {"warm", "a", "b", "after"}
     finally:
         await store.__aexit__(None, None, None)
@@ -172,13 +173,6 @@ async def test_when_the_group_commit_fails_every_member_is_told_the_store_is_una
     try:
         first_inside, let_first_finish = asyncio.Event(), asyncio.Event()
 
-        async def add(name: str, hold: bool = False) -> None:
-            async with store.write() as uow:
-                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
-                if hold:
-                    first_inside.set()
-                    await let_first_finish.wait()
-
         async def poison() -> None:
             # A foreign-key violation checked only at COMMIT: the whole group's COMMIT fails.
             async with store.write() as uow:
@@ -187,17 +181,17 @@ async def test_when_the_group_commit_fails_every_member_is_told_the_store_is_una
                     "INSERT INTO user_creditors (user_id, creditor) VALUES (987654, 'no-such-creditor')"
                 )
 
-        first = asyncio.create_task(add("g-1", hold=True))
+        first = asyncio.create_task(_add(store, "g-1", inside=first_inside, until=let_first_finish))
         await first_inside.wait()
         bad = asyncio.create_task(poison())
-        other = asyncio.create_task(add("g-2"))
+        other = asyncio.create_task(_add(store, "g-2"))
         await asyncio.sleep(0)
         let_first_finish.set()
         results = await asyncio.gather(first, bad, other, return_exceptions=True)
 
         assert all(isinstance(r, StoreUnavailable) for r in results), results
         assert _users_on_disk(db) == set()
-        await add("after")  # the store is usable again
+        await _add(store, "after")  # the store is usable again
         assert _users_on_disk(db) == {"after"}
     finally:
         await store.__aexit__(None, None, None)
@@ -213,11 +207,7 @@ def test_a_commit_that_fails_in_an_unexpected_way_fails_its_members_closed_and_t
         store, db = await _open(tmp_path)
         writer: Any = store._writer  # noqa: SLF001
         try:
-            async def add(name: str) -> None:
-                async with store.write() as uow:
-                    await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
-
-            await add("warm")  # the writer's connection is open: BEGIN runs inline from now on
+            await _add(store, "warm")  # the writer's connection is open: BEGIN runs inline from now on
             real_commit = writer.commit
 
             def broken(trans: Any) -> None:  # not a database error: a bug, say
@@ -226,8 +216,8 @@ def test_a_commit_that_fails_in_an_unexpected_way_fails_its_members_closed_and_t
                 raise ValueError("unexpected")
 
             writer.commit = broken
-            results = await asyncio.gather(add("x-1"), add("x-2"), return_exceptions=True)
-            await add("after")  # the store goes on
+            results = await asyncio.gather(_add(store, "x-1"), _add(store, "x-2"), return_exceptions=True)
+            await _add(store, "after")  # the store goes on
             return results, _users_on_disk(db)
         finally:
             await store.__aexit__(None, None, None)
@@ -262,8 +252,7 @@ async def test_writes_cancelled_at_any_point_of_a_busy_group_commit_never_hang_a
         returned: list[str] = []
 
         async def add(name: str) -> None:
-            async with store.write() as uow:
-                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
+            await _add(store, name)
             returned.append(name)
 
         for round_ in range(5):
@@ -310,17 +299,13 @@ async def test_with_synchronous_full_a_write_returns_only_after_its_wal_flush_an
 
     writer.sync_wal = slow_first_flush
     try:
-        async def add(name: str) -> None:
-            async with store.write() as uow:
-                await uow.users.add(name, "collector", frozenset({"bank-g"}), f"h-{name}", NOW)
-
-        first = asyncio.create_task(add("flushed-late"))
+        first = asyncio.create_task(_add(store, "flushed-late"))
         assert await asyncio.to_thread(flushing.wait, 10)
         assert not first.done()  # committed, not yet on stable storage: no answer
         assert "flushed-late" in _users_on_disk(db)
         # The write lock was let go at COMMIT: the next write runs and commits during the
         # flush (a reader sees it), and is answered once a flush after its COMMIT is done.
-        second = asyncio.create_task(add("meanwhile"))
+        second = asyncio.create_task(_add(store, "meanwhile"))
         for _ in range(2000):
             if "meanwhile" in _users_on_disk(db):
                 break
