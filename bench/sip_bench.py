@@ -3,7 +3,7 @@ Kamailio configured as a trivial static redirect server, in the same run.
 
     .venv/bin/python bench/sip_bench.py [--rates 500,2000] [--seconds 5]
         [--ladder 250,500,1000,...] [--ladder-seconds 4] [--capacity-p99-ms 50]
-        [--closed 16,128] [--closed-calls 10000] [--targets kamailio-static,gate-memory,gate-sqlite]
+        [--closed 16,128] [--closed-calls 10000] [--targets kamailio-static,gate-memory,gate-sqlite,gate-sqlite-edge]
 
 Targets (each started fresh by this script on free loopback ports):
 
@@ -15,7 +15,10 @@ Targets (each started fresh by this script on free loopback ports):
   file (decide, reserve the attempt, append to the decision log and the outbox in one
   write transaction; ``synchronous=FULL``, the service's default), with the service's
   structured logging on.
-* ``gate-sqlite-normal``  the same with ``sqlite_synchronous = "NORMAL"`` (opt-in with
+* ``gate-sqlite-edge``  the same service with ``[sip] edge = "process"``: the SIP
+  listener (parsing, transactions, answers) in a child process, the service process
+  only deciding; the target's CPU is both processes'.
+* ``gate-sqlite-normal``  the same as gate-sqlite with ``sqlite_synchronous = "NORMAL"`` (opt-in with
   ``--targets``).
 
 Every call has a distinct number (an injection CSV); for gate-sqlite each number is an
@@ -200,6 +203,8 @@ async def service(kind: str, port: int, cases: int, data_dir: str) -> Any:
                 "route": "sip:{number}@127.0.0.1:5080",
                 "extensions": {"1001": "col-a"},
                 "registered_lines": {"bank-a": ["+862161234567"]},
+                # gate-sqlite-edge: the listener in a child process, the service decides
+                "edge": "process" if kind == "service-edge" else "inline",
             },
         }
     )
@@ -291,6 +296,10 @@ def wait_ready(proc: subprocess.Popen[bytes], timeout: float, what: str) -> None
     raise TimeoutError(f"{what} not ready within {timeout} s")
 
 
+SERVICE_KINDS = {"gate-sqlite": "service", "gate-sqlite-edge": "service-edge", "gate-sqlite-normal": "service-normal"}
+SERVICE_TARGETS_BY_KIND = {kind: name for name, kind in SERVICE_KINDS.items()}
+
+
 def start_gate(kind: str, workdir: Path, cases: int) -> Target:
     port = free_port()
     data_dir = workdir / f"data-{kind}"
@@ -304,7 +313,7 @@ def start_gate(kind: str, workdir: Path, cases: int) -> Target:
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), True)
     threading.Thread(target=_drain, args=(proc.stdout,), name=f"drain-{kind}", daemon=True).start()
-    name = {"service": "gate-sqlite", "service-normal": "gate-sqlite-normal"}.get(kind, f"gate-{kind}")
+    name = SERVICE_TARGETS_BY_KIND.get(kind, f"gate-{kind}")
     return Target(name, port, proc, workdir)
 
 
@@ -730,12 +739,12 @@ def main() -> None:
     ap.add_argument("--retries", type=int, default=1, help="times a failed capacity step is run again before it counts as failed")
     ap.add_argument("--closed", default="16,128", help="calls in flight for closed-loop peak runs (comma-separated; empty: skip)")
     ap.add_argument("--closed-calls", type=int, default=10000, help="calls in each closed-loop run")
-    ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite")
+    ap.add_argument("--targets", default="kamailio-static,gate-memory,gate-sqlite,gate-sqlite-edge")
     ap.add_argument("--edge-calls", type=int, default=20000, help="INVITEs for the in-process SIP edge cost (0: skip)")
     ap.add_argument("--service-edge-calls", type=int, default=1000,
                     help="INVITEs per round for the in-process SIP-over-the-service cost against RequestDial alone (0: skip)")
     ap.add_argument("--service-edge-rounds", type=int, default=6, help="alternating rounds of that measurement")
-    ap.add_argument("--serve", choices=("memory", "service", "service-normal"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=("memory", *SERVICE_TARGETS_BY_KIND), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cases", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -772,7 +781,7 @@ def main() -> None:
     print("every call a distinct number (gate-sqlite: each an active case of its own, so the policy allows it: 302); "
           "latency: sipp's INVITE -> final response, 1 ms resolution ('<1' = under 1 ms); cpu: share of one core "
           "(target: all its processes/threads; machine: share of all cores)")
-    print("kamailio-static: C, 2 UDP worker processes (children=2), stateless 302; gate-*: one Python asyncio process (on uvloop, as `dialgate serve` runs)")
+    print("kamailio-static: C, 2 UDP worker processes (children=2), stateless 302; gate-*: one Python asyncio process (on uvloop, as `dialgate serve` runs), gate-sqlite-edge two (the SIP edge and the service)")
     edge = edge_cost(args.edge_calls) if args.edge_calls else ""
     if edge:
         print(edge, flush=True)
@@ -790,8 +799,8 @@ def main() -> None:
                 target = start_kamailio(work)
             elif name == "gate-memory":
                 target = start_gate("memory", work, 0)
-            elif name in ("gate-sqlite", "gate-sqlite-normal"):
-                target = start_gate("service" if name == "gate-sqlite" else "service-normal", work, min(total, args.max_cases))
+            elif name in SERVICE_KINDS:
+                target = start_gate(SERVICE_KINDS[name], work, min(total, args.max_cases))
             else:
                 sys.exit(f"unknown target {name}")
             first = 0
@@ -861,7 +870,7 @@ def main() -> None:
               f"{' (' + fmt_fail(c.first_fail, args.capacity_p99_ms) + ')' if c.first_fail else ''}{sipp_busy}")
     anchor = {(r.kind, r.offered, r.limit): r for r in results if r.target == "kamailio-static"}
     cap_anchor = capacities.get("kamailio-static")
-    for gate in ("gate-memory", "gate-sqlite", "gate-sqlite-normal"):
+    for gate in ("gate-memory", *SERVICE_KINDS):
         cap = capacities.get(gate)
         if cap is not None and cap_anchor is not None and cap_anchor.rate:
             print(f"ratio {gate}/kamailio-static capacity: {cap.rate / cap_anchor.rate:.2f} ({cap.rate}/s vs {cap_anchor.rate}/s)")

@@ -11,6 +11,10 @@ reads its own here. Keys (exactly as documented in the issue and the README)::
     [sip.registered_lines]
     bank-a = ["+862161234567", "1001"]         # a creditor's registered caller lines
 
+and ``edge = "inline"`` (default: the listener runs in the service process) or
+``"process"`` (it runs in a child process and the service only decides; see
+``edge.py``).
+
 A wrong value or an unknown key raises :class:`SipConfigError` naming its key path
 (``sip.registered_lines.bank-a[1]``).
 """
@@ -25,7 +29,8 @@ from typing import Any, Mapping
 DEFAULT_LISTEN = "127.0.0.1:5070"
 DEFAULT_ROUTE = "sip:{number}@127.0.0.1:5080"
 
-_KNOWN_KEYS = frozenset({"listen", "route", "extensions", "registered_lines"})
+_KNOWN_KEYS = frozenset({"listen", "route", "extensions", "registered_lines", "edge"})
+EDGE_MODES = ("inline", "process")
 
 
 class SipConfigError(ValueError):
@@ -44,6 +49,7 @@ class SipConfig:
     route: str = DEFAULT_ROUTE
     extensions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     registered_lines: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    edge: str = "inline"  # "process": the listener runs in a child process (adapters/sip/edge.py)
 
     @property
     def listen(self) -> str:
@@ -105,6 +111,9 @@ def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
             raise SipConfigError(f"sip.{key}", f"unknown key (known: {', '.join(sorted(_KNOWN_KEYS))})")
     host, port = parse_listen(raw.get("listen", DEFAULT_LISTEN))
     route = parse_route(raw.get("route", DEFAULT_ROUTE))
+    edge = raw.get("edge", "inline")
+    if edge not in EDGE_MODES:
+        raise SipConfigError("sip.edge", f"expected one of {', '.join(map(repr, EDGE_MODES))}, got {edge!r}")
 
     ext_raw = raw.get("extensions", {})
     if not isinstance(ext_raw, Mapping):
@@ -138,4 +147,5 @@ def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
         route=route,
         extensions=MappingProxyType(extensions),
         registered_lines=MappingProxyType(registered),
+        edge=edge,
     )

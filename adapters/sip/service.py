@@ -36,6 +36,7 @@ from typing import Any, AsyncIterator
 
 import structlog
 from adapters.sip.config import SipConfig, SipConfigError, load_sip_config
+from adapters.sip.edge import SipEdgeError, SipEdgeProcess
 from adapters.sip.gate import SipDialAnswer, SipDialInput, mask_number
 from adapters.sip.server import SipServer
 from dialer.errors import AmbiguousCase, ApiError, ConfigError, Forbidden, NoSuchCase, UnprocessableEntity
@@ -249,8 +250,9 @@ class GateSipAuthorizer:
 
 
 @contextlib.asynccontextmanager
-async def open_sip_gate(services: Any) -> AsyncIterator[SipServer | None]:
-    """Extension for ``dialer.app``: serve SIP while the service runs if ``[sip] listen`` is set."""
+async def open_sip_gate(services: Any) -> AsyncIterator[SipServer | SipEdgeProcess | None]:
+    """Extension for ``dialer.app``: serve SIP while the service runs if ``[sip] listen`` is set
+    (in this process, or with ``[sip] edge = "process"`` in a child that asks this one)."""
     raw = services.config.section("sip")
     if "listen" not in raw:
         yield None
@@ -260,6 +262,20 @@ async def open_sip_gate(services: Any) -> AsyncIterator[SipServer | None]:
     except SipConfigError as exc:
         raise ConfigError(f"{services.config.source}: {exc}") from exc
     authorizer = GateSipAuthorizer(services.gate, config)
+    if config.edge == "process":
+        edge = SipEdgeProcess(authorizer, raw, log_level=services.config.log.level, log_json=services.config.log.json)
+        try:
+            await edge.start()
+        except SipEdgeError as exc:
+            raise ConfigError(f"{services.config.source}: [sip] {exc}") from exc
+        try:
+            log.info("sip.gate_started", listen=config.listen, route=config.route, edge="process", pid=edge.pid)
+            services.sip = SipEdgeHealth(edge)
+            yield edge
+        finally:
+            services.sip = None
+            await edge.close()
+        return
     async with SipServer(authorizer, config) as server:
         log.info("sip.gate_started", listen=config.listen, route=config.route)
         services.sip = SipGateHealth(server)
@@ -280,4 +296,20 @@ class SipGateHealth:
         return "ok", (
             f"listening on {self.server.host}:{self.server.port} (UDP, TCP); "
             f"{self.server.pending_decisions} decisions pending"
+        )
+
+
+class SipEdgeHealth:
+    """`services.sip` with ``[sip] edge = "process"``: the child listens while it runs
+    and holds its link; between a crash and its restart the gate is down."""
+
+    def __init__(self, edge: SipEdgeProcess) -> None:
+        self.edge = edge
+
+    def health(self) -> tuple[str, str]:
+        if not self.edge.listening:
+            return "down", f"SIP edge process restarting (last exit code {self.edge.last_exit})"
+        return "ok", (
+            f"listening on {self.edge.host}:{self.edge.port} (UDP, TCP) in edge process {self.edge.pid}; "
+            f"{self.edge.pending_decisions} decisions pending"
         )

@@ -1,6 +1,6 @@
 """The real gate service with `[sip]` configured, in-process on a real SQLite file.
 
-``start_service(tmp_path, sip_port=..., route=...)`` runs the app's lifespan (which starts
+``start_service(tmp_path, sip_port=..., route=..., edge=...)`` runs the app's lifespan (which starts
 the SIP listener through the composition root), adds users, imports cases through the
 HTTP API, and yields a :class:`Running` handle. Time is a fixed Tuesday 10:00 Shanghai.
 """
@@ -75,7 +75,8 @@ CASES = [case_doc("C-1", "col-a", "13800000001"), case_doc("C-2", "col-a2", "137
 
 @contextlib.asynccontextmanager
 async def start_service(
-    tmp_path: Any, *, sip_port: int, route: str = "sip:{number}@127.0.0.1:5080", cases: list[dict[str, Any]] | None = None
+    tmp_path: Any, *, sip_port: int, route: str = "sip:{number}@127.0.0.1:5080", cases: list[dict[str, Any]] | None = None,
+    edge: str = "inline",
 ) -> AsyncIterator[Running]:
     cfg = build_config(
         {
@@ -85,6 +86,7 @@ async def start_service(
                 "route": route,
                 "extensions": {"1001": "col-a", "1002": "col-a2"},
                 "registered_lines": {"bank-a": ["+862161234567", "1001", "1002"]},
+                "edge": edge,
             },
         }
     )

@@ -15,9 +15,11 @@ from service_app import Running, case_doc, start_service
 from sipclient import UdpClient
 
 
-@pytest.fixture
-async def running(tmp_path: Any) -> AsyncIterator[Running]:
-    async with start_service(tmp_path, sip_port=free_port()) as run:
+@pytest.fixture(params=["inline", "process"])
+async def running(request: Any, tmp_path: Any) -> AsyncIterator[Running]:
+    """The service with its SIP listener inline and, with `[sip] edge = "process"`, in a
+    child process that asks the service for each decision: every test here holds for both."""
+    async with start_service(tmp_path, sip_port=free_port(), edge=request.param) as run:
         yield run
 
 

@@ -59,6 +59,7 @@ def test_frozen_tuples_from_the_service_config_are_accepted_as_lists():
         ({"registered_lines": {"bank-a": "+862161234567"}}, "sip.registered_lines.bank-a", "list"),
         ({"registered_lines": {"bank-a": ["+862161234567", 5]}}, "sip.registered_lines.bank-a[1]", "non-empty string"),
         ({"listne": "127.0.0.1:5070"}, "sip.listne", "unknown key"),
+        ({"edge": "threads"}, "sip.edge", "'inline', 'process'"),
     ],
 )
 def test_a_wrong_value_is_refused_with_its_key_path(raw, path, problem):

@@ -1,0 +1,546 @@
+"""The SIP edge in a process of its own: ``[sip] edge = "process"``.
+
+Why. Behind one PBX the gate decides every outbound call in one process, and with the
+listener inline a third of that process's CPU per INVITE is SIP, not policy: reading
+the datagram, parsing and validating it, the transaction table, building and sending
+the 302/603, absorbing the ACK. Decide-and-reserve cannot spread over processes
+without losing SQLite's single writer (each process's page cache is thrown away
+whenever another process commits), but the SIP work can. With this setting the
+service starts one child process that owns everything SIP, and keeps only the
+decisions::
+
+    PBX --UDP/TCP--> edge process: SipServer (parse, transactions, retransmissions,
+                     100/302/603/503, ACK, CANCEL, OPTIONS, the 2 s fail-closed time-out)
+                       |  one UNIX stream socket, JSON lines, batched per loop turn
+                       v
+                     service process: DecisionServer -> GateSipAuthorizer -> RequestDial
+
+The listener is the same code in both modes (``server.py``); only its authorizer
+differs: :class:`RemoteAuthorizer` forwards the :class:`SipDialInput` and awaits the
+:class:`SipDialAnswer`. So every SIP behaviour (and every torture/PROTOS guarantee)
+holds unchanged, and any failure of the link is what the listener already handles:
+an authorizer that raises or times out means a 603 ``system.store_unavailable``.
+
+Wire format, one JSON array per line::
+
+    edge -> service   ["hello", token, pid, host, port]   once, when the listener is bound
+                      ["failed", token, pid, reason]       instead, when it cannot listen
+                      [id, number, dialed, caller_line, extension, agent_id, case_id,
+                       attempt_id, call_id]                one per INVITE to decide
+    service -> edge   [id, allowed, rule_id, reason, reason_zh, attempt_id,
+                       retry_after, decision_id]
+
+The socket lives in a fresh 0700 directory, is itself 0600, and a link counts only
+after its hello carries the token the service gave the child on its stdin (with the
+rest of its configuration), so no other process can ask for or answer decisions.
+
+Lifetimes. The child exits when its stdin reaches end of file (the service closed it,
+or died: the kernel closes the pipe either way), when the link closes, or on SIGTERM;
+it ignores SIGINT (a terminal's Ctrl-C reaches the whole process group; the service
+shuts the edge down in order). The service restarts an edge that exits (after 1 s,
+doubling up to 10 s while restarts fail), logging ``sip.edge_exited``; meanwhile the
+PBX's retransmissions (Timer A) carry its INVITEs over the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import structlog
+
+from adapters.sip.gate import SipDialAnswer, SipDialAuthorizer, SipDialInput, fail_closed_answer
+
+log = structlog.get_logger("dialgate.sip")
+
+MAX_LINE = 65536  # no request or answer comes near it (an INVITE's fields are capped far lower)
+_INPUT_FIELDS = 8  # SipDialInput's fields on the wire, after the request id
+_REPO = str(Path(__file__).resolve().parents[2])  # so `python -m adapters.sip.edge` imports from any cwd
+
+
+class LinkError(ConnectionError):
+    """The link between the edge and the service is down or spoke nonsense."""
+
+
+class SipEdgeError(RuntimeError):
+    """The edge process could not be started (the message says why)."""
+
+
+# -- the wire -----------------------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_input(req_id: int, d: SipDialInput) -> bytes:
+    return _dumps([req_id, d.number, d.dialed, d.caller_line, d.extension, d.agent_id, d.case_id, d.attempt_id, d.call_id])
+
+
+def decode_input(msg: Any) -> tuple[int, SipDialInput]:
+    if not (isinstance(msg, list) and len(msg) == 1 + _INPUT_FIELDS and type(msg[0]) is int):
+        raise LinkError(f"a request must be [id, {_INPUT_FIELDS} fields], got {str(msg)[:80]!r}")
+    req_id, number, dialed, caller_line, extension, agent_id, case_id, attempt_id, call_id = msg
+    for name, value in (("number", number), ("dialed", dialed), ("call_id", call_id)):
+        if type(value) is not str:
+            raise LinkError(f"request field {name} must be a string, got {type(value).__name__}")
+    for name, value in (("caller_line", caller_line), ("extension", extension), ("agent_id", agent_id),
+                        ("case_id", case_id), ("attempt_id", attempt_id)):
+        if value is not None and type(value) is not str:
+            raise LinkError(f"request field {name} must be a string or null, got {type(value).__name__}")
+    return req_id, SipDialInput(number, dialed, caller_line, extension, agent_id, case_id, attempt_id, call_id)
+
+
+def encode_answer(req_id: int, a: SipDialAnswer) -> bytes:
+    return _dumps([req_id, a.allowed, a.rule_id, a.reason, a.reason_zh, a.attempt_id, a.retry_after, a.decision_id])
+
+
+def decode_answer(msg: Any) -> tuple[int, SipDialAnswer]:
+    if not (isinstance(msg, list) and len(msg) == 8 and type(msg[0]) is int):
+        raise LinkError(f"an answer must be [id, 7 fields], got {str(msg)[:80]!r}")
+    req_id, allowed, rule_id, reason, reason_zh, attempt_id, retry_after, decision_id = msg
+    if type(allowed) is not bool or type(rule_id) is not str or type(reason) is not str or type(reason_zh) is not str:
+        raise LinkError("answer fields allowed/rule_id/reason/reason_zh have the wrong types")
+    if retry_after is not None and type(retry_after) is not int:
+        raise LinkError("answer field retry_after must be an integer or null")
+    for value in (attempt_id, decision_id):
+        if value is not None and type(value) is not str:
+            raise LinkError("answer fields attempt_id/decision_id must be strings or null")
+    return req_id, SipDialAnswer(allowed, rule_id, reason, reason_zh, attempt_id, retry_after, decision_id)
+
+
+class _Lines(asyncio.Protocol):
+    """JSON lines over a stream socket. Complete lines go to ``on_line`` (anything that
+    is not JSON, or a handler's LinkError, closes the link: both ends are ours, so
+    nonsense means a bug, not a peer to humour); writes made in one loop turn leave in
+    one ``write``, so a burst of decisions costs one system call each way."""
+
+    def __init__(self, on_line: Callable[["_Lines", Any], None], on_lost: Callable[["_Lines", Exception | None], None]) -> None:
+        self._on_line = on_line
+        self._on_lost = on_lost
+        self._rest = b""
+        self._out: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._rest:
+            data = self._rest + data
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        try:
+            if len(self._rest) > MAX_LINE:
+                raise LinkError(f"a line longer than {MAX_LINE} bytes")
+            for line in lines:
+                if self.closed:
+                    return
+                if line:
+                    try:
+                        msg = json.loads(line)
+                    except ValueError as exc:
+                        raise LinkError(f"not JSON: {exc}") from None
+                    self._on_line(self, msg)
+        except LinkError as exc:
+            log.error("sip.edge_link_error", error=str(exc))
+            self.close()
+
+    def send(self, line: bytes) -> None:
+        if self.closed:
+            return
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(line)
+
+    def _flush(self) -> None:
+        if self._out and not self.closed and self.transport is not None:
+            self._out.append(b"")
+            self.transport.write(b"\n".join(self._out))
+        self._out = []
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self._flush()
+            self.transport.close()
+        self.closed = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._on_lost(self, exc)
+
+
+# -- the service's side -------------------------------------------------------------------
+
+
+class DecisionServer:
+    """Answers the edge's requests with ``authorizer`` (the service's GateSipAuthorizer),
+    each in a task of its own so that the decisions of one burst share a group commit."""
+
+    def __init__(self, authorizer: SipDialAuthorizer, token: str) -> None:
+        self._authorizer = authorizer
+        self._token = token
+        self._server: asyncio.AbstractServer | None = None
+        self._link: _Lines | None = None  # the edge's link, once its hello was right
+        self._hellos: dict[int, asyncio.Future[tuple[str, int]]] = {}  # pid -> (host, port)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.pending = 0
+
+    async def start(self, path: str) -> None:
+        self._server = await asyncio.get_running_loop().create_unix_server(
+            lambda: _Lines(self._on_line, self._on_lost), path=path
+        )
+        os.chmod(path, 0o600)
+
+    def expect(self, pid: int) -> asyncio.Future[tuple[str, int]]:
+        """The (host, port) the child ``pid`` will report listening on; its failure
+        reason as a SipEdgeError."""
+        fut: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self._hellos[pid] = fut
+        return fut
+
+    @property
+    def linked(self) -> bool:
+        return self._link is not None and not self._link.closed
+
+    def _on_line(self, link: _Lines, msg: Any) -> None:
+        if link is self._link:
+            self._decide(link, *decode_input(msg))
+            return
+        if not (isinstance(msg, list) and len(msg) in (4, 5) and msg[0] in ("hello", "failed")
+                and isinstance(msg[1], str) and msg[1].isascii() and secrets.compare_digest(msg[1], self._token)
+                and type(msg[2]) is int):
+            raise LinkError("the first line of a link must be the edge's hello with its token")
+        fut = self._hellos.pop(msg[2], None)
+        if msg[0] == "failed":
+            if fut is not None and not fut.done():
+                fut.set_exception(SipEdgeError(str(msg[3])))
+            link.close()
+            return
+        if len(msg) != 5 or not isinstance(msg[3], str) or type(msg[4]) is not int:
+            raise LinkError("a hello must be [\"hello\", token, pid, host, port]")
+        if self._link is not None:
+            self._link.close()  # an edge that is on its way out
+        self._link = link
+        if fut is not None and not fut.done():
+            fut.set_result((msg[3], msg[4]))
+
+    def _on_lost(self, link: _Lines, exc: Exception | None) -> None:
+        if link is self._link:
+            self._link = None
+
+    def _decide(self, link: _Lines, req_id: int, dial: SipDialInput) -> None:
+        self.pending += 1
+        task = asyncio.get_running_loop().create_task(self._authorizer.authorize(dial))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._decided(link, req_id, dial, t))
+
+    def _decided(self, link: _Lines, req_id: int, dial: SipDialInput, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self.pending -= 1
+        if task.cancelled():
+            return  # the service is closing; the edge's link goes with it
+        exc = task.exception()
+        answer = task.result() if exc is None else None
+        if not isinstance(answer, SipDialAnswer):
+            log.warning("sip.authorizer_failed", error=type(exc).__name__ if exc else type(answer).__name__,
+                        detail=str(exc)[:200], call_id=dial.call_id)
+            answer = fail_closed_answer()
+        if link.closed:
+            # the edge went away with the INVITE; a retransmission to its successor is
+            # decided afresh (an allowed attempt here stays reserved: fail closed)
+            log.warning("sip.edge_answer_dropped", call_id=dial.call_id, allowed=answer.allowed,
+                        attempt_id=answer.attempt_id)
+            return
+        link.send(encode_answer(req_id, answer))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._tasks:  # decisions in a store transaction finish; their answers are dropped
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._link is not None:
+            self._link.close()
+        for fut in self._hellos.values():
+            if not fut.done():
+                fut.set_exception(SipEdgeError("the service is closing"))
+
+
+class SipEdgeProcess:
+    """Starts, supervises and stops the edge child; owns the DecisionServer and its socket.
+
+    ``start()`` returns once the child listens (or raises SipEdgeError with its reason:
+    the port is taken, it exited, it did not report within ``start_timeout``)."""
+
+    def __init__(self, authorizer: SipDialAuthorizer, sip: Mapping[str, Any], *, log_level: str = "info",
+                 log_json: bool = True, start_timeout: float = 30.0) -> None:
+        self._sip = _plain(sip)
+        self._sip.pop("edge", None)
+        self._log = {"level": log_level, "json": log_json}
+        self._timeout = start_timeout
+        self._token = secrets.token_hex(16)
+        self._server = DecisionServer(authorizer, self._token)
+        self._dir: str | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+        self.host = ""
+        self.port = 0
+        self.restarts = 0
+        self.last_exit: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @property
+    def socket_path(self) -> str | None:
+        """The decision link's UNIX socket (in a private directory) while running."""
+        return os.path.join(self._dir, "decide.sock") if self._dir is not None else None
+
+    @property
+    def pending_decisions(self) -> int:
+        return self._server.pending
+
+    @property
+    def listening(self) -> bool:
+        return self.pid is not None and self._server.linked
+
+    async def __aenter__(self) -> "SipEdgeProcess":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="dialgate-sip-edge-")  # 0700
+        try:
+            await self._server.start(os.path.join(self._dir, "decide.sock"))
+            await self._launch()
+        except BaseException:
+            await self.close()
+            raise
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="sip-edge-supervisor")
+
+    async def _launch(self) -> None:
+        assert self._dir is not None
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, env.get("PYTHONPATH", "")) if p)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "adapters.sip.edge", stdin=asyncio.subprocess.PIPE, env=env
+        )
+        self._proc = proc
+        ready = self._server.expect(proc.pid)
+        spec = {"sip": self._sip, "socket": os.path.join(self._dir, "decide.sock"), "token": self._token, "log": self._log}
+        assert proc.stdin is not None
+        proc.stdin.write(_dumps(spec) + b"\n")
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            await asyncio.wait({ready, exited}, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if ready.done() and not ready.cancelled():
+            if ready.exception() is None:
+                self.host, self.port = ready.result()
+                self._sip["listen"] = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+                return  # a restart binds the same port, also when the first asked for port 0
+            await self._stop(proc)
+            raise SipEdgeError(f"the SIP edge process could not start: {ready.exception()}")
+        ready.cancel()
+        await self._stop(proc)
+        if proc.returncode is not None and proc.returncode > 0:
+            raise SipEdgeError(f"the SIP edge process exited with code {proc.returncode} before listening (see its log)")
+        raise SipEdgeError(f"the SIP edge process did not report listening within {self._timeout:g} s")
+
+    async def _supervise(self) -> None:
+        delay = 1.0
+        while not self._closing:
+            proc = self._proc
+            assert proc is not None
+            code = await proc.wait()
+            if self._closing:
+                return
+            self.last_exit = code
+            log.error("sip.edge_exited", code=code, pid=proc.pid, restart_in_s=delay)
+            await asyncio.sleep(delay)  # a crash loop must not spin: back off
+            try:
+                await self._launch()
+            except SipEdgeError as exc:
+                log.error("sip.edge_restart_failed", error=str(exc))
+                delay = min(delay * 2, 10.0)
+                continue
+            self.restarts += 1
+            delay = 1.0
+            log.info("sip.edge_restarted", pid=self.pid, listen=self._sip["listen"])
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        """Close its stdin (the edge's cue to finish its answers and exit), then SIGTERM,
+        then SIGKILL: at most ~7 s, never a hang."""
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+        for step, wait in ((None, 5.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            if proc.returncode is not None:
+                return
+            if step is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(step)
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), wait)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._proc is not None:
+            await self._stop(self._proc)
+        await self._server.close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def _plain(value: Any) -> Any:
+    """The frozen config (mapping proxies, tuples) as JSON-ready dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, frozenset, set)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# -- the edge's side ----------------------------------------------------------------------
+
+
+class RemoteAuthorizer:
+    """``SipDialAuthorizer`` in the edge: each INVITE's question goes over the link; the
+    answer comes back by request id. With the link down it raises LinkError, which the
+    listener turns into a 603 ``system.store_unavailable`` (fail closed)."""
+
+    def __init__(self) -> None:
+        self._link: _Lines | None = None
+        self._waiting: dict[int, asyncio.Future[SipDialAnswer]] = {}
+        self._next = 0
+        self.lost = asyncio.Event()
+
+    async def connect(self, path: str) -> None:
+        _, self._link = await asyncio.get_running_loop().create_unix_connection(
+            lambda: _Lines(self._on_line, self._on_lost), path=path
+        )
+
+    def send(self, msg: list[Any]) -> None:
+        if self._link is not None:
+            self._link.send(_dumps(msg))
+
+    async def authorize(self, invite: SipDialInput) -> SipDialAnswer:
+        link = self._link
+        if link is None or link.closed:
+            raise LinkError("the SIP edge has no link to the decision service")
+        self._next += 1
+        req_id = self._next
+        fut: asyncio.Future[SipDialAnswer] = asyncio.get_running_loop().create_future()
+        self._waiting[req_id] = fut
+        link.send(encode_input(req_id, invite))
+        try:
+            return await fut
+        finally:
+            self._waiting.pop(req_id, None)
+
+    def _on_line(self, link: _Lines, msg: Any) -> None:
+        req_id, answer = decode_answer(msg)
+        fut = self._waiting.get(req_id)
+        if fut is not None and not fut.done():
+            fut.set_result(answer)
+
+    def _on_lost(self, link: _Lines, exc: Exception | None) -> None:
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(LinkError("the link to the decision service closed"))
+        self.lost.set()
+
+    def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
+
+
+class _Eof(asyncio.Protocol):
+    def __init__(self, done: asyncio.Event) -> None:
+        self._done = done
+
+    def eof_received(self) -> bool:
+        self._done.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._done.set()
+
+
+async def _serve(spec: Mapping[str, Any]) -> int:
+    from adapters.sip.config import load_sip_config
+    from adapters.sip.server import SipServer
+
+    token, pid = str(spec["token"]), os.getpid()
+    config = load_sip_config(spec["sip"])
+    remote = RemoteAuthorizer()
+    await remote.connect(str(spec["socket"]))
+    server = SipServer(remote, config)
+    try:
+        await server.start()
+    except OSError as exc:
+        reason = f"cannot listen on {config.listen} (UDP and TCP): {exc.strerror or exc}"
+        log.error("sip.edge_failed", error=reason)
+        remote.send(["failed", token, pid, reason])
+        remote.close()  # flushes the line first
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    await loop.connect_read_pipe(lambda: _Eof(stop), sys.stdin)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    remote.send(["hello", token, pid, server.host, server.port])
+    gc.collect()  # as `dialgate serve` does once started (dialer.cli.freeze_long_lived)
+    gc.freeze()
+    gc.set_threshold(7000, 20, 20)
+    lost = asyncio.ensure_future(remote.lost.wait())
+    await asyncio.wait({asyncio.ensure_future(stop.wait()), lost}, return_when=asyncio.FIRST_COMPLETED)
+    await server.close()
+    remote.close()
+    log.info("sip.edge_stopped", pid=pid, link_lost=lost.done())
+    return 0
+
+
+def main() -> int:
+    """The child's entry point: ``python -m adapters.sip.edge``, its spec on stdin's first line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    line = sys.stdin.buffer.readline(MAX_LINE)
+    try:
+        spec = json.loads(line)
+        spec["sip"], spec["socket"], spec["token"]
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"dialgate SIP edge: expected its spec as one JSON line on stdin ({exc})", file=sys.stderr)
+        return 2
+    from dialer.logs import configure_logging
+
+    log_spec = spec.get("log") or {}
+    configure_logging(str(log_spec.get("level", "info")), bool(log_spec.get("json", True)))
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_serve(spec))
+    return uvloop.run(_serve(spec))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""`[sip] edge = "process"`: the SIP listener in a child process, decisions in the service.
+
+Driven through :class:`SipEdgeProcess` with in-memory authorizers standing in for the
+service's GateSipAuthorizer (the service itself runs both modes in test_sip_service.py):
+a real child process, real UDP and a real UNIX socket between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from adapters.sip.edge import SipEdgeError, SipEdgeProcess
+from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
+from adapters.sip.server import free_port
+from conftest import GATE_CONFIG
+from sipclient import UdpClient, make_invite
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def edge_config(port: int) -> dict[str, Any]:
+    return {**GATE_CONFIG, "listen": f"127.0.0.1:{port}", "edge": "process"}
+
+
+def udp_socket_owners(port: int) -> set[int]:
+    """Pids holding the UDP socket bound to 127.0.0.1:<port> (from /proc, as ss -p does)."""
+    inodes = set()
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}":
+            inodes.add(f"socket:[{fields[9]}]")
+    owners = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    owners.add(int(pid))
+            except OSError:
+                pass
+    return owners
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # exited (a zombie waits for a parent that may be gone too)
+
+
+async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for process state the kernel exposes only as state (no event to await)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_the_edge_process_owns_the_sip_socket_and_the_service_side_decides():
+    port = free_port()
+    authorizer = RecordingSipAuthorizer()
+    async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
+        client = UdpClient(port)
+        resp = await client.request(make_invite("13800000001", gate_port=port, call_id="edge-1@pbx"))
+        client.close()
+        assert resp.status == 302
+        assert resp.get("contact") == "<sip:+8613800000001@127.0.0.1:5080>"
+        assert resp.get("x-dialgate-attempt") == "att-edge-1@pbx"
+        # the question crossed the link intact, and the socket is the child's, not ours
+        [asked] = authorizer.asked
+        assert (asked.number, asked.agent_id, asked.call_id, asked.caller_line) == (
+            "+8613800000001", "a1", "edge-1@pbx", "1001")
+        assert udp_socket_owners(port) == {edge.pid}
+        assert edge.pid != os.getpid()
+
+
+async def test_a_retransmitted_invite_gets_the_same_answer_and_is_decided_once():
+    port = free_port()
+    authorizer = HourlyCapSipAuthorizer(per_hour=5)
+    async with SipEdgeProcess(authorizer, edge_config(port)):
+        client = UdpClient(port)
+        invite = make_invite("13800000001", gate_port=port)
+        first = await client.request(invite)
+        again = await client.request(invite)
+        client.close()
+    assert first.status == again.status == 302
+    assert first.get("to") == again.get("to") and first.get("x-dialgate-attempt") == again.get("x-dialgate-attempt")
+    assert len(authorizer.asked) == 1 and authorizer.attempts["+8613800000001"] == ["att-000001"]
+
+
+async def test_a_declined_call_carries_the_services_rule_reason_and_retry_after_over_the_link():
+    port = free_port()
+    async with SipEdgeProcess(HourlyCapSipAuthorizer(per_hour=0, retry_after=1800), edge_config(port)):
+        client = UdpClient(port)
+        resp = await client.request(make_invite("13800000001", gate_port=port))
+        client.close()
+    assert resp.status == 603
+    assert resp.get("reason") == 'SIP;cause=603;text="cap.number_hourly"'
+    assert resp.get("retry-after") == "1800"
+    assert "limit 0" in resp.get("warning")
+
+
+async def test_a_decision_that_never_comes_is_declined_603_store_unavailable():
+    port = free_port()
+    never = asyncio.Event()
+
+    async def hang(invite):  # noqa: ANN001 - a service stuck in its store
+        await never.wait()
+
+    async with SipEdgeProcess(RecordingSipAuthorizer(hang), edge_config(port)):
+        client = UdpClient(port)
+        resp = await client.request(make_invite("13800000001", gate_port=port), timeout=10)
+        client.close()
+        never.set()
+    assert resp.status == 603
+    assert resp.get("reason") == 'SIP;cause=603;text="system.store_unavailable"'
+
+
+async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():
+    port = free_port()
+    authorizer = HourlyCapSipAuthorizer(per_hour=5)
+    async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
+        first = edge.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: edge.restarts == 1 and edge.listening, 20, "the edge to be restarted")
+        assert edge.pid != first and edge.last_exit == -signal.SIGKILL
+        client = UdpClient(port)
+        resp = await client.request(make_invite("13800000002", gate_port=port), timeout=5)
+        client.close()
+    assert resp.status == 302
+    assert [a.number for a in authorizer.asked] == ["+8613800000002"]
+
+
+async def test_a_taken_port_fails_the_start_with_the_reason_and_leaves_no_process():
+    port = free_port()
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", port))
+    edge = SipEdgeProcess(RecordingSipAuthorizer(), edge_config(port))
+    try:
+        with pytest.raises(SipEdgeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await edge.start()
+    finally:
+        taken.close()
+    assert edge.pid is None and edge.socket_path is None
+
+
+async def test_stopping_the_service_side_stops_the_edge_and_frees_the_port():
+    port = free_port()
+    async with SipEdgeProcess(RecordingSipAuthorizer(), edge_config(port)) as edge:
+        pid = edge.pid
+        assert pid is not None and not gone(pid)
+    assert edge.pid is None and gone(pid)
+    assert udp_socket_owners(port) == set()
+
+
+async def test_a_link_without_the_token_is_closed_before_any_decision():
+    port = free_port()
+    authorizer = RecordingSipAuthorizer()
+    async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
+        assert edge.socket_path is not None
+        assert os.stat(edge.socket_path).st_mode & 0o777 == 0o600
+        reader, writer = await asyncio.open_unix_connection(edge.socket_path)
+        hello = ["hello", "not-the-token", os.getpid(), "127.0.0.1", port]
+        request = [1, "+8613800000001", "13800000001", None, "1001", "a1", None, None, "intruder@x"]
+        writer.write(json.dumps(hello).encode() + b"\n" + json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+        writer.close()
+        # the real edge is untouched and still decides
+        client = UdpClient(port)
+        resp = await client.request(make_invite("13800000001", gate_port=port, call_id="real@pbx"))
+        client.close()
+    assert resp.status == 302
+    assert [a.call_id for a in authorizer.asked] == ["real@pbx"]
+
+
+PARENT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from adapters.sip.edge import SipEdgeProcess
+    from adapters.sip.fakes import RecordingSipAuthorizer
+
+    async def main():
+        edge = SipEdgeProcess(RecordingSipAuthorizer(), json.loads(sys.argv[1]))
+        await edge.start()
+        print(edge.pid, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_an_edge_whose_service_died_exits_by_itself():
+    port = free_port()
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, json.dumps(edge_config(port))],
+                              stdout=subprocess.PIPE, cwd=REPO, start_new_session=True)
+    try:
+        assert parent.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), 30)
+        edge_pid = int(line)
+        assert not gone(edge_pid)
+        parent.kill()  # no clean-up runs: the edge learns it from its stdin closing
+        parent.wait(10)
+        await until(lambda: gone(edge_pid), 10, "the orphaned edge to exit")
+        assert udp_socket_owners(port) == set()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
