@@ -98,7 +98,8 @@ async def hear(call, seconds: float, timeout: float) -> bytes:
     return bytes(audio[:wanted])
 
 
-async def test_agent_phone_reaches_the_debtor_through_kamailio_and_the_gate_and_the_third_call_is_declined(tmp_path):
+@pytest.mark.parametrize("edge", ["inline", "process"])  # [sip] edge: the listener in the service, or in its child
+async def test_agent_phone_reaches_the_debtor_through_kamailio_and_the_gate_and_the_third_call_is_declined(tmp_path, edge):
     require_service("kamailio", kamailio_available(), "apt-get install kamailio")
     import pyVoIP.VoIP  # noqa: F401  (must be imported before pyVoIP.SIP)
     from pyVoIP.VoIP import CallState, VoIPPhone
@@ -106,7 +107,8 @@ async def test_agent_phone_reaches_the_debtor_through_kamailio_and_the_gate_and_
     kport, gport, aport, dport = (free_port() for _ in range(4))
     debtor_behaviour = DebtorPhone()
     service = start_service(
-        tmp_path, sip_port=gport, route=f"sip:{{number}}@127.0.0.1:{kport}", cases=[case_doc("C-50", "col-a", DIALED)]
+        tmp_path, sip_port=gport, route=f"sip:{{number}}@127.0.0.1:{kport}", cases=[case_doc("C-50", "col-a", DIALED)],
+        edge=edge,
     )
 
     async with service as run, run_kamailio(kport, f"127.0.0.1:{gport}"):
