@@ -33,9 +33,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PREV_HASH = re.compile(r'"prev_hash":"[0-9a-f]{64}"')  # follows from the random ids
 TABLES = {
-    # table: (columns compared, order)
+    # table: (columns compared, order). Attempts in insertion order (rowid) within one
+    # `at`: two UUIDv7 ids made in the same millisecond sort at random.
     "attempts": ("case_pk, creditor, case_id, number, relation, agent_id, channel, state, at, valid_until, "
-                 "decision_id, connected, id, typeof(at), typeof(connected)", "at, id"),
+                 "decision_id, connected, id, typeof(at), typeof(connected)", "at, rowid"),
     "decisions": ("chain, seq, decision_id, kind, at, creditor, case_id, agent_id, allowed, rule_id, attempt_id, "
                   "record, typeof(at), typeof(allowed)", "chain, seq"),
     "outbox": ("event_id, type, creditor, case_id, case_seq, occurred_at, payload, published_at", "id"),
