@@ -27,11 +27,24 @@ from datetime import date, datetime, timezone
 UTC = timezone.utc
 
 
+# The last conversion: one decision writes the same `now` up to four times.
+_last_time: tuple[datetime | None, str] = (None, "")
+
+
 def db_time(value: datetime) -> str:
     """An aware datetime as SQLAlchemy's SQLite DATETIME text (naive UTC, microseconds)."""
-    if value.tzinfo is None:
+    global _last_time
+    last = _last_time  # one read: safe when another thread replaces it meanwhile
+    if last[0] is value:
+        return last[1]
+    if value.tzinfo is UTC:  # the service's own times: drop the "+00:00", no new objects
+        text = value.isoformat(" ", "microseconds")[:-6]
+    elif value.tzinfo is None:
         raise ValueError("naive datetime given to the store; the store keeps UTC")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    else:
+        text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    _last_time = (value, text)
+    return text
 
 
 def py_time(value: str | None) -> datetime | None:

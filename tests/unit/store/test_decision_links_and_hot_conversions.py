@@ -1,0 +1,77 @@
+"""The decision log's link step and the SQLite writer's time text, as written on every
+decision: the same bytes as the general functions they shortcut."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from adapters.db import sqlite_hot as hot
+from adapters.db.store import GENESIS_HASH, _linked, canonical_json, chain_hash
+from dialer.model import DecisionRecord
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _record() -> DecisionRecord:
+    """Every field set, none to its default (a field `_linked` forgot would differ)."""
+    at = datetime(2026, 11, 24, 2, 0, 0, 123456, tzinfo=timezone.utc)
+    return DecisionRecord(
+        decision_id="d-1", kind="dial", at=at, evaluated_at=at + timedelta(seconds=1), user="pbx", agent_id="a1",
+        channel="sip", creditor="bank-a", case_id="C-1", number_masked="138****0001", attempt_id="at-1",
+        allowed=False, rule_id="cap.number_hourly", reason="cap.number_hourly: 2 of 2", reason_zh="已达上限 “2”",
+        next_allowed_at=at + timedelta(hours=1), policy_version="v7",
+        checks=({"rule_id": "cap.number_hourly", "passed": False, "detail": "2 of 2", "detail_zh": "两次"},),
+        inputs_used={"zone": "Asia/Shanghai", "counters": {"cap.number_hourly": {"count": 2, "limit": 2}}},
+        chain="old", seq=99, prev_hash="old-prev", hash="old-hash",
+    )
+
+
+def test_every_field_of_the_decision_record_is_one_the_link_step_knows() -> None:
+    # A new field must be copied in `_linked` too; this list changes with it.
+    assert [f.name for f in fields(DecisionRecord)] == [
+        "decision_id", "kind", "at", "evaluated_at", "user", "agent_id", "channel", "creditor", "case_id",
+        "number_masked", "attempt_id", "allowed", "rule_id", "reason", "reason_zh", "next_allowed_at",
+        "policy_version", "checks", "inputs_used", "chain", "seq", "prev_hash", "hash",
+    ]
+
+
+def test_a_linked_record_is_the_record_with_its_chain_fields_and_the_hash_of_its_canonical_text() -> None:
+    record = _record()
+    linked, text = _linked(record, "bank-a", (41, "ab" * 32))
+    body = record.body()
+    body["chain"], body["seq"], body["prev_hash"] = "bank-a", 42, "ab" * 32
+    assert text == canonical_json(body)
+    assert linked == replace(record, chain="bank-a", seq=42, prev_hash="ab" * 32, hash=chain_hash("ab" * 32, text))
+
+
+def test_the_first_link_of_a_chain_follows_the_genesis_hash() -> None:
+    linked, text = _linked(_record(), "bank-a", None)
+    assert (linked.seq, linked.prev_hash) == (1, GENESIS_HASH)
+    assert linked.hash == chain_hash(GENESIS_HASH, text)
+
+
+def test_store_time_text_is_naive_utc_with_six_fractional_digits_whatever_the_zone() -> None:
+    utc = datetime(2026, 11, 24, 2, 0, 5, tzinfo=timezone.utc)
+    assert hot.db_time(utc) == "2026-11-24 02:00:05.000000"
+    assert hot.db_time(utc.astimezone(SHANGHAI)) == "2026-11-24 02:00:05.000000"
+    assert hot.db_time(utc.astimezone(timezone(timedelta(hours=-5))) + timedelta(microseconds=7)) == (
+        "2026-11-24 02:00:05.000007")
+    assert hot.db_time(utc.astimezone(ZoneInfo("UTC"))) == "2026-11-24 02:00:05.000000"
+
+
+def test_the_same_time_twice_gives_the_same_text_and_the_next_time_its_own() -> None:
+    now = datetime(2026, 11, 24, 2, 0, 5, 1, tzinfo=timezone.utc)
+    assert hot.db_time(now) == hot.db_time(now) == "2026-11-24 02:00:05.000001"
+    assert hot.db_time(now + timedelta(microseconds=1)) == "2026-11-24 02:00:05.000002"
+    assert hot.db_time(now) == "2026-11-24 02:00:05.000001"
+
+
+def test_a_naive_time_is_refused_by_the_store() -> None:
+    try:
+        hot.db_time(datetime(2026, 11, 24, 2, 0))
+    except ValueError as exc:
+        assert "naive" in str(exc)
+    else:
+        raise AssertionError("a naive datetime was accepted")
