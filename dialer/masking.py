@@ -19,13 +19,29 @@ __all__ = ["mask_number", "mask_text", "mask_deep"]
 _NUMBER_RE = re.compile(r"(?<![\w\-.:])\+?\d{7,}[Xx]?(?![\w\-.:])")
 
 
+# Short texts seen to hold no number (rule ids, zones, windows, local times): every
+# decision masks a dozen of them, the same ones again and again. Only texts without a
+# number are kept, so no phone number stays behind in this set.
+_CLEAN: set[str] = set()
+_CLEAN_MAX = 4096
+_CLEAN_LEN = 80
+
+
+def _repl(m: re.Match[str]) -> str:
+    return mask_number(m.group(0))
+
+
 def mask_text(text: str) -> str:
     """Mask every number-looking run of 7 or more digits inside free text."""
-
-    def repl(m: re.Match[str]) -> str:
-        return mask_number(m.group(0))
-
-    return _NUMBER_RE.sub(repl, text)
+    if text in _CLEAN:
+        return text
+    if _NUMBER_RE.search(text) is None:
+        if len(text) <= _CLEAN_LEN:
+            if len(_CLEAN) >= _CLEAN_MAX:
+                _CLEAN.clear()
+            _CLEAN.add(text)
+        return text
+    return _NUMBER_RE.sub(_repl, text)
 
 
 def mask_deep(value: Any) -> Any:

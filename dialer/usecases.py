@@ -1112,7 +1112,16 @@ def _masked_json(value: Any) -> Any:
     if kind in _JSON_LEAVES:  # most leaves: no isinstance against typing's ABCs (slow)
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {str(k): _masked_json(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():  # leaves inline: one call per nested value only
+            vk = type(v)
+            if vk is str:
+                out[k if type(k) is str else str(k)] = mask_text(v)
+            elif vk in _JSON_LEAVES:
+                out[k if type(k) is str else str(k)] = v
+            else:
+                out[k if type(k) is str else str(k)] = _masked_json(v)
+        return out
     if kind is list or kind is tuple or isinstance(value, (list, tuple, set, frozenset)):
         return [_masked_json(v) for v in value]
     if isinstance(value, (datetime, date)):

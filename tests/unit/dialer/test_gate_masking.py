@@ -42,3 +42,38 @@ def test_log_events_are_json_with_numbers_masked_and_context_bound(capsys) -> No
     assert event["note"] == "客户 139****0002 说"
     assert (event["request_id"], event["decision_id"]) == ("r-1", "d-1")
     assert "13800000001" not in line
+
+
+def test_a_text_masked_once_without_a_number_is_answered_the_same_again_and_numbers_are_still_masked() -> None:
+    from dialer import masking
+
+    for _ in range(2):
+        assert mask_text("calendar_day") == "calendar_day"
+        assert mask_text("call 13800000001") == "call 138****0001"
+    assert not any(masking._NUMBER_RE.search(t) for t in masking._CLEAN)  # no number is kept
+
+
+def test_the_set_of_clean_texts_stays_bounded() -> None:
+    from dialer import masking
+
+    for i in range(masking._CLEAN_MAX + 10):
+        assert mask_text(f"zone-{i}") == f"zone-{i}"
+    assert len(masking._CLEAN) <= masking._CLEAN_MAX
+    assert mask_text("a" * (masking._CLEAN_LEN + 1)) == "a" * (masking._CLEAN_LEN + 1)
+    assert "a" * (masking._CLEAN_LEN + 1) not in masking._CLEAN
+
+
+def test_decision_inputs_are_stored_as_json_values_with_every_number_masked() -> None:
+    from datetime import datetime, timezone
+
+    from dialer.usecases import _masked_inputs
+
+    at = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+    inputs = {"number": "+8613800000001", "n": 3, "ok": True, "none": None, 7: "x",
+              "counters": {"cap": {"count": 1, "note": "call 13900000002"}}, "seen": ("13800000003", at)}
+    assert _masked_inputs(inputs) == {
+        "number": "138****0001", "n": 3, "ok": True, "none": None, "7": "x",
+        "counters": {"cap": {"count": 1, "note": "call 139****0002"}},
+        "seen": ["138****0003", "2026-11-24T02:00:00+00:00"],
+    }
+    assert _masked_inputs(None) == {}
