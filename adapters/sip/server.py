@@ -108,6 +108,7 @@ class _Decision:
     task: asyncio.Task[Any] | None = None
     timer: asyncio.TimerHandle | None = None  # 100 Trying, then the time-out
     late: bool = False  # answered by the time-out; the authorizer still runs
+    finished: bool = False  # the authorizer's task is done
 
 
 def _tag_for(*parts: str) -> str:
@@ -129,7 +130,8 @@ class SipServer:
         transaction_ttl: float = 32.0,
         tcp_idle_timeout: float = 120.0,
         max_tcp_connections: int = 512,
-        max_pending_decisions: int = 64,
+        max_pending_decisions: int = 1024,
+        shed_after: float = 0.1,
     ) -> None:
         self._config = config or SipConfig()
         self._authorizer = authorizer
@@ -139,6 +141,8 @@ class SipServer:
         self._tcp_idle = tcp_idle_timeout
         self._max_conns = max_tcp_connections
         self._max_pending = max_pending_decisions
+        self._shed_after = shed_after
+        self._oldest: deque[_Decision] = deque()  # decisions in arrival order; finished ones leave lazily
         self._pending = 0  # decisions not finished (late ones after a time-out included)
         self._shed_logged_at = -_OVERLOAD_LOG_EVERY  # when sip.overloaded was last logged
         self._shed_unlogged = 0  # INVITEs shed since then
@@ -332,7 +336,7 @@ class SipServer:
         cseq_number, _ = msg.cseq
         to_tag = msg.to.tag or _tag_for(msg.call_id, msg.from_.tag or "", str(cseq_number), "dialgate")
         txn = self.transactions.create(key, msg, to_tag, transport == "tcp", reply)
-        if self._pending >= self._max_pending:
+        if self._pending >= self._max_pending or self._backlogged():
             # Overload: answer at once instead of queueing decisions that would time out
             # anyway. 503 + Retry-After (RFC 3261 21.5.4); the call is not placed.
             self.stats.overloaded += 1
@@ -372,6 +376,7 @@ class SipServer:
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._authorizer.authorize(dial))
         d = _Decision(msg, txn, source, dial, time.perf_counter())
+        self._oldest.append(d)
         d.task = task
         if self._timeout > _PROVISIONAL_AFTER:
             d.timer = loop.call_later(_PROVISIONAL_AFTER, self._trying, d)
@@ -379,6 +384,18 @@ class SipServer:
             d.timer = loop.call_later(self._timeout, self._timed_out, d)
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._decided(d, t))
+
+    def _backlogged(self) -> bool:
+        """True when the oldest decision still within its time-out has waited longer
+        than ``shed_after``: the decisions are not keeping up with the INVITEs. Shedding
+        on the wait, not on a count, rides out a short stall (a collection, a busy
+        core) at any rate and sheds a lasting overload within ``shed_after``. A
+        decision past its time-out (``late``) no longer counts here: one wedged
+        decision must not refuse every call after it (the time-out answers those)."""
+        oldest = self._oldest
+        while oldest and (oldest[0].finished or oldest[0].late):
+            oldest.popleft()
+        return bool(oldest) and time.perf_counter() - oldest[0].started > self._shed_after
 
     def _trying(self, d: "_Decision") -> None:
         """RFC 3261 17.2.1: 100 Trying when the decision takes longer than 200 ms; then
@@ -408,6 +425,7 @@ class SipServer:
         """Done-callback of the authorizer's task: answer (fail closed on any error)."""
         self._tasks.discard(task)
         self._pending -= 1
+        d.finished = True
         if d.timer is not None:
             d.timer.cancel()
         if task.cancelled():

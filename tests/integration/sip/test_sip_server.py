@@ -400,3 +400,45 @@ async def test_invites_shed_under_overload_are_all_answered_503_and_logged_in_on
     assert stats.overloaded == 20
     lines = [e for e in logs if e["event"] == "sip.overloaded"]
     assert len(lines) == 1 and lines[0]["shed"] == 1  # the first shed INVITE; the rest within the second are counted
+
+
+async def test_invites_are_shed_once_the_oldest_decision_in_flight_has_waited_longer_than_shed_after(start_gate):
+    release = asyncio.Event()
+
+    async def slow(invite: SipDialInput) -> SipDialAnswer:
+        await release.wait()
+        return SipDialAnswer(True, "allow", "Allowed", attempt_id=f"att-{invite.call_id}")
+
+    auth = RecordingSipAuthorizer(slow)
+    async with start_gate(auth, shed_after=0.15) as gate:
+        client = UdpClient(gate.port)
+        client.send(make_invite("+8613800000041", gate_port=gate.port))
+        # a second INVITE right away: the first has waited ~0, under shed_after
+        client.send(make_invite("+8613800000042", gate_port=gate.port))
+        trying = [await client.recv(), await client.recv()]  # 100 Trying comes at 200 ms: past 150 ms
+        refused = await client.request(make_invite("+8613800000043", gate_port=gate.port))
+        release.set()
+        decided = sorted([(await client.recv_final()).status, (await client.recv_final()).status])
+        client.close()
+    assert [t.status for t in trying] == [100, 100]
+    assert refused.status == 503 and refused.get("reason") == 'SIP;cause=503;text="system.overloaded"'
+    assert decided == [302, 302]
+    assert sorted(i.number for i in auth.asked) == ["+8613800000041", "+8613800000042"]
+
+
+async def test_a_decision_past_its_time_out_does_not_make_the_gate_shed_every_later_invite(start_gate):
+    never = asyncio.Event()
+
+    async def wedged(invite: SipDialInput) -> SipDialAnswer:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async with start_gate(RecordingSipAuthorizer(wedged), decision_timeout=0.3, shed_after=0.1) as gate:
+        client = UdpClient(gate.port)
+        first = await client.request(make_invite("+8613800000044", gate_port=gate.port))  # 603 at the time-out
+        later = await client.request(make_invite("+8613800000045", gate_port=gate.port))
+        client.close()
+        never.set()
+    # the second INVITE was decided (and timed out in turn), not shed because of the first
+    assert first.status == later.status == 603
+    assert later.get("reason") == 'SIP;cause=603;text="system.store_unavailable"'
