@@ -32,3 +32,35 @@ def test_ids_made_a_millisecond_apart_sort_in_time_order() -> None:
 
 def test_ten_thousand_ids_are_distinct() -> None:
     assert len({new_id() for _ in range(10_000)}) == 10_000
+
+
+def test_ids_made_by_racing_threads_are_distinct() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_id() for _ in range(5_000)], range(8)))
+    assert len({i for batch in batches for i in batch}) == 40_000
+
+
+def test_a_forked_child_does_not_repeat_the_random_part_of_its_parents_next_id() -> None:
+    import os
+    import select
+
+    new_id()  # the parent holds drawn random bytes when it forks
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        try:
+            os.write(write_end, new_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 10)
+        assert ready, "the child did not answer in 10 s"
+        child = os.read(read_end, 64).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    parent = new_id()
+    assert child[15:] != parent[15:]  # after the millisecond and the version digit
