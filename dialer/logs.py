@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import sys
+import threading
 from typing import Any
 
 import structlog
@@ -15,6 +17,7 @@ _ID_KEYS = frozenset({"request_id", "decision_id", "attempt_id", "event_id", "ca
 
 
 _PLAIN = (bool, int, float, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
 
 
 def mask_numbers(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -22,32 +25,63 @@ def mask_numbers(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, A
 
     It runs for every log line (one per decision at least), so the common values skip
     the regex: numbers, booleans, None, and strings shorter than the 7 digits a maskable
-    number needs."""
+    number needs (exact types first: isinstance against a tuple of types is the slow
+    test, kept for subclasses)."""
     for key, value in event.items():
-        if key in _ID_KEYS or isinstance(value, _PLAIN):
-            continue
-        if type(value) is str:
-            if len(value) >= 7:
+        kind = type(value)
+        if kind is str:
+            if len(value) >= 7 and key not in _ID_KEYS:
                 event[key] = mask_text(value)
+        elif kind in _PLAIN_TYPES or key in _ID_KEYS or isinstance(value, _PLAIN):
+            continue
         else:
             event[key] = mask_deep(value)
     return event
 
 
-class _Stderr:
-    """Resolves sys.stderr at each write (test runners and daemons swap it)."""
+class _Json:
+    """`json.dumps(obj, **kw)`, byte for byte, with one `JSONEncoder` kept for the
+    keywords JSONRenderer passes (json.dumps builds a new encoder for every line
+    when given a `default`)."""
 
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+    def __init__(self) -> None:
+        self._encoder: tuple[dict[str, Any], jsonlib.JSONEncoder] | None = None
 
-    def flush(self) -> None:
-        sys.stderr.flush()
+    def __call__(self, obj: Any, **kw: Any) -> str:
+        kept = self._encoder
+        if kept is None or kept[0] != kw:
+            kept = self._encoder = (kw, jsonlib.JSONEncoder(**kw))
+        return kept[1].encode(obj)
+
+
+class _StderrLogger:
+    """structlog's PrintLogger to sys.stderr, resolved at each line (test runners and
+    daemons swap it), written as one ``line + "\n"`` and flushed: the bytes print()
+    wrote, in one write call instead of print's two through a wrapper."""
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            err = sys.stderr
+            err.write(message + "\n")
+            err.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
 
 
 def configure_logging(level: str = "info", json: bool = True) -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s", force=True)
-    renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_Json(), ensure_ascii=False) if json
+        else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -58,6 +92,6 @@ def configure_logging(level: str = "info", json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )

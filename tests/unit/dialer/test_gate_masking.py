@@ -77,3 +77,22 @@ def test_decision_inputs_are_stored_as_json_values_with_every_number_masked() ->
         "seen": ["138****0003", "2026-11-24T02:00:00+00:00"],
     }
     assert _masked_inputs(None) == {}
+
+
+def test_a_log_line_is_exactly_what_json_dumps_writes_one_line_each(capsys) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    configure_logging("info", json=True)
+    structlog.contextvars.clear_contextvars()
+    log = structlog.get_logger("t")
+    log.info("dial.decided", note="客户说 ok", n=3, ok=None, nested={"a": [1, "x"]},
+             at=datetime(2026, 11, 24, tzinfo=timezone.utc))
+    log.warning("second")
+    lines = capsys.readouterr().err.split("\n")
+    assert len(lines) == 3 and lines[2] == ""  # two lines, each ended by one newline
+    first = json.loads(lines[0])
+    # Same separators, non-ASCII as is, keys in the order structlog built them.
+    assert lines[0] == json.dumps(first, ensure_ascii=False)
+    assert first["note"] == "客户说 ok" and first["nested"] == {"a": [1, "x"]} and first["level"] == "info"
+    assert first["at"] == repr(datetime(2026, 11, 24, tzinfo=timezone.utc))  # structlog's fallback
+    assert json.loads(lines[1])["event"] == "second"
