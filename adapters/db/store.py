@@ -179,26 +179,62 @@ def _flags_set(value: str | None) -> frozenset[str]:
     return frozenset(f for f in (value or "").split(",") if f)
 
 
-class _SyncConnShim:
-    """The AsyncConnection surface the repositories use, over a sync Connection."""
+class _GroupMemo:
+    """What the units of one SQLite write group read on every decision and may read
+    again: each chain's head (seq, hash) as the group's last append left it, and the
+    users looked up by name (the SIP gate asks for its agent on every INVITE).
 
-    def __init__(self, conn: Connection) -> None:
+    Correct because a group is one write transaction: from its BEGIN IMMEDIATE to its
+    COMMIT SQLite's write lock keeps every other connection and process out, so only
+    the group's own units change anything, one at a time, and they keep the memo in
+    step: an append records the head it wrote; anything else that could touch these
+    tables is a Core statement through the unit's connection shim, which forgets the
+    memo before it runs, and a unit rolled back to its savepoint forgets it too. The
+    memo dies with its group (the next group starts empty, after other processes may
+    have written)."""
+
+    __slots__ = ("heads", "users")
+
+    def __init__(self) -> None:
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.users: dict[str, Principal | None] = {}
+
+    def forget(self) -> None:
+        self.heads.clear()
+        self.users.clear()
+
+
+class _SyncConnShim:
+    """The AsyncConnection surface the repositories use, over a sync Connection.
+    `memo`: the write group's, forgotten before any statement goes through here."""
+
+    def __init__(self, conn: Connection, memo: _GroupMemo | None = None) -> None:
         self.sync_connection = conn
         self.dialect = conn.dialect
+        self._memo = memo
+
+    def _forget(self) -> None:
+        if self._memo is not None:
+            self._memo.forget()
 
     async def execute(self, statement: Any, parameters: Any = None, **kw: Any) -> Any:
+        self._forget()
         return self.sync_connection.execute(statement, parameters, **kw)
 
     async def exec_driver_sql(self, statement: str, parameters: Any = None, **kw: Any) -> Any:
+        self._forget()
         return self.sync_connection.exec_driver_sql(statement, parameters, **kw)
 
     async def scalar(self, statement: Any, parameters: Any = None, **kw: Any) -> Any:
+        self._forget()
         return self.sync_connection.scalar(statement, parameters, **kw)
 
     async def run_sync(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        self._forget()
         return fn(self.sync_connection, *args, **kw)
 
     def begin_nested(self) -> "_NestedShim":
+        self._forget()
         return _NestedShim(self.sync_connection)
 
 
@@ -616,10 +652,11 @@ async def _in_thread(fn: Any) -> Any:
 class _Group:
     """One SQLite write transaction shared by the units of work queued together."""
 
-    __slots__ = ("trans", "members", "closed", "done", "error", "_waiters", "commit_soon")
+    __slots__ = ("trans", "members", "closed", "done", "error", "_waiters", "commit_soon", "memo")
 
     def __init__(self, trans: Any) -> None:
         self.trans = trans
+        self.memo = _GroupMemo()
         self.members = 0
         self.commit_soon = False  # `_commit_at_turn_end` is scheduled
         self.closed = False  # its transaction is committed, rolled back or being committed
@@ -844,14 +881,15 @@ class SqlAlchemyCaseStore:
                 self._abort_group(group, exc)
                 raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
             uow = SqlUnitOfWork(
-                _SyncConnShim(writer.conn), False, raw=writer.conn.connection.dbapi_connection,  # type: ignore[arg-type]
-                events=self.events,
+                _SyncConnShim(writer.conn, group.memo), False,  # type: ignore[arg-type]
+                raw=writer.conn.connection.dbapi_connection, events=self.events, memo=group.memo,
             )
             try:
                 yield uow
                 if savepoint is not None:
                     savepoint.execute("RELEASE dialgate_unit")
             except BaseException as exc:
+                group.memo.forget()  # the unit's writes are undone; what it memoised may be wrong
                 try:
                     if savepoint is not None:
                         savepoint.execute("ROLLBACK TO dialgate_unit")
@@ -1113,14 +1151,15 @@ class SqlUnitOfWork:
     writer; the decide-and-reserve statements then bypass SQLAlchemy (`sqlite_hot`)."""
 
     def __init__(
-        self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True
+        self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True,
+        memo: _GroupMemo | None = None,
     ) -> None:
         self.conn = conn
         self.cases = SqlCaseRepository(conn, raw)
         self.attempts = SqlAttemptRepository(conn, raw)
-        self.decisions = SqlDecisionLog(conn, is_postgres, raw)
+        self.decisions = SqlDecisionLog(conn, is_postgres, raw, memo)
         self.outbox = SqlOutbox(conn, raw, keep=events)
-        self.users = SqlUserRepository(conn, raw)
+        self.users = SqlUserRepository(conn, raw, memo)
         self.audit = SqlAuditLog(conn)
 
 
@@ -1637,18 +1676,28 @@ class SqlDecisionLog:
     appends to the same chain queue on its advisory lock, which is held to commit.
     """
 
-    def __init__(self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None,
+        memo: _GroupMemo | None = None,
+    ) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
         self.raw = raw
+        self.memo = memo  # the SQLite write group's (see _GroupMemo)
 
     def _append_raw(self, raw: sqlite3.Connection, record: DecisionRecord, chain: str) -> DecisionRecord:
-        rec, body = _linked(record, chain, raw.execute(hot.CHAIN_HEAD, (chain,)).fetchone())
+        memo = self.memo
+        head = memo.heads.get(chain) if memo is not None else None
+        if head is None:
+            head = raw.execute(hot.CHAIN_HEAD, (chain,)).fetchone()
+        rec, body = _linked(record, chain, head)
         raw.execute(hot.INSERT_DECISION, (
             chain, rec.seq, rec.decision_id, rec.kind, hot.db_time(rec.at), rec.creditor, rec.case_id, rec.agent_id,
             int(rec.allowed), rec.rule_id, rec.attempt_id, body, rec.prev_hash, rec.hash,
         ))
         raw.execute(hot.UPSERT_CHAIN_HEAD, (chain, rec.seq, rec.hash))
+        if memo is not None:
+            memo.heads[chain] = (rec.seq, rec.hash)
         return rec
 
     async def append(self, record: DecisionRecord) -> DecisionRecord:
@@ -1883,9 +1932,12 @@ class SqlOutbox:
 
 
 class SqlUserRepository:
-    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, raw: sqlite3.Connection | None = None, memo: _GroupMemo | None = None
+    ) -> None:
         self.conn = conn
         self.raw = raw
+        self.memo = memo  # the SQLite write group's (see _GroupMemo)
 
     async def _principal(self, where: Any) -> Principal | None:
         u = (await self.conn.execute(select(t.users).where(where, t.users.c.disabled.is_(False)))).mappings().first()
@@ -1901,11 +1953,17 @@ class SqlUserRepository:
 
     async def by_name(self, name: str) -> Principal | None:
         if self.raw is not None:  # the SIP gate asks for its agent on every decision
+            memo = self.memo
+            if memo is not None and name in memo.users:
+                return memo.users[name]
             u = self.raw.execute(hot.USER_BY_NAME, (name,)).fetchone()
-            if u is None:
-                return None
-            creds = frozenset(r[0] for r in self.raw.execute(hot.USER_CREDITORS, (u[0],)))
-            return Principal(user_id=u[0], name=u[1], role=u[2], creditors=creds)
+            found = None
+            if u is not None:
+                creds = frozenset(r[0] for r in self.raw.execute(hot.USER_CREDITORS, (u[0],)))
+                found = Principal(user_id=u[0], name=u[1], role=u[2], creditors=creds)
+            if memo is not None:
+                memo.users[name] = found
+            return found
         return await self._principal(t.users.c.name == name)
 
     async def add(self, name: str, role: str, creditors: frozenset[str], token_hash: str, now: datetime) -> Principal:
