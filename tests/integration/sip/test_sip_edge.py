@@ -23,6 +23,7 @@ import pytest
 from adapters.sip.edge import SipEdgeError, SipEdgeProcess
 from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.server import free_port
+from adapters.sip.service import SipEdgeHealth
 from conftest import GATE_CONFIG
 from sipclient import UdpClient, make_invite
 
@@ -139,9 +140,14 @@ async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():
     async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
         first = edge.pid
         assert first is not None
+        health = SipEdgeHealth(edge)  # what the console's health strip shows
+        assert health.health()[0] == "ok"
         os.kill(first, signal.SIGKILL)
+        await until(lambda: not edge.listening, 10, "the service to notice the edge is gone")
+        assert health.health() == ("down", f"SIP edge process restarting (last exit code {-signal.SIGKILL})")
         await until(lambda: edge.restarts == 1 and edge.listening, 20, "the edge to be restarted")
         assert edge.pid != first and edge.last_exit == -signal.SIGKILL
+        assert health.health()[0] == "ok" and f"edge process {edge.pid}" in health.health()[1]
         client = UdpClient(port)
         resp = await client.request(make_invite("13800000002", gate_port=port), timeout=5)
         client.close()

@@ -28,6 +28,8 @@ async def test_the_service_starts_the_sip_listener_when_sip_listen_is_set(runnin
     resp = await client.request(running.invite("13800000001", method="OPTIONS"))
     client.close()
     assert resp.status == 200
+    status, detail = running.svc.sip.health()  # the console's health strip
+    assert status == "ok" and f"127.0.0.1:{running.sip_port}" in detail
 
 
 async def test_an_allowed_sip_dial_reserves_an_attempt_and_redirects(running):
