@@ -60,12 +60,16 @@ CASE_KEYS = (
     "flags", "amount_due", "overdue_days", "follow_up_status", "next_action_date", "event_seq", "updated_at",
 )
 CASES_BY_ID = f"SELECT {', '.join(CASE_KEYS)} FROM cases WHERE case_id = ? ORDER BY id"
-# The agent's active cases holding a number (the SIP gate's INVITE without a case id).
-CASES_ACTIVE_FOR_AGENT_NUMBER = (
-    f"SELECT {', '.join(CASE_KEYS)} FROM cases WHERE id IN (SELECT case_pk FROM contacts WHERE number = ?) "
-    "AND status = 'active' AND assigned_agent = ? ORDER BY id"
-)
 CONTACT_KEYS = ("case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
+# The same cases with their contacts in one statement (the SIP gate's INVITE without a
+# case id, once per decision): one row per contact, case columns then contact columns,
+# in case then contact order. Inner join: every case found holds the number.
+CASES_WITH_CONTACTS_ACTIVE_FOR_AGENT_NUMBER = (
+    f"SELECT {', '.join('c.' + k for k in CASE_KEYS)}, {', '.join('t.' + k for k in CONTACT_KEYS)} "
+    "FROM cases c JOIN contacts t ON t.case_pk = c.id "
+    "WHERE c.id IN (SELECT case_pk FROM contacts WHERE number = ?) AND c.status = 'active' AND c.assigned_agent = ? "
+    "ORDER BY c.id, t.id"
+)
 CONTACTS_OF_ONE = f"SELECT {', '.join(CONTACT_KEYS)} FROM contacts WHERE case_pk = ? ORDER BY id"
 # Same shape and plan as the Core `Q_HISTORY`: two index range scans merged.
 HISTORY = (

@@ -1227,8 +1227,8 @@ class SqlCaseRepository:
         self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], creditors: frozenset[str] | None
     ) -> list[CaseRecord]:
         # Records straight from the row tuples (columns in hot.CASE_KEYS and
-        # hot.CONTACT_KEYS order), no mapping per row: this runs on every SIP INVITE.
-        py_date, py_time = hot.py_date, hot.py_time
+        # hot.CONTACT_KEYS order), no mapping per row.
+        py_time = hot.py_time
         out = []
         for r in raw.execute(sql, params).fetchall():
             if creditors is not None and r[1] not in creditors:
@@ -1237,13 +1237,36 @@ class SqlCaseRepository:
                 ContactRecord(c[1], c[2], c[3], c[4], c[5], bool(c[6]), c[7], py_time(c[8]))
                 for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))
             )
-            out.append(CaseRecord(
-                pk=r[0], creditor=r[1], case_id=r[2], debtor_name=r[3], status=r[4],
-                commission_start=py_date(r[5]), commission_end=py_date(r[6]), assigned_agent=r[7],
-                flags=_flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
-                next_action_date=py_date(r[12]), event_seq=r[13], contacts=contacts, updated_at=py_time(r[14]),
-            ))
+            out.append(self._case_from_row(r, contacts))
         return out
+
+    def _load_joined_raw(self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[CaseRecord]:
+        """Cases from one statement that returns a row per contact (hot.CASE_KEYS then
+        hot.CONTACT_KEYS columns, ordered by case then contact): one statement instead
+        of one for the cases and one per case for their contacts."""
+        py_time = hot.py_time
+        out: list[CaseRecord] = []
+        case: Any = None
+        contacts: list[ContactRecord] = []
+        for r in raw.execute(sql, params):
+            if case is None or r[0] != case[0]:
+                if case is not None:
+                    out.append(self._case_from_row(case, tuple(contacts)))
+                case, contacts = r, []
+            contacts.append(ContactRecord(r[16], r[17], r[18], r[19], r[20], bool(r[21]), r[22], py_time(r[23])))
+        if case is not None:
+            out.append(self._case_from_row(case, tuple(contacts)))
+        return out
+
+    @staticmethod
+    def _case_from_row(r: Any, contacts: tuple[ContactRecord, ...]) -> CaseRecord:
+        py_date = hot.py_date
+        return CaseRecord(
+            pk=r[0], creditor=r[1], case_id=r[2], debtor_name=r[3], status=r[4],
+            commission_start=py_date(r[5]), commission_end=py_date(r[6]), assigned_agent=r[7],
+            flags=_flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
+            next_action_date=py_date(r[12]), event_seq=r[13], contacts=contacts, updated_at=hot.py_time(r[14]),
+        )
 
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
         if self.raw is not None:
@@ -1390,7 +1413,7 @@ class SqlCaseRepository:
     async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:
         """The active cases assigned to `agent_id` that hold `number` (any creditor)."""
         if self.raw is not None:
-            return self._load_raw(self.raw, hot.CASES_ACTIVE_FOR_AGENT_NUMBER, (number, agent_id), None)
+            return self._load_joined_raw(self.raw, hot.CASES_WITH_CONTACTS_ACTIVE_FOR_AGENT_NUMBER, (number, agent_id))
         holding = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)
         return await self._load(
             and_(t.cases.c.id.in_(holding), t.cases.c.status == "active", t.cases.c.assigned_agent == agent_id)

@@ -180,6 +180,8 @@ async def _capture(store: SqlAlchemyCaseStore) -> list[tuple[str, str, Any]]:
         ("hot: history", hot.HISTORY, {"number": "+8613800000001", "case_pk": 1, "since": "2026-10-25 00:00:00.000000"}),
         ("hot: attempt by id", hot.ATTEMPT_BY_ID, ("a-1",)),
         ("hot: pending authorisation", hot.ATTEMPT_PENDING, ("col-1", "+8613800000001", "2026-11-24 10:00:00.000000")),
+        ("hot: agent's active cases holding a number", hot.CASES_WITH_CONTACTS_ACTIVE_FOR_AGENT_NUMBER,
+         ("+8613800000001", "col-1")),
     ]
     return captured
 

@@ -193,3 +193,30 @@ async def test_the_writers_case_read_returns_the_same_case_as_the_core_read(tmp_
     assert [(c.relation, c.name, c.tz, c.status, c.do_not_call) for c in by_driver[0].contacts] == [
         ("self", None, None, "valid", False), ("family", "李四", "Asia/Urumqi", "valid", False),
         ("third_party", None, None, "invalid", True)]
+
+
+async def test_the_writers_lookup_of_an_agents_active_cases_by_number_matches_the_core_lookup(tmp_path: Path) -> None:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)},
+                        "store": {"url": f"sqlite+aiosqlite:///{tmp_path / 'dialgate.db'}"}})
+    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
+    async with open_services(cfg, clock) as svc:
+        for creditor in ("bank-r", "bank-s"):
+            data, _ = await add_user(svc.store, clock, f"data-{creditor}", "data", frozenset({creditor}))
+            cases = [one_case("R-1", creditor, "col-r", "13800000091"), one_case("R-2", creditor, "col-r", "13800000095"),
+                     one_case("R-3", creditor, "col-x", "13800000091"), one_case("R-4", creditor, "col-r", "13800000091")]
+            cases[0]["contacts"] += [
+                {"number": "13800000092", "relation": "family", "name": "李四", "tz": "Asia/Urumqi"},
+                {"number": "13800000093", "relation": "third_party", "status": "invalid", "do_not_call": True},
+            ]
+            cases[3]["status"] = "paused"
+            await svc.gate.import_cases(data, parse_cases_payload({"cases": cases}, svc.region_of))
+        async with svc.store.write() as uow:
+            assert uow.cases.raw is not None
+            by_driver = await uow.cases.active_for_agent("col-r", "+8613800000091")
+            none_by_driver = await uow.cases.active_for_agent("col-r", "+8613800000099")
+        async with svc.store.read() as uow:
+            assert uow.cases.raw is None
+            by_core = await uow.cases.active_for_agent("col-r", "+8613800000091")
+    assert none_by_driver == []
+    assert by_driver == by_core
+    assert [(c.creditor, c.case_id, len(c.contacts)) for c in by_driver] == [("bank-r", "R-1", 3), ("bank-s", "R-1", 3)]
