@@ -257,8 +257,14 @@ class Gate:
             )
         case = found[0]
         lines = cmd.lines_by_creditor.get(case.creditor) if cmd.lines_by_creditor is not None else cmd.registered_lines
-        resolved = replace(cmd, case_id=case.case_id, creditor=case.creditor, registered_lines=lines,
-                           match_pending=cmd.match_pending and pending is not None)
+        # Field by field, not dataclasses.replace (2.7 -> ~1.3 us); a unit test keeps
+        # this in step with RequestDial's fields.
+        resolved = RequestDial(
+            actor=cmd.actor, case_id=case.case_id, number=cmd.number, agent_id=cmd.agent_id, channel=cmd.channel,
+            creditor=case.creditor, match_pending=cmd.match_pending and pending is not None,
+            attempt_id=cmd.attempt_id, caller_line=cmd.caller_line, registered_lines=lines,
+            lines_by_creditor=cmd.lines_by_creditor,
+        )
         return case, resolved
 
     async def _agent(self, uow: UnitOfWork, actor: Principal, agent_id: str) -> AgentSnapshot:
@@ -368,7 +374,8 @@ class Gate:
         admit = getattr(self.pbx, "admit", None)  # a PBX that places calls may refuse now (503)
         if admit is not None and cmd.channel in ("api", "mqtt"):
             admit()
-        faults = await self._faults()
+        # The recorder's "yes" is trusted for a while (see _faults): no coroutine for it then.
+        faults = _NO_FAULTS if self._recorder_ok_until > asyncio.get_running_loop().time() else await self._faults()
         default_region = self.policies.default.default_region
         e164 = self._normalise(cmd.number, default_region)
         number = e164 or cmd.number.strip()
@@ -411,8 +418,9 @@ class Gate:
         number: str, now: datetime, decision_id: str, faults: frozenset[str],
     ) -> DialResult:
         pol = self.policies.for_creditor(case.creditor)
-        history = await uow.attempts.history(number, case.pk, case.creditor, now - pol.lookback)
-        appointments = await uow.cases.appointments(case.pk, now - pol.lookback)
+        since = now - pol.lookback
+        history = await uow.attempts.history(number, case.pk, case.creditor, since)
+        appointments = await uow.cases.appointments(case.pk, since)
         request = DialRequest(
             case=case.snapshot(),
             number=number,
@@ -1100,6 +1108,7 @@ def _decision_from_record(r: DecisionRecord) -> Decision:
 
 
 _JSON_LEAVES = frozenset({int, float, bool, type(None)})
+_NO_FAULTS: frozenset[str] = frozenset()
 
 
 def _masked_json(value: Any) -> Any:

@@ -27,23 +27,27 @@ from datetime import date, datetime, timezone
 UTC = timezone.utc
 
 
-# The last conversion: one decision writes the same `now` up to four times.
-_last_time: tuple[datetime | None, str] = (None, "")
+# The last two conversions, newest first: one decision writes its `now` up to four
+# times, between its lookback bound and its attempt's expiry.
+_NONE: tuple[datetime | None, str] = (None, "")
+_recent: tuple[tuple[datetime | None, str], tuple[datetime | None, str]] = (_NONE, _NONE)
 
 
 def db_time(value: datetime) -> str:
     """An aware datetime as SQLAlchemy's SQLite DATETIME text (naive UTC, microseconds)."""
-    global _last_time
-    last = _last_time  # one read: safe when another thread replaces it meanwhile
-    if last[0] is value:
-        return last[1]
+    global _recent
+    newest, older = _recent  # one read: safe when another thread replaces it meanwhile
+    if newest[0] is value:
+        return newest[1]
+    if older[0] is value:
+        return older[1]
     if value.tzinfo is UTC:  # the service's own times: drop the "+00:00", no new objects
         text = value.isoformat(" ", "microseconds")[:-6]
     elif value.tzinfo is None:
         raise ValueError("naive datetime given to the store; the store keeps UTC")
     else:
         text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-    _last_time = (value, text)
+    _recent = ((value, text), newest)
     return text
 
 

@@ -75,3 +75,10 @@ def test_a_naive_time_is_refused_by_the_store() -> None:
         assert "naive" in str(exc)
     else:
         raise AssertionError("a naive datetime was accepted")
+
+
+def test_interleaved_times_each_get_their_own_text() -> None:
+    base = datetime(2026, 11, 24, 2, 0, 5, tzinfo=timezone.utc)
+    times = [base + timedelta(microseconds=i) for i in range(4)]
+    for i in (0, 1, 0, 2, 1, 3, 0, 0, 2, 3, 1):
+        assert hot.db_time(times[i]) == f"2026-11-24 02:00:05.00000{i}"
