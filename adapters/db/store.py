@@ -1576,8 +1576,11 @@ class SqlAttemptRepository:
 
     async def find_pending(self, agent_id: str, number: str, now: datetime) -> AttemptRecord | None:
         if self.raw is not None:
-            found = self.raw.execute(hot.ATTEMPT_PENDING, (agent_id, number, hot.db_time(now))).fetchone()
-            return _attempt(hot.attempt_row(found)) if found else None
+            rows = self.raw.execute(hot.ATTEMPT_PENDING, (agent_id, number, hot.db_time(now))).fetchall()
+            if not rows:
+                return None
+            oldest = rows[0] if len(rows) == 1 else min(rows, key=lambda r: r[hot.ATTEMPT_AT])
+            return _attempt(hot.attempt_row(oldest))
         a = t.attempts.c
         r = (
             await self.conn.execute(

@@ -220,3 +220,39 @@ async def test_the_writers_lookup_of_an_agents_active_cases_by_number_matches_th
     assert none_by_driver == []
     assert by_driver == by_core
     assert [(c.creditor, c.case_id, len(c.contacts)) for c in by_driver] == [("bank-r", "R-1", 3), ("bank-s", "R-1", 3)]
+
+
+async def test_the_writer_finds_the_same_oldest_live_authorisation_as_the_core_lookup(tmp_path: Path) -> None:
+    from dialer.model import AttemptRecord
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)},
+                        "store": {"url": f"sqlite+aiosqlite:///{tmp_path / 'dialgate.db'}"}})
+    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
+    now = clock.now()
+    async with open_services(cfg, clock) as svc:
+        data, _ = await add_user(svc.store, clock, "data-p", "data", frozenset({"bank-p"}))
+        await svc.gate.import_cases(data, parse_cases_payload(
+            {"cases": [one_case("P-1", "bank-p", "col-p", "13800000071")]}, svc.region_of))
+        async with svc.store.read() as uow:
+            case = (await uow.cases.find("P-1", None))[0]
+
+        def attempt(name: str, minutes_ago: int, state: str = "authorised", valid_for: int = 10) -> AttemptRecord:
+            at = now - timedelta(minutes=minutes_ago)
+            return AttemptRecord(attempt_id=name, case_pk=case.pk, creditor="bank-p", case_id="P-1",
+                                 number="+8613800000071", relation="self", agent_id="col-p", channel="api",
+                                 state=state, at=at, valid_until=at + timedelta(minutes=valid_for), decision_id=f"d-{name}")
+
+        # Inserted out of time order, the oldest valid longest (its index orders by expiry);
+        # two that must not count.
+        async with svc.store.write() as uow:
+            for a in (attempt("a-3m", 3), attempt("a-5m", 5, valid_for=30), attempt("a-1m", 1),
+                      attempt("a-9m-dialing", 9, "dialing"),
+                      attempt("a-20m-stale", 20)):
+                await uow.attempts.add(a)
+        async with svc.store.write() as uow:
+            by_driver = await uow.attempts.find_pending("col-p", "+8613800000071", now)
+            none_by_driver = await uow.attempts.find_pending("col-p", "+8613800000072", now)
+        async with svc.store.read() as uow:
+            by_core = await uow.attempts.find_pending("col-p", "+8613800000071", now)
+    assert none_by_driver is None
+    assert by_driver == by_core and by_driver is not None and by_driver.attempt_id == "a-5m"
