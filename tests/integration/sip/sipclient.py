@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+from typing import Callable
 
 from adapters.sip.message import SipMessage, SipParseError, StreamFramer, canonical_header_name, parse_message
 
@@ -155,3 +156,14 @@ class TcpClient:
             await asyncio.wait_for(self.writer.wait_closed(), 2)
         except (OSError, asyncio.TimeoutError, TimeoutError):
             pass
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for a condition exposed only as state (pyVoIP's call states, a child
+    process's life), with a deadline: the one place these tests poll."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -25,7 +25,7 @@ from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.server import free_port
 from adapters.sip.service import SipEdgeHealth
 from conftest import GATE_CONFIG
-from sipclient import UdpClient, make_invite
+from sipclient import UdpClient, make_invite, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -62,16 +62,6 @@ def gone(pid: int) -> bool:
     except OSError:
         return True
     return state in ("Z", "X")  # exited (a zombie waits for a parent that may be gone too)
-
-
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for process state the kernel exposes only as state (no event to await)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_the_edge_process_owns_the_sip_socket_and_the_service_side_decides():
@@ -143,9 +133,9 @@ async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():
         health = SipEdgeHealth(edge)  # what the console's health strip shows
         assert health.health()[0] == "ok"
         os.kill(first, signal.SIGKILL)
-        await until(lambda: not edge.listening, 10, "the service to notice the edge is gone")
+        await wait_until(lambda: not edge.listening, 10, "the service to notice the edge is gone")
         assert health.health() == ("down", f"SIP edge process restarting (last exit code {-signal.SIGKILL})")
-        await until(lambda: edge.restarts == 1 and edge.listening, 20, "the edge to be restarted")
+        await wait_until(lambda: edge.restarts == 1 and edge.listening, 20, "the edge to be restarted")
         assert edge.pid != first and edge.last_exit == -signal.SIGKILL
         assert health.health()[0] == "ok" and f"edge process {edge.pid}" in health.health()[1]
         client = UdpClient(port)
@@ -226,7 +216,7 @@ async def test_an_edge_whose_service_died_exits_by_itself():
         assert not gone(edge_pid)
         parent.kill()  # no clean-up runs: the edge learns it from its stdin closing
         parent.wait(10)
-        await until(lambda: gone(edge_pid), 10, "the orphaned edge to exit")
+        await wait_until(lambda: gone(edge_pid), 10, "the orphaned edge to exit")
         assert udp_socket_owners(port) == set()
     finally:
         if parent.poll() is None:

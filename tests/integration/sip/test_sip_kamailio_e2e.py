@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ import pytest
 from adapters.sip.server import free_port
 from kamailio_proc import kamailio_available, run_kamailio
 from service_app import case_doc, start_service
-from sipclient import UdpClient, derive
+from sipclient import UdpClient, derive, wait_until
 from tests.conftest import require_service
 
 TONE_HZ = 1100
@@ -50,16 +49,6 @@ def dominant_frequency(audio: bytes) -> float:
     freqs = np.fft.rfftfreq(len(samples), 1 / RATE)
     spectrum[freqs < 50] = 0  # ignore DC
     return float(freqs[int(np.argmax(spectrum))])
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for a condition pyVoIP exposes only as state (it has no events to await)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class DebtorPhone:

@@ -320,14 +320,19 @@ async def test_a_timed_out_decision_is_not_cancelled_half_way_and_the_call_is_st
     assert (pending_late, pending_after) == (1, 0)
 
 
-async def test_when_too_many_decisions_are_in_flight_new_invites_get_503_at_once(start_gate):
+def held() -> tuple[RecordingSipAuthorizer, asyncio.Event]:
+    """An authorizer whose decisions all wait for the returned event, then allow."""
     release = asyncio.Event()
 
     async def slow(invite: SipDialInput) -> SipDialAnswer:
         await release.wait()
         return SipDialAnswer(True, "allow", "Allowed", attempt_id=f"att-{invite.call_id}")
 
-    auth = RecordingSipAuthorizer(slow)
+    return RecordingSipAuthorizer(slow), release
+
+
+async def test_when_too_many_decisions_are_in_flight_new_invites_get_503_at_once(start_gate):
+    auth, release = held()
     async with start_gate(auth, max_pending_decisions=2) as gate:
         client = UdpClient(gate.port)
         first = make_invite("+8613800000027", gate_port=gate.port)
@@ -381,13 +386,8 @@ async def test_the_largest_udp_datagram_is_read_whole(start_gate):
 
 
 async def test_invites_shed_under_overload_are_all_answered_503_and_logged_in_one_line_with_their_count(start_gate):
-    release = asyncio.Event()
-
-    async def slow(invite: SipDialInput) -> SipDialAnswer:
-        await release.wait()
-        return SipDialAnswer(True, "allow", "Allowed")
-
-    async with start_gate(RecordingSipAuthorizer(slow), max_pending_decisions=1) as gate:
+    auth, release = held()
+    async with start_gate(auth, max_pending_decisions=1) as gate:
         client = UdpClient(gate.port)
         with capture_logs() as logs:
             client.send(make_invite("+8613800000030", gate_port=gate.port))  # takes the one slot
@@ -403,13 +403,7 @@ async def test_invites_shed_under_overload_are_all_answered_503_and_logged_in_on
 
 
 async def test_invites_are_shed_once_the_oldest_decision_in_flight_has_waited_longer_than_shed_after(start_gate):
-    release = asyncio.Event()
-
-    async def slow(invite: SipDialInput) -> SipDialAnswer:
-        await release.wait()
-        return SipDialAnswer(True, "allow", "Allowed", attempt_id=f"att-{invite.call_id}")
-
-    auth = RecordingSipAuthorizer(slow)
+    auth, release = held()
     async with start_gate(auth, shed_after=0.15) as gate:
         client = UdpClient(gate.port)
         client.send(make_invite("+8613800000041", gate_port=gate.port))
