@@ -615,7 +615,10 @@ async def _drive_sip(server: Any, first: int, calls: int, batch: int = 32) -> tu
                 server.on_datagram(invites[i], peer)
             while out.finals < end:
                 out.wake = asyncio.Event()
-                await out.wake.wait()
+                try:
+                    await asyncio.wait_for(out.wake.wait(), 30)
+                except (TimeoutError, asyncio.TimeoutError):
+                    raise RuntimeError(f"the listener answered {out.finals} of {end} INVITEs within 30 s") from None
             for i in range(s, end):
                 server.on_datagram(acks[i], peer)
     finally:

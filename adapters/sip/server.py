@@ -233,7 +233,7 @@ class SipServer:
         if reply is None:
             if len(self._udp_replies) >= _UDP_REPLY_CACHE:
                 self._udp_replies.clear()
-            reply = self._udp_replies[addr] = _UdpReply(self._udp, addr)
+            reply = self._udp_replies[addr] = _UdpReply(self, addr)
         self._receive(data, "udp", reply, addr)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -504,16 +504,17 @@ _UDP_REPLY_CACHE = 1024  # peer addresses remembered (a PBX or two in practice; 
 
 
 class _UdpReply:
-    """Send a response to one UDP peer through the listener's socket."""
+    """Send a response to one UDP peer through the listener's socket (the one it has
+    when the response leaves: none once it closed)."""
 
-    __slots__ = ("udp", "addr")
+    __slots__ = ("server", "addr")
 
-    def __init__(self, udp: "_UdpEndpoint | None", addr: tuple[Any, ...]) -> None:
-        self.udp = udp
+    def __init__(self, server: "SipServer", addr: tuple[Any, ...]) -> None:
+        self.server = server
         self.addr = addr
 
     def __call__(self, resp: SipResponse) -> None:
-        udp = self.udp
+        udp = self.server._udp
         if udp is not None and not udp.is_closing():
             udp.sendto(resp.to_bytes(), self.addr)
 
