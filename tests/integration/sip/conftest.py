@@ -9,13 +9,8 @@ import pytest
 
 from adapters.sip.config import load_sip_config
 from adapters.sip.server import SipServer
+from sipclient import GATE_CONFIG
 
-GATE_CONFIG = {
-    "listen": "127.0.0.1:5070",
-    "route": "sip:{number}@127.0.0.1:5080",
-    "extensions": {"1001": "a1", "1002": "a2"},
-    "registered_lines": {"bank-a": ["+862161234567", "1001"]},
-}
 
 
 @pytest.fixture

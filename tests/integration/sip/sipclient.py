@@ -14,6 +14,14 @@ from adapters.sip.message import SipMessage, SipParseError, StreamFramer, canoni
 
 _counter = itertools.count(1)
 
+# The listener's [sip] table in these tests (conftest's start_gate, the edge tests).
+GATE_CONFIG = {
+    "listen": "127.0.0.1:5070",
+    "route": "sip:{number}@127.0.0.1:5080",
+    "extensions": {"1001": "a1", "1002": "a2"},
+    "registered_lines": {"bank-a": ["+862161234567", "1001"]},
+}
+
 
 def read_response(data: bytes, transport: str = "udp") -> SipMessage:
     """Parse what the gate sent; a response mirroring a peer's odd Via (``SIP/7.0``) is

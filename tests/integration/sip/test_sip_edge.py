@@ -24,8 +24,7 @@ from adapters.sip.edge import SipEdgeError, SipEdgeProcess
 from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.server import free_port
 from adapters.sip.service import SipEdgeHealth
-from conftest import GATE_CONFIG
-from sipclient import UdpClient, make_invite, wait_until
+from sipclient import GATE_CONFIG, UdpClient, make_invite, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 
