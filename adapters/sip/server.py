@@ -108,7 +108,6 @@ class _Decision:
     task: asyncio.Task[Any] | None = None
     timer: asyncio.TimerHandle | None = None  # 100 Trying, then the time-out
     late: bool = False  # answered by the time-out; the authorizer still runs
-    finished: bool = False  # the authorizer's task is done
 
 
 def _tag_for(*parts: str) -> str:
@@ -402,7 +401,7 @@ class SipServer:
         queue for seconds into INVITE retransmissions; a cap of 128 instead of 64 let
         a 4,000/s overload of the edge do the same: measured)."""
         oldest = self._oldest
-        while oldest and (oldest[0].finished or oldest[0].late):
+        while oldest and (oldest[0].late or oldest[0].task is None or oldest[0].task.done()):
             oldest.popleft()
         return bool(oldest) and time.perf_counter() - oldest[0].started > self._shed_after
 
@@ -434,7 +433,6 @@ class SipServer:
         """Done-callback of the authorizer's task: answer (fail closed on any error)."""
         self._tasks.discard(task)
         self._pending -= 1
-        d.finished = True
         if d.timer is not None:
             d.timer.cancel()
         if task.cancelled():

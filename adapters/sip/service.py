@@ -262,27 +262,24 @@ async def open_sip_gate(services: Any) -> AsyncIterator[SipServer | SipEdgeProce
     except SipConfigError as exc:
         raise ConfigError(f"{services.config.source}: {exc}") from exc
     authorizer = GateSipAuthorizer(services.gate, config)
+    gate: SipServer | SipEdgeProcess
     if config.edge == "process":
-        edge = SipEdgeProcess(authorizer, raw, log_level=services.config.log.level, log_json=services.config.log.json)
-        try:
-            await edge.start()
-        except SipEdgeError as exc:
-            raise ConfigError(f"{services.config.source}: [sip] {exc}") from exc
-        try:
-            log.info("sip.gate_started", listen=config.listen, route=config.route, edge="process", pid=edge.pid)
-            services.sip = SipEdgeHealth(edge)
-            yield edge
-        finally:
-            services.sip = None
-            await edge.close()
-        return
-    async with SipServer(authorizer, config) as server:
-        log.info("sip.gate_started", listen=config.listen, route=config.route)
-        services.sip = SipGateHealth(server)
-        try:
-            yield server
-        finally:
-            services.sip = None
+        gate = SipEdgeProcess(authorizer, raw, log_level=services.config.log.level, log_json=services.config.log.json)
+        health: SipGateHealth | SipEdgeHealth = SipEdgeHealth(gate)
+    else:
+        gate = SipServer(authorizer, config)
+        health = SipGateHealth(gate)
+    try:
+        await gate.start()
+    except SipEdgeError as exc:
+        raise ConfigError(f"{services.config.source}: [sip] {exc}") from exc
+    try:
+        log.info("sip.gate_started", listen=config.listen, route=config.route, edge=config.edge)
+        services.sip = health
+        yield gate
+    finally:
+        services.sip = None
+        await gate.close()
 
 
 class SipGateHealth:
