@@ -374,13 +374,14 @@ class SipEdgeProcess:
                 return
             self.last_exit = code
             log.error("sip.edge_exited", code=code, pid=proc.pid, restart_in_s=delay)
-            await asyncio.sleep(delay)  # a crash loop must not spin: back off
-            try:
-                await self._launch()
-            except SipEdgeError as exc:
-                log.error("sip.edge_restart_failed", error=str(exc))
-                delay = min(delay * 2, 10.0)
-                continue
+            while True:  # one sip.edge_exited per exit; each failed restart says when the next is
+                await asyncio.sleep(delay)  # a crash loop must not spin: back off
+                try:
+                    await self._launch()
+                    break
+                except SipEdgeError as exc:
+                    delay = min(delay * 2, 10.0)
+                    log.error("sip.edge_restart_failed", error=str(exc), retry_in_s=delay)
             self.restarts += 1
             delay = 1.0
             log.info("sip.edge_restarted", pid=self.pid, listen=self._sip["listen"])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.sip.edge import SipEdgeError, SipEdgeProcess
 from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
@@ -142,6 +143,35 @@ async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():
         client.close()
     assert resp.status == 302
     assert [a.number for a in authorizer.asked] == ["+8613800000002"]
+
+
+async def test_a_restart_that_cannot_bind_is_retried_with_back_off_and_logged_once_per_attempt():
+    port = free_port()
+    authorizer = HourlyCapSipAuthorizer(per_hour=5)
+    async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
+        first = edge.pid
+        assert first is not None
+        with capture_logs() as logs:
+            os.kill(first, signal.SIGKILL)
+            await wait_until(lambda: first not in udp_socket_owners(port), 10, "the killed edge to let go of its port")
+            squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # someone else takes the port meanwhile
+            squatter.bind(("127.0.0.1", port))
+            try:
+                await wait_until(lambda: any(e["event"] == "sip.edge_restart_failed" for e in logs), 20,
+                                 "a restart attempt to fail on the taken port")
+            finally:
+                squatter.close()
+            await wait_until(lambda: edge.restarts == 1 and edge.listening, 30, "the edge to be restarted")
+        events = [e["event"] for e in logs if e["event"].startswith("sip.edge_")]
+        assert events[0] == "sip.edge_exited" and events[-1] == "sip.edge_restarted"
+        assert events.count("sip.edge_exited") == 1  # one exit, however many attempts it takes
+        failed = [e for e in logs if e["event"] == "sip.edge_restart_failed"]
+        assert failed and f"127.0.0.1:{port}" in failed[0]["error"]
+        assert [e["retry_in_s"] for e in failed] == [2.0, 4.0, 8.0][: len(failed)]
+        client = UdpClient(port)
+        resp = await client.request(make_invite("13800000003", gate_port=port), timeout=5)
+        client.close()
+    assert resp.status == 302
 
 
 async def test_a_taken_port_fails_the_start_with_the_reason_and_leaves_no_process():
