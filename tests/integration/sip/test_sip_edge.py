@@ -151,11 +151,19 @@ async def test_a_restart_that_cannot_bind_is_retried_with_back_off_and_logged_on
     async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
         first = edge.pid
         assert first is not None
+        squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # someone else takes the port meanwhile
+
+        def squat() -> bool:
+            try:
+                squatter.bind(("127.0.0.1", port))
+            except OSError:
+                return False  # the killed edge's socket is not closed yet
+            return True
+
         with capture_logs() as logs:
             os.kill(first, signal.SIGKILL)
-            await wait_until(lambda: first not in udp_socket_owners(port), 10, "the killed edge to let go of its port")
-            squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # someone else takes the port meanwhile
-            squatter.bind(("127.0.0.1", port))
+            # the first restart comes >= 1 s after the exit: the squatter is there before it
+            await wait_until(squat, 10, "the killed edge to let go of its port")
             try:
                 await wait_until(lambda: any(e["event"] == "sip.edge_restart_failed" for e in logs), 20,
                                  "a restart attempt to fail on the taken port")
