@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -155,9 +156,13 @@ attempts = Table(
     Index("ix_attempts_case_pk_at", "case_pk", "at"),
     # The SIP gate matches a pending authorisation by agent and number. `valid_until`
     # makes SQLite (no ANALYZE) prefer it to the expiry index below (migration 0004).
-    Index("ix_attempts_agent_id_state_number_valid_until", "agent_id", "state", "number", "valid_until"),
+    # Both state indexes are read only for state 'authorised', so on SQLite they hold
+    # only those rows (migration 0006): a SIP dial's attempt (born 'dialing') is never
+    # written into them, and an attempt leaves them once it is used or expires.
+    Index("ix_attempts_agent_id_state_number_valid_until", "agent_id", "state", "number", "valid_until",
+          sqlite_where=text("state = 'authorised'")),
     # The expiry sweep: authorised attempts whose validity ended.
-    Index("ix_attempts_state_valid_until", "state", "valid_until"),
+    Index("ix_attempts_state_valid_until", "state", "valid_until", sqlite_where=text("state = 'authorised'")),
 )
 
 outcomes = Table(
@@ -224,8 +229,11 @@ decisions = Table(
     Column("hash", String(64), nullable=False),
     UniqueConstraint("chain", "seq"),
     # Migration 0002_console: the console's blocked-dial view (every filter column, so
-    # counts and charts are index-only) and the case page / case filter.
-    Index("ix_decisions_review", "allowed", "kind", "at", "creditor", "rule_id", "agent_id", "case_id"),
+    # counts and charts are index-only) and the case page / case filter. Every reader
+    # asks for blocked decisions (`allowed IS 0`), so on SQLite it holds only those
+    # (migration 0006): an allowed dial's decision is not written into it.
+    Index("ix_decisions_review", "allowed", "kind", "at", "creditor", "rule_id", "agent_id", "case_id",
+          sqlite_where=text("allowed IS 0")),
     Index("ix_decisions_creditor_case_id_at", "creditor", "case_id", "at"),
     # (creditor, at) and (allowed, at) were dropped by migrations 0004 and 0005: no
     # reader needs them.

@@ -299,3 +299,107 @@ async def test_the_index_migration_downgrades_to_the_old_indexes_and_upgrades_ag
         assert "ix_attempts_agent_id_state_number_valid_until" not in before_attempts
         await upgrade(store)
         assert (_indexes(path, "decisions"), _indexes(path, "attempts")) == (now_decisions, now_attempts)
+
+
+PARTIAL = {
+    "ix_attempts_agent_id_state_number_valid_until": "WHERE state = 'authorised'",
+    "ix_attempts_state_valid_until": "WHERE state = 'authorised'",
+    "ix_decisions_review": "WHERE allowed IS 0",
+}
+
+
+def _index_sql(path: Path) -> dict[str, str]:
+    con = sqlite3.connect(path)
+    try:
+        return {r[0]: r[1] for r in con.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            "AND tbl_name IN ('attempts', 'decisions')")}
+    finally:
+        con.close()
+
+
+async def test_the_state_and_review_indexes_are_partial_after_migration_and_in_the_table_definitions(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import create_engine
+
+    from adapters.db.tables import metadata
+
+    migrated = tmp_path / "migrated.db"
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{migrated}"}})
+    async with SqlAlchemyCaseStore(cfg.store) as store:
+        await upgrade(store)
+    declared = tmp_path / "declared.db"
+    engine = create_engine(f"sqlite:///{declared}")
+    metadata.create_all(engine)
+    engine.dispose()
+    for path in (migrated, declared):
+        sql = _index_sql(path)
+        for name, where in PARTIAL.items():
+            assert sql[name].endswith(where), (path.name, sql[name])
+
+
+async def test_only_authorised_attempts_and_blocked_decisions_are_written_into_the_partial_indexes(migrated) -> None:
+    """What migration 0006 is for: a SIP dial's attempt ('dialing') and an allowed
+    decision cost no entry in these indexes; the rows their readers look for are there."""
+    path, _ = migrated
+    con = sqlite3.connect(path)
+    try:
+        for i, state in enumerate(("authorised", "dialing", "completed")):
+            con.execute(
+                "INSERT INTO attempts (id, case_pk, creditor, case_id, number, relation, agent_id, channel, state, at, "
+                "valid_until, decision_id, connected) VALUES (?, 1, 'bank-b', 'B-1', '+8613800000001', 'self', 'col-1', "
+                "'sip', ?, '2026-11-24 10:00:00.000000', '2026-11-24 10:02:00.000000', ?, 0)",
+                (f"a-{i}", state, f"d-{i}"),
+            )
+        for i, allowed in enumerate((1, 0, 1)):
+            con.execute(
+                "INSERT INTO decisions (chain, seq, decision_id, kind, at, creditor, case_id, agent_id, allowed, rule_id, "
+                "attempt_id, record, prev_hash, hash) VALUES ('bank-b', ?, ?, 'dial', '2026-11-24 10:00:00.000000', "
+                "'bank-b', 'B-1', 'col-1', ?, 'r', NULL, '{}', '', '')",
+                (i + 1, f"d-{i}", allowed),
+            )
+        con.commit()
+
+        def entries(index: str) -> int:
+            # ANALYZE counts each index's entries (a throwaway database: the plan tests
+            # above run on their own, without sqlite_stat1).
+            con.execute("ANALYZE")
+            found = con.execute("SELECT stat FROM sqlite_stat1 WHERE idx = ?", (index,)).fetchone()
+            return int(found[0].split()[0]) if found else 0
+
+        assert con.execute("SELECT count(*) FROM attempts").fetchone() == (3,)
+        assert con.execute("SELECT count(*) FROM decisions").fetchone() == (3,)
+        assert entries("ix_attempts_number_at") == 3  # a full index, for comparison
+        assert entries("ix_attempts_state_valid_until") == 1
+        assert entries("ix_attempts_agent_id_state_number_valid_until") == 1
+        assert entries("ix_decisions_creditor_case_id_at") == 3
+        assert entries("ix_decisions_review") == 1
+        # An authorised attempt that is used or expires leaves them.
+        con.execute("UPDATE attempts SET state = 'expired' WHERE id = 'a-0'")
+        con.commit()
+        assert entries("ix_attempts_state_valid_until") == 0
+    finally:
+        con.close()
+
+
+async def test_the_partial_index_migration_downgrades_to_full_indexes_and_upgrades_again(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{path}"}})
+    async with SqlAlchemyCaseStore(cfg.store) as store:
+        await upgrade(store)
+        now = _index_sql(path)
+
+        def down(sync_conn: Any) -> None:
+            alembic = alembic_config()
+            alembic.attributes["connection"] = sync_conn
+            command.downgrade(alembic, "0005_allowed_at")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(down)
+        before = _index_sql(path)
+        assert set(before) == set(now)
+        for name in PARTIAL:
+            assert "WHERE" not in before[name], before[name]
+        await upgrade(store)
+        assert _index_sql(path) == now
