@@ -66,14 +66,18 @@ CASE_KEYS = (
 CASES_BY_ID = f"SELECT {', '.join(CASE_KEYS)} FROM cases WHERE case_id = ? ORDER BY id"
 CONTACT_KEYS = ("case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
 # The same cases with their contacts in one statement (the SIP gate's INVITE without a
-# case id, once per decision): one row per contact, case columns then contact columns,
-# in case then contact order. Inner join: every case found holds the number.
+# case id, once per decision): one row per contact, case columns, contact columns, then
+# the contact's id. Inner join: every case found holds the number. CROSS JOIN fixes the
+# order SQLite joins in: the number's contacts (ix_contacts_number), their case by rowid,
+# its contacts by (case_pk, number). `c.id IN (SELECT ...)` built a temporary table for
+# the list and ORDER BY a sorter, for the one or two rows found: the caller orders them
+# (by case, then contact id) instead.
 CASES_WITH_CONTACTS_ACTIVE_FOR_AGENT_NUMBER = (
-    f"SELECT {', '.join('c.' + k for k in CASE_KEYS)}, {', '.join('t.' + k for k in CONTACT_KEYS)} "
-    "FROM cases c JOIN contacts t ON t.case_pk = c.id "
-    "WHERE c.id IN (SELECT case_pk FROM contacts WHERE number = ?) AND c.status = 'active' AND c.assigned_agent = ? "
-    "ORDER BY c.id, t.id"
+    f"SELECT {', '.join('c.' + k for k in CASE_KEYS)}, {', '.join('t.' + k for k in CONTACT_KEYS)}, t.id "
+    "FROM contacts h CROSS JOIN cases c CROSS JOIN contacts t "
+    "WHERE h.number = ? AND c.id = h.case_pk AND c.status = 'active' AND c.assigned_agent = ? AND t.case_pk = c.id"
 )
+CONTACT_ID = len(CASE_KEYS) + len(CONTACT_KEYS)  # the last column above
 CONTACTS_OF_ONE = f"SELECT {', '.join(CONTACT_KEYS)} FROM contacts WHERE case_pk = ? ORDER BY id"
 # Same shape and plan as the Core `Q_HISTORY`: two index range scans merged.
 HISTORY = (

@@ -1242,13 +1242,18 @@ class SqlCaseRepository:
 
     def _load_joined_raw(self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[CaseRecord]:
         """Cases from one statement that returns a row per contact (hot.CASE_KEYS then
-        hot.CONTACT_KEYS columns, ordered by case then contact): one statement instead
-        of one for the cases and one per case for their contacts."""
+        hot.CONTACT_KEYS columns, then the contact's id): one statement instead of one
+        for the cases and one per case for their contacts. Ordered here by case, then
+        contact id (the Core path's order), as the statement does not sort."""
         py_time = hot.py_time
         out: list[CaseRecord] = []
         case: Any = None
         contacts: list[ContactRecord] = []
-        for r in raw.execute(sql, params):
+        rows = raw.execute(sql, params).fetchall()
+        if len(rows) > 1:
+            cid = hot.CONTACT_ID
+            rows.sort(key=lambda r: (r[0], r[cid]))
+        for r in rows:
             if case is None or r[0] != case[0]:
                 if case is not None:
                     out.append(self._case_from_row(case, tuple(contacts)))

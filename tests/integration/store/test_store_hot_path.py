@@ -204,9 +204,11 @@ async def test_the_writers_lookup_of_an_agents_active_cases_by_number_matches_th
             data, _ = await add_user(svc.store, clock, f"data-{creditor}", "data", frozenset({creditor}))
             cases = [one_case("R-1", creditor, "col-r", "13800000091"), one_case("R-2", creditor, "col-r", "13800000095"),
                      one_case("R-3", creditor, "col-x", "13800000091"), one_case("R-4", creditor, "col-r", "13800000091")]
+            # Added out of number order: contacts come in id order (the Core lookup's), not
+            # in the (case_pk, number) index's.
             cases[0]["contacts"] += [
-                {"number": "13800000092", "relation": "family", "name": "李四", "tz": "Asia/Urumqi"},
                 {"number": "13800000093", "relation": "third_party", "status": "invalid", "do_not_call": True},
+                {"number": "13800000092", "relation": "family", "name": "李四", "tz": "Asia/Urumqi"},
             ]
             cases[3]["status"] = "paused"
             await svc.gate.import_cases(data, parse_cases_payload({"cases": cases}, svc.region_of))
@@ -220,6 +222,7 @@ async def test_the_writers_lookup_of_an_agents_active_cases_by_number_matches_th
     assert none_by_driver == []
     assert by_driver == by_core
     assert [(c.creditor, c.case_id, len(c.contacts)) for c in by_driver] == [("bank-r", "R-1", 3), ("bank-s", "R-1", 3)]
+    assert [k.number for k in by_driver[0].contacts] == ["+8613800000091", "+8613800000093", "+8613800000092"]
 
 
 async def test_the_writer_finds_the_same_oldest_live_authorisation_as_the_core_lookup(tmp_path: Path) -> None:
