@@ -94,9 +94,11 @@ INSERT_ATTEMPT = (
     "valid_until, decision_id, connected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 CHAIN_HEAD = "SELECT seq, hash FROM chain_heads WHERE chain = ?"
+# `record` arrives as the canonical JSON's UTF-8 bytes: CAST stores them as TEXT, the
+# same value a str gives (a bytes parameter alone would be stored as a BLOB).
 INSERT_DECISION = (
     "INSERT INTO decisions (chain, seq, decision_id, kind, at, creditor, case_id, agent_id, allowed, rule_id, "
-    "attempt_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "attempt_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?)"
 )
 UPSERT_CHAIN_HEAD = (
     "INSERT INTO chain_heads (chain, seq, hash) VALUES (?, ?, ?) "

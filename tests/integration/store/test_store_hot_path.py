@@ -38,7 +38,7 @@ TABLES = {
     "attempts": ("case_pk, creditor, case_id, number, relation, agent_id, channel, state, at, valid_until, "
                  "decision_id, connected, id, typeof(at), typeof(connected)", "at, rowid"),
     "decisions": ("chain, seq, decision_id, kind, at, creditor, case_id, agent_id, allowed, rule_id, attempt_id, "
-                  "record, typeof(at), typeof(allowed)", "chain, seq"),
+                  "record, typeof(record), typeof(at), typeof(allowed)", "chain, seq"),
     "outbox": ("event_id, type, creditor, case_id, case_seq, occurred_at, payload, published_at", "id"),
     "chain_heads": ("chain, seq", "chain"),
     "cases": ("id, case_id, event_seq, follow_up_status, next_action_date", "id"),
