@@ -237,7 +237,9 @@ class Gate:
 
     async def _resolve_by_number(
         self, uow: UnitOfWork, cmd: RequestDial, number: str, now: datetime
-    ) -> tuple[CaseRecord, RequestDial]:
+    ) -> tuple[CaseRecord, RequestDial, AttemptRecord | None]:
+        """(case, the command with it, the agent's pending authorisation found for the
+        number, which `_consume_pending` then need not look up again)."""
         if not self.resolves_in_write:
             raise UnprocessableEntity("case_id is required", details={"field": "case_id"})
         scope = cmd.actor.scope()
@@ -265,7 +267,7 @@ class Gate:
             attempt_id=cmd.attempt_id, caller_line=cmd.caller_line, registered_lines=lines,
             lines_by_creditor=cmd.lines_by_creditor,
         )
-        return case, resolved
+        return case, resolved, pending
 
     async def _agent(self, uow: UnitOfWork, actor: Principal, agent_id: str) -> AgentSnapshot:
         if actor.role in ("collector", "supervisor"):
@@ -381,17 +383,18 @@ class Gate:
         number = e164 or cmd.number.strip()
         try:
             async with self.store.write((f"case:{cmd.case_id}", f"number:{number}")) as uow:
+                pending = None
                 if cmd.case_id:
                     case = await self._resolve_case(uow, cmd.actor, cmd.case_id, cmd.creditor)
                 else:
-                    case, cmd = await self._resolve_by_number(uow, cmd, number, now)
+                    case, cmd, pending = await self._resolve_by_number(uow, cmd, number, now)
                 pol = self.policies.for_creditor(case.creditor)
                 if pol.default_region != default_region:
                     number = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
                 agent = await self._agent(uow, cmd.actor, cmd.agent_id)
                 result = None
                 if cmd.match_pending:
-                    result = await self._consume_pending(uow, cmd, case, number, now)
+                    result = await self._consume_pending(uow, cmd, case, number, now, pending)
                 if result is None:
                     result = await self._decide_and_reserve(uow, cmd, case, agent, number, now, decision_id, faults)
         except StoreUnavailable as exc:
@@ -477,10 +480,16 @@ class Gate:
         return DialResult(decision.allowed, decision, record, attempt)
 
     async def _consume_pending(
-        self, uow: UnitOfWork, cmd: RequestDial, case: CaseRecord, number: str, now: datetime
+        self, uow: UnitOfWork, cmd: RequestDial, case: CaseRecord, number: str, now: datetime,
+        found: AttemptRecord | None = None,
     ) -> DialResult | None:
+        """`found`: the pending authorisation `_resolve_by_number` looked up for this
+        agent and number in this same transaction (the same answer a second lookup gives,
+        so it is not asked twice)."""
         if cmd.attempt_id:
             pending = await uow.attempts.get(cmd.attempt_id)
+        elif found is not None and found.number == number:
+            pending = found
         else:
             pending = await uow.attempts.find_pending(cmd.agent_id, number, now)
         if (
