@@ -1805,10 +1805,11 @@ class SqlDecisionLog:
         # check": an IN list lets SQLite seek (allowed, kind, at) in ix_decisions_review.
         conds: list[Any] = [d.kind.in_(REVIEWED_KINDS)]
         if allowed is not None:
-            # `IS`, as the console writes it: on SQLite the review index holds blocked
+            # On SQLite `IS`, as the console writes it: the review index holds blocked
             # decisions only (`WHERE allowed IS 0`, migration 0006), and SQLite uses it
-            # only for a query whose condition is spelt the same way.
-            conds.append(d.allowed.is_(allowed))
+            # only for a query whose condition is spelt the same way. PostgreSQL keeps
+            # the full index and the plain comparison.
+            conds.append(d.allowed == allowed if self.is_postgres else d.allowed.is_(allowed))
         if creditors is not None:
             conds.append(d.creditor.in_(sorted(creditors)) if creditors else literal(False))
         if since is not None:
