@@ -57,6 +57,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import orjson
 import structlog
 
 from adapters.sip.gate import SipDialAnswer, SipDialAuthorizer, SipDialInput, fail_closed_answer
@@ -80,7 +81,8 @@ class SipEdgeError(RuntimeError):
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON (orjson: a line each way per decision, ~5x faster than json)."""
+    return orjson.dumps(obj)
 
 
 def encode_input(req_id: int, d: SipDialInput) -> bytes:
@@ -149,7 +151,7 @@ class _Lines(asyncio.Protocol):
                     return
                 if line:
                     try:
-                        msg = json.loads(line)
+                        msg = orjson.loads(line)
                     except ValueError as exc:
                         raise LinkError(f"not JSON: {exc}") from None
                     self._on_line(self, msg)
@@ -242,17 +244,22 @@ class DecisionServer:
 
     def _decide(self, link: _Lines, req_id: int, dial: SipDialInput) -> None:
         self.pending += 1
-        task = asyncio.get_running_loop().create_task(self._authorizer.authorize(dial))
+        task = asyncio.get_running_loop().create_task(self._answer(link, req_id, dial))
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._decided(link, req_id, dial, t))
+        task.add_done_callback(self._tasks.discard)
 
-    def _decided(self, link: _Lines, req_id: int, dial: SipDialInput, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+    async def _answer(self, link: _Lines, req_id: int, dial: SipDialInput) -> None:
+        """Decide, and send the answer from the same task (from a done-callback it was
+        one more turn of the loop per decision, each carrying a batch of decisions)."""
+        exc: BaseException | None = None
+        try:
+            answer: Any = await self._authorizer.authorize(dial)
+        except asyncio.CancelledError:  # the service is closing; the edge's link goes with it
+            self.pending -= 1
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure fails closed
+            answer, exc = None, e
         self.pending -= 1
-        if task.cancelled():
-            return  # the service is closing; the edge's link goes with it
-        exc = task.exception()
-        answer = task.result() if exc is None else None
         if not isinstance(answer, SipDialAnswer):
             log.warning("sip.authorizer_failed", error=type(exc).__name__ if exc else type(answer).__name__,
                         detail=str(exc)[:200], call_id=dial.call_id)
