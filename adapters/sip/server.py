@@ -20,6 +20,8 @@ import asyncio
 import hashlib
 import re
 import socket
+import struct
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -141,6 +143,7 @@ class SipServer:
         self._max_conns = max_tcp_connections
         self._max_pending = max_pending_decisions
         self._shed_after = shed_after
+        self._queued = 0.0  # how long the datagram being handled sat in the socket's buffer (s)
         self._oldest: deque[_Decision] = deque()  # decisions in arrival order; finished ones leave lazily
         self._pending = 0  # decisions not finished (late ones after a time-out included)
         self._shed_logged_at = -_OVERLOAD_LOG_EVERY  # when sip.overloaded was last logged
@@ -193,8 +196,10 @@ class SipServer:
                 if self._port != 0:
                     raise
                 continue
-            # The kernel's default UDP receive buffer is kept on purpose: a larger one only
-            # turns overload into seconds of queueing (and INVITE retransmissions).
+            # The UDP socket asks for a 1 MiB receive buffer (`_UDP_RCVBUF`): a stall no
+            # longer drops INVITEs, and what waited there longer than `shed_after` is
+            # answered 503 at once (kernel receive times), so a larger buffer does not
+            # turn overload into seconds of queueing as it did before those times were read.
             self._udp = udp
             self._port = port
             log.info("sip.listening", host=self._host, port=port, transports="udp,tcp")
@@ -224,8 +229,11 @@ class SipServer:
         self.transactions.close()
 
     # -- inbound -----------------------------------------------------------------------
-    def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def on_datagram(self, data: bytes, addr: tuple[Any, ...], queued: float = 0.0) -> None:
+        """One UDP datagram; ``queued``: seconds it waited in the socket's receive buffer
+        (from the kernel's receive time stamp; 0 when unknown)."""
         self.stats.datagrams += 1
+        self._queued = queued
         if not data.strip(b"\r\n"):
             return  # keep-alive
         reply = self._udp_replies.get(addr)
@@ -258,6 +266,7 @@ class SipServer:
                 try:
                     for raw in framer.feed(data):
                         self.stats.tcp_messages += 1
+                        self._queued = 0.0  # a stream has no per-message receive time
                         self._receive(raw, "tcp", reply, peer)
                     framer.check()
                 except SipParseError as exc:
@@ -340,7 +349,7 @@ class SipServer:
         cseq_number, _ = msg.cseq
         to_tag = msg.to.tag or _tag_for(msg.call_id, msg.from_.tag or "", str(cseq_number), "dialgate")
         txn = self.transactions.create(key, msg, to_tag, transport == "tcp", reply)
-        if self._pending >= self._max_pending or self._backlogged():
+        if self._pending >= self._max_pending or self._queued > self._shed_after or self._backlogged():
             # Overload: answer at once instead of queueing decisions that would time out
             # anyway. 503 + Retry-After (RFC 3261 21.5.4); the call is not placed.
             self.stats.overloaded += 1
@@ -373,13 +382,14 @@ class SipServer:
             log.warning("sip.authorizer_failed", error=type(exc).__name__, detail=str(exc)[:200], call_id=msg.call_id)
             self._answer(_Decision(msg, txn, source, None, time.perf_counter()), fail_closed_answer())
             return
-        # One task per INVITE (the authorizer's own), finished by a done-callback; the
-        # 100 Trying and the time-out are one timer handle in turn. (A wrapping task
-        # awaiting asyncio.wait() cost ~13 us more per INVITE: a second task, a waiter
-        # future and their callbacks.)
+        # One task per INVITE, which answers as soon as the authorizer returns; the 100
+        # Trying and the time-out are one timer handle in turn. (A wrapping task awaiting
+        # asyncio.wait() cost ~13 us more per INVITE; answering from the task's
+        # done-callback cost one more turn of the loop, which under load carries a
+        # batch of decisions: milliseconds of latency.)
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._authorizer.authorize(dial))
         d = _Decision(msg, txn, source, dial, time.perf_counter())
+        task = loop.create_task(self._decide(d, dial))
         self._oldest.append(d)
         d.task = task
         if self._timeout > _PROVISIONAL_AFTER:
@@ -387,7 +397,7 @@ class SipServer:
         else:
             d.timer = loop.call_later(self._timeout, self._timed_out, d)
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._decided(d, t))
+        task.add_done_callback(self._tasks.discard)
 
     def _backlogged(self) -> bool:
         """True when the oldest decision still within its time-out has waited longer
@@ -429,16 +439,24 @@ class SipServer:
                     call_id=d.msg.call_id)
         self._answer(d, fail_closed_answer())
 
-    def _decided(self, d: "_Decision", task: asyncio.Task[Any]) -> None:
-        """Done-callback of the authorizer's task: answer (fail closed on any error)."""
-        self._tasks.discard(task)
+    async def _decide(self, d: "_Decision", dial: SipDialInput) -> None:
+        """The INVITE's task: ask the authorizer, then answer (fail closed on any error)."""
+        try:
+            answer: Any = await self._authorizer.authorize(dial)
+        except asyncio.CancelledError:  # the listener is closing
+            self._pending -= 1
+            if d.timer is not None:
+                d.timer.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the authorizer fails closed
+            self._decided(d, None, exc)
+        else:
+            self._decided(d, answer, None)
+
+    def _decided(self, d: "_Decision", answer: Any, exc: BaseException | None) -> None:
         self._pending -= 1
         if d.timer is not None:
             d.timer.cancel()
-        if task.cancelled():
-            return  # the listener is closing
-        exc = task.exception()
-        answer = task.result() if exc is None else None
         if d.late:
             log.warning(
                 "sip.late_decision",
@@ -500,6 +518,15 @@ class SipServer:
 _UDP_RECV_SIZE = 65536  # every datagram fits (UDP payloads end at 65,527 bytes)
 _UDP_BATCH = 32  # datagrams read per readiness of the socket
 _UDP_SEND_QUEUE = 4096  # answers held while the socket's send buffer is full
+# The socket's receive buffer asked for (the kernel caps it at net.core.rmem_max). The
+# default (~208 KiB) holds ~100 INVITEs: at 2,000/s a 50 ms stall of the loop (a garbage
+# collection, the scheduler) dropped INVITEs, each then retransmitted by the PBX 500 ms
+# later. A larger buffer queues them instead; how long each waited is known (below), so
+# a backlog is answered 503 rather than decided late.
+_UDP_RCVBUF = 1 << 20
+# Linux: each datagram's receive time from the kernel (SCM_TIMESTAMPNS, CLOCK_REALTIME).
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESPEC = struct.Struct("@qq")
 
 
 _UDP_REPLY_CACHE = 1024  # peer addresses remembered (a PBX or two in practice; cleared when full)
@@ -532,17 +559,28 @@ class _UdpEndpoint:
     away) are ignored, as before; a failing handler is logged and the next datagram
     is read."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, handler: Callable[[bytes, tuple[Any, ...]], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, handler: Callable[[bytes, tuple[Any, ...], float], None]) -> None:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
         self._handler = handler
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
+        except OSError:
+            pass  # the default buffer; the kernel knows best
+        self._stamped = False
+        if _SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                self._stamped = True
+            except OSError:
+                pass  # no receive times: a backlog in the buffer shows only in the decisions' count
         self._closing = False
         self._queue: deque[tuple[bytes, tuple[Any, ...]]] = deque()
         loop.add_reader(self._fd, self._readable)
 
     @classmethod
-    async def bind(cls, host: str, port: int, handler: Callable[[bytes, tuple[Any, ...]], None]) -> "_UdpEndpoint":
+    async def bind(cls, host: str, port: int, handler: Callable[[bytes, tuple[Any, ...], float], None]) -> "_UdpEndpoint":
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         error: OSError | None = None
@@ -601,18 +639,25 @@ class _UdpEndpoint:
         self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
-        recvfrom = self._sock.recvfrom
+        recvmsg = self._sock.recvmsg
+        stamped = self._stamped
         for _ in range(_UDP_BATCH):
             if self._closing:
                 return
             try:
-                data, addr = recvfrom(_UDP_RECV_SIZE)
+                data, anc, _flags, addr = recvmsg(_UDP_RECV_SIZE, 64 if stamped else 0)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return  # ICMP port unreachable from a peer that went away
+            queued = 0.0
+            if anc:
+                _level, kind, raw = anc[0]
+                if kind == _SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(raw)
+                    queued = max(0.0, time.time() - sec - nsec * 1e-9)  # a clock stepped back: 0
             try:
-                self._handler(data, addr)
+                self._handler(data, addr, queued)
             except Exception as exc:  # never let one datagram stop the endpoint
                 log.error("sip.udp_handler_failed", error=type(exc).__name__, detail=str(exc)[:200])
 

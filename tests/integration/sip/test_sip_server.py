@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from structlog.testing import capture_logs
 
@@ -418,6 +419,23 @@ async def test_invites_are_shed_once_the_oldest_decision_in_flight_has_waited_lo
     assert refused.status == 503 and refused.get("reason") == 'SIP;cause=503;text="system.overloaded"'
     assert decided == [302, 302]
     assert sorted(i.number for i in auth.asked) == ["+8613800000041", "+8613800000042"]
+
+
+async def test_an_invite_that_waited_in_the_socket_longer_than_shed_after_is_answered_503_and_not_decided(start_gate):
+    auth = RecordingSipAuthorizer()
+    async with start_gate(auth, shed_after=0.1) as gate:
+        client = UdpClient(gate.port)
+        client.send(make_invite("+8613800000046", gate_port=gate.port, call_id="stale@pbx"))
+        # The gate's event loop (this thread) busy for 250 ms, as under overload: the
+        # INVITE waits in the socket's buffer, and the kernel's receive time says so.
+        time.sleep(0.25)
+        stale = await client.recv_final()
+        fresh = await client.request(make_invite("+8613800000047", gate_port=gate.port, call_id="fresh@pbx"))
+        client.close()
+    assert stale.call_id == "stale@pbx" and stale.status == 503
+    assert stale.get("reason") == 'SIP;cause=503;text="system.overloaded"'
+    assert fresh.status == 302
+    assert [i.call_id for i in auth.asked] == ["fresh@pbx"]  # the stale one was never decided
 
 
 async def test_a_decision_past_its_time_out_does_not_make_the_gate_shed_every_later_invite(start_gate):
