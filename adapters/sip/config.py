@@ -11,9 +11,9 @@ reads its own here. Keys (exactly as documented in the issue and the README)::
     [sip.registered_lines]
     bank-a = ["+862161234567", "1001"]         # a creditor's registered caller lines
 
-and ``edge = "inline"`` (default: the listener runs in the service process) or
-``"process"`` (it runs in a child process and the service only decides; see
-``edge.py``).
+and ``edge = "process"`` (default: the listener runs in a child process and the
+service only decides; see ``edge.py``) or ``"inline"`` (it runs on the service's own
+event loop: one process, about half the capacity).
 
 A wrong value or an unknown key raises :class:`SipConfigError` naming its key path
 (``sip.registered_lines.bank-a[1]``).
@@ -49,7 +49,7 @@ class SipConfig:
     route: str = DEFAULT_ROUTE
     extensions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     registered_lines: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
-    edge: str = "inline"  # "process": the listener runs in a child process (adapters/sip/edge.py)
+    edge: str = "process"  # the listener in a child process (adapters/sip/edge.py); "inline": in the service
 
     @property
     def listen(self) -> str:
@@ -111,7 +111,7 @@ def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
             raise SipConfigError(f"sip.{key}", f"unknown key (known: {', '.join(sorted(_KNOWN_KEYS))})")
     host, port = parse_listen(raw.get("listen", DEFAULT_LISTEN))
     route = parse_route(raw.get("route", DEFAULT_ROUTE))
-    edge = raw.get("edge", "inline")
+    edge = raw.get("edge", "process")
     if edge not in EDGE_MODES:
         raise SipConfigError("sip.edge", f"expected one of {', '.join(map(repr, EDGE_MODES))}, got {edge!r}")
 
