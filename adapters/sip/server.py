@@ -384,9 +384,9 @@ class SipServer:
             return
         # One task per INVITE, which answers as soon as the authorizer returns; the 100
         # Trying and the time-out are one timer handle in turn. (A wrapping task awaiting
-        # asyncio.wait() cost ~13 us more per INVITE; answering from the task's
-        # done-callback cost one more turn of the loop, which under load carries a
-        # batch of decisions: milliseconds of latency.)
+        # asyncio.wait() cost ~13 us more per INVITE. Answering from the task's
+        # done-callback, as before, took one more turn of the loop; no latency difference
+        # was measurable at 2,000/s, but this is the shorter path.)
         loop = asyncio.get_running_loop()
         d = _Decision(msg, txn, source, dial, time.perf_counter())
         task = loop.create_task(self._decide(d, dial))
