@@ -437,9 +437,9 @@ class _SqliteWriter:
     def flush_then(self, loop: asyncio.AbstractEventLoop, group: "_Group") -> None:
         """After `group`'s COMMIT: settle it on `loop` once the WAL is flushed (failed,
         with the error that stopped the flush). The flush thread calls `_durable` on the
-        loop itself, not through a future: a future's done-callback is one more turn of
-        the loop before the members wake, and under load every turn carries a batch of
-        decisions (~0.4 ms each)."""
+        loop itself, not through a future whose done-callback would (one loop turn
+        less before the members wake; no latency difference was measurable at 2,000
+        decisions/s, but no future and no lambda per group)."""
         self._ensure_threads()
         self._flushes.put((loop, group))
 
