@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 
 from adapters.sip.edge import SipEdgeError, SipEdgeProcess
 from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
+from adapters.sip.message import SipMessage
 from adapters.sip.server import free_port
 from adapters.sip.service import SipEdgeHealth
 from sipclient import GATE_CONFIG, UdpClient, make_invite, wait_until
@@ -32,6 +33,15 @@ REPO = Path(__file__).resolve().parents[3]
 
 def edge_config(port: int) -> dict[str, Any]:
     return {**GATE_CONFIG, "listen": f"127.0.0.1:{port}", "edge": "process"}
+
+
+async def ask(port: int, invite: bytes, timeout: float = 3.0) -> SipMessage:
+    """One INVITE to the gate on ``port`` over UDP; its final response."""
+    client = UdpClient(port)
+    try:
+        return await client.request(invite, timeout=timeout)
+    finally:
+        client.close()
 
 
 def udp_socket_owners(port: int) -> set[int]:
@@ -68,9 +78,7 @@ async def test_the_edge_process_owns_the_sip_socket_and_the_service_side_decides
     port = free_port()
     authorizer = RecordingSipAuthorizer()
     async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
-        client = UdpClient(port)
-        resp = await client.request(make_invite("13800000001", gate_port=port, call_id="edge-1@pbx"))
-        client.close()
+        resp = await ask(port, make_invite("13800000001", gate_port=port, call_id="edge-1@pbx"))
         assert resp.status == 302
         assert resp.get("contact") == "<sip:+8613800000001@127.0.0.1:5080>"
         assert resp.get("x-dialgate-attempt") == "att-edge-1@pbx"
@@ -99,9 +107,7 @@ async def test_a_retransmitted_invite_gets_the_same_answer_and_is_decided_once()
 async def test_a_declined_call_carries_the_services_rule_reason_and_retry_after_over_the_link():
     port = free_port()
     async with SipEdgeProcess(HourlyCapSipAuthorizer(per_hour=0, retry_after=1800), edge_config(port)):
-        client = UdpClient(port)
-        resp = await client.request(make_invite("13800000001", gate_port=port))
-        client.close()
+        resp = await ask(port, make_invite("13800000001", gate_port=port))
     assert resp.status == 603
     assert resp.get("reason") == 'SIP;cause=603;text="cap.number_hourly"'
     assert resp.get("retry-after") == "1800"
@@ -116,9 +122,7 @@ async def test_a_decision_that_never_comes_is_declined_603_store_unavailable():
         await never.wait()
 
     async with SipEdgeProcess(RecordingSipAuthorizer(hang), edge_config(port)):
-        client = UdpClient(port)
-        resp = await client.request(make_invite("13800000001", gate_port=port), timeout=10)
-        client.close()
+        resp = await ask(port, make_invite("13800000001", gate_port=port), timeout=10)
         never.set()
     assert resp.status == 603
     assert resp.get("reason") == 'SIP;cause=603;text="system.store_unavailable"'
@@ -138,9 +142,7 @@ async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():
         await wait_until(lambda: edge.restarts == 1 and edge.listening, 20, "the edge to be restarted")
         assert edge.pid != first and edge.last_exit == -signal.SIGKILL
         assert health.health()[0] == "ok" and f"edge process {edge.pid}" in health.health()[1]
-        client = UdpClient(port)
-        resp = await client.request(make_invite("13800000002", gate_port=port), timeout=5)
-        client.close()
+        resp = await ask(port, make_invite("13800000002", gate_port=port), timeout=5)
     assert resp.status == 302
     assert [a.number for a in authorizer.asked] == ["+8613800000002"]
 
@@ -176,9 +178,7 @@ async def test_a_restart_that_cannot_bind_is_retried_with_back_off_and_logged_on
         failed = [e for e in logs if e["event"] == "sip.edge_restart_failed"]
         assert failed and f"127.0.0.1:{port}" in failed[0]["error"]
         assert [e["retry_in_s"] for e in failed] == [2.0, 4.0, 8.0][: len(failed)]
-        client = UdpClient(port)
-        resp = await client.request(make_invite("13800000003", gate_port=port), timeout=5)
-        client.close()
+        resp = await ask(port, make_invite("13800000003", gate_port=port), timeout=5)
     assert resp.status == 302
 
 
@@ -218,9 +218,7 @@ async def test_a_link_without_the_token_is_closed_before_any_decision():
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
         writer.close()
         # the real edge is untouched and still decides
-        client = UdpClient(port)
-        resp = await client.request(make_invite("13800000001", gate_port=port, call_id="real@pbx"))
-        client.close()
+        resp = await ask(port, make_invite("13800000001", gate_port=port, call_id="real@pbx"))
     assert resp.status == 302
     assert [a.call_id for a in authorizer.asked] == ["real@pbx"]
 
