@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, union_all
+from sqlalchemy import func, literal, or_, select, true, union_all
 
 from adapters.db import tables as t
 from adapters.db.store import decision_from_record
@@ -167,10 +167,12 @@ class SqlAlchemyConsoleQueries:
                 raise NotFound(f"no creditor {flt.creditor}", f"没有委托方 {flt.creditor}")
             scope = frozenset({flt.creditor})
         start, end = flt.bounds()
-        # For one case, steer SQLite to (creditor, case_id, at): written as an expression,
-        # `allowed` cannot pick an index led by it (the review index), which would scan
-        # every blocked dial in the range.
-        allowed = (func.coalesce(d.allowed, True).is_(False)) if by_case and flt.case_id else d.allowed.is_(False)
+        # For one case, steer SQLite to (creditor, case_id, at), or without a creditor to
+        # the blocked-by-case index (migration 0007, whose WHERE is this very expression,
+        # the 1 a literal so that it matches): written as an expression, `allowed` cannot
+        # pick an index led by it (the review index), which would scan every blocked dial
+        # in the range.
+        allowed = (func.coalesce(d.allowed, true()).is_(False)) if by_case and flt.case_id else d.allowed.is_(False)
         # Dials and PBX rechecks (a dial blocked at ring time), as the JSON API's review
         # lists them; not what-if checks. Named: an IN list keeps SQLite on the review
         # index (allowed, kind, at, …), where "kind != 'check'" would not seek.

@@ -1,0 +1,40 @@
+"""SQLite: the blocked decisions of one case, whatever the creditor (admin's console case filter)
+
+The console's case filter for a user who sees every creditor (an admin, no creditor
+chosen) had no index to seek: `ix_decisions_creditor_case_id_at` leads with the
+creditor, and the review index (allowed, kind, at, …) would read every blocked dial in
+the range. This index holds blocked decisions only, under the same condition the case
+filter spells (`coalesce(allowed, 1) IS 0`, which keeps SQLite off the review index for
+a case): an allowed dial's decision is not written into it, so the dial path pays
+nothing; a blocked one pays one B-tree entry.
+
+PostgreSQL: unchanged (its planner reads the full indexes with statistics).
+
+Revision ID: 0007_blocked_case
+Revises: 0006_partial
+Create Date: 2026-11-24 10:50:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0007_blocked_case'
+down_revision = '0006_partial'
+branch_labels = None
+depends_on = None
+
+NAME = 'ix_decisions_blocked_case_kind_at'
+COLUMNS = ['case_id', 'kind', 'at']
+WHERE = 'coalesce(allowed, 1) IS 0'
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != 'sqlite':
+        return
+    op.create_index(NAME, 'decisions', COLUMNS, unique=False, sqlite_where=sa.text(WHERE))
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != 'sqlite':
+        return
+    op.drop_index(NAME, table_name='decisions')
