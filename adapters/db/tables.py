@@ -236,9 +236,10 @@ decisions = Table(
           sqlite_where=text("allowed IS 0")),
     Index("ix_decisions_creditor_case_id_at", "creditor", "case_id", "at"),
     # Migration 0007: one case's blocked decisions whatever the creditor (an admin's
-    # console case filter); SQLite only, under the condition the case filter spells.
+    # console case filter), under the condition the case filter spells in each dialect.
     Index("ix_decisions_blocked_case_kind_at", "case_id", "kind", "at",
-          sqlite_where=text("coalesce(allowed, 1) IS 0")),
+          sqlite_where=text("coalesce(allowed, 1) IS 0"),
+          postgresql_where=text("coalesce(allowed, true) IS false")),
     # (creditor, at) and (allowed, at) were dropped by migrations 0004 and 0005: no
     # reader needs them.
 )

@@ -1,4 +1,4 @@
-"""SQLite: the blocked decisions of one case, whatever the creditor (admin's console case filter)
+"""the blocked decisions of one case, whatever the creditor (admin's console case filter)
 
 The console's case filter for a user who sees every creditor (an admin, no creditor
 chosen) had no index to seek: `ix_decisions_creditor_case_id_at` leads with the
@@ -8,7 +8,9 @@ filter spells (`coalesce(allowed, 1) IS 0`, which keeps SQLite off the review in
 a case): an allowed dial's decision is not written into it, so the dial path pays
 nothing; a blocked one pays one B-tree entry.
 
-PostgreSQL: unchanged (its planner reads the full indexes with statistics).
+PostgreSQL gets the same partial index under its spelling of the condition,
+`coalesce(allowed, true) IS false` (what the query renders there; the predicate has no
+parameter, so generic plans can use it too, unlike 0006's).
 
 Revision ID: 0007_blocked_case
 Revises: 0006_partial
@@ -25,16 +27,13 @@ depends_on = None
 
 NAME = 'ix_decisions_blocked_case_kind_at'
 COLUMNS = ['case_id', 'kind', 'at']
-WHERE = 'coalesce(allowed, 1) IS 0'
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != 'sqlite':
-        return
-    op.create_index(NAME, 'decisions', COLUMNS, unique=False, sqlite_where=sa.text(WHERE))
+    op.create_index(NAME, 'decisions', COLUMNS, unique=False,
+                    sqlite_where=sa.text('coalesce(allowed, 1) IS 0'),
+                    postgresql_where=sa.text('coalesce(allowed, true) IS false'))
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != 'sqlite':
-        return
     op.drop_index(NAME, table_name='decisions')
