@@ -276,6 +276,18 @@ def _indexes(path: Path, table: str) -> set[str]:
         con.close()
 
 
+async def _downgrade(store: SqlAlchemyCaseStore, revision: str) -> None:
+    """Alembic's downgrade to `revision` on the store's own connection."""
+
+    def down(sync_conn: Any) -> None:
+        alembic = alembic_config()
+        alembic.attributes["connection"] = sync_conn
+        command.downgrade(alembic, revision)
+
+    async with store.engine.begin() as conn:
+        await conn.run_sync(down)
+
+
 async def test_the_index_migration_downgrades_to_the_old_indexes_and_upgrades_again(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{path}"}})
@@ -284,14 +296,7 @@ async def test_the_index_migration_downgrades_to_the_old_indexes_and_upgrades_ag
         now_decisions, now_attempts = _indexes(path, "decisions"), _indexes(path, "attempts")
         assert "ix_decisions_creditor_at" not in now_decisions
         assert "ix_attempts_agent_id_state_number_valid_until" in now_attempts
-
-        def down(sync_conn: Any) -> None:
-            alembic = alembic_config()
-            alembic.attributes["connection"] = sync_conn
-            command.downgrade(alembic, "0003_expiry")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(down)
+        await _downgrade(store, "0003_expiry")
         # (Later revisions on this branch are undone too; only 0004's own indexes are asserted.)
         assert "ix_decisions_creditor_at" in _indexes(path, "decisions")
         before_attempts = _indexes(path, "attempts")
@@ -391,14 +396,7 @@ async def test_the_partial_index_migration_downgrades_to_full_indexes_and_upgrad
     async with SqlAlchemyCaseStore(cfg.store) as store:
         await upgrade(store)
         now = _index_sql(path)
-
-        def down(sync_conn: Any) -> None:
-            alembic = alembic_config()
-            alembic.attributes["connection"] = sync_conn
-            command.downgrade(alembic, "0005_allowed_at")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(down)
+        await _downgrade(store, "0005_allowed_at")
         before = _index_sql(path)
         assert set(before) == set(now) - {BLOCKED_CASE[0]}  # 0007 goes first
         for name in PARTIAL:
