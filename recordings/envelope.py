@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from recordings import keywrap
 from recordings.errors import IntegrityError
 
 MAGIC = b"DGREC\x00\x01\x00"
@@ -47,8 +49,52 @@ _LEN = struct.Struct(">I")
 _NONCE = struct.Struct(">IQ")
 _AAD_TAIL = struct.Struct(">QB")
 
-WRAP_VERSION = 1
-WRAPPED_KEY_SIZE = 1 + 12 + KEY_SIZE + TAG_SIZE
+WRAP_VERSION = keywrap.WRAP_VERSION
+WRAPPED_KEY_SIZE = keywrap.WRAPPED_KEY_SIZE
+
+AES_256_GCM = "AES-256-GCM"
+SM4_GCM = "SM4-GCM"
+
+
+class Sm4Gcm:
+    """SM4-GCM (GB/T 32907 block cipher in GCM, RFC 8998) with the two calls the
+    sealer and the reader use on `AESGCM`; `cryptography` has no SM4 AEAD class."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 16:
+            raise ValueError("SM4 key must be 16 bytes")
+        self._key = algorithms.SM4(key)
+
+    def encrypt_into(self, nonce: bytes, data: bytes | memoryview, aad: bytes, out: memoryview) -> int:
+        enc = Cipher(self._key, modes.GCM(nonce)).encryptor()
+        enc.authenticate_additional_data(aad)
+        n = enc.update_into(data, out) if len(data) else 0
+        enc.finalize()
+        out[n : n + TAG_SIZE] = enc.tag
+        return n + TAG_SIZE
+
+    def decrypt(self, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
+        if len(sealed) < TAG_SIZE:
+            raise InvalidTag()
+        dec = Cipher(self._key, modes.GCM(nonce, sealed[-TAG_SIZE:])).decryptor()
+        dec.authenticate_additional_data(aad)
+        return dec.update(sealed[:-TAG_SIZE]) + dec.finalize()
+
+
+# The data cipher of a recording, named in its header: key size and AEAD.
+CIPHERS: dict[str, tuple[int, Callable[[bytes], Any]]] = {
+    AES_256_GCM: (32, AESGCM),
+    SM4_GCM: (16, Sm4Gcm),
+}
+
+
+def _aead_for(alg: str, data_key: bytes) -> Any:
+    size, make = CIPHERS[alg]
+    if len(data_key) != size:
+        raise ValueError(f"{alg} data key must be {size} bytes")
+    return make(data_key)
 
 
 class Writable(Protocol):
@@ -92,8 +138,8 @@ class SealSummary:
     head: bytes  # first plaintext bytes (up to 16), for media sniffing
 
 
-def new_data_key() -> bytes:
-    return os.urandom(KEY_SIZE)
+def new_data_key(alg: str = AES_256_GCM) -> bytes:
+    return os.urandom(CIPHERS[alg][0])
 
 
 def _nonce(index: int, final: bool) -> bytes:
@@ -118,8 +164,8 @@ class _ChunkSealer:
 
     __slots__ = ("_aead", "_digest", "_chunk", "index")
 
-    def __init__(self, data_key: bytes, header_digest: bytes, chunk_size: int) -> None:
-        self._aead = AESGCM(data_key)
+    def __init__(self, data_key: bytes, header_digest: bytes, chunk_size: int, alg: str = AES_256_GCM) -> None:
+        self._aead = _aead_for(alg, data_key)
         self._digest = header_digest
         self._chunk = chunk_size
         self.index = 0
@@ -153,16 +199,18 @@ class _ChunkSealer:
 
 
 def _sealing(
-    data_key: bytes, recording_id: str, key_id: str, chunk_size: int, batch_bytes: int
+    data_key: bytes, recording_id: str, key_id: str, chunk_size: int, batch_bytes: int, alg: str = AES_256_GCM
 ) -> tuple[bytes, _ChunkSealer, Any, int]:
     """What both writers start from: the encoded header, the chunk sealer bound to it,
     the plaintext's running SHA-256, and the batch capacity (whole chunks)."""
-    if len(data_key) != KEY_SIZE:
-        raise ValueError("data key must be 32 bytes")
+    if alg not in CIPHERS:
+        raise ValueError(f"unknown cipher {alg!r}")
+    if len(data_key) != CIPHERS[alg][0]:
+        raise ValueError(f"{alg} data key must be {CIPHERS[alg][0]} bytes")
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
-    header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size).encode()
-    sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size)
+    header = Header(recording_id=recording_id, key_id=key_id, chunk_size=chunk_size, alg=alg).encode()
+    sealer = _ChunkSealer(data_key, hashlib.sha256(header).digest(), chunk_size, alg)
     return header, sealer, hashlib.sha256(), max(1, batch_bytes // chunk_size) * chunk_size
 
 
@@ -185,8 +233,11 @@ class EnvelopeWriter:
         key_id: str,
         chunk_size: int = CHUNK_SIZE,
         batch_bytes: int = BATCH_BYTES,
+        alg: str = AES_256_GCM,
     ) -> None:
-        header, self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
+        header, self._sealer, self._sha, self._cap = _sealing(
+            data_key, recording_id, key_id, chunk_size, batch_bytes, alg
+        )
         self._out = out
         self._chunk = chunk_size
         self._batch = bytearray(self._cap)
@@ -292,10 +343,13 @@ class PipelinedEnvelopeWriter:
         depth: int = 4,
         hash_on_worker: bool = False,
         on_room: Callable[[], None] | None = None,
+        alg: str = AES_256_GCM,
     ) -> None:
         if depth < 2:
             raise ValueError("depth must be at least 2")
-        header, self._sealer, self._sha, self._cap = _sealing(data_key, recording_id, key_id, chunk_size, batch_bytes)
+        header, self._sealer, self._sha, self._cap = _sealing(
+            data_key, recording_id, key_id, chunk_size, batch_bytes, alg
+        )
         self._out = out
         self._chunk = chunk_size
         self._hash_on_worker = hash_on_worker
@@ -534,7 +588,7 @@ def read_header(f: BinaryIO) -> tuple[Header, bytes, int]:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"文件头无法解析 / header unreadable: {exc}") from exc
-    if header.version != FORMAT_VERSION or header.alg != "AES-256-GCM" or header.chunk_size < 1:
+    if header.version != FORMAT_VERSION or header.alg not in CIPHERS or header.chunk_size < 1:
         raise IntegrityError(
             f"不支持的格式 / unsupported format v{header.version} {header.alg} chunk {header.chunk_size}"
         )
@@ -573,7 +627,10 @@ class EnvelopeReader:
         self.header = header
         self._digest = digest
         self._base = header_len
-        self._aead = AESGCM(data_key)
+        try:
+            self._aead = _aead_for(header.alg, data_key)
+        except ValueError as exc:
+            raise IntegrityError(f"数据密钥与算法不符 / data key does not fit {header.alg}") from exc
         chunk = header.chunk_size
         stride = chunk + TAG_SIZE
         body = blob_size - header_len
@@ -633,24 +690,16 @@ class EnvelopeReader:
             yield self.read_chunk(index)
 
 
-def _wrap_aad(recording_id: str, key_id: str, kek_id: str) -> bytes:
-    return f"dialgate/data-key/v1|{recording_id}|{key_id}|{kek_id}".encode()
+def wrap_context(recording_id: str, key_id: str) -> bytes:
+    """What a wrapped data key is bound to: its recording and its own id (the key
+    backend adds the KEK's id, see `recordings.keywrap`)."""
+    return f"dialgate/data-key/v1|{recording_id}|{key_id}".encode()
 
 
 def wrap_data_key(kek: bytes, data_key: bytes, *, recording_id: str, key_id: str, kek_id: str) -> bytes:
-    """AES-256-GCM key wrap; the AAD binds the wrapped key to its recording and KEK id."""
-    nonce = os.urandom(12)
-    return bytes([WRAP_VERSION]) + nonce + AESGCM(kek).encrypt(
-        nonce, data_key, _wrap_aad(recording_id, key_id, kek_id)
-    )
+    """AES-256-GCM key wrap under raw KEK bytes; the AAD binds it to its recording and KEK id."""
+    return keywrap.aes_gcm_wrap(kek, kek_id, data_key, wrap_context(recording_id, key_id))
 
 
 def unwrap_data_key(kek: bytes, wrapped: bytes, *, recording_id: str, key_id: str, kek_id: str) -> bytes:
-    if len(wrapped) != WRAPPED_KEY_SIZE or wrapped[0] != WRAP_VERSION:
-        raise IntegrityError("封装的数据密钥格式错误 / wrapped data key malformed")
-    try:
-        return AESGCM(kek).decrypt(wrapped[1:13], wrapped[13:], _wrap_aad(recording_id, key_id, kek_id))
-    except InvalidTag as exc:
-        raise IntegrityError(
-            "数据密钥无法解封（密钥错误或被篡改） / data key does not unwrap: wrong KEK or tampered"
-        ) from exc
+    return keywrap.aes_gcm_unwrap(kek, kek_id, wrapped, wrap_context(recording_id, key_id))

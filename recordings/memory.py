@@ -15,6 +15,7 @@ from datetime import date, datetime, timezone
 from typing import Any, BinaryIO, Iterable, Sequence
 
 from recordings.errors import Conflict, DuplicateSource, KeyDestroyed, NoSuchKey
+from recordings.keywrap import LocalWrapping
 from recordings.model import (
     AccessEntry,
     CaseHold,
@@ -266,7 +267,7 @@ class InMemoryBlobStore:
         return n
 
 
-class InMemoryKeyProvider:
+class InMemoryKeyProvider(LocalWrapping):
     def __init__(self, clock: Any = None) -> None:
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self.keys: dict[str, dict[str, bytes]] = {}

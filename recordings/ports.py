@@ -1,7 +1,8 @@
 """Ports of the vault: what it needs from the outside, as `typing.Protocol`s.
 
 Implementations: `adapters.storage.filesystem.FilesystemBlobStore`,
-`adapters.storage.keys.KeyFileKeyProvider` / `EnvKeyProvider`, the service's SQLAlchemy
+`adapters.storage.keys.KeyFileKeyProvider` / `EnvKeyProvider`, `adapters.storage.pkcs11`,
+`adapters.storage.transit`, the service's SQLAlchemy
 repository, and the in-memory fakes in `recordings.memory` for tests.
 """
 
@@ -77,15 +78,32 @@ class BlobStore(Protocol):
 
 
 class KeyProvider(Protocol):
-    """Key-encryption keys (KEKs), one active per creditor scope, older ones kept
-    until nothing is wrapped under them.
+    """Key-encryption keys (KEKs) as operations, one active KEK per creditor scope,
+    older ones kept until nothing is wrapped under them. The vault never holds a KEK:
+    it hands data keys to `wrap` and gets them back from `unwrap`, so a backend may
+    keep its KEKs inside a PKCS#11 token or a KMS (`recordings.keywrap`).
 
-    Missing keys raise `NoSuchKey`; destroyed ones `KeyDestroyed`.
+    `context` binds a wrapped key to its recording (`envelope.wrap_context`); the
+    backend binds its own KEK id too where it can. Missing keys raise `NoSuchKey`;
+    destroyed ones `KeyDestroyed`; a wrapped key that does not open `IntegrityError`.
+    Calls may block (a network KMS): the vault makes them off the event loop.
     """
 
-    def active(self, scope: str) -> tuple[str, bytes]: ...
+    def active_id(self, scope: str) -> str: ...
 
-    def get(self, scope: str, key_id: str) -> bytes: ...
+    def has(self, scope: str, key_id: str) -> bool:
+        """Whether KEK `key_id` of the scope still exists (not retired or destroyed)."""
+        ...
+
+    def wrap(self, scope: str, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        """Wrap under the scope's active KEK: (its id, the wrapped key)."""
+        ...
+
+    def unwrap(self, scope: str, key_id: str, wrapped: bytes, context: bytes) -> bytes: ...
+
+    def rewrap(self, scope: str, key_id: str, wrapped: bytes, context: bytes) -> tuple[str, bytes]:
+        """Rewrap a data key wrapped under KEK `key_id` under the active KEK."""
+        ...
 
     def create(self, scope: str) -> str:
         """Create the first key of a scope (idempotent: returns the active id if any)."""

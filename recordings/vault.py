@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import BinaryIO
+from typing import BinaryIO, Mapping
 
 from recordings import envelope, events, register
 from recordings.errors import (
@@ -191,6 +191,7 @@ class Vault:
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         create_missing_keys: bool = False,
         parallel_hash: bool = False,
+        ciphers: Mapping[str, str] | None = None,
     ) -> None:
         self.repo = repo
         self.blobs = blobs
@@ -209,10 +210,14 @@ class Vault:
         # With a key file, a creditor's first recording creates its key rather than
         # being refused; keys from the environment cannot be created.
         self.create_missing_keys = create_missing_keys
+        # Data cipher per creditor (e.g. SM4-GCM where a bank requires 国密); each
+        # blob names its own, so archives of mixed ciphers read back.
+        self.ciphers = dict(ciphers or {})
 
-    def _sealing_key(self, scope: str) -> tuple[str, bytes]:
+    def _sealing_key(self, scope: str) -> str:
+        """The id of the scope's active KEK, created first where that is allowed."""
         try:
-            return self.keys.active(scope)
+            return self.keys.active_id(scope)
         except NoSuchKey as exc:
             if not self.create_missing_keys:
                 raise KeyUnavailable(
@@ -221,7 +226,14 @@ class Vault:
                     scope=scope,
                 ) from exc
             self.keys.create(scope)
-            return self.keys.active(scope)
+            return self.keys.active_id(scope)
+
+    def _wrap(self, scope: str, data_key: bytes, recording_id: str, data_key_id: str) -> tuple[str, bytes]:
+        self._sealing_key(scope)
+        return self.keys.wrap(scope, data_key, envelope.wrap_context(recording_id, data_key_id))
+
+    def cipher_of(self, creditor: str | None) -> str:
+        return self.ciphers.get(creditor or "", envelope.AES_256_GCM)
 
     # -- ingest --------------------------------------------------------------------
 
@@ -254,11 +266,13 @@ class Vault:
             return IngestResult(existing, created=False)
         link = req.link
         scope = link.creditor if link.creditor is not None else UNMATCHED_SCOPE
-        self._sealing_key(scope)  # refuse before consuming the upload, not after
+        # Refuse before consuming the upload, not after; a KMS answers off the loop.
+        await asyncio.to_thread(self._sealing_key, scope)
 
         recording_id = self._new_id()
         data_key_id = uuid.uuid4().hex[:16]
-        data_key = envelope.new_data_key()
+        alg = self.cipher_of(link.creditor)
+        data_key = envelope.new_data_key(alg)
         tmp = self.blobs.begin(recording_id)
         published = False
         loop = asyncio.get_running_loop()
@@ -274,6 +288,7 @@ class Vault:
             chunk_size=self.chunk_size,
             hash_on_worker=self.parallel_hash,
             on_room=lambda: loop.call_soon_threadsafe(room.set),
+            alg=alg,
         )
         try:
             self._checkpoint("opened")
@@ -325,10 +340,7 @@ class Vault:
 
             # The KEK is fetched again now, after the (possibly hours-long) upload, so
             # a rotation running meanwhile is caught by its second rewrap pass.
-            kek_id, kek = self._sealing_key(scope)
-            wrapped = envelope.wrap_data_key(
-                kek, data_key, recording_id=recording_id, key_id=data_key_id, kek_id=kek_id
-            )
+            kek_id, wrapped = await asyncio.to_thread(self._wrap, scope, data_key, recording_id, data_key_id)
             now = self.clock()
             recording = Recording(
                 recording_id=recording_id,
@@ -363,18 +375,11 @@ class Vault:
                     raise
                 return IngestResult(winner, created=False)
             self._checkpoint("committed")
-            try:
-                self.keys.get(scope, kek_id)
-            except NoSuchKey:
-                # The KEK was retired between our fetch and our commit: we still hold
-                # the data key, so rewrap it under the active one.
-                kek_id, kek = self._sealing_key(scope)
-                recording = recording.evolve(
-                    kek_id=kek_id,
-                    wrapped_key=envelope.wrap_data_key(
-                        kek, data_key, recording_id=recording_id, key_id=data_key_id, kek_id=kek_id
-                    ),
-                )
+            if not await asyncio.to_thread(self.keys.has, scope, kek_id):
+                # The KEK was retired between our wrap and our commit: we still hold
+                # the data key, so wrap it again under the active one.
+                kek_id, wrapped = await asyncio.to_thread(self._wrap, scope, data_key, recording_id, data_key_id)
+                recording = recording.evolve(kek_id=kek_id, wrapped_key=wrapped)
                 await self.repo.update(recording)
             return IngestResult(recording, created=True)
         except BaseException:
@@ -499,10 +504,7 @@ class Vault:
             raise RecordingDestroyed(
                 f"录音已按登记销毁 / recording {rec.recording_id} was destroyed", recording_id=rec.recording_id
             )
-        kek = self.keys.get(rec.key_scope, rec.kek_id)
-        data_key = envelope.unwrap_data_key(
-            kek, rec.wrapped_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=rec.kek_id
-        )
+        data_key = self._unwrap(rec)
         try:
             f = self.blobs.open(rec.recording_id)
         except FileNotFoundError as exc:
@@ -568,10 +570,9 @@ class Vault:
         rec = await self.get(recording_id, actor)
         if rec.state != "unmatched":
             raise InvalidRequest(f"录音已关联 / recording {recording_id} is not unmatched")
-        data_key = self._unwrap(rec)
-        kek_id, kek = self._sealing_key(link.creditor)
-        wrapped = envelope.wrap_data_key(
-            kek, data_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=kek_id
+        data_key = await asyncio.to_thread(self._unwrap, rec)
+        kek_id, wrapped = await asyncio.to_thread(
+            self._wrap, link.creditor, data_key, rec.recording_id, rec.data_key_id
         )
         linked = rec.evolve(
             creditor=link.creditor,
@@ -590,9 +591,8 @@ class Vault:
     def _unwrap(self, rec: Recording) -> bytes:
         if rec.wrapped_key is None or rec.kek_id is None:
             raise RecordingDestroyed(f"录音已销毁 / recording {rec.recording_id} was destroyed")
-        kek = self.keys.get(rec.key_scope, rec.kek_id)
-        return envelope.unwrap_data_key(
-            kek, rec.wrapped_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=rec.kek_id
+        return self.keys.unwrap(
+            rec.key_scope, rec.kek_id, rec.wrapped_key, envelope.wrap_context(rec.recording_id, rec.data_key_id)
         )
 
     # -- keys ----------------------------------------------------------------------
@@ -602,21 +602,25 @@ class Vault:
         (61 bytes of metadata each; audio untouched). The old KEK stays until
         `retire_keys` destroys it once nothing can still be wrapped under it."""
         _require_role(actor, ADMIN_ROLES, "轮换密钥 / rotate keys")
-        new_id = self.keys.rotate(scope)
+        new_id = await asyncio.to_thread(self.keys.rotate, scope)
         rewrapped = await self._rewrap(scope, new_id)
         return RotationReport(scope, new_id, rewrapped, ())
 
     async def _rewrap(self, scope: str, new_id: str) -> int:
-        new_kek = self.keys.get(scope, new_id)
+        """Rewrap every data key of `scope` not yet under KEK `new_id` (the active
+        one); the backend does it inside the module where it can."""
         rewrapped = 0
         for rec in await self.repo.find(RecordingFilter(limit=None)):
             if rec.key_scope != scope or rec.wrapped_key is None or rec.kek_id in (None, new_id):
                 continue
-            data_key = self._unwrap(rec)
-            wrapped = envelope.wrap_data_key(
-                new_kek, data_key, recording_id=rec.recording_id, key_id=rec.data_key_id, kek_id=new_id
+            kek_id, wrapped = await asyncio.to_thread(
+                self.keys.rewrap,
+                scope,
+                rec.kek_id,
+                rec.wrapped_key,
+                envelope.wrap_context(rec.recording_id, rec.data_key_id),
             )
-            await self.repo.update(rec.evolve(kek_id=new_id, wrapped_key=wrapped))
+            await self.repo.update(rec.evolve(kek_id=kek_id, wrapped_key=wrapped))
             rewrapped += 1
         return rewrapped
 
@@ -626,14 +630,14 @@ class Vault:
         the old key just before the rotation has committed by then; whatever is still
         wrapped under them is rewrapped first, so nothing readable is lost."""
         _require_role(actor, ADMIN_ROLES, "退役密钥 / retire keys")
-        active_id, _ = self.keys.active(scope)
+        active_id = await asyncio.to_thread(self.keys.active_id, scope)
         cutoff = self.clock() - grace
         old = sorted(kid for kid, at in self.keys.superseded(scope).items() if at <= cutoff)
         if not old:
             return RotationReport(scope, active_id, 0, ())
         rewrapped = await self._rewrap(scope, active_id)
         for kid in old:
-            self.keys.retire(scope, kid)
+            await asyncio.to_thread(self.keys.retire, scope, kid)
         return RotationReport(scope, active_id, rewrapped, tuple(old))
 
     async def destroy_creditor_keys(self, creditor: str, actor: Actor) -> int:
@@ -641,7 +645,7 @@ class Vault:
         any backup, become unreadable; nothing else is affected. Returns how many."""
         _require_role(actor, ADMIN_ROLES, "销毁委托方密钥 / destroy creditor keys")
         count = sum(1 for r in await self.repo.find(RecordingFilter(creditors=frozenset({creditor}), limit=None)))
-        self.keys.destroy(creditor)
+        await asyncio.to_thread(self.keys.destroy, creditor)
         return count
 
     # -- legal hold ----------------------------------------------------------------

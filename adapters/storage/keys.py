@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from recordings.errors import ConfigError, KeyDestroyed, NoSuchKey
+from recordings.keywrap import LocalWrapping
 
 _SCOPE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FORMAT = "dialgate-keys/1"
@@ -46,7 +47,7 @@ def _check_scope(scope: str) -> None:
         raise ConfigError(f"无效的委托方编号 / invalid creditor id {scope!r} for a key")
 
 
-class KeyFileKeyProvider:
+class KeyFileKeyProvider(LocalWrapping):
     def __init__(self, path: str | os.PathLike[str], clock: Callable[[], datetime] | None = None) -> None:
         self.path = Path(path)
         self._clock = clock or (lambda: datetime.now(timezone.utc))
@@ -217,7 +218,7 @@ def env_var(scope: str) -> str:
     return "DIALGATE_KEK_" + re.sub(r"[^A-Za-z0-9]", "_", scope).upper()
 
 
-class EnvKeyProvider:
+class EnvKeyProvider(LocalWrapping):
     """Read-only KEKs from the environment (e.g. injected by a secrets manager)."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:

@@ -558,7 +558,7 @@ class VaultRecordingCheck:
             if shutil.disk_usage(self.data_dir).free < self.MIN_FREE:
                 return False
             try:
-                self.vault.keys.active("_unmatched")
+                self.vault.keys.active_id("_unmatched")
             except VaultError:
                 return False
             return True
