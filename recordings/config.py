@@ -2,8 +2,15 @@
 
     [recordings]
     data_dir = "<paths.data_dir>/recordings"     # sealed blobs (ciphertext only)
-    keys = "file"                                # "file" | "env" (DIALGATE_KEK_<CREDITOR>)
+    keys = "file"                                # "file" | "env" (DIALGATE_KEK_<CREDITOR>) | "pkcs11" | "transit"
     key_file = "<paths.data_dir>/keys/recordings.keys"   # 0600; keep out of data backups
+    pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so"     # keys = "pkcs11": the token's library
+    pkcs11_token = ""                            # token label
+    pkcs11_pin_env = "" / pkcs11_pin_file = ""   # the user PIN, by variable name or file
+    transit_url = ""                             # keys = "transit": e.g. https://kms.internal:8200
+    transit_mount = "transit"
+    transit_prefix = "dialgate-"                 # key name = prefix + creditor
+    transit_token_env = "" / transit_token_file = ""
     retention = "730d"                           # at least 730 days
     max_size_mb = 2048                           # larger uploads get 413
     upload_idle_timeout_s = 60                   # an upload silent this long is dropped (408)
@@ -11,13 +18,14 @@
 
     [recordings.creditors.bank-b]
     retention = "1095d"
+    cipher = "sm4-gcm"                           # data cipher: "aes-256-gcm" (default) | "sm4-gcm"
 
 Unknown keys are refused with their path (``recordings.retension: unknown key``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,9 +40,45 @@ DEFAULTS: dict[str, Any] = {
     "max_size_mb": 2048,
     "upload_idle_timeout_s": 60,
     "inbox": "",
+    "pkcs11_module": "/usr/lib/softhsm/libsofthsm2.so",
+    "pkcs11_token": "",
+    "pkcs11_pin_env": "",
+    "pkcs11_pin_file": "",
+    "transit_url": "",
+    "transit_mount": "transit",
+    "transit_prefix": "dialgate-",
+    "transit_token_env": "",
+    "transit_token_file": "",
     "creditors": {},
 }
-_CREDITOR_KEYS = {"retention"}
+_CREDITOR_KEYS = {"retention", "cipher"}
+KEY_BACKENDS = ("file", "env", "pkcs11", "transit")
+# config name → the envelope header's name of the data cipher
+CIPHER_NAMES = {"aes-256-gcm": "AES-256-GCM", "sm4-gcm": "SM4-GCM"}
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret is: an environment variable's name or a file's path (never
+    the secret itself, which stays out of the config)."""
+
+    env: str = ""
+    file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pkcs11Settings:
+    module: str
+    token: str
+    pin: SecretRef
+
+
+@dataclass(frozen=True, slots=True)
+class TransitSettings:
+    url: str
+    mount: str
+    prefix: str
+    token: SecretRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +91,9 @@ class RecordingsConfig:
     upload_idle_timeout_s: float
     inbox: Path | None
     creditors: tuple[str, ...]  # creditors named in [recordings.creditors.*]
+    ciphers: dict[str, str] = field(default_factory=dict)  # creditor → envelope cipher name
+    pkcs11: Pkcs11Settings | None = None
+    transit: TransitSettings | None = None
 
 
 def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path = "./var") -> RecordingsConfig:
@@ -65,8 +112,37 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
             raise ConfigError(f"recordings.{key}: 应为路径 / expected a path string, got {v!r}")
         return Path(v)
 
-    if values["keys"] not in ("file", "env"):
-        raise ConfigError(f"recordings.keys: 应为 \"file\" 或 \"env\" / expected \"file\" or \"env\", got {values['keys']!r}")
+    if values["keys"] not in KEY_BACKENDS:
+        raise ConfigError(
+            f"recordings.keys: 应为 {' / '.join(KEY_BACKENDS)} / expected one of {', '.join(KEY_BACKENDS)}, "
+            f"got {values['keys']!r}"
+        )
+    for key in DEFAULTS:
+        if key.startswith(("pkcs11_", "transit_")) and not isinstance(values[key], str):
+            raise ConfigError(f"recordings.{key}: 应为字符串 / expected a string, got {values[key]!r}")
+
+    def secret(name: str) -> SecretRef:
+        ref = SecretRef(env=values[f"{name}_env"].strip(), file=values[f"{name}_file"].strip())
+        if bool(ref.env) == bool(ref.file):
+            raise ConfigError(
+                f"recordings.{name}_env / recordings.{name}_file: 须且只须设置一个 / set exactly one "
+                f"(keys = {values['keys']!r} needs it)"
+            )
+        return ref
+
+    pkcs11 = transit = None
+    if values["keys"] == "pkcs11":
+        if not values["pkcs11_token"].strip():
+            raise ConfigError("recordings.pkcs11_token: keys = \"pkcs11\" 需要令牌标签 / needs the token label")
+        pkcs11 = Pkcs11Settings(values["pkcs11_module"], values["pkcs11_token"], secret("pkcs11_pin"))
+    if values["keys"] == "transit":
+        if not values["transit_url"].startswith(("http://", "https://")):
+            raise ConfigError(
+                f"recordings.transit_url: 应为 http(s) 地址 / expected an http(s) URL, got {values['transit_url']!r}"
+            )
+        transit = TransitSettings(
+            values["transit_url"], values["transit_mount"], values["transit_prefix"], secret("transit_token")
+        )
     size = values["max_size_mb"]
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 64 * 1024:
         raise ConfigError(f"recordings.max_size_mb: 应为 1..65536 的整数 / expected an integer 1..65536, got {size!r}")
@@ -82,6 +158,7 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
     if not isinstance(creditors, Mapping):
         raise ConfigError("recordings.creditors: 应为表 / expected a table of creditors")
     per_creditor: dict[str, Any] = {}
+    ciphers: dict[str, str] = {}
     for creditor, table in creditors.items():
         if not isinstance(table, Mapping):
             raise ConfigError(f"recordings.creditors.{creditor}: 应为表 / expected a table")
@@ -90,6 +167,13 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
                 raise ConfigError(f"recordings.creditors.{creditor}.{key}: 未知配置项 / unknown key")
         if "retention" in table:
             per_creditor[creditor] = table["retention"]
+        if "cipher" in table:
+            if table["cipher"] not in CIPHER_NAMES:
+                raise ConfigError(
+                    f"recordings.creditors.{creditor}.cipher: 应为 {' / '.join(CIPHER_NAMES)} / expected one of "
+                    f"{', '.join(CIPHER_NAMES)}, got {table['cipher']!r}"
+                )
+            ciphers[str(creditor)] = CIPHER_NAMES[table["cipher"]]
     retention = RetentionPolicy.from_config(values["retention"], per_creditor)
     return RecordingsConfig(
         data_dir=path("data_dir", base / "recordings"),
@@ -100,4 +184,7 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
         upload_idle_timeout_s=float(idle),
         inbox=Path(inbox) if inbox.strip() else None,
         creditors=tuple(sorted(creditors)),
+        ciphers=ciphers,
+        pkcs11=pkcs11,
+        transit=transit,
     )

@@ -13,8 +13,9 @@ want() { dpkg -s "$1" >/dev/null 2>&1 || need_apt+=("$1"); }
 want python3-venv
 if [ "$with_services" = 1 ]; then
   # PostgreSQL (store), Mosquitto (event bus), Kamailio (SIP proxy/registrar),
-  # sipp (SIP load generator), Chromium (console browser tests) and a CJK font for its screenshots.
-  for p in postgresql mosquitto kamailio sip-tester chromium fonts-wqy-microhei; do want "$p"; done
+  # sipp (SIP load generator), Chromium (console browser tests) and a CJK font for its screenshots,
+  # SoftHSM2 (a PKCS#11 token for the recording-key tests).
+  for p in postgresql mosquitto kamailio sip-tester chromium fonts-wqy-microhei softhsm2; do want "$p"; done
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"

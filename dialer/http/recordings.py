@@ -582,8 +582,9 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
 
         raise ConfigError(f"{services.config.source}: {exc.message}") from exc
     vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now)
-    if rcfg.keys == "file":
-        vault.keys.create("_unmatched")  # unknown calls must always be keepable
+    if rcfg.keys != "env":
+        # Unknown calls must always be keepable; a KMS answers off the loop.
+        await asyncio.to_thread(vault.keys.create, "_unmatched")
     primary = getattr(services, "role", "primary") == "primary"
     # Recovery, the sweep and the inbox run once per data dir: in the primary worker.
     cleaned = await vault.recover(orphan_grace=timedelta(minutes=5)) if primary else {}
