@@ -20,6 +20,12 @@ DECISION_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+RECORDINGS_MISSING = Counter(
+    "dialgate_recordings_missing_total",
+    "Connected calls whose recording did not arrive within [recordings] expect_within",
+    ["creditor"],
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "dialgate_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=REGISTRY
 )

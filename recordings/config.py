@@ -15,6 +15,8 @@
     max_size_mb = 2048                           # larger uploads get 413
     upload_idle_timeout_s = 60                   # an upload silent this long is dropped (408)
     inbox = ""                                   # drop folder for PBXs writing files; "" = off
+    expect_within = "10m"                        # a connected call's recording must arrive this long
+                                                 # after the call ends, or alert.recording_missing; "off"
 
     [recordings.creditors.bank-b]
     retention = "1095d"
@@ -25,7 +27,9 @@ Unknown keys are refused with their path (``recordings.retension: unknown key``)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "max_size_mb": 2048,
     "upload_idle_timeout_s": 60,
     "inbox": "",
+    "expect_within": "10m",
     "pkcs11_module": "/usr/lib/softhsm/libsofthsm2.so",
     "pkcs11_token": "",
     "pkcs11_pin_env": "",
@@ -92,6 +97,7 @@ class RecordingsConfig:
     inbox: Path | None
     creditors: tuple[str, ...]  # creditors named in [recordings.creditors.*]
     ciphers: dict[str, str] = field(default_factory=dict)  # creditor → envelope cipher name
+    expect_within: timedelta | None = timedelta(minutes=10)  # None: completeness not watched
     pkcs11: Pkcs11Settings | None = None
     transit: TransitSettings | None = None
 
@@ -154,6 +160,17 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
     inbox = values["inbox"]
     if not isinstance(inbox, str):
         raise ConfigError(f"recordings.inbox: 应为路径 / expected a path string, got {inbox!r}")
+    expect = values["expect_within"]
+    m = re.fullmatch(r"([0-9]{1,5})(s|m|h)", expect) if isinstance(expect, str) else None
+    if expect == "off":
+        expect_within = None
+    elif m is None or int(m.group(1)) == 0:
+        raise ConfigError(
+            f"recordings.expect_within: 应为时长如 \"10m\" 或 \"off\" / expected a duration like \"10m\", "
+            f"\"600s\", \"1h\", or \"off\", got {expect!r}"
+        )
+    else:
+        expect_within = timedelta(seconds=int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)])
     creditors = values["creditors"]
     if not isinstance(creditors, Mapping):
         raise ConfigError("recordings.creditors: 应为表 / expected a table of creditors")
@@ -185,6 +202,7 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
         inbox=Path(inbox) if inbox.strip() else None,
         creditors=tuple(sorted(creditors)),
         ciphers=ciphers,
+        expect_within=expect_within,
         pkcs11=pkcs11,
         transit=transit,
     )

@@ -21,6 +21,7 @@ from recordings.model import UNMATCHED_SCOPE, DestructionEntry, Recording, Recor
 
 STORED = "recording.stored"
 PURGED = "recording.purged"
+MISSING = "alert.recording_missing"
 
 
 def _ids(rec: Recording) -> dict[str, object]:
@@ -73,4 +74,34 @@ def purged(rec: Recording, entry: DestructionEntry) -> RecordingEvent:
     )
 
 
-__all__ = ["PURGED", "STORED", "purged", "stored"]
+def missing(
+    *,
+    attempt_id: str,
+    creditor: str,
+    case_id: str,
+    agent: str,
+    number_masked: str,
+    dialed_at: datetime,
+    ended_seen_at: datetime,
+    at: datetime,
+) -> RecordingEvent:
+    """A connected call's recording did not arrive within `[recordings]
+    expect_within` of the call's end: every call must be recorded in full."""
+    return RecordingEvent(
+        type=MISSING,
+        creditor=creditor,
+        case_id=case_id,
+        occurred_at=at,
+        payload={
+            "attempt_id": attempt_id,
+            "agent_id": agent,
+            "number": number_masked,
+            "dialed_at": dialed_at.isoformat(),
+            "ended_seen_at": ended_seen_at.isoformat(),
+            "message": "a connected call has no recording: every call must be recorded in full",
+            "message_zh": "接通的通话没有录音：所有案件须全程录音",
+        },
+    )
+
+
+__all__ = ["MISSING", "PURGED", "STORED", "missing", "purged", "stored"]

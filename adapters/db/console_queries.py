@@ -601,7 +601,17 @@ class SqlAlchemyConsoleQueries:
         except Exception as exc:  # noqa: BLE001
             return HealthItem("vault", "down", type(exc).__name__)
         # The same check the gate makes before every dial: no recording, no call.
-        return HealthItem("vault", "ok" if ok else "down", "recording possible" if ok else "calls are refused")
+        if not ok:
+            return HealthItem("vault", "down", "calls are refused")
+        watch = getattr(self.services, "recording_watch", None)
+        if watch is not None:
+            try:
+                missing = await asyncio.wait_for(watch.open_count(), timeout=2.0)
+            except Exception as exc:  # noqa: BLE001
+                return HealthItem("vault", "degraded", f"completeness unknown: {type(exc).__name__}")
+            if missing:
+                return HealthItem("vault", "degraded", f"{missing} connected calls without a recording")
+        return HealthItem("vault", "ok", "recording possible")
 
     async def audit_verified(self) -> Any:
         """The running (or last) chain verification's report, awaited; None if none started."""

@@ -299,6 +299,42 @@ async def list_recordings(
     return {"recordings": out}
 
 
+@router.get(
+    "/recordings/missing",
+    summary="Connected calls whose recording is overdue (every call must be recorded), with counts per day.",
+)
+async def missing_recordings(
+    who: Caller,
+    svc: Svc,
+    from_: str | None = Query(None, alias="from"),
+    to: str | None = Query(None),
+    creditor: str | None = Query(None, max_length=64),
+) -> dict[str, Any]:
+    require_role(who, META_ROLES, "list missing recordings")
+    watch = getattr(svc, "recording_watch", None)
+    if watch is None:
+        raise BadRequest("录音完整性检查未启用 / [recordings] expect_within is off: completeness is not watched")
+    now = svc.clock.now()
+    since = _when(from_, "from") or now - timedelta(days=7)
+    until = _when(to, "to") or now + timedelta(minutes=1)
+    scope = who.scope()
+    if creditor is not None:
+        if scope is not None and creditor not in scope:
+            raise NoSuchCase(f"no creditor {creditor}")  # another creditor's data does not exist for this user
+        scope = frozenset({creditor})
+    rows = await watch.missing(scope, since, until)
+    by_day: dict[tuple[str, str], int] = {}
+    for r in rows:
+        day = r["dialed_at"].astimezone(svc.policies.for_creditor(r["creditor"]).zone).date().isoformat()
+        by_day[(day, r["creditor"])] = by_day.get((day, r["creditor"]), 0) + 1
+    return {
+        "missing": [
+            {**r, "dialed_at": r["dialed_at"].isoformat(), "due_at": r["due_at"].isoformat()} for r in rows
+        ],
+        "by_day": [{"day": d, "creditor": c, "count": n} for (d, c), n in sorted(by_day.items())],
+    }
+
+
 async def _case_held(vault: Vault, r: Recording) -> bool:
     return r.creditor is not None and r.case_id is not None and await vault.repo.case_hold(r.creditor, r.case_id) is not None
 
@@ -594,6 +630,17 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")] if primary else []
+    if rcfg.expect_within is not None:
+        from adapters.db.recordings_repo import SqlAlchemyRecordingWatch
+
+        services.recording_watch = SqlAlchemyRecordingWatch(services.store)
+        if primary:
+            tasks.append(
+                asyncio.create_task(
+                    _watch_completeness(services.recording_watch, services.clock.now, rcfg.expect_within, stop),
+                    name="recordings-completeness",
+                )
+            )
     if rcfg.inbox is not None and primary:
         from adapters.storage.inbox import Inbox
 
@@ -643,6 +690,30 @@ async def _sweep(vault: Vault, stop: asyncio.Event, every_s: float = 900.0) -> N
                 log.info("vault.swept", **cleaned)
         except Exception as exc:  # noqa: BLE001 - keep sweeping
             log.warning("vault.sweep_failed", error=str(exc))
+
+
+async def _watch_completeness(watch: Any, now: Any, expect_within: timedelta, stop: asyncio.Event) -> None:
+    """Every connected call must be recorded: alert on each one whose recording did
+    not arrive within `expect_within` of the call's end (checked a few times per
+    period, at least every minute)."""
+    from dialer.metrics import RECORDINGS_MISSING
+
+    every_s = min(60.0, max(1.0, expect_within.total_seconds() / 4))
+    while True:
+        try:
+            for alert in await watch.sweep(now(), expect_within):
+                RECORDINGS_MISSING.labels(alert["creditor"]).inc()
+                log.warning(
+                    "recording.missing", attempt_id=alert["attempt_id"], creditor=alert["creditor"],
+                    case_id=alert["case_id"], agent_id=alert["agent"], number=alert["number"],
+                )
+        except Exception as exc:  # noqa: BLE001 - the watch must keep running
+            log.warning("recording.watch_failed", error=type(exc).__name__)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+            return
+        except TimeoutError:
+            pass
 
 
 async def _run_inbox(inbox: Any, stop: asyncio.Event) -> None:

@@ -50,12 +50,15 @@ GOOD = [
          message="complaint risk", message_zh="投诉倾向"),
     _env("recording.stored", recording_id="r-1", attempt_id="a-1"),
     _env("recording.purged", recording_id="r-1", purge_id="p-1"),
+    _env("alert.recording_missing", attempt_id="a-1", agent_id="col-a", number="138****0001",
+         dialed_at="2026-11-24T02:00:00+00:00", ended_seen_at="2026-11-24T02:05:00+00:00",
+         message="no recording", message_zh="没有录音"),
 ]  # fmt: skip
 
 
 def test_every_schema_file_is_a_valid_2020_12_schema_with_its_own_id():
     files = sorted(ROOT.rglob("*.schema.json"))
-    assert len(files) == 13
+    assert len(files) == 14
     for path in files:
         doc = json.loads(path.read_text())
         Draft202012Validator.check_schema(doc)
