@@ -93,13 +93,19 @@ def serve(
                 return await seed_demo(svc)
 
         rows = _run(seed())
-        table = Table(title="DialGate demo users (tokens are shown once)")
+        from dialer.demo import demo_tokens_file
+
+        table = Table(title="DialGate demo users")
         for col in ("name", "role", "creditors", "token"):
             table.add_column(col)
         for r in rows:
             table.add_row(*r)
         out = Console(width=200)
         out.print(table)
+        out.print(f"Demo tokens are kept in {demo_tokens_file(cfg.paths.data_dir)} and stay valid across restarts; "
+                  "`dialgate users rotate-token` replaces a leaked one.\n"
+                  f"演示令牌保存在 {demo_tokens_file(cfg.paths.data_dir)}，重启后仍然有效；令牌泄露时用 "
+                  "`dialgate users rotate-token` 更换。", soft_wrap=True)
         out.print(f"API: http://{cfg.http.host}:{cfg.http.port}/docs   e.g.")
         print(
             f"  curl -s -H 'Authorization: Bearer {rows[0][3]}' -H 'Content-Type: application/json' "

@@ -42,7 +42,9 @@ async def readyz(who: Caller, svc: Svc) -> Any:
         await svc.store.ping()
     except StoreUnavailable as exc:
         return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
-    body: dict[str, Any] = {"status": "ready", "store": "ok", "policy_version": svc.policies.version}
+    # `policy_version` hashes the whole book; a decision carries its creditor's entry of `policy_versions`.
+    body: dict[str, Any] = {"status": "ready", "store": "ok", "policy_version": svc.policies.version,
+                            "policy_versions": svc.policies.versions()}
     mqtt = getattr(svc, "mqtt", None)  # the MQTT bus when [mqtt] url is set: reported, not
     if mqtt is not None:  # gating (events wait in the outbox while the broker is away)
         body["mqtt"] = mqtt.health()
