@@ -674,6 +674,9 @@ def evaluate(
         next_at, note = _search_next(policy, capsx, relation, appointments, now_u, zone)
         inputs["next_allowed_search"] = note
         if next_at is not None:
+            # Whole seconds, rounded up: answers and reasons read cleanly, never earlier than lawful.
+            if next_at.microsecond:
+                next_at = next_at.replace(microsecond=0) + timedelta(seconds=1)
             next_at = next_at.astimezone(zone)
     reason = f"{deciding.rule_id}: {deciding.detail}"
     reason_zh = deciding.detail_zh
