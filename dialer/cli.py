@@ -135,6 +135,28 @@ def serve(
     uvicorn.run(_frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, **options)
 
 
+@app.command("demo-token")
+def demo_token(
+    name: str = typer.Argument(..., help="a demo user: agent-a1, comp-a, qa-a, … (see `serve --demo`)"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Print the token `serve --demo` keeps for a demo user (演示用户的令牌), for `A1=$(…)`."""
+    import json
+
+    from dialer.demo import demo_tokens_file
+
+    path = demo_tokens_file(_config(config).paths.data_dir)
+    try:
+        token = json.loads(path.read_text(encoding="utf-8")).get(name)
+    except (OSError, ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str):
+        err.print(f"[red]error:[/red] no demo token for {name!r} in {path}: start `scripts/run.sh` (serve --demo) first "
+                  f"/ {path} 中没有 {name!r} 的演示令牌：请先运行 `scripts/run.sh`")
+        raise typer.Exit(2)
+    print(token)
+
+
 def freeze_long_lived() -> None:
     """Collect once, then keep everything alive now out of the collector's walks and
     make young collections rarer (see `_frozen_after_startup`)."""

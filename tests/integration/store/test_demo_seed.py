@@ -54,3 +54,17 @@ async def test_a_rotated_demo_token_is_not_brought_back_by_a_restart(tmp_path: P
     assert again["agent-a1"] != first["agent-a1"] and again["comp-a"] == first["comp-a"]
     assert await owner(tmp_path, first["agent-a1"]) is None
     assert await owner(tmp_path, again["agent-a1"]) == "agent-a1"
+
+
+
+async def test_demo_token_prints_a_kept_token_and_names_the_file_when_there_is_none(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from dialer.cli import app
+
+    monkeypatch.setenv("DIALGATE_PATHS_DATA_DIR", str(tmp_path))
+    missing = CliRunner().invoke(app, ["demo-token", "comp-a"])
+    assert missing.exit_code == 2 and "demo-tokens.json" in missing.output
+    tokens = await seed(tmp_path)
+    found = CliRunner().invoke(app, ["demo-token", "comp-a"])
+    assert found.exit_code == 0 and found.output == tokens["comp-a"] + "\n"
