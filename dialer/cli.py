@@ -39,7 +39,7 @@ from dialer.recordings_cli import keys_app as _keys_app, recordings_app as _reco
 app.add_typer(_keys_app, name="keys", help="Recording encryption keys per creditor (录音加密密钥).")
 app.add_typer(_recordings_app, name="recordings", help="The recordings vault (录音库).")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error per line: scripts and tests match on it
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 
 START = """
@@ -28,20 +30,21 @@ asyncio.run(main())
 """
 
 
-def start_once(data_dir: Path) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", START, str(data_dir)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=True)
+@pytest.fixture(scope="module")
+def first_start(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The log of one fresh start (it migrates an empty database), shared by the tests below."""
+    done = subprocess.run([sys.executable, "-c", START, str(tmp_path_factory.mktemp("start"))], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
     return (done.stdout + done.stderr).splitlines()
 
 
-def test_a_fresh_start_migrates_without_alembics_setup_plugin_lines(tmp_path: Path) -> None:
-    lines = start_once(tmp_path)
-    assert any('"service.started"' in line for line in lines), lines
-    assert [line for line in lines if "setup plugin" in line or "alembic" in line.lower()] == []
+def test_a_fresh_start_migrates_without_alembics_setup_plugin_lines(first_start: list[str]) -> None:
+    assert any('"service.started"' in line for line in first_start), first_start
+    assert [line for line in first_start if "setup plugin" in line or "alembic" in line.lower()] == []
 
 
-def test_the_start_line_names_the_policy_version_each_creditors_decisions_carry(tmp_path: Path) -> None:
-    started = next(json.loads(line) for line in start_once(tmp_path) if '"service.started"' in line)
+def test_the_start_line_names_the_policy_version_each_creditors_decisions_carry(first_start: list[str]) -> None:
+    started = next(json.loads(line) for line in first_start if '"service.started"' in line)
     versions = started["policy_versions"]
     assert set(versions) == {"default", "bank-a"} and versions["default"] != versions["bank-a"]
     assert started["policy_book_version"] not in versions.values()  # the book's hash covers them all
