@@ -3,7 +3,7 @@
 The shell blocks of the README's "Tour" section are extracted from README.md itself and
 run in order in one bash, from the repository root, with the server started by the very
 command `scripts/run.sh` ends with (its `exec` line, plus a free port). Both run under
-`faketime` on a date other than today at 10:00 Beijing time, so the tour's relative
+the `faketime` wrapper on a date other than today at 10:00 Beijing time, so the tour's relative
 dates (`date -d tomorrow`) and the server's clock agree, and a README pinned to a date
 that has passed would fail here. The demo keeps its data in a temporary directory
 (`DIALGATE_PATHS_DATA_DIR`), never in the checkout.
@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import urllib.error
@@ -77,36 +78,50 @@ def wait_until_serving(base: str, server: subprocess.Popen[bytes], deadline_s: f
 
 def faked_env(tmp_path: Path, day: date) -> dict[str, str]:
     require_service("faketime", shutil.which("faketime") is not None, "apt-get install faketime")
-    lib = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-    require_service("libfaketime", lib.exists(), f"expected at {lib}")
     return {
         **os.environ,
         "TZ": "UTC",
-        # Starts at 10:00 Beijing time on `day` and ticks on from there, for every process below.
-        "FAKETIME": "@" + datetime(day.year, day.month, day.day, 2, 0).strftime("%Y-%m-%d %H:%M:%S"),
-        "LD_PRELOAD": str(lib),
         "DIALGATE_PATHS_DATA_DIR": str(tmp_path / "var"),
         "DIALGATE_LOG_LEVEL": "warning",
+        # Read by faked() below: 10:00 Beijing time on `day`.
+        "TOUR_FAKETIME": "@" + datetime(day.year, day.month, day.day, 2, 0).strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def faked(env: dict[str, str], *command: str) -> list[str]:
+    """`command` under the faketime wrapper: it starts the clock at the given instant and
+    keeps the shared state libfaketime needs alive until the command and all its
+    children are done (a bare LD_PRELOAD leaves it to whichever process came first)."""
+    return ["faketime", "-f", env["TOUR_FAKETIME"], *command]
 
 
 @contextlib.contextmanager
 def running_demo(env: dict[str, str], log_path: Path) -> Iterator[str]:
     port = free_port()
     with log_path.open("ab") as log:
-        server = subprocess.Popen([*served_command(), "--port", str(port)], cwd=REPO, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
+        # Its own process group, so nothing it started outlives the test.
+        server = subprocess.Popen(faked(env, *served_command(), "--port", str(port)), cwd=REPO, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until_serving(base, server)
             yield base
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_under_wrapper(server)
+
+
+def stop_under_wrapper(wrapper: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the service the wrapper started (the wrapper does not pass signals on;
+    once its child is gone it removes libfaketime's shared memory and exits)."""
+    children = Path(f"/proc/{wrapper.pid}/task/{wrapper.pid}/children")
+    pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    try:
+        wrapper.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(wrapper.pid, signal.SIGKILL)
+        wrapper.wait()
 
 
 @pytest.fixture
@@ -122,7 +137,7 @@ def run_tour(base: str, env: dict[str, str]) -> list[str]:
     script = "".join(f"echo '{MARK}{i}'\n{b}" for i, b in enumerate(blocks))
     assert "DG=http://127.0.0.1:8080\n" in script
     script = script.replace("DG=http://127.0.0.1:8080\n", f"DG={base}\n")
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True,
+    done = subprocess.run(faked(env, "bash", "-euo", "pipefail", "-c", script), cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done.stdout.split(MARK)[1:]
