@@ -31,11 +31,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Serving needs the project alone; the test extras (pytest, Playwright, numpy, …) only
 # with --services, the test command's mode.
-target=.
-[ "$with_services" = 1 ] && target='.[dev]'
-stamp=.venv/.dialgate-installed-$([ "$with_services" = 1 ] && echo dev || echo serve)
+target=. what=serve
+[ "$with_services" = 1 ] && target='.[dev]' what=dev
+stamp=.venv/.dialgate-installed-$what
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "==> installing DialGate ${target#.} into .venv"
+  echo "==> installing DialGate ($what) into .venv"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e "$target"
   touch "$stamp"
