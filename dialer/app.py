@@ -236,8 +236,10 @@ def build_app(config: Config, clock: Clock | None = None, role: str = "primary")
                     tg.create_task(
                         _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
                     )
+                # Decisions carry their creditor's policy version; the book's version hashes them all.
                 log.info("service.started", store=config.store.url.split("://")[0],
-                         policy_version=services.policies.version, role=role, pid=os.getpid())
+                         policy_book_version=services.policies.version,
+                         policy_versions=services.policies.versions(), role=role, pid=os.getpid())
                 try:
                     yield
                 finally:

@@ -39,7 +39,7 @@ from dialer.recordings_cli import keys_app as _keys_app, recordings_app as _reco
 app.add_typer(_keys_app, name="keys", help="Recording encryption keys per creditor (录音加密密钥).")
 app.add_typer(_recordings_app, name="recordings", help="The recordings vault (录音库).")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error per line: scripts and tests match on it
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
 
 
@@ -93,13 +93,19 @@ def serve(
                 return await seed_demo(svc)
 
         rows = _run(seed())
-        table = Table(title="DialGate demo users (tokens are shown once)")
+        from dialer.demo import demo_tokens_file
+
+        table = Table(title="DialGate demo users")
         for col in ("name", "role", "creditors", "token"):
             table.add_column(col)
         for r in rows:
             table.add_row(*r)
         out = Console(width=200)
         out.print(table)
+        out.print(f"Demo tokens are kept in {demo_tokens_file(cfg.paths.data_dir)} and stay valid across restarts; "
+                  "`dialgate users rotate-token` replaces a leaked one.\n"
+                  f"演示令牌保存在 {demo_tokens_file(cfg.paths.data_dir)}，重启后仍然有效；令牌泄露时用 "
+                  "`dialgate users rotate-token` 更换。", soft_wrap=True)
         out.print(f"API: http://{cfg.http.host}:{cfg.http.port}/docs   e.g.")
         print(
             f"  curl -s -H 'Authorization: Bearer {rows[0][3]}' -H 'Content-Type: application/json' "
@@ -127,6 +133,28 @@ def serve(
             raise typer.Exit(2) from None
         return
     uvicorn.run(_frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, **options)
+
+
+@app.command("demo-token")
+def demo_token(
+    name: str = typer.Argument(..., help="a demo user: agent-a1, comp-a, qa-a, … (see `serve --demo`)"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Print the token `serve --demo` keeps for a demo user (演示用户的令牌), for `A1=$(…)`."""
+    import json
+
+    from dialer.demo import demo_tokens_file
+
+    path = demo_tokens_file(_config(config).paths.data_dir)
+    try:
+        token = json.loads(path.read_text(encoding="utf-8")).get(name)
+    except (OSError, ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str):
+        err.print(f"[red]error:[/red] no demo token for {name!r} in {path}: start `scripts/run.sh` (serve --demo) first "
+                  f"/ {path} 中没有 {name!r} 的演示令牌：请先运行 `scripts/run.sh`")
+        raise typer.Exit(2)
+    print(token)
 
 
 def freeze_long_lived() -> None:

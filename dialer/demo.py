@@ -1,12 +1,17 @@
 """Demo data for `dialgate serve --demo`: two banks, a user of every role, some cases.
 
-Seeding is idempotent: run again, it re-imports the cases and issues fresh tokens
-(old demo tokens stop working).
+Seeding is idempotent: run again, it re-imports the cases and keeps the demo users'
+tokens. They are written once to `<data_dir>/demo-tokens.json` (mode 0600) and reused
+while they still open their account; a token that no longer does (rotated with
+`dialgate users rotate-token`, or the file deleted) is replaced by a fresh one.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -55,17 +60,45 @@ async def seed_demo(services: Any) -> list[tuple[str, str, str, str]]:
     clock, store = services.clock, services.store
     today = clock.now().astimezone(ZoneInfo(services.policies.default.timezone)).date()
     cases = parse_cases_payload({"cases": demo_cases(today)}, services.region_of)
+    kept_file = demo_tokens_file(services.config.paths.data_dir)
+    kept = _read_tokens(kept_file)
     rows = []
     async with store.write() as uow:
         for name, role, creditors in DEMO_USERS:
-            token = new_token()
-            if await uow.users.by_name(name) is None:
-                await uow.users.add(name, role, frozenset(creditors), hash_token(token), clock.now())
-            else:
-                await uow.users.set_token(name, hash_token(token))
+            token = kept.get(name, "")
+            owner = await uow.users.by_token_hash(hash_token(token)) if token else None
+            if owner is None or owner.name != name:
+                token = new_token()
+                if await uow.users.by_name(name) is None:
+                    await uow.users.add(name, role, frozenset(creditors), hash_token(token), clock.now())
+                else:
+                    await uow.users.set_token(name, hash_token(token))
             rows.append((name, role, ",".join(creditors) or "*", token))
         for c in cases:
             await uow.cases.upsert(c, clock.now())
         await uow.audit.add(at=clock.now(), actor="demo", action="demo.seeded", creditor=None, case_id=None,
                             details={"users": len(rows), "cases": len(cases)})
+    _write_tokens(kept_file, {name: token for name, _, _, token in rows})
     return rows
+
+
+def demo_tokens_file(data_dir: Path) -> Path:
+    return Path(data_dir) / "demo-tokens.json"
+
+
+def _read_tokens(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def _write_tokens(path: Path, tokens: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # Created 0600 from the start: the file holds live credentials.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(tokens, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)

@@ -78,6 +78,9 @@ def _stderr_logger(*_args: Any) -> _StderrLogger:
 def configure_logging(level: str = "info", json: bool = True) -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s", force=True)
+    # Alembic announces its plugins and migration context at INFO on every start: noise
+    # for an operator; its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(max(lvl, logging.WARNING))
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_Json(), ensure_ascii=False) if json
         else structlog.dev.ConsoleRenderer()

@@ -603,6 +603,8 @@ class Gate:
                 else:
                     agent = await self._agent(uow, cmd.actor, cmd.agent_id)
                 history = await uow.attempts.history(number, case.pk, case.creditor, at - pol.lookback)
+                if cmd.at is not None:  # a what-if answers as the gate would have then: later attempts did not exist yet
+                    history = [h for h in history if h.at < at]
                 appointments = await uow.cases.appointments(case.pk, at - pol.lookback)
                 request = DialRequest(
                     case=case.snapshot(), number=number, agent=agent, channel=cmd.channel,

@@ -229,6 +229,11 @@ class PolicyBook:
         """The creditor's effective policy; an unknown creditor gets the defaults."""
         return self.creditors.get(creditor, self.default)
 
+    def versions(self) -> dict[str, str]:
+        """The version each creditor's decisions carry (`default`: creditors without overrides);
+        `version` is the hash of them all, so it equals none of them."""
+        return {"default": self.default.version, **{c: p.version for c, p in sorted(self.creditors.items())}}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,

@@ -23,6 +23,10 @@ the earliest instant it alone could pass; the latest proposal becomes the new
 candidate, and the loop repeats until every temporal rule passes at the candidate (a
 fixpoint). An appointment slot that opens earlier wins. Allowed decisions carry
 `next_allowed_at = now`; decisions blocked by a non-temporal rule carry None.
+
+Every instant a decision carries (`next_allowed_at`, `evaluated_at`) is in the callee's
+zone with its offset, allowed and blocked alike, so an answer reads as the callee's
+clock and still compares exactly as an instant.
 """
 
 from __future__ import annotations
@@ -647,10 +651,10 @@ def evaluate(
                 "appointment.exception",
                 f"allowed by the agreed callback time {appt['at']}: exempted from {waived}",
                 f"与客户约定回拨时间 {appt['at']}，豁免 {waived}，允许拨打",
-                now,
+                local,
                 tuple(checks),
                 policy.version,
-                now,
+                local,
                 inputs,
             )
         return Decision(
@@ -658,10 +662,10 @@ def evaluate(
             "allow",
             f"allowed: all {len(checks)} checks passed",
             f"允许拨打：全部 {len(checks)} 项检查通过",
-            now,
+            local,
             tuple(checks),
             policy.version,
-            now,
+            local,
             inputs,
         )
 
@@ -670,13 +674,16 @@ def evaluate(
         next_at, note = _search_next(policy, capsx, relation, appointments, now_u, zone)
         inputs["next_allowed_search"] = note
         if next_at is not None:
+            # Whole seconds, rounded up: answers and reasons read cleanly, never earlier than lawful.
+            if next_at.microsecond:
+                next_at = next_at.replace(microsecond=0) + timedelta(seconds=1)
             next_at = next_at.astimezone(zone)
     reason = f"{deciding.rule_id}: {deciding.detail}"
     reason_zh = deciding.detail_zh
     if next_at is not None:
         reason += f"; next lawful time {next_at.isoformat()} (callee time)"
         reason_zh += f"；最早可拨时间 {next_at.isoformat()}（被叫当地时间）"
-    return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), policy.version, now, inputs)
+    return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), policy.version, local, inputs)
 
 
 _STATUS_ZH = {"settled": "结清", "withdrawn": "撤案", "returned": "退案"}

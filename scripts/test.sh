@@ -7,7 +7,9 @@ bash scripts/setup.sh --services
 eval "$(bash scripts/services.sh)"
 mkdir -p test-artifacts
 set +e
-.venv/bin/python -m pytest "$@"
+# One worker per core; a test file stays on one worker (--dist loadfile), so files that
+# share a fixture or a database name within themselves never race each other.
+.venv/bin/python -m pytest -n "${DIALGATE_TEST_WORKERS:-auto}" --dist loadfile "$@"
 rc=$?
 set -e
 # pytest exits 5 when it collected no test: that is a failure, not a pass.

@@ -28,16 +28,13 @@ def require_service(name: str, available: bool, how: str = "") -> None:
     pytest.skip(msg)
 
 
-def shared_dir() -> Path:
-    """The workplace's shared/ folder (RFC 4475 torture messages, PROTOS cases).
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
-    It sits beside the repository checkout (`<checkout>/../shared`), in CI's fresh clone
-    as on a developer machine; DIALGATE_SHARED overrides."""
-    env = os.environ.get("DIALGATE_SHARED")
-    if env:
-        return Path(env)
-    beside = Path(__file__).resolve().parents[1].parent / "shared"
-    return beside if beside.is_dir() else Path("/work/shared")
+
+def data_dir() -> Path:
+    """Test material kept in the repository (RFC 4475 torture messages, PROTOS cases);
+    provenance and checksums in its README, so no test reads outside the checkout."""
+    return DATA_DIR
 
 
 @contextlib.contextmanager

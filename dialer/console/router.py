@@ -630,9 +630,9 @@ async def _csv_stream(rows: AsyncIterator[DecisionRow], tz: ZoneInfo) -> AsyncIt
             [
                 _cell(v)
                 for v in (
-                    r.decision_id, r.at.astimezone(tz).isoformat(), r.creditor, r.case_id, r.agent_id,
+                    r.decision_id, r.at.astimezone(tz).isoformat(timespec="seconds"), r.creditor, r.case_id, r.agent_id,
                     r.number_masked, r.rule_id, r.reason_zh, r.reason,
-                    r.next_allowed_at.astimezone(tz).isoformat() if r.next_allowed_at else "",
+                    r.next_allowed_at.astimezone(tz).isoformat(timespec="seconds") if r.next_allowed_at else "",
                     r.policy_version, r.channel, r.kind,
                 )
             ]

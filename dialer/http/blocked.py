@@ -56,18 +56,25 @@ async def blocked_dials(
     limit: int = Query(default=100, ge=1, le=1000),
     format: str = Query(default="json", pattern="^(json|csv)$"),
 ) -> Any:
+    since, until = _when(from_, "from"), _when(to, "to")
     items, nxt = await svc.gate.blocked_dials(
-        who, since=_when(from_, "from"), until=_when(to, "to"), creditor=creditor, agent_id=agent,
+        who, since=since, until=until, creditor=creditor, agent_id=agent,
         rule_id=rule_id, case_id=case_id, after=_cursor(cursor), limit=limit,
     )
     if format == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        # BOM first: spreadsheet programs on Chinese Windows then read the file as UTF-8, not GBK.
+        buf.write("\ufeff")
+        w = csv.writer(buf, lineterminator="\r\n")
         w.writerow(CSV_COLUMNS)
         for r in items:
             d = r.to_api()
             w.writerow([d[c] if c != "number" else d["number"] for c in CSV_COLUMNS])
-        headers = {"X-Next-Cursor": str(nxt)} if nxt is not None else {}
+        # Built from the parsed dates only, so nothing the caller typed reaches the header.
+        name = f"blocked-dials-{since.date() if since else 'all'}-{until.date() if until else 'all'}.csv"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        if nxt is not None:
+            headers["X-Next-Cursor"] = str(nxt)
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
     return {"items": [r.to_api() for r in items], "next": str(nxt) if nxt is not None else None}
 

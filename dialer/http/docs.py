@@ -6,29 +6,36 @@ FastAPI's own /docs and /openapi.json answer anyone; they are switched off in
 `dialer.app.build_app` and replaced by these. The /docs page itself carries no data
 (like the console's sign-in page): everything it shows is fetched with the token the
 user types, which stays in that browser tab (sessionStorage) and is sent only to this
-server. Swagger UI's script and style load from the jsDelivr CDN as in FastAPI; where
-browsers cannot reach it, fetch /openapi.json with the token and read it elsewhere.
+server. Swagger UI's script and style are served from `/docs/assets/`, read from the
+`fastapi-offline` wheel, so the page works on a machine without internet.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from dialer.errors import NotFound
 from dialer.http.deps import Caller
 
 router = APIRouter(include_in_schema=False)
 
-SWAGGER_JS = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
-SWAGGER_CSS = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
+SWAGGER_JS = "/docs/assets/swagger-ui-bundle.js"
+SWAGGER_CSS = "/docs/assets/swagger-ui.css"
+_ASSET_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+_ASSET_TYPES = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8"}
+# Read once at import: two fixed files, so no path from the request ever reaches the filesystem.
+_ASSETS = {name: (_ASSET_DIR / name).read_bytes() for name in _ASSET_TYPES}
 
-# The page's only script is inline and fixed: a strict CSP keeps anything else out.
+# The page's own script is inline and fixed, Swagger UI's comes from this server: a strict CSP keeps anything else out.
 _CSP = (
-    "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data:; connect-src 'self'; "
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -100,3 +107,12 @@ async def docs() -> HTMLResponse:
         headers={"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                  "Cache-Control": "no-store"},
     )
+
+
+@router.get("/docs/assets/{name}")
+async def docs_asset(name: str) -> Response:
+    body = _ASSETS.get(name)
+    if body is None:
+        raise NotFound(f"no Swagger UI asset {name!r}: the page uses {', '.join(_ASSET_TYPES)}")
+    return Response(body, media_type=_ASSET_TYPES[name], headers={"Cache-Control": "public, max-age=86400",
+                                                                   "X-Content-Type-Options": "nosniff"})

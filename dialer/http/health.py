@@ -1,13 +1,19 @@
-"""Liveness, readiness, metrics. Like every endpoint they need a bearer token (any
-role): probes use a `pbx` or `admin` token. /readyz answers 503 when the store is down
-(also when the token cannot be checked because the store is down)."""
+"""Liveness, readiness, metrics, and `GET /` sending a browser to the console.
+
+/healthz is the one endpoint without a token: a load balancer's, Kubernetes' or
+systemd's liveness probe carries none, so it answers a fixed `{"status":"ok"}` that
+says nothing about the store, the version or the configuration. /readyz (which names
+the store, the bus and the policy version) and /metrics keep the bearer token of any
+role; Prometheus sends one with `authorization: {credentials_file: …}` in its scrape
+config. /readyz answers 503 when the store is down (also when the token cannot be
+checked because the store is down)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from dialer import metrics
 from dialer.errors import StoreUnavailable
@@ -19,9 +25,15 @@ router = APIRouter(tags=["health"])
 _OK = b'{"status":"ok"}'  # what JSONResponse({"status": "ok"}) renders, encoded once
 
 
-@router.get("/healthz", response_class=JSONResponse)
-async def healthz(who: Caller) -> Response:
+@router.get("/healthz", response_class=JSONResponse, openapi_extra={"security": []})
+async def healthz() -> Response:
     return Response(_OK, media_type="application/json")
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    # The console signs the visitor in itself; the redirect reveals nothing an anonymous caller could not guess.
+    return RedirectResponse("/console/", status_code=307)
 
 
 @router.get("/readyz")
@@ -30,7 +42,9 @@ async def readyz(who: Caller, svc: Svc) -> Any:
         await svc.store.ping()
     except StoreUnavailable as exc:
         return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
-    body: dict[str, Any] = {"status": "ready", "store": "ok", "policy_version": svc.policies.version}
+    # `policy_version` hashes the whole book; a decision carries its creditor's entry of `policy_versions`.
+    body: dict[str, Any] = {"status": "ready", "store": "ok", "policy_version": svc.policies.version,
+                            "policy_versions": svc.policies.versions()}
     mqtt = getattr(svc, "mqtt", None)  # the MQTT bus when [mqtt] url is set: reported, not
     if mqtt is not None:  # gating (events wait in the outbox while the broker is away)
         body["mqtt"] = mqtt.health()

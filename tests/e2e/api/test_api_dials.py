@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from adapters.db import tables
-from gate_api_support import SHANGHAI, Api
+from gate_api_support import SHANGHAI, TUESDAY_10AM, Api
 
 PROBLEM = "application/problem+json"
 
@@ -155,3 +155,38 @@ async def test_naive_what_if_time_is_422(api: Api) -> None:
     )
     assert r.status_code == 422
     assert r.json()["details"]["errors"][0]["field"] == "at"
+
+
+def _counter(answer: dict, cap: str) -> int:
+    return answer["decision"]["inputs_used"]["counters"][cap]["count"]
+
+
+async def test_a_what_if_in_the_past_counts_only_the_attempts_made_before_the_asked_time(api: Api) -> None:
+    for minute in (0, 10):
+        api.clock.set(TUESDAY_10AM.replace(minute=minute))
+        assert (await api.dial("col-a", "C-1", "13800000001")).status_code == 201
+    api.clock.set(TUESDAY_10AM.replace(hour=15))
+    body = {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"}
+
+    between = (await api.post("/v1/dial-checks", "comp-a", {**body, "at": "2026-11-24T10:05:00+08:00"})).json()
+    assert between["allowed"] is True  # then, only the 10:00 attempt existed
+    assert _counter(between, "cap.number_hourly") == 1 and _counter(between, "cap.number_daily") == 1
+
+    before_both = (await api.post("/v1/dial-checks", "comp-a", {**body, "at": "2026-11-24T09:00:00+08:00"})).json()
+    assert before_both["allowed"] is True and _counter(before_both, "cap.number_daily") == 0
+
+    after_both = (await api.post("/v1/dial-checks", "comp-a", {**body, "at": "2026-11-24T10:20:00+08:00"})).json()
+    assert after_both["decision"]["rule_id"] == "cap.number_hourly"
+    assert _counter(after_both, "cap.number_daily") == 2
+    assert after_both["decision"]["next_allowed_at"] == "2026-11-24T11:00:00+08:00"
+
+
+async def test_allowed_and_blocked_answers_give_every_instant_in_the_callees_zone_with_its_offset(api: Api) -> None:
+    api.clock.set(datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc))  # 10:00 in Shanghai
+    allowed = (await api.dial("col-a", "C-1", "13800000001")).json()["decision"]
+    assert allowed["next_allowed_at"] == allowed["evaluated_at"] == "2026-11-24T10:00:00+08:00"
+    api.clock.set(datetime(2026, 11, 24, 14, 0, tzinfo=timezone.utc))  # 22:00 in Shanghai
+    blocked = (await api.dial("col-a", "C-1", "13800000001")).json()["decision"]
+    assert blocked["rule_id"] == "window.outside_hours"
+    assert blocked["evaluated_at"] == "2026-11-24T22:00:00+08:00"
+    assert blocked["next_allowed_at"] == "2026-11-25T08:00:00+08:00"

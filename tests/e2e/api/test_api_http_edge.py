@@ -25,7 +25,7 @@ async def test_a_request_without_an_id_gets_a_fresh_32_hex_digit_id_each_time(ap
 
 
 async def test_refusals_carry_a_request_id_too(api: Api) -> None:
-    r = await api.client.get("/healthz", headers={"X-Request-Id": "no-token-1"})
+    r = await api.client.get("/readyz", headers={"X-Request-Id": "no-token-1"})
     assert r.status_code == 401
     assert r.headers["x-request-id"] == "no-token-1"
     assert r.headers["www-authenticate"] == "Bearer"
@@ -37,8 +37,28 @@ async def test_health_answers_exactly_the_status_object_as_json(api: Api) -> Non
     assert r.content == b'{"status":"ok"}'
 
 
+async def test_liveness_answers_a_probe_without_a_token_and_says_nothing_more(api: Api) -> None:
+    for headers in ({}, {"Authorization": "Bearer dg_not-a-token"}):
+        r = await api.client.get("/healthz", headers=headers)
+        assert r.status_code == 200
+        assert r.content == b'{"status":"ok"}'
+        assert "www-authenticate" not in r.headers
+
+
+async def test_readiness_and_metrics_still_want_a_token(api: Api) -> None:
+    for path in ("/readyz", "/metrics"):
+        assert (await api.client.get(path)).status_code == 401
+        assert (await api.get(path, "pbx")).status_code == 200
+
+
+async def test_the_site_root_sends_a_browser_to_the_console(api: Api) -> None:
+    r = await api.client.get("/")
+    assert r.status_code == 307
+    assert r.headers["location"] == "/console/"
+
+
 async def test_the_bearer_scheme_is_case_insensitive(api: Api) -> None:
-    r = await api.client.get("/healthz", headers={"Authorization": f"bearer {api.tokens['qa-a']}"})
+    r = await api.client.get("/readyz", headers={"Authorization": f"bearer {api.tokens['qa-a']}"})
     assert r.status_code == 200
 
 
@@ -165,6 +185,8 @@ async def test_the_openapi_schema_declares_bearer_authentication_for_every_endpo
     }
     assert doc["security"] == [{"bearer": []}]
     assert "/v1/dials" in doc["paths"] and "/v1/blocked-dials" in doc["paths"]
+    assert doc["paths"]["/healthz"]["get"]["security"] == []  # liveness only
+    assert all("security" not in op for path, ops in doc["paths"].items() if path != "/healthz" for op in ops.values())
 
 
 async def test_the_docs_page_holds_no_api_description_and_fetches_it_with_the_token_the_user_gives(api: Api) -> None:
@@ -176,7 +198,20 @@ async def test_the_docs_page_holds_no_api_description_and_fetches_it_with_the_to
     assert "访问令牌 / Bearer token" in page
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "https:" not in csp and "http://" not in page and "https://" not in page  # nothing from the internet
     assert r.headers["cache-control"] == "no-store"
+
+
+async def test_the_docs_page_serves_swagger_ui_itself_so_it_works_offline(api: Api) -> None:
+    page = (await api.client.get("/docs")).text
+    js = await api.client.get("/docs/assets/swagger-ui-bundle.js")
+    css = await api.client.get("/docs/assets/swagger-ui.css")
+    assert 'src="/docs/assets/swagger-ui-bundle.js"' in page and 'href="/docs/assets/swagger-ui.css"' in page
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert b"SwaggerUIBundle" in js.content and len(js.content) > 500_000
+    assert css.status_code == 200 and b".swagger-ui" in css.content
+    missing = await api.client.get("/docs/assets/..%2Fconfig.toml")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_fastapis_own_unauthenticated_api_pages_are_gone(api: Api) -> None:

@@ -30,7 +30,6 @@ ENDPOINTS = [
     ("GET", "/v1/lookup?number=13800000001"),
     ("GET", "/v1/blocked-dials"),
     ("GET", "/v1/blocked-dials/summary"),
-    ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -110,10 +109,21 @@ async def test_blocked_dials_as_csv(api: Api) -> None:
     await _block_some(api)
     r = await api.get("/v1/blocked-dials", "comp-a", params={"format": "csv"})
     assert r.headers["content-type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(r.text)))
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert [row["rule_id"] for row in rows] == ["window.outside_hours", "agent.not_assigned", "contact.not_authorized"]
     assert rows[0]["number"] == "138****0001"
     assert rows[0]["reason_zh"]
+
+
+async def test_the_csv_export_is_a_named_download_starting_with_a_utf8_bom_for_spreadsheets(api: Api) -> None:
+    await _block_some(api)
+    params = {"format": "csv", "from": "2026-11-24", "to": "2026-11-26T00:00:00+08:00"}
+    r = await api.get("/v1/blocked-dials", "comp-a", params=params)
+    assert r.content.startswith(b"\xef\xbb\xbfdecision_id,at,")
+    assert r.headers["content-disposition"] == 'attachment; filename="blocked-dials-2026-11-24-2026-11-26.csv"'
+    assert r.content.decode("utf-8-sig").count("\r\n") == 4  # the header and the three blocked dials
+    unbounded = await api.get("/v1/blocked-dials", "comp-a", params={"format": "csv"})
+    assert unbounded.headers["content-disposition"] == 'attachment; filename="blocked-dials-all-all.csv"'
 
 
 async def test_blocked_dials_summary_counts_by_rule_agent_and_day(api: Api) -> None:

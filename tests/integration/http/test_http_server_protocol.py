@@ -199,7 +199,7 @@ def test_pipelined_requests_are_answered_in_order_with_the_same_bytes_as_uvicorn
     data = b"".join([
         request("GET", "/healthz", tok, rid="p-1"),
         request("GET", "/v1/no-such-thing", tok, rid="p-2"),
-        request("GET", "/healthz", None, rid="p-3"),
+        request("GET", "/readyz", None, rid="p-3"),
         request("POST", "/v1/dials", tok, b'{"case_id": ', rid="p-4"),
         request("POST", "/v1/dials", tok, json.dumps({"case_id": "C-1", "number": "1", "agent_id": "col-a",
                                                       "colour": "red"}).encode(), rid="p-5"),

@@ -236,7 +236,9 @@ async def test_a_dial_beyond_the_configured_call_slots_is_refused_503_at_once_an
     assert await run.attempts_of(DEBTOR_E164) == 2
     for r in first:
         assert (await run.call_ended(r.json()["state_url"], 20))["call"]["cause"] == "agent_no_answer"
-    assert run.svc.pbx.limiter.in_use == 0
+    async with asyncio.timeout(5):
+        while run.svc.pbx.limiter.in_use:  # a job lets its slot go just after it records the call's end
+            await asyncio.sleep(0.02)
 
 
 async def test_with_the_pbx_unreachable_the_service_starts_and_refuses_dials_with_503_and_a_reason(tmp_path: Path) -> None:

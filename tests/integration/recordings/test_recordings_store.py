@@ -3,7 +3,7 @@ fake, on SQLite and on PostgreSQL, and a migration that builds exactly the table
 repository queries.
 
 PostgreSQL: `DIALGATE_TEST_PG_ADMIN` (preferred: the tests use their own database,
-dialgate_test_recordings) or `DIALGATE_TEST_PG_URL`; missing → `require_service`.
+dialgate_test_recordings_<xdist worker>) or `DIALGATE_TEST_PG_URL`; missing → `require_service`.
 """
 
 from __future__ import annotations
@@ -42,14 +42,16 @@ async def _own_database(admin: str) -> str | None:
     """A database of our own, when the admin URL may create one (else None)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    # One per pytest-xdist worker: each test empties it, so two workers must never share one.
+    name = f"dialgate_test_recordings_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     engine = create_async_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"timeout": 3})
     try:
         async with engine.connect() as conn:
             exists = (await conn.exec_driver_sql(
-                "SELECT 1 FROM pg_database WHERE datname = 'dialgate_test_recordings'")).first()
+                "SELECT 1 FROM pg_database WHERE datname = $1", (name,))).first()
             if not exists:
-                await conn.exec_driver_sql("CREATE DATABASE dialgate_test_recordings")
-        return admin.rsplit("/", 1)[0] + "/dialgate_test_recordings"
+                await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        return admin.rsplit("/", 1)[0] + "/" + name
     except Exception:  # noqa: BLE001 - no CREATEDB right: use the shared test database
         return None
     finally:

@@ -1,7 +1,7 @@
 """All 4,527 PROTOS c07-sip cases over UDP: the gate never dies, never leaks, never
 decides an INVITE it could not parse, and still answers a valid INVITE afterwards.
 
-The archive (../shared/protos-sip-cases.tar.gz, format in ../shared/protos-sip-README.md)
+The archive (tests/data/protos-sip/cases.tar.gz, format in its README.md)
 is unpacked into a temporary directory per test session, never into the repository.
 Each case's INVITE is sent with its teardown (a CANCEL). Sending is paced by a valid
 OPTIONS probe every batch: the gate answers in order, so when the probe's 200 arrives
@@ -21,9 +21,9 @@ from adapters.sip.fakes import RecordingSipAuthorizer
 from adapters.sip.gate import dial_input_from_invite
 from adapters.sip.message import SipParseError, parse_message
 from sipclient import UdpClient, make_invite
-from tests.conftest import require_service, shared_dir
+from tests.conftest import data_dir, require_service
 
-ARCHIVE = shared_dir() / "protos-sip-cases.tar.gz"
+ARCHIVE = data_dir() / "protos-sip" / "cases.tar.gz"
 CASE_COUNT = 4527
 BATCH = 10
 MAX_DATAGRAM = 65_507  # a few overflow cases are longer; they are sent cut to what UDP carries

@@ -1,4 +1,4 @@
-"""RFC 4475 torture messages (../shared/sip-torture/) against the gate, over UDP and TCP.
+"""RFC 4475 torture messages (tests/data/sip-torture/) against the gate, over UDP and TCP.
 
 Expected handling comes from the RFC (summarised in that folder's README) for a redirect
 server that answers INVITEs with its decision: valid messages get their correct answer,
@@ -21,9 +21,9 @@ import pytest
 
 from adapters.sip.fakes import RecordingSipAuthorizer
 from sipclient import TcpClient, UdpClient, make_invite
-from tests.conftest import require_service, shared_dir
+from tests.conftest import data_dir, require_service
 
-TORTURE = shared_dir() / "sip-torture"
+TORTURE = data_dir() / "sip-torture"
 
 DROP = None
 DECIDED = 302  # the recording authorizer allows every call it is asked about

@@ -31,6 +31,15 @@ def test_two_attempts_within_the_hour_block_a_third_to_the_debtor() -> None:
     assert decision.next_allowed_at == sh(2026, 11, 24, 11, 5)
 
 
+def test_next_allowed_is_rounded_up_to_the_whole_second_so_it_is_never_earlier_than_lawful() -> None:
+    history = attempts_at(sh(2026, 11, 24, 10, 5) + timedelta(microseconds=250_000), sh(2026, 11, 24, 10, 40))
+    decision = decide(now=sh(2026, 11, 24, 11, 0), history=history)
+    assert decision.rule_id == "cap.number_hourly"
+    assert decision.next_allowed_at == sh(2026, 11, 24, 11, 5, 1)
+    assert "11:05:01+08:00" in decision.reason and ".25" not in decision.reason
+    assert decide(now=decision.next_allowed_at, history=history).allowed
+
+
 def test_a_rolling_window_frees_at_the_oldest_counted_event_plus_the_window_exactly() -> None:
     history = attempts_at(sh(2026, 11, 24, 14, 0), sh(2026, 11, 24, 14, 30))
     assert decide(now=sh(2026, 11, 24, 14, 59, 59), history=history).rule_id == "cap.number_hourly"

@@ -15,12 +15,12 @@ import pytest
 
 from adapters.sip.gate import dial_input_from_invite
 from adapters.sip.message import SipParseError, StreamFramer, parse_message
-from tests.conftest import shared_dir
+from tests.conftest import data_dir
 
 ITERATIONS = 100_000
 SEED = 4475
 
-TORTURE = shared_dir() / "sip-torture"
+TORTURE = data_dir() / "sip-torture"
 
 SEEDS: list[bytes] = [
     (
