@@ -44,6 +44,7 @@ from dialer.model import (
     AttemptRecord,
     CaseInput,
     CaseRecord,
+    ChangeSource,
     ContactRecord,
     DecisionRecord,
     OutcomeRecord,
@@ -682,19 +683,22 @@ class Gate:
             flags = set(case.flags)
             contacts = {c.number: c for c in case.contacts}
             changes: dict[str, Any] = {}
+            source = ChangeSource(kind="outcome", actor=cmd.actor.name, role=cmd.actor.role, ref=cmd.attempt_id,
+                                  reason=f"{cmd.disposition}/{cmd.result}")
             if cmd.disposition == "invalid_number":
-                await uow.cases.update_contact(case.pk, attempt.number, status="invalid")
+                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, status="invalid")
                 if attempt.number in contacts:
                     contacts[attempt.number] = replace(contacts[attempt.number], status="invalid")
             if cmd.result == "third_party_refuses_contact":
-                await uow.cases.update_contact(case.pk, attempt.number, do_not_call=True)
+                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, do_not_call=True)
                 if attempt.number in contacts:
                     contacts[attempt.number] = replace(contacts[attempt.number], do_not_call=True)
             if cmd.result == "callback" and cmd.callback_at is not None:
                 await uow.cases.add_appointment(case.pk, attempt.number, cmd.callback_at, cmd.attempt_id)
             if cmd.result in RESULT_FLAGS:
+                # The agency's flag: no later case file lifts it, only a person with a reason.
                 flags.add(RESULT_FLAGS[cmd.result])
-                changes["flags"] = frozenset(flags)
+                changes["add_flags"] = (RESULT_FLAGS[cmd.result],)
             status, next_date = follow_up(
                 cmd, connected, now.astimezone(zone).date(), zone,
                 any(c.status == "valid" and not c.do_not_call for c in contacts.values()),
@@ -705,7 +709,7 @@ class Gate:
                 status, next_date = "closed", None
             changes["follow_up_status"] = status
             changes["next_action_date"] = next_date
-            await uow.cases.update(case.pk, now, **changes)
+            await uow.cases.update(case.pk, now, source=source, **changes)
             ev = dict(creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now)
             await uow.outbox.add(
                 "attempt.state", **ev,
@@ -754,9 +758,11 @@ class Gate:
             raise InvalidImport(outside)
         now = self._now()
         created = updated = 0
+        import_id = new_id()
+        source = ChangeSource(kind="import", actor=actor.name, role=actor.role, ref=import_id)
         async with self.store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
-            for c in cases:
-                rec, is_new = await uow.cases.upsert(c, now)
+            for row, c in enumerate(cases, start=1):
+                rec, is_new = await uow.cases.upsert(c, now, source=source.at_row(row))
                 created += is_new
                 updated += not is_new
                 await uow.outbox.add(
@@ -766,15 +772,17 @@ class Gate:
                 )
             await uow.audit.add(
                 at=now, actor=actor.name, action="cases.imported", creditor=None, case_id=None,
-                details={"created": created, "updated": updated, "case_ids": [c.case_id for c in cases][:1000]},
+                details={"import_id": import_id, "created": created, "updated": updated,
+                         "case_ids": [c.case_id for c in cases][:1000]},
             )
-        return {"created": created, "updated": updated, "total": len(cases)}
+        return {"import_id": import_id, "created": created, "updated": updated, "total": len(cases)}
 
     async def import_repayments(self, actor: Principal, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Record repayments; a settled one closes its case. Unknown cases refuse the file."""
         require_role(actor, DATA_ROLES, "import repayments")
         now = self._now()
         closed = 0
+        import_id = new_id()
         async with self.store.write(tuple(f"case:{r['case_id']}" for r in rows)) as uow:
             errors = []
             found: list[CaseRecord] = []
@@ -786,12 +794,19 @@ class Gate:
                     found.append(case)
             if errors:
                 raise InvalidImport(errors)
-            for r, case in zip(rows, found):
+            for row, (r, case) in enumerate(zip(rows, found), start=1):
                 await uow.cases.record_repayment(
                     case.creditor, case.case_id, r.get("amount"), r.get("paid_on"), bool(r["settled"]), actor.name, now
                 )
                 if r["settled"] and case.status != "settled":
-                    await uow.cases.update(case.pk, now, status="settled", follow_up_status="closed", next_action_date=None)
+                    # Held against later case files: a paid debtor is not called again
+                    # because the bank's next file still says "active".
+                    await uow.cases.update(
+                        case.pk, now, status="settled", status_hold="repayment", follow_up_status="closed",
+                        next_action_date=None,
+                        source=ChangeSource(kind="repayment", actor=actor.name, role=actor.role, ref=import_id,
+                                            row=row, reason="settled by repayment"),
+                    )
                     closed += 1
                     await uow.outbox.add(
                         "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
@@ -799,7 +814,7 @@ class Gate:
                     )
             await uow.audit.add(
                 at=now, actor=actor.name, action="repayments.imported", creditor=None, case_id=None,
-                details={"rows": len(rows), "closed": closed},
+                details={"import_id": import_id, "rows": len(rows), "closed": closed},
             )
         return {"recorded": len(rows), "closed": closed}
 
@@ -810,7 +825,9 @@ class Gate:
         now = self._now()
         async with self.store.write((f"case:{case_id}", f"number:{contact.number}")) as uow:
             case = await self._resolve_case(uow, actor, case_id, creditor)
-            if not await uow.cases.add_contact(case.pk, replace(contact, added_at=now)):
+            source = ChangeSource(kind="api", actor=actor.name, role=actor.role,
+                                  ref=f"POST /v1/cases/{case.case_id}/contacts", reason=contact.source)
+            if not await uow.cases.add_contact(case.pk, replace(contact, added_at=now), source=source):
                 raise Conflict(
                     f"case {case_id} already has number {mask_number(contact.number)}",
                     details={"case_id": case_id, "number": mask_number(contact.number)},
