@@ -40,6 +40,7 @@ ROUTERS: list[str] = [
     "dialer.http.health",
     "dialer.http.docs",
     "dialer.http.cases",
+    "dialer.http.case_actions",
     "dialer.http.dials",
     "dialer.http.blocked",
     "dialer.http.recordings",
