@@ -297,9 +297,15 @@ class Gate:
         case_id: str,
         number: str,
         attempt_id: str | None,
+        case_history_seq: int | None = None,
     ) -> DecisionRecord:
+        """`case_history_seq`: the position in the case's history the decision was made
+        on, so why a call was allowed can be answered from the records alone."""
         if kind not in DECISION_KINDS:  # the review lists kinds by name (REVIEWED_KINDS)
             raise ValueError(f"unknown decision kind {kind!r}")
+        inputs = _masked_inputs(decision.inputs_used)
+        if case_history_seq is not None:
+            inputs["case_history_seq"] = case_history_seq
         return DecisionRecord(
             decision_id=decision_id,
             kind=kind,
@@ -322,7 +328,7 @@ class Gate:
                 {"rule_id": c.rule_id, "passed": c.passed, "detail": c.detail, "detail_zh": c.detail_zh}
                 for c in decision.checks
             ),
-            inputs_used=_masked_inputs(decision.inputs_used),
+            inputs_used=inputs,
         )
 
     def _refused_outright(self, rule_id: str, detail: str, detail_zh: str, now: datetime) -> Decision:
@@ -468,6 +474,7 @@ class Gate:
                 case_id=case.case_id,
                 number=number,
                 attempt_id=attempt.attempt_id if attempt else None,
+                case_history_seq=case.history_seq,
             )
         )
         await uow.outbox.add(
@@ -615,6 +622,7 @@ class Gate:
                         decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
                         agent_id=agent.agent_id, channel=cmd.channel, creditor=case.creditor,
                         case_id=case.case_id, number=number, attempt_id=None,
+                        case_history_seq=case.history_seq,
                     )
                 )
         except StoreUnavailable:
@@ -964,7 +972,8 @@ class Gate:
             await uow.decisions.append(
                 self._record(decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,
                              agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,
-                             case_id=case.case_id, number=attempt.number, attempt_id=attempt_id)
+                             case_id=case.case_id, number=attempt.number, attempt_id=attempt_id,
+                             case_history_seq=case.history_seq)
             )
         return decision
 
