@@ -60,7 +60,12 @@ FOLLOW_UP_STATUSES: dict[str, str] = {
     "lost_contact": "失联",
     "paused": "暂停催收",
     "closed": "结案",
+    # Set by the collector in the 催记, within the rules' bounds (dialer.usecases).
+    "urgent": "紧急",
+    "night": "夜间催收",
+    "custom": "自定义",
 }
+CHOSEN_STATUSES: tuple[str, ...] = ("urgent", "night", "custom")
 
 
 @dataclass(frozen=True, slots=True)

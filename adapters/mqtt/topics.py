@@ -25,6 +25,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "recording.stored",
     "recording.purged",
     "alert.complaint_risk",
+    "alert.dispute",
 )
 
 _LEVEL = re.compile(r"^[^/+#\x00]{1,128}$")
