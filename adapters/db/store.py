@@ -1618,6 +1618,38 @@ class SqlCaseRepository:
                                               source or SYSTEM_CHANGE, now or datetime.now(timezone.utc))
             await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**head))
 
+    async def worklist(
+        self, creditors: frozenset[str] | None, agent: str | None, due: date, limit: int
+    ) -> list[dict[str, Any]]:
+        """Active cases due by `due` (next action date on or before it) or awaiting their
+        first call, most overdue first; case columns only."""
+        c = t.cases.c
+        conds: list[Any] = [c.status == "active",
+                            or_(c.next_action_date <= due, c.follow_up_status == "new")]
+        if creditors is not None:
+            if not creditors:
+                return []
+            conds.append(c.creditor.in_(sorted(creditors)))
+        if agent is not None:
+            conds.append(c.assigned_agent == agent)
+        q = (select(c.id, c.creditor, c.case_id, c.assigned_agent, c.follow_up_status, c.next_action_date,
+                    c.created_at, c.amount_due, c.overdue_days)
+             .where(*conds).order_by(c.next_action_date, c.id).limit(limit))
+        return [dict(r) for r in (await self.conn.execute(q)).mappings()]
+
+    async def first_calls_overdue(self, before: date, limit: int, after: int = 0) -> list[dict[str, Any]]:
+        """Active new cases whose first-call date is before `before`, not yet alerted, by
+        primary key after `after`."""
+        c = t.cases.c
+        q = (select(c.id, c.creditor, c.case_id, c.assigned_agent, c.next_action_date)
+             .where(c.status == "active", c.follow_up_status == "new", c.next_action_date < before,
+                    c.first_call_alerted_at.is_(None), c.id > after)
+             .order_by(c.id).limit(limit))
+        return [dict(r) for r in (await self.conn.execute(q)).mappings()]
+
+    async def mark_first_call_alerted(self, pk: int, now: datetime) -> None:
+        await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(first_call_alerted_at=now))
+
     async def history(self, pk: int, *, after: int = 0, limit: int = 500) -> list[HistoryEntry]:
         """The case's history entries after seq `after`, oldest first."""
         h = t.case_history.c

@@ -124,9 +124,12 @@ cases = Table(
     Column("status_hold", String(20)),
     Column("history_seq", BigInteger, nullable=False, default=0, server_default="0"),
     Column("history_hash", String(64), nullable=False, default="0" * 64, server_default="0" * 64),
+    Column("first_call_alerted_at", UtcDateTime()),  # case.first_call_overdue emitted (once)
     UniqueConstraint("creditor", "case_id"),
     Index("ix_cases_case_id", "case_id"),
     Index("ix_cases_assigned_agent", "assigned_agent"),
+    # Migration 1801: the first-call sweep and the worklist's new cases.
+    Index("ix_cases_follow_up_status_next_action_date", "follow_up_status", "next_action_date"),
 )
 
 # Every change to a case, contact or flag (migration 1801_case_history): append-only,

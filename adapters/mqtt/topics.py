@@ -26,6 +26,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "recording.purged",
     "alert.complaint_risk",
     "alert.dispute",
+    "case.first_call_overdue",
 )
 
 _LEVEL = re.compile(r"^[^/+#\x00]{1,128}$")
