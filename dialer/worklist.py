@@ -13,7 +13,7 @@ per case whose first call was missed.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -41,13 +41,44 @@ def _rank(item: dict[str, Any]) -> tuple[int, int, str]:
     return tier, -item["days_overdue"], item["case_id"]
 
 
+def worklist_items(rows: Sequence[Mapping[str, Any]], today_of: Callable[[str], date]) -> list[dict[str, Any]]:
+    """The worklist's entries from case rows (`SqlCaseRepository.worklist`), most urgent
+    first; `today_of(creditor)` is the day they are due by."""
+    items = []
+    for r in rows:
+        today = today_of(r["creditor"])
+        nad = r["next_action_date"]
+        new = r["follow_up_status"] == "new"
+        if not new and (nad is None or nad > today):
+            continue
+        items.append({
+            "case_id": r["case_id"],
+            "creditor": r["creditor"],
+            "assigned_agent": r["assigned_agent"],
+            "status": r["follow_up_status"],
+            "status_zh": FOLLOW_UP_STATUSES.get(r["follow_up_status"], r["follow_up_status"]),
+            "next_action_date": nad.isoformat() if nad else None,
+            "days_overdue": max(0, (today - nad).days) if nad else 0,
+            "first_call": ({"deadline": nad.isoformat() if nad else None,
+                            "missed": bool(nad and today > nad)} if new else None),
+            "amount_due": r["amount_due"],
+        })
+    items.sort(key=_rank)
+    return items
+
+
 class Worklist:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
-    def _today(self, creditor: str) -> date:
+    def today(self, creditor: str) -> date:
+        """Today in the creditor's policy zone."""
         zone = ZoneInfo(self.gate.policies.for_creditor(creditor).timezone)
         return self.gate._now().astimezone(zone).date()
+
+    def latest_due(self) -> date:
+        """The latest day any creditor's "today" can be (zones east of UTC are ahead)."""
+        return self.gate._now().date() + timedelta(days=1)
 
     async def items(
         self, actor: Principal, *, agent: str | None = None, creditor: str | None = None, due: date | None = None,
@@ -57,29 +88,9 @@ class Worklist:
         if actor.role == "collector":
             agent = actor.name  # a collector's worklist is their own cases, whatever was asked
         scope = _narrow(actor, creditor)
-        latest = due or (self.gate._now().date() + timedelta(days=1))  # zones east of UTC are a day ahead
         async with self.gate.store.read() as uow:
-            rows = await uow.cases.worklist(scope, agent, latest, min(limit, MAX_ITEMS))
-        items = []
-        for r in rows:
-            today = due or self._today(r["creditor"])
-            nad = r["next_action_date"]
-            new = r["follow_up_status"] == "new"
-            if not new and (nad is None or nad > today):
-                continue
-            items.append({
-                "case_id": r["case_id"],
-                "creditor": r["creditor"],
-                "assigned_agent": r["assigned_agent"],
-                "status": r["follow_up_status"],
-                "status_zh": FOLLOW_UP_STATUSES.get(r["follow_up_status"], r["follow_up_status"]),
-                "next_action_date": nad.isoformat() if nad else None,
-                "days_overdue": max(0, (today - nad).days) if nad else 0,
-                "first_call": ({"deadline": nad.isoformat() if nad else None,
-                                "missed": bool(nad and today > nad)} if new else None),
-                "amount_due": r["amount_due"],
-            })
-        items.sort(key=_rank)
+            rows = await uow.cases.worklist(scope, agent, due or self.latest_due(), min(limit, MAX_ITEMS))
+        items = worklist_items(rows, (lambda _c: due) if due else self.today)
         return {"due": (due.isoformat() if due else None), "agent": agent, "items": items}
 
     async def sweep_first_calls(self) -> int:
@@ -92,7 +103,7 @@ class Worklist:
                 batch = await uow.cases.first_calls_overdue(now.date() + timedelta(days=1), SWEEP_BATCH, after)
                 for r in batch:
                     after = r["id"]
-                    today = self._today(r["creditor"])
+                    today = self.today(r["creditor"])
                     if r["next_action_date"] >= today:
                         continue  # still within the deadline in the creditor's zone
                     await uow.outbox.add(
