@@ -169,6 +169,18 @@ def _dial_candidates_query() -> Any:
 Q_DIAL_CANDIDATES = _dial_candidates_query()
 
 
+# Case writes, built once: an import applies them per row.
+Q_CASE_BY_KEY = (
+    select(t.cases).where(t.cases.c.creditor == bindparam("creditor"), t.cases.c.case_id == bindparam("case_id"))
+)
+Q_CASE_BY_KEY_LOCKED = Q_CASE_BY_KEY.with_for_update()
+Q_CASE_BY_PK_LOCKED = select(t.cases).where(t.cases.c.id == bindparam("pk")).with_for_update()
+Q_CONTACTS_OF_CASE = select(t.contacts).where(t.contacts.c.case_pk == bindparam("pk"))
+Q_CREDITOR = select(t.creditors.c.id).where(t.creditors.c.id == bindparam("creditor"))
+I_CASE = insert(t.cases)
+U_CASE = update(t.cases).where(t.cases.c.id == bindparam("_pk"))  # SET the columns the parameters name
+I_CONTACT = insert(t.contacts)
+I_HISTORY = insert(t.case_history)
 I_ATTEMPT = insert(t.attempts)
 I_DECISION = insert(t.decisions)
 I_CHAIN_HEAD = insert(t.chain_heads)
@@ -1271,6 +1283,7 @@ class SqlCaseRepository:
     def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
         self.conn = conn
         self.raw = raw
+        self._creditors: set[str] = set()  # known to exist in this transaction
 
     async def _load(self, where: Any, params: dict[str, Any] | None = None) -> list[CaseRecord]:
         query = where if params is not None else select(t.cases).where(where).order_by(t.cases.c.id)
@@ -1350,20 +1363,28 @@ class SqlCaseRepository:
         return await self._load(Q_CASES_BY_ID_SCOPED, {"case_id": case_id, "creditors": sorted(creditors)})
 
     async def get(self, creditor: str, case_id: str) -> CaseRecord | None:
-        found = await self._load(and_(t.cases.c.creditor == creditor, t.cases.c.case_id == case_id))
+        found = await self._load(Q_CASE_BY_KEY, {"creditor": creditor, "case_id": case_id})
         return found[0] if found else None
 
     async def ensure_creditor(self, creditor: str) -> None:
-        exists = (await self.conn.execute(select(t.creditors.c.id).where(t.creditors.c.id == creditor))).first()
+        if creditor in self._creditors:  # an import's rows name the same few creditors
+            return
+        self._creditors.add(creditor)
+        exists = (await self.conn.execute(Q_CREDITOR, {"creditor": creditor})).first()
         if exists is None:
             await self.conn.execute(
                 insert(t.creditors).values(id=creditor, name=creditor, created_at=datetime.now(timezone.utc))
             )
 
-    async def _locked_row(self, where: Any) -> Any:
-        """The case row, locked against a concurrent change on PostgreSQL (its history
-        head is read here and written back); SQLite has one writer at a time."""
-        return (await self.conn.execute(select(t.cases).where(where).with_for_update())).mappings().first()
+    async def _locked_row(self, pk: int | None = None, creditor: str = "", case_id: str = "") -> Any:
+        """The case row (by pk, or by creditor and case id), locked against a concurrent
+        change on PostgreSQL (its history head is read here and written back); SQLite
+        has one writer at a time."""
+        if pk is not None:
+            res = await self.conn.execute(Q_CASE_BY_PK_LOCKED, {"pk": pk})
+        else:
+            res = await self.conn.execute(Q_CASE_BY_KEY_LOCKED, {"creditor": creditor, "case_id": case_id})
+        return res.mappings().first()
 
     async def _append_history(
         self, row: Any, changes: Sequence[tuple[Any, ...]], source: ChangeSource, now: datetime,
@@ -1393,7 +1414,7 @@ class SqlCaseRepository:
             ))
             prev = entry.hash
         if rows:
-            await self.conn.execute(insert(t.case_history), rows)
+            await self.conn.execute(I_HISTORY, rows)
         return {"history_seq": seq, "history_hash": prev}
 
     async def upsert(
@@ -1407,7 +1428,7 @@ class SqlCaseRepository:
         change is a history entry naming `source` (default: an import, row unknown)."""
         src = source or UNKNOWN_IMPORT
         await self.ensure_creditor(case.creditor)
-        row = await self._locked_row(and_(t.cases.c.creditor == case.creditor, t.cases.c.case_id == case.case_id))
+        row = await self._locked_row(creditor=case.creditor, case_id=case.case_id)
         bank_flags = frozenset(case.flags)
         if row is None:
             if case.status == "paused":
@@ -1435,23 +1456,21 @@ class SqlCaseRepository:
                 ),
                 GENESIS_HASH,
             )
-            res = await self.conn.execute(
-                insert(t.cases).values(
-                    creditor=case.creditor, case_id=case.case_id, event_seq=0, created_at=now, updated_at=now,
-                    history_seq=1, history_hash=entry.hash, **values,
-                )
-            )
+            res = await self.conn.execute(I_CASE, dict(
+                creditor=case.creditor, case_id=case.case_id, event_seq=0, created_at=now, updated_at=now,
+                history_seq=1, history_hash=entry.hash, first_call_alerted_at=None, **values,
+            ))
             pk = res.inserted_primary_key[0]
-            await self.conn.execute(insert(t.case_history).values(
+            await self.conn.execute(I_HISTORY, dict(
                 case_pk=pk, creditor=case.creditor, case_id=case.case_id, seq=1, at=now, actor=src.actor,
                 role=src.role, source=src.kind, source_ref=src.ref, source_row=src.row, field="case",
                 record=record, prev_hash=GENESIS_HASH, hash=entry.hash,
             ))
-            for c in case.contacts:
-                await self.conn.execute(insert(t.contacts).values(
+            if case.contacts:
+                await self.conn.execute(I_CONTACT, [dict(
                     case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
                     do_not_call=c.do_not_call, source=c.source, added_at=now,
-                ))
+                ) for c in case.contacts])
             rec = await self.get(case.creditor, case.case_id)
             assert rec is not None
             return rec, True
@@ -1490,7 +1509,7 @@ class SqlCaseRepository:
         if changes:
             values.update(await self._append_history(row, changes, src, now, reason))
         values["updated_at"] = now
-        await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**values))
+        await self.conn.execute(U_CASE, {"_pk": pk, **values})
         rec = await self.get(case.creditor, case.case_id)
         assert rec is not None
         return rec, False
@@ -1500,16 +1519,13 @@ class SqlCaseRepository:
     ) -> list[tuple[str, Any, Any]]:
         """The creditor's list replaces the creditor-sourced numbers; numbers added by
         staff (info repair) and the do-not-call / invalid marks stay. Returns the changes."""
-        current = {
-            r["number"]: r
-            for r in (await self.conn.execute(select(t.contacts).where(t.contacts.c.case_pk == pk))).mappings()
-        }
+        current = {r["number"]: r for r in (await self.conn.execute(Q_CONTACTS_OF_CASE, {"pk": pk})).mappings()}
         incoming = {c.number for c in contacts}
         changes: list[tuple[str, Any, Any]] = []
         for c in contacts:
             old = current.get(c.number)
             if old is None:
-                await self.conn.execute(insert(t.contacts).values(
+                await self.conn.execute(I_CONTACT, dict(
                     case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
                     do_not_call=c.do_not_call, source=c.source, added_at=now,
                 ))
@@ -1543,7 +1559,7 @@ class SqlCaseRepository:
         next_action_date, …), each change a history entry. `add_flags` / `remove_flags`
         change the agency's flags; the bank's own flags change only with its file.
         `flags=` sets the effective flags: what is not the bank's becomes the agency's."""
-        row = await self._locked_row(t.cases.c.id == pk)
+        row = await self._locked_row(pk)
         if row is None:
             raise LookupError(f"case pk {pk} vanished")
         bank = _flags_set(row["creditor_flags"])
@@ -1583,7 +1599,7 @@ class SqlCaseRepository:
                 added_at=now,
             )
         )
-        row = await self._locked_row(t.cases.c.id == pk)
+        row = await self._locked_row(pk)
         if row is not None:
             head = await self._append_history(
                 row, [(_contact_field(contact.number), None,
@@ -1612,7 +1628,7 @@ class SqlCaseRepository:
         after = _contact_state(merged["relation"], merged["status"], bool(merged["do_not_call"]), merged["source"])
         if before == after:
             return
-        row = await self._locked_row(t.cases.c.id == pk)
+        row = await self._locked_row(pk)
         if row is not None:
             head = await self._append_history(row, [(_contact_field(number), before, after)],
                                               source or SYSTEM_CHANGE, now or datetime.now(timezone.utc))
