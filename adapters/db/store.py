@@ -60,7 +60,7 @@ from adapters.db import tables as t
 from dialer.config import StoreConfig
 from dialer.errors import StoreUnavailable
 from dialer.ids import new_id
-from dialer.masking import mask_number
+from dialer.masking import mask_number, mask_text
 from dialer.model import (
     REVIEWED_KINDS,
     UNKNOWN_IMPORT,
@@ -239,6 +239,12 @@ def _json_value(field_: str, value: Any) -> Any:
 
 def _tracked(values: Any) -> dict[str, Any]:
     return {f: _json_value(f, values.get(f)) for f in TRACKED_FIELDS}
+
+
+def _reason(text: str | None) -> str | None:
+    """A reason as the history keeps it: free text, so any phone, card or ID number in
+    it is masked (the history is append-only and outlives the commission)."""
+    return mask_text(text) if text else text
 
 
 def _contact_field(number: str) -> str:
@@ -1403,7 +1409,7 @@ class SqlCaseRepository:
                 HistoryEntry(
                     creditor=row["creditor"], case_id=row["case_id"], seq=seq, at=now, actor=source.actor,
                     role=source.role, source=source.kind, source_ref=source.ref, source_row=source.row,
-                    field=field_, old=old, new=new, reason=why,
+                    field=field_, old=old, new=new, reason=_reason(why),
                 ),
                 prev,
             )
@@ -1452,7 +1458,7 @@ class SqlCaseRepository:
                 HistoryEntry(
                     creditor=case.creditor, case_id=case.case_id, seq=1, at=now, actor=src.actor, role=src.role,
                     source=src.kind, source_ref=src.ref, source_row=src.row, field="case", old=None,
-                    new=created_entry, reason=src.reason,
+                    new=created_entry, reason=_reason(src.reason),
                 ),
                 GENESIS_HASH,
             )

@@ -152,3 +152,10 @@ async def test_a_collector_reads_the_history_of_their_own_case_only(api: Api) ->
     assert (await api.get("/v1/cases/C-1/history", "col-a")).status_code == 200
     assert (await api.get("/v1/cases/C-2/history", "col-a")).status_code == 404
     assert (await api.get("/v1/cases/C-1/history", "comp-b")).status_code == 404
+
+
+async def test_a_number_written_in_a_reason_is_masked_on_the_history(api: Api) -> None:
+    r = await api.post("/v1/cases/C-1/pause", "sup-a", {"reason": "客户新号码 13812345678，银行要求暂停"})
+    assert r.status_code == 200, r.text
+    (e,) = [e for e in await _history(api) if e["source"] == "api" and e["field"] == "status"]
+    assert "13812345678" not in e["reason"] and "138****5678" in e["reason"]
