@@ -66,3 +66,34 @@ async def test_a_dispute_survives_re_imports_racing_with_it_on_sqlite(tmp_path: 
 @pytest.mark.postgres
 async def test_a_dispute_survives_re_imports_racing_with_it_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     await _race(build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": pg_url}}))
+
+
+async def test_an_upsert_without_a_source_is_recorded_as_an_import_of_an_unknown_row(tmp_path: Path) -> None:
+    from adapters.db.store import SqlAlchemyCaseStore
+    from dialer.imports import parse_cases_payload
+    from dialer.model import ChangeSource
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}})
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=ZoneInfo("UTC"))
+    (case,) = parse_cases_payload({"cases": [one_case("U-1", "bank-u", "col-u", "13800000055")]}, lambda _c: "CN")
+    async with SqlAlchemyCaseStore(cfg.store) as store:
+        from adapters.db.migrate import upgrade
+
+        await upgrade(store)
+        async with store.write() as uow:
+            rec, created = await uow.cases.upsert(case, now)  # the importer's call, unchanged
+            assert created and rec.history_seq == 1
+            src = ChangeSource(kind="import", actor="data-u", role="data", ref="imp-7", row=42)
+            rec, created = await uow.cases.upsert(replace_amount(case, "1.00"), now, source=src)
+            assert not created
+            first, second = await uow.cases.history(rec.pk)
+        assert (first.source, first.actor, first.source_ref, first.source_row) == ("import", "import", None, None)
+        assert (second.actor, second.source_ref, second.source_row, second.field) == ("data-u", "imp-7", 42,
+                                                                                       "amount_due")
+        assert second.prev_hash == first.hash
+
+
+def replace_amount(case: Any, amount: str) -> Any:
+    from dataclasses import replace
+
+    return replace(case, amount_due=amount)
