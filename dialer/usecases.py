@@ -825,7 +825,9 @@ class Gate:
                 await uow.cases.record_repayment(
                     case.creditor, case.case_id, r.get("amount"), r.get("paid_on"), bool(r["settled"]), actor.name, now
                 )
-                if r["settled"] and case.status != "settled":
+                # Also when the bank's file already said settled: the repayment is what
+                # holds the closure against a later file that says active again.
+                if r["settled"] and (case.status != "settled" or case.status_hold != "repayment"):
                     # Held against later case files: a paid debtor is not called again
                     # because the bank's next file still says "active".
                     await uow.cases.update(
@@ -834,7 +836,7 @@ class Gate:
                         source=ChangeSource(kind="repayment", actor=actor.name, role=actor.role, ref=import_id,
                                             row=row, reason="settled by repayment"),
                     )
-                    closed += 1
+                    closed += case.status != "settled"
                     await uow.outbox.add(
                         "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
                         occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},

@@ -112,3 +112,14 @@ async def test_a_new_case_from_a_file_is_unflagged_and_due_for_its_first_call_in
     assert r.status_code == 200, r.text
     case = (await api.get("/v1/cases/C-9", "admin")).json()
     assert case["next_action"] == {"status": "new", "status_zh": "新案待首催", "date": "2026-11-26"}
+
+
+async def test_a_repayment_for_a_case_the_bank_already_marked_settled_still_holds_it_closed(api: Api) -> None:
+    await _reimport_bank_file(api, status="settled")
+    r = await api.post("/v1/repayments:import", "data-a", {"repayments": [
+        {"creditor": "bank-a", "case_id": "C-1", "amount": "1000.00", "paid_on": "2026-11-23", "settled": True}]})
+    assert r.status_code == 200, r.text
+    await _reimport_bank_file(api)  # an older extract still saying active
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.status_code == 403
+    assert r.json()["decision"]["rule_id"] == "case.closed"
