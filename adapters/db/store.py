@@ -1502,6 +1502,9 @@ class SqlCaseRepository:
             follow, next_date = "closed", None
         elif follow in ("paused", "closed"):
             follow, next_date = "waiting", now.date()
+        elif follow == "new" and case.assigned_agent != row["assigned_agent"]:
+            # Reassigned before its first call: the new agent's two days start now.
+            next_date = now.date() + timedelta(days=FIRST_CALL_DAYS)
         values = dict(
             debtor_name=case.debtor_name, status=status, commission_start=case.commission_start,
             commission_end=case.commission_end, assigned_agent=case.assigned_agent,
@@ -1511,6 +1514,8 @@ class SqlCaseRepository:
         )
         old, new = _tracked(row), _tracked(values)
         changes.extend((f, old[f], new[f]) for f in TRACKED_FIELDS if old[f] != new[f])
+        if follow == "new" and next_date != _as_date(row["next_action_date"]):
+            values["first_call_alerted_at"] = None  # a new deadline: alert again if it is missed
         changes.extend(await self._apply_contacts(pk, case.contacts, now))
         if changes:
             values.update(await self._append_history(row, changes, src, now, reason))

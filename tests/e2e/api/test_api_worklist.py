@@ -78,3 +78,17 @@ async def test_a_missed_first_call_emits_one_event_per_case(api: Api) -> None:
     events = sorted(await _overdue_events(api), key=lambda e: e["case"])
     assert [(e["case"], e["creditor"], e["assigned_agent"], e["deadline"], e["days_overdue"]) for e in events] == [
         ("B-1", "bank-b", "col-b", "2026-11-26", 1), ("C-1", "bank-a", "col-a", "2026-11-26", 1)]
+
+
+async def test_a_case_reassigned_before_its_first_call_gives_the_new_agent_two_days(api: Api) -> None:
+    from gate_api_support import CASES_A
+
+    api.clock.advance(days=3)  # Friday: col-a missed C-1's first call
+    assert await Worklist(api.svc.gate).sweep_first_calls() == 3  # C-1, C-2, B-1
+    r = await api.post("/v1/cases:import", "data-a",
+                       {"cases": [{**CASES_A[0], "assigned_agent": "col-a2"}]})
+    assert r.status_code == 200, r.text
+    (item,) = [i for i in await _worklist(api, "col-a2") if i["case_id"] == "C-1"]
+    assert item["first_call"] == {"deadline": "2026-11-29", "missed": False}
+    api.clock.advance(days=3)  # Monday 30th: missed again, by the new agent
+    assert await Worklist(api.svc.gate).sweep_first_calls() == 1  # C-1 again; C-2 and B-1 were alerted once
