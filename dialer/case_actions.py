@@ -168,7 +168,7 @@ def _changes(cmd: CaseAction, case: Any, today: date) -> dict[str, Any]:
         if case.commission_start is not None and end < case.commission_start:
             raise UnprocessableEntity("commission_end before commission_start",
                                       details={"errors": [{"field": "commission_end", "error": "before the start"}]})
-        return dict(commission_end=end)
+        return dict(commission_end=end, commission_extended_to=end)
     if a == "reopen":
         if case.status == "active" and case.status_hold is None:
             raise _conflict("case is open", "案件未结案", status=case.status)

@@ -1505,9 +1505,18 @@ class SqlCaseRepository:
         elif follow == "new" and case.assigned_agent != row["assigned_agent"]:
             # Reassigned before its first call: the new agent's two days start now.
             next_date = now.date() + timedelta(days=FIRST_CALL_DAYS)
+        end = case.commission_end
+        extended = _as_date(row["commission_extended_to"])
+        if extended is not None and (end is None or end < extended):
+            # The creditor's extension, made through the API, outlasts a file that
+            # predates it; a file with a later end supersedes it.
+            if _as_date(row["commission_end"]) == extended:
+                changes.append(("commission_end", extended.isoformat(), extended.isoformat(),
+                                f"file says {end}; kept the extension to {extended}"))
+            end = extended
         values = dict(
             debtor_name=case.debtor_name, status=status, commission_start=case.commission_start,
-            commission_end=case.commission_end, assigned_agent=case.assigned_agent,
+            commission_end=end, assigned_agent=case.assigned_agent,
             flags=_flags_text(bank_flags | agency), creditor_flags=_flags_text(bank_flags),
             agency_flags=_flags_text(agency), status_hold=hold, amount_due=case.amount_due,
             overdue_days=case.overdue_days, follow_up_status=follow, next_action_date=next_date,

@@ -125,6 +125,7 @@ cases = Table(
     Column("history_seq", BigInteger, nullable=False, default=0, server_default="0"),
     Column("history_hash", String(64), nullable=False, default="0" * 64, server_default="0" * 64),
     Column("first_call_alerted_at", UtcDateTime()),  # case.first_call_overdue emitted (once)
+    Column("commission_extended_to", Date),  # an API extension; a file's earlier end does not undo it
     UniqueConstraint("creditor", "case_id"),
     Index("ix_cases_case_id", "case_id"),
     Index("ix_cases_assigned_agent", "assigned_agent"),

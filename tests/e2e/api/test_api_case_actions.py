@@ -159,3 +159,16 @@ async def test_a_number_written_in_a_reason_is_masked_on_the_history(api: Api) -
     assert r.status_code == 200, r.text
     (e,) = [e for e in await _history(api) if e["source"] == "api" and e["field"] == "status"]
     assert "13812345678" not in e["reason"] and "138****5678" in e["reason"]
+
+
+async def test_an_extension_outlasts_a_file_that_predates_it_and_a_later_file_end_supersedes_it(api: Api) -> None:
+    r = await api.post("/v1/cases/C-1/commission", "data-a", {"commission_end": "2027-04-30", "reason": "银行延期"})
+    assert r.status_code == 200, r.text
+    await api.post("/v1/cases:import", "data-a", {"cases": [CASES_A[0]]})  # still says 2027-01-31
+    case = (await api.get("/v1/cases/C-1", "admin")).json()
+    assert case["commission_end"] == "2027-04-30"
+    kept = [e for e in await _history(api) if e["field"] == "commission_end" and e["source"] == "import"]
+    assert [(e["old"], e["new"], e["reason"]) for e in kept] == [
+        ("2027-04-30", "2027-04-30", "file says 2027-01-31; kept the extension to 2027-04-30")]
+    await api.post("/v1/cases:import", "data-a", {"cases": [{**CASES_A[0], "commission_end": "2027-06-30"}]})
+    assert (await api.get("/v1/cases/C-1", "admin")).json()["commission_end"] == "2027-06-30"

@@ -6,6 +6,8 @@ the flags outcomes and people set (`agency_flags`, kept until lifted explicitly)
 status against a later file (a repayment closure, a pause or withdrawal by API call).
 `history_seq` / `history_hash` are the head of the case's history chain.
 `first_call_alerted_at`: when `case.first_call_overdue` was emitted (once per case).
+`commission_extended_to`: an extension granted through the API, which a file's earlier
+commission end does not undo.
 
 Existing flags are all taken as the agency's (failing closed: a flag of unknown origin
 stays until someone lifts it with a reason).
@@ -38,6 +40,7 @@ def upgrade() -> None:
     op.add_column('cases', sa.Column('history_seq', sa.BigInteger(), nullable=False, server_default='0'))
     op.add_column('cases', sa.Column('history_hash', sa.String(length=64), nullable=False, server_default=GENESIS))
     op.add_column('cases', sa.Column('first_call_alerted_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('cases', sa.Column('commission_extended_to', sa.Date(), nullable=True))
     op.execute("UPDATE cases SET agency_flags = flags")
     # The first-call sweep and the worklist's new cases: (follow_up_status, next_action_date).
     op.create_index('ix_cases_follow_up_status_next_action_date', 'cases', ['follow_up_status', 'next_action_date'],
@@ -69,6 +72,7 @@ def downgrade() -> None:
     op.drop_table('case_history')
     op.drop_index('ix_cases_follow_up_status_next_action_date', table_name='cases')
     with op.batch_alter_table('cases') as batch:
+        batch.drop_column('commission_extended_to')
         batch.drop_column('first_call_alerted_at')
         batch.drop_column('history_hash')
         batch.drop_column('history_seq')
