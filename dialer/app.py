@@ -34,12 +34,15 @@ from dialer.errors import ConfigError
 from dialer.http import problems
 from dialer.ports import CaseStore, Clock
 from dialer.usecases import Gate
+from dialer.worklist import Worklist
 from policy import PolicyBook, PolicyConfigError, load_policy
 
 ROUTERS: list[str] = [
     "dialer.http.health",
     "dialer.http.docs",
     "dialer.http.cases",
+    "dialer.http.case_actions",
+    "dialer.http.worklist",
     "dialer.http.dials",
     "dialer.http.blocked",
     "dialer.http.recordings",
@@ -235,6 +238,10 @@ def build_app(config: Config, clock: Clock | None = None, role: str = "primary")
                 if role == "primary":
                     tg.create_task(
                         _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
+                    )
+                    tg.create_task(
+                        _every(60.0, Worklist(services.gate).sweep_first_calls, stop, "first-call-sweep"),
+                        name="first-call-sweep",
                     )
                 # Decisions carry their creditor's policy version; the book's version hashes them all.
                 log.info("service.started", store=config.store.url.split("://")[0],

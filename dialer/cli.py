@@ -228,7 +228,7 @@ def users_add(
 
 @audit_app.command("verify")
 def audit_verify(config: Optional[Path] = ConfigOpt) -> None:
-    """Check the decision-log hash chains; names the first edited, inserted or deleted record."""
+    """Check the decision-log and case-history hash chains; names the first edited, inserted or deleted record."""
     from dialer.app import make_store
     from dialer.audit import verify
 
@@ -241,6 +241,7 @@ def audit_verify(config: Optional[Path] = ConfigOpt) -> None:
     report = _run(go())
     for chain, n in sorted(report.chains.items()):
         typer.echo(f"chain {chain}: {n} records")
+    typer.echo(f"case history: {report.history_entries} entries")
     if report.ok:
         typer.echo("OK: every chain verifies")
         return

@@ -26,8 +26,9 @@ from policy.numbers import load_zone
 
 CASE_FIELDS = (
     "case_id", "creditor", "debtor_name", "status", "commission_start", "commission_end",
-    "assigned_agent", "flags", "amount_due", "overdue_days", "contacts",
+    "assigned_agent", "flags", "amount_due", "overdue_days", "contacts", "reopen",
 )
+MAX_REASON = 500
 CONTACT_FIELDS = ("number", "relation", "name", "tz", "status", "do_not_call", "source")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
 _CREDITOR = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
@@ -167,6 +168,10 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     overdue = raw.get("overdue_days")
     if overdue is not None and (isinstance(overdue, bool) or not isinstance(overdue, int) or overdue < 0):
         err("overdue_days", "expected a whole number of days >= 0")
+    # An explicit reopening (a reason): lifts a repayment closure, a pause or a withdrawal.
+    reopen = raw.get("reopen")
+    if reopen is not None and (not isinstance(reopen, str) or not reopen.strip() or len(reopen) > MAX_REASON):
+        err("reopen", f"expected the reason for reopening (1-{MAX_REASON} characters)")
     contacts_raw = raw.get("contacts", [])
     contacts: list[ContactRecord] = []
     if not isinstance(contacts_raw, list):
@@ -195,6 +200,7 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
         amount_due=amount,
         overdue_days=overdue,
         contacts=tuple(contacts),
+        reopen=reopen.strip() if isinstance(reopen, str) else None,
     )
 
 
@@ -256,7 +262,8 @@ def parse_cases_csv(text: str, region_of: Callable[[str], str]) -> list[CaseInpu
         key = (r.get("creditor", ""), r.get("case_id", ""))
         if key not in grouped:
             doc: dict[str, Any] = {k: r.get(k) or None for k in ("case_id", "creditor", "debtor_name", "commission_start",
-                                                                  "commission_end", "assigned_agent", "amount_due")}
+                                                                  "commission_end", "assigned_agent", "amount_due",
+                                                                  "reopen")}
             doc["status"] = r.get("status") or "active"
             doc["flags"] = [f for f in (r.get("flags") or "").split(";") if f]
             od = r.get("overdue_days") or ""

@@ -60,7 +60,12 @@ FOLLOW_UP_STATUSES: dict[str, str] = {
     "lost_contact": "失联",
     "paused": "暂停催收",
     "closed": "结案",
+    # Set by the collector in the 催记, within the rules' bounds (dialer.usecases).
+    "urgent": "紧急",
+    "night": "夜间催收",
+    "custom": "自定义",
 }
+CHOSEN_STATUSES: tuple[str, ...] = ("urgent", "night", "custom")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,12 @@ class CaseRecord:
     event_seq: int
     contacts: tuple[ContactRecord, ...] = ()
     updated_at: datetime | None = None
+    # Provenance: `flags` is the union of the bank's own flags (replaced by each case
+    # file) and the agency's (kept until lifted explicitly).
+    creditor_flags: frozenset[str] = frozenset()
+    agency_flags: frozenset[str] = frozenset()
+    status_hold: str | None = None  # repayment | pause | withdraw: a file cannot lift it
+    history_seq: int = 0  # the head of the case's history chain
 
     def snapshot(self) -> CaseSnapshot:
         return CaseSnapshot(
@@ -162,6 +173,69 @@ class CaseInput:
     amount_due: str | None
     overdue_days: int | None
     contacts: tuple[ContactRecord, ...]
+    # An explicit reopening, with its reason: the only way a file lifts a status held by
+    # a repayment closure or by a pause or withdrawal made through the API.
+    reopen: str | None = None
+
+
+# Where a change to a case comes from; every history entry names one.
+CHANGE_SOURCES: tuple[str, ...] = ("import", "repayment", "outcome", "api", "sip", "system")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSource:
+    """Who changed a case, from what: `kind` one of CHANGE_SOURCES; `ref` the import
+    id, the attempt id of an outcome, the API call (`POST /v1/cases/C-1/pause`) or the
+    SIP Call-ID; `row` the file's row for an import."""
+
+    kind: str
+    actor: str
+    role: str
+    ref: str | None = None
+    row: int | None = None
+    reason: str | None = None
+
+    def at_row(self, row: int) -> "ChangeSource":
+        return ChangeSource(self.kind, self.actor, self.role, self.ref, row, self.reason)
+
+
+# An import whose caller names no source: the file and row are unknown.
+UNKNOWN_IMPORT = ChangeSource(kind="import", actor="import", role="data")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One change on a case's record, as stored and hash-chained (per case)."""
+
+    creditor: str
+    case_id: str
+    seq: int
+    at: datetime
+    actor: str
+    role: str
+    source: str
+    source_ref: str | None
+    source_row: int | None
+    field: str
+    old: Any
+    new: Any
+    reason: str | None
+    prev_hash: str = ""
+    hash: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """The canonical content the hash covers."""
+        return {
+            "creditor": self.creditor, "case_id": self.case_id, "seq": self.seq, "at": _iso(self.at),
+            "actor": self.actor, "role": self.role, "source": self.source, "source_ref": self.source_ref,
+            "source_row": self.source_row, "field": self.field, "old": self.old, "new": self.new,
+            "reason": self.reason, "prev_hash": self.prev_hash,
+        }
+
+    def to_api(self) -> dict[str, Any]:
+        body = self.body()
+        body["hash"] = self.hash
+        return body
 
 
 @dataclass(frozen=True, slots=True)

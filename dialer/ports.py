@@ -23,8 +23,10 @@ from dialer.model import (
     AttemptRecord,
     CaseInput,
     CaseRecord,
+    ChangeSource,
     ContactRecord,
     DecisionRecord,
+    HistoryEntry,
     OutboxEvent,
     OutcomeRecord,
     Principal,
@@ -46,19 +48,42 @@ class CaseRepository(Protocol):
 
     async def get(self, creditor: str, case_id: str) -> CaseRecord | None: ...
 
-    async def upsert(self, case: CaseInput, now: datetime) -> tuple[CaseRecord, bool]:
-        """Insert or replace by (creditor, case_id); returns (case, created)."""
+    async def upsert(
+        self, case: CaseInput, now: datetime, *, source: ChangeSource | None = None
+    ) -> tuple[CaseRecord, bool]:
+        """Apply a case file's row by (creditor, case_id); returns (case, created). What
+        the creditor supplies replaces the last file's; what the agency learned (flags,
+        contact marks, verified numbers) stays; a status held by a repayment, pause or
+        withdrawal changes only with `case.reopen`. Each change is a history entry
+        naming `source` (None: an import, row unknown)."""
         ...
 
-    async def update(self, pk: int, now: datetime, **changes: Any) -> None:
-        """Change case columns: status, flags (frozenset), follow_up_status, next_action_date."""
+    async def update(
+        self, pk: int, now: datetime, *, source: ChangeSource | None = None, reason: str | None = None,
+        add_flags: Iterable[str] = (), remove_flags: Iterable[str] = (), **changes: Any,
+    ) -> None:
+        """Change case columns (status, status_hold, commission_end, follow_up_status,
+        next_action_date) and the agency's flags, each change a history entry."""
         ...
 
-    async def add_contact(self, pk: int, contact: ContactRecord) -> bool:
+    async def add_contact(self, pk: int, contact: ContactRecord, *, source: ChangeSource | None = None) -> bool:
         """Add a number; False when the case already has it."""
         ...
 
-    async def update_contact(self, pk: int, number: str, **changes: Any) -> None: ...
+    async def update_contact(
+        self, pk: int, number: str, *, now: datetime | None = None, source: ChangeSource | None = None,
+        **changes: Any,
+    ) -> None: ...
+
+    async def history(self, pk: int, *, after: int = 0, limit: int = 500) -> list[HistoryEntry]:
+        """The case's history entries after seq `after`, oldest first."""
+        ...
+
+    async def worklist(
+        self, creditors: frozenset[str] | None, agent: str | None, due: date, limit: int
+    ) -> list[dict[str, Any]]:
+        """Active cases due by `due` or awaiting their first call (case columns only)."""
+        ...
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]: ...
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,7 @@ from dialer.errors import (
 from dialer.ids import new_id
 from dialer.masking import mask_number, mask_text
 from dialer.model import (
+    CHOSEN_STATUSES,
     DECISION_KINDS,
     DISPOSITIONS,
     FOLLOW_UP_STATUSES,
@@ -44,6 +45,7 @@ from dialer.model import (
     AttemptRecord,
     CaseInput,
     CaseRecord,
+    ChangeSource,
     ContactRecord,
     DecisionRecord,
     OutcomeRecord,
@@ -80,6 +82,16 @@ RESULT_FLAGS = {
     "reported_incarcerated": "incarcerated",
     "fraud_claim": "fraud_claim",
 }
+
+
+# Results that stop calls and must reach a supervisor at once (seed 001: 立即通报业务主管).
+ALERTS: dict[str, tuple[str, str]] = {
+    "complaint_risk": ("complaint risk: calls stopped, supervisor to follow up", "投诉倾向：已停止拨打，请主管跟进"),
+    "dispute": ("dispute: calls stopped, supervisor first, then the creditor is consulted",
+                "争议：已停止拨打，请业务主管立即处理并与委托方核实"),
+}
+NIGHT_END = time(20, 30)  # 夜间催收 must finish by 20:30 (seed 000)
+CUSTOM_MAX_DAYS = 30  # a custom date without a commission end: at most a month ahead
 
 
 def require_role(actor: Principal, roles: frozenset[str], what: str) -> None:
@@ -149,6 +161,9 @@ class LogOutcome:
     note: str = ""
     callback_at: datetime | None = None
     promise: PromiseInput | None = None
+    next_action_date: date | None = None  # within the rules' bounds (`chosen_follow_up`)
+    status: str | None = None  # one of CHOSEN_STATUSES
+    authorised_agent: bool = False  # the third party reached may promise for the holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,9 +311,15 @@ class Gate:
         case_id: str,
         number: str,
         attempt_id: str | None,
+        case_history_seq: int | None = None,
     ) -> DecisionRecord:
+        """`case_history_seq`: the position in the case's history the decision was made
+        on, so why a call was allowed can be answered from the records alone."""
         if kind not in DECISION_KINDS:  # the review lists kinds by name (REVIEWED_KINDS)
             raise ValueError(f"unknown decision kind {kind!r}")
+        inputs = _masked_inputs(decision.inputs_used)
+        if case_history_seq is not None:
+            inputs["case_history_seq"] = case_history_seq
         return DecisionRecord(
             decision_id=decision_id,
             kind=kind,
@@ -321,7 +342,7 @@ class Gate:
                 {"rule_id": c.rule_id, "passed": c.passed, "detail": c.detail, "detail_zh": c.detail_zh}
                 for c in decision.checks
             ),
-            inputs_used=_masked_inputs(decision.inputs_used),
+            inputs_used=inputs,
         )
 
     def _refused_outright(self, rule_id: str, detail: str, detail_zh: str, now: datetime) -> Decision:
@@ -467,6 +488,7 @@ class Gate:
                 case_id=case.case_id,
                 number=number,
                 attempt_id=attempt.attempt_id if attempt else None,
+                case_history_seq=case.history_seq,
             )
         )
         await uow.outbox.add(
@@ -616,6 +638,7 @@ class Gate:
                         decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
                         agent_id=agent.agent_id, channel=cmd.channel, creditor=case.creditor,
                         case_id=case.case_id, number=number, attempt_id=None,
+                        case_history_seq=case.history_seq,
                     )
                 )
         except StoreUnavailable:
@@ -643,6 +666,9 @@ class Gate:
                     cmd.callback_at.astimezone(timezone.utc).isoformat() if cmd.callback_at else "",
                     f"{cmd.promise.amount}@{cmd.promise.date.isoformat()}" if cmd.promise else "",
                 ]
+                # Only when given, so digests of outcomes logged without them stay the same.
+                + ([f"{cmd.next_action_date}|{cmd.status}|{cmd.authorised_agent}"]
+                   if cmd.next_action_date or cmd.status or cmd.authorised_agent else [])
             ).encode()
         ).hexdigest()
         async with self.store.write((f"attempt:{cmd.attempt_id}",)) as uow:
@@ -666,6 +692,7 @@ class Gate:
             pol = self.policies.for_creditor(case.creditor)
             zone = ZoneInfo(pol.timezone)
             connected = cmd.disposition.startswith("connected")
+            _check_promise_within_commission(cmd, case)
             outcome = OutcomeRecord(
                 attempt_id=cmd.attempt_id,
                 disposition=cmd.disposition,
@@ -684,19 +711,22 @@ class Gate:
             flags = set(case.flags)
             contacts = {c.number: c for c in case.contacts}
             changes: dict[str, Any] = {}
+            source = ChangeSource(kind="outcome", actor=cmd.actor.name, role=cmd.actor.role, ref=cmd.attempt_id,
+                                  reason=f"{cmd.disposition}/{cmd.result}")
             if cmd.disposition == "invalid_number":
-                await uow.cases.update_contact(case.pk, attempt.number, status="invalid")
+                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, status="invalid")
                 if attempt.number in contacts:
                     contacts[attempt.number] = replace(contacts[attempt.number], status="invalid")
             if cmd.result == "third_party_refuses_contact":
-                await uow.cases.update_contact(case.pk, attempt.number, do_not_call=True)
+                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, do_not_call=True)
                 if attempt.number in contacts:
                     contacts[attempt.number] = replace(contacts[attempt.number], do_not_call=True)
             if cmd.result == "callback" and cmd.callback_at is not None:
                 await uow.cases.add_appointment(case.pk, attempt.number, cmd.callback_at, cmd.attempt_id)
             if cmd.result in RESULT_FLAGS:
+                # The agency's flag: no later case file lifts it, only a person with a reason.
                 flags.add(RESULT_FLAGS[cmd.result])
-                changes["flags"] = frozenset(flags)
+                changes["add_flags"] = (RESULT_FLAGS[cmd.result],)
             status, next_date = follow_up(
                 cmd, connected, now.astimezone(zone).date(), zone,
                 any(c.status == "valid" and not c.do_not_call for c in contacts.values()),
@@ -705,9 +735,11 @@ class Gate:
                 status, next_date = "paused", None
             elif case.status in ("settled", "withdrawn", "returned"):
                 status, next_date = "closed", None
+            if cmd.status is not None or cmd.next_action_date is not None:
+                status, next_date = chosen_follow_up(cmd, status, next_date, now.astimezone(zone), case)
             changes["follow_up_status"] = status
             changes["next_action_date"] = next_date
-            await uow.cases.update(case.pk, now, **changes)
+            await uow.cases.update(case.pk, now, source=source, **changes)
             ev = dict(creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now)
             await uow.outbox.add(
                 "attempt.state", **ev,
@@ -725,13 +757,12 @@ class Gate:
                 payload={"follow_up_status": status, "next_action_date": next_date.isoformat() if next_date else None,
                          "flags": sorted(flags), "status": case.status},
             )
-            if cmd.result == "complaint_risk":
+            if cmd.result in ALERTS:
+                message, message_zh = ALERTS[cmd.result]
                 await uow.outbox.add(
-                    "alert.complaint_risk", **ev,
+                    f"alert.{cmd.result}", **ev,
                     payload={"attempt_id": cmd.attempt_id, "agent_id": attempt.agent_id,
-                             "number": mask_number(attempt.number),
-                             "message": "complaint risk: calls stopped, supervisor to follow up",
-                             "message_zh": "投诉倾向：已停止拨打，请主管跟进"},
+                             "number": mask_number(attempt.number), "message": message, "message_zh": message_zh},
                 )
             await uow.audit.add(
                 at=now, actor=cmd.actor.name, action="outcome.logged", creditor=case.creditor,
@@ -756,9 +787,11 @@ class Gate:
             raise InvalidImport(outside)
         now = self._now()
         created = updated = 0
+        import_id = new_id()
+        source = ChangeSource(kind="import", actor=actor.name, role=actor.role, ref=import_id)
         async with self.store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
-            for c in cases:
-                rec, is_new = await uow.cases.upsert(c, now)
+            for row, c in enumerate(cases, start=1):
+                rec, is_new = await uow.cases.upsert(c, now, source=source.at_row(row))
                 created += is_new
                 updated += not is_new
                 await uow.outbox.add(
@@ -768,15 +801,17 @@ class Gate:
                 )
             await uow.audit.add(
                 at=now, actor=actor.name, action="cases.imported", creditor=None, case_id=None,
-                details={"created": created, "updated": updated, "case_ids": [c.case_id for c in cases][:1000]},
+                details={"import_id": import_id, "created": created, "updated": updated,
+                         "case_ids": [c.case_id for c in cases][:1000]},
             )
-        return {"created": created, "updated": updated, "total": len(cases)}
+        return {"import_id": import_id, "created": created, "updated": updated, "total": len(cases)}
 
     async def import_repayments(self, actor: Principal, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Record repayments; a settled one closes its case. Unknown cases refuse the file."""
         require_role(actor, DATA_ROLES, "import repayments")
         now = self._now()
         closed = 0
+        import_id = new_id()
         async with self.store.write(tuple(f"case:{r['case_id']}" for r in rows)) as uow:
             errors = []
             found: list[CaseRecord] = []
@@ -788,20 +823,29 @@ class Gate:
                     found.append(case)
             if errors:
                 raise InvalidImport(errors)
-            for r, case in zip(rows, found):
+            for row, (r, case) in enumerate(zip(rows, found), start=1):
                 await uow.cases.record_repayment(
                     case.creditor, case.case_id, r.get("amount"), r.get("paid_on"), bool(r["settled"]), actor.name, now
                 )
-                if r["settled"] and case.status != "settled":
-                    await uow.cases.update(case.pk, now, status="settled", follow_up_status="closed", next_action_date=None)
-                    closed += 1
+                # Also when the bank's file already said settled: the repayment is what
+                # holds the closure against a later file that says active again.
+                if r["settled"] and (case.status != "settled" or case.status_hold != "repayment"):
+                    # Held against later case files: a paid debtor is not called again
+                    # because the bank's next file still says "active".
+                    await uow.cases.update(
+                        case.pk, now, status="settled", status_hold="repayment", follow_up_status="closed",
+                        next_action_date=None,
+                        source=ChangeSource(kind="repayment", actor=actor.name, role=actor.role, ref=import_id,
+                                            row=row, reason="settled by repayment"),
+                    )
+                    closed += case.status != "settled"
                     await uow.outbox.add(
                         "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
                         occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
                     )
             await uow.audit.add(
                 at=now, actor=actor.name, action="repayments.imported", creditor=None, case_id=None,
-                details={"rows": len(rows), "closed": closed},
+                details={"import_id": import_id, "rows": len(rows), "closed": closed},
             )
         return {"recorded": len(rows), "closed": closed}
 
@@ -812,11 +856,18 @@ class Gate:
         now = self._now()
         async with self.store.write((f"case:{case_id}", f"number:{contact.number}")) as uow:
             case = await self._resolve_case(uow, actor, case_id, creditor)
-            if not await uow.cases.add_contact(case.pk, replace(contact, added_at=now)):
+            source = ChangeSource(kind="api", actor=actor.name, role=actor.role,
+                                  ref=f"POST /v1/cases/{case.case_id}/contacts", reason=contact.source)
+            if not await uow.cases.add_contact(case.pk, replace(contact, added_at=now), source=source):
                 raise Conflict(
                     f"case {case_id} already has number {mask_number(contact.number)}",
                     details={"case_id": case_id, "number": mask_number(contact.number)},
                 )
+            if contact.source == "info_repair" and case.status == "active":
+                # 最新线索: a number found by information repair is followed up by the next day.
+                zone = ZoneInfo(self.policies.for_creditor(case.creditor).timezone)
+                await uow.cases.update(case.pk, now, source=source, follow_up_status="new_lead",
+                                       next_action_date=now.astimezone(zone).date() + timedelta(days=1))
             await uow.outbox.add(
                 "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now,
                 payload={"contact_added": mask_number(contact.number), "relation": contact.relation,
@@ -949,7 +1000,8 @@ class Gate:
             await uow.decisions.append(
                 self._record(decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,
                              agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,
-                             case_id=case.case_id, number=attempt.number, attempt_id=attempt_id)
+                             case_id=case.case_id, number=attempt.number, attempt_id=attempt_id,
+                             case_history_seq=case.history_seq)
             )
         return decision
 
@@ -1004,6 +1056,91 @@ def _validate_outcome(cmd: LogOutcome) -> None:
         raise UnprocessableEntity("invalid outcome", details={"errors": errors})
 
 
+def _check_promise_within_commission(cmd: LogOutcome, case: CaseRecord) -> None:
+    """A promise dated after the commission end is refused (422), not recorded as a
+    promise: the agency's mandate ends first, so nobody would follow it up; the creditor
+    extends the commission first (POST /v1/cases/{id}/commission)."""
+    if cmd.promise is None or case.commission_end is None or cmd.promise.date <= case.commission_end:
+        return
+    end = case.commission_end.isoformat()
+    raise UnprocessableEntity(
+        "promise date after the commission end",
+        details={"errors": [{
+            "field": "promise.date",
+            "error": f"{cmd.promise.date.isoformat()} is after the commission end {end}: ask the creditor to "
+                     f"extend the commission first",
+            "error_zh": f"承诺日期晚于委托期结束日 {end}，请先申请延长委托期",
+        }]},
+    )
+
+
+def chosen_follow_up(
+    cmd: LogOutcome, status: str, next_date: date | None, local_now: datetime, case: CaseRecord
+) -> tuple[str, date | None]:
+    """The collector's own next action date and status (催记), within the rules' bounds:
+
+    * no status: a date from today up to the rule's date — a follow-up may be brought
+      forward, never pushed past what the status requires;
+    * urgent (紧急): within 3 working days (default: the next working day);
+    * night (夜间催收): today, and only before 20:30 local time;
+    * custom (自定义): any day from today to the commission end (a month without one).
+
+    A stop or an agreement (dispute, complaint risk, deceased…, promise, instalment,
+    callback) and a paused or closed case keep their own status. Refusals are 422s that
+    name the field, in English and Chinese."""
+    today = local_now.date()
+    errors: list[dict[str, str]] = []
+
+    def err(field_: str, msg: str, msg_zh: str) -> None:
+        errors.append({"field": field_, "error": msg, "error_zh": msg_zh})
+
+    d = cmd.next_action_date
+    end = case.commission_end
+    if cmd.status is not None and cmd.status not in CHOSEN_STATUSES:
+        err("status", f"expected one of {', '.join(CHOSEN_STATUSES)}", f"可选状态：{'、'.join(CHOSEN_STATUSES)}")
+    elif next_date is None or status not in ("waiting", "reachable", "lost_contact"):
+        if status in ("paused", "closed"):
+            err("next_action_date" if cmd.status is None else "status",
+                f"the case is {status}: no follow-up until it is reopened", f"案件{FOLLOW_UP_STATUSES[status]}，不安排跟进")
+        else:
+            err("status" if cmd.status else "next_action_date",
+                f"result {cmd.result} sets its own follow-up ({status})",
+                f"结果 {cmd.result} 已决定跟进状态（{FOLLOW_UP_STATUSES.get(status, status)}）")
+    elif cmd.status is None:
+        assert d is not None
+        if not today <= d <= next_date:
+            err("next_action_date", f"must be from {today} to {next_date} (the {status} rule's date)",
+                f"须在 {today} 至 {next_date} 之间（{FOLLOW_UP_STATUSES[status]}规则）")
+        status, next_date = status, d
+    elif cmd.status == "urgent":
+        latest = _add_workdays(today, 3)
+        d = d or _add_workdays(today, 1)
+        if not today <= d <= latest:
+            err("next_action_date", f"urgent follow-up is within 3 working days: {today} to {latest}",
+                f"紧急案件须在3个工作日内跟进：{today} 至 {latest}")
+        status, next_date = "urgent", d
+    elif cmd.status == "night":
+        d = d or today
+        if d != today:
+            err("next_action_date", f"night collection is the same evening: {today}", f"夜间催收须为当晚：{today}")
+        elif local_now.time() >= NIGHT_END:
+            err("status", f"night collection must finish by {NIGHT_END:%H:%M}; it is {local_now:%H:%M}",
+                f"夜间催收须在 {NIGHT_END:%H:%M} 前完成，现在是 {local_now:%H:%M}")
+        status, next_date = "night", d
+    else:  # custom
+        latest = end or today + timedelta(days=CUSTOM_MAX_DAYS)
+        if d is None:
+            err("next_action_date", "required for a custom status", "自定义状态须填写下次跟进日期")
+        elif not today <= d <= latest:
+            err("next_action_date", f"must be from {today} to {latest}", f"须在 {today} 至 {latest} 之间")
+        status, next_date = "custom", d
+    if not errors and end is not None and next_date is not None and next_date > end:
+        err("next_action_date", f"after the commission end {end}", f"晚于委托期结束日 {end}")
+    if errors:
+        raise UnprocessableEntity("next action outside the rules' bounds", details={"errors": errors})
+    return status, next_date
+
+
 def _add_workdays(day: date, n: int) -> date:
     try:
         import chinese_calendar
@@ -1027,7 +1164,10 @@ def follow_up(
 ) -> tuple[str, date | None]:
     """The case's follow-up status and next action date after an outcome (seed 000)."""
     r = cmd.result
-    if r in ("promise_to_pay", "instalment") and cmd.promise is not None:
+    # Only the holder or an authorised agent can promise (seed 000): a relative's word is
+    # a reachable contact, not 承诺还款.
+    promiser = cmd.disposition == "connected_self" or cmd.authorised_agent
+    if r in ("promise_to_pay", "instalment") and cmd.promise is not None and promiser:
         return ("promise" if r == "promise_to_pay" else "instalment"), max(today, cmd.promise.date - timedelta(days=1))
     if r == "callback" and cmd.callback_at is not None:
         return "callback", cmd.callback_at.astimezone(zone).date()

@@ -43,6 +43,8 @@ from dialer.console.ports import (
     FilterOptions,
     Forbidden,
     HealthItem,
+    HistoryView,
+    WorklistItem,
     LegalHoldView,
     NotFound,
     OutcomeView,
@@ -67,6 +69,7 @@ SUMMARY_DELTA_MAX = 50_000  # more new rows than this: recount from the indexes
 AUDIT_TIMEOUT_S = 600.0
 # Case-state changes worth showing on the case page, from the data-change log.
 CASE_EVENT_LIMIT = 200
+CASE_HISTORY_LIMIT = 200  # the newest entries of the case history on its page
 
 
 def _summary(days: dict[tuple[date, str], int], agents: dict[tuple[str, str], int]) -> BlockedSummary:
@@ -418,6 +421,8 @@ class SqlAlchemyConsoleQueries:
                     .limit(CASE_EVENT_LIMIT)
                 )
             ).all()
+            history = await uow.cases.history(c.pk, after=max(0, c.history_seq - CASE_HISTORY_LIMIT),
+                                              limit=CASE_HISTORY_LIMIT)
         recs_by_attempt: dict[str, list[str]] = {}
         hold = None
         if self.vault is not None:
@@ -458,7 +463,30 @@ class SqlAlchemyConsoleQueries:
                 ContactView(mask_number(x.number), x.relation, x.name, x.status, x.do_not_call, x.source) for x in c.contacts
             ),
             timeline=tuple(timeline), events=events,
+            history=tuple(
+                HistoryView(seq=h.seq, at=h.at, actor=h.actor, role=h.role, source=h.source, source_ref=h.source_ref,
+                            source_row=h.source_row, field=h.field, old=_history_value(h.old),
+                            new=_history_value(h.new), reason=h.reason)
+                for h in reversed(history)
+            ),
         )
+
+    async def worklist(self, who: Principal) -> list[WorklistItem]:
+        from dialer.worklist import MAX_ITEMS, Worklist, worklist_items
+
+        wl = Worklist(self.services.gate)
+        scope = None if who.role == "admin" else frozenset(who.creditors)
+        async with self.store.read() as uow:
+            rows = await uow.cases.worklist(scope, None, wl.latest_due(), MAX_ITEMS)
+        return [
+            WorklistItem(
+                case_id=i["case_id"], creditor=i["creditor"], assigned_agent=i["assigned_agent"], status=i["status"],
+                next_action_date=i["next_action_date"], days_overdue=i["days_overdue"],
+                first_call_deadline=i["first_call"]["deadline"] if i["first_call"] else None,
+                first_call_missed=bool(i["first_call"] and i["first_call"]["missed"]),
+            )
+            for i in worklist_items(rows, wl.today)
+        ]
 
     # -- recordings (the vault) ------------------------------------------------------------------
     def _need_vault(self) -> Any:
@@ -812,3 +840,14 @@ def _event_text(details: str) -> str:
 
 
 __all__ = ["SqlAlchemyConsoleQueries"]
+
+
+def _history_value(value: Any) -> str:
+    """A history entry's old or new value as one line for the case page."""
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return ", ".join(str(v) if not isinstance(v, dict) else _history_value(v) for v in value) or "[]"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}={_history_value(v)}" for k, v in value.items())
+    return str(value)

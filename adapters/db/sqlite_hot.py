@@ -62,6 +62,7 @@ def py_date(value: str | None) -> date | None:
 CASE_KEYS = (
     "id", "creditor", "case_id", "debtor_name", "status", "commission_start", "commission_end", "assigned_agent",
     "flags", "amount_due", "overdue_days", "follow_up_status", "next_action_date", "event_seq", "updated_at",
+    "creditor_flags", "agency_flags", "status_hold", "history_seq",
 )
 CASES_BY_ID = f"SELECT {', '.join(CASE_KEYS)} FROM cases WHERE case_id = ? ORDER BY id"
 CONTACT_KEYS = ("case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")

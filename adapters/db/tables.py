@@ -105,7 +105,10 @@ cases = Table(
     Column("commission_start", Date),
     Column("commission_end", Date),
     Column("assigned_agent", String(100)),
-    Column("flags", Text, nullable=False, default=""),  # comma-separated, sorted
+    # The effective flags the gate reads: the bank's own (`creditor_flags`, replaced by
+    # each case file) and the agency's (`agency_flags`: set by outcomes and people, kept
+    # until lifted explicitly). Each comma-separated, sorted.
+    Column("flags", Text, nullable=False, default=""),
     Column("amount_due", String(40)),
     Column("overdue_days", Integer),
     Column("follow_up_status", String(40), nullable=False, default="new"),
@@ -113,9 +116,47 @@ cases = Table(
     Column("event_seq", BigInteger, nullable=False, default=0),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # Migration 1801_case_history.
+    Column("creditor_flags", Text, nullable=False, default="", server_default=""),
+    Column("agency_flags", Text, nullable=False, default="", server_default=""),
+    # What holds the status against a later file: repayment | pause | withdraw (None: the
+    # file's status applies).
+    Column("status_hold", String(20)),
+    Column("history_seq", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("history_hash", String(64), nullable=False, default="0" * 64, server_default="0" * 64),
+    Column("first_call_alerted_at", UtcDateTime()),  # case.first_call_overdue emitted (once)
+    Column("commission_extended_to", Date),  # an API extension; a file's earlier end does not undo it
     UniqueConstraint("creditor", "case_id"),
     Index("ix_cases_case_id", "case_id"),
     Index("ix_cases_assigned_agent", "assigned_agent"),
+    # Migration 1801: the first-call sweep and the worklist's new cases.
+    Index("ix_cases_follow_up_status_next_action_date", "follow_up_status", "next_action_date"),
+)
+
+# Every change to a case, contact or flag (migration 1801_case_history): append-only,
+# hash-chained per case; the case row's history_seq / history_hash is the chain head.
+# `record` is the canonical JSON that was hashed (who, role, when, source, field, old,
+# new, reason); the other columns mirror it for queries.
+case_history = Table(
+    "case_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("case_pk", BigInteger, nullable=False),
+    Column("creditor", String(64), nullable=False),
+    Column("case_id", String(100), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("source_ref", String(200)),
+    Column("source_row", Integer),
+    Column("field", String(80), nullable=False),
+    Column("record", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("case_pk", "seq"),
+    Index("ix_case_history_creditor_case_id", "creditor", "case_id"),
 )
 
 contacts = Table(

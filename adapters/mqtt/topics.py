@@ -25,6 +25,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "recording.stored",
     "recording.purged",
     "alert.complaint_risk",
+    "alert.dispute",
+    "case.first_call_overdue",
 )
 
 _LEVEL = re.compile(r"^[^/+#\x00]{1,128}$")

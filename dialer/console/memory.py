@@ -33,6 +33,7 @@ from dialer.console.ports import (
     RecordingFilter,
     RecordingView,
     Refused,
+    WorklistItem,
 )
 
 
@@ -47,6 +48,7 @@ class InMemoryConsoleQueries:
     purges: dict[str, PurgeView] = field(default_factory=dict)
     health_items: list[HealthItem] = field(default_factory=list)
     now: Callable[[], datetime] | None = None
+    worklist_items: list[WorklistItem] = field(default_factory=list)
 
     # -- users -------------------------------------------------------------------
     def add_user(self, token: str, principal: Principal) -> Principal:
@@ -130,6 +132,9 @@ class InMemoryConsoleQueries:
         if c is None or not who.sees(creditor):
             raise NotFound(f"no case {case_id}", f"没有案件 {case_id}")
         return c
+
+    async def worklist(self, who: Principal) -> list[WorklistItem]:
+        return [i for i in self.worklist_items if who.sees(i.creditor)]
 
     async def case_recordings(
         self, who: Principal, creditor: str, case_id: str, flt: RecordingFilter

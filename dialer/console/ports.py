@@ -35,6 +35,7 @@ AREA_ROLES: Mapping[str, frozenset[str]] = {
     "recordings": frozenset({"qa", "compliance", "supervisor"}),
     "register": frozenset({"compliance", "supervisor", "admin"}),
     "purge_approve": frozenset({"supervisor", "compliance"}),
+    "worklist": frozenset({"supervisor", "admin"}),
 }
 CONSOLE_ROLES: frozenset[str] = frozenset().union(*AREA_ROLES.values())
 
@@ -211,6 +212,37 @@ class CaseEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryView:
+    """One entry of the case's hash-chained history (numbers already masked)."""
+
+    seq: int
+    at: datetime
+    actor: str
+    role: str
+    source: str  # import | repayment | outcome | api | sip | system
+    source_ref: str | None
+    source_row: int | None
+    field: str
+    old: str  # shown as text, "—" for none
+    new: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistItem:
+    """A case due today or overdue, or a new case with its first-call deadline."""
+
+    case_id: str
+    creditor: str
+    assigned_agent: str | None
+    status: str
+    next_action_date: str | None
+    days_overdue: int
+    first_call_deadline: str | None = None  # new cases only
+    first_call_missed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LegalHoldView:
     reason: str
     by: str
@@ -235,6 +267,7 @@ class CaseView:
     contacts: tuple[ContactView, ...]
     timeline: tuple[TimelineEntry, ...]
     events: tuple[CaseEvent, ...] = ()
+    history: tuple[HistoryView, ...] = ()  # newest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +380,10 @@ class ConsoleQueries(Protocol):
     async def decision(self, who: Principal, decision_id: str) -> DecisionDetail: ...
 
     async def case(self, who: Principal, creditor: str, case_id: str) -> CaseView: ...
+
+    async def worklist(self, who: Principal) -> list[WorklistItem]:
+        """The supervisor's worklist: the creditors' cases due today, most urgent first."""
+        ...
 
     async def case_recordings(
         self, who: Principal, creditor: str, case_id: str, flt: RecordingFilter

@@ -392,6 +392,23 @@ def console_router(
             return await on_error(ctx, exc)
         return await render(ctx, "decision.html", d=d, inputs=_flatten(d.inputs_used))
 
+    # -- worklist -----------------------------------------------------------------
+    @router.get("/worklist")
+    async def worklist(request: Request) -> Response:
+        ctx = await context(request)
+        if (r := await guard(ctx, "worklist")) is not None:
+            return r
+        try:
+            items = await ctx.queries.worklist(ctx.principal)
+        except ConsoleError as exc:
+            return await on_error(ctx, exc)
+        missed = [i for i in items if i.first_call_missed]
+        by_agent: dict[str, list[Any]] = {}
+        for i in items:
+            if i.first_call_deadline is None:
+                by_agent.setdefault(i.assigned_agent or "—", []).append(i)
+        return await render(ctx, "worklist.html", missed=missed, by_agent=sorted(by_agent.items()))
+
     # -- cases and recordings ----------------------------------------------------
     @router.get("/cases/{creditor}/{case_id}")
     async def case(request: Request, creditor: str, case_id: str) -> Response:

@@ -48,6 +48,12 @@ class OutcomeBody(BaseModel):
     note: str = Field(min_length=1, max_length=4000)
     callback_at: AwareDatetime | None = None
     promise: PromiseBody | None = None
+    next_action_date: date | None = Field(
+        default=None, description="the next follow-up: earlier than the rule's date, or within a chosen status's bounds")
+    status: str | None = Field(default=None, description="a chosen follow-up status: urgent (紧急), night (夜间催收), "
+                                                         "custom (自定义)")
+    authorised_agent: bool = Field(
+        default=False, description="the third party reached is the holder's authorised agent (a promise counts)")
 
 
 @router.post("/dial-checks", summary="Would this dial be allowed? Nothing is reserved.")
@@ -155,7 +161,9 @@ async def log_outcome(attempt_id: str, body: OutcomeBody, who: Caller, svc: Svc,
     promise = PromiseInput(amount=str(body.promise.amount), date=body.promise.date) if body.promise else None
     outcome, created, case = await svc.gate.log_outcome(
         LogOutcome(actor=who, attempt_id=attempt_id, disposition=body.disposition, result=body.result,
-                   note=body.note, callback_at=body.callback_at, promise=promise)
+                   note=body.note, callback_at=body.callback_at, promise=promise,
+                   next_action_date=body.next_action_date, status=body.status,
+                   authorised_agent=body.authorised_agent)
     )
     if not created:
         response.status_code = 200

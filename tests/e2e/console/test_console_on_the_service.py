@@ -374,3 +374,32 @@ async def test_a_dial_blocked_at_ring_time_is_listed_by_the_console_exactly_as_b
         csv_text = (await c.get("/console/blocked.csv")).content.decode("utf-8-sig")
         assert recheck_id not in csv_text and "bank-a" not in csv_text
         assert (await c.get("/console/blocked", params={"creditor": "bank-a"})).status_code == 404
+
+
+async def test_case_page_shows_the_case_history_as_the_api_lists_it(service: Seeded):
+    r = await service.client.post("/v1/cases/C-1/pause", headers=service.auth("sup-a"),
+                                  json={"reason": "银行通知停催"})
+    assert r.status_code == 200, r.text
+    api = (await service.client.get("/v1/cases/C-1/history", headers=service.auth("comp-a"))).json()["items"]
+    async with service.console("qa-a") as c:
+        html = (await c.get("/console/cases/bank-a/C-1")).text
+    assert "案件变更记录" in html
+    section = html.split('id="history"')[1].split("</table>")[0]
+    seqs = [int(s) for s in re.findall(r"<tr>\s*<td>(\d+)</td>", section)]
+    assert seqs == [e["seq"] for e in reversed(api)]  # newest first, every entry
+    assert "银行通知停催" in section and "sup-a · supervisor" in section and "接口操作" in section
+    assert "13800000001" not in section
+
+
+async def test_the_supervisors_worklist_shows_missed_first_calls_and_each_agents_due_cases(service: Seeded):
+    service.clock.advance(days=2)  # Friday: C-2 never called (first call due Thursday), C-1's promise follow-up due
+    api = (await service.client.get("/v1/worklist", headers=service.auth("sup-a"))).json()["items"]
+    assert [(i["case_id"], bool(i["first_call"])) for i in api] == [("C-2", True), ("C-1", False)]
+    async with service.console("sup-a") as c:
+        html = (await c.get("/console/worklist")).text
+    missed = html.split('id="overdue-first-calls"')[1].split("</table>")[0]
+    assert ">C-2</a>" in missed and "col-a2" in missed and "2026-11-26" in missed and ">C-1<" not in missed
+    due = html.split('data-agent="col-a"')[1].split("</table>")[0]
+    assert ">C-1</a>" in due and "承诺还款" in due
+    async with service.console("qa-a") as c:
+        assert (await c.get("/console/worklist")).status_code == 403

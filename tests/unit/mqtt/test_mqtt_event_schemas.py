@@ -48,6 +48,10 @@ GOOD = [
     _env("case.updated", contact_added="139****0002", relation="family", source=None),
     _env("alert.complaint_risk", attempt_id="a-1", agent_id="col-a", number="138****0001",
          message="complaint risk", message_zh="投诉倾向"),
+    _env("alert.dispute", attempt_id="a-1", agent_id="col-a", number="138****0001",
+         message="dispute", message_zh="争议"),
+    _env("case.first_call_overdue", assigned_agent="col-a", deadline="2026-11-26", days_overdue=1,
+         message="first call not made", message_zh="未首催"),
     _env("recording.stored", recording_id="r-1", attempt_id="a-1"),
     _env("recording.purged", recording_id="r-1", purge_id="p-1"),
     _env("alert.recording_missing", attempt_id="a-1", agent_id="col-a", number="138****0001",
@@ -58,7 +62,7 @@ GOOD = [
 
 def test_every_schema_file_is_a_valid_2020_12_schema_with_its_own_id():
     files = sorted(ROOT.rglob("*.schema.json"))
-    assert len(files) == 14
+    assert len(files) == 16
     for path in files:
         doc = json.loads(path.read_text())
         Draft202012Validator.check_schema(doc)
