@@ -27,6 +27,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "alert.complaint_risk",
     "alert.dispute",
     "case.first_call_overdue",
+    "alert.recording_missing",
 )
 
 _LEVEL = re.compile(r"^[^/+#\x00]{1,128}$")
