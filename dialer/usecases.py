@@ -692,7 +692,7 @@ class Gate:
             pol = self.policies.for_creditor(case.creditor)
             zone = ZoneInfo(pol.timezone)
             connected = cmd.disposition.startswith("connected")
-            _check_promise_within_commission(cmd, case)
+            _check_promise_within_commission(cmd, case, now.astimezone(zone).date())
             outcome = OutcomeRecord(
                 attempt_id=cmd.attempt_id,
                 disposition=cmd.disposition,
@@ -1056,10 +1056,21 @@ def _validate_outcome(cmd: LogOutcome) -> None:
         raise UnprocessableEntity("invalid outcome", details={"errors": errors})
 
 
-def _check_promise_within_commission(cmd: LogOutcome, case: CaseRecord) -> None:
-    """A promise dated after the commission end is refused (422), not recorded as a
-    promise: the agency's mandate ends first, so nobody would follow it up; the creditor
-    extends the commission first (POST /v1/cases/{id}/commission)."""
+def _check_promise_within_commission(cmd: LogOutcome, case: CaseRecord, today: date) -> None:
+    """A promise dated before today (the creditor's zone) is refused (422): its follow-up
+    date would silently become today, not the day before the promise. A promise dated
+    after the commission end is refused too, not recorded as a promise: the agency's
+    mandate ends first, so nobody would follow it up; the creditor extends the
+    commission first (POST /v1/cases/{id}/commission)."""
+    if cmd.promise is not None and cmd.promise.date < today:
+        raise UnprocessableEntity(
+            "promise date in the past",
+            details={"errors": [{
+                "field": "promise.date",
+                "error": f"{cmd.promise.date.isoformat()} is before today ({today.isoformat()} in the creditor's zone)",
+                "error_zh": f"承诺日期早于今天（{today.isoformat()}）",
+            }]},
+        )
     if cmd.promise is None or case.commission_end is None or cmd.promise.date <= case.commission_end:
         return
     end = case.commission_end.isoformat()

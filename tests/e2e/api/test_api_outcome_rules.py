@@ -105,6 +105,19 @@ async def test_a_promise_dated_after_the_commission_end_is_refused_naming_the_en
     assert await api.rows(tables.outcomes) == 0
 
 
+async def test_a_promise_dated_before_today_is_refused_not_turned_into_a_follow_up_today(api: Api) -> None:
+    # Today is 2026-11-24 in Shanghai (the fixture's clock).
+    r = await _outcome(api, disposition="connected_self", result="promise_to_pay",
+                       promise={"amount": "300.00", "date": "2026-11-23"})
+    assert r.status_code == 422, r.text
+    (e,) = r.json()["details"]["errors"]
+    assert e["field"] == "promise.date" and "2026-11-24" in e["error"] and "早于今天" in e["error_zh"]
+    assert await api.rows(tables.outcomes) == 0
+    same_day = await _outcome(api, disposition="connected_self", result="promise_to_pay",
+                              promise={"amount": "300.00", "date": "2026-11-24"})
+    assert same_day.status_code == 201, same_day.text
+
+
 async def test_a_dispute_alerts_supervisors_like_a_complaint_risk(api: Api) -> None:
     r = await _outcome(api, disposition="connected_self", result="dispute")
     assert r.status_code == 201
