@@ -8,16 +8,23 @@ hash is needed for that (unlike passwords).
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import time
+from collections import deque
+from pathlib import Path
 from typing import Any
 
-from dialer.errors import Unauthenticated, UnprocessableEntity
+import structlog
+
+from dialer.errors import TooManyRequests, Unauthenticated, UnprocessableEntity
 from dialer.model import Principal
 from dialer.ports import CaseStore
 from policy import ROLES
 
 TOKEN_PREFIX = "dg_"
+USERS_REVISION_FILE = "users.rev"
+log = structlog.get_logger("dialgate.auth")
 
 
 def new_token() -> str:
@@ -39,19 +46,108 @@ def validate_user(name: str, role: str, creditors: frozenset[str]) -> None:
         )
 
 
-class Authenticator:
-    """Resolves `Authorization: Bearer …` to a Principal, with a short cache.
+class RefusalLimiter:
+    """Refused authentications counted per client: past `limit` within `window_s`, the
+    client is answered 429 without its token being looked up, until the window passes.
+    Counted in each process (a pool of N workers lets N times as many through)."""
 
-    The cache keeps the hot path (click-to-dial) off the database; a disabled or
-    re-issued token stops working after at most `cache_s` seconds.
+    def __init__(self, limit: int = 20, window_s: float = 60.0, now: Any = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._now = now
+        self._refused: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str) -> int:
+        """Seconds until `client` may try again; 0 when it may now."""
+        seen = self._refused.get(client)
+        if seen is None:
+            return 0
+        now = self._now()
+        while seen and seen[0] <= now - self.window_s:
+            seen.popleft()
+        if not seen:
+            del self._refused[client]
+            return 0
+        return int(seen[0] + self.window_s - now) + 1 if len(seen) >= self.limit else 0
+
+    def refused(self, client: str) -> bool:
+        """Count a refusal; True when it is the one that starts the limit."""
+        if len(self._refused) > 10_000:  # a flood of addresses: forget rather than grow
+            self._refused.clear()
+        seen = self._refused.setdefault(client, deque())
+        seen.append(self._now())
+        if len(seen) > self.limit:
+            seen.popleft()
+        return len(seen) == self.limit
+
+
+class UsersRevision:
+    """A file in the data directory replaced on every change to users (`dialgate users
+    …`), so every worker's token cache notices the change on its next request: a stat,
+    not a query. Missing file: revision None (nothing changed since start)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def current(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def bump(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(8).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)  # a new inode: a changed revision even within one mtime tick
+
+
+class Authenticator:
+    """Resolves `Authorization: Bearer …` to a Principal, with a cache.
+
+    The cache keeps the hot path (click-to-dial) off the database. It is emptied when the
+    users' revision changes (any `dialgate users` change, in any process), so a disabled
+    user or a rotated token stops at the next request in every worker; `cache_s` bounds
+    an entry's life when the database is changed by other means.
+
+    A refused token is logged (`auth.refused`: client, reason; the request id is bound)
+    and counted per client; a client past the limit gets 429 (`RefusalLimiter`).
     """
 
-    def __init__(self, store: CaseStore, cache_s: float = 10.0) -> None:
+    def __init__(self, store: CaseStore, cache_s: float = 10.0, revision: UsersRevision | None = None,
+                 limiter: RefusalLimiter | None = None) -> None:
         self.store = store
         self.cache_s = cache_s
+        self.revision = revision or UsersRevision(None)
+        self.limiter = limiter or RefusalLimiter()
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._seen_revision = self.revision.current()
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
+        who = client or "-"
+        wait = self.limiter.retry_after(who)
+        if wait:
+            raise TooManyRequests(
+                f"认证失败次数过多，请 {wait} 秒后再试 / too many refused tokens from this client; retry in {wait} s",
+                retry_after_s=wait,
+            )
+        try:
+            return await self._authenticate(authorization)
+        except Unauthenticated as exc:
+            starts = self.limiter.refused(who)
+            log.warning("auth.refused", client=who, reason=exc.detail, limited=starts)
+            raise
+
+    async def _authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthenticated("missing Authorization: Bearer <token>")
         scheme, _, token = authorization.partition(" ")
@@ -60,6 +156,10 @@ class Authenticator:
             raise Unauthenticated("expected Authorization: Bearer <token>")
         digest = hash_token(token)
         now = time.monotonic()
+        revision = self.revision.current()
+        if revision != self._seen_revision:
+            self._cache.clear()
+            self._seen_revision = revision
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]

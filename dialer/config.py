@@ -17,6 +17,7 @@ the secret, a key ending in `_env` names an environment variable.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -50,6 +51,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # Processes answering HTTP on the one port (see dialer/workers.py): 1, or up to
         # the machine's cores; the first also runs the SIP gate, MQTT and background jobs.
         "workers": 1,
+        # Addresses or networks of the reverse proxies in front of the service: only
+        # from these is X-Forwarded-For believed (the client address in logs, the
+        # recordings access log and the refusal limit). Empty: the peer is the client.
+        "trusted_proxies": [],
     },
     "gate": {
         # How long a click-to-dial authorisation waits for the PBX to place the call
@@ -101,6 +106,7 @@ class HttpConfig:
     host: str
     port: int
     workers: int
+    trusted_proxies: tuple[Any, ...] = ()  # ipaddress networks
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +232,23 @@ def build_config(
         raise ConfigError(f"{source}: gate.recorder_check_s: expected 0 to 60 seconds")
     if not 1 <= typed["http"].workers <= 64:
         raise ConfigError(f"{source}: http.workers: expected 1 to 64 processes")
+    http = typed["http"]
+    proxies = http.trusted_proxies
+    if isinstance(proxies, str):  # from the environment: comma-separated
+        proxies = [p for p in proxies.split(",") if p.strip()]
+    if not isinstance(proxies, (list, tuple)) or not all(isinstance(p, str) for p in proxies):
+        raise ConfigError(f"{source}: http.trusted_proxies: expected a list of addresses or networks")
+    try:
+        networks = tuple(ipaddress.ip_network(p.strip(), strict=False) for p in proxies)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: http.trusted_proxies: {exc}") from exc
+    http = HttpConfig(host=http.host, port=http.port, workers=http.workers, trusted_proxies=networks)
     if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
     return Config(
         paths=paths,
         store=store,
-        http=typed["http"],
+        http=http,
         gate=typed["gate"],
         log=typed["log"],
         source=source,
