@@ -7,6 +7,8 @@ Exceptions mean "could not do what was asked" and each maps to one HTTP answer, 
     DialGateError
     ├── ConfigError                  bad config.toml / environment (start-up only)
     ├── StoreUnavailable             the case store failed; the gate fails CLOSED
+    ├── StoreRefusedValue       400  a value the store cannot hold (out of range); the
+    │                                edges bound inputs first, this is the backstop
     └── ApiError                     has .status, .problem_id, .title, .details
         ├── BadRequest          400  bad-request: malformed JSON / CSV / parameter
         │   ├── InvalidImport   400  invalid-import: a file with bad rows, refused whole
@@ -44,6 +46,10 @@ class ConfigError(DialGateError):
 
 class StoreUnavailable(DialGateError):
     """The case store could not answer (connection, lock timeout, I/O)."""
+
+
+class StoreRefusedValue(DialGateError):
+    """A statement failed on a value it carried (not on the store): the request's fault."""
 
 
 class ApiError(DialGateError):

@@ -122,7 +122,10 @@ def _encode_cursor(at: datetime, row_id: int) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         ts, _, rid = cursor.partition("~")
-        return datetime.strptime(ts, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc), int(rid)
+        at = datetime.strptime(ts, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc)
+        if not rid.isdigit() or len(rid) > 18 or not 2000 <= at.year < 2100:  # none the console made
+            raise ValueError(cursor)
+        return at, int(rid)
     except ValueError as exc:
         raise NotFound("not a page cursor the console made", "不是控制台生成的分页位置") from exc
 
@@ -524,6 +527,8 @@ class SqlAlchemyConsoleQueries:
         rows = sorted((_destruction(e) for e in entries), key=lambda e: e.seq, reverse=True)
         if cursor:
             try:
+                if not cursor.isdigit() or len(cursor) > 18:
+                    raise ValueError(cursor)
                 below = int(cursor)
             except ValueError as exc:
                 raise NotFound("not a page cursor the console made", "不是控制台生成的分页位置") from exc

@@ -51,14 +51,14 @@ from zoneinfo import ZoneInfo
 import orjson
 import structlog
 from sqlalchemy import Connection, and_, bindparam, create_engine, event, func, insert, literal, or_, select, text, union_all, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.config import StoreConfig
-from dialer.errors import StoreUnavailable
+from dialer.errors import StoreRefusedValue, StoreUnavailable
 from dialer.ids import new_id
 from dialer.model import (
     REVIEWED_KINDS,
@@ -896,7 +896,7 @@ class SqlAlchemyCaseStore:
                 except (sqlite3.Error, SQLAlchemyError, OSError):
                     self._abort_group(group, exc)
                 if isinstance(exc, (sqlite3.Error, SQLAlchemyError, OSError)):
-                    raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
+                    raise _store_error(exc) from exc
                 raise
             group.members += 1
             joined = True
@@ -1124,7 +1124,7 @@ class SqlAlchemyCaseStore:
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}") from exc
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
+            raise _store_error(exc) from exc
         finally:
             try:
                 await conn.close()
@@ -1138,6 +1138,16 @@ class SqlAlchemyCaseStore:
                     await conn.execute(text("SELECT 1"))
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"store unreachable: {type(exc).__name__}") from exc
+
+
+def _store_error(exc: BaseException) -> Exception:
+    """What a failed statement means to the caller. A value the driver could not bind
+    (an out-of-range date or integer) or the database refused as data says nothing
+    about the store's health: it must not answer 503 "store unavailable" and page
+    on-call; everything else from the driver or the connection does."""
+    if isinstance(exc, DataError) or (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)):
+        return StoreRefusedValue(f"a value was refused by the store: {type(exc.orig or exc).__name__}")
+    return StoreUnavailable(f"store error: {type(exc).__name__}: {exc}")
 
 
 class SqlUnitOfWork:

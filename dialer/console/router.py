@@ -48,6 +48,7 @@ from dialer.console.ports import (
     Refused,
 )
 from dialer.console.security import GrantCodec, Session, SessionCodec, cookie_header, request_is_tls
+from dialer.http.inputs import EARLIEST, LATEST
 
 SESSION_COOKIE = "dg_session"
 _log = structlog.get_logger("dialgate.console")
@@ -63,7 +64,7 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # longer numbers are no byte offsets
 MIN_REASON_CHARS = 4
 MAX_FIELD_CHARS = 200
 
@@ -561,9 +562,12 @@ def _parse_date(value: str, field_name: str, ctx: _Ctx) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise _BadRequest(field_name, ctx.t("error.bad_date", field=ctx.t(f"filter.{field_name}"), value=value)) from None
+        day = None
+    if day is None or not EARLIEST.date() <= day < LATEST.date():  # beyond, a day's bounds overflow
+        raise _BadRequest(field_name, ctx.t("error.bad_date", field=ctx.t(f"filter.{field_name}"), value=value))
+    return day
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:

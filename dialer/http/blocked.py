@@ -4,42 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, time, timezone
 from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from dialer.errors import BadRequest
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import parse_cursor, parse_when
 
 router = APIRouter(prefix="/v1", tags=["compliance"])
 
 CSV_COLUMNS = ("decision_id", "at", "creditor", "case_id", "agent_id", "user", "channel", "number",
                "rule_id", "reason", "reason_zh", "next_allowed_at", "policy_version")
-
-
-def _when(value: str | None, field: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(0), tzinfo=timezone.utc)
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadRequest(f"{field}: expected an ISO date or date-time", details={"field": field}) from exc
-    if dt.tzinfo is None:
-        raise BadRequest(f"{field}: give a time zone offset (e.g. +08:00)", details={"field": field})
-    return dt
-
-
-def _cursor(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise BadRequest("cursor: not a cursor this API returned", details={"field": "cursor"}) from exc
 
 
 @router.get("/blocked-dials", summary="Blocked decisions, newest last, paginated; ?format=csv")
@@ -57,8 +33,8 @@ async def blocked_dials(
     format: str = Query(default="json", pattern="^(json|csv)$"),
 ) -> Any:
     items, nxt = await svc.gate.blocked_dials(
-        who, since=_when(from_, "from"), until=_when(to, "to"), creditor=creditor, agent_id=agent,
-        rule_id=rule_id, case_id=case_id, after=_cursor(cursor), limit=limit,
+        who, since=parse_when(from_, "from"), until=parse_when(to, "to"), creditor=creditor, agent_id=agent,
+        rule_id=rule_id, case_id=case_id, after=parse_cursor(cursor), limit=limit,
     )
     if format == "csv":
         buf = io.StringIO()
@@ -80,4 +56,4 @@ async def blocked_summary(
     to: str | None = None,
     creditor: str | None = None,
 ) -> dict[str, Any]:
-    return await svc.gate.blocked_summary(who, since=_when(from_, "from"), until=_when(to, "to"), creditor=creditor)
+    return await svc.gate.blocked_summary(who, since=parse_when(from_, "from"), until=parse_when(to, "to"), creditor=creditor)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 
 from dialer.errors import DialBlocked
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import Day, When
 from dialer.http.limits import PRINCIPAL_KEY
 from dialer.http.problems import FastJSONResponse
 from dialer.model import Principal
@@ -33,13 +33,13 @@ class DialBody(BaseModel):
 
 
 class CheckBody(DialBody):
-    at: AwareDatetime | None = Field(default=None, description="what-if time (compliance and admin only)")
+    at: When | None = Field(default=None, description="what-if time (compliance and admin only)")
 
 
 class PromiseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal = Field(ge=0)
-    date: date
+    amount: Decimal = Field(ge=0, le=10**12, allow_inf_nan=False)
+    date: Day
 
 
 class OutcomeBody(BaseModel):
@@ -47,7 +47,7 @@ class OutcomeBody(BaseModel):
     disposition: str
     result: str = "none"
     note: str = Field(min_length=1, max_length=4000)
-    callback_at: AwareDatetime | None = None
+    callback_at: When | None = None
     promise: PromiseBody | None = None
 
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dialer.errors import PROBLEM_BASE, ApiError, StoreUnavailable
+from dialer.errors import PROBLEM_BASE, ApiError, StoreRefusedValue, StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("dialgate.http")
@@ -61,6 +61,18 @@ def install(app: FastAPI) -> None:
     async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
         log.error("store.unavailable", error=str(exc), path=instance_of(request))
         return problem_response(store_unavailable_body(request.scope), 503, {"Retry-After": "5"})
+
+    @app.exception_handler(StoreRefusedValue)
+    async def _refused(request: Request, exc: StoreRefusedValue) -> JSONResponse:
+        log.warning("store.refused_value", error=str(exc), path=instance_of(request))
+        body = {
+            "type": PROBLEM_BASE + "bad-request",
+            "title": "Bad request",
+            "status": 400,
+            "detail": "a value in the request is out of range; nothing was changed",
+            "instance": instance_of(request),
+        }
+        return problem_response(body, 400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

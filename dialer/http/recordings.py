@@ -50,7 +50,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.errors import AmbiguousCase, ApiError, BadRequest, NoSuchAttempt, NoSuchCase
-from dialer.http.deps import Caller, Svc
+from dialer.http.deps import Caller, Svc, client_of
+from dialer.http.inputs import check_range_header, parse_when
 from dialer.model import Principal
 from dialer.usecases import require_role
 from recordings import register
@@ -146,15 +147,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _when(value: str | None, name: str) -> datetime | None:
-    if value is None or value == "":
-        return None
-    try:
-        d = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(f"{name}: 应为 ISO 8601 时间 / expected an ISO 8601 time, got {value!r}") from exc
-    if d.tzinfo is None:
-        raise BadRequest(f"{name}: 须带时区 / needs a UTC offset, e.g. 2026-11-23T09:30:00+08:00")
-    return d
+    return parse_when(value, name)
 
 
 async def _link_for_attempt(svc: Any, who: Principal, attempt_id: str) -> tuple[Link, datetime | None]:
@@ -356,7 +349,8 @@ async def recording_audio(
 ) -> Any:
     require_role(who, READ_ROLES, "listen to recordings")
     vault = _vault(svc)
-    client = request.client.host if request.client else None
+    client = client_of(request.scope, svc)
+    check_range_header(request.headers.get("range"))
     try:
         stream = await vault.open_audio(
             recording_id, _actor(who), reason=reason, byte_range=request.headers.get("range"), client=client

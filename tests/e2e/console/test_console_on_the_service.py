@@ -374,3 +374,17 @@ async def test_a_dial_blocked_at_ring_time_is_listed_by_the_console_exactly_as_b
         csv_text = (await c.get("/console/blocked.csv")).content.decode("utf-8-sig")
         assert recheck_id not in csv_text and "bank-a" not in csv_text
         assert (await c.get("/console/blocked", params={"creditor": "bank-a"})).status_code == 404
+
+
+async def test_filters_in_year_1_or_9999_and_forged_cursors_are_4xx_pages_never_5xx(service: Seeded):
+    async with service.console("comp-a") as c:
+        for params in ({"from": "0001-01-01"}, {"to": "9999-12-31"}, {"from": "0001-01-01", "to": "9999-12-31"}):
+            r = await c.get("/console/blocked", params=params)
+            assert r.status_code == 400, (params, r.status_code)
+            r = await c.get("/console/blocked.csv", params=params)
+            assert r.status_code == 400, (params, r.status_code)
+        for cursor in ("00010101T000000.000000~1", "20261124T000000.000000~" + "9" * 40):
+            r = await c.get("/console/blocked", params={"cursor": cursor})
+            assert 400 <= r.status_code < 500, (cursor, r.status_code)
+        r = await c.get("/console/destruction-register", params={"cursor": "9" * 5000})
+        assert 400 <= r.status_code < 500, r.status_code
