@@ -188,3 +188,83 @@ async def add_user(store: CaseStore, clock: Any, name: str, role: str, creditors
             details={"name": name, "role": role, "creditors": sorted(creditors)},
         )
     return principal, token
+
+
+class UserAdmin:
+    """`dialgate users list | disable | enable | rotate-token | grant | revoke-creditor`.
+
+    Each change is one transaction with its audit entry (`user.disabled`, …), then the
+    users' revision is bumped so every worker's token cache drops what it holds: a
+    disabled user's token, or a rotated one, stops at its next request. Console sessions
+    re-read their user on every request, so a disabled user is signed out there too."""
+
+    def __init__(self, store: CaseStore, clock: Any, revision: UsersRevision, actor: str = "cli") -> None:
+        self.store = store
+        self.clock = clock
+        self.revision = revision
+        self.actor = actor
+
+    async def list(self) -> list[dict[str, Any]]:
+        async with self.store.read() as uow:
+            return await uow.users.list_all()
+
+    async def _audit(self, uow: Any, action: str, details: dict[str, Any]) -> None:
+        await uow.audit.add(at=self.clock.now(), actor=self.actor, action=action, creditor=details.get("creditor"),
+                            case_id=None, details=details)
+
+    async def _user(self, uow: Any, name: str) -> dict[str, Any]:
+        from dialer.errors import NotFound
+
+        user = await uow.users.find(name)
+        if user is None:
+            raise NotFound(f"no user {name!r}", details={"name": name})
+        return user
+
+    async def set_disabled(self, name: str, disabled: bool) -> dict[str, Any]:
+        async with self.store.write() as uow:
+            user = await self._user(uow, name)
+            if user["disabled"] != disabled:
+                await uow.users.set_disabled(name, disabled)
+                await self._audit(uow, "user.disabled" if disabled else "user.enabled", {"name": name})
+            user["disabled"] = disabled
+        self.revision.bump()
+        return user
+
+    async def rotate_token(self, name: str) -> str:
+        """A new token for `name` (shown once); the old one stops at once."""
+        token = new_token()
+        async with self.store.write() as uow:
+            await self._user(uow, name)
+            await uow.users.set_token(name, hash_token(token))
+            await self._audit(uow, "user.token_rotated", {"name": name})
+        self.revision.bump()
+        return token
+
+    async def grant(self, name: str, creditor: str) -> dict[str, Any]:
+        from dialer.errors import Conflict
+
+        if not creditor or len(creditor) > 64 or any(ch.isspace() for ch in creditor):
+            raise UnprocessableEntity("creditor: 1-64 characters, no spaces", details={"field": "creditor"})
+        async with self.store.write() as uow:
+            user = await self._user(uow, name)
+            if user["role"] == "admin":
+                raise UnprocessableEntity("admin sees every creditor; nothing to grant", details={"field": "creditor"})
+            if creditor in user["creditors"]:
+                raise Conflict(f"user {name!r} already has creditor {creditor!r}", details={"creditor": creditor})
+            await uow.users.grant(name, creditor)
+            await self._audit(uow, "user.creditor_granted", {"name": name, "creditor": creditor})
+            user["creditors"] = sorted([*user["creditors"], creditor])
+        self.revision.bump()
+        return user
+
+    async def revoke_creditor(self, name: str, creditor: str) -> dict[str, Any]:
+        from dialer.errors import NotFound
+
+        async with self.store.write() as uow:
+            user = await self._user(uow, name)
+            if not await uow.users.revoke(name, creditor):
+                raise NotFound(f"user {name!r} has no creditor {creditor!r}", details={"creditor": creditor})
+            await self._audit(uow, "user.creditor_revoked", {"name": name, "creditor": creditor})
+            user["creditors"] = [c for c in user["creditors"] if c != creditor]
+        self.revision.bump()
+        return user

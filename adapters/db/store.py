@@ -2034,6 +2034,40 @@ class SqlUserRepository:
     async def set_token(self, name: str, token_hash: str) -> None:
         await self.conn.execute(update(t.users).where(t.users.c.name == name).values(token_hash=token_hash))
 
+    async def set_disabled(self, name: str, disabled: bool) -> bool:
+        res = await self.conn.execute(update(t.users).where(t.users.c.name == name).values(disabled=disabled))
+        return bool(res.rowcount)
+
+    async def revoke(self, name: str, creditor: str) -> bool:
+        """Take one creditor out of a user's scope; False when it was not in it."""
+        uid = select(t.users.c.id).where(t.users.c.name == name).scalar_subquery()
+        res = await self.conn.execute(
+            t.user_creditors.delete().where(t.user_creditors.c.user_id == uid, t.user_creditors.c.creditor == creditor)
+        )
+        return bool(res.rowcount)
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Every user, enabled or not, with their creditors (no token hashes)."""
+        users = (await self.conn.execute(select(
+            t.users.c.id, t.users.c.name, t.users.c.role, t.users.c.disabled, t.users.c.created_at,
+        ).order_by(t.users.c.name))).mappings().all()
+        creds: dict[int, list[str]] = {}
+        for uid, c in await self.conn.execute(select(t.user_creditors.c.user_id, t.user_creditors.c.creditor)):
+            creds.setdefault(uid, []).append(c)
+        return [{"name": u["name"], "role": u["role"], "creditors": sorted(creds.get(u["id"], [])),
+                 "disabled": bool(u["disabled"]), "created_at": u["created_at"]} for u in users]
+
+    async def find(self, name: str) -> dict[str, Any] | None:
+        """A user by name whether disabled or not (the CLI's view)."""
+        u = (await self.conn.execute(select(t.users.c.id, t.users.c.name, t.users.c.role, t.users.c.disabled,
+                                            t.users.c.created_at).where(t.users.c.name == name))).mappings().first()
+        if u is None:
+            return None
+        creds = [r[0] for r in await self.conn.execute(
+            select(t.user_creditors.c.creditor).where(t.user_creditors.c.user_id == u["id"]))]
+        return {"name": u["name"], "role": u["role"], "creditors": sorted(creds), "disabled": bool(u["disabled"]),
+                "created_at": u["created_at"]}
+
 
 class SqlAuditLog:
     def __init__(self, conn: AsyncConnection) -> None:
