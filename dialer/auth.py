@@ -134,7 +134,9 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
         who = client or "-"
-        wait = self.limiter.retry_after(who)
+        # Without a client address (the console's sign-in form, which logs its own
+        # refusals) nothing is counted: one shared bucket would lock everyone out.
+        wait = self.limiter.retry_after(client) if client else 0
         if wait:
             raise TooManyRequests(
                 f"认证失败次数过多，请 {wait} 秒后再试 / too many refused tokens from this client; retry in {wait} s",
@@ -143,7 +145,7 @@ class Authenticator:
         try:
             return await self._authenticate(authorization)
         except Unauthenticated as exc:
-            starts = self.limiter.refused(who)
+            starts = self.limiter.refused(client) if client else False
             log.warning("auth.refused", client=who, reason=exc.detail, limited=starts)
             raise
 

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, true, union_all
+from sqlalchemy import func, insert, literal, or_, select, true, union_all
 
 from adapters.db import tables as t
 from adapters.db.store import decision_from_record
@@ -156,6 +156,20 @@ class SqlAlchemyConsoleQueries:
         async with self.store.read() as uow:
             p = await uow.users.by_name(user_id)
         return _principal(p) if p is not None else None
+
+    async def sign_out(self, sid: str, until: float) -> None:
+        now = self.services.clock.now()
+        async with self.store.write() as uow:
+            await uow.conn.execute(t.console_signouts.delete().where(t.console_signouts.c.expires_at < now))
+            exists = await uow.conn.execute(select(t.console_signouts.c.sid).where(t.console_signouts.c.sid == sid))
+            if exists.first() is None:
+                await uow.conn.execute(insert(t.console_signouts).values(
+                    sid=sid, expires_at=datetime.fromtimestamp(until, timezone.utc)))
+
+    async def signed_out(self, sid: str) -> bool:
+        async with self.store.read() as uow:
+            row = await uow.conn.execute(select(t.console_signouts.c.sid).where(t.console_signouts.c.sid == sid))
+            return row.first() is not None
 
     # -- the decision log ------------------------------------------------------------------
     def _blocked_where(

@@ -332,6 +332,13 @@ class ConsoleQueries(Protocol):
     async def principal(self, user_id: str) -> Principal | None:
         """The user behind a session, re-read on every request so revocations apply."""
 
+    async def sign_out(self, sid: str, until: float) -> None:
+        """End session `sid` on the server: a copy of its cookie no longer signs in.
+        `until` (epoch seconds): when the cookie expires anyway."""
+
+    async def signed_out(self, sid: str) -> bool:
+        """Whether session `sid` was signed out."""
+
     async def filter_options(self, who: Principal) -> FilterOptions: ...
 
     async def blocked_dials(

@@ -157,7 +157,7 @@ def console_router(
         principal = None
         if session is not None and session.user_id is not None:
             principal = await q.principal(session.user_id)
-            if principal is None or principal.role not in CONSOLE_ROLES:
+            if principal is None or principal.role not in CONSOLE_ROLES or await q.signed_out(session.sid):
                 principal = None
                 session = None
         if session is None:
@@ -291,6 +291,9 @@ def console_router(
         if form is None:
             return await error_page(ctx, 403, ctx.t("error.csrf"))
         if ctx.principal is not None:
+            # The cookie is signed, not stored: without this a copy of it would keep
+            # working until it expires.
+            await ctx.queries.sign_out(ctx.session.sid, ctx.session.issued_at + ctx.settings.session_ttl_s)
             _log.info("console.signed_out", user=ctx.principal.name)
         ctx.session, ctx.new_cookie, ctx.principal = ctx.codec.new(None), True, None
         return finish(ctx, RedirectResponse("/console/sign-in?signed_out=1", status_code=303))

@@ -388,3 +388,35 @@ async def test_filters_in_year_1_or_9999_and_forged_cursors_are_4xx_pages_never_
             assert 400 <= r.status_code < 500, (cursor, r.status_code)
         r = await c.get("/console/destruction-register", params={"cursor": "9" * 5000})
         assert 400 <= r.status_code < 500, r.status_code
+
+
+async def _signed_in(c) -> bool:  # type: ignore[no-untyped-def]
+    r = await c.get("/console/")
+    return r.status_code == 200 and "/console/sign-out" in r.text
+
+
+async def test_a_signed_out_sessions_cookie_no_longer_signs_anyone_in(service: Seeded):
+    async with service.console("comp-a") as c:
+        assert await _signed_in(c)
+        kept = dict(c.cookies)  # what a thief copied before the user signed out
+        page = (await c.get("/console/blocked")).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        r = await c.post("/console/sign-out", data={"csrf": csrf})
+        assert r.status_code == 303
+        assert not await _signed_in(c)
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://gate",
+                                 cookies=kept) as thief:
+        assert not await _signed_in(thief)
+
+
+async def test_disabling_a_user_ends_their_console_session_at_the_next_page(service: Seeded):
+    from dialer.auth import USERS_REVISION_FILE, UserAdmin, UsersRevision
+
+    svc = service.app.state.services
+    admin = UserAdmin(svc.store, svc.clock, UsersRevision(svc.config.paths.data_dir / USERS_REVISION_FILE))
+    async with service.console("qa-a") as c:
+        assert await _signed_in(c)
+        await admin.set_disabled("qa-a", True)
+        assert not await _signed_in(c)
