@@ -751,8 +751,7 @@ class SqlAlchemyCaseStore:
         if self.is_sqlite:
             memory = self.url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:")
             if not memory:
-                path = self.url.split(":///", 1)[1]
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_database_file(self.url.split(":///", 1)[1].split("?", 1)[0])
             kwargs: dict[str, Any] = {"connect_args": {"timeout": cfg.busy_timeout_ms / 1000}}
             if memory:
                 kwargs["poolclass"] = StaticPool
@@ -1138,6 +1137,29 @@ class SqlAlchemyCaseStore:
                     await conn.execute(text("SELECT 1"))
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"store unreachable: {type(exc).__name__}") from exc
+
+
+def _private_database_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only (0600), like the key files, before
+    SQLite opens it: SQLite gives its -wal and -shm files the database file's mode, and
+    would create the database under the umask (world-readable, usually). An existing file
+    that others can read is tightened, with a warning."""
+    db = Path(path)
+    if not db.parent.exists():
+        db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        try:
+            mode = f.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(f, 0o600)
+            except PermissionError:
+                continue  # not ours to change: left as it is
+            log.warning("store.file_tightened", file=str(f), was=oct(mode))
 
 
 def _store_error(exc: BaseException) -> Exception:

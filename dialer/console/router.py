@@ -48,6 +48,8 @@ from dialer.console.ports import (
     Refused,
 )
 from dialer.console.security import GrantCodec, Session, SessionCodec, cookie_header, request_is_tls
+from dialer.csv_cells import safe_cell
+from dialer.http.deps import client_of
 from dialer.http.inputs import EARLIEST, LATEST
 
 SESSION_COOKIE = "dg_session"
@@ -273,7 +275,7 @@ def console_router(
         nxt = _safe_next(form.get("next"))
         token = (form.get("token") or "").strip()
         who = await ctx.queries.authenticate(token) if token and len(token) <= 512 else None
-        client = ctx.request.client.host if ctx.request.client else None
+        client = client_of(ctx.request.scope, getattr(ctx.request.app.state, "services", None))
         if who is None:
             _log.warning("console.sign_in_refused", why="unknown token", client=client)
             return await render(ctx, "sign_in.html", status=401, next=nxt, error=ctx.t("sign_in.bad_token"))
@@ -486,7 +488,7 @@ def console_router(
             if rng == "unsatisfiable":
                 return finish(ctx, Response(status_code=416, headers={"Content-Range": f"bytes */{rec.size}"}))
             start, end = rng if rng else (None, None)
-            client = request.client.host if request.client else None
+            client = client_of(request.scope, getattr(request.app.state, "services", None))
             sl = await ctx.queries.read_audio(ctx.principal, recording_id, reason=reason, start=start, end=end, client=client)
         except NotFound:
             return finish(ctx, Response("not found", status_code=404, media_type="text/plain"))
@@ -615,14 +617,7 @@ CSV_COLUMNS = (
     # Last, so files read by column position keep their meaning: "dial" or "recheck".
     "kind",
 )
-_FORMULA = re.compile(r"^[=@\t\r]|^[+-](?![\d*\s]+$)")
-
-
-def _cell(value: object) -> str:
-    """A CSV cell safe to open in a spreadsheet: text that would run as a formula gets a
-    leading apostrophe. Masked phone numbers (`+86138****0001`) stay as they are."""
-    s = "" if value is None else str(value)
-    return "'" + s if _FORMULA.match(s) else s
+_cell = safe_cell  # the one guard every CSV export uses
 
 
 async def _csv_stream(rows: AsyncIterator[DecisionRow], tz: ZoneInfo) -> AsyncIterator[bytes]:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from dialer.csv_cells import safe_cell
 from dialer.http.deps import Caller, Svc
 from dialer.http.inputs import parse_cursor, parse_when
 
@@ -42,7 +43,7 @@ async def blocked_dials(
         w.writerow(CSV_COLUMNS)
         for r in items:
             d = r.to_api()
-            w.writerow([d[c] if c != "number" else d["number"] for c in CSV_COLUMNS])
+            w.writerow([safe_cell(d[c]) for c in CSV_COLUMNS])  # reasons and ids may start with "="
         headers = {"X-Next-Cursor": str(nxt)} if nxt is not None else {}
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
     return {"items": [r.to_api() for r in items], "next": str(nxt) if nxt is not None else None}

@@ -1,6 +1,7 @@
 """Liveness, readiness, metrics. Like every endpoint they need a bearer token (any
 role): probes use a `pbx` or `admin` token. /readyz answers 503 when the store is down
-(also when the token cannot be checked because the store is down)."""
+(also when the token cannot be checked because the store is down). /metrics is for
+admin tokens only: its counters sum over every creditor."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from fastapi.responses import JSONResponse, Response
 from dialer import metrics
 from dialer.errors import StoreUnavailable
 from dialer.http.deps import Caller, Svc
+from dialer.usecases import require_role
 
 router = APIRouter(tags=["health"])
+METRICS_ROLES = frozenset({"admin"})
 
 
 _OK = b'{"status":"ok"}'  # what JSONResponse({"status": "ok"}) renders, encoded once
@@ -42,4 +45,6 @@ async def readyz(who: Caller, svc: Svc) -> Any:
 
 @router.get("/metrics")
 async def prometheus(who: Caller) -> Response:
+    # The counters sum over every creditor: only a role that sees every creditor reads them.
+    require_role(who, METRICS_ROLES, "read metrics")
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -72,6 +72,7 @@ router = APIRouter(prefix="/v1", tags=["recordings"])
 log = structlog.get_logger("dialgate.recordings")
 
 META_ROLES = READ_ROLES | ADMIN_ROLES
+MIN_REASON_CHARS = 4  # the console's minimum for an access reason (借阅原因)
 INGEST_ROLES = frozenset({"pbx", "admin"})
 # Content types PBXs send, to the vault's three.
 MEDIA_ALIASES = {
@@ -351,6 +352,11 @@ async def recording_audio(
     vault = _vault(svc)
     client = client_of(request.scope, svc)
     check_range_header(request.headers.get("range"))
+    if reason is not None and 0 < len(reason.strip()) < MIN_REASON_CHARS:  # as the console asks
+        from recordings.errors import ReasonRequired
+
+        raise VaultProblem(ReasonRequired(
+            f"调阅原因至少 {MIN_REASON_CHARS} 个字 / the reason for access needs at least {MIN_REASON_CHARS} characters"))
     try:
         stream = await vault.open_audio(
             recording_id, _actor(who), reason=reason, byte_range=request.headers.get("range"), client=client
