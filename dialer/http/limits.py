@@ -12,8 +12,9 @@ Every request that carries a body (a `Content-Length` above zero, a chunked
 
 Early answers carry `Connection: close`: the server then stops reading the unread body
 instead of receiving and discarding it. The console checks its own session cookie and
-CSRF token (its forms are small and limited here); the recordings upload streams to the
-vault, which enforces `[recordings] max_size_mb` itself as it writes.
+CSRF token (its forms are small and limited here). The recordings upload is
+authenticated here too; its route compares the declared length with `[recordings]
+max_size_mb` and the vault counts the stream as it writes.
 """
 
 from __future__ import annotations
@@ -43,9 +44,6 @@ def body_limit(method: str, path: str, services: Any) -> int:
     """The most bytes a request to `method path` may send."""
     if path in IMPORT_PATHS:
         return IMPORT_BODY_LIMIT
-    if path == RECORDINGS_UPLOAD and method == "POST":
-        vault = getattr(services, "vault", None)
-        return vault.max_size if vault is not None else JSON_BODY_LIMIT
     if path.startswith("/console"):
         return FORM_BODY_LIMIT
     return JSON_BODY_LIMIT
@@ -99,11 +97,13 @@ async def guard_body(scope: Any, receive: Any, send: Any) -> Any | None:
         except (ApiError, StoreUnavailable) as exc:
             await _answer(scope, receive, send, exc)
             return None
+    if path == RECORDINGS_UPLOAD and method == "POST":
+        # The upload route compares Content-Length with [recordings] max_size_mb itself,
+        # answering the vault's recording-too-large, and the vault counts as it writes.
+        return receive
     if length is not None and length > limit:
         await _answer(scope, receive, send, BodyTooLarge(limit, method, path))
         return None
-    if path == RECORDINGS_UPLOAD and method == "POST":
-        return receive  # the vault counts, and refuses, as it writes
     return _counted(scope, receive, limit, method, path)
 
 

@@ -152,3 +152,24 @@ async def test_a_client_refused_twenty_times_in_a_minute_gets_429_even_with_a_go
     async with httpx.AsyncClient(transport=other, base_url="http://gate") as c:
         r = await c.get("/v1/cases/C-1", headers=api.auth("col-a"))
     assert r.status_code == 200
+
+
+async def test_a_recording_upload_with_an_unknown_token_is_401_without_reading_the_audio(api: Api) -> None:
+    body = Body(b"RIFF")
+    async with asyncio.timeout(10):
+        r = await api.client.post("/v1/recordings", params={"call_id": "c-1", "started_at": "2026-11-24T10:00:00+08:00"},
+                                  content=body, headers={"Authorization": "Bearer dg_wrong", "Content-Type": "audio/wav",
+                                                         "Content-Length": str(500 * 1024 * 1024)})
+    assert r.status_code == 401
+    assert body.pulled == 0
+
+
+async def test_a_recording_upload_declaring_more_than_the_vaults_limit_is_refused_unread(api: Api) -> None:
+    body = Body(b"RIFF")
+    async with asyncio.timeout(10):
+        r = await api.client.post("/v1/recordings", params={"call_id": "c-2", "started_at": "2026-11-24T10:00:00+08:00"},
+                                  content=body, headers={**api.auth("pbx"), "Content-Type": "audio/wav",
+                                                         "Content-Length": str(api.svc.vault.max_size + 1)})
+    assert r.status_code == 413
+    assert r.json()["type"].endswith("/recording-too-large")
+    assert body.pulled == 0
