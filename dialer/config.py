@@ -60,7 +60,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # How long a click-to-dial authorisation waits for the PBX to place the call
         # (the SIP gate matches it by attempt id or by agent and number in this window).
         "attempt_validity_s": 120,
-        # Token → user cache; a revoked token stops working after at most this long.
+        # Token → user cache. Every `dialgate users` change empties it at once in every
+        # worker (dialer.auth.UsersRevision); this bounds an entry's life when the
+        # database is changed by other means.
         "auth_cache_s": 10.0,
         # The recorder's "I can record" is trusted for this long (its check costs more
         # than a decision); "I cannot" is never reused. 0 = ask before every dial.
