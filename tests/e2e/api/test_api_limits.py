@@ -9,10 +9,11 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from dialer import auth as auth_module
+import structlog
+
+from dialer.logs import configure_logging
 from dialer.http.limits import IMPORT_BODY_LIMIT, JSON_BODY_LIMIT
 from gate_api_support import Api
-from tests.conftest import captured_logs
 
 DIAL = {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"}
 
@@ -128,15 +129,19 @@ async def test_a_content_length_of_thousands_of_digits_is_a_400_naming_the_heade
     assert problem["details"]["field"] == "Content-Length"
 
 
-async def test_a_refused_token_is_logged_as_auth_refused_with_the_client_and_the_request_id(api: Api) -> None:
-    with captured_logs(auth_module) as logs:
+async def test_a_refused_token_is_logged_as_auth_refused_with_the_client_and_the_request_id(api: Api, capsys) -> None:  # type: ignore[no-untyped-def]
+    configure_logging("info", json=True)
+    try:
         r = await api.client.get("/v1/cases/C-1", headers={"Authorization": "Bearer dg_wrong", "X-Request-Id": "probe-401"})
+        err = capsys.readouterr().err
+    finally:
+        structlog.contextvars.clear_contextvars()
     assert r.status_code == 401
-    refused = [e for e in logs if e["event"] == "auth.refused"]
-    assert len(refused) == 1, logs
-    assert refused[0]["client"] == "127.0.0.1"
-    assert refused[0]["log_level"] == "warning"
-    assert "dg_wrong" not in json.dumps(refused, default=str)
+    refused = [e for e in (json.loads(line) for line in err.splitlines() if line.startswith("{"))
+               if e.get("event") == "auth.refused"]
+    assert len(refused) == 1, err
+    assert (refused[0]["client"], refused[0]["request_id"], refused[0]["level"]) == ("127.0.0.1", "probe-401", "warning")
+    assert "dg_wrong" not in err
 
 
 async def test_a_client_refused_twenty_times_in_a_minute_gets_429_even_with_a_good_token_and_others_do_not(api: Api) -> None:
