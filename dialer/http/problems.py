@@ -107,12 +107,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        body = {
+        slug = {400: "bad-request", 404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        body: dict[str, Any] = {
             "type": PROBLEM_BASE + slug,
             "title": str(exc.detail),
             "status": exc.status_code,
             "detail": str(exc.detail),
             "instance": instance_of(request),
         }
+        if exc.status_code == 400:  # FastAPI's only 400: a body it could not parse (e.g. nested too deep)
+            body["details"] = {"field": "body"}
         return problem_response(body, exc.status_code)

@@ -28,6 +28,8 @@ CASES: list[tuple[str, str, str, str, dict[str, Any], int, str]] = [
      {"content": '{"cases": ' + DEEP + "}"}, 400, "nested"),
     ("repayments nested 1,000 deep", "data-a", "POST", "/v1/repayments:import",
      {"content": '{"repayments": ' + DEEP + "}"}, 400, "nested"),
+    ("a dial check nested 30,000 deep", "comp-a", "POST", "/v1/dial-checks",
+     {"content": '{"case_id": ' + "[" * 30000 + "]" * 30000 + "}"}, 400, "body"),
     ("amount_due NaN", "data-a", "POST", "/v1/cases:import",
      {"json": {"cases": [{**CASE, "amount_due": "NaN"}]}}, 400, "amount_due"),
     ("a NaN literal", "data-a", "POST", "/v1/cases:import",
