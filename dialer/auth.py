@@ -23,6 +23,9 @@ from dialer.ports import CaseStore
 from policy import ROLES
 
 TOKEN_PREFIX = "dg_"
+# The policy's roles, plus `monitor`: a scraper's token that reads /readyz and /metrics
+# and nothing else (no creditor, no case, no dial), so Prometheus needs no admin token.
+USER_ROLES: tuple[str, ...] = (*ROLES, "monitor")
 USERS_REVISION_FILE = "users.rev"
 log = structlog.get_logger("dialgate.auth")
 
@@ -38,9 +41,12 @@ def hash_token(token: str) -> str:
 def validate_user(name: str, role: str, creditors: frozenset[str]) -> None:
     if not name or len(name) > 100 or any(ch.isspace() for ch in name):
         raise UnprocessableEntity("user name: 1-100 characters, no spaces", details={"field": "name"})
-    if role not in ROLES:
-        raise UnprocessableEntity(f"role: expected one of {', '.join(ROLES)}", details={"field": "role"})
-    if role != "admin" and not creditors:
+    if role not in USER_ROLES:
+        raise UnprocessableEntity(f"role: expected one of {', '.join(USER_ROLES)}", details={"field": "role"})
+    if role == "monitor" and creditors:
+        raise UnprocessableEntity("role monitor reads only health and metrics: give no --creditor",
+                                  details={"field": "creditor"})
+    if role not in ("admin", "monitor") and not creditors:
         raise UnprocessableEntity(
             f"role {role} is scoped to creditors: give at least one --creditor", details={"field": "creditor"}
         )
@@ -249,8 +255,9 @@ class UserAdmin:
             raise UnprocessableEntity("creditor: 1-64 characters, no spaces", details={"field": "creditor"})
         async with self.store.write() as uow:
             user = await self._user(uow, name)
-            if user["role"] == "admin":
-                raise UnprocessableEntity("admin sees every creditor; nothing to grant", details={"field": "creditor"})
+            if user["role"] in ("admin", "monitor"):
+                raise UnprocessableEntity(f"{user['role']} has no creditor scope; nothing to grant",
+                                          details={"field": "creditor"})
             if creditor in user["creditors"]:
                 raise Conflict(f"user {name!r} already has creditor {creditor!r}", details={"creditor": creditor})
             await uow.users.grant(name, creditor)

@@ -181,7 +181,7 @@ def db_upgrade(config: Optional[Path] = ConfigOpt) -> None:
 @users_app.command("add")
 def users_add(
     name: str = typer.Option(..., "--name", help="login name; a collector's or supervisor's agent id"),
-    role: str = typer.Option(..., "--role", help="collector|supervisor|qa|compliance|data|pbx|admin"),
+    role: str = typer.Option(..., "--role", help="collector|supervisor|qa|compliance|data|pbx|admin|monitor"),
     creditor: list[str] = typer.Option([], "--creditor", help="creditor scope (repeat); not for admin"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:

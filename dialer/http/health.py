@@ -1,7 +1,8 @@
 """Liveness, readiness, metrics. Like every endpoint they need a bearer token (any
 role): probes use a `pbx` or `admin` token. /readyz answers 503 when the store is down
 (also when the token cannot be checked because the store is down). /metrics is for
-admin tokens only: its counters sum over every creditor."""
+`admin` and `monitor` tokens only: its counters sum over every creditor, and `monitor`
+(a scraper's role) reads nothing else."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dialer.http.deps import Caller, Svc
 from dialer.usecases import require_role
 
 router = APIRouter(tags=["health"])
-METRICS_ROLES = frozenset({"admin"})
+METRICS_ROLES = frozenset({"admin", "monitor"})
 
 
 _OK = b'{"status":"ok"}'  # what JSONResponse({"status": "ok"}) renders, encoded once
@@ -45,6 +46,6 @@ async def readyz(who: Caller, svc: Svc) -> Any:
 
 @router.get("/metrics")
 async def prometheus(who: Caller) -> Response:
-    # The counters sum over every creditor: only a role that sees every creditor reads them.
+    # The counters sum over every creditor: not for a role scoped to some of them.
     require_role(who, METRICS_ROLES, "read metrics")
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -41,9 +41,33 @@ async def test_an_existing_world_readable_database_is_tightened_on_open(tmp_path
 
 
 @pytest.mark.parametrize(("who", "status"), [("admin", 200), ("comp-a", 403), ("col-a", 403), ("pbx", 403)])
-async def test_metrics_summed_over_every_creditor_are_for_admin_only(api: Api, who: str, status: int) -> None:
+async def test_metrics_summed_over_every_creditor_are_for_admin_and_monitor_only(api: Api, who: str, status: int) -> None:
     r = await api.get("/metrics", who)
     assert r.status_code == status
+
+
+async def test_a_monitor_token_reads_metrics_and_readiness_and_nothing_else(api: Api) -> None:
+    from dialer.auth import add_user
+
+    _, token = await add_user(api.svc.store, api.clock, "prometheus", "monitor", frozenset())
+    auth = {"Authorization": f"Bearer {token}"}
+    assert (await api.client.get("/metrics", headers=auth)).status_code == 200
+    assert (await api.client.get("/readyz", headers=auth)).status_code == 200
+    for path in ("/v1/cases/C-1", "/v1/blocked-dials", "/v1/recordings", "/v1/lookup?number=13800000001",
+                 "/v1/destruction-register", "/v1/purges"):
+        r = await api.client.get(path, headers=auth)
+        assert r.status_code in (403, 404), (path, r.status_code)
+    r = await api.client.post("/v1/dials", json={"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"},
+                              headers=auth)
+    assert r.status_code == 403
+
+
+async def test_a_monitor_user_takes_no_creditor(api: Api) -> None:
+    from dialer.auth import add_user
+    from dialer.errors import UnprocessableEntity
+
+    with pytest.raises(UnprocessableEntity, match="monitor"):
+        await add_user(api.svc.store, api.clock, "prom-b", "monitor", frozenset({"bank-b"}))
 
 
 def _scope(peer: str, xff: str | None) -> dict:
