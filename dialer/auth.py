@@ -204,7 +204,9 @@ class UserAdmin:
     Each change is one transaction with its audit entry (`user.disabled`, …), then the
     users' revision is bumped so every worker's token cache drops what it holds: a
     disabled user's token, or a rotated one, stops at its next request. Console sessions
-    re-read their user on every request, so a disabled user is signed out there too."""
+    re-read their user on every request, so a disabled user is signed out there too;
+    disabling and rotating also end the console sessions opened before (a leaked token
+    may have opened one), so they stay ended after `enable`."""
 
     def __init__(self, store: CaseStore, clock: Any, revision: UsersRevision, actor: str = "cli") -> None:
         self.store = store
@@ -233,6 +235,8 @@ class UserAdmin:
             user = await self._user(uow, name)
             if user["disabled"] != disabled:
                 await uow.users.set_disabled(name, disabled)
+                if disabled:  # enabling again must not bring back the sessions open before
+                    await uow.users.end_sessions(name, self.clock.now())
                 await self._audit(uow, "user.disabled" if disabled else "user.enabled", {"name": name})
             user["disabled"] = disabled
         self.revision.bump()
@@ -244,6 +248,7 @@ class UserAdmin:
         async with self.store.write() as uow:
             await self._user(uow, name)
             await uow.users.set_token(name, hash_token(token))
+            await uow.users.end_sessions(name, self.clock.now())  # one the old token opened, too
             await self._audit(uow, "user.token_rotated", {"name": name})
         self.revision.bump()
         return token

@@ -197,6 +197,10 @@ class UserRepository(Protocol):
         """Take a creditor out of a user's scope; False when it was not in it."""
         ...
 
+    async def end_sessions(self, name: str, before: datetime) -> None:
+        """Console sessions `name` signed in before `before` no longer sign them in."""
+        ...
+
     async def list_all(self) -> list[dict[str, Any]]:
         """Every user (name, role, creditors, disabled, created_at); never token hashes."""
         ...

@@ -166,10 +166,18 @@ class SqlAlchemyConsoleQueries:
                 await uow.conn.execute(insert(t.console_signouts).values(
                     sid=sid, expires_at=datetime.fromtimestamp(until, timezone.utc)))
 
-    async def signed_out(self, sid: str) -> bool:
+    async def signed_out(self, sid: str, user_id: str | None = None, issued_at: int = 0) -> bool:
         async with self.store.read() as uow:
             row = await uow.conn.execute(select(t.console_signouts.c.sid).where(t.console_signouts.c.sid == sid))
-            return row.first() is not None
+            if row.first() is not None:
+                return True
+            if user_id is None:
+                return False
+            c = t.console_session_cutoffs
+            cut = (await uow.conn.execute(select(c.c.not_before).where(c.c.user_name == user_id))).scalar()
+        # Sessions are stamped in whole seconds: one opened in the cutoff's own second (the
+        # new token's first sign-in) stays.
+        return cut is not None and issued_at < int(cut.timestamp())
 
     # -- the decision log ------------------------------------------------------------------
     def _blocked_where(

@@ -2060,6 +2060,13 @@ class SqlUserRepository:
         res = await self.conn.execute(update(t.users).where(t.users.c.name == name).values(disabled=disabled))
         return bool(res.rowcount)
 
+    async def end_sessions(self, name: str, before: datetime) -> None:
+        """Console sessions `name` signed in before `before` no longer sign them in."""
+        c = t.console_session_cutoffs
+        res = await self.conn.execute(update(c).where(c.c.user_name == name).values(not_before=before))
+        if not res.rowcount:
+            await self.conn.execute(insert(c).values(user_name=name, not_before=before))
+
     async def revoke(self, name: str, creditor: str) -> bool:
         """Take one creditor out of a user's scope; False when it was not in it."""
         uid = select(t.users.c.id).where(t.users.c.name == name).scalar_subquery()

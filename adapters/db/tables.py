@@ -277,6 +277,13 @@ console_signouts = Table(
     Index("ix_console_signouts_expires_at", "expires_at"),
 )
 
+console_session_cutoffs = Table(
+    "console_session_cutoffs",
+    metadata,
+    Column("user_name", String(100), primary_key=True),
+    Column("not_before", UtcDateTime(), nullable=False),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

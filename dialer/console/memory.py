@@ -63,7 +63,7 @@ class InMemoryConsoleQueries:
     async def sign_out(self, sid: str, until: float) -> None:
         self.signed_out_sids.add(sid)
 
-    async def signed_out(self, sid: str) -> bool:
+    async def signed_out(self, sid: str, user_id: str | None = None, issued_at: int = 0) -> bool:
         return sid in self.signed_out_sids
 
     # -- blocked dials -----------------------------------------------------------

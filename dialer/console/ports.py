@@ -336,8 +336,9 @@ class ConsoleQueries(Protocol):
         """End session `sid` on the server: a copy of its cookie no longer signs in.
         `until` (epoch seconds): when the cookie expires anyway."""
 
-    async def signed_out(self, sid: str) -> bool:
-        """Whether session `sid` was signed out."""
+    async def signed_out(self, sid: str, user_id: str | None = None, issued_at: int = 0) -> bool:
+        """Whether session `sid` was signed out, or ended with all of `user_id`'s sessions
+        issued before a token rotation or a disable (`issued_at`: epoch seconds)."""
 
     async def filter_options(self, who: Principal) -> FilterOptions: ...
 

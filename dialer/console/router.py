@@ -159,7 +159,8 @@ def console_router(
         principal = None
         if session is not None and session.user_id is not None:
             principal = await q.principal(session.user_id)
-            if principal is None or principal.role not in CONSOLE_ROLES or await q.signed_out(session.sid):
+            if principal is None or principal.role not in CONSOLE_ROLES or await q.signed_out(
+                session.sid, session.user_id, session.issued_at):
                 principal = None
                 session = None
         if session is None:

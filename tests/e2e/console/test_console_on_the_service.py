@@ -420,3 +420,21 @@ async def test_disabling_a_user_ends_their_console_session_at_the_next_page(serv
         assert await _signed_in(c)
         await admin.set_disabled("qa-a", True)
         assert not await _signed_in(c)
+
+
+async def test_rotating_a_token_ends_the_console_sessions_it_opened_and_enable_does_not_revive_them(service: Seeded):
+    from dialer.auth import USERS_REVISION_FILE, UserAdmin, UsersRevision
+
+    svc = service.app.state.services
+    admin = UserAdmin(svc.store, svc.clock, UsersRevision(svc.config.paths.data_dir / USERS_REVISION_FILE))
+    async with service.console("comp-a") as c:
+        assert await _signed_in(c)
+        service.clock.advance(seconds=1)
+        service.tokens["comp-a"] = await admin.rotate_token("comp-a")
+        assert not await _signed_in(c)  # the session the old token opened
+    async with service.console("comp-a") as c:  # the new token signs in
+        assert await _signed_in(c)
+        service.clock.advance(seconds=1)
+        await admin.set_disabled("comp-a", True)
+        await admin.set_disabled("comp-a", False)
+        assert not await _signed_in(c)
