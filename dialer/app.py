@@ -27,11 +27,13 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import structlog
 from fastapi import FastAPI
 
-from dialer.auth import Authenticator
+from dialer.auth import USERS_REVISION_FILE, Authenticator, UsersRevision
 from dialer.clock import SystemClock
 from dialer.config import Config
 from dialer.errors import ConfigError
+from dialer.errors import BodyTooLarge
 from dialer.http import problems
+from dialer.http.limits import TOO_LARGE_KEY, guard_body
 from dialer.ports import CaseStore, Clock
 from dialer.usecases import Gate
 from dialer.worklist import Worklist
@@ -139,7 +141,8 @@ async def open_services(config: Config, clock: Clock | None = None, *, migrate: 
         )
         yield Services(
             config=config, clock=clock, store=store, policies=policies, gate=gate,
-            auth=Authenticator(store, config.gate.auth_cache_s),
+            auth=Authenticator(store, config.gate.auth_cache_s,
+                               revision=UsersRevision(config.paths.data_dir / USERS_REVISION_FILE)),
         )
         await gate.drain()
 
@@ -163,7 +166,8 @@ async def _every(seconds: float, job: Callable[[], Awaitable[Any]], stop: asynci
 
 
 class RequestContext:
-    """Pure ASGI middleware: a request id per request, bound for every log line."""
+    """Pure ASGI middleware: a request id per request, bound for every log line; and the
+    limits checked before a body is read (`dialer.http.limits`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -181,18 +185,54 @@ class RequestContext:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
         header = (b"x-request-id", rid.encode("latin-1"))
+        started = False
 
         async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                if started:
+                    return  # the 413 below was sent in its place
+                too_large = scope.get(TOO_LARGE_KEY)
+                if too_large is not None:  # a reader answered its own way: the answer is 413
+                    started = True
+                    await _answer_problem(scope, too_large, send_with_id_raw)
+                    return
+                started = True
+                message["headers"] = [*message.get("headers", ()), header]
+            elif scope.get(TOO_LARGE_KEY) is not None:
+                return  # the body of the answer the 413 replaced
+            await send(message)
+
+        async def send_with_id_raw(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        if scope["method"] == "POST" and scope["path"] == "/v1/dials":
-            from dialer.http.dials import fast_dial  # the hot path, answered as the route would
+        guarded = await guard_body(scope, receive, send_with_id)
+        if guarded is None:
+            return  # answered (413, 401, …) without reading the body
+        try:
+            if scope["method"] == "POST" and scope["path"] == "/v1/dials":
+                from dialer.http.dials import fast_dial  # the hot path, answered as the route would
 
-            await fast_dial(scope["app"], self.app, scope, receive, send_with_id)
-            return
-        await self.app(scope, receive, send_with_id)
+                await fast_dial(scope["app"], self.app, scope, guarded, send_with_id)
+                return
+            await self.app(scope, guarded, send_with_id)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            started = True
+            await _answer_problem(scope, exc, send_with_id_raw)
+
+
+async def _answer_problem(scope: dict[str, Any], exc: Any, send: Any) -> None:
+    body = problems.problem_response(exc.to_problem(problems.instance_of_scope(scope)), exc.status,
+                                     {"Connection": "close"})
+
+    async def nothing() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    await body(scope, nothing, send)
 
 
 def _document_bearer_auth(app: FastAPI) -> None:

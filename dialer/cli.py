@@ -121,6 +121,9 @@ def serve(
 
     options: dict[str, Any] = dict(
         access_log=False, timeout_graceful_shutdown=10, http=GateHttpProtocol,
+        # uvicorn would believe X-Forwarded-For from any local client; the service reads
+        # it itself, and only from [http] trusted_proxies (dialer.http.deps.client_of).
+        proxy_headers=False,
         log_level=cfg.log.level if cfg.log.level in ("debug", "info", "warning", "error") else "info",
     )
     if cfg.http.workers > 1:
@@ -206,7 +209,7 @@ def db_upgrade(config: Optional[Path] = ConfigOpt) -> None:
 @users_app.command("add")
 def users_add(
     name: str = typer.Option(..., "--name", help="login name; a collector's or supervisor's agent id"),
-    role: str = typer.Option(..., "--role", help="collector|supervisor|qa|compliance|data|pbx|admin"),
+    role: str = typer.Option(..., "--role", help="collector|supervisor|qa|compliance|data|pbx|admin|monitor"),
     creditor: list[str] = typer.Option([], "--creditor", help="creditor scope (repeat); not for admin"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -224,6 +227,89 @@ def users_add(
     token = _run(go())
     typer.echo(f"user {name} ({role}) created; token:")
     typer.echo(token)
+
+
+def _user_admin(svc: Any) -> Any:
+    from dialer.auth import USERS_REVISION_FILE, UserAdmin, UsersRevision
+
+    return UserAdmin(svc.store, svc.clock, UsersRevision(svc.config.paths.data_dir / USERS_REVISION_FILE))
+
+
+def _users_call(config: Optional[Path], job: Any) -> Any:
+    """Run `job(UserAdmin)` against the configured store."""
+    from dialer.app import open_services
+
+    cfg = _config(config)
+
+    async def go() -> Any:
+        async with open_services(cfg, migrate=True) as svc:
+            return await job(_user_admin(svc))
+
+    return _run(go())
+
+
+def _show_user(u: dict[str, Any]) -> str:
+    state = "disabled" if u["disabled"] else "enabled"
+    return f"{u['name']}\t{u['role']}\t{','.join(u['creditors']) or '*'}\t{state}"
+
+
+@users_app.command("list")
+def users_list(
+    as_json: bool = typer.Option(False, "--json", help="one JSON document instead of a table"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Every user: name, role, creditors, enabled or disabled (never tokens)."""
+    users = _users_call(config, lambda ua: ua.list())
+    if as_json:
+        typer.echo(json.dumps([{**u, "created_at": u["created_at"].isoformat()} for u in users], ensure_ascii=False))
+        return
+    table = Table(title="DialGate users / 用户")
+    for col in ("name", "role", "creditors", "state", "created"):
+        table.add_column(col)
+    for u in users:
+        table.add_row(u["name"], u["role"], ", ".join(u["creditors"]) or "* (all)",
+                      "disabled 已停用" if u["disabled"] else "enabled 启用", u["created_at"].isoformat(timespec="seconds"))
+    Console(width=160).print(table)
+
+
+@users_app.command("disable")
+def users_disable(name: str = typer.Argument(..., help="user name"), config: Optional[Path] = ConfigOpt) -> None:
+    """Stop a user at once: their token and console sessions stop working in every worker."""
+    typer.echo(_show_user(_users_call(config, lambda ua: ua.set_disabled(name, True))))
+
+
+@users_app.command("enable")
+def users_enable(name: str = typer.Argument(..., help="user name"), config: Optional[Path] = ConfigOpt) -> None:
+    """Let a disabled user in again (with their current token)."""
+    typer.echo(_show_user(_users_call(config, lambda ua: ua.set_disabled(name, False))))
+
+
+@users_app.command("rotate-token")
+def users_rotate_token(name: str = typer.Argument(..., help="user name"), config: Optional[Path] = ConfigOpt) -> None:
+    """Issue a new token; the old one stops at once. Prints the new token alone on the last line."""
+    token = _users_call(config, lambda ua: ua.rotate_token(name))
+    typer.echo(f"user {name}: new token (the old one no longer works):")
+    typer.echo(token)
+
+
+@users_app.command("grant")
+def users_grant(
+    name: str = typer.Argument(..., help="user name"),
+    creditor: str = typer.Option(..., "--creditor", help="the creditor to add to the user's scope"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Add a creditor to a user's scope."""
+    typer.echo(_show_user(_users_call(config, lambda ua: ua.grant(name, creditor))))
+
+
+@users_app.command("revoke-creditor")
+def users_revoke_creditor(
+    name: str = typer.Argument(..., help="user name"),
+    creditor: str = typer.Option(..., "--creditor", help="the creditor to take out of the user's scope"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Take a creditor out of a user's scope, at once in every worker."""
+    typer.echo(_show_user(_users_call(config, lambda ua: ua.revoke_creditor(name, creditor))))
 
 
 @audit_app.command("verify")

@@ -17,6 +17,7 @@ the secret, a key ending in `_env` names an environment variable.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -50,12 +51,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # Processes answering HTTP on the one port (see dialer/workers.py): 1, or up to
         # the machine's cores; the first also runs the SIP gate, MQTT and background jobs.
         "workers": 1,
+        # Addresses or networks of the reverse proxies in front of the service: only
+        # from these is X-Forwarded-For believed (the client address in logs, the
+        # recordings access log and the refusal limit). Empty: the peer is the client.
+        "trusted_proxies": [],
     },
     "gate": {
         # How long a click-to-dial authorisation waits for the PBX to place the call
         # (the SIP gate matches it by attempt id or by agent and number in this window).
         "attempt_validity_s": 120,
-        # Token → user cache; a revoked token stops working after at most this long.
+        # Token → user cache. Every `dialgate users` change empties it at once in every
+        # worker (dialer.auth.UsersRevision); this bounds an entry's life when the
+        # database is changed by other means.
         "auth_cache_s": 10.0,
         # The recorder's "I can record" is trusted for this long (its check costs more
         # than a decision); "I cannot" is never reused. 0 = ask before every dial.
@@ -101,6 +108,7 @@ class HttpConfig:
     host: str
     port: int
     workers: int
+    trusted_proxies: tuple[Any, ...] = ()  # ipaddress networks
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +234,23 @@ def build_config(
         raise ConfigError(f"{source}: gate.recorder_check_s: expected 0 to 60 seconds")
     if not 1 <= typed["http"].workers <= 64:
         raise ConfigError(f"{source}: http.workers: expected 1 to 64 processes")
+    http = typed["http"]
+    proxies = http.trusted_proxies
+    if isinstance(proxies, str):  # from the environment: comma-separated
+        proxies = [p for p in proxies.split(",") if p.strip()]
+    if not isinstance(proxies, (list, tuple)) or not all(isinstance(p, str) for p in proxies):
+        raise ConfigError(f"{source}: http.trusted_proxies: expected a list of addresses or networks")
+    try:
+        networks = tuple(ipaddress.ip_network(p.strip(), strict=False) for p in proxies)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: http.trusted_proxies: {exc}") from exc
+    http = HttpConfig(host=http.host, port=http.port, workers=http.workers, trusted_proxies=networks)
     if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
     return Config(
         paths=paths,
         store=store,
-        http=typed["http"],
+        http=http,
         gate=typed["gate"],
         log=typed["log"],
         source=source,

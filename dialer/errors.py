@@ -7,6 +7,8 @@ Exceptions mean "could not do what was asked" and each maps to one HTTP answer, 
     DialGateError
     ├── ConfigError                  bad config.toml / environment (start-up only)
     ├── StoreUnavailable             the case store failed; the gate fails CLOSED
+    ├── StoreRefusedValue       400  a value the store cannot hold (out of range); the
+    │                                edges bound inputs first, this is the backstop
     └── ApiError                     has .status, .problem_id, .title, .details
         ├── BadRequest          400  bad-request: malformed JSON / CSV / parameter
         │   ├── InvalidImport   400  invalid-import: a file with bad rows, refused whole
@@ -21,7 +23,10 @@ Exceptions mean "could not do what was asked" and each maps to one HTTP answer, 
         │   └── NoSuchContact   404  no-such-contact
         ├── Conflict            409  conflict
         │   └── OutcomeConflict 409  outcome-conflict: a different outcome was logged
-        └── UnprocessableEntity 422  validation-failed: well-formed but invalid fields
+        ├── BodyTooLarge        413  body-too-large: over the route's limit, not read
+        ├── UnprocessableEntity 422  validation-failed: well-formed but invalid fields
+        └── TooManyRequests     429  too-many-requests: too many refused tokens from
+                                     one client; carries Retry-After
 """
 
 from __future__ import annotations
@@ -43,10 +48,15 @@ class StoreUnavailable(DialGateError):
     """The case store could not answer (connection, lock timeout, I/O)."""
 
 
+class StoreRefusedValue(DialGateError):
+    """A statement failed on a value it carried (not on the store): the request's fault."""
+
+
 class ApiError(DialGateError):
     status: int = 500
     problem_id: str = "internal"
     title: str = "Internal error"
+    headers: dict[str, str] = {}  # extra response headers (never mutated: replaced)
 
     def __init__(self, detail: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
@@ -138,3 +148,21 @@ class OutcomeConflict(Conflict):
 
 class UnprocessableEntity(ApiError):
     status, problem_id, title = 422, "validation-failed", "Validation failed"
+
+
+class BodyTooLarge(ApiError):
+    status, problem_id, title = 413, "body-too-large", "Request body too large"
+
+    def __init__(self, limit: int, method: str, path: str) -> None:
+        super().__init__(
+            f"请求体超过上限 {limit} 字节 / the body exceeds the {limit}-byte limit of {method} {path}",
+            details={"limit_bytes": limit},
+        )
+
+
+class TooManyRequests(ApiError):
+    status, problem_id, title = 429, "too-many-requests", "Too many refused requests"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail, details={"retry_after_s": retry_after_s})
+        self.headers = {"Retry-After": str(retry_after_s)}

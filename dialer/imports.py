@@ -41,9 +41,12 @@ def _date(value: Any) -> date | None:
     if not isinstance(value, str):
         raise ValueError("expected a date YYYY-MM-DD")
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+    if not 1970 <= day.year < 2100:  # beyond, date arithmetic downstream overflows
+        raise ValueError(f"expected a date between 1970 and 2099, got {value!r}")
+    return day
 
 
 def _bool(value: Any) -> bool:
@@ -56,6 +59,10 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+MAX_AMOUNT = Decimal(10**12)
+MAX_OVERDUE_DAYS = 100_000
+
+
 def _amount(value: Any) -> str | None:
     if value in (None, ""):
         return None
@@ -65,8 +72,8 @@ def _amount(value: Any) -> str | None:
         d = Decimal(str(value))
     except InvalidOperation:
         raise ValueError(f"expected an amount, got {value!r}") from None
-    if d < 0 or not d.is_finite():
-        raise ValueError("amount must be zero or positive")
+    if not d.is_finite() or d < 0 or d > MAX_AMOUNT:  # NaN first: comparing it raises
+        raise ValueError(f"amount must be a number from 0 to {MAX_AMOUNT}")
     return str(d)
 
 
@@ -166,8 +173,9 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     except ValueError as exc:
         err("amount_due", str(exc))
     overdue = raw.get("overdue_days")
-    if overdue is not None and (isinstance(overdue, bool) or not isinstance(overdue, int) or overdue < 0):
-        err("overdue_days", "expected a whole number of days >= 0")
+    if overdue is not None and (isinstance(overdue, bool) or not isinstance(overdue, int)
+                                or not 0 <= overdue <= MAX_OVERDUE_DAYS):
+        err("overdue_days", f"expected a whole number of days from 0 to {MAX_OVERDUE_DAYS}")
     # An explicit reopening (a reason): lifts a repayment closure, a pause or a withdrawal.
     reopen = raw.get("reopen")
     if reopen is not None and (not isinstance(reopen, str) or not reopen.strip() or len(reopen) > MAX_REASON):

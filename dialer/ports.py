@@ -214,6 +214,26 @@ class UserRepository(Protocol):
         """Scope an existing user to one more creditor."""
         ...
 
+    async def set_disabled(self, name: str, disabled: bool) -> bool:
+        """Disable or enable a user; False when there is no such user."""
+        ...
+
+    async def revoke(self, name: str, creditor: str) -> bool:
+        """Take a creditor out of a user's scope; False when it was not in it."""
+        ...
+
+    async def end_sessions(self, name: str, before: datetime) -> None:
+        """Console sessions `name` signed in before `before` no longer sign them in."""
+        ...
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Every user (name, role, creditors, disabled, created_at); never token hashes."""
+        ...
+
+    async def find(self, name: str) -> dict[str, Any] | None:
+        """One user as `list_all` shows them, disabled or not."""
+        ...
+
 
 class AuditLog(Protocol):
     async def add(

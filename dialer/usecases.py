@@ -293,6 +293,8 @@ class Gate:
                 )
             return AgentSnapshot(agent_id=actor.name, role=actor.role, creditors=actor.creditors)
         user = await uow.users.by_name(agent_id)
+        if user is not None and not actor.unscoped and not (user.creditors & actor.creditors):
+            user = None  # another creditor's user: answered as unknown, so names cannot be probed
         if user is None:
             raise UnprocessableEntity(f"no agent {agent_id!r}", details={"field": "agent_id", "agent_id": agent_id})
         return AgentSnapshot(agent_id=user.name, role=user.role, creditors=user.creditors)
@@ -916,6 +918,8 @@ class Gate:
         number = normalize_number(raw_number, self.policies.default.default_region)
         async with self.store.read() as uow:
             cases = await uow.cases.by_number(number, actor.scope())
+        if actor.role == "collector":  # only the cases they may open (their assigned ones)
+            cases = [c for c in cases if c.assigned_agent == actor.name]
         show = (lambda n: n) if actor.sees_full_numbers else mask_number
         out = []
         for c in cases:

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, true, union_all
+from sqlalchemy import func, insert, literal, or_, select, true, union_all
 
 from adapters.db import tables as t
 from adapters.db.store import decision_from_record
@@ -125,7 +125,10 @@ def _encode_cursor(at: datetime, row_id: int) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         ts, _, rid = cursor.partition("~")
-        return datetime.strptime(ts, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc), int(rid)
+        at = datetime.strptime(ts, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc)
+        if not rid.isdigit() or len(rid) > 18 or not 2000 <= at.year < 2100:  # none the console made
+            raise ValueError(cursor)
+        return at, int(rid)
     except ValueError as exc:
         raise NotFound("not a page cursor the console made", "不是控制台生成的分页位置") from exc
 
@@ -156,6 +159,28 @@ class SqlAlchemyConsoleQueries:
         async with self.store.read() as uow:
             p = await uow.users.by_name(user_id)
         return _principal(p) if p is not None else None
+
+    async def sign_out(self, sid: str, until: float) -> None:
+        now = self.services.clock.now()
+        async with self.store.write() as uow:
+            await uow.conn.execute(t.console_signouts.delete().where(t.console_signouts.c.expires_at < now))
+            exists = await uow.conn.execute(select(t.console_signouts.c.sid).where(t.console_signouts.c.sid == sid))
+            if exists.first() is None:
+                await uow.conn.execute(insert(t.console_signouts).values(
+                    sid=sid, expires_at=datetime.fromtimestamp(until, timezone.utc)))
+
+    async def signed_out(self, sid: str, user_id: str | None = None, issued_at: int = 0) -> bool:
+        async with self.store.read() as uow:
+            row = await uow.conn.execute(select(t.console_signouts.c.sid).where(t.console_signouts.c.sid == sid))
+            if row.first() is not None:
+                return True
+            if user_id is None:
+                return False
+            c = t.console_session_cutoffs
+            cut = (await uow.conn.execute(select(c.c.not_before).where(c.c.user_name == user_id))).scalar()
+        # Sessions are stamped in whole seconds: one opened in the cutoff's own second (the
+        # new token's first sign-in) stays.
+        return cut is not None and issued_at < int(cut.timestamp())
 
     # -- the decision log ------------------------------------------------------------------
     def _blocked_where(
@@ -552,6 +577,8 @@ class SqlAlchemyConsoleQueries:
         rows = sorted((_destruction(e) for e in entries), key=lambda e: e.seq, reverse=True)
         if cursor:
             try:
+                if not cursor.isdigit() or len(cursor) > 18:
+                    raise ValueError(cursor)
                 below = int(cursor)
             except ValueError as exc:
                 raise NotFound("not a page cursor the console made", "不是控制台生成的分页位置") from exc

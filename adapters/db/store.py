@@ -51,14 +51,14 @@ from zoneinfo import ZoneInfo
 import orjson
 import structlog
 from sqlalchemy import Connection, and_, bindparam, create_engine, event, func, insert, literal, or_, select, text, union_all, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.config import StoreConfig
-from dialer.errors import StoreUnavailable
+from dialer.errors import StoreRefusedValue, StoreUnavailable
 from dialer.ids import new_id
 from dialer.masking import mask_number, mask_text
 from dialer.model import (
@@ -835,8 +835,7 @@ class SqlAlchemyCaseStore:
         if self.is_sqlite:
             memory = self.url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:")
             if not memory:
-                path = self.url.split(":///", 1)[1]
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_database_file(self.url.split(":///", 1)[1].split("?", 1)[0])
             kwargs: dict[str, Any] = {"connect_args": {"timeout": cfg.busy_timeout_ms / 1000}}
             if memory:
                 kwargs["poolclass"] = StaticPool
@@ -980,7 +979,7 @@ class SqlAlchemyCaseStore:
                 except (sqlite3.Error, SQLAlchemyError, OSError):
                     self._abort_group(group, exc)
                 if isinstance(exc, (sqlite3.Error, SQLAlchemyError, OSError)):
-                    raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
+                    raise _store_error(exc) from exc
                 raise
             group.members += 1
             joined = True
@@ -1208,7 +1207,7 @@ class SqlAlchemyCaseStore:
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"commit failed: {type(exc).__name__}: {exc}") from exc
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
+            raise _store_error(exc) from exc
         finally:
             try:
                 await conn.close()
@@ -1222,6 +1221,39 @@ class SqlAlchemyCaseStore:
                     await conn.execute(text("SELECT 1"))
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"store unreachable: {type(exc).__name__}") from exc
+
+
+def _private_database_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only (0600), like the key files, before
+    SQLite opens it: SQLite gives its -wal and -shm files the database file's mode, and
+    would create the database under the umask (world-readable, usually). An existing file
+    that others can read is tightened, with a warning."""
+    db = Path(path)
+    if not db.parent.exists():
+        db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        try:
+            mode = f.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(f, 0o600)
+            except PermissionError:
+                continue  # not ours to change: left as it is
+            log.warning("store.file_tightened", file=str(f), was=oct(mode))
+
+
+def _store_error(exc: BaseException) -> Exception:
+    """What a failed statement means to the caller. A value the driver could not bind
+    (an out-of-range date or integer) or the database refused as data says nothing
+    about the store's health: it must not answer 503 "store unavailable" and page
+    on-call; everything else from the driver or the connection does."""
+    if isinstance(exc, DataError) or (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)):
+        return StoreRefusedValue(f"a value was refused by the store: {type(exc.orig or exc).__name__}")
+    return StoreUnavailable(f"store error: {type(exc).__name__}: {exc}")
 
 
 class SqlUnitOfWork:
@@ -2335,6 +2367,47 @@ class SqlUserRepository:
 
     async def set_token(self, name: str, token_hash: str) -> None:
         await self.conn.execute(update(t.users).where(t.users.c.name == name).values(token_hash=token_hash))
+
+    async def set_disabled(self, name: str, disabled: bool) -> bool:
+        res = await self.conn.execute(update(t.users).where(t.users.c.name == name).values(disabled=disabled))
+        return bool(res.rowcount)
+
+    async def end_sessions(self, name: str, before: datetime) -> None:
+        """Console sessions `name` signed in before `before` no longer sign them in."""
+        c = t.console_session_cutoffs
+        res = await self.conn.execute(update(c).where(c.c.user_name == name).values(not_before=before))
+        if not res.rowcount:
+            await self.conn.execute(insert(c).values(user_name=name, not_before=before))
+
+    async def revoke(self, name: str, creditor: str) -> bool:
+        """Take one creditor out of a user's scope; False when it was not in it."""
+        uid = select(t.users.c.id).where(t.users.c.name == name).scalar_subquery()
+        res = await self.conn.execute(
+            t.user_creditors.delete().where(t.user_creditors.c.user_id == uid, t.user_creditors.c.creditor == creditor)
+        )
+        return bool(res.rowcount)
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Every user, enabled or not, with their creditors (no token hashes)."""
+        users = (await self.conn.execute(select(
+            t.users.c.id, t.users.c.name, t.users.c.role, t.users.c.disabled, t.users.c.created_at,
+        ).order_by(t.users.c.name))).mappings().all()
+        creds: dict[int, list[str]] = {}
+        for uid, c in await self.conn.execute(select(t.user_creditors.c.user_id, t.user_creditors.c.creditor)):
+            creds.setdefault(uid, []).append(c)
+        return [{"name": u["name"], "role": u["role"], "creditors": sorted(creds.get(u["id"], [])),
+                 "disabled": bool(u["disabled"]), "created_at": u["created_at"]} for u in users]
+
+    async def find(self, name: str) -> dict[str, Any] | None:
+        """A user by name whether disabled or not (the CLI's view)."""
+        u = (await self.conn.execute(select(t.users.c.id, t.users.c.name, t.users.c.role, t.users.c.disabled,
+                                            t.users.c.created_at).where(t.users.c.name == name))).mappings().first()
+        if u is None:
+            return None
+        creds = [r[0] for r in await self.conn.execute(
+            select(t.user_creditors.c.creditor).where(t.user_creditors.c.user_id == u["id"]))]
+        return {"name": u["name"], "role": u["role"], "creditors": sorted(creds), "disabled": bool(u["disabled"]),
+                "created_at": u["created_at"]}
 
 
 class SqlAuditLog:

@@ -310,6 +310,21 @@ outbox = Table(
 )
 
 # Data-change log (系统日志): who changed what, append-only.
+console_signouts = Table(
+    "console_signouts",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Index("ix_console_signouts_expires_at", "expires_at"),
+)
+
+console_session_cutoffs = Table(
+    "console_session_cutoffs",
+    metadata,
+    Column("user_name", String(100), primary_key=True),
+    Column("not_before", UtcDateTime(), nullable=False),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -25,12 +25,22 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+async def _collector_may_open(svc: Any, who: Any, attempt: Any) -> bool:
+    """A collector reads the attempts they placed and those of the cases assigned to
+    them, as they open only those cases; other roles as their creditors allow."""
+    if who.role != "collector" or attempt.agent_id == who.name:
+        return True
+    async with svc.store.read() as uow:
+        case = await uow.cases.get(attempt.creditor, attempt.case_id)
+    return case is not None and case.assigned_agent == who.name
+
+
 @router.get("/attempts/{attempt_id}", summary="An attempt and its call progress (click-to-dial).")
 async def get_attempt(attempt_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
     async with svc.store.read() as uow:  # one snapshot: the attempt and its progress agree
         attempt = await uow.attempts.get(attempt_id)
         rows = await progress_rows(uow.conn, attempt_id) if attempt is not None else []
-    if attempt is None or not who.can_see(attempt.creditor):
+    if attempt is None or not who.can_see(attempt.creditor) or not await _collector_may_open(svc, who, attempt):
         raise NoSuchAttempt(f"no attempt {attempt_id!r}", details={"attempt_id": attempt_id})
     last = rows[-1] if rows else None
     ended = next((r for r in rows if r["state"] == "ended"), None)

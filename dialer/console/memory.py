@@ -40,6 +40,7 @@ from dialer.console.ports import (
 @dataclass
 class InMemoryConsoleQueries:
     tokens: dict[str, Principal] = field(default_factory=dict)
+    signed_out_sids: set[str] = field(default_factory=set)
     decisions: list[DecisionDetail] = field(default_factory=list)
     cases: dict[tuple[str, str], CaseView] = field(default_factory=dict)
     recordings: dict[str, tuple[RecordingView, bytes]] = field(default_factory=dict)
@@ -60,6 +61,12 @@ class InMemoryConsoleQueries:
 
     async def principal(self, user_id: str) -> Principal | None:
         return next((p for p in self.tokens.values() if p.user_id == user_id), None)
+
+    async def sign_out(self, sid: str, until: float) -> None:
+        self.signed_out_sids.add(sid)
+
+    async def signed_out(self, sid: str, user_id: str | None = None, issued_at: int = 0) -> bool:
+        return sid in self.signed_out_sids
 
     # -- blocked dials -----------------------------------------------------------
     def _blocked(self, who: Principal, flt: BlockedDialFilter) -> list[DecisionRow]:

@@ -365,6 +365,14 @@ class ConsoleQueries(Protocol):
     async def principal(self, user_id: str) -> Principal | None:
         """The user behind a session, re-read on every request so revocations apply."""
 
+    async def sign_out(self, sid: str, until: float) -> None:
+        """End session `sid` on the server: a copy of its cookie no longer signs in.
+        `until` (epoch seconds): when the cookie expires anyway."""
+
+    async def signed_out(self, sid: str, user_id: str | None = None, issued_at: int = 0) -> bool:
+        """Whether session `sid` was signed out, or ended with all of `user_id`'s sessions
+        issued before a token rotation or a disable (`issued_at`: epoch seconds)."""
+
     async def filter_options(self, who: Principal) -> FilterOptions: ...
 
     async def blocked_dials(

@@ -48,6 +48,9 @@ from dialer.console.ports import (
     Refused,
 )
 from dialer.console.security import GrantCodec, Session, SessionCodec, cookie_header, request_is_tls
+from dialer.csv_cells import safe_cell
+from dialer.http.deps import client_of
+from dialer.http.inputs import EARLIEST, LATEST
 
 SESSION_COOKIE = "dg_session"
 _log = structlog.get_logger("dialgate.console")
@@ -63,7 +66,7 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # longer numbers are no byte offsets
 MIN_REASON_CHARS = 4
 MAX_FIELD_CHARS = 200
 
@@ -156,7 +159,8 @@ def console_router(
         principal = None
         if session is not None and session.user_id is not None:
             principal = await q.principal(session.user_id)
-            if principal is None or principal.role not in CONSOLE_ROLES:
+            if principal is None or principal.role not in CONSOLE_ROLES or await q.signed_out(
+                session.sid, session.user_id, session.issued_at):
                 principal = None
                 session = None
         if session is None:
@@ -272,7 +276,7 @@ def console_router(
         nxt = _safe_next(form.get("next"))
         token = (form.get("token") or "").strip()
         who = await ctx.queries.authenticate(token) if token and len(token) <= 512 else None
-        client = ctx.request.client.host if ctx.request.client else None
+        client = client_of(ctx.request.scope, getattr(ctx.request.app.state, "services", None))
         if who is None:
             _log.warning("console.sign_in_refused", why="unknown token", client=client)
             return await render(ctx, "sign_in.html", status=401, next=nxt, error=ctx.t("sign_in.bad_token"))
@@ -290,6 +294,9 @@ def console_router(
         if form is None:
             return await error_page(ctx, 403, ctx.t("error.csrf"))
         if ctx.principal is not None:
+            # The cookie is signed, not stored: without this a copy of it would keep
+            # working until it expires.
+            await ctx.queries.sign_out(ctx.session.sid, ctx.session.issued_at + ctx.settings.session_ttl_s)
             _log.info("console.signed_out", user=ctx.principal.name)
         ctx.session, ctx.new_cookie, ctx.principal = ctx.codec.new(None), True, None
         return finish(ctx, RedirectResponse("/console/sign-in?signed_out=1", status_code=303))
@@ -499,7 +506,7 @@ def console_router(
             if rng == "unsatisfiable":
                 return finish(ctx, Response(status_code=416, headers={"Content-Range": f"bytes */{rec.size}"}))
             start, end = rng if rng else (None, None)
-            client = request.client.host if request.client else None
+            client = client_of(request.scope, getattr(request.app.state, "services", None))
             sl = await ctx.queries.read_audio(ctx.principal, recording_id, reason=reason, start=start, end=end, client=client)
         except NotFound:
             return finish(ctx, Response("not found", status_code=404, media_type="text/plain"))
@@ -578,9 +585,12 @@ def _parse_date(value: str, field_name: str, ctx: _Ctx) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise _BadRequest(field_name, ctx.t("error.bad_date", field=ctx.t(f"filter.{field_name}"), value=value)) from None
+        day = None
+    if day is None or not EARLIEST.date() <= day < LATEST.date():  # beyond, a day's bounds overflow
+        raise _BadRequest(field_name, ctx.t("error.bad_date", field=ctx.t(f"filter.{field_name}"), value=value))
+    return day
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
@@ -625,14 +635,7 @@ CSV_COLUMNS = (
     # Last, so files read by column position keep their meaning: "dial" or "recheck".
     "kind",
 )
-_FORMULA = re.compile(r"^[=@\t\r]|^[+-](?![\d*\s]+$)")
-
-
-def _cell(value: object) -> str:
-    """A CSV cell safe to open in a spreadsheet: text that would run as a formula gets a
-    leading apostrophe. Masked phone numbers (`+86138****0001`) stay as they are."""
-    s = "" if value is None else str(value)
-    return "'" + s if _FORMULA.match(s) else s
+_cell = safe_cell  # the one guard every CSV export uses
 
 
 async def _csv_stream(rows: AsyncIterator[DecisionRow], tz: ZoneInfo) -> AsyncIterator[bytes]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from dialer.errors import BadRequest, InvalidImport
+from dialer.errors import BadRequest, BodyTooLarge, InvalidImport
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import loads_json
+from dialer.http.limits import IMPORT_BODY_LIMIT
 from dialer.imports import (
     parse_cases_csv,
     parse_cases_payload,
@@ -21,15 +22,14 @@ from dialer.usecases import DATA_ROLES, require_role
 from policy import NumberFormatError
 
 router = APIRouter(prefix="/v1", tags=["cases"])
-MAX_BODY = 20 * 1024 * 1024
 
 
 async def _read(request: Request) -> tuple[str, Any]:
     """('json', doc) or ('csv', text) by Content-Type; malformed bodies are a 400."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest(f"body larger than {MAX_BODY} bytes")
+    if len(raw) > IMPORT_BODY_LIMIT:  # counted as it streamed in (dialer.http.limits); kept as a backstop
+        raise BodyTooLarge(IMPORT_BODY_LIMIT, request.method, request.url.path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -38,10 +38,7 @@ async def _read(request: Request) -> tuple[str, Any]:
         return "csv", text
     if ctype not in ("application/json", ""):
         raise BadRequest(f"unsupported Content-Type {ctype!r}: use application/json or text/csv")
-    try:
-        return "json", json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    return "json", loads_json(text)
 
 
 @router.post("/cases:import", summary="Upsert cases by (creditor, case_id); refused whole on any error.")
@@ -78,7 +75,7 @@ async def add_contact(case_id: str, body: ContactBody, who: Caller, svc: Svc) ->
     raw = body.model_dump(exclude={"creditor"}, exclude_none=True)
     region = svc.region_of(body.creditor) if body.creditor else svc.policies.default.default_region
     contact = parse_contact(raw, region, "", errors, 1, default_source=body.source)
-    if contact is None:
+    if contact is None or errors:  # a contact comes back with some fields refused (tz)
         raise InvalidImport(errors)
     case = await svc.gate.add_contact(who, case_id, contact, creditor=body.creditor)
     return {"case_id": case.case_id, "creditor": case.creditor, "contacts": len(case.contacts)}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 from fastapi import Depends, Request
 
+from dialer.http.limits import PRINCIPAL_KEY
 from dialer.model import Principal
 
 if TYPE_CHECKING:
@@ -33,9 +34,39 @@ def authorization_header(scope: Any) -> str | None:
     return None
 
 
+def client_of(scope: Any, svc: Any = None) -> str | None:
+    """The caller's address: the peer's, or — only when the peer is one of `[http]
+    trusted_proxies` — the nearest address in `X-Forwarded-For` that is not a trusted
+    proxy (anyone else can write that header)."""
+    peer = scope.get("client")
+    host = peer[0] if peer else None
+    trusted = getattr(getattr(getattr(svc, "config", None), "http", None), "trusted_proxies", ())
+    if host is None or not trusted or not _in(host, trusted):
+        return host
+    forwarded = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for").decode("latin-1")
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _in(hop, trusted):
+            return hop[:64]
+        host = hop
+    return host
+
+
+def _in(address: str, networks: Any) -> bool:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 async def principal(request: Request) -> Principal:
-    svc: Services = request.app.state.services
-    who = await svc.auth.authenticate(authorization_header(request.scope))
+    scope = request.scope
+    who = scope.get(PRINCIPAL_KEY)  # checked before the body was read (dialer.http.limits)
+    if who is None:
+        svc: Services = request.app.state.services
+        who = await svc.auth.authenticate(authorization_header(scope), client=client_of(scope, svc))
     _bind(user=who.name, role=who.role)
     return who
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 
 from dialer.errors import DialBlocked
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import Day, When
+from dialer.http.limits import PRINCIPAL_KEY
 from dialer.http.problems import FastJSONResponse
 from dialer.model import Principal
 from dialer.usecases import CheckDial, LogOutcome, PromiseInput, RequestDial, outcome_json
@@ -32,13 +33,13 @@ class DialBody(BaseModel):
 
 
 class CheckBody(DialBody):
-    at: AwareDatetime | None = Field(default=None, description="what-if time (compliance and admin only)")
+    at: When | None = Field(default=None, description="what-if time (compliance and admin only)")
 
 
 class PromiseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal = Field(ge=0)
-    date: date
+    amount: Decimal = Field(ge=0, le=10**12, allow_inf_nan=False)
+    date: Day
 
 
 class OutcomeBody(BaseModel):
@@ -46,7 +47,7 @@ class OutcomeBody(BaseModel):
     disposition: str
     result: str = "none"
     note: str = Field(min_length=1, max_length=4000)
-    callback_at: AwareDatetime | None = None
+    callback_at: When | None = None
     promise: PromiseBody | None = None
     next_action_date: date | None = Field(
         default=None, description="the next follow-up: earlier than the rule's date, or within a chosen status's bounds")
@@ -95,10 +96,11 @@ async def fast_dial(app: Any, inner: Any, scope: Any, receive: Any, send: Any) -
     case that is the hot path: a JSON object that is a valid `DialBody`, from a caller
     whose token checks. The answer is the route's own (`_dial`), and an exception from
     the gate goes to the app's own exception handlers, so the status and the bytes are
-    the route's. Anything else (no or bad token, a body FastAPI would refuse, another
-    content type) is replayed, body and all, to `inner` (the rest of the app's stack),
-    which answers it exactly as it always has (including its order: malformed JSON
-    before the token). `app` is the FastAPI app (services, exception handlers).
+    the route's. The caller was authenticated before the body was read
+    (`dialer.http.limits`); anything else (a body FastAPI would refuse, another content
+    type) is replayed, body and all, to `inner` (the rest of the app's stack), which
+    answers it exactly as it always has. `app` is the FastAPI app (services, exception
+    handlers).
     Installed by `RequestContext` (dialer/app.py) for the exact method and path."""
     chunks: list[bytes] = []
     while True:
@@ -111,20 +113,16 @@ async def fast_dial(app: Any, inner: Any, scope: Any, receive: Any, send: Any) -
     raw = b"".join(chunks)
     svc = getattr(app.state, "services", None)
     ctype = None
-    auth = None
     for key, value in scope["headers"]:
         if key == b"content-type":
             ctype = value
-        elif key == b"authorization":
-            auth = value.decode("latin-1")
     body: DialBody | None = None
-    who: Principal | None = None
-    if svc is not None and raw and ctype is not None and ctype.split(b";", 1)[0].strip().lower() == b"application/json":
+    who: Principal | None = scope.get(PRINCIPAL_KEY)
+    if svc is not None and who is not None and raw and ctype is not None and ctype.split(b";", 1)[0].strip().lower() == b"application/json":
         try:
             doc = json.loads(raw)
             if type(doc) is dict:
                 body = DialBody.model_validate(doc)
-                who = await svc.auth.authenticate(auth)
         except Exception:  # noqa: BLE001 - whatever it was, the FastAPI route answers it
             body = None
     if body is None or who is None:

@@ -3,10 +3,12 @@
 /healthz is the one endpoint without a token: a load balancer's, Kubernetes' or
 systemd's liveness probe carries none, so it answers a fixed `{"status":"ok"}` that
 says nothing about the store, the version or the configuration. /readyz (which names
-the store, the bus and the policy version) and /metrics keep the bearer token of any
-role; Prometheus sends one with `authorization: {credentials_file: …}` in its scrape
-config. /readyz answers 503 when the store is down (also when the token cannot be
-checked because the store is down)."""
+the store, the bus and the policy version) keeps the bearer token of any role.
+/metrics is for `admin` and `monitor` tokens only: its counters sum over every
+creditor, and `monitor` (a scraper's role) reads nothing else; Prometheus sends one
+with `authorization: {credentials_file: …}` in its scrape config. /readyz answers 503
+when the store is down (also when the token cannot be checked because the store is
+down)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from dialer import metrics
 from dialer.errors import StoreUnavailable
 from dialer.http.deps import Caller, Svc
+from dialer.usecases import require_role
 
 router = APIRouter(tags=["health"])
+METRICS_ROLES = frozenset({"admin", "monitor"})
 
 
 _OK = b'{"status":"ok"}'  # what JSONResponse({"status": "ok"}) renders, encoded once
@@ -56,4 +60,6 @@ async def readyz(who: Caller, svc: Svc) -> Any:
 
 @router.get("/metrics")
 async def prometheus(who: Caller) -> Response:
+    # The counters sum over every creditor: not for a role scoped to some of them.
+    require_role(who, METRICS_ROLES, "read metrics")
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

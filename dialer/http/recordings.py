@@ -50,7 +50,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.errors import AmbiguousCase, ApiError, BadRequest, NoSuchAttempt, NoSuchCase
-from dialer.http.deps import Caller, Svc
+from dialer.http.deps import Caller, Svc, client_of
+from dialer.http.inputs import check_range_header, parse_when
 from dialer.model import Principal
 from dialer.usecases import require_role
 from recordings import register
@@ -71,6 +72,7 @@ router = APIRouter(prefix="/v1", tags=["recordings"])
 log = structlog.get_logger("dialgate.recordings")
 
 META_ROLES = READ_ROLES | ADMIN_ROLES
+MIN_REASON_CHARS = 4  # the console's minimum for an access reason (借阅原因)
 INGEST_ROLES = frozenset({"pbx", "admin"})
 # Content types PBXs send, to the vault's three.
 MEDIA_ALIASES = {
@@ -146,15 +148,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _when(value: str | None, name: str) -> datetime | None:
-    if value is None or value == "":
-        return None
-    try:
-        d = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(f"{name}: 应为 ISO 8601 时间 / expected an ISO 8601 time, got {value!r}") from exc
-    if d.tzinfo is None:
-        raise BadRequest(f"{name}: 须带时区 / needs a UTC offset, e.g. 2026-11-23T09:30:00+08:00")
-    return d
+    return parse_when(value, name)
 
 
 async def _link_for_attempt(svc: Any, who: Principal, attempt_id: str) -> tuple[Link, datetime | None]:
@@ -392,7 +386,13 @@ async def recording_audio(
 ) -> Any:
     require_role(who, READ_ROLES, "listen to recordings")
     vault = _vault(svc)
-    client = request.client.host if request.client else None
+    client = client_of(request.scope, svc)
+    check_range_header(request.headers.get("range"))
+    if reason is not None and 0 < len(reason.strip()) < MIN_REASON_CHARS:  # as the console asks
+        from recordings.errors import ReasonRequired
+
+        raise VaultProblem(ReasonRequired(
+            f"调阅原因至少 {MIN_REASON_CHARS} 个字 / the reason for access needs at least {MIN_REASON_CHARS} characters"))
     try:
         stream = await vault.open_audio(
             recording_id, _actor(who), reason=reason, byte_range=request.headers.get("range"), client=client

@@ -111,10 +111,10 @@ async def test_a_json_dial_sent_as_text_plain_is_400_and_writes_nothing(api: Api
     assert await api.snapshot() == before
 
 
-async def test_malformed_json_without_a_token_is_400_because_the_body_is_read_first(api: Api) -> None:
+async def test_malformed_json_without_a_token_is_401_because_the_token_is_checked_before_the_body_is_read(api: Api) -> None:
     r = await api.client.post("/v1/dials", content=b'{"case_id": ', headers={"Content-Type": "application/json"})
-    assert r.status_code == 400
-    assert r.json()["type"].endswith("/bad-request")
+    assert r.status_code == 401
+    assert r.json()["type"].endswith("/unauthenticated")
 
 
 async def test_a_valid_dial_without_a_token_is_401(api: Api) -> None:

@@ -403,3 +403,67 @@ async def test_the_supervisors_worklist_shows_missed_first_calls_and_each_agents
     assert ">C-1</a>" in due and "承诺还款" in due
     async with service.console("qa-a") as c:
         assert (await c.get("/console/worklist")).status_code == 403
+
+
+async def test_filters_in_year_1_or_9999_and_forged_cursors_are_4xx_pages_never_5xx(service: Seeded):
+    async with service.console("comp-a") as c:
+        for params in ({"from": "0001-01-01"}, {"to": "9999-12-31"}, {"from": "0001-01-01", "to": "9999-12-31"}):
+            r = await c.get("/console/blocked", params=params)
+            assert r.status_code == 400, (params, r.status_code)
+            r = await c.get("/console/blocked.csv", params=params)
+            assert r.status_code == 400, (params, r.status_code)
+        for cursor in ("00010101T000000.000000~1", "20261124T000000.000000~" + "9" * 40):
+            r = await c.get("/console/blocked", params={"cursor": cursor})
+            assert 400 <= r.status_code < 500, (cursor, r.status_code)
+        r = await c.get("/console/destruction-register", params={"cursor": "9" * 5000})
+        assert 400 <= r.status_code < 500, r.status_code
+
+
+async def _signed_in(c) -> bool:  # type: ignore[no-untyped-def]
+    r = await c.get("/console/")
+    return r.status_code == 200 and "/console/sign-out" in r.text
+
+
+async def test_a_signed_out_sessions_cookie_no_longer_signs_anyone_in(service: Seeded):
+    async with service.console("comp-a") as c:
+        assert await _signed_in(c)
+        kept = dict(c.cookies)  # what a thief copied before the user signed out
+        page = (await c.get("/console/blocked")).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        r = await c.post("/console/sign-out", data={"csrf": csrf})
+        assert r.status_code == 303
+        assert not await _signed_in(c)
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://gate",
+                                 cookies=kept) as thief:
+        assert not await _signed_in(thief)
+
+
+async def test_disabling_a_user_ends_their_console_session_at_the_next_page(service: Seeded):
+    from dialer.auth import USERS_REVISION_FILE, UserAdmin, UsersRevision
+
+    svc = service.app.state.services
+    admin = UserAdmin(svc.store, svc.clock, UsersRevision(svc.config.paths.data_dir / USERS_REVISION_FILE))
+    async with service.console("qa-a") as c:
+        assert await _signed_in(c)
+        await admin.set_disabled("qa-a", True)
+        assert not await _signed_in(c)
+
+
+async def test_rotating_a_token_ends_the_console_sessions_it_opened_and_enable_does_not_revive_them(service: Seeded):
+    from dialer.auth import USERS_REVISION_FILE, UserAdmin, UsersRevision
+
+    svc = service.app.state.services
+    admin = UserAdmin(svc.store, svc.clock, UsersRevision(svc.config.paths.data_dir / USERS_REVISION_FILE))
+    async with service.console("comp-a") as c:
+        assert await _signed_in(c)
+        service.clock.advance(seconds=1)
+        service.tokens["comp-a"] = await admin.rotate_token("comp-a")
+        assert not await _signed_in(c)  # the session the old token opened
+    async with service.console("comp-a") as c:  # the new token signs in
+        assert await _signed_in(c)
+        service.clock.advance(seconds=1)
+        await admin.set_disabled("comp-a", True)
+        await admin.set_disabled("comp-a", False)
+        assert not await _signed_in(c)

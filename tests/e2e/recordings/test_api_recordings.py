@@ -92,7 +92,7 @@ async def test_audio_needs_a_reason_supports_ranges_and_every_access_is_logged(a
     assert part.headers["content-range"] == f"bytes 70000-70999/{len(audio)}"
     tail = await api.get(path, "comp-a", params={"reason": "seek end"}, headers={"Range": "bytes=-32000"})
     assert tail.status_code == 206 and tail.content == audio[-32000:]
-    bad = await api.get(path, "qa-a", params={"reason": "x"}, headers={"Range": f"bytes={len(audio)}-"})
+    bad = await api.get(path, "qa-a", params={"reason": "range probe"}, headers={"Range": f"bytes={len(audio)}-"})
     assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{len(audio)}"
 
     log = (await api.get(f"/v1/recordings/{rid}/access-log", "comp-a")).json()["entries"]

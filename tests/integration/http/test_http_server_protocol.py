@@ -306,3 +306,31 @@ def test_clients_that_leave_before_their_answer_leave_no_error_and_the_server_se
     servers.wait_until_no_connections("gate")
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+def test_a_200_mb_dial_with_an_unknown_token_is_refused_at_its_headers_and_the_connection_closed(servers: Servers) -> None:
+    for name in ("stock", "gate"):
+        c = Conn(servers.port[name])
+        try:
+            head = ("POST /v1/dials HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer dg_nobody\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 209715200\r\n\r\n")
+            c.send(head.encode() + b'{"case_id": "')  # the rest never comes: only an answer ends the wait
+            status, headers, body = c.response()
+            assert status == 401, (name, body)
+            assert headers["connection"] == "close"
+            assert c.closed_by_server(), name
+        finally:
+            c.close()
+
+
+def test_a_dial_declaring_more_than_its_route_limit_is_refused_at_its_headers(servers: Servers) -> None:
+    c = Conn(servers.port["gate"])
+    try:
+        c.send(request("POST", "/v1/dials", servers.tokens["col-a"], rid="big")[:-2]
+               + b"Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{")
+        status, headers, body = c.response()
+        assert status == 413, body
+        assert json.loads(body)["details"]["limit_bytes"] == 65536
+        assert c.closed_by_server()
+    finally:
+        c.close()

@@ -55,6 +55,7 @@ async def test_two_http_workers_share_one_sqlite_file_and_still_allow_exactly_th
     tokens = {}
     for name, role in (("data-w", "data"), ("col-w", "collector"), ("comp-w", "compliance")):
         tokens[name] = cli(config, "users", "add", "--name", name, "--role", role, "--creditor", "bank-w").strip().splitlines()[-1]
+    tokens["admin-w"] = cli(config, "users", "add", "--name", "admin-w", "--role", "admin").strip().splitlines()[-1]
     proc = subprocess.Popen(
         [*DIALGATE, "serve", "--config", str(config), "--port", str(port), "--workers", "2"],
         cwd=config.parent, env={**os.environ, "PYTHONPATH": str(REPO), "DIALGATE_LOG_LEVEL": "info"},
@@ -78,7 +79,7 @@ async def test_two_http_workers_share_one_sqlite_file_and_still_allow_exactly_th
             assert {a.json()["decision"]["rule_id"] for a in answers if a.status_code == 403} == {"cap.number_hourly"}
             # Whichever worker answers, /metrics counts the pool's decisions.
             for _ in range(4):
-                text = (await client.get(base + "/metrics", headers={"Authorization": f"Bearer {tokens['comp-w']}"})).text
+                text = (await client.get(base + "/metrics", headers={"Authorization": f"Bearer {tokens['admin-w']}"})).text
                 counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                               if line.startswith("dialgate_decisions_total{"))
                 assert counted == N, text[:2000]
