@@ -49,7 +49,7 @@ class OutcomeBody(BaseModel):
     note: str = Field(min_length=1, max_length=4000)
     callback_at: When | None = None
     promise: PromiseBody | None = None
-    next_action_date: date | None = Field(
+    next_action_date: Day | None = Field(
         default=None, description="the next follow-up: earlier than the rule's date, or within a chosen status's bounds")
     status: str | None = Field(default=None, description="a chosen follow-up status: urgent (紧急), night (夜间催收), "
                                                          "custom (自定义)")

@@ -48,7 +48,9 @@ async def test_liveness_answers_a_probe_without_a_token_and_says_nothing_more(ap
 async def test_readiness_and_metrics_still_want_a_token(api: Api) -> None:
     for path in ("/readyz", "/metrics"):
         assert (await api.client.get(path)).status_code == 401
-        assert (await api.get(path, "pbx")).status_code == 200
+    assert (await api.get("/readyz", "pbx")).status_code == 200
+    assert (await api.get("/metrics", "admin")).status_code == 200
+    assert (await api.get("/metrics", "pbx")).status_code == 403  # counters sum over every creditor
 
 
 async def test_the_site_root_sends_a_browser_to_the_console(api: Api) -> None:
