@@ -31,6 +31,9 @@ try:  # owned by the policy engine; mounted when present
     from dialer.policy_cli import app as _policy_app
 
     app.add_typer(_policy_app, name="policy", help="Lint and explain the dial policy.")
+    from dialer.holidays_cli import app as _holidays_app
+
+    app.add_typer(_holidays_app, name="holidays", help="PRC holiday arrangements (法定节假日安排).")
 except ImportError:  # pragma: no cover - until dialer/policy_cli.py exists
     pass
 

@@ -60,6 +60,7 @@ from policy import (
     evaluate,
     normalize_number,
 )
+from policy.holidays import HolidayCalendar, default_calendar
 
 log = structlog.get_logger("dialgate.gate")
 
@@ -698,6 +699,7 @@ class Gate:
             status, next_date = follow_up(
                 cmd, connected, now.astimezone(zone).date(), zone,
                 any(c.status == "valid" and not c.do_not_call for c in contacts.values()),
+                self.policies.calendar,
             )
             if case.status == "paused":
                 status, next_date = "paused", None
@@ -1002,26 +1004,15 @@ def _validate_outcome(cmd: LogOutcome) -> None:
         raise UnprocessableEntity("invalid outcome", details={"errors": errors})
 
 
-def _add_workdays(day: date, n: int) -> date:
-    try:
-        import chinese_calendar
-
-        d = day
-        added = 0
-        while added < n:
-            d += timedelta(days=1)
-            try:
-                work = chinese_calendar.is_workday(d)
-            except NotImplementedError:  # outside the calendar's years
-                work = d.weekday() < 5
-            added += work
-        return d
-    except ImportError:  # pragma: no cover
-        return day + timedelta(days=n)
+def _add_workdays(day: date, n: int, calendar: HolidayCalendar | None) -> date:
+    # The policy's PRC calendar: statutory days for any year, breaks and make-up days
+    # where the State Council's arrangement is known.
+    return (calendar or default_calendar()).add_workdays(day, n)
 
 
 def follow_up(
-    cmd: LogOutcome, connected: bool, today: date, zone: ZoneInfo, dialable_left: bool
+    cmd: LogOutcome, connected: bool, today: date, zone: ZoneInfo, dialable_left: bool,
+    calendar: HolidayCalendar | None = None,
 ) -> tuple[str, date | None]:
     """The case's follow-up status and next action date after an outcome (seed 000)."""
     r = cmd.result
@@ -1036,9 +1027,9 @@ def follow_up(
     if r in ("reported_deceased", "reported_incarcerated", "fraud_claim"):
         return "deceased_incarcerated_fraud", today + timedelta(days=2)
     if not dialable_left:
-        return "lost_contact", _add_workdays(today, 6)
+        return "lost_contact", _add_workdays(today, 6, calendar)
     if connected:
-        return "reachable", _add_workdays(today, 3)
+        return "reachable", _add_workdays(today, 3, calendar)
     return "waiting", today + timedelta(days=2)
 
 
