@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from policy_factories import (
     DEBTOR,
     FAMILY,
@@ -235,3 +237,60 @@ def test_the_25_hour_new_york_day_of_the_fall_back_is_one_calendar_day() -> None
     blocked = decide(request, history=history, policy=pol, now=late + timedelta(minutes=5))
     assert blocked.rule_id == "cap.family_daily"
     assert blocked.next_allowed_at == datetime(2026, 11, 2, 0, 0, tzinfo=NY)
+
+
+# ---------------------------------------------------------------- N calendar days
+
+THREE_DAYS = {"window": {"start": "00:00", "end": "24:00"}, "caps": [
+    {"id": "cap.quiet", "scope": "case", "count": "connected", "limit": 1, "window": "3 calendar_days"},
+]}
+
+
+def test_n_calendar_days_count_the_callees_last_n_dates_and_free_at_the_midnight_ending_them() -> None:
+    pol = policy_from(THREE_DAYS)
+    talked = [event(sh(2026, 11, 24, 23, 50), kind="connected")]
+    # 24th (day 1), 25th, 26th are quiet; the 27th is free from its first second.
+    blocked = decide(history=talked, policy=pol, now=sh(2026, 11, 26, 23, 59, 59))
+    assert blocked.rule_id == "cap.quiet"
+    assert blocked.next_allowed_at == sh(2026, 11, 27, 0, 0)
+    assert decide(history=talked, policy=pol, now=sh(2026, 11, 27, 0, 0)).allowed
+    assert "last 3 calendar days" in check(blocked, "cap.quiet").detail
+
+
+@pytest.mark.parametrize(
+    ("talked_utc", "free_local"),
+    [
+        # New York springs forward on 14 Mar 2027: a 3-day period 12-14 Mar ends at 15 Mar 00:00 EDT.
+        (datetime(2027, 3, 12, 15, 0, tzinfo=timezone.utc), "2027-03-15T00:00:00-04:00"),
+        # ... and falls back on 1 Nov 2026: 31 Oct - 2 Nov ends at 3 Nov 00:00 EST.
+        (datetime(2026, 10, 31, 15, 0, tzinfo=timezone.utc), "2026-11-03T00:00:00-05:00"),
+    ],
+)
+def test_n_calendar_days_free_at_callee_midnight_across_dst_changes(talked_utc, free_local) -> None:
+    pol = policy_from(THREE_DAYS)
+    case = make_case("C-dst3", commission_end=None)
+    request = make_request(number=US_RELATIVE, case=case)
+    talked = [event(talked_utc, US_RELATIVE, case_id="C-dst3", relation="family", kind="connected")]
+    blocked = decide(request, history=talked, policy=pol, now=talked_utc + timedelta(hours=1))
+    assert blocked.next_allowed_at.isoformat() == free_local
+    at = blocked.next_allowed_at
+    assert decide(request, history=talked, policy=pol, now=at).allowed
+    assert decide(request, history=talked, policy=pol, now=at - timedelta(seconds=1)).rule_id == "cap.quiet"
+
+
+@pytest.mark.parametrize(
+    ("window", "normalised"),
+    [("7 calendar_days", "7 calendar_days"), ("7calendar_days", "7 calendar_days"), ("1 calendar_day", "calendar_day")],
+)
+def test_calendar_day_windows_are_written_n_calendar_days(window, normalised) -> None:
+    pol = policy_from({"caps": [{"id": "cap.x", "scope": "case", "limit": 3, "window": window}]})
+    assert pol.caps[0].window == normalised
+
+
+@pytest.mark.parametrize("window", ["0 calendar_days", "401 calendar_days", "calendar_days", "7 days"])
+def test_a_bad_calendar_day_window_is_refused_with_its_key_path(window) -> None:
+    from policy import PolicyConfigError, load_policy
+
+    with pytest.raises(PolicyConfigError) as err:
+        load_policy({"caps": [{"id": "cap.x", "scope": "case", "limit": 3, "window": window}]})
+    assert err.value.path == "policy.caps[0].window"
