@@ -94,7 +94,6 @@ class LoggedDial:
     creditor: str
     case_id: str
     agent_id: str
-    channel: str
     number_masked: str
     allowed: bool
     rule_id: str
