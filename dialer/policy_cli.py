@@ -125,8 +125,10 @@ def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[st
                 f"{'creditor ' + pol.creditor if pol.creditor else 'the top-level policy'} drops agency cap(s) "
                 f"{', '.join(pol.dropped_caps)} / 去除了机构频次上限 {', '.join(pol.dropped_caps)}"
             )
-    sip = doc.get("sip", {})
-    lines = sip.get("registered_lines") if isinstance(sip, dict) else None
+    sip = doc.get("sip")
+    if not isinstance(sip, dict):
+        return warnings  # no SIP gate: every dial goes through the service's own PBX account
+    lines = sip.get("registered_lines")
     lines = lines if isinstance(lines, dict) else {}
     for creditor in sorted(book.creditors):
         pol = book.creditors[creditor]

@@ -237,3 +237,17 @@ def test_explain_counts_a_relatives_number_against_the_number_caps_too(tmp_path:
     decision = json.loads(result.output)
     assert decision["rule_id"] == "cap.number_hourly"
     assert decision["inputs_used"]["counters"]["cap.number_hourly"]["count"] == 2
+
+
+def test_lint_passes_on_the_shipped_config_toml_even_under_strict() -> None:
+    shipped = Path(__file__).resolve().parents[3] / "config.toml"
+    result = runner.invoke(app, ["lint", str(shipped), "--strict", "--today", "2026-12-07"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output and "problem" not in result.output
+
+
+def test_lint_warns_that_sip_dials_of_a_creditor_without_registered_lines_are_blocked(tmp_path: Path) -> None:
+    text = GOOD.replace("[sip.registered_lines]", "[policy.creditors.bank-y]\ncn_holidays = false\n\n[sip.registered_lines]")
+    cfg = write(tmp_path, "config.toml", text)
+    warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
+    assert any("bank-y" in w and "blocked with line.not_registered" in w for w in warnings)
