@@ -133,3 +133,20 @@ async def test_every_dial_gets_an_answer_line_even_when_the_gate_refuses_it_befo
         ("x5", True, "allow"),
     ]
     assert out[0]["decision_id"] is None and out[1]["decision_id"]
+
+
+@pytest.mark.slow
+def test_the_documented_example_scenario_runs_as_written_and_answers_every_dial() -> None:
+    cmd = [sys.executable, "-m", "dialer.cli", "simulate", "--config", "examples/policy-new.toml",
+           "--scenario", "examples/scenario.jsonl"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    answers = {a["ref"]: (a["allowed"], a["rule_id"]) for a in map(json.loads, done.stdout.splitlines())}
+    scenario = (REPO / "examples" / "scenario.jsonl").read_text(encoding="utf-8").splitlines()
+    asked = [json.loads(x)["ref"] for x in scenario if json.loads(x)["op"] in ("dial", "check")]
+    assert sorted(answers) == sorted(asked)
+    assert answers["d3"] == (False, "cap.number_hourly")  # the debtor's number, called as a relative's too
+    assert answers["d4"] == (False, "case.not_found")  # another creditor's case
+    assert answers["d5"] == (False, "contact.not_authorized")  # an unknown number
+    assert answers["d6"] == (False, "agent.not_assigned")  # the former collector of a reassigned case
+    assert answers["d8"] == (False, "window.outside_hours")  # bank-b's window ends at 20:30 under the new policy
