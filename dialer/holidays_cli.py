@@ -16,14 +16,16 @@ from __future__ import annotations
 import os
 import tempfile
 import tomllib
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping, Optional
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from policy import PolicyBook
 from policy.holidays import (
     HolidayCalendar,
     HolidayFileError,
@@ -59,6 +61,34 @@ def read_calendar(policy_table: Mapping[str, Any] | None) -> HolidayCalendar:
     if not path.exists():
         raise HolidayCalendarError(f"policy.holiday_file: {path} does not exist")
     return default_calendar().with_arrangements(_parse_file(path))
+
+
+MISSING_FROM_DAYS = 30
+
+
+def missing_arrangements(book: PolicyBook, today: date, days: int = MISSING_FROM_DAYS) -> list[int]:
+    """Years without a State Council arrangement that have begun or begin within `days`,
+    when some creditor uses cn_holidays (else nothing is missing that matters)."""
+    if not any(p.cn_holidays for p in (book.default, *book.creditors.values())):
+        return []
+    years = sorted({today.year, (today + timedelta(days=days)).year})
+    return [y for y in years if not book.calendar.arranged(y)]
+
+
+def arrangement_health(book: PolicyBook, now: datetime) -> dict[str, Any] | None:
+    """What /readyz reports about the holiday data; None when no creditor uses it."""
+    if not any(p.cn_holidays for p in (book.default, *book.creditors.values())):
+        return None
+    today = now.astimezone(ZoneInfo(book.default.timezone)).date()
+    missing = missing_arrangements(book, today)
+    body: dict[str, Any] = {"status": "missing" if missing else "ok",
+                            "arranged_until": book.calendar.last_arranged_year()}
+    if missing:
+        body["missing"] = missing
+        body["detail"] = (f"the State Council's holiday arrangement for {', '.join(map(str, missing))} is missing: "
+                          "statutory days only; import it with `dialgate holidays import FILE`")
+        body["detail_zh"] = f"缺少 {'、'.join(map(str, missing))} 年国务院节假日安排：仅按法定节假日拦截，请导入"
+    return body
 
 
 def _err(message: str) -> None:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dialer.holidays_cli import HolidayCalendarError, read_calendar
+from dialer.holidays_cli import HolidayCalendarError, missing_arrangements, read_calendar
 from policy import (
     RELATIONS,
     AgentSnapshot,
@@ -92,16 +92,13 @@ def lint_problems(book: PolicyBook, today: date) -> list[str]:
     """Findings that make `lint` exit non-zero: a holiday arrangement missing for a year
     that has begun or begins within 30 days, for creditors using cn_holidays."""
     users = [p.creditor or "(default)" for p in [book.default, *book.creditors.values()] if p.cn_holidays]
-    if not users:
-        return []
     problems = []
-    for year in sorted({today.year, (today + timedelta(days=HOLIDAY_ERROR_DAYS)).year}):
-        if not book.calendar.arranged(year):
-            problems.append(
-                f"the State Council's {year} holiday arrangement is missing: from {year}-01-01 cn_holidays "
-                f"({', '.join(users)}) blocks the statutory days only, and make-up working days are unknown; "
-                f"import it with `dialgate holidays import FILE` / 缺少 {year} 年国务院节假日安排，请导入"
-            )
+    for year in missing_arrangements(book, today, HOLIDAY_ERROR_DAYS):
+        problems.append(
+            f"the State Council's {year} holiday arrangement is missing: from {year}-01-01 cn_holidays "
+            f"({', '.join(users)}) blocks the statutory days only, and make-up working days are unknown; "
+            f"import it with `dialgate holidays import FILE` / 缺少 {year} 年国务院节假日安排，请导入"
+        )
     return problems
 
 
