@@ -356,6 +356,10 @@ class _Compiled:
         for cap in policy.caps:
             scope_en = "this number" if cap.scope == "number" else "this case"
             scope_zh = "该号码" if cap.scope == "number" else "本案件"
+            if cap.scope == "number" and cap.relations >= frozenset(_ALL_RELATIONS):
+                # Seed 001 caps the number, whoever it belongs to: say so where it is counted.
+                scope_en = "this number (any relation, any case)"
+                scope_zh = "该号码（不论关系、不论案件）"
             if cap.window_delta is None and cap.days > 1:
                 span_en = f"in the last {cap.days} calendar days, today included (callee dates)"
                 span_zh = f"含当日在内的最近 {cap.days} 个自然日（被叫当地日期）"

@@ -294,3 +294,11 @@ def test_a_bad_calendar_day_window_is_refused_with_its_key_path(window) -> None:
     with pytest.raises(PolicyConfigError) as err:
         load_policy({"caps": [{"id": "cap.x", "scope": "case", "limit": 3, "window": window}]})
     assert err.value.path == "policy.caps[0].window"
+
+
+def test_the_number_caps_say_they_count_the_number_whatever_its_relation() -> None:
+    decision = decide(now=sh(2026, 11, 24, 10, 0))
+    assert "this number (any relation, any case)" in check(decision, "cap.number_daily").detail
+    assert "不论关系" in check(decision, "cap.number_hourly").detail_zh
+    # The third-party caps keep their plain wording.
+    assert "(any relation" not in check(decide(make_request(number=FAMILY)), "cap.third_party_daily").detail
