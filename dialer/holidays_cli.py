@@ -132,8 +132,7 @@ def import_(
         _err(f"{file}: no 'year' in the file")
         raise typer.Exit(2)
     kept.update(new)
-    text = f"# PRC holiday arrangements imported with `dialgate holidays import`; edit with care.\n\n" + \
-        format_arrangements(kept)
+    text = "# PRC holiday arrangements imported with `dialgate holidays import`.\n\n" + format_arrangements(kept)
     # Written beside the target and renamed: a crash never leaves half a file.
     fd, tmp = tempfile.mkstemp(dir=target_path.parent if str(target_path.parent) else ".", prefix=".holidays-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
