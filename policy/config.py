@@ -406,13 +406,17 @@ def _apply_preset(spec: dict[str, Any], name: Any, path: str) -> None:
             f"the window {_fmt_seconds(cur_start)}–{_fmt_seconds(cur_end)}"
         )
     spec["window"] = {"start": _fmt_seconds(start), "end": _fmt_seconds(end)}
-    caps = [c for c in spec["caps"] if all(c["id"] != p["id"] for p in preset["caps"])]
-    spec["caps"] = caps + copy.deepcopy(preset["caps"])
+    # A cap the list already has (the agency's own version of it) stays as it is.
+    have = {c["id"] for c in spec["caps"]}
+    spec["caps"] = spec["caps"] + [copy.deepcopy(c) for c in preset["caps"] if c["id"] not in have]
     spec["preset"] = name
 
 
 def _apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, top: bool) -> None:
     _check_keys(table, _TOP_KEYS if top else _CREDITOR_KEYS, path)
+    if top and isinstance(table.get("caps"), list):
+        # The agency's own list first, so a preset chosen beside it adds to it.
+        spec["caps"] = _replace_caps(table["caps"], _join(path, "caps"))
     if "preset" in table:
         _apply_preset(spec, table["preset"], _join(path, "preset"))
     if "timezone" in table:
@@ -481,9 +485,7 @@ def _apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, t
         caps = table["caps"]
         if not isinstance(caps, list):
             raise PolicyConfigError(cpath, "expected a list of cap tables ([[policy.caps]] or caps = [{...}])")
-        if top:
-            spec["caps"] = _replace_caps(caps, cpath)
-        else:
+        if not top:  # (the top-level list replaced the defaults above, before the preset)
             before = {c["id"] for c in spec["caps"]}
             spec["caps"] = _patch_caps(spec["caps"], caps, cpath)
             after = {c["id"] for c in spec["caps"]}

@@ -352,3 +352,16 @@ def test_a_top_level_cap_list_replaces_the_defaults_and_may_name_built_ins_by_id
     assert [(c.id, c.limit) for c in pol.caps] == [("cap.number_daily", 5), ("cap.case_daily", 10)]
     history = attempts_at(sh(2026, 11, 24, 9, 0), sh(2026, 11, 24, 9, 10), sh(2026, 11, 24, 9, 20))
     assert decide(history=history, policy=pol, now=sh(2026, 11, 24, 9, 30)).allowed  # no hourly cap any more
+
+
+def test_a_top_level_preset_adds_to_a_top_level_cap_list_whatever_their_order_in_the_file() -> None:
+    pol = load_policy({"preset": "us-reg-f", "caps": [{"id": "cap.case_daily", "limit": 8}]}).default
+    assert [(c.id, c.limit) for c in pol.caps] == [
+        ("cap.case_daily", 8), ("cap.regf_case_7d", 7), ("cap.regf_quiet_after_conversation", 1),
+    ]
+
+
+def test_the_agencys_own_version_of_a_preset_cap_is_kept() -> None:
+    mine = {"id": "cap.cba_unanswered_daily", "scope": "number", "count": "unanswered", "limit": 4, "window": "calendar_day"}
+    book = load_policy({"caps": [mine], "creditors": {"bank-a": {"preset": "cn-cba-2026"}}})
+    assert [(c.id, c.limit) for c in book.for_creditor("bank-a").caps] == [("cap.cba_unanswered_daily", 4)]
