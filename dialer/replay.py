@@ -199,8 +199,8 @@ def _request(case: StoredCase, dial: LoggedDial, contact: StoredContact, number:
         status = "active"
     contacts = []
     for c in case.contacts:
-        if c.added_at is not None and c.added_at > dial.at and c.number != number:
-            continue
+        if c.added_at is not None and c.added_at > dial.at:
+            continue  # not yet a contact of the case then (the number is still known from it)
         mine = c.number == number
         contacts.append(ContactSnapshot(
             c.number, c.relation,
