@@ -374,3 +374,24 @@ async def test_a_dial_blocked_at_ring_time_is_listed_by_the_console_exactly_as_b
         csv_text = (await c.get("/console/blocked.csv")).content.decode("utf-8-sig")
         assert recheck_id not in csv_text and "bank-a" not in csv_text
         assert (await c.get("/console/blocked", params={"creditor": "bank-a"})).status_code == 404
+
+
+async def test_the_holiday_item_is_off_without_cn_holidays_and_amber_when_next_years_arrangement_is_missing(
+    service: Seeded,
+):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from policy import load_policy
+
+    async with service.console("comp-a") as c:
+        html = (await c.get("/console/")).text
+    assert re.search(r'<li class="h-off" title="[^"]*" data-component="holidays">', html)
+    # 25 days before 2027, whose arrangement is not built in (sign in again at that time).
+    service.app.state.services.policies = load_policy({"creditors": {"bank-a": {"cn_holidays": True}}})
+    service.clock.set(datetime(2026, 12, 7, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")))
+    async with service.console("comp-a") as c:
+        html = (await c.get("/console/")).text
+    item = re.search(r'<li class="h-degraded" title="([^"]+)" data-component="holidays">', html)
+    assert item and "2027" in item.group(1)
+    assert "节假日安排: <strong>降级</strong>" in html
