@@ -11,7 +11,9 @@ the default policy at different times of day. Printed side by side in one run:
 * blocked  — hourly cap reached late in the evening: the search for next_allowed_at
              runs (window + caps fixpoint);
 * hard stop — a paused case (all rules still evaluated, no search);
-* us-reg-f — 7-day look-back with 120 events, most of other cases on the same numbers.
+* us-reg-f — 7-day look-back with 120 events, most of other cases on the same numbers;
+* cn_holidays — the allowed path with PRC holidays on, and one raw calendar lookup of
+             a date not seen before (arrangement breaks, then the statutory days).
 
 Goal: >= 30,000 allowed evaluations/s. Run: `.venv/bin/python bench/policy_bench.py`.
 """
@@ -152,10 +154,29 @@ def main() -> None:
     def allowed_regf() -> None:
         evaluate(requests[2], week, regf, now)
 
+    # cn_holidays: the engine asks the calendar once per callee date and policy (cached);
+    # the raw lookup, with its per-date memo cleared, is what a new date costs.
+    holidays_pol = load_policy({"cn_holidays": True}).default
+    assert evaluate(requests[0], history, holidays_pol, now).allowed
+    calendar = holidays_pol.calendar
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(7 * 366)]
+    day_idx = [0]
+
+    def allowed_holidays() -> None:
+        i = idx[0] = (idx[0] + 1) % 5
+        evaluate(requests[i], history, holidays_pol, now)
+
+    def calendar_lookup() -> None:
+        i = day_idx[0] = (day_idx[0] + 1) % len(days)
+        calendar._memo.clear()
+        calendar.holiday(days[i])
+
     print(f"policy_bench: {len(history)} events in look-back, 5 contacts, default policy, one core")
     rows = [("anchor (sort+astimezone of 30 events)", anchor), ("allowed", allowed),
             ("blocked by cap (next_allowed_at search)", blocked), ("hard stop (case.paused)", hard_stop),
-            ("allowed, us-reg-f, 120 events in 7 days*", allowed_regf)]
+            ("allowed, us-reg-f, 120 events in 7 days*", allowed_regf),
+            ("allowed, cn_holidays", allowed_holidays),
+            ("PRC calendar lookup, a new date (uncached)", calendar_lookup)]
     results = {}
     print(f"  {'':42s} {'per CPU-second':>16s} {'per wall-second':>16s} {'µs (CPU)':>9s}")
     for name, fn in rows:

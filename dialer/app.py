@@ -98,9 +98,12 @@ class Services:
 
 
 def load_policies(config: Config) -> PolicyBook:
+    from dialer.holidays_cli import HolidayCalendarError, read_calendar
+
+    table = config.policy_table
     try:
-        return load_policy(config.policy_table)
-    except PolicyConfigError as exc:
+        return load_policy(table, read_calendar(table))
+    except (PolicyConfigError, HolidayCalendarError) as exc:
         raise ConfigError(f"{config.source}: {exc}") from exc
 
 

@@ -31,6 +31,9 @@ try:  # owned by the policy engine; mounted when present
     from dialer.policy_cli import app as _policy_app
 
     app.add_typer(_policy_app, name="policy", help="Lint and explain the dial policy.")
+    from dialer.holidays_cli import app as _holidays_app
+
+    app.add_typer(_holidays_app, name="holidays", help="PRC holiday arrangements (法定节假日安排).")
 except ImportError:  # pragma: no cover - until dialer/policy_cli.py exists
     pass
 
@@ -339,15 +342,32 @@ def audit_verify(config: Optional[Path] = ConfigOpt) -> None:
 
 @app.command()
 def simulate(
-    scenario: Path = typer.Option(..., "--scenario", help="JSONL scenario, lines in time order"),
+    scenario: Optional[Path] = typer.Option(None, "--scenario", help="JSONL scenario, lines in time order"),
     config: Optional[Path] = ConfigOpt,
+    from_log: bool = typer.Option(False, "--from-log", help="replay the decision log of a period instead"),
+    since: Optional[str] = typer.Option(None, "--since", help="--from-log: first day (YYYY-MM-DD, policy zone)"),
+    until: Optional[str] = typer.Option(None, "--until", help="--from-log: last day, inclusive"),
+    log_config: Optional[Path] = typer.Option(None, "--log-config", help="--from-log: config.toml of the service "
+                                              "whose log is read (default: --config)"),
+    creditor: list[str] = typer.Option([], "--creditor", help="--from-log: only this creditor; repeatable"),
+    compare: bool = typer.Option(False, "--compare", help="--from-log: print only the decisions that change"),
+    fmt: str = typer.Option("table", "--format", help="--compare output: table | jsonl | csv"),
+    write_scenario: Optional[Path] = typer.Option(None, "--write-scenario", help="--from-log: also write the "
+                                                  "rebuilt traffic as a --scenario file"),
 ) -> None:
-    """Replay a scenario through the gate's use cases (in-memory store, injected clock)."""
+    """Replay a scenario, or a period of the decision log, through the gate's policy (in-memory, injected clock)."""
     from dialer.logs import configure_logging
-    from dialer.simulate import ScenarioError, run
 
     configure_logging("warning", True)
     cfg = _config(config)
+    if from_log:
+        _simulate_from_log(cfg, config, since, until, log_config, creditor, compare, fmt, write_scenario)
+        return
+    if scenario is None:
+        err.print("[red]error:[/red] give --scenario FILE, or --from-log --since DAY --until DAY")
+        raise typer.Exit(2)
+    from dialer.simulate import ScenarioError, run
+
     try:
         lines = scenario.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -367,6 +387,39 @@ def simulate(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     sys.stderr.write(json.dumps(counts) + "\n")
+
+
+def _simulate_from_log(
+    cfg: Config, config: Optional[Path], since: Optional[str], until: Optional[str], log_config: Optional[Path],
+    creditor: list[str], compare: bool, fmt: str, write_scenario: Optional[Path],
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    from dialer import replay_cli
+    from dialer.app import load_policies
+
+    if since is None or until is None:
+        err.print("[red]error:[/red] --from-log needs --since and --until (YYYY-MM-DD)")
+        raise typer.Exit(2)
+    if fmt not in replay_cli.FORMATS:
+        err.print(f"[red]error:[/red] --format: expected one of {', '.join(replay_cli.FORMATS)}, got {fmt!r}")
+        raise typer.Exit(2)
+    try:
+        book = load_policies(cfg)
+        start, end = replay_cli.period(since, until, ZoneInfo(book.default.timezone))
+    except (ConfigError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    log_cfg = _config(log_config or config)
+    try:
+        data = asyncio.run(replay_cli.load_from_store(log_cfg, start, end, frozenset(creditor) or None))
+    except DialGateError as exc:
+        err.print(f"[red]error:[/red] cannot read the decision log: {exc}")
+        raise typer.Exit(2) from None
+    if write_scenario is not None:
+        replay_cli.write_scenario(write_scenario, data)
+    results = replay_cli.run_replay(data, book, err)
+    replay_cli.report(results, data, compare=compare, fmt=fmt, write=replay_cli.stdout_write, err=err)
 
 
 def main() -> None:

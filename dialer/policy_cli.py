@@ -3,7 +3,8 @@
 Mounted by `dialer/cli.py` as `dialgate policy`; also runnable alone:
 ``python -m dialer.policy_cli lint config.toml``.
 
-Exit codes: 0 ok (warnings are printed), 1 warnings under ``--strict``, 2 bad input
+Exit codes: 0 ok (warnings are printed), 1 problems (a PRC holiday arrangement missing
+for a year that starts within 30 days) or warnings under ``--strict``, 2 bad input
 (unreadable file, invalid configuration — the key path is named — or bad arguments).
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
-from datetime import date, datetime
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dialer.holidays_cli import HolidayCalendarError, missing_arrangements, read_calendar
 from policy import (
     RELATIONS,
     AgentSnapshot,
@@ -38,11 +41,12 @@ from policy import (
     load_policy,
     normalize_number,
 )
-from policy.holidays import holiday_data_end
+from policy.model import Check
 
 app = typer.Typer(help="Lint and explain the dial policy. 检查并解释拨打策略。", no_args_is_help=True)
 
 HOLIDAY_WARNING_DAYS = 60
+HOLIDAY_ERROR_DAYS = 30
 EXPLAIN_CASE = "EXPLAIN"
 EXPLAIN_AGENT = "explain"
 
@@ -77,9 +81,25 @@ def _read_config(path: Optional[Path], *, required: bool) -> tuple[dict[str, Any
 def _load_book(doc: dict[str, Any], label: str) -> PolicyBook:
     table = doc.get("policy", {})
     try:
-        return load_policy(table)
+        return load_policy(table, read_calendar(table))
     except PolicyConfigError as exc:
         raise _BadInput(f"{label}: {exc.path}: {exc.reason}") from exc
+    except HolidayCalendarError as exc:
+        raise _BadInput(f"{label}: {exc}") from exc
+
+
+def lint_problems(book: PolicyBook, today: date) -> list[str]:
+    """Findings that make `lint` exit non-zero: a holiday arrangement missing for a year
+    that has begun or begins within 30 days, for creditors using cn_holidays."""
+    users = [p.creditor or "(default)" for p in [book.default, *book.creditors.values()] if p.cn_holidays]
+    problems = []
+    for year in missing_arrangements(book, today, HOLIDAY_ERROR_DAYS):
+        problems.append(
+            f"the State Council's {year} holiday arrangement is missing: from {year}-01-01 cn_holidays "
+            f"({', '.join(users)}) blocks the statutory days only, and make-up working days are unknown; "
+            f"import it with `dialgate holidays import FILE` / 缺少 {year} 年国务院节假日安排，请导入"
+        )
+    return problems
 
 
 def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[str]:
@@ -87,31 +107,46 @@ def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[st
     warnings: list[str] = []
     policies = [book.default, *book.creditors.values()]
     users = [p.creditor or "(default)" for p in policies if p.cn_holidays]
-    if users:
-        end = holiday_data_end()
-        left = (end - today).days
-        if left < 0:
+    ahead = (today + timedelta(days=HOLIDAY_WARNING_DAYS)).year
+    if users and ahead > today.year and not book.calendar.arranged(ahead) and book.calendar.arranged(
+        (today + timedelta(days=HOLIDAY_ERROR_DAYS)).year
+    ):
+        warnings.append(
+            f"the State Council's {ahead} holiday arrangement is not imported yet ({(date(ahead, 1, 1) - today).days} "
+            f"days left; cn_holidays: {', '.join(users)}); `policy lint` fails from {HOLIDAY_ERROR_DAYS} days before "
+            f"/ 尚未导入 {ahead} 年节假日安排"
+        )
+    for pol in policies:
+        if pol.dropped_caps:
             warnings.append(
-                f"PRC holiday data ended on {end.isoformat()}: cn_holidays ({', '.join(users)}) passes every "
-                "day with a note until chinese-calendar is upgraded / 节假日数据已过期，请升级 chinese-calendar"
+                f"{'creditor ' + pol.creditor if pol.creditor else 'the top-level policy'} drops agency cap(s) "
+                f"{', '.join(pol.dropped_caps)} / 去除了机构频次上限 {', '.join(pol.dropped_caps)}"
             )
-        elif left <= HOLIDAY_WARNING_DAYS:
-            warnings.append(
-                f"PRC holiday data ends on {end.isoformat()} ({left} days from {today.isoformat()}); upgrade "
-                f"chinese-calendar before then or holidays will not block ({', '.join(users)}) / "
-                f"节假日数据将于 {end.isoformat()} 结束，请及时升级 chinese-calendar"
-            )
-    sip = doc.get("sip", {})
-    lines = sip.get("registered_lines") if isinstance(sip, dict) else None
+    sip = doc.get("sip")
+    if not isinstance(sip, dict):
+        return warnings  # no SIP gate: every dial goes through the service's own PBX account
+    lines = sip.get("registered_lines")
     lines = lines if isinstance(lines, dict) else {}
     for creditor in sorted(book.creditors):
-        if not lines.get(creditor):
+        pol = book.creditors[creditor]
+        if lines.get(creditor):
+            continue
+        if pol.allow_unregistered_lines:
             warnings.append(
-                f"creditor {creditor} has no [sip.registered_lines] list: line.not_registered passes for its SIP "
-                f"calls / 委托方 {creditor} 未配置报备外呼线路"
+                f"!!! creditor {creditor} has no [sip.registered_lines] list and allow_unregistered_lines = true: "
+                f"its SIP calls pass line.not_registered from ANY line, recorded or not / "
+                f"委托方 {creditor} 未配置报备外呼线路且允许任意线路外呼"
+            )
+        else:
+            warnings.append(
+                f"creditor {creditor} has no [sip.registered_lines] list: its SIP dials are blocked with "
+                f"line.not_registered / 委托方 {creditor} 未配置报备外呼线路，呼叫中心外呼将被拦截"
             )
     if not book.creditors and not lines:
-        warnings.append("no [sip.registered_lines]: line.not_registered passes for every creditor / 未配置报备外呼线路")
+        warnings.append(
+            "no [sip.registered_lines]: SIP dials are blocked with line.not_registered for every creditor "
+            "/ 未配置报备外呼线路，呼叫中心外呼将被拦截"
+        )
     return warnings
 
 
@@ -156,9 +191,11 @@ def lint(
         _err(str(exc))
         raise typer.Exit(2) from None
     warnings = lint_warnings(book, doc, as_of)
+    problems = lint_problems(book, as_of)
     out = Console(highlight=False, soft_wrap=True, width=200)
     if as_json:
-        print(json.dumps({**book.to_dict(), "warnings": warnings}, ensure_ascii=False, indent=2, sort_keys=True))
+        print(json.dumps({**book.to_dict(), "warnings": warnings, "problems": problems},
+                         ensure_ascii=False, indent=2, sort_keys=True))
     else:
         out.print(f"[bold]{escape(label)}[/bold]: policy OK / 策略配置有效")
         out.print(f"book version {book.version}")
@@ -169,7 +206,9 @@ def lint(
             out.print(_policy_table(pol, f"{creditor} caps"))
         for w in warnings:
             out.print(f"[yellow]warning:[/yellow] {escape(w)}")
-    if warnings and strict:
+        for p in problems:
+            out.print(f"[red]problem:[/red] {escape(p)}")
+    if problems or (warnings and strict):
         raise typer.Exit(1)
 
 
@@ -293,6 +332,13 @@ def explain(
         appointments=appts,
     )
     decision = evaluate(request, events, pol, now)
+    # explain has no real collector: say so instead of naming its stand-in agent.
+    checks = tuple(
+        Check(c.rule_id, True, "assumed: the case's assigned collector dials", "假定由本案指派的催收员拨打")
+        if c.rule_id == "agent.not_assigned" else c
+        for c in decision.checks
+    )
+    decision = replace(decision, checks=checks)
     if as_json:
         print(decision.to_json())
         return

@@ -3,8 +3,13 @@
 In-memory SQLite, a clock set to each line's `at`, and the collectors named by the
 cases' `assigned_agent` created on the fly. Prints one JSON line per `dial` / `check`:
 ``{"ref","op","at","allowed","rule_id","next_allowed_at","decision_id"}``.
-A malformed line stops the run with its line number and the reason (`ScenarioError`).
-An `outcome` whose dial was blocked (under the policy being tried) is skipped.
+Every dial and check gets its answer line: a dial the gate refuses before the policy
+runs is a blocked result too — `case.not_found` (no such case, or another creditor's
+case the collector cannot see), `case.ambiguous`, `agent.not_assigned` (a collector
+with no case in the scenario, or a role that may not dial), with ``decision_id`` null.
+Only a malformed line stops the run, with its line number and the reason
+(`ScenarioError`). An `outcome` whose dial was blocked (under the policy being tried)
+is skipped. The format: dialer/SIMULATE.md.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ from dialer.app import open_services
 from dialer.auth import hash_token, new_token
 from dialer.clock import FixedClock
 from dialer.config import Config
-from dialer.errors import ApiError, DialGateError
+from dialer.errors import AmbiguousCase, ApiError, DialGateError, Forbidden, NoSuchCase
 from dialer.imports import parse_cases_payload
 from dialer.model import Principal
 from dialer.usecases import CheckDial, LogOutcome, PromiseInput, RequestDial
 
 OPS = ("cases", "dial", "check", "outcome", "repayment")
+# Refusals raised before the policy runs, as the rule id of the blocked answer line.
+REFUSALS: tuple[tuple[type[ApiError], str], ...] = (
+    (NoSuchCase, "case.not_found"),
+    (AmbiguousCase, "case.ambiguous"),
+    (Forbidden, "agent.not_assigned"),
+)
 SYSTEM = Principal(user_id=0, name="simulate", role="admin", creditors=frozenset())
 
 
@@ -107,19 +118,33 @@ async def run(config: Config, lines: Iterable[str], emit: Callable[[dict[str, An
                 elif op in ("dial", "check"):
                     ref = _str(doc, "ref", n)
                     agent_id = _str(doc, "agent_id", n)
+                    case_id, number = _str(doc, "case_id", n), _str(doc, "number", n)
                     actor = agents.get(agent_id)
-                    if actor is None:
-                        raise ScenarioError(n, f"agent_id {agent_id!r} is not the assigned agent of any case loaded so far")
-                    if op == "dial":
-                        res = await gate.request_dial(RequestDial(
-                            actor=actor, case_id=_str(doc, "case_id", n), number=_str(doc, "number", n),
-                            agent_id=agent_id, channel="simulate", creditor=doc.get("creditor")))
-                        attempts[ref] = res.attempt.attempt_id if res.attempt else None
-                    else:
-                        res = await gate.check_dial(CheckDial(
-                            actor=actor, case_id=_str(doc, "case_id", n), number=_str(doc, "number", n),
-                            agent_id=agent_id, creditor=doc.get("creditor"), channel="simulate"))
                     counts[op] += 1
+                    refused = None
+                    if actor is None:
+                        refused = "agent.not_assigned"
+                    else:
+                        try:
+                            if op == "dial":
+                                res = await gate.request_dial(RequestDial(
+                                    actor=actor, case_id=case_id, number=number,
+                                    agent_id=agent_id, channel="simulate", creditor=doc.get("creditor")))
+                            else:
+                                res = await gate.check_dial(CheckDial(
+                                    actor=actor, case_id=case_id, number=number,
+                                    agent_id=agent_id, creditor=doc.get("creditor"), channel="simulate"))
+                        except tuple(t for t, _ in REFUSALS) as exc:
+                            refused = next(rule for t, rule in REFUSALS if isinstance(exc, t))
+                    if refused is not None:
+                        if op == "dial":
+                            attempts[ref] = None
+                        counts["refused"] = counts.get("refused", 0) + 1
+                        emit({"ref": ref, "op": op, "at": doc["at"], "allowed": False, "rule_id": refused,
+                              "next_allowed_at": None, "decision_id": None})
+                        continue
+                    if op == "dial":
+                        attempts[ref] = res.attempt.attempt_id if res.attempt else None
                     emit({
                         "ref": ref, "op": op, "at": doc["at"], "allowed": res.allowed,
                         "rule_id": res.decision.rule_id,

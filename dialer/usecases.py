@@ -62,6 +62,7 @@ from policy import (
     evaluate,
     normalize_number,
 )
+from policy.holidays import HolidayCalendar, default_calendar
 
 log = structlog.get_logger("dialgate.gate")
 
@@ -732,13 +733,16 @@ class Gate:
             status, next_date = follow_up(
                 cmd, connected, now.astimezone(zone).date(), zone,
                 any(c.status == "valid" and not c.do_not_call for c in contacts.values()),
+                self.policies.calendar,
             )
             if case.status == "paused":
                 status, next_date = "paused", None
             elif case.status in ("settled", "withdrawn", "returned"):
                 status, next_date = "closed", None
             if cmd.status is not None or cmd.next_action_date is not None:
-                status, next_date = chosen_follow_up(cmd, status, next_date, now.astimezone(zone), case)
+                status, next_date = chosen_follow_up(
+                    cmd, status, next_date, now.astimezone(zone), case, self.policies.calendar
+                )
             changes["follow_up_status"] = status
             changes["next_action_date"] = next_date
             await uow.cases.update(case.pk, now, source=source, **changes)
@@ -1090,7 +1094,12 @@ def _check_promise_within_commission(cmd: LogOutcome, case: CaseRecord, today: d
 
 
 def chosen_follow_up(
-    cmd: LogOutcome, status: str, next_date: date | None, local_now: datetime, case: CaseRecord
+    cmd: LogOutcome,
+    status: str,
+    next_date: date | None,
+    local_now: datetime,
+    case: CaseRecord,
+    calendar: HolidayCalendar | None = None,
 ) -> tuple[str, date | None]:
     """The collector's own next action date and status (催记), within the rules' bounds:
 
@@ -1128,8 +1137,8 @@ def chosen_follow_up(
                 f"须在 {today} 至 {next_date} 之间（{FOLLOW_UP_STATUSES[status]}规则）")
         status, next_date = status, d
     elif cmd.status == "urgent":
-        latest = _add_workdays(today, 3)
-        d = d or _add_workdays(today, 1)
+        latest = _add_workdays(today, 3, calendar)
+        d = d or _add_workdays(today, 1, calendar)
         if not today <= d <= latest:
             err("next_action_date", f"urgent follow-up is within 3 working days: {today} to {latest}",
                 f"紧急案件须在3个工作日内跟进：{today} 至 {latest}")
@@ -1156,26 +1165,15 @@ def chosen_follow_up(
     return status, next_date
 
 
-def _add_workdays(day: date, n: int) -> date:
-    try:
-        import chinese_calendar
-
-        d = day
-        added = 0
-        while added < n:
-            d += timedelta(days=1)
-            try:
-                work = chinese_calendar.is_workday(d)
-            except NotImplementedError:  # outside the calendar's years
-                work = d.weekday() < 5
-            added += work
-        return d
-    except ImportError:  # pragma: no cover
-        return day + timedelta(days=n)
+def _add_workdays(day: date, n: int, calendar: HolidayCalendar | None) -> date:
+    # The policy's PRC calendar: statutory days for any year, breaks and make-up days
+    # where the State Council's arrangement is known.
+    return (calendar or default_calendar()).add_workdays(day, n)
 
 
 def follow_up(
-    cmd: LogOutcome, connected: bool, today: date, zone: ZoneInfo, dialable_left: bool
+    cmd: LogOutcome, connected: bool, today: date, zone: ZoneInfo, dialable_left: bool,
+    calendar: HolidayCalendar | None = None,
 ) -> tuple[str, date | None]:
     """The case's follow-up status and next action date after an outcome (seed 000)."""
     r = cmd.result
@@ -1193,9 +1191,9 @@ def follow_up(
     if r in ("reported_deceased", "reported_incarcerated", "fraud_claim"):
         return "deceased_incarcerated_fraud", today + timedelta(days=2)
     if not dialable_left:
-        return "lost_contact", _add_workdays(today, 6)
+        return "lost_contact", _add_workdays(today, 6, calendar)
     if connected:
-        return "reachable", _add_workdays(today, 3)
+        return "reachable", _add_workdays(today, 3, calendar)
     return "waiting", today + timedelta(days=2)
 
 

@@ -1,7 +1,7 @@
 """DialGate's dial policy core: pure, deterministic, explainable.
 
-Standard library plus `phonenumbers` and `chinese-calendar` only; no I/O, no asyncio,
-no clock reads. `evaluate(request, history, policy, now)` returns a `Decision`.
+Standard library plus `phonenumbers` and `holidays` (lunar dates) only; no I/O, no
+asyncio, no clock reads. `evaluate(request, history, policy, now)` returns a `Decision`.
 
     book = load_policy(config["policy"])       # PolicyConfigError(path, reason)
     pol = book.for_creditor("bank-a")          # defaults + preset + creditor keys

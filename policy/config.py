@@ -8,10 +8,13 @@ carries the key path (``policy.creditors.bank-b.caps[0].limit``) and the reason.
 Layering, first to last:
   built-in defaults → top-level ``preset`` → top-level keys → creditor ``preset`` →
   the creditor's own keys.
-A preset replaces the window and the cap list (see `policy.presets`). Top-level
+A preset adds to the agency's rules, never removes: its caps are appended and its
+window can only narrow the current one (see `policy.presets`). Top-level
 ``[[policy.caps]]`` replaces the default cap list; a creditor's ``caps`` patches it by
-id (a new id adds a cap; ``enabled = false`` removes one). Blackout dates add up
-(top-level dates apply to every creditor); everything else replaces.
+id (a new id adds a cap); an agency cap leaves a creditor's policy only when named in
+``drop_caps`` (or patched with ``enabled = false``), which `policy lint` reports.
+Blackout dates add up (top-level dates apply to every creditor); everything else
+replaces.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 CALENDAR_DAY = "calendar_day"
+_CALENDAR_DAYS = re.compile(r"^(\d+)\s*calendar_days?$")
 SCOPES = ("number", "case")
 COUNTS = ("attempts", "connected", "unanswered")
 MAX_CAP_WINDOW = timedelta(days=400)
@@ -67,6 +71,9 @@ _TOP_KEYS = (
     "blackout_periods",
     "cn_holidays",
     "preset",
+    "drop_caps",
+    "allow_unregistered_lines",
+    "holiday_file",
     "creditors",
 )
 _CREDITOR_KEYS = (
@@ -79,6 +86,8 @@ _CREDITOR_KEYS = (
     "blackout_periods",
     "cn_holidays",
     "preset",
+    "drop_caps",
+    "allow_unregistered_lines",
 )
 _WINDOW_KEYS = ("start", "end")
 _APPOINTMENT_KEYS = ("tolerance", "max_attempts")
@@ -163,8 +172,9 @@ class Cap:
     relations: frozenset[str]
     count: str  # "attempts" | "connected" | "unanswered"
     limit: int
-    window: str  # "1h", "7d", ... or "calendar_day"
-    window_delta: timedelta | None  # None for calendar_day
+    window: str  # "1h", "7d", ... or "calendar_day" / "N calendar_days"
+    window_delta: timedelta | None  # None for calendar-day windows
+    days: int = 1  # calendar-day windows: how many callee-local dates, today included
 
     @property
     def calendar_day(self) -> bool:
@@ -198,6 +208,9 @@ class Policy:
     lookback: timedelta  # how far back the caller must load history
     zone: ZoneInfo = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
     blackout_periods: tuple[BlackoutPeriod, ...] = ()
+    calendar: holidays.HolidayCalendar = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    allow_unregistered_lines: bool = False
+    dropped_caps: tuple[str, ...] = ()  # agency caps this creditor removed (lint reports them)
     # Derived data the engine computes once per policy (texts, cap selections, cached
     # checks). Not part of the policy's identity.
     derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -224,6 +237,7 @@ class PolicyBook:
     default: Policy
     creditors: Mapping[str, Policy]
     version: str  # SHA-256 hex of the whole normalised book
+    calendar: holidays.HolidayCalendar = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     def for_creditor(self, creditor: str) -> Policy:
         """The creditor's effective policy; an unknown creditor gets the defaults."""
@@ -376,6 +390,8 @@ def _base_spec() -> dict[str, Any]:
         "blackout_periods": [],
         "cn_holidays": False,
         "preset": None,
+        "allow_unregistered_lines": False,
+        "dropped_caps": [],
     }
 
 
@@ -383,13 +399,29 @@ def _apply_preset(spec: dict[str, Any], name: Any, path: str) -> None:
     if not isinstance(name, str) or name not in PRESETS:
         raise PolicyConfigError(path, f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
     preset = PRESETS[name]
-    spec["window"] = dict(preset["window"])
-    spec["caps"] = copy.deepcopy(preset["caps"])
+    # Narrow only: the agency's own window still holds under any regulation.
+    cur_start = _parse_time(spec["window"]["start"], _join(path, "window.start"), allow_24=False)
+    cur_end = _parse_time(spec["window"]["end"], _join(path, "window.end"), allow_24=True)
+    pre_start = _parse_time(preset["window"]["start"], path, allow_24=False)
+    pre_end = _parse_time(preset["window"]["end"], path, allow_24=True)
+    start, end = max(cur_start, pre_start), min(cur_end, pre_end)
+    if start >= end:
+        raise PolicyConfigError(
+            path, f"preset {name!r} window {preset['window']['start']}–{preset['window']['end']} does not overlap "
+            f"the window {_fmt_seconds(cur_start)}–{_fmt_seconds(cur_end)}"
+        )
+    spec["window"] = {"start": _fmt_seconds(start), "end": _fmt_seconds(end)}
+    # A cap the list already has (the agency's own version of it) stays as it is.
+    have = {c["id"] for c in spec["caps"]}
+    spec["caps"] = spec["caps"] + [copy.deepcopy(c) for c in preset["caps"] if c["id"] not in have]
     spec["preset"] = name
 
 
 def _apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, top: bool) -> None:
     _check_keys(table, _TOP_KEYS if top else _CREDITOR_KEYS, path)
+    if top and isinstance(table.get("caps"), list):
+        # The agency's own list first, so a preset chosen beside it adds to it.
+        spec["caps"] = _replace_caps(table["caps"], _join(path, "caps"))
     if "preset" in table:
         _apply_preset(spec, table["preset"], _join(path, "preset"))
     if "timezone" in table:
@@ -446,15 +478,36 @@ def _apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, t
                 spec["blackout_periods"].append(parsed)
     if "cn_holidays" in table:
         spec["cn_holidays"] = _bool(table["cn_holidays"], _join(path, "cn_holidays"))
+    if "allow_unregistered_lines" in table:
+        spec["allow_unregistered_lines"] = _bool(
+            table["allow_unregistered_lines"], _join(path, "allow_unregistered_lines")
+        )
+    if "holiday_file" in table and not isinstance(table["holiday_file"], str):
+        # Read by the application (the core does no I/O); only its type is checked here.
+        raise PolicyConfigError(_join(path, "holiday_file"), "expected a file path string")
     if "caps" in table:
         cpath = _join(path, "caps")
         caps = table["caps"]
         if not isinstance(caps, list):
             raise PolicyConfigError(cpath, "expected a list of cap tables ([[policy.caps]] or caps = [{...}])")
-        if top:
-            spec["caps"] = _replace_caps(caps, cpath)
-        else:
+        if not top:  # (the top-level list replaced the defaults above, before the preset)
+            before = {c["id"] for c in spec["caps"]}
             spec["caps"] = _patch_caps(spec["caps"], caps, cpath)
+            after = {c["id"] for c in spec["caps"]}
+            spec["dropped_caps"] += sorted(before - after)
+    if "drop_caps" in table:
+        dpath = _join(path, "drop_caps")
+        names = table["drop_caps"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PolicyConfigError(dpath, "expected a list of cap ids, like [\"cap.number_hourly\"]")
+        present = [c["id"] for c in spec["caps"]]
+        for i, cap_id in enumerate(names):
+            if cap_id not in present:
+                raise PolicyConfigError(
+                    f"{dpath}[{i}]", f"no cap {cap_id!r} to drop; caps here: {', '.join(present) or 'none'}"
+                )
+        spec["caps"] = [c for c in spec["caps"] if c["id"] not in names]
+        spec["dropped_caps"] += list(names)
 
 
 def _replace_caps(entries: list[Any], path: str) -> list[dict[str, Any]]:
@@ -531,22 +584,37 @@ def _complete_cap(entry: Mapping[str, Any], base: dict[str, Any] | None, path: s
             raise PolicyConfigError(f"{rpath}[{j}]", f"unknown relation {rel!r}; known: {', '.join(RELATIONS)}")
     merged["relations"] = [r for r in RELATIONS if r in relations]
     merged["limit"] = _int(merged["limit"], _join(path, "limit"))
-    window = merged["window"]
-    if window != CALENDAR_DAY:
-        if isinstance(window, str) and window.strip() == CALENDAR_DAY:
-            window = CALENDAR_DAY
-        else:
-            delta = parse_duration(window, _join(path, "window"))
-            if delta > MAX_CAP_WINDOW:
-                raise PolicyConfigError(_join(path, "window"), f"window {window!r} is longer than 400 days")
-    merged["window"] = window.strip() if isinstance(window, str) else window
+    merged["window"] = _cap_window(merged["window"], _join(path, "window"))
     return merged
+
+
+def _calendar_days(window: str) -> int | None:
+    """N for a calendar-day window ("calendar_day" is 1), None for a rolling one."""
+    if window == CALENDAR_DAY:
+        return 1
+    m = _CALENDAR_DAYS.match(window)
+    return int(m.group(1)) if m else None
+
+
+def _cap_window(window: Any, path: str) -> str:
+    """The normalised window: "calendar_day", "N calendar_days" or a duration string."""
+    if isinstance(window, str):
+        text = window.strip()
+        days = _calendar_days(text)
+        if days is not None:
+            if not 1 <= days <= 400:
+                raise PolicyConfigError(path, f"window {window!r}: 1 to 400 calendar days")
+            return CALENDAR_DAY if days == 1 else f"{days} calendar_days"
+    delta = parse_duration(window, path)
+    if delta > MAX_CAP_WINDOW:
+        raise PolicyConfigError(path, f"window {window!r} is longer than 400 days")
+    return window.strip()
 
 
 # --------------------------------------------------------------------------- building
 
 
-def _build(spec: dict[str, Any], creditor: str | None) -> Policy:
+def _build(spec: dict[str, Any], creditor: str | None, calendar: holidays.HolidayCalendar) -> Policy:
     window = Window(
         _parse_time(spec["window"]["start"], "policy.window.start", allow_24=False),
         _parse_time(spec["window"]["end"], "policy.window.end", allow_24=True),
@@ -563,7 +631,8 @@ def _build(spec: dict[str, Any], creditor: str | None) -> Policy:
             count=c["count"],
             limit=c["limit"],
             window=c["window"],
-            window_delta=None if c["window"] == CALENDAR_DAY else parse_duration(c["window"], "cap.window"),
+            window_delta=None if _calendar_days(c["window"]) else parse_duration(c["window"], "cap.window"),
+            days=_calendar_days(c["window"]) or 0,
         )
         for c in spec["caps"]
     )
@@ -572,6 +641,7 @@ def _build(spec: dict[str, Any], creditor: str | None) -> Policy:
     lookback = max(
         [timedelta(days=2), 2 * appointment.tolerance]
         + [c.window_delta for c in caps if c.window_delta is not None]
+        + [timedelta(days=c.days + 1) for c in caps if c.window_delta is None]
     )
     draft = Policy(
         creditor=creditor,
@@ -587,6 +657,9 @@ def _build(spec: dict[str, Any], creditor: str | None) -> Policy:
         lookback=lookback,
         zone=load_zone(spec["timezone"]),  # type: ignore[arg-type]
         blackout_periods=tuple(spec["blackout_periods"]),
+        calendar=calendar,
+        allow_unregistered_lines=bool(spec["allow_unregistered_lines"]),
+        dropped_caps=tuple(dict.fromkeys(spec["dropped_caps"])),
     )
     version = _sha256(_canonical(draft))
     return Policy(
@@ -603,6 +676,9 @@ def _build(spec: dict[str, Any], creditor: str | None) -> Policy:
         lookback=lookback,
         zone=draft.zone,
         blackout_periods=draft.blackout_periods,
+        calendar=calendar,
+        allow_unregistered_lines=draft.allow_unregistered_lines,
+        dropped_caps=draft.dropped_caps,
     )
 
 
@@ -628,10 +704,11 @@ def _canonical(p: Policy) -> dict[str, Any]:
     }
     if p.blackout_periods:
         d["blackout_periods"] = [b.to_dict() for b in p.blackout_periods]
+    if p.allow_unregistered_lines:
+        d["allow_unregistered_lines"] = True
     if p.cn_holidays:
-        # Decisions depend on the holiday data, so its extent is part of the version.
-        first, last = holidays.holiday_data_years()
-        d["cn_holiday_data"] = f"chinese-calendar {holidays.library_version()} {first}-{last}"
+        # Decisions depend on the holiday data, so it is part of the version.
+        d["cn_holiday_data"] = p.calendar.fingerprint()
     return d
 
 
@@ -640,18 +717,24 @@ def _sha256(data: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def load_policy(table: Mapping[str, Any] | None = None) -> PolicyBook:
+def load_policy(
+    table: Mapping[str, Any] | None = None, calendar: holidays.HolidayCalendar | None = None
+) -> PolicyBook:
     """Validate the parsed ``[policy]`` table and build every creditor's policy.
 
-    ``{}`` (or None) gives the built-in defaults. Raises `PolicyConfigError` naming
-    the key path and the reason for the first problem found.
+    ``{}`` (or None) gives the built-in defaults. `calendar` is the PRC holiday
+    calendar (default: statutory days plus the built-in arrangements; the application
+    adds an operator's ``holiday_file``). Raises `PolicyConfigError` naming the key
+    path and the reason for the first problem found.
     """
     if table is None:
         table = {}
+    if calendar is None:
+        calendar = holidays.default_calendar()
     table = _expect_table(table, "policy")
     spec = _base_spec()
     _apply_layer(spec, table, "policy", top=True)
-    default = _build(spec, None)
+    default = _build(spec, None, calendar)
     creditors: dict[str, Policy] = {}
     if "creditors" in table:
         cpath = "policy.creditors"
@@ -660,12 +743,13 @@ def load_policy(table: Mapping[str, Any] | None = None) -> PolicyBook:
             if not isinstance(cid, str) or not cid.strip():
                 raise PolicyConfigError(path, "creditor id must be a non-empty string")
             cspec = copy.deepcopy(spec)
+            cspec["dropped_caps"] = []
             _apply_layer(cspec, _expect_table(ctable, path), path, top=False)
-            creditors[cid] = _build(cspec, cid)
+            creditors[cid] = _build(cspec, cid, calendar)
     book_version = _sha256(
         {"default": default.version, "creditors": {k: v.version for k, v in sorted(creditors.items())}}
     )
-    return PolicyBook(default=default, creditors=creditors, version=book_version)
+    return PolicyBook(default=default, creditors=creditors, version=book_version, calendar=calendar)
 
 
 # --------------------------------------------------------------------------- formatting

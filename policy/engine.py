@@ -36,7 +36,6 @@ from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from typing import Any, Collection, Iterable
 
-from . import holidays
 from .config import Cap, Policy
 from .model import (
     CASE_FLAGS,
@@ -128,8 +127,23 @@ _FAIL_DNC = _c(
     "the number is marked do-not-call for this case (e.g. a third party refused further contact)",
     "该号码已标记为不再联系（如第三方明确拒绝再次联系）",
 )
-_PASS_LINE_NONE = _c(
-    "line.not_registered", True, "no registered-line list for this creditor", "该委托方未配置报备外呼线路清单"
+_PASS_LINE_OWN = _c(
+    "line.not_registered",
+    True,
+    "placed through the service's own PBX account, a registered and recorded line",
+    "经本系统的呼叫中心账号外呼（已报备、全程录音的线路）",
+)
+_PASS_LINE_ALLOWED = _c(
+    "line.not_registered",
+    True,
+    "no registered-line list for this creditor; allowed by allow_unregistered_lines",
+    "该委托方未配置报备外呼线路清单；已按 allow_unregistered_lines 配置放行",
+)
+_FAIL_LINE_NONE = _c(
+    "line.not_registered",
+    False,
+    "no registered-line list for this creditor: PBX calls must use registered, recorded lines",
+    "该委托方未配置报备外呼线路清单，呼叫中心外呼必须使用已报备并录音的线路，拒绝拨打",
 )
 
 
@@ -260,6 +274,10 @@ class _Caps:
         if cap.window_delta is None:
             if day is None:
                 day = _day_bounds(t, self.zone)
+            if cap.days > 1:
+                # N callee-local dates ending today: from the midnight that began the first.
+                first = datetime.combine(day[2] - timedelta(days=cap.days - 1), time(0), tzinfo=self.zone)
+                return counter.between(first.astimezone(UTC), day[1])
             return counter.between(day[0], day[1])
         return counter.rolling(t, cap.window_delta)
 
@@ -270,9 +288,15 @@ class _Caps:
         if self.count(cap, t, None) < cap.limit:
             return t
         if cap.window_delta is None:
-            # A calendar-day cap frees at the next callee-local midnight (the loop
-            # re-checks that day, which matters only for clock-skewed future events).
-            return _at_local(t.astimezone(self.zone).date() + _ONE_DAY, 0, self.zone, t)
+            # A calendar-day cap frees at a callee-local midnight (the loop re-checks
+            # that day, which matters only for clock-skewed future events). Over N days
+            # the period holding the limit-th newest event must end: its date + N.
+            nxt = t.astimezone(self.zone).date() + _ONE_DAY
+            if cap.days > 1 and cap.count != "unanswered":
+                kind = "attempt" if cap.count == "attempts" else "connected"
+                oldest = self.counter(cap.scope, cap.relations, kind).times[-cap.limit]
+                nxt = max(nxt, oldest.astimezone(self.zone).date() + timedelta(days=cap.days))
+            return _at_local(nxt, 0, self.zone, t)
         w = cap.window_delta
         if cap.count != "unanswered":
             counter = self.counter(cap.scope, cap.relations, "attempt" if cap.count == "attempts" else "connected")
@@ -336,8 +360,16 @@ class _Compiled:
         for cap in policy.caps:
             scope_en = "this number" if cap.scope == "number" else "this case"
             scope_zh = "该号码" if cap.scope == "number" else "本案件"
-            span_en = "today (callee time)" if cap.window_delta is None else f"in the last {cap.window}"
-            span_zh = "当日（被叫当地时间）" if cap.window_delta is None else f"最近 {cap.window} 内"
+            if cap.scope == "number" and cap.relations >= frozenset(_ALL_RELATIONS):
+                # Seed 001 caps the number, whoever it belongs to: say so where it is counted.
+                scope_en = "this number (any relation, any case)"
+                scope_zh = "该号码（不论关系、不论案件）"
+            if cap.window_delta is None and cap.days > 1:
+                span_en = f"in the last {cap.days} calendar days, today included (callee dates)"
+                span_zh = f"含当日在内的最近 {cap.days} 个自然日（被叫当地日期）"
+            else:
+                span_en = "today (callee time)" if cap.window_delta is None else f"in the last {cap.window}"
+                span_zh = "当日（被叫当地时间）" if cap.window_delta is None else f"最近 {cap.window} 内"
             texts.append(
                 (f"{_COUNT_EN[cap.count]} to {scope_en} {span_en}", f"{scope_zh}{span_zh}", _COUNT_ZH[cap.count])
             )
@@ -535,7 +567,7 @@ def evaluate(
     add(_FAIL_DNC if contact is not None and contact.do_not_call else _PASS_DNC)
 
     # 7. registered line ----------------------------------------------------------
-    add(_PASS_LINE_NONE if request.registered_lines is None else _line_check(request, region))
+    add(_line_check(request, region, policy.allow_unregistered_lines))
 
     # 8. window -------------------------------------------------------------------
     zone, zone_name, zone_source, zone_note = _callee_zone(
@@ -749,10 +781,14 @@ def _agent_refusal(
     )
 
 
-def _line_check(request: DialRequest, region: str) -> Check:
+def _line_check(request: DialRequest, region: str, allow_unregistered: bool) -> Check:
     lines = request.registered_lines
     if lines is None:
-        return _PASS_LINE_NONE
+        # Only a PBX dial ("sip") presents a caller line of its own; every other
+        # channel is placed through the service's own registered PBX account.
+        if request.channel != "sip":
+            return _PASS_LINE_OWN
+        return _PASS_LINE_ALLOWED if allow_unregistered else _FAIL_LINE_NONE
     line = request.caller_line
     if not line:
         return _c(
@@ -785,23 +821,30 @@ def _blackout_check(policy: Policy, day: date) -> Check:
             f"{day.isoformat()}（被叫当地日期）为委托方要求避开的敏感日期",
         )
     if policy.cn_holidays:
-        try:
-            name = holidays.holiday_name(day)
-        except holidays.HolidayDataMissing as exc:
-            return _c(
-                "window.blackout_date",
-                True,
-                f"not blocked: {exc}; PRC holidays could not be checked",
-                f"未拦截：节假日数据缺少 {day.year} 年，无法判断法定节假日",
+        cal = policy.calendar
+        hol = cal.holiday(day)
+        missing_en = missing_zh = ""
+        if not cal.arranged(day.year):
+            missing_en = (
+                f"; the State Council's {day.year} holiday arrangement is missing, so only the statutory days "
+                f"are blocked (import it: dialgate holidays import FILE)"
             )
-        if name is not None:
+            missing_zh = f"；缺少国务院 {day.year} 年节假日安排，仅按法定节假日拦截（请导入：dialgate holidays import）"
+        if hol is not None:
+            kind_en = "a PRC holiday" if hol.source == "arrangement" else "a PRC statutory holiday"
+            kind_zh = "法定节假日（放假安排）" if hol.source == "arrangement" else "法定节假日"
             return _c(
                 "window.blackout_date",
                 False,
-                f"{day.isoformat()} (callee date) is a PRC statutory holiday ({name[0]})",
-                f"{day.isoformat()}（被叫当地日期）为法定节假日（{name[1]}）",
+                f"{day.isoformat()} (callee date) is {kind_en} ({hol.name}){missing_en}",
+                f"{day.isoformat()}（被叫当地日期）为{kind_zh}（{hol.name_zh}）{missing_zh}",
             )
-        return _c("window.blackout_date", True, f"{day.isoformat()} is neither a blackout date nor a PRC holiday", "非敏感日期、非法定节假日")
+        return _c(
+            "window.blackout_date",
+            True,
+            f"{day.isoformat()} is neither a blackout date nor a PRC holiday{missing_en}",
+            f"非敏感日期、非法定节假日{missing_zh}",
+        )
     return _c("window.blackout_date", True, f"{day.isoformat()} is not a blackout date", "非委托方敏感日期")
 
 
@@ -809,10 +852,7 @@ def _blocked_day(policy: Policy, day: date) -> bool:
     if day in policy.blackout_dates:
         return True
     if policy.cn_holidays:
-        try:
-            return holidays.holiday_name(day) is not None
-        except holidays.HolidayDataMissing:
-            return False
+        return policy.calendar.holiday(day) is not None
     return False
 
 

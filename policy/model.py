@@ -101,7 +101,9 @@ class DialRequest:
     faults: frozenset[str] = frozenset()  # subset of SYSTEM_FAULTS
     appointments: tuple[Appointment, ...] = ()
     # SIP channel only: the caller line the PBX presented, and the creditor's registered
-    # lines. `registered_lines=None` means the creditor has no list (rule passes).
+    # lines. `registered_lines=None` means the creditor has no list: a "sip" dial is then
+    # blocked unless the policy allows unregistered lines; other channels go through the
+    # service's own PBX account, a registered line.
     caller_line: str | None = None
     registered_lines: frozenset[str] | None = None
 

@@ -3,23 +3,33 @@
 Everything here is plain data in the same shape as the `[policy]` TOML table, so the
 loader validates presets exactly like user configuration.
 
+Agency defaults
+---------------
+Seed 001 (催收作业规程 第十三条) limits *the same number*: ``cap.number_hourly`` (2 an
+hour) and ``cap.number_daily`` (4 a day) count every call to the number, whatever its
+relation on each case that holds it. The third-party caps (3 a day, 2 an hour) apply
+on top to relatives, colleagues and other third parties, and ``cap.case_daily`` keeps
+one case from being called more than 10 times a day over all its numbers.
+
 Presets
 -------
-A preset is the complete calling-window-and-caps rule set of one regulation. Selecting
-it (``preset = "..."`` for a creditor, or at the top of ``[policy]``) REPLACES the
-window and the cap list of the base policy; the creditor's own keys are then applied
-on top (``caps = [...]`` patches by id or adds; a cap id from the defaults or another
-preset may be re-added by id alone, its fields taken from here). Time zone, blackout
-dates, holidays and appointment rules are not touched by a preset.
+A preset is what one regulation adds to the agency's rules. Selecting it (``preset =
+"..."`` for a creditor, or at the top of ``[policy]``) APPENDS its caps to the current
+list and narrows the calling window to the overlap of both; it never removes an agency
+cap or widens the window. A creditor removes an agency cap only by naming it in
+``drop_caps``, which `dialgate policy lint` reports. Time zone, blackout dates,
+holidays and appointment rules are not touched by a preset.
 
 ``us-reg-f`` — US Regulation F (12 CFR 1006.14(b)), the call-frequency safe harbour:
-  * ``cap.regf_case_7d``: at most 7 call attempts per case within 7 consecutive days
-    (rolling 7d; all relations, so every call of the case counts — stricter than the
-    per-person reading of the rule);
-  * ``cap.regf_quiet_after_conversation``: no call for 7 days after a telephone
-    conversation — a connected-count cap, limit 1 per rolling 7d on scope case. It
-    applies to and counts the debtor and the guarantor (the consumers of Reg F); a
-    conversation with a relative or colleague does not quiet the case.
+  * ``cap.regf_case_7d``: at most 7 call attempts per case within 7 consecutive
+    calendar days (callee-local dates, today included; all relations, so every call of
+    the case counts — stricter than the per-person reading of the rule);
+  * ``cap.regf_quiet_after_conversation``: no call within the 7 calendar days that
+    begin with the day of a telephone conversation ("the date of the telephone
+    conversation is the first day") — a connected-count cap, limit 1 per 7 calendar
+    days on scope case. It applies to and counts the debtor and the guarantor (the
+    consumers of Reg F); a conversation with a relative or colleague does not quiet
+    the case.
   * window 08:00–21:00 callee-local (FDCPA §805(a)(1): before 8 a.m. and after 9 p.m.
     are presumed inconvenient).
 
@@ -47,7 +57,7 @@ DEFAULT_CAPS: list[dict[str, Any]] = [
     {
         "id": "cap.number_hourly",
         "scope": "number",
-        "relations": ["self", "guarantor"],
+        "relations": list(ALL_RELATIONS),
         "count": "attempts",
         "limit": 2,
         "window": "1h",
@@ -55,7 +65,7 @@ DEFAULT_CAPS: list[dict[str, Any]] = [
     {
         "id": "cap.number_daily",
         "scope": "number",
-        "relations": ["self", "guarantor"],
+        "relations": list(ALL_RELATIONS),
         "count": "attempts",
         "limit": 4,
         "window": "calendar_day",
@@ -98,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "relations": list(ALL_RELATIONS),
                 "count": "attempts",
                 "limit": 7,
-                "window": "7d",
+                "window": "7 calendar_days",
             },
             {
                 "id": "cap.regf_quiet_after_conversation",
@@ -106,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "relations": ["self", "guarantor"],
                 "count": "connected",
                 "limit": 1,
-                "window": "7d",
+                "window": "7 calendar_days",
             },
         ],
     },

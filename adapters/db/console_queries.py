@@ -636,7 +636,19 @@ class SqlAlchemyConsoleQueries:
         for name in ("sip", "mqtt"):
             items.append(await _component_health(name, getattr(self.services, name, None)))
         items.append(self._audit_health())
+        items.append(self._holidays_health())
         return items
+
+    def _holidays_health(self) -> HealthItem:
+        # The statutory days block without the year's arrangement: degraded, not down.
+        from dialer.holidays_cli import arrangement_health
+
+        report = arrangement_health(self.services.policies, self.services.clock.now())
+        if report is None:
+            return HealthItem("holidays", "off", "no creditor uses cn_holidays")
+        if report["status"] == "ok":
+            return HealthItem("holidays", "ok", f"arrangements known up to {report['arranged_until']}")
+        return HealthItem("holidays", "degraded", f"{report['detail']} / {report['detail_zh']}")
 
     async def _store_health(self) -> HealthItem:
         try:

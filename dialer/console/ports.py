@@ -345,12 +345,12 @@ class PurgeView:
 
 @dataclass(frozen=True, slots=True)
 class HealthItem:
-    component: str  # "store" | "vault" | "sip" | "mqtt" | "audit_chain"
+    component: str  # "store" | "vault" | "sip" | "mqtt" | "audit_chain" | "holidays"
     status: str  # "ok" | "degraded" | "down" | "off" | "checking"
     detail: str = ""
 
 
-HEALTH_COMPONENTS: tuple[str, ...] = ("store", "vault", "sip", "mqtt", "audit_chain")
+HEALTH_COMPONENTS: tuple[str, ...] = ("store", "vault", "sip", "mqtt", "audit_chain", "holidays")
 
 
 @runtime_checkable

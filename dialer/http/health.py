@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from dialer import metrics
 from dialer.errors import StoreUnavailable
+from dialer.holidays_cli import arrangement_health
 from dialer.http.deps import Caller, Svc
 from dialer.usecases import require_role
 
@@ -52,6 +53,9 @@ async def readyz(who: Caller, svc: Svc) -> Any:
     mqtt = getattr(svc, "mqtt", None)  # the MQTT bus when [mqtt] url is set: reported, not
     if mqtt is not None:  # gating (events wait in the outbox while the broker is away)
         body["mqtt"] = mqtt.health()
+    holidays = arrangement_health(svc.policies, svc.clock.now())  # reported, not gating: the
+    if holidays is not None:  # statutory days still block without the year's arrangement
+        body["holidays"] = holidays
     pbx = getattr(svc, "pbx", None)  # click-to-dial's SIP registration ([pbx] mode sip_ua): reported;
     if pbx is not None:  # while it is down, dials are refused with 503 and the reason
         body["pbx"] = pbx.health()

@@ -467,3 +467,24 @@ async def test_rotating_a_token_ends_the_console_sessions_it_opened_and_enable_d
         await admin.set_disabled("comp-a", True)
         await admin.set_disabled("comp-a", False)
         assert not await _signed_in(c)
+
+
+async def test_the_holiday_item_is_off_without_cn_holidays_and_amber_when_next_years_arrangement_is_missing(
+    service: Seeded,
+):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from policy import load_policy
+
+    async with service.console("comp-a") as c:
+        html = (await c.get("/console/")).text
+    assert re.search(r'<li class="h-off" title="[^"]*" data-component="holidays">', html)
+    # 25 days before 2027, whose arrangement is not built in (sign in again at that time).
+    service.app.state.services.policies = load_policy({"creditors": {"bank-a": {"cn_holidays": True}}})
+    service.clock.set(datetime(2026, 12, 7, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")))
+    async with service.console("comp-a") as c:
+        html = (await c.get("/console/")).text
+    item = re.search(r'<li class="h-degraded" title="([^"]+)" data-component="holidays">', html)
+    assert item and "2027" in item.group(1)
+    assert "节假日安排: <strong>降级</strong>" in html

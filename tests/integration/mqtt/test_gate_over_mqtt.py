@@ -282,7 +282,10 @@ async def test_an_answered_call_reported_over_mqtt_counts_for_the_connected_call
     )
     third = await gate.dial("col-b", "B-1", "18600000006")
     assert third.status_code == 403
-    assert third.json()["decision"]["rule_id"] == "cap.regf_quiet_after_conversation"
+    # The preset adds to the agency's caps: its hourly cap (2) decides first, and the
+    # connected call has quieted the case too.
+    checks = {c["rule_id"]: c["passed"] for c in third.json()["decision"]["checks"]}
+    assert checks["cap.regf_quiet_after_conversation"] is False
 
 
 async def test_garbage_wrong_creditor_and_unmatched_messages_are_dead_lettered_and_the_gate_keeps_serving(

@@ -101,3 +101,52 @@ def test_the_simulate_command_prints_json_lines_and_exits_2_on_a_bad_line(tmp_pa
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2
     assert "s.jsonl:3" in done.stderr
+
+
+async def test_every_dial_gets_an_answer_line_even_when_the_gate_refuses_it_before_the_policy() -> None:
+    other = {**CASE, "case_id": "B9", "creditor": "bank-b", "assigned_agent": "b1",
+             "contacts": [{"number": "13900000009", "relation": "self"}]}
+    lines = [
+        json.dumps({"op": "cases", "cases": [CASE, other]}),
+        # a1 dials bank-b's case: a1 cannot see bank-b's data.
+        json.dumps({"op": "dial", "ref": "x1", "at": "2026-11-24T09:00:00+08:00", "case_id": "B9",
+                    "number": "13900000009", "agent_id": "a1"}),
+        # An unknown number on a1's own case.
+        json.dumps({"op": "dial", "ref": "x2", "at": "2026-11-24T09:01:00+08:00", "case_id": "S1",
+                    "number": "13700000000", "agent_id": "a1"}),
+        # S1 is reassigned to b1 (re-imported); a1 dials it afterwards.
+        json.dumps({"op": "cases", "at": "2026-11-24T09:02:00+08:00", "cases": [{**CASE, "assigned_agent": "b1"}]}),
+        _dial("x3", "2026-11-24T09:03:00+08:00"),
+        # A collector who holds no case of the scenario at all.
+        json.dumps({"op": "dial", "ref": "x4", "at": "2026-11-24T09:04:00+08:00", "case_id": "S1",
+                    "number": "13800000001", "agent_id": "nobody"}),
+        json.dumps({"op": "outcome", "ref": "x4", "at": "2026-11-24T09:05:00+08:00", "disposition": "busy"}),
+        json.dumps({"op": "dial", "ref": "x5", "at": "2026-11-24T09:06:00+08:00", "case_id": "S1",
+                    "number": "13800000001", "agent_id": "b1"}),
+    ]
+    out = await _run(lines)
+    assert [(o["ref"], o["allowed"], o["rule_id"]) for o in out] == [
+        ("x1", False, "case.not_found"),
+        ("x2", False, "contact.not_authorized"),
+        ("x3", False, "agent.not_assigned"),
+        ("x4", False, "agent.not_assigned"),
+        ("x5", True, "allow"),
+    ]
+    assert out[0]["decision_id"] is None and out[1]["decision_id"]
+
+
+@pytest.mark.slow
+def test_the_documented_example_scenario_runs_as_written_and_answers_every_dial() -> None:
+    cmd = [sys.executable, "-m", "dialer.cli", "simulate", "--config", "examples/policy-new.toml",
+           "--scenario", "examples/scenario.jsonl"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    answers = {a["ref"]: (a["allowed"], a["rule_id"]) for a in map(json.loads, done.stdout.splitlines())}
+    scenario = (REPO / "examples" / "scenario.jsonl").read_text(encoding="utf-8").splitlines()
+    asked = [json.loads(x)["ref"] for x in scenario if json.loads(x)["op"] in ("dial", "check")]
+    assert sorted(answers) == sorted(asked)
+    assert answers["d3"] == (False, "cap.number_hourly")  # the debtor's number, called as a relative's too
+    assert answers["d4"] == (False, "case.not_found")  # another creditor's case
+    assert answers["d5"] == (False, "contact.not_authorized")  # an unknown number
+    assert answers["d6"] == (False, "agent.not_assigned")  # the former collector of a reassigned case
+    assert answers["d8"] == (False, "window.outside_hours")  # bank-b's window ends at 20:30 under the new policy

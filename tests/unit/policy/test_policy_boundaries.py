@@ -1,4 +1,4 @@
-"""The policy core is pure: standard library, phonenumbers and chinese-calendar only."""
+"""The policy core is pure: standard library, phonenumbers and holidays (lunar dates) only."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 POLICY_DIR = Path(__file__).resolve().parents[3] / "policy"
-ALLOWED_THIRD_PARTY = {"phonenumbers", "chinese_calendar"}
+ALLOWED_THIRD_PARTY = {"phonenumbers", "holidays"}
 FORBIDDEN = ("dialer", "adapters", "recordings")
 NO_IO_OR_CLOCK = ("asyncio", "sqlalchemy", "socket", "os", "time", "random")
 

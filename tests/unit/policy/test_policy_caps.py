@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from policy_factories import (
     DEBTOR,
     FAMILY,
@@ -89,30 +91,52 @@ def test_the_calendar_day_of_a_new_york_callee_is_new_yorks_day() -> None:
     assert decide(request, history=history, policy=pol, now=datetime(2026, 11, 25, 8, 0, tzinfo=NY)).allowed
 
 
-def test_third_party_caps_apply_to_relatives_and_not_the_debtor_caps() -> None:
+def test_third_party_caps_apply_to_relatives_on_top_of_the_number_caps() -> None:
     history = attempts_at(sh(2026, 11, 24, 9), sh(2026, 11, 24, 11), sh(2026, 11, 24, 13), number=FAMILY)
     decision = decide(make_request(number=FAMILY), history=history, now=sh(2026, 11, 24, 15, 0))
     assert decision.rule_id == "cap.third_party_daily"
     counters = decision.inputs_used["counters"]
-    assert counters["cap.number_daily"] == {"applies": False, "limit": 4, "window": "calendar_day"}
+    assert counters["cap.number_daily"] == {"applies": True, "count": 3, "limit": 4, "window": "calendar_day"}
     assert not check(decision, "cap.third_party_daily").passed
-    assert "does not apply" in check(decision, "cap.number_daily").detail
+    assert check(decision, "cap.number_daily").passed
     # The debtor (self) is not held to the third-party cap of 3.
     debtor_history = attempts_at(sh(2026, 11, 24, 9), sh(2026, 11, 24, 11), sh(2026, 11, 24, 13))
     assert decide(history=debtor_history, now=sh(2026, 11, 24, 15, 0)).allowed
 
 
 def test_a_cap_counts_only_events_of_the_relations_it_applies_to() -> None:
-    # The same number is the debtor in this case and a relative in another case: the
-    # third-party attempts do not count towards the debtor's hourly cap.
+    pol = policy_from({"caps": [{"id": "cap.debtor_hourly", "scope": "number", "relations": ["self"], "limit": 2, "window": "1h"}]})
     history = [
         event(sh(2026, 11, 24, 10, 10), DEBTOR, case_id="C-other", relation="family"),
         event(sh(2026, 11, 24, 10, 20), DEBTOR, case_id="C-other", relation="family"),
         event(sh(2026, 11, 24, 10, 30), DEBTOR),
     ]
-    decision = decide(history=history, now=sh(2026, 11, 24, 10, 45))
+    decision = decide(history=history, now=sh(2026, 11, 24, 10, 45), policy=pol)
     assert decision.allowed
-    assert decision.inputs_used["counters"]["cap.number_hourly"]["count"] == 1
+    assert decision.inputs_used["counters"]["cap.debtor_hourly"]["count"] == 1
+
+
+def test_one_number_takes_four_calls_a_day_whoever_it_belongs_to_on_each_case() -> None:
+    # Seed 001, 第十三条: the debtor's number on this case is a relative's on another.
+    history = [
+        event(sh(2026, 11, 24, 8, 30), DEBTOR, case_id="C-other", relation="family"),
+        event(sh(2026, 11, 24, 10, 0), DEBTOR, case_id="C-other", relation="family"),
+        event(sh(2026, 11, 24, 12, 0), DEBTOR),
+        event(sh(2026, 11, 24, 14, 0), DEBTOR),
+    ]
+    decision = decide(history=history, now=sh(2026, 11, 24, 16, 0))
+    assert decision.rule_id == "cap.number_daily"
+    assert decision.inputs_used["counters"]["cap.number_daily"]["count"] == 4
+
+
+def test_one_number_takes_two_calls_an_hour_whoever_it_belongs_to_on_each_case() -> None:
+    history = [
+        event(sh(2026, 11, 24, 10, 10), DEBTOR, case_id="C-other", relation="family"),
+        event(sh(2026, 11, 24, 10, 30), DEBTOR),
+    ]
+    decision = decide(history=history, now=sh(2026, 11, 24, 10, 45))
+    assert decision.rule_id == "cap.number_hourly"
+    assert decision.next_allowed_at == sh(2026, 11, 24, 11, 10)
 
 
 def test_a_number_cap_counts_attempts_on_that_number_across_cases() -> None:
@@ -139,7 +163,8 @@ def test_connected_caps_count_connected_calls_only() -> None:
     connected = attempts_only + [event(sh(2026, 11, 21, 10), kind="connected")]
     decision = decide(history=connected, policy=pol, now=sh(2026, 11, 24, 10))
     assert decision.rule_id == "cap.regf_quiet_after_conversation"
-    assert decision.next_allowed_at == sh(2026, 11, 28, 10, 0)
+    # The conversation day (21 Nov) is day 1 of 7: free from 28 Nov, at the window's start.
+    assert decision.next_allowed_at == sh(2026, 11, 28, 8, 0)
 
 
 def test_events_of_other_numbers_and_cases_are_ignored() -> None:
@@ -185,7 +210,7 @@ def test_an_unknown_relation_is_held_to_the_third_party_caps_instead_of_escaping
     case = make_case("C-odd", contacts=(ContactSnapshot(odd, "neighbour"),))
     history = [event(sh(2026, 11, 24, 9, m), odd, case_id="C-odd", relation="neighbour") for m in (0, 20)]
     decision = decide(make_request(number=odd, case=case), history=history, now=sh(2026, 11, 24, 9, 40))
-    assert decision.rule_id == "cap.third_party_hourly"
+    assert not check(decision, "cap.third_party_hourly").passed
 
 
 def test_a_rolling_window_across_the_new_york_fall_back_counts_real_elapsed_time() -> None:
@@ -196,7 +221,8 @@ def test_a_rolling_window_across_the_new_york_fall_back_counts_real_elapsed_time
     history = [event(first, US_RELATIVE, case_id="C-fallback"), event(first + timedelta(minutes=20), US_RELATIVE, case_id="C-fallback")]
     request = make_request(number=US_RELATIVE, case=case)
     blocked = decide(request, history=history, policy=pol, now=first + timedelta(minutes=50))
-    assert blocked.rule_id == "cap.third_party_hourly"
+    assert blocked.rule_id == "cap.number_hourly"
+    assert not check(blocked, "cap.third_party_hourly").passed
     # Frees one real hour after the first attempt: 01:30 EST, the second 01:30 of the night.
     # (Compared as timestamps: by PEP 495 a time in the repeated hour never compares
     # equal to another zone's datetime.)
@@ -220,3 +246,68 @@ def test_the_25_hour_new_york_day_of_the_fall_back_is_one_calendar_day() -> None
     blocked = decide(request, history=history, policy=pol, now=late + timedelta(minutes=5))
     assert blocked.rule_id == "cap.family_daily"
     assert blocked.next_allowed_at == datetime(2026, 11, 2, 0, 0, tzinfo=NY)
+
+
+# ---------------------------------------------------------------- N calendar days
+
+THREE_DAYS = {"window": {"start": "00:00", "end": "24:00"}, "caps": [
+    {"id": "cap.quiet", "scope": "case", "count": "connected", "limit": 1, "window": "3 calendar_days"},
+]}
+
+
+def test_n_calendar_days_count_the_callees_last_n_dates_and_free_at_the_midnight_ending_them() -> None:
+    pol = policy_from(THREE_DAYS)
+    talked = [event(sh(2026, 11, 24, 23, 50), kind="connected")]
+    # 24th (day 1), 25th, 26th are quiet; the 27th is free from its first second.
+    blocked = decide(history=talked, policy=pol, now=sh(2026, 11, 26, 23, 59, 59))
+    assert blocked.rule_id == "cap.quiet"
+    assert blocked.next_allowed_at == sh(2026, 11, 27, 0, 0)
+    assert decide(history=talked, policy=pol, now=sh(2026, 11, 27, 0, 0)).allowed
+    assert "last 3 calendar days" in check(blocked, "cap.quiet").detail
+
+
+@pytest.mark.parametrize(
+    ("talked_utc", "free_local"),
+    [
+        # New York springs forward on 14 Mar 2027: a 3-day period 12-14 Mar ends at 15 Mar 00:00 EDT.
+        (datetime(2027, 3, 12, 15, 0, tzinfo=timezone.utc), "2027-03-15T00:00:00-04:00"),
+        # ... and falls back on 1 Nov 2026: 31 Oct - 2 Nov ends at 3 Nov 00:00 EST.
+        (datetime(2026, 10, 31, 15, 0, tzinfo=timezone.utc), "2026-11-03T00:00:00-05:00"),
+    ],
+)
+def test_n_calendar_days_free_at_callee_midnight_across_dst_changes(talked_utc, free_local) -> None:
+    pol = policy_from(THREE_DAYS)
+    case = make_case("C-dst3", commission_end=None)
+    request = make_request(number=US_RELATIVE, case=case)
+    talked = [event(talked_utc, US_RELATIVE, case_id="C-dst3", relation="family", kind="connected")]
+    blocked = decide(request, history=talked, policy=pol, now=talked_utc + timedelta(hours=1))
+    assert blocked.next_allowed_at.isoformat() == free_local
+    at = blocked.next_allowed_at
+    assert decide(request, history=talked, policy=pol, now=at).allowed
+    assert decide(request, history=talked, policy=pol, now=at - timedelta(seconds=1)).rule_id == "cap.quiet"
+
+
+@pytest.mark.parametrize(
+    ("window", "normalised"),
+    [("7 calendar_days", "7 calendar_days"), ("7calendar_days", "7 calendar_days"), ("1 calendar_day", "calendar_day")],
+)
+def test_calendar_day_windows_are_written_n_calendar_days(window, normalised) -> None:
+    pol = policy_from({"caps": [{"id": "cap.x", "scope": "case", "limit": 3, "window": window}]})
+    assert pol.caps[0].window == normalised
+
+
+@pytest.mark.parametrize("window", ["0 calendar_days", "401 calendar_days", "calendar_days", "7 days"])
+def test_a_bad_calendar_day_window_is_refused_with_its_key_path(window) -> None:
+    from policy import PolicyConfigError, load_policy
+
+    with pytest.raises(PolicyConfigError) as err:
+        load_policy({"caps": [{"id": "cap.x", "scope": "case", "limit": 3, "window": window}]})
+    assert err.value.path == "policy.caps[0].window"
+
+
+def test_the_number_caps_say_they_count_the_number_whatever_its_relation() -> None:
+    decision = decide(now=sh(2026, 11, 24, 10, 0))
+    assert "this number (any relation, any case)" in check(decision, "cap.number_daily").detail
+    assert "不论关系" in check(decision, "cap.number_hourly").detail_zh
+    # The third-party caps keep their plain wording.
+    assert "(any relation" not in check(decide(make_request(number=FAMILY)), "cap.third_party_daily").detail

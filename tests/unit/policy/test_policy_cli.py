@@ -28,6 +28,19 @@ bank-b = ["+862161234567", "1001"]
 """
 
 
+ARRANGEMENT_2027 = """# a test arrangement (not the State Council's)
+year 2027
+off  2027-01-01 2027-01-03  元旦 New Year's Day
+off  2027-02-05 2027-02-11  春节 Spring Festival
+work 2027-02-20             春节调休
+off  2027-04-03 2027-04-05  清明节 Qingming
+off  2027-05-01 2027-05-05  劳动节 Labour Day
+off  2027-06-09 2027-06-09  端午节 Dragon Boat Festival
+off  2027-09-15 2027-09-15  中秋节 Mid-Autumn Festival
+off  2027-10-01 2027-10-07  国庆节 National Day
+"""
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -54,19 +67,62 @@ def test_lint_json_lists_every_effective_policy(tmp_path: Path) -> None:
     assert len(data["version"]) == 64 and data["warnings"] == []
 
 
-def test_lint_warns_when_the_holiday_data_ends_within_sixty_days(tmp_path: Path) -> None:
+def test_lint_warns_sixty_days_before_a_year_whose_holiday_arrangement_is_missing(tmp_path: Path) -> None:
     cfg = write(tmp_path, "config.toml", GOOD)
     result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-23"])
-    assert result.exit_code == 0
-    assert "holiday data ends on 2026-12-31 (38 days" in result.output
-    strict = runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-23", "--strict"])
-    assert strict.exit_code == 1
-    # 60 days before the end it warns; 61 days before, not yet.
-    assert "holiday data ends" in runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-01"]).output
-    assert "holiday data ends" not in runner.invoke(app, ["lint", str(cfg), "--today", "2026-10-31"]).output
+    assert result.exit_code == 0, result.output
+    assert "2027 holiday arrangement is not imported yet (39 days left" in result.output
+    assert runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-23", "--strict"]).exit_code == 1
+    # 60 days before the year it warns; 61 days before, not yet.
+    assert "2027 holiday arrangement" in runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-02"]).output
+    assert "2027 holiday arrangement" not in runner.invoke(app, ["lint", str(cfg), "--today", "2026-11-01"]).output
     # Without any creditor using cn_holidays there is nothing to warn about.
     plain = write(tmp_path, "plain.toml", GOOD.replace("cn_holidays = true", ""))
     assert json.loads(runner.invoke(app, ["lint", str(plain), "--today", "2026-11-23", "--json"]).output)["warnings"] == []
+
+
+def test_lint_fails_naming_the_year_from_thirty_days_before_a_year_without_an_arrangement(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD)
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-12-02"])
+    assert result.exit_code == 1, result.output
+    assert "2027 holiday arrangement is missing" in result.output and "bank-b" in result.output
+    # The day before the 30 days begin it only warns.
+    assert runner.invoke(app, ["lint", str(cfg), "--today", "2026-12-01"]).exit_code == 0
+    # Inside the year too, until the arrangement is imported.
+    late = runner.invoke(app, ["lint", str(cfg), "--today", "2027-01-05", "--json"])
+    assert late.exit_code == 1
+    assert any("2027" in p and "bank-b" in p for p in json.loads(late.output)["problems"])
+
+
+def test_lint_passes_once_the_missing_year_is_imported_from_the_holiday_file(tmp_path: Path) -> None:
+    arrangement = write(tmp_path, "holidays.txt", ARRANGEMENT_2027)
+    cfg = write(tmp_path, "config.toml", GOOD.replace('timezone = "Asia/Shanghai"', f'holiday_file = "{arrangement}"'))
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-12-02"])
+    assert result.exit_code == 0, result.output
+    assert "holiday arrangement" not in result.output
+
+
+def test_lint_refuses_a_holiday_file_with_a_make_up_day_on_a_weekday_naming_the_line(tmp_path: Path) -> None:
+    arrangement = write(tmp_path, "holidays.txt", ARRANGEMENT_2027 + "work 2027-03-03\n")
+    cfg = write(tmp_path, "config.toml", GOOD.replace('timezone = "Asia/Shanghai"', f'holiday_file = "{arrangement}"'))
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-12-02"])
+    assert result.exit_code == 2
+    assert f"{arrangement}:{ARRANGEMENT_2027.count(chr(10)) + 1}" in result.output.replace("\n", "")
+    assert "Wednesday" in result.output
+
+
+def test_lint_reports_a_creditor_that_drops_an_agency_cap(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD.replace('preset = "cn-cba-2026"', 'preset = "cn-cba-2026"\ndrop_caps = ["cap.number_hourly"]'))
+    warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
+    assert any("bank-b drops agency cap(s) cap.number_hourly" in w for w in warnings)
+
+
+def test_lint_warns_loudly_about_a_creditor_allowed_unregistered_lines(tmp_path: Path) -> None:
+    # TOML tables must not be reopened after [sip...]: put the creditor before it.
+    text = GOOD.replace("[sip.registered_lines]", "[policy.creditors.bank-z]\nallow_unregistered_lines = true\n\n[sip.registered_lines]")
+    cfg = write(tmp_path, "config.toml", text)
+    warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
+    assert any(w.startswith("!!! creditor bank-z") and "ANY line" in w for w in warnings)
 
 
 def test_lint_warns_about_a_creditor_without_registered_lines(tmp_path: Path) -> None:
@@ -147,13 +203,6 @@ def test_the_policy_cli_runs_on_its_own_as_a_module() -> None:
     assert "lint" in result.stdout and "explain" in result.stdout
 
 
-def test_lint_warns_when_the_holiday_data_has_already_ended(tmp_path: Path) -> None:
-    cfg = write(tmp_path, "config.toml", GOOD)
-    result = runner.invoke(app, ["lint", str(cfg), "--today", "2027-01-05", "--json"])
-    warnings = json.loads(result.output)["warnings"]
-    assert any("holiday data ended on 2026-12-31" in w and "bank-b" in w for w in warnings)
-
-
 def test_explain_reads_a_history_json_array_with_events_of_other_numbers(tmp_path: Path) -> None:
     events = [
         {"at": "2026-11-24T09:00:00+08:00", "number": "+8613700000003", "relation": "family"},
@@ -170,3 +219,35 @@ def test_explain_reads_a_history_json_array_with_events_of_other_numbers(tmp_pat
     assert decision["rule_id"] == "cap.case_daily"
     assert decision["inputs_used"]["counters"]["cap.case_daily"]["count"] == 10
     assert decision["inputs_used"]["counters"]["cap.number_daily"]["count"] == 0
+
+
+def test_explain_does_not_name_its_stand_in_collector() -> None:
+    result = runner.invoke(app, ["explain", "--creditor", "bank-a", "--number", "13800000001", "--at", "2026-11-24T10:00:00+08:00", "--json"])
+    assert result.exit_code == 0, result.output
+    agent = next(c for c in json.loads(result.output)["checks"] if c["rule_id"] == "agent.not_assigned")
+    assert "explain" not in agent["detail"] and "assigned collector" in agent["detail"]
+
+
+def test_explain_counts_a_relatives_number_against_the_number_caps_too(tmp_path: Path) -> None:
+    history = write(tmp_path, "h.jsonl", "\n".join(
+        json.dumps({"at": f"2026-11-24T09:{m}:00+08:00", "relation": "self", "case_id": "OTHER"}) for m in ("00", "10")
+    ))
+    result = runner.invoke(app, ["explain", "--creditor", "bank-a", "--number", "13800000001", "--relation", "family",
+                                 "--at", "2026-11-24T09:30:00+08:00", "--history", str(history), "--json"])
+    decision = json.loads(result.output)
+    assert decision["rule_id"] == "cap.number_hourly"
+    assert decision["inputs_used"]["counters"]["cap.number_hourly"]["count"] == 2
+
+
+def test_lint_passes_on_the_shipped_config_toml_even_under_strict() -> None:
+    shipped = Path(__file__).resolve().parents[3] / "config.toml"
+    result = runner.invoke(app, ["lint", str(shipped), "--strict", "--today", "2026-12-07"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output and "problem" not in result.output
+
+
+def test_lint_warns_that_sip_dials_of_a_creditor_without_registered_lines_are_blocked(tmp_path: Path) -> None:
+    text = GOOD.replace("[sip.registered_lines]", "[policy.creditors.bank-y]\ncn_holidays = false\n\n[sip.registered_lines]")
+    cfg = write(tmp_path, "config.toml", text)
+    warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
+    assert any("bank-y" in w and "blocked with line.not_registered" in w for w in warnings)

@@ -11,8 +11,6 @@ import json
 import os
 from datetime import datetime, timedelta
 
-import chinese_calendar
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
@@ -59,6 +57,17 @@ POLICIES = {
         }
     ).default,
     "holidays": load_policy({"cn_holidays": True, "window": {"start": "08:00", "end": "24:00"}}).default,
+    # N calendar days in the callee's dates, across New York's fall-back on 1 Nov.
+    "calendar-days": load_policy(
+        {
+            "window": {"start": "07:00", "end": "23:30"},
+            "caps": [
+                {"id": "cap.n3", "scope": "number", "limit": 3, "window": "3 calendar_days"},
+                {"id": "cap.c2", "scope": "case", "count": "connected", "limit": 1, "window": "2 calendar_days"},
+                {"id": "cap.u4", "scope": "number", "count": "unanswered", "limit": 2, "window": "4 calendar_days"},
+            ],
+        }
+    ).default,
 }
 
 BASE = datetime(2026, 9, 28, 0, 0, tzinfo=SH)  # National Day break 1-7 Oct; New York leaves DST on 1 Nov
@@ -76,7 +85,8 @@ def reference_count(cap: Cap, history: list[HistoryEvent], number: str, case_id:
         if not in_scope or e.relation not in cap.relations or e.kind != kind:
             return False
         if cap.window_delta is None:
-            return e.at.astimezone(zone).date() == t.astimezone(zone).date()
+            today = t.astimezone(zone).date()
+            return 0 <= (today - e.at.astimezone(zone).date()).days < cap.days
         return e.at > t - cap.window_delta
 
     attempts = sum(selected(e, "attempt") for e in history)
@@ -92,7 +102,7 @@ def blacked_out(pol: Policy, number: str, t: datetime) -> bool:
     local = t.astimezone(callee_zone(number))
     if local.date() in pol.blackout_dates:
         return True
-    if pol.cn_holidays and local.date() in chinese_calendar.constants.holidays:
+    if pol.cn_holidays and pol.calendar.holiday(local.date()) is not None:
         return True
     wall = local.replace(tzinfo=None)
     sod = local.hour * 3600 + local.minute * 60 + local.second

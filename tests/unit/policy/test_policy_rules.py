@@ -173,11 +173,33 @@ def test_registered_lines_accept_e164_equivalents_and_raw_pbx_line_ids() -> None
     assert decide(make_request(caller_line="1002", registered_lines=lines)).rule_id == "line.not_registered"
 
 
-def test_without_a_registered_line_list_the_line_rule_passes_and_says_so() -> None:
+def test_click_to_dial_through_the_services_own_pbx_account_counts_as_a_registered_line() -> None:
     from policy_factories import check
 
     line = check(decide(make_request(caller_line="9999")), "line.not_registered")
-    assert line.passed and line.detail == "no registered-line list for this creditor"
+    assert line.passed and "service's own PBX account" in line.detail
+
+
+def test_a_sip_dial_of_a_creditor_without_registered_lines_fails_closed() -> None:
+    from dataclasses import replace
+
+    request = replace(make_request(caller_line="9999"), channel="sip")
+    decision = decide(request)
+    assert decision.rule_id == "line.not_registered" and decision.next_allowed_at is None
+    assert "no registered-line list" in decision.reason and "未配置报备外呼线路" in decision.reason_zh
+
+
+def test_allow_unregistered_lines_lets_a_creditors_sip_dials_through_and_says_so() -> None:
+    from dataclasses import replace
+
+    from policy_factories import check, policy_from
+
+    pol = policy_from({"creditors": {"bank-a": {"allow_unregistered_lines": True}}})
+    decision = decide(replace(make_request(caller_line="9999"), channel="sip"), policy=pol)
+    assert decision.allowed and "allow_unregistered_lines" in check(decision, "line.not_registered").detail
+    # A registered-line list, when there is one, still decides.
+    listed = replace(make_request(caller_line="9999", registered_lines=frozenset({"1001"})), channel="sip")
+    assert decide(listed, policy=pol).rule_id == "line.not_registered"
 
 
 def test_details_mask_phone_numbers() -> None:

@@ -128,14 +128,24 @@ def test_prc_statutory_holidays_block_when_enabled() -> None:
     assert decide(now=sh(2026, 10, 3, 10, 0)).allowed
 
 
-def test_a_year_without_holiday_data_passes_with_a_note_instead_of_blocking() -> None:
+def test_new_years_day_2027_is_blocked_although_its_arrangement_is_not_published() -> None:
     pol = policy_from({"cn_holidays": True})
     case = make_case("C-2027", commission_end=None)
     decision = decide(make_request(case=case), now=sh(2027, 1, 1, 10, 0), policy=pol)
+    assert decision.rule_id == "window.blackout_date"
+    assert "New Year's Day" in decision.reason and "元旦" in decision.reason_zh
+    assert "2027 holiday arrangement is missing" in decision.reason
+    assert decision.next_allowed_at == sh(2027, 1, 2, 8, 0)
+
+
+def test_every_decision_in_a_year_without_an_arrangement_says_it_is_missing() -> None:
+    pol = policy_from({"cn_holidays": True})
+    case = make_case("C-2027b", commission_end=None)
+    decision = decide(make_request(case=case), now=sh(2027, 3, 3, 10, 0), policy=pol)
     assert decision.allowed
     blackout = check(decision, "window.blackout_date")
-    assert blackout.passed and "no holiday data for 2027" in blackout.detail
-    assert "2027" in blackout.detail_zh
+    assert blackout.passed and "2027 holiday arrangement is missing" in blackout.detail
+    assert "缺少国务院 2027 年节假日安排" in blackout.detail_zh
 
 
 def test_the_window_is_per_creditor() -> None:
