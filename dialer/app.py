@@ -31,6 +31,7 @@ from dialer.auth import Authenticator
 from dialer.clock import SystemClock
 from dialer.config import Config
 from dialer.errors import ConfigError
+from dialer.evidence import EvidenceKey, EvidenceKeyError, load_key
 from dialer.http import problems
 from dialer.ports import CaseStore, Clock
 from dialer.usecases import Gate
@@ -102,7 +103,15 @@ def load_policies(config: Config) -> PolicyBook:
 def make_store(config: Config) -> Any:
     from adapters.db.store import SqlAlchemyCaseStore
 
-    return SqlAlchemyCaseStore(config.store, events=events_wanted(config))
+    return SqlAlchemyCaseStore(config.store, events=events_wanted(config), evidence=evidence_key(config))
+
+
+def evidence_key(config: Config) -> EvidenceKey:
+    """The `[audit]` key the evidence chains are MACed with; a bad one stops the start."""
+    try:
+        return load_key(config.paths.data_dir, config.audit.key_file, config.audit.key_env)
+    except EvidenceKeyError as exc:
+        raise ConfigError(f"{config.source}: audit: {exc}") from exc
 
 
 def events_wanted(config: Config) -> bool:
@@ -127,6 +136,10 @@ async def open_services(config: Config, clock: Clock | None = None, *, migrate: 
     async with make_store(config) as store:
         if config.store.migrate_on_start if migrate is None else migrate:
             await upgrade(store)
+            # Heads written before the evidence key existed go under it now (a
+            # migration has no key): from here on their chains are keyed.
+            async with store.write() as uow:
+                await uow.decisions.anchor()
         gate = Gate(
             store=store,
             clock=clock,

@@ -1,12 +1,16 @@
 """`dialgate audit verify`: walk each decision-log chain and name the first tampering.
 
 Each stored record holds its canonical JSON (`record`), the previous record's hash and
-its own hash = SHA-256(prev_hash + "\\n" + record). A chain head row keeps the last seq
-and hash, so a deleted tail is caught too. What is reported, first problem per chain:
+its own hash: HMAC-SHA-256 under the evidence key (`dialer.evidence`) from the chain
+head's `keyed_from` on, SHA-256(prev_hash + "\\n" + record) before it (records written
+before the key). A chain head row keeps the last seq and hash under a MAC, so a deleted
+tail, or a head rolled back, is caught too. What is reported, first problem per chain:
 
-* edited   — a record's JSON, or a column mirrored from it, no longer matches its hash
+* edited   — a record's JSON, or a column mirrored from it, no longer matches its hash,
+             or the head's MAC does not match
 * inserted — a record that links to the same predecessor as its successor, or repeats a seq
 * deleted  — a gap in the sequence (or records missing after the last one kept)
+* unkeyed  — a head not yet anchored under the key (`dialgate audit anchor`)
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adapters.db.store import GENESIS_HASH, chain_hash
+from adapters.db.store import GENESIS_HASH, LEGACY_LINK
+from dialer import evidence
 
 _MIRRORED = ("decision_id", "kind", "creditor", "case_id", "agent_id", "allowed", "rule_id", "attempt_id")
 
@@ -47,10 +52,11 @@ class Report:
         return {"ok": self.ok, "chains": self.chains, "problems": [p.to_dict() for p in self.problems]}
 
 
-def _self_check(row: dict[str, Any]) -> str | None:
+def _self_check(row: dict[str, Any], key: evidence.EvidenceKey, keyed_from: int | None) -> str | None:
     text = row["record"]
-    if chain_hash(row["prev_hash"], text) != row["hash"]:
-        return "record content does not match its hash"
+    expected = evidence.expected_hash(key, LEGACY_LINK, keyed_from, row["seq"], row["prev_hash"], text.encode("utf-8"))
+    if expected != row["hash"]:
+        return "record content does not match its " + ("MAC" if keyed_from and row["seq"] >= keyed_from else "hash")
     try:
         body = json.loads(text)
     except ValueError:
@@ -68,14 +74,16 @@ def _self_check(row: dict[str, Any]) -> str | None:
 
 async def verify(store: Any) -> Report:
     report = Report()
+    key = store.evidence
     async with store.read() as uow:
-        heads = {c: (seq, h) for c, seq, h in await uow.decisions.chains()}
+        heads = {h.chain: h for h in await uow.decisions.heads()}
         names = sorted(set(heads) | set(await uow.decisions.chain_names()))
         for chain in names:
             problem: Problem | None = None
             prev: dict[str, Any] | None = None
             prev_seq_body = 0
             count = 0
+            keyed_from = heads[chain].keyed_from if chain in heads else None
             async for row in uow.decisions.iterate(chain):
                 count += 1
                 if problem is not None:
@@ -97,7 +105,7 @@ async def verify(store: Any) -> Report:
                                       f"records {prev_seq_body + 1}..{body_seq - 1} are missing before "
                                       f"decision {row['decision_id']}")
                     continue
-                why = _self_check(row)
+                why = _self_check(row, key, keyed_from)
                 if why is not None:
                     problem = Problem(chain, "edited", row["seq"], row["decision_id"], why)
                     continue
@@ -108,17 +116,12 @@ async def verify(store: Any) -> Report:
                 prev, prev_seq_body = row, body_seq
             report.chains[chain] = count
             if problem is None:
-                head = heads.get(chain)
                 last_seq = prev["seq"] if prev else 0
-                if head is None:
-                    problem = Problem(chain, "inserted", last_seq, prev["decision_id"] if prev else None,
-                                      "chain has records but no head: written outside the gate")
-                elif head[0] > last_seq:
-                    problem = Problem(chain, "deleted", last_seq + 1, None,
-                                      f"records {last_seq + 1}..{head[0]} are missing at the end of the chain")
-                elif head[0] < last_seq or (prev is not None and head[1] != prev["hash"]):
-                    problem = Problem(chain, "inserted", last_seq, prev["decision_id"] if prev else None,
-                                      "records after the recorded chain head")
+                found = evidence.head_problem(key, heads.get(chain), last_seq, prev["hash"] if prev else GENESIS_HASH)
+                if found is not None:
+                    at_last = found.kind != "deleted" and prev is not None
+                    problem = Problem(chain, found.kind, found.seq, prev["decision_id"] if at_last else None,
+                                      found.detail)
             if problem is not None:
                 report.problems.append(problem)
     return report
