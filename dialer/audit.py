@@ -1,4 +1,5 @@
-"""`dialgate audit verify`: walk each decision-log chain and name the first tampering.
+"""`dialgate audit verify`: walk each decision-log chain and name the first tampering;
+`register_problems`: the same for the destruction register, and its completeness.
 
 Each stored record holds its canonical JSON (`record`), the previous record's hash and
 its own hash: HMAC-SHA-256 under the evidence key (`dialer.evidence`) from the chain
@@ -22,6 +23,8 @@ from typing import Any
 
 from adapters.db.store import GENESIS_HASH, LEGACY_LINK
 from dialer import evidence
+from recordings import register
+from recordings.model import RecordingFilter
 
 _MIRRORED = ("decision_id", "kind", "creditor", "case_id", "agent_id", "allowed", "rule_id", "attempt_id")
 
@@ -125,3 +128,27 @@ async def verify(store: Any) -> Report:
             if problem is not None:
                 report.problems.append(problem)
     return report
+
+
+async def register_problems(repo: Any, key: evidence.EvidenceKey) -> list[str]:
+    """The destruction register checked as evidence: its chain and head under the
+    evidence key (`dialer.evidence`), and complete: every destroyed recording has
+    exactly one entry, and every entry names a recording that is destroyed."""
+    entries = await repo.destruction_register()
+    head = await repo.register_head()
+    links = [evidence.Link(e.seq, e.prev_hash, e.entry_hash, register.canonical(e), e.recording_id) for e in entries]
+    as_head = evidence.Head(register.CHAIN, head.seq, head.entry_hash, head.keyed_from, head.mac) if head else None
+    problems = [f"{p.kind}: {p.detail}" for p in evidence.verify_chain(links, as_head, key, register.legacy_hash)]
+    count: dict[str, int] = {}
+    for e in entries:
+        count[e.recording_id] = count.get(e.recording_id, 0) + 1
+    destroyed = await repo.find(RecordingFilter(state="destroyed", include_destroyed=True, limit=None))
+    for rec in destroyed:
+        n = count.pop(rec.recording_id, 0)
+        if n != 1:
+            problems.append(f"{'deleted' if n == 0 else 'inserted'}: recording {rec.recording_id} is destroyed "
+                            f"with {n} register entries (expected exactly 1)")
+    for rid, n in sorted(count.items()):
+        problems.append(f"inserted: {n} register entr{'y' if n == 1 else 'ies'} for recording {rid}, "
+                        "which is not destroyed")
+    return problems

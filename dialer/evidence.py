@@ -107,6 +107,10 @@ class EvidenceKey:
     def seal_head(self, chain: str, seq: int, last_hash: str, keyed_from: int | None) -> Head:
         return Head(chain, seq, last_hash, keyed_from, self.head_mac(chain, seq, last_hash, keyed_from))
 
+    def hand_over(self) -> str:
+        """The secret as hex, for a child process through a pipe (never argv or a log)."""
+        return self._secret.hex()
+
     def __repr__(self) -> str:  # never the secret
         return f"EvidenceKey(key_id={self.key_id!r}, source={self.source!r})"
 

@@ -83,7 +83,9 @@ async def open_vault(config: Optional[Path]) -> AsyncIterator[tuple[Vault, Recor
     async with make_store(cfg) as store:
         if cfg.store.migrate_on_start:
             await upgrade(store)
-        yield build_vault(rcfg, SqlAlchemyRecordingRepository(store), _now), rcfg
+        vault = build_vault(rcfg, SqlAlchemyRecordingRepository(store), _now, sealer=store.evidence)
+        await vault.anchor_register()
+        yield vault, rcfg
 
 
 def _run(coro: Any) -> Any:
@@ -353,14 +355,15 @@ def rec_verify(
     recording_ids: list[str] = typer.Argument(None, help="default: every recording"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check the register chain."""
+    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check the
+    register: its keyed chain, its head, and one entry per destroyed recording."""
 
     async def go() -> tuple[list[Any], list[str]]:
-        from recordings.register import verify_chain
-
         async with open_vault(config) as (vault, _):
             results = await vault.verify(Actor("cli", "admin"), recording_ids or None)
-            return results, verify_chain(await vault.repo.destruction_register())
+            from dialer.audit import register_problems
+
+            return results, await register_problems(vault.repo, vault.sealer)
 
     results, chain = _run(go())
     bad = [r for r in results if not r.ok]

@@ -206,6 +206,17 @@ class DestructionEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisterHead:
+    """The destruction register's head: its last entry, the first entry sealed with the
+    evidence key (None: none yet) and a MAC over them (None: written without a key)."""
+
+    seq: int
+    entry_hash: str
+    keyed_from: int | None
+    mac: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingEvent:
     """An event the vault emits with a metadata change (see `recordings.events`); the
     repository writes it in the same transaction as the change."""

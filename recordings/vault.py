@@ -33,6 +33,8 @@ from typing import BinaryIO
 
 from recordings import envelope, events, register
 from recordings.errors import (
+    AlreadyDestroyed,
+    Conflict,
     DualControlViolation,
     DuplicateSource,
     Forbidden,
@@ -72,11 +74,12 @@ from recordings.model import (
     PurgeRequest,
     Recording,
     RecordingFilter,
+    RegisterHead,
     VerifyResult,
     mask_number,
     number_digest,
 )
-from recordings.ports import BlobStore, Clock, KeyProvider, RecordingRepository
+from recordings.ports import BlobStore, ChainSealer, Clock, KeyProvider, RecordingRepository
 from recordings.retention import RetentionPolicy, is_due
 
 DEFAULT_MAX_SIZE = 2 * 1024**3
@@ -84,6 +87,7 @@ SEAL_TIMEOUT_S = 300.0  # longest wait on the writer's thread (one batch, or the
 DESTRUCTION_METHOD = "crypto-shred: wrapped data key erased, sealed blob deleted / 数据密钥销毁并删除密文"
 _SOURCE_ID = re.compile(r"^[A-Za-z0-9@._:+\-]{1,200}$")
 _MAX_REASON = 500
+_REGISTER_RETRIES = 20  # another process appending to the register at the same moment
 
 Checkpoint = Callable[[str], None]
 
@@ -191,6 +195,7 @@ class Vault:
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         create_missing_keys: bool = False,
         parallel_hash: bool = False,
+        sealer: ChainSealer | None = None,
     ) -> None:
         self.repo = repo
         self.blobs = blobs
@@ -209,6 +214,9 @@ class Vault:
         # With a key file, a creditor's first recording creates its key rather than
         # being refused; keys from the environment cannot be created.
         self.create_missing_keys = create_missing_keys
+        # The evidence key the register is chained with; None: unkeyed SHA-256 (tools
+        # and tests; the service always passes its key).
+        self.sealer = sealer
 
     def _sealing_key(self, scope: str) -> tuple[str, bytes]:
         try:
@@ -761,6 +769,12 @@ class Vault:
                 f"销毁申请包含您无权查看的委托方 / the purge covers creditors you are not cleared for: {', '.join(outside)}",
                 creditors=outside,
             )
+        # The claim is the one atomic step: of simultaneous approvals exactly one moves
+        # the request out of "pending"; the others are refused before destroying anything.
+        claimed = await self.repo.claim_purge(purge_id, actor.user, self.clock())
+        if claimed is None:
+            raise PurgeNotPending(f"销毁申请已处理 / purge {purge_id} was already approved")
+        purge = claimed
         today = self.clock().date()
         destroyed: list[str] = []
         skipped: list[str] = []
@@ -775,26 +789,68 @@ class Vault:
             ):
                 skipped.append(rid)
                 continue
-            await self._destroy(rec, purge, approver=actor.user)
-            destroyed.append(rid)
-        done = replace(
-            purge,
-            state="approved",
-            approved_by=actor.user,
-            approved_at=self.clock(),
-            destroyed=tuple(destroyed),
-            skipped=tuple(skipped),
-        )
+            if await self._destroy(rec, purge, approver=actor.user):
+                destroyed.append(rid)
+            else:
+                skipped.append(rid)
+        done = replace(purge, destroyed=tuple(destroyed), skipped=tuple(skipped))
         await self.repo.update_purge(done)
         return done
 
-    async def _destroy(self, rec: Recording, purge: PurgeRequest, *, approver: str) -> None:
+    async def _destroy(self, rec: Recording, purge: PurgeRequest, *, approver: str) -> bool:
+        """Destroy `rec` with its register entry; False when another purge destroyed it
+        first. A register seq taken by another process is retried with the new head."""
+        for _ in range(_REGISTER_RETRIES):
+            try:
+                await self._destroy_once(rec, purge, approver=approver)
+            except AlreadyDestroyed:
+                return False
+            except Conflict:
+                continue
+            # The key is gone, so the blob is already unreadable; a crash here leaves
+            # ciphertext that recover() deletes.
+            await asyncio.to_thread(self.blobs.delete, rec.recording_id)
+            return True
+        raise Conflict("登记表持续被占用 / the destruction register stayed busy; approve again")
+
+    async def _register_tip(self) -> tuple[int, str, RegisterHead | None]:
+        """(last seq, last hash, head): from the head, else (a register kept before
+        heads) from its last entry."""
+        head = await self.repo.register_head()
+        if head is not None:
+            return head.seq, head.entry_hash, head
+        last = await self.repo.last_destruction()
+        return (last.seq, last.entry_hash, None) if last else (0, register.GENESIS, None)
+
+    def _next_head(self, head: RegisterHead | None, seq: int, entry_hash: str) -> RegisterHead:
+        if self.sealer is None:
+            return RegisterHead(seq, entry_hash, None, None)
+        keyed_from = head.keyed_from if head is not None and head.keyed_from is not None else seq
+        return RegisterHead(seq, entry_hash, keyed_from, self.sealer.head_mac(register.CHAIN, seq, entry_hash, keyed_from))
+
+    async def anchor_register(self) -> bool:
+        """Put a register kept before the evidence key under it: a MAC'd head whose
+        next entry is the first keyed one (the entries so far keep their SHA-256)."""
+        if self.sealer is None:
+            return False
+        head = await self.repo.register_head()
+        if head is not None and head.mac is not None:
+            return False
+        last = await self.repo.last_destruction()
+        if last is None:
+            return False
+        keyed_from = last.seq + 1
+        mac = self.sealer.head_mac(register.CHAIN, last.seq, last.entry_hash, keyed_from)
+        return await self.repo.anchor_register_head(RegisterHead(last.seq, last.entry_hash, keyed_from, mac))
+
+    async def _destroy_once(self, rec: Recording, purge: PurgeRequest, *, approver: str) -> None:
         now = self.clock()
         async with self._register_lock:
-            last = await self.repo.last_destruction()
+            last_seq, last_hash, head = await self._register_tip()
+            seq = last_seq + 1
             entry = register.seal(
                 DestructionEntry(
-                    seq=(last.seq + 1) if last else 1,
+                    seq=seq,
                     recording_id=rec.recording_id,
                     case_id=rec.case_id,
                     creditor=rec.creditor,
@@ -805,15 +861,14 @@ class Vault:
                     purge_id=purge.purge_id,
                     destroyed_at=now,
                     method=DESTRUCTION_METHOD,
-                    prev_hash=last.entry_hash if last else register.GENESIS,
+                    prev_hash=last_hash,
                     entry_hash="",
-                )
+                ),
+                self.sealer.link if self.sealer is not None else None,
             )
             gone = rec.evolve(state="destroyed", wrapped_key=None, kek_id=None, destroyed_at=now, hold=None)
-            await self.repo.destroy(gone, entry, events=(events.purged(rec, entry),))
-        # The key is gone, so the blob is already unreadable; a crash here leaves
-        # ciphertext that recover() deletes.
-        await asyncio.to_thread(self.blobs.delete, rec.recording_id)
+            await self.repo.destroy(gone, entry, events=(events.purged(rec, entry),),
+                                    head=self._next_head(head, seq, entry.entry_hash))
 
     async def destruction_register(self, actor: Actor) -> list[DestructionEntry]:
         _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁登记 / read the register")

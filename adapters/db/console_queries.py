@@ -643,11 +643,14 @@ def verify_main() -> None:
     from adapters.db.store import SqlAlchemyCaseStore
     from dialer.audit import verify
     from dialer.config import StoreConfig
+    from dialer.evidence import EvidenceKey
 
-    cfg = StoreConfig(**json.loads(sys.stdin.read()))
+    doc = json.loads(sys.stdin.read())
+    key = EvidenceKey(bytes.fromhex(doc.pop("evidence_key")), "parent process")
+    cfg = StoreConfig(**doc)
 
     async def walk() -> Any:
-        async with SqlAlchemyCaseStore(cfg) as own:
+        async with SqlAlchemyCaseStore(cfg, evidence=key) as own:
             return await verify(own)
 
     report = asyncio.run(walk())
@@ -672,7 +675,9 @@ async def _verify_off_loop(store: Any) -> Any:
     )
     try:
         out, err = await asyncio.wait_for(
-            proc.communicate(json.dumps(dataclasses.asdict(store.config)).encode()), timeout=AUDIT_TIMEOUT_S
+            proc.communicate(json.dumps({**dataclasses.asdict(store.config),
+                                         "evidence_key": store.evidence.hand_over()}).encode()),
+            timeout=AUDIT_TIMEOUT_S
         )
     except BaseException:
         if proc.returncode is None:

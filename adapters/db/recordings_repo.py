@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db import tables as gate_tables
 from adapters.db.tables import NAMING, BigId, UtcDateTime
-from recordings.errors import Conflict, DuplicateSource
+from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource
 from recordings.model import (
     AccessEntry,
     CaseHold,
@@ -56,7 +56,9 @@ from recordings.model import (
     Recording,
     RecordingEvent,
     RecordingFilter,
+    RegisterHead,
 )
+from recordings.register import CHAIN as REGISTER_CHAIN
 
 # The vault's own MetaData: its tables belong to the migration 0101, not to 0001.
 metadata = MetaData(naming_convention=NAMING)
@@ -154,6 +156,17 @@ recording_destruction_register = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False, unique=True),
 )
+
+
+_heads = gate_tables.evidence_heads
+
+
+async def _put_head(conn: AsyncConnection, head: RegisterHead) -> None:
+    h = _heads
+    values = dict(seq=head.seq, hash=head.entry_hash, keyed_from=head.keyed_from, mac=head.mac)
+    res = await conn.execute(update(h).where(h.c.chain == REGISTER_CHAIN).values(**values))
+    if res.rowcount != 1:
+        await conn.execute(insert(h).values(chain=REGISTER_CHAIN, **values))
 
 
 class Transactions(Protocol):
@@ -377,12 +390,22 @@ class SqlAlchemyRecordingRepository:
             await _write_events(uow, events)
 
     async def destroy(
-        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = ()
+        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = (),
+        head: RegisterHead | None = None,
     ) -> None:
         values = _recording_values(recording)
         rid = values.pop("recording_id")
         async with self._store.write() as uow:
             conn = uow.conn
+            # Only a recording not yet destroyed: two purges racing over one recording
+            # leave one register entry (the loser's transaction rolls back whole).
+            res = await conn.execute(
+                update(recordings)
+                .where(recordings.c.recording_id == rid, recordings.c.state != "destroyed")
+                .values(**values)
+            )
+            if res.rowcount != 1:
+                raise AlreadyDestroyed(f"录音已销毁 / recording {rid} was destroyed", recording_id=rid)
             try:
                 async with conn.begin_nested():
                     await conn.execute(
@@ -404,7 +427,8 @@ class SqlAlchemyRecordingRepository:
                     )
             except IntegrityError as exc:
                 raise Conflict("登记表序号已被占用 / register sequence taken", seq=entry.seq) from exc
-            await conn.execute(update(recordings).where(recordings.c.recording_id == rid).values(**values))
+            if head is not None:
+                await _put_head(conn, head)
             await _write_events(uow, events)
 
     async def put_case_hold(self, hold: CaseHold) -> None:
@@ -471,6 +495,34 @@ class SqlAlchemyRecordingRepository:
         pid = values.pop("purge_id")
         async with self._write() as conn:
             await conn.execute(update(recording_purges).where(recording_purges.c.purge_id == pid).values(**values))
+
+    async def claim_purge(self, purge_id: str, approver: str, at: Any) -> PurgeRequest | None:
+        t = recording_purges
+        async with self._write() as conn:
+            res = await conn.execute(
+                update(t)
+                .where(t.c.purge_id == purge_id, t.c.state == "pending")
+                .values(state="approved", approved_by=approver, approved_at=at)
+            )
+            if res.rowcount != 1:
+                return None
+            r = (await conn.execute(select(t).where(t.c.purge_id == purge_id))).first()
+        return _purge(r)
+
+    async def register_head(self) -> RegisterHead | None:
+        h = _heads
+        async with self._read() as conn:
+            r = (await conn.execute(select(h).where(h.c.chain == REGISTER_CHAIN))).first()
+        return RegisterHead(int(r.seq), r.hash, r.keyed_from, r.mac) if r is not None else None
+
+    async def anchor_register_head(self, head: RegisterHead) -> bool:
+        h = _heads
+        async with self._write() as conn:
+            r = (await conn.execute(select(h.c.mac).where(h.c.chain == REGISTER_CHAIN))).first()
+            if r is not None and r.mac is not None:
+                return False
+            await _put_head(conn, head)
+        return True
 
     async def pending_purges(self) -> list[PurgeRequest]:
         t = recording_purges

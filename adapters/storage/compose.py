@@ -4,7 +4,7 @@ and the configured key provider around a given metadata repository."""
 from __future__ import annotations
 
 from recordings.config import RecordingsConfig
-from recordings.ports import Clock, KeyProvider, RecordingRepository
+from recordings.ports import ChainSealer, Clock, KeyProvider, RecordingRepository
 from recordings.vault import Checkpoint, Vault
 
 from adapters.storage.filesystem import FilesystemBlobStore
@@ -21,6 +21,7 @@ def build_vault(
     clock: Clock,
     *,
     checkpoint: Checkpoint | None = None,
+    sealer: ChainSealer | None = None,
 ) -> Vault:
     return Vault(
         repo,
@@ -31,4 +32,5 @@ def build_vault(
         max_size=cfg.max_size,
         checkpoint=checkpoint,
         create_missing_keys=cfg.keys == "file",
+        sealer=sealer,
     )

@@ -53,7 +53,7 @@ from dialer.errors import AmbiguousCase, ApiError, BadRequest, NoSuchAttempt, No
 from dialer.http.deps import Caller, Svc
 from dialer.model import Principal
 from dialer.usecases import require_role
-from recordings import register
+from dialer.audit import register_problems
 from recordings.errors import RangeNotSatisfiable, VaultError
 from recordings.model import (
     ADMIN_ROLES,
@@ -528,9 +528,11 @@ async def destruction_register(who: Caller, svc: Svc) -> dict[str, Any]:
     vault = _vault(svc)
     async with _mapped():
         entries = await vault.destruction_register(_actor(who))
-        whole = await vault.repo.destruction_register()
+        problems = await register_problems(vault.repo, svc.store.evidence)
     return {
-        "chain_ok": register.verify_chain(whole) == [],
+        # The whole register (keyed chain, head, one entry per destroyed recording),
+        # whatever part of it this caller may read.
+        "chain_ok": problems == [],
         "entries": [_jsonable(asdict(e)) for e in entries],
     }
 
@@ -581,7 +583,9 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
         from dialer.errors import ConfigError
 
         raise ConfigError(f"{services.config.source}: {exc.message}") from exc
-    vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now)
+    vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now,
+                        sealer=services.store.evidence)
+    await vault.anchor_register()
     if rcfg.keys == "file":
         vault.keys.create("_unmatched")  # unknown calls must always be keepable
     primary = getattr(services, "role", "primary") == "primary"

@@ -166,7 +166,7 @@ def test_verify_exits_1_when_the_destruction_register_was_edited(cfg, tmp_path) 
     db.commit()
     db.close()
     v = rec("verify", "-c", str(cfg))
-    assert v.exit_code == 1 and "entry 1: hash does not match its content" in v.output
+    assert v.exit_code == 1 and "edited: record 1 (" in v.output and "does not match its MAC" in v.output
     assert "destruction register chain: BROKEN" in v.output
 
 
