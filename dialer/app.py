@@ -21,6 +21,7 @@ import importlib
 import os
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -172,6 +173,19 @@ async def _every(seconds: float, job: Callable[[], Awaitable[Any]], stop: asynci
             log.warning("background.failed", task=name, error=str(exc))
 
 
+def heads_file(config: Config) -> Path:
+    return Path(config.audit.heads_file) if config.audit.heads_file else config.paths.data_dir / "evidence-heads.jsonl"
+
+
+async def _export_heads(services: Services) -> None:
+    """The chain heads to `[audit] heads_file` and, as an `evidence.heads` event, to the
+    log: two copies outside the database that a later rollback cannot reach."""
+    from dialer.audit import export_heads
+
+    doc = await export_heads(services.store, heads_file(services.config), services.clock.now())
+    log.info("evidence.heads", key_id=doc["key_id"], heads=doc["heads"])
+
+
 class RequestContext:
     """Pure ASGI middleware: a request id per request, bound for every log line."""
 
@@ -249,6 +263,9 @@ def build_app(config: Config, clock: Clock | None = None, role: str = "primary")
                     tg.create_task(
                         _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
                     )
+                    if config.audit.export_interval_s > 0:
+                        tg.create_task(_every(config.audit.export_interval_s, lambda: _export_heads(services), stop,
+                                              "export-heads"), name="export-heads")
                 log.info("service.started", store=config.store.url.split("://")[0],
                          policy_version=services.policies.version, role=role, pid=os.getpid())
                 try:

@@ -17,9 +17,13 @@ tail, or a head rolled back, is caught too. What is reported, first problem per 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from adapters.db.store import GENESIS_HASH, LEGACY_LINK
 from dialer import evidence
@@ -152,3 +156,51 @@ async def register_problems(repo: Any, key: evidence.EvidenceKey) -> list[str]:
         problems.append(f"inserted: {n} register entr{'y' if n == 1 else 'ies'} for recording {rid}, "
                         "which is not destroyed")
     return problems
+
+
+# ---------------------------------------------------------------------------------
+# Heads: exported for an outside copy, compared with it later
+# ---------------------------------------------------------------------------------
+async def current_heads(store: Any) -> list[evidence.Head]:
+    """Every evidence chain's head: the decision log's chains and the others (the
+    destruction register)."""
+    from adapters.db import tables
+
+    h = tables.evidence_heads.c
+    async with store.read() as uow:
+        heads = await uow.decisions.heads()
+        rows = (await uow.conn.execute(select(h.chain, h.seq, h.hash, h.keyed_from, h.mac).order_by(h.chain))).all()
+    return heads + [evidence.Head(r[0], int(r[1]), r[2], None if r[3] is None else int(r[3]), r[4]) for r in rows]
+
+
+async def export_heads(store: Any, path: Path, at: datetime) -> dict[str, Any]:
+    """Append the current heads to `path` as one JSON line (the file created 0600) and
+    return them. Whoever keeps a copy of the file elsewhere can later prove that no chain
+    was rolled back behind a line of it (`dialgate audit verify --heads FILE`)."""
+    doc = evidence.export_line(await current_heads(store), store.evidence, at.isoformat())
+    line = (json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return doc
+
+
+async def compare_heads(store: Any, path: Path) -> list[str]:
+    """The current heads against the last line of an export file: chains rolled back,
+    missing, or forked since."""
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as exc:
+        return [f"{path}: cannot read the exported heads: {exc.strerror}"]
+    if not lines:
+        return [f"{path}: no exported heads in it"]
+    try:
+        exported = json.loads(lines[-1])
+    except ValueError:
+        return [f"{path}: the last line is not JSON"]
+    heads = {h.chain: h for h in await current_heads(store)}
+    return evidence.compare_with_export(heads, exported)

@@ -81,13 +81,15 @@ class EvidenceKey:
     """The secret behind every chain. `key_id` names it in exported heads without
     revealing it."""
 
-    __slots__ = ("_secret", "key_id", "source")
+    __slots__ = ("_keyed", "_secret", "key_id", "source")
 
     def __init__(self, secret: bytes, source: str = "") -> None:
         if len(secret) < KEY_BYTES:
             raise EvidenceKeyError(f"the evidence key from {source or 'memory'} has {len(secret)} bytes; "
                                    f"it needs {KEY_BYTES}")
         self._secret = secret
+        # The key's pads hashed once; each MAC copies this state (runs on every decision).
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
         self.source = source
         self.key_id = hashlib.sha256(b"dialgate-evidence-key-id\n" + secret).hexdigest()[:16]
 
@@ -98,11 +100,15 @@ class EvidenceKey:
         return cls(secrets.token_bytes(KEY_BYTES), "ephemeral")
 
     def link(self, prev_hash: str, data: bytes) -> str:
-        return hmac.new(self._secret, prev_hash.encode() + b"\n" + data, hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(prev_hash.encode() + b"\n")
+        mac.update(data)
+        return mac.hexdigest()
 
     def head_mac(self, chain: str, seq: int, last_hash: str, keyed_from: int | None) -> str:
-        text = f"dialgate-head/v1\n{chain}\n{seq}\n{last_hash}\n{keyed_from}"
-        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(f"dialgate-head/v1\n{chain}\n{seq}\n{last_hash}\n{keyed_from}".encode())
+        return mac.hexdigest()
 
     def seal_head(self, chain: str, seq: int, last_hash: str, keyed_from: int | None) -> Head:
         return Head(chain, seq, last_hash, keyed_from, self.head_mac(chain, seq, last_hash, keyed_from))
