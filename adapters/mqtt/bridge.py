@@ -48,7 +48,7 @@ from adapters.mqtt.errors import (
     UnauthorisedMessage,
     UnmatchedMessage,
 )
-from adapters.mqtt.masking import mask_text
+from dialer.masking import mask_text
 from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
 from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
 
