@@ -141,6 +141,20 @@ def mask_deep(value: Any) -> Any:
 
 def mask_bytes(payload: bytes) -> tuple[bytes, int]:
     """A serialised event's last guard: Chinese mobile numbers (optionally +86/0086)
-    standing alone, as ``138****0001``; returns (payload, how many were masked). Ids
-    such as ``C13800138000`` or UUID parts are left alone."""
-    return _MOBILE_BYTES.subn(lambda m: m.group(1) + b"****" + m.group(3), payload)
+    standing alone, as ``138****0001``, and card and ID numbers as their last four;
+    returns (payload, how many were masked). Ids such as ``C13800138000`` or UUID parts
+    are left alone."""
+    payload, count = _MOBILE_BYTES.subn(lambda m: m.group(1) + b"****" + m.group(3), payload)
+    text = payload.decode("utf-8", errors="surrogateescape")
+    if _NUMBER_RE.search(text) is None:
+        return payload, count
+    hits = 0
+
+    def redact(m: re.Match[str]) -> str:
+        nonlocal hits
+        out = _redact(m)
+        hits += out != m.group(0)
+        return out
+
+    text = _NUMBER_RE.sub(redact, text)
+    return (text.encode("utf-8", errors="surrogateescape"), count + hits) if hits else (payload, count)

@@ -55,7 +55,7 @@ from dialer.console.ports import (
     TimelineEntry,
 )
 from dialer.errors import Unauthenticated
-from dialer.masking import mask_number
+from dialer.masking import mask_number, mask_optional, mask_text
 from dialer.model import REVIEWED_KINDS, DecisionRecord
 
 EXPORT_BATCH = 2000
@@ -450,12 +450,14 @@ class SqlAlchemyConsoleQueries:
             CaseEvent(at=row[0], actor=row[1], what=_event_text(row[3]), action=row[2]) for row in erows
         )
         return CaseView(
-            creditor=c.creditor, case_id=c.case_id, debtor_name=c.debtor_name, status=c.status,
+            # The console shows numbers masked to every role, in free text as in fields.
+            creditor=c.creditor, case_id=c.case_id, debtor_name=mask_text(c.debtor_name), status=c.status,
             follow_up=c.follow_up_status, next_action_date=c.next_action_date, flags=tuple(sorted(c.flags)),
             legal_hold=hold, commission_start=c.commission_start, commission_end=c.commission_end,
             assigned_agent=c.assigned_agent, amount_due=c.amount_due, overdue_days=c.overdue_days,
             contacts=tuple(
-                ContactView(mask_number(x.number), x.relation, x.name, x.status, x.do_not_call, x.source) for x in c.contacts
+                ContactView(mask_number(x.number), x.relation, mask_optional(x.name), x.status, x.do_not_call, x.source)
+                for x in c.contacts
             ),
             timeline=tuple(timeline), events=events,
         )
@@ -788,7 +790,7 @@ def _destruction(e: Any) -> DestructionEntry:
 
 def _outcome(o: Any) -> OutcomeView:
     return OutcomeView(
-        disposition=o.disposition, result=o.result, note=o.note, recorded_at=o.logged_at,
+        disposition=o.disposition, result=o.result, note=mask_optional(o.note), recorded_at=o.logged_at,
         callback_at=o.callback_at, promise_amount=o.promise_amount, promise_date=o.promise_date,
     )
 
@@ -803,7 +805,7 @@ def _event_text(details: str) -> str:
     # ids are noise on a case page; notes are shown on the timeline already
     bits = [f"{k}={v}" for k, v in sorted(d.items())
             if k not in ("note", "attempt_id", "decision_id") and not isinstance(v, (dict, list))]
-    return ", ".join(bits)
+    return mask_text(", ".join(bits))
 
 
 __all__ = ["SqlAlchemyConsoleQueries"]

@@ -374,3 +374,13 @@ async def test_a_dial_blocked_at_ring_time_is_listed_by_the_console_exactly_as_b
         csv_text = (await c.get("/console/blocked.csv")).content.decode("utf-8-sig")
         assert recheck_id not in csv_text and "bank-a" not in csv_text
         assert (await c.get("/console/blocked", params={"creditor": "bank-a"})).status_code == 404
+
+
+async def test_numbers_typed_into_a_note_are_masked_on_the_case_page(service: Seeded):
+    r = await service.client.post(f"/v1/attempts/{service.attempts[1]}/outcome", headers=service.auth("col-a"), json={
+        "disposition": "connected_self", "note": "客户新号码13912345678，身份证11010519491231002X"})
+    assert r.status_code == 201, r.text
+    async with service.console("qa-a") as c:
+        html = (await c.get("/console/cases/bank-a/C-1")).text
+    assert "客户新号码139****5678，身份证**************002X" in html
+    assert "13912345678" not in html and "11010519491231002X" not in html

@@ -57,3 +57,10 @@ def test_replies_may_go_to_private_or_reply_topics_only():
     assert reply_topic_problem("dialgate/v1/deadletter") is not None
     assert reply_topic_problem("desk/+/replies") is not None
     assert reply_topic_problem("") is not None
+
+
+def test_card_and_id_numbers_in_event_payloads_keep_only_their_last_four() -> None:
+    raw = '{"note":"卡号4111111111111111，身份证11010519491231002X","seq":12345678}'.encode()
+    masked, n = mask_phones_in_bytes(raw)
+    assert n == 2
+    assert masked.decode() == '{"note":"卡号************1111，身份证**************002X","seq":12345678}'
