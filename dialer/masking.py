@@ -35,8 +35,8 @@ from typing import Any
 from policy.numbers import mask_number
 
 __all__ = [
-    "is_card_number", "is_prc_id", "mask_bytes", "mask_deep", "mask_number", "mask_optional", "mask_text",
-    "redact_on_input",
+    "is_card_number", "is_prc_id", "mask_bytes", "mask_deep", "mask_number", "mask_optional", "mask_sip_text",
+    "mask_text", "redact_on_input",
 ]
 
 # A run of 7+ digits, optionally with a leading + (an ID may end in X), or card-style
@@ -126,6 +126,15 @@ def redact_on_input(text: str | None) -> str | None:
     if not text or _NUMBER_RE.search(text) is None:
         return text
     return _NUMBER_RE.sub(_redact, text)
+
+
+# SIP carries numbers as URI users (sip:13800000001@pbx, tel:+86…), right after a colon.
+_URI_USER_RE = re.compile(r"(?<=[:])\+?\d{7,}(?=[@;>\s]|$)")
+
+
+def mask_sip_text(text: str) -> str:
+    """`mask_text` for SIP messages and URIs: numbers as URI users too."""
+    return mask_text(_URI_USER_RE.sub(lambda m: mask_number(m.group(0)), text))
 
 
 def mask_deep(value: Any) -> Any:

@@ -133,3 +133,10 @@ def test_luhn_and_the_id_check_character_decide_what_is_a_card_or_an_id() -> Non
     assert not is_card_number("411111111111")  # 12 digits: too short
     assert is_prc_id("11010519491231002X") and is_prc_id("11010519491231002x")
     assert not is_prc_id("110105194912310021") and not is_prc_id("110105491331002")
+
+
+def test_numbers_in_sip_uris_are_masked_for_the_logs() -> None:
+    from dialer.masking import mask_sip_text
+
+    assert mask_sip_text("INVITE sip:13800000001@pbx SIP/2.0") == "INVITE sip:138****0001@pbx SIP/2.0"
+    assert mask_sip_text("<sip:+8613912345678@x>;tag=1 tel:02161234567") == "<sip:139****5678@x>;tag=1 tel:021****4567"
