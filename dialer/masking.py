@@ -35,7 +35,7 @@ from typing import Any
 from policy.numbers import mask_number
 
 __all__ = [
-    "is_card_number", "is_prc_id", "mask_bytes", "mask_deep", "mask_number", "mask_optional", "mask_sip_text",
+    "is_card_number", "is_prc_id", "mask_bytes", "mask_deep", "mask_number", "mask_optional", "mask_path", "mask_sip_text",
     "mask_text", "redact_on_input",
 ]
 
@@ -135,6 +135,15 @@ _URI_USER_RE = re.compile(r"(?<=[:])\+?\d{7,}(?=[@;>\s]|$)")
 def mask_sip_text(text: str) -> str:
     """`mask_text` for SIP messages and URIs: numbers as URI users too."""
     return mask_text(_URI_USER_RE.sub(lambda m: mask_number(m.group(0)), text))
+
+
+_ANY_RUN_RE = re.compile(r"\d{7,}")
+
+
+def mask_path(text: str) -> str:
+    """Paths and URLs (a PBX's recording file name): every run of 7+ digits, wherever it
+    stands, since names glue the number to other parts (13800000001-a84b.wav)."""
+    return _ANY_RUN_RE.sub(lambda m: mask_number(m.group(0)), text)
 
 
 def mask_deep(value: Any) -> Any:

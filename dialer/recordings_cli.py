@@ -210,7 +210,7 @@ def rec_ingest(
 
     async def go() -> Any:
         link = Link(creditor=creditor, case_id=case, agent=agent, number=number)
-        start = started_at
+        start, attempt_at = started_at, None
         if attempt_id and creditor is None:
             from dialer.app import make_store
 
@@ -219,7 +219,7 @@ def rec_ingest(
                     att = await uow.attempts.get(attempt_id)
             if att is not None:
                 link = Link(creditor=att.creditor, case_id=att.case_id, agent=att.agent_id, number=att.number)
-                start = start or att.at
+                start, attempt_at = start or att.at, att.at
         if start is None:
             raise _fail("--started-at: 未知呼叫须给出开始时间 / required when the call is not a known attempt")
         req = IngestRequest(
@@ -229,6 +229,7 @@ def rec_ingest(
             media_type=mt,
             duration_s=duration,
             link=link,
+            attempt_at=attempt_at,
         )
         async with open_vault(config) as (vault, _):
             await vault.recover(orphan_grace=_GRACE)

@@ -99,6 +99,9 @@ class IngestRequest:
     media_type: str
     duration_s: float | None = None
     link: Link = field(default_factory=Link)
+    # The time of the known attempt this call placed (None: an unknown call): retention
+    # runs from it, and a `started_at` far from it is refused.
+    attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,7 @@ from recordings.model import (
     number_digest,
 )
 from recordings.ports import BlobStore, ChainSealer, Clock, KeyProvider, RecordingRepository
-from recordings.retention import RetentionPolicy, is_due
+from recordings.retention import RetentionPolicy, is_due, started_at_problem
 
 DEFAULT_MAX_SIZE = 2 * 1024**3
 SEAL_TIMEOUT_S = 300.0  # longest wait on the writer's thread (one batch, or the last ones)
@@ -249,6 +249,9 @@ class Vault:
             raise InvalidRequest(f"来源编号无效 / invalid {req.source_kind}_id {req.source_id!r}")
         if req.started_at.tzinfo is None:
             raise InvalidRequest("开始时间须带时区 / started_at must carry a UTC offset")
+        far = started_at_problem(req.started_at, req.attempt_at)
+        if far is not None:
+            raise InvalidRequest(far, field="started_at")
         if req.duration_s is not None and not 0 <= req.duration_s < 10 * 86400:
             raise InvalidRequest(f"时长无效 / invalid duration {req.duration_s!r}")
         if req.media_type not in self.media_types:
@@ -356,7 +359,7 @@ class Vault:
                 data_key_id=data_key_id,
                 kek_id=kek_id,
                 wrapped_key=wrapped,
-                retain_until=self.retention.retain_until(req.started_at, link.creditor),
+                retain_until=self.retention.retain_until(req.attempt_at or req.started_at, link.creditor, now),
                 state="stored" if link.creditor is not None else "unmatched",
                 created_at=now,
             )

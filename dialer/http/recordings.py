@@ -208,6 +208,7 @@ async def ingest_recording(
         media_type=media_type,
         duration_s=duration,
         link=link,
+        attempt_at=attempt_at,
     )
     idle = getattr(svc, "recordings_config", None)
     async with _mapped():

@@ -24,7 +24,7 @@ from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.audit import register_problems
 from gate_store_support import pg_url
-from recordings.testing import request, wav_bytes
+from recordings.testing import ingest_as_of, request
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 OLD = datetime(2024, 1, 5, 2, 0, tzinfo=timezone.utc)  # retained until 2026-01-04: due
@@ -40,9 +40,8 @@ async def _service(url: str, data_dir: Path) -> AsyncIterator[Any]:
         tokens = {}
         for name, role in [("admin", "admin"), *((a, "compliance") for a in APPROVERS)]:
             _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset() if role == "admin" else frozenset({"bank-a"}))
-        for i in range(3):
-            await svc.vault.ingest(request(f"race-{i}", kind="call", started_at=OLD), [wav_bytes(1)],
-                                   _pbx_actor())
+        for i in range(3):  # uploaded back then: due now
+            await ingest_as_of(svc.vault, request(f"race-{i}", kind="call", started_at=OLD), actor=_pbx_actor())
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gate", timeout=60) as client:
             yield svc, client, tokens

@@ -140,3 +140,9 @@ def test_numbers_in_sip_uris_are_masked_for_the_logs() -> None:
 
     assert mask_sip_text("INVITE sip:13800000001@pbx SIP/2.0") == "INVITE sip:138****0001@pbx SIP/2.0"
     assert mask_sip_text("<sip:+8613912345678@x>;tag=1 tel:02161234567") == "<sip:139****5678@x>;tag=1 tel:021****4567"
+
+
+def test_a_recording_path_has_every_long_digit_run_masked() -> None:
+    from dialer.masking import mask_path
+
+    assert mask_path("/var/spool/monitor/13800000001-a84b.wav") == "/var/spool/monitor/138****0001-a84b.wav"
