@@ -5,6 +5,7 @@ head) is behind the exported line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import stat
 from datetime import datetime
@@ -23,14 +24,29 @@ from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.imports import parse_cases_payload
 from dialer.usecases import RequestDial
-from gate_store_support import one_case
+from gate_store_support import one_case, pg_url
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 
 
-@pytest.fixture
-async def svc(tmp_path: Path) -> AsyncIterator[Services]:
-    cfg = build_config({"paths": {"data_dir": str(tmp_path)}})
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def svc(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Services]:
+    if request.param == "sqlite":
+        async for s in _services(tmp_path, {}):
+            yield s
+        return
+    databases = pg_url.__wrapped__()  # the private-database fixture, driven by hand
+    url = await databases.__anext__()
+    try:
+        async for s in _services(tmp_path, {"url": url}):
+            yield s
+    finally:
+        with contextlib.suppress(StopAsyncIteration):
+            await databases.__anext__()  # drops the database
+
+
+async def _services(tmp_path: Path, store: dict[str, str]) -> AsyncIterator[Services]:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": store})
     clock = FixedClock(NOW)
     async with open_services(cfg, clock) as services:
         users = {}
@@ -71,6 +87,26 @@ async def test_a_chain_rolled_back_and_re_macd_with_the_key_verifies_but_is_behi
             seq=3, hash=row[1], mac=key.head_mac("bank-e", 3, row[1], 1)))
     assert (await verify(svc.store)).ok  # a key holder's rollback is invisible in the database...
     assert await compare_heads(svc.store, path) == ["bank-e: exported at seq 4, now at 3: rolled back"]
+
+
+async def test_a_decision_flipped_to_allowed_and_rehashed_without_the_key_is_detected_on_either_store(
+    svc: Services,
+) -> None:
+    from adapters.db.store import canonical_json, chain_hash
+
+    assert (await verify(svc.store)).ok
+    async with svc.store.write() as uow:
+        d = tables.decisions.c
+        row = (await uow.conn.execute(select(d.id, d.record, d.prev_hash).where(d.seq == 4))).one()
+        body = json.loads(row[1])
+        body.update(allowed=True, rule_id="allow")
+        record = canonical_json(body)
+        digest = chain_hash(row[2], record)
+        await uow.conn.execute(update(tables.decisions).where(d.id == row[0]).values(
+            record=record, hash=digest, allowed=True, rule_id="allow"))
+        await uow.conn.execute(update(tables.chain_heads).values(hash=digest))
+    problems = (await verify(svc.store)).problems
+    assert [(p.kind, p.seq) for p in problems] == [("edited", 4)]
 
 
 async def test_the_register_head_is_among_the_exported_heads_once_something_was_destroyed(svc: Services) -> None:
