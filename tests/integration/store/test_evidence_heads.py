@@ -136,3 +136,38 @@ def test_a_negative_export_interval_is_refused_with_its_key() -> None:
 
     with pytest.raises(ConfigError, match="audit.export_interval_s"):
         build_config({"audit": {"export_interval_s": -1}})
+
+
+async def test_the_evidence_migration_downgrades_and_upgrades_again_on_sqlite(tmp_path: Path) -> None:
+    import sqlite3
+
+    from alembic import command
+
+    from adapters.db.migrate import alembic_config, upgrade
+    from adapters.db.store import SqlAlchemyCaseStore
+
+    path = tmp_path / "m.db"
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{path}"}})
+    async with SqlAlchemyCaseStore(cfg.store) as store:
+        await upgrade(store)
+
+        def down(sync_conn: object) -> None:
+            alembic = alembic_config()
+            alembic.attributes["connection"] = sync_conn
+            command.downgrade(alembic, "1951_evidence@-1")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(down)
+        con = sqlite3.connect(path)
+        try:
+            columns = [r[1] for r in con.execute("PRAGMA table_info(chain_heads)")]
+            tables_now = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+        assert columns == ["chain", "seq", "hash"] and "evidence_heads" not in tables_now
+        await upgrade(store)
+    con = sqlite3.connect(path)
+    try:
+        assert [r[1] for r in con.execute("PRAGMA table_info(chain_heads)")] == ["chain", "seq", "hash", "keyed_from", "mac"]
+    finally:
+        con.close()
