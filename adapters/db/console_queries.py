@@ -430,7 +430,7 @@ class SqlAlchemyConsoleQueries:
                             recs_by_attempt.setdefault(rec.source_id, []).append(rec.recording_id)
                 h = await self.vault.repo.case_hold(creditor, case_id)
                 if h is not None:
-                    hold = LegalHoldView(h.reason, h.by, h.at)
+                    hold = LegalHoldView(mask_text(h.reason), h.by, h.at)
             except Exception:  # noqa: BLE001 - the case page stays up when the vault is down
                 recs_by_attempt = {}
         timeline = []
@@ -504,7 +504,8 @@ class SqlAlchemyConsoleQueries:
         await self.recording(who, recording_id)
         entries = await _vault_call(self._need_vault().access_log(recording_id, _actor(who)))
         out = [
-            AccessLogEntry(at=e.at, user=e.user, reason=e.reason, byte_range=f"{e.range_start}-{e.range_end}", client=e.client)
+            AccessLogEntry(at=e.at, user=e.user, reason=mask_text(e.reason), byte_range=f"{e.range_start}-{e.range_end}",
+                           client=e.client)
             for e in entries
         ]
         return sorted(out, key=lambda e: e.at, reverse=True)

@@ -54,6 +54,7 @@ from dialer.http.deps import Caller, Svc
 from dialer.model import Principal
 from dialer.usecases import require_role
 from dialer.audit import register_problems
+from dialer.masking import mask_text, redact_on_input
 from recordings.errors import RangeNotSatisfiable, VaultError
 from recordings.model import (
     ADMIN_ROLES,
@@ -126,8 +127,9 @@ def recording_json(r: Recording, held_by_case: bool = False) -> dict[str, Any]:
         "key_id": r.kek_id,
         "retain_until": r.retain_until.isoformat(),
         "state": r.state,
+        # Numbers are masked here for every role, in free text as in the number field.
         "legal_hold": (
-            {"reason": r.hold.reason, "by": r.hold.by, "at": r.hold.at.isoformat()} if r.hold else None
+            {"reason": mask_text(r.hold.reason), "by": r.hold.by, "at": r.hold.at.isoformat()} if r.hold else None
         ),
         "held_by_case": held_by_case,
         "created_at": r.created_at.isoformat(),
@@ -330,7 +332,7 @@ async def case_recordings(case_id: str, who: Caller, svc: Svc, creditor: str | N
     return {
         "creditor": cred,
         "case_id": case_id,
-        "legal_hold": ({"reason": hold.reason, "by": hold.by, "at": hold.at.isoformat()} if hold else None),
+        "legal_hold": ({"reason": mask_text(hold.reason), "by": hold.by, "at": hold.at.isoformat()} if hold else None),
         "recordings": [recording_json(r, hold is not None) for r in recs],
     }
 
@@ -360,7 +362,8 @@ async def recording_audio(
     client = request.client.host if request.client else None
     try:
         stream = await vault.open_audio(
-            recording_id, _actor(who), reason=reason, byte_range=request.headers.get("range"), client=client
+            recording_id, _actor(who), reason=redact_on_input(reason), byte_range=request.headers.get("range"),
+            client=client
         )
     except RangeNotSatisfiable as exc:
         size = exc.details.get("size")
@@ -409,7 +412,8 @@ async def access_log(recording_id: str, who: Caller, svc: Svc) -> dict[str, Any]
     require_role(who, META_ROLES, "read the access log")
     async with _mapped():
         entries = await _vault(svc).access_log(recording_id, _actor(who))
-    return {"recording_id": recording_id, "entries": [_jsonable(asdict(e)) for e in entries]}
+    return {"recording_id": recording_id,
+            "entries": [_jsonable({**asdict(e), "reason": mask_text(e.reason)}) for e in entries]}
 
 
 # -- linking and holds -----------------------------------------------------------------
@@ -441,7 +445,7 @@ class HoldBody(BaseModel):
 async def hold_recording(recording_id: str, body: HoldBody, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, HOLD_ROLES, "place legal holds")
     async with _mapped():
-        r = await _vault(svc).place_hold(recording_id, _actor(who), body.reason)
+        r = await _vault(svc).place_hold(recording_id, _actor(who), redact_on_input(body.reason) or "")
     log.info("recording.held", recording_id=recording_id)
     return recording_json(r)
 
@@ -460,9 +464,10 @@ async def hold_case(case_id: str, body: HoldBody, who: Caller, svc: Svc) -> dict
     require_role(who, HOLD_ROLES, "place legal holds")
     cred = await _case_creditor(svc, who, case_id, body.creditor)
     async with _mapped():
-        hold = await _vault(svc).place_case_hold(cred, case_id, _actor(who), body.reason)
+        hold = await _vault(svc).place_case_hold(cred, case_id, _actor(who), redact_on_input(body.reason) or "")
     log.info("case.recordings_held", creditor=cred, case_id=case_id)
-    return {"creditor": cred, "case_id": case_id, "legal_hold": {"reason": hold.reason, "by": hold.by, "at": hold.at.isoformat()}}
+    return {"creditor": cred, "case_id": case_id,
+            "legal_hold": {"reason": mask_text(hold.reason), "by": hold.by, "at": hold.at.isoformat()}}
 
 
 @router.delete("/cases/{case_id}/legal-hold", summary="Release a case's hold.")

@@ -285,3 +285,16 @@ async def test_an_unknown_call_backdated_to_2001_is_not_due_before_its_retention
     assert r.status_code == 201, r.text
     assert r.json()["retain_until"] == "2028-11-23"  # 730 days from the upload, not from 2001
     assert (await api.post("/v1/purges", "admin", {"dry_run": True})).json()["due"] == []
+
+
+async def test_numbers_in_access_and_hold_reasons_are_masked_and_card_numbers_never_stored(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    rid = (await api.upload(wav(1), attempt_id=attempt)).json()["recording_id"]
+    reason = "投诉 13912345678 卡 4111111111111111"
+    assert (await api.get(f"/v1/recordings/{rid}/audio", "qa-a", params={"reason": reason})).status_code == 200
+    r = await api.post(f"/v1/recordings/{rid}/legal-hold", "comp-a", {"reason": reason})
+    assert r.status_code == 200 and r.json()["legal_hold"]["reason"] == "投诉 139****5678 卡 ************1111"
+    [entry] = (await api.get(f"/v1/recordings/{rid}/access-log", "comp-a")).json()["entries"]
+    assert entry["reason"] == "投诉 139****5678 卡 ************1111"
+    stored = await api.svc.vault.repo.access_log(rid)
+    assert stored[0].reason == "投诉 13912345678 卡 ************1111"  # the card never reached the database
