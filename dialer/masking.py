@@ -18,7 +18,7 @@ Where it applies:
   shown (notes, names, any text field) over the API, in the console and its CSV
   files, and everything written to logs and events;
 * `redact_on_input` — free text as it is stored (outcome notes, debtor and contact
-  names): card and ID numbers are masked *before* they reach the database, since no
+  names, listening and legal-hold reasons): card and ID numbers are masked *before* they reach the database, since no
   role needs them there (cases carry the numbers a collector works with in structured
   fields) and a stored one would be in every backup. Phone numbers in a note are kept:
   a collector notes a new number for data staff to verify and add; roles without
