@@ -142,3 +142,28 @@ async def test_the_register_head_row_counts_every_entry(service: Any) -> None:
         head = (await uow.conn.execute(select(tables.evidence_heads.c.seq, tables.evidence_heads.c.mac))).one()
         count = (await uow.conn.execute(select(func.count()).select_from(register_table))).scalar_one()
     assert head[0] == count == 3 and head[1] is not None
+
+
+async def test_two_purges_of_the_same_recordings_approved_at_once_in_two_workers_destroy_each_once(
+    service: Any,
+) -> None:
+    from adapters.db.recordings_repo import SqlAlchemyRecordingRepository
+    from recordings.model import Actor
+    from recordings.vault import Vault
+
+    svc, client, tokens = service
+    first = await client.post("/v1/purges", json={}, headers={"Authorization": f"Bearer {tokens['admin']}"})
+    second = await client.post("/v1/purges", json={}, headers={"Authorization": f"Bearer {tokens['admin']}"})
+    ids = [r.json()["purge"]["purge_id"] for r in (first, second)]
+    # A second vault over the same database, as another worker process has: its own
+    # in-process register lock, so only the database keeps the two apart.
+    other = Vault(SqlAlchemyRecordingRepository(svc.store), svc.vault.blobs, svc.vault.keys, clock=svc.clock.now,
+                  retention=svc.vault.retention, sealer=svc.store.evidence)
+    done = await asyncio.gather(
+        svc.vault.approve_purge(ids[0], Actor("comp-1", "compliance", frozenset({"bank-a"}))),
+        other.approve_purge(ids[1], Actor("comp-2", "compliance", frozenset({"bank-a"}))),
+    )
+    assert sum(len(d.destroyed) for d in done) == 3 and sum(len(d.skipped) for d in done) == 3
+    entries = await svc.vault.repo.destruction_register()
+    assert sorted(e.seq for e in entries) == [1, 2, 3] and len({e.recording_id for e in entries}) == 3
+    assert await register_problems(svc.vault.repo, svc.store.evidence) == []
