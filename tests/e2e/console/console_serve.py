@@ -158,7 +158,11 @@ def start(tmp: Path) -> Served:
             served.stop()
             raise RuntimeError(f"dialgate serve not ready after 60 s: {log_path.read_text()[-3000:]}")
         time.sleep(0.1)  # polling a readiness endpoint: the process gives no other signal
-    seed(served)
+    try:
+        seed(served)
+    except BaseException:
+        served.stop()  # a failed seed must not leave the server running after the tests
+        raise
     return served
 
 
