@@ -21,6 +21,7 @@ import importlib
 import os
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -32,6 +33,7 @@ from dialer.clock import SystemClock
 from dialer.config import Config
 from dialer.errors import ConfigError
 from dialer.errors import BodyTooLarge
+from dialer.evidence import EvidenceKey, EvidenceKeyError, load_key
 from dialer.http import problems
 from dialer.http.limits import TOO_LARGE_KEY, guard_body
 from dialer.ports import CaseStore, Clock
@@ -110,7 +112,15 @@ def load_policies(config: Config) -> PolicyBook:
 def make_store(config: Config) -> Any:
     from adapters.db.store import SqlAlchemyCaseStore
 
-    return SqlAlchemyCaseStore(config.store, events=events_wanted(config))
+    return SqlAlchemyCaseStore(config.store, events=events_wanted(config), evidence=evidence_key(config))
+
+
+def evidence_key(config: Config) -> EvidenceKey:
+    """The `[audit]` key the evidence chains are MACed with; a bad one stops the start."""
+    try:
+        return load_key(config.paths.data_dir, config.audit.key_file, config.audit.key_env)
+    except EvidenceKeyError as exc:
+        raise ConfigError(f"{config.source}: audit: {exc}") from exc
 
 
 def events_wanted(config: Config) -> bool:
@@ -135,6 +145,10 @@ async def open_services(config: Config, clock: Clock | None = None, *, migrate: 
     async with make_store(config) as store:
         if config.store.migrate_on_start if migrate is None else migrate:
             await upgrade(store)
+            # Heads written before the evidence key existed go under it now (a
+            # migration has no key): from here on their chains are keyed.
+            async with store.write() as uow:
+                await uow.decisions.anchor()
         gate = Gate(
             store=store,
             clock=clock,
@@ -166,6 +180,19 @@ async def _every(seconds: float, job: Callable[[], Awaitable[Any]], stop: asynci
             await job()
         except Exception as exc:  # noqa: BLE001 - a background job must not kill the service
             log.warning("background.failed", task=name, error=str(exc))
+
+
+def heads_file(config: Config) -> Path:
+    return Path(config.audit.heads_file) if config.audit.heads_file else config.paths.data_dir / "evidence-heads.jsonl"
+
+
+async def _export_heads(services: Services) -> None:
+    """The chain heads to `[audit] heads_file` and, as an `evidence.heads` event, to the
+    log: two copies outside the database that a later rollback cannot reach."""
+    from dialer.audit import export_heads
+
+    doc = await export_heads(services.store, heads_file(services.config), services.clock.now())
+    log.info("evidence.heads", key_id=doc["key_id"], heads=doc["heads"])
 
 
 class RequestContext:
@@ -286,6 +313,9 @@ def build_app(config: Config, clock: Clock | None = None, role: str = "primary")
                         _every(60.0, Worklist(services.gate).sweep_first_calls, stop, "first-call-sweep"),
                         name="first-call-sweep",
                     )
+                    if config.audit.export_interval_s > 0:
+                        tg.create_task(_every(config.audit.export_interval_s, lambda: _export_heads(services), stop,
+                                              "export-heads"), name="export-heads")
                 # Decisions carry their creditor's policy version; the book's version hashes them all.
                 log.info("service.started", store=config.store.url.split("://")[0],
                          policy_book_version=services.policies.version,

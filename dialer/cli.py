@@ -316,28 +316,73 @@ def users_revoke_creditor(
 
 
 @audit_app.command("verify")
-def audit_verify(config: Optional[Path] = ConfigOpt) -> None:
-    """Check the decision-log and case-history hash chains; names the first edited, inserted or deleted record."""
+def audit_verify(
+    config: Optional[Path] = ConfigOpt,
+    heads: Optional[Path] = typer.Option(None, "--heads", help="an exported heads file (its last line): "
+                                         "also check that no chain was rolled back behind it"),
+) -> None:
+    """Check the decision-log chains under the evidence key and the case-history chains; names the first edited, inserted or deleted record."""
     from dialer.app import make_store
-    from dialer.audit import verify
+    from dialer.audit import compare_heads, verify
 
     cfg = _config(config)
 
     async def go() -> Any:
         async with make_store(cfg) as store:
-            return await verify(store)
+            return await verify(store), (await compare_heads(store, heads) if heads is not None else [])
 
-    report = _run(go())
+    report, behind = _run(go())
     for chain, n in sorted(report.chains.items()):
         typer.echo(f"chain {chain}: {n} records")
     typer.echo(f"case history: {report.history_entries} entries")
-    if report.ok:
-        typer.echo("OK: every chain verifies")
+    for line in behind:
+        typer.echo(f"ROLLED BACK {line}")
+    if report.ok and not behind:
+        typer.echo("OK: every chain verifies" + (f" and is at or past {heads}" if heads else ""))
         return
     for p in report.problems:
         who = f" (decision {p.decision_id})" if p.decision_id else ""
         typer.echo(f"TAMPERED chain {p.chain}: record seq {p.seq}{who} {p.kind}: {p.detail}")
     raise typer.Exit(1)
+
+
+@audit_app.command("heads")
+def audit_heads(
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="append the line to this file (0600) as well"),
+) -> None:
+    """Print the current chain heads as one JSON line, for a copy kept outside the database."""
+    from datetime import datetime, timezone
+
+    from dialer.app import make_store
+    from dialer.audit import current_heads, export_heads
+    from dialer.evidence import export_line
+
+    cfg = _config(config)
+
+    async def go() -> Any:
+        async with make_store(cfg) as store:
+            now = datetime.now(timezone.utc)
+            if out is not None:
+                return await export_heads(store, out, now)
+            return export_line(await current_heads(store), store.evidence, now.isoformat())
+
+    typer.echo(json.dumps(_run(go()), separators=(",", ":"), sort_keys=True))
+
+
+@audit_app.command("anchor")
+def audit_anchor(config: Optional[Path] = ConfigOpt) -> None:
+    """Put chain heads written before the evidence key under it (the service does this at start)."""
+    from dialer.app import make_store
+
+    cfg = _config(config)
+
+    async def go() -> int:
+        async with make_store(cfg) as store:
+            async with store.write() as uow:
+                return int(await uow.decisions.anchor())
+
+    typer.echo(f"{_run(go())} chain heads anchored under the evidence key")
 
 
 @app.command()

@@ -72,6 +72,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "level": "info",
         "json": True,
     },
+    "audit": {
+        # The evidence key (HMAC-SHA-256 over the decision log and the destruction
+        # register, dialer/evidence.py): `key_env` names a variable holding it (64 hex
+        # characters), else `key_file`; both empty: <data_dir>/keys/evidence.key,
+        # created 0600. Keep it out of database backups: whoever has both can re-forge.
+        "key_file": "",
+        "key_env": "",
+        # The current chain heads are appended (one JSON line) to this file every
+        # `export_interval_s` by the primary process, so an outside copy anchors them.
+        # Empty: <data_dir>/evidence-heads.jsonl. 0 turns the export off.
+        "heads_file": "",
+        "export_interval_s": 300.0,
+    },
 }
 
 # Top-level sections other components own; kept raw, typed by their owners.
@@ -125,12 +138,21 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    key_file: str
+    key_env: str
+    heads_file: str
+    export_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     paths: PathsConfig
     store: StoreConfig
     http: HttpConfig
     gate: GateConfig
     log: LogConfig
+    audit: AuditConfig = AuditConfig("", "", "", 300.0)
     source: str = "<defaults>"
     raw_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -150,6 +172,7 @@ _TYPED: dict[str, type] = {
     "http": HttpConfig,
     "gate": GateConfig,
     "log": LogConfig,
+    "audit": AuditConfig,
 }
 
 
@@ -245,6 +268,8 @@ def build_config(
     except ValueError as exc:
         raise ConfigError(f"{source}: http.trusted_proxies: {exc}") from exc
     http = HttpConfig(host=http.host, port=http.port, workers=http.workers, trusted_proxies=networks)
+    if typed["audit"].export_interval_s < 0:
+        raise ConfigError(f"{source}: audit.export_interval_s: expected 0 (off) or more seconds")
     if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
     return Config(
@@ -253,6 +278,7 @@ def build_config(
         http=http,
         gate=typed["gate"],
         log=typed["log"],
+        audit=typed["audit"],
         source=source,
         raw_sections=MappingProxyType({k: _freeze(v) for k, v in foreign.items()}),
     )

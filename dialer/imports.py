@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
 from dialer.errors import BadRequest, InvalidImport
+from dialer.masking import redact_on_input
 from dialer.model import CaseInput, ContactRecord
 from policy import CASE_FLAGS, CASE_STATUSES, RELATIONS, NumberFormatError, normalize_number
 from policy.numbers import load_zone
@@ -120,7 +121,8 @@ def parse_contact(
     if number is None or relation not in RELATIONS:
         return None
     return ContactRecord(
-        number=number, relation=str(relation), name=name, tz=tz, status=str(status), do_not_call=dnc, source=str(source)
+        number=number, relation=str(relation), name=redact_on_input(name), tz=tz, status=str(status), do_not_call=dnc,
+        source=str(source),
     )
 
 
@@ -199,7 +201,7 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     return CaseInput(
         creditor=str(creditor),
         case_id=str(case_id),
-        debtor_name=str(debtor).strip(),
+        debtor_name=redact_on_input(str(debtor).strip()) or "",
         status=str(status),
         commission_start=start,
         commission_end=end,

@@ -83,7 +83,9 @@ async def open_vault(config: Optional[Path]) -> AsyncIterator[tuple[Vault, Recor
     async with make_store(cfg) as store:
         if cfg.store.migrate_on_start:
             await upgrade(store)
-        yield build_vault(rcfg, SqlAlchemyRecordingRepository(store), _now), rcfg
+        vault = build_vault(rcfg, SqlAlchemyRecordingRepository(store), _now, sealer=store.evidence)
+        await vault.anchor_register()
+        yield vault, rcfg
 
 
 def _run(coro: Any) -> Any:
@@ -208,7 +210,7 @@ def rec_ingest(
 
     async def go() -> Any:
         link = Link(creditor=creditor, case_id=case, agent=agent, number=number)
-        start = started_at
+        start, attempt_at = started_at, None
         if attempt_id and creditor is None:
             from dialer.app import make_store
 
@@ -217,7 +219,7 @@ def rec_ingest(
                     att = await uow.attempts.get(attempt_id)
             if att is not None:
                 link = Link(creditor=att.creditor, case_id=att.case_id, agent=att.agent_id, number=att.number)
-                start = start or att.at
+                start, attempt_at = start or att.at, att.at
         if start is None:
             raise _fail("--started-at: 未知呼叫须给出开始时间 / required when the call is not a known attempt")
         req = IngestRequest(
@@ -227,6 +229,7 @@ def rec_ingest(
             media_type=mt,
             duration_s=duration,
             link=link,
+            attempt_at=attempt_at,
         )
         async with open_vault(config) as (vault, _):
             await vault.recover(orphan_grace=_GRACE)
@@ -353,14 +356,15 @@ def rec_verify(
     recording_ids: list[str] = typer.Argument(None, help="default: every recording"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check the register chain."""
+    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check the
+    register: its keyed chain, its head, and one entry per destroyed recording."""
 
     async def go() -> tuple[list[Any], list[str]]:
-        from recordings.register import verify_chain
-
         async with open_vault(config) as (vault, _):
             results = await vault.verify(Actor("cli", "admin"), recording_ids or None)
-            return results, verify_chain(await vault.repo.destruction_register())
+            from dialer.audit import register_problems
+
+            return results, await register_problems(vault.repo, vault.sealer)
 
     results, chain = _run(go())
     bad = [r for r in results if not r.ok]

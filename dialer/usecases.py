@@ -35,7 +35,7 @@ from dialer.errors import (
     UnprocessableEntity,
 )
 from dialer.ids import new_id
-from dialer.masking import mask_number, mask_text
+from dialer.masking import mask_number, mask_optional, mask_text, redact_on_input
 from dialer.model import (
     CHOSEN_STATUSES,
     DECISION_KINDS,
@@ -700,7 +700,8 @@ class Gate:
                 attempt_id=cmd.attempt_id,
                 disposition=cmd.disposition,
                 result=cmd.result,
-                note=cmd.note,
+                # Card and ID numbers typed into a note are not kept (dialer/masking.py).
+                note=redact_on_input(cmd.note) or "",
                 callback_at=cmd.callback_at,
                 promise_amount=cmd.promise.amount if cmd.promise else None,
                 promise_date=cmd.promise.date if cmd.promise else None,
@@ -898,8 +899,9 @@ class Gate:
             outcomes = {o.attempt_id: o for o in await uow.attempts.outcomes_for_case(case.pk)}
             decisions = await uow.decisions.get_many(a.decision_id for a in attempts)
         show = (lambda n: n) if actor.sees_full_numbers else mask_number
+        text = _same if actor.sees_full_numbers else mask_optional
         return {
-            **case_json(case, show),
+            **case_json(case, show, text),
             "attempts": [
                 {
                     "attempt_id": a.attempt_id,
@@ -911,7 +913,7 @@ class Gate:
                     "state": a.state,
                     "connected": a.connected,
                     "decision": decisions[a.decision_id].to_api() if a.decision_id in decisions else None,
-                    "outcome": outcome_json(outcomes[a.attempt_id]) if a.attempt_id in outcomes else None,
+                    "outcome": outcome_json(outcomes[a.attempt_id], text) if a.attempt_id in outcomes else None,
                 }
                 for a in attempts
             ],
@@ -925,6 +927,7 @@ class Gate:
         if actor.role == "collector":  # only the cases they may open (their assigned ones)
             cases = [c for c in cases if c.assigned_agent == actor.name]
         show = (lambda n: n) if actor.sees_full_numbers else mask_number
+        text = _same if actor.sees_full_numbers else mask_optional
         out = []
         for c in cases:
             contact = c.contact(number)
@@ -932,13 +935,13 @@ class Gate:
                 {
                     "case_id": c.case_id,
                     "creditor": c.creditor,
-                    "debtor_name": c.debtor_name,
+                    "debtor_name": text(c.debtor_name),
                     "status": c.status,
                     "assigned_agent": c.assigned_agent,
                     "follow_up_status": c.follow_up_status,
                     "number": show(number),
                     "relation": contact.relation if contact else None,
-                    "contact_name": contact.name if contact else None,
+                    "contact_name": text(contact.name) if contact else None,
                 }
             )
         return out
@@ -1197,11 +1200,17 @@ def follow_up(
     return "waiting", today + timedelta(days=2)
 
 
-def case_json(case: CaseRecord, show: Any) -> dict[str, Any]:
+def _same(value: Any) -> Any:
+    return value
+
+
+def case_json(case: CaseRecord, show: Any, text: Any = _same) -> dict[str, Any]:
+    """`show` for the contacts' numbers, `text` for every free-text field: identity for
+    roles with full-number rights, else the masks of dialer/masking.py."""
     return {
         "case_id": case.case_id,
         "creditor": case.creditor,
-        "debtor_name": case.debtor_name,
+        "debtor_name": text(case.debtor_name),
         "status": case.status,
         "commission_start": case.commission_start.isoformat() if case.commission_start else None,
         "commission_end": case.commission_end.isoformat() if case.commission_end else None,
@@ -1213,7 +1222,7 @@ def case_json(case: CaseRecord, show: Any) -> dict[str, Any]:
             {
                 "number": show(c.number),
                 "relation": c.relation,
-                "name": c.name,
+                "name": text(c.name),
                 "tz": c.tz,
                 "status": c.status,
                 "do_not_call": c.do_not_call,
@@ -1229,12 +1238,12 @@ def case_json(case: CaseRecord, show: Any) -> dict[str, Any]:
     }
 
 
-def outcome_json(o: OutcomeRecord) -> dict[str, Any]:
+def outcome_json(o: OutcomeRecord, text: Any = _same) -> dict[str, Any]:
     return {
         "attempt_id": o.attempt_id,
         "disposition": o.disposition,
         "result": o.result,
-        "note": o.note,
+        "note": text(o.note),
         "callback_at": o.callback_at.astimezone(timezone.utc).isoformat() if o.callback_at else None,
         "promise": {"amount": o.promise_amount, "date": o.promise_date.isoformat()} if o.promise_date else None,
         "logged_by": o.logged_by,

@@ -19,7 +19,8 @@ bilingual message (Chinese / English) that names what is wrong::
     │   └── NoSuchKey              no key-encryption key for a creditor / key id
     ├── Conflict                                                                     (409)
     │   ├── DuplicateSource        a recording with this source id exists (repository)
-    │   └── PurgeNotPending        approving a purge twice or a rejected one
+    │   ├── PurgeNotPending        approving a purge twice (or at once: one wins)
+    │   └── AlreadyDestroyed       destroying a recording another purge destroyed
     ├── Unreadable                 audio cannot be produced                          (410)
     │   ├── RecordingDestroyed     purged: data key destroyed, blob deleted
     │   └── KeyDestroyed           the creditor's key was destroyed (commission ended)
@@ -114,6 +115,13 @@ class DuplicateSource(Conflict):
 
 class PurgeNotPending(Conflict):
     error_id = "purge-not-pending"
+
+
+class AlreadyDestroyed(Conflict):
+    """The recording was destroyed meanwhile (by another purge): it gets no second
+    register entry."""
+
+    error_id = "already-destroyed"
 
 
 class Unreadable(VaultError):

@@ -10,11 +10,11 @@ import base64
 import io
 import os
 import secrets
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from datetime import date, datetime, timezone
 from typing import Any, BinaryIO, Iterable, Sequence
 
-from recordings.errors import Conflict, DuplicateSource, KeyDestroyed, NoSuchKey
+from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource, KeyDestroyed, NoSuchKey
 from recordings.keywrap import LocalWrapping
 from recordings.model import (
     AccessEntry,
@@ -25,6 +25,7 @@ from recordings.model import (
     Recording,
     RecordingEvent,
     RecordingFilter,
+    RegisterHead,
 )
 from recordings.ports import StoredBlob
 
@@ -36,6 +37,7 @@ class InMemoryRecordingRepository:
         self.access: list[AccessEntry] = []
         self.purges: dict[str, PurgeRequest] = {}
         self.register: list[DestructionEntry] = []
+        self.head: RegisterHead | None = None
         # Events written with each change, in commit order (the SQL repository's outbox).
         self.events: list[RecordingEvent] = []
 
@@ -95,12 +97,18 @@ class InMemoryRecordingRepository:
         self._changed()
 
     async def destroy(
-        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = ()
+        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = (),
+        head: RegisterHead | None = None,
     ) -> None:
         if any(e.seq == entry.seq for e in self.register):
             raise Conflict("登记表序号已被占用 / register sequence taken")
+        current = self.recordings.get(recording.recording_id)
+        if current is not None and current.state == "destroyed":
+            raise AlreadyDestroyed(f"录音已销毁 / recording {recording.recording_id} was destroyed")
         self.recordings[recording.recording_id] = recording
         self.register.append(entry)
+        if head is not None:
+            self.head = head
         self.events.extend(events)
         self._changed()
 
@@ -134,6 +142,25 @@ class InMemoryRecordingRepository:
         self.purges[purge.purge_id] = purge
         self._changed()
 
+    async def claim_purge(self, purge_id: str, approver: str, at: datetime) -> PurgeRequest | None:
+        purge = self.purges.get(purge_id)
+        if purge is None or purge.state != "pending":
+            return None
+        claimed = replace(purge, state="approved", approved_by=approver, approved_at=at)
+        self.purges[purge_id] = claimed
+        self._changed()
+        return claimed
+
+    async def register_head(self) -> RegisterHead | None:
+        return self.head
+
+    async def anchor_register_head(self, head: RegisterHead) -> bool:
+        if self.head is not None and self.head.mac is not None:
+            return False
+        self.head = head
+        self._changed()
+        return True
+
     async def pending_purges(self) -> list[PurgeRequest]:
         return sorted((p for p in self.purges.values() if p.state == "pending"), key=lambda p: p.requested_at)
 
@@ -152,6 +179,7 @@ class InMemoryRecordingRepository:
             "access": [_dump(a) for a in self.access],
             "purges": [_dump(p) for p in self.purges.values()],
             "register": [_dump(e) for e in self.register],
+            "register_head": _dump(self.head) if self.head is not None else None,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -160,6 +188,8 @@ class InMemoryRecordingRepository:
         self.access = [_load(AccessEntry, d) for d in state["access"]]
         self.purges = {p.purge_id: p for p in (_load(PurgeRequest, d) for d in state["purges"])}
         self.register = [_load(DestructionEntry, d) for d in state["register"]]
+        head = state.get("register_head")  # absent in files written before heads
+        self.head = _load(RegisterHead, head) if head else None
 
 
 def _encode(v: Any) -> Any:

@@ -99,6 +99,9 @@ class IngestRequest:
     media_type: str
     duration_s: float | None = None
     link: Link = field(default_factory=Link)
+    # The time of the known attempt this call placed (None: an unknown call): retention
+    # runs from it, and a `started_at` far from it is refused.
+    attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,17 @@ class DestructionEntry:
     method: str
     prev_hash: str
     entry_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterHead:
+    """The destruction register's head: its last entry, the first entry sealed with the
+    evidence key (None: none yet) and a MAC over them (None: written without a key)."""
+
+    seq: int
+    entry_hash: str
+    keyed_from: int | None
+    mac: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from recordings.model import (
     Recording,
     RecordingEvent,
     RecordingFilter,
+    RegisterHead,
 )
 
 
@@ -128,6 +129,15 @@ class KeyProvider(Protocol):
     def scopes(self) -> list[str]: ...
 
 
+class ChainSealer(Protocol):
+    """The evidence key's two operations (the service passes `dialer.evidence.EvidenceKey`):
+    the keyed link of a register entry and the MAC of the register's head."""
+
+    def link(self, prev_hash: str, data: bytes, /) -> str: ...
+
+    def head_mac(self, chain: str, seq: int, last_hash: str, keyed_from: int | None, /) -> str: ...
+
+
 class RecordingRepository(Protocol):
     """Recording metadata and the vault's records. Async: the service backs it with
     SQLAlchemy. Tables and columns (the SQL implementation follows these names):
@@ -172,10 +182,12 @@ class RecordingRepository(Protocol):
         """Replace the row (link, rewrap, hold, state)."""
 
     async def destroy(
-        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = ()
+        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = (),
+        head: RegisterHead | None = None,
     ) -> None:
-        """In one transaction: store the destroyed row (no wrapped key) and append the
-        register entry; raises `Conflict` if ``entry.seq`` is taken."""
+        """In one transaction: store the destroyed row (no wrapped key), append the
+        register entry and write the register's `head`; raises `Conflict` if
+        ``entry.seq`` is taken, `AlreadyDestroyed` if the recording already is."""
 
     async def put_case_hold(self, hold: CaseHold) -> None: ...
 
@@ -193,6 +205,16 @@ class RecordingRepository(Protocol):
 
     async def update_purge(self, purge: PurgeRequest) -> None: ...
 
+    async def claim_purge(self, purge_id: str, approver: str, at: datetime) -> PurgeRequest | None:
+        """Atomically move a pending purge to "approved" by `approver`; None when it is
+        not pending (another approval won)."""
+
+    async def register_head(self) -> RegisterHead | None: ...
+
+    async def anchor_register_head(self, head: RegisterHead) -> bool:
+        """Write `head` unless a head with a MAC is stored (anchoring a register kept
+        before the evidence key; idempotent); whether it was written."""
+
     async def pending_purges(self) -> list[PurgeRequest]:
         """Requests in state "pending", oldest first."""
         ...
@@ -205,6 +227,7 @@ class RecordingRepository(Protocol):
 __all__ = [
     "BlobStore",
     "BlobWriter",
+    "ChainSealer",
     "Clock",
     "KeyProvider",
     "RecordingRepository",

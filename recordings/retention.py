@@ -1,7 +1,11 @@
 """Retention: how long each creditor's recordings are kept.
 
-``retain_until`` = the call's date + the creditor's retention (default 730 days). The
-rules require at least two years, so anything shorter is refused.
+``retain_until`` = the call's date + the creditor's retention (default 730 days), the
+call's date being the attempt's when the call is a known attempt (the uploader's
+`started_at` must then agree with it, see `check_started_at`). Never earlier than the
+day of ingest + the same retention: a call time given by the uploader cannot make a
+recording due before it has been kept that long. The rules require at least two years,
+so anything shorter is refused.
 """
 
 from __future__ import annotations
@@ -59,8 +63,24 @@ class RetentionPolicy:
             return self.default_days
         return self.per_creditor.get(creditor, self.default_days)
 
-    def retain_until(self, started_at: datetime, creditor: str | None) -> date:
-        return started_at.date() + timedelta(days=self.days_for(creditor))
+    def retain_until(self, started_at: datetime, creditor: str | None, ingested_at: datetime | None = None) -> date:
+        days = timedelta(days=self.days_for(creditor))
+        until = started_at.date() + days
+        return until if ingested_at is None else max(until, ingested_at.date() + days)
+
+
+# How far a known attempt's recording may say it started from the attempt's own time:
+# the PBX places the call within the authorisation's validity (minutes) and the two
+# clocks may differ a little; anything further is a wrong or forged time.
+CALL_START_TOLERANCE = timedelta(hours=1)
+
+
+def started_at_problem(started_at: datetime, attempt_at: datetime | None) -> str | None:
+    """Why `started_at` cannot be the start of the call the attempt placed, or None."""
+    if attempt_at is None or abs(started_at - attempt_at) <= CALL_START_TOLERANCE:
+        return None
+    return (f"started_at: 与呼叫尝试时间 {attempt_at.isoformat()} 相差超过 {CALL_START_TOLERANCE} / "
+            f"more than {CALL_START_TOLERANCE} from the attempt's time {attempt_at.isoformat()}")
 
 
 def is_due(retain_until: date, today: date) -> bool:

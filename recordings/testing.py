@@ -116,3 +116,15 @@ def request(
 
 def wav_bytes(seconds: float = 10.0, tone_hz: float = 440.0) -> bytes:
     return b"".join(wav_stream(seconds, tone_hz=tone_hz))
+
+
+async def ingest_as_of(vault, req: IngestRequest, body=None, actor: Actor = PBX):  # type: ignore[no-untyped-def]
+    """`vault.ingest` run on the day the call was made: retention never runs from
+    earlier than the day of ingest, so a test that needs a recording already due
+    uploads it back then."""
+    clock = vault.clock
+    vault.clock = lambda: req.started_at
+    try:
+        return (await vault.ingest(req, body if body is not None else [wav_bytes(1)], actor)).recording
+    finally:
+        vault.clock = clock

@@ -33,6 +33,8 @@ from typing import BinaryIO, Mapping
 
 from recordings import envelope, events, register
 from recordings.errors import (
+    AlreadyDestroyed,
+    Conflict,
     DualControlViolation,
     DuplicateSource,
     Forbidden,
@@ -72,18 +74,20 @@ from recordings.model import (
     PurgeRequest,
     Recording,
     RecordingFilter,
+    RegisterHead,
     VerifyResult,
     mask_number,
     number_digest,
 )
-from recordings.ports import BlobStore, Clock, KeyProvider, RecordingRepository
-from recordings.retention import RetentionPolicy, is_due
+from recordings.ports import BlobStore, ChainSealer, Clock, KeyProvider, RecordingRepository
+from recordings.retention import RetentionPolicy, is_due, started_at_problem
 
 DEFAULT_MAX_SIZE = 2 * 1024**3
 SEAL_TIMEOUT_S = 300.0  # longest wait on the writer's thread (one batch, or the last ones)
 DESTRUCTION_METHOD = "crypto-shred: wrapped data key erased, sealed blob deleted / 数据密钥销毁并删除密文"
 _SOURCE_ID = re.compile(r"^[A-Za-z0-9@._:+\-]{1,200}$")
 _MAX_REASON = 500
+_REGISTER_RETRIES = 20  # another process appending to the register at the same moment
 
 Checkpoint = Callable[[str], None]
 
@@ -192,6 +196,7 @@ class Vault:
         create_missing_keys: bool = False,
         parallel_hash: bool = False,
         ciphers: Mapping[str, str] | None = None,
+        sealer: ChainSealer | None = None,
     ) -> None:
         self.repo = repo
         self.blobs = blobs
@@ -213,6 +218,9 @@ class Vault:
         # Data cipher per creditor (e.g. SM4-GCM where a bank requires 国密); each
         # blob names its own, so archives of mixed ciphers read back.
         self.ciphers = dict(ciphers or {})
+        # The evidence key the register is chained with; None: unkeyed SHA-256 (tools
+        # and tests; the service always passes its key).
+        self.sealer = sealer
 
     def _sealing_key(self, scope: str) -> str:
         """The id of the scope's active KEK, created first where that is allowed."""
@@ -253,6 +261,9 @@ class Vault:
             raise InvalidRequest(f"来源编号无效 / invalid {req.source_kind}_id {req.source_id!r}")
         if req.started_at.tzinfo is None:
             raise InvalidRequest("开始时间须带时区 / started_at must carry a UTC offset")
+        far = started_at_problem(req.started_at, req.attempt_at)
+        if far is not None:
+            raise InvalidRequest(far, field="started_at")
         if req.duration_s is not None and not 0 <= req.duration_s < 10 * 86400:
             raise InvalidRequest(f"时长无效 / invalid duration {req.duration_s!r}")
         if req.media_type not in self.media_types:
@@ -360,7 +371,7 @@ class Vault:
                 data_key_id=data_key_id,
                 kek_id=kek_id,
                 wrapped_key=wrapped,
-                retain_until=self.retention.retain_until(req.started_at, link.creditor),
+                retain_until=self.retention.retain_until(req.attempt_at or req.started_at, link.creditor, now),
                 state="stored" if link.creditor is not None else "unmatched",
                 created_at=now,
             )
@@ -765,6 +776,12 @@ class Vault:
                 f"销毁申请包含您无权查看的委托方 / the purge covers creditors you are not cleared for: {', '.join(outside)}",
                 creditors=outside,
             )
+        # The claim is the one atomic step: of simultaneous approvals exactly one moves
+        # the request out of "pending"; the others are refused before destroying anything.
+        claimed = await self.repo.claim_purge(purge_id, actor.user, self.clock())
+        if claimed is None:
+            raise PurgeNotPending(f"销毁申请已处理 / purge {purge_id} was already approved")
+        purge = claimed
         today = self.clock().date()
         destroyed: list[str] = []
         skipped: list[str] = []
@@ -779,26 +796,68 @@ class Vault:
             ):
                 skipped.append(rid)
                 continue
-            await self._destroy(rec, purge, approver=actor.user)
-            destroyed.append(rid)
-        done = replace(
-            purge,
-            state="approved",
-            approved_by=actor.user,
-            approved_at=self.clock(),
-            destroyed=tuple(destroyed),
-            skipped=tuple(skipped),
-        )
+            if await self._destroy(rec, purge, approver=actor.user):
+                destroyed.append(rid)
+            else:
+                skipped.append(rid)
+        done = replace(purge, destroyed=tuple(destroyed), skipped=tuple(skipped))
         await self.repo.update_purge(done)
         return done
 
-    async def _destroy(self, rec: Recording, purge: PurgeRequest, *, approver: str) -> None:
+    async def _destroy(self, rec: Recording, purge: PurgeRequest, *, approver: str) -> bool:
+        """Destroy `rec` with its register entry; False when another purge destroyed it
+        first. A register seq taken by another process is retried with the new head."""
+        for _ in range(_REGISTER_RETRIES):
+            try:
+                await self._destroy_once(rec, purge, approver=approver)
+            except AlreadyDestroyed:
+                return False
+            except Conflict:
+                continue
+            # The key is gone, so the blob is already unreadable; a crash here leaves
+            # ciphertext that recover() deletes.
+            await asyncio.to_thread(self.blobs.delete, rec.recording_id)
+            return True
+        raise Conflict("登记表持续被占用 / the destruction register stayed busy; approve again")
+
+    async def _register_tip(self) -> tuple[int, str, RegisterHead | None]:
+        """(last seq, last hash, head): from the head, else (a register kept before
+        heads) from its last entry."""
+        head = await self.repo.register_head()
+        if head is not None:
+            return head.seq, head.entry_hash, head
+        last = await self.repo.last_destruction()
+        return (last.seq, last.entry_hash, None) if last else (0, register.GENESIS, None)
+
+    def _next_head(self, head: RegisterHead | None, seq: int, entry_hash: str) -> RegisterHead:
+        if self.sealer is None:
+            return RegisterHead(seq, entry_hash, None, None)
+        keyed_from = head.keyed_from if head is not None and head.keyed_from is not None else seq
+        return RegisterHead(seq, entry_hash, keyed_from, self.sealer.head_mac(register.CHAIN, seq, entry_hash, keyed_from))
+
+    async def anchor_register(self) -> bool:
+        """Put a register kept before the evidence key under it: a MAC'd head whose
+        next entry is the first keyed one (the entries so far keep their SHA-256)."""
+        if self.sealer is None:
+            return False
+        head = await self.repo.register_head()
+        if head is not None and head.mac is not None:
+            return False
+        last = await self.repo.last_destruction()
+        if last is None:
+            return False
+        keyed_from = last.seq + 1
+        mac = self.sealer.head_mac(register.CHAIN, last.seq, last.entry_hash, keyed_from)
+        return await self.repo.anchor_register_head(RegisterHead(last.seq, last.entry_hash, keyed_from, mac))
+
+    async def _destroy_once(self, rec: Recording, purge: PurgeRequest, *, approver: str) -> None:
         now = self.clock()
         async with self._register_lock:
-            last = await self.repo.last_destruction()
+            last_seq, last_hash, head = await self._register_tip()
+            seq = last_seq + 1
             entry = register.seal(
                 DestructionEntry(
-                    seq=(last.seq + 1) if last else 1,
+                    seq=seq,
                     recording_id=rec.recording_id,
                     case_id=rec.case_id,
                     creditor=rec.creditor,
@@ -809,15 +868,14 @@ class Vault:
                     purge_id=purge.purge_id,
                     destroyed_at=now,
                     method=DESTRUCTION_METHOD,
-                    prev_hash=last.entry_hash if last else register.GENESIS,
+                    prev_hash=last_hash,
                     entry_hash="",
-                )
+                ),
+                self.sealer.link if self.sealer is not None else None,
             )
             gone = rec.evolve(state="destroyed", wrapped_key=None, kek_id=None, destroyed_at=now, hold=None)
-            await self.repo.destroy(gone, entry, events=(events.purged(rec, entry),))
-        # The key is gone, so the blob is already unreadable; a crash here leaves
-        # ciphertext that recover() deletes.
-        await asyncio.to_thread(self.blobs.delete, rec.recording_id)
+            await self.repo.destroy(gone, entry, events=(events.purged(rec, entry),),
+                                    head=self._next_head(head, seq, entry.entry_hash))
 
     async def destruction_register(self, actor: Actor) -> list[DestructionEntry]:
         _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁登记 / read the register")

@@ -57,7 +57,7 @@ from dialer.console.ports import (
     TimelineEntry,
 )
 from dialer.errors import Unauthenticated
-from dialer.masking import mask_number
+from dialer.masking import mask_number, mask_optional, mask_text
 from dialer.model import REVIEWED_KINDS, DecisionRecord
 
 EXPORT_BATCH = 2000
@@ -460,7 +460,7 @@ class SqlAlchemyConsoleQueries:
                             recs_by_attempt.setdefault(rec.source_id, []).append(rec.recording_id)
                 h = await self.vault.repo.case_hold(creditor, case_id)
                 if h is not None:
-                    hold = LegalHoldView(h.reason, h.by, h.at)
+                    hold = LegalHoldView(mask_text(h.reason), h.by, h.at)
             except Exception:  # noqa: BLE001 - the case page stays up when the vault is down
                 recs_by_attempt = {}
         timeline = []
@@ -480,12 +480,14 @@ class SqlAlchemyConsoleQueries:
             CaseEvent(at=row[0], actor=row[1], what=_event_text(row[3]), action=row[2]) for row in erows
         )
         return CaseView(
-            creditor=c.creditor, case_id=c.case_id, debtor_name=c.debtor_name, status=c.status,
+            # The console shows numbers masked to every role, in free text as in fields.
+            creditor=c.creditor, case_id=c.case_id, debtor_name=mask_text(c.debtor_name), status=c.status,
             follow_up=c.follow_up_status, next_action_date=c.next_action_date, flags=tuple(sorted(c.flags)),
             legal_hold=hold, commission_start=c.commission_start, commission_end=c.commission_end,
             assigned_agent=c.assigned_agent, amount_due=c.amount_due, overdue_days=c.overdue_days,
             contacts=tuple(
-                ContactView(mask_number(x.number), x.relation, x.name, x.status, x.do_not_call, x.source) for x in c.contacts
+                ContactView(mask_number(x.number), x.relation, mask_optional(x.name), x.status, x.do_not_call, x.source)
+                for x in c.contacts
             ),
             timeline=tuple(timeline), events=events,
             history=tuple(
@@ -555,7 +557,8 @@ class SqlAlchemyConsoleQueries:
         await self.recording(who, recording_id)
         entries = await _vault_call(self._need_vault().access_log(recording_id, _actor(who)))
         out = [
-            AccessLogEntry(at=e.at, user=e.user, reason=e.reason, byte_range=f"{e.range_start}-{e.range_end}", client=e.client)
+            AccessLogEntry(at=e.at, user=e.user, reason=mask_text(e.reason), byte_range=f"{e.range_start}-{e.range_end}",
+                           client=e.client)
             for e in entries
         ]
         return sorted(out, key=lambda e: e.at, reverse=True)
@@ -720,11 +723,14 @@ def verify_main() -> None:
     from adapters.db.store import SqlAlchemyCaseStore
     from dialer.audit import verify
     from dialer.config import StoreConfig
+    from dialer.evidence import EvidenceKey
 
-    cfg = StoreConfig(**json.loads(sys.stdin.read()))
+    doc = json.loads(sys.stdin.read())
+    key = EvidenceKey(bytes.fromhex(doc.pop("evidence_key")), "parent process")
+    cfg = StoreConfig(**doc)
 
     async def walk() -> Any:
-        async with SqlAlchemyCaseStore(cfg) as own:
+        async with SqlAlchemyCaseStore(cfg, evidence=key) as own:
             return await verify(own)
 
     report = asyncio.run(walk())
@@ -749,7 +755,9 @@ async def _verify_off_loop(store: Any) -> Any:
     )
     try:
         out, err = await asyncio.wait_for(
-            proc.communicate(json.dumps(dataclasses.asdict(store.config)).encode()), timeout=AUDIT_TIMEOUT_S
+            proc.communicate(json.dumps({**dataclasses.asdict(store.config),
+                                         "evidence_key": store.evidence.hand_over()}).encode()),
+            timeout=AUDIT_TIMEOUT_S
         )
     except BaseException:
         if proc.returncode is None:
@@ -860,7 +868,7 @@ def _destruction(e: Any) -> DestructionEntry:
 
 def _outcome(o: Any) -> OutcomeView:
     return OutcomeView(
-        disposition=o.disposition, result=o.result, note=o.note, recorded_at=o.logged_at,
+        disposition=o.disposition, result=o.result, note=mask_optional(o.note), recorded_at=o.logged_at,
         callback_at=o.callback_at, promise_amount=o.promise_amount, promise_date=o.promise_date,
     )
 
@@ -875,7 +883,7 @@ def _event_text(details: str) -> str:
     # ids are noise on a case page; notes are shown on the timeline already
     bits = [f"{k}={v}" for k, v in sorted(d.items())
             if k not in ("note", "attempt_id", "decision_id") and not isinstance(v, (dict, list))]
-    return ", ".join(bits)
+    return mask_text(", ".join(bits))
 
 
 __all__ = ["SqlAlchemyConsoleQueries"]

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.db import tables as gate_tables
 from adapters.db.tables import NAMING, BigId, UtcDateTime
 from recordings import events as recording_events
-from recordings.errors import Conflict, DuplicateSource
+from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource
 from recordings.model import (
     AccessEntry,
     CaseHold,
@@ -59,8 +59,10 @@ from recordings.model import (
     Recording,
     RecordingEvent,
     RecordingFilter,
+    RegisterHead,
     mask_number,
 )
+from recordings.register import CHAIN as REGISTER_CHAIN
 
 # The vault's own MetaData: its tables belong to the migration 0101, not to 0001.
 metadata = MetaData(naming_convention=NAMING)
@@ -180,6 +182,15 @@ recording_expectations = Table(
     Index("ix_recording_expectations_resolved_at_due_at", "resolved_at", "due_at"),
     Index("ix_recording_expectations_creditor_dialed_at", "creditor", "dialed_at"),
 )
+_heads = gate_tables.evidence_heads
+
+
+async def _put_head(conn: AsyncConnection, head: RegisterHead) -> None:
+    h = _heads
+    values = dict(seq=head.seq, hash=head.entry_hash, keyed_from=head.keyed_from, mac=head.mac)
+    res = await conn.execute(update(h).where(h.c.chain == REGISTER_CHAIN).values(**values))
+    if res.rowcount != 1:
+        await conn.execute(insert(h).values(chain=REGISTER_CHAIN, **values))
 
 
 class Transactions(Protocol):
@@ -403,12 +414,22 @@ class SqlAlchemyRecordingRepository:
             await _write_events(uow, events)
 
     async def destroy(
-        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = ()
+        self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = (),
+        head: RegisterHead | None = None,
     ) -> None:
         values = _recording_values(recording)
         rid = values.pop("recording_id")
         async with self._store.write() as uow:
             conn = uow.conn
+            # Only a recording not yet destroyed: two purges racing over one recording
+            # leave one register entry (the loser's transaction rolls back whole).
+            res = await conn.execute(
+                update(recordings)
+                .where(recordings.c.recording_id == rid, recordings.c.state != "destroyed")
+                .values(**values)
+            )
+            if res.rowcount != 1:
+                raise AlreadyDestroyed(f"录音已销毁 / recording {rid} was destroyed", recording_id=rid)
             try:
                 async with conn.begin_nested():
                     await conn.execute(
@@ -430,7 +451,8 @@ class SqlAlchemyRecordingRepository:
                     )
             except IntegrityError as exc:
                 raise Conflict("登记表序号已被占用 / register sequence taken", seq=entry.seq) from exc
-            await conn.execute(update(recordings).where(recordings.c.recording_id == rid).values(**values))
+            if head is not None:
+                await _put_head(conn, head)
             await _write_events(uow, events)
 
     async def put_case_hold(self, hold: CaseHold) -> None:
@@ -497,6 +519,34 @@ class SqlAlchemyRecordingRepository:
         pid = values.pop("purge_id")
         async with self._write() as conn:
             await conn.execute(update(recording_purges).where(recording_purges.c.purge_id == pid).values(**values))
+
+    async def claim_purge(self, purge_id: str, approver: str, at: Any) -> PurgeRequest | None:
+        t = recording_purges
+        async with self._write() as conn:
+            res = await conn.execute(
+                update(t)
+                .where(t.c.purge_id == purge_id, t.c.state == "pending")
+                .values(state="approved", approved_by=approver, approved_at=at)
+            )
+            if res.rowcount != 1:
+                return None
+            r = (await conn.execute(select(t).where(t.c.purge_id == purge_id))).first()
+        return _purge(r)
+
+    async def register_head(self) -> RegisterHead | None:
+        h = _heads
+        async with self._read() as conn:
+            r = (await conn.execute(select(h).where(h.c.chain == REGISTER_CHAIN))).first()
+        return RegisterHead(int(r.seq), r.hash, r.keyed_from, r.mac) if r is not None else None
+
+    async def anchor_register_head(self, head: RegisterHead) -> bool:
+        h = _heads
+        async with self._write() as conn:
+            r = (await conn.execute(select(h.c.mac).where(h.c.chain == REGISTER_CHAIN))).first()
+            if r is not None and r.mac is not None:
+                return False
+            await _put_head(conn, head)
+        return True
 
     async def pending_purges(self) -> list[PurgeRequest]:
         t = recording_purges

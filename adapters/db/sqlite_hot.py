@@ -94,7 +94,7 @@ INSERT_ATTEMPT = (
     "INSERT INTO attempts (id, case_pk, creditor, case_id, number, relation, agent_id, channel, state, at, "
     "valid_until, decision_id, connected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-CHAIN_HEAD = "SELECT seq, hash FROM chain_heads WHERE chain = ?"
+CHAIN_HEAD = "SELECT seq, hash, keyed_from FROM chain_heads WHERE chain = ?"
 # `record` arrives as the canonical JSON's UTF-8 bytes: CAST stores them as TEXT, the
 # same value a str gives (a bytes parameter alone would be stored as a BLOB).
 INSERT_DECISION = (
@@ -102,8 +102,9 @@ INSERT_DECISION = (
     "attempt_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?)"
 )
 UPSERT_CHAIN_HEAD = (
-    "INSERT INTO chain_heads (chain, seq, hash) VALUES (?, ?, ?) "
-    "ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+    "INSERT INTO chain_heads (chain, seq, hash, keyed_from, mac) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, keyed_from = excluded.keyed_from, "
+    "mac = excluded.mac"
 )
 INSERT_OUTBOX = (
     "INSERT INTO outbox (event_id, type, creditor, case_id, case_seq, occurred_at, payload, published_at) "

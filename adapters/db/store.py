@@ -58,7 +58,9 @@ from sqlalchemy.pool import StaticPool
 from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.config import StoreConfig
+from dialer import evidence as evidence_chain
 from dialer.errors import StoreRefusedValue, StoreUnavailable
+from dialer.evidence import EvidenceKey
 from dialer.ids import new_id
 from dialer.masking import mask_number, mask_text
 from dialer.model import (
@@ -78,6 +80,8 @@ from dialer.model import (
 from policy.model import Appointment, HistoryEvent
 
 GENESIS_HASH = "0" * 64
+# Units of work built outside a store (tests of one repository) chain under this.
+_NO_KEY = EvidenceKey.ephemeral()
 
 log = structlog.get_logger("dialgate.store")
 
@@ -139,11 +143,13 @@ Q_NEXT_SEQ = (
     .values(event_seq=t.cases.c.event_seq + bindparam("count"))
     .returning(t.cases.c.event_seq)
 )
-Q_CHAIN_HEAD = select(t.chain_heads.c.seq, t.chain_heads.c.hash).where(t.chain_heads.c.chain == bindparam("chain"))
+Q_CHAIN_HEAD = select(t.chain_heads.c.seq, t.chain_heads.c.hash, t.chain_heads.c.keyed_from).where(
+    t.chain_heads.c.chain == bindparam("chain")
+)
 Q_CHAIN_HEAD_UPDATE = (
     update(t.chain_heads)
     .where(t.chain_heads.c.chain == bindparam("chain_key"))
-    .values(seq=bindparam("seq"), hash=bindparam("hash"))
+    .values(seq=bindparam("seq"), hash=bindparam("hash"), keyed_from=bindparam("keyed_from"), mac=bindparam("mac"))
 )
 def _dial_candidates_query() -> Any:
     """`SqlCaseRepository.dial_candidates` as ONE statement (rows: src 0 = the agent's
@@ -202,13 +208,14 @@ TRACKED_FIELDS: tuple[str, ...] = (
 SYSTEM_CHANGE = ChangeSource(kind="system", actor="system", role="system")
 
 
-def link_history(entry: HistoryEntry, prev_hash: str) -> tuple[HistoryEntry, str]:
+def link_history(entry: HistoryEntry, prev_hash: str, key: EvidenceKey) -> tuple[HistoryEntry, str]:
     """`entry` as the link after `prev_hash`: with its prev_hash and hash, and the
-    canonical text that hash covers. The one place a history link is computed (the
-    chain function is the decision log's `chain_hash`, which verification uses too)."""
+    canonical text that hash covers. The one place a history link is computed: an
+    HMAC under the evidence key (`dialer.evidence`), which verification uses too, so
+    an entry cannot be re-forged from the database alone."""
     linked = replace(entry, prev_hash=prev_hash, hash="")
     record = canonical_json(linked.body())
-    return replace(linked, hash=chain_hash(prev_hash, record)), record
+    return replace(linked, hash=key.link(prev_hash, record.encode("utf-8"))), record
 
 
 def history_from_record(record: str, hash_: str) -> HistoryEntry:
@@ -265,7 +272,7 @@ def _flags_set(value: str | None) -> frozenset[str]:
 
 class _GroupMemo:
     """What the units of one SQLite write group read on every decision and may read
-    again: each chain's head (seq, hash) as the group's last append left it, and the
+    again: each chain's head (seq, hash, keyed_from) as the group's last append left it, and the
     users looked up by name (the SIP gate asks for its agent on every INVITE).
 
     Correct because a group is one write transaction: from its BEGIN IMMEDIATE to its
@@ -280,7 +287,7 @@ class _GroupMemo:
     __slots__ = ("heads", "users")
 
     def __init__(self) -> None:
-        self.heads: dict[str, tuple[int, str]] = {}
+        self.heads: dict[str, tuple[int, str, int | None]] = {}
         self.users: dict[str, Principal | None] = {}
 
     def forget(self) -> None:
@@ -782,12 +789,15 @@ class _Group:
 class SqlAlchemyCaseStore:
     """The `CaseStore` port over SQLAlchemy Core. Use as `async with store:`."""
 
-    def __init__(self, config: StoreConfig, *, events: bool = True) -> None:
+    def __init__(self, config: StoreConfig, *, events: bool = True, evidence: EvidenceKey | None = None) -> None:
         """`events`: keep what units of work put in the outbox. False when no event bus
         is configured: nothing would ever read (or prune) those rows, and writing them
-        is a tenth of a dial's cost."""
+        is a tenth of a dial's cost. `evidence`: the key the decision log is chained
+        with (`dialer.evidence.load_key`); without one, a key that lives as long as
+        this object (what it chains cannot be verified by another process)."""
         self.config = config
         self.events = events
+        self.evidence = evidence or EvidenceKey.ephemeral()
         self.url = config.url
         self.is_sqlite = config.is_sqlite
         self.is_postgres = config.is_postgres
@@ -963,6 +973,7 @@ class SqlAlchemyCaseStore:
             uow = SqlUnitOfWork(
                 _SyncConnShim(writer.conn, group.memo), False,  # type: ignore[arg-type]
                 raw=writer.conn.connection.dbapi_connection, events=self.events, memo=group.memo,
+                evidence=self.evidence,
             )
             try:
                 yield uow
@@ -1193,7 +1204,7 @@ class SqlAlchemyCaseStore:
                         )
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
-            uow = SqlUnitOfWork(conn, self.is_postgres, events=self.events)
+            uow = SqlUnitOfWork(conn, self.is_postgres, events=self.events, evidence=self.evidence)
             try:
                 yield uow
             except BaseException:
@@ -1262,12 +1273,12 @@ class SqlUnitOfWork:
 
     def __init__(
         self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True,
-        memo: _GroupMemo | None = None,
+        memo: _GroupMemo | None = None, evidence: EvidenceKey | None = None,
     ) -> None:
         self.conn = conn
-        self.cases = SqlCaseRepository(conn, raw)
+        self.cases = SqlCaseRepository(conn, raw, evidence)
         self.attempts = SqlAttemptRepository(conn, raw)
-        self.decisions = SqlDecisionLog(conn, is_postgres, raw, memo)
+        self.decisions = SqlDecisionLog(conn, is_postgres, raw, memo, evidence)
         self.outbox = SqlOutbox(conn, raw, keep=events)
         self.users = SqlUserRepository(conn, raw, memo)
         self.audit = SqlAuditLog(conn)
@@ -1318,9 +1329,12 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
 
 
 class SqlCaseRepository:
-    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, raw: sqlite3.Connection | None = None, evidence: EvidenceKey | None = None
+    ) -> None:
         self.conn = conn
         self.raw = raw
+        self.evidence = evidence or _NO_KEY  # chains the case history
         self._creditors: set[str] = set()  # known to exist in this transaction
 
     async def _load(self, where: Any, params: dict[str, Any] | None = None) -> list[CaseRecord]:
@@ -1443,7 +1457,7 @@ class SqlCaseRepository:
                     role=source.role, source=source.kind, source_ref=source.ref, source_row=source.row,
                     field=field_, old=old, new=new, reason=_reason(why),
                 ),
-                prev,
+                prev, self.evidence,
             )
             rows.append(dict(
                 case_pk=row["id"], creditor=entry.creditor, case_id=entry.case_id, seq=seq, at=now,
@@ -1492,7 +1506,7 @@ class SqlCaseRepository:
                     source=src.kind, source_ref=src.ref, source_row=src.row, field="case", old=None,
                     new=created_entry, reason=_reason(src.reason),
                 ),
-                GENESIS_HASH,
+                GENESIS_HASH, self.evidence,
             )
             res = await self.conn.execute(I_CASE, dict(
                 creditor=case.creditor, case_id=case.case_id, event_seq=0, created_at=now, updated_at=now,
@@ -2010,14 +2024,23 @@ def decision_from_record(text_: str) -> DecisionRecord:
     )
 
 
-def _linked(record: DecisionRecord, chain: str, head: Any) -> tuple[DecisionRecord, str]:
-    """`record` as the next link after `head` (the chain's (seq, hash) row, or None):
-    with its seq, prev_hash and hash, and the canonical text that hash covers."""
-    linked, data = _link(record, chain, head)
+LEGACY_LINK = evidence_chain.sha256_link(b"\n")  # `chain_hash`: records written before the key
+
+
+def _linked(record: DecisionRecord, chain: str, head: Any, key: EvidenceKey) -> tuple[DecisionRecord, str]:
+    """`record` as the next link after `head` (the chain's (seq, hash, keyed_from) row,
+    or None): with its seq, prev_hash and MAC under `key`, and the canonical text that
+    MAC covers."""
+    linked, data = _link(record, chain, head, key)
     return linked, data.decode("utf-8")
 
 
-def _link(record: DecisionRecord, chain: str, head: Any) -> tuple[DecisionRecord, bytes]:
+def _keyed_from(head: Any, seq: int) -> int:
+    """The chain's first keyed seq: kept once set; else this record is the first."""
+    return head[2] if head is not None and head[2] is not None else seq
+
+
+def _link(record: DecisionRecord, chain: str, head: Any, key: EvidenceKey) -> tuple[DecisionRecord, bytes]:
     """`_linked` with the canonical text as its UTF-8 bytes: the SQLite writer stores
     them as they are (hot.INSERT_DECISION casts them to TEXT), not decoded to a str that
     pysqlite encodes back to UTF-8 (~5 us for the ~4 KB record).
@@ -2031,8 +2054,7 @@ def _link(record: DecisionRecord, chain: str, head: Any) -> tuple[DecisionRecord
     body = record.body()
     body["chain"], body["seq"], body["prev_hash"] = chain, seq, prev
     data = orjson.dumps(body, option=_CANONICAL)  # canonical_json's bytes
-    digest = hashlib.sha256((prev + "\n").encode("utf-8"))
-    digest.update(data)
+    digest = key.link(prev, data)
     r = record
     linked = DecisionRecord(
         decision_id=r.decision_id, kind=r.kind, at=r.at, evaluated_at=r.evaluated_at, user=r.user,
@@ -2040,7 +2062,7 @@ def _link(record: DecisionRecord, chain: str, head: Any) -> tuple[DecisionRecord
         number_masked=r.number_masked, attempt_id=r.attempt_id, allowed=r.allowed, rule_id=r.rule_id,
         reason=r.reason, reason_zh=r.reason_zh, next_allowed_at=r.next_allowed_at,
         policy_version=r.policy_version, checks=r.checks, inputs_used=r.inputs_used,
-        chain=chain, seq=seq, prev_hash=prev, hash=digest.hexdigest(),
+        chain=chain, seq=seq, prev_hash=prev, hash=digest,
     )
     return linked, data
 
@@ -2055,26 +2077,31 @@ class SqlDecisionLog:
 
     def __init__(
         self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None,
-        memo: _GroupMemo | None = None,
+        memo: _GroupMemo | None = None, evidence: EvidenceKey | None = None,
     ) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
         self.raw = raw
         self.memo = memo  # the SQLite write group's (see _GroupMemo)
+        self.evidence = evidence or _NO_KEY
 
     def _append_raw(self, raw: sqlite3.Connection, record: DecisionRecord, chain: str) -> DecisionRecord:
         memo = self.memo
         head = memo.heads.get(chain) if memo is not None else None
         if head is None:
             head = raw.execute(hot.CHAIN_HEAD, (chain,)).fetchone()
-        rec, body = _link(record, chain, head)
+        key = self.evidence
+        rec, body = _link(record, chain, head, key)
+        keyed_from = _keyed_from(head, rec.seq)
         raw.execute(hot.INSERT_DECISION, (
             chain, rec.seq, rec.decision_id, rec.kind, hot.db_time(rec.at), rec.creditor, rec.case_id, rec.agent_id,
             int(rec.allowed), rec.rule_id, rec.attempt_id, body, rec.prev_hash, rec.hash,
         ))
-        raw.execute(hot.UPSERT_CHAIN_HEAD, (chain, rec.seq, rec.hash))
+        raw.execute(hot.UPSERT_CHAIN_HEAD, (
+            chain, rec.seq, rec.hash, keyed_from, key.head_mac(chain, rec.seq, rec.hash, keyed_from),
+        ))
         if memo is not None:
-            memo.heads[chain] = (rec.seq, rec.hash)
+            memo.heads[chain] = (rec.seq, rec.hash, keyed_from)
         return rec
 
     async def append(self, record: DecisionRecord) -> DecisionRecord:
@@ -2086,8 +2113,11 @@ class SqlDecisionLog:
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "chain:" + chain}
             )
         head = (await self.conn.execute(Q_CHAIN_HEAD, {"chain": chain})).first()
-        rec, body = _linked(record, chain, head)
+        key = self.evidence
+        rec, body = _linked(record, chain, head, key)
         seq, prev, digest = rec.seq, rec.prev_hash, rec.hash
+        keyed_from = _keyed_from(head, seq)
+        mac = key.head_mac(chain, seq, digest, keyed_from)
         await self.conn.execute(
             I_DECISION,
             dict(
@@ -2108,9 +2138,14 @@ class SqlDecisionLog:
             ),
         )
         if head:
-            await self.conn.execute(Q_CHAIN_HEAD_UPDATE, {"chain_key": chain, "seq": seq, "hash": digest})
+            await self.conn.execute(
+                Q_CHAIN_HEAD_UPDATE,
+                {"chain_key": chain, "seq": seq, "hash": digest, "keyed_from": keyed_from, "mac": mac},
+            )
         else:
-            await self.conn.execute(I_CHAIN_HEAD, {"chain": chain, "seq": seq, "hash": digest})
+            await self.conn.execute(
+                I_CHAIN_HEAD, {"chain": chain, "seq": seq, "hash": digest, "keyed_from": keyed_from, "mac": mac}
+            )
         return rec
 
     async def get_many(self, decision_ids: Iterable[str]) -> dict[str, DecisionRecord]:
@@ -2210,6 +2245,26 @@ class SqlDecisionLog:
     async def chains(self) -> list[tuple[str, int, str]]:
         rows = await self.conn.execute(select(t.chain_heads).order_by(t.chain_heads.c.chain))
         return [(r[0], int(r[1]), r[2]) for r in rows]
+
+    async def heads(self) -> list[evidence_chain.Head]:
+        """Every chain's head with its keyed_from and MAC."""
+        h = t.chain_heads.c
+        rows = await self.conn.execute(select(h.chain, h.seq, h.hash, h.keyed_from, h.mac).order_by(h.chain))
+        return [evidence_chain.Head(r[0], int(r[1]), r[2], None if r[3] is None else int(r[3]), r[4]) for r in rows]
+
+    async def anchor(self) -> int:
+        """Put every head written before the evidence key under it: its MAC, and the next
+        seq as the first keyed one (the records so far keep their SHA-256). Idempotent."""
+        h = t.chain_heads.c
+        key, done = self.evidence, 0
+        for r in (await self.conn.execute(select(h.chain, h.seq, h.hash).where(h.mac.is_(None)))).all():
+            keyed_from = int(r[1]) + 1
+            await self.conn.execute(
+                update(t.chain_heads).where(h.chain == r[0], h.mac.is_(None))
+                .values(keyed_from=keyed_from, mac=key.head_mac(r[0], int(r[1]), r[2], keyed_from))
+            )
+            done += 1
+        return done
 
     async def chain_names(self) -> list[str]:
         rows = await self.conn.execute(select(t.decisions.c.chain).distinct())

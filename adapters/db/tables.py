@@ -291,6 +291,21 @@ chain_heads = Table(
     Column("chain", String(64), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    # Migration 1951: the first seq chained under the evidence key, and the head's MAC
+    # (dialer/evidence.py); null on heads written before the key.
+    Column("keyed_from", BigInteger),
+    Column("mac", String(64)),
+)
+
+# Heads of the other evidence chains (the destruction register), same meaning.
+evidence_heads = Table(
+    "evidence_heads",
+    metadata,
+    Column("chain", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("keyed_from", BigInteger),
+    Column("mac", String(64)),
 )
 
 # Transactional outbox: written with the change, relayed (in id / case_seq order) later.

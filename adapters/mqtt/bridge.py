@@ -48,7 +48,7 @@ from adapters.mqtt.errors import (
     UnauthorisedMessage,
     UnmatchedMessage,
 )
-from adapters.mqtt.masking import mask_text
+from dialer.masking import mask_path
 from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
 from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
 
@@ -210,7 +210,7 @@ class GatePbxHandler:
             if event.kind == "hangup":
                 payload.update(cause=event.cause, duration_s=event.duration_s)
             if event.kind == "recording_ready":
-                payload["recording"] = mask_text(event.recording_path or event.recording_url or "")
+                payload["recording"] = mask_path(event.recording_path or event.recording_url or "")
             await uow.outbox.add(
                 "attempt.state",
                 creditor=attempt.creditor,

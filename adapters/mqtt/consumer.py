@@ -39,7 +39,7 @@ from adapters.mqtt.errors import (
     MessageRejected,
     UnauthorisedMessage,
 )
-from adapters.mqtt.masking import mask_text
+from dialer.masking import mask_text
 from adapters.mqtt.ports import (
     DialCommand,
     DialCommandHandler,

@@ -34,7 +34,7 @@ import structlog
 
 from adapters.mqtt.backoff import Backoff
 from adapters.mqtt.errors import BrokerUnavailable
-from adapters.mqtt.masking import mask_phones_in_bytes, mask_text
+from dialer.masking import mask_bytes, mask_text
 from adapters.mqtt.ports import EventPublisher, OutboxEvent, OutboxSource
 from adapters.mqtt.topics import DEADLETTER, event_topic
 
@@ -275,7 +275,7 @@ class OutboxRelay:
             await self._progress.wait_for(lambda: self.published >= count)
 
     async def _publish_one(self, event: OutboxEvent) -> None:
-        payload, masked = mask_phones_in_bytes(event.payload)
+        payload, masked = mask_bytes(event.payload)
         if masked:
             log.warning("mqtt.relay.masked_phone_numbers", event_id=event.event_id, count=masked)
         try:

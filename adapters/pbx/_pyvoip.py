@@ -14,7 +14,6 @@ wraps any later pyVoIP call that may reset the filters.
 
 from __future__ import annotations
 
-import re
 import threading
 import warnings
 from contextlib import contextmanager
@@ -22,17 +21,17 @@ from typing import Any, Iterator
 
 import structlog
 
+from dialer.masking import mask_sip_text
+
 _log = structlog.get_logger("adapters.pbx.pyvoip")
 
-# 7+ digit runs (phone numbers) inside SIP text; SIP URIs carry them as users.
-_NUMBER_RE = re.compile(r"(?<![\w.\-])\+?(?:86(?=1\d{10}(?!\d)))?(\d{3})\d+(\d{4})(?![\w.\-])")
 _filters_lock = threading.Lock()
 TRACE = False  # set True to log pyVoIP's own debug output (it is very verbose)
 
 
 def mask(text: str) -> str:
     """``sip:13800000001@pbx`` → ``sip:138****0001@pbx``: numbers never reach the logs."""
-    return _NUMBER_RE.sub(lambda m: f"{m.group(1)}****{m.group(2)}", text)
+    return mask_sip_text(text)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from recordings.config import RecordingsConfig, SecretRef
 from recordings.errors import ConfigError
-from recordings.ports import Clock, KeyProvider, RecordingRepository
+from recordings.ports import ChainSealer, Clock, KeyProvider, RecordingRepository
 from recordings.vault import Checkpoint, Vault
 
 from adapters.storage.filesystem import FilesystemBlobStore
@@ -59,6 +59,7 @@ def build_vault(
     clock: Clock,
     *,
     checkpoint: Checkpoint | None = None,
+    sealer: ChainSealer | None = None,
 ) -> Vault:
     return Vault(
         repo,
@@ -72,4 +73,5 @@ def build_vault(
         # makes its key; keys from the environment are managed outside it.
         create_missing_keys=cfg.keys != "env",
         ciphers=cfg.ciphers,
+        sealer=sealer,
     )

@@ -149,6 +149,7 @@ class Inbox:
             media_type=MEDIA[path.suffix.lower()],
             duration_s=(resolved.duration_s if resolved and resolved.duration_s is not None else seconds),
             link=resolved.link if resolved else Link(),
+            attempt_at=resolved.started_at if resolved is not None and kind == "attempt" else None,
         )
         try:
             result = await self.vault.ingest(req, _pieces(path), self.actor)

@@ -54,7 +54,8 @@ from dialer.http.deps import Caller, Svc, client_of
 from dialer.http.inputs import check_range_header, parse_when
 from dialer.model import Principal
 from dialer.usecases import require_role
-from recordings import register
+from dialer.audit import register_problems
+from dialer.masking import mask_text, redact_on_input
 from recordings.errors import RangeNotSatisfiable, VaultError
 from recordings.model import (
     ADMIN_ROLES,
@@ -128,8 +129,9 @@ def recording_json(r: Recording, held_by_case: bool = False) -> dict[str, Any]:
         "key_id": r.kek_id,
         "retain_until": r.retain_until.isoformat(),
         "state": r.state,
+        # Numbers are masked here for every role, in free text as in the number field.
         "legal_hold": (
-            {"reason": r.hold.reason, "by": r.hold.by, "at": r.hold.at.isoformat()} if r.hold else None
+            {"reason": mask_text(r.hold.reason), "by": r.hold.by, "at": r.hold.at.isoformat()} if r.hold else None
         ),
         "held_by_case": held_by_case,
         "created_at": r.created_at.isoformat(),
@@ -202,6 +204,7 @@ async def ingest_recording(
         media_type=media_type,
         duration_s=duration,
         link=link,
+        attempt_at=attempt_at,
     )
     idle = getattr(svc, "recordings_config", None)
     async with _mapped():
@@ -359,7 +362,7 @@ async def case_recordings(case_id: str, who: Caller, svc: Svc, creditor: str | N
     return {
         "creditor": cred,
         "case_id": case_id,
-        "legal_hold": ({"reason": hold.reason, "by": hold.by, "at": hold.at.isoformat()} if hold else None),
+        "legal_hold": ({"reason": mask_text(hold.reason), "by": hold.by, "at": hold.at.isoformat()} if hold else None),
         "recordings": [recording_json(r, hold is not None) for r in recs],
     }
 
@@ -395,7 +398,8 @@ async def recording_audio(
             f"调阅原因至少 {MIN_REASON_CHARS} 个字 / the reason for access needs at least {MIN_REASON_CHARS} characters"))
     try:
         stream = await vault.open_audio(
-            recording_id, _actor(who), reason=reason, byte_range=request.headers.get("range"), client=client
+            recording_id, _actor(who), reason=redact_on_input(reason), byte_range=request.headers.get("range"),
+            client=client
         )
     except RangeNotSatisfiable as exc:
         size = exc.details.get("size")
@@ -444,7 +448,8 @@ async def access_log(recording_id: str, who: Caller, svc: Svc) -> dict[str, Any]
     require_role(who, META_ROLES, "read the access log")
     async with _mapped():
         entries = await _vault(svc).access_log(recording_id, _actor(who))
-    return {"recording_id": recording_id, "entries": [_jsonable(asdict(e)) for e in entries]}
+    return {"recording_id": recording_id,
+            "entries": [_jsonable({**asdict(e), "reason": mask_text(e.reason)}) for e in entries]}
 
 
 # -- linking and holds -----------------------------------------------------------------
@@ -476,7 +481,7 @@ class HoldBody(BaseModel):
 async def hold_recording(recording_id: str, body: HoldBody, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, HOLD_ROLES, "place legal holds")
     async with _mapped():
-        r = await _vault(svc).place_hold(recording_id, _actor(who), body.reason)
+        r = await _vault(svc).place_hold(recording_id, _actor(who), redact_on_input(body.reason) or "")
     log.info("recording.held", recording_id=recording_id)
     return recording_json(r)
 
@@ -495,9 +500,10 @@ async def hold_case(case_id: str, body: HoldBody, who: Caller, svc: Svc) -> dict
     require_role(who, HOLD_ROLES, "place legal holds")
     cred = await _case_creditor(svc, who, case_id, body.creditor)
     async with _mapped():
-        hold = await _vault(svc).place_case_hold(cred, case_id, _actor(who), body.reason)
+        hold = await _vault(svc).place_case_hold(cred, case_id, _actor(who), redact_on_input(body.reason) or "")
     log.info("case.recordings_held", creditor=cred, case_id=case_id)
-    return {"creditor": cred, "case_id": case_id, "legal_hold": {"reason": hold.reason, "by": hold.by, "at": hold.at.isoformat()}}
+    return {"creditor": cred, "case_id": case_id,
+            "legal_hold": {"reason": mask_text(hold.reason), "by": hold.by, "at": hold.at.isoformat()}}
 
 
 @router.delete("/cases/{case_id}/legal-hold", summary="Release a case's hold.")
@@ -564,9 +570,11 @@ async def destruction_register(who: Caller, svc: Svc) -> dict[str, Any]:
     vault = _vault(svc)
     async with _mapped():
         entries = await vault.destruction_register(_actor(who))
-        whole = await vault.repo.destruction_register()
+        problems = await register_problems(vault.repo, svc.store.evidence)
     return {
-        "chain_ok": register.verify_chain(whole) == [],
+        # The whole register (keyed chain, head, one entry per destroyed recording),
+        # whatever part of it this caller may read.
+        "chain_ok": problems == [],
         "entries": [_jsonable(asdict(e)) for e in entries],
     }
 
@@ -617,7 +625,9 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
         from dialer.errors import ConfigError
 
         raise ConfigError(f"{services.config.source}: {exc.message}") from exc
-    vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now)
+    vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now,
+                        sealer=services.store.evidence)
+    await vault.anchor_register()
     if rcfg.keys != "env":
         # Unknown calls must always be keepable; a KMS answers off the loop.
         await asyncio.to_thread(vault.keys.create, "_unmatched")

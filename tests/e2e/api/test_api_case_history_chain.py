@@ -98,3 +98,23 @@ async def test_a_decision_names_the_history_position_it_was_decided_on(api: Api)
     assert seq == rows[-1]["seq"]
     # The entry at that position is the last change before the decision: the lift.
     assert json.loads(rows[-1]["record"])["source_ref"] == "POST /v1/cases/C-1/flags/dispute/lift"
+
+
+async def test_an_entry_rehashed_without_the_evidence_key_is_detected(api: Api) -> None:
+    """A database writer who edits the last entry and recomputes its link as plain
+    SHA-256 (and moves the case row's head to it) still fails: links are HMACs under a
+    key that is not in the database."""
+    from adapters.db.store import chain_hash
+
+    await _some_history(api)
+    rows = await _rows(api)
+    last = rows[-1]
+    body = json.loads(last["record"])
+    body["reason"] = "nobody lifted this"
+    record = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    forged = chain_hash(last["prev_hash"], record)
+    await _sql(api, update(tables.case_history).where(tables.case_history.c.id == last["id"])
+               .values(record=record, hash=forged))
+    await _sql(api, update(tables.cases).where(tables.cases.c.case_id == "C-1").values(history_hash=forged))
+    (p,) = (await verify(api.svc.store)).problems
+    assert (p.chain, p.kind, p.seq) == ("history:bank-a/C-1", "edited", last["seq"])

@@ -13,6 +13,7 @@ import io
 import math
 import os
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -157,7 +158,11 @@ def start(tmp: Path) -> Served:
             served.stop()
             raise RuntimeError(f"dialgate serve not ready after 60 s: {log_path.read_text()[-3000:]}")
         time.sleep(0.1)  # polling a readiness endpoint: the process gives no other signal
-    seed(served)
+    try:
+        seed(served)
+    except BaseException:
+        served.stop()  # a failed seed must not leave the server running after the tests
+        raise
     return served
 
 
@@ -202,16 +207,21 @@ def seed(s: Served) -> None:
         else:
             s.recording_error = f"POST /v1/recordings answered {r.status_code}: {r.text[:300]}"
             return
-        # A call from three years ago, past its retention: the operator (admin) asks for
-        # its destruction; the second person approves in the console.
+        # A call whose retention has run out: the operator (admin) asks for its
+        # destruction; the second person approves in the console. Retention runs from
+        # the upload at the earliest, so the stored date is moved back as years would.
         r = c.post(
             "/v1/recordings",
-            params={"attempt_id": s.attempts[1], "started_at": "2023-06-01T10:00:00+08:00", "duration": "1.0"},
+            params={"attempt_id": s.attempts[1], "duration": "1.0"},
             headers={**s.auth("pbx"), "Content-Type": "audio/wav"},
             content=tone_wav(1.0),
         )
         assert r.status_code == 201, r.text
         s.old_recording_id = r.json()["recording_id"]
+        db = sqlite3.connect(s.log_path.parent / "var" / "dialgate.db", timeout=30)
+        with db:
+            db.execute("UPDATE recordings SET retain_until = '2025-05-31' WHERE recording_id = ?", (s.old_recording_id,))
+        db.close()
         r = c.post("/v1/purges", headers=s.auth("admin"), json={"creditor": "bank-a"})
         assert r.status_code == 201, r.text
         s.purge_id = r.json()["purge"]["purge_id"]

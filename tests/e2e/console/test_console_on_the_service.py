@@ -488,3 +488,13 @@ async def test_the_holiday_item_is_off_without_cn_holidays_and_amber_when_next_y
     item = re.search(r'<li class="h-degraded" title="([^"]+)" data-component="holidays">', html)
     assert item and "2027" in item.group(1)
     assert "节假日安排: <strong>降级</strong>" in html
+
+
+async def test_numbers_typed_into_a_note_are_masked_on_the_case_page(service: Seeded):
+    r = await service.client.post(f"/v1/attempts/{service.attempts[1]}/outcome", headers=service.auth("col-a"), json={
+        "disposition": "connected_self", "note": "客户新号码13912345678，身份证11010519491231002X"})
+    assert r.status_code == 201, r.text
+    async with service.console("qa-a") as c:
+        html = (await c.get("/console/cases/bank-a/C-1")).text
+    assert "客户新号码139****5678，身份证**************002X" in html
+    assert "13912345678" not in html and "11010519491231002X" not in html

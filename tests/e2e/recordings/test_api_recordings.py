@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import wave
+from datetime import datetime
 
 from recordings.testing import wav_stream
 
@@ -118,10 +119,14 @@ async def test_another_creditors_user_gets_404_everywhere_and_a_collector_403(ap
 
 
 async def test_filters_find_recordings_by_agent_number_and_date(api) -> None:
+    now = api.clock.now()
+    api.clock.set(datetime.fromisoformat("2026-11-20T10:00:00+08:00"))
     a1 = await api.dial("C-1", "13800000001")
+    r1 = (await api.upload(wav(1), attempt_id=a1)).json()["recording_id"]
+    api.clock.set(datetime.fromisoformat("2026-11-23T10:00:00+08:00"))
     a2 = await api.dial("C-2", "13700000003")
-    r1 = (await api.upload(wav(1), attempt_id=a1, started_at="2026-11-20T10:00:00+08:00")).json()["recording_id"]
-    r2 = (await api.upload(wav(1), attempt_id=a2, started_at="2026-11-23T10:00:00+08:00")).json()["recording_id"]
+    r2 = (await api.upload(wav(1), attempt_id=a2, started_at="2026-11-23T10:00:30+08:00")).json()["recording_id"]
+    api.clock.set(now)
 
     async def ids(**params):
         r = await api.get("/v1/recordings", "comp-a", params=params)
@@ -138,17 +143,17 @@ async def test_filters_find_recordings_by_agent_number_and_date(api) -> None:
 
 
 async def test_purge_under_dual_control_spares_held_recordings_and_writes_the_register(api) -> None:
-    old = "2024-01-05T10:00:00+08:00"  # retain_until 2026-01-04: due
     a1, a2, a3 = (await api.dial("C-1", "13800000001"), await api.dial("C-2", "13700000003"),
                   await api.dial("C-2", "13700000003"))
-    gone = (await api.upload(wav(1), attempt_id=a1, started_at=old)).json()
-    held = (await api.upload(wav(1), attempt_id=a2, started_at=old)).json()["recording_id"]
-    case_held = (await api.upload(wav(1), attempt_id=a3, started_at=old)).json()["recording_id"]
+    gone = (await api.upload(wav(1), attempt_id=a1)).json()
+    held = (await api.upload(wav(1), attempt_id=a2)).json()["recording_id"]
+    case_held = (await api.upload(wav(1), attempt_id=a3)).json()["recording_id"]
     await api.dial("C-1", "13800000001")  # a case hold also covers later recordings
     r = await api.post(f"/v1/recordings/{held}/legal-hold", "comp-a", {"reason": "投诉 complaint #5"})
     assert r.status_code == 200 and r.json()["legal_hold"]["by"] == "comp-a"
     assert (await api.post(f"/v1/recordings/{held}/legal-hold", "comp-a", {"reason": " "})).status_code == 400
 
+    api.clock.advance(days=731)  # kept until 2028-11-23: due from the day after
     dry = await api.post("/v1/purges", "admin", {"dry_run": True})
     assert dry.status_code == 200 and dry.json()["purge"] is None
     assert {x["recording_id"] for x in dry.json()["due"]} == {gone["recording_id"], case_held}
@@ -210,7 +215,8 @@ async def test_a_tampered_blob_is_answered_with_an_integrity_error_not_audio(api
 
 async def test_pending_purges_are_listed_for_the_second_person(api) -> None:
     attempt = await api.dial("C-1", "13800000001")
-    await api.upload(wav(1), attempt_id=attempt, started_at="2024-01-05T10:00:00+08:00")
+    await api.upload(wav(1), attempt_id=attempt)
+    api.clock.advance(days=731)
     purge_id = (await api.post("/v1/purges", "admin", {})).json()["purge"]["purge_id"]
     listed = (await api.get("/v1/purges", "comp-a")).json()["purges"]
     assert [p["purge_id"] for p in listed] == [purge_id] and listed[0]["requested_by"] == "admin"
@@ -257,9 +263,38 @@ async def test_the_drop_folder_links_a_file_named_by_attempt_id_to_its_case(api,
 
 async def test_another_creditors_approver_gets_404_for_a_purge_request(api) -> None:
     attempt = await api.dial("C-1", "13800000001")
-    rid = (await api.upload(wav(1), attempt_id=attempt, started_at="2024-01-05T10:00:00+08:00")).json()["recording_id"]
+    rid = (await api.upload(wav(1), attempt_id=attempt)).json()["recording_id"]
+    api.clock.advance(days=731)
     purge_id = (await api.post("/v1/purges", "admin", {})).json()["purge"]["purge_id"]
     assert (await api.get(f"/v1/purges/{purge_id}", "comp-b")).status_code == 404
     assert (await api.post(f"/v1/purges/{purge_id}/approve", "comp-b")).status_code == 404
     assert (await api.get("/v1/purges", "comp-b")).json()["purges"] == []
     assert (await api.get(f"/v1/recordings/{rid}", "qa-a")).json()["state"] == "stored"
+
+
+async def test_a_recording_backdated_far_from_its_attempt_is_refused_with_400_naming_started_at(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    r = await api.upload(wav(1), attempt_id=attempt, started_at="2001-01-01T10:00:00+08:00")
+    assert r.status_code == 400 and r.headers["content-type"].startswith(PROBLEM)
+    assert "started_at" in r.json()["detail"]
+    assert (await api.get("/v1/recordings", "admin")).json()["recordings"] == []
+
+
+async def test_an_unknown_call_backdated_to_2001_is_not_due_before_its_retention_from_upload(api) -> None:
+    r = await api.upload(wav(1), call_id="call-2001@pbx", started_at="2001-01-01T10:00:00+08:00")
+    assert r.status_code == 201, r.text
+    assert r.json()["retain_until"] == "2028-11-23"  # 730 days from the upload, not from 2001
+    assert (await api.post("/v1/purges", "admin", {"dry_run": True})).json()["due"] == []
+
+
+async def test_numbers_in_access_and_hold_reasons_are_masked_and_card_numbers_never_stored(api) -> None:
+    attempt = await api.dial("C-1", "13800000001")
+    rid = (await api.upload(wav(1), attempt_id=attempt)).json()["recording_id"]
+    reason = "投诉 13912345678 卡 4111111111111111"
+    assert (await api.get(f"/v1/recordings/{rid}/audio", "qa-a", params={"reason": reason})).status_code == 200
+    r = await api.post(f"/v1/recordings/{rid}/legal-hold", "comp-a", {"reason": reason})
+    assert r.status_code == 200 and r.json()["legal_hold"]["reason"] == "投诉 139****5678 卡 ************1111"
+    [entry] = (await api.get(f"/v1/recordings/{rid}/access-log", "comp-a")).json()["entries"]
+    assert entry["reason"] == "投诉 139****5678 卡 ************1111"
+    stored = await api.svc.vault.repo.access_log(rid)
+    assert stored[0].reason == "投诉 13912345678 卡 ************1111"  # the card never reached the database

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.mosquitto
 
 EVENTS = "dialgate/v1/+/events/#"
 TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
-OLD_CALL = "2024-01-05T10:00:00+08:00"  # past its 730-day retention on TUESDAY_10AM
+CALL_START = "2026-11-24T09:58:00+08:00"
 UNMASKED_MOBILE = re.compile(rb"(?<![\d*])1[3-9]\d{9}(?!\d)")
 
 USERS = (
@@ -70,7 +70,9 @@ class Gate:
         return r.json()["attempt_id"]
 
     async def upload(self, **params: str) -> str:
-        r = await self.post("/v1/recordings", "pbx", params={**params, "started_at": OLD_CALL, "duration": "1"},
+        # A known attempt's call starts at the attempt's time; an unknown call says when.
+        when = {} if "attempt_id" in params else {"started_at": CALL_START}
+        r = await self.post("/v1/recordings", "pbx", params={**params, **when, "duration": "1"},
                             content=wav_bytes(1), headers={"Content-Type": "audio/wav"})
         assert r.status_code == 201, r.text
         return r.json()["recording_id"]
@@ -131,6 +133,7 @@ async def test_stored_and_purged_recordings_arrive_on_their_topics_as_the_outbox
     a2 = await gate.dial("C-2", "13700000003")
     r = await gate.post(f"/v1/recordings/{unmatched}/link", "admin", {"attempt_id": a2})
     assert r.status_code == 200, r.text
+    gate.svc.clock.advance(days=731)  # past the 730-day retention from the upload
     r = await gate.post("/v1/purges", "admin", {})
     assert r.status_code == 201, r.text
     purge_id = r.json()["purge"]["purge_id"]

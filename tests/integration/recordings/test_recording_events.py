@@ -28,7 +28,7 @@ from dialer.model import CaseInput, ContactRecord
 from recordings.errors import DuplicateSource
 from recordings.memory import InMemoryBlobStore, InMemoryKeyProvider, InMemoryRecordingRepository
 from recordings.model import Link
-from recordings.testing import ADMIN, COMPLIANCE, PBX, request, wav_bytes
+from recordings.testing import ADMIN, COMPLIANCE, PBX, ingest_as_of, request, wav_bytes
 from recordings.vault import Vault
 from tests.integration.mqtt.pg import private_pg_database
 from tests.unit.mqtt.event_schemas import event_errors
@@ -178,10 +178,9 @@ async def test_a_purge_approval_writes_one_recording_purged_event_per_destroyed_
     env,
 ) -> None:
     await env.add_case("bank-a", "C-9")
-    gone = (await env.vault.ingest(request("old-1", case_id="C-9", started_at=OLD), [wav_bytes(1)], PBX)).recording
-    orphan = (await env.vault.ingest(request("old-call", kind="call", creditor=None, started_at=OLD),
-                                     [wav_bytes(1)], PBX)).recording
-    held = (await env.vault.ingest(request("old-2", case_id="C-9", started_at=OLD), [wav_bytes(1)], PBX)).recording
+    gone = await ingest_as_of(env.vault, request("old-1", case_id="C-9", started_at=OLD))
+    orphan = await ingest_as_of(env.vault, request("old-call", kind="call", creditor=None, started_at=OLD))
+    held = await ingest_as_of(env.vault, request("old-2", case_id="C-9", started_at=OLD))
     await env.vault.place_hold(held.recording_id, COMPLIANCE, "投诉 complaint")
     plan = await env.vault.request_purge(ADMIN)
     done = await env.vault.approve_purge(plan.request.purge_id, COMPLIANCE)
@@ -208,8 +207,8 @@ async def test_the_in_memory_repository_records_the_same_events_in_commit_order(
     keys = InMemoryKeyProvider()
     keys.create("bank-a")
     vault = Vault(repo, InMemoryBlobStore(), keys, clock=lambda: NOW)
-    rec = (await vault.ingest(request("mem-1", started_at=OLD), [wav_bytes(1)], PBX)).recording
-    await vault.ingest(request("mem-1", started_at=OLD), [wav_bytes(1)], PBX)  # idempotent: no event
+    rec = await ingest_as_of(vault, request("mem-1", started_at=OLD))
+    await ingest_as_of(vault, request("mem-1", started_at=OLD))  # idempotent: no event
     plan = await vault.request_purge(ADMIN)
     await vault.approve_purge(plan.request.purge_id, COMPLIANCE)
     assert [(e.type, e.creditor, e.case_id, e.payload["recording_id"]) for e in repo.events] == [

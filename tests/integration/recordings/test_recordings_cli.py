@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import wave
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,24 @@ def write_wav(path: Path, seconds: float, tone: float) -> bytes:
 
 
 def ingest(cfg: Path, wav: Path, source: str, *extra: str) -> dict:
+    """Ingest a call of 2024-01-05 and let two years pass: retention runs from the day of
+    upload at the earliest, so the test moves the stored date back as time would."""
     r = rec("ingest", str(wav), "--attempt-id", source, "--started-at", "2024-01-05T10:00:00+08:00", "-c", str(cfg), *extra)
     assert r.exit_code == 0, r.output
-    return json.loads(r.output)
+    out = json.loads(r.output)
+    if "--started-at" not in extra:
+        _set_retain_until(cfg, out["recording_id"], "2026-01-04")
+        out["ingested_retain_until"], out["retain_until"] = out["retain_until"], "2026-01-04"
+    return out
+
+
+def _set_retain_until(cfg: Path, recording_id: str, day: str) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(cfg.parent / "var" / "dialgate.db")
+    db.execute("UPDATE recordings SET retain_until = ? WHERE recording_id = ?", (day, recording_id))
+    db.commit()
+    db.close()
 
 
 def test_keys_init_writes_a_private_key_file_and_prints_no_key_material(cfg, tmp_path) -> None:
@@ -63,7 +79,9 @@ def test_ingest_fetch_list_verify_round_trip(cfg, tmp_path) -> None:
     wav = tmp_path / "call.wav"
     audio = write_wav(wav, 5.0, 520)
     out = ingest(cfg, wav, "att-cli-1", "--creditor", "bank-a", "--case", "A-1", "--agent", "ag-1", "--number", "+8613800000001")
-    assert out["created"] and out["retain_until"] == "2026-01-04"
+    # A call of 2024 uploaded today is kept 730 days from today, not from 2024.
+    floor = (datetime.now(timezone.utc).date() + timedelta(days=730)).isoformat()
+    assert out["created"] and out["ingested_retain_until"] == floor
     again = ingest(cfg, wav, "att-cli-1", "--creditor", "bank-a")
     assert again["recording_id"] == out["recording_id"] and not again["created"]
 
@@ -166,13 +184,12 @@ def test_verify_exits_1_when_the_destruction_register_was_edited(cfg, tmp_path) 
     db.commit()
     db.close()
     v = rec("verify", "-c", str(cfg))
-    assert v.exit_code == 1 and "entry 1: hash does not match its content" in v.output
+    assert v.exit_code == 1 and "edited: record 1 (" in v.output and "does not match its MAC" in v.output
     assert "destruction register chain: BROKEN" in v.output
 
 
 def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path) -> None:
     import asyncio
-    from datetime import datetime, timezone
 
     from adapters.db.migrate import upgrade
     from dialer.app import make_store
@@ -202,7 +219,12 @@ def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path
     r = rec("ingest", str(wav), "--attempt-id", "att-known-1", "-c", str(cfg))
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert out["state"] == "stored" and out["retain_until"] == "2028-11-22"
+    # From the attempt's day (2026-11-23), but never earlier than the upload's day + 730.
+    floor = (datetime.now(timezone.utc).date() + timedelta(days=730)).isoformat()
+    assert out["state"] == "stored" and out["retain_until"] == max("2028-11-22", floor)
+    far = rec("ingest", str(wav), "--attempt-id", "att-known-1", "--started-at", "2001-01-01T10:00:00+08:00",
+              "-c", str(cfg))
+    assert far.exit_code == 2 and "started_at" in far.output
     [row] = [json.loads(x) for x in rec("list", "--json", "--case", "K-7", "-c", str(cfg)).output.splitlines()]
     assert (row["creditor"], row["agent"], row["number"]) == ("bank-a", "ag-9", "138****0007")
     unknown = rec("ingest", str(wav), "--attempt-id", "att-unknown", "-c", str(cfg))

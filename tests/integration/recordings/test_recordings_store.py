@@ -27,7 +27,7 @@ from recordings import register
 from recordings.errors import DuplicateSource, DualControlViolation
 from recordings.memory import InMemoryBlobStore, InMemoryKeyProvider, InMemoryRecordingRepository
 from recordings.model import RecordingFilter
-from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, SUP_A, request, wav_bytes
+from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, SUP_A, ingest_as_of, request, wav_bytes
 from recordings.vault import Vault
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # `tests` is not installed
@@ -132,9 +132,9 @@ async def test_filters_select_by_creditor_case_agent_number_dates_and_state(vaul
 
 
 async def test_holds_access_log_purge_and_register_persist(vault, repo) -> None:
-    gone = (await vault.ingest(request("p1", started_at=OLD, case_id="C-1"), [wav_bytes(1)], PBX)).recording
-    held = (await vault.ingest(request("p2", started_at=OLD, case_id="C-2"), [wav_bytes(1)], PBX)).recording
-    case_held = (await vault.ingest(request("p3", started_at=OLD, case_id="C-3"), [wav_bytes(1)], PBX)).recording
+    gone = await ingest_as_of(vault, request("p1", started_at=OLD, case_id="C-1"))
+    held = await ingest_as_of(vault, request("p2", started_at=OLD, case_id="C-2"))
+    case_held = await ingest_as_of(vault, request("p3", started_at=OLD, case_id="C-3"))
     await vault.place_hold(held.recording_id, COMPLIANCE, "投诉 complaint")
     await vault.place_case_hold("bank-a", "C-3", SUP_A, "诉讼 lawsuit")
     (await vault.open_audio(gone.recording_id, QA_A, reason="before purge", byte_range=(0, 99), client="10.0.0.1")).read_all()

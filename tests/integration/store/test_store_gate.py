@@ -26,6 +26,7 @@ from dialer.audit import verify
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
+from dialer.evidence import EvidenceKey
 from dialer.imports import parse_cases_payload
 from dialer.model import Principal
 from dialer.usecases import RequestDial
@@ -208,9 +209,85 @@ async def test_verify_names_an_inserted_forged_record(gate: Any) -> None:
         await uow.conn.execute(insert(tables.decisions).values(
             chain="bank-s", seq=3, decision_id="forged-0000", kind="dial", at=rows[2]["at"], creditor="bank-s",
             case_id="S-1", agent_id="col-s", allowed=True, rule_id="allow", attempt_id=rows[2]["attempt_id"],
-            record=record, prev_hash=rows[1]["hash"], hash=chain_hash(rows[1]["hash"], record)))
+            record=record, prev_hash=rows[1]["hash"], hash=svc.store.evidence.link(rows[1]["hash"], record.encode())))
+    # Even a forger holding the key is caught: the next record links past the forged one.
     (p,) = (await verify(svc.store)).problems
     assert (p.kind, p.seq, p.decision_id) == ("inserted", 3, "forged-0000")
+
+
+async def _sql_rows(svc: Services, stmt: Any) -> list[Any]:
+    async with svc.store.read() as uow:
+        return list((await uow.conn.execute(stmt)).all())
+
+
+async def _flip_to_allowed(svc: Services, seq: int, rehash: Any, *, flip: bool = True) -> None:
+    """What a database writer does to turn a blocked dial into an allowed one: edit the
+    record and its columns, then recompute this hash, the next records' and the head."""
+    async with svc.store.write() as uow:
+        d = tables.decisions.c
+        rows = (await uow.conn.execute(select(tables.decisions).order_by(d.seq))).mappings().all()
+        prev = rows[seq - 2]["hash"] if seq > 1 else "0" * 64
+        for r in rows[seq - 1:]:
+            body = json.loads(r["record"])
+            if r["seq"] == seq and flip:
+                body.update(allowed=True, rule_id="allow")
+            body["prev_hash"] = prev
+            record = canonical_json(body)
+            digest = rehash(prev, record)
+            await uow.conn.execute(update(tables.decisions).where(d.id == r["id"]).values(
+                record=record, prev_hash=prev, hash=digest, allowed=body["allowed"], rule_id=body["rule_id"]))
+            prev = digest
+        await uow.conn.execute(update(tables.chain_heads).values(hash=prev))
+
+
+async def test_a_decision_flipped_to_allowed_and_rehashed_without_the_key_is_detected(gate: Any) -> None:
+    svc, users = gate
+    await _decide(svc, users, 5)
+    blocked = await _sql_rows(svc, select(tables.decisions.c.seq).where(tables.decisions.c.allowed.is_(False)))
+    await _flip_to_allowed(svc, blocked[0][0], chain_hash)
+    (p,) = (await verify(svc.store)).problems
+    assert (p.kind, p.seq) == ("edited", blocked[0][0])
+
+
+async def test_a_decision_flipped_and_rechained_under_another_key_is_detected_at_the_head(gate: Any) -> None:
+    svc, users = gate
+    await _decide(svc, users, 5)
+    other = EvidenceKey(b"not the service's key, 32 bytes!")
+    await _flip_to_allowed(svc, 1, lambda prev, record: other.link(prev, record.encode()))
+    (p,) = (await verify(svc.store)).problems
+    assert (p.kind, p.seq) == ("edited", 1)
+
+
+async def test_the_tail_deleted_and_the_head_rolled_back_to_a_stored_hash_is_detected(gate: Any) -> None:
+    svc, users = gate
+    await _decide(svc, users, 5)
+    kept = await _sql_rows(svc, select(tables.decisions.c.seq, tables.decisions.c.hash).where(
+        tables.decisions.c.seq == 4))
+    await _sql(svc, tables.decisions.delete().where(tables.decisions.c.seq == 5))
+    await _sql(svc, update(tables.chain_heads).values(seq=kept[0][0], hash=kept[0][1]))
+    (p,) = (await verify(svc.store)).problems
+    assert p.kind == "edited" and "head" in p.detail
+
+
+async def test_a_chain_written_before_the_key_keeps_verifying_and_continues_keyed(gate: Any) -> None:
+    svc, users = gate
+    await _decide(svc, users, 3)
+    # Rewrite the chain as an earlier build left it: SHA-256 links, a head without MAC.
+    await _flip_to_allowed(svc, 1, chain_hash, flip=False)
+    await _sql(svc, update(tables.chain_heads).values(keyed_from=None, mac=None))
+    assert [p.kind for p in (await verify(svc.store)).problems] == ["unkeyed"]
+    async with svc.store.write() as uow:
+        assert await uow.decisions.anchor() == 1
+    await _decide(svc, users, 2)
+    report = await verify(svc.store)
+    assert report.ok and report.chains == {"bank-s": 5}
+    [head] = await _sql_rows(svc, select(tables.chain_heads.c.keyed_from))
+    assert head[0] == 4
+    # The keyed records bind the old ones: an old record edited and re-hashed in the old
+    # scheme breaks the first keyed record, which cannot be re-MACed without the key.
+    await _flip_to_allowed(svc, 3, chain_hash)
+    (p,) = (await verify(svc.store)).problems
+    assert (p.kind, p.seq) == ("edited", 4)
 
 
 @pytest.mark.slow
@@ -219,7 +296,8 @@ async def test_audit_verify_command_exits_1_and_names_the_record(gate: Any) -> N
     await _decide(svc, users, 3)
     await _sql(svc, update(tables.decisions).where(tables.decisions.c.seq == 2).values(agent_id="someone-else"))
     cfg = Path(svc.config.paths.data_dir) / "c.toml"
-    cfg.write_text(f'[store]\nurl = "{svc.config.store.url}"\n', encoding="utf-8")
+    cfg.write_text(f'[paths]\ndata_dir = "{svc.config.paths.data_dir}"\n[store]\nurl = "{svc.config.store.url}"\n',
+                   encoding="utf-8")  # the data dir holds the evidence key
     done = subprocess.run([sys.executable, "-m", "dialer.cli", "audit", "verify", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 1, done.stderr

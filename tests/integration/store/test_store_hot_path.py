@@ -152,7 +152,7 @@ async def test_a_chain_appended_by_both_paths_verifies(tmp_path: Path) -> None:
             )).values()))
         # Two more records through the Core statements on an ordinary connection.
         async with svc.store.engine.begin() as conn:
-            uow = SqlUnitOfWork(conn, False)
+            uow = SqlUnitOfWork(conn, False, evidence=svc.store.evidence)
             for i in range(2):
                 await uow.decisions.append(replace(record, decision_id=f"core-{i}"))
         clock.advance(hours=2)

@@ -21,8 +21,8 @@ def test_a_foreign_number_keeps_its_plus() -> None:
 
 
 def test_numbers_inside_text_are_masked_but_dates_and_ids_are_not() -> None:
-    text = "dial +8613800000001 at 2026-11-24T08:00:00 decision 550e8400-1234567-x card 6222021234567890123"
-    assert mask_text(text) == "dial 138****0001 at 2026-11-24T08:00:00 decision 550e8400-1234567-x card 622****0123"
+    text = "dial +8613800000001 at 2026-11-24T08:00:00 decision 550e8400-1234567-x card 6222021234567890128"
+    assert mask_text(text) == "dial 138****0001 at 2026-11-24T08:00:00 decision 550e8400-1234567-x card ***************0128"
 
 
 def test_masking_reaches_nested_structures() -> None:
@@ -96,3 +96,53 @@ def test_a_log_line_is_exactly_what_json_dumps_writes_one_line_each(capsys) -> N
     assert first["note"] == "客户说 ok" and first["nested"] == {"a": [1, "x"]} and first["level"] == "info"
     assert first["at"] == repr(datetime(2026, 11, 24, tzinfo=timezone.utc))  # structlog's fallback
     assert json.loads(lines[1])["event"] == "second"
+
+
+def test_a_card_number_in_free_text_keeps_only_its_last_four_digits_whether_grouped_or_not() -> None:
+    assert mask_text("卡号6222021234567890128已挂失") == "卡号***************0128已挂失"  # Chinese runs words on
+    assert mask_text("case C6222021234567890128") == "case C6222021234567890128"  # an id, not a number
+    assert mask_text("卡号 6222021234567890128 已挂失") == "卡号 ***************0128 已挂失"
+    assert mask_text("card 4111 1111 1111 1111 lost") == "card ************1111 lost"
+    assert mask_text("card 4111-1111-1111-1111.") == "card ************1111."
+
+
+def test_a_prc_id_number_keeps_only_its_last_four_characters() -> None:
+    assert mask_text("身份证 11010519491231002X 核实") == "身份证 **************002X 核实"
+    assert mask_text("old id 110105491231002 ok") == "old id ***********1002 ok"
+
+
+def test_numbers_that_are_neither_card_nor_id_are_masked_as_phone_numbers() -> None:
+    assert mask_text("tel 02161234567, new 13912345678") == "tel 021****4567, new 139****5678"
+    assert mask_text("客户电话13912345678，身份证11010519491231002X。") == "客户电话139****5678，身份证**************002X。"
+    assert mask_text("amount 1234567.50 on 2026-11-24 10:00") == "amount 1234567.50 on 2026-11-24 10:00"
+
+
+def test_on_input_card_and_id_numbers_are_masked_and_phone_numbers_kept() -> None:
+    from dialer.masking import redact_on_input
+
+    note = "客户新号码 13912345678，报卡号 4111 1111 1111 1111 和身份证 11010519491231002X"
+    assert redact_on_input(note) == "客户新号码 13912345678，报卡号 ************1111 和身份证 **************002X"
+    assert redact_on_input("4111111111111112 fails Luhn") == "4111111111111112 fails Luhn"
+    assert redact_on_input(None) is None and redact_on_input("") == ""
+
+
+def test_luhn_and_the_id_check_character_decide_what_is_a_card_or_an_id() -> None:
+    from dialer.masking import is_card_number, is_prc_id
+
+    assert is_card_number("4111111111111111") and not is_card_number("4111111111111112")
+    assert not is_card_number("411111111111")  # 12 digits: too short
+    assert is_prc_id("11010519491231002X") and is_prc_id("11010519491231002x")
+    assert not is_prc_id("110105194912310021") and not is_prc_id("110105491331002")
+
+
+def test_numbers_in_sip_uris_are_masked_for_the_logs() -> None:
+    from dialer.masking import mask_sip_text
+
+    assert mask_sip_text("INVITE sip:13800000001@pbx SIP/2.0") == "INVITE sip:138****0001@pbx SIP/2.0"
+    assert mask_sip_text("<sip:+8613912345678@x>;tag=1 tel:02161234567") == "<sip:139****5678@x>;tag=1 tel:021****4567"
+
+
+def test_a_recording_path_has_every_long_digit_run_masked() -> None:
+    from dialer.masking import mask_path
+
+    assert mask_path("/var/spool/monitor/13800000001-a84b.wav") == "/var/spool/monitor/138****0001-a84b.wav"

@@ -146,11 +146,11 @@ async def test_dead_letters_mask_phone_card_and_id_numbers():
     pub = RecordingPublisher()
     consumer = InboundConsumer(pub, Dialer(), None)
     await _consume(
-        consumer, _msg(DIAL, {"number": "13800138000", "card": "6222021234567890123"})
+        consumer, _msg(DIAL, {"number": "13800138000", "card": "6222021234567890128", "id": "11010519491231002X"})
     )
     excerpt = pub.on("dialgate/v1/deadletter")[0]["payload_excerpt"]
-    assert "138****8000" in excerpt and "***************0123" in excerpt
-    assert "13800138000" not in excerpt and "6222021234567890123" not in excerpt
+    assert "138****8000" in excerpt and "***************0128" in excerpt and "**************002X" in excerpt
+    assert "13800138000" not in excerpt and "6222021234567890128" not in excerpt
 
 
 async def test_losing_the_broker_while_dead_lettering_is_logged_not_raised():

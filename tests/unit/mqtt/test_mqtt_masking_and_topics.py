@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.mqtt.masking import mask_phones_in_bytes, mask_text
+from dialer.masking import mask_bytes as mask_phones_in_bytes, mask_text
 from adapters.mqtt.topics import event_topic, pbx_id_of, reply_topic_problem
 
 
@@ -34,8 +34,8 @@ def test_ids_and_masked_numbers_are_left_alone(raw):
     assert mask_phones_in_bytes(raw) == (raw, 0)
 
 
-def test_log_masking_keeps_the_last_four_digits_of_long_numbers():
-    assert mask_text("tel 02161234567 id 110101199003071234") == "tel *******4567 id **************1234"
+def test_log_masking_hides_landlines_and_leaves_only_the_last_four_of_an_id_number():
+    assert mask_text("tel 02161234567 id 11010519491231002X") == "tel 021****4567 id **************002X"
 
 
 def test_event_topics_refuse_levels_that_would_break_the_topic_tree():
@@ -57,3 +57,10 @@ def test_replies_may_go_to_private_or_reply_topics_only():
     assert reply_topic_problem("dialgate/v1/deadletter") is not None
     assert reply_topic_problem("desk/+/replies") is not None
     assert reply_topic_problem("") is not None
+
+
+def test_card_and_id_numbers_in_event_payloads_keep_only_their_last_four() -> None:
+    raw = '{"note":"卡号4111111111111111，身份证11010519491231002X","seq":12345678}'.encode()
+    masked, n = mask_phones_in_bytes(raw)
+    assert n == 2
+    assert masked.decode() == '{"note":"卡号************1111，身份证**************002X","seq":12345678}'

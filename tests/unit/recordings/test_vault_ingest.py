@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import wave
-from datetime import date, datetime, timezone
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from recordings.errors import ConfigError, Forbidden, RecordingTooLarge, UnsupportedMediaType
+from recordings.errors import ConfigError, Forbidden, InvalidRequest, RecordingTooLarge, UnsupportedMediaType
 from recordings.model import Link, RecordingFilter
 from recordings.retention import RetentionPolicy
 from recordings.testing import wav_stream
@@ -92,12 +93,38 @@ async def test_only_the_pbx_or_an_admin_may_upload(vault) -> None:
         await vault.ingest(request("att-6"), [wav_bytes(1)], QA_A)
 
 
-async def test_retention_is_the_call_date_plus_the_creditor_retention(vault) -> None:
+async def test_retention_is_the_call_date_plus_the_creditor_retention(vault, clock) -> None:
     started = datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc)
+    clock.now = started + timedelta(minutes=5)  # uploaded as the call ended
     a = (await vault.ingest(request("r-a", creditor="bank-a", started_at=started), [wav_bytes(1)], PBX)).recording
     b = (await vault.ingest(request("r-b", creditor="bank-b", started_at=started), [wav_bytes(1)], PBX)).recording
     assert a.retain_until == date(2028, 2, 29)  # 730 days
     assert b.retain_until == date(2029, 2, 28)  # 1095 days
+
+
+async def test_a_backdated_call_is_still_kept_the_creditors_retention_from_the_day_of_upload(vault, clock) -> None:
+    old = datetime(2001, 1, 1, 9, tzinfo=timezone.utc)
+    rec = (await vault.ingest(request("r-old", creditor="bank-b", started_at=old), [wav_bytes(1)], PBX)).recording
+    assert rec.retain_until == clock().date() + timedelta(days=1095)
+
+
+async def test_a_known_attempts_recording_is_kept_from_the_attempts_time(vault, clock) -> None:
+    attempt_at = clock() - timedelta(minutes=3)
+    req = replace(request("r-att", started_at=attempt_at + timedelta(seconds=20)), attempt_at=attempt_at)
+    rec = (await vault.ingest(req, [wav_bytes(1)], PBX)).recording
+    assert rec.retain_until == attempt_at.date() + timedelta(days=730)
+
+
+@pytest.mark.parametrize("offset", [timedelta(hours=-2), timedelta(days=-3650), timedelta(hours=1, seconds=1)])
+async def test_a_started_at_far_from_the_known_attempts_time_is_refused_before_anything_is_stored(
+    vault, repo, blobs, clock, offset,
+) -> None:
+    attempt_at = clock() - timedelta(minutes=3)
+    req = replace(request("r-far", started_at=attempt_at + offset), attempt_at=attempt_at)
+    with pytest.raises(InvalidRequest, match="started_at") as caught:
+        await vault.ingest(req, [wav_bytes(1)], PBX)
+    assert caught.value.details == {"field": "started_at"}
+    assert repo.recordings == {} and blobs.blobs == {}
 
 
 @pytest.mark.parametrize("bad", ["365d", "2y", "", "730", -1])

@@ -22,7 +22,7 @@ from recordings.errors import (
 from recordings.memory import InMemoryBlobStore, InMemoryKeyProvider, InMemoryRecordingRepository
 from recordings.model import Actor
 from recordings.retention import RetentionPolicy
-from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, SUP_A, request, wav_bytes
+from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, SUP_A, ingest_as_of, request, wav_bytes
 from recordings.vault import Vault
 
 OLD = datetime(2024, 1, 10, 9, tzinfo=timezone.utc)  # retain_until 2026-01-09: due on 2026-11-23
@@ -31,7 +31,7 @@ ADMIN_2 = Actor("ops-liu", "admin")
 
 
 async def ingest(vault, sid, *, started_at=OLD, case_id="case-1", creditor="bank-a"):
-    return (await vault.ingest(request(sid, started_at=started_at, case_id=case_id, creditor=creditor), [wav_bytes(1)], PBX)).recording
+    return await ingest_as_of(vault, request(sid, started_at=started_at, case_id=case_id, creditor=creditor))
 
 
 async def test_a_dry_run_lists_what_is_due_and_destroys_nothing(vault, repo, blobs) -> None:
@@ -209,8 +209,8 @@ async def test_a_purge_destroys_exactly_what_is_due_and_unheld_and_registers_eac
     expected = set()
     for i, (creditor, case_id, age, held) in enumerate(recs):
         started = today - timedelta(days=age)
-        rec = (await vault.ingest(request(f"h-{i}", creditor=creditor, case_id=case_id, started_at=started),
-                                  [wav_bytes(0.1)], PBX)).recording
+        rec = await ingest_as_of(vault, request(f"h-{i}", creditor=creditor, case_id=case_id, started_at=started),
+                                 [wav_bytes(0.1)])
         if held:
             await vault.place_hold(rec.recording_id, COMPLIANCE, "complaint")
         days = 1095 if creditor == "bank-b" else 730
@@ -230,7 +230,7 @@ async def test_a_purge_destroys_exactly_what_is_due_and_unheld_and_registers_eac
 
 
 async def test_an_unmatched_recording_past_retention_can_be_purged_by_any_approver(vault, blobs) -> None:
-    u = (await vault.ingest(request("u-old", kind="call", creditor=None, started_at=OLD), [wav_bytes(1)], PBX)).recording
+    u = await ingest_as_of(vault, request("u-old", kind="call", creditor=None, started_at=OLD))
     plan = await vault.request_purge(ADMIN)
     assert [r.recording_id for r in plan.due] == [u.recording_id]
     done = await vault.approve_purge(plan.request.purge_id, SUP_A)

@@ -9,7 +9,10 @@ from zoneinfo import ZoneInfo
 
 from adapters.db import sqlite_hot as hot
 from adapters.db.store import GENESIS_HASH, _linked, canonical_json, chain_hash
+from dialer.evidence import EvidenceKey
 from dialer.model import DecisionRecord
+
+KEY = EvidenceKey(b"k" * 32, "test")
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -37,19 +40,26 @@ def test_every_field_of_the_decision_record_is_one_the_link_step_knows() -> None
     ]
 
 
-def test_a_linked_record_is_the_record_with_its_chain_fields_and_the_hash_of_its_canonical_text() -> None:
+def test_a_linked_record_is_the_record_with_its_chain_fields_and_the_mac_of_its_canonical_text() -> None:
     record = _record()
-    linked, text = _linked(record, "bank-a", (41, "ab" * 32))
+    linked, text = _linked(record, "bank-a", (41, "ab" * 32, 1), KEY)
     body = record.body()
     body["chain"], body["seq"], body["prev_hash"] = "bank-a", 42, "ab" * 32
     assert text == canonical_json(body)
-    assert linked == replace(record, chain="bank-a", seq=42, prev_hash="ab" * 32, hash=chain_hash("ab" * 32, text))
+    assert linked == replace(record, chain="bank-a", seq=42, prev_hash="ab" * 32,
+                             hash=KEY.link("ab" * 32, text.encode()))
 
 
 def test_the_first_link_of_a_chain_follows_the_genesis_hash() -> None:
-    linked, text = _linked(_record(), "bank-a", None)
+    linked, text = _linked(_record(), "bank-a", None, KEY)
     assert (linked.seq, linked.prev_hash) == (1, GENESIS_HASH)
-    assert linked.hash == chain_hash(GENESIS_HASH, text)
+    assert linked.hash == KEY.link(GENESIS_HASH, text.encode())
+
+
+def test_the_link_is_keyed_so_a_plain_sha256_or_another_key_gives_another_hash() -> None:
+    linked, text = _linked(_record(), "bank-a", None, KEY)
+    assert linked.hash != chain_hash(GENESIS_HASH, text)
+    assert linked.hash != _linked(_record(), "bank-a", None, EvidenceKey(b"x" * 32))[0].hash
 
 
 def test_store_time_text_is_naive_utc_with_six_fractional_digits_whatever_the_zone() -> None:
