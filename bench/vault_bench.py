@@ -226,7 +226,7 @@ class _NullBlobWriter:
 class NullBlobStore:
     """Takes ciphertext and drops it: ingest with everything but the disk."""
 
-    def begin(self, key: str) -> _NullBlobWriter:
+    def begin(self, key: str, **_lock: object) -> _NullBlobWriter:
         return _NullBlobWriter()
 
     def open(self, key: str):  # type: ignore[no-untyped-def]

@@ -8,6 +8,17 @@
     max_size_mb = 2048                           # larger uploads get 413
     upload_idle_timeout_s = 60                   # an upload silent this long is dropped (408)
     inbox = ""                                   # drop folder for PBXs writing files; "" = off
+    store = ""                                   # "" = data_dir; "s3://bucket/prefix" = object store
+
+    [recordings.s3]                              # only with store = "s3://..."
+    endpoint = "https://s3.internal:9000"        # "" = AWS's own
+    region = "us-east-1"
+    access_key_env = "DIALGATE_S3_ACCESS_KEY"    # or access_key_file
+    secret_key_env = "DIALGATE_S3_SECRET_KEY"    # or secret_key_file
+    object_lock = "compliance"                   # "compliance" | "governance" | "off"
+    part_size_mb = 8                             # multipart part size, 5..512
+    concurrency = 4                              # parts in flight per upload, 1..16
+    ca_file = ""                                 # private CA for the endpoint's TLS
 
     [recordings.creditors.bank-b]
     retention = "1095d"
@@ -32,9 +43,24 @@ DEFAULTS: dict[str, Any] = {
     "max_size_mb": 2048,
     "upload_idle_timeout_s": 60,
     "inbox": "",
+    "store": "",
+    "s3": {},
     "creditors": {},
 }
 _CREDITOR_KEYS = {"retention"}
+_S3_KEYS = {
+    "endpoint": str,
+    "region": str,
+    "access_key_env": str,
+    "access_key_file": str,
+    "secret_key_env": str,
+    "secret_key_file": str,
+    "object_lock": str,
+    "part_size_mb": int,
+    "concurrency": int,
+    "ca_file": str,
+}
+_S3_LIMITS = {"part_size_mb": (5, 512), "concurrency": (1, 16)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +73,8 @@ class RecordingsConfig:
     upload_idle_timeout_s: float
     inbox: Path | None
     creditors: tuple[str, ...]  # creditors named in [recordings.creditors.*]
+    store: str = ""  # "" = the filesystem under data_dir; "s3://bucket/prefix"
+    s3: Mapping[str, Any] | None = None  # [recordings.s3], validated; secrets by name only
 
 
 def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path = "./var") -> RecordingsConfig:
@@ -91,6 +119,12 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
         if "retention" in table:
             per_creditor[creditor] = table["retention"]
     retention = RetentionPolicy.from_config(values["retention"], per_creditor)
+    store = values["store"]
+    if not isinstance(store, str) or not (store.strip() == "" or store.strip().startswith("s3://")):
+        raise ConfigError(
+            f"recordings.store: 应为空或 s3://存储桶/前缀 / expected \"\" or \"s3://bucket/prefix\", got {store!r}"
+        )
+    s3 = _s3_table(values["s3"])
     return RecordingsConfig(
         data_dir=path("data_dir", base / "recordings"),
         keys=values["keys"],
@@ -100,4 +134,32 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
         upload_idle_timeout_s=float(idle),
         inbox=Path(inbox) if inbox.strip() else None,
         creditors=tuple(sorted(creditors)),
+        store=store.strip(),
+        s3=s3,
     )
+
+
+def _s3_table(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("recordings.s3: 应为表 / expected a table")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = _S3_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"recordings.s3.{key}: 未知配置项 / unknown key")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"recordings.s3.{key}: 应为{'整数' if kind is int else '字符串'} / expected {kind.__name__}, got {value!r}")
+        if key in _S3_LIMITS:
+            lo, hi = _S3_LIMITS[key]
+            if not lo <= value <= hi:
+                raise ConfigError(f"recordings.s3.{key}: 应在 {lo}..{hi} / expected {lo}..{hi}, got {value!r}")
+        out[key] = value
+    lock = out.get("object_lock", "compliance")
+    if lock not in ("compliance", "governance", "off"):
+        raise ConfigError(
+            f"recordings.s3.object_lock: 应为 compliance、governance 或 off / expected compliance|governance|off, got {lock!r}"
+        )
+    for name in ("access_key", "secret_key"):
+        if out.get(f"{name}_env") and out.get(f"{name}_file"):
+            raise ConfigError(f"recordings.s3.{name}_env / {name}_file: 只能给一个 / give one, not both")
+    return out

@@ -19,7 +19,9 @@ bilingual message (Chinese / English) that names what is wrong::
     │   └── NoSuchKey              no key-encryption key for a creditor / key id
     ├── Conflict                                                                     (409)
     │   ├── DuplicateSource        a recording with this source id exists (repository)
-    │   └── PurgeNotPending        approving a purge twice or a rejected one
+    │   ├── PurgeNotPending        approving a purge twice or a rejected one
+    │   └── BlobLocked             the blob store's retention lock or legal hold
+    │                              refuses a deletion (S3 Object Lock)
     ├── Unreadable                 audio cannot be produced                          (410)
     │   ├── RecordingDestroyed     purged: data key destroyed, blob deleted
     │   └── KeyDestroyed           the creditor's key was destroyed (commission ended)
@@ -114,6 +116,10 @@ class DuplicateSource(Conflict):
 
 class PurgeNotPending(Conflict):
     error_id = "purge-not-pending"
+
+
+class BlobLocked(Conflict):
+    error_id = "blob-locked"
 
 
 class Unreadable(VaultError):

@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 from recordings import envelope, events, register
 from recordings.errors import (
+    BlobLocked,
     DualControlViolation,
     DuplicateSource,
     Forbidden,
@@ -259,7 +260,10 @@ class Vault:
         recording_id = self._new_id()
         data_key_id = uuid.uuid4().hex[:16]
         data_key = envelope.new_data_key()
-        tmp = self.blobs.begin(recording_id)
+        retain_until = self.retention.retain_until(req.started_at, link.creditor)
+        # A store with its own retention lock gets it now, so the blob is never
+        # visible unlocked.
+        tmp = self.blobs.begin(recording_id, retain_until=retain_until)
         published = False
         loop = asyncio.get_running_loop()
         room = asyncio.Event()
@@ -348,7 +352,7 @@ class Vault:
                 data_key_id=data_key_id,
                 kek_id=kek_id,
                 wrapped_key=wrapped,
-                retain_until=self.retention.retain_until(req.started_at, link.creditor),
+                retain_until=retain_until,
                 state="stored" if link.creditor is not None else "unmatched",
                 created_at=now,
             )
@@ -356,13 +360,15 @@ class Vault:
                 await self.repo.add(recording, events=(events.stored(recording, now),))
             except DuplicateSource:
                 # A concurrent upload of the same source won: keep its recording.
-                await asyncio.to_thread(self.blobs.delete, recording_id)
                 published = False
+                await self._delete_blob(recording_id)
                 winner = await self.repo.by_source(req.source_kind, req.source_id)
                 if winner is None:
                     raise
                 return IngestResult(winner, created=False)
             self._checkpoint("committed")
+            if self._store_locks and await self.is_held(recording):
+                await asyncio.to_thread(self.blobs.set_legal_hold, recording_id, True)
             try:
                 self.keys.get(scope, kek_id)
             except NoSuchKey:
@@ -384,7 +390,7 @@ class Vault:
             if published:
                 try:
                     self.blobs.delete(recording_id)
-                except OSError:
+                except (OSError, VaultError):
                     pass  # recover() removes published blobs without metadata
             raise
         finally:
@@ -403,16 +409,38 @@ class Vault:
         )
         orphans = 0
         destroyed = 0
+        locked = 0
         for blob in await asyncio.to_thread(lambda: list(self.blobs.keys())):
             rec = await self.repo.get(blob.key)
             if rec is None:
                 if blob.modified_at <= cutoff:
-                    await asyncio.to_thread(self.blobs.delete, blob.key)
-                    orphans += 1
+                    if await self._delete_blob(blob.key):
+                        orphans += 1
+                    else:
+                        locked += 1
             elif rec.state == "destroyed":
-                await asyncio.to_thread(self.blobs.delete, blob.key)
-                destroyed += 1
-        return {"temporaries": temporaries, "orphans": orphans, "destroyed": destroyed}
+                if await self._delete_blob(blob.key):
+                    destroyed += 1
+                else:
+                    locked += 1
+        report = {"temporaries": temporaries, "orphans": orphans, "destroyed": destroyed}
+        if locked:
+            report["locked"] = locked
+        return report
+
+    @property
+    def _store_locks(self) -> bool:
+        return bool(getattr(self.blobs, "enforces_retention", False))
+
+    async def _delete_blob(self, key: str) -> bool:
+        """Delete a blob nobody can read (no row, or its data key erased); False when
+        the store's retention lock refuses: the ciphertext stays until the lock
+        expires and a later `recover` deletes it."""
+        try:
+            await asyncio.to_thread(self.blobs.delete, key)
+        except BlobLocked:
+            return False
+        return True
 
     # -- lookup --------------------------------------------------------------------
 
@@ -584,7 +612,11 @@ class Vault:
             retain_until=max(rec.retain_until, self.retention.retain_until(rec.started_at, link.creditor)),
             state="stored",
         )
+        if linked.retain_until > rec.retain_until:
+            await asyncio.to_thread(self.blobs.extend_retention, rec.recording_id, linked.retain_until)
         await self.repo.update(linked, events=(events.stored(linked, self.clock()),))
+        if self._store_locks and await self.is_held(linked):
+            await self._mirror_hold(linked, True)
         return linked
 
     def _unwrap(self, rec: Recording) -> bytes:
@@ -653,6 +685,8 @@ class Vault:
         if rec.state == "destroyed":
             raise RecordingDestroyed(f"录音已销毁 / recording {recording_id} was destroyed")
         held = rec.evolve(hold=LegalHold(reason=reason, by=actor.user, at=self.clock()))
+        # The store's hold first: if the row then fails, the blob is merely held.
+        await self._mirror_hold(held, True)
         await self.repo.update(held)
         return held
 
@@ -661,7 +695,21 @@ class Vault:
         rec = await self.get(recording_id, actor)
         released = rec.evolve(hold=None)
         await self.repo.update(released)
+        await self._mirror_hold(released, await self.is_held(released))  # a case hold may remain
         return released
+
+    async def _mirror_hold(self, rec: Recording, on: bool) -> None:
+        if not self._store_locks or rec.state == "destroyed":
+            return
+        try:
+            await asyncio.to_thread(self.blobs.set_legal_hold, rec.recording_id, on)
+        except FileNotFoundError:
+            pass  # no blob to hold: an integrity problem `verify` reports
+
+    async def _case_recordings(self, creditor: str, case_id: str) -> list[Recording]:
+        return await self.repo.find(
+            RecordingFilter(creditors=frozenset({creditor}), case_id=case_id, limit=None)
+        )
 
     async def place_case_hold(self, creditor: str, case_id: str, actor: Actor, reason: str | None) -> CaseHold:
         """Hold every recording of the case, present and future, until released."""
@@ -670,6 +718,9 @@ class Vault:
         if not actor.sees(creditor):
             raise NoSuchRecording(f"案件不存在 / no such case {case_id}")
         hold = CaseHold(creditor=creditor, case_id=case_id, reason=reason, by=actor.user, at=self.clock())
+        if self._store_locks:
+            for rec in await self._case_recordings(creditor, case_id):
+                await self._mirror_hold(rec, True)
         await self.repo.put_case_hold(hold)
         return hold
 
@@ -677,7 +728,11 @@ class Vault:
         _require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
         if not actor.sees(creditor):
             return False
-        return await self.repo.delete_case_hold(creditor, case_id)
+        released = await self.repo.delete_case_hold(creditor, case_id)
+        if released and self._store_locks:
+            for rec in await self._case_recordings(creditor, case_id):
+                await self._mirror_hold(rec, rec.hold is not None)
+        return released
 
     async def case_hold(self, creditor: str, case_id: str, actor: Actor) -> CaseHold | None:
         if not actor.sees(creditor):
@@ -811,9 +866,10 @@ class Vault:
             )
             gone = rec.evolve(state="destroyed", wrapped_key=None, kek_id=None, destroyed_at=now, hold=None)
             await self.repo.destroy(gone, entry, events=(events.purged(rec, entry),))
-        # The key is gone, so the blob is already unreadable; a crash here leaves
-        # ciphertext that recover() deletes.
-        await asyncio.to_thread(self.blobs.delete, rec.recording_id)
+        # The key is gone, so the blob is already unreadable; a crash here, or a
+        # store lock still running (compliance mode, a lock ending later in UTC than
+        # the local day), leaves ciphertext that recover() deletes.
+        await self._delete_blob(rec.recording_id)
 
     async def destruction_register(self, actor: Actor) -> list[DestructionEntry]:
         _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁登记 / read the register")
