@@ -17,7 +17,7 @@
     secret_key_env = "DIALGATE_S3_SECRET_KEY"    # or secret_key_file
     object_lock = "compliance"                   # "compliance" | "governance" | "off"
     part_size_mb = 8                             # multipart part size, 5..512
-    concurrency = 4                              # parts in flight per upload, 1..16
+    concurrency = 3                              # parts in flight per upload, 1..16
     ca_file = ""                                 # private CA for the endpoint's TLS
 
     [recordings.creditors.bank-b]

@@ -9,7 +9,8 @@ through ``asyncio.to_thread``. It never runs on the event loop.
 
 Writing: the sealed bytes are cut into parts of `part_size` (8 MiB by default);
 each full part is uploaded by a small pool (`concurrency` parts in flight at most,
-so memory stays under ``(concurrency + 1) * part_size``). Nothing is visible under the
+3 by default), its buffer reused once it is up, so memory stays at
+``(concurrency + 1) * part_size`` whatever the recording's length. Nothing is visible under the
 key until `publish` completes the multipart upload, which is atomic on S3: a crash
 before it leaves an incomplete multipart upload (ciphertext parts, never listed as
 an object), which `clean_temporaries` aborts. A blob smaller than one part is sent
@@ -86,7 +87,7 @@ class S3Settings:
     secret_key: str
     object_lock: str = "compliance"
     part_size: int = 8 * 1024 * 1024
-    concurrency: int = 4
+    concurrency: int = 3
     ca_file: str | None = None
 
     def __repr__(self) -> str:  # the secret never reaches a log line
@@ -127,7 +128,7 @@ def settings_from_config(url: str, table: Mapping[str, Any], environ: Mapping[st
         secret_key=_secret(table, "secret_key", "DIALGATE_S3_SECRET_KEY", env),
         object_lock=table.get("object_lock", "compliance"),
         part_size=int(table.get("part_size_mb", 8)) * 1024 * 1024,
-        concurrency=int(table.get("concurrency", 4)),
+        concurrency=int(table.get("concurrency", 3)),
         ca_file=table.get("ca_file") or None,
     )
 
@@ -193,7 +194,10 @@ class S3BlobWriter:
         self._key = key
         self._object = store.object_key(key)
         self._retain_until = retain_until
-        self._buf = bytearray()
+        # Part buffers are reused: one being filled, at most `concurrency` uploading.
+        self._free: list[bytearray] = []
+        self._buf = bytearray(store.part_size)
+        self._fill = 0
         self._upload_id: str | None = None
         self._parts: list[Future[dict[str, Any]]] = []
         self._slots = threading.BoundedSemaphore(store.concurrency)
@@ -214,17 +218,25 @@ class S3BlobWriter:
     def write(self, data: bytes | memoryview) -> int:
         if self._error is not None:
             raise self._error
-        n = len(data)
-        self._buf += data
+        view = memoryview(data)
+        if view.itemsize != 1:
+            view = view.cast("B")
+        n = len(view)
         part = self._store.part_size
-        while len(self._buf) >= part + MIN_PART or (len(self._buf) >= part and self._upload_id is not None):
-            # Keep at least MIN_PART back until `sync`: the last part may be small
-            # only if it is the last, so a tail too small to stand alone stays here.
-            self._send(bytes(self._buf[:part]))
-            del self._buf[:part]
+        pos = 0
+        while pos < n:
+            if self._fill == part:
+                # A full part and more to come, so it is not the last: send it.
+                self._send(self._buf, part)
+                self._buf = self._free.pop() if self._free else bytearray(part)
+                self._fill = 0
+            take = min(part - self._fill, n - pos)
+            self._buf[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
         return n
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, buf: bytearray, fill: int) -> None:
         client = self._store.client
         if self._upload_id is None:
             try:
@@ -242,10 +254,11 @@ class S3BlobWriter:
         if self._error is not None:
             self._slots.release()
             raise self._error
-        self._parts.append(self._store.pool.submit(self._upload_part, number, body))
+        self._parts.append(self._store.pool.submit(self._upload_part, number, buf, fill))
 
-    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, buf: bytearray, fill: int) -> dict[str, Any]:
         try:
+            body = buf if fill == len(buf) else bytes(memoryview(buf)[:fill])  # a short last part only
             resp = self._store.client.upload_part(
                 Bucket=self._store.bucket, Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
             )
@@ -255,15 +268,16 @@ class S3BlobWriter:
                 self._error = _storage_error("上传", exc) if isinstance(exc, Exception) else exc
             raise
         finally:
+            self._free.append(buf)
             self._slots.release()
 
     def sync(self) -> None:
         """Upload the last part and wait for every part (a blob smaller than one part
         waits for `publish`, which sends it in one request)."""
         if self._upload_id is not None:
-            if self._buf:
-                self._send(bytes(self._buf))
-                self._buf.clear()
+            if self._fill:
+                self._send(self._buf, self._fill)
+                self._fill = 0
             self._wait_parts()
 
     def _wait_parts(self) -> list[dict[str, Any]]:
@@ -284,11 +298,11 @@ class S3BlobWriter:
                 client.put_object(
                     Bucket=self._store.bucket,
                     Key=self._object,
-                    Body=bytes(self._buf),
+                    Body=bytes(memoryview(self._buf)[: self._fill]),
                     ContentType="application/octet-stream",
                     **self._lock_args(),
                 )
-                self._buf.clear()
+                self._fill = 0
             else:
                 parts = self._wait_parts()
                 client.complete_multipart_upload(
@@ -308,7 +322,8 @@ class S3BlobWriter:
         if self._published or self._aborted:
             return
         self._aborted = True
-        self._buf = bytearray()
+        self._free.clear()
+        self._fill = 0
         for f in self._parts:
             f.cancel()
         for f in self._parts:
@@ -403,7 +418,7 @@ class S3BlobStore:
         *,
         object_lock: str = "compliance",
         part_size: int = 8 * 1024 * 1024,
-        concurrency: int = 4,
+        concurrency: int = 3,
     ) -> None:
         if object_lock not in LOCK_MODES:
             raise ConfigError(f"recordings.s3.object_lock: 应为 {'|'.join(LOCK_MODES)} / expected one of {LOCK_MODES}")

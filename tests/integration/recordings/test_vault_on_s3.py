@@ -249,3 +249,53 @@ def test_store_urls_name_a_bucket_and_a_prefix() -> None:
     with pytest.raises(ConfigError, match="recordings.store"):
         parse_store_url("s3:/dialgate-rec")
     assert lock_until(date(2028, 12, 7)) == datetime(2028, 12, 8, tzinfo=timezone.utc)
+
+
+@pytest.mark.slow
+def test_ingesting_half_a_gibibyte_to_s3_grows_memory_by_less_than_64_mib(seaweed, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    store = seaweed.store()
+    settings = {
+        "bucket": store.bucket, "prefix": store.prefix, "endpoint": seaweed.endpoint, "region": "us-east-1",
+        "access_key": seaweed.access_key, "secret_key": seaweed.secret_key,
+    }
+    code = f"""
+import asyncio, json, sys
+from pathlib import Path
+sys.path.insert(0, {str(root)!r})
+from datetime import datetime, timezone
+from adapters.storage.jsonrepo import JsonFileRecordingRepository
+from adapters.storage.keys import KeyFileKeyProvider
+from adapters.storage.s3 import S3BlobStore, S3Settings
+from recordings.testing import PBX, request, wav_stream
+from recordings.vault import Vault
+
+def vm(field):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1]) * 1024
+
+root = Path({str(tmp_path)!r})
+keys = KeyFileKeyProvider(root / 'k.keys'); keys.create('bank-a')
+blobs = S3BlobStore.from_settings(S3Settings(**json.loads({json.dumps(json.dumps(settings))})))
+blobs.check()  # as the service does at start (the client's models are loaded)
+vault = Vault(JsonFileRecordingRepository(root / 'm.json'), blobs, keys,
+              clock=lambda: datetime.now(timezone.utc), max_size=2**31)
+pieces = wav_stream(16800.0)  # 537,600,044 bytes, generated piece by piece
+first = next(pieces)
+def body():
+    yield first
+    yield from pieces
+before = vm('VmRSS')
+rec = asyncio.run(vault.ingest(request('big-s3'), body(), PBX)).recording
+print(json.dumps({{'size': rec.size, 'growth': vm('VmHWM') - before}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    fig = json.loads(out.stdout)
+    assert fig["size"] == 537_600_044
+    assert fig["growth"] < 64 * 1024 * 1024, fig
