@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import BinaryIO
 
 from recordings import envelope, events, register
@@ -87,6 +87,10 @@ _SOURCE_ID = re.compile(r"^[A-Za-z0-9@._:+\-]{1,200}$")
 _MAX_REASON = 500
 
 Checkpoint = Callable[[str], None]
+# Called once the body has ended: the bytes that replace the start of the recording
+# (a WAV's final header) and its duration, or None to keep the bytes as streamed.
+Finalize = Callable[[], "tuple[bytes, float | None] | None"]
+DRAFT_SUFFIX = "-draft"
 
 
 def _no_checkpoint(step: str) -> None:
@@ -231,8 +235,19 @@ class Vault:
         req: IngestRequest,
         body: AsyncIterable[bytes] | Iterable[bytes],
         actor: Actor,
+        *,
+        finalize: Finalize | None = None,
     ) -> IngestResult:
-        """Seal `body` (streamed) and record it; idempotent by (source_kind, source_id)."""
+        """Seal `body` (streamed) and record it; idempotent by (source_kind, source_id).
+
+        With `finalize` (a recording streamed while the call runs, whose WAV header
+        carries the streaming sizes 0xFFFFFFFF) the body is sealed into a draft blob,
+        then re-sealed once into the recording's blob with the start replaced by what
+        `finalize` returns (the final header) — under a new data key, because sealing
+        different bytes under the first one would reuse its GCM nonces, and read back
+        in order so the stored SHA-256 is the final file's. The draft is deleted; a
+        crash leaves it as an orphan that `recover` deletes.
+        """
         _require_role(actor, INGEST_ROLES, "上传录音 / ingest recordings")
         if req.source_kind not in SOURCE_KINDS:
             raise InvalidRequest(
@@ -262,9 +277,11 @@ class Vault:
         data_key = envelope.new_data_key()
         retain_until = self.retention.retain_until(req.started_at, link.creditor)
         # A store with its own retention lock gets it now, so the blob is never
-        # visible unlocked.
-        tmp = self.blobs.begin(recording_id, retain_until=retain_until)
+        # visible unlocked. A draft gets none: it is deleted once re-sealed.
+        blob_key = recording_id if finalize is None else recording_id + DRAFT_SUFFIX
+        tmp = self.blobs.begin(blob_key, retain_until=None if finalize is not None else retain_until)
         published = False
+        published_keys: list[str] = []
         loop = asyncio.get_running_loop()
         room = asyncio.Event()
         # The loop copies the body into 1 MiB batches, encrypts and hashes them
@@ -325,6 +342,28 @@ class Vault:
             self._checkpoint("synced")
             await asyncio.to_thread(tmp.publish)
             published = True
+            published_keys.append(blob_key)
+            duration_s = req.duration_s
+            if finalize is not None:
+                final = finalize()
+                head, duration_s = final if final is not None else (b"", req.duration_s)
+                if duration_s is not None and not 0 <= duration_s < 10 * 86400:
+                    raise InvalidRequest(f"时长无效 / invalid duration {duration_s!r}")
+                new_key_id = uuid.uuid4().hex[:16]
+                new_key = envelope.new_data_key()
+                published_keys.append(recording_id)  # deleted on failure from here on
+                summary = await asyncio.to_thread(
+                    self._reseal, blob_key, summary, data_key, data_key_id,
+                    recording_id, new_key, new_key_id, head, retain_until,
+                )
+                data_key, data_key_id = new_key, new_key_id
+                if not sniff_media(summary.head, req.media_type):
+                    raise UnsupportedMediaType(
+                        f"内容不是 {req.media_type} / body is not {req.media_type}", media_type=req.media_type
+                    )
+                await self._delete_blob(blob_key)
+                published_keys.remove(blob_key)
+                self._checkpoint("resealed")
             self._checkpoint("published")
 
             # The KEK is fetched again now, after the (possibly hours-long) upload, so
@@ -344,7 +383,7 @@ class Vault:
                 number_masked=mask_number(link.number) if link.number else None,
                 number_digest=number_digest(link.number) if link.number else None,
                 started_at=req.started_at,
-                duration_s=req.duration_s,
+                duration_s=duration_s,
                 media_type=req.media_type,
                 size=summary.size,
                 blob_size=summary.blob_size,
@@ -388,13 +427,53 @@ class Vault:
             if writer.stopped:  # else leave the temporary open to recover() at startup
                 tmp.abort()
             if published:
-                try:
-                    self.blobs.delete(recording_id)
-                except (OSError, VaultError):
-                    pass  # recover() removes published blobs without metadata
+                for key in published_keys:
+                    try:
+                        self.blobs.delete(key)
+                    except (OSError, VaultError):
+                        pass  # recover() removes published blobs without metadata
             raise
         finally:
             del data_key
+
+    def _reseal(
+        self,
+        draft: str,
+        sealed: envelope.SealSummary,
+        draft_key: bytes,
+        draft_key_id: str,
+        recording_id: str,
+        data_key: bytes,
+        data_key_id: str,
+        head: bytes,
+        retain_until: date,
+    ) -> envelope.SealSummary:
+        """Read the draft back chunk by chunk (each authenticated), replace its first
+        bytes with `head`, seal it anew into the recording's blob; the new summary."""
+        if len(head) > min(sealed.size, self.chunk_size):
+            raise InvalidRequest(
+                f"替换的文件头过长 / replacement head of {len(head)} bytes longer than the recording's first chunk"
+            )
+        out = self.blobs.begin(recording_id, retain_until=retain_until)
+        try:
+            with self.blobs.open(draft) as f:
+                reader = envelope.EnvelopeReader(
+                    f, draft_key, sealed.blob_size, recording_id=recording_id, key_id=draft_key_id
+                )
+                writer = envelope.EnvelopeWriter(
+                    out, data_key, recording_id=recording_id, key_id=data_key_id, chunk_size=self.chunk_size
+                )
+                for index, chunk in enumerate(reader.iter_all()):
+                    if index == 0 and head:
+                        chunk = head + chunk[len(head) :]
+                    writer.write(chunk)
+                summary = writer.finish()
+            out.sync()
+            out.publish()
+        except BaseException:
+            out.abort()
+            raise
+        return summary
 
     async def recover(self, *, orphan_grace: timedelta = timedelta(0)) -> dict[str, int]:
         """Startup cleanup: temporaries, blobs with no metadata row (a crash between

@@ -299,3 +299,28 @@ print(json.dumps({{'size': rec.size, 'growth': vm('VmHWM') - before}}))
     fig = json.loads(out.stdout)
     assert fig["size"] == 537_600_044
     assert fig["growth"] < 64 * 1024 * 1024, fig
+
+
+async def test_a_call_resealed_with_its_final_header_leaves_one_locked_object_and_no_draft(seaweed, tmp_path) -> None:
+    from recordings.testing import wav_header
+
+    store = seaweed.store()
+    vault = make_vault(tmp_path, store)
+    seconds = 200.0  # 6.4 MB: the draft is a multipart upload too
+    audio = whole(seconds, tone_hz=880)[44:]
+    streaming = b"RIFF\xff\xff\xff\xffWAVE" + wav_header(len(audio))[12:40] + b"\xff\xff\xff\xff"
+
+    def body():
+        yield streaming
+        for i in range(0, len(audio), 65536):
+            yield audio[i : i + 65536]
+
+    rec = (
+        await vault.ingest(request("s3-reseal-1"), body(), PBX, finalize=lambda: (wav_header(len(audio)), seconds))
+    ).recording
+    assert objects(store) == [store.object_key(rec.recording_id)]  # the draft was deleted
+    assert len(versions(store)) == 1
+    assert store.lock_state(rec.recording_id)["mode"] == "COMPLIANCE"
+    back = (await vault.open_audio(rec.recording_id, QA_A, reason="QA 抽检")).read_all()
+    assert back == wav_header(len(audio)) + audio and rec.duration_s == seconds
+    assert hashlib.sha256(back).hexdigest() == rec.sha256
