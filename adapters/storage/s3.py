@@ -28,6 +28,9 @@ mode an approved destruction bypasses the retention (the credentials then need
 ``s3:BypassGovernanceRetention``); in compliance mode nothing can, not even the
 bucket's owner.
 
+Every read, hold and retention change addresses the version the vault wrote (the
+oldest of the key): a later version or a delete marker from anyone else is ignored.
+
 Reading: `open` returns a seekable file that fetches byte ranges (``Range: bytes=``),
 with a read-ahead window that grows while reads are sequential, so a seek to the
 last second of a two-hour recording costs two small GETs and a full read streams in
@@ -495,35 +498,40 @@ class S3BlobStore:
     def begin(self, key: str, *, retain_until: date | None = None) -> S3BlobWriter:
         return S3BlobWriter(self, key, retain_until)
 
-    def _head(self, key: str) -> dict[str, Any]:
+    def _original(self, key: str) -> dict[str, Any]:
+        """The version the vault wrote: the oldest one that is not a delete marker.
+
+        The vault writes each key once, so any later version came from someone else:
+        an overwrite with write access only adds a version on top (the vault keeps
+        reading, holding and locking the original, which Object Lock keeps), and a
+        plain DELETE only adds a delete marker. One LIST costs what a HEAD would."""
         object_key = self.object_key(key)
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=object_key)
-        except Exception as exc:
-            if not (_status(exc) in (404, 405) or _code(exc) in ("404", "405", "NoSuchKey", "NotFound")):
-                raise _storage_error("读取", exc) from exc
-            missing = exc
-        # A plain DELETE in a versioned bucket (anyone with delete rights can send
-        # one) only hides the object behind a delete marker; the locked version is
-        # still there, and it is the recording.
         try:
             versions = [v for v in self._versions(object_key) if "Size" in v]
         except Exception as exc:
             raise _storage_error("读取", exc) from exc
         if not versions:
-            raise FileNotFoundError(key) from missing
-        newest = max(versions, key=lambda v: v["LastModified"])
+            raise FileNotFoundError(key)
+        return min(versions, key=lambda v: (v["LastModified"], v.get("IsLatest", False)))
+
+    @staticmethod
+    def _version_arg(version: dict[str, Any]) -> dict[str, Any]:
+        vid = version.get("VersionId")
+        return {"VersionId": vid} if vid and vid != "null" else {}  # "null": an unversioned bucket
+
+    def _head(self, key: str) -> dict[str, Any]:
+        version = self._original(key)
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=object_key, VersionId=newest["VersionId"])
+            return self.client.head_object(Bucket=self.bucket, Key=self.object_key(key), **self._version_arg(version))
         except Exception as exc:
             raise _storage_error("读取", exc) from exc
 
     def open(self, key: str) -> S3RangeReader:
-        head = self._head(key)
-        return S3RangeReader(self, self.object_key(key), int(head["ContentLength"]), head.get("VersionId"))
+        version = self._original(key)
+        return S3RangeReader(self, self.object_key(key), int(version["Size"]), self._version_arg(version).get("VersionId"))
 
     def size(self, key: str) -> int:
-        return int(self._head(key)["ContentLength"])
+        return int(self._original(key)["Size"])
 
     def _versions(self, object_key: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -609,9 +617,10 @@ class S3BlobStore:
     def set_legal_hold(self, key: str, on: bool) -> None:
         if self.object_lock == "off":
             return
+        version = self._version_arg(self._original(key))
         try:
             self.client.put_object_legal_hold(
-                Bucket=self.bucket, Key=self.object_key(key), LegalHold={"Status": "ON" if on else "OFF"}
+                Bucket=self.bucket, Key=self.object_key(key), LegalHold={"Status": "ON" if on else "OFF"}, **version
             )
         except Exception as exc:
             if _status(exc) == 404:
@@ -632,6 +641,7 @@ class S3BlobStore:
                 Bucket=self.bucket,
                 Key=self.object_key(key),
                 Retention={"Mode": self.object_lock.upper(), "RetainUntilDate": until},
+                **self._version_arg(self._original(key)),
             )
         except Exception as exc:
             raise _storage_error("锁定", exc) from exc

@@ -144,6 +144,25 @@ async def test_object_lock_keeps_each_recording_in_compliance_mode_until_its_ret
     assert [r.ok for r in await vault.verify(ADMIN)] == [True]
 
 
+async def test_an_overwrite_by_someone_with_write_access_is_a_new_version_the_vault_ignores(seaweed, tmp_path) -> None:
+    store = seaweed.store()
+    vault = make_vault(tmp_path, store)
+    rec = (await vault.ingest(request("s3-overwrite-1"), wav_stream(20.0, tone_hz=990), PBX)).recording
+    key = store.object_key(rec.recording_id)
+    original = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+    forged = bytearray(original)
+    forged[-100] ^= 0xFF
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=bytes(forged))  # accepted: versioning keeps both
+    assert len(versions(store)) == 2
+    assert [r.ok for r in await vault.verify(ADMIN)] == [True]  # the original is read, not the forgery
+    await vault.place_hold(rec.recording_id, ADMIN, "诉讼 lawsuit")
+    assert store.lock_state(rec.recording_id)["legal_hold"] is True  # held: the original version
+    [orig] = [v for v in versions(store) if not v["IsLatest"]]
+    assert store.client.get_object_legal_hold(
+        Bucket=store.bucket, Key=key, VersionId=orig["VersionId"]
+    )["LegalHold"]["Status"] == "ON"
+
+
 async def test_linking_to_a_creditor_with_longer_retention_extends_the_lock(seaweed, tmp_path) -> None:
     from recordings.model import Link
     from recordings.retention import RetentionPolicy
