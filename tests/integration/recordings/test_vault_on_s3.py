@@ -343,3 +343,30 @@ async def test_a_call_resealed_with_its_final_header_leaves_one_locked_object_an
     back = (await vault.open_audio(rec.recording_id, QA_A, reason="QA 抽检")).read_all()
     assert back == wav_header(len(audio)) + audio and rec.duration_s == seconds
     assert hashlib.sha256(back).hexdigest() == rec.sha256
+
+
+async def test_a_part_the_server_refuses_fails_the_ingest_and_leaves_no_object_and_no_open_upload(seaweed, tmp_path) -> None:
+    from adapters.storage.filesystem import StorageError
+
+    store = seaweed.store()
+    real = store.client
+
+    class RefusesThirdPart:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def upload_part(self, **kw):
+            if kw["PartNumber"] == 3:
+                raise real.exceptions.ClientError(
+                    {"Error": {"Code": "SlowDown", "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                    "UploadPart",
+                )
+            return real.upload_part(**kw)
+
+    store.client = RefusesThirdPart()
+    vault = make_vault(tmp_path, store)
+    with pytest.raises(StorageError, match="SlowDown"):
+        await vault.ingest(request("s3-refused-part"), wav_stream(12 * 60.0), PBX)
+    store.client = real
+    assert objects(store) == [] and store.temporaries() == []  # the multipart upload was aborted
+    assert await vault.list(ADMIN) == []
