@@ -512,7 +512,9 @@ class S3BlobStore:
             raise _storage_error("读取", exc) from exc
         if not versions:
             raise FileNotFoundError(key)
-        return min(versions, key=lambda v: (v["LastModified"], v.get("IsLatest", False)))
+        # S3 lists a key's versions newest first; LastModified is no guide (one-second
+        # resolution, and some servers move it when a hold or retention is set).
+        return versions[-1]
 
     @staticmethod
     def _version_arg(version: dict[str, Any]) -> dict[str, Any]:

@@ -152,11 +152,22 @@ def start(workdir: Path, *, timeout_s: float = 90.0) -> SeaweedS3:
     server = SeaweedS3(f"http://127.0.0.1:{ports['s3']}", access, secret, data, log_path, proc)
     deadline = time.monotonic() + timeout_s
     client = server.client()
-    while True:  # readiness: the S3 API answers an authenticated request
+    probe = f"t-{secrets.token_hex(6)}"
+    while True:  # readiness: an object can be written (the volume server has joined)
         if proc.poll() is not None:
             raise RuntimeError(f"weed exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
         try:
-            client.list_buckets()
+            if True not in server.buckets:
+                try:
+                    client.create_bucket(Bucket=probe, ObjectLockEnabledForBucket=True)
+                except client.exceptions.ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+                server.buckets[True] = probe  # becomes the shared Object Lock bucket
+            bucket = server.buckets[True]
+            client.put_object(Bucket=bucket, Key="ready-probe", Body=b"ready")
+            for v in client.list_object_versions(Bucket=bucket, Prefix="ready-probe").get("Versions", []):
+                client.delete_object(Bucket=bucket, Key="ready-probe", VersionId=v["VersionId"])
             return server
         except Exception:
             if time.monotonic() > deadline:
