@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -354,28 +355,157 @@ def _aware(d: Optional[datetime]) -> Optional[datetime]:
 @recordings_app.command("verify")
 def rec_verify(
     recording_ids: list[str] = typer.Argument(None, help="default: every recording"),
+    incremental: bool = typer.Option(
+        False, "--incremental", "-i",
+        help="only what was stored since the last completed run, plus a rolling sample; resumes an interrupted run",
+    ),
+    full_every: int = typer.Option(30, "--full-every", min=1, help="with -i: sample so the whole archive is re-read every N runs (days)"),
+    sample: Optional[int] = typer.Option(None, "--sample", min=0, help="with -i: older recordings to re-read this run (overrides --full-every)"),
+    restart: bool = typer.Option(False, "--restart", help="with -i: drop an interrupted run and plan a new one"),
+    state_file: Optional[Path] = typer.Option(None, "--state", help="with -i: progress file (default <data_dir>/verify-state.json)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar with the rate (MiB/s)"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Decrypt every blob and compare its SHA-256 with the one stored at ingest; check the
-    register: its keyed chain, its head, and one entry per destroyed recording."""
+    """Decrypt blobs and compare each SHA-256 with the one stored at ingest; check the
+    register: its keyed chain, its head, and one entry per destroyed recording.
 
-    async def go() -> tuple[list[Any], list[str]]:
-        async with open_vault(config) as (vault, _):
-            results = await vault.verify(Actor("cli", "admin"), recording_ids or None)
-            from dialer.audit import register_problems
+    With --incremental: what was stored since the last completed run plus a rolling
+    sample of older recordings, so daily runs re-read everything every --full-every days;
+    an interrupted run (Ctrl-C, a crash) resumes where it stopped."""
+    if recording_ids and incremental:
+        raise _fail("--incremental 不能与录音编号同用 / --incremental takes no recording ids")
 
-            return results, await register_problems(vault.repo, vault.sealer)
+    async def go() -> tuple[list[Any], list[str], dict[str, Any]]:
+        from dialer.audit import register_problems
 
-    results, chain = _run(go())
+        async with open_vault(config) as (vault, rcfg):
+            actor = Actor("cli", "admin")
+            if incremental:
+                path = state_file or (rcfg.data_dir / "verify-state.json")
+                results, stats = await _verify_incremental(vault, actor, path, full_every, sample, restart, progress)
+            else:
+                ids = recording_ids or [r.recording_id for r in await vault.list(actor, RecordingFilter(limit=None))]
+                results, stats = await _verify_ids(vault, actor, ids, progress)
+            return results, await register_problems(vault.repo, vault.sealer), stats
+
+    results, chain, stats = _run(go())
     bad = [r for r in results if not r.ok]
     for r in results:
-        typer.echo(f"{'OK  ' if r.ok else 'FAIL'}\t{r.recording_id}{'' if r.ok else chr(9) + (r.problem or '')}")
-    typer.echo(f"{len(results)} checked, {len(bad)} failed / 共 {len(results)} 条，{len(bad)} 条异常")
+        if not r.ok or not incremental:
+            typer.echo(f"{'OK  ' if r.ok else 'FAIL'}\t{r.recording_id}{'' if r.ok else chr(9) + (r.problem or '')}")
+    seconds = max(stats["seconds"], 1e-9)
+    typer.echo(
+        f"{len(results)} checked, {len(bad)} failed / 共 {len(results)} 条，{len(bad)} 条异常"
+        f" — {stats['bytes'] / 1024**2:.1f} MiB in {stats['seconds']:.1f} s,"
+        f" {stats['bytes'] / 1024**2 / seconds:.1f} MiB/s, {len(results) / seconds:.1f} recordings/s"
+    )
+    if incremental:
+        typer.echo(
+            f"incremental: {stats['new']} new since the last run, {stats['sampled']} sampled"
+            f"{', resumed an interrupted run' if stats['resumed'] else ''} / 新增 {stats['new']} 条，抽检 {stats['sampled']} 条"
+        )
     for problem in chain:
         typer.echo(f"REGISTER\t{problem}")
     typer.echo("destruction register chain: " + ("OK / 完整" if not chain else "BROKEN / 已被篡改"))
     if bad or chain:
         raise typer.Exit(1)
+
+
+def _progress_bar(enabled: bool, total_recordings: int) -> Any:
+    from rich.progress import (
+        BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("verify / 校验"), BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), disable=not enabled or total_recordings == 0, transient=False,
+    )
+
+
+async def _verify_ids(vault: Vault, actor: Actor, ids: list[str], progress: bool) -> tuple[list[Any], dict[str, Any]]:
+    import time
+
+    recs = [await vault.get(i, actor) for i in ids]
+    results = []
+    nbytes = 0
+    started = time.perf_counter()
+    with _progress_bar(progress, len(recs)) as bar:
+        task = bar.add_task("verify", total=sum(r.size for r in recs))
+        for rec in recs:
+            [res] = await vault.verify(actor, [rec.recording_id])
+            results.append(res)
+            nbytes += rec.size
+            bar.update(task, advance=rec.size)
+    return results, {"bytes": nbytes, "seconds": time.perf_counter() - started}
+
+
+async def _verify_incremental(
+    vault: Vault, actor: Actor, path: Path, full_every: int, sample: Optional[int], restart: bool, progress: bool
+) -> tuple[list[Any], dict[str, Any]]:
+    import time
+
+    from recordings import verify_plan as vp
+    from recordings.errors import NoSuchRecording
+
+    state = _load_verify_state(path)
+    resumed = state.run is not None and not restart
+    if not resumed:
+        listed = await vault.list(actor, RecordingFilter(limit=None))
+        size = sample if sample is not None else vp.sample_size(len(listed), full_every)
+        run = vp.plan(((r.recording_id, r.created_at) for r in listed), state, _now(), sample=size)
+        state = vp.VerifyState(state.last_complete, state.cursor, run, state.history)
+        _save_verify_state(path, state)
+    run = state.run
+    assert run is not None
+    results = []
+    sizes: dict[str, int] = {}
+    for rid in vp.remaining(run):
+        try:
+            sizes[rid] = (await vault.get(rid, actor)).size
+        except NoSuchRecording:
+            sizes[rid] = 0  # purged since planned: nothing left to read
+    started = time.perf_counter()
+    saved = started
+    try:
+        with _progress_bar(progress, len(run.ids)) as bar:
+            task = bar.add_task("verify", total=run.bytes_done + sum(sizes.values()), completed=run.bytes_done)
+            for rid in vp.remaining(run):
+                if sizes[rid]:
+                    [res] = await vault.verify(actor, [rid])
+                    results.append(res)
+                    run = vp.advance(run, rid, res.ok, sizes[rid])
+                else:
+                    run = vp.advance(run, rid, True, 0)
+                bar.update(task, advance=sizes[rid])
+                if time.perf_counter() - saved >= 1.0:  # resumable within a second of work
+                    _save_verify_state(path, replace(state, run=run))
+                    saved = time.perf_counter()
+    except BaseException:
+        _save_verify_state(path, replace(state, run=run))
+        raise
+    seconds = time.perf_counter() - started
+    _save_verify_state(path, vp.complete(state, run, _now(), seconds))
+    return results, {
+        "bytes": run.bytes_done, "seconds": seconds, "new": run.new, "sampled": len(run.ids) - run.new, "resumed": resumed,
+    }
+
+
+def _load_verify_state(path: Path) -> Any:
+    from recordings import verify_plan as vp
+
+    try:
+        return vp.VerifyState.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return vp.VerifyState()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _fail(f"{path}: 校验进度文件无法读取 / verify state unreadable ({exc}); move it away or use --state") from None
+
+
+def _save_verify_state(path: Path, state: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(state.to_json(), ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)  # a crash mid-write keeps the previous state
 
 
 @recordings_app.command("purge")

@@ -17,6 +17,17 @@
     inbox = ""                                   # drop folder for PBXs writing files; "" = off
     expect_within = "10m"                        # a connected call's recording must arrive this long
                                                  # after the call ends, or alert.recording_missing; "off"
+    store = ""                                   # "" = data_dir; "s3://bucket/prefix" = object store
+
+    [recordings.s3]                              # only with store = "s3://..."
+    endpoint = "https://s3.internal:9000"        # "" = AWS's own
+    region = "us-east-1"
+    access_key_env = "DIALGATE_S3_ACCESS_KEY"    # or access_key_file
+    secret_key_env = "DIALGATE_S3_SECRET_KEY"    # or secret_key_file
+    object_lock = "compliance"                   # "compliance" | "governance" | "off"
+    part_size_mb = 8                             # multipart part size, 5..512
+    concurrency = 3                              # parts in flight per upload, 1..16
+    ca_file = ""                                 # private CA for the endpoint's TLS
 
     [recordings.creditors.bank-b]
     retention = "1095d"
@@ -54,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "transit_prefix": "dialgate-",
     "transit_token_env": "",
     "transit_token_file": "",
+    "store": "",
+    "s3": {},
     "creditors": {},
 }
 _CREDITOR_KEYS = {"retention", "cipher"}
@@ -84,6 +97,19 @@ class TransitSettings:
     mount: str
     prefix: str
     token: SecretRef
+_S3_KEYS = {
+    "endpoint": str,
+    "region": str,
+    "access_key_env": str,
+    "access_key_file": str,
+    "secret_key_env": str,
+    "secret_key_file": str,
+    "object_lock": str,
+    "part_size_mb": int,
+    "concurrency": int,
+    "ca_file": str,
+}
+_S3_LIMITS = {"part_size_mb": (5, 512), "concurrency": (1, 16)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +126,8 @@ class RecordingsConfig:
     expect_within: timedelta | None = timedelta(minutes=10)  # None: completeness not watched
     pkcs11: Pkcs11Settings | None = None
     transit: TransitSettings | None = None
+    store: str = ""  # "" = the filesystem under data_dir; "s3://bucket/prefix"
+    s3: Mapping[str, Any] | None = None  # [recordings.s3], validated; secrets by name only
 
 
 def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path = "./var") -> RecordingsConfig:
@@ -192,6 +220,12 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
                 )
             ciphers[str(creditor)] = CIPHER_NAMES[table["cipher"]]
     retention = RetentionPolicy.from_config(values["retention"], per_creditor)
+    store = values["store"]
+    if not isinstance(store, str) or not (store.strip() == "" or store.strip().startswith("s3://")):
+        raise ConfigError(
+            f"recordings.store: 应为空或 s3://存储桶/前缀 / expected \"\" or \"s3://bucket/prefix\", got {store!r}"
+        )
+    s3 = _s3_table(values["s3"])
     return RecordingsConfig(
         data_dir=path("data_dir", base / "recordings"),
         keys=values["keys"],
@@ -205,4 +239,32 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
         expect_within=expect_within,
         pkcs11=pkcs11,
         transit=transit,
+        store=store.strip(),
+        s3=s3,
     )
+
+
+def _s3_table(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("recordings.s3: 应为表 / expected a table")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = _S3_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"recordings.s3.{key}: 未知配置项 / unknown key")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"recordings.s3.{key}: 应为{'整数' if kind is int else '字符串'} / expected {kind.__name__}, got {value!r}")
+        if key in _S3_LIMITS:
+            lo, hi = _S3_LIMITS[key]
+            if not lo <= value <= hi:
+                raise ConfigError(f"recordings.s3.{key}: 应在 {lo}..{hi} / expected {lo}..{hi}, got {value!r}")
+        out[key] = value
+    lock = out.get("object_lock", "compliance")
+    if lock not in ("compliance", "governance", "off"):
+        raise ConfigError(
+            f"recordings.s3.object_lock: 应为 compliance、governance 或 off / expected compliance|governance|off, got {lock!r}"
+        )
+    for name in ("access_key", "secret_key"):
+        if out.get(f"{name}_env") and out.get(f"{name}_file"):
+            raise ConfigError(f"recordings.s3.{name}_env / {name}_file: 只能给一个 / give one, not both")
+    return out

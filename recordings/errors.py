@@ -20,7 +20,9 @@ bilingual message (Chinese / English) that names what is wrong::
     ├── Conflict                                                                     (409)
     │   ├── DuplicateSource        a recording with this source id exists (repository)
     │   ├── PurgeNotPending        approving a purge twice (or at once: one wins)
-    │   └── AlreadyDestroyed       destroying a recording another purge destroyed
+    │   ├── AlreadyDestroyed       destroying a recording another purge destroyed
+    │   └── BlobLocked             the blob store's retention lock or legal hold
+    │                              refuses a deletion (S3 Object Lock)
     ├── Unreadable                 audio cannot be produced                          (410)
     │   ├── RecordingDestroyed     purged: data key destroyed, blob deleted
     │   └── KeyDestroyed           the creditor's key was destroyed (commission ended)
@@ -122,6 +124,10 @@ class AlreadyDestroyed(Conflict):
     register entry."""
 
     error_id = "already-destroyed"
+
+
+class BlobLocked(Conflict):
+    error_id = "blob-locked"
 
 
 class Unreadable(VaultError):

@@ -262,8 +262,14 @@ class InMemoryBlobStore:
         self.temporaries_set: set[str] = set()
         self._clock = clock or (lambda: datetime.now(timezone.utc))
 
-    def begin(self, key: str) -> _MemoryWriter:
+    def begin(self, key: str, *, retain_until: date | None = None) -> _MemoryWriter:
         return _MemoryWriter(self, key)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        return None
+
+    def extend_retention(self, key: str, retain_until: date) -> None:
+        return None
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -9,7 +9,7 @@ repository, and the in-memory fakes in `recordings.memory` for tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, BinaryIO, Iterable, Protocol, Sequence
 
 from recordings.model import (
@@ -51,9 +51,23 @@ class StoredBlob:
 
 
 class BlobStore(Protocol):
-    """Where sealed blobs live. Only ciphertext is ever handed to it."""
+    """Where sealed blobs live. Only ciphertext is ever handed to it.
 
-    def begin(self, key: str) -> BlobWriter: ...
+    A store that can enforce retention itself (S3 Object Lock) locks each blob until
+    `retain_until` from the moment it becomes visible, mirrors legal holds, and
+    refuses early deletion with `BlobLocked`; the others accept the same calls and
+    do nothing more.
+    """
+
+    def begin(self, key: str, *, retain_until: date | None = None) -> BlobWriter: ...
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Mirror the vault's legal hold on the blob (no-op where unsupported)."""
+        ...
+
+    def extend_retention(self, key: str, retain_until: date) -> None:
+        """Keep the blob locked through a later `retain_until` (never earlier)."""
+        ...
 
     def open(self, key: str) -> BinaryIO:
         """A seekable binary file; raises `FileNotFoundError` when absent."""

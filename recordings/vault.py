@@ -28,12 +28,13 @@ import re
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import BinaryIO, Mapping
 
 from recordings import envelope, events, register
 from recordings.errors import (
     AlreadyDestroyed,
+    BlobLocked,
     Conflict,
     DualControlViolation,
     DuplicateSource,
@@ -90,6 +91,10 @@ _MAX_REASON = 500
 _REGISTER_RETRIES = 20  # another process appending to the register at the same moment
 
 Checkpoint = Callable[[str], None]
+# Called once the body has ended: the bytes that replace the start of the recording
+# (a WAV's final header) and its duration, or None to keep the bytes as streamed.
+Finalize = Callable[[], "tuple[bytes, float | None] | None"]
+DRAFT_SUFFIX = "-draft"
 
 
 def _no_checkpoint(step: str) -> None:
@@ -250,8 +255,19 @@ class Vault:
         req: IngestRequest,
         body: AsyncIterable[bytes] | Iterable[bytes],
         actor: Actor,
+        *,
+        finalize: Finalize | None = None,
     ) -> IngestResult:
-        """Seal `body` (streamed) and record it; idempotent by (source_kind, source_id)."""
+        """Seal `body` (streamed) and record it; idempotent by (source_kind, source_id).
+
+        With `finalize` (a recording streamed while the call runs, whose WAV header
+        carries the streaming sizes 0xFFFFFFFF) the body is sealed into a draft blob,
+        then re-sealed once into the recording's blob with the start replaced by what
+        `finalize` returns (the final header) — under a new data key, because sealing
+        different bytes under the first one would reuse its GCM nonces, and read back
+        in order so the stored SHA-256 is the final file's. The draft is deleted; a
+        crash leaves it as an orphan that `recover` deletes.
+        """
         _require_role(actor, INGEST_ROLES, "上传录音 / ingest recordings")
         if req.source_kind not in SOURCE_KINDS:
             raise InvalidRequest(
@@ -284,8 +300,13 @@ class Vault:
         data_key_id = uuid.uuid4().hex[:16]
         alg = self.cipher_of(link.creditor)
         data_key = envelope.new_data_key(alg)
-        tmp = self.blobs.begin(recording_id)
+        retain_until = self.retention.retain_until(req.attempt_at or req.started_at, link.creditor, self.clock())
+        # A store with its own retention lock gets it now, so the blob is never
+        # visible unlocked. A draft gets none: it is deleted once re-sealed.
+        blob_key = recording_id if finalize is None else recording_id + DRAFT_SUFFIX
+        tmp = self.blobs.begin(blob_key, retain_until=None if finalize is not None else retain_until)
         published = False
+        published_keys: list[str] = []
         loop = asyncio.get_running_loop()
         room = asyncio.Event()
         # The loop copies the body into 1 MiB batches, encrypts and hashes them
@@ -347,6 +368,28 @@ class Vault:
             self._checkpoint("synced")
             await asyncio.to_thread(tmp.publish)
             published = True
+            published_keys.append(blob_key)
+            duration_s = req.duration_s
+            if finalize is not None:
+                final = finalize()
+                head, duration_s = final if final is not None else (b"", req.duration_s)
+                if duration_s is not None and not 0 <= duration_s < 10 * 86400:
+                    raise InvalidRequest(f"时长无效 / invalid duration {duration_s!r}")
+                new_key_id = uuid.uuid4().hex[:16]
+                new_key = envelope.new_data_key(alg)
+                published_keys.append(recording_id)  # deleted on failure from here on
+                summary = await asyncio.to_thread(
+                    self._reseal, blob_key, summary, data_key, data_key_id,
+                    recording_id, new_key, new_key_id, head, retain_until,
+                )
+                data_key, data_key_id = new_key, new_key_id
+                if not sniff_media(summary.head, req.media_type):
+                    raise UnsupportedMediaType(
+                        f"内容不是 {req.media_type} / body is not {req.media_type}", media_type=req.media_type
+                    )
+                await self._delete_blob(blob_key)
+                published_keys.remove(blob_key)
+                self._checkpoint("resealed")
             self._checkpoint("published")
 
             # The KEK is fetched again now, after the (possibly hours-long) upload, so
@@ -363,7 +406,7 @@ class Vault:
                 number_masked=mask_number(link.number) if link.number else None,
                 number_digest=number_digest(link.number) if link.number else None,
                 started_at=req.started_at,
-                duration_s=req.duration_s,
+                duration_s=duration_s,
                 media_type=req.media_type,
                 size=summary.size,
                 blob_size=summary.blob_size,
@@ -371,7 +414,7 @@ class Vault:
                 data_key_id=data_key_id,
                 kek_id=kek_id,
                 wrapped_key=wrapped,
-                retain_until=self.retention.retain_until(req.attempt_at or req.started_at, link.creditor, now),
+                retain_until=retain_until,
                 state="stored" if link.creditor is not None else "unmatched",
                 created_at=now,
             )
@@ -379,13 +422,15 @@ class Vault:
                 await self.repo.add(recording, events=(events.stored(recording, now),))
             except DuplicateSource:
                 # A concurrent upload of the same source won: keep its recording.
-                await asyncio.to_thread(self.blobs.delete, recording_id)
                 published = False
+                await self._delete_blob(recording_id)
                 winner = await self.repo.by_source(req.source_kind, req.source_id)
                 if winner is None:
                     raise
                 return IngestResult(winner, created=False)
             self._checkpoint("committed")
+            if self._store_locks and await self.is_held(recording):
+                await asyncio.to_thread(self.blobs.set_legal_hold, recording_id, True)
             if not await asyncio.to_thread(self.keys.has, scope, kek_id):
                 # The KEK was retired between our wrap and our commit: we still hold
                 # the data key, so wrap it again under the active one.
@@ -398,13 +443,54 @@ class Vault:
             if writer.stopped:  # else leave the temporary open to recover() at startup
                 tmp.abort()
             if published:
-                try:
-                    self.blobs.delete(recording_id)
-                except OSError:
-                    pass  # recover() removes published blobs without metadata
+                for key in published_keys:
+                    try:
+                        self.blobs.delete(key)
+                    except (OSError, VaultError):
+                        pass  # recover() removes published blobs without metadata
             raise
         finally:
             del data_key
+
+    def _reseal(
+        self,
+        draft: str,
+        sealed: envelope.SealSummary,
+        draft_key: bytes,
+        draft_key_id: str,
+        recording_id: str,
+        data_key: bytes,
+        data_key_id: str,
+        head: bytes,
+        retain_until: date,
+    ) -> envelope.SealSummary:
+        """Read the draft back chunk by chunk (each authenticated), replace its first
+        bytes with `head`, seal it anew into the recording's blob; the new summary."""
+        if len(head) > min(sealed.size, self.chunk_size):
+            raise InvalidRequest(
+                f"替换的文件头过长 / replacement head of {len(head)} bytes longer than the recording's first chunk"
+            )
+        out = self.blobs.begin(recording_id, retain_until=retain_until)
+        try:
+            with self.blobs.open(draft) as f:
+                reader = envelope.EnvelopeReader(
+                    f, draft_key, sealed.blob_size, recording_id=recording_id, key_id=draft_key_id
+                )
+                writer = envelope.EnvelopeWriter(
+                    out, data_key, recording_id=recording_id, key_id=data_key_id, chunk_size=self.chunk_size,
+                    alg=reader.header.alg,
+                )
+                for index, chunk in enumerate(reader.iter_all()):
+                    if index == 0 and head:
+                        chunk = head + chunk[len(head) :]
+                    writer.write(chunk)
+                summary = writer.finish()
+            out.sync()
+            out.publish()
+        except BaseException:
+            out.abort()
+            raise
+        return summary
 
     async def recover(self, *, orphan_grace: timedelta = timedelta(0)) -> dict[str, int]:
         """Startup cleanup: temporaries, blobs with no metadata row (a crash between
@@ -419,16 +505,38 @@ class Vault:
         )
         orphans = 0
         destroyed = 0
+        locked = 0
         for blob in await asyncio.to_thread(lambda: list(self.blobs.keys())):
             rec = await self.repo.get(blob.key)
             if rec is None:
                 if blob.modified_at <= cutoff:
-                    await asyncio.to_thread(self.blobs.delete, blob.key)
-                    orphans += 1
+                    if await self._delete_blob(blob.key):
+                        orphans += 1
+                    else:
+                        locked += 1
             elif rec.state == "destroyed":
-                await asyncio.to_thread(self.blobs.delete, blob.key)
-                destroyed += 1
-        return {"temporaries": temporaries, "orphans": orphans, "destroyed": destroyed}
+                if await self._delete_blob(blob.key):
+                    destroyed += 1
+                else:
+                    locked += 1
+        report = {"temporaries": temporaries, "orphans": orphans, "destroyed": destroyed}
+        if locked:
+            report["locked"] = locked
+        return report
+
+    @property
+    def _store_locks(self) -> bool:
+        return bool(getattr(self.blobs, "enforces_retention", False))
+
+    async def _delete_blob(self, key: str) -> bool:
+        """Delete a blob nobody can read (no row, or its data key erased); False when
+        the store's retention lock refuses: the ciphertext stays until the lock
+        expires and a later `recover` deletes it."""
+        try:
+            await asyncio.to_thread(self.blobs.delete, key)
+        except BlobLocked:
+            return False
+        return True
 
     # -- lookup --------------------------------------------------------------------
 
@@ -596,7 +704,11 @@ class Vault:
             retain_until=max(rec.retain_until, self.retention.retain_until(rec.started_at, link.creditor)),
             state="stored",
         )
+        if linked.retain_until > rec.retain_until:
+            await asyncio.to_thread(self.blobs.extend_retention, rec.recording_id, linked.retain_until)
         await self.repo.update(linked, events=(events.stored(linked, self.clock()),))
+        if self._store_locks and await self.is_held(linked):
+            await self._mirror_hold(linked, True)
         return linked
 
     def _unwrap(self, rec: Recording) -> bytes:
@@ -668,6 +780,8 @@ class Vault:
         if rec.state == "destroyed":
             raise RecordingDestroyed(f"录音已销毁 / recording {recording_id} was destroyed")
         held = rec.evolve(hold=LegalHold(reason=reason, by=actor.user, at=self.clock()))
+        # The store's hold first: if the row then fails, the blob is merely held.
+        await self._mirror_hold(held, True)
         await self.repo.update(held)
         return held
 
@@ -676,7 +790,21 @@ class Vault:
         rec = await self.get(recording_id, actor)
         released = rec.evolve(hold=None)
         await self.repo.update(released)
+        await self._mirror_hold(released, await self.is_held(released))  # a case hold may remain
         return released
+
+    async def _mirror_hold(self, rec: Recording, on: bool) -> None:
+        if not self._store_locks or rec.state == "destroyed":
+            return
+        try:
+            await asyncio.to_thread(self.blobs.set_legal_hold, rec.recording_id, on)
+        except FileNotFoundError:
+            pass  # no blob to hold: an integrity problem `verify` reports
+
+    async def _case_recordings(self, creditor: str, case_id: str) -> list[Recording]:
+        return await self.repo.find(
+            RecordingFilter(creditors=frozenset({creditor}), case_id=case_id, limit=None)
+        )
 
     async def place_case_hold(self, creditor: str, case_id: str, actor: Actor, reason: str | None) -> CaseHold:
         """Hold every recording of the case, present and future, until released."""
@@ -685,6 +813,9 @@ class Vault:
         if not actor.sees(creditor):
             raise NoSuchRecording(f"案件不存在 / no such case {case_id}")
         hold = CaseHold(creditor=creditor, case_id=case_id, reason=reason, by=actor.user, at=self.clock())
+        if self._store_locks:
+            for rec in await self._case_recordings(creditor, case_id):
+                await self._mirror_hold(rec, True)
         await self.repo.put_case_hold(hold)
         return hold
 
@@ -692,7 +823,11 @@ class Vault:
         _require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
         if not actor.sees(creditor):
             return False
-        return await self.repo.delete_case_hold(creditor, case_id)
+        released = await self.repo.delete_case_hold(creditor, case_id)
+        if released and self._store_locks:
+            for rec in await self._case_recordings(creditor, case_id):
+                await self._mirror_hold(rec, rec.hold is not None)
+        return released
 
     async def case_hold(self, creditor: str, case_id: str, actor: Actor) -> CaseHold | None:
         if not actor.sees(creditor):
@@ -814,9 +949,10 @@ class Vault:
                 return False
             except Conflict:
                 continue
-            # The key is gone, so the blob is already unreadable; a crash here leaves
-            # ciphertext that recover() deletes.
-            await asyncio.to_thread(self.blobs.delete, rec.recording_id)
+            # The key is gone, so the blob is already unreadable; a crash here, or a
+            # store lock still running (compliance mode, a lock ending later in UTC than
+            # the local day), leaves ciphertext that recover() deletes.
+            await self._delete_blob(rec.recording_id)
             return True
         raise Conflict("登记表持续被占用 / the destruction register stayed busy; approve again")
 

@@ -70,13 +70,16 @@ class PbxServiceUnavailable(ApiError):
 class VaultSink:
     """Streams a recording into the vault's `ingest` (one forward-only body) as it is made.
 
-    The vault sees the streaming WAV header (sizes 0xFFFFFFFF: read to end of file); the
-    sealed header's sizes are not patched into the vault's first chunk — see README."""
+    The vault sees the streaming WAV header (sizes 0xFFFFFFFF: read to end of file) while
+    the call runs; `seal` hands it the final header and the duration, and the vault
+    re-seals the recording with them before it commits (`Vault.ingest(finalize=…)`), so
+    the stored file is an exact standard WAV."""
 
     def __init__(self, vault: Any, request: Any, actor: Any, max_chunks: int = 16) -> None:
         self._vault, self._request, self._actor = vault, request, actor
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max_chunks)
         self._task: asyncio.Task[Any] | None = None
+        self._final: tuple[bytes, float | None] | None = None
 
     async def _body(self) -> AsyncIterator[bytes]:
         while True:
@@ -87,7 +90,10 @@ class VaultSink:
 
     async def _put(self, item: bytes | None) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._vault.ingest(self._request, self._body(), self._actor), name="pbx-vault-ingest")
+            self._task = asyncio.create_task(
+                self._vault.ingest(self._request, self._body(), self._actor, finalize=lambda: self._final),
+                name="pbx-vault-ingest",
+            )
         put = asyncio.ensure_future(self._queue.put(item))
         await asyncio.wait([put, self._task], return_when=asyncio.FIRST_COMPLETED)
         if not put.done():
@@ -100,6 +106,7 @@ class VaultSink:
         await self._put(chunk)
 
     async def seal(self, *, final_header: bytes, duration: float) -> str | None:
+        self._final = (final_header, duration)  # read by the vault once the body has ended
         await self._put(None)
         assert self._task is not None
         result = await self._task

@@ -1,5 +1,6 @@
-"""Build a `Vault` from the ``[recordings]`` configuration: the filesystem blob store
-and the configured key provider around a given metadata repository."""
+"""Build a `Vault` from the ``[recordings]`` configuration: the blob store (the
+filesystem under ``data_dir``, or S3 with ``store = "s3://bucket/prefix"``) and the
+configured key provider around a given metadata repository."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from recordings.config import RecordingsConfig, SecretRef
 from recordings.errors import ConfigError
-from recordings.ports import ChainSealer, Clock, KeyProvider, RecordingRepository
+from recordings.ports import BlobStore, ChainSealer, Clock, KeyProvider, RecordingRepository
 from recordings.vault import Checkpoint, Vault
 
 from adapters.storage.filesystem import FilesystemBlobStore
@@ -53,6 +54,14 @@ def key_provider(cfg: RecordingsConfig, clock: Clock | None = None) -> KeyProvid
     return KeyFileKeyProvider(cfg.key_file, clock)
 
 
+def blob_store(cfg: RecordingsConfig) -> BlobStore:
+    if cfg.store.startswith("s3://"):
+        from adapters.storage.s3 import S3BlobStore, settings_from_config
+
+        return S3BlobStore.from_settings(settings_from_config(cfg.store, cfg.s3 or {}))
+    return FilesystemBlobStore(cfg.data_dir)
+
+
 def build_vault(
     cfg: RecordingsConfig,
     repo: RecordingRepository,
@@ -63,7 +72,7 @@ def build_vault(
 ) -> Vault:
     return Vault(
         repo,
-        FilesystemBlobStore(cfg.data_dir),
+        blob_store(cfg),
         key_provider(cfg, clock),
         clock=clock,
         retention=cfg.retention,

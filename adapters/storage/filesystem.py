@@ -35,7 +35,7 @@ import os
 import re
 import secrets
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -250,8 +250,15 @@ class FilesystemBlobStore:
             raise InvalidRequest(f"无效的录音编号 / invalid blob key {key!r}")
         return self.blob_dir / key[:2] / f"{key}{SUFFIX}"
 
-    def begin(self, key: str) -> FilesystemBlobWriter:
+    def begin(self, key: str, *, retain_until: date | None = None) -> FilesystemBlobWriter:
+        # A local filesystem cannot stop its administrator: retention is the vault's.
         return FilesystemBlobWriter(self, key, direct_io=self.direct_io)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        return None
+
+    def extend_retention(self, key: str, retain_until: date) -> None:
+        return None
 
     def open(self, key: str) -> BinaryIO:
         return open(self.path_for(key), "rb")

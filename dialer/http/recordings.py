@@ -585,8 +585,9 @@ async def destruction_register(who: Caller, svc: Svc) -> dict[str, Any]:
 class VaultRecordingCheck:
     """The gate's recording check, extended: no working vault means no call.
 
-    The vault works when its data directory is writable with room to spare and a key
-    exists for unmatched recordings (so any recording can at least be kept)."""
+    The vault works when its data directory is writable with room to spare (or, on
+    S3, its bucket answers) and a key exists for unmatched recordings (so any
+    recording can at least be kept)."""
 
     MIN_FREE = 256 * 1024 * 1024
 
@@ -597,13 +598,19 @@ class VaultRecordingCheck:
 
     async def available(self) -> bool:
         def check() -> bool:
-            if not os.access(self.data_dir, os.W_OK):
+            remote = getattr(self.vault.blobs, "check", None)
+            if remote is not None:
+                try:
+                    remote()
+                except VaultError:
+                    return False
+            elif not os.access(self.data_dir, os.W_OK):
                 return False
-            if shutil.disk_usage(self.data_dir).free < self.MIN_FREE:
+            elif shutil.disk_usage(self.data_dir).free < self.MIN_FREE:
                 return False
             try:
                 self.vault.keys.active_id("_unmatched")
-            except VaultError:
+            except Exception:  # noqa: BLE001 - a key module that fails in any way: no recording, so no call
                 return False
             return True
 
@@ -625,8 +632,17 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
         from dialer.errors import ConfigError
 
         raise ConfigError(f"{services.config.source}: {exc.message}") from exc
-    vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now,
-                        sealer=services.store.evidence)
+    try:
+        vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now,
+                            sealer=services.store.evidence)
+        remote = getattr(vault.blobs, "check", None)
+        if remote is not None:
+            # A bucket without the Object Lock asked for is refused here, not found later.
+            await asyncio.to_thread(remote)
+    except VaultError as exc:
+        from dialer.errors import ConfigError
+
+        raise ConfigError(f"{services.config.source}: {exc.message}") from exc
     await vault.anchor_register()
     if rcfg.keys != "env":
         # Unknown calls must always be keepable; a KMS answers off the loop.
@@ -634,7 +650,12 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     primary = getattr(services, "role", "primary") == "primary"
     # Recovery, the sweep and the inbox run once per data dir: in the primary worker.
     cleaned = await vault.recover(orphan_grace=timedelta(minutes=5)) if primary else {}
-    log.info("vault.started", data_dir=str(rcfg.data_dir), keys=rcfg.keys, **cleaned)
+    log.info(
+        "vault.started",
+        store=getattr(vault.blobs, "location", str(rcfg.data_dir)),
+        keys=rcfg.keys,
+        **cleaned,
+    )
     services.vault = vault
     services.recordings_config = rcfg
     services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)

@@ -235,3 +235,72 @@ def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path
     linked = rec("link", rid, "--attempt-id", "att-known-1", "-u", "ops-wang", "-c", str(cfg))
     assert linked.exit_code == 0 and "bank-a/K-7" in linked.output, linked.output
     assert rec("list", "--unmatched", "--json", "-c", str(cfg)).output == ""
+
+
+def test_incremental_verify_reads_new_recordings_then_only_newer_ones_and_a_sample(cfg, tmp_path) -> None:
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "call.wav"
+    write_wav(wav, 2.0, 610)
+    for n in range(3):
+        ingest(cfg, wav, f"att-inc-{n}", "--creditor", "bank-a")
+    first = rec("verify", "-i", "--no-progress", "-c", str(cfg))
+    assert first.exit_code == 0, first.output
+    assert "3 checked, 0 failed" in first.output and "3 new since the last run, 0 sampled" in first.output
+    assert "MiB/s" in first.output and "recordings/s" in first.output
+    ingest(cfg, wav, "att-inc-new", "--creditor", "bank-a")
+    second = rec("verify", "-i", "--sample", "1", "--no-progress", "-c", str(cfg))
+    assert "2 checked, 0 failed" in second.output and "1 new since the last run, 1 sampled" in second.output
+    state = json.loads((tmp_path / "var" / "recordings" / "verify-state.json").read_text())
+    assert state["run"] is None and [h["checked"] for h in state["history"]] == [3, 2]
+
+
+def test_incremental_verify_names_a_tampered_new_recording_and_exits_1(cfg, tmp_path) -> None:
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "call.wav"
+    write_wav(wav, 2.0, 640)
+    bad = ingest(cfg, wav, "att-inc-bad", "--creditor", "bank-a")
+    blob = next((tmp_path / "var" / "recordings" / "blobs").rglob(f"{bad['recording_id']}.dgr"))
+    data = bytearray(blob.read_bytes())
+    data[700] ^= 0x01
+    blob.write_bytes(bytes(data))
+    v = rec("verify", "-i", "--no-progress", "-c", str(cfg))
+    assert v.exit_code == 1 and f"FAIL\t{bad['recording_id']}" in v.output
+
+
+def test_an_interrupted_incremental_verify_resumes_after_the_last_recording_it_read(cfg, tmp_path) -> None:
+    import asyncio
+
+    from dialer.recordings_cli import _verify_incremental, open_vault
+    from recordings.model import Actor
+
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "call.wav"
+    write_wav(wav, 1.0, 660)
+    ids = [ingest(cfg, wav, f"att-res-{n}", "--creditor", "bank-a")["recording_id"] for n in range(4)]
+    state = tmp_path / "verify-state.json"
+    read: list[str] = []
+
+    class Interrupted(Exception):
+        pass
+
+    async def go():
+        async with open_vault(cfg) as (vault, _):
+            real = vault.verify
+
+            async def verify_then_die(actor, recording_ids=None):
+                if len(read) == 2:
+                    raise Interrupted  # the operator's Ctrl-C, a lost connection ...
+                read.extend(recording_ids)
+                return await real(actor, recording_ids)
+
+            vault.verify = verify_then_die
+            with pytest.raises(Interrupted):
+                await _verify_incremental(vault, Actor("cli", "admin"), state, 30, None, False, False)
+            saved = json.loads(state.read_text())["run"]
+            assert saved["done"] == 2 and saved["ids"][:2] == read
+            vault.verify = real
+            return saved, await _verify_incremental(vault, Actor("cli", "admin"), state, 30, None, False, False)
+
+    saved, (results, stats) = asyncio.run(go())
+    assert stats["resumed"] and [r.recording_id for r in results] == saved["ids"][2:]
+    assert sorted(read + [r.recording_id for r in results]) == sorted(ids)

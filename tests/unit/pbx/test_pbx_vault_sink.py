@@ -40,7 +40,7 @@ async def test_a_streamed_recording_is_sealed_into_the_vault_and_decrypts_to_the
     rec = await vault.get(recording_id, QA)
     assert (rec.case_id, rec.agent, rec.source_id) == ("C-1", "col-a", "att-1")
     audio = await vault.open_audio(recording_id, QA, reason="unit test")
-    assert audio.read_all() == b"".join(pieces)
+    assert audio.read_all() == wav_header(sum(map(len, pieces[1:]))) + b"".join(pieces[1:])
 
 
 async def test_an_aborted_recording_leaves_nothing_in_the_vault(vault: Vault) -> None:
@@ -59,3 +59,25 @@ async def test_a_vault_refusing_the_stream_surfaces_on_write(vault: Vault) -> No
         for _ in range(10):
             await sink.write(b"NOT A WAV FILE AT ALL")
     assert "wav" in str(exc.value).lower()
+
+
+async def test_a_sealed_call_is_stored_with_its_final_wav_header_duration_and_sha256(vault: Vault) -> None:
+    import hashlib
+    import io
+    import wave
+
+    sink = VaultSink(vault, ingest_request("att-final"), PBX, max_chunks=4)
+    frames = [stereo_s16(bytes([0x80 + (i % 64)]) * 160, bytes([0x60]) * 160) for i in range(2000)]  # 40 s, > one batch
+    await sink.write(wav_header(None))
+    for frame in frames:
+        await sink.write(frame)
+    audio = b"".join(frames)
+    recording_id = await sink.seal(final_header=wav_header(len(audio)), duration=len(audio) / 32000)
+    rec = await vault.get(recording_id, QA)
+    stored = (await vault.open_audio(recording_id, QA, reason="unit test")).read_all()
+    assert stored == wav_header(len(audio)) + audio  # not the streaming header
+    with wave.open(io.BytesIO(stored)) as w:
+        assert w.getnframes() == len(audio) // 4
+    assert rec.duration_s == 40.0
+    assert rec.sha256 == hashlib.sha256(stored).hexdigest()
+    assert list(vault.blobs.blobs) == [recording_id]  # the draft is gone

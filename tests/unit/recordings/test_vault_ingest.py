@@ -212,7 +212,7 @@ class _StoreWithWriter(InMemoryBlobStore):
         super().__init__()
         self.hook = hook
 
-    def begin(self, key: str):
+    def begin(self, key: str, **_lock: object):
         inner = super().begin(key)
         hook = self.hook
 
