@@ -21,6 +21,7 @@ Exceptions mean "could not do what was asked" and each maps to one HTTP answer, 
         │   └── NoSuchContact   404  no-such-contact
         ├── Conflict            409  conflict
         │   └── OutcomeConflict 409  outcome-conflict: a different outcome was logged
+        ├── PayloadTooLarge     413  payload-too-large: a body or file over a limit
         └── UnprocessableEntity 422  validation-failed: well-formed but invalid fields
 """
 
@@ -134,6 +135,10 @@ class Conflict(ApiError):
 
 class OutcomeConflict(Conflict):
     problem_id, title = "outcome-conflict", "A different outcome was already logged"
+
+
+class PayloadTooLarge(ApiError):
+    status, problem_id, title = 413, "payload-too-large", "Payload too large"
 
 
 class UnprocessableEntity(ApiError):

@@ -2,63 +2,38 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.errors import BadRequest, InvalidImport
 from dialer.http.deps import Caller, Svc
-from dialer.imports import (
-    parse_cases_csv,
-    parse_cases_payload,
-    parse_contact,
-    parse_repayments_csv,
-    parse_repayments_payload,
-)
+from dialer.http.imports import submit
+from dialer.imports import parse_contact
 from dialer.usecases import DATA_ROLES, require_role
 from policy import NumberFormatError
 
 router = APIRouter(prefix="/v1", tags=["cases"])
-MAX_BODY = 20 * 1024 * 1024
 
 
-async def _read(request: Request) -> tuple[str, Any]:
-    """('json', doc) or ('csv', text) by Content-Type; malformed bodies are a 400."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest(f"body larger than {MAX_BODY} bytes")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"body is not UTF-8 (byte {exc.start})") from exc
-    if ctype in ("text/csv", "application/csv"):
-        return "csv", text
-    if ctype not in ("application/json", ""):
-        raise BadRequest(f"unsupported Content-Type {ctype!r}: use application/json or text/csv")
-    try:
-        return "json", json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-
-
-@router.post("/cases:import", summary="Upsert cases by (creditor, case_id); refused whole on any error.")
-async def import_cases(request: Request, who: Caller, svc: Svc) -> dict[str, Any]:
+@router.post("/cases:import", summary="Upsert cases by (creditor, case_id); refused whole on any error. "
+             "Answers once every row is applied (see also POST /v1/imports).")
+async def import_cases(request: Request, response: Response, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, DATA_ROLES, "import cases")
-    kind, doc = await _read(request)
-    region = svc.region_of
-    cases = parse_cases_csv(doc, region) if kind == "csv" else parse_cases_payload(doc, region)
-    return await svc.gate.import_cases(who, cases)
+    job, _ = await submit(svc, who, request, "cases", None, wait=True)
+    response.headers["X-Import-Id"] = job["import_id"]  # the body keeps its shape for existing clients
+    s = job["summary"]
+    return {"created": s.get("created", 0), "updated": s.get("updated", 0), "total": job["rows_total"]}
 
 
 @router.post("/repayments:import", summary="Record repayments; settled cases close automatically.")
-async def import_repayments(request: Request, who: Caller, svc: Svc) -> dict[str, Any]:
+async def import_repayments(request: Request, response: Response, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, DATA_ROLES, "import repayments")
-    kind, doc = await _read(request)
-    rows = parse_repayments_csv(doc) if kind == "csv" else parse_repayments_payload(doc)
-    return await svc.gate.import_repayments(who, rows)
+    job, _ = await submit(svc, who, request, "repayments", None, wait=True)
+    response.headers["X-Import-Id"] = job["import_id"]
+    s = job["summary"]
+    return {"recorded": s.get("recorded", 0), "closed": s.get("closed", 0)}
 
 
 class ContactBody(BaseModel):

@@ -1,0 +1,445 @@
+"""Import jobs: a file is validated whole, then applied in short batches that never stall
+the gate.
+
+    submit   read limits → decode (UTF-8 / GB18030) → parse and check every row (in a
+             worker thread) → refused whole with every error, or staged as an
+             `import_rows` row each → state "applying"
+    apply    batches of `[imports] batch_rows` rows, each ONE short write transaction:
+             apply the rows (`cases.upsert` / `cases.record_repayment`, as an import
+             always did), drop them from staging and advance `rows_done`. Between two
+             batches the store's write lock is free, so decisions keep flowing.
+
+Where batches run: files of up to `sync_bytes` are applied here, on the service's own
+store, and answered when done; larger ones by a child process (`python -m
+dialer.import_worker`) with a store of its own, so neither their CPU nor their I/O is on
+the event loop (SQLite: the processes take turns on the database's writer lock, as the
+HTTP workers do). An in-memory database cannot be shared with a child: applied here.
+
+Why resumable: a batch and the advance of `rows_done` commit together, so a crash or
+kill between batches loses nothing and repeats nothing; on start the service rolls
+every job left "applying" forward from `rows_done`. A job left "validating" had its file
+only in memory: it is marked failed (nothing was applied) and must be sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+import structlog
+
+from dialer.errors import ApiError, BadRequest, ConfigError, Forbidden, InvalidImport, NotFound, StoreUnavailable
+from dialer.ids import new_id
+from dialer.imports import (
+    case_from_json,
+    case_to_json,
+    decode_upload,
+    parse_cases_csv,
+    parse_cases_payload,
+    parse_repayments_csv,
+    parse_repayments_payload,
+    repayment_from_json,
+    repayment_to_json,
+)
+from dialer.model import IMPORT_KINDS, ImportJob, Principal
+from dialer.ports import CaseStore, Clock
+
+log = structlog.get_logger("dialgate.imports")
+
+DATA_ROLES = frozenset({"data", "admin"})
+_STAGE_CHUNK = 2_000  # staged rows per write transaction: one executemany, a few ms
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLimits:
+    """`[imports]` in config.toml."""
+
+    max_bytes: int = 20 * 1024 * 1024  # a body over it is refused with 413 (Content-Length: before reading)
+    max_rows: int = 200_000  # cases (CSV: rows) or repayments per file
+    sync_bytes: int = 256 * 1024  # POST /v1/imports answers bodies up to this when applied (200), others 202
+    batch_rows: int = 100  # rows per apply transaction: how long the gate may wait for the write lock
+    runner: str = "process"  # "process": large files applied by a child process; "inline": by the service
+
+
+def load_import_limits(table: Mapping[str, Any], source: str = "config") -> ImportLimits:
+    """The `[imports]` table; an unknown key or a bad value is refused with its key path."""
+    defaults = ImportLimits()
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(ImportLimits)}
+    for key, value in table.items():
+        where = f"{source}: imports.{key}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key")
+        if key == "runner":
+            if value not in ("process", "inline"):
+                raise ConfigError(f"{where}: expected \"process\" or \"inline\", got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: expected a whole number >= 1, got {value!r}")
+        values[key] = value
+    return ImportLimits(**{**{f.name: getattr(defaults, f.name) for f in fields(ImportLimits)}, **values})
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An import request's body and what its headers said."""
+
+    kind: str
+    body: bytes
+    content_type: str  # "text/csv" or "application/json" ("" = JSON)
+    encoding: str | None = None  # declared (charset= or ?encoding=); None: detected
+    file_name: str | None = None
+
+
+def validate(upload: Upload, actor: Principal, region_of: Callable[[str], str], max_rows: int) -> tuple[list[str], str]:
+    """(staged rows as JSON texts, encoding) of a valid file; raises the file's errors.
+    CPU only (no store, no clock): the service runs it in a worker thread."""
+    text, encoding = decode_upload(upload.body, upload.encoding)
+    csv_body = upload.content_type in ("text/csv", "application/csv")
+    if not csv_body and upload.content_type not in ("application/json", ""):
+        raise BadRequest(f"unsupported Content-Type {upload.content_type!r}: use application/json or text/csv")
+    doc: Any = text
+    if not csv_body:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    if upload.kind == "cases":
+        cases = parse_cases_csv(doc, region_of, max_rows) if csv_body else parse_cases_payload(doc, region_of, max_rows)
+        outside = [
+            {"row": i + 1, "field": "creditor", "error": f"creditor {c.creditor!r} is outside your scope"}
+            for i, c in enumerate(cases)
+            if not actor.can_see(c.creditor)
+        ]
+        if outside:
+            raise InvalidImport(outside)
+        return [case_to_json(c) for c in cases], encoding
+    rows = parse_repayments_csv(doc, max_rows) if csv_body else parse_repayments_payload(doc, max_rows)
+    return [repayment_to_json(r) for r in rows], encoding
+
+
+async def _check_repayment_cases(store: CaseStore, actor: Principal, staged: Sequence[str]) -> None:
+    """Unknown cases (or another creditor's) refuse the whole file, before anything is applied."""
+    errors = []
+    for start in range(0, len(staged), 500):
+        async with store.read() as uow:
+            for i, text in enumerate(staged[start:start + 500], start=start + 1):
+                r = repayment_from_json(text)
+                visible = actor.can_see(r["creditor"])
+                if not visible or await uow.cases.get(r["creditor"], r["case_id"]) is None:
+                    errors.append({"row": i, "field": "case_id",
+                                   "error": f"no case {r['case_id']!r} for creditor {r['creditor']!r}"})
+    if errors:
+        raise InvalidImport(errors)
+
+
+def _problem_errors(exc: ApiError) -> list[dict[str, Any]]:
+    if isinstance(exc, InvalidImport):
+        return list(exc.errors)
+    return [{"row": 0, "field": "", "error": exc.detail, **({"details": exc.details} if exc.details else {})}]
+
+
+async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int,
+                    progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
+    """Apply a job's staged rows from `rows_done` on, one short transaction per batch;
+    returns the finished job. Safe to run twice at once: each batch re-reads `rows_done`
+    under the write lock (PostgreSQL: the job's row lock) and applies only what follows."""
+    while True:
+        async with store.read() as uow:
+            job = await uow.imports.get(import_id)
+            if job is None:
+                raise NotFound(f"no import {import_id!r}")
+            if job.state != "applying":
+                return job
+            rows = await uow.imports.next_rows(import_id, job.rows_done, batch_rows)
+        keys = _lock_keys(job.kind, rows)
+        async with store.write(keys) as w:
+            job = await w.imports.lock(import_id)
+            assert job is not None
+            if job.state != "applying":
+                return job
+            if rows and rows[0][0] <= job.rows_done:  # another runner applied them meanwhile
+                continue
+            now = clock.now()
+            if not rows:
+                await _finish(w, job, now)
+            else:
+                summary = dict(job.summary)
+                if job.kind == "cases":
+                    await _apply_cases(w, rows, summary, now)
+                else:
+                    await _apply_repayments(w, job.actor, rows, summary, now)
+                await w.imports.advance(import_id, rows[-1][0], summary, now)
+        if progress is not None and rows:
+            progress(job)
+        # In-process runs share the event loop with the gate: let queued work in first.
+        await asyncio.sleep(0)
+
+
+def _lock_keys(kind: str, rows: Sequence[tuple[int, str]]) -> tuple[str, ...]:
+    keys = []
+    for _, text in rows:
+        d = json.loads(text)
+        keys.append(f"case:{d['case_id']}")
+    return tuple(keys)
+
+
+async def _apply_cases(uow: Any, rows: Sequence[tuple[int, str]], summary: dict[str, int], now: datetime) -> None:
+    for _, text in rows:
+        case = case_from_json(text)
+        rec, is_new = await uow.cases.upsert(case, now)
+        key = "created" if is_new else "updated"
+        summary[key] = summary.get(key, 0) + 1
+        await uow.outbox.add(
+            "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
+            payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
+                     "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
+        )
+
+
+async def _apply_repayments(
+    uow: Any, actor: str, rows: Sequence[tuple[int, str]], summary: dict[str, int], now: datetime
+) -> None:
+    for _, text in rows:
+        r = repayment_from_json(text)
+        case = await uow.cases.get(r["creditor"], r["case_id"])
+        if case is None:  # checked when validated; cases are not deleted
+            summary["missing"] = summary.get("missing", 0) + 1
+            continue
+        await uow.cases.record_repayment(case.creditor, case.case_id, r["amount"], r["paid_on"], r["settled"], actor, now)
+        summary["recorded"] = summary.get("recorded", 0) + 1
+        if r["settled"] and case.status != "settled":
+            await uow.cases.update(case.pk, now, status="settled", follow_up_status="closed", next_action_date=None)
+            summary["closed"] = summary.get("closed", 0) + 1
+            await uow.outbox.add(
+                "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
+                occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
+            )
+
+
+async def _finish(uow: Any, job: ImportJob, now: datetime) -> None:
+    await uow.imports.finish(job.import_id, "done", now)
+    action = "cases.imported" if job.kind == "cases" else "repayments.imported"
+    await uow.audit.add(
+        at=now, actor=job.actor, action=action, creditor=None, case_id=None,
+        details={"import_id": job.import_id, "rows": job.rows_total, **job.summary},
+    )
+    log.info("import.done", import_id=job.import_id, kind=job.kind, rows=job.rows_total, **job.summary)
+
+
+class ImportJobs:
+    """The import use cases over a store, and the child processes that apply large files.
+    Use as `async with` (the runner's tasks end with it)."""
+
+    def __init__(
+        self,
+        store: Any,
+        clock: Clock,
+        region_of: Callable[[str], str],
+        limits: ImportLimits,
+        *,
+        worker_spec: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.region_of = region_of
+        self.limits = limits
+        # What a child needs to open the same store; None: apply in this process.
+        self.worker_spec = worker_spec
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._procs: set[asyncio.subprocess.Process] = set()
+
+    async def __aenter__(self) -> "ImportJobs":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for proc in list(self._procs):
+            if proc.returncode is None:
+                proc.terminate()  # the running batch rolls back; the job resumes on the next start
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+
+    # -- submitting ----------------------------------------------------------------
+    async def submit(self, actor: Principal, upload: Upload, *, wait: bool = False) -> tuple[ImportJob, bool]:
+        """(job, finished). Small bodies (or `wait`) are validated and applied before this
+        returns, and a refused file raises its errors; larger ones run on and the job
+        says how far they got."""
+        if actor.role not in DATA_ROLES:
+            raise Forbidden(f"role {actor.role!r} may not import {upload.kind}",
+                            details={"role": actor.role, "allowed_roles": sorted(DATA_ROLES)})
+        if upload.kind not in IMPORT_KINDS:
+            raise BadRequest(f"kind must be one of {', '.join(IMPORT_KINDS)}", details={"kind": upload.kind})
+        now = self.clock.now()
+        job = ImportJob(
+            import_id=new_id(), kind=upload.kind, state="validating", actor=actor.name,
+            creditors=tuple(sorted(actor.creditors)), rows_total=0, rows_done=0, created_at=now, updated_at=now,
+            file_name=upload.file_name,
+        )
+        async with self.store.write() as uow:
+            await uow.imports.create(job)
+        small = len(upload.body) <= self.limits.sync_bytes
+        if wait or small:
+            await self._validate_and_stage(actor, job, upload, raise_errors=True)
+            return await self._run(job.import_id, inline=small), True
+        self._spawn_task(self._background(actor, job, upload), job.import_id)
+        return job, False
+
+    async def _background(self, actor: Principal, job: ImportJob, upload: Upload) -> None:
+        if await self._validate_and_stage(actor, job, upload, raise_errors=False):
+            await self._run(job.import_id)
+
+    async def _validate_and_stage(self, actor: Principal, job: ImportJob, upload: Upload, *, raise_errors: bool) -> bool:
+        try:
+            staged, encoding = await asyncio.to_thread(
+                validate, upload, actor, self.region_of, self.limits.max_rows
+            )
+            if job.kind == "repayments":
+                await _check_repayment_cases(self.store, actor, staged)
+        except ApiError as exc:
+            async with self.store.write() as uow:
+                await uow.imports.finish(job.import_id, "refused", self.clock.now(), errors=_problem_errors(exc))
+            log.info("import.refused", import_id=job.import_id, kind=job.kind, error=exc.detail)
+            if raise_errors:
+                exc.details = {**exc.details, "import_id": job.import_id}
+                raise
+            return False
+        for start in range(0, len(staged), _STAGE_CHUNK):
+            async with self.store.write() as uow:
+                await uow.imports.stage(job.import_id, start + 1, staged[start:start + _STAGE_CHUNK])
+        async with self.store.write() as uow:
+            await uow.imports.finish(
+                job.import_id, "applying", self.clock.now(), rows_total=len(staged), encoding=encoding
+            )
+        log.info("import.validated", import_id=job.import_id, kind=job.kind, rows=len(staged), encoding=encoding)
+        return True
+
+    # -- applying ------------------------------------------------------------------
+    async def _run(self, import_id: str, *, inline: bool = False) -> ImportJob:
+        """Apply a staged job to its end: in a child process when configured and possible
+        (retried up to three times if it dies), else here."""
+        use_child = not inline and self.worker_spec is not None and self.limits.runner == "process"
+        spec = self.worker_spec() if use_child and self.worker_spec is not None else None
+        if spec is not None:
+            async with self.store.read() as uow:
+                job = await uow.imports.get(import_id)
+            if job is not None and job.state == "applying" and job.rows_total > self.limits.batch_rows:
+                for attempt in range(3):
+                    rc = await self._child(spec, import_id)
+                    async with self.store.read() as uow:
+                        job = await uow.imports.get(import_id)
+                    if job is None or job.state != "applying":
+                        return job  # type: ignore[return-value]
+                    log.warning("import.worker_exited", import_id=import_id, returncode=rc, attempt=attempt + 1)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+        try:
+            return await apply_job(self.store, self.clock, import_id, self.limits.batch_rows)
+        except StoreUnavailable as exc:
+            async with self.store.write() as uow:
+                await uow.imports.finish(import_id, "failed", self.clock.now(),
+                                         errors=[{"row": 0, "field": "", "error": f"store error: {exc}"}])
+                job = await uow.imports.get(import_id)
+            assert job is not None
+            return job
+
+    async def _child(self, spec: dict[str, Any], import_id: str) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dialer.import_worker", stdin=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._procs.add(proc)
+        try:
+            await proc.communicate(json.dumps({**spec, "import_id": import_id,
+                                               "batch_rows": self.limits.batch_rows}).encode())
+            return proc.returncode if proc.returncode is not None else -1
+        finally:
+            self._procs.discard(proc)
+            if proc.returncode is None:
+                proc.terminate()
+
+    def _spawn_task(self, coro: Any, import_id: str) -> None:
+        task = asyncio.create_task(coro, name=f"import-{import_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("import.task_failed", task=task.get_name(), error=repr(task.exception()))
+
+    async def resume(self) -> list[str]:
+        """On start: roll forward jobs left applying; fail those left validating (their
+        file is gone; nothing of them was applied)."""
+        async with self.store.read() as uow:
+            jobs = await uow.imports.unfinished()
+        resumed = []
+        for job in jobs:
+            if job.state == "validating":
+                async with self.store.write() as uow:
+                    await uow.imports.finish(job.import_id, "failed", self.clock.now(), errors=[{
+                        "row": 0, "field": "",
+                        "error": "the service stopped while the file was being validated; nothing was applied: "
+                                 "send it again",
+                    }])
+            else:
+                log.info("import.resumed", import_id=job.import_id, rows_done=job.rows_done, rows_total=job.rows_total)
+                self._spawn_task(self._run(job.import_id), job.import_id)
+                resumed.append(job.import_id)
+        return resumed
+
+    async def wait(self, import_id: str) -> None:
+        """Until the job's task (if this process runs one) ends."""
+        for task in list(self._tasks):
+            if task.get_name() == f"import-{import_id}":
+                await asyncio.shield(task)
+
+    # -- reading -------------------------------------------------------------------
+    async def get(self, actor: Principal, import_id: str) -> ImportJob:
+        """The job, to its submitter, an admin, or a data user who sees all its creditors."""
+        if actor.role not in DATA_ROLES:
+            raise Forbidden(f"role {actor.role!r} may not read imports",
+                            details={"role": actor.role, "allowed_roles": sorted(DATA_ROLES)})
+        async with self.store.read() as uow:
+            job = await uow.imports.get(import_id)
+        visible = job is not None and (
+            actor.unscoped or job.actor == actor.name or (job.creditors and set(job.creditors) <= actor.creditors)
+        )
+        if job is None or not visible:
+            raise NotFound(f"no import {import_id!r}", details={"import_id": import_id})
+        return job
+
+
+@asynccontextmanager
+async def open_import_jobs(services: Any) -> AsyncIterator[None]:
+    """Extension: `services.imports`; the primary rolls interrupted jobs forward."""
+    from dialer.app import events_wanted
+
+    limits = load_import_limits(services.config.section("imports"), services.config.source)
+    store = services.store
+    config = services.config
+
+    def worker_spec() -> dict[str, Any] | None:
+        url = config.store.url
+        if url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"):
+            return None  # a child cannot open this process's memory
+        return {"store": {f.name: getattr(config.store, f.name) for f in fields(config.store)},
+                "events": bool(getattr(store, "events", events_wanted(config)))}
+
+    jobs = ImportJobs(store, services.clock, services.region_of, limits, worker_spec=worker_spec)
+    async with jobs:
+        services.imports = jobs
+        if services.role == "primary":
+            await jobs.resume()
+        try:
+            yield
+        finally:
+            services.imports = None
