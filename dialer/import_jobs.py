@@ -30,11 +30,21 @@ import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import structlog
 
-from dialer.errors import ApiError, BadRequest, ConfigError, Forbidden, InvalidImport, NotFound, StoreUnavailable
+from dialer.errors import (
+    ApiError,
+    BadRequest,
+    ConfigError,
+    Forbidden,
+    InvalidImport,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
 from dialer.ids import new_id
 from dialer.imports import (
     case_from_json,
@@ -63,7 +73,8 @@ class ImportLimits:
     max_bytes: int = 20 * 1024 * 1024  # a body over it is refused with 413 (Content-Length: before reading)
     max_rows: int = 200_000  # cases (CSV: rows) or repayments per file
     sync_bytes: int = 256 * 1024  # POST /v1/imports answers bodies up to this when applied (200), others 202
-    batch_rows: int = 100  # rows per apply transaction: how long the gate may wait for the write lock
+    batch_rows: int = 500  # at most this many rows per apply transaction …
+    batch_ms: int = 20  # … and no longer than this: how long the gate may wait for the write lock
     runner: str = "process"  # "process": large files applied by a child process; "inline": by the service
 
 
@@ -139,16 +150,26 @@ async def _check_repayment_cases(store: CaseStore, actor: Principal, staged: Seq
 
 
 def _problem_errors(exc: ApiError) -> list[dict[str, Any]]:
+    """A refusal as the job's error list; a whole-file problem is row 0 with its status."""
     if isinstance(exc, InvalidImport):
         return list(exc.errors)
-    return [{"row": 0, "field": "", "error": exc.detail, **({"details": exc.details} if exc.details else {})}]
+    return [{"row": 0, "field": "", "error": exc.detail, "status": exc.status,
+             **({"details": exc.details} if exc.details else {})}]
 
 
-async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int,
-                    progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
+async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int, batch_ms: int = 20,
+                    *, pause: bool = False) -> ImportJob:
     """Apply a job's staged rows from `rows_done` on, one short transaction per batch;
-    returns the finished job. Safe to run twice at once: each batch re-reads `rows_done`
-    under the write lock (PostgreSQL: the job's row lock) and applies only what follows."""
+    returns the finished job. A batch stops after `batch_rows` rows or `batch_ms`
+    milliseconds, whichever comes first. Safe to run twice at once: each batch re-reads
+    `rows_done` under the write lock (PostgreSQL: the job's row lock) and applies only
+    what follows.
+
+    `pause` (another process than the gate's): after each batch, wait a quarter of its
+    duration before taking the lock again. The database's writer lock is not a queue: a
+    writer that comes straight back can take it before the gate's waiting thread is
+    scheduled, and starve it for batch after batch."""
+    loop = asyncio.get_running_loop()
     while True:
         async with store.read() as uow:
             job = await uow.imports.get(import_id)
@@ -157,7 +178,8 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
             if job.state != "applying":
                 return job
             rows = await uow.imports.next_rows(import_id, job.rows_done, batch_rows)
-        keys = _lock_keys(job.kind, rows)
+        keys = _lock_keys(rows)
+        started = loop.time()
         async with store.write(keys) as w:
             job = await w.imports.lock(import_id)
             assert job is not None
@@ -170,18 +192,25 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                 await _finish(w, job, now)
             else:
                 summary = dict(job.summary)
-                if job.kind == "cases":
-                    await _apply_cases(w, rows, summary, now)
-                else:
-                    await _apply_repayments(w, job.actor, rows, summary, now)
-                await w.imports.advance(import_id, rows[-1][0], summary, now)
-        if progress is not None and rows:
-            progress(job)
-        # In-process runs share the event loop with the gate: let queued work in first.
-        await asyncio.sleep(0)
+                deadline = loop.time() + batch_ms / 1000
+                applied = 0
+                for row in rows:
+                    if job.kind == "cases":
+                        await _apply_case(w, row[1], summary, now)
+                    else:
+                        await _apply_repayment(w, job.actor, row[1], summary, now)
+                    applied += 1
+                    if loop.time() >= deadline:
+                        break
+                await w.imports.advance(import_id, rows[applied - 1][0], summary, now)
+        if pause:
+            await asyncio.sleep(max(0.001, (loop.time() - started) / 4))
+        else:
+            # In-process runs share the event loop with the gate: let queued work in first.
+            await asyncio.sleep(0)
 
 
-def _lock_keys(kind: str, rows: Sequence[tuple[int, str]]) -> tuple[str, ...]:
+def _lock_keys(rows: Sequence[tuple[int, str]]) -> tuple[str, ...]:
     keys = []
     for _, text in rows:
         d = json.loads(text)
@@ -189,37 +218,33 @@ def _lock_keys(kind: str, rows: Sequence[tuple[int, str]]) -> tuple[str, ...]:
     return tuple(keys)
 
 
-async def _apply_cases(uow: Any, rows: Sequence[tuple[int, str]], summary: dict[str, int], now: datetime) -> None:
-    for _, text in rows:
-        case = case_from_json(text)
-        rec, is_new = await uow.cases.upsert(case, now)
-        key = "created" if is_new else "updated"
-        summary[key] = summary.get(key, 0) + 1
+async def _apply_case(uow: Any, text: str, summary: dict[str, int], now: datetime) -> None:
+    case = case_from_json(text)
+    rec, is_new = await uow.cases.upsert(case, now)
+    key = "created" if is_new else "updated"
+    summary[key] = summary.get(key, 0) + 1
+    await uow.outbox.add(
+        "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
+        payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
+                 "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
+    )
+
+
+async def _apply_repayment(uow: Any, actor: str, text: str, summary: dict[str, int], now: datetime) -> None:
+    r = repayment_from_json(text)
+    case = await uow.cases.get(r["creditor"], r["case_id"])
+    if case is None:  # checked when validated; cases are not deleted
+        summary["missing"] = summary.get("missing", 0) + 1
+        return
+    await uow.cases.record_repayment(case.creditor, case.case_id, r["amount"], r["paid_on"], r["settled"], actor, now)
+    summary["recorded"] = summary.get("recorded", 0) + 1
+    if r["settled"] and case.status != "settled":
+        await uow.cases.update(case.pk, now, status="settled", follow_up_status="closed", next_action_date=None)
+        summary["closed"] = summary.get("closed", 0) + 1
         await uow.outbox.add(
-            "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
-            payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
-                     "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
+            "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
+            occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
         )
-
-
-async def _apply_repayments(
-    uow: Any, actor: str, rows: Sequence[tuple[int, str]], summary: dict[str, int], now: datetime
-) -> None:
-    for _, text in rows:
-        r = repayment_from_json(text)
-        case = await uow.cases.get(r["creditor"], r["case_id"])
-        if case is None:  # checked when validated; cases are not deleted
-            summary["missing"] = summary.get("missing", 0) + 1
-            continue
-        await uow.cases.record_repayment(case.creditor, case.case_id, r["amount"], r["paid_on"], r["settled"], actor, now)
-        summary["recorded"] = summary.get("recorded", 0) + 1
-        if r["settled"] and case.status != "settled":
-            await uow.cases.update(case.pk, now, status="settled", follow_up_status="closed", next_action_date=None)
-            summary["closed"] = summary.get("closed", 0) + 1
-            await uow.outbox.add(
-                "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
-                occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
-            )
 
 
 async def _finish(uow: Any, job: ImportJob, now: datetime) -> None:
@@ -232,9 +257,37 @@ async def _finish(uow: Any, job: ImportJob, now: datetime) -> None:
     log.info("import.done", import_id=job.import_id, kind=job.kind, rows=job.rows_total, **job.summary)
 
 
+async def validate_and_stage(
+    store: CaseStore, clock: Clock, import_id: str, upload: Upload, actor: Principal,
+    region_of: Callable[[str], str], max_rows: int, *, in_thread: bool = True,
+) -> ApiError | None:
+    """Validate the file (in a worker thread when `in_thread`) and stage its rows, then
+    mark the job applying; or mark it refused and return the error. Staging is in chunks
+    of short transactions; until the job says "applying" none of its rows is applied."""
+    try:
+        if in_thread:
+            staged, encoding = await asyncio.to_thread(validate, upload, actor, region_of, max_rows)
+        else:
+            staged, encoding = validate(upload, actor, region_of, max_rows)
+        if upload.kind == "repayments":
+            await _check_repayment_cases(store, actor, staged)
+    except ApiError as exc:
+        async with store.write() as uow:
+            await uow.imports.finish(import_id, "refused", clock.now(), errors=_problem_errors(exc))
+        log.info("import.refused", import_id=import_id, kind=upload.kind, error=exc.detail)
+        return exc
+    for start in range(0, len(staged), _STAGE_CHUNK):
+        async with store.write() as uow:
+            await uow.imports.stage(import_id, start + 1, staged[start:start + _STAGE_CHUNK])
+    async with store.write() as uow:
+        await uow.imports.finish(import_id, "applying", clock.now(), rows_total=len(staged), encoding=encoding)
+    log.info("import.validated", import_id=import_id, kind=upload.kind, rows=len(staged), encoding=encoding)
+    return None
+
+
 class ImportJobs:
-    """The import use cases over a store, and the child processes that apply large files.
-    Use as `async with` (the runner's tasks end with it)."""
+    """The import use cases over a store, and the child processes that validate and
+    apply large files. Use as `async with` (its tasks and children end with it)."""
 
     def __init__(
         self,
@@ -243,14 +296,17 @@ class ImportJobs:
         region_of: Callable[[str], str],
         limits: ImportLimits,
         *,
-        worker_spec: Callable[[], dict[str, Any]] | None = None,
+        worker_spec: Callable[[], dict[str, Any] | None] | None = None,
+        spool: Path | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.region_of = region_of
         self.limits = limits
-        # What a child needs to open the same store; None: apply in this process.
-        self.worker_spec = worker_spec
+        # What a child needs to open the same store and read the same policy; None
+        # (or `[imports] runner = "inline"`): everything runs in this process.
+        self.worker_spec = worker_spec if limits.runner == "process" else None
+        self.spool = spool  # where a large upload waits for its child (removed once staged)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._procs: set[asyncio.subprocess.Process] = set()
 
@@ -260,7 +316,7 @@ class ImportJobs:
     async def __aexit__(self, *exc: object) -> None:
         for proc in list(self._procs):
             if proc.returncode is None:
-                proc.terminate()  # the running batch rolls back; the job resumes on the next start
+                proc.terminate()  # its running batch rolls back; the job resumes on the next start
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -283,66 +339,59 @@ class ImportJobs:
         job = ImportJob(
             import_id=new_id(), kind=upload.kind, state="validating", actor=actor.name,
             creditors=tuple(sorted(actor.creditors)), rows_total=0, rows_done=0, created_at=now, updated_at=now,
-            file_name=upload.file_name,
+            file_name=upload.file_name, encoding=upload.encoding,
         )
+        small = len(upload.body) <= self.limits.sync_bytes
+        spec = None if small else self._spec()
+        if spec is not None:
+            assert self.spool is not None
+            self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+            body = self.spool / f"{job.import_id}.body"
+            body.write_bytes(upload.body)
         async with self.store.write() as uow:
             await uow.imports.create(job)
-        small = len(upload.body) <= self.limits.sync_bytes
-        if wait or small:
-            await self._validate_and_stage(actor, job, upload, raise_errors=True)
-            return await self._run(job.import_id, inline=small), True
-        self._spawn_task(self._background(actor, job, upload), job.import_id)
-        return job, False
+        if spec is not None:
+            spec["upload"] = {"path": str(body), "kind": upload.kind, "content_type": upload.content_type,
+                              "encoding": upload.encoding, "file_name": upload.file_name}
+            spec["actor"] = {"user_id": actor.user_id, "name": actor.name, "role": actor.role,
+                             "creditors": sorted(actor.creditors)}
+            task = self._spawn_task(self._in_child(spec, job.import_id), job.import_id)
+            if not wait:
+                return job, False
+            done = await asyncio.shield(task)
+            if done.state == "refused":
+                raise _refusal(done)
+            return done, True
+        if not small and not wait:
+            self._spawn_task(self._inline(actor, job, upload), job.import_id)
+            return job, False
+        error = await validate_and_stage(self.store, self.clock, job.import_id, upload, actor, self.region_of,
+                                         self.limits.max_rows)
+        if error is not None:
+            error.details = {**error.details, "import_id": job.import_id}
+            raise error
+        return await self._apply_here(job.import_id), True
 
-    async def _background(self, actor: Principal, job: ImportJob, upload: Upload) -> None:
-        if await self._validate_and_stage(actor, job, upload, raise_errors=False):
-            await self._run(job.import_id)
+    async def _inline(self, actor: Principal, job: ImportJob, upload: Upload) -> ImportJob:
+        error = await validate_and_stage(self.store, self.clock, job.import_id, upload, actor, self.region_of,
+                                         self.limits.max_rows)
+        if error is None:
+            return await self._apply_here(job.import_id)
+        return job
 
-    async def _validate_and_stage(self, actor: Principal, job: ImportJob, upload: Upload, *, raise_errors: bool) -> bool:
-        try:
-            staged, encoding = await asyncio.to_thread(
-                validate, upload, actor, self.region_of, self.limits.max_rows
-            )
-            if job.kind == "repayments":
-                await _check_repayment_cases(self.store, actor, staged)
-        except ApiError as exc:
-            async with self.store.write() as uow:
-                await uow.imports.finish(job.import_id, "refused", self.clock.now(), errors=_problem_errors(exc))
-            log.info("import.refused", import_id=job.import_id, kind=job.kind, error=exc.detail)
-            if raise_errors:
-                exc.details = {**exc.details, "import_id": job.import_id}
-                raise
-            return False
-        for start in range(0, len(staged), _STAGE_CHUNK):
-            async with self.store.write() as uow:
-                await uow.imports.stage(job.import_id, start + 1, staged[start:start + _STAGE_CHUNK])
-        async with self.store.write() as uow:
-            await uow.imports.finish(
-                job.import_id, "applying", self.clock.now(), rows_total=len(staged), encoding=encoding
-            )
-        log.info("import.validated", import_id=job.import_id, kind=job.kind, rows=len(staged), encoding=encoding)
-        return True
+    def _spec(self) -> dict[str, Any] | None:
+        if self.worker_spec is None or self.spool is None:
+            return None
+        spec = self.worker_spec()
+        if spec is None:
+            return None
+        return {**spec, "batch_rows": self.limits.batch_rows, "batch_ms": self.limits.batch_ms,
+                "max_rows": self.limits.max_rows}
 
     # -- applying ------------------------------------------------------------------
-    async def _run(self, import_id: str, *, inline: bool = False) -> ImportJob:
-        """Apply a staged job to its end: in a child process when configured and possible
-        (retried up to three times if it dies), else here."""
-        use_child = not inline and self.worker_spec is not None and self.limits.runner == "process"
-        spec = self.worker_spec() if use_child and self.worker_spec is not None else None
-        if spec is not None:
-            async with self.store.read() as uow:
-                job = await uow.imports.get(import_id)
-            if job is not None and job.state == "applying" and job.rows_total > self.limits.batch_rows:
-                for attempt in range(3):
-                    rc = await self._child(spec, import_id)
-                    async with self.store.read() as uow:
-                        job = await uow.imports.get(import_id)
-                    if job is None or job.state != "applying":
-                        return job  # type: ignore[return-value]
-                    log.warning("import.worker_exited", import_id=import_id, returncode=rc, attempt=attempt + 1)
-                    await asyncio.sleep(0.5 * (attempt + 1))
+    async def _apply_here(self, import_id: str) -> ImportJob:
         try:
-            return await apply_job(self.store, self.clock, import_id, self.limits.batch_rows)
+            return await apply_job(self.store, self.clock, import_id, self.limits.batch_rows, self.limits.batch_ms)
         except StoreUnavailable as exc:
             async with self.store.write() as uow:
                 await uow.imports.finish(import_id, "failed", self.clock.now(),
@@ -351,25 +400,44 @@ class ImportJobs:
             assert job is not None
             return job
 
-    async def _child(self, spec: dict[str, Any], import_id: str) -> int:
+    async def _in_child(self, spec: dict[str, Any], import_id: str) -> ImportJob:
+        """Run the job in a child process to its end; a child that dies is started again
+        (it resumes from the last batch) up to three times, then the job fails."""
+        for attempt in range(3):
+            rc = await self._child({**spec, "import_id": import_id})
+            async with self.store.read() as uow:
+                job = await uow.imports.get(import_id)
+            assert job is not None
+            if job.state not in ("validating", "applying"):
+                return job
+            log.warning("import.worker_exited", import_id=import_id, returncode=rc, attempt=attempt + 1)
+            await asyncio.sleep(0.5 * (attempt + 1))
+        async with self.store.write() as uow:
+            await uow.imports.finish(import_id, "failed", self.clock.now(), errors=[{
+                "row": 0, "field": "", "error": "the import worker kept failing; the rows applied so far stay applied",
+            }])
+            job = await uow.imports.get(import_id)
+        assert job is not None
+        return job
+
+    async def _child(self, spec: dict[str, Any]) -> int:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "dialer.import_worker", stdin=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._procs.add(proc)
         try:
-            await proc.communicate(json.dumps({**spec, "import_id": import_id,
-                                               "batch_rows": self.limits.batch_rows}).encode())
+            await proc.communicate(json.dumps(spec).encode())
             return proc.returncode if proc.returncode is not None else -1
         finally:
             self._procs.discard(proc)
             if proc.returncode is None:
                 proc.terminate()
 
-    def _spawn_task(self, coro: Any, import_id: str) -> None:
+    def _spawn_task(self, coro: Any, import_id: str) -> "asyncio.Task[ImportJob]":
         task = asyncio.create_task(coro, name=f"import-{import_id}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -377,30 +445,34 @@ class ImportJobs:
             log.warning("import.task_failed", task=task.get_name(), error=repr(task.exception()))
 
     async def resume(self) -> list[str]:
-        """On start: roll forward jobs left applying; fail those left validating (their
-        file is gone; nothing of them was applied)."""
+        """On start: roll forward every job left applying, and every job left validating
+        whose upload is still spooled; a job left validating without it failed (nothing
+        of it was applied: send the file again)."""
         async with self.store.read() as uow:
             jobs = await uow.imports.unfinished()
         resumed = []
         for job in jobs:
-            if job.state == "validating":
+            spec = self._spec()
+            body = self.spool / f"{job.import_id}.body" if self.spool is not None else None
+            if job.state == "validating" and (spec is None or body is None or not body.exists()):
                 async with self.store.write() as uow:
                     await uow.imports.finish(job.import_id, "failed", self.clock.now(), errors=[{
                         "row": 0, "field": "",
                         "error": "the service stopped while the file was being validated; nothing was applied: "
                                  "send it again",
                     }])
+                continue
+            log.info("import.resumed", import_id=job.import_id, state=job.state, rows_done=job.rows_done,
+                     rows_total=job.rows_total)
+            if spec is None:
+                self._spawn_task(self._apply_here(job.import_id), job.import_id)
             else:
-                log.info("import.resumed", import_id=job.import_id, rows_done=job.rows_done, rows_total=job.rows_total)
-                self._spawn_task(self._run(job.import_id), job.import_id)
-                resumed.append(job.import_id)
+                if job.state == "validating":
+                    spec["upload"] = {"path": str(body), "kind": job.kind, "content_type": None,
+                                      "encoding": job.encoding, "file_name": job.file_name}
+                self._spawn_task(self._in_child(spec, job.import_id), job.import_id)
+            resumed.append(job.import_id)
         return resumed
-
-    async def wait(self, import_id: str) -> None:
-        """Until the job's task (if this process runs one) ends."""
-        for task in list(self._tasks):
-            if task.get_name() == f"import-{import_id}":
-                await asyncio.shield(task)
 
     # -- reading -------------------------------------------------------------------
     async def get(self, actor: Principal, import_id: str) -> ImportJob:
@@ -418,6 +490,53 @@ class ImportJobs:
         return job
 
 
+def _refusal(job: ImportJob) -> ApiError:
+    """The refused job's errors as the error a synchronous import raises."""
+    errors = list(job.errors)
+    if len(errors) == 1 and errors[0].get("row") == 0:
+        e = errors[0]
+        exc: ApiError = BadRequest(e["error"], details=dict(e.get("details") or {}))
+        if e.get("status") == 413:
+            exc = PayloadTooLarge(e["error"], details=dict(e.get("details") or {}))
+    else:
+        exc = InvalidImport(errors)
+    exc.details = {**exc.details, "import_id": job.import_id}
+    return exc
+
+
+async def run_in_child(spec: dict[str, Any], store: CaseStore, clock: Clock) -> ImportJob:
+    """The child's side of `ImportJobs._in_child`: validate and stage the spooled upload
+    (when the job is still validating), then apply in batches with pauses."""
+    import_id = spec["import_id"]
+    async with store.read() as uow:
+        job = await uow.imports.get(import_id)
+    if job is None:
+        raise NotFound(f"no import {import_id!r}")
+    if job.state == "validating":
+        up = spec["upload"]
+        path = Path(up["path"])
+        upload = Upload(kind=up["kind"], body=path.read_bytes(), content_type=up["content_type"] or _sniff(path),
+                        encoding=up["encoding"], file_name=up["file_name"])
+        a = spec["actor"]
+        actor = Principal(a["user_id"], a["name"], a["role"], frozenset(a["creditors"]))
+        regions = spec["regions"]
+
+        def region_of(creditor: str) -> str:
+            return regions["creditors"].get(creditor, regions["default"])
+
+        await validate_and_stage(store, clock, import_id, upload, actor, region_of, int(spec["max_rows"]),
+                                 in_thread=False)
+        path.unlink(missing_ok=True)
+    return await apply_job(store, clock, import_id, int(spec["batch_rows"]), int(spec["batch_ms"]), pause=True)
+
+
+def _sniff(path: Path) -> str:
+    """A resumed upload's type (its request headers are gone): JSON starts with `{`."""
+    with path.open("rb") as f:
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return "application/json" if head.startswith(b"{") else "text/csv"
+
+
 @asynccontextmanager
 async def open_import_jobs(services: Any) -> AsyncIterator[None]:
     """Extension: `services.imports`; the primary rolls interrupted jobs forward."""
@@ -427,14 +546,21 @@ async def open_import_jobs(services: Any) -> AsyncIterator[None]:
     store = services.store
     config = services.config
 
+    policies = services.policies
+
     def worker_spec() -> dict[str, Any] | None:
         url = config.store.url
         if url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"):
             return None  # a child cannot open this process's memory
-        return {"store": {f.name: getattr(config.store, f.name) for f in fields(config.store)},
-                "events": bool(getattr(store, "events", events_wanted(config)))}
+        return {
+            "store": {f.name: getattr(config.store, f.name) for f in fields(config.store)},
+            "events": bool(getattr(store, "events", events_wanted(config))),
+            "regions": {"default": policies.default.default_region,
+                        "creditors": {c: p.default_region for c, p in policies.creditors.items()}},
+        }
 
-    jobs = ImportJobs(store, services.clock, services.region_of, limits, worker_spec=worker_spec)
+    jobs = ImportJobs(store, services.clock, services.region_of, limits, worker_spec=worker_spec,
+                      spool=config.paths.data_dir / "imports")
     async with jobs:
         services.imports = jobs
         if services.role == "primary":

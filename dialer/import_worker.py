@@ -1,10 +1,12 @@
 """A child process that applies one staged import job: `python -m dialer.import_worker`.
 
 Reads on stdin what `dialer.import_jobs.ImportJobs` sends: the store's settings, whether
-outbox events are kept, the import id and the batch size. It opens a store of its own
-(the SQLite writer lock and WAL are shared with the service through the database file),
-applies the job's remaining rows in batches and exits 0 when the job is done. Killed
-midway, it leaves the job "applying" at its last committed batch.
+outbox events are kept, the creditors' default regions, the import id, the spooled
+upload and its submitter, the limits. It opens a store of its own (the SQLite writer
+lock and WAL are shared with the service through the database file), validates and
+stages the upload if that is not done yet, applies the remaining rows in batches and
+exits 0 when the job is done or refused. Killed midway, it leaves the job "validating"
+(the upload still spooled) or "applying" at its last committed batch.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ async def run(spec: dict[str, Any]) -> int:
     from adapters.db.store import SqlAlchemyCaseStore
     from dialer.clock import SystemClock
     from dialer.config import StoreConfig
-    from dialer.import_jobs import apply_job
+    from dialer.import_jobs import run_in_child
 
     store = SqlAlchemyCaseStore(StoreConfig(**spec["store"]), events=bool(spec["events"]))
     async with store:
-        job = await apply_job(store, SystemClock(), spec["import_id"], int(spec["batch_rows"]))
-    return 0 if job.state == "done" else 1
+        job = await run_in_child(spec, store, SystemClock())
+    return 0 if job.state in ("done", "refused") else 1
 
 
 def main() -> None:
