@@ -44,8 +44,9 @@ def cases_file(n: int, contacts: int = 3, prefix: str = "IMP") -> bytes:
 
 
 @asynccontextmanager
-async def service(data_dir: Path, tokens: dict[str, str], **imports: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
-    cfg = build_config({"paths": {"data_dir": str(data_dir)}, "log": {"json": True}, "imports": imports})
+async def service(data_dir: Path, tokens: dict[str, str], store_url: str = "", **imports: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    cfg = build_config({"paths": {"data_dir": str(data_dir)}, "store": {"url": store_url}, "log": {"json": True},
+                        "imports": imports})
     clock = FixedClock(TUESDAY_10AM)
     app = build_app(cfg, clock=clock)
     async with app.router.lifespan_context(app):
@@ -182,4 +183,23 @@ async def test_a_killed_import_process_resumes_on_start_and_applies_every_row_ex
         assert job.summary == {"created": n}
         assert await count(svc, tables.cases) == n
         assert await count(svc, tables.contacts) == n
+        assert await count(svc, tables.import_rows) == 0
+
+
+@pytest.mark.postgres
+async def test_a_large_file_is_applied_by_the_worker_process_on_postgresql_too(tmp_path: Path, pg_url: str) -> None:
+    tokens: dict[str, str] = {}
+    async with service(tmp_path, tokens, store_url=pg_url, sync_bytes=1024, batch_rows=50) as (client, svc):
+        r = await client.post("/v1/imports", params={"kind": "cases"},
+                              headers={"Authorization": f"Bearer {tokens['data-a']}"}, content=cases_file(600, 2))
+        assert r.status_code == 202, r.text
+        import_id = r.json()["import_id"]
+
+        async def finished() -> bool:
+            return (await job_of(svc, import_id)).state not in ("validating", "applying")
+
+        await until(finished, 600, "the import to finish")
+        job = await job_of(svc, import_id)
+        assert (job.state, job.rows_done, job.summary) == ("done", 600, {"created": 600})
+        assert await count(svc, tables.contacts) == 1_200
         assert await count(svc, tables.import_rows) == 0
