@@ -298,7 +298,10 @@ class ImportJobs:
         *,
         worker_spec: Callable[[], dict[str, Any] | None] | None = None,
         spool: Path | None = None,
+        beside_the_gate: bool = False,
     ) -> None:
+        """`beside_the_gate`: this process is not the gate's (the CLI): batches applied
+        here pause between them like a child's, so a running service gets the lock."""
         self.store = store
         self.clock = clock
         self.region_of = region_of
@@ -307,6 +310,7 @@ class ImportJobs:
         # (or `[imports] runner = "inline"`): everything runs in this process.
         self.worker_spec = worker_spec if limits.runner == "process" else None
         self.spool = spool  # where a large upload waits for its child (removed once staged)
+        self.pause = beside_the_gate
         self._tasks: set[asyncio.Task[Any]] = set()
         self._procs: set[asyncio.subprocess.Process] = set()
 
@@ -391,7 +395,8 @@ class ImportJobs:
     # -- applying ------------------------------------------------------------------
     async def _apply_here(self, import_id: str) -> ImportJob:
         try:
-            return await apply_job(self.store, self.clock, import_id, self.limits.batch_rows, self.limits.batch_ms)
+            return await apply_job(self.store, self.clock, import_id, self.limits.batch_rows, self.limits.batch_ms,
+                                   pause=self.pause)
         except StoreUnavailable as exc:
             async with self.store.write() as uow:
                 await uow.imports.finish(import_id, "failed", self.clock.now(),
