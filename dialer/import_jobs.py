@@ -196,7 +196,7 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                 applied = 0
                 for row in rows:
                     if job.kind == "cases":
-                        await _apply_case(w, row[1], summary, now)
+                        await _apply_case(w, import_id, row, summary, now)
                     else:
                         await _apply_repayment(w, job.actor, row[1], summary, now)
                     applied += 1
@@ -218,8 +218,10 @@ def _lock_keys(rows: Sequence[tuple[int, str]]) -> tuple[str, ...]:
     return tuple(keys)
 
 
-async def _apply_case(uow: Any, text: str, summary: dict[str, int], now: datetime) -> None:
-    case = case_from_json(text)
+async def _apply_case(uow: Any, import_id: str, row: tuple[int, str], summary: dict[str, int], now: datetime) -> None:
+    """One staged case through the store's own upsert (the rules that keep stops and
+    closures live there); `import_id` and the row's number say where the change came from."""
+    case = case_from_json(row[1])
     rec, is_new = await uow.cases.upsert(case, now)
     key = "created" if is_new else "updated"
     summary[key] = summary.get(key, 0) + 1
@@ -351,7 +353,7 @@ class ImportJobs:
             assert self.spool is not None
             self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
             body = self.spool / f"{job.import_id}.body"
-            body.write_bytes(upload.body)
+            await asyncio.to_thread(body.write_bytes, upload.body)  # up to max_bytes: not on the loop
         async with self.store.write() as uow:
             await uow.imports.create(job)
         if spec is not None:
