@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dialer.errors import BadRequest, InvalidImport
+from dialer.errors import ApiError, BadRequest, InvalidImport
 from dialer.http.deps import Caller, Svc
 from dialer.http.imports import submit
 from dialer.imports import parse_contact
@@ -17,11 +17,21 @@ from policy import NumberFormatError
 router = APIRouter(prefix="/v1", tags=["cases"])
 
 
+async def _legacy(svc: Any, who: Any, request: Request, kind: str) -> dict[str, Any]:
+    """The job run to its end; a refusal reads exactly as before jobs existed (no job id)."""
+    try:
+        job, _ = await submit(svc, who, request, kind, None, wait=True)
+    except ApiError as exc:
+        exc.details.pop("import_id", None)
+        raise
+    return job
+
+
 @router.post("/cases:import", summary="Upsert cases by (creditor, case_id); refused whole on any error. "
              "Answers once every row is applied (see also POST /v1/imports).")
 async def import_cases(request: Request, response: Response, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, DATA_ROLES, "import cases")
-    job, _ = await submit(svc, who, request, "cases", None, wait=True)
+    job = await _legacy(svc, who, request, "cases")
     response.headers["X-Import-Id"] = job["import_id"]  # the body keeps its shape for existing clients
     s = job["summary"]
     return {"created": s.get("created", 0), "updated": s.get("updated", 0), "total": job["rows_total"]}
@@ -30,7 +40,7 @@ async def import_cases(request: Request, response: Response, who: Caller, svc: S
 @router.post("/repayments:import", summary="Record repayments; settled cases close automatically.")
 async def import_repayments(request: Request, response: Response, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, DATA_ROLES, "import repayments")
-    job, _ = await submit(svc, who, request, "repayments", None, wait=True)
+    job = await _legacy(svc, who, request, "repayments")
     response.headers["X-Import-Id"] = job["import_id"]
     s = job["summary"]
     return {"recorded": s.get("recorded", 0), "closed": s.get("closed", 0)}
