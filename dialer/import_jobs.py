@@ -170,6 +170,9 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
     writer that comes straight back can take it before the gate's waiting thread is
     scheduled, and starve it for batch after batch."""
     loop = asyncio.get_running_loop()
+    # Rows fetched per batch follow the time a row took in the last one, so a batch
+    # rarely fetches (and, on PostgreSQL, locks the cases of) rows it has no time for.
+    limit = min(batch_rows, 50)
     while True:
         async with store.read() as uow:
             job = await uow.imports.get(import_id)
@@ -177,7 +180,7 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                 raise NotFound(f"no import {import_id!r}")
             if job.state != "applying":
                 return job
-            rows = await uow.imports.next_rows(import_id, job.rows_done, batch_rows)
+            rows = await uow.imports.next_rows(import_id, job.rows_done, limit)
         keys = _lock_keys(rows)
         started = loop.time()
         async with store.write(keys) as w:
@@ -192,7 +195,8 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                 await _finish(w, job, now)
             else:
                 summary = dict(job.summary)
-                deadline = loop.time() + batch_ms / 1000
+                first = loop.time()
+                deadline = first + batch_ms / 1000
                 applied = 0
                 for row in rows:
                     if job.kind == "cases":
@@ -202,6 +206,8 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                     applied += 1
                     if loop.time() >= deadline:
                         break
+                per_row = (loop.time() - first) / applied
+                limit = max(1, min(batch_rows, int(batch_ms / 1000 / max(per_row, 1e-6) * 1.2) + 1))
                 await w.imports.advance(import_id, rows[applied - 1][0], summary, now)
         if pause:
             await asyncio.sleep(max(0.001, (loop.time() - started) / 4))
