@@ -203,3 +203,30 @@ async def test_a_large_file_is_applied_by_the_worker_process_on_postgresql_too(t
         assert (job.state, job.rows_done, job.summary) == ("done", 600, {"created": 600})
         assert await count(svc, tables.contacts) == 1_200
         assert await count(svc, tables.import_rows) == 0
+
+
+async def test_two_runners_of_one_job_at_once_apply_each_row_once(tmp_path: Path) -> None:
+    from dialer.app import open_services
+    from dialer.import_jobs import apply_job, validate_and_stage
+    from dialer.import_jobs import Upload as ImportUpload
+    from dialer.model import ImportJob, Principal
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}})
+    async with open_services(cfg, FixedClock(TUESDAY_10AM)) as svc:
+        actor = Principal(1, "data-a", "data", frozenset({"bank-a"}))
+        now = TUESDAY_10AM
+        job = ImportJob("job-twice", "cases", "validating", actor.name, ("bank-a",), 0, 0, now, now)
+        async with svc.store.write() as uow:
+            await uow.imports.create(job)
+        error = await validate_and_stage(svc.store, svc.clock, job.import_id,
+                                         ImportUpload("cases", cases_file(300, 1), "application/json"),
+                                         actor, svc.region_of, 1_000)
+        assert error is None
+        first, second = await asyncio.gather(
+            apply_job(svc.store, svc.clock, job.import_id, 7, 1_000),
+            apply_job(svc.store, svc.clock, job.import_id, 7, 1_000),
+        )
+        assert first.state == second.state == "done"
+        done = await job_of(svc, job.import_id)
+        assert (done.rows_done, done.summary) == (300, {"created": 300})
+        assert await count(svc, tables.cases) == 300
