@@ -170,6 +170,11 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
     writer that comes straight back can take it before the gate's waiting thread is
     scheduled, and starve it for batch after batch."""
     loop = asyncio.get_running_loop()
+    if not getattr(store, "serialised_writes", True):
+        # PostgreSQL has no single write lock for the gate to wait on, only the cases a
+        # batch locks: longer batches there, and no pause, spread each batch's fixed cost
+        # (its job row, its commit) over more rows.
+        batch_ms, pause = max(batch_ms, 250), False
     # Rows fetched per batch follow the time a row took in the last one, so a batch
     # rarely fetches (and, on PostgreSQL, locks the cases of) rows it has no time for.
     limit = min(batch_rows, 50)
