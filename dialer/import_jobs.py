@@ -165,8 +165,8 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
     `rows_done` under the write lock (PostgreSQL: the job's row lock) and applies only
     what follows.
 
-    `pause` (another process than the gate's): after each batch, wait a quarter of its
-    duration before taking the lock again. The database's writer lock is not a queue: a
+    `pause` (another process than the gate's): after each batch, wait half its duration
+    before taking the lock again. The database's writer lock is not a queue: a
     writer that comes straight back can take it before the gate's waiting thread is
     scheduled, and starve it for batch after batch."""
     loop = asyncio.get_running_loop()
@@ -215,7 +215,7 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                 limit = max(1, min(batch_rows, int(batch_ms / 1000 / max(per_row, 1e-6) * 1.2) + 1))
                 await w.imports.advance(import_id, rows[applied - 1][0], summary, now)
         if pause:
-            await asyncio.sleep(max(0.001, (loop.time() - started) / 4))
+            await asyncio.sleep(max(0.001, (loop.time() - started) / 2))
         else:
             # In-process runs share the event loop with the gate: let queued work in first.
             await asyncio.sleep(0)
