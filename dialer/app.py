@@ -47,6 +47,7 @@ ROUTERS: list[str] = [
     "dialer.http.cases",
     "dialer.http.case_actions",
     "dialer.http.worklist",
+    "dialer.http.imports",
     "dialer.http.dials",
     "dialer.http.blocked",
     "dialer.http.recordings",
@@ -56,6 +57,7 @@ ROUTERS: list[str] = [
 
 EXTENSIONS: list[str] = [
     "dialer.console.wiring:check_console_config",
+    "dialer.import_jobs:open_import_jobs",
     "dialer.http.recordings:open_vault",
     "adapters.sip.service:open_sip_gate",
     "adapters.pbx.service:open_pbx",
@@ -91,6 +93,7 @@ class Services:
     sip: Any = None  # SIP gate listener ([sip] listen)
     mqtt: Any = None  # MQTT bus ([mqtt] url)
     pbx: Any = None  # click-to-dial SIP user agent ([pbx] mode = "sip_ua")
+    imports: Any = None  # import jobs (dialer.import_jobs:open_import_jobs)
     # "primary" runs everything; a "secondary" HTTP worker (dialer/workers.py) leaves
     # the once-only parts (PRIMARY_ONLY, background jobs) to the primary.
     role: str = "primary"

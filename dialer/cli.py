@@ -1,4 +1,4 @@
-"""`dialgate` command line: serve, db, users, audit, simulate, policy.
+"""`dialgate` command line: serve, db, users, audit, simulate, policy, cases.
 
 Every command takes `--config FILE`; `DIALGATE_<SECTION>_<KEY>` environment variables
 override the file. Exit codes: 0 ok, 1 a check failed (audit), 2 bad usage or config.
@@ -41,6 +41,10 @@ from dialer.recordings_cli import keys_app as _keys_app, recordings_app as _reco
 
 app.add_typer(_keys_app, name="keys", help="Recording encryption keys per creditor (录音加密密钥).")
 app.add_typer(_recordings_app, name="recordings", help="The recordings vault (录音库).")
+
+from dialer.import_cli import cases_app as _cases_app  # noqa: E402 - the import jobs' commands
+
+app.add_typer(_cases_app, name="cases", help="Cases: imports with a progress bar (案件导入).")
 
 err = Console(stderr=True, soft_wrap=True)  # one error per line: scripts and tests match on it
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")

@@ -89,7 +89,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 # Top-level sections other components own; kept raw, typed by their owners.
 FOREIGN_SECTIONS: frozenset[str] = frozenset(
-    {"policy", "sip", "mqtt", "recordings", "pbx", "console"}
+    {"policy", "sip", "mqtt", "recordings", "pbx", "console", "imports"}
 )
 
 

@@ -24,6 +24,7 @@ Exceptions mean "could not do what was asked" and each maps to one HTTP answer, 
         ├── Conflict            409  conflict
         │   └── OutcomeConflict 409  outcome-conflict: a different outcome was logged
         ├── BodyTooLarge        413  body-too-large: over the route's limit, not read
+        ├── PayloadTooLarge     413  payload-too-large: a file over an import limit (rows, bytes)
         ├── UnprocessableEntity 422  validation-failed: well-formed but invalid fields
         └── TooManyRequests     429  too-many-requests: too many refused tokens from
                                      one client; carries Retry-After
@@ -144,6 +145,10 @@ class Conflict(ApiError):
 
 class OutcomeConflict(Conflict):
     problem_id, title = "outcome-conflict", "A different outcome was already logged"
+
+
+class PayloadTooLarge(ApiError):
+    status, problem_id, title = 413, "payload-too-large", "Payload too large"
 
 
 class UnprocessableEntity(ApiError):

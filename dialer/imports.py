@@ -12,14 +12,17 @@ CSV for cases has one row per contact; case columns repeat on each of a case's r
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import json
 import re
+from dataclasses import fields
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
-from dialer.errors import BadRequest, InvalidImport
+from dialer.errors import BadRequest, InvalidImport, PayloadTooLarge
 from dialer.masking import redact_on_input
 from dialer.model import CaseInput, ContactRecord
 from policy import CASE_FLAGS, CASE_STATUSES, RELATIONS, NumberFormatError, normalize_number
@@ -33,7 +36,7 @@ MAX_REASON = 500
 CONTACT_FIELDS = ("number", "relation", "name", "tz", "status", "do_not_call", "source")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
 _CREDITOR = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
-MAX_ROWS = 50_000
+MAX_ROWS = 200_000  # `[imports] max_rows` overrides it
 
 
 def _date(value: Any) -> date | None:
@@ -214,14 +217,14 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     )
 
 
-def parse_cases_payload(doc: Any, region_of: Callable[[str], str]) -> list[CaseInput]:
+def parse_cases_payload(doc: Any, region_of: Callable[[str], str], max_rows: int = MAX_ROWS) -> list[CaseInput]:
     if not isinstance(doc, Mapping) or set(doc) != {"cases"} or not isinstance(doc["cases"], list):
         raise BadRequest('expected a JSON object {"cases": [ … ]}')
     rows = doc["cases"]
     if not rows:
         raise BadRequest("no cases in the file")
-    if len(rows) > MAX_ROWS:
-        raise BadRequest(f"at most {MAX_ROWS} cases per import")
+    if len(rows) > max_rows:
+        raise TooManyRows(len(rows), max_rows, "cases")
     errors: list[dict[str, Any]] = []
     out: list[CaseInput] = []
     seen: dict[tuple[str, str], int] = {}
@@ -240,18 +243,58 @@ def parse_cases_payload(doc: Any, region_of: Callable[[str], str]) -> list[CaseI
     return out
 
 
-def _csv_rows(text: str, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None:
+# Python's csv module refuses a field longer than this; say so as a row error.
+CSV_FIELD_LIMIT = 131_072
+
+
+def _csv_rows(text: str, required: tuple[str, ...], max_rows: int) -> list[tuple[int, dict[str, str]]]:
+    """(line, row) pairs, streamed from `text`. A malformed row (a field over the limit,
+    a quote never closed, more values than columns) is a row error naming its line; the
+    file is refused with every error found. Over `max_rows` data rows → `TooManyRows`
+    with the count (the rest is only counted, not checked)."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise InvalidImport([{"row": 1, "field": "", "error": f"malformed CSV header: {exc}"}]) from exc
+    if header is None:
         raise BadRequest("empty CSV")
-    missing = [c for c in required if c not in reader.fieldnames]
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise BadRequest(f"CSV header lacks column(s): {', '.join(missing)}")
-    rows = []
-    for line_no, row in enumerate(reader, start=2):
-        if None in row:
-            raise InvalidImport([{"row": line_no, "field": "", "error": "more values than header columns"}])
-        rows.append((line_no, {k: (v or "").strip() for k, v in row.items()}))
+    rows: list[tuple[int, dict[str, str]]] = []
+    errors: list[dict[str, Any]] = []
+    count = 0
+    while True:
+        line_no = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            msg = str(exc)
+            if "field larger than field limit" in msg:
+                msg = f"a field is longer than {CSV_FIELD_LIMIT} characters"
+            elif "unexpected end of data" in msg:
+                msg = "a quoted field is never closed (the quote runs to the end of the file)"
+            errors.append({"row": line_no, "field": "", "error": f"malformed CSV row: {msg}"})
+            # The reader cannot resynchronise after a malformed row: refuse with what we have.
+            break
+        if not values or values == [""]:
+            continue
+        count += 1
+        if count > max_rows:
+            continue
+        if len(values) > len(header):
+            errors.append({"row": line_no, "field": "", "error": "more values than header columns"})
+            continue
+        rows.append((line_no, {k: (values[i] if i < len(values) else "").strip() for i, k in enumerate(header)}))
+    if count > max_rows:
+        raise TooManyRows(count, max_rows, "CSV rows")
+    if errors:
+        raise InvalidImport(errors)
     if not rows:
         raise BadRequest("no data rows in the CSV")
     return rows
@@ -263,8 +306,8 @@ CASE_CSV_COLUMNS = (
 )
 
 
-def parse_cases_csv(text: str, region_of: Callable[[str], str]) -> list[CaseInput]:
-    rows = _csv_rows(text, ("creditor", "case_id", "debtor_name"))
+def parse_cases_csv(text: str, region_of: Callable[[str], str], max_rows: int = MAX_ROWS) -> list[CaseInput]:
+    rows = _csv_rows(text, ("creditor", "case_id", "debtor_name"), max_rows)
     grouped: dict[tuple[str, str], dict[str, Any]] = {}
     first_line: dict[tuple[str, str], int] = {}
     errors: list[dict[str, Any]] = []
@@ -353,12 +396,124 @@ def parse_repayments(rows: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def parse_repayments_payload(doc: Any) -> list[dict[str, Any]]:
+def parse_repayments_payload(doc: Any, max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
     if not isinstance(doc, Mapping) or set(doc) != {"repayments"} or not isinstance(doc["repayments"], list):
         raise BadRequest('expected a JSON object {"repayments": [ … ]}')
+    if len(doc["repayments"]) > max_rows:
+        raise TooManyRows(len(doc["repayments"]), max_rows, "repayments")
     return parse_repayments(doc["repayments"])
 
 
-def parse_repayments_csv(text: str) -> list[dict[str, Any]]:
-    rows = _csv_rows(text, ("creditor", "case_id", "settled"))
+def parse_repayments_csv(text: str, max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
+    rows = _csv_rows(text, ("creditor", "case_id", "settled"), max_rows)
     return parse_repayments([(line, {k: v for k, v in r.items() if v != "" or k == "settled"}) for line, r in rows])
+
+
+class TooManyRows(PayloadTooLarge):
+    """A file over the configured row limit, refused with its count."""
+
+    def __init__(self, count: int, limit: int, what: str) -> None:
+        super().__init__(
+            f"the file has {count} {what}; at most {limit} per import ([imports] max_rows)",
+            details={"rows": count, "max_rows": limit},
+        )
+
+
+# -- encodings ---------------------------------------------------------------------
+# What Chinese Excel writes when saving CSV is GBK (code page 936); GB18030 is its
+# superset, so it decodes both.
+ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "gb18030": "gb18030", "gbk": "gb18030",
+             "gb2312": "gb18030", "cp936": "gb18030"}
+
+
+def decode_upload(raw: bytes, declared: str | None) -> tuple[str, str]:
+    """(text, encoding name). A declared encoding (Content-Type charset or `?encoding=`)
+    is used as is; otherwise a UTF-8 BOM or valid UTF-8 means UTF-8, else GB18030. A
+    file that does not decode names the encoding tried and the byte offset."""
+    if declared is not None:
+        name = ENCODINGS.get(declared.strip().lower())
+        if name is None:
+            raise BadRequest(
+                f"unsupported encoding {declared!r}: use utf-8 or gb18030 (gbk)", details={"encoding": declared}
+            )
+        try:
+            return _decode(raw, name), name
+        except UnicodeDecodeError as exc:
+            raise BadRequest(
+                f"the file is not valid {declared} (byte {exc.start}: {raw[exc.start:exc.start + 4]!r})",
+                details={"encoding": declared, "byte": exc.start},
+            ) from exc
+    if raw.startswith(codecs.BOM_UTF8):
+        try:
+            return _decode(raw, "utf-8"), "utf-8"
+        except UnicodeDecodeError as exc:
+            raise BadRequest(
+                f"the file starts with a UTF-8 byte-order mark but is not valid UTF-8 (byte {exc.start})",
+                details={"encoding": "utf-8", "byte": exc.start},
+            ) from exc
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as utf8_exc:
+        try:
+            return raw.decode("gb18030"), "gb18030"
+        except UnicodeDecodeError:
+            raise BadRequest(
+                f"the file is neither UTF-8 (byte {utf8_exc.start}) nor GB18030/GBK; save it as UTF-8 or "
+                "declare its encoding (charset= or ?encoding=)",
+                details={"encoding": "utf-8", "byte": utf8_exc.start},
+            ) from utf8_exc
+
+
+def _decode(raw: bytes, name: str) -> str:
+    return raw.decode("utf-8-sig" if name == "utf-8" else name)
+
+
+# -- staged rows ---------------------------------------------------------------------
+# A validated row is staged as JSON and applied later (maybe by another process):
+# these two pairs are the only ways in and out.
+def _encode(value: Any) -> Any:
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, (set, frozenset)):
+        return {"$set": sorted(value)}
+    raise TypeError(f"cannot stage {type(value).__name__}")
+
+
+def _decode_tag(d: dict[str, Any]) -> Any:
+    if len(d) == 1:
+        if "$date" in d:
+            return date.fromisoformat(d["$date"])
+        if "$set" in d:
+            return frozenset(d["$set"])
+    return d
+
+
+def case_to_json(case: CaseInput) -> str:
+    """Every field of `CaseInput` (whatever fields it gains), tagged where JSON lacks a type."""
+    doc = {f.name: getattr(case, f.name) for f in fields(CaseInput) if f.name != "contacts"}
+    doc["contacts"] = [
+        {f.name: getattr(c, f.name) for f in fields(ContactRecord) if getattr(c, f.name) is not None}
+        for c in case.contacts
+    ]
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=_encode)
+
+
+def case_from_json(text: str) -> CaseInput:
+    doc = json.loads(text, object_hook=_decode_tag)
+    doc["contacts"] = tuple(ContactRecord(**c) for c in doc["contacts"])
+    return CaseInput(**doc)
+
+
+def repayment_to_json(row: Mapping[str, Any]) -> str:
+    paid_on = row.get("paid_on")
+    return json.dumps(
+        {"creditor": row["creditor"], "case_id": row["case_id"], "amount": row.get("amount"),
+         "paid_on": paid_on.isoformat() if paid_on else None, "settled": bool(row["settled"])},
+        separators=(",", ":"),
+    )
+
+
+def repayment_from_json(text: str) -> dict[str, Any]:
+    d = json.loads(text)
+    d["paid_on"] = date.fromisoformat(d["paid_on"]) if d["paid_on"] else None
+    return d

@@ -357,3 +357,50 @@ class OutboxEvent:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+IMPORT_KINDS: tuple[str, ...] = ("cases", "repayments")
+IMPORT_STATES: tuple[str, ...] = (
+    "validating",  # the file is being read and checked; nothing is applied yet
+    "applying",  # valid: its rows are staged and applied in batches
+    "done",  # every row applied
+    "refused",  # invalid: nothing applied; `errors` lists every row/field error
+    "failed",  # could not be applied (store error); `rows_done` rows are applied
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportJob:
+    """An import of one file. Rows 1..`rows_done` (in staging order) are applied."""
+
+    import_id: str
+    kind: str
+    state: str
+    actor: str
+    creditors: tuple[str, ...]  # the actor's scope when submitted (empty: every creditor)
+    rows_total: int
+    rows_done: int
+    created_at: datetime
+    updated_at: datetime
+    file_name: str | None = None
+    encoding: str | None = None
+    summary: dict[str, int] = field(default_factory=dict)  # created / updated / recorded / closed
+    errors: tuple[dict[str, Any], ...] = ()
+    finished_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "import_id": self.import_id,
+            "kind": self.kind,
+            "state": self.state,
+            "actor": self.actor,
+            "file_name": self.file_name,
+            "encoding": self.encoding,
+            "rows_total": self.rows_total,
+            "rows_done": self.rows_done,
+            "summary": dict(self.summary),
+            "errors": list(self.errors),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }

@@ -2,7 +2,7 @@
 
     Clock            now(); tests and `dialgate simulate` pass a fixed or stepping one
     CaseStore        unit-of-work factory over the case store (adapters/db: SqlAlchemyCaseStore)
-      UnitOfWork     one transaction: .cases .attempts .decisions .outbox .users .audit
+      UnitOfWork     one transaction: .cases .attempts .decisions .outbox .users .audit .imports
     EventPublisher   publishes outbox events (adapters/mqtt's relay); the outbox rows are
                      written by the use cases in the same transaction as the change
     Pbx              asked to originate an authorised attempt (adapter `none` for now)
@@ -27,6 +27,7 @@ from dialer.model import (
     ContactRecord,
     DecisionRecord,
     HistoryEntry,
+    ImportJob,
     OutboxEvent,
     OutcomeRecord,
     Principal,
@@ -250,7 +251,41 @@ class AuditLog(Protocol):
         ...
 
 
+class ImportJobRepository(Protocol):
+    """Import jobs and their staged rows (each row a JSON text, numbered from 1)."""
+
+    async def create(self, job: ImportJob) -> None: ...
+
+    async def stage(self, import_id: str, first_seq: int, payloads: Sequence[str]) -> None: ...
+
+    async def get(self, import_id: str) -> ImportJob | None: ...
+
+    async def lock(self, import_id: str) -> ImportJob | None:
+        """`get`, holding the job's row until the transaction ends (PostgreSQL: FOR UPDATE)."""
+        ...
+
+    async def next_rows(self, import_id: str, after: int, limit: int) -> list[tuple[int, str]]:
+        """Staged rows with seq > `after`, in seq order."""
+        ...
+
+    async def advance(self, import_id: str, through: int, summary: dict[str, int], now: datetime) -> None:
+        """Rows up to `through` are applied: set rows_done and the summary, drop those rows."""
+        ...
+
+    async def finish(
+        self, import_id: str, state: str, now: datetime, *, errors: Sequence[dict[str, Any]] | None = None,
+        rows_total: int | None = None, encoding: str | None = None,
+    ) -> None:
+        """Set the state (and errors / total / encoding); a refused or failed job's staged rows are dropped."""
+        ...
+
+    async def unfinished(self) -> list[ImportJob]:
+        """Jobs left validating or applying (a stopped or killed process), oldest first."""
+        ...
+
+
 class UnitOfWork(Protocol):
+    imports: ImportJobRepository
     cases: CaseRepository
     attempts: AttemptRepository
     decisions: DecisionLog

@@ -57,6 +57,7 @@ from sqlalchemy.pool import StaticPool
 
 from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
+from adapters.db.imports_repo import SqlImportJobRepository
 from dialer.config import StoreConfig
 from dialer import evidence as evidence_chain
 from dialer.errors import StoreRefusedValue, StoreUnavailable
@@ -1282,6 +1283,7 @@ class SqlUnitOfWork:
         self.outbox = SqlOutbox(conn, raw, keep=events)
         self.users = SqlUserRepository(conn, raw, memo)
         self.audit = SqlAuditLog(conn)
+        self.imports = SqlImportJobRepository(conn, is_postgres)
 
 
 # ---------------------------------------------------------------------------------

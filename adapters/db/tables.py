@@ -352,3 +352,34 @@ audit_log = Table(
     Column("details", Text, nullable=False),
     Index("ix_audit_log_at", "at"),
 )
+
+# Import jobs (cases, repayments): validated rows staged, applied in short batches.
+# `rows_done` is how many staged rows (in seq order) are applied; applied rows are
+# deleted from `import_rows` in the same transaction, so what is left is what remains.
+import_jobs = Table(
+    "import_jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("creditors", Text, nullable=False),
+    Column("file_name", String(200)),
+    Column("encoding", String(20)),
+    Column("rows_total", Integer, nullable=False),
+    Column("rows_done", Integer, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("errors", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime()),
+    Index("ix_import_jobs_state", "state"),
+)
+
+import_rows = Table(
+    "import_rows",
+    metadata,
+    Column("import_id", String(40), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("payload", Text, nullable=False),
+)

@@ -4,58 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dialer.errors import BadRequest, BodyTooLarge, InvalidImport
+from dialer.errors import ApiError, BadRequest, InvalidImport
 from dialer.http.deps import Caller, Svc
-from dialer.http.inputs import loads_json
-from dialer.http.limits import IMPORT_BODY_LIMIT
-from dialer.imports import (
-    parse_cases_csv,
-    parse_cases_payload,
-    parse_contact,
-    parse_repayments_csv,
-    parse_repayments_payload,
-)
+from dialer.http.imports import submit
+from dialer.imports import parse_contact
 from dialer.usecases import DATA_ROLES, require_role
 from policy import NumberFormatError
 
 router = APIRouter(prefix="/v1", tags=["cases"])
 
 
-async def _read(request: Request) -> tuple[str, Any]:
-    """('json', doc) or ('csv', text) by Content-Type; malformed bodies are a 400."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if len(raw) > IMPORT_BODY_LIMIT:  # counted as it streamed in (dialer.http.limits); kept as a backstop
-        raise BodyTooLarge(IMPORT_BODY_LIMIT, request.method, request.url.path)
+async def _legacy(svc: Any, who: Any, request: Request, kind: str) -> dict[str, Any]:
+    """The job run to its end; a refusal reads exactly as before jobs existed (no job id)."""
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"body is not UTF-8 (byte {exc.start})") from exc
-    if ctype in ("text/csv", "application/csv"):
-        return "csv", text
-    if ctype not in ("application/json", ""):
-        raise BadRequest(f"unsupported Content-Type {ctype!r}: use application/json or text/csv")
-    return "json", loads_json(text)
+        job, _ = await submit(svc, who, request, kind, None, wait=True)
+    except ApiError as exc:
+        exc.details.pop("import_id", None)
+        raise
+    return job
 
 
-@router.post("/cases:import", summary="Upsert cases by (creditor, case_id); refused whole on any error.")
-async def import_cases(request: Request, who: Caller, svc: Svc) -> dict[str, Any]:
+@router.post("/cases:import", summary="Upsert cases by (creditor, case_id); refused whole on any error. "
+             "Answers once every row is applied (see also POST /v1/imports).")
+async def import_cases(request: Request, response: Response, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, DATA_ROLES, "import cases")
-    kind, doc = await _read(request)
-    region = svc.region_of
-    cases = parse_cases_csv(doc, region) if kind == "csv" else parse_cases_payload(doc, region)
-    return await svc.gate.import_cases(who, cases)
+    job = await _legacy(svc, who, request, "cases")
+    response.headers["X-Import-Id"] = job["import_id"]  # the body keeps its shape for existing clients
+    s = job["summary"]
+    return {"created": s.get("created", 0), "updated": s.get("updated", 0), "total": job["rows_total"]}
 
 
 @router.post("/repayments:import", summary="Record repayments; settled cases close automatically.")
-async def import_repayments(request: Request, who: Caller, svc: Svc) -> dict[str, Any]:
+async def import_repayments(request: Request, response: Response, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, DATA_ROLES, "import repayments")
-    kind, doc = await _read(request)
-    rows = parse_repayments_csv(doc) if kind == "csv" else parse_repayments_payload(doc)
-    return await svc.gate.import_repayments(who, rows)
+    job = await _legacy(svc, who, request, "repayments")
+    response.headers["X-Import-Id"] = job["import_id"]
+    s = job["summary"]
+    return {"recorded": s.get("recorded", 0), "closed": s.get("closed", 0)}
 
 
 class ContactBody(BaseModel):

@@ -32,7 +32,7 @@ FORM_BODY_LIMIT = 64 * 1024  # the console's forms
 # Methods whose requests may carry a body even when no header says so (an ASGI server
 # may hand one over without Content-Length): checked as if they did.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-IMPORT_PATHS = frozenset({"/v1/cases:import", "/v1/repayments:import"})
+IMPORT_PATHS = frozenset({"/v1/cases:import", "/v1/repayments:import", "/v1/imports"})
 RECORDINGS_UPLOAD = "/v1/recordings"
 log = structlog.get_logger("dialgate.http")
 # The scope key where the caller authenticated here waits for `dialer.http.deps.principal`.
@@ -43,7 +43,10 @@ TOO_LARGE_KEY = "dialgate.body_too_large"  # set once a streamed body passed its
 def body_limit(method: str, path: str, services: Any) -> int:
     """The most bytes a request to `method path` may send."""
     if path in IMPORT_PATHS:
-        return IMPORT_BODY_LIMIT
+        # The import jobs' own limit ([imports] max_bytes) once they are running.
+        jobs = getattr(services, "imports", None)
+        limits = getattr(jobs, "limits", None)
+        return int(getattr(limits, "max_bytes", IMPORT_BODY_LIMIT))
     if path.startswith("/console"):
         return FORM_BODY_LIMIT
     return JSON_BODY_LIMIT
