@@ -38,6 +38,7 @@ from adapters.sip.gate import (
     ascii_quoted,
     dial_input_from_invite,
     fail_closed_answer,
+    is_e164,
     mask_number,
 )
 from adapters.sip.message import (
@@ -496,7 +497,18 @@ class SipServer:
         txn = d.txn
         if txn.cancelled or txn.final:
             return  # CANCEL already answered the INVITE with 487
-        status, _, extra = answer_headers(answer, self._config.contact_for(dial.number) if dial else None)
+        contact = None
+        if answer.allowed:
+            # The PBX dials exactly the number decided on: the answer's own number (the
+            # service's E.164), else the edge's normalisation of a clean dial string.
+            routed = answer.number if answer.number is not None else (dial.number if dial else None)
+            if not is_e164(routed):
+                log.error("sip.unroutable_decision", call_id=d.msg.call_id, attempt=answer.attempt_id,
+                          number=mask_number(routed))
+                answer = fail_closed_answer()
+            else:
+                contact = self._config.contact_for(routed)  # type: ignore[arg-type]
+        status, _, extra = answer_headers(answer, contact)
         self.transactions.complete(txn, build_response(d.msg, status, d.source, txn.to_tag, extra=extra))
 
     def _cancel(self, msg: SipMessage, reply: Reply, source: tuple[Any, ...]) -> None:
