@@ -80,7 +80,6 @@ log = structlog.get_logger("dialgate.sip")
 
 MAX_LINE = 65536  # far above any question or answer (their fields are bounded before sending)
 _INPUT_FIELDS = 7  # SipDialInput's fields on the wire, after the request id (the number once)
-_STABLE_AFTER = 5.0  # seconds an edge must have run for its exit to be restarted at once
 _REPO = str(Path(__file__).resolve().parents[2])  # so `python -m adapters.sip.edge` imports from any cwd
 
 
@@ -191,7 +190,11 @@ class _Lines(asyncio.Protocol):
                 if self._skipping:
                     self._skipping = False  # the end of the over-long line
                     continue
-                if line:
+                if len(line) > MAX_LINE:
+                    if not self.trusted:
+                        raise LinkError(f"a line longer than {MAX_LINE} bytes")
+                    self._bad(BadLine(f"a line longer than {MAX_LINE} bytes (skipped)"))
+                elif line:
                     self._line(line)
             if len(self._rest) > MAX_LINE:
                 if not self.trusted:
@@ -367,12 +370,14 @@ class SipEdgeProcess:
     the port is taken, it exited, it did not report within ``start_timeout``)."""
 
     def __init__(self, authorizer: SipDialAuthorizer, sip: Mapping[str, Any], *, log_level: str = "info",
-                 log_json: bool = True, start_timeout: float = 30.0, restart_delay: float = 0.05) -> None:
+                 log_json: bool = True, start_timeout: float = 30.0, restart_delay: float = 0.05,
+                 stable_after: float = 5.0) -> None:
         self._sip = _plain(sip)
         self._sip.pop("edge", None)
         self._log = {"level": log_level, "json": log_json}
         self._timeout = start_timeout
         self._restart_delay = restart_delay
+        self._stable_after = stable_after  # an edge that ran this long is restarted at once
         self._launched = 0.0  # loop time of the last successful launch
         self._token = secrets.token_hex(16)
         self._server = DecisionServer(authorizer, self._token)
@@ -460,7 +465,7 @@ class SipEdgeProcess:
                 return
             self.last_exit = code
             loop = asyncio.get_running_loop()
-            if loop.time() - self._launched < _STABLE_AFTER:
+            if loop.time() - self._launched < self._stable_after:
                 delay = min(max(delay * 2, 1.0), 10.0)  # it died young: a crash loop must not spin
             else:
                 delay = self._restart_delay  # every call of the floor waits for it: at once
