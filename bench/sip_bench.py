@@ -203,6 +203,7 @@ async def service(kind: str, port: int, cases: int, data_dir: str) -> Any:
                 "route": "sip:{number}@127.0.0.1:5080",
                 "extensions": {"1001": "col-a"},
                 "registered_lines": {"bank-a": ["+862161234567"]},
+                "trusted_peers": ["127.0.0.1"],
                 # gate-sqlite-edge: the listener in a child process, the service decides
                 "edge": "process" if kind == "service-edge" else "inline",
             },

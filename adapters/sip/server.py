@@ -96,6 +96,7 @@ class SipStats:
     decisions: int = 0
     retransmissions: int = 0
     overloaded: int = 0  # INVITEs refused with 503 because too many decisions were in flight
+    untrusted: int = 0  # datagrams and TCP connections from outside [sip] trusted_peers, dropped
     authorizer_failures: int = 0
 
 
@@ -149,6 +150,8 @@ class SipServer:
         self._pending = 0  # decisions not finished (late ones after a time-out included)
         self._shed_logged_at = -_OVERLOAD_LOG_EVERY  # when sip.overloaded was last logged
         self._shed_unlogged = 0  # INVITEs shed since then
+        self._untrusted_logged_at = -_OVERLOAD_LOG_EVERY
+        self._untrusted_unlogged = 0
         self.transactions = InviteTransactionTable(max_entries=max_transactions, ttl=transaction_ttl)
         self.stats = SipStats()
         self._udp: _UdpEndpoint | None = None
@@ -239,6 +242,9 @@ class SipServer:
             return  # keep-alive
         reply = self._udp_replies.get(addr)
         if reply is None:
+            if not self._config.trusts(str(addr[0])):
+                self._untrusted(str(addr[0]), "udp")
+                return
             if len(self._udp_replies) >= _UDP_REPLY_CACHE:
                 self._udp_replies.clear()
             reply = self._udp_replies[addr] = _UdpReply(self, addr)
@@ -248,8 +254,12 @@ class SipServer:
         if len(self._conns) >= self._max_conns:
             writer.close()
             return
-        self._conns.add(writer)
         peer = writer.get_extra_info("peername") or ("", 0)
+        if not self._config.trusts(str(peer[0])):
+            self._untrusted(str(peer[0]), "tcp")
+            writer.close()
+            return
+        self._conns.add(writer)
         framer = StreamFramer()
 
         def reply(resp: SipResponse) -> None:
@@ -288,6 +298,18 @@ class SipServer:
                 await asyncio.wait(pending, timeout=self._timeout + 1)
             self._conns.discard(writer)
             writer.close()
+
+    def _untrusted(self, address: str, transport: str) -> None:
+        """A source outside ``trusted_peers``: no answer, no decision. Dropped rather than
+        403: an answer tells a scanner a SIP service is here and would go to whatever
+        source address a forged datagram carries; the PBX's operator finds the refusal
+        in this log line (at most one a second, with the count since the last)."""
+        self.stats.untrusted += 1
+        self._untrusted_unlogged += 1
+        now = time.monotonic()
+        if now - self._untrusted_logged_at >= _OVERLOAD_LOG_EVERY:
+            log.warning("sip.untrusted_peer", source=address[:64], transport=transport, dropped=self._untrusted_unlogged)
+            self._untrusted_logged_at, self._untrusted_unlogged = now, 0
 
     def _receive(self, data: bytes, transport: Transport, reply: Reply, source: tuple[Any, ...]) -> None:
         try:

@@ -20,6 +20,7 @@ GATE_CONFIG = {
     "route": "sip:{number}@127.0.0.1:5080",
     "extensions": {"1001": "a1", "1002": "a2"},
     "registered_lines": {"bank-a": ["+862161234567", "1001"]},
+    "trusted_peers": ["127.0.0.1"],
 }
 
 

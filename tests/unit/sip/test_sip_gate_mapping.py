@@ -197,10 +197,24 @@ async def test_a_bad_sip_section_stops_the_service_with_the_key_path():
     from dialer.errors import ConfigError
 
     services = SimpleNamespace(
-        config=SimpleNamespace(section=lambda name: {"listen": "127.0.0.1:5070", "route": "sip:nothing"}, source="cfg.toml"),
+        config=SimpleNamespace(section=lambda name: {"listen": "127.0.0.1:5070", "route": "sip:nothing",
+                                                     "trusted_peers": ["127.0.0.1"]}, source="cfg.toml"),
         gate=None,
     )
     with pytest.raises(ConfigError, match=r"cfg.toml: sip.route"):
+        async with open_sip_gate(services):
+            pass
+
+
+async def test_gating_on_without_trusted_peers_stops_the_service_naming_the_key():
+    from types import SimpleNamespace
+
+    from adapters.sip.service import open_sip_gate
+    from dialer.errors import ConfigError
+
+    services = SimpleNamespace(config=SimpleNamespace(section=lambda name: {"listen": "127.0.0.1:5070"}, source="cfg.toml"),
+                               gate=None)
+    with pytest.raises(ConfigError, match=r"cfg.toml: sip.trusted_peers: required when sip.listen is set"):
         async with open_sip_gate(services):
             pass
 
