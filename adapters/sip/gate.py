@@ -133,6 +133,12 @@ def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> Si
         raise SipParseError(
             "Request-URI user part is not a dial string (ASCII digits, a leading '+', separators - . ( ))", status=484
         )
+    # RFC 3261 8.1.1: an INVITE carries both; one without them was not built by a PBX,
+    # and what the gate decides on is read only from messages built exactly as specified
+    if msg.get("max-forwards") is None:
+        raise SipParseError("Max-Forwards header is missing from the INVITE")
+    if not msg.values("contact"):
+        raise SipParseError("Contact header is missing from the INVITE")
     if len(msg.call_id) > MAX_CALL_ID:
         raise SipParseError(f"Call-ID is longer than {MAX_CALL_ID} characters")
     from_ = msg.from_

@@ -36,23 +36,27 @@ def raw_invite(run: Running, user: bytes, call_id: str) -> bytes:
     head = (
         b"INVITE " + uri + b" SIP/2.0\r\n"
         b"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-" + call_id.encode() + b";rport\r\n"
-        b"Max-Forwards: 70\r\nFrom: \"Agent\" <sip:1001@127.0.0.1>;tag=ft1\r\n"
+        b"Max-Forwards: 70\r\nFrom: \"Agent\" <sip:1001@127.0.0.1>;tag=ft1\r\nContact: <sip:1001@127.0.0.1:5999>\r\n"
         b"To: <" + uri + b">\r\nCall-ID: " + call_id.encode() + b"\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     )
     return head
 
 
-@pytest.mark.parametrize("user", [b"\x01" * 15_000, b"%01" * 5_000], ids=["raw-0x01", "escaped-%01"])
-async def test_a_30_kb_control_character_invite_is_refused_484_and_the_next_20_are_all_decided(running, user):
+@pytest.mark.parametrize(("user", "status"), [(b"\x01" * 15_000, None), (b"%01" * 5_000, 484)], ids=["raw-0x01", "escaped-%01"])
+async def test_a_30_kb_control_character_invite_is_refused_and_the_next_20_are_all_decided(running, user, status):
     before = edge_state(running)
     client = UdpClient(running.sip_port)
     with capture_logs() as logs:
         bad = raw_invite(running, user, "ctrl-1")
         assert 29_000 < len(bad) < 65_000
-        refused = await client.request(bad)
+        client.send(bad)
+        refused = await client.recv_final() if status is not None else None
         answers = [await client.request(running.invite(n, call_id=f"ok-{n}")) for n in NUMBERS]
     client.close()
-    assert refused.status == 484
+    # escaped: not a dial string (484); raw: not SIP at all, and a 400 would have to echo
+    # the control characters in its To, so no answer (the next answer is the next INVITE's)
+    assert (refused.status if refused else None) == status
+    assert [a.call_id for a in answers] == [f"ok-{n}" for n in NUMBERS]
     assert [a.status for a in answers] == [302] * 20
     assert [a.get("contact") for a in answers] == [f"<sip:+86{n}@127.0.0.1:5080>" for n in NUMBERS]
     assert await running.decisions() == 20  # the bad INVITE was never decided

@@ -20,7 +20,8 @@ from adapters.sip.transaction import transaction_key
 def invite(ruri: str = "sip:013800000001@gate", *, extra: str = "", from_user: str = "1001", via: str = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-k1", from_tag: str = "ft") -> bytes:
     return (
         f"INVITE {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: <sip:{from_user}@pbx>;tag={from_tag}\r\n"
-        f"To: <{ruri}>\r\nCall-ID: c1@pbx\r\nCSeq: 7 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        f"To: <{ruri}>\r\nCall-ID: c1@pbx\r\nCSeq: 7 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:{from_user}@pbx>\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
     ).encode()
 
 
@@ -238,3 +239,11 @@ def test_mainland_mobile_numbers_normalise_exactly_as_libphonenumber_says_for_ev
             except phonenumbers.NumberParseException:
                 expected = dialed
             assert normalize_number.__wrapped__(dialed) == expected, dialed
+
+
+@pytest.mark.parametrize("header", ["Max-Forwards: 70\r\n", "Contact: <sip:1001@pbx>\r\n"])
+def test_an_invite_without_max_forwards_or_contact_is_refused_400_and_never_decided(header):
+    data = invite().replace(header.encode(), b"")
+    with pytest.raises(SipParseError, match=header.split(":")[0] + " header is missing") as info:
+        dial_input_from_invite(parse_message(data), {})
+    assert info.value.status == 400
