@@ -56,6 +56,7 @@ from policy import (
     Decision,
     DialRequest,
     NumberFormatError,
+    Policy,
     PolicyBook,
     evaluate,
     normalize_number,
@@ -149,6 +150,12 @@ class LogOutcome:
     note: str = ""
     callback_at: datetime | None = None
     promise: PromiseInput | None = None
+
+
+def history_bound(pol: Policy) -> int:
+    """How many of the newest attempts per (relation, answered) group a decision under
+    `pol` can need: its largest cap or appointment limit (more are never counted)."""
+    return max([cap.limit for cap in pol.caps] + [pol.appointment.max_attempts, 1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +429,7 @@ class Gate:
     ) -> DialResult:
         pol = self.policies.for_creditor(case.creditor)
         since = now - pol.lookback
-        history = await uow.attempts.history(number, case.pk, case.creditor, since)
+        history = await uow.attempts.history(number, case.pk, case.creditor, since, history_bound(pol), now)
         appointments = await uow.cases.appointments(case.pk, since)
         request = DialRequest(
             case=case.snapshot(),
@@ -602,7 +609,8 @@ class Gate:
                     agent = AgentSnapshot(cmd.actor.name, cmd.actor.role, cmd.actor.creditors)
                 else:
                     agent = await self._agent(uow, cmd.actor, cmd.agent_id)
-                history = await uow.attempts.history(number, case.pk, case.creditor, at - pol.lookback)
+                history = await uow.attempts.history(number, case.pk, case.creditor, at - pol.lookback,
+                                                     history_bound(pol), at)
                 appointments = await uow.cases.appointments(case.pk, at - pol.lookback)
                 request = DialRequest(
                     case=case.snapshot(), number=number, agent=agent, channel=cmd.channel,

@@ -87,6 +87,16 @@ HISTORY = (
     "SELECT id, at, case_id, number, relation, connected, creditor FROM attempts "
     "WHERE case_pk = :case_pk AND at >= :since AND number != :number AND state != 'released'"
 )
+# Same shape as the Core `Q_HISTORY_BOUNDED`: the newest :k up to :now per (relation,
+# connected) of the number, and of the case (on every number; rows in both are read
+# once), and every attempt after :now.
+_NEWEST = (
+    "SELECT id, at, case_id, number, relation, connected, creditor FROM ("
+    "SELECT id, at, case_id, number, relation, connected, creditor, "
+    "row_number() OVER (PARTITION BY relation, connected, at > :now ORDER BY at DESC) AS rn FROM attempts "
+    "WHERE {where} AND at >= :since AND state != 'released') WHERE rn <= :k OR at > :now"
+)
+HISTORY_BOUNDED = _NEWEST.format(where="number = :number") + " UNION ALL " + _NEWEST.format(where="case_pk = :case_pk")
 APPOINTMENTS = "SELECT number, at FROM appointments WHERE case_pk = ? AND at >= ?"
 NEXT_SEQ = "UPDATE cases SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq"
 INSERT_ATTEMPT = (

@@ -126,6 +126,24 @@ Q_HISTORY = union_all(
         _a.state != "released",
     ),
 )
+def _newest_per_group(*where: Any) -> Any:
+    """The newest `:k` attempts up to `:now` of each (relation, answered) group matching
+    `where`, and every later one: all a cap with a limit up to k can count or search
+    (see `SqlAttemptRepository.history`)."""
+    later = _a.at > bindparam("now")  # ranked apart: a later attempt must not push out a past one
+    rn = func.row_number().over(partition_by=(_a.relation, _a.connected, later), order_by=_a.at.desc()).label("rn")
+    inner = select(*_HIST_COLS, rn).where(*where, _a.at >= bindparam("since"), _a.state != "released").subquery()
+    return select(*(inner.c[c.name] for c in _HIST_COLS)).where(
+        or_(inner.c.rn <= bindparam("k"), inner.c.at > bindparam("now"))
+    )
+
+
+# Bounded: the number's newest per group, and the case's (on every number, this one too:
+# the rows both return are read once).
+Q_HISTORY_BOUNDED = union_all(
+    _newest_per_group(_a.number == bindparam("number")),
+    _newest_per_group(_a.case_pk == bindparam("case_pk")),
+)
 Q_APPOINTMENTS = select(t.appointments.c.number, t.appointments.c.at).where(
     t.appointments.c.case_pk == bindparam("case_pk"), t.appointments.c.at >= bindparam("since")
 )
@@ -1513,15 +1531,36 @@ class SqlAttemptRepository:
         self.conn = conn
         self.raw = raw
 
-    async def history(self, number: str, case_pk: int, creditor: str, since: datetime) -> list[HistoryEvent]:
+    async def history(
+        self, number: str, case_pk: int, creditor: str, since: datetime, limit: int | None = None,
+        now: datetime | None = None,
+    ) -> list[HistoryEvent]:
+        """The attempts (and answered calls) of `number` on any case and of case `case_pk`
+        on any number since `since`. With `limit` (and `now`), only the newest `limit`
+        attempts up to `now` of each (relation, answered) group of the number, and of the
+        case, plus any later than `now` (clock skew): every cap whose limit is at most
+        `limit` counts and searches them exactly as it would all (a window ends at or
+        after `now`, so it holds a newest run of each group, and a cap needs at most its
+        limit of those), and a number dialed thousands of times costs a decision what any
+        other does."""
         out: list[HistoryEvent] = []
+        bounded = limit is not None and now is not None
         if self.raw is not None:
-            rows: Iterable[Any] = self.raw.execute(
-                hot.HISTORY, {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
-            )
+            params: dict[str, Any] = {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
+            if bounded:
+                params["k"], params["now"] = limit, hot.db_time(now)  # type: ignore[arg-type]
+            rows: Iterable[Any] = self.raw.execute(hot.HISTORY_BOUNDED if bounded else hot.HISTORY, params)
         else:
-            rows = await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since})
+            params = {"number": number, "case_pk": case_pk, "since": since}
+            if bounded:
+                params["k"], params["now"] = limit, now
+            rows = await self.conn.execute(Q_HISTORY_BOUNDED if bounded else Q_HISTORY, params)
+        seen: set[Any] = set()
         for r in rows:
+            if bounded:
+                if r[0] in seen:
+                    continue  # this case's attempt on this number: in both halves
+                seen.add(r[0])
             at = hot.py_time(r[1]) if self.raw is not None else r[1]
             # Another creditor's case with the same id must not count as this case.
             cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"
