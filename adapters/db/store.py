@@ -126,24 +126,46 @@ Q_HISTORY = union_all(
         _a.state != "released",
     ),
 )
-def _newest_per_group(*where: Any) -> Any:
-    """The newest `:k` attempts up to `:now` of each (relation, answered) group matching
-    `where`, and every later one: all a cap with a limit up to k can count or search
-    (see `SqlAttemptRepository.history`)."""
-    later = _a.at > bindparam("now")  # ranked apart: a later attempt must not push out a past one
-    rn = func.row_number().over(partition_by=(_a.relation, _a.connected, later), order_by=_a.at.desc()).label("rn")
-    inner = select(*_HIST_COLS, rn).where(*where, _a.at >= bindparam("since"), _a.state != "released").subquery()
-    return select(*(inner.c[c.name] for c in _HIST_COLS)).where(
-        or_(inner.c.rn <= bindparam("k"), inner.c.at > bindparam("now"))
-    )
+# The bounded history (`SqlAttemptRepository.history` with a limit). First each branch's
+# newest rows, at most `:cap` (a number or case dialed as usual has far fewer: then the
+# branch is complete and exact as it is). A branch that fills its cap is read again by
+# group: the newest `:k` up to `:now` of each (relation, answered) group, seeking the
+# (…, relation, connected, at) index, and every attempt after `:now` (clock skew).
+_GROUP_RELATIONS = ("self", "guarantor", "family", "work", "third_party")  # policy.model.RELATIONS
 
 
-# Bounded: the number's newest per group, and the case's (on every number, this one too:
-# the rows both return are read once).
-Q_HISTORY_BOUNDED = union_all(
-    _newest_per_group(_a.number == bindparam("number")),
-    _newest_per_group(_a.case_pk == bindparam("case_pk")),
-)
+def _hist_branch(key: Any, param: str) -> Any:
+    return select(*_HIST_COLS).where(key == bindparam(param), _a.at >= bindparam("since"), _a.state != "released")
+
+
+def _newest(key: Any, param: str) -> Any:
+    return _hist_branch(key, param).order_by(_a.at.desc()).limit(bindparam("cap"))
+
+
+def _by_group(key: Any, param: str) -> Any:
+    bounds = sorted(_GROUP_RELATIONS)
+    # any other relation (counted as third_party) as the ranges between the known ones:
+    # each an index seek, where NOT IN would walk all of the number's index entries
+    others = [_a.relation < bounds[0], _a.relation > bounds[-1]] + [
+        and_(_a.relation > lo, _a.relation < hi) for lo, hi in zip(bounds, bounds[1:])
+    ]
+    parts = []
+    for connected in (False, True):
+        for cond in (*(_a.relation == rel for rel in _GROUP_RELATIONS), *others):
+            q = _hist_branch(key, param).where(cond, _a.connected == connected, _a.at <= bindparam("now"))
+            parts.append(select(q.order_by(_a.at.desc()).limit(bindparam("k")).subquery()))
+    # later than now (clock skew): all of them
+    parts.append(select(*_HIST_COLS).where(key == bindparam(param), _a.at > bindparam("now"), _a.state != "released"))
+    return union_all(*parts)
+
+
+Q_HISTORY_NEWEST_NUMBER = _newest(_a.number, "number")
+Q_HISTORY_NEWEST_CASE = _newest(_a.case_pk, "case_pk")
+Q_HISTORY_GROUPS_NUMBER = _by_group(_a.number, "number")
+Q_HISTORY_GROUPS_CASE = _by_group(_a.case_pk, "case_pk")
+_HISTORY_CAP = 64  # rows per branch read before reading by group
+
+
 Q_APPOINTMENTS = select(t.appointments.c.number, t.appointments.c.at).where(
     t.appointments.c.case_pk == bindparam("case_pk"), t.appointments.c.at >= bindparam("since")
 )
@@ -1545,16 +1567,35 @@ class SqlAttemptRepository:
         other does."""
         out: list[HistoryEvent] = []
         bounded = limit is not None and now is not None
-        if self.raw is not None:
-            params: dict[str, Any] = {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
-            if bounded:
-                params["k"], params["now"] = limit, hot.db_time(now)  # type: ignore[arg-type]
-            rows: Iterable[Any] = self.raw.execute(hot.HISTORY_BOUNDED if bounded else hot.HISTORY, params)
+        if not bounded:
+            if self.raw is not None:
+                rows: Iterable[Any] = self.raw.execute(
+                    hot.HISTORY, {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
+                )
+            else:
+                rows = await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since})
         else:
-            params = {"number": number, "case_pk": case_pk, "since": since}
-            if bounded:
-                params["k"], params["now"] = limit, now
-            rows = await self.conn.execute(Q_HISTORY_BOUNDED if bounded else Q_HISTORY, params)
+            cap = max(_HISTORY_CAP, 4 * limit)  # type: ignore[operator]
+            rows = []
+            for param, value, newest, groups, hot_newest, hot_groups in (
+                ("number", number, Q_HISTORY_NEWEST_NUMBER, Q_HISTORY_GROUPS_NUMBER,
+                 hot.HISTORY_NEWEST_NUMBER, hot.HISTORY_GROUPS_NUMBER),
+                ("case_pk", case_pk, Q_HISTORY_NEWEST_CASE, Q_HISTORY_GROUPS_CASE,
+                 hot.HISTORY_NEWEST_CASE, hot.HISTORY_GROUPS_CASE),
+            ):
+                if self.raw is not None:
+                    p = {param: value, "since": hot.db_time(since), "cap": cap}
+                    got = self.raw.execute(hot_newest, p).fetchall()
+                    if len(got) >= cap:
+                        p.update(k=limit, now=hot.db_time(now))  # type: ignore[arg-type]
+                        got = self.raw.execute(hot_groups, p).fetchall()
+                else:
+                    p = {param: value, "since": since, "cap": cap}
+                    got = (await self.conn.execute(newest, p)).all()
+                    if len(got) >= cap:
+                        p.update(k=limit, now=now)
+                        got = (await self.conn.execute(groups, p)).all()
+                rows.extend(got)
         seen: set[Any] = set()
         for r in rows:
             if bounded:
