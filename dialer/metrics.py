@@ -20,6 +20,13 @@ DECISION_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+VAULT_CLEANED = Counter(
+    "dialgate_vault_cleaned_total",
+    "Recording vault leftovers removed at start and by the periodic sweep: interrupted uploads' "
+    "temporaries, blobs without a row, blobs of destroyed recordings",
+    ["kind"],
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "dialgate_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=REGISTRY
 )
