@@ -44,6 +44,7 @@ MAX_DIALED = 32  # characters of the dialed user part (E.164 has at most 15 digi
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # Caller fields read from the From/P-Asserted-Identity user part: bounded, printable.
 MAX_CALLER_FIELD = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 MAX_CALL_ID = 256
 # An 11-digit mainland mobile number as dialed (13x-19x, but not the 11x/12x/179xx
 # carrier-selection prefixes that libphonenumber's CN metadata strips when parsing): its
@@ -137,7 +138,7 @@ def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> Si
     # and what the gate decides on is read only from messages built exactly as specified
     if msg.get("max-forwards") is None:
         raise SipParseError("Max-Forwards header is missing from the INVITE")
-    if not msg.values("contact"):
+    if not msg.get("contact"):
         raise SipParseError("Contact header is missing from the INVITE")
     if len(msg.call_id) > MAX_CALL_ID:
         raise SipParseError(f"Call-ID is longer than {MAX_CALL_ID} characters")
@@ -166,7 +167,7 @@ def _caller_field(value: str | None, what: str) -> str | None:
     of control characters (an escape such as ``%01`` is unescaped by then)."""
     if value is None:
         return None
-    if len(value) > MAX_CALLER_FIELD or any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value):
+    if len(value) > MAX_CALLER_FIELD or _CONTROL.search(value) is not None:
         raise SipParseError(f"{what} must be at most {MAX_CALLER_FIELD} characters without control characters")
     return value
 

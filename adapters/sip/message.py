@@ -99,6 +99,8 @@ class SipParseError(Exception):
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _HOST_RE = re.compile(r"[A-Za-z0-9\-._]+")
 _IPV4ISH_RE = re.compile(r"[0-9.]+")  # a host of digits and dots must be an IPv4 address
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"  # 1-3 digits up to 255 (RFC 3261 IPv4address)
+_IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 # Control characters other than HTAB (CR and LF are checked in pairs separately): none
 # may appear anywhere in a header section (RFC 3261 25.1 allows none in any header).
 _CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -375,17 +377,12 @@ def parse_hostport(text: str, *, what: str) -> tuple[str, int | None]:
         portpart = portpart_s if sep else None
         if _HOST_RE.fullmatch(host) is None:
             raise SipParseError(f"{what} has an invalid host {host[:60]!r}")
-        if _IPV4ISH_RE.fullmatch(host) is not None and not _is_ipv4(host):
+        if host[-1:].isdigit() and _IPV4_RE.fullmatch(host) is None and _IPV4ISH_RE.fullmatch(host) is not None:
             raise SipParseError(f"{what} has an invalid IPv4 address {host[:60]!r}")
     port: int | None = None
     if portpart is not None:
         port = parse_number(portpart.strip(" \t"), f"port in {what}", maximum=65535)
     return host, port
-
-
-def _is_ipv4(host: str) -> bool:
-    parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
 
 
 @dataclass(frozen=True, slots=True)
