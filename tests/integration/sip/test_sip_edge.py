@@ -137,7 +137,9 @@ async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():
         health = SipEdgeHealth(edge)  # what the console's health strip shows
         assert health.health()[0] == "ok"
         os.kill(first, signal.SIGKILL)
-        await wait_until(lambda: not edge.listening, 10, "the service to notice the edge is gone")
+        # the link closes a moment before the exit status is collected: wait for both
+        await wait_until(lambda: not edge.listening and edge.last_exit is not None, 10,
+                         "the service to notice the edge is gone")
         assert health.health() == ("down", f"SIP edge process restarting (last exit code {-signal.SIGKILL})")
         await wait_until(lambda: edge.restarts == 1 and edge.listening, 20, "the edge to be restarted")
         assert edge.pid != first and edge.last_exit == -signal.SIGKILL
