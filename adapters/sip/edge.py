@@ -46,7 +46,9 @@ link is untouched). On a link that has introduced itself, a line the other end c
 read (too long, not JSON, wrong shape) is logged and skipped, answered fail closed
 when its request id can be read: one bad message costs one call, never the link.
 
-Lifetimes. The child exits when its stdin reaches end of file (the service closed it,
+Lifetimes. A spare child is started after each launch: it imports what an edge needs
+and waits for its spec, so a restart on a busy machine costs a connect and a bind, not
+a Python start. The child exits when its stdin reaches end of file (the service closed it,
 or died: the kernel closes the pipe either way), when the link closes, or on SIGTERM;
 it ignores SIGINT (a terminal's Ctrl-C reaches the whole process group; the service
 shuts the edge down in order). The service restarts an edge that exits at once (50 ms)
@@ -371,7 +373,7 @@ class SipEdgeProcess:
 
     def __init__(self, authorizer: SipDialAuthorizer, sip: Mapping[str, Any], *, log_level: str = "info",
                  log_json: bool = True, start_timeout: float = 30.0, restart_delay: float = 0.05,
-                 stable_after: float = 5.0) -> None:
+                 stable_after: float = 5.0, spare: bool = True) -> None:
         self._sip = _plain(sip)
         self._sip.pop("edge", None)
         self._log = {"level": log_level, "json": log_json}
@@ -383,6 +385,8 @@ class SipEdgeProcess:
         self._server = DecisionServer(authorizer, self._token)
         self._dir: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._spare: asyncio.subprocess.Process | None = None  # imported, waiting for a spec
+        self._spares = spare
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self.host = ""
@@ -424,13 +428,21 @@ class SipEdgeProcess:
             raise
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="sip-edge-supervisor")
 
-    async def _launch(self) -> None:
-        assert self._dir is not None
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        """A child that imports everything it needs, then waits for its spec on stdin."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, env.get("PYTHONPATH", "")) if p)
-        proc = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "adapters.sip.edge", stdin=asyncio.subprocess.PIPE, env=env
         )
+
+    async def _launch(self) -> None:
+        assert self._dir is not None
+        # A spare started after the last launch has done its imports meanwhile (most of
+        # a start on a busy machine: seconds): a restart only connects and binds.
+        proc, self._spare = self._spare, None
+        if proc is None or proc.returncode is not None:
+            proc = await self._spawn()
         self._proc = proc
         ready = self._server.expect(proc.pid)
         spec = {"sip": self._sip, "socket": os.path.join(self._dir, "decide.sock"), "token": self._token, "log": self._log}
@@ -446,6 +458,8 @@ class SipEdgeProcess:
                 self.host, self.port = ready.result()
                 self._sip["listen"] = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
                 self._launched = asyncio.get_running_loop().time()
+                if self._spares:
+                    self._spare = await self._spawn()
                 return  # a restart binds the same port, also when the first asked for port 0
             await self._stop(proc)
             raise SipEdgeError(f"the SIP edge process could not start: {ready.exception()}")
@@ -501,6 +515,9 @@ class SipEdgeProcess:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        if self._spare is not None:
+            await self._stop(self._spare)
+            self._spare = None
         if self._proc is not None:
             await self._stop(self._proc)
         await self._server.close()
@@ -629,15 +646,20 @@ async def _serve(spec: Mapping[str, Any]) -> int:
 def main() -> int:
     """The child's entry point: ``python -m adapters.sip.edge``, its spec on stdin's first line."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # everything it will need, before the spec: a spare child is ready when it arrives
+    import adapters.sip.config  # noqa: F401
+    import adapters.sip.server  # noqa: F401
+    from dialer.logs import configure_logging
+
     line = sys.stdin.buffer.readline(MAX_LINE)
+    if not line:
+        return 0  # a spare the service no longer needs
     try:
         spec = json.loads(line)
         spec["sip"], spec["socket"], spec["token"]
     except (ValueError, KeyError, TypeError) as exc:
         print(f"dialgate SIP edge: expected its spec as one JSON line on stdin ({exc})", file=sys.stderr)
         return 2
-    from dialer.logs import configure_logging
-
     log_spec = spec.get("log") or {}
     configure_logging(str(log_spec.get("level", "info")), bool(log_spec.get("json", True)))
     try:

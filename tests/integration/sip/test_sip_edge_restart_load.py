@@ -1,5 +1,5 @@
-"""An edge process killed under load (sipp at 300 INVITEs/s) is restarted at once and
-decides again: five kills in a row, each followed by one exit and one restart, no failed
+"""An edge process killed under load (sipp at 300 INVITEs/s) is restarted at once (from
+its imported spare) and decides again: five kills in a row, each followed by one exit and one restart, no failed
 restart, no link refused, and every call sipp placed answered. The outage of each kill
 (from the kill to the first decision of the new edge) is printed; `bench/sip_bench.py
 --restart-kills` reports it beside the normal figures."""
