@@ -203,6 +203,7 @@ async def service(kind: str, port: int, cases: int, data_dir: str) -> Any:
                 "route": "sip:{number}@127.0.0.1:5080",
                 "extensions": {"1001": "col-a"},
                 "registered_lines": {"bank-a": ["+862161234567"]},
+                "trusted_peers": ["127.0.0.1"],
                 # gate-sqlite-edge: the listener in a child process, the service decides
                 "edge": "process" if kind == "service-edge" else "inline",
             },
@@ -721,6 +722,132 @@ def service_edge_cost(calls: int, rounds: int) -> str:
             f"(allowed: {ok[0]}/{rounds * calls} via SIP, {ok[1]}/{rounds * calls} direct)")
 
 
+def heavy_number_cost(prior: int, calls: int, rounds: int) -> str:
+    """Gate.request_dial in this process (SQLite FULL) for a number with ``prior``
+    attempts in its look-back, against the same for a number with none (the anchor,
+    same run), and against the heavy number read without the history bound (all its
+    attempts, as before the bound). Alternated ``rounds`` times; least of the rounds."""
+    import gc
+    from datetime import timedelta, timezone
+
+    from sqlalchemy import insert, select
+
+    import dialer.usecases as usecases
+    from adapters.db import tables
+    from adapters.sip.service import SIP_ACTOR
+    from dialer.cli import freeze_long_lived
+    from dialer.usecases import RequestDial
+
+    async def drive() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {"fresh": [], "heavy": [], "heavy-unbounded": []}
+        with tempfile.TemporaryDirectory(prefix="dialgate-heavy-") as tmp, open(os.devnull, "w") as null, \
+                contextlib.redirect_stderr(null), contextlib.redirect_stdout(null):
+            async with service("service", free_port(), rounds * calls + 2, tmp) as svc:
+                heavy = f"+86{FIRST_NUMBER}"
+                now = svc.gate.clock.now().astimezone(timezone.utc)
+                async with svc.store.read() as uow:
+                    [case] = await uow.cases.by_number(heavy, None)
+                # spread over the look-back (7 days here): each counts, as a debtor's
+                # number dialed all week would
+                lookback = svc.gate.policies.for_creditor(case.creditor).lookback
+                async with svc.store.write() as uow:
+                    await uow.conn.execute(insert(tables.attempts), [
+                        {"id": f"prior-{i}", "case_pk": case.pk, "creditor": case.creditor, "case_id": case.case_id,
+                         "number": heavy, "relation": "self", "agent_id": "col-a", "channel": "api",
+                         "state": "dialing", "at": now - lookback * (i + 1) / (prior + 1),
+                         "valid_until": now, "decision_id": f"prior-{i}", "connected": i % 3 == 0}
+                        for i in range(prior)])
+                freeze_long_lived()
+                bound = usecases.history_bound
+
+                def cmd(number: str) -> RequestDial:
+                    return RequestDial(actor=SIP_ACTOR, case_id="", number=number, agent_id="col-a", channel="sip",
+                                       match_pending=True, caller_line="+862161234567",
+                                       lines_by_creditor=svc.sip.server._authorizer._config.registered_lines)
+
+                async def timed(numbers: list[str]) -> float:
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    for n in numbers:
+                        await svc.gate.request_dial(cmd(n))
+                    return (time.perf_counter() - t0) / len(numbers)
+
+                await timed([heavy] * 3)  # warm-up
+                for k in range(rounds):
+                    times["fresh"].append(await timed([f"+86{FIRST_NUMBER + 1 + k * calls + i}" for i in range(calls)]))
+                    times["heavy"].append(await timed([heavy] * calls))
+                    usecases.history_bound = lambda pol: None  # type: ignore[assignment,return-value]
+                    try:
+                        times["heavy-unbounded"].append(await timed([heavy] * max(1, calls // 10)))
+                    finally:
+                        usecases.history_bound = bound
+                async with svc.store.read() as uow:
+                    n = len((await uow.conn.execute(select(tables.attempts.c.id).where(
+                        tables.attempts.c.number == heavy))).all())
+                assert n == prior, n  # every heavy decision was a refusal: nothing added
+        return times
+
+    times = asyncio.run(drive())
+    ms_ = {k: min(v) * 1000 for k, v in times.items()}
+    return (f"decision time, Gate.request_dial one at a time in-process (SQLite FULL; least of {rounds} rounds of {calls}): "
+            f"a number with {prior:,} prior attempts in its look-back {ms_['heavy']:.2f} ms (refused by its caps) "
+            f"vs a number with none {ms_['fresh']:.2f} ms (anchor, same run): {ms_['heavy'] / ms_['fresh']:.2f}x; "
+            f"the same heavy number with the whole history read (no bound) {ms_['heavy-unbounded']:.1f} ms")
+
+
+def restart_outages(target: "Target", kills: int, rate: int) -> str:
+    """sipp at ``rate`` INVITEs/s against the edge-mode service; the edge child killed
+    (SIGKILL) ``kills`` times, 8 s apart (an edge that ran 5 s is restarted at once; one
+    that dies younger is a crash loop and backs off): per kill, the time until the next final
+    answer sipp received (sipp's response timestamps, 1 ms resolution)."""
+    run = target.workdir / f"{target.name}-restart"
+    run.mkdir()
+    (run / "scenario.xml").write_text(SCENARIO)
+    calls = rate * (8 * kills + 8)
+    with open(run / "numbers.csv", "w") as f:
+        f.write("SEQUENTIAL\n")
+        for n in numbers(10**7, calls):
+            f.write(f"{n}\n")
+    cmd = [SIPP, f"127.0.0.1:{target.port}", "-sf", "scenario.xml", "-inf", "numbers.csv", "-i", "127.0.0.1",
+           "-p", str(free_port()), "-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(10 * rate),
+           "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1", "-trace_counts", "-timeout", "120s", "-nostdin"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    with open(run / "sipp.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=run, stdout=subprocess.DEVNULL, stderr=err)
+        started = time.monotonic()
+        kills_at: list[float] = []
+        time.sleep(3)
+        for _ in range(kills):
+            kids = [int(c) for c in Path(f"/proc/{target.proc.pid}/task/{target.proc.pid}/children").read_text().split()
+                    if b"adapters.sip.edge" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            if not kids:
+                break
+            kills_at.append(time.monotonic() - started)
+            os.kill(kids[0], signal.SIGKILL)
+            time.sleep(8)
+        proc.wait(timeout=600)
+    stamps = []
+    for path in run.glob("*_rtt.csv"):
+        with open(path) as f:
+            for row in csv.reader(f, delimiter=";"):
+                if row and row[0][:1].isdigit():
+                    # sipp stamps the call's start: its answer came response_time later
+                    stamps.append((float(row[0]) + float(row[1])) / 1000)
+    stamps.sort()
+    # sipp's clock starts when it does (a few ms after ours): each outage is the longest
+    # silence between answers from 0.5 s before to 2.5 s after the kill
+    outages = []
+    for k in kills_at:
+        inside = [t for t in stamps if k - 0.5 <= t <= k + 2.5]
+        gaps = [b - a for a, b in zip(inside, inside[1:])]
+        outages.append(max(gaps) if gaps else float("nan"))
+    counts = _last_row(run, "*_counts.csv")
+    return (f"restart under load: {rate} INVITEs/s (sipp), the edge process killed -9 {len(kills_at)} times: longest "
+            f"silence between answers after each kill {', '.join(f'{o:.2f}' for o in outages)} s (goal: deciding again "
+            f"within 2 s); 302 {counts.get('2_302_Recv', '?')}, 503 {counts.get('3_503_Recv', '?')}, 603 "
+            f"{counts.get('4_603_Recv', '?')}; load average at start {load}")
+
+
 @dataclass
 class Capacity:
     target: str
@@ -747,6 +874,11 @@ def main() -> None:
     ap.add_argument("--service-edge-calls", type=int, default=1000,
                     help="INVITEs per round for the in-process SIP-over-the-service cost against RequestDial alone (0: skip)")
     ap.add_argument("--service-edge-rounds", type=int, default=6, help="alternating rounds of that measurement")
+    ap.add_argument("--restart-kills", type=int, default=5,
+                    help="gate-sqlite-edge: kill -9 its edge this many times under --restart-rate (0: skip)")
+    ap.add_argument("--restart-rate", type=int, default=300, help="INVITEs/s offered while the edge is killed")
+    ap.add_argument("--heavy-attempts", type=int, default=10000,
+                    help="prior attempts of one number for the in-process decision-time figure (0: skip)")
     ap.add_argument("--serve", choices=("memory", *SERVICE_TARGETS_BY_KIND), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cases", type=int, default=0, help=argparse.SUPPRESS)
@@ -790,6 +922,9 @@ def main() -> None:
         print(edge, flush=True)
     if args.service_edge_calls:
         edge += ("\n" if edge else "") + service_edge_cost(args.service_edge_calls, args.service_edge_rounds)
+        print(edge.splitlines()[-1], flush=True)
+    if args.heavy_attempts:
+        edge += ("\n" if edge else "") + heavy_number_cost(args.heavy_attempts, 100, 3)
         print(edge.splitlines()[-1], flush=True)
     print()
     print(HEADER, flush=True)
@@ -852,6 +987,11 @@ def main() -> None:
                     run(rate, calls, "fixed", max(1000, rate))
                 for limit in closed:
                     run(0, args.closed_calls, "closed", limit)
+                if name == "gate-sqlite-edge" and args.restart_kills:
+                    settle(target)
+                    restart = restart_outages(target, args.restart_kills, args.restart_rate)
+                    edge += ("\n" if edge else "") + restart
+                    print(restart, flush=True)
             finally:
                 target.stop()
     print()

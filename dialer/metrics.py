@@ -26,6 +26,13 @@ RECORDINGS_MISSING = Counter(
     ["creditor"],
     registry=REGISTRY,
 )
+VAULT_CLEANED = Counter(
+    "dialgate_vault_cleaned_total",
+    "Recording vault leftovers removed at start and by the periodic sweep: interrupted uploads' "
+    "temporaries, blobs without a row, blobs of destroyed recordings",
+    ["kind"],
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "dialgate_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=REGISTRY
 )

@@ -114,7 +114,10 @@ class CaseRepository(Protocol):
 
 
 class AttemptRepository(Protocol):
-    async def history(self, number: str, case_pk: int, creditor: str, since: datetime) -> list[HistoryEvent]:
+    async def history(
+        self, number: str, case_pk: int, creditor: str, since: datetime, limit: int | None = None,
+        now: datetime | None = None,
+    ) -> list[HistoryEvent]:
         """Attempts and connected calls of this number (any case) OR this case since `since`."""
         ...
 

@@ -58,6 +58,7 @@ from policy import (
     Decision,
     DialRequest,
     NumberFormatError,
+    Policy,
     PolicyBook,
     evaluate,
     normalize_number,
@@ -165,6 +166,12 @@ class LogOutcome:
     next_action_date: date | None = None  # within the rules' bounds (`chosen_follow_up`)
     status: str | None = None  # one of CHOSEN_STATUSES
     authorised_agent: bool = False  # the third party reached may promise for the holder
+
+
+def history_bound(pol: Policy) -> int:
+    """How many of the newest attempts per (relation, answered) group a decision under
+    `pol` can need: its largest cap or appointment limit (more are never counted)."""
+    return max([cap.limit for cap in pol.caps] + [pol.appointment.max_attempts, 1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +453,7 @@ class Gate:
     ) -> DialResult:
         pol = self.policies.for_creditor(case.creditor)
         since = now - pol.lookback
-        history = await uow.attempts.history(number, case.pk, case.creditor, since)
+        history = await uow.attempts.history(number, case.pk, case.creditor, since, history_bound(pol), now)
         appointments = await uow.cases.appointments(case.pk, since)
         request = DialRequest(
             case=case.snapshot(),
@@ -627,7 +634,8 @@ class Gate:
                     agent = AgentSnapshot(cmd.actor.name, cmd.actor.role, cmd.actor.creditors)
                 else:
                     agent = await self._agent(uow, cmd.actor, cmd.agent_id)
-                history = await uow.attempts.history(number, case.pk, case.creditor, at - pol.lookback)
+                history = await uow.attempts.history(number, case.pk, case.creditor, at - pol.lookback,
+                                                     history_bound(pol), at)
                 if cmd.at is not None:  # a what-if answers as the gate would have then: later attempts did not exist yet
                     history = [h for h in history if h.at < at]
                 appointments = await uow.cases.appointments(case.pk, at - pol.lookback)

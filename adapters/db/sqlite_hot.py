@@ -88,6 +88,38 @@ HISTORY = (
     "SELECT id, at, case_id, number, relation, connected, creditor FROM attempts "
     "WHERE case_pk = :case_pk AND at >= :since AND number != :number AND state != 'released'"
 )
+# Same shapes as the Core `Q_HISTORY_NEWEST_*` and `Q_HISTORY_GROUPS_*` (the bounded
+# history: see `SqlAttemptRepository.history`).
+_HIST = "SELECT id, at, case_id, number, relation, connected, creditor FROM attempts WHERE {key} AND at >= :since AND state != 'released'"
+_RELATIONS = ("self", "guarantor", "family", "work", "third_party")
+# Any other relation (counted as third_party by the policy), as the ranges between the
+# known ones, so each is an index seek too (NOT IN would walk the number's whole index).
+_BOUNDS = sorted(_RELATIONS)
+_OTHER = (
+    [f"relation < '{_BOUNDS[0]}'"]
+    + [f"relation > '{a}' AND relation < '{b}'" for a, b in zip(_BOUNDS, _BOUNDS[1:])]
+    + [f"relation > '{_BOUNDS[-1]}'"]
+)
+
+
+def _groups(key: str, index: str) -> str:
+    # INDEXED BY: SQLite (no ANALYZE here) would take the (…, at) index for a rare
+    # relation and walk every attempt of the number; the group index seeks, and for the
+    # "any other relation" group filters on the index alone
+    hist = _HIST.replace("FROM attempts", f"FROM attempts INDEXED BY {index}")
+    parts = [
+        f"SELECT * FROM ({hist.format(key=key)} AND {rel} AND connected = {c} AND at <= :now ORDER BY at DESC LIMIT :k)"
+        for c in (0, 1) for rel in (*(f"relation = '{r}'" for r in _RELATIONS), *_OTHER)
+    ]
+    # later than now (clock skew): all of them; at > :now alone, so the range starts there
+    parts.append(_HIST.format(key=key).replace("at >= :since", "at > :now"))
+    return " UNION ALL ".join(parts)
+
+
+HISTORY_NEWEST_NUMBER = _HIST.format(key="number = :number") + " ORDER BY at DESC LIMIT :cap"
+HISTORY_NEWEST_CASE = _HIST.format(key="case_pk = :case_pk") + " ORDER BY at DESC LIMIT :cap"
+HISTORY_GROUPS_NUMBER = _groups("number = :number", "ix_attempts_number_group_at")
+HISTORY_GROUPS_CASE = _groups("case_pk = :case_pk", "ix_attempts_case_pk_group_at")
 APPOINTMENTS = "SELECT number, at FROM appointments WHERE case_pk = ? AND at >= ?"
 NEXT_SEQ = "UPDATE cases SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq"
 INSERT_ATTEMPT = (

@@ -135,6 +135,46 @@ Q_HISTORY = union_all(
         _a.state != "released",
     ),
 )
+# The bounded history (`SqlAttemptRepository.history` with a limit). First each branch's
+# newest rows, at most `:cap` (a number or case dialed as usual has far fewer: then the
+# branch is complete and exact as it is). A branch that fills its cap is read again by
+# group: the newest `:k` up to `:now` of each (relation, answered) group, seeking the
+# (…, relation, connected, at) index, and every attempt after `:now` (clock skew).
+_GROUP_RELATIONS = ("self", "guarantor", "family", "work", "third_party")  # policy.model.RELATIONS
+
+
+def _hist_branch(key: Any, param: str) -> Any:
+    return select(*_HIST_COLS).where(key == bindparam(param), _a.at >= bindparam("since"), _a.state != "released")
+
+
+def _newest(key: Any, param: str) -> Any:
+    return _hist_branch(key, param).order_by(_a.at.desc()).limit(bindparam("cap"))
+
+
+def _by_group(key: Any, param: str) -> Any:
+    bounds = sorted(_GROUP_RELATIONS)
+    # any other relation (counted as third_party) as the ranges between the known ones:
+    # each an index seek, where NOT IN would walk all of the number's index entries
+    others = [_a.relation < bounds[0], _a.relation > bounds[-1]] + [
+        and_(_a.relation > lo, _a.relation < hi) for lo, hi in zip(bounds, bounds[1:])
+    ]
+    parts = []
+    for connected in (False, True):
+        for cond in (*(_a.relation == rel for rel in _GROUP_RELATIONS), *others):
+            q = _hist_branch(key, param).where(cond, _a.connected == connected, _a.at <= bindparam("now"))
+            parts.append(select(q.order_by(_a.at.desc()).limit(bindparam("k")).subquery()))
+    # later than now (clock skew): all of them
+    parts.append(select(*_HIST_COLS).where(key == bindparam(param), _a.at > bindparam("now"), _a.state != "released"))
+    return union_all(*parts)
+
+
+Q_HISTORY_NEWEST_NUMBER = _newest(_a.number, "number")
+Q_HISTORY_NEWEST_CASE = _newest(_a.case_pk, "case_pk")
+Q_HISTORY_GROUPS_NUMBER = _by_group(_a.number, "number")
+Q_HISTORY_GROUPS_CASE = _by_group(_a.case_pk, "case_pk")
+_HISTORY_CAP = 64  # rows per branch read before reading by group
+
+
 Q_APPOINTMENTS = select(t.appointments.c.number, t.appointments.c.at).where(
     t.appointments.c.case_pk == bindparam("case_pk"), t.appointments.c.at >= bindparam("since")
 )
@@ -1873,15 +1913,55 @@ class SqlAttemptRepository:
         self.conn = conn
         self.raw = raw
 
-    async def history(self, number: str, case_pk: int, creditor: str, since: datetime) -> list[HistoryEvent]:
+    async def history(
+        self, number: str, case_pk: int, creditor: str, since: datetime, limit: int | None = None,
+        now: datetime | None = None,
+    ) -> list[HistoryEvent]:
+        """The attempts (and answered calls) of `number` on any case and of case `case_pk`
+        on any number since `since`. With `limit` (and `now`), only the newest `limit`
+        attempts up to `now` of each (relation, answered) group of the number, and of the
+        case, plus any later than `now` (clock skew): every cap whose limit is at most
+        `limit` counts and searches them exactly as it would all (a window ends at or
+        after `now`, so it holds a newest run of each group, and a cap needs at most its
+        limit of those), and a number dialed thousands of times costs a decision what any
+        other does."""
         out: list[HistoryEvent] = []
-        if self.raw is not None:
-            rows: Iterable[Any] = self.raw.execute(
-                hot.HISTORY, {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
-            )
+        bounded = limit is not None and now is not None
+        if not bounded:
+            if self.raw is not None:
+                rows: Iterable[Any] = self.raw.execute(
+                    hot.HISTORY, {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
+                )
+            else:
+                rows = await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since})
         else:
-            rows = await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since})
+            cap = max(_HISTORY_CAP, 4 * limit)  # type: ignore[operator]
+            rows = []
+            for param, value, newest, groups, hot_newest, hot_groups in (
+                ("number", number, Q_HISTORY_NEWEST_NUMBER, Q_HISTORY_GROUPS_NUMBER,
+                 hot.HISTORY_NEWEST_NUMBER, hot.HISTORY_GROUPS_NUMBER),
+                ("case_pk", case_pk, Q_HISTORY_NEWEST_CASE, Q_HISTORY_GROUPS_CASE,
+                 hot.HISTORY_NEWEST_CASE, hot.HISTORY_GROUPS_CASE),
+            ):
+                if self.raw is not None:
+                    p = {param: value, "since": hot.db_time(since), "cap": cap}
+                    got = self.raw.execute(hot_newest, p).fetchall()
+                    if len(got) >= cap:
+                        p.update(k=limit, now=hot.db_time(now))  # type: ignore[arg-type]
+                        got = self.raw.execute(hot_groups, p).fetchall()
+                else:
+                    p = {param: value, "since": since, "cap": cap}
+                    got = (await self.conn.execute(newest, p)).all()
+                    if len(got) >= cap:
+                        p.update(k=limit, now=now)
+                        got = (await self.conn.execute(groups, p)).all()
+                rows.extend(got)
+        seen: set[Any] = set()
         for r in rows:
+            if bounded:
+                if r[0] in seen:
+                    continue  # this case's attempt on this number: in both halves
+                seen.add(r[0])
             at = hot.py_time(r[1]) if self.raw is not None else r[1]
             # Another creditor's case with the same id must not count as this case.
             cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"

@@ -195,6 +195,10 @@ attempts = Table(
     # The frequency caps read "this number since T" and "this case since T".
     Index("ix_attempts_number_at", "number", "at"),
     Index("ix_attempts_case_pk_at", "case_pk", "at"),
+    # A number or case with more attempts than a decision needs is read by (relation,
+    # answered) group, newest first, a few rows each (migration 2101).
+    Index("ix_attempts_number_group_at", "number", "relation", "connected", "at"),
+    Index("ix_attempts_case_pk_group_at", "case_pk", "relation", "connected", "at"),
     # The SIP gate matches a pending authorisation by agent and number. `valid_until`
     # makes SQLite (no ANALYZE) prefer it to the expiry index below (migration 0004).
     # Both state indexes are read only for state 'authorised', so on SQLite they hold

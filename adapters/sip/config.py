@@ -6,6 +6,7 @@ reads its own here. Keys (exactly as documented in the issue and the README)::
     [sip]
     listen = "127.0.0.1:5070"                  # UDP and TCP
     route = "sip:{number}@127.0.0.1:5080"      # Contact of a 302 for an allowed call
+    trusted_peers = ["127.0.0.1", "10.1.2.0/24"] # the PBX/proxy: the only sources answered
     [sip.extensions]
     "1001" = "a1"                              # calling extension -> agent id
     [sip.registered_lines]
@@ -14,6 +15,10 @@ reads its own here. Keys (exactly as documented in the issue and the README)::
 and ``edge = "process"`` (default: the listener runs in a child process and the
 service only decides; see ``edge.py``) or ``"inline"`` (it runs on the service's own
 event loop: one process, about half the capacity).
+
+``trusted_peers`` (addresses or CIDR networks) is required whenever ``listen`` is set:
+a datagram or TCP connection from any other address is dropped unanswered and never
+decided (see ``adapters/sip/README.md`` for why no 403).
 
 A wrong value or an unknown key raises :class:`SipConfigError` naming its key path
 (``sip.registered_lines.bank-a[1]``).
@@ -29,7 +34,9 @@ from typing import Any, Mapping
 DEFAULT_LISTEN = "127.0.0.1:5070"
 DEFAULT_ROUTE = "sip:{number}@127.0.0.1:5080"
 
-_KNOWN_KEYS = frozenset({"listen", "route", "extensions", "registered_lines", "edge"})
+_KNOWN_KEYS = frozenset({"listen", "route", "extensions", "registered_lines", "edge", "trusted_peers"})
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 EDGE_MODES = ("inline", "process")
 
 
@@ -50,6 +57,18 @@ class SipConfig:
     extensions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     registered_lines: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     edge: str = "process"  # the listener in a child process (adapters/sip/edge.py); "inline": in the service
+    # the only sources answered (the PBX, its proxies); loopback when no [sip] table set it
+    trusted_peers: tuple[Network, ...] = LOOPBACK
+
+    def trusts(self, address: str) -> bool:
+        """Whether a datagram or connection from ``address`` may be answered."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.trusted_peers)
 
     @property
     def listen(self) -> str:
@@ -100,6 +119,20 @@ def parse_route(value: Any, path: str = "sip.route") -> str:
     return text
 
 
+def parse_trusted_peers(value: Any, path: str = "sip.trusted_peers") -> tuple[Network, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SipConfigError(path, "expected a non-empty list of addresses or CIDR networks (the PBX and its proxies)")
+    nets: list[Network] = []
+    for i, item in enumerate(value):
+        try:
+            if not isinstance(item, str):
+                raise ValueError
+            nets.append(ipaddress.ip_network(item.strip(), strict=True))
+        except ValueError:
+            raise SipConfigError(f"{path}[{i}]", f"expected an IP address or a network like '10.1.2.0/24', got {item!r}") from None
+    return tuple(nets)
+
+
 def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
     """Validate the raw ``[sip]`` table (as parsed by tomllib) into a :class:`SipConfig`."""
     if raw is None:
@@ -110,6 +143,13 @@ def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
         if key not in _KNOWN_KEYS:
             raise SipConfigError(f"sip.{key}", f"unknown key (known: {', '.join(sorted(_KNOWN_KEYS))})")
     host, port = parse_listen(raw.get("listen", DEFAULT_LISTEN))
+    if "trusted_peers" in raw:
+        trusted = parse_trusted_peers(raw["trusted_peers"])
+    elif "listen" in raw:
+        # gating is on: which hosts may ask must be said, never assumed
+        raise SipConfigError("sip.trusted_peers", "required when sip.listen is set: the PBX/proxy addresses or networks")
+    else:
+        trusted = LOOPBACK
     route = parse_route(raw.get("route", DEFAULT_ROUTE))
     edge = raw.get("edge", "process")
     if edge not in EDGE_MODES:
@@ -148,4 +188,5 @@ def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
         extensions=MappingProxyType(extensions),
         registered_lines=MappingProxyType(registered),
         edge=edge,
+        trusted_peers=trusted,
     )

@@ -35,6 +35,17 @@ STORE_UNAVAILABLE_REASON = "The dial gate could not reach its store; the call is
 STORE_UNAVAILABLE_REASON_ZH = "拨号网关无法访问数据存储，呼叫已拦截（故障时拒绝）。"
 
 _VISUAL_SEPARATORS = re.compile(r"[\s\-().]")
+# RFC 3966's dial string as the gate takes it: digits, one leading "+", and the visual
+# separators "-", ".", "(", ")". ASCII digits only (a full-width digit is not one), no
+# letters (not even its hex digits: a number the policy decides must be the number the
+# carrier dials), no "*"/"#" (service codes are not collection calls).
+_DIAL_STRING = re.compile(r"\+?[0-9().\-]*[0-9][0-9().\-]*")
+MAX_DIALED = 32  # characters of the dialed user part (E.164 has at most 15 digits)
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# Caller fields read from the From/P-Asserted-Identity user part: bounded, printable.
+MAX_CALLER_FIELD = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
+MAX_CALL_ID = 256
 # An 11-digit mainland mobile number as dialed (13x-19x, but not the 11x/12x/179xx
 # carrier-selection prefixes that libphonenumber's CN metadata strips when parsing): its
 # E.164 form is +86 and the digits, which is what phonenumbers returns for it (checked
@@ -65,6 +76,7 @@ class SipDialAnswer:
     attempt_id: str | None = None
     retry_after: int | None = None  # seconds until the next lawful attempt, when known
     decision_id: str | None = None
+    number: str | None = None  # the E.164 number decided on (a 302's Contact routes exactly it)
 
 
 class SipDialAuthorizer(Protocol):
@@ -118,10 +130,23 @@ def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> Si
     dialed = msg.uri.user_number
     if not dialed:
         raise SipParseError("Request-URI has no user part (the dialed number)", status=484)
+    if len(dialed) > MAX_DIALED or _DIAL_STRING.fullmatch(dialed) is None:
+        raise SipParseError(
+            "Request-URI user part is not a dial string (ASCII digits, a leading '+', separators - . ( ))", status=484
+        )
+    # RFC 3261 8.1.1: an INVITE carries both; one without them was not built by a PBX,
+    # and what the gate decides on is read only from messages built exactly as specified
+    if msg.get("max-forwards") is None:
+        raise SipParseError("Max-Forwards header is missing from the INVITE")
+    if not msg.get("contact"):
+        raise SipParseError("Contact header is missing from the INVITE")
+    if len(msg.call_id) > MAX_CALL_ID:
+        raise SipParseError(f"Call-ID is longer than {MAX_CALL_ID} characters")
     from_ = msg.from_
-    extension = from_.uri.user_number
+    extension = _caller_field(from_.uri.user_number, "From user part")
     pai = _first_pai(msg)
-    line_source = pai.uri.user_number if pai is not None and pai.uri.user_number else extension
+    pai_user = _caller_field(pai.uri.user_number, "P-Asserted-Identity user part") if pai is not None else None
+    line_source = pai_user or extension
     agent = _header_token(msg, "x-agent-id")
     if agent is None and extension is not None:
         agent = extensions.get(extension)
@@ -135,6 +160,20 @@ def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> Si
         attempt_id=_header_token(msg, "x-dialgate-attempt"),
         call_id=msg.call_id,
     )
+
+
+def _caller_field(value: str | None, what: str) -> str | None:
+    """A user part the decision record keeps (extension, caller line): bounded and free
+    of control characters (an escape such as ``%01`` is unescaped by then)."""
+    if value is None:
+        return None
+    if len(value) > MAX_CALLER_FIELD or _CONTROL.search(value) is not None:
+        raise SipParseError(f"{what} must be at most {MAX_CALLER_FIELD} characters without control characters")
+    return value
+
+
+def is_e164(number: str | None) -> bool:
+    return number is not None and _E164.fullmatch(number) is not None
 
 
 def _first_pai(msg: SipMessage) -> NameAddr | None:

@@ -98,6 +98,12 @@ class SipParseError(Exception):
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _HOST_RE = re.compile(r"[A-Za-z0-9\-._]+")
+_IPV4ISH_RE = re.compile(r"[0-9.]+")  # a host of digits and dots must be an IPv4 address
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"  # 1-3 digits up to 255 (RFC 3261 IPv4address)
+_IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+# Control characters other than HTAB (CR and LF are checked in pairs separately): none
+# may appear anywhere in a header section (RFC 3261 25.1 allows none in any header).
+_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _URI_FORBIDDEN_RE = re.compile(r"[ \t\r\n<>]")
 # A quoted display name without quoted-pairs (the common case): "Agent 1001"
 _PLAIN_QUOTED_RE = re.compile(r'"([^"\\]*)"')
@@ -371,6 +377,8 @@ def parse_hostport(text: str, *, what: str) -> tuple[str, int | None]:
         portpart = portpart_s if sep else None
         if _HOST_RE.fullmatch(host) is None:
             raise SipParseError(f"{what} has an invalid host {host[:60]!r}")
+        if host[-1:].isdigit() and _IPV4_RE.fullmatch(host) is None and _IPV4ISH_RE.fullmatch(host) is not None:
+            raise SipParseError(f"{what} has an invalid IPv4 address {host[:60]!r}")
     port: int | None = None
     if portpart is not None:
         port = parse_number(portpart.strip(" \t"), f"port in {what}", maximum=65535)
@@ -645,6 +653,9 @@ def parse_message(data: bytes, transport: Transport = "udp") -> SipMessage:
         raise SipParseError(f"header section is not valid UTF-8 (byte {exc.start})") from exc
     if "\x00" in head.split("\r\n", 1)[0]:
         raise SipParseError("NUL byte in the start line")
+    ctl = _CTL_RE.search(head)
+    if ctl is not None:
+        raise SipParseError(f"control character {ord(ctl.group()):#04x} in the header section")
     crlf = head.count("\r\n")
     if head.count("\r") != crlf or head.count("\n") != crlf:
         raise SipParseError("bare CR or LF inside the header section")
@@ -743,6 +754,7 @@ def _validate(msg: SipMessage) -> None:
     mf = msg.get("max-forwards")
     if mf is not None:
         parse_number(mf, "Max-Forwards")
+
     for key in ("contact", "p-asserted-identity", "route", "record-route"):
         values = msg.values(key)
         if not values:

@@ -38,6 +38,7 @@ from adapters.sip.gate import (
     ascii_quoted,
     dial_input_from_invite,
     fail_closed_answer,
+    is_e164,
     mask_number,
 )
 from adapters.sip.message import (
@@ -95,6 +96,7 @@ class SipStats:
     decisions: int = 0
     retransmissions: int = 0
     overloaded: int = 0  # INVITEs refused with 503 because too many decisions were in flight
+    untrusted: int = 0  # datagrams and TCP connections from outside [sip] trusted_peers, dropped
     authorizer_failures: int = 0
 
 
@@ -148,6 +150,8 @@ class SipServer:
         self._pending = 0  # decisions not finished (late ones after a time-out included)
         self._shed_logged_at = -_OVERLOAD_LOG_EVERY  # when sip.overloaded was last logged
         self._shed_unlogged = 0  # INVITEs shed since then
+        self._untrusted_logged_at = -_OVERLOAD_LOG_EVERY
+        self._untrusted_unlogged = 0
         self.transactions = InviteTransactionTable(max_entries=max_transactions, ttl=transaction_ttl)
         self.stats = SipStats()
         self._udp: _UdpEndpoint | None = None
@@ -238,6 +242,9 @@ class SipServer:
             return  # keep-alive
         reply = self._udp_replies.get(addr)
         if reply is None:
+            if not self._config.trusts(str(addr[0])):
+                self._untrusted(str(addr[0]), "udp")
+                return
             if len(self._udp_replies) >= _UDP_REPLY_CACHE:
                 self._udp_replies.clear()
             reply = self._udp_replies[addr] = _UdpReply(self, addr)
@@ -247,8 +254,12 @@ class SipServer:
         if len(self._conns) >= self._max_conns:
             writer.close()
             return
-        self._conns.add(writer)
         peer = writer.get_extra_info("peername") or ("", 0)
+        if not self._config.trusts(str(peer[0])):
+            self._untrusted(str(peer[0]), "tcp")
+            writer.close()
+            return
+        self._conns.add(writer)
         framer = StreamFramer()
 
         def reply(resp: SipResponse) -> None:
@@ -287,6 +298,18 @@ class SipServer:
                 await asyncio.wait(pending, timeout=self._timeout + 1)
             self._conns.discard(writer)
             writer.close()
+
+    def _untrusted(self, address: str, transport: str) -> None:
+        """A source outside ``trusted_peers``: no answer, no decision. Dropped rather than
+        403: an answer tells a scanner a SIP service is here and would go to whatever
+        source address a forged datagram carries; the PBX's operator finds the refusal
+        in this log line (at most one a second, with the count since the last)."""
+        self.stats.untrusted += 1
+        self._untrusted_unlogged += 1
+        now = time.monotonic()
+        if now - self._untrusted_logged_at >= _OVERLOAD_LOG_EVERY:
+            log.warning("sip.untrusted_peer", source=address[:64], transport=transport, dropped=self._untrusted_unlogged)
+            self._untrusted_logged_at, self._untrusted_unlogged = now, 0
 
     def _receive(self, data: bytes, transport: Transport, reply: Reply, source: tuple[Any, ...]) -> None:
         try:
@@ -496,7 +519,18 @@ class SipServer:
         txn = d.txn
         if txn.cancelled or txn.final:
             return  # CANCEL already answered the INVITE with 487
-        status, _, extra = answer_headers(answer, self._config.contact_for(dial.number) if dial else None)
+        contact = None
+        if answer.allowed:
+            # The PBX dials exactly the number decided on: the answer's own number (the
+            # service's E.164), else the edge's normalisation of a clean dial string.
+            routed = answer.number if answer.number is not None else (dial.number if dial else None)
+            if not is_e164(routed):
+                log.error("sip.unroutable_decision", call_id=d.msg.call_id, attempt=answer.attempt_id,
+                          number=mask_number(routed))
+                answer = fail_closed_answer()
+            else:
+                contact = self._config.contact_for(routed)  # type: ignore[arg-type]
+        status, _, extra = answer_headers(answer, contact)
         self.transactions.complete(txn, build_response(d.msg, status, d.source, txn.to_tag, extra=extra))
 
     def _cancel(self, msg: SipMessage, reply: Reply, source: tuple[Any, ...]) -> None:

@@ -195,6 +195,7 @@ class GateSipAuthorizer:
             attempt_id=result.attempt.attempt_id if result.attempt else None,
             retry_after=retry_after,
             decision_id=result.decision_id,
+            number=result.attempt.number if result.attempt else None,
         )
 
     async def _resolve_case(self, invite: SipDialInput) -> tuple[str, str, bool] | SipDialAnswer:

@@ -1,6 +1,7 @@
 """INVITE server transactions (RFC 3261 17.2.1) for a redirect server.
 
-A transaction is keyed by the top Via's branch, sent-by and method (17.2.3); an INVITE
+A transaction is keyed by the top Via's branch, sent-by and method (17.2.3), and the
+Request-URI (so a reused branch for another number is another transaction); an INVITE
 whose branch lacks the ``z9hG4bK`` magic cookie is matched the RFC 2543 way, by Call-ID,
 CSeq number, From tag and top Via. ACK and CANCEL find their INVITE's transaction by the
 same key with the method replaced by INVITE.
@@ -33,10 +34,14 @@ def transaction_key(msg: SipMessage, method: str | None = None) -> Hashable:
     top = msg.vias[0]
     m = method or msg.method or ""
     branch = top.branch
+    # The Request-URI is part of the key: ACK (of a non-2xx) and CANCEL repeat the
+    # INVITE's, while a new INVITE that reuses a branch for another number must be
+    # decided on its own, not answered with the earlier number's cached 302.
+    ruri = msg.uri.raw if msg.uri is not None else ""
     if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
-        return ("3261", branch, top.sent_by, m)
+        return ("3261", branch, top.sent_by, m, ruri)
     cseq_number, _ = msg.cseq
-    return ("2543", msg.call_id, cseq_number, msg.from_.tag, top.sent_by, top.branch, m)
+    return ("2543", msg.call_id, cseq_number, msg.from_.tag, top.sent_by, top.branch, m, ruri)
 
 
 @dataclass(slots=True)

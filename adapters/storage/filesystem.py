@@ -2,7 +2,8 @@
 ``./var/recordings``)::
 
     <root>/blobs/<id[:2]>/<id>.dgr     published blobs (ciphertext only)
-    <root>/tmp/<id>.<random>.part      being written; removed at startup
+    <root>/tmp/<id>.<random>.part      being written (its writer holds a flock on it);
+                                       removed once no writer holds it
 
 Writes go to a temporary in the same filesystem, are fsynced, renamed atomically into
 place, and the directory is fsynced, so a blob is either absent or whole.
@@ -45,6 +46,7 @@ from recordings.ports import StoredBlob
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 SUFFIX = ".dgr"
 TMP_SUFFIX = ".part"
+_LOCK_GRACE = 2.0  # seconds: a temporary this young may not be locked by its writer yet
 
 
 class StorageError(VaultError):
@@ -96,6 +98,9 @@ class FilesystemBlobWriter:
             self._fd: int | None = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise StorageError(f"无法创建临时文件 / cannot create {self.temp_path}: {exc.strerror}") from exc
+        # Held until the file is closed, by this process or by its death: a temporary
+        # nobody holds is an interrupted upload, whatever its age (clean_temporaries).
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._published = False
         self._offset = 0  # bytes written to the file
         self._kicked = 0  # bytes handed to writeback (buffered mode)
@@ -294,17 +299,32 @@ class FilesystemBlobStore:
         return sorted(self.tmp_dir.glob(f"*{TMP_SUFFIX}"))
 
     def clean_temporaries(self, older_than: datetime | None = None) -> int:
+        """Remove interrupted uploads: temporaries no writer holds (its process ended:
+        the kernel dropped its flock), at any age, so a restart right after a crash
+        frees their space at once. One still held is being written and stays. With
+        `older_than` (the port's grace, for stores without locks; a sweep while ingests
+        run) the lock decides instead of the age, except that a temporary younger than
+        `_LOCK_GRACE` stays: its writer may be between creating and locking it."""
         n = 0
+        young = datetime.now(timezone.utc).timestamp() - _LOCK_GRACE
         for p in self.temporaries():
             try:
-                if older_than is not None:
-                    modified = datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
-                    if modified > older_than:
-                        continue  # still being written by a running ingest
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a running ingest holds it
+                if older_than is not None and os.fstat(fd).st_mtime > young:
+                    continue  # made this very moment: its writer may not have locked it yet
                 p.unlink()
                 n += 1
             except FileNotFoundError:
                 pass
+            finally:
+                os.close(fd)
         if n:
             _fsync_dir(self.tmp_dir)
         return n

@@ -650,6 +650,7 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     primary = getattr(services, "role", "primary") == "primary"
     # Recovery, the sweep and the inbox run once per data dir: in the primary worker.
     cleaned = await vault.recover(orphan_grace=timedelta(minutes=5)) if primary else {}
+    _count_cleaned(cleaned)
     log.info(
         "vault.started",
         store=getattr(vault.blobs, "location", str(rcfg.data_dir)),
@@ -706,6 +707,14 @@ class _AttemptResolver:
         return Resolved(Link(att.creditor, att.case_id, att.agent_id, att.number), att.at)
 
 
+def _count_cleaned(cleaned: dict[str, int]) -> None:
+    from dialer.metrics import VAULT_CLEANED
+
+    for kind, n in cleaned.items():
+        if n:
+            VAULT_CLEANED.labels(kind).inc(n)
+
+
 async def _sweep(vault: Vault, stop: asyncio.Event, every_s: float = 900.0) -> None:
     """Leftovers of ingests that died while the service ran (temporaries, orphan
     blobs) older than five minutes, every quarter of an hour."""
@@ -717,6 +726,7 @@ async def _sweep(vault: Vault, stop: asyncio.Event, every_s: float = 900.0) -> N
             pass
         try:
             cleaned = await vault.recover(orphan_grace=timedelta(minutes=5))
+            _count_cleaned(cleaned)
             if any(cleaned.values()):
                 log.info("vault.swept", **cleaned)
         except Exception as exc:  # noqa: BLE001 - keep sweeping

@@ -58,7 +58,7 @@ async def running(tmp_path: Path, broker: MosquittoBroker) -> AsyncIterator[tupl
     sip_port = free_port()
     cfg = build_config({
         "paths": {"data_dir": str(tmp_path)},
-        "sip": {"listen": f"127.0.0.1:{sip_port}"},
+        "sip": {"listen": f"127.0.0.1:{sip_port}", "trusted_peers": ["127.0.0.1"]},
         "mqtt": {"url": broker.url, "client_id": f"dialgate-health-{uuid.uuid4().hex[:8]}"},
     })
     clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")))

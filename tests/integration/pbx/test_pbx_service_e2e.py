@@ -92,6 +92,7 @@ async def service(tmp_path: Path, *, pbx_server: str, gate_port: int, kam_port: 
             "route": f"sip:{{number}}@127.0.0.1:{kam_port}",
             "extensions": {"1001": "col-a"},
             "registered_lines": {"bank-a": ["+862161234567", "1001"]},
+            "trusted_peers": ["127.0.0.1"],
         },
         "pbx": {
             "mode": "sip_ua", "max_bridged_calls": 2, "agent_ring_timeout": 4, "callee_ring_timeout": 8,

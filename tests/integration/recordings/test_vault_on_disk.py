@@ -212,16 +212,19 @@ async def test_metadata_and_blobs_survive_a_restart(tmp_path) -> None:
     assert len(await again.access_log(rec.recording_id, ADMIN)) == 1
 
 
-async def test_cleanup_with_a_grace_spares_an_ingest_still_writing(tmp_path) -> None:
+async def test_cleanup_removes_an_interrupted_upload_at_any_age_and_spares_one_still_writing(tmp_path) -> None:
     from datetime import timedelta
 
     vault = make_vault(tmp_path)
     live = vault.blobs.begin("live0000recording")
     live.write(b"ciphertext so far")
+    hour_ago = (utcnow() - timedelta(hours=1)).timestamp()
+    os.utime(live.temp_path, (hour_ago, hour_ago))  # a long upload: old, but its writer holds it
     stale = vault.blobs.begin("stale000recording")
     stale.write(b"left by a crash")
-    hour_ago = (utcnow() - timedelta(hours=1)).timestamp()
-    os.utime(stale.temp_path, (hour_ago, hour_ago))
+    os.close(stale._fd)  # its writer died: the kernel dropped the lock
+    ten_s_ago = (utcnow() - timedelta(seconds=10)).timestamp()
+    os.utime(stale.temp_path, (ten_s_ago, ten_s_ago))  # well inside the grace: removed all the same
     report = await vault.recover(orphan_grace=timedelta(minutes=5))
     assert report["temporaries"] == 1
     assert vault.blobs.temporaries() == [live.temp_path]

@@ -76,7 +76,7 @@ CASES = [case_doc("C-1", "col-a", "13800000001"), case_doc("C-2", "col-a2", "137
 @contextlib.asynccontextmanager
 async def start_service(
     tmp_path: Any, *, sip_port: int, route: str = "sip:{number}@127.0.0.1:5080", cases: list[dict[str, Any]] | None = None,
-    edge: str = "inline",
+    edge: str = "inline", trusted_peers: tuple[str, ...] = ("127.0.0.1",),
 ) -> AsyncIterator[Running]:
     cfg = build_config(
         {
@@ -87,6 +87,7 @@ async def start_service(
                 "extensions": {"1001": "col-a", "1002": "col-a2"},
                 "registered_lines": {"bank-a": ["+862161234567", "1001", "1002"]},
                 "edge": edge,
+                "trusted_peers": trusted_peers,
             },
         }
     )

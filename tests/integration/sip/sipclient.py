@@ -20,6 +20,7 @@ GATE_CONFIG = {
     "route": "sip:{number}@127.0.0.1:5080",
     "extensions": {"1001": "a1", "1002": "a2"},
     "registered_lines": {"bank-a": ["+862161234567", "1001"]},
+    "trusted_peers": ["127.0.0.1"],
 }
 
 
@@ -67,6 +68,7 @@ def make_invite(
         f"To: {to}\r\n"
         f"Call-ID: {call_id}\r\n"
         f"CSeq: {cseq} {method}\r\n"
+        f"Contact: <sip:{from_user}@127.0.0.1:5999>\r\n"
         f"{extra}"
         + ("Content-Type: application/sdp\r\n" if body else "")
         + f"Content-Length: {len(body)}\r\n\r\n"

@@ -137,8 +137,8 @@ async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():
         health = SipEdgeHealth(edge)  # what the console's health strip shows
         assert health.health()[0] == "ok"
         os.kill(first, signal.SIGKILL)
-        # The exit code is read a moment after the socket is seen gone: wait for both.
-        await wait_until(lambda: not edge.listening and "None" not in health.health()[1], 10,
+        # the link closes a moment before the exit status is collected: wait for both
+        await wait_until(lambda: not edge.listening and edge.last_exit is not None, 10,
                          "the service to notice the edge is gone")
         assert health.health() == ("down", f"SIP edge process restarting (last exit code {-signal.SIGKILL})")
         await wait_until(lambda: edge.restarts == 1 and edge.listening, 20, "the edge to be restarted")
@@ -259,3 +259,57 @@ async def test_an_edge_whose_service_died_exits_by_itself():
         if parent.poll() is None:
             parent.kill()
             parent.wait(10)
+
+
+async def test_an_introduced_link_survives_lines_it_cannot_read_and_fails_only_that_call_closed():
+    port = free_port()
+    authorizer = RecordingSipAuthorizer()
+    async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
+        assert edge.socket_path is not None
+        reader, writer = await asyncio.open_unix_connection(edge.socket_path)
+        good = [9, "+8613800000009", None, "1001", "a1", None, None, "good@pbx"]
+        lines = [
+            json.dumps(["link", edge._token, os.getpid()]).encode(),  # what an edge sends first
+            b"not json",
+            b"[" + b"1," * 40_000 + b"1]",  # 80 KB: longer than a line may be
+            json.dumps([5, "+8613800000005", None]).encode(),  # a request of the wrong shape
+            json.dumps(good).encode(),
+        ]
+        writer.write(b"\n".join(lines) + b"\n")
+        await writer.drain()
+        answers = {}
+        while len(answers) < 2:
+            answer = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            answers[answer[0]] = answer
+        writer.close()
+        # the readable bad request failed closed, the good one was decided, on the same link
+        assert answers[5][1:3] == [False, "system.store_unavailable"]
+        assert answers[9][1:3] == [True, "allow"]
+        assert [a.call_id for a in authorizer.asked] == ["good@pbx"]
+
+
+async def test_a_restarted_edge_decides_an_invite_that_arrives_right_after_it_binds():
+    port = free_port()
+    authorizer = RecordingSipAuthorizer()
+    async with SipEdgeProcess(authorizer, edge_config(port), stable_after=0) as edge:
+        first = edge.pid
+        assert first is not None
+        client = UdpClient(port)
+        with capture_logs() as logs:
+            os.kill(first, signal.SIGKILL)
+            # INVITEs keep coming while the edge restarts: the first one the new edge reads
+            # must be decided (its link is introduced before the port is bound)
+            answer = None
+            for i in range(400):
+                client.send(make_invite("13800000001", gate_port=port, call_id=f"during-{i}@pbx"))
+                try:
+                    answer = await client.recv_final(timeout=0.05)
+                except (TimeoutError, asyncio.TimeoutError):
+                    continue
+                break
+        client.close()
+        assert answer is not None and answer.status == 302
+        assert edge.restarts == 1 and edge.pid != first
+        events = [e["event"] for e in logs if e["event"].startswith("sip.edge_")]
+        assert events == ["sip.edge_exited", "sip.edge_restarted"]  # no failed restart, no link refused
+        assert [e["restart_in_s"] for e in logs if e["event"] == "sip.edge_exited"] == [0.05]

@@ -133,7 +133,9 @@ async def test_all_protos_cases_over_udp_leave_the_gate_alive_bounded_and_never_
     assert len(protos_cases) == CASE_COUNT
     auth = RecordingSipAuthorizer()
     # the transaction table's bound is what keeps memory flat under a flood of INVITEs
-    async with start_gate(auth, max_transactions=1024) as gate:
+    # shedding (503 when a datagram waited 100 ms in the socket) is not what this tests,
+    # and on a loaded machine it refused whole batches of decidable INVITEs
+    async with start_gate(auth, max_transactions=1024, shed_after=30.0) as gate:
         answered1, _ = await send_all(gate.port, protos_cases, "r1")
         auth.asked.clear()
         before = rss_bytes()

@@ -50,7 +50,7 @@ def _sip_options(port: int) -> bytes:
 async def test_two_http_workers_share_one_sqlite_file_and_still_allow_exactly_the_cap(workdir: Path) -> None:
     sip_port, port = free_port(), free_port()
     config = write_config(workdir, f"sqlite+aiosqlite:///{workdir / 'var' / 'dialgate.db'}",
-                          extra=f'[sip]\nlisten = "127.0.0.1:{sip_port}"\nroute = "sip:{{number}}@127.0.0.1:5080"\n')
+                          extra=f'[sip]\nlisten = "127.0.0.1:{sip_port}"\nroute = "sip:{{number}}@127.0.0.1:5080"\ntrusted_peers = ["127.0.0.1"]\n')
     cli(config, "db", "upgrade")
     tokens = {}
     for name, role in (("data-w", "data"), ("col-w", "collector"), ("comp-w", "compliance")):

@@ -12,6 +12,7 @@ DOCUMENTED = """
 [sip]
 listen = "127.0.0.1:5070"                  # UDP and TCP
 route = "sip:{number}@127.0.0.1:5080"      # Contact of a 302 for an allowed call
+trusted_peers = ["127.0.0.1", "10.1.2.0/24"] # the PBX/proxy: the only sources answered
 [sip.extensions]
 "1001" = "a1"                              # calling extension -> agent id
 [sip.registered_lines]
@@ -25,15 +26,19 @@ def test_the_documented_sip_section_loads_as_written():
     assert cfg.contact_for("+8613800000001") == "<sip:+8613800000001@127.0.0.1:5080>"
     assert dict(cfg.extensions) == {"1001": "a1"}
     assert dict(cfg.registered_lines) == {"bank-a": frozenset({"+862161234567", "1001"})}
+    assert [cfg.trusts(a) for a in ("127.0.0.1", "10.1.2.77", "10.1.3.1", "::ffff:10.1.2.5", "fe80::1%eth0")] == [
+        True, True, False, True, False]
 
 
 def test_an_absent_section_gives_the_defaults():
     cfg = load_sip_config(None)
     assert cfg.listen == "127.0.0.1:5070" and cfg.contact_for("1") == "<sip:1@127.0.0.1:5080>"
+    assert cfg.trusts("127.0.0.1") and not cfg.trusts("192.0.2.1")  # loopback only
 
 
 def test_a_route_in_angle_brackets_and_ipv6_listen_are_accepted():
-    cfg = load_sip_config({"listen": "[::1]:5071", "route": "<sips:{number}@carrier.example:5061;transport=tls>"})
+    cfg = load_sip_config({"listen": "[::1]:5071", "route": "<sips:{number}@carrier.example:5061;transport=tls>",
+                           "trusted_peers": ["::1"]})
     assert (cfg.host, cfg.port) == ("::1", 5071)
     assert cfg.contact_for("+861") == "<sips:+861@carrier.example:5061;transport=tls>"
 
@@ -46,6 +51,11 @@ def test_frozen_tuples_from_the_service_config_are_accepted_as_lists():
 @pytest.mark.parametrize(
     ("raw", "path", "problem"),
     [
+        ({"listen": "127.0.0.1:5070"}, "sip.trusted_peers", "required when sip.listen is set"),
+        ({"trusted_peers": []}, "sip.trusted_peers", "non-empty list"),
+        ({"trusted_peers": "127.0.0.1"}, "sip.trusted_peers", "non-empty list"),
+        ({"trusted_peers": ["127.0.0.1", "10.1.2.3/24"]}, "sip.trusted_peers[1]", "network like"),
+        ({"trusted_peers": ["pbx.example"]}, "sip.trusted_peers[0]", "IP address"),
         ({"listen": "5070"}, "sip.listen", "host:port"),
         ({"listen": "127.0.0.1:0"}, "sip.listen", "1-65535"),
         ({"listen": "127.0.0.1:99999"}, "sip.listen", "1-65535"),

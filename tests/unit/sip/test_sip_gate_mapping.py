@@ -20,7 +20,8 @@ from adapters.sip.transaction import transaction_key
 def invite(ruri: str = "sip:013800000001@gate", *, extra: str = "", from_user: str = "1001", via: str = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-k1", from_tag: str = "ft") -> bytes:
     return (
         f"INVITE {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: <sip:{from_user}@pbx>;tag={from_tag}\r\n"
-        f"To: <{ruri}>\r\nCall-ID: c1@pbx\r\nCSeq: 7 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        f"To: <{ruri}>\r\nCall-ID: c1@pbx\r\nCSeq: 7 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:{from_user}@pbx>\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
     ).encode()
 
 
@@ -91,12 +92,59 @@ def test_normalisation_keeps_what_is_not_a_phone_number():
 
 def test_transaction_keys_use_the_branch_or_fall_back_to_rfc2543_fields():
     m = parse_message(invite())
-    assert transaction_key(m) == ("3261", "z9hG4bK-k1", "10.0.0.1:5060", "INVITE")
+    assert transaction_key(m) == ("3261", "z9hG4bK-k1", "10.0.0.1:5060", "INVITE", "sip:013800000001@gate")
     assert transaction_key(m, "INVITE") == transaction_key(m)
     old = parse_message(invite(via="SIP/2.0/UDP 10.0.0.1;branch=1234"))
     other_tag = parse_message(invite(via="SIP/2.0/UDP 10.0.0.1;branch=1234", from_tag="zz"))
     assert transaction_key(old)[0] == "2543"
     assert transaction_key(old) != transaction_key(other_tag)
+
+
+def test_a_reused_branch_with_another_request_uri_is_another_transaction():
+    first = parse_message(invite("sip:013800000001@gate"))
+    other = parse_message(invite("sip:013800000002@gate"))
+    assert transaction_key(first) != transaction_key(other)
+    old = parse_message(invite("sip:013800000001@gate", via="SIP/2.0/UDP 10.0.0.1;branch=1234"))
+    old_other = parse_message(invite("sip:013800000002@gate", via="SIP/2.0/UDP 10.0.0.1;branch=1234"))
+    assert transaction_key(old) != transaction_key(old_other)
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        "ABC13910000045",  # letters (hex digits of RFC 3966's local numbers, but not a number we route)
+        "%0013800000001",  # NUL
+        "13800000001%7F",  # DEL
+        "1380000%E2%80%8B0001",  # a zero-width space
+        "%EF%BC%91%EF%BC%93%EF%BC%98%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%90%EF%BC%91",  # full-width
+        "138%2000000001",  # a space
+        "13800000001ext5",
+        "%01" * 40,  # control characters
+        "1" * 33,  # longer than any dial string
+        "+-().",  # separators without a digit
+        "138+00000001",  # '+' not leading
+        "*6913800000001",
+    ],
+)
+def test_a_dialed_user_part_that_is_not_a_dial_string_is_refused_484(user):
+    with pytest.raises(SipParseError, match="not a dial string") as info:
+        dial_input_from_invite(parse_message(invite(f"sip:{user}@gate")), {})
+    assert info.value.status == 484
+
+
+@pytest.mark.parametrize(
+    "user, number",
+    [("+86-138-0000-0001", "+8613800000001"), ("(010)6123.4567", "+861061234567"), ("013800000001", "+8613800000001")],
+)
+def test_visual_separators_are_a_dial_string_and_normalise_away(user, number):
+    assert dial_input_from_invite(parse_message(invite(f"sip:{user}@gate")), {}).number == number
+
+
+def test_a_from_user_with_control_characters_or_too_long_is_refused_400():
+    for user in ("10%0101", "1" * 129):
+        with pytest.raises(SipParseError, match="From user part") as info:
+            dial_input_from_invite(parse_message(invite(from_user=user)), {})
+        assert info.value.status == 400
 
 
 def test_a_response_mirrors_via_from_call_id_cseq_and_adds_a_to_tag_once():
@@ -150,10 +198,24 @@ async def test_a_bad_sip_section_stops_the_service_with_the_key_path():
     from dialer.errors import ConfigError
 
     services = SimpleNamespace(
-        config=SimpleNamespace(section=lambda name: {"listen": "127.0.0.1:5070", "route": "sip:nothing"}, source="cfg.toml"),
+        config=SimpleNamespace(section=lambda name: {"listen": "127.0.0.1:5070", "route": "sip:nothing",
+                                                     "trusted_peers": ["127.0.0.1"]}, source="cfg.toml"),
         gate=None,
     )
     with pytest.raises(ConfigError, match=r"cfg.toml: sip.route"):
+        async with open_sip_gate(services):
+            pass
+
+
+async def test_gating_on_without_trusted_peers_stops_the_service_naming_the_key():
+    from types import SimpleNamespace
+
+    from adapters.sip.service import open_sip_gate
+    from dialer.errors import ConfigError
+
+    services = SimpleNamespace(config=SimpleNamespace(section=lambda name: {"listen": "127.0.0.1:5070"}, source="cfg.toml"),
+                               gate=None)
+    with pytest.raises(ConfigError, match=r"cfg.toml: sip.trusted_peers: required when sip.listen is set"):
         async with open_sip_gate(services):
             pass
 
@@ -177,3 +239,11 @@ def test_mainland_mobile_numbers_normalise_exactly_as_libphonenumber_says_for_ev
             except phonenumbers.NumberParseException:
                 expected = dialed
             assert normalize_number.__wrapped__(dialed) == expected, dialed
+
+
+@pytest.mark.parametrize("header", ["Max-Forwards: 70\r\n", "Contact: <sip:1001@pbx>\r\n"])
+def test_an_invite_without_max_forwards_or_contact_is_refused_400_and_never_decided(header):
+    data = invite().replace(header.encode(), b"")
+    with pytest.raises(SipParseError, match=header.split(":")[0] + " header is missing") as info:
+        dial_input_from_invite(parse_message(data), {})
+    assert info.value.status == 400

@@ -334,3 +334,32 @@ def test_splitting_outside_quotes_and_angle_brackets_follows_the_character_by_ch
             split_outside(text, sep, what="X")
     else:
         assert split_outside(text, sep, what="X") == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "Contact: <sip:1001@pbx\x01.example>\r\n",
+        "Subject: hello\x1b[31m\r\n",
+        "X-Agent-ID: a1\x7f\r\n",
+        "Organization: \x00\r\n",
+    ],
+)
+def test_a_control_character_anywhere_in_the_header_section_is_refused(extra):
+    with pytest.raises(SipParseError, match="control character"):
+        parse_message(invite(extra=extra))
+
+
+@pytest.mark.parametrize("header", ["Call-ID: call\x01@pbx", "From: <sip:10\x0201@pbx>;tag=f", "To: <sip:+86138\x03@gate>"])
+def test_a_control_character_in_call_id_from_or_to_is_refused(header):
+    name = header.split(":", 1)[0]
+    data = invite().decode().replace(next(line for line in invite().decode().split("\r\n") if line.startswith(name + ":")), header)
+    with pytest.raises(SipParseError, match="control character"):
+        parse_message(data.encode())
+
+
+@pytest.mark.parametrize("host", ["10.10.10.256", "10.10.10", "1.2.3.4.5", "999.1.1.1"])
+def test_a_via_host_that_looks_like_an_ipv4_address_but_is_not_one_is_refused(host):
+    data = invite().replace(b"Via: SIP/2.0/UDP 10.0.0.1:5060", f"Via: SIP/2.0/UDP {host}:5060".encode())
+    with pytest.raises(SipParseError, match="invalid IPv4"):
+        parse_message(data)
