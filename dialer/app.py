@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -32,6 +32,7 @@ from dialer.clock import SystemClock
 from dialer.config import Config
 from dialer.errors import ConfigError
 from dialer.http import problems
+from dialer.leadership import StaticLeadership, instance_name, lead
 from dialer.ports import CaseStore, Clock
 from dialer.usecases import Gate
 from policy import PolicyBook, PolicyConfigError, load_policy
@@ -54,13 +55,21 @@ EXTENSIONS: list[str] = [
     "adapters.pbx.service:open_pbx",
     "adapters.mqtt.bridge:open_mqtt",
     "adapters.mqtt.bridge:open_mqtt_waker",
+    "dialer.http.recordings:run_vault_jobs",
 ]
-# What must exist once however many HTTP workers run (dialer/workers.py): a listener on
-# a port, a subscriber, a registered user agent. Only the primary worker enters these.
+# What must exist once per host however many HTTP workers run (dialer/workers.py): a
+# listener on a port. Only the pool's primary worker enters these.
 PRIMARY_ONLY: frozenset[str] = frozenset({
     "adapters.sip.service:open_sip_gate",
+})
+# What must exist once across every instance on the store (dialer/leadership.py): the
+# event relay and subscriptions, a registered user agent, the recordings sweep and
+# inbox. Only the leader enters these (plus the expiry of stale authorisations), for as
+# long as its term lasts.
+LEADER_ONLY: frozenset[str] = frozenset({
     "adapters.pbx.service:open_pbx",
     "adapters.mqtt.bridge:open_mqtt",
+    "dialer.http.recordings:run_vault_jobs",
 })
 
 log = structlog.get_logger("dialgate.app")
@@ -85,8 +94,10 @@ class Services:
     mqtt: Any = None  # MQTT bus ([mqtt] url)
     pbx: Any = None  # click-to-dial SIP user agent ([pbx] mode = "sip_ua")
     # "primary" runs everything; a "secondary" HTTP worker (dialer/workers.py) leaves
-    # the once-only parts (PRIMARY_ONLY, background jobs) to the primary.
+    # the once-per-host parts (PRIMARY_ONLY) to the primary.
     role: str = "primary"
+    # Which instance runs LEADER_ONLY (dialer/leadership.py); /readyz reports it.
+    leadership: Any = None
 
     def region_of(self, creditor: str) -> str:
         return self.policies.for_creditor(creditor).default_region
@@ -215,6 +226,55 @@ def _document_bearer_auth(app: FastAPI) -> None:
     app.openapi = schema  # type: ignore[method-assign]
 
 
+def _open_leadership(config: Config, role: str) -> Any:
+    """SQLite: the pool's file lock decided (a lone process leads). PostgreSQL: an
+    advisory lock decides among every instance; a pool's secondary only observes."""
+    if not config.store.is_postgres:
+        return nullcontext(StaticLeadership(role == "primary", instance_name(config.http.port)))
+    from adapters.db.leader import PgAdvisoryLeadership
+
+    return PgAdvisoryLeadership(config.store.url, instance_name(config.http.port), campaign=role == "primary")
+
+
+async def _first_round(leadership: Any, tried: asyncio.Event, timeout_s: float = 10.0) -> None:
+    """Start-up waits for the first campaign round, and when it won, for the leader's
+    work to be running: a lone instance then serves as it would on SQLite."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await leadership.asked.wait()
+            if leadership.token is not None:
+                await tried.wait()
+    except TimeoutError:
+        log.warning("leader.first_round_slow", instance=leadership.instance, waited_s=timeout_s)
+
+
+def _term(services: Services, stop: asyncio.Event) -> Callable[[int], Any]:
+    """What the leader runs for one term: LEADER_ONLY and the expiry job; cancelled and
+    left as soon as the term ends."""
+
+    @asynccontextmanager
+    async def enter(token: int) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for ext in EXTENSIONS:
+                if ext in LEADER_ONLY:
+                    await stack.enter_async_context(_load(ext)(services))
+            ended = asyncio.Event()
+
+            async def expire() -> None:
+                if services.leadership.holds(token):  # fenced: not after the term ran out
+                    await services.gate.expire_attempts()
+
+            job = asyncio.create_task(_every(15.0, expire, ended, "expire-attempts"), name="expire-attempts")
+            try:
+                yield
+            finally:
+                ended.set()
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+
+    return enter
+
+
 def build_app(config: Config, clock: Clock | None = None, role: str = "primary") -> FastAPI:
     """The FastAPI application over `config`; adapters open in its lifespan. `role`
     "secondary" is an extra HTTP worker of a pool (dialer/workers.py)."""
@@ -227,15 +287,25 @@ def build_app(config: Config, clock: Clock | None = None, role: str = "primary")
             services = await stack.enter_async_context(open_services(config, clock))
             services.role = role
             app.state.services = services
+            leadership = await stack.enter_async_context(_open_leadership(config, role))
+            services.leadership = leadership
+            static = isinstance(leadership, StaticLeadership)
+            elected = static and leadership.token is not None
             for ext in EXTENSIONS:
+                if ext in LEADER_ONLY and not elected:
+                    continue  # entered by `lead` below for each term this instance wins
                 if role == "primary" or ext not in PRIMARY_ONLY:
                     await stack.enter_async_context(_load(ext)(services))
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
-                if role == "primary":
+                if elected:
                     tg.create_task(
                         _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
                     )
+                elif not static:
+                    tried = asyncio.Event()
+                    tg.create_task(lead(leadership, _term(services, stop), stop, tried=tried), name="leader-term")
+                    await _first_round(leadership, tried)
                 log.info("service.started", store=config.store.url.split("://")[0],
                          policy_version=services.policies.version, role=role, pid=os.getpid())
                 try:

@@ -34,6 +34,9 @@ async def readyz(who: Caller, svc: Svc) -> Any:
     mqtt = getattr(svc, "mqtt", None)  # the MQTT bus when [mqtt] url is set: reported, not
     if mqtt is not None:  # gating (events wait in the outbox while the broker is away)
         body["mqtt"] = mqtt.health()
+    leadership = getattr(svc, "leadership", None)  # who runs the relay, sweeps, inbox, PBX UA;
+    if leadership is not None:  # and whether the store answering is the primary: reported
+        body["leadership"] = await leadership.describe()
     pbx = getattr(svc, "pbx", None)  # click-to-dial's SIP registration ([pbx] mode sip_ua): reported;
     if pbx is not None:  # while it is down, dials are refused with 503 and the reason
         body["pbx"] = pbx.health()

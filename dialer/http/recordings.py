@@ -591,18 +591,32 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     services.vault = vault
     services.recordings_config = rcfg
     services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)
+    yield vault
+
+
+@asynccontextmanager
+async def run_vault_jobs(services: Any) -> AsyncIterator[None]:
+    """Extension factory entered by the leader only (dialer/app.py LEADER_ONLY): the
+    sweep and the drop-folder inbox, once across every instance on the store."""
+    vault, rcfg = services.vault, services.recordings_config
+    if vault is None:
+        yield
+        return
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")] if primary else []
-    if rcfg.inbox is not None and primary:
+    tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")]
+    if rcfg.inbox is not None:
         from adapters.storage.inbox import Inbox
 
         services.recordings_inbox = Inbox(vault, rcfg.inbox, _AttemptResolver(services), services.clock.now)
         tasks.append(asyncio.create_task(_run_inbox(services.recordings_inbox, stop), name="recordings-inbox"))
     try:
-        yield vault
+        yield
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        finally:
+            services.recordings_inbox = None
 
 
 def _thaw(v: Any) -> Any:
