@@ -307,6 +307,7 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     finally:
         restore()
         services.mqtt = None
+        await source.aclose()  # a claim the relay did not get to mark goes back to the outbox
 
 
 @asynccontextmanager
