@@ -317,7 +317,7 @@ class HealthItem:
     detail: str = ""
 
 
-HEALTH_COMPONENTS: tuple[str, ...] = ("store", "vault", "sip", "mqtt", "audit_chain")
+HEALTH_COMPONENTS: tuple[str, ...] = ("store", "vault", "sip", "mqtt", "leader", "audit_chain")
 
 
 @runtime_checkable

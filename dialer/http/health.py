@@ -1,6 +1,8 @@
 """Liveness, readiness, metrics. Like every endpoint they need a bearer token (any
 role): probes use a `pbx` or `admin` token. /readyz answers 503 when the store is down
-(also when the token cannot be checked because the store is down)."""
+(also when the token cannot be checked because the store is down). Its `leadership`
+says which instance runs the once-only work (dialer/leadership.py) and whether the
+store is a primary."""
 
 from __future__ import annotations
 
