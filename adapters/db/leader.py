@@ -51,10 +51,23 @@ _HOLDER = (
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
-    """The store's `postgresql+asyncpg://` URL as a DSN asyncpg takes."""
+    """The store's `postgresql+asyncpg://` URL as a DSN asyncpg takes. A multi-host URL
+    (SQLAlchemy's spelling: `?host=a:5432&host=b:5432`) becomes asyncpg's
+    `postgresql://user@a:5432,b:5432/db`: asyncpg reads only the last `host` parameter."""
+    from urllib.parse import quote, urlencode
+
     from sqlalchemy.engine import make_url
 
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url = make_url(sqlalchemy_url)
+    query = dict(url.query)
+    hosts = query.pop("host", None)
+    if hosts is None or isinstance(hosts, str):
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    user = quote(url.username or "", safe="")
+    if url.password is not None:
+        user += ":" + quote(str(url.password), safe="")
+    rest = urlencode([(k, v) for k, vs in query.items() for v in ((vs,) if isinstance(vs, str) else vs)])
+    return f"postgresql://{user}@{','.join(hosts)}/{url.database or ''}" + (f"?{rest}" if rest else "")
 
 
 class PgAdvisoryLeadership:
@@ -157,13 +170,13 @@ class PgAdvisoryLeadership:
 
         try:
             conn = await asyncpg.connect(self._dsn, timeout=self._heartbeat_timeout_s)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+        except Exception:  # noqa: BLE001 - no server, or none read-write: unknown
             return None, None
         try:
             leader = await conn.fetchval(_HOLDER, LOCK_CLASS, LOCK_ID, timeout=self._heartbeat_timeout_s)
             recovering = await conn.fetchval("SELECT pg_is_in_recovery()", timeout=self._heartbeat_timeout_s)
             return leader, not recovering
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+        except Exception:  # noqa: BLE001 - reported as unknown, never raised into /readyz
             return None, None
         finally:
             conn.terminate()
@@ -185,7 +198,7 @@ class PgAdvisoryLeadership:
                         "idle_session_timeout": f"{int(self._lease_s * 1000)}ms",
                     },
                 )
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - no server, or none read-write: ask again
                 log.warning("leader.connect_failed", error=f"{type(exc).__name__}: {exc}")
                 self.asked.set()
                 await asyncio.sleep(self._retry_s)
@@ -208,7 +221,7 @@ class PgAdvisoryLeadership:
                         log.error("leader.lock_lost", instance=self.instance)
                         break
                     self._last_ok = asked
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure ends the term
                 self.asked.set()
                 if self._token is not None:
                     log.error("leader.heartbeat_failed", instance=self.instance,

@@ -144,3 +144,12 @@ def test_timings_that_would_let_two_leaders_overlap_are_refused() -> None:
     with pytest.raises(ValueError, match="before the lease"):
         PgAdvisoryLeadership("postgresql+asyncpg://u:p@h/db", "x", heartbeat_s=3, heartbeat_timeout_s=3,
                              lease_s=8, margin_s=3)
+
+
+def test_a_multi_host_store_url_becomes_one_asyncpg_dsn_naming_every_host() -> None:
+    from adapters.db.leader import asyncpg_dsn
+
+    assert asyncpg_dsn("postgresql+asyncpg://gate:p%40ss@/dialgate?host=10.0.0.1:5432&host=10.0.0.2:5433"
+                       "&target_session_attrs=read-write") == (
+        "postgresql://gate:p%40ss@10.0.0.1:5432,10.0.0.2:5433/dialgate?target_session_attrs=read-write")
+    assert asyncpg_dsn("postgresql+asyncpg://gate:pw@db:5432/dialgate") == "postgresql://gate:pw@db:5432/dialgate"
