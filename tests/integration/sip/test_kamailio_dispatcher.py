@@ -103,7 +103,10 @@ async def test_a_frozen_gate_is_skipped_a_block_is_final_and_no_gate_means_603(p
         # The whole instance: the service and its SIP edge process.
         os.killpg(gates[0].pid, signal.SIGSTOP)
         before = await _count(pg_url, "SELECT count(*) FROM attempts")
+        started = asyncio.get_running_loop().time()
         answers = await asyncio.gather(*(_ask(kport, n) for n in numbers[6:26]))
+        print(f"gate A frozen: 20 INVITEs answered in {asyncio.get_running_loop().time() - started:.2f} s, "
+              f"{sum(a.status != 404 for a in answers)} not placed")
         assert [a.status for a in answers] == [404] * 20, (Path(run_dir) / "kamailio.log").read_text(errors="replace")[-3000:]  # all placed, by B
         assert await _count(pg_url, "SELECT count(*) FROM attempts") == before + 20
 

@@ -1,5 +1,5 @@
 """Two `dialgate serve` instances on one PostgreSQL: exactly one runs the once-only work
-(outbox relay, expiry, recordings sweep and drop-folder inbox), both say which one in
+(MQTT bus and outbox relay, expiry, recordings sweep and drop-folder inbox), both say which one in
 /readyz, and the role moves to the other when the leader is killed with SIGKILL or frozen
 with SIGSTOP (then the first steps down when it wakes: fencing by the lock's lease)."""
 
@@ -19,6 +19,7 @@ import pytest
 
 from gate_store_support import DIALGATE, REPO, _wait_ready, cli, free_port, write_config
 from recordings.testing import wav_stream
+from tests.conftest import require_service
 
 
 async def _leadership(client: httpx.AsyncClient, url: str, token: str) -> dict[str, Any]:
@@ -118,17 +119,39 @@ async def _one_leader(client: httpx.AsyncClient, urls: list[str], token: str) ->
     return await _until(probe, "exactly one instance leads and both name it")
 
 
+@pytest.fixture
+def broker(workdir: Path) -> Any:
+    from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker
+
+    require_service("mosquitto", MOSQUITTO.exists(), "apt-get install mosquitto (scripts/setup.sh --services)")
+    (workdir / "mosquitto").mkdir()
+    mq = MosquittoBroker(workdir / "mosquitto", free_port())
+    mq.start()
+    yield mq
+    mq.stop()
+
+
+async def _readyz(client: httpx.AsyncClient, url: str, token: str) -> dict[str, Any]:
+    r = await client.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
 @pytest.mark.slow
-async def test_one_of_two_instances_leads_and_the_other_takes_over_when_it_is_killed(pg_url: str, workdir: Path) -> None:
+async def test_one_of_two_instances_leads_and_the_other_takes_over_when_it_is_killed(pg_url: str, workdir: Path,
+                                                                                    broker: Any) -> None:
     inbox = workdir / "inbox"
     inbox.mkdir()
-    async with _two_instances(pg_url, workdir, f'[recordings]\ninbox = "{inbox}"\n') as (procs, urls, token):
+    extra = f'[recordings]\ninbox = "{inbox}"\n[mqtt]\nurl = "{broker.url}"\nclient_id = "dialgate-leader-test"\n'
+    async with _two_instances(pg_url, workdir, extra) as (procs, urls, token):
         async with httpx.AsyncClient() as client:
             views = await _one_leader(client, urls, token)
             first = next(i for i, v in enumerate(views) if v["is_leader"])
             assert views[first]["leader"] == views[first]["instance"] != views[1 - first]["instance"]
             assert all(v["store_primary"] is True for v in views)
             assert await _lock_holders(pg_url) == [views[first]["instance"]]
+            # The MQTT bus (relay and subscriptions) runs in the leader only.
+            assert ["mqtt" in await _readyz(client, u, token) for u in urls] == [i == first for i in range(2)]
 
             # The inbox runs once: a recording dropped into the folder both share is
             # stored once (two scanners would race for it).
@@ -150,6 +173,7 @@ async def test_one_of_two_instances_leads_and_the_other_takes_over_when_it_is_ki
 
             view = await _until(took_over, "the surviving instance leads", timeout=20)
             assert view["leader"] == views[other]["instance"]
+            assert "mqtt" in await _readyz(client, urls[other], token)  # the bus moved with the role
             assert await _lock_holders(pg_url) == [views[other]["instance"]]
 
             _drop(inbox, "call-second-call@pbx.wav")
