@@ -211,3 +211,4 @@ async def test_a_frozen_leader_loses_its_term_and_steps_down_when_it_wakes(pg_ur
             assert after[first]["leader"] == views[other]["instance"]
     text = (workdir / f"serve-{first}.log").read_text(errors="replace")
     assert text.count('"leader.elected"') == 1 and '"leader.stepped_down"' in text, text[-3000:]
+
