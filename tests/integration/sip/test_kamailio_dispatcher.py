@@ -1,6 +1,6 @@
 """Two `dialgate serve` gates on one PostgreSQL behind a real Kamailio dispatcher
-(deploy/kamailio/start.sh --gate A --gate2 B): with gate A frozen (SIGSTOP) every
-INVITE still gets its final answer from B, decided once; a gate's 603 is never asked
+(deploy/kamailio/start.sh --gate A --gate2 B): with gate A frozen (SIGSTOP), then
+killed (SIGKILL), every INVITE still gets its final answer from B, decided once; a gate's 603 is never asked
 again of the other gate; with no gate left Kamailio declines with 603
 `system.gate_unavailable`."""
 
@@ -110,10 +110,18 @@ async def test_a_frozen_gate_is_skipped_a_block_is_final_and_no_gate_means_603(p
         assert [a.status for a in answers] == [404] * 20, (Path(run_dir) / "kamailio.log").read_text(errors="replace")[-3000:]  # all placed, by B
         assert await _count(pg_url, "SELECT count(*) FROM attempts") == before + 20
 
+        # Gate A dies outright (kill -9): its port is closed, B still places every call.
+        os.killpg(gates[0].pid, signal.SIGKILL)
+        gates[0].wait(timeout=10)
+        answers = await asyncio.gather(*(_ask(kport, n) for n in numbers[26:30]))
+        assert [a.status for a in answers] == [404] * 4
+        assert await _count(pg_url, "SELECT count(*) FROM attempts") == before + 24
+        before += 24
+
         os.killpg(gates[1].pid, signal.SIGSTOP)
         none_left = await _ask(kport, numbers[30])
         assert none_left.status == 603 and "system.gate_unavailable" in (none_left.get("Reason") or "")
-        assert await _count(pg_url, "SELECT count(*) FROM attempts") == before + 20
+        assert await _count(pg_url, "SELECT count(*) FROM attempts") == before  # none placed
     finally:
         for g in gates:
             if g.poll() is None:
