@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from datetime import timedelta
@@ -36,6 +36,7 @@ from dialer.errors import BodyTooLarge
 from dialer.evidence import EvidenceKey, EvidenceKeyError, load_key
 from dialer.http import problems
 from dialer.http.limits import TOO_LARGE_KEY, guard_body
+from dialer.leadership import StaticLeadership, instance_name, lead
 from dialer.ports import CaseStore, Clock
 from dialer.usecases import Gate
 from dialer.worklist import Worklist
@@ -63,13 +64,21 @@ EXTENSIONS: list[str] = [
     "adapters.pbx.service:open_pbx",
     "adapters.mqtt.bridge:open_mqtt",
     "adapters.mqtt.bridge:open_mqtt_waker",
+    "dialer.http.recordings:run_vault_jobs",
 ]
-# What must exist once however many HTTP workers run (dialer/workers.py): a listener on
-# a port, a subscriber, a registered user agent. Only the primary worker enters these.
+# What must exist once per host however many HTTP workers run (dialer/workers.py): a
+# listener on a port. Only the pool's primary worker enters these.
 PRIMARY_ONLY: frozenset[str] = frozenset({
     "adapters.sip.service:open_sip_gate",
+})
+# What must exist once across every instance on the store (dialer/leadership.py): the
+# event relay and subscriptions, a registered user agent, the recordings sweep and
+# inbox. Only the leader enters these (plus the expiry of stale authorisations), for as
+# long as its term lasts.
+LEADER_ONLY: frozenset[str] = frozenset({
     "adapters.pbx.service:open_pbx",
     "adapters.mqtt.bridge:open_mqtt",
+    "dialer.http.recordings:run_vault_jobs",
 })
 
 log = structlog.get_logger("dialgate.app")
@@ -95,8 +104,10 @@ class Services:
     pbx: Any = None  # click-to-dial SIP user agent ([pbx] mode = "sip_ua")
     imports: Any = None  # import jobs (dialer.import_jobs:open_import_jobs)
     # "primary" runs everything; a "secondary" HTTP worker (dialer/workers.py) leaves
-    # the once-only parts (PRIMARY_ONLY, background jobs) to the primary.
+    # the once-per-host parts (PRIMARY_ONLY) to the primary.
     role: str = "primary"
+    # Which instance runs LEADER_ONLY (dialer/leadership.py); /readyz reports it.
+    leadership: Any = None
 
     def region_of(self, creditor: str) -> str:
         return self.policies.for_creditor(creditor).default_region
@@ -291,6 +302,77 @@ def _document_bearer_auth(app: FastAPI) -> None:
     app.openapi = schema  # type: ignore[method-assign]
 
 
+def _open_leadership(config: Config, role: str) -> Any:
+    """SQLite: the pool's file lock decided (a lone process leads). PostgreSQL: an
+    advisory lock decides among every instance; a pool's secondary only observes."""
+    if not config.store.is_postgres:
+        return nullcontext(StaticLeadership(role == "primary", instance_name(config.http.port)))
+    from adapters.db.leader import PgAdvisoryLeadership
+
+    return PgAdvisoryLeadership(config.store.url, instance_name(config.http.port), campaign=role == "primary")
+
+
+async def _first_round(leadership: Any, tried: asyncio.Event, timeout_s: float = 10.0) -> None:
+    """Start-up waits for the first campaign round, and when it won, for the leader's
+    work to be running: a lone instance then serves as it would on SQLite."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await leadership.asked.wait()
+            if leadership.token is not None:
+                await tried.wait()
+    except TimeoutError:
+        log.warning("leader.first_round_slow", instance=leadership.instance, waited_s=timeout_s)
+
+
+def _singleton_jobs(services: Services, config: Config) -> list[tuple[str, float, Callable[[], Any]]]:
+    """Periodic work that runs once across every instance (the leader's, beside the
+    expiry job): the first-call sweep and the export of the evidence heads."""
+    jobs: list[tuple[str, float, Callable[[], Any]]] = [
+        ("first-call-sweep", 60.0, Worklist(services.gate).sweep_first_calls),
+    ]
+    if config.audit.export_interval_s > 0:
+        jobs.append(("export-heads", config.audit.export_interval_s, lambda: _export_heads(services)))
+    return jobs
+
+
+def _fenced(services: Services, token: int, work: Callable[[], Any]) -> Callable[[], Any]:
+    async def run() -> None:
+        if services.leadership.holds(token):  # fenced: not after the term ran out
+            await work()
+
+    return run
+
+
+def _term(services: Services, stop: asyncio.Event) -> Callable[[int], Any]:
+    """What the leader runs for one term: LEADER_ONLY, the expiry job and the other
+    singleton jobs; cancelled and left as soon as the term ends."""
+
+    @asynccontextmanager
+    async def enter(token: int) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for ext in EXTENSIONS:
+                if ext in LEADER_ONLY:
+                    await stack.enter_async_context(_load(ext)(services))
+            ended = asyncio.Event()
+
+            async def expire() -> None:
+                if services.leadership.holds(token):  # fenced: not after the term ran out
+                    await services.gate.expire_attempts()
+
+            jobs = [asyncio.create_task(_every(15.0, expire, ended, "expire-attempts"), name="expire-attempts")]
+            for name, every, work in _singleton_jobs(services, services.config):
+                jobs.append(asyncio.create_task(_every(every, _fenced(services, token, work), ended, name), name=name))
+            try:
+                yield
+            finally:
+                ended.set()
+                for job in jobs:
+                    job.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+
+    return enter
+
+
 def build_app(config: Config, clock: Clock | None = None, role: str = "primary") -> FastAPI:
     """The FastAPI application over `config`; adapters open in its lifespan. `role`
     "secondary" is an extra HTTP worker of a pool (dialer/workers.py)."""
@@ -303,22 +385,27 @@ def build_app(config: Config, clock: Clock | None = None, role: str = "primary")
             services = await stack.enter_async_context(open_services(config, clock))
             services.role = role
             app.state.services = services
+            leadership = await stack.enter_async_context(_open_leadership(config, role))
+            services.leadership = leadership
+            static = isinstance(leadership, StaticLeadership)
+            elected = static and leadership.token is not None
             for ext in EXTENSIONS:
+                if ext in LEADER_ONLY and not elected:
+                    continue  # entered by `lead` below for each term this instance wins
                 if role == "primary" or ext not in PRIMARY_ONLY:
                     await stack.enter_async_context(_load(ext)(services))
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
-                if role == "primary":
+                if elected:
                     tg.create_task(
                         _every(15.0, services.gate.expire_attempts, stop, "expire-attempts"), name="expire-attempts"
                     )
-                    tg.create_task(
-                        _every(60.0, Worklist(services.gate).sweep_first_calls, stop, "first-call-sweep"),
-                        name="first-call-sweep",
-                    )
-                    if config.audit.export_interval_s > 0:
-                        tg.create_task(_every(config.audit.export_interval_s, lambda: _export_heads(services), stop,
-                                              "export-heads"), name="export-heads")
+                    for name, every, job in _singleton_jobs(services, config):
+                        tg.create_task(_every(every, job, stop, name), name=name)
+                elif not static:
+                    tried = asyncio.Event()
+                    tg.create_task(lead(leadership, _term(services, stop), stop, tried=tried), name="leader-term")
+                    await _first_round(leadership, tried)
                 # Decisions carry their creditor's policy version; the book's version hashes them all.
                 log.info("service.started", store=config.store.url.split("://")[0],
                          policy_book_version=services.policies.version,

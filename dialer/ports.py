@@ -7,6 +7,7 @@
                      written by the use cases in the same transaction as the change
     Pbx              asked to originate an authorised attempt (adapter `none` for now)
     RecordingStore   says whether calls can be recorded; no recording → no call
+    Leadership       which instance runs the once-only work (relay, sweeps, inbox, PBX UA)
 
 Contract for every UnitOfWork method: it runs inside the transaction the unit of work
 opened; nothing is visible to others until the `async with` block exits cleanly;
@@ -333,6 +334,37 @@ class Pbx(Protocol):
 class RecordingStore(Protocol):
     async def available(self) -> bool:
         """True when a call placed now would be recorded in full."""
+        ...
+
+
+class Leadership(Protocol):
+    """Who runs what must exist once across every instance (dialer/leadership.py).
+
+    `token` is the fencing token of the term this instance holds (it grows with every
+    term won anywhere in this process); work done for the leader checks `holds(token)`
+    before each step, so a leader that lost its term stops before another starts."""
+
+    instance: str
+
+    @property
+    def token(self) -> int | None:
+        """The current term's token while this instance leads, else None."""
+        ...
+
+    def holds(self, token: int) -> bool:
+        """True while the term `token` is still this instance's and not expired."""
+        ...
+
+    async def wait_elected(self) -> int:
+        """Until this instance leads; the term's token."""
+        ...
+
+    async def wait_lost(self, token: int) -> None:
+        """Until the term `token` is over."""
+        ...
+
+    async def describe(self) -> dict[str, Any]:
+        """For /readyz and the console: this instance, the leader, whether we lead."""
         ...
 
 

@@ -13,7 +13,10 @@ Roles. Every worker serves the whole HTTP API over the same store. Exactly one, 
 what must exist once: the SIP gate listener, the MQTT bus (event relay and command
 subscriptions), the PBX user agent, the recordings inbox and sweeps, the expiry of
 stale authorisations. If the primary dies, uvicorn's supervisor starts a new worker,
-which takes the lock and the role.
+which takes the lock and the role. On PostgreSQL the primary runs the SIP gate (a port
+on this host) and only campaigns for the rest: one leader across every instance on the
+database runs the relay, the sweeps, the inbox and the PBX user agent
+(dialer/leadership.py, adapters/db/leader.py).
 
 Refused with workers > 1 (a clear config error at start): an in-memory database (each
 process would have its own), and `[pbx] mode = "sip_ua"` (one registered user agent

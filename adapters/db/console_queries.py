@@ -638,6 +638,7 @@ class SqlAlchemyConsoleQueries:
         items = [await self._store_health(), await self._vault_health()]
         for name in ("sip", "mqtt"):
             items.append(await _component_health(name, getattr(self.services, name, None)))
+        items.append(await self._leader_health())
         items.append(self._audit_health())
         items.append(self._holidays_health())
         return items
@@ -652,6 +653,23 @@ class SqlAlchemyConsoleQueries:
         if report["status"] == "ok":
             return HealthItem("holidays", "ok", f"arrangements known up to {report['arranged_until']}")
         return HealthItem("holidays", "degraded", f"{report['detail']} / {report['detail_zh']}")
+
+    async def _leader_health(self) -> HealthItem:
+        """Which instance runs the relay, sweeps, inbox and PBX user agent, and whether
+        the store answering is the primary (a standby cannot take a decision)."""
+        leadership = getattr(self.services, "leadership", None)
+        if leadership is None:
+            return HealthItem("leader", "off", "not enabled")
+        try:
+            view = await asyncio.wait_for(leadership.describe(), timeout=2.0)
+        except Exception as exc:  # noqa: BLE001 - the strip reports, never raises
+            return HealthItem("leader", "down", type(exc).__name__)
+        store = {True: "store primary", False: "store is a standby", None: "store role unknown"}[view.get("store_primary")]
+        if view.get("is_leader"):
+            return HealthItem("leader", "ok" if view.get("store_primary") else "down", f"this instance leads; {store}")
+        if view.get("leader"):
+            return HealthItem("leader", "ok" if view.get("store_primary") else "down", f"led by {view['leader']}; {store}")
+        return HealthItem("leader", "degraded", f"no leader elected yet; {store}")
 
     async def _store_health(self) -> HealthItem:
         try:

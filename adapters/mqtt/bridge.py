@@ -22,7 +22,9 @@ Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is 
 
 In a worker pool (`dialgate serve --workers N`) the bus runs in the primary only, which
 also listens on the pool's wake socket (adapters/mqtt/waker.py); the extension
-`open_mqtt_waker`, entered by every worker, makes a secondary's commits wake it.
+`open_mqtt_waker`, entered by every worker, makes a secondary's commits wake it. On
+PostgreSQL the bus runs in the leader of every instance on the database
+(dialer/leadership.py) and the wake travels as NOTIFY (adapters/db/outbox_notify.py).
 """
 
 from __future__ import annotations
@@ -293,6 +295,12 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(bus)
+            if getattr(store, "is_postgres", False):
+                # Other instances' commits wake this relay too (open_mqtt_waker).
+                from adapters.db.leader import asyncpg_dsn
+                from adapters.db.outbox_notify import PgOutboxListener
+
+                await stack.enter_async_context(PgOutboxListener(asyncpg_dsn(store.url), bus.notify))
             pool_lock = _pool_lock()
             if pool_lock and getattr(services, "role", "primary") == "primary":
                 # The other workers' commits wake this relay too (open_mqtt_waker).
@@ -307,6 +315,7 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     finally:
         restore()
         services.mqtt = None
+        await source.aclose()  # a claim the relay did not get to mark goes back to the outbox
 
 
 @asynccontextmanager
@@ -315,6 +324,22 @@ async def open_mqtt_waker(services: Any) -> AsyncIterator[RelayWaker | None]:
     (dialer/workers.py) with `[mqtt] url` set, each committed write of its store wakes
     the primary's relay through the pool's wake socket. Nothing elsewhere (the primary
     wakes its relay itself, in `open_mqtt`)."""
+    if getattr(services.store, "is_postgres", False) and _mqtt_config(services) is not None:
+        # Any instance on the database, while it does not run the bus itself.
+        from adapters.db.leader import asyncpg_dsn
+        from adapters.db.outbox_notify import PgOutboxWaker
+
+        async with PgOutboxWaker(asyncpg_dsn(services.store.url)) as pg_waker:
+            def wake() -> None:
+                if services.mqtt is None:
+                    pg_waker.wake_soon()
+
+            restore = _notify_after_commits(services.store, wake)
+            try:
+                yield pg_waker
+            finally:
+                restore()
+        return
     pool_lock = _pool_lock()
     if getattr(services, "role", "primary") != "secondary" or not pool_lock or _mqtt_config(services) is None:
         yield None

@@ -106,6 +106,16 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled."""
+        try:
+            await self._run()
+        finally:
+            # A source that claims rows (SqlAlchemyOutboxSource on PostgreSQL) lets go
+            # of the ones it did not get to mark, for another relay to publish.
+            release = getattr(self._source, "aclose", None)
+            if release is not None:
+                await release()
+
+    async def _run(self) -> None:
         log.info("mqtt.relay.started", batch_size=self._batch_size)
         waiter = getattr(self._publisher, "wait_connected", None)
         self._next_prune_at = self._monotonic() + self._prune_first_after_s

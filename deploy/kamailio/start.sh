@@ -2,9 +2,11 @@
 # Start the DialGate reference Kamailio on loopback (registrar + outbound proxy that asks
 # the DialGate SIP gate about every numeric INVITE).
 #
-#   deploy/kamailio/start.sh [--port 5060] [--gate 127.0.0.1:5070] [--run-dir DIR]
-#                            [--static-redirect] [--foreground] [--debug N]
+#   deploy/kamailio/start.sh [--port 5060] [--gate 127.0.0.1:5070] [--gate2 HOST:PORT]
+#                            [--run-dir DIR] [--static-redirect] [--foreground] [--debug N]
 #
+# --gate2            a second gate: both are asked through Kamailio's dispatcher
+#                    (OPTIONS probing, failover on timeout/408/503, never on 603)
 # --static-redirect  run as a trivial static redirect server (the benchmark anchor)
 # --foreground       stay in the foreground, log to stderr (tests use this); otherwise
 #                    Kamailio daemonizes and writes DIR/kamailio.pid
@@ -13,6 +15,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 port=5060
 gate="127.0.0.1:5070"
+gate2=""
 run_dir=""
 foreground=0
 static=0
@@ -22,6 +25,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;
     --gate) gate="$2"; shift 2 ;;
+    --gate2) gate2="$2"; shift 2 ;;
     --run-dir) run_dir="$2"; shift 2 ;;
     --foreground) foreground=1; shift ;;
     --static-redirect) static=1; shift ;;
@@ -41,6 +45,11 @@ args=(-f "$here/kamailio.cfg" -Y "$run_dir" -w "$run_dir" -m "$shm" -M 8
       -l "udp:127.0.0.1:$port" -l "tcp:127.0.0.1:$port"
       -A "LISTEN_PORT=$port" -A "GATE_ADDR=\"$gate\"" -A "DBGLEVEL=$debug")
 [ "$static" = 1 ] && args+=(-A STATIC_REDIRECT)
+if [ -n "$gate2" ]; then
+  case "$gate2" in *:*) ;; *) echo "--gate2 must be host:port, got '$gate2'" >&2; exit 2 ;; esac
+  printf '1 sip:%s\n1 sip:%s\n' "$gate" "$gate2" > "$run_dir/dispatcher.list"
+  args+=(-A WITH_DISPATCHER -A "DISPATCHER_LIST=\"$run_dir/dispatcher.list\"")
+fi
 
 "$KAMAILIO" -c "${args[@]}" >/dev/null 2>"$run_dir/check.log" || { cat "$run_dir/check.log" >&2; exit 1; }
 if [ "$foreground" = 1 ]; then

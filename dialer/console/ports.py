@@ -350,7 +350,7 @@ class HealthItem:
     detail: str = ""
 
 
-HEALTH_COMPONENTS: tuple[str, ...] = ("store", "vault", "sip", "mqtt", "audit_chain", "holidays")
+HEALTH_COMPONENTS: tuple[str, ...] = ("store", "vault", "sip", "mqtt", "leader", "audit_chain", "holidays")
 
 
 @runtime_checkable

@@ -167,6 +167,7 @@ def seed(q: InMemoryConsoleQueries, today: date, *, blocked: int = 240, rng_seed
         HealthItem("vault", "ok", "2 recordings"),
         HealthItem("sip", "off", "not configured"),
         HealthItem("mqtt", "degraded", "reconnecting"),
+        HealthItem("leader", "ok", "this instance leads; store primary"),
         HealthItem("audit_chain", "ok", "chain verified"),
     ]
     return q

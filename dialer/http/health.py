@@ -3,12 +3,13 @@
 /healthz is the one endpoint without a token: a load balancer's, Kubernetes' or
 systemd's liveness probe carries none, so it answers a fixed `{"status":"ok"}` that
 says nothing about the store, the version or the configuration. /readyz (which names
-the store, the bus and the policy version) keeps the bearer token of any role.
-/metrics is for `admin` and `monitor` tokens only: its counters sum over every
-creditor, and `monitor` (a scraper's role) reads nothing else; Prometheus sends one
-with `authorization: {credentials_file: …}` in its scrape config. /readyz answers 503
-when the store is down (also when the token cannot be checked because the store is
-down)."""
+the store, the bus and the policy version) keeps the bearer token of any role; its
+`leadership` says which instance runs the once-only work (dialer/leadership.py) and
+whether the store is a primary. /metrics is for `admin` and `monitor` tokens only: its
+counters sum over every creditor, and `monitor` (a scraper's role) reads nothing else;
+Prometheus sends one with `authorization: {credentials_file: …}` in its scrape config.
+/readyz answers 503 when the store is down (also when the token cannot be checked
+because the store is down)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ async def readyz(who: Caller, svc: Svc) -> Any:
     holidays = arrangement_health(svc.policies, svc.clock.now())  # reported, not gating: the
     if holidays is not None:  # statutory days still block without the year's arrangement
         body["holidays"] = holidays
+    leadership = getattr(svc, "leadership", None)  # who runs the relay, sweeps, inbox, PBX UA;
+    if leadership is not None:  # and whether the store answering is the primary: reported
+        body["leadership"] = await leadership.describe()
     pbx = getattr(svc, "pbx", None)  # click-to-dial's SIP registration ([pbx] mode sip_ua): reported;
     if pbx is not None:  # while it is down, dials are refused with 503 and the reason
         body["pbx"] = pbx.health()

@@ -660,29 +660,45 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     services.vault = vault
     services.recordings_config = rcfg
     services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")] if primary else []
     if rcfg.expect_within is not None:
         from adapters.db.recordings_repo import SqlAlchemyRecordingWatch
 
-        services.recording_watch = SqlAlchemyRecordingWatch(services.store)
-        if primary:
-            tasks.append(
-                asyncio.create_task(
-                    _watch_completeness(services.recording_watch, services.clock.now, rcfg.expect_within, stop),
-                    name="recordings-completeness",
-                )
+        services.recording_watch = SqlAlchemyRecordingWatch(services.store)  # read by every instance
+    yield vault
+
+
+@asynccontextmanager
+async def run_vault_jobs(services: Any) -> AsyncIterator[None]:
+    """Extension factory entered by the leader only (dialer/app.py LEADER_ONLY): the
+    sweep, the completeness watch and the drop-folder inbox, once across every
+    instance on the store."""
+    vault, rcfg = services.vault, services.recordings_config
+    if vault is None:
+        yield
+        return
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")]
+    watch = getattr(services, "recording_watch", None)
+    if watch is not None and rcfg.expect_within is not None:
+        tasks.append(
+            asyncio.create_task(
+                _watch_completeness(watch, services.clock.now, rcfg.expect_within, stop),
+                name="recordings-completeness",
             )
-    if rcfg.inbox is not None and primary:
+        )
+    if rcfg.inbox is not None:
         from adapters.storage.inbox import Inbox
 
         services.recordings_inbox = Inbox(vault, rcfg.inbox, _AttemptResolver(services), services.clock.now)
         tasks.append(asyncio.create_task(_run_inbox(services.recordings_inbox, stop), name="recordings-inbox"))
     try:
-        yield vault
+        yield
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        finally:
+            services.recordings_inbox = None
 
 
 def _thaw(v: Any) -> Any:

@@ -77,6 +77,7 @@ async def test_the_health_strip_shows_the_sip_gate_listening_and_mqtt_connected(
     assert sip_status == "ok", items["sip"]
     assert "listening" in sip_detail and f":{sip_port}" in sip_detail
     assert items["mqtt"] == ("ok", "connected")
+    assert items["leader"] == ("ok", "this instance leads; store primary")  # a lone instance on SQLite
 
 
 async def test_the_health_strip_shows_mqtt_down_while_the_broker_is_away(running: Any, broker: MosquittoBroker) -> None:

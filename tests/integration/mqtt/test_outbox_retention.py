@@ -91,6 +91,7 @@ async def outbox(request, tmp_path) -> AsyncIterator[Outbox]:
         clock = Clock(T0)
         source = SqlAlchemyOutboxSource(services.store, now=clock, retention=WEEK)
         yield Outbox(services.store, clock, source, request.param)
+        await source.aclose()  # on PostgreSQL the last fetch still holds its claim
 
 
 async def test_published_rows_older_than_the_retention_go_and_recent_and_unsent_rows_of_any_age_stay(outbox):

@@ -67,7 +67,9 @@ async def _writer(kind: str, tmp_path: Any) -> AsyncIterator[Writer]:
         if kind == "postgres":
             raw["store"] = {"url": await stack.enter_async_context(private_pg_database())}
         services = await stack.enter_async_context(open_services(build_config(raw)))
-        yield Writer(SqlAlchemyOutboxSource(services.store), services.store)
+        source = SqlAlchemyOutboxSource(services.store)
+        yield Writer(source, services.store)
+        await source.aclose()  # on PostgreSQL the last fetch still holds its claim
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

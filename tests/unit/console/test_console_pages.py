@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from console_helpers import csrf_of, sign_in
 
+from dialer.console.ports import HEALTH_COMPONENTS
 from dialer.console.router import CSV_COLUMNS, _cell, _parse_range
 from dialer.console.sample import TOKENS
 
@@ -438,8 +439,9 @@ async def test_health_strip_lists_the_six_components_with_words_not_only_colour(
     await sign_in(client, "compliance-a")
     html = (await client.get("/console/")).text
     comps = re.findall(r'data-component="([a-z_]+)"', html)
-    assert comps == ["store", "vault", "sip", "mqtt", "audit_chain", "holidays"]
+    assert comps == ["store", "vault", "sip", "mqtt", "leader", "audit_chain", "holidays"]
     assert "MQTT: <strong>降级</strong>" in html and "审计链校验: <strong>正常</strong>" in html
+    assert "主实例: <strong>正常</strong>" in html
 
 
 async def test_a_failing_health_probe_shows_down_instead_of_breaking_the_page(client, queries):
@@ -449,7 +451,7 @@ async def test_a_failing_health_probe_shows_down_instead_of_breaking_the_page(cl
     queries.health = broken
     await sign_in(client, "compliance-a")
     r = await client.get("/console/")
-    assert r.status_code == 200 and r.text.count("<strong>故障</strong>") == 6
+    assert r.status_code == 200 and r.text.count("<strong>故障</strong>") == len(HEALTH_COMPONENTS)
 
 
 async def test_static_assets_are_served_and_nothing_else(client):
