@@ -41,7 +41,7 @@ DIAL = "dialgate/v1/commands/dial"
 DEADLETTER = "dialgate/v1/deadletter"
 PBX = "dialgate/v1/pbx/pbx-east/events"
 TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
-UNMASKED_MOBILE = re.compile(rb"(?<![\d*])1[3-9]\d{9}(?!\d)")
+UNMASKED_MOBILE = re.compile(rb"(?<![0-9A-Za-z*])1[3-9]\d{9}(?![0-9A-Za-z])")  # not inside an id or a hash
 
 USERS = (
     ("col-a", "collector", ("bank-a",)),

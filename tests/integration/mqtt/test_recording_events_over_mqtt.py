@@ -34,7 +34,7 @@ pytestmark = pytest.mark.mosquitto
 EVENTS = "dialgate/v1/+/events/#"
 TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 CALL_START = "2026-11-24T09:58:00+08:00"
-UNMASKED_MOBILE = re.compile(rb"(?<![\d*])1[3-9]\d{9}(?!\d)")
+UNMASKED_MOBILE = re.compile(rb"(?<![0-9A-Za-z*])1[3-9]\d{9}(?![0-9A-Za-z])")  # not inside an id or a hash
 
 USERS = (
     ("col-a", "collector", ("bank-a",)),

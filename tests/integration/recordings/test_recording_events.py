@@ -36,7 +36,7 @@ from tests.unit.mqtt.event_schemas import event_errors
 SHANGHAI = timezone(timedelta(hours=8))
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)
 OLD = datetime(2024, 1, 5, 10, 0, tzinfo=SHANGHAI)  # due for purge at NOW
-UNMASKED_MOBILE = re.compile(r"(?<![\d*])1[3-9]\d{9}(?!\d)")
+UNMASKED_MOBILE = re.compile(r"(?<![0-9A-Za-z*])1[3-9]\d{9}(?![0-9A-Za-z])")  # not inside an id or a hash
 
 
 class Env:

@@ -32,7 +32,7 @@ def _gate_config(workdir: Path, pg_url: str, name: str, sip_port: int, kport: in
     own = workdir / name
     own.mkdir()
     return write_config(own, pg_url, extra=(
-        f'[sip]\nlisten = "127.0.0.1:{sip_port}"\n'
+        f'[sip]\nlisten = "127.0.0.1:{sip_port}"\ntrusted_peers = ["127.0.0.1"]\n'
         # An allowed call comes back to Kamailio, which finds no phone: 404 means "placed".
         f'route = "sip:{{number}}@127.0.0.1:{kport}"\n'
         '[sip.extensions]\n"1001" = "col-k"\n[sip.registered_lines]\nbank-k = ["1001"]\n'

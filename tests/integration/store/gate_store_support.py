@@ -117,7 +117,8 @@ async def _wait_ready(client: httpx.AsyncClient, url: str, token: str, proc: sub
     deadline = asyncio.get_running_loop().time() + 60
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"dialgate serve exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            said = proc.stderr.read().decode()[-2000:] if proc.stderr is not None else "(stderr not captured)"
+            raise AssertionError(f"dialgate serve exited with {proc.returncode}: {said}")
         try:
             r = await client.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=2)
             if r.status_code == 200:
