@@ -1,4 +1,4 @@
-"""How many bridged click-to-dial calls one instance carries (issue 7).
+"""How many bridged click-to-dial calls one instance carries.
 
 For N = 1, 2, 4, … simultaneous calls through a real Kamailio, measures one-way audio
 delay and loss in both directions, with the anchor side by side at the same N:

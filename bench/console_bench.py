@@ -1,6 +1,6 @@
 """Console benchmark: the blocked-dial view with 100,000 blocked decisions in the store.
 
-Goal (issue 8): the page renders in < 300 ms server time. "Server time" is the
+Goal: the page renders in < 300 ms server time. "Server time" is the
 console's own `Server-Timing: app;dur=…` header: from the request reaching the
 console's handler to the rendered page (session, scope, count, page of rows, both
 chart aggregates, health strip, template). Requests go in-process (ASGI) so the

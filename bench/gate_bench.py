@@ -33,7 +33,7 @@ in them; the CPU pressure column shows how much). `--repeat N` runs everything N
 each on a fresh database and server, and prints each stage's server CPU per request, p99
 and CPU pressure as median [least..most]; the goal summary then uses the medians.
 
-Goals (issue 3): >= 1,000 decisions/s on SQLite, p99 <= 25 ms, latency at 10^6 prior
+Goals: >= 1,000 decisions/s on SQLite, p99 <= 25 ms, latency at 10^6 prior
 attempts within 1.5x of 10^3.
 """
 

@@ -17,7 +17,7 @@ Printed side by side, one run:
   own (the open-loop client of gate_bench.py: latency from each request's due time),
   for `--dial-seconds` without an import, then again while the import applies.
 
-Goals (issue 18): >= 5,000 cases/s on SQLite (>= 25% of the anchor); dial p99 during
+Goals: >= 5,000 cases/s on SQLite (>= 25% of the anchor); dial p99 during
 the import <= 50 ms and <= 2x the p99 without it. On a machine shared with other work
 the figures carry its load: the run prints /proc/loadavg before and after.
 """

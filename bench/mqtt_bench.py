@@ -7,7 +7,7 @@ Figures printed:
      mark-sent after PUBACK) and received by a subscriber; ratio to the anchor;
   3. steady load: events committed at a fixed rate (default 1,000/s), end-to-end
      latency from commit to the subscriber's receipt: p50 / p99 / max.
-Goals (issue 6): >= 5,000 events/s; p99 < 50 ms at 1,000 events/s.
+Goals: >= 5,000 events/s; p99 < 50 ms at 1,000 events/s.
 
 Run:  .venv/bin/python bench/mqtt_bench.py [--events 20000] [--rate 1000] [--seconds 10]
       [--url mqtt://host:port]   (default: start a private Mosquitto on a free port)

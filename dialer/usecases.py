@@ -988,7 +988,7 @@ class Gate:
 
     async def recheck_attempt(self, attempt_id: str, actor: Principal) -> Decision:
         """Decide again for a click-to-dial attempt just before its debtor leg is dialled
-        (issue 7: the agent has answered; a stop may have arrived meanwhile). The
+        (the agent has answered; a stop may have arrived meanwhile). The
         attempt's own reservation is left out of the history so it does not count
         against itself. Logged as a `recheck` decision."""
         now = self._now()

@@ -1,4 +1,4 @@
-"""MQTT event bus (issue 6), on aiomqtt 2.x, enabled by `[mqtt] url`.
+"""MQTT event bus, on aiomqtt 2.x, enabled by `[mqtt] url`.
 
     config.py      `[mqtt]` → frozen MqttConfig (key-path errors, secrets by env/file)
     connection.py  MqttConnection: one client, reconnect with capped jittered backoff,

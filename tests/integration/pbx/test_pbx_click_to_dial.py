@@ -1,4 +1,4 @@
-"""Click-to-dial against a real Kamailio with real pyVoIP phones (issue 7, phase 1).
+"""Click-to-dial against a real Kamailio with real pyVoIP phones (phase 1).
 
 The service's user agent calls the agent's phone, decides again, calls the debtor's
 phone, bridges them and records a stereo WAV. Audio is checked by frequency analysis of

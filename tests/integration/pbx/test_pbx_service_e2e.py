@@ -1,4 +1,4 @@
-"""Click-to-dial end to end through the real service (issue 7, phase 2).
+"""Click-to-dial end to end through the real service (phase 2).
 
 The real app (lifespan, SQLite file, vault, SIP gate, `[pbx] mode = "sip_ua"`) registers
 on the reference Kamailio (deploy/kamailio); `POST /v1/dials` answers 201 at once; the

@@ -1,6 +1,6 @@
 """console review indexes: the blocked-dial view and case timelines over a large decision log
 
-The web console (issue 8) counts, charts and pages blocked decisions filtered by date
+The web console counts, charts and pages blocked decisions filtered by date
 range, creditor, agent, rule and case. `ix_decisions_review` covers every column
 those filters and groupings read, so counts and chart aggregates are index-only scans
 (no decision record is read except the page shown); `ix_decisions_creditor_case_id_at`

@@ -4,7 +4,7 @@ Revision ID: 0101
 Revises: 0002_console
 Create Date: 2026-11-23 19:10:00
 
-Owned by the recordings vault (issue 5); mirrored for queries by
+Owned by the recordings vault; mirrored for queries by
 `adapters/db/recordings_repo.py`. The access log and the destruction register are
 append-only and never purged.
 """
