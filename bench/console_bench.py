@@ -42,7 +42,7 @@ from sqlalchemy import func, insert, select
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.db import tables as t  # noqa: E402
-from adapters.db.store import GENESIS_HASH, canonical_json, chain_hash  # noqa: E402
+from dialer.chain import GENESIS_HASH, canonical_json, chain_hash  # noqa: E402
 from dialer.app import build_app  # noqa: E402
 from dialer.auth import add_user  # noqa: E402
 from dialer.clock import FixedClock  # noqa: E402

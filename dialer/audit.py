@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from adapters.db.store import GENESIS_HASH, LEGACY_LINK
+from dialer.chain import GENESIS_HASH, LEGACY_LINK
 from dialer import evidence
 from recordings import register
 from recordings.model import RecordingFilter

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import func, insert, literal, or_, select, true, union_all
 
 from adapters.db import tables as t
-from adapters.db.store import decision_from_record
+from dialer.chain import decision_from_record
 from dialer.console.ports import (
     AccessLogEntry,
     AudioSlice,

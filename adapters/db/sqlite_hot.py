@@ -4,7 +4,7 @@ Every click-to-dial and every SIP INVITE runs about ten statements on the case s
 Through SQLAlchemy Core each costs ~50 µs of Python (execution context, parameter
 and result processing) against ~10-30 µs for SQLite to run it; profiled, that
 overhead was a third of the whole decision. On a file database the write
-transactions already run on one synchronous pysqlite connection (`_SqliteWriter`),
+transactions already run on one synchronous pysqlite connection (`SqliteWriter`),
 so the hot repository methods hand their SQL straight to it (pysqlite keeps the
 prepared statements in its own cache).
 

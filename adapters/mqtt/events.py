@@ -1,6 +1,6 @@
 """Event documents in the shape of schemas/events/v1/envelope.schema.json.
 
-The gate service writes its own outbox rows (adapters/db/store.py `SqlOutbox.add`):
+The gate service writes its own outbox rows (adapters/db/outbox_repo.py `SqlOutbox.add`):
 a flat JSON object with the envelope fields (`event_id`, `type`, `occurred_at`,
 `creditor`, `case_id`, `case_seq`) and the type's own fields beside them. This helper
 builds the same shape for the in-memory outbox, the tests and the benchmark.

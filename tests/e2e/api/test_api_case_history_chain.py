@@ -104,7 +104,7 @@ async def test_an_entry_rehashed_without_the_evidence_key_is_detected(api: Api) 
     """A database writer who edits the last entry and recomputes its link as plain
     SHA-256 (and moves the case row's head to it) still fails: links are HMACs under a
     key that is not in the database."""
-    from adapters.db.store import chain_hash
+    from dialer.chain import chain_hash
 
     await _some_history(api)
     rows = await _rows(api)

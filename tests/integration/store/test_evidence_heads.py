@@ -92,7 +92,7 @@ async def test_a_chain_rolled_back_and_re_macd_with_the_key_verifies_but_is_behi
 async def test_a_decision_flipped_to_allowed_and_rehashed_without_the_key_is_detected_on_either_store(
     svc: Services,
 ) -> None:
-    from adapters.db.store import canonical_json, chain_hash
+    from dialer.chain import canonical_json, chain_hash
 
     assert (await verify(svc.store)).ok
     async with svc.store.write() as uow:

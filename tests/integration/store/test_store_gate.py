@@ -20,7 +20,8 @@ from sqlalchemy import MetaData, func, insert, select, text, update
 
 from adapters.db import tables
 from adapters.db.migrate import head_revision, upgrade
-from adapters.db.store import SqlAlchemyCaseStore, canonical_json, chain_hash
+from adapters.db.store import SqlAlchemyCaseStore
+from dialer.chain import canonical_json, chain_hash
 from dialer.app import Services, open_services
 from dialer.audit import verify
 from dialer.auth import add_user

@@ -369,7 +369,7 @@ def _users_in_main_file(db: str, scratch: Path) -> set[str] | None:
 
 
 async def test_committed_pages_reach_the_database_file_through_the_background_checkpointer(tmp_path: Path) -> None:
-    from adapters.db.store import WAL_BACKSTOP_PAGES
+    from adapters.db.sqlite_writer import WAL_BACKSTOP_PAGES
 
     store, db = await _open(tmp_path)
     scratch = tmp_path / "scratch"
@@ -397,7 +397,7 @@ async def test_committed_pages_reach_the_database_file_through_the_background_ch
 
 
 def test_the_checkpointers_connection_never_creates_a_database_where_none_is(tmp_path: Path) -> None:
-    from adapters.db.store import open_existing
+    from adapters.db.sqlite_writer import open_existing
 
     gone = tmp_path / "dialgate.db"  # its directory is there, the file is not (deleted, moved)
     with pytest.raises(sqlite3.OperationalError):

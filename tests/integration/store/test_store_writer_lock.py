@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-import adapters.db.store as store_mod
+import adapters.db.sqlite_writer as writer_mod
 from adapters.db.migrate import upgrade
-from adapters.db.store import SqlAlchemyCaseStore, begin_immediate
+from adapters.db.sqlite_writer import begin_immediate
+from adapters.db.store import SqlAlchemyCaseStore
 from dialer.config import build_config
 from dialer.errors import StoreUnavailable
 
@@ -52,7 +53,7 @@ def test_begin_immediate_gets_the_lock_as_soon_as_the_other_writer_commits(
         if len(naps) == 3:
             holder.execute("COMMIT")
 
-    monkeypatch.setattr(store_mod, "_sleep", nap)
+    monkeypatch.setattr(writer_mod, "_sleep", nap)
     assert begin_immediate(waiter, 5.0) == 3
     # The first naps are far below SQLite's own first 1 ms sleep.
     assert naps == [0.00005, 0.0001, 0.0002]
@@ -187,7 +188,7 @@ async def test_a_write_waits_for_a_writer_outside_dialgate_and_then_goes_through
             if len(naps) == 2:
                 outsider.execute("COMMIT")
 
-        monkeypatch.setattr(store_mod, "_sleep", nap)
+        monkeypatch.setattr(writer_mod, "_sleep", nap)
         await asyncio.wait_for(_add(store, "after"), 10)
         assert len(naps) == 2  # it found the lock taken, waited in the thread, then wrote
         assert _users_on_disk(tmp_path) == ["before", "after"]

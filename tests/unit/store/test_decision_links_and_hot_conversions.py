@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from adapters.db import sqlite_hot as hot
-from adapters.db.store import GENESIS_HASH, _linked, canonical_json, chain_hash
+from dialer.chain import GENESIS_HASH, canonical_json, chain_hash, link_decision
 from dialer.evidence import EvidenceKey
 from dialer.model import DecisionRecord
 
@@ -18,7 +18,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def _record() -> DecisionRecord:
-    """Every field set, none to its default (a field `_linked` forgot would differ)."""
+    """Every field set, none to its default (a field `link_decision` forgot would differ)."""
     at = datetime(2026, 11, 24, 2, 0, 0, 123456, tzinfo=timezone.utc)
     return DecisionRecord(
         decision_id="d-1", kind="dial", at=at, evaluated_at=at + timedelta(seconds=1), user="pbx", agent_id="a1",
@@ -32,7 +32,7 @@ def _record() -> DecisionRecord:
 
 
 def test_every_field_of_the_decision_record_is_one_the_link_step_knows() -> None:
-    # A new field must be copied in `_linked` too; this list changes with it.
+    # A new field must be copied in `link_decision` too; this list changes with it.
     assert [f.name for f in fields(DecisionRecord)] == [
         "decision_id", "kind", "at", "evaluated_at", "user", "agent_id", "channel", "creditor", "case_id",
         "number_masked", "attempt_id", "allowed", "rule_id", "reason", "reason_zh", "next_allowed_at",
@@ -42,7 +42,7 @@ def test_every_field_of_the_decision_record_is_one_the_link_step_knows() -> None
 
 def test_a_linked_record_is_the_record_with_its_chain_fields_and_the_mac_of_its_canonical_text() -> None:
     record = _record()
-    linked, text = _linked(record, "bank-a", (41, "ab" * 32, 1), KEY)
+    linked, text = link_decision(record, "bank-a", (41, "ab" * 32, 1), KEY)
     body = record.body()
     body["chain"], body["seq"], body["prev_hash"] = "bank-a", 42, "ab" * 32
     assert text == canonical_json(body)
@@ -51,15 +51,15 @@ def test_a_linked_record_is_the_record_with_its_chain_fields_and_the_mac_of_its_
 
 
 def test_the_first_link_of_a_chain_follows_the_genesis_hash() -> None:
-    linked, text = _linked(_record(), "bank-a", None, KEY)
+    linked, text = link_decision(_record(), "bank-a", None, KEY)
     assert (linked.seq, linked.prev_hash) == (1, GENESIS_HASH)
     assert linked.hash == KEY.link(GENESIS_HASH, text.encode())
 
 
 def test_the_link_is_keyed_so_a_plain_sha256_or_another_key_gives_another_hash() -> None:
-    linked, text = _linked(_record(), "bank-a", None, KEY)
+    linked, text = link_decision(_record(), "bank-a", None, KEY)
     assert linked.hash != chain_hash(GENESIS_HASH, text)
-    assert linked.hash != _linked(_record(), "bank-a", None, EvidenceKey(b"x" * 32))[0].hash
+    assert linked.hash != link_decision(_record(), "bank-a", None, EvidenceKey(b"x" * 32))[0].hash
 
 
 def test_store_time_text_is_naive_utc_with_six_fractional_digits_whatever_the_zone() -> None:

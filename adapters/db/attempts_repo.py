@@ -1,0 +1,225 @@
+"""Attempts and outcomes."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any, Iterable
+
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db import sqlite_hot as hot
+from adapters.db import tables as t
+from dialer.model import (
+    AttemptRecord,
+    OutcomeRecord,
+)
+from policy.model import HistoryEvent
+from adapters.db.queries import (
+    HISTORY_CAP, I_ATTEMPT, Q_HISTORY, Q_HISTORY_GROUPS_CASE, Q_HISTORY_GROUPS_NUMBER, Q_HISTORY_NEWEST_CASE,
+    Q_HISTORY_NEWEST_NUMBER,
+)
+
+log = structlog.get_logger("dialgate.store")
+
+def _attempt(r: Any) -> AttemptRecord:
+    return AttemptRecord(
+        attempt_id=r["id"],
+        case_pk=r["case_pk"],
+        creditor=r["creditor"],
+        case_id=r["case_id"],
+        number=r["number"],
+        relation=r["relation"],
+        agent_id=r["agent_id"],
+        channel=r["channel"],
+        state=r["state"],
+        at=r["at"],
+        valid_until=r["valid_until"],
+        decision_id=r["decision_id"],
+        connected=bool(r["connected"]),
+    )
+
+
+def _outcome(r: Any) -> OutcomeRecord:
+    return OutcomeRecord(
+        attempt_id=r["attempt_id"],
+        disposition=r["disposition"],
+        result=r["result"],
+        note=r["note"],
+        callback_at=r["callback_at"],
+        promise_amount=r["promise_amount"],
+        promise_date=r["promise_date"],
+        logged_by=r["logged_by"],
+        logged_at=r["logged_at"],
+        request_digest=r["request_digest"],
+    )
+
+
+class SqlAttemptRepository:
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
+        self.conn = conn
+        self.raw = raw
+
+    async def history(
+        self, number: str, case_pk: int, creditor: str, since: datetime, limit: int | None = None,
+        now: datetime | None = None,
+    ) -> list[HistoryEvent]:
+        """The attempts (and answered calls) of `number` on any case and of case `case_pk`
+        on any number since `since`. With `limit` (and `now`), only the newest `limit`
+        attempts up to `now` of each (relation, answered) group of the number, and of the
+        case, plus any later than `now` (clock skew): every cap whose limit is at most
+        `limit` counts and searches them exactly as it would all (a window ends at or
+        after `now`, so it holds a newest run of each group, and a cap needs at most its
+        limit of those), and a number dialed thousands of times costs a decision what any
+        other does."""
+        out: list[HistoryEvent] = []
+        bounded = limit is not None and now is not None
+        if not bounded:
+            if self.raw is not None:
+                rows: Iterable[Any] = self.raw.execute(
+                    hot.HISTORY, {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
+                )
+            else:
+                rows = await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since})
+        else:
+            cap = max(HISTORY_CAP, 4 * limit)  # type: ignore[operator]
+            rows = []
+            for param, value, newest, groups, hot_newest, hot_groups in (
+                ("number", number, Q_HISTORY_NEWEST_NUMBER, Q_HISTORY_GROUPS_NUMBER,
+                 hot.HISTORY_NEWEST_NUMBER, hot.HISTORY_GROUPS_NUMBER),
+                ("case_pk", case_pk, Q_HISTORY_NEWEST_CASE, Q_HISTORY_GROUPS_CASE,
+                 hot.HISTORY_NEWEST_CASE, hot.HISTORY_GROUPS_CASE),
+            ):
+                if self.raw is not None:
+                    p = {param: value, "since": hot.db_time(since), "cap": cap}
+                    got = self.raw.execute(hot_newest, p).fetchall()
+                    if len(got) >= cap:
+                        p.update(k=limit, now=hot.db_time(now))  # type: ignore[arg-type]
+                        got = self.raw.execute(hot_groups, p).fetchall()
+                else:
+                    p = {param: value, "since": since, "cap": cap}
+                    got = (await self.conn.execute(newest, p)).all()
+                    if len(got) >= cap:
+                        p.update(k=limit, now=now)
+                        got = (await self.conn.execute(groups, p)).all()
+                rows.extend(got)
+        seen: set[Any] = set()
+        for r in rows:
+            if bounded:
+                if r[0] in seen:
+                    continue  # this case's attempt on this number: in both halves
+                seen.add(r[0])
+            at = hot.py_time(r[1]) if self.raw is not None else r[1]
+            # Another creditor's case with the same id must not count as this case.
+            cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"
+            out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="attempt"))
+            if r[5]:
+                out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="connected"))
+        return out
+
+    async def expired(self, now: datetime, limit: int = 500) -> list[AttemptRecord]:
+        a = t.attempts.c
+        rows = (
+            await self.conn.execute(
+                select(t.attempts).where(a.state == "authorised", a.valid_until < now).order_by(a.at).limit(limit)
+            )
+        ).mappings()
+        return [_attempt(r) for r in rows]
+
+    async def add(self, attempt: AttemptRecord) -> None:
+        if self.raw is not None:
+            self.raw.execute(hot.INSERT_ATTEMPT, (
+                attempt.attempt_id, attempt.case_pk, attempt.creditor, attempt.case_id, attempt.number,
+                attempt.relation, attempt.agent_id, attempt.channel, attempt.state, hot.db_time(attempt.at),
+                hot.db_time(attempt.valid_until), attempt.decision_id, int(attempt.connected),
+            ))
+            return
+        await self.conn.execute(
+            I_ATTEMPT,
+            dict(
+                id=attempt.attempt_id,
+                case_pk=attempt.case_pk,
+                creditor=attempt.creditor,
+                case_id=attempt.case_id,
+                number=attempt.number,
+                relation=attempt.relation,
+                agent_id=attempt.agent_id,
+                channel=attempt.channel,
+                state=attempt.state,
+                at=attempt.at,
+                valid_until=attempt.valid_until,
+                decision_id=attempt.decision_id,
+                connected=attempt.connected,
+            ),
+        )
+
+    async def get(self, attempt_id: str) -> AttemptRecord | None:
+        if self.raw is not None:
+            found = self.raw.execute(hot.ATTEMPT_BY_ID, (attempt_id,)).fetchone()
+            return _attempt(hot.attempt_row(found)) if found else None
+        r = (await self.conn.execute(select(t.attempts).where(t.attempts.c.id == attempt_id))).mappings().first()
+        return _attempt(r) if r else None
+
+    async def find_pending(self, agent_id: str, number: str, now: datetime) -> AttemptRecord | None:
+        if self.raw is not None:
+            rows = self.raw.execute(hot.ATTEMPT_PENDING, (agent_id, number, hot.db_time(now))).fetchall()
+            if not rows:
+                return None
+            oldest = rows[0] if len(rows) == 1 else min(rows, key=lambda r: r[hot.ATTEMPT_AT])
+            return _attempt(hot.attempt_row(oldest))
+        a = t.attempts.c
+        r = (
+            await self.conn.execute(
+                select(t.attempts)
+                .where(a.agent_id == agent_id, a.state == "authorised", a.number == number, a.valid_until >= now)
+                .order_by(a.at)
+                .limit(1)
+            )
+        ).mappings().first()
+        return _attempt(r) if r else None
+
+    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None:
+        values: dict[str, Any] = {"state": state}
+        if connected is not None:
+            values["connected"] = connected
+        await self.conn.execute(update(t.attempts).where(t.attempts.c.id == attempt_id).values(**values))
+
+    async def for_case(self, case_pk: int, limit: int = 200) -> list[AttemptRecord]:
+        rows = (
+            await self.conn.execute(
+                select(t.attempts).where(t.attempts.c.case_pk == case_pk).order_by(t.attempts.c.at.desc()).limit(limit)
+            )
+        ).mappings()
+        return [_attempt(r) for r in rows]
+
+    async def get_outcome(self, attempt_id: str) -> OutcomeRecord | None:
+        r = (await self.conn.execute(select(t.outcomes).where(t.outcomes.c.attempt_id == attempt_id))).mappings().first()
+        return _outcome(r) if r else None
+
+    async def add_outcome(self, case_pk: int, outcome: OutcomeRecord) -> None:
+        await self.conn.execute(
+            insert(t.outcomes).values(
+                attempt_id=outcome.attempt_id,
+                case_pk=case_pk,
+                disposition=outcome.disposition,
+                result=outcome.result,
+                note=outcome.note,
+                callback_at=outcome.callback_at,
+                promise_amount=outcome.promise_amount,
+                promise_date=outcome.promise_date,
+                logged_by=outcome.logged_by,
+                logged_at=outcome.logged_at,
+                request_digest=outcome.request_digest,
+            )
+        )
+
+    async def outcomes_for_case(self, case_pk: int) -> list[OutcomeRecord]:
+        rows = (await self.conn.execute(select(t.outcomes).where(t.outcomes.c.case_pk == case_pk))).mappings()
+        return [_outcome(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------
+# Decision log (hash chain)
+# ---------------------------------------------------------------------------------
