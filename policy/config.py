@@ -147,14 +147,14 @@ class BlackoutPeriod:
         return self.start_at is None
 
     def label(self) -> str:
-        if self.daily:
+        if self.start_at is None or self.end_at is None:
             return f"{_fmt_seconds(self.start_s or 0)}–{_fmt_seconds(self.end_s or 0)} daily"
-        return f"{self.start_at.isoformat(timespec='minutes')}–{self.end_at.isoformat(timespec='minutes')}"  # type: ignore[union-attr]
+        return f"{self.start_at.isoformat(timespec='minutes')}–{self.end_at.isoformat(timespec='minutes')}"
 
-    def to_dict(self) -> dict[str, Any]:
-        if self.daily:
+    def to_dict(self) -> dict[str, str]:
+        if self.start_at is None or self.end_at is None:
             return {"start": _fmt_seconds(self.start_s or 0), "end": _fmt_seconds(self.end_s or 0)}
-        return {"start": self.start_at.isoformat(), "end": self.end_at.isoformat()}  # type: ignore[union-attr]
+        return {"start": self.start_at.isoformat(), "end": self.end_at.isoformat()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +206,9 @@ class Policy:
     preset: str | None
     version: str  # SHA-256 hex of the normalised effective policy
     lookback: timedelta  # how far back the caller must load history
-    zone: ZoneInfo = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    zone: ZoneInfo = field(compare=False, repr=False)
+    calendar: holidays.HolidayCalendar = field(compare=False, repr=False)
     blackout_periods: tuple[BlackoutPeriod, ...] = ()
-    calendar: holidays.HolidayCalendar = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
     allow_unregistered_lines: bool = False
     dropped_caps: tuple[str, ...] = ()  # agency caps this creditor removed (lint reports them)
     # Derived data the engine computes once per policy (texts, cap selections, cached
@@ -237,7 +237,7 @@ class PolicyBook:
     default: Policy
     creditors: Mapping[str, Policy]
     version: str  # SHA-256 hex of the whole normalised book
-    calendar: holidays.HolidayCalendar = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    calendar: holidays.HolidayCalendar = field(compare=False, repr=False)
 
     def for_creditor(self, creditor: str) -> Policy:
         """The creditor's effective policy; an unknown creditor gets the defaults."""
@@ -598,13 +598,13 @@ def _calendar_days(window: str) -> int | None:
 
 def _cap_window(window: Any, path: str) -> str:
     """The normalised window: "calendar_day", "N calendar_days" or a duration string."""
-    if isinstance(window, str):
-        text = window.strip()
-        days = _calendar_days(text)
-        if days is not None:
-            if not 1 <= days <= 400:
-                raise PolicyConfigError(path, f"window {window!r}: 1 to 400 calendar days")
-            return CALENDAR_DAY if days == 1 else f"{days} calendar_days"
+    if not isinstance(window, str):
+        raise PolicyConfigError(path, f"expected a duration string like \"15m\", \"1h\" or \"7d\", got {window!r}")
+    days = _calendar_days(window.strip())
+    if days is not None:
+        if not 1 <= days <= 400:
+            raise PolicyConfigError(path, f"window {window!r}: 1 to 400 calendar days")
+        return CALENDAR_DAY if days == 1 else f"{days} calendar_days"
     delta = parse_duration(window, path)
     if delta > MAX_CAP_WINDOW:
         raise PolicyConfigError(path, f"window {window!r} is longer than 400 days")
@@ -655,7 +655,8 @@ def _build(spec: dict[str, Any], creditor: str | None, calendar: holidays.Holida
         preset=spec["preset"],
         version="",
         lookback=lookback,
-        zone=load_zone(spec["timezone"]),  # type: ignore[arg-type]
+        # The same object load_zone validated: ZoneInfo keeps one instance per name.
+        zone=ZoneInfo(spec["timezone"]),
         blackout_periods=tuple(spec["blackout_periods"]),
         calendar=calendar,
         allow_unregistered_lines=bool(spec["allow_unregistered_lines"]),
@@ -695,7 +696,7 @@ def _canonical(p: Policy) -> dict[str, Any]:
         "caps": [
             {
                 **c.to_dict(),
-                "window": c.window if c.calendar_day else int(c.window_delta.total_seconds()),  # type: ignore[union-attr]
+                "window": c.window if c.window_delta is None else int(c.window_delta.total_seconds()),
             }
             for c in p.caps
         ],

@@ -34,12 +34,14 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
-from typing import Any, Collection, Iterable
+from typing import Any, Collection, Iterable, Sequence
+from zoneinfo import ZoneInfo
 
-from .config import Cap, Policy
+from .config import BlackoutPeriod, Cap, Policy
 from .model import (
     CASE_FLAGS,
     CLOSED_STATUSES,
+    Appointment,
     Check,
     Decision,
     DialRequest,
@@ -167,10 +169,13 @@ def _number_check(number: str, region: str) -> tuple[str | None, str | None]:
 # 40-60 ms every few seconds (measured in the service with gc.callbacks).
 
 
-def _callee_zone(contact_tz: str | None, number: str, default_tz: str) -> tuple[Any, str, str, str | None]:
+def _callee_zone(contact_tz: str | None, number: str, default_tz: str) -> tuple[ZoneInfo, str, str, str | None]:
     """(ZoneInfo, zone name, how it was chosen, note) for the callee."""
     name, source, note = _callee_zone_name(contact_tz, number, default_tz)
-    return load_zone(name), name, source, note
+    zone = load_zone(name)
+    if zone is None:  # every name chosen above has loaded before; the caller fails closed
+        raise ValueError(f"time zone {name!r} cannot be loaded")
+    return zone, name, source, note
 
 
 @lru_cache(maxsize=65536)
@@ -186,13 +191,13 @@ def _callee_zone_name(contact_tz: str | None, number: str, default_tz: str) -> t
     return default_tz, "policy_default", note
 
 
-def _local_midnight_after(local: datetime, zone: Any) -> datetime:
+def _local_midnight_after(local: datetime, zone: ZoneInfo) -> datetime:
     """The UTC instant of the callee-local midnight that ends `local`'s day."""
     nxt = datetime.combine(local.date() + _ONE_DAY, time(0), tzinfo=zone)
     return nxt.astimezone(UTC)
 
 
-def _day_bounds(t: datetime, zone: Any) -> tuple[datetime, datetime, date]:
+def _day_bounds(t: datetime, zone: ZoneInfo) -> tuple[datetime, datetime, date]:
     local = t.astimezone(zone)
     start = datetime.combine(local.date(), time(0), tzinfo=zone).astimezone(UTC)
     return start, _local_midnight_after(local, zone), local.date()
@@ -239,7 +244,7 @@ class _Caps:
         self,
         number_groups: dict[tuple[str, str], list[datetime]],
         case_groups: dict[tuple[str, str], list[datetime]],
-        zone: Any,
+        zone: ZoneInfo,
     ) -> None:
         self.number_groups = number_groups  # (relation, kind) -> times, same number
         self.case_groups = case_groups  # (relation, kind) -> times, same case
@@ -396,7 +401,7 @@ class _Compiled:
             self.inside_checks[key] = check
         return check
 
-    def day_bounds(self, zone_name: str, zone: Any, local: datetime) -> tuple[datetime, datetime, date]:
+    def day_bounds(self, zone_name: str, zone: ZoneInfo, local: datetime) -> tuple[datetime, datetime, date]:
         """UTC bounds [start, end) of the callee-local day of `local`."""
         key = (zone_name, local.date())
         bounds = self.bounds.get(key)
@@ -858,10 +863,10 @@ def _blocked_day(policy: Policy, day: date) -> bool:
 
 def _appointment(
     policy: Policy,
-    appointments: list[Any],
+    appointments: Sequence[Appointment],
     capsx: _Caps,
     now_u: datetime,
-    zone: Any,
+    zone: ZoneInfo,
     inputs: dict[str, Any],
 ) -> bool:
     """Record the nearest appointment in `inputs`; True when it exempts this call."""
@@ -904,9 +909,9 @@ def _search_next(
     policy: Policy,
     capsx: _Caps,
     relation: str | None,
-    appointments: Any,
+    appointments: Sequence[Appointment],
     now_u: datetime,
-    zone: Any,
+    zone: ZoneInfo,
 ) -> tuple[datetime | None, str]:
     """Earliest instant >= now at which blackout, window and every cap pass."""
     caps = [c for c in policy.caps if relation is not None and relation in c.relations]
@@ -950,7 +955,7 @@ def _search_next(
     return found, "window, blackout and caps"
 
 
-def _at_local(day: date, seconds: int, zone: Any, after: datetime) -> datetime:
+def _at_local(day: date, seconds: int, zone: ZoneInfo, after: datetime) -> datetime:
     """The first instant after `after` showing local `day` + `seconds` on the clock."""
     if seconds >= 86400:
         day, seconds = day + _ONE_DAY, 0
@@ -958,7 +963,7 @@ def _at_local(day: date, seconds: int, zone: Any, after: datetime) -> datetime:
     return _wall_instant(wall, zone, after)
 
 
-def _wall_instant(wall: datetime, zone: Any, after: datetime) -> datetime:
+def _wall_instant(wall: datetime, zone: ZoneInfo, after: datetime) -> datetime:
     # In a repeated DST hour a wall time names two instants: take the first one that
     # lies ahead; never step backwards (the search must progress).
     for fold in (0, 1):
@@ -968,35 +973,36 @@ def _wall_instant(wall: datetime, zone: Any, after: datetime) -> datetime:
     return after + timedelta(seconds=1)
 
 
-def _active_period(policy: Policy, local: datetime) -> Any:
+def _active_period(policy: Policy, local: datetime) -> BlackoutPeriod | None:
     """The blackout period the callee-local `local` falls in, or None."""
     if not policy.blackout_periods:
         return None
     wall = local.replace(tzinfo=None)
     sod = _sod(local)
     for period in policy.blackout_periods:
-        if period.start_at is None:
-            if period.start_s <= sod < period.end_s:
+        if period.start_at is None or period.end_at is None:
+            if period.start_s is not None and period.end_s is not None and period.start_s <= sod < period.end_s:
                 return period
         elif period.start_at <= wall < period.end_at:
             return period
     return None
 
 
-def _blackout_end(policy: Policy, local: datetime, zone: Any, t: datetime) -> datetime | None:
+def _blackout_end(policy: Policy, local: datetime, zone: ZoneInfo, t: datetime) -> datetime | None:
     """When the blackout covering instant `t` ends (UTC), or None if `t` is not blacked out."""
     if _blocked_day(policy, local.date()):
         return _at_local(local.date() + _ONE_DAY, 0, zone, t)
     period = _active_period(policy, local)
     if period is None:
         return None
-    if period.start_at is None:
-        return _at_local(local.date(), period.end_s, zone, t)
-    return _wall_instant(period.end_at, zone, t)
+    if period.end_at is not None:
+        return _wall_instant(period.end_at, zone, t)
+    assert period.end_s is not None  # a period without dates is a daily one
+    return _at_local(local.date(), period.end_s, zone, t)
 
 
 def _appointment_opening(
-    policy: Policy, appointments: Any, capsx: _Caps, now_u: datetime, zone: Any
+    policy: Policy, appointments: Sequence[Appointment], capsx: _Caps, now_u: datetime, zone: ZoneInfo
 ) -> datetime | None:
     """Earliest instant >= now inside a usable appointment slot on a non-blackout day."""
     if not appointments or policy.appointment.max_attempts <= 0:

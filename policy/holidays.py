@@ -38,6 +38,7 @@ from functools import lru_cache
 from typing import Iterable, Mapping
 
 import holidays as _holidays_lib
+from holidays.version import __version__ as _holidays_version
 
 __all__ = [
     "Arrangement",
@@ -100,7 +101,7 @@ class Arrangement:
 def statutory_days(year: int) -> Mapping[date, tuple[str, str]]:
     """The statutory holidays of `year` under the law in force then: {day: (English, Chinese)}."""
     days: dict[date, tuple[str, str]] = {}
-    for day, names in _holidays_lib.China(years=year, observed=False).items():
+    for day, names in _holidays_lib.country_holidays("CN", years=year, observed=False).items():
         kept = [n for n in names.split("; ") if not n.startswith("Day off") and "Extended" not in n]
         if kept:
             days[day] = ("; ".join(kept), "；".join(_ZH.get(n, n) for n in kept))
@@ -164,7 +165,7 @@ class HolidayCalendar:
     def fingerprint(self) -> str:
         """Identifies the data decisions depend on (part of the policy version)."""
         text = repr(sorted((y, a.off, a.work) for y, a in self.arrangements.items()))
-        text += f"|holidays {_holidays_lib.__version__}"
+        text += f"|holidays {_holidays_version}"
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def with_arrangements(self, extra: Mapping[int, Arrangement]) -> "HolidayCalendar":

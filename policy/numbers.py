@@ -101,7 +101,8 @@ def _normalize(raw: str, region: str) -> str:
     if possible not in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
         raise NumberFormatError(raw, _POSSIBLE_REASONS.get(possible, "not a possible number"))
     if not phonenumbers.is_valid_number(parsed):
-        region_of = phonenumbers.region_code_for_country_code(parsed.country_code)
+        code = parsed.country_code  # parse() always sets it; typed optional by the library
+        region_of = phonenumbers.region_code_for_country_code(code) if code is not None else "ZZ"
         raise NumberFormatError(raw, f"not a valid number in the numbering plan of {region_of}")
     e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
     _remember(e164, _single_zone(parsed))
@@ -167,6 +168,14 @@ def mask_number(number: str) -> str:
     return plus + digits[:3] + "****" + digits[-4:]
 
 
+def _cn_mobile_pattern() -> re.Pattern[str]:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+    desc = metadata.mobile if metadata is not None else None
+    if desc is None or desc.national_number_pattern is None:
+        raise ImportError("phonenumbers has no metadata for CN mobile numbers")
+    return re.compile(desc.national_number_pattern)
+
+
 # phonenumbers' own pattern of CN mobile national numbers (11 digits), and their zone.
-_CN_MOBILE_NSN = re.compile(phonenumbers.PhoneMetadata.metadata_for_region("CN").mobile.national_number_pattern)
+_CN_MOBILE_NSN = _cn_mobile_pattern()
 _CN_MOBILE_ZONE = _single_zone(phonenumbers.parse("+8613800000000", None))

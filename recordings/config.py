@@ -256,7 +256,7 @@ def _s3_table(raw: Any) -> dict[str, Any]:
             raise ConfigError(f"recordings.s3.{key}: 应为{'整数' if kind is int else '字符串'} / expected {kind.__name__}, got {value!r}")
         if key in _S3_LIMITS:
             lo, hi = _S3_LIMITS[key]
-            if not lo <= value <= hi:
+            if not isinstance(value, int) or not lo <= value <= hi:
                 raise ConfigError(f"recordings.s3.{key}: 应在 {lo}..{hi} / expected {lo}..{hi}, got {value!r}")
         out[key] = value
     lock = out.get("object_lock", "compliance")

@@ -135,8 +135,8 @@ class Recording:
     def key_scope(self) -> str:
         return self.creditor if self.creditor is not None else UNMATCHED_SCOPE
 
-    def evolve(self, **changes: object) -> Recording:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def evolve(self, **changes: Any) -> Recording:
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, BinaryIO, Iterable, Protocol, Sequence
+from typing import BinaryIO, Iterable, Protocol, Sequence
 
 from recordings.model import (
     AccessEntry,
@@ -81,7 +81,7 @@ class BlobStore(Protocol):
 
     def keys(self) -> Iterable[StoredBlob]: ...
 
-    def temporaries(self) -> Sequence[Any]:
+    def temporaries(self) -> Sequence[object]:
         """Temporaries currently present (paths or names): writes in progress or
         left by a crash."""
         ...

@@ -81,9 +81,11 @@ def wav_stream(
 
 # -- actors and requests used across the vault's tests ------------------------------
 
+from collections.abc import AsyncIterable, Callable, Iterable  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
+from typing import Protocol  # noqa: E402
 
-from recordings.model import Actor, IngestRequest, Link  # noqa: E402
+from recordings.model import Actor, IngestRequest, Link, Recording  # noqa: E402
 
 PBX = Actor("pbx-1", "pbx")
 ADMIN = Actor("ops-wang", "admin")
@@ -118,7 +120,27 @@ def wav_bytes(seconds: float = 10.0, tone_hz: float = 440.0) -> bytes:
     return b"".join(wav_stream(seconds, tone_hz=tone_hz))
 
 
-async def ingest_as_of(vault, req: IngestRequest, body=None, actor: Actor = PBX):  # type: ignore[no-untyped-def]
+class _Ingested(Protocol):
+    @property
+    def recording(self) -> Recording: ...
+
+
+class _IngestingVault(Protocol):
+    """What `ingest_as_of` needs of a vault (the vault itself, without importing it here)."""
+
+    clock: Callable[[], datetime]
+
+    async def ingest(
+        self, req: IngestRequest, body: AsyncIterable[bytes] | Iterable[bytes], actor: Actor
+    ) -> _Ingested: ...
+
+
+async def ingest_as_of(
+    vault: _IngestingVault,
+    req: IngestRequest,
+    body: AsyncIterable[bytes] | Iterable[bytes] | None = None,
+    actor: Actor = PBX,
+) -> Recording:
     """`vault.ingest` run on the day the call was made: retention never runs from
     earlier than the day of ingest, so a test that needs a recording already due
     uploads it back then."""

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --services
+# Types first: a strict-mode error fails the run before any service starts.
+bash scripts/typecheck.sh
 eval "$(bash scripts/services.sh)"
 mkdir -p test-artifacts
 set +e
