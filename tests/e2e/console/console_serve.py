@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import socket
 import sqlite3
 import struct
 import subprocess
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.net import free_port
 
 DIALGATE = str(Path(sys.executable).with_name("dialgate"))
 RECORDING_SECONDS = 5.0
@@ -69,12 +70,6 @@ def tone_wav(seconds: float, rate: int = 8000) -> bytes:
         w.setframerate(rate)
         w.writeframes(frames)
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def case_doc(case_id: str, creditor: str, agent: str, *contacts: tuple[str, str]) -> dict[str, Any]:

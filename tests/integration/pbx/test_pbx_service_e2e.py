@@ -30,7 +30,7 @@ from pbx_phones import AGENT_HZ, DEBTOR_HZ, TestPhone, band_energy_ratio, domina
 from sqlalchemy import func, select  # noqa: E402
 
 from adapters.db import tables  # noqa: E402
-from adapters.sip.server import free_port  # noqa: E402  (free for UDP and TCP: the gate and Kamailio listen on both)
+from tests.support.net import free_tcp_and_udp_port as free_port  # noqa: E402
 from dialer.app import build_app  # noqa: E402
 from dialer.auth import add_user  # noqa: E402
 from dialer.clock import FixedClock  # noqa: E402

@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -18,16 +17,11 @@ import httpx
 import pytest
 
 from recordings.testing import wav_size, wav_stream
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 DIALGATE = [sys.executable, "-m", "dialer.cli"]
 ALL_DAY_POLICY = '[policy]\ncn_holidays = false\nwindow = { start = "00:00", end = "24:00" }\n'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(config: Path, *args: str) -> str:

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from adapters.sip.edge import SipEdgeError, SipEdgeProcess
 from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.message import SipMessage
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from adapters.sip.service import SipEdgeHealth
 from sipclient import GATE_CONFIG, UdpClient, make_invite, wait_until
 

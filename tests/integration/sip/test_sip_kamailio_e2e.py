@@ -24,7 +24,7 @@ import threading
 import numpy as np
 import pytest
 
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from kamailio_proc import kamailio_available, run_kamailio
 from service_app import case_doc, start_service
 from sipclient import UdpClient, derive, wait_until

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from dialer.logs import configure_logging
 from service_app import Running, case_doc, start_service
 from sipclient import UdpClient

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_service
+from tests.support.net import free_port  # noqa: F401 - re-exported to the store tests
 
 REPO = Path(__file__).resolve().parents[3]
 DIALGATE = [sys.executable, "-m", "dialer.cli"]
@@ -70,12 +70,6 @@ async def pg_url() -> AsyncIterator[str]:
             await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(config: Path, *args: str, timeout: float = 60) -> str:

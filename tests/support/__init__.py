@@ -1,0 +1,4 @@
+"""What the tests share, in one place instead of a copy per folder.
+
+    net.py        free loopback ports, and waiting until a port accepts connections
+"""
