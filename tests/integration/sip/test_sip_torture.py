@@ -22,7 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters.sip.edge import SipEdgeProcess
-from adapters.sip.fakes import RecordingSipAuthorizer
+from tests.support.sip_fakes import RecordingSipAuthorizer
 from adapters.sip.message import SipMessage
 from tests.support.net import free_tcp_and_udp_port as free_port
 from sipclient import GATE_CONFIG, TcpClient, UdpClient, make_invite
