@@ -2,4 +2,5 @@
 
     net.py        free loopback ports, and waiting until a port accepts connections
     sip_fakes.py  in-memory SIP authorizers (no database) for the SIP listener's tests
+    outbox.py     the MQTT outbox as a list, for the relay's tests and the MQTT benchmark
 """

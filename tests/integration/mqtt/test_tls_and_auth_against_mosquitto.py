@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import load_mqtt_config
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from tests.conftest import require_service
 from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker
 from tests.support.net import free_port
