@@ -10,18 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from recordings.testing import wav_size, wav_stream
+from tests.support.builders import ALL_DAY_POLICY, one_case
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 DIALGATE = [sys.executable, "-m", "dialer.cli"]
-ALL_DAY_POLICY = '[policy]\ncn_holidays = false\nwindow = { start = "00:00", end = "24:00" }\n'
 
 
 def cli(config: Path, *args: str) -> str:
@@ -70,11 +69,7 @@ async def test_a_long_call_streams_through_the_real_service_in_constant_memory(t
     try:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             await wait_ready(client, url, tokens["pbx"], proc)
-            today = date.today()
-            case = {"case_id": "L-1", "creditor": "bank-a", "debtor_name": "王五", "status": "active",
-                    "commission_start": (today - timedelta(days=10)).isoformat(),
-                    "commission_end": (today + timedelta(days=10)).isoformat(),
-                    "assigned_agent": "col-a", "contacts": [{"number": "13800000001", "relation": "self"}]}
+            case = one_case("L-1", "bank-a", "col-a", "13800000001") | {"debtor_name": "王五"}
             assert (await client.post("/v1/cases:import", json={"cases": [case]}, headers=auth("data-a"))).status_code == 200
             r = await client.post("/v1/dials", json={"case_id": "L-1", "number": "13800000001", "agent_id": "col-a"},
                                   headers=auth("col-a"))

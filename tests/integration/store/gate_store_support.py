@@ -16,7 +16,6 @@ import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -24,12 +23,12 @@ import httpx
 import pytest
 
 from tests.conftest import require_service
+from tests.support.builders import ALL_DAY_POLICY, one_case  # noqa: F401 - one_case re-exported to the store tests
 from tests.support.net import free_port  # noqa: F401 - re-exported to the store tests
 
 REPO = Path(__file__).resolve().parents[3]
 DIALGATE = [sys.executable, "-m", "dialer.cli"]
 PG_URL = os.environ.get("DIALGATE_TEST_PG_URL", "")
-ALL_DAY_POLICY = '[policy]\ncn_holidays = false\nwindow = { start = "00:00", end = "24:00" }\n'
 
 
 async def pg_reachable(url: str) -> tuple[bool, str]:
@@ -165,16 +164,6 @@ def stop_cluster(cluster: Cluster) -> None:
             p.wait(timeout=5)
         if p.stderr:
             p.stderr.close()
-
-
-def one_case(case_id: str, creditor: str, agent: str, number: str) -> dict[str, Any]:
-    today = date.today()
-    return {
-        "case_id": case_id, "creditor": creditor, "debtor_name": "并发测试", "status": "active",
-        "commission_start": (today - timedelta(days=10)).isoformat(),
-        "commission_end": (today + timedelta(days=10)).isoformat(),
-        "assigned_agent": agent, "contacts": [{"number": number, "relation": "self"}],
-    }
 
 
 @pytest.fixture

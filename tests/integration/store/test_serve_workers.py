@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gate_store_support import DIALGATE, REPO, _wait_ready, cli, free_port, one_case, terminate, write_config
+from gate_store_support import DIALGATE, REPO, _wait_ready, cli, free_port, terminate, write_config
+from tests.support.builders import one_case
 
 N, CAP = 50, 2
 
