@@ -4,12 +4,10 @@ range, with the service's memory measured from /proc."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,17 +15,8 @@ import pytest
 
 from recordings.testing import wav_size, wav_stream
 from tests.support.builders import ALL_DAY_POLICY, one_case
+from tests.support.harness import DIALGATE, REPO, cli, wait_ready
 from tests.support.net import free_port
-
-ROOT = Path(__file__).resolve().parents[3]
-DIALGATE = [sys.executable, "-m", "dialer.cli"]
-
-
-def cli(config: Path, *args: str) -> str:
-    done = subprocess.run([*DIALGATE, *args, "--config", str(config)], cwd=config.parent,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 def vm(pid: int, field: str) -> int:
@@ -35,20 +24,6 @@ def vm(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise AssertionError(field)
-
-
-async def wait_ready(client: httpx.AsyncClient, url: str, token: str, proc: subprocess.Popen) -> None:
-    """Bounded readiness poll; fails at once if the process dies."""
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        try:
-            if (await client.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=2)).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert asyncio.get_running_loop().time() < deadline, "service not ready within 60 s"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -63,7 +38,7 @@ async def test_a_long_call_streams_through_the_real_service_in_constant_memory(t
         tokens[name] = cli(config, "users", "add", "--name", name, "--role", role, "--creditor", "bank-a").strip().splitlines()[-1]
     port = free_port()
     proc = subprocess.Popen([*DIALGATE, "serve", "--config", str(config), "--port", str(port)], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     auth = lambda who: {"Authorization": f"Bearer {tokens[who]}"}  # noqa: E731
     try:
