@@ -38,7 +38,7 @@ import structlog  # noqa: E402
 
 from adapters.mqtt.bus import MqttEventBus  # noqa: E402
 from adapters.mqtt.config import load_mqtt_config  # noqa: E402
-from adapters.mqtt.memory import InMemoryOutboxSource  # noqa: E402
+from tests.support.outbox import InMemoryOutboxSource  # noqa: E402
 
 EVENTS_FILTER = "dialgate/v1/+/events/#"
 

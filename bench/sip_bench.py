@@ -156,7 +156,7 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
     import structlog
 
     if kind == "memory":
-        from adapters.sip.fakes import HourlyCapSipAuthorizer
+        from tests.support.sip_fakes import HourlyCapSipAuthorizer
         from adapters.sip.server import SipServer
 
         import logging
@@ -636,7 +636,7 @@ def edge_cost(calls: int) -> str:
 
     import structlog
 
-    from adapters.sip.fakes import HourlyCapSipAuthorizer
+    from tests.support.sip_fakes import HourlyCapSipAuthorizer
     from adapters.sip.message import parse_message
     from adapters.sip.server import SipServer
 

@@ -10,7 +10,6 @@
     bus.py         MqttEventBus: the three together as one async context manager
     bridge.py      open_mqtt(services): the bus wired to the gate's use cases (extension)
     ports.py       OutboxSource, EventPublisher, DialCommandHandler, PbxEventHandler
-    memory.py      InMemoryOutboxSource (tests, benchmark)
     errors.py      the exception tree; topics.py, events.py, backoff.py (masking: dialer/masking.py)
 
 Payloads are documented as JSON Schemas in schemas/events/ (README there).

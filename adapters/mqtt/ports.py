@@ -3,7 +3,7 @@
 - `OutboxSource`: the transactional outbox (events written in the same transaction as
   the change). The relay reads unsent events in commit order and marks them sent once
   the broker acknowledged them (PUBACK). Implementations: `InMemoryOutboxSource`
-  (adapters/mqtt/memory.py), `SqlAlchemyOutboxSource` (adapters/db/outbox_source.py).
+  (tests/support/outbox.py), `SqlAlchemyOutboxSource` (adapters/db/outbox_source.py).
 - `EventPublisher`: what the relay publishes through (the `MqttConnection`).
 - `DialCommandHandler`, `PbxEventHandler`: what inbound messages are handed to. They
   raise `MessageRejected` subclasses (adapters/mqtt/errors.py) for messages that must

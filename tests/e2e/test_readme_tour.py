@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import require_service
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -47,12 +47,6 @@ def served_command() -> list[str]:
     """The command scripts/run.sh hands over to (its `exec` line), without "$@"."""
     line = next(l for l in (REPO / "scripts" / "run.sh").read_text().splitlines() if l.startswith("exec "))
     return [a for a in shlex.split(line)[1:] if a != "$@"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def another_day() -> date:

@@ -7,9 +7,7 @@ imported through the API. Time is a Tuesday 10:00 in Shanghai unless a test move
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -20,41 +18,9 @@ from dialer.app import Services, build_app
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
+from tests.support.builders import TUESDAY_10AM, case_doc, users
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)
-
-USERS = (
-    ("col-a", "collector", ("bank-a",)),
-    ("col-a2", "collector", ("bank-a",)),
-    ("col-b", "collector", ("bank-b",)),
-    ("sup-a", "supervisor", ("bank-a",)),
-    ("qa-a", "qa", ("bank-a",)),
-    ("comp-a", "compliance", ("bank-a",)),
-    ("comp-b", "compliance", ("bank-b",)),
-    ("data-a", "data", ("bank-a",)),
-    ("data-b", "data", ("bank-b",)),
-    ("pbx", "pbx", ("bank-a", "bank-b")),
-    ("admin", "admin", ()),
-)
-
-
-def case_doc(case_id: str, creditor: str, agent: str, *contacts: tuple[str, str], **extra: Any) -> dict[str, Any]:
-    return {
-        "case_id": case_id,
-        "creditor": creditor,
-        "debtor_name": "张三",
-        "status": "active",
-        "commission_start": "2026-11-01",
-        "commission_end": "2027-01-31",
-        "assigned_agent": agent,
-        "flags": [],
-        "amount_due": "1000.00",
-        "overdue_days": 40,
-        "contacts": [{"number": n, "relation": r} for n, r in contacts],
-        **extra,
-    }
-
+USERS = users("col-a", "col-a2", "col-b", "sup-a", "qa-a", "comp-a", "comp-b", "data-a", "data-b", "pbx", "admin")
 
 CASES_A = [
     case_doc("C-1", "bank-a", "col-a", ("13800000001", "self"), ("13900000002", "family")),

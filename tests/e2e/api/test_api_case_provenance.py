@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gate_api_support import CASES_A, Api, case_doc
+from gate_api_support import CASES_A, Api
+from tests.support.builders import case_doc
 
 
 async def _attempt(api: Api, number: str = "13800000001", who: str = "col-a", case_id: str = "C-1") -> str:

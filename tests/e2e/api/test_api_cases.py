@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from adapters.db import tables
-from gate_api_support import Api, case_doc
+from gate_api_support import Api
+from tests.support.builders import case_doc
 
 
 async def test_imported_numbers_are_stored_as_e164_and_shown_to_the_assigned_collector(api: Api) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from adapters.db import tables
-from gate_api_support import SHANGHAI, TUESDAY_10AM, Api
+from gate_api_support import Api
+from tests.support.builders import SHANGHAI, TUESDAY_10AM
 
 PROBLEM = "application/problem+json"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from adapters.db import tables
-from gate_api_support import Api, case_doc
+from gate_api_support import Api
+from tests.support.builders import case_doc
 
 GBK_CSV = (
     "creditor,case_id,debtor_name,assigned_agent,number,relation\n"

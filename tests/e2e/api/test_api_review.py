@@ -17,7 +17,8 @@ from dialer.app import build_app
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
-from gate_api_support import CASES_A, SHANGHAI, TUESDAY_10AM, Api
+from gate_api_support import CASES_A, Api
+from tests.support.builders import SHANGHAI, TUESDAY_10AM
 
 ENDPOINTS = [
     ("POST", "/v1/cases:import"),

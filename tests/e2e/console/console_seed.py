@@ -10,10 +10,8 @@ from __future__ import annotations
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -21,31 +19,9 @@ from dialer.app import build_app
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
+from tests.support.builders import TUESDAY_10AM, case_doc, users
 
-SH = ZoneInfo("Asia/Shanghai")
-START = datetime(2026, 11, 24, 10, 0, tzinfo=SH)  # a Tuesday
-USERS = (
-    ("comp-a", "compliance", ("bank-a",)),
-    ("sup-a", "supervisor", ("bank-a",)),
-    ("qa-a", "qa", ("bank-a",)),
-    ("comp-b", "compliance", ("bank-b",)),
-    ("data-a", "data", ("bank-a",)),
-    ("data-b", "data", ("bank-b",)),
-    ("col-a", "collector", ("bank-a",)),
-    ("col-a2", "collector", ("bank-a",)),
-    ("col-b", "collector", ("bank-b",)),
-    ("pbx", "pbx", ("bank-a", "bank-b")),
-    ("admin", "admin", ()),
-)
-
-
-def case_doc(case_id: str, creditor: str, agent: str, *contacts: tuple[str, str], **extra: Any) -> dict[str, Any]:
-    return {
-        "case_id": case_id, "creditor": creditor, "debtor_name": "张三", "status": "active",
-        "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": agent,
-        "flags": [], "amount_due": "1000.00", "overdue_days": 40,
-        "contacts": [{"number": n, "relation": r} for n, r in contacts], **extra,
-    }
+USERS = users("comp-a", "sup-a", "qa-a", "comp-b", "data-a", "data-b", "col-a", "col-a2", "col-b", "pbx", "admin")
 
 
 @dataclass
@@ -139,7 +115,7 @@ async def seed_service(tmp_path: Path, console: dict[str, Any] | None = None) ->
     raw = {"paths": {"data_dir": str(tmp_path)}, "log": {"json": True, "level": "warning"},
            "console": console or {"page_size": 10}}
     cfg = build_config(raw)
-    clock = FixedClock(START)
+    clock = FixedClock(TUESDAY_10AM)
     app = build_app(cfg, clock=clock)
     include_console(app)
     async with app.router.lifespan_context(app):

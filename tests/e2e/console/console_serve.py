@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import socket
 import sqlite3
 import struct
 import subprocess
@@ -27,20 +26,14 @@ from typing import Any
 
 import httpx
 
+from tests.support.builders import case_doc, users
+from tests.support.net import free_port
+
 DIALGATE = str(Path(sys.executable).with_name("dialgate"))
 RECORDING_SECONDS = 5.0
-USERS = (
-    ("comp-a", "compliance", ("bank-a",)),
-    ("sup-a", "supervisor", ("bank-a",)),
-    ("qa-a", "qa", ("bank-a",)),
-    ("data-a", "data", ("bank-a",)),
-    ("data-b", "data", ("bank-b",)),
-    ("col-a", "collector", ("bank-a",)),
-    ("col-a2", "collector", ("bank-a",)),
-    ("col-b", "collector", ("bank-b",)),
-    ("pbx", "pbx", ("bank-a", "bank-b")),
-    ("admin", "admin", ()),
-)
+USERS = users("comp-a", "sup-a", "qa-a", "data-a", "data-b", "col-a", "col-a2", "col-b", "pbx", "admin")
+# The service runs on the wall clock: commissions that cover any day the tests run.
+COMMISSION = {"commission_start": "2026-01-01", "commission_end": "2030-12-31"}
 CONFIG = """\
 [paths]
 data_dir = "{data}"
@@ -69,21 +62,6 @@ def tone_wav(seconds: float, rate: int = 8000) -> bytes:
         w.setframerate(rate)
         w.writeframes(frames)
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def case_doc(case_id: str, creditor: str, agent: str, *contacts: tuple[str, str]) -> dict[str, Any]:
-    return {
-        "case_id": case_id, "creditor": creditor, "debtor_name": "张三", "status": "active",
-        "commission_start": "2026-01-01", "commission_end": "2030-12-31", "assigned_agent": agent,
-        "flags": [], "amount_due": "1000.00", "overdue_days": 40,
-        "contacts": [{"number": n, "relation": r} for n, r in contacts],
-    }
 
 
 @dataclass
@@ -169,12 +147,12 @@ def start(tmp: Path) -> Served:
 def seed(s: Served) -> None:
     with httpx.Client(base_url=s.base, timeout=30) as c:
         r = c.post("/v1/cases:import", headers=s.auth("data-a"), json={"cases": [
-            case_doc("C-1", "bank-a", "col-a", ("13800000001", "self"), ("13900000002", "family")),
-            case_doc("C-2", "bank-a", "col-a2", ("13700000003", "self")),
+            case_doc("C-1", "bank-a", "col-a", ("13800000001", "self"), ("13900000002", "family"), **COMMISSION),
+            case_doc("C-2", "bank-a", "col-a2", ("13700000003", "self"), **COMMISSION),
         ]})
         assert r.status_code == 200, r.text
         r = c.post("/v1/cases:import", headers=s.auth("data-b"), json={"cases": [
-            case_doc("B-1", "bank-b", "col-b", ("18600000006", "self")),
+            case_doc("B-1", "bank-b", "col-b", ("18600000006", "self"), **COMMISSION),
         ]})
         assert r.status_code == 200, r.text
 

@@ -281,7 +281,7 @@ async def test_a_dial_blocked_at_ring_time_is_listed_by_the_console_exactly_as_b
 
     from adapters.db import tables as t
     from adapters.pbx.service import PBX_ACTOR
-    from console_seed import case_doc
+    from tests.support.builders import case_doc
 
     gate = service.app.state.services.gate
 

@@ -5,10 +5,8 @@ and cases imported through the API."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -17,32 +15,9 @@ from dialer.app import Services, build_app
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
+from tests.support.builders import TUESDAY_10AM, case_doc, users
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)
-
-USERS = (
-    ("col-a", "collector", ("bank-a",)),
-    ("sup-a", "supervisor", ("bank-a",)),
-    ("qa-a", "qa", ("bank-a",)),
-    ("qa-b", "qa", ("bank-b",)),
-    ("comp-a", "compliance", ("bank-a",)),
-    ("comp-b", "compliance", ("bank-b",)),
-    ("data-a", "data", ("bank-a",)),
-    ("data-b", "data", ("bank-b",)),
-    ("pbx", "pbx", ("bank-a", "bank-b")),
-    ("admin", "admin", ()),
-    ("admin2", "admin", ()),
-)
-
-
-def case_doc(case_id: str, creditor: str, agent: str, *numbers: str) -> dict[str, Any]:
-    return {
-        "case_id": case_id, "creditor": creditor, "debtor_name": "李四", "status": "active",
-        "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": agent,
-        "flags": [], "amount_due": "500.00", "overdue_days": 30,
-        "contacts": [{"number": n, "relation": "self"} for n in numbers],
-    }
+USERS = users("col-a", "sup-a", "qa-a", "qa-b", "comp-a", "comp-b", "data-a", "data-b", "pbx", "admin", "admin2")
 
 
 @dataclass

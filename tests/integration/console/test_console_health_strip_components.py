@@ -22,7 +22,8 @@ from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from tests.conftest import require_service
-from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
+from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.mosquitto
 

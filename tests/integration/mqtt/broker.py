@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
+from tests.support.net import wait_for_port
+
 MOSQUITTO = Path("/usr/sbin/mosquitto")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MosquittoBroker:
@@ -57,21 +51,14 @@ class MosquittoBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"mosquitto did not accept connections within {timeout}s"
-                    ) from None
-                time.sleep(0.02)
+        try:
+            wait_for_port(self.port, timeout=timeout, proc=self._proc)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not accept connections within {timeout}s") from None
+        except RuntimeError:
+            err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err}") from None
 
     def stop(self, timeout: float = 15.0) -> None:
         """Graceful stop (SIGTERM): Mosquitto writes its persistence file on the way out."""

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import require_service
-from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
+from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.support.net import free_port
 
 
 @pytest.fixture(scope="session")

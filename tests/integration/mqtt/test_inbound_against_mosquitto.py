@@ -12,7 +12,7 @@ from paho.mqtt.properties import Properties
 
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import load_mqtt_config
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from tests.integration.mqtt.fakes import FakeAttempts, FakeDialService
 from tests.integration.mqtt.helpers import Collector, publish_once
 

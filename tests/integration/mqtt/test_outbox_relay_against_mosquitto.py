@@ -10,7 +10,7 @@ import pytest
 
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import load_mqtt_config
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from tests.integration.mqtt.helpers import Collector
 
 pytestmark = pytest.mark.mosquitto

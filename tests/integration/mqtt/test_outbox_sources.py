@@ -18,7 +18,7 @@ from adapters.db import tables
 from adapters.db.outbox_source import SqlAlchemyOutboxSource
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import load_mqtt_config
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from dialer.app import open_services
 from dialer.config import build_config
 from tests.integration.mqtt.helpers import Collector

@@ -25,7 +25,9 @@ import pytest
 
 from tests.integration.mqtt.broker import MosquittoBroker
 from tests.integration.mqtt.helpers import Collector
-from tests.integration.store.gate_store_support import DIALGATE, REPO, cli, free_port, one_case, terminate, write_config
+from tests.support.harness import DIALGATE, REPO, cli, terminate, write_config
+from tests.support.net import free_port
+from tests.support.builders import one_case
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 

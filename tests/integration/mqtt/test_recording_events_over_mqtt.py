@@ -11,9 +11,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -27,31 +25,16 @@ from dialer.config import build_config
 from recordings.testing import wav_bytes
 from tests.integration.mqtt.helpers import Collector
 from tests.integration.mqtt.pg import private_pg_database
+from tests.support.builders import TUESDAY_10AM, case_doc, users
 from tests.unit.mqtt.event_schemas import event_errors
 
 pytestmark = pytest.mark.mosquitto
 
 EVENTS = "dialgate/v1/+/events/#"
-TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 CALL_START = "2026-11-24T09:58:00+08:00"
 UNMASKED_MOBILE = re.compile(rb"(?<![0-9A-Za-z*])1[3-9]\d{9}(?![0-9A-Za-z])")  # not inside an id or a hash
 
-USERS = (
-    ("col-a", "collector", ("bank-a",)),
-    ("data-a", "data", ("bank-a",)),
-    ("pbx", "pbx", ("bank-a",)),
-    ("admin", "admin", ()),
-    ("comp-a", "compliance", ("bank-a",)),
-)
-
-
-def case_doc(case_id: str, number: str) -> dict[str, Any]:
-    return {
-        "case_id": case_id, "creditor": "bank-a", "debtor_name": "张三", "status": "active",
-        "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": "col-a",
-        "flags": [], "amount_due": "1000.00", "overdue_days": 40,
-        "contacts": [{"number": number, "relation": "self"}],
-    }  # fmt: skip
+USERS = users("col-a", "data-a", "pbx", "admin", "comp-a")
 
 
 class Gate:
@@ -119,7 +102,7 @@ async def gate(broker, client_id, tmp_path, watch, store_url) -> AsyncIterator[G
         async with httpx.AsyncClient(transport=transport, base_url="http://gate", timeout=30) as client:
             g = Gate(client, svc, tokens)
             r = await g.post("/v1/cases:import", "data-a",
-                             {"cases": [case_doc("C-1", "13800000001"), case_doc("C-2", "13700000003")]})
+                             {"cases": [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-2", "bank-a", "col-a", "13700000003")]})
             assert r.status_code == 200, r.text
             yield g
         await svc.gate.drain()

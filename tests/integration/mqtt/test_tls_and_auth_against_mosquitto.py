@@ -20,9 +20,10 @@ from cryptography.x509.oid import NameOID
 
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import load_mqtt_config
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from tests.conftest import require_service
-from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
+from tests.integration.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.mosquitto
 PASSWD = Path("/usr/bin/mosquitto_passwd")

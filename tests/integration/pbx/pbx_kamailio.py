@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.net import free_udp_port  # noqa: F401 - the click-to-dial tests and bench import it from here
+
 KAMAILIO = os.environ.get("DIALGATE_KAMAILIO", "/usr/sbin/kamailio")
 CONFIG = Path(__file__).parent / "kamailio" / "kamailio.cfg"
 
@@ -29,12 +31,6 @@ def _die_with_parent() -> None:
 
 def kamailio_available() -> bool:
     return Path(KAMAILIO).is_file() and os.access(KAMAILIO, os.X_OK)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_port_block(size: int) -> int:

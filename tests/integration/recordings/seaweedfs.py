@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from tests.support.net import free_port
+
 GRPC_OFFSET = 10000
 SERVICES = ("master", "volume", "filer", "s3", "admin")
 
@@ -34,9 +36,7 @@ def weed_binary() -> str | None:
 def _port_pair(taken: set[int]) -> int:
     """A free port P < 55536 whose P + 10000 is free too."""
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         if port + GRPC_OFFSET > 65535 or port in taken or port + GRPC_OFFSET in taken:
             continue
         try:
@@ -52,9 +52,7 @@ def _port_pair(taken: set[int]) -> int:
 
 def _free_port(taken: set[int]) -> int:
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         if port not in taken:
             taken.add(port)
             return port

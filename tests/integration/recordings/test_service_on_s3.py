@@ -7,14 +7,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from recordings.testing import wav_stream
-from tests.integration.recordings.test_vault_over_http import DIALGATE, ROOT, ALL_DAY_POLICY, cli, free_port, wait_ready
+from tests.support.builders import ALL_DAY_POLICY, one_case
+from tests.support.harness import DIALGATE, REPO, cli, wait_ready
+from tests.support.net import free_port
 
 
 def s3_config(tmp_path: Path, seaweed, bucket: str, prefix: str) -> Path:
@@ -29,7 +30,7 @@ def s3_config(tmp_path: Path, seaweed, bucket: str, prefix: str) -> Path:
 
 def service_env(seaweed) -> dict[str, str]:
     # credentials by environment only: never in the config file
-    return {**os.environ, "PYTHONPATH": str(ROOT), "T_S3_AK": seaweed.access_key, "T_S3_SK": seaweed.secret_key}
+    return {**os.environ, "PYTHONPATH": str(REPO), "T_S3_AK": seaweed.access_key, "T_S3_SK": seaweed.secret_key}
 
 
 @pytest.mark.slow
@@ -48,11 +49,7 @@ async def test_an_upload_through_the_service_is_a_locked_object_that_qa_can_seek
     try:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             await wait_ready(client, url, tokens["pbx"], proc)
-            today = date.today()
-            case = {"case_id": "S3-1", "creditor": "bank-a", "debtor_name": "赵六", "status": "active",
-                    "commission_start": (today - timedelta(days=10)).isoformat(),
-                    "commission_end": (today + timedelta(days=10)).isoformat(),
-                    "assigned_agent": "col-a", "contacts": [{"number": "13800000002", "relation": "self"}]}
+            case = one_case("S3-1", "bank-a", "col-a", "13800000002") | {"debtor_name": "赵六"}
             assert (await client.post("/v1/cases:import", json={"cases": [case]}, headers=auth("data-a"))).status_code == 200
             r = await client.post("/v1/dials", json={"case_id": "S3-1", "number": "13800000002", "agent_id": "col-a"},
                                   headers=auth("col-a"))

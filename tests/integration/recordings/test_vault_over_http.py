@@ -4,37 +4,19 @@ range, with the service's memory measured from /proc."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from recordings.testing import wav_size, wav_stream
-
-ROOT = Path(__file__).resolve().parents[3]
-DIALGATE = [sys.executable, "-m", "dialer.cli"]
-ALL_DAY_POLICY = '[policy]\ncn_holidays = false\nwindow = { start = "00:00", end = "24:00" }\n'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(config: Path, *args: str) -> str:
-    done = subprocess.run([*DIALGATE, *args, "--config", str(config)], cwd=config.parent,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+from tests.support.builders import ALL_DAY_POLICY, one_case
+from tests.support.harness import DIALGATE, REPO, cli, wait_ready
+from tests.support.net import free_port
 
 
 def vm(pid: int, field: str) -> int:
@@ -42,20 +24,6 @@ def vm(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise AssertionError(field)
-
-
-async def wait_ready(client: httpx.AsyncClient, url: str, token: str, proc: subprocess.Popen) -> None:
-    """Bounded readiness poll; fails at once if the process dies."""
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        try:
-            if (await client.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=2)).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert asyncio.get_running_loop().time() < deadline, "service not ready within 60 s"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -70,17 +38,13 @@ async def test_a_long_call_streams_through_the_real_service_in_constant_memory(t
         tokens[name] = cli(config, "users", "add", "--name", name, "--role", role, "--creditor", "bank-a").strip().splitlines()[-1]
     port = free_port()
     proc = subprocess.Popen([*DIALGATE, "serve", "--config", str(config), "--port", str(port)], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     auth = lambda who: {"Authorization": f"Bearer {tokens[who]}"}  # noqa: E731
     try:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             await wait_ready(client, url, tokens["pbx"], proc)
-            today = date.today()
-            case = {"case_id": "L-1", "creditor": "bank-a", "debtor_name": "王五", "status": "active",
-                    "commission_start": (today - timedelta(days=10)).isoformat(),
-                    "commission_end": (today + timedelta(days=10)).isoformat(),
-                    "assigned_agent": "col-a", "contacts": [{"number": "13800000001", "relation": "self"}]}
+            case = one_case("L-1", "bank-a", "col-a", "13800000001") | {"debtor_name": "王五"}
             assert (await client.post("/v1/cases:import", json={"cases": [case]}, headers=auth("data-a"))).status_code == 200
             r = await client.post("/v1/dials", json={"case_id": "L-1", "number": "13800000001", "agent_id": "col-a"},
                                   headers=auth("col-a"))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import func, select
@@ -22,24 +20,9 @@ from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from sipclient import make_invite
+from tests.support.builders import TUESDAY_10AM, case_doc, users
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-TUESDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)
-USERS = (
-    ("col-a", "collector", ("bank-a",)),
-    ("col-a2", "collector", ("bank-a",)),
-    ("comp-a", "compliance", ("bank-a",)),
-    ("data-a", "data", ("bank-a",)),
-)
-
-
-def case_doc(case_id: str, agent: str, *numbers: str) -> dict[str, Any]:
-    return {
-        "case_id": case_id, "creditor": "bank-a", "debtor_name": "张三", "status": "active",
-        "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": agent,
-        "flags": [], "amount_due": "1000.00", "overdue_days": 40,
-        "contacts": [{"number": n, "relation": "self"} for n in numbers],
-    }
+USERS = users("col-a", "col-a2", "comp-a", "data-a")
 
 
 @dataclass
@@ -70,7 +53,7 @@ class Running:
         return make_invite(number, gate_port=self.sip_port, **kw)
 
 
-CASES = [case_doc("C-1", "col-a", "13800000001"), case_doc("C-2", "col-a2", "13700000003")]
+CASES = [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-2", "bank-a", "col-a2", "13700000003")]
 
 
 @contextlib.asynccontextmanager

@@ -22,9 +22,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters.sip.edge import SipEdgeError, SipEdgeProcess
-from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
+from tests.support.sip_fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.message import SipMessage
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from adapters.sip.service import SipEdgeHealth
 from sipclient import GATE_CONFIG, UdpClient, make_invite, wait_until
 
@@ -229,7 +229,7 @@ PARENT = textwrap.dedent(
     """
     import asyncio, json, sys
     from adapters.sip.edge import SipEdgeProcess
-    from adapters.sip.fakes import RecordingSipAuthorizer
+    from tests.support.sip_fakes import RecordingSipAuthorizer
 
     async def main():
         edge = SipEdgeProcess(RecordingSipAuthorizer(), json.loads(sys.argv[1]))

@@ -16,8 +16,8 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from adapters.sip.edge import SipEdgeProcess
-from adapters.sip.fakes import RecordingSipAuthorizer, allow_all
-from adapters.sip.server import free_port
+from tests.support.sip_fakes import RecordingSipAuthorizer, allow_all
+from tests.support.net import free_tcp_and_udp_port as free_port
 from sipclient import GATE_CONFIG, wait_until
 from tests.conftest import require_service
 

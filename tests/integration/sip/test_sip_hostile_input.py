@@ -9,12 +9,13 @@ from typing import Any, AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.sip.server import free_port
-from service_app import Running, case_doc, start_service
+from tests.support.net import free_tcp_and_udp_port as free_port
+from service_app import Running, start_service
+from tests.support.builders import case_doc
 from sipclient import UdpClient
 
 NUMBERS = [f"139100000{i:02d}" for i in range(45, 65)]  # 20 numbers, one case each, all col-a's
-CASES = [case_doc(f"C-{n}", "col-a", n) for n in NUMBERS]
+CASES = [case_doc(f"C-{n}", "bank-a", "col-a", n) for n in NUMBERS]
 
 
 @pytest.fixture(params=["inline", "process"])

@@ -24,9 +24,10 @@ import threading
 import numpy as np
 import pytest
 
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from kamailio_proc import kamailio_available, run_kamailio
-from service_app import case_doc, start_service
+from service_app import start_service
+from tests.support.builders import case_doc
 from sipclient import UdpClient, derive, wait_until
 from tests.conftest import require_service
 
@@ -96,7 +97,7 @@ async def test_agent_phone_reaches_the_debtor_through_kamailio_and_the_gate_and_
     kport, gport, aport, dport = (free_port() for _ in range(4))
     debtor_behaviour = DebtorPhone()
     service = start_service(
-        tmp_path, sip_port=gport, route=f"sip:{{number}}@127.0.0.1:{kport}", cases=[case_doc("C-50", "col-a", DIALED)],
+        tmp_path, sip_port=gport, route=f"sip:{{number}}@127.0.0.1:{kport}", cases=[case_doc("C-50", "bank-a", "col-a", DIALED)],
         edge=edge,
     )
 

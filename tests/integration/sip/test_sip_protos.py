@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sip.fakes import RecordingSipAuthorizer
+from tests.support.sip_fakes import RecordingSipAuthorizer
 from adapters.sip.gate import dial_input_from_invite
 from adapters.sip.message import SipParseError, parse_message
 from sipclient import UdpClient, make_invite

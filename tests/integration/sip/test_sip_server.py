@@ -8,7 +8,7 @@ import time
 
 from structlog.testing import capture_logs
 
-from adapters.sip.fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
+from tests.support.sip_fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
 from adapters.sip.gate import SipDialAnswer, SipDialInput
 from sipclient import TcpClient, UdpClient, derive, make_invite
 

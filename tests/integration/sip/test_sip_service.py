@@ -9,9 +9,10 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from dialer.logs import configure_logging
-from service_app import Running, case_doc, start_service
+from service_app import Running, start_service
+from tests.support.builders import case_doc
 from sipclient import UdpClient
 
 
@@ -145,7 +146,7 @@ async def test_another_agents_case_and_an_unknown_extension_are_declined_without
 
 
 async def test_two_active_cases_of_the_agent_holding_the_number_are_declined_as_ambiguous(tmp_path):
-    cases = [case_doc("C-1", "col-a", "13800000001"), case_doc("C-9", "col-a", "13800000001")]
+    cases = [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-9", "bank-a", "col-a", "13800000001")]
     async with start_service(tmp_path, sip_port=free_port(), cases=cases) as run:
         client = UdpClient(run.sip_port)
         resp = await client.request(run.invite("13800000001"))
@@ -160,8 +161,8 @@ async def test_two_active_cases_of_the_agent_holding_the_number_are_declined_as_
 
 
 async def test_a_paused_case_holding_the_number_does_not_count_as_the_agents_case(tmp_path):
-    paused = case_doc("C-P", "col-a", "13800000001") | {"status": "paused"}
-    async with start_service(tmp_path, sip_port=free_port(), cases=[paused, case_doc("C-A", "col-a", "13800000001")]) as run:
+    paused = case_doc("C-P", "bank-a", "col-a", "13800000001") | {"status": "paused"}
+    async with start_service(tmp_path, sip_port=free_port(), cases=[paused, case_doc("C-A", "bank-a", "col-a", "13800000001")]) as run:
         client = UdpClient(run.sip_port)
         resp = await client.request(run.invite("13800000001"))
         client.close()
@@ -174,7 +175,7 @@ async def test_a_paused_case_holding_the_number_does_not_count_as_the_agents_cas
 async def test_a_pending_authorisation_wins_over_the_agents_active_case_with_the_same_number(tmp_path):
     # col-a has C-1 (active) and C-9 (active) with the same number: ambiguous on its own,
     # but a click-to-dial for C-9 says which one the INVITE is
-    cases = [case_doc("C-1", "col-a", "13800000001"), case_doc("C-9", "col-a", "13800000001")]
+    cases = [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-9", "bank-a", "col-a", "13800000001")]
     async with start_service(tmp_path, sip_port=free_port(), cases=cases) as run:
         r = await run.post("/v1/dials", "col-a", {"case_id": "C-9", "number": "13800000001", "agent_id": "col-a"})
         assert r.status_code in (200, 201), r.text

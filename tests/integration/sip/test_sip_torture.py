@@ -22,9 +22,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters.sip.edge import SipEdgeProcess
-from adapters.sip.fakes import RecordingSipAuthorizer
+from tests.support.sip_fakes import RecordingSipAuthorizer
 from adapters.sip.message import SipMessage
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from sipclient import GATE_CONFIG, TcpClient, UdpClient, make_invite
 from tests.conftest import data_dir, require_service
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sip.server import free_port
+from tests.support.net import free_tcp_and_udp_port as free_port
 from service_app import start_service
 from sipclient import UdpClient
 from tests.conftest import require_service

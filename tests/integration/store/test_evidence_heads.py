@@ -24,7 +24,8 @@ from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.imports import parse_cases_payload
 from dialer.usecases import RequestDial
-from gate_store_support import one_case, pg_url
+from gate_store_support import pg_url
+from tests.support.builders import one_case
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 

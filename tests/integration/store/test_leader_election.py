@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gate_store_support import DIALGATE, REPO, _wait_ready, cli, free_port, write_config
+from tests.support.harness import DIALGATE, REPO, cli, wait_ready, write_config
+from tests.support.net import free_port
 from recordings.testing import wav_stream
 from tests.conftest import require_service
 
@@ -93,7 +94,7 @@ async def _two_instances(pg_url: str, workdir: Path, extra: str = "") -> AsyncIt
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         async with httpx.AsyncClient() as client:
-            await asyncio.gather(*(_wait_ready(client, u, token, p) for u, p in zip(urls, procs)))
+            await asyncio.gather(*(wait_ready(client, u, token, p) for u, p in zip(urls, procs)))
         yield procs, urls, token
     finally:
         for p in procs:

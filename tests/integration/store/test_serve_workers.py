@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gate_store_support import DIALGATE, REPO, _wait_ready, cli, free_port, one_case, terminate, write_config
+from tests.support.harness import DIALGATE, REPO, cli, terminate, wait_ready, write_config
+from tests.support.net import free_port
+from tests.support.builders import one_case
 
 N, CAP = 50, 2
 
@@ -64,7 +66,7 @@ async def test_two_http_workers_share_one_sqlite_file_and_still_allow_exactly_th
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(timeout=60) as client:
-            await _wait_ready(client, base, tokens["data-w"], proc)
+            await wait_ready(client, base, tokens["data-w"], proc)
             workers = _children(proc.pid)
             assert len(workers) == 2, workers
             r = await client.post(base + "/v1/cases:import", headers={"Authorization": f"Bearer {tokens['data-w']}"},

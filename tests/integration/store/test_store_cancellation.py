@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.db import tables
-from gate_store_support import one_case
+from tests.support.builders import one_case
 from dialer.app import build_app
 from dialer.auth import add_user
 from dialer.clock import FixedClock

@@ -17,7 +17,7 @@ from dialer.audit import verify
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
-from gate_store_support import one_case
+from tests.support.builders import one_case
 
 REIMPORTS = 12
 

@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 
 from adapters.db import tables
 from adapters.db.store import SqlAlchemyCaseStore
-from gate_store_support import one_case, start_cluster, stop_cluster, write_config
+from tests.support.harness import start_cluster, stop_cluster, write_config
+from tests.support.builders import one_case
 from dialer.app import build_app
 from dialer.auth import add_user
 from dialer.clock import FixedClock

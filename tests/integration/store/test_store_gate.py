@@ -31,7 +31,8 @@ from dialer.evidence import EvidenceKey
 from dialer.imports import parse_cases_payload
 from dialer.model import Principal
 from dialer.usecases import RequestDial
-from gate_store_support import REPO, one_case
+from tests.support.harness import REPO
+from tests.support.builders import one_case
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -27,7 +27,7 @@ from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.imports import parse_cases_payload
 from dialer.usecases import LogOutcome, RequestDial
-from gate_store_support import one_case
+from tests.support.builders import one_case
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

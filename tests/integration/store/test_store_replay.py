@@ -22,7 +22,7 @@ from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.imports import parse_cases_payload
 from dialer.usecases import LogOutcome, RequestDial
-from gate_store_support import REPO
+from tests.support.harness import REPO
 
 SH = ZoneInfo("Asia/Shanghai")
 # The policy the traffic was decided under: three calls an hour per number.

@@ -12,7 +12,7 @@ import pytest
 
 from dialer.config import build_config
 from dialer.simulate import ScenarioError, run
-from gate_store_support import REPO
+from tests.support.harness import REPO
 
 CASE = {"case_id": "S1", "creditor": "bank-a", "debtor_name": "张三", "commission_start": "2026-11-01",
         "commission_end": "2026-12-31", "assigned_agent": "a1",

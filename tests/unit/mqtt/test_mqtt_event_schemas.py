@@ -120,7 +120,7 @@ def test_the_pbx_event_schema_refuses_what_the_consumer_refuses(doc):
 
 
 def test_the_in_memory_outbox_writes_events_of_the_same_shape():
-    from adapters.mqtt.memory import InMemoryOutboxSource
+    from tests.support.outbox import InMemoryOutboxSource
 
     outbox = InMemoryOutboxSource()
     outbox.append("case.updated", "bank-a", "C-1", {"status": "paused"})

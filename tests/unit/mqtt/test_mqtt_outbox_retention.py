@@ -14,7 +14,7 @@ import adapters.mqtt.relay as relay_module
 from adapters.mqtt.backoff import Backoff
 from adapters.mqtt.config import load_mqtt_config
 from adapters.mqtt.errors import MqttConfigError
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from adapters.mqtt.relay import OutboxRelay
 from dialer.errors import StoreUnavailable
 from tests.conftest import captured_logs

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.mqtt.backoff import Backoff
 from adapters.mqtt.errors import BrokerUnavailable
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from adapters.mqtt.relay import OutboxRelay
 from tests.unit.mqtt.event_schemas import errors
 

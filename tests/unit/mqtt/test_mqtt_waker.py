@@ -17,7 +17,7 @@ import pytest
 
 from adapters.mqtt import waker as waker_module
 from adapters.mqtt.bridge import open_mqtt_waker
-from adapters.mqtt.memory import InMemoryOutboxSource
+from tests.support.outbox import InMemoryOutboxSource
 from adapters.mqtt.ports import OutboxEvent
 from adapters.mqtt.relay import OutboxRelay
 from adapters.mqtt.waker import MISSING_WARN_AFTER_S, RelayWaker, RelayWakeListener, wake_socket_path

@@ -1,4 +1,4 @@
-"""`InMemoryOutboxSource`: the outbox as a list, for tests, the benchmark and demos."""
+"""`InMemoryOutboxSource`: the outbox as a list, for the relay's tests and the MQTT benchmark."""
 
 from __future__ import annotations
 

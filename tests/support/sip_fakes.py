@@ -1,4 +1,4 @@
-"""In-memory authorizers for tests, the benchmark and demos (no database).
+"""In-memory SIP authorizers for the listener's tests and the benchmark (no database).
 
 :class:`RecordingSipAuthorizer` keeps every question it was asked (``asked``) and
 answers with a function of the question. :class:`HourlyCapSipAuthorizer` is a tiny

@@ -1,0 +1,7 @@
+"""What the tests share, in one place instead of a copy per folder.
+
+    builders.py   case documents, users with their roles and creditors, the fixed test time
+    net.py        free loopback ports, and waiting until a port accepts connections
+    sip_fakes.py  in-memory SIP authorizers (no database) for the SIP listener's tests
+    outbox.py     the MQTT outbox as a list, for the relay's tests and the MQTT benchmark
+"""
