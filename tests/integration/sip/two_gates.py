@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -75,7 +76,17 @@ class TwoGates:
             await conn.close()
 
 
-def _gate_config(workdir: Path, pg_url: str, name: str, sip_port: int, route_port: int) -> Path:
+def _evidence_key(workdir: Path) -> Path:
+    """One evidence key for both gates: each chains decisions into the same log, and a
+    chain MAC'd under two keys does not verify."""
+    path = workdir / "evidence.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def _gate_config(workdir: Path, pg_url: str, name: str, sip_port: int, route_port: int, key: Path) -> Path:
     own = workdir / name
     own.mkdir()
     extensions = "".join(f'"{ext}" = "{agent}"\n' for ext, agent in EXTENSIONS.items())
@@ -85,6 +96,7 @@ def _gate_config(workdir: Path, pg_url: str, name: str, sip_port: int, route_por
         # An allowed call comes back to Kamailio, which finds no phone: 404 means "placed".
         f'route = "sip:{{number}}@127.0.0.1:{route_port}"\n'
         f'[sip.extensions]\n{extensions}[sip.registered_lines]\n{CREDITOR} = [{lines}]\n'
+        f'[audit]\nkey_file = "{key}"\n'
     ))
 
 
@@ -94,7 +106,8 @@ async def two_gates(pg_url: str, workdir: Path, cases: Sequence[dict[str, Any]],
     """Both gates ready with ``cases`` imported (and Kamailio dispatching over them when
     ``kamailio``); every process stopped on the way out, a frozen one thawed first."""
     kport, sip_ports, http_ports = free_port(), [free_port(), free_port()], [free_port(), free_port()]
-    configs = [_gate_config(workdir, pg_url, n, p, kport) for n, p in zip("ab", sip_ports)]
+    key = _evidence_key(workdir)
+    configs = [_gate_config(workdir, pg_url, n, p, kport, key) for n, p in zip("ab", sip_ports)]
     cli(configs[0], "db", "upgrade")
     tokens = {}
     for name, role in (("data-k", "data"), ("col-k", "collector"), ("col-s", "collector")):
