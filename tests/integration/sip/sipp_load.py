@@ -50,9 +50,21 @@ a=rtpmap:0 PCMU/8000
 ]]>
   </send>
   <recv response="100" optional="true"/>
-  <recv response="404" optional="true" rtd="1" next="ack"/>
-  <recv response="503" optional="true" next="ack"/>
-  <recv response="603"/>
+  <recv response="404" optional="true" rtd="1" next="ack">
+    <action><log message="final [clock_tick] 404 -"/></action>
+  </recv>
+  <recv response="503" optional="true" next="ack">
+    <action>
+      <ereg regexp="text=.([a-z_.]+)" search_in="hdr" header="Reason:" check_it="false" assign_to="r503,why503"/>
+      <log message="final [clock_tick] 503 [$why503] [$r503]"/>
+    </action>
+  </recv>
+  <recv response="603">
+    <action>
+      <ereg regexp="text=.([a-z_.]+)" search_in="hdr" header="Reason:" check_it="false" assign_to="r603,why603"/>
+      <log message="final [clock_tick] 603 [$why603] [$r603]"/>
+    </action>
+  </recv>
   <label id="ack"/>
   <send>
     <![CDATA[
@@ -83,6 +95,11 @@ class SippResult:
     unavailable: int  # final 503
     failed: int  # no final answer within the receive time-out (or another failure)
     placed_at: list[float] = field(default_factory=list)  # answer times, seconds since sipp started
+    finals: list[tuple[float, int, str]] = field(default_factory=list)  # (seconds since sipp started, status, rule)
+
+    def not_placed(self, start: float, end: float) -> list[tuple[float, int, str]]:
+        """The answers other than "placed" that came between ``start`` and ``end``."""
+        return [f for f in self.finals if start <= f[0] <= end and f[1] != 404]
 
     def outage(self, at: float, before: float = 0.5, after: float = 10.0) -> float:
         """The longest silence between placed calls from ``before`` s before ``at`` to
@@ -113,7 +130,7 @@ class SippLoad:
         cmd = [SIPP, f"127.0.0.1:{self.port}", "-sf", "scenario.xml", "-inf", "numbers.csv", "-i", "127.0.0.1",
                "-p", str(free_port()), "-m", str(len(self.numbers)), "-r", str(self.rate), "-rp", "1000",
                "-l", str(20 * self.rate), "-recv_timeout", str(int(self.recv_timeout_s * 1000)),
-               "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1", "-trace_counts", "-timeout", "600s",
+               "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1", "-trace_counts", "-trace_logs", "-timeout", "600s",
                "-nostdin"]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=self.run, stdout=subprocess.DEVNULL,
@@ -140,6 +157,14 @@ class SippLoad:
                         # sipp stamps the call's start: its answer came response_time later
                         placed_at.append((float(row[0]) + float(row[1])) / 1000)
         placed_at.sort()
+        finals: list[tuple[float, int, str]] = []
+        for path in self.run.glob("*_logs.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) >= 3 and parts[0] == "final" and parts[1].isdigit() and parts[2].isdigit():
+                    # the Reason's rule text ("-" for a placed call; none when absent)
+                    finals.append((int(parts[1]) / 1000, int(parts[2]), parts[3] if len(parts) > 3 else ""))
+        finals.sort()
 
         def n(key: str, source: dict[str, str]) -> int:
             return int(source.get(key, "0") or 0)
@@ -147,7 +172,7 @@ class SippLoad:
         return SippResult(
             calls=n("TotalCallCreated", stats) or len(self.numbers),
             placed=n("2_404_Recv", counts), unavailable=n("3_503_Recv", counts), declined=n("4_603_Recv", counts),
-            failed=n("FailedCall(C)", stats), placed_at=placed_at,
+            failed=n("FailedCall(C)", stats), placed_at=placed_at, finals=finals,
         )
 
 
