@@ -18,8 +18,14 @@ decisions::
 The listener is the same code in both modes (``server.py``); only its authorizer
 differs: :class:`RemoteAuthorizer` forwards the :class:`SipDialInput` and awaits the
 :class:`SipDialAnswer`. So every SIP behaviour (and every torture/PROTOS guarantee)
-holds unchanged, and any failure of the link is what the listener already handles:
-an authorizer that raises or times out means a 603 ``system.store_unavailable``.
+holds unchanged, and any failure of the link is what the listener already handles.
+The service's own "could not decide" (its store failed) comes back as an answer, a 603
+``system.store_unavailable``. An answer that does not come in time (the service's
+process is frozen, or stuck) or a link that is down is no decision at all: the listener
+answers 503 ``system.no_decision`` with ``Retry-After``, and while the service stays
+silent it answers OPTIONS 503 too, so a dispatcher in front of two gates sends the
+call, and the next ones, to the other gate. A 603 there would be final: a frozen
+process is not a block.
 
 Wire format, one JSON array per line::
 
@@ -76,7 +82,7 @@ from typing import Any, Callable, Mapping
 import orjson
 import structlog
 
-from adapters.sip.gate import SipDialAnswer, SipDialAuthorizer, SipDialInput, fail_closed_answer
+from adapters.sip.gate import DecisionUnavailable, SipDialAnswer, SipDialAuthorizer, SipDialInput, fail_closed_answer
 
 log = structlog.get_logger("dialgate.sip")
 
@@ -87,6 +93,11 @@ _REPO = str(Path(__file__).resolve().parents[2])  # so `python -m adapters.sip.e
 
 class LinkError(ConnectionError):
     """The link between the edge and the service is down or spoke nonsense."""
+
+
+class LinkDown(LinkError, DecisionUnavailable):
+    """No link to the service, or it closed with the question unanswered: nothing was
+    decided (the listener answers 503, not 603)."""
 
 
 class BadLine(LinkError):
@@ -540,8 +551,8 @@ def _plain(value: Any) -> Any:
 
 class RemoteAuthorizer:
     """``SipDialAuthorizer`` in the edge: each INVITE's question goes over the link; the
-    answer comes back by request id. With the link down it raises LinkError, which the
-    listener turns into a 603 ``system.store_unavailable`` (fail closed)."""
+    answer comes back by request id. With the link down it raises LinkDown, which the
+    listener answers 503 ``system.no_decision`` (nothing was decided here)."""
 
     def __init__(self) -> None:
         self._link: _Lines | None = None
@@ -549,9 +560,10 @@ class RemoteAuthorizer:
         self._next = 0
         self.lost = asyncio.Event()
 
-    async def connect(self, path: str) -> None:
+    async def connect(self, path: str | None = None, *, sock: Any = None) -> None:
+        """Over the service's socket at ``path`` (or an already connected ``sock``)."""
         _, self._link = await asyncio.get_running_loop().create_unix_connection(
-            lambda: _Lines(self._on_line, self._on_lost, self._on_bad, trusted=True), path=path
+            lambda: _Lines(self._on_line, self._on_lost, self._on_bad, trusted=True), path=path, sock=sock
         )
 
     def send(self, msg: list[Any]) -> None:
@@ -561,7 +573,7 @@ class RemoteAuthorizer:
     async def authorize(self, invite: SipDialInput) -> SipDialAnswer:
         link = self._link
         if link is None or link.closed:
-            raise LinkError("the SIP edge has no link to the decision service")
+            raise LinkDown("the SIP edge has no link to the decision service")
         self._next += 1
         req_id = self._next
         fut: asyncio.Future[SipDialAnswer] = asyncio.get_running_loop().create_future()
@@ -587,7 +599,7 @@ class RemoteAuthorizer:
     def _on_lost(self, link: _Lines, exc: Exception | None) -> None:
         for fut in self._waiting.values():
             if not fut.done():
-                fut.set_exception(LinkError("the link to the decision service closed"))
+                fut.set_exception(LinkDown("the link to the decision service closed"))
         self.lost.set()
 
     def close(self) -> None:

@@ -16,6 +16,9 @@ Contract with the PBX (headers it may send, headers we return):
 * 603 carries ``Reason: SIP;cause=603;text="<rule_id>"``, ``Warning: 399 dialgate
   "<English reason>"`` and ``Retry-After`` (seconds) when the policy knows the next
   lawful time.
+* 503 with ``Retry-After: 1`` and ``Reason: SIP;cause=503;text="system.no_decision"``
+  when no decision came in time or the deciding process could not be reached: not a
+  decision, so a dispatcher may ask another gate (it never re-asks after a 603).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from policy.numbers import mask_number as _mask_number
 STORE_UNAVAILABLE = "system.store_unavailable"
 STORE_UNAVAILABLE_REASON = "The dial gate could not reach its store; the call is blocked (fail closed)."
 STORE_UNAVAILABLE_REASON_ZH = "拨号网关无法访问数据存储，呼叫已拦截（故障时拒绝）。"
+NO_DECISION = "system.no_decision"
+NO_DECISION_REASON = "This gate got no decision in time; the call is not placed here (another gate may decide)."
+NO_DECISION_REASON_ZH = "本网关未能及时得到决定，呼叫未在此放行（可由另一网关决定）。"
 
 _VISUAL_SEPARATORS = re.compile(r"[\s\-().]")
 # RFC 3966's dial string as the gate takes it: digits, one leading "+", and the visual
@@ -79,10 +85,17 @@ class SipDialAnswer:
     number: str | None = None  # the E.164 number decided on (a 302's Contact routes exactly it)
 
 
+class DecisionUnavailable(ConnectionError):
+    """The deciding side could not be asked at all (its process is gone or unreachable):
+    no decision was made, so the listener answers 503 rather than a 603."""
+
+
 class SipDialAuthorizer(Protocol):
     """Decide-and-reserve one SIP dial. Must not raise for a refusal: a refusal is an
-    answer with ``allowed=False``. Exceptions (and time-outs) mean "could not decide";
-    the listener then declines the call with ``system.store_unavailable`` (fail closed).
+    answer with ``allowed=False``. An exception means "could not decide": the listener
+    declines the call with 603 ``system.store_unavailable`` (fail closed), except for
+    :class:`DecisionUnavailable` and a time-out, which it answers 503
+    ``system.no_decision`` (no decision was made: another gate may make it).
     """
 
     async def authorize(self, invite: SipDialInput) -> SipDialAnswer: ...

@@ -7,9 +7,11 @@
 
 Every INVITE is parsed strictly (``message.py``), matched against the INVITE
 transaction table (``transaction.py``) so that a retransmission is never decided twice,
-and decided by the :class:`~adapters.sip.gate.SipDialAuthorizer` with a time-out; any
-exception or time-out there declines the call with ``system.store_unavailable`` (fail
-closed). Malformed requests get a 400 (or 505/413/416) when they carry enough headers
+and decided by the :class:`~adapters.sip.gate.SipDialAuthorizer` with a time-out. An
+exception there declines the call with 603 ``system.store_unavailable`` (fail closed);
+a time-out, or a deciding process that cannot be reached, is answered 503
+``system.no_decision`` (the call is not placed here, and a dispatcher may ask another
+gate: no decision was made, so that is no second opinion). Malformed requests get a 400 (or 505/413/416) when they carry enough headers
 to address a response, and are dropped otherwise; responses and ACKs are never
 answered. Nothing a peer sends stops the listener.
 """
@@ -31,6 +33,9 @@ import structlog
 
 from adapters.sip.config import SipConfig
 from adapters.sip.gate import (
+    NO_DECISION,
+    NO_DECISION_REASON,
+    DecisionUnavailable,
     SipDialAnswer,
     SipDialAuthorizer,
     SipDialInput,
@@ -81,6 +86,11 @@ REASON_PHRASES = {
     505: "Version Not Supported",
     603: "Decline",
 }
+_NO_DECISION_HEADERS = [
+    ("Retry-After", "1"),
+    ("Reason", f'SIP;cause=503;text="{NO_DECISION}"'),
+    ("Warning", f'399 dialgate "{NO_DECISION_REASON}"'),
+]
 _RPORT_RE = re.compile(r";\s*rport(?=\s*(;|$))", re.IGNORECASE)
 _PROVISIONAL_AFTER = 0.2  # RFC 3261 17.2.1: send 100 Trying if the TU needs longer
 _OVERLOAD_LOG_EVERY = 1.0  # seconds between sip.overloaded lines (each counts the INVITEs shed)
@@ -152,6 +162,10 @@ class SipServer:
         self._shed_unlogged = 0  # INVITEs shed since then
         self._untrusted_logged_at = -_OVERLOAD_LOG_EVERY
         self._untrusted_unlogged = 0
+        # The last decision timed out and none has finished since: the deciding side is
+        # frozen or wedged, so OPTIONS probes are answered 503 and a dispatcher stops
+        # sending INVITEs here until a decision comes back.
+        self.stalled = False
         self.transactions = InviteTransactionTable(max_entries=max_transactions, ttl=transaction_ttl)
         self.stats = SipStats()
         self._udp: _UdpEndpoint | None = None
@@ -355,7 +369,10 @@ class SipServer:
         if method == "INVITE":
             self._invite(msg, transport, reply, source)
         elif method == "OPTIONS":
-            self._respond(msg, 200, reply, source, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
+            if self.stalled:
+                self._respond(msg, 503, reply, source, extra=_NO_DECISION_HEADERS)
+            else:
+                self._respond(msg, 200, reply, source, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
         elif method in KNOWN_METHODS:
             self._respond(msg, 405, reply, source, extra=[("Allow", ALLOW)])
         else:
@@ -459,10 +476,11 @@ class SipServer:
             return  # finished; its done-callback is about to answer
         d.late = True
         d.timer = None
+        self.stalled = True
         self.stats.authorizer_failures += 1
         log.warning("sip.authorizer_failed", error="TimeoutError", detail=f"no decision within {self._timeout:g} s",
                     call_id=d.msg.call_id)
-        self._answer(d, fail_closed_answer())
+        self._no_decision(d)
 
     async def _decide(self, d: "_Decision", dial: SipDialInput) -> None:
         """The INVITE's task: ask the authorizer, then answer (fail closed on any error)."""
@@ -482,6 +500,8 @@ class SipServer:
         self._pending -= 1
         if d.timer is not None:
             d.timer.cancel()
+        if not isinstance(exc, DecisionUnavailable):
+            self.stalled = False  # the deciding side answered (late or not): it is alive
         if d.late:
             log.warning(
                 "sip.late_decision",
@@ -489,7 +509,7 @@ class SipServer:
                 error=type(exc).__name__ if exc else None,
                 allowed=getattr(answer, "allowed", None),
                 attempt=getattr(answer, "attempt_id", None),
-                note="answered 603 system.store_unavailable already",
+                note="answered 503 system.no_decision already",
             )
             return
         if exc is None and not isinstance(answer, SipDialAnswer):
@@ -497,8 +517,20 @@ class SipServer:
         if exc is not None:
             self.stats.authorizer_failures += 1
             log.warning("sip.authorizer_failed", error=type(exc).__name__, detail=str(exc)[:200], call_id=d.msg.call_id)
+            if isinstance(exc, DecisionUnavailable):
+                self._no_decision(d)
+                return
             answer = fail_closed_answer()
         self._answer(d, answer)  # type: ignore[arg-type]
+
+    def _no_decision(self, d: "_Decision") -> None:
+        """503: nothing was decided (a time-out, or the deciding process is unreachable),
+        so the call is not placed here and a dispatcher may ask another gate. A 603
+        would be final, and a block is what it must mean."""
+        txn = d.txn
+        if txn.cancelled or txn.final:
+            return
+        self.transactions.complete(txn, build_response(d.msg, 503, d.source, txn.to_tag, extra=_NO_DECISION_HEADERS))
 
     def _answer(self, d: "_Decision", answer: SipDialAnswer) -> None:
         self.stats.decisions += 1

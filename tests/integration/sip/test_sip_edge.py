@@ -114,7 +114,7 @@ async def test_a_declined_call_carries_the_services_rule_reason_and_retry_after_
     assert "limit 0" in resp.get("warning")
 
 
-async def test_a_decision_that_never_comes_is_declined_603_store_unavailable():
+async def test_a_decision_that_never_comes_is_answered_503_so_another_gate_may_decide():
     port = free_port()
     never = asyncio.Event()
 
@@ -124,8 +124,10 @@ async def test_a_decision_that_never_comes_is_declined_603_store_unavailable():
     async with SipEdgeProcess(RecordingSipAuthorizer(hang), edge_config(port)):
         resp = await ask(port, make_invite("13800000001", gate_port=port), timeout=10)
         never.set()
-    assert resp.status == 603
-    assert resp.get("reason") == 'SIP;cause=603;text="system.store_unavailable"'
+    # a service stuck (or frozen) is no decision: not the final 603 of a block
+    assert resp.status == 503
+    assert resp.get("reason") == 'SIP;cause=503;text="system.no_decision"'
+    assert resp.get("retry-after") == "1"
 
 
 async def test_a_killed_edge_is_restarted_on_the_same_port_and_decides_again():

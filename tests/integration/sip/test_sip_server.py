@@ -200,7 +200,7 @@ async def test_an_authorizer_that_raises_fails_closed_and_the_listener_keeps_ser
     assert second.status == 302
 
 
-async def test_an_authorizer_that_hangs_times_out_into_a_fail_closed_603_after_100_trying(start_gate):
+async def test_an_authorizer_that_hangs_times_out_into_a_503_after_100_trying_and_the_call_is_not_placed(start_gate):
     async def hang(invite: SipDialInput) -> SipDialAnswer:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -212,7 +212,9 @@ async def test_an_authorizer_that_hangs_times_out_into_a_fail_closed_603_after_1
         final = await client.recv_final(timeout=5)
         client.close()
     assert provisional.status == 100
-    assert final.status == 603 and 'text="system.store_unavailable"' in (final.get("reason") or "")
+    # no decision is not a block: 503 lets a dispatcher ask another gate; no 302, no Contact
+    assert final.status == 503 and 'text="system.no_decision"' in (final.get("reason") or "")
+    assert final.get("retry-after") == "1" and final.get("contact") is None
 
 
 async def test_the_dial_input_carries_number_line_agent_case_and_attempt_from_the_headers(start_gate):
@@ -293,7 +295,7 @@ async def test_tcp_message_without_content_length_gets_400_and_the_connection_is
     assert auth.asked == []
 
 
-async def test_a_timed_out_decision_is_not_cancelled_half_way_and_the_call_is_still_declined(start_gate):
+async def test_a_timed_out_decision_is_not_cancelled_half_way_and_the_call_is_still_not_placed(start_gate):
     release = asyncio.Event()
     done = asyncio.Event()
     finished: list[str] = []
@@ -310,13 +312,13 @@ async def test_a_timed_out_decision_is_not_cancelled_half_way_and_the_call_is_st
         first = await client.request(req)
         pending_late = gate.pending_decisions  # the late decision still holds its slot
         release.set()
-        again = await client.request(req)  # the transaction keeps its 603
+        again = await client.request(req)  # the transaction keeps its 503, not the late 302
         client.close()
         await asyncio.wait_for(done.wait(), 3)  # the decision completes in the background
         await asyncio.sleep(0)  # let its done-callbacks run
         pending_after = gate.pending_decisions
-    assert first.status == 603 and 'text="system.store_unavailable"' in (first.get("reason") or "")
-    assert again.status == 603
+    assert first.status == 503 and 'text="system.no_decision"' in (first.get("reason") or "")
+    assert again.status == 503
     assert finished == ["late@pbx"]
     assert (pending_late, pending_after) == (1, 0)
 
@@ -447,10 +449,10 @@ async def test_a_decision_past_its_time_out_does_not_make_the_gate_shed_every_la
 
     async with start_gate(RecordingSipAuthorizer(wedged), decision_timeout=0.3, shed_after=0.1) as gate:
         client = UdpClient(gate.port)
-        first = await client.request(make_invite("+8613800000044", gate_port=gate.port))  # 603 at the time-out
+        first = await client.request(make_invite("+8613800000044", gate_port=gate.port))  # 503 at the time-out
         later = await client.request(make_invite("+8613800000045", gate_port=gate.port))
         client.close()
         never.set()
     # the second INVITE was decided (and timed out in turn), not shed because of the first
-    assert first.status == later.status == 603
-    assert later.get("reason") == 'SIP;cause=603;text="system.store_unavailable"'
+    assert first.status == later.status == 503
+    assert later.get("reason") == 'SIP;cause=503;text="system.no_decision"'

@@ -213,3 +213,64 @@ async def test_a_frozen_leader_loses_its_term_and_steps_down_when_it_wakes(pg_ur
     text = (workdir / f"serve-{first}.log").read_text(errors="replace")
     assert text.count('"leader.elected"') == 1 and '"leader.stepped_down"' in text, text[-3000:]
 
+
+
+@pytest.mark.slow
+async def test_the_periodic_singleton_jobs_run_in_the_leader_only_and_move_with_the_role(pg_url: str, workdir: Path) -> None:
+    # The evidence-heads export leaves a line in the log of the instance that ran it, so
+    # it shows where the leader's periodic jobs run; the expiry of stale click-to-dial
+    # authorisations (every 15 s) shows that they carry on after the leader dies.
+    extra = '[audit]\nexport_interval_s = 0.5\n[gate]\nattempt_validity_s = 1\n'
+    async with _two_instances(pg_url, workdir, extra) as (procs, urls, token):
+        async with httpx.AsyncClient() as client:
+            views = await _one_leader(client, urls, token)
+            first = next(i for i, v in enumerate(views) if v["is_leader"])
+            other = 1 - first
+            logs = [workdir / f"serve-{i}.log" for i in range(2)]
+
+            def exports(i: int) -> int:
+                return logs[i].read_text(errors="replace").count('"evidence.heads"')
+
+            async def exported_by_leader() -> Any:
+                return exports(first) >= 3
+
+            await _until(exported_by_leader, "the leader exports the heads")
+            assert exports(other) == 0  # one runner: the other instance never ran the job
+
+            # an authorisation nobody places, made through the instance that will survive
+            data = cli(workdir / "config.toml", "users", "add", "--name", "data-e", "--role", "data",
+                       "--creditor", "bank-e").strip().splitlines()[-1]
+            agent = cli(workdir / "config.toml", "users", "add", "--name", "col-e", "--role", "collector",
+                        "--creditor", "bank-e").strip().splitlines()[-1]
+            from gate_store_support import one_case
+
+            r = await client.post(urls[other] + "/v1/cases:import", headers={"Authorization": f"Bearer {data}"},
+                                  json={"cases": [one_case("E-1", "bank-e", "col-e", "13200000001")]}, timeout=30)
+            assert r.status_code == 200, r.text
+            r = await client.post(urls[other] + "/v1/dials", headers={"Authorization": f"Bearer {agent}"},
+                                  json={"case_id": "E-1", "number": "13200000001", "agent_id": "col-e"}, timeout=30)
+            assert r.status_code == 201, r.text
+            attempt = r.json()["attempt_id"]
+
+            procs[first].send_signal(signal.SIGKILL)
+            procs[first].wait(timeout=10)
+            killed_with = exports(first)
+
+            async def exported_by_successor() -> Any:
+                return exports(other) >= 2
+
+            await _until(exported_by_successor, "the surviving instance exports the heads", timeout=30)
+
+            async def expired() -> Any:
+                import asyncpg
+
+                from adapters.db.leader import asyncpg_dsn
+
+                conn = await asyncpg.connect(asyncpg_dsn(pg_url))
+                try:
+                    return await conn.fetchval("SELECT state FROM attempts WHERE id = $1", attempt) == "expired"
+                finally:
+                    await conn.close()
+
+            await _until(expired, "the stale authorisation is expired by the new leader", timeout=45)
+            assert exports(first) == killed_with  # the dead one ran nothing more
