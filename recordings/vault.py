@@ -200,7 +200,7 @@ class Vault:
         checkpoint: Checkpoint | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         create_missing_keys: bool = False,
-        parallel_hash: bool = False,
+        parallel_hash: bool = True,
         ciphers: Mapping[str, str] | None = None,
         sealer: ChainSealer | None = None,
     ) -> None:
@@ -212,8 +212,8 @@ class Vault:
         self.max_size = max_size
         self.media_types = tuple(media_types)
         self.chunk_size = chunk_size
-        # SHA-256 on the writer's thread, beside AES-GCM on the loop: faster only
-        # with an idle core (see envelope.PipelinedEnvelopeWriter).
+        # SHA-256 on a thread of its own, beside AES-GCM on the loop and the writes,
+        # so ingest keeps two cores busy; False hashes on the loop (a one-core host).
         self.parallel_hash = parallel_hash
         self._checkpoint = checkpoint or _no_checkpoint
         self._new_id = new_id
@@ -310,9 +310,8 @@ class Vault:
         published_keys: list[str] = []
         loop = asyncio.get_running_loop()
         room = asyncio.Event()
-        # The loop copies the body into 1 MiB batches, encrypts and hashes them
-        # (~0.7 ms a MiB, CPU only); the writes run on the writer's own thread, so
-        # the loop never waits on the disk.
+        # The loop copies the body into batches and encrypts them; hashing and the
+        # writes run on threads of the writer's own, so the loop never waits on the disk.
         writer = envelope.PipelinedEnvelopeWriter(
             tmp,
             data_key,
