@@ -30,7 +30,7 @@ import queue
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -38,6 +38,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recordings import keywrap
 from recordings.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 MAGIC = b"DGREC\x00\x01\x00"
 FORMAT_VERSION = 1
@@ -83,14 +86,22 @@ class Sm4Gcm:
         return dec.update(sealed[:-TAG_SIZE]) + dec.finalize()
 
 
+class _Aead(Protocol):
+    """The two calls the sealer and the reader make on a data cipher."""
+
+    def encrypt_into(self, nonce: bytes, data: bytes | memoryview, aad: bytes, out: memoryview, /) -> int: ...
+
+    def decrypt(self, nonce: bytes, sealed: bytes, aad: bytes, /) -> bytes: ...
+
+
 # The data cipher of a recording, named in its header: key size and AEAD.
-CIPHERS: dict[str, tuple[int, Callable[[bytes], Any]]] = {
+CIPHERS: dict[str, tuple[int, Callable[[bytes], _Aead]]] = {
     AES_256_GCM: (32, AESGCM),
     SM4_GCM: (16, Sm4Gcm),
 }
 
 
-def _aead_for(alg: str, data_key: bytes) -> Any:
+def _aead_for(alg: str, data_key: bytes) -> _Aead:
     size, make = CIPHERS[alg]
     if len(data_key) != size:
         raise ValueError(f"{alg} data key must be {size} bytes")
@@ -200,7 +211,7 @@ class _ChunkSealer:
 
 def _sealing(
     data_key: bytes, recording_id: str, key_id: str, chunk_size: int, batch_bytes: int, alg: str = AES_256_GCM
-) -> tuple[bytes, _ChunkSealer, Any, int]:
+) -> tuple[bytes, _ChunkSealer, _Hash, int]:
     """What both writers start from: the encoded header, the chunk sealer bound to it,
     the plaintext's running SHA-256, and the batch capacity (whole chunks)."""
     if alg not in CIPHERS:
@@ -302,33 +313,43 @@ class EnvelopeWriter:
         )
 
 
+class _Slot:
+    """One batch in flight: its plaintext, its sealed form, and how many of the
+    threads (hasher, writer) still use it."""
+
+    __slots__ = ("plain", "sealed", "users")
+
+    def __init__(self, cap: int) -> None:
+        self.plain = bytearray(cap)
+        self.sealed = bytearray(0)  # grown to one sealed batch when first sealed
+        self.users = 0
+
+
 class PipelinedEnvelopeWriter:
     """The same bytes as `EnvelopeWriter`, with the writes on a thread of its own, so
     the caller (an event loop) never waits on the disk.
 
-    The caller feeds each piece to SHA-256 (by default) while it is still in cache
-    and copies it into a batch buffer; once a batch is full and more data follows,
-    it seals it with AES-GCM into the slot's sealed buffer, and the worker thread
-    writes the sealed batch to `out` (one call per batch, GIL released). With
-    `hash_on_worker=True` the worker also does the SHA-256 (one call per batch), so
-    hashing runs in parallel with encrypting: faster when a core is idle, slower when
-    none is, because every GIL hand-over then waits for the scheduler (measured on
-    this project's shared 2-core VM: two threads hashing|encrypting ran at 55-85 % of
-    one thread doing both). AES-GCM always stays on the caller: it takes one call per
-    64 KiB chunk, and each call on another thread would be a GIL hand-over. (Also
-    measured: sealing each chunk into the slot as it completes, with no plaintext
-    batch, halves the memory but cost ~4 % more CPU per GiB in per-chunk overhead.)
+    The caller copies each piece into a batch buffer; once a batch is full and more
+    data follows, it seals it with AES-GCM into the slot's sealed buffer and the
+    writer thread writes that to `out` (one call per batch). SHA-256 runs either on
+    the caller as each piece arrives (still in cache), or, with `hash_on_worker=True`,
+    on a hasher thread of its own that takes each batch as soon as it is full, so
+    hashing, encrypting and a blocking write (direct I/O waits for the device) all
+    overlap: the way to keep two cores busy. The hasher is not the writer because a
+    hash followed by a write on one thread leaves a core idle during every write.
+    AES-GCM stays on the caller: it takes one call per chunk, and each call on
+    another thread would be a GIL hand-over.
 
     Memory is bounded: at most `depth` batch slots (a plaintext and a sealed buffer
-    each), made on demand, so an upload slower than the worker uses two. When every
-    slot is in flight, `write_some` takes what fits and returns short, and `on_room`
-    (called from the worker once half the slots are back) says when to offer the
-    rest, so an event loop never blocks on it. The thread starts with the first full
-    batch: a recording of one batch or less is sealed and written by `finish` on the
-    calling thread.
+    each), made on demand, so an upload slower than the threads uses two. A slot is
+    free again once written and hashed. When every slot is in flight, `write_some`
+    takes what fits and returns short, and `on_room` (called from a thread once half
+    the slots are back) says when to offer the rest, so an event loop never blocks
+    on it. The threads start with the first full batch: a recording of one batch or
+    less is sealed and written by `finish` on the calling thread.
 
-    An error on the worker (a failed `out.write`, say) is raised as is by the next
-    `write_some`/`write`/`wait_room`/`finish`; `abort` stops the worker.
+    An error on a thread (a failed `out.write`, say) is raised as is by the next
+    `write_some`/`write`/`wait_room`/`finish`; `abort` stops the threads.
     """
 
     def __init__(
@@ -342,7 +363,7 @@ class PipelinedEnvelopeWriter:
         batch_bytes: int = BATCH_BYTES,
         depth: int = 4,
         hash_on_worker: bool = False,
-        on_room: Callable[[], None] | None = None,
+        on_room: Callable[[], object] | None = None,
         alg: str = AES_256_GCM,
     ) -> None:
         if depth < 2:
@@ -356,18 +377,20 @@ class PipelinedEnvelopeWriter:
         self._depth = depth
         self._low_water = depth // 2  # <= depth - 1: reached whenever the caller waits
         self._allocated = 1
-        self._free: list[tuple[bytearray, bytearray]] = []
+        self._free: list[_Slot] = []
         self._cond = threading.Condition()
         self._on_room = on_room
-        self._slot: tuple[bytearray, bytearray] | None = (bytearray(self._cap), bytearray(0))
+        self._slot: _Slot | None = _Slot(self._cap)
         self._fill = 0
         self._size = 0
         self._head = b""
         self._error: BaseException | None = None
         self._stop = False
-        self._queue: queue.SimpleQueue[tuple[tuple[bytearray, bytearray], int, int] | None] = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue[tuple[_Slot, int] | None] = queue.SimpleQueue()
+        self._hashes: queue.SimpleQueue[tuple[_Slot, int] | None] = queue.SimpleQueue()
         self._in_flight = 0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._ended = 0  # threads past their loop
         self._finish_lock = threading.Lock()
         self._finished = False
         out.write(header)
@@ -377,7 +400,7 @@ class PipelinedEnvelopeWriter:
 
     @property
     def in_flight(self) -> int:
-        """Batches handed to the worker and not yet written."""
+        """Batches handed to the threads and not yet written and hashed."""
         with self._cond:
             return self._in_flight
 
@@ -400,6 +423,7 @@ class PipelinedEnvelopeWriter:
         n = len(view)
         pos = 0
         cap = self._cap
+        hash_here = not self._hash_on_worker
         while pos < n:
             if self._fill == cap:
                 # More data follows, so the held batch is not the final one: hand it off.
@@ -408,17 +432,18 @@ class PipelinedEnvelopeWriter:
                         nxt = self._free.pop()
                     elif self._allocated < self._depth:
                         self._allocated += 1
-                        nxt = (bytearray(cap), bytearray(0))
+                        nxt = _Slot(cap)
                     else:
                         break
                 self._dispatch(final=False)
                 self._slot = nxt
-            assert self._slot is not None
+            slot = self._slot
+            assert slot is not None
             take = min(cap - self._fill, n - pos)
             part = view[pos : pos + take]
-            if not self._hash_on_worker:
+            if hash_here:
                 self._sha.update(part)  # while the piece is in cache, before the copy
-            self._slot[0][self._fill : self._fill + take] = part
+            slot.plain[self._fill : self._fill + take] = part
             self._fill += take
             pos += take
         if pos and len(self._head) < 16:
@@ -427,7 +452,7 @@ class PipelinedEnvelopeWriter:
         return pos
 
     def wait_room(self, timeout: float | None = None) -> bool:
-        """Block until a batch slot is free; False on timeout. Raises a worker's error."""
+        """Block until a batch slot is free; False on timeout. Raises a thread's error."""
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: bool(self._free) or self._allocated < self._depth or self._error is not None, timeout
@@ -444,40 +469,59 @@ class PipelinedEnvelopeWriter:
             if view and not self.wait_room(timeout):
                 raise TimeoutError("sealing worker made no room in time")
 
-    def _seal_slot(self, final: bool) -> int:
-        """AES-GCM of the held batch into its slot's sealed buffer; the bytes sealed."""
-        assert self._slot is not None
-        plain, sealed = self._slot
+    def _seal_slot(self, slot: _Slot, final: bool) -> int:
+        """AES-GCM of the held batch into the slot's sealed buffer; the bytes sealed."""
         need = _sealed_size(self._fill, self._chunk)
-        if len(sealed) < need:
-            sealed = bytearray(need)  # once per slot: a full batch needs the most
-            self._slot = (plain, sealed)
-        with memoryview(plain) as p, memoryview(sealed) as s:
+        if len(slot.sealed) < need:
+            slot.sealed = bytearray(need)  # once per slot: a full batch needs the most
+        with memoryview(slot.plain) as p, memoryview(slot.sealed) as s:
             return self._sealer.seal_run(p[: self._fill], s, final=final)
 
+    def _start(self) -> None:
+        self._threads.append(threading.Thread(target=self._write_worker, name="envelope-writer", daemon=True))
+        if self._hash_on_worker:
+            self._threads.append(threading.Thread(target=self._hash_worker, name="envelope-hasher", daemon=True))
+        for t in self._threads:
+            t.start()
+
     def _dispatch(self, *, final: bool) -> None:
-        n = self._seal_slot(final)
         slot, fill = self._slot, self._fill
         assert slot is not None
-        self._slot = None
-        self._fill = 0
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._worker, name="envelope-writer", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._start()
         with self._cond:
             self._in_flight += 1
-        self._queue.put((slot, fill, n))
+            slot.users = 2 if self._hash_on_worker else 1
+        if self._hash_on_worker:
+            self._hashes.put((slot, fill))  # hashed while this thread encrypts it
+        n = self._seal_slot(slot, final)
+        self._slot = None
+        self._fill = 0
+        self._writes.put((slot, n))
+
+    def _join(self, timeout: float | None) -> bool:
+        """Wait for every thread, `timeout` in all; whether they all ended."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ended == len(self._threads), timeout):
+                return False
+        for t in self._threads:
+            t.join()  # past its last statement: returns at once
+        return True
+
+    def _end_queues(self) -> None:
+        self._writes.put(None)
+        self._hashes.put(None)
 
     def finish(self, timeout: float | None = None) -> SealSummary:
-        """Seal the held batch as the final one, wait for the worker, summarise."""
+        """Seal the held batch as the final one, wait for the threads, summarise."""
         with self._finish_lock:
             self._check()
-            if self._thread is None:
+            if not self._threads:
                 # Never left the caller's thread: the only batch is done right here.
-                n = self._seal_slot(True)
-                assert self._slot is not None
-                plain, sealed = self._slot
-                with memoryview(plain) as p, memoryview(sealed) as s:
+                slot = self._slot
+                assert slot is not None
+                n = self._seal_slot(slot, True)
+                with memoryview(slot.plain) as p, memoryview(slot.sealed) as s:
                     if self._hash_on_worker:
                         self._sha.update(p[: self._fill])
                     self._out.write(s[:n])
@@ -485,9 +529,8 @@ class PipelinedEnvelopeWriter:
                 self._slot = None
             else:
                 self._dispatch(final=True)
-                self._queue.put(None)
-                self._thread.join(timeout)
-                if self._thread.is_alive():
+                self._end_queues()
+                if not self._join(timeout):
                     raise TimeoutError("sealing worker did not finish in time")
                 if self._error is not None:
                     raise self._error
@@ -501,8 +544,8 @@ class PipelinedEnvelopeWriter:
             )
 
     def abort(self, timeout: float | None = 30.0) -> None:
-        """Stop the worker (it finishes at most the batch in hand) and wait up to
-        `timeout` for it; once `stopped`, nothing writes to `out` any more.
+        """Stop the threads (the writer finishes at most the batch in hand) and wait
+        up to `timeout` for them; once `stopped`, nothing writes to `out` any more.
         Idempotent; call again to wait longer."""
         self._stop = True
         if timeout is not None and timeout <= 0:
@@ -512,21 +555,21 @@ class PipelinedEnvelopeWriter:
         if not got:
             return  # `finish` is running on another thread; it ends soon: stop is set
         try:
-            if self._thread is not None and not self._finished:
-                self._queue.put(None)
+            if self._threads and not self._finished:
+                self._end_queues()
             self._finished = True
-            if self._thread is not None:
-                self._thread.join(timeout)
+            if self._threads:
+                self._join(timeout)
         finally:
             self._finish_lock.release()
 
     @property
     def stopped(self) -> bool:
         """Nothing of this writer is running: no `finish` under way on some thread,
-        and its own thread never started or ended."""
-        return not self._finish_lock.locked() and (self._thread is None or not self._thread.is_alive())
+        and its threads never started or ended."""
+        return not self._finish_lock.locked() and not any(t.is_alive() for t in self._threads)
 
-    # -- worker --------------------------------------------------------------------
+    # -- threads -------------------------------------------------------------------
 
     def _signal_room(self) -> None:
         if self._on_room is not None:
@@ -535,32 +578,58 @@ class PipelinedEnvelopeWriter:
             except Exception:  # a closed event loop: nobody is waiting any more
                 pass
 
-    def _worker(self) -> None:
-        sha = self._sha if self._hash_on_worker else None
-        while (item := self._queue.get()) is not None:
-            slot, fill, n = item
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+
+    def _release(self, slot: _Slot) -> None:
+        with self._cond:
+            slot.users -= 1
+            if slot.users:
+                return
+            self._in_flight -= 1
+            self._free.append(slot)
+            self._cond.notify_all()
+            # Wake the caller once half the slots are back, not for each one:
+            # every wake-up of an event loop costs more than the batch's hash.
+            wake = self._error is not None or len(self._free) == self._low_water
+        if wake:
+            self._signal_room()
+
+    def _write_worker(self) -> None:
+        write = self._out.write
+        while (item := self._writes.get()) is not None:
+            slot, n = item
             try:
                 if not self._stop and self._error is None:
-                    plain, sealed = slot
-                    with memoryview(plain) as p, memoryview(sealed) as s:
-                        if sha is not None:
-                            sha.update(p[:fill])
-                        self._out.write(s[:n])
+                    with memoryview(slot.sealed) as s:
+                        write(s[:n])
                     self._written += n
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                with self._cond:
-                    if self._error is None:
-                        self._error = exc
+                self._fail(exc)
             finally:
-                with self._cond:
-                    self._in_flight -= 1
-                    self._free.append(slot)
-                    self._cond.notify_all()
-                    # Wake the caller once half the slots are back, not for each one:
-                    # every wake-up of an event loop costs more than the batch's hash.
-                    wake = self._error is not None or len(self._free) == self._low_water
-                if wake:
-                    self._signal_room()
+                self._release(slot)
+        self._exit()
+
+    def _hash_worker(self) -> None:
+        update = self._sha.update
+        while (item := self._hashes.get()) is not None:
+            slot, fill = item
+            try:
+                if not self._stop and self._error is None:
+                    with memoryview(slot.plain) as p:
+                        update(p[:fill])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._fail(exc)
+            finally:
+                self._release(slot)
+        self._exit()
+
+    def _exit(self) -> None:
+        with self._cond:
+            self._ended += 1
+            self._cond.notify_all()
 
 
 def read_header(f: BinaryIO) -> tuple[Header, bytes, int]:

@@ -239,7 +239,7 @@ class _MemoryWriter:
         self._done = False
         store.temporaries_set.add(key)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         return self._buf.write(data)
 
     def sync(self) -> None:

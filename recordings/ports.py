@@ -31,7 +31,9 @@ class Clock(Protocol):
 class BlobWriter(Protocol):
     """A temporary blob being written. Nothing is visible under `key` until `publish`."""
 
-    def write(self, data: bytes, /) -> object: ...
+    def write(self, data: bytes | memoryview, /) -> object:
+        """Consume `data` before returning: writers hand views of buffers they reuse."""
+        ...
 
     def sync(self) -> None:
         """Flush and fsync the temporary file."""

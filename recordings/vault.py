@@ -23,10 +23,11 @@ pause the process there and kill it.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import BinaryIO, Mapping
@@ -199,7 +200,7 @@ class Vault:
         checkpoint: Checkpoint | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         create_missing_keys: bool = False,
-        parallel_hash: bool = False,
+        parallel_hash: bool = True,
         ciphers: Mapping[str, str] | None = None,
         sealer: ChainSealer | None = None,
     ) -> None:
@@ -211,8 +212,8 @@ class Vault:
         self.max_size = max_size
         self.media_types = tuple(media_types)
         self.chunk_size = chunk_size
-        # SHA-256 on the writer's thread, beside AES-GCM on the loop: faster only
-        # with an idle core (see envelope.PipelinedEnvelopeWriter).
+        # SHA-256 on a thread of its own, beside AES-GCM on the loop and the writes,
+        # so ingest keeps two cores busy; False hashes on the loop (a one-core host).
         self.parallel_hash = parallel_hash
         self._checkpoint = checkpoint or _no_checkpoint
         self._new_id = new_id
@@ -309,9 +310,8 @@ class Vault:
         published_keys: list[str] = []
         loop = asyncio.get_running_loop()
         room = asyncio.Event()
-        # The loop copies the body into 1 MiB batches, encrypts and hashes them
-        # (~0.7 ms a MiB, CPU only); the writes run on the writer's own thread, so
-        # the loop never waits on the disk.
+        # The loop copies the body into batches and encrypts them; hashing and the
+        # writes run on threads of the writer's own, so the loop never waits on the disk.
         writer = envelope.PipelinedEnvelopeWriter(
             tmp,
             data_key,
@@ -646,7 +646,7 @@ class Vault:
             raise
         return data_key, f, reader
 
-    async def verify(self, actor: Actor, recording_ids: Iterable[str] | None = None) -> list[VerifyResult]:
+    async def verify(self, actor: Actor, recording_ids: Iterable[str] | None = None) -> builtins.list[VerifyResult]:
         """Decrypt every (or the named) recording fully and compare its SHA-256."""
         _require_role(actor, READ_ROLES | ADMIN_ROLES, "校验录音 / verify recordings")
         if recording_ids is None:
@@ -673,7 +673,7 @@ class Vault:
         except VaultError as exc:
             return VerifyResult(rec.recording_id, False, exc.message)
 
-    async def access_log(self, recording_id: str, actor: Actor) -> list[AccessEntry]:
+    async def access_log(self, recording_id: str, actor: Actor) -> builtins.list[AccessEntry]:
         _require_role(actor, READ_ROLES | ADMIN_ROLES, "查看调阅记录 / read the access log")
         await self.get(recording_id, actor)
         return await self.repo.access_log(recording_id)
@@ -801,7 +801,7 @@ class Vault:
         except FileNotFoundError:
             pass  # no blob to hold: an integrity problem `verify` reports
 
-    async def _case_recordings(self, creditor: str, case_id: str) -> list[Recording]:
+    async def _case_recordings(self, creditor: str, case_id: str) -> builtins.list[Recording]:
         return await self.repo.find(
             RecordingFilter(creditors=frozenset({creditor}), case_id=case_id, limit=None)
         )
@@ -841,8 +841,8 @@ class Vault:
         _require_role(actor, PURGE_REQUEST_ROLES, "申请销毁 / request purges")
         today = self.clock().date()
         flt = RecordingFilter(creditors=frozenset({creditor}) if creditor else None, limit=None)
-        due: list[Recording] = []
-        held: list[Recording] = []
+        due: builtins.list[Recording] = []
+        held: builtins.list[Recording] = []
         for rec in await self.list(actor, flt):
             if rec.state == "destroyed" or not is_due(rec.retain_until, today):
                 continue
@@ -884,7 +884,7 @@ class Vault:
                 return False
         return True
 
-    async def pending_purges(self, actor: Actor) -> list[PurgeRequest]:
+    async def pending_purges(self, actor: Actor) -> builtins.list[PurgeRequest]:
         """Purge requests waiting for their second person (those `actor` may see)."""
         _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁申请 / read purges")
         return [p for p in await self.repo.pending_purges() if await self._purge_visible(p, actor)]
@@ -918,8 +918,8 @@ class Vault:
             raise PurgeNotPending(f"销毁申请已处理 / purge {purge_id} was already approved")
         purge = claimed
         today = self.clock().date()
-        destroyed: list[str] = []
-        skipped: list[str] = []
+        destroyed: builtins.list[str] = []
+        skipped: builtins.list[str] = []
         for rid, rec in zip(purge.recording_ids, recs):
             if rec is not None:
                 rec = await self.repo.get(rid)  # re-read: a hold may have come meanwhile
@@ -1013,7 +1013,7 @@ class Vault:
             await self.repo.destroy(gone, entry, events=(events.purged(rec, entry),),
                                     head=self._next_head(head, seq, entry.entry_hash))
 
-    async def destruction_register(self, actor: Actor) -> list[DestructionEntry]:
+    async def destruction_register(self, actor: Actor) -> builtins.list[DestructionEntry]:
         _require_role(actor, PURGE_REQUEST_ROLES | PURGE_APPROVE_ROLES, "查看销毁登记 / read the register")
         entries = await self.repo.destruction_register()
         if actor.creditors is None:
@@ -1063,12 +1063,12 @@ async def _wait_room(room: asyncio.Event) -> None:
         ) from exc
 
 
-async def _aiter(body: AsyncIterable[bytes] | Iterable[bytes]):  # type: ignore[no-untyped-def]
-    if hasattr(body, "__aiter__"):
-        async for piece in body:  # type: ignore[union-attr]
+async def _aiter(body: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(body, AsyncIterable):
+        async for piece in body:
             yield piece
     else:
-        for piece in body:  # type: ignore[union-attr]
+        for piece in body:
             yield piece
 
 

@@ -9,20 +9,19 @@ Writes go to a temporary in the same filesystem, are fsynced, renamed atomically
 place, and the directory is fsynced, so a blob is either absent or whole.
 
 Blobs are written with direct I/O (Linux ``O_DIRECT``) where the filesystem allows
-it: ciphertext goes from a page-aligned staging buffer straight to the disk in 1 MiB
-writes, with no copy into the page cache and nothing left dirty for the final fsync
-(a blob is written once and read rarely: caching it only evicts something useful).
-Measured on this project's VM, 1 GiB: buffered writes then fsync ~390-430 MiB/s and
-0.3-1.6 CPU-s (the page-cache copy varies with the neighbours); direct 1 MiB writes
-~1,800-2,000 MiB/s and ~0.1 CPU-s. The unaligned tail (< 4 KiB) is written buffered
-at `sync`, before the fsync.
+it: ciphertext is copied into page-aligned staging buffers and goes from there
+straight to the disk, with no copy into the page cache and nothing left dirty for
+the final fsync (a blob is written once and read rarely: caching it only evicts
+something useful). A direct write blocks until the device has the bytes, so full
+buffers are written by threads of their own (`pwrite` at the buffer's offset, two
+in flight), while the caller fills the next one. The unaligned tail (< 4 KiB) is
+written buffered at `sync`, before the fsync.
 
 Where direct I/O is refused (tmpfs, some network filesystems) the writer falls back
 to buffered writes and starts writeback while writing (``sync_file_range``): every
 `WRITEBACK_STEP` bytes are handed to the disk, and the writer waits for the range
 `WRITEBACK_WINDOW` behind to be written, so the fsync does not find a whole
-recording dirty (1 GiB: ~2,300 MiB/s instead of ~430). Either way durability comes
-from the fsync before the rename, as before.
+recording dirty. Either way durability comes from the fsync before the rename.
 """
 
 from __future__ import annotations
@@ -33,9 +32,12 @@ import errno
 import fcntl
 import mmap
 import os
+import queue
 import re
 import secrets
 import sys
+import threading
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -55,14 +57,17 @@ class StorageError(VaultError):
 
 
 DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
-DIRECT_WRITE = 1024 * 1024  # staged bytes per direct write
+DIRECT_WRITE = 1024 * 1024  # one staging buffer: the bytes of one direct write
+DIRECT_BUFFERS = 4  # per blob: one being filled, the others in flight or ready
+DIRECT_THREADS = 2  # direct writes in flight per blob: the device overlaps them
+ABORT_WAIT = 30.0  # seconds `abort` waits for a direct write in progress (a stalled disk)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 WRITEBACK_STEP = 8 * 1024 * 1024
 WRITEBACK_WINDOW = 32 * 1024 * 1024
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
 
 
-def _load_sync_file_range():  # type: ignore[no-untyped-def]
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -86,6 +91,172 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _DirectWrites:
+    """Direct writes of one file from page-aligned staging buffers, each full buffer
+    written with `pwrite` at its own offset by one of `DIRECT_THREADS` threads, so
+    copying into the next buffer overlaps the device's work. `write` blocks only
+    when every buffer is in flight. Should the filesystem refuse direct I/O after
+    all (EINVAL: its alignment rules), the file leaves direct mode and the same
+    bytes are written through the page cache.
+
+    `on_stopped` is called by the last thread to end, if `stop` gave up waiting for
+    it: the file may only be closed once no thread can write to it.
+    """
+
+    def __init__(self, fd: int, on_stopped: Callable[[], None]) -> None:
+        self._fd = fd
+        self._on_stopped = on_stopped
+        self._cond = threading.Condition()
+        self._free: list[mmap.mmap] = []
+        self._buffers: list[mmap.mmap] = []
+        self._stage: mmap.mmap | None = None
+        self._fill = 0
+        self.offset = 0  # file offset of the stage's first byte
+        self._queue: queue.SimpleQueue[tuple[mmap.mmap, int, int] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._live = 0
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._gave_up = False
+        self._error: OSError | None = None
+        self.direct = True
+
+    def write(self, view: memoryview) -> None:
+        pos, total = 0, len(view)
+        while pos < total:
+            stage = self._stage
+            if stage is None:
+                stage = self._stage = self._take_buffer()
+            take = min(DIRECT_WRITE - self._fill, total - pos)
+            stage[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == DIRECT_WRITE:
+                self._submit(DIRECT_WRITE)
+
+    def _take_buffer(self) -> mmap.mmap:
+        with self._cond:
+            while True:
+                self._raise_error()
+                if self._free:
+                    return self._free.pop()
+                if len(self._buffers) < DIRECT_BUFFERS:
+                    buf = mmap.mmap(-1, DIRECT_WRITE)  # anonymous: page-aligned
+                    self._buffers.append(buf)
+                    return buf
+                self._cond.wait()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise StorageError(f"写入失败 / write failed: {self._error.strerror}") from self._error
+
+    def _submit(self, n: int) -> None:
+        stage = self._stage
+        assert stage is not None
+        if not self._threads:
+            self._live = DIRECT_THREADS
+            for i in range(DIRECT_THREADS):
+                t = threading.Thread(target=self._io, name=f"blob-writer-{i}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        with self._cond:
+            self._pending += 1
+        self._queue.put((stage, self.offset, n))
+        self.offset += n
+        self._stage = None
+        self._fill = 0
+
+    def finish(self) -> bytes:
+        """Write every whole page staged and wait for all writes; the unaligned rest
+        (< 4 KiB), for the caller to write buffered, not direct."""
+        tail = b""
+        if self._stage is not None:
+            aligned = self._fill - self._fill % DIRECT_ALIGN
+            tail = bytes(self._stage[aligned : self._fill])
+            if aligned:
+                self._submit(aligned)
+            else:
+                with self._cond:
+                    self._free.append(self._stage)
+                self._stage = None
+                self._fill = 0
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending == 0)
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()  # idle: each takes its end marker at once
+        self._threads.clear()
+        self._raise_error()
+        return tail
+
+    def _io(self) -> None:
+        while (item := self._queue.get()) is not None:
+            buf, offset, n = item
+            try:
+                if not self._stopping and self._error is None:
+                    with memoryview(buf) as mv:
+                        self._pwrite_all(mv[:n], offset)
+            except OSError as exc:
+                with self._cond:
+                    if self._error is None:
+                        # A copy without the traceback, whose frames hold views of the buffer.
+                        self._error = OSError(exc.errno, exc.strerror)
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._free.append(buf)
+                    self._cond.notify_all()
+        with self._cond:
+            self._live -= 1
+            last = self._live == 0 and self._gave_up
+            self._cond.notify_all()
+        if last:
+            self._on_stopped()
+
+    def _pwrite_all(self, view: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(view):
+            try:
+                done += os.pwrite(self._fd, view[done:], offset + done)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self._leave_direct():
+                    raise
+                # Refused after all: retried through the page cache, as are the rest.
+
+    def _leave_direct(self) -> bool:
+        with self._cond:
+            if not self.direct:
+                return False
+            try:
+                flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+            except OSError:
+                return False
+            self.direct = False
+            return True
+
+    def stop(self, timeout: float) -> bool:
+        """End the threads, skipping writes still queued, waiting up to `timeout` for
+        a write in progress; True once none runs (else `on_stopped` follows when the
+        last one ends)."""
+        with self._cond:
+            self._stopping = True
+        for _ in self._threads:
+            self._queue.put(None)
+        with self._cond:
+            idle = self._cond.wait_for(lambda: self._live == 0, timeout)
+            self._gave_up = not idle
+        return idle
+
+    def release(self) -> None:
+        """Unmap the buffers (only once no thread runs)."""
+        for buf in self._buffers:
+            buf.close()
+        self._buffers.clear()
+        self._free.clear()
+        self._stage = None
+
 class FilesystemBlobWriter:
     """One temporary blob. `write` may be called from a worker thread (the sealing
     pipeline's), the other methods from the vault afterwards; never concurrently."""
@@ -102,11 +273,10 @@ class FilesystemBlobWriter:
         # nobody holds is an interrupted upload, whatever its age (clean_temporaries).
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._published = False
-        self._offset = 0  # bytes written to the file
+        self._offset = 0  # bytes written to the file (buffered mode)
         self._kicked = 0  # bytes handed to writeback (buffered mode)
-        self._direct = direct_io and bool(_O_DIRECT) and self._set_direct(True)
-        self._stage: mmap.mmap | None = None  # page-aligned (direct mode)
-        self._fill = 0
+        direct = direct_io and bool(_O_DIRECT) and self._set_direct(True)
+        self._direct: _DirectWrites | None = _DirectWrites(self._fd, self._abandoned) if direct else None
 
     def _set_direct(self, on: bool) -> bool:
         assert self._fd is not None
@@ -124,8 +294,8 @@ class FilesystemBlobWriter:
         if view.itemsize != 1:
             view = view.cast("B")
         total = len(view)
-        if self._direct:
-            self._stage_and_write(view)
+        if self._direct is not None:
+            self._direct.write(view)
             return total
         self._write_all(view)
         if _sync_file_range is not None and self._offset - self._kicked >= WRITEBACK_STEP:
@@ -136,77 +306,37 @@ class FilesystemBlobWriter:
         assert self._fd is not None
         try:
             while view:
-                n = os.write(self._fd, view)
+                n = os.pwrite(self._fd, view, self._offset)
                 self._offset += n
                 view = view[n:]
         except OSError as exc:
             raise StorageError(f"写入失败 / write failed: {exc.strerror}") from exc
 
-    def _stage_and_write(self, view: memoryview) -> None:
-        if self._stage is None:
-            self._stage = mmap.mmap(-1, 2 * DIRECT_WRITE)
-        stage = self._stage
-        pos, total = 0, len(view)
-        while pos < total:
-            take = min(len(stage) - self._fill, total - pos)
-            stage[self._fill : self._fill + take] = view[pos : pos + take]
-            self._fill += take
-            pos += take
-            if self._fill >= DIRECT_WRITE:
-                self._write_staged()
-
-    def _write_staged(self) -> None:
-        """Write the aligned part of the stage directly; keep the rest (< 4 KiB)."""
-        assert self._stage is not None and self._fd is not None
-        stage = self._stage
-        aligned = self._fill - self._fill % DIRECT_ALIGN
-        with memoryview(stage) as mv:
-            done = 0
-            try:
-                while done < aligned:
-                    n = os.write(self._fd, mv[done:aligned])
-                    self._offset += n
-                    done += n
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or not self._set_direct(False):
-                    raise StorageError(f"写入失败 / write failed: {exc.strerror}") from exc
-                # Direct I/O refused after all (alignment rules of this filesystem or
-                # device): the rest of this blob goes through the page cache.
-                self._direct = False
-                self._write_all(mv[done : self._fill])
-                self._fill = 0
-                return
-        rest = self._fill - aligned
-        stage[:rest] = stage[aligned : self._fill]
-        self._fill = rest
-
     def _writeback(self, fd: int) -> None:
+        sfr = _sync_file_range
+        assert sfr is not None
         start, end = self._kicked, self._offset
-        _sync_file_range(fd, start, end - start, _SFR_WRITE)  # start writing, don't wait
+        sfr(fd, start, end - start, _SFR_WRITE)  # start writing, don't wait
         if start >= WRITEBACK_WINDOW:
             # Bound what is in flight: wait for the range a window behind to be written.
-            _sync_file_range(
+            sfr(
                 fd, start - WRITEBACK_WINDOW, end - start, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER
             )
         self._kicked = end  # errors surface in the fsync of `sync`, not here
 
-    def _release_stage(self) -> None:
-        if self._stage is not None:
-            self._stage.close()
-            self._stage = None
-
     def sync(self) -> None:
         assert self._fd is not None, "writer closed"
-        if self._stage is not None:
-            # The unaligned tail cannot go direct: write it through the page cache.
-            if self._fill:
-                if self._direct and not self._set_direct(False):
+        direct = self._direct
+        if direct is not None:
+            tail = direct.finish()  # on error its threads have ended too: abort cleans up
+            direct.release()
+            self._direct = None
+            self._offset = direct.offset
+            if tail:
+                # The unaligned tail cannot go direct: write it through the page cache.
+                if not self._set_direct(False):
                     raise StorageError("同步失败 / cannot leave direct I/O for the last bytes")
-                self._direct = False
-                with memoryview(self._stage) as mv:
-                    self._write_all(mv[: self._fill])
-                self._fill = 0
-            self._release_stage()
+                self._write_all(memoryview(tail))
         try:
             os.fsync(self._fd)
         except OSError as exc:
@@ -214,7 +344,7 @@ class FilesystemBlobWriter:
 
     def publish(self) -> None:
         assert self._fd is not None, "writer closed"
-        assert self._fill == 0, "publish before sync"
+        assert self._direct is None, "publish before sync"
         os.close(self._fd)
         self._fd = None
         parent = self._final.parent
@@ -229,8 +359,19 @@ class FilesystemBlobWriter:
             raise StorageError(f"发布失败 / publish failed: {exc.strerror}") from exc
 
     def abort(self) -> None:
-        self._release_stage()
-        self._fill = 0
+        direct = self._direct
+        if direct is not None and not direct.stop(ABORT_WAIT):
+            return  # a write to a stalled disk: the last thread to end closes the file
+        self._close_and_remove()
+
+    def _abandoned(self) -> None:
+        """The direct writes' last thread ended after `abort`: now the file may close."""
+        self._close_and_remove()
+
+    def _close_and_remove(self) -> None:
+        if self._direct is not None:
+            self._direct.release()
+            self._direct = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -239,7 +380,6 @@ class FilesystemBlobWriter:
                 self.temp_path.unlink()
             except FileNotFoundError:
                 pass
-
 
 class FilesystemBlobStore:
     def __init__(self, root: str | os.PathLike[str], *, direct_io: bool = True) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import stat
+import threading
 
 import pytest
 
 from adapters.storage import filesystem
-from adapters.storage.filesystem import FilesystemBlobStore
+from adapters.storage.filesystem import FilesystemBlobStore, StorageError
 
 
 @pytest.mark.parametrize("direct_io", [True, False], ids=["direct-io", "buffered-writeback"])
@@ -46,3 +48,24 @@ def test_an_aborted_blob_leaves_no_temporary_and_no_blob(tmp_path, direct_io: bo
     assert len(store.temporaries()) == 1
     w.abort()
     assert store.temporaries() == [] and list(store.keys()) == []
+
+
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct-io", "buffered-writeback"])
+def test_a_write_the_disk_refuses_is_a_storage_error_and_abort_leaves_nothing(tmp_path, direct_io: bool) -> None:
+    store = FilesystemBlobStore(tmp_path / "data", direct_io=direct_io)
+    w = store.begin("blob-refused-1")
+    piece = os.urandom(filesystem.DIRECT_WRITE + 7)
+    # A file size limit makes the kernel refuse writes past it (EFBIG; Python
+    # ignores SIGXFSZ): a real failing write, on the blob writer's threads too.
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3 * filesystem.DIRECT_WRITE, hard))
+    try:
+        with pytest.raises(StorageError, match="write failed"):
+            for _ in range(2 * filesystem.DIRECT_BUFFERS + 4):
+                w.write(piece)
+            w.sync()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    w.abort()
+    assert store.temporaries() == [] and list(store.keys()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("blob-writer")]

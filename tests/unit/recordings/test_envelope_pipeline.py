@@ -115,9 +115,12 @@ class FailingSink:
             raise OSError(28, "No space left on device")
 
 
-def test_a_sink_error_on_the_seal_thread_is_raised_to_the_caller_and_the_workers_end() -> None:
+@pytest.mark.parametrize("hash_on_worker", [False, True])
+def test_a_sink_error_on_the_seal_thread_is_raised_to_the_caller_and_the_workers_end(hash_on_worker: bool) -> None:
     sink = FailingSink(fail_on_call=2)  # the first sealed batch
-    w = PipelinedEnvelopeWriter(sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=CHUNK_SIZE, depth=2)
+    w = PipelinedEnvelopeWriter(
+        sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=CHUNK_SIZE, depth=2, hash_on_worker=hash_on_worker
+    )
     piece = os.urandom(CHUNK_SIZE)
     with pytest.raises(OSError, match="No space left"):
         for _ in range(1000):
@@ -129,9 +132,12 @@ def test_a_sink_error_on_the_seal_thread_is_raised_to_the_caller_and_the_workers
         w.finish(WAIT)
 
 
-def test_abort_stops_the_workers_and_nothing_reaches_the_sink_afterwards() -> None:
+@pytest.mark.parametrize("hash_on_worker", [False, True])
+def test_abort_stops_the_workers_and_nothing_reaches_the_sink_afterwards(hash_on_worker: bool) -> None:
     sink = GatedSink()
-    w = PipelinedEnvelopeWriter(sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=CHUNK_SIZE, depth=3)
+    w = PipelinedEnvelopeWriter(
+        sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=CHUNK_SIZE, depth=3, hash_on_worker=hash_on_worker
+    )
     w.write_some(os.urandom(10 * CHUNK_SIZE))
     assert sink.entered.wait(WAIT)  # the seal thread is inside a write
     w.abort(timeout=0)  # stop requested while the write is still held
@@ -157,3 +163,47 @@ def test_a_recording_of_one_batch_or_less_is_sealed_without_starting_threads() -
     w.write(os.urandom(4 * CHUNK_SIZE))
     w.finish()
     assert seen == [threading.current_thread().name] * 2  # header, the one final batch
+
+
+
+class CountingSha:
+    """SHA-256 that says when it has taken `expect` updates."""
+
+    def __init__(self, expect: int) -> None:
+        self.inner = hashlib.sha256()
+        self.expect = expect
+        self.updates = 0
+        self.done = threading.Event()
+
+    def update(self, data: bytes) -> None:
+        self.inner.update(data)
+        self.updates += 1
+        if self.updates == self.expect:
+            self.done.set()
+
+    def hexdigest(self) -> str:
+        return self.inner.hexdigest()
+
+
+def test_with_hashing_on_a_thread_a_write_held_by_the_sink_holds_back_no_hash() -> None:
+    sink = GatedSink()
+    batch = 2 * CHUNK_SIZE
+    w = PipelinedEnvelopeWriter(
+        sink, KEY, recording_id="rec-pipe", key_id="dk-9", batch_bytes=batch, depth=3, hash_on_worker=True
+    )
+    sha = CountingSha(expect=2)
+    w._sha = sha  # type: ignore[assignment]  # observe the hasher's progress
+    plain = os.urandom(3 * batch + 1)
+    taken = w.write_some(plain)
+    assert taken == 3 * batch  # two batches handed off, the third held back
+    assert sink.entered.wait(WAIT)  # the writer is held inside the first sealed batch
+    # Both batches handed off are hashed while their writes wait: hashing never
+    # waits for the disk.
+    assert sha.done.wait(WAIT)
+    assert w.in_flight == 2
+    sink.gate.set()
+    w.write(plain[taken:], timeout=WAIT)
+    summary = w.finish(WAIT)
+    blob = sink.out.getvalue()
+    assert summary.sha256 == hashlib.sha256(plain).hexdigest() and sha.updates == 4
+    assert b"".join(EnvelopeReader(io.BytesIO(blob), KEY, len(blob)).iter_all()) == plain
