@@ -83,11 +83,13 @@ async def test_a_frozen_gate_is_skipped_a_block_is_final_and_no_gate_means_603(p
                                   headers={"Authorization": f"Bearer {token}"},
                                   json={"cases": [one_case(f"K-{i}", "bank-k", "col-k", n) for i, n in enumerate(numbers)]})
             assert r.status_code == 200, r.text
-        kamailio = subprocess.Popen(
-            ["bash", str(START), "--port", str(kport), "--gate", f"127.0.0.1:{sip_ports[0]}",
-             "--gate2", f"127.0.0.1:{sip_ports[1]}", "--run-dir", run_dir, "--foreground"],
-            stdout=subprocess.DEVNULL, stderr=open(Path(run_dir) / "kamailio.log", "wb"),  # noqa: SIM115
-            start_new_session=True, preexec_fn=_die_with_parent)
+        # Kamailio holds its own copy of the log's descriptor; ours closes once it started.
+        with open(Path(run_dir) / "kamailio.log", "wb") as kamailio_log:
+            kamailio = subprocess.Popen(
+                ["bash", str(START), "--port", str(kport), "--gate", f"127.0.0.1:{sip_ports[0]}",
+                 "--gate2", f"127.0.0.1:{sip_ports[1]}", "--run-dir", run_dir, "--foreground"],
+                stdout=subprocess.DEVNULL, stderr=kamailio_log,
+                start_new_session=True, preexec_fn=_die_with_parent)
         await wait_ready(kport)
         # Both gates up: calls are placed (round robin), each decided once.
         answers = [await _ask(kport, n) for n in numbers[:6]]
