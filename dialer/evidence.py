@@ -32,6 +32,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +198,8 @@ def export_line(heads: Iterable[Head], key: EvidenceKey, at: str) -> dict[str, o
 def compare_with_export(heads: Mapping[str, Head], exported: Mapping[str, object]) -> list[str]:
     """Chains now behind (or beside) what an earlier export saw: a rollback."""
     problems = []
-    for item in exported.get("heads", []):  # type: ignore[union-attr]
+    # Parsed JSON: a malformed export fails here with a TypeError or KeyError.
+    for item in cast(Iterable[Mapping[str, Any]], exported.get("heads", [])):
         chain, seq, digest = item["chain"], int(item["seq"]), item["hash"]
         now = heads.get(chain)
         if now is None:

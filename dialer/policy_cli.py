@@ -11,7 +11,6 @@ for a year that starts within 30 days) or warnings under ``--strict``, 2 bad inp
 from __future__ import annotations
 
 import json
-import sys
 import tomllib
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -368,4 +367,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -347,8 +347,8 @@ def scenario_lines(data: ReplayData, results: Iterable[Replayed] | None = None) 
         })
     yield {"op": "cases", "cases": cases}
     for dial in data.dials:
-        case = data.cases.get((dial.creditor, dial.case_id))
-        contact = _contact(case, dial) if case is not None else None
+        dialed = data.cases.get((dial.creditor, dial.case_id))
+        contact = _contact(dialed, dial) if dialed is not None else None
         number = dial.number or (contact.number if contact else dial.number_masked)
         yield {"op": "dial", "ref": dial.decision_id, "at": dial.at.isoformat(), "creditor": dial.creditor,
                "case_id": dial.case_id, "number": number, "agent_id": dial.agent_id}

@@ -17,7 +17,7 @@ import json
 import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence, cast
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -97,7 +97,8 @@ def report(results: Sequence[Replayed], data: ReplayData, *, compare: bool, fmt:
 
 
 def _table(rows: Sequence[Replayed], summary: Any, data: ReplayData, write: Callable[[str], None]) -> None:
-    console = Console(file=_Writer(write), highlight=False, soft_wrap=True, width=200, force_terminal=False)
+    # rich only writes and flushes; typeshed's TextIOBase is not an IO[str].
+    console = Console(file=cast(IO[str], _Writer(write)), highlight=False, soft_wrap=True, width=200, force_terminal=False)
     changes = Table(title="decisions that change / 结果变化的决策", title_justify="left")
     for col in ("at", "creditor", "case", "agent", "number", "logged 原结果", "replayed 新结果", "change"):
         changes.add_column(col)

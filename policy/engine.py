@@ -332,7 +332,6 @@ class _Compiled:
 
     __slots__ = (
         "window_text",
-        "applicable",
         "na_checks",
         "cap_texts",
         "cap_checks",
@@ -344,11 +343,9 @@ class _Compiled:
     def __init__(self, policy: Policy) -> None:
         w = policy.window
         self.window_text = f"{w.start}–{w.end}"
-        self.applicable: dict[str | None, tuple[bool, ...]] = {}
         self.na_checks: dict[str | None, tuple[Check | None, ...]] = {}
         for rel in (*_ALL_RELATIONS, None):
             flags = tuple(rel is not None and rel in cap.relations for cap in policy.caps)
-            self.applicable[rel] = flags
             self.na_checks[rel] = tuple(
                 None
                 if ok
@@ -627,14 +624,15 @@ def evaluate(
             case_groups.setdefault(key, []).append(e.at)
     capsx = _Caps(number_groups, case_groups, zone)
     day = None
-    counters: dict[str, dict[str, Any]] = {}
+    counters: dict[str, dict[str, bool | int | str]] = {}
     cap_indices: list[int] = []
-    applicable = comp.applicable.get(relation) or comp.applicable[None]
+    # A cap's "does not apply" check exists exactly when it does not apply to `relation`.
     na_checks = comp.na_checks.get(relation) or comp.na_checks[None]
     for i, cap in enumerate(policy.caps):
-        if not applicable[i]:
+        na_check = na_checks[i]
+        if na_check is not None:
             counters[cap.id] = {"applies": False, "limit": cap.limit, "window": cap.window}
-            add(na_checks[i])  # type: ignore[arg-type]
+            add(na_check)
             continue
         if cap.window_delta is None and day is None:
             day = comp.day_bounds(zone_name, zone, local)

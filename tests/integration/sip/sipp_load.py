@@ -133,8 +133,8 @@ class SippLoad:
                "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1", "-trace_counts", "-trace_logs", "-timeout", "600s",
                "-nostdin"]
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, cwd=self.run, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.run / "sipp.stderr", "wb"))  # noqa: SIM115
+        with open(self.run / "sipp.stderr", "wb") as stderr:  # sipp keeps its own descriptor
+            self.proc = subprocess.Popen(cmd, cwd=self.run, stdout=subprocess.DEVNULL, stderr=stderr)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

@@ -261,6 +261,8 @@ async def test_an_edge_whose_service_died_exits_by_itself():
         if parent.poll() is None:
             parent.kill()
             parent.wait(10)
+        if parent.stdout is not None:
+            parent.stdout.close()
 
 
 async def test_an_introduced_link_survives_lines_it_cannot_read_and_fails_only_that_call_closed():

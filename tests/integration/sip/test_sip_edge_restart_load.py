@@ -108,9 +108,11 @@ async def test_an_edge_killed_five_times_under_300_invites_a_second_decides_agai
     assert events == ["sip.edge_exited", "sip.edge_restarted"] * KILLS  # never a failed restart or refused link
     assert [e["restart_in_s"] for e in logs if e["event"] == "sip.edge_exited"] == [0.05] * KILLS
     [counts] = [p for p in tmp_path.glob("*_counts.csv")]
-    rows = [r for r in csv.reader(counts.open(), delimiter=";") if r]
+    with counts.open() as f:
+        rows = [r for r in csv.reader(f, delimiter=";") if r]
     last = dict(zip(rows[0], rows[-1]))
-    stats = [r for r in csv.reader(next(tmp_path.glob("*_.csv")).open(), delimiter=";") if r]
+    with next(tmp_path.glob("*_.csv")).open() as f:
+        stats = [r for r in csv.reader(f, delimiter=";") if r]
     errors = "".join(p.read_text()[-2000:] for p in tmp_path.glob("*_errors.log"))
     assert int(dict(zip(stats[0], stats[-1]))["FailedCall(C)"]) == 0, errors  # every call sipp placed got its answer
     assert int(last.get("2_302_Recv", "0")) > KILLS * RATE

@@ -136,11 +136,13 @@ async def two_gates(pg_url: str, workdir: Path, cases: Sequence[dict[str, Any]],
                                       json={"cases": list(cases[k:k + 500])})
                 assert r.status_code == 200, r.text
         if kamailio:
-            proxy = subprocess.Popen(
-                ["bash", str(START), "--port", str(kport), "--gate", f"127.0.0.1:{sip_ports[0]}",
-                 "--gate2", f"127.0.0.1:{sip_ports[1]}", "--run-dir", run_dir, "--foreground"],
-                stdout=subprocess.DEVNULL, stderr=open(Path(run_dir) / "kamailio.log", "wb"),  # noqa: SIM115
-                start_new_session=True, preexec_fn=_die_with_parent)
+            # Kamailio holds its own copy of the log's descriptor; ours closes once it started.
+            with open(Path(run_dir) / "kamailio.log", "wb") as kamailio_log:
+                proxy = subprocess.Popen(
+                    ["bash", str(START), "--port", str(kport), "--gate", f"127.0.0.1:{sip_ports[0]}",
+                     "--gate2", f"127.0.0.1:{sip_ports[1]}", "--run-dir", run_dir, "--foreground"],
+                    stdout=subprocess.DEVNULL, stderr=kamailio_log,
+                    start_new_session=True, preexec_fn=_die_with_parent)
             await wait_ready(kport)
         yield world
     finally:

@@ -91,7 +91,10 @@ async def test_two_http_workers_share_one_sqlite_file_and_still_allow_exactly_th
         assert proc.poll() is None
     finally:
         code = terminate(proc)
-        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        stderr = ""
+        if proc.stderr:
+            with proc.stderr:
+                stderr = proc.stderr.read().decode(errors="replace")
     assert code == 0, stderr[-3000:]
     assert stderr.count('"role": "primary"') == 1 and stderr.count('"role": "secondary"') == 1, stderr[-3000:]
     assert not [p for p in workers if Path(f"/proc/{p}").exists()]
