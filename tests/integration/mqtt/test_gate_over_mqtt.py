@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.mqtt.helpers import Collector, publish_once
-from tests.integration.mqtt.pg import private_pg_database
+from tests.support.pg import private_pg_database
 from tests.support.builders import case_doc, users
 from tests.support.harness import Service, in_process
 from tests.unit.mqtt.event_schemas import errors, event_errors

@@ -17,7 +17,7 @@ import pytest
 
 from recordings.testing import wav_bytes
 from tests.integration.mqtt.helpers import Collector
-from tests.integration.mqtt.pg import private_pg_database
+from tests.support.pg import private_pg_database
 from tests.support.builders import case_doc, users
 from tests.support.harness import Service, in_process
 from tests.unit.mqtt.event_schemas import event_errors
