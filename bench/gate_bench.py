@@ -64,14 +64,10 @@ import httpx  # set-up only (readiness, the case import); the measured stages us
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.net import free_port  # noqa: E402
+
 PY = sys.executable
 POLICY = '[policy]\ncn_holidays = false\nwindow = { start = "00:00", end = "24:00" }\n'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(cfg: Path, *args: str) -> str:

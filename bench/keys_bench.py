@@ -20,7 +20,6 @@ import hashlib
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 from recordings import envelope  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 CHUNK = 64 * 1024
 
@@ -98,12 +98,6 @@ def bench_provider(name: str, provider: object, n: int) -> None:
     print(f"  {name:<22} wrap p50 {w50:7.3f} ms  p99 {w99:7.3f} ms   unwrap p50 {u50:7.3f} ms  p99 {u99:7.3f} ms")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=int, default=256)
@@ -148,7 +142,7 @@ def main() -> None:
         if bao:
             import httpx
 
-            token, port = secrets.token_hex(16), _free_port()
+            token, port = secrets.token_hex(16), free_port()
             proc = subprocess.Popen([bao, "server", "-dev", f"-dev-root-token-id={token}",
                                      f"-dev-listen-address=127.0.0.1:{port}"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

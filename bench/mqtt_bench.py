@@ -38,21 +38,16 @@ import structlog  # noqa: E402
 
 from adapters.mqtt.bus import MqttEventBus  # noqa: E402
 from adapters.mqtt.config import load_mqtt_config  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 from tests.support.outbox import InMemoryOutboxSource  # noqa: E402
 
 EVENTS_FILTER = "dialgate/v1/+/events/#"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PrivateBroker:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
-        self.port = _free_port()
+        self.port = free_port()
         conf = self.dir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",

@@ -70,6 +70,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.net import free_tcp_and_udp_port as free_port  # noqa: E402  (sipp and the gate listen on UDP and TCP)
+
 SIPP = os.environ.get("SIPP", "/usr/bin/sipp")
 FIRST_NUMBER = 13900000000  # distinct debtor numbers 139xxxxxxxx
 
@@ -128,20 +130,6 @@ Content-Length: 0
   </send>
 </scenario>
 """
-
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free port")
 
 
 def numbers(start: int, count: int) -> list[str]:

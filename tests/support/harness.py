@@ -7,10 +7,10 @@ names, the extensions the config enables), a fixed clock, users added through
 httpx's ASGI transport. It yields a `Service` (or the subclass a suite passes as
 `handle`), whose `svc` is the running `Services` for reading rows back.
 
-As processes, `start_cluster(config, n, users)`: `dialgate serve` on free ports from a
-config file (`write_config`), users added with `dialgate users add` (`cli`), each
-process ready once `/readyz` answers 200 (`wait_ready`); `stop_cluster` and
-`terminate` end them.
+As processes: a config file (`write_config`), users added with `dialgate users add`
+(`add_users`), `dialgate serve` on a free port (`serve`), ready once `/readyz` answers
+200 (`wait_ready`), ended by `stop` or `terminate`; `start_cluster(config, n, users)`
+does all of it for `n` processes sharing one database, `stop_cluster` ends them.
 """
 
 from __future__ import annotations
@@ -149,6 +149,39 @@ def cli(config: Path, *args: str, timeout: float = 120) -> str:
     return done.stdout
 
 
+def add_users(config: Path, users: Iterable[User]) -> dict[str, str]:
+    """`dialgate users add` for each `(name, role, creditors)`; their tokens by name."""
+    tokens = {}
+    for name, role, creditors in users:
+        args = ["users", "add", "--name", name, "--role", role]
+        for creditor in creditors:
+            args += ["--creditor", creditor]
+        tokens[name] = cli(config, *args).strip().splitlines()[-1]
+    return tokens
+
+
+def serve(config: Path, port: int, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`dialgate serve` on `port` (standard error kept for `wait_ready` to report)."""
+    return subprocess.Popen(
+        [*DIALGATE, "serve", "--config", str(config), "--port", str(port)], cwd=config.parent,
+        env=dict(env) if env is not None else {**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL when it has not stopped within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    if proc.stderr:
+        proc.stderr.close()
+
+
 def write_config(directory: Path, store_url: str, extra: str = "") -> Path:
     """`directory/config.toml`: data under `directory/var`, the given store, warnings
     only, `extra` TOML, and every creditor callable at any hour (the processes run on
@@ -200,15 +233,8 @@ async def start_cluster(config: Path, n: int, users: list[tuple[str, str, str]])
     ports and wait until each is ready."""
     cli(config, "db", "upgrade")
     cluster = Cluster(config=config, ports=[free_port() for _ in range(n)])
-    for name, role, creditor in users:
-        out = cli(config, "users", "add", "--name", name, "--role", role, "--creditor", creditor)
-        cluster.tokens[name] = out.strip().splitlines()[-1]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for port in cluster.ports:
-        cluster.procs.append(subprocess.Popen(
-            [*DIALGATE, "serve", "--config", str(config), "--port", str(port)],
-            cwd=config.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        ))
+    cluster.tokens = add_users(config, [(name, role, (creditor,)) for name, role, creditor in users])
+    cluster.procs = [serve(config, port) for port in cluster.ports]
     token = next(iter(cluster.tokens.values()))
     async with httpx.AsyncClient() as client:
         await asyncio.gather(*(wait_ready(client, cluster.url(i), token, p) for i, p in enumerate(cluster.procs)))
@@ -227,14 +253,8 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 
 def stop_cluster(cluster: Cluster) -> None:
-    for p in cluster.procs:
+    for p in cluster.procs:  # all signalled first: they stop side by side
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
     for p in cluster.procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
-        if p.stderr:
-            p.stderr.close()
+        stop(p)

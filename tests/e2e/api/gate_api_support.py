@@ -6,19 +6,13 @@ imported through the API. Time is a Tuesday 10:00 in Shanghai unless a test move
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-import httpx
 import pytest
-from sqlalchemy import func, select
 
 from adapters.db import tables
-from dialer.app import Services, build_app
-from dialer.auth import add_user
-from dialer.clock import FixedClock
-from dialer.config import build_config
-from tests.support.builders import TUESDAY_10AM, case_doc, users
+from tests.support.builders import case_doc, users
+from tests.support.harness import Service, in_process
 
 USERS = users("col-a", "col-a2", "col-b", "sup-a", "qa-a", "comp-a", "comp-b", "data-a", "data-b", "pbx", "admin")
 
@@ -29,29 +23,7 @@ CASES_A = [
 CASES_B = [case_doc("B-1", "bank-b", "col-b", ("18600000006", "self"))]
 
 
-@dataclass
-class Api:
-    client: httpx.AsyncClient
-    svc: Services
-    clock: FixedClock
-    tokens: dict[str, str]
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-    async def post(self, path: str, who: str, json: Any = None, **kw: Any) -> httpx.Response:
-        return await self.client.post(path, json=json, headers=self.auth(who), **kw)
-
-    async def get(self, path: str, who: str, **kw: Any) -> httpx.Response:
-        return await self.client.get(path, headers=self.auth(who), **kw)
-
-    async def dial(self, who: str, case_id: str, number: str, agent: str | None = None) -> httpx.Response:
-        return await self.post("/v1/dials", who, {"case_id": case_id, "number": number, "agent_id": agent or who})
-
-    async def rows(self, table: Any) -> int:
-        async with self.svc.store.read() as uow:
-            return (await uow.conn.execute(select(func.count()).select_from(table))).scalar_one()
-
+class Api(Service):
     async def snapshot(self) -> dict[str, int]:
         """Row counts of every table that a request could write."""
         return {
@@ -61,25 +33,15 @@ class Api:
         }
 
 
+def _keep_events(svc: Any) -> None:
+    # As with `[mqtt] url` set, minus the broker: these tests read the events the
+    # use cases put in the outbox (without a bus the store keeps none).
+    svc.store.events = True
+
+
 @pytest.fixture
 async def api(tmp_path: Any) -> AsyncIterator[Api]:
-    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "log": {"json": True}})
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    async with app.router.lifespan_context(app):
-        svc: Services = app.state.services
-        # As with `[mqtt] url` set, minus the broker: these tests read the events the
-        # use cases put in the outbox (without a bus the store keeps none).
-        svc.store.events = True
-        tokens = {}
-        for name, role, creditors in USERS:
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gate", timeout=30) as client:
-            a = Api(client, svc, clock, tokens)
-            r = await a.post("/v1/cases:import", "data-a", {"cases": CASES_A})
-            assert r.status_code == 200, r.text
-            r = await a.post("/v1/cases:import", "data-b", {"cases": CASES_B})
-            assert r.status_code == 200, r.text
-            yield a
-        await svc.gate.drain()
+    config = {"paths": {"data_dir": str(tmp_path)}, "log": {"json": True}}
+    async with in_process(config, users=USERS, cases={"data-a": CASES_A, "data-b": CASES_B}, handle=Api,
+                          prepare=_keep_events) as api:
+        yield api

@@ -15,30 +15,15 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from dialer.app import build_app
-from dialer.auth import add_user
-from dialer.clock import FixedClock
-from dialer.config import build_config
-from tests.support.builders import TUESDAY_10AM, case_doc, users
+from tests.support.builders import case_doc, users
+from tests.support.harness import Service, in_process
 
 USERS = users("comp-a", "sup-a", "qa-a", "comp-b", "data-a", "data-b", "col-a", "col-a2", "col-b", "pbx", "admin")
 
 
 @dataclass
-class Seeded:
-    app: Any
-    client: httpx.AsyncClient
-    clock: FixedClock
-    tokens: dict[str, str]
+class Seeded(Service):
     attempts: list[str] = field(default_factory=list)
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-    async def dial(self, who: str, case_id: str, number: str) -> httpx.Response:
-        return await self.client.post(
-            "/v1/dials", json={"case_id": case_id, "number": number, "agent_id": who}, headers=self.auth(who)
-        )
 
     async def blocked_api(self, who: str = "comp-a", **params: str) -> list[dict[str, Any]]:
         """The service's own answer (JSON API): blocked dial decisions (dials and PBX
@@ -77,15 +62,11 @@ def include_console(app: Any) -> None:
 
 async def seed(s: Seeded) -> None:
     c, clock = s.client, s.clock
-    r = await c.post("/v1/cases:import", headers=s.auth("data-a"), json={"cases": [
+    await s.import_cases("data-a", [
         case_doc("C-1", "bank-a", "col-a", ("13800000001", "self"), ("13900000002", "family")),
         case_doc("C-2", "bank-a", "col-a2", ("13700000003", "self")),
-    ]})
-    assert r.status_code == 200, r.text
-    r = await c.post("/v1/cases:import", headers=s.auth("data-b"), json={"cases": [
-        case_doc("B-1", "bank-b", "col-b", ("18600000006", "self")),
-    ]})
-    assert r.status_code == 200, r.text
+    ])
+    await s.import_cases("data-b", [case_doc("B-1", "bank-b", "col-b", ("18600000006", "self"))])
     # Tuesday 10:00: two allowed, then the hourly cap blocks.
     for _ in range(3):
         r = await s.dial("col-a", "C-1", "13800000001")
@@ -112,19 +93,8 @@ async def seed(s: Seeded) -> None:
 
 @asynccontextmanager
 async def seed_service(tmp_path: Path, console: dict[str, Any] | None = None) -> AsyncIterator[Seeded]:
-    raw = {"paths": {"data_dir": str(tmp_path)}, "log": {"json": True, "level": "warning"},
-           "console": console or {"page_size": 10}}
-    cfg = build_config(raw)
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    include_console(app)
-    async with app.router.lifespan_context(app):
-        svc = app.state.services
-        tokens = {}
-        for name, role, creditors in USERS:
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate", timeout=30) as c:
-            s = Seeded(app, c, clock, tokens)
-            await seed(s)
-            yield s
-        await svc.gate.drain()
+    config = {"paths": {"data_dir": str(tmp_path)}, "log": {"json": True, "level": "warning"},
+              "console": console or {"page_size": 10}}
+    async with in_process(config, users=USERS, handle=Seeded, with_app=include_console) as s:
+        await seed(s)
+        yield s

@@ -5,41 +5,22 @@ and cases imported through the API."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
 import pytest
 
-from dialer.app import Services, build_app
-from dialer.auth import add_user
-from dialer.clock import FixedClock
-from dialer.config import build_config
-from tests.support.builders import TUESDAY_10AM, case_doc, users
+from tests.support.builders import case_doc, users
+from tests.support.harness import Service, in_process
 
 USERS = users("col-a", "sup-a", "qa-a", "qa-b", "comp-a", "comp-b", "data-a", "data-b", "pbx", "admin", "admin2")
 
 
 @dataclass
-class Api:
-    client: httpx.AsyncClient
-    svc: Services
-    clock: FixedClock
-    tokens: dict[str, str]
-    data_dir: Path
-
-    def auth(self, who: str, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
-
-    async def get(self, path: str, who: str, **kw: Any) -> httpx.Response:
-        headers = kw.pop("headers", {})
-        return await self.client.get(path, headers=self.auth(who, **headers), **kw)
-
-    async def post(self, path: str, who: str, json: Any = None, **kw: Any) -> httpx.Response:
-        return await self.client.post(path, json=json, headers=self.auth(who), **kw)
-
-    async def delete(self, path: str, who: str, **kw: Any) -> httpx.Response:
-        return await self.client.delete(path, headers=self.auth(who), **kw)
+class Api(Service):
+    data_dir: Path | None = None
 
     async def upload(self, body: Any, *, who: str = "pbx", content_type: str = "audio/wav", **params: Any) -> httpx.Response:
         return await self.client.post(
@@ -47,7 +28,7 @@ class Api:
             headers=self.auth(who, **{"Content-Type": content_type}),
         )
 
-    async def dial(self, case_id: str, number: str, agent: str = "col-a") -> str:
+    async def dial(self, case_id: str, number: str, agent: str = "col-a") -> str:  # type: ignore[override]
         r = await self.post("/v1/dials", agent, {"case_id": case_id, "number": number, "agent_id": agent})
         assert r.status_code == 201, r.text
         return r.json()["attempt_id"]
@@ -55,25 +36,13 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    cfg = build_config({
+    config = {
         "paths": {"data_dir": str(tmp_path)},
         "log": {"json": True},
         "recordings": {"max_size_mb": 8, "creditors": {"bank-b": {"retention": "1095d"}}},
-    })
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    async with app.router.lifespan_context(app):
-        svc: Services = app.state.services
-        tokens = {}
-        for name, role, creditors in USERS:
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gate", timeout=30) as client:
-            a = Api(client, svc, clock, tokens, tmp_path)
-            for who, cases in (("data-a", [case_doc("C-1", "bank-a", "col-a", "13800000001"),
-                                           case_doc("C-2", "bank-a", "col-a", "13700000003")]),
-                               ("data-b", [case_doc("B-1", "bank-b", "col-b", "18600000006")])):
-                r = await a.post("/v1/cases:import", who, {"cases": cases})
-                assert r.status_code == 200, r.text
-            yield a
-        await svc.gate.drain()
+    }
+    cases = {"data-a": [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-2", "bank-a", "col-a", "13700000003")],
+             "data-b": [case_doc("B-1", "bank-b", "col-b", "18600000006")]}
+    async with in_process(config, users=USERS, cases=cases, handle=partial(Api, data_dir=tmp_path),
+                          client_address=("10.1.2.3", 40000)) as api:
+        yield api

@@ -15,22 +15,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import select
 
-from adapters.db import tables
-from dialer.app import Services, build_app
-from dialer.auth import add_user
-from dialer.clock import FixedClock
-from dialer.config import build_config
 from tests.integration.mqtt.helpers import Collector, publish_once
-from tests.integration.mqtt.pg import private_pg_database
-from tests.support.builders import TUESDAY_10AM, case_doc, users
+from tests.support.pg import private_pg_database
+from tests.support.builders import case_doc, users
+from tests.support.harness import Service, in_process
 from tests.unit.mqtt.event_schemas import errors, event_errors
 
 pytestmark = pytest.mark.mosquitto
@@ -45,23 +40,8 @@ USERS = users("col-a", "col-b", "data-a", "data-b", "admin")
 
 
 @dataclass
-class Gate:
-    client: httpx.AsyncClient
-    svc: Services
-    tokens: dict[str, str]
-    client_id: str
-
-    async def post(self, path: str, who: str, body: Any) -> httpx.Response:
-        return await self.client.post(
-            path, json=body, headers={"Authorization": f"Bearer {self.tokens[who]}"}
-        )
-
-    async def dial(self, who: str, case_id: str, number: str) -> httpx.Response:
-        return await self.post("/v1/dials", who, {"case_id": case_id, "number": number, "agent_id": who})
-
-    async def outbox(self) -> list[Any]:
-        async with self.svc.store.read() as uow:
-            return list((await uow.conn.execute(select(tables.outbox).order_by(tables.outbox.c.id))).all())
+class Gate(Service):
+    client_id: str = ""
 
     async def attempt(self, attempt_id: str) -> Any:
         async with self.svc.store.read() as uow:
@@ -92,45 +72,33 @@ async def store_url(store_kind) -> AsyncIterator[str | None]:
 
 @pytest.fixture
 async def gate(broker, client_id, tmp_path, watch, store_url) -> AsyncIterator[Gate]:
-    cfg = build_config(
-        {
-            **({"store": {"url": store_url}} if store_url else {}),
-            "paths": {"data_dir": str(tmp_path)},
-            "log": {"json": True},
-            # bank-b follows US Regulation F: no call for 7 days after a conversation
-            # (a cap on connected calls, which PBX events over MQTT feed).
-            "policy": {"creditors": {"bank-b": {"preset": "us-reg-f"}}},
-            "mqtt": {
-                "url": broker.url,
-                "client_id": client_id,
-                "reconnect_min": 0.1,
-                "reconnect_max": 1.0,
-                "poll_interval": 3600,  # only the after-commit notify can wake the relay
-            },
-        }
-    )
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    async with app.router.lifespan_context(app):
-        svc: Services = app.state.services
-        assert await svc.mqtt.connection.wait_connected(15)
-        tokens = {}
-        for name, role, creditors in USERS:
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gate", timeout=30) as client:
-            g = Gate(client, svc, tokens, client_id)
-            r = await g.post("/v1/cases:import", "data-a", {"cases": [
-                case_doc("C-1", "bank-a", "col-a", "13800000001", ("13900000002", "family")),
-                case_doc("C-2", "bank-a", "col-a", "13700000003"),
-            ]})  # fmt: skip
-            assert r.status_code == 200, r.text
-            r = await g.post("/v1/cases:import", "data-b", {"cases": [
-                case_doc("B-1", "bank-b", "col-b", "18600000006"),
-            ]})  # fmt: skip
-            assert r.status_code == 200, r.text
-            yield g
-        await svc.gate.drain()
+    config = {
+        **({"store": {"url": store_url}} if store_url else {}),
+        "paths": {"data_dir": str(tmp_path)},
+        "log": {"json": True},
+        # bank-b follows US Regulation F: no call for 7 days after a conversation
+        # (a cap on connected calls, which PBX events over MQTT feed).
+        "policy": {"creditors": {"bank-b": {"preset": "us-reg-f"}}},
+        "mqtt": {
+            "url": broker.url,
+            "client_id": client_id,
+            "reconnect_min": 0.1,
+            "reconnect_max": 1.0,
+            "poll_interval": 3600,  # only the after-commit notify can wake the relay
+        },
+    }
+    cases = {
+        "data-a": [case_doc("C-1", "bank-a", "col-a", "13800000001", ("13900000002", "family")),
+                   case_doc("C-2", "bank-a", "col-a", "13700000003")],
+        "data-b": [case_doc("B-1", "bank-b", "col-b", "18600000006")],
+    }
+    async with in_process(config, users=USERS, cases=cases, handle=partial(Gate, client_id=client_id),
+                          prepare=_connected) as g:
+        yield g
+
+
+async def _connected(svc: Any) -> None:
+    assert await svc.mqtt.connection.wait_connected(15)
 
 
 def _event_ids(messages) -> set[str]:

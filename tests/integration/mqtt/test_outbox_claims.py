@@ -19,7 +19,7 @@ from adapters.mqtt.config import load_mqtt_config
 from dialer.app import open_services
 from dialer.config import build_config
 from tests.integration.mqtt.helpers import Collector
-from tests.integration.mqtt.pg import private_pg_database
+from tests.support.pg import private_pg_database
 from tests.integration.mqtt.test_outbox_sources import Writer
 
 

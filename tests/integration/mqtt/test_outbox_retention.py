@@ -27,7 +27,7 @@ from dialer.clock import FixedClock
 from dialer.config import build_config
 from tests.conftest import captured_logs
 from tests.integration.mqtt.helpers import Collector
-from tests.integration.mqtt.pg import private_pg_database
+from tests.support.pg import private_pg_database
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)

@@ -22,7 +22,7 @@ from tests.support.outbox import InMemoryOutboxSource
 from dialer.app import open_services
 from dialer.config import build_config
 from tests.integration.mqtt.helpers import Collector
-from tests.integration.mqtt.pg import private_pg_database
+from tests.support.pg import private_pg_database
 
 
 class Writer:

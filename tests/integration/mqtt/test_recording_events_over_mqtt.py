@@ -13,19 +13,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-from sqlalchemy import select
 
-from adapters.db import tables
-from dialer.app import Services, build_app
-from dialer.auth import add_user
-from dialer.clock import FixedClock
-from dialer.config import build_config
 from recordings.testing import wav_bytes
 from tests.integration.mqtt.helpers import Collector
-from tests.integration.mqtt.pg import private_pg_database
-from tests.support.builders import TUESDAY_10AM, case_doc, users
+from tests.support.pg import private_pg_database
+from tests.support.builders import case_doc, users
+from tests.support.harness import Service, in_process
 from tests.unit.mqtt.event_schemas import event_errors
 
 pytestmark = pytest.mark.mosquitto
@@ -37,17 +31,8 @@ UNMASKED_MOBILE = re.compile(rb"(?<![0-9A-Za-z*])1[3-9]\d{9}(?![0-9A-Za-z])")  #
 USERS = users("col-a", "data-a", "pbx", "admin", "comp-a")
 
 
-class Gate:
-    def __init__(self, client: httpx.AsyncClient, svc: Services, tokens: dict[str, str]) -> None:
-        self.client, self.svc, self.tokens = client, svc, tokens
-
-    async def post(self, path: str, who: str, body: Any = None, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.tokens[who]}", **kw.pop("headers", {})}
-        if body is not None:
-            kw["json"] = body
-        return await self.client.post(path, headers=headers, **kw)
-
-    async def dial(self, case_id: str, number: str) -> str:
+class Gate(Service):
+    async def dial(self, case_id: str, number: str) -> str:  # type: ignore[override]
         r = await self.post("/v1/dials", "col-a", {"case_id": case_id, "number": number, "agent_id": "col-a"})
         assert r.status_code == 201, r.text
         return r.json()["attempt_id"]
@@ -59,10 +44,6 @@ class Gate:
                             content=wav_bytes(1), headers={"Content-Type": "audio/wav"})
         assert r.status_code == 201, r.text
         return r.json()["recording_id"]
-
-    async def outbox(self) -> list[Any]:
-        async with self.svc.store.read() as uow:
-            return list((await uow.conn.execute(select(tables.outbox).order_by(tables.outbox.c.id))).all())
 
 
 @pytest.fixture
@@ -83,29 +64,20 @@ async def store_url(request) -> AsyncIterator[str | None]:
 
 @pytest.fixture
 async def gate(broker, client_id, tmp_path, watch, store_url) -> AsyncIterator[Gate]:
-    cfg = build_config({
+    config = {
         **({"store": {"url": store_url}} if store_url else {}),
         "paths": {"data_dir": str(tmp_path)},
         "log": {"json": True},
         "mqtt": {"url": broker.url, "client_id": client_id, "reconnect_min": 0.1, "reconnect_max": 1.0,
                  "poll_interval": 3600},  # only the after-commit notify can wake the relay
-    })  # fmt: skip
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    async with app.router.lifespan_context(app):
-        svc: Services = app.state.services
-        assert await svc.mqtt.connection.wait_connected(15)
-        tokens = {}
-        for name, role, creditors in USERS:
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gate", timeout=30) as client:
-            g = Gate(client, svc, tokens)
-            r = await g.post("/v1/cases:import", "data-a",
-                             {"cases": [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-2", "bank-a", "col-a", "13700000003")]})
-            assert r.status_code == 200, r.text
-            yield g
-        await svc.gate.drain()
+    }  # fmt: skip
+    cases = {"data-a": [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-2", "bank-a", "col-a", "13700000003")]}
+    async with in_process(config, users=USERS, cases=cases, handle=Gate, prepare=_connected) as g:
+        yield g
+
+
+async def _connected(svc: Any) -> None:
+    assert await svc.mqtt.connection.wait_connected(15)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)

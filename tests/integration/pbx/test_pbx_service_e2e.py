@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import httpx
 import numpy as np
 import pytest
 
@@ -25,17 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip"))
 from kamailio_proc import kamailio_available, run_kamailio  # noqa: E402  (the SIP gate's helper)
 from pbx_kamailio import free_port_block, free_udp_port  # noqa: E402
 from pbx_phones import AGENT_HZ, DEBTOR_HZ, TestPhone, band_energy_ratio, dominant_frequency  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
 
 from adapters.db import tables  # noqa: E402
-from tests.support.net import free_tcp_and_udp_port as free_port  # noqa: E402
-from dialer.app import build_app  # noqa: E402
-from dialer.auth import add_user  # noqa: E402
-from dialer.clock import FixedClock  # noqa: E402
-from dialer.config import build_config  # noqa: E402
 from recordings.model import Actor  # noqa: E402
 from tests.conftest import require_service  # noqa: E402
-from tests.support.builders import TUESDAY_10AM, case_doc, users  # noqa: E402
+from tests.support import harness  # noqa: E402
+from tests.support.builders import case_doc, users  # noqa: E402
+from tests.support.net import free_tcp_and_udp_port as free_port  # noqa: E402
 
 pytestmark = [
     pytest.mark.kamailio,
@@ -47,20 +42,9 @@ DEBTOR = "13800000001"
 DEBTOR_E164 = "+8613800000001"
 
 
-class Service:
-    def __init__(self, client: httpx.AsyncClient, svc: Any, tokens: dict[str, str]) -> None:
-        self.client, self.svc, self.tokens = client, svc, tokens
-
-    async def post(self, path: str, who: str, body: Any) -> httpx.Response:
-        return await self.client.post(path, json=body, headers={"Authorization": f"Bearer {self.tokens[who]}"})
-
-    async def get(self, path: str, who: str) -> httpx.Response:
-        return await self.client.get(path, headers={"Authorization": f"Bearer {self.tokens[who]}"})
-
+class Service(harness.Service):
     async def attempts_of(self, number: str) -> int:
-        async with self.svc.store.read() as uow:
-            q = select(func.count()).select_from(tables.attempts).where(tables.attempts.c.number == number)
-            return (await uow.conn.execute(q)).scalar_one()
+        return await self.rows(tables.attempts, tables.attempts.c.number == number)
 
     async def call_ended(self, state_url: str, timeout: float) -> dict[str, Any]:
         """Wait until the attempt's call has ended (the job runs in the background)."""
@@ -74,7 +58,7 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def service(tmp_path: Path, *, pbx_server: str, gate_port: int, kam_port: int, rtp_base: int) -> AsyncIterator[Service]:
-    cfg = build_config({
+    config = {
         "paths": {"data_dir": str(tmp_path)},
         "sip": {
             "listen": f"127.0.0.1:{gate_port}",
@@ -88,20 +72,14 @@ async def service(tmp_path: Path, *, pbx_server: str, gate_port: int, kam_port: 
             "sip_ua": {"server": pbx_server, "username": "dialgate", "local": f"127.0.0.1:{rtp_base - 2}",
                        "rtp_ports": f"{rtp_base}-{rtp_base + 59}", "register_timeout": 2},
         },
-    })
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    async with app.router.lifespan_context(app):
-        svc = app.state.services
-        svc.vault.keys.create("bank-a")
-        tokens = {}
-        for name, role, creditors in users("col-a", "data-a", "comp-a"):
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate", timeout=30) as client:
-            run = Service(client, svc, tokens)
-            r = await run.post("/v1/cases:import", "data-a", {"cases": [case_doc("C-1", "bank-a", "col-a", DEBTOR)]})
-            assert r.status_code == 200, r.text
-            yield run
+    }
+    async with harness.in_process(config, users=users("col-a", "data-a", "comp-a"), handle=Service, prepare=_key_for_bank_a,
+                                  cases={"data-a": [case_doc("C-1", "bank-a", "col-a", DEBTOR)]}, drain=False) as run:
+        yield run
+
+
+def _key_for_bank_a(svc: Any) -> None:
+    svc.vault.keys.create("bank-a")
 
 
 @pytest.fixture

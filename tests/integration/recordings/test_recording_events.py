@@ -30,7 +30,7 @@ from recordings.memory import InMemoryBlobStore, InMemoryKeyProvider, InMemoryRe
 from recordings.model import Link
 from recordings.testing import ADMIN, COMPLIANCE, PBX, ingest_as_of, request, wav_bytes
 from recordings.vault import Vault
-from tests.integration.mqtt.pg import private_pg_database
+from tests.support.pg import private_pg_database
 from tests.unit.mqtt.event_schemas import event_errors
 
 SHANGHAI = timezone(timedelta(hours=8))

@@ -5,7 +5,6 @@ HTTP is the object's legal hold; a bucket without Object Lock is refused at star
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import httpx
 import pytest
 
 from recordings.testing import wav_stream
-from tests.support.builders import ALL_DAY_POLICY, one_case
-from tests.support.harness import DIALGATE, REPO, cli, wait_ready
+from tests.support.builders import ALL_DAY_POLICY, one_case, users
+from tests.support.harness import DIALGATE, REPO, add_users, cli, serve, stop, wait_ready
 from tests.support.net import free_port
 
 
@@ -38,12 +37,9 @@ async def test_an_upload_through_the_service_is_a_locked_object_that_qa_can_seek
     store = seaweed.store()
     config = s3_config(tmp_path, seaweed, store.bucket, store.prefix)
     cli(config, "db", "upgrade")
-    tokens = {}
-    for name, role in (("data-a", "data"), ("col-a", "collector"), ("pbx", "pbx"), ("qa-a", "qa"), ("comp-a", "compliance")):
-        tokens[name] = cli(config, "users", "add", "--name", name, "--role", role, "--creditor", "bank-a").strip().splitlines()[-1]
+    tokens = add_users(config, users("data-a", "col-a", "pbx", "qa-a", "comp-a"))
     port = free_port()
-    proc = subprocess.Popen([*DIALGATE, "serve", "--config", str(config), "--port", str(port)], cwd=tmp_path,
-                            env=service_env(seaweed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = serve(config, port, env=service_env(seaweed))
     url = f"http://127.0.0.1:{port}"
     auth = lambda who: {"Authorization": f"Bearer {tokens[who]}"}  # noqa: E731
     try:
@@ -69,13 +65,7 @@ async def test_an_upload_through_the_service_is_a_locked_object_that_qa_can_seek
             released = await client.delete(f"/v1/recordings/{rid}/legal-hold", headers=auth("comp-a"))
             assert released.status_code == 200 and store.lock_state(rid)["legal_hold"] is False
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        proc.stderr.close()
+        stop(proc)
     assert seaweed.access_key not in config.read_text()
 
 

@@ -5,17 +5,14 @@ range, with the service's memory measured from /proc."""
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from recordings.testing import wav_size, wav_stream
-from tests.support.builders import ALL_DAY_POLICY, one_case
-from tests.support.harness import DIALGATE, REPO, cli, wait_ready
+from tests.support.builders import ALL_DAY_POLICY, one_case, users
+from tests.support.harness import add_users, cli, serve, stop, wait_ready
 from tests.support.net import free_port
 
 
@@ -33,12 +30,9 @@ async def test_a_long_call_streams_through_the_real_service_in_constant_memory(t
         f'[paths]\ndata_dir = "{tmp_path / "var"}"\n[log]\nlevel = "warning"\n'
         f'[recordings]\nmax_size_mb = 1024\n{ALL_DAY_POLICY}', encoding="utf-8")
     cli(config, "db", "upgrade")
-    tokens = {}
-    for name, role in (("data-a", "data"), ("col-a", "collector"), ("pbx", "pbx"), ("qa-a", "qa")):
-        tokens[name] = cli(config, "users", "add", "--name", name, "--role", role, "--creditor", "bank-a").strip().splitlines()[-1]
+    tokens = add_users(config, users("data-a", "col-a", "pbx", "qa-a"))
     port = free_port()
-    proc = subprocess.Popen([*DIALGATE, "serve", "--config", str(config), "--port", str(port)], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = serve(config, port)
     url = f"http://127.0.0.1:{port}"
     auth = lambda who: {"Authorization": f"Bearer {tokens[who]}"}  # noqa: E731
     try:
@@ -86,10 +80,4 @@ async def test_a_long_call_streams_through_the_real_service_in_constant_memory(t
         assert f'"recording_id": "{rid}"' in cli(config, "recordings", "list", "--json", "--case", "L-1")
         assert "1 checked, 0 failed" in cli(config, "recordings", "verify")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        proc.stderr.close()
+        stop(proc)

@@ -9,45 +9,26 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, AsyncIterator
 
-import httpx
-from sqlalchemy import func, select
-
 from adapters.db import tables
-from dialer.app import Services, build_app
-from dialer.auth import add_user
-from dialer.clock import FixedClock
-from dialer.config import build_config
 from sipclient import make_invite
-from tests.support.builders import TUESDAY_10AM, case_doc, users
+from tests.support.builders import case_doc, users
+from tests.support.harness import Service, in_process
 
 USERS = users("col-a", "col-a2", "comp-a", "data-a")
 
 
 @dataclass
-class Running:
-    client: httpx.AsyncClient
-    svc: Services
-    tokens: dict[str, str]
-    sip_port: int
-
-    async def get(self, path: str, who: str, **kw: Any) -> httpx.Response:
-        return await self.client.get(path, headers={"Authorization": f"Bearer {self.tokens[who]}"}, **kw)
-
-    async def post(self, path: str, who: str, json: Any) -> httpx.Response:
-        return await self.client.post(path, json=json, headers={"Authorization": f"Bearer {self.tokens[who]}"})
+class Running(Service):
+    sip_port: int = 0
 
     async def attempts(self, channel: str | None = None) -> int:
-        q = select(func.count()).select_from(tables.attempts)
-        if channel:
-            q = q.where(tables.attempts.c.channel == channel)
-        async with self.svc.store.read() as uow:
-            return (await uow.conn.execute(q)).scalar_one()
+        return await self.rows(tables.attempts, *([tables.attempts.c.channel == channel] if channel else []))
 
     async def decisions(self) -> int:
-        async with self.svc.store.read() as uow:
-            return (await uow.conn.execute(select(func.count()).select_from(tables.decisions))).scalar_one()
+        return await self.rows(tables.decisions)
 
     def invite(self, number: str, **kw: Any) -> bytes:
         return make_invite(number, gate_port=self.sip_port, **kw)
@@ -61,32 +42,17 @@ async def start_service(
     tmp_path: Any, *, sip_port: int, route: str = "sip:{number}@127.0.0.1:5080", cases: list[dict[str, Any]] | None = None,
     edge: str = "inline", trusted_peers: tuple[str, ...] = ("127.0.0.1",),
 ) -> AsyncIterator[Running]:
-    cfg = build_config(
-        {
-            "paths": {"data_dir": str(tmp_path)},
-            "sip": {
-                "listen": f"127.0.0.1:{sip_port}",
-                "route": route,
-                "extensions": {"1001": "col-a", "1002": "col-a2"},
-                "registered_lines": {"bank-a": ["+862161234567", "1001", "1002"]},
-                "edge": edge,
-                "trusted_peers": trusted_peers,
-            },
-        }
-    )
-    clock = FixedClock(TUESDAY_10AM)
-    app = build_app(cfg, clock=clock)
-    async with app.router.lifespan_context(app):
-        svc: Services = app.state.services
-        tokens = {}
-        for name, role, creditors in USERS:
-            _, tokens[name] = await add_user(svc.store, clock, name, role, frozenset(creditors))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gate", timeout=30) as client:
-            run = Running(client, svc, tokens, sip_port)
-            r = await run.post(
-                "/v1/cases:import", "data-a",
-                {"cases": CASES if cases is None else cases},
-            )
-            assert r.status_code == 200, r.text
-            yield run
-        await svc.gate.drain()
+    config = {
+        "paths": {"data_dir": str(tmp_path)},
+        "sip": {
+            "listen": f"127.0.0.1:{sip_port}",
+            "route": route,
+            "extensions": {"1001": "col-a", "1002": "col-a2"},
+            "registered_lines": {"bank-a": ["+862161234567", "1001", "1002"]},
+            "edge": edge,
+            "trusted_peers": trusted_peers,
+        },
+    }
+    async with in_process(config, users=USERS, cases={"data-a": CASES if cases is None else cases},
+                          handle=partial(Running, sip_port=sip_port)) as run:
+        yield run
