@@ -11,9 +11,10 @@ and decided by the :class:`~adapters.sip.gate.SipDialAuthorizer` with a time-out
 exception there declines the call with 603 ``system.store_unavailable`` (fail closed);
 a time-out, or a deciding process that cannot be reached, is answered 503
 ``system.no_decision`` (the call is not placed here, and a dispatcher may ask another
-gate: no decision was made, so that is no second opinion). Malformed requests get a 400 (or 505/413/416) when they carry enough headers
-to address a response, and are dropped otherwise; responses and ACKs are never
-answered. Nothing a peer sends stops the listener.
+gate: no decision was made, so that is no second opinion). Malformed requests get a
+400 (or 505/413/416) when they carry enough headers to address a response, and are
+dropped otherwise; responses and ACKs are never answered. Nothing a peer sends stops
+the listener.
 """
 
 from __future__ import annotations

@@ -101,7 +101,9 @@ async def test_fifty_simultaneous_dials_of_one_number_over_two_gates_http_and_si
             if len(decisions) >= expected:
                 break
             await asyncio.sleep(0.05)
-        assert len(decisions) == expected
+        # (a retried INVITE answered from its late decision, once decisions carry the
+        # INVITE's identity, makes one decision of the two)
+        assert 2 * EACH <= len(decisions) <= expected
         assert [d["rule_id"] for d in decisions if d["allowed"]] == ["allow"] * CAP
         assert {d["rule_id"] for d in decisions if not d["allowed"]} == {"cap.number_hourly"}
 
