@@ -554,7 +554,7 @@ def _report(args, best, cpu, rss, disk_total, load_before, load_after, median, w
     print(" vault, no disk (ciphertext discarded)")
     row("sealing: EnvelopeWriter, all on the caller's thread", "seal0")
     row("sealing: PipelinedEnvelopeWriter (caller AES+SHA | writes)", "seal1")
-    row("sealing: PipelinedEnvelopeWriter, hash_on_worker (AES | SHA | writes)", "seal2")
+    row("sealing: PipelinedEnvelopeWriter, hash_on_worker (AES|SHA|writes)", "seal2")
     row("Vault.ingest in memory, parallel_hash=False (SHA-256 on the loop)", "mem1")
     row("Vault.ingest in memory (the default: SHA-256 on its own thread)", "mem2")
     print(f" vault, to disk ({disk_total / 1024**3:.2f} GiB)")
