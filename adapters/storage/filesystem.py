@@ -216,24 +216,26 @@ class _DirectWrites:
 
     def _pwrite_all(self, view: memoryview, offset: int) -> None:
         done = 0
+        retried = False
         while done < len(view):
             try:
                 done += os.pwrite(self._fd, view[done:], offset + done)
             except OSError as exc:
-                if exc.errno != errno.EINVAL or not self._leave_direct():
+                if exc.errno != errno.EINVAL or retried or not self._leave_direct():
                     raise
                 # Refused after all: retried through the page cache, as are the rest.
+                retried = True
 
     def _leave_direct(self) -> bool:
+        """Whether the file is in buffered mode now (left by this or another thread)."""
         with self._cond:
-            if not self.direct:
-                return False
-            try:
-                flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
-            except OSError:
-                return False
-            self.direct = False
+            if self.direct:
+                try:
+                    flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+                except OSError:
+                    return False
+                self.direct = False
             return True
 
     def stop(self, timeout: float) -> bool:
@@ -256,6 +258,7 @@ class _DirectWrites:
         self._buffers.clear()
         self._free.clear()
         self._stage = None
+
 
 class FilesystemBlobWriter:
     """One temporary blob. `write` may be called from a worker thread (the sealing
