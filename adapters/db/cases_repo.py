@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
 import structlog
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db import sqlite_hot as hot
@@ -28,67 +28,28 @@ from adapters.db.queries import (
     Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CONTACTS_OF_CASE, Q_CREDITOR, Q_DIAL_CANDIDATES,
     Q_NEXT_SEQ, U_CASE,
 )
+from dialer.case_merge import (
+    CASE_COLUMNS, TRACKED_FIELDS, CaseMerge, contact_field, contact_state, flags_set, flags_text, history_reason,
+    merge_case, tracked,
+)
 from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
 
 log = structlog.get_logger("dialgate.store")
 
-# ---------------------------------------------------------------------------------
-# Case history (hash chain per case)
-# ---------------------------------------------------------------------------------
-CLOSED_STATUSES = frozenset({"settled", "withdrawn", "returned"})
-FIRST_CALL_DAYS = 2  # 首催2天内
-# What a history entry records of the case row. The debtor's name is left out: the
-# history outlives the commission, and the bank's data is returned without copies
-# (numbers are kept masked for the same reason).
-TRACKED_FIELDS: tuple[str, ...] = (
-    "status", "status_hold", "commission_start", "commission_end", "assigned_agent", "creditor_flags",
-    "agency_flags", "amount_due", "overdue_days", "follow_up_status", "next_action_date",
+# The batch upsert's statements (built once, like adapters.db.queries).
+Q_CASES_BY_IDS_LOCKED = (
+    select(t.cases).where(t.cases.c.case_id.in_(bindparam("case_ids", expanding=True)))
+    .order_by(t.cases.c.id).with_for_update()
 )
+I_CASE_RETURNING = insert(t.cases).returning(t.cases.c.id, sort_by_parameter_order=True)
+U_CASE_ALL = update(t.cases).where(t.cases.c.id == bindparam("_pk"))
+U_CONTACT = update(t.contacts).where(t.contacts.c.id == bindparam("_id"))
+D_CONTACT = t.contacts.delete().where(t.contacts.c.id == bindparam("_id"))
+
 SYSTEM_CHANGE = ChangeSource(kind="system", actor="system", role="system")
-
-
-
-def _as_date(value: Any) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
-
-
-def _json_value(field_: str, value: Any) -> Any:
-    if field_.endswith("flags"):
-        return sorted(_flags_set(value)) if isinstance(value, str) or value is None else sorted(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if field_ in ("commission_start", "commission_end", "next_action_date") and value is not None:
-        return _as_date(value).isoformat()  # type: ignore[union-attr]
-    return value
-
-
-def _tracked(values: Any) -> dict[str, Any]:
-    return {f: _json_value(f, values.get(f)) for f in TRACKED_FIELDS}
-
-
-def _reason(text: str | None) -> str | None:
-    """A reason as the history keeps it: free text, so any phone, card or ID number in
-    it is masked (the history is append-only and outlives the commission)."""
-    return mask_text(text) if text else text
-
-
-def _contact_field(number: str) -> str:
-    return "contact " + mask_number(number)
-
-
-def _contact_state(relation: str, status: str, do_not_call: bool, source: str) -> dict[str, Any]:
-    return {"relation": relation, "status": status, "do_not_call": do_not_call, "source": source}
-
-
-def _flags_text(flags: Iterable[str]) -> str:
-    return ",".join(sorted(set(flags)))
-
-
-def _flags_set(value: str | None) -> frozenset[str]:
-    return frozenset(f for f in (value or "").split(",") if f)
-
+# Aliases: the rules' helpers, shared with the merge (dialer.case_merge).
+_tracked, _flags_set, _flags_text = tracked, flags_set, flags_text
+_contact_field, _contact_state, _reason = contact_field, contact_state, history_reason
 
 
 def _contact_record(c: Any) -> ContactRecord:
@@ -242,14 +203,15 @@ class SqlCaseRepository:
             res = await self.conn.execute(Q_CASE_BY_KEY_LOCKED, {"creditor": creditor, "case_id": case_id})
         return res.mappings().first()
 
-    async def _append_history(
-        self, row: Any, changes: Sequence[tuple[Any, ...]], source: ChangeSource, now: datetime,
-        reason: str | None = None,
-    ) -> dict[str, Any]:
-        """Append one entry per (field, old, new[, reason]) after the case's history head;
-        returns the head columns to write back with the change (same transaction)."""
-        seq, prev = int(row["history_seq"]), row["history_hash"]
-        rows = []
+    def _history_rows(
+        self, head: Any, changes: Sequence[tuple[Any, ...]], source: ChangeSource, now: datetime,
+        reason: str | None = None, rows: list[dict[str, Any]] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The `case_history` rows of one entry per (field, old, new[, reason]) after the
+        head of `head` (a case row: id, creditor, case_id, history_seq, history_hash),
+        appended to `rows`; and the head columns to write back with the change."""
+        seq, prev = int(head["history_seq"]), head["history_hash"]
+        rows = [] if rows is None else rows
         default_reason = reason if reason is not None else source.reason
         for change in changes:
             field_, old, new = change[:3]
@@ -257,169 +219,164 @@ class SqlCaseRepository:
             seq += 1
             entry, record = link_history(
                 HistoryEntry(
-                    creditor=row["creditor"], case_id=row["case_id"], seq=seq, at=now, actor=source.actor,
+                    creditor=head["creditor"], case_id=head["case_id"], seq=seq, at=now, actor=source.actor,
                     role=source.role, source=source.kind, source_ref=source.ref, source_row=source.row,
                     field=field_, old=old, new=new, reason=_reason(why),
                 ),
                 prev, self.evidence,
             )
             rows.append(dict(
-                case_pk=row["id"], creditor=entry.creditor, case_id=entry.case_id, seq=seq, at=now,
+                case_pk=head["id"], creditor=entry.creditor, case_id=entry.case_id, seq=seq, at=now,
                 actor=entry.actor, role=entry.role, source=entry.source, source_ref=entry.source_ref,
                 source_row=entry.source_row, field=field_, record=record, prev_hash=prev, hash=entry.hash,
             ))
             prev = entry.hash
+        return rows, {"history_seq": seq, "history_hash": prev}
+
+    async def _append_history(
+        self, row: Any, changes: Sequence[tuple[Any, ...]], source: ChangeSource, now: datetime,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Append one entry per (field, old, new[, reason]) after the case's history head;
+        returns the head columns to write back with the change (same transaction)."""
+        rows, head = self._history_rows(row, changes, source, now, reason)
         if rows:
             await self.conn.execute(I_HISTORY, rows)
-        return {"history_seq": seq, "history_hash": prev}
+        return head
 
     async def upsert(
         self, case: CaseInput, now: datetime, *, source: ChangeSource | None = None
     ) -> tuple[CaseRecord, bool]:
-        """Apply a case file's row. What the creditor supplies (status, dates, amounts, the
-        bank's own flags and numbers) replaces what the last file said; what the agency
-        learned (flags set by outcomes or people, do-not-call and invalid marks, numbers
-        added after verification) stays; a status held by a repayment closure, a pause or
-        a withdrawal is reopened only by an explicit `reopen` with its reason. Every
-        change is a history entry naming `source` (default: an import, row unknown)."""
+        """Apply one case file's row: `upsert_many` of one (its rules: `dialer.case_merge`).
+        Every change is a history entry naming `source` (default: an import, row unknown)."""
         src = source or UNKNOWN_IMPORT
-        await self.ensure_creditor(case.creditor)
-        row = await self._locked_row(creditor=case.creditor, case_id=case.case_id)
-        bank_flags = frozenset(case.flags)
-        if row is None:
-            if case.status == "paused":
-                follow, next_date = "paused", None
-            elif case.status in CLOSED_STATUSES:
-                follow, next_date = "closed", None
-            else:  # 首催2天内: the first call is due within two days of assignment
-                follow, next_date = "new", now.date() + timedelta(days=FIRST_CALL_DAYS)
-            values = dict(
-                debtor_name=case.debtor_name, status=case.status, commission_start=case.commission_start,
-                commission_end=case.commission_end, assigned_agent=case.assigned_agent,
-                flags=_flags_text(bank_flags), creditor_flags=_flags_text(bank_flags), agency_flags="",
-                status_hold=None, amount_due=case.amount_due, overdue_days=case.overdue_days,
-                follow_up_status=follow, next_action_date=next_date,
-            )
-            created_entry = {k: v for k, v in _tracked(values).items() if k != "debtor_name"}
-            created_entry["contacts"] = [
-                {"number": mask_number(c.number), "relation": c.relation, "source": c.source} for c in case.contacts
-            ]
-            entry, record = link_history(
-                HistoryEntry(
-                    creditor=case.creditor, case_id=case.case_id, seq=1, at=now, actor=src.actor, role=src.role,
-                    source=src.kind, source_ref=src.ref, source_row=src.row, field="case", old=None,
-                    new=created_entry, reason=_reason(src.reason),
-                ),
-                GENESIS_HASH, self.evidence,
-            )
-            res = await self.conn.execute(I_CASE, dict(
-                creditor=case.creditor, case_id=case.case_id, event_seq=0, created_at=now, updated_at=now,
-                history_seq=1, history_hash=entry.hash, first_call_alerted_at=None, **values,
-            ))
-            pk = res.inserted_primary_key[0]
-            await self.conn.execute(I_HISTORY, dict(
-                case_pk=pk, creditor=case.creditor, case_id=case.case_id, seq=1, at=now, actor=src.actor,
-                role=src.role, source=src.kind, source_ref=src.ref, source_row=src.row, field="case",
-                record=record, prev_hash=GENESIS_HASH, hash=entry.hash,
-            ))
-            if case.contacts:
-                await self.conn.execute(I_CONTACT, [dict(
-                    case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
-                    do_not_call=c.do_not_call, source=c.source, added_at=now,
-                ) for c in case.contacts])
-            rec = await self.get(case.creditor, case.case_id)
-            assert rec is not None
-            return rec, True
+        ((rec, created),) = await self.upsert_many([(src.row, case)], now, src)
+        return rec, created
 
-        pk = row["id"]
-        agency = _flags_set(row["agency_flags"])
-        hold = row["status_hold"]
-        status = case.status
-        reason = src.reason
-        changes: list[tuple[Any, ...]] = []
-        if hold is not None and case.reopen:
-            hold, reason = None, case.reopen
-        elif hold is not None and case.status == "active" and row["status"] != "active":
-            # A stale file still saying "active" after a repayment closure, a pause or a
-            # withdrawal: kept, and the refusal is on the record.
-            status = row["status"]
-            changes.append(("status", row["status"], row["status"],
-                            f"file says active; held by {hold}: reopening needs an explicit reopen with a reason"))
-        follow, next_date = row["follow_up_status"], _as_date(row["next_action_date"])
-        if status == "paused":
-            follow, next_date = "paused", None
-        elif status in CLOSED_STATUSES:
-            follow, next_date = "closed", None
-        elif follow in ("paused", "closed"):
-            follow, next_date = "waiting", now.date()
-        elif follow == "new" and case.assigned_agent != row["assigned_agent"]:
-            # Reassigned before its first call: the new agent's two days start now.
-            next_date = now.date() + timedelta(days=FIRST_CALL_DAYS)
-        end = case.commission_end
-        extended = _as_date(row["commission_extended_to"])
-        if extended is not None and (end is None or end < extended):
-            # The creditor's extension, made through the API, outlasts a file that
-            # predates it; a file with a later end supersedes it.
-            if _as_date(row["commission_end"]) == extended:
-                changes.append(("commission_end", extended.isoformat(), extended.isoformat(),
-                                f"file says {end}; kept the extension to {extended}"))
-            end = extended
-        values = dict(
-            debtor_name=case.debtor_name, status=status, commission_start=case.commission_start,
-            commission_end=end, assigned_agent=case.assigned_agent,
-            flags=_flags_text(bank_flags | agency), creditor_flags=_flags_text(bank_flags),
-            agency_flags=_flags_text(agency), status_hold=hold, amount_due=case.amount_due,
-            overdue_days=case.overdue_days, follow_up_status=follow, next_action_date=next_date,
-        )
-        old, new = _tracked(row), _tracked(values)
-        changes.extend((f, old[f], new[f]) for f in TRACKED_FIELDS if old[f] != new[f])
-        if follow == "new" and next_date != _as_date(row["next_action_date"]):
-            values["first_call_alerted_at"] = None  # a new deadline: alert again if it is missed
-        changes.extend(await self._apply_contacts(pk, case.contacts, now))
-        if changes:
-            values.update(await self._append_history(row, changes, src, now, reason))
-        values["updated_at"] = now
-        await self.conn.execute(U_CASE, {"_pk": pk, **values})
-        rec = await self.get(case.creditor, case.case_id)
-        assert rec is not None
-        return rec, False
+    async def upsert_many(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> list[tuple[CaseRecord, bool]]:
+        """Apply case file rows `(row number, case)` in order, each by the rules of
+        `dialer.case_merge.merge_case`, as a few set statements: the batch's stored
+        cases and contacts read in two queries, then every insert, update and history
+        entry written with one executemany per table. A row's history entries name
+        `source` at its row number. Returns each row's case as written, and whether it
+        was created."""
+        out: list[tuple[CaseRecord, bool]] = []
+        chunk: list[tuple[int | None, CaseInput]] = []
+        keys: set[tuple[str, str]] = set()
+        for row, case in rows:
+            key = (case.creditor, case.case_id)
+            if key in keys:  # the same case twice: the second merges with what the first wrote
+                out.extend(await self._upsert_chunk(chunk, now, source))
+                chunk, keys = [], set()
+            chunk.append((row, case))
+            keys.add(key)
+        if chunk:
+            out.extend(await self._upsert_chunk(chunk, now, source))
+        return out
 
-    async def _apply_contacts(
-        self, pk: int, contacts: Sequence[ContactRecord], now: datetime
-    ) -> list[tuple[str, Any, Any]]:
-        """The creditor's list replaces the creditor-sourced numbers; numbers added by
-        staff (info repair) and the do-not-call / invalid marks stay. Returns the changes."""
-        current = {r["number"]: r for r in (await self.conn.execute(Q_CONTACTS_OF_CASE, {"pk": pk})).mappings()}
-        incoming = {c.number for c in contacts}
-        changes: list[tuple[str, Any, Any]] = []
-        for c in contacts:
-            old = current.get(c.number)
-            if old is None:
-                await self.conn.execute(I_CONTACT, dict(
-                    case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
-                    do_not_call=c.do_not_call, source=c.source, added_at=now,
+    async def _upsert_chunk(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> list[tuple[CaseRecord, bool]]:
+        for creditor in sorted({case.creditor for _, case in rows}):
+            await self.ensure_creditor(creditor)
+        stored, contacts = await self._stored_for(rows)
+        merges = []
+        for _, case in rows:
+            current = stored.get((case.creditor, case.case_id))
+            merges.append(merge_case(current, contacts.get(current["id"], ()) if current else (), case, now))
+        history: list[dict[str, Any]] = []
+        # New cases first: their primary keys are what their history and contacts name.
+        new = [(i, row, case, m) for i, ((row, case), m) in enumerate(zip(rows, merges)) if m.created]
+        heads: dict[int, dict[str, Any]] = {}
+        pks: dict[int, int] = {}
+        if new:
+            inserts = []
+            for i, row, case, m in new:
+                src = source.at_row(row) if row is not None else source
+                _, head = self._history_rows(
+                    {"id": 0, "creditor": case.creditor, "case_id": case.case_id, "history_seq": 0,
+                     "history_hash": GENESIS_HASH}, m.changes, src, now, m.reason, [])
+                heads[i] = head
+                inserts.append(dict(
+                    creditor=case.creditor, case_id=case.case_id, event_seq=0, created_at=now, updated_at=now,
+                    first_call_alerted_at=None, **m.values, **head,
                 ))
-                changes.append((_contact_field(c.number), None, _contact_state(c.relation, c.status, c.do_not_call,
-                                                                               c.source)))
-                continue
-            status = "invalid" if old["status"] == "invalid" else c.status
-            dnc = bool(old["do_not_call"]) or c.do_not_call
-            before = _contact_state(old["relation"], old["status"], bool(old["do_not_call"]), old["source"])
-            after = _contact_state(c.relation, status, dnc, old["source"])
-            if before != after or old["name"] != c.name or old["tz"] != c.tz:
-                await self.conn.execute(
-                    update(t.contacts).where(t.contacts.c.id == old["id"])
-                    .values(relation=c.relation, name=c.name, tz=c.tz, status=status, do_not_call=dnc)
-                )
-            if before != after:
-                changes.append((_contact_field(c.number), before, after))
-        for number, old in current.items():
-            if number not in incoming and old["source"] == "creditor":
-                await self.conn.execute(t.contacts.delete().where(t.contacts.c.id == old["id"]))
-                changes.append((_contact_field(number),
-                                _contact_state(old["relation"], old["status"], bool(old["do_not_call"]),
-                                               old["source"]), None))
-        return changes
+            new_pks = await self._insert_cases(inserts)
+            for (i, row, case, m), pk in zip(new, new_pks):
+                pks[i] = pk
+                src = source.at_row(row) if row is not None else source
+                self._history_rows({"id": pk, "creditor": case.creditor, "case_id": case.case_id, "history_seq": 0,
+                                    "history_hash": GENESIS_HASH}, m.changes, src, now, m.reason, history)
+        updates, contact_inserts, contact_updates, contact_deletes = [], [], [], []
+        for i, ((row, case), m) in enumerate(zip(rows, merges)):
+            if m.created:
+                pk = pks[i]
+            else:
+                current = stored[(case.creditor, case.case_id)]
+                pk = current["id"]
+                src = source.at_row(row) if row is not None else source
+                values = dict(m.values)
+                if m.changes:
+                    _, head = self._history_rows(current, m.changes, src, now, m.reason, history)
+                else:
+                    head = {"history_seq": current["history_seq"], "history_hash": current["history_hash"]}
+                heads[i] = head
+                updates.append({"_pk": pk, **values, **head, "updated_at": now})
+                contact_updates.extend({"_id": cid, **cols} for cid, cols in m.update_contacts)
+                contact_deletes.extend({"_id": cid} for cid in m.delete_contacts)
+            contact_inserts.extend(dict(
+                case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
+                do_not_call=c.do_not_call, source=c.source, added_at=now,
+            ) for c in m.insert_contacts)
+            pks[i] = pk
+        if updates:
+            await self.conn.execute(U_CASE_ALL, updates)
+        if contact_deletes:
+            await self.conn.execute(D_CONTACT, contact_deletes)
+        if contact_updates:
+            await self.conn.execute(U_CONTACT, contact_updates)
+        if contact_inserts:
+            await self.conn.execute(I_CONTACT, contact_inserts)
+        if history:
+            await self.conn.execute(I_HISTORY, history)
+        out = []
+        for i, ((_, case), m) in enumerate(zip(rows, merges)):
+            current = stored.get((case.creditor, case.case_id))
+            v = m.values
+            out.append((CaseRecord(
+                pk=pks[i], creditor=case.creditor, case_id=case.case_id, debtor_name=v["debtor_name"],
+                status=v["status"], commission_start=v["commission_start"], commission_end=v["commission_end"],
+                assigned_agent=v["assigned_agent"], flags=_flags_set(v["flags"]), amount_due=v["amount_due"],
+                overdue_days=v["overdue_days"], follow_up_status=v["follow_up_status"],
+                next_action_date=v["next_action_date"], event_seq=int(current["event_seq"]) if current else 0,
+                contacts=tuple(m.contacts), updated_at=now, creditor_flags=_flags_set(v["creditor_flags"]),
+                agency_flags=_flags_set(v["agency_flags"]), status_hold=v["status_hold"],
+                history_seq=int(heads[i]["history_seq"]),
+            ), m.created))
+        return out
+
+    async def _stored_for(
+        self, rows: Sequence[tuple[int | None, CaseInput]]
+    ) -> tuple[dict[tuple[str, str], Any], dict[int, list[Any]]]:
+        """The stored cases of a batch by (creditor, case id), locked on PostgreSQL (their
+        history heads are read here and written back), and their contacts by case pk."""
+        ids = sorted({case.case_id for _, case in rows})
+        wanted = {(case.creditor, case.case_id) for _, case in rows}
+        found = (await self.conn.execute(Q_CASES_BY_IDS_LOCKED, {"case_ids": ids})).mappings().all()
+        stored = {(r["creditor"], r["case_id"]): r for r in found if (r["creditor"], r["case_id"]) in wanted}
+        contacts: dict[int, list[Any]] = {}
+        if stored:
+            pks = sorted(r["id"] for r in stored.values())
+            for c in (await self.conn.execute(Q_CONTACTS_OF, {"pks": pks})).mappings():
+                contacts.setdefault(c["case_pk"], []).append(c)
+        return stored, contacts
+
+    async def _insert_cases(self, inserts: list[dict[str, Any]]) -> list[int]:
+        """Insert new case rows; their primary keys, in order."""
+        res = await self.conn.execute(I_CASE_RETURNING, inserts)
+        return [int(r[0]) for r in res]
 
     async def update(
         self, pk: int, now: datetime, *, source: ChangeSource | None = None, reason: str | None = None,
