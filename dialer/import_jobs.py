@@ -180,39 +180,44 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
     # it has time for). It starts small and at most doubles, so one fast batch does not
     # size the next beyond what the store keeps up with.
     limit = min(batch_rows, 50)
+    # Staged rows are read and parsed ahead, several batches at a time, outside the
+    # write lock: the lock is held for the writes only, and a batch costs no read.
+    ahead: list[tuple[int, Any]] = []
     while True:
-        async with store.read() as uow:
-            job = await uow.imports.get(import_id)
-            if job is None:
-                raise NotFound(f"no import {import_id!r}")
-            if job.state != "applying":
-                return job
-            rows = await uow.imports.next_rows(import_id, job.rows_done, limit)
-        # Parsed before the write lock is taken: the lock is held for the writes only.
-        parsed, keys = _parse_rows(job.kind, rows)
+        if not ahead:
+            async with store.read() as uow:
+                job = await uow.imports.get(import_id)
+                if job is None:
+                    raise NotFound(f"no import {import_id!r}")
+                if job.state != "applying":
+                    return job
+                staged = await uow.imports.next_rows(import_id, job.rows_done, max(4 * batch_rows, 1_000))
+            ahead = _parse_rows(job.kind, staged)
+        batch = ahead[:limit]
         started = loop.time()
-        async with store.write(keys) as w:
+        async with store.write(_lock_keys(batch)) as w:
             job = await w.imports.lock(import_id)
             assert job is not None
             if job.state != "applying":
                 return job
-            if rows and rows[0][0] <= job.rows_done:  # another runner applied them meanwhile
+            if batch and batch[0][0] <= job.rows_done:  # another runner applied them meanwhile
+                ahead = []
                 continue
             now = clock.now()
-            if not rows:
+            if not batch:
                 await _finish(w, job, now)
             else:
                 summary = dict(job.summary)
                 first = loop.time()
                 if job.kind == "cases":
-                    await apply_cases(w, parsed, now, _source(job, "import"), summary)  # type: ignore[arg-type]
+                    await apply_cases(w, batch, now, _source(job, "import"), summary)
                 else:
-                    await apply_repayments(w, parsed, now, _source(job, "repayment", REPAYMENT_REASON),  # type: ignore[arg-type]
-                                           summary)
-                per_row = (loop.time() - first) / len(rows)
+                    await apply_repayments(w, batch, now, _source(job, "repayment", REPAYMENT_REASON), summary)
+                per_row = (loop.time() - first) / len(batch)
                 fits = int(batch_ms / 1000 / max(per_row, 1e-6) * 0.8)
-                limit = max(1, min(batch_rows, 2 * len(rows), fits))
-                await w.imports.advance(import_id, rows[-1][0], summary, now)
+                limit = max(1, min(batch_rows, 2 * len(batch), fits))
+                await w.imports.advance(import_id, batch[-1][0], summary, now)
+        del ahead[:len(batch)]
         if pause:
             await asyncio.sleep(max(0.001, (loop.time() - started) / 2))
         else:
@@ -220,13 +225,15 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
             await asyncio.sleep(0)
 
 
-def _parse_rows(kind: str, rows: Sequence[tuple[int, str]]) -> tuple[list[tuple[int, Any]], tuple[str, ...]]:
-    """The staged rows as cases or repayments, and the lock keys of their cases."""
+def _parse_rows(kind: str, rows: Sequence[tuple[int, str]]) -> list[tuple[int, Any]]:
+    """The staged rows as cases or repayments."""
     if kind == "cases":
-        cases = [(seq, case_from_json(text)) for seq, text in rows]
-        return cases, tuple(f"case:{c.case_id}" for _, c in cases)
-    repayments = [(seq, repayment_from_json(text)) for seq, text in rows]
-    return repayments, tuple(f"case:{r['case_id']}" for _, r in repayments)
+        return [(seq, case_from_json(text)) for seq, text in rows]
+    return [(seq, repayment_from_json(text)) for seq, text in rows]
+
+
+def _lock_keys(rows: Sequence[tuple[int, Any]]) -> tuple[str, ...]:
+    return tuple(f"case:{r.case_id if isinstance(r, CaseInput) else r['case_id']}" for _, r in rows)
 
 
 def _source(job: ImportJob, kind: str, reason: str | None = None) -> ChangeSource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
@@ -91,6 +92,104 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
         )
         for r in rows
     ]
+
+
+# The batch upsert on the SQLite writer's connection: driver SQL (see sqlite_hot), the
+# same columns and stored forms as the Core statements above (dates as ISO text, times
+# as sqlite_hot.db_time, booleans 0/1).
+_CASE_COLS = tuple(t.cases.c.keys())
+_CASE_DATES = frozenset({"commission_start", "commission_end", "next_action_date", "commission_extended_to"})
+_CASE_TIMES = frozenset({"created_at", "updated_at", "first_call_alerted_at"})
+_CONTACT_COLS = ("id", "case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
+_RAW_CASES_OF = (f"SELECT {', '.join(_CASE_COLS)} FROM cases "
+                 "WHERE case_id IN (SELECT value FROM json_each(?)) ORDER BY id")
+_RAW_CONTACTS_OF = (f"SELECT {', '.join(_CONTACT_COLS)} FROM contacts "
+                    "WHERE case_pk IN (SELECT value FROM json_each(?)) ORDER BY id")
+_RAW_PKS_OF = "SELECT id, creditor, case_id FROM cases WHERE case_id IN (SELECT value FROM json_each(?))"
+_INSERT_CASE_COLS = (
+    "creditor", "case_id", "event_seq", "created_at", "updated_at", "first_call_alerted_at", "history_seq",
+    "history_hash", *(c for c in CASE_COLUMNS if c != "first_call_alerted_at"),
+)
+_RAW_INSERT_CASE = (f"INSERT INTO cases ({', '.join(_INSERT_CASE_COLS)}) "
+                    f"VALUES ({', '.join('?' * len(_INSERT_CASE_COLS))})")
+_UPDATE_CASE_COLS = (*CASE_COLUMNS, "history_seq", "history_hash", "updated_at")
+_RAW_UPDATE_CASE = f"UPDATE cases SET {', '.join(c + ' = ?' for c in _UPDATE_CASE_COLS)} WHERE id = ?"
+_CONTACT_SET = ("relation", "name", "tz", "status", "do_not_call")
+_RAW_UPDATE_CONTACT = f"UPDATE contacts SET {', '.join(c + ' = ?' for c in _CONTACT_SET)} WHERE id = ?"
+_RAW_DELETE_CONTACT = "DELETE FROM contacts WHERE id = ?"
+_INSERT_CONTACT_COLS = ("case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
+_RAW_INSERT_CONTACT = (f"INSERT INTO contacts ({', '.join(_INSERT_CONTACT_COLS)}) "
+                       f"VALUES ({', '.join('?' * len(_INSERT_CONTACT_COLS))})")
+_HISTORY_COLS = ("case_pk", "creditor", "case_id", "seq", "at", "actor", "role", "source", "source_ref",
+                 "source_row", "field", "record", "prev_hash", "hash")
+_RAW_INSERT_HISTORY = (f"INSERT INTO case_history ({', '.join(_HISTORY_COLS)}) "
+                       f"VALUES ({', '.join('?' * len(_HISTORY_COLS))})")
+
+
+_TO_DB = {datetime: hot.db_time, date: date.isoformat, bool: int}
+
+
+def _db_value(value: Any) -> Any:
+    convert = _TO_DB.get(type(value))
+    return value if convert is None else convert(value)
+
+
+def _stored_raw(
+    raw: sqlite3.Connection, rows: Sequence[tuple[int | None, CaseInput]]
+) -> tuple[dict[tuple[str, str], Any], dict[int, list[Any]]]:
+    """`SqlCaseRepository._stored_for` in driver SQL (SQLite: one writer, nothing to lock)."""
+    ids = json.dumps(sorted({case.case_id for _, case in rows}))
+    wanted = {(case.creditor, case.case_id) for _, case in rows}
+    stored: dict[tuple[str, str], Any] = {}
+    for r in raw.execute(_RAW_CASES_OF, (ids,)):
+        d = dict(zip(_CASE_COLS, r))
+        if (d["creditor"], d["case_id"]) not in wanted:
+            continue
+        for k in _CASE_DATES:
+            d[k] = hot.py_date(d[k])
+        for k in _CASE_TIMES:
+            d[k] = hot.py_time(d[k])
+        stored[(d["creditor"], d["case_id"])] = d
+    contacts: dict[int, list[Any]] = {}
+    if stored:
+        pks = json.dumps(sorted(d["id"] for d in stored.values()))
+        for r in raw.execute(_RAW_CONTACTS_OF, (pks,)):
+            c = dict(zip(_CONTACT_COLS, r))
+            c["added_at"] = hot.py_time(c["added_at"])
+            contacts.setdefault(c["case_pk"], []).append(c)
+    return stored, contacts
+
+
+def _insert_cases_raw(raw: sqlite3.Connection, inserts: list[dict[str, Any]]) -> list[int]:
+    raw.executemany(_RAW_INSERT_CASE, [tuple(_db_value(d[c]) for c in _INSERT_CASE_COLS) for d in inserts])
+    ids = json.dumps(sorted({d["case_id"] for d in inserts}))
+    pks = {(creditor, case_id): pk for pk, creditor, case_id in raw.execute(_RAW_PKS_OF, (ids,))}
+    return [int(pks[(d["creditor"], d["case_id"])]) for d in inserts]
+
+
+def _write_raw(
+    raw: sqlite3.Connection, updates: list[dict[str, Any]], contact_deletes: list[dict[str, Any]],
+    contact_updates: list[dict[str, Any]], contact_inserts: list[dict[str, Any]], history: list[dict[str, Any]],
+) -> None:
+    if updates:
+        raw.executemany(_RAW_UPDATE_CASE, [(*(_db_value(d[c]) for c in _UPDATE_CASE_COLS), d["_pk"])
+                                           for d in updates])
+    if contact_deletes:
+        raw.executemany(_RAW_DELETE_CONTACT, [(d["_id"],) for d in contact_deletes])
+    if contact_updates:
+        raw.executemany(_RAW_UPDATE_CONTACT, [(*(_db_value(d[c]) for c in _CONTACT_SET), d["_id"])
+                                              for d in contact_updates])
+    if contact_inserts:
+        raw.executemany(_RAW_INSERT_CONTACT, [tuple(_db_value(d[c]) for c in _INSERT_CONTACT_COLS)
+                                              for d in contact_inserts])
+    if history:
+        # Every entry of a batch is at the same time; the rest are text and integers.
+        at = {id(d["at"]): hot.db_time(d["at"]) for d in history}
+        raw.executemany(_RAW_INSERT_HISTORY, [
+            (d["case_pk"], d["creditor"], d["case_id"], d["seq"], at[id(d["at"])], d["actor"], d["role"],
+             d["source"], d["source_ref"], d["source_row"], d["field"], d["record"], d["prev_hash"], d["hash"])
+            for d in history
+        ])
 
 
 class SqlCaseRepository:
@@ -281,76 +380,70 @@ class SqlCaseRepository:
     ) -> list[tuple[CaseRecord, bool]]:
         for creditor in sorted({case.creditor for _, case in rows}):
             await self.ensure_creditor(creditor)
-        stored, contacts = await self._stored_for(rows)
-        merges = []
-        for _, case in rows:
-            current = stored.get((case.creditor, case.case_id))
-            merges.append(merge_case(current, contacts.get(current["id"], ()) if current else (), case, now))
+        raw = self.raw
+        stored, contacts = _stored_raw(raw, rows) if raw is not None else await self._stored_for(rows)
+        currents = [stored.get((case.creditor, case.case_id)) for _, case in rows]
+        merges = [merge_case(cur, contacts.get(cur["id"], ()) if cur is not None else (), case, now)
+                  for (_, case), cur in zip(rows, currents)]
+        # Chained before anything is written: a link covers the entry, not the case's
+        # primary key, which a new case has only once inserted.
         history: list[dict[str, Any]] = []
-        # New cases first: their primary keys are what their history and contacts name.
-        new = [(i, row, case, m) for i, ((row, case), m) in enumerate(zip(rows, merges)) if m.created]
-        heads: dict[int, dict[str, Any]] = {}
-        pks: dict[int, int] = {}
-        if new:
-            inserts = []
-            for i, row, case, m in new:
-                src = source.at_row(row) if row is not None else source
-                _, head = self._history_rows(
-                    {"id": 0, "creditor": case.creditor, "case_id": case.case_id, "history_seq": 0,
-                     "history_hash": GENESIS_HASH}, m.changes, src, now, m.reason, [])
-                heads[i] = head
-                inserts.append(dict(
-                    creditor=case.creditor, case_id=case.case_id, event_seq=0, created_at=now, updated_at=now,
-                    first_call_alerted_at=None, **m.values, **head,
-                ))
-            new_pks = await self._insert_cases(inserts)
-            for (i, row, case, m), pk in zip(new, new_pks):
-                pks[i] = pk
-                src = source.at_row(row) if row is not None else source
-                self._history_rows({"id": pk, "creditor": case.creditor, "case_id": case.case_id, "history_seq": 0,
-                                    "history_hash": GENESIS_HASH}, m.changes, src, now, m.reason, history)
-        updates, contact_inserts, contact_updates, contact_deletes = [], [], [], []
-        for i, ((row, case), m) in enumerate(zip(rows, merges)):
-            if m.created:
-                pk = pks[i]
+        heads: list[dict[str, Any]] = []
+        spans: list[tuple[int, int]] = []
+        for (row, case), m, cur in zip(rows, merges, currents):
+            src = source.at_row(row) if row is not None else source
+            start = len(history)
+            if cur is None:
+                cur = {"id": None, "creditor": case.creditor, "case_id": case.case_id, "history_seq": 0,
+                       "history_hash": GENESIS_HASH}
+            if m.changes:
+                _, head = self._history_rows(cur, m.changes, src, now, m.reason, history)
             else:
-                current = stored[(case.creditor, case.case_id)]
-                pk = current["id"]
-                src = source.at_row(row) if row is not None else source
-                values = dict(m.values)
-                if m.changes:
-                    _, head = self._history_rows(current, m.changes, src, now, m.reason, history)
-                else:
-                    head = {"history_seq": current["history_seq"], "history_hash": current["history_hash"]}
-                heads[i] = head
-                updates.append({"_pk": pk, **values, **head, "updated_at": now})
+                head = {"history_seq": cur["history_seq"], "history_hash": cur["history_hash"]}
+            heads.append(head)
+            spans.append((start, len(history)))
+        pks = [cur["id"] if cur is not None else 0 for cur in currents]
+        new = [i for i, m in enumerate(merges) if m.created]
+        if new:
+            inserts = [dict(creditor=rows[i][1].creditor, case_id=rows[i][1].case_id, event_seq=0, created_at=now,
+                            updated_at=now, **merges[i].values, first_call_alerted_at=None, **heads[i])
+                       for i in new]
+            new_pks = _insert_cases_raw(raw, inserts) if raw is not None else await self._insert_cases(inserts)
+            for i, pk in zip(new, new_pks):
+                pks[i] = pk
+                for h in history[spans[i][0]:spans[i][1]]:
+                    h["case_pk"] = pk
+        updates: list[dict[str, Any]] = []
+        contact_inserts: list[dict[str, Any]] = []
+        contact_updates: list[dict[str, Any]] = []
+        contact_deletes: list[dict[str, Any]] = []
+        for i, m in enumerate(merges):
+            pk = pks[i]
+            if not m.created:
+                updates.append({"_pk": pk, **m.values, **heads[i], "updated_at": now})
                 contact_updates.extend({"_id": cid, **cols} for cid, cols in m.update_contacts)
                 contact_deletes.extend({"_id": cid} for cid in m.delete_contacts)
             contact_inserts.extend(dict(
                 case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
                 do_not_call=c.do_not_call, source=c.source, added_at=now,
             ) for c in m.insert_contacts)
-            pks[i] = pk
-        if updates:
-            await self.conn.execute(U_CASE_ALL, updates)
-        if contact_deletes:
-            await self.conn.execute(D_CONTACT, contact_deletes)
-        if contact_updates:
-            await self.conn.execute(U_CONTACT, contact_updates)
-        if contact_inserts:
-            await self.conn.execute(I_CONTACT, contact_inserts)
-        if history:
-            await self.conn.execute(I_HISTORY, history)
+        if raw is not None:
+            _write_raw(raw, updates, contact_deletes, contact_updates, contact_inserts, history)
+        else:
+            for statement, params in ((U_CASE_ALL, updates), (D_CONTACT, contact_deletes),
+                                      (U_CONTACT, contact_updates), (I_CONTACT, contact_inserts),
+                                      (I_HISTORY, history)):
+                if params:
+                    await self.conn.execute(statement, params)
         out = []
         for i, ((_, case), m) in enumerate(zip(rows, merges)):
-            current = stored.get((case.creditor, case.case_id))
-            v = m.values
+            cur, v = currents[i], m.values
             out.append((CaseRecord(
                 pk=pks[i], creditor=case.creditor, case_id=case.case_id, debtor_name=v["debtor_name"],
                 status=v["status"], commission_start=v["commission_start"], commission_end=v["commission_end"],
                 assigned_agent=v["assigned_agent"], flags=_flags_set(v["flags"]), amount_due=v["amount_due"],
                 overdue_days=v["overdue_days"], follow_up_status=v["follow_up_status"],
-                next_action_date=v["next_action_date"], event_seq=int(current["event_seq"]) if current else 0,
+                next_action_date=v["next_action_date"], event_seq=int(cur["event_seq"]) if cur is not None else 0,
                 contacts=tuple(m.contacts), updated_at=now, creditor_flags=_flags_set(v["creditor_flags"]),
                 agency_flags=_flags_set(v["agency_flags"]), status_hold=v["status_hold"],
                 history_seq=int(heads[i]["history_seq"]),
