@@ -533,8 +533,15 @@ def case_to_json(case: CaseInput) -> str:
 
 
 def case_from_json(text: str) -> CaseInput:
-    doc = json.loads(text, object_hook=_decode_tag)
-    doc["contacts"] = tuple(ContactRecord(**c) for c in doc["contacts"])
+    # orjson and the tags decoded where `case_to_json` puts them (the case's fields and
+    # its contacts'): a batch parses hundreds of these, at a third of json's cost.
+    doc = orjson.loads(text)
+    for key, value in doc.items():
+        if type(value) is dict:
+            doc[key] = _decode_tag(value)
+    doc["contacts"] = tuple(
+        ContactRecord(**{k: _decode_tag(v) if type(v) is dict else v for k, v in c.items()}) for c in doc["contacts"]
+    )
     return CaseInput(**doc)
 
 
