@@ -165,7 +165,7 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
     `rows_done` under the write lock (PostgreSQL: the job's row lock) and applies only
     what follows.
 
-    `pause` (another process than the gate's): after each batch, wait half its duration
+    `pause` (another process than the gate's): after each batch, wait a quarter of its duration
     before taking the lock again. The database's writer lock is not a queue: a
     writer that comes straight back can take it before the gate's waiting thread is
     scheduled, and starve it for batch after batch."""
@@ -219,7 +219,7 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                 await w.imports.advance(import_id, batch[-1][0], summary, now)
         del ahead[:len(batch)]
         if pause:
-            await asyncio.sleep(max(0.001, (loop.time() - started) / 2))
+            await asyncio.sleep(max(0.001, (loop.time() - started) / 4))
         else:
             # In-process runs share the event loop with the gate: let queued work in first.
             await asyncio.sleep(0)

@@ -160,8 +160,26 @@ def _stored_raw(
     return stored, contacts
 
 
+# Columns whose values need converting to their stored form (the rest are text and
+# integers already): converting only these is most of the cost of building a batch.
+_TYPED = _CASE_DATES | _CASE_TIMES | {"do_not_call", "added_at"}
+
+
+def _params(rows: list[dict[str, Any]], cols: Sequence[str], *tail: str) -> list[tuple[Any, ...]]:
+    """`rows` as parameter tuples of `cols` then `tail`, in their stored forms."""
+    names = (*cols, *tail)
+    typed = [i for i, c in enumerate(names) if c in _TYPED]
+    out = []
+    for d in rows:
+        values = [d[c] for c in names]
+        for i in typed:
+            values[i] = _db_value(values[i])
+        out.append(tuple(values))
+    return out
+
+
 def _insert_cases_raw(raw: sqlite3.Connection, inserts: list[dict[str, Any]]) -> list[int]:
-    raw.executemany(_RAW_INSERT_CASE, [tuple(_db_value(d[c]) for c in _INSERT_CASE_COLS) for d in inserts])
+    raw.executemany(_RAW_INSERT_CASE, _params(inserts, _INSERT_CASE_COLS))
     ids = json.dumps(sorted({d["case_id"] for d in inserts}))
     pks = {(creditor, case_id): pk for pk, creditor, case_id in raw.execute(_RAW_PKS_OF, (ids,))}
     return [int(pks[(d["creditor"], d["case_id"])]) for d in inserts]
@@ -172,16 +190,13 @@ def _write_raw(
     contact_updates: list[dict[str, Any]], contact_inserts: list[dict[str, Any]], history: list[dict[str, Any]],
 ) -> None:
     if updates:
-        raw.executemany(_RAW_UPDATE_CASE, [(*(_db_value(d[c]) for c in _UPDATE_CASE_COLS), d["_pk"])
-                                           for d in updates])
+        raw.executemany(_RAW_UPDATE_CASE, _params(updates, _UPDATE_CASE_COLS, "_pk"))
     if contact_deletes:
         raw.executemany(_RAW_DELETE_CONTACT, [(d["_id"],) for d in contact_deletes])
     if contact_updates:
-        raw.executemany(_RAW_UPDATE_CONTACT, [(*(_db_value(d[c]) for c in _CONTACT_SET), d["_id"])
-                                              for d in contact_updates])
+        raw.executemany(_RAW_UPDATE_CONTACT, _params(contact_updates, _CONTACT_SET, "_id"))
     if contact_inserts:
-        raw.executemany(_RAW_INSERT_CONTACT, [tuple(_db_value(d[c]) for c in _INSERT_CONTACT_COLS)
-                                              for d in contact_inserts])
+        raw.executemany(_RAW_INSERT_CONTACT, _params(contact_inserts, _INSERT_CONTACT_COLS))
     if history:
         # Every entry of a batch is at the same time; the rest are text and integers.
         at = {id(d["at"]): hot.db_time(d["at"]) for d in history}
