@@ -7,8 +7,8 @@ the gate.
     apply    batches of `[imports] batch_rows` rows, each ONE short write transaction:
              apply the rows (`apply_cases`: the store's batch upsert, whose rules are
              `dialer.case_merge`; `apply_repayments`), drop them from staging and
-             advance `rows_done`. Between two
-             batches the store's write lock is free, so decisions keep flowing.
+             advance `rows_done`. Between two batches the store's write lock is
+             free, so decisions keep flowing.
 
 Where batches run: files of up to `sync_bytes` are applied here, on the service's own
 store, and answered when done; larger ones by a child process (`python -m
@@ -161,13 +161,13 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                     *, pause: bool = False) -> ImportJob:
     """Apply a job's staged rows from `rows_done` on, one short transaction per batch;
     returns the finished job. A batch holds at most `batch_rows` rows, and as many as
-    the previous batch's time per row fits in `batch_ms` milliseconds. Safe to run twice at once: each batch re-reads
-    `rows_done` under the write lock (PostgreSQL: the job's row lock) and applies only
-    what follows.
+    the previous batch's time per row fits in `batch_ms` milliseconds. Safe to run
+    twice at once: each batch re-reads `rows_done` under the write lock (PostgreSQL:
+    the job's row lock) and applies only what follows.
 
-    `pause` (another process than the gate's): after each batch, wait a quarter of its duration
-    before taking the lock again. The database's writer lock is not a queue: a
-    writer that comes straight back can take it before the gate's waiting thread is
+    `pause` (another process than the gate's): after each batch, wait a quarter of its
+    duration before taking the lock again. The database's writer lock is not a queue:
+    a writer that comes straight back can take it before the gate's waiting thread is
     scheduled, and starve it for batch after batch."""
     loop = asyncio.get_running_loop()
     if not getattr(store, "serialised_writes", True):

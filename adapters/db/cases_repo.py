@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
 import structlog
@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.evidence import EvidenceKey
-from dialer.masking import mask_number, mask_text
 from dialer.model import (
     UNKNOWN_IMPORT,
     CaseInput,
@@ -25,13 +24,12 @@ from dialer.model import (
 )
 from policy.model import Appointment
 from adapters.db.queries import (
-    I_CASE, I_CONTACT, I_HISTORY, Q_APPOINTMENTS, Q_CASE_BY_KEY, Q_CASE_BY_KEY_LOCKED, Q_CASE_BY_PK_LOCKED,
-    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CONTACTS_OF_CASE, Q_CREDITOR, Q_DIAL_CANDIDATES,
-    Q_NEXT_SEQ, U_CASE,
+    I_CONTACT, I_HISTORY, Q_APPOINTMENTS, Q_CASE_BY_KEY, Q_CASE_BY_KEY_LOCKED, Q_CASE_BY_PK_LOCKED,
+    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CREDITOR, Q_DIAL_CANDIDATES, Q_NEXT_SEQ,
 )
 from dialer.case_merge import (
-    CASE_COLUMNS, TRACKED_FIELDS, CaseMerge, contact_field, contact_state, flags_set, flags_text, history_reason,
-    merge_case, tracked,
+    CASE_COLUMNS, TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case,
+    tracked,
 )
 from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
 
@@ -48,9 +46,6 @@ U_CONTACT = update(t.contacts).where(t.contacts.c.id == bindparam("_id"))
 D_CONTACT = t.contacts.delete().where(t.contacts.c.id == bindparam("_id"))
 
 SYSTEM_CHANGE = ChangeSource(kind="system", actor="system", role="system")
-# Aliases: the rules' helpers, shared with the merge (dialer.case_merge).
-_tracked, _flags_set, _flags_text = tracked, flags_set, flags_text
-_contact_field, _contact_state, _reason = contact_field, contact_state, history_reason
 
 
 def _contact_record(c: Any) -> ContactRecord:
@@ -77,7 +72,7 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
             commission_start=r["commission_start"],
             commission_end=r["commission_end"],
             assigned_agent=r["assigned_agent"],
-            flags=_flags_set(r["flags"]),
+            flags=flags_set(r["flags"]),
             amount_due=r["amount_due"],
             overdue_days=r["overdue_days"],
             follow_up_status=r["follow_up_status"],
@@ -85,8 +80,8 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
             event_seq=r["event_seq"],
             contacts=tuple(by_case.get(r["id"], ())),
             updated_at=r["updated_at"],
-            creditor_flags=_flags_set(r["creditor_flags"]),
-            agency_flags=_flags_set(r["agency_flags"]),
+            creditor_flags=flags_set(r["creditor_flags"]),
+            agency_flags=flags_set(r["agency_flags"]),
             status_hold=r["status_hold"],
             history_seq=r["history_seq"],
         )
@@ -279,9 +274,9 @@ class SqlCaseRepository:
         return CaseRecord(
             pk=r[0], creditor=r[1], case_id=r[2], debtor_name=r[3], status=r[4],
             commission_start=py_date(r[5]), commission_end=py_date(r[6]), assigned_agent=r[7],
-            flags=_flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
+            flags=flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
             next_action_date=py_date(r[12]), event_seq=r[13], contacts=contacts, updated_at=hot.py_time(r[14]),
-            creditor_flags=_flags_set(r[15]), agency_flags=_flags_set(r[16]), status_hold=r[17], history_seq=r[18],
+            creditor_flags=flags_set(r[15]), agency_flags=flags_set(r[16]), status_hold=r[17], history_seq=r[18],
         )
 
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
@@ -335,7 +330,7 @@ class SqlCaseRepository:
                 HistoryEntry(
                     creditor=head["creditor"], case_id=head["case_id"], seq=seq, at=now, actor=source.actor,
                     role=source.role, source=source.kind, source_ref=source.ref, source_row=source.row,
-                    field=field_, old=old, new=new, reason=_reason(why),
+                    field=field_, old=old, new=new, reason=history_reason(why),
                 ),
                 prev, self.evidence,
             )
@@ -456,11 +451,11 @@ class SqlCaseRepository:
             out.append((CaseRecord(
                 pk=pks[i], creditor=case.creditor, case_id=case.case_id, debtor_name=v["debtor_name"],
                 status=v["status"], commission_start=v["commission_start"], commission_end=v["commission_end"],
-                assigned_agent=v["assigned_agent"], flags=_flags_set(v["flags"]), amount_due=v["amount_due"],
+                assigned_agent=v["assigned_agent"], flags=flags_set(v["flags"]), amount_due=v["amount_due"],
                 overdue_days=v["overdue_days"], follow_up_status=v["follow_up_status"],
                 next_action_date=v["next_action_date"], event_seq=int(cur["event_seq"]) if cur is not None else 0,
-                contacts=tuple(m.contacts), updated_at=now, creditor_flags=_flags_set(v["creditor_flags"]),
-                agency_flags=_flags_set(v["agency_flags"]), status_hold=v["status_hold"],
+                contacts=tuple(m.contacts), updated_at=now, creditor_flags=flags_set(v["creditor_flags"]),
+                agency_flags=flags_set(v["agency_flags"]), status_hold=v["status_hold"],
                 history_seq=int(heads[i]["history_seq"]),
             ), m.created))
         return out
@@ -497,15 +492,15 @@ class SqlCaseRepository:
         row = await self._locked_row(pk)
         if row is None:
             raise LookupError(f"case pk {pk} vanished")
-        bank = _flags_set(row["creditor_flags"])
-        agency = _flags_set(row["agency_flags"])
+        bank = flags_set(row["creditor_flags"])
+        agency = flags_set(row["agency_flags"])
         if "flags" in changes:
             agency = frozenset(changes.pop("flags")) - bank
         agency = (agency | frozenset(add_flags)) - frozenset(remove_flags)
-        changes["agency_flags"] = _flags_text(agency)
-        changes["flags"] = _flags_text(bank | agency)
-        old = _tracked(row)
-        new = {**old, **_tracked({**dict(row), **changes})}
+        changes["agency_flags"] = flags_text(agency)
+        changes["flags"] = flags_text(bank | agency)
+        old = tracked(row)
+        new = {**old, **tracked({**dict(row), **changes})}
         diff = [(f, old[f], new[f]) for f in TRACKED_FIELDS if old[f] != new[f]]
         if diff:
             changes.update(await self._append_history(row, diff, source or SYSTEM_CHANGE, now, reason))
@@ -537,8 +532,8 @@ class SqlCaseRepository:
         row = await self._locked_row(pk)
         if row is not None:
             head = await self._append_history(
-                row, [(_contact_field(contact.number), None,
-                       _contact_state(contact.relation, contact.status, contact.do_not_call, contact.source))],
+                row, [(contact_field(contact.number), None,
+                       contact_state(contact.relation, contact.status, contact.do_not_call, contact.source))],
                 source or SYSTEM_CHANGE, now,
             )
             await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**head))
@@ -559,13 +554,13 @@ class SqlCaseRepository:
         if old is None:
             return
         merged = {**dict(old), **changes}
-        before = _contact_state(old["relation"], old["status"], bool(old["do_not_call"]), old["source"])
-        after = _contact_state(merged["relation"], merged["status"], bool(merged["do_not_call"]), merged["source"])
+        before = contact_state(old["relation"], old["status"], bool(old["do_not_call"]), old["source"])
+        after = contact_state(merged["relation"], merged["status"], bool(merged["do_not_call"]), merged["source"])
         if before == after:
             return
         row = await self._locked_row(pk)
         if row is not None:
-            head = await self._append_history(row, [(_contact_field(number), before, after)],
+            head = await self._append_history(row, [(contact_field(number), before, after)],
                                               source or SYSTEM_CHANGE, now or datetime.now(timezone.utc))
             await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**head))
 
