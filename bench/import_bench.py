@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -55,6 +56,26 @@ def import_doc(n: int, contacts: int) -> bytes:
         for i in range(n)
     ]
     return json.dumps({"cases": cases}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU seconds of `pid`'s children that it has waited for (the import worker, once
+    it exits): /proc/<pid>/stat cutime + cstime."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_children_cpu_s(pid: int) -> float:
+    """CPU seconds so far of `pid`'s running children (the import worker while it runs)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def raw_anchor(cfg: Path, db: Path, n: int, contacts: int) -> float:
@@ -132,6 +153,7 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
                 if args.dials:
                     await load.open(stream(200, 0), args.rate, 50)  # warm-up
                     res["dial_alone"] = await load.open(stream(n_dials, 500), args.rate, 50)
+                cpu0 = children_cpu_s(server.proc.pid)
                 t0 = time.perf_counter()
                 r = await c.post("/v1/imports", params={"kind": "cases"}, content=body,
                                  headers={**auth, "Content-Type": "application/json"})
@@ -143,6 +165,7 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
                     job = (await c.get(f"/v1/imports/{import_id}", headers=auth)).json()
                     if job["state"] == "applying" and t_applying is None:
                         t_applying = time.perf_counter()
+                        res["validate_cpu_s"] = live_children_cpu_s(server.proc.pid)
                         if args.dials:
                             dials_task = asyncio.create_task(load.open(stream(n_dials, 1_000), args.rate, 50))
                     if job["state"] not in ("validating", "applying"):
@@ -153,6 +176,11 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
                     res["dial_during"] = await dials_task
                     res["dial_during_overlapped"] = job["state"] == "done" and t_done - (t_applying or t_done) > args.dial_seconds
                 assert job["state"] == "done", job
+                for _ in range(50):  # the worker is reaped just after it marks the job done
+                    await asyncio.sleep(0.1)
+                    res["import_cpu_s"] = children_cpu_s(server.proc.pid) - cpu0
+                    if res["import_cpu_s"] > 0:
+                        break
                 res["job"] = job
                 res["total_s"] = t_done - t0
                 res["apply_s"] = t_done - (t_applying or t0)
@@ -173,6 +201,13 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
     ratio = f"  = {apply / (n / r['anchor_s']):.1%} of the anchor" if "anchor_s" in r else ""
     print(f"  import  whole job (decode, validate, stage, apply): {total:>8,.0f} cases/s  ({r['total_s']:.1f} s)")
     print(f"  import  apply phase alone:                          {apply:>8,.0f} cases/s  ({r['apply_s']:.1f} s){ratio}")
+    if r.get("import_cpu_s"):
+        print(f"  import  worker process CPU, whole job:              {r['import_cpu_s'] / n * 1e6:>8,.0f} us/case  "
+              f"({r['import_cpu_s']:.1f} s; {n / r['import_cpu_s']:,.0f} cases per CPU-second)")
+        if r.get("validate_cpu_s"):
+            applying = r["import_cpu_s"] - r["validate_cpu_s"]
+            print(f"  import  worker process CPU, applying:               {applying / n * 1e6:>8,.0f} us/case  "
+                  f"({applying:.1f} s; {n / applying:,.0f} cases per CPU-second; the rest validated and staged)")
     for key, label in (("dial_alone", "without an import"), ("dial_during", "during the import")):
         if key in r:
             x = r[key]
@@ -202,7 +237,6 @@ async def main() -> None:
     ap.add_argument("--dial-seconds", type=float, default=15.0)
     ap.add_argument("--no-dials", dest="dials", action="store_false", help="import rates only")
     args = ap.parse_args()
-    import os
 
     args.pg_url = args.pg_url or os.environ.get("DIALGATE_TEST_PG_URL", "")
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]

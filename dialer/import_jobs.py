@@ -5,9 +5,10 @@ the gate.
              worker thread) → refused whole with every error, or staged as an
              `import_rows` row each → state "applying"
     apply    batches of `[imports] batch_rows` rows, each ONE short write transaction:
-             apply the rows (`cases.upsert` / `cases.record_repayment`, as an import
-             always did), drop them from staging and advance `rows_done`. Between two
-             batches the store's write lock is free, so decisions keep flowing.
+             apply the rows (`apply_cases`: the store's batch upsert, whose rules are
+             `dialer.case_merge`; `apply_repayments`), drop them from staging and
+             advance `rows_done`. Between two batches the store's write lock is
+             free, so decisions keep flowing.
 
 Where batches run: files of up to `sync_bytes` are applied here, on the service's own
 store, and answered when done; larger ones by a child process (`python -m
@@ -50,6 +51,7 @@ from dialer.imports import (
     case_from_json,
     case_to_json,
     decode_upload,
+    loads_json,
     parse_cases_csv,
     parse_cases_payload,
     parse_repayments_csv,
@@ -57,8 +59,9 @@ from dialer.imports import (
     repayment_from_json,
     repayment_to_json,
 )
-from dialer.model import IMPORT_KINDS, ChangeSource, ImportJob, Principal
-from dialer.ports import CaseStore, Clock
+from dialer.case_merge import REPAYMENT_CLOSURE, REPAYMENT_REASON, repayment_closes
+from dialer.model import IMPORT_KINDS, CaseInput, ChangeSource, ImportJob, Principal
+from dialer.ports import CaseStore, Clock, UnitOfWork
 
 log = structlog.get_logger("dialgate.imports")
 
@@ -116,8 +119,6 @@ def validate(upload: Upload, actor: Principal, region_of: Callable[[str], str], 
         raise BadRequest(f"unsupported Content-Type {upload.content_type!r}: use application/json or text/csv")
     doc: Any = text
     if not csv_body:
-        from dialer.http.inputs import loads_json  # strict JSON, bounded nesting: the API's one parser
-
         doc = loads_json(text)
     if upload.kind == "cases":
         cases = parse_cases_csv(doc, region_of, max_rows) if csv_body else parse_cases_payload(doc, region_of, max_rows)
@@ -159,14 +160,14 @@ def _problem_errors(exc: ApiError) -> list[dict[str, Any]]:
 async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int, batch_ms: int = 20,
                     *, pause: bool = False) -> ImportJob:
     """Apply a job's staged rows from `rows_done` on, one short transaction per batch;
-    returns the finished job. A batch stops after `batch_rows` rows or `batch_ms`
-    milliseconds, whichever comes first. Safe to run twice at once: each batch re-reads
-    `rows_done` under the write lock (PostgreSQL: the job's row lock) and applies only
-    what follows.
+    returns the finished job. A batch holds at most `batch_rows` rows, and as many as
+    the previous batch's time per row fits in `batch_ms` milliseconds. Safe to run
+    twice at once: each batch re-reads `rows_done` under the write lock (PostgreSQL:
+    the job's row lock) and applies only what follows.
 
-    `pause` (another process than the gate's): after each batch, wait half its duration
-    before taking the lock again. The database's writer lock is not a queue: a
-    writer that comes straight back can take it before the gate's waiting thread is
+    `pause` (another process than the gate's): after each batch, wait a quarter of its
+    duration before taking the lock again. The database's writer lock is not a queue:
+    a writer that comes straight back can take it before the gate's waiting thread is
     scheduled, and starve it for batch after batch."""
     loop = asyncio.get_running_loop()
     if not getattr(store, "serialised_writes", True):
@@ -175,103 +176,164 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
         # (its job row, its commit) over more rows.
         batch_ms, pause = max(batch_ms, 250), False
     # Rows fetched per batch follow the time a row took in the last one, so a batch
-    # rarely fetches (and, on PostgreSQL, locks the cases of) rows it has no time for.
+    # holds the write lock about `batch_ms` (and, on PostgreSQL, locks only the cases
+    # it has time for). It starts small and at most doubles, so one fast batch does not
+    # size the next beyond what the store keeps up with.
     limit = min(batch_rows, 50)
+    # Staged rows are read and parsed ahead, several batches at a time, outside the
+    # write lock: the lock is held for the writes only, and a batch costs no read.
+    ahead: list[tuple[int, Any]] = []
     while True:
-        async with store.read() as uow:
-            job = await uow.imports.get(import_id)
-            if job is None:
-                raise NotFound(f"no import {import_id!r}")
-            if job.state != "applying":
-                return job
-            rows = await uow.imports.next_rows(import_id, job.rows_done, limit)
-        keys = _lock_keys(rows)
+        if not ahead:
+            async with store.read() as uow:
+                job = await uow.imports.get(import_id)
+                if job is None:
+                    raise NotFound(f"no import {import_id!r}")
+                if job.state != "applying":
+                    return job
+                staged = await uow.imports.next_rows(import_id, job.rows_done, max(4 * batch_rows, 1_000))
+            ahead = _parse_rows(job.kind, staged)
+        batch = ahead[:limit]
         started = loop.time()
-        async with store.write(keys) as w:
+        async with store.write(_lock_keys(batch)) as w:
             job = await w.imports.lock(import_id)
             assert job is not None
             if job.state != "applying":
                 return job
-            if rows and rows[0][0] <= job.rows_done:  # another runner applied them meanwhile
+            if batch and batch[0][0] <= job.rows_done:  # another runner applied them meanwhile
+                ahead = []
                 continue
             now = clock.now()
-            if not rows:
+            if not batch:
                 await _finish(w, job, now)
             else:
                 summary = dict(job.summary)
                 first = loop.time()
-                deadline = first + batch_ms / 1000
-                applied = 0
-                for row in rows:
-                    if job.kind == "cases":
-                        await _apply_case(w, job, row, summary, now)
-                    else:
-                        await _apply_repayment(w, job, row, summary, now)
-                    applied += 1
-                    if loop.time() >= deadline:
-                        break
-                per_row = (loop.time() - first) / applied
-                limit = max(1, min(batch_rows, int(batch_ms / 1000 / max(per_row, 1e-6) * 1.2) + 1))
-                await w.imports.advance(import_id, rows[applied - 1][0], summary, now)
+                if job.kind == "cases":
+                    await apply_cases(w, batch, now, _source(job, "import"), summary)
+                else:
+                    await apply_repayments(w, batch, now, _source(job, "repayment", REPAYMENT_REASON), summary)
+                per_row = (loop.time() - first) / len(batch)
+                fits = int(batch_ms / 1000 / max(per_row, 1e-6) * 0.8)
+                limit = max(1, min(batch_rows, 2 * len(batch), fits))
+                await w.imports.advance(import_id, batch[-1][0], summary, now)
+        del ahead[:len(batch)]
         if pause:
-            await asyncio.sleep(max(0.001, (loop.time() - started) / 2))
+            await asyncio.sleep(max(0.001, (loop.time() - started) / 4))
         else:
             # In-process runs share the event loop with the gate: let queued work in first.
             await asyncio.sleep(0)
 
 
-def _lock_keys(rows: Sequence[tuple[int, str]]) -> tuple[str, ...]:
-    keys = []
-    for _, text in rows:
-        d = json.loads(text)
-        keys.append(f"case:{d['case_id']}")
-    return tuple(keys)
+def _parse_rows(kind: str, rows: Sequence[tuple[int, str]]) -> list[tuple[int, Any]]:
+    """The staged rows as cases or repayments."""
+    if kind == "cases":
+        return [(seq, case_from_json(text)) for seq, text in rows]
+    return [(seq, repayment_from_json(text)) for seq, text in rows]
 
 
-def _source(job: ImportJob, kind: str, row: int, reason: str | None = None) -> ChangeSource:
+def _lock_keys(rows: Sequence[tuple[int, Any]]) -> tuple[str, ...]:
+    return tuple(f"case:{r.case_id if isinstance(r, CaseInput) else r['case_id']}" for _, r in rows)
+
+
+def _source(job: ImportJob, kind: str, reason: str | None = None) -> ChangeSource:
     # Imports are a data-staff action (admins may run them too; the job keeps the name).
-    return ChangeSource(kind=kind, actor=job.actor, role="data", ref=job.import_id, row=row, reason=reason)
+    return ChangeSource(kind=kind, actor=job.actor, role="data", ref=job.import_id, reason=reason)
 
 
-async def _apply_case(uow: Any, job: ImportJob, row: tuple[int, str], summary: dict[str, int], now: datetime) -> None:
-    """One staged case through the store's own upsert (the rules that keep stops and
-    closures live there); the job and the row's number say where the change came from
-    (the case history records them)."""
-    case = case_from_json(row[1])
-    rec, is_new = await uow.cases.upsert(case, now, source=_source(job, "import", row[0]))
-    key = "created" if is_new else "updated"
+def _count(summary: dict[str, int], key: str) -> None:
     summary[key] = summary.get(key, 0) + 1
-    await uow.outbox.add(
-        "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
-        payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
-                 "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
-    )
 
 
-async def _apply_repayment(
-    uow: Any, job: ImportJob, row: tuple[int, str], summary: dict[str, int], now: datetime
+async def apply_cases(
+    uow: UnitOfWork, rows: Sequence[tuple[int, CaseInput]], now: datetime, source: ChangeSource,
+    summary: dict[str, int],
 ) -> None:
-    r = repayment_from_json(row[1])
-    case = await uow.cases.get(r["creditor"], r["case_id"])
-    if case is None:  # checked when validated; cases are not deleted
-        summary["missing"] = summary.get("missing", 0) + 1
-        return
-    await uow.cases.record_repayment(case.creditor, case.case_id, r["amount"], r["paid_on"], r["settled"], job.actor, now)
-    summary["recorded"] = summary.get("recorded", 0) + 1
-    # Also when the bank's file already said settled: the repayment is what holds the
-    # closure against a later case file that says active again (a paid debtor is not
-    # called because the bank's next file is stale).
-    if r["settled"] and (case.status != "settled" or case.status_hold != "repayment"):
-        await uow.cases.update(
-            case.pk, now, status="settled", status_hold="repayment", follow_up_status="closed", next_action_date=None,
-            source=_source(job, "repayment", row[0], "settled by repayment"),
-        )
-        if case.status != "settled":
-            summary["closed"] = summary.get("closed", 0) + 1
+    """Case file rows `(row number, case)` through the store's batch upsert (the rules
+    that keep stops and closures: `dialer.case_merge`); the source and the row's number
+    say where each change came from (the case history records them). Every import,
+    synchronous or a job's batch, applies its rows here."""
+    for rec, is_new in await uow.cases.upsert_many(rows, now, source):
+        _count(summary, "created" if is_new else "updated")
         await uow.outbox.add(
-            "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
-            occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
+            "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
+            payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
+                     "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
         )
+
+
+async def apply_repayments(
+    uow: UnitOfWork, rows: Sequence[tuple[int, Mapping[str, Any]]], now: datetime, source: ChangeSource,
+    summary: dict[str, int],
+) -> None:
+    """Repayment rows `(row number, repayment)`: each recorded; a settled one closes its
+    case and holds the closure against later case files (`case_merge.repayment_closes`).
+    `source`: the repayment's change source (kind "repayment"). Every repayment import
+    applies its rows here."""
+    for row, r in rows:
+        case = await uow.cases.get(r["creditor"], r["case_id"])
+        if case is None:  # checked when validated; cases are not deleted
+            _count(summary, "missing")
+            continue
+        await uow.cases.record_repayment(case.creditor, case.case_id, r.get("amount"), r.get("paid_on"),
+                                         bool(r["settled"]), source.actor, now)
+        _count(summary, "recorded")
+        if repayment_closes(bool(r["settled"]), case.status, case.status_hold):
+            await uow.cases.update(case.pk, now, source=source.at_row(row), **REPAYMENT_CLOSURE)
+            if case.status != "settled":
+                _count(summary, "closed")
+            await uow.outbox.add(
+                "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
+                occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
+            )
+
+
+async def import_cases_at_once(store: CaseStore, actor: Principal, cases: Sequence[CaseInput],
+                               now: datetime) -> dict[str, Any]:
+    """Validated cases applied in one transaction (all or nothing), by `apply_cases`."""
+    outside = [
+        {"row": i + 1, "field": "creditor", "error": f"creditor {c.creditor!r} is outside your scope"}
+        for i, c in enumerate(cases)
+        if not actor.can_see(c.creditor)
+    ]
+    if outside:
+        raise InvalidImport(outside)
+    import_id = new_id()
+    source = ChangeSource(kind="import", actor=actor.name, role=actor.role, ref=import_id)
+    summary: dict[str, int] = {}
+    async with store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
+        await apply_cases(uow, list(enumerate(cases, start=1)), now, source, summary)
+        created, updated = summary.get("created", 0), summary.get("updated", 0)
+        await uow.audit.add(
+            at=now, actor=actor.name, action="cases.imported", creditor=None, case_id=None,
+            details={"import_id": import_id, "created": created, "updated": updated,
+                     "case_ids": [c.case_id for c in cases][:1000]},
+        )
+    return {"import_id": import_id, "created": created, "updated": updated, "total": len(cases)}
+
+
+async def import_repayments_at_once(store: CaseStore, actor: Principal, rows: Sequence[Mapping[str, Any]],
+                                    now: datetime) -> dict[str, Any]:
+    """Repayments applied in one transaction by `apply_repayments`; unknown cases (or
+    another creditor's) refuse the whole file."""
+    import_id = new_id()
+    source = ChangeSource(kind="repayment", actor=actor.name, role=actor.role, ref=import_id,
+                          reason=REPAYMENT_REASON)
+    summary: dict[str, int] = {}
+    async with store.write(tuple(f"case:{r['case_id']}" for r in rows)) as uow:
+        errors = []
+        for i, r in enumerate(rows):
+            if not actor.can_see(r["creditor"]) or await uow.cases.get(r["creditor"], r["case_id"]) is None:
+                errors.append({"row": i + 1, "field": "case_id",
+                               "error": f"no case {r['case_id']!r} for creditor {r['creditor']!r}"})
+        if errors:
+            raise InvalidImport(errors)
+        await apply_repayments(uow, list(enumerate(rows, start=1)), now, source, summary)
+        await uow.audit.add(
+            at=now, actor=actor.name, action="repayments.imported", creditor=None, case_id=None,
+            details={"import_id": import_id, "rows": len(rows), "closed": summary.get("closed", 0)},
+        )
+    return {"recorded": len(rows), "closed": summary.get("closed", 0)}
 
 
 async def _finish(uow: Any, job: ImportJob, now: datetime) -> None:

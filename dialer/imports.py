@@ -22,11 +22,45 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
+import orjson
+
 from dialer.errors import BadRequest, InvalidImport, PayloadTooLarge
 from dialer.masking import redact_on_input
 from dialer.model import CaseInput, ContactRecord
 from policy import CASE_FLAGS, CASE_STATUSES, RELATIONS, NumberFormatError, normalize_number
 from policy.numbers import load_zone
+
+MAX_JSON_DEPTH = 32  # an import is {"cases": [{"contacts": [{…}]}]}: depth 5
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """A JSON document as the API accepts it: strict JSON (no NaN or Infinity, which
+    are not JSON), nested at most MAX_JSON_DEPTH deep. Malformed → 400 with the reason."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", details={"field": "body"}) from exc
+    if _depth_over(doc, MAX_JSON_DEPTH):
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", details={"field": "body"})
+    return doc
+
+
+def _depth_over(doc: Any, limit: int) -> bool:
+    """Whether `doc` nests containers more than `limit` deep (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
 
 CASE_FIELDS = (
     "case_id", "creditor", "debtor_name", "status", "commission_start", "commission_end",
@@ -499,8 +533,15 @@ def case_to_json(case: CaseInput) -> str:
 
 
 def case_from_json(text: str) -> CaseInput:
-    doc = json.loads(text, object_hook=_decode_tag)
-    doc["contacts"] = tuple(ContactRecord(**c) for c in doc["contacts"])
+    # orjson and the tags decoded where `case_to_json` puts them (the case's fields and
+    # its contacts'): a batch parses hundreds of these, at a third of json's cost.
+    doc = orjson.loads(text)
+    for key, value in doc.items():
+        if type(value) is dict:
+            doc[key] = _decode_tag(value)
+    doc["contacts"] = tuple(
+        ContactRecord(**{k: _decode_tag(v) if type(v) is dict else v for k, v in c.items()}) for c in doc["contacts"]
+    )
     return CaseInput(**doc)
 
 

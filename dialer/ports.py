@@ -60,6 +60,13 @@ class CaseRepository(Protocol):
         naming `source` (None: an import, row unknown)."""
         ...
 
+    async def upsert_many(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> list[tuple[CaseRecord, bool]]:
+        """`upsert` of each `(row number, case)` in order, as a set (`dialer.case_merge`
+        decides each row); returns each row's (case, created)."""
+        ...
+
     async def update(
         self, pk: int, now: datetime, *, source: ChangeSource | None = None, reason: str | None = None,
         add_flags: Iterable[str] = (), remove_flags: Iterable[str] = (), **changes: Any,

@@ -792,77 +792,17 @@ class Gate:
     # -- imports ---------------------------------------------------------------------
     async def import_cases(self, actor: Principal, cases: Sequence[CaseInput]) -> dict[str, Any]:
         """Upsert validated cases in one transaction (all or nothing)."""
+        from dialer.import_jobs import import_cases_at_once  # every import applies its rows there
+
         require_role(actor, DATA_ROLES, "import cases")
-        outside = [
-            {"row": i + 1, "field": "creditor", "error": f"creditor {c.creditor!r} is outside your scope"}
-            for i, c in enumerate(cases)
-            if not actor.can_see(c.creditor)
-        ]
-        if outside:
-            raise InvalidImport(outside)
-        now = self._now()
-        created = updated = 0
-        import_id = new_id()
-        source = ChangeSource(kind="import", actor=actor.name, role=actor.role, ref=import_id)
-        async with self.store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
-            for row, c in enumerate(cases, start=1):
-                rec, is_new = await uow.cases.upsert(c, now, source=source.at_row(row))
-                created += is_new
-                updated += not is_new
-                await uow.outbox.add(
-                    "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
-                    payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
-                             "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
-                )
-            await uow.audit.add(
-                at=now, actor=actor.name, action="cases.imported", creditor=None, case_id=None,
-                details={"import_id": import_id, "created": created, "updated": updated,
-                         "case_ids": [c.case_id for c in cases][:1000]},
-            )
-        return {"import_id": import_id, "created": created, "updated": updated, "total": len(cases)}
+        return await import_cases_at_once(self.store, actor, cases, self._now())
 
     async def import_repayments(self, actor: Principal, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Record repayments; a settled one closes its case. Unknown cases refuse the file."""
+        from dialer.import_jobs import import_repayments_at_once  # every import applies its rows there
+
         require_role(actor, DATA_ROLES, "import repayments")
-        now = self._now()
-        closed = 0
-        import_id = new_id()
-        async with self.store.write(tuple(f"case:{r['case_id']}" for r in rows)) as uow:
-            errors = []
-            found: list[CaseRecord] = []
-            for i, r in enumerate(rows):
-                case = await uow.cases.get(r["creditor"], r["case_id"]) if actor.can_see(r["creditor"]) else None
-                if case is None:
-                    errors.append({"row": i + 1, "field": "case_id", "error": f"no case {r['case_id']!r} for creditor {r['creditor']!r}"})
-                else:
-                    found.append(case)
-            if errors:
-                raise InvalidImport(errors)
-            for row, (r, case) in enumerate(zip(rows, found), start=1):
-                await uow.cases.record_repayment(
-                    case.creditor, case.case_id, r.get("amount"), r.get("paid_on"), bool(r["settled"]), actor.name, now
-                )
-                # Also when the bank's file already said settled: the repayment is what
-                # holds the closure against a later file that says active again.
-                if r["settled"] and (case.status != "settled" or case.status_hold != "repayment"):
-                    # Held against later case files: a paid debtor is not called again
-                    # because the bank's next file still says "active".
-                    await uow.cases.update(
-                        case.pk, now, status="settled", status_hold="repayment", follow_up_status="closed",
-                        next_action_date=None,
-                        source=ChangeSource(kind="repayment", actor=actor.name, role=actor.role, ref=import_id,
-                                            row=row, reason="settled by repayment"),
-                    )
-                    closed += case.status != "settled"
-                    await uow.outbox.add(
-                        "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
-                        occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
-                    )
-            await uow.audit.add(
-                at=now, actor=actor.name, action="repayments.imported", creditor=None, case_id=None,
-                details={"import_id": import_id, "rows": len(rows), "closed": closed},
-            )
-        return {"recorded": len(rows), "closed": closed}
+        return await import_repayments_at_once(self.store, actor, rows, self._now())
 
     async def add_contact(
         self, actor: Principal, case_id: str, contact: ContactRecord, creditor: str | None = None

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
 import structlog
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.evidence import EvidenceKey
-from dialer.masking import mask_number, mask_text
 from dialer.model import (
     UNKNOWN_IMPORT,
     CaseInput,
@@ -24,71 +24,28 @@ from dialer.model import (
 )
 from policy.model import Appointment
 from adapters.db.queries import (
-    I_CASE, I_CONTACT, I_HISTORY, Q_APPOINTMENTS, Q_CASE_BY_KEY, Q_CASE_BY_KEY_LOCKED, Q_CASE_BY_PK_LOCKED,
-    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CONTACTS_OF_CASE, Q_CREDITOR, Q_DIAL_CANDIDATES,
-    Q_NEXT_SEQ, U_CASE,
+    I_CONTACT, I_HISTORY, Q_APPOINTMENTS, Q_CASE_BY_KEY, Q_CASE_BY_KEY_LOCKED, Q_CASE_BY_PK_LOCKED,
+    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CREDITOR, Q_DIAL_CANDIDATES, Q_NEXT_SEQ,
+)
+from dialer.case_merge import (
+    CASE_COLUMNS, TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case,
+    tracked,
 )
 from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
 
 log = structlog.get_logger("dialgate.store")
 
-# ---------------------------------------------------------------------------------
-# Case history (hash chain per case)
-# ---------------------------------------------------------------------------------
-CLOSED_STATUSES = frozenset({"settled", "withdrawn", "returned"})
-FIRST_CALL_DAYS = 2  # 首催2天内
-# What a history entry records of the case row. The debtor's name is left out: the
-# history outlives the commission, and the bank's data is returned without copies
-# (numbers are kept masked for the same reason).
-TRACKED_FIELDS: tuple[str, ...] = (
-    "status", "status_hold", "commission_start", "commission_end", "assigned_agent", "creditor_flags",
-    "agency_flags", "amount_due", "overdue_days", "follow_up_status", "next_action_date",
+# The batch upsert's statements (built once, like adapters.db.queries).
+Q_CASES_BY_IDS_LOCKED = (
+    select(t.cases).where(t.cases.c.case_id.in_(bindparam("case_ids", expanding=True)))
+    .order_by(t.cases.c.id).with_for_update()
 )
+I_CASE_RETURNING = insert(t.cases).returning(t.cases.c.id, sort_by_parameter_order=True)
+U_CASE_ALL = update(t.cases).where(t.cases.c.id == bindparam("_pk"))
+U_CONTACT = update(t.contacts).where(t.contacts.c.id == bindparam("_id"))
+D_CONTACT = t.contacts.delete().where(t.contacts.c.id == bindparam("_id"))
+
 SYSTEM_CHANGE = ChangeSource(kind="system", actor="system", role="system")
-
-
-
-def _as_date(value: Any) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
-
-
-def _json_value(field_: str, value: Any) -> Any:
-    if field_.endswith("flags"):
-        return sorted(_flags_set(value)) if isinstance(value, str) or value is None else sorted(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if field_ in ("commission_start", "commission_end", "next_action_date") and value is not None:
-        return _as_date(value).isoformat()  # type: ignore[union-attr]
-    return value
-
-
-def _tracked(values: Any) -> dict[str, Any]:
-    return {f: _json_value(f, values.get(f)) for f in TRACKED_FIELDS}
-
-
-def _reason(text: str | None) -> str | None:
-    """A reason as the history keeps it: free text, so any phone, card or ID number in
-    it is masked (the history is append-only and outlives the commission)."""
-    return mask_text(text) if text else text
-
-
-def _contact_field(number: str) -> str:
-    return "contact " + mask_number(number)
-
-
-def _contact_state(relation: str, status: str, do_not_call: bool, source: str) -> dict[str, Any]:
-    return {"relation": relation, "status": status, "do_not_call": do_not_call, "source": source}
-
-
-def _flags_text(flags: Iterable[str]) -> str:
-    return ",".join(sorted(set(flags)))
-
-
-def _flags_set(value: str | None) -> frozenset[str]:
-    return frozenset(f for f in (value or "").split(",") if f)
-
 
 
 def _contact_record(c: Any) -> ContactRecord:
@@ -115,7 +72,7 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
             commission_start=r["commission_start"],
             commission_end=r["commission_end"],
             assigned_agent=r["assigned_agent"],
-            flags=_flags_set(r["flags"]),
+            flags=flags_set(r["flags"]),
             amount_due=r["amount_due"],
             overdue_days=r["overdue_days"],
             follow_up_status=r["follow_up_status"],
@@ -123,13 +80,126 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
             event_seq=r["event_seq"],
             contacts=tuple(by_case.get(r["id"], ())),
             updated_at=r["updated_at"],
-            creditor_flags=_flags_set(r["creditor_flags"]),
-            agency_flags=_flags_set(r["agency_flags"]),
+            creditor_flags=flags_set(r["creditor_flags"]),
+            agency_flags=flags_set(r["agency_flags"]),
             status_hold=r["status_hold"],
             history_seq=r["history_seq"],
         )
         for r in rows
     ]
+
+
+# The batch upsert on the SQLite writer's connection: driver SQL (see sqlite_hot), the
+# same columns and stored forms as the Core statements above (dates as ISO text, times
+# as sqlite_hot.db_time, booleans 0/1).
+_CASE_COLS = tuple(t.cases.c.keys())
+_CASE_DATES = frozenset({"commission_start", "commission_end", "next_action_date", "commission_extended_to"})
+_CASE_TIMES = frozenset({"created_at", "updated_at", "first_call_alerted_at"})
+_CONTACT_COLS = ("id", "case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
+_RAW_CASES_OF = (f"SELECT {', '.join(_CASE_COLS)} FROM cases "
+                 "WHERE case_id IN (SELECT value FROM json_each(?)) ORDER BY id")
+_RAW_CONTACTS_OF = (f"SELECT {', '.join(_CONTACT_COLS)} FROM contacts "
+                    "WHERE case_pk IN (SELECT value FROM json_each(?)) ORDER BY id")
+_RAW_PKS_OF = "SELECT id, creditor, case_id FROM cases WHERE case_id IN (SELECT value FROM json_each(?))"
+_INSERT_CASE_COLS = (
+    "creditor", "case_id", "event_seq", "created_at", "updated_at", "first_call_alerted_at", "history_seq",
+    "history_hash", *(c for c in CASE_COLUMNS if c != "first_call_alerted_at"),
+)
+_RAW_INSERT_CASE = (f"INSERT INTO cases ({', '.join(_INSERT_CASE_COLS)}) "
+                    f"VALUES ({', '.join('?' * len(_INSERT_CASE_COLS))})")
+_UPDATE_CASE_COLS = (*CASE_COLUMNS, "history_seq", "history_hash", "updated_at")
+_RAW_UPDATE_CASE = f"UPDATE cases SET {', '.join(c + ' = ?' for c in _UPDATE_CASE_COLS)} WHERE id = ?"
+_CONTACT_SET = ("relation", "name", "tz", "status", "do_not_call")
+_RAW_UPDATE_CONTACT = f"UPDATE contacts SET {', '.join(c + ' = ?' for c in _CONTACT_SET)} WHERE id = ?"
+_RAW_DELETE_CONTACT = "DELETE FROM contacts WHERE id = ?"
+_INSERT_CONTACT_COLS = ("case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
+_RAW_INSERT_CONTACT = (f"INSERT INTO contacts ({', '.join(_INSERT_CONTACT_COLS)}) "
+                       f"VALUES ({', '.join('?' * len(_INSERT_CONTACT_COLS))})")
+_HISTORY_COLS = ("case_pk", "creditor", "case_id", "seq", "at", "actor", "role", "source", "source_ref",
+                 "source_row", "field", "record", "prev_hash", "hash")
+_RAW_INSERT_HISTORY = (f"INSERT INTO case_history ({', '.join(_HISTORY_COLS)}) "
+                       f"VALUES ({', '.join('?' * len(_HISTORY_COLS))})")
+
+
+_TO_DB = {datetime: hot.db_time, date: date.isoformat, bool: int}
+
+
+def _db_value(value: Any) -> Any:
+    convert = _TO_DB.get(type(value))
+    return value if convert is None else convert(value)
+
+
+def _stored_raw(
+    raw: sqlite3.Connection, rows: Sequence[tuple[int | None, CaseInput]]
+) -> tuple[dict[tuple[str, str], Any], dict[int, list[Any]]]:
+    """`SqlCaseRepository._stored_for` in driver SQL (SQLite: one writer, nothing to lock)."""
+    ids = json.dumps(sorted({case.case_id for _, case in rows}))
+    wanted = {(case.creditor, case.case_id) for _, case in rows}
+    stored: dict[tuple[str, str], Any] = {}
+    for r in raw.execute(_RAW_CASES_OF, (ids,)):
+        d = dict(zip(_CASE_COLS, r))
+        if (d["creditor"], d["case_id"]) not in wanted:
+            continue
+        for k in _CASE_DATES:
+            d[k] = hot.py_date(d[k])
+        for k in _CASE_TIMES:
+            d[k] = hot.py_time(d[k])
+        stored[(d["creditor"], d["case_id"])] = d
+    contacts: dict[int, list[Any]] = {}
+    if stored:
+        pks = json.dumps(sorted(d["id"] for d in stored.values()))
+        for r in raw.execute(_RAW_CONTACTS_OF, (pks,)):
+            c = dict(zip(_CONTACT_COLS, r))
+            c["added_at"] = hot.py_time(c["added_at"])
+            contacts.setdefault(c["case_pk"], []).append(c)
+    return stored, contacts
+
+
+# Columns whose values need converting to their stored form (the rest are text and
+# integers already): converting only these is most of the cost of building a batch.
+_TYPED = _CASE_DATES | _CASE_TIMES | {"do_not_call", "added_at"}
+
+
+def _params(rows: list[dict[str, Any]], cols: Sequence[str], *tail: str) -> list[tuple[Any, ...]]:
+    """`rows` as parameter tuples of `cols` then `tail`, in their stored forms."""
+    names = (*cols, *tail)
+    typed = [i for i, c in enumerate(names) if c in _TYPED]
+    out = []
+    for d in rows:
+        values = [d[c] for c in names]
+        for i in typed:
+            values[i] = _db_value(values[i])
+        out.append(tuple(values))
+    return out
+
+
+def _insert_cases_raw(raw: sqlite3.Connection, inserts: list[dict[str, Any]]) -> list[int]:
+    raw.executemany(_RAW_INSERT_CASE, _params(inserts, _INSERT_CASE_COLS))
+    ids = json.dumps(sorted({d["case_id"] for d in inserts}))
+    pks = {(creditor, case_id): pk for pk, creditor, case_id in raw.execute(_RAW_PKS_OF, (ids,))}
+    return [int(pks[(d["creditor"], d["case_id"])]) for d in inserts]
+
+
+def _write_raw(
+    raw: sqlite3.Connection, updates: list[dict[str, Any]], contact_deletes: list[dict[str, Any]],
+    contact_updates: list[dict[str, Any]], contact_inserts: list[dict[str, Any]], history: list[dict[str, Any]],
+) -> None:
+    if updates:
+        raw.executemany(_RAW_UPDATE_CASE, _params(updates, _UPDATE_CASE_COLS, "_pk"))
+    if contact_deletes:
+        raw.executemany(_RAW_DELETE_CONTACT, [(d["_id"],) for d in contact_deletes])
+    if contact_updates:
+        raw.executemany(_RAW_UPDATE_CONTACT, _params(contact_updates, _CONTACT_SET, "_id"))
+    if contact_inserts:
+        raw.executemany(_RAW_INSERT_CONTACT, _params(contact_inserts, _INSERT_CONTACT_COLS))
+    if history:
+        # Every entry of a batch is at the same time; the rest are text and integers.
+        at = {id(d["at"]): hot.db_time(d["at"]) for d in history}
+        raw.executemany(_RAW_INSERT_HISTORY, [
+            (d["case_pk"], d["creditor"], d["case_id"], d["seq"], at[id(d["at"])], d["actor"], d["role"],
+             d["source"], d["source_ref"], d["source_row"], d["field"], d["record"], d["prev_hash"], d["hash"])
+            for d in history
+        ])
 
 
 class SqlCaseRepository:
@@ -204,9 +274,9 @@ class SqlCaseRepository:
         return CaseRecord(
             pk=r[0], creditor=r[1], case_id=r[2], debtor_name=r[3], status=r[4],
             commission_start=py_date(r[5]), commission_end=py_date(r[6]), assigned_agent=r[7],
-            flags=_flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
+            flags=flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
             next_action_date=py_date(r[12]), event_seq=r[13], contacts=contacts, updated_at=hot.py_time(r[14]),
-            creditor_flags=_flags_set(r[15]), agency_flags=_flags_set(r[16]), status_hold=r[17], history_seq=r[18],
+            creditor_flags=flags_set(r[15]), agency_flags=flags_set(r[16]), status_hold=r[17], history_seq=r[18],
         )
 
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
@@ -242,14 +312,15 @@ class SqlCaseRepository:
             res = await self.conn.execute(Q_CASE_BY_KEY_LOCKED, {"creditor": creditor, "case_id": case_id})
         return res.mappings().first()
 
-    async def _append_history(
-        self, row: Any, changes: Sequence[tuple[Any, ...]], source: ChangeSource, now: datetime,
-        reason: str | None = None,
-    ) -> dict[str, Any]:
-        """Append one entry per (field, old, new[, reason]) after the case's history head;
-        returns the head columns to write back with the change (same transaction)."""
-        seq, prev = int(row["history_seq"]), row["history_hash"]
-        rows = []
+    def _history_rows(
+        self, head: Any, changes: Sequence[tuple[Any, ...]], source: ChangeSource, now: datetime,
+        reason: str | None = None, rows: list[dict[str, Any]] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The `case_history` rows of one entry per (field, old, new[, reason]) after the
+        head of `head` (a case row: id, creditor, case_id, history_seq, history_hash),
+        appended to `rows`; and the head columns to write back with the change."""
+        seq, prev = int(head["history_seq"]), head["history_hash"]
+        rows = [] if rows is None else rows
         default_reason = reason if reason is not None else source.reason
         for change in changes:
             field_, old, new = change[:3]
@@ -257,169 +328,158 @@ class SqlCaseRepository:
             seq += 1
             entry, record = link_history(
                 HistoryEntry(
-                    creditor=row["creditor"], case_id=row["case_id"], seq=seq, at=now, actor=source.actor,
+                    creditor=head["creditor"], case_id=head["case_id"], seq=seq, at=now, actor=source.actor,
                     role=source.role, source=source.kind, source_ref=source.ref, source_row=source.row,
-                    field=field_, old=old, new=new, reason=_reason(why),
+                    field=field_, old=old, new=new, reason=history_reason(why),
                 ),
                 prev, self.evidence,
             )
             rows.append(dict(
-                case_pk=row["id"], creditor=entry.creditor, case_id=entry.case_id, seq=seq, at=now,
+                case_pk=head["id"], creditor=entry.creditor, case_id=entry.case_id, seq=seq, at=now,
                 actor=entry.actor, role=entry.role, source=entry.source, source_ref=entry.source_ref,
                 source_row=entry.source_row, field=field_, record=record, prev_hash=prev, hash=entry.hash,
             ))
             prev = entry.hash
+        return rows, {"history_seq": seq, "history_hash": prev}
+
+    async def _append_history(
+        self, row: Any, changes: Sequence[tuple[Any, ...]], source: ChangeSource, now: datetime,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Append one entry per (field, old, new[, reason]) after the case's history head;
+        returns the head columns to write back with the change (same transaction)."""
+        rows, head = self._history_rows(row, changes, source, now, reason)
         if rows:
             await self.conn.execute(I_HISTORY, rows)
-        return {"history_seq": seq, "history_hash": prev}
+        return head
 
     async def upsert(
         self, case: CaseInput, now: datetime, *, source: ChangeSource | None = None
     ) -> tuple[CaseRecord, bool]:
-        """Apply a case file's row. What the creditor supplies (status, dates, amounts, the
-        bank's own flags and numbers) replaces what the last file said; what the agency
-        learned (flags set by outcomes or people, do-not-call and invalid marks, numbers
-        added after verification) stays; a status held by a repayment closure, a pause or
-        a withdrawal is reopened only by an explicit `reopen` with its reason. Every
-        change is a history entry naming `source` (default: an import, row unknown)."""
+        """Apply one case file's row: `upsert_many` of one (its rules: `dialer.case_merge`).
+        Every change is a history entry naming `source` (default: an import, row unknown)."""
         src = source or UNKNOWN_IMPORT
-        await self.ensure_creditor(case.creditor)
-        row = await self._locked_row(creditor=case.creditor, case_id=case.case_id)
-        bank_flags = frozenset(case.flags)
-        if row is None:
-            if case.status == "paused":
-                follow, next_date = "paused", None
-            elif case.status in CLOSED_STATUSES:
-                follow, next_date = "closed", None
-            else:  # 首催2天内: the first call is due within two days of assignment
-                follow, next_date = "new", now.date() + timedelta(days=FIRST_CALL_DAYS)
-            values = dict(
-                debtor_name=case.debtor_name, status=case.status, commission_start=case.commission_start,
-                commission_end=case.commission_end, assigned_agent=case.assigned_agent,
-                flags=_flags_text(bank_flags), creditor_flags=_flags_text(bank_flags), agency_flags="",
-                status_hold=None, amount_due=case.amount_due, overdue_days=case.overdue_days,
-                follow_up_status=follow, next_action_date=next_date,
-            )
-            created_entry = {k: v for k, v in _tracked(values).items() if k != "debtor_name"}
-            created_entry["contacts"] = [
-                {"number": mask_number(c.number), "relation": c.relation, "source": c.source} for c in case.contacts
-            ]
-            entry, record = link_history(
-                HistoryEntry(
-                    creditor=case.creditor, case_id=case.case_id, seq=1, at=now, actor=src.actor, role=src.role,
-                    source=src.kind, source_ref=src.ref, source_row=src.row, field="case", old=None,
-                    new=created_entry, reason=_reason(src.reason),
-                ),
-                GENESIS_HASH, self.evidence,
-            )
-            res = await self.conn.execute(I_CASE, dict(
-                creditor=case.creditor, case_id=case.case_id, event_seq=0, created_at=now, updated_at=now,
-                history_seq=1, history_hash=entry.hash, first_call_alerted_at=None, **values,
-            ))
-            pk = res.inserted_primary_key[0]
-            await self.conn.execute(I_HISTORY, dict(
-                case_pk=pk, creditor=case.creditor, case_id=case.case_id, seq=1, at=now, actor=src.actor,
-                role=src.role, source=src.kind, source_ref=src.ref, source_row=src.row, field="case",
-                record=record, prev_hash=GENESIS_HASH, hash=entry.hash,
-            ))
-            if case.contacts:
-                await self.conn.execute(I_CONTACT, [dict(
-                    case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
-                    do_not_call=c.do_not_call, source=c.source, added_at=now,
-                ) for c in case.contacts])
-            rec = await self.get(case.creditor, case.case_id)
-            assert rec is not None
-            return rec, True
+        ((rec, created),) = await self.upsert_many([(src.row, case)], now, src)
+        return rec, created
 
-        pk = row["id"]
-        agency = _flags_set(row["agency_flags"])
-        hold = row["status_hold"]
-        status = case.status
-        reason = src.reason
-        changes: list[tuple[Any, ...]] = []
-        if hold is not None and case.reopen:
-            hold, reason = None, case.reopen
-        elif hold is not None and case.status == "active" and row["status"] != "active":
-            # A stale file still saying "active" after a repayment closure, a pause or a
-            # withdrawal: kept, and the refusal is on the record.
-            status = row["status"]
-            changes.append(("status", row["status"], row["status"],
-                            f"file says active; held by {hold}: reopening needs an explicit reopen with a reason"))
-        follow, next_date = row["follow_up_status"], _as_date(row["next_action_date"])
-        if status == "paused":
-            follow, next_date = "paused", None
-        elif status in CLOSED_STATUSES:
-            follow, next_date = "closed", None
-        elif follow in ("paused", "closed"):
-            follow, next_date = "waiting", now.date()
-        elif follow == "new" and case.assigned_agent != row["assigned_agent"]:
-            # Reassigned before its first call: the new agent's two days start now.
-            next_date = now.date() + timedelta(days=FIRST_CALL_DAYS)
-        end = case.commission_end
-        extended = _as_date(row["commission_extended_to"])
-        if extended is not None and (end is None or end < extended):
-            # The creditor's extension, made through the API, outlasts a file that
-            # predates it; a file with a later end supersedes it.
-            if _as_date(row["commission_end"]) == extended:
-                changes.append(("commission_end", extended.isoformat(), extended.isoformat(),
-                                f"file says {end}; kept the extension to {extended}"))
-            end = extended
-        values = dict(
-            debtor_name=case.debtor_name, status=status, commission_start=case.commission_start,
-            commission_end=end, assigned_agent=case.assigned_agent,
-            flags=_flags_text(bank_flags | agency), creditor_flags=_flags_text(bank_flags),
-            agency_flags=_flags_text(agency), status_hold=hold, amount_due=case.amount_due,
-            overdue_days=case.overdue_days, follow_up_status=follow, next_action_date=next_date,
-        )
-        old, new = _tracked(row), _tracked(values)
-        changes.extend((f, old[f], new[f]) for f in TRACKED_FIELDS if old[f] != new[f])
-        if follow == "new" and next_date != _as_date(row["next_action_date"]):
-            values["first_call_alerted_at"] = None  # a new deadline: alert again if it is missed
-        changes.extend(await self._apply_contacts(pk, case.contacts, now))
-        if changes:
-            values.update(await self._append_history(row, changes, src, now, reason))
-        values["updated_at"] = now
-        await self.conn.execute(U_CASE, {"_pk": pk, **values})
-        rec = await self.get(case.creditor, case.case_id)
-        assert rec is not None
-        return rec, False
+    async def upsert_many(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> list[tuple[CaseRecord, bool]]:
+        """Apply case file rows `(row number, case)` in order, each by the rules of
+        `dialer.case_merge.merge_case`, as a few set statements: the batch's stored
+        cases and contacts read in two queries, then every insert, update and history
+        entry written with one executemany per table. A row's history entries name
+        `source` at its row number. Returns each row's case as written, and whether it
+        was created."""
+        out: list[tuple[CaseRecord, bool]] = []
+        chunk: list[tuple[int | None, CaseInput]] = []
+        keys: set[tuple[str, str]] = set()
+        for row, case in rows:
+            key = (case.creditor, case.case_id)
+            if key in keys:  # the same case twice: the second merges with what the first wrote
+                out.extend(await self._upsert_chunk(chunk, now, source))
+                chunk, keys = [], set()
+            chunk.append((row, case))
+            keys.add(key)
+        if chunk:
+            out.extend(await self._upsert_chunk(chunk, now, source))
+        return out
 
-    async def _apply_contacts(
-        self, pk: int, contacts: Sequence[ContactRecord], now: datetime
-    ) -> list[tuple[str, Any, Any]]:
-        """The creditor's list replaces the creditor-sourced numbers; numbers added by
-        staff (info repair) and the do-not-call / invalid marks stay. Returns the changes."""
-        current = {r["number"]: r for r in (await self.conn.execute(Q_CONTACTS_OF_CASE, {"pk": pk})).mappings()}
-        incoming = {c.number for c in contacts}
-        changes: list[tuple[str, Any, Any]] = []
-        for c in contacts:
-            old = current.get(c.number)
-            if old is None:
-                await self.conn.execute(I_CONTACT, dict(
-                    case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
-                    do_not_call=c.do_not_call, source=c.source, added_at=now,
-                ))
-                changes.append((_contact_field(c.number), None, _contact_state(c.relation, c.status, c.do_not_call,
-                                                                               c.source)))
-                continue
-            status = "invalid" if old["status"] == "invalid" else c.status
-            dnc = bool(old["do_not_call"]) or c.do_not_call
-            before = _contact_state(old["relation"], old["status"], bool(old["do_not_call"]), old["source"])
-            after = _contact_state(c.relation, status, dnc, old["source"])
-            if before != after or old["name"] != c.name or old["tz"] != c.tz:
-                await self.conn.execute(
-                    update(t.contacts).where(t.contacts.c.id == old["id"])
-                    .values(relation=c.relation, name=c.name, tz=c.tz, status=status, do_not_call=dnc)
-                )
-            if before != after:
-                changes.append((_contact_field(c.number), before, after))
-        for number, old in current.items():
-            if number not in incoming and old["source"] == "creditor":
-                await self.conn.execute(t.contacts.delete().where(t.contacts.c.id == old["id"]))
-                changes.append((_contact_field(number),
-                                _contact_state(old["relation"], old["status"], bool(old["do_not_call"]),
-                                               old["source"]), None))
-        return changes
+    async def _upsert_chunk(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> list[tuple[CaseRecord, bool]]:
+        for creditor in sorted({case.creditor for _, case in rows}):
+            await self.ensure_creditor(creditor)
+        raw = self.raw
+        stored, contacts = _stored_raw(raw, rows) if raw is not None else await self._stored_for(rows)
+        currents = [stored.get((case.creditor, case.case_id)) for _, case in rows]
+        merges = [merge_case(cur, contacts.get(cur["id"], ()) if cur is not None else (), case, now)
+                  for (_, case), cur in zip(rows, currents)]
+        # Chained before anything is written: a link covers the entry, not the case's
+        # primary key, which a new case has only once inserted.
+        history: list[dict[str, Any]] = []
+        heads: list[dict[str, Any]] = []
+        spans: list[tuple[int, int]] = []
+        for (row, case), m, cur in zip(rows, merges, currents):
+            src = source.at_row(row) if row is not None else source
+            start = len(history)
+            if cur is None:
+                cur = {"id": None, "creditor": case.creditor, "case_id": case.case_id, "history_seq": 0,
+                       "history_hash": GENESIS_HASH}
+            if m.changes:
+                _, head = self._history_rows(cur, m.changes, src, now, m.reason, history)
+            else:
+                head = {"history_seq": cur["history_seq"], "history_hash": cur["history_hash"]}
+            heads.append(head)
+            spans.append((start, len(history)))
+        pks = [cur["id"] if cur is not None else 0 for cur in currents]
+        new = [i for i, m in enumerate(merges) if m.created]
+        if new:
+            inserts = [dict(creditor=rows[i][1].creditor, case_id=rows[i][1].case_id, event_seq=0, created_at=now,
+                            updated_at=now, **merges[i].values, first_call_alerted_at=None, **heads[i])
+                       for i in new]
+            new_pks = _insert_cases_raw(raw, inserts) if raw is not None else await self._insert_cases(inserts)
+            for i, pk in zip(new, new_pks):
+                pks[i] = pk
+                for h in history[spans[i][0]:spans[i][1]]:
+                    h["case_pk"] = pk
+        updates: list[dict[str, Any]] = []
+        contact_inserts: list[dict[str, Any]] = []
+        contact_updates: list[dict[str, Any]] = []
+        contact_deletes: list[dict[str, Any]] = []
+        for i, m in enumerate(merges):
+            pk = pks[i]
+            if not m.created:
+                updates.append({"_pk": pk, **m.values, **heads[i], "updated_at": now})
+                contact_updates.extend({"_id": cid, **cols} for cid, cols in m.update_contacts)
+                contact_deletes.extend({"_id": cid} for cid in m.delete_contacts)
+            contact_inserts.extend(dict(
+                case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
+                do_not_call=c.do_not_call, source=c.source, added_at=now,
+            ) for c in m.insert_contacts)
+        if raw is not None:
+            _write_raw(raw, updates, contact_deletes, contact_updates, contact_inserts, history)
+        else:
+            for statement, params in ((U_CASE_ALL, updates), (D_CONTACT, contact_deletes),
+                                      (U_CONTACT, contact_updates), (I_CONTACT, contact_inserts),
+                                      (I_HISTORY, history)):
+                if params:
+                    await self.conn.execute(statement, params)
+        out = []
+        for i, ((_, case), m) in enumerate(zip(rows, merges)):
+            cur, v = currents[i], m.values
+            out.append((CaseRecord(
+                pk=pks[i], creditor=case.creditor, case_id=case.case_id, debtor_name=v["debtor_name"],
+                status=v["status"], commission_start=v["commission_start"], commission_end=v["commission_end"],
+                assigned_agent=v["assigned_agent"], flags=flags_set(v["flags"]), amount_due=v["amount_due"],
+                overdue_days=v["overdue_days"], follow_up_status=v["follow_up_status"],
+                next_action_date=v["next_action_date"], event_seq=int(cur["event_seq"]) if cur is not None else 0,
+                contacts=tuple(m.contacts), updated_at=now, creditor_flags=flags_set(v["creditor_flags"]),
+                agency_flags=flags_set(v["agency_flags"]), status_hold=v["status_hold"],
+                history_seq=int(heads[i]["history_seq"]),
+            ), m.created))
+        return out
+
+    async def _stored_for(
+        self, rows: Sequence[tuple[int | None, CaseInput]]
+    ) -> tuple[dict[tuple[str, str], Any], dict[int, list[Any]]]:
+        """The stored cases of a batch by (creditor, case id), locked on PostgreSQL (their
+        history heads are read here and written back), and their contacts by case pk."""
+        ids = sorted({case.case_id for _, case in rows})
+        wanted = {(case.creditor, case.case_id) for _, case in rows}
+        found = (await self.conn.execute(Q_CASES_BY_IDS_LOCKED, {"case_ids": ids})).mappings().all()
+        stored = {(r["creditor"], r["case_id"]): r for r in found if (r["creditor"], r["case_id"]) in wanted}
+        contacts: dict[int, list[Any]] = {}
+        if stored:
+            pks = sorted(r["id"] for r in stored.values())
+            for c in (await self.conn.execute(Q_CONTACTS_OF, {"pks": pks})).mappings():
+                contacts.setdefault(c["case_pk"], []).append(c)
+        return stored, contacts
+
+    async def _insert_cases(self, inserts: list[dict[str, Any]]) -> list[int]:
+        """Insert new case rows; their primary keys, in order."""
+        res = await self.conn.execute(I_CASE_RETURNING, inserts)
+        return [int(r[0]) for r in res]
 
     async def update(
         self, pk: int, now: datetime, *, source: ChangeSource | None = None, reason: str | None = None,
@@ -432,15 +492,15 @@ class SqlCaseRepository:
         row = await self._locked_row(pk)
         if row is None:
             raise LookupError(f"case pk {pk} vanished")
-        bank = _flags_set(row["creditor_flags"])
-        agency = _flags_set(row["agency_flags"])
+        bank = flags_set(row["creditor_flags"])
+        agency = flags_set(row["agency_flags"])
         if "flags" in changes:
             agency = frozenset(changes.pop("flags")) - bank
         agency = (agency | frozenset(add_flags)) - frozenset(remove_flags)
-        changes["agency_flags"] = _flags_text(agency)
-        changes["flags"] = _flags_text(bank | agency)
-        old = _tracked(row)
-        new = {**old, **_tracked({**dict(row), **changes})}
+        changes["agency_flags"] = flags_text(agency)
+        changes["flags"] = flags_text(bank | agency)
+        old = tracked(row)
+        new = {**old, **tracked({**dict(row), **changes})}
         diff = [(f, old[f], new[f]) for f in TRACKED_FIELDS if old[f] != new[f]]
         if diff:
             changes.update(await self._append_history(row, diff, source or SYSTEM_CHANGE, now, reason))
@@ -472,8 +532,8 @@ class SqlCaseRepository:
         row = await self._locked_row(pk)
         if row is not None:
             head = await self._append_history(
-                row, [(_contact_field(contact.number), None,
-                       _contact_state(contact.relation, contact.status, contact.do_not_call, contact.source))],
+                row, [(contact_field(contact.number), None,
+                       contact_state(contact.relation, contact.status, contact.do_not_call, contact.source))],
                 source or SYSTEM_CHANGE, now,
             )
             await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**head))
@@ -494,13 +554,13 @@ class SqlCaseRepository:
         if old is None:
             return
         merged = {**dict(old), **changes}
-        before = _contact_state(old["relation"], old["status"], bool(old["do_not_call"]), old["source"])
-        after = _contact_state(merged["relation"], merged["status"], bool(merged["do_not_call"]), merged["source"])
+        before = contact_state(old["relation"], old["status"], bool(old["do_not_call"]), old["source"])
+        after = contact_state(merged["relation"], merged["status"], bool(merged["do_not_call"]), merged["source"])
         if before == after:
             return
         row = await self._locked_row(pk)
         if row is not None:
-            head = await self._append_history(row, [(_contact_field(number), before, after)],
+            head = await self._append_history(row, [(contact_field(number), before, after)],
                                               source or SYSTEM_CHANGE, now or datetime.now(timezone.utc))
             await self.conn.execute(update(t.cases).where(t.cases.c.id == pk).values(**head))
 

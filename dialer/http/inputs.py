@@ -10,9 +10,8 @@ a 503 "store unavailable" that pages on-call for a typo.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timezone
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 from pydantic import AfterValidator, AwareDatetime
 
 from dialer.errors import BadRequest
@@ -21,7 +20,6 @@ from dialer.errors import BadRequest
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 INT64_MAX = 2**63 - 1
-MAX_JSON_DEPTH = 32  # an import is {"cases": [{"contacts": [{…}]}]}: depth 5
 
 
 def _range_text() -> str:
@@ -76,35 +74,6 @@ def parse_cursor(value: str | None, field: str = "cursor") -> int | None:
     if not value.isdigit() or len(value) > 19 or int(value) > INT64_MAX:
         raise BadRequest(f"{field}: not a cursor this API returned", details={"field": field})
     return int(value)
-
-
-def loads_json(raw: bytes | str) -> Any:
-    """A JSON document as the API accepts it: strict JSON (no NaN or Infinity, which
-    are not JSON), nested at most MAX_JSON_DEPTH deep. Malformed → 400 with the reason."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}", details={"field": "body"}) from exc
-    if _depth_over(doc, MAX_JSON_DEPTH):
-        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", details={"field": "body"})
-    return doc
-
-
-def _depth_over(doc: Any, limit: int) -> bool:
-    """Whether `doc` nests containers more than `limit` deep (iteratively: no recursion)."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
 
 
 def check_range_header(value: str | None) -> None:
