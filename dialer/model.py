@@ -404,3 +404,17 @@ class ImportJob:
             "updated_at": self.updated_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress:
+    """One call state of a click-to-dial attempt placed by the service's own user agent
+    (originating, agent_ringing, …, ended), as `GET /v1/attempts/{id}` shows it."""
+
+    attempt_id: str
+    state: str
+    at: datetime
+    cause: str | None = None
+    rule_id: str | None = None
+    detail: str | None = None
+    recording_id: str | None = None

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 from dialer.model import (
     AttemptRecord,
+    CallProgress,
     CaseInput,
     CaseRecord,
     ChangeSource,
@@ -143,6 +144,20 @@ class AttemptRepository(Protocol):
     async def add_outcome(self, case_pk: int, outcome: OutcomeRecord) -> None: ...
 
     async def outcomes_for_case(self, case_pk: int) -> list[OutcomeRecord]: ...
+
+    async def add_progress(self, progress: CallProgress, case_flags: str | None) -> None:
+        """Append a call state of a click-to-dial attempt (`case_flags`: the case's flags then)."""
+        ...
+
+    async def progress(self, attempt_id: str) -> list[dict[str, Any]]:
+        """The attempt's call states, oldest first."""
+        ...
+
+    async def attempt_for_call(self, call_id: str) -> str | None:
+        """The attempt a SIP Call-ID was learnt for, if any."""
+        ...
+
+    async def add_call(self, call_id: str, attempt_id: str, pbx_id: str, first_seen: datetime) -> None: ...
 
 
 class DecisionLog(Protocol):

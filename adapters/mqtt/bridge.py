@@ -11,12 +11,13 @@ Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is 
   body as the API, or 403 with the `dial-blocked` problem (a blocked dial is an answer,
   not a dead letter). Bad token, wrong creditor, unknown case, malformed body: dead
   letter plus an error reply.
-- In, `dialgate/v1/pbx/<pbx_id>/events`: matched to an attempt by `attempt_id`, or by
-  SIP Call-ID through the call map this bridge keeps (`mqtt_pbx_calls`): the first
-  event of a call that names both teaches it. `answered` marks the attempt connected
-  (it then counts for the "connected calls" caps) and dialing if it was only
-  authorised; `hangup` with a talk time > 0 also marks it connected; every event is
-  written as an `attempt.state` event with the PBX's details, in one transaction.
+- In, `dialgate/v1/pbx/<pbx_id>/events`: handed to the application's attempt state use
+  case (dialer/attempt_state.py `AttemptStates.apply_call_event`), which matches the
+  attempt by `attempt_id`, or by SIP Call-ID once the first event of a call that names
+  both taught it. `answered` marks the attempt connected (it then counts for the
+  "connected calls" caps) and dialing if it was only authorised; `hangup` with a talk
+  time > 0 also marks it connected; every event is written as an `attempt.state` event
+  with the PBX's details, in one transaction.
 
 `services.mqtt` is set to the bus for /readyz and the console's health strip.
 
@@ -36,7 +37,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from pydantic import ValidationError
 
@@ -50,24 +50,12 @@ from adapters.mqtt.errors import (
     UnauthorisedMessage,
     UnmatchedMessage,
 )
-from dialer.masking import mask_path
+from dialer.attempt_state import AttemptStates, CallEvent
+from dialer.errors import Conflict, Forbidden, NoSuchAttempt
 from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
 from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
 
 log = structlog.get_logger("dialgate.mqtt.bridge")
-
-metadata = sa.MetaData()
-# SIP Call-ID → attempt, learnt from PBX events that carry both (this adapter's table on
-# the service's database, built by migration 0301_mqtt; a test compares the two).
-pbx_calls = sa.Table(
-    "mqtt_pbx_calls",
-    metadata,
-    sa.Column("call_id", sa.String(256), primary_key=True),
-    sa.Column("attempt_id", sa.String(64), nullable=False, index=True),
-    sa.Column("pbx_id", sa.String(128), nullable=False),
-    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
-)
-
 
 class GateDialHandler:
     """Dial commands → the RequestDial use case, exactly as `POST /v1/dials`."""
@@ -152,98 +140,43 @@ class GateDialHandler:
 
 
 class GatePbxHandler:
-    """PBX call events → attempt state, connected flag and an `attempt.state` event."""
+    """PBX call events → the application's attempt state use case (dialer/attempt_state.py);
+    its refusals become dead letters with a bilingual reason."""
 
-    def __init__(self, services: Any) -> None:
-        self.services = services
-
-    def _now(self) -> datetime:
-        return self.services.clock.now().astimezone(UTC)
+    def __init__(self, states: AttemptStates) -> None:
+        self.states = states
 
     async def handle_pbx_event(self, event: PbxEvent) -> None:
-        store = self.services.store
-        async with store.write() as uow:
-            attempt_id = event.attempt_id
-            if attempt_id is None:
-                row = (
-                    await uow.conn.execute(
-                        sa.select(pbx_calls.c.attempt_id).where(pbx_calls.c.call_id == event.call_id)
-                    )
-                ).first()
-                if row is None:
-                    raise UnmatchedMessage(
-                        "no attempt known for this SIP Call-ID (send attempt_id with the "
-                        "call's first event)",
-                        "没有与该 SIP Call-ID 对应的拨号记录（请在该通话的首个事件中附带 attempt_id）",
-                        details={"call_id": event.call_id},
-                    )
-                attempt_id = row.attempt_id
-            attempt = await uow.attempts.get(attempt_id)
-            if attempt is None:
+        try:
+            await self.states.apply_call_event(
+                CallEvent(
+                    pbx_id=event.pbx_id, kind=event.kind, occurred_at=event.occurred_at, call_id=event.call_id,
+                    attempt_id=event.attempt_id, cause=event.cause, duration_s=event.duration_s,
+                    recording=event.recording_path or event.recording_url, creditor=event.creditor,
+                )
+            )
+        except NoSuchAttempt as exc:
+            if "call_id" in exc.details:
                 raise UnmatchedMessage(
-                    "no such attempt", "没有该拨号记录", details={"attempt_id": attempt_id}
-                )
-            if event.creditor is not None and event.creditor != attempt.creditor:
-                raise UnauthorisedMessage(
-                    "the event's creditor is not the attempt's",
-                    "事件的委托方与拨号记录的委托方不符",
-                    reason="wrong-creditor",
-                    details={"attempt_id": attempt_id, "creditor": event.creditor},
-                )
-            if event.call_id is not None and event.attempt_id is not None:
-                await self._learn_call(uow, event, attempt_id)
-
-            state = "dialing" if attempt.state == "authorised" else attempt.state
-            connected: bool | None = None
-            if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
-                connected = True
-            await uow.attempts.set_state(attempt_id, state, connected=connected)
-            payload: dict[str, Any] = {
-                "attempt_id": attempt_id,
-                "state": state,
-                "connected": bool(connected or attempt.connected),
-                "channel": attempt.channel,
-                "agent_id": attempt.agent_id,
-                "decision_id": attempt.decision_id,
-                "pbx_event": event.kind,
-                "pbx_id": event.pbx_id,
-                "pbx_at": event.occurred_at.astimezone(UTC).isoformat(),
-            }
-            if event.kind == "hangup":
-                payload.update(cause=event.cause, duration_s=event.duration_s)
-            if event.kind == "recording_ready":
-                payload["recording"] = mask_path(event.recording_path or event.recording_url or "")
-            await uow.outbox.add(
-                "attempt.state",
-                creditor=attempt.creditor,
-                case_pk=attempt.case_pk,
-                case_id=attempt.case_id,
-                occurred_at=self._now(),
-                payload=payload,
-            )
-
-    async def _learn_call(self, uow: Any, event: PbxEvent, attempt_id: str) -> None:
-        known = (
-            await uow.conn.execute(
-                sa.select(pbx_calls.c.attempt_id).where(pbx_calls.c.call_id == event.call_id)
-            )
-        ).first()
-        if known is None:
-            await uow.conn.execute(
-                sa.insert(pbx_calls).values(
-                    call_id=event.call_id,
-                    attempt_id=attempt_id,
-                    pbx_id=event.pbx_id,
-                    first_seen=self._now(),
-                )
-            )
-        elif known.attempt_id != attempt_id:
+                    "no attempt known for this SIP Call-ID (send attempt_id with the call's first event)",
+                    "没有与该 SIP Call-ID 对应的拨号记录（请在该通话的首个事件中附带 attempt_id）",
+                    details=exc.details,
+                ) from exc
+            raise UnmatchedMessage("no such attempt", "没有该拨号记录", details=exc.details) from exc
+        except Forbidden as exc:
+            raise UnauthorisedMessage(
+                "the event's creditor is not the attempt's",
+                "事件的委托方与拨号记录的委托方不符",
+                reason="wrong-creditor",
+                details=exc.details,
+            ) from exc
+        except Conflict as exc:
             raise MalformedMessage(
                 "this Call-ID already belongs to another attempt",
                 "该 Call-ID 已属于另一个拨号记录",
                 reason="call-id-conflict",
-                details={"call_id": event.call_id},
-            )
+                details=exc.details,
+            ) from exc
 
 
 def _notify_after_commits(store: Any, notify: Callable[[], None]) -> Callable[[], None]:
@@ -287,7 +220,7 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
         config,
         source,
         GateDialHandler(services),
-        GatePbxHandler(services),
+        GatePbxHandler(AttemptStates(store, services.clock)),
         now=lambda: services.clock.now().astimezone(UTC),
     )
     restore = _notify_after_commits(store, bus.notify)
