@@ -51,6 +51,7 @@ from adapters.mqtt.errors import (
     UnmatchedMessage,
 )
 from dialer.attempt_state import AttemptStates, CallEvent
+from dialer.commands import DialBody
 from dialer.errors import Conflict, Forbidden, NoSuchAttempt
 from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
 from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
@@ -65,7 +66,6 @@ class GateDialHandler:
 
     async def handle_dial(self, command: DialCommand) -> DialReply:
         from dialer.errors import ApiError, DialBlocked, NoSuchCase, Unauthenticated
-        from dialer.http.dials import DialBody
         from dialer.usecases import RequestDial
 
         try:
