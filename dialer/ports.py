@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from dialer.model import (
     AttemptRecord,
@@ -327,6 +327,11 @@ class CaseStore(Protocol):
 
     def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A read-only transaction (a consistent snapshot where the database offers one)."""
+        ...
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after each write that committed (never after a rollback);
+        returns the undo. What wakes the event relay."""
         ...
 
     async def ping(self) -> None:

@@ -2,9 +2,9 @@
 
 Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is set:
 
-- Out: the relay publishes the service's `outbox` table (SqlAlchemyOutboxSource). It is
-  woken after every committed write transaction of the store, plus a slow poll. It also
-  deletes rows published more than `[mqtt] published_retention_days` ago.
+- Out: the relay publishes the service's outbox (the store's `outbox_source`). It is
+  woken after every committed write transaction of the store (`on_commit`), plus a slow
+  poll. It also deletes rows published more than `[mqtt] published_retention_days` ago.
 - In, `dialgate/v1/commands/dial`: the user's token is checked with the service's
   Authenticator, the body validated as `POST /v1/dials`'s, and the same RequestDial use
   case runs with channel "mqtt". The reply carries the HTTP answer: 201 and the same
@@ -25,22 +25,22 @@ In a worker pool (`dialgate serve --workers N`) the bus runs in the primary only
 also listens on the pool's wake socket (adapters/mqtt/waker.py); the extension
 `open_mqtt_waker`, entered by every worker, makes a secondary's commits wake it. On
 PostgreSQL the bus runs in the leader of every instance on the database
-(dialer/leadership.py) and the wake travels as NOTIFY (adapters/db/outbox_notify.py).
+(dialer/leadership.py) and the wake travels as NOTIFY (the store's `commits_elsewhere`
+and `announce_commits`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
-from adapters.db.outbox_source import SqlAlchemyOutboxSource
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import MqttConfig, load_mqtt_config
 from adapters.mqtt.errors import (
@@ -53,7 +53,7 @@ from adapters.mqtt.errors import (
 from dialer.attempt_state import AttemptStates, CallEvent
 from dialer.commands import DialBody
 from dialer.errors import Conflict, Forbidden, NoSuchAttempt
-from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
+from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent, RelayStore
 from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
 
 log = structlog.get_logger("dialgate.mqtt.bridge")
@@ -179,61 +179,34 @@ class GatePbxHandler:
             ) from exc
 
 
-def _notify_after_commits(store: Any, notify: Callable[[], None]) -> Callable[[], None]:
-    """Wake the relay after each committed write transaction of the store.
-
-    Wraps the store instance's `write` (the composition root owns that object): the
-    notify runs only after the `async with` exited cleanly, i.e. after COMMIT, so the
-    relay never looks before the rows are visible. Returns the undo.
-    """
-    original = store.write
-
-    @asynccontextmanager
-    async def write(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        async with original(*args, **kwargs) as uow:
-            yield uow
-        notify()
-
-    store.write = write
-
-    def restore() -> None:
-        store.write = original
-
-    return restore
-
-
 @asynccontextmanager
 async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
-    """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set."""
+    """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set.
+    The store is reached only as a `RelayStore` (dialer/outbox.py)."""
     config = _mqtt_config(services)
     if config is None:
         yield None
         return
-    store = services.store
-    source = SqlAlchemyOutboxSource(
-        store,
+    store: RelayStore = services.store
+    source = store.outbox_source(
         now=lambda: services.clock.now().astimezone(UTC),
-        write=store.write,
         retention=timedelta(days=config.published_retention_days),
     )
     bus = MqttEventBus(
         config,
         source,
         GateDialHandler(services),
-        GatePbxHandler(AttemptStates(store, services.clock)),
+        GatePbxHandler(AttemptStates(services.store, services.clock)),
         now=lambda: services.clock.now().astimezone(UTC),
     )
-    restore = _notify_after_commits(store, bus.notify)
+    # after COMMIT, never before: the relay must not look before the rows are visible
+    forget = store.on_commit(bus.notify)
     services.mqtt = bus
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(bus)
-            if getattr(store, "is_postgres", False):
-                # Other instances' commits wake this relay too (open_mqtt_waker).
-                from adapters.db.leader import asyncpg_dsn
-                from adapters.db.outbox_notify import PgOutboxListener
-
-                await stack.enter_async_context(PgOutboxListener(asyncpg_dsn(store.url), bus.notify))
+            # Other instances' commits wake this relay too (open_mqtt_waker).
+            await stack.enter_async_context(store.commits_elsewhere(bus.notify))
             pool_lock = _pool_lock()
             if pool_lock and getattr(services, "role", "primary") == "primary":
                 # The other workers' commits wake this relay too (open_mqtt_waker).
@@ -246,43 +219,41 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
             log.info("mqtt.bus_started", broker=config.display_url, client_id=config.client_id)
             yield bus
     finally:
-        restore()
+        forget()
         services.mqtt = None
         await source.aclose()  # a claim the relay did not get to mark goes back to the outbox
 
 
 @asynccontextmanager
-async def open_mqtt_waker(services: Any) -> AsyncIterator[RelayWaker | None]:
-    """Extension factory entered by every worker: in a secondary worker of a pool
-    (dialer/workers.py) with `[mqtt] url` set, each committed write of its store wakes
-    the primary's relay through the pool's wake socket. Nothing elsewhere (the primary
-    wakes its relay itself, in `open_mqtt`)."""
-    if getattr(services.store, "is_postgres", False) and _mqtt_config(services) is not None:
-        # Any instance on the database, while it does not run the bus itself.
-        from adapters.db.leader import asyncpg_dsn
-        from adapters.db.outbox_notify import PgOutboxWaker
-
-        async with PgOutboxWaker(asyncpg_dsn(services.store.url)) as pg_waker:
+async def open_mqtt_waker(services: Any) -> AsyncIterator[Any]:
+    """Extension factory entered by every worker: each committed write of this process
+    wakes the relay that runs elsewhere. On PostgreSQL, any instance on the database
+    while it does not run the bus itself (NOTIFY); in a secondary worker of a pool
+    (dialer/workers.py), through the pool's wake socket. Only with `[mqtt] url` set;
+    nothing elsewhere (the primary wakes its relay itself, in `open_mqtt`)."""
+    store: RelayStore = services.store
+    if getattr(store, "is_postgres", False) and _mqtt_config(services) is not None:
+        async with store.announce_commits() as pg_waker:
             def wake() -> None:
                 if services.mqtt is None:
                     pg_waker.wake_soon()
 
-            restore = _notify_after_commits(services.store, wake)
+            forget = store.on_commit(wake)
             try:
                 yield pg_waker
             finally:
-                restore()
+                forget()
         return
     pool_lock = _pool_lock()
     if getattr(services, "role", "primary") != "secondary" or not pool_lock or _mqtt_config(services) is None:
         yield None
         return
     with RelayWaker(wake_socket_path(pool_lock)) as waker:
-        restore = _notify_after_commits(services.store, waker.wake_soon)
+        forget = store.on_commit(waker.wake_soon)
         try:
             yield waker
         finally:
-            restore()
+            forget()
 
 
 def _pool_lock() -> str | None:
