@@ -50,13 +50,24 @@ from adapters.mqtt.errors import (
     UnauthorisedMessage,
     UnmatchedMessage,
 )
-from dialer.attempt_state import AttemptStates, CallEvent
-from dialer.commands import DialBody
-from dialer.errors import Conflict, Forbidden, NoSuchAttempt
 from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent, RelayStore
 from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
+from dialer.attempt_state import AttemptStates, CallEvent
+from dialer.commands import DialBody
+from dialer.errors import (
+    ApiError,
+    ConfigError,
+    Conflict,
+    DialBlocked,
+    Forbidden,
+    NoSuchAttempt,
+    NoSuchCase,
+    Unauthenticated,
+)
+from dialer.usecases import RequestDial
 
 log = structlog.get_logger("dialgate.mqtt.bridge")
+
 
 class GateDialHandler:
     """Dial commands → the RequestDial use case, exactly as `POST /v1/dials`."""
@@ -65,9 +76,6 @@ class GateDialHandler:
         self.services = services
 
     async def handle_dial(self, command: DialCommand) -> DialReply:
-        from dialer.errors import ApiError, DialBlocked, NoSuchCase, Unauthenticated
-        from dialer.usecases import RequestDial
-
         try:
             actor = await self.services.auth.authenticate(f"Bearer {command.token}")
         except Unauthenticated as exc:
@@ -265,8 +273,6 @@ def _pool_lock() -> str | None:
 
 
 def _mqtt_config(services: Any) -> MqttConfig | None:
-    from dialer.errors import ConfigError
-
     try:
         return load_mqtt_config(services.config.section("mqtt"), os.environ)
     except MqttConfigError as exc:
