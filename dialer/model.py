@@ -21,6 +21,7 @@ ATTEMPT_STATES: tuple[str, ...] = (
     "dialing",  # the PBX took it (SIP gate matched it, or a SIP-originated dial)
     "completed",  # the outcome is logged
     "expired",  # the PBX never placed it within the validity window
+    "released",  # click-to-dial never reached the debtor: it stops counting
 )
 
 DISPOSITIONS: tuple[str, ...] = (
