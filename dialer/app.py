@@ -53,7 +53,7 @@ ROUTERS: list[str] = [
     "dialer.http.blocked",
     "dialer.http.recordings",
     "dialer.console.wiring",
-    "adapters.pbx.http",
+    "dialer.http.attempts",
 ]
 
 EXTENSIONS: list[str] = [

@@ -21,6 +21,7 @@ ATTEMPT_STATES: tuple[str, ...] = (
     "dialing",  # the PBX took it (SIP gate matched it, or a SIP-originated dial)
     "completed",  # the outcome is logged
     "expired",  # the PBX never placed it within the validity window
+    "released",  # click-to-dial never reached the debtor: it stops counting
 )
 
 DISPOSITIONS: tuple[str, ...] = (
@@ -404,3 +405,17 @@ class ImportJob:
             "updated_at": self.updated_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress:
+    """One call state of a click-to-dial attempt placed by the service's own user agent
+    (originating, agent_ringing, …, ended), as `GET /v1/attempts/{id}` shows it."""
+
+    attempt_id: str
+    state: str
+    at: datetime
+    cause: str | None = None
+    rule_id: str | None = None
+    detail: str | None = None
+    recording_id: str | None = None

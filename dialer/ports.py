@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from dialer.model import (
     AttemptRecord,
+    CallProgress,
     CaseInput,
     CaseRecord,
     ChangeSource,
@@ -150,6 +151,20 @@ class AttemptRepository(Protocol):
     async def add_outcome(self, case_pk: int, outcome: OutcomeRecord) -> None: ...
 
     async def outcomes_for_case(self, case_pk: int) -> list[OutcomeRecord]: ...
+
+    async def add_progress(self, progress: CallProgress, case_flags: str | None) -> None:
+        """Append a call state of a click-to-dial attempt (`case_flags`: the case's flags then)."""
+        ...
+
+    async def progress(self, attempt_id: str) -> list[dict[str, Any]]:
+        """The attempt's call states, oldest first."""
+        ...
+
+    async def attempt_for_call(self, call_id: str) -> str | None:
+        """The attempt a SIP Call-ID was learnt for, if any."""
+        ...
+
+    async def add_call(self, call_id: str, attempt_id: str, pbx_id: str, first_seen: datetime) -> None: ...
 
 
 class DecisionLog(Protocol):
@@ -319,6 +334,11 @@ class CaseStore(Protocol):
 
     def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A read-only transaction (a consistent snapshot where the database offers one)."""
+        ...
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after each write that committed (never after a rollback);
+        returns the undo. What wakes the event relay."""
         ...
 
     async def ping(self) -> None:

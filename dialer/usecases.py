@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from dialer import metrics
+from dialer import attempt_state, metrics
 from dialer.errors import (
     AmbiguousCase,
     Conflict,
@@ -533,20 +533,11 @@ class Gate:
             or pending.agent_id != cmd.agent_id
         ):
             return None
-        await uow.attempts.set_state(pending.attempt_id, "dialing")
         records = await uow.decisions.get_many([pending.decision_id])
         record = records[pending.decision_id]
-        await uow.outbox.add(
-            "attempt.state",
-            creditor=case.creditor,
-            case_pk=case.pk,
-            case_id=case.case_id,
-            occurred_at=now,
-            payload={"attempt_id": pending.attempt_id, "state": "dialing", "channel": cmd.channel,
-                     "decision_id": pending.decision_id, "agent_id": pending.agent_id},
-        )
+        dialing = await attempt_state.mark_dialing(uow, pending, channel=cmd.channel, at=now)
         decision = _decision_from_record(record)
-        return DialResult(True, decision, record, replace(pending, state="dialing"), reused=True)
+        return DialResult(True, decision, record, dialing, reused=True)
 
     async def _fail_closed(
         self, cmd: RequestDial, now: datetime, decision_id: str, number: str, exc: Exception
@@ -718,7 +709,6 @@ class Gate:
                 request_digest=digest,
             )
             await uow.attempts.add_outcome(case.pk, outcome)
-            await uow.attempts.set_state(cmd.attempt_id, "completed", connected=connected)
 
             flags = set(case.flags)
             contacts = {c.number: c for c in case.contacts}
@@ -756,11 +746,7 @@ class Gate:
             changes["next_action_date"] = next_date
             await uow.cases.update(case.pk, now, source=source, **changes)
             ev = dict(creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now)
-            await uow.outbox.add(
-                "attempt.state", **ev,
-                payload={"attempt_id": cmd.attempt_id, "state": "completed", "connected": connected,
-                         "decision_id": attempt.decision_id, "agent_id": attempt.agent_id},
-            )
+            await attempt_state.mark_completed(uow, attempt, connected=connected, at=now)
             await uow.outbox.add(
                 "outcome.logged", **ev,
                 payload={"attempt_id": cmd.attempt_id, "disposition": cmd.disposition, "result": cmd.result,
@@ -974,13 +960,7 @@ class Gate:
             async with self.store.write() as uow:
                 batch = await uow.attempts.expired(now, limit=50)
                 for a in batch:
-                    await uow.attempts.set_state(a.attempt_id, "expired")
-                    await uow.outbox.add(
-                        "attempt.state", creditor=a.creditor, case_pk=a.case_pk, case_id=a.case_id,
-                        occurred_at=now,
-                        payload={"attempt_id": a.attempt_id, "state": "expired", "decision_id": a.decision_id,
-                                 "agent_id": a.agent_id},
-                    )
+                    await attempt_state.mark_expired(uow, a, at=now)
             n += len(batch)
             if len(batch) < 50:
                 return n

@@ -14,6 +14,7 @@ from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.model import (
     AttemptRecord,
+    CallProgress,
     OutcomeRecord,
 )
 from policy.model import HistoryEvent
@@ -218,6 +219,31 @@ class SqlAttemptRepository:
     async def outcomes_for_case(self, case_pk: int) -> list[OutcomeRecord]:
         rows = (await self.conn.execute(select(t.outcomes).where(t.outcomes.c.case_pk == case_pk))).mappings()
         return [_outcome(r) for r in rows]
+
+    # -- call progress (click-to-dial through the `sip_ua` PBX) and SIP Call-IDs ----------
+    async def add_progress(self, progress: CallProgress, case_flags: str | None) -> None:
+        await self.conn.execute(
+            insert(t.pbx_attempt_progress).values(
+                attempt_id=progress.attempt_id, state=progress.state, at=progress.at, cause=progress.cause,
+                rule_id=progress.rule_id, detail=progress.detail, recording_id=progress.recording_id,
+                case_flags=case_flags,
+            )
+        )
+
+    async def progress(self, attempt_id: str) -> list[dict[str, Any]]:
+        p = t.pbx_attempt_progress
+        rows = (await self.conn.execute(select(p).where(p.c.attempt_id == attempt_id).order_by(p.c.id))).mappings()
+        return [dict(r) for r in rows]
+
+    async def attempt_for_call(self, call_id: str) -> str | None:
+        c = t.mqtt_pbx_calls.c
+        row = (await self.conn.execute(select(c.attempt_id).where(c.call_id == call_id))).first()
+        return row.attempt_id if row is not None else None
+
+    async def add_call(self, call_id: str, attempt_id: str, pbx_id: str, first_seen: datetime) -> None:
+        await self.conn.execute(
+            insert(t.mqtt_pbx_calls).values(call_id=call_id, attempt_id=attempt_id, pbx_id=pbx_id, first_seen=first_seen)
+        )
 
 
 # ---------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import structlog
 from sqlalchemy import bindparam, delete, func, select, update
 
 from adapters.db import tables as t
-from adapters.mqtt.ports import OutboxEvent
+from dialer.outbox import OutboxEvent
 
 log = structlog.get_logger("dialgate.outbox")
 
@@ -103,14 +103,14 @@ class SqlAlchemyOutboxSource:
         write: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
         retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
-        """`write` defaults to `store.write`; the bridge passes the store's original one
-        so marking rows sent (or pruning) does not itself wake the relay. `retention`:
-        how long a published row is kept (`[mqtt] published_retention_days`)."""
+        """`write` defaults to the store's `write_unannounced`, so marking rows sent (or
+        pruning) does not itself wake the relay. `retention`: how long a published row
+        is kept (`[mqtt] published_retention_days`)."""
         if retention <= timedelta(0):
             raise ValueError("retention must be positive")
         self._store = store
         self._now = now
-        self._write = write or store.write
+        self._write = write or store.write_unannounced
         self.retention = retention
         self._claimed: Any = None  # PostgreSQL: the open transaction holding the last claim
 

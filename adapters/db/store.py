@@ -34,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import structlog
 from sqlalchemy import event, text
@@ -82,6 +83,7 @@ class SqlAlchemyCaseStore:
         self._group: WriteGroup | None = None
         self._lock_waiting = 0
         self._finishers: set[asyncio.Task[Any]] = set()
+        self._commit_listeners: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> "SqlAlchemyCaseStore":
@@ -161,6 +163,48 @@ class SqlAlchemyCaseStore:
             connect_args={"timeout": cfg.timeout_s, "command_timeout": cfg.timeout_s * 2},
         )
 
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after each write transaction committed (when its `write()`
+        exits cleanly, so what it wrote is visible); never after a rollback. Returns the
+        undo. The event relay is woken this way."""
+        self._commit_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._commit_listeners:
+                self._commit_listeners.remove(listener)
+
+        return remove
+
+    def _committed(self) -> None:
+        for listener in self._commit_listeners:
+            listener()
+
+    # -- what the event relay needs (dialer/outbox.py `RelayStore`) -------------------
+    def outbox_source(self, *, now: Callable[[], datetime], retention: timedelta) -> Any:
+        from adapters.db.outbox_source import SqlAlchemyOutboxSource
+
+        return SqlAlchemyOutboxSource(self, now=now, retention=retention)
+
+    def commits_elsewhere(self, on_commit: Callable[[], None]) -> AbstractAsyncContextManager[Any]:
+        """PostgreSQL: LISTEN for the other instances' commit notices. SQLite: the
+        processes sharing the file are one pool's workers, which wake the relay through
+        the pool's own socket (adapters/mqtt/waker.py), so nothing here."""
+        if not self.is_postgres:
+            return nullcontext()
+        from adapters.db.leader import asyncpg_dsn
+        from adapters.db.outbox_notify import PgOutboxListener
+
+        return PgOutboxListener(asyncpg_dsn(self.url), on_commit)
+
+    def announce_commits(self) -> AbstractAsyncContextManager[Any]:
+        """PostgreSQL: a `PgOutboxWaker` (NOTIFY after commits); None elsewhere."""
+        if not self.is_postgres:
+            return nullcontext()
+        from adapters.db.leader import asyncpg_dsn
+        from adapters.db.outbox_notify import PgOutboxWaker
+
+        return PgOutboxWaker(asyncpg_dsn(self.url))
+
     # -- units of work ---------------------------------------------------------------
     def write(self, lock_keys: Sequence[str] = ()) -> AbstractAsyncContextManager["SqlUnitOfWork"]:
         """A serialised write transaction (see the module docstring). The SQLite
@@ -170,8 +214,15 @@ class SqlAlchemyCaseStore:
             return self._sqlite_write()
         return self._other_write(lock_keys)
 
+    def write_unannounced(self) -> AbstractAsyncContextManager["SqlUnitOfWork"]:
+        """A write whose commit calls no `on_commit` listener: the event relay's own
+        bookkeeping (rows marked sent, old rows pruned) must not wake the relay again."""
+        if self.is_sqlite and self._writer is not None:
+            return self._sqlite_write(announce=False)
+        return self._other_write((), announce=False)
+
     @asynccontextmanager
-    async def _other_write(self, lock_keys: Sequence[str]) -> AsyncIterator["SqlUnitOfWork"]:
+    async def _other_write(self, lock_keys: Sequence[str], announce: bool = True) -> AsyncIterator["SqlUnitOfWork"]:
         if self.is_sqlite:
             await self._acquire_write_lock()
             try:
@@ -182,6 +233,8 @@ class SqlAlchemyCaseStore:
         else:
             async with self._transaction(None, lock_keys) as uow:
                 yield uow
+        if announce:
+            self._committed()
 
     async def _acquire_write_lock(self) -> None:
         lock = self._write_lock
@@ -198,7 +251,7 @@ class SqlAlchemyCaseStore:
             self._lock_waiting -= 1
 
     @asynccontextmanager
-    async def _sqlite_write(self) -> AsyncIterator["SqlUnitOfWork"]:
+    async def _sqlite_write(self, announce: bool = True) -> AsyncIterator["SqlUnitOfWork"]:
         """Group commit: units of work that queue while one runs join its transaction.
 
         Each unit of work still runs alone (the write lock) and inside its own SAVEPOINT
@@ -293,6 +346,8 @@ class SqlAlchemyCaseStore:
             await shielded(self._finish_group_locked(group))
         await group.settled()  # committed, and on stable storage
         group.check()
+        if announce:
+            self._committed()
 
     async def _take_file_lock(self, lock: WriterFileLock) -> None:
         """The cross-process writer lock for a new group (see `WriterFileLock`): at once

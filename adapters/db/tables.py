@@ -387,3 +387,35 @@ import_rows = Table(
     Column("seq", Integer, primary_key=True),
     Column("payload", Text, nullable=False),
 )
+
+# Click-to-dial call progress through the `sip_ua` PBX (migration 0201): every call state
+# with its time, end cause, rule id and recording. Plain `DateTime(timezone=True)` as the
+# migration built it, so rows already stored read back as before.
+pbx_attempt_progress = Table(
+    "pbx_attempt_progress",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("attempt_id", String(64), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("cause", String(32)),
+    Column("rule_id", String(100)),
+    Column("detail", String(500)),
+    Column("recording_id", String(100)),
+    # the case's flags when the call connected and when it ended: a stop recorded during
+    # a connected call does not cut it, but is shown on the attempt
+    Column("case_flags", String(500)),
+    Index("ix_pbx_attempt_progress_attempt_id", "attempt_id"),
+)
+
+# SIP Call-ID → attempt, learnt from PBX events on the bus that carry both (migration
+# 0301), so later events of the call may name only the Call-ID.
+mqtt_pbx_calls = Table(
+    "mqtt_pbx_calls",
+    metadata,
+    Column("call_id", String(256), primary_key=True),
+    Column("attempt_id", String(64), nullable=False),
+    Column("pbx_id", String(128), nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Index("ix_mqtt_pbx_calls_attempt_id", "attempt_id"),
+)

@@ -8,9 +8,12 @@
     consumer.py    InboundConsumer: dial commands (v5 response topic / v3.1.1 reply_to)
                    and PBX events; anything bad → `dialgate/v1/deadletter`, never fatal
     bus.py         MqttEventBus: the three together as one async context manager
-    bridge.py      open_mqtt(services): the bus wired to the gate's use cases (extension)
-    ports.py       OutboxSource, EventPublisher, DialCommandHandler, PbxEventHandler
+    bridge.py      open_mqtt(services): the bus wired to the gate's use cases (extension):
+                   dial commands → RequestDial, PBX events → dialer/attempt_state.py
+    ports.py       EventPublisher, DialCommandHandler, PbxEventHandler; OutboxSource and
+                   RelayStore (what the relay needs of the store) from dialer/outbox.py
     errors.py      the exception tree; topics.py, events.py, backoff.py (masking: dialer/masking.py)
 
-Payloads are documented as JSON Schemas in schemas/events/ (README there).
+Payloads are documented as JSON Schemas in schemas/events/ (README there). The package
+imports no other adapter and no HTTP code: the store is reached through `RelayStore`.
 """

@@ -2,21 +2,22 @@
 
 Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is set:
 
-- Out: the relay publishes the service's `outbox` table (SqlAlchemyOutboxSource). It is
-  woken after every committed write transaction of the store, plus a slow poll. It also
-  deletes rows published more than `[mqtt] published_retention_days` ago.
+- Out: the relay publishes the service's outbox (the store's `outbox_source`). It is
+  woken after every committed write transaction of the store (`on_commit`), plus a slow
+  poll. It also deletes rows published more than `[mqtt] published_retention_days` ago.
 - In, `dialgate/v1/commands/dial`: the user's token is checked with the service's
   Authenticator, the body validated as `POST /v1/dials`'s, and the same RequestDial use
   case runs with channel "mqtt". The reply carries the HTTP answer: 201 and the same
   body as the API, or 403 with the `dial-blocked` problem (a blocked dial is an answer,
   not a dead letter). Bad token, wrong creditor, unknown case, malformed body: dead
   letter plus an error reply.
-- In, `dialgate/v1/pbx/<pbx_id>/events`: matched to an attempt by `attempt_id`, or by
-  SIP Call-ID through the call map this bridge keeps (`mqtt_pbx_calls`): the first
-  event of a call that names both teaches it. `answered` marks the attempt connected
-  (it then counts for the "connected calls" caps) and dialing if it was only
-  authorised; `hangup` with a talk time > 0 also marks it connected; every event is
-  written as an `attempt.state` event with the PBX's details, in one transaction.
+- In, `dialgate/v1/pbx/<pbx_id>/events`: handed to the application's attempt state use
+  case (dialer/attempt_state.py `AttemptStates.apply_call_event`), which matches the
+  attempt by `attempt_id`, or by SIP Call-ID once the first event of a call that names
+  both taught it. `answered` marks the attempt connected (it then counts for the
+  "connected calls" caps) and dialing if it was only authorised; `hangup` with a talk
+  time > 0 also marks it connected; every event is written as an `attempt.state` event
+  with the PBX's details, in one transaction.
 
 `services.mqtt` is set to the bus for /readyz and the console's health strip.
 
@@ -24,23 +25,22 @@ In a worker pool (`dialgate serve --workers N`) the bus runs in the primary only
 also listens on the pool's wake socket (adapters/mqtt/waker.py); the extension
 `open_mqtt_waker`, entered by every worker, makes a secondary's commits wake it. On
 PostgreSQL the bus runs in the leader of every instance on the database
-(dialer/leadership.py) and the wake travels as NOTIFY (adapters/db/outbox_notify.py).
+(dialer/leadership.py) and the wake travels as NOTIFY (the store's `commits_elsewhere`
+and `announce_commits`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from pydantic import ValidationError
 
-from adapters.db.outbox_source import SqlAlchemyOutboxSource
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import MqttConfig, load_mqtt_config
 from adapters.mqtt.errors import (
@@ -50,23 +50,23 @@ from adapters.mqtt.errors import (
     UnauthorisedMessage,
     UnmatchedMessage,
 )
-from dialer.masking import mask_path
-from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent
+from adapters.mqtt.ports import DialCommand, DialReply, PbxEvent, RelayStore
 from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
+from dialer.attempt_state import AttemptStates, CallEvent
+from dialer.commands import DialBody
+from dialer.errors import (
+    ApiError,
+    ConfigError,
+    Conflict,
+    DialBlocked,
+    Forbidden,
+    NoSuchAttempt,
+    NoSuchCase,
+    Unauthenticated,
+)
+from dialer.usecases import RequestDial
 
 log = structlog.get_logger("dialgate.mqtt.bridge")
-
-metadata = sa.MetaData()
-# SIP Call-ID → attempt, learnt from PBX events that carry both (this adapter's table on
-# the service's database, built by migration 0301_mqtt; a test compares the two).
-pbx_calls = sa.Table(
-    "mqtt_pbx_calls",
-    metadata,
-    sa.Column("call_id", sa.String(256), primary_key=True),
-    sa.Column("attempt_id", sa.String(64), nullable=False, index=True),
-    sa.Column("pbx_id", sa.String(128), nullable=False),
-    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
-)
 
 
 class GateDialHandler:
@@ -76,10 +76,6 @@ class GateDialHandler:
         self.services = services
 
     async def handle_dial(self, command: DialCommand) -> DialReply:
-        from dialer.errors import ApiError, DialBlocked, NoSuchCase, Unauthenticated
-        from dialer.http.dials import DialBody
-        from dialer.usecases import RequestDial
-
         try:
             actor = await self.services.auth.authenticate(f"Bearer {command.token}")
         except Unauthenticated as exc:
@@ -152,155 +148,73 @@ class GateDialHandler:
 
 
 class GatePbxHandler:
-    """PBX call events → attempt state, connected flag and an `attempt.state` event."""
+    """PBX call events → the application's attempt state use case (dialer/attempt_state.py);
+    its refusals become dead letters with a bilingual reason."""
 
-    def __init__(self, services: Any) -> None:
-        self.services = services
-
-    def _now(self) -> datetime:
-        return self.services.clock.now().astimezone(UTC)
+    def __init__(self, states: AttemptStates) -> None:
+        self.states = states
 
     async def handle_pbx_event(self, event: PbxEvent) -> None:
-        store = self.services.store
-        async with store.write() as uow:
-            attempt_id = event.attempt_id
-            if attempt_id is None:
-                row = (
-                    await uow.conn.execute(
-                        sa.select(pbx_calls.c.attempt_id).where(pbx_calls.c.call_id == event.call_id)
-                    )
-                ).first()
-                if row is None:
-                    raise UnmatchedMessage(
-                        "no attempt known for this SIP Call-ID (send attempt_id with the "
-                        "call's first event)",
-                        "没有与该 SIP Call-ID 对应的拨号记录（请在该通话的首个事件中附带 attempt_id）",
-                        details={"call_id": event.call_id},
-                    )
-                attempt_id = row.attempt_id
-            attempt = await uow.attempts.get(attempt_id)
-            if attempt is None:
+        try:
+            await self.states.apply_call_event(
+                CallEvent(
+                    pbx_id=event.pbx_id, kind=event.kind, occurred_at=event.occurred_at, call_id=event.call_id,
+                    attempt_id=event.attempt_id, cause=event.cause, duration_s=event.duration_s,
+                    recording=event.recording_path or event.recording_url, creditor=event.creditor,
+                )
+            )
+        except NoSuchAttempt as exc:
+            if "call_id" in exc.details:
                 raise UnmatchedMessage(
-                    "no such attempt", "没有该拨号记录", details={"attempt_id": attempt_id}
-                )
-            if event.creditor is not None and event.creditor != attempt.creditor:
-                raise UnauthorisedMessage(
-                    "the event's creditor is not the attempt's",
-                    "事件的委托方与拨号记录的委托方不符",
-                    reason="wrong-creditor",
-                    details={"attempt_id": attempt_id, "creditor": event.creditor},
-                )
-            if event.call_id is not None and event.attempt_id is not None:
-                await self._learn_call(uow, event, attempt_id)
-
-            state = "dialing" if attempt.state == "authorised" else attempt.state
-            connected: bool | None = None
-            if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
-                connected = True
-            await uow.attempts.set_state(attempt_id, state, connected=connected)
-            payload: dict[str, Any] = {
-                "attempt_id": attempt_id,
-                "state": state,
-                "connected": bool(connected or attempt.connected),
-                "channel": attempt.channel,
-                "agent_id": attempt.agent_id,
-                "decision_id": attempt.decision_id,
-                "pbx_event": event.kind,
-                "pbx_id": event.pbx_id,
-                "pbx_at": event.occurred_at.astimezone(UTC).isoformat(),
-            }
-            if event.kind == "hangup":
-                payload.update(cause=event.cause, duration_s=event.duration_s)
-            if event.kind == "recording_ready":
-                payload["recording"] = mask_path(event.recording_path or event.recording_url or "")
-            await uow.outbox.add(
-                "attempt.state",
-                creditor=attempt.creditor,
-                case_pk=attempt.case_pk,
-                case_id=attempt.case_id,
-                occurred_at=self._now(),
-                payload=payload,
-            )
-
-    async def _learn_call(self, uow: Any, event: PbxEvent, attempt_id: str) -> None:
-        known = (
-            await uow.conn.execute(
-                sa.select(pbx_calls.c.attempt_id).where(pbx_calls.c.call_id == event.call_id)
-            )
-        ).first()
-        if known is None:
-            await uow.conn.execute(
-                sa.insert(pbx_calls).values(
-                    call_id=event.call_id,
-                    attempt_id=attempt_id,
-                    pbx_id=event.pbx_id,
-                    first_seen=self._now(),
-                )
-            )
-        elif known.attempt_id != attempt_id:
+                    "no attempt known for this SIP Call-ID (send attempt_id with the call's first event)",
+                    "没有与该 SIP Call-ID 对应的拨号记录（请在该通话的首个事件中附带 attempt_id）",
+                    details=exc.details,
+                ) from exc
+            raise UnmatchedMessage("no such attempt", "没有该拨号记录", details=exc.details) from exc
+        except Forbidden as exc:
+            raise UnauthorisedMessage(
+                "the event's creditor is not the attempt's",
+                "事件的委托方与拨号记录的委托方不符",
+                reason="wrong-creditor",
+                details=exc.details,
+            ) from exc
+        except Conflict as exc:
             raise MalformedMessage(
                 "this Call-ID already belongs to another attempt",
                 "该 Call-ID 已属于另一个拨号记录",
                 reason="call-id-conflict",
-                details={"call_id": event.call_id},
-            )
-
-
-def _notify_after_commits(store: Any, notify: Callable[[], None]) -> Callable[[], None]:
-    """Wake the relay after each committed write transaction of the store.
-
-    Wraps the store instance's `write` (the composition root owns that object): the
-    notify runs only after the `async with` exited cleanly, i.e. after COMMIT, so the
-    relay never looks before the rows are visible. Returns the undo.
-    """
-    original = store.write
-
-    @asynccontextmanager
-    async def write(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        async with original(*args, **kwargs) as uow:
-            yield uow
-        notify()
-
-    store.write = write
-
-    def restore() -> None:
-        store.write = original
-
-    return restore
+                details=exc.details,
+            ) from exc
 
 
 @asynccontextmanager
 async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
-    """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set."""
+    """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set.
+    The store is reached only as a `RelayStore` (dialer/outbox.py)."""
     config = _mqtt_config(services)
     if config is None:
         yield None
         return
-    store = services.store
-    source = SqlAlchemyOutboxSource(
-        store,
+    store: RelayStore = services.store
+    source = store.outbox_source(
         now=lambda: services.clock.now().astimezone(UTC),
-        write=store.write,
         retention=timedelta(days=config.published_retention_days),
     )
     bus = MqttEventBus(
         config,
         source,
         GateDialHandler(services),
-        GatePbxHandler(services),
+        GatePbxHandler(AttemptStates(services.store, services.clock)),
         now=lambda: services.clock.now().astimezone(UTC),
     )
-    restore = _notify_after_commits(store, bus.notify)
+    # after COMMIT, never before: the relay must not look before the rows are visible
+    forget = store.on_commit(bus.notify)
     services.mqtt = bus
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(bus)
-            if getattr(store, "is_postgres", False):
-                # Other instances' commits wake this relay too (open_mqtt_waker).
-                from adapters.db.leader import asyncpg_dsn
-                from adapters.db.outbox_notify import PgOutboxListener
-
-                await stack.enter_async_context(PgOutboxListener(asyncpg_dsn(store.url), bus.notify))
+            # Other instances' commits wake this relay too (open_mqtt_waker).
+            await stack.enter_async_context(store.commits_elsewhere(bus.notify))
             pool_lock = _pool_lock()
             if pool_lock and getattr(services, "role", "primary") == "primary":
                 # The other workers' commits wake this relay too (open_mqtt_waker).
@@ -313,43 +227,41 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
             log.info("mqtt.bus_started", broker=config.display_url, client_id=config.client_id)
             yield bus
     finally:
-        restore()
+        forget()
         services.mqtt = None
         await source.aclose()  # a claim the relay did not get to mark goes back to the outbox
 
 
 @asynccontextmanager
-async def open_mqtt_waker(services: Any) -> AsyncIterator[RelayWaker | None]:
-    """Extension factory entered by every worker: in a secondary worker of a pool
-    (dialer/workers.py) with `[mqtt] url` set, each committed write of its store wakes
-    the primary's relay through the pool's wake socket. Nothing elsewhere (the primary
-    wakes its relay itself, in `open_mqtt`)."""
-    if getattr(services.store, "is_postgres", False) and _mqtt_config(services) is not None:
-        # Any instance on the database, while it does not run the bus itself.
-        from adapters.db.leader import asyncpg_dsn
-        from adapters.db.outbox_notify import PgOutboxWaker
-
-        async with PgOutboxWaker(asyncpg_dsn(services.store.url)) as pg_waker:
+async def open_mqtt_waker(services: Any) -> AsyncIterator[Any]:
+    """Extension factory entered by every worker: each committed write of this process
+    wakes the relay that runs elsewhere. On PostgreSQL, any instance on the database
+    while it does not run the bus itself (NOTIFY); in a secondary worker of a pool
+    (dialer/workers.py), through the pool's wake socket. Only with `[mqtt] url` set;
+    nothing elsewhere (the primary wakes its relay itself, in `open_mqtt`)."""
+    store: RelayStore = services.store
+    if getattr(store, "is_postgres", False) and _mqtt_config(services) is not None:
+        async with store.announce_commits() as pg_waker:
             def wake() -> None:
                 if services.mqtt is None:
                     pg_waker.wake_soon()
 
-            restore = _notify_after_commits(services.store, wake)
+            forget = store.on_commit(wake)
             try:
                 yield pg_waker
             finally:
-                restore()
+                forget()
         return
     pool_lock = _pool_lock()
     if getattr(services, "role", "primary") != "secondary" or not pool_lock or _mqtt_config(services) is None:
         yield None
         return
     with RelayWaker(wake_socket_path(pool_lock)) as waker:
-        restore = _notify_after_commits(services.store, waker.wake_soon)
+        forget = store.on_commit(waker.wake_soon)
         try:
             yield waker
         finally:
-            restore()
+            forget()
 
 
 def _pool_lock() -> str | None:
@@ -361,8 +273,6 @@ def _pool_lock() -> str | None:
 
 
 def _mqtt_config(services: Any) -> MqttConfig | None:
-    from dialer.errors import ConfigError
-
     try:
         return load_mqtt_config(services.config.section("mqtt"), os.environ)
     except MqttConfigError as exc:

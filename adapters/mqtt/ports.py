@@ -1,9 +1,10 @@
 """What the MQTT adapter needs from the rest of the system, as Protocols.
 
-- `OutboxSource`: the transactional outbox (events written in the same transaction as
-  the change). The relay reads unsent events in commit order and marks them sent once
-  the broker acknowledged them (PUBACK). Implementations: `InMemoryOutboxSource`
-  (tests/support/outbox.py), `SqlAlchemyOutboxSource` (adapters/db/outbox_source.py).
+- `OutboxSource`, `OutboxEvent`, `RelayStore` (dialer/outbox.py): the transactional
+  outbox (events written in the same transaction as the change). The relay reads unsent
+  events in commit order and marks them sent once the broker acknowledged them (PUBACK).
+  Implementations: `InMemoryOutboxSource` (tests/support/outbox.py), the store's
+  (adapters/db, reached only through `RelayStore`).
 - `EventPublisher`: what the relay publishes through (the `MqttConnection`).
 - `DialCommandHandler`, `PbxEventHandler`: what inbound messages are handed to. They
   raise `MessageRejected` subclasses (adapters/mqtt/errors.py) for messages that must
@@ -17,34 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """One committed, not yet published event.
-
-    `position` is the outbox's commit order (the row id) and what `mark_sent` takes.
-    `ordering_key` groups events that must be published in order (the case id); events
-    with different keys may be published in parallel. `payload` is the JSON document
-    exactly as stored (see schemas/events/).
-    """
-
-    position: int
-    event_id: str
-    type: str
-    creditor: str
-    payload: bytes
-    ordering_key: str | None = None
-    sequence: int | None = None
-
-
-class OutboxSource(Protocol):
-    async def fetch_unsent(self, limit: int) -> Sequence[OutboxEvent]:
-        """Up to `limit` unsent events, oldest first (ascending `position`)."""
-        ...
-
-    async def mark_sent(self, positions: Sequence[int]) -> None:
-        """Record that these events were acknowledged by the broker."""
-        ...
+from dialer.outbox import OutboxEvent, OutboxSource, RelayStore
 
 
 class EventPublisher(Protocol):
@@ -106,3 +80,9 @@ class PbxEventHandler(Protocol):
     async def handle_pbx_event(self, event: PbxEvent) -> None:
         """Apply the event; raise UnmatchedMessage when no attempt matches it."""
         ...
+
+
+__all__ = [
+    "DialCommand", "DialCommandHandler", "DialReply", "EventPublisher", "OutboxEvent", "OutboxSource",
+    "PbxEvent", "PbxEventHandler", "RelayStore",
+]

@@ -16,9 +16,9 @@ before the debtor leg — the attempt is set `released` and stops counting. Once
 debtor's phone was dialled it counts, answered or not; answered calls are also marked
 `connected` (the "connected calls" caps).
 
-Progress rows (`pbx_attempt_progress`, this adapter's own table on the service's
-database, built by its migration adapters/db/migrations/versions/0201_pbx_attempt_progress.py) keep every state with its timestamp, cause, rule id and the
-recording id; `GET /v1/attempts/{id}` (adapters/pbx/http.py) shows them.
+Every call state is kept with its timestamp, cause, rule id and the recording id, and
+every change of the attempt is written, through the application's one writer of attempt
+state (dialer/attempt_state.py `AttemptStates`); `GET /v1/attempts/{id}` shows them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
-import sqlalchemy as sa
 import structlog
 
 from adapters.pbx.bridge import BridgeLimiter
@@ -37,28 +36,11 @@ from adapters.pbx.config import PbxConfig, PbxConfigError, parse_pbx_config
 from adapters.pbx.errors import CapacityExceeded, PbxUnavailable
 from adapters.pbx.originate import AttemptState, EndCause, Originator, OriginateRequest, Progress, Recheck
 from adapters.pbx.sip_ua import SipUserAgent
+from dialer.attempt_state import AttemptStates
 from dialer.errors import ApiError
-from dialer.model import AttemptRecord, Principal
+from dialer.model import AttemptRecord, CallProgress, Principal
 
 log = structlog.get_logger("adapters.pbx.service")
-
-# Mirrors migration 0201_pbx (a test compares the migrated schema with this).
-metadata = sa.MetaData()
-progress_table = sa.Table(
-    "pbx_attempt_progress",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("attempt_id", sa.String(64), nullable=False, index=True),
-    sa.Column("state", sa.String(32), nullable=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("cause", sa.String(32)),
-    sa.Column("rule_id", sa.String(100)),
-    sa.Column("detail", sa.String(500)),
-    sa.Column("recording_id", sa.String(100)),
-    # the case's flags when the call connected and when it ended: a stop recorded during
-    # a connected call does not cut it, but is shown on the attempt
-    sa.Column("case_flags", sa.String(500)),
-)
 
 PBX_ACTOR = Principal(user_id=0, name="pbx-ua", role="pbx", creditors=frozenset())
 
@@ -133,6 +115,7 @@ class SipUaPbx:
             ua, self.limiter, agent_ring_timeout=cfg.agent_ring_timeout, callee_ring_timeout=cfg.callee_ring_timeout,
             clock=lambda: services.clock.now().astimezone(timezone.utc),
         )
+        self.states = AttemptStates(services.store, services.clock)
         self._jobs: set[asyncio.Task[Any]] = set()
 
     # the Gate asks before deciding (dialer.usecases: request_dial)
@@ -161,9 +144,10 @@ class SipUaPbx:
             slot = self.originator.reserve()
         except (PbxUnavailable, CapacityExceeded) as exc:
             now = self._now()
-            await self._record(Progress(attempt.attempt_id, AttemptState.ORIGINATING, now))
+            await self._record(attempt, Progress(attempt.attempt_id, AttemptState.ORIGINATING, now))
             await self._record(
-                Progress(attempt.attempt_id, AttemptState.ENDED, now, cause=EndCause.FAILED, detail=exc.reason), release=attempt
+                attempt, Progress(attempt.attempt_id, AttemptState.ENDED, now, cause=EndCause.FAILED, detail=exc.reason),
+                release=True,
             )
             return
         job = asyncio.create_task(self._run(slot, attempt, extension), name=f"pbx-originate-{attempt.attempt_id}")
@@ -193,13 +177,11 @@ class SipUaPbx:
             nonlocal connected
             if p.state is AttemptState.CONNECTED:
                 connected = True
-                await self._set_attempt(attempt, None, connected=True)
+                await self.states.mark_connected(attempt)
             # released in the same transaction as the `ended` row: whoever sees the end
             # sees the attempt no longer counting
             await self._record(
-                p,
-                release=attempt if p.state is AttemptState.ENDED and not p.callee_dialled else None,
-                case=attempt if connected else None,
+                attempt, p, release=p.state is AttemptState.ENDED and not p.callee_dialled, case_flags=connected
             )
 
         async def sink_factory(_r: OriginateRequest) -> Any:
@@ -223,37 +205,12 @@ class SipUaPbx:
     def _now(self) -> datetime:
         return self.services.clock.now().astimezone(timezone.utc)
 
-    async def _record(self, p: Progress, *, release: AttemptRecord | None = None, case: AttemptRecord | None = None) -> None:
-        async with self.services.store.write() as uow:
-            if release is not None:
-                await self._set_attempt_in(uow, release, "released", connected=None)
-            flags = None
-            if case is not None:
-                record = await uow.cases.get(case.creditor, case.case_id)
-                flags = ",".join(sorted(record.flags)) if record is not None else None
-            await uow.conn.execute(
-                sa.insert(progress_table).values(
-                    attempt_id=p.attempt_id, state=str(p.state), at=p.at, cause=str(p.cause) if p.cause else None,
-                    rule_id=p.rule_id, detail=(p.detail or None) and p.detail[:500], recording_id=p.recording_id,
-                    case_flags=flags,
-                )
-            )
-
-    async def _set_attempt(self, attempt: AttemptRecord, state: str | None, *, connected: bool | None = None) -> None:
-        async with self.services.store.write() as uow:
-            await self._set_attempt_in(uow, attempt, state, connected=connected)
-
-    async def _set_attempt_in(self, uow: Any, attempt: AttemptRecord, state: str | None, *, connected: bool | None) -> None:
-        current = await uow.attempts.get(attempt.attempt_id)
-        if current is None:
-            return
-        await uow.attempts.set_state(attempt.attempt_id, state or current.state, connected=connected)
-        await uow.outbox.add(
-            "attempt.state", creditor=attempt.creditor, case_pk=attempt.case_pk, case_id=attempt.case_id,
-            occurred_at=self._now(),
-            payload={"attempt_id": attempt.attempt_id, "state": state or current.state, "channel": attempt.channel,
-                     "connected": connected, "agent_id": attempt.agent_id, "decision_id": attempt.decision_id},
+    async def _record(self, attempt: AttemptRecord, p: Progress, *, release: bool = False, case_flags: bool = False) -> None:
+        progress = CallProgress(
+            p.attempt_id, str(p.state), p.at, cause=str(p.cause) if p.cause else None, rule_id=p.rule_id,
+            detail=p.detail, recording_id=p.recording_id,
         )
+        await self.states.record_progress(attempt, progress, release=release, case_flags=case_flags)
 
     async def drain(self, timeout: float = 10.0) -> None:
         if self._jobs:
@@ -262,17 +219,6 @@ class SipUaPbx:
                 job.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def progress_rows(conn: Any, attempt_id: str) -> list[dict[str, Any]]:
-    """The attempt's progress rows, in order, read on `conn` (inside the caller's
-    transaction, so they agree with the attempt row read there)."""
-    rows = (
-        await conn.execute(
-            sa.select(progress_table).where(progress_table.c.attempt_id == attempt_id).order_by(progress_table.c.id)
-        )
-    ).mappings()
-    return [dict(r) for r in rows]
 
 
 @asynccontextmanager

@@ -4,38 +4,13 @@ configured key provider around a given metadata repository."""
 
 from __future__ import annotations
 
-import os
-import stat
-from pathlib import Path
-
-from recordings.config import RecordingsConfig, SecretRef
-from recordings.errors import ConfigError
+from recordings.config import RecordingsConfig
 from recordings.ports import BlobStore, ChainSealer, Clock, KeyProvider, RecordingRepository
 from recordings.vault import Checkpoint, Vault
 
 from adapters.storage.filesystem import FilesystemBlobStore
 from adapters.storage.keys import EnvKeyProvider, KeyFileKeyProvider
-
-
-def read_secret(ref: SecretRef, what: str) -> str:
-    """A secret named by the config: an environment variable or a file readable by
-    its owner only. The value never appears in an error."""
-    if ref.env:
-        value = os.environ.get(ref.env, "")
-        if not value:
-            raise ConfigError(f"{what}: 环境变量 {ref.env} 未设置 / environment variable {ref.env} is not set")
-        return value
-    path = Path(ref.file)
-    try:
-        st = path.stat()
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{what}: 文件权限过宽 / {path} is accessible by group or others; run chmod 600")
-        value = path.read_text("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{what}: 无法读取 / cannot read {path}: {type(exc).__name__}") from exc
-    if not value:
-        raise ConfigError(f"{what}: 文件为空 / {path} is empty")
-    return value
+from adapters.storage.secrets import read_secret
 
 
 def key_provider(cfg: RecordingsConfig, clock: Clock | None = None) -> KeyProvider:
@@ -84,3 +59,6 @@ def build_vault(
         ciphers=cfg.ciphers,
         sealer=sealer,
     )
+
+
+__all__ = ["blob_store", "build_vault", "key_provider", "read_secret"]

@@ -46,13 +46,14 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from recordings.config import SecretRef
 from recordings.errors import BlobLocked, ConfigError, InvalidRequest
 from recordings.ports import StoredBlob
 
 from adapters.storage.filesystem import StorageError
+from adapters.storage.secrets import read_secret
 
 SUFFIX = ".dgr"
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -100,21 +101,11 @@ class S3Settings:
 def _secret(table: Mapping[str, Any], name: str, default_env: str, environ: Mapping[str, str]) -> str:
     file = table.get(f"{name}_file")
     if file:
-        try:
-            value = Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"recordings.s3.{name}_file: 无法读取 / cannot read {file}: {exc.strerror}") from exc
-    else:
-        var = table.get(f"{name}_env") or default_env
-        value = environ.get(var, "").strip()
-        if not value:
-            raise ConfigError(
-                f"recordings.s3.{name}: 环境变量 {var} 未设置 / environment variable {var} is not set "
-                f"(or give recordings.s3.{name}_file)"
-            )
-    if not value:
-        raise ConfigError(f"recordings.s3.{name}: 为空 / is empty")
-    return value
+        return read_secret(SecretRef(file=str(file)), f"recordings.s3.{name}_file")
+    var = table.get(f"{name}_env") or default_env
+    return read_secret(
+        SecretRef(env=var), f"recordings.s3.{name}", environ=environ, hint=f" (or give recordings.s3.{name}_file)"
+    )
 
 
 def settings_from_config(url: str, table: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> S3Settings:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 
+from dialer.commands import DialBody
 from dialer.errors import DialBlocked
 from dialer.http.deps import Caller, Svc
 from dialer.http.inputs import Day, When
@@ -22,14 +23,6 @@ from dialer.usecases import CheckDial, LogOutcome, PromiseInput, RequestDial, ou
 
 router = APIRouter(prefix="/v1", tags=["dials"])
 _bind = structlog.contextvars.bind_contextvars
-
-
-class DialBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    case_id: str = Field(min_length=1, max_length=100)
-    number: str = Field(min_length=1, max_length=40)
-    agent_id: str = Field(min_length=1, max_length=100)
-    creditor: str | None = Field(default=None, description="needed only when the case id exists for two creditors")
 
 
 class CheckBody(DialBody):

@@ -309,15 +309,11 @@ async def test_audit_verify_command_exits_1_and_names_the_record(gate: Any) -> N
 
 # -- migrations ---------------------------------------------------------------------
 def _queried_metadata() -> MetaData:
-    """The core tables plus the adapters' own (PBX progress rows, MQTT call map): every
-    table the service's code queries, all built by migrations, none at start-up."""
-    from adapters.mqtt.bridge import metadata as mqtt_metadata
-    from adapters.pbx.service import metadata as pbx_metadata
-
+    """Every table the service's code queries, the PBX progress rows and the MQTT call
+    map included: all in adapters/db/tables.py, all built by migrations, none at start-up."""
     combined = MetaData()
-    for md in (tables.metadata, pbx_metadata, mqtt_metadata):
-        for table in md.tables.values():
-            table.to_metadata(combined)
+    for table in tables.metadata.tables.values():
+        table.to_metadata(combined)
     return combined
 
 

@@ -200,15 +200,22 @@ async def test_a_run_directory_path_too_long_for_a_socket_address_still_works(tm
 
 
 class _Store:
-    """Just the `write()` unit of work the waker wraps."""
+    """Just the `write()` unit of work and the `on_commit` listeners the waker uses."""
 
     def __init__(self) -> None:
         self.committed = 0
+        self.listeners: list[Any] = []
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[None]:
         yield None
         self.committed += 1
+        for listener in self.listeners:
+            listener()
+
+    def on_commit(self, listener: Any) -> Any:
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
 
 
 def _services(role: str, mqtt: dict[str, Any] | None) -> SimpleNamespace:
@@ -233,9 +240,9 @@ async def test_a_secondary_wakes_the_primary_after_each_commit_and_not_after_a_r
                 pass
             await notify.until(1)
             assert listener.received == 1  # the rolled-back write sent nothing before it
-        async with services.store.write():  # after shutdown the store is unwrapped
+        async with services.store.write():  # after shutdown nothing listens to the store
             pass
-    assert services.store.committed == 2 and listener.received == 1
+    assert services.store.committed == 2 and listener.received == 1 and services.store.listeners == []
 
 
 @pytest.mark.parametrize(("role", "pool", "mqtt"), [
@@ -251,10 +258,9 @@ async def test_the_waker_does_nothing_outside_a_secondary_of_a_pool_with_mqtt(
     else:
         monkeypatch.delenv("DIALGATE_POOL_LOCK", raising=False)
     services = _services(role, mqtt)
-    original = services.store.write
     async with open_mqtt_waker(services) as waker:
         assert waker is None
-        assert services.store.write == original
+        assert services.store.listeners == []
 
 
 def test_a_secondary_whose_long_run_directory_is_gone_drops_its_wakes(tmp_path: Path) -> None:

@@ -37,8 +37,9 @@ def test_an_s3_store_takes_its_credentials_from_the_named_environment_variables(
 
 
 def test_credentials_can_come_from_files(tmp_path) -> None:
-    (tmp_path / "ak").write_text("AKIAFILE\n")
-    (tmp_path / "sk").write_text("file-secret\n")
+    for name, value in (("ak", "AKIAFILE\n"), ("sk", "file-secret\n")):
+        (tmp_path / name).write_text(value)
+        (tmp_path / name).chmod(0o600)  # a credential others may read is refused
     s = settings_from_config(
         "s3://b-1", {"access_key_file": str(tmp_path / "ak"), "secret_key_file": str(tmp_path / "sk")}, environ={}
     )
@@ -48,6 +49,18 @@ def test_credentials_can_come_from_files(tmp_path) -> None:
 def test_a_missing_credential_names_the_variable_to_set() -> None:
     with pytest.raises(ConfigError, match="DIALGATE_S3_ACCESS_KEY"):
         settings_from_config("s3://b-1", {}, environ={})
+
+
+def test_a_credential_file_others_may_read_is_refused_without_showing_it(tmp_path) -> None:
+    (tmp_path / "ak").write_text("AKIAOPEN\n")
+    (tmp_path / "ak").chmod(0o644)
+    (tmp_path / "sk").write_text("open-secret\n")
+    (tmp_path / "sk").chmod(0o600)
+    with pytest.raises(ConfigError, match=r"recordings\.s3\.access_key_file.*chmod 600") as err:
+        settings_from_config(
+            "s3://b-1", {"access_key_file": str(tmp_path / "ak"), "secret_key_file": str(tmp_path / "sk")}, environ={}
+        )
+    assert "AKIAOPEN" not in str(err.value)
 
 
 @pytest.mark.parametrize(

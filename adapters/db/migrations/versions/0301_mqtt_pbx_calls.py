@@ -4,9 +4,8 @@ Revision ID: 0301_mqtt
 Revises: 0003_expiry
 Create Date: 2026-11-23 20:25:00
 
-Owned by the MQTT bridge (adapters/mqtt/bridge.py `pbx_calls`, which the code
-queries). Earlier builds created this table at start-up; a database that already has
-it is left as it is.
+Declared for queries as adapters/db/tables.py `mqtt_pbx_calls`. Earlier builds created
+this table at start-up; a database that already has it is left as it is.
 """
 from alembic import op
 import sqlalchemy as sa

@@ -1,9 +1,9 @@
 """`GET /v1/attempts/{id}`: an attempt's call progress; `GET /v1/pbx`: the PBX link.
 
 The attempt shows the gate's record (state, channel, decision) and, for click-to-dial
-through `sip_ua`, every call state with its timestamp, the end cause (and the rule id
-when the second decision blocked) and the recording id. Another creditor's attempt is a
-404, like a missing one. Numbers are masked for roles that may not see them.
+through the service's own user agent (`[pbx] mode = "sip_ua"`), every call state with
+its timestamp, the end cause (and the rule id when the second decision blocked) and the
+recording id. Another creditor's attempt is a 404, like a missing one. Numbers are masked for roles that may not see them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from adapters.pbx.service import progress_rows
 from dialer.errors import NoSuchAttempt
 from dialer.http.deps import Caller, Svc
 from dialer.masking import mask_number
@@ -39,7 +38,7 @@ async def _collector_may_open(svc: Any, who: Any, attempt: Any) -> bool:
 async def get_attempt(attempt_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
     async with svc.store.read() as uow:  # one snapshot: the attempt and its progress agree
         attempt = await uow.attempts.get(attempt_id)
-        rows = await progress_rows(uow.conn, attempt_id) if attempt is not None else []
+        rows = await uow.attempts.progress(attempt_id) if attempt is not None else []
     if attempt is None or not who.can_see(attempt.creditor) or not await _collector_may_open(svc, who, attempt):
         raise NoSuchAttempt(f"no attempt {attempt_id!r}", details={"attempt_id": attempt_id})
     last = rows[-1] if rows else None

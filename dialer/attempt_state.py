@@ -1,0 +1,191 @@
+"""The one writer of attempt state and of `attempt.state` events.
+
+    authorised ──► dialing ──► completed     the PBX placed it; the outcome is logged
+        │
+        ├────────► expired                   the PBX never placed it in time (it counts)
+        └────────► released                  click-to-dial never reached the debtor
+                                             (it stops counting)
+
+Beside the state, `connected` records that the debtor answered (the "connected calls"
+caps count it). Every move writes the attempt row and its `attempt.state` outbox event
+in one unit of work, so whoever sees the event sees the row.
+
+The functions taking a `uow` run inside a use case's own transaction (dialer/usecases.py:
+a dial consuming a reservation, an outcome, the expiry sweep). `AttemptStates` opens one
+write per call for the PBX adapters: the service's own user agent (call progress, the
+debtor answered, the attempt released) and PBX events arriving on the bus.
+
+Errors (`AttemptStates.apply_call_event`, the transaction is rolled back):
+
+    NoSuchAttempt   no attempt with that id, or none learnt for that SIP Call-ID
+                    (details name `attempt_id` or `call_id`)
+    Forbidden       the event names another creditor than the attempt's
+    Conflict        the SIP Call-ID was learnt for another attempt
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from dialer.errors import Conflict, Forbidden, NoSuchAttempt
+from dialer.masking import mask_path
+from dialer.model import AttemptRecord, CallProgress
+from dialer.ports import CaseStore, Clock, UnitOfWork
+
+EVENT = "attempt.state"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Call progress a PBX reported about an attempt (`dialgate/v1/pbx/<pbx_id>/events`).
+
+    The attempt is named by `attempt_id`, or by the SIP `call_id` once an event naming
+    both has taught which attempt the call belongs to."""
+
+    pbx_id: str
+    kind: str  # answered | hangup | recording_ready
+    occurred_at: datetime
+    call_id: str | None = None
+    attempt_id: str | None = None
+    cause: str | None = None  # hangup: SIP/Q.850 cause as the PBX sent it
+    duration_s: float | None = None  # hangup: talk time
+    recording: str | None = None  # recording_ready: the PBX's path or URL
+    creditor: str | None = None  # when the PBX knows it; must be the attempt's
+
+
+async def _announce(uow: UnitOfWork, attempt: AttemptRecord, at: datetime, payload: dict[str, Any]) -> None:
+    await uow.outbox.add(
+        EVENT, creditor=attempt.creditor, case_pk=attempt.case_pk, case_id=attempt.case_id, occurred_at=at,
+        payload=payload,
+    )
+
+
+async def mark_dialing(uow: UnitOfWork, attempt: AttemptRecord, *, channel: str, at: datetime) -> AttemptRecord:
+    """A reservation is used: the PBX places the call (`channel`: who asked for it)."""
+    await uow.attempts.set_state(attempt.attempt_id, "dialing")
+    await _announce(uow, attempt, at, {
+        "attempt_id": attempt.attempt_id, "state": "dialing", "channel": channel,
+        "decision_id": attempt.decision_id, "agent_id": attempt.agent_id,
+    })
+    return replace(attempt, state="dialing")
+
+
+async def mark_completed(uow: UnitOfWork, attempt: AttemptRecord, *, connected: bool, at: datetime) -> None:
+    """The call's outcome is logged."""
+    await uow.attempts.set_state(attempt.attempt_id, "completed", connected=connected)
+    await _announce(uow, attempt, at, {
+        "attempt_id": attempt.attempt_id, "state": "completed", "connected": connected,
+        "decision_id": attempt.decision_id, "agent_id": attempt.agent_id,
+    })
+
+
+async def mark_expired(uow: UnitOfWork, attempt: AttemptRecord, *, at: datetime) -> None:
+    """An authorisation the PBX never used within its validity (it still counts)."""
+    await uow.attempts.set_state(attempt.attempt_id, "expired")
+    await _announce(uow, attempt, at, {
+        "attempt_id": attempt.attempt_id, "state": "expired", "decision_id": attempt.decision_id,
+        "agent_id": attempt.agent_id,
+    })
+
+
+async def _user_agent_update(
+    uow: UnitOfWork, attempt: AttemptRecord, state: str | None, *, connected: bool | None, at: datetime
+) -> None:
+    """The service's user agent moved the call on: `state` None keeps the stored one."""
+    current = await uow.attempts.get(attempt.attempt_id)
+    if current is None:
+        return
+    state = state or current.state
+    await uow.attempts.set_state(attempt.attempt_id, state, connected=connected)
+    await _announce(uow, attempt, at, {
+        "attempt_id": attempt.attempt_id, "state": state, "channel": attempt.channel, "connected": connected,
+        "agent_id": attempt.agent_id, "decision_id": attempt.decision_id,
+    })
+
+
+class AttemptStates:
+    """The attempt moves the PBX adapters report, each in a write of its own."""
+
+    def __init__(self, store: CaseStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        return self.clock.now().astimezone(UTC)
+
+    async def mark_connected(self, attempt: AttemptRecord) -> None:
+        """The debtor answered a call the service's user agent placed."""
+        async with self.store.write() as uow:
+            await _user_agent_update(uow, attempt, None, connected=True, at=self._now())
+
+    async def record_progress(
+        self, attempt: AttemptRecord, progress: CallProgress, *, release: bool = False, case_flags: bool = False
+    ) -> None:
+        """Keep a call state of a click-to-dial attempt. `release`: the call ended before
+        the debtor's phone was dialled, so the attempt stops counting, in the same
+        transaction as the `ended` state (whoever sees the end sees it not counting).
+        `case_flags`: keep the case's flags with it (a stop recorded during a connected
+        call does not cut the call, but is shown on the attempt)."""
+        async with self.store.write() as uow:
+            if release:
+                await _user_agent_update(uow, attempt, "released", connected=None, at=self._now())
+            flags = None
+            if case_flags:
+                case = await uow.cases.get(attempt.creditor, attempt.case_id)
+                flags = ",".join(sorted(case.flags)) if case is not None else None
+            if progress.detail is not None:
+                progress = replace(progress, detail=progress.detail[:500] or None)  # the column's bound
+            await uow.attempts.add_progress(progress, flags)
+
+    async def apply_call_event(self, event: CallEvent) -> None:
+        """A PBX event: the attempt is being dialled (if it was only authorised), and
+        connected once answered or hung up after talking; an `attempt.state` event
+        carries the PBX's details. Raises as the module docstring says."""
+        async with self.store.write() as uow:
+            attempt_id = event.attempt_id
+            if attempt_id is None:
+                attempt_id = await uow.attempts.attempt_for_call(event.call_id or "")
+                if attempt_id is None:
+                    raise NoSuchAttempt("no attempt known for this SIP Call-ID", details={"call_id": event.call_id})
+            attempt = await uow.attempts.get(attempt_id)
+            if attempt is None:
+                raise NoSuchAttempt("no such attempt", details={"attempt_id": attempt_id})
+            if event.creditor is not None and event.creditor != attempt.creditor:
+                raise Forbidden(
+                    "the event's creditor is not the attempt's",
+                    details={"attempt_id": attempt_id, "creditor": event.creditor},
+                )
+            if event.call_id is not None and event.attempt_id is not None:
+                await self._learn_call(uow, event, attempt_id)
+
+            state = "dialing" if attempt.state == "authorised" else attempt.state
+            connected: bool | None = None
+            if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
+                connected = True
+            await uow.attempts.set_state(attempt_id, state, connected=connected)
+            payload: dict[str, Any] = {
+                "attempt_id": attempt_id,
+                "state": state,
+                "connected": bool(connected or attempt.connected),
+                "channel": attempt.channel,
+                "agent_id": attempt.agent_id,
+                "decision_id": attempt.decision_id,
+                "pbx_event": event.kind,
+                "pbx_id": event.pbx_id,
+                "pbx_at": event.occurred_at.astimezone(UTC).isoformat(),
+            }
+            if event.kind == "hangup":
+                payload.update(cause=event.cause, duration_s=event.duration_s)
+            if event.kind == "recording_ready":
+                payload["recording"] = mask_path(event.recording or "")
+            await _announce(uow, attempt, self._now(), payload)
+
+    async def _learn_call(self, uow: UnitOfWork, event: CallEvent, attempt_id: str) -> None:
+        assert event.call_id is not None
+        known = await uow.attempts.attempt_for_call(event.call_id)
+        if known is None:
+            await uow.attempts.add_call(event.call_id, attempt_id, event.pbx_id, self._now())
+        elif known != attempt_id:
+            raise Conflict("this Call-ID already belongs to another attempt", details={"call_id": event.call_id})
