@@ -96,8 +96,9 @@ async def test_killing_an_s3_ingest_at_any_step_leaves_no_recording_no_open_uplo
     async with service_vault(tmp_path, blobs):
         pass  # database migrated, key file created
     proc = run_child_until(tmp_path, step, blobs, seaweed)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
+    with proc:  # closes its pipes
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
     open_uploads = blobs.temporaries()
     if step in ("sealed", "synced"):
         # parts went up (ciphertext), the object was never completed: not visible

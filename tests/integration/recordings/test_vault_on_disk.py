@@ -125,8 +125,9 @@ async def test_killing_the_ingest_at_any_step_leaves_no_plaintext_and_no_half_re
     async with service_vault(tmp_path):
         pass  # database migrated, key file created
     proc = run_child_until(tmp_path, step)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
+    with proc:  # closes its pipes
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
     assert_no_plaintext(tmp_path)  # blobs, temporaries, the database, the key file
 
     async with service_vault(tmp_path) as vault:  # "the next start"
