@@ -6,17 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 checked=(
   policy
-  recordings/__init__.py
-  recordings/config.py
-  recordings/errors.py
-  recordings/events.py
-  recordings/keywrap.py
-  recordings/model.py
-  recordings/ports.py
-  recordings/register.py
-  recordings/retention.py
-  recordings/testing.py
-  recordings/verify_plan.py
+  recordings
+  adapters/storage/filesystem.py
   dialer/clock.py
   dialer/csv_cells.py
   dialer/errors.py
