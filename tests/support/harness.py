@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -136,12 +137,19 @@ async def in_process(
 # `dialgate serve` processes
 
 
-def cli(config: Path, *args: str, timeout: float = 120) -> str:
+def process_env(*, hermetic: bool = False) -> dict[str, str]:
+    """The environment of a `dialgate` process; `hermetic` drops every `DIALGATE_`
+    variable, so a developer's own settings cannot change what the test sees."""
+    env = {k: v for k, v in os.environ.items() if not (hermetic and k.startswith("DIALGATE_"))}
+    return {**env, "PYTHONPATH": str(REPO)}
+
+
+def cli(config: Path, *args: str, timeout: float = 120, env: Mapping[str, str] | None = None) -> str:
     """`dialgate <args> --config <config>`'s standard output; an AssertionError with its
     standard error when it fails."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [*DIALGATE, *args, "--config", str(config)], cwd=config.parent, env=env,
+        [*DIALGATE, *args, "--config", str(config)], cwd=config.parent,
+        env=dict(env) if env is not None else process_env(),
         capture_output=True, text=True, timeout=timeout,
     )
     if done.returncode != 0:
@@ -149,24 +157,38 @@ def cli(config: Path, *args: str, timeout: float = 120) -> str:
     return done.stdout
 
 
-def add_users(config: Path, users: Iterable[User]) -> dict[str, str]:
-    """`dialgate users add` for each `(name, role, creditors)`; their tokens by name."""
-    tokens = {}
-    for name, role, creditors in users:
+def add_users(config: Path, users: Iterable[User], *, env: Mapping[str, str] | None = None,
+              workers: int = 1) -> dict[str, str]:
+    """`dialgate users add` for each `(name, role, creditors)`; their tokens by name.
+    With `workers` > 1 the first is added alone (it may create and migrate the
+    database), the rest side by side."""
+
+    def add(user: User) -> tuple[str, str]:
+        name, role, creditors = user
         args = ["users", "add", "--name", name, "--role", role]
         for creditor in creditors:
             args += ["--creditor", creditor]
-        tokens[name] = cli(config, *args).strip().splitlines()[-1]
+        return name, cli(config, *args, env=env).strip().splitlines()[-1]
+
+    todo = list(users)
+    if workers <= 1 or len(todo) < 2:
+        return dict(add(u) for u in todo)
+    tokens = dict([add(todo[0])])
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        tokens.update(pool.map(add, todo[1:]))
     return tokens
 
 
-def serve(config: Path, port: int, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`dialgate serve` on `port` (standard error kept for `wait_ready` to report)."""
-    return subprocess.Popen(
-        [*DIALGATE, "serve", "--config", str(config), "--port", str(port)], cwd=config.parent,
-        env=dict(env) if env is not None else {**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+def serve(config: Path, port: int, *, env: Mapping[str, str] | None = None,
+          log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`dialgate serve` on `port`. Standard error is kept for `wait_ready` to report,
+    or, with `log`, both outputs go to that file (a long run never fills a pipe)."""
+    args = [*DIALGATE, "serve", "--config", str(config), "--port", str(port)]
+    penv = dict(env) if env is not None else process_env()
+    if log is None:
+        return subprocess.Popen(args, cwd=config.parent, env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(args, cwd=config.parent, env=penv, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:

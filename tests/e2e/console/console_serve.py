@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import sqlite3
 import struct
 import subprocess
-import sys
 import time
 import wave
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,9 +24,9 @@ from typing import Any
 import httpx
 
 from tests.support.builders import case_doc, users
+from tests.support.harness import add_users, process_env, serve, stop
 from tests.support.net import free_port
 
-DIALGATE = str(Path(sys.executable).with_name("dialgate"))
 RECORDING_SECONDS = 5.0
 USERS = users("comp-a", "sup-a", "qa-a", "data-a", "data-b", "col-a", "col-a2", "col-b", "pbx", "admin")
 # The service runs on the wall clock: commissions that cover any day the tests run.
@@ -86,42 +83,17 @@ class Served:
         return sorted(items, key=lambda i: (i["at"], i["seq"]), reverse=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
-def run_cli(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([DIALGATE, *args], capture_output=True, text=True, timeout=60, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"dialgate {' '.join(args)} failed: {out.stderr[-2000:]}")
-    return out.stdout
+        stop(self.proc)
 
 
 def start(tmp: Path) -> Served:
     port = free_port()
     cfg = tmp / "config.toml"
     cfg.write_text(CONFIG.format(data=(tmp / "var").as_posix(), port=port))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALGATE_")}
-    tokens = {}
-
-    def add(name: str, role: str, creditors: tuple[str, ...]) -> None:
-        args = ["users", "add", "--name", name, "--role", role, "--config", str(cfg)]
-        for c in creditors:
-            args += ["--creditor", c]
-        tokens[name] = run_cli(*args, env=env).strip().splitlines()[-1]
-
-    add(*USERS[0])  # creates and migrates the database
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for f in [pool.submit(add, *u) for u in USERS[1:]]:
-            f.result()
+    env = process_env(hermetic=True)
+    tokens = add_users(cfg, USERS, env=env, workers=4)
     log_path = tmp / "serve.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([DIALGATE, "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = serve(cfg, port, env=env, log=log_path)
     served = Served(f"http://127.0.0.1:{port}", proc, tokens, log_path)
     deadline = time.monotonic() + 60
     while True:
