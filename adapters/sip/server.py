@@ -854,19 +854,4 @@ def _split_commas(value: str) -> list[str]:
         return [value]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for UDP and TCP right now (tests and tools)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free port")
-
-
-__all__ = ["SipServer", "SipStats", "build_response", "best_effort_error_response", "free_port"]
+__all__ = ["SipServer", "SipStats", "build_response", "best_effort_error_response"]
