@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +18,10 @@ from rich.table import Table
 
 from dialer.config import Config, load_config
 from dialer.errors import ApiError, ConfigError, DialGateError
+
+if TYPE_CHECKING:
+    from dialer.auth import UserAdmin
+    from dialer.services import Services
 
 app = typer.Typer(help="DialGate: the compliance gate between the PBX and the case store.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -80,7 +84,8 @@ def serve(
     """Run the HTTP service (migrates the database first)."""
     import uvicorn
 
-    from dialer.app import build_app, open_services
+    from dialer.app import build_app, frozen_after_startup
+    from dialer.bootstrap import open_services
     from dialer.logs import configure_logging
 
     http: dict[str, Any] = {}
@@ -142,7 +147,7 @@ def serve(
             err.print(f"[red]config error:[/red] {exc}")
             raise typer.Exit(2) from None
         return
-    uvicorn.run(_frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, **options)
+    uvicorn.run(frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, **options)
 
 
 @app.command("demo-token")
@@ -167,47 +172,16 @@ def demo_token(
     print(token)
 
 
-def freeze_long_lived() -> None:
-    """Collect once, then keep everything alive now out of the collector's walks and
-    make young collections rarer (see `_frozen_after_startup`)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(7000, 20, 20)
-
-
-def _frozen_after_startup(app: Any) -> Any:
-    """Once start-up is done, everything alive (modules, the app, the store, the policy)
-    stays for the life of the process: `gc.freeze()` takes it out of the collector's
-    walks, so a full collection under load costs the requests' garbage, not ~10^5
-    long-lived objects (a latency spike every few thousand requests otherwise). Young
-    collections run less often too: each dial allocates thousands of short-lived objects."""
-    from contextlib import asynccontextmanager
-
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: Any) -> Any:
-        async with inner(a) as state:
-            freeze_long_lived()
-            yield state
-
-    app.router.lifespan_context = lifespan
-    return app
-
-
 @db_app.command("upgrade")
 def db_upgrade(config: Optional[Path] = ConfigOpt) -> None:
     """Apply the migrations up to the newest revision."""
-    from adapters.db.migrate import upgrade
-    from dialer.app import make_store
+    from dialer.bootstrap import migrate, open_store
 
     cfg = _config(config)
 
     async def go() -> str:
-        async with make_store(cfg) as store:
-            return await upgrade(store)
+        async with open_store(cfg) as store:
+            return await migrate(store)
 
     rev = _run(go())
     typer.echo(f"database at revision {rev}")
@@ -221,7 +195,7 @@ def users_add(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Create a user; prints the new token alone on the last line (shown once)."""
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
     from dialer.auth import add_user
 
     cfg = _config(config)
@@ -236,7 +210,7 @@ def users_add(
     typer.echo(token)
 
 
-def _user_admin(svc: Any) -> Any:
+def _user_admin(svc: Services) -> UserAdmin:
     from dialer.auth import USERS_REVISION_FILE, UserAdmin, UsersRevision
 
     return UserAdmin(svc.store, svc.clock, UsersRevision(svc.config.paths.data_dir / USERS_REVISION_FILE))
@@ -244,7 +218,7 @@ def _user_admin(svc: Any) -> Any:
 
 def _users_call(config: Optional[Path], job: Any) -> Any:
     """Run `job(UserAdmin)` against the configured store."""
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
 
     cfg = _config(config)
 
@@ -326,13 +300,13 @@ def audit_verify(
                                          "also check that no chain was rolled back behind it"),
 ) -> None:
     """Check the decision-log chains under the evidence key and the case-history chains; names the first edited, inserted or deleted record."""
-    from dialer.app import make_store
+    from dialer.bootstrap import open_store
     from dialer.audit import compare_heads, verify
 
     cfg = _config(config)
 
     async def go() -> Any:
-        async with make_store(cfg) as store:
+        async with open_store(cfg) as store:
             return await verify(store), (await compare_heads(store, heads) if heads is not None else [])
 
     report, behind = _run(go())
@@ -358,14 +332,14 @@ def audit_heads(
     """Print the current chain heads as one JSON line, for a copy kept outside the database."""
     from datetime import datetime, timezone
 
-    from dialer.app import make_store
+    from dialer.bootstrap import open_store
     from dialer.audit import current_heads, export_heads
     from dialer.evidence import export_line
 
     cfg = _config(config)
 
     async def go() -> Any:
-        async with make_store(cfg) as store:
+        async with open_store(cfg) as store:
             now = datetime.now(timezone.utc)
             if out is not None:
                 return await export_heads(store, out, now)
@@ -377,12 +351,12 @@ def audit_heads(
 @audit_app.command("anchor")
 def audit_anchor(config: Optional[Path] = ConfigOpt) -> None:
     """Put chain heads written before the evidence key under it (the service does this at start)."""
-    from dialer.app import make_store
+    from dialer.bootstrap import open_store
 
     cfg = _config(config)
 
     async def go() -> int:
-        async with make_store(cfg) as store:
+        async with open_store(cfg) as store:
             async with store.write() as uow:
                 return int(await uow.decisions.anchor())
 
@@ -445,7 +419,7 @@ def _simulate_from_log(
     from zoneinfo import ZoneInfo
 
     from dialer import replay_cli
-    from dialer.app import load_policies
+    from dialer.bootstrap import load_policies
 
     if since is None or until is None:
         err.print("[red]error:[/red] --from-log needs --since and --until (YYYY-MM-DD)")

@@ -53,7 +53,7 @@ def cases_import(
 
 
 async def _import(cfg: Any, file: Path, kind: str, encoding: str | None) -> Any:
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
     from dialer.import_jobs import ImportJobs, Upload, load_import_limits
     from dialer.model import Principal
 

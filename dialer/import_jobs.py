@@ -572,7 +572,7 @@ def _sniff(path: Path) -> str:
 @asynccontextmanager
 async def open_import_jobs(services: Any) -> AsyncIterator[None]:
     """Extension: `services.imports`; the primary rolls interrupted jobs forward."""
-    from dialer.app import events_wanted
+    from dialer.bootstrap import events_wanted
 
     limits = load_import_limits(services.config.section("imports"), services.config.source)
     store = services.store

@@ -9,38 +9,42 @@ check itself). The bearer scheme still shows in the OpenAPI document (`bearer`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import ipaddress
+from collections.abc import Iterable
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
 
 from dialer.http.limits import PRINCIPAL_KEY
 from dialer.model import Principal
-
-if TYPE_CHECKING:
-    from dialer.app import Services
+from dialer.services import Services
 
 _bind = structlog.contextvars.bind_contextvars
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-async def services(request: Request) -> "Services":
-    return request.app.state.services
+
+async def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
 
 
 def authorization_header(scope: Any) -> str | None:
     """The request's `Authorization` header (latin-1, as Starlette decodes headers)."""
     for key, value in scope["headers"]:
         if key == b"authorization":
-            return value.decode("latin-1")
+            text: str = value.decode("latin-1")
+            return text
     return None
 
 
-def client_of(scope: Any, svc: Any = None) -> str | None:
+def client_of(scope: Any, svc: Services | None = None) -> str | None:
     """The caller's address: the peer's, or — only when the peer is one of `[http]
     trusted_proxies` — the nearest address in `X-Forwarded-For` that is not a trusted
     proxy (anyone else can write that header)."""
     peer = scope.get("client")
-    host = peer[0] if peer else None
-    trusted = getattr(getattr(getattr(svc, "config", None), "http", None), "trusted_proxies", ())
+    host: str | None = peer[0] if peer else None
+    trusted = svc.config.http.trusted_proxies if svc is not None else ()
     if host is None or not trusted or not _in(host, trusted):
         return host
     forwarded = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for").decode("latin-1")
@@ -51,9 +55,7 @@ def client_of(scope: Any, svc: Any = None) -> str | None:
     return host
 
 
-def _in(address: str, networks: Any) -> bool:
-    import ipaddress
-
+def _in(address: str, networks: Iterable[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -68,8 +70,9 @@ async def principal(request: Request) -> Principal:
         svc: Services = request.app.state.services
         who = await svc.auth.authenticate(authorization_header(scope), client=client_of(scope, svc))
     _bind(user=who.name, role=who.role)
-    return who
+    principal: Principal = who
+    return principal
 
 
 Caller = Annotated[Principal, Depends(principal)]
-Svc = Annotated[Any, Depends(services)]
+Svc = Annotated[Services, Depends(services)]

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from dialer.app import Services, build_app
+from dialer.app import build_app
+from dialer.bootstrap import Services
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
