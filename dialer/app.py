@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dialer.bootstrap import Extension, extensions, open_leadership, open_services, routers
 from dialer.config import Config
@@ -28,7 +28,7 @@ from dialer.http import problems
 from dialer.http.dials import fast_dial
 from dialer.http.limits import TOO_LARGE_KEY, guard_body
 from dialer.leadership import StaticLeadership, lead
-from dialer.ports import Clock, Leadership, Pbx, RecordingStore
+from dialer.ports import Clock, Pbx, RecordingStore
 from dialer.services import Campaign, Role, ServiceStore, Services
 from dialer.worklist import Worklist
 
@@ -67,10 +67,10 @@ class RequestContext:
     """Pure ASGI middleware: a request id per request, bound for every log line; and the
     limits checked before a body is read (`dialer.http.limits`)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -85,7 +85,7 @@ class RequestContext:
         header = (b"x-request-id", rid.encode("latin-1"))
         started = False
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 if started:
@@ -101,7 +101,7 @@ class RequestContext:
                 return  # the body of the answer the 413 replaced
             await send(message)
 
-        async def send_with_id_raw(message: dict[str, Any]) -> None:
+        async def send_with_id_raw(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
@@ -122,11 +122,11 @@ class RequestContext:
             await _answer_problem(scope, exc, send_with_id_raw)
 
 
-async def _answer_problem(scope: dict[str, Any], exc: Any, send: Any) -> None:
+async def _answer_problem(scope: Scope, exc: ApiError, send: Send) -> None:
     body = problems.problem_response(exc.to_problem(problems.instance_of_scope(scope)), exc.status,
                                      {"Connection": "close"})
 
-    async def nothing() -> dict[str, Any]:
+    async def nothing() -> Message:
         return {"type": "http.disconnect"}
 
     await body(scope, nothing, send)
@@ -179,7 +179,7 @@ def _singleton_jobs(services: Services) -> list[tuple[str, float, Job]]:
     return jobs
 
 
-def _fenced(leadership: Leadership, token: int, work: Job) -> Job:
+def _fenced(leadership: Campaign, token: int, work: Job) -> Job:
     async def run() -> None:
         if leadership.holds(token):  # fenced: not after the term ran out
             await work()
@@ -187,7 +187,7 @@ def _fenced(leadership: Leadership, token: int, work: Job) -> Job:
     return run
 
 
-def _term(services: Services, leadership: Leadership, leader_only: list[Extension],
+def _term(services: Services, leadership: Campaign, leader_only: list[Extension],
           ) -> Callable[[int], AbstractAsyncContextManager[None]]:
     """What the leader runs for one term: the leader's extensions and the singleton
     jobs; cancelled and left as soon as the term ends."""

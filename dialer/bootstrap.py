@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from fastapi import APIRouter
 
@@ -72,7 +72,8 @@ def events_wanted(config: Config) -> bool:
     """Whether units of work keep their outbox events: only when an event bus (`[mqtt]
     url`) will publish them. A bad `[mqtt]` table counts as wanted; the bus's own
     start-up refuses it with the reason."""
-    from adapters.mqtt.config import MqttConfigError, load_mqtt_config
+    from adapters.mqtt.config import load_mqtt_config
+    from adapters.mqtt.errors import MqttConfigError
 
     try:
         return load_mqtt_config(config.section("mqtt"), os.environ) is not None
@@ -89,8 +90,9 @@ def store_for(config: StoreConfig, *, events: bool, evidence: EvidenceKey | None
     """A case store over `[store]` settings alone (a child process's own connection)."""
     from adapters.db.store import SqlAlchemyCaseStore
 
-    store: ServiceStore = SqlAlchemyCaseStore(config, events=events, evidence=evidence)
-    return store
+    # Its repositories are not declared against the ports' Protocols (their contract
+    # tests check them), so the type checker takes the port's word here.
+    return cast(ServiceStore, SqlAlchemyCaseStore(config, events=events, evidence=evidence))
 
 
 def build_vault(rcfg: RecordingsConfig, store: ServiceStore, now: Callable[[], datetime]) -> Vault:
@@ -138,9 +140,9 @@ def bootstrap(
     role: Role = "primary",
 ) -> Services:
     """The application wired over `config`: the real adapters, or those passed in."""
-    store = store if store is not None else make_store(config)
     clock = clock if clock is not None else SystemClock()
     policies = policies if policies is not None else load_policies(config)
+    store = store if store is not None else make_store(config)
     gate = Gate(
         store=store,
         clock=clock,
@@ -179,9 +181,7 @@ async def open_services(
 
 
 async def _migrate_and_anchor(store: ServiceStore) -> None:
-    from adapters.db.migrate import upgrade
-
-    await upgrade(store)
+    await migrate(store)
     # Heads written before the evidence key existed go under it now (a migration has
     # no key): from here on their chains are keyed.
     async with store.write() as uow:

@@ -1,7 +1,7 @@
 """Which instance runs what must exist once: the outbox relay and MQTT bus, the
 recordings sweep and inbox, the PBX user agent, the expiry of stale authorisations.
 
-Two ways to decide, chosen by the store (dialer/app.py):
+Two ways to decide, chosen by the store (dialer/bootstrap.py `open_leadership`):
 
 * SQLite: the database is a file on one host, so the pool's file lock decides
   (dialer/workers.py): `StaticLeadership(True)` in the worker holding it, `False` in

@@ -36,15 +36,28 @@ class ServiceStore(CaseStore, Protocol):
     """The case store as the service runs it: opened with `async with`, and declaring
     the capabilities the application branches on instead of having them probed."""
 
-    url: str
-    # The evidence key the chains are MACed with; the vault seals its register with it.
-    evidence: EvidenceKey
-    # PostgreSQL: advisory locks, LISTEN/NOTIFY, a leader elected across instances.
-    is_postgres: bool
-    # Every write is serialised (one SQLite writer): a dial may resolve its case inside it.
-    serialised_writes: bool
-    # Whether units of work keep their outbox events (only when a bus publishes them).
-    events: bool
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def evidence(self) -> EvidenceKey:
+        """The key the chains are MACed with; the vault seals its register with it."""
+        ...
+
+    @property
+    def is_postgres(self) -> bool:
+        """PostgreSQL: advisory locks, LISTEN/NOTIFY, a leader elected across instances."""
+        ...
+
+    @property
+    def serialised_writes(self) -> bool:
+        """Every write is serialised (one SQLite writer): a dial may resolve its case inside it."""
+        ...
+
+    @property
+    def events(self) -> bool:
+        """Whether units of work keep their outbox events (only when a bus publishes them)."""
+        ...
 
     async def __aenter__(self) -> Any: ...
 

@@ -1,6 +1,6 @@
 """The MQTT bus wired to the gate service: the extension `open_mqtt(services)`.
 
-Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is set:
+Started by the composition root (dialer/bootstrap.py `extensions`) when `[mqtt] url` is set:
 
 - Out: the relay publishes the service's `outbox` table (SqlAlchemyOutboxSource). It is
   woken after every committed write transaction of the store, plus a slow poll. It also
@@ -271,7 +271,7 @@ def _notify_after_commits(store: Any, notify: Callable[[], None]) -> Callable[[]
 
 @asynccontextmanager
 async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
-    """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set."""
+    """Extension (dialer/bootstrap.py): the MQTT bus when `[mqtt] url` is set."""
     config = _mqtt_config(services)
     if config is None:
         yield None
