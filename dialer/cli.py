@@ -16,8 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialer.config import Config, load_config
-from dialer.errors import ApiError, ConfigError, DialGateError
+from dialer.cli_common import err, load_config_or_exit, run_or_exit
+from dialer.config import Config
+from dialer.errors import ConfigError, DialGateError
 
 if TYPE_CHECKING:
     from dialer.auth import UserAdmin
@@ -50,27 +51,7 @@ from dialer.import_cli import cases_app as _cases_app  # noqa: E402 - the import
 
 app.add_typer(_cases_app, name="cases", help="Cases: imports with a progress bar (案件导入).")
 
-err = Console(stderr=True, soft_wrap=True)  # one error per line: scripts and tests match on it
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
-
-
-def _config(path: Optional[Path], **overrides: dict[str, Any]) -> Config:
-    try:
-        return load_config(path, overrides={k: v for k, v in overrides.items() if v})
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _run(coro: Any) -> Any:
-    try:
-        return asyncio.run(coro)
-    except ApiError as exc:
-        err.print(f"[red]error:[/red] {exc.detail} {exc.details or ''}")
-        raise typer.Exit(2) from None
-    except DialGateError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -95,7 +76,7 @@ def serve(
         http["port"] = port
     if workers:
         http["workers"] = workers
-    cfg = _config(config, http=http)
+    cfg = load_config_or_exit(config, http=http)
     configure_logging(cfg.log.level, cfg.log.json)
     if demo:
         from dialer.demo import seed_demo
@@ -104,7 +85,7 @@ def serve(
             async with open_services(cfg, migrate=True) as svc:
                 return await seed_demo(svc)
 
-        rows = _run(seed())
+        rows = run_or_exit(seed())
         from dialer.demo import demo_tokens_file
 
         table = Table(title="DialGate demo users")
@@ -160,7 +141,7 @@ def demo_token(
 
     from dialer.demo import demo_tokens_file
 
-    path = demo_tokens_file(_config(config).paths.data_dir)
+    path = demo_tokens_file(load_config_or_exit(config).paths.data_dir)
     try:
         token = json.loads(path.read_text(encoding="utf-8")).get(name)
     except (OSError, ValueError, AttributeError):
@@ -177,13 +158,13 @@ def db_upgrade(config: Optional[Path] = ConfigOpt) -> None:
     """Apply the migrations up to the newest revision."""
     from dialer.bootstrap import migrate, open_store
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> str:
         async with open_store(cfg) as store:
             return await migrate(store)
 
-    rev = _run(go())
+    rev = run_or_exit(go())
     typer.echo(f"database at revision {rev}")
 
 
@@ -198,14 +179,14 @@ def users_add(
     from dialer.bootstrap import open_services
     from dialer.auth import add_user
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> str:
         async with open_services(cfg, migrate=True) as svc:
             _, token = await add_user(svc.store, svc.clock, name, role, frozenset(creditor))
             return token
 
-    token = _run(go())
+    token = run_or_exit(go())
     typer.echo(f"user {name} ({role}) created; token:")
     typer.echo(token)
 
@@ -220,13 +201,13 @@ def _users_call(config: Optional[Path], job: Any) -> Any:
     """Run `job(UserAdmin)` against the configured store."""
     from dialer.bootstrap import open_services
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> Any:
         async with open_services(cfg, migrate=True) as svc:
             return await job(_user_admin(svc))
 
-    return _run(go())
+    return run_or_exit(go())
 
 
 def _show_user(u: dict[str, Any]) -> str:
@@ -303,13 +284,13 @@ def audit_verify(
     from dialer.bootstrap import open_store
     from dialer.audit import compare_heads, verify
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> Any:
         async with open_store(cfg) as store:
             return await verify(store), (await compare_heads(store, heads) if heads is not None else [])
 
-    report, behind = _run(go())
+    report, behind = run_or_exit(go())
     for chain, n in sorted(report.chains.items()):
         typer.echo(f"chain {chain}: {n} records")
     typer.echo(f"case history: {report.history_entries} entries")
@@ -336,7 +317,7 @@ def audit_heads(
     from dialer.audit import current_heads, export_heads
     from dialer.evidence import export_line
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> Any:
         async with open_store(cfg) as store:
@@ -345,7 +326,7 @@ def audit_heads(
                 return await export_heads(store, out, now)
             return export_line(await current_heads(store), store.evidence, now.isoformat())
 
-    typer.echo(json.dumps(_run(go()), separators=(",", ":"), sort_keys=True))
+    typer.echo(json.dumps(run_or_exit(go()), separators=(",", ":"), sort_keys=True))
 
 
 @audit_app.command("anchor")
@@ -353,14 +334,14 @@ def audit_anchor(config: Optional[Path] = ConfigOpt) -> None:
     """Put chain heads written before the evidence key under it (the service does this at start)."""
     from dialer.bootstrap import open_store
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> int:
         async with open_store(cfg) as store:
             async with store.write() as uow:
                 return int(await uow.decisions.anchor())
 
-    typer.echo(f"{_run(go())} chain heads anchored under the evidence key")
+    typer.echo(f"{run_or_exit(go())} chain heads anchored under the evidence key")
 
 
 @app.command()
@@ -382,7 +363,7 @@ def simulate(
     from dialer.logs import configure_logging
 
     configure_logging("warning", True)
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
     if from_log:
         _simulate_from_log(cfg, config, since, until, log_config, creditor, compare, fmt, write_scenario)
         return
@@ -433,7 +414,7 @@ def _simulate_from_log(
     except (ConfigError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    log_cfg = _config(log_config or config)
+    log_cfg = load_config_or_exit(log_config or config)
     try:
         data = asyncio.run(replay_cli.load_from_store(log_cfg, start, end, frozenset(creditor) or None))
     except DialGateError as exc:

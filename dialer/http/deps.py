@@ -9,58 +9,22 @@ check itself). The bearer scheme still shows in the OpenAPI document (`bearer`).
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
 
 from dialer.http.limits import PRINCIPAL_KEY
+from dialer.http.peers import authorization_header, client_of
 from dialer.model import Principal
 from dialer.services import Services
 
 _bind = structlog.contextvars.bind_contextvars
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
-
-
-def authorization_header(scope: Any) -> str | None:
-    """The request's `Authorization` header (latin-1, as Starlette decodes headers)."""
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            text: str = value.decode("latin-1")
-            return text
-    return None
-
-
-def client_of(scope: Any, svc: Services | None = None) -> str | None:
-    """The caller's address: the peer's, or — only when the peer is one of `[http]
-    trusted_proxies` — the nearest address in `X-Forwarded-For` that is not a trusted
-    proxy (anyone else can write that header)."""
-    peer = scope.get("client")
-    host: str | None = peer[0] if peer else None
-    trusted = svc.config.http.trusted_proxies if svc is not None else ()
-    if host is None or not trusted or not _in(host, trusted):
-        return host
-    forwarded = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for").decode("latin-1")
-    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-        if not _in(hop, trusted):
-            return hop[:64]
-        host = hop
-    return host
-
-
-def _in(address: str, networks: Iterable[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
 
 
 async def principal(request: Request) -> Principal:
@@ -73,6 +37,8 @@ async def principal(request: Request) -> Principal:
     principal: Principal = who
     return principal
 
+
+__all__ = ["Caller", "Svc", "authorization_header", "client_of", "principal", "services"]
 
 Caller = Annotated[Principal, Depends(principal)]
 Svc = Annotated[Services, Depends(services)]

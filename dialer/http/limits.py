@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from dialer.errors import ApiError, BodyTooLarge, StoreUnavailable
+from dialer.http.peers import client_of
 from dialer.http.problems import instance_of_scope
 
 if TYPE_CHECKING:
@@ -95,8 +96,6 @@ async def guard_body(scope: Any, receive: Any, send: Any) -> Any | None:
         ))
         return None
     if svc is not None and not path.startswith("/console"):
-        from dialer.http.deps import client_of
-
         try:
             scope[PRINCIPAL_KEY] = await svc.auth.authenticate(auth, client=client_of(scope, svc))
         except (ApiError, StoreUnavailable) as exc:
