@@ -115,7 +115,7 @@ def serve(
     options: dict[str, Any] = dict(
         access_log=False, timeout_graceful_shutdown=10, http=GateHttpProtocol,
         # uvicorn would believe X-Forwarded-For from any local client; the service reads
-        # it itself, and only from [http] trusted_proxies (dialer.http.deps.client_of).
+        # it itself, and only from [http] trusted_proxies (dialer.http.peers.client_of).
         proxy_headers=False,
         log_level=cfg.log.level if cfg.log.level in ("debug", "info", "warning", "error") else "info",
     )

@@ -6,8 +6,9 @@ the root imports can name its type without importing the root back.
 
 The components an extension starts (the SIP listener, the MQTT bus, the PBX user agent,
 the recordings vault, the import jobs) are optional fields: None while not enabled,
-set by their extension through `attach_*` while it runs. Each is typed by what the
-application asks of it (a Protocol below), not by the adapter that implements it.
+set by their extension while it runs; the two that change what the gate does (the PBX,
+the recording check) go through `attach_pbx` / `attach_recordings`. Each is typed by
+what the application asks of it (a Protocol below), not by the adapter behind it.
 """
 
 from __future__ import annotations
