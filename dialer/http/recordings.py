@@ -603,10 +603,9 @@ class VaultRecordingCheck:
 
     async def available(self) -> bool:
         def check() -> bool:
-            remote = getattr(self.vault.blobs, "check", None)
-            if remote is not None:
+            if self.vault.blobs.remote:
                 try:
-                    remote()
+                    self.vault.blobs.check()
                 except VaultError:
                     return False
             elif not os.access(self.data_dir, os.W_OK):
@@ -640,10 +639,9 @@ async def open_vault(
         raise ConfigError(f"{services.config.source}: {exc.message}") from exc
     try:
         vault = build(rcfg)
-        remote = getattr(vault.blobs, "check", None)
-        if remote is not None:
+        if vault.blobs.remote:
             # A bucket without the Object Lock asked for is refused here, not found later.
-            await asyncio.to_thread(remote)
+            await asyncio.to_thread(vault.blobs.check)
     except VaultError as exc:
         from dialer.errors import ConfigError
 
@@ -658,7 +656,7 @@ async def open_vault(
     _count_cleaned(cleaned)
     log.info(
         "vault.started",
-        store=getattr(vault.blobs, "location", str(rcfg.data_dir)),
+        store=vault.blobs.location,
         keys=rcfg.keys,
         **cleaned,
     )
