@@ -21,30 +21,29 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-from fastapi import APIRouter
-
-from dialer.auth import USERS_REVISION_FILE, Authenticator, UsersRevision
 from dialer.clock import SystemClock
 from dialer.config import Config, StoreConfig
 from dialer.errors import ConfigError
 from dialer.evidence import EvidenceKey, EvidenceKeyError, load_key
-from dialer.leadership import StaticLeadership, instance_name
-from dialer.ports import Clock, Pbx, RecordingStore
-from dialer.services import Campaign, RecordingWatch, Role, ServiceStore, Services
-from dialer.usecases import Gate
-from policy import PolicyBook, PolicyConfigError, load_policy
 
+# The rest is imported where it is used: a child process that needs only the store
+# (python -m dialer.import_worker) starts without loading the web framework.
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from dialer.console.ports import ConsoleQueries
+    from dialer.ports import Clock, Pbx, RecordingStore
     from dialer.replay import ReplaySource
+    from dialer.services import Campaign, RecordingWatch, Role, ServiceStore, Services
+    from policy import PolicyBook
     from recordings.config import RecordingsConfig
     from recordings.model import Link
     from recordings.vault import Vault
 
 __all__ = [
-    "Extension", "Services", "bootstrap", "console_router", "events_wanted", "evidence_key", "extensions", "load_policies",
+    "Extension", "bootstrap", "console_router", "events_wanted", "evidence_key", "extensions", "load_policies",
     "build_vault", "make_store", "migrate", "open_leadership", "open_services", "open_store", "replay_source", "routers", "store_for",
 ]
 
@@ -52,6 +51,7 @@ __all__ = [
 def load_policies(config: Config) -> PolicyBook:
     """The creditors' policies from `[policy]`; a bad one stops the start with its path."""
     from dialer.holidays_cli import HolidayCalendarError, read_calendar
+    from policy import PolicyConfigError, load_policy
 
     table = config.policy_table
     try:
@@ -92,7 +92,7 @@ def store_for(config: StoreConfig, *, events: bool, evidence: EvidenceKey | None
 
     # Its repositories are not declared against the ports' Protocols (their contract
     # tests check them), so the type checker takes the port's word here.
-    return cast(ServiceStore, SqlAlchemyCaseStore(config, events=events, evidence=evidence))
+    return cast("ServiceStore", SqlAlchemyCaseStore(config, events=events, evidence=evidence))
 
 
 def build_vault(rcfg: RecordingsConfig, store: ServiceStore, now: Callable[[], datetime]) -> Vault:
@@ -140,6 +140,10 @@ def bootstrap(
     role: Role = "primary",
 ) -> Services:
     """The application wired over `config`: the real adapters, or those passed in."""
+    from dialer.auth import USERS_REVISION_FILE, Authenticator, UsersRevision
+    from dialer.services import Services
+    from dialer.usecases import Gate
+
     clock = clock if clock is not None else SystemClock()
     policies = policies if policies is not None else load_policies(config)
     store = store if store is not None else make_store(config)
@@ -191,6 +195,8 @@ async def _migrate_and_anchor(store: ServiceStore) -> None:
 def open_leadership(config: Config, role: Role) -> AbstractAsyncContextManager[Campaign]:
     """SQLite: the pool's file lock decided (a lone process leads). PostgreSQL: an
     advisory lock decides among every instance; a pool's secondary only observes."""
+    from dialer.leadership import StaticLeadership, instance_name
+
     if not config.store.is_postgres:
         return nullcontext(StaticLeadership(role == "primary", instance_name(config.http.port)))
     from adapters.db.leader import PgAdvisoryLeadership

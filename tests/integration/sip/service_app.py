@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from adapters.db import tables
 from dialer.app import build_app
-from dialer.bootstrap import Services
+from dialer.services import Services
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
