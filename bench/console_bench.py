@@ -153,10 +153,10 @@ async def run(args: argparse.Namespace, tmp: str) -> int:
     cfg = build_config(raw)
     clock = FixedClock(NOW)
     app = build_app(cfg, clock=clock)
-    import dialer.console.wiring as wiring
+    from dialer.bootstrap import console_router
 
     if not any(getattr(r, "path", "").startswith("/console") for r in app.routes):
-        app.include_router(wiring.router)
+        app.include_router(console_router())
     async with app.router.lifespan_context(app):
         svc = app.state.services
         _, token = await add_user(svc.store, clock, "comp-bench", "compliance", frozenset({"bank-a", "bank-b"}))

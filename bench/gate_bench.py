@@ -169,7 +169,7 @@ async def drop_pg_db(url: str) -> None:
 
 async def make_users(cfg: Path, users: list[tuple[str, str]]) -> dict[str, str]:
     """Users and their tokens, in this process (one `dialgate users add` each is slow)."""
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
     from dialer.auth import add_user
     from dialer.config import load_config
 
@@ -490,7 +490,7 @@ def _merge(parts: list[dict[str, Any]]) -> dict[Any, int]:
 async def in_process(cfg: Path, args: argparse.Namespace, per_agent: list[list[int]]) -> dict[str, Any]:
     """The same decide-and-reserve without HTTP: `clients` tasks calling Gate.request_dial
     in this process on the same database (what the store and policy cost alone)."""
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
     from dialer.config import load_config
     from dialer.logs import configure_logging
     from dialer.usecases import RequestDial

@@ -190,7 +190,7 @@ class SqliteOutbox:
 
     async def __aenter__(self) -> SqliteOutbox:
         from adapters.db.outbox_source import SqlAlchemyOutboxSource
-        from dialer.app import open_services
+        from dialer.bootstrap import open_services
         from dialer.config import build_config
 
         self._dir = tempfile.mkdtemp(prefix="mqtt-bench-db-")

@@ -148,7 +148,7 @@ def seed(path: Path, n: int) -> None:
 
 
 async def _migrate(path: Path) -> None:
-    from dialer.app import make_store
+    from dialer.bootstrap import make_store
 
     async with make_store(build_config({"paths": {"data_dir": str(path)}})) as store:
         await upgrade(store)

@@ -151,7 +151,7 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
 
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         async with SipServer(HourlyCapSipAuthorizer(per_hour=10**9), port=port):
-            from dialer.cli import freeze_long_lived
+            from dialer.app import freeze_long_lived
 
             # as `dialgate serve` (and gate-sqlite here) does: the edge measured as deployed
             freeze_long_lived()
@@ -160,7 +160,7 @@ async def serve(kind: str, port: int, cases: int, data_dir: str) -> None:
         return
 
     async with service(kind, port, cases, data_dir):
-        from dialer.cli import freeze_long_lived
+        from dialer.app import freeze_long_lived
 
         freeze_long_lived()  # as `dialgate serve` does once started
         print("READY", flush=True)
@@ -660,7 +660,7 @@ def service_edge_cost(calls: int, rounds: int) -> str:
     import gc
 
     from adapters.sip.service import SIP_ACTOR
-    from dialer.cli import freeze_long_lived
+    from dialer.app import freeze_long_lived
     from dialer.usecases import RequestDial
 
     async def drive() -> tuple[list[tuple[float, float, float, int]], list[tuple[float, float, float, int]]]:
@@ -723,7 +723,7 @@ def heavy_number_cost(prior: int, calls: int, rounds: int) -> str:
     import dialer.usecases as usecases
     from adapters.db import tables
     from adapters.sip.service import SIP_ACTOR
-    from dialer.cli import freeze_long_lived
+    from dialer.app import freeze_long_lived
     from dialer.usecases import RequestDial
 
     async def drive() -> dict[str, list[float]]:

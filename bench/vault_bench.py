@@ -236,6 +236,13 @@ class _NullBlobWriter:
 class NullBlobStore:
     """Takes ciphertext and drops it: ingest with everything but the disk."""
 
+    enforces_retention = False
+    remote = False
+    location = "nowhere"
+
+    def check(self) -> None:
+        return None
+
     def begin(self, key: str, **_lock: object) -> _NullBlobWriter:
         return _NullBlobWriter()
 
@@ -344,9 +351,8 @@ def child_ingest(root: str, total: int, parallel_hash: bool, s3: dict | None = N
     async def go() -> dict[str, float]:
         body = WavPieces(total)  # prepared (8 MiB of pieces) before the RSS baseline
         async with service_vault(Path(root), parallel_hash, s3) as vault:
-            check = getattr(vault.blobs, "check", None)
-            if check is not None:
-                check()  # as the service does at start: the S3 client's models are loaded
+            if vault.blobs.remote:
+                vault.blobs.check()  # as the service does at start: the S3 client's models are loaded
             rss_before = vm("VmRSS")
             c = time.process_time()
             t = time.perf_counter()

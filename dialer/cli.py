@@ -10,14 +10,19 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialer.config import Config, load_config
-from dialer.errors import ApiError, ConfigError, DialGateError
+from dialer.cli_common import err, load_config_or_exit, run_or_exit
+from dialer.config import Config
+from dialer.errors import ConfigError, DialGateError
+
+if TYPE_CHECKING:
+    from dialer.auth import UserAdmin
+    from dialer.services import Services
 
 app = typer.Typer(help="DialGate: the compliance gate between the PBX and the case store.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -46,27 +51,7 @@ from dialer.import_cli import cases_app as _cases_app  # noqa: E402 - the import
 
 app.add_typer(_cases_app, name="cases", help="Cases: imports with a progress bar (案件导入).")
 
-err = Console(stderr=True, soft_wrap=True)  # one error per line: scripts and tests match on it
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
-
-
-def _config(path: Optional[Path], **overrides: dict[str, Any]) -> Config:
-    try:
-        return load_config(path, overrides={k: v for k, v in overrides.items() if v})
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _run(coro: Any) -> Any:
-    try:
-        return asyncio.run(coro)
-    except ApiError as exc:
-        err.print(f"[red]error:[/red] {exc.detail} {exc.details or ''}")
-        raise typer.Exit(2) from None
-    except DialGateError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -80,7 +65,8 @@ def serve(
     """Run the HTTP service (migrates the database first)."""
     import uvicorn
 
-    from dialer.app import build_app, open_services
+    from dialer.app import build_app, frozen_after_startup
+    from dialer.bootstrap import open_services
     from dialer.logs import configure_logging
 
     http: dict[str, Any] = {}
@@ -90,7 +76,7 @@ def serve(
         http["port"] = port
     if workers:
         http["workers"] = workers
-    cfg = _config(config, http=http)
+    cfg = load_config_or_exit(config, http=http)
     configure_logging(cfg.log.level, cfg.log.json)
     if demo:
         from dialer.demo import seed_demo
@@ -99,7 +85,7 @@ def serve(
             async with open_services(cfg, migrate=True) as svc:
                 return await seed_demo(svc)
 
-        rows = _run(seed())
+        rows = run_or_exit(seed())
         from dialer.demo import demo_tokens_file
 
         table = Table(title="DialGate demo users")
@@ -129,7 +115,7 @@ def serve(
     options: dict[str, Any] = dict(
         access_log=False, timeout_graceful_shutdown=10, http=GateHttpProtocol,
         # uvicorn would believe X-Forwarded-For from any local client; the service reads
-        # it itself, and only from [http] trusted_proxies (dialer.http.deps.client_of).
+        # it itself, and only from [http] trusted_proxies (dialer.http.peers.client_of).
         proxy_headers=False,
         log_level=cfg.log.level if cfg.log.level in ("debug", "info", "warning", "error") else "info",
     )
@@ -142,7 +128,7 @@ def serve(
             err.print(f"[red]config error:[/red] {exc}")
             raise typer.Exit(2) from None
         return
-    uvicorn.run(_frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, **options)
+    uvicorn.run(frozen_after_startup(build_app(cfg)), host=cfg.http.host, port=cfg.http.port, **options)
 
 
 @app.command("demo-token")
@@ -155,7 +141,7 @@ def demo_token(
 
     from dialer.demo import demo_tokens_file
 
-    path = demo_tokens_file(_config(config).paths.data_dir)
+    path = demo_tokens_file(load_config_or_exit(config).paths.data_dir)
     try:
         token = json.loads(path.read_text(encoding="utf-8")).get(name)
     except (OSError, ValueError, AttributeError):
@@ -167,49 +153,18 @@ def demo_token(
     print(token)
 
 
-def freeze_long_lived() -> None:
-    """Collect once, then keep everything alive now out of the collector's walks and
-    make young collections rarer (see `_frozen_after_startup`)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(7000, 20, 20)
-
-
-def _frozen_after_startup(app: Any) -> Any:
-    """Once start-up is done, everything alive (modules, the app, the store, the policy)
-    stays for the life of the process: `gc.freeze()` takes it out of the collector's
-    walks, so a full collection under load costs the requests' garbage, not ~10^5
-    long-lived objects (a latency spike every few thousand requests otherwise). Young
-    collections run less often too: each dial allocates thousands of short-lived objects."""
-    from contextlib import asynccontextmanager
-
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: Any) -> Any:
-        async with inner(a) as state:
-            freeze_long_lived()
-            yield state
-
-    app.router.lifespan_context = lifespan
-    return app
-
-
 @db_app.command("upgrade")
 def db_upgrade(config: Optional[Path] = ConfigOpt) -> None:
     """Apply the migrations up to the newest revision."""
-    from adapters.db.migrate import upgrade
-    from dialer.app import make_store
+    from dialer.bootstrap import migrate, open_store
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> str:
-        async with make_store(cfg) as store:
-            return await upgrade(store)
+        async with open_store(cfg) as store:
+            return await migrate(store)
 
-    rev = _run(go())
+    rev = run_or_exit(go())
     typer.echo(f"database at revision {rev}")
 
 
@@ -221,22 +176,22 @@ def users_add(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Create a user; prints the new token alone on the last line (shown once)."""
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
     from dialer.auth import add_user
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> str:
         async with open_services(cfg, migrate=True) as svc:
             _, token = await add_user(svc.store, svc.clock, name, role, frozenset(creditor))
             return token
 
-    token = _run(go())
+    token = run_or_exit(go())
     typer.echo(f"user {name} ({role}) created; token:")
     typer.echo(token)
 
 
-def _user_admin(svc: Any) -> Any:
+def _user_admin(svc: Services) -> UserAdmin:
     from dialer.auth import USERS_REVISION_FILE, UserAdmin, UsersRevision
 
     return UserAdmin(svc.store, svc.clock, UsersRevision(svc.config.paths.data_dir / USERS_REVISION_FILE))
@@ -244,15 +199,15 @@ def _user_admin(svc: Any) -> Any:
 
 def _users_call(config: Optional[Path], job: Any) -> Any:
     """Run `job(UserAdmin)` against the configured store."""
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> Any:
         async with open_services(cfg, migrate=True) as svc:
             return await job(_user_admin(svc))
 
-    return _run(go())
+    return run_or_exit(go())
 
 
 def _show_user(u: dict[str, Any]) -> str:
@@ -326,16 +281,16 @@ def audit_verify(
                                          "also check that no chain was rolled back behind it"),
 ) -> None:
     """Check the decision-log chains under the evidence key and the case-history chains; names the first edited, inserted or deleted record."""
-    from dialer.app import make_store
+    from dialer.bootstrap import open_store
     from dialer.audit import compare_heads, verify
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> Any:
-        async with make_store(cfg) as store:
+        async with open_store(cfg) as store:
             return await verify(store), (await compare_heads(store, heads) if heads is not None else [])
 
-    report, behind = _run(go())
+    report, behind = run_or_exit(go())
     for chain, n in sorted(report.chains.items()):
         typer.echo(f"chain {chain}: {n} records")
     typer.echo(f"case history: {report.history_entries} entries")
@@ -358,35 +313,35 @@ def audit_heads(
     """Print the current chain heads as one JSON line, for a copy kept outside the database."""
     from datetime import datetime, timezone
 
-    from dialer.app import make_store
+    from dialer.bootstrap import open_store
     from dialer.audit import current_heads, export_heads
     from dialer.evidence import export_line
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> Any:
-        async with make_store(cfg) as store:
+        async with open_store(cfg) as store:
             now = datetime.now(timezone.utc)
             if out is not None:
                 return await export_heads(store, out, now)
             return export_line(await current_heads(store), store.evidence, now.isoformat())
 
-    typer.echo(json.dumps(_run(go()), separators=(",", ":"), sort_keys=True))
+    typer.echo(json.dumps(run_or_exit(go()), separators=(",", ":"), sort_keys=True))
 
 
 @audit_app.command("anchor")
 def audit_anchor(config: Optional[Path] = ConfigOpt) -> None:
     """Put chain heads written before the evidence key under it (the service does this at start)."""
-    from dialer.app import make_store
+    from dialer.bootstrap import open_store
 
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     async def go() -> int:
-        async with make_store(cfg) as store:
+        async with open_store(cfg) as store:
             async with store.write() as uow:
                 return int(await uow.decisions.anchor())
 
-    typer.echo(f"{_run(go())} chain heads anchored under the evidence key")
+    typer.echo(f"{run_or_exit(go())} chain heads anchored under the evidence key")
 
 
 @app.command()
@@ -408,7 +363,7 @@ def simulate(
     from dialer.logs import configure_logging
 
     configure_logging("warning", True)
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
     if from_log:
         _simulate_from_log(cfg, config, since, until, log_config, creditor, compare, fmt, write_scenario)
         return
@@ -445,7 +400,7 @@ def _simulate_from_log(
     from zoneinfo import ZoneInfo
 
     from dialer import replay_cli
-    from dialer.app import load_policies
+    from dialer.bootstrap import load_policies
 
     if since is None or until is None:
         err.print("[red]error:[/red] --from-log needs --since and --until (YYYY-MM-DD)")
@@ -459,7 +414,7 @@ def _simulate_from_log(
     except (ConfigError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    log_cfg = _config(log_config or config)
+    log_cfg = load_config_or_exit(log_config or config)
     try:
         data = asyncio.run(replay_cli.load_from_store(log_cfg, start, end, frozenset(creditor) or None))
     except DialGateError as exc:

@@ -33,10 +33,10 @@ def cases_import(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)"),
 ) -> None:
     """Validate FILE whole, then apply it in batches, showing progress; exit 1 if refused."""
-    from dialer.cli import _config, _run
+    from dialer.cli_common import load_config_or_exit, run_or_exit
 
-    cfg = _config(config)
-    job = _run(_import(cfg, file, kind, encoding))
+    cfg = load_config_or_exit(config)
+    job = run_or_exit(_import(cfg, file, kind, encoding))
     if job.state == "done":
         parts = ", ".join(f"{k} {v}" for k, v in sorted(job.summary.items()))
         out.print(f"import {job.import_id}: done, {job.rows_done} of {job.rows_total} rows applied ({parts}); "
@@ -53,7 +53,7 @@ def cases_import(
 
 
 async def _import(cfg: Any, file: Path, kind: str, encoding: str | None) -> Any:
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
     from dialer.import_jobs import ImportJobs, Upload, load_import_limits
     from dialer.model import Principal
 

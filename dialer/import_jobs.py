@@ -634,8 +634,6 @@ def _sniff(path: Path) -> str:
 @asynccontextmanager
 async def open_import_jobs(services: Any) -> AsyncIterator[None]:
     """Extension: `services.imports`; the primary rolls interrupted jobs forward."""
-    from dialer.app import events_wanted
-
     limits = load_import_limits(services.config.section("imports"), services.config.source)
     store = services.store
     config = services.config
@@ -648,7 +646,7 @@ async def open_import_jobs(services: Any) -> AsyncIterator[None]:
             return None  # a child cannot open this process's memory
         return {
             "store": {f.name: getattr(config.store, f.name) for f in fields(config.store)},
-            "events": bool(getattr(store, "events", events_wanted(config))),
+            "events": bool(store.events),  # the child keeps outbox events exactly when this store does
             "regions": {"default": policies.default.default_region,
                         "creditors": {c: p.default_region for c, p in policies.creditors.items()}},
         }

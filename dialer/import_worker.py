@@ -20,12 +20,12 @@ from typing import Any
 
 
 async def run(spec: dict[str, Any]) -> int:
-    from adapters.db.store import SqlAlchemyCaseStore
+    from dialer.bootstrap import store_for
     from dialer.clock import SystemClock
     from dialer.config import StoreConfig
     from dialer.import_jobs import run_in_child
 
-    store = SqlAlchemyCaseStore(StoreConfig(**spec["store"]), events=bool(spec["events"]))
+    store = store_for(StoreConfig(**spec["store"]), events=bool(spec["events"]))
     async with store:
         job = await run_in_child(spec, store, SystemClock())
     return 0 if job.state in ("done", "refused") else 1

@@ -1,7 +1,7 @@
 """Which instance runs what must exist once: the outbox relay and MQTT bus, the
 recordings sweep and inbox, the PBX user agent, the expiry of stale authorisations.
 
-Two ways to decide, chosen by the store (dialer/app.py):
+Two ways to decide, chosen by the store (dialer/bootstrap.py `open_leadership`):
 
 * SQLite: the database is a file on one host, so the pool's file lock decides
   (dialer/workers.py): `StaticLeadership(True)` in the worker holding it, `False` in
@@ -23,9 +23,12 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from dialer.services import Campaign
 
 log = structlog.get_logger("dialgate.leadership")
 
@@ -43,6 +46,8 @@ class StaticLeadership:
         self.instance = instance
         self._leader = leader
         self._never = asyncio.Event()
+        self.asked = asyncio.Event()
+        self.asked.set()  # decided before start: no round to wait for
 
     @property
     def token(self) -> int | None:
@@ -58,6 +63,9 @@ class StaticLeadership:
 
     async def wait_lost(self, token: int) -> None:
         await self._never.wait()
+
+    async def step_down(self, token: int) -> None:
+        return None  # the file lock stays decided for the process's life
 
     async def describe(self) -> dict[str, Any]:
         return {"instance": self.instance, "is_leader": self._leader,
@@ -78,7 +86,7 @@ async def _first(*waits: Awaitable[Any]) -> None:
 
 
 async def lead(
-    leadership: Any,
+    leadership: Campaign,
     enter: Callable[[int], AbstractAsyncContextManager[Any]],
     stop: asyncio.Event,
     *,
@@ -106,9 +114,7 @@ async def lead(
                       error=f"{type(exc).__name__}: {exc}")
             if tried is not None:
                 tried.set()
-            step_down = getattr(leadership, "step_down", None)
-            if step_down is not None:
-                await step_down(token)  # let another instance try
+            await leadership.step_down(token)  # let another instance try
             try:
                 async with asyncio.timeout(retry_s):
                     await stop.wait()

@@ -75,16 +75,11 @@ def _now() -> datetime:
 async def open_vault(config: Optional[Path]) -> AsyncIterator[tuple[Vault, RecordingsConfig]]:
     """The vault over the service database (migrated first when the config says so),
     the same one `dialgate serve` uses."""
-    from adapters.db.migrate import upgrade
-    from adapters.db.recordings_repo import SqlAlchemyRecordingRepository
-    from adapters.storage.compose import build_vault
-    from dialer.app import make_store
+    from dialer.bootstrap import build_vault, open_store
 
     rcfg, cfg = _load(config)
-    async with make_store(cfg) as store:
-        if cfg.store.migrate_on_start:
-            await upgrade(store)
-        vault = build_vault(rcfg, SqlAlchemyRecordingRepository(store), _now, sealer=store.evidence)
+    async with open_store(cfg, migrated=cfg.store.migrate_on_start) as store:
+        vault = build_vault(rcfg, store, _now)
         await vault.anchor_register()
         yield vault, rcfg
 
@@ -213,9 +208,9 @@ def rec_ingest(
         link = Link(creditor=creditor, case_id=case, agent=agent, number=number)
         start, attempt_at = started_at, None
         if attempt_id and creditor is None:
-            from dialer.app import make_store
+            from dialer.bootstrap import open_store
 
-            async with make_store(_load(config)[1]) as store:
+            async with open_store(_load(config)[1]) as store:
                 async with store.read() as uow:
                     att = await uow.attempts.get(attempt_id)
             if att is not None:
@@ -252,9 +247,9 @@ def rec_link(
     """Attach an unmatched recording to its attempt (its data key is rewrapped under the creditor's key)."""
 
     async def go() -> Any:
-        from dialer.app import make_store
+        from dialer.bootstrap import open_store
 
-        async with make_store(_load(config)[1]) as store:
+        async with open_store(_load(config)[1]) as store:
             async with store.read() as uow:
                 att = await uow.attempts.get(attempt_id)
         if att is None:

@@ -50,11 +50,10 @@ def period(since: str, until: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 async def load_from_store(log_config: Config, since: datetime, until: datetime,
                           creditors: frozenset[str] | None) -> ReplayData:
-    from adapters.db.replay_source import SqlAlchemyReplaySource
-    from dialer.app import make_store
+    from dialer.bootstrap import open_store, replay_source
 
-    async with make_store(log_config) as store:
-        source: ReplaySource = SqlAlchemyReplaySource(store)
+    async with open_store(log_config) as store:
+        source: ReplaySource = replay_source(store)
         return await source.load(since, until, creditors)
 
 

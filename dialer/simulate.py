@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable
 
-from dialer.app import open_services
+from dialer.bootstrap import open_services
 from dialer.auth import hash_token, new_token
 from dialer.clock import FixedClock
 from dialer.config import Config

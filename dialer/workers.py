@@ -38,17 +38,21 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dialer.config import Config, load_config
 from dialer.errors import ConfigError
+from dialer.services import Role
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 CONFIG_ENV = "DIALGATE_POOL_CONFIG"  # the config file the workers read ("" = defaults)
 LOCK_ENV = "DIALGATE_POOL_LOCK"  # the pool's primary lock file
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess directory
 
-PRIMARY = "primary"
-SECONDARY = "secondary"
+PRIMARY: Role = "primary"
+SECONDARY: Role = "secondary"
 
 _held: list[int] = []  # the primary's lock file descriptor, held for the process's life
 
@@ -65,7 +69,7 @@ def check_pool(cfg: Config) -> None:
                           '[pbx] mode = "sip_ua": one user agent places the calls; set http.workers = 1')
 
 
-def elect(lock_path: str) -> str:
+def elect(lock_path: str) -> Role:
     """PRIMARY if this process now holds the pool's lock (kept until it exits), else SECONDARY."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -77,16 +81,15 @@ def elect(lock_path: str) -> str:
     return PRIMARY
 
 
-def worker_app() -> Any:
+def worker_app() -> FastAPI:
     """uvicorn's app factory in each worker process (`serve_pool` sets the environment)."""
-    from dialer.app import build_app
-    from dialer.cli import _frozen_after_startup
+    from dialer.app import build_app, frozen_after_startup
     from dialer.logs import configure_logging
 
     path = os.environ.get(CONFIG_ENV) or None
     cfg = load_config(path)
     configure_logging(cfg.log.level, cfg.log.json)
-    return _frozen_after_startup(build_app(cfg, role=elect(os.environ[LOCK_ENV])))
+    return frozen_after_startup(build_app(cfg, role=elect(os.environ[LOCK_ENV])))
 
 
 def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str, Any]) -> None:
@@ -96,12 +99,11 @@ def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str,
 
     check_pool(cfg)
     if cfg.store.migrate_on_start:
-        from adapters.db.migrate import upgrade
-        from dialer.app import make_store
+        from dialer.bootstrap import open_store
 
         async def migrate() -> None:
-            async with make_store(cfg) as store:
-                await upgrade(store)
+            async with open_store(cfg, migrated=True):
+                pass
 
         asyncio.run(migrate())
     cfg.paths.data_dir.mkdir(parents=True, exist_ok=True)

@@ -262,6 +262,13 @@ class InMemoryBlobStore:
         self.temporaries_set: set[str] = set()
         self._clock = clock or (lambda: datetime.now(timezone.utc))
 
+    enforces_retention = False
+    remote = False
+    location = "memory"
+
+    def check(self) -> None:
+        return None
+
     def begin(self, key: str, *, retain_until: date | None = None) -> _MemoryWriter:
         return _MemoryWriter(self, key)
 

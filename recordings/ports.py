@@ -61,6 +61,27 @@ class BlobStore(Protocol):
     do nothing more.
     """
 
+    @property
+    def enforces_retention(self) -> bool:
+        """True when the store itself locks each blob until its retention ends."""
+        ...
+
+    @property
+    def remote(self) -> bool:
+        """True when the blobs live on another server, which `check` asks; a local
+        store's room and permissions are the caller's to check on its disk."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the blobs live, as the start-up log names it."""
+        ...
+
+    def check(self) -> None:
+        """Raise a `VaultError` unless a remote store can take blobs now (a local one
+        returns at once)."""
+        ...
+
     def begin(self, key: str, *, retain_until: date | None = None) -> BlobWriter: ...
 
     def set_legal_hold(self, key: str, on: bool) -> None:

@@ -526,7 +526,7 @@ class Vault:
 
     @property
     def _store_locks(self) -> bool:
-        return bool(getattr(self.blobs, "enforces_retention", False))
+        return self.blobs.enforces_retention
 
     async def _delete_blob(self, key: str) -> bool:
         """Delete a blob nobody can read (no row, or its data key erased); False when

@@ -1,6 +1,6 @@
 """The MQTT bus wired to the gate service: the extension `open_mqtt(services)`.
 
-Started by the composition root (dialer/app.py EXTENSIONS) when `[mqtt] url` is set:
+Started by the composition root (dialer/bootstrap.py `extensions`) when `[mqtt] url` is set:
 
 - Out: the relay publishes the service's outbox (the store's `outbox_source`). It is
   woken after every committed write transaction of the store (`on_commit`), plus a slow
@@ -189,8 +189,8 @@ class GatePbxHandler:
 
 @asynccontextmanager
 async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
-    """Extension factory (dialer/app.py EXTENSIONS): the MQTT bus when `[mqtt] url` is set.
-    The store is reached only as a `RelayStore` (dialer/outbox.py)."""
+    """Extension (dialer/bootstrap.py): the MQTT bus when `[mqtt] url` is set. The store is
+    reached only as a `RelayStore` (dialer/outbox.py)."""
     config = _mqtt_config(services)
     if config is None:
         yield None

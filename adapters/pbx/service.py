@@ -223,8 +223,8 @@ class SipUaPbx:
 
 @asynccontextmanager
 async def open_pbx(services: Any) -> AsyncIterator[Any]:
-    """Extension factory (dialer/app.py EXTENSIONS): `[pbx] mode = "sip_ua"` registers on
-    the PBX and replaces `services.gate.pbx`; "none" (default) leaves authorise-then-dial."""
+    """Extension (dialer/bootstrap.py): `[pbx] mode = "sip_ua"` registers on the PBX and
+    attaches it as the gate's PBX; "none" (default) leaves authorise-then-dial."""
     from dialer.errors import ConfigError
 
     try:
@@ -248,8 +248,7 @@ async def open_pbx(services: Any) -> AsyncIterator[Any]:
         sys.setswitchinterval(cfg.gil_switch_ms / 1000)
     ua = SipUserAgent(cfg.ua)
     pbx = SipUaPbx(services, cfg, ua)
-    services.pbx = pbx
-    services.gate.pbx = pbx
+    services.attach_pbx(pbx)
     stop = asyncio.Event()
     try:
         await ua.start()

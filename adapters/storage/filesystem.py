@@ -398,6 +398,16 @@ class FilesystemBlobStore:
             raise InvalidRequest(f"无效的录音编号 / invalid blob key {key!r}")
         return self.blob_dir / key[:2] / f"{key}{SUFFIX}"
 
+    enforces_retention = False  # a local filesystem cannot stop its administrator
+    remote = False
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def check(self) -> None:
+        return None  # the vault's caller checks the disk: room and write permission
+
     def begin(self, key: str, *, retain_until: date | None = None) -> FilesystemBlobWriter:
         # A local filesystem cannot stop its administrator: retention is the vault's.
         return FilesystemBlobWriter(self, key, direct_io=self.direct_io)

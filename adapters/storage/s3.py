@@ -445,6 +445,8 @@ class S3BlobStore:
         """The vault mirrors holds and retention here (see `recordings.ports.BlobStore`)."""
         return self.object_lock != "off"
 
+    remote = True
+
     @property
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"

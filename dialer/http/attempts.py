@@ -80,7 +80,7 @@ async def get_attempt(attempt_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
 
 @router.get("/pbx", summary="The PBX link of click-to-dial (mode, registration, call slots).")
 async def pbx_status(who: Caller, svc: Svc) -> dict[str, Any]:
-    pbx = getattr(svc, "pbx", None)
+    pbx = svc.pbx
     if pbx is None:
         return {"mode": "none"}
     return pbx.health()

@@ -9,56 +9,22 @@ check itself). The bearer scheme still shows in the OpenAPI document (`bearer`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
 
 from dialer.http.limits import PRINCIPAL_KEY
+from dialer.http.peers import authorization_header, client_of
 from dialer.model import Principal
-
-if TYPE_CHECKING:
-    from dialer.app import Services
+from dialer.services import Services
 
 _bind = structlog.contextvars.bind_contextvars
 
-async def services(request: Request) -> "Services":
-    return request.app.state.services
 
-
-def authorization_header(scope: Any) -> str | None:
-    """The request's `Authorization` header (latin-1, as Starlette decodes headers)."""
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            return value.decode("latin-1")
-    return None
-
-
-def client_of(scope: Any, svc: Any = None) -> str | None:
-    """The caller's address: the peer's, or — only when the peer is one of `[http]
-    trusted_proxies` — the nearest address in `X-Forwarded-For` that is not a trusted
-    proxy (anyone else can write that header)."""
-    peer = scope.get("client")
-    host = peer[0] if peer else None
-    trusted = getattr(getattr(getattr(svc, "config", None), "http", None), "trusted_proxies", ())
-    if host is None or not trusted or not _in(host, trusted):
-        return host
-    forwarded = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for").decode("latin-1")
-    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-        if not _in(hop, trusted):
-            return hop[:64]
-        host = hop
-    return host
-
-
-def _in(address: str, networks: Any) -> bool:
-    import ipaddress
-
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+async def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
 
 
 async def principal(request: Request) -> Principal:
@@ -68,8 +34,11 @@ async def principal(request: Request) -> Principal:
         svc: Services = request.app.state.services
         who = await svc.auth.authenticate(authorization_header(scope), client=client_of(scope, svc))
     _bind(user=who.name, role=who.role)
-    return who
+    principal: Principal = who
+    return principal
 
+
+__all__ = ["Caller", "Svc", "authorization_header", "client_of", "principal", "services"]
 
 Caller = Annotated[Principal, Depends(principal)]
-Svc = Annotated[Any, Depends(services)]
+Svc = Annotated[Services, Depends(services)]

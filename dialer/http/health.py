@@ -51,16 +51,16 @@ async def readyz(who: Caller, svc: Svc) -> Any:
     # `policy_version` hashes the whole book; a decision carries its creditor's entry of `policy_versions`.
     body: dict[str, Any] = {"status": "ready", "store": "ok", "policy_version": svc.policies.version,
                             "policy_versions": svc.policies.versions()}
-    mqtt = getattr(svc, "mqtt", None)  # the MQTT bus when [mqtt] url is set: reported, not
+    mqtt = svc.mqtt  # the MQTT bus when [mqtt] url is set: reported, not
     if mqtt is not None:  # gating (events wait in the outbox while the broker is away)
         body["mqtt"] = mqtt.health()
     holidays = arrangement_health(svc.policies, svc.clock.now())  # reported, not gating: the
     if holidays is not None:  # statutory days still block without the year's arrangement
         body["holidays"] = holidays
-    leadership = getattr(svc, "leadership", None)  # who runs the relay, sweeps, inbox, PBX UA;
+    leadership = svc.leadership  # who runs the relay, sweeps, inbox, PBX UA;
     if leadership is not None:  # and whether the store answering is the primary: reported
         body["leadership"] = await leadership.describe()
-    pbx = getattr(svc, "pbx", None)  # click-to-dial's SIP registration ([pbx] mode sip_ua): reported;
+    pbx = svc.pbx  # click-to-dial's SIP registration ([pbx] mode sip_ua): reported;
     if pbx is not None:  # while it is down, dials are refused with 503 and the reason
         body["pbx"] = pbx.health()
     return body

@@ -17,14 +17,15 @@ from dialer.errors import BadRequest, PayloadTooLarge
 from dialer.http.deps import Caller, Svc
 from dialer.import_jobs import ImportJobs, ImportLimits, Upload, load_import_limits
 from dialer.model import Principal
+from dialer.services import Services
 
 router = APIRouter(prefix="/v1", tags=["imports"])
 
 
-def import_jobs(svc: Any) -> ImportJobs:
+def import_jobs(svc: Services) -> ImportJobs:
     """The service's import jobs (its extension), or ones applying in this process for
     wirings without that extension."""
-    jobs = getattr(svc, "imports", None)
+    jobs = svc.imports
     if jobs is None:
         jobs = ImportJobs(svc.store, svc.clock, svc.region_of, load_import_limits(svc.config.section("imports")))
     return jobs

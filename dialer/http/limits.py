@@ -19,12 +19,16 @@ max_size_mb` and the vault counts the stream as it writes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from dialer.errors import ApiError, BodyTooLarge, StoreUnavailable
+from dialer.http.peers import client_of
 from dialer.http.problems import instance_of_scope
+
+if TYPE_CHECKING:
+    from dialer.services import Services
 
 JSON_BODY_LIMIT = 64 * 1024  # a dial, an outcome (note ≤ 4,000 characters) or a hold fits many times over
 IMPORT_BODY_LIMIT = 20 * 1024 * 1024  # one import file of cases or repayments
@@ -40,13 +44,12 @@ PRINCIPAL_KEY = "dialgate.principal"
 TOO_LARGE_KEY = "dialgate.body_too_large"  # set once a streamed body passed its limit
 
 
-def body_limit(method: str, path: str, services: Any) -> int:
+def body_limit(method: str, path: str, services: Services | None) -> int:
     """The most bytes a request to `method path` may send."""
     if path in IMPORT_PATHS:
         # The import jobs' own limit ([imports] max_bytes) once they are running.
-        jobs = getattr(services, "imports", None)
-        limits = getattr(jobs, "limits", None)
-        return int(getattr(limits, "max_bytes", IMPORT_BODY_LIMIT))
+        jobs = services.imports if services is not None else None
+        return jobs.limits.max_bytes if jobs is not None else IMPORT_BODY_LIMIT
     if path.startswith("/console"):
         return FORM_BODY_LIMIT
     return JSON_BODY_LIMIT
@@ -93,8 +96,6 @@ async def guard_body(scope: Any, receive: Any, send: Any) -> Any | None:
         ))
         return None
     if svc is not None and not path.startswith("/console"):
-        from dialer.http.deps import client_of
-
         try:
             scope[PRINCIPAL_KEY] = await svc.auth.authenticate(auth, client=client_of(scope, svc))
         except (ApiError, StoreUnavailable) as exc:

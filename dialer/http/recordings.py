@@ -25,11 +25,11 @@ Routes (every error is problem+json; another creditor's recording or case is a 4
 Reading metadata: qa, compliance, supervisor (their creditors) and admin; audio:
 qa, compliance, supervisor only.
 
-`open_vault(services)` is the extension ``dialer.http.recordings:open_vault``: it
-builds the vault from ``[recordings]`` over the service database, cleans leftovers
-of interrupted ingests, makes "no vault → no call" part of the gate's recording
-check, and runs the drop-folder inbox when configured. It is the vault's part of the
-composition root: the only code here that imports adapters (inside the function).
+`open_vault(services, build=…, watch=…)` is the vault's extension (started by
+`dialer.bootstrap`, which passes the adapters in): it builds the vault from
+``[recordings]``, cleans leftovers of interrupted ingests and makes "no vault → no
+call" part of the gate's recording check; `run_vault_jobs` (the leader's) sweeps,
+watches completeness and runs the drop-folder inbox when configured.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ import asyncio
 import itertools
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from fastapi import APIRouter, Query, Request
@@ -68,6 +68,12 @@ from recordings.model import (
     RecordingFilter,
 )
 from recordings.vault import Vault
+from dialer.services import RecordingsInbox, RecordingWatch, Services
+
+if TYPE_CHECKING:
+    from recordings.config import RecordingsConfig
+
+R = TypeVar("R")
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
 log = structlog.get_logger("dialgate.recordings")
@@ -94,11 +100,10 @@ class VaultProblem(ApiError):
         self.title = type(exc).__name__
 
 
-def _vault(svc: Any) -> Vault:
-    vault = getattr(svc, "vault", None)
-    if vault is None:
-        raise ApiError("the recordings vault is not running (extension dialer.http.recordings:open_vault)")
-    return vault
+def _vault(svc: Services) -> Vault:
+    if svc.vault is None:
+        raise ApiError("the recordings vault is not running (extension recordings-vault)")
+    return svc.vault
 
 
 def _actor(who: Principal) -> Actor:
@@ -206,7 +211,7 @@ async def ingest_recording(
         link=link,
         attempt_at=attempt_at,
     )
-    idle = getattr(svc, "recordings_config", None)
+    idle = svc.recordings_config
     async with _mapped():
         result = await vault.ingest(
             req, _idle_limited(request, idle.upload_idle_timeout_s if idle else 60.0), _actor(who)
@@ -308,7 +313,7 @@ async def missing_recordings(
     creditor: str | None = Query(None, max_length=64),
 ) -> dict[str, Any]:
     require_role(who, META_ROLES, "list missing recordings")
-    watch = getattr(svc, "recording_watch", None)
+    watch = svc.recording_watch
     if watch is None:
         raise BadRequest("录音完整性检查未启用 / [recordings] expect_within is off: completeness is not watched")
     now = svc.clock.now()
@@ -598,10 +603,9 @@ class VaultRecordingCheck:
 
     async def available(self) -> bool:
         def check() -> bool:
-            remote = getattr(self.vault.blobs, "check", None)
-            if remote is not None:
+            if self.vault.blobs.remote:
                 try:
-                    remote()
+                    self.vault.blobs.check()
                 except VaultError:
                     return False
             elif not os.access(self.data_dir, os.W_OK):
@@ -620,10 +624,11 @@ class VaultRecordingCheck:
 
 
 @asynccontextmanager
-async def open_vault(services: Any) -> AsyncIterator[Vault]:
-    """Extension factory: the vault over the service database, for the app's lifetime."""
-    from adapters.db.recordings_repo import SqlAlchemyRecordingRepository
-    from adapters.storage.compose import build_vault
+async def open_vault(
+    services: Services, *, build: Callable[[RecordingsConfig], Vault], watch: Callable[[], RecordingWatch],
+) -> AsyncIterator[Vault]:
+    """Extension: the vault `build` makes from `[recordings]`, for the app's lifetime;
+    `watch` reads which connected calls lack their recording (`expect_within`)."""
     from recordings.config import parse_recordings_config
 
     try:
@@ -633,12 +638,10 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
 
         raise ConfigError(f"{services.config.source}: {exc.message}") from exc
     try:
-        vault = build_vault(rcfg, SqlAlchemyRecordingRepository(services.store), services.clock.now,
-                            sealer=services.store.evidence)
-        remote = getattr(vault.blobs, "check", None)
-        if remote is not None:
+        vault = build(rcfg)
+        if vault.blobs.remote:
             # A bucket without the Object Lock asked for is refused here, not found later.
-            await asyncio.to_thread(remote)
+            await asyncio.to_thread(vault.blobs.check)
     except VaultError as exc:
         from dialer.errors import ConfigError
 
@@ -647,38 +650,37 @@ async def open_vault(services: Any) -> AsyncIterator[Vault]:
     if rcfg.keys != "env":
         # Unknown calls must always be keepable; a KMS answers off the loop.
         await asyncio.to_thread(vault.keys.create, "_unmatched")
-    primary = getattr(services, "role", "primary") == "primary"
+    primary = services.role == "primary"
     # Recovery, the sweep and the inbox run once per data dir: in the primary worker.
     cleaned = await vault.recover(orphan_grace=timedelta(minutes=5)) if primary else {}
     _count_cleaned(cleaned)
     log.info(
         "vault.started",
-        store=getattr(vault.blobs, "location", str(rcfg.data_dir)),
+        store=vault.blobs.location,
         keys=rcfg.keys,
         **cleaned,
     )
     services.vault = vault
     services.recordings_config = rcfg
-    services.gate.recordings = VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings)
+    services.attach_recordings(VaultRecordingCheck(vault, rcfg.data_dir, services.gate.recordings))
     if rcfg.expect_within is not None:
-        from adapters.db.recordings_repo import SqlAlchemyRecordingWatch
-
-        services.recording_watch = SqlAlchemyRecordingWatch(services.store)  # read by every instance
+        services.recording_watch = watch()  # read by every instance
     yield vault
 
 
 @asynccontextmanager
-async def run_vault_jobs(services: Any) -> AsyncIterator[None]:
-    """Extension factory entered by the leader only (dialer/app.py LEADER_ONLY): the
-    sweep, the completeness watch and the drop-folder inbox, once across every
-    instance on the store."""
+async def run_vault_jobs(
+    services: Services, *, inbox: Callable[[Vault, RecordingsConfig], RecordingsInbox],
+) -> AsyncIterator[None]:
+    """Extension entered by the leader only: the sweep, the completeness watch and the
+    drop-folder inbox (`inbox` builds it), once across every instance on the store."""
     vault, rcfg = services.vault, services.recordings_config
-    if vault is None:
+    if vault is None or rcfg is None:
         yield
         return
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_sweep(vault, stop), name="recordings-sweep")]
-    watch = getattr(services, "recording_watch", None)
+    watch = services.recording_watch
     if watch is not None and rcfg.expect_within is not None:
         tasks.append(
             asyncio.create_task(
@@ -687,10 +689,8 @@ async def run_vault_jobs(services: Any) -> AsyncIterator[None]:
             )
         )
     if rcfg.inbox is not None:
-        from adapters.storage.inbox import Inbox
-
-        services.recordings_inbox = Inbox(vault, rcfg.inbox, _AttemptResolver(services), services.clock.now)
-        tasks.append(asyncio.create_task(_run_inbox(services.recordings_inbox, stop), name="recordings-inbox"))
+        services.recordings_inbox = running = inbox(vault, rcfg)
+        tasks.append(asyncio.create_task(_run_inbox(running, stop), name="recordings-inbox"))
     try:
         yield
     finally:
@@ -707,20 +707,21 @@ def _thaw(v: Any) -> Any:
     return v
 
 
-class _AttemptResolver:
-    def __init__(self, services: Any) -> None:
+class AttemptResolver(Generic[R]):
+    """Which attempt a recorder's file belongs to, as `make` (the inbox's own type) says it."""
+
+    def __init__(self, services: Services, make: Callable[[Link, datetime], R]) -> None:
         self.services = services
+        self.make = make
 
-    async def resolve(self, source_kind: str, source_id: str) -> Any:
-        from adapters.storage.inbox import Resolved
-
+    async def resolve(self, source_kind: str, source_id: str) -> R | None:
         if source_kind != "attempt":
             return None
         async with self.services.store.read() as uow:
             att = await uow.attempts.get(source_id)
         if att is None:
             return None
-        return Resolved(Link(att.creditor, att.case_id, att.agent_id, att.number), att.at)
+        return self.make(Link(att.creditor, att.case_id, att.agent_id, att.number), att.at)
 
 
 def _count_cleaned(cleaned: dict[str, int]) -> None:

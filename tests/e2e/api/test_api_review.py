@@ -188,7 +188,7 @@ async def test_every_dial_writes_its_event_to_the_outbox_in_case_order_without_p
 
 
 async def test_without_an_event_bus_a_dial_keeps_no_event_and_with_one_it_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from dialer.app import events_wanted
+    from dialer.bootstrap import events_wanted
 
     cfg = build_config({"paths": {"data_dir": str(tmp_path)}})
     assert not events_wanted(cfg)

@@ -53,11 +53,11 @@ class Seeded(Service):
 
 
 def include_console(app: Any) -> None:
-    """The console's router, unless the service's ROUTERS list already includes it."""
+    """The console's router, unless the service's routers already include it."""
     if not any(getattr(r, "path", "").startswith("/console") for r in app.routes):
-        from dialer.console.wiring import router
+        from dialer.bootstrap import console_router
 
-        app.include_router(router)
+        app.include_router(console_router())
 
 
 async def seed(s: Seeded) -> None:

@@ -245,12 +245,12 @@ async def test_the_drop_folder_links_a_file_named_by_attempt_id_to_its_case(api,
     import os
     from datetime import timedelta
 
-    from adapters.storage.inbox import Inbox
-    from dialer.http.recordings import _AttemptResolver
+    from adapters.storage.inbox import Inbox, Resolved
+    from dialer.http.recordings import AttemptResolver
 
     attempt = await api.dial("C-2", "13700000003")
     box = tmp_path / "inbox"
-    inbox = Inbox(api.svc.vault, box, _AttemptResolver(api.svc), api.svc.clock.now)
+    inbox = Inbox(api.svc.vault, box, AttemptResolver(api.svc, Resolved), api.svc.clock.now)
     (box / f"attempt-{attempt}.wav").write_bytes(wav(2))
     old = (api.clock.now() - timedelta(minutes=5)).timestamp()
     os.utime(box / f"attempt-{attempt}.wav", (old, old))

@@ -22,7 +22,8 @@ from adapters.db.outbox_source import Q_PRUNE, SqlAlchemyOutboxSource
 from adapters.mqtt.config import load_mqtt_config
 from adapters.mqtt.connection import MqttConnection
 from adapters.mqtt.relay import OutboxRelay
-from dialer.app import build_app, open_services
+from dialer.app import build_app
+from dialer.bootstrap import open_services
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from tests.conftest import captured_logs

@@ -19,7 +19,7 @@ from adapters.db.outbox_source import SqlAlchemyOutboxSource
 from adapters.mqtt.bus import MqttEventBus
 from adapters.mqtt.config import load_mqtt_config
 from tests.support.outbox import InMemoryOutboxSource
-from dialer.app import open_services
+from dialer.bootstrap import open_services
 from dialer.config import build_config
 from tests.integration.mqtt.helpers import Collector
 from tests.support.pg import private_pg_database

@@ -192,7 +192,7 @@ def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path
     import asyncio
 
     from adapters.db.migrate import upgrade
-    from dialer.app import make_store
+    from dialer.bootstrap import make_store
     from dialer.config import load_config
     from dialer.model import AttemptRecord
     from sqlalchemy import insert

@@ -7,7 +7,7 @@ import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dialer.app import open_services
+from dialer.bootstrap import open_services
 from dialer.auth import hash_token, new_token
 from dialer.clock import FixedClock
 from dialer.config import build_config

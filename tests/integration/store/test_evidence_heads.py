@@ -17,7 +17,9 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from adapters.db import tables
-from dialer.app import Services, build_app, open_services
+from dialer.app import build_app
+from dialer.bootstrap import open_services
+from dialer.services import Services
 from dialer.audit import compare_heads, current_heads, export_heads, verify
 from dialer.auth import add_user
 from dialer.clock import FixedClock

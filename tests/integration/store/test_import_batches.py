@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from dialer.app import Services, open_services
+from dialer.bootstrap import open_services
+from dialer.services import Services
 from dialer.audit import verify
 from dialer.clock import FixedClock
 from dialer.config import build_config

@@ -20,7 +20,8 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.db import tables
-from dialer.app import Services, build_app
+from dialer.app import build_app
+from dialer.services import Services
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
@@ -206,7 +207,7 @@ async def test_a_large_file_is_applied_by_the_worker_process_on_postgresql_too(t
 
 
 async def test_two_runners_of_one_job_at_once_apply_each_row_once(tmp_path: Path) -> None:
-    from dialer.app import open_services
+    from dialer.bootstrap import open_services
     from dialer.import_jobs import apply_job, validate_and_stage
     from dialer.import_jobs import Upload as ImportUpload
     from dialer.model import ImportJob, Principal

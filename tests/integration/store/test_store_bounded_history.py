@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import insert
 
 from adapters.db import tables
-from dialer.app import open_services
+from dialer.bootstrap import open_services
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config

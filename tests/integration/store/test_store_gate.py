@@ -22,7 +22,8 @@ from adapters.db import tables
 from adapters.db.migrate import head_revision, upgrade
 from adapters.db.store import SqlAlchemyCaseStore
 from dialer.chain import canonical_json, chain_hash
-from dialer.app import Services, open_services
+from dialer.bootstrap import open_services
+from dialer.services import Services
 from dialer.audit import verify
 from dialer.auth import add_user
 from dialer.clock import FixedClock

@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from adapters.db.store import SqlUnitOfWork
-from dialer.app import Services, open_services
+from dialer.bootstrap import open_services
+from dialer.services import Services
 from dialer.audit import verify
 from dialer.auth import add_user
 from dialer.clock import FixedClock

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from dialer import replay_cli
-from dialer.app import load_policies, open_services
+from dialer.bootstrap import load_policies, open_services
 from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config

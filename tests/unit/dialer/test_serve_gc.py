@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 
-from dialer.cli import _frozen_after_startup
+from dialer.app import frozen_after_startup
 
 
 async def test_objects_alive_after_start_up_are_frozen_once_the_app_has_started() -> None:
@@ -20,7 +20,7 @@ async def test_objects_alive_after_start_up_are_frozen_once_the_app_has_started(
         app.state.built = [object() for _ in range(10)]  # what start-up builds
         yield
 
-    app = _frozen_after_startup(FastAPI(lifespan=lifespan))
+    app = frozen_after_startup(FastAPI(lifespan=lifespan))
     threshold = gc.get_threshold()
     try:
         async with app.router.lifespan_context(app):
