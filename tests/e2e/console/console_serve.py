@@ -142,8 +142,9 @@ def start(tmp: Path) -> Served:
         for f in [pool.submit(add, *u) for u in USERS[1:]]:
             f.result()
     log_path = tmp / "serve.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([DIALGATE, "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    # The server holds its own copy of the log's descriptor; ours closes once it started.
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([DIALGATE, "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env)
     served = Served(f"http://127.0.0.1:{port}", proc, tokens, log_path)
     deadline = time.monotonic() + 60
     while True:
