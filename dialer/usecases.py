@@ -51,7 +51,8 @@ from dialer.model import (
     OutcomeRecord,
     Principal,
 )
-from dialer.ports import CaseStore, Clock, Pbx, RecordingStore, UnitOfWork
+from dialer.dial_resolution import consumable, resolve_case, resolve_named
+from dialer.ports import CaseStore, Clock, DialInputs, DialLedger, DialOutcome, DialQuery, Pbx, RecordingStore, UnitOfWork
 from policy import (
     AgentSnapshot,
     Check,
@@ -115,11 +116,11 @@ class RequestDial:
     reserved (by `attempt_id`, else by agent and number within its validity window)
     is consumed instead of deciding and counting again.
 
-    An empty `case_id` (the SIP gate's usual INVITE; only on a store whose writes are
-    all serialised, see `Gate.resolves_in_write`) is resolved inside the write: the
-    agent's pending authorisation for the number, else the one active case assigned to
-    the agent that holds it (`NoSuchCase` / `AmbiguousCase` otherwise). The caller
-    line is then checked against `lines_by_creditor[case.creditor]`.
+    The case is resolved inside the decision's write (`dialer.dial_resolution`): an
+    empty `case_id` (the SIP gate's usual INVITE) means the agent's pending
+    authorisation for the number, else the one active case assigned to the agent that
+    holds it (`NoSuchCase` / `AmbiguousCase` otherwise). The caller line is then
+    checked against `lines_by_creditor[case.creditor]`.
     """
 
     actor: Principal
@@ -221,6 +222,8 @@ class Gate:
     recorder_check_ttl_s: float = 1.0
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _recorder_ok_until: float = 0.0
+    _window_of: PolicyBook | None = None
+    _window_cache: tuple[timedelta, int] = (timedelta(0), 1)
 
     # -- helpers ---------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -236,63 +239,25 @@ class Gate:
     async def _resolve_case(
         self, uow: UnitOfWork, actor: Principal, case_id: str, creditor: str | None
     ) -> CaseRecord:
-        scope = actor.scope()
-        if creditor is not None:
-            if scope is not None and creditor not in scope:
-                raise NoSuchCase(f"no case {case_id!r}", details={"case_id": case_id})
-            scope = frozenset({creditor})
-        found = await uow.cases.find(case_id, scope)
-        if not found:
-            # Another creditor's case is indistinguishable from a missing one (404).
-            raise NoSuchCase(f"no case {case_id!r}", details={"case_id": case_id})
-        if len(found) > 1:
-            raise AmbiguousCase(
-                f"case {case_id!r} exists for several creditors; say which",
-                details={"case_id": case_id, "creditors": sorted(c.creditor for c in found)},
-            )
-        return found[0]
+        """The case a request naming `case_id` (and maybe its creditor) means."""
+        scope = _narrow(actor, creditor)
+        found = await uow.cases.find(case_id, scope) if scope is None or scope else []
+        return resolve_named(case_id, found)
 
-    @property
-    def resolves_in_write(self) -> bool:
-        """Whether a dial without a case id may be resolved inside its write (the store
-        serialises every write, so no per-case lock has to be known beforehand)."""
-        return bool(getattr(self.store, "serialised_writes", False))
+    def _window(self) -> tuple[timedelta, int]:
+        """The longest look-back and history bound of any creditor's policy: what a dial
+        reads before it knows its case (then narrowed to the case's policy)."""
+        book = self.policies
+        if self._window_of is not book:
+            pols = [book.default, *book.creditors.values()]
+            self._window_cache = (max(p.lookback for p in pols), max(history_bound(p) for p in pols))
+            self._window_of = book
+        return self._window_cache
 
-    async def _resolve_by_number(
-        self, uow: UnitOfWork, cmd: RequestDial, number: str, now: datetime
-    ) -> tuple[CaseRecord, RequestDial, AttemptRecord | None]:
-        """(case, the command with it, the agent's pending authorisation found for the
-        number, which `_consume_pending` then need not look up again)."""
-        if not self.resolves_in_write:
-            raise UnprocessableEntity("case_id is required", details={"field": "case_id"})
-        scope = cmd.actor.scope()
-        pending = await uow.attempts.find_pending(cmd.agent_id, number, now)
-        if pending is not None:
-            found = await uow.cases.find(pending.case_id, frozenset({pending.creditor}))
-        else:
-            found = await uow.cases.active_for_agent(cmd.agent_id, number)
-        if scope is not None:
-            found = [c for c in found if c.creditor in scope]
-        if not found:
-            raise NoSuchCase(f"no case of agent {cmd.agent_id!r} holds this number", details={"case_id": ""})
-        if len(found) > 1:
-            raise AmbiguousCase(
-                f"several active cases of agent {cmd.agent_id!r} hold this number",
-                details={"case_id": "", "creditors": sorted(c.creditor for c in found)},
-            )
-        case = found[0]
-        lines = cmd.lines_by_creditor.get(case.creditor) if cmd.lines_by_creditor is not None else cmd.registered_lines
-        # Field by field, not dataclasses.replace (2.7 -> ~1.3 us); a unit test keeps
-        # this in step with RequestDial's fields.
-        resolved = RequestDial(
-            actor=cmd.actor, case_id=case.case_id, number=cmd.number, agent_id=cmd.agent_id, channel=cmd.channel,
-            creditor=case.creditor, match_pending=cmd.match_pending and pending is not None,
-            attempt_id=cmd.attempt_id, caller_line=cmd.caller_line, registered_lines=lines,
-            lines_by_creditor=cmd.lines_by_creditor,
-        )
-        return case, resolved, pending
-
-    async def _agent(self, uow: UnitOfWork, actor: Principal, agent_id: str) -> AgentSnapshot:
+    @staticmethod
+    def _agent(found: Principal | None, actor: Principal, agent_id: str) -> AgentSnapshot:
+        """Who the policy checks: a collector or supervisor dials as themselves; others
+        name an agent, who must exist and be visible to them."""
         if actor.role in ("collector", "supervisor"):
             if agent_id != actor.name:
                 raise Forbidden(
@@ -300,7 +265,7 @@ class Gate:
                     details={"agent_id": agent_id},
                 )
             return AgentSnapshot(agent_id=actor.name, role=actor.role, creditors=actor.creditors)
-        user = await uow.users.by_name(agent_id)
+        user = found
         if user is not None and not actor.unscoped and not (user.creditors & actor.creditors):
             user = None  # another creditor's user: answered as unknown, so names cannot be probed
         if user is None:
@@ -412,22 +377,36 @@ class Gate:
         default_region = self.policies.default.default_region
         e164 = self._normalise(cmd.number, default_region)
         number = e164 or cmd.number.strip()
+        case_id = cmd.case_id
         try:
-            async with self.store.write((f"case:{cmd.case_id}", f"number:{number}")) as uow:
-                pending = None
-                if cmd.case_id:
-                    case = await self._resolve_case(uow, cmd.actor, cmd.case_id, cmd.creditor)
-                else:
-                    case, cmd, pending = await self._resolve_by_number(uow, cmd, number, now)
+            # Without a case id the ledger takes the locks once it knows the case.
+            keys = (f"case:{case_id}", f"number:{number}") if case_id else ()
+            async with self.store.ledger(keys) as ledger:
+                lookback, bound = self._window()
+                query = DialQuery(
+                    number=number, agent_id=cmd.agent_id, at=now, since=now - lookback, case_id=case_id,
+                    creditors=_narrow(cmd.actor, cmd.creditor), history_limit=bound,
+                    agent=cmd.actor.role not in ("collector", "supervisor"),
+                    consume=cmd.match_pending, attempt_id=cmd.attempt_id if cmd.match_pending else None,
+                )
+                inputs = await ledger.gather(query)
+                case = resolve_case(query, inputs)
                 pol = self.policies.for_creditor(case.creditor)
                 if pol.default_region != default_region:
-                    number = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
-                agent = await self._agent(uow, cmd.actor, cmd.agent_id)
-                result = None
-                if cmd.match_pending:
-                    result = await self._consume_pending(uow, cmd, case, number, now, pending)
-                if result is None:
-                    result = await self._decide_and_reserve(uow, cmd, case, agent, number, now, decision_id, faults)
+                    renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
+                    if renumbered != number:  # read again for the number as the case's creditor writes it
+                        number = renumbered
+                        query = replace(query, number=number, case_id=case.case_id,
+                                        creditors=frozenset({case.creditor}))
+                        inputs = await ledger.gather(query)
+                        case = resolve_case(query, inputs)
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                if inputs.pending_record is not None and consumable(query, case, inputs.pending):
+                    result = await self._consume(ledger, cmd, case, inputs, now)
+                else:
+                    result = await self._decide_and_reserve(
+                        ledger, cmd, case, agent, number, now, decision_id, faults, pol, inputs
+                    )
         except StoreUnavailable as exc:
             result = await self._fail_closed(cmd, now, decision_id, number, exc)
         metrics.observe_decision(result.allowed, result.decision.rule_id, cmd.channel, asyncio.get_running_loop().time() - started)
@@ -436,7 +415,7 @@ class Gate:
             allowed=result.allowed,
             rule_id=result.decision.rule_id,
             channel=cmd.channel,
-            case_id=cmd.case_id,
+            case_id=result.record.case_id if cmd.case_id == "" else cmd.case_id,
             agent_id=cmd.agent_id,
             number=mask_number(number),
             attempt_id=result.attempt.attempt_id if result.attempt else None,
@@ -448,24 +427,22 @@ class Gate:
         return result
 
     async def _decide_and_reserve(
-        self, uow: UnitOfWork, cmd: RequestDial, case: CaseRecord, agent: AgentSnapshot,
-        number: str, now: datetime, decision_id: str, faults: frozenset[str],
+        self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, agent: AgentSnapshot,
+        number: str, now: datetime, decision_id: str, faults: frozenset[str], pol: Policy, inputs: DialInputs,
     ) -> DialResult:
-        pol = self.policies.for_creditor(case.creditor)
-        since = now - pol.lookback
-        history = await uow.attempts.history(number, case.pk, case.creditor, since, history_bound(pol), now)
-        appointments = await uow.cases.appointments(case.pk, since)
+        lines = cmd.lines_by_creditor.get(case.creditor) if cmd.lines_by_creditor is not None else cmd.registered_lines
+        since, read_since = now - pol.lookback, now - self._window()[0]
         request = DialRequest(
             case=case.snapshot(),
             number=number,
             agent=agent,
             channel=cmd.channel,
             faults=faults,
-            appointments=tuple(appointments),
+            appointments=_within(inputs.appointments, since, read_since),
             caller_line=cmd.caller_line,
-            registered_lines=cmd.registered_lines,
+            registered_lines=lines,
         )
-        decision = evaluate(request, history, pol, now)
+        decision = evaluate(request, _within(inputs.history, since, read_since), pol, now)
         attempt = None
         if decision.allowed:
             contact = case.contact(number)
@@ -484,69 +461,40 @@ class Gate:
                 valid_until=now + self.attempt_validity,
                 decision_id=decision_id,
             )
-            await uow.attempts.add(attempt)
-        record = await uow.decisions.append(
-            self._record(
-                decision_id=decision_id,
-                kind="dial",
-                now=now,
-                decision=decision,
-                actor=cmd.actor,
-                agent_id=agent.agent_id,
-                channel=cmd.channel,
-                creditor=case.creditor,
-                case_id=case.case_id,
-                number=number,
-                attempt_id=attempt.attempt_id if attempt else None,
-                case_history_seq=case.history_seq,
-            )
-        )
-        await uow.outbox.add(
-            "dial.allowed" if decision.allowed else "dial.blocked",
+        record = self._record(
+            decision_id=decision_id,
+            kind="dial",
+            now=now,
+            decision=decision,
+            actor=cmd.actor,
+            agent_id=agent.agent_id,
+            channel=cmd.channel,
             creditor=case.creditor,
-            case_pk=case.pk,
             case_id=case.case_id,
-            occurred_at=now,
-            payload=_decision_event(record, attempt),
+            number=number,
+            attempt_id=attempt.attempt_id if attempt else None,
+            case_history_seq=case.history_seq,
         )
+        record = await ledger.apply(DialOutcome(
+            record=record, attempt=attempt, event_type="dial.allowed" if decision.allowed else "dial.blocked",
+            event_payload=_decision_event(record, attempt), case_pk=case.pk,
+        ))
         return DialResult(decision.allowed, decision, record, attempt)
 
-    async def _consume_pending(
-        self, uow: UnitOfWork, cmd: RequestDial, case: CaseRecord, number: str, now: datetime,
-        found: AttemptRecord | None = None,
-    ) -> DialResult | None:
-        """`found`: the pending authorisation `_resolve_by_number` looked up for this
-        agent and number in this same transaction (the same answer a second lookup gives,
-        so it is not asked twice)."""
-        if cmd.attempt_id:
-            pending = await uow.attempts.get(cmd.attempt_id)
-        elif found is not None and found.number == number:
-            pending = found
-        else:
-            pending = await uow.attempts.find_pending(cmd.agent_id, number, now)
-        if (
-            pending is None
-            or pending.state != "authorised"
-            or pending.valid_until < now
-            or pending.case_pk != case.pk
-            or pending.number != number
-            or pending.agent_id != cmd.agent_id
-        ):
-            return None
-        await uow.attempts.set_state(pending.attempt_id, "dialing")
-        records = await uow.decisions.get_many([pending.decision_id])
-        record = records[pending.decision_id]
-        await uow.outbox.add(
-            "attempt.state",
-            creditor=case.creditor,
-            case_pk=case.pk,
-            case_id=case.case_id,
-            occurred_at=now,
-            payload={"attempt_id": pending.attempt_id, "state": "dialing", "channel": cmd.channel,
-                     "decision_id": pending.decision_id, "agent_id": pending.agent_id},
-        )
-        decision = _decision_from_record(record)
-        return DialResult(True, decision, record, replace(pending, state="dialing"), reused=True)
+    async def _consume(
+        self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, inputs: DialInputs, now: datetime
+    ) -> DialResult:
+        """The SIP gate's dial of a click-to-dial authorisation: it becomes "dialing" and
+        answers with the decision that authorised it (counted once)."""
+        pending, record = inputs.pending, inputs.pending_record
+        assert pending is not None and record is not None
+        dialing = replace(pending, state="dialing")
+        await ledger.apply(DialOutcome(
+            record=record, consumed=dialing, event_type="attempt.state", case_pk=case.pk, at=now,
+            event_payload={"attempt_id": pending.attempt_id, "state": "dialing", "channel": cmd.channel,
+                           "decision_id": pending.decision_id, "agent_id": pending.agent_id},
+        ))
+        return DialResult(True, _decision_from_record(record), record, dialing, reused=True)
 
     async def _fail_closed(
         self, cmd: RequestDial, now: datetime, decision_id: str, number: str, exc: Exception
@@ -567,8 +515,8 @@ class Gate:
         )
         log.error("store.unavailable", error=str(exc), case_id=cmd.case_id)
         try:  # still try to log the refusal; the store may be back already
-            async with self.store.write() as uow:
-                record = await uow.decisions.append(record)
+            async with self.store.ledger() as ledger:
+                record = await ledger.apply(DialOutcome(record=record))
         except Exception as log_exc:  # noqa: BLE001
             log.error("decision.unlogged", decision_id=decision_id, error=str(log_exc))
         return DialResult(False, decision, record, None)
@@ -591,8 +539,8 @@ class Gate:
             agent_id=cmd.agent_id or "-", channel=cmd.channel, creditor=cmd.creditor or "-",
             case_id=cmd.case_id or "-", number=number, attempt_id=None,
         )
-        async with self.store.write() as uow:
-            record = await uow.decisions.append(record)
+        async with self.store.ledger() as ledger:
+            record = await ledger.apply(DialOutcome(record=record))
         metrics.observe_decision(False, rule_id, cmd.channel, asyncio.get_running_loop().time() - started)
         return record
 
@@ -623,35 +571,44 @@ class Gate:
         structlog.contextvars.bind_contextvars(decision_id=decision_id)
         faults = await self._faults()
         try:
-            async with self.store.write() as uow:
-                case = await self._resolve_case(uow, cmd.actor, cmd.case_id, cmd.creditor)
+            async with self.store.ledger() as ledger:
+                # The case first: its creditor's region says how the number is written.
+                scope = _narrow(cmd.actor, cmd.creditor)
+                lookback, bound = self._window()
+                default_region = self.policies.default.default_region
+                number = self._normalise(cmd.number, default_region) or cmd.number.strip()
+                query = DialQuery(
+                    number=number, agent_id=cmd.agent_id, at=at, since=at - lookback, case_id=cmd.case_id,
+                    creditors=scope, history_limit=bound, agent=cmd.actor.role not in ("collector", "supervisor"),
+                )
+                inputs = await ledger.gather(query)
+                case = resolve_case(query, inputs)
                 pol = self.policies.for_creditor(case.creditor)
-                number = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
+                if pol.default_region != default_region:
+                    renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
+                    if renumbered != number:
+                        number = renumbered
+                        query = replace(query, number=number)
+                        inputs = await ledger.gather(query)
+                        case = resolve_case(query, inputs)
                 if cmd.actor.role in ("collector", "supervisor") and cmd.agent_id != cmd.actor.name:
                     raise Forbidden(f"{cmd.actor.role} {cmd.actor.name} may check only their own dials",
                                     details={"agent_id": cmd.agent_id})
-                if cmd.actor.role in ("collector", "supervisor"):
-                    agent = AgentSnapshot(cmd.actor.name, cmd.actor.role, cmd.actor.creditors)
-                else:
-                    agent = await self._agent(uow, cmd.actor, cmd.agent_id)
-                history = await uow.attempts.history(number, case.pk, case.creditor, at - pol.lookback,
-                                                     history_bound(pol), at)
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                history = _within(inputs.history, at - pol.lookback, query.since)
                 if cmd.at is not None:  # a what-if answers as the gate would have then: later attempts did not exist yet
-                    history = [h for h in history if h.at < at]
-                appointments = await uow.cases.appointments(case.pk, at - pol.lookback)
+                    history = tuple(h for h in history if h.at < at)
                 request = DialRequest(
                     case=case.snapshot(), number=number, agent=agent, channel=cmd.channel,
-                    faults=faults, appointments=tuple(appointments),
+                    faults=faults, appointments=_within(inputs.appointments, at - pol.lookback, query.since),
                 )
                 decision = evaluate(request, history, pol, at)
-                record = await uow.decisions.append(
-                    self._record(
-                        decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
-                        agent_id=agent.agent_id, channel=cmd.channel, creditor=case.creditor,
-                        case_id=case.case_id, number=number, attempt_id=None,
-                        case_history_seq=case.history_seq,
-                    )
-                )
+                record = await ledger.apply(DialOutcome(record=self._record(
+                    decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
+                    agent_id=agent.agent_id, channel=cmd.channel, creditor=case.creditor,
+                    case_id=case.case_id, number=number, attempt_id=None,
+                    case_history_seq=case.history_seq,
+                )))
         except StoreUnavailable:
             decision = self._store_unavailable(now)
             record = self._record(
@@ -993,35 +950,38 @@ class Gate:
         against itself. Logged as a `recheck` decision."""
         now = self._now()
         faults = await self._faults()
-        async with self.store.write() as uow:
-            attempt = await uow.attempts.get(attempt_id)
+        lookback, _ = self._window()
+        async with self.store.ledger() as ledger:
+            # Only the attempt is named: the ledger reads its number, agent and case.
+            query = DialQuery(number="", agent_id="", at=now, since=now - lookback, attempt_id=attempt_id)
+            inputs = await ledger.gather(query)
+            attempt = inputs.pending
             if attempt is None:
                 raise NoSuchAttempt(f"no attempt {attempt_id!r}", details={"attempt_id": attempt_id})
-            case = await uow.cases.get(attempt.creditor, attempt.case_id)
+            case = inputs.case
             if case is None:
                 raise NoSuchCase(f"no case {attempt.case_id!r}", details={"case_id": attempt.case_id})
             pol = self.policies.for_creditor(case.creditor)
-            user = await uow.users.by_name(attempt.agent_id)
+            user = inputs.agent
             agent = AgentSnapshot(
                 agent_id=attempt.agent_id,
                 role=user.role if user else "collector",
                 creditors=user.creditors if user else frozenset({case.creditor}),
             )
-            history = await uow.attempts.history(attempt.number, case.pk, case.creditor, now - pol.lookback)
+            history = list(_within(inputs.history, now - pol.lookback, query.since))
             own = next((i for i, h in enumerate(history) if h.kind == "attempt" and h.number == attempt.number
                         and h.case_id == case.case_id and abs((h.at - attempt.at).total_seconds()) < 0.001), None)
             if own is not None:
                 del history[own]
-            appointments = await uow.cases.appointments(case.pk, now - pol.lookback)
             request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
-                                  faults=faults, appointments=tuple(appointments))
+                                  faults=faults, appointments=_within(inputs.appointments, now - pol.lookback, query.since))
             decision = evaluate(request, history, pol, now)
-            await uow.decisions.append(
-                self._record(decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,
-                             agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,
-                             case_id=case.case_id, number=attempt.number, attempt_id=attempt_id,
-                             case_history_seq=case.history_seq)
-            )
+            await ledger.apply(DialOutcome(record=self._record(
+                decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,
+                agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,
+                case_id=case.case_id, number=attempt.number, attempt_id=attempt_id,
+                case_history_seq=case.history_seq,
+            )))
         return decision
 
     async def expire_attempts(self) -> int:
@@ -1045,6 +1005,14 @@ class Gate:
             if len(batch) < 50:
                 return n
             await asyncio.sleep(0)
+
+
+def _within(events: tuple[Any, ...], since: datetime, read_since: datetime) -> tuple[Any, ...]:
+    """`events` (history or appointments) at or after `since`: the ledger read from
+    `read_since`, the longest look-back of any policy; the case's may look back less."""
+    if since <= read_since:
+        return events
+    return tuple(e for e in events if e.at >= since)
 
 
 def _narrow(actor: Principal, creditor: str | None) -> frozenset[str] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
@@ -10,7 +9,6 @@ import structlog
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.evidence import EvidenceKey
 from dialer.masking import mask_number, mask_text
@@ -25,7 +23,7 @@ from dialer.model import (
 from policy.model import Appointment
 from adapters.db.queries import (
     I_CASE, I_CONTACT, I_HISTORY, Q_APPOINTMENTS, Q_CASE_BY_KEY, Q_CASE_BY_KEY_LOCKED, Q_CASE_BY_PK_LOCKED,
-    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CONTACTS_OF_CASE, Q_CREDITOR, Q_DIAL_CANDIDATES,
+    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CONTACTS_OF_CASE, Q_CREDITOR,
     Q_NEXT_SEQ, U_CASE,
 )
 from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
@@ -133,11 +131,8 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
 
 
 class SqlCaseRepository:
-    def __init__(
-        self, conn: AsyncConnection, raw: sqlite3.Connection | None = None, evidence: EvidenceKey | None = None
-    ) -> None:
+    def __init__(self, conn: AsyncConnection, evidence: EvidenceKey | None = None) -> None:
         self.conn = conn
-        self.raw = raw
         self.evidence = evidence or NO_KEY  # chains the case history
         self._creditors: set[str] = set()  # known to exist in this transaction
 
@@ -153,65 +148,7 @@ class SqlCaseRepository:
             by_case.setdefault(c["case_pk"], []).append(_contact_record(c))
         return _case_records(rows, by_case)
 
-    def _find_raw(self, raw: sqlite3.Connection, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
-        return self._load_raw(raw, hot.CASES_BY_ID, (case_id,), creditors)
-
-    def _load_raw(
-        self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], creditors: frozenset[str] | None
-    ) -> list[CaseRecord]:
-        # Records straight from the row tuples (columns in hot.CASE_KEYS and
-        # hot.CONTACT_KEYS order), no mapping per row.
-        py_time = hot.py_time
-        out = []
-        for r in raw.execute(sql, params).fetchall():
-            if creditors is not None and r[1] not in creditors:
-                continue
-            contacts = tuple(
-                ContactRecord(c[1], c[2], c[3], c[4], c[5], bool(c[6]), c[7], py_time(c[8]))
-                for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))
-            )
-            out.append(self._case_from_row(r, contacts))
-        return out
-
-    def _load_joined_raw(self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[CaseRecord]:
-        """Cases from one statement that returns a row per contact (hot.CASE_KEYS then
-        hot.CONTACT_KEYS columns, then the contact's id): one statement instead of one
-        for the cases and one per case for their contacts. Ordered here by case, then
-        contact id (the Core path's order), as the statement does not sort."""
-        py_time = hot.py_time
-        k = len(hot.CASE_KEYS)  # the contact's columns follow the case's
-        out: list[CaseRecord] = []
-        case: Any = None
-        contacts: list[ContactRecord] = []
-        rows = raw.execute(sql, params).fetchall()
-        if len(rows) > 1:
-            cid = hot.CONTACT_ID
-            rows.sort(key=lambda r: (r[0], r[cid]))
-        for r in rows:
-            if case is None or r[0] != case[0]:
-                if case is not None:
-                    out.append(self._case_from_row(case, tuple(contacts)))
-                case, contacts = r, []
-            contacts.append(ContactRecord(r[k + 1], r[k + 2], r[k + 3], r[k + 4], r[k + 5], bool(r[k + 6]), r[k + 7],
-                                          py_time(r[k + 8])))
-        if case is not None:
-            out.append(self._case_from_row(case, tuple(contacts)))
-        return out
-
-    @staticmethod
-    def _case_from_row(r: Any, contacts: tuple[ContactRecord, ...]) -> CaseRecord:
-        py_date = hot.py_date
-        return CaseRecord(
-            pk=r[0], creditor=r[1], case_id=r[2], debtor_name=r[3], status=r[4],
-            commission_start=py_date(r[5]), commission_end=py_date(r[6]), assigned_agent=r[7],
-            flags=_flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
-            next_action_date=py_date(r[12]), event_seq=r[13], contacts=contacts, updated_at=hot.py_time(r[14]),
-            creditor_flags=_flags_set(r[15]), agency_flags=_flags_set(r[16]), status_hold=r[17], history_seq=r[18],
-        )
-
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
-        if self.raw is not None:
-            return self._find_raw(self.raw, case_id, creditors)
         if creditors is None:
             return await self._load(Q_CASES_BY_ID, {"case_id": case_id})
         if not creditors:
@@ -573,16 +510,10 @@ class SqlCaseRepository:
 
     async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:
         """The active cases assigned to `agent_id` that hold `number` (any creditor)."""
-        if self.raw is not None:
-            return self._load_joined_raw(self.raw, hot.CASES_WITH_CONTACTS_ACTIVE_FOR_AGENT_NUMBER, (number, agent_id))
         holding = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)
         return await self._load(
             and_(t.cases.c.id.in_(holding), t.cases.c.status == "active", t.cases.c.assigned_agent == agent_id)
         )
-
-    async def dial_candidates(self, agent_id: str, number: str, now: datetime) -> list[tuple[bool, str, str]]:
-        rows = (await self.conn.execute(Q_DIAL_CANDIDATES, {"agent": agent_id, "number": number, "now": now})).all()
-        return [(src == 0, creditor, case_id) for src, creditor, case_id in rows]
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
         sub = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)
@@ -594,20 +525,12 @@ class SqlCaseRepository:
         return await self._load(where)
 
     async def next_event_seq(self, pk: int, count: int = 1) -> int:
-        if self.raw is not None:
-            row = self.raw.execute(hot.NEXT_SEQ, (count, pk)).fetchone()
-        else:
-            row = (await self.conn.execute(Q_NEXT_SEQ, {"pk": pk, "count": count})).first()
+        row = (await self.conn.execute(Q_NEXT_SEQ, {"pk": pk, "count": count})).first()
         if row is None:
             raise LookupError(f"case pk {pk} vanished")
         return int(row[0]) - count + 1
 
     async def appointments(self, pk: int, since: datetime) -> list[Appointment]:
-        if self.raw is not None:
-            return [
-                Appointment(number=r[0], at=hot.py_time(r[1]))  # type: ignore[arg-type]
-                for r in self.raw.execute(hot.APPOINTMENTS, (pk, hot.db_time(since)))
-            ]
         rows = await self.conn.execute(Q_APPOINTMENTS, {"case_pk": pk, "since": since})
         return [Appointment(number=r[0], at=r[1]) for r in rows]
 
