@@ -9,6 +9,7 @@ empty `public` schema. Missing → `require_service` (fails under CI, skips else
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -53,9 +54,9 @@ def _admin_url(url: str) -> str:
     return os.environ.get("DIALGATE_TEST_PG_ADMIN") or url.rsplit("/", 1)[0] + "/postgres"
 
 
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A private, empty database for this test (other suites share DIALGATE_TEST_PG_URL's)."""
+@contextlib.asynccontextmanager
+async def private_pg_database() -> AsyncIterator[str]:
+    """A private, empty database (other suites share DIALGATE_TEST_PG_URL's), dropped after."""
     ok, why = await pg_reachable(PG_URL)
     require_service("PostgreSQL", ok, why)
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -70,6 +71,13 @@ async def pg_url() -> AsyncIterator[str]:
             await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.dispose()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A private, empty database for this test (other suites share DIALGATE_TEST_PG_URL's)."""
+    async with private_pg_database() as url:
+        yield url
 
 
 def free_port() -> int:
