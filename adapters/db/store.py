@@ -488,14 +488,14 @@ class SqlAlchemyCaseStore:
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
             held = sorted(set(lock_keys))
-            lock: LockFn | None = None
-            if self.is_postgres and not reading:
-                async def lock(keys: list[str]) -> None:
-                    try:
-                        for key in keys:
-                            await conn.execute(_ADVISORY_LOCK, {"k": key})
-                    except (SQLAlchemyError, OSError, TimeoutError) as exc:
-                        raise _store_error(exc) from exc
+            async def take_locks(keys: list[str]) -> None:
+                try:
+                    for key in keys:
+                        await conn.execute(_ADVISORY_LOCK, {"k": key})
+                except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                    raise _store_error(exc) from exc
+
+            lock: LockFn | None = take_locks if self.is_postgres and not reading else None
             uow = SqlUnitOfWork(
                 conn, self.is_postgres, events=self.events, evidence=self.evidence, held=held, lock=lock,
             )
