@@ -720,7 +720,6 @@ def heavy_number_cost(prior: int, calls: int, rounds: int) -> str:
 
     from sqlalchemy import insert, select
 
-    import dialer.usecases as usecases
     from adapters.db import tables
     from adapters.sip.service import SIP_ACTOR
     from dialer.app import freeze_long_lived
@@ -746,7 +745,7 @@ def heavy_number_cost(prior: int, calls: int, rounds: int) -> str:
                          "valid_until": now, "decision_id": f"prior-{i}", "connected": i % 3 == 0}
                         for i in range(prior)])
                 freeze_long_lived()
-                bound = usecases.history_bound
+                window = svc.gate._window()  # noqa: SLF001 - the bound is what is measured
 
                 def cmd(number: str) -> RequestDial:
                     return RequestDial(actor=SIP_ACTOR, case_id="", number=number, agent_id="col-a", channel="sip",
@@ -764,11 +763,11 @@ def heavy_number_cost(prior: int, calls: int, rounds: int) -> str:
                 for k in range(rounds):
                     times["fresh"].append(await timed([f"+86{FIRST_NUMBER + 1 + k * calls + i}" for i in range(calls)]))
                     times["heavy"].append(await timed([heavy] * calls))
-                    usecases.history_bound = lambda pol: None  # type: ignore[assignment,return-value]
+                    svc.gate._window_cache = (window[0], None)  # type: ignore[assignment]  # noqa: SLF001 - every attempt
                     try:
                         times["heavy-unbounded"].append(await timed([heavy] * max(1, calls // 10)))
                     finally:
-                        usecases.history_bound = bound
+                        svc.gate._window_cache = window  # noqa: SLF001
                 async with svc.store.read() as uow:
                     n = len((await uow.conn.execute(select(tables.attempts.c.id).where(
                         tables.attempts.c.number == heavy))).all())

@@ -10,8 +10,9 @@ Beside the state, `connected` records that the debtor answered (the "connected c
 caps count it). Every move writes the attempt row and its `attempt.state` outbox event
 in one unit of work, so whoever sees the event sees the row.
 
-The functions taking a `uow` run inside a use case's own transaction (dialer/usecases.py:
-a dial consuming a reservation, an outcome, the expiry sweep). `AttemptStates` opens one
+The functions taking a `uow` run inside a use case's own transaction (dialer/usecases/:
+an outcome, the expiry sweep); a dial consuming a reservation hands `dialing`'s move to
+the dial ledger, which writes it with the decision. `AttemptStates` opens one
 write per call for the PBX adapters: the service's own user agent (call progress, the
 debtor answered, the attempt released) and PBX events arriving on the bus.
 
@@ -62,14 +63,22 @@ async def _announce(uow: UnitOfWork, attempt: AttemptRecord, at: datetime, paylo
     )
 
 
-async def mark_dialing(uow: UnitOfWork, attempt: AttemptRecord, *, channel: str, at: datetime) -> AttemptRecord:
-    """A reservation is used: the PBX places the call (`channel`: who asked for it)."""
-    await uow.attempts.set_state(attempt.attempt_id, "dialing")
-    await _announce(uow, attempt, at, {
+def dialing(attempt: AttemptRecord, *, channel: str) -> tuple[AttemptRecord, dict[str, Any]]:
+    """The move to "dialing" as data: the attempt after it and its event's payload. The
+    dial ledger applies it in the same write as the decision that consumes the
+    reservation (`DialOutcome.consumed`)."""
+    return replace(attempt, state="dialing"), {
         "attempt_id": attempt.attempt_id, "state": "dialing", "channel": channel,
         "decision_id": attempt.decision_id, "agent_id": attempt.agent_id,
-    })
-    return replace(attempt, state="dialing")
+    }
+
+
+async def mark_dialing(uow: UnitOfWork, attempt: AttemptRecord, *, channel: str, at: datetime) -> AttemptRecord:
+    """A reservation is used: the PBX places the call (`channel`: who asked for it)."""
+    moved, payload = dialing(attempt, channel=channel)
+    await uow.attempts.set_state(attempt.attempt_id, "dialing")
+    await _announce(uow, attempt, at, payload)
+    return moved
 
 
 async def mark_completed(uow: UnitOfWork, attempt: AttemptRecord, *, connected: bool, at: datetime) -> None:

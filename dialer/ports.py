@@ -3,6 +3,8 @@
     Clock            now(); tests and `dialgate simulate` pass a fixed or stepping one
     CaseStore        unit-of-work factory over the case store (adapters/db: SqlAlchemyCaseStore)
       UnitOfWork     one transaction: .cases .attempts .decisions .outbox .users .audit .imports
+      DialLedger     decide-and-reserve's unit: `gather` what a decision reads, `apply` what it
+                     writes; a dial crosses the store twice (adapters/db: ledger_core, ledger_sqlite)
     EventPublisher   publishes outbox events (adapters/mqtt's relay); the outbox rows are
                      written by the use cases in the same transaction as the change
     Pbx              asked to originate an authorised attempt (adapter `none` for now)
@@ -17,6 +19,7 @@ any exception rolls everything back. Store failures surface as `StoreUnavailable
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
@@ -99,12 +102,6 @@ class CaseRepository(Protocol):
 
     async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:
         """The active cases assigned to the agent that hold the number (any creditor)."""
-        ...
-
-    async def dial_candidates(self, agent_id: str, number: str, now: datetime) -> list[tuple[bool, str, str]]:
-        """(pending, creditor, case_id) for a dial that names no case: the agent's oldest
-        authorisation for the number still valid at `now` (pending True), if any, then
-        every active case assigned to the agent that holds the number."""
         ...
 
     async def next_event_seq(self, pk: int, count: int = 1) -> int:
@@ -310,6 +307,71 @@ class ImportJobRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DialQuery:
+    """What one decision reads, asked in one call.
+
+    The case: `case_id` (among `creditors`, None meaning all), else the case of the
+    pending authorisation, else the agent's active cases holding `number`. The pending
+    authorisation: by `attempt_id`, else (with `consume`) the agent's oldest one for
+    `number` still valid at `at`; a query with no `number` (a recheck) reads the
+    attempt's number and agent. History and appointments are read for the case only
+    when exactly one is found (`dialer.dial_resolution.pick`) and no authorisation is
+    to be consumed instead (`dialer.dial_resolution.consumable`)."""
+
+    number: str
+    agent_id: str
+    at: datetime
+    since: datetime
+    case_id: str = ""
+    creditors: frozenset[str] | None = None
+    history_limit: int | None = None  # newest per (relation, answered) group; None: every attempt since `since`
+    agent: bool = True  # read the agent's user
+    consume: bool = False  # a pending authorisation is consumed rather than decided again
+    attempt_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialInputs:
+    """What `DialLedger.gather` found. `case` is the one case the query means, or None
+    (then `history` and `appointments` are empty and `cases` says why)."""
+
+    cases: tuple[CaseRecord, ...]
+    case: CaseRecord | None
+    pending: AttemptRecord | None
+    pending_record: DecisionRecord | None  # the decision that authorised `pending` (when it is still live)
+    agent: Principal | None
+    history: tuple[HistoryEvent, ...]
+    appointments: tuple[Appointment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DialOutcome:
+    """What one decision writes. `record` is appended to its creditor's chain unless a
+    pending authorisation is `consumed` (the record is then the one that authorised
+    it). `attempt` is reserved. With `event_type`, one outbox event for case `case_pk`."""
+
+    record: DecisionRecord
+    attempt: AttemptRecord | None = None
+    consumed: AttemptRecord | None = None  # now "dialing"
+    event_type: str | None = None
+    event_payload: dict[str, Any] | None = None
+    case_pk: int | None = None
+    at: datetime | None = None  # the event's time (default: the record's)
+
+
+class DialLedger(Protocol):
+    """Decide-and-reserve's two crossings of the store, inside one write unit: what the
+    decision reads, then what it writes. Nothing is visible to others before the unit
+    exits cleanly; an exception writes nothing. Store failures raise StoreUnavailable."""
+
+    async def gather(self, query: DialQuery) -> DialInputs: ...
+
+    async def apply(self, outcome: DialOutcome) -> DecisionRecord:
+        """Write the outcome; returns the record as chained (seq, prev_hash, hash set)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     imports: ImportJobRepository
     cases: CaseRepository
@@ -330,6 +392,11 @@ class CaseStore(Protocol):
         store guarantees two transactions with a common key never overlap (SQLite:
         BEGIN IMMEDIATE serialises all writers; PostgreSQL: advisory xact locks).
         """
+        ...
+
+    def ledger(self, lock_keys: Sequence[str] = ()) -> AbstractAsyncContextManager[DialLedger]:
+        """A write unit for one decision; `lock_keys` as for `write`. A ledger may take
+        more locks once it knows the case (PostgreSQL, a dial that names no case)."""
         ...
 
     def read(self) -> AbstractAsyncContextManager[UnitOfWork]:

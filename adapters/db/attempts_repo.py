@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.model import (
     AttemptRecord,
@@ -58,10 +56,34 @@ def _outcome(r: Any) -> OutcomeRecord:
     )
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def history_events(
+    rows: Iterable[Any], creditor: str, bounded: bool, to_time: Callable[[Any], Any]
+) -> list[HistoryEvent]:
+    """History rows (id, at, case_id, number, relation, connected, creditor) as the
+    policy's events; `bounded`: the two halves may hold the same attempt once each."""
+    out: list[HistoryEvent] = []
+    seen: set[Any] = set()
+    for r in rows:
+        if bounded:
+            if r[0] in seen:
+                continue  # this case's attempt on this number: in both halves
+            seen.add(r[0])
+        at = to_time(r[1])
+        # Another creditor's case with the same id must not count as this case.
+        cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"
+        out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="attempt"))
+        if r[5]:
+            out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="connected"))
+    return out
+
+
 class SqlAttemptRepository:
-    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.raw = raw
 
     async def history(
         self, number: str, case_pk: int, creditor: str, since: datetime, limit: int | None = None,
@@ -75,50 +97,25 @@ class SqlAttemptRepository:
         after `now`, so it holds a newest run of each group, and a cap needs at most its
         limit of those), and a number dialed thousands of times costs a decision what any
         other does."""
-        out: list[HistoryEvent] = []
         bounded = limit is not None and now is not None
         if not bounded:
-            if self.raw is not None:
-                rows: Iterable[Any] = self.raw.execute(
-                    hot.HISTORY, {"number": number, "case_pk": case_pk, "since": hot.db_time(since)}
-                )
-            else:
-                rows = await self.conn.execute(Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since})
+            rows: Iterable[Any] = await self.conn.execute(
+                Q_HISTORY, {"number": number, "case_pk": case_pk, "since": since}
+            )
         else:
             cap = max(HISTORY_CAP, 4 * limit)  # type: ignore[operator]
             rows = []
-            for param, value, newest, groups, hot_newest, hot_groups in (
-                ("number", number, Q_HISTORY_NEWEST_NUMBER, Q_HISTORY_GROUPS_NUMBER,
-                 hot.HISTORY_NEWEST_NUMBER, hot.HISTORY_GROUPS_NUMBER),
-                ("case_pk", case_pk, Q_HISTORY_NEWEST_CASE, Q_HISTORY_GROUPS_CASE,
-                 hot.HISTORY_NEWEST_CASE, hot.HISTORY_GROUPS_CASE),
+            for param, value, newest, groups in (
+                ("number", number, Q_HISTORY_NEWEST_NUMBER, Q_HISTORY_GROUPS_NUMBER),
+                ("case_pk", case_pk, Q_HISTORY_NEWEST_CASE, Q_HISTORY_GROUPS_CASE),
             ):
-                if self.raw is not None:
-                    p = {param: value, "since": hot.db_time(since), "cap": cap}
-                    got = self.raw.execute(hot_newest, p).fetchall()
-                    if len(got) >= cap:
-                        p.update(k=limit, now=hot.db_time(now))  # type: ignore[arg-type]
-                        got = self.raw.execute(hot_groups, p).fetchall()
-                else:
-                    p = {param: value, "since": since, "cap": cap}
-                    got = (await self.conn.execute(newest, p)).all()
-                    if len(got) >= cap:
-                        p.update(k=limit, now=now)
-                        got = (await self.conn.execute(groups, p)).all()
+                p = {param: value, "since": since, "cap": cap}
+                got = (await self.conn.execute(newest, p)).all()
+                if len(got) >= cap:
+                    p.update(k=limit, now=now)
+                    got = (await self.conn.execute(groups, p)).all()
                 rows.extend(got)
-        seen: set[Any] = set()
-        for r in rows:
-            if bounded:
-                if r[0] in seen:
-                    continue  # this case's attempt on this number: in both halves
-                seen.add(r[0])
-            at = hot.py_time(r[1]) if self.raw is not None else r[1]
-            # Another creditor's case with the same id must not count as this case.
-            cid = r[2] if r[6] == creditor else f"{r[6]}/{r[2]}"
-            out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="attempt"))
-            if r[5]:
-                out.append(HistoryEvent(at=at, case_id=cid, number=r[3], relation=r[4], kind="connected"))
-        return out
+        return history_events(rows, creditor, bounded, _same)
 
     async def expired(self, now: datetime, limit: int = 500) -> list[AttemptRecord]:
         a = t.attempts.c
@@ -130,13 +127,6 @@ class SqlAttemptRepository:
         return [_attempt(r) for r in rows]
 
     async def add(self, attempt: AttemptRecord) -> None:
-        if self.raw is not None:
-            self.raw.execute(hot.INSERT_ATTEMPT, (
-                attempt.attempt_id, attempt.case_pk, attempt.creditor, attempt.case_id, attempt.number,
-                attempt.relation, attempt.agent_id, attempt.channel, attempt.state, hot.db_time(attempt.at),
-                hot.db_time(attempt.valid_until), attempt.decision_id, int(attempt.connected),
-            ))
-            return
         await self.conn.execute(
             I_ATTEMPT,
             dict(
@@ -157,19 +147,10 @@ class SqlAttemptRepository:
         )
 
     async def get(self, attempt_id: str) -> AttemptRecord | None:
-        if self.raw is not None:
-            found = self.raw.execute(hot.ATTEMPT_BY_ID, (attempt_id,)).fetchone()
-            return _attempt(hot.attempt_row(found)) if found else None
         r = (await self.conn.execute(select(t.attempts).where(t.attempts.c.id == attempt_id))).mappings().first()
         return _attempt(r) if r else None
 
     async def find_pending(self, agent_id: str, number: str, now: datetime) -> AttemptRecord | None:
-        if self.raw is not None:
-            rows = self.raw.execute(hot.ATTEMPT_PENDING, (agent_id, number, hot.db_time(now))).fetchall()
-            if not rows:
-                return None
-            oldest = rows[0] if len(rows) == 1 else min(rows, key=lambda r: r[hot.ATTEMPT_AT])
-            return _attempt(hot.attempt_row(oldest))
         a = t.attempts.c
         r = (
             await self.conn.execute(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
@@ -11,7 +9,6 @@ import structlog
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.evidence import EvidenceKey
 from dialer.model import (
@@ -25,11 +22,10 @@ from dialer.model import (
 from policy.model import Appointment
 from adapters.db.queries import (
     I_CONTACT, I_HISTORY, Q_APPOINTMENTS, Q_CASE_BY_KEY, Q_CASE_BY_KEY_LOCKED, Q_CASE_BY_PK_LOCKED,
-    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CREDITOR, Q_DIAL_CANDIDATES, Q_NEXT_SEQ,
+    Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CREDITOR, Q_NEXT_SEQ,
 )
 from dialer.case_merge import (
-    CASE_COLUMNS, TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case,
-    tracked,
+    TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case, tracked,
 )
 from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
 
@@ -89,125 +85,9 @@ def _case_records(rows: Sequence[Any], by_case: dict[int, list[ContactRecord]]) 
     ]
 
 
-# The batch upsert on the SQLite writer's connection: driver SQL (see sqlite_hot), the
-# same columns and stored forms as the Core statements above (dates as ISO text, times
-# as sqlite_hot.db_time, booleans 0/1).
-_CASE_COLS = tuple(t.cases.c.keys())
-_CASE_DATES = frozenset({"commission_start", "commission_end", "next_action_date", "commission_extended_to"})
-_CASE_TIMES = frozenset({"created_at", "updated_at", "first_call_alerted_at"})
-_CONTACT_COLS = ("id", "case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
-_RAW_CASES_OF = (f"SELECT {', '.join(_CASE_COLS)} FROM cases "
-                 "WHERE case_id IN (SELECT value FROM json_each(?)) ORDER BY id")
-_RAW_CONTACTS_OF = (f"SELECT {', '.join(_CONTACT_COLS)} FROM contacts "
-                    "WHERE case_pk IN (SELECT value FROM json_each(?)) ORDER BY id")
-_RAW_PKS_OF = "SELECT id, creditor, case_id FROM cases WHERE case_id IN (SELECT value FROM json_each(?))"
-_INSERT_CASE_COLS = (
-    "creditor", "case_id", "event_seq", "created_at", "updated_at", "first_call_alerted_at", "history_seq",
-    "history_hash", *(c for c in CASE_COLUMNS if c != "first_call_alerted_at"),
-)
-_RAW_INSERT_CASE = (f"INSERT INTO cases ({', '.join(_INSERT_CASE_COLS)}) "
-                    f"VALUES ({', '.join('?' * len(_INSERT_CASE_COLS))})")
-_UPDATE_CASE_COLS = (*CASE_COLUMNS, "history_seq", "history_hash", "updated_at")
-_RAW_UPDATE_CASE = f"UPDATE cases SET {', '.join(c + ' = ?' for c in _UPDATE_CASE_COLS)} WHERE id = ?"
-_CONTACT_SET = ("relation", "name", "tz", "status", "do_not_call")
-_RAW_UPDATE_CONTACT = f"UPDATE contacts SET {', '.join(c + ' = ?' for c in _CONTACT_SET)} WHERE id = ?"
-_RAW_DELETE_CONTACT = "DELETE FROM contacts WHERE id = ?"
-_INSERT_CONTACT_COLS = ("case_pk", "number", "relation", "name", "tz", "status", "do_not_call", "source", "added_at")
-_RAW_INSERT_CONTACT = (f"INSERT INTO contacts ({', '.join(_INSERT_CONTACT_COLS)}) "
-                       f"VALUES ({', '.join('?' * len(_INSERT_CONTACT_COLS))})")
-_HISTORY_COLS = ("case_pk", "creditor", "case_id", "seq", "at", "actor", "role", "source", "source_ref",
-                 "source_row", "field", "record", "prev_hash", "hash")
-_RAW_INSERT_HISTORY = (f"INSERT INTO case_history ({', '.join(_HISTORY_COLS)}) "
-                       f"VALUES ({', '.join('?' * len(_HISTORY_COLS))})")
-
-
-_TO_DB = {datetime: hot.db_time, date: date.isoformat, bool: int}
-
-
-def _db_value(value: Any) -> Any:
-    convert = _TO_DB.get(type(value))
-    return value if convert is None else convert(value)
-
-
-def _stored_raw(
-    raw: sqlite3.Connection, rows: Sequence[tuple[int | None, CaseInput]]
-) -> tuple[dict[tuple[str, str], Any], dict[int, list[Any]]]:
-    """`SqlCaseRepository._stored_for` in driver SQL (SQLite: one writer, nothing to lock)."""
-    ids = json.dumps(sorted({case.case_id for _, case in rows}))
-    wanted = {(case.creditor, case.case_id) for _, case in rows}
-    stored: dict[tuple[str, str], Any] = {}
-    for r in raw.execute(_RAW_CASES_OF, (ids,)):
-        d = dict(zip(_CASE_COLS, r))
-        if (d["creditor"], d["case_id"]) not in wanted:
-            continue
-        for k in _CASE_DATES:
-            d[k] = hot.py_date(d[k])
-        for k in _CASE_TIMES:
-            d[k] = hot.py_time(d[k])
-        stored[(d["creditor"], d["case_id"])] = d
-    contacts: dict[int, list[Any]] = {}
-    if stored:
-        pks = json.dumps(sorted(d["id"] for d in stored.values()))
-        for r in raw.execute(_RAW_CONTACTS_OF, (pks,)):
-            c = dict(zip(_CONTACT_COLS, r))
-            c["added_at"] = hot.py_time(c["added_at"])
-            contacts.setdefault(c["case_pk"], []).append(c)
-    return stored, contacts
-
-
-# Columns whose values need converting to their stored form (the rest are text and
-# integers already): converting only these is most of the cost of building a batch.
-_TYPED = _CASE_DATES | _CASE_TIMES | {"do_not_call", "added_at"}
-
-
-def _params(rows: list[dict[str, Any]], cols: Sequence[str], *tail: str) -> list[tuple[Any, ...]]:
-    """`rows` as parameter tuples of `cols` then `tail`, in their stored forms."""
-    names = (*cols, *tail)
-    typed = [i for i, c in enumerate(names) if c in _TYPED]
-    out = []
-    for d in rows:
-        values = [d[c] for c in names]
-        for i in typed:
-            values[i] = _db_value(values[i])
-        out.append(tuple(values))
-    return out
-
-
-def _insert_cases_raw(raw: sqlite3.Connection, inserts: list[dict[str, Any]]) -> list[int]:
-    raw.executemany(_RAW_INSERT_CASE, _params(inserts, _INSERT_CASE_COLS))
-    ids = json.dumps(sorted({d["case_id"] for d in inserts}))
-    pks = {(creditor, case_id): pk for pk, creditor, case_id in raw.execute(_RAW_PKS_OF, (ids,))}
-    return [int(pks[(d["creditor"], d["case_id"])]) for d in inserts]
-
-
-def _write_raw(
-    raw: sqlite3.Connection, updates: list[dict[str, Any]], contact_deletes: list[dict[str, Any]],
-    contact_updates: list[dict[str, Any]], contact_inserts: list[dict[str, Any]], history: list[dict[str, Any]],
-) -> None:
-    if updates:
-        raw.executemany(_RAW_UPDATE_CASE, _params(updates, _UPDATE_CASE_COLS, "_pk"))
-    if contact_deletes:
-        raw.executemany(_RAW_DELETE_CONTACT, [(d["_id"],) for d in contact_deletes])
-    if contact_updates:
-        raw.executemany(_RAW_UPDATE_CONTACT, _params(contact_updates, _CONTACT_SET, "_id"))
-    if contact_inserts:
-        raw.executemany(_RAW_INSERT_CONTACT, _params(contact_inserts, _INSERT_CONTACT_COLS))
-    if history:
-        # Every entry of a batch is at the same time; the rest are text and integers.
-        at = {id(d["at"]): hot.db_time(d["at"]) for d in history}
-        raw.executemany(_RAW_INSERT_HISTORY, [
-            (d["case_pk"], d["creditor"], d["case_id"], d["seq"], at[id(d["at"])], d["actor"], d["role"],
-             d["source"], d["source_ref"], d["source_row"], d["field"], d["record"], d["prev_hash"], d["hash"])
-            for d in history
-        ])
-
-
 class SqlCaseRepository:
-    def __init__(
-        self, conn: AsyncConnection, raw: sqlite3.Connection | None = None, evidence: EvidenceKey | None = None
-    ) -> None:
+    def __init__(self, conn: AsyncConnection, evidence: EvidenceKey | None = None) -> None:
         self.conn = conn
-        self.raw = raw
         self.evidence = evidence or NO_KEY  # chains the case history
         self._creditors: set[str] = set()  # known to exist in this transaction
 
@@ -223,65 +103,7 @@ class SqlCaseRepository:
             by_case.setdefault(c["case_pk"], []).append(_contact_record(c))
         return _case_records(rows, by_case)
 
-    def _find_raw(self, raw: sqlite3.Connection, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
-        return self._load_raw(raw, hot.CASES_BY_ID, (case_id,), creditors)
-
-    def _load_raw(
-        self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], creditors: frozenset[str] | None
-    ) -> list[CaseRecord]:
-        # Records straight from the row tuples (columns in hot.CASE_KEYS and
-        # hot.CONTACT_KEYS order), no mapping per row.
-        py_time = hot.py_time
-        out = []
-        for r in raw.execute(sql, params).fetchall():
-            if creditors is not None and r[1] not in creditors:
-                continue
-            contacts = tuple(
-                ContactRecord(c[1], c[2], c[3], c[4], c[5], bool(c[6]), c[7], py_time(c[8]))
-                for c in raw.execute(hot.CONTACTS_OF_ONE, (r[0],))
-            )
-            out.append(self._case_from_row(r, contacts))
-        return out
-
-    def _load_joined_raw(self, raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[CaseRecord]:
-        """Cases from one statement that returns a row per contact (hot.CASE_KEYS then
-        hot.CONTACT_KEYS columns, then the contact's id): one statement instead of one
-        for the cases and one per case for their contacts. Ordered here by case, then
-        contact id (the Core path's order), as the statement does not sort."""
-        py_time = hot.py_time
-        k = len(hot.CASE_KEYS)  # the contact's columns follow the case's
-        out: list[CaseRecord] = []
-        case: Any = None
-        contacts: list[ContactRecord] = []
-        rows = raw.execute(sql, params).fetchall()
-        if len(rows) > 1:
-            cid = hot.CONTACT_ID
-            rows.sort(key=lambda r: (r[0], r[cid]))
-        for r in rows:
-            if case is None or r[0] != case[0]:
-                if case is not None:
-                    out.append(self._case_from_row(case, tuple(contacts)))
-                case, contacts = r, []
-            contacts.append(ContactRecord(r[k + 1], r[k + 2], r[k + 3], r[k + 4], r[k + 5], bool(r[k + 6]), r[k + 7],
-                                          py_time(r[k + 8])))
-        if case is not None:
-            out.append(self._case_from_row(case, tuple(contacts)))
-        return out
-
-    @staticmethod
-    def _case_from_row(r: Any, contacts: tuple[ContactRecord, ...]) -> CaseRecord:
-        py_date = hot.py_date
-        return CaseRecord(
-            pk=r[0], creditor=r[1], case_id=r[2], debtor_name=r[3], status=r[4],
-            commission_start=py_date(r[5]), commission_end=py_date(r[6]), assigned_agent=r[7],
-            flags=flags_set(r[8]), amount_due=r[9], overdue_days=r[10], follow_up_status=r[11],
-            next_action_date=py_date(r[12]), event_seq=r[13], contacts=contacts, updated_at=hot.py_time(r[14]),
-            creditor_flags=flags_set(r[15]), agency_flags=flags_set(r[16]), status_hold=r[17], history_seq=r[18],
-        )
-
     async def find(self, case_id: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
-        if self.raw is not None:
-            return self._find_raw(self.raw, case_id, creditors)
         if creditors is None:
             return await self._load(Q_CASES_BY_ID, {"case_id": case_id})
         if not creditors:
@@ -390,8 +212,7 @@ class SqlCaseRepository:
     ) -> list[tuple[CaseRecord, bool]]:
         for creditor in sorted({case.creditor for _, case in rows}):
             await self.ensure_creditor(creditor)
-        raw = self.raw
-        stored, contacts = _stored_raw(raw, rows) if raw is not None else await self._stored_for(rows)
+        stored, contacts = await self._stored_for(rows)
         currents = [stored.get((case.creditor, case.case_id)) for _, case in rows]
         merges = [merge_case(cur, contacts.get(cur["id"], ()) if cur is not None else (), case, now)
                   for (_, case), cur in zip(rows, currents)]
@@ -418,7 +239,7 @@ class SqlCaseRepository:
             inserts = [dict(creditor=rows[i][1].creditor, case_id=rows[i][1].case_id, event_seq=0, created_at=now,
                             updated_at=now, **merges[i].values, first_call_alerted_at=None, **heads[i])
                        for i in new]
-            new_pks = _insert_cases_raw(raw, inserts) if raw is not None else await self._insert_cases(inserts)
+            new_pks = await self._insert_cases(inserts)
             for i, pk in zip(new, new_pks):
                 pks[i] = pk
                 for h in history[spans[i][0]:spans[i][1]]:
@@ -437,14 +258,7 @@ class SqlCaseRepository:
                 case_pk=pk, number=c.number, relation=c.relation, name=c.name, tz=c.tz, status=c.status,
                 do_not_call=c.do_not_call, source=c.source, added_at=now,
             ) for c in m.insert_contacts)
-        if raw is not None:
-            _write_raw(raw, updates, contact_deletes, contact_updates, contact_inserts, history)
-        else:
-            for statement, params in ((U_CASE_ALL, updates), (D_CONTACT, contact_deletes),
-                                      (U_CONTACT, contact_updates), (I_CONTACT, contact_inserts),
-                                      (I_HISTORY, history)):
-                if params:
-                    await self.conn.execute(statement, params)
+        await self._write_batch(updates, contact_deletes, contact_updates, contact_inserts, history)
         out = []
         for i, ((_, case), m) in enumerate(zip(rows, merges)):
             cur, v = currents[i], m.values
@@ -480,6 +294,17 @@ class SqlCaseRepository:
         """Insert new case rows; their primary keys, in order."""
         res = await self.conn.execute(I_CASE_RETURNING, inserts)
         return [int(r[0]) for r in res]
+
+    async def _write_batch(
+        self, updates: list[dict[str, Any]], contact_deletes: list[dict[str, Any]],
+        contact_updates: list[dict[str, Any]], contact_inserts: list[dict[str, Any]], history: list[dict[str, Any]],
+    ) -> None:
+        """Write a batch's changes, one executemany per table."""
+        for statement, params in ((U_CASE_ALL, updates), (D_CONTACT, contact_deletes),
+                                  (U_CONTACT, contact_updates), (I_CONTACT, contact_inserts),
+                                  (I_HISTORY, history)):
+            if params:
+                await self.conn.execute(statement, params)
 
     async def update(
         self, pk: int, now: datetime, *, source: ChangeSource | None = None, reason: str | None = None,
@@ -633,16 +458,10 @@ class SqlCaseRepository:
 
     async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:
         """The active cases assigned to `agent_id` that hold `number` (any creditor)."""
-        if self.raw is not None:
-            return self._load_joined_raw(self.raw, hot.CASES_WITH_CONTACTS_ACTIVE_FOR_AGENT_NUMBER, (number, agent_id))
         holding = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)
         return await self._load(
             and_(t.cases.c.id.in_(holding), t.cases.c.status == "active", t.cases.c.assigned_agent == agent_id)
         )
-
-    async def dial_candidates(self, agent_id: str, number: str, now: datetime) -> list[tuple[bool, str, str]]:
-        rows = (await self.conn.execute(Q_DIAL_CANDIDATES, {"agent": agent_id, "number": number, "now": now})).all()
-        return [(src == 0, creditor, case_id) for src, creditor, case_id in rows]
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
         sub = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)
@@ -654,20 +473,12 @@ class SqlCaseRepository:
         return await self._load(where)
 
     async def next_event_seq(self, pk: int, count: int = 1) -> int:
-        if self.raw is not None:
-            row = self.raw.execute(hot.NEXT_SEQ, (count, pk)).fetchone()
-        else:
-            row = (await self.conn.execute(Q_NEXT_SEQ, {"pk": pk, "count": count})).first()
+        row = (await self.conn.execute(Q_NEXT_SEQ, {"pk": pk, "count": count})).first()
         if row is None:
             raise LookupError(f"case pk {pk} vanished")
         return int(row[0]) - count + 1
 
     async def appointments(self, pk: int, since: datetime) -> list[Appointment]:
-        if self.raw is not None:
-            return [
-                Appointment(number=r[0], at=hot.py_time(r[1]))  # type: ignore[arg-type]
-                for r in self.raw.execute(hot.APPOINTMENTS, (pk, hot.db_time(since)))
-            ]
         rows = await self.conn.execute(Q_APPOINTMENTS, {"case_pk": pk, "since": since})
         return [Appointment(number=r[0], at=r[1]) for r in rows]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from collections import Counter
 from datetime import datetime
@@ -13,7 +12,6 @@ import structlog
 from sqlalchemy import and_, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer import evidence as evidence_chain
 from dialer.evidence import EvidenceKey
@@ -22,8 +20,7 @@ from dialer.model import (
     DecisionRecord,
 )
 from adapters.db.queries import I_CHAIN_HEAD, I_DECISION, Q_CHAIN_HEAD, Q_CHAIN_HEAD_UPDATE
-from adapters.db.sqlite_writer import GroupMemo
-from dialer.chain import NO_KEY, decision_from_record, first_keyed_seq, link_decision, link_decision_bytes
+from dialer.chain import NO_KEY, decision_from_record, first_keyed_seq, link_decision
 
 log = structlog.get_logger("dialgate.store")
 
@@ -35,39 +32,13 @@ class SqlDecisionLog:
     appends to the same chain queue on its advisory lock, which is held to commit.
     """
 
-    def __init__(
-        self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None,
-        memo: GroupMemo | None = None, evidence: EvidenceKey | None = None,
-    ) -> None:
+    def __init__(self, conn: AsyncConnection, is_postgres: bool, evidence: EvidenceKey | None = None) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
-        self.raw = raw
-        self.memo = memo  # the SQLite write group's (see GroupMemo)
         self.evidence = evidence or NO_KEY
-
-    def _append_raw(self, raw: sqlite3.Connection, record: DecisionRecord, chain: str) -> DecisionRecord:
-        memo = self.memo
-        head = memo.heads.get(chain) if memo is not None else None
-        if head is None:
-            head = raw.execute(hot.CHAIN_HEAD, (chain,)).fetchone()
-        key = self.evidence
-        rec, body = link_decision_bytes(record, chain, head, key)
-        keyed_from = first_keyed_seq(head, rec.seq)
-        raw.execute(hot.INSERT_DECISION, (
-            chain, rec.seq, rec.decision_id, rec.kind, hot.db_time(rec.at), rec.creditor, rec.case_id, rec.agent_id,
-            int(rec.allowed), rec.rule_id, rec.attempt_id, body, rec.prev_hash, rec.hash,
-        ))
-        raw.execute(hot.UPSERT_CHAIN_HEAD, (
-            chain, rec.seq, rec.hash, keyed_from, key.head_mac(chain, rec.seq, rec.hash, keyed_from),
-        ))
-        if memo is not None:
-            memo.heads[chain] = (rec.seq, rec.hash, keyed_from)
-        return rec
 
     async def append(self, record: DecisionRecord) -> DecisionRecord:
         chain = record.creditor or "-"
-        if self.raw is not None:
-            return self._append_raw(self.raw, record, chain)
         if self.is_postgres:
             await self.conn.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "chain:" + chain}

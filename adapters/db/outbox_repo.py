@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -11,7 +10,6 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.ids import new_id
 from dialer.model import (
@@ -24,11 +22,10 @@ from dialer.chain import canonical_json
 log = structlog.get_logger("dialgate.store")
 
 class SqlOutbox:
-    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection | None = None, *, keep: bool = True) -> None:
+    def __init__(self, conn: AsyncConnection, cases: SqlCaseRepository, *, keep: bool = True) -> None:
         self.conn = conn
-        self.raw = raw
         self.keep = keep  # False: no event bus is configured (see SqlAlchemyCaseStore)
-        self._cases = SqlCaseRepository(conn, raw)
+        self._cases = cases  # numbers each case's events (the unit's own repository)
 
     async def add(
         self,
@@ -53,11 +50,13 @@ class SqlOutbox:
             "case_seq": case_seq,
             **payload,
         }
-        if self.raw is not None:
-            self.raw.execute(hot.INSERT_OUTBOX, (
-                event_id, type, creditor, case_id, case_seq, hot.db_time(occurred_at), canonical_json(body),
-            ))
-            return event_id
+        await self._insert(event_id, type, creditor, case_id, case_seq, occurred_at, canonical_json(body))
+        return event_id
+
+    async def _insert(
+        self, event_id: str, type: str, creditor: str, case_id: str | None, case_seq: int | None,
+        occurred_at: datetime, payload: str,
+    ) -> None:
         await self.conn.execute(
             I_OUTBOX,
             dict(
@@ -67,11 +66,10 @@ class SqlOutbox:
                 case_id=case_id,
                 case_seq=case_seq,
                 occurred_at=occurred_at,
-                payload=canonical_json(body),
+                payload=payload,
                 published_at=None,
             ),
         )
-        return event_id
 
     async def pending(self, limit: int = 100) -> list[OutboxEvent]:
         o = t.outbox.c

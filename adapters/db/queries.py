@@ -92,28 +92,6 @@ Q_CHAIN_HEAD_UPDATE = (
     .where(t.chain_heads.c.chain == bindparam("chain_key"))
     .values(seq=bindparam("seq"), hash=bindparam("hash"), keyed_from=bindparam("keyed_from"), mac=bindparam("mac"))
 )
-def _dial_candidates_query() -> Any:
-    """`SqlCaseRepository.dial_candidates` as ONE statement (rows: src 0 = the agent's
-    oldest valid pending attempt for the number, src 1 = each active case assigned to
-    the agent that holds the number): the same answer as `attempts.find_pending` then
-    `cases.active_for_agent`, which cost three SELECTs (the cases' contacts included)."""
-    a, c, k = t.attempts.c, t.cases.c, t.contacts.c
-    pending = (
-        select(literal(0).label("src"), a.creditor.label("creditor"), a.case_id.label("case_id"))
-        .where(a.agent_id == bindparam("agent"), a.state == "authorised", a.number == bindparam("number"),
-               a.valid_until >= bindparam("now"))
-        .order_by(a.at)
-        .limit(1)
-        .subquery()
-    )
-    holding = select(k.case_pk).where(k.number == bindparam("number"))
-    active = select(literal(1).label("src"), c.creditor.label("creditor"), c.case_id.label("case_id")).where(
-        c.id.in_(holding), c.status == "active", c.assigned_agent == bindparam("agent")
-    )
-    return union_all(select(pending.c.src, pending.c.creditor, pending.c.case_id), active)
-
-
-Q_DIAL_CANDIDATES = _dial_candidates_query()
 
 
 # Case writes, built once: an import applies them per row.

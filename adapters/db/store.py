@@ -57,8 +57,14 @@ from adapters.db.sqlite_writer import (
     GroupMemo, SqliteWriter, SyncConnShim, WriteGroup, WriterFileLock, in_thread, resolve_future, shielded, wait_out,
 )
 from adapters.db.users_repo import SqlAuditLog, SqlUserRepository
+from adapters.db.ledger_core import CoreDialLedger, LockFn
+from adapters.db.ledger_sqlite import (
+    SqliteAttemptRepository, SqliteCaseRepository, SqliteDecisionLog, SqliteDialLedger, SqliteOutbox,
+    SqliteUserRepository,
+)
 
 log = structlog.get_logger("dialgate.store")
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
 
 class SqlAlchemyCaseStore:
     """The `CaseStore` port over SQLAlchemy Core. Use as `async with store:`."""
@@ -220,6 +226,10 @@ class SqlAlchemyCaseStore:
         if self.is_sqlite and self._writer is not None:
             return self._sqlite_write(announce=False)
         return self._other_write((), announce=False)
+
+    def ledger(self, lock_keys: Sequence[str] = ()) -> AbstractAsyncContextManager["SqlUnitOfWork"]:
+        """A write unit for one decision (the unit is the `DialLedger`: `gather`, `apply`)."""
+        return self.write(lock_keys)
 
     @asynccontextmanager
     async def _other_write(self, lock_keys: Sequence[str], announce: bool = True) -> AsyncIterator["SqlUnitOfWork"]:
@@ -509,11 +519,13 @@ class SqlAlchemyCaseStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator["SqlUnitOfWork"]:
-        async with self._transaction("DEFERRED" if self.is_sqlite else None, ()) as uow:
+        async with self._transaction("DEFERRED" if self.is_sqlite else None, (), reading=True) as uow:
             yield uow
 
     @asynccontextmanager
-    async def _transaction(self, begin: str | None, lock_keys: Sequence[str]) -> AsyncIterator["SqlUnitOfWork"]:
+    async def _transaction(
+        self, begin: str | None, lock_keys: Sequence[str], *, reading: bool = False
+    ) -> AsyncIterator["SqlUnitOfWork"]:
         try:
             conn = await self.engine.connect()
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
@@ -527,12 +539,21 @@ class SqlAlchemyCaseStore:
                     ms = int(self.timeout * 1000)
                     await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
                     for key in sorted(set(lock_keys)):
-                        await conn.execute(
-                            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
-                        )
+                        await conn.execute(_ADVISORY_LOCK, {"k": key})
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
-            uow = SqlUnitOfWork(conn, self.is_postgres, events=self.events, evidence=self.evidence)
+            held = sorted(set(lock_keys))
+            async def take_locks(keys: list[str]) -> None:
+                try:
+                    for key in keys:
+                        await conn.execute(_ADVISORY_LOCK, {"k": key})
+                except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                    raise _store_error(exc) from exc
+
+            lock: LockFn | None = take_locks if self.is_postgres and not reading else None
+            uow = SqlUnitOfWork(
+                conn, self.is_postgres, events=self.events, evidence=self.evidence, held=held, lock=lock,
+            )
             try:
                 yield uow
             except BaseException:
@@ -596,23 +617,33 @@ def _store_error(exc: BaseException) -> Exception:
 
 
 class SqlUnitOfWork:
-    """`raw`: the pysqlite connection under `conn` when this unit runs on the SQLite
-    writer; the decide-and-reserve statements then bypass SQLAlchemy (`sqlite_hot`)."""
+    """One transaction's repositories, and its `DialLedger` (`gather`, `apply`). `raw`:
+    the pysqlite connection under `conn` when this unit runs on the SQLite writer; the
+    dial's statements then go to it as driver SQL (`ledger_sqlite`). `held`: the lock
+    keys the unit took (PostgreSQL), `lock` takes more inside it."""
 
     def __init__(
         self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True,
         memo: GroupMemo | None = None, evidence: EvidenceKey | None = None,
+        held: Sequence[str] = (), lock: LockFn | None = None,
     ) -> None:
         self.conn = conn
-        self.cases = SqlCaseRepository(conn, raw, evidence)
-        self.attempts = SqlAttemptRepository(conn, raw)
-        self.decisions = SqlDecisionLog(conn, is_postgres, raw, memo, evidence)
-        self.outbox = SqlOutbox(conn, raw, keep=events)
-        self.users = SqlUserRepository(conn, raw, memo)
+        ledger: CoreDialLedger
+        if raw is not None:
+            self.cases = SqliteCaseRepository(conn, raw, evidence)
+            self.attempts = SqliteAttemptRepository(conn, raw)
+            self.decisions = SqliteDecisionLog(conn, raw, memo, evidence)
+            self.outbox = SqliteOutbox(conn, raw, self.cases, keep=events)
+            self.users = SqliteUserRepository(conn, raw, memo)
+            ledger = SqliteDialLedger(self)
+        else:
+            self.cases = SqlCaseRepository(conn, evidence)
+            self.attempts = SqlAttemptRepository(conn)
+            self.decisions = SqlDecisionLog(conn, is_postgres, evidence)
+            self.outbox = SqlOutbox(conn, self.cases, keep=events)
+            self.users = SqlUserRepository(conn)
+            ledger = CoreDialLedger(self, frozenset(held), lock)
         self.audit = SqlAuditLog(conn)
         self.imports = SqlImportJobRepository(conn, is_postgres)
-
-
-# ---------------------------------------------------------------------------------
-# Cases
-# ---------------------------------------------------------------------------------
+        self.gather = ledger.gather
+        self.apply = ledger.apply

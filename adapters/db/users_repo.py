@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -10,24 +9,18 @@ import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db import sqlite_hot as hot
 from adapters.db import tables as t
 from dialer.model import (
     Principal,
 )
 from adapters.db.cases_repo import SqlCaseRepository
-from adapters.db.sqlite_writer import GroupMemo
 from dialer.chain import canonical_json
 
 log = structlog.get_logger("dialgate.store")
 
 class SqlUserRepository:
-    def __init__(
-        self, conn: AsyncConnection, raw: sqlite3.Connection | None = None, memo: GroupMemo | None = None
-    ) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.raw = raw
-        self.memo = memo  # the SQLite write group's (see GroupMemo)
 
     async def _principal(self, where: Any) -> Principal | None:
         u = (await self.conn.execute(select(t.users).where(where, t.users.c.disabled.is_(False)))).mappings().first()
@@ -42,18 +35,6 @@ class SqlUserRepository:
         return await self._principal(t.users.c.token_hash == token_hash)
 
     async def by_name(self, name: str) -> Principal | None:
-        if self.raw is not None:  # the SIP gate asks for its agent on every decision
-            memo = self.memo
-            if memo is not None and name in memo.users:
-                return memo.users[name]
-            u = self.raw.execute(hot.USER_BY_NAME, (name,)).fetchone()
-            found = None
-            if u is not None:
-                creds = frozenset(r[0] for r in self.raw.execute(hot.USER_CREDITORS, (u[0],)))
-                found = Principal(user_id=u[0], name=u[1], role=u[2], creditors=creds)
-            if memo is not None:
-                memo.users[name] = found
-            return found
         return await self._principal(t.users.c.name == name)
 
     async def add(self, name: str, role: str, creditors: frozenset[str], token_hash: str, now: datetime) -> Principal:

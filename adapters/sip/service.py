@@ -5,7 +5,10 @@
 the decision log and ``GET /v1/blocked-dials`` like API ones, and a click-to-dial
 authorisation is consumed instead of counted again.
 
-Case resolution for an INVITE (in this order):
+The INVITE becomes a command and the answer a SIP answer; nothing here reads the
+store. Which case the INVITE means is the use case's rule (``dialer.dial_resolution``),
+from ``X-Case-ID`` (the PBX's), ``X-DialGate-Attempt`` (a click-to-dial
+authorisation), or the agent and the number:
 
 1. ``X-Case-ID`` from the PBX;
 2. the agent's pending click-to-dial attempt: by ``X-DialGate-Attempt``, else the
@@ -28,7 +31,6 @@ listener when ``[sip] listen`` is set, and does nothing otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import math
@@ -79,14 +81,10 @@ def refusal(rule_id: str, detail: str = "") -> SipDialAnswer:
 class GateSipAuthorizer:
     """``SipDialAuthorizer`` over the service's ``Gate.request_dial`` (channel ``sip``)."""
 
-    def __init__(self, gate: Gate, config: SipConfig, actor: Principal = SIP_ACTOR, max_concurrent_reads: int = 4) -> None:
+    def __init__(self, gate: Gate, config: SipConfig, actor: Principal = SIP_ACTOR) -> None:
         self._gate = gate
         self._config = config
         self._actor = actor
-        # Case resolution reads queue here rather than all at once: a burst of INVITEs
-        # beyond the store's pooled read connections would open (and close) a fresh
-        # SQLite connection, with its own thread, for each read over the pool.
-        self._reads = asyncio.Semaphore(max_concurrent_reads)
 
     async def authorize(self, invite: SipDialInput) -> SipDialAnswer:
         # The call id rides on every log line of this decision: the use case's one
@@ -142,44 +140,21 @@ class GateSipAuthorizer:
         return dataclasses.replace(answer, decision_id=record.decision_id)
 
     async def _command(self, invite: SipDialInput) -> RequestDial | SipDialAnswer:
-        """The RequestDial for the INVITE, or the refusal when there is no agent or no
-        single case (the latter only where the case is resolved before the write)."""
+        """The RequestDial for the INVITE, or the refusal when it names no agent. The case
+        is resolved inside the decision's write (`dialer.dial_resolution`)."""
         if not invite.agent_id:
             return self._refused("agent.unknown", invite)
-        if not invite.case_id and not invite.attempt_id and self._gate.resolves_in_write:
-            # The usual INVITE on SQLite: the case is resolved inside the write unit (no
-            # separate read through the read pool's threads; profiled at ~3.5 ms of CPU
-            # per INVITE with it).
-            cmd = RequestDial(
-                actor=self._actor,
-                case_id="",
-                number=invite.number,
-                agent_id=invite.agent_id,
-                channel="sip",
-                match_pending=True,
-                caller_line=invite.caller_line,
-                lines_by_creditor=self._config.registered_lines,
-            )
-        else:
-            found = await self._resolve_case(invite)
-            if isinstance(found, SipDialAnswer):
-                return found
-            creditor, case_id, pending_possible = found
-            cmd = RequestDial(
-                actor=self._actor,
-                case_id=case_id,
-                number=invite.number,
-                agent_id=invite.agent_id,
-                channel="sip",
-                creditor=creditor,
-                # False only when the resolution read just saw no pending authorisation
-                # of this agent for this number: RequestDial then skips looking again
-                match_pending=pending_possible,
-                attempt_id=invite.attempt_id,
-                caller_line=invite.caller_line,
-                registered_lines=self._config.registered_lines.get(creditor),
-            )
-        return cmd
+        return RequestDial(
+            actor=self._actor,
+            case_id=invite.case_id or "",
+            number=invite.number,
+            agent_id=invite.agent_id,
+            channel="sip",
+            match_pending=True,
+            attempt_id=invite.attempt_id,
+            caller_line=invite.caller_line,
+            lines_by_creditor=self._config.registered_lines,
+        )
 
     def _answer(self, result: DialResult) -> SipDialAnswer:
         decision = result.decision
@@ -197,45 +172,6 @@ class GateSipAuthorizer:
             decision_id=result.decision_id,
             number=result.attempt.number if result.attempt else None,
         )
-
-    async def _resolve_case(self, invite: SipDialInput) -> tuple[str, str, bool] | SipDialAnswer:
-        """(creditor, case_id, a pending authorisation may apply) for the INVITE, or the
-        refusal when there is no case or several."""
-        store = self._gate.store
-        async with self._reads, store.read() as uow:
-            if not invite.case_id and not invite.attempt_id and invite.agent_id:
-                rows = await uow.cases.dial_candidates(invite.agent_id, invite.number, self._gate.clock.now())
-                for pending, creditor, case_id in rows:
-                    if pending:  # a pending authorisation wins (as find_pending first)
-                        return creditor, case_id, True
-                held = [(creditor, case_id) for _, creditor, case_id in rows]
-                if len(held) == 1:
-                    return held[0][0], held[0][1], False
-                return self._refused("case.ambiguous" if held else "case.not_found", invite)
-            if invite.case_id:
-                cases = await uow.cases.find(invite.case_id, None)
-                if len(cases) == 1:
-                    return cases[0].creditor, cases[0].case_id, True
-                if not cases:
-                    return self._refused("case.not_found", invite)
-                # the same case id at two creditors: a pending attempt can still say which
-            pending = None
-            if invite.attempt_id:
-                pending = await uow.attempts.get(invite.attempt_id)
-            elif invite.agent_id:
-                pending = await uow.attempts.find_pending(invite.agent_id, invite.number, self._gate.clock.now())
-            if pending is not None and (not invite.case_id or pending.case_id == invite.case_id):
-                return pending.creditor, pending.case_id, True
-            if invite.case_id:
-                return self._refused("case.ambiguous", invite)
-            cases = [
-                c
-                for c in await uow.cases.by_number(invite.number, None)
-                if c.status == "active" and c.assigned_agent == invite.agent_id
-            ]
-        if len(cases) == 1:
-            return cases[0].creditor, cases[0].case_id, True
-        return self._refused("case.ambiguous" if cases else "case.not_found", invite)
 
     @staticmethod
     def _refused(rule_id: str, invite: SipDialInput, detail: str = "") -> SipDialAnswer:

@@ -40,10 +40,11 @@ CASES = [case_doc("C-1", "bank-a", "col-a", "13800000001"), case_doc("C-2", "ban
 @contextlib.asynccontextmanager
 async def start_service(
     tmp_path: Any, *, sip_port: int, route: str = "sip:{number}@127.0.0.1:5080", cases: list[dict[str, Any]] | None = None,
-    edge: str = "inline", trusted_peers: tuple[str, ...] = ("127.0.0.1",),
+    edge: str = "inline", trusted_peers: tuple[str, ...] = ("127.0.0.1",), store_url: str | None = None,
 ) -> AsyncIterator[Running]:
     config = {
         "paths": {"data_dir": str(tmp_path)},
+        **({"store": {"url": store_url}} if store_url else {}),
         "sip": {
             "listen": f"127.0.0.1:{sip_port}",
             "route": route,

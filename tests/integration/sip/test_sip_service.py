@@ -112,6 +112,28 @@ async def test_a_pending_authorisation_is_matched_by_agent_and_number(running):
     assert await running.attempts() == 1
 
 
+async def test_on_postgresql_an_invite_naming_no_case_consumes_the_authorisation_then_resolves_by_agent_and_number(
+    tmp_path,
+):
+    from tests.integration.store.gate_store_support import private_pg_database
+
+    async with private_pg_database() as url, start_service(tmp_path, sip_port=free_port(), store_url=url) as running:
+        r = await running.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
+        assert r.status_code in (200, 201), r.text
+        attempt_id = r.json()["attempt_id"]
+        client = UdpClient(running.sip_port)
+        # generous: a loaded machine must not turn a slow answer into a failure
+        consumed = await client.request(running.invite("13800000001"), timeout=30)
+        resolved = await client.request(running.invite("13800000001"), timeout=30)
+        client.close()
+        assert consumed.status == 302 and consumed.get("x-dialgate-attempt") == attempt_id
+        assert resolved.status == 302 and resolved.get("x-dialgate-attempt") not in (None, attempt_id)
+        assert await running.attempts() == 2
+        async with running.svc.store.read() as uow:
+            again = await uow.attempts.get(resolved.get("x-dialgate-attempt"))
+        assert again is not None and again.case_id == "C-1" and again.channel == "sip"
+
+
 async def test_a_caller_line_that_is_not_registered_is_declined_with_line_not_registered(running):
     client = UdpClient(running.sip_port)
     resp = await client.request(running.invite("13800000001", extra="P-Asserted-Identity: <sip:+862199999999@pbx>\r\n"))

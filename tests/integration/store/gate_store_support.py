@@ -21,7 +21,7 @@ from tests.support.harness import (  # noqa: F401 - re-exported to the store tes
 )
 from tests.support.harness import wait_ready as _wait_ready  # noqa: F401
 from tests.support.net import free_port  # noqa: F401 - re-exported to the store tests
-from tests.support.pg import private_pg_database
+from tests.support.pg import private_pg_database  # noqa: F401 - re-exported to the store tests
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from alembic import command
 from sqlalchemy import event, update
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from adapters.db import sqlite_hot as hot
+from adapters.db import ledger_sqlite as hot
 from adapters.db.console_queries import SqlAlchemyConsoleQueries, _encode_cursor
 from adapters.db.migrate import alembic_config, upgrade
 from adapters.db.outbox_source import Q_PRUNE, SqlAlchemyOutboxSource
@@ -113,8 +113,6 @@ async def _capture(store: SqlAlchemyCaseStore) -> list[tuple[str, str, Any]]:
             await uow.attempts.for_case(1)
             label[0] = "attempts: history"
             await uow.attempts.history("+8613800000001", 1, "bank-b", NOW - timedelta(days=30))
-            label[0] = "cases: SIP dial candidates"
-            await uow.cases.dial_candidates("col-1", "+8613800000001", NOW)
             label[0] = "outbox: pending"
             await uow.outbox.pending()
         relay = SqlAlchemyOutboxSource(store)
@@ -163,7 +161,7 @@ async def _capture(store: SqlAlchemyCaseStore) -> list[tuple[str, str, Any]]:
             await cq.decision(admin, "d-1")
     finally:
         event.remove(store.engine.sync_engine, "before_cursor_execute", on_execute)
-    # The SQLite writer's own statements (sqlite_hot): the SIP gate's INVITE without a case
+    # The SQLite writer's own statements (ledger_sqlite): the SIP gate's INVITE without a case
     # id resolves its case through the pending authorisation inside the write.
     # Writes run on the SQLite writer's own connection, out of the engine's sight: their
     # lookups are compiled here from the statements the code runs.
@@ -224,7 +222,7 @@ async def test_every_reader_of_decisions_attempts_and_outbox_seeks_an_index_with
     labels = {label for label, _ in plans}
     # Every reader ran and was captured (a reader that stopped sending SQL would hide here).
     assert {"api: everything", "api summary: everything", "audit: iterate a chain", "attempts: expiry sweep",
-            "outbox: relay unsent", "outbox: relay prunes published", "cases: SIP dial candidates",
+            "outbox: relay unsent", "outbox: relay prunes published",
             "attempts: state change", "console compliance: export, creditor, 30 days (dated)",
             "console admin: summary, 90 days (dated)", "console: case page", "hot: pending authorisation"} <= labels
     scanning = [
@@ -262,7 +260,7 @@ async def test_date_bounded_blocked_dial_queries_seek_on_the_date(migrated) -> N
 async def test_the_pending_authorisation_lookup_seeks_agent_and_number_not_every_live_authorisation(migrated) -> None:
     path, statements = migrated
     plans = dict(_labelled_plans(path, statements))
-    for label in ("attempts: pending authorisation", "hot: pending authorisation", "cases: SIP dial candidates"):
+    for label in ("attempts: pending authorisation", "hot: pending authorisation"):
         attempts = [line for line in plans[label] if "attempts" in line]
         assert attempts and all("agent_id=? AND state=? AND number=?" in line for line in attempts), (label, plans[label])
 

@@ -1,4 +1,4 @@
-"""The SQLite writer's driver-level hot path (`adapters/db/sqlite_hot.py`) writes and
+"""The SQLite writer's driver-level hot path (`adapters/db/ledger_sqlite.py`) writes and
 reads exactly what the SQLAlchemy Core path does.
 
 The same scenario runs on a SQLite file (decide-and-reserve through plain pysqlite
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
+from adapters.db.ledger_sqlite import SqliteCaseRepository
 from adapters.db.store import SqlUnitOfWork
 from dialer.bootstrap import open_services
 from dialer.services import Services
@@ -185,10 +186,10 @@ async def test_the_writers_case_read_returns_the_same_case_as_the_core_read(tmp_
         ]
         await svc.gate.import_cases(data, parse_cases_payload({"cases": [case]}, svc.region_of))
         async with svc.store.write() as uow:
-            assert uow.cases.raw is not None
+            assert isinstance(uow.cases, SqliteCaseRepository)
             by_driver = await uow.cases.find("R-1", None)
         async with svc.store.read() as uow:
-            assert uow.cases.raw is None
+            assert not isinstance(uow.cases, SqliteCaseRepository)
             by_core = await uow.cases.find("R-1", None)
     assert by_driver == by_core
     assert [(c.relation, c.name, c.tz, c.status, c.do_not_call) for c in by_driver[0].contacts] == [
@@ -214,11 +215,11 @@ async def test_the_writers_lookup_of_an_agents_active_cases_by_number_matches_th
             cases[3]["status"] = "paused"
             await svc.gate.import_cases(data, parse_cases_payload({"cases": cases}, svc.region_of))
         async with svc.store.write() as uow:
-            assert uow.cases.raw is not None
+            assert isinstance(uow.cases, SqliteCaseRepository)
             by_driver = await uow.cases.active_for_agent("col-r", "+8613800000091")
             none_by_driver = await uow.cases.active_for_agent("col-r", "+8613800000099")
         async with svc.store.read() as uow:
-            assert uow.cases.raw is None
+            assert not isinstance(uow.cases, SqliteCaseRepository)
             by_core = await uow.cases.active_for_agent("col-r", "+8613800000091")
     assert none_by_driver == []
     assert by_driver == by_core

@@ -9,8 +9,8 @@ from dialer.usecases import RequestDial
 
 
 def test_every_field_of_request_dial_is_one_the_case_resolution_copies() -> None:
-    # Gate._resolve_by_number builds the resolved RequestDial field by field; a field
-    # added here must be added there (and to this list).
+    # The SIP gate, the HTTP API and the MQTT handler build RequestDial field by field;
+    # a field added here must be set by them (and added to this list).
     assert [f.name for f in fields(RequestDial)] == [
         "actor", "case_id", "number", "agent_id", "channel", "creditor", "match_pending", "attempt_id",
         "caller_line", "registered_lines", "lines_by_creditor",

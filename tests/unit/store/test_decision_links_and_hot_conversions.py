@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from adapters.db import sqlite_hot as hot
+from adapters.db import ledger_sqlite as hot
 from dialer.chain import GENESIS_HASH, canonical_json, chain_hash, link_decision
 from dialer.evidence import EvidenceKey
 from dialer.model import DecisionRecord

@@ -1,0 +1,103 @@
+"""`CoreDialLedger`: the `DialLedger` over the repositories' SQLAlchemy Core statements
+(PostgreSQL, and SQLite outside the file writer: in-memory databases, tests).
+
+`gather` reads the candidate cases, the pending authorisation, the agent, and for the
+one case the query means (`dialer.dial_resolution.pick`) its history and appointments;
+`apply` writes the attempt (new or consumed), the decision's link in its creditor's
+chain and the outbox event. Both run inside the unit of work the store opened.
+
+On PostgreSQL a dial that names no case learns its case only here: the case's and the
+number's locks are then taken (in sorted order, as the store takes them) and the
+candidates read again under them, so two dials of one case or number never decide on
+the same history at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from dialer.dial_resolution import consumable, pick
+from dialer.model import AttemptRecord, CaseRecord, DecisionRecord
+from dialer.ports import DialInputs, DialOutcome, DialQuery
+
+if TYPE_CHECKING:
+    from adapters.db.store import SqlUnitOfWork
+
+LockFn = Callable[[list[str]], Awaitable[None]]
+_NOTHING: tuple[Any, ...] = ()
+
+
+class CoreDialLedger:
+    def __init__(self, uow: "SqlUnitOfWork", held: frozenset[str] = frozenset(), lock: LockFn | None = None) -> None:
+        self.uow = uow
+        self._held = set(held)
+        self._lock = lock  # PostgreSQL: takes advisory locks inside the transaction
+
+    async def gather(self, query: DialQuery) -> DialInputs:
+        uow = self.uow
+        pending = await self._pending(query)
+        if not query.number and pending is not None:  # a recheck: the attempt's number and agent
+            query = replace(query, number=pending.number, agent_id=pending.agent_id)
+        cases = await self._candidates(query, pending)
+        if self._lock is not None and cases:
+            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self._held)
+            if missing:
+                await self._lock(missing)
+                self._held.update(missing)
+                # what was read before the lock may have changed meanwhile
+                pending = await self._pending(query)
+                cases = await self._candidates(query, pending)
+        case = pick(query.case_id, cases, pending)
+        agent = await uow.users.by_name(query.agent_id) if query.agent else None
+        if case is None:
+            return DialInputs(tuple(cases), None, pending, None, agent, _NOTHING, _NOTHING)
+        if consumable(query, case, pending):
+            assert pending is not None
+            record = (await uow.decisions.get_many([pending.decision_id])).get(pending.decision_id)
+            if record is not None:
+                return DialInputs(tuple(cases), case, pending, record, agent, _NOTHING, _NOTHING)
+        history = await uow.attempts.history(
+            query.number, case.pk, case.creditor, query.since, query.history_limit, query.at
+        )
+        appointments = await uow.cases.appointments(case.pk, query.since)
+        return DialInputs(tuple(cases), case, pending, None, agent, tuple(history), tuple(appointments))
+
+    async def _pending(self, query: DialQuery) -> AttemptRecord | None:
+        if query.attempt_id:
+            return await self.uow.attempts.get(query.attempt_id)
+        if query.consume:
+            return await self.uow.attempts.find_pending(query.agent_id, query.number, query.at)
+        return None
+
+    async def _candidates(self, query: DialQuery, pending: AttemptRecord | None) -> list[CaseRecord]:
+        cases = self.uow.cases
+        scope = query.creditors
+        if query.case_id:
+            if scope is not None and not scope:
+                return []
+            return await cases.find(query.case_id, scope)
+        if pending is not None:
+            found = await cases.find(pending.case_id, frozenset({pending.creditor}))
+        else:
+            found = await cases.active_for_agent(query.agent_id, query.number)
+        if scope is not None:
+            found = [c for c in found if c.creditor in scope]
+        return found
+
+    async def apply(self, outcome: DialOutcome) -> DecisionRecord:
+        uow = self.uow
+        record = outcome.record
+        consumed = outcome.consumed
+        if consumed is not None:
+            await uow.attempts.set_state(consumed.attempt_id, consumed.state)
+        elif outcome.attempt is not None:
+            await uow.attempts.add(outcome.attempt)
+        if consumed is None:
+            record = await uow.decisions.append(record)
+        if outcome.event_type is not None:
+            await uow.outbox.add(
+                outcome.event_type, creditor=record.creditor, case_pk=outcome.case_pk, case_id=record.case_id,
+                occurred_at=outcome.at or record.at, payload=outcome.event_payload or {},
+            )
+        return record

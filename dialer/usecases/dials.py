@@ -1,0 +1,329 @@
+"""Decide-and-reserve (`RequestDial`), dial checks (`CheckDial`) and the recheck before a
+click-to-dial's debtor leg: each gathers its inputs from the `DialLedger` once, decides
+with the pure policy, and applies the result once."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from dialer import attempt_state, metrics
+from dialer.dial_resolution import consumable, resolve_case
+from dialer.errors import Forbidden, NoSuchAttempt, NoSuchCase, StoreUnavailable, UnprocessableEntity
+from dialer.ids import new_id
+from dialer.masking import mask_number
+from dialer.model import AttemptRecord, CaseRecord, DecisionRecord, Principal
+from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
+from dialer.usecases.base import _NO_FAULTS, GateBase, NonePbx, _within
+from dialer.usecases.commands import (
+    CHANNELS, CHECK_ROLES, DIAL_ROLES, WHAT_IF_ROLES, CheckDial, DialResult, RequestDial, _narrow, require_role,
+)
+from dialer.usecases.presenters import _decision_event, _decision_from_record
+from policy import AgentSnapshot, Decision, DialRequest, Policy, evaluate
+
+log = structlog.get_logger("dialgate.gate")
+
+
+class DialUseCases(GateBase):
+    # -- RequestDial -----------------------------------------------------------------
+    async def request_dial(self, cmd: RequestDial) -> DialResult:
+        """Decide-and-reserve. Blocked decisions are results; 4xx-type problems raise."""
+        require_role(cmd.actor, DIAL_ROLES, "dial")
+        if cmd.channel not in CHANNELS:
+            raise UnprocessableEntity(f"unknown channel {cmd.channel!r}", details={"field": "channel"})
+        started = asyncio.get_running_loop().time()
+        now = self._now()
+        decision_id = new_id()
+        structlog.contextvars.bind_contextvars(decision_id=decision_id)
+        admit = getattr(self.pbx, "admit", None)  # a PBX that places calls may refuse now (503)
+        if admit is not None and cmd.channel in ("api", "mqtt"):
+            admit()
+        # The recorder's "yes" is trusted for a while (see _faults): no coroutine for it then.
+        faults = _NO_FAULTS if self._recorder_ok_until > asyncio.get_running_loop().time() else await self._faults()
+        default_region = self.policies.default.default_region
+        e164 = self._normalise(cmd.number, default_region)
+        number = e164 or cmd.number.strip()
+        case_id = cmd.case_id
+        try:
+            # Without a case id the ledger takes the locks once it knows the case.
+            keys = (f"case:{case_id}", f"number:{number}") if case_id else ()
+            async with self.store.ledger(keys) as ledger:
+                lookback, bound = self._window()
+                query = DialQuery(
+                    number=number, agent_id=cmd.agent_id, at=now, since=now - lookback, case_id=case_id,
+                    creditors=_narrow(cmd.actor, cmd.creditor), history_limit=bound,
+                    agent=cmd.actor.role not in ("collector", "supervisor"),
+                    consume=cmd.match_pending, attempt_id=cmd.attempt_id if cmd.match_pending else None,
+                )
+                inputs = await ledger.gather(query)
+                case = resolve_case(query, inputs)
+                pol = self.policies.for_creditor(case.creditor)
+                if pol.default_region != default_region:
+                    renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
+                    if renumbered != number:  # read again for the number as the case's creditor writes it
+                        number = renumbered
+                        query = replace(query, number=number, case_id=case.case_id,
+                                        creditors=frozenset({case.creditor}))
+                        inputs = await ledger.gather(query)
+                        case = resolve_case(query, inputs)
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                if inputs.pending_record is not None and consumable(query, case, inputs.pending):
+                    result = await self._consume(ledger, cmd, case, inputs, now)
+                else:
+                    result = await self._decide_and_reserve(
+                        ledger, cmd, case, agent, number, now, decision_id, faults, pol, inputs
+                    )
+        except StoreUnavailable as exc:
+            result = await self._fail_closed(cmd, now, decision_id, number, exc)
+        metrics.observe_decision(result.allowed, result.decision.rule_id, cmd.channel, asyncio.get_running_loop().time() - started)
+        log.info(
+            "dial.decided",
+            allowed=result.allowed,
+            rule_id=result.decision.rule_id,
+            channel=cmd.channel,
+            case_id=result.record.case_id if cmd.case_id == "" else cmd.case_id,
+            agent_id=cmd.agent_id,
+            number=mask_number(number),
+            attempt_id=result.attempt.attempt_id if result.attempt else None,
+            reused=result.reused,
+        )
+        if (result.allowed and result.attempt is not None and not result.reused and cmd.channel in ("api", "mqtt")
+                and type(self.pbx) is not NonePbx):  # "none" places nothing: no task per dial for it
+            self._spawn(self._originate(result.attempt), name=f"originate-{result.attempt.attempt_id}")
+        return result
+
+    async def _decide_and_reserve(
+        self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, agent: AgentSnapshot,
+        number: str, now: datetime, decision_id: str, faults: frozenset[str], pol: Policy, inputs: DialInputs,
+    ) -> DialResult:
+        lines = cmd.lines_by_creditor.get(case.creditor) if cmd.lines_by_creditor is not None else cmd.registered_lines
+        since, read_since = now - pol.lookback, now - self._window()[0]
+        request = DialRequest(
+            case=case.snapshot(),
+            number=number,
+            agent=agent,
+            channel=cmd.channel,
+            faults=faults,
+            appointments=_within(inputs.appointments, since, read_since),
+            caller_line=cmd.caller_line,
+            registered_lines=lines,
+        )
+        decision = evaluate(request, _within(inputs.history, since, read_since), pol, now)
+        attempt = None
+        if decision.allowed:
+            contact = case.contact(number)
+            attempt = AttemptRecord(
+                attempt_id=new_id(),
+                case_pk=case.pk,
+                creditor=case.creditor,
+                case_id=case.case_id,
+                number=number,
+                relation=contact.relation if contact else "third_party",
+                agent_id=agent.agent_id,
+                channel=cmd.channel,
+                # A SIP-originated dial is already being placed.
+                state="dialing" if cmd.channel == "sip" else "authorised",
+                at=now,
+                valid_until=now + self.attempt_validity,
+                decision_id=decision_id,
+            )
+        record = self._record(
+            decision_id=decision_id,
+            kind="dial",
+            now=now,
+            decision=decision,
+            actor=cmd.actor,
+            agent_id=agent.agent_id,
+            channel=cmd.channel,
+            creditor=case.creditor,
+            case_id=case.case_id,
+            number=number,
+            attempt_id=attempt.attempt_id if attempt else None,
+            case_history_seq=case.history_seq,
+        )
+        record = await ledger.apply(DialOutcome(
+            record=record, attempt=attempt, event_type="dial.allowed" if decision.allowed else "dial.blocked",
+            event_payload=_decision_event(record, attempt), case_pk=case.pk,
+        ))
+        return DialResult(decision.allowed, decision, record, attempt)
+
+    async def _consume(
+        self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, inputs: DialInputs, now: datetime
+    ) -> DialResult:
+        """The SIP gate's dial of a click-to-dial authorisation: it becomes "dialing" and
+        answers with the decision that authorised it (counted once)."""
+        pending, record = inputs.pending, inputs.pending_record
+        assert pending is not None and record is not None
+        dialing, payload = attempt_state.dialing(pending, channel=cmd.channel)
+        await ledger.apply(DialOutcome(
+            record=record, consumed=dialing, event_type=attempt_state.EVENT, case_pk=case.pk, at=now,
+            event_payload=payload,
+        ))
+        return DialResult(True, _decision_from_record(record), record, dialing, reused=True)
+
+    async def _fail_closed(
+        self, cmd: RequestDial, now: datetime, decision_id: str, number: str, exc: Exception
+    ) -> DialResult:
+        decision = self._store_unavailable(now)
+        record = self._record(
+            decision_id=decision_id,
+            kind="dial",
+            now=now,
+            decision=decision,
+            actor=cmd.actor,
+            agent_id=cmd.agent_id,
+            channel=cmd.channel,
+            creditor=cmd.creditor or "-",
+            case_id=cmd.case_id,
+            number=number,
+            attempt_id=None,
+        )
+        log.error("store.unavailable", error=str(exc), case_id=cmd.case_id)
+        try:  # still try to log the refusal; the store may be back already
+            async with self.store.ledger() as ledger:
+                record = await ledger.apply(DialOutcome(record=record))
+        except Exception as log_exc:  # noqa: BLE001
+            log.error("decision.unlogged", decision_id=decision_id, error=str(log_exc))
+        return DialResult(False, decision, record, None)
+
+    async def record_refusal(
+        self, cmd: RequestDial, rule_id: str, reason: str, reason_zh: str
+    ) -> DecisionRecord:
+        """Log a dial refused before the policy could run (the SIP gate's 603 for an
+        INVITE whose case or agent it cannot tell), so compliance sees it among the
+        blocked dials like any other refusal. Nothing is reserved. The record goes to
+        the creditor's chain when the caller knows the creditor, else to chain "-"
+        (visible to admins). Raises `StoreUnavailable` when it cannot be written."""
+        require_role(cmd.actor, DIAL_ROLES, "dial")
+        started = asyncio.get_running_loop().time()
+        now = self._now()
+        number = self._normalise(cmd.number, self.policies.default.default_region) or cmd.number.strip()
+        decision = self._refused_outright(rule_id, reason, reason_zh, now)
+        record = self._record(
+            decision_id=new_id(), kind="dial", now=now, decision=decision, actor=cmd.actor,
+            agent_id=cmd.agent_id or "-", channel=cmd.channel, creditor=cmd.creditor or "-",
+            case_id=cmd.case_id or "-", number=number, attempt_id=None,
+        )
+        async with self.store.ledger() as ledger:
+            record = await ledger.apply(DialOutcome(record=record))
+        metrics.observe_decision(False, rule_id, cmd.channel, asyncio.get_running_loop().time() - started)
+        return record
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _originate(self, attempt: AttemptRecord) -> None:
+        try:
+            await asyncio.wait_for(self.pbx.originate(attempt), timeout=self.originate_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the attempt stays authorised and expires
+            log.warning("pbx.originate_failed", attempt_id=attempt.attempt_id, error=str(exc))
+
+    async def drain(self) -> None:
+        """Wait for background originate calls (shutdown, tests)."""
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # -- CheckDial -------------------------------------------------------------------
+    async def check_dial(self, cmd: CheckDial) -> DialResult:
+        require_role(cmd.actor, CHECK_ROLES, "check dials")
+        if cmd.at is not None and cmd.actor.role not in WHAT_IF_ROLES:
+            raise Forbidden("only compliance and admin may ask what-if times (`at`)", details={"field": "at"})
+        now = self._now()
+        at = cmd.at or now
+        decision_id = new_id()
+        structlog.contextvars.bind_contextvars(decision_id=decision_id)
+        faults = await self._faults()
+        try:
+            async with self.store.ledger() as ledger:
+                # The case first: its creditor's region says how the number is written.
+                scope = _narrow(cmd.actor, cmd.creditor)
+                lookback, bound = self._window()
+                default_region = self.policies.default.default_region
+                number = self._normalise(cmd.number, default_region) or cmd.number.strip()
+                query = DialQuery(
+                    number=number, agent_id=cmd.agent_id, at=at, since=at - lookback, case_id=cmd.case_id,
+                    creditors=scope, history_limit=bound, agent=cmd.actor.role not in ("collector", "supervisor"),
+                )
+                inputs = await ledger.gather(query)
+                case = resolve_case(query, inputs)
+                pol = self.policies.for_creditor(case.creditor)
+                if pol.default_region != default_region:
+                    renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
+                    if renumbered != number:
+                        number = renumbered
+                        query = replace(query, number=number)
+                        inputs = await ledger.gather(query)
+                        case = resolve_case(query, inputs)
+                if cmd.actor.role in ("collector", "supervisor") and cmd.agent_id != cmd.actor.name:
+                    raise Forbidden(f"{cmd.actor.role} {cmd.actor.name} may check only their own dials",
+                                    details={"agent_id": cmd.agent_id})
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                history = _within(inputs.history, at - pol.lookback, query.since)
+                if cmd.at is not None:  # a what-if answers as the gate would have then: later attempts did not exist yet
+                    history = tuple(h for h in history if h.at < at)
+                request = DialRequest(
+                    case=case.snapshot(), number=number, agent=agent, channel=cmd.channel,
+                    faults=faults, appointments=_within(inputs.appointments, at - pol.lookback, query.since),
+                )
+                decision = evaluate(request, history, pol, at)
+                record = await ledger.apply(DialOutcome(record=self._record(
+                    decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
+                    agent_id=agent.agent_id, channel=cmd.channel, creditor=case.creditor,
+                    case_id=case.case_id, number=number, attempt_id=None,
+                    case_history_seq=case.history_seq,
+                )))
+        except StoreUnavailable:
+            decision = self._store_unavailable(now)
+            record = self._record(
+                decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
+                agent_id=cmd.agent_id, channel=cmd.channel, creditor=cmd.creditor or "-",
+                case_id=cmd.case_id, number=cmd.number, attempt_id=None,
+            )
+        return DialResult(decision.allowed, decision, record, None)
+
+    async def recheck_attempt(self, attempt_id: str, actor: Principal) -> Decision:
+        """Decide again for a click-to-dial attempt just before its debtor leg is dialled
+        (the agent has answered; a stop may have arrived meanwhile). The
+        attempt's own reservation is left out of the history so it does not count
+        against itself. Logged as a `recheck` decision."""
+        now = self._now()
+        faults = await self._faults()
+        lookback, _ = self._window()
+        async with self.store.ledger() as ledger:
+            # Only the attempt is named: the ledger reads its number, agent and case.
+            query = DialQuery(number="", agent_id="", at=now, since=now - lookback, attempt_id=attempt_id)
+            inputs = await ledger.gather(query)
+            attempt = inputs.pending
+            if attempt is None:
+                raise NoSuchAttempt(f"no attempt {attempt_id!r}", details={"attempt_id": attempt_id})
+            case = inputs.case
+            if case is None:
+                raise NoSuchCase(f"no case {attempt.case_id!r}", details={"case_id": attempt.case_id})
+            pol = self.policies.for_creditor(case.creditor)
+            user = inputs.agent
+            agent = AgentSnapshot(
+                agent_id=attempt.agent_id,
+                role=user.role if user else "collector",
+                creditors=user.creditors if user else frozenset({case.creditor}),
+            )
+            history = list(_within(inputs.history, now - pol.lookback, query.since))
+            own = next((i for i, h in enumerate(history) if h.kind == "attempt" and h.number == attempt.number
+                        and h.case_id == case.case_id and abs((h.at - attempt.at).total_seconds()) < 0.001), None)
+            if own is not None:
+                del history[own]
+            request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
+                                  faults=faults, appointments=_within(inputs.appointments, now - pol.lookback, query.since))
+            decision = evaluate(request, history, pol, now)
+            await ledger.apply(DialOutcome(record=self._record(
+                decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,
+                agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,
+                case_id=case.case_id, number=attempt.number, attempt_id=attempt_id,
+                case_history_seq=case.history_seq,
+            )))
+        return decision

@@ -1,0 +1,149 @@
+"""Logging a call's outcome (催记): the attempt completed, the case's follow-up, its
+events and alerts, in one write."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from dialer import attempt_state
+from dialer.errors import NoSuchAttempt, OutcomeConflict
+from dialer.masking import mask_number, redact_on_input
+from dialer.model import CaseRecord, ChangeSource, OutcomeRecord
+from dialer.usecases.base import GateBase
+from dialer.usecases.commands import OUTCOME_ROLES, LogOutcome, require_role
+from dialer.usecases.follow_up import (
+    ALERTS, RESULT_FLAGS, _check_promise_within_commission, _validate_outcome, chosen_follow_up, follow_up,
+)
+
+log = structlog.get_logger("dialgate.gate")
+
+
+class OutcomeUseCases(GateBase):
+    # -- LogOutcome ------------------------------------------------------------------
+    async def log_outcome(self, cmd: LogOutcome) -> tuple[OutcomeRecord, bool, CaseRecord]:
+        """Record a call's outcome (idempotent). Returns (outcome, created, case after)."""
+        require_role(cmd.actor, OUTCOME_ROLES, "log call outcomes")
+        _validate_outcome(cmd)
+        now = self._now()
+        digest = hashlib.sha256(
+            "|".join(
+                [
+                    cmd.attempt_id,
+                    cmd.disposition,
+                    cmd.result,
+                    cmd.note,
+                    cmd.callback_at.astimezone(timezone.utc).isoformat() if cmd.callback_at else "",
+                    f"{cmd.promise.amount}@{cmd.promise.date.isoformat()}" if cmd.promise else "",
+                ]
+                # Only when given, so digests of outcomes logged without them stay the same.
+                + ([f"{cmd.next_action_date}|{cmd.status}|{cmd.authorised_agent}"]
+                   if cmd.next_action_date or cmd.status or cmd.authorised_agent else [])
+            ).encode()
+        ).hexdigest()
+        async with self.store.write((f"attempt:{cmd.attempt_id}",)) as uow:
+            attempt = await uow.attempts.get(cmd.attempt_id)
+            if (
+                attempt is None
+                or not cmd.actor.can_see(attempt.creditor)
+                or (cmd.actor.role == "collector" and attempt.agent_id != cmd.actor.name)
+            ):
+                raise NoSuchAttempt(f"no attempt {cmd.attempt_id!r}", details={"attempt_id": cmd.attempt_id})
+            existing = await uow.attempts.get_outcome(cmd.attempt_id)
+            case = await uow.cases.get(attempt.creditor, attempt.case_id)
+            assert case is not None
+            if existing is not None:
+                if existing.request_digest == digest:
+                    return existing, False, case
+                raise OutcomeConflict(
+                    f"attempt {cmd.attempt_id} already has a different outcome",
+                    details={"attempt_id": cmd.attempt_id, "disposition": existing.disposition, "result": existing.result},
+                )
+            pol = self.policies.for_creditor(case.creditor)
+            zone = ZoneInfo(pol.timezone)
+            connected = cmd.disposition.startswith("connected")
+            _check_promise_within_commission(cmd, case, now.astimezone(zone).date())
+            outcome = OutcomeRecord(
+                attempt_id=cmd.attempt_id,
+                disposition=cmd.disposition,
+                result=cmd.result,
+                # Card and ID numbers typed into a note are not kept (dialer/masking.py).
+                note=redact_on_input(cmd.note) or "",
+                callback_at=cmd.callback_at,
+                promise_amount=cmd.promise.amount if cmd.promise else None,
+                promise_date=cmd.promise.date if cmd.promise else None,
+                logged_by=cmd.actor.name,
+                logged_at=now,
+                request_digest=digest,
+            )
+            await uow.attempts.add_outcome(case.pk, outcome)
+
+            flags = set(case.flags)
+            contacts = {c.number: c for c in case.contacts}
+            changes: dict[str, Any] = {}
+            source = ChangeSource(kind="outcome", actor=cmd.actor.name, role=cmd.actor.role, ref=cmd.attempt_id,
+                                  reason=f"{cmd.disposition}/{cmd.result}")
+            if cmd.disposition == "invalid_number":
+                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, status="invalid")
+                if attempt.number in contacts:
+                    contacts[attempt.number] = replace(contacts[attempt.number], status="invalid")
+            if cmd.result == "third_party_refuses_contact":
+                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, do_not_call=True)
+                if attempt.number in contacts:
+                    contacts[attempt.number] = replace(contacts[attempt.number], do_not_call=True)
+            if cmd.result == "callback" and cmd.callback_at is not None:
+                await uow.cases.add_appointment(case.pk, attempt.number, cmd.callback_at, cmd.attempt_id)
+            if cmd.result in RESULT_FLAGS:
+                # The agency's flag: no later case file lifts it, only a person with a reason.
+                flags.add(RESULT_FLAGS[cmd.result])
+                changes["add_flags"] = (RESULT_FLAGS[cmd.result],)
+            status, next_date = follow_up(
+                cmd, connected, now.astimezone(zone).date(), zone,
+                any(c.status == "valid" and not c.do_not_call for c in contacts.values()),
+                self.policies.calendar,
+            )
+            if case.status == "paused":
+                status, next_date = "paused", None
+            elif case.status in ("settled", "withdrawn", "returned"):
+                status, next_date = "closed", None
+            if cmd.status is not None or cmd.next_action_date is not None:
+                status, next_date = chosen_follow_up(
+                    cmd, status, next_date, now.astimezone(zone), case, self.policies.calendar
+                )
+            changes["follow_up_status"] = status
+            changes["next_action_date"] = next_date
+            await uow.cases.update(case.pk, now, source=source, **changes)
+            ev = dict(creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now)
+            await attempt_state.mark_completed(uow, attempt, connected=connected, at=now)
+            await uow.outbox.add(
+                "outcome.logged", **ev,
+                payload={"attempt_id": cmd.attempt_id, "disposition": cmd.disposition, "result": cmd.result,
+                         "agent_id": attempt.agent_id, "logged_by": cmd.actor.name,
+                         "number": mask_number(attempt.number)},
+            )
+            await uow.outbox.add(
+                "case.updated", **ev,
+                payload={"follow_up_status": status, "next_action_date": next_date.isoformat() if next_date else None,
+                         "flags": sorted(flags), "status": case.status},
+            )
+            if cmd.result in ALERTS:
+                message, message_zh = ALERTS[cmd.result]
+                await uow.outbox.add(
+                    f"alert.{cmd.result}", **ev,
+                    payload={"attempt_id": cmd.attempt_id, "agent_id": attempt.agent_id,
+                             "number": mask_number(attempt.number), "message": message, "message_zh": message_zh},
+                )
+            await uow.audit.add(
+                at=now, actor=cmd.actor.name, action="outcome.logged", creditor=case.creditor,
+                case_id=case.case_id, details={"attempt_id": cmd.attempt_id, "disposition": cmd.disposition,
+                                               "result": cmd.result},
+            )
+            after = await uow.cases.get(case.creditor, case.case_id)
+            assert after is not None
+        log.info("outcome.logged", attempt_id=cmd.attempt_id, disposition=cmd.disposition, result=cmd.result)
+        return outcome, True, after
