@@ -180,6 +180,7 @@ async def open_services(
     async with services.store:
         if config.store.migrate_on_start if migrate is None else migrate:
             await _migrate_and_anchor(services.store)
+        await _require_the_chains_key(services.store)
         yield services
         await services.gate.drain()
 
@@ -190,6 +191,21 @@ async def _migrate_and_anchor(store: ServiceStore) -> None:
     # no key): from here on their chains are keyed.
     async with store.write() as uow:
         await uow.decisions.anchor()  # type: ignore[attr-defined]
+
+
+async def _require_the_chains_key(store: ServiceStore) -> None:
+    """Every instance on one store MACs the shared chains with one key: the first to
+    start records its key's id, and one started with another key stops here rather than
+    append links that every other instance's verification reports as edited."""
+    key = store.evidence
+    async with store.write() as uow:
+        claimed = await uow.decisions.claim_key(key.key_id)
+    if claimed != key.key_id:
+        raise ConfigError(
+            f"audit: the evidence key from {key.source or 'memory'} (id {key.key_id}) is not the key this store's "
+            f"evidence chains are kept under (id {claimed}); every DialGate instance on one database needs the same "
+            "key ([audit] key_file or key_env)"
+        )
 
 
 def open_leadership(config: Config, role: Role) -> AbstractAsyncContextManager[Campaign]:

@@ -203,6 +203,11 @@ class DecisionLog(Protocol):
         """Async iterator of (row_id, stored hash, DecisionRecord as stored) in seq order."""
         ...
 
+    async def claim_key(self, key_id: str) -> str:
+        """Record `key_id` as the id of the key the chains are MACed with, unless one is
+        recorded already; returns the recorded id (the first instance's)."""
+        ...
+
 
 class Outbox(Protocol):
     async def add(

@@ -197,6 +197,17 @@ class SqlDecisionLog:
             done += 1
         return done
 
+    async def claim_key(self, key_id: str) -> str:
+        """Record `key_id` as the chains' key unless one is recorded; the recorded one.
+        Two instances starting at once: the insert that commits first wins, the other
+        reads it."""
+        await self.conn.execute(
+            text("INSERT INTO evidence_key (name, key_id) VALUES ('chains', :k) ON CONFLICT (name) DO NOTHING"),
+            {"k": key_id},
+        )
+        row = (await self.conn.execute(select(t.evidence_key.c.key_id).where(t.evidence_key.c.name == "chains"))).first()
+        return str(row[0]) if row is not None else key_id
+
     async def chain_names(self) -> list[str]:
         rows = await self.conn.execute(select(t.decisions.c.chain).distinct())
         return sorted(r[0] for r in rows)

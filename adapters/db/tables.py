@@ -312,6 +312,15 @@ evidence_heads = Table(
     Column("mac", String(64)),
 )
 
+# The id of the evidence key the chains are kept under (one row, "chains"): every
+# instance on the store must start with that key.
+evidence_key = Table(
+    "evidence_key",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+)
+
 # Transactional outbox: written with the change, relayed (in id / case_seq order) later.
 outbox = Table(
     "outbox",
