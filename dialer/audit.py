@@ -28,7 +28,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 
 from dialer.chain import GENESIS_HASH, LEGACY_LINK
 from dialer import evidence
@@ -262,13 +261,8 @@ async def register_problems(repo: Any, key: evidence.EvidenceKey) -> list[str]:
 async def current_heads(store: Any) -> list[evidence.Head]:
     """Every evidence chain's head: the decision log's chains and the others (the
     destruction register)."""
-    from adapters.db import tables
-
-    h = tables.evidence_heads.c
     async with store.read() as uow:
-        heads = await uow.decisions.heads()
-        rows = (await uow.conn.execute(select(h.chain, h.seq, h.hash, h.keyed_from, h.mac).order_by(h.chain))).all()
-    return heads + [evidence.Head(r[0], int(r[1]), r[2], None if r[3] is None else int(r[3]), r[4]) for r in rows]
+        return list(await uow.decisions.heads()) + list(await uow.decisions.other_heads())
 
 
 async def export_heads(store: Any, path: Path, at: datetime) -> dict[str, Any]:

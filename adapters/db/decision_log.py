@@ -183,6 +183,13 @@ class SqlDecisionLog:
         rows = await self.conn.execute(select(h.chain, h.seq, h.hash, h.keyed_from, h.mac).order_by(h.chain))
         return [evidence_chain.Head(r[0], int(r[1]), r[2], None if r[3] is None else int(r[3]), r[4]) for r in rows]
 
+    async def other_heads(self) -> list[evidence_chain.Head]:
+        """The heads of the evidence chains beside the decision log's (the destruction
+        register's), same shape as `heads`."""
+        h = t.evidence_heads.c
+        rows = await self.conn.execute(select(h.chain, h.seq, h.hash, h.keyed_from, h.mac).order_by(h.chain))
+        return [evidence_chain.Head(r[0], int(r[1]), r[2], None if r[3] is None else int(r[3]), r[4]) for r in rows]
+
     async def anchor(self) -> int:
         """Put every head written before the evidence key under it: its MAC, and the next
         seq as the first keyed one (the records so far keep their SHA-256). Idempotent."""

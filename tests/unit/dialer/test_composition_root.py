@@ -14,9 +14,6 @@ from dialer.leadership import StaticLeadership
 from dialer.services import Services
 
 REPO = Path(__file__).resolve().parents[3]
-# Reads the destruction register's head through the connection; it leaves this list
-# once a repository of the store answers for `evidence_heads`.
-READS_AN_ADAPTER_TABLE = {"dialer/audit.py"}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -45,7 +42,7 @@ def test_only_the_composition_root_imports_adapters_from_the_application() -> No
         for path in dialer_modules().values()
         if any(m == "adapters" or m.startswith("adapters.") for m in imports_of(path))
     }
-    assert importing == {"dialer/bootstrap.py"} | READS_AN_ADAPTER_TABLE
+    assert importing == {"dialer/bootstrap.py"}
 
 
 def test_no_module_of_the_http_layer_or_the_console_imports_the_app_or_the_root() -> None:
