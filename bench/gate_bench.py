@@ -333,11 +333,12 @@ def _count(statuses: dict[Any, int], key: Any) -> None:
     statuses[key] = statuses.get(key, 0) + 1
 
 
-async def _closed(host: str, port: int, plans: list[list[bytes]], timeout: float) -> dict[str, Any]:
-    """One connection per plan; each sends its requests in turn, waiting for each answer."""
+async def _closed(host: str, ports: list[int], plans: list[list[bytes]], timeout: float) -> dict[str, Any]:
+    """One connection per plan, the plans spread over the instances' ports in turn; each
+    sends its requests in turn, waiting for each answer."""
     lat: list[float] = []
     statuses: dict[Any, int] = {}
-    conns = [await _Conn.open(host, port) for _ in plans]
+    conns = [await _Conn.open(host, ports[k % len(ports)]) for k in range(len(plans))]
 
     async def worker(k: int, plan: list[bytes]) -> None:
         conn = conns[k]
@@ -345,7 +346,7 @@ async def _closed(host: str, port: int, plans: list[list[bytes]], timeout: float
             t = time.perf_counter()
             try:
                 if conn.closed:
-                    conn = await _Conn.open(host, port)
+                    conn = await _Conn.open(host, ports[k % len(ports)])
                 code: Any = (await conn.request(data, timeout))[0]
             except (OSError, TimeoutError) as exc:  # counted, not fatal; the next request reconnects
                 code = type(exc).__name__
@@ -359,17 +360,19 @@ async def _closed(host: str, port: int, plans: list[list[bytes]], timeout: float
     return {"lat": lat, "statuses": statuses, "t0": t0, "t1": time.time()}
 
 
-async def _open(host: str, port: int, reqs: list[bytes], rate: float, conns_max: int, timeout: float) -> dict[str, Any]:
-    """Requests due at a fixed rate whatever the answers; latency counted from each one's
-    due time, so a late send or a wait for a free connection counts (no coordinated omission)."""
+async def _open(host: str, ports: list[int], reqs: list[bytes], rate: float, conns_max: int,
+                timeout: float) -> dict[str, Any]:
+    """Requests due at a fixed rate whatever the answers (connections spread over the
+    instances' ports); latency counted from each one's due time, so a late send or a wait
+    for a free connection counts (no coordinated omission)."""
     lat: list[float] = []
     statuses: dict[Any, int] = {}
-    pool: asyncio.Queue[_Conn] = asyncio.Queue()
-    for _ in range(conns_max):
-        pool.put_nowait(await _Conn.open(host, port))
+    pool: asyncio.Queue[tuple[_Conn, int]] = asyncio.Queue()
+    for k in range(conns_max):
+        pool.put_nowait((await _Conn.open(host, ports[k % len(ports)]), ports[k % len(ports)]))
 
     async def one(data: bytes, due: float) -> None:
-        conn = await pool.get()
+        conn, port = await pool.get()
         try:
             if conn.closed:
                 conn = await _Conn.open(host, port)
@@ -378,7 +381,7 @@ async def _open(host: str, port: int, reqs: list[bytes], rate: float, conns_max:
             code = type(exc).__name__
             conn.close()
         finally:
-            pool.put_nowait(conn)
+            pool.put_nowait((conn, port))
         lat.append(time.perf_counter() - due)
         _count(statuses, code)
 
@@ -393,7 +396,7 @@ async def _open(host: str, port: int, reqs: list[bytes], rate: float, conns_max:
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     while not pool.empty():
-        pool.get_nowait().close()
+        pool.get_nowait()[0].close()
     return {"lat": lat, "statuses": statuses, "wall": wall}
 
 
@@ -436,8 +439,8 @@ class Load:
     """Runs client stages in spawned processes against one server; reports the server's
     and the client's CPU per stage next to the figures."""
 
-    def __init__(self, host: str, port: int, server_pid: int, procs: int, timeout: float) -> None:
-        self.host, self.port, self.pid, self.procs, self.timeout = host, port, server_pid, procs, timeout
+    def __init__(self, host: str, ports: list[int], server_pids: list[int], procs: int, timeout: float) -> None:
+        self.host, self.ports, self.pids, self.procs, self.timeout = host, ports, server_pids, procs, timeout
         self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=procs,
                                                            mp_context=multiprocessing.get_context("spawn"))
 
@@ -448,18 +451,21 @@ class Load:
         loop = asyncio.get_running_loop()
         # every client process spawned and this module imported before the clock starts
         await asyncio.gather(*(loop.run_in_executor(self.pool, _warm) for _ in range(2 * self.procs)))
-        s0, w0, p0 = _cpu_ticks(self.pid), time.perf_counter(), _cpu_pressure_s()
+        s0, w0, p0 = self._server_cpu(), time.perf_counter(), _cpu_pressure_s()
         parts = await asyncio.gather(*(loop.run_in_executor(self.pool, _client_loop, *c) for c in calls))
         span = time.perf_counter() - w0
         for p in parts:
             p["cpu_pressure"] = (_cpu_pressure_s() - p0) / span
-        return parts, _cpu_ticks(self.pid) - s0, span
+        return parts, self._server_cpu() - s0, span
+
+    def _server_cpu(self) -> float:
+        return sum(_cpu_ticks(pid) for pid in self.pids)
 
     async def closed(self, plans: list[list[bytes]]) -> dict[str, Any]:
         """len(plans) closed-loop clients spread over the client processes."""
         groups = [plans[k::self.procs] for k in range(self.procs)]
         parts, server_cpu, span = await self._stage(
-            [(_closed, self.host, self.port, g, self.timeout) for g in groups if g])
+            [(_closed, self.host, self.ports, g, self.timeout) for g in groups if g])
         lat = [x for p in parts for x in p["lat"]]
         wall = max(p["t1"] for p in parts) - min(p["t0"] for p in parts)
         return {"n": len(lat), "per_s": len(lat) / wall, **_summary(lat), "statuses": _merge(parts),
@@ -468,7 +474,7 @@ class Load:
 
     async def open(self, reqs: list[bytes], rate: float, conns: int) -> dict[str, Any]:
         """One client process sending `reqs` at `rate`/s over up to `conns` connections."""
-        parts, server_cpu, span = await self._stage([(_open, self.host, self.port, reqs, rate, conns, self.timeout)])
+        parts, server_cpu, span = await self._stage([(_open, self.host, self.ports, reqs, rate, conns, self.timeout)])
         p = parts[0]
         return {"n": len(p["lat"]), "rate": rate, "achieved": len(p["lat"]) / p["wall"], **_summary(p["lat"]),
                 "statuses": p["statuses"], "cpu_pressure": p["cpu_pressure"], "server_cpu": server_cpu / span, "client_cpu": p["cpu_s"] / span,
@@ -525,6 +531,24 @@ P99_GOAL_MS = 25.0
 RATE_GOAL = 1000.0
 
 
+def pgbench_anchor(url: str, clients: int, seconds: float) -> dict[str, Any]:
+    """`pgbench -N` (a durable three-statement transaction) with the gate's client count,
+    on the same server in the run's own database: what the engine does on this machine
+    with no application in front of it."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    init = subprocess.run(["pgbench", "-i", "-q", "-s", "1", dsn], capture_output=True, text=True)
+    if init.returncode != 0:
+        return {"error": init.stderr.strip()[-300:]}
+    run = subprocess.run(["pgbench", "-N", "-n", "-c", str(clients), "-j", "2", "-T", str(int(seconds)), dsn],
+                         capture_output=True, text=True)
+    tps = [line for line in run.stdout.splitlines() if line.startswith("tps =")]
+    lat = [line for line in run.stdout.splitlines() if line.startswith("latency average")]
+    if run.returncode != 0 or not tps:
+        return {"error": (run.stderr or run.stdout).strip()[-300:]}
+    return {"tps": float(tps[0].split()[2]), "latency_avg_ms": float(lat[0].split()[3]) if lat else None,
+            "clients": clients}
+
+
 async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gatebench-") as d:
         wd = Path(d)
@@ -535,11 +559,13 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
                        f'[log]\nlevel = "{args.log_level}"\n[gate]\nauth_cache_s = 300.0\n{POLICY}', encoding="utf-8")
         cli(cfg, "db", "upgrade")
         tokens = await make_users(cfg, [("data-x", "data")] + [(f"agent-{i}", "collector") for i in range(args.clients)])
-        port = free_port()
-        server = Server(cfg, port, args.workers)
-        load = Load("127.0.0.1", port, server.proc.pid, args.client_procs, args.timeout)
+        ports = [free_port() for _ in range(args.instances)]
+        port = ports[0]
+        servers = [Server(cfg, p, args.workers) for p in ports]
+        load = Load("127.0.0.1", ports, [x.proc.pid for x in servers], args.client_procs, args.timeout)
         try:
-            await server.ready(tokens["data-x"])
+            for server in servers:
+                await server.ready(tokens["data-x"])
             base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base, timeout=120) as c:
                 r = await c.post("/v1/cases:import", json={"cases": cases_doc(args.cases, args.clients)},
@@ -587,11 +613,16 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
                 res["sweep"].append(o)
                 if o["p99_ms"] > 4 * P99_GOAL_MS or any(not isinstance(k, int) for k in o["statuses"]):
                     break  # past saturation: the queue only grows from here
-            server.stop()
+            for server in servers:
+                server.stop()
             res["inproc"] = await in_process(cfg, args, per_agent) if args.inproc else None
+            res["instances"] = args.instances
+            if store == "postgres" and args.pgbench:
+                res["pgbench"] = pgbench_anchor(url, args.clients, args.pgbench_seconds)
         finally:
             load.close()
-            server.stop()
+            for server in servers:
+                server.stop()
             if store == "postgres":
                 await drop_pg_db(url)
         return res
@@ -612,7 +643,9 @@ def _statuses(x: dict[str, Any]) -> str:
 
 def show(r: dict[str, Any], args: argparse.Namespace) -> None:
     g, a = r["gate"], r["anchor"]
-    print(f"\n{r['store']}, {r['prior']:,} prior attempts (seeded in {r['seed_s']:.1f} s)")
+    n = r.get("instances", 1)
+    print(f"\n{r['store']}, {r['prior']:,} prior attempts (seeded in {r['seed_s']:.1f} s)"
+          + (f", {n} `dialgate serve` instances on the one database, clients spread over them" if n > 1 else ""))
     print(f"  closed loop, {args.clients} clients each waiting for its answer — the THROUGHPUT figure "
           f"(goal >= {RATE_GOAL:,.0f}/s); latency here is queueing, mean = clients / throughput:")
     allowed = g["statuses"].get(201, 0) / max(1, g["n"]) * 100
@@ -637,6 +670,14 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
               and all(isinstance(k, int) for k in o["statuses"])]
         print(f"    highest swept rate with p99 <= {P99_GOAL_MS:.0f} ms: {max(ok):,.0f}/s" if ok
               else f"    no swept rate kept p99 <= {P99_GOAL_MS:.0f} ms")
+    pb = r.get("pgbench")
+    if pb:
+        if "tps" in pb:
+            print(f"  anchor pgbench -N, {pb['clients']} clients, same server: {pb['tps']:7.0f} transactions/s "
+                  f"(latency average {pb['latency_avg_ms']} ms); the gate's closed loop is "
+                  f"{g['per_s'] / pb['tps']:.2f}x of it (goal >= 0.5x)")
+        else:
+            print(f"  anchor pgbench -N: failed: {pb['error']}")
     ip = r.get("inproc")
     if ip:
         print(f"  anchor in-process Gate.request_dial, {args.clients} tasks, no HTTP ({ip['n']} calls): "
@@ -713,6 +754,11 @@ async def main() -> None:
     ap.add_argument("--open-seconds", type=float, default=8.0, help="length of each open-loop stage")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (counted as an error)")
     ap.add_argument("--workers", type=int, default=1, help="`dialgate serve --workers N` (HTTP worker processes)")
+    ap.add_argument("--instances", type=int, default=1,
+                    help="`dialgate serve` instances on the one database (PostgreSQL), clients spread over them")
+    ap.add_argument("--no-pgbench", dest="pgbench", action="store_false",
+                    help="skip the `pgbench -N` anchor of a PostgreSQL run")
+    ap.add_argument("--pgbench-seconds", type=float, default=10.0)
     ap.add_argument("--sqlite-synchronous", default="FULL")
     ap.add_argument("--log-level", default="warning", help="the server's [log] level")
     ap.add_argument("--no-inproc", dest="inproc", action="store_false", help="skip the in-process anchor")
