@@ -154,7 +154,14 @@ def _single_zone(parsed: phonenumbers.PhoneNumber) -> str | None:
 
 
 def mask_number(number: str) -> str:
-    """Mask the middle of a phone number for logs and details: ``138****0001``."""
+    """Mask the middle of a phone number: the service's one rule, for logs, details,
+    recordings and every role without full-number rights.
+
+    A Chinese number (``+86``) loses its country code; any other keeps ``+`` and its
+    first digits. Then the first three and last four digits stay, the middle is four
+    ``*``: ``+8613800000001`` → ``138****0001``, ``+12125550100`` → ``+121****0100``.
+    A short number (5-7 digits) keeps its first digit and last two; four digits or
+    fewer are all hidden, since the last four would be the whole number."""
     digits = number.strip()
     plus = ""
     if digits.startswith("+86") and len(digits) > 6:
