@@ -60,8 +60,8 @@ def normalize_number(raw: str, region: str = "CN") -> str:
 def _cn_mobile(raw: str, region: str) -> str | None:
     """A Chinese mobile number written plainly (``+8613800000001``, or ``13800000001``
     read in CN) checked against phonenumbers' own CN mobile pattern, without a parse: the
-    numbers a collections call center dials most, and on a SIP gate mostly new ones (a
-    parse costs ~25 µs). Anything else (spaces, other forms, other countries): None."""
+    numbers a collections call center dials most, and on a SIP gate mostly new ones,
+    each of which would pay for a full parse. Anything else (spaces, other forms, other countries): None."""
     if raw.startswith("+86"):
         nsn = raw[3:]
     elif region == "CN" and raw[:1] == "1":

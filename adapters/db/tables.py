@@ -390,7 +390,7 @@ import_rows = Table(
 
 # Click-to-dial call progress through the `sip_ua` PBX (migration 0201): every call state
 # with its time, end cause, rule id and recording. Plain `DateTime(timezone=True)` as the
-# migration built it, so rows already stored read back as before.
+# migration built it, so rows already stored read back unchanged.
 pbx_attempt_progress = Table(
     "pbx_attempt_progress",
     metadata,
