@@ -285,8 +285,8 @@ decisions = Table(
     Index("ix_decisions_blocked_case_kind_at", "case_id", "kind", "at",
           sqlite_where=text("coalesce(allowed, 1) IS 0"),
           postgresql_where=text("coalesce(allowed, true) IS false")),
-    # (creditor, at) and (allowed, at) were dropped by migrations 0004 and 0005: no
-    # reader needs them.
+    # No (creditor, at) or (allowed, at) index: no reader needs them, and every dial
+    # would write them.
 )
 
 chain_heads = Table(

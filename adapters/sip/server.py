@@ -172,8 +172,8 @@ class SipServer:
         self._udp: _UdpEndpoint | None = None
         # One reply per peer address, not a closure per datagram: a transaction keeps its
         # reply for its whole life (up to Timer H), and a closure is three objects the
-        # garbage collector walks in every collection until then (at 2,000 INVITEs/s the
-        # table's ~4,000 transactions were most of what the edge's collections walked).
+        # garbage collector walks in every collection until then (at a high INVITE rate
+        # the live transactions' closures would be most of what the collections walk).
         self._udp_replies: dict[tuple[Any, ...], _UdpReply] = {}
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -215,10 +215,10 @@ class SipServer:
                 if self._port != 0:
                     raise
                 continue
-            # The UDP socket asks for a 1 MiB receive buffer (`_UDP_RCVBUF`): a stall no
-            # longer drops INVITEs, and what waited there longer than `shed_after` is
-            # answered 503 at once (kernel receive times), so a larger buffer does not
-            # turn overload into seconds of queueing as it did before those times were read.
+            # The UDP socket asks for a 1 MiB receive buffer (`_UDP_RCVBUF`) so a stall does
+            # not drop INVITEs; what waited there longer than `shed_after` is answered 503
+            # at once (kernel receive times), so the larger buffer cannot turn overload
+            # into seconds of queueing.
             self._udp = udp
             self._port = port
             log.info("sip.listening", host=self._host, port=port, transports="udp,tcp")
