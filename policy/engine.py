@@ -452,6 +452,7 @@ def _contact_pass_text(masked: str, relation: str) -> tuple[str, str]:
     return f"{masked} is a {relation} contact of the case", f"号码为本案联系人号码（{_REL_ZH.get(relation, relation)}）"
 
 
+# `mask_number` itself, cached: every check of a decision names the number again.
 @lru_cache(maxsize=65536)
 def _mask(number: str) -> str:
     return mask_number(number)
