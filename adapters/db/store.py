@@ -150,7 +150,7 @@ class SqlAlchemyCaseStore:
                 # Statement journals (a statement inside a SAVEPOINT that changes several
                 # rows or indexes) and sorts without an index use temporary storage, by
                 # default a file created and unlinked in /var/tmp each time: five system
-                # calls and a directory update, ~170 times a second at 1,000 dials/s.
+                # calls and a directory update, many times a second under load.
                 cur.execute("PRAGMA temp_store=MEMORY")
                 cur.close()
 

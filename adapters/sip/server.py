@@ -587,9 +587,9 @@ _UDP_RECV_SIZE = 65536  # every datagram fits (UDP payloads end at 65,527 bytes)
 _UDP_BATCH = 32  # datagrams read per readiness of the socket
 _UDP_SEND_QUEUE = 4096  # answers held while the socket's send buffer is full
 # The socket's receive buffer asked for (the kernel caps it at net.core.rmem_max). The
-# default (~208 KiB) holds ~100 INVITEs: at 2,000/s a 50 ms stall of the loop (a garbage
-# collection, the scheduler) dropped INVITEs, each then retransmitted by the PBX 500 ms
-# later. A larger buffer queues them instead; how long each waited is known (below), so
+# default (~208 KiB) holds ~100 INVITEs, so at a high rate a short stall of the loop (a
+# garbage collection, the scheduler) drops INVITEs, each then retransmitted by the PBX
+# 500 ms later. A larger buffer queues them instead; how long each waited is known (below), so
 # a backlog is answered 503 rather than decided late.
 _UDP_RCVBUF = 1 << 20
 # Linux: each datagram's receive time from the kernel (SCM_TIMESTAMPNS, CLOCK_REALTIME).
