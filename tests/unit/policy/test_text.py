@@ -35,3 +35,7 @@ def test_spreading_a_text_into_a_payload_writes_the_same_bytes_as_the_two_fields
 def test_a_text_unpacks_as_the_english_and_chinese_pair() -> None:
     en, zh = Text("complaint risk", "投诉倾向")
     assert (en, zh) == ("complaint risk", "投诉倾向")
+
+
+def test_one_string_carrying_both_languages_puts_chinese_first() -> None:
+    assert Text("case is paused", "案件已暂停").line() == "案件已暂停 / case is paused"
