@@ -714,7 +714,7 @@ def heavy_number_cost(prior: int, calls: int, rounds: int) -> str:
     """Gate.request_dial in this process (SQLite FULL) for a number with ``prior``
     attempts in its look-back, against the same for a number with none (the anchor,
     same run), and against the heavy number read without the history bound (all its
-    attempts, as before the bound). Alternated ``rounds`` times; least of the rounds."""
+    attempts, as an unbounded read takes them). Alternated ``rounds`` times; least of the rounds."""
     import gc
     from datetime import timedelta, timezone
 

@@ -225,7 +225,7 @@ def users_list(
     if as_json:
         typer.echo(json.dumps([{**u, "created_at": u["created_at"].isoformat()} for u in users], ensure_ascii=False))
         return
-    table = Table(title="DialGate users / 用户")
+    table = Table(title="用户 / DialGate users")
     for col in ("name", "role", "creditors", "state", "created"):
         table.add_column(col)
     for u in users:

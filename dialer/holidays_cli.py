@@ -139,7 +139,7 @@ def import_(
         fh.write(text)
     os.replace(tmp, target_path)
     years = ", ".join(str(y) for y in sorted(new))
-    out.print(f"imported {years} into {target_path}; restart the service to use it / 已导入 {years} 年节假日安排")
+    out.print(f"已导入 {years} 年节假日安排 / imported {years} into {target_path}; restart the service to use it")
 
 
 @app.command()
@@ -158,7 +158,7 @@ def status(
         _err(str(exc))
         raise typer.Exit(2) from None
     known = sorted(cal.arrangements)
-    out.print(f"arrangements known / 已有放假安排: {', '.join(map(str, known)) or 'none'}")
+    out.print(f"已有放假安排 / arrangements known: {', '.join(map(str, known)) or 'none'}")
     if year is not None:
         day = date(year, 1, 1)
         while day.year == year:
@@ -170,6 +170,6 @@ def status(
             day = date.fromordinal(day.toordinal() + 1)
     missing = [y for y in (as_of.year, as_of.year + 1) if not cal.arranged(y)]
     if missing:
-        out.print(f"missing / 缺少: {', '.join(map(str, missing))} (statutory days only / 仅法定节假日)")
+        out.print(f"缺少 / missing: {', '.join(map(str, missing))} (仅法定节假日 / statutory days only)")
         if as_of.year in missing:
             raise typer.Exit(1)

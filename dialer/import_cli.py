@@ -42,7 +42,7 @@ def cases_import(
         out.print(f"import {job.import_id}: done, {job.rows_done} of {job.rows_total} rows applied ({parts}); "
                   f"导入完成 (encoding {job.encoding})")
         return
-    err.print(f"[red]import {job.import_id}: {job.state}[/red] — nothing applied / 导入被拒绝，未写入任何数据"
+    err.print(f"[red]import {job.import_id}: {job.state}[/red] — 导入被拒绝，未写入任何数据 / nothing applied"
               if job.state == "refused" else f"[red]import {job.import_id}: {job.state}[/red]")
     for e in job.errors[:200]:
         where = f"row {e.get('row')}" + (f" {e['field']}" if e.get("field") else "")
@@ -73,12 +73,12 @@ async def _import(cfg: Any, file: Path, kind: str, encoding: str | None) -> Any:
             job, _ = await jobs.submit(actor, Upload(kind, body, ctype, encoding, file.name), wait=False)
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           TimeRemainingColumn(), console=err, transient=False) as bar:
-                task = bar.add_task("validating / 校验中", total=None)
+                task = bar.add_task("校验中 / validating", total=None)
                 while True:
                     async with svc.store.read() as uow:
                         job = await uow.imports.get(job.import_id)
                     if job.state == "applying":
-                        bar.update(task, description="applying / 导入中", total=job.rows_total, completed=job.rows_done)
+                        bar.update(task, description="导入中 / applying", total=job.rows_total, completed=job.rows_done)
                     if job.state not in ("validating", "applying"):
                         bar.update(task, description=_STATE_TEXT.get(job.state, job.state), total=job.rows_total or 1,
                                    completed=job.rows_done if job.rows_total else 0)
@@ -87,4 +87,4 @@ async def _import(cfg: Any, file: Path, kind: str, encoding: str | None) -> Any:
     return job
 
 
-_STATE_TEXT = {"done": "done / 完成", "refused": "refused / 已拒绝", "failed": "failed / 失败"}
+_STATE_TEXT = {"done": "完成 / done", "refused": "已拒绝 / refused", "failed": "失败 / failed"}

@@ -5,7 +5,7 @@ Rules (the same everywhere):
 
 * a phone number: ``+8613800000001`` → ``138****0001``; other countries keep ``+`` and
   the country code's first digits: ``+12125550123`` → ``+121****0123`` (`mask_number`,
-  the policy core's rule, so decision details agree);
+  the policy core's rule, which decision details and recordings use too);
 * a card-like number (13-19 digits, alone or in groups of 4 split by spaces or dashes,
   passing the Luhn check) and a PRC resident ID number (18 characters whose ISO 7064
   check character matches, or the old 15-digit form): every character but the last

@@ -111,15 +111,16 @@ def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[st
         (today + timedelta(days=HOLIDAY_ERROR_DAYS)).year
     ):
         warnings.append(
-            f"the State Council's {ahead} holiday arrangement is not imported yet ({(date(ahead, 1, 1) - today).days} "
-            f"days left; cn_holidays: {', '.join(users)}); `policy lint` fails from {HOLIDAY_ERROR_DAYS} days before "
-            f"/ 尚未导入 {ahead} 年节假日安排"
+            f"尚未导入 {ahead} 年节假日安排 / the State Council's {ahead} holiday arrangement is not imported yet "
+            f"({(date(ahead, 1, 1) - today).days} days left; cn_holidays: {', '.join(users)}); `policy lint` fails "
+            f"from {HOLIDAY_ERROR_DAYS} days before"
         )
     for pol in policies:
         if pol.dropped_caps:
             warnings.append(
+                f"去除了机构频次上限 {', '.join(pol.dropped_caps)} / "
                 f"{'creditor ' + pol.creditor if pol.creditor else 'the top-level policy'} drops agency cap(s) "
-                f"{', '.join(pol.dropped_caps)} / 去除了机构频次上限 {', '.join(pol.dropped_caps)}"
+                f"{', '.join(pol.dropped_caps)}"
             )
     sip = doc.get("sip")
     if not isinstance(sip, dict):
@@ -132,19 +133,19 @@ def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[st
             continue
         if pol.allow_unregistered_lines:
             warnings.append(
-                f"!!! creditor {creditor} has no [sip.registered_lines] list and allow_unregistered_lines = true: "
-                f"its SIP calls pass line.not_registered from ANY line, recorded or not / "
-                f"委托方 {creditor} 未配置报备外呼线路且允许任意线路外呼"
+                f"!!! 委托方 {creditor} 未配置报备外呼线路且允许任意线路外呼 / creditor {creditor} has no "
+                f"[sip.registered_lines] list and allow_unregistered_lines = true: its SIP calls pass "
+                f"line.not_registered from ANY line, recorded or not"
             )
         else:
             warnings.append(
-                f"creditor {creditor} has no [sip.registered_lines] list: its SIP dials are blocked with "
-                f"line.not_registered / 委托方 {creditor} 未配置报备外呼线路，呼叫中心外呼将被拦截"
+                f"委托方 {creditor} 未配置报备外呼线路，呼叫中心外呼将被拦截 / creditor {creditor} has no "
+                f"[sip.registered_lines] list: its SIP dials are blocked with line.not_registered"
             )
     if not book.creditors and not lines:
         warnings.append(
-            "no [sip.registered_lines]: SIP dials are blocked with line.not_registered for every creditor "
-            "/ 未配置报备外呼线路，呼叫中心外呼将被拦截"
+            "未配置报备外呼线路，呼叫中心外呼将被拦截 / no [sip.registered_lines]: SIP dials are blocked with "
+            "line.not_registered for every creditor"
         )
     return warnings
 
@@ -196,7 +197,7 @@ def lint(
         print(json.dumps({**book.to_dict(), "warnings": warnings, "problems": problems},
                          ensure_ascii=False, indent=2, sort_keys=True))
     else:
-        out.print(f"[bold]{escape(label)}[/bold]: policy OK / 策略配置有效")
+        out.print(f"[bold]{escape(label)}[/bold]: 策略配置有效 / policy OK")
         out.print(f"book version {book.version}")
         out.print(f"[bold]default[/bold] {_describe(book.default)}")
         out.print(_policy_table(book.default, "default caps"))
@@ -353,7 +354,7 @@ def explain(
     out.print(f"{verdict} rule_id={decision.rule_id}")
     out.print(f"reason: {escape(decision.reason)}")
     out.print(f"原因：{escape(decision.reason_zh)}")
-    nxt = decision.next_allowed_at.isoformat() if decision.next_allowed_at else "none / 无"
+    nxt = decision.next_allowed_at.isoformat() if decision.next_allowed_at else "无 / none"
     out.print(f"next_allowed_at: {nxt}")
     inputs = decision.inputs_used
     out.print(

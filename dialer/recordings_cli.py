@@ -168,7 +168,7 @@ def keys_destroy(
             return await vault.destroy_creditor_keys(creditor, Actor(user, "admin"))
 
     n = _run(go())
-    typer.echo(f"{creditor}: keys destroyed; {n} recordings are now unreadable / 密钥已销毁")
+    typer.echo(f"{creditor}: 密钥已销毁 / keys destroyed; {n} recordings are now unreadable")
 
 
 # -- recordings --------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def rec_fetch(
             return stream.total
 
     n = _run(go())
-    typer.echo(f"{recording_id}: {n} bytes → {out} (SHA-256 verified / 已校验)")
+    typer.echo(f"{recording_id}: {n} bytes → {out} (已校验 / SHA-256 verified)")
 
 
 @recordings_app.command("list")
@@ -390,18 +390,18 @@ def rec_verify(
             typer.echo(f"{'OK  ' if r.ok else 'FAIL'}\t{r.recording_id}{'' if r.ok else chr(9) + (r.problem or '')}")
     seconds = max(stats["seconds"], 1e-9)
     typer.echo(
-        f"{len(results)} checked, {len(bad)} failed / 共 {len(results)} 条，{len(bad)} 条异常"
+        f"共 {len(results)} 条，{len(bad)} 条异常 / {len(results)} checked, {len(bad)} failed"
         f" — {stats['bytes'] / 1024**2:.1f} MiB in {stats['seconds']:.1f} s,"
         f" {stats['bytes'] / 1024**2 / seconds:.1f} MiB/s, {len(results) / seconds:.1f} recordings/s"
     )
     if incremental:
         typer.echo(
-            f"incremental: {stats['new']} new since the last run, {stats['sampled']} sampled"
-            f"{', resumed an interrupted run' if stats['resumed'] else ''} / 新增 {stats['new']} 条，抽检 {stats['sampled']} 条"
+            f"新增 {stats['new']} 条，抽检 {stats['sampled']} 条 / incremental: {stats['new']} new since the last run, "
+            f"{stats['sampled']} sampled{', resumed an interrupted run' if stats['resumed'] else ''}"
         )
     for problem in chain:
         typer.echo(f"REGISTER\t{problem}")
-    typer.echo("destruction register chain: " + ("OK / 完整" if not chain else "BROKEN / 已被篡改"))
+    typer.echo("destruction register chain: " + ("完整 / OK" if not chain else "已被篡改 / BROKEN"))
     if bad or chain:
         raise typer.Exit(1)
 
@@ -412,7 +412,7 @@ def _progress_bar(enabled: bool, total_recordings: int) -> Any:
     )
 
     return Progress(
-        TextColumn("verify / 校验"), BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TextColumn("校验 / verify"), BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn(),
         TimeRemainingColumn(), disable=not enabled or total_recordings == 0, transient=False,
     )
 
@@ -541,7 +541,7 @@ def rec_purge(
         typer.echo(f"purge {res.request.purge_id} requested: {len(res.due)} recordings; "
                    f"approve with: dialgate recordings purge --approve {res.request.purge_id} --user <another person> --role compliance")
     else:
-        typer.echo(f"dry run: {len(res.due)} due, {len(res.held)} held / 试运行，未销毁任何录音")
+        typer.echo(f"试运行，未销毁任何录音 / dry run: {len(res.due)} due, {len(res.held)} held")
 
 
 @recordings_app.command("recover")

@@ -61,7 +61,7 @@ def run_replay(data: ReplayData, book: PolicyBook, err: Console) -> list[Replaye
     total = len(data.dials)
     if total < PROGRESS_FROM:
         return replay(data, book)
-    with Progress(TextColumn("replaying / 回放"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn("回放 / replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("replay", total=total)
         return replay(data, book, progress=lambda done: bar.update(task, completed=done))
@@ -87,7 +87,7 @@ def report(results: Sequence[Replayed], data: ReplayData, *, compare: bool, fmt:
     else:
         _table(rows, summary, data, write)
     if fmt != "table" or not compare:
-        err.print(f"replayed {summary.total} logged dials / 回放 {summary.total} 条拨打决策: {summary.changed} change "
+        err.print(f"回放 {summary.total} 条拨打决策 / replayed {summary.total} logged dials: {summary.changed} change "
                   f"({summary.allowed_to_blocked} allowed → blocked, {summary.blocked_to_allowed} blocked → allowed, "
                   f"{summary.rule_changed} other rule), {summary.kept_as_logged} kept as logged", highlight=False)
         for note in data.notes:
@@ -98,7 +98,7 @@ def report(results: Sequence[Replayed], data: ReplayData, *, compare: bool, fmt:
 def _table(rows: Sequence[Replayed], summary: Any, data: ReplayData, write: Callable[[str], None]) -> None:
     # rich only writes and flushes; typeshed's TextIOBase is not an IO[str].
     console = Console(file=cast(IO[str], _Writer(write)), highlight=False, soft_wrap=True, width=200, force_terminal=False)
-    changes = Table(title="decisions that change / 结果变化的决策", title_justify="left")
+    changes = Table(title="结果变化的决策 / decisions that change", title_justify="left")
     for col in ("at", "creditor", "case", "agent", "number", "logged 原结果", "replayed 新结果", "change"):
         changes.add_column(col)
     for r in rows[:TABLE_ROWS]:
@@ -109,20 +109,20 @@ def _table(rows: Sequence[Replayed], summary: Any, data: ReplayData, write: Call
     console.print(changes)
     if len(rows) > TABLE_ROWS:
         console.print(f"… {len(rows) - TABLE_ROWS} more (--format jsonl or csv lists them all)")
-    per_rule = Table(title="per rule / 按规则", title_justify="left")
+    per_rule = Table(title="按规则 / per rule", title_justify="left")
     for col in ("logged rule", "replayed rule", "count"):
         per_rule.add_column(col)
     for (before, after), n in sorted(summary.by_rule.items(), key=lambda kv: -kv[1]):
         per_rule.add_row(before, after, str(n))
     console.print(per_rule)
-    per_creditor = Table(title="per creditor / 按委托方", title_justify="left")
+    per_creditor = Table(title="按委托方 / per creditor", title_justify="left")
     for col in ("creditor", "allowed → blocked", "blocked → allowed", "rule changed"):
         per_creditor.add_column(col)
     for creditor, c in sorted(summary.by_creditor.items()):
         per_creditor.add_row(creditor, str(c["allowed_to_blocked"]), str(c["blocked_to_allowed"]), str(c["rule_changed"]))
     console.print(per_creditor)
-    console.print(f"{summary.total} logged dials replayed / 回放决策数; {summary.changed} change / 变化; "
-                  f"{summary.kept_as_logged} kept as logged / 按原记录保留")
+    console.print(f"回放决策数 / logged dials replayed: {summary.total}; 变化 / change: {summary.changed}; "
+                  f"按原记录保留 / kept as logged: {summary.kept_as_logged}")
     for note in data.notes:
         console.print(f"note: {escape(note)}")
 

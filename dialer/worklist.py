@@ -20,12 +20,14 @@ import structlog
 
 from dialer.model import FOLLOW_UP_STATUSES, Principal
 from dialer.usecases import Gate, _narrow, require_role
+from policy.text import Text
 
 log = structlog.get_logger("dialgate.worklist")
 
 WORKLIST_ROLES = frozenset({"collector", "supervisor", "admin"})
 MAX_ITEMS = 1000
 SWEEP_BATCH = 50
+FIRST_CALL_OVERDUE = Text("first call not made within 2 days of assignment", "新案未在分案后2天内首催")
 _HURRY = {"urgent": 0, "night": 0, "complaint_risk": 0, "dispute": 0}
 
 
@@ -112,8 +114,7 @@ class Worklist:
                         payload={"assigned_agent": r["assigned_agent"],
                                  "deadline": r["next_action_date"].isoformat(),
                                  "days_overdue": (today - r["next_action_date"]).days,
-                                 "message": "first call not made within 2 days of assignment",
-                                 "message_zh": "新案未在分案后2天内首催"},
+                                 **FIRST_CALL_OVERDUE.fields("message")},
                     )
                     await uow.cases.mark_first_call_alerted(r["id"], now)
                     n += 1

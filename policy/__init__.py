@@ -38,6 +38,7 @@ from .model import (
     HistoryEvent,
 )
 from .numbers import NumberFormatError, mask_number, normalize_number, number_zone
+from .text import Text
 from .presets import PRESETS
 
 __all__ = [

@@ -163,10 +163,9 @@ def _number_check(number: str, region: str) -> tuple[str | None, str | None]:
 
 # Caches keyed by a number or a case hold only strings, booleans and tuples of them:
 # the garbage collector does not track those. A cached Check, ZoneInfo tuple or
-# frozenset key per number was a tracked object kept alive past its decision; at
-# 1,500 dials/s of distinct numbers they piled up in the collector's middle
-# generation at ~4,000 a second and its collections stalled the event loop for
-# 40-60 ms every few seconds (measured in the service with gc.callbacks).
+# frozenset key per number would be a tracked object kept alive past its decision;
+# with many distinct numbers a second they pile up in the collector's middle
+# generation, whose collections then stall the event loop.
 
 
 def _callee_zone(contact_tz: str | None, number: str, default_tz: str) -> tuple[ZoneInfo, str, str, str | None]:
@@ -453,6 +452,7 @@ def _contact_pass_text(masked: str, relation: str) -> tuple[str, str]:
     return f"{masked} is a {relation} contact of the case", f"号码为本案联系人号码（{_REL_ZH.get(relation, relation)}）"
 
 
+# `mask_number` itself, cached: every check of a decision names the number again.
 @lru_cache(maxsize=65536)
 def _mask(number: str) -> str:
     return mask_number(number)

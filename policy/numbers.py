@@ -60,8 +60,8 @@ def normalize_number(raw: str, region: str = "CN") -> str:
 def _cn_mobile(raw: str, region: str) -> str | None:
     """A Chinese mobile number written plainly (``+8613800000001``, or ``13800000001``
     read in CN) checked against phonenumbers' own CN mobile pattern, without a parse: the
-    numbers a collections call center dials most, and on a SIP gate mostly new ones (a
-    parse costs ~25 µs). Anything else (spaces, other forms, other countries): None."""
+    numbers a collections call center dials most, and on a SIP gate mostly new ones,
+    each of which would pay for a full parse. Anything else (spaces, other forms, other countries): None."""
     if raw.startswith("+86"):
         nsn = raw[3:]
     elif region == "CN" and raw[:1] == "1":
@@ -154,7 +154,14 @@ def _single_zone(parsed: phonenumbers.PhoneNumber) -> str | None:
 
 
 def mask_number(number: str) -> str:
-    """Mask the middle of a phone number for logs and details: ``138****0001``."""
+    """Mask the middle of a phone number: the service's one rule, for logs, details,
+    recordings and every role without full-number rights.
+
+    A Chinese number (``+86``) loses its country code; any other keeps ``+`` and its
+    first digits. Then the first three and last four digits stay, the middle is four
+    ``*``: ``+8613800000001`` → ``138****0001``, ``+12125550100`` → ``+121****0100``.
+    A short number (5-7 digits) keeps its first digit and last two; four digits or
+    fewer are all hidden, since the last four would be the whole number."""
     digits = number.strip()
     plus = ""
     if digits.startswith("+86") and len(digits) > 6:

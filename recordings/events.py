@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from policy.text import Text
 from recordings.model import UNMATCHED_SCOPE, DestructionEntry, Recording, RecordingEvent
 
 STORED = "recording.stored"
 PURGED = "recording.purged"
 MISSING = "alert.recording_missing"
+
+_NO_RECORDING = Text("a connected call has no recording: every call must be recorded in full", "接通的通话没有录音：所有案件须全程录音")
 
 
 def _ids(rec: Recording) -> dict[str, object]:
@@ -98,8 +101,7 @@ def missing(
             "number": number_masked,
             "dialed_at": dialed_at.isoformat(),
             "ended_seen_at": ended_seen_at.isoformat(),
-            "message": "a connected call has no recording: every call must be recorded in full",
-            "message_zh": "接通的通话没有录音：所有案件须全程录音",
+            **_NO_RECORDING.fields("message"),
         },
     )
 

@@ -31,16 +31,6 @@ INGEST_ROLES: frozenset[str] = frozenset({"pbx", "admin"})
 ADMIN_ROLES: frozenset[str] = frozenset({"admin"})
 
 
-def mask_number(number: str) -> str:
-    """``+8613800000001`` → ``138****0001`` (national part, middle four hidden)."""
-    digits = number.lstrip("+")
-    if digits.startswith("86") and len(digits) == 13:
-        digits = digits[2:]
-    if len(digits) <= 7:
-        return digits[:2] + "*" * max(len(digits) - 4, 0) + digits[-2:]
-    return digits[:3] + "****" + digits[-4:]
-
-
 def number_digest(number: str) -> str:
     """Exact-match search key for a number; the number itself is not stored."""
     return hashlib.sha256(b"dialgate/recording-number/v1|" + number.encode()).hexdigest()

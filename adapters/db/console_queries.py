@@ -59,6 +59,7 @@ from dialer.console.ports import (
 from dialer.errors import Unauthenticated
 from dialer.masking import mask_number, mask_optional, mask_text
 from dialer.model import REVIEWED_KINDS, DecisionRecord
+from policy.text import Text
 
 EXPORT_BATCH = 2000
 OPTIONS_TTL_S = 60.0
@@ -652,7 +653,7 @@ class SqlAlchemyConsoleQueries:
             return HealthItem("holidays", "off", "no creditor uses cn_holidays")
         if report["status"] == "ok":
             return HealthItem("holidays", "ok", f"arrangements known up to {report['arranged_until']}")
-        return HealthItem("holidays", "degraded", f"{report['detail']} / {report['detail_zh']}")
+        return HealthItem("holidays", "degraded", Text(report["detail"], report["detail_zh"]).line())
 
     async def _leader_health(self) -> HealthItem:
         """Which instance runs the relay, sweeps, inbox and PBX user agent, and whether

@@ -174,7 +174,7 @@ _ATTEMPT_SELECT = f"SELECT {', '.join(ATTEMPT_KEYS)} FROM attempts"
 ATTEMPT_BY_ID = f"{_ATTEMPT_SELECT} WHERE id = ?"
 # The agent's live authorisations for the number (as the Core `find_pending`, which
 # takes the oldest); usually none, at most a few. Without ORDER BY at: its index does
-# not give that order, and setting up a sorter for no rows cost ~1.3 µs a decision;
+# not give that order, and every decision would pay for a sorter over no rows;
 # the caller takes the oldest (`at` text sorts as time: always six fractional digits).
 ATTEMPT_PENDING = (
     f"{_ATTEMPT_SELECT} WHERE agent_id = ? AND state = 'authorised' AND number = ? AND valid_until >= ?"

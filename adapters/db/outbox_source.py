@@ -16,7 +16,7 @@ but before the commit leaves it unsent, so it is published again (at least once,
 ever). Order per case holds across relays: a claimed event is kept only while every
 older unsent event of its case is in the same claim, so no relay publishes event n+1
 while another still holds event n. On SQLite a write transaction holds the database's
-one writer lock, so it is never kept open across a publish: one relay reads as before.
+one writer lock, so it is never kept open across a publish: one relay reads at a time.
 
 Published rows are kept for `retention` after `published_at`, then deleted by
 `prune_published` in bounded batches (the relay calls it now and then). A row whose

@@ -13,7 +13,7 @@ from adapters.db import tables as t
 log = structlog.get_logger("dialgate.store")
 
 # Hot-path statements, built once: constructing a Core statement and its cache key
-# costs more CPU than SQLite takes to run it (profiled on decide-and-reserve).
+# costs more CPU than SQLite takes to run it.
 _a = t.attempts.c
 _HIST_COLS = (_a.id, _a.at, _a.case_id, _a.number, _a.relation, _a.connected, _a.creditor)
 Q_CASES_BY_ID = select(t.cases).where(t.cases.c.case_id == bindparam("case_id")).order_by(t.cases.c.id)

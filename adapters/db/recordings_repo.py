@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db import tables as gate_tables
 from adapters.db.tables import NAMING, BigId, UtcDateTime
+from dialer.masking import mask_number
 from recordings import events as recording_events
 from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource
 from recordings.model import (
@@ -60,7 +61,6 @@ from recordings.model import (
     RecordingEvent,
     RecordingFilter,
     RegisterHead,
-    mask_number,
 )
 from recordings.register import CHAIN as REGISTER_CHAIN
 

@@ -123,8 +123,8 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, busy_s: float) -> int:
     """BEGIN IMMEDIATE on `dbapi_conn` (whose own busy timeout is 0), waiting for another
     process's write transaction by retrying with short sleeps up to `busy_s`; returns how
     many tries failed. SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms between
-    tries, so a second process on the same file waited far longer than the lock was
-    held (two `dialgate serve` on one database were slower together than one).
+    tries, so a second process on the same file would wait far longer than the lock is
+    held (two `dialgate serve` on one database slower together than one).
     Raises the last `sqlite3.OperationalError` when the lock stays taken."""
     deadline = _monotonic() + busy_s
     tries = 0
@@ -534,8 +534,8 @@ class WriteGroup:
         the caller's unit is in the group's transaction either way.
 
         Each member waits on a future of its own, so cancelling one cancels nobody
-        else's wait; one shared future would need `asyncio.shield` per member, which
-        cost ~3 µs a decision (an extra future, two callbacks and a loop iteration)."""
+        else's wait; one shared future would need `asyncio.shield` per member, an extra
+        future, two callbacks and a loop iteration on every decision."""
         if self.done:
             return
         cancelled: asyncio.CancelledError | None = None

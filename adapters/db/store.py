@@ -150,7 +150,7 @@ class SqlAlchemyCaseStore:
                 # Statement journals (a statement inside a SAVEPOINT that changes several
                 # rows or indexes) and sorts without an index use temporary storage, by
                 # default a file created and unlinked in /var/tmp each time: five system
-                # calls and a directory update, ~170 times a second at 1,000 dials/s.
+                # calls and a directory update, many times a second under load.
                 cur.execute("PRAGMA temp_store=MEMORY")
                 cur.close()
 
@@ -215,7 +215,7 @@ class SqlAlchemyCaseStore:
     def write(self, lock_keys: Sequence[str] = ()) -> AbstractAsyncContextManager["SqlUnitOfWork"]:
         """A serialised write transaction (see the module docstring). The SQLite
         writer's group commit is handed out as it is, not wrapped in one more context
-        manager: that layer cost ~2 µs of CPU per decision (measured)."""
+        manager: every decision would pay for that layer."""
         if self.is_sqlite and self._writer is not None:
             return self._sqlite_write()
         return self._other_write(lock_keys)
@@ -299,7 +299,7 @@ class SqlAlchemyCaseStore:
             assert writer.conn is not None
             try:
                 # Raw SAVEPOINT on the driver connection: SQLAlchemy's begin_nested costs
-                # more than the unit's statements (profiled); the name is ours alone.
+                # more than the unit's statements; the name is ours alone.
                 savepoint = writer.conn.connection.dbapi_connection if group.members else None
                 if savepoint is not None:
                     savepoint.execute("SAVEPOINT dialgate_unit")
@@ -461,10 +461,9 @@ class SqlAlchemyCaseStore:
 
         In WAL mode a COMMIT only appends the group's pages to the WAL: no fsync (that is
         the flush thread's, `durable_by_fsync`) and no checkpoint (the checkpointer
-        thread's). Handing it to the commit thread cost more than doing it: a thread
+        thread's). Handing it to the commit thread costs more than doing it: a thread
         wake-up, the GIL changing hands twice and another wake-up of the loop to hear
-        "committed" — at 1,000 dials/s in groups of one or two, ~0.2 ms of CPU per dial
-        (measured, in-process: 0.86-0.96 → 0.70-0.87 ms a dial). Groups still form under load:
+        "committed", for groups that are mostly one or two units. Groups still form under load:
         every unit that becomes ready before the turn ends is in this COMMIT.
 
         If a unit holds the write lock now (it awaited something real mid-unit), the

@@ -285,8 +285,8 @@ decisions = Table(
     Index("ix_decisions_blocked_case_kind_at", "case_id", "kind", "at",
           sqlite_where=text("coalesce(allowed, 1) IS 0"),
           postgresql_where=text("coalesce(allowed, true) IS false")),
-    # (creditor, at) and (allowed, at) were dropped by migrations 0004 and 0005: no
-    # reader needs them.
+    # No (creditor, at) or (allowed, at) index: no reader needs them, and every dial
+    # would write them.
 )
 
 chain_heads = Table(
@@ -399,7 +399,7 @@ import_rows = Table(
 
 # Click-to-dial call progress through the `sip_ua` PBX (migration 0201): every call state
 # with its time, end cause, rule id and recording. Plain `DateTime(timezone=True)` as the
-# migration built it, so rows already stored read back as before.
+# migration built it, so rows already stored read back unchanged.
 pbx_attempt_progress = Table(
     "pbx_attempt_progress",
     metadata,

@@ -37,6 +37,7 @@ from adapters.mqtt.errors import BrokerUnavailable
 from dialer.masking import mask_bytes, mask_text
 from adapters.mqtt.ports import EventPublisher, OutboxEvent, OutboxSource
 from adapters.mqtt.topics import DEADLETTER, event_topic
+from policy.text import Text
 
 log = structlog.get_logger("dialgate.mqtt.relay")
 
@@ -312,8 +313,7 @@ def _unpublishable_record(event: OutboxEvent, error: str, payload: bytes) -> byt
         {
             "dead_letter_id": event.event_id,
             "reason": "unpublishable-event",
-            "message": f"event cannot be published: {error}",
-            "message_zh": f"事件无法发布：{error}",
+            **Text(f"event cannot be published: {error}", f"事件无法发布：{error}").fields("message"),
             "details": {"event_id": event.event_id, "outbox_position": event.position},
             "topic": f"dialgate/v1/{event.creditor}/events/{event.type}",
             "received_at": datetime.now(UTC).isoformat(),

@@ -155,7 +155,7 @@ class RelayWaker:
         """`wake()` at the end of this turn of the event loop, once however often it is
         asked for meanwhile: a SQLite group commit settles its members in one turn, and
         the relay needs one wake-up for all of them (each datagram costs the primary a
-        loop wake-up of its own, ~30 µs)."""
+        loop wake-up of its own)."""
         if not self._soon:
             self._soon = True
             asyncio.get_running_loop().call_soon(self._wake_now)

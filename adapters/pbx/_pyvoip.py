@@ -29,11 +29,6 @@ _filters_lock = threading.Lock()
 TRACE = False  # set True to log pyVoIP's own debug output (it is very verbose)
 
 
-def mask(text: str) -> str:
-    """``sip:13800000001@pbx`` → ``sip:138****0001@pbx``: numbers never reach the logs."""
-    return mask_sip_text(text)
-
-
 @contextmanager
 def preserved_warning_filters() -> Iterator[None]:
     """Run pyVoIP code and put the process's warning filters back afterwards."""
@@ -52,9 +47,9 @@ def _debug_to_structlog(s: Any, e: Any = None) -> None:
     # pyVoIP's contract: debug(s) prints s only when pyVoIP.DEBUG; debug(s, e) prints e
     # otherwise. Same here, into structlog, numbers masked.
     if e is not None:
-        _log.warning("pbx.pyvoip.message", text=mask(str(e))[:500])
+        _log.warning("pbx.pyvoip.message", text=mask_sip_text(str(e))[:500])
     elif TRACE:
-        _log.debug("pbx.pyvoip.debug", text=mask(str(s))[:2000])
+        _log.debug("pbx.pyvoip.debug", text=mask_sip_text(str(s))[:2000])
 
 
 with preserved_warning_filters(), warnings.catch_warnings():
@@ -97,6 +92,5 @@ __all__ = [
     "VoIPCall",
     "VoIPPhone",
     "audioop",
-    "mask",
     "preserved_warning_filters",
 ]

@@ -53,6 +53,7 @@ import structlog
 from adapters.pbx import _pyvoip as pv
 from adapters.pbx.audio import FRAME_BYTES, RxBuffer, TxBuffer
 from adapters.pbx.errors import LegSetupError, PbxUnavailable
+from dialer.masking import mask_sip_text
 
 log = structlog.get_logger("adapters.pbx.sip_ua")
 
@@ -232,7 +233,7 @@ class Leg:
         self._d = _Dialog(self)
 
     def __repr__(self) -> str:
-        return f"<Leg {self.role} {pv.mask(self.target)} {self.state} {self.cause}>"
+        return f"<Leg {self.role} {mask_sip_text(self.target)} {self.state} {self.cause}>"
 
     @property
     def ended(self) -> bool:
@@ -639,7 +640,7 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
         d.invite = text.encode()
         self._dialogs[leg.call_id] = d
         self._send(d.invite)
-        log.info("pbx.leg.invite", leg=leg.id, role=leg.role, target=pv.mask(leg.target), call_id=leg.call_id)
+        log.info("pbx.leg.invite", leg=leg.id, role=leg.role, target=mask_sip_text(leg.target), call_id=leg.call_id)
         self._retransmit(lambda: not d.got_response and d.state is not LegState.ENDED, d.invite, on_timeout=None, total=leg.timeout)
         self.call_later(leg.timeout, lambda: self._ring_timeout(d))
 
@@ -736,7 +737,7 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
             try:
                 msg = pv.SIPMessage(raw)
             except Exception as exc:
-                log.warning("pbx.sip.unparsable_response", error=str(exc), start=pv.mask(start[:80]))
+                log.warning("pbx.sip.unparsable_response", error=str(exc), start=mask_sip_text(start[:80]))
                 return
             self._on_response(msg, raw)
         else:

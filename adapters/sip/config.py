@@ -1,7 +1,7 @@
 """The ``[sip]`` section of ``config.toml``, validated into a frozen dataclass.
 
 The service's config loader keeps unknown top-level sections as raw tables; the SIP gate
-reads its own here. Keys (exactly as documented in the issue and the README)::
+reads its own here. Keys (exactly as documented in the README)::
 
     [sip]
     listen = "127.0.0.1:5070"                  # UDP and TCP

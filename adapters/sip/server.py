@@ -172,8 +172,8 @@ class SipServer:
         self._udp: _UdpEndpoint | None = None
         # One reply per peer address, not a closure per datagram: a transaction keeps its
         # reply for its whole life (up to Timer H), and a closure is three objects the
-        # garbage collector walks in every collection until then (at 2,000 INVITEs/s the
-        # table's ~4,000 transactions were most of what the edge's collections walked).
+        # garbage collector walks in every collection until then (at a high INVITE rate
+        # the live transactions' closures would be most of what the collections walk).
         self._udp_replies: dict[tuple[Any, ...], _UdpReply] = {}
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -215,10 +215,10 @@ class SipServer:
                 if self._port != 0:
                     raise
                 continue
-            # The UDP socket asks for a 1 MiB receive buffer (`_UDP_RCVBUF`): a stall no
-            # longer drops INVITEs, and what waited there longer than `shed_after` is
-            # answered 503 at once (kernel receive times), so a larger buffer does not
-            # turn overload into seconds of queueing as it did before those times were read.
+            # The UDP socket asks for a 1 MiB receive buffer (`_UDP_RCVBUF`) so a stall does
+            # not drop INVITEs; what waited there longer than `shed_after` is answered 503
+            # at once (kernel receive times), so the larger buffer cannot turn overload
+            # into seconds of queueing.
             self._udp = udp
             self._port = port
             log.info("sip.listening", host=self._host, port=port, transports="udp,tcp")
@@ -398,7 +398,7 @@ class SipServer:
             now = time.monotonic()
             if now - self._shed_logged_at >= _OVERLOAD_LOG_EVERY:
                 # at most one line a second: under overload a JSON line per shed INVITE
-                # (~20 us each) is CPU the decisions in flight need
+                # is CPU the decisions in flight need
                 log.warning("sip.overloaded", pending=self._pending, shed=self._shed_unlogged, call_id=msg.call_id)
                 self._shed_logged_at, self._shed_unlogged = now, 0
             self.transactions.complete(
@@ -424,10 +424,9 @@ class SipServer:
             self._answer(_Decision(msg, txn, source, None, time.perf_counter()), fail_closed_answer())
             return
         # One task per INVITE, which answers as soon as the authorizer returns; the 100
-        # Trying and the time-out are one timer handle in turn. (A wrapping task awaiting
-        # asyncio.wait() cost ~13 us more per INVITE. Answering from the task's
-        # done-callback, as before, took one more turn of the loop; no latency difference
-        # was measurable at 2,000/s, but this is the shorter path.)
+        # Trying and the time-out are one timer handle in turn: no wrapping task awaiting
+        # asyncio.wait() and no done-callback, each of which costs the INVITE more CPU or
+        # one more turn of the loop.
         loop = asyncio.get_running_loop()
         d = _Decision(msg, txn, source, dial, time.perf_counter())
         task = loop.create_task(self._decide(d, dial))
@@ -447,12 +446,12 @@ class SipServer:
         counts here: one wedged decision must not refuse every call after it (the
         time-out answers those). A saturated event loop, whose backlog waits in the
         socket's buffer where no decision has started, is seen by the kernel's
-        receive times instead (``_queued``; without them a 2,000/s overload of an
-        inline gate queued for seconds into INVITE retransmissions: measured). The
-        count (``max_pending_decisions``) bounds memory and what a stalled store can
-        pile up; it is not the latency control: at 2,000 decisions/s a cap of 64 shed
-        whenever the latency passed 32 ms (edge mode, 10 clean runs: 76-2,116 of
-        20,000 INVITEs refused; with 256, 0-322 and none in 6 of 9 runs)."""
+        receive times instead (``_queued``; without them an overloaded inline gate
+        queues for seconds, into INVITE retransmissions). The count
+        (``max_pending_decisions``) bounds memory and what a stalled store can pile up;
+        it is not the latency control: a small cap sheds calls whenever the latency
+        briefly rises under a steady high rate, so it is set well above what a healthy
+        gate keeps in flight."""
         oldest = self._oldest
         while oldest and (oldest[0].late or oldest[0].task is None or oldest[0].task.done()):
             oldest.popleft()
@@ -537,7 +536,7 @@ class SipServer:
         self.stats.decisions += 1
         dial = d.dial
         # debug: in the service, the use case logs each decision once at info (with the
-        # call id bound by GateSipAuthorizer); a second line here cost ~20 us per INVITE
+        # call id bound by GateSipAuthorizer); a second line per INVITE is CPU wasted
         log.debug(
             "sip.decision",
             call_id=d.msg.call_id,
@@ -588,9 +587,9 @@ _UDP_RECV_SIZE = 65536  # every datagram fits (UDP payloads end at 65,527 bytes)
 _UDP_BATCH = 32  # datagrams read per readiness of the socket
 _UDP_SEND_QUEUE = 4096  # answers held while the socket's send buffer is full
 # The socket's receive buffer asked for (the kernel caps it at net.core.rmem_max). The
-# default (~208 KiB) holds ~100 INVITEs: at 2,000/s a 50 ms stall of the loop (a garbage
-# collection, the scheduler) dropped INVITEs, each then retransmitted by the PBX 500 ms
-# later. A larger buffer queues them instead; how long each waited is known (below), so
+# default (~208 KiB) holds ~100 INVITEs, so at a high rate a short stall of the loop (a
+# garbage collection, the scheduler) drops INVITEs, each then retransmitted by the PBX
+# 500 ms later. A larger buffer queues them instead; how long each waited is known (below), so
 # a backlog is answered 503 rather than decided late.
 _UDP_RCVBUF = 1 << 20
 # Linux: each datagram's receive time from the kernel (SCM_TIMESTAMPNS, CLOCK_REALTIME).
@@ -618,15 +617,14 @@ class _UdpReply:
 
 
 class _UdpEndpoint:
-    """The gate's UDP socket on the event loop: what ``create_datagram_endpoint`` did
-    for it, minus two costs measured on the hot path. asyncio's datagram transport
-    reads one datagram per loop iteration into a fresh 256 KiB buffer (its
-    ``max_size``): that allocation alone cost ~12 us per datagram (a 64 KiB one
-    ~1.7 us), and each datagram paid a loop iteration of its own. Here one readiness
-    reads up to ``_UDP_BATCH`` datagrams. Sending is the transport's: at once, else
-    queued until the socket is writable. Socket errors (ICMP from a peer that went
-    away) are ignored, as before; a failing handler is logged and the next datagram
-    is read."""
+    """The gate's UDP socket on the event loop: what ``create_datagram_endpoint`` does,
+    minus two costs on the hot path. asyncio's datagram transport reads one datagram
+    per loop iteration into a fresh 256 KiB buffer (its ``max_size``), so every
+    datagram pays that allocation and a loop iteration of its own. Here one readiness
+    reads up to ``_UDP_BATCH`` datagrams of at most ``_UDP_RECV_SIZE``. Sending is the
+    transport's: at once, else queued until the socket is writable. Socket errors
+    (ICMP from a peer that went away) are ignored; a failing handler is logged and the
+    next datagram is read."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, handler: Callable[[bytes, tuple[Any, ...], float], None]) -> None:
         self._loop = loop

@@ -44,25 +44,26 @@ from adapters.sip.server import SipServer
 from dialer.errors import AmbiguousCase, ApiError, ConfigError, Forbidden, NoSuchCase, UnprocessableEntity
 from dialer.model import Principal
 from dialer.usecases import DialResult, Gate, RequestDial
+from policy.text import Text
 
 log = structlog.get_logger("dialgate.sip")
 
 SIP_ACTOR = Principal(user_id=0, name="sip-gate", role="admin", creditors=frozenset())
 
-_REFUSALS: dict[str, tuple[str, str]] = {
-    "agent.unknown": (
+_REFUSALS: dict[str, Text] = {
+    "agent.unknown": Text(
         "No agent for this call: the PBX must send X-Agent-ID or the extension must be mapped in [sip.extensions]",
         "无法识别坐席：PBX 须发送 X-Agent-ID，或在 [sip.extensions] 中配置分机对应的坐席",
     ),
-    "case.not_found": (
+    "case.not_found": Text(
         "No active case assigned to this agent holds this number",
         "没有分配给该坐席且包含该号码的在催案件",
     ),
-    "case.ambiguous": (
+    "case.ambiguous": Text(
         "Several cases match this call; the PBX must send X-Case-ID",
         "该呼叫匹配到多个案件，PBX 须发送 X-Case-ID",
     ),
-    "request.forbidden": (
+    "request.forbidden": Text(
         "The gate refused the request for this agent",
         "网关拒绝了该坐席的请求",
     ),
@@ -70,10 +71,9 @@ _REFUSALS: dict[str, tuple[str, str]] = {
 
 
 def refusal(rule_id: str, detail: str = "") -> SipDialAnswer:
-    reason, reason_zh = _REFUSALS[rule_id]
-    if detail:
-        reason = f"{reason} ({detail})"
-    return SipDialAnswer(allowed=False, rule_id=rule_id, reason=reason, reason_zh=reason_zh)
+    text = _REFUSALS[rule_id]
+    reason = f"{text.en} ({detail})" if detail else text.en
+    return SipDialAnswer(allowed=False, rule_id=rule_id, reason=reason, reason_zh=text.zh)
 
 
 

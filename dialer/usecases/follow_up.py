@@ -10,6 +10,7 @@ from dialer.errors import UnprocessableEntity
 from dialer.model import CHOSEN_STATUSES, DISPOSITIONS, FOLLOW_UP_STATUSES, RESULTS, CaseRecord
 from dialer.usecases.commands import LogOutcome
 from policy.holidays import HolidayCalendar, default_calendar
+from policy.text import Text
 
 RESULT_FLAGS = {
     "dispute": "dispute",
@@ -21,10 +22,10 @@ RESULT_FLAGS = {
 
 
 # Results that stop calls and must reach a supervisor at once (seed 001: 立即通报业务主管).
-ALERTS: dict[str, tuple[str, str]] = {
-    "complaint_risk": ("complaint risk: calls stopped, supervisor to follow up", "投诉倾向：已停止拨打，请主管跟进"),
-    "dispute": ("dispute: calls stopped, supervisor first, then the creditor is consulted",
-                "争议：已停止拨打，请业务主管立即处理并与委托方核实"),
+ALERTS: dict[str, Text] = {
+    "complaint_risk": Text("complaint risk: calls stopped, supervisor to follow up", "投诉倾向：已停止拨打，请主管跟进"),
+    "dispute": Text("dispute: calls stopped, supervisor first, then the creditor is consulted",
+                    "争议：已停止拨打，请业务主管立即处理并与委托方核实"),
 }
 NIGHT_END = time(20, 30)  # 夜间催收 must finish by 20:30 (seed 000)
 CUSTOM_MAX_DAYS = 30  # a custom date without a commission end: at most a month ahead

@@ -132,11 +132,10 @@ class OutcomeUseCases(GateBase):
                          "flags": sorted(flags), "status": case.status},
             )
             if cmd.result in ALERTS:
-                message, message_zh = ALERTS[cmd.result]
                 await uow.outbox.add(
                     f"alert.{cmd.result}", **ev,
                     payload={"attempt_id": cmd.attempt_id, "agent_id": attempt.agent_id,
-                             "number": mask_number(attempt.number), "message": message, "message_zh": message_zh},
+                             "number": mask_number(attempt.number), **ALERTS[cmd.result].fields("message")},
                 )
             await uow.audit.add(
                 at=now, actor=cmd.actor.name, action="outcome.logged", creditor=case.creditor,

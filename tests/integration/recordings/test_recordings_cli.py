@@ -101,7 +101,7 @@ def test_ingest_fetch_list_verify_round_trip(cfg, tmp_path) -> None:
 
     v = rec("verify", "-c", str(cfg))
     assert v.exit_code == 0 and "1 checked, 0 failed" in v.output
-    assert "destruction register chain: OK" in v.output
+    assert "destruction register chain: 完整 / OK" in v.output
 
 
 def test_verify_exits_1_and_names_a_tampered_recording(cfg, tmp_path) -> None:
@@ -185,7 +185,7 @@ def test_verify_exits_1_when_the_destruction_register_was_edited(cfg, tmp_path) 
     db.close()
     v = rec("verify", "-c", str(cfg))
     assert v.exit_code == 1 and "edited: record 1 (" in v.output and "does not match its MAC" in v.output
-    assert "destruction register chain: BROKEN" in v.output
+    assert "destruction register chain: 已被篡改 / BROKEN" in v.output
 
 
 def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path) -> None:

@@ -67,7 +67,7 @@ def test_status_lists_the_known_years_and_fails_inside_a_year_without_an_arrange
     config = tmp_path / "config.toml"
     config.write_text("[policy]\ncn_holidays = true\n", encoding="utf-8")
     before = runner.invoke(app, ["status", "--config", str(config), "--today", "2026-12-07"])
-    assert before.exit_code == 0 and "missing / 缺少: 2027" in before.output
+    assert before.exit_code == 0 and "缺少 / missing: 2027" in before.output
     inside = runner.invoke(app, ["status", "--config", str(config), "--today", "2027-01-04", "--year", "2027"])
     assert inside.exit_code == 1
     assert "2027-01-01 Fri 元旦" in inside.output and "(statutory)" in inside.output

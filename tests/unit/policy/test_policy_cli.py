@@ -122,7 +122,7 @@ def test_lint_warns_loudly_about_a_creditor_allowed_unregistered_lines(tmp_path:
     text = GOOD.replace("[sip.registered_lines]", "[policy.creditors.bank-z]\nallow_unregistered_lines = true\n\n[sip.registered_lines]")
     cfg = write(tmp_path, "config.toml", text)
     warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
-    assert any(w.startswith("!!! creditor bank-z") and "ANY line" in w for w in warnings)
+    assert any(w.startswith("!!! 委托方 bank-z") and "ANY line" in w for w in warnings)
 
 
 def test_lint_warns_about_a_creditor_without_registered_lines(tmp_path: Path) -> None:

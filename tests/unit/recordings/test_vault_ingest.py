@@ -66,6 +66,12 @@ async def test_linking_an_unmatched_recording_makes_it_readable_by_its_creditor_
     assert await vault.list(QA_B) == []
 
 
+async def test_a_recording_masks_a_foreign_number_by_the_services_one_rule(vault) -> None:
+    rec = (await vault.ingest(request("lost-abroad", kind="call", creditor=None), [wav_bytes(1)], PBX)).recording
+    linked = await vault.link(rec.recording_id, ADMIN, Link("bank-a", "case-10", "agent-1", "+12125550100"))
+    assert linked.number_masked == "+121****0100"
+
+
 async def test_a_body_of_another_media_type_is_refused_and_leaves_nothing(vault, blobs, repo) -> None:
     with pytest.raises(UnsupportedMediaType):
         await vault.ingest(request("att-3", media_type="video/mp4"), [wav_bytes(1)], PBX)

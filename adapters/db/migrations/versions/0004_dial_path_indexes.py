@@ -11,16 +11,15 @@ sqlite_stat1 (DialGate never runs ANALYZE, so SQLite plans from its default esti
   `ix_decisions_creditor_case_id_at`; the JSON API (`kind != 'check'`) uses
   `ix_decisions_allowed_at`. Where the planner did pick (creditor, at) it was its
   worst plan (it reads every decision of the creditor in the range to find the few
-  blocked ones): without it the creditor-filtered console page, export and API list and
-  summary ran 3-6x faster, and no reader got slower.
+  blocked ones), so the creditor-filtered console page, export and API list and
+  summary are better served without it.
 * `ix_attempts_agent_id_state_number` becomes `ix_attempts_agent_id_state_number_valid_until`.
   Since `ix_attempts_state_valid_until` (0003) exists, the planner preferred it for
   "the agent's live authorisation for this number" (`find_pending`, the SIP gate's case
   resolution): an equality and a range beat three equalities in its default estimates,
-  so each lookup read every live authorisation (20 us at 120 live, 2.5 ms at 6,000,
-  inside the write transaction). With `valid_until` as a fourth column the lookup is
-  a direct seek again (~10 us whatever the number of live authorisations); the index
-  costs the same to maintain.
+  so each lookup reads every live authorisation, inside the write transaction. With
+  `valid_until` as a fourth column the lookup is a direct seek, whatever the number of
+  live authorisations; the index costs the same to maintain.
 
 Revision ID: 0004_indexes
 Revises: 0003_expiry
