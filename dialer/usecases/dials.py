@@ -370,4 +370,7 @@ def _replayed(replay: DialReplay, digest: str, cmd: RequestDial) -> DialResult:
     record = replay.record
     log.info("dial.replayed", decision_id=record.decision_id, channel=cmd.channel, allowed=record.allowed,
              attempt_id=replay.attempt.attempt_id if replay.attempt else None)
-    return DialResult(record.allowed, _decision_from_record(record), record, replay.attempt, replayed=True)
+    decision = _decision_from_record(record)
+    if "case_history_seq" in decision.inputs_used:  # the record's own addition, not what the policy used
+        decision = replace(decision, inputs_used={k: v for k, v in decision.inputs_used.items() if k != "case_history_seq"})
+    return DialResult(record.allowed, decision, record, replay.attempt, replayed=True)
