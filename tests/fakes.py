@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from dialer.chain import NO_KEY, link_decision
 from dialer.clock import FixedClock
@@ -55,6 +55,8 @@ class FakeDialLedger:
         self.fail_commit = False  # the next unit's commit fails (the store went away mid-unit)
         self.units = 0  # units opened: how often a use case crossed the store
         self.lock_keys: list[tuple[str, ...]] = []
+        # run once between a unit's first gather and its apply (a racing instance's turn)
+        self.after_gather: Callable[[], Awaitable[Any]] | None = None
 
     # -- what a test arranges ---------------------------------------------------------
     def add_case(self, case: CaseRecord) -> CaseRecord:
@@ -108,6 +110,15 @@ class FakeDialUnit:
         self._ledger = ledger  # what others committed meanwhile: the identity's uniqueness
 
     async def gather(self, query: DialQuery) -> DialInputs:
+        got = self._gather(query)
+        hook = self._ledger.after_gather if self._ledger is not None else None
+        if hook is not None:
+            assert self._ledger is not None
+            self._ledger.after_gather = None
+            await hook()
+        return got
+
+    def _gather(self, query: DialQuery) -> DialInputs:
         s = self.state
         if query.request is not None and query.request in s.requests:
             decision_id, attempt_id, digest = s.requests[query.request]
