@@ -87,11 +87,14 @@ class DialUseCases(GateBase):
                     )
         except RequestDecided:
             # Another instance decided this request meanwhile (this unit rolled back): its answer.
-            async with self.store.ledger() as ledger:
-                inputs = await ledger.gather(query)
-            if inputs.replay is None:
-                raise StoreUnavailable("a request identity was taken but its answer cannot be read") from None
-            return _replayed(inputs.replay, digest, cmd)
+            try:
+                async with self.store.ledger() as ledger:
+                    inputs = await ledger.gather(query)
+                if inputs.replay is not None:
+                    return _replayed(inputs.replay, digest, cmd)
+                raise StoreUnavailable("a request identity was taken but its answer cannot be read")
+            except StoreUnavailable as exc:
+                result = await self._fail_closed(cmd, now, decision_id, number, exc)
         except StoreUnavailable as exc:
             result = await self._fail_closed(cmd, now, decision_id, number, exc)
         metrics.observe_decision(result.allowed, result.decision.rule_id, cmd.channel, asyncio.get_running_loop().time() - started)

@@ -99,3 +99,17 @@ async def test_a_dial_failed_closed_stores_no_answer_so_its_retry_is_decided() -
     back = await gate.request_dial(dial(request_key="k-5"))
     assert down.decision.rule_id == "system.store_unavailable" and back.allowed and not back.replayed
     assert len(ledger.attempts) == 1
+
+
+async def test_a_race_lost_while_the_store_goes_away_fails_closed_with_nothing_counted_twice() -> None:
+    gate, ledger, _ = given(ten_am())
+    ledger.add_case(a_case())
+
+    async def the_other_instance_decides_and_the_store_goes() -> None:
+        await gate.request_dial(invite("race-down"))
+        ledger.unavailable = True
+
+    ledger.after_gather = the_other_instance_decides_and_the_store_goes
+    loser = await gate.request_dial(invite("race-down"))
+    assert not loser.allowed and loser.decision.rule_id == "system.store_unavailable" and loser.attempt is None
+    assert len(ledger.attempts) == 1 and len(ledger.decisions) == 1
