@@ -9,6 +9,8 @@ Exceptions mean "could not do what was asked" and each maps to one HTTP answer, 
     ├── StoreUnavailable             the case store failed; the gate fails CLOSED
     ├── StoreRefusedValue       400  a value the store cannot hold (out of range); the
     │                                edges bound inputs first, this is the backstop
+    ├── RequestDecided               another unit stored the request identity first: the
+    │                                use case rolls back and answers with its replay
     └── ApiError                     has .status, .problem_id, .title, .details
         ├── BadRequest          400  bad-request: malformed JSON / CSV / parameter
         │   ├── InvalidImport   400  invalid-import: a file with bad rows, refused whole
@@ -26,6 +28,8 @@ Exceptions mean "could not do what was asked" and each maps to one HTTP answer, 
         ├── BodyTooLarge        413  body-too-large: over the route's limit, not read
         ├── PayloadTooLarge     413  payload-too-large: a file over an import limit (rows, bytes)
         ├── UnprocessableEntity 422  validation-failed: well-formed but invalid fields
+        │   └── RequestReused   422  idempotency-key-reused: a request identity reused
+        │                            for a different request
         └── TooManyRequests     429  too-many-requests: too many refused tokens from
                                      one client; carries Retry-After
 """
@@ -51,6 +55,10 @@ class StoreUnavailable(DialGateError):
 
 class StoreRefusedValue(DialGateError):
     """A statement failed on a value it carried (not on the store): the request's fault."""
+
+
+class RequestDecided(DialGateError):
+    """A request identity was stored by another unit after this one gathered."""
 
 
 class ApiError(DialGateError):
@@ -153,6 +161,10 @@ class PayloadTooLarge(ApiError):
 
 class UnprocessableEntity(ApiError):
     status, problem_id, title = 422, "validation-failed", "Validation failed"
+
+
+class RequestReused(UnprocessableEntity):
+    problem_id, title = "idempotency-key-reused", "Idempotency key reused for a different request"
 
 
 class BodyTooLarge(ApiError):

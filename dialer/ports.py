@@ -163,6 +163,10 @@ class AttemptRepository(Protocol):
 
     async def add_call(self, call_id: str, attempt_id: str, pbx_id: str, first_seen: datetime) -> None: ...
 
+    async def forget_requests(self, before: datetime, limit: int = 500) -> int:
+        """Drop request identities stored before `before` (their retries are over)."""
+        ...
+
 
 class DecisionLog(Protocol):
     async def append(self, record: DecisionRecord) -> DecisionRecord:
@@ -334,6 +338,19 @@ class DialQuery:
     agent: bool = True  # read the agent's user
     consume: bool = False  # a pending authorisation is consumed rather than decided again
     attempt_id: str | None = None
+    # The request's identity (scoped to its user, hashed): a request decided before is
+    # answered from `DialInputs.replay` instead of being decided again.
+    request: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialReplay:
+    """The answer stored for a request identity: its decision, the attempt it reserved
+    or consumed (None for a block), and the digest of the request it answered."""
+
+    record: DecisionRecord
+    attempt: AttemptRecord | None
+    digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +365,7 @@ class DialInputs:
     agent: Principal | None
     history: tuple[HistoryEvent, ...]
     appointments: tuple[Appointment, ...]
+    replay: DialReplay | None = None  # the query's request was decided before
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +381,8 @@ class DialOutcome:
     event_payload: dict[str, Any] | None = None
     case_pk: int | None = None
     at: datetime | None = None  # the event's time (default: the record's)
+    request: str | None = None  # the request identity this answers (`DialQuery.request`)
+    request_digest: str = ""  # what was asked under it: a reuse asking otherwise is refused
 
 
 class DialLedger(Protocol):
@@ -373,7 +393,10 @@ class DialLedger(Protocol):
     async def gather(self, query: DialQuery) -> DialInputs: ...
 
     async def apply(self, outcome: DialOutcome) -> DecisionRecord:
-        """Write the outcome; returns the record as chained (seq, prev_hash, hash set)."""
+        """Write the outcome; returns the record as chained (seq, prev_hash, hash set).
+        With `outcome.request`, the identity's row is written in the same unit; when
+        another unit stored that identity first, raises `RequestDecided` (write nothing,
+        roll back, and answer with the winner's replay)."""
         ...
 
 

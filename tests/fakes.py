@@ -14,14 +14,14 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from dialer.chain import NO_KEY, link_decision
 from dialer.clock import FixedClock
 from dialer.dial_resolution import consumable, pick
-from dialer.errors import StoreUnavailable
+from dialer.errors import RequestDecided, StoreUnavailable
 from dialer.model import AttemptRecord, CaseRecord, DecisionRecord, Principal
-from dialer.ports import DialInputs, DialOutcome, DialQuery
+from dialer.ports import DialInputs, DialOutcome, DialQuery, DialReplay
 from policy.model import Appointment, HistoryEvent
 
 __all__ = ["FakeClock", "FakeDialLedger", "FakeDialUnit"]
@@ -39,10 +39,11 @@ class _State:
     appointments: list[tuple[int, Appointment]] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    requests: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)  # identity → ids, digest
 
     def copy(self) -> "_State":
         return _State(list(self.cases), dict(self.users), dict(self.attempts), list(self.appointments),
-                      list(self.decisions), list(self.outbox))
+                      list(self.decisions), list(self.outbox), dict(self.requests))
 
 
 class FakeDialLedger:
@@ -54,6 +55,8 @@ class FakeDialLedger:
         self.fail_commit = False  # the next unit's commit fails (the store went away mid-unit)
         self.units = 0  # units opened: how often a use case crossed the store
         self.lock_keys: list[tuple[str, ...]] = []
+        # run once between a unit's first gather and its apply (a racing instance's turn)
+        self.after_gather: Callable[[], Awaitable[Any]] | None = None
 
     # -- what a test arranges ---------------------------------------------------------
     def add_case(self, case: CaseRecord) -> CaseRecord:
@@ -91,7 +94,7 @@ class FakeDialLedger:
             raise StoreUnavailable("the fake store is unavailable")
         self.units += 1
         self.lock_keys.append(tuple(lock_keys))
-        unit = FakeDialUnit(self.state.copy())
+        unit = FakeDialUnit(self.state.copy(), self)
         yield unit
         if self.fail_commit:
             self.fail_commit = False
@@ -102,11 +105,26 @@ class FakeDialLedger:
 class FakeDialUnit:
     """One write unit of `FakeDialLedger`: works on its own copy, kept on a clean exit."""
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, ledger: FakeDialLedger | None = None) -> None:
         self.state = state
+        self._ledger = ledger  # what others committed meanwhile: the identity's uniqueness
 
     async def gather(self, query: DialQuery) -> DialInputs:
+        got = self._gather(query)
+        hook = self._ledger.after_gather if self._ledger is not None else None
+        if hook is not None:
+            assert self._ledger is not None
+            self._ledger.after_gather = None
+            await hook()
+        return got
+
+    def _gather(self, query: DialQuery) -> DialInputs:
         s = self.state
+        if query.request is not None and query.request in s.requests:
+            decision_id, attempt_id, digest = s.requests[query.request]
+            record = next(d for d in s.decisions if d.decision_id == decision_id)
+            attempt = s.attempts.get(attempt_id) if attempt_id else None
+            return DialInputs((), None, None, None, None, (), (), DialReplay(record, attempt, digest))
         pending = None
         if query.attempt_id:
             pending = s.attempts.get(query.attempt_id)
@@ -153,6 +171,13 @@ class FakeDialUnit:
     async def apply(self, outcome: DialOutcome) -> DecisionRecord:
         s = self.state
         record = outcome.record
+        if outcome.request is not None:
+            committed = self._ledger.state.requests if self._ledger is not None else {}
+            if outcome.request in s.requests or outcome.request in committed:
+                raise RequestDecided(outcome.request)
+            reserved = outcome.consumed or outcome.attempt
+            s.requests[outcome.request] = (
+                record.decision_id, reserved.attempt_id if reserved else None, outcome.request_digest)
         if outcome.consumed is not None:
             s.attempts[outcome.consumed.attempt_id] = outcome.consumed
         else:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db import tables as t
@@ -116,6 +116,12 @@ class SqlAttemptRepository:
                     got = (await self.conn.execute(groups, p)).all()
                 rows.extend(got)
         return history_events(rows, creditor, bounded, _same)
+
+    async def forget_requests(self, before: datetime, limit: int = 500) -> int:
+        r = t.dial_requests.c
+        old = select(r.identity).where(r.created_at < before).order_by(r.created_at).limit(limit)
+        result = await self.conn.execute(delete(t.dial_requests).where(r.identity.in_(old.scalar_subquery())))
+        return int(result.rowcount or 0)
 
     async def expired(self, now: datetime, limit: int = 500) -> list[AttemptRecord]:
         a = t.attempts.c

@@ -10,6 +10,13 @@ On PostgreSQL a dial that names no case learns its case only here: the case's an
 number's locks are then taken (in sorted order, as the store takes them) and the
 candidates read again under them, so two dials of one case or number never decide on
 the same history at once.
+
+A query with a request identity is answered from its `dial_requests` row when there is
+one (read after the locks, so a retry waiting behind the first decision sees it); `apply`
+inserts that row first, before the attempt and the chain link, with ON CONFLICT DO
+NOTHING: of two units racing on one identity (two instances, the row not yet visible to
+either's gather) the second's insert waits for the first's commit and then finds the
+row, and the unit raises `RequestDecided` so the use case rolls back and replays.
 """
 
 from __future__ import annotations
@@ -17,9 +24,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from adapters.db import tables as t
 from dialer.dial_resolution import consumable, pick
+from dialer.errors import RequestDecided
 from dialer.model import AttemptRecord, CaseRecord, DecisionRecord
-from dialer.ports import DialInputs, DialOutcome, DialQuery
+from dialer.ports import DialInputs, DialOutcome, DialQuery, DialReplay
 
 if TYPE_CHECKING:
     from adapters.db.store import SqlUnitOfWork
@@ -48,6 +60,10 @@ class CoreDialLedger:
                 # what was read before the lock may have changed meanwhile
                 pending = await self._pending(query)
                 cases = await self._candidates(query, pending)
+        if query.request is not None:
+            replay = await self._replay(query.request)
+            if replay is not None:
+                return DialInputs((), None, None, None, None, _NOTHING, _NOTHING, replay)
         case = pick(query.case_id, cases, pending)
         agent = await uow.users.by_name(query.agent_id) if query.agent else None
         if case is None:
@@ -85,10 +101,42 @@ class CoreDialLedger:
             found = [c for c in found if c.creditor in scope]
         return found
 
+    async def _replay(self, identity: str) -> DialReplay | None:
+        found = await self._request_row(identity)
+        if found is None:
+            return None
+        decision_id, attempt_id, digest = found
+        record = (await self.uow.decisions.get_many([decision_id])).get(decision_id)
+        if record is None:  # cannot happen while the row and its decision are written together
+            return None
+        attempt = await self.uow.attempts.get(attempt_id) if attempt_id else None
+        return DialReplay(record, attempt, digest)
+
+    async def _request_row(self, identity: str) -> tuple[str, str | None, str] | None:
+        r = t.dial_requests.c
+        row = (await self.uow.conn.execute(
+            select(r.decision_id, r.attempt_id, r.request_digest).where(r.identity == identity)
+        )).first()
+        return (row[0], row[1], row[2]) if row is not None else None
+
+    async def _add_request(self, outcome: DialOutcome, attempt_id: str | None) -> bool:
+        """Insert the identity's row; False when another unit holds it."""
+        conn = self.uow.conn
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(t.dial_requests).values(
+            identity=outcome.request, decision_id=outcome.record.decision_id, attempt_id=attempt_id,
+            request_digest=outcome.request_digest, created_at=outcome.at or outcome.record.at,
+        ).on_conflict_do_nothing(index_elements=["identity"])
+        return (await conn.execute(stmt)).rowcount == 1
+
     async def apply(self, outcome: DialOutcome) -> DecisionRecord:
         uow = self.uow
         record = outcome.record
         consumed = outcome.consumed
+        if outcome.request is not None:
+            attempt = consumed or outcome.attempt
+            if not await self._add_request(outcome, attempt.attempt_id if attempt else None):
+                raise RequestDecided(outcome.request)
         if consumed is not None:
             await uow.attempts.set_state(consumed.attempt_id, consumed.state)
         elif outcome.attempt is not None:

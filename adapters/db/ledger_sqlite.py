@@ -43,6 +43,7 @@ from adapters.db.sqlite_writer import GroupMemo
 from adapters.db.users_repo import SqlUserRepository
 from dialer.chain import first_keyed_seq, link_decision_bytes
 from dialer.evidence import EvidenceKey
+from dialer.ports import DialOutcome
 from dialer.model import AttemptRecord, CaseInput, CaseRecord, ContactRecord, DecisionRecord, Principal
 from policy.model import Appointment, HistoryEvent
 
@@ -511,3 +512,27 @@ class SqliteUserRepository(SqlUserRepository):
 class SqliteDialLedger(CoreDialLedger):
     """The `DialLedger` of a unit on the SQLite writer: `CoreDialLedger`'s reads and
     writes, through the driver-SQL repositories above (the unit's own)."""
+
+    @property
+    def _raw(self) -> sqlite3.Connection:
+        attempts = self.uow.attempts
+        assert isinstance(attempts, SqliteAttemptRepository)
+        return attempts.raw
+
+    async def _request_row(self, identity: str) -> tuple[str, str | None, str] | None:
+        row = self._raw.execute(REQUEST_BY_IDENTITY, (identity,)).fetchone()
+        return (row[0], row[1], row[2]) if row is not None else None
+
+    async def _add_request(self, outcome: DialOutcome, attempt_id: str | None) -> bool:
+        cur = self._raw.execute(INSERT_REQUEST, (
+            outcome.request, outcome.record.decision_id, attempt_id, outcome.request_digest,
+            db_time(outcome.at or outcome.record.at),
+        ))
+        return cur.rowcount == 1
+
+
+REQUEST_BY_IDENTITY = "SELECT decision_id, attempt_id, request_digest FROM dial_requests WHERE identity = ?"
+INSERT_REQUEST = (
+    "INSERT INTO dial_requests (identity, decision_id, attempt_id, request_digest, created_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (identity) DO NOTHING"
+)

@@ -428,3 +428,18 @@ mqtt_pbx_calls = Table(
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Index("ix_mqtt_pbx_calls_attempt_id", "attempt_id"),
 )
+
+# Request identities (migration id01): a retried request (the same INVITE on another
+# instance, a click-to-dial with the same Idempotency-Key) is answered from its row, not
+# decided and counted again. `identity` is a hash of the user and the request's key;
+# rows older than the retention are swept.
+dial_requests = Table(
+    "dial_requests",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column("decision_id", String(64), nullable=False),
+    Column("attempt_id", String(64)),
+    Column("request_digest", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_dial_requests_created_at", "created_at"),
+)

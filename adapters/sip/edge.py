@@ -87,7 +87,7 @@ from adapters.sip.gate import DecisionUnavailable, SipDialAnswer, SipDialAuthori
 log = structlog.get_logger("dialgate.sip")
 
 MAX_LINE = 65536  # far above any question or answer (their fields are bounded before sending)
-_INPUT_FIELDS = 7  # SipDialInput's fields on the wire, after the request id (the number once)
+_INPUT_FIELDS = 8  # SipDialInput's fields on the wire, after the request id (the number once)
 _REPO = str(Path(__file__).resolve().parents[2])  # so `python -m adapters.sip.edge` imports from any cwd
 
 
@@ -124,7 +124,8 @@ def _dumps(obj: Any) -> bytes:
 def encode_input(req_id: int, d: SipDialInput) -> bytes:
     """One question as a line (the dialed number once: its E.164 form, or the clean dial
     string the listener let through). Raises BadLine if it would exceed ``MAX_LINE``."""
-    line = _dumps([req_id, d.number, d.caller_line, d.extension, d.agent_id, d.case_id, d.attempt_id, d.call_id])
+    line = _dumps([req_id, d.number, d.caller_line, d.extension, d.agent_id, d.case_id, d.attempt_id, d.call_id,
+                  d.request_key])
     if len(line) > MAX_LINE:
         raise BadLine(f"a question of {len(line)} bytes exceeds the link's {MAX_LINE}", req_id)
     return line
@@ -137,15 +138,16 @@ def _req_id(msg: Any) -> int | None:
 def decode_input(msg: Any) -> tuple[int, SipDialInput]:
     if not (isinstance(msg, list) and len(msg) == 1 + _INPUT_FIELDS and type(msg[0]) is int):
         raise BadLine(f"a request must be [id, {_INPUT_FIELDS} fields], got {str(msg)[:80]!r}", _req_id(msg))
-    req_id, number, caller_line, extension, agent_id, case_id, attempt_id, call_id = msg
+    req_id, number, caller_line, extension, agent_id, case_id, attempt_id, call_id, request_key = msg
     for name, value in (("number", number), ("call_id", call_id)):
         if type(value) is not str:
             raise BadLine(f"request field {name} must be a string, got {type(value).__name__}", req_id)
     for name, value in (("caller_line", caller_line), ("extension", extension), ("agent_id", agent_id),
-                        ("case_id", case_id), ("attempt_id", attempt_id)):
+                        ("case_id", case_id), ("attempt_id", attempt_id), ("request_key", request_key)):
         if value is not None and type(value) is not str:
             raise BadLine(f"request field {name} must be a string or null, got {type(value).__name__}", req_id)
-    return req_id, SipDialInput(number, number, caller_line, extension, agent_id, case_id, attempt_id, call_id)
+    return req_id, SipDialInput(number, number, caller_line, extension, agent_id, case_id, attempt_id, call_id,
+                                request_key)
 
 
 def encode_answer(req_id: int, a: SipDialAnswer) -> bytes:

@@ -23,6 +23,8 @@ Contract with the PBX (headers it may send, headers we return):
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -71,6 +73,7 @@ class SipDialInput:
     case_id: str | None  # X-Case-ID
     attempt_id: str | None  # X-DialGate-Attempt (pre-authorised by click-to-dial)
     call_id: str
+    request_key: str | None = None  # `invite_identity`: the same INVITE at any gate instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,19 @@ def dial_input_from_invite(msg: SipMessage, extensions: Mapping[str, str]) -> Si
         case_id=_header_token(msg, "x-case-id"),
         attempt_id=_header_token(msg, "x-dialgate-attempt"),
         call_id=msg.call_id,
+        request_key=invite_identity(msg),
     )
+
+
+def invite_identity(msg: SipMessage) -> str:
+    """What makes an INVITE the same request wherever it arrives: Call-ID, From tag and
+    CSeq number (RFC 3261 8.1.1). The Via branch is left out on purpose: a proxy that
+    fails over to another gate forwards with a Via branch of its own per target, and a
+    UAC that retries at the next server opens a new transaction with a new branch
+    (RFC 3263 4.3); both are the same request, to be answered once. A new request of the
+    same call (after a redirect, a re-INVITE) has a higher CSeq. Hashed: bounded on the
+    edge's wire and in the store whatever the tag's length."""
+    return hashlib.sha256("\x1f".join((msg.call_id, msg.from_.tag or "", str(msg.cseq[0]))).encode()).hexdigest()
 
 
 def _caller_field(value: str | None, what: str) -> str | None:

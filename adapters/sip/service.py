@@ -154,6 +154,7 @@ class GateSipAuthorizer:
             attempt_id=invite.attempt_id,
             caller_line=invite.caller_line,
             lines_by_creditor=self._config.registered_lines,
+            request_key=invite.request_key,
         )
 
     def _answer(self, result: DialResult) -> SipDialAnswer:

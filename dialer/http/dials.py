@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 
 from dialer.commands import DialBody
-from dialer.errors import DialBlocked
+from dialer.errors import BadRequest, DialBlocked
 from dialer.http.deps import Caller, Svc
 from dialer.http.inputs import Day, When
 from dialer.http.limits import PRINCIPAL_KEY
@@ -59,18 +59,42 @@ async def dial_check(body: CheckBody, who: Caller, svc: Svc) -> dict[str, Any]:
     return {"decision_id": result.decision_id, "allowed": result.allowed, "decision": result.decision_json()}
 
 
-@router.post("/dials", status_code=201, summary="Click-to-dial: decide and reserve at the server clock.")
+IDEMPOTENCY_KEY = "Idempotency-Key"
+REPLAYED = {"Idempotent-Replayed": "true"}  # the answer is the one the key's first request got
+
+
+def idempotency_key(values: list[bytes]) -> str | None:
+    """The request's `Idempotency-Key` (one, 1-128 printable ASCII characters), or None."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"{IDEMPOTENCY_KEY} header given {len(values)} times; give it once",
+                         details={"header": IDEMPOTENCY_KEY})
+    raw = values[0]
+    if not 1 <= len(raw) <= 128 or any(not 0x20 <= b <= 0x7E for b in raw) or not raw.strip():
+        raise BadRequest(f"{IDEMPOTENCY_KEY} header must be 1-128 printable ASCII characters",
+                         details={"header": IDEMPOTENCY_KEY})
+    return raw.decode("ascii")
+
+
+@router.post("/dials", status_code=201, summary="Click-to-dial: decide and reserve at the server clock.",
+             description=f"A retry carrying the same `{IDEMPOTENCY_KEY}` header (and the same body) gets the "
+                         "first answer again, marked `Idempotent-Replayed: true`, decided and counted once.")
 async def dial(body: DialBody, who: Caller, request: Request) -> Any:
-    return await _dial(request.app.state.services, body, who)
+    key = idempotency_key([v for k, v in request.scope["headers"] if k == b"idempotency-key"])
+    return await _dial(request.app.state.services, body, who, key)
 
 
-async def _dial(svc: Any, body: DialBody, who: Principal) -> FastJSONResponse:
+async def _dial(svc: Any, body: DialBody, who: Principal, key: str | None = None) -> FastJSONResponse:
     result = await svc.gate.request_dial(
         RequestDial(actor=who, case_id=body.case_id, number=body.number, agent_id=body.agent_id,
-                    channel="api", creditor=body.creditor)
+                    channel="api", creditor=body.creditor, request_key=key)
     )
     if not result.allowed:
-        raise DialBlocked(result.decision_json(), result.decision_id)
+        blocked = DialBlocked(result.decision_json(), result.decision_id)
+        if result.replayed:
+            blocked.headers = REPLAYED
+        raise blocked
     assert result.attempt is not None
     # Plain JSON values already: answered as is (FastAPI's generic encoding of the
     # returned dict cost more CPU than the decision itself on this hot path).
@@ -81,7 +105,7 @@ async def _dial(svc: Any, body: DialBody, who: Principal) -> FastJSONResponse:
         "valid_until": result.attempt.valid_until.isoformat(),
         "decision_id": result.decision_id,
         "decision": result.decision_json(),
-    }, status_code=201)
+    }, status_code=201, headers=REPLAYED if result.replayed else None)
 
 
 async def fast_dial(app: Any, inner: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -106,9 +130,12 @@ async def fast_dial(app: Any, inner: Any, scope: Any, receive: Any, send: Any) -
     raw = b"".join(chunks)
     svc = getattr(app.state, "services", None)
     ctype = None
-    for key, value in scope["headers"]:
-        if key == b"content-type":
+    keys: list[bytes] = []
+    for name, value in scope["headers"]:
+        if name == b"content-type":
             ctype = value
+        elif name == b"idempotency-key":
+            keys.append(value)
     body: DialBody | None = None
     who: Principal | None = scope.get(PRINCIPAL_KEY)
     if svc is not None and who is not None and raw and ctype is not None and ctype.split(b";", 1)[0].strip().lower() == b"application/json":
@@ -122,7 +149,7 @@ async def fast_dial(app: Any, inner: Any, scope: Any, receive: Any, send: Any) -
         return await inner(scope, _replay(chunks, None, receive), send)
     _bind(user=who.name, role=who.role)
     try:
-        response: Any = await _dial(svc, body, who)
+        response: Any = await _dial(svc, body, who, idempotency_key(keys))
     except Exception as exc:
         handler = next((app.exception_handlers[c] for c in type(exc).__mro__ if c in app.exception_handlers), None)
         if handler is None:

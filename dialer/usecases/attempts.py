@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from dialer import attempt_state
 from dialer.usecases.base import GateBase
+
+# How long a request identity answers its retries: far beyond any PBX's or client's retry.
+REQUEST_RETENTION = timedelta(hours=24)
 
 
 class AttemptUseCases(GateBase):
@@ -22,5 +26,11 @@ class AttemptUseCases(GateBase):
                     await attempt_state.mark_expired(uow, a, at=now)
             n += len(batch)
             if len(batch) < 50:
+                break
+            await asyncio.sleep(0)
+        while True:  # the same small transactions for request identities past their retention
+            async with self.store.write() as uow:
+                gone = await uow.attempts.forget_requests(now - REQUEST_RETENTION, limit=500)
+            if gone < 500:
                 return n
             await asyncio.sleep(0)

@@ -58,6 +58,9 @@ class RequestDial:
     caller_line: str | None = None
     registered_lines: frozenset[str] | None = None
     lines_by_creditor: Mapping[str, frozenset[str]] | None = None
+    # The request's own identity (an INVITE's transaction, an Idempotency-Key): the same
+    # key from the same user is answered as the first time, not decided again.
+    request_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class DialResult:
     record: DecisionRecord
     attempt: AttemptRecord | None = None
     reused: bool = False  # a pending authorisation was consumed (SIP gate)
+    replayed: bool = False  # the answer stored for the request's identity, given again
 
     @property
     def decision_id(self) -> str:

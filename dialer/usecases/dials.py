@@ -5,6 +5,8 @@ with the pure policy, and applies the result once."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -13,11 +15,13 @@ import structlog
 
 from dialer import attempt_state, metrics
 from dialer.dial_resolution import consumable, resolve_case
-from dialer.errors import Forbidden, NoSuchAttempt, NoSuchCase, StoreUnavailable, UnprocessableEntity
+from dialer.errors import (
+    Forbidden, NoSuchAttempt, NoSuchCase, RequestDecided, RequestReused, StoreUnavailable, UnprocessableEntity,
+)
 from dialer.ids import new_id
 from dialer.masking import mask_number
 from dialer.model import AttemptRecord, CaseRecord, DecisionRecord, Principal
-from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
+from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery, DialReplay
 from dialer.usecases.base import _NO_FAULTS, GateBase, NonePbx, _within
 from dialer.usecases.commands import (
     CHANNELS, CHECK_ROLES, DIAL_ROLES, WHAT_IF_ROLES, CheckDial, DialResult, RequestDial, _narrow, require_role,
@@ -48,18 +52,22 @@ class DialUseCases(GateBase):
         e164 = self._normalise(cmd.number, default_region)
         number = e164 or cmd.number.strip()
         case_id = cmd.case_id
+        identity, digest = _request_identity(cmd)
+        lookback, bound = self._window()
+        query = DialQuery(
+            number=number, agent_id=cmd.agent_id, at=now, since=now - lookback, case_id=case_id,
+            creditors=_narrow(cmd.actor, cmd.creditor), history_limit=bound,
+            agent=cmd.actor.role not in ("collector", "supervisor"),
+            consume=cmd.match_pending, attempt_id=cmd.attempt_id if cmd.match_pending else None,
+            request=identity,
+        )
         try:
             # Without a case id the ledger takes the locks once it knows the case.
             keys = (f"case:{case_id}", f"number:{number}") if case_id else ()
             async with self.store.ledger(keys) as ledger:
-                lookback, bound = self._window()
-                query = DialQuery(
-                    number=number, agent_id=cmd.agent_id, at=now, since=now - lookback, case_id=case_id,
-                    creditors=_narrow(cmd.actor, cmd.creditor), history_limit=bound,
-                    agent=cmd.actor.role not in ("collector", "supervisor"),
-                    consume=cmd.match_pending, attempt_id=cmd.attempt_id if cmd.match_pending else None,
-                )
                 inputs = await ledger.gather(query)
+                if inputs.replay is not None:
+                    return _replayed(inputs.replay, digest, cmd)
                 case = resolve_case(query, inputs)
                 pol = self.policies.for_creditor(case.creditor)
                 if pol.default_region != default_region:
@@ -72,11 +80,21 @@ class DialUseCases(GateBase):
                         case = resolve_case(query, inputs)
                 agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
                 if inputs.pending_record is not None and consumable(query, case, inputs.pending):
-                    result = await self._consume(ledger, cmd, case, inputs, now)
+                    result = await self._consume(ledger, cmd, case, inputs, now, identity, digest)
                 else:
                     result = await self._decide_and_reserve(
-                        ledger, cmd, case, agent, number, now, decision_id, faults, pol, inputs
+                        ledger, cmd, case, agent, number, now, decision_id, faults, pol, inputs, identity, digest
                     )
+        except RequestDecided:
+            # Another instance decided this request meanwhile (this unit rolled back): its answer.
+            try:
+                async with self.store.ledger() as ledger:
+                    inputs = await ledger.gather(query)
+                if inputs.replay is not None:
+                    return _replayed(inputs.replay, digest, cmd)
+                raise StoreUnavailable("a request identity was taken but its answer cannot be read")
+            except StoreUnavailable as exc:
+                result = await self._fail_closed(cmd, now, decision_id, number, exc)
         except StoreUnavailable as exc:
             result = await self._fail_closed(cmd, now, decision_id, number, exc)
         metrics.observe_decision(result.allowed, result.decision.rule_id, cmd.channel, asyncio.get_running_loop().time() - started)
@@ -99,6 +117,7 @@ class DialUseCases(GateBase):
     async def _decide_and_reserve(
         self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, agent: AgentSnapshot,
         number: str, now: datetime, decision_id: str, faults: frozenset[str], pol: Policy, inputs: DialInputs,
+        identity: str | None = None, digest: str = "",
     ) -> DialResult:
         lines = cmd.lines_by_creditor.get(case.creditor) if cmd.lines_by_creditor is not None else cmd.registered_lines
         since, read_since = now - pol.lookback, now - self._window()[0]
@@ -147,12 +166,13 @@ class DialUseCases(GateBase):
         )
         record = await ledger.apply(DialOutcome(
             record=record, attempt=attempt, event_type="dial.allowed" if decision.allowed else "dial.blocked",
-            event_payload=_decision_event(record, attempt), case_pk=case.pk,
+            event_payload=_decision_event(record, attempt), case_pk=case.pk, request=identity, request_digest=digest,
         ))
         return DialResult(decision.allowed, decision, record, attempt)
 
     async def _consume(
-        self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, inputs: DialInputs, now: datetime
+        self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, inputs: DialInputs, now: datetime,
+        identity: str | None = None, digest: str = "",
     ) -> DialResult:
         """The SIP gate's dial of a click-to-dial authorisation: it becomes "dialing" and
         answers with the decision that authorised it (counted once)."""
@@ -161,7 +181,7 @@ class DialUseCases(GateBase):
         dialing, payload = attempt_state.dialing(pending, channel=cmd.channel)
         await ledger.apply(DialOutcome(
             record=record, consumed=dialing, event_type=attempt_state.EVENT, case_pk=case.pk, at=now,
-            event_payload=payload,
+            event_payload=payload, request=identity, request_digest=digest,
         ))
         return DialResult(True, _decision_from_record(record), record, dialing, reused=True)
 
@@ -327,3 +347,33 @@ class DialUseCases(GateBase):
                 case_history_seq=case.history_seq,
             )))
         return decision
+
+
+def _request_identity(cmd: RequestDial) -> tuple[str | None, str]:
+    """The stored identity of the command's request (its key scoped to the user and the
+    channel, hashed: one user's key never reaches another's answer, and no Call-ID or
+    client key is kept as given) and the digest of what it asks."""
+    if cmd.request_key is None:
+        return None, ""
+    scoped = "\x1f".join((cmd.actor.name, cmd.channel, cmd.request_key))
+    asked = json.dumps([cmd.case_id, cmd.number, cmd.agent_id, cmd.channel, cmd.creditor, cmd.match_pending,
+                        cmd.attempt_id, cmd.caller_line], ensure_ascii=False)
+    return hashlib.sha256(scoped.encode()).hexdigest(), hashlib.sha256(asked.encode()).hexdigest()
+
+
+def _replayed(replay: DialReplay, digest: str, cmd: RequestDial) -> DialResult:
+    """The answer given the first time the request's identity was decided: the same
+    decision and attempt, counted once. The same key asking something else is refused."""
+    if replay.digest != digest:
+        raise RequestReused(
+            "Idempotency-Key was already used for a different request; use a new key for a new dial"
+            " (该幂等键已用于另一请求，新的拨号请使用新的键)",
+            details={"header": "Idempotency-Key", "channel": cmd.channel},
+        )
+    record = replay.record
+    log.info("dial.replayed", decision_id=record.decision_id, channel=cmd.channel, allowed=record.allowed,
+             attempt_id=replay.attempt.attempt_id if replay.attempt else None)
+    decision = _decision_from_record(record)
+    if "case_history_seq" in decision.inputs_used:  # the record's own addition, not what the policy used
+        decision = replace(decision, inputs_used={k: v for k, v in decision.inputs_used.items() if k != "case_history_seq"})
+    return DialResult(record.allowed, decision, record, replay.attempt, replayed=True)

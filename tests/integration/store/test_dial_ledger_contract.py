@@ -202,3 +202,57 @@ async def test_a_unit_that_raises_writes_nothing(backend: Backend) -> None:
         first = await ledger.apply(DialOutcome(record=_record("d-5", "bank-k", "K-1", None, allowed=False)))
     assert got.history == () and got.pending is None
     assert first.seq == 1  # the rolled-back record took no place in the chain
+
+
+async def test_a_request_identity_applied_is_replayed_by_the_next_gather_with_its_decision_and_attempt(
+    backend: Backend,
+) -> None:
+    async with backend.ledger() as ledger:
+        assert (await ledger.gather(_query(case_id="K-1", request="req-1"))).replay is None
+        case = (await ledger.gather(_query(case_id="K-1", request="req-1"))).case
+        await ledger.apply(DialOutcome(
+            record=_record("d-6", "bank-k", "K-1", "a-6"), attempt=_attempt("a-6", case.pk, "K-1", "d-6"),
+            case_pk=case.pk, request="req-1", request_digest="digest-1",
+        ))
+    async with backend.ledger() as ledger:
+        got = await ledger.gather(_query(case_id="K-1", request="req-1"))
+        other = await ledger.gather(_query(case_id="K-1", request="req-2"))
+    assert got.replay is not None and got.case is None
+    assert got.replay.record.decision_id == "d-6" and got.replay.record.seq == 1
+    assert got.replay.attempt is not None and got.replay.attempt.attempt_id == "a-6"
+    assert got.replay.digest == "digest-1"
+    assert other.replay is None and other.case is not None
+
+
+async def test_the_same_identity_applied_twice_keeps_one_decision_and_one_attempt(backend: Backend) -> None:
+    from dialer.errors import RequestDecided
+
+    # Two units that both gathered before either applied: the second must not write.
+    async with backend.ledger() as ledger:
+        case = (await ledger.gather(_query(case_id="K-1"))).case
+        await ledger.apply(DialOutcome(
+            record=_record("d-7", "bank-k", "K-1", "a-7"), attempt=_attempt("a-7", case.pk, "K-1", "d-7"),
+            case_pk=case.pk, request="req-7", request_digest="digest-7",
+        ))
+    with pytest.raises(RequestDecided):
+        async with backend.ledger() as ledger:
+            await ledger.apply(DialOutcome(
+                record=_record("d-8", "bank-k", "K-1", "a-8"), attempt=_attempt("a-8", case.pk, "K-1", "d-8"),
+                case_pk=case.pk, request="req-7", request_digest="digest-7",
+            ))
+    async with backend.ledger() as ledger:
+        got = await ledger.gather(_query(case_id="K-1", request="req-7"))
+        history = await ledger.gather(_query(case_id="K-1"))
+        nxt = await ledger.apply(DialOutcome(record=_record("d-9", "bank-k", "K-1", None, allowed=False)))
+    assert got.replay is not None and got.replay.record.decision_id == "d-7"
+    assert [h.kind for h in history.history] == ["attempt"]
+    assert nxt.seq == 2  # d-8 took no place in the chain
+
+
+async def test_a_blocked_decision_under_an_identity_replays_with_no_attempt(backend: Backend) -> None:
+    async with backend.ledger() as ledger:
+        await ledger.apply(DialOutcome(record=_record("d-10", "bank-k", "K-1", None, allowed=False),
+                                       request="req-10", request_digest="digest-10"))
+    async with backend.ledger() as ledger:
+        got = await ledger.gather(_query(case_id="K-1", request="req-10"))
+    assert got.replay is not None and got.replay.attempt is None and not got.replay.record.allowed

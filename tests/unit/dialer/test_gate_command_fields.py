@@ -13,5 +13,5 @@ def test_every_field_of_request_dial_is_one_the_case_resolution_copies() -> None
     # a field added here must be set by them (and added to this list).
     assert [f.name for f in fields(RequestDial)] == [
         "actor", "case_id", "number", "agent_id", "channel", "creditor", "match_pending", "attempt_id",
-        "caller_line", "registered_lines", "lines_by_creditor",
+        "caller_line", "registered_lines", "lines_by_creditor", "request_key",
     ]

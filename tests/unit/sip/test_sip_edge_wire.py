@@ -14,7 +14,7 @@ from adapters.sip.gate import MAX_CALL_ID, MAX_CALLER_FIELD, MAX_DIALED, SipDial
 
 INPUT = SipDialInput(
     number="+8613800000001", dialed="+8613800000001", caller_line="+862161234567", extension="1001",
-    agent_id="a1", case_id=None, attempt_id="att-1", call_id="c1@pbx",
+    agent_id="a1", case_id=None, attempt_id="att-1", call_id="c1@pbx", request_key="f" * 64,
 )
 ANSWER = SipDialAnswer(
     allowed=False, rule_id="cap.number_hourly", reason="Number called 2 times", reason_zh="该号码一小时内已呼叫2次",
@@ -41,7 +41,7 @@ def test_the_largest_question_the_listener_lets_through_stays_far_below_the_line
     worst = SipDialInput(
         number="(" * MAX_DIALED, dialed="(" * MAX_DIALED, caller_line="\u00a0" * MAX_CALLER_FIELD,
         extension="\u00a0" * MAX_CALLER_FIELD, agent_id='"' * 128, case_id='"' * 128, attempt_id='"' * 128,
-        call_id="\\" * MAX_CALL_ID,
+        call_id="\\" * MAX_CALL_ID, request_key="f" * 64,
     )
     assert len(encode_input(1, worst)) < MAX_LINE // 16
 
@@ -55,12 +55,13 @@ def test_a_question_over_the_line_limit_is_refused_before_it_is_sent():
 @pytest.mark.parametrize(
     "msg, named, req_id",
     [
-        ({"id": 1}, "[id, 7 fields]", None),
-        (["1", *["x"] * 7], "[id, 7 fields]", None),
-        ([4, "+86", None, None, None, None, None, "c", "extra"], "[id, 7 fields]", 4),
-        ([1, None, None, None, None, None, None, "c"], "number", 1),
-        ([1, "+86", None, None, None, None, None, 5], "call_id", 1),
-        ([1, "+86", None, None, ["a1"], None, None, "c"], "agent_id", 1),
+        ({"id": 1}, "[id, 8 fields]", None),
+        (["1", *["x"] * 8], "[id, 8 fields]", None),
+        ([4, "+86", None, None, None, None, None, "c", None, "extra"], "[id, 8 fields]", 4),
+        ([1, None, None, None, None, None, None, "c", None], "number", 1),
+        ([1, "+86", None, None, None, None, None, 5, None], "call_id", 1),
+        ([1, "+86", None, None, ["a1"], None, None, "c", None], "agent_id", 1),
+        ([1, "+86", None, None, None, None, None, "c", 7], "request_key", 1),
     ],
 )
 def test_a_malformed_question_is_refused_naming_the_field_and_its_request(msg, named, req_id):
