@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from adapters.db.console_queries import SqlAlchemyConsoleQueries, _encode_cursor
+from adapters.db.console_blocked import encode_cursor
+from adapters.db.console_queries import SqlAlchemyConsoleQueries
 from adapters.db.migrate import upgrade
 from adapters.db.store import SqlAlchemyCaseStore
 from dialer.config import build_config
@@ -56,7 +57,7 @@ async def paging_statements(tmp_path: Path) -> tuple[Path, list[tuple[str, str, 
     async with SqlAlchemyCaseStore(cfg.store) as store:
         await upgrade(store)
         cq = SqlAlchemyConsoleQueries(SimpleNamespace(store=store, auth=None))
-        cursor = _encode_cursor(datetime(2026, 11, 20, tzinfo=timezone.utc), 10**9)
+        cursor = encode_cursor(datetime(2026, 11, 20, tzinfo=timezone.utc), 10**9)
         event.listen(store.engine.sync_engine, "before_cursor_execute", on_execute)
         try:
             for name, flt in FILTERS.items():

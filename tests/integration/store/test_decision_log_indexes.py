@@ -22,7 +22,8 @@ from sqlalchemy import event, update
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from adapters.db import ledger_sqlite as hot
-from adapters.db.console_queries import SqlAlchemyConsoleQueries, _encode_cursor
+from adapters.db.console_blocked import encode_cursor
+from adapters.db.console_queries import SqlAlchemyConsoleQueries
 from adapters.db.migrate import alembic_config, upgrade
 from adapters.db.outbox_source import Q_PRUNE, SqlAlchemyOutboxSource
 from adapters.db.store import SqlAlchemyCaseStore
@@ -139,7 +140,7 @@ async def _capture(store: SqlAlchemyCaseStore) -> list[tuple[str, str, Any]]:
         }
         admin = Principal("adm", "adm", "admin")
         compliance = Principal("comp", "comp", "compliance", both)
-        cursor = _encode_cursor(NOW - timedelta(days=10), 10**9)
+        cursor = encode_cursor(NOW - timedelta(days=10), 10**9)
         for who in (admin, compliance):
             for fname, flt in filters.items():
                 label[0] = f"console {who.role}: page, {fname}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.db.console_queries import _component_health
+from adapters.db.console_health import component_health
 
 
 class Probe:
@@ -21,19 +21,19 @@ class AsyncProbe(Probe):
 
 
 async def test_a_component_that_is_not_wired_is_shown_as_not_enabled():
-    item = await _component_health("sip", None)
+    item = await component_health("sip", None)
     assert (item.status, item.detail) == ("off", "not enabled")
 
 
 async def test_the_mqtt_bus_health_dict_says_ok_or_down_with_its_reason():
-    up = await _component_health("mqtt", Probe({"ok": True, "state": "connected"}))
-    down = await _component_health("mqtt", Probe({"ok": False, "state": "reconnecting", "last_error": "refused"}))
+    up = await component_health("mqtt", Probe({"ok": True, "state": "connected"}))
+    down = await component_health("mqtt", Probe({"ok": False, "state": "reconnecting", "last_error": "refused"}))
     assert (up.status, up.detail) == ("ok", "connected")
     assert (down.status, down.detail) == ("down", "refused")
 
 
 async def test_tuples_bools_coroutines_and_failures_are_all_understood():
-    assert (await _component_health("sip", Probe(("degraded", "1 of 2 ports")))).status == "degraded"
-    assert (await _component_health("sip", AsyncProbe(False))).status == "down"
-    failed = await _component_health("sip", Probe(RuntimeError("boom")))
+    assert (await component_health("sip", Probe(("degraded", "1 of 2 ports")))).status == "degraded"
+    assert (await component_health("sip", AsyncProbe(False))).status == "down"
+    failed = await component_health("sip", Probe(RuntimeError("boom")))
     assert (failed.status, failed.detail) == ("down", "RuntimeError")
