@@ -189,7 +189,7 @@ async def _migrate_and_anchor(store: ServiceStore) -> None:
     # Heads written before the evidence key existed go under it now (a migration has
     # no key): from here on their chains are keyed.
     async with store.write() as uow:
-        await uow.decisions.anchor()  # type: ignore[attr-defined]
+        await uow.decisions.anchor()
 
 
 def open_leadership(config: Config, role: Role) -> AbstractAsyncContextManager[Campaign]:

@@ -98,6 +98,13 @@ class CaseRepository(Protocol):
         """Active cases due by `due` or awaiting their first call (case columns only)."""
         ...
 
+    async def first_calls_overdue(self, before: date, limit: int, after: int = 0) -> list[dict[str, Any]]:
+        """Active new cases whose first-call date is before `before`, not yet alerted, by
+        primary key after `after`."""
+        ...
+
+    async def mark_first_call_alerted(self, pk: int, now: datetime) -> None: ...
+
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]: ...
 
     async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:
@@ -192,8 +199,14 @@ class DecisionLog(Protocol):
         ...
 
     async def blocked_summary(
-        self, *, creditors: frozenset[str] | None, since: datetime | None, until: datetime | None
-    ) -> dict[str, Any]: ...
+        self, *, creditors: frozenset[str] | None, since: datetime | None, until: datetime | None, tz: str = ...
+    ) -> dict[str, Any]:
+        """Blocked decisions counted by rule, agent and day (days in zone `tz`)."""
+        ...
+
+    async def anchor(self) -> int:
+        """Put every head written before the evidence key under it; returns how many."""
+        ...
 
     async def chains(self) -> list[tuple[str, int, str]]:
         """(chain, head seq, head hash) of every chain."""
