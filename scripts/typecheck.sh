@@ -19,12 +19,14 @@ checked=(
   dialer/cli_common.py
   dialer/clock.py
   dialer/commands.py
+  dialer/console
   dialer/csv_cells.py
   dialer/demo.py
   dialer/dial_resolution.py
   dialer/errors.py
   dialer/evidence.py
   dialer/holidays_cli.py
+  dialer/http
   dialer/ids.py
   dialer/import_worker.py
   dialer/leadership.py
