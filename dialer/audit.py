@@ -133,9 +133,8 @@ async def verify(store: Any) -> Report:
                 last_seq = prev["seq"] if prev else 0
                 found = evidence.head_problem(key, heads.get(chain), last_seq, prev["hash"] if prev else GENESIS_HASH)
                 if found is not None:
-                    at_last = found.kind != "deleted" and prev is not None
-                    problem = Problem(chain, found.kind, found.seq, prev["decision_id"] if at_last else None,
-                                      found.detail)
+                    last_id = prev["decision_id"] if found.kind != "deleted" and prev is not None else None
+                    problem = Problem(chain, found.kind, found.seq, last_id, found.detail)
             if problem is not None:
                 report.problems.append(problem)
         await verify_history(uow, report, key)
@@ -198,7 +197,7 @@ async def verify_history(uow: Any, report: Report, key: evidence.EvidenceKey) ->
             seen.add(pk)
         if problem is not None:
             continue
-        chain = name(pk, row)
+        chain = name(row["case_pk"], row)  # the case now walked, as `pk`
         expected_seq = prev["seq"] + 1 if prev else 1
         expected_prev = prev["hash"] if prev else GENESIS_HASH
         if row["seq"] == (prev["seq"] if prev else 0):
@@ -266,7 +265,7 @@ async def current_heads(store: Any) -> list[evidence.Head]:
 
     h = tables.evidence_heads.c
     async with store.read() as uow:
-        heads = await uow.decisions.heads()
+        heads: list[evidence.Head] = await uow.decisions.heads()
         rows = (await uow.conn.execute(select(h.chain, h.seq, h.hash, h.keyed_from, h.mac).order_by(h.chain))).all()
     return heads + [evidence.Head(r[0], int(r[1]), r[2], None if r[3] is None else int(r[3]), r[4]) for r in rows]
 

@@ -225,7 +225,7 @@ class UserAdmin:
     async def _user(self, uow: Any, name: str) -> dict[str, Any]:
         from dialer.errors import NotFound
 
-        user = await uow.users.find(name)
+        user: dict[str, Any] | None = await uow.users.find(name)
         if user is None:
             raise NotFound(f"no user {name!r}", details={"name": name})
         return user

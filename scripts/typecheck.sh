@@ -8,39 +8,6 @@ checked=(
   policy
   recordings
   adapters/storage/filesystem.py
-  dialer/__init__.py
-  dialer/app.py
-  dialer/attempt_state.py
-  dialer/bootstrap.py
-  dialer/case_actions.py
-  dialer/case_merge.py
-  dialer/chain.py
-  dialer/cli.py
-  dialer/cli_common.py
-  dialer/clock.py
-  dialer/commands.py
-  dialer/console
-  dialer/csv_cells.py
-  dialer/demo.py
-  dialer/dial_resolution.py
-  dialer/errors.py
-  dialer/evidence.py
-  dialer/holidays_cli.py
-  dialer/http
-  dialer/ids.py
-  dialer/import_worker.py
-  dialer/leadership.py
-  dialer/masking.py
-  dialer/model.py
-  dialer/outbox.py
-  dialer/policy_cli.py
-  dialer/ports.py
-  dialer/replay.py
-  dialer/replay_cli.py
-  dialer/services.py
-  dialer/simulate.py
-  dialer/usecases
-  dialer/workers.py
-  dialer/worklist.py
+  dialer
 )
 exec .venv/bin/python -m mypy "$@" "${checked[@]}"
