@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 checked=(
   policy
   recordings
+  adapters/db
   adapters/storage/filesystem.py
   dialer
 )

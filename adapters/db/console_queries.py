@@ -19,7 +19,7 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
 from typing import Any
@@ -136,7 +136,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
 class SqlAlchemyConsoleQueries:
     """`ConsoleQueries` over `services.store` (and `vault`, a `recordings.vault.Vault`)."""
 
-    def __init__(self, services: Any, vault: Any = None, *, health: Any = None) -> None:
+    def __init__(
+        self, services: Any, vault: Any = None, *, health: Callable[[], Awaitable[Sequence[HealthItem]]] | None = None
+    ) -> None:
         self.services = services
         self.store = services.store
         self.vault = vault
@@ -374,8 +376,8 @@ class SqlAlchemyConsoleQueries:
                     return list((await uow.conn.execute(union_all(*parts))).all())
 
             rows, by_agent = await asyncio.gather(per_day(), grouped(d.agent_id, d.rule_id))
-            days = {(days_list[int(i)], rule): int(n) for i, rule, n in rows}
-            return days, {(a, r): int(n) for a, r, n in by_agent}
+            per_day_rule = {(days_list[int(i)], rule): int(n) for i, rule, n in rows}
+            return per_day_rule, {(a, r): int(n) for a, r, n in by_agent}
 
         # Otherwise bucket by UTC hour in SQL, then by local day here: exact for every
         # zone whose offset is a whole number of hours (China's is).
