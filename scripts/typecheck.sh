@@ -8,7 +8,7 @@ checked=(
   policy
   recordings
   adapters/db
-  adapters/storage/filesystem.py
+  adapters/storage
   dialer
 )
 exec .venv/bin/python -m mypy "$@" "${checked[@]}"
