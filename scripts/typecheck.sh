@@ -8,6 +8,7 @@ checked=(
   policy
   recordings
   adapters/db
+  adapters/mqtt
   adapters/storage
   dialer
 )
