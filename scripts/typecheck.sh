@@ -9,6 +9,7 @@ checked=(
   recordings
   adapters/db
   adapters/mqtt
+  adapters/pbx
   adapters/storage
   dialer
 )

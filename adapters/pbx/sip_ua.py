@@ -341,7 +341,7 @@ class _PhoneShim:
     _status = pv.PhoneStatus.INACTIVE
 
 
-class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
+class PyVoIPSipClient(pv.SIPClient):
     """pyVoIP's SIPClient with a single-threaded, non-blocking transaction layer."""
 
     def __init__(self, config: SipUaConfig, on_registration: Callable[[bool, str | None], None]):
@@ -351,7 +351,7 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
                 config.port,
                 config.username,
                 config.password,
-                phone=_PhoneShim(),
+                phone=_PhoneShim(),  # type: ignore[arg-type]  # the client only writes a status into it
                 myIP=config.local_ip,
                 myPort=config.local_port,
                 callCallback=None,
@@ -359,11 +359,11 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
             )
         self.cfg = config
         self.default_expires = config.register_expires
-        self.register_timeout = config.register_timeout
+        self.register_timeout = config.register_timeout  # type: ignore[assignment]  # pyVoIP: int; a select timeout, seconds
         self._on_registration = on_registration
         self._dialogs: dict[str, _Dialog] = {}
         self._closing: set[Any] = set()  # RTP clients stopped, sockets closing a frame later
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = itertools.count()
         self._commands: list[Callable[[], None]] = []
         self._cmd_lock = threading.Lock()
@@ -410,7 +410,7 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
         self.post(self._send_register)
         return fut
 
-    def stop(self) -> None:  # type: ignore[override]
+    def stop(self) -> None:
         if not self.NSD:
             return
         done = threading.Event()
@@ -454,7 +454,8 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
         except OSError:
             pass
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
+        """Run `fn` on the SIP thread after `delay` seconds; what it returns is dropped."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
 
     def _loop(self) -> None:
@@ -493,7 +494,7 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
                 _, _, fn = heapq.heappop(self._timers)
                 self._guard(fn)
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def _guard(self, fn: Callable[[], object]) -> None:
         try:
             with pv.preserved_warning_filters():
                 fn()
@@ -627,7 +628,8 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
         d.rtp_port = self._free_ports.pop()
         ms = {d.rtp_port: {0: pv.PayloadType.PCMU, 101: pv.PayloadType.EVENT}}
         d.branch = self.gen_branch()
-        text = self.gen_invite(leg.target, str(random.randint(1, 2**31)), ms, pv.TransmitType.SENDRECV, d.branch, leg.call_id)
+        # pyVoIP annotates the payload numbers as str; its SDP writer formats whatever it is given.
+        text = self.gen_invite(leg.target, str(random.randint(1, 2**31)), ms, pv.TransmitType.SENDRECV, d.branch, leg.call_id)  # type: ignore[arg-type]
         extra = "".join(f"{k}: {v}\r\n" for k, v in leg.headers.items() if re.fullmatch(r"[A-Za-z0-9-]+", k) and "\r" not in v and "\n" not in v)
         text = text.replace("\r\nContent-Type:", f"\r\n{extra}Content-Type:", 1)
         _, headers = _split_headers(text.encode())
@@ -842,9 +844,11 @@ class PyVoIPSipClient(pv.SIPClient):  # type: ignore[misc,valid-type]
         assoc = {0: pv.PayloadType.PCMU}
         if "101" in medias[0]["methods"]:
             assoc[101] = pv.PayloadType.EVENT
+        assert d.rtp_port is not None  # taken from the free ports before the INVITE went out
         client = pv.RTPClient(assoc, self.myIP, d.rtp_port, conns[0]["address"], medias[0]["port"], pv.TransmitType.SENDRECV)
-        client.pmin = d.leg.rx
-        client.pmout = d.leg.tx
+        # pyVoIP declares its packet managers; it only calls read and write on them.
+        client.pmin = d.leg.rx  # type: ignore[assignment]
+        client.pmout = d.leg.tx  # type: ignore[assignment]
         client.start()
         # pyVoIP's receiver polls a non-blocking socket and sleeps 10 ms when it is empty:
         # up to 10 ms added to every relayed frame and 100 wake-ups/s per leg. A blocking
