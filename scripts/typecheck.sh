@@ -7,10 +7,7 @@ cd "$(dirname "$0")/.."
 checked=(
   policy
   recordings
-  adapters/db
-  adapters/mqtt
-  adapters/pbx
-  adapters/storage
   dialer
+  adapters
 )
 exec .venv/bin/python -m mypy "$@" "${checked[@]}"
