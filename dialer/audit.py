@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -34,6 +34,10 @@ from dialer.chain import GENESIS_HASH, LEGACY_LINK
 from dialer import evidence
 from recordings import register
 from recordings.model import RecordingFilter
+
+if TYPE_CHECKING:
+    from dialer.ports import UnitOfWork
+    from dialer.services import ServiceStore
 
 _MIRRORED = ("decision_id", "kind", "creditor", "case_id", "agent_id", "allowed", "rule_id", "attempt_id")
 
@@ -86,7 +90,7 @@ def _self_check(row: dict[str, Any], key: evidence.EvidenceKey, keyed_from: int 
     return None
 
 
-async def verify(store: Any) -> Report:
+async def verify(store: ServiceStore) -> Report:
     report = Report()
     key = store.evidence
     async with store.read() as uow:
@@ -165,7 +169,7 @@ def _history_self_check(row: dict[str, Any], key: evidence.EvidenceKey) -> str |
     return None
 
 
-async def verify_history(uow: Any, report: Report, key: evidence.EvidenceKey) -> None:
+async def verify_history(uow: UnitOfWork, report: Report, key: evidence.EvidenceKey) -> None:
     """Walk every case's history chain (HMAC links under the evidence key); the first
     problem of each case is reported under the chain name `history:<creditor>/<case_id>`."""
     heads = {pk: (creditor, case_id, seq, h) for pk, creditor, case_id, seq, h in await uow.cases.history_heads()}
@@ -260,7 +264,8 @@ async def register_problems(repo: Any, key: evidence.EvidenceKey) -> list[str]:
 # ---------------------------------------------------------------------------------
 async def current_heads(store: Any) -> list[evidence.Head]:
     """Every evidence chain's head: the decision log's chains and the others (the
-    destruction register)."""
+    destruction register). `store` is the SQL store: the other heads are read through
+    its unit's connection, which no port declares."""
     from adapters.db import tables
 
     h = tables.evidence_heads.c
@@ -270,7 +275,7 @@ async def current_heads(store: Any) -> list[evidence.Head]:
     return heads + [evidence.Head(r[0], int(r[1]), r[2], None if r[3] is None else int(r[3]), r[4]) for r in rows]
 
 
-async def export_heads(store: Any, path: Path, at: datetime) -> dict[str, Any]:
+async def export_heads(store: ServiceStore, path: Path, at: datetime) -> dict[str, Any]:
     """Append the current heads to `path` as one JSON line (the file created 0600) and
     return them. Whoever keeps a copy of the file elsewhere can later prove that no chain
     was rolled back behind a line of it (`dialgate audit verify --heads FILE`)."""
@@ -286,7 +291,7 @@ async def export_heads(store: Any, path: Path, at: datetime) -> dict[str, Any]:
     return doc
 
 
-async def compare_heads(store: Any, path: Path) -> list[str]:
+async def compare_heads(store: ServiceStore, path: Path) -> list[str]:
     """The current heads against the last line of an export file: chains rolled back,
     missing, or forked since."""
     try:

@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sequence
 
 import structlog
 
@@ -62,6 +62,9 @@ from dialer.imports import (
 from dialer.case_merge import REPAYMENT_CLOSURE, REPAYMENT_REASON, repayment_closes
 from dialer.model import IMPORT_KINDS, CaseInput, ChangeSource, ImportJob, Principal
 from dialer.ports import CaseStore, Clock, UnitOfWork
+
+if TYPE_CHECKING:
+    from dialer.services import Services
 
 log = structlog.get_logger("dialgate.imports")
 
@@ -336,7 +339,7 @@ async def import_repayments_at_once(store: CaseStore, actor: Principal, rows: Se
     return {"recorded": len(rows), "closed": summary.get("closed", 0)}
 
 
-async def _finish(uow: Any, job: ImportJob, now: datetime) -> None:
+async def _finish(uow: UnitOfWork, job: ImportJob, now: datetime) -> None:
     await uow.imports.finish(job.import_id, "done", now)
     action = "cases.imported" if job.kind == "cases" else "repayments.imported"
     await uow.audit.add(
@@ -633,7 +636,7 @@ def _sniff(path: Path) -> str:
 
 
 @asynccontextmanager
-async def open_import_jobs(services: Any) -> AsyncIterator[None]:
+async def open_import_jobs(services: Services) -> AsyncIterator[None]:
     """Extension: `services.imports`; the primary rolls interrupted jobs forward."""
     limits = load_import_limits(services.config.section("imports"), services.config.source)
     store = services.store

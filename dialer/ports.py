@@ -21,7 +21,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from dialer.model import (
     AttemptRecord,
@@ -37,6 +37,7 @@ from dialer.model import (
     OutcomeRecord,
     Principal,
 )
+from dialer.evidence import Head
 from policy.model import Appointment, HistoryEvent
 
 
@@ -104,6 +105,14 @@ class CaseRepository(Protocol):
         ...
 
     async def mark_first_call_alerted(self, pk: int, now: datetime) -> None: ...
+
+    async def history_heads(self) -> list[tuple[int, str, str, int, str]]:
+        """(pk, creditor, case_id, history_seq, history_hash) of every case."""
+        ...
+
+    def iterate_history(self, batch: int = 5000) -> AsyncIterator[dict[str, Any]]:
+        """Every stored history row in (case_pk, seq, id) order, as raw dicts."""
+        ...
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]: ...
 
@@ -212,8 +221,14 @@ class DecisionLog(Protocol):
         """(chain, head seq, head hash) of every chain."""
         ...
 
-    def iterate(self, chain: str) -> Any:
-        """Async iterator of (row_id, stored hash, DecisionRecord as stored) in seq order."""
+    def iterate(self, chain: str, batch: int = 5000) -> AsyncIterator[dict[str, Any]]:
+        """Stored rows of a chain in (seq, id) order, as raw dicts."""
+        ...
+
+    async def chain_names(self) -> list[str]: ...
+
+    async def heads(self) -> list[Head]:
+        """Every chain's head with its keyed_from and MAC."""
         ...
 
 
@@ -386,13 +401,21 @@ class DialLedger(Protocol):
 
 
 class UnitOfWork(Protocol):
-    imports: ImportJobRepository
-    cases: CaseRepository
-    attempts: AttemptRepository
-    decisions: DecisionLog
-    outbox: Outbox
-    users: UserRepository
-    audit: AuditLog
+    # Read-only members: an implementation may hold subtypes (its own repositories).
+    @property
+    def imports(self) -> ImportJobRepository: ...
+    @property
+    def cases(self) -> CaseRepository: ...
+    @property
+    def attempts(self) -> AttemptRepository: ...
+    @property
+    def decisions(self) -> DecisionLog: ...
+    @property
+    def outbox(self) -> Outbox: ...
+    @property
+    def users(self) -> UserRepository: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
 
 class CaseStore(Protocol):

@@ -158,7 +158,7 @@ def _when(value: str | None, name: str) -> datetime | None:
     return parse_when(value, name)
 
 
-async def _link_for_attempt(svc: Any, who: Principal, attempt_id: str) -> tuple[Link, datetime | None]:
+async def _link_for_attempt(svc: Services, who: Principal, attempt_id: str) -> tuple[Link, datetime | None]:
     """The case, agent and number of an attempt; an unknown attempt gives no link."""
     async with svc.store.read() as uow:
         att = await uow.attempts.get(attempt_id)
