@@ -26,13 +26,17 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 from dialer.chain import GENESIS_HASH, LEGACY_LINK
 from dialer import evidence
 from recordings import register
 from recordings.model import RecordingFilter
+
+if TYPE_CHECKING:
+    from dialer.ports import UnitOfWork
+    from dialer.services import ServiceStore
 
 _MIRRORED = ("decision_id", "kind", "creditor", "case_id", "agent_id", "allowed", "rule_id", "attempt_id")
 
@@ -85,7 +89,7 @@ def _self_check(row: dict[str, Any], key: evidence.EvidenceKey, keyed_from: int 
     return None
 
 
-async def verify(store: Any) -> Report:
+async def verify(store: ServiceStore) -> Report:
     report = Report()
     key = store.evidence
     async with store.read() as uow:
@@ -132,9 +136,8 @@ async def verify(store: Any) -> Report:
                 last_seq = prev["seq"] if prev else 0
                 found = evidence.head_problem(key, heads.get(chain), last_seq, prev["hash"] if prev else GENESIS_HASH)
                 if found is not None:
-                    at_last = found.kind != "deleted" and prev is not None
-                    problem = Problem(chain, found.kind, found.seq, prev["decision_id"] if at_last else None,
-                                      found.detail)
+                    last_id = prev["decision_id"] if found.kind != "deleted" and prev is not None else None
+                    problem = Problem(chain, found.kind, found.seq, last_id, found.detail)
             if problem is not None:
                 report.problems.append(problem)
         await verify_history(uow, report, key)
@@ -165,7 +168,7 @@ def _history_self_check(row: dict[str, Any], key: evidence.EvidenceKey) -> str |
     return None
 
 
-async def verify_history(uow: Any, report: Report, key: evidence.EvidenceKey) -> None:
+async def verify_history(uow: UnitOfWork, report: Report, key: evidence.EvidenceKey) -> None:
     """Walk every case's history chain (HMAC links under the evidence key); the first
     problem of each case is reported under the chain name `history:<creditor>/<case_id>`."""
     heads = {pk: (creditor, case_id, seq, h) for pk, creditor, case_id, seq, h in await uow.cases.history_heads()}
@@ -197,7 +200,7 @@ async def verify_history(uow: Any, report: Report, key: evidence.EvidenceKey) ->
             seen.add(pk)
         if problem is not None:
             continue
-        chain = name(pk, row)
+        chain = name(row["case_pk"], row)  # the case now walked, as `pk`
         expected_seq = prev["seq"] + 1 if prev else 1
         expected_prev = prev["hash"] if prev else GENESIS_HASH
         if row["seq"] == (prev["seq"] if prev else 0):
@@ -265,7 +268,7 @@ async def current_heads(store: Any) -> list[evidence.Head]:
         return list(await uow.decisions.heads()) + list(await uow.decisions.other_heads())
 
 
-async def export_heads(store: Any, path: Path, at: datetime) -> dict[str, Any]:
+async def export_heads(store: ServiceStore, path: Path, at: datetime) -> dict[str, Any]:
     """Append the current heads to `path` as one JSON line (the file created 0600) and
     return them. Whoever keeps a copy of the file elsewhere can later prove that no chain
     was rolled back behind a line of it (`dialgate audit verify --heads FILE`)."""
@@ -281,7 +284,7 @@ async def export_heads(store: Any, path: Path, at: datetime) -> dict[str, Any]:
     return doc
 
 
-async def compare_heads(store: Any, path: Path) -> list[str]:
+async def compare_heads(store: ServiceStore, path: Path) -> list[str]:
     """The current heads against the last line of an export file: chains rolled back,
     missing, or forked since."""
     try:

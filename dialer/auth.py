@@ -19,7 +19,7 @@ import structlog
 
 from dialer.errors import TooManyRequests, Unauthenticated, UnprocessableEntity
 from dialer.model import Principal
-from dialer.ports import CaseStore
+from dialer.ports import CaseStore, Clock, UnitOfWork
 from policy import ROLES
 
 TOKEN_PREFIX = "dg_"
@@ -181,7 +181,7 @@ class Authenticator:
         return principal
 
 
-async def add_user(store: CaseStore, clock: Any, name: str, role: str, creditors: frozenset[str]) -> tuple[Principal, str]:
+async def add_user(store: CaseStore, clock: Clock, name: str, role: str, creditors: frozenset[str]) -> tuple[Principal, str]:
     """Create a user; returns (principal, token). The token is not stored."""
     validate_user(name, role, creditors)
     token = new_token()
@@ -208,7 +208,7 @@ class UserAdmin:
     disabling and rotating also end the console sessions opened before (a leaked token
     may have opened one), so they stay ended after `enable`."""
 
-    def __init__(self, store: CaseStore, clock: Any, revision: UsersRevision, actor: str = "cli") -> None:
+    def __init__(self, store: CaseStore, clock: Clock, revision: UsersRevision, actor: str = "cli") -> None:
         self.store = store
         self.clock = clock
         self.revision = revision
@@ -218,14 +218,14 @@ class UserAdmin:
         async with self.store.read() as uow:
             return await uow.users.list_all()
 
-    async def _audit(self, uow: Any, action: str, details: dict[str, Any]) -> None:
+    async def _audit(self, uow: UnitOfWork, action: str, details: dict[str, Any]) -> None:
         await uow.audit.add(at=self.clock.now(), actor=self.actor, action=action, creditor=details.get("creditor"),
                             case_id=None, details=details)
 
-    async def _user(self, uow: Any, name: str) -> dict[str, Any]:
+    async def _user(self, uow: UnitOfWork, name: str) -> dict[str, Any]:
         from dialer.errors import NotFound
 
-        user = await uow.users.find(name)
+        user: dict[str, Any] | None = await uow.users.find(name)
         if user is None:
             raise NotFound(f"no user {name!r}", details={"name": name})
         return user

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 from dialer.clock import SystemClock
 from dialer.config import Config, StoreConfig
@@ -90,9 +90,7 @@ def store_for(config: StoreConfig, *, events: bool, evidence: EvidenceKey | None
     """A case store over `[store]` settings alone (a child process's own connection)."""
     from adapters.db.store import SqlAlchemyCaseStore
 
-    # Its repositories are not declared against the ports' Protocols (their contract
-    # tests check them), so the type checker takes the port's word here.
-    return cast("ServiceStore", SqlAlchemyCaseStore(config, events=events, evidence=evidence))
+    return SqlAlchemyCaseStore(config, events=events, evidence=evidence)
 
 
 def build_vault(rcfg: RecordingsConfig, store: ServiceStore, now: Callable[[], datetime]) -> Vault:
@@ -190,7 +188,7 @@ async def _migrate_and_anchor(store: ServiceStore) -> None:
     # Heads written before the evidence key existed go under it now (a migration has
     # no key): from here on their chains are keyed.
     async with store.write() as uow:
-        await uow.decisions.anchor()  # type: ignore[attr-defined]
+        await uow.decisions.anchor()
 
 
 async def _require_the_chains_key(store: ServiceStore) -> None:

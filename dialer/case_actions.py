@@ -23,7 +23,7 @@ does not allow it, 422 for a bad value).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 

@@ -163,7 +163,8 @@ class Config:
     @property
     def policy_table(self) -> dict[str, Any]:
         """The `[policy]` table as a plain (deep-copied) dict for `policy.load_policy`."""
-        return _thaw(self.section("policy"))
+        table: dict[str, Any] = _thaw(self.section("policy"))
+        return table
 
 
 _TYPED: dict[str, type] = {

@@ -12,11 +12,14 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dialer.auth import hash_token, new_token
 from dialer.imports import parse_cases_payload
+
+if TYPE_CHECKING:
+    from dialer.services import Services
 
 DEMO_USERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("agent-a1", "collector", ("bank-a",)),
@@ -55,7 +58,7 @@ def demo_cases(today: Any) -> list[dict[str, Any]]:
     ]
 
 
-async def seed_demo(services: Any) -> list[tuple[str, str, str, str]]:
+async def seed_demo(services: Services) -> list[tuple[str, str, str, str]]:
     """Seed and return (name, role, creditors, token) rows."""
     clock, store = services.clock, services.store
     today = clock.now().astimezone(ZoneInfo(services.policies.default.timezone)).date()

@@ -76,7 +76,9 @@ async def _import(cfg: Any, file: Path, kind: str, encoding: str | None) -> Any:
                 task = bar.add_task("校验中 / validating", total=None)
                 while True:
                     async with svc.store.read() as uow:
-                        job = await uow.imports.get(job.import_id)
+                        fresh = await uow.imports.get(job.import_id)
+                    assert fresh is not None  # submitted above; jobs are never deleted
+                    job = fresh
                     if job.state == "applying":
                         bar.update(task, description="导入中 / applying", total=job.rows_total, completed=job.rows_done)
                     if job.state not in ("validating", "applying"):

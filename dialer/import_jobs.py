@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sequence
 
 import structlog
 
@@ -63,10 +62,13 @@ from dialer.case_merge import REPAYMENT_CLOSURE, REPAYMENT_REASON, repayment_clo
 from dialer.model import IMPORT_KINDS, CaseInput, ChangeSource, ImportJob, Principal
 from dialer.ports import CaseStore, Clock, UnitOfWork
 
+if TYPE_CHECKING:
+    from dialer.services import Services
+
 log = structlog.get_logger("dialgate.imports")
 
 DATA_ROLES = frozenset({"data", "admin"})
-_STAGE_CHUNK = 2_000  # staged rows per write transaction: one executemany, a few ms
+_STAGE_CHUNK = 2_000  # staged rows per write transaction: one executemany, short enough not to hold dials back
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +338,7 @@ async def import_repayments_at_once(store: CaseStore, actor: Principal, rows: Se
     return {"recorded": len(rows), "closed": summary.get("closed", 0)}
 
 
-async def _finish(uow: Any, job: ImportJob, now: datetime) -> None:
+async def _finish(uow: UnitOfWork, job: ImportJob, now: datetime) -> None:
     await uow.imports.finish(job.import_id, "done", now)
     action = "cases.imported" if job.kind == "cases" else "repayments.imported"
     await uow.audit.add(
@@ -380,7 +382,7 @@ class ImportJobs:
 
     def __init__(
         self,
-        store: Any,
+        store: CaseStore,
         clock: Clock,
         region_of: Callable[[str], str],
         limits: ImportLimits,
@@ -616,7 +618,8 @@ async def run_in_child(spec: dict[str, Any], store: CaseStore, clock: Clock) -> 
         regions = spec["regions"]
 
         def region_of(creditor: str) -> str:
-            return regions["creditors"].get(creditor, regions["default"])
+            region: str = regions["creditors"].get(creditor, regions["default"])
+            return region
 
         await validate_and_stage(store, clock, import_id, upload, actor, region_of, int(spec["max_rows"]),
                                  in_thread=False)
@@ -632,7 +635,7 @@ def _sniff(path: Path) -> str:
 
 
 @asynccontextmanager
-async def open_import_jobs(services: Any) -> AsyncIterator[None]:
+async def open_import_jobs(services: Services) -> AsyncIterator[None]:
     """Extension: `services.imports`; the primary rolls interrupted jobs forward."""
     limits = load_import_limits(services.config.section("imports"), services.config.source)
     store = services.store

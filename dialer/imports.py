@@ -555,6 +555,6 @@ def repayment_to_json(row: Mapping[str, Any]) -> str:
 
 
 def repayment_from_json(text: str) -> dict[str, Any]:
-    d = json.loads(text)
+    d: dict[str, Any] = json.loads(text)
     d["paid_on"] = date.fromisoformat(d["paid_on"]) if d["paid_on"] else None
     return d

@@ -6,6 +6,7 @@ import json as jsonlib
 import logging
 import sys
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -20,7 +21,7 @@ _PLAIN = (bool, int, float, type(None))
 _PLAIN_TYPES = frozenset(_PLAIN)
 
 
-def mask_numbers(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def mask_numbers(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Processor: mask phone, card and ID numbers in every value (last line of defence).
 
     It runs for every log line (one per decision at least), so the common values skip

@@ -48,6 +48,6 @@ def render() -> bytes:
     dialer/workers.py before any worker imports this module) every worker's, summed."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
         return generate_latest(registry)
     return generate_latest(REGISTRY)

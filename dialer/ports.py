@@ -21,7 +21,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from dialer.model import (
     AttemptRecord,
@@ -37,6 +37,7 @@ from dialer.model import (
     OutcomeRecord,
     Principal,
 )
+from dialer.evidence import Head
 from policy.model import Appointment, HistoryEvent
 
 
@@ -96,6 +97,21 @@ class CaseRepository(Protocol):
         self, creditors: frozenset[str] | None, agent: str | None, due: date, limit: int
     ) -> list[dict[str, Any]]:
         """Active cases due by `due` or awaiting their first call (case columns only)."""
+        ...
+
+    async def first_calls_overdue(self, before: date, limit: int, after: int = 0) -> list[dict[str, Any]]:
+        """Active new cases whose first-call date is before `before`, not yet alerted, by
+        primary key after `after`."""
+        ...
+
+    async def mark_first_call_alerted(self, pk: int, now: datetime) -> None: ...
+
+    async def history_heads(self) -> list[tuple[int, str, str, int, str]]:
+        """(pk, creditor, case_id, history_seq, history_hash) of every case."""
+        ...
+
+    def iterate_history(self, batch: int = 5000) -> AsyncIterator[dict[str, Any]]:
+        """Every stored history row in (case_pk, seq, id) order, as raw dicts."""
         ...
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]: ...
@@ -196,15 +212,27 @@ class DecisionLog(Protocol):
         ...
 
     async def blocked_summary(
-        self, *, creditors: frozenset[str] | None, since: datetime | None, until: datetime | None
-    ) -> dict[str, Any]: ...
+        self, *, creditors: frozenset[str] | None, since: datetime | None, until: datetime | None, tz: str = ...
+    ) -> dict[str, Any]:
+        """Blocked decisions counted by rule, agent and day (days in zone `tz`)."""
+        ...
+
+    async def anchor(self) -> int:
+        """Put every head written before the evidence key under it; returns how many."""
+        ...
 
     async def chains(self) -> list[tuple[str, int, str]]:
         """(chain, head seq, head hash) of every chain."""
         ...
 
-    def iterate(self, chain: str) -> Any:
-        """Async iterator of (row_id, stored hash, DecisionRecord as stored) in seq order."""
+    def iterate(self, chain: str, batch: int = 5000) -> AsyncIterator[dict[str, Any]]:
+        """Stored rows of a chain in (seq, id) order, as raw dicts."""
+        ...
+
+    async def chain_names(self) -> list[str]: ...
+
+    async def heads(self) -> list[Head]:
+        """Every chain's head with its keyed_from and MAC."""
         ...
 
     async def claim_key(self, key_id: str) -> str:
@@ -401,13 +429,21 @@ class DialLedger(Protocol):
 
 
 class UnitOfWork(Protocol):
-    imports: ImportJobRepository
-    cases: CaseRepository
-    attempts: AttemptRepository
-    decisions: DecisionLog
-    outbox: Outbox
-    users: UserRepository
-    audit: AuditLog
+    # Read-only members: an implementation may hold subtypes (its own repositories).
+    @property
+    def imports(self) -> ImportJobRepository: ...
+    @property
+    def cases(self) -> CaseRepository: ...
+    @property
+    def attempts(self) -> AttemptRepository: ...
+    @property
+    def decisions(self) -> DecisionLog: ...
+    @property
+    def outbox(self) -> Outbox: ...
+    @property
+    def users(self) -> UserRepository: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
 
 class CaseStore(Protocol):

@@ -372,6 +372,7 @@ def rec_verify(
 
     async def go() -> tuple[list[Any], list[str], dict[str, Any]]:
         from dialer.audit import register_problems
+        from dialer.evidence import EvidenceKey
 
         async with open_vault(config) as (vault, rcfg):
             actor = Actor("cli", "admin")
@@ -381,7 +382,9 @@ def rec_verify(
             else:
                 ids = recording_ids or [r.recording_id for r in await vault.list(actor, RecordingFilter(limit=None))]
                 results, stats = await _verify_ids(vault, actor, ids, progress)
-            return results, await register_problems(vault.repo, vault.sealer), stats
+            key = vault.sealer
+            assert isinstance(key, EvidenceKey)  # build_vault seals the register with the store's evidence key
+            return results, await register_problems(vault.repo, key), stats
 
     results, chain, stats = _run(go())
     bad = [r for r in results if not r.ok]

@@ -108,7 +108,13 @@ class RecordingWatch(Protocol):
 
     async def sweep(self, now: datetime, expect_within: timedelta) -> Sequence[dict[str, Any]]: ...
 
-    async def open_count(self) -> int: ...
+    async def missing(
+        self, creditors: frozenset[str] | None, since: datetime, until: datetime
+    ) -> list[dict[str, Any]]:
+        """Connected calls dialled in [since, until) whose recording is overdue, oldest first."""
+        ...
+
+    async def open_count(self, creditors: frozenset[str] | None = None) -> int: ...
 
 
 class RecordingsInbox(Protocol):

@@ -7,17 +7,7 @@ cd "$(dirname "$0")/.."
 checked=(
   policy
   recordings
-  adapters/storage/filesystem.py
-  dialer/clock.py
-  dialer/csv_cells.py
-  dialer/errors.py
-  dialer/evidence.py
-  dialer/holidays_cli.py
-  dialer/ids.py
-  dialer/masking.py
-  dialer/policy_cli.py
-  dialer/replay.py
-  dialer/replay_cli.py
-  dialer/simulate.py
+  dialer
+  adapters
 )
 exec .venv/bin/python -m mypy "$@" "${checked[@]}"

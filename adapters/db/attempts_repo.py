@@ -109,7 +109,7 @@ class SqlAttemptRepository:
                 ("number", number, Q_HISTORY_NEWEST_NUMBER, Q_HISTORY_GROUPS_NUMBER),
                 ("case_pk", case_pk, Q_HISTORY_NEWEST_CASE, Q_HISTORY_GROUPS_CASE),
             ):
-                p = {param: value, "since": since, "cap": cap}
+                p: dict[str, Any] = {param: value, "since": since, "cap": cap}
                 got = (await self.conn.execute(newest, p)).all()
                 if len(got) >= cap:
                     p.update(k=limit, now=now)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, literal, or_, select, true, union_all
 
 from adapters.db import tables as t
+from adapters.db.console_base import ConsoleState
 from dialer.chain import decision_from_record
 from dialer.console.ports import (
     BlockedDialFilter,
@@ -93,7 +94,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise NotFound("not a page cursor the console made", "不是控制台生成的分页位置") from exc
 
 
-class BlockedDialQueries:
+class BlockedDialQueries(ConsoleState):
     """The decision-log reads of `SqlAlchemyConsoleQueries`."""
 
     # -- the decision log ------------------------------------------------------------------
@@ -288,8 +289,8 @@ class BlockedDialQueries:
                     return list((await uow.conn.execute(union_all(*parts))).all())
 
             rows, by_agent = await asyncio.gather(per_day(), grouped(d.agent_id, d.rule_id))
-            days = {(days_list[int(i)], rule): int(n) for i, rule, n in rows}
-            return days, {(a, r): int(n) for a, r, n in by_agent}
+            per_day_rule = {(days_list[int(i)], rule): int(n) for i, rule, n in rows}
+            return per_day_rule, {(a, r): int(n) for a, r, n in by_agent}
 
         # Otherwise bucket by UTC hour in SQL, then by local day here: exact for every
         # zone whose offset is a whole number of hours (China's is).

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from adapters.db.console_base import ConsoleState
 from dialer.console.ports import HealthItem
 from policy.text import Text
 
@@ -17,7 +18,7 @@ AUDIT_EVERY_S = 600.0
 AUDIT_TIMEOUT_S = 600.0
 
 
-class HealthQueries:
+class HealthQueries(ConsoleState):
     """The health items of `SqlAlchemyConsoleQueries`."""
 
     # -- health ------------------------------------------------------------------------------

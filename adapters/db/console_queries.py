@@ -13,9 +13,7 @@ an id outside the scope raises `NotFound` exactly like an unknown id.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,8 +28,6 @@ from dialer.console.ports import (
     CaseEvent,
     CaseView,
     ContactView,
-    FilterOptions,
-    HealthItem,
     HistoryView,
     WorklistItem,
     LegalHoldView,
@@ -56,17 +52,6 @@ def _principal(p: Any) -> Principal:
 
 class SqlAlchemyConsoleQueries(BlockedDialQueries, RecordingQueries, HealthQueries):
     """`ConsoleQueries` over `services.store` (and `vault`, a `recordings.vault.Vault`)."""
-
-    def __init__(self, services: Any, vault: Any = None, *, health: Any = None) -> None:
-        self.services = services
-        self.store = services.store
-        self.vault = vault
-        self._health = health
-        self._audit_task: asyncio.Task[Any] | None = None
-        self._audit_at = 0.0
-        self._audit_last: HealthItem | None = None
-        self._summaries: OrderedDict[Any, tuple[int, dict[Any, int], dict[Any, int]]] = OrderedDict()
-        self._options: dict[tuple[str, ...] | None, tuple[float, FilterOptions]] = {}
 
     # -- users -------------------------------------------------------------------------
     async def authenticate(self, token: str) -> Principal | None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from adapters.db.console_base import ConsoleState
 from dialer.console.ports import (
     AccessLogEntry,
     AudioSlice,
@@ -24,7 +25,7 @@ from dialer.console.ports import (
 from dialer.masking import mask_text
 
 
-class RecordingQueries:
+class RecordingQueries(ConsoleState):
     """The vault reads and purge approvals of `SqlAlchemyConsoleQueries`."""
 
     # -- recordings (the vault) ------------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -224,7 +224,7 @@ _RAW_INSERT_HISTORY = (f"INSERT INTO case_history ({', '.join(_HISTORY_COLS)}) "
                        f"VALUES ({', '.join('?' * len(_HISTORY_COLS))})")
 
 
-_TO_DB = {datetime: db_time, date: date.isoformat, bool: int}
+_TO_DB: dict[type, Callable[[Any], Any]] = {datetime: db_time, date: date.isoformat, bool: int}
 
 
 def _db_value(value: Any) -> Any:

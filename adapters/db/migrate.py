@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialer.errors import StoreUnavailable
 
@@ -42,13 +43,14 @@ async def upgrade(store: Any, revision: str = "heads") -> str:
         command.upgrade(cfg, revision)
         return ",".join(sorted(MigrationContext.configure(sync_conn).get_current_heads()))
 
+    engine: AsyncEngine = store.engine
     try:
         if store.is_sqlite:
-            async with store.engine.connect() as conn:
+            async with engine.connect() as conn:
                 await conn.execution_options(dialgate_begin="IMMEDIATE")
                 async with conn.begin():
                     return await conn.run_sync(run)
-        async with store.engine.connect() as conn:
+        async with engine.connect() as conn:
             async with conn.begin():
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 return await conn.run_sync(run)
@@ -57,5 +59,6 @@ async def upgrade(store: Any, revision: str = "heads") -> str:
 
 
 async def current_revision(store: Any) -> str:
-    async with store.engine.connect() as conn:
+    engine: AsyncEngine = store.engine
+    async with engine.connect() as conn:
         return await conn.run_sync(lambda c: ",".join(sorted(MigrationContext.configure(c).get_current_heads())))

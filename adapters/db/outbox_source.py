@@ -141,7 +141,8 @@ class SqlAlchemyOutboxSource:
             await conn.close()  # rolls back: the rows are free again
             raise
         self._claimed = conn
-        kept, taken = [], {}  # taken: per case, how many of its unsent events are kept
+        kept: list[OutboxEvent] = []
+        taken: dict[tuple[str, str], int | None] = {}  # per case, how many of its unsent events are kept
         for r in rows:
             if r.case_id is not None:
                 key = (r.creditor, r.case_id)

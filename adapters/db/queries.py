@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, insert, literal, select, union_all, update
+from sqlalchemy import and_, bindparam, insert, select, union_all, update
 
 from adapters.db import tables as t
 

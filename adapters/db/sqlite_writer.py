@@ -254,6 +254,8 @@ class SqliteWriter:
             cur.execute("PRAGMA busy_timeout=0")
             cur.close()
 
+        self._begun = False  # `begin_now` began on the driver connection: the listener skips one BEGIN
+
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn: Any) -> None:
             if self._begun:  # `begin_now` ran BEGIN IMMEDIATE on the driver connection already
@@ -262,7 +264,6 @@ class SqliteWriter:
             begin_immediate(conn.connection.dbapi_connection, busy_ms / 1000)
 
         self.conn: Connection | None = None
-        self._begun = False
         # COMMITs run in order on a thread of the writer's own, WAL flushes on another (so
         # the next group's COMMIT need not wait for the last one's flush): handing work to
         # them is a queue put (an executor hand-off cost twice the CPU per group). One
@@ -373,6 +374,7 @@ class SqliteWriter:
         if conn is None or conn.invalidated or conn.closed or conn.in_transaction():
             return None
         raw = conn.connection.dbapi_connection
+        assert raw is not None  # an open, valid connection holds its driver connection
         try:
             raw.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -536,12 +538,9 @@ class WriteGroup:
         Each member waits on a future of its own, so cancelling one cancels nobody
         else's wait; one shared future would need `asyncio.shield` per member, an extra
         future, two callbacks and a loop iteration on every decision."""
-        if self.done:
-            return
         cancelled: asyncio.CancelledError | None = None
-        loop = asyncio.get_running_loop()
         while not self.done:
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 await waiter

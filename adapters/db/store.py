@@ -308,7 +308,8 @@ class SqlAlchemyCaseStore:
                 raise StoreUnavailable(f"store error: {type(exc).__name__}: {exc}") from exc
             uow = SqlUnitOfWork(
                 SyncConnShim(writer.conn, group.memo), False,  # type: ignore[arg-type]
-                raw=writer.conn.connection.dbapi_connection, events=self.events, memo=group.memo,
+                raw=writer.conn.connection.dbapi_connection,  # type: ignore[arg-type]  # SQLAlchemy types it as any DBAPI connection; the writer's is pysqlite's
+                events=self.events, memo=group.memo,
                 evidence=self.evidence,
             )
             try:
@@ -627,6 +628,11 @@ class SqlUnitOfWork:
         held: Sequence[str] = (), lock: LockFn | None = None,
     ) -> None:
         self.conn = conn
+        self.cases: SqlCaseRepository
+        self.attempts: SqlAttemptRepository
+        self.decisions: SqlDecisionLog
+        self.outbox: SqlOutbox
+        self.users: SqlUserRepository
         ledger: CoreDialLedger
         if raw is not None:
             self.cases = SqliteCaseRepository(conn, raw, evidence)

@@ -44,7 +44,9 @@ class SqlUserRepository:
         res = await self.conn.execute(
             insert(t.users).values(name=name, role=role, token_hash=token_hash, disabled=False, created_at=now)
         )
-        uid = res.inserted_primary_key[0]
+        key = res.inserted_primary_key
+        assert key is not None  # an INSERT's result always carries it
+        uid = key[0]
         for c in sorted(creditors):
             await self.conn.execute(insert(t.user_creditors).values(user_id=uid, creditor=c))
         return Principal(user_id=uid, name=name, role=role, creditors=frozenset(creditors))

@@ -45,7 +45,7 @@ class MqttEventBus:
             dial_handler,
             pbx_handler,
             dial_max_age_s=config.dial_max_age_s,
-            **({"now": now} if now is not None else {}),
+            now=now,
         )
         self.relay = OutboxRelay(
             outbox,

@@ -137,7 +137,7 @@ class MqttConnection:
         cfg = self.config
         kwargs: dict[str, Any] = {}
         if cfg.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho-mqtt leaves it unannotated
             props.SessionExpiryInterval = cfg.session_expiry_s
             kwargs.update(
                 protocol=aiomqtt.ProtocolVersion.V5,

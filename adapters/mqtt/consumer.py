@@ -64,6 +64,10 @@ _EXCERPT = 1024
 _SECRET_FIELD = re.compile(r'"(token|password|secret)"\s*:\s*"(?:[^"\\]|\\.)*"?')
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class InboundConsumer:
     def __init__(
         self,
@@ -73,7 +77,7 @@ class InboundConsumer:
         *,
         max_concurrent_dials: int = 32,
         dial_max_age_s: float = 120.0,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] | None = None,  # None: the UTC wall clock
     ) -> None:
         self._publisher = publisher
         self._dial_handler = dial_handler
@@ -81,7 +85,7 @@ class InboundConsumer:
         self._dial_gate = asyncio.Semaphore(max_concurrent_dials)
         self._dial_max_age = timedelta(seconds=dial_max_age_s)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._now = now
+        self._now = now if now is not None else _utc_now
         self.handled = 0
         self.deadlettered = 0
 
@@ -202,7 +206,7 @@ class InboundConsumer:
             return
         props = None
         if route.correlation_data is not None:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho-mqtt leaves it unannotated
             props.CorrelationData = route.correlation_data
         if route.correlation_id is not None:
             doc["correlation_id"] = route.correlation_id
@@ -359,13 +363,14 @@ def parse_pbx_event(
             details={"field": "call_id"},
         )
     at_raw = doc.get("at")
+    occurred_at: datetime | None
     if at_raw is None:
         occurred_at = now()
     else:
         try:
             occurred_at = datetime.fromisoformat(str(at_raw))
         except ValueError:
-            occurred_at = None  # type: ignore[assignment]
+            occurred_at = None
         if occurred_at is None or occurred_at.tzinfo is None:
             raise MalformedMessage(
                 "at must be an ISO 8601 time with a UTC offset",

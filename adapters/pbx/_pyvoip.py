@@ -39,7 +39,7 @@ def preserved_warning_filters() -> Iterator[None]:
     finally:
         with _filters_lock:
             if warnings.filters != saved:
-                warnings.filters[:] = saved
+                warnings.filters[:] = saved  # type: ignore[index]  # typeshed: a Sequence; the module's list
                 warnings._filters_mutated()  # type: ignore[attr-defined]
 
 

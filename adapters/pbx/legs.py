@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import structlog
 
-from adapters.pbx import _pyvoip as pv
 from adapters.pbx.audio import FRAME_BYTES, RxBuffer, TxBuffer
 from dialer.masking import mask_sip_text
 

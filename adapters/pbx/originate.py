@@ -274,8 +274,8 @@ class Originator:
                 await agent.hangup(LegCause.COMPLETED)
                 return await end(_LEG_CAUSE[callee.cause or LegCause.FAILED], detail=f"callee leg: {callee.detail}")
             await to(AttemptState.CALLEE_RINGING)
-            if agent.ended:
-                await callee.hangup(LegCause.COMPLETED)
+            if agent.ended:  # the agent may hang up while the debtor rings
+                await callee.hangup(LegCause.COMPLETED)  # type: ignore[unreachable]  # mypy keeps the step-2 check across the awaits
                 return await end(EndCause.FAILED, detail="agent hung up as the debtor answered")
 
             # 4. connected: bridge and record

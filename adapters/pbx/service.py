@@ -27,7 +27,7 @@ import asyncio
 import sys
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import structlog
 
@@ -39,6 +39,9 @@ from adapters.pbx.sip_ua import SipUserAgent
 from dialer.attempt_state import AttemptStates
 from dialer.errors import ApiError
 from dialer.model import AttemptRecord, CallProgress, Principal
+
+if TYPE_CHECKING:
+    from dialer.services import Services
 
 log = structlog.get_logger("adapters.pbx.service")
 
@@ -106,7 +109,7 @@ class VaultSink:
 class SipUaPbx:
     """The `Pbx` port over `SipUserAgent`: originate() starts a job and returns at once."""
 
-    def __init__(self, services: Any, cfg: PbxConfig, ua: SipUserAgent) -> None:
+    def __init__(self, services: Services, cfg: PbxConfig, ua: SipUserAgent) -> None:
         self.services = services
         self.cfg = cfg
         self.ua = ua
@@ -222,7 +225,7 @@ class SipUaPbx:
 
 
 @asynccontextmanager
-async def open_pbx(services: Any) -> AsyncIterator[Any]:
+async def open_pbx(services: Services) -> AsyncIterator[Any]:
     """Extension (dialer/bootstrap.py): `[pbx] mode = "sip_ua"` registers on the PBX and
     attaches it as the gate's PBX; "none" (default) leaves authorise-then-dial."""
     from dialer.errors import ConfigError

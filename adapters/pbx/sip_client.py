@@ -41,7 +41,7 @@ class _PhoneShim:
     _status = pv.PhoneStatus.INACTIVE
 
 
-class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid-type]
+class PyVoIPSipClient(SipRegistration, pv.SIPClient):
     """pyVoIP's SIPClient with a single-threaded, non-blocking transaction layer."""
 
     def __init__(self, config: SipUaConfig, on_registration: Callable[[bool, str | None], None]):
@@ -51,7 +51,7 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid
                 config.port,
                 config.username,
                 config.password,
-                phone=_PhoneShim(),
+                phone=_PhoneShim(),  # type: ignore[arg-type]  # the client only writes a status into it
                 myIP=config.local_ip,
                 myPort=config.local_port,
                 callCallback=None,
@@ -59,11 +59,11 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid
             )
         self.cfg = config
         self.default_expires = config.register_expires
-        self.register_timeout = config.register_timeout
+        self.register_timeout = config.register_timeout  # type: ignore[assignment]  # pyVoIP: int; a select timeout, seconds
         self._on_registration = on_registration
         self._dialogs: dict[str, Dialog] = {}
         self._closing: set[Any] = set()  # RTP clients stopped, sockets closing a frame later
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = itertools.count()
         self._commands: list[Callable[[], None]] = []
         self._cmd_lock = threading.Lock()
@@ -110,7 +110,7 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid
         self.post(self._send_register)
         return fut
 
-    def stop(self) -> None:  # type: ignore[override]
+    def stop(self) -> None:
         if not self.NSD:
             return
         done = threading.Event()
@@ -154,7 +154,8 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid
         except OSError:
             pass
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
+        """Run `fn` on the SIP thread after `delay` seconds; what it returns is dropped."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
 
     def _loop(self) -> None:
@@ -193,7 +194,7 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid
                 _, _, fn = heapq.heappop(self._timers)
                 self._guard(fn)
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def _guard(self, fn: Callable[[], object]) -> None:
         try:
             with pv.preserved_warning_filters():
                 fn()
@@ -238,7 +239,7 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid
         d.rtp_port = self._free_ports.pop()
         ms = {d.rtp_port: {0: pv.PayloadType.PCMU, 101: pv.PayloadType.EVENT}}
         d.branch = self.gen_branch()
-        text = self.gen_invite(leg.target, str(random.randint(1, 2**31)), ms, pv.TransmitType.SENDRECV, d.branch, leg.call_id)
+        text = self.gen_invite(leg.target, str(random.randint(1, 2**31)), ms, pv.TransmitType.SENDRECV, d.branch, leg.call_id)  # type: ignore[arg-type]
         extra = "".join(f"{k}: {v}\r\n" for k, v in leg.headers.items() if re.fullmatch(r"[A-Za-z0-9-]+", k) and "\r" not in v and "\n" not in v)
         text = text.replace("\r\nContent-Type:", f"\r\n{extra}Content-Type:", 1)
         _, headers = split_headers(text.encode())
@@ -453,9 +454,10 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):  # type: ignore[misc,valid
         assoc = {0: pv.PayloadType.PCMU}
         if "101" in medias[0]["methods"]:
             assoc[101] = pv.PayloadType.EVENT
+        assert d.rtp_port is not None  # taken from the free ports before the INVITE went out
         client = pv.RTPClient(assoc, self.myIP, d.rtp_port, conns[0]["address"], medias[0]["port"], pv.TransmitType.SENDRECV)
-        client.pmin = d.leg.rx
-        client.pmout = d.leg.tx
+        client.pmin = d.leg.rx  # type: ignore[assignment]
+        client.pmout = d.leg.tx  # type: ignore[assignment]
         client.start()
         # pyVoIP's receiver polls a non-blocking socket and sleeps 10 ms when it is empty:
         # up to 10 ms added to every relayed frame and 100 wake-ups/s per leg. A blocking

@@ -3,9 +3,11 @@ failures that make the PBX unavailable."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -18,6 +20,31 @@ log = structlog.get_logger("adapters.pbx.sip_ua")
 
 class SipRegistration:
     """The registration steps of `PyVoIPSipClient`, run on its SIP thread."""
+
+    if TYPE_CHECKING:
+        # What the client this is mixed into (pyVoIP's SIPClient and PyVoIPSipClient) has.
+        server: str
+        port: int
+        username: str
+        password: str
+        myIP: str
+        myPort: int
+        default_expires: int
+        register_timeout: int  # as pyVoIP declares it; the client stores seconds as a float
+        registered: bool
+        registration_error: str | None
+        _reg: dict[str, Any]
+        _reg_failures: int
+        _register_waiters: list[concurrent.futures.Future[None]]
+        _on_registration: Callable[[bool, str | None], None]
+
+        def gen_register(self, request: Any, deregister: bool = False) -> str: ...
+        def gen_first_response(self, deregister: bool = False) -> str: ...
+        def _send(self, data: bytes | str) -> None: ...
+        def _retransmit(
+            self, still: Callable[[], bool], data: bytes | str, *, on_timeout: Callable[[], None] | None, total: float
+        ) -> None: ...
+        def call_later(self, delay: float, fn: Callable[[], object]) -> None: ...
 
     # registration -----------------------------------------------------------------
     def _send_register(self, challenge: Any = None, expires: int | None = None) -> None:

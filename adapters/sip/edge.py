@@ -462,8 +462,9 @@ class SipEdgeProcess:
         assert proc.stdin is not None
         proc.stdin.write(_dumps(spec) + b"\n")
         exited = asyncio.ensure_future(proc.wait())
+        first: set[asyncio.Future[Any]] = {ready, exited}
         try:
-            await asyncio.wait({ready, exited}, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(first, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             exited.cancel()
         if ready.done() and not ready.cancelled():
@@ -488,8 +489,8 @@ class SipEdgeProcess:
             proc = self._proc
             assert proc is not None
             code = await proc.wait()
-            if self._closing:
-                return
+            if self._closing:  # closed while the edge ran; mypy holds the loop's check across the await
+                return  # type: ignore[unreachable]
             self.last_exit = code
             loop = asyncio.get_running_loop()
             if loop.time() - self._launched < self._stable_after:

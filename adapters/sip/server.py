@@ -521,7 +521,7 @@ class SipServer:
                 self._no_decision(d)
                 return
             answer = fail_closed_answer()
-        self._answer(d, answer)  # type: ignore[arg-type]
+        self._answer(d, answer)
 
     def _no_decision(self, d: "_Decision") -> None:
         """503: nothing was decided (a time-out, or the deciding process is unreachable),

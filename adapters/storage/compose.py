@@ -33,7 +33,9 @@ def blob_store(cfg: RecordingsConfig) -> BlobStore:
     if cfg.store.startswith("s3://"):
         from adapters.storage.s3 import S3BlobStore, settings_from_config
 
-        return S3BlobStore.from_settings(settings_from_config(cfg.store, cfg.s3 or {}))
+        # typing.BinaryIO is nominal: the store's ranged reader is a seekable binary file
+        # (io.RawIOBase) without being declared one.
+        return S3BlobStore.from_settings(settings_from_config(cfg.store, cfg.s3 or {}))  # type: ignore[return-value]
     return FilesystemBlobStore(cfg.data_dir)
 
 

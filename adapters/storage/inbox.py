@@ -80,7 +80,7 @@ async def _pieces(path: Path) -> AsyncIterator[bytes]:
 
 def _wav_seconds(path: Path) -> float | None:
     try:
-        with wave.open(str(path)) as w:
+        with wave.open(str(path), "rb") as w:
             return w.getnframes() / float(w.getframerate())
     except (wave.Error, EOFError, OSError, ZeroDivisionError):
         return None

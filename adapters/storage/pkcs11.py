@@ -73,7 +73,8 @@ class Pkcs11KeyProvider:
         p = self._p
         found: dict[str, Any] = {}
         for obj in self._session.get_objects({p.Attribute.CLASS: p.ObjectClass.SECRET_KEY}):
-            label = obj.label or ""
+            # python-pkcs11 types get_objects as yielding Object; this template yields SecretKeys.
+            label = obj.label or ""  # type: ignore[attr-defined]
             if label.startswith(f"{_PREFIX}{scope}/"):
                 found[label[len(_PREFIX) + len(scope) + 1 :]] = obj
         return found
@@ -228,9 +229,10 @@ class Pkcs11KeyProvider:
     def scopes(self) -> list[str]:
         with self._lock:
             p = self._p
+            # python-pkcs11 types get_objects as yielding Object; this template yields SecretKeys.
             names = {
-                (obj.label or "")[len(_PREFIX) :].rsplit("/", 1)[0]
+                (obj.label or "")[len(_PREFIX) :].rsplit("/", 1)[0]  # type: ignore[attr-defined]
                 for obj in self._session.get_objects({p.Attribute.CLASS: p.ObjectClass.SECRET_KEY})
-                if (obj.label or "").startswith(_PREFIX)
+                if (obj.label or "").startswith(_PREFIX)  # type: ignore[attr-defined]
             }
             return sorted(s for s in names if not self._destroyed(s))

@@ -393,7 +393,7 @@ class S3RangeReader(io.RawIOBase):
         try:
             body = self._store.client.get_object(**args)["Body"]
             try:
-                data = body.read()
+                data: bytes = body.read()
             finally:
                 body.close()
         except Exception as exc:
@@ -517,7 +517,10 @@ class S3BlobStore:
     def _head(self, key: str) -> dict[str, Any]:
         version = self._original(key)
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.object_key(key), **self._version_arg(version))
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self.object_key(key), **self._version_arg(version)
+            )
+            return head
         except Exception as exc:
             raise _storage_error("读取", exc) from exc
 

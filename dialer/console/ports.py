@@ -177,7 +177,7 @@ class ContactView:
 class OutcomeView:
     disposition: str
     result: str | None
-    note: str
+    note: str | None
     recorded_at: datetime | None = None
     callback_at: datetime | None = None
     promise_amount: str | None = None

@@ -37,6 +37,7 @@ from dialer.console.ports import (
     CONSOLE_ROLES,
     HEALTH_COMPONENTS,
     BlockedDialFilter,
+    BlockedSummary,
     ConsoleError,
     ConsoleQueries,
     DecisionRow,
@@ -104,6 +105,12 @@ class _Ctx:
     @property
     def t(self) -> Callable[..., str]:
         return translator(self.lang)
+
+    @property
+    def who(self) -> Principal:
+        """The signed-in principal, on a page past `guard`."""
+        assert self.principal is not None  # `guard` answered the request otherwise
+        return self.principal
 
 
 def _resolve(value: Any, request: Request) -> Any:
@@ -307,7 +314,7 @@ def console_router(
         ctx = await context(request)
         if (r := await guard(ctx, None)) is not None:
             return r
-        opts = await ctx.queries.filter_options(ctx.principal)
+        opts = await ctx.queries.filter_options(ctx.who)
         return await render(ctx, "home.html", creditors=opts.creditors)
 
     @router.get("/case")
@@ -343,7 +350,7 @@ def console_router(
         ctx = await context(request)
         if (r := await guard(ctx, "blocked")) is not None:
             return r
-        who = ctx.principal
+        who = ctx.who
         opts = await ctx.queries.filter_options(who)
         try:
             flt, raw = blocked_filter(ctx, request.query_params)
@@ -374,12 +381,12 @@ def console_router(
         try:
             flt, _ = blocked_filter(ctx, request.query_params)
             # Probe the scope before streaming: a 404 must be a 404, not a broken download.
-            await ctx.queries.blocked_dials(ctx.principal, flt, None, 1)
+            await ctx.queries.blocked_dials(ctx.who, flt, None, 1)
         except _BadRequest as bad:
             return finish(ctx, Response(f"{bad.field_name}: {bad}", status_code=400, media_type="text/plain; charset=utf-8"))
         except ConsoleError as exc:
             return await on_error(ctx, exc)
-        rows = ctx.queries.export_blocked_dials(ctx.principal, flt)
+        rows = ctx.queries.export_blocked_dials(ctx.who, flt)
         name = f"blocked-dials-{flt.date_from or 'all'}-{flt.date_to or 'all'}.csv"
         resp = StreamingResponse(
             _csv_stream(rows, ctx.settings.display_tz),
@@ -394,7 +401,7 @@ def console_router(
         if (r := await guard(ctx, "decision")) is not None:
             return r
         try:
-            d = await ctx.queries.decision(ctx.principal, decision_id)
+            d = await ctx.queries.decision(ctx.who, decision_id)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         return await render(ctx, "decision.html", d=d, inputs=_flatten(d.inputs_used))
@@ -406,7 +413,7 @@ def console_router(
         if (r := await guard(ctx, "worklist")) is not None:
             return r
         try:
-            items = await ctx.queries.worklist(ctx.principal)
+            items = await ctx.queries.worklist(ctx.who)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         missed = [i for i in items if i.first_call_missed]
@@ -423,7 +430,7 @@ def console_router(
         if (r := await guard(ctx, "case")) is not None:
             return r
         try:
-            c = await ctx.queries.case(ctx.principal, creditor, case_id)
+            c = await ctx.queries.case(ctx.who, creditor, case_id)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         return await render(ctx, "case.html", c=c)
@@ -444,8 +451,8 @@ def console_router(
         except _BadRequest as bad:
             return await render(ctx, "case_recordings.html", status=400, creditor=creditor, case_id=case_id, raw=raw, recs=[], error=(bad.field_name, str(bad)))
         try:
-            await ctx.queries.case(ctx.principal, creditor, case_id)
-            recs = await ctx.queries.case_recordings(ctx.principal, creditor, case_id, flt)
+            await ctx.queries.case(ctx.who, creditor, case_id)
+            recs = await ctx.queries.case_recordings(ctx.who, creditor, case_id, flt)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         return await render(ctx, "case_recordings.html", creditor=creditor, case_id=case_id, raw=raw, recs=recs, error=None)
@@ -456,8 +463,8 @@ def console_router(
         if (r := await guard(ctx, "recordings")) is not None:
             return r
         try:
-            rec = await ctx.queries.recording(ctx.principal, recording_id)
-            log = await ctx.queries.access_log(ctx.principal, recording_id)
+            rec = await ctx.queries.recording(ctx.who, recording_id)
+            log = await ctx.queries.access_log(ctx.who, recording_id)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         reason = ctx.grants.reason(grant, ctx.session, recording_id) if grant else None
@@ -475,19 +482,19 @@ def console_router(
         if form is None:
             return await error_page(ctx, 403, ctx.t("error.csrf"))
         try:
-            rec = await ctx.queries.recording(ctx.principal, recording_id)
+            rec = await ctx.queries.recording(ctx.who, recording_id)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         reason = " ".join((form.get("reason") or "").split())
         if len(reason) < MIN_REASON_CHARS or len(reason) > 500:
-            log = await ctx.queries.access_log(ctx.principal, recording_id)
+            log = await ctx.queries.access_log(ctx.who, recording_id)
             return await render(
                 ctx, "recording.html", status=400, rec=rec, log=log, reason=None, grant=None,
                 error=ctx.t("recording.reason_invalid", n=MIN_REASON_CHARS), expired=False,
             )
         grant = ctx.grants.issue(ctx.session, recording_id, reason)
         # The vault logs every byte range read; this records that the reason was given.
-        _log.info("console.recording_reason_given", user=ctx.principal.name, recording_id=recording_id)
+        _log.info("console.recording_reason_given", user=ctx.who.name, recording_id=recording_id)
         return finish(ctx, RedirectResponse(f"/console/recordings/{recording_id}?" + urlencode({"grant": grant}), status_code=303))
 
     @router.get("/recordings/{recording_id}/audio")
@@ -503,7 +510,7 @@ def console_router(
         try:
             rec = await ctx.queries.recording(ctx.principal, recording_id)
             rng = _parse_range(request.headers.get("range"), rec.size)
-            if rng == "unsatisfiable":
+            if isinstance(rng, str):  # "unsatisfiable", the one string it returns
                 return finish(ctx, Response(status_code=416, headers={"Content-Range": f"bytes */{rec.size}"}))
             start, end = rng if rng else (None, None)
             client = client_of(request.scope, getattr(request.app.state, "services", None))
@@ -525,7 +532,7 @@ def console_router(
         if (r := await guard(ctx, "recordings")) is not None:
             return r
         try:
-            log = await ctx.queries.access_log(ctx.principal, recording_id)
+            log = await ctx.queries.access_log(ctx.who, recording_id)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         page = env.get_template("access_log_rows.html").render(
@@ -540,14 +547,14 @@ def console_router(
         if (r := await guard(ctx, "register")) is not None:
             return r
         try:
-            page = await ctx.queries.destruction_register(ctx.principal, cursor, ctx.settings.page_size)
+            page = await ctx.queries.destruction_register(ctx.who, cursor, ctx.settings.page_size)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         return await render(ctx, "destruction.html", page=page, cursor=cursor)
 
     async def purges_page(ctx: _Ctx, status: int = 200, error: str | None = None, done: str | None = None) -> Response:
         try:
-            pending = await ctx.queries.pending_purges(ctx.principal)
+            pending = await ctx.queries.pending_purges(ctx.who)
         except ConsoleError as exc:
             return await on_error(ctx, exc)
         return await render(ctx, "purges.html", status=status, pending=pending, error=error, done=done)
@@ -568,14 +575,14 @@ def console_router(
         if form is None:
             return await error_page(ctx, 403, ctx.t("error.csrf"))
         try:
-            await ctx.queries.approve_purge(ctx.principal, purge_id)
+            await ctx.queries.approve_purge(ctx.who, purge_id)
         except NotFound as exc:
             return await on_error(ctx, exc)
         except ConsoleError as exc:
-            _log.warning("console.purge_refused", user=ctx.principal.name, purge_id=purge_id, why=exc.message)
+            _log.warning("console.purge_refused", user=ctx.who.name, purge_id=purge_id, why=exc.message)
             msg = exc.message_zh if ctx.lang == "zh-CN" else exc.message
             return await purges_page(ctx, status=409 if isinstance(exc, Refused) else 403, error=msg)
-        _log.info("console.purge_approved", user=ctx.principal.name, purge_id=purge_id)
+        _log.info("console.purge_approved", user=ctx.who.name, purge_id=purge_id)
         return finish(ctx, RedirectResponse("/console/purges?" + urlencode({"done": purge_id}), status_code=303))
 
     return router
@@ -665,7 +672,7 @@ async def _csv_stream(rows: AsyncIterator[DecisionRow], tz: ZoneInfo) -> AsyncIt
     yield buf.getvalue().encode()
 
 
-def _charts(ctx: _Ctx, flt: BlockedDialFilter, summary: Any) -> dict[str, Markup]:
+def _charts(ctx: _Ctx, flt: BlockedDialFilter, summary: BlockedSummary) -> dict[str, Any]:
     t = ctx.t
     by_rule: dict[str, int] = {}
     for _, r, n in summary.by_day_rule:

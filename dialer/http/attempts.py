@@ -8,7 +8,7 @@ recording id. Another creditor's attempt is a 404, like a missing one. Numbers a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
@@ -17,6 +17,10 @@ from dialer.http.deps import Caller, Svc
 from dialer.masking import mask_number
 from dialer.model import FULL_NUMBER_ROLES
 
+if TYPE_CHECKING:
+    from dialer.model import AttemptRecord, Principal
+    from dialer.services import Services
+
 router = APIRouter(prefix="/v1", tags=["attempts"])
 
 
@@ -24,7 +28,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def _collector_may_open(svc: Any, who: Any, attempt: Any) -> bool:
+async def _collector_may_open(svc: Services, who: Principal, attempt: AttemptRecord) -> bool:
     """A collector reads the attempts they placed and those of the cases assigned to
     them, as they open only those cases; other roles as their creditors allow."""
     if who.role != "collector" or attempt.agent_id == who.name:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.case_actions import MAX_REASON, CaseAction, CaseActions
 from dialer.http.deps import Caller, Svc
+
+if TYPE_CHECKING:
+    from dialer.model import Principal
+    from dialer.services import Services
 
 router = APIRouter(prefix="/v1", tags=["cases"])
 
@@ -24,7 +28,7 @@ class ExtendBody(ReasonBody):
     commission_end: date = Field(description="the new end of the commission (延长委托), after the current one")
 
 
-async def _run(svc: Any, who: Any, case_id: str, action: str, body: ReasonBody, **kw: Any) -> dict[str, Any]:
+async def _run(svc: Services, who: Principal, case_id: str, action: str, body: ReasonBody, **kw: Any) -> dict[str, Any]:
     return await CaseActions(svc.gate).run(
         CaseAction(actor=who, case_id=case_id, action=action, reason=body.reason, creditor=body.creditor, **kw)
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,10 +14,14 @@ from dialer.imports import parse_contact
 from dialer.usecases import DATA_ROLES, require_role
 from policy import NumberFormatError
 
+if TYPE_CHECKING:
+    from dialer.model import Principal
+    from dialer.services import Services
+
 router = APIRouter(prefix="/v1", tags=["cases"])
 
 
-async def _legacy(svc: Any, who: Any, request: Request, kind: str) -> dict[str, Any]:
+async def _legacy(svc: Services, who: Principal, request: Request, kind: str) -> dict[str, Any]:
     """The job run to its end; a refusal reads exactly as before jobs existed (no job id)."""
     try:
         job, _ = await submit(svc, who, request, kind, None, wait=True)

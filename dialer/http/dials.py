@@ -11,6 +11,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dialer.commands import DialBody
 from dialer.errors import BadRequest, DialBlocked
@@ -108,7 +109,7 @@ async def _dial(svc: Any, body: DialBody, who: Principal, key: str | None = None
     }, status_code=201, headers=REPLAYED if result.replayed else None)
 
 
-async def fast_dial(app: Any, inner: Any, scope: Any, receive: Any, send: Any) -> None:
+async def fast_dial(app: Any, inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     """`POST /v1/dials` without FastAPI's routing and dependency solving, for the one
     case that is the hot path: a JSON object that is a valid `DialBody`, from a caller
     whose token checks. The answer is the route's own (`_dial`), and an exception from

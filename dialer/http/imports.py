@@ -67,7 +67,7 @@ async def read_upload(request: Request, kind: str, limits: ImportLimits, encodin
     )
 
 
-async def submit(svc: Any, who: Principal, request: Request, kind: str, encoding: str | None,
+async def submit(svc: Services, who: Principal, request: Request, kind: str, encoding: str | None,
                  *, wait: bool) -> tuple[dict[str, Any], bool]:
     jobs = import_jobs(svc)
     upload = await read_upload(request, kind, jobs.limits, encoding)

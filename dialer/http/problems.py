@@ -25,15 +25,16 @@ def instance_of(request: Request) -> str:
 
 class FastJSONResponse(JSONResponse):
     """JSON encoded with orjson: UTF-8, compact, same values as `JSONResponse`. A dial's
-    answer carries the whole decision (~5 KB with its checks in two languages); the
-    json module took ~35 µs per answer for it, orjson ~2 µs."""
+    answer carries the whole decision with its checks in two languages, which the json
+    module encodes an order of magnitude slower than orjson."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 def instance_of_scope(scope: Any) -> str:
-    return scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    path: str = scope["path"]
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
 
 
 def store_unavailable_body(scope: Any) -> dict[str, Any]:

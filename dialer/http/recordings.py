@@ -158,7 +158,7 @@ def _when(value: str | None, name: str) -> datetime | None:
     return parse_when(value, name)
 
 
-async def _link_for_attempt(svc: Any, who: Principal, attempt_id: str) -> tuple[Link, datetime | None]:
+async def _link_for_attempt(svc: Services, who: Principal, attempt_id: str) -> tuple[Link, datetime | None]:
     """The case, agent and number of an attempt; an unknown attempt gives no link."""
     async with svc.store.read() as uow:
         att = await uow.attempts.get(attempt_id)
@@ -341,7 +341,7 @@ async def _case_held(vault: Vault, r: Recording) -> bool:
     return r.creditor is not None and r.case_id is not None and await vault.repo.case_hold(r.creditor, r.case_id) is not None
 
 
-async def _case_creditor(svc: Any, who: Principal, case_id: str, creditor: str | None) -> str:
+async def _case_creditor(svc: Services, who: Principal, case_id: str, creditor: str | None) -> str:
     async with svc.store.read() as uow:
         found = await uow.cases.find(case_id, who.scope())
     if creditor is not None:
@@ -530,7 +530,8 @@ class PurgeBody(BaseModel):
 
 
 def _purge_json(p: Any) -> dict[str, Any]:
-    return _jsonable(asdict(p))
+    doc: dict[str, Any] = _jsonable(asdict(p))
+    return doc
 
 
 @router.post("/purges", status_code=201, summary="Request destruction of what is due (admin); dry_run only lists it.")

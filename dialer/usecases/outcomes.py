@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import timezone
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -22,6 +22,15 @@ from dialer.usecases.follow_up import (
 )
 
 log = structlog.get_logger("dialgate.gate")
+
+
+class _CaseEvent(TypedDict):
+    """The case and time every event of one logged outcome carries (`Outbox.add`)."""
+
+    creditor: str
+    case_pk: int | None
+    case_id: str | None
+    occurred_at: datetime
 
 
 class OutcomeUseCases(GateBase):
@@ -118,7 +127,7 @@ class OutcomeUseCases(GateBase):
             changes["follow_up_status"] = status
             changes["next_action_date"] = next_date
             await uow.cases.update(case.pk, now, source=source, **changes)
-            ev = dict(creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now)
+            ev = _CaseEvent(creditor=case.creditor, case_pk=case.pk, case_id=case.case_id, occurred_at=now)
             await attempt_state.mark_completed(uow, attempt, connected=connected, at=now)
             await uow.outbox.add(
                 "outcome.logged", **ev,
