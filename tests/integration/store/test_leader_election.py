@@ -62,7 +62,9 @@ async def _lock_holders(pg_url: str) -> list[str]:
     try:
         rows = await conn.fetch(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2 AND l.granted",
+            "WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2 AND l.granted "
+            # Advisory locks are per database; other databases of the cluster elect their own.
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             LOCK_CLASS, LOCK_ID)
         return [r[0] for r in rows]
     finally:
