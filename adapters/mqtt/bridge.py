@@ -10,7 +10,9 @@ Started by the composition root (dialer/bootstrap.py `extensions`) when `[mqtt] 
   case runs with channel "mqtt". The reply carries the HTTP answer: 201 and the same
   body as the API, or 403 with the `dial-blocked` problem (a blocked dial is an answer,
   not a dead letter). Bad token, wrong creditor, unknown case, malformed body: dead
-  letter plus an error reply.
+  letter plus an error reply. A command carrying `idempotency_key` that is resent or
+  redelivered gets the first answer again (`replayed: true`), decided and counted once,
+  as `POST /v1/dials` with its `Idempotency-Key` header.
 - In, `dialgate/v1/pbx/<pbx_id>/events`: handed to the application's attempt state use
   case (dialer/attempt_state.py `AttemptStates.apply_call_event`), which matches the
   attempt by `attempt_id`, or by SIP Call-ID once the first event of a call that names
@@ -109,6 +111,7 @@ class GateDialHandler:
                     agent_id=body.agent_id,
                     channel="mqtt",
                     creditor=body.creditor,
+                    request_key=command.idempotency_key,
                 )
             )
         except NoSuchCase as exc:
@@ -131,7 +134,7 @@ class GateDialHandler:
             raise rejected from exc
         if not result.allowed:
             problem = DialBlocked(result.decision_json(), result.decision_id).to_problem()
-            return DialReply(403, problem)
+            return DialReply(403, problem, replayed=result.replayed)
         attempt = result.attempt
         assert attempt is not None
         return DialReply(
@@ -144,6 +147,7 @@ class GateDialHandler:
                 "decision_id": result.decision_id,
                 "decision": result.decision_json(),
             },
+            replayed=result.replayed,
         )
 
 

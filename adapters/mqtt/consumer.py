@@ -57,7 +57,7 @@ from adapters.mqtt.topics import (
 
 log = structlog.get_logger("dialgate.mqtt.consumer")
 
-_DIAL_CONTROL_KEYS = frozenset({"token", "reply_to", "correlation_id", "requested_at"})
+_DIAL_CONTROL_KEYS = frozenset({"token", "reply_to", "correlation_id", "requested_at", "idempotency_key"})
 _PBX_KINDS = ("answered", "hangup", "recording_ready")
 _MAX_ID = 256
 _EXCERPT = 1024
@@ -154,14 +154,18 @@ class InboundConsumer:
                     details={"field": "token"},
                 )
             self._refuse_if_stale(doc)
+            key = _idempotency_key(doc)
             request = {k: v for k, v in doc.items() if k not in _DIAL_CONTROL_KEYS}
             assert self._dial_handler is not None
             reply = await self._dial_handler.handle_dial(
-                DialCommand(token=token, request=request, message_id=message_id)
+                DialCommand(token=token, request=request, message_id=message_id, idempotency_key=key)
             )
             self.handled += 1
-            log.info("mqtt.dial_command.handled", message_id=message_id, status=reply.status)
-            await self._reply(route, {"status": reply.status, "body": dict(reply.body)})
+            log.info("mqtt.dial_command.handled", message_id=message_id, status=reply.status, replayed=reply.replayed)
+            answer: dict[str, Any] = {"status": reply.status, "body": dict(reply.body)}
+            if reply.replayed:
+                answer["replayed"] = True
+            await self._reply(route, answer)
         except MessageRejected as exc:
             await self._reply(route, _error_reply(exc))
             await self._deadletter(message, message_id, exc)
@@ -471,3 +475,20 @@ def _excerpt(payload: Any) -> str:
     else:  # not parseable (or cut short): still never echo a secret
         text = _SECRET_FIELD.sub(r'"\1":"***"', text)
     return mask_text(text)[:_EXCERPT]
+
+
+def _idempotency_key(doc: Mapping[str, Any]) -> str | None:
+    """The command's `idempotency_key` (1-128 printable ASCII characters), or None; the
+    same rule as the `Idempotency-Key` header of `POST /v1/dials`."""
+    key = doc.get("idempotency_key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not key.strip() or any(
+        not " " <= ch <= "~" for ch in key
+    ):
+        raise MalformedMessage(
+            "idempotency_key must be 1-128 printable ASCII characters",
+            "idempotency_key 必须是 1-128 个可打印 ASCII 字符",
+            details={"field": "idempotency_key"},
+        )
+    return key

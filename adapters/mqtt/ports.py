@@ -40,6 +40,9 @@ class DialCommand:
     token: str = field(repr=False)
     request: Mapping[str, Any]
     message_id: str  # ours, for logs and the dead-letter record
+    # The requester's key for this dial: a redelivered or resent command with the same
+    # key gets the first answer, decided and counted once.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class DialReply:
 
     status: int
     body: Mapping[str, Any]
+    replayed: bool = False  # the answer the idempotency key's first command got
 
 
 class DialCommandHandler(Protocol):

@@ -230,6 +230,42 @@ async def test_an_answered_call_reported_over_mqtt_counts_for_the_connected_call
     assert checks["cap.regf_quiet_after_conversation"] is False
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+async def test_a_dial_command_resent_with_its_idempotency_key_is_answered_once_and_counted_once(gate, watch):
+    reply_topic = f"dialgate/v1/replies/{uuid.uuid4().hex[:8]}"
+    port = gate.svc.mqtt.connection.config.port
+
+    def command(case_id: str, number: str, key: Any, n: int) -> bytes:
+        return json.dumps({"token": gate.tokens["col-a"], "case_id": case_id, "number": number, "agent_id": "col-a",
+                           "idempotency_key": key, "reply_to": reply_topic, "correlation_id": n}).encode()  # fmt: skip
+
+    async with Collector(port, [reply_topic], gate.client_id + "-desk") as desk:
+        # As a client resends after a lost reply, and as a broker redelivers.
+        for n in (1, 2):
+            await publish_once(port, DIAL, command("C-2", "13700000003", "click-7f3a", n))
+            await desk.wait_until(lambda ms, n=n: len(ms) >= n, 15)
+        # The key reused for another dial, and a key that is not one.
+        await publish_once(port, DIAL, command("C-1", "13800000001", "click-7f3a", 3))
+        await desk.wait_until(lambda ms: len(ms) >= 3, 15)
+        await publish_once(port, DIAL, command("C-1", "13800000001", "键", 4))
+        await desk.wait_until(lambda ms: len(ms) >= 4, 15)
+    replies = {d["correlation_id"]: d for d in (m.json() for m in desk.messages)}
+    for d in replies.values():
+        assert errors("inbound/dial-reply.schema.json", d) == [], d
+    first, again = replies[1], replies[2]
+    assert first["status"] == again["status"] == 201 and "replayed" not in first and again["replayed"] is True
+    assert again["body"]["attempt_id"] == first["body"]["attempt_id"]
+    assert again["body"]["decision_id"] == first["body"]["decision_id"]
+    assert replies[3]["status"] == 422 and replies[3]["error"]["details"]["field"] == "idempotency_key"
+    assert replies[4]["status"] == 400 and replies[4]["error"]["details"] == {"field": "idempotency_key"}
+
+    rows = await _all_outbox_events_arrive(gate, watch)
+    decided = [json.loads(r.payload) for r in rows if json.loads(r.payload)["type"] in ("dial.allowed", "dial.blocked")]
+    assert [(d["type"], d["case_id"], d["attempt_id"]) for d in decided] == [
+        ("dial.allowed", "C-2", first["body"]["attempt_id"])
+    ]
+
+
 async def test_garbage_wrong_creditor_and_unmatched_messages_are_dead_lettered_and_the_gate_keeps_serving(
     gate, watch
 ):
