@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import httpx
 
@@ -103,9 +103,12 @@ def _gate_config(workdir: Path, pg_url: str, name: str, sip_port: int, route_por
 @contextlib.asynccontextmanager
 async def two_gates(pg_url: str, workdir: Path, cases: Sequence[dict[str, Any]], *,
                     kamailio: bool = True, log_to_file: bool = False,
-                    env: Mapping[str, str] | None = None) -> AsyncIterator[TwoGates]:
+                    env: Mapping[str, str] | None = None,
+                    front_a: Callable[[int], Awaitable[int]] | None = None) -> AsyncIterator[TwoGates]:
     """Both gates ready with ``cases`` imported (and Kamailio dispatching over them when
-    ``kamailio``); every process stopped on the way out, a frozen one thawed first."""
+    ``kamailio``); every process stopped on the way out, a frozen one thawed first.
+    ``front_a`` puts something between Kamailio and gate A: given A's SIP port, it
+    returns the port Kamailio is to use for A."""
     kport, sip_ports, http_ports = free_port(), [free_port(), free_port()], [free_port(), free_port()]
     key = _evidence_key(workdir)
     configs = [_gate_config(workdir, pg_url, n, p, kport, key) for n, p in zip("ab", sip_ports)]
@@ -137,9 +140,10 @@ async def two_gates(pg_url: str, workdir: Path, cases: Sequence[dict[str, Any]],
                 assert r.status_code == 200, r.text
         if kamailio:
             # Kamailio holds its own copy of the log's descriptor; ours closes once it started.
+            a_port = await front_a(sip_ports[0]) if front_a is not None else sip_ports[0]
             with open(Path(run_dir) / "kamailio.log", "wb") as kamailio_log:
                 proxy = subprocess.Popen(
-                    ["bash", str(START), "--port", str(kport), "--gate", f"127.0.0.1:{sip_ports[0]}",
+                    ["bash", str(START), "--port", str(kport), "--gate", f"127.0.0.1:{a_port}",
                      "--gate2", f"127.0.0.1:{sip_ports[1]}", "--run-dir", run_dir, "--foreground"],
                     stdout=subprocess.DEVNULL, stderr=kamailio_log,
                     start_new_session=True, preexec_fn=_die_with_parent)
