@@ -271,7 +271,7 @@ async def test_an_introduced_link_survives_lines_it_cannot_read_and_fails_only_t
     async with SipEdgeProcess(authorizer, edge_config(port)) as edge:
         assert edge.socket_path is not None
         reader, writer = await asyncio.open_unix_connection(edge.socket_path)
-        good = [9, "+8613800000009", None, "1001", "a1", None, None, "good@pbx"]
+        good = [9, "+8613800000009", None, "1001", "a1", None, None, "good@pbx", "invite-identity-9"]
         lines = [
             json.dumps(["link", edge._token, os.getpid()]).encode(),  # what an edge sends first
             b"not json",
