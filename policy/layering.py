@@ -43,21 +43,6 @@ SCOPES = ("number", "case")
 COUNTS = ("attempts", "connected", "unanswered")
 MAX_CAP_WINDOW = timedelta(days=400)
 
-_TOP_KEYS = (
-    "timezone",
-    "default_region",
-    "window",
-    "appointment",
-    "caps",
-    "blackout_dates",
-    "blackout_periods",
-    "cn_holidays",
-    "preset",
-    "drop_caps",
-    "allow_unregistered_lines",
-    "holiday_file",
-    "creditors",
-)
 _CREDITOR_KEYS = (
     "timezone",
     "default_region",
@@ -71,6 +56,8 @@ _CREDITOR_KEYS = (
     "drop_caps",
     "allow_unregistered_lines",
 )
+# The top level is a creditor's keys plus what only the whole book has.
+_TOP_KEYS = (*_CREDITOR_KEYS, "holiday_file", "creditors")
 _APPOINTMENT_KEYS = ("tolerance", "max_attempts")
 _CAP_KEYS = ("id", "scope", "relations", "count", "limit", "window", "enabled")
 _CAP_REQUIRED = ("id", "scope", "limit", "window")
