@@ -48,6 +48,7 @@ from .model import (
     HistoryEvent,
 )
 from .numbers import NumberFormatError, load_zone, mask_number, normalize_number, number_zone
+from .wording import ALL_RELATIONS, REL_ZH, make_check
 
 __all__ = ["evaluate", "TEMPORAL_PREFIXES"]
 
@@ -57,7 +58,6 @@ _SEARCH_HORIZON = timedelta(days=400)
 _MAX_ITERATIONS = 2000
 _ONE_DAY = timedelta(days=1)
 
-_ALL_RELATIONS = ("self", "guarantor", "family", "work", "third_party")
 _ROLE_ZH = {
     "collector": "催收员",
     "supervisor": "催收主管",
@@ -67,7 +67,6 @@ _ROLE_ZH = {
     "pbx": "呼叫中心系统",
     "admin": "管理员",
 }
-_REL_ZH = {"self": "本人", "guarantor": "担保人", "family": "家属", "work": "单位/同事", "third_party": "第三方"}
 _COUNT_EN = {"attempts": "attempts", "connected": "connected calls", "unanswered": "unanswered attempts"}
 _COUNT_ZH = {"attempts": "次拨打", "connected": "次接通", "unanswered": "次未接通拨打"}
 _FLAG_TEXT = {
@@ -88,24 +87,20 @@ _FLAG_TEXT = {
 # about a microsecond to construct and the allowed path builds ~25 checks.
 
 
-def _c(rule_id: str, passed: bool, en: str, zh: str) -> Check:
-    return Check(rule_id, passed, en, zh)
-
-
-_PASS_STORE = _c("system.store_unavailable", True, "case store reachable", "案件库可用")
-_FAIL_STORE = _c(
+_PASS_STORE = make_check("system.store_unavailable", True, "case store reachable", "案件库可用")
+_FAIL_STORE = make_check(
     "system.store_unavailable", False, "the case store is unavailable: failing closed", "案件库不可用，拒绝拨打（故障即拒绝）"
 )
-_PASS_REC = _c("system.recording_unavailable", True, "recording system working", "录音系统正常")
-_FAIL_REC = _c(
+_PASS_REC = make_check("system.recording_unavailable", True, "recording system working", "录音系统正常")
+_FAIL_REC = make_check(
     "system.recording_unavailable",
     False,
     "the recording system is unavailable: every call must be recorded in full",
     "录音系统不可用：所有通话必须全程录音，拒绝拨打",
 )
-_PASS_CLOSED = _c("case.closed", True, "case is open", "案件未结案")
-_PASS_PAUSED = _c("case.paused", True, "case is not paused", "案件未暂停催收")
-_FAIL_PAUSED = _c(
+_PASS_CLOSED = make_check("case.closed", True, "case is open", "案件未结案")
+_PASS_PAUSED = make_check("case.paused", True, "case is not paused", "案件未暂停催收")
+_FAIL_PAUSED = make_check(
     "case.paused", False, "the creditor paused collection of this case", "委托方已暂停该案件催收（停催）"
 )
 _FLAG_ZH_NAME = {
@@ -118,30 +113,30 @@ _FLAG_ZH_NAME = {
     "do_not_collect": "禁止催收",
 }
 _PASS_FLAGS = {
-    f: _c(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", f"无{_FLAG_ZH_NAME[f]}标记") for f in CASE_FLAGS
+    f: make_check(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", f"无{_FLAG_ZH_NAME[f]}标记") for f in CASE_FLAGS
 }
-_FAIL_FLAGS = {f: _c(f"case.{f}", False, *_FLAG_TEXT[f]) for f in CASE_FLAGS}
+_FAIL_FLAGS = {f: make_check(f"case.{f}", False, *_FLAG_TEXT[f]) for f in CASE_FLAGS}
 _PASS_FLAG_LIST = [_PASS_FLAGS[f] for f in CASE_FLAGS]
-_PASS_DNC = _c("contact.do_not_call", True, "number is not marked do-not-call", "号码未标记为不再联系")
-_FAIL_DNC = _c(
+_PASS_DNC = make_check("contact.do_not_call", True, "number is not marked do-not-call", "号码未标记为不再联系")
+_FAIL_DNC = make_check(
     "contact.do_not_call",
     False,
     "the number is marked do-not-call for this case (e.g. a third party refused further contact)",
     "该号码已标记为不再联系（如第三方明确拒绝再次联系）",
 )
-_PASS_LINE_OWN = _c(
+_PASS_LINE_OWN = make_check(
     "line.not_registered",
     True,
     "placed through the service's own PBX account, a registered and recorded line",
     "经本系统的呼叫中心账号外呼（已报备、全程录音的线路）",
 )
-_PASS_LINE_ALLOWED = _c(
+_PASS_LINE_ALLOWED = make_check(
     "line.not_registered",
     True,
     "no registered-line list for this creditor; allowed by allow_unregistered_lines",
     "该委托方未配置报备外呼线路清单；已按 allow_unregistered_lines 配置放行",
 )
-_FAIL_LINE_NONE = _c(
+_FAIL_LINE_NONE = make_check(
     "line.not_registered",
     False,
     "no registered-line list for this creditor: PBX calls must use registered, recorded lines",
@@ -343,17 +338,17 @@ class _Compiled:
         w = policy.window
         self.window_text = f"{w.start}–{w.end}"
         self.na_checks: dict[str | None, tuple[Check | None, ...]] = {}
-        for rel in (*_ALL_RELATIONS, None):
+        for rel in (*ALL_RELATIONS, None):
             flags = tuple(rel is not None and rel in cap.relations for cap in policy.caps)
             self.na_checks[rel] = tuple(
                 None
                 if ok
-                else _c(
+                else make_check(
                     cap.id,
                     True,
                     f"does not apply to relation {rel or 'unknown'} "
-                    f"(applies to {', '.join(r for r in _ALL_RELATIONS if r in cap.relations)})",
-                    f"不适用于该联系人关系（{_REL_ZH.get(rel or '', '未知')}）",
+                    f"(applies to {', '.join(r for r in ALL_RELATIONS if r in cap.relations)})",
+                    f"不适用于该联系人关系（{REL_ZH.get(rel or '', '未知')}）",
                 )
                 for cap, ok in zip(policy.caps, flags)
             )
@@ -361,7 +356,7 @@ class _Compiled:
         for cap in policy.caps:
             scope_en = "this number" if cap.scope == "number" else "this case"
             scope_zh = "该号码" if cap.scope == "number" else "本案件"
-            if cap.scope == "number" and cap.relations >= frozenset(_ALL_RELATIONS):
+            if cap.scope == "number" and cap.relations >= frozenset(ALL_RELATIONS):
                 # Seed 001 caps the number, whoever it belongs to: say so where it is counted.
                 scope_en = "this number (any relation, any case)"
                 scope_zh = "该号码（不论关系、不论案件）"
@@ -386,7 +381,7 @@ class _Compiled:
         check = self.inside_checks.get(key)
         if check is None:
             hm = f"{hour:02d}:{minute:02d}"
-            check = _c(
+            check = make_check(
                 "window.outside_hours",
                 True,
                 f"callee local time {hm} ({zone_name}) is inside {self.window_text}",
@@ -414,9 +409,9 @@ class _Compiled:
         if check is None:
             en, zh_scope, zh_count = self.cap_texts[i]
             if n < cap.limit:
-                check = _c(cap.id, True, f"{n} of {cap.limit} {en}", f"{zh_scope}已 {n} {zh_count}，上限 {cap.limit}")
+                check = make_check(cap.id, True, f"{n} of {cap.limit} {en}", f"{zh_scope}已 {n} {zh_count}，上限 {cap.limit}")
             else:
-                check = _c(
+                check = make_check(
                     cap.id,
                     False,
                     f"limit reached: {n} of {cap.limit} {en}",
@@ -444,12 +439,12 @@ def _compiled(policy: Policy) -> _Compiled:
 
 
 def _contact_pass(masked: str, relation: str) -> Check:
-    return _c("contact.not_authorized", True, *_contact_pass_text(masked, relation))
+    return make_check("contact.not_authorized", True, *_contact_pass_text(masked, relation))
 
 
 @lru_cache(maxsize=65536)
 def _contact_pass_text(masked: str, relation: str) -> tuple[str, str]:
-    return f"{masked} is a {relation} contact of the case", f"号码为本案联系人号码（{_REL_ZH.get(relation, relation)}）"
+    return f"{masked} is a {relation} contact of the case", f"号码为本案联系人号码（{REL_ZH.get(relation, relation)}）"
 
 
 # `mask_number` itself, cached: every check of a decision names the number again.
@@ -458,9 +453,9 @@ def _mask(number: str) -> str:
     return mask_number(number)
 
 
-_PASS_STARTED = _c("case.commission_not_started", True, "commission has started", "委托期已开始")
-_PASS_NOT_EXPIRED = _c("case.commission_expired", True, "within the commission period", "在委托期内")
-_PASS_VALID = _c("contact.invalid_number", True, "number is valid", "号码有效")
+_PASS_STARTED = make_check("case.commission_not_started", True, "commission has started", "委托期已开始")
+_PASS_NOT_EXPIRED = make_check("case.commission_expired", True, "within the commission period", "在委托期内")
+_PASS_VALID = make_check("contact.invalid_number", True, "number is valid", "号码有效")
 
 
 # ----------------------------------------------------------------- evaluate
@@ -504,15 +499,15 @@ def evaluate(
     policy_today = now_u.astimezone(policy.zone).date()
     status = case.status
     if status in CLOSED_STATUSES:
-        add(_c("case.closed", False, f"the case is {status}", f"案件已{_STATUS_ZH.get(status, status)}，不得拨打"))
+        add(make_check("case.closed", False, f"the case is {status}", f"案件已{_STATUS_ZH.get(status, status)}，不得拨打"))
     elif status not in ("active", "paused"):
-        add(_c("case.closed", False, f"unknown case status {status!r}: failing closed", f"未知案件状态 {status!r}，拒绝拨打"))
+        add(make_check("case.closed", False, f"unknown case status {status!r}: failing closed", f"未知案件状态 {status!r}，拒绝拨打"))
     else:
         add(_PASS_CLOSED)
     start, end = case.commission_start, case.commission_end
     if start is not None and policy_today < start:
         add(
-            _c(
+            make_check(
                 "case.commission_not_started",
                 False,
                 f"the commission starts on {start.isoformat()} (today is {policy_today.isoformat()} in {policy.timezone})",
@@ -523,7 +518,7 @@ def evaluate(
         add(_PASS_STARTED)
     if end is not None and policy_today > end:
         add(
-            _c(
+            make_check(
                 "case.commission_expired",
                 False,
                 f"the commission ended on {end.isoformat()} (today is {policy_today.isoformat()} in {policy.timezone})",
@@ -551,7 +546,7 @@ def evaluate(
     masked = _mask(number)
     if contact is None:
         add(
-            _c(
+            make_check(
                 "contact.not_authorized",
                 False,
                 f"{masked} is not a number the creditor supplied or staff verified for case {case.case_id}",
@@ -561,9 +556,9 @@ def evaluate(
     else:
         add(_contact_pass(masked, contact.relation))
     if contact is not None and contact.status == "invalid":
-        add(_c("contact.invalid_number", False, f"{masked} is known invalid (empty or wrong number)", f"{masked} 已确认为空号/错号"))
+        add(make_check("contact.invalid_number", False, f"{masked} is known invalid (empty or wrong number)", f"{masked} 已确认为空号/错号"))
     elif number_problem is not None:
-        add(_c("contact.invalid_number", False, f"{masked} is not a dialable number: {number_problem}", f"{masked} 不是有效号码：{number_problem}"))
+        add(make_check("contact.invalid_number", False, f"{masked} is not a dialable number: {number_problem}", f"{masked} 不是有效号码：{number_problem}"))
     else:
         add(_PASS_VALID)
     add(_FAIL_DNC if contact is not None and contact.do_not_call else _PASS_DNC)
@@ -580,7 +575,7 @@ def evaluate(
     if blackout.passed and policy.blackout_periods:
         period = _active_period(policy, local)
         if period is not None:
-            blackout = _c(
+            blackout = make_check(
                 "window.blackout_date",
                 False,
                 f"callee local time {local.strftime('%Y-%m-%d %H:%M')} is inside the creditor's blackout period "
@@ -594,7 +589,7 @@ def evaluate(
     else:
         hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
         add(
-            _c(
+            make_check(
                 "window.outside_hours",
                 False,
                 f"callee local time {hms} ({zone_name}) is outside the calling window {comp.window_text}",
@@ -608,19 +603,19 @@ def evaluate(
     if contact is not None:
         # An unknown relation is held to the strictest class rather than escaping
         # every cap; events are classified the same way below.
-        relation = contact.relation if contact.relation in _REL_ZH else "third_party"
+        relation = contact.relation if contact.relation in REL_ZH else "third_party"
     case_id = case.case_id
     number_groups: dict[tuple[str, str], list[datetime]] = {}
     case_groups: dict[tuple[str, str], list[datetime]] = {}
     # Naive event times are refused where they are compared (see _Counter).
     for e in history:
         if e.number == number:
-            key = (e.relation if e.relation in _REL_ZH else "third_party", e.kind)
+            key = (e.relation if e.relation in REL_ZH else "third_party", e.kind)
             number_groups.setdefault(key, []).append(e.at)
             if e.case_id == case_id:
                 case_groups.setdefault(key, []).append(e.at)
         elif e.case_id == case_id:
-            key = (e.relation if e.relation in _REL_ZH else "third_party", e.kind)
+            key = (e.relation if e.relation in REL_ZH else "third_party", e.kind)
             case_groups.setdefault(key, []).append(e.at)
     capsx = _Caps(number_groups, case_groups, zone)
     day = None
@@ -738,12 +733,12 @@ def _agent_check(
 
 @lru_cache(maxsize=1024)
 def _collector_pass(agent_id: str) -> Check:
-    return _c("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
+    return make_check("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
 
 
 @lru_cache(maxsize=1024)
 def _supervisor_pass(agent_id: str, creditor: str) -> Check:
-    return _c("agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件")
+    return make_check("agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件")
 
 
 def _agent_refusal(
@@ -751,32 +746,32 @@ def _agent_refusal(
 ) -> Check:
     if role == "collector":
         if assigned != agent_id:
-            return _c(
+            return make_check(
                 "agent.not_assigned",
                 False,
                 f"collector {agent_id} is not assigned to case {case_id}",
                 f"催收员 {agent_id} 不是案件 {case_id} 的指派人员，不得拨打",
             )
         if creditors and creditor not in creditors:
-            return _c(
+            return make_check(
                 "agent.not_assigned",
                 False,
                 f"collector {agent_id} is not cleared for creditor {creditor}",
                 f"催收员 {agent_id} 无权处理委托方 {creditor} 的数据",
             )
-        return _c("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
+        return make_check("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
     if role == "supervisor":
         if creditor in creditors:
-            return _c(
+            return make_check(
                 "agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件"
             )
-        return _c(
+        return make_check(
             "agent.not_assigned",
             False,
             f"supervisor {agent_id} is not scoped to creditor {creditor}",
             f"主管 {agent_id} 无权处理委托方 {creditor} 的案件",
         )
-    return _c(
+    return make_check(
         "agent.not_assigned",
         False,
         f"role {role!r} may not dial; only the assigned collector or a supervisor of the creditor",
@@ -794,20 +789,20 @@ def _line_check(request: DialRequest, region: str, allow_unregistered: bool) -> 
         return _PASS_LINE_ALLOWED if allow_unregistered else _FAIL_LINE_NONE
     line = request.caller_line
     if not line:
-        return _c(
+        return make_check(
             "line.not_registered",
             False,
             "no caller line presented; calls must use a registered, recorded line",
             "未提供主叫线路，必须使用已报备并录音的外呼线路",
         )
     if line in lines:
-        return _c("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
+        return make_check("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
     norm, _ = _number_check(line, region)
     if norm is not None:
         for registered in lines:
             if _number_check(registered, region)[0] == norm:
-                return _c("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
-    return _c(
+                return make_check("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
+    return make_check(
         "line.not_registered",
         False,
         f"caller line {mask_number(line)} is not one of the creditor's registered, recorded lines",
@@ -817,7 +812,7 @@ def _line_check(request: DialRequest, region: str, allow_unregistered: bool) -> 
 
 def _blackout_check(policy: Policy, day: date) -> Check:
     if day in policy.blackout_dates:
-        return _c(
+        return make_check(
             "window.blackout_date",
             False,
             f"{day.isoformat()} (callee date) is a blackout date of the creditor",
@@ -836,19 +831,19 @@ def _blackout_check(policy: Policy, day: date) -> Check:
         if hol is not None:
             kind_en = "a PRC holiday" if hol.source == "arrangement" else "a PRC statutory holiday"
             kind_zh = "法定节假日（放假安排）" if hol.source == "arrangement" else "法定节假日"
-            return _c(
+            return make_check(
                 "window.blackout_date",
                 False,
                 f"{day.isoformat()} (callee date) is {kind_en} ({hol.name}){missing_en}",
                 f"{day.isoformat()}（被叫当地日期）为{kind_zh}（{hol.name_zh}）{missing_zh}",
             )
-        return _c(
+        return make_check(
             "window.blackout_date",
             True,
             f"{day.isoformat()} is neither a blackout date nor a PRC holiday{missing_en}",
             f"非敏感日期、非法定节假日{missing_zh}",
         )
-    return _c("window.blackout_date", True, f"{day.isoformat()} is not a blackout date", "非委托方敏感日期")
+    return make_check("window.blackout_date", True, f"{day.isoformat()} is not a blackout date", "非委托方敏感日期")
 
 
 def _blocked_day(policy: Policy, day: date) -> bool:
@@ -869,7 +864,7 @@ def _appointment(
 ) -> bool:
     """Record the nearest appointment in `inputs`; True when it exempts this call."""
     tol = policy.appointment.tolerance
-    attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
+    attempts = capsx.counter("number", frozenset(ALL_RELATIONS), "attempt")
     limit = policy.appointment.max_attempts
     # Prefer an appointment whose slot is open now and not used up; else report the
     # nearest one so the explanation says why it did not help.
@@ -1006,7 +1001,7 @@ def _appointment_opening(
     if not appointments or policy.appointment.max_attempts <= 0:
         return None
     tol = policy.appointment.tolerance
-    attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
+    attempts = capsx.counter("number", frozenset(ALL_RELATIONS), "attempt")
     best: datetime | None = None
     for appt in appointments:
         at_u = _utc(appt.at)
