@@ -32,11 +32,12 @@ clock and still compares exactly as an instant.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any, Collection, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
+from .callee_time import ONE_DAY, UTC, at_local, callee_zone, day_bounds, seconds_of_day, wall_instant
 from .config import BlackoutPeriod, Cap, Policy
 from .model import (
     CASE_FLAGS,
@@ -47,16 +48,14 @@ from .model import (
     DialRequest,
     HistoryEvent,
 )
-from .numbers import NumberFormatError, load_zone, mask_number, normalize_number, number_zone
+from .numbers import NumberFormatError, mask_number, normalize_number
 from .wording import ALL_RELATIONS, REL_ZH, make_check
 
 __all__ = ["evaluate", "TEMPORAL_PREFIXES"]
 
-UTC = timezone.utc
 TEMPORAL_PREFIXES = ("window.", "cap.")
 _SEARCH_HORIZON = timedelta(days=400)
 _MAX_ITERATIONS = 2000
-_ONE_DAY = timedelta(days=1)
 
 _ROLE_ZH = {
     "collector": "催收员",
@@ -156,51 +155,6 @@ def _number_check(number: str, region: str) -> tuple[str | None, str | None]:
         return None, exc.reason
 
 
-# Caches keyed by a number or a case hold only strings, booleans and tuples of them:
-# the garbage collector does not track those. A cached Check, ZoneInfo tuple or
-# frozenset key per number would be a tracked object kept alive past its decision;
-# with many distinct numbers a second they pile up in the collector's middle
-# generation, whose collections then stall the event loop.
-
-
-def _callee_zone(contact_tz: str | None, number: str, default_tz: str) -> tuple[ZoneInfo, str, str, str | None]:
-    """(ZoneInfo, zone name, how it was chosen, note) for the callee."""
-    name, source, note = _callee_zone_name(contact_tz, number, default_tz)
-    zone = load_zone(name)
-    if zone is None:  # every name chosen above has loaded before; the caller fails closed
-        raise ValueError(f"time zone {name!r} cannot be loaded")
-    return zone, name, source, note
-
-
-@lru_cache(maxsize=65536)
-def _callee_zone_name(contact_tz: str | None, number: str, default_tz: str) -> tuple[str, str, str | None]:
-    note = None
-    if contact_tz:
-        if load_zone(contact_tz) is not None:
-            return contact_tz, "contact", None
-        note = f"contact zone {contact_tz!r} is not an IANA zone; ignored"
-    name = number_zone(number)
-    if name is not None:
-        return name, "number", note
-    return default_tz, "policy_default", note
-
-
-def _local_midnight_after(local: datetime, zone: ZoneInfo) -> datetime:
-    """The UTC instant of the callee-local midnight that ends `local`'s day."""
-    nxt = datetime.combine(local.date() + _ONE_DAY, time(0), tzinfo=zone)
-    return nxt.astimezone(UTC)
-
-
-def _day_bounds(t: datetime, zone: ZoneInfo) -> tuple[datetime, datetime, date]:
-    local = t.astimezone(zone)
-    start = datetime.combine(local.date(), time(0), tzinfo=zone).astimezone(UTC)
-    return start, _local_midnight_after(local, zone), local.date()
-
-
-def _sod(local: datetime) -> float:
-    return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
-
-
 class _Counter:
     """Event times of one (scope, relations, kind) selection, sorted, for bisecting."""
 
@@ -272,7 +226,7 @@ class _Caps:
             return 0
         if cap.window_delta is None:
             if day is None:
-                day = _day_bounds(t, self.zone)
+                day = day_bounds(t, self.zone)
             if cap.days > 1:
                 # N callee-local dates ending today: from the midnight that began the first.
                 first = datetime.combine(day[2] - timedelta(days=cap.days - 1), time(0), tzinfo=self.zone)
@@ -290,12 +244,12 @@ class _Caps:
             # A calendar-day cap frees at a callee-local midnight (the loop re-checks
             # that day, which matters only for clock-skewed future events). Over N days
             # the period holding the limit-th newest event must end: its date + N.
-            nxt = t.astimezone(self.zone).date() + _ONE_DAY
+            nxt = t.astimezone(self.zone).date() + ONE_DAY
             if cap.days > 1 and cap.count != "unanswered":
                 kind = "attempt" if cap.count == "attempts" else "connected"
                 oldest = self.counter(cap.scope, cap.relations, kind).times[-cap.limit]
                 nxt = max(nxt, oldest.astimezone(self.zone).date() + timedelta(days=cap.days))
-            return _at_local(nxt, 0, self.zone, t)
+            return at_local(nxt, 0, self.zone, t)
         w = cap.window_delta
         if cap.count != "unanswered":
             counter = self.counter(cap.scope, cap.relations, "attempt" if cap.count == "attempts" else "connected")
@@ -397,7 +351,7 @@ class _Compiled:
         key = (zone_name, local.date())
         bounds = self.bounds.get(key)
         if bounds is None:
-            bounds = _day_bounds(local, zone)
+            bounds = day_bounds(local, zone)
             if len(self.bounds) > 4096:
                 self.bounds.clear()
             self.bounds[key] = bounds
@@ -567,7 +521,7 @@ def evaluate(
     add(_line_check(request, region, policy.allow_unregistered_lines))
 
     # 8. window -------------------------------------------------------------------
-    zone, zone_name, zone_source, zone_note = _callee_zone(
+    zone, zone_name, zone_source, zone_note = callee_zone(
         contact.tz if contact is not None else None, number, policy.timezone
     )
     local = now_u.astimezone(zone)
@@ -584,7 +538,7 @@ def evaluate(
             )
     add(blackout)
     window = policy.window
-    if window.start_s <= _sod(local) < window.end_s:
+    if window.start_s <= seconds_of_day(local) < window.end_s:
         add(comp.inside_check(zone_name, local.hour, local.minute))
     else:
         hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
@@ -921,11 +875,11 @@ def _search_next(
         if blackout_end is not None:
             nt = blackout_end
         else:
-            sod = _sod(local)
+            sod = seconds_of_day(local)
             if sod < window.start_s:
-                nt = _at_local(local.date(), window.start_s, zone, t)
+                nt = at_local(local.date(), window.start_s, zone, t)
             elif sod >= window.end_s:
-                nt = _at_local(local.date() + _ONE_DAY, window.start_s, zone, t)
+                nt = at_local(local.date() + ONE_DAY, window.start_s, zone, t)
         impossible = False
         for cap in caps:
             free = capsx.free_at(cap, t)
@@ -948,30 +902,12 @@ def _search_next(
     return found, "window, blackout and caps"
 
 
-def _at_local(day: date, seconds: int, zone: ZoneInfo, after: datetime) -> datetime:
-    """The first instant after `after` showing local `day` + `seconds` on the clock."""
-    if seconds >= 86400:
-        day, seconds = day + _ONE_DAY, 0
-    wall = datetime.combine(day, time(seconds // 3600, seconds % 3600 // 60, seconds % 60))
-    return _wall_instant(wall, zone, after)
-
-
-def _wall_instant(wall: datetime, zone: ZoneInfo, after: datetime) -> datetime:
-    # In a repeated DST hour a wall time names two instants: take the first one that
-    # lies ahead; never step backwards (the search must progress).
-    for fold in (0, 1):
-        instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
-        if instant > after:
-            return instant
-    return after + timedelta(seconds=1)
-
-
 def _active_period(policy: Policy, local: datetime) -> BlackoutPeriod | None:
     """The blackout period the callee-local `local` falls in, or None."""
     if not policy.blackout_periods:
         return None
     wall = local.replace(tzinfo=None)
-    sod = _sod(local)
+    sod = seconds_of_day(local)
     for period in policy.blackout_periods:
         if period.start_at is None or period.end_at is None:
             if period.start_s is not None and period.end_s is not None and period.start_s <= sod < period.end_s:
@@ -984,14 +920,14 @@ def _active_period(policy: Policy, local: datetime) -> BlackoutPeriod | None:
 def _blackout_end(policy: Policy, local: datetime, zone: ZoneInfo, t: datetime) -> datetime | None:
     """When the blackout covering instant `t` ends (UTC), or None if `t` is not blacked out."""
     if _blocked_day(policy, local.date()):
-        return _at_local(local.date() + _ONE_DAY, 0, zone, t)
+        return at_local(local.date() + ONE_DAY, 0, zone, t)
     period = _active_period(policy, local)
     if period is None:
         return None
     if period.end_at is not None:
-        return _wall_instant(period.end_at, zone, t)
+        return wall_instant(period.end_at, zone, t)
     assert period.end_s is not None  # a period without dates is a daily one
-    return _at_local(local.date(), period.end_s, zone, t)
+    return at_local(local.date(), period.end_s, zone, t)
 
 
 def _appointment_opening(
