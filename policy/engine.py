@@ -36,9 +36,10 @@ from functools import lru_cache
 from typing import Any, Collection, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from .callee_time import ONE_DAY, UTC, at_local, callee_zone, day_bounds, seconds_of_day, wall_instant
+from .blackouts import active_period, blackout_check, blackout_ends_at
+from .callee_time import ONE_DAY, UTC, at_local, callee_zone, day_bounds, seconds_of_day
 from .caps import Caps
-from .config import BlackoutPeriod, Cap, Policy
+from .config import Cap, Policy
 from .model import (
     CASE_FLAGS,
     CLOSED_STATUSES,
@@ -261,7 +262,7 @@ class _Compiled:
     def day_check(self, policy: Policy, day: date) -> Check:
         check = self.day_checks.get(day)
         if check is None:
-            check = _blackout_check(policy, day)
+            check = blackout_check(policy, day)
             if len(self.day_checks) > 2048:
                 self.day_checks.clear()
             self.day_checks[day] = check
@@ -410,7 +411,7 @@ def evaluate(
     local = now_u.astimezone(zone)
     blackout = comp.day_check(policy, local.date())
     if blackout.passed and policy.blackout_periods:
-        period = _active_period(policy, local)
+        period = active_period(policy, local)
         if period is not None:
             blackout = make_check(
                 "window.blackout_date",
@@ -647,50 +648,6 @@ def _line_check(request: DialRequest, region: str, allow_unregistered: bool) -> 
     )
 
 
-def _blackout_check(policy: Policy, day: date) -> Check:
-    if day in policy.blackout_dates:
-        return make_check(
-            "window.blackout_date",
-            False,
-            f"{day.isoformat()} (callee date) is a blackout date of the creditor",
-            f"{day.isoformat()}（被叫当地日期）为委托方要求避开的敏感日期",
-        )
-    if policy.cn_holidays:
-        cal = policy.calendar
-        hol = cal.holiday(day)
-        missing_en = missing_zh = ""
-        if not cal.arranged(day.year):
-            missing_en = (
-                f"; the State Council's {day.year} holiday arrangement is missing, so only the statutory days "
-                f"are blocked (import it: dialgate holidays import FILE)"
-            )
-            missing_zh = f"；缺少国务院 {day.year} 年节假日安排，仅按法定节假日拦截（请导入：dialgate holidays import）"
-        if hol is not None:
-            kind_en = "a PRC holiday" if hol.source == "arrangement" else "a PRC statutory holiday"
-            kind_zh = "法定节假日（放假安排）" if hol.source == "arrangement" else "法定节假日"
-            return make_check(
-                "window.blackout_date",
-                False,
-                f"{day.isoformat()} (callee date) is {kind_en} ({hol.name}){missing_en}",
-                f"{day.isoformat()}（被叫当地日期）为{kind_zh}（{hol.name_zh}）{missing_zh}",
-            )
-        return make_check(
-            "window.blackout_date",
-            True,
-            f"{day.isoformat()} is neither a blackout date nor a PRC holiday{missing_en}",
-            f"非敏感日期、非法定节假日{missing_zh}",
-        )
-    return make_check("window.blackout_date", True, f"{day.isoformat()} is not a blackout date", "非委托方敏感日期")
-
-
-def _blocked_day(policy: Policy, day: date) -> bool:
-    if day in policy.blackout_dates:
-        return True
-    if policy.cn_holidays:
-        return policy.calendar.holiday(day) is not None
-    return False
-
-
 def _appointment(
     policy: Policy,
     appointments: Sequence[Appointment],
@@ -754,7 +711,7 @@ def _search_next(
             break
         nt = t
         local = t.astimezone(zone)
-        blackout_end = _blackout_end(policy, local, zone, t)
+        blackout_end = blackout_ends_at(policy, local, zone, t)
         if blackout_end is not None:
             nt = blackout_end
         else:
@@ -785,34 +742,6 @@ def _search_next(
     return found, "window, blackout and caps"
 
 
-def _active_period(policy: Policy, local: datetime) -> BlackoutPeriod | None:
-    """The blackout period the callee-local `local` falls in, or None."""
-    if not policy.blackout_periods:
-        return None
-    wall = local.replace(tzinfo=None)
-    sod = seconds_of_day(local)
-    for period in policy.blackout_periods:
-        if period.start_at is None or period.end_at is None:
-            if period.start_s is not None and period.end_s is not None and period.start_s <= sod < period.end_s:
-                return period
-        elif period.start_at <= wall < period.end_at:
-            return period
-    return None
-
-
-def _blackout_end(policy: Policy, local: datetime, zone: ZoneInfo, t: datetime) -> datetime | None:
-    """When the blackout covering instant `t` ends (UTC), or None if `t` is not blacked out."""
-    if _blocked_day(policy, local.date()):
-        return at_local(local.date() + ONE_DAY, 0, zone, t)
-    period = _active_period(policy, local)
-    if period is None:
-        return None
-    if period.end_at is not None:
-        return wall_instant(period.end_at, zone, t)
-    assert period.end_s is not None  # a period without dates is a daily one
-    return at_local(local.date(), period.end_s, zone, t)
-
-
 def _appointment_opening(
     policy: Policy, appointments: Sequence[Appointment], capsx: Caps, now_u: datetime, zone: ZoneInfo
 ) -> datetime | None:
@@ -829,7 +758,7 @@ def _appointment_opening(
             continue
         t = max(lo, now_u)
         while t <= hi:
-            end = _blackout_end(policy, t.astimezone(zone), zone, t)
+            end = blackout_ends_at(policy, t.astimezone(zone), zone, t)
             if end is None:
                 break
             t = end
