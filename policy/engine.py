@@ -32,14 +32,36 @@ clock and still compares exactly as an instant.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from functools import lru_cache
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from .blackouts import active_period, blackout_check, blackout_ends_at
 from .callee_time import ONE_DAY, UTC, at_local, callee_zone, day_bounds, seconds_of_day
 from .caps import Caps
 from .config import Cap, Policy
+from .hard_stops import (
+    FAIL_DNC,
+    FAIL_FLAGS,
+    FAIL_PAUSED,
+    FAIL_REC,
+    FAIL_STORE,
+    PASS_CLOSED,
+    PASS_DNC,
+    PASS_FLAG_LIST,
+    PASS_FLAGS,
+    PASS_NOT_EXPIRED,
+    PASS_PAUSED,
+    PASS_REC,
+    PASS_STARTED,
+    PASS_STORE,
+    PASS_VALID,
+    STATUS_ZH,
+    agent_check,
+    contact_pass,
+    line_check,
+    mask,
+    number_check,
+)
 from .model import (
     CASE_FLAGS,
     CLOSED_STATUSES,
@@ -49,7 +71,6 @@ from .model import (
     DialRequest,
     HistoryEvent,
 )
-from .numbers import NumberFormatError, mask_number, normalize_number
 from .wording import ALL_RELATIONS, REL_ZH, make_check
 
 __all__ = ["evaluate", "TEMPORAL_PREFIXES"]
@@ -58,102 +79,8 @@ TEMPORAL_PREFIXES = ("window.", "cap.")
 _SEARCH_HORIZON = timedelta(days=400)
 _MAX_ITERATIONS = 2000
 
-_ROLE_ZH = {
-    "collector": "催收员",
-    "supervisor": "催收主管",
-    "qa": "质检",
-    "compliance": "合规",
-    "data": "数据专员",
-    "pbx": "呼叫中心系统",
-    "admin": "管理员",
-}
 _COUNT_EN = {"attempts": "attempts", "connected": "connected calls", "unanswered": "unanswered attempts"}
 _COUNT_ZH = {"attempts": "次拨打", "connected": "次接通", "unanswered": "次未接通拨打"}
-_FLAG_TEXT = {
-    "litigation": ("the case is in litigation or reported to the police", "案件已诉讼或报案，停催"),
-    "deceased": ("the debtor is reported deceased", "债务人已报告死亡，停催待核实"),
-    "incarcerated": ("the debtor is reported imprisoned", "债务人已报告服刑，停催待核实"),
-    "fraud_claim": ("the debtor claims identity fraud", "债务人声称被冒用身份（伪冒），停催待核实"),
-    "dispute": ("the debtor disputes the debt; suspended until resolved", "债务人对债务有争议，争议解决前暂停催收"),
-    "complaint_risk": (
-        "the debtor shows an intent to complain; escalate to the supervisor",
-        "债务人有投诉倾向，停止拨打并上报主管",
-    ),
-    "do_not_collect": ("the account history says do not collect", "账户记录注明禁止催收"),
-}
-
-# ----------------------------------------------------------------- constant checks
-# Passing checks whose text never varies are built once: a frozen dataclass costs
-# about a microsecond to construct and the allowed path builds ~25 checks.
-
-
-_PASS_STORE = make_check("system.store_unavailable", True, "case store reachable", "案件库可用")
-_FAIL_STORE = make_check(
-    "system.store_unavailable", False, "the case store is unavailable: failing closed", "案件库不可用，拒绝拨打（故障即拒绝）"
-)
-_PASS_REC = make_check("system.recording_unavailable", True, "recording system working", "录音系统正常")
-_FAIL_REC = make_check(
-    "system.recording_unavailable",
-    False,
-    "the recording system is unavailable: every call must be recorded in full",
-    "录音系统不可用：所有通话必须全程录音，拒绝拨打",
-)
-_PASS_CLOSED = make_check("case.closed", True, "case is open", "案件未结案")
-_PASS_PAUSED = make_check("case.paused", True, "case is not paused", "案件未暂停催收")
-_FAIL_PAUSED = make_check(
-    "case.paused", False, "the creditor paused collection of this case", "委托方已暂停该案件催收（停催）"
-)
-_FLAG_ZH_NAME = {
-    "litigation": "诉讼/报案",
-    "deceased": "死亡",
-    "incarcerated": "服刑",
-    "fraud_claim": "伪冒",
-    "dispute": "争议",
-    "complaint_risk": "投诉倾向",
-    "do_not_collect": "禁止催收",
-}
-_PASS_FLAGS = {
-    f: make_check(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", f"无{_FLAG_ZH_NAME[f]}标记") for f in CASE_FLAGS
-}
-_FAIL_FLAGS = {f: make_check(f"case.{f}", False, *_FLAG_TEXT[f]) for f in CASE_FLAGS}
-_PASS_FLAG_LIST = [_PASS_FLAGS[f] for f in CASE_FLAGS]
-_PASS_DNC = make_check("contact.do_not_call", True, "number is not marked do-not-call", "号码未标记为不再联系")
-_FAIL_DNC = make_check(
-    "contact.do_not_call",
-    False,
-    "the number is marked do-not-call for this case (e.g. a third party refused further contact)",
-    "该号码已标记为不再联系（如第三方明确拒绝再次联系）",
-)
-_PASS_LINE_OWN = make_check(
-    "line.not_registered",
-    True,
-    "placed through the service's own PBX account, a registered and recorded line",
-    "经本系统的呼叫中心账号外呼（已报备、全程录音的线路）",
-)
-_PASS_LINE_ALLOWED = make_check(
-    "line.not_registered",
-    True,
-    "no registered-line list for this creditor; allowed by allow_unregistered_lines",
-    "该委托方未配置报备外呼线路清单；已按 allow_unregistered_lines 配置放行",
-)
-_FAIL_LINE_NONE = make_check(
-    "line.not_registered",
-    False,
-    "no registered-line list for this creditor: PBX calls must use registered, recorded lines",
-    "该委托方未配置报备外呼线路清单，呼叫中心外呼必须使用已报备并录音的线路，拒绝拨打",
-)
-
-
-# ----------------------------------------------------------------- helpers
-
-
-@lru_cache(maxsize=65536)
-def _number_check(number: str, region: str) -> tuple[str | None, str | None]:
-    """(normalised number, None) or (None, reason)."""
-    try:
-        return normalize_number(number, region), None
-    except NumberFormatError as exc:
-        return None, exc.reason
 
 
 # ----------------------------------------------------------------- per-policy data
@@ -276,26 +203,6 @@ def _compiled(policy: Policy) -> _Compiled:
     return comp
 
 
-def _contact_pass(masked: str, relation: str) -> Check:
-    return make_check("contact.not_authorized", True, *_contact_pass_text(masked, relation))
-
-
-@lru_cache(maxsize=65536)
-def _contact_pass_text(masked: str, relation: str) -> tuple[str, str]:
-    return f"{masked} is a {relation} contact of the case", f"号码为本案联系人号码（{REL_ZH.get(relation, relation)}）"
-
-
-# `mask_number` itself, cached: every check of a decision names the number again.
-@lru_cache(maxsize=65536)
-def _mask(number: str) -> str:
-    return mask_number(number)
-
-
-_PASS_STARTED = make_check("case.commission_not_started", True, "commission has started", "委托期已开始")
-_PASS_NOT_EXPIRED = make_check("case.commission_expired", True, "within the commission period", "在委托期内")
-_PASS_VALID = make_check("contact.invalid_number", True, "number is valid", "号码有效")
-
-
 # ----------------------------------------------------------------- evaluate
 
 
@@ -323,25 +230,25 @@ def evaluate(
     # 1. system faults ----------------------------------------------------------
     faults = request.faults
     if faults:
-        add(_FAIL_STORE if "store_unavailable" in faults else _PASS_STORE)
-        add(_FAIL_REC if "recording_unavailable" in faults else _PASS_REC)
+        add(FAIL_STORE if "store_unavailable" in faults else PASS_STORE)
+        add(FAIL_REC if "recording_unavailable" in faults else PASS_REC)
     else:
-        add(_PASS_STORE)
-        add(_PASS_REC)
+        add(PASS_STORE)
+        add(PASS_REC)
 
     # 2. agent --------------------------------------------------------------------
     agent = request.agent
-    add(_agent_check(agent.role, agent.agent_id, agent.creditors, case.case_id, case.creditor, case.assigned_agent))
+    add(agent_check(agent.role, agent.agent_id, agent.creditors, case.case_id, case.creditor, case.assigned_agent))
 
     # 3-5. case -------------------------------------------------------------------
     policy_today = now_u.astimezone(policy.zone).date()
     status = case.status
     if status in CLOSED_STATUSES:
-        add(make_check("case.closed", False, f"the case is {status}", f"案件已{_STATUS_ZH.get(status, status)}，不得拨打"))
+        add(make_check("case.closed", False, f"the case is {status}", f"案件已{STATUS_ZH.get(status, status)}，不得拨打"))
     elif status not in ("active", "paused"):
         add(make_check("case.closed", False, f"unknown case status {status!r}: failing closed", f"未知案件状态 {status!r}，拒绝拨打"))
     else:
-        add(_PASS_CLOSED)
+        add(PASS_CLOSED)
     start, end = case.commission_start, case.commission_end
     if start is not None and policy_today < start:
         add(
@@ -353,7 +260,7 @@ def evaluate(
             )
         )
     else:
-        add(_PASS_STARTED)
+        add(PASS_STARTED)
     if end is not None and policy_today > end:
         add(
             make_check(
@@ -364,24 +271,24 @@ def evaluate(
             )
         )
     else:
-        add(_PASS_NOT_EXPIRED)
-    add(_FAIL_PAUSED if status == "paused" else _PASS_PAUSED)
+        add(PASS_NOT_EXPIRED)
+    add(FAIL_PAUSED if status == "paused" else PASS_PAUSED)
     flags = case.flags
     if flags:
         for flag in CASE_FLAGS:
-            add(_FAIL_FLAGS[flag] if flag in flags else _PASS_FLAGS[flag])
+            add(FAIL_FLAGS[flag] if flag in flags else PASS_FLAGS[flag])
     else:
-        checks.extend(_PASS_FLAG_LIST)
+        checks.extend(PASS_FLAG_LIST)
 
     # 6. contact ------------------------------------------------------------------
     number = request.number
     contact = case.contact(number)
-    normalised, number_problem = _number_check(number, region)
+    normalised, number_problem = number_check(number, region)
     if contact is None and normalised is not None and normalised != number:
         contact = case.contact(normalised)
         if contact is not None:
             number = normalised
-    masked = _mask(number)
+    masked = mask(number)
     if contact is None:
         add(
             make_check(
@@ -392,17 +299,17 @@ def evaluate(
             )
         )
     else:
-        add(_contact_pass(masked, contact.relation))
+        add(contact_pass(masked, contact.relation))
     if contact is not None and contact.status == "invalid":
         add(make_check("contact.invalid_number", False, f"{masked} is known invalid (empty or wrong number)", f"{masked} 已确认为空号/错号"))
     elif number_problem is not None:
         add(make_check("contact.invalid_number", False, f"{masked} is not a dialable number: {number_problem}", f"{masked} 不是有效号码：{number_problem}"))
     else:
-        add(_PASS_VALID)
-    add(_FAIL_DNC if contact is not None and contact.do_not_call else _PASS_DNC)
+        add(PASS_VALID)
+    add(FAIL_DNC if contact is not None and contact.do_not_call else PASS_DNC)
 
     # 7. registered line ----------------------------------------------------------
-    add(_line_check(request, region, policy.allow_unregistered_lines))
+    add(line_check(request, region, policy.allow_unregistered_lines))
 
     # 8. window -------------------------------------------------------------------
     zone, zone_name, zone_source, zone_note = callee_zone(
@@ -552,100 +459,6 @@ def evaluate(
         reason += f"; next lawful time {next_at.isoformat()} (callee time)"
         reason_zh += f"；最早可拨时间 {next_at.isoformat()}（被叫当地时间）"
     return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), policy.version, local, inputs)
-
-
-_STATUS_ZH = {"settled": "结清", "withdrawn": "撤案", "returned": "退案"}
-
-
-def _agent_check(
-    role: str, agent_id: str, creditors: Collection[str], case_id: str, creditor: str, assigned: str | None
-) -> Check:
-    """The agent rule. Its passing checks do not name the case, so they are cached per
-    agent (and creditor); a refusal is formatted afresh (rare, and names the case)."""
-    if role == "collector" and assigned == agent_id and (not creditors or creditor in creditors):
-        return _collector_pass(agent_id)
-    if role == "supervisor" and creditor in creditors:
-        return _supervisor_pass(agent_id, creditor)
-    return _agent_refusal(role, agent_id, creditors, case_id, creditor, assigned)
-
-
-@lru_cache(maxsize=1024)
-def _collector_pass(agent_id: str) -> Check:
-    return make_check("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
-
-
-@lru_cache(maxsize=1024)
-def _supervisor_pass(agent_id: str, creditor: str) -> Check:
-    return make_check("agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件")
-
-
-def _agent_refusal(
-    role: str, agent_id: str, creditors: Collection[str], case_id: str, creditor: str, assigned: str | None
-) -> Check:
-    if role == "collector":
-        if assigned != agent_id:
-            return make_check(
-                "agent.not_assigned",
-                False,
-                f"collector {agent_id} is not assigned to case {case_id}",
-                f"催收员 {agent_id} 不是案件 {case_id} 的指派人员，不得拨打",
-            )
-        if creditors and creditor not in creditors:
-            return make_check(
-                "agent.not_assigned",
-                False,
-                f"collector {agent_id} is not cleared for creditor {creditor}",
-                f"催收员 {agent_id} 无权处理委托方 {creditor} 的数据",
-            )
-        return make_check("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
-    if role == "supervisor":
-        if creditor in creditors:
-            return make_check(
-                "agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件"
-            )
-        return make_check(
-            "agent.not_assigned",
-            False,
-            f"supervisor {agent_id} is not scoped to creditor {creditor}",
-            f"主管 {agent_id} 无权处理委托方 {creditor} 的案件",
-        )
-    return make_check(
-        "agent.not_assigned",
-        False,
-        f"role {role!r} may not dial; only the assigned collector or a supervisor of the creditor",
-        f"角色「{_ROLE_ZH.get(role, role)}」无拨打权限，仅限指派催收员或该委托方主管",
-    )
-
-
-def _line_check(request: DialRequest, region: str, allow_unregistered: bool) -> Check:
-    lines = request.registered_lines
-    if lines is None:
-        # Only a PBX dial ("sip") presents a caller line of its own; every other
-        # channel is placed through the service's own registered PBX account.
-        if request.channel != "sip":
-            return _PASS_LINE_OWN
-        return _PASS_LINE_ALLOWED if allow_unregistered else _FAIL_LINE_NONE
-    line = request.caller_line
-    if not line:
-        return make_check(
-            "line.not_registered",
-            False,
-            "no caller line presented; calls must use a registered, recorded line",
-            "未提供主叫线路，必须使用已报备并录音的外呼线路",
-        )
-    if line in lines:
-        return make_check("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
-    norm, _ = _number_check(line, region)
-    if norm is not None:
-        for registered in lines:
-            if _number_check(registered, region)[0] == norm:
-                return make_check("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
-    return make_check(
-        "line.not_registered",
-        False,
-        f"caller line {mask_number(line)} is not one of the creditor's registered, recorded lines",
-        f"主叫线路 {mask_number(line)} 不是该委托方报备的录音外呼线路",
-    )
 
 
 def _appointment(
