@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
+from .appointments import appointment, appointment_opening
 from .blackouts import active_period, blackout_ends_at
 from .callee_time import ONE_DAY, UTC, at_local, callee_zone, seconds_of_day
 from .caps import Caps
@@ -72,7 +73,7 @@ from .model import (
     DialRequest,
     HistoryEvent,
 )
-from .wording import ALL_RELATIONS, REL_ZH, make_check
+from .wording import REL_ZH, make_check
 
 __all__ = ["evaluate", "TEMPORAL_PREFIXES"]
 
@@ -274,7 +275,7 @@ def evaluate(
     # appointment exemption --------------------------------------------------------
     exempted = False
     appointments = [a for a in request.appointments if a.number == number] if request.appointments else ()
-    if appointments and _appointment(policy, appointments, capsx, now_u, zone, inputs):
+    if appointments and appointment(policy, appointments, capsx, now_u, zone, inputs):
         for i in [hours_index, *cap_indices]:
             c = checks[i]
             if not c.passed:
@@ -338,50 +339,6 @@ def evaluate(
     return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), policy.version, local, inputs)
 
 
-def _appointment(
-    policy: Policy,
-    appointments: Sequence[Appointment],
-    capsx: Caps,
-    now_u: datetime,
-    zone: ZoneInfo,
-    inputs: dict[str, Any],
-) -> bool:
-    """Record the nearest appointment in `inputs`; True when it exempts this call."""
-    tol = policy.appointment.tolerance
-    attempts = capsx.counter("number", frozenset(ALL_RELATIONS), "attempt")
-    limit = policy.appointment.max_attempts
-    # Prefer an appointment whose slot is open now and not used up; else report the
-    # nearest one so the explanation says why it did not help.
-    best, exempt = None, False
-    for appt in sorted(appointments, key=lambda a: abs(_utc(a.at) - now_u)):
-        at_u = _utc(appt.at)
-        lo, hi = at_u - tol, at_u + tol
-        if lo <= now_u <= hi and attempts.closed(lo, hi) < limit:
-            best, exempt = appt, True
-            break
-    if best is None:
-        best = min(appointments, key=lambda a: abs(_utc(a.at) - now_u))
-    at = _utc(best.at)
-    active = at - tol <= now_u <= at + tol
-    used = attempts.closed(at - tol, at + tol)
-    inputs["appointment"] = {
-        "at": at.astimezone(zone).isoformat(),
-        "tolerance": int(tol.total_seconds()),
-        "active": active,
-        "slot_attempts": used,
-        "max_attempts": limit,
-        "exempts": exempt,
-        "used": False,
-    }
-    return exempt
-
-
-def _utc(t: datetime) -> datetime:
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"appointment time {t!r} is not timezone-aware")
-    return t.astimezone(UTC)
-
-
 def _search_next(
     policy: Policy,
     capsx: Caps,
@@ -424,36 +381,9 @@ def _search_next(
             found = t
             break
         t = nt
-    appt = _appointment_opening(policy, appointments, capsx, now_u, zone)
+    appt = appointment_opening(policy, appointments, capsx, now_u, zone)
     if appt is not None and (found is None or appt < found):
         return appt, "appointment slot"
     if found is None:
         return None, "no lawful time within 400 days (a cap with limit 0, or blackout everywhere)"
     return found, "window, blackout and caps"
-
-
-def _appointment_opening(
-    policy: Policy, appointments: Sequence[Appointment], capsx: Caps, now_u: datetime, zone: ZoneInfo
-) -> datetime | None:
-    """Earliest instant >= now inside a usable appointment slot on a non-blackout day."""
-    if not appointments or policy.appointment.max_attempts <= 0:
-        return None
-    tol = policy.appointment.tolerance
-    attempts = capsx.counter("number", frozenset(ALL_RELATIONS), "attempt")
-    best: datetime | None = None
-    for appt in appointments:
-        at_u = _utc(appt.at)
-        lo, hi = at_u - tol, at_u + tol
-        if hi < now_u or attempts.closed(lo, hi) >= policy.appointment.max_attempts:
-            continue
-        t = max(lo, now_u)
-        while t <= hi:
-            end = blackout_ends_at(policy, t.astimezone(zone), zone, t)
-            if end is None:
-                break
-            t = end
-        else:
-            continue
-        if best is None or t < best:
-            best = t
-    return best
