@@ -18,26 +18,28 @@ a DST change never shifts a rolling window. Time of day, "today" and holidays ar
 callee's; commission dates are the policy zone's.
 
 Only when every non-temporal rule passes and a temporal one blocks is
-`next_allowed_at` searched: starting at `now`, each failing temporal rule proposes
-the earliest instant it alone could pass; the latest proposal becomes the new
-candidate, and the loop repeats until every temporal rule passes at the candidate (a
-fixpoint). An appointment slot that opens earlier wins. Allowed decisions carry
+`next_allowed_at` searched (`next_allowed.py`: a fixpoint over the temporal rules; an
+appointment slot that opens earlier wins). Allowed decisions carry
 `next_allowed_at = now`; decisions blocked by a non-temporal rule carry None.
 
 Every instant a decision carries (`next_allowed_at`, `evaluated_at`) is in the callee's
 zone with its offset, allowed and blocked alike, so an answer reads as the callee's
 clock and still compares exactly as an instant.
+
+This module walks the rules in order and builds the decision; the rule families live
+beside it: `hard_stops` (1–7), `blackouts` and `compiled` (8, and the per-policy texts
+and cached checks), `caps` (9), `appointments`, `next_allowed`, on the callee's clock
+from `callee_time`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
-from zoneinfo import ZoneInfo
+from typing import Any, Iterable
 
-from .appointments import appointment, appointment_opening
-from .blackouts import active_period, blackout_ends_at
-from .callee_time import ONE_DAY, UTC, at_local, callee_zone, seconds_of_day
+from .appointments import appointment
+from .blackouts import active_period
+from .callee_time import UTC, callee_zone, seconds_of_day
 from .caps import Caps
 from .compiled import compiled
 from .config import Policy
@@ -64,24 +66,13 @@ from .hard_stops import (
     mask,
     number_check,
 )
-from .model import (
-    CASE_FLAGS,
-    CLOSED_STATUSES,
-    Appointment,
-    Check,
-    Decision,
-    DialRequest,
-    HistoryEvent,
-)
+from .model import CASE_FLAGS, CLOSED_STATUSES, Check, Decision, DialRequest, HistoryEvent
+from .next_allowed import search_next
 from .wording import REL_ZH, make_check
 
 __all__ = ["evaluate", "TEMPORAL_PREFIXES"]
 
 TEMPORAL_PREFIXES = ("window.", "cap.")
-_SEARCH_HORIZON = timedelta(days=400)
-_MAX_ITERATIONS = 2000
-
-# ----------------------------------------------------------------- evaluate
 
 
 def evaluate(
@@ -324,7 +315,7 @@ def evaluate(
 
     next_at: datetime | None = None
     if deciding.rule_id.startswith(TEMPORAL_PREFIXES):
-        next_at, note = _search_next(policy, capsx, relation, appointments, now_u, zone)
+        next_at, note = search_next(policy, capsx, relation, appointments, now_u, zone)
         inputs["next_allowed_search"] = note
         if next_at is not None:
             # Whole seconds, rounded up: answers and reasons read cleanly, never earlier than lawful.
@@ -337,53 +328,3 @@ def evaluate(
         reason += f"; next lawful time {next_at.isoformat()} (callee time)"
         reason_zh += f"；最早可拨时间 {next_at.isoformat()}（被叫当地时间）"
     return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), policy.version, local, inputs)
-
-
-def _search_next(
-    policy: Policy,
-    capsx: Caps,
-    relation: str | None,
-    appointments: Sequence[Appointment],
-    now_u: datetime,
-    zone: ZoneInfo,
-) -> tuple[datetime | None, str]:
-    """Earliest instant >= now at which blackout, window and every cap pass."""
-    caps = [c for c in policy.caps if relation is not None and relation in c.relations]
-    window = policy.window
-    horizon = now_u + _SEARCH_HORIZON
-    t = now_u
-    found: datetime | None = None
-    for _ in range(_MAX_ITERATIONS):
-        if t > horizon:
-            break
-        nt = t
-        local = t.astimezone(zone)
-        blackout_end = blackout_ends_at(policy, local, zone, t)
-        if blackout_end is not None:
-            nt = blackout_end
-        else:
-            sod = seconds_of_day(local)
-            if sod < window.start_s:
-                nt = at_local(local.date(), window.start_s, zone, t)
-            elif sod >= window.end_s:
-                nt = at_local(local.date() + ONE_DAY, window.start_s, zone, t)
-        impossible = False
-        for cap in caps:
-            free = capsx.free_at(cap, t)
-            if free is None:
-                impossible = True
-                break
-            if free > nt:
-                nt = free
-        if impossible:
-            break
-        if nt == t:
-            found = t
-            break
-        t = nt
-    appt = appointment_opening(policy, appointments, capsx, now_u, zone)
-    if appt is not None and (found is None or appt < found):
-        return appt, "appointment slot"
-    if found is None:
-        return None, "no lawful time within 400 days (a cap with limit 0, or blackout everywhere)"
-    return found, "window, blackout and caps"
