@@ -18,452 +18,61 @@ a DST change never shifts a rolling window. Time of day, "today" and holidays ar
 callee's; commission dates are the policy zone's.
 
 Only when every non-temporal rule passes and a temporal one blocks is
-`next_allowed_at` searched: starting at `now`, each failing temporal rule proposes
-the earliest instant it alone could pass; the latest proposal becomes the new
-candidate, and the loop repeats until every temporal rule passes at the candidate (a
-fixpoint). An appointment slot that opens earlier wins. Allowed decisions carry
+`next_allowed_at` searched (`next_allowed.py`: a fixpoint over the temporal rules; an
+appointment slot that opens earlier wins). Allowed decisions carry
 `next_allowed_at = now`; decisions blocked by a non-temporal rule carry None.
 
 Every instant a decision carries (`next_allowed_at`, `evaluated_at`) is in the callee's
 zone with its offset, allowed and blocked alike, so an answer reads as the callee's
 clock and still compares exactly as an instant.
+
+This module walks the rules in order and builds the decision; the rule families live
+beside it: `hard_stops` (1–7), `blackouts` and `compiled` (8, and the per-policy texts
+and cached checks), `caps` (9), `appointments`, `next_allowed`, on the callee's clock
+from `callee_time`.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from datetime import date, datetime, time, timedelta, timezone
-from functools import lru_cache
-from typing import Any, Collection, Iterable, Sequence
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
+from typing import Any, Iterable
 
-from .config import BlackoutPeriod, Cap, Policy
-from .model import (
-    CASE_FLAGS,
-    CLOSED_STATUSES,
-    Appointment,
-    Check,
-    Decision,
-    DialRequest,
-    HistoryEvent,
+from .appointments import appointment
+from .blackouts import active_period
+from .callee_time import UTC, callee_zone, seconds_of_day
+from .caps import Caps
+from .compiled import compiled
+from .config import Policy
+from .hard_stops import (
+    FAIL_DNC,
+    FAIL_FLAGS,
+    FAIL_PAUSED,
+    FAIL_REC,
+    FAIL_STORE,
+    PASS_CLOSED,
+    PASS_DNC,
+    PASS_FLAG_LIST,
+    PASS_FLAGS,
+    PASS_NOT_EXPIRED,
+    PASS_PAUSED,
+    PASS_REC,
+    PASS_STARTED,
+    PASS_STORE,
+    PASS_VALID,
+    STATUS_ZH,
+    agent_check,
+    contact_pass,
+    line_check,
+    mask,
+    number_check,
 )
-from .numbers import NumberFormatError, load_zone, mask_number, normalize_number, number_zone
+from .model import CASE_FLAGS, CLOSED_STATUSES, Check, Decision, DialRequest, HistoryEvent
+from .next_allowed import search_next
+from .wording import REL_ZH, make_check
 
 __all__ = ["evaluate", "TEMPORAL_PREFIXES"]
 
-UTC = timezone.utc
 TEMPORAL_PREFIXES = ("window.", "cap.")
-_SEARCH_HORIZON = timedelta(days=400)
-_MAX_ITERATIONS = 2000
-_ONE_DAY = timedelta(days=1)
-
-_ALL_RELATIONS = ("self", "guarantor", "family", "work", "third_party")
-_ROLE_ZH = {
-    "collector": "催收员",
-    "supervisor": "催收主管",
-    "qa": "质检",
-    "compliance": "合规",
-    "data": "数据专员",
-    "pbx": "呼叫中心系统",
-    "admin": "管理员",
-}
-_REL_ZH = {"self": "本人", "guarantor": "担保人", "family": "家属", "work": "单位/同事", "third_party": "第三方"}
-_COUNT_EN = {"attempts": "attempts", "connected": "connected calls", "unanswered": "unanswered attempts"}
-_COUNT_ZH = {"attempts": "次拨打", "connected": "次接通", "unanswered": "次未接通拨打"}
-_FLAG_TEXT = {
-    "litigation": ("the case is in litigation or reported to the police", "案件已诉讼或报案，停催"),
-    "deceased": ("the debtor is reported deceased", "债务人已报告死亡，停催待核实"),
-    "incarcerated": ("the debtor is reported imprisoned", "债务人已报告服刑，停催待核实"),
-    "fraud_claim": ("the debtor claims identity fraud", "债务人声称被冒用身份（伪冒），停催待核实"),
-    "dispute": ("the debtor disputes the debt; suspended until resolved", "债务人对债务有争议，争议解决前暂停催收"),
-    "complaint_risk": (
-        "the debtor shows an intent to complain; escalate to the supervisor",
-        "债务人有投诉倾向，停止拨打并上报主管",
-    ),
-    "do_not_collect": ("the account history says do not collect", "账户记录注明禁止催收"),
-}
-
-# ----------------------------------------------------------------- constant checks
-# Passing checks whose text never varies are built once: a frozen dataclass costs
-# about a microsecond to construct and the allowed path builds ~25 checks.
-
-
-def _c(rule_id: str, passed: bool, en: str, zh: str) -> Check:
-    return Check(rule_id, passed, en, zh)
-
-
-_PASS_STORE = _c("system.store_unavailable", True, "case store reachable", "案件库可用")
-_FAIL_STORE = _c(
-    "system.store_unavailable", False, "the case store is unavailable: failing closed", "案件库不可用，拒绝拨打（故障即拒绝）"
-)
-_PASS_REC = _c("system.recording_unavailable", True, "recording system working", "录音系统正常")
-_FAIL_REC = _c(
-    "system.recording_unavailable",
-    False,
-    "the recording system is unavailable: every call must be recorded in full",
-    "录音系统不可用：所有通话必须全程录音，拒绝拨打",
-)
-_PASS_CLOSED = _c("case.closed", True, "case is open", "案件未结案")
-_PASS_PAUSED = _c("case.paused", True, "case is not paused", "案件未暂停催收")
-_FAIL_PAUSED = _c(
-    "case.paused", False, "the creditor paused collection of this case", "委托方已暂停该案件催收（停催）"
-)
-_FLAG_ZH_NAME = {
-    "litigation": "诉讼/报案",
-    "deceased": "死亡",
-    "incarcerated": "服刑",
-    "fraud_claim": "伪冒",
-    "dispute": "争议",
-    "complaint_risk": "投诉倾向",
-    "do_not_collect": "禁止催收",
-}
-_PASS_FLAGS = {
-    f: _c(f"case.{f}", True, f"no {f.replace('_', ' ')} flag", f"无{_FLAG_ZH_NAME[f]}标记") for f in CASE_FLAGS
-}
-_FAIL_FLAGS = {f: _c(f"case.{f}", False, *_FLAG_TEXT[f]) for f in CASE_FLAGS}
-_PASS_FLAG_LIST = [_PASS_FLAGS[f] for f in CASE_FLAGS]
-_PASS_DNC = _c("contact.do_not_call", True, "number is not marked do-not-call", "号码未标记为不再联系")
-_FAIL_DNC = _c(
-    "contact.do_not_call",
-    False,
-    "the number is marked do-not-call for this case (e.g. a third party refused further contact)",
-    "该号码已标记为不再联系（如第三方明确拒绝再次联系）",
-)
-_PASS_LINE_OWN = _c(
-    "line.not_registered",
-    True,
-    "placed through the service's own PBX account, a registered and recorded line",
-    "经本系统的呼叫中心账号外呼（已报备、全程录音的线路）",
-)
-_PASS_LINE_ALLOWED = _c(
-    "line.not_registered",
-    True,
-    "no registered-line list for this creditor; allowed by allow_unregistered_lines",
-    "该委托方未配置报备外呼线路清单；已按 allow_unregistered_lines 配置放行",
-)
-_FAIL_LINE_NONE = _c(
-    "line.not_registered",
-    False,
-    "no registered-line list for this creditor: PBX calls must use registered, recorded lines",
-    "该委托方未配置报备外呼线路清单，呼叫中心外呼必须使用已报备并录音的线路，拒绝拨打",
-)
-
-
-# ----------------------------------------------------------------- helpers
-
-
-@lru_cache(maxsize=65536)
-def _number_check(number: str, region: str) -> tuple[str | None, str | None]:
-    """(normalised number, None) or (None, reason)."""
-    try:
-        return normalize_number(number, region), None
-    except NumberFormatError as exc:
-        return None, exc.reason
-
-
-# Caches keyed by a number or a case hold only strings, booleans and tuples of them:
-# the garbage collector does not track those. A cached Check, ZoneInfo tuple or
-# frozenset key per number would be a tracked object kept alive past its decision;
-# with many distinct numbers a second they pile up in the collector's middle
-# generation, whose collections then stall the event loop.
-
-
-def _callee_zone(contact_tz: str | None, number: str, default_tz: str) -> tuple[ZoneInfo, str, str, str | None]:
-    """(ZoneInfo, zone name, how it was chosen, note) for the callee."""
-    name, source, note = _callee_zone_name(contact_tz, number, default_tz)
-    zone = load_zone(name)
-    if zone is None:  # every name chosen above has loaded before; the caller fails closed
-        raise ValueError(f"time zone {name!r} cannot be loaded")
-    return zone, name, source, note
-
-
-@lru_cache(maxsize=65536)
-def _callee_zone_name(contact_tz: str | None, number: str, default_tz: str) -> tuple[str, str, str | None]:
-    note = None
-    if contact_tz:
-        if load_zone(contact_tz) is not None:
-            return contact_tz, "contact", None
-        note = f"contact zone {contact_tz!r} is not an IANA zone; ignored"
-    name = number_zone(number)
-    if name is not None:
-        return name, "number", note
-    return default_tz, "policy_default", note
-
-
-def _local_midnight_after(local: datetime, zone: ZoneInfo) -> datetime:
-    """The UTC instant of the callee-local midnight that ends `local`'s day."""
-    nxt = datetime.combine(local.date() + _ONE_DAY, time(0), tzinfo=zone)
-    return nxt.astimezone(UTC)
-
-
-def _day_bounds(t: datetime, zone: ZoneInfo) -> tuple[datetime, datetime, date]:
-    local = t.astimezone(zone)
-    start = datetime.combine(local.date(), time(0), tzinfo=zone).astimezone(UTC)
-    return start, _local_midnight_after(local, zone), local.date()
-
-
-def _sod(local: datetime) -> float:
-    return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
-
-
-class _Counter:
-    """Event times of one (scope, relations, kind) selection, sorted, for bisecting."""
-
-    __slots__ = ("times",)
-
-    def __init__(self, times: list[datetime]) -> None:
-        for t in times:
-            if t.tzinfo is None:
-                raise ValueError(f"history event at {t!r} is not timezone-aware")
-        times.sort()
-        self.times = times
-
-    def rolling(self, t: datetime, window: timedelta) -> int:
-        """Events with time > t - window (later events too: clock skew is counted)."""
-        times = self.times
-        return len(times) - bisect_right(times, t - window)
-
-    def between(self, lo: datetime, hi: datetime) -> int:
-        """Events with lo <= time < hi."""
-        times = self.times
-        return bisect_left(times, hi) - bisect_left(times, lo)
-
-    def closed(self, lo: datetime, hi: datetime) -> int:
-        """Events with lo <= time <= hi."""
-        times = self.times
-        return bisect_right(times, hi) - bisect_left(times, lo)
-
-
-class _Caps:
-    """Per-evaluation cap arithmetic over the relevant history."""
-
-    __slots__ = ("number_groups", "case_groups", "cache", "zone")
-
-    def __init__(
-        self,
-        number_groups: dict[tuple[str, str], list[datetime]],
-        case_groups: dict[tuple[str, str], list[datetime]],
-        zone: ZoneInfo,
-    ) -> None:
-        self.number_groups = number_groups  # (relation, kind) -> times, same number
-        self.case_groups = case_groups  # (relation, kind) -> times, same case
-        self.cache: dict[tuple[str, frozenset[str], str], _Counter] = {}
-        self.zone = zone
-
-    def counter(self, scope: str, relations: frozenset[str], kind: str) -> _Counter:
-        key = (scope, relations, kind)
-        counter = self.cache.get(key)
-        if counter is None:
-            times: list[datetime] = []
-            groups = self.number_groups if scope == "number" else self.case_groups
-            for rel in relations:
-                got = groups.get((rel, kind))
-                if got:
-                    times.extend(got)
-            counter = self.cache[key] = _Counter(times)
-        return counter
-
-    def count(self, cap: Cap, t: datetime, day: tuple[datetime, datetime, date] | None) -> int:
-        """The cap's count as seen at instant `t` (history unchanged)."""
-        if cap.count == "unanswered":
-            a = self._count_kind(cap, "attempt", t, day)
-            c = self._count_kind(cap, "connected", t, day)
-            return a - c if a > c else 0
-        return self._count_kind(cap, "attempt" if cap.count == "attempts" else "connected", t, day)
-
-    def _count_kind(self, cap: Cap, kind: str, t: datetime, day: tuple[datetime, datetime, date] | None) -> int:
-        counter = self.counter(cap.scope, cap.relations, kind)
-        if not counter.times:
-            return 0
-        if cap.window_delta is None:
-            if day is None:
-                day = _day_bounds(t, self.zone)
-            if cap.days > 1:
-                # N callee-local dates ending today: from the midnight that began the first.
-                first = datetime.combine(day[2] - timedelta(days=cap.days - 1), time(0), tzinfo=self.zone)
-                return counter.between(first.astimezone(UTC), day[1])
-            return counter.between(day[0], day[1])
-        return counter.rolling(t, cap.window_delta)
-
-    def free_at(self, cap: Cap, t: datetime) -> datetime | None:
-        """The earliest instant >= t at which this cap alone passes; None if never."""
-        if cap.limit <= 0:
-            return None
-        if self.count(cap, t, None) < cap.limit:
-            return t
-        if cap.window_delta is None:
-            # A calendar-day cap frees at a callee-local midnight (the loop re-checks
-            # that day, which matters only for clock-skewed future events). Over N days
-            # the period holding the limit-th newest event must end: its date + N.
-            nxt = t.astimezone(self.zone).date() + _ONE_DAY
-            if cap.days > 1 and cap.count != "unanswered":
-                kind = "attempt" if cap.count == "attempts" else "connected"
-                oldest = self.counter(cap.scope, cap.relations, kind).times[-cap.limit]
-                nxt = max(nxt, oldest.astimezone(self.zone).date() + timedelta(days=cap.days))
-            return _at_local(nxt, 0, self.zone, t)
-        w = cap.window_delta
-        if cap.count != "unanswered":
-            counter = self.counter(cap.scope, cap.relations, "attempt" if cap.count == "attempts" else "connected")
-            # count(t') < limit  <=>  the limit-th newest event <= t' - w. When exactly
-            # `limit` events are counted that is the oldest counted event + window.
-            return counter.times[-cap.limit].astimezone(UTC) + w
-        # Unanswered = attempts - connected is not monotone in t: try each instant at
-        # which an event leaves the window, in order.
-        candidates = sorted(
-            {
-                e.astimezone(UTC) + w
-                for kind in ("attempt", "connected")
-                for e in self.counter(cap.scope, cap.relations, kind).times
-                if e.astimezone(UTC) + w > t
-            }
-        )
-        for cand in candidates:
-            if self.count(cap, cand, None) < cap.limit:
-                return cand
-        return None
-
-
-# ----------------------------------------------------------------- per-policy data
-
-
-class _Compiled:
-    """Texts, cap selections and cached checks derived once from a `Policy`."""
-
-    __slots__ = (
-        "window_text",
-        "na_checks",
-        "cap_texts",
-        "cap_checks",
-        "day_checks",
-        "inside_checks",
-        "bounds",
-    )
-
-    def __init__(self, policy: Policy) -> None:
-        w = policy.window
-        self.window_text = f"{w.start}–{w.end}"
-        self.na_checks: dict[str | None, tuple[Check | None, ...]] = {}
-        for rel in (*_ALL_RELATIONS, None):
-            flags = tuple(rel is not None and rel in cap.relations for cap in policy.caps)
-            self.na_checks[rel] = tuple(
-                None
-                if ok
-                else _c(
-                    cap.id,
-                    True,
-                    f"does not apply to relation {rel or 'unknown'} "
-                    f"(applies to {', '.join(r for r in _ALL_RELATIONS if r in cap.relations)})",
-                    f"不适用于该联系人关系（{_REL_ZH.get(rel or '', '未知')}）",
-                )
-                for cap, ok in zip(policy.caps, flags)
-            )
-        texts = []
-        for cap in policy.caps:
-            scope_en = "this number" if cap.scope == "number" else "this case"
-            scope_zh = "该号码" if cap.scope == "number" else "本案件"
-            if cap.scope == "number" and cap.relations >= frozenset(_ALL_RELATIONS):
-                # Seed 001 caps the number, whoever it belongs to: say so where it is counted.
-                scope_en = "this number (any relation, any case)"
-                scope_zh = "该号码（不论关系、不论案件）"
-            if cap.window_delta is None and cap.days > 1:
-                span_en = f"in the last {cap.days} calendar days, today included (callee dates)"
-                span_zh = f"含当日在内的最近 {cap.days} 个自然日（被叫当地日期）"
-            else:
-                span_en = "today (callee time)" if cap.window_delta is None else f"in the last {cap.window}"
-                span_zh = "当日（被叫当地时间）" if cap.window_delta is None else f"最近 {cap.window} 内"
-            texts.append(
-                (f"{_COUNT_EN[cap.count]} to {scope_en} {span_en}", f"{scope_zh}{span_zh}", _COUNT_ZH[cap.count])
-            )
-        self.cap_texts = tuple(texts)
-        self.cap_checks: dict[tuple[int, int], Check] = {}
-        self.day_checks: dict[date, Check] = {}
-        self.inside_checks: dict[tuple[str, int, int], Check] = {}
-        self.bounds: dict[tuple[str, date], tuple[datetime, datetime, date]] = {}
-
-    def inside_check(self, zone_name: str, hour: int, minute: int) -> Check:
-        """The passing hours check, to the minute (the exact time is in inputs_used)."""
-        key = (zone_name, hour, minute)
-        check = self.inside_checks.get(key)
-        if check is None:
-            hm = f"{hour:02d}:{minute:02d}"
-            check = _c(
-                "window.outside_hours",
-                True,
-                f"callee local time {hm} ({zone_name}) is inside {self.window_text}",
-                f"被叫当地时间 {hm} 在允许时段 {self.window_text} 内",
-            )
-            if len(self.inside_checks) > 20000:
-                self.inside_checks.clear()
-            self.inside_checks[key] = check
-        return check
-
-    def day_bounds(self, zone_name: str, zone: ZoneInfo, local: datetime) -> tuple[datetime, datetime, date]:
-        """UTC bounds [start, end) of the callee-local day of `local`."""
-        key = (zone_name, local.date())
-        bounds = self.bounds.get(key)
-        if bounds is None:
-            bounds = _day_bounds(local, zone)
-            if len(self.bounds) > 4096:
-                self.bounds.clear()
-            self.bounds[key] = bounds
-        return bounds
-
-    def cap_check(self, i: int, cap: Cap, n: int) -> Check:
-        key = (i, n)
-        check = self.cap_checks.get(key)
-        if check is None:
-            en, zh_scope, zh_count = self.cap_texts[i]
-            if n < cap.limit:
-                check = _c(cap.id, True, f"{n} of {cap.limit} {en}", f"{zh_scope}已 {n} {zh_count}，上限 {cap.limit}")
-            else:
-                check = _c(
-                    cap.id,
-                    False,
-                    f"limit reached: {n} of {cap.limit} {en}",
-                    f"已达上限：{zh_scope}已 {n} {zh_count}，上限 {cap.limit}",
-                )
-            if len(self.cap_checks) < 4096:
-                self.cap_checks[key] = check
-        return check
-
-    def day_check(self, policy: Policy, day: date) -> Check:
-        check = self.day_checks.get(day)
-        if check is None:
-            check = _blackout_check(policy, day)
-            if len(self.day_checks) > 2048:
-                self.day_checks.clear()
-            self.day_checks[day] = check
-        return check
-
-
-def _compiled(policy: Policy) -> _Compiled:
-    comp = policy.derived.get("engine")
-    if comp is None:
-        comp = policy.derived["engine"] = _Compiled(policy)
-    return comp
-
-
-def _contact_pass(masked: str, relation: str) -> Check:
-    return _c("contact.not_authorized", True, *_contact_pass_text(masked, relation))
-
-
-@lru_cache(maxsize=65536)
-def _contact_pass_text(masked: str, relation: str) -> tuple[str, str]:
-    return f"{masked} is a {relation} contact of the case", f"号码为本案联系人号码（{_REL_ZH.get(relation, relation)}）"
-
-
-# `mask_number` itself, cached: every check of a decision names the number again.
-@lru_cache(maxsize=65536)
-def _mask(number: str) -> str:
-    return mask_number(number)
-
-
-_PASS_STARTED = _c("case.commission_not_started", True, "commission has started", "委托期已开始")
-_PASS_NOT_EXPIRED = _c("case.commission_expired", True, "within the commission period", "在委托期内")
-_PASS_VALID = _c("contact.invalid_number", True, "number is valid", "号码有效")
-
-
-# ----------------------------------------------------------------- evaluate
 
 
 def evaluate(
@@ -481,7 +90,7 @@ def evaluate(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
     now_u = now.astimezone(UTC)
-    comp = _compiled(policy)
+    comp = compiled(policy)
     case = request.case
     region = policy.default_region
     checks: list[Check] = []
@@ -490,29 +99,29 @@ def evaluate(
     # 1. system faults ----------------------------------------------------------
     faults = request.faults
     if faults:
-        add(_FAIL_STORE if "store_unavailable" in faults else _PASS_STORE)
-        add(_FAIL_REC if "recording_unavailable" in faults else _PASS_REC)
+        add(FAIL_STORE if "store_unavailable" in faults else PASS_STORE)
+        add(FAIL_REC if "recording_unavailable" in faults else PASS_REC)
     else:
-        add(_PASS_STORE)
-        add(_PASS_REC)
+        add(PASS_STORE)
+        add(PASS_REC)
 
     # 2. agent --------------------------------------------------------------------
     agent = request.agent
-    add(_agent_check(agent.role, agent.agent_id, agent.creditors, case.case_id, case.creditor, case.assigned_agent))
+    add(agent_check(agent.role, agent.agent_id, agent.creditors, case.case_id, case.creditor, case.assigned_agent))
 
     # 3-5. case -------------------------------------------------------------------
     policy_today = now_u.astimezone(policy.zone).date()
     status = case.status
     if status in CLOSED_STATUSES:
-        add(_c("case.closed", False, f"the case is {status}", f"案件已{_STATUS_ZH.get(status, status)}，不得拨打"))
+        add(make_check("case.closed", False, f"the case is {status}", f"案件已{STATUS_ZH.get(status, status)}，不得拨打"))
     elif status not in ("active", "paused"):
-        add(_c("case.closed", False, f"unknown case status {status!r}: failing closed", f"未知案件状态 {status!r}，拒绝拨打"))
+        add(make_check("case.closed", False, f"unknown case status {status!r}: failing closed", f"未知案件状态 {status!r}，拒绝拨打"))
     else:
-        add(_PASS_CLOSED)
+        add(PASS_CLOSED)
     start, end = case.commission_start, case.commission_end
     if start is not None and policy_today < start:
         add(
-            _c(
+            make_check(
                 "case.commission_not_started",
                 False,
                 f"the commission starts on {start.isoformat()} (today is {policy_today.isoformat()} in {policy.timezone})",
@@ -520,10 +129,10 @@ def evaluate(
             )
         )
     else:
-        add(_PASS_STARTED)
+        add(PASS_STARTED)
     if end is not None and policy_today > end:
         add(
-            _c(
+            make_check(
                 "case.commission_expired",
                 False,
                 f"the commission ended on {end.isoformat()} (today is {policy_today.isoformat()} in {policy.timezone})",
@@ -531,27 +140,27 @@ def evaluate(
             )
         )
     else:
-        add(_PASS_NOT_EXPIRED)
-    add(_FAIL_PAUSED if status == "paused" else _PASS_PAUSED)
+        add(PASS_NOT_EXPIRED)
+    add(FAIL_PAUSED if status == "paused" else PASS_PAUSED)
     flags = case.flags
     if flags:
         for flag in CASE_FLAGS:
-            add(_FAIL_FLAGS[flag] if flag in flags else _PASS_FLAGS[flag])
+            add(FAIL_FLAGS[flag] if flag in flags else PASS_FLAGS[flag])
     else:
-        checks.extend(_PASS_FLAG_LIST)
+        checks.extend(PASS_FLAG_LIST)
 
     # 6. contact ------------------------------------------------------------------
     number = request.number
     contact = case.contact(number)
-    normalised, number_problem = _number_check(number, region)
+    normalised, number_problem = number_check(number, region)
     if contact is None and normalised is not None and normalised != number:
         contact = case.contact(normalised)
         if contact is not None:
             number = normalised
-    masked = _mask(number)
+    masked = mask(number)
     if contact is None:
         add(
-            _c(
+            make_check(
                 "contact.not_authorized",
                 False,
                 f"{masked} is not a number the creditor supplied or staff verified for case {case.case_id}",
@@ -559,28 +168,28 @@ def evaluate(
             )
         )
     else:
-        add(_contact_pass(masked, contact.relation))
+        add(contact_pass(masked, contact.relation))
     if contact is not None and contact.status == "invalid":
-        add(_c("contact.invalid_number", False, f"{masked} is known invalid (empty or wrong number)", f"{masked} 已确认为空号/错号"))
+        add(make_check("contact.invalid_number", False, f"{masked} is known invalid (empty or wrong number)", f"{masked} 已确认为空号/错号"))
     elif number_problem is not None:
-        add(_c("contact.invalid_number", False, f"{masked} is not a dialable number: {number_problem}", f"{masked} 不是有效号码：{number_problem}"))
+        add(make_check("contact.invalid_number", False, f"{masked} is not a dialable number: {number_problem}", f"{masked} 不是有效号码：{number_problem}"))
     else:
-        add(_PASS_VALID)
-    add(_FAIL_DNC if contact is not None and contact.do_not_call else _PASS_DNC)
+        add(PASS_VALID)
+    add(FAIL_DNC if contact is not None and contact.do_not_call else PASS_DNC)
 
     # 7. registered line ----------------------------------------------------------
-    add(_line_check(request, region, policy.allow_unregistered_lines))
+    add(line_check(request, region, policy.allow_unregistered_lines))
 
     # 8. window -------------------------------------------------------------------
-    zone, zone_name, zone_source, zone_note = _callee_zone(
+    zone, zone_name, zone_source, zone_note = callee_zone(
         contact.tz if contact is not None else None, number, policy.timezone
     )
     local = now_u.astimezone(zone)
     blackout = comp.day_check(policy, local.date())
     if blackout.passed and policy.blackout_periods:
-        period = _active_period(policy, local)
+        period = active_period(policy, local)
         if period is not None:
-            blackout = _c(
+            blackout = make_check(
                 "window.blackout_date",
                 False,
                 f"callee local time {local.strftime('%Y-%m-%d %H:%M')} is inside the creditor's blackout period "
@@ -589,12 +198,12 @@ def evaluate(
             )
     add(blackout)
     window = policy.window
-    if window.start_s <= _sod(local) < window.end_s:
+    if window.start_s <= seconds_of_day(local) < window.end_s:
         add(comp.inside_check(zone_name, local.hour, local.minute))
     else:
         hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
         add(
-            _c(
+            make_check(
                 "window.outside_hours",
                 False,
                 f"callee local time {hms} ({zone_name}) is outside the calling window {comp.window_text}",
@@ -608,21 +217,21 @@ def evaluate(
     if contact is not None:
         # An unknown relation is held to the strictest class rather than escaping
         # every cap; events are classified the same way below.
-        relation = contact.relation if contact.relation in _REL_ZH else "third_party"
+        relation = contact.relation if contact.relation in REL_ZH else "third_party"
     case_id = case.case_id
     number_groups: dict[tuple[str, str], list[datetime]] = {}
     case_groups: dict[tuple[str, str], list[datetime]] = {}
-    # Naive event times are refused where they are compared (see _Counter).
+    # Naive event times are refused where they are compared (see caps._Counter).
     for e in history:
         if e.number == number:
-            key = (e.relation if e.relation in _REL_ZH else "third_party", e.kind)
+            key = (e.relation if e.relation in REL_ZH else "third_party", e.kind)
             number_groups.setdefault(key, []).append(e.at)
             if e.case_id == case_id:
                 case_groups.setdefault(key, []).append(e.at)
         elif e.case_id == case_id:
-            key = (e.relation if e.relation in _REL_ZH else "third_party", e.kind)
+            key = (e.relation if e.relation in REL_ZH else "third_party", e.kind)
             case_groups.setdefault(key, []).append(e.at)
-    capsx = _Caps(number_groups, case_groups, zone)
+    capsx = Caps(number_groups, case_groups, zone)
     day = None
     counters: dict[str, dict[str, bool | int | str]] = {}
     cap_indices: list[int] = []
@@ -657,7 +266,7 @@ def evaluate(
     # appointment exemption --------------------------------------------------------
     exempted = False
     appointments = [a for a in request.appointments if a.number == number] if request.appointments else ()
-    if appointments and _appointment(policy, appointments, capsx, now_u, zone, inputs):
+    if appointments and appointment(policy, appointments, capsx, now_u, zone, inputs):
         for i in [hours_index, *cap_indices]:
             c = checks[i]
             if not c.passed:
@@ -706,7 +315,7 @@ def evaluate(
 
     next_at: datetime | None = None
     if deciding.rule_id.startswith(TEMPORAL_PREFIXES):
-        next_at, note = _search_next(policy, capsx, relation, appointments, now_u, zone)
+        next_at, note = search_next(policy, capsx, relation, appointments, now_u, zone)
         inputs["next_allowed_search"] = note
         if next_at is not None:
             # Whole seconds, rounded up: answers and reasons read cleanly, never earlier than lawful.
@@ -719,308 +328,3 @@ def evaluate(
         reason += f"; next lawful time {next_at.isoformat()} (callee time)"
         reason_zh += f"；最早可拨时间 {next_at.isoformat()}（被叫当地时间）"
     return Decision(False, deciding.rule_id, reason, reason_zh, next_at, tuple(checks), policy.version, local, inputs)
-
-
-_STATUS_ZH = {"settled": "结清", "withdrawn": "撤案", "returned": "退案"}
-
-
-def _agent_check(
-    role: str, agent_id: str, creditors: Collection[str], case_id: str, creditor: str, assigned: str | None
-) -> Check:
-    """The agent rule. Its passing checks do not name the case, so they are cached per
-    agent (and creditor); a refusal is formatted afresh (rare, and names the case)."""
-    if role == "collector" and assigned == agent_id and (not creditors or creditor in creditors):
-        return _collector_pass(agent_id)
-    if role == "supervisor" and creditor in creditors:
-        return _supervisor_pass(agent_id, creditor)
-    return _agent_refusal(role, agent_id, creditors, case_id, creditor, assigned)
-
-
-@lru_cache(maxsize=1024)
-def _collector_pass(agent_id: str) -> Check:
-    return _c("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
-
-
-@lru_cache(maxsize=1024)
-def _supervisor_pass(agent_id: str, creditor: str) -> Check:
-    return _c("agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件")
-
-
-def _agent_refusal(
-    role: str, agent_id: str, creditors: Collection[str], case_id: str, creditor: str, assigned: str | None
-) -> Check:
-    if role == "collector":
-        if assigned != agent_id:
-            return _c(
-                "agent.not_assigned",
-                False,
-                f"collector {agent_id} is not assigned to case {case_id}",
-                f"催收员 {agent_id} 不是案件 {case_id} 的指派人员，不得拨打",
-            )
-        if creditors and creditor not in creditors:
-            return _c(
-                "agent.not_assigned",
-                False,
-                f"collector {agent_id} is not cleared for creditor {creditor}",
-                f"催收员 {agent_id} 无权处理委托方 {creditor} 的数据",
-            )
-        return _c("agent.not_assigned", True, f"collector {agent_id} is assigned to the case", "催收员为本案指派人员")
-    if role == "supervisor":
-        if creditor in creditors:
-            return _c(
-                "agent.not_assigned", True, f"supervisor {agent_id} is scoped to creditor {creditor}", "主管有权处理该委托方案件"
-            )
-        return _c(
-            "agent.not_assigned",
-            False,
-            f"supervisor {agent_id} is not scoped to creditor {creditor}",
-            f"主管 {agent_id} 无权处理委托方 {creditor} 的案件",
-        )
-    return _c(
-        "agent.not_assigned",
-        False,
-        f"role {role!r} may not dial; only the assigned collector or a supervisor of the creditor",
-        f"角色「{_ROLE_ZH.get(role, role)}」无拨打权限，仅限指派催收员或该委托方主管",
-    )
-
-
-def _line_check(request: DialRequest, region: str, allow_unregistered: bool) -> Check:
-    lines = request.registered_lines
-    if lines is None:
-        # Only a PBX dial ("sip") presents a caller line of its own; every other
-        # channel is placed through the service's own registered PBX account.
-        if request.channel != "sip":
-            return _PASS_LINE_OWN
-        return _PASS_LINE_ALLOWED if allow_unregistered else _FAIL_LINE_NONE
-    line = request.caller_line
-    if not line:
-        return _c(
-            "line.not_registered",
-            False,
-            "no caller line presented; calls must use a registered, recorded line",
-            "未提供主叫线路，必须使用已报备并录音的外呼线路",
-        )
-    if line in lines:
-        return _c("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
-    norm, _ = _number_check(line, region)
-    if norm is not None:
-        for registered in lines:
-            if _number_check(registered, region)[0] == norm:
-                return _c("line.not_registered", True, f"caller line {mask_number(line)} is registered", "主叫线路已报备")
-    return _c(
-        "line.not_registered",
-        False,
-        f"caller line {mask_number(line)} is not one of the creditor's registered, recorded lines",
-        f"主叫线路 {mask_number(line)} 不是该委托方报备的录音外呼线路",
-    )
-
-
-def _blackout_check(policy: Policy, day: date) -> Check:
-    if day in policy.blackout_dates:
-        return _c(
-            "window.blackout_date",
-            False,
-            f"{day.isoformat()} (callee date) is a blackout date of the creditor",
-            f"{day.isoformat()}（被叫当地日期）为委托方要求避开的敏感日期",
-        )
-    if policy.cn_holidays:
-        cal = policy.calendar
-        hol = cal.holiday(day)
-        missing_en = missing_zh = ""
-        if not cal.arranged(day.year):
-            missing_en = (
-                f"; the State Council's {day.year} holiday arrangement is missing, so only the statutory days "
-                f"are blocked (import it: dialgate holidays import FILE)"
-            )
-            missing_zh = f"；缺少国务院 {day.year} 年节假日安排，仅按法定节假日拦截（请导入：dialgate holidays import）"
-        if hol is not None:
-            kind_en = "a PRC holiday" if hol.source == "arrangement" else "a PRC statutory holiday"
-            kind_zh = "法定节假日（放假安排）" if hol.source == "arrangement" else "法定节假日"
-            return _c(
-                "window.blackout_date",
-                False,
-                f"{day.isoformat()} (callee date) is {kind_en} ({hol.name}){missing_en}",
-                f"{day.isoformat()}（被叫当地日期）为{kind_zh}（{hol.name_zh}）{missing_zh}",
-            )
-        return _c(
-            "window.blackout_date",
-            True,
-            f"{day.isoformat()} is neither a blackout date nor a PRC holiday{missing_en}",
-            f"非敏感日期、非法定节假日{missing_zh}",
-        )
-    return _c("window.blackout_date", True, f"{day.isoformat()} is not a blackout date", "非委托方敏感日期")
-
-
-def _blocked_day(policy: Policy, day: date) -> bool:
-    if day in policy.blackout_dates:
-        return True
-    if policy.cn_holidays:
-        return policy.calendar.holiday(day) is not None
-    return False
-
-
-def _appointment(
-    policy: Policy,
-    appointments: Sequence[Appointment],
-    capsx: _Caps,
-    now_u: datetime,
-    zone: ZoneInfo,
-    inputs: dict[str, Any],
-) -> bool:
-    """Record the nearest appointment in `inputs`; True when it exempts this call."""
-    tol = policy.appointment.tolerance
-    attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
-    limit = policy.appointment.max_attempts
-    # Prefer an appointment whose slot is open now and not used up; else report the
-    # nearest one so the explanation says why it did not help.
-    best, exempt = None, False
-    for appt in sorted(appointments, key=lambda a: abs(_utc(a.at) - now_u)):
-        at_u = _utc(appt.at)
-        lo, hi = at_u - tol, at_u + tol
-        if lo <= now_u <= hi and attempts.closed(lo, hi) < limit:
-            best, exempt = appt, True
-            break
-    if best is None:
-        best = min(appointments, key=lambda a: abs(_utc(a.at) - now_u))
-    at = _utc(best.at)
-    active = at - tol <= now_u <= at + tol
-    used = attempts.closed(at - tol, at + tol)
-    inputs["appointment"] = {
-        "at": at.astimezone(zone).isoformat(),
-        "tolerance": int(tol.total_seconds()),
-        "active": active,
-        "slot_attempts": used,
-        "max_attempts": limit,
-        "exempts": exempt,
-        "used": False,
-    }
-    return exempt
-
-
-def _utc(t: datetime) -> datetime:
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"appointment time {t!r} is not timezone-aware")
-    return t.astimezone(UTC)
-
-
-def _search_next(
-    policy: Policy,
-    capsx: _Caps,
-    relation: str | None,
-    appointments: Sequence[Appointment],
-    now_u: datetime,
-    zone: ZoneInfo,
-) -> tuple[datetime | None, str]:
-    """Earliest instant >= now at which blackout, window and every cap pass."""
-    caps = [c for c in policy.caps if relation is not None and relation in c.relations]
-    window = policy.window
-    horizon = now_u + _SEARCH_HORIZON
-    t = now_u
-    found: datetime | None = None
-    for _ in range(_MAX_ITERATIONS):
-        if t > horizon:
-            break
-        nt = t
-        local = t.astimezone(zone)
-        blackout_end = _blackout_end(policy, local, zone, t)
-        if blackout_end is not None:
-            nt = blackout_end
-        else:
-            sod = _sod(local)
-            if sod < window.start_s:
-                nt = _at_local(local.date(), window.start_s, zone, t)
-            elif sod >= window.end_s:
-                nt = _at_local(local.date() + _ONE_DAY, window.start_s, zone, t)
-        impossible = False
-        for cap in caps:
-            free = capsx.free_at(cap, t)
-            if free is None:
-                impossible = True
-                break
-            if free > nt:
-                nt = free
-        if impossible:
-            break
-        if nt == t:
-            found = t
-            break
-        t = nt
-    appt = _appointment_opening(policy, appointments, capsx, now_u, zone)
-    if appt is not None and (found is None or appt < found):
-        return appt, "appointment slot"
-    if found is None:
-        return None, "no lawful time within 400 days (a cap with limit 0, or blackout everywhere)"
-    return found, "window, blackout and caps"
-
-
-def _at_local(day: date, seconds: int, zone: ZoneInfo, after: datetime) -> datetime:
-    """The first instant after `after` showing local `day` + `seconds` on the clock."""
-    if seconds >= 86400:
-        day, seconds = day + _ONE_DAY, 0
-    wall = datetime.combine(day, time(seconds // 3600, seconds % 3600 // 60, seconds % 60))
-    return _wall_instant(wall, zone, after)
-
-
-def _wall_instant(wall: datetime, zone: ZoneInfo, after: datetime) -> datetime:
-    # In a repeated DST hour a wall time names two instants: take the first one that
-    # lies ahead; never step backwards (the search must progress).
-    for fold in (0, 1):
-        instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
-        if instant > after:
-            return instant
-    return after + timedelta(seconds=1)
-
-
-def _active_period(policy: Policy, local: datetime) -> BlackoutPeriod | None:
-    """The blackout period the callee-local `local` falls in, or None."""
-    if not policy.blackout_periods:
-        return None
-    wall = local.replace(tzinfo=None)
-    sod = _sod(local)
-    for period in policy.blackout_periods:
-        if period.start_at is None or period.end_at is None:
-            if period.start_s is not None and period.end_s is not None and period.start_s <= sod < period.end_s:
-                return period
-        elif period.start_at <= wall < period.end_at:
-            return period
-    return None
-
-
-def _blackout_end(policy: Policy, local: datetime, zone: ZoneInfo, t: datetime) -> datetime | None:
-    """When the blackout covering instant `t` ends (UTC), or None if `t` is not blacked out."""
-    if _blocked_day(policy, local.date()):
-        return _at_local(local.date() + _ONE_DAY, 0, zone, t)
-    period = _active_period(policy, local)
-    if period is None:
-        return None
-    if period.end_at is not None:
-        return _wall_instant(period.end_at, zone, t)
-    assert period.end_s is not None  # a period without dates is a daily one
-    return _at_local(local.date(), period.end_s, zone, t)
-
-
-def _appointment_opening(
-    policy: Policy, appointments: Sequence[Appointment], capsx: _Caps, now_u: datetime, zone: ZoneInfo
-) -> datetime | None:
-    """Earliest instant >= now inside a usable appointment slot on a non-blackout day."""
-    if not appointments or policy.appointment.max_attempts <= 0:
-        return None
-    tol = policy.appointment.tolerance
-    attempts = capsx.counter("number", frozenset(_ALL_RELATIONS), "attempt")
-    best: datetime | None = None
-    for appt in appointments:
-        at_u = _utc(appt.at)
-        lo, hi = at_u - tol, at_u + tol
-        if hi < now_u or attempts.closed(lo, hi) >= policy.appointment.max_attempts:
-            continue
-        t = max(lo, now_u)
-        while t <= hi:
-            end = _blackout_end(policy, t.astimezone(zone), zone, t)
-            if end is None:
-                break
-            t = end
-        else:
-            continue
-        if best is None or t < best:
-            best = t
-    return best
