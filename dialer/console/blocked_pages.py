@@ -30,6 +30,7 @@ from dialer.csv_cells import safe_cell
 
 def add_blocked_pages(router: APIRouter, kit: PageKit) -> None:
     """The blocked dials (table, charts, CSV export) and one decision's record."""
+
     def blocked_filter(ctx: Ctx, params: Mapping[str, str]) -> tuple[BlockedDialFilter, dict[str, str]]:
         tz = ctx.settings.display_tz
         today = datetime.fromtimestamp(ctx.settings.now(), tz).date()
@@ -108,7 +109,6 @@ def add_blocked_pages(router: APIRouter, kit: PageKit) -> None:
         except ConsoleError as exc:
             return await kit.on_error(ctx, exc)
         return await kit.render(ctx, "decision.html", d=d, inputs=_flatten(d.inputs_used))
-
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from dialer.console.ports import ConsoleError
 
 def add_case_pages(router: APIRouter, kit: PageKit) -> None:
     """The worklist and the case view."""
+
     @router.get("/worklist")
     async def worklist(request: Request) -> Response:
         ctx = await kit.context(request)

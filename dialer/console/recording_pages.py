@@ -28,6 +28,7 @@ MIN_REASON_CHARS = 4
 
 def add_recording_pages(router: APIRouter, kit: PageKit) -> None:
     """A case's recordings, one recording with its access log, the access reason, the audio."""
+
     @router.get("/cases/{creditor}/{case_id}/recordings")
     async def case_recordings(request: Request, creditor: str, case_id: str) -> Response:
         ctx = await kit.context(request)
@@ -132,7 +133,6 @@ def add_recording_pages(router: APIRouter, kit: PageKit) -> None:
             log=log, t=ctx.t, dt=lambda v: fmt_dt(v, ctx.settings.display_tz)
         )
         return kit.finish(ctx, HTMLResponse(page))
-
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:

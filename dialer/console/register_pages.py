@@ -22,6 +22,7 @@ _log = structlog.get_logger("dialgate.console")
 
 def add_register_pages(router: APIRouter, kit: PageKit) -> None:
     """The destruction register and purge approval."""
+
     @router.get("/destruction-register")
     async def destruction_register(request: Request, cursor: str | None = None) -> Response:
         ctx = await kit.context(request)

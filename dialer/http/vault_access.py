@@ -105,7 +105,6 @@ async def link_for_attempt(svc: Services, who: Principal, attempt_id: str) -> tu
     return Link(creditor=att.creditor, case_id=att.case_id, agent=att.agent_id, number=att.number), att.at
 
 
-
 async def case_creditor(svc: Services, who: Principal, case_id: str, creditor: str | None) -> str:
     async with svc.store.read() as uow:
         found = await uow.cases.find(case_id, who.scope())
