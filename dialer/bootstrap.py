@@ -242,12 +242,14 @@ class Extension:
 def routers() -> list[APIRouter]:
     """The HTTP API, in the order its routes are matched."""
     from dialer.http import (
-        attempts, blocked, case_actions, cases, dials, docs, health, imports, recordings, worklist,
+        attempts, blocked, case_actions, cases, dials, docs, health, imports, recording_retention,
+        recording_uploads, recordings, worklist,
     )
 
     return [
         health.router, docs.router, cases.router, case_actions.router, worklist.router, imports.router,
-        dials.router, blocked.router, recordings.router, console_router(), attempts.router,
+        dials.router, blocked.router, recording_uploads.router, recordings.router, recording_retention.router,
+        console_router(), attempts.router,
     ]
 
 
@@ -287,7 +289,7 @@ def _console_queries(services: Services, vault: Vault | None) -> ConsoleQueries:
 
 def _open_vault(services: Services) -> AbstractAsyncContextManager[object]:
     from adapters.db.recordings_repo import SqlAlchemyRecordingWatch
-    from dialer.http.recordings import open_vault
+    from dialer.vault_extension import open_vault
 
     def build(rcfg: RecordingsConfig) -> Vault:
         return build_vault(rcfg, services.store, services.clock.now)
@@ -301,7 +303,7 @@ def _open_vault(services: Services) -> AbstractAsyncContextManager[object]:
 
 def _run_vault_jobs(services: Services) -> AbstractAsyncContextManager[object]:
     from adapters.storage.inbox import Inbox, Resolved
-    from dialer.http.recordings import AttemptResolver, run_vault_jobs
+    from dialer.vault_extension import AttemptResolver, run_vault_jobs
 
     def resolved(link: Link, at: datetime) -> Resolved:
         return Resolved(link, at)

@@ -54,7 +54,8 @@ def cases_import(
 
 async def _import(cfg: Any, file: Path, kind: str, encoding: str | None) -> Any:
     from dialer.bootstrap import open_services
-    from dialer.import_jobs import ImportJobs, Upload, load_import_limits
+    from dialer.import_jobs import ImportJobs, load_import_limits
+    from dialer.import_validation import Upload
     from dialer.model import Principal
 
     limits = load_import_limits(cfg.section("imports"), cfg.source)

@@ -20,6 +20,9 @@ Why resumable: a batch and the advance of `rows_done` commit together, so a cras
 kill between batches loses nothing and repeats nothing; on start the service rolls
 every job left "applying" forward from `rows_done`. A job left "validating" had its file
 only in memory: it is marked failed (nothing was applied) and must be sent again.
+
+The checks and staging are in `dialer.import_validation`, the batches in
+`dialer.import_apply`; this module runs them as jobs.
 """
 
 from __future__ import annotations
@@ -29,9 +32,8 @@ import json
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping
 
 import structlog
 
@@ -46,21 +48,10 @@ from dialer.errors import (
     StoreUnavailable,
 )
 from dialer.ids import new_id
-from dialer.imports import (
-    case_from_json,
-    case_to_json,
-    decode_upload,
-    loads_json,
-    parse_cases_csv,
-    parse_cases_payload,
-    parse_repayments_csv,
-    parse_repayments_payload,
-    repayment_from_json,
-    repayment_to_json,
-)
-from dialer.case_merge import REPAYMENT_CLOSURE, REPAYMENT_REASON, repayment_closes
-from dialer.model import IMPORT_KINDS, CaseInput, ChangeSource, ImportJob, Principal
-from dialer.ports import CaseStore, Clock, UnitOfWork
+from dialer.import_apply import apply_job
+from dialer.import_validation import Upload, validate_and_stage
+from dialer.model import IMPORT_KINDS, ImportJob, Principal
+from dialer.ports import CaseStore, Clock
 
 if TYPE_CHECKING:
     from dialer.services import Services
@@ -68,7 +59,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("dialgate.imports")
 
 DATA_ROLES = frozenset({"data", "admin"})
-_STAGE_CHUNK = 2_000  # staged rows per write transaction: one executemany, short enough not to hold dials back
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,281 +89,6 @@ def load_import_limits(table: Mapping[str, Any], source: str = "config") -> Impo
             raise ConfigError(f"{where}: expected a whole number >= 1, got {value!r}")
         values[key] = value
     return ImportLimits(**{**{f.name: getattr(defaults, f.name) for f in fields(ImportLimits)}, **values})
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """An import request's body and what its headers said."""
-
-    kind: str
-    body: bytes
-    content_type: str  # "text/csv" or "application/json" ("" = JSON)
-    encoding: str | None = None  # declared (charset= or ?encoding=); None: detected
-    file_name: str | None = None
-
-
-def validate(upload: Upload, actor: Principal, region_of: Callable[[str], str], max_rows: int) -> tuple[list[str], str]:
-    """(staged rows as JSON texts, encoding) of a valid file; raises the file's errors.
-    CPU only (no store, no clock): the service runs it in a worker thread."""
-    text, encoding = decode_upload(upload.body, upload.encoding)
-    csv_body = upload.content_type in ("text/csv", "application/csv")
-    if not csv_body and upload.content_type not in ("application/json", ""):
-        raise BadRequest(f"unsupported Content-Type {upload.content_type!r}: use application/json or text/csv")
-    doc: Any = text
-    if not csv_body:
-        doc = loads_json(text)
-    if upload.kind == "cases":
-        cases = parse_cases_csv(doc, region_of, max_rows) if csv_body else parse_cases_payload(doc, region_of, max_rows)
-        outside = [
-            {"row": i + 1, "field": "creditor", "error": f"creditor {c.creditor!r} is outside your scope"}
-            for i, c in enumerate(cases)
-            if not actor.can_see(c.creditor)
-        ]
-        if outside:
-            raise InvalidImport(outside)
-        return [case_to_json(c) for c in cases], encoding
-    rows = parse_repayments_csv(doc, max_rows) if csv_body else parse_repayments_payload(doc, max_rows)
-    return [repayment_to_json(r) for r in rows], encoding
-
-
-async def _check_repayment_cases(store: CaseStore, actor: Principal, staged: Sequence[str]) -> None:
-    """Unknown cases (or another creditor's) refuse the whole file, before anything is applied."""
-    errors = []
-    for start in range(0, len(staged), 500):
-        async with store.read() as uow:
-            for i, text in enumerate(staged[start:start + 500], start=start + 1):
-                r = repayment_from_json(text)
-                visible = actor.can_see(r["creditor"])
-                if not visible or await uow.cases.get(r["creditor"], r["case_id"]) is None:
-                    errors.append({"row": i, "field": "case_id",
-                                   "error": f"no case {r['case_id']!r} for creditor {r['creditor']!r}"})
-    if errors:
-        raise InvalidImport(errors)
-
-
-def _problem_errors(exc: ApiError) -> list[dict[str, Any]]:
-    """A refusal as the job's error list; a whole-file problem is row 0 with its status."""
-    if isinstance(exc, InvalidImport):
-        return list(exc.errors)
-    return [{"row": 0, "field": "", "error": exc.detail, "status": exc.status,
-             **({"details": exc.details} if exc.details else {})}]
-
-
-async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int, batch_ms: int = 20,
-                    *, pause: bool = False) -> ImportJob:
-    """Apply a job's staged rows from `rows_done` on, one short transaction per batch;
-    returns the finished job. A batch holds at most `batch_rows` rows, and as many as
-    the previous batch's time per row fits in `batch_ms` milliseconds. Safe to run
-    twice at once: each batch re-reads `rows_done` under the write lock (PostgreSQL:
-    the job's row lock) and applies only what follows.
-
-    `pause` (another process than the gate's): after each batch, wait a quarter of its
-    duration before taking the lock again. The database's writer lock is not a queue:
-    a writer that comes straight back can take it before the gate's waiting thread is
-    scheduled, and starve it for batch after batch."""
-    loop = asyncio.get_running_loop()
-    if not getattr(store, "serialised_writes", True):
-        # PostgreSQL has no single write lock for the gate to wait on, only the cases a
-        # batch locks: longer batches there, and no pause, spread each batch's fixed cost
-        # (its job row, its commit) over more rows.
-        batch_ms, pause = max(batch_ms, 250), False
-    # Rows fetched per batch follow the time a row took in the last one, so a batch
-    # holds the write lock about `batch_ms` (and, on PostgreSQL, locks only the cases
-    # it has time for). It starts small and at most doubles, so one fast batch does not
-    # size the next beyond what the store keeps up with.
-    limit = min(batch_rows, 50)
-    # Staged rows are read and parsed ahead, several batches at a time, outside the
-    # write lock: the lock is held for the writes only, and a batch costs no read.
-    ahead: list[tuple[int, Any]] = []
-    while True:
-        if not ahead:
-            async with store.read() as uow:
-                job = await uow.imports.get(import_id)
-                if job is None:
-                    raise NotFound(f"no import {import_id!r}")
-                if job.state != "applying":
-                    return job
-                staged = await uow.imports.next_rows(import_id, job.rows_done, max(4 * batch_rows, 1_000))
-            ahead = _parse_rows(job.kind, staged)
-        batch = ahead[:limit]
-        started = loop.time()
-        async with store.write(_lock_keys(batch)) as w:
-            job = await w.imports.lock(import_id)
-            assert job is not None
-            if job.state != "applying":
-                return job
-            if batch and batch[0][0] <= job.rows_done:  # another runner applied them meanwhile
-                ahead = []
-                continue
-            now = clock.now()
-            if not batch:
-                await _finish(w, job, now)
-            else:
-                summary = dict(job.summary)
-                first = loop.time()
-                if job.kind == "cases":
-                    await apply_cases(w, batch, now, _source(job, "import"), summary)
-                else:
-                    await apply_repayments(w, batch, now, _source(job, "repayment", REPAYMENT_REASON), summary)
-                per_row = (loop.time() - first) / len(batch)
-                fits = int(batch_ms / 1000 / max(per_row, 1e-6) * 0.8)
-                limit = max(1, min(batch_rows, 2 * len(batch), fits))
-                await w.imports.advance(import_id, batch[-1][0], summary, now)
-        del ahead[:len(batch)]
-        if pause:
-            await asyncio.sleep(max(0.001, (loop.time() - started) / 4))
-        else:
-            # In-process runs share the event loop with the gate: let queued work in first.
-            await asyncio.sleep(0)
-
-
-def _parse_rows(kind: str, rows: Sequence[tuple[int, str]]) -> list[tuple[int, Any]]:
-    """The staged rows as cases or repayments."""
-    if kind == "cases":
-        return [(seq, case_from_json(text)) for seq, text in rows]
-    return [(seq, repayment_from_json(text)) for seq, text in rows]
-
-
-def _lock_keys(rows: Sequence[tuple[int, Any]]) -> tuple[str, ...]:
-    return tuple(f"case:{r.case_id if isinstance(r, CaseInput) else r['case_id']}" for _, r in rows)
-
-
-def _source(job: ImportJob, kind: str, reason: str | None = None) -> ChangeSource:
-    # Imports are a data-staff action (admins may run them too; the job keeps the name).
-    return ChangeSource(kind=kind, actor=job.actor, role="data", ref=job.import_id, reason=reason)
-
-
-def _count(summary: dict[str, int], key: str) -> None:
-    summary[key] = summary.get(key, 0) + 1
-
-
-async def apply_cases(
-    uow: UnitOfWork, rows: Sequence[tuple[int, CaseInput]], now: datetime, source: ChangeSource,
-    summary: dict[str, int],
-) -> None:
-    """Case file rows `(row number, case)` through the store's batch upsert (the rules
-    that keep stops and closures: `dialer.case_merge`); the source and the row's number
-    say where each change came from (the case history records them). Every import,
-    synchronous or a job's batch, applies its rows here."""
-    for rec, is_new in await uow.cases.upsert_many(rows, now, source):
-        _count(summary, "created" if is_new else "updated")
-        await uow.outbox.add(
-            "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,
-            payload={"status": rec.status, "flags": sorted(rec.flags), "imported": True,
-                     "assigned_agent": rec.assigned_agent, "contacts": len(rec.contacts)},
-        )
-
-
-async def apply_repayments(
-    uow: UnitOfWork, rows: Sequence[tuple[int, Mapping[str, Any]]], now: datetime, source: ChangeSource,
-    summary: dict[str, int],
-) -> None:
-    """Repayment rows `(row number, repayment)`: each recorded; a settled one closes its
-    case and holds the closure against later case files (`case_merge.repayment_closes`).
-    `source`: the repayment's change source (kind "repayment"). Every repayment import
-    applies its rows here."""
-    for row, r in rows:
-        case = await uow.cases.get(r["creditor"], r["case_id"])
-        if case is None:  # checked when validated; cases are not deleted
-            _count(summary, "missing")
-            continue
-        await uow.cases.record_repayment(case.creditor, case.case_id, r.get("amount"), r.get("paid_on"),
-                                         bool(r["settled"]), source.actor, now)
-        _count(summary, "recorded")
-        if repayment_closes(bool(r["settled"]), case.status, case.status_hold):
-            await uow.cases.update(case.pk, now, source=source.at_row(row), **REPAYMENT_CLOSURE)
-            if case.status != "settled":
-                _count(summary, "closed")
-            await uow.outbox.add(
-                "case.updated", creditor=case.creditor, case_pk=case.pk, case_id=case.case_id,
-                occurred_at=now, payload={"status": "settled", "reason": "repayment", "follow_up_status": "closed"},
-            )
-
-
-async def import_cases_at_once(store: CaseStore, actor: Principal, cases: Sequence[CaseInput],
-                               now: datetime) -> dict[str, Any]:
-    """Validated cases applied in one transaction (all or nothing), by `apply_cases`."""
-    outside = [
-        {"row": i + 1, "field": "creditor", "error": f"creditor {c.creditor!r} is outside your scope"}
-        for i, c in enumerate(cases)
-        if not actor.can_see(c.creditor)
-    ]
-    if outside:
-        raise InvalidImport(outside)
-    import_id = new_id()
-    source = ChangeSource(kind="import", actor=actor.name, role=actor.role, ref=import_id)
-    summary: dict[str, int] = {}
-    async with store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
-        await apply_cases(uow, list(enumerate(cases, start=1)), now, source, summary)
-        created, updated = summary.get("created", 0), summary.get("updated", 0)
-        await uow.audit.add(
-            at=now, actor=actor.name, action="cases.imported", creditor=None, case_id=None,
-            details={"import_id": import_id, "created": created, "updated": updated,
-                     "case_ids": [c.case_id for c in cases][:1000]},
-        )
-    return {"import_id": import_id, "created": created, "updated": updated, "total": len(cases)}
-
-
-async def import_repayments_at_once(store: CaseStore, actor: Principal, rows: Sequence[Mapping[str, Any]],
-                                    now: datetime) -> dict[str, Any]:
-    """Repayments applied in one transaction by `apply_repayments`; unknown cases (or
-    another creditor's) refuse the whole file."""
-    import_id = new_id()
-    source = ChangeSource(kind="repayment", actor=actor.name, role=actor.role, ref=import_id,
-                          reason=REPAYMENT_REASON)
-    summary: dict[str, int] = {}
-    async with store.write(tuple(f"case:{r['case_id']}" for r in rows)) as uow:
-        errors = []
-        for i, r in enumerate(rows):
-            if not actor.can_see(r["creditor"]) or await uow.cases.get(r["creditor"], r["case_id"]) is None:
-                errors.append({"row": i + 1, "field": "case_id",
-                               "error": f"no case {r['case_id']!r} for creditor {r['creditor']!r}"})
-        if errors:
-            raise InvalidImport(errors)
-        await apply_repayments(uow, list(enumerate(rows, start=1)), now, source, summary)
-        await uow.audit.add(
-            at=now, actor=actor.name, action="repayments.imported", creditor=None, case_id=None,
-            details={"import_id": import_id, "rows": len(rows), "closed": summary.get("closed", 0)},
-        )
-    return {"recorded": len(rows), "closed": summary.get("closed", 0)}
-
-
-async def _finish(uow: UnitOfWork, job: ImportJob, now: datetime) -> None:
-    await uow.imports.finish(job.import_id, "done", now)
-    action = "cases.imported" if job.kind == "cases" else "repayments.imported"
-    await uow.audit.add(
-        at=now, actor=job.actor, action=action, creditor=None, case_id=None,
-        details={"import_id": job.import_id, "rows": job.rows_total, **job.summary},
-    )
-    log.info("import.done", import_id=job.import_id, kind=job.kind, rows=job.rows_total, **job.summary)
-
-
-async def validate_and_stage(
-    store: CaseStore, clock: Clock, import_id: str, upload: Upload, actor: Principal,
-    region_of: Callable[[str], str], max_rows: int, *, in_thread: bool = True,
-) -> ApiError | None:
-    """Validate the file (in a worker thread when `in_thread`) and stage its rows, then
-    mark the job applying; or mark it refused and return the error. Staging is in chunks
-    of short transactions; until the job says "applying" none of its rows is applied."""
-    try:
-        if in_thread:
-            staged, encoding = await asyncio.to_thread(validate, upload, actor, region_of, max_rows)
-        else:
-            staged, encoding = validate(upload, actor, region_of, max_rows)
-        if upload.kind == "repayments":
-            await _check_repayment_cases(store, actor, staged)
-    except ApiError as exc:
-        async with store.write() as uow:
-            await uow.imports.finish(import_id, "refused", clock.now(), errors=_problem_errors(exc))
-        log.info("import.refused", import_id=import_id, kind=upload.kind, error=exc.detail)
-        return exc
-    for start in range(0, len(staged), _STAGE_CHUNK):
-        async with store.write() as uow:
-            await uow.imports.stage(import_id, start + 1, staged[start:start + _STAGE_CHUNK])
-    async with store.write() as uow:
-        await uow.imports.finish(import_id, "applying", clock.now(), rows_total=len(staged), encoding=encoding)
-    log.info("import.validated", import_id=import_id, kind=upload.kind, rows=len(staged), encoding=encoding)
-    return None
 
 
 class ImportJobs:

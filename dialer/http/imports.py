@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 
 from dialer.errors import BadRequest, PayloadTooLarge
 from dialer.http.deps import Caller, Svc
-from dialer.import_jobs import ImportJobs, ImportLimits, Upload, load_import_limits
+from dialer.import_jobs import ImportJobs, ImportLimits, load_import_limits
+from dialer.import_validation import Upload
 from dialer.model import Principal
 from dialer.services import Services
 

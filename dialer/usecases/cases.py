@@ -20,14 +20,14 @@ class CaseUseCases(GateBase):
     # -- imports ---------------------------------------------------------------------
     async def import_cases(self, actor: Principal, cases: Sequence[CaseInput]) -> dict[str, Any]:
         """Upsert validated cases in one transaction (all or nothing)."""
-        from dialer.import_jobs import import_cases_at_once  # every import applies its rows there
+        from dialer.import_apply import import_cases_at_once  # every import applies its rows there
 
         require_role(actor, DATA_ROLES, "import cases")
         return await import_cases_at_once(self.store, actor, cases, self._now())
 
     async def import_repayments(self, actor: Principal, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Record repayments; a settled one closes its case. Unknown cases refuse the file."""
-        from dialer.import_jobs import import_repayments_at_once  # every import applies its rows there
+        from dialer.import_apply import import_repayments_at_once  # every import applies its rows there
 
         require_role(actor, DATA_ROLES, "import repayments")
         return await import_repayments_at_once(self.store, actor, rows, self._now())

@@ -246,7 +246,7 @@ async def test_the_drop_folder_links_a_file_named_by_attempt_id_to_its_case(api,
     from datetime import timedelta
 
     from adapters.storage.inbox import Inbox, Resolved
-    from dialer.http.recordings import AttemptResolver
+    from dialer.vault_extension import AttemptResolver
 
     attempt = await api.dial("C-2", "13700000003")
     box = tmp_path / "inbox"

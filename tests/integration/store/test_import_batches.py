@@ -21,7 +21,8 @@ from dialer.audit import verify
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.evidence import DEFAULT_KEY_FILE
-from dialer.import_jobs import Upload, apply_cases, apply_job, apply_repayments, validate_and_stage
+from dialer.import_apply import apply_cases, apply_job, apply_repayments
+from dialer.import_validation import Upload, validate_and_stage
 from dialer.imports import parse_cases_payload, parse_repayments_payload
 from dialer.model import ChangeSource, ContactRecord, ImportJob, Principal
 

@@ -208,8 +208,9 @@ async def test_a_large_file_is_applied_by_the_worker_process_on_postgresql_too(t
 
 async def test_two_runners_of_one_job_at_once_apply_each_row_once(tmp_path: Path) -> None:
     from dialer.bootstrap import open_services
-    from dialer.import_jobs import apply_job, validate_and_stage
-    from dialer.import_jobs import Upload as ImportUpload
+    from dialer.import_apply import apply_job
+    from dialer.import_validation import Upload as ImportUpload
+    from dialer.import_validation import validate_and_stage
     from dialer.model import ImportJob, Principal
 
     cfg = build_config({"paths": {"data_dir": str(tmp_path)}})

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+from dialer.console.blocked_pages import _csv_stream
 from dialer.console.ports import DecisionRow
-from dialer.console.router import _csv_stream
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from console_helpers import csrf_of, sign_in
 
+from dialer.console.blocked_pages import CSV_COLUMNS, _cell
 from dialer.console.ports import HEALTH_COMPONENTS
-from dialer.console.router import CSV_COLUMNS, _cell, _parse_range
+from dialer.console.recording_pages import _parse_range
 from dialer.console.sample import TOKENS
 
 

@@ -11,7 +11,8 @@ from starlette.requests import Request
 
 from dialer.errors import BadRequest, ConfigError, InvalidImport, PayloadTooLarge
 from dialer.http.imports import read_upload
-from dialer.import_jobs import ImportLimits, Upload, load_import_limits, validate
+from dialer.import_jobs import ImportLimits, load_import_limits
+from dialer.import_validation import Upload, validate
 from dialer.imports import (
     CSV_FIELD_LIMIT,
     TooManyRows,
