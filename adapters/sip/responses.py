@@ -170,8 +170,6 @@ def _split_commas(value: str) -> list[str]:
         return [value]
 
 
-
-
 __all__ = [
     "NO_DECISION_HEADERS",
     "REASON_PHRASES",
