@@ -8,7 +8,7 @@ Wire format, one JSON array per line::
                       ["hello", token, pid, host, port]   once the listener is bound
                       ["failed", token, pid, reason]       instead, when it cannot listen
                       [id, number, caller_line, extension, agent_id, case_id,
-                       attempt_id, call_id]                one per INVITE to decide
+                       attempt_id, call_id, request_key]   one per INVITE to decide
     service -> edge   [id, allowed, rule_id, reason, reason_zh, attempt_id,
                        retry_after, decision_id, number]
 
