@@ -34,7 +34,7 @@ from dialer.model import AttemptRecord, CaseRecord, DecisionRecord
 from dialer.ports import DialInputs, DialOutcome, DialQuery, DialReplay
 
 if TYPE_CHECKING:
-    from adapters.db.store import SqlUnitOfWork
+    from adapters.db.unit_of_work import SqlUnitOfWork
 
 LockFn = Callable[[list[str]], Awaitable[None]]
 _NOTHING: tuple[Any, ...] = ()

@@ -35,370 +35,39 @@ Reading: `open` returns a seekable file that fetches byte ranges (``Range: bytes
 with a read-ahead window that grows while reads are sequential, so a seek to the
 last second of a two-hour recording costs two small GETs and a full read streams in
 large ones.
+
+    s3            `S3BlobStore`: the port, versions, deletion, Object Lock
+    s3_upload     `S3BlobWriter`: one blob's multipart upload; `lock_until`
+    s3_ranges     `S3RangeReader`: ranged GETs with read-ahead
+    s3_settings   `S3Settings` from the configuration, credentials resolved
+    s3_client     the boto3 client, and its errors mapped to `StorageError`
 """
 
 from __future__ import annotations
 
-import io
-import os
 import re
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime
+from typing import Any, Iterator
 
-from recordings.config import SecretRef
 from recordings.errors import BlobLocked, ConfigError, InvalidRequest
 from recordings.ports import StoredBlob
 
 from adapters.storage.filesystem import StorageError
-from adapters.storage.secrets import read_secret
+from adapters.storage.s3_client import code, make_client, status, storage_error
+from adapters.storage.s3_ranges import S3RangeReader
+from adapters.storage.s3_settings import S3Settings, parse_store_url, settings_from_config
+from adapters.storage.s3_upload import S3BlobWriter, lock_until
+
+__all__ = [
+    "LOCK_MODES", "MIN_PART", "SUFFIX", "S3BlobStore", "S3BlobWriter", "S3RangeReader", "S3Settings", "lock_until",
+    "make_client", "parse_store_url", "settings_from_config",
+]
 
 SUFFIX = ".dgr"
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
 LOCK_MODES = ("compliance", "governance", "off")
-
-
-def parse_store_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` → ("bucket", "some/prefix") (prefix without slashes
-    at either end; may be empty)."""
-    m = _URL.match(url.strip())
-    if not m:
-        raise ConfigError(
-            f"recordings.store: 应为 s3://存储桶/前缀 / expected s3://bucket/prefix, got {url!r}"
-        )
-    return m.group(1), (m.group(2) or "").strip("/")
-
-
-def lock_until(retain_until: date) -> datetime:
-    """The lock's expiry for a recording kept through `retain_until`: the next day,
-    00:00 UTC (the vault's purge makes it due from that day on)."""
-    return datetime.combine(retain_until + timedelta(days=1), time(0), tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True, slots=True)
-class S3Settings:
-    """The ``[recordings.s3]`` table with its secrets resolved (never logged)."""
-
-    bucket: str
-    prefix: str
-    endpoint: str | None
-    region: str
-    access_key: str
-    secret_key: str
-    object_lock: str = "compliance"
-    part_size: int = 8 * 1024 * 1024
-    concurrency: int = 3
-    ca_file: str | None = None
-
-    def __repr__(self) -> str:  # the secret never reaches a log line
-        return f"S3Settings(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint={self.endpoint!r}, object_lock={self.object_lock!r})"
-
-
-def _secret(table: Mapping[str, Any], name: str, default_env: str, environ: Mapping[str, str]) -> str:
-    file = table.get(f"{name}_file")
-    if file:
-        return read_secret(SecretRef(file=str(file)), f"recordings.s3.{name}_file")
-    var = table.get(f"{name}_env") or default_env
-    return read_secret(
-        SecretRef(env=var), f"recordings.s3.{name}", environ=environ, hint=f" (or give recordings.s3.{name}_file)"
-    )
-
-
-def settings_from_config(url: str, table: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> S3Settings:
-    """Resolve ``[recordings] store`` and ``[recordings.s3]`` (validated by
-    `recordings.config`) into settings; credentials from the environment or files."""
-    env = os.environ if environ is None else environ
-    bucket, prefix = parse_store_url(url)
-    return S3Settings(
-        bucket=bucket,
-        prefix=prefix,
-        endpoint=table.get("endpoint") or None,
-        region=table.get("region") or "us-east-1",
-        access_key=_secret(table, "access_key", "DIALGATE_S3_ACCESS_KEY", env),
-        secret_key=_secret(table, "secret_key", "DIALGATE_S3_SECRET_KEY", env),
-        object_lock=table.get("object_lock", "compliance"),
-        part_size=int(table.get("part_size_mb", 8)) * 1024 * 1024,
-        concurrency=int(table.get("concurrency", 3)),
-        ca_file=table.get("ca_file") or None,
-    )
-
-
-def make_client(settings: S3Settings) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        s3={
-            "addressing_style": "path",
-            # The payload is already authenticated end to end (AES-GCM tags, the
-            # SHA-256 kept at ingest); signing it would hash every byte once more.
-            "payload_signing_enabled": False,
-        },
-        # CRC32 per request still guards the transfer itself.
-        request_checksum_calculation="when_supported",
-        response_checksum_validation="when_required",
-        max_pool_connections=settings.concurrency + 4,
-        retries={"max_attempts": 4, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=60,
-    )
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key,
-        aws_secret_access_key=settings.secret_key,
-        verify=settings.ca_file if settings.ca_file else None,
-        config=config,
-    )
-
-
-def _code(exc: Exception) -> str:
-    resp = getattr(exc, "response", None) or {}
-    return str(resp.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: Exception) -> int:
-    resp = getattr(exc, "response", None) or {}
-    return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-
-
-def _storage_error(what: str, exc: Exception) -> StorageError:
-    return StorageError(f"对象存储{what}失败 / object store {what_en(what)} failed: {_code(exc) or type(exc).__name__}")
-
-
-_WHAT = {"上传": "upload", "读取": "read", "删除": "delete", "列举": "list", "锁定": "lock"}
-
-
-def what_en(what: str) -> str:
-    return _WHAT.get(what, what)
-
-
-class S3BlobWriter:
-    """One blob being written as a multipart upload. `write` is called from one
-    thread at a time (the sealing pipeline's writer); parts upload on the store's
-    pool. Nothing is visible until `publish`."""
-
-    def __init__(self, store: S3BlobStore, key: str, retain_until: date | None) -> None:
-        self._store = store
-        self._key = key
-        self._object = store.object_key(key)
-        self._retain_until = retain_until
-        # Part buffers are reused: one being filled, at most `concurrency` uploading.
-        self._free: list[bytearray] = []
-        self._buf = bytearray(store.part_size)
-        self._fill = 0
-        self._upload_id: str | None = None
-        self._parts: list[Future[dict[str, Any]]] = []
-        self._slots = threading.BoundedSemaphore(store.concurrency)
-        self._error: BaseException | None = None
-        self._published = False
-        self._aborted = False
-
-    # -- lock parameters, the same on a single PUT and a multipart upload ------------
-
-    def _lock_args(self) -> dict[str, Any]:
-        if self._store.object_lock == "off" or self._retain_until is None:
-            return {}
-        return {
-            "ObjectLockMode": self._store.object_lock.upper(),
-            "ObjectLockRetainUntilDate": lock_until(self._retain_until),
-        }
-
-    def write(self, data: bytes | memoryview) -> int:
-        if self._error is not None:
-            raise self._error
-        view = memoryview(data)
-        if view.itemsize != 1:
-            view = view.cast("B")
-        n = len(view)
-        part = self._store.part_size
-        pos = 0
-        while pos < n:
-            if self._fill == part:
-                # A full part and more to come, so it is not the last: send it.
-                self._send(self._buf, part)
-                self._buf = self._free.pop() if self._free else bytearray(part)
-                self._fill = 0
-            take = min(part - self._fill, n - pos)
-            self._buf[self._fill : self._fill + take] = view[pos : pos + take]
-            self._fill += take
-            pos += take
-        return n
-
-    def _send(self, buf: bytearray, fill: int) -> None:
-        client = self._store.client
-        if self._upload_id is None:
-            try:
-                resp = client.create_multipart_upload(
-                    Bucket=self._store.bucket,
-                    Key=self._object,
-                    ContentType="application/octet-stream",
-                    **self._lock_args(),
-                )
-            except Exception as exc:  # botocore's errors: mapped at this boundary
-                raise _storage_error("上传", exc) from exc
-            self._upload_id = resp["UploadId"]
-        number = len(self._parts) + 1
-        self._slots.acquire()  # back-pressure: at most `concurrency` parts in memory
-        if self._error is not None:
-            self._slots.release()
-            raise self._error
-        self._parts.append(self._store.pool.submit(self._upload_part, number, buf, fill))
-
-    def _upload_part(self, number: int, buf: bytearray, fill: int) -> dict[str, Any]:
-        try:
-            body = buf if fill == len(buf) else bytes(memoryview(buf)[:fill])  # a short last part only
-            resp = self._store.client.upload_part(
-                Bucket=self._store.bucket, Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
-            )
-            return {"PartNumber": number, "ETag": resp["ETag"]}
-        except BaseException as exc:
-            if self._error is None:
-                self._error = _storage_error("上传", exc) if isinstance(exc, Exception) else exc
-            raise
-        finally:
-            self._free.append(buf)
-            self._slots.release()
-
-    def sync(self) -> None:
-        """Upload the last part and wait for every part (a blob smaller than one part
-        waits for `publish`, which sends it in one request)."""
-        if self._upload_id is not None:
-            if self._fill:
-                self._send(self._buf, self._fill)
-                self._fill = 0
-            self._wait_parts()
-
-    def _wait_parts(self) -> list[dict[str, Any]]:
-        done = []
-        for f in self._parts:
-            try:
-                done.append(f.result())
-            except Exception:
-                pass
-        if self._error is not None:
-            raise self._error
-        return done
-
-    def publish(self) -> None:
-        client = self._store.client
-        try:
-            if self._upload_id is None:
-                client.put_object(
-                    Bucket=self._store.bucket,
-                    Key=self._object,
-                    Body=bytes(memoryview(self._buf)[: self._fill]),
-                    ContentType="application/octet-stream",
-                    **self._lock_args(),
-                )
-                self._fill = 0
-            else:
-                parts = self._wait_parts()
-                client.complete_multipart_upload(
-                    Bucket=self._store.bucket,
-                    Key=self._object,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise _storage_error("上传", exc) from exc
-        self._published = True
-
-    def abort(self) -> None:
-        """Abort the multipart upload (idempotent; nothing to do after publish)."""
-        if self._published or self._aborted:
-            return
-        self._aborted = True
-        self._free.clear()
-        self._fill = 0
-        for f in self._parts:
-            f.cancel()
-        for f in self._parts:
-            try:
-                f.result()
-            except BaseException:
-                pass
-        if self._upload_id is not None:
-            try:
-                self._store.client.abort_multipart_upload(
-                    Bucket=self._store.bucket, Key=self._object, UploadId=self._upload_id
-                )
-            except Exception:
-                pass  # left for clean_temporaries at the next start
-
-
-class S3RangeReader(io.RawIOBase):
-    """A seekable, read-only view of one object through ranged GETs."""
-
-    def __init__(self, store: S3BlobStore, object_key: str, size: int, version: str | None) -> None:
-        super().__init__()
-        self._store = store
-        self._object = object_key
-        self.size = size
-        self._version = version
-        self._pos = 0
-        self._buf = b""
-        self._buf_start = 0
-        self._ahead = 64 * 1024 + 64  # grows x4 per sequential fetch, up to 8 MiB
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = self.size - self._pos
-        n = min(n, self.size - self._pos)
-        if n <= 0:
-            return b""
-        end = self._pos + n
-        buf_end = self._buf_start + len(self._buf)
-        if not (self._buf_start <= self._pos and end <= buf_end):
-            sequential = self._pos == buf_end and self._buf
-            self._ahead = min(self._ahead * 4, 8 * 1024 * 1024) if sequential else 64 * 1024 + 64
-            want = min(max(n, self._ahead), self.size - self._pos)
-            self._buf = self._get(self._pos, self._pos + want)
-            self._buf_start = self._pos
-        lo = self._pos - self._buf_start
-        out = self._buf[lo : lo + n]
-        self._pos += len(out)
-        return out
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def _get(self, start: int, end: int) -> bytes:
-        args: dict[str, Any] = {"Bucket": self._store.bucket, "Key": self._object, "Range": f"bytes={start}-{end - 1}"}
-        if self._version:
-            args["VersionId"] = self._version
-        try:
-            body = self._store.client.get_object(**args)["Body"]
-            try:
-                data: bytes = body.read()
-            finally:
-                body.close()
-        except Exception as exc:
-            raise _storage_error("读取", exc) from exc
-        return data
 
 
 class S3BlobStore:
@@ -458,7 +127,7 @@ class S3BlobStore:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
             raise StorageError(
-                f"对象存储不可用 / bucket {self.bucket} not reachable: {_code(exc) or type(exc).__name__}"
+                f"对象存储不可用 / bucket {self.bucket} not reachable: {code(exc) or type(exc).__name__}"
             ) from exc
         if self.object_lock == "off":
             return
@@ -502,7 +171,7 @@ class S3BlobStore:
         try:
             versions = [v for v in self._versions(object_key) if "Size" in v]
         except Exception as exc:
-            raise _storage_error("读取", exc) from exc
+            raise storage_error("读取", exc) from exc
         if not versions:
             raise FileNotFoundError(key)
         # S3 lists a key's versions newest first; LastModified is no guide (one-second
@@ -522,7 +191,7 @@ class S3BlobStore:
             )
             return head
         except Exception as exc:
-            raise _storage_error("读取", exc) from exc
+            raise storage_error("读取", exc) from exc
 
     def open(self, key: str) -> S3RangeReader:
         version = self._original(key)
@@ -552,19 +221,19 @@ class S3BlobStore:
         try:
             versions = self._versions(object_key)
         except Exception as exc:
-            raise _storage_error("列举", exc) from exc
+            raise storage_error("列举", exc) from exc
         extra = {"BypassGovernanceRetention": True} if self.object_lock == "governance" else {}
         removed = False
         for v in versions:
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=object_key, VersionId=v["VersionId"], **extra)
             except Exception as exc:
-                if _status(exc) == 403 or _code(exc) in ("AccessDenied", "ObjectLocked", "InvalidRequest"):
+                if status(exc) == 403 or code(exc) in ("AccessDenied", "ObjectLocked", "InvalidRequest"):
                     raise BlobLocked(
                         f"对象锁定期内，不能删除 / the object store's lock refuses deleting {key} before its retention ends",
                         recording_id=key,
                     ) from exc
-                raise _storage_error("删除", exc) from exc
+                raise storage_error("删除", exc) from exc
             removed = removed or "Size" in v
         return removed
 
@@ -578,7 +247,7 @@ class S3BlobStore:
                         continue
                     yield StoredBlob(key=key, size=int(obj["Size"]), modified_at=obj["LastModified"])
         except Exception as exc:
-            raise _storage_error("列举", exc) from exc
+            raise storage_error("列举", exc) from exc
 
     def temporaries(self) -> list[dict[str, Any]]:
         """Incomplete multipart uploads under the prefix: {"key", "upload_id", "initiated"}."""
@@ -594,7 +263,7 @@ class S3BlobStore:
                 kwargs["KeyMarker"] = resp.get("NextKeyMarker")
                 kwargs["UploadIdMarker"] = resp.get("NextUploadIdMarker")
         except Exception as exc:
-            raise _storage_error("列举", exc) from exc
+            raise storage_error("列举", exc) from exc
         return sorted(out, key=lambda u: (u["key"], u["upload_id"]))
 
     def clean_temporaries(self, older_than: datetime | None = None) -> int:
@@ -606,8 +275,8 @@ class S3BlobStore:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=u["key"], UploadId=u["upload_id"])
                 n += 1
             except Exception as exc:
-                if _status(exc) != 404:
-                    raise _storage_error("删除", exc) from exc
+                if status(exc) != 404:
+                    raise storage_error("删除", exc) from exc
         return n
 
     # -- Object Lock -----------------------------------------------------------------
@@ -621,9 +290,9 @@ class S3BlobStore:
                 Bucket=self.bucket, Key=self.object_key(key), LegalHold={"Status": "ON" if on else "OFF"}, **version
             )
         except Exception as exc:
-            if _status(exc) == 404:
+            if status(exc) == 404:
                 raise FileNotFoundError(key) from exc
-            raise _storage_error("锁定", exc) from exc
+            raise storage_error("锁定", exc) from exc
 
     def extend_retention(self, key: str, retain_until: date) -> None:
         """Move the lock's expiry later (never earlier: S3 refuses that in compliance
@@ -642,7 +311,7 @@ class S3BlobStore:
                 **self._version_arg(self._original(key)),
             )
         except Exception as exc:
-            raise _storage_error("锁定", exc) from exc
+            raise storage_error("锁定", exc) from exc
 
     def lock_state(self, key: str) -> dict[str, Any]:
         """What the server enforces on the blob: mode, retain-until, legal hold."""
