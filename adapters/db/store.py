@@ -58,6 +58,7 @@ from adapters.db.sqlite_writer import (
 )
 from adapters.db.users_repo import SqlAuditLog, SqlUserRepository
 from adapters.db.ledger_core import CoreDialLedger, LockFn
+from adapters.db.ledger_pg import LOCKS as PG_LOCKS, PG_FAILURES, PgDialLedger, store_error as pg_store_error
 from adapters.db.ledger_sqlite import (
     SqliteAttemptRepository, SqliteCaseRepository, SqliteDecisionLog, SqliteDialLedger, SqliteOutbox,
     SqliteUserRepository,
@@ -535,13 +536,17 @@ class SqlAlchemyCaseStore:
                 await conn.execution_options(dialgate_begin=begin)
             try:
                 trans = await conn.begin()
+                pg: Any = None  # the asyncpg connection under `conn` (PostgreSQL)
                 if self.is_postgres:
                     ms = int(self.timeout * 1000)
-                    await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
-                    for key in sorted(set(lock_keys)):
-                        await conn.execute(_ADVISORY_LOCK, {"k": key})
+                    await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")  # also BEGINs
+                    pg = (await conn.get_raw_connection()).driver_connection
+                    if lock_keys:  # one statement for all of them, in sorted order
+                        await pg.execute(PG_LOCKS, sorted(set(lock_keys)))
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
+            except PG_FAILURES as exc:
+                raise pg_store_error(exc) from exc
             held = sorted(set(lock_keys))
             async def take_locks(keys: list[str]) -> None:
                 try:
@@ -553,6 +558,7 @@ class SqlAlchemyCaseStore:
             lock: LockFn | None = take_locks if self.is_postgres and not reading else None
             uow = SqlUnitOfWork(
                 conn, self.is_postgres, events=self.events, evidence=self.evidence, held=held, lock=lock,
+                pg=None if reading else pg,
             )
             try:
                 yield uow
@@ -620,12 +626,13 @@ class SqlUnitOfWork:
     """One transaction's repositories, and its `DialLedger` (`gather`, `apply`). `raw`:
     the pysqlite connection under `conn` when this unit runs on the SQLite writer; the
     dial's statements then go to it as driver SQL (`ledger_sqlite`). `held`: the lock
-    keys the unit took (PostgreSQL), `lock` takes more inside it."""
+    keys the unit took (PostgreSQL), `lock` takes more inside it. `pg`: the asyncpg
+    connection under `conn` in a PostgreSQL write unit; the dial runs on it (`ledger_pg`)."""
 
     def __init__(
         self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True,
         memo: GroupMemo | None = None, evidence: EvidenceKey | None = None,
-        held: Sequence[str] = (), lock: LockFn | None = None,
+        held: Sequence[str] = (), lock: LockFn | None = None, pg: Any = None,
     ) -> None:
         self.conn = conn
         self.cases: SqlCaseRepository
@@ -647,7 +654,10 @@ class SqlUnitOfWork:
             self.decisions = SqlDecisionLog(conn, is_postgres, evidence)
             self.outbox = SqlOutbox(conn, self.cases, keep=events)
             self.users = SqlUserRepository(conn)
-            ledger = CoreDialLedger(self, frozenset(held), lock)
+            if pg is not None:
+                ledger = PgDialLedger(self, pg, frozenset(held), lock, events=events)
+            else:
+                ledger = CoreDialLedger(self, frozenset(held), lock)
         self.audit = SqlAuditLog(conn)
         self.imports = SqlImportJobRepository(conn, is_postgres)
         self.gather = ledger.gather
