@@ -26,6 +26,7 @@ per connection (asyncpg's statement cache).
 from __future__ import annotations
 
 import secrets
+import zlib
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -160,6 +161,21 @@ def _cases(rows: list[Any], contacts: list[Any]) -> list[CaseRecord]:
     ]
 
 
+def chain_for(creditor: str, case_id: str, shards: int) -> str:
+    """The chain a decision about `case_id` joins: one of its creditor's `shards` chains,
+    the first named as the creditor (one shard is the creditor's single chain), the others
+    `<creditor>~<n>`. A case stays on one chain, where its case lock already orders its
+    decisions; unrelated cases spread over the chains and do not wait for each other's
+    commits."""
+    if not creditor:
+        return "-"
+    if shards <= 1:
+        return creditor
+    shard = zlib.crc32(case_id.encode("utf-8")) % shards
+    name = creditor if shard == 0 else f"{creditor}~{shard}"
+    return name if len(name) <= 64 else creditor  # the column's width
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -170,11 +186,12 @@ class PgDialLedger(CoreDialLedger):
 
     def __init__(
         self, uow: "SqlUnitOfWork", raw: Any, held: frozenset[str] = frozenset(), lock: LockFn | None = None,
-        *, events: bool = True,
+        *, events: bool = True, shards: int = 1,
     ) -> None:
         super().__init__(uow, held, lock)
         self.raw = raw
         self.events = events
+        self.shards = shards
         # Stands for the case's event number in a payload until the server knows it.
         self._seq_mark = f"\u2063case_seq:{secrets.token_hex(8)}"
 
@@ -251,7 +268,7 @@ class PgDialLedger(CoreDialLedger):
     async def _apply(self, outcome: DialOutcome) -> DecisionRecord:
         raw = self.raw
         record = outcome.record
-        chain = record.creditor or "-"
+        chain = chain_for(record.creditor, record.case_id, self.shards)
         head = await raw.fetchrow(CHAIN_HEAD, chain)
         if head is None:  # a new chain: its creation is serialised by the chain's advisory lock
             await raw.execute(CHAIN_CREATE_LOCK, "chain:" + chain)

@@ -558,7 +558,7 @@ class SqlAlchemyCaseStore:
             lock: LockFn | None = take_locks if self.is_postgres and not reading else None
             uow = SqlUnitOfWork(
                 conn, self.is_postgres, events=self.events, evidence=self.evidence, held=held, lock=lock,
-                pg=None if reading else pg,
+                pg=None if reading else pg, chain_shards=self.config.chain_shards,
             )
             try:
                 yield uow
@@ -632,7 +632,7 @@ class SqlUnitOfWork:
     def __init__(
         self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True,
         memo: GroupMemo | None = None, evidence: EvidenceKey | None = None,
-        held: Sequence[str] = (), lock: LockFn | None = None, pg: Any = None,
+        held: Sequence[str] = (), lock: LockFn | None = None, pg: Any = None, chain_shards: int = 1,
     ) -> None:
         self.conn = conn
         self.cases: SqlCaseRepository
@@ -655,7 +655,7 @@ class SqlUnitOfWork:
             self.outbox = SqlOutbox(conn, self.cases, keep=events)
             self.users = SqlUserRepository(conn)
             if pg is not None:
-                ledger = PgDialLedger(self, pg, frozenset(held), lock, events=events)
+                ledger = PgDialLedger(self, pg, frozenset(held), lock, events=events, shards=chain_shards)
             else:
                 ledger = CoreDialLedger(self, frozenset(held), lock)
         self.audit = SqlAuditLog(conn)
