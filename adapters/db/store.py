@@ -41,9 +41,10 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 import structlog
 from sqlalchemy import event, text
-from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import await_
 
 from adapters.db.imports_repo import SqlImportJobRepository
 from dialer.config import StoreConfig
@@ -161,14 +162,25 @@ class SqlAlchemyCaseStore:
                 conn.exec_driver_sql(f"BEGIN {mode}")
 
             return engine
-        return create_async_engine(
+        engine = create_async_engine(
             self.url,
             pool_size=cfg.pool_size,
             max_overflow=cfg.pool_size,
             pool_timeout=cfg.timeout_s,
-            pool_pre_ping=True,
             connect_args={"timeout": cfg.timeout_s, "command_timeout": cfg.timeout_s * 2},
         )
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _ping(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            # `pool_pre_ping`'s ping is BEGIN, a statement and ROLLBACK: three round trips
+            # on every unit. One empty statement finds a connection the server dropped (a
+            # failover) as well; the pool then opens a new one.
+            try:
+                await_(record.driver_connection.fetchrow(";"))
+            except Exception as exc:  # noqa: BLE001 - any failure means this connection is unusable
+                raise DisconnectionError(f"connection lost: {type(exc).__name__}") from exc
+
+        return engine
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after each write transaction committed (when its `write()`
