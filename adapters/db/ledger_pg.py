@@ -17,8 +17,12 @@ several times its server time in Python. Here the dial's usual path is three:
   all in one statement.
 
 The chain's serialisation is the head row's lock, held to commit; `SqlDecisionLog`
-reads the head `FOR UPDATE` too, and both take the chain's advisory lock only to create
-a missing head. Rare shapes (a recheck, consuming an authorisation, a history past its
+reads the head `FOR UPDATE` too, and the chain's advisory lock serialises only the
+creation of a missing head. With `[store] chain_shards` above 1 a creditor's dial
+decisions are spread over that many chains (`chain_for`): a case always joins the same
+one, where its case lock already orders its decisions, so unrelated cases commit on
+different head rows instead of queueing on one. Each chain is verified on its own by
+`dialgate audit verify`, as the creditors' chains always were. Rare shapes (a recheck, consuming an authorisation, a history past its
 cap, a replay) use the Core path on the same transaction. Statements are prepared once
 per connection (asyncpg's statement cache).
 """

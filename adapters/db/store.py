@@ -22,8 +22,10 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
   inside a COMMIT that holds the write lock.
   DialGate processes sharing the file take turns on `<database>.writer-lock`.
 * PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
-  (``case:…``, ``number:…``), taken in sorted order so two requests never deadlock;
-  the decision log then takes its chain's lock (see `SqlDecisionLog.append`).
+  (``case:…``, ``number:…``), taken in sorted order (one statement) so two requests
+  never deadlock; a decision's append then locks its chain's head row (see
+  `SqlDecisionLog.append` and `ledger_pg`). A dial's statements run in asyncpg on the
+  unit's connection (`ledger_pg.PgDialLedger`).
 
 Every connection is used by one task only (one AsyncConnection per unit of work).
 Library exceptions are translated at this boundary into `StoreUnavailable`.
@@ -59,7 +61,7 @@ from adapters.db.sqlite_writer import (
 )
 from adapters.db.users_repo import SqlAuditLog, SqlUserRepository
 from adapters.db.ledger_core import CoreDialLedger, LockFn
-from adapters.db.ledger_pg import LOCKS as PG_LOCKS, PG_FAILURES, PgDialLedger, store_error as pg_store_error
+from adapters.db.ledger_pg import PgDialLedger
 from adapters.db.ledger_sqlite import (
     SqliteAttemptRepository, SqliteCaseRepository, SqliteDecisionLog, SqliteDialLedger, SqliteOutbox,
     SqliteUserRepository,
@@ -67,6 +69,8 @@ from adapters.db.ledger_sqlite import (
 
 log = structlog.get_logger("dialgate.store")
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+# Keys in the order given (sorted by the caller): two units never wait on each other crosswise.
+_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
 
 class SqlAlchemyCaseStore:
     """The `CaseStore` port over SQLAlchemy Core. Use as `async with store:`."""
@@ -167,7 +171,10 @@ class SqlAlchemyCaseStore:
             pool_size=cfg.pool_size,
             max_overflow=cfg.pool_size,
             pool_timeout=cfg.timeout_s,
-            connect_args={"timeout": cfg.timeout_s, "command_timeout": cfg.timeout_s * 2},
+            # lock_timeout for every transaction on the connection, set once at connect
+            # rather than by a statement in each unit
+            connect_args={"timeout": cfg.timeout_s, "command_timeout": cfg.timeout_s * 2,
+                          "server_settings": {"lock_timeout": f"{int(cfg.timeout_s * 1000)}ms"}},
         )
 
         @event.listens_for(engine.sync_engine, "checkout")
@@ -550,15 +557,15 @@ class SqlAlchemyCaseStore:
                 trans = await conn.begin()
                 pg: Any = None  # the asyncpg connection under `conn` (PostgreSQL)
                 if self.is_postgres:
-                    ms = int(self.timeout * 1000)
-                    await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")  # also BEGINs
+                    # The first statement BEGINs (the driver's transaction starts with it):
+                    # the unit's locks in one statement, in sorted order, when it has any.
+                    if lock_keys:
+                        await conn.execute(_ADVISORY_LOCKS, {"keys": sorted(set(lock_keys))})
+                    else:
+                        await conn.exec_driver_sql("SELECT 1")
                     pg = (await conn.get_raw_connection()).driver_connection
-                    if lock_keys:  # one statement for all of them, in sorted order
-                        await pg.execute(PG_LOCKS, sorted(set(lock_keys)))
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
-            except PG_FAILURES as exc:
-                raise pg_store_error(exc) from exc
             held = sorted(set(lock_keys))
             async def take_locks(keys: list[str]) -> None:
                 try:
