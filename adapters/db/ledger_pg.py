@@ -31,18 +31,15 @@ from __future__ import annotations
 
 import secrets
 import zlib
-from dataclasses import replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import orjson
 
 from adapters.db.attempts_repo import history_events
 from adapters.db.ledger_core import CoreDialLedger, LockFn, _NOTHING
 from adapters.db.queries import HISTORY_CAP
 from dialer.case_merge import flags_set
-from dialer.chain import _CANONICAL, first_keyed_seq, link_decision
+from dialer.chain import canonical_json, first_keyed_seq, link_decision
 from dialer.dial_resolution import consumable, pick
 from dialer.errors import RequestDecided, StoreRefusedValue, StoreUnavailable
 from dialer.ids import new_id
@@ -176,7 +173,7 @@ def chain_for(creditor: str, case_id: str, shards: int) -> str:
     if shards <= 1:
         return creditor
     shard = zlib.crc32(case_id.encode("utf-8")) % shards
-    name = creditor if shard == 0 else f"{creditor}~{shard}"
+    name = creditor if shard == 0 else f"{creditor}~{shard}"  # no creditor id holds "~" (dialer.imports)
     return name if len(name) <= 64 else creditor  # the column's width
 
 
@@ -294,7 +291,7 @@ class PgDialLedger(CoreDialLedger):
                 "case_id": rec.case_id, "case_seq": mark if outcome.case_pk is not None else None,
                 **(outcome.event_payload or {}),
             }
-            payload = orjson.dumps(body_json, option=_CANONICAL).decode()
+            payload = canonical_json(body_json)  # the Core outbox's text
         taken = await raw.fetchval(
             WRITE,
             outcome.request, record.decision_id, a.attempt_id if a else None, outcome.request_digest, at,
