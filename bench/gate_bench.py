@@ -555,7 +555,7 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
         url = f"sqlite+aiosqlite:///{wd / 'var' / 'dialgate.db'}" if store == "sqlite" else await private_pg_db(args.pg_url)
         cfg = wd / "config.toml"
         cfg.write_text(f'[paths]\ndata_dir = "{wd / "var"}"\n[store]\nurl = "{url}"\n'
-                       f'sqlite_synchronous = "{args.sqlite_synchronous}"\n'
+                       f'sqlite_synchronous = "{args.sqlite_synchronous}"\nchain_shards = {args.chain_shards}\n'
                        f'[log]\nlevel = "{args.log_level}"\n[gate]\nauth_cache_s = 300.0\n{POLICY}', encoding="utf-8")
         cli(cfg, "db", "upgrade")
         tokens = await make_users(cfg, [("data-x", "data")] + [(f"agent-{i}", "collector") for i in range(args.clients)])
@@ -760,6 +760,8 @@ async def main() -> None:
                     help="skip the `pgbench -N` anchor of a PostgreSQL run")
     ap.add_argument("--pgbench-seconds", type=float, default=10.0)
     ap.add_argument("--sqlite-synchronous", default="FULL")
+    ap.add_argument("--chain-shards", type=int, default=1,
+                    help="`[store] chain_shards`: PostgreSQL chains per creditor (the bench's cases are one creditor's)")
     ap.add_argument("--log-level", default="warning", help="the server's [log] level")
     ap.add_argument("--no-inproc", dest="inproc", action="store_false", help="skip the in-process anchor")
     ap.add_argument("--repeat", type=int, default=1,
@@ -777,7 +779,7 @@ async def main() -> None:
           f"{args.open_seconds:.0f} s per open-loop rate, {args.cases} cases, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start; client ({args.client_procs} process, raw asyncio HTTP/1.1 keep-alive) "
           f"and server (one `dialgate serve`, {args.workers} HTTP worker process{'es' if args.workers > 1 else ''}) "
-          f"share the machine; SQLite synchronous={args.sqlite_synchronous}, "
+          f"share the machine; SQLite synchronous={args.sqlite_synchronous}, chain_shards={args.chain_shards}, "
           f"server log level {args.log_level}")
     results = []
     per_prior: list[dict[str, Any]] = []  # one (median) result per store and prior count

@@ -44,6 +44,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "pool_size": 10,  # PostgreSQL connections per process
         "timeout_s": 5.0,  # connect / lock / statement timeout: fail closed after this
         "migrate_on_start": True,
+        # PostgreSQL: each creditor's dial decisions are chained on this many chains
+        # (`<creditor>`, `<creditor>~1`, …; a case always on the same one), so unrelated
+        # cases do not queue on one chain's lock to commit. Each chain verifies alone.
+        "chain_shards": 1,
     },
     "http": {
         "host": "127.0.0.1",
@@ -106,6 +110,7 @@ class StoreConfig:
     pool_size: int
     timeout_s: float
     migrate_on_start: bool
+    chain_shards: int = 1
 
     @property
     def is_sqlite(self) -> bool:
@@ -254,6 +259,8 @@ def build_config(
         raise ConfigError(
             f"{source}: store.url: expected sqlite+aiosqlite://… or postgresql+asyncpg://…"
         )
+    if not 1 <= store.chain_shards <= 64:
+        raise ConfigError(f"{source}: store.chain_shards: expected 1 to 64 chains per creditor")
     if not 0 <= typed["gate"].recorder_check_s <= 60:
         raise ConfigError(f"{source}: gate.recorder_check_s: expected 0 to 60 seconds")
     if not 1 <= typed["http"].workers <= 64:

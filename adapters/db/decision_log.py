@@ -19,7 +19,7 @@ from dialer.model import (
     REVIEWED_KINDS,
     DecisionRecord,
 )
-from adapters.db.queries import I_CHAIN_HEAD, I_DECISION, Q_CHAIN_HEAD, Q_CHAIN_HEAD_UPDATE
+from adapters.db.queries import I_CHAIN_HEAD, I_DECISION, Q_CHAIN_HEAD, Q_CHAIN_HEAD_LOCKED, Q_CHAIN_HEAD_UPDATE
 from dialer.chain import NO_KEY, decision_from_record, first_keyed_seq, link_decision
 
 log = structlog.get_logger("dialgate.store")
@@ -29,7 +29,7 @@ class SqlDecisionLog:
 
     One chain per creditor keeps one bank's log verifiable (and exportable) on its own,
     and on PostgreSQL lets different creditors' decisions commit in parallel: only
-    appends to the same chain queue on its advisory lock, which is held to commit.
+    appends to the same chain queue on its head row's lock, which is held to commit.
     """
 
     def __init__(self, conn: AsyncConnection, is_postgres: bool, evidence: EvidenceKey | None = None) -> None:
@@ -40,10 +40,11 @@ class SqlDecisionLog:
     async def append(self, record: DecisionRecord) -> DecisionRecord:
         chain = record.creditor or "-"
         if self.is_postgres:
+            # the advisory lock serialises a missing head's creation, the row lock every append
             await self.conn.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "chain:" + chain}
             )
-        head = (await self.conn.execute(Q_CHAIN_HEAD, {"chain": chain})).first()
+        head = (await self.conn.execute(Q_CHAIN_HEAD_LOCKED if self.is_postgres else Q_CHAIN_HEAD, {"chain": chain})).first()
         key = self.evidence
         rec, body = link_decision(record, chain, head, key)
         seq, prev, digest = rec.seq, rec.prev_hash, rec.hash

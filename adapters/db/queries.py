@@ -87,6 +87,10 @@ Q_NEXT_SEQ = (
 Q_CHAIN_HEAD = select(t.chain_heads.c.seq, t.chain_heads.c.hash, t.chain_heads.c.keyed_from).where(
     t.chain_heads.c.chain == bindparam("chain")
 )
+# PostgreSQL: the head row's lock is what orders a chain's appends (the dial ledger's
+# `ledger_pg.CHAIN_HEAD` takes only that one); FOR UPDATE also returns the head as the
+# last append committed it, where a plain read would give this statement's snapshot.
+Q_CHAIN_HEAD_LOCKED = Q_CHAIN_HEAD.with_for_update()
 Q_CHAIN_HEAD_UPDATE = (
     update(t.chain_heads)
     .where(t.chain_heads.c.chain == bindparam("chain_key"))

@@ -22,8 +22,10 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
   inside a COMMIT that holds the write lock.
   DialGate processes sharing the file take turns on `<database>.writer-lock`.
 * PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
-  (``case:…``, ``number:…``), taken in sorted order so two requests never deadlock;
-  the decision log then takes its chain's lock (see `SqlDecisionLog.append`).
+  (``case:…``, ``number:…``), taken in sorted order (one statement) so two requests
+  never deadlock; a decision's append then locks its chain's head row (see
+  `SqlDecisionLog.append` and `ledger_pg`). A dial's statements run in asyncpg on the
+  unit's connection (`ledger_pg.PgDialLedger`).
 
 Every connection is used by one task only (one AsyncConnection per unit of work).
 Library exceptions are translated at this boundary into `StoreUnavailable`.
@@ -45,9 +47,10 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 import structlog
 from sqlalchemy import event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import await_
 
 from adapters.db.ledger_core import LockFn
 from adapters.db.sqlite_writer import SqliteWriter
@@ -61,6 +64,8 @@ __all__ = ["SqlAlchemyCaseStore", "SqlUnitOfWork"]
 
 log = structlog.get_logger("dialgate.store")
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+# Keys in the order given (sorted by the caller): two units never wait on each other crosswise.
+_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
 
 
 class SqlAlchemyCaseStore(SqliteGroupCommit):
@@ -157,14 +162,28 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
                 conn.exec_driver_sql(f"BEGIN {mode}")
 
             return engine
-        return create_async_engine(
+        engine = create_async_engine(
             self.url,
             pool_size=cfg.pool_size,
             max_overflow=cfg.pool_size,
             pool_timeout=cfg.timeout_s,
-            pool_pre_ping=True,
-            connect_args={"timeout": cfg.timeout_s, "command_timeout": cfg.timeout_s * 2},
+            # lock_timeout for every transaction on the connection, set once at connect
+            # rather than by a statement in each unit
+            connect_args={"timeout": cfg.timeout_s, "command_timeout": cfg.timeout_s * 2,
+                          "server_settings": {"lock_timeout": f"{int(cfg.timeout_s * 1000)}ms"}},
         )
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _ping(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            # `pool_pre_ping`'s ping is BEGIN, a statement and ROLLBACK: three round trips
+            # on every unit. One empty statement finds a connection the server dropped (a
+            # failover) as well; the pool then opens a new one.
+            try:
+                await_(record.driver_connection.fetchrow(";"))
+            except Exception as exc:  # noqa: BLE001 - any failure means this connection is unusable
+                raise DisconnectionError(f"connection lost: {type(exc).__name__}") from exc
+
+        return engine
 
     # -- what the event relay needs (dialer/outbox.py `RelayStore`) -------------------
     def outbox_source(self, *, now: Callable[[], datetime], retention: timedelta) -> Any:
@@ -245,11 +264,15 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
                 await conn.execution_options(dialgate_begin=begin)
             try:
                 trans = await conn.begin()
+                pg: Any = None  # the asyncpg connection under `conn` (PostgreSQL)
                 if self.is_postgres:
-                    ms = int(self.timeout * 1000)
-                    await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
-                    for key in sorted(set(lock_keys)):
-                        await conn.execute(_ADVISORY_LOCK, {"k": key})
+                    # The first statement BEGINs (the driver's transaction starts with it):
+                    # the unit's locks in one statement, in sorted order, when it has any.
+                    if lock_keys:
+                        await conn.execute(_ADVISORY_LOCKS, {"keys": sorted(set(lock_keys))})
+                    else:
+                        await conn.exec_driver_sql("SELECT 1")
+                    pg = (await conn.get_raw_connection()).driver_connection
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
             held = sorted(set(lock_keys))
@@ -263,6 +286,7 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
             lock: LockFn | None = take_locks if self.is_postgres and not reading else None
             uow = SqlUnitOfWork(
                 conn, self.is_postgres, events=self.events, evidence=self.evidence, held=held, lock=lock,
+                pg=None if reading else pg, chain_shards=self.config.chain_shards,
             )
             try:
                 yield uow

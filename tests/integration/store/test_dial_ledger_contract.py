@@ -1,6 +1,6 @@
 """The `DialLedger` contract, run on every implementation: the in-memory fake
 (tests/fakes.py), SQLAlchemy Core on an in-memory SQLite, the SQLite file's driver SQL
-(adapters/db/ledger_sqlite.py) and PostgreSQL (Core, with its locks).
+(adapters/db/ledger_sqlite.py) and PostgreSQL (asyncpg, adapters/db/ledger_pg.py, with its locks).
 
 Each answers the same questions the same way: what `gather` reads for a dial (the case
 it means, the agent, the history, the pending authorisation) and what `apply` leaves
