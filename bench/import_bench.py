@@ -129,7 +129,7 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
         tokens = await make_users(cfg, [("data-x", "data")] + [(f"agent-{i}", "collector") for i in range(50)])
         port = free_port()
         server = Server(cfg, port)
-        load = Load("127.0.0.1", port, server.proc.pid, 1, 30.0)
+        load = Load("127.0.0.1", [port], [server.proc.pid], 1, 30.0)
         try:
             await server.ready(tokens["data-x"])
             auth = {"Authorization": f"Bearer {tokens['data-x']}"}
