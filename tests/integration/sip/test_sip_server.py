@@ -359,7 +359,9 @@ async def test_when_too_many_decisions_are_in_flight_new_invites_get_503_at_once
 
 async def test_a_burst_of_invites_queued_on_the_udp_socket_is_read_and_answered_in_full(start_gate):
     auth = RecordingSipAuthorizer()
-    async with start_gate(auth) as gate:
+    # What is read is under test, not how fast: a busy machine must not turn the burst's
+    # wait in the socket into load shedding.
+    async with start_gate(auth, shed_after=30.0) as gate:
         client = UdpClient(gate.port)
         # all sent before the gate's loop runs once: they wait in its socket together
         for i in range(100):
