@@ -4,7 +4,7 @@ One process decides at most 1 / (CPU per click-to-dial) dials per second, and a 
 that CPU is the HTTP layer (parsing, authentication, JSON, the answer), which worker
 processes run side by side. Decide-and-reserve itself stays serialised by the database
 exactly as with one process: on SQLite by BEGIN IMMEDIATE (the writer waits for another
-process's transaction with short retries, `adapters.db.store.begin_immediate`), on
+process's transaction with short retries, `adapters.db.sqlite_writer.begin_immediate`), on
 PostgreSQL by the per-case and per-number advisory locks. The concurrency tests prove
 the cap across processes for both.
 
