@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import phonenumbers
 
@@ -202,17 +202,23 @@ def apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, to
         spec["dropped_caps"] += list(names)
 
 
-def _replace_caps(entries: list[Any], path: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = []
+def _cap_entries(entries: list[Any], path: str) -> Iterator[tuple[str, Mapping[str, Any], str]]:
+    """Each cap entry of a list as (its path, its table, its id), every id once."""
     seen: set[str] = set()
-    for i, entry in enumerate(entries):
+    for i, raw in enumerate(entries):
         epath = f"{path}[{i}]"
-        entry = expect_table(entry, epath)
+        entry = expect_table(raw, epath)
         check_keys(entry, _CAP_KEYS, epath)
         cap_id = _cap_id(entry, epath)
         if cap_id in seen:
             raise PolicyConfigError(join(epath, "id"), f"duplicate cap id {cap_id!r}")
         seen.add(cap_id)
+        yield epath, entry, cap_id
+
+
+def _replace_caps(entries: list[Any], path: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    for epath, entry, cap_id in _cap_entries(entries, path):
         full = _complete_cap(entry, known_cap(cap_id), epath)
         if full is not None:
             result.append(full)
@@ -221,15 +227,7 @@ def _replace_caps(entries: list[Any], path: str) -> list[dict[str, Any]]:
 
 def _patch_caps(current: list[dict[str, Any]], entries: list[Any], path: str) -> list[dict[str, Any]]:
     result = [dict(c) for c in current]
-    seen: set[str] = set()
-    for i, entry in enumerate(entries):
-        epath = f"{path}[{i}]"
-        entry = expect_table(entry, epath)
-        check_keys(entry, _CAP_KEYS, epath)
-        cap_id = _cap_id(entry, epath)
-        if cap_id in seen:
-            raise PolicyConfigError(join(epath, "id"), f"duplicate cap id {cap_id!r}")
-        seen.add(cap_id)
+    for epath, entry, cap_id in _cap_entries(entries, path):
         index = next((j for j, c in enumerate(result) if c["id"] == cap_id), None)
         base = result[index] if index is not None else known_cap(cap_id)
         full = _complete_cap(entry, base, epath)
