@@ -177,6 +177,8 @@ def test_top_level_blackout_dates_add_to_the_creditors_own() -> None:
         ({"caps": [{"id": "cap.x", "scope": "case", "limit": 2, "window": "1h", "colour": "red"}]}, "policy.caps[0].colour", "unknown key"),
         ({"caps": [{"id": "Cap X", "scope": "case", "limit": 2, "window": "1h"}]}, "policy.caps[0].id", "cap id"),
         ({"caps": [{"id": "cap.number_hourly"}, {"id": "cap.number_hourly"}]}, "policy.caps[1].id", "duplicate"),
+        ({"creditors": {"bank-b": {"caps": [{"id": "cap.number_daily", "limit": 1}, {"id": "cap.number_daily", "limit": 2}]}}},
+         "policy.creditors.bank-b.caps[1].id", "duplicate"),
         ({"preset": "eu-gdpr"}, "policy.preset", "unknown preset"),
         ({"creditors": {"bank-b": {"preset": "cn-cba-2025"}}}, "policy.creditors.bank-b.preset", "unknown preset"),
         ({"creditors": {"bank-b": {"caps": [{"id": "cap.number_daily", "limit": -3}]}}}, "policy.creditors.bank-b.caps[0].limit", "must be 0 or more"),
