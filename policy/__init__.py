@@ -58,6 +58,7 @@ __all__ = [
     "NumberFormatError",
     "number_zone",
     "mask_number",
+    "Text",
     "DialRequest",
     "CaseSnapshot",
     "ContactSnapshot",

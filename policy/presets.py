@@ -46,7 +46,9 @@ from __future__ import annotations
 
 from typing import Any
 
-ALL_RELATIONS = ["self", "guarantor", "family", "work", "third_party"]
+from .model import RELATIONS
+
+ALL_RELATIONS = list(RELATIONS)
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_REGION = "CN"
