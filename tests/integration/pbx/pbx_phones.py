@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from adapters.pbx import _pyvoip as pv
+from tests.support.pyvoip_stop import stop_phone
 
 FRAME = 160
 AGENT_EXT = "1001"
@@ -83,7 +84,7 @@ class TestPhone:
     def stop(self) -> None:
         self.hangup_now.set()
         with pv.preserved_warning_filters():
-            self.phone.stop()
+            stop_phone(self.phone)
 
     def reset(self, behaviour: str, expect_hz: float | None = None, *, hold_answer: bool = False) -> None:
         self._generation += 1  # ends any loop still running for an earlier call

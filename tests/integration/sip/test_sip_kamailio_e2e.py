@@ -28,6 +28,7 @@ from tests.support.net import free_tcp_and_udp_port as free_port
 from kamailio_proc import kamailio_available, run_kamailio
 from service_app import start_service
 from tests.support.builders import case_doc
+from tests.support.pyvoip_stop import stop_phone
 from sipclient import UdpClient, derive, wait_until
 from tests.conftest import require_service
 
@@ -140,8 +141,8 @@ async def test_agent_phone_reaches_the_debtor_through_kamailio_and_the_gate_and_
             raw.send(derive(invite, "ACK", to_tag=declined.to.tag))
             raw.close()
         finally:
-            await asyncio.wait_for(asyncio.to_thread(agent.stop), 15)
-            await asyncio.wait_for(asyncio.to_thread(debtor.stop), 15)
+            await asyncio.wait_for(asyncio.to_thread(stop_phone, agent), 15)
+            await asyncio.wait_for(asyncio.to_thread(stop_phone, debtor), 15)
         sip_attempts = await run.attempts("sip")
         blocked = (await run.get("/v1/blocked-dials", "comp-a")).json()["items"]
 
