@@ -18,10 +18,10 @@ _UDP_RECV_SIZE = 65536  # every datagram fits (UDP payloads end at 65,527 bytes)
 _UDP_BATCH = 32  # datagrams read per readiness of the socket
 _UDP_SEND_QUEUE = 4096  # answers held while the socket's send buffer is full
 # The socket's receive buffer asked for (the kernel caps it at net.core.rmem_max). The
-# default (~208 KiB) holds ~100 INVITEs, so at a high rate a short stall of the loop (a
-# garbage collection, the scheduler) drops INVITEs, each then retransmitted by the PBX
-# 500 ms later. A larger buffer queues them instead; how long each waited is known (below), so
-# a backlog is answered 503 rather than decided late.
+# default holds few INVITEs, so at a high rate a short stall of the loop (a garbage
+# collection, the scheduler) drops INVITEs, which the PBX retransmits only after T1
+# (RFC 3261). A larger buffer queues them instead; how long each waited is known (below),
+# so a backlog is answered 503 rather than decided late.
 _UDP_RCVBUF = 1 << 20
 # Linux: each datagram's receive time from the kernel (SCM_TIMESTAMPNS, CLOCK_REALTIME).
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)

@@ -183,7 +183,7 @@ class GrantCodec:
         return self._signer.dumps({"sid": session.sid, "rid": recording_id, "why": reason}, self.ttl_s)
 
     def reason(self, grant: str | None, session: Session, recording_id: str) -> str | None:
-        """The reason the grant carries, or None when it is not valid for this session and recording."""
+        """The reason the grant carries, or None when it was not issued to this sign-in for this recording."""
         body = self._signer.loads(grant)
         if body is None or body.get("sid") != session.sid or body.get("rid") != recording_id:
             return None
