@@ -39,6 +39,7 @@ from adapters.mqtt.errors import (
     MessageRejected,
     UnauthorisedMessage,
 )
+from dialer.commands import is_request_key
 from dialer.masking import mask_text
 from adapters.mqtt.ports import (
     DialCommand,
@@ -483,9 +484,7 @@ def _idempotency_key(doc: Mapping[str, Any]) -> str | None:
     key = doc.get("idempotency_key")
     if key is None:
         return None
-    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not key.strip() or any(
-        not " " <= ch <= "~" for ch in key
-    ):
+    if not isinstance(key, str) or not is_request_key(key):
         raise MalformedMessage(
             "idempotency_key must be 1-128 printable ASCII characters",
             "idempotency_key 必须是 1-128 个可打印 ASCII 字符",

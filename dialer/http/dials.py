@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dialer.commands import DialBody
+from dialer.commands import DialBody, is_request_key
 from dialer.errors import BadRequest, DialBlocked
 from dialer.http.deps import Caller, Svc
 from dialer.http.inputs import Day, When
@@ -71,11 +71,11 @@ def idempotency_key(values: list[bytes]) -> str | None:
     if len(values) > 1:
         raise BadRequest(f"{IDEMPOTENCY_KEY} header given {len(values)} times; give it once",
                          details={"header": IDEMPOTENCY_KEY})
-    raw = values[0]
-    if not 1 <= len(raw) <= 128 or any(not 0x20 <= b <= 0x7E for b in raw) or not raw.strip():
+    key = values[0].decode("latin-1")  # every byte one character, so a non-ASCII one fails the rule
+    if not is_request_key(key):
         raise BadRequest(f"{IDEMPOTENCY_KEY} header must be 1-128 printable ASCII characters",
                          details={"header": IDEMPOTENCY_KEY})
-    return raw.decode("ascii")
+    return key
 
 
 @router.post("/dials", status_code=201, summary="Click-to-dial: decide and reserve at the server clock.",
