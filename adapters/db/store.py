@@ -63,7 +63,6 @@ from dialer.evidence import EvidenceKey
 __all__ = ["SqlAlchemyCaseStore", "SqlUnitOfWork"]
 
 log = structlog.get_logger("dialgate.store")
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
 # Keys in the order given (sorted by the caller): two units never wait on each other crosswise.
 _ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
 
@@ -278,8 +277,8 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
             held = sorted(set(lock_keys))
             async def take_locks(keys: list[str]) -> None:
                 try:
-                    for key in keys:
-                        await conn.execute(_ADVISORY_LOCK, {"k": key})
+                    if keys:
+                        await conn.execute(_ADVISORY_LOCKS, {"keys": keys})
                 except (SQLAlchemyError, OSError, TimeoutError) as exc:
                     raise store_error(exc) from exc
 
