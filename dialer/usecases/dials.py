@@ -365,11 +365,12 @@ def _replayed(replay: DialReplay, digest: str, cmd: RequestDial) -> DialResult:
     """The answer given the first time the request's identity was decided: the same
     decision and attempt, counted once. The same key asking something else is refused."""
     if replay.digest != digest:
-        named = {"field": "idempotency_key"} if cmd.channel == "mqtt" else {"header": "Idempotency-Key"}
+        # where the key came from: a dial command's field, else the HTTP header
+        where, name = ("field", "idempotency_key") if cmd.channel == "mqtt" else ("header", "Idempotency-Key")
         raise RequestReused(
-            f"{next(iter(named.values()))} was already used for a different request; use a new key for a new dial"
+            f"{name} was already used for a different request; use a new key for a new dial"
             " (该幂等键已用于另一请求，新的拨号请使用新的键)",
-            details={**named, "channel": cmd.channel},
+            details={where: name, "channel": cmd.channel},
         )
     record = replay.record
     log.info("dial.replayed", decision_id=record.decision_id, channel=cmd.channel, allowed=record.allowed,
