@@ -126,40 +126,36 @@ class BenchPhone:
         self.stop_calls = threading.Event()
         self.answered = 0
         self._lock = threading.Lock()
-        with pv.preserved_warning_filters():
-            self.phone = pv.VoIPPhone(
-                "127.0.0.1", kam_port, name, "", myIP="127.0.0.1", callCallback=self._on_call,
-                sipPort=free_udp_port(), rtpPortLow=rtp_low, rtpPortHigh=rtp_high,
-            )
+        self.phone = pv.VoIPPhone(
+            "127.0.0.1", kam_port, name, "", myIP="127.0.0.1", callCallback=self._on_call,
+            sipPort=free_udp_port(), rtpPortLow=rtp_low, rtpPortHigh=rtp_high,
+        )
 
     def start(self) -> None:
-        with pv.preserved_warning_filters():
-            # pyVoIP's (de)registration waits up to register_timeout (30 s) on the shared
-            # socket, whose receive thread may already have taken the answer
-            self.phone.sip.register_timeout = 2
-            self.phone.start()
+        # pyVoIP's (de)registration waits up to register_timeout (30 s) on the shared
+        # socket, whose receive thread may already have taken the answer
+        self.phone.sip.register_timeout = 2
+        self.phone.start()
 
     def stop(self) -> None:
         self.stop_calls.set()
-        with pv.preserved_warning_filters():
-            for _ in range(3):
-                try:
-                    self.phone.stop()  # iterates calls that its other threads delete (KeyError)
-                    return
-                except (KeyError, OSError):
-                    continue
+        for _ in range(3):
+            try:
+                self.phone.stop()  # iterates calls that its other threads delete (KeyError)
+                return
+            except (KeyError, OSError):
+                continue
 
     def meter_call(self, call: "pv.VoIPCall") -> None:
         for client in call.RTPClients:
             client.pmin, client.pmout = MeterRx(self.meter), MeterTx(self.meter)
 
     def _on_call(self, call: "pv.VoIPCall") -> None:
-        with pv.preserved_warning_filters():
-            self.meter_call(call)  # before answer(): the RTP clients start there
-            call.answer()
-            with self._lock:
-                self.answered += 1
-            self.hold(call)
+        self.meter_call(call)  # before answer(): the RTP clients start there
+        call.answer()
+        with self._lock:
+            self.answered += 1
+        self.hold(call)
 
     def hold(self, call: "pv.VoIPCall") -> None:
         # pyVoIP forgets a call whose callback thread returned (and then ignores its BYE)

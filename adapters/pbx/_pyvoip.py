@@ -7,17 +7,15 @@ pyVoIP, on import and while running:
   - prints to stdout through ``pyVoIP.debug`` (bound by value into ``pyVoIP.SIP.debug``,
     ``pyVoIP.RTP.debug`` and ``pyVoIP.VoIP.VoIP.debug`` at import time).
 
-Importing this module imports pyVoIP with the filters saved and restored, and rebinds
-every module's ``debug`` to a structlog logger (numbers masked). `preserved_warning_filters`
-wraps any later pyVoIP call that may reset the filters.
+Importing this module imports pyVoIP with its deprecation warnings silenced, and rebinds
+every module's ``debug`` to a structlog logger (numbers masked). pyVoIP's call code sees a
+`warnings` that cannot reset the filters.
 """
 
 from __future__ import annotations
 
-import threading
 import warnings
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import structlog
 
@@ -25,22 +23,21 @@ from dialer.masking import mask_sip_text
 
 _log = structlog.get_logger("adapters.pbx.pyvoip")
 
-_filters_lock = threading.Lock()
 TRACE = False  # set True to log pyVoIP's own debug output (it is very verbose)
 
 
-@contextmanager
-def preserved_warning_filters() -> Iterator[None]:
-    """Run pyVoIP code and put the process's warning filters back afterwards."""
-    with _filters_lock:
-        saved = list(warnings.filters)
-    try:
-        yield
-    finally:
-        with _filters_lock:
-            if warnings.filters != saved:
-                warnings.filters[:] = saved  # type: ignore[index]  # typeshed: a Sequence; the module's list
-                warnings._filters_mutated()  # type: ignore[attr-defined]
+class _CallCodeWarnings:
+    """The `warnings` module as pyVoIP's call code sees it: everything but resetting the
+    filters. pyVoIP calls ``warnings.simplefilter("default")`` on its own threads; undoing
+    that afterwards would itself rewrite the filters under whatever another thread holds
+    in a `warnings.catch_warnings()` block at that moment."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(warnings, name)
+
+    @staticmethod
+    def simplefilter(*_args: Any, **_kwargs: Any) -> None:
+        return None
 
 
 def _debug_to_structlog(s: Any, e: Any = None) -> None:
@@ -52,7 +49,8 @@ def _debug_to_structlog(s: Any, e: Any = None) -> None:
         _log.debug("pbx.pyvoip.debug", text=mask_sip_text(str(s))[:2000])
 
 
-with preserved_warning_filters(), warnings.catch_warnings():
+# Importing pyVoIP runs no call code; its own deprecation warnings are silenced here only.
+with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import pyVoIP  # noqa: E402
     import pyVoIP.VoIP  # noqa: E402  (must come before pyVoIP.SIP: circular imports)
@@ -66,6 +64,7 @@ pyVoIP.debug = _debug_to_structlog
 SIP.debug = _debug_to_structlog
 RTP.debug = _debug_to_structlog
 _voip_module.debug = _debug_to_structlog
+_voip_module.warnings = _CallCodeWarnings()  # type: ignore[assignment,attr-defined]  # a stand-in for the module
 
 VoIPPhone = pyVoIP.VoIP.VoIPPhone
 VoIPCall = pyVoIP.VoIP.VoIPCall
@@ -92,5 +91,4 @@ __all__ = [
     "VoIPCall",
     "VoIPPhone",
     "audioop",
-    "preserved_warning_filters",
 ]

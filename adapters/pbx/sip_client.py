@@ -45,18 +45,17 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):
     """pyVoIP's SIPClient with a single-threaded, non-blocking transaction layer."""
 
     def __init__(self, config: SipUaConfig, on_registration: Callable[[bool, str | None], None]):
-        with pv.preserved_warning_filters():
-            super().__init__(
-                config.server,
-                config.port,
-                config.username,
-                config.password,
-                phone=_PhoneShim(),  # type: ignore[arg-type]  # the client only writes a status into it
-                myIP=config.local_ip,
-                myPort=config.local_port,
-                callCallback=None,
-                fatalCallback=None,
-            )
+        super().__init__(
+            config.server,
+            config.port,
+            config.username,
+            config.password,
+            phone=_PhoneShim(),  # type: ignore[arg-type]  # the client only writes a status into it
+            myIP=config.local_ip,
+            myPort=config.local_port,
+            callCallback=None,
+            fatalCallback=None,
+        )
         self.cfg = config
         self.default_expires = config.register_expires
         self.register_timeout = config.register_timeout  # type: ignore[assignment]  # pyVoIP: int; a select timeout, seconds
@@ -196,8 +195,7 @@ class PyVoIPSipClient(SipRegistration, pv.SIPClient):
 
     def _guard(self, fn: Callable[[], object]) -> None:
         try:
-            with pv.preserved_warning_filters():
-                fn()
+            fn()
         except Exception:
             log.exception("pbx.sip.internal_error")
 

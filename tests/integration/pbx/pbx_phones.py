@@ -68,23 +68,20 @@ class TestPhone:
         self.heard = bytearray()
         self.calls_received = 0
         self._lock = threading.Lock()
-        with pv.preserved_warning_filters():
-            self.phone = pv.VoIPPhone(
-                "127.0.0.1", kamailio_port, name, "", myIP="127.0.0.1",
-                callCallback=self._on_call, sipPort=sip_port, rtpPortLow=rtp_low, rtpPortHigh=rtp_high,
-            )
+        self.phone = pv.VoIPPhone(
+            "127.0.0.1", kamailio_port, name, "", myIP="127.0.0.1",
+            callCallback=self._on_call, sipPort=sip_port, rtpPortLow=rtp_low, rtpPortHigh=rtp_high,
+        )
 
     def start(self) -> None:
-        with pv.preserved_warning_filters():
-            self.phone.sip.register_timeout = 3
-            self.phone.start()
+        self.phone.sip.register_timeout = 3
+        self.phone.start()
         if self.phone.get_status() != pv.PhoneStatus.REGISTERED:
             raise RuntimeError(f"test phone {self.name} did not register: {self.phone.get_status()}")
 
     def stop(self) -> None:
         self.hangup_now.set()
-        with pv.preserved_warning_filters():
-            stop_phone(self.phone)
+        stop_phone(self.phone)
 
     def reset(self, behaviour: str, expect_hz: float | None = None, *, hold_answer: bool = False) -> None:
         self._generation += 1  # ends any loop still running for an earlier call
@@ -106,28 +103,27 @@ class TestPhone:
     # on pyVoIP's "Phone Call" thread; must live as long as the call (pyVoIP forgets a
     # call whose callback thread has returned and then ignores its BYE)
     def _on_call(self, call: "pv.VoIPCall") -> None:
-        with pv.preserved_warning_filters():
-            self.calls_received += 1
-            self.rang.set()
-            if self.behaviour in ("busy", "decline"):
-                # not call.deny(): pyVoIP 1.6.8 sends the 486 and then crashes stopping RTP
-                # clients it never started (AttributeError: 'RTPClient' has no 'sin')
-                msg = call.sip.gen_busy(call.request)
-                if self.behaviour == "decline":
-                    msg = msg.replace("486 Busy Here", "603 Decline")
-                call.sip.out.sendto(msg.encode(), (call.phone.server, call.phone.port))
-                call.state = pv.CallState.ENDED
-                return
-            gen = self._generation
-            if self.behaviour == "ignore":
-                while call.state == pv.CallState.RINGING and gen == self._generation and not self.hangup_now.wait(0.05):
-                    pass
-                return
-            if not self.may_answer.wait(15) or gen != self._generation:
-                return
-            call.answer()
-            self.answered.set()
-            self._talk(call, gen)
+        self.calls_received += 1
+        self.rang.set()
+        if self.behaviour in ("busy", "decline"):
+            # not call.deny(): pyVoIP 1.6.8 sends the 486 and then crashes stopping RTP
+            # clients it never started (AttributeError: 'RTPClient' has no 'sin')
+            msg = call.sip.gen_busy(call.request)
+            if self.behaviour == "decline":
+                msg = msg.replace("486 Busy Here", "603 Decline")
+            call.sip.out.sendto(msg.encode(), (call.phone.server, call.phone.port))
+            call.state = pv.CallState.ENDED
+            return
+        gen = self._generation
+        if self.behaviour == "ignore":
+            while call.state == pv.CallState.RINGING and gen == self._generation and not self.hangup_now.wait(0.05):
+                pass
+            return
+        if not self.may_answer.wait(15) or gen != self._generation:
+            return
+        call.answer()
+        self.answered.set()
+        self._talk(call, gen)
 
     def _talk(self, call: "pv.VoIPCall", gen: int) -> None:
         phase = 0
