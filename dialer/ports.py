@@ -484,6 +484,11 @@ class EventPublisher(Protocol):
 
 
 class Pbx(Protocol):
+    def admit(self) -> None:
+        """Before a click-to-dial is decided: raise a 503-type error when no call could
+        be placed now (not registered, every call slot taken), so nothing is reserved."""
+        ...
+
     async def originate(self, attempt: AttemptRecord) -> None:
         """Ask the PBX to place an authorised attempt. Must not block for long."""
         ...

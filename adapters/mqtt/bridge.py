@@ -220,7 +220,7 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
             # Other instances' commits wake this relay too (open_mqtt_waker).
             await stack.enter_async_context(store.commits_elsewhere(bus.notify))
             pool_lock = _pool_lock()
-            if pool_lock and getattr(services, "role", "primary") == "primary":
+            if pool_lock and services.role == "primary":
                 # The other workers' commits wake this relay too (open_mqtt_waker).
                 path = wake_socket_path(pool_lock)
                 try:
@@ -244,7 +244,7 @@ async def open_mqtt_waker(services: Any) -> AsyncIterator[Any]:
     (dialer/workers.py), through the pool's wake socket. Only with `[mqtt] url` set;
     nothing elsewhere (the primary wakes its relay itself, in `open_mqtt`)."""
     store: RelayStore = services.store
-    if getattr(store, "is_postgres", False) and _mqtt_config(services) is not None:
+    if store.is_postgres and _mqtt_config(services) is not None:
         async with store.announce_commits() as pg_waker:
             def wake() -> None:
                 if services.mqtt is None:
@@ -257,7 +257,7 @@ async def open_mqtt_waker(services: Any) -> AsyncIterator[Any]:
                 forget()
         return
     pool_lock = _pool_lock()
-    if getattr(services, "role", "primary") != "secondary" or not pool_lock or _mqtt_config(services) is None:
+    if services.role != "secondary" or not pool_lock or _mqtt_config(services) is None:
         yield None
         return
     with RelayWaker(wake_socket_path(pool_lock)) as waker:

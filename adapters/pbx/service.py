@@ -188,7 +188,7 @@ class SipUaPbx:
             )
 
         async def sink_factory(_r: OriginateRequest) -> Any:
-            vault = getattr(self.services, "vault", None)
+            vault = self.services.vault
             if vault is None:
                 return None
             from recordings.model import Actor, IngestRequest, Link

@@ -22,6 +22,9 @@ _NO_FAULTS: frozenset[str] = frozenset()
 class NonePbx:
     """PBX adapter `none`: the attempt is authorised and waits for the PBX to ask."""
 
+    def admit(self) -> None:
+        return None  # nothing is placed here: the PBX's own INVITE is gated
+
     async def originate(self, attempt: AttemptRecord) -> None:
         return None
 

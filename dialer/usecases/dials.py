@@ -43,9 +43,8 @@ class DialUseCases(GateBase):
         now = self._now()
         decision_id = new_id()
         structlog.contextvars.bind_contextvars(decision_id=decision_id)
-        admit = getattr(self.pbx, "admit", None)  # a PBX that places calls may refuse now (503)
-        if admit is not None and cmd.channel in ("api", "mqtt"):
-            admit()
+        if cmd.channel in ("api", "mqtt"):  # a PBX that places calls may refuse now (503)
+            self.pbx.admit()
         # The recorder's "yes" is trusted for a while (see _faults): no coroutine for it then.
         faults = _NO_FAULTS if self._recorder_ok_until > asyncio.get_running_loop().time() else await self._faults()
         default_region = self.policies.default.default_region

@@ -109,6 +109,9 @@ def test_bootstrap_wires_the_gate_over_the_store_and_clock_it_was_given(tmp_path
 
 def test_an_attached_pbx_places_the_gates_calls_and_detaching_it_leaves_authorise_only(tmp_path: Path) -> None:
     class Placing:
+        def admit(self) -> None:
+            return None
+
         async def originate(self, attempt: object) -> None:
             return None
 

@@ -202,6 +202,8 @@ async def test_a_run_directory_path_too_long_for_a_socket_address_still_works(tm
 class _Store:
     """Just the `write()` unit of work and the `on_commit` listeners the waker uses."""
 
+    is_postgres = False
+
     def __init__(self) -> None:
         self.committed = 0
         self.listeners: list[Any] = []
