@@ -38,7 +38,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
@@ -68,18 +68,23 @@ from dialer.errors import (
 )
 from dialer.usecases import RequestDial
 
+if TYPE_CHECKING:
+    from dialer.auth import Authenticator
+    from dialer.usecases import Gate
+
 log = structlog.get_logger("dialgate.mqtt.bridge")
 
 
 class GateDialHandler:
     """Dial commands → the RequestDial use case, exactly as `POST /v1/dials`."""
 
-    def __init__(self, services: Any) -> None:
-        self.services = services
+    def __init__(self, auth: Authenticator, gate: Gate) -> None:
+        self.auth = auth
+        self.gate = gate
 
     async def handle_dial(self, command: DialCommand) -> DialReply:
         try:
-            actor = await self.services.auth.authenticate(f"Bearer {command.token}")
+            actor = await self.auth.authenticate(f"Bearer {command.token}")
         except Unauthenticated as exc:
             raise UnauthorisedMessage(
                 f"token refused: {exc.detail}", "令牌被拒绝：未知或已吊销的令牌"
@@ -103,7 +108,7 @@ class GateDialHandler:
                 details={"creditor": body.creditor},
             )
         try:
-            result = await self.services.gate.request_dial(
+            result = await self.gate.request_dial(
                 RequestDial(
                     actor=actor,
                     case_id=body.case_id,
@@ -207,7 +212,7 @@ async def open_mqtt(services: Any) -> AsyncIterator[MqttEventBus | None]:
     bus = MqttEventBus(
         config,
         source,
-        GateDialHandler(services),
+        GateDialHandler(services.auth, services.gate),
         GatePbxHandler(AttemptStates(services.store, services.clock)),
         now=lambda: services.clock.now().astimezone(UTC),
     )

@@ -32,11 +32,8 @@ def _handler(raise_from_gate: Exception | None = None):
         calls.append(cmd)
         raise raise_from_gate or AssertionError("not reached")
 
-    services = SimpleNamespace(
-        auth=SimpleNamespace(authenticate=authenticate),
-        gate=SimpleNamespace(request_dial=request_dial),
-    )
-    return GateDialHandler(services), calls
+    return GateDialHandler(SimpleNamespace(authenticate=authenticate),  # type: ignore[arg-type]
+                           SimpleNamespace(request_dial=request_dial)), calls  # type: ignore[arg-type]
 
 
 def _cmd(token="good", **body):
