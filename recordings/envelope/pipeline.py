@@ -11,6 +11,8 @@ from recordings.envelope.ciphers import AES_256_GCM
 from recordings.envelope.layout import CHUNK_SIZE, sealed_size
 from recordings.envelope.writer import BATCH_BYTES, SealSummary, Stager, Writable, sealing
 
+STAGE_RUN = 1024 * 1024  # plaintext sealed into one lent buffer: a batch may span several
+
 
 class _Slot:
     """One batch in flight: its plaintext, its sealed form, and how many of the
@@ -77,6 +79,7 @@ class PipelinedEnvelopeWriter:
         )
         self._out = out
         self._stager = out if isinstance(out, Stager) else None
+        self._spare = bytearray(0)  # the writer thread's sealed buffer when the sink lends none
         self._chunk = chunk_size
         self._hash_on_worker = hash_on_worker
         self._depth = depth
@@ -184,19 +187,38 @@ class PipelinedEnvelopeWriter:
             return self._sealer.seal_run(p[:fill], s, final=final)
 
     def _seal_staged(self, slot: _Slot, fill: int, final: bool) -> int:
-        """On the writer thread: AES-GCM of a slot's batch into the sink's own buffer
-        (or, if it lends none that large, sealed and written as usual); the bytes."""
+        """On the writer thread: AES-GCM of a slot's batch into the sink's own buffers,
+        in runs of whole chunks of at most `STAGE_RUN` bytes (or, if it lends none
+        that large, sealed and written as usual); the bytes sealed."""
         stager = self._stager
         assert stager is not None
-        view = stager.stage(sealed_size(fill, self._chunk))
-        if view is None:
-            n = self._seal_slot(slot, fill, final)
-            with memoryview(slot.sealed) as s:
-                self._out.write(s[:n])
-            return n
-        with view, memoryview(slot.plain) as p:
-            n = self._sealer.seal_run(p[:fill], view, final=final)
-        stager.commit(n)
+        chunk = self._chunk
+        run = max(1, STAGE_RUN // chunk) * chunk
+        total = 0
+        with memoryview(slot.plain) as p:
+            pos = 0
+            while True:
+                end = min(pos + run, fill)
+                last = end == fill
+                view = stager.stage(sealed_size(end - pos, chunk))
+                if view is None:
+                    return total + self._write_sealed(p[pos:fill], final)
+                with view:
+                    n = self._sealer.seal_run(p[pos:end], view, final=final and last)
+                stager.commit(n)
+                total += n
+                pos = end
+                if last:
+                    return total
+
+    def _write_sealed(self, plain: memoryview, final: bool) -> int:
+        """Seal `plain` into a buffer of the writer's own and write it; the bytes."""
+        need = sealed_size(len(plain), self._chunk)
+        if len(self._spare) < need:
+            self._spare = bytearray(need)
+        with memoryview(self._spare) as s:
+            n = self._sealer.seal_run(plain, s, final=final)
+            self._out.write(s[:n])
         return n
 
     def _start(self) -> None:

@@ -7,12 +7,13 @@ import hashlib
 import io
 import os
 import threading
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recordings.envelope import CHUNK_SIZE, EnvelopeReader, EnvelopeWriter, PipelinedEnvelopeWriter
+from recordings.envelope import CHUNK_SIZE, EnvelopeReader, EnvelopeWriter, PipelinedEnvelopeWriter, pipeline
 
 KEY = bytes(range(7, 39))
 WAIT = 10.0  # an upper bound against hanging, never a pacing sleep
@@ -85,24 +86,27 @@ class LendingSink(io.BytesIO):
     st.sampled_from([13, 1024, 4096]),
     st.sampled_from([1, 5000, 3 * 4096]),
     st.sampled_from([0, 5000, 1 << 20]),
+    st.sampled_from([1, 4096, 1 << 20]),
     st.booleans(),
 )
 def test_a_sink_that_lends_its_buffers_gets_the_same_bytes_sealed_in_place(
-    pieces: list[int], chunk: int, batch: int, room: int, hash_on_worker: bool
+    pieces: list[int], chunk: int, batch: int, room: int, run: int, hash_on_worker: bool
 ) -> None:
     plain = os.urandom(sum(pieces) + 17)
     one, s1 = seal_with(EnvelopeWriter, plain, pieces, chunk_size=chunk, batch_bytes=batch)
     sink = LendingSink(room)
-    w = PipelinedEnvelopeWriter(
-        sink, KEY, recording_id="rec-pipe", key_id="dk-9", chunk_size=chunk, batch_bytes=batch,
-        hash_on_worker=hash_on_worker,
-    )
-    pos = 0
-    for n in pieces:
-        w.write(plain[pos : pos + n])
-        pos += n
-    w.write(plain[pos:])
-    assert w.finish() == s1
+    # A batch is sealed into the lent buffers in runs of at most STAGE_RUN bytes.
+    with mock.patch.object(pipeline, "STAGE_RUN", run):
+        w = PipelinedEnvelopeWriter(
+            sink, KEY, recording_id="rec-pipe", key_id="dk-9", chunk_size=chunk, batch_bytes=batch,
+            hash_on_worker=hash_on_worker,
+        )
+        pos = 0
+        for n in pieces:
+            w.write(plain[pos : pos + n])
+            pos += n
+        w.write(plain[pos:])
+        assert w.finish() == s1
     assert sink.getvalue() == one
     if room == 1 << 20 and len(plain) > max(1, batch // chunk) * chunk:
         assert sink.staged > 0  # batches handed to the threads were sealed in place
