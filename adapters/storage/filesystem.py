@@ -9,7 +9,8 @@ Writes go to a temporary in the same filesystem, are fsynced, renamed atomically
 place, and the directory is fsynced, so a blob is either absent or whole.
 
 Blobs are written with direct I/O (Linux ``O_DIRECT``) where the filesystem allows
-it: ciphertext is copied into page-aligned staging buffers and goes from there
+it: ciphertext lands in page-aligned staging buffers (the sealer writes into them in
+place, `stage`/`commit`; other writes are copied there) and goes from there
 straight to the disk, with no copy into the page cache and nothing left dirty for
 the final fsync (a blob is written once and read rarely: caching it only evicts
 something useful). A direct write blocks until the device has the bytes, so full
@@ -58,6 +59,9 @@ class StorageError(VaultError):
 
 DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
 DIRECT_WRITE = 1024 * 1024  # one staging buffer: the bytes of one direct write
+# Room past DIRECT_WRITE in each buffer: a sealed batch staged in place (1 MiB of plaintext
+# plus its tags) fits whole after the unaligned carry of the previous one.
+STAGE_SLACK = 128 * 1024
 DIRECT_BUFFERS = 4  # per blob: one being filled, the others in flight or ready
 DIRECT_THREADS = 2  # direct writes in flight per blob: the device overlaps them
 ABORT_WAIT = 30.0  # seconds `abort` waits for a direct write in progress (a stalled disk)
@@ -95,7 +99,10 @@ class _DirectWrites:
     """Direct writes of one file from page-aligned staging buffers, each full buffer
     written with `pwrite` at its own offset by one of `DIRECT_THREADS` threads, so
     copying into the next buffer overlaps the device's work. `write` blocks only
-    when every buffer is in flight. Should the filesystem refuse direct I/O after
+    when every buffer is in flight. `stage`/`commit` lend the current buffer to a
+    producer that writes into it in place (the sealer), which saves the copy; a
+    buffer's unaligned end (< 4 KiB) moves to the start of the next one, since only
+    whole pages go direct. Should the filesystem refuse direct I/O after
     all (EINVAL: its alignment rules), the file leaves direct mode and the same
     bytes are written through the page cache.
 
@@ -134,6 +141,41 @@ class _DirectWrites:
             if self._fill == DIRECT_WRITE:
                 self._submit(DIRECT_WRITE)
 
+    def stage(self, n: int) -> memoryview | None:
+        """A view of the next `n` bytes of the file, in a staging buffer, for the
+        caller to fill and then `commit` (and release); None if `n` is more than a
+        buffer takes at once. Blocks while every buffer is in flight."""
+        if n > DIRECT_WRITE + STAGE_SLACK - DIRECT_ALIGN:
+            return None
+        stage = self._stage
+        if stage is not None and self._fill + n > len(stage):
+            self._carry()
+            stage = self._stage
+        if stage is None:
+            stage = self._stage = self._take_buffer()
+        with memoryview(stage) as whole:
+            return whole[self._fill : self._fill + n]
+
+    def commit(self, n: int) -> None:
+        """The first `n` bytes of the last `stage` view are filled: they follow in the file."""
+        self._fill += n
+        if self._fill >= DIRECT_WRITE:
+            self._carry()
+
+    def _carry(self) -> None:
+        """Submit the stage's whole pages; its unaligned rest starts the next buffer."""
+        stage = self._stage
+        assert stage is not None
+        aligned = self._fill - self._fill % DIRECT_ALIGN
+        if not aligned:
+            return
+        rest = stage[aligned : self._fill]
+        self._submit(aligned)
+        if rest:
+            nxt = self._stage = self._take_buffer()
+            nxt[: len(rest)] = rest
+            self._fill = len(rest)
+
     def _take_buffer(self) -> mmap.mmap:
         with self._cond:
             while True:
@@ -141,7 +183,7 @@ class _DirectWrites:
                 if self._free:
                     return self._free.pop()
                 if len(self._buffers) < DIRECT_BUFFERS:
-                    buf = mmap.mmap(-1, DIRECT_WRITE)  # anonymous: page-aligned
+                    buf = mmap.mmap(-1, DIRECT_WRITE + STAGE_SLACK)  # anonymous: page-aligned
                     self._buffers.append(buf)
                     return buf
                 self._cond.wait()
@@ -304,6 +346,16 @@ class FilesystemBlobWriter:
         if _sync_file_range is not None and self._offset - self._kicked >= WRITEBACK_STEP:
             self._writeback(fd)
         return total
+
+    def stage(self, n: int) -> memoryview | None:
+        """Where the next `n` bytes go, to be filled in place and then `commit`ted; None
+        when writing through the page cache (nothing to save: `write` copies once)."""
+        assert self._fd is not None, "writer closed"
+        return self._direct.stage(n) if self._direct is not None else None
+
+    def commit(self, n: int) -> None:
+        assert self._direct is not None, "commit without a staged view"
+        self._direct.commit(n)
 
     def _write_all(self, view: memoryview) -> None:
         assert self._fd is not None

@@ -9,7 +9,9 @@ from typing import Callable
 
 from recordings.envelope.ciphers import AES_256_GCM
 from recordings.envelope.layout import CHUNK_SIZE, sealed_size
-from recordings.envelope.writer import BATCH_BYTES, SealSummary, Writable, sealing
+from recordings.envelope.writer import BATCH_BYTES, SealSummary, Stager, Writable, sealing
+
+STAGE_RUN = 1024 * 1024  # plaintext sealed into one lent buffer: a batch may span several
 
 
 class _Slot:
@@ -37,7 +39,12 @@ class PipelinedEnvelopeWriter:
     overlap: the way to keep two cores busy. The hasher is not the writer because a
     hash followed by a write on one thread leaves a core idle during every write.
     AES-GCM stays on the caller: it takes one call per chunk, and each call on
-    another thread would be a GIL hand-over.
+    another thread would be a GIL hand-over. Except when `out` lends its buffers
+    (`Stager`, the filesystem's direct-I/O staging): then the writer thread seals
+    each batch straight into the buffer the disk is written from, since only that
+    thread may wait for one to be free, and the copy from a sealed buffer into the
+    sink's is gone (the caller is left copying and hashing; AES-GCM holds the GIL
+    either way).
 
     Memory is bounded: at most `depth` batch slots (a plaintext and a sealed buffer
     each), made on demand, so an upload slower than the threads uses two. A slot is
@@ -71,6 +78,8 @@ class PipelinedEnvelopeWriter:
             data_key, recording_id, key_id, chunk_size, batch_bytes, alg
         )
         self._out = out
+        self._stager = out if isinstance(out, Stager) else None
+        self._spare = bytearray(0)  # the writer thread's sealed buffer when the sink lends none
         self._chunk = chunk_size
         self._hash_on_worker = hash_on_worker
         self._depth = depth
@@ -85,7 +94,8 @@ class PipelinedEnvelopeWriter:
         self._head = b""
         self._error: BaseException | None = None
         self._stop = False
-        self._writes: queue.SimpleQueue[tuple[_Slot, int] | None] = queue.SimpleQueue()
+        # (slot, plaintext bytes, final, bytes sealed into the slot or -1: seal on the writer)
+        self._writes: queue.SimpleQueue[tuple[_Slot, int, bool, int] | None] = queue.SimpleQueue()
         self._hashes: queue.SimpleQueue[tuple[_Slot, int] | None] = queue.SimpleQueue()
         self._in_flight = 0
         self._threads: list[threading.Thread] = []
@@ -168,13 +178,48 @@ class PipelinedEnvelopeWriter:
             if view and not self.wait_room(timeout):
                 raise TimeoutError("sealing worker made no room in time")
 
-    def _seal_slot(self, slot: _Slot, final: bool) -> int:
-        """AES-GCM of the held batch into the slot's sealed buffer; the bytes sealed."""
-        need = sealed_size(self._fill, self._chunk)
+    def _seal_slot(self, slot: _Slot, fill: int, final: bool) -> int:
+        """AES-GCM of a slot's batch into its sealed buffer; the bytes sealed."""
+        need = sealed_size(fill, self._chunk)
         if len(slot.sealed) < need:
             slot.sealed = bytearray(need)  # once per slot: a full batch needs the most
         with memoryview(slot.plain) as p, memoryview(slot.sealed) as s:
-            return self._sealer.seal_run(p[: self._fill], s, final=final)
+            return self._sealer.seal_run(p[:fill], s, final=final)
+
+    def _seal_staged(self, slot: _Slot, fill: int, final: bool) -> int:
+        """On the writer thread: AES-GCM of a slot's batch into the sink's own buffers,
+        in runs of whole chunks of at most `STAGE_RUN` bytes (or, if it lends none
+        that large, sealed and written as usual); the bytes sealed."""
+        stager = self._stager
+        assert stager is not None
+        chunk = self._chunk
+        run = max(1, STAGE_RUN // chunk) * chunk
+        total = 0
+        with memoryview(slot.plain) as p:
+            pos = 0
+            while True:
+                end = min(pos + run, fill)
+                last = end == fill
+                view = stager.stage(sealed_size(end - pos, chunk))
+                if view is None:
+                    return total + self._write_sealed(p[pos:fill], final)
+                with view:
+                    n = self._sealer.seal_run(p[pos:end], view, final=final and last)
+                stager.commit(n)
+                total += n
+                pos = end
+                if last:
+                    return total
+
+    def _write_sealed(self, plain: memoryview, final: bool) -> int:
+        """Seal `plain` into a buffer of the writer's own and write it; the bytes."""
+        need = sealed_size(len(plain), self._chunk)
+        if len(self._spare) < need:
+            self._spare = bytearray(need)
+        with memoryview(self._spare) as s:
+            n = self._sealer.seal_run(plain, s, final=final)
+            self._out.write(s[:n])
+        return n
 
     def _start(self) -> None:
         self._threads.append(threading.Thread(target=self._write_worker, name="envelope-writer", daemon=True))
@@ -193,10 +238,10 @@ class PipelinedEnvelopeWriter:
             slot.users = 2 if self._hash_on_worker else 1
         if self._hash_on_worker:
             self._hashes.put((slot, fill))  # hashed while this thread encrypts it
-        n = self._seal_slot(slot, final)
+        n = -1 if self._stager is not None else self._seal_slot(slot, fill, final)
         self._slot = None
         self._fill = 0
-        self._writes.put((slot, n))
+        self._writes.put((slot, fill, final, n))
 
     def _join(self, timeout: float | None) -> bool:
         """Wait for every thread, `timeout` in all; whether they all ended."""
@@ -219,7 +264,7 @@ class PipelinedEnvelopeWriter:
                 # Never left the caller's thread: the only batch is done right here.
                 slot = self._slot
                 assert slot is not None
-                n = self._seal_slot(slot, True)
+                n = self._seal_slot(slot, self._fill, True)
                 with memoryview(slot.plain) as p, memoryview(slot.sealed) as s:
                     if self._hash_on_worker:
                         self._sha.update(p[: self._fill])
@@ -299,11 +344,14 @@ class PipelinedEnvelopeWriter:
     def _write_worker(self) -> None:
         write = self._out.write
         while (item := self._writes.get()) is not None:
-            slot, n = item
+            slot, fill, final, n = item
             try:
                 if not self._stop and self._error is None:
-                    with memoryview(slot.sealed) as s:
-                        write(s[:n])
+                    if n < 0:
+                        n = self._seal_staged(slot, fill, final)
+                    else:
+                        with memoryview(slot.sealed) as s:
+                            write(s[:n])
                     self._written += n
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 self._fail(exc)

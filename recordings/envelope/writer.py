@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from recordings.envelope.ciphers import AES_256_GCM, CIPHERS, TAG_SIZE, aead_for
 from recordings.envelope.layout import CHUNK_SIZE, Header, aad, nonce, sealed_size
@@ -20,6 +20,18 @@ class Writable(Protocol):
     writers hand it views of buffers they reuse for the next batch."""
 
     def write(self, data: bytes | memoryview, /) -> object: ...
+
+
+@runtime_checkable
+class Stager(Protocol):
+    """A sink that lends its own buffers: `stage(n)` is a view of the next `n` bytes
+    of the output (None: not that many at once), filled in place and then handed back
+    with `commit(k)` for its first `k` bytes, so sealed bytes are never copied into
+    the sink. The view must be released before the next `stage`."""
+
+    def stage(self, n: int, /) -> memoryview | None: ...
+
+    def commit(self, n: int, /) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,39 @@ def test_a_blob_larger_than_the_writeback_window_lands_byte_for_byte(tmp_path, d
     assert store.temporaries() == []
 
 
+def test_bytes_staged_in_place_and_bytes_written_interleave_byte_for_byte_with_direct_io(tmp_path) -> None:
+    store = FilesystemBlobStore(tmp_path / "data", direct_io=True)
+    w = store.begin("blob-staged-1")
+    expected = hashlib.sha256()
+    total = 0
+    # Sealed-batch-like runs (never page multiples) between small plain writes: each
+    # buffer's unaligned end must start the next one, in order.
+    for i in range(40):
+        head = os.urandom(97 + i)
+        w.write(head)
+        expected.update(head)
+        run = os.urandom(1024 * 1024 + 256 + 13 * i)
+        view = w.stage(len(run))
+        assert view is not None
+        with view:
+            view[:] = run
+        w.commit(len(run))
+        expected.update(run)
+        total += len(head) + len(run)
+    assert w.stage(filesystem.DIRECT_WRITE + filesystem.STAGE_SLACK) is None  # more than a buffer: write it
+    w.sync()
+    w.publish()
+    path = store.path_for("blob-staged-1")
+    assert path.stat().st_size == total
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == expected.hexdigest()
+
+
+def test_a_buffered_blob_lends_no_buffer(tmp_path) -> None:
+    w = FilesystemBlobStore(tmp_path / "data", direct_io=False).begin("blob-staged-2")
+    assert w.stage(4096) is None
+    w.abort()
+
+
 @pytest.mark.parametrize("direct_io", [True, False], ids=["direct-io", "buffered-writeback"])
 def test_an_aborted_blob_leaves_no_temporary_and_no_blob(tmp_path, direct_io: bool) -> None:
     store = FilesystemBlobStore(tmp_path / "data", direct_io=direct_io)
