@@ -40,7 +40,11 @@ interleaved, and the load average is printed before and after.
 
 `--disk` runs only what the disk goal needs (the ceilings, in-memory and on-disk
 ingest with SHA-256 on its own thread, the disk alone with direct I/O), a few minutes
-less per round, for A/B runs of a change to the ingest path.
+less per round, for A/B runs of a change to the ingest path. It adds the ceiling with
+the disk in it: AES-GCM into the blob writer's direct-I/O buffers, SHA-256 of the same
+bytes on a second thread, fsync (no framing, event loop or metadata). Where the disk
+writes about as fast as SHA-256 hashes, the two in series stay below either, and this
+figure, not the CPU-only ceiling, is what ingest to disk can approach.
 
 Goals: ingest to disk >= 70 % of AES-GCM + SHA-256 of the same bytes (the ceiling);
 ingest to S3 >= 70 % of the raw multipart PUT; RSS growth < 64 MiB on both; last second
@@ -204,6 +208,54 @@ def both_two_threads(total: int) -> float:
     hq.put(None)
     th.join()
     return n * BLOCK / (time.perf_counter() - t)
+
+
+def both_to_disk(directory: Path, total: int) -> float:
+    """`both_two_threads` with the disk added: each block encrypted straight into the
+    blob writer's direct-I/O staging buffers (`stage`/`commit`, as ingest does), its
+    SHA-256 on a thread of its own, then fsync. No framing, event loop or metadata:
+    the most that encrypt, hash and write of the same bytes give on this machine."""
+    aead = AESGCM(os.urandom(32))
+    aad = os.urandom(41)
+    blocks = [memoryview(b) for b in _blocks()]
+    n = total // BLOCK
+    sealed = BLOCK // CHUNK_SIZE * (CHUNK_SIZE + 16)
+    hq: queue.Queue[memoryview | None] = queue.Queue(maxsize=4)
+
+    def hasher() -> None:
+        h = hashlib.sha256()
+        while (b := hq.get()) is not None:
+            h.update(b)
+        h.digest()
+
+    with tempfile.TemporaryDirectory(prefix="vault-bench-", dir=directory) as d:
+        w = FilesystemBlobStore(d).begin("ceiling-disk")
+        th = threading.Thread(target=hasher)
+        try:
+            t = time.perf_counter()
+            th.start()
+            for i in range(n):
+                b = blocks[i % 4]
+                hq.put(b)
+                view = w.stage(sealed)
+                if view is None:  # direct I/O refused here: encrypt into a buffer and write it
+                    out = memoryview(bytearray(sealed))
+                    _encrypt_block(aead, b, out, i * 16, aad)
+                    w.write(out)
+                    continue
+                with view:
+                    _encrypt_block(aead, b, view, i * 16, aad)
+                w.commit(sealed)
+            hq.put(None)
+            th.join()
+            w.sync()
+            elapsed = time.perf_counter() - t
+        finally:
+            if th.is_alive():
+                hq.put(None)
+                th.join()
+            w.abort()
+    return n * BLOCK / elapsed
 
 
 # -- the vault's writers and ingest without a disk ------------------------------------------
@@ -572,6 +624,7 @@ def _disk_only(args: argparse.Namespace) -> None:
         timed("both2", lambda: both_two_threads(CPU_BYTES), CPU_BYTES)
         timed("mem2", lambda: ingest_in_memory(body, r, True), body.size)
         timed("disk_direct", lambda: disk_write(workdir, total, how="direct"), total)
+        timed("both_disk", lambda: both_to_disk(workdir, total), total)
         speed, cpu_gib, growth = ingest_to_disk(workdir, total, True)
         keep("disk2", speed, cpu_gib)
         rss.append(growth)
@@ -584,6 +637,7 @@ def _disk_only(args: argparse.Namespace) -> None:
         ("AES-GCM + SHA-256 of the same bytes, two threads", "both2"),
         ("Vault.ingest in memory (SHA-256 on its own thread)", "mem2"),
         ("disk alone: FilesystemBlobWriter, direct I/O, fsync", "disk_direct"),
+        ("AES-GCM + SHA-256 + direct write of the same bytes, fsync", "both_disk"),
         ("Vault.ingest to disk (fsync, rename, SQLite commit)", "disk2"),
     ):
         print(f"  {label:<66}{best[name] / MiB:7.0f} MiB/s {best[name] / ceiling:6.1%} of ceiling"
@@ -591,6 +645,10 @@ def _disk_only(args: argparse.Namespace) -> None:
     met = "MET" if best["disk2"] >= 0.7 * ceiling else "NOT MET"
     print(f"  ingest to disk >= 70% of AES-GCM + SHA-256 of the same bytes ... {met}: {best['disk2'] / ceiling:.1%}"
           f" ({best['mem2'] / ceiling:.1%} in memory); peak RSS growth {max(rss) / MiB:.1f} MiB")
+    # The disk writes as fast as SHA-256 hashes here, so the two in series bound ingest
+    # below either; this is what the vault adds to encrypt, hash and write.
+    print(f"  ingest to disk / AES-GCM + SHA-256 + direct write of the same bytes: {best['disk2'] / best['both_disk']:.1%}"
+          f"; / in-memory ingest: {best['disk2'] / best['mem2']:.1%}")
 
 
 def _report(args, best, cpu, rss, disk_total, load_before, load_after, median, worst, size2h, s3_seek) -> None:  # type: ignore[no-untyped-def]
