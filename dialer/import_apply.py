@@ -58,6 +58,14 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                 staged = await uow.imports.next_rows(import_id, job.rows_done, max(4 * batch_rows, 1_000))
             ahead = _parse_rows(job.kind, staged)
         batch = ahead[:limit]
+        now = clock.now()
+        plan = None
+        assert job is not None
+        if batch and job.kind == "cases":
+            # Decided outside the write lock, from a read of the batch's cases; the write
+            # below re-reads them and uses the plan only if nothing changed meanwhile.
+            async with store.read() as r:
+                plan = await r.cases.plan_upsert(batch, now, _source(job, "import"))
         started = loop.time()
         async with store.write(_lock_keys(batch)) as w:
             job = await w.imports.lock(import_id)
@@ -67,14 +75,13 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
             if batch and batch[0][0] <= job.rows_done:  # another runner applied them meanwhile
                 ahead = []
                 continue
-            now = clock.now()
             if not batch:
                 await _finish(w, job, now)
             else:
                 summary = dict(job.summary)
                 first = loop.time()
                 if job.kind == "cases":
-                    await apply_cases(w, batch, now, _source(job, "import"), summary)
+                    await apply_cases(w, batch, now, _source(job, "import"), summary, plan)
                 else:
                     await apply_repayments(w, batch, now, _source(job, "repayment", REPAYMENT_REASON), summary)
                 per_row = (loop.time() - first) / len(batch)
@@ -111,13 +118,13 @@ def _count(summary: dict[str, int], key: str) -> None:
 
 async def apply_cases(
     uow: UnitOfWork, rows: Sequence[tuple[int, CaseInput]], now: datetime, source: ChangeSource,
-    summary: dict[str, int],
+    summary: dict[str, int], plan: Any = None,
 ) -> None:
     """Case file rows `(row number, case)` through the store's batch upsert (the rules
     that keep stops and closures: `dialer.case_merge`); the source and the row's number
     say where each change came from (the case history records them). Every import,
-    synchronous or a job's batch, applies its rows here."""
-    for rec, is_new in await uow.cases.upsert_many(rows, now, source):
+    synchronous or a job's batch, applies its rows here. `plan`: the rows' `plan_upsert`."""
+    for rec, is_new in await uow.cases.upsert_many(rows, now, source, plan):
         _count(summary, "created" if is_new else "updated")
         await uow.outbox.add(
             "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,

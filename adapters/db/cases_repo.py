@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
@@ -25,7 +26,7 @@ from adapters.db.queries import (
     Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CREDITOR, Q_NEXT_SEQ,
 )
 from dialer.case_merge import (
-    TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case, tracked,
+    CaseMerge, TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case, tracked,
 )
 from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
 
@@ -42,6 +43,30 @@ U_CONTACT = update(t.contacts).where(t.contacts.c.id == bindparam("_id"))
 D_CONTACT = t.contacts.delete().where(t.contacts.c.id == bindparam("_id"))
 
 SYSTEM_CHANGE = ChangeSource(kind="system", actor="system", role="system")
+
+
+@dataclass(slots=True)
+class UpsertPlan:
+    """`SqlCaseRepository.plan_upsert`'s answer: the rows, the stored cases and contacts
+    they were decided from (`stored`, as plain mappings, compared when written), and
+    what each row does (the merges, the history rows chained after each head)."""
+
+    rows: Sequence[tuple[int | None, CaseInput]]
+    now: datetime
+    source: ChangeSource
+    stored: tuple[dict[tuple[str, str], dict[str, Any]], dict[int, list[dict[str, Any]]]] | None
+    currents: list[Any]
+    merges: list[CaseMerge]
+    history: list[dict[str, Any]]
+    heads: list[dict[str, Any]]
+    spans: list[tuple[int, int]]
+
+
+def _snapshot(
+    stored: dict[tuple[str, str], Any], contacts: dict[int, list[Any]]
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """Stored cases and contacts as plain dicts, comparable whichever driver read them."""
+    return ({k: dict(v) for k, v in stored.items()}, {pk: [dict(c) for c in cs] for pk, cs in contacts.items()})
 
 
 def _contact_record(c: Any) -> ContactRecord:
@@ -184,15 +209,37 @@ class SqlCaseRepository:
         ((rec, created),) = await self.upsert_many([(src.row, case)], now, src)
         return rec, created
 
+    async def plan_upsert(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> "UpsertPlan | None":
+        """What `upsert_many(rows, now, source)` would write, decided from the stored
+        cases as this unit reads them: the merges and the chained history entries,
+        computed in a read unit so a write unit holds the store's write lock only to
+        write them. None when the rows name a case twice (the second row merges with
+        what the first wrote)."""
+        if len({(case.creditor, case.case_id) for _, case in rows}) != len(rows):
+            return None
+        stored, contacts = await self._stored_for(rows)
+        plan = self._plan(rows, now, source, stored, contacts)
+        plan.stored = _snapshot(stored, contacts)
+        return plan
+
     async def upsert_many(
         self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+        plan: "UpsertPlan | None" = None,
     ) -> list[tuple[CaseRecord, bool]]:
         """Apply case file rows `(row number, case)` in order, each by the rules of
         `dialer.case_merge.merge_case`, as a few set statements: the batch's stored
         cases and contacts read in two queries, then every insert, update and history
         entry written with one executemany per table. A row's history entries name
         `source` at its row number. Returns each row's case as written, and whether it
-        was created."""
+        was created.
+
+        `plan` (`plan_upsert` of the same rows, now and source, in an earlier unit) is
+        written as it is when the stored cases and contacts read here are still the
+        ones it was decided from; otherwise the rows are decided again here."""
+        if plan is not None and plan.rows is rows and plan.now == now and plan.source == source:
+            return await self._upsert_chunk(rows, now, source, plan)
         out: list[tuple[CaseRecord, bool]] = []
         chunk: list[tuple[int | None, CaseInput]] = []
         keys: set[tuple[str, str]] = set()
@@ -207,12 +254,12 @@ class SqlCaseRepository:
             out.extend(await self._upsert_chunk(chunk, now, source))
         return out
 
-    async def _upsert_chunk(
+    def _plan(
         self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
-    ) -> list[tuple[CaseRecord, bool]]:
-        for creditor in sorted({case.creditor for _, case in rows}):
-            await self.ensure_creditor(creditor)
-        stored, contacts = await self._stored_for(rows)
+        stored: dict[tuple[str, str], Any], contacts: dict[int, list[Any]],
+    ) -> "UpsertPlan":
+        """The merges of `rows` (no case twice) over `stored` / `contacts`, and their
+        history entries chained after each case's head."""
         currents = [stored.get((case.creditor, case.case_id)) for _, case in rows]
         merges = [merge_case(cur, contacts.get(cur["id"], ()) if cur is not None else (), case, now)
                   for (_, case), cur in zip(rows, currents)]
@@ -233,6 +280,20 @@ class SqlCaseRepository:
                 head = {"history_seq": cur["history_seq"], "history_hash": cur["history_hash"]}
             heads.append(head)
             spans.append((start, len(history)))
+        return UpsertPlan(rows, now, source, None, currents, merges, history, heads, spans)
+
+    async def _upsert_chunk(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+        plan: "UpsertPlan | None" = None,
+    ) -> list[tuple[CaseRecord, bool]]:
+        for creditor in sorted({case.creditor for _, case in rows}):
+            await self.ensure_creditor(creditor)
+        stored, contacts = await self._stored_for(rows)
+        if plan is None or plan.stored is None or plan.stored != _snapshot(stored, contacts):
+            # Something changed these cases since the plan was read (a call's outcome, a
+            # person, another import): decide again from what is stored now.
+            plan = self._plan(rows, now, source, stored, contacts)
+        currents, merges, history, heads, spans = plan.currents, plan.merges, plan.history, plan.heads, plan.spans
         pks = [cur["id"] if cur is not None else 0 for cur in currents]
         new = [i for i, m in enumerate(merges) if m.created]
         if new:

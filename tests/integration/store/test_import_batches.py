@@ -205,3 +205,86 @@ def _renumbered(dump: dict[str, list[tuple[Any, ...]]], ids: dict[str, list[Any]
     out["contacts"] = [(n, case_no[r[1]], *r[2:]) for n, r in enumerate(dump["contacts"])]
     out["case_history"] = [(n, case_no[r[1]], *r[2:]) for n, r in enumerate(dump["case_history"])]
     return out
+
+
+async def _stale_plan(data_dir: Path, url: str) -> tuple[dict[str, list[tuple[Any, ...]]], int]:
+    """B-3 imported; a batch re-importing it planned (in a read unit); then a call's
+    dispute lands on B-3; then the batch is written with that plan. Returns the rows
+    and how many times the rows were decided."""
+    from adapters.db.cases_repo import SqlCaseRepository
+
+    cfg = build_config({"paths": {"data_dir": str(data_dir)}, "store": {"url": url}})
+    decided = 0
+    original = SqlCaseRepository._plan  # noqa: SLF001 - counting decisions is the point
+
+    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
+        nonlocal decided
+        decided += 1
+        return original(self, *args, **kwargs)
+
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        await _job(svc, "file-a", "cases", {"cases": FILE_A[:4]})
+        rows = list(enumerate(parse_cases_payload({"cases": [case(3, amount_due="1.00"), case(30)]}, svc.region_of),
+                              start=1))
+        source = ChangeSource(kind="import", actor=DATA.name, role="data", ref="file-b")
+        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
+        try:
+            async with svc.store.read() as r:
+                plan = await r.cases.plan_upsert(rows, NOW, source)
+            assert plan is not None and decided == 1
+            async with svc.store.write() as uow:
+                b3 = await uow.cases.get("bank-b", "B-3")
+                await uow.cases.update(b3.pk, NOW, source=OUTCOME, add_flags={"dispute"})  # type: ignore[union-attr]
+            async with svc.store.write() as uow:
+                written = await uow.cases.upsert_many(rows, NOW, source, plan)
+        finally:
+            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+        assert [(rec.case_id, created) for rec, created in written] == [("B-3", False), ("B-30", True)]
+        report = await verify(svc.store)
+        assert report.ok, report.to_dict()
+        return await _dump(svc), decided
+
+
+def _dispute_kept(dump: dict[str, list[tuple[Any, ...]]]) -> None:
+    cases = {r[2]: r for r in dump["cases"]}
+    assert "dispute" in cases["B-3"][8] and cases["B-3"][9] == "1.00"  # flags kept, the file's balance written
+    assert "B-30" in cases
+
+
+async def test_a_batch_planned_before_a_dispute_is_decided_again_and_keeps_the_stop_on_sqlite(tmp_path: Path) -> None:
+    dump, decided = await _stale_plan(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/dialgate.db")
+    _dispute_kept(dump)
+    assert decided == 2, "the stale plan was written as it was"
+
+
+async def test_a_batch_planned_on_unchanged_cases_is_written_as_planned(tmp_path: Path) -> None:
+    from adapters.db.cases_repo import SqlCaseRepository
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db"}})
+    decided = 0
+    original = SqlCaseRepository._plan  # noqa: SLF001
+
+    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
+        nonlocal decided
+        decided += 1
+        return original(self, *args, **kwargs)
+
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
+        try:
+            await _job(svc, "file-a", "cases", {"cases": FILE_A})  # 14 rows, batches of 4: 4 batches
+            await _job(svc, "file-b", "cases", {"cases": FILE_B})  # 19 rows: 5 batches, all existing or new
+        finally:
+            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+        report = await verify(svc.store)
+        assert report.ok, report.to_dict()
+        assert decided == 4 + 5, "a batch was decided again under the write lock although nothing changed"
+
+
+@pytest.mark.postgres
+async def test_a_batch_planned_before_a_dispute_is_decided_again_and_keeps_the_stop_on_postgresql(
+    tmp_path: Path, pg_url: str,
+) -> None:
+    dump, decided = await _stale_plan(tmp_path, pg_url)
+    _dispute_kept(dump)
+    assert decided == 2, "the stale plan was written as it was"
