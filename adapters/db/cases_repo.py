@@ -19,6 +19,7 @@ from dialer.model import (
     ChangeSource,
     ContactRecord,
     HistoryEntry,
+    history_body,
 )
 from policy.model import Appointment
 from adapters.db.queries import (
@@ -28,7 +29,7 @@ from adapters.db.queries import (
 from dialer.case_merge import (
     CaseMerge, TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case, tracked,
 )
-from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
+from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history_body
 
 log = structlog.get_logger("dialgate.store")
 
@@ -169,24 +170,24 @@ class SqlCaseRepository:
         seq, prev = int(head["history_seq"]), head["history_hash"]
         rows = [] if rows is None else rows
         default_reason = reason if reason is not None else source.reason
+        creditor, case_id, at = head["creditor"], head["case_id"], now.isoformat()
         for change in changes:
             field_, old, new = change[:3]
             why = change[3] if len(change) > 3 else default_reason
             seq += 1
-            entry, record = link_history(
-                HistoryEntry(
-                    creditor=head["creditor"], case_id=head["case_id"], seq=seq, at=now, actor=source.actor,
-                    role=source.role, source=source.kind, source_ref=source.ref, source_row=source.row,
-                    field=field_, old=old, new=new, reason=history_reason(why),
-                ),
-                prev, self.evidence,
-            )
+            # The link's body built directly (`HistoryEntry.body`'s shape): an import
+            # writes an entry per new case, and an entry object per change cost more
+            # than the link's hash.
+            record, hash_ = link_history_body(history_body(
+                creditor, case_id, seq, at, source.actor, source.role, source.kind, source.ref, source.row,
+                field_, old, new, history_reason(why), prev,
+            ), self.evidence)
             rows.append(dict(
-                case_pk=head["id"], creditor=entry.creditor, case_id=entry.case_id, seq=seq, at=now,
-                actor=entry.actor, role=entry.role, source=entry.source, source_ref=entry.source_ref,
-                source_row=entry.source_row, field=field_, record=record, prev_hash=prev, hash=entry.hash,
+                case_pk=head["id"], creditor=creditor, case_id=case_id, seq=seq, at=now,
+                actor=source.actor, role=source.role, source=source.kind, source_ref=source.ref,
+                source_row=source.row, field=field_, record=record, prev_hash=prev, hash=hash_,
             ))
-            prev = entry.hash
+            prev = hash_
         return rows, {"history_seq": seq, "history_hash": prev}
 
     async def _append_history(
