@@ -47,8 +47,15 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
     # Staged rows are read and parsed ahead, several batches at a time, outside the
     # write lock: the lock is held for the writes only, and a batch costs no read.
     ahead: list[tuple[int, Any]] = []
+    # A job's cases are decided outside the write lock too (`plan_upsert`, from a read of
+    # their cases); each write re-reads its batch's cases and uses the plan only if
+    # nothing changed meanwhile. A process of its own decides a read-ahead at a time (one
+    # read for several batches); the gate's process a batch at a time, so deciding never
+    # holds its event loop for longer than a batch.
+    planned: Any = None
     while True:
         if not ahead:
+            now = clock.now()
             async with store.read() as uow:
                 job = await uow.imports.get(import_id)
                 if job is None:
@@ -57,15 +64,18 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                     return job
                 staged = await uow.imports.next_rows(import_id, job.rows_done, max(4 * batch_rows, 1_000))
             ahead = _parse_rows(job.kind, staged)
+            planned = None
+            if pause and ahead and job.kind == "cases":
+                async with store.read() as r:
+                    planned = await r.cases.plan_upsert(ahead, now, _source(job, "import"))
         batch = ahead[:limit]
-        now = clock.now()
-        plan = None
+        plan = planned
         assert job is not None
-        if batch and job.kind == "cases":
-            # Decided outside the write lock, from a read of the batch's cases; the write
-            # below re-reads them and uses the plan only if nothing changed meanwhile.
-            async with store.read() as r:
-                plan = await r.cases.plan_upsert(batch, now, _source(job, "import"))
+        if plan is None:
+            now = clock.now()
+            if batch and job.kind == "cases":
+                async with store.read() as r:
+                    plan = await r.cases.plan_upsert(batch, now, _source(job, "import"))
         started = loop.time()
         async with store.write(_lock_keys(batch)) as w:
             job = await w.imports.lock(import_id)

@@ -46,28 +46,61 @@ D_CONTACT = t.contacts.delete().where(t.contacts.c.id == bindparam("_id"))
 SYSTEM_CHANGE = ChangeSource(kind="system", actor="system", role="system")
 
 
+Snapshot = dict[tuple[str, str], tuple[dict[str, Any] | None, list[dict[str, Any]]]]
+
+
 @dataclass(slots=True)
 class UpsertPlan:
-    """`SqlCaseRepository.plan_upsert`'s answer: the rows, the stored cases and contacts
-    they were decided from (`stored`, as plain mappings, compared when written), and
-    what each row does (the merges, the history rows chained after each head)."""
+    """`SqlCaseRepository.plan_upsert`'s answer: the rows, what each row's case and
+    contacts were when it was decided (`stored`, plain mappings by (creditor, case id),
+    compared again when written), and what each row does (the merges, the history rows
+    chained after each head; `spans`: each row's slice of `history`)."""
 
     rows: Sequence[tuple[int | None, CaseInput]]
     now: datetime
     source: ChangeSource
-    stored: tuple[dict[tuple[str, str], dict[str, Any]], dict[int, list[dict[str, Any]]]] | None
+    stored: Snapshot | None
     currents: list[Any]
     merges: list[CaseMerge]
     history: list[dict[str, Any]]
     heads: list[dict[str, Any]]
     spans: list[tuple[int, int]]
 
+    def take(self, rows: Sequence[tuple[int | None, CaseInput]]) -> "UpsertPlan | None":
+        """The plan of `rows` when they are a run of this plan's rows (the same objects,
+        in order), else None."""
+        if not rows or self.stored is None:
+            return None
+        start = next((i for i, r in enumerate(self.rows) if r is rows[0]), None)
+        if start is None:
+            return None
+        end = start + len(rows)
+        if end > len(self.rows) or any(a is not b for a, b in zip(self.rows[start:end], rows)):
+            return None
+        if start == 0 and end == len(self.rows):
+            return self
+        h0, h1 = self.spans[start][0], self.spans[end - 1][1]
+        return UpsertPlan(
+            rows, self.now, self.source, {_key(c): self.stored[_key(c)] for _, c in rows},
+            self.currents[start:end], self.merges[start:end], self.history[h0:h1], self.heads[start:end],
+            [(a - h0, b - h0) for a, b in self.spans[start:end]],
+        )
+
+
+def _key(case: CaseInput) -> tuple[str, str]:
+    return (case.creditor, case.case_id)
+
 
 def _snapshot(
-    stored: dict[tuple[str, str], Any], contacts: dict[int, list[Any]]
-) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[int, list[dict[str, Any]]]]:
-    """Stored cases and contacts as plain dicts, comparable whichever driver read them."""
-    return ({k: dict(v) for k, v in stored.items()}, {pk: [dict(c) for c in cs] for pk, cs in contacts.items()})
+    rows: Sequence[tuple[int | None, CaseInput]], stored: dict[tuple[str, str], Any], contacts: dict[int, list[Any]],
+) -> Snapshot:
+    """Each row's stored case and contacts as plain dicts, comparable whichever driver
+    read them."""
+    out: Snapshot = {}
+    for _, case in rows:
+        cur = stored.get(_key(case))
+        out[_key(case)] = (None, []) if cur is None else (dict(cur), [dict(c) for c in contacts.get(cur["id"], ())])
+    return out
 
 
 def _contact_record(c: Any) -> ContactRecord:
@@ -222,7 +255,7 @@ class SqlCaseRepository:
             return None
         stored, contacts = await self._stored_for(rows)
         plan = self._plan(rows, now, source, stored, contacts)
-        plan.stored = _snapshot(stored, contacts)
+        plan.stored = _snapshot(rows, stored, contacts)
         return plan
 
     async def upsert_many(
@@ -236,11 +269,13 @@ class SqlCaseRepository:
         `source` at its row number. Returns each row's case as written, and whether it
         was created.
 
-        `plan` (`plan_upsert` of the same rows, now and source, in an earlier unit) is
-        written as it is when the stored cases and contacts read here are still the
-        ones it was decided from; otherwise the rows are decided again here."""
-        if plan is not None and plan.rows is rows and plan.now == now and plan.source == source:
-            return await self._upsert_chunk(rows, now, source, plan)
+        `plan` (`plan_upsert` of these rows, or of rows they are a run of, with the same
+        now and source, in an earlier unit) is written as it is when the stored cases
+        and contacts read here are still the ones it was decided from; otherwise the
+        rows are decided again here."""
+        part = plan.take(rows) if plan is not None and plan.now == now and plan.source == source else None
+        if part is not None:
+            return await self._upsert_chunk(rows, now, source, part)
         out: list[tuple[CaseRecord, bool]] = []
         chunk: list[tuple[int | None, CaseInput]] = []
         keys: set[tuple[str, str]] = set()
@@ -290,7 +325,7 @@ class SqlCaseRepository:
         for creditor in sorted({case.creditor for _, case in rows}):
             await self.ensure_creditor(creditor)
         stored, contacts = await self._stored_for(rows)
-        if plan is None or plan.stored is None or plan.stored != _snapshot(stored, contacts):
+        if plan is None or plan.stored is None or plan.stored != _snapshot(rows, stored, contacts):
             # Something changed these cases since the plan was read (a call's outcome, a
             # person, another import): decide again from what is stored now.
             plan = self._plan(rows, now, source, stored, contacts)

@@ -288,3 +288,44 @@ async def test_a_batch_planned_before_a_dispute_is_decided_again_and_keeps_the_s
     dump, decided = await _stale_plan(tmp_path, pg_url)
     _dispute_kept(dump)
     assert decided == 2, "the stale plan was written as it was"
+
+
+async def test_a_read_ahead_plan_is_written_batch_by_batch_and_only_a_changed_batch_is_decided_again(
+    tmp_path: Path,
+) -> None:
+    from adapters.db.cases_repo import SqlCaseRepository
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db"}})
+    decided = 0
+    original = SqlCaseRepository._plan  # noqa: SLF001 - counting decisions is the point
+
+    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
+        nonlocal decided
+        decided += 1
+        return original(self, *args, **kwargs)
+
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        await _job(svc, "file-a", "cases", {"cases": FILE_A[:6]})
+        rows = list(enumerate(parse_cases_payload(
+            {"cases": [case(i, amount_due="2.00") for i in (1, 2, 3, 4)] + [case(40)]}, svc.region_of), start=1))
+        source = ChangeSource(kind="import", actor=DATA.name, role="data", ref="file-b")
+        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
+        try:
+            async with svc.store.read() as r:
+                plan = await r.cases.plan_upsert(rows, NOW, source)
+            async with svc.store.write() as uow:  # B-1, B-2: as planned
+                await uow.cases.upsert_many(rows[:2], NOW, source, plan)
+            assert decided == 1
+            async with svc.store.write() as uow:  # a call's outcome on B-4, after the plan was read
+                b4 = await uow.cases.get("bank-b", "B-4")
+                await uow.cases.update(b4.pk, NOW, source=OUTCOME, add_flags={"complaint_risk"})  # type: ignore[union-attr]
+            async with svc.store.write() as uow:  # B-3, B-4, B-40: B-4 changed, decided again
+                await uow.cases.upsert_many(rows[2:], NOW, source, plan)
+            assert decided == 2
+        finally:
+            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+        report = await verify(svc.store)
+        assert report.ok, report.to_dict()
+        cases = {r[2]: r for r in (await _dump(svc))["cases"]}
+    assert [cases[f"B-{i}"][9] for i in (1, 2, 3, 4)] == ["2.00"] * 4 and "B-40" in cases
+    assert "complaint_risk" in cases["B-4"][8]
