@@ -116,7 +116,8 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
         url = f"sqlite+aiosqlite:///{wd / 'var' / 'dialgate.db'}" if store == "sqlite" else await private_pg_db(args.pg_url)
         cfg = wd / "config.toml"
         cfg.write_text(f'[paths]\ndata_dir = "{wd / "var"}"\n[store]\nurl = "{url}"\n[log]\nlevel = "warning"\n'
-                       f'[gate]\nauth_cache_s = 300.0\n[imports]\nmax_bytes = {len(body) + 1024}\n{POLICY}',
+                       f'[gate]\nauth_cache_s = 300.0\n[imports]\nmax_bytes = {len(body) + 1024}\n'
+                       + (f'batch_ms = {args.batch_ms}\n' if args.batch_ms else '') + POLICY,
                        encoding="utf-8")
         res: dict[str, Any] = {"store": store}
         if store == "sqlite":
@@ -236,6 +237,7 @@ async def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="click-to-dials offered per second")
     ap.add_argument("--dial-seconds", type=float, default=15.0)
     ap.add_argument("--no-dials", dest="dials", action="store_false", help="import rates only")
+    ap.add_argument("--batch-ms", type=int, default=0, help="[imports] batch_ms (default: the service's)")
     args = ap.parse_args()
 
     args.pg_url = args.pg_url or os.environ.get("DIALGATE_TEST_PG_URL", "")

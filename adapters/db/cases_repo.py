@@ -251,6 +251,7 @@ class SqlCaseRepository:
         computed in a read unit so a write unit holds the store's write lock only to
         write them. None when the rows name a case twice (the second row merges with
         what the first wrote)."""
+        rows = list(rows)  # the plan's own list: a caller's read-ahead shrinks as batches are written
         if len({(case.creditor, case.case_id) for _, case in rows}) != len(rows):
             return None
         stored, contacts = await self._stored_for(rows)

@@ -66,8 +66,9 @@ REPAYMENTS = [
 ]
 
 
-async def _job(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) -> None:
-    """Through the import job: validated, staged, applied in batches of 4 rows."""
+async def _job(svc: Services, import_id: str, kind: str, doc: dict[str, Any], *, child: bool = False) -> None:
+    """Through the import job: validated, staged, applied in batches of 4 rows (`child`:
+    as the import's child process applies them, its cases decided a read-ahead at a time)."""
     import orjson
 
     job = ImportJob(import_id, kind, "validating", DATA.name, ("bank-b",), 0, 0, NOW, NOW)
@@ -76,7 +77,7 @@ async def _job(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) ->
     error = await validate_and_stage(svc.store, svc.clock, import_id,
                                      Upload(kind, orjson.dumps(doc), "application/json"), DATA, svc.region_of, 1_000)
     assert error is None, error
-    done = await apply_job(svc.store, svc.clock, import_id, 4, 1_000)
+    done = await apply_job(svc.store, svc.clock, import_id, 4, 1_000, pause=child)
     assert done.state == "done", done
 
 
@@ -98,8 +99,12 @@ async def _rows(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) -
                 await apply_repayments(uow, [(i, r)], NOW, source, {})
 
 
-async def _scenario(svc: Services, batched: bool) -> None:
-    apply = _job if batched else _rows
+async def _child_job(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) -> None:
+    await _job(svc, import_id, kind, doc, child=True)
+
+
+async def _scenario(svc: Services, batched: bool | str) -> None:
+    apply = _child_job if batched == "child" else _job if batched else _rows
     await apply(svc, "file-a", "cases", {"cases": FILE_A})
     # What calls and people did before the next file.
     async with svc.store.write() as uow:
@@ -125,7 +130,7 @@ async def _dump(svc: Services) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-async def _run(data_dir: Path, url: str, batched: bool) -> tuple[dict[str, list[tuple[Any, ...]]], bool]:
+async def _run(data_dir: Path, url: str, batched: bool | str) -> tuple[dict[str, list[tuple[Any, ...]]], bool]:
     cfg = build_config({"paths": {"data_dir": str(data_dir)}, "store": {"url": url}})
     async with open_services(cfg, FixedClock(NOW)) as svc:
         await _scenario(svc, batched)
@@ -165,6 +170,16 @@ async def test_rows_applied_one_by_one_or_in_batches_leave_the_same_rows_on_sqli
     assert hot, "the SQLite file's writer was not used"
     _the_rules_held(one)
     _same(one, many)
+
+
+async def test_batches_decided_a_read_ahead_at_a_time_leave_the_same_rows_as_rows_one_by_one(tmp_path: Path) -> None:
+    db = "sqlite+aiosqlite:///{}/dialgate.db"
+    one, _ = await _run(tmp_path / "rows", db.format(tmp_path / "rows"), batched=False)
+    (tmp_path / "child" / DEFAULT_KEY_FILE).parent.mkdir(parents=True)
+    shutil.copy2(tmp_path / "rows" / DEFAULT_KEY_FILE, tmp_path / "child" / DEFAULT_KEY_FILE)
+    ahead, _ = await _run(tmp_path / "child", db.format(tmp_path / "child"), batched="child")
+    _the_rules_held(ahead)
+    _same(one, ahead)
 
 
 async def test_the_writers_driver_statements_leave_the_same_rows_as_the_core_statements(tmp_path: Path) -> None:
