@@ -36,7 +36,8 @@ _DROP_APPLIED = delete(t.import_rows).where(
 )
 
 
-def _job(r: Any) -> ImportJob:
+def job_from_row(r: Any) -> ImportJob:
+    """An `import_jobs` row (a mapping of its columns) as the job."""
     return ImportJob(
         import_id=r["id"],
         kind=r["kind"],
@@ -80,11 +81,11 @@ class SqlImportJobRepository:
 
     async def get(self, import_id: str) -> ImportJob | None:
         row = (await self.conn.execute(_JOB, {"id": import_id})).mappings().first()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     async def lock(self, import_id: str) -> ImportJob | None:
         row = (await self.conn.execute(_JOB_LOCKED if self.is_postgres else _JOB, {"id": import_id})).mappings().first()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     async def next_rows(self, import_id: str, after: int, limit: int) -> list[tuple[int, str]]:
         rows = await self.conn.execute(_NEXT_ROWS, {"id": import_id, "after": after, "limit": limit})
@@ -116,4 +117,4 @@ class SqlImportJobRepository:
         rows = await self.conn.execute(
             select(t.import_jobs).where(t.import_jobs.c.state.in_(_UNFINISHED)).order_by(t.import_jobs.c.created_at)
         )
-        return [_job(r) for r in rows.mappings()]
+        return [job_from_row(r) for r in rows.mappings()]
