@@ -21,7 +21,7 @@ from dialer.ports import CaseStore, Clock, UnitOfWork
 log = structlog.get_logger("dialgate.imports")
 
 
-async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int, batch_ms: int = 20,
+async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int, batch_ms: int = 5,
                     *, pause: bool = False) -> ImportJob:
     """Apply a job's staged rows from `rows_done` on, one short transaction per batch;
     returns the finished job. A batch holds at most `batch_rows` rows, and as many as

@@ -69,7 +69,7 @@ class ImportLimits:
     max_rows: int = 200_000  # cases (CSV: rows) or repayments per file
     sync_bytes: int = 256 * 1024  # POST /v1/imports answers bodies up to this when applied (200), others 202
     batch_rows: int = 500  # at most this many rows per apply transaction …
-    batch_ms: int = 20  # … and no longer than this: how long the gate may wait for the write lock
+    batch_ms: int = 5  # … and no longer than this: how long the gate may wait for the write lock
     runner: str = "process"  # "process": large files applied by a child process; "inline": by the service
 
 
