@@ -344,3 +344,22 @@ async def test_a_read_ahead_plan_is_written_batch_by_batch_and_only_a_changed_ba
         cases = {r[2]: r for r in (await _dump(svc))["cases"]}
     assert [cases[f"B-{i}"][9] for i in (1, 2, 3, 4)] == ["2.00"] * 4 and "B-40" in cases
     assert "complaint_risk" in cases["B-4"][8]
+
+
+async def test_a_store_whose_commits_skip_their_own_flush_flushes_the_wal_when_it_closes(tmp_path: Path) -> None:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)},
+                        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db", "sqlite_synchronous": "NORMAL"}})
+    flushed: list[str] = []
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        writer = svc.store._writer  # noqa: SLF001 - the flush at close is the point
+        assert writer is not None and not writer.durable_by_fsync
+        original = writer.sync_wal
+
+        def spy() -> None:
+            flushed.append(writer.wal_path)
+            original()
+
+        writer.sync_wal = spy  # type: ignore[method-assign]
+        await _job(svc, "file-a", "cases", {"cases": FILE_A[:3]}, child=True)
+        assert flushed == [], "a NORMAL commit waited for its own flush"
+    assert flushed == [writer.wal_path]
