@@ -58,22 +58,32 @@ def flags_text(flags: Iterable[str]) -> str:
 
 
 def flags_set(value: str | None) -> frozenset[str]:
-    return frozenset(f for f in (value or "").split(",") if f)
+    if not value:  # most cases carry no flag
+        return _NO_FLAGS
+    return frozenset(f for f in value.split(",") if f)
 
 
-def _json_value(field_: str, value: Any) -> Any:
-    if field_.endswith("flags"):
-        return sorted(flags_set(value)) if isinstance(value, str) or value is None else sorted(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if field_ in ("commission_start", "commission_end", "next_action_date") and value is not None:
-        return as_date(value).isoformat()  # type: ignore[union-attr]
-    return value
+_NO_FLAGS: frozenset[str] = frozenset()
+
+
+_FLAG_FIELDS = frozenset(f for f in TRACKED_FIELDS if f.endswith("flags"))
+_DATE_FIELDS = frozenset({"commission_start", "commission_end", "next_action_date"})
 
 
 def tracked(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The history's view of a case row: TRACKED_FIELDS as JSON values."""
-    return {f: _json_value(f, values.get(f)) for f in TRACKED_FIELDS}
+    """The history's view of a case row: TRACKED_FIELDS as JSON values (flags as sorted
+    lists, dates as ISO text)."""
+    out: dict[str, Any] = {}
+    for f in TRACKED_FIELDS:
+        v = values.get(f)
+        if f in _FLAG_FIELDS:
+            v = sorted(flags_set(v)) if isinstance(v, str) or v is None else sorted(v)
+        elif isinstance(v, (date, datetime)):
+            v = v.isoformat()
+        elif v is not None and f in _DATE_FIELDS:
+            v = as_date(v).isoformat()  # type: ignore[union-attr]
+        out[f] = v
+    return out
 
 
 def history_reason(text: str | None) -> str | None:

@@ -50,8 +50,15 @@ def link_history(entry: HistoryEntry, prev_hash: str, key: EvidenceKey) -> tuple
     HMAC under the evidence key (`dialer.evidence`), which verification uses too, so
     an entry cannot be re-forged from the database alone."""
     linked = replace(entry, prev_hash=prev_hash, hash="")
-    record = canonical_json(linked.body())
-    return replace(linked, hash=key.link(prev_hash, record.encode("utf-8"))), record
+    record, hash_ = link_history_body(linked.body(), key)
+    return replace(linked, hash=hash_), record
+
+
+def link_history_body(body: dict[str, Any], key: EvidenceKey) -> tuple[str, str]:
+    """(canonical text, hash) of a history link from its body (`HistoryEntry.body`, or
+    `model.history_body`, prev_hash included): `link_history` without the entry."""
+    record = canonical_json(body)
+    return record, key.link(body["prev_hash"], record.encode("utf-8"))
 
 
 def history_from_record(record: str, hash_: str) -> HistoryEntry:

@@ -21,7 +21,7 @@ from dialer.ports import CaseStore, Clock, UnitOfWork
 log = structlog.get_logger("dialgate.imports")
 
 
-async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int, batch_ms: int = 20,
+async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: int, batch_ms: int = 5,
                     *, pause: bool = False) -> ImportJob:
     """Apply a job's staged rows from `rows_done` on, one short transaction per batch;
     returns the finished job. A batch holds at most `batch_rows` rows, and as many as
@@ -47,8 +47,15 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
     # Staged rows are read and parsed ahead, several batches at a time, outside the
     # write lock: the lock is held for the writes only, and a batch costs no read.
     ahead: list[tuple[int, Any]] = []
+    # A job's cases are decided outside the write lock too (`plan_upsert`, from a read of
+    # their cases); each write re-reads its batch's cases and uses the plan only if
+    # nothing changed meanwhile. A process of its own decides a read-ahead at a time (one
+    # read for several batches); the gate's process a batch at a time, so deciding never
+    # holds its event loop for longer than a batch.
+    planned: Any = None
     while True:
         if not ahead:
+            now = clock.now()
             async with store.read() as uow:
                 job = await uow.imports.get(import_id)
                 if job is None:
@@ -57,7 +64,18 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
                     return job
                 staged = await uow.imports.next_rows(import_id, job.rows_done, max(4 * batch_rows, 1_000))
             ahead = _parse_rows(job.kind, staged)
+            planned = None
+            if pause and ahead and job.kind == "cases":
+                async with store.read() as r:
+                    planned = await r.cases.plan_upsert(ahead, now, _source(job, "import"))
         batch = ahead[:limit]
+        plan = planned
+        assert job is not None
+        if plan is None:
+            now = clock.now()
+            if batch and job.kind == "cases":
+                async with store.read() as r:
+                    plan = await r.cases.plan_upsert(batch, now, _source(job, "import"))
         started = loop.time()
         async with store.write(_lock_keys(batch)) as w:
             job = await w.imports.lock(import_id)
@@ -67,14 +85,13 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
             if batch and batch[0][0] <= job.rows_done:  # another runner applied them meanwhile
                 ahead = []
                 continue
-            now = clock.now()
             if not batch:
                 await _finish(w, job, now)
             else:
                 summary = dict(job.summary)
                 first = loop.time()
                 if job.kind == "cases":
-                    await apply_cases(w, batch, now, _source(job, "import"), summary)
+                    await apply_cases(w, batch, now, _source(job, "import"), summary, plan)
                 else:
                     await apply_repayments(w, batch, now, _source(job, "repayment", REPAYMENT_REASON), summary)
                 per_row = (loop.time() - first) / len(batch)
@@ -111,13 +128,13 @@ def _count(summary: dict[str, int], key: str) -> None:
 
 async def apply_cases(
     uow: UnitOfWork, rows: Sequence[tuple[int, CaseInput]], now: datetime, source: ChangeSource,
-    summary: dict[str, int],
+    summary: dict[str, int], plan: Any = None,
 ) -> None:
     """Case file rows `(row number, case)` through the store's batch upsert (the rules
     that keep stops and closures: `dialer.case_merge`); the source and the row's number
     say where each change came from (the case history records them). Every import,
-    synchronous or a job's batch, applies its rows here."""
-    for rec, is_new in await uow.cases.upsert_many(rows, now, source):
+    synchronous or a job's batch, applies its rows here. `plan`: the rows' `plan_upsert`."""
+    for rec, is_new in await uow.cases.upsert_many(rows, now, source, plan):
         _count(summary, "created" if is_new else "updated")
         await uow.outbox.add(
             "case.updated", creditor=rec.creditor, case_pk=rec.pk, case_id=rec.case_id, occurred_at=now,

@@ -69,7 +69,7 @@ class ImportLimits:
     max_rows: int = 200_000  # cases (CSV: rows) or repayments per file
     sync_bytes: int = 256 * 1024  # POST /v1/imports answers bodies up to this when applied (200), others 202
     batch_rows: int = 500  # at most this many rows per apply transaction …
-    batch_ms: int = 20  # … and no longer than this: how long the gate may wait for the write lock
+    batch_ms: int = 5  # … and no longer than this: how long the gate may wait for the write lock
     runner: str = "process"  # "process": large files applied by a child process; "inline": by the service
 
 
@@ -315,9 +315,11 @@ def _refusal(job: ImportJob) -> ApiError:
     return exc
 
 
-async def run_in_child(spec: dict[str, Any], store: CaseStore, clock: Clock) -> ImportJob:
+async def run_in_child(spec: dict[str, Any], store: CaseStore, clock: Clock,
+                       applying: Callable[[], Any] | None = None) -> ImportJob:
     """The child's side of `ImportJobs._in_child`: validate and stage the spooled upload
-    (when the job is still validating), then apply in batches with pauses."""
+    (when the job is still validating), then apply in batches with pauses; on the store
+    `applying()` opens, if given (an async context manager yielding a `CaseStore`)."""
     import_id = spec["import_id"]
     async with store.read() as uow:
         job = await uow.imports.get(import_id)
@@ -339,7 +341,11 @@ async def run_in_child(spec: dict[str, Any], store: CaseStore, clock: Clock) -> 
         await validate_and_stage(store, clock, import_id, upload, actor, region_of, int(spec["max_rows"]),
                                  in_thread=False)
         path.unlink(missing_ok=True)
-    return await apply_job(store, clock, import_id, int(spec["batch_rows"]), int(spec["batch_ms"]), pause=True)
+    if applying is None:
+        return await apply_job(store, clock, import_id, int(spec["batch_rows"]), int(spec["batch_ms"]), pause=True)
+    async with applying() as batches:
+        job = await apply_job(batches, clock, import_id, int(spec["batch_rows"]), int(spec["batch_ms"]), pause=True)
+    return job
 
 
 def _sniff(path: Path) -> str:

@@ -16,7 +16,9 @@ import gc
 import json
 import os
 import sys
-from typing import Any
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any, AsyncIterator
 
 
 async def run(spec: dict[str, Any]) -> int:
@@ -25,9 +27,25 @@ async def run(spec: dict[str, Any]) -> int:
     from dialer.config import StoreConfig
     from dialer.import_jobs import run_in_child
 
-    store = store_for(StoreConfig(**spec["store"]), events=bool(spec["events"]))
+    config = StoreConfig(**spec["store"])
+    events = bool(spec["events"])
+
+    @asynccontextmanager
+    async def applying() -> AsyncIterator[Any]:
+        # Batches need not wait for their own flush to disk (SQLite FULL → NORMAL):
+        # a batch commits together with its rows_done, so one lost to a power cut is
+        # lost with its rows_done and applied again on resume; and every later durable
+        # commit (the gate's decisions) flushes the WAL up to it, so no durable decision
+        # rests on a batch that could be lost. Staging keeps the store's own setting:
+        # the spooled upload is deleted once its rows are staged.
+        relaxed = replace(config, sqlite_synchronous="NORMAL") if config.sqlite_synchronous.upper() == "FULL" else config
+        batches = store_for(relaxed, events=events)
+        async with batches:
+            yield batches
+
+    store = store_for(config, events=events)
     async with store:
-        job = await run_in_child(spec, store, SystemClock())
+        job = await run_in_child(spec, store, SystemClock(), applying)
     return 0 if job.state in ("done", "refused") else 1
 
 

@@ -539,9 +539,13 @@ def case_from_json(text: str) -> CaseInput:
     for key, value in doc.items():
         if type(value) is dict:
             doc[key] = _decode_tag(value)
-    doc["contacts"] = tuple(
-        ContactRecord(**{k: _decode_tag(v) if type(v) is dict else v for k, v in c.items()}) for c in doc["contacts"]
-    )
+    contacts = []
+    for c in doc["contacts"]:
+        for key, value in c.items():  # values replaced in place: no new mapping per contact
+            if type(value) is dict:
+                c[key] = _decode_tag(value)
+        contacts.append(ContactRecord(**c))
+    doc["contacts"] = tuple(contacts)
     return CaseInput(**doc)
 
 

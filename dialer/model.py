@@ -226,17 +226,28 @@ class HistoryEntry:
 
     def body(self) -> dict[str, Any]:
         """The canonical content the hash covers."""
-        return {
-            "creditor": self.creditor, "case_id": self.case_id, "seq": self.seq, "at": _iso(self.at),
-            "actor": self.actor, "role": self.role, "source": self.source, "source_ref": self.source_ref,
-            "source_row": self.source_row, "field": self.field, "old": self.old, "new": self.new,
-            "reason": self.reason, "prev_hash": self.prev_hash,
-        }
+        return history_body(self.creditor, self.case_id, self.seq, _iso(self.at), self.actor, self.role,
+                            self.source, self.source_ref, self.source_row, self.field, self.old, self.new,
+                            self.reason, self.prev_hash)
 
     def to_api(self) -> dict[str, Any]:
         body = self.body()
         body["hash"] = self.hash
         return body
+
+
+def history_body(
+    creditor: str, case_id: str, seq: int, at: str | None, actor: str, role: str, source: str,
+    source_ref: str | None, source_row: int | None, field: str, old: Any, new: Any, reason: str | None,
+    prev_hash: str,
+) -> dict[str, Any]:
+    """`HistoryEntry.body` from its values (`at` as ISO text): the one shape of a history
+    link's content, which an import's batch builds without an entry object per change."""
+    return {
+        "creditor": creditor, "case_id": case_id, "seq": seq, "at": at, "actor": actor, "role": role,
+        "source": source, "source_ref": source_ref, "source_row": source_row, "field": field, "old": old,
+        "new": new, "reason": reason, "prev_hash": prev_hash,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,11 +65,22 @@ class CaseRepository(Protocol):
         naming `source` (None: an import, row unknown)."""
         ...
 
+    async def plan_upsert(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> Any:
+        """What `upsert_many` of these rows would write, decided from the cases as this
+        unit reads them (a read unit: no write lock held while deciding); None when it
+        cannot be planned ahead."""
+        ...
+
     async def upsert_many(
         self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+        plan: Any = None,
     ) -> list[tuple[CaseRecord, bool]]:
         """`upsert` of each `(row number, case)` in order, as a set (`dialer.case_merge`
-        decides each row); returns each row's (case, created)."""
+        decides each row); returns each row's (case, created). `plan`: `plan_upsert` of
+        the same rows, written only if the cases it read are unchanged (else decided
+        again)."""
         ...
 
     async def update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
@@ -18,6 +19,7 @@ from dialer.model import (
     ChangeSource,
     ContactRecord,
     HistoryEntry,
+    history_body,
 )
 from policy.model import Appointment
 from adapters.db.queries import (
@@ -25,9 +27,9 @@ from adapters.db.queries import (
     Q_CASES_BY_ID, Q_CASES_BY_ID_SCOPED, Q_CONTACTS_OF, Q_CREDITOR, Q_NEXT_SEQ,
 )
 from dialer.case_merge import (
-    TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case, tracked,
+    CaseMerge, TRACKED_FIELDS, contact_field, contact_state, flags_set, flags_text, history_reason, merge_case, tracked,
 )
-from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history
+from dialer.chain import GENESIS_HASH, NO_KEY, history_from_record, link_history_body
 
 log = structlog.get_logger("dialgate.store")
 
@@ -42,6 +44,63 @@ U_CONTACT = update(t.contacts).where(t.contacts.c.id == bindparam("_id"))
 D_CONTACT = t.contacts.delete().where(t.contacts.c.id == bindparam("_id"))
 
 SYSTEM_CHANGE = ChangeSource(kind="system", actor="system", role="system")
+
+
+Snapshot = dict[tuple[str, str], tuple[dict[str, Any] | None, list[dict[str, Any]]]]
+
+
+@dataclass(slots=True)
+class UpsertPlan:
+    """`SqlCaseRepository.plan_upsert`'s answer: the rows, what each row's case and
+    contacts were when it was decided (`stored`, plain mappings by (creditor, case id),
+    compared again when written), and what each row does (the merges, the history rows
+    chained after each head; `spans`: each row's slice of `history`)."""
+
+    rows: Sequence[tuple[int | None, CaseInput]]
+    now: datetime
+    source: ChangeSource
+    stored: Snapshot | None
+    currents: list[Any]
+    merges: list[CaseMerge]
+    history: list[dict[str, Any]]
+    heads: list[dict[str, Any]]
+    spans: list[tuple[int, int]]
+
+    def take(self, rows: Sequence[tuple[int | None, CaseInput]]) -> "UpsertPlan | None":
+        """The plan of `rows` when they are a run of this plan's rows (the same objects,
+        in order), else None."""
+        if not rows or self.stored is None:
+            return None
+        start = next((i for i, r in enumerate(self.rows) if r is rows[0]), None)
+        if start is None:
+            return None
+        end = start + len(rows)
+        if end > len(self.rows) or any(a is not b for a, b in zip(self.rows[start:end], rows)):
+            return None
+        if start == 0 and end == len(self.rows):
+            return self
+        h0, h1 = self.spans[start][0], self.spans[end - 1][1]
+        return UpsertPlan(
+            rows, self.now, self.source, {_key(c): self.stored[_key(c)] for _, c in rows},
+            self.currents[start:end], self.merges[start:end], self.history[h0:h1], self.heads[start:end],
+            [(a - h0, b - h0) for a, b in self.spans[start:end]],
+        )
+
+
+def _key(case: CaseInput) -> tuple[str, str]:
+    return (case.creditor, case.case_id)
+
+
+def _snapshot(
+    rows: Sequence[tuple[int | None, CaseInput]], stored: dict[tuple[str, str], Any], contacts: dict[int, list[Any]],
+) -> Snapshot:
+    """Each row's stored case and contacts as plain dicts, comparable whichever driver
+    read them."""
+    out: Snapshot = {}
+    for _, case in rows:
+        cur = stored.get(_key(case))
+        out[_key(case)] = (None, []) if cur is None else (dict(cur), [dict(c) for c in contacts.get(cur["id"], ())])
+    return out
 
 
 def _contact_record(c: Any) -> ContactRecord:
@@ -144,24 +203,24 @@ class SqlCaseRepository:
         seq, prev = int(head["history_seq"]), head["history_hash"]
         rows = [] if rows is None else rows
         default_reason = reason if reason is not None else source.reason
+        creditor, case_id, at = head["creditor"], head["case_id"], now.isoformat()
         for change in changes:
             field_, old, new = change[:3]
             why = change[3] if len(change) > 3 else default_reason
             seq += 1
-            entry, record = link_history(
-                HistoryEntry(
-                    creditor=head["creditor"], case_id=head["case_id"], seq=seq, at=now, actor=source.actor,
-                    role=source.role, source=source.kind, source_ref=source.ref, source_row=source.row,
-                    field=field_, old=old, new=new, reason=history_reason(why),
-                ),
-                prev, self.evidence,
-            )
+            # The link's body built directly (`HistoryEntry.body`'s shape): an import
+            # writes an entry per new case, and an entry object per change cost more
+            # than the link's hash.
+            record, hash_ = link_history_body(history_body(
+                creditor, case_id, seq, at, source.actor, source.role, source.kind, source.ref, source.row,
+                field_, old, new, history_reason(why), prev,
+            ), self.evidence)
             rows.append(dict(
-                case_pk=head["id"], creditor=entry.creditor, case_id=entry.case_id, seq=seq, at=now,
-                actor=entry.actor, role=entry.role, source=entry.source, source_ref=entry.source_ref,
-                source_row=entry.source_row, field=field_, record=record, prev_hash=prev, hash=entry.hash,
+                case_pk=head["id"], creditor=creditor, case_id=case_id, seq=seq, at=now,
+                actor=source.actor, role=source.role, source=source.kind, source_ref=source.ref,
+                source_row=source.row, field=field_, record=record, prev_hash=prev, hash=hash_,
             ))
-            prev = entry.hash
+            prev = hash_
         return rows, {"history_seq": seq, "history_hash": prev}
 
     async def _append_history(
@@ -184,15 +243,40 @@ class SqlCaseRepository:
         ((rec, created),) = await self.upsert_many([(src.row, case)], now, src)
         return rec, created
 
+    async def plan_upsert(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+    ) -> "UpsertPlan | None":
+        """What `upsert_many(rows, now, source)` would write, decided from the stored
+        cases as this unit reads them: the merges and the chained history entries,
+        computed in a read unit so a write unit holds the store's write lock only to
+        write them. None when the rows name a case twice (the second row merges with
+        what the first wrote)."""
+        rows = list(rows)  # the plan's own list: a caller's read-ahead shrinks as batches are written
+        if len({(case.creditor, case.case_id) for _, case in rows}) != len(rows):
+            return None
+        stored, contacts = await self._stored_for(rows)
+        plan = self._plan(rows, now, source, stored, contacts)
+        plan.stored = _snapshot(rows, stored, contacts)
+        return plan
+
     async def upsert_many(
         self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+        plan: "UpsertPlan | None" = None,
     ) -> list[tuple[CaseRecord, bool]]:
         """Apply case file rows `(row number, case)` in order, each by the rules of
         `dialer.case_merge.merge_case`, as a few set statements: the batch's stored
         cases and contacts read in two queries, then every insert, update and history
         entry written with one executemany per table. A row's history entries name
         `source` at its row number. Returns each row's case as written, and whether it
-        was created."""
+        was created.
+
+        `plan` (`plan_upsert` of these rows, or of rows they are a run of, with the same
+        now and source, in an earlier unit) is written as it is when the stored cases
+        and contacts read here are still the ones it was decided from; otherwise the
+        rows are decided again here."""
+        part = plan.take(rows) if plan is not None and plan.now == now and plan.source == source else None
+        if part is not None:
+            return await self._upsert_chunk(rows, now, source, part)
         out: list[tuple[CaseRecord, bool]] = []
         chunk: list[tuple[int | None, CaseInput]] = []
         keys: set[tuple[str, str]] = set()
@@ -207,12 +291,12 @@ class SqlCaseRepository:
             out.extend(await self._upsert_chunk(chunk, now, source))
         return out
 
-    async def _upsert_chunk(
+    def _plan(
         self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
-    ) -> list[tuple[CaseRecord, bool]]:
-        for creditor in sorted({case.creditor for _, case in rows}):
-            await self.ensure_creditor(creditor)
-        stored, contacts = await self._stored_for(rows)
+        stored: dict[tuple[str, str], Any], contacts: dict[int, list[Any]],
+    ) -> "UpsertPlan":
+        """The merges of `rows` (no case twice) over `stored` / `contacts`, and their
+        history entries chained after each case's head."""
         currents = [stored.get((case.creditor, case.case_id)) for _, case in rows]
         merges = [merge_case(cur, contacts.get(cur["id"], ()) if cur is not None else (), case, now)
                   for (_, case), cur in zip(rows, currents)]
@@ -233,6 +317,20 @@ class SqlCaseRepository:
                 head = {"history_seq": cur["history_seq"], "history_hash": cur["history_hash"]}
             heads.append(head)
             spans.append((start, len(history)))
+        return UpsertPlan(rows, now, source, None, currents, merges, history, heads, spans)
+
+    async def _upsert_chunk(
+        self, rows: Sequence[tuple[int | None, CaseInput]], now: datetime, source: ChangeSource,
+        plan: "UpsertPlan | None" = None,
+    ) -> list[tuple[CaseRecord, bool]]:
+        for creditor in sorted({case.creditor for _, case in rows}):
+            await self.ensure_creditor(creditor)
+        stored, contacts = await self._stored_for(rows)
+        if plan is None or plan.stored is None or plan.stored != _snapshot(rows, stored, contacts):
+            # Something changed these cases since the plan was read (a call's outcome, a
+            # person, another import): decide again from what is stored now.
+            plan = self._plan(rows, now, source, stored, contacts)
+        currents, merges, history, heads, spans = plan.currents, plan.merges, plan.history, plan.heads, plan.spans
         pks = [cur["id"] if cur is not None else 0 for cur in currents]
         new = [i for i, m in enumerate(merges) if m.created]
         if new:

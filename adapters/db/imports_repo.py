@@ -10,16 +10,34 @@ import json
 from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db import tables as t
 from dialer.model import ImportJob
 
 _UNFINISHED = ("validating", "applying")
+# A job's batches run these once each per batch: built once (a statement built per call
+# cost more than running it).
+_JOB = select(t.import_jobs).where(t.import_jobs.c.id == bindparam("id"))
+_JOB_LOCKED = _JOB.with_for_update()
+_NEXT_ROWS = (
+    select(t.import_rows.c.seq, t.import_rows.c.payload)
+    .where(t.import_rows.c.import_id == bindparam("id"), t.import_rows.c.seq > bindparam("after"))
+    .order_by(t.import_rows.c.seq)
+    .limit(bindparam("limit"))
+)
+_ADVANCE = (
+    update(t.import_jobs).where(t.import_jobs.c.id == bindparam("job"))
+    .values(rows_done=bindparam("through"), summary=bindparam("new_summary"), updated_at=bindparam("now"))
+)
+_DROP_APPLIED = delete(t.import_rows).where(
+    t.import_rows.c.import_id == bindparam("id"), t.import_rows.c.seq <= bindparam("through")
+)
 
 
-def _job(r: Any) -> ImportJob:
+def job_from_row(r: Any) -> ImportJob:
+    """An `import_jobs` row (a mapping of its columns) as the job."""
     return ImportJob(
         import_id=r["id"],
         kind=r["kind"],
@@ -62,34 +80,21 @@ class SqlImportJobRepository:
             )
 
     async def get(self, import_id: str) -> ImportJob | None:
-        row = (await self.conn.execute(select(t.import_jobs).where(t.import_jobs.c.id == import_id))).mappings().first()
-        return None if row is None else _job(row)
+        row = (await self.conn.execute(_JOB, {"id": import_id})).mappings().first()
+        return None if row is None else job_from_row(row)
 
     async def lock(self, import_id: str) -> ImportJob | None:
-        q = select(t.import_jobs).where(t.import_jobs.c.id == import_id)
-        if self.is_postgres:
-            q = q.with_for_update()
-        row = (await self.conn.execute(q)).mappings().first()
-        return None if row is None else _job(row)
+        row = (await self.conn.execute(_JOB_LOCKED if self.is_postgres else _JOB, {"id": import_id})).mappings().first()
+        return None if row is None else job_from_row(row)
 
     async def next_rows(self, import_id: str, after: int, limit: int) -> list[tuple[int, str]]:
-        rows = await self.conn.execute(
-            select(t.import_rows.c.seq, t.import_rows.c.payload)
-            .where(t.import_rows.c.import_id == import_id, t.import_rows.c.seq > after)
-            .order_by(t.import_rows.c.seq)
-            .limit(limit)
-        )
+        rows = await self.conn.execute(_NEXT_ROWS, {"id": import_id, "after": after, "limit": limit})
         return [(int(seq), payload) for seq, payload in rows]
 
     async def advance(self, import_id: str, through: int, summary: dict[str, int], now: datetime) -> None:
-        await self.conn.execute(
-            update(t.import_jobs)
-            .where(t.import_jobs.c.id == import_id)
-            .values(rows_done=through, summary=json.dumps(summary), updated_at=now)
-        )
-        await self.conn.execute(
-            delete(t.import_rows).where(t.import_rows.c.import_id == import_id, t.import_rows.c.seq <= through)
-        )
+        await self.conn.execute(_ADVANCE, {"job": import_id, "through": through,
+                                           "new_summary": json.dumps(summary), "now": now})
+        await self.conn.execute(_DROP_APPLIED, {"id": import_id, "through": through})
 
     async def finish(
         self, import_id: str, state: str, now: datetime, *, errors: Sequence[dict[str, Any]] | None = None,
@@ -112,4 +117,4 @@ class SqlImportJobRepository:
         rows = await self.conn.execute(
             select(t.import_jobs).where(t.import_jobs.c.state.in_(_UNFINISHED)).order_by(t.import_jobs.c.created_at)
         )
-        return [_job(r) for r in rows.mappings()]
+        return [job_from_row(r) for r in rows.mappings()]

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.db.attempts_repo import SqlAttemptRepository, _attempt as attempt_record, history_events
 from adapters.db import tables as t
 from adapters.db.cases_repo import SqlCaseRepository
+from adapters.db.imports_repo import SqlImportJobRepository, job_from_row
 from dialer.case_merge import CASE_COLUMNS, flags_set
 from adapters.db.decision_log import SqlDecisionLog
 from adapters.db.ledger_core import CoreDialLedger
@@ -44,7 +45,7 @@ from adapters.db.users_repo import SqlUserRepository
 from dialer.chain import first_keyed_seq, link_decision_bytes
 from dialer.evidence import EvidenceKey
 from dialer.ports import DialOutcome
-from dialer.model import AttemptRecord, CaseInput, CaseRecord, ContactRecord, DecisionRecord, Principal
+from dialer.model import AttemptRecord, CaseInput, CaseRecord, ContactRecord, DecisionRecord, ImportJob, Principal
 from policy.model import Appointment, HistoryEvent
 
 UTC = timezone.utc
@@ -318,6 +319,12 @@ class SqliteCaseRepository(SqlCaseRepository):
     ) -> tuple[dict[tuple[str, str], Any], dict[int, list[Any]]]:
         return _stored_raw(self.raw, rows)
 
+    async def ensure_creditor(self, creditor: str) -> None:
+        # Asked once per import batch: a known creditor costs one driver statement.
+        if creditor not in self._creditors and self.raw.execute(_RAW_CREDITOR, (creditor,)).fetchone() is not None:
+            self._creditors.add(creditor)
+        await super().ensure_creditor(creditor)
+
     async def _insert_cases(self, inserts: list[dict[str, Any]]) -> list[int]:
         return _insert_cases_raw(self.raw, inserts)
 
@@ -474,6 +481,36 @@ class SqliteDecisionLog(SqlDecisionLog):
         if memo is not None:
             memo.heads[chain] = (rec.seq, rec.hash, keyed_from)
         return rec
+
+
+_RAW_CREDITOR = "SELECT id FROM creditors WHERE id = ?"
+_JOB_COLS = tuple(t.import_jobs.c.keys())
+_RAW_JOB = f"SELECT {', '.join(_JOB_COLS)} FROM import_jobs WHERE id = ?"
+_RAW_ADVANCE = "UPDATE import_jobs SET rows_done = ?, summary = ?, updated_at = ? WHERE id = ?"
+_RAW_DROP_APPLIED = "DELETE FROM import_rows WHERE import_id = ? AND seq <= ?"
+
+
+class SqliteImportJobRepository(SqlImportJobRepository):
+    """An import batch's own statements (its job row, the advance) in driver SQL on the
+    writer's connection: run once per batch, and a batch of a few milliseconds paid
+    more for building them through the Core than for running them."""
+
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection) -> None:
+        super().__init__(conn, is_postgres=False)
+        self.raw = raw
+
+    async def lock(self, import_id: str) -> ImportJob | None:
+        r = self.raw.execute(_RAW_JOB, (import_id,)).fetchone()
+        if r is None:
+            return None
+        d = dict(zip(_JOB_COLS, r))
+        for k in ("created_at", "updated_at", "finished_at"):
+            d[k] = py_time(d[k])
+        return job_from_row(d)
+
+    async def advance(self, import_id: str, through: int, summary: dict[str, int], now: datetime) -> None:
+        self.raw.execute(_RAW_ADVANCE, (through, json.dumps(summary), db_time(now), import_id))
+        self.raw.execute(_RAW_DROP_APPLIED, (import_id, through))
 
 
 class SqliteOutbox(SqlOutbox):

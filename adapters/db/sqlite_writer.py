@@ -453,6 +453,13 @@ class SqliteWriter:
             self._threads[2].join(timeout=30)
             self._threads = []
             self._stopping.clear()
+        if self.wal and self.sync_pragma == "NORMAL" and os.path.exists(self.wal_path):
+            # Commits without their own flush (an import's batches) are on disk once the
+            # store is closed: whoever hears "done" next may rely on them.
+            try:
+                self.sync_wal()
+            except OSError as exc:
+                log.warning("store.close_flush_failed", error=f"{type(exc).__name__}: {exc}")
         try:
             if self.conn is not None:
                 self.conn.close()

@@ -16,7 +16,8 @@ from adapters.db.imports_repo import SqlImportJobRepository
 from adapters.db.ledger_core import CoreDialLedger, LockFn
 from adapters.db.ledger_pg import PgDialLedger
 from adapters.db.ledger_sqlite import (
-    SqliteAttemptRepository, SqliteCaseRepository, SqliteDecisionLog, SqliteDialLedger, SqliteOutbox,
+    SqliteAttemptRepository, SqliteCaseRepository, SqliteDecisionLog, SqliteDialLedger, SqliteImportJobRepository,
+    SqliteOutbox,
     SqliteUserRepository,
 )
 from adapters.db.outbox_repo import SqlOutbox
@@ -73,6 +74,6 @@ class SqlUnitOfWork:
             else:
                 ledger = CoreDialLedger(self, frozenset(held), lock)
         self.audit = SqlAuditLog(conn)
-        self.imports = SqlImportJobRepository(conn, is_postgres)
+        self.imports = SqliteImportJobRepository(conn, raw) if raw is not None else SqlImportJobRepository(conn, is_postgres)
         self.gather = ledger.gather
         self.apply = ledger.apply

@@ -66,8 +66,9 @@ REPAYMENTS = [
 ]
 
 
-async def _job(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) -> None:
-    """Through the import job: validated, staged, applied in batches of 4 rows."""
+async def _job(svc: Services, import_id: str, kind: str, doc: dict[str, Any], *, child: bool = False) -> None:
+    """Through the import job: validated, staged, applied in batches of 4 rows (`child`:
+    as the import's child process applies them, its cases decided a read-ahead at a time)."""
     import orjson
 
     job = ImportJob(import_id, kind, "validating", DATA.name, ("bank-b",), 0, 0, NOW, NOW)
@@ -76,7 +77,7 @@ async def _job(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) ->
     error = await validate_and_stage(svc.store, svc.clock, import_id,
                                      Upload(kind, orjson.dumps(doc), "application/json"), DATA, svc.region_of, 1_000)
     assert error is None, error
-    done = await apply_job(svc.store, svc.clock, import_id, 4, 1_000)
+    done = await apply_job(svc.store, svc.clock, import_id, 4, 1_000, pause=child)
     assert done.state == "done", done
 
 
@@ -98,8 +99,12 @@ async def _rows(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) -
                 await apply_repayments(uow, [(i, r)], NOW, source, {})
 
 
-async def _scenario(svc: Services, batched: bool) -> None:
-    apply = _job if batched else _rows
+async def _child_job(svc: Services, import_id: str, kind: str, doc: dict[str, Any]) -> None:
+    await _job(svc, import_id, kind, doc, child=True)
+
+
+async def _scenario(svc: Services, batched: bool | str) -> None:
+    apply = _child_job if batched == "child" else _job if batched else _rows
     await apply(svc, "file-a", "cases", {"cases": FILE_A})
     # What calls and people did before the next file.
     async with svc.store.write() as uow:
@@ -125,7 +130,7 @@ async def _dump(svc: Services) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-async def _run(data_dir: Path, url: str, batched: bool) -> tuple[dict[str, list[tuple[Any, ...]]], bool]:
+async def _run(data_dir: Path, url: str, batched: bool | str) -> tuple[dict[str, list[tuple[Any, ...]]], bool]:
     cfg = build_config({"paths": {"data_dir": str(data_dir)}, "store": {"url": url}})
     async with open_services(cfg, FixedClock(NOW)) as svc:
         await _scenario(svc, batched)
@@ -167,6 +172,16 @@ async def test_rows_applied_one_by_one_or_in_batches_leave_the_same_rows_on_sqli
     _same(one, many)
 
 
+async def test_batches_decided_a_read_ahead_at_a_time_leave_the_same_rows_as_rows_one_by_one(tmp_path: Path) -> None:
+    db = "sqlite+aiosqlite:///{}/dialgate.db"
+    one, _ = await _run(tmp_path / "rows", db.format(tmp_path / "rows"), batched=False)
+    (tmp_path / "child" / DEFAULT_KEY_FILE).parent.mkdir(parents=True)
+    shutil.copy2(tmp_path / "rows" / DEFAULT_KEY_FILE, tmp_path / "child" / DEFAULT_KEY_FILE)
+    ahead, _ = await _run(tmp_path / "child", db.format(tmp_path / "child"), batched="child")
+    _the_rules_held(ahead)
+    _same(one, ahead)
+
+
 async def test_the_writers_driver_statements_leave_the_same_rows_as_the_core_statements(tmp_path: Path) -> None:
     raw, hot = await _run(tmp_path / "file", f"sqlite+aiosqlite:///{tmp_path / 'file'}/dialgate.db", batched=True)
     (tmp_path / "memory" / DEFAULT_KEY_FILE).parent.mkdir(parents=True)
@@ -205,3 +220,146 @@ def _renumbered(dump: dict[str, list[tuple[Any, ...]]], ids: dict[str, list[Any]
     out["contacts"] = [(n, case_no[r[1]], *r[2:]) for n, r in enumerate(dump["contacts"])]
     out["case_history"] = [(n, case_no[r[1]], *r[2:]) for n, r in enumerate(dump["case_history"])]
     return out
+
+
+async def _stale_plan(data_dir: Path, url: str) -> tuple[dict[str, list[tuple[Any, ...]]], int]:
+    """B-3 imported; a batch re-importing it planned (in a read unit); then a call's
+    dispute lands on B-3; then the batch is written with that plan. Returns the rows
+    and how many times the rows were decided."""
+    from adapters.db.cases_repo import SqlCaseRepository
+
+    cfg = build_config({"paths": {"data_dir": str(data_dir)}, "store": {"url": url}})
+    decided = 0
+    original = SqlCaseRepository._plan  # noqa: SLF001 - counting decisions is the point
+
+    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
+        nonlocal decided
+        decided += 1
+        return original(self, *args, **kwargs)
+
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        await _job(svc, "file-a", "cases", {"cases": FILE_A[:4]})
+        rows = list(enumerate(parse_cases_payload({"cases": [case(3, amount_due="1.00"), case(30)]}, svc.region_of),
+                              start=1))
+        source = ChangeSource(kind="import", actor=DATA.name, role="data", ref="file-b")
+        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
+        try:
+            async with svc.store.read() as r:
+                plan = await r.cases.plan_upsert(rows, NOW, source)
+            assert plan is not None and decided == 1
+            async with svc.store.write() as uow:
+                b3 = await uow.cases.get("bank-b", "B-3")
+                await uow.cases.update(b3.pk, NOW, source=OUTCOME, add_flags={"dispute"})  # type: ignore[union-attr]
+            async with svc.store.write() as uow:
+                written = await uow.cases.upsert_many(rows, NOW, source, plan)
+        finally:
+            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+        assert [(rec.case_id, created) for rec, created in written] == [("B-3", False), ("B-30", True)]
+        report = await verify(svc.store)
+        assert report.ok, report.to_dict()
+        return await _dump(svc), decided
+
+
+def _dispute_kept(dump: dict[str, list[tuple[Any, ...]]]) -> None:
+    cases = {r[2]: r for r in dump["cases"]}
+    assert "dispute" in cases["B-3"][8] and cases["B-3"][9] == "1.00"  # flags kept, the file's balance written
+    assert "B-30" in cases
+
+
+async def test_a_batch_planned_before_a_dispute_is_decided_again_and_keeps_the_stop_on_sqlite(tmp_path: Path) -> None:
+    dump, decided = await _stale_plan(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/dialgate.db")
+    _dispute_kept(dump)
+    assert decided == 2, "the stale plan was written as it was"
+
+
+async def test_a_batch_planned_on_unchanged_cases_is_written_as_planned(tmp_path: Path) -> None:
+    from adapters.db.cases_repo import SqlCaseRepository
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db"}})
+    decided = 0
+    original = SqlCaseRepository._plan  # noqa: SLF001
+
+    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
+        nonlocal decided
+        decided += 1
+        return original(self, *args, **kwargs)
+
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
+        try:
+            await _job(svc, "file-a", "cases", {"cases": FILE_A})  # 14 rows, batches of 4: 4 batches
+            await _job(svc, "file-b", "cases", {"cases": FILE_B})  # 19 rows: 5 batches, all existing or new
+        finally:
+            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+        report = await verify(svc.store)
+        assert report.ok, report.to_dict()
+        assert decided == 4 + 5, "a batch was decided again under the write lock although nothing changed"
+
+
+@pytest.mark.postgres
+async def test_a_batch_planned_before_a_dispute_is_decided_again_and_keeps_the_stop_on_postgresql(
+    tmp_path: Path, pg_url: str,
+) -> None:
+    dump, decided = await _stale_plan(tmp_path, pg_url)
+    _dispute_kept(dump)
+    assert decided == 2, "the stale plan was written as it was"
+
+
+async def test_a_read_ahead_plan_is_written_batch_by_batch_and_only_a_changed_batch_is_decided_again(
+    tmp_path: Path,
+) -> None:
+    from adapters.db.cases_repo import SqlCaseRepository
+
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db"}})
+    decided = 0
+    original = SqlCaseRepository._plan  # noqa: SLF001 - counting decisions is the point
+
+    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
+        nonlocal decided
+        decided += 1
+        return original(self, *args, **kwargs)
+
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        await _job(svc, "file-a", "cases", {"cases": FILE_A[:6]})
+        rows = list(enumerate(parse_cases_payload(
+            {"cases": [case(i, amount_due="2.00") for i in (1, 2, 3, 4)] + [case(40)]}, svc.region_of), start=1))
+        source = ChangeSource(kind="import", actor=DATA.name, role="data", ref="file-b")
+        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
+        try:
+            async with svc.store.read() as r:
+                plan = await r.cases.plan_upsert(rows, NOW, source)
+            async with svc.store.write() as uow:  # B-1, B-2: as planned
+                await uow.cases.upsert_many(rows[:2], NOW, source, plan)
+            assert decided == 1
+            async with svc.store.write() as uow:  # a call's outcome on B-4, after the plan was read
+                b4 = await uow.cases.get("bank-b", "B-4")
+                await uow.cases.update(b4.pk, NOW, source=OUTCOME, add_flags={"complaint_risk"})  # type: ignore[union-attr]
+            async with svc.store.write() as uow:  # B-3, B-4, B-40: B-4 changed, decided again
+                await uow.cases.upsert_many(rows[2:], NOW, source, plan)
+            assert decided == 2
+        finally:
+            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+        report = await verify(svc.store)
+        assert report.ok, report.to_dict()
+        cases = {r[2]: r for r in (await _dump(svc))["cases"]}
+    assert [cases[f"B-{i}"][9] for i in (1, 2, 3, 4)] == ["2.00"] * 4 and "B-40" in cases
+    assert "complaint_risk" in cases["B-4"][8]
+
+
+async def test_a_store_whose_commits_skip_their_own_flush_flushes_the_wal_when_it_closes(tmp_path: Path) -> None:
+    cfg = build_config({"paths": {"data_dir": str(tmp_path)},
+                        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db", "sqlite_synchronous": "NORMAL"}})
+    flushed: list[str] = []
+    async with open_services(cfg, FixedClock(NOW)) as svc:
+        writer = svc.store._writer  # noqa: SLF001 - the flush at close is the point
+        assert writer is not None and not writer.durable_by_fsync
+        original = writer.sync_wal
+
+        def spy() -> None:
+            flushed.append(writer.wal_path)
+            original()
+
+        writer.sync_wal = spy  # type: ignore[method-assign]
+        await _job(svc, "file-a", "cases", {"cases": FILE_A[:3]}, child=True)
+        assert flushed == [], "a NORMAL commit waited for its own flush"
+    assert flushed == [writer.wal_path]

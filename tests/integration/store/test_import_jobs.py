@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from adapters.db import tables
 from dialer.app import build_app
@@ -134,6 +134,13 @@ async def test_twenty_thousand_cases_import_while_dials_at_a_steady_rate_never_w
         assert (job.rows_total, job.rows_done) == (20_000, 20_000)
         assert await count(svc, tables.cases, tables.cases.c.case_id.like("IMP-%")) == 20_000
         assert await count(svc, tables.contacts) == 40_003
+        # Every number went to its own case (IMP-i's numbers end in i).
+        async with svc.store.read() as uow:
+            misplaced = (await uow.conn.execute(text(
+                "SELECT count(*) FROM contacts c JOIN cases k ON k.id = c.case_pk WHERE k.case_id LIKE 'IMP-%' "
+                "AND CAST(substr(c.number, -8) AS INTEGER) != CAST(substr(k.case_id, 5) AS INTEGER)"
+            ))).scalar_one()
+        assert misplaced == 0
         # The dials ran while the rows were being applied, not only before or after.
         assert any(0 < d < 20_000 for d in during), during[:5]
         assert len(waits) >= 20
