@@ -1,8 +1,10 @@
-"""`PgDialLedger`: PostgreSQL's decide-and-reserve in asyncpg on the unit's own connection.
+"""`PgDialLedger`: PostgreSQL's decide-and-reserve in asyncpg, on a connection of its own.
 
 Through SQLAlchemy Core a dial ran about a dozen statements, each a round trip and
-several times its server time in Python. Here the dial's usual path is three:
+several times its server time in Python. Here the dial's usual path is five round trips,
+none through SQLAlchemy (`pg_units.PgUnits` opens and ends the unit):
 
+* BEGIN and the unit's locks, one simple query (`pg_units.begin_sql`);
 * `gather`: one statement (`READ_BY_ID` / `READ_FOR_AGENT`) returns the candidate cases
   with their contacts, the pending authorisation, the agent, the request identity's
   row and, when exactly one case is found, that case's bounded history and
@@ -14,7 +16,8 @@ several times its server time in Python. Here the dial's usual path is three:
   committed version after the wait), the link is computed in Python (the evidence key
   never goes to the server), then `WRITE` inserts the request identity, the attempt,
   the decision and the outbox event, moves the chain head and numbers the case's event,
-  all in one statement.
+  all in one statement;
+* COMMIT.
 
 The chain's serialisation is the head row's lock, held to commit; `SqlDecisionLog`
 reads the head `FOR UPDATE` too, and the chain's advisory lock serialises only the
@@ -22,33 +25,32 @@ creation of a missing head. With `[store] chain_shards` above 1 a creditor's dia
 decisions are spread over that many chains (`chain_for`): a case always joins the same
 one, where its case lock already orders its decisions, so unrelated cases commit on
 different head rows instead of queueing on one. Each chain is verified on its own by
-`dialgate audit verify`, as the creditors' chains always were. Rare shapes (a recheck, consuming an authorisation, a history past its
-cap, a replay) use the Core path on the same transaction. Statements are prepared once
-per connection (asyncpg's statement cache).
+`dialgate audit verify`, as the creditors' chains always were. Rare shapes (a recheck,
+consuming an authorisation, a history past its cap, a retried request's answer) switch
+the unit to the Core path before anything is written. Statements are prepared once per
+connection (asyncpg's statement cache).
 """
 
 from __future__ import annotations
 
 import secrets
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
 
 from adapters.db.attempts_repo import history_events
-from adapters.db.ledger_core import CoreDialLedger, LockFn, _NOTHING
+from adapters.db.ledger_core import _NOTHING
 from adapters.db.queries import HISTORY_CAP
 from dialer.case_merge import flags_set
 from dialer.chain import canonical_json, first_keyed_seq, link_decision
 from dialer.dial_resolution import consumable, pick
 from dialer.errors import RequestDecided, StoreRefusedValue, StoreUnavailable
+from dialer.evidence import EvidenceKey
 from dialer.ids import new_id
 from dialer.model import AttemptRecord, CaseRecord, ContactRecord, DecisionRecord, Principal
-from dialer.ports import DialInputs, DialOutcome, DialQuery
+from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
 from policy.model import Appointment
-
-if TYPE_CHECKING:
-    from adapters.db.unit_of_work import SqlUnitOfWork
 
 _CASE_COLS = (
     "id, creditor, case_id, debtor_name, status, commission_start, commission_end, assigned_agent, flags, "
@@ -181,28 +183,50 @@ def _same(value: Any) -> Any:
     return value
 
 
-class PgDialLedger(CoreDialLedger):
-    """The `DialLedger` of a PostgreSQL unit: `raw` is the asyncpg connection under the
-    unit's SQLAlchemy connection, inside the transaction the store began."""
+class PgDialLedger:
+    """The `DialLedger` of a PostgreSQL unit on its own asyncpg connection (`raw`), inside
+    the transaction `pg_units.PgUnits` began with the unit's first locks (`held`). A
+    shape this module does not write in one or two statements switches the unit to the
+    Core path: `core()` rolls this transaction back (it has written nothing yet), opens
+    a SQLAlchemy unit holding the same locks and returns its ledger, which then answers
+    every further `gather` and `apply` of the unit."""
 
     def __init__(
-        self, uow: "SqlUnitOfWork", raw: Any, held: frozenset[str] = frozenset(), lock: LockFn | None = None,
+        self, raw: Any, held: Sequence[str], core: Callable[[], Awaitable[DialLedger]], evidence: EvidenceKey,
         *, events: bool = True, shards: int = 1,
     ) -> None:
-        super().__init__(uow, held, lock)
         self.raw = raw
+        self.held = set(held)
+        self._core = core
+        self._switched: DialLedger | None = None
+        self.evidence = evidence
         self.events = events
         self.shards = shards
         # Stands for the case's event number in a payload until the server knows it.
         self._seq_mark = f"\u2063case_seq:{secrets.token_hex(8)}"
 
+    @property
+    def switched(self) -> bool:
+        """Whether the unit went to the Core path (its transaction is the Core unit's)."""
+        return self._switched is not None
+
+    async def _to_core(self) -> DialLedger:
+        if self._switched is None:
+            self._switched = await self._core()
+        return self._switched
+
     async def gather(self, query: DialQuery) -> DialInputs:
+        if self._switched is not None:
+            return await self._switched.gather(query)
         if not query.number or query.history_limit is None or query.at is None:
-            return await super().gather(query)  # a recheck or an unbounded history: the Core path
+            return await (await self._to_core()).gather(query)  # a recheck or an unbounded history
         try:
-            return await self._gather(query)
+            inputs = await self._gather(query)
         except PG_FAILURES as exc:
             raise store_error(exc) from exc
+        if inputs is None:
+            return await (await self._to_core()).gather(query)
+        return inputs
 
     async def _read(self, query: DialQuery) -> Any:
         cap = max(HISTORY_CAP, 4 * int(query.history_limit or 0))
@@ -213,27 +237,27 @@ class PgDialLedger(CoreDialLedger):
             query.agent, query.request, query.since, cap,
         ), cap
 
-    async def _gather(self, query: DialQuery) -> DialInputs:
+    async def _gather(self, query: DialQuery) -> DialInputs | None:
+        """The inputs in one statement (two, and the locks, when the case was not named);
+        None for a shape the Core path reads: an authorisation to consume, a retried
+        request's answer, a history past its cap."""
         row, cap = await self._read(query)
-        pending = _attempt(row["pending"]) if row["pending"] is not None else None
-        if pending is not None and not query.case_id:
-            return await super().gather(query)  # the case is the authorisation's: the Core path
+        if row["pending"] is not None and not query.case_id:
+            return None  # the case is the authorisation's
         cases = _cases(row["cases"], row["contacts"])
-        if self._lock is not None and cases:
-            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self._held)
+        if cases:
+            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self.held)
             if missing:
                 await self.raw.execute(LOCKS, missing)
-                self._held.update(missing)
+                self.held.update(missing)
                 # what was read before the lock may have changed meanwhile
                 row, cap = await self._read(query)
-                pending = _attempt(row["pending"]) if row["pending"] is not None else None
-                if pending is not None and not query.case_id:
-                    return await super().gather(query)
+                if row["pending"] is not None and not query.case_id:
+                    return None
                 cases = _cases(row["cases"], row["contacts"])
         if query.request is not None and row["replay"] is not None:
-            replay = await self._replay(query.request)
-            if replay is not None:
-                return DialInputs((), None, None, None, None, _NOTHING, _NOTHING, replay)
+            return None  # answered from the request's row, on the Core path
+        pending = _attempt(row["pending"]) if row["pending"] is not None else None
         case = pick(query.case_id, cases, pending)
         agent = None
         if query.agent and row["agent"] is not None:
@@ -241,26 +265,21 @@ class PgDialLedger(CoreDialLedger):
             agent = Principal(user_id=u[0], name=u[1], role=u[2], creditors=frozenset(u[3]))
         if case is None:
             return DialInputs(tuple(cases), None, pending, None, agent, _NOTHING, _NOTHING)
-        uow = self.uow
         if consumable(query, case, pending):
-            assert pending is not None
-            record = (await uow.decisions.get_many([pending.decision_id])).get(pending.decision_id)
-            if record is not None:
-                return DialInputs(tuple(cases), case, pending, record, agent, _NOTHING, _NOTHING)
+            return None
         by_number, by_case = row["hist_number"], row["hist_case"]
-        if row["one"] == case.pk and len(by_number) < cap and len(by_case) < cap:
-            history = history_events([*by_number, *by_case], case.creditor, True, _same)
-            appointments = [Appointment(number=a[0], at=a[1]) for a in row["appointments"]]
-        else:  # a history past its cap is read by group: the Core path's statements
-            history = await uow.attempts.history(
-                query.number, case.pk, case.creditor, query.since, query.history_limit, query.at
-            )
-            appointments = await uow.cases.appointments(case.pk, query.since)
+        if row["one"] != case.pk or len(by_number) >= cap or len(by_case) >= cap:
+            return None  # a history past its cap is read by group
+        history = history_events([*by_number, *by_case], case.creditor, True, _same)
+        appointments = [Appointment(number=a[0], at=a[1]) for a in row["appointments"]]
         return DialInputs(tuple(cases), case, pending, None, agent, tuple(history), tuple(appointments))
 
     async def apply(self, outcome: DialOutcome) -> DecisionRecord:
+        if self._switched is not None:
+            return await self._switched.apply(outcome)
         if outcome.consumed is not None:
-            return await super().apply(outcome)  # nothing chained: the Core path
+            # only the Core path hands out an authorisation to consume: nothing to chain here
+            raise StoreUnavailable("an authorisation is consumed only in the unit that read it")
         try:
             return await self._apply(outcome)
         except PG_FAILURES as exc:
@@ -274,7 +293,7 @@ class PgDialLedger(CoreDialLedger):
         if head is None:  # a new chain: its creation is serialised by the chain's advisory lock
             await raw.execute(CHAIN_CREATE_LOCK, "chain:" + chain)
             head = await raw.fetchrow(CHAIN_HEAD, chain)
-        key = self.uow.decisions.evidence
+        key = self.evidence
         rec, body = link_decision(record, chain, head, key)
         keyed_from = first_keyed_seq(head, rec.seq)
         mac = key.head_mac(chain, rec.seq, rec.hash, keyed_from)
