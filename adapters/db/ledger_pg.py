@@ -2,7 +2,8 @@
 
 Through SQLAlchemy Core a dial ran about a dozen statements, each a round trip and
 several times its server time in Python. Here the dial's usual path is five round trips,
-none through SQLAlchemy (`pg_units.PgUnits` opens and ends the unit):
+four for a named case, none through SQLAlchemy (`pg_units.PgUnits` opens and ends
+the unit):
 
 * BEGIN and the unit's locks, one simple query (`pg_units.begin_sql`);
 * `gather`: one statement (`READ_BY_ID` / `READ_FOR_AGENT`) returns the candidate cases
@@ -11,12 +12,13 @@ none through SQLAlchemy (`pg_units.PgUnits` opens and ends the unit):
   appointments (anonymous row arrays, decoded by asyncpg without a mapping per row).
   The locks a dial without a case id needs are taken in one statement, then the read
   runs again: a statement's snapshot is taken when it starts, so a lock and the read it
-  guards are never one statement.
-* `apply`: `CHAIN_HEAD` locks the chain's head row (`FOR UPDATE` returns its newest
-  committed version after the wait), the link is computed in Python (the evidence key
-  never goes to the server), then `WRITE` inserts the request identity, the attempt,
-  the decision and the outbox event, moves the chain head and numbers the case's event,
-  all in one statement;
+  guards are never one statement. When the unit already holds the case's and the
+  number's locks, the read also locks the case's chain head (`FOR UPDATE` returns its
+  newest committed version after the wait, whatever the statement's snapshot).
+* `apply`: `CHAIN_HEAD` locks the chain's head row unless the read did, the link is
+  computed in Python (the evidence key never goes to the server), then `WRITE` inserts
+  the request identity, the attempt, the decision and the outbox event, moves the chain
+  head and numbers the case's event, all in one statement;
 * COMMIT.
 
 The chain's serialisation is the head row's lock, held to commit; `SqlDecisionLog`
@@ -61,7 +63,8 @@ _ATTEMPT_COLS = "id, case_pk, creditor, case_id, number, relation, agent_id, cha
 _HIST_COLS = "id, at, case_id, number, relation, connected, creditor"
 
 # $1 case_id, $2 creditors (NULL: all), $3 agent_id, $4 number, $5 attempt_id, $6 consume,
-# $7 at, $8 read the agent, $9 request identity, $10 since, $11 history cap per branch
+# $7 at, $8 read the agent, $9 request identity, $10 since, $11 history cap per branch, $12 the case's chain
+# shard (`chain_for`) whose head row the read locks, for the one case found; NULL: none locked
 _READ = """
 WITH cand AS ({cand}),
 one AS (SELECT id FROM cand WHERE (SELECT count(*) FROM cand) = 1)
@@ -81,7 +84,14 @@ SELECT
                               ORDER BY at DESC LIMIT $11) h) AS hist_number,
   ARRAY(SELECT ROW(h.*) FROM (SELECT {hist} FROM attempts WHERE case_pk = (SELECT id FROM one) AND at >= $10
                               AND state != 'released' ORDER BY at DESC LIMIT $11) h) AS hist_case,
-  ARRAY(SELECT ROW(number, at) FROM appointments WHERE case_pk = (SELECT id FROM one) AND at >= $10) AS appointments
+  ARRAY(SELECT ROW(number, at) FROM appointments WHERE case_pk = (SELECT id FROM one) AND at >= $10) AS appointments,
+  head_chain.name AS head_chain,
+  CASE WHEN head_chain.name IS NOT NULL THEN (SELECT ROW(h.seq, h.hash, h.keyed_from) FROM chain_heads h
+                                              WHERE h.chain = head_chain.name FOR UPDATE) END AS head
+FROM (SELECT (SELECT CASE WHEN c.creditor = '' THEN '-'
+                          WHEN $12 = 0 OR length(c.creditor) + 1 + length($12::text) > 64 THEN c.creditor
+                          ELSE c.creditor || '~' || $12::text END
+              FROM cand c WHERE $12::int IS NOT NULL AND c.id = (SELECT id FROM one)) AS name) AS head_chain
 """
 READ_BY_ID = _READ.format(
     cand=f"SELECT {_CASE_COLS} FROM cases WHERE case_id = $1 AND ($2::text[] IS NULL OR creditor = ANY($2))",
@@ -164,6 +174,11 @@ def _cases(rows: list[Any], contacts: list[Any]) -> list[CaseRecord]:
     ]
 
 
+def chain_shard(case_id: str, shards: int) -> int:
+    """Which of a creditor's `shards` chains a case joins (0: the creditor's own)."""
+    return zlib.crc32(case_id.encode("utf-8")) % shards if shards > 1 else 0
+
+
 def chain_for(creditor: str, case_id: str, shards: int) -> str:
     """The chain a decision about `case_id` joins: one of its creditor's `shards` chains,
     the first named as the creditor (one shard is the creditor's single chain), the others
@@ -174,7 +189,7 @@ def chain_for(creditor: str, case_id: str, shards: int) -> str:
         return "-"
     if shards <= 1:
         return creditor
-    shard = zlib.crc32(case_id.encode("utf-8")) % shards
+    shard = chain_shard(case_id, shards)
     name = creditor if shard == 0 else f"{creditor}~{shard}"  # no creditor id holds "~" (dialer.imports)
     return name if len(name) <= 64 else creditor  # the column's width
 
@@ -204,6 +219,7 @@ class PgDialLedger:
         self.shards = shards
         # Stands for the case's event number in a payload until the server knows it.
         self._seq_mark = f"\u2063case_seq:{secrets.token_hex(8)}"
+        self._head: tuple[str, Any] | None = None  # a chain and its head row, locked by the read
 
     @property
     def switched(self) -> bool:
@@ -232,10 +248,18 @@ class PgDialLedger:
         cap = max(HISTORY_CAP, 4 * int(query.history_limit or 0))
         sql = READ_BY_ID if query.case_id else READ_FOR_AGENT
         scope = None if query.creditors is None else sorted(query.creditors)
-        return await self.raw.fetchrow(
+        # The chain's head is locked with the read only when the unit already holds every
+        # lock its gather takes (a named case): a head held while waiting for a case lock
+        # could wait crosswise with a unit holding that case lock and waiting for the head.
+        early = query.case_id and {f"case:{query.case_id}", f"number:{query.number}"} <= self.held
+        shard = chain_shard(query.case_id, self.shards) if early else None
+        row = await self.raw.fetchrow(
             sql, query.case_id, scope, query.agent_id, query.number, query.attempt_id, query.consume, query.at,
-            query.agent, query.request, query.since, cap,
-        ), cap
+            query.agent, query.request, query.since, cap, shard,
+        )
+        if row["head_chain"] is not None:
+            self._head = (row["head_chain"], row["head"])
+        return row, cap
 
     async def _gather(self, query: DialQuery) -> DialInputs | None:
         """The inputs in one statement (two, and the locks, when the case was not named);
@@ -289,7 +313,10 @@ class PgDialLedger:
         raw = self.raw
         record = outcome.record
         chain = chain_for(record.creditor, record.case_id, self.shards)
-        head = await raw.fetchrow(CHAIN_HEAD, chain)
+        if self._head is not None and self._head[0] == chain:
+            head = self._head[1]  # locked by the read, its newest committed version
+        else:
+            head = await raw.fetchrow(CHAIN_HEAD, chain)
         if head is None:  # a new chain: its creation is serialised by the chain's advisory lock
             await raw.execute(CHAIN_CREATE_LOCK, "chain:" + chain)
             head = await raw.fetchrow(CHAIN_HEAD, chain)

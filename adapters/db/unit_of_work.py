@@ -63,7 +63,7 @@ class SqlUnitOfWork:
         else:
             self.cases = SqlCaseRepository(conn, evidence)
             self.attempts = SqlAttemptRepository(conn)
-            self.decisions = SqlDecisionLog(conn, is_postgres, evidence, chain_shards)
+            self.decisions = SqlDecisionLog(conn, is_postgres, evidence, chain_shards if is_postgres else 1)
             self.outbox = SqlOutbox(conn, self.cases, keep=events)
             self.users = SqlUserRepository(conn)
             ledger = CoreDialLedger(self, frozenset(held), lock)
