@@ -63,8 +63,8 @@ _ATTEMPT_COLS = "id, case_pk, creditor, case_id, number, relation, agent_id, cha
 _HIST_COLS = "id, at, case_id, number, relation, connected, creditor"
 
 # $1 case_id, $2 creditors (NULL: all), $3 agent_id, $4 number, $5 attempt_id, $6 consume,
-# $7 at, $8 read the agent, $9 request identity, $10 since, $11 history cap per branch, $12 the case's chain
-# shard (`chain_for`) whose head row the read locks, for the one case found; NULL: none locked
+# $7 at, $8 read the agent, $9 request identity, $10 since, $11 history cap per branch, $12 the chain shard
+# (`chain_shard`) of case $13, whose head row the read locks when that case is the one found; NULL: none
 _READ = """
 WITH cand AS ({cand}),
 one AS (SELECT id FROM cand WHERE (SELECT count(*) FROM cand) = 1)
@@ -91,7 +91,8 @@ SELECT
 FROM (SELECT (SELECT CASE WHEN c.creditor = '' THEN '-'
                           WHEN $12 = 0 OR length(c.creditor) + 1 + length($12::text) > 64 THEN c.creditor
                           ELSE c.creditor || '~' || $12::text END
-              FROM cand c WHERE $12::int IS NOT NULL AND c.id = (SELECT id FROM one)) AS name) AS head_chain
+              FROM cand c WHERE $12::int IS NOT NULL AND c.id = (SELECT id FROM one) AND c.case_id = $13::text)
+      AS name) AS head_chain
 """
 READ_BY_ID = _READ.format(
     cand=f"SELECT {_CASE_COLS} FROM cases WHERE case_id = $1 AND ($2::text[] IS NULL OR creditor = ANY($2))",
@@ -244,18 +245,18 @@ class PgDialLedger:
             return await (await self._to_core()).gather(query)
         return inputs
 
-    async def _read(self, query: DialQuery) -> Any:
+    async def _read(self, query: DialQuery, head_case: str | None) -> Any:
+        """The read; it also locks `head_case`'s chain head when that case is the one it
+        finds. Only a read after which the gather takes no more locks may: a head held
+        while waiting for a case lock could wait crosswise with a unit holding that case
+        lock and waiting for the head."""
         cap = max(HISTORY_CAP, 4 * int(query.history_limit or 0))
         sql = READ_BY_ID if query.case_id else READ_FOR_AGENT
         scope = None if query.creditors is None else sorted(query.creditors)
-        # The chain's head is locked with the read only when the unit already holds every
-        # lock its gather takes (a named case): a head held while waiting for a case lock
-        # could wait crosswise with a unit holding that case lock and waiting for the head.
-        early = query.case_id and {f"case:{query.case_id}", f"number:{query.number}"} <= self.held
-        shard = chain_shard(query.case_id, self.shards) if early else None
+        shard = chain_shard(head_case, self.shards) if head_case else None
         row = await self.raw.fetchrow(
             sql, query.case_id, scope, query.agent_id, query.number, query.attempt_id, query.consume, query.at,
-            query.agent, query.request, query.since, cap, shard,
+            query.agent, query.request, query.since, cap, shard, head_case,
         )
         if row["head_chain"] is not None:
             self._head = (row["head_chain"], row["head"])
@@ -265,7 +266,8 @@ class PgDialLedger:
         """The inputs in one statement (two, and the locks, when the case was not named);
         None for a shape the Core path reads: an authorisation to consume, a retried
         request's answer, a history past its cap."""
-        row, cap = await self._read(query)
+        named = query.case_id and {f"case:{query.case_id}", f"number:{query.number}"} <= self.held
+        row, cap = await self._read(query, query.case_id if named else None)
         if row["pending"] is not None and not query.case_id:
             return None  # the case is the authorisation's
         cases = _cases(row["cases"], row["contacts"])
@@ -275,7 +277,8 @@ class PgDialLedger:
                 await self.raw.execute(LOCKS, missing)
                 self.held.update(missing)
                 # what was read before the lock may have changed meanwhile
-                row, cap = await self._read(query)
+                # (and no lock is taken after this read)
+                row, cap = await self._read(query, query.case_id or (cases[0].case_id if len(cases) == 1 else None))
                 if row["pending"] is not None and not query.case_id:
                     return None
                 cases = _cases(row["cases"], row["contacts"])
