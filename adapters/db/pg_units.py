@@ -171,8 +171,11 @@ class PgUnits:
         if reusable:
             try:
                 await conn.execute("ROLLBACK")
-            except BaseException:  # noqa: BLE001 - the connection is closed instead, the unit's own error stands
-                reusable = False
+            except PG_FAILURES:
+                reusable = False  # the connection is closed instead; the unit's own error stands
+            except BaseException:
+                self.connections.release(conn, False)
+                raise  # a cancellation while rolling back is the caller's to see
         self.connections.release(conn, reusable)
 
     @asynccontextmanager
