@@ -4,7 +4,7 @@ failed statement means to the caller."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Sequence
+from typing import Sequence
 
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
