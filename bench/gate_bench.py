@@ -425,6 +425,28 @@ def _cpu_ticks(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _backend_cpu(database: str | None) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving `database` (a server on this
+    machine, Linux /proc; nothing elsewhere): the database's share of a dial, apart from
+    the gate's own process."""
+    if not database:
+        return {}
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            if not title.startswith("postgres:") or f" {database} " not in title:
+                continue
+            f = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[int(entry.name)] = (int(f[11]) + int(f[12])) / tick
+    return out
+
+
 def _cpu_pressure_s() -> float:
     """Seconds some runnable task waited for a CPU, machine-wide (Linux PSI; 0 elsewhere).
     Per stage it tells whether figures were taken on a machine busy with other work."""
@@ -439,8 +461,10 @@ class Load:
     """Runs client stages in spawned processes against one server; reports the server's
     and the client's CPU per stage next to the figures."""
 
-    def __init__(self, host: str, ports: list[int], server_pids: list[int], procs: int, timeout: float) -> None:
+    def __init__(self, host: str, ports: list[int], server_pids: list[int], procs: int, timeout: float,
+                 database: str | None = None) -> None:
         self.host, self.ports, self.pids, self.procs, self.timeout = host, ports, server_pids, procs, timeout
+        self.database = database
         self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=procs,
                                                            mp_context=multiprocessing.get_context("spawn"))
 
@@ -448,14 +472,19 @@ class Load:
         self.pool.shutdown()
 
     async def _stage(self, calls: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], float, float]:
+        """Each client process's part, the server's CPU seconds and the stage's wall
+        seconds; each part also carries the database backends' CPU seconds ("db_cpu_s")."""
         loop = asyncio.get_running_loop()
         # every client process spawned and this module imported before the clock starts
         await asyncio.gather(*(loop.run_in_executor(self.pool, _warm) for _ in range(2 * self.procs)))
-        s0, w0, p0 = self._server_cpu(), time.perf_counter(), _cpu_pressure_s()
+        s0, w0, p0, b0 = self._server_cpu(), time.perf_counter(), _cpu_pressure_s(), _backend_cpu(self.database)
         parts = await asyncio.gather(*(loop.run_in_executor(self.pool, _client_loop, *c) for c in calls))
         span = time.perf_counter() - w0
+        b1 = _backend_cpu(self.database)
+        db = sum(t - b0.get(pid, 0.0) for pid, t in b1.items())  # a backend that exited meanwhile is not counted
         for p in parts:
             p["cpu_pressure"] = (_cpu_pressure_s() - p0) / span
+            p["db_cpu_s"] = db
         return parts, self._server_cpu() - s0, span
 
     def _server_cpu(self) -> float:
@@ -470,7 +499,7 @@ class Load:
         wall = max(p["t1"] for p in parts) - min(p["t0"] for p in parts)
         return {"n": len(lat), "per_s": len(lat) / wall, **_summary(lat), "statuses": _merge(parts),
                 "cpu_pressure": parts[0]["cpu_pressure"], "server_cpu": server_cpu / span, "client_cpu": sum(p["cpu_s"] for p in parts) / span,
-                "server_ms_per_req": server_cpu / max(1, len(lat)) * 1000}
+                "server_ms_per_req": server_cpu / max(1, len(lat)) * 1000, **self._db(parts[0], span, len(lat))}
 
     async def open(self, reqs: list[bytes], rate: float, conns: int) -> dict[str, Any]:
         """One client process sending `reqs` at `rate`/s over up to `conns` connections."""
@@ -478,7 +507,12 @@ class Load:
         p = parts[0]
         return {"n": len(p["lat"]), "rate": rate, "achieved": len(p["lat"]) / p["wall"], **_summary(p["lat"]),
                 "statuses": p["statuses"], "cpu_pressure": p["cpu_pressure"], "server_cpu": server_cpu / span, "client_cpu": p["cpu_s"] / span,
-                "server_ms_per_req": server_cpu / max(1, len(p["lat"])) * 1000}
+                "server_ms_per_req": server_cpu / max(1, len(p["lat"])) * 1000, **self._db(p, span, len(p["lat"]))}
+
+    def _db(self, part: dict[str, Any], span: float, n: int) -> dict[str, float]:
+        if not self.database:
+            return {}
+        return {"db_cpu": part["db_cpu_s"] / span, "db_ms_per_req": part["db_cpu_s"] / max(1, n) * 1000}
 
 
 def _summary(lat: list[float]) -> dict[str, float]:
@@ -562,7 +596,8 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
         ports = [free_port() for _ in range(args.instances)]
         port = ports[0]
         servers = [Server(cfg, p, args.workers) for p in ports]
-        load = Load("127.0.0.1", ports, [x.proc.pid for x in servers], args.client_procs, args.timeout)
+        load = Load("127.0.0.1", ports, [x.proc.pid for x in servers], args.client_procs, args.timeout,
+                    url.rsplit("/", 1)[1] if store == "postgres" else None)
         try:
             for server in servers:
                 await server.ready(tokens["data-x"])
@@ -629,7 +664,9 @@ async def run_one(store: str, prior: int, args: argparse.Namespace) -> dict[str,
 
 
 def _cpu(x: dict[str, Any]) -> str:
-    return (f"server CPU {x['server_cpu'] * 100:3.0f}% ({x['server_ms_per_req']:.2f} ms/request), "
+    db = (f"PostgreSQL backends {x['db_cpu'] * 100:3.0f}% ({x['db_ms_per_req']:.2f} ms/request), "
+          if "db_cpu" in x else "")
+    return (f"server CPU {x['server_cpu'] * 100:3.0f}% ({x['server_ms_per_req']:.2f} ms/request), {db}"
             f"client CPU {x['client_cpu'] * 100:3.0f}% of a core; CPU pressure {x['cpu_pressure'] * 100:3.0f}%")
 
 
@@ -686,7 +723,7 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 _FIGURES = ("per_s", "achieved", "p50_ms", "p99_ms", "max_ms", "server_ms_per_req", "server_cpu", "client_cpu",
-            "cpu_pressure")
+            "cpu_pressure", "db_cpu", "db_ms_per_req")
 
 
 def _median_stage(stages: list[dict[str, Any]]) -> dict[str, Any]:

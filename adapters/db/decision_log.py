@@ -19,6 +19,7 @@ from dialer.model import (
     REVIEWED_KINDS,
     DecisionRecord,
 )
+from adapters.db.ledger_pg import chain_for
 from adapters.db.queries import I_CHAIN_HEAD, I_DECISION, Q_CHAIN_HEAD, Q_CHAIN_HEAD_LOCKED, Q_CHAIN_HEAD_UPDATE
 from dialer.chain import NO_KEY, decision_from_record, first_keyed_seq, link_decision
 
@@ -32,13 +33,16 @@ class SqlDecisionLog:
     appends to the same chain queue on its head row's lock, which is held to commit.
     """
 
-    def __init__(self, conn: AsyncConnection, is_postgres: bool, evidence: EvidenceKey | None = None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, is_postgres: bool, evidence: EvidenceKey | None = None, shards: int = 1,
+    ) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
         self.evidence = evidence or NO_KEY
+        self.shards = shards  # `[store] chain_shards`: the chain is the case's, as `PgDialLedger` appends
 
     async def append(self, record: DecisionRecord) -> DecisionRecord:
-        chain = record.creditor or "-"
+        chain = chain_for(record.creditor, record.case_id, self.shards)
         if self.is_postgres:
             # the advisory lock serialises a missing head's creation, the row lock every append
             await self.conn.execute(

@@ -1,20 +1,25 @@
-"""`PgDialLedger`: PostgreSQL's decide-and-reserve in asyncpg on the unit's own connection.
+"""`PgDialLedger`: PostgreSQL's decide-and-reserve in asyncpg, on a connection of its own.
 
 Through SQLAlchemy Core a dial ran about a dozen statements, each a round trip and
-several times its server time in Python. Here the dial's usual path is three:
+several times its server time in Python. Here the dial's usual path is five round trips,
+four for a named case, none through SQLAlchemy (`pg_units.PgUnits` opens and ends
+the unit):
 
+* BEGIN and the unit's locks, one simple query (`pg_units.begin_sql`);
 * `gather`: one statement (`READ_BY_ID` / `READ_FOR_AGENT`) returns the candidate cases
   with their contacts, the pending authorisation, the agent, the request identity's
   row and, when exactly one case is found, that case's bounded history and
   appointments (anonymous row arrays, decoded by asyncpg without a mapping per row).
   The locks a dial without a case id needs are taken in one statement, then the read
   runs again: a statement's snapshot is taken when it starts, so a lock and the read it
-  guards are never one statement.
-* `apply`: `CHAIN_HEAD` locks the chain's head row (`FOR UPDATE` returns its newest
-  committed version after the wait), the link is computed in Python (the evidence key
-  never goes to the server), then `WRITE` inserts the request identity, the attempt,
-  the decision and the outbox event, moves the chain head and numbers the case's event,
-  all in one statement.
+  guards are never one statement. When the unit already holds the case's and the
+  number's locks, the read also locks the case's chain head (`FOR UPDATE` returns its
+  newest committed version after the wait, whatever the statement's snapshot).
+* `apply`: `CHAIN_HEAD` locks the chain's head row unless the read did, the link is
+  computed in Python (the evidence key never goes to the server), then `WRITE` inserts
+  the request identity, the attempt, the decision and the outbox event, moves the chain
+  head and numbers the case's event, all in one statement;
+* COMMIT.
 
 The chain's serialisation is the head row's lock, held to commit; `SqlDecisionLog`
 reads the head `FOR UPDATE` too, and the chain's advisory lock serialises only the
@@ -22,33 +27,32 @@ creation of a missing head. With `[store] chain_shards` above 1 a creditor's dia
 decisions are spread over that many chains (`chain_for`): a case always joins the same
 one, where its case lock already orders its decisions, so unrelated cases commit on
 different head rows instead of queueing on one. Each chain is verified on its own by
-`dialgate audit verify`, as the creditors' chains always were. Rare shapes (a recheck, consuming an authorisation, a history past its
-cap, a replay) use the Core path on the same transaction. Statements are prepared once
-per connection (asyncpg's statement cache).
+`dialgate audit verify`, as the creditors' chains always were. Rare shapes (a recheck,
+consuming an authorisation, a history past its cap, a retried request's answer) switch
+the unit to the Core path before anything is written. Statements are prepared once per
+connection (asyncpg's statement cache).
 """
 
 from __future__ import annotations
 
 import secrets
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
 
 from adapters.db.attempts_repo import history_events
-from adapters.db.ledger_core import CoreDialLedger, LockFn, _NOTHING
+from adapters.db.ledger_core import _NOTHING
 from adapters.db.queries import HISTORY_CAP
 from dialer.case_merge import flags_set
 from dialer.chain import canonical_json, first_keyed_seq, link_decision
 from dialer.dial_resolution import consumable, pick
 from dialer.errors import RequestDecided, StoreRefusedValue, StoreUnavailable
+from dialer.evidence import EvidenceKey
 from dialer.ids import new_id
 from dialer.model import AttemptRecord, CaseRecord, ContactRecord, DecisionRecord, Principal
-from dialer.ports import DialInputs, DialOutcome, DialQuery
+from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
 from policy.model import Appointment
-
-if TYPE_CHECKING:
-    from adapters.db.unit_of_work import SqlUnitOfWork
 
 _CASE_COLS = (
     "id, creditor, case_id, debtor_name, status, commission_start, commission_end, assigned_agent, flags, "
@@ -59,7 +63,8 @@ _ATTEMPT_COLS = "id, case_pk, creditor, case_id, number, relation, agent_id, cha
 _HIST_COLS = "id, at, case_id, number, relation, connected, creditor"
 
 # $1 case_id, $2 creditors (NULL: all), $3 agent_id, $4 number, $5 attempt_id, $6 consume,
-# $7 at, $8 read the agent, $9 request identity, $10 since, $11 history cap per branch
+# $7 at, $8 read the agent, $9 request identity, $10 since, $11 history cap per branch, $12 the chain shard
+# (`chain_shard`) of case $13, whose head row the read locks when that case is the one found; NULL: none
 _READ = """
 WITH cand AS ({cand}),
 one AS (SELECT id FROM cand WHERE (SELECT count(*) FROM cand) = 1)
@@ -79,7 +84,15 @@ SELECT
                               ORDER BY at DESC LIMIT $11) h) AS hist_number,
   ARRAY(SELECT ROW(h.*) FROM (SELECT {hist} FROM attempts WHERE case_pk = (SELECT id FROM one) AND at >= $10
                               AND state != 'released' ORDER BY at DESC LIMIT $11) h) AS hist_case,
-  ARRAY(SELECT ROW(number, at) FROM appointments WHERE case_pk = (SELECT id FROM one) AND at >= $10) AS appointments
+  ARRAY(SELECT ROW(number, at) FROM appointments WHERE case_pk = (SELECT id FROM one) AND at >= $10) AS appointments,
+  head_chain.name AS head_chain,
+  CASE WHEN head_chain.name IS NOT NULL THEN (SELECT ROW(h.seq, h.hash, h.keyed_from) FROM chain_heads h
+                                              WHERE h.chain = head_chain.name FOR UPDATE) END AS head
+FROM (SELECT (SELECT CASE WHEN c.creditor = '' THEN '-'
+                          WHEN $12 = 0 OR length(c.creditor) + 1 + length($12::text) > 64 THEN c.creditor
+                          ELSE c.creditor || '~' || $12::text END
+              FROM cand c WHERE $12::int IS NOT NULL AND c.id = (SELECT id FROM one) AND c.case_id = $13::text)
+      AS name) AS head_chain
 """
 READ_BY_ID = _READ.format(
     cand=f"SELECT {_CASE_COLS} FROM cases WHERE case_id = $1 AND ($2::text[] IS NULL OR creditor = ANY($2))",
@@ -162,6 +175,11 @@ def _cases(rows: list[Any], contacts: list[Any]) -> list[CaseRecord]:
     ]
 
 
+def chain_shard(case_id: str, shards: int) -> int:
+    """Which of a creditor's `shards` chains a case joins (0: the creditor's own)."""
+    return zlib.crc32(case_id.encode("utf-8")) % shards if shards > 1 else 0
+
+
 def chain_for(creditor: str, case_id: str, shards: int) -> str:
     """The chain a decision about `case_id` joins: one of its creditor's `shards` chains,
     the first named as the creditor (one shard is the creditor's single chain), the others
@@ -172,7 +190,7 @@ def chain_for(creditor: str, case_id: str, shards: int) -> str:
         return "-"
     if shards <= 1:
         return creditor
-    shard = zlib.crc32(case_id.encode("utf-8")) % shards
+    shard = chain_shard(case_id, shards)
     name = creditor if shard == 0 else f"{creditor}~{shard}"  # no creditor id holds "~" (dialer.imports)
     return name if len(name) <= 64 else creditor  # the column's width
 
@@ -181,59 +199,92 @@ def _same(value: Any) -> Any:
     return value
 
 
-class PgDialLedger(CoreDialLedger):
-    """The `DialLedger` of a PostgreSQL unit: `raw` is the asyncpg connection under the
-    unit's SQLAlchemy connection, inside the transaction the store began."""
+class PgDialLedger:
+    """The `DialLedger` of a PostgreSQL unit on its own asyncpg connection (`raw`), inside
+    the transaction `pg_units.PgUnits` began with the unit's first locks (`held`). A
+    shape this module does not write in one or two statements switches the unit to the
+    Core path: `core()` rolls this transaction back (it has written nothing yet), opens
+    a SQLAlchemy unit holding the same locks and returns its ledger, which then answers
+    every further `gather` and `apply` of the unit."""
 
     def __init__(
-        self, uow: "SqlUnitOfWork", raw: Any, held: frozenset[str] = frozenset(), lock: LockFn | None = None,
+        self, raw: Any, held: Sequence[str], core: Callable[[], Awaitable[DialLedger]], evidence: EvidenceKey,
         *, events: bool = True, shards: int = 1,
     ) -> None:
-        super().__init__(uow, held, lock)
         self.raw = raw
+        self.held = set(held)
+        self._core = core
+        self._switched: DialLedger | None = None
+        self.evidence = evidence
         self.events = events
         self.shards = shards
         # Stands for the case's event number in a payload until the server knows it.
         self._seq_mark = f"\u2063case_seq:{secrets.token_hex(8)}"
+        self._head: tuple[str, Any] | None = None  # a chain and its head row, locked by the read
+
+    @property
+    def switched(self) -> bool:
+        """Whether the unit went to the Core path (its transaction is the Core unit's)."""
+        return self._switched is not None
+
+    async def _to_core(self) -> DialLedger:
+        if self._switched is None:
+            self._switched = await self._core()
+        return self._switched
 
     async def gather(self, query: DialQuery) -> DialInputs:
+        if self._switched is not None:
+            return await self._switched.gather(query)
         if not query.number or query.history_limit is None or query.at is None:
-            return await super().gather(query)  # a recheck or an unbounded history: the Core path
+            return await (await self._to_core()).gather(query)  # a recheck or an unbounded history
         try:
-            return await self._gather(query)
+            inputs = await self._gather(query)
         except PG_FAILURES as exc:
             raise store_error(exc) from exc
+        if inputs is None:
+            return await (await self._to_core()).gather(query)
+        return inputs
 
-    async def _read(self, query: DialQuery) -> Any:
+    async def _read(self, query: DialQuery, head_case: str | None) -> Any:
+        """The read; it also locks `head_case`'s chain head when that case is the one it
+        finds. Only a read after which the gather takes no more locks may: a head held
+        while waiting for a case lock could wait crosswise with a unit holding that case
+        lock and waiting for the head."""
         cap = max(HISTORY_CAP, 4 * int(query.history_limit or 0))
         sql = READ_BY_ID if query.case_id else READ_FOR_AGENT
         scope = None if query.creditors is None else sorted(query.creditors)
-        return await self.raw.fetchrow(
+        shard = chain_shard(head_case, self.shards) if head_case else None
+        row = await self.raw.fetchrow(
             sql, query.case_id, scope, query.agent_id, query.number, query.attempt_id, query.consume, query.at,
-            query.agent, query.request, query.since, cap,
-        ), cap
+            query.agent, query.request, query.since, cap, shard, head_case,
+        )
+        if row["head_chain"] is not None:
+            self._head = (row["head_chain"], row["head"])
+        return row, cap
 
-    async def _gather(self, query: DialQuery) -> DialInputs:
-        row, cap = await self._read(query)
-        pending = _attempt(row["pending"]) if row["pending"] is not None else None
-        if pending is not None and not query.case_id:
-            return await super().gather(query)  # the case is the authorisation's: the Core path
+    async def _gather(self, query: DialQuery) -> DialInputs | None:
+        """The inputs in one statement (two, and the locks, when the case was not named);
+        None for a shape the Core path reads: an authorisation to consume, a retried
+        request's answer, a history past its cap."""
+        named = query.case_id and {f"case:{query.case_id}", f"number:{query.number}"} <= self.held
+        row, cap = await self._read(query, query.case_id if named else None)
+        if row["pending"] is not None and not query.case_id:
+            return None  # the case is the authorisation's
         cases = _cases(row["cases"], row["contacts"])
-        if self._lock is not None and cases:
-            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self._held)
+        if cases:
+            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self.held)
             if missing:
                 await self.raw.execute(LOCKS, missing)
-                self._held.update(missing)
+                self.held.update(missing)
                 # what was read before the lock may have changed meanwhile
-                row, cap = await self._read(query)
-                pending = _attempt(row["pending"]) if row["pending"] is not None else None
-                if pending is not None and not query.case_id:
-                    return await super().gather(query)
+                # (and no lock is taken after this read)
+                row, cap = await self._read(query, query.case_id or (cases[0].case_id if len(cases) == 1 else None))
+                if row["pending"] is not None and not query.case_id:
+                    return None
                 cases = _cases(row["cases"], row["contacts"])
         if query.request is not None and row["replay"] is not None:
-            replay = await self._replay(query.request)
-            if replay is not None:
-                return DialInputs((), None, None, None, None, _NOTHING, _NOTHING, replay)
+            return None  # answered from the request's row, on the Core path
+        pending = _attempt(row["pending"]) if row["pending"] is not None else None
         case = pick(query.case_id, cases, pending)
         agent = None
         if query.agent and row["agent"] is not None:
@@ -241,26 +292,21 @@ class PgDialLedger(CoreDialLedger):
             agent = Principal(user_id=u[0], name=u[1], role=u[2], creditors=frozenset(u[3]))
         if case is None:
             return DialInputs(tuple(cases), None, pending, None, agent, _NOTHING, _NOTHING)
-        uow = self.uow
         if consumable(query, case, pending):
-            assert pending is not None
-            record = (await uow.decisions.get_many([pending.decision_id])).get(pending.decision_id)
-            if record is not None:
-                return DialInputs(tuple(cases), case, pending, record, agent, _NOTHING, _NOTHING)
+            return None
         by_number, by_case = row["hist_number"], row["hist_case"]
-        if row["one"] == case.pk and len(by_number) < cap and len(by_case) < cap:
-            history = history_events([*by_number, *by_case], case.creditor, True, _same)
-            appointments = [Appointment(number=a[0], at=a[1]) for a in row["appointments"]]
-        else:  # a history past its cap is read by group: the Core path's statements
-            history = await uow.attempts.history(
-                query.number, case.pk, case.creditor, query.since, query.history_limit, query.at
-            )
-            appointments = await uow.cases.appointments(case.pk, query.since)
+        if row["one"] != case.pk or len(by_number) >= cap or len(by_case) >= cap:
+            return None  # a history past its cap is read by group
+        history = history_events([*by_number, *by_case], case.creditor, True, _same)
+        appointments = [Appointment(number=a[0], at=a[1]) for a in row["appointments"]]
         return DialInputs(tuple(cases), case, pending, None, agent, tuple(history), tuple(appointments))
 
     async def apply(self, outcome: DialOutcome) -> DecisionRecord:
+        if self._switched is not None:
+            return await self._switched.apply(outcome)
         if outcome.consumed is not None:
-            return await super().apply(outcome)  # nothing chained: the Core path
+            # only the Core path hands out an authorisation to consume: nothing to chain here
+            raise StoreUnavailable("an authorisation is consumed only in the unit that read it")
         try:
             return await self._apply(outcome)
         except PG_FAILURES as exc:
@@ -270,11 +316,14 @@ class PgDialLedger(CoreDialLedger):
         raw = self.raw
         record = outcome.record
         chain = chain_for(record.creditor, record.case_id, self.shards)
-        head = await raw.fetchrow(CHAIN_HEAD, chain)
+        if self._head is not None and self._head[0] == chain:
+            head = self._head[1]  # locked by the read, its newest committed version
+        else:
+            head = await raw.fetchrow(CHAIN_HEAD, chain)
         if head is None:  # a new chain: its creation is serialised by the chain's advisory lock
             await raw.execute(CHAIN_CREATE_LOCK, "chain:" + chain)
             head = await raw.fetchrow(CHAIN_HEAD, chain)
-        key = self.uow.decisions.evidence
+        key = self.evidence
         rec, body = link_decision(record, chain, head, key)
         keyed_from = first_keyed_seq(head, rec.seq)
         mac = key.head_mac(chain, rec.seq, rec.hash, keyed_from)

@@ -24,8 +24,8 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
 * PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
   (``case:…``, ``number:…``), taken in sorted order (one statement) so two requests
   never deadlock; a decision's append then locks its chain's head row (see
-  `SqlDecisionLog.append` and `ledger_pg`). A dial's statements run in asyncpg on the
-  unit's connection (`ledger_pg.PgDialLedger`).
+  `SqlDecisionLog.append` and `ledger_pg`). A dial's unit runs on asyncpg connections
+  of its own, without SQLAlchemy (`pg_units.PgUnits`, `ledger_pg.PgDialLedger`).
 
 Every connection is used by one task only (one AsyncConnection per unit of work).
 Library exceptions are translated at this boundary into `StoreUnavailable`.
@@ -34,6 +34,7 @@ Library exceptions are translated at this boundary into `StoreUnavailable`.
     store_group_commit  the SQLite file's write path: group commit, `_commit_at_turn_end`
     store_base          the state both write paths share, the write lock, commit listeners
     unit_of_work        `SqlUnitOfWork`: one transaction's repositories and ledger
+    pg_units            PostgreSQL's decision units on asyncpg connections of their own
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import await_
 
 from adapters.db.ledger_core import LockFn
+from adapters.db.pg_units import PgConnections, PgUnits
 from adapters.db.sqlite_writer import SqliteWriter
 from adapters.db.store_group_commit import SqliteGroupCommit
 from adapters.db.unit_of_work import SqlUnitOfWork, store_error
 from dialer.config import StoreConfig
 from dialer.errors import StoreUnavailable
 from dialer.evidence import EvidenceKey
+from dialer.ports import DialLedger
 
 __all__ = ["SqlAlchemyCaseStore", "SqlUnitOfWork"]
 
@@ -91,6 +94,7 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
         self._lock_waiting = 0
         self._finishers = set()
         self._commit_listeners = []
+        self._pg_units: PgUnits | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> "SqlAlchemyCaseStore":
@@ -100,12 +104,24 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
             self._writer = SqliteWriter(
                 self.url.split(":///", 1)[1], cfg.busy_timeout_ms, cfg.sqlite_synchronous.upper()
             )
+        if self.is_postgres:
+            from adapters.db.leader import asyncpg_dsn
+
+            cfg = self.config
+            self._pg_units = PgUnits(
+                PgConnections(asyncpg_dsn(self.url), size=cfg.pool_size, timeout_s=cfg.timeout_s),
+                lambda keys: self._transaction(None, keys), self._committed, self.evidence,
+                events=self.events, shards=cfg.chain_shards,
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)
             self._writer = None
+        if self._pg_units is not None:
+            await self._pg_units.connections.close()
+            self._pg_units = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -226,8 +242,11 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
             return self._sqlite_write(announce=False)
         return self._other_write((), announce=False)
 
-    def ledger(self, lock_keys: Sequence[str] = ()) -> AbstractAsyncContextManager["SqlUnitOfWork"]:
-        """A write unit for one decision (the unit is the `DialLedger`: `gather`, `apply`)."""
+    def ledger(self, lock_keys: Sequence[str] = ()) -> AbstractAsyncContextManager[DialLedger]:
+        """A write unit for one decision (the unit is the `DialLedger`: `gather`, `apply`);
+        on PostgreSQL on a connection of its own (`pg_units`)."""
+        if self._pg_units is not None:
+            return self._pg_units.unit(lock_keys)
         return self.write(lock_keys)
 
     @asynccontextmanager
@@ -263,15 +282,9 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
                 await conn.execution_options(dialgate_begin=begin)
             try:
                 trans = await conn.begin()
-                pg: Any = None  # the asyncpg connection under `conn` (PostgreSQL)
-                if self.is_postgres:
-                    # The first statement BEGINs (the driver's transaction starts with it):
-                    # the unit's locks in one statement, in sorted order, when it has any.
-                    if lock_keys:
-                        await conn.execute(_ADVISORY_LOCKS, {"keys": sorted(set(lock_keys))})
-                    else:
-                        await conn.exec_driver_sql("SELECT 1")
-                    pg = (await conn.get_raw_connection()).driver_connection
+                if self.is_postgres and lock_keys:
+                    # the unit's locks in one statement, in sorted order
+                    await conn.execute(_ADVISORY_LOCKS, {"keys": sorted(set(lock_keys))})
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot open a transaction: {type(exc).__name__}: {exc}") from exc
             held = sorted(set(lock_keys))
@@ -285,7 +298,7 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
             lock: LockFn | None = take_locks if self.is_postgres and not reading else None
             uow = SqlUnitOfWork(
                 conn, self.is_postgres, events=self.events, evidence=self.evidence, held=held, lock=lock,
-                pg=None if reading else pg, chain_shards=self.config.chain_shards,
+                chain_shards=self.config.chain_shards,
             )
             try:
                 yield uow

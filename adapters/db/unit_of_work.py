@@ -4,7 +4,7 @@ failed statement means to the caller."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Sequence
+from typing import Sequence
 
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,7 +14,6 @@ from adapters.db.cases_repo import SqlCaseRepository
 from adapters.db.decision_log import SqlDecisionLog
 from adapters.db.imports_repo import SqlImportJobRepository
 from adapters.db.ledger_core import CoreDialLedger, LockFn
-from adapters.db.ledger_pg import PgDialLedger
 from adapters.db.ledger_sqlite import (
     SqliteAttemptRepository, SqliteCaseRepository, SqliteDecisionLog, SqliteDialLedger, SqliteImportJobRepository,
     SqliteOutbox,
@@ -41,13 +40,12 @@ class SqlUnitOfWork:
     """One transaction's repositories, and its `DialLedger` (`gather`, `apply`). `raw`:
     the pysqlite connection under `conn` when this unit runs on the SQLite writer; the
     dial's statements then go to it as driver SQL (`ledger_sqlite`). `held`: the lock
-    keys the unit took (PostgreSQL), `lock` takes more inside it. `pg`: the asyncpg
-    connection under `conn` in a PostgreSQL write unit; the dial runs on it (`ledger_pg`)."""
+    keys the unit took (PostgreSQL), `lock` takes more inside it."""
 
     def __init__(
         self, conn: AsyncConnection, is_postgres: bool, raw: sqlite3.Connection | None = None, *, events: bool = True,
         memo: GroupMemo | None = None, evidence: EvidenceKey | None = None,
-        held: Sequence[str] = (), lock: LockFn | None = None, pg: Any = None, chain_shards: int = 1,
+        held: Sequence[str] = (), lock: LockFn | None = None, chain_shards: int = 1,
     ) -> None:
         self.conn = conn
         self.cases: SqlCaseRepository
@@ -66,13 +64,10 @@ class SqlUnitOfWork:
         else:
             self.cases = SqlCaseRepository(conn, evidence)
             self.attempts = SqlAttemptRepository(conn)
-            self.decisions = SqlDecisionLog(conn, is_postgres, evidence)
+            self.decisions = SqlDecisionLog(conn, is_postgres, evidence, chain_shards if is_postgres else 1)
             self.outbox = SqlOutbox(conn, self.cases, keep=events)
             self.users = SqlUserRepository(conn)
-            if pg is not None:
-                ledger = PgDialLedger(self, pg, frozenset(held), lock, events=events, shards=chain_shards)
-            else:
-                ledger = CoreDialLedger(self, frozenset(held), lock)
+            ledger = CoreDialLedger(self, frozenset(held), lock)
         self.audit = SqlAuditLog(conn)
         self.imports = SqliteImportJobRepository(conn, raw) if raw is not None else SqlImportJobRepository(conn, is_postgres)
         self.gather = ledger.gather

@@ -92,3 +92,23 @@ async def test_an_edited_record_on_a_second_chain_is_named_by_audit_verify(shard
         await uow.conn.execute(update(tables.decisions).where(d.chain == other, d.seq == 1).values(rule_id="edited"))
     report = await verify(svc.store)
     assert [(p.chain, p.kind, p.seq) for p in report.problems] == [(other, "edited", 1)]
+
+
+async def test_concurrent_dials_that_name_no_case_join_their_cases_chains_and_every_chain_verifies(
+    sharded: Any,
+) -> None:
+    # The SIP gate's usual INVITE: the case is learned inside the unit, its locks and its
+    # chain's head taken after the first read.
+    svc, collector = sharded
+    results = await asyncio.gather(*(
+        svc.gate.request_dial(RequestDial(actor=collector, case_id="", number=f"1380000{i:04d}", agent_id="col-z",
+                                          channel="sip"))
+        for _ in range(2) for i in range(len(CASES))
+    ))
+    assert all(r.allowed for r in results), {r.decision.rule_id for r in results}
+    assert sorted(r.record.case_id for r in results) == sorted(CASES * 2)
+    for r in results:
+        assert r.record.chain == chain_for("bank-z", r.record.case_id, SHARDS)
+    report = await verify(svc.store)
+    assert report.ok, report.problems
+    assert sum(report.chains.values()) == 2 * len(CASES)
