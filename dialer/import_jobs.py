@@ -56,6 +56,8 @@ from dialer.ports import CaseStore, Clock
 if TYPE_CHECKING:
     from dialer.services import Services
 
+_REAP_S = 10.0  # a terminated child only rolls back its batch before it exits
+
 log = structlog.get_logger("dialgate.imports")
 
 DATA_ROLES = frozenset({"data", "admin"})
@@ -124,9 +126,9 @@ class ImportJobs:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for proc in list(self._procs):
-            if proc.returncode is None:
-                proc.terminate()  # its running batch rolls back; the job resumes on the next start
+        procs = [proc for proc in self._procs if proc.returncode is None]
+        for proc in procs:
+            proc.terminate()  # its running batch rolls back; the job resumes on the next start
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -134,6 +136,8 @@ class ImportJobs:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
+        for proc in procs:
+            await _reap(proc)
 
     # -- submitting ----------------------------------------------------------------
     async def submit(self, actor: Principal, upload: Upload, *, wait: bool = False) -> tuple[ImportJob, bool]:
@@ -346,6 +350,16 @@ async def run_in_child(spec: dict[str, Any], store: CaseStore, clock: Clock,
     async with applying() as batches:
         job = await apply_job(batches, clock, import_id, int(spec["batch_rows"]), int(spec["batch_ms"]), pause=True)
     return job
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Wait for a terminated child, so its pipes close with it rather than at collection;
+    one still running after `_REAP_S` is killed."""
+    try:
+        await asyncio.wait_for(proc.wait(), _REAP_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def _sniff(path: Path) -> str:
