@@ -21,7 +21,6 @@ row, and the unit raises `RequestDecided` so the use case rolls back and replays
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sqlalchemy import select
@@ -50,7 +49,7 @@ class CoreDialLedger:
         uow = self.uow
         pending = await self._pending(query)
         if not query.number and pending is not None:  # a recheck: the attempt's number and agent
-            query = replace(query, number=pending.number, agent_id=pending.agent_id)
+            query = query._replace(number=pending.number, agent_id=pending.agent_id)
         cases = await self._candidates(query, pending)
         if self._lock is not None and cases:
             missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self._held)

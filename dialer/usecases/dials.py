@@ -73,7 +73,7 @@ class DialUseCases(GateBase):
                     renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
                     if renumbered != number:  # read again for the number as the case's creditor writes it
                         number = renumbered
-                        query = replace(query, number=number, case_id=case.case_id,
+                        query = query._replace(number=number, case_id=case.case_id,
                                         creditors=frozenset({case.creditor}))
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
@@ -276,7 +276,7 @@ class DialUseCases(GateBase):
                     renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
                     if renumbered != number:
                         number = renumbered
-                        query = replace(query, number=number)
+                        query = query._replace(number=number)
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
                 if cmd.actor.role in ("collector", "supervisor") and cmd.agent_id != cmd.actor.name:
