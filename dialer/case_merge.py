@@ -57,8 +57,13 @@ def flags_text(flags: Iterable[str]) -> str:
     return ",".join(sorted(set(flags)))
 
 
+_NO_FLAGS: frozenset[str] = frozenset()
+
+
 def flags_set(value: str | None) -> frozenset[str]:
-    return frozenset(f for f in (value or "").split(",") if f)
+    if not value:  # most cases: read on every dial, three times
+        return _NO_FLAGS
+    return frozenset(f for f in value.split(",") if f)
 
 
 def _json_value(field_: str, value: Any) -> Any:

@@ -104,7 +104,8 @@ class DialUseCases(GateBase):
             channel=cmd.channel,
             case_id=result.record.case_id if cmd.case_id == "" else cmd.case_id,
             agent_id=cmd.agent_id,
-            number=mask_number(number),
+            # the record's own mask of `number` when the record is this decision's
+            number=result.record.number_masked if result.record.decision_id == decision_id else mask_number(number),
             attempt_id=result.attempt.attempt_id if result.attempt else None,
             reused=result.reused,
         )
