@@ -21,6 +21,7 @@ row, and the unit raises `RequestDecided` so the use case rolls back and replays
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sqlalchemy import select
@@ -41,7 +42,9 @@ _NOTHING: tuple[Any, ...] = ()
 
 class CoreDialLedger:
     def __init__(self, uow: "SqlUnitOfWork", held: frozenset[str] = frozenset(), lock: LockFn | None = None) -> None:
-        self.uow = uow
+        # Weak: the unit holds this ledger's `gather` and `apply`, and a strong reference
+        # back would leave every unit a reference cycle for the cycle collector.
+        self.uow: "SqlUnitOfWork" = weakref.proxy(uow)
         self._held = set(held)
         self._lock = lock  # PostgreSQL: takes advisory locks inside the transaction
 
