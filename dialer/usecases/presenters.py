@@ -99,7 +99,7 @@ _JSON_LEAVES = frozenset({int, float, bool, type(None)})
 def _masked_json(value: Any) -> Any:
     """`value` as JSON values (what `Decision.to_dict` does to `inputs_used`, without
     building the rest of the dict) with numbers masked in every string, in one walk
-    (`mask_deep` over `to_dict`'s output, fused: this runs for every decision)."""
+    (`mask_deep` over `to_dict`'s output, fused), for inputs that may hold a number."""
     kind = type(value)
     if kind is str:
         return mask_text(value)
