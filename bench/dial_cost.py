@@ -9,8 +9,9 @@ between two releases; the count of bytecodes the interpreter executes per decisi
 not. It is taken with `sys.settrace` opcode events, after a warm-up, over `--dials`
 decisions of 50 collectors on a SQLite database seeded as `gate_bench.py` seeds it
 (the same cases, users and prior attempts): once calling `Gate.request_dial` in process,
-once through the HTTP app (ASGI, the server's side only). It counts interpreted work
-only: time spent inside C (SQLite, hashing, JSON) is the same for the same statements
+once through the HTTP app (ASGI, the server's side only). Frames of the test client
+(httpx) are left out, and so is library, standard-library and generated code they call. It counts
+interpreted work only: time spent inside C (SQLite, hashing, JSON) is the same for the same statements
 and is not in it. `--vs PATH` runs this script again under PATH's checkout (its
 `.venv` if it has one) and prints both, with the ratio.
 """
@@ -36,8 +37,18 @@ def _counting() -> tuple[collections.Counter[str], Any]:
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
         name = frame.f_code.co_filename
-        if "/httpx/" in name or "/h11/" in name:
+        if _client(name):
             return None  # the test client's side of the exchange
+        if _area(name) not in _PROJECT and "/bench/" not in name:
+            # Libraries (URL parsing, cookies, a failed import searching every sys.path
+            # entry and asking each import hook) working for the client: its side too.
+            # A library's frame called by the client itself is the app (FastAPI's __call__).
+            caller = frame.f_back
+            app = not _neutral(name) and caller is not None and _client(caller.f_code.co_filename)
+            while caller is not None and _neutral(caller.f_code.co_filename):
+                caller = caller.f_back
+            if not app and caller is not None and _client(caller.f_code.co_filename):
+                return None
         frame.f_trace_opcodes = True
         key = _area(name)
 
@@ -51,12 +62,24 @@ def _counting() -> tuple[collections.Counter[str], Any]:
     return counts, tracer
 
 
+_PROJECT = ("policy", "recordings", "dialer", "adapters")
+
+
+def _client(filename: str) -> bool:
+    return "/httpx/" in filename or "/h11/" in filename
+
+
+def _neutral(filename: str) -> bool:
+    """Code that works for whoever calls it: the standard library and generated code."""
+    return filename.startswith("<") or (_area(filename) == "stdlib" and "/bench/" not in filename)
+
+
 def _area(filename: str) -> str:
     if "site-packages/" in filename:
         return filename.split("site-packages/")[1].split("/")[0]
     if filename.startswith("<"):
         return "generated (dataclass __init__)"
-    for top in ("policy", "recordings", "dialer", "adapters"):
+    for top in _PROJECT:
         if f"/{top}/" in filename:
             return top
     return "stdlib"

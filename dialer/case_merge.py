@@ -57,13 +57,13 @@ def flags_text(flags: Iterable[str]) -> str:
     return ",".join(sorted(set(flags)))
 
 
+_NO_FLAGS: frozenset[str] = frozenset()
+
+
 def flags_set(value: str | None) -> frozenset[str]:
     if not value:  # most cases carry no flag
         return _NO_FLAGS
     return frozenset(f for f in value.split(",") if f)
-
-
-_NO_FLAGS: frozenset[str] = frozenset()
 
 
 _FLAG_FIELDS = frozenset(f for f in TRACKED_FIELDS if f.endswith("flags"))

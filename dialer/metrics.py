@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -38,8 +39,17 @@ HTTP_REQUESTS = Counter(
 )
 
 
+# The counter's child per (allowed, rule, channel), as `labels` returns it: found again
+# with one dict lookup per decision instead of `labels`' checks. As few as the rules.
+_decision_counts: dict[tuple[bool, str, str], Any] = {}
+
+
 def observe_decision(allowed: bool, rule_id: str, channel: str, seconds: float) -> None:
-    DECISIONS.labels("true" if allowed else "false", rule_id, channel).inc()
+    key = (allowed, rule_id, channel)
+    child = _decision_counts.get(key)
+    if child is None:
+        child = _decision_counts[key] = DECISIONS.labels("true" if allowed else "false", rule_id, channel)
+    child.inc()
     DECISION_SECONDS.observe(seconds)
 
 

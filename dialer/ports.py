@@ -19,9 +19,8 @@ any exception rolls everything back. Store failures surface as `StoreUnavailable
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Iterable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from dialer.model import (
     AttemptRecord,
@@ -355,8 +354,10 @@ class ImportJobRepository(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class DialQuery:
+# The dial's values are NamedTuples, immutable and typed like the frozen dataclasses
+# elsewhere: each decision builds several, and a tuple is built in one step where a
+# frozen dataclass sets every field through `object.__setattr__`.
+class DialQuery(NamedTuple):
     """What one decision reads, asked in one call.
 
     The case: `case_id` (among `creditors`, None meaning all), else the case of the
@@ -382,8 +383,7 @@ class DialQuery:
     request: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DialReplay:
+class DialReplay(NamedTuple):
     """The answer stored for a request identity: its decision, the attempt it reserved
     or consumed (None for a block), and the digest of the request it answered."""
 
@@ -392,8 +392,7 @@ class DialReplay:
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
-class DialInputs:
+class DialInputs(NamedTuple):
     """What `DialLedger.gather` found. `case` is the one case the query means, or None
     (then `history` and `appointments` are empty and `cases` says why)."""
 
@@ -407,8 +406,7 @@ class DialInputs:
     replay: DialReplay | None = None  # the query's request was decided before
 
 
-@dataclass(frozen=True, slots=True)
-class DialOutcome:
+class DialOutcome(NamedTuple):
     """What one decision writes. `record` is appended to its creditor's chain unless a
     pending authorisation is `consumed` (the record is then the one that authorised
     it). `attempt` is reserved. With `event_type`, one outbox event for case `case_pk`."""

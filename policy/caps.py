@@ -63,9 +63,10 @@ class Caps:
         if counter is None:
             times: list[datetime] = []
             groups = self.number_groups if scope == "number" else self.case_groups
-            for rel in relations:
-                got = groups.get((rel, kind))
-                if got:
+            # The groups present (a number's history is mostly one or two), not every
+            # relation the cap names; the counter sorts the times.
+            for (rel, k), got in groups.items():
+                if k == kind and rel in relations:
                     times.extend(got)
             counter = self.cache[key] = _Counter(times)
         return counter

@@ -12,7 +12,7 @@ It is also the `store` a `Gate` needs for its dial use cases (`ledger`).
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
@@ -133,7 +133,7 @@ class FakeDialUnit:
                     and a.number == query.number and a.valid_until >= query.at]
             pending = min(live, key=lambda a: a.at) if live else None
         if not query.number and pending is not None:
-            query = replace(query, number=pending.number, agent_id=pending.agent_id)
+            query = query._replace(number=pending.number, agent_id=pending.agent_id)
         scope = query.creditors
         if query.case_id:
             cases = [c for c in s.cases if c.case_id == query.case_id and (scope is None or c.creditor in scope)]

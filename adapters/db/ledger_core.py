@@ -21,7 +21,7 @@ row, and the unit raises `RequestDecided` so the use case rolls back and replays
 
 from __future__ import annotations
 
-from dataclasses import replace
+import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sqlalchemy import select
@@ -42,7 +42,9 @@ _NOTHING: tuple[Any, ...] = ()
 
 class CoreDialLedger:
     def __init__(self, uow: "SqlUnitOfWork", held: frozenset[str] = frozenset(), lock: LockFn | None = None) -> None:
-        self.uow = uow
+        # Weak: the unit holds this ledger's `gather` and `apply`, and a strong reference
+        # back would leave every unit a reference cycle for the cycle collector.
+        self.uow: "SqlUnitOfWork" = weakref.proxy(uow)
         self._held = set(held)
         self._lock = lock  # PostgreSQL: takes advisory locks inside the transaction
 
@@ -50,7 +52,7 @@ class CoreDialLedger:
         uow = self.uow
         pending = await self._pending(query)
         if not query.number and pending is not None:  # a recheck: the attempt's number and agent
-            query = replace(query, number=pending.number, agent_id=pending.agent_id)
+            query = query._replace(number=pending.number, agent_id=pending.agent_id)
         cases = await self._candidates(query, pending)
         if self._lock is not None and cases:
             missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self._held)

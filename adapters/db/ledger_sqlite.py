@@ -346,10 +346,10 @@ class SqliteCaseRepository(SqlCaseRepository):
         for r in raw.execute(sql, params).fetchall():
             if creditors is not None and r[1] not in creditors:
                 continue
-            contacts = tuple(
+            contacts = tuple([
                 ContactRecord(c[1], c[2], c[3], c[4], c[5], bool(c[6]), c[7], py_time(c[8]))
                 for c in raw.execute(CONTACTS_OF_ONE, (r[0],))
-            )
+            ])
             out.append(self._case_from_row(r, contacts))
         return out
 

@@ -140,10 +140,10 @@ class GateBase:
             reason_zh=decision.reason_zh,
             next_allowed_at=decision.next_allowed_at,
             policy_version=decision.policy_version,
-            checks=tuple(
+            checks=tuple([  # a list first: no generator resumed per check
                 {"rule_id": c.rule_id, "passed": c.passed, "detail": c.detail, "detail_zh": c.detail_zh}
                 for c in decision.checks
-            ),
+            ]),
             inputs_used=inputs,
         )
 

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from dialer.errors import Forbidden
 from dialer.model import AttemptRecord, DecisionRecord, Principal
+from dialer.usecases.presenters import plain_json
 from policy import Decision, Policy
 
 CHANNELS = ("api", "sip", "mqtt", "simulate")
@@ -116,7 +117,7 @@ class DialResult:
         return self.record.decision_id
 
     def decision_json(self) -> dict[str, Any]:
-        d = self.decision.to_dict()
+        d = self.decision.to_dict(plain_json)
         d["decision_id"] = self.record.decision_id
         return d
 

@@ -73,7 +73,7 @@ class DialUseCases(GateBase):
                     renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
                     if renumbered != number:  # read again for the number as the case's creditor writes it
                         number = renumbered
-                        query = replace(query, number=number, case_id=case.case_id,
+                        query = query._replace(number=number, case_id=case.case_id,
                                         creditors=frozenset({case.creditor}))
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
@@ -104,7 +104,8 @@ class DialUseCases(GateBase):
             channel=cmd.channel,
             case_id=result.record.case_id if cmd.case_id == "" else cmd.case_id,
             agent_id=cmd.agent_id,
-            number=mask_number(number),
+            # the record's own mask of `number` when the record is this decision's
+            number=result.record.number_masked if result.record.decision_id == decision_id else mask_number(number),
             attempt_id=result.attempt.attempt_id if result.attempt else None,
             reused=result.reused,
         )
@@ -276,7 +277,7 @@ class DialUseCases(GateBase):
                     renumbered = self._normalise(cmd.number, pol.default_region) or cmd.number.strip()
                     if renumbered != number:
                         number = renumbered
-                        query = replace(query, number=number)
+                        query = query._replace(number=number)
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
                 if cmd.actor.role in ("collector", "supervisor") and cmd.agent_id != cmd.actor.name:

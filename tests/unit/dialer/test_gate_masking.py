@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 import structlog
 
 from dialer.logs import configure_logging
@@ -146,3 +148,36 @@ def test_a_recording_path_has_every_long_digit_run_masked() -> None:
     from dialer.masking import mask_path
 
     assert mask_path("/var/spool/monitor/13800000001-a84b.wav") == "/var/spool/monitor/138****0001-a84b.wav"
+
+
+@pytest.mark.parametrize("inputs", [
+    {"zone": "Asia/Shanghai", "counters": {"cap.day": {"applies": True, "count": 2, "limit": 4, "window": "1d"}},
+     "callee_local_time": "2026-11-24T10:13:22.123456+08:00", "policy_date": "2026-11-24", "appointment": None},
+    {"note": "call 13900000002"},
+    {"note": "card 6222 0212 3456 7890"},
+    {"note": "card 6222-0212-3456-7890"},
+    {"note": "\n13800000001"},  # JSON escapes the newline as "\n": the walk masks it
+    {"note": "\t13800000001 \u0001 13900000002"},
+    {"note": "１３８０００００００１"},  # fullwidth digits are digits to the mask
+    {"note": "电话13800000001"},
+    {"note": "+12125550123", "x": [1, 2.5, "13800000001"]},
+    {"note": "1234567", "nested": [{"a": ("13800000001",)}]},
+    {"only": "a 123456 b 1234 5678"},
+    {"quote": 'say "13800000001"', "back": "c:\\13800000001"},
+    {"big": 2**70, "n": -1},
+])
+def test_decision_inputs_are_masked_the_same_whether_or_not_they_hold_a_number(inputs: dict) -> None:  # type: ignore[type-arg]
+    from dialer.usecases.presenters import _masked_inputs, _masked_json
+
+    assert _masked_inputs(inputs) == _masked_json(inputs)
+    assert json.dumps(_masked_inputs(inputs), sort_keys=True) == json.dumps(_masked_json(inputs), sort_keys=True)
+
+
+def test_decision_inputs_without_a_number_come_back_as_new_json_values() -> None:
+    from dialer.usecases.presenters import _masked_inputs
+
+    inputs = {"counters": {"cap": {"count": 1}}, "seen": ("a", "b")}
+    out = _masked_inputs(inputs)
+    assert out == {"counters": {"cap": {"count": 1}}, "seen": ["a", "b"]}
+    out["counters"]["cap"]["count"] = 2  # the record's copy: the decision's own stays
+    assert inputs["counters"]["cap"]["count"] == 1
