@@ -203,12 +203,12 @@ class PgDialLedger:
     """The `DialLedger` of a PostgreSQL unit on its own asyncpg connection (`raw`), inside
     the transaction `pg_units.PgUnits` began with the unit's first locks (`held`). A
     shape this module does not write in one or two statements switches the unit to the
-    Core path: `core()` rolls this transaction back (it has written nothing yet), opens
+    Core path: `core(held)` rolls this transaction back (it has written nothing yet), opens
     a SQLAlchemy unit holding the same locks and returns its ledger, which then answers
     every further `gather` and `apply` of the unit."""
 
     def __init__(
-        self, raw: Any, held: Sequence[str], core: Callable[[], Awaitable[DialLedger]], evidence: EvidenceKey,
+        self, raw: Any, held: Sequence[str], core: Callable[[Sequence[str]], Awaitable[DialLedger]], evidence: EvidenceKey,
         *, events: bool = True, shards: int = 1,
     ) -> None:
         self.raw = raw
@@ -229,7 +229,7 @@ class PgDialLedger:
 
     async def _to_core(self) -> DialLedger:
         if self._switched is None:
-            self._switched = await self._core()
+            self._switched = await self._core(sorted(self.held))
         return self._switched
 
     async def gather(self, query: DialQuery) -> DialInputs:

@@ -184,13 +184,14 @@ class PgUnits:
         conn: Any = await self._begin(keys)
         stack = AsyncExitStack()
 
-        async def core() -> DialLedger:
+        async def core(held: Sequence[str]) -> DialLedger:
             # what this transaction read is dropped with its locks; the Core unit takes
-            # them again before it reads, and nothing was written here yet
+            # them again before it reads, and nothing was written here yet. The keys come
+            # as an argument: a closure over the ledger would be a cycle the ledger holds.
             nonlocal conn
             raw, conn = conn, None
             await self._end(raw, _SWITCHED)
-            return await stack.enter_async_context(self._core(sorted(ledger.held)))
+            return await stack.enter_async_context(self._core(held))
 
         ledger = PgDialLedger(conn, keys, core, self.evidence, events=self.events, shards=self.shards)
         try:
