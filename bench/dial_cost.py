@@ -6,7 +6,8 @@ with the machine's load, for comparing two checkouts of the gate.
 
 Wall-clock A/B runs on a shared two-core machine spread by more than the difference
 between two releases; the count of bytecodes the interpreter executes per decision does
-not. It is taken with `sys.settrace` opcode events, after a warm-up, over `--dials`
+not. (The in-process CPU time of the same calls, untraced, is printed too: it moves
+with the load, but includes what runs in C.) It is taken with `sys.settrace` opcode events, after a warm-up, over `--dials`
 decisions of 50 collectors on a SQLite database seeded as `gate_bench.py` seeds it
 (the same cases, users and prior attempts): once calling `Gate.request_dial` in process,
 once through the HTTP app (ASGI, the server's side only). Frames of the test client
@@ -26,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,7 @@ def _area(filename: str) -> str:
     return "stdlib"
 
 
-async def measure(repo: Path, dials: int, prior: int, clients: int) -> dict[str, Any]:
+async def measure(repo: Path, dials: int, prior: int, clients: int, timed: int) -> dict[str, Any]:
     sys.path.insert(0, str(repo / "bench"))
     sys.path.insert(0, str(repo))
     import gate_bench  # the measured checkout's own seeding
@@ -150,6 +152,12 @@ async def measure(repo: Path, dials: int, prior: int, clients: int) -> dict[str,
 
             await inproc_round(2, 11)
             out["inproc"] = await _traced(lambda: inproc_round(max(1, dials // clients), 17), dials)
+            # The same calls untraced, by this process's CPU clock: SQLite and the C
+            # libraries included, which the bytecode count leaves out.
+            n = max(1, timed // clients) * clients
+            cpu = time.process_time()
+            await inproc_round(n // clients, 23)
+            out["inproc"]["cpu_us"] = (time.process_time() - cpu) / n * 1e6
     return out
 
 
@@ -167,7 +175,7 @@ async def _traced(make: Any, dials: int) -> dict[str, Any]:
 def _other(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     py = path / ".venv" / "bin" / "python"
     cmd = [str(py if py.exists() else sys.executable), str(HERE), "--repo", str(path), "--json",
-           "--dials", str(args.dials), "--prior", str(args.prior)]
+           "--dials", str(args.dials), "--prior", str(args.prior), "--timed", str(args.timed)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=path, env={**os.environ, "PYTHONPATH": str(path)})
     if run.returncode != 0:
         raise SystemExit(f"{path}: {run.stderr.strip()[-800:]}")
@@ -180,13 +188,19 @@ def main() -> None:
     ap.add_argument("--vs", type=Path, help="another checkout, measured the same way and printed beside")
     ap.add_argument("--dials", type=int, default=500)
     ap.add_argument("--prior", type=int, default=1000)
+    ap.add_argument("--timed", type=int, default=3000, help="untraced in-process decisions timed by CPU clock")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    mine = asyncio.run(measure(args.repo.resolve(), args.dials, args.prior, 50))
+    mine = asyncio.run(measure(args.repo.resolve(), args.dials, args.prior, 50, args.timed))
     if args.json:
         print(json.dumps(mine))
         return
     other = _other(args.vs.resolve(), args) if args.vs else None
+    cpu = f"in-process Gate.request_dial, CPU of the process: {mine['inproc']['cpu_us']:,.0f} µs per decision"
+    if other:
+        ratio = mine["inproc"]["cpu_us"] / other["inproc"]["cpu_us"]
+        cpu += f"  |  {args.vs}: {other['inproc']['cpu_us']:,.0f}  (ratio {ratio:.3f})"
+    print(cpu)
     for path in ("inproc", "http"):
         label = {"inproc": "in-process Gate.request_dial", "http": "POST /v1/dials, server side (ASGI)"}[path]
         line = f"{label}: {mine[path]['per_dial']:,.0f} bytecodes per decision"
