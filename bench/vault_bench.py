@@ -504,6 +504,24 @@ def start_seaweed(workdir: Path):  # type: ignore[no-untyped-def]
 # -- report ----------------------------------------------------------------------------------
 
 
+class _Figures:
+    """Each figure's best speed (bytes/s) and least CPU (seconds, all threads, per GiB)
+    over the rounds."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def keep(self, name: str, speed: float, cpu_per_gib: float) -> None:
+        self.best[name] = max(self.best.get(name, 0.0), speed)
+        self.cpu[name] = min(self.cpu.get(name, float("inf")), cpu_per_gib)
+
+    def timed(self, name: str, fn: Callable[[], float], nbytes: int) -> None:
+        c = time.process_time()
+        speed = fn()
+        self.keep(name, speed, (time.process_time() - c) * 1024**3 / nbytes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=1.0, help="size of the recording ingested to disk, GiB")
@@ -529,18 +547,9 @@ def main() -> None:
     body_cpu = WavPieces(CPU_BYTES)
     var = ROOT / "var"
     workdir = var if var.exists() else Path(tempfile.gettempdir())
-    best: dict[str, float] = {}  # bytes/s, best round
-    cpu: dict[str, float] = {}  # CPU seconds (all threads) per GiB, least of the rounds
+    figures = _Figures()
+    best, cpu, keep, timed = figures.best, figures.cpu, figures.keep, figures.timed
     rss: list[int] = []
-
-    def keep(name: str, speed: float, cpu_per_gib: float) -> None:
-        best[name] = max(best.get(name, 0.0), speed)
-        cpu[name] = min(cpu.get(name, float("inf")), cpu_per_gib)
-
-    def timed(name: str, fn: Callable[[], float], nbytes: int) -> None:
-        c = time.process_time()
-        speed = fn()
-        keep(name, speed, (time.process_time() - c) * 1024**3 / nbytes)
 
     figures: list[tuple[str, Callable[[int], float]]] = [
         ("gcm", lambda r: raw_gcm(CPU_BYTES)),
@@ -606,18 +615,9 @@ def _disk_only(args: argparse.Namespace) -> None:
     body = WavPieces(CPU_BYTES)
     var = ROOT / "var"
     workdir = var if var.exists() else Path(tempfile.gettempdir())
-    best: dict[str, float] = {}
-    cpu: dict[str, float] = {}
+    figures = _Figures()
+    best, cpu, keep, timed = figures.best, figures.cpu, figures.keep, figures.timed
     rss: list[int] = []
-
-    def keep(name: str, speed: float, cpu_per_gib: float) -> None:
-        best[name] = max(best.get(name, 0.0), speed)
-        cpu[name] = min(cpu.get(name, float("inf")), cpu_per_gib)
-
-    def timed(name: str, fn: Callable[[], float], nbytes: int) -> None:
-        c = time.process_time()
-        speed = fn()
-        keep(name, speed, (time.process_time() - c) * 1024**3 / nbytes)
 
     for r in range(args.rounds):
         timed("both1", lambda: both_one_thread(CPU_BYTES), CPU_BYTES)
