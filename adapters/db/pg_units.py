@@ -15,8 +15,9 @@ unit stays on SQLAlchemy.
   for a value the server refused as data), and the connection is closed rather than
   reused. A COMMIT the server answered with ROLLBACK (the transaction had failed) is a
   failure too, never an answered decision.
-* **Bounded.** At most twice `[store] pool_size` connections, `pool_size` kept idle,
-  waiting for one at most `timeout_s`; every statement is bounded by the connection's
+* **Bounded.** At most `[store] pool_size` connections, every one kept when idle (a
+  pool that closed some after a burst opened new backends in the middle of the next
+  one's decisions), waiting for one at most `timeout_s`; every statement is bounded by the connection's
   `command_timeout`, every lock wait by `lock_timeout`.
 * **The Core path.** A shape `PgDialLedger` does not write itself switches the unit: its
   transaction is rolled back (nothing written), a SQLAlchemy unit takes the same locks,
@@ -65,7 +66,7 @@ class PgConnections:
         self.size = size
         self.timeout_s = timeout_s
         self._idle: list[Any] = []
-        self._slots = asyncio.Semaphore(2 * size)
+        self._slots = asyncio.Semaphore(size)
         self._closed = False
 
     async def acquire(self) -> tuple[Any, bool]:
