@@ -188,7 +188,9 @@ def test_a_decision_page_lists_every_check_with_inputs_policy_and_earliest_time(
 
 def test_a_case_page_shows_masked_contacts_the_timeline_and_the_call_note(page, served: Served) -> None:  # type: ignore[no-untyped-def]
     sign_in(page, served, "comp-a", "/console/blocked")
-    page.locator("#blocked-table a", has_text="C-1").first.click()
+    # by its address: a text match is case-blind and would also take a details link whose
+    # hidden decision id happens to hold "c-1"
+    page.locator('#blocked-table a[href="/console/cases/bank-a/C-1"]').first.click()
     page.wait_for_url(re.compile(r"/console/cases/bank-a/C-1$"))
     contacts = page.locator("#contacts").inner_text()
     assert "138****0001" in contacts and "13800000001" not in page.content()
