@@ -547,8 +547,8 @@ def main() -> None:
     body_cpu = WavPieces(CPU_BYTES)
     var = ROOT / "var"
     workdir = var if var.exists() else Path(tempfile.gettempdir())
-    figures = _Figures()
-    best, cpu, keep, timed = figures.best, figures.cpu, figures.keep, figures.timed
+    kept = _Figures()
+    best, cpu, keep, timed = kept.best, kept.cpu, kept.keep, kept.timed
     rss: list[int] = []
 
     figures: list[tuple[str, Callable[[int], float]]] = [
@@ -615,8 +615,8 @@ def _disk_only(args: argparse.Namespace) -> None:
     body = WavPieces(CPU_BYTES)
     var = ROOT / "var"
     workdir = var if var.exists() else Path(tempfile.gettempdir())
-    figures = _Figures()
-    best, cpu, keep, timed = figures.best, figures.cpu, figures.keep, figures.timed
+    kept = _Figures()
+    best, cpu, keep, timed = kept.best, kept.cpu, kept.keep, kept.timed
     rss: list[int] = []
 
     for r in range(args.rounds):
