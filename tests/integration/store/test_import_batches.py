@@ -7,6 +7,8 @@ file."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -222,42 +224,48 @@ def _renumbered(dump: dict[str, list[tuple[Any, ...]]], ids: dict[str, list[Any]
     return out
 
 
+@contextmanager
+def _counting_plans() -> Iterator[list[int]]:
+    """While inside: how many times a batch's rows were decided (`_plan` calls), in [0]."""
+    from adapters.db.cases_repo import SqlCaseRepository
+
+    original = SqlCaseRepository._plan  # noqa: SLF001 - counting decisions is the point
+    decided = [0]
+
+    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
+        decided[0] += 1
+        return original(self, *args, **kwargs)
+
+    SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
+    try:
+        yield decided
+    finally:
+        SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+
+
 async def _stale_plan(data_dir: Path, url: str) -> tuple[dict[str, list[tuple[Any, ...]]], int]:
     """B-3 imported; a batch re-importing it planned (in a read unit); then a call's
     dispute lands on B-3; then the batch is written with that plan. Returns the rows
     and how many times the rows were decided."""
-    from adapters.db.cases_repo import SqlCaseRepository
-
     cfg = build_config({"paths": {"data_dir": str(data_dir)}, "store": {"url": url}})
-    decided = 0
-    original = SqlCaseRepository._plan  # noqa: SLF001 - counting decisions is the point
-
-    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
-        nonlocal decided
-        decided += 1
-        return original(self, *args, **kwargs)
-
     async with open_services(cfg, FixedClock(NOW)) as svc:
         await _job(svc, "file-a", "cases", {"cases": FILE_A[:4]})
         rows = list(enumerate(parse_cases_payload({"cases": [case(3, amount_due="1.00"), case(30)]}, svc.region_of),
                               start=1))
         source = ChangeSource(kind="import", actor=DATA.name, role="data", ref="file-b")
-        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
-        try:
+        with _counting_plans() as decided:
             async with svc.store.read() as r:
                 plan = await r.cases.plan_upsert(rows, NOW, source)
-            assert plan is not None and decided == 1
+            assert plan is not None and decided[0] == 1
             async with svc.store.write() as uow:
                 b3 = await uow.cases.get("bank-b", "B-3")
                 await uow.cases.update(b3.pk, NOW, source=OUTCOME, add_flags={"dispute"})  # type: ignore[union-attr]
             async with svc.store.write() as uow:
                 written = await uow.cases.upsert_many(rows, NOW, source, plan)
-        finally:
-            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
         assert [(rec.case_id, created) for rec, created in written] == [("B-3", False), ("B-30", True)]
         report = await verify(svc.store)
         assert report.ok, report.to_dict()
-        return await _dump(svc), decided
+        return await _dump(svc), decided[0]
 
 
 def _dispute_kept(dump: dict[str, list[tuple[Any, ...]]]) -> None:
@@ -273,27 +281,14 @@ async def test_a_batch_planned_before_a_dispute_is_decided_again_and_keeps_the_s
 
 
 async def test_a_batch_planned_on_unchanged_cases_is_written_as_planned(tmp_path: Path) -> None:
-    from adapters.db.cases_repo import SqlCaseRepository
-
     cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db"}})
-    decided = 0
-    original = SqlCaseRepository._plan  # noqa: SLF001
-
-    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
-        nonlocal decided
-        decided += 1
-        return original(self, *args, **kwargs)
-
     async with open_services(cfg, FixedClock(NOW)) as svc:
-        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
-        try:
+        with _counting_plans() as decided:
             await _job(svc, "file-a", "cases", {"cases": FILE_A})  # 14 rows, batches of 4: 4 batches
             await _job(svc, "file-b", "cases", {"cases": FILE_B})  # 19 rows: 5 batches, all existing or new
-        finally:
-            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
         report = await verify(svc.store)
         assert report.ok, report.to_dict()
-        assert decided == 4 + 5, "a batch was decided again under the write lock although nothing changed"
+        assert decided[0] == 4 + 5, "a batch was decided again under the write lock although nothing changed"
 
 
 @pytest.mark.postgres
@@ -308,37 +303,24 @@ async def test_a_batch_planned_before_a_dispute_is_decided_again_and_keeps_the_s
 async def test_a_read_ahead_plan_is_written_batch_by_batch_and_only_a_changed_batch_is_decided_again(
     tmp_path: Path,
 ) -> None:
-    from adapters.db.cases_repo import SqlCaseRepository
-
     cfg = build_config({"paths": {"data_dir": str(tmp_path)}, "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/d.db"}})
-    decided = 0
-    original = SqlCaseRepository._plan  # noqa: SLF001 - counting decisions is the point
-
-    def counting(self: SqlCaseRepository, *args: Any, **kwargs: Any) -> Any:
-        nonlocal decided
-        decided += 1
-        return original(self, *args, **kwargs)
-
     async with open_services(cfg, FixedClock(NOW)) as svc:
         await _job(svc, "file-a", "cases", {"cases": FILE_A[:6]})
         rows = list(enumerate(parse_cases_payload(
             {"cases": [case(i, amount_due="2.00") for i in (1, 2, 3, 4)] + [case(40)]}, svc.region_of), start=1))
         source = ChangeSource(kind="import", actor=DATA.name, role="data", ref="file-b")
-        SqlCaseRepository._plan = counting  # type: ignore[method-assign]  # noqa: SLF001
-        try:
+        with _counting_plans() as decided:
             async with svc.store.read() as r:
                 plan = await r.cases.plan_upsert(rows, NOW, source)
             async with svc.store.write() as uow:  # B-1, B-2: as planned
                 await uow.cases.upsert_many(rows[:2], NOW, source, plan)
-            assert decided == 1
+            assert decided[0] == 1
             async with svc.store.write() as uow:  # a call's outcome on B-4, after the plan was read
                 b4 = await uow.cases.get("bank-b", "B-4")
                 await uow.cases.update(b4.pk, NOW, source=OUTCOME, add_flags={"complaint_risk"})  # type: ignore[union-attr]
             async with svc.store.write() as uow:  # B-3, B-4, B-40: B-4 changed, decided again
                 await uow.cases.upsert_many(rows[2:], NOW, source, plan)
-            assert decided == 2
-        finally:
-            SqlCaseRepository._plan = original  # type: ignore[method-assign]  # noqa: SLF001
+            assert decided[0] == 2
         report = await verify(svc.store)
         assert report.ok, report.to_dict()
         cases = {r[2]: r for r in (await _dump(svc))["cases"]}
