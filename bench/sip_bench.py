@@ -654,31 +654,37 @@ def service_edge_cost(calls: int, rounds: int) -> str:
     """The SIP gate over the real service (SQLite, synchronous=FULL, JSON logs to
     /dev/null) in this process, no sockets: CPU per INVITE+ACK through the listener and
     GateSipAuthorizer, against the same RequestDial (the command the authorizer builds)
-    asked of Gate.request_dial directly, 32 in flight either way. Alternated ``rounds``
-    times on fresh numbers; the difference is what the SIP side adds to the shared
-    decision path."""
+    asked of Gate.request_dial directly, 32 in flight either way, and asked again with a
+    request identity of its own, as every INVITE carries one (its row looked up and
+    stored with the decision, so a retry at either gate gets the same answer).
+    Alternated ``rounds`` times on fresh numbers; SIP minus the keyed direct call is what
+    the SIP side adds to the shared decision path."""
     import gc
 
     from adapters.sip.service import SIP_ACTOR
     from dialer.app import freeze_long_lived
     from dialer.usecases import RequestDial
 
-    async def drive() -> tuple[list[tuple[float, float, float, int]], list[tuple[float, float, float, int]]]:
-        sip_runs: list[tuple[float, float, float, int]] = []
-        direct_runs: list[tuple[float, float, float, int]] = []
+    Run = tuple[float, float, float, int]
+
+    async def drive() -> tuple[list[Run], list[Run], list[Run]]:
+        sip_runs: list[Run] = []
+        direct_runs: list[Run] = []
+        keyed_runs: list[Run] = []
         with tempfile.TemporaryDirectory(prefix="dialgate-sipedge-") as tmp, open(os.devnull, "w") as null, \
                 contextlib.redirect_stderr(null):
-            async with service("service", free_port(), 2 * rounds * calls + 1, tmp) as svc:
+            async with service("service", free_port(), 3 * rounds * calls + 1, tmp) as svc:
                 server = svc.sip.server
                 lines = server._authorizer._config.registered_lines
                 freeze_long_lived()
                 # warm-up: first use of every code path, caches, the SQLite page cache
-                await _drive_sip(server, 2 * rounds * calls - 200, 200)
+                await _drive_sip(server, 3 * rounds * calls - 200, 200)
 
-                async def direct(first: int) -> tuple[float, float, float, int]:
+                async def direct(first: int, keyed: bool = False) -> Run:
                     cmds = [RequestDial(actor=SIP_ACTOR, case_id="", number=f"+86{FIRST_NUMBER + first + i}",
                                         agent_id="col-a", channel="sip", match_pending=True,
-                                        caller_line="+862161234567", lines_by_creditor=lines)
+                                        caller_line="+862161234567", lines_by_creditor=lines,
+                                        request_key=f"{first + i:064x}" if keyed else None)
                             for i in range(calls)]
                     cpu0, thread0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
                     allowed = 0
@@ -689,25 +695,28 @@ def service_edge_cost(calls: int, rounds: int) -> str:
 
                 for k in range(rounds):
                     gc.collect()
-                    sip_runs.append(await _drive_sip(server, 2 * k * calls, calls))
+                    sip_runs.append(await _drive_sip(server, 3 * k * calls, calls))
                     gc.collect()
-                    direct_runs.append(await direct((2 * k + 1) * calls))
-        return sip_runs, direct_runs
+                    direct_runs.append(await direct((3 * k + 1) * calls))
+                    gc.collect()
+                    keyed_runs.append(await direct((3 * k + 2) * calls, keyed=True))
+        return sip_runs, direct_runs, keyed_runs
 
-    sip_runs, direct_runs = asyncio.run(drive())
+    sip_runs, direct_runs, keyed_runs = asyncio.run(drive())
 
-    def us(runs: list[tuple[float, float, float, int]], i: int) -> str:
+    def us(runs: list[Run], i: int) -> str:
         vals = sorted(r[i] / calls * 1e6 for r in runs)
         return f"{vals[0]:.0f} us (median {statistics.median(vals):.0f})"
 
-    ok = sum(r[3] for r in sip_runs), sum(r[3] for r in direct_runs)
+    ok = sum(r[3] for r in sip_runs), sum(r[3] for r in direct_runs), sum(r[3] for r in keyed_runs)
     # the least CPU of the rounds: other work on a shared machine only ever adds to it
-    gap = min(r[0] for r in sip_runs) - min(r[0] for r in direct_runs)
+    gap = min(r[0] for r in sip_runs) - min(r[0] for r in keyed_runs)
     return (f"SIP gate over the service in-process (SQLite FULL, {rounds} x {calls} INVITE+ACK, 32 in flight, no sockets; "
             f"least (median) per call): SIP: CPU {us(sip_runs, 0)}, event-loop thread {us(sip_runs, 1)}, "
             f"wall {us(sip_runs, 2)}; Gate.request_dial alone: CPU {us(direct_runs, 0)}, event-loop thread "
-            f"{us(direct_runs, 1)}, wall {us(direct_runs, 2)}; the SIP side adds {gap / calls * 1e6:.0f} us CPU per call "
-            f"(allowed: {ok[0]}/{rounds * calls} via SIP, {ok[1]}/{rounds * calls} direct)")
+            f"{us(direct_runs, 1)}, wall {us(direct_runs, 2)}; with a request identity: CPU {us(keyed_runs, 0)}; "
+            f"the SIP side adds {gap / calls * 1e6:.0f} us CPU per call to the keyed call "
+            f"(allowed: {ok[0]}/{rounds * calls} via SIP, {ok[1]}/{rounds * calls} direct, {ok[2]}/{rounds * calls} keyed)")
 
 
 def heavy_number_cost(prior: int, calls: int, rounds: int) -> str:
