@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import datetime, timezone
 
 from adapters.db import tables
@@ -191,3 +192,24 @@ async def test_allowed_and_blocked_answers_give_every_instant_in_the_callees_zon
     assert blocked["rule_id"] == "window.outside_hours"
     assert blocked["evaluated_at"] == "2026-11-24T22:00:00+08:00"
     assert blocked["next_allowed_at"] == "2026-11-25T08:00:00+08:00"
+
+
+async def test_a_blocked_dial_leaves_no_reference_cycle_for_the_cycle_collector(api: Api) -> None:
+    # A refusal travels as an exception: one kept in a cycle with its traceback's frames
+    # is freed only by the cycle collector, and a floor's blocked dials would keep it busy.
+    api.clock.set(datetime(2026, 11, 24, 21, 30, tzinfo=SHANGHAI))
+    assert (await api.dial("col-a", "C-1", "13800000001")).status_code == 403  # first use of every path
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable stays in gc.garbage
+    try:
+        for _ in range(3):
+            assert (await api.dial("col-a", "C-1", "13800000001")).status_code == 403
+        gc.collect()
+        ours = sorted({type(o).__name__ if type(o).__name__ != "frame" else f"frame {o.f_code.co_name}"
+                       for o in gc.garbage
+                       if type(o).__module__.split(".")[0] in ("dialer", "policy", "adapters")
+                       or (type(o).__name__ == "frame" and "/dialer/" in o.f_code.co_filename)})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert ours == []
