@@ -80,6 +80,7 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
         with (`dialer.evidence.load_key`); without one, a key that lives as long as
         this object (what it chains cannot be verified by another process)."""
         self.config = config
+        self._pg_units: PgUnits | None = None
         self.events = events
         self.evidence = evidence or EvidenceKey.ephemeral()
         self.url = config.url
@@ -94,7 +95,17 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
         self._lock_waiting = 0
         self._finishers = set()
         self._commit_listeners = []
-        self._pg_units: PgUnits | None = None
+
+    @property
+    def events(self) -> bool:
+        return self._events
+
+    @events.setter
+    def events(self, keep: bool) -> None:
+        # One setting for every unit: the decisions' own PostgreSQL units hold it too.
+        self._events = keep
+        if self._pg_units is not None:
+            self._pg_units.events = keep
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> "SqlAlchemyCaseStore":
