@@ -33,6 +33,11 @@ def store_error(exc: BaseException) -> Exception:
     on-call; everything else from the driver or the connection does."""
     if isinstance(exc, DataError) or (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)):
         return StoreRefusedValue(f"a value was refused by the store: {type(exc.orig or exc).__name__}")
+    # SQLAlchemy passes asyncpg's data errors (a NUL in a text value, say) on as plain
+    # DBAPI errors; their SQLSTATE class 22 says the value was refused, not the store down.
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(state, str) and state.startswith("22"):
+        return StoreRefusedValue(f"a value was refused by the store: SQLSTATE {state}")
     return StoreUnavailable(f"store error: {type(exc).__name__}: {exc}")
 
 
