@@ -21,8 +21,8 @@ from gate_api_support import Api
 from tests.conftest import captured_logs
 
 
-def test_the_database_and_its_wal_files_are_readable_by_their_owner_only(api: Api) -> None:
-    data = Path(api.svc.config.paths.data_dir)
+def test_the_database_and_its_wal_files_are_readable_by_their_owner_only(sqlite_api: Api) -> None:
+    data = Path(sqlite_api.svc.config.paths.data_dir)
     files = [data / "dialgate.db", data / "dialgate.db-wal", data / "dialgate.db-shm"]
     assert all(f.exists() for f in files)
     assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: "0o600" for f in files}

@@ -20,11 +20,13 @@ from gate_api_support import Api
 runner = CliRunner()
 
 
-async def cli(data_dir: Path, *args: str) -> str:
+async def cli(api: Api, *args: str) -> str:
     """`dialgate …` as an operator runs it beside the service: its own store, engine and
     event loop (a thread) over the same data directory and database."""
+    data_dir = api.svc.config.paths.data_dir
     config = data_dir / "cli.toml"
-    config.write_text(f'[paths]\ndata_dir = "{data_dir}"\n[log]\nlevel = "warning"\n')
+    config.write_text(f'[paths]\ndata_dir = "{data_dir}"\n[store]\nurl = "{api.svc.config.store.url}"\n'
+                      '[log]\nlevel = "warning"\n')
     r = await asyncio.to_thread(runner.invoke, cli_app, [*args, "--config", str(config)])
     assert r.exit_code == 0, (args, r.output, r.exception)
     return r.output
@@ -42,13 +44,13 @@ async def audit_actions(api: Api) -> list[tuple[str, str]]:
 
 async def test_a_disabled_users_warm_token_stops_at_the_next_request_and_enable_lets_it_back(api: Api) -> None:
     assert (await api.get("/v1/cases/C-1", "col-a")).status_code == 200  # the token is now cached
-    out = await cli(data_dir(api), "users", "disable", "col-a")
+    out = await cli(api, "users", "disable", "col-a")
     assert "disabled" in out
     r = await api.get("/v1/cases/C-1", "col-a")
     assert r.status_code == 401
     r = await api.dial("col-a", "C-1", "13800000001")  # the hot path too
     assert r.status_code == 401
-    await cli(data_dir(api), "users", "enable", "col-a")
+    await cli(api, "users", "enable", "col-a")
     assert (await api.get("/v1/cases/C-1", "col-a")).status_code == 200
     assert ("user.disabled", "col-a") in await audit_actions(api)
     assert ("user.enabled", "col-a") in await audit_actions(api)
@@ -56,7 +58,7 @@ async def test_a_disabled_users_warm_token_stops_at_the_next_request_and_enable_
 
 async def test_a_rotated_token_replaces_the_old_one_at_once(api: Api) -> None:
     assert (await api.get("/v1/cases/C-1", "col-a")).status_code == 200
-    new = (await cli(data_dir(api), "users", "rotate-token", "col-a")).strip().splitlines()[-1]
+    new = (await cli(api, "users", "rotate-token", "col-a")).strip().splitlines()[-1]
     assert new.startswith("dg_") and new != api.tokens["col-a"]
     assert (await api.get("/v1/cases/C-1", "col-a")).status_code == 401
     r = await api.client.get("/v1/cases/C-1", headers={"Authorization": f"Bearer {new}"})
@@ -66,17 +68,17 @@ async def test_a_rotated_token_replaces_the_old_one_at_once(api: Api) -> None:
 
 async def test_revoking_a_creditor_hides_its_cases_at_once_and_granting_shows_them(api: Api) -> None:
     assert (await api.get("/v1/cases/C-1", "qa-a")).status_code == 200
-    await cli(data_dir(api), "users", "revoke-creditor", "qa-a", "--creditor", "bank-a")
+    await cli(api, "users", "revoke-creditor", "qa-a", "--creditor", "bank-a")
     assert (await api.get("/v1/cases/C-1", "qa-a")).status_code == 404
-    await cli(data_dir(api), "users", "grant", "qa-a", "--creditor", "bank-a")
+    await cli(api, "users", "grant", "qa-a", "--creditor", "bank-a")
     assert (await api.get("/v1/cases/C-1", "qa-a")).status_code == 200
     actions = await audit_actions(api)
     assert ("user.creditor_revoked", "qa-a") in actions and ("user.creditor_granted", "qa-a") in actions
 
 
 async def test_users_list_shows_roles_creditors_and_state_and_never_a_token(api: Api) -> None:
-    await cli(data_dir(api), "users", "disable", "col-b")
-    out = await cli(data_dir(api), "users", "list", "--json")
+    await cli(api, "users", "disable", "col-b")
+    out = await cli(api, "users", "list", "--json")
     users = {u["name"]: u for u in json.loads(out)}
     assert users["col-b"]["disabled"] is True and users["col-a"]["disabled"] is False
     assert users["comp-a"]["role"] == "compliance" and users["comp-a"]["creditors"] == ["bank-a"]
@@ -92,7 +94,7 @@ async def test_a_change_clears_the_token_cache_of_every_worker_on_the_same_data_
     header = f"Bearer {api.tokens['sup-a']}"
     for w in workers:
         assert (await w.authenticate(header)).name == "sup-a"
-    await cli(data_dir(api), "users", "disable", "sup-a")
+    await cli(api, "users", "disable", "sup-a")
     from dialer.errors import Unauthenticated
 
     for w in workers:
