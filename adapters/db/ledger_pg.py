@@ -149,7 +149,9 @@ def store_error(exc: BaseException) -> Exception:
     return StoreUnavailable(f"store error: {type(exc).__name__}: {exc}")
 
 
-PG_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a connection asyncpg found mid-operation (left consuming an error
+# while its server went away): the store's failure, answered 503, never a 500.
+PG_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 def _attempt(r: Any) -> AttemptRecord:

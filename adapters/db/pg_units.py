@@ -37,10 +37,11 @@ from dialer.errors import StoreUnavailable
 from dialer.evidence import EvidenceKey
 from dialer.ports import DialLedger
 
-# A connection that went away under the pool: the unit may begin again on another one.
+# A pooled connection that went away, or that asyncpg finds still busy with an operation
+# of its last unit: nothing was written yet, so the unit may begin again on another one.
 _LOST = (
     asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError, OSError,
+    asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError, asyncpg.InternalClientError, OSError,
 )
 
 
@@ -91,7 +92,7 @@ class PgConnections:
             )
         except BaseException as exc:
             self._slots.release()
-            if isinstance(exc, (*PG_FAILURES, asyncpg.InternalClientError)):
+            if isinstance(exc, PG_FAILURES):
                 raise StoreUnavailable(f"cannot connect to the store: {type(exc).__name__}") from exc
             raise
         return conn, True

@@ -87,3 +87,37 @@ async def test_a_unit_whose_transaction_failed_is_not_answered_as_committed(serv
         async with svc.store.ledger(["case:U-1"]) as ledger:
             with pytest.raises(asyncpg.DivisionByZeroError):
                 await ledger.raw.execute("SELECT 1 / 0")
+
+
+
+class _StuckConnection:
+    """A pooled connection as asyncpg can leave it when its server went away while it
+    consumed an error: idle and open to every check, refusing the next operation."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def is_closed(self) -> bool:
+        return False
+
+    def is_in_transaction(self) -> bool:
+        return False
+
+    async def execute(self, *args: Any, **kwargs: Any) -> str:
+        raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+
+    def terminate(self) -> None:
+        self.real.terminate()
+
+
+async def test_a_dial_whose_pooled_connection_is_stuck_mid_operation_is_decided_on_another_one(served: Any) -> None:
+    # Seen under a primary's loss: that connection must cost no decision and never a 500.
+    svc, collector, _ = served
+    first = await svc.gate.request_dial(_dial(collector))
+    assert first.allowed
+    pool = svc.store._pg_units.connections
+    stuck = _StuckConnection(pool._idle.pop())  # the first dial's connection, back in the pool
+    pool._idle.append(stuck)
+    second = await svc.gate.request_dial(_dial(collector))
+    assert second.allowed, second.decision.rule_id
+    assert stuck not in pool._idle  # set aside, not handed out again
