@@ -190,10 +190,11 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
             return engine
         # The decisions' own pool (pg_units) holds up to `pool_size` connections; this
         # one the same, so a process stays within twice `pool_size` as it always has.
+        kept = max(1, cfg.pool_size // 2)
         engine = create_async_engine(
             self.url,
-            pool_size=max(1, cfg.pool_size // 2),
-            max_overflow=cfg.pool_size - max(1, cfg.pool_size // 2),
+            pool_size=kept,
+            max_overflow=cfg.pool_size - kept,
             pool_timeout=cfg.timeout_s,
             # lock_timeout for every transaction on the connection, set once at connect
             # rather than by a statement in each unit

@@ -23,9 +23,9 @@ runner = CliRunner()
 async def cli(api: Api, *args: str) -> str:
     """`dialgate …` as an operator runs it beside the service: its own store, engine and
     event loop (a thread) over the same data directory and database."""
-    data_dir = api.svc.config.paths.data_dir
-    config = data_dir / "cli.toml"
-    config.write_text(f'[paths]\ndata_dir = "{data_dir}"\n[store]\nurl = "{api.svc.config.store.url}"\n'
+    directory = data_dir(api)
+    config = directory / "cli.toml"
+    config.write_text(f'[paths]\ndata_dir = "{directory}"\n[store]\nurl = "{api.svc.config.store.url}"\n'
                       '[log]\nlevel = "warning"\n')
     r = await asyncio.to_thread(runner.invoke, cli_app, [*args, "--config", str(config)])
     assert r.exit_code == 0, (args, r.output, r.exception)
