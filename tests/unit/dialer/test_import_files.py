@@ -129,8 +129,10 @@ def test_validation_refuses_a_creditor_outside_the_submitters_scope_by_row() -> 
 def test_a_staged_case_reads_back_equal_to_the_validated_one() -> None:
     (case,) = parse_cases_payload({"cases": [{
         "case_id": "C-1", "creditor": "bank-a", "debtor_name": "张三", "commission_start": "2026-11-01",
-        "flags": ["dispute"], "amount_due": "12.50", "overdue_days": 3,
-        "contacts": [{"number": "13800000001", "relation": "self", "tz": "Asia/Shanghai", "do_not_call": True}],
+        "commission_end": "2027-02-28", "flags": ["dispute", "complaint_risk"], "amount_due": "12.50",
+        "overdue_days": 3, "reopen": "银行重新委案 / re-commissioned",
+        "contacts": [{"number": "13800000001", "relation": "self", "tz": "Asia/Shanghai", "do_not_call": True},
+                     {"number": "13800000002", "relation": "family", "name": "李四"}],
     }]}, region)
     assert case_from_json(case_to_json(case)) == case
 
