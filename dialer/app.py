@@ -26,7 +26,7 @@ from dialer.config import Config
 from dialer.errors import ApiError, BodyTooLarge
 from dialer.http import problems
 from dialer.http.dials import fast_dial
-from dialer.http.limits import TOO_LARGE_KEY, guard_body
+from dialer.http.limits import TOO_LARGE_KEY, guard_body, nul_in_address
 from dialer.leadership import StaticLeadership, lead
 from dialer.ports import Clock, Pbx, RecordingStore
 from dialer.services import Campaign, Role, ServiceStore, Services
@@ -106,6 +106,10 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        nul = nul_in_address(scope)
+        if nul is not None:
+            await _answer_problem(scope, nul, send_with_id_raw)
+            return
         guarded = await guard_body(scope, receive, send_with_id)
         if guarded is None:
             return  # answered (413, 401, …) without reading the body

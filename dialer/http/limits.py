@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dialer.errors import ApiError, BodyTooLarge, StoreUnavailable
+from dialer.errors import ApiError, BadRequest, BodyTooLarge, StoreUnavailable
 from dialer.http.peers import client_of
 from dialer.http.problems import instance_of_scope
 
@@ -77,6 +77,16 @@ def declared_body(scope: Any) -> tuple[bool, int | None, str | None, str | None]
     return has_body, length, auth, bad
 
 
+def nul_in_address(scope: Any) -> ApiError | None:
+    """A 400 naming the NUL character when the path or query carries one (``%00``), else
+    None. No identifier holds one, and PostgreSQL refuses it in any text value: refused
+    here, both engines answer alike and the store never sees it."""
+    if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+        return BadRequest("地址含有 NUL 字符 (%00) / the address contains a NUL character (%00)",
+                          details={"field": "path" if "\x00" in scope["path"] else "query"})
+    return None
+
+
 async def guard_body(scope: Any, receive: Any, send: Any) -> Any | None:
     """The `receive` the app should use for this request, or None when it was answered
     here (413, 400, 401, 429 or 503) without reading the body."""
@@ -88,8 +98,6 @@ async def guard_body(scope: Any, receive: Any, send: Any) -> Any | None:
     svc = getattr(getattr(app, "state", None), "services", None)
     limit = body_limit(method, path, svc)
     if bad is not None:
-        from dialer.errors import BadRequest
-
         await _answer(scope, receive, send, BadRequest(
             f"Content-Length 不是字节数 / Content-Length {bad!r} is not a byte count",
             details={"field": "Content-Length"},
