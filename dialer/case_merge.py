@@ -209,7 +209,8 @@ def _merge_contacts(
     merge: CaseMerge, stored: Sequence[Mapping[str, Any]], contacts: Sequence[ContactRecord], now: datetime,
 ) -> None:
     """The creditor's list replaces the creditor-sourced numbers; numbers added by staff
-    (info repair) and the do-not-call / invalid marks stay."""
+    (info repair) and the do-not-call / invalid marks stay, a marked number with its mark
+    even when the list drops it."""
     current = {r["number"]: r for r in sorted(stored, key=lambda r: r["id"])}
     incoming = {c.number for c in contacts}
     after: dict[str, ContactRecord] = {
@@ -238,7 +239,11 @@ def _merge_contacts(
         if before != now_state:
             merge.changes.append((contact_field(c.number), before, now_state))
     for number, old in current.items():
-        if number not in incoming and old["source"] == "creditor":
+        # A marked number stays even when the bank's list drops it: removed, its mark would
+        # be gone when a later list names the number again, and a refusal or a wrong number
+        # would be dialled anew. Kept, it blocks as it did.
+        marked = bool(old["do_not_call"]) or old["status"] == "invalid"
+        if number not in incoming and old["source"] == "creditor" and not marked:
             merge.delete_contacts.append(old["id"])
             del after[number]
             merge.changes.append((contact_field(number),

@@ -107,6 +107,26 @@ async def test_a_do_not_call_mark_survives_a_file_that_lists_the_number_again(ap
     assert r.json()["decision"]["rule_id"] == "contact.do_not_call"
 
 
+@pytest.mark.parametrize(("disposition", "result", "rule_id"), [
+    ("connected_third_party", "third_party_refuses_contact", "contact.do_not_call"),
+    ("invalid_number", None, "contact.invalid_number"),
+])
+async def test_a_mark_survives_a_file_that_drops_the_number_and_a_later_one_that_lists_it_again(
+    api: Api, disposition: str, result: str | None, rule_id: str
+) -> None:
+    aid = await _attempt(api, "13900000002")
+    outcome = {"disposition": disposition, "note": "家属拒绝"} | ({"result": result} if result else {})
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "col-a", outcome)
+    assert r.status_code == 201, r.text
+    own_number_only = [c for c in CASES_A[0]["contacts"] if c["number"] == "13800000001"]
+    await _reimport_bank_file(api, contacts=own_number_only)  # a month's extract without it
+    await _reimport_bank_file(api)  # the next one lists it again
+    api.clock.advance(hours=3)
+    r = await api.dial("col-a", "C-1", "13900000002")
+    assert r.status_code == 403, r.text
+    assert r.json()["decision"]["rule_id"] == rule_id
+
+
 async def test_a_new_case_from_a_file_is_unflagged_and_due_for_its_first_call_in_two_days(api: Api) -> None:
     r = await api.post("/v1/cases:import", "data-a", {"cases": [case_doc("C-9", "bank-a", "col-a",
                                                                            ("13600000009", "self"))]})
