@@ -179,7 +179,18 @@ def _existing_case(
     elif follow == "new" and case.assigned_agent != row["assigned_agent"]:
         # Reassigned before its first call: the new agent's two days start now.
         next_date = now.date() + timedelta(days=FIRST_CALL_DAYS)
-    end = case.commission_end
+    # A blank date in the file is a value the bank did not send, not an open-ended
+    # commission: taken as one, it would reopen an ended period (or one not yet begun).
+    start, end = case.commission_start, case.commission_end
+    stored_start, stored_end = as_date(row["commission_start"]), as_date(row["commission_end"])
+    if start is None and stored_start is not None:
+        start = stored_start
+        changes.append(("commission_start", start.isoformat(), start.isoformat(),
+                        "file gives no commission start; kept the stored one"))
+    if end is None and stored_end is not None:
+        end = stored_end
+        changes.append(("commission_end", end.isoformat(), end.isoformat(),
+                        "file gives no commission end; kept the stored one"))
     extended = as_date(row.get("commission_extended_to"))
     if extended is not None and (end is None or end < extended):
         # The creditor's extension, made through the API, outlasts a file that
@@ -189,7 +200,7 @@ def _existing_case(
                             f"file says {end}; kept the extension to {extended}"))
         end = extended
     values: dict[str, Any] = dict(
-        debtor_name=case.debtor_name, status=status, commission_start=case.commission_start,
+        debtor_name=case.debtor_name, status=status, commission_start=start,
         commission_end=end, assigned_agent=case.assigned_agent,
         flags=flags_text(bank_flags | agency), creditor_flags=flags_text(bank_flags),
         agency_flags=flags_text(agency), status_hold=hold, amount_due=case.amount_due,

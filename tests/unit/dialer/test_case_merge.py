@@ -204,3 +204,12 @@ def test_each_contact_change_is_an_entry_naming_the_masked_number() -> None:
 def test_a_settled_repayment_closes_and_holds_its_case(settled: bool, status: str, hold: str | None,
                                                        closes: bool) -> None:
     assert repayment_closes(settled, status, hold) is closes
+
+
+@pytest.mark.parametrize("field", ["commission_start", "commission_end"])
+def test_a_file_row_without_a_commission_date_keeps_the_stored_one_and_says_so(field: str) -> None:
+    merge = merge_case(stored("M-9"), [contact(SELF, 1)], row("M-9", **{field: None}), NOW)
+    kept = stored("M-9")[field]
+    assert merge.values[field] == kept
+    assert (field, kept.isoformat(), kept.isoformat(), f"file gives no {field.replace('_', ' ')}; kept the stored one") \
+        in merge.changes
