@@ -179,7 +179,18 @@ def _existing_case(
     elif follow == "new" and case.assigned_agent != row["assigned_agent"]:
         # Reassigned before its first call: the new agent's two days start now.
         next_date = now.date() + timedelta(days=FIRST_CALL_DAYS)
-    end = case.commission_end
+    # A blank date in the file is a value the bank did not send, not an open-ended
+    # commission: taken as one, it would reopen an ended period (or one not yet begun).
+    start, end = case.commission_start, case.commission_end
+    stored_start, stored_end = as_date(row["commission_start"]), as_date(row["commission_end"])
+    if start is None and stored_start is not None:
+        start = stored_start
+        changes.append(("commission_start", start.isoformat(), start.isoformat(),
+                        "file gives no commission start; kept the stored one"))
+    if end is None and stored_end is not None:
+        end = stored_end
+        changes.append(("commission_end", end.isoformat(), end.isoformat(),
+                        "file gives no commission end; kept the stored one"))
     extended = as_date(row.get("commission_extended_to"))
     if extended is not None and (end is None or end < extended):
         # The creditor's extension, made through the API, outlasts a file that
@@ -189,7 +200,7 @@ def _existing_case(
                             f"file says {end}; kept the extension to {extended}"))
         end = extended
     values: dict[str, Any] = dict(
-        debtor_name=case.debtor_name, status=status, commission_start=case.commission_start,
+        debtor_name=case.debtor_name, status=status, commission_start=start,
         commission_end=end, assigned_agent=case.assigned_agent,
         flags=flags_text(bank_flags | agency), creditor_flags=flags_text(bank_flags),
         agency_flags=flags_text(agency), status_hold=hold, amount_due=case.amount_due,
@@ -209,7 +220,8 @@ def _merge_contacts(
     merge: CaseMerge, stored: Sequence[Mapping[str, Any]], contacts: Sequence[ContactRecord], now: datetime,
 ) -> None:
     """The creditor's list replaces the creditor-sourced numbers; numbers added by staff
-    (info repair) and the do-not-call / invalid marks stay."""
+    (info repair) and the do-not-call / invalid marks stay, a marked number with its mark
+    even when the list drops it."""
     current = {r["number"]: r for r in sorted(stored, key=lambda r: r["id"])}
     incoming = {c.number for c in contacts}
     after: dict[str, ContactRecord] = {
@@ -238,7 +250,11 @@ def _merge_contacts(
         if before != now_state:
             merge.changes.append((contact_field(c.number), before, now_state))
     for number, old in current.items():
-        if number not in incoming and old["source"] == "creditor":
+        # A marked number stays even when the bank's list drops it: removed, its mark would
+        # be gone when a later list names the number again, and a refusal or a wrong number
+        # would be dialled anew. Kept, it blocks as it did.
+        marked = bool(old["do_not_call"]) or old["status"] == "invalid"
+        if number not in incoming and old["source"] == "creditor" and not marked:
             merge.delete_contacts.append(old["id"])
             del after[number]
             merge.changes.append((contact_field(number),

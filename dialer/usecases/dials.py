@@ -79,7 +79,9 @@ class DialUseCases(GateBase):
                         case = resolve_case(query, inputs)
                 agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
                 if inputs.pending_record is not None and consumable(query, case, inputs.pending):
-                    result = await self._consume(ledger, cmd, case, inputs, now, identity, digest)
+                    result = await self._consume(
+                        ledger, cmd, query, case, agent, inputs, now, decision_id, faults, pol, identity, digest
+                    )
                 else:
                     result = await self._decide_and_reserve(
                         ledger, cmd, case, agent, number, now, decision_id, faults, pol, inputs, identity, digest
@@ -171,19 +173,54 @@ class DialUseCases(GateBase):
         return DialResult(decision.allowed, decision, record, attempt)
 
     async def _consume(
-        self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, inputs: DialInputs, now: datetime,
+        self, ledger: DialLedger, cmd: RequestDial, query: DialQuery, case: CaseRecord, agent: AgentSnapshot,
+        inputs: DialInputs, now: datetime, decision_id: str, faults: frozenset[str], pol: Policy,
         identity: str | None = None, digest: str = "",
     ) -> DialResult:
         """The SIP gate's dial of a click-to-dial authorisation: it becomes "dialing" and
-        answers with the decision that authorised it (counted once)."""
+        answers with the decision that authorised it (counted once). The rules are asked
+        again first, as the click-to-dial's own recheck does: the debtor is dialled only
+        now, and a stop, a closed window or a recorder gone since the click forbids it."""
         pending, record = inputs.pending, inputs.pending_record
         assert pending is not None and record is not None
+        # The case's history and appointments: the consuming read skipped them.
+        now_inputs = await ledger.gather(query._replace(consume=False, attempt_id=pending.attempt_id, request=None))
+        current = now_inputs.case if now_inputs.case is not None else case
+        decision = self._decide_again(pending, current, agent, faults, pol, now_inputs, now, query.since)
+        if not decision.allowed:
+            blocked = self._record(
+                decision_id=decision_id, kind="dial", now=now, decision=decision, actor=cmd.actor,
+                agent_id=agent.agent_id, channel=cmd.channel, creditor=current.creditor, case_id=current.case_id,
+                number=pending.number, attempt_id=pending.attempt_id, case_history_seq=current.history_seq,
+            )
+            blocked = await ledger.apply(DialOutcome(
+                record=blocked, event_type="dial.blocked", event_payload=_decision_event(blocked, None),
+                case_pk=current.pk, request=identity, request_digest=digest,
+            ))
+            return DialResult(False, decision, blocked, None)
         dialing, payload = attempt_state.dialing(pending, channel=cmd.channel)
         await ledger.apply(DialOutcome(
             record=record, consumed=dialing, event_type=attempt_state.EVENT, case_pk=case.pk, at=now,
             event_payload=payload, request=identity, request_digest=digest,
         ))
         return DialResult(True, _decision_from_record(record), record, dialing, reused=True)
+
+    def _decide_again(
+        self, attempt: AttemptRecord, case: CaseRecord, agent: AgentSnapshot, faults: frozenset[str], pol: Policy,
+        inputs: DialInputs, now: datetime, read_since: datetime,
+    ) -> Decision:
+        """The decision for an authorised attempt now, as the click was decided (its
+        channel: the line is the service's own), its own reservation left out of the
+        history so it does not count against itself."""
+        since = now - pol.lookback
+        history = list(_within(inputs.history, since, read_since))
+        own = next((i for i, h in enumerate(history) if h.kind == "attempt" and h.number == attempt.number
+                    and h.case_id == case.case_id and abs((h.at - attempt.at).total_seconds()) < 0.001), None)
+        if own is not None:
+            del history[own]
+        request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
+                              faults=faults, appointments=_within(inputs.appointments, since, read_since))
+        return evaluate(request, history, pol, now)
 
     async def _fail_closed(
         self, cmd: RequestDial, now: datetime, decision_id: str, number: str, exc: Exception
@@ -332,14 +369,7 @@ class DialUseCases(GateBase):
                 role=user.role if user else "collector",
                 creditors=user.creditors if user else frozenset({case.creditor}),
             )
-            history = list(_within(inputs.history, now - pol.lookback, query.since))
-            own = next((i for i, h in enumerate(history) if h.kind == "attempt" and h.number == attempt.number
-                        and h.case_id == case.case_id and abs((h.at - attempt.at).total_seconds()) < 0.001), None)
-            if own is not None:
-                del history[own]
-            request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
-                                  faults=faults, appointments=_within(inputs.appointments, now - pol.lookback, query.since))
-            decision = evaluate(request, history, pol, now)
+            decision = self._decide_again(attempt, case, agent, faults, pol, inputs, now, query.since)
             await ledger.apply(DialOutcome(record=self._record(
                 decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,
                 agent_id=attempt.agent_id, channel=attempt.channel, creditor=case.creditor,

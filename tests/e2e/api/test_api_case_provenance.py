@@ -3,10 +3,12 @@ re-import; a repayment closure survives a stale file; only an explicit reopen li
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from gate_api_support import CASES_A, Api
-from tests.support.builders import case_doc
+from tests.support.builders import SHANGHAI, case_doc
 
 
 async def _attempt(api: Api, number: str = "13800000001", who: str = "col-a", case_id: str = "C-1") -> str:
@@ -105,6 +107,51 @@ async def test_a_do_not_call_mark_survives_a_file_that_lists_the_number_again(ap
     r = await api.dial("col-a", "C-1", "13900000002")
     assert r.status_code == 403
     assert r.json()["decision"]["rule_id"] == "contact.do_not_call"
+
+
+@pytest.mark.parametrize(("disposition", "result", "rule_id"), [
+    ("connected_third_party", "third_party_refuses_contact", "contact.do_not_call"),
+    ("invalid_number", None, "contact.invalid_number"),
+])
+async def test_a_mark_survives_a_file_that_drops_the_number_and_a_later_one_that_lists_it_again(
+    api: Api, disposition: str, result: str | None, rule_id: str
+) -> None:
+    aid = await _attempt(api, "13900000002")
+    outcome = {"disposition": disposition, "note": "家属拒绝"} | ({"result": result} if result else {})
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "col-a", outcome)
+    assert r.status_code == 201, r.text
+    own_number_only = [c for c in CASES_A[0]["contacts"] if c["number"] == "13800000001"]
+    await _reimport_bank_file(api, contacts=own_number_only)  # a month's extract without it
+    await _reimport_bank_file(api)  # the next one lists it again
+    api.clock.advance(hours=3)
+    r = await api.dial("col-a", "C-1", "13900000002")
+    assert r.status_code == 403, r.text
+    assert r.json()["decision"]["rule_id"] == rule_id
+
+
+@pytest.mark.parametrize("blank", [None, ""], ids=["left out", "empty"])
+async def test_a_file_without_a_commission_end_keeps_an_ended_commission_ended(api: Api, blank: str | None) -> None:
+    api.clock.set(datetime(2027, 2, 1, 10, 0, tzinfo=SHANGHAI))  # the day after the commission's end
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.json()["decision"]["rule_id"] == "case.commission_expired"
+    doc = {k: v for k, v in CASES_A[0].items() if k != "commission_end"}
+    r = await api.post("/v1/cases:import", "data-a", {"cases": [doc | ({} if blank is None else {"commission_end": ""})]})
+    assert r.status_code == 200, r.text
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.status_code == 403, r.text
+    assert r.json()["decision"]["rule_id"] == "case.commission_expired"
+    case = (await api.get("/v1/cases/C-1", "admin")).json()
+    assert case["commission_end"] == "2027-01-31"
+
+
+async def test_a_file_without_a_commission_start_keeps_a_commission_that_has_not_started_closed(api: Api) -> None:
+    await _reimport_bank_file(api, commission_start="2026-12-01")
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.json()["decision"]["rule_id"] == "case.commission_not_started"
+    await _reimport_bank_file(api, commission_start="")
+    r = await api.dial("col-a", "C-1", "13800000001")
+    assert r.status_code == 403, r.text
+    assert r.json()["decision"]["rule_id"] == "case.commission_not_started"
 
 
 async def test_a_new_case_from_a_file_is_unflagged_and_due_for_its_first_call_in_two_days(api: Api) -> None:

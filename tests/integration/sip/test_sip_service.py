@@ -102,6 +102,35 @@ async def test_a_click_to_dial_authorisation_is_consumed_by_the_sip_invite_witho
         assert (await uow.attempts.get(attempt_id)).state == "dialing"
 
 
+async def _a_click_paused_before_its_invite_is_declined(running: Running) -> None:
+    r = await running.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
+    assert r.status_code == 201, r.text
+    attempt_id = r.json()["attempt_id"]
+    paused = await running.post("/v1/cases/C-1/pause", "data-a", {"reason": "委托方要求暂停 / creditor pause"})
+    assert paused.status_code == 200, paused.text
+    client = UdpClient(running.sip_port)
+    # generous: a loaded machine must not turn a slow answer into a failure
+    declined = await client.request(running.invite("13800000001", extra=f"X-DialGate-Attempt: {attempt_id}\r\n"),
+                                    timeout=30)
+    client.close()
+    assert declined.status == 603 and declined.get("reason") == 'SIP;cause=603;text="case.paused"'
+    async with running.svc.store.read() as uow:
+        assert (await uow.attempts.get(attempt_id)).state == "authorised"  # never dialled
+    r = await running.get("/v1/blocked-dials", "comp-a")
+    assert [(i["channel"], i["rule_id"]) for i in r.json()["items"]] == [("sip", "case.paused")]
+
+
+async def test_a_click_whose_case_is_paused_before_the_pbx_dials_it_is_declined_at_the_invite(running):
+    await _a_click_paused_before_its_invite_is_declined(running)
+
+
+async def test_on_postgresql_a_click_whose_case_is_paused_before_the_pbx_dials_it_is_declined_at_the_invite(tmp_path):
+    from tests.integration.store.gate_store_support import private_pg_database
+
+    async with private_pg_database() as url, start_service(tmp_path, sip_port=free_port(), store_url=url) as running:
+        await _a_click_paused_before_its_invite_is_declined(running)
+
+
 async def test_a_pending_authorisation_is_matched_by_agent_and_number(running):
     r = await running.post("/v1/dials", "col-a", {"case_id": "C-1", "number": "13800000001", "agent_id": "col-a"})
     attempt_id = r.json()["attempt_id"]

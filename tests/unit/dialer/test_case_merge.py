@@ -161,6 +161,14 @@ CONTACT_RULES = [
                  id="a number found by info repair stays when the bank's list lacks it"),
     pytest.param([contact(SELF, 1), contact(WIFE, 2, relation="family")], [ContactRecord(SELF, "self")],
                  [(SELF, "valid", False, "creditor")], id="a bank number the new list drops is removed"),
+    pytest.param([contact(SELF, 1), contact(WIFE, 2, relation="family", do_not_call=True)],
+                 [ContactRecord(SELF, "self")],
+                 [(SELF, "valid", False, "creditor"), (WIFE, "valid", True, "creditor")],
+                 id="a do-not-call number the new list drops stays with its mark"),
+    pytest.param([contact(SELF, 1), contact(WIFE, 2, relation="family", status="invalid")],
+                 [ContactRecord(SELF, "self")],
+                 [(SELF, "valid", False, "creditor"), (WIFE, "invalid", False, "creditor")],
+                 id="an invalid number the new list drops stays invalid"),
     pytest.param([contact(SELF, 1)], [ContactRecord(SELF, "self"), ContactRecord(WIFE, "family")],
                  [(SELF, "valid", False, "creditor"), (WIFE, "valid", False, "creditor")],
                  id="a new bank number is added after the stored ones"),
@@ -196,3 +204,12 @@ def test_each_contact_change_is_an_entry_naming_the_masked_number() -> None:
 def test_a_settled_repayment_closes_and_holds_its_case(settled: bool, status: str, hold: str | None,
                                                        closes: bool) -> None:
     assert repayment_closes(settled, status, hold) is closes
+
+
+@pytest.mark.parametrize("field", ["commission_start", "commission_end"])
+def test_a_file_row_without_a_commission_date_keeps_the_stored_one_and_says_so(field: str) -> None:
+    merge = merge_case(stored("M-9"), [contact(SELF, 1)], row("M-9", **{field: None}), NOW)
+    kept = stored("M-9")[field]
+    assert merge.values[field] == kept
+    assert (field, kept.isoformat(), kept.isoformat(), f"file gives no {field.replace('_', ' ')}; kept the stored one") \
+        in merge.changes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dialer.errors import RequestReused
+from dialer.model import AttemptRecord
 from dialer.usecases import RequestDial
 from tests.unit.dialer.test_dial_use_cases import COLLECTOR, PBX, a_case, dial, given, ten_am
 
@@ -113,3 +114,31 @@ async def test_a_race_lost_while_the_store_goes_away_fails_closed_with_nothing_c
     loser = await gate.request_dial(invite("race-down"))
     assert not loser.allowed and loser.decision.rule_id == "system.store_unavailable" and loser.attempt is None
     assert len(ledger.attempts) == 1 and len(ledger.decisions) == 1
+
+
+class CountingPbx:
+    """A PBX that places a call per `originate` and counts them."""
+
+    def __init__(self) -> None:
+        self.placed: list[str] = []
+
+    def admit(self) -> None:
+        return None
+
+    async def originate(self, attempt: AttemptRecord) -> None:
+        self.placed.append(attempt.attempt_id)
+
+
+async def test_a_click_to_dial_retried_with_its_key_places_the_call_once() -> None:
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    pbx = CountingPbx()
+    gate.pbx = pbx
+    first = await gate.request_dial(dial(request_key="k-6"))
+    await gate.drain()
+    clock.advance(seconds=2)
+    again = await gate.request_dial(dial(request_key="k-6"))
+    await gate.drain()
+    assert first.allowed and again.allowed and again.replayed and first.attempt is not None
+    assert pbx.placed == [first.attempt.attempt_id]
+    assert len(ledger.attempts) == 1

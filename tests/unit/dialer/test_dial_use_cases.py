@@ -3,6 +3,7 @@ fake ledger: what they decide, what they write, and that they fail closed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -193,3 +194,59 @@ async def test_a_recheck_does_not_count_the_attempt_against_itself_but_sees_a_pa
     stopped = await gate.recheck_attempt(clicked.attempt.attempt_id, PBX)
     assert not stopped.allowed and stopped.rule_id == "case.paused"
     assert [d.kind for d in ledger.decisions] == ["dial", "recheck", "recheck"]
+
+
+def sip_leg(attempt_id: str | None = None) -> RequestDial:
+    """The PBX's INVITE for a clicked number (the debtor leg), naming the attempt or not."""
+    return RequestDial(actor=PBX, case_id="", number="13800000001", agent_id="col-1", channel="sip",
+                       match_pending=True, attempt_id=attempt_id, caller_line="line-1",
+                       lines_by_creditor={"bank-a": frozenset({"line-1"})})
+
+
+@pytest.mark.parametrize(("stopped", "rule_id"), [
+    (a_case(status="paused"), "case.paused"),
+    (a_case(status="settled"), "case.closed"),
+    (a_case(flags=frozenset({"complaint_risk"})), "case.complaint_risk"),
+    (replace(a_case(), contacts=(ContactRecord(number=NUMBER, relation="self", do_not_call=True),)),
+     "contact.do_not_call"),
+])
+@pytest.mark.parametrize("named", [True, False], ids=["attempt named", "attempt found by number"])
+async def test_a_stop_that_arrives_between_the_click_and_the_pbxs_invite_blocks_the_debtor_leg(
+        stopped: CaseRecord, rule_id: str, named: bool) -> None:
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    assert clicked.allowed and clicked.attempt is not None
+    clock.advance(seconds=30)
+    ledger.state.cases[0] = stopped
+    placed = await gate.request_dial(sip_leg(clicked.attempt.attempt_id if named else None))
+    assert not placed.allowed and placed.decision.rule_id == rule_id and placed.attempt is None
+    assert [(d.kind, d.channel, d.allowed) for d in ledger.decisions] == [("dial", "api", True), ("dial", "sip", False)]
+    assert [a.state for a in ledger.attempts] == ["authorised"]  # never dialled: it expires, nothing placed
+
+
+async def test_a_window_that_closes_between_the_click_and_the_invite_blocks_the_debtor_leg() -> None:
+    gate, ledger, clock = given(datetime(2026, 11, 24, 20, 59, 30, tzinfo=SHANGHAI))
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    assert clicked.allowed and clicked.attempt is not None
+    clock.advance(seconds=45)
+    placed = await gate.request_dial(sip_leg(clicked.attempt.attempt_id))
+    assert not placed.allowed and placed.decision.rule_id == "window.outside_hours"
+
+
+async def test_the_invite_of_a_click_at_the_hourly_cap_is_not_counted_against_itself() -> None:
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    ledger.add_attempt(AttemptRecord(
+        attempt_id="old-1", case_pk=1, creditor="bank-a", case_id="A-1", number=NUMBER, relation="self",
+        agent_id="col-1", channel="api", state="completed", at=ten_am() - timedelta(minutes=30),
+        valid_until=ten_am(), decision_id="d-old-1",
+    ))
+    clicked = await gate.request_dial(dial())  # the second of two this hour
+    assert clicked.allowed and clicked.attempt is not None
+    clock.advance(seconds=30)
+    placed = await gate.request_dial(sip_leg(clicked.attempt.attempt_id))
+    assert placed.allowed and placed.reused and placed.decision_id == clicked.decision_id
+    assert [(a.attempt_id, a.state) for a in ledger.attempts][-1] == (clicked.attempt.attempt_id, "dialing")
+    assert len(ledger.decisions) == 1
