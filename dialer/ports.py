@@ -385,11 +385,13 @@ class DialQuery(NamedTuple):
 
 class DialReplay(NamedTuple):
     """The answer stored for a request identity: its decision, the attempt it reserved
-    or consumed (None for a block), and the digest of the request it answered."""
+    or consumed (None for a block), the digest of the request it answered, and when it
+    was stored (the first arrival: a consumed click's decision is older)."""
 
     record: DecisionRecord
     attempt: AttemptRecord | None
     digest: str
+    stored_at: datetime
 
 
 class DialInputs(NamedTuple):

@@ -39,7 +39,8 @@ class _State:
     appointments: list[tuple[int, Appointment]] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
-    requests: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)  # identity → ids, digest
+    # identity → decision and attempt ids, digest, when stored
+    requests: dict[str, tuple[str, str | None, str, datetime]] = field(default_factory=dict)
 
     def copy(self) -> "_State":
         return _State(list(self.cases), dict(self.users), dict(self.attempts), list(self.appointments),
@@ -121,10 +122,10 @@ class FakeDialUnit:
     def _gather(self, query: DialQuery) -> DialInputs:
         s = self.state
         if query.request is not None and query.request in s.requests:
-            decision_id, attempt_id, digest = s.requests[query.request]
+            decision_id, attempt_id, digest, stored_at = s.requests[query.request]
             record = next(d for d in s.decisions if d.decision_id == decision_id)
             attempt = s.attempts.get(attempt_id) if attempt_id else None
-            return DialInputs((), None, None, None, None, (), (), DialReplay(record, attempt, digest))
+            return DialInputs((), None, None, None, None, (), (), DialReplay(record, attempt, digest, stored_at))
         pending = None
         if query.attempt_id:
             pending = s.attempts.get(query.attempt_id)
@@ -177,7 +178,8 @@ class FakeDialUnit:
                 raise RequestDecided(outcome.request)
             reserved = outcome.consumed or outcome.attempt
             s.requests[outcome.request] = (
-                record.decision_id, reserved.attempt_id if reserved else None, outcome.request_digest)
+                record.decision_id, reserved.attempt_id if reserved else None, outcome.request_digest,
+                outcome.at or record.at)
         if outcome.consumed is not None:
             s.attempts[outcome.consumed.attempt_id] = outcome.consumed
         else:

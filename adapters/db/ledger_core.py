@@ -22,6 +22,7 @@ row, and the unit raises `RequestDecided` so the use case rolls back and replays
 from __future__ import annotations
 
 import weakref
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sqlalchemy import select
@@ -107,19 +108,19 @@ class CoreDialLedger:
         found = await self._request_row(identity)
         if found is None:
             return None
-        decision_id, attempt_id, digest = found
+        decision_id, attempt_id, digest, stored_at = found
         record = (await self.uow.decisions.get_many([decision_id])).get(decision_id)
         if record is None:  # cannot happen while the row and its decision are written together
             return None
         attempt = await self.uow.attempts.get(attempt_id) if attempt_id else None
-        return DialReplay(record, attempt, digest)
+        return DialReplay(record, attempt, digest, stored_at)
 
-    async def _request_row(self, identity: str) -> tuple[str, str | None, str] | None:
+    async def _request_row(self, identity: str) -> tuple[str, str | None, str, datetime] | None:
         r = t.dial_requests.c
         row = (await self.uow.conn.execute(
-            select(r.decision_id, r.attempt_id, r.request_digest).where(r.identity == identity)
+            select(r.decision_id, r.attempt_id, r.request_digest, r.created_at).where(r.identity == identity)
         )).first()
-        return (row[0], row[1], row[2]) if row is not None else None
+        return (row[0], row[1], row[2], row[3]) if row is not None else None
 
     async def _add_request(self, outcome: DialOutcome, attempt_id: str | None) -> bool:
         """Insert the identity's row; False when another unit holds it."""

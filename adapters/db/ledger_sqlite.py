@@ -556,9 +556,13 @@ class SqliteDialLedger(CoreDialLedger):
         assert isinstance(attempts, SqliteAttemptRepository)
         return attempts.raw
 
-    async def _request_row(self, identity: str) -> tuple[str, str | None, str] | None:
+    async def _request_row(self, identity: str) -> tuple[str, str | None, str, datetime] | None:
         row = self._raw.execute(REQUEST_BY_IDENTITY, (identity,)).fetchone()
-        return (row[0], row[1], row[2]) if row is not None else None
+        if row is None:
+            return None
+        stored_at = py_time(row[3])
+        assert stored_at is not None  # a NOT NULL column
+        return (row[0], row[1], row[2], stored_at)
 
     async def _add_request(self, outcome: DialOutcome, attempt_id: str | None) -> bool:
         cur = self._raw.execute(INSERT_REQUEST, (
@@ -568,7 +572,9 @@ class SqliteDialLedger(CoreDialLedger):
         return cur.rowcount == 1
 
 
-REQUEST_BY_IDENTITY = "SELECT decision_id, attempt_id, request_digest FROM dial_requests WHERE identity = ?"
+REQUEST_BY_IDENTITY = (
+    "SELECT decision_id, attempt_id, request_digest, created_at FROM dial_requests WHERE identity = ?"
+)
 INSERT_REQUEST = (
     "INSERT INTO dial_requests (identity, decision_id, attempt_id, request_digest, created_at)"
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (identity) DO NOTHING"

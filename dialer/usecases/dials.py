@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -30,6 +30,11 @@ from dialer.usecases.presenters import _decision_event, _decision_from_record
 from policy import AgentSnapshot, Decision, DialRequest, Policy, evaluate
 
 log = structlog.get_logger("dialgate.gate")
+
+# An INVITE client transaction gives up 64*T1 after it began (RFC 3261 Timer B): a
+# retransmission, or a proxy's retry at another gate, comes within it. The same INVITE
+# later is no retry, and a PBX given its 302 again would place a call nobody decided.
+INVITE_RETRY_WINDOW = timedelta(seconds=32)
 
 
 class DialUseCases(GateBase):
@@ -66,6 +71,8 @@ class DialUseCases(GateBase):
             async with self.store.ledger(keys) as ledger:
                 inputs = await ledger.gather(query)
                 if inputs.replay is not None:
+                    if _late_invite(inputs.replay, digest, cmd, now):
+                        return await self._refuse_late_invite(ledger, inputs.replay, cmd, now, decision_id, number)
                     return _replayed(inputs.replay, digest, cmd)
                 case = resolve_case(query, inputs)
                 pol = self.policies.for_creditor(case.creditor)
@@ -221,6 +228,30 @@ class DialUseCases(GateBase):
         request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
                               faults=faults, appointments=_within(inputs.appointments, since, read_since))
         return evaluate(request, history, pol, now)
+
+    async def _refuse_late_invite(
+        self, ledger: DialLedger, replay: DialReplay, cmd: RequestDial, now: datetime, decision_id: str, number: str,
+    ) -> DialResult:
+        """603 for an allowed INVITE arriving again after its transaction's lifetime, on
+        the record among the blocked dials; its first answer and attempt stand."""
+        first = replay.record
+        late = int((now - replay.stored_at).total_seconds())
+        decision = self._refused_outright(
+            "sip.invite_replayed",
+            f"the same INVITE (Call-ID, From tag, CSeq) came again {late} s after it was allowed as decision"
+            f" {first.decision_id}: a 302 is not given twice",
+            f"同一 INVITE 在放行 {late} 秒后再次到达（决定 {first.decision_id}），不再重复放行",
+            now,
+        )
+        record = self._record(
+            decision_id=decision_id, kind="dial", now=now, decision=decision, actor=cmd.actor,
+            agent_id=cmd.agent_id or first.agent_id, channel=cmd.channel, creditor=first.creditor,
+            case_id=first.case_id, number=number, attempt_id=replay.attempt.attempt_id if replay.attempt else None,
+        )
+        record = await ledger.apply(DialOutcome(record=record))
+        log.warning("dial.replay_refused", decision_id=decision_id, first_decision_id=first.decision_id,
+                    channel=cmd.channel, case_id=first.case_id)
+        return DialResult(False, decision, record, None)
 
     async def _fail_closed(
         self, cmd: RequestDial, now: datetime, decision_id: str, number: str, exc: Exception
@@ -389,6 +420,12 @@ def _request_identity(cmd: RequestDial) -> tuple[str | None, str]:
     asked = json.dumps([cmd.case_id, cmd.number, cmd.agent_id, cmd.channel, cmd.creditor, cmd.match_pending,
                         cmd.attempt_id, cmd.caller_line], ensure_ascii=False)
     return hashlib.sha256(scoped.encode()).hexdigest(), hashlib.sha256(asked.encode()).hexdigest()
+
+
+def _late_invite(replay: DialReplay, digest: str, cmd: RequestDial, now: datetime) -> bool:
+    """Whether a SIP request's stored allow is past the time any retry of it comes."""
+    return (cmd.channel == "sip" and replay.record.allowed and replay.digest == digest
+            and now - replay.stored_at > INVITE_RETRY_WINDOW)
 
 
 def _replayed(replay: DialReplay, digest: str, cmd: RequestDial) -> DialResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 import sqlite3
 import subprocess
 import sys
@@ -34,14 +35,35 @@ from dialer.model import Principal
 from dialer.usecases import RequestDial
 from tests.support.harness import REPO
 from tests.support.builders import one_case
+from tests.support.pg import private_pg_database
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
 async def gate(tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+    async with _serving(tmp_path) as served:
+        yield served
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def gate_on_either(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+    """`gate` on the SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        async with _serving(tmp_path) as served:
+            yield served
+    else:
+        async with private_pg_database("gate") as url, _serving(tmp_path, url) as served:
+            yield served
+
+
+@asynccontextmanager
+async def _serving(tmp_path: Path, url: str | None = None) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+    store: dict[str, Any] = {"busy_timeout_ms": 200, "timeout_s": 2.0}
+    if url is not None:
+        store["url"] = url
     cfg = build_config({
-        "paths": {"data_dir": str(tmp_path)}, "store": {"busy_timeout_ms": 200, "timeout_s": 2.0},
+        "paths": {"data_dir": str(tmp_path)}, "store": store,
         "mqtt": {"url": "mqtt://127.0.0.1:1883"},  # an event bus is configured (open_services starts none), so the store keeps events
         # These SIP dials present no caller line; the registered-line rule has its own tests.
         "policy": {"allow_unregistered_lines": True},
@@ -87,6 +109,26 @@ async def test_a_locked_store_answers_a_block_with_store_unavailable_and_reserve
 
 
 # -- pending authorisations (SIP gate) ---------------------------------------------
+async def test_an_allowed_invite_arriving_again_after_its_lifetime_is_a_logged_603_not_a_second_302(
+    gate_on_either: Any,
+) -> None:
+    svc, users = gate_on_either
+    clock = svc.gate.clock
+    invite = _dial(users, actor=users["pbx-s"], channel="sip", match_pending=True, request_key="c-1;t-1;7")
+    first = await svc.gate.request_dial(invite)
+    clock.set(clock.now() + timedelta(seconds=5))
+    retried = await svc.gate.request_dial(invite)  # a retransmission, or the proxy's retry at another gate
+    clock.set(clock.now() + timedelta(seconds=60))
+    late = await svc.gate.request_dial(invite)
+    assert first.allowed and retried.allowed and retried.replayed and retried.decision_id == first.decision_id
+    assert not late.allowed and late.decision.rule_id == "sip.invite_replayed"
+    assert first.attempt is not None and late.record.attempt_id == first.attempt.attempt_id
+    assert await _count(svc, tables.attempts) == 1
+    async with svc.store.read() as uow:
+        rows = (await uow.conn.execute(select(tables.decisions.c.allowed).order_by(tables.decisions.c.at))).all()
+    assert [r[0] for r in rows] == [True, False]
+
+
 async def test_sip_gate_consumes_a_click_to_dial_authorisation_without_counting_again(gate: Any) -> None:
     svc, users = gate
     first = await svc.gate.request_dial(_dial(users))

@@ -142,3 +142,41 @@ async def test_a_click_to_dial_retried_with_its_key_places_the_call_once() -> No
     assert first.allowed and again.allowed and again.replayed and first.attempt is not None
     assert pbx.placed == [first.attempt.attempt_id]
     assert len(ledger.attempts) == 1
+
+
+async def test_an_allowed_invite_arriving_again_after_its_transaction_lifetime_is_refused_and_logged() -> None:
+    # No PBX retries an INVITE after 64*T1: given its 302 again, it would place a second call.
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    placed = await gate.request_dial(invite())
+    clock.advance(seconds=33)
+    again = await gate.request_dial(invite())
+    assert placed.allowed and not again.allowed and not again.replayed
+    assert again.decision.rule_id == "sip.invite_replayed" and "不再重复放行" in again.decision.reason_zh
+    assert placed.attempt is not None and again.record.attempt_id == placed.attempt.attempt_id
+    assert [d.allowed for d in ledger.decisions] == [True, False] and len(ledger.attempts) == 1
+
+
+async def test_an_invite_retried_within_its_lifetime_after_consuming_an_old_click_gets_the_same_302() -> None:
+    # The lifetime runs from the INVITE's arrival, not from the click's older decision.
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    clock.advance(seconds=100)
+    placed = await gate.request_dial(invite())
+    clock.advance(seconds=5)
+    retried = await gate.request_dial(invite())
+    assert placed.reused and retried.allowed and retried.replayed
+    assert clicked.attempt is not None and retried.attempt is not None
+    assert retried.attempt.attempt_id == clicked.attempt.attempt_id and len(ledger.decisions) == 1
+
+
+async def test_a_click_to_dial_retried_with_its_key_an_hour_later_gets_the_same_answer() -> None:
+    # An Idempotency-Key replay returns the attempt; it places nothing by itself.
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    first = await gate.request_dial(dial(request_key="k-late"))
+    clock.advance(seconds=3600)
+    again = await gate.request_dial(dial(request_key="k-late"))
+    assert again.allowed and again.replayed and again.decision_id == first.decision_id
+    assert len(ledger.decisions) == 1 and len(ledger.attempts) == 1
