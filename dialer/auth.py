@@ -117,26 +117,55 @@ class UsersRevision:
         os.replace(tmp, self.path)  # a new inode: a changed revision even within one mtime tick
 
 
+class UserNotices:
+    """Changes to users heard from every instance on the store (PostgreSQL's LISTEN,
+    `dialer.ports.UserChanges`): each `changed()` empties the token caches that read it.
+    While not `listening` (before the first LISTEN, after a lost connection) a change may
+    go unheard, so the cache is not trusted: every token is read from the store."""
+
+    def __init__(self) -> None:
+        self.heard = 0
+        self.listening = False
+
+    def changed(self) -> None:
+        """A change was committed, or listening (re)started and one may have been missed."""
+        self.heard += 1
+        if not self.listening:
+            log.info("auth.notices_listening")
+            self.listening = True
+
+    def lost(self) -> None:
+        """Listening stopped: a change from now on may go unheard."""
+        if self.listening:
+            log.info("auth.notices_lost", detail="tokens are read from the store until listening again")
+        self.heard += 1
+        self.listening = False
+
+
 class Authenticator:
     """Resolves `Authorization: Bearer …` to a Principal, with a cache.
 
     The cache keeps the hot path (click-to-dial) off the database. It is emptied when the
-    users' revision changes (any `dialgate users` change, in any process), so a disabled
-    user or a rotated token stops at the next request in every worker; `cache_s` bounds
-    an entry's life when the database is changed by other means.
+    users' revision changes (any `dialgate users` change, in any process on this data
+    directory) and, on PostgreSQL, when `notices` hears a change from any instance; a
+    disabled user or a rotated token stops at the next request in every worker. With
+    `notices` not listening the cache is bypassed. `cache_s` bounds an entry's life when
+    the database is changed by other means.
 
     A refused token is logged (`auth.refused`: client, reason; the request id is bound)
     and counted per client; a client past the limit gets 429 (`RefusalLimiter`).
     """
 
     def __init__(self, store: CaseStore, cache_s: float = 10.0, revision: UsersRevision | None = None,
-                 limiter: RefusalLimiter | None = None) -> None:
+                 limiter: RefusalLimiter | None = None, notices: UserNotices | None = None) -> None:
         self.store = store
         self.cache_s = cache_s
         self.revision = revision or UsersRevision(None)
         self.limiter = limiter or RefusalLimiter()
+        self.notices = notices
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._seen_revision = self.revision.current()
+        self._seen_heard = notices.heard if notices is not None else 0
 
     async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
         who = client or "-"
@@ -165,19 +194,28 @@ class Authenticator:
         digest = hash_token(token)
         now = time.monotonic()
         revision = self.revision.current()
-        if revision != self._seen_revision:
+        notices = self.notices
+        if notices is None:
+            heard, trusted = 0, True
+        else:
+            heard, trusted = notices.heard, notices.listening
+        if revision != self._seen_revision or heard != self._seen_heard:
             self._cache.clear()
-            self._seen_revision = revision
-        hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+            self._seen_revision, self._seen_heard = revision, heard
+        if trusted:
+            hit = self._cache.get(digest)
+            if hit is not None and hit[1] > now:
+                return hit[0]
         async with self.store.read() as uow:
             principal = await uow.users.by_token_hash(digest)
         if principal is None:
             raise Unauthenticated("unknown or revoked token")
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (principal, now + self.cache_s)
+        # Kept only if no request saw a change while this one read: what it read may
+        # predate that change, and nothing would empty the cache of it again.
+        if trusted and revision == self._seen_revision and heard == self._seen_heard:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (principal, now + self.cache_s)
         return principal
 
 
@@ -203,10 +241,12 @@ class UserAdmin:
 
     Each change is one transaction with its audit entry (`user.disabled`, …), then the
     users' revision is bumped so every worker's token cache drops what it holds: a
-    disabled user's token, or a rotated one, stops at its next request. Console sessions
-    re-read their user on every request, so a disabled user is signed out there too;
-    disabling and rotating also end the console sessions opened before (a leaked token
-    may have opened one), so they stay ended after `enable`."""
+    disabled user's token, or a rotated one, stops at its next request. On PostgreSQL
+    the transaction also notifies every instance, whatever its data directory
+    (`UserNotices`). Console sessions re-read their user on every request, so a
+    disabled user is signed out there too; disabling and rotating also end the console
+    sessions opened before (a leaked token may have opened one), so they stay ended
+    after `enable`."""
 
     def __init__(self, store: CaseStore, clock: Clock, revision: UsersRevision, actor: str = "cli") -> None:
         self.store = store

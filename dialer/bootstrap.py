@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from dialer.console.ports import ConsoleQueries
-    from dialer.ports import Clock, Pbx, RecordingStore
+    from dialer.ports import Clock, Pbx, RecordingStore, UserChanges
     from dialer.replay import ReplaySource
     from dialer.services import Campaign, RecordingWatch, Role, ServiceStore, Services
     from policy import PolicyBook
@@ -138,7 +138,7 @@ def bootstrap(
     role: Role = "primary",
 ) -> Services:
     """The application wired over `config`: the real adapters, or those passed in."""
-    from dialer.auth import USERS_REVISION_FILE, Authenticator, UsersRevision
+    from dialer.auth import USERS_REVISION_FILE, Authenticator, UserNotices, UsersRevision
     from dialer.services import Services
     from dialer.usecases import Gate
 
@@ -156,8 +156,11 @@ def bootstrap(
         gate.pbx = pbx
     if recordings is not None:
         gate.recordings = recordings
+    # PostgreSQL: instances on other hosts share no data directory, so changes to users
+    # reach their caches as notices (`_follow_user_changes`); untrusted until listening.
     auth = Authenticator(store, config.gate.auth_cache_s,
-                         revision=UsersRevision(config.paths.data_dir / USERS_REVISION_FILE))
+                         revision=UsersRevision(config.paths.data_dir / USERS_REVISION_FILE),
+                         notices=UserNotices() if config.store.is_postgres else None)
     return Services(config=config, clock=clock, store=store, policies=policies, gate=gate, auth=auth, role=role)
 
 
@@ -269,6 +272,7 @@ def extensions() -> list[Extension]:
     from dialer.import_jobs import open_import_jobs
 
     return [
+        Extension("user-changes", _follow_user_changes),
         Extension("console-config", check_console_config),
         Extension("import-jobs", open_import_jobs),
         Extension("recordings-vault", _open_vault),
@@ -278,6 +282,19 @@ def extensions() -> list[Extension]:
         Extension("mqtt-waker", open_mqtt_waker),
         Extension("recordings-jobs", _run_vault_jobs, runs="leader"),
     ]
+
+
+def _follow_user_changes(services: Services) -> AbstractAsyncContextManager[object]:
+    """Extension: PostgreSQL, every worker LISTENs for changes to users committed by any
+    instance and empties its token cache on each; nothing elsewhere."""
+    notices = services.auth.notices
+    if notices is None:
+        return nullcontext()
+    from adapters.db.leader import asyncpg_dsn
+    from adapters.db.users_notify import PgUserChanges
+
+    changes: UserChanges = PgUserChanges(asyncpg_dsn(services.config.store.url))
+    return changes.follow(notices.changed, notices.lost)
 
 
 def _console_queries(services: Services, vault: Vault | None) -> ConsoleQueries:

@@ -65,8 +65,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # (the SIP gate matches it by attempt id or by agent and number in this window).
         "attempt_validity_s": 120,
         # Token → user cache. Every `dialgate users` change empties it at once in every
-        # worker (dialer.auth.UsersRevision); this bounds an entry's life when the
-        # database is changed by other means.
+        # worker on the data directory (dialer.auth.UsersRevision) and, on PostgreSQL, in
+        # every instance on any host (a NOTIFY in the change's transaction; untrusted
+        # while the instance is not listening: dialer.auth.UserNotices). This bounds an
+        # entry's life only when the database is changed by other means.
         "auth_cache_s": 10.0,
         # The recorder's "I can record" is trusted for this long (its check costs more
         # than a decision); "I cannot" is never reused. 0 = ask before every dial.

@@ -10,6 +10,7 @@
     Pbx              asked to originate an authorised attempt (adapter `none` for now)
     RecordingStore   says whether calls can be recorded; no recording → no call
     Leadership       which instance runs the once-only work (relay, sweeps, inbox, PBX UA)
+    UserChanges      tells a process that users changed in any instance (PostgreSQL: LISTEN)
 
 Contract for every UnitOfWork method: it runs inside the transaction the unit of work
 opened; nothing is visible to others until the `async with` block exits cleanly;
@@ -279,6 +280,8 @@ class UserRepository(Protocol):
 
     async def add(self, name: str, role: str, creditors: frozenset[str], token_hash: str, now: datetime) -> Principal: ...
 
+    # set_token, grant, set_disabled and revoke reach `UserChanges` followers when the
+    # unit commits (and only then), so a cached token stops in every instance at once.
     async def set_token(self, name: str, token_hash: str) -> None: ...
 
     async def grant(self, name: str, creditor: str) -> None:
@@ -539,6 +542,18 @@ class Leadership(Protocol):
 
     async def describe(self) -> dict[str, Any]:
         """For /readyz and the console: this instance, the leader, whether we lead."""
+        ...
+
+
+class UserChanges(Protocol):
+    """Changes to users (`UserRepository.set_token`, `set_disabled`, `grant`, `revoke`)
+    committed by any instance on the store, heard as they commit."""
+
+    def follow(self, on_change: Callable[[], None], on_lost: Callable[[], None]) -> AbstractAsyncContextManager[Any]:
+        """While entered: `on_change()` once listening (what committed before may not have
+        been heard) and after each committed change; `on_lost()` as soon as listening
+        stops, until the next `on_change()` (a change committed in between is not heard).
+        Entering waits a little for the first `on_change()`, not for ever."""
         ...
 
 

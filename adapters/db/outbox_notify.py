@@ -15,11 +15,12 @@ from typing import Any
 
 import structlog
 
+from adapters.db.pg_listen import PgListener
+
 log = structlog.get_logger("dialgate.outbox_notify")
 
 CHANNEL = "dialgate_outbox"
 WAKE_AFTER_S = 0.005  # commits this close together share one NOTIFY
-RETRY_S = 1.0
 
 
 class PgOutboxWaker:
@@ -60,44 +61,9 @@ class PgOutboxWaker:
                 self._conn = None
 
 
-class PgOutboxListener:
-    """LISTENs on `CHANNEL` while entered and calls `on_wake` for each notification;
-    reconnects after a lost connection."""
+class PgOutboxListener(PgListener):
+    """LISTENs on `CHANNEL` while entered and calls `on_wake` for each notification, and
+    once each time it starts listening; reconnects after a lost connection."""
 
     def __init__(self, dsn: str, on_wake: Callable[[], None]) -> None:
-        self._dsn = dsn
-        self._on_wake = on_wake
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> PgOutboxListener:
-        self._task = asyncio.create_task(self._run(), name="outbox-listen")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        import asyncpg
-
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=2.0)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
-                await conn.add_listener(CHANNEL, lambda *_: self._on_wake())
-                self._on_wake()  # whatever was committed while nobody listened
-                while not lost.is_set():
-                    try:
-                        async with asyncio.timeout(5.0):
-                            await lost.wait()
-                    except TimeoutError:
-                        await conn.execute("SELECT 1", timeout=2.0)  # notices a dead server
-            except Exception as exc:  # noqa: BLE001 - keep listening; the poll covers the gap
-                log.warning("outbox.listen_failed", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                if conn is not None:
-                    conn.terminate()
-            await asyncio.sleep(RETRY_S)
+        super().__init__(dsn, CHANNEL, on_wake)

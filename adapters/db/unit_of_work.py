@@ -71,7 +71,7 @@ class SqlUnitOfWork:
             self.attempts = SqlAttemptRepository(conn)
             self.decisions = SqlDecisionLog(conn, is_postgres, evidence, chain_shards if is_postgres else 1)
             self.outbox = SqlOutbox(conn, self.cases, keep=events)
-            self.users = SqlUserRepository(conn)
+            self.users = SqlUserRepository(conn, notify=is_postgres)
             ledger = CoreDialLedger(self, frozenset(held), lock)
         self.audit = SqlAuditLog(conn)
         self.imports = SqliteImportJobRepository(conn, raw) if raw is not None else SqlImportJobRepository(conn, is_postgres)

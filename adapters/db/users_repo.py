@@ -14,13 +14,22 @@ from dialer.model import (
     Principal,
 )
 from adapters.db.cases_repo import SqlCaseRepository
+from adapters.db.users_notify import NOTIFY
 from dialer.chain import canonical_json
 
 log = structlog.get_logger("dialgate.store")
 
 class SqlUserRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """`notify`: PostgreSQL, where a change a token cache holds is announced to every
+    instance in the change's own transaction (adapters/db/users_notify.py)."""
+
+    def __init__(self, conn: AsyncConnection, notify: bool = False) -> None:
         self.conn = conn
+        self.notify = notify
+
+    async def _changed(self, name: str) -> None:
+        if self.notify:
+            await self.conn.execute(NOTIFY, {"name": name})
 
     async def _principal(self, where: Any) -> Principal | None:
         u = (await self.conn.execute(select(t.users).where(where, t.users.c.disabled.is_(False)))).mappings().first()
@@ -56,12 +65,15 @@ class SqlUserRepository:
         await SqlCaseRepository(self.conn).ensure_creditor(creditor)
         uid = (await self.conn.execute(select(t.users.c.id).where(t.users.c.name == name))).scalar_one()
         await self.conn.execute(insert(t.user_creditors).values(user_id=uid, creditor=creditor))
+        await self._changed(name)
 
     async def set_token(self, name: str, token_hash: str) -> None:
         await self.conn.execute(update(t.users).where(t.users.c.name == name).values(token_hash=token_hash))
+        await self._changed(name)
 
     async def set_disabled(self, name: str, disabled: bool) -> bool:
         res = await self.conn.execute(update(t.users).where(t.users.c.name == name).values(disabled=disabled))
+        await self._changed(name)
         return bool(res.rowcount)
 
     async def end_sessions(self, name: str, before: datetime) -> None:
@@ -77,6 +89,7 @@ class SqlUserRepository:
         res = await self.conn.execute(
             t.user_creditors.delete().where(t.user_creditors.c.user_id == uid, t.user_creditors.c.creditor == creditor)
         )
+        await self._changed(name)
         return bool(res.rowcount)
 
     async def list_all(self) -> list[dict[str, Any]]:
