@@ -340,14 +340,29 @@ CASE_CSV_COLUMNS = (
 )
 
 
+# Columns of the case itself, not of the contact a row adds: every row of a case agrees on them.
+CASE_ONLY_COLUMNS = ("debtor_name", "status", "commission_start", "commission_end", "assigned_agent", "flags",
+                     "amount_due", "overdue_days", "reopen")
+
+
 def parse_cases_csv(text: str, region_of: Callable[[str], str], max_rows: int = MAX_ROWS) -> list[CaseInput]:
     rows = _csv_rows(text, ("creditor", "case_id", "debtor_name"), max_rows)
     grouped: dict[tuple[str, str], dict[str, Any]] = {}
     first_line: dict[tuple[str, str], int] = {}
+    first_row: dict[tuple[str, str], dict[str, str]] = {}
     errors: list[dict[str, Any]] = []
     for line, r in rows:
         key = (r.get("creditor", ""), r.get("case_id", ""))
-        if key not in grouped:
+        if key in grouped:
+            # Only the first row's case fields are read: a later row of the case that
+            # says otherwise would be dropped in silence.
+            for field in CASE_ONLY_COLUMNS:
+                value, first = r.get(field) or "", first_row[key].get(field) or ""
+                if value and value != first:
+                    errors.append({"row": line, "field": field,
+                                   "error": f"differs from row {first_line[key]} of the same case ({first!r})"})
+        else:
+            first_row[key] = r
             doc: dict[str, Any] = {k: r.get(k) or None for k in ("case_id", "creditor", "debtor_name", "commission_start",
                                                                   "commission_end", "assigned_agent", "amount_due",
                                                                   "reopen")}
