@@ -251,6 +251,23 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     )
 
 
+NUL_ERROR = "contains a NUL character (\\u0000), which no field may hold"
+
+
+def nul_fields(value: Any, path: str = "") -> list[str]:
+    """The fields (dotted paths) of a row whose text holds a NUL character. PostgreSQL
+    cannot store one and SQLite can: refused here, both engines answer alike, and a
+    large file is not refused by the store halfway through its batches."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, Mapping):
+        return [f for k, v in value.items() for f in nul_fields(v, f"{path}.{k}" if path else str(k))] + (
+            [path or "(field name)"] if any("\x00" in str(k) for k in value) else [])
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in nul_fields(v, f"{path}.{i}")]
+    return []
+
+
 def parse_cases_payload(doc: Any, region_of: Callable[[str], str], max_rows: int = MAX_ROWS) -> list[CaseInput]:
     if not isinstance(doc, Mapping) or set(doc) != {"cases"} or not isinstance(doc["cases"], list):
         raise BadRequest('expected a JSON object {"cases": [ … ]}')
@@ -263,6 +280,7 @@ def parse_cases_payload(doc: Any, region_of: Callable[[str], str], max_rows: int
     out: list[CaseInput] = []
     seen: dict[tuple[str, str], int] = {}
     for i, raw in enumerate(rows):
+        errors.extend({"row": i + 1, "field": f, "error": NUL_ERROR} for f in nul_fields(raw))
         case = parse_case(raw, i + 1, errors, region_of)
         if isinstance(raw, Mapping) and isinstance(raw.get("case_id"), str):
             key = (str(raw.get("creditor")), raw["case_id"])
@@ -324,7 +342,12 @@ def _csv_rows(text: str, required: tuple[str, ...], max_rows: int) -> list[tuple
         if len(values) > len(header):
             errors.append({"row": line_no, "field": "", "error": "more values than header columns"})
             continue
-        rows.append((line_no, {k: (values[i] if i < len(values) else "").strip() for i, k in enumerate(header)}))
+        row = {k: (values[i] if i < len(values) else "").strip() for i, k in enumerate(header)}
+        nul = nul_fields(row)
+        if nul:
+            errors.extend({"row": line_no, "field": f, "error": NUL_ERROR} for f in nul)
+            continue
+        rows.append((line_no, row))
     if count > max_rows:
         raise TooManyRows(count, max_rows, "CSV rows")
     if errors:
@@ -411,6 +434,7 @@ def parse_repayments(rows: list[Any]) -> list[dict[str, Any]]:
             errors.append({"row": row, "field": "", "error": "expected an object"})
             continue
         n = len(errors)
+        errors.extend({"row": row, "field": f, "error": NUL_ERROR} for f in nul_fields(r))
         for key in r:
             if key not in ("creditor", "case_id", "amount", "paid_on", "settled"):
                 errors.append({"row": row, "field": str(key), "error": "unknown field"})
