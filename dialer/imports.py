@@ -251,6 +251,23 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     )
 
 
+NUL_ERROR = "contains a NUL character (\\u0000), which no field may hold"
+
+
+def nul_fields(value: Any, path: str = "") -> list[str]:
+    """The fields (dotted paths) of a row whose text holds a NUL character. PostgreSQL
+    cannot store one and SQLite can: refused here, both engines answer alike, and a
+    large file is not refused by the store halfway through its batches."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, Mapping):
+        return [f for k, v in value.items() for f in nul_fields(v, f"{path}.{k}" if path else str(k))] + (
+            [path or "(field name)"] if any("\x00" in str(k) for k in value) else [])
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in nul_fields(v, f"{path}.{i}")]
+    return []
+
+
 def parse_cases_payload(doc: Any, region_of: Callable[[str], str], max_rows: int = MAX_ROWS) -> list[CaseInput]:
     if not isinstance(doc, Mapping) or set(doc) != {"cases"} or not isinstance(doc["cases"], list):
         raise BadRequest('expected a JSON object {"cases": [ … ]}')
@@ -263,6 +280,7 @@ def parse_cases_payload(doc: Any, region_of: Callable[[str], str], max_rows: int
     out: list[CaseInput] = []
     seen: dict[tuple[str, str], int] = {}
     for i, raw in enumerate(rows):
+        errors.extend({"row": i + 1, "field": f, "error": NUL_ERROR} for f in nul_fields(raw))
         case = parse_case(raw, i + 1, errors, region_of)
         if isinstance(raw, Mapping) and isinstance(raw.get("case_id"), str):
             key = (str(raw.get("creditor")), raw["case_id"])
@@ -324,7 +342,12 @@ def _csv_rows(text: str, required: tuple[str, ...], max_rows: int) -> list[tuple
         if len(values) > len(header):
             errors.append({"row": line_no, "field": "", "error": "more values than header columns"})
             continue
-        rows.append((line_no, {k: (values[i] if i < len(values) else "").strip() for i, k in enumerate(header)}))
+        row = {k: (values[i] if i < len(values) else "").strip() for i, k in enumerate(header)}
+        nul = nul_fields(row)
+        if nul:
+            errors.extend({"row": line_no, "field": f, "error": NUL_ERROR} for f in nul)
+            continue
+        rows.append((line_no, row))
     if count > max_rows:
         raise TooManyRows(count, max_rows, "CSV rows")
     if errors:
@@ -340,14 +363,29 @@ CASE_CSV_COLUMNS = (
 )
 
 
+# Columns of the case itself, not of the contact a row adds: every row of a case agrees on them.
+CASE_ONLY_COLUMNS = ("debtor_name", "status", "commission_start", "commission_end", "assigned_agent", "flags",
+                     "amount_due", "overdue_days", "reopen")
+
+
 def parse_cases_csv(text: str, region_of: Callable[[str], str], max_rows: int = MAX_ROWS) -> list[CaseInput]:
     rows = _csv_rows(text, ("creditor", "case_id", "debtor_name"), max_rows)
     grouped: dict[tuple[str, str], dict[str, Any]] = {}
     first_line: dict[tuple[str, str], int] = {}
+    first_row: dict[tuple[str, str], dict[str, str]] = {}
     errors: list[dict[str, Any]] = []
     for line, r in rows:
         key = (r.get("creditor", ""), r.get("case_id", ""))
-        if key not in grouped:
+        if key in grouped:
+            # Only the first row's case fields are read: a later row of the case that
+            # says otherwise would be dropped in silence.
+            for field in CASE_ONLY_COLUMNS:
+                value, first = r.get(field) or "", first_row[key].get(field) or ""
+                if value and value != first:
+                    errors.append({"row": line, "field": field,
+                                   "error": f"differs from row {first_line[key]} of the same case ({first!r})"})
+        else:
+            first_row[key] = r
             doc: dict[str, Any] = {k: r.get(k) or None for k in ("case_id", "creditor", "debtor_name", "commission_start",
                                                                   "commission_end", "assigned_agent", "amount_due",
                                                                   "reopen")}
@@ -396,6 +434,7 @@ def parse_repayments(rows: list[Any]) -> list[dict[str, Any]]:
             errors.append({"row": row, "field": "", "error": "expected an object"})
             continue
         n = len(errors)
+        errors.extend({"row": row, "field": f, "error": NUL_ERROR} for f in nul_fields(r))
         for key in r:
             if key not in ("creditor", "case_id", "amount", "paid_on", "settled"):
                 errors.append({"row": row, "field": str(key), "error": "unknown field"})

@@ -57,6 +57,7 @@ from adapters.mqtt.waker import RelayWaker, RelayWakeListener, wake_socket_path
 from dialer.attempt_state import AttemptStates, CallEvent
 from dialer.commands import DialBody
 from dialer.errors import (
+    PROBLEM_BASE,
     ApiError,
     ConfigError,
     Conflict,
@@ -64,6 +65,8 @@ from dialer.errors import (
     Forbidden,
     NoSuchAttempt,
     NoSuchCase,
+    StoreRefusedValue,
+    StoreUnavailable,
     Unauthenticated,
 )
 from dialer.usecases import RequestDial
@@ -73,6 +76,28 @@ if TYPE_CHECKING:
     from dialer.usecases import Gate
 
 log = structlog.get_logger("dialgate.mqtt.bridge")
+
+
+# The problem `POST /v1/dials` answers while the store is unreachable.
+STORE_UNAVAILABLE = {
+    "type": PROBLEM_BASE + "store-unavailable",
+    "title": "Case store unavailable",
+    "status": 503,
+    "detail": "the case store is unavailable; nothing was changed",
+}
+
+
+def _refused_value(exc: StoreRefusedValue) -> MalformedMessage:
+    """A value the store cannot hold (PostgreSQL refuses NUL in text): the message's
+    fault, refused 400 as over HTTP."""
+    rejected = MalformedMessage(
+        "a value in the message is out of range; nothing was changed",
+        "消息中的某个值超出范围，未作任何更改",
+        reason="bad-request",
+        details={"error": str(exc)},
+    )
+    rejected.status = 400
+    return rejected
 
 
 class GateDialHandler:
@@ -89,6 +114,9 @@ class GateDialHandler:
             raise UnauthorisedMessage(
                 f"token refused: {exc.detail}", "令牌被拒绝：未知或已吊销的令牌"
             ) from exc
+        except StoreUnavailable as exc:
+            log.error("store.unavailable", error=str(exc), channel="mqtt")
+            return DialReply(503, STORE_UNAVAILABLE)
         try:
             body = DialBody.model_validate(dict(command.request))
         except ValidationError as exc:
@@ -127,6 +155,12 @@ class GateDialHandler:
                 reason="no-such-case",
                 details={"case_id": body.case_id},
             ) from exc
+        except StoreRefusedValue as exc:
+            raise _refused_value(exc) from exc
+        except StoreUnavailable as exc:
+            # An outage, not the message's fault: answered as HTTP answers it, no dead letter.
+            log.error("store.unavailable", error=str(exc), channel="mqtt")
+            return DialReply(503, STORE_UNAVAILABLE)
         except ApiError as exc:
             if exc.status >= 500:
                 # Not the message's fault (e.g. the PBX is not registered): answer with the
@@ -187,6 +221,8 @@ class GatePbxHandler:
                 reason="wrong-creditor",
                 details=exc.details,
             ) from exc
+        except StoreRefusedValue as exc:
+            raise _refused_value(exc) from exc
         except Conflict as exc:
             raise MalformedMessage(
                 "this Call-ID already belongs to another attempt",

@@ -145,7 +145,12 @@ class InboundConsumer:
     async def _dial(self, message: aiomqtt.Message, message_id: str) -> None:
         route: _ReplyRoute | None = None
         try:
-            doc = _json_object(message.payload)
+            try:
+                doc = _json_object(message.payload)
+            except MessageRejected:
+                # A v5 client named its reply topic outside the payload: it hears why too.
+                route = _properties_route(message)
+                raise
             route = _reply_route(message, doc)
             token = doc.get("token")
             if not isinstance(token, str) or not token.strip():
@@ -317,6 +322,14 @@ def _reply_route(message: aiomqtt.Message, doc: Mapping[str, Any]) -> _ReplyRout
     return route
 
 
+def _properties_route(message: aiomqtt.Message) -> _ReplyRoute | None:
+    """The MQTT v5 Response Topic route of a message whose payload could not be read."""
+    try:
+        return _reply_route(message, {})
+    except MessageRejected:
+        return None
+
+
 def _json_object(payload: bytes | bytearray | Any) -> dict[str, Any]:
     if not isinstance(payload, (bytes, bytearray)):
         payload = str(payload).encode()
@@ -327,6 +340,8 @@ def _json_object(payload: bytes | bytearray | Any) -> dict[str, Any]:
             f"payload is not UTF-8 JSON ({type(exc).__name__})",
             "消息内容不是 UTF-8 编码的 JSON",
         ) from exc
+    except RecursionError as exc:  # the decoder's answer to deep nesting is not a ValueError
+        raise MalformedMessage("payload JSON is nested too deep", "消息内容的 JSON 嵌套过深") from exc
     if not isinstance(doc, dict):
         raise MalformedMessage(
             f"payload must be a JSON object, got {type(doc).__name__}",
@@ -466,7 +481,7 @@ def _excerpt(payload: Any) -> str:
     text = bytes(raw[: _EXCERPT * 4]).decode("utf-8", errors="replace")
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a payload nested too deep is excerpted as text
         doc = None
     if isinstance(doc, dict):
         for key in ("token", "password", "secret"):

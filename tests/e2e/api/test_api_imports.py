@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+
+import pytest
 
 from adapters.db import tables
 from gate_api_support import Api
@@ -104,3 +107,53 @@ async def test_the_legacy_endpoint_names_its_import_in_a_header(api: Api) -> Non
     assert r.json() == {"created": 1, "updated": 0, "total": 1}
     job = (await api.get(f"/v1/imports/{r.headers['x-import-id']}", "data-a")).json()
     assert job["state"] == "done" and job["kind"] == "cases"
+
+
+async def _finished(api: Api, import_id: str) -> dict:
+    for _ in range(200):
+        job = (await api.get(f"/v1/imports/{import_id}", "data-a")).json()
+        if job["state"] not in ("validating", "applying"):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"import {import_id} still {job['state']}")
+
+
+@pytest.mark.parametrize(("kind", "ctype", "body", "row"), [
+    ("cases", "text/csv", "creditor,case_id,debtor_name,number,relation\nbank-a,N-1,ok,13800000301,self\n"
+                          "bank-a,N-2,bad\x00name,13800000302,self\n", 3),  # the file's line
+    ("cases", "application/json", json.dumps({"cases": [
+        case_doc("N-1", "bank-a", "col-a", ("13800000301", "self")),
+        {**case_doc("N-2", "bank-a", "col-a", ("13800000302", "self")), "debtor_name": "bad\x00name"}]}), 2),
+    ("repayments", "application/json", json.dumps({"repayments": [
+        {"creditor": "bank-a", "case_id": "C-1", "amount": "1", "settled": False},
+        {"creditor": "bank-a", "case_id": "C\x00-2", "amount": "1", "settled": False}]}), 2),
+], ids=["cases csv", "cases json", "repayments json"])
+async def test_a_nul_character_in_a_row_refuses_the_file_naming_row_and_field_on_either_engine(
+    api: Api, kind: str, ctype: str, body: str, row: int,
+) -> None:
+    # PostgreSQL cannot store a NUL in text; SQLite can: refused before either sees it.
+    before = await api.snapshot()
+    r = await api.client.post("/v1/imports", params={"kind": kind}, content=body.encode(),
+                              headers={**api.auth("data-a"), "Content-Type": ctype})
+    assert r.status_code == 400, r.text
+    assert r.json()["type"].endswith("/invalid-import")
+    (error,) = r.json()["details"]["errors"]
+    assert error["row"] == row and error["field"] in ("debtor_name", "case_id") and "NUL" in error["error"]
+    job = await _finished(api, r.json()["details"]["import_id"])
+    assert (job["state"], job["rows_done"]) == ("refused", 0)
+    after = await api.snapshot()
+    assert {k: v for k, v in after.items() if k != "audit_log"} == {k: v for k, v in before.items() if k != "audit_log"}
+
+
+async def test_a_nul_character_deep_in_a_large_csv_applies_no_row_of_it(api: Api) -> None:
+    rows = "".join(f"bank-a,M-{i},{'y' * 200},1380{i:07d},self\n" for i in range(1, 1500))
+    body = "creditor,case_id,debtor_name,number,relation\n" + rows + "bank-a,M-0,a\x00b,13812345678,self\n"
+    assert len(body) > api.svc.imports.limits.sync_bytes  # validated and applied after the answer
+    before = await api.rows(tables.cases)
+    r = await api.client.post("/v1/imports", params={"kind": "cases"}, content=body.encode(),
+                              headers={**api.auth("data-a"), "Content-Type": "text/csv"})
+    assert r.status_code == 202, r.text
+    job = await _finished(api, r.json()["import_id"])
+    assert (job["state"], job["rows_done"]) == ("refused", 0), job
+    assert [(e["row"], e["field"]) for e in job["errors"]] == [(1501, "debtor_name")]
+    assert await api.rows(tables.cases) == before

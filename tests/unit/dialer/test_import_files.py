@@ -182,3 +182,24 @@ def test_the_charset_parameter_declares_the_encoding() -> None:
     request, _ = _request({"content-type": 'text/csv; charset="GBK"'}, [b"a"])
     upload = asyncio.run(read_upload(request, "cases", ImportLimits(), None))
     assert (upload.content_type, upload.encoding) == ("text/csv", "GBK")
+
+
+def test_rows_of_one_case_that_disagree_on_a_case_field_are_refused_naming_the_later_row() -> None:
+    # One row per contact: a second row that names another debtor or agent for the same
+    # case would otherwise be dropped in silence, the first row's values kept.
+    text = ("creditor,case_id,debtor_name,assigned_agent,number,relation\n"
+            "bank-a,C-1,张三,col-a,13800000001,self\n"
+            "bank-a,C-1,李四,col-b,13800000002,family\n")
+    with pytest.raises(InvalidImport) as caught:
+        parse_cases_csv(text, region)
+    assert sorted((e["row"], e["field"]) for e in caught.value.errors) == [(3, "assigned_agent"), (3, "debtor_name")]
+    assert "row 2" in caught.value.errors[0]["error"]
+
+
+def test_rows_of_one_case_may_repeat_its_fields_or_leave_them_empty() -> None:
+    text = ("creditor,case_id,debtor_name,assigned_agent,number,relation\n"
+            "bank-a,C-1,张三,col-a,13800000001,self\n"
+            "bank-a,C-1,张三,col-a,13800000002,family\n"
+            "bank-a,C-1,,,13800000003,family\n")
+    (case,) = parse_cases_csv(text, region)
+    assert (case.debtor_name, len(case.contacts)) == ("张三", 3)

@@ -6,10 +6,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from adapters.mqtt.bridge import GateDialHandler
+from adapters.mqtt.bridge import GateDialHandler, GatePbxHandler
 from adapters.mqtt.errors import MalformedMessage, UnauthorisedMessage, UnmatchedMessage
-from adapters.mqtt.ports import DialCommand
-from dialer.errors import ApiError, NoSuchCase, Unauthenticated, UnprocessableEntity
+from adapters.mqtt.ports import DialCommand, PbxEvent
+from dialer.errors import (
+    ApiError,
+    NoSuchCase,
+    StoreRefusedValue,
+    StoreUnavailable,
+    Unauthenticated,
+    UnprocessableEntity,
+)
 from dialer.model import Principal
 
 ALICE = Principal(user_id=1, name="col-a", role="collector", creditors=frozenset({"bank-a"}))
@@ -84,3 +91,39 @@ async def test_a_server_side_unavailability_is_answered_not_dead_lettered():
     reply = await handler.handle_dial(_cmd())
     assert reply.status == 503
     assert reply.body["type"].endswith("/pbx-unavailable")
+
+
+async def test_a_value_the_store_refuses_is_a_malformed_400_as_over_http():
+    # PostgreSQL refuses a NUL in any text value; POST /v1/dials answers that 400.
+    handler, _ = _handler(StoreRefusedValue("a value was refused by the store: CharacterNotInRepertoireError"))
+    with pytest.raises(MalformedMessage) as err:
+        await handler.handle_dial(_cmd(case_id="C\x00-1"))
+    assert (err.value.status, err.value.reason) == (400, "bad-request")
+    assert "nothing was changed" in err.value.message
+
+
+async def test_an_unavailable_store_is_answered_503_not_dead_lettered():
+    handler, _ = _handler(StoreUnavailable("connection refused"))
+    reply = await handler.handle_dial(_cmd())
+    assert reply.status == 503
+    assert reply.body["type"].endswith("/store-unavailable")
+
+
+async def test_an_unavailable_store_while_checking_the_token_is_answered_503():
+    async def authenticate(header: str) -> Principal:
+        raise StoreUnavailable("connection refused")
+
+    handler = GateDialHandler(SimpleNamespace(authenticate=authenticate), SimpleNamespace())  # type: ignore[arg-type]
+    reply = await handler.handle_dial(_cmd())
+    assert reply.status == 503
+
+
+async def test_a_pbx_event_with_a_value_the_store_refuses_is_malformed_not_a_handler_failure():
+    async def apply_call_event(event):
+        raise StoreRefusedValue("a value was refused by the store: CharacterNotInRepertoireError")
+
+    handler = GatePbxHandler(SimpleNamespace(apply_call_event=apply_call_event))  # type: ignore[arg-type]
+    event = PbxEvent(pbx_id="pbx-1", kind="answered", occurred_at=None, call_id="c\x00", attempt_id=None)  # type: ignore[arg-type]
+    with pytest.raises(MalformedMessage) as err:
+        await handler.handle_pbx_event(event)
+    assert (err.value.status, err.value.reason) == (400, "bad-request")

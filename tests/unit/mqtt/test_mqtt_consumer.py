@@ -258,3 +258,32 @@ async def test_closing_lets_a_dial_command_in_progress_finish_and_answer():
     release.set()
     await asyncio.wait_for(closing, 5)
     assert pub.on("desk/1")[0]["status"] == 200
+
+
+@pytest.mark.parametrize("topic", [DIAL, PBX])
+async def test_a_payload_nested_too_deep_is_malformed_and_dead_lettered(topic):
+    # json.loads raises RecursionError, not ValueError, on a payload nested this deep.
+    pub, dialer, pbx = RecordingPublisher(), Dialer(), Pbx()
+    consumer = InboundConsumer(pub, dialer, pbx)
+    deep = b'{"token": "t", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    await consumer.handle(_msg(topic, deep))
+    await consumer.drain()
+    letters = pub.on("dialgate/v1/deadletter")
+    assert [(letter["reason"], letter["message"]) for letter in letters] == [
+        ("malformed", "payload JSON is nested too deep")
+    ]
+    assert dialer.commands == [] and pbx.events == []
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b"[" * 5000])
+async def test_a_v5_dial_command_that_is_not_a_json_object_is_answered_400_on_its_response_topic(payload):
+    pub = RecordingPublisher()
+    consumer = InboundConsumer(pub, Dialer(), None)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "dialgate/v1/replies/desk-9"
+    props.CorrelationData = b"c-1"
+    await _consume(consumer, _msg(DIAL, payload, props))
+    reply = pub.on("dialgate/v1/replies/desk-9")
+    assert [r["status"] for r in reply] == [400]
+    assert reply[0]["error"]["type"] == "malformed"
+    assert [p.CorrelationData for t, _, p in pub.sent if t == "dialgate/v1/replies/desk-9"] == [b"c-1"]
