@@ -45,6 +45,7 @@ from dialer.errors import (
     InvalidImport,
     NotFound,
     PayloadTooLarge,
+    StoreRefusedValue,
     StoreUnavailable,
 )
 from dialer.ids import new_id
@@ -179,16 +180,23 @@ class ImportJobs:
         if not small and not wait:
             self._spawn_task(self._inline(actor, job, upload), job.import_id)
             return job, False
-        error = await validate_and_stage(self.store, self.clock, job.import_id, upload, actor, self.region_of,
-                                         self.limits.max_rows)
+        try:
+            error = await validate_and_stage(self.store, self.clock, job.import_id, upload, actor, self.region_of,
+                                             self.limits.max_rows)
+        except StoreRefusedValue as exc:
+            await self._failed(job.import_id, f"the store refused a value: {exc}; nothing was applied")
+            raise
         if error is not None:
             error.details = {**error.details, "import_id": job.import_id}
             raise error
-        return await self._apply_here(job.import_id), True
+        return await self._apply_here(job.import_id, refusal_raises=True), True
 
     async def _inline(self, actor: Principal, job: ImportJob, upload: Upload) -> ImportJob:
-        error = await validate_and_stage(self.store, self.clock, job.import_id, upload, actor, self.region_of,
-                                         self.limits.max_rows)
+        try:
+            error = await validate_and_stage(self.store, self.clock, job.import_id, upload, actor, self.region_of,
+                                             self.limits.max_rows)
+        except StoreRefusedValue as exc:
+            return await self._failed(job.import_id, f"the store refused a value: {exc}; nothing was applied")
         if error is None:
             return await self._apply_here(job.import_id)
         return job
@@ -203,17 +211,30 @@ class ImportJobs:
                 "max_rows": self.limits.max_rows}
 
     # -- applying ------------------------------------------------------------------
-    async def _apply_here(self, import_id: str) -> ImportJob:
+    async def _apply_here(self, import_id: str, *, refusal_raises: bool = False) -> ImportJob:
+        """Apply a job here to its end. A job that cannot go on ends "failed", never left
+        reading "applying"; `refusal_raises`: a value the store refused is also raised,
+        for the caller waiting to answer with it."""
         try:
             return await apply_job(self.store, self.clock, import_id, self.limits.batch_rows, self.limits.batch_ms,
                                    pause=self.pause)
         except StoreUnavailable as exc:
-            async with self.store.write() as uow:
-                await uow.imports.finish(import_id, "failed", self.clock.now(),
-                                         errors=[{"row": 0, "field": "", "error": f"store error: {exc}"}])
-                job = await uow.imports.get(import_id)
-            assert job is not None
+            return await self._failed(import_id, f"store error: {exc}")
+        except StoreRefusedValue as exc:
+            job = await self._failed(import_id,
+                                     f"the store refused a value: {exc}; the rows applied so far stay applied")
+            if refusal_raises:
+                raise
             return job
+
+    async def _failed(self, import_id: str, error: str) -> ImportJob:
+        """End the job "failed" with `error`; the job as it now reads."""
+        async with self.store.write() as uow:
+            await uow.imports.finish(import_id, "failed", self.clock.now(),
+                                     errors=[{"row": 0, "field": "", "error": error}])
+            job = await uow.imports.get(import_id)
+        assert job is not None
+        return job
 
     async def _in_child(self, spec: dict[str, Any], import_id: str) -> ImportJob:
         """Run the job in a child process to its end; a child that dies is started again
@@ -227,13 +248,7 @@ class ImportJobs:
                 return job
             log.warning("import.worker_exited", import_id=import_id, returncode=rc, attempt=attempt + 1)
             await asyncio.sleep(0.5 * (attempt + 1))
-        async with self.store.write() as uow:
-            await uow.imports.finish(import_id, "failed", self.clock.now(), errors=[{
-                "row": 0, "field": "", "error": "the import worker kept failing; the rows applied so far stay applied",
-            }])
-            job = await uow.imports.get(import_id)
-        assert job is not None
-        return job
+        return await self._failed(import_id, "the import worker kept failing; the rows applied so far stay applied")
 
     async def _child(self, spec: dict[str, Any]) -> int:
         proc = await asyncio.create_subprocess_exec(
@@ -270,12 +285,8 @@ class ImportJobs:
             spec = self._spec()
             body = self.spool / f"{job.import_id}.body" if self.spool is not None else None
             if job.state == "validating" and (spec is None or body is None or not body.exists()):
-                async with self.store.write() as uow:
-                    await uow.imports.finish(job.import_id, "failed", self.clock.now(), errors=[{
-                        "row": 0, "field": "",
-                        "error": "the service stopped while the file was being validated; nothing was applied: "
-                                 "send it again",
-                    }])
+                await self._failed(job.import_id, "the service stopped while the file was being validated; "
+                                                  "nothing was applied: send it again")
                 continue
             log.info("import.resumed", import_id=job.import_id, state=job.state, rows_done=job.rows_done,
                      rows_total=job.rows_total)

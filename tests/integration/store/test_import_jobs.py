@@ -239,3 +239,31 @@ async def test_two_runners_of_one_job_at_once_apply_each_row_once(tmp_path: Path
         done = await job_of(svc, job.import_id)
         assert (done.rows_done, done.summary) == (300, {"created": 300})
         assert await count(svc, tables.cases) == 300
+
+
+@pytest.mark.parametrize("stage", ["staging", "applying"])
+async def test_a_small_import_the_store_refuses_midway_answers_400_and_its_job_reads_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str,
+) -> None:
+    # Validation refuses what the store cannot hold; should a value still be refused, the
+    # job must not read "validating" or "applying" for ever.
+    from adapters.db.imports_repo import SqlImportJobRepository
+    from dialer import import_apply
+    from dialer.errors import StoreRefusedValue
+
+    async def refused(*_a: Any, **_k: Any) -> None:
+        raise StoreRefusedValue("a value was refused by the store: injected")
+
+    if stage == "staging":
+        monkeypatch.setattr(SqlImportJobRepository, "stage", refused)
+    else:
+        monkeypatch.setattr(import_apply, "apply_cases", refused)
+    tokens: dict[str, str] = {}
+    async with service(tmp_path, tokens) as (client, svc):
+        r = await client.post("/v1/imports", params={"kind": "cases"},
+                              headers={"Authorization": f"Bearer {tokens['data-a']}"}, content=cases_file(3))
+        assert r.status_code == 400, r.text
+        async with svc.store.read() as uow:
+            states = (await uow.conn.execute(select(tables.import_jobs.c.state))).scalars().all()
+        assert states == ["failed"]
+        assert await count(svc, tables.cases) == 0
