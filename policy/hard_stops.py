@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Collection
 
-from .model import CASE_FLAGS, Check, DialRequest
+from .model import CASE_FLAGS, NO_AGENT, Check, DialRequest
 from .numbers import NumberFormatError, mask_number, normalize_number
 from .wording import REL_ZH, make_check
 
@@ -174,6 +174,13 @@ def _supervisor_pass(agent_id: str, creditor: str) -> Check:
 def _agent_refusal(
     role: str, agent_id: str, creditors: Collection[str], case_id: str, creditor: str, assigned: str | None
 ) -> Check:
+    if role == NO_AGENT:
+        return make_check(
+            "agent.not_assigned",
+            False,
+            f"agent {agent_id} is disabled or no longer exists",
+            f"坐席 {agent_id} 已停用或不存在，不得拨打",
+        )
     if role == "collector":
         if assigned != agent_id:
             return make_check(

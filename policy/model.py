@@ -36,6 +36,8 @@ CASE_FLAGS: tuple[str, ...] = (
 
 Role = Literal["collector", "supervisor", "qa", "compliance", "data", "pbx", "admin"]
 ROLES: tuple[str, ...] = ("collector", "supervisor", "qa", "compliance", "data", "pbx", "admin")
+# The role of an agent whose user is disabled or gone by the time a dial is decided again.
+NO_AGENT = "none"
 
 Channel = Literal["api", "sip", "mqtt", "simulate"]
 
@@ -80,7 +82,7 @@ class AgentSnapshot:
     """The person (or the PBX acting for them) asking to dial."""
 
     agent_id: str
-    role: str  # one of ROLES
+    role: str  # one of ROLES, or NO_AGENT
     creditors: frozenset[str] = frozenset()  # creditor scope; admin is unscoped
 
 

@@ -27,7 +27,7 @@ from dialer.usecases.commands import (
     CHANNELS, CHECK_ROLES, DIAL_ROLES, WHAT_IF_ROLES, CheckDial, DialResult, RequestDial, _narrow, require_role,
 )
 from dialer.usecases.presenters import _decision_event, _decision_from_record
-from policy import AgentSnapshot, Decision, DialRequest, Policy, evaluate
+from policy import NO_AGENT, AgentSnapshot, Decision, DialRequest, Policy, evaluate
 
 log = structlog.get_logger("dialgate.gate")
 
@@ -394,11 +394,11 @@ class DialUseCases(GateBase):
             if case is None:
                 raise NoSuchCase(f"no case {attempt.case_id!r}", details={"case_id": attempt.case_id})
             pol = self.policies.for_creditor(case.creditor)
-            user = inputs.agent
+            user = inputs.agent  # None: disabled since the click, or gone; the debtor is not dialled
             agent = AgentSnapshot(
                 agent_id=attempt.agent_id,
-                role=user.role if user else "collector",
-                creditors=user.creditors if user else frozenset({case.creditor}),
+                role=user.role if user else NO_AGENT,
+                creditors=user.creditors if user else frozenset(),
             )
             decision = self._decide_again(attempt, case, agent, faults, pol, inputs, now, query.since)
             await ledger.apply(DialOutcome(record=self._record(

@@ -250,3 +250,14 @@ async def test_the_invite_of_a_click_at_the_hourly_cap_is_not_counted_against_it
     assert placed.allowed and placed.reused and placed.decision_id == clicked.decision_id
     assert [(a.attempt_id, a.state) for a in ledger.attempts][-1] == (clicked.attempt.attempt_id, "dialing")
     assert len(ledger.decisions) == 1
+
+
+async def test_a_recheck_for_a_collector_disabled_since_the_click_refuses_the_debtor_leg() -> None:
+    gate, ledger, _ = given(ten_am())
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    assert clicked.allowed and clicked.attempt is not None
+    del ledger.state.users["col-1"]  # disabled: the store reads no enabled user by that name
+    stopped = await gate.recheck_attempt(clicked.attempt.attempt_id, PBX)
+    assert not stopped.allowed and stopped.rule_id == "agent.not_assigned"
+    assert "disabled" in stopped.reason and "已停用" in stopped.reason_zh
