@@ -25,6 +25,7 @@ from typing import BinaryIO
 from policy.numbers import mask_number
 from recordings import envelope, events
 from recordings.errors import (
+    Conflict,
     IntegrityError,
     InvalidRequest,
     NoSuchRecording,
@@ -322,9 +323,19 @@ class Vault(IngestSteps, PurgeSteps):
         """End of commission: destroy every KEK of `creditor`. All its recordings, in
         any backup, become unreadable; nothing else is affected. Returns how many."""
         require_role(actor, ADMIN_ROLES, "销毁委托方密钥 / destroy creditor keys")
-        count = sum(1 for r in await self.repo.find(RecordingFilter(creditors=frozenset({creditor}), limit=None)))
+        recs = await self.repo.find(RecordingFilter(creditors=frozenset({creditor}), limit=None))
+        # A held recording is evidence whatever the commission says: shredding the
+        # key would destroy it without the hold ever being released.
+        held = sorted({f"{r.recording_id}" if r.hold is not None else f"case {r.case_id}"
+                       for r in recs if await self.is_held(r)})
+        if held:
+            raise Conflict(
+                f"委托方 {creditor} 的录音处于法律保全中，须先解除保全 / recordings of {creditor} are on "
+                f"legal hold ({', '.join(held[:10])}{', …' if len(held) > 10 else ''}); release the holds first",
+                creditor=creditor, held=held[:50],
+            )
         await asyncio.to_thread(self.keys.destroy, creditor)
-        return count
+        return len(recs)
 
     # -- legal hold ----------------------------------------------------------------
 
