@@ -126,6 +126,13 @@ class AlreadyDestroyed(Conflict):
     error_id = "already-destroyed"
 
 
+class RecordingHeld(Conflict):
+    """The recording (or its case) came under legal hold after the purge checked it:
+    it is skipped, not destroyed."""
+
+    error_id = "recording-held"
+
+
 class BlobLocked(Conflict):
     error_id = "blob-locked"
 

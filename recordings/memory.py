@@ -14,7 +14,7 @@ from dataclasses import asdict, fields, replace
 from datetime import date, datetime, timezone
 from typing import Any, BinaryIO, Iterable, Sequence
 
-from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource, KeyDestroyed, NoSuchKey
+from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource, KeyDestroyed, NoSuchKey, RecordingHeld
 from recordings.keywrap import LocalWrapping
 from recordings.model import (
     AccessEntry,
@@ -90,11 +90,22 @@ class InMemoryRecordingRepository:
         return out if flt.limit is None else out[: flt.limit]
 
     async def update(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
-        if recording.recording_id not in self.recordings:
+        current = self.recordings.get(recording.recording_id)
+        if current is None:
             raise KeyError(recording.recording_id)
-        self.recordings[recording.recording_id] = recording
+        if current.state == "destroyed":
+            raise AlreadyDestroyed(f"录音已销毁 / recording {recording.recording_id} was destroyed")
+        self.recordings[recording.recording_id] = recording.evolve(hold=current.hold)
         self.events.extend(events)
         self._changed()
+
+    async def set_hold(self, recording_id: str, hold: LegalHold | None) -> Recording | None:
+        current = self.recordings.get(recording_id)
+        if current is None or current.state == "destroyed":
+            return None
+        self.recordings[recording_id] = current = current.evolve(hold=hold)
+        self._changed()
+        return current
 
     async def destroy(
         self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = (),
@@ -105,6 +116,12 @@ class InMemoryRecordingRepository:
         current = self.recordings.get(recording.recording_id)
         if current is not None and current.state == "destroyed":
             raise AlreadyDestroyed(f"录音已销毁 / recording {recording.recording_id} was destroyed")
+        if current is not None and (
+            current.hold is not None
+            or (current.creditor is not None and current.case_id is not None
+                and (current.creditor, current.case_id) in self.case_holds)
+        ):
+            raise RecordingHeld(f"录音处于法律保全中 / recording {recording.recording_id} is on legal hold")
         self.recordings[recording.recording_id] = recording
         self.register.append(entry)
         if head is not None:

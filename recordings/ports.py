@@ -16,6 +16,7 @@ from recordings.model import (
     AccessEntry,
     CaseHold,
     DestructionEntry,
+    LegalHold,
     PurgeRequest,
     Recording,
     RecordingEvent,
@@ -216,7 +217,14 @@ class RecordingRepository(Protocol):
     async def find(self, flt: RecordingFilter) -> list[Recording]: ...
 
     async def update(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
-        """Replace the row (link, rewrap, hold, state)."""
+        """Replace the row's fields (link, rewrap) except its legal hold, which only
+        `set_hold` writes: a write prepared before a hold came must not undo it.
+        Raises `AlreadyDestroyed` if the recording was destroyed meanwhile (the write
+        would bring its wrapped key back), `KeyError` if there is no such row."""
+
+    async def set_hold(self, recording_id: str, hold: LegalHold | None) -> Recording | None:
+        """Set or clear the recording's own legal hold and nothing else; the row as
+        it now is, or None when it is missing or destroyed."""
 
     async def destroy(
         self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = (),
@@ -224,7 +232,9 @@ class RecordingRepository(Protocol):
     ) -> None:
         """In one transaction: store the destroyed row (no wrapped key), append the
         register entry and write the register's `head`; raises `Conflict` if
-        ``entry.seq`` is taken, `AlreadyDestroyed` if the recording already is."""
+        ``entry.seq`` is taken, `AlreadyDestroyed` if the recording already is,
+        `RecordingHeld` if it or its case is on legal hold (checked in the same
+        write, so a hold placed after the purge's own check still wins)."""
 
     async def put_case_hold(self, hold: CaseHold) -> None: ...
 

@@ -16,6 +16,7 @@ from recordings.errors import (
     InvalidRequest,
     NoSuchPurge,
     PurgeNotPending,
+    RecordingHeld,
 )
 from recordings.model import (
     PURGE_APPROVE_ROLES,
@@ -150,8 +151,8 @@ class PurgeSteps(VaultBase):
         for _ in range(_REGISTER_RETRIES):
             try:
                 await self._destroy_once(rec, purge, approver=approver)
-            except AlreadyDestroyed:
-                return False
+            except (AlreadyDestroyed, RecordingHeld):
+                return False  # destroyed by another purge, or held since our check
             except Conflict:
                 continue
             # The key is gone, so the blob is already unreadable; a crash here, or a

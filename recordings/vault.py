@@ -25,6 +25,8 @@ from typing import BinaryIO
 from policy.numbers import mask_number
 from recordings import envelope, events
 from recordings.errors import (
+    AlreadyDestroyed,
+    Conflict,
     IntegrityError,
     InvalidRequest,
     NoSuchRecording,
@@ -262,6 +264,8 @@ class Vault(IngestSteps, PurgeSteps):
         if linked.retain_until > rec.retain_until:
             await asyncio.to_thread(self.blobs.extend_retention, rec.recording_id, linked.retain_until)
         await self.repo.update(linked, events=(events.stored(linked, self.clock()),))
+        # The row as stored: a hold placed while we linked is kept by the update.
+        linked = await self.repo.get(recording_id) or linked
         if self._store_locks and await self.is_held(linked):
             await self._mirror_hold(linked, True)
         return linked
@@ -298,7 +302,10 @@ class Vault(IngestSteps, PurgeSteps):
                 rec.wrapped_key,
                 envelope.wrap_context(rec.recording_id, rec.data_key_id),
             )
-            await self.repo.update(rec.evolve(kek_id=kek_id, wrapped_key=wrapped))
+            try:
+                await self.repo.update(rec.evolve(kek_id=kek_id, wrapped_key=wrapped))
+            except AlreadyDestroyed:
+                continue  # purged while we rewrapped: its key stays erased
             rewrapped += 1
         return rewrapped
 
@@ -322,9 +329,19 @@ class Vault(IngestSteps, PurgeSteps):
         """End of commission: destroy every KEK of `creditor`. All its recordings, in
         any backup, become unreadable; nothing else is affected. Returns how many."""
         require_role(actor, ADMIN_ROLES, "销毁委托方密钥 / destroy creditor keys")
-        count = sum(1 for r in await self.repo.find(RecordingFilter(creditors=frozenset({creditor}), limit=None)))
+        recs = await self.repo.find(RecordingFilter(creditors=frozenset({creditor}), limit=None))
+        # A held recording is evidence whatever the commission says: shredding the
+        # key would destroy it without the hold ever being released.
+        held = sorted({f"{r.recording_id}" if r.hold is not None else f"case {r.case_id}"
+                       for r in recs if await self.is_held(r)})
+        if held:
+            raise Conflict(
+                f"委托方 {creditor} 的录音处于法律保全中，须先解除保全 / recordings of {creditor} are on "
+                f"legal hold ({', '.join(held[:10])}{', …' if len(held) > 10 else ''}); release the holds first",
+                creditor=creditor, held=held[:50],
+            )
         await asyncio.to_thread(self.keys.destroy, creditor)
-        return count
+        return len(recs)
 
     # -- legal hold ----------------------------------------------------------------
 
@@ -337,14 +354,17 @@ class Vault(IngestSteps, PurgeSteps):
         held = rec.evolve(hold=LegalHold(reason=reason, by=actor.user, at=self.clock()))
         # The store's hold first: if the row then fails, the blob is merely held.
         await self._mirror_hold(held, True)
-        await self.repo.update(held)
-        return held
+        stored = await self.repo.set_hold(recording_id, held.hold)
+        if stored is None:
+            raise RecordingDestroyed(f"录音已销毁 / recording {recording_id} was destroyed")
+        return stored
 
     async def release_hold(self, recording_id: str, actor: Actor) -> Recording:
         require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
-        rec = await self.get(recording_id, actor)
-        released = rec.evolve(hold=None)
-        await self.repo.update(released)
+        await self.get(recording_id, actor)
+        released = await self.repo.set_hold(recording_id, None)
+        if released is None:
+            raise RecordingDestroyed(f"录音已销毁 / recording {recording_id} was destroyed")
         await self._mirror_hold(released, await self.is_held(released))  # a case hold may remain
         return released
 

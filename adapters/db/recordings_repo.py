@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -45,11 +45,12 @@ from adapters.db.recordings_tables import (
     recording_purges,
     recordings,
 )
-from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource
+from recordings.errors import AlreadyDestroyed, Conflict, DuplicateSource, RecordingHeld
 from recordings.model import (
     AccessEntry,
     CaseHold,
     DestructionEntry,
+    LegalHold,
     PurgeRequest,
     Recording,
     RecordingEvent,
@@ -66,6 +67,14 @@ __all__ = [
 ]
 
 _heads = gate_tables.evidence_heads
+_HOLD_COLUMNS = ("hold_reason", "hold_by", "hold_at")
+
+
+async def _state(conn: AsyncConnection, recording_id: str) -> str | None:
+    state: str | None = (
+        await conn.execute(select(recordings.c.state).where(recordings.c.recording_id == recording_id))
+    ).scalar_one_or_none()
+    return state
 
 
 async def _put_head(conn: AsyncConnection, head: RegisterHead) -> None:
@@ -159,11 +168,36 @@ class SqlAlchemyRecordingRepository:
     async def update(self, recording: Recording, events: Sequence[RecordingEvent] = ()) -> None:
         values = recording_values(recording)
         rid = values.pop("recording_id")
+        for column in _HOLD_COLUMNS:  # only set_hold writes them
+            values.pop(column)
         async with self._store.write() as uow:
-            res = await uow.conn.execute(update(recordings).where(recordings.c.recording_id == rid).values(**values))
+            res = await uow.conn.execute(
+                update(recordings)
+                .where(recordings.c.recording_id == rid, recordings.c.state != "destroyed")
+                .values(**values)
+            )
             if res.rowcount != 1:
-                raise KeyError(rid)
+                if await _state(uow.conn, rid) is None:
+                    raise KeyError(rid)
+                raise AlreadyDestroyed(f"录音已销毁 / recording {rid} was destroyed", recording_id=rid)
             await write_events(uow, events)
+
+    async def set_hold(self, recording_id: str, hold: LegalHold | None) -> Recording | None:
+        c = recordings.c
+        async with self._write() as conn:
+            res = await conn.execute(
+                update(recordings)
+                .where(c.recording_id == recording_id, c.state != "destroyed")
+                .values(
+                    hold_reason=hold.reason if hold else None,
+                    hold_by=hold.by if hold else None,
+                    hold_at=hold.at if hold else None,
+                )
+            )
+            if res.rowcount != 1:
+                return None
+            r = (await conn.execute(select(recordings).where(c.recording_id == recording_id))).first()
+        return row_to_recording(r) if r is not None else None
 
     async def destroy(
         self, recording: Recording, entry: DestructionEntry, events: Sequence[RecordingEvent] = (),
@@ -175,13 +209,22 @@ class SqlAlchemyRecordingRepository:
             conn = uow.conn
             # Only a recording not yet destroyed: two purges racing over one recording
             # leave one register entry (the loser's transaction rolls back whole).
+            # And only one not held now: a hold placed after the purge's check wins.
+            c, h = recordings.c, recording_case_holds.c
             res = await conn.execute(
                 update(recordings)
-                .where(recordings.c.recording_id == rid, recordings.c.state != "destroyed")
+                .where(
+                    c.recording_id == rid,
+                    c.state != "destroyed",
+                    c.hold_reason.is_(None),
+                    ~exists().where(h.creditor == c.creditor, h.case_id == c.case_id),
+                )
                 .values(**values)
             )
             if res.rowcount != 1:
-                raise AlreadyDestroyed(f"录音已销毁 / recording {rid} was destroyed", recording_id=rid)
+                if await _state(conn, rid) in (None, "destroyed"):
+                    raise AlreadyDestroyed(f"录音已销毁 / recording {rid} was destroyed", recording_id=rid)
+                raise RecordingHeld(f"录音处于法律保全中 / recording {rid} is on legal hold", recording_id=rid)
             try:
                 async with conn.begin_nested():
                     await conn.execute(

@@ -24,9 +24,9 @@ from adapters.db.recordings_repo import SqlAlchemyRecordingRepository, metadata
 from adapters.db.store import SqlAlchemyCaseStore
 from dialer.config import build_config
 from recordings import register
-from recordings.errors import DuplicateSource, DualControlViolation
+from recordings.errors import AlreadyDestroyed, DualControlViolation, DuplicateSource, RecordingHeld
 from recordings.memory import InMemoryBlobStore, InMemoryKeyProvider, InMemoryRecordingRepository
-from recordings.model import RecordingFilter
+from recordings.model import DestructionEntry, RecordingFilter
 from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, SUP_A, ingest_as_of, request, wav_bytes
 from recordings.vault import Vault
 
@@ -158,6 +158,37 @@ async def test_holds_access_log_purge_and_register_persist(vault, repo) -> None:
     assert (await repo.get(held.recording_id)).hold.reason == "投诉 complaint"
     assert await vault.release_case_hold("bank-a", "C-3", SUP_A)
     assert await repo.case_hold("bank-a", "C-3") is None
+
+
+async def test_the_database_keeps_a_hold_against_stale_writes_and_a_late_purge(vault, repo) -> None:
+    """A row read before a hold, written after it (rotation, link), keeps the hold; a
+    purge whose check came before a hold skips the recording; a destroyed row is not
+    written back."""
+    rec = await ingest_as_of(vault, request("race-1", started_at=OLD, case_id="C-7"))
+    other = await ingest_as_of(vault, request("race-2", started_at=OLD, case_id="C-8"))
+    stale = await repo.get(rec.recording_id)
+    await vault.place_hold(rec.recording_id, COMPLIANCE, "诉讼 lawsuit")
+    await repo.update(stale.evolve(duration_s=3.0))
+    assert (await repo.get(rec.recording_id)).hold.reason == "诉讼 lawsuit"
+    plan = await vault.request_purge(ADMIN)
+    assert [r.recording_id for r in plan.due] == [other.recording_id]
+    await vault.place_case_hold("bank-a", "C-8", SUP_A, "投诉 complaint")  # after the request
+    await vault.release_hold(rec.recording_id, COMPLIANCE)
+    entry = register.seal(DestructionEntry(
+        seq=1, recording_id=other.recording_id, case_id="C-8", creditor="bank-a", sha256=other.sha256,
+        retain_until=other.retain_until, operator="ops-wang", approver="comp-sun", purge_id="p",
+        destroyed_at=NOW, method="test", prev_hash=register.GENESIS, entry_hash=""))
+    gone = other.evolve(state="destroyed", wrapped_key=None, kek_id=None, destroyed_at=NOW)
+    with pytest.raises(RecordingHeld):
+        await repo.destroy(gone, entry)
+    assert (await repo.get(other.recording_id)).wrapped_key is not None
+    assert await repo.destruction_register() == []
+    await vault.release_case_hold("bank-a", "C-8", SUP_A)
+    await repo.destroy(gone, entry)
+    with pytest.raises(AlreadyDestroyed):
+        await repo.update(other)
+    assert await repo.set_hold(other.recording_id, None) is None
+    assert (await repo.get(other.recording_id)).wrapped_key is None
 
 
 async def test_concurrent_uploads_of_one_source_store_one_row(vault, repo) -> None:

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from recordings.errors import KeyDestroyed, NoSuchKey
+from recordings.errors import Conflict, KeyDestroyed, NoSuchKey
 from recordings.model import Actor
-from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, QA_B, request, wav_bytes
+from recordings.testing import ADMIN, COMPLIANCE, PBX, QA_A, QA_B, SUP_A, request, wav_bytes
 
 
 async def test_rotation_rewraps_every_data_key_and_everything_stays_readable(vault, keys, blobs) -> None:
@@ -102,3 +102,21 @@ async def test_an_ingest_whose_key_was_retired_before_it_committed_rewraps_itsel
     rec = (await vault.ingest(request("race-key"), [audio], PBX)).recording
     assert rec.kek_id == keys.active("bank-a")[0]
     assert (await vault.open_audio(rec.recording_id, QA_A, reason="self-healed")).read_all() == audio
+
+
+async def test_creditor_keys_are_not_destroyed_while_one_of_its_recordings_is_held(vault, keys) -> None:
+    audio = wav_bytes(1, 300)
+    rec = (await vault.ingest(request("kh-1"), [audio], PBX)).recording
+    await vault.place_hold(rec.recording_id, COMPLIANCE, "诉讼 lawsuit 2026-9")
+    with pytest.raises(Conflict, match="legal hold"):
+        await vault.destroy_creditor_keys("bank-a", ADMIN)
+    assert (await vault.open_audio(rec.recording_id, QA_A, reason="still evidence")).read_all() == audio
+
+
+async def test_creditor_keys_are_not_destroyed_while_one_of_its_cases_is_held(vault) -> None:
+    audio = wav_bytes(1, 310)
+    rec = (await vault.ingest(request("kh-2", case_id="C-9"), [audio], PBX)).recording
+    await vault.place_case_hold("bank-a", "C-9", SUP_A, "complaint 投诉 77")
+    with pytest.raises(Conflict, match="C-9"):
+        await vault.destroy_creditor_keys("bank-a", ADMIN)
+    assert (await vault.open_audio(rec.recording_id, QA_A, reason="still evidence")).read_all() == audio
