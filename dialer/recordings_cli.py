@@ -36,6 +36,12 @@ recordings_app = typer.Typer(help="录音库 / the recordings vault.", no_args_i
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
 UserOpt = typer.Option(..., "--user", "-u", help="who runs this (recorded) / 操作人")
+# Who reads audio or approves a destruction is not taken as typed: the person's own API
+# token names them, so the access log and the second signature are a real user's.
+TokenFileOpt = typer.Option(
+    None, "--token-file", help="a file holding your API token (else $DIALGATE_TOKEN): who you are / 操作人令牌文件",
+)
+TOKEN_ENV = "DIALGATE_TOKEN"
 
 MEDIA_BY_SUFFIX = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".opus": "audio/ogg"}
 PIECE = 64 * 1024
@@ -75,13 +81,51 @@ def _now() -> datetime:
 async def open_vault(config: Optional[Path]) -> AsyncIterator[tuple[Vault, RecordingsConfig]]:
     """The vault over the service database (migrated first when the config says so),
     the same one `dialgate serve` uses."""
+    async with _opened(config, None) as (vault, rcfg, _):
+        yield vault, rcfg
+
+
+@asynccontextmanager
+async def open_vault_as(config: Optional[Path], token_file: Optional[Path]) -> AsyncIterator[tuple[Vault, Actor]]:
+    """`open_vault`, and the person the token (`token_file`, else $DIALGATE_TOKEN) names,
+    as the HTTP API resolves one: an enabled user, with their role and creditor scope."""
+    token = _token(token_file)
+    async with _opened(config, token) as (vault, _, actor):
+        assert actor is not None
+        yield vault, actor
+
+
+def _token(token_file: Optional[Path]) -> str:
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _fail(f"令牌文件无法读取 / cannot read the token file {token_file}: {exc.strerror}") from None
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise _fail(f"需要操作人令牌 / give your API token: --token-file PATH or ${TOKEN_ENV}")
+    return token
+
+
+@asynccontextmanager
+async def _opened(config: Optional[Path], token: str | None) -> AsyncIterator[tuple[Vault, RecordingsConfig, Actor | None]]:
+    from dialer.auth import Authenticator
     from dialer.bootstrap import build_vault, open_store
+    from dialer.errors import ApiError
 
     rcfg, cfg = _load(config)
     async with open_store(cfg, migrated=cfg.store.migrate_on_start) as store:
+        actor = None
+        if token is not None:
+            try:
+                who = await Authenticator(store, cache_s=0).authenticate(f"Bearer {token}", client="cli")
+            except ApiError as exc:
+                raise _fail(f"令牌无效 / the token was refused: {exc}") from None
+            actor = Actor(user=who.name, role=who.role, creditors=who.scope())
         vault = build_vault(rcfg, store, _now)
         await vault.anchor_register()
-        yield vault, rcfg
+        yield vault, rcfg, actor
 
 
 def _run(coro: Any) -> Any:
@@ -268,21 +312,19 @@ def rec_fetch(
     recording_id: str = typer.Argument(...),
     out: Path = typer.Option(..., "--out", "-o", help="where to write the decrypted audio"),
     reason: str = typer.Option(..., "--reason", help="借阅原因 / why (written in the access log)"),
-    user: str = UserOpt,
-    role: str = typer.Option("compliance", "--role", help="qa | compliance | supervisor"),
+    token_file: Optional[Path] = TokenFileOpt,
     force: bool = typer.Option(False, "--force", help="overwrite --out"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Decrypt one recording to a file (0600), verifying its SHA-256; the access is logged."""
+    """Decrypt one recording to a file (0600), verifying its SHA-256; the access is logged
+    under the user the token names (QA, compliance or a supervisor of its creditor)."""
     if out.exists() and not force:
         raise _fail(f"{out} 已存在 / {out} exists; use --force")
     tmp = out.with_name(f".{out.name}.part")
 
     async def go() -> int:
-        async with open_vault(config) as (vault, _):
-            stream = await vault.open_audio(
-                recording_id, Actor(user, role), reason=reason, client="cli", purpose="fetch"
-            )
+        async with open_vault_as(config, token_file) as (vault, actor):
+            stream = await vault.open_audio(recording_id, actor, reason=reason, client="cli", purpose="fetch")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -508,21 +550,20 @@ def _save_verify_state(path: Path, state: Any) -> None:
 
 @recordings_app.command("purge")
 def rec_purge(
-    user: str = UserOpt,
+    token_file: Optional[Path] = TokenFileOpt,
     request: bool = typer.Option(False, "--request", help="operator (admin): list what is due and ask"),
     dry_run: bool = typer.Option(False, "--dry-run", help="only show what would be destroyed"),
     approve: Optional[str] = typer.Option(None, "--approve", help="purge id to approve (a different person)"),
-    role: str = typer.Option("admin", "--role", help="admin to request; supervisor or compliance to approve"),
     creditor: Optional[str] = typer.Option(None, "--creditor", help="limit the request to one creditor"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Destruction under dual control: one person requests, another approves."""
+    """Destruction under dual control: one person requests (an admin), another approves
+    (compliance or a supervisor); each acts with their own API token, which names them."""
     if sum([request, dry_run, approve is not None]) != 1:
         raise _fail("须给出 --request、--dry-run 或 --approve 之一 / give one of --request, --dry-run, --approve ID")
 
     async def go() -> Any:
-        async with open_vault(config) as (vault, _):
-            actor = Actor(user, role)
+        async with open_vault_as(config, token_file) as (vault, actor):
             if approve is not None:
                 return await vault.approve_purge(approve, actor)
             return await vault.request_purge(actor, creditor=creditor, dry_run=dry_run)
@@ -542,7 +583,7 @@ def rec_purge(
         typer.echo(f"held\t{r.recording_id}\t{r.creditor}\t{r.case_id}\t{(r.hold.reason if r.hold else 'case hold')}")
     if res.request is not None:
         typer.echo(f"purge {res.request.purge_id} requested: {len(res.due)} recordings; "
-                   f"approve with: dialgate recordings purge --approve {res.request.purge_id} --user <another person> --role compliance")
+                   f"another person approves with their token: dialgate recordings purge --approve {res.request.purge_id}")
     else:
         typer.echo(f"试运行，未销毁任何录音 / dry run: {len(res.due)} due, {len(res.held)} held")
 

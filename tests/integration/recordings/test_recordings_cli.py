@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dialer.cli import users_app
 from dialer.recordings_cli import keys_app, recordings_app
 from recordings.testing import wav_stream
 
@@ -31,8 +32,16 @@ def keys(*args: str):
     return runner.invoke(keys_app, list(args))
 
 
-def rec(*args: str):
-    return runner.invoke(recordings_app, list(args))
+def rec(*args: str, token: str | None = None):
+    return runner.invoke(recordings_app, list(args), env={"DIALGATE_TOKEN": token or ""})
+
+
+def user(cfg: Path, name: str, role: str, *creditors: str) -> str:
+    """A user of the service (`dialgate users add`); their token."""
+    r = runner.invoke(users_app, ["add", "--name", name, "--role", role, "-c", str(cfg),
+                                  *(a for c in creditors for a in ("--creditor", c))])
+    assert r.exit_code == 0, r.output
+    return r.output.strip().splitlines()[-1]
 
 
 def write_wav(path: Path, seconds: float, tone: float) -> bytes:
@@ -91,12 +100,15 @@ def test_ingest_fetch_list_verify_round_trip(cfg, tmp_path) -> None:
 
     target = tmp_path / "out" / "fetched.wav"
     target.parent.mkdir()
-    r = rec("fetch", out["recording_id"], "-o", str(target), "--reason", "投诉核查 complaint check", "-u", "comp-sun", "-c", str(cfg))
+    sun = user(cfg, "comp-sun", "compliance", "bank-a")
+    r = rec("fetch", out["recording_id"], "-o", str(target), "--reason", "投诉核查 complaint check", "-c", str(cfg),
+            token=sun)
     assert r.exit_code == 0, r.output
     assert target.read_bytes() == audio and stat.S_IMODE(target.stat().st_mode) == 0o600
     with wave.open(str(target)) as w:
         assert w.getnframes() == 40000
-    no_reason = rec("fetch", out["recording_id"], "-o", str(tmp_path / "x.wav"), "--reason", " ", "-u", "comp-sun", "-c", str(cfg))
+    no_reason = rec("fetch", out["recording_id"], "-o", str(tmp_path / "x.wav"), "--reason", " ", "-c", str(cfg),
+                    token=sun)
     assert no_reason.exit_code == 2 and "reason" in no_reason.output and not (tmp_path / "x.wav").exists()
 
     v = rec("verify", "-c", str(cfg))
@@ -144,20 +156,22 @@ def test_purge_from_the_cli_needs_a_second_person_and_rotation_keeps_audio_reada
     ret = keys("retire", "--creditor", "bank-a", "-u", "ops-wang", "--grace-minutes", "0", "-c", str(cfg))
     assert ret.exit_code == 0 and "retired 2" in ret.output, ret.output  # key ids start with the date
 
-    dry = rec("purge", "--dry-run", "-u", "ops-wang", "-c", str(cfg))
+    wang, sun, li = user(cfg, "ops-wang", "admin"), user(cfg, "comp-sun", "compliance", "bank-a"), user(
+        cfg, "qa-li", "qa", "bank-a")
+    dry = rec("purge", "--dry-run", "-c", str(cfg), token=wang)
     assert dry.exit_code == 0 and f"due\t{old['recording_id']}" in dry.output
-    req = rec("purge", "--request", "-u", "ops-wang", "-c", str(cfg))
+    req = rec("purge", "--request", "-c", str(cfg), token=wang)
     assert req.exit_code == 0, req.output
     purge_id = req.output.split("purge ")[1].split()[0]
-    same = rec("purge", "--approve", purge_id, "-u", "ops-wang", "--role", "compliance", "-c", str(cfg))
-    assert same.exit_code == 2 and "different person" in same.output
-    ok = rec("purge", "--approve", purge_id, "-u", "comp-sun", "--role", "compliance", "-c", str(cfg))
+    same = rec("purge", "--approve", purge_id, "-c", str(cfg), token=wang)  # the requester: an admin, not a witness
+    assert same.exit_code == 2 and "may not approve" in same.output
+    ok = rec("purge", "--approve", purge_id, "-c", str(cfg), token=sun)
     assert ok.exit_code == 0 and f"destroyed\t{old['recording_id']}" in ok.output
 
     target = tmp_path / "keep.wav"
-    r = rec("fetch", keep["recording_id"], "-o", str(target), "--reason", "after purge", "-u", "qa-li", "--role", "qa", "-c", str(cfg))
+    r = rec("fetch", keep["recording_id"], "-o", str(target), "--reason", "after purge", "-c", str(cfg), token=li)
     assert r.exit_code == 0 and target.read_bytes() == audio
-    gone = rec("fetch", old["recording_id"], "-o", str(tmp_path / "gone.wav"), "--reason", "x", "-u", "qa-li", "--role", "qa", "-c", str(cfg))
+    gone = rec("fetch", old["recording_id"], "-o", str(tmp_path / "gone.wav"), "--reason", "x", "-c", str(cfg), token=li)
     assert gone.exit_code == 2 and "destroyed" in gone.output
 
 
@@ -176,9 +190,10 @@ def test_verify_exits_1_when_the_destruction_register_was_edited(cfg, tmp_path) 
     write_wav(wav, 1.0, 440)
     ingest(cfg, wav, "att-reg-1", "--creditor", "bank-a")
     ingest(cfg, wav, "att-reg-2", "--creditor", "bank-a")
-    req = rec("purge", "--request", "-u", "ops-wang", "-c", str(cfg))
+    req = rec("purge", "--request", "-c", str(cfg), token=user(cfg, "ops-wang", "admin"))
     purge_id = req.output.split("purge ")[1].split()[0]
-    assert rec("purge", "--approve", purge_id, "-u", "comp-sun", "--role", "compliance", "-c", str(cfg)).exit_code == 0
+    sun = user(cfg, "comp-sun", "compliance", "bank-a")
+    assert rec("purge", "--approve", purge_id, "-c", str(cfg), token=sun).exit_code == 0
     db = sqlite3.connect(tmp_path / "var" / "dialgate.db")
     db.execute("UPDATE recording_destruction_register SET approver = 'nobody' WHERE seq = 1")
     db.commit()
@@ -304,3 +319,26 @@ def test_an_interrupted_incremental_verify_resumes_after_the_last_recording_it_r
     saved, (results, stats) = asyncio.run(go())
     assert stats["resumed"] and [r.recording_id for r in results] == saved["ids"][2:]
     assert sorted(read + [r.recording_id for r in results]) == sorted(ids)
+
+
+def test_a_cli_purge_or_fetch_acts_only_as_the_user_its_token_names(cfg, tmp_path) -> None:
+    # The second signature and the access log name a real user, never a name as typed.
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "old.wav"
+    write_wav(wav, 1.0, 440)
+    old = ingest(cfg, wav, "att-who-1", "--creditor", "bank-a")
+    wang = user(cfg, "ops-wang", "admin")
+    purge_id = rec("purge", "--request", "-c", str(cfg), token=wang).output.split("purge ")[1].split()[0]
+    for args, token in ((("--approve", purge_id), None), (("--approve", purge_id), "dg_not-a-token")):
+        r = rec("purge", *args, "-c", str(cfg), token=token)
+        assert r.exit_code == 2 and ("token" in r.output), r.output
+    named = rec("purge", "--approve", purge_id, "-u", "comp-sun", "--role", "compliance", "-c", str(cfg), token=wang)
+    assert named.exit_code == 2  # no such options: the token says who approves
+    collector = user(cfg, "col-x", "collector", "bank-a")
+    r = rec("fetch", old["recording_id"], "-o", str(tmp_path / "x.wav"), "--reason", "x", "-c", str(cfg),
+            token=collector)
+    assert r.exit_code == 2 and not (tmp_path / "x.wav").exists()
+    token_file = tmp_path / "sun.token"
+    token_file.write_text(user(cfg, "comp-sun", "compliance", "bank-a") + "\n")
+    ok = rec("purge", "--approve", purge_id, "--token-file", str(token_file), "-c", str(cfg))
+    assert ok.exit_code == 0 and "approved by comp-sun" in ok.output and f"destroyed\t{old['recording_id']}" in ok.output
