@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from dialer.auth import RefusalLimiter
 from dialer.console.i18n import LANG_COOKIE, LANG_NAMES, LANGS, bilingual, pick_lang, translator, value_label
 from dialer.console.ports import (
     CONSOLE_ROLES,
@@ -139,6 +140,14 @@ class PageKit:
         self.settings = settings
         self.env = _env()
         self._codecs: dict[int, tuple[SessionCodec, GrantCodec]] = {}
+        self._refusals = RefusalLimiter()
+
+    def refusals(self, request: Request) -> RefusalLimiter:
+        """Refused sign-ins counted per client: the service's own limiter when the console
+        runs inside it, so a guesser gets one allowance across the API and the form."""
+        auth = getattr(getattr(request.app.state, "services", None), "auth", None)
+        shared = getattr(auth, "limiter", None)
+        return shared if isinstance(shared, RefusalLimiter) else self._refusals
 
     def codecs_for(self, s: ConsoleSettings) -> tuple[SessionCodec, GrantCodec]:
         got = self._codecs.get(id(s))

@@ -86,11 +86,20 @@ def console_router(
         if form is None:
             return await kit.render(ctx, "sign_in.html", status=403, next="/console/", error=ctx.t("error.csrf"))
         nxt = _safe_next(form.get("next"))
+        client = client_of(ctx.request.scope, getattr(ctx.request.app.state, "services", None))
+        limiter = kit.refusals(ctx.request)
+        # Checked before the token is looked up, so a guesser learns nothing from a right one.
+        wait = limiter.retry_after(client) if client else 0
+        if wait:
+            _log.warning("console.sign_in_refused", why="too many refused tokens", client=client)
+            resp = await kit.render(ctx, "sign_in.html", status=429, next=nxt, error=ctx.t("sign_in.too_many", n=wait))
+            resp.headers["Retry-After"] = str(wait)
+            return resp
         token = (form.get("token") or "").strip()
         who = await ctx.queries.authenticate(token) if token and len(token) <= 512 else None
-        client = client_of(ctx.request.scope, getattr(ctx.request.app.state, "services", None))
         if who is None:
-            _log.warning("console.sign_in_refused", why="unknown token", client=client)
+            limited = limiter.refused(client) if client else False
+            _log.warning("console.sign_in_refused", why="unknown token", client=client, limited=limited)
             return await kit.render(ctx, "sign_in.html", status=401, next=nxt, error=ctx.t("sign_in.bad_token"))
         if who.role not in CONSOLE_ROLES:
             _log.warning("console.sign_in_refused", why="role has no console", user=who.name, role=who.role, client=client)

@@ -1,0 +1,26 @@
+"""The console against a hostile browser or link: guessing tokens at the sign-in form."""
+
+from __future__ import annotations
+
+from console_helpers import csrf_of, sign_in
+
+from dialer.console.sample import TOKENS
+
+
+async def test_a_client_guessing_tokens_is_answered_429_even_for_a_right_one(client):
+    page = await client.get("/console/sign-in")
+    csrf = csrf_of(page.text)
+    for i in range(20):
+        r = await client.post("/console/sign-in", data={"csrf": csrf, "token": f"tok-guess-{i}"})
+        assert r.status_code == 401
+    r = await client.post("/console/sign-in", data={"csrf": csrf, "token": TOKENS["compliance-a"]})
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) > 0
+    assert "秒后再试" in r.text
+    assert (await client.get("/console/blocked")).status_code == 303  # nobody was signed in
+
+
+async def test_valid_sign_ins_are_not_counted_against_the_client(client):
+    for _ in range(25):
+        assert (await sign_in(client, "compliance-a")).status_code == 303
+        client.cookies.clear()
