@@ -49,6 +49,7 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_FIELD_CHARS = 200
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the domain are not ours to pin
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,12 @@ class PageKit:
     def finish(self, ctx: Ctx, resp: Response) -> Response:
         for k, v in _SECURITY_HEADERS.items():
             resp.headers.setdefault(k, v)
+        secure = request_is_tls(ctx.request.url.scheme, ctx.request.headers)
+        if secure:
+            # Without it a typed or bookmarked http:// address goes out in clear first, and
+            # whoever answers it on the call floor's network can serve a fake sign-in form.
+            resp.headers.setdefault("Strict-Transport-Security", HSTS)
         if ctx.new_cookie:
-            secure = request_is_tls(ctx.request.url.scheme, ctx.request.headers)
             resp.headers.append(
                 "set-cookie",
                 cookie_header(SESSION_COOKIE, ctx.codec.encode(ctx.session), secure=secure, max_age=ctx.settings.session_ttl_s),

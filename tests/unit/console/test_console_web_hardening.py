@@ -1,4 +1,5 @@
-"""The console against a hostile browser or link: guessing tokens at the sign-in form."""
+"""The console against a hostile browser or link: guessing tokens at the sign-in form,
+a plain-HTTP first visit."""
 
 from __future__ import annotations
 
@@ -24,3 +25,10 @@ async def test_valid_sign_ins_are_not_counted_against_the_client(client):
     for _ in range(25):
         assert (await sign_in(client, "compliance-a")).status_code == 303
         client.cookies.clear()
+
+
+async def test_pages_reached_over_tls_tell_the_browser_to_keep_to_https(client):
+    r = await client.get("/console/sign-in", headers={"X-Forwarded-Proto": "https"})
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+    plain = await client.get("/console/sign-in")
+    assert "strict-transport-security" not in plain.headers  # a browser ignores it over HTTP anyway
