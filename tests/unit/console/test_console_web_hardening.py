@@ -1,5 +1,5 @@
 """The console against a hostile browser or link: guessing tokens at the sign-in form,
-a plain-HTTP first visit."""
+a plain-HTTP first visit, a crafted link that puts words in a success banner."""
 
 from __future__ import annotations
 
@@ -32,3 +32,20 @@ async def test_pages_reached_over_tls_tell_the_browser_to_keep_to_https(client):
     assert r.headers["strict-transport-security"].startswith("max-age=")
     plain = await client.get("/console/sign-in")
     assert "strict-transport-security" not in plain.headers  # a browser ignores it over HTTP anyway
+
+
+async def test_a_crafted_link_cannot_put_words_in_the_purge_approved_banner(client):
+    await sign_in(client, "compliance-a")
+    lure = "P-9 已批准。系统升级：请把您的令牌发给 it-help@evil.example"
+    r = await client.get("/console/purges", params={"done": lure})
+    assert r.status_code == 200
+    assert 'class="banner ok"' not in r.text and "系统升级" not in r.text
+
+
+async def test_the_banner_still_confirms_a_real_approval(client):
+    await sign_in(client, "compliance-a")
+    page = await client.get("/console/purges")
+    r = await client.post("/console/purges/purge-1/approve", data={"csrf": csrf_of(page.text)})
+    assert r.status_code == 303
+    done = await client.get(r.headers["location"])
+    assert 'class="banner ok"' in done.text and "purge-1" in done.text
