@@ -13,6 +13,7 @@ composition root that builds its adapters in the app's lifespan).
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Request
@@ -138,7 +139,9 @@ def console_router(
             return r
         if not creditor.strip() or not case_id.strip():
             return await kit.error_page(ctx, 400, ctx.t("error.case_lookup"))
-        return kit.finish(ctx, RedirectResponse(f"/console/cases/{creditor.strip()}/{case_id.strip()}", status_code=303))
+        # Each typed value is one path segment: a "/", "?" or "#" in it must not lead elsewhere.
+        target = f"/console/cases/{quote(creditor.strip(), safe='')}/{quote(case_id.strip(), safe='')}"
+        return kit.finish(ctx, RedirectResponse(target, status_code=303))
 
     # The remaining pages, in the order their routes are matched.
     add_blocked_pages(router, kit)

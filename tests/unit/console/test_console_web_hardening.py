@@ -1,5 +1,6 @@
 """The console against a hostile browser or link: guessing tokens at the sign-in form,
-a plain-HTTP first visit, a crafted link that puts words in a success banner."""
+a plain-HTTP first visit, a crafted link that puts words in a success banner or leads
+the case lookup elsewhere."""
 
 from __future__ import annotations
 
@@ -49,3 +50,10 @@ async def test_the_banner_still_confirms_a_real_approval(client):
     assert r.status_code == 303
     done = await client.get(r.headers["location"])
     assert 'class="banner ok"' in done.text and "purge-1" in done.text
+
+
+async def test_a_looked_up_case_id_stays_one_path_segment(client):
+    await sign_in(client, "qa-a")
+    r = await client.get("/console/case", params={"creditor": "bank-a", "case_id": "A-1001/../../purges?done=x#y"})
+    assert r.status_code == 303
+    assert r.headers["location"] == "/console/cases/bank-a/A-1001%2F..%2F..%2Fpurges%3Fdone%3Dx%23y"
