@@ -169,8 +169,9 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
         who = client or "-"
-        # Without a client address (the console's sign-in form, which logs its own
-        # refusals) nothing is counted: one shared bucket would lock everyone out.
+        # Without a client address (the console's sign-in form, which counts its own
+        # refusals in this limiter by its client) nothing is counted: one shared bucket
+        # would lock everyone out.
         wait = self.limiter.retry_after(client) if client else 0
         if wait:
             raise TooManyRequests(

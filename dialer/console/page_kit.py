@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from dialer.auth import RefusalLimiter
 from dialer.console.i18n import LANG_COOKIE, LANG_NAMES, LANGS, bilingual, pick_lang, translator, value_label
 from dialer.console.ports import (
     CONSOLE_ROLES,
@@ -48,6 +49,7 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_FIELD_CHARS = 200
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the domain are not ours to pin
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,14 @@ class PageKit:
         self.settings = settings
         self.env = _env()
         self._codecs: dict[int, tuple[SessionCodec, GrantCodec]] = {}
+        self._refusals = RefusalLimiter()
+
+    def refusals(self, request: Request) -> RefusalLimiter:
+        """Refused sign-ins counted per client: the service's own limiter when the console
+        runs inside it, so a guesser gets one allowance across the API and the form."""
+        auth = getattr(getattr(request.app.state, "services", None), "auth", None)
+        shared = getattr(auth, "limiter", None)
+        return shared if isinstance(shared, RefusalLimiter) else self._refusals
 
     def codecs_for(self, s: ConsoleSettings) -> tuple[SessionCodec, GrantCodec]:
         got = self._codecs.get(id(s))
@@ -171,8 +181,12 @@ class PageKit:
     def finish(self, ctx: Ctx, resp: Response) -> Response:
         for k, v in _SECURITY_HEADERS.items():
             resp.headers.setdefault(k, v)
+        secure = request_is_tls(ctx.request.url.scheme, ctx.request.headers)
+        if secure:
+            # Without it a typed or bookmarked http:// address goes out in clear first, and
+            # whoever answers it on the call floor's network can serve a fake sign-in form.
+            resp.headers.setdefault("Strict-Transport-Security", HSTS)
         if ctx.new_cookie:
-            secure = request_is_tls(ctx.request.url.scheme, ctx.request.headers)
             resp.headers.append(
                 "set-cookie",
                 cookie_header(SESSION_COOKIE, ctx.codec.encode(ctx.session), secure=secure, max_age=ctx.settings.session_ttl_s),

@@ -42,11 +42,13 @@ def add_register_pages(router: APIRouter, kit: PageKit) -> None:
         return await kit.render(ctx, "purges.html", status=status, pending=pending, error=error, done=done)
 
     @router.get("/purges")
-    async def purges(request: Request, done: str | None = None) -> Response:
+    async def purges(request: Request, done: str | None = None, mac: str | None = None) -> Response:
         ctx = await kit.context(request)
         if (r := await kit.guard(ctx, "register")) is not None:
             return r
-        return await purges_page(ctx, done=done)
+        # The banner confirms only what this sign-in approved: a crafted link's text is dropped.
+        shown = done if done and ctx.codec.notice_ok(ctx.session, done, mac) else None
+        return await purges_page(ctx, done=shown)
 
     @router.post("/purges/{purge_id}/approve")
     async def approve(request: Request, purge_id: str) -> Response:
@@ -65,5 +67,6 @@ def add_register_pages(router: APIRouter, kit: PageKit) -> None:
             msg = exc.message_zh if ctx.lang == "zh-CN" else exc.message
             return await purges_page(ctx, status=409 if isinstance(exc, Refused) else 403, error=msg)
         _log.info("console.purge_approved", user=ctx.who.name, purge_id=purge_id)
-        return kit.finish(ctx, RedirectResponse("/console/purges?" + urlencode({"done": purge_id}), status_code=303))
+        done = urlencode({"done": purge_id, "mac": ctx.codec.notice_mac(ctx.session, purge_id)})
+        return kit.finish(ctx, RedirectResponse("/console/purges?" + done, status_code=303))
 

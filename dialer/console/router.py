@@ -13,6 +13,7 @@ composition root that builds its adapters in the app's lifespan).
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Request
@@ -86,11 +87,20 @@ def console_router(
         if form is None:
             return await kit.render(ctx, "sign_in.html", status=403, next="/console/", error=ctx.t("error.csrf"))
         nxt = _safe_next(form.get("next"))
+        client = client_of(ctx.request.scope, getattr(ctx.request.app.state, "services", None))
+        limiter = kit.refusals(ctx.request)
+        # Checked before the token is looked up, so a guesser learns nothing from a right one.
+        wait = limiter.retry_after(client) if client else 0
+        if wait:
+            _log.warning("console.sign_in_refused", why="too many refused tokens", client=client)
+            resp = await kit.render(ctx, "sign_in.html", status=429, next=nxt, error=ctx.t("sign_in.too_many", n=wait))
+            resp.headers["Retry-After"] = str(wait)
+            return resp
         token = (form.get("token") or "").strip()
         who = await ctx.queries.authenticate(token) if token and len(token) <= 512 else None
-        client = client_of(ctx.request.scope, getattr(ctx.request.app.state, "services", None))
         if who is None:
-            _log.warning("console.sign_in_refused", why="unknown token", client=client)
+            limited = limiter.refused(client) if client else False
+            _log.warning("console.sign_in_refused", why="unknown token", client=client, limited=limited)
             return await kit.render(ctx, "sign_in.html", status=401, next=nxt, error=ctx.t("sign_in.bad_token"))
         if who.role not in CONSOLE_ROLES:
             _log.warning("console.sign_in_refused", why="role has no console", user=who.name, role=who.role, client=client)
@@ -129,7 +139,9 @@ def console_router(
             return r
         if not creditor.strip() or not case_id.strip():
             return await kit.error_page(ctx, 400, ctx.t("error.case_lookup"))
-        return kit.finish(ctx, RedirectResponse(f"/console/cases/{creditor.strip()}/{case_id.strip()}", status_code=303))
+        # Each typed value is one path segment: a "/", "?" or "#" in it must not lead elsewhere.
+        target = f"/console/cases/{quote(creditor.strip(), safe='')}/{quote(case_id.strip(), safe='')}"
+        return kit.finish(ctx, RedirectResponse(target, status_code=303))
 
     # The remaining pages, in the order their routes are matched.
     add_blocked_pages(router, kit)

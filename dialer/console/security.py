@@ -142,6 +142,7 @@ class SessionCodec:
         self._now = now
         self._sessions = Signer(secret, "session", now)
         self._csrf = Signer(secret, "csrf", now)
+        self._notices = Signer(secret, "notice", now)
 
     def new(self, user_id: str | None) -> Session:
         # A fresh sid on every sign-in and sign-out: no session fixation.
@@ -168,6 +169,14 @@ class SessionCodec:
         if session is None or not token:
             return False
         return hmac.compare_digest(token.encode(), self.csrf_token(session).encode())
+
+    def notice_mac(self, session: Session, text: str) -> str:
+        """A MAC over a confirmation a redirect carries in its URL (`?done=…`), so only
+        the action itself can make the page confirm it, never a link someone sends."""
+        return self._notices.mac_hex(f"{session.sid}\n{text}")
+
+    def notice_ok(self, session: Session, text: str, mac: str | None) -> bool:
+        return bool(mac) and hmac.compare_digest(str(mac).encode(), self.notice_mac(session, text).encode())
 
 
 class GrantCodec:

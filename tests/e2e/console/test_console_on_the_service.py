@@ -498,3 +498,19 @@ async def test_numbers_typed_into_a_note_are_masked_on_the_case_page(service: Se
         html = (await c.get("/console/cases/bank-a/C-1")).text
     assert "客户新号码139****5678，身份证**************002X" in html
     assert "13912345678" not in html and "11010519491231002X" not in html
+
+
+async def test_token_guesses_at_the_api_and_the_sign_in_form_share_one_allowance(service: Seeded):
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://gate") as c:
+        page = (await c.get("/console/sign-in")).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        for i in range(10):
+            r = await c.get("/v1/worklist", headers={"Authorization": f"Bearer dg_guess{i}"})
+            assert r.status_code == 401
+            r = await c.post("/console/sign-in", data={"csrf": csrf, "token": f"dg_guess{i}"})
+            assert r.status_code == 401
+        r = await c.post("/console/sign-in", data={"csrf": csrf, "token": service.tokens["comp-a"]})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert (await c.get("/v1/worklist", headers=service.auth("comp-a"))).status_code == 429
