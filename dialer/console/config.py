@@ -3,6 +3,7 @@
     [console]
     display_tz = "Asia/Shanghai"   # times and day boundaries on the pages
     session_ttl_s = 28800          # a sign-in lasts 8 hours
+    idle_s = 1800                  # … and ends after 30 minutes without a request (shared PCs)
     page_size = 50                 # rows per page of the blocked-dial table
     default_days = 30              # the blocked-dial view opens on the last N days
     secret_file = ""               # the signing secret; empty: <data_dir>/console-secret.key (0600, created)
@@ -25,6 +26,7 @@ from dialer.console.security import SecretError, load_or_create_secret
 DEFAULTS: Mapping[str, Any] = {
     "display_tz": "Asia/Shanghai",
     "session_ttl_s": 8 * 3600,
+    "idle_s": 30 * 60,
     "page_size": 50,
     "default_days": 30,
     "secret_file": "",
@@ -46,7 +48,8 @@ def console_settings(section: Mapping[str, Any], data_dir: Path, env: Mapping[st
         tz = ZoneInfo(str(cfg["display_tz"]))
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConsoleConfigError(f"console.display_tz: unknown time zone {cfg['display_tz']!r}") from exc
-    for key, lo, hi in (("session_ttl_s", 300, 7 * 86400), ("page_size", 10, 500), ("default_days", 1, 366)):
+    for key, lo, hi in (("session_ttl_s", 300, 7 * 86400), ("idle_s", 60, 7 * 86400), ("page_size", 10, 500),
+                        ("default_days", 1, 366)):
         v = cfg[key]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise ConsoleConfigError(f"console.{key}: expected a whole number from {lo} to {hi}, got {v!r}")
@@ -62,6 +65,6 @@ def console_settings(section: Mapping[str, Any], data_dir: Path, env: Mapping[st
     except SecretError as exc:
         raise ConsoleConfigError(f"console secret: {exc}") from exc
     return ConsoleSettings(
-        secret=secret, display_tz=tz, session_ttl_s=cfg["session_ttl_s"], page_size=cfg["page_size"],
-        default_days=cfg["default_days"],
+        secret=secret, display_tz=tz, session_ttl_s=cfg["session_ttl_s"], idle_s=cfg["idle_s"],
+        page_size=cfg["page_size"], default_days=cfg["default_days"],
     )

@@ -49,6 +49,9 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_FIELD_CHARS = 200
+# A signed-in cookie is re-issued with the time of use at most this often: the idle
+# limit is then exact to this much, and most requests set no cookie.
+RENEW_SEEN_S = 60
 HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the domain are not ours to pin
 
 
@@ -57,6 +60,7 @@ class ConsoleSettings:
     secret: bytes
     display_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     session_ttl_s: int = 8 * 3600
+    idle_s: int = 30 * 60  # a sign-in not used this long ends: call-floor PCs are shared
     grant_ttl_s: int = 30 * 60
     page_size: int = 50
     default_days: int = 30
@@ -167,10 +171,13 @@ class PageKit:
         principal = None
         if session is not None and session.user_id is not None:
             principal = await q.principal(session.user_id)
-            if principal is None or principal.role not in CONSOLE_ROLES or await q.signed_out(
+            idle = int(s.now()) - session.last_seen
+            if principal is None or principal.role not in CONSOLE_ROLES or idle > s.idle_s or await q.signed_out(
                 session.sid, session.user_id, session.issued_at):
                 principal = None
                 session = None
+            elif idle >= RENEW_SEEN_S:
+                session, new_cookie = codec.seen(session), True
         if session is None:
             session, new_cookie = codec.new(None), True
         return Ctx(
@@ -187,9 +194,10 @@ class PageKit:
             # whoever answers it on the call floor's network can serve a fake sign-in form.
             resp.headers.setdefault("Strict-Transport-Security", HSTS)
         if ctx.new_cookie:
+            left = ctx.session.issued_at + ctx.settings.session_ttl_s - int(ctx.settings.now())
             resp.headers.append(
                 "set-cookie",
-                cookie_header(SESSION_COOKIE, ctx.codec.encode(ctx.session), secure=secure, max_age=ctx.settings.session_ttl_s),
+                cookie_header(SESSION_COOKIE, ctx.codec.encode(ctx.session), secure=secure, max_age=max(1, left)),
             )
         resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - ctx.started) * 1000:.1f}"
         return resp

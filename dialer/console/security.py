@@ -132,6 +132,11 @@ class Session:
     sid: str
     user_id: str | None  # None: anonymous (the sign-in form's session)
     issued_at: int
+    seen_at: int = 0  # the last request that renewed the cookie (0: at issue)
+
+    @property
+    def last_seen(self) -> int:
+        return self.seen_at or self.issued_at
 
 
 class SessionCodec:
@@ -150,17 +155,24 @@ class SessionCodec:
 
     def encode(self, session: Session) -> str:
         return self._sessions.dumps(
-            {"sid": session.sid, "uid": session.user_id, "iat": session.issued_at}, self.ttl_s
+            {"sid": session.sid, "uid": session.user_id, "iat": session.issued_at, "seen": session.seen_at},
+            # The cookie never outlives the sign-in's own lifetime, however often renewed.
+            max(1, session.issued_at + self.ttl_s - int(self._now())),
         )
 
     def decode(self, value: str | None) -> Session | None:
         body = self._sessions.loads(value)
         if body is None:
             return None
-        sid, uid, iat = body.get("sid"), body.get("uid"), body.get("iat")
-        if not isinstance(sid, str) or not isinstance(iat, int) or not (uid is None or isinstance(uid, str)):
+        sid, uid, iat, seen = body.get("sid"), body.get("uid"), body.get("iat"), body.get("seen", 0)
+        if (not isinstance(sid, str) or not isinstance(iat, int) or not isinstance(seen, int)
+                or not (uid is None or isinstance(uid, str))):
             return None
-        return Session(sid=sid, user_id=uid, issued_at=iat)
+        return Session(sid=sid, user_id=uid, issued_at=iat, seen_at=seen)
+
+    def seen(self, session: Session) -> Session:
+        """`session` renewed by a request now."""
+        return Session(session.sid, session.user_id, session.issued_at, int(self._now()))
 
     def csrf_token(self, session: Session) -> str:
         return self._csrf.mac_hex(session.sid)

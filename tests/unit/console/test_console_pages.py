@@ -111,8 +111,22 @@ async def test_a_user_removed_from_the_store_is_out_on_the_next_request(client, 
 
 async def test_sessions_expire(client, clock):
     await sign_in(client, "compliance-a")
-    clock.t += 8 * 3600 + 1
+    for _ in range(16):  # in use twice an hour: the sign-in still ends 8 hours after it began
+        clock.t += 29 * 60
+        assert (await client.get("/console/blocked")).status_code == 200
+    clock.t += 8 * 3600 - 16 * 29 * 60 + 1
     assert (await client.get("/console/blocked")).status_code == 303
+
+
+async def test_a_sign_in_left_idle_for_half_an_hour_ends_and_one_in_use_does_not(client, clock):
+    # A call-floor PC is shared: the next person must not find the last one signed in.
+    await sign_in(client, "compliance-a")
+    for _ in range(4):
+        clock.t += 25 * 60
+        assert (await client.get("/console/blocked")).status_code == 200
+    clock.t += 30 * 60 + 1
+    r = await client.get("/console/blocked")
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/sign-in")
 
 
 async def test_sign_in_never_redirects_off_the_console(client):
