@@ -359,8 +359,11 @@ class Vault(IngestSteps, PurgeSteps):
             raise RecordingDestroyed(f"录音已销毁 / recording {recording_id} was destroyed")
         return stored
 
-    async def release_hold(self, recording_id: str, actor: Actor) -> Recording:
+    async def release_hold(self, recording_id: str, actor: Actor, reason: str | None) -> Recording:
+        """Release a recording's own hold; `reason` (why it may go now) is required, as
+        placing one needs one: the caller keeps it on the record."""
         require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
+        require_reason(reason, "解除原因 / release reason (结案、撤诉)")
         await self.get(recording_id, actor)
         released = await self.repo.set_hold(recording_id, None)
         if released is None:
@@ -394,8 +397,9 @@ class Vault(IngestSteps, PurgeSteps):
         await self.repo.put_case_hold(hold)
         return hold
 
-    async def release_case_hold(self, creditor: str, case_id: str, actor: Actor) -> bool:
+    async def release_case_hold(self, creditor: str, case_id: str, actor: Actor, reason: str | None) -> bool:
         require_role(actor, HOLD_ROLES, "解除法律保全 / release legal holds")
+        require_reason(reason, "解除原因 / release reason (结案、撤诉)")
         if not actor.sees(creditor):
             return False
         released = await self.repo.delete_case_hold(creditor, case_id)

@@ -2,9 +2,10 @@
 purges under dual control, and the destruction register.
 
     POST   /v1/recordings/{id}/legal-hold  {reason}     compliance, supervisor, admin
-    DELETE /v1/recordings/{id}/legal-hold
+    DELETE /v1/recordings/{id}/legal-hold?reason=
     POST   /v1/cases/{case_id}/legal-hold  {reason, creditor?}
-    DELETE /v1/cases/{case_id}/legal-hold[?creditor=]
+    DELETE /v1/cases/{case_id}/legal-hold?reason=[&creditor=]
+    (each placed or released hold is an audit-log entry: who, when, why)
     POST   /v1/purges  {dry_run?, creditor?}            admin requests (or dry-runs)
     GET    /v1/purges                                   pending requests
     GET    /v1/purges/{id}
@@ -42,20 +43,38 @@ class HoldBody(BaseModel):
     creditor: str | None = Field(None, max_length=64)
 
 
+ReleaseReason = Query(None, max_length=500, description="why the hold may go now (结案、撤诉); required")
+
+
+async def _on_record(svc: Any, who: Any, action: str, creditor: str | None, case_id: str | None,
+                     **details: Any) -> None:
+    """A hold placed or released, in the audit log: evidence kept or let go is someone's
+    decision, and the regulator asks whose and why."""
+    async with svc.store.write() as uow:
+        await uow.audit.add(at=svc.clock.now(), actor=who.name, action=action, creditor=creditor, case_id=case_id,
+                            details=details)
+
+
 @router.post("/recordings/{recording_id}/legal-hold", summary="Hold one recording: never purged while held.")
 async def hold_recording(recording_id: str, body: HoldBody, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, HOLD_ROLES, "place legal holds")
+    reason = redact_on_input(body.reason) or ""
     async with mapped():
-        r = await vault_of(svc).place_hold(recording_id, actor_of(who), redact_on_input(body.reason) or "")
+        r = await vault_of(svc).place_hold(recording_id, actor_of(who), reason)
+    await _on_record(svc, who, "recording.hold_placed", r.creditor, r.case_id, recording_id=recording_id,
+                     reason=reason.strip())
     log.info("recording.held", recording_id=recording_id)
     return recording_json(r)
 
 
-@router.delete("/recordings/{recording_id}/legal-hold", summary="Release a recording's hold.")
-async def release_recording(recording_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
+@router.delete("/recordings/{recording_id}/legal-hold", summary="Release a recording's hold (with the reason).")
+async def release_recording(recording_id: str, who: Caller, svc: Svc, reason: str | None = ReleaseReason) -> dict[str, Any]:
     require_role(who, HOLD_ROLES, "release legal holds")
+    why = redact_on_input(reason) or ""
     async with mapped():
-        r = await vault_of(svc).release_hold(recording_id, actor_of(who))
+        r = await vault_of(svc).release_hold(recording_id, actor_of(who), why)
+    await _on_record(svc, who, "recording.hold_released", r.creditor, r.case_id, recording_id=recording_id,
+                     reason=why.strip())
     log.info("recording.hold_released", recording_id=recording_id)
     return recording_json(r)
 
@@ -64,19 +83,25 @@ async def release_recording(recording_id: str, who: Caller, svc: Svc) -> dict[st
 async def hold_case(case_id: str, body: HoldBody, who: Caller, svc: Svc) -> dict[str, Any]:
     require_role(who, HOLD_ROLES, "place legal holds")
     cred = await case_creditor(svc, who, case_id, body.creditor)
+    reason = redact_on_input(body.reason) or ""
     async with mapped():
-        hold = await vault_of(svc).place_case_hold(cred, case_id, actor_of(who), redact_on_input(body.reason) or "")
+        hold = await vault_of(svc).place_case_hold(cred, case_id, actor_of(who), reason)
+    await _on_record(svc, who, "case.recordings_hold_placed", cred, case_id, reason=reason.strip())
     log.info("case.recordings_held", creditor=cred, case_id=case_id)
     return {"creditor": cred, "case_id": case_id,
             "legal_hold": {"reason": mask_text(hold.reason), "by": hold.by, "at": hold.at.isoformat()}}
 
 
-@router.delete("/cases/{case_id}/legal-hold", summary="Release a case's hold.")
-async def release_case(case_id: str, who: Caller, svc: Svc, creditor: str | None = Query(None, max_length=64)) -> dict[str, Any]:
+@router.delete("/cases/{case_id}/legal-hold", summary="Release a case's hold (with the reason).")
+async def release_case(case_id: str, who: Caller, svc: Svc, creditor: str | None = Query(None, max_length=64),
+                       reason: str | None = ReleaseReason) -> dict[str, Any]:
     require_role(who, HOLD_ROLES, "release legal holds")
     cred = await case_creditor(svc, who, case_id, creditor)
+    why = redact_on_input(reason) or ""
     async with mapped():
-        released = await vault_of(svc).release_case_hold(cred, case_id, actor_of(who))
+        released = await vault_of(svc).release_case_hold(cred, case_id, actor_of(who), why)
+    if released:
+        await _on_record(svc, who, "case.recordings_hold_released", cred, case_id, reason=why.strip())
     return {"creditor": cred, "case_id": case_id, "released": released}
 
 

@@ -298,3 +298,28 @@ async def test_numbers_in_access_and_hold_reasons_are_masked_and_card_numbers_ne
     assert entry["reason"] == "投诉 139****5678 卡 ************1111"
     stored = await api.svc.vault.repo.access_log(rid)
     assert stored[0].reason == "投诉 13912345678 卡 ************1111"  # the card never reached the database
+
+
+async def test_a_hold_is_released_only_with_a_reason_and_both_ends_are_on_the_audit_log(api) -> None:
+    from sqlalchemy import select
+
+    from adapters.db import tables
+
+    rid = (await api.upload(wav(1), attempt_id=await api.dial("C-1", "13800000001"))).json()["recording_id"]
+    assert (await api.post(f"/v1/recordings/{rid}/legal-hold", "comp-a", {"reason": "投诉 complaint #7"})).status_code == 200
+    for params in ({}, {"reason": "  "}):
+        r = await api.delete(f"/v1/recordings/{rid}/legal-hold", "sup-a", params=params)
+        assert r.status_code == 400 and "reason" in r.text, r.text
+    assert (await api.get(f"/v1/recordings/{rid}", "qa-a")).json()["legal_hold"]["by"] == "comp-a"  # still held
+    r = await api.delete(f"/v1/recordings/{rid}/legal-hold", "sup-a", params={"reason": "结案 complaint closed"})
+    assert r.status_code == 200 and r.json()["legal_hold"] is None, r.text
+    assert (await api.post("/v1/cases/C-1/legal-hold", "sup-a", {"reason": "诉讼 lawsuit 9"})).status_code == 200
+    assert (await api.delete("/v1/cases/C-1/legal-hold", "sup-a")).status_code == 400
+    assert (await api.delete("/v1/cases/C-1/legal-hold", "comp-a", params={"reason": "撤诉 withdrawn"})).json()["released"]
+    async with api.svc.store.read() as uow:
+        rows = (await uow.conn.execute(select(tables.audit_log.c.actor, tables.audit_log.c.action, tables.audit_log.c.details)
+                                       .where(tables.audit_log.c.action.like("%hold%")).order_by(tables.audit_log.c.id))).all()
+    assert [(r[0], r[1]) for r in rows] == [
+        ("comp-a", "recording.hold_placed"), ("sup-a", "recording.hold_released"),
+        ("sup-a", "case.recordings_hold_placed"), ("comp-a", "case.recordings_hold_released")]
+    assert "结案 complaint closed" in str(rows[1][2]) and "撤诉 withdrawn" in str(rows[3][2])

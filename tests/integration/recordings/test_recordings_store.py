@@ -156,7 +156,7 @@ async def test_holds_access_log_purge_and_register_persist(vault, repo) -> None:
     entries = await repo.destruction_register()
     assert register.verify_chain(entries) == [] and entries[0].retain_until == date(2026, 1, 4)
     assert (await repo.get(held.recording_id)).hold.reason == "投诉 complaint"
-    assert await vault.release_case_hold("bank-a", "C-3", SUP_A)
+    assert await vault.release_case_hold("bank-a", "C-3", SUP_A, "结案 case closed")
     assert await repo.case_hold("bank-a", "C-3") is None
 
 
@@ -173,7 +173,7 @@ async def test_the_database_keeps_a_hold_against_stale_writes_and_a_late_purge(v
     plan = await vault.request_purge(ADMIN)
     assert [r.recording_id for r in plan.due] == [other.recording_id]
     await vault.place_case_hold("bank-a", "C-8", SUP_A, "投诉 complaint")  # after the request
-    await vault.release_hold(rec.recording_id, COMPLIANCE)
+    await vault.release_hold(rec.recording_id, COMPLIANCE, "结案 case closed")
     entry = register.seal(DestructionEntry(
         seq=1, recording_id=other.recording_id, case_id="C-8", creditor="bank-a", sha256=other.sha256,
         retain_until=other.retain_until, operator="ops-wang", approver="comp-sun", purge_id="p",
@@ -183,7 +183,7 @@ async def test_the_database_keeps_a_hold_against_stale_writes_and_a_late_purge(v
         await repo.destroy(gone, entry)
     assert (await repo.get(other.recording_id)).wrapped_key is not None
     assert await repo.destruction_register() == []
-    await vault.release_case_hold("bank-a", "C-8", SUP_A)
+    await vault.release_case_hold("bank-a", "C-8", SUP_A, "结案 case closed")
     await repo.destroy(gone, entry)
     with pytest.raises(AlreadyDestroyed):
         await repo.update(other)

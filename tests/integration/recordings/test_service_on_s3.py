@@ -62,7 +62,8 @@ async def test_an_upload_through_the_service_is_a_locked_object_that_qa_can_seek
             held = await client.post(f"/v1/recordings/{rid}/legal-hold", json={"reason": "投诉 complaint"}, headers=auth("comp-a"))
             assert held.status_code == 200, held.text
             assert store.lock_state(rid)["legal_hold"] is True
-            released = await client.delete(f"/v1/recordings/{rid}/legal-hold", headers=auth("comp-a"))
+            released = await client.delete(f"/v1/recordings/{rid}/legal-hold", params={"reason": "结案 case closed"},
+                                           headers=auth("comp-a"))
             assert released.status_code == 200 and store.lock_state(rid)["legal_hold"] is False
     finally:
         stop(proc)

@@ -193,10 +193,10 @@ async def test_legal_holds_are_mirrored_onto_the_object_and_block_its_deletion(s
     assert store.lock_state(two.recording_id)["legal_hold"] is True
     three = (await vault.ingest(request("s3-hold-3"), wav_stream(1.0), PBX)).recording
     assert store.lock_state(three.recording_id)["legal_hold"] is True  # the case is held: so is its new recording
-    await vault.release_case_hold(one.creditor, one.case_id, ADMIN)
+    await vault.release_case_hold(one.creditor, one.case_id, ADMIN, "结案 case closed")
     # the recording's own hold stays; the others were held only through the case
     assert [store.lock_state(r.recording_id)["legal_hold"] for r in (one, two, three)] == [True, False, False]
-    await vault.release_hold(one.recording_id, ADMIN)
+    await vault.release_hold(one.recording_id, ADMIN, "结案 case closed")
     assert store.lock_state(one.recording_id)["legal_hold"] is False
 
 

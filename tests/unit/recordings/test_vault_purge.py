@@ -102,7 +102,7 @@ async def test_a_hold_placed_after_the_request_still_protects_the_recording(vaul
 async def test_a_released_hold_lets_the_recording_go_at_the_next_purge(vault, blobs) -> None:
     rec = await ingest(vault, "h-5")
     await vault.place_hold(rec.recording_id, COMPLIANCE, "dispute 争议")
-    await vault.release_hold(rec.recording_id, COMPLIANCE)
+    await vault.release_hold(rec.recording_id, COMPLIANCE, "结案 case closed")
     plan = await vault.request_purge(ADMIN)
     await vault.approve_purge(plan.request.purge_id, SUP_A)
     assert rec.recording_id not in blobs.blobs
@@ -156,7 +156,7 @@ async def test_a_case_hold_covers_only_that_creditors_case_of_that_id(vault, blo
     plan = await vault.request_purge(ADMIN)
     assert [r.recording_id for r in plan.due] == [b.recording_id]
     assert [r.recording_id for r in plan.held] == [a.recording_id]
-    assert await vault.release_case_hold("bank-a", "C-100", SUP_A)
+    assert await vault.release_case_hold("bank-a", "C-100", SUP_A, "结案 case closed")
     assert (await vault.plan_purge(ADMIN)).held == ()
 
 
