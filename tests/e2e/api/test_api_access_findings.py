@@ -178,3 +178,16 @@ async def test_a_collector_dialing_a_case_not_assigned_to_them_learns_nothing_of
     logged = (await api.get("/v1/blocked-dials", "comp-a", params={"agent": "col-a2"})).json()["items"]
     if path == "/v1/dials":
         assert len(logged) == 2 and all(len(i["checks"]) > 1 for i in logged)
+
+
+async def test_the_pbx_dials_and_uploads_but_does_not_read_a_cases_record(api: Api) -> None:
+    r = await api.dial("col-a", "C-1", "13800000001")
+    aid = r.json()["attempt_id"]
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "col-a", {"disposition": "connected_self", "note": "答应月底还"})
+    assert r.status_code == 201, r.text
+    for path in ("/v1/cases/C-1", "/v1/cases/C-1/history"):
+        r = await api.get(path, "pbx")
+        assert r.status_code == 403, (path, r.status_code)
+        assert "张三" not in r.text and "答应月底还" not in r.text
+    assert (await api.dial("pbx", "C-1", "13900000002", agent="col-a")).status_code == 201
+    assert (await api.get(f"/v1/attempts/{aid}", "pbx")).status_code == 200
