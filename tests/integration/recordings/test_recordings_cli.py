@@ -304,3 +304,19 @@ def test_an_interrupted_incremental_verify_resumes_after_the_last_recording_it_r
     saved, (results, stats) = asyncio.run(go())
     assert stats["resumed"] and [r.recording_id for r in results] == saved["ids"][2:]
     assert sorted(read + [r.recording_id for r in results]) == sorted(ids)
+
+
+def test_card_and_id_numbers_in_a_fetch_reason_are_masked_before_the_access_log_keeps_it(cfg, tmp_path) -> None:
+    import sqlite3
+
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "call.wav"
+    write_wav(wav, 1.0, 520)
+    out = ingest(cfg, wav, "att-cli-why", "--creditor", "bank-a", "--case", "A-1")
+    r = rec("fetch", out["recording_id"], "-o", str(tmp_path / "f.wav"), "--reason",
+            "投诉核查 卡号 4111 1111 1111 1111 身份证11010519491231002X", "-u", "comp-sun", "-c", str(cfg))
+    assert r.exit_code == 0, r.output
+    db = sqlite3.connect(cfg.parent / "var" / "dialgate.db")
+    reasons = [row[0] for row in db.execute("SELECT reason FROM recording_access_log")]
+    db.close()
+    assert reasons == ["投诉核查 卡号 ************1111 身份证**************002X"]
