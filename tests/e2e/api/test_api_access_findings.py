@@ -191,3 +191,13 @@ async def test_the_pbx_dials_and_uploads_but_does_not_read_a_cases_record(api: A
         assert "张三" not in r.text and "答应月底还" not in r.text
     assert (await api.dial("pbx", "C-1", "13900000002", agent="col-a")).status_code == 201
     assert (await api.get(f"/v1/attempts/{aid}", "pbx")).status_code == 200
+
+
+async def test_readiness_names_only_the_creditors_a_scoped_user_works_for(api: Api) -> None:
+    from policy import load_policy
+
+    api.svc.policies = load_policy({"creditors": {"bank-a": {"cn_holidays": True}, "bank-b": {"window": {"end": "20:30"}}}})
+    versions = {who: (await api.get("/readyz", who)).json()["policy_versions"] for who in ("col-b", "comp-a", "admin")}
+    assert set(versions["col-b"]) == {"default", "bank-b"}
+    assert set(versions["comp-a"]) == {"default", "bank-a"}
+    assert set(versions["admin"]) == {"default", "bank-a", "bank-b"}
