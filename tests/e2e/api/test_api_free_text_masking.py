@@ -77,3 +77,16 @@ async def test_a_flag_lifted_by_compliance_answers_with_names_masked_as_the_case
     assert r.status_code == 200, r.text
     assert "13912345678" not in r.text
     assert r.json()["contacts"] == (await api.get("/v1/cases/C-1", "comp-a")).json()["contacts"]
+
+
+async def test_numbers_typed_into_a_contacts_source_are_masked_as_in_any_free_text(api: Api) -> None:
+    r = await api.post("/v1/cases/C-1/contacts", "data-a", {
+        "number": "13600000009", "relation": "family", "source": "来电 13912345678 卡 4111 1111 1111 1111"})
+    assert r.status_code == 201, r.text
+    sources = {}
+    for who in ("qa-a", "comp-a", "sup-a"):
+        r = await api.get("/v1/cases/C-1", who)
+        [added] = [c for c in r.json()["contacts"] if c["relation"] == "family" and c["number"].endswith("0009")]
+        sources[who] = added["source"]
+    assert sources["qa-a"] == sources["comp-a"] == "来电 139****5678 卡 ************1111"
+    assert sources["sup-a"] == "来电 13912345678 卡 ************1111"
