@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -32,7 +32,7 @@ import structlog
 from dialer.errors import Conflict, NoSuchCase, UnprocessableEntity
 from dialer.model import ChangeSource, HistoryEntry, Principal
 from dialer.usecases import CASE_READ_ROLES, Gate, case_json, require_role
-from dialer.masking import mask_number
+from dialer.masking import mask_number, mask_optional, redact_on_input
 from policy import CASE_FLAGS
 
 log = structlog.get_logger("dialgate.cases")
@@ -76,7 +76,8 @@ class CaseActions:
 
     async def run(self, cmd: CaseAction) -> dict[str, Any]:
         require_role(cmd.actor, ROLES[cmd.action], _what(cmd))
-        reason = cmd.reason.strip()
+        # Card and ID numbers never reach the store: the audit log keeps the reason as given.
+        reason = redact_on_input(cmd.reason.strip()) or ""
         if not reason or len(cmd.reason) > MAX_REASON:
             raise UnprocessableEntity(
                 "a reason is required", details={"errors": [
@@ -111,8 +112,9 @@ class CaseActions:
             )
         log.info("case.action", action=cmd.action, case_id=after.case_id, creditor=after.creditor,
                  history_seq=after.history_seq)
-        show: Callable[[str], str] = (lambda n: n) if cmd.actor.sees_full_numbers else mask_number
-        return {**case_json(after, show), "history_seq": after.history_seq}
+        if cmd.actor.sees_full_numbers:
+            return {**case_json(after, lambda n: n), "history_seq": after.history_seq}
+        return {**case_json(after, mask_number, mask_optional), "history_seq": after.history_seq}
 
     async def history(
         self, actor: Principal, case_id: str, creditor: str | None = None, after: int = 0, limit: int = 500

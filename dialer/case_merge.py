@@ -97,7 +97,8 @@ def contact_field(number: str) -> str:
 
 
 def contact_state(relation: str, status: str, do_not_call: bool, source: str) -> dict[str, Any]:
-    return {"relation": relation, "status": status, "do_not_call": do_not_call, "source": source}
+    # The source is free text: the history, kept forever, holds masked numbers only.
+    return {"relation": relation, "status": status, "do_not_call": do_not_call, "source": mask_text(source)}
 
 
 @dataclass(slots=True)
@@ -145,7 +146,7 @@ def _new_case(case: CaseInput, now: datetime) -> CaseMerge:
     )
     entry = tracked(values)
     entry["contacts"] = [
-        {"number": mask_number(c.number), "relation": c.relation, "source": c.source} for c in case.contacts
+        {"number": mask_number(c.number), "relation": c.relation, "source": mask_text(c.source)} for c in case.contacts
     ]
     contacts = [ContactRecord(c.number, c.relation, c.name, c.tz, c.status, c.do_not_call, c.source, now)
                 for c in case.contacts]

@@ -159,7 +159,7 @@ def parse_contact(
         return None
     return ContactRecord(
         number=number, relation=str(relation), name=redact_on_input(name), tz=tz, status=str(status), do_not_call=dnc,
-        source=str(source),
+        source=redact_on_input(str(source)) or str(source),  # free text too: a card or ID number is not stored
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import typer
 
+from dialer.masking import redact_on_input
 from recordings.config import RecordingsConfig, parse_recordings_config
 from recordings.errors import VaultError
 from recordings.model import UNMATCHED_SCOPE, Actor, IngestRequest, Link, RecordingFilter
@@ -324,7 +325,9 @@ def rec_fetch(
 
     async def go() -> int:
         async with open_vault_as(config, token_file) as (vault, actor):
-            stream = await vault.open_audio(recording_id, actor, reason=reason, client="cli", purpose="fetch")
+            # Card and ID numbers are masked before the access log keeps the reason, as the API does.
+            stream = await vault.open_audio(recording_id, actor, reason=redact_on_input(reason), client="cli",
+                                            purpose="fetch")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 with os.fdopen(fd, "wb") as f:

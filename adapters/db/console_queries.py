@@ -155,7 +155,8 @@ class SqlAlchemyConsoleQueries(BlockedDialQueries, RecordingQueries, HealthQueri
             legal_hold=hold, commission_start=c.commission_start, commission_end=c.commission_end,
             assigned_agent=c.assigned_agent, amount_due=c.amount_due, overdue_days=c.overdue_days,
             contacts=tuple(
-                ContactView(mask_number(x.number), x.relation, mask_optional(x.name), x.status, x.do_not_call, x.source)
+                ContactView(mask_number(x.number), x.relation, mask_optional(x.name), x.status, x.do_not_call,
+                            mask_text(x.source))
                 for x in c.contacts
             ),
             timeline=tuple(timeline), events=events,

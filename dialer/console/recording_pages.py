@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from dialer.console.page_kit import MAX_FIELD_CHARS, BadRequest, PageKit, fmt_dt, parse_date
 from dialer.console.ports import ConsoleError, NotFound, RecordingFilter
 from dialer.http.deps import client_of
+from dialer.masking import redact_on_input
 
 _log = structlog.get_logger("dialgate.console")
 _RANGE_RE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # longer numbers are no byte offsets
@@ -79,7 +80,9 @@ def add_recording_pages(router: APIRouter, kit: PageKit) -> None:
             rec = await ctx.queries.recording(ctx.who, recording_id)
         except ConsoleError as exc:
             return await kit.on_error(ctx, exc)
-        reason = " ".join((form.get("reason") or "").split())
+        # Card and ID numbers are masked as the API masks them: the reason travels in the
+        # audio link (signed, readable) and is stored in the access log.
+        reason = redact_on_input(" ".join((form.get("reason") or "").split())) or ""
         if len(reason) < MIN_REASON_CHARS or len(reason) > 500:
             log = await ctx.queries.access_log(ctx.who, recording_id)
             return await kit.render(

@@ -49,8 +49,11 @@ async def readyz(who: Caller, svc: Svc) -> Any:
     except StoreUnavailable as exc:
         return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
     # `policy_version` hashes the whole book; a decision carries its creditor's entry of `policy_versions`.
+    versions = svc.policies.versions()
+    if who.role not in METRICS_ROLES:  # the names of the banks served are not for another bank's users
+        versions = {c: v for c, v in versions.items() if c == "default" or who.can_see(c)}
     body: dict[str, Any] = {"status": "ready", "store": "ok", "policy_version": svc.policies.version,
-                            "policy_versions": svc.policies.versions()}
+                            "policy_versions": versions}
     mqtt = svc.mqtt  # the MQTT bus when [mqtt] url is set: reported, not
     if mqtt is not None:  # gating (events wait in the outbox while the broker is away)
         body["mqtt"] = mqtt.health()

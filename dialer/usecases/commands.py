@@ -17,7 +17,9 @@ CHECK_ROLES = frozenset({"collector", "supervisor", "compliance", "pbx", "admin"
 WHAT_IF_ROLES = frozenset({"compliance", "admin"})
 OUTCOME_ROLES = frozenset({"collector", "supervisor", "pbx", "admin"})
 DATA_ROLES = frozenset({"data", "admin"})
-CASE_READ_ROLES = frozenset({"collector", "supervisor", "qa", "compliance", "data", "admin", "pbx"})
+# Not the PBX: it places calls and uploads their audio, and needs no debtor name, note or
+# promise to do either.
+CASE_READ_ROLES = frozenset({"collector", "supervisor", "qa", "compliance", "data", "admin"})
 LOOKUP_ROLES = frozenset({"collector", "supervisor", "qa", "compliance", "data", "admin", "pbx"})
 REVIEW_ROLES = frozenset({"compliance", "supervisor", "admin"})
 

@@ -29,6 +29,8 @@ from dialer.usecases.commands import (
 from dialer.usecases.presenters import _decision_event, _decision_from_record
 from policy import NO_AGENT, AgentSnapshot, Decision, DialRequest, Policy, evaluate
 
+AGENT_NOT_ASSIGNED = "agent.not_assigned"
+
 log = structlog.get_logger("dialgate.gate")
 
 # An INVITE client transaction gives up 64*T1 after it began (RFC 3261 Timer B): a
@@ -73,7 +75,7 @@ class DialUseCases(GateBase):
                 if inputs.replay is not None:
                     if _late_invite(inputs.replay, digest, cmd, now):
                         return await self._refuse_late_invite(ledger, inputs.replay, cmd, now, decision_id, number)
-                    return _replayed(inputs.replay, digest, cmd)
+                    return _for_caller(cmd.actor, _replayed(inputs.replay, digest, cmd))
                 case = resolve_case(query, inputs)
                 pol = self.policies.for_creditor(case.creditor)
                 if pol.default_region != default_region:
@@ -99,7 +101,7 @@ class DialUseCases(GateBase):
                 async with self.store.ledger() as ledger:
                     inputs = await ledger.gather(query)
                 if inputs.replay is not None:
-                    return _replayed(inputs.replay, digest, cmd)
+                    return _for_caller(cmd.actor, _replayed(inputs.replay, digest, cmd))
                 raise StoreUnavailable("a request identity was taken but its answer cannot be read")
             except StoreUnavailable as exc:
                 result = await self._fail_closed(cmd, now, decision_id, number, exc)
@@ -121,7 +123,7 @@ class DialUseCases(GateBase):
         if (result.allowed and result.attempt is not None and not result.reused and cmd.channel in ("api", "mqtt")
                 and type(self.pbx) is not NonePbx):  # "none" places nothing: no task per dial for it
             self._spawn(self._originate(result.attempt), name=f"originate-{result.attempt.attempt_id}")
-        return result
+        return _for_caller(cmd.actor, result)
 
     async def _decide_and_reserve(
         self, ledger: DialLedger, cmd: RequestDial, case: CaseRecord, agent: AgentSnapshot,
@@ -373,7 +375,7 @@ class DialUseCases(GateBase):
                 agent_id=cmd.agent_id, channel=cmd.channel, creditor=cmd.creditor or "-",
                 case_id=cmd.case_id, number=cmd.number, attempt_id=None,
             )
-        return DialResult(decision.allowed, decision, record, None)
+        return _for_caller(cmd.actor, DialResult(decision.allowed, decision, record, None))
 
     async def recheck_attempt(self, attempt_id: str, actor: Principal) -> Decision:
         """Decide again for a click-to-dial attempt just before its debtor leg is dialled
@@ -426,6 +428,23 @@ def _late_invite(replay: DialReplay, digest: str, cmd: RequestDial, now: datetim
     """Whether a SIP request's stored allow is past the time any retry of it comes."""
     return (cmd.channel == "sip" and replay.record.allowed and replay.digest == digest
             and now - replay.stored_at > INVITE_RETRY_WINDOW)
+
+
+def _for_caller(actor: Principal, result: DialResult) -> DialResult:
+    """The answer a collector gets for a case not assigned to them: the refusal alone.
+    Its other checks would tell them what the case view hides from them (the case's
+    state and flags, which numbers are its contacts and how often they were called);
+    the decision record keeps them all for the blocked-dial review."""
+    if actor.role != "collector":
+        return result
+    refusal = next((c for c in result.decision.checks if c.rule_id == AGENT_NOT_ASSIGNED and not c.passed), None)
+    if refusal is None:
+        return result
+    decision = replace(
+        result.decision, allowed=False, rule_id=refusal.rule_id, reason=f"{refusal.rule_id}: {refusal.detail}",
+        reason_zh=refusal.detail_zh, next_allowed_at=None, checks=(refusal,), inputs_used={},
+    )
+    return replace(result, allowed=False, decision=decision)
 
 
 def _replayed(replay: DialReplay, digest: str, cmd: RequestDial) -> DialResult:

@@ -39,7 +39,7 @@ def case_json(case: CaseRecord, show: Any, text: Any = _same) -> dict[str, Any]:
                 "tz": c.tz,
                 "status": c.status,
                 "do_not_call": c.do_not_call,
-                "source": c.source,
+                "source": text(c.source),
             }
             for c in case.contacts
         ],

@@ -156,3 +156,48 @@ async def test_the_api_csv_export_defuses_cells_a_spreadsheet_would_run_as_formu
     assert rows
     assert {row["agent_id"] for row in rows} == {"'" + evil}
     assert all(not c.startswith(("=", "@")) for row in rows for c in row.values())
+
+
+@pytest.mark.parametrize("path", ["/v1/dials", "/v1/dial-checks"])
+async def test_a_collector_dialing_a_case_not_assigned_to_them_learns_nothing_of_it_but_the_refusal(
+        api: Api, path: str) -> None:
+    r = await api.post("/v1/cases/C-1/pause", "sup-a", {"reason": "银行通知停催"})
+    assert r.status_code == 200, r.text
+    answers = {}
+    for number in ("13900000002", "13500000000"):  # on the case's list, and not
+        r = await api.post(path, "col-a2", {"case_id": "C-1", "number": number, "agent_id": "col-a2"})
+        assert r.status_code in (200, 403), r.text
+        decision = r.json()["decision"]
+        assert decision["rule_id"] == "agent.not_assigned"
+        assert [c["rule_id"] for c in decision["checks"] if c["rule_id"].startswith(("case.", "contact.", "cap."))] == []
+        assert decision["inputs_used"] == {}
+        assert "family" not in r.text and "paused" not in r.text and "暂停" not in r.text
+        answers[number] = r.json()["decision"]["reason"]
+    assert answers["13900000002"] == answers["13500000000"]
+    # compliance still reads the whole decision in the blocked-dial log
+    logged = (await api.get("/v1/blocked-dials", "comp-a", params={"agent": "col-a2"})).json()["items"]
+    if path == "/v1/dials":
+        assert len(logged) == 2 and all(len(i["checks"]) > 1 for i in logged)
+
+
+async def test_the_pbx_dials_and_uploads_but_does_not_read_a_cases_record(api: Api) -> None:
+    r = await api.dial("col-a", "C-1", "13800000001")
+    aid = r.json()["attempt_id"]
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "col-a", {"disposition": "connected_self", "note": "答应月底还"})
+    assert r.status_code == 201, r.text
+    for path in ("/v1/cases/C-1", "/v1/cases/C-1/history"):
+        r = await api.get(path, "pbx")
+        assert r.status_code == 403, (path, r.status_code)
+        assert "张三" not in r.text and "答应月底还" not in r.text
+    assert (await api.dial("pbx", "C-1", "13900000002", agent="col-a")).status_code == 201
+    assert (await api.get(f"/v1/attempts/{aid}", "pbx")).status_code == 200
+
+
+async def test_readiness_names_only_the_creditors_a_scoped_user_works_for(api: Api) -> None:
+    from policy import load_policy
+
+    api.svc.policies = load_policy({"creditors": {"bank-a": {"cn_holidays": True}, "bank-b": {"window": {"end": "20:30"}}}})
+    versions = {who: (await api.get("/readyz", who)).json()["policy_versions"] for who in ("col-b", "comp-a", "admin")}
+    assert set(versions["col-b"]) == {"default", "bank-b"}
+    assert set(versions["comp-a"]) == {"default", "bank-a"}
+    assert set(versions["admin"]) == {"default", "bank-a", "bank-b"}

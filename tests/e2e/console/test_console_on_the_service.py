@@ -514,3 +514,37 @@ async def test_token_guesses_at_the_api_and_the_sign_in_form_share_one_allowance
         r = await c.post("/console/sign-in", data={"csrf": csrf, "token": service.tokens["comp-a"]})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert (await c.get("/v1/worklist", headers=service.auth("comp-a"))).status_code == 429
+
+
+async def test_card_and_id_numbers_in_a_console_access_reason_reach_neither_the_audio_link_nor_the_access_log(
+        service: Seeded):
+    import base64
+    import io
+    import wave
+    from urllib.parse import parse_qs, urlsplit
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 8000)
+    r = await service.client.post(
+        "/v1/recordings", params={"attempt_id": service.attempts[0], "duration": "1"},
+        headers={**service.auth("pbx"), "Content-Type": "audio/wav"}, content=buf.getvalue(),
+    )
+    assert r.status_code == 201, r.text
+    rid = r.json()["recording_id"]
+    async with service.console("qa-a") as c:
+        page = (await c.get(f"/console/recordings/{rid}")).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        r = await c.post(f"/console/recordings/{rid}/listen",
+                         data={"csrf": csrf, "reason": "投诉核查 卡号 4111 1111 1111 1111 身份证11010519491231002X"})
+        assert r.status_code == 303
+        grant = parse_qs(urlsplit(r.headers["location"]).query)["grant"][0]
+        assert (await c.get(f"/console/recordings/{rid}/audio", params={"grant": grant})).status_code == 200
+    carried = b"".join(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)) for p in grant.split(".") if p.isascii()
+                       and re.fullmatch(r"[A-Za-z0-9_-]+", p))
+    assert b"4111 1111" not in carried and b"11010519491231002X" not in carried  # the link is signed, not sealed
+    entries = await service.svc.vault.repo.access_log(rid)
+    assert [e.reason for e in entries] == ["投诉核查 卡号 ************1111 身份证**************002X"]

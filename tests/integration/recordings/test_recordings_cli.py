@@ -342,3 +342,20 @@ def test_a_cli_purge_or_fetch_acts_only_as_the_user_its_token_names(cfg, tmp_pat
     token_file.write_text(user(cfg, "comp-sun", "compliance", "bank-a") + "\n")
     ok = rec("purge", "--approve", purge_id, "--token-file", str(token_file), "-c", str(cfg))
     assert ok.exit_code == 0 and "approved by comp-sun" in ok.output and f"destroyed\t{old['recording_id']}" in ok.output
+
+
+def test_card_and_id_numbers_in_a_fetch_reason_are_masked_before_the_access_log_keeps_it(cfg, tmp_path) -> None:
+    import sqlite3
+
+    keys("init", "-c", str(cfg), "--creditor", "bank-a")
+    wav = tmp_path / "call.wav"
+    write_wav(wav, 1.0, 520)
+    out = ingest(cfg, wav, "att-cli-why", "--creditor", "bank-a", "--case", "A-1")
+    r = rec("fetch", out["recording_id"], "-o", str(tmp_path / "f.wav"), "--reason",
+            "投诉核查 卡号 4111 1111 1111 1111 身份证11010519491231002X", "-c", str(cfg),
+            token=user(cfg, "comp-sun", "compliance", "bank-a"))
+    assert r.exit_code == 0, r.output
+    db = sqlite3.connect(cfg.parent / "var" / "dialgate.db")
+    reasons = [row[0] for row in db.execute("SELECT reason FROM recording_access_log")]
+    db.close()
+    assert reasons == ["投诉核查 卡号 ************1111 身份证**************002X"]
