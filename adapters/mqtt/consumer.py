@@ -488,8 +488,9 @@ def _excerpt(payload: Any) -> str:
             if key in doc:
                 doc[key] = "***"
         text = json.dumps(doc, ensure_ascii=False)
-    else:  # not parseable (or cut short): still never echo a secret
-        text = _SECRET_FIELD.sub(r'"\1":"***"', text)
+    # Also for the text of a parsed document: a secret nested in it is echoed otherwise,
+    # and the dead-letter topic is read by every consumer of the bus.
+    text = _SECRET_FIELD.sub(r'"\1":"***"', text)
     return mask_text(text)[:_EXCERPT]
 
 

@@ -142,6 +142,14 @@ async def test_dead_letters_never_echo_a_token_even_from_a_payload_cut_short():
     assert len(letter["payload_excerpt"]) <= 1024
 
 
+async def test_dead_letters_never_echo_a_token_nested_in_the_command():
+    pub = RecordingPublisher()
+    consumer = InboundConsumer(pub, Dialer(), None)
+    await _consume(consumer, _msg(DIAL, {"dial": {"token": "sk-live-nested", "case_id": 7}}))
+    letter = pub.on("dialgate/v1/deadletter")[0]
+    assert "sk-live-nested" not in json.dumps(letter)
+
+
 async def test_dead_letters_mask_phone_card_and_id_numbers():
     pub = RecordingPublisher()
     consumer = InboundConsumer(pub, Dialer(), None)
