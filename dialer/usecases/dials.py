@@ -267,7 +267,7 @@ class DialUseCases(GateBase):
             actor=cmd.actor,
             agent_id=cmd.agent_id,
             channel=cmd.channel,
-            creditor=cmd.creditor or "-",
+            creditor=_chain_creditor(cmd),
             case_id=cmd.case_id,
             number=number,
             attempt_id=None,
@@ -295,7 +295,7 @@ class DialUseCases(GateBase):
         decision = self._refused_outright(rule_id, reason, reason_zh, now)
         record = self._record(
             decision_id=new_id(), kind="dial", now=now, decision=decision, actor=cmd.actor,
-            agent_id=cmd.agent_id or "-", channel=cmd.channel, creditor=cmd.creditor or "-",
+            agent_id=cmd.agent_id or "-", channel=cmd.channel, creditor=_chain_creditor(cmd),
             case_id=cmd.case_id or "-", number=number, attempt_id=None,
         )
         async with self.store.ledger() as ledger:
@@ -372,7 +372,7 @@ class DialUseCases(GateBase):
             decision = self._store_unavailable(now)
             record = self._record(
                 decision_id=decision_id, kind="check", now=now, decision=decision, actor=cmd.actor,
-                agent_id=cmd.agent_id, channel=cmd.channel, creditor=cmd.creditor or "-",
+                agent_id=cmd.agent_id, channel=cmd.channel, creditor=_chain_creditor(cmd),
                 case_id=cmd.case_id, number=cmd.number, attempt_id=None,
             )
         return _for_caller(cmd.actor, DialResult(decision.allowed, decision, record, None))
@@ -422,6 +422,13 @@ def _request_identity(cmd: RequestDial) -> tuple[str | None, str]:
     asked = json.dumps([cmd.case_id, cmd.number, cmd.agent_id, cmd.channel, cmd.creditor, cmd.match_pending,
                         cmd.attempt_id, cmd.caller_line], ensure_ascii=False)
     return hashlib.sha256(scoped.encode()).hexdigest(), hashlib.sha256(asked.encode()).hexdigest()
+
+
+def _chain_creditor(cmd: RequestDial | CheckDial) -> str:
+    """The creditor whose log gets a decision made before the case was known: the one
+    named, if the caller may act for it; else "-" (admins' view). Otherwise a user of one
+    creditor could write refusals into another's log by naming it."""
+    return cmd.creditor if cmd.creditor and cmd.actor.can_see(cmd.creditor) else "-"
 
 
 def _late_invite(replay: DialReplay, digest: str, cmd: RequestDial, now: datetime) -> bool:

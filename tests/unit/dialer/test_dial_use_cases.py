@@ -144,6 +144,14 @@ async def test_a_store_lost_before_the_commit_keeps_no_attempt_and_logs_the_bloc
     assert [(d.decision_id, d.rule_id) for d in ledger.decisions] == [(result.decision_id, "system.store_unavailable")]
 
 
+async def test_a_refusal_made_before_the_case_is_known_goes_to_a_named_creditor_only_within_the_callers_scope() -> None:
+    # A bank-a user naming bank-b must not write into bank-b's log.
+    gate, ledger, _ = given(ten_am())
+    for creditor in ("bank-b", "bank-a"):
+        await gate.record_refusal(dial(case_id="", creditor=creditor), "case.not_found", "no case", "无此案件")
+    assert [d.creditor for d in ledger.decisions] == ["-", "bank-a"]
+
+
 async def test_a_dial_naming_no_case_resolves_the_agents_one_active_case_holding_the_number() -> None:
     gate, ledger, _ = given(ten_am())
     ledger.add_case(a_case(pk=1, case_id="A-1", number="+8613800000009"))
