@@ -442,7 +442,7 @@ def _for_caller(actor: Principal, result: DialResult) -> DialResult:
     Its other checks would tell them what the case view hides from them (the case's
     state and flags, which numbers are its contacts and how often they were called);
     the decision record keeps them all for the blocked-dial review."""
-    if actor.role != "collector":
+    if actor.role != "collector" or result.allowed:  # allowed: every check passed, the agent's too
         return result
     refusal = next((c for c in result.decision.checks if c.rule_id == AGENT_NOT_ASSIGNED and not c.passed), None)
     if refusal is None:
