@@ -9,7 +9,9 @@ Printed side by side, one run:
 * anchor — raw `executemany` (sqlite3, one transaction, `synchronous=FULL` like the
   service) of the same cases and contacts into the same migrated schema: what the
   database alone takes for these rows; and the same with each new case's history entry
-  (a chained record as long as the import's), which every import must write too;
+  (a chained record as long as the import's), which every import must write too; for
+  context, that again in transactions of at most `batch_ms` each (what the database
+  pays for the short transactions an import must use so decisions never wait long);
 * the import through a real `dialgate serve`: `POST /v1/imports?kind=cases` with the
   JSON file, answered 202, polled until done. Cases/s over the whole job (decode,
   validation, staging, batched apply) and over the apply phase alone, and the ratio to
@@ -41,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gate_bench import POLICY, Load, Server, cases_doc, cli, drop_pg_db, free_port, http_request, make_users, private_pg_db  # noqa: E402
+from dialer.import_jobs import ImportLimits  # noqa: E402
 
 
 def import_doc(n: int, contacts: int) -> bytes:
@@ -79,11 +82,16 @@ def live_children_cpu_s(pid: int) -> float:
     return total
 
 
-def raw_anchor(cfg: Path, db: Path, n: int, contacts: int, history: bool = False) -> float:
+def raw_anchor(cfg: Path, db: Path, n: int, contacts: int, history: bool = False, txn_ms: float = 0) -> float:
     """Seconds for raw executemany of the same rows (cases, then their contacts) into a
     freshly migrated copy of the schema, one transaction, synchronous=FULL. `history`:
     also each new case's history entry, as long as the import's (the rows an import
-    must write that the bare anchor leaves out)."""
+    must write that the bare anchor leaves out). `txn_ms`: with history, in transactions
+    that each end once they have taken that long (runs of `TXN_STEP` cases), synchronous
+    NORMAL: the write lock's budget and the setting an import's batches run under, to
+    tell what short transactions cost the database from what the import adds."""
+    if txn_ms:
+        return _raw_anchor_in_budget(cfg, db, n, contacts, txn_ms / 1000)
     if db.exists():
         for f in db.parent.glob(db.name + "*"):
             f.unlink()
@@ -124,6 +132,55 @@ def raw_anchor(cfg: Path, db: Path, n: int, contacts: int, history: bool = False
     return took
 
 
+TXN_STEP = 8  # cases per executemany round inside a budgeted anchor transaction
+
+
+def _raw_anchor_in_budget(cfg: Path, db: Path, n: int, contacts: int, budget_s: float) -> float:
+    if db.exists():
+        for f in db.parent.glob(db.name + "*"):
+            f.unlink()
+    cli(cfg, "db", "upgrade")
+    today = date.today()
+    start, end = (today - timedelta(days=30)).isoformat(), (today + timedelta(days=60)).isoformat()
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    record, link = "x" * 775, "f" * 64
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("INSERT OR IGNORE INTO creditors (id, name, created_at) VALUES ('bank-x', 'bank-x', ?)", (now,))
+    t = time.perf_counter()
+    i = 0
+    while i < n:
+        con.execute("BEGIN IMMEDIATE")
+        began = time.perf_counter()
+        while i < n and time.perf_counter() - began < budget_s:
+            run = range(i, min(n, i + TXN_STEP))
+            con.executemany(
+                "INSERT INTO cases (id, creditor, case_id, debtor_name, status, commission_start, commission_end, "
+                "assigned_agent, flags, amount_due, overdue_days, follow_up_status, next_action_date, event_seq, "
+                "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                ((1_000_000 + k, "bank-x", f"IMP-{k}", "导入", "active", start, end, f"agent-{k % 50}", "", "1234.50",
+                  40, "new", None, 0, now, now) for k in run),
+            )
+            con.executemany(
+                "INSERT INTO contacts (case_pk, number, relation, name, tz, status, do_not_call, source, added_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                ((1_000_000 + k, f"+8613{5 + c}{k:08d}", "self" if c == 0 else "family", None, None, "valid", 0,
+                  "creditor", now) for k in run for c in range(contacts)),
+            )
+            con.executemany(
+                "INSERT INTO case_history (case_pk, creditor, case_id, seq, at, actor, role, source, source_ref, "
+                "source_row, field, record, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                ((1_000_000 + k, "bank-x", f"IMP-{k}", 1, now, "data-x", "data", "import", "anchor", k + 1, "case",
+                  record, "0" * 64, link) for k in run),
+            )
+            i = run.stop
+        con.execute("COMMIT")
+    took = time.perf_counter() - t
+    con.close()
+    return took
+
+
 async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="i18imports-bench-") as d:
         wd = Path(d)
@@ -141,6 +198,8 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
             anchor_cfg.write_text(f'[paths]\ndata_dir = "{anchor_db.parent}"\n{POLICY}', encoding="utf-8")
             res["anchor_s"] = raw_anchor(anchor_cfg, anchor_db, args.cases, args.contacts)
             res["anchor_history_s"] = raw_anchor(anchor_cfg, anchor_db, args.cases, args.contacts, history=True)
+            res["anchor_budget_s"] = raw_anchor(anchor_cfg, anchor_db, args.cases, args.contacts, history=True,
+                                                txn_ms=args.batch_ms or ImportLimits().batch_ms)
         cli(cfg, "db", "upgrade")
         tokens = await make_users(cfg, [("data-x", "data")] + [(f"agent-{i}", "collector") for i in range(50)])
         port = free_port()
@@ -215,6 +274,9 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"  anchor  raw executemany, one transaction: {n / r['anchor_s']:>10,.0f} cases/s  ({r['anchor_s']:.2f} s)")
         print(f"  anchor  the same with each case's history entry: {n / r['anchor_history_s']:>6,.0f} cases/s  "
               f"({r['anchor_history_s']:.2f} s)")
+        print(f"  context the same in transactions of at most {args.batch_ms or ImportLimits().batch_ms} ms (an import "
+              f"batch's write-lock budget; synchronous=NORMAL as its batches): {n / r['anchor_budget_s']:,.0f} cases/s"
+              f"  ({r['anchor_budget_s']:.2f} s)")
     total, apply = n / r["total_s"], n / r["apply_s"]
     ratio = (f"  = {apply / (n / r['anchor_s']):.1%} of the anchor, {apply / (n / r['anchor_history_s']):.1%} of the "
              "anchor with history") if "anchor_s" in r else ""
