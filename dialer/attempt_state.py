@@ -86,10 +86,13 @@ async def mark_dialing(uow: UnitOfWork, attempt: AttemptRecord, *, channel: str,
 
 
 async def mark_completed(uow: UnitOfWork, attempt: AttemptRecord, *, connected: bool, at: datetime) -> None:
-    """The call's outcome is logged."""
-    await uow.attempts.set_state(attempt.attempt_id, "completed", connected=connected)
+    """The call's outcome is logged. It may mark the call connected, never unmark it: a
+    call the PBX reported answered counts for the "connected calls" caps whatever the
+    collector logs (the update leaves the stored flag alone, so a PBX event committed
+    meanwhile stands too)."""
+    await uow.attempts.set_state(attempt.attempt_id, "completed", connected=True if connected else None)
     await _announce(uow, attempt, at, {
-        "attempt_id": attempt.attempt_id, "state": "completed", "connected": connected,
+        "attempt_id": attempt.attempt_id, "state": "completed", "connected": connected or attempt.connected,
         "decision_id": attempt.decision_id, "agent_id": attempt.agent_id,
     })
 

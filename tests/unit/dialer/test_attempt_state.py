@@ -243,3 +243,14 @@ async def test_an_authorisation_that_expired_while_the_agent_rang_is_still_relea
     states, store = _states(_attempt(state="expired"))
     await states.record_progress(_attempt(), CallProgress("att-1", "ended", T0, cause="agent_no_answer"), release=True)
     assert store.uow.attempts.rows["att-1"].state == "released"
+
+
+async def test_an_outcome_logged_as_unanswered_does_not_unmark_a_call_the_pbx_reported_answered() -> None:
+    # The PBX said the debtor answered; the collector's outcome "no answer" must not take
+    # the call out of the "connected calls" caps.
+    answered = _attempt(state="dialing", connected=True)
+    _, store = _states(answered)
+    await attempt_state.mark_completed(store.uow, answered, connected=False, at=T0)  # type: ignore[arg-type]
+    row = store.uow.attempts.rows["att-1"]
+    assert (row.state, row.connected) == ("completed", True)
+    assert _payload(store.uow.outbox.events[0])["connected"] is True
