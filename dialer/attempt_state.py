@@ -30,12 +30,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from dialer.errors import Conflict, Forbidden, NoSuchAttempt
 from dialer.masking import mask_path
 from dialer.model import AttemptRecord, CallProgress
 from dialer.ports import CaseStore, Clock, UnitOfWork
 
 EVENT = "attempt.state"
+
+log = structlog.get_logger("dialgate.attempts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +86,13 @@ async def mark_dialing(uow: UnitOfWork, attempt: AttemptRecord, *, channel: str,
 
 
 async def mark_completed(uow: UnitOfWork, attempt: AttemptRecord, *, connected: bool, at: datetime) -> None:
-    """The call's outcome is logged."""
-    await uow.attempts.set_state(attempt.attempt_id, "completed", connected=connected)
+    """The call's outcome is logged. It may mark the call connected, never unmark it: a
+    call the PBX reported answered counts for the "connected calls" caps whatever the
+    collector logs (the update leaves the stored flag alone, so a PBX event committed
+    meanwhile stands too)."""
+    await uow.attempts.set_state(attempt.attempt_id, "completed", connected=True if connected else None)
     await _announce(uow, attempt, at, {
-        "attempt_id": attempt.attempt_id, "state": "completed", "connected": connected,
+        "attempt_id": attempt.attempt_id, "state": "completed", "connected": connected or attempt.connected,
         "decision_id": attempt.decision_id, "agent_id": attempt.agent_id,
     })
 
@@ -99,12 +106,22 @@ async def mark_expired(uow: UnitOfWork, attempt: AttemptRecord, *, at: datetime)
     })
 
 
+# What the user agent may release: a reservation nobody has used. Once the SIP gate has
+# consumed it ("dialing") the PBX was sent to the debtor, whoever's INVITE it was.
+_RELEASABLE = frozenset({"authorised", "expired"})
+
+
 async def _user_agent_update(
     uow: UnitOfWork, attempt: AttemptRecord, state: str | None, *, connected: bool | None, at: datetime
 ) -> None:
     """The service's user agent moved the call on: `state` None keeps the stored one."""
     current = await uow.attempts.get(attempt.attempt_id)
     if current is None:
+        return
+    if state == "released" and current.state not in _RELEASABLE:
+        # The agent's own phone may have dialled the clicked number while the user agent
+        # rang the agent: releasing then would stop a placed call from counting.
+        log.warning("attempt.release_refused", attempt_id=attempt.attempt_id, state=current.state)
         return
     state = state or current.state
     await uow.attempts.set_state(attempt.attempt_id, state, connected=connected)
@@ -134,7 +151,8 @@ class AttemptStates:
     ) -> None:
         """Keep a call state of a click-to-dial attempt. `release`: the call ended before
         the debtor's phone was dialled, so the attempt stops counting, in the same
-        transaction as the `ended` state (whoever sees the end sees it not counting).
+        transaction as the `ended` state (whoever sees the end sees it not counting);
+        one the SIP gate has consumed meanwhile, or that is completed, stays as it is.
         `case_flags`: keep the case's flags with it (a stop recorded during a connected
         call does not cut the call, but is shown on the attempt)."""
         async with self.store.write() as uow:

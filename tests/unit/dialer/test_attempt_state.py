@@ -222,3 +222,35 @@ async def test_the_debtor_answering_marks_the_attempt_connected_and_keeps_the_ca
     assert _payload(store.uow.outbox.events[0])["connected"] is True
     (progress, flags), = store.uow.attempts.progress_rows
     assert (progress.detail, flags) == (None, "complaint_risk,dispute")
+
+
+@pytest.mark.parametrize("state", ["dialing", "completed"])
+async def test_a_reservation_the_sip_gate_already_used_is_not_released_when_the_user_agents_call_ends(
+        state: str) -> None:
+    # The agent's desk phone dialled the clicked number itself: the SIP gate consumed the
+    # reservation ("dialing") and the PBX was sent to the debtor, while the user agent's
+    # ring of the agent went unanswered (the debtor leg never left the user agent).
+    states, store = _states(_attempt(state=state))
+    ended = CallProgress("att-1", "ended", T0, cause="agent_no_answer")
+    await states.record_progress(_attempt(), ended, release=True)
+    assert store.uow.attempts.rows["att-1"].state == state  # still counts: the debtor's phone was dialled
+    assert store.uow.outbox.events == []
+    (progress, _), = store.uow.attempts.progress_rows
+    assert (progress.state, progress.cause) == ("ended", "agent_no_answer")
+
+
+async def test_an_authorisation_that_expired_while_the_agent_rang_is_still_released() -> None:
+    states, store = _states(_attempt(state="expired"))
+    await states.record_progress(_attempt(), CallProgress("att-1", "ended", T0, cause="agent_no_answer"), release=True)
+    assert store.uow.attempts.rows["att-1"].state == "released"
+
+
+async def test_an_outcome_logged_as_unanswered_does_not_unmark_a_call_the_pbx_reported_answered() -> None:
+    # The PBX said the debtor answered; the collector's outcome "no answer" must not take
+    # the call out of the "connected calls" caps.
+    answered = _attempt(state="dialing", connected=True)
+    _, store = _states(answered)
+    await attempt_state.mark_completed(store.uow, answered, connected=False, at=T0)  # type: ignore[arg-type]
+    row = store.uow.attempts.rows["att-1"]
+    assert (row.state, row.connected) == ("completed", True)
+    assert _payload(store.uow.outbox.events[0])["connected"] is True
