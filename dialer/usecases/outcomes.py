@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from dialer import attempt_state
-from dialer.errors import NoSuchAttempt, OutcomeConflict
+from dialer.errors import Conflict, NoSuchAttempt, OutcomeConflict
 from dialer.masking import mask_number, redact_on_input
 from dialer.model import CaseRecord, ChangeSource, OutcomeRecord
 from dialer.usecases.base import GateBase
@@ -76,6 +76,14 @@ class OutcomeUseCases(GateBase):
             pol = self.policies.for_creditor(case.creditor)
             zone = ZoneInfo(pol.timezone)
             connected = cmd.disposition.startswith("connected")
+            if connected and attempt.state == "released":
+                # The call ended before the debtor's phone rang: nobody answered, so no
+                # one agreed a callback time that would waive the window and the caps.
+                raise Conflict(
+                    f"attempt {cmd.attempt_id} was released before the number was dialled: it never connected",
+                    details={"attempt_id": cmd.attempt_id, "state": attempt.state, "disposition": cmd.disposition,
+                             "error_zh": "该次外呼在拨出前已释放，未曾接通，不能登记为接通"},
+                )
             _check_promise_within_commission(cmd, case, now.astimezone(zone).date())
             outcome = OutcomeRecord(
                 attempt_id=cmd.attempt_id,
