@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from dialer import attempt_state
-from dialer.errors import Conflict, NoSuchAttempt, OutcomeConflict
+from dialer.errors import Conflict, Forbidden, NoSuchAttempt, OutcomeConflict
 from dialer.masking import mask_number, redact_on_input
 from dialer.model import CaseRecord, ChangeSource, OutcomeRecord
 from dialer.usecases.base import GateBase
@@ -38,6 +38,14 @@ class OutcomeUseCases(GateBase):
     async def log_outcome(self, cmd: LogOutcome) -> tuple[OutcomeRecord, bool, CaseRecord]:
         """Record a call's outcome (idempotent). Returns (outcome, created, case after)."""
         require_role(cmd.actor, OUTCOME_ROLES, "log call outcomes")
+        if cmd.actor.role == "pbx" and (cmd.result != "none" or cmd.promise is not None or cmd.callback_at is not None):
+            # The switch knows how a call ended, not what was said: an agreed callback
+            # from it would waive the window and the caps at a time nobody agreed to.
+            raise Forbidden(
+                "role 'pbx' may log how a call ended, not its result: a result is the collector's",
+                details={"role": "pbx", "field": "result", "result": cmd.result,
+                         "error_zh": "呼叫中心系统只能登记通话结束方式，通话结果须由催收员登记"},
+            )
         _validate_outcome(cmd)
         now = self._now()
         digest = hashlib.sha256(
