@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from dialer import attempt_state
-from dialer.errors import NoSuchAttempt, OutcomeConflict
+from dialer.errors import Conflict, Forbidden, NoSuchAttempt, OutcomeConflict
 from dialer.masking import mask_number, redact_on_input
 from dialer.model import CaseRecord, ChangeSource, OutcomeRecord
 from dialer.usecases.base import GateBase
@@ -38,6 +38,14 @@ class OutcomeUseCases(GateBase):
     async def log_outcome(self, cmd: LogOutcome) -> tuple[OutcomeRecord, bool, CaseRecord]:
         """Record a call's outcome (idempotent). Returns (outcome, created, case after)."""
         require_role(cmd.actor, OUTCOME_ROLES, "log call outcomes")
+        if cmd.actor.role == "pbx" and (cmd.result != "none" or cmd.promise is not None or cmd.callback_at is not None):
+            # The switch knows how a call ended, not what was said: an agreed callback
+            # from it would waive the window and the caps at a time nobody agreed to.
+            raise Forbidden(
+                "role 'pbx' may log how a call ended, not its result: a result is the collector's",
+                details={"role": "pbx", "field": "result", "result": cmd.result,
+                         "error_zh": "呼叫中心系统只能登记通话结束方式，通话结果须由催收员登记"},
+            )
         _validate_outcome(cmd)
         now = self._now()
         digest = hashlib.sha256(
@@ -76,6 +84,14 @@ class OutcomeUseCases(GateBase):
             pol = self.policies.for_creditor(case.creditor)
             zone = ZoneInfo(pol.timezone)
             connected = cmd.disposition.startswith("connected")
+            if connected and attempt.state == "released":
+                # The call ended before the debtor's phone rang: nobody answered, so no
+                # one agreed a callback time that would waive the window and the caps.
+                raise Conflict(
+                    f"attempt {cmd.attempt_id} was released before the number was dialled: it never connected",
+                    details={"attempt_id": cmd.attempt_id, "state": attempt.state, "disposition": cmd.disposition,
+                             "error_zh": "该次外呼在拨出前已释放，未曾接通，不能登记为接通"},
+                )
             _check_promise_within_commission(cmd, case, now.astimezone(zone).date())
             outcome = OutcomeRecord(
                 attempt_id=cmd.attempt_id,

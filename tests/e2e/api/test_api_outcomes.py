@@ -166,3 +166,40 @@ async def test_outcome_with_malformed_json_is_400(api: Api) -> None:
     r = await api.client.post(f"/v1/attempts/{aid}/outcome", content=b"disposition=busy",
                               headers={**api.auth("col-a"), "Content-Type": "application/json"})
     assert r.status_code == 400
+
+
+async def test_a_released_attempt_cannot_be_logged_as_connected_nor_make_an_appointment(api: Api) -> None:
+    # Released: the click-to-dial call ended before the debtor's phone rang, so nobody
+    # agreed to anything; a callback logged on it would waive the 21:00 window.
+    aid = await _attempt(api)
+    async with api.svc.store.write() as uow:
+        await uow.attempts.set_state(aid, "released")
+    before = await api.snapshot()
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "col-a", {
+        "disposition": "connected_self", "result": "callback", "note": "约晚上十一点回电",
+        "callback_at": "2026-11-24T23:00:00+08:00"})
+    assert r.status_code == 409, r.text
+    assert r.json()["details"]["attempt_id"] == aid and r.json()["details"]["state"] == "released"
+    assert await api.snapshot() == before
+    api.clock.set(__import__("datetime").datetime.fromisoformat("2026-11-24T23:00:00+08:00"))
+    assert (await api.dial("col-a", "C-1", "13800000001")).json()["decision"]["rule_id"] == "window.outside_hours"
+    # What did happen stays loggable: the call never connected.
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "col-a", {"disposition": "no_answer", "note": "未接通"})
+    assert r.status_code == 201, r.text
+
+
+async def test_the_pbx_logs_how_a_call_ended_but_no_callback_agreed_on_it(api: Api) -> None:
+    # The switch knows whether the call connected, not what the debtor agreed: a
+    # callback it logged would waive the window at a time nobody agreed to.
+    aid = await _attempt(api)
+    before = await api.snapshot()
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "pbx", {
+        "disposition": "connected_self", "result": "callback", "note": "auto",
+        "callback_at": "2026-11-24T23:00:00+08:00"})
+    assert r.status_code == 403, r.text
+    assert r.json()["details"]["field"] == "result"
+    assert await api.snapshot() == before
+    api.clock.set(__import__("datetime").datetime.fromisoformat("2026-11-24T23:00:00+08:00"))
+    assert (await api.dial("col-a", "C-1", "13800000001")).json()["decision"]["rule_id"] == "window.outside_hours"
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "pbx", {"disposition": "connected_self", "note": "auto"})
+    assert r.status_code == 201, r.text
