@@ -3,18 +3,20 @@ from the window and the caps, and the earliest instant a usable slot opens."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from .blackouts import blackout_ends_at
 from .callee_time import UTC
 from .caps import Caps
-from .config import Policy
+from .config import Cap, Policy
 from .model import Appointment
 from .wording import ALL_RELATIONS
 
 __all__ = ["appointment", "appointment_opening"]
+
+ONE_SECOND = timedelta(seconds=1)
 
 
 def appointment(
@@ -62,9 +64,11 @@ def _utc(t: datetime) -> datetime:
 
 
 def appointment_opening(
-    policy: Policy, appointments: Sequence[Appointment], capsx: Caps, now_u: datetime, zone: ZoneInfo
+    policy: Policy, appointments: Sequence[Appointment], capsx: Caps, now_u: datetime, zone: ZoneInfo,
+    kept: Sequence[Cap] = (),
 ) -> datetime | None:
-    """Earliest instant >= now inside a usable appointment slot on a non-blackout day."""
+    """Earliest instant >= now inside a usable appointment slot on a non-blackout day at
+    which the caps no appointment waives (`kept`) pass too."""
     if not appointments or policy.appointment.max_attempts <= 0:
         return None
     tol = policy.appointment.tolerance
@@ -79,7 +83,13 @@ def appointment_opening(
         while t <= hi:
             end = blackout_ends_at(policy, t.astimezone(zone), zone, t)
             if end is None:
-                break
+                frees = [capsx.free_at(cap, t) for cap in kept]
+                if any(f is None for f in frees):
+                    t = hi + ONE_SECOND  # a kept cap never frees: this slot is of no use
+                    continue
+                end = max([t, *(f for f in frees if f is not None)])
+                if end == t:
+                    break
             t = end
         else:
             continue

@@ -80,6 +80,10 @@ class Cap:
     window: str  # "1h", "7d", ... or "calendar_day" / "N calendar_days"
     window_delta: timedelta | None  # None for calendar-day windows
     days: int = 1  # calendar-day windows: how many callee-local dates, today included
+    # Whether an agreed callback time (与客户约定) exempts a call from this cap. The
+    # rules excuse the per-number limits "without an agreement"; a per-case cap guards
+    # against harassment of the person, which no agreement on one number lifts.
+    appointment_waives: bool = True
 
     @property
     def calendar_day(self) -> bool:
@@ -93,6 +97,7 @@ class Cap:
             "count": self.count,
             "limit": self.limit,
             "window": self.window,
+            "appointment_waives": self.appointment_waives,
         }
 
 

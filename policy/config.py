@@ -67,6 +67,7 @@ def _build(spec: dict[str, Any], creditor: str | None, calendar: holidays.Holida
             window=c["window"],
             window_delta=None if calendar_days(c["window"]) else parse_duration(c["window"], "cap.window"),
             days=calendar_days(c["window"]) or 0,
+            appointment_waives=bool(c.get("appointment_waives", c["scope"] == "number")),
         )
         for c in spec["caps"]
     )

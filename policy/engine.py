@@ -234,7 +234,7 @@ def evaluate(
     capsx = Caps(number_groups, case_groups, zone)
     day = None
     counters: dict[str, dict[str, bool | int | str]] = {}
-    cap_indices: list[int] = []
+    waivable_caps: list[int] = []  # the checks an agreed callback time may exempt
     # A cap's "does not apply" check exists exactly when it does not apply to `relation`.
     na_checks = comp.na_checks.get(relation) or comp.na_checks[None]
     for i, cap in enumerate(policy.caps):
@@ -247,7 +247,8 @@ def evaluate(
             day = comp.day_bounds(zone_name, zone, local)
         n = capsx.count(cap, now_u, day)
         counters[cap.id] = {"applies": True, "count": n, "limit": cap.limit, "window": cap.window}
-        cap_indices.append(len(checks))
+        if cap.appointment_waives:
+            waivable_caps.append(len(checks))
         add(comp.cap_check(i, cap, n))
 
     inputs: dict[str, Any] = {
@@ -267,7 +268,7 @@ def evaluate(
     exempted = False
     appointments = [a for a in request.appointments if a.number == number] if request.appointments else ()
     if appointments and appointment(policy, appointments, capsx, now_u, zone, inputs):
-        for i in [hours_index, *cap_indices]:
+        for i in [hours_index, *waivable_caps]:
             c = checks[i]
             if not c.passed:
                 exempted = True

@@ -59,7 +59,7 @@ _CREDITOR_KEYS = (
 # The top level is a creditor's keys plus what only the whole book has.
 _TOP_KEYS = (*_CREDITOR_KEYS, "holiday_file", "creditors")
 _APPOINTMENT_KEYS = ("tolerance", "max_attempts")
-_CAP_KEYS = ("id", "scope", "relations", "count", "limit", "window", "enabled")
+_CAP_KEYS = ("id", "scope", "relations", "count", "limit", "window", "appointment_waives", "enabled")
 _CAP_REQUIRED = ("id", "scope", "limit", "window")
 _CAP_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
@@ -258,6 +258,8 @@ def _complete_cap(entry: Mapping[str, Any], base: dict[str, Any] | None, path: s
     merged.update({k: v for k, v in entry.items() if k != "enabled"})
     merged.setdefault("relations", list(RELATIONS))
     merged.setdefault("count", "attempts")
+    if "appointment_waives" in merged:
+        merged["appointment_waives"] = parse_bool(merged["appointment_waives"], join(path, "appointment_waives"))
     for key in _CAP_REQUIRED:
         if key not in merged:
             raise PolicyConfigError(join(path, key), f"missing; a new cap needs {', '.join(_CAP_REQUIRED)}")

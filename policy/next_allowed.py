@@ -68,7 +68,8 @@ def search_next(
             found = t
             break
         t = nt
-    appt = appointment_opening(policy, appointments, capsx, now_u, zone)
+    kept = [c for c in caps if not c.appointment_waives]
+    appt = appointment_opening(policy, appointments, capsx, now_u, zone, kept)
     if appt is not None and (found is None or appt < found):
         return appt, "appointment slot"
     if found is None:

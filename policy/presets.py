@@ -111,6 +111,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "count": "attempts",
                 "limit": 7,
                 "window": "7 calendar_days",
+                # Regulation F leaves calls made with the consumer's prior consent out of both.
+                "appointment_waives": True,
             },
             {
                 "id": "cap.regf_quiet_after_conversation",
@@ -119,6 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "count": "connected",
                 "limit": 1,
                 "window": "7 calendar_days",
+                "appointment_waives": True,
             },
         ],
     },

@@ -52,6 +52,27 @@ def test_an_appointment_exempts_the_caps_too() -> None:
     assert check(decision, "cap.number_hourly").exempted
 
 
+def test_an_appointment_never_lifts_the_per_case_daily_cap_against_harassment() -> None:
+    # The rules excuse the per-number limits "without an agreement"; ten calls of a case's
+    # numbers in a day stay the most, however many callbacks were agreed.
+    pol = policy_from({})
+    other = "+8613900000002"
+    history = [*attempts_at(*(sh(2026, 11, 24, 9, 0) + timedelta(minutes=20 * i) for i in range(10)), number=other)]
+    request = make_request(appointments=(appointment(sh(2026, 11, 24, 15, 30)),))
+    decision = decide(request, history=history, policy=pol, now=sh(2026, 11, 24, 15, 30))
+    assert not decision.allowed and decision.rule_id == "cap.case_daily"
+    assert not check(decision, "cap.case_daily").exempted
+    assert decision.next_allowed_at is not None and decision.next_allowed_at.date() > sh(2026, 11, 24, 0, 0).date()
+
+
+def test_a_cap_may_say_an_appointment_waives_it() -> None:
+    pol = policy_from({"caps": [{"id": "cap.case_daily", "appointment_waives": True}]})
+    other = "+8613900000002"
+    history = attempts_at(*(sh(2026, 11, 24, 9, 0) + timedelta(minutes=20 * i) for i in range(10)), number=other)
+    request = make_request(appointments=(appointment(sh(2026, 11, 24, 15, 30)),))
+    assert decide(request, history=history, policy=pol, now=sh(2026, 11, 24, 15, 30)).rule_id == "appointment.exception"
+
+
 def test_at_most_max_attempts_are_exempted_in_one_slot() -> None:
     request = make_request(appointments=(appointment(sh(2026, 11, 24, 21, 30)),))
     history = attempts_at(sh(2026, 11, 24, 21, 20), sh(2026, 11, 24, 21, 25))
