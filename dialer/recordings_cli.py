@@ -36,7 +36,6 @@ keys_app = typer.Typer(help="录音加密密钥 / recording encryption keys (per
 recordings_app = typer.Typer(help="录音库 / the recordings vault.", no_args_is_help=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="config.toml (defaults apply when omitted)")
-UserOpt = typer.Option(..., "--user", "-u", help="who runs this (recorded) / 操作人")
 # Who reads audio or approves a destruction is not taken as typed: the person's own API
 # token names them, so the access log and the second signature are a real user's.
 TokenFileOpt = typer.Option(
@@ -163,15 +162,15 @@ def keys_init(
 @keys_app.command("rotate")
 def keys_rotate(
     creditor: str = typer.Option(..., "--creditor", help="creditor id, or _unmatched"),
-    user: str = UserOpt,
+    token_file: Optional[Path] = TokenFileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """New key for a creditor; every data key is rewrapped (audio untouched). The old
-    key is destroyed later by `keys retire`."""
+    key is destroyed later by `keys retire`. An admin's token names who did it."""
 
     async def go() -> Any:
-        async with open_vault(config) as (vault, _):
-            return await vault.rotate_keys(creditor, Actor(user, "admin"))
+        async with open_vault_as(config, token_file) as (vault, actor):
+            return await vault.rotate_keys(creditor, actor)
 
     r = _run(go())
     typer.echo(f"{r.scope}: new key {r.new_key_id}; {r.rewrapped} data keys rewrapped; "
@@ -181,7 +180,7 @@ def keys_rotate(
 @keys_app.command("retire")
 def keys_retire(
     creditor: str = typer.Option(..., "--creditor", help="creditor id, or _unmatched"),
-    user: str = UserOpt,
+    token_file: Optional[Path] = TokenFileOpt,
     grace_minutes: float = typer.Option(60.0, "--grace-minutes", help="only keys superseded at least this long ago"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -189,8 +188,8 @@ def keys_retire(
     rewrapped first); backups wrapped under them become unreadable."""
 
     async def go() -> Any:
-        async with open_vault(config) as (vault, _):
-            return await vault.retire_keys(creditor, Actor(user, "admin"), grace=timedelta(minutes=grace_minutes))
+        async with open_vault_as(config, token_file) as (vault, actor):
+            return await vault.retire_keys(creditor, actor, grace=timedelta(minutes=grace_minutes))
 
     r = _run(go())
     typer.echo(f"{r.scope}: retired {', '.join(r.retired) or '-'}; {r.rewrapped} data keys rewrapped; active {r.new_key_id}")
@@ -200,7 +199,7 @@ def keys_retire(
 def keys_destroy(
     creditor: str = typer.Option(..., "--creditor"),
     confirm: str = typer.Option(..., "--confirm", help="type the creditor id again"),
-    user: str = UserOpt,
+    token_file: Optional[Path] = TokenFileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """End of commission: destroy a creditor's keys. Its recordings become unreadable
@@ -209,8 +208,8 @@ def keys_destroy(
         raise _fail("--confirm 与 --creditor 不一致 / --confirm must repeat the creditor id")
 
     async def go() -> int:
-        async with open_vault(config) as (vault, _):
-            return await vault.destroy_creditor_keys(creditor, Actor(user, "admin"))
+        async with open_vault_as(config, token_file) as (vault, actor):
+            return await vault.destroy_creditor_keys(creditor, actor)
 
     n = _run(go())
     typer.echo(f"{creditor}: 密钥已销毁 / keys destroyed; {n} recordings are now unreadable")
@@ -286,10 +285,11 @@ def rec_ingest(
 def rec_link(
     recording_id: str = typer.Argument(...),
     attempt_id: str = typer.Option(..., "--attempt-id", help="the attempt the unmatched recording belongs to"),
-    user: str = UserOpt,
+    token_file: Optional[Path] = TokenFileOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Attach an unmatched recording to its attempt (its data key is rewrapped under the creditor's key)."""
+    """Attach an unmatched recording to its attempt (its data key is rewrapped under the
+    creditor's key), as the admin the token names."""
 
     async def go() -> Any:
         from dialer.bootstrap import open_store
@@ -299,10 +299,8 @@ def rec_link(
                 att = await uow.attempts.get(attempt_id)
         if att is None:
             raise _fail(f"没有该拨号记录 / no attempt {attempt_id}")
-        async with open_vault(config) as (vault, _):
-            return await vault.link(
-                recording_id, Actor(user, "admin"), Link(att.creditor, att.case_id, att.agent_id, att.number)
-            )
+        async with open_vault_as(config, token_file) as (vault, actor):
+            return await vault.link(recording_id, actor, Link(att.creditor, att.case_id, att.agent_id, att.number))
 
     r = _run(go())
     typer.echo(f"{r.recording_id}: linked to {r.creditor}/{r.case_id} (agent {r.agent}, {r.number_masked}); retain until {r.retain_until}")

@@ -28,8 +28,8 @@ def cfg(tmp_path) -> Path:
     return p
 
 
-def keys(*args: str):
-    return runner.invoke(keys_app, list(args))
+def keys(*args: str, token: str | None = None):
+    return runner.invoke(keys_app, list(args), env={"DIALGATE_TOKEN": token or ""})
 
 
 def rec(*args: str, token: str | None = None):
@@ -151,13 +151,13 @@ def test_purge_from_the_cli_needs_a_second_person_and_rotation_keeps_audio_reada
     keep = ingest(cfg, wav, "att-keep", "--creditor", "bank-a", "--started-at", "2026-11-01T10:00:00+08:00")
     old = ingest(cfg, wav, "att-old", "--creditor", "bank-a")
 
-    rot = keys("rotate", "--creditor", "bank-a", "-u", "ops-wang", "-c", str(cfg))
-    assert rot.exit_code == 0 and "2 data keys rewrapped" in rot.output, rot.output
-    ret = keys("retire", "--creditor", "bank-a", "-u", "ops-wang", "--grace-minutes", "0", "-c", str(cfg))
-    assert ret.exit_code == 0 and "retired 2" in ret.output, ret.output  # key ids start with the date
-
     wang, sun, li = user(cfg, "ops-wang", "admin"), user(cfg, "comp-sun", "compliance", "bank-a"), user(
         cfg, "qa-li", "qa", "bank-a")
+    assert keys("rotate", "--creditor", "bank-a", "-c", str(cfg), token=sun).exit_code == 2  # an admin's work
+    rot = keys("rotate", "--creditor", "bank-a", "-c", str(cfg), token=wang)
+    assert rot.exit_code == 0 and "2 data keys rewrapped" in rot.output, rot.output
+    ret = keys("retire", "--creditor", "bank-a", "--grace-minutes", "0", "-c", str(cfg), token=wang)
+    assert ret.exit_code == 0 and "retired 2" in ret.output, ret.output  # key ids start with the date
     dry = rec("purge", "--dry-run", "-c", str(cfg), token=wang)
     assert dry.exit_code == 0 and f"due\t{old['recording_id']}" in dry.output
     req = rec("purge", "--request", "-c", str(cfg), token=wang)
@@ -247,7 +247,7 @@ def test_ingesting_a_file_for_a_known_attempt_links_it_to_the_case(cfg, tmp_path
 
     orphan = rec("ingest", str(wav), "--call-id", "lost@pbx", "--started-at", "2026-11-23T10:00:00+08:00", "-c", str(cfg))
     rid = json.loads(orphan.output)["recording_id"]
-    linked = rec("link", rid, "--attempt-id", "att-known-1", "-u", "ops-wang", "-c", str(cfg))
+    linked = rec("link", rid, "--attempt-id", "att-known-1", "-c", str(cfg), token=user(cfg, "ops-wang", "admin"))
     assert linked.exit_code == 0 and "bank-a/K-7" in linked.output, linked.output
     assert rec("list", "--unmatched", "--json", "-c", str(cfg)).output == ""
 
