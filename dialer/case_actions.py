@@ -154,6 +154,12 @@ def _changes(cmd: CaseAction, case: Any, today: date) -> dict[str, Any]:
     if a == "resume":
         if case.status != "paused":
             raise _conflict(f"case is {case.status}, not paused", f"案件状态为 {case.status}，未暂停", status=case.status)
+        if case.status_hold not in (None, "pause"):
+            # A file's pause over a repayment closure or a withdrawal keeps that hold:
+            # resuming would lift it without the reopening its reason belongs to.
+            raise _conflict(f"case is held by {case.status_hold}: lifting it needs a reopen",
+                            f"案件因 {case.status_hold} 锁定，须重新打开（reopen）",
+                            status=case.status, status_hold=case.status_hold)
         return dict(status="active", status_hold=None, follow_up_status="waiting", next_action_date=today)
     if a == "withdraw":
         if case.status in CLOSED:

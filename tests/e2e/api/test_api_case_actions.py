@@ -172,3 +172,19 @@ async def test_an_extension_outlasts_a_file_that_predates_it_and_a_later_file_en
         ("2027-04-30", "2027-04-30", "file says 2027-01-31; kept the extension to 2027-04-30")]
     await api.post("/v1/cases:import", "data-a", {"cases": [{**CASES_A[0], "commission_end": "2027-06-30"}]})
     assert (await api.get("/v1/cases/C-1", "admin")).json()["commission_end"] == "2027-06-30"
+
+
+async def test_resume_does_not_lift_a_repayment_closure_or_a_withdrawal_that_a_file_pause_left_held(api: Api) -> None:
+    await api.post("/v1/repayments:import", "data-a", {"repayments": [
+        {"creditor": "bank-a", "case_id": "C-1", "amount": "1000.00", "paid_on": "2026-11-23", "settled": True}]})
+    await api.post("/v1/cases/C-2/withdraw", "data-a", {"reason": "银行撤案"})
+    # The bank's next file pauses both: the status is paused, the closure's hold stays.
+    r = await api.post("/v1/cases:import", "data-a", {"cases": [{**c, "status": "paused"} for c in CASES_A]})
+    assert r.status_code == 200, r.text
+    for case_id, number, hold in (("C-1", "13800000001", "repayment"), ("C-2", "13700000003", "withdraw")):
+        r = await api.post(f"/v1/cases/{case_id}/resume", "sup-a", {"reason": "银行恢复催收"})
+        assert r.status_code == 409, r.text
+        assert "reopen" in r.json()["detail"] and "重新打开" in r.json()["detail"]
+        assert r.json()["details"]["status_hold"] == hold
+        agent = "col-a" if case_id == "C-1" else "col-a2"
+        assert (await api.dial(agent, case_id, number)).json()["decision"]["rule_id"] == "case.paused"
