@@ -29,6 +29,7 @@ from datetime import date, timedelta
 from policy.numbers import mask_number
 from recordings import envelope, events
 from recordings.errors import (
+    Conflict,
     DuplicateSource,
     InvalidRequest,
     RecordingTooLarge,
@@ -119,6 +120,12 @@ class IngestSteps(VaultBase):
             )
         existing = await self.repo.by_source(req.source_kind, req.source_id)
         if existing is not None:
+            if existing.creditor is not None and not actor.sees(existing.creditor):
+                # Another creditor's recording of that source: its id, checksum and
+                # retention are not this uploader's to read.
+                raise Conflict(
+                    f"该来源已有录音 / a recording of {req.source_kind} {req.source_id!r} is already stored"
+                    " under another creditor")
             return IngestResult(existing, created=False)
         link = req.link
         scope = link.creditor if link.creditor is not None else UNMATCHED_SCOPE

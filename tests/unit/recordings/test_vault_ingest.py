@@ -41,6 +41,21 @@ async def test_the_same_attempt_uploaded_twice_is_stored_once(vault, blobs) -> N
     assert len(await vault.list(ADMIN)) == 1
 
 
+async def test_a_pbx_of_another_creditor_reusing_a_source_gets_a_conflict_not_the_recording(vault) -> None:
+    from recordings.errors import Conflict
+    from recordings.model import Actor
+
+    first = await vault.ingest(request("call-shared", kind="call"), [wav_bytes(1)], PBX)
+    pbx_b = Actor("pbx-b", "pbx", frozenset({"bank-b"}))
+    with pytest.raises(Conflict) as caught:
+        await vault.ingest(request("call-shared", kind="call", creditor="bank-b"), [wav_bytes(1)], pbx_b)
+    assert first.recording.recording_id not in str(caught.value.message)
+    assert first.recording.sha256 not in str(caught.value.details)
+    pbx_a = Actor("pbx-a", "pbx", frozenset({"bank-a"}))
+    again = await vault.ingest(request("call-shared", kind="call"), [wav_bytes(1)], pbx_a)
+    assert not again.created and again.recording.recording_id == first.recording.recording_id
+
+
 async def test_the_same_id_as_attempt_and_as_call_are_different_sources(vault) -> None:
     a = await vault.ingest(request("x-1", kind="attempt"), [wav_bytes(1)], PBX)
     c = await vault.ingest(request("x-1", kind="call"), [wav_bytes(1)], PBX)
