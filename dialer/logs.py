@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from dialer.masking import mask_deep, mask_text
+from dialer.masking import mask_log_deep, mask_log_text
 
 # Keys whose values are identifiers, never phone numbers: not masked.
 _ID_KEYS = frozenset({"request_id", "decision_id", "attempt_id", "event_id", "case_id", "timestamp", "level"})
@@ -32,11 +32,11 @@ def mask_numbers(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> M
         kind = type(value)
         if kind is str:
             if len(value) >= 7 and key not in _ID_KEYS:
-                event[key] = mask_text(value)
+                event[key] = mask_log_text(value)
         elif kind in _PLAIN_TYPES or key in _ID_KEYS or isinstance(value, _PLAIN):
             continue
         else:
-            event[key] = mask_deep(value)
+            event[key] = mask_log_deep(value)
     return event
 
 
@@ -76,9 +76,21 @@ def _stderr_logger(*_args: Any) -> _StderrLogger:
     return _StderrLogger()
 
 
+class _MaskingFormatter(logging.Formatter):
+    """The standard `logging` lines (uvicorn's error log with an application's
+    traceback, asyncio's unretrieved task exceptions, asyncpg, aiomqtt, alembic) masked
+    like structlog's: they bypass its processors, and a traceback quotes SQL parameters,
+    URIs and DSNs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_log_text(super().format(record))
+
+
 def configure_logging(level: str = "info", json: bool = True) -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_MaskingFormatter("%(message)s"))
     # Alembic announces its plugins and migration context at INFO on every start: noise
     # for an operator; its warnings and errors still show.
     logging.getLogger("alembic").setLevel(max(lvl, logging.WARNING))

@@ -35,8 +35,8 @@ from typing import Any
 from policy.numbers import mask_number
 
 __all__ = [
-    "is_card_number", "is_prc_id", "mask_bytes", "mask_deep", "mask_number", "mask_optional", "mask_path", "mask_sip_text",
-    "mask_text", "redact_on_input",
+    "is_card_number", "is_prc_id", "mask_bytes", "mask_deep", "mask_log_deep", "mask_number", "mask_optional", "mask_path", "mask_sip_text",
+    "mask_log_text", "mask_text", "redact_on_input",
 ]
 
 # A run of 7+ digits, optionally with a leading + (an ID may end in X), or card-style
@@ -135,6 +135,36 @@ _URI_USER_RE = re.compile(r"(?<=[:])\+?\d{7,}(?=[@;>\s]|$)")
 def mask_sip_text(text: str) -> str:
     """`mask_text` for SIP messages and URIs: numbers as URI users too."""
     return mask_text(_URI_USER_RE.sub(lambda m: mask_number(m.group(0)), text))
+
+
+# Secrets a library or an exception text may carry: API tokens, a URL's password (a
+# database DSN, a broker URL), key=value credentials; replaced whole, never partly shown.
+_TOKEN_RE = re.compile(r"dg_[A-Za-z0-9_\-]{8,}")
+_URL_PASSWORD_RE = re.compile(r"(?<=://)([^/\s:@]*):[^@\s/]+@")
+_KEY_SECRET_RE = re.compile(r"(?i)\b(password|passwd|pwd|secret|pin|api[_-]?key|token)(['\"]?\s*[=:]\s*['\"]?)(?!\*\*\*)[^\s&'\",;)}\]]+")
+
+
+def mask_log_text(text: str) -> str:
+    """A log line's text: `mask_text`, numbers as SIP URI users too (library and
+    exception texts quote INVITEs), and secrets replaced by ``***``. The cheap tests
+    first: most values have neither a colon, an ``=`` nor a token prefix."""
+    if ":" in text or "=" in text or "dg_" in text:
+        text = _TOKEN_RE.sub("dg_***", text)
+        text = _URL_PASSWORD_RE.sub(r"\1:***@", text)
+        text = _KEY_SECRET_RE.sub(r"\1\2***", text)
+        text = _URI_USER_RE.sub(lambda m: mask_number(m.group(0)), text)
+    return mask_text(text)
+
+
+def mask_log_deep(value: Any) -> Any:
+    """`mask_deep` with `mask_log_text`, keys included (a dict keyed by number)."""
+    if isinstance(value, str):
+        return mask_log_text(value)
+    if isinstance(value, dict):
+        return {mask_log_text(k) if isinstance(k, str) else k: mask_log_deep(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_log_deep(v) for v in value]
+    return value
 
 
 _ANY_RUN_RE = re.compile(r"\d{7,}")
