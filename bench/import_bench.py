@@ -82,6 +82,9 @@ def live_children_cpu_s(pid: int) -> float:
     return total
 
 
+TXN_STEP = 8  # cases per executemany round inside a budgeted anchor transaction
+
+
 def raw_anchor(cfg: Path, db: Path, n: int, contacts: int, history: bool = False, txn_ms: float = 0) -> float:
     """Seconds for raw executemany of the same rows (cases, then their contacts) into a
     freshly migrated copy of the schema, one transaction, synchronous=FULL. `history`:
@@ -90,33 +93,51 @@ def raw_anchor(cfg: Path, db: Path, n: int, contacts: int, history: bool = False
     that each end once they have taken that long (runs of `TXN_STEP` cases), synchronous
     NORMAL: the write lock's budget and the setting an import's batches run under, to
     tell what short transactions cost the database from what the import adds."""
-    if txn_ms:
-        return _raw_anchor_in_budget(cfg, db, n, contacts, txn_ms / 1000)
     if db.exists():
         for f in db.parent.glob(db.name + "*"):
             f.unlink()
     cli(cfg, "db", "upgrade")
     today = date.today()
-    start, end = (today - timedelta(days=30)).isoformat(), (today + timedelta(days=60)).isoformat()
+    dates = (today - timedelta(days=30)).isoformat(), (today + timedelta(days=60)).isoformat()
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
+    con.execute(f"PRAGMA synchronous={'NORMAL' if txn_ms else 'FULL'}")
     con.execute("INSERT OR IGNORE INTO creditors (id, name, created_at) VALUES ('bank-x', 'bank-x', ?)", (now,))
     t = time.perf_counter()
-    con.execute("BEGIN IMMEDIATE")
+    if not txn_ms:
+        con.execute("BEGIN IMMEDIATE")
+        _insert_rows(con, range(n), contacts, history, dates, now)
+        con.execute("COMMIT")
+    i = 0
+    while txn_ms and i < n:
+        con.execute("BEGIN IMMEDIATE")
+        began = time.perf_counter()
+        while i < n and time.perf_counter() - began < txn_ms / 1000:
+            run = range(i, min(n, i + TXN_STEP))
+            _insert_rows(con, run, contacts, True, dates, now)
+            i = run.stop
+        con.execute("COMMIT")
+    took = time.perf_counter() - t
+    con.close()
+    return took
+
+
+def _insert_rows(con: sqlite3.Connection, cases: range, contacts: int, history: bool, dates: tuple[str, str],
+                 now: str) -> None:
+    start, end = dates
     con.executemany(
         "INSERT INTO cases (id, creditor, case_id, debtor_name, status, commission_start, commission_end, "
         "assigned_agent, flags, amount_due, overdue_days, follow_up_status, next_action_date, event_seq, "
         "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         ((1_000_000 + i, "bank-x", f"IMP-{i}", "导入", "active", start, end, f"agent-{i % 50}", "", "1234.50", 40,
-          "new", None, 0, now, now) for i in range(n)),
+          "new", None, 0, now, now) for i in cases),
     )
     con.executemany(
         "INSERT INTO contacts (case_pk, number, relation, name, tz, status, do_not_call, source, added_at) "
         "VALUES (?,?,?,?,?,?,?,?,?)",
         ((1_000_000 + i, f"+8613{5 + k}{i:08d}", "self" if k == 0 else "family", None, None, "valid", 0, "creditor",
-          now) for i in range(n) for k in range(contacts)),
+          now) for i in cases for k in range(contacts)),
     )
     if history:
         record, link = "x" * 775, "f" * 64  # a new case's chained entry: about 775 characters of canonical JSON
@@ -124,61 +145,8 @@ def raw_anchor(cfg: Path, db: Path, n: int, contacts: int, history: bool = False
             "INSERT INTO case_history (case_pk, creditor, case_id, seq, at, actor, role, source, source_ref, "
             "source_row, field, record, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             ((1_000_000 + i, "bank-x", f"IMP-{i}", 1, now, "data-x", "data", "import", "anchor", i + 1, "case", record,
-              "0" * 64, link) for i in range(n)),
+              "0" * 64, link) for i in cases),
         )
-    con.execute("COMMIT")
-    took = time.perf_counter() - t
-    con.close()
-    return took
-
-
-TXN_STEP = 8  # cases per executemany round inside a budgeted anchor transaction
-
-
-def _raw_anchor_in_budget(cfg: Path, db: Path, n: int, contacts: int, budget_s: float) -> float:
-    if db.exists():
-        for f in db.parent.glob(db.name + "*"):
-            f.unlink()
-    cli(cfg, "db", "upgrade")
-    today = date.today()
-    start, end = (today - timedelta(days=30)).isoformat(), (today + timedelta(days=60)).isoformat()
-    now = time.strftime("%Y-%m-%d %H:%M:%S")
-    record, link = "x" * 775, "f" * 64
-    con = sqlite3.connect(db, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("INSERT OR IGNORE INTO creditors (id, name, created_at) VALUES ('bank-x', 'bank-x', ?)", (now,))
-    t = time.perf_counter()
-    i = 0
-    while i < n:
-        con.execute("BEGIN IMMEDIATE")
-        began = time.perf_counter()
-        while i < n and time.perf_counter() - began < budget_s:
-            run = range(i, min(n, i + TXN_STEP))
-            con.executemany(
-                "INSERT INTO cases (id, creditor, case_id, debtor_name, status, commission_start, commission_end, "
-                "assigned_agent, flags, amount_due, overdue_days, follow_up_status, next_action_date, event_seq, "
-                "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                ((1_000_000 + k, "bank-x", f"IMP-{k}", "导入", "active", start, end, f"agent-{k % 50}", "", "1234.50",
-                  40, "new", None, 0, now, now) for k in run),
-            )
-            con.executemany(
-                "INSERT INTO contacts (case_pk, number, relation, name, tz, status, do_not_call, source, added_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                ((1_000_000 + k, f"+8613{5 + c}{k:08d}", "self" if c == 0 else "family", None, None, "valid", 0,
-                  "creditor", now) for k in run for c in range(contacts)),
-            )
-            con.executemany(
-                "INSERT INTO case_history (case_pk, creditor, case_id, seq, at, actor, role, source, source_ref, "
-                "source_row, field, record, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                ((1_000_000 + k, "bank-x", f"IMP-{k}", 1, now, "data-x", "data", "import", "anchor", k + 1, "case",
-                  record, "0" * 64, link) for k in run),
-            )
-            i = run.stop
-        con.execute("COMMIT")
-    took = time.perf_counter() - t
-    con.close()
-    return took
 
 
 async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[str, Any]:
