@@ -519,19 +519,13 @@ async def test_token_guesses_at_the_api_and_the_sign_in_form_share_one_allowance
 async def test_card_and_id_numbers_in_a_console_access_reason_reach_neither_the_audio_link_nor_the_access_log(
         service: Seeded):
     import base64
-    import io
-    import wave
     from urllib.parse import parse_qs, urlsplit
 
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"\x00\x00" * 8000)
+    from recordings.testing import wav_bytes
+
     r = await service.client.post(
         "/v1/recordings", params={"attempt_id": service.attempts[0], "duration": "1"},
-        headers={**service.auth("pbx"), "Content-Type": "audio/wav"}, content=buf.getvalue(),
+        headers={**service.auth("pbx"), "Content-Type": "audio/wav"}, content=wav_bytes(1.0),
     )
     assert r.status_code == 201, r.text
     rid = r.json()["recording_id"]
