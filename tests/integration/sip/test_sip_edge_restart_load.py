@@ -13,9 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-from structlog.testing import capture_logs
 
+from adapters.sip import edge_process
 from adapters.sip.edge import SipEdgeProcess
+from tests.conftest import captured_logs
 from tests.support.sip_fakes import RecordingSipAuthorizer, allow_all
 from tests.support.net import free_tcp_and_udp_port as free_port
 from sipclient import GATE_CONFIG, wait_until
@@ -78,7 +79,7 @@ async def test_an_edge_killed_five_times_under_300_invites_a_second_decides_agai
     (tmp_path / "numbers.csv").write_text("SEQUENTIAL\n" + "".join(f"139{i:08d}\n" for i in range(calls)))
     config = {**GATE_CONFIG, "listen": f"127.0.0.1:{port}", "edge": "process"}
     outages: list[float] = []
-    with capture_logs() as logs:
+    with captured_logs(edge_process) as logs:
         async with SipEdgeProcess(authorizer, config, stable_after=0.5) as edge:
             sipp = await asyncio.create_subprocess_exec(
                 SIPP, f"127.0.0.1:{port}", "-sf", "scenario.xml", "-inf", "numbers.csv", "-i", "127.0.0.1",
