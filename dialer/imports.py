@@ -254,6 +254,11 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
 NUL_ERROR = "contains a NUL character (\\u0000), which no field may hold"
 
 
+def nul_errors(row: int, value: Any) -> list[dict[str, Any]]:
+    """The row errors of `value`'s fields that hold a NUL character (`nul_fields`)."""
+    return [{"row": row, "field": f, "error": NUL_ERROR} for f in nul_fields(value)]
+
+
 def nul_fields(value: Any) -> list[str]:
     """The fields (dotted paths) of a row whose text holds a NUL character. PostgreSQL
     cannot store one and SQLite can: refused here, both engines answer alike, and a
@@ -291,7 +296,7 @@ def parse_cases_payload(doc: Any, region_of: Callable[[str], str], max_rows: int
     out: list[CaseInput] = []
     seen: dict[tuple[str, str], int] = {}
     for i, raw in enumerate(rows):
-        errors.extend({"row": i + 1, "field": f, "error": NUL_ERROR} for f in nul_fields(raw))
+        errors.extend(nul_errors(i + 1, raw))
         case = parse_case(raw, i + 1, errors, region_of)
         if isinstance(raw, Mapping) and isinstance(raw.get("case_id"), str):
             key = (str(raw.get("creditor")), raw["case_id"])
@@ -354,9 +359,9 @@ def _csv_rows(text: str, required: tuple[str, ...], max_rows: int) -> list[tuple
             errors.append({"row": line_no, "field": "", "error": "more values than header columns"})
             continue
         row = {k: (values[i] if i < len(values) else "").strip() for i, k in enumerate(header)}
-        nul = nul_fields(row)
+        nul = nul_errors(line_no, row)
         if nul:
-            errors.extend({"row": line_no, "field": f, "error": NUL_ERROR} for f in nul)
+            errors.extend(nul)
             continue
         rows.append((line_no, row))
     if count > max_rows:
@@ -445,7 +450,7 @@ def parse_repayments(rows: list[Any]) -> list[dict[str, Any]]:
             errors.append({"row": row, "field": "", "error": "expected an object"})
             continue
         n = len(errors)
-        errors.extend({"row": row, "field": f, "error": NUL_ERROR} for f in nul_fields(r))
+        errors.extend(nul_errors(row, r))
         for key in r:
             if key not in ("creditor", "case_id", "amount", "paid_on", "settled"):
                 errors.append({"row": row, "field": str(key), "error": "unknown field"})

@@ -152,7 +152,7 @@ def mask_log_text(text: str) -> str:
         text = _TOKEN_RE.sub("dg_***", text)
         text = _URL_PASSWORD_RE.sub(r"\1:***@", text)
         text = _KEY_SECRET_RE.sub(r"\1\2***", text)
-        text = _URI_USER_RE.sub(lambda m: mask_number(m.group(0)), text)
+        return mask_sip_text(text)
     return mask_text(text)
 
 
