@@ -42,17 +42,18 @@ def captured_logs(*modules: Any) -> Iterator[list[dict[str, Any]]]:
     """`structlog.testing.capture_logs` that also sees the module-level `log` of each
     given module. dialer.logs configures `cache_logger_on_first_use`, so a module logger
     that an earlier test already used keeps its processors and bypasses a later capture
-    (a test then passes alone and fails in the suite); each module gets a fresh logger
+    (a test then passes alone and fails in the suite, or an assertion that an event is
+    absent passes whatever happened); each module's `log` (or `_log`) is a fresh logger
     for the duration."""
     import structlog
     from structlog.testing import capture_logs
 
     with capture_logs() as logs:
-        saved = [(m, m.log) for m in modules]
-        for m, old in saved:
-            m.log = structlog.get_logger(*(getattr(old, "_logger_factory_args", None) or ()))
+        saved = [(m, name, getattr(m, name)) for m in modules for name in ("log", "_log") if hasattr(m, name)]
+        for m, name, old in saved:
+            setattr(m, name, structlog.get_logger(*(getattr(old, "_logger_factory_args", None) or ())))
         try:
             yield logs
         finally:
-            for m, old in saved:
-                m.log = old
+            for m, name, old in saved:
+                setattr(m, name, old)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from adapters.sip import edge_process
 from adapters.sip.edge import SipEdgeError, SipEdgeProcess
@@ -168,7 +167,7 @@ async def test_a_restart_that_cannot_bind_is_retried_with_back_off_and_logged_on
                 return False  # the killed edge's socket is not closed yet
             return True
 
-        with capture_logs() as logs:
+        with captured_logs(edge_process) as logs:
             os.kill(first, signal.SIGKILL)
             # the first restart comes >= 1 s after the exit: the squatter is there before it
             await wait_until(squat, 10, "the killed edge to let go of its port")

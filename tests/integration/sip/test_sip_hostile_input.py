@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 import pytest
-from structlog.testing import capture_logs
 
+from adapters.sip import edge_decisions, edge_link, edge_process, invites
+from tests.conftest import captured_logs
 from tests.support.net import free_tcp_and_udp_port as free_port
 from service_app import Running, start_service
 from tests.support.builders import case_doc
@@ -47,7 +48,7 @@ def raw_invite(run: Running, user: bytes, call_id: str) -> bytes:
 async def test_a_30_kb_control_character_invite_is_refused_and_the_next_20_are_all_decided(running, user, status):
     before = edge_state(running)
     client = UdpClient(running.sip_port)
-    with capture_logs() as logs:
+    with captured_logs(edge_decisions, edge_link, edge_process, invites) as logs:
         bad = raw_invite(running, user, "ctrl-1")
         assert 29_000 < len(bad) < 65_000
         client.send(bad)

@@ -6,10 +6,11 @@ import asyncio
 import socket
 import time
 
-from structlog.testing import capture_logs
 
 from tests.support.sip_fakes import HourlyCapSipAuthorizer, RecordingSipAuthorizer
+from adapters.sip import invites
 from adapters.sip.gate import SipDialAnswer, SipDialInput
+from tests.conftest import captured_logs
 from sipclient import TcpClient, UdpClient, derive, make_invite
 
 
@@ -394,7 +395,7 @@ async def test_invites_shed_under_overload_are_all_answered_503_and_logged_in_on
     auth, release = held()
     async with start_gate(auth, max_pending_decisions=1) as gate:
         client = UdpClient(gate.port)
-        with capture_logs() as logs:
+        with captured_logs(invites) as logs:
             client.send(make_invite("+8613800000030", gate_port=gate.port))  # takes the one slot
             shed = [await client.request(make_invite(f"+86138000001{i:02d}", gate_port=gate.port)) for i in range(20)]
         release.set()

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from structlog.testing import capture_logs
 
+from adapters.sip import edge_link, edge_process
 from adapters.sip.edge import SipEdgeProcess
 from tests.support.sip_fakes import RecordingSipAuthorizer
 from adapters.sip.message import SipMessage
 from tests.support.net import free_tcp_and_udp_port as free_port
 from sipclient import GATE_CONFIG, TcpClient, UdpClient, make_invite
-from tests.conftest import data_dir, require_service
+from tests.conftest import captured_logs, data_dir, require_service
 
 TORTURE = data_dir() / "sip-torture"
 
@@ -124,7 +124,7 @@ async def test_torture_messages_through_the_edge_process_leave_its_link_and_proc
     require_service("RFC 4475 torture messages", TORTURE.is_dir(), f"expected in {TORTURE}")
     auth = RecordingSipAuthorizer()
     port = free_port()
-    with capture_logs() as logs:
+    with captured_logs(edge_link, edge_process) as logs:
         async with SipEdgeProcess(auth, {**GATE_CONFIG, "listen": f"127.0.0.1:{port}", "edge": "process"}) as edge:
             pid = edge.pid
             observed, after = await send_torture_over_udp(port)

@@ -6,9 +6,9 @@ import subprocess
 import sys
 import warnings
 
-from structlog.testing import capture_logs
 
 from adapters.pbx import _pyvoip as pv
+from tests.conftest import captured_logs
 
 
 def test_importing_pyvoip_through_the_adapter_keeps_strict_warning_filters_and_raises_nothing() -> None:
@@ -32,7 +32,7 @@ def test_pyvoip_call_code_cannot_reset_the_warning_filters() -> None:
 
 
 def test_pyvoip_messages_go_to_structlog_with_numbers_masked_and_not_to_stdout(capsys) -> None:  # noqa: ANN001
-    with capture_logs() as logs:
+    with captured_logs(pv) as logs:
         pv.SIP.debug("raw sip:13800000001@pbx", "TODO: Add 500 Error on Receiving SIP Response from 13800000001")
         pv.RTP.debug("only when pyVoIP.DEBUG")  # pyVoIP prints these only in DEBUG: dropped
     assert capsys.readouterr().out == ""
