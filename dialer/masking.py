@@ -10,7 +10,9 @@ Rules (the same everywhere):
   passing the Luhn check) and a PRC resident ID number (18 characters whose ISO 7064
   check character matches, or the old 15-digit form): every character but the last
   four becomes ``*``: ``6222021234567890`` → ``************7890``;
-* any other run of 7 or more digits in free text counts as a phone number.
+* any other run of 7 or more digits in free text counts as a phone number, and so do a
+  mainland mobile in groups (``138-0013-8000``, ``+86 138 0013 8000``) and a landline
+  with its area code (``010-62345678``).
 
 Where it applies:
 
@@ -39,16 +41,18 @@ __all__ = [
     "mask_log_text", "mask_text", "redact_on_input",
 ]
 
-# A run of 7+ digits, optionally with a leading + (an ID may end in X), or card-style
-# groups of four split by a space or dash. Not inside identifiers, dates or decimals
-# (uuid segments, 2026-11-24, 1732368000.5). The neighbours checked are ASCII only:
-# Chinese text runs numbers into its words (电话13800000001), which \w would count as
-# letters and so leave the number whole.
+# A run of 7+ digits, optionally with a leading + (an ID may end in X); card-style
+# groups of four split by a space or dash; a mainland mobile as people write it
+# (138-0013-8000, +86 138 0013 8000) and a landline with its area code (010-62345678).
+# Not inside identifiers, dates or decimals (uuid segments, 2026-11-24, 1732368000.5).
+# The neighbours checked are ASCII only: Chinese text runs numbers into its words
+# (电话13800000001), which \w would count as letters and so leave the number whole.
 _NUMBER_RE = re.compile(
-    r"(?<![0-9A-Za-z_\-:])(?<!\d\.)(?:\+?\d{7,}[Xx]?|\d{4}(?:[ \-]\d{4}){2,3}(?:[ \-]\d{1,3})?)"
+    r"(?<![0-9A-Za-z_\-:])(?<!\d\.)(?:\+?\d{7,}[Xx]?|\d{4}(?:[ \-]\d{4}){2,3}(?:[ \-]\d{1,3})?"
+    r"|(?:\+?86[ \-]?)?1[3-9]\d[ \-]\d{4}[ \-]\d{4}|0\d{2,3}-\d{7,8})"
     r"(?![0-9A-Za-z_\-:]|\.\d)"
 )
-_MOBILE_BYTES = re.compile(rb"(?<![\w\-+])(?:\+?86|0086)?(1[3-9]\d)(\d{4})(\d{4})(?![\w\-])")
+_MOBILE_BYTES = re.compile(rb"(?<![\w\-+])(?:(?:\+?86|0086)[ \-]?)?(1[3-9]\d)[ \-]?(\d{4})[ \-]?(\d{4})(?![\w\-])")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 

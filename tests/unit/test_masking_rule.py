@@ -54,6 +54,24 @@ def test_a_number_inside_text_a_sip_uri_or_a_path_is_masked_the_same_way(number:
     assert mask_path(f"/rec/{bare.lstrip('+')}-a84b.wav") == f"/rec/{mask_number(bare.lstrip('+'))}-a84b.wav"
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("家属提供新号码138-0013-8000", "家属提供新号码138****8000"),
+        ("new number 138 0013 8000, call after 18:00", "new number 138****8000, call after 18:00"),
+        ("+86 138 0013 8000", "138****8000"),
+        ("+86-138-0013-8000 (mother)", "138****8000 (mother)"),
+        ("office 010-62345678", "office 010****5678"),
+        ("0755-12345678", "075****5678"),
+        # not numbers: a date, a UUID, an amount, a time of day
+        ("2026-11-24 550e8400-e29b-41d4-a716-446655440000 1,234.50 12:30:45",
+         "2026-11-24 550e8400-e29b-41d4-a716-446655440000 1,234.50 12:30:45"),
+    ],
+)
+def test_a_phone_number_written_with_spaces_or_dashes_is_masked_in_text(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+
+
 def test_no_module_defines_a_phone_masking_rule_of_its_own() -> None:
     """Every other `mask_number` is an import or a thin wrapper of the policy core's,
     so a second rule cannot creep back in beside it."""

@@ -13,6 +13,8 @@ from adapters.mqtt.topics import event_topic, pbx_id_of, reply_topic_problem
         (b'"+8613912345678"', b'"139****5678"'),
         (b'"008615012345678"', b'"150****5678"'),
         (b'"call 18612345678 now"', b'"call 186****5678 now"'),
+        (b'"new number 138-0013-8000"', b'"new number 138****8000"'),  # as people write it
+        (b'"+86 138 0013 8000"', b'"138****8000"'),
     ],
 )
 def test_mobile_numbers_in_event_payloads_are_masked(raw, masked):
@@ -28,6 +30,7 @@ def test_mobile_numbers_in_event_payloads_are_masked(raw, masked):
         b'"138****8000"',  # already masked
         b'"12800138000"',  # not a mobile prefix
         b'"2026-11-23T10:00:00+08:00"',
+        b'"138-0013-80001"',  # a dashed id, not a number
     ],
 )
 def test_ids_and_masked_numbers_are_left_alone(raw):
