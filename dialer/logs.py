@@ -86,11 +86,27 @@ class _MaskingFormatter(logging.Formatter):
         return mask_log_text(super().format(record))
 
 
+class _MaskingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler: a record that fails to format (a library's own bug) is reported
+    masked, in one line; logging's own report prints its arguments as they are."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not logging.raiseExceptions:
+            return
+        exc = sys.exc_info()[1]
+        try:
+            report = f"--- logging error in {record.name}: {type(exc).__name__}: {exc}; " \
+                     f"message {record.msg!r}, arguments {record.args!r}"
+            sys.stderr.write(mask_log_text(report) + "\n")
+        except Exception:  # noqa: BLE001 - a report about a report: nothing left to tell
+            pass
+
+
 def configure_logging(level: str = "info", json: bool = True) -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s", force=True)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(_MaskingFormatter("%(message)s"))
+    handler = _MaskingHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter("%(message)s"))
+    logging.basicConfig(level=lvl, handlers=[handler], force=True)
     # Alembic announces its plugins and migration context at INFO on every start: noise
     # for an operator; its warnings and errors still show.
     logging.getLogger("alembic").setLevel(max(lvl, logging.WARNING))

@@ -4,6 +4,7 @@ aiomqtt) and exception texts carrying SIP URIs: numbers masked, secrets never sh
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 
@@ -63,3 +64,15 @@ def test_structlog_values_never_carry_a_token_or_url_password() -> None:
     event = {"event": "x", "error": "refused " + TOKEN, "exception": "ConnectError mqtt://dg:s3cretpw@broker:1883"}
     out = mask_numbers(None, "error", event)
     assert TOKEN not in out["error"] and "s3cretpw" not in out["exception"]
+
+
+def test_a_library_line_that_fails_to_format_is_reported_with_its_numbers_masked(
+    stderr: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A library's own bug (an argument too few for its format) must not print the record's
+    # arguments in the clear: logging's report of it bypasses every formatter.
+    with contextlib.suppress(TypeError):  # pytest's own capture handler re-raises it after ours
+        logging.getLogger("asyncpg").warning("dial %s from %s", "13800000001")
+    reported = capsys.readouterr().err + stderr.getvalue()
+    assert "13800000001" not in reported
+    assert "logging error in asyncpg" in reported and "138****0001" in reported
