@@ -67,11 +67,13 @@ async def _announce(uow: UnitOfWork, attempt: AttemptRecord, at: datetime, paylo
     )
 
 
-def dialing(attempt: AttemptRecord, *, channel: str) -> tuple[AttemptRecord, dict[str, Any]]:
+def dialing(attempt: AttemptRecord, *, channel: str, at: datetime) -> tuple[AttemptRecord, dict[str, Any]]:
     """The move to "dialing" as data: the attempt after it and its event's payload. The
     dial ledger applies it in the same write as the decision that consumes the
-    reservation (`DialOutcome.consumed`)."""
-    return replace(attempt, state="dialing"), {
+    reservation (`DialOutcome.consumed`). The attempt's time becomes `at`, when the call
+    is placed (never earlier than the click): the caps' windows count a call from when the
+    debtor's phone rang, up to the validity after the click."""
+    return replace(attempt, state="dialing", at=max(attempt.at, at)), {
         "attempt_id": attempt.attempt_id, "state": "dialing", "channel": channel,
         "decision_id": attempt.decision_id, "agent_id": attempt.agent_id,
     }
@@ -79,8 +81,8 @@ def dialing(attempt: AttemptRecord, *, channel: str) -> tuple[AttemptRecord, dic
 
 async def mark_dialing(uow: UnitOfWork, attempt: AttemptRecord, *, channel: str, at: datetime) -> AttemptRecord:
     """A reservation is used: the PBX places the call (`channel`: who asked for it)."""
-    moved, payload = dialing(attempt, channel=channel)
-    await uow.attempts.set_state(attempt.attempt_id, "dialing")
+    moved, payload = dialing(attempt, channel=channel, at=at)
+    await uow.attempts.set_state(attempt.attempt_id, "dialing", at=moved.at)
     await _announce(uow, attempt, at, payload)
     return moved
 

@@ -168,10 +168,14 @@ class SqlAttemptRepository:
         ).mappings().first()
         return _attempt(r) if r else None
 
-    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None:
+    async def set_state(
+        self, attempt_id: str, state: str, *, connected: bool | None = None, at: datetime | None = None
+    ) -> None:
         values: dict[str, Any] = {"state": state}
         if connected is not None:
             values["connected"] = connected
+        if at is not None:
+            values["at"] = at
         await self.conn.execute(update(t.attempts).where(t.attempts.c.id == attempt_id).values(**values))
 
     async def for_case(self, case_pk: int, limit: int = 200) -> list[AttemptRecord]:

@@ -40,9 +40,12 @@ class _Attempts:
     async def get(self, attempt_id: str) -> AttemptRecord | None:
         return self.rows.get(attempt_id)
 
-    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None:
+    async def set_state(
+        self, attempt_id: str, state: str, *, connected: bool | None = None, at: datetime | None = None
+    ) -> None:
         row = self.rows[attempt_id]
-        self.rows[attempt_id] = replace(row, state=state, connected=row.connected if connected is None else connected)
+        self.rows[attempt_id] = replace(row, state=state, connected=row.connected if connected is None else connected,
+                                        at=row.at if at is None else at)
 
     async def add_progress(self, progress: CallProgress, case_flags: str | None) -> None:
         self.progress_rows.append((progress, case_flags))
