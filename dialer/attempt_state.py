@@ -169,8 +169,8 @@ class AttemptStates:
             await uow.attempts.add_progress(progress, flags)
 
     async def apply_call_event(self, event: CallEvent) -> None:
-        """A PBX event: the attempt is being dialled (if it was only authorised), and
-        connected once answered or hung up after talking; an `attempt.state` event
+        """A PBX event: the attempt is being dialled (if it was only authorised, or
+        released), and connected once answered or hung up after talking; an `attempt.state` event
         carries the PBX's details. Raises as the module docstring says."""
         async with self.store.write() as uow:
             attempt_id = event.attempt_id
@@ -189,7 +189,9 @@ class AttemptStates:
             if event.call_id is not None and event.attempt_id is not None:
                 await self._learn_call(uow, event, attempt_id)
 
-            state = "dialing" if attempt.state == "authorised" else attempt.state
+            # A call the PBX reports was placed: a release the user agent wrote first (its
+            # debtor leg may have gone out unseen) must not keep it from counting.
+            state = "dialing" if attempt.state in ("authorised", "released") else attempt.state
             connected: bool | None = None
             if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
                 connected = True

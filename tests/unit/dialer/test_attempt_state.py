@@ -248,6 +248,19 @@ async def test_an_authorisation_that_expired_while_the_agent_rang_is_still_relea
     assert store.uow.attempts.rows["att-1"].state == "released"
 
 
+@pytest.mark.parametrize("kind", ["answered", "hangup", "recording_ready"])
+async def test_a_pbx_event_arriving_after_the_user_agent_released_the_attempt_makes_it_count_again(kind: str) -> None:
+    # The same two reports in the other order leave the attempt counting (the event makes
+    # it "dialing", the release is then refused): the order they arrive in must not decide
+    # whether a call the PBX reports counts against the caps.
+    states, store = _states(_attempt())
+    await states.record_progress(_attempt(), CallProgress("att-1", "ended", T0, cause="failed"), release=True)
+    await states.apply_call_event(CallEvent("pbx-east", kind, T0, attempt_id="att-1", cause="normal_clearing",
+                                            duration_s=40.0, recording="/spool/a.wav"))
+    assert store.uow.attempts.rows["att-1"].state == "dialing"
+    assert _payload(store.uow.outbox.events[-1])["state"] == "dialing"
+
+
 async def test_an_outcome_logged_as_unanswered_does_not_unmark_a_call_the_pbx_reported_answered() -> None:
     # The PBX said the debtor answered; the collector's outcome "no answer" must not take
     # the call out of the "connected calls" caps.
