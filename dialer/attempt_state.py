@@ -99,13 +99,20 @@ async def mark_completed(uow: UnitOfWork, attempt: AttemptRecord, *, connected: 
     })
 
 
-async def mark_expired(uow: UnitOfWork, attempt: AttemptRecord, *, at: datetime) -> None:
-    """An authorisation the PBX never used within its validity (it still counts)."""
-    await uow.attempts.set_state(attempt.attempt_id, "expired")
+_AUTHORISED = frozenset({"authorised"})
+
+
+async def mark_expired(uow: UnitOfWork, attempt: AttemptRecord, *, at: datetime) -> bool:
+    """An authorisation the PBX never used within its validity (it still counts). Only an
+    attempt still authorised as stored now: one the SIP gate consumed since the sweep read
+    it is being dialled, and "expired" would let the user agent release it. Whether it moved."""
+    if not await uow.attempts.set_state(attempt.attempt_id, "expired", only_from=_AUTHORISED):
+        return False
     await _announce(uow, attempt, at, {
         "attempt_id": attempt.attempt_id, "state": "expired", "decision_id": attempt.decision_id,
         "agent_id": attempt.agent_id,
     })
+    return True
 
 
 # What the user agent may release: a reservation nobody has used. Once the SIP gate has
@@ -120,13 +127,19 @@ async def _user_agent_update(
     current = await uow.attempts.get(attempt.attempt_id)
     if current is None:
         return
-    if state == "released" and current.state not in _RELEASABLE:
-        # The agent's own phone may have dialled the clicked number while the user agent
-        # rang the agent: releasing then would stop a placed call from counting.
+    # The agent's own phone may have dialled the clicked number while the user agent rang
+    # the agent: releasing then would stop a placed call from counting. The update checks
+    # the state again, as stored when it runs: the SIP gate may consume the reservation
+    # after the read above.
+    if state == "released" and (
+        current.state not in _RELEASABLE
+        or not await uow.attempts.set_state(attempt.attempt_id, state, connected=connected, only_from=_RELEASABLE)
+    ):
         log.warning("attempt.release_refused", attempt_id=attempt.attempt_id, state=current.state)
         return
-    state = state or current.state
-    await uow.attempts.set_state(attempt.attempt_id, state, connected=connected)
+    if state is None:
+        state = current.state
+        await uow.attempts.set_state(attempt.attempt_id, state, connected=connected)
     await _announce(uow, attempt, at, {
         "attempt_id": attempt.attempt_id, "state": state, "channel": attempt.channel, "connected": connected,
         "agent_id": attempt.agent_id, "decision_id": attempt.decision_id,

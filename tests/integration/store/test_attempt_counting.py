@@ -4,6 +4,8 @@ the SIP gate, the release by the user agent, the expiry sweep and PBX call event
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,12 +14,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from dialer.attempt_state import AttemptStates
 from dialer.auth import add_user
 from dialer.bootstrap import open_services
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.imports import parse_cases_payload
-from dialer.model import Principal
+from dialer.model import CallProgress, Principal
 from dialer.services import Services
 from dialer.usecases import RequestDial
 from tests.support.builders import one_case
@@ -85,3 +88,98 @@ async def test_a_click_placed_late_in_its_validity_counts_from_when_the_call_was
     clock.set(start + timedelta(hours=1, seconds=30))
     third = await svc.gate.request_dial(_invite(users))
     assert not third.allowed and third.decision.rule_id == "cap.number_hourly"
+
+
+# -- moves racing the SIP gate's consumption (PostgreSQL: units of different tasks or
+# instances run side by side; SQLite runs every write alone) ----------------------------
+class _PausedAfterRead:
+    """The store, with one write unit held just after it has read the attempts it will
+    move: the interleaving of a unit on another instance (or task) that reads, then
+    writes, while the SIP gate consumes the same authorisation in between."""
+
+    def __init__(self, store: Any, method: str) -> None:
+        self._store = store
+        self._method = method
+        self.read = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @asynccontextmanager
+    async def write(self, *args: Any, **kw: Any) -> AsyncIterator[Any]:
+        async with self._store.write(*args, **kw) as uow:
+            real = getattr(uow.attempts, self._method)
+
+            async def read_then_wait(*a: Any, **k: Any) -> Any:
+                got = await real(*a, **k)
+                self.read.set()
+                await self.go.wait()
+                return got
+
+            setattr(uow.attempts, self._method, read_then_wait)
+            yield uow
+
+
+@pytest.fixture
+async def served_on_pg(tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+    async with private_pg_database("counting") as url, _serving(tmp_path, url) as got:
+        yield got
+
+
+async def _state(svc: Services, attempt_id: str) -> str:
+    async with svc.store.read() as uow:
+        found = await uow.attempts.get(attempt_id)
+    assert found is not None
+    return found.state
+
+
+async def test_a_release_by_the_user_agent_racing_the_sip_gates_consumption_leaves_the_placed_call_counting(
+    served_on_pg: Any,
+) -> None:
+    svc, users = served_on_pg
+    clicked = await svc.gate.request_dial(_click(users))
+    assert clicked.attempt is not None
+    attempt = clicked.attempt
+    # The user agent's ring of the agent goes unanswered while the agent's desk phone dials
+    # the clicked number: the release reads the attempt still authorised...
+    paused = _PausedAfterRead(svc.store, "get")
+    states = AttemptStates(paused, svc.clock)  # type: ignore[arg-type]
+    release = asyncio.create_task(states.record_progress(
+        attempt, CallProgress(attempt.attempt_id, "ended", svc.clock.now(), cause="agent_no_answer"), release=True))
+    await paused.read.wait()
+    # ...the SIP gate consumes it and the PBX is sent to the debtor...
+    placed = await svc.gate.request_dial(_invite(users, attempt_id=attempt.attempt_id))
+    assert placed.allowed and placed.reused
+    # ...then the release writes.
+    paused.go.set()
+    await release
+    assert await _state(svc, attempt.attempt_id) == "dialing"
+
+
+async def test_an_expiry_sweep_racing_the_sip_gates_consumption_does_not_let_a_later_release_uncount_the_call(
+    served_on_pg: Any,
+) -> None:
+    svc, users = served_on_pg
+    clock = svc.clock
+    start = clock.now()
+    clicked = await svc.gate.request_dial(_click(users))
+    assert clicked.attempt is not None
+    attempt = clicked.attempt
+    # The sweep, on an instance whose clock is a second ahead, reads the authorisation as stale...
+    paused = _PausedAfterRead(svc.store, "expired")
+    sweeper = dataclasses.replace(svc.gate, store=paused, _background=set())
+    clock.set(start + timedelta(seconds=svc.config.gate.attempt_validity_s + 1))
+    sweep = asyncio.create_task(sweeper.expire_attempts())
+    await paused.read.wait()
+    # ...while the SIP gate, its clock a second behind, consumes it: the debtor's phone rings...
+    clock.set(start + timedelta(seconds=svc.config.gate.attempt_validity_s))
+    placed = await svc.gate.request_dial(_invite(users, attempt_id=attempt.attempt_id))
+    assert placed.allowed and placed.reused
+    paused.go.set()
+    await sweep
+    # ...and the user agent, whose ring of the agent went unanswered, releases what it can.
+    states = AttemptStates(svc.store, clock)
+    await states.record_progress(
+        attempt, CallProgress(attempt.attempt_id, "ended", clock.now(), cause="agent_no_answer"), release=True)
+    assert await _state(svc, attempt.attempt_id) == "dialing"

@@ -41,11 +41,15 @@ class _Attempts:
         return self.rows.get(attempt_id)
 
     async def set_state(
-        self, attempt_id: str, state: str, *, connected: bool | None = None, at: datetime | None = None
-    ) -> None:
+        self, attempt_id: str, state: str, *, connected: bool | None = None, at: datetime | None = None,
+        only_from: frozenset[str] | None = None,
+    ) -> bool:
         row = self.rows[attempt_id]
+        if only_from is not None and row.state not in only_from:
+            return False
         self.rows[attempt_id] = replace(row, state=state, connected=row.connected if connected is None else connected,
                                         at=row.at if at is None else at)
+        return True
 
     async def add_progress(self, progress: CallProgress, case_flags: str | None) -> None:
         self.progress_rows.append((progress, case_flags))
