@@ -115,6 +115,8 @@ async def mark_expired(uow: UnitOfWork, attempt: AttemptRecord, *, at: datetime)
     return True
 
 
+# What a PBX call event contradicts: it says the call was placed.
+_NOT_PLACED = frozenset({"authorised", "released", "expired"})
 # What the user agent may release: a reservation nobody has used. Once the SIP gate has
 # consumed it ("dialing") the PBX was sent to the debtor, whoever's INVITE it was.
 _RELEASABLE = frozenset({"authorised", "expired"})
@@ -183,7 +185,7 @@ class AttemptStates:
 
     async def apply_call_event(self, event: CallEvent) -> None:
         """A PBX event: the attempt is being dialled (if it was only authorised, or
-        released), and connected once answered or hung up after talking; an `attempt.state` event
+        released or expired), and connected once answered or hung up after talking; an `attempt.state` event
         carries the PBX's details. Raises as the module docstring says."""
         async with self.store.write() as uow:
             attempt_id = event.attempt_id
@@ -202,9 +204,10 @@ class AttemptStates:
             if event.call_id is not None and event.attempt_id is not None:
                 await self._learn_call(uow, event, attempt_id)
 
-            # A call the PBX reports was placed: a release the user agent wrote first (its
-            # debtor leg may have gone out unseen) must not keep it from counting.
-            state = "dialing" if attempt.state in ("authorised", "released") else attempt.state
+            # A call the PBX reports was placed, whatever the order its reports and ours
+            # arrive in: a release the user agent wrote first (its debtor leg may have gone
+            # out unseen) must not keep it from counting, nor "expired" leave it releasable.
+            state = "dialing" if attempt.state in _NOT_PLACED else attempt.state
             connected: bool | None = None
             if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
                 connected = True

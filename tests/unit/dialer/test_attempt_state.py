@@ -265,6 +265,15 @@ async def test_a_pbx_event_arriving_after_the_user_agent_released_the_attempt_ma
     assert _payload(store.uow.outbox.events[-1])["state"] == "dialing"
 
 
+async def test_a_pbx_event_for_an_expired_authorisation_keeps_the_user_agent_from_releasing_it() -> None:
+    # Had the event come before the sweep, the attempt would be dialing and beyond release.
+    states, store = _states(_attempt(state="expired"))
+    await states.apply_call_event(CallEvent("pbx-east", "answered", T0, attempt_id="att-1"))
+    await states.record_progress(_attempt(), CallProgress("att-1", "ended", T0, cause="failed"), release=True)
+    row = store.uow.attempts.rows["att-1"]
+    assert (row.state, row.connected) == ("dialing", True)
+
+
 async def test_an_outcome_logged_as_unanswered_does_not_unmark_a_call_the_pbx_reported_answered() -> None:
     # The PBX said the debtor answered; the collector's outcome "no answer" must not take
     # the call out of the "connected calls" caps.
