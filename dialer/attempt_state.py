@@ -67,11 +67,13 @@ async def _announce(uow: UnitOfWork, attempt: AttemptRecord, at: datetime, paylo
     )
 
 
-def dialing(attempt: AttemptRecord, *, channel: str) -> tuple[AttemptRecord, dict[str, Any]]:
+def dialing(attempt: AttemptRecord, *, channel: str, at: datetime) -> tuple[AttemptRecord, dict[str, Any]]:
     """The move to "dialing" as data: the attempt after it and its event's payload. The
     dial ledger applies it in the same write as the decision that consumes the
-    reservation (`DialOutcome.consumed`)."""
-    return replace(attempt, state="dialing"), {
+    reservation (`DialOutcome.consumed`). The attempt's time becomes `at`, when the call
+    is placed (never earlier than the click): the caps' windows count a call from when the
+    debtor's phone rang, up to the validity after the click."""
+    return replace(attempt, state="dialing", at=max(attempt.at, at)), {
         "attempt_id": attempt.attempt_id, "state": "dialing", "channel": channel,
         "decision_id": attempt.decision_id, "agent_id": attempt.agent_id,
     }
@@ -79,8 +81,8 @@ def dialing(attempt: AttemptRecord, *, channel: str) -> tuple[AttemptRecord, dic
 
 async def mark_dialing(uow: UnitOfWork, attempt: AttemptRecord, *, channel: str, at: datetime) -> AttemptRecord:
     """A reservation is used: the PBX places the call (`channel`: who asked for it)."""
-    moved, payload = dialing(attempt, channel=channel)
-    await uow.attempts.set_state(attempt.attempt_id, "dialing")
+    moved, payload = dialing(attempt, channel=channel, at=at)
+    await uow.attempts.set_state(attempt.attempt_id, "dialing", at=moved.at)
     await _announce(uow, attempt, at, payload)
     return moved
 
@@ -97,15 +99,24 @@ async def mark_completed(uow: UnitOfWork, attempt: AttemptRecord, *, connected: 
     })
 
 
-async def mark_expired(uow: UnitOfWork, attempt: AttemptRecord, *, at: datetime) -> None:
-    """An authorisation the PBX never used within its validity (it still counts)."""
-    await uow.attempts.set_state(attempt.attempt_id, "expired")
+_AUTHORISED = frozenset({"authorised"})
+
+
+async def mark_expired(uow: UnitOfWork, attempt: AttemptRecord, *, at: datetime) -> bool:
+    """An authorisation the PBX never used within its validity (it still counts). Only an
+    attempt still authorised as stored now: one the SIP gate consumed since the sweep read
+    it is being dialled, and "expired" would let the user agent release it. Whether it moved."""
+    if not await uow.attempts.set_state(attempt.attempt_id, "expired", only_from=_AUTHORISED):
+        return False
     await _announce(uow, attempt, at, {
         "attempt_id": attempt.attempt_id, "state": "expired", "decision_id": attempt.decision_id,
         "agent_id": attempt.agent_id,
     })
+    return True
 
 
+# What a PBX call event contradicts: it says the call was placed.
+_NOT_PLACED = frozenset({"authorised", "released", "expired"})
 # What the user agent may release: a reservation nobody has used. Once the SIP gate has
 # consumed it ("dialing") the PBX was sent to the debtor, whoever's INVITE it was.
 _RELEASABLE = frozenset({"authorised", "expired"})
@@ -118,13 +129,19 @@ async def _user_agent_update(
     current = await uow.attempts.get(attempt.attempt_id)
     if current is None:
         return
-    if state == "released" and current.state not in _RELEASABLE:
-        # The agent's own phone may have dialled the clicked number while the user agent
-        # rang the agent: releasing then would stop a placed call from counting.
+    # The agent's own phone may have dialled the clicked number while the user agent rang
+    # the agent: releasing then would stop a placed call from counting. The update checks
+    # the state again, as stored when it runs: the SIP gate may consume the reservation
+    # after the read above.
+    if state == "released" and (
+        current.state not in _RELEASABLE
+        or not await uow.attempts.set_state(attempt.attempt_id, state, connected=connected, only_from=_RELEASABLE)
+    ):
         log.warning("attempt.release_refused", attempt_id=attempt.attempt_id, state=current.state)
         return
-    state = state or current.state
-    await uow.attempts.set_state(attempt.attempt_id, state, connected=connected)
+    if state is None:
+        state = current.state
+        await uow.attempts.set_state(attempt.attempt_id, state, connected=connected)
     await _announce(uow, attempt, at, {
         "attempt_id": attempt.attempt_id, "state": state, "channel": attempt.channel, "connected": connected,
         "agent_id": attempt.agent_id, "decision_id": attempt.decision_id,
@@ -167,8 +184,8 @@ class AttemptStates:
             await uow.attempts.add_progress(progress, flags)
 
     async def apply_call_event(self, event: CallEvent) -> None:
-        """A PBX event: the attempt is being dialled (if it was only authorised), and
-        connected once answered or hung up after talking; an `attempt.state` event
+        """A PBX event: the attempt is being dialled (if it was only authorised, or
+        released or expired), and connected once answered or hung up after talking; an `attempt.state` event
         carries the PBX's details. Raises as the module docstring says."""
         async with self.store.write() as uow:
             attempt_id = event.attempt_id
@@ -187,7 +204,10 @@ class AttemptStates:
             if event.call_id is not None and event.attempt_id is not None:
                 await self._learn_call(uow, event, attempt_id)
 
-            state = "dialing" if attempt.state == "authorised" else attempt.state
+            # A call the PBX reports was placed, whatever the order its reports and ours
+            # arrive in: a release the user agent wrote first (its debtor leg may have gone
+            # out unseen) must not keep it from counting, nor "expired" leave it releasable.
+            state = "dialing" if attempt.state in _NOT_PLACED else attempt.state
             connected: bool | None = None
             if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
                 connected = True

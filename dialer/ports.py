@@ -166,7 +166,13 @@ class AttemptRepository(Protocol):
         """The oldest authorised attempt of this agent and number still valid at `now`."""
         ...
 
-    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None: ...
+    async def set_state(
+        self, attempt_id: str, state: str, *, connected: bool | None = None, at: datetime | None = None,
+        only_from: frozenset[str] | None = None,
+    ) -> bool:
+        """Move the attempt to `state`; `connected` None keeps the flag, `at` None the time.
+        With `only_from`, only if its state as stored now is one of those. Whether it moved."""
+        ...
 
     async def for_case(self, case_pk: int, limit: int = 200) -> list[AttemptRecord]: ...
 

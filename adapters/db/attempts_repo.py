@@ -168,11 +168,22 @@ class SqlAttemptRepository:
         ).mappings().first()
         return _attempt(r) if r else None
 
-    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None:
+    async def set_state(
+        self, attempt_id: str, state: str, *, connected: bool | None = None, at: datetime | None = None,
+        only_from: frozenset[str] | None = None,
+    ) -> bool:
         values: dict[str, Any] = {"state": state}
         if connected is not None:
             values["connected"] = connected
-        await self.conn.execute(update(t.attempts).where(t.attempts.c.id == attempt_id).values(**values))
+        if at is not None:
+            values["at"] = at
+        stmt = update(t.attempts).where(t.attempts.c.id == attempt_id)
+        if only_from is not None:
+            # Checked by the update itself: on PostgreSQL a move committed since this unit
+            # read the row is seen here, where a check on the read would miss it.
+            stmt = stmt.where(t.attempts.c.state.in_(sorted(only_from)))
+        result = await self.conn.execute(stmt.values(**values))
+        return bool(result.rowcount)
 
     async def for_case(self, case_pk: int, limit: int = 200) -> list[AttemptRecord]:
         rows = (

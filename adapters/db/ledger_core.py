@@ -141,7 +141,7 @@ class CoreDialLedger:
             if not await self._add_request(outcome, attempt.attempt_id if attempt else None):
                 raise RequestDecided(outcome.request)
         if consumed is not None:
-            await uow.attempts.set_state(consumed.attempt_id, consumed.state)
+            await uow.attempts.set_state(consumed.attempt_id, consumed.state, at=consumed.at)
         elif outcome.attempt is not None:
             await uow.attempts.add(outcome.attempt)
         if consumed is None:

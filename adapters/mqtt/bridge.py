@@ -17,7 +17,8 @@ Started by the composition root (dialer/bootstrap.py `extensions`) when `[mqtt] 
   case (dialer/attempt_state.py `AttemptStates.apply_call_event`), which matches the
   attempt by `attempt_id`, or by SIP Call-ID once the first event of a call that names
   both taught it. `answered` marks the attempt connected (it then counts for the
-  "connected calls" caps) and dialing if it was only authorised; `hangup` with a talk
+  "connected calls" caps) and dialing if it was only authorised (or released, or
+  expired: the PBX says the call was placed); `hangup` with a talk
   time > 0 also marks it connected; every event is written as an `attempt.state` event
   with the PBX's details, in one transaction.
 

@@ -23,8 +23,7 @@ class AttemptUseCases(GateBase):
             async with self.store.write() as uow:
                 batch = await uow.attempts.expired(now, limit=50)
                 for a in batch:
-                    await attempt_state.mark_expired(uow, a, at=now)
-            n += len(batch)
+                    n += await attempt_state.mark_expired(uow, a, at=now)
             if len(batch) < 50:
                 break
             await asyncio.sleep(0)

@@ -207,7 +207,7 @@ class DialUseCases(GateBase):
                 case_pk=current.pk, request=identity, request_digest=digest,
             ))
             return DialResult(False, decision, blocked, None)
-        dialing, payload = attempt_state.dialing(pending, channel=cmd.channel)
+        dialing, payload = attempt_state.dialing(pending, channel=cmd.channel, at=now)
         await ledger.apply(DialOutcome(
             record=record, consumed=dialing, event_type=attempt_state.EVENT, case_pk=case.pk, at=now,
             event_payload=payload, request=identity, request_digest=digest,

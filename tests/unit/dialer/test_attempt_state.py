@@ -40,9 +40,16 @@ class _Attempts:
     async def get(self, attempt_id: str) -> AttemptRecord | None:
         return self.rows.get(attempt_id)
 
-    async def set_state(self, attempt_id: str, state: str, *, connected: bool | None = None) -> None:
+    async def set_state(
+        self, attempt_id: str, state: str, *, connected: bool | None = None, at: datetime | None = None,
+        only_from: frozenset[str] | None = None,
+    ) -> bool:
         row = self.rows[attempt_id]
-        self.rows[attempt_id] = replace(row, state=state, connected=row.connected if connected is None else connected)
+        if only_from is not None and row.state not in only_from:
+            return False
+        self.rows[attempt_id] = replace(row, state=state, connected=row.connected if connected is None else connected,
+                                        at=row.at if at is None else at)
+        return True
 
     async def add_progress(self, progress: CallProgress, case_flags: str | None) -> None:
         self.progress_rows.append((progress, case_flags))
@@ -243,6 +250,28 @@ async def test_an_authorisation_that_expired_while_the_agent_rang_is_still_relea
     states, store = _states(_attempt(state="expired"))
     await states.record_progress(_attempt(), CallProgress("att-1", "ended", T0, cause="agent_no_answer"), release=True)
     assert store.uow.attempts.rows["att-1"].state == "released"
+
+
+@pytest.mark.parametrize("kind", ["answered", "hangup", "recording_ready"])
+async def test_a_pbx_event_arriving_after_the_user_agent_released_the_attempt_makes_it_count_again(kind: str) -> None:
+    # The same two reports in the other order leave the attempt counting (the event makes
+    # it "dialing", the release is then refused): the order they arrive in must not decide
+    # whether a call the PBX reports counts against the caps.
+    states, store = _states(_attempt())
+    await states.record_progress(_attempt(), CallProgress("att-1", "ended", T0, cause="failed"), release=True)
+    await states.apply_call_event(CallEvent("pbx-east", kind, T0, attempt_id="att-1", cause="normal_clearing",
+                                            duration_s=40.0, recording="/spool/a.wav"))
+    assert store.uow.attempts.rows["att-1"].state == "dialing"
+    assert _payload(store.uow.outbox.events[-1])["state"] == "dialing"
+
+
+async def test_a_pbx_event_for_an_expired_authorisation_keeps_the_user_agent_from_releasing_it() -> None:
+    # Had the event come before the sweep, the attempt would be dialing and beyond release.
+    states, store = _states(_attempt(state="expired"))
+    await states.apply_call_event(CallEvent("pbx-east", "answered", T0, attempt_id="att-1"))
+    await states.record_progress(_attempt(), CallProgress("att-1", "ended", T0, cause="failed"), release=True)
+    row = store.uow.attempts.rows["att-1"]
+    assert (row.state, row.connected) == ("dialing", True)
 
 
 async def test_an_outcome_logged_as_unanswered_does_not_unmark_a_call_the_pbx_reported_answered() -> None:
