@@ -133,13 +133,14 @@ async def _user_agent_update(
     # the agent: releasing then would stop a placed call from counting. The update checks
     # the state again, as stored when it runs: the SIP gate may consume the reservation
     # after the read above.
-    if state == "released" and (
-        current.state not in _RELEASABLE
-        or not await uow.attempts.set_state(attempt.attempt_id, state, connected=connected, only_from=_RELEASABLE)
-    ):
-        log.warning("attempt.release_refused", attempt_id=attempt.attempt_id, state=current.state)
-        return
-    if state is None:
+    if state == "released":
+        moved = current.state in _RELEASABLE and await uow.attempts.set_state(
+            attempt.attempt_id, state, connected=connected, only_from=_RELEASABLE
+        )
+        if not moved:
+            log.warning("attempt.release_refused", attempt_id=attempt.attempt_id, state=current.state)
+            return
+    else:
         state = current.state
         await uow.attempts.set_state(attempt.attempt_id, state, connected=connected)
     await _announce(uow, attempt, at, {
