@@ -1,0 +1,155 @@
+"""A stop that commits while a dial is being decided wins: the dial either committed
+before the stop (it was decided first) or saw the stop and was refused. Never an
+allowed dial committed after the stop, decided on the case as it was before it.
+
+Each test parks a dial between the ledger's read and its write (the ledger's `gather`
+waits on an event), runs the stop, and lets the dial go on once the stop has either
+committed or is seen waiting for the dial's locks. On the SQLite file and on
+PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from adapters.db.leader import asyncpg_dsn
+from dialer.auth import add_user
+from dialer.bootstrap import open_services
+from dialer.clock import FixedClock
+from dialer.config import build_config
+from dialer.imports import parse_cases_payload
+from dialer.model import Principal
+from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
+from dialer.services import Services
+from dialer.usecases import LogOutcome, RequestDial
+from tests.support.builders import one_case
+from tests.support.pg import private_pg_database
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NUMBER = "13800000077"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+    if request.param == "sqlite":
+        async with _serving(tmp_path) as s:
+            yield s
+    else:
+        async with private_pg_database("race") as url, _serving(tmp_path, url) as s:
+            yield s
+
+
+@asynccontextmanager
+async def _serving(tmp_path: Path, url: str | None = None) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+    store: dict[str, Any] = {"timeout_s": 5.0}
+    if url is not None:
+        store["url"] = url
+    cfg = build_config({
+        "paths": {"data_dir": str(tmp_path)}, "store": store,
+        "policy": {"allow_unregistered_lines": True},
+    })
+    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
+    async with open_services(cfg, clock) as svc:
+        users = {}
+        for name, role in (("col-r", "collector"), ("col-q", "collector"), ("pbx-r", "pbx"), ("data-r", "data"),
+                           ("sup-r", "supervisor")):
+            users[name], _ = await add_user(svc.store, clock, name, role, frozenset({"bank-r"}))
+        case = one_case("R-1", "bank-r", "col-r", NUMBER)
+        case["commission_start"], case["commission_end"] = "2026-11-01", "2026-12-31"
+        await svc.gate.import_cases(users["data-r"], parse_cases_payload({"cases": [case]}, svc.region_of))
+        yield svc, users
+
+
+class _ParkedLedger:
+    """A ledger whose first `gather` waits, once it has read, until `go` is set."""
+
+    def __init__(self, inner: DialLedger, read: asyncio.Event, go: asyncio.Event) -> None:
+        self.inner, self.read, self.go = inner, read, go
+
+    async def gather(self, query: DialQuery) -> DialInputs:
+        inputs = await self.inner.gather(query)
+        if not self.read.is_set():
+            self.read.set()
+            await self.go.wait()
+        return inputs
+
+    async def apply(self, outcome: DialOutcome) -> Any:
+        return await self.inner.apply(outcome)
+
+
+@asynccontextmanager
+async def parked_dial(svc: Services) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event]]:
+    """While open, the next dial's ledger parks after its read: (read, go)."""
+    store: Any = svc.store
+    plain = store.ledger
+    read, go = asyncio.Event(), asyncio.Event()
+
+    @asynccontextmanager
+    async def ledger(lock_keys: Sequence[str] = ()) -> AsyncIterator[Any]:
+        async with plain(lock_keys) as inner:
+            yield _ParkedLedger(inner, read, go) if not read.is_set() else inner
+
+    store.ledger = ledger
+    try:
+        yield read, go
+    finally:
+        go.set()
+        del store.ledger
+
+
+async def done_or_waiting(svc: Services, task: asyncio.Task[Any]) -> bool:
+    """Wait until `task` finished or is seen waiting for a lock the parked dial holds;
+    True when it finished (the stop committed while the dial was parked)."""
+    store: Any = svc.store
+    conn = await asyncpg.connect(asyncpg_dsn(store.url)) if store.is_postgres else None
+    try:
+        async with asyncio.timeout(10):
+            while not task.done():
+                if conn is not None:
+                    waiting = await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'")
+                else:
+                    waiting = store._lock_waiting
+                if waiting:
+                    return False
+                await asyncio.sleep(0.005)  # polled: what is awaited is the condition, not the time
+    finally:
+        if conn is not None:
+            await conn.close()
+    return True
+
+
+def _dial(users: dict[str, Principal], **kw: Any) -> RequestDial:
+    base = dict(actor=users["col-r"], case_id="R-1", number=NUMBER, agent_id="col-r")
+    return RequestDial(**{**base, **kw})
+
+
+async def test_a_dispute_logged_while_a_dial_of_the_case_is_decided_is_not_overtaken_by_that_dial(
+    served: Any,
+) -> None:
+    svc, users = served
+    first = await svc.gate.request_dial(_dial(users))
+    assert first.allowed and first.attempt is not None
+    async with parked_dial(svc) as (read, go):
+        dial = asyncio.create_task(svc.gate.request_dial(_dial(users)))
+        await read.wait()
+        stop = asyncio.create_task(svc.gate.log_outcome(LogOutcome(
+            actor=users["col-r"], attempt_id=first.attempt.attempt_id, disposition="connected_self", result="dispute")))
+        stop_first = await done_or_waiting(svc, stop)
+        go.set()
+        second = await dial
+        _, _, after = await stop
+    assert "dispute" in after.flags
+    assert not (stop_first and second.allowed), (
+        "a dial allowed on the case as read before the dispute committed after it")
+    # and the stop holds for the next dial
+    third = await svc.gate.request_dial(_dial(users))
+    assert not third.allowed and third.decision.rule_id == "case.dispute"
