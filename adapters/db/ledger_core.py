@@ -41,6 +41,13 @@ LockFn = Callable[[list[str]], Awaitable[None]]
 _NOTHING: tuple[Any, ...] = ()
 
 
+def agent_key(query: DialQuery) -> set[str]:
+    """The lock of the agent whose user the query reads: a change to that user (disabled,
+    a creditor revoked) takes it, so it commits before the read or after the decision.
+    Sorted before every case and number key, it is taken first or with them."""
+    return {f"agent:{query.agent_id}"} if query.agent and query.agent_id else set()
+
+
 class CoreDialLedger:
     def __init__(self, uow: "SqlUnitOfWork", held: frozenset[str] = frozenset(), lock: LockFn | None = None) -> None:
         # Weak: the unit holds this ledger's `gather` and `apply`, and a strong reference
@@ -56,7 +63,8 @@ class CoreDialLedger:
             query = query._replace(number=pending.number, agent_id=pending.agent_id)
         cases = await self._candidates(query, pending)
         if self._lock is not None and cases:
-            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self._held)
+            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}
+                              | agent_key(query)) - self._held)
             if missing:
                 await self._lock(missing)
                 self._held.update(missing)

@@ -42,7 +42,7 @@ from typing import Any, Awaitable, Callable, Sequence
 import asyncpg
 
 from adapters.db.attempts_repo import history_events
-from adapters.db.ledger_core import _NOTHING
+from adapters.db.ledger_core import _NOTHING, agent_key
 from adapters.db.queries import HISTORY_CAP
 from dialer.case_merge import flags_set
 from dialer.chain import canonical_json, first_keyed_seq, link_decision
@@ -274,7 +274,8 @@ class PgDialLedger:
             return None  # the case is the authorisation's
         cases = _cases(row["cases"], row["contacts"])
         if cases:
-            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self.held)
+            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}
+                              | agent_key(query)) - self.held)
             if missing:
                 await self.raw.execute(LOCKS, missing)
                 self.held.update(missing)

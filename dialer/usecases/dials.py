@@ -63,13 +63,14 @@ class DialUseCases(GateBase):
         query = DialQuery(
             number=number, agent_id=cmd.agent_id, at=now, since=now - lookback, case_id=case_id,
             creditors=_narrow(cmd.actor, cmd.creditor), history_limit=bound,
-            agent=cmd.actor.role not in ("collector", "supervisor"),
             consume=cmd.match_pending, attempt_id=cmd.attempt_id if cmd.match_pending else None,
             request=identity,
         )
         try:
-            # Without a case id the ledger takes the locks once it knows the case.
-            keys = (f"case:{case_id}", f"number:{number}") if case_id else ()
+            # Without a case id the ledger takes the case's locks once it knows the case. The
+            # agent's lock orders the decision with a change to the agent's user (disabled, a
+            # creditor revoked), whose row the unit reads.
+            keys = (f"agent:{cmd.agent_id}", *((f"case:{case_id}", f"number:{number}") if case_id else ()))
             async with self.store.ledger(keys) as ledger:
                 inputs = await ledger.gather(query)
                 if inputs.replay is not None:
@@ -86,7 +87,7 @@ class DialUseCases(GateBase):
                                         creditors=frozenset({case.creditor}))
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
-                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id, case)
                 if inputs.pending_record is not None and consumable(query, case, inputs.pending):
                     result = await self._consume(
                         ledger, cmd, query, case, agent, inputs, now, decision_id, faults, pol, identity, digest
@@ -338,7 +339,7 @@ class DialUseCases(GateBase):
                 number = self._normalise(cmd.number, default_region) or cmd.number.strip()
                 query = DialQuery(
                     number=number, agent_id=cmd.agent_id, at=at, since=at - lookback, case_id=cmd.case_id,
-                    creditors=scope, history_limit=bound, agent=cmd.actor.role not in ("collector", "supervisor"),
+                    creditors=scope, history_limit=bound,
                 )
                 inputs = await ledger.gather(query)
                 case = resolve_case(query, inputs)
@@ -353,7 +354,7 @@ class DialUseCases(GateBase):
                 if cmd.actor.role in ("collector", "supervisor") and cmd.agent_id != cmd.actor.name:
                     raise Forbidden(f"{cmd.actor.role} {cmd.actor.name} may check only their own dials",
                                     details={"agent_id": cmd.agent_id})
-                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id, case)
                 history = _within(inputs.history, at - pol.lookback, query.since)
                 if cmd.at is not None:  # a what-if answers as the gate would have then: later attempts did not exist yet
                     history = tuple(h for h in history if h.at < at)

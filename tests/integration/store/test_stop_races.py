@@ -18,12 +18,15 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from sqlalchemy import func, select
 
+from adapters.db import tables
 from adapters.db.leader import asyncpg_dsn
-from dialer.auth import add_user
+from dialer.auth import UserAdmin, UsersRevision, add_user
 from dialer.bootstrap import open_services
 from dialer.clock import FixedClock
 from dialer.config import build_config
+from dialer.errors import NoSuchCase, UnprocessableEntity
 from dialer.imports import parse_cases_payload
 from dialer.model import Principal
 from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
@@ -127,6 +130,11 @@ async def done_or_waiting(svc: Services, task: asyncio.Task[Any]) -> bool:
     return True
 
 
+async def _attempts(svc: Services) -> int:
+    async with svc.store.read() as uow:
+        return int((await uow.conn.execute(select(func.count()).select_from(tables.attempts))).scalar_one())
+
+
 def _dial(users: dict[str, Principal], **kw: Any) -> RequestDial:
     base = dict(actor=users["col-r"], case_id="R-1", number=NUMBER, agent_id="col-r")
     return RequestDial(**{**base, **kw})
@@ -153,3 +161,42 @@ async def test_a_dispute_logged_while_a_dial_of_the_case_is_decided_is_not_overt
     # and the stop holds for the next dial
     third = await svc.gate.request_dial(_dial(users))
     assert not third.allowed and third.decision.rule_id == "case.dispute"
+
+
+async def test_an_agent_disabled_while_an_invite_for_them_is_decided_is_not_overtaken_by_that_invite(
+    served: Any,
+) -> None:
+    svc, users = served
+    invite = _dial(users, actor=users["pbx-r"], channel="sip", match_pending=True)
+    async with parked_dial(svc) as (read, go):
+        dial = asyncio.create_task(svc.gate.request_dial(invite))
+        await read.wait()
+        stop = asyncio.create_task(UserAdmin(svc.store, svc.clock, UsersRevision(None)).set_disabled("col-r", True))
+        stop_first = await done_or_waiting(svc, stop)
+        go.set()
+        decided = await dial
+        await stop
+    assert not (stop_first and decided.allowed), (
+        "an INVITE allowed for an agent read as enabled committed after the agent was disabled")
+    with pytest.raises(UnprocessableEntity):  # the SIP gate answers an agent it cannot find with a 603
+        await svc.gate.request_dial(invite)
+
+
+async def test_a_collector_disabled_after_their_click_was_authenticated_is_refused_the_dial(served: Any) -> None:
+    svc, users = served
+    clicked = _dial(users)  # the request's principal, resolved before the disable
+    await UserAdmin(svc.store, svc.clock, UsersRevision(None)).set_disabled("col-r", True)
+    decided = await svc.gate.request_dial(clicked)
+    assert not decided.allowed and decided.decision.rule_id == "agent.not_assigned"
+    assert decided.attempt is None and await _attempts(svc) == 0
+
+
+async def test_a_collector_whose_creditor_was_revoked_after_their_click_was_authenticated_is_refused_the_dial(
+    served: Any,
+) -> None:
+    svc, users = served
+    clicked = _dial(users)
+    await UserAdmin(svc.store, svc.clock, UsersRevision(None)).revoke_creditor("col-r", "bank-r")
+    with pytest.raises(NoSuchCase):  # out of the collector's scope now, as a request authenticated after it
+        await svc.gate.request_dial(clicked)
+    assert await _attempts(svc) == 0
