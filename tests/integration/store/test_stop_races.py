@@ -24,6 +24,7 @@ from adapters.db import tables
 from adapters.db.leader import asyncpg_dsn
 from dialer.auth import UserAdmin, UsersRevision, add_user
 from dialer.bootstrap import open_services
+from dialer.case_actions import CaseAction, CaseActions
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.errors import NoSuchCase, UnprocessableEntity
@@ -200,3 +201,41 @@ async def test_a_collector_whose_creditor_was_revoked_after_their_click_was_auth
     with pytest.raises(NoSuchCase):  # out of the collector's scope now, as a request authenticated after it
         await svc.gate.request_dial(clicked)
     assert await _attempts(svc) == 0
+
+
+@pytest.mark.postgres
+async def test_an_invite_naming_no_case_whose_case_changed_while_it_waited_for_its_locks_holds_the_new_case_lock(
+    tmp_path: Path,
+) -> None:
+    """An INVITE without a case id finds its case by agent and number, takes that case's
+    lock and reads again. When the case it finds then is another one (an import moved
+    the number's case to the agent meanwhile), that case's lock is taken as well before
+    deciding, so a pause of it waits for the dial, or the dial sees the pause. (SQLite
+    runs one writer at a time: nothing can change between the read and the lock.)"""
+    async with private_pg_database("race") as url, _serving(tmp_path, url) as (svc, users):
+        other = one_case("R-2", "bank-r", "col-q", NUMBER)
+        other["commission_start"], other["commission_end"] = "2026-11-01", "2026-12-31"
+        await svc.gate.import_cases(users["data-r"], parse_cases_payload({"cases": [other]}, svc.region_of))
+        invite = _dial(users, actor=users["pbx-r"], channel="sip", match_pending=True, case_id="")
+        importer = await asyncpg.connect(asyncpg_dsn(url))  # stands for an import holding R-1's lock
+        try:
+            tx = importer.transaction()
+            await tx.start()
+            await importer.execute("SELECT pg_advisory_xact_lock(hashtextextended('case:R-1', 0))")
+            async with parked_dial(svc) as (read, go):
+                dial = asyncio.create_task(svc.gate.request_dial(invite))
+                assert not await done_or_waiting(svc, dial)  # it found R-1 and waits for its lock
+                await importer.execute("UPDATE cases SET assigned_agent = 'col-q' WHERE case_id = 'R-1'")
+                await importer.execute("UPDATE cases SET assigned_agent = 'col-r' WHERE case_id = 'R-2'")
+                await tx.commit()
+                await read.wait()
+                stop = asyncio.create_task(CaseActions(svc.gate).run(CaseAction(
+                    actor=users["sup-r"], case_id="R-2", action="pause", reason="bank's instruction")))
+                stop_first = await done_or_waiting(svc, stop)
+                go.set()
+                decided = await dial
+                await stop
+        finally:
+            await importer.close()
+    assert decided.record.case_id == "R-2"
+    assert not (stop_first and decided.allowed), "an INVITE allowed on R-2 as read before its pause committed after it"
