@@ -87,6 +87,9 @@ class DialUseCases(GateBase):
                                         creditors=frozenset({case.creditor}))
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
+                # The read may have waited (for the case's locks, for the writer): the decision
+                # is made at the time its inputs are in hand, not allowed on an older one.
+                now = max(now, self._now())
                 agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id, case)
                 if inputs.pending_record is not None and consumable(query, case, inputs.pending):
                     result = await self._consume(
@@ -397,6 +400,7 @@ class DialUseCases(GateBase):
             if case is None:
                 raise NoSuchCase(f"no case {attempt.case_id!r}", details={"case_id": attempt.case_id})
             pol = self.policies.for_creditor(case.creditor)
+            now = max(now, self._now())  # as a dial's: the time the inputs are in hand
             user = inputs.agent  # None: disabled since the click, or gone; the debtor is not dialled
             agent = AgentSnapshot(
                 agent_id=attempt.agent_id,

@@ -239,3 +239,20 @@ async def test_an_invite_naming_no_case_whose_case_changed_while_it_waited_for_i
             await importer.close()
     assert decided.record.case_id == "R-2"
     assert not (stop_first and decided.allowed), "an INVITE allowed on R-2 as read before its pause committed after it"
+
+
+async def test_a_dial_whose_read_outlasts_the_calling_window_is_decided_at_the_time_it_is_decided(served: Any) -> None:
+    """The read can wait (for the case's lock, for the store's writer): a dial asked at
+    20:59:59 whose inputs are in hand at 21:00:01 is decided at 21:00:01, not allowed on
+    the time it was asked and committed after the window closed."""
+    svc, users = served
+    clock = svc.gate.clock
+    clock.set(datetime(2026, 11, 24, 20, 59, 59, tzinfo=SHANGHAI))
+    async with parked_dial(svc) as (read, go):
+        dial = asyncio.create_task(svc.gate.request_dial(_dial(users)))
+        await read.wait()
+        clock.set(datetime(2026, 11, 24, 21, 0, 1, tzinfo=SHANGHAI))
+        go.set()
+        decided = await dial
+    assert not decided.allowed and decided.decision.rule_id == "window.outside_hours"
+    assert await _attempts(svc) == 0
