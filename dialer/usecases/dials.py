@@ -70,7 +70,8 @@ class DialUseCases(GateBase):
             # Without a case id the ledger takes the case's locks once it knows the case. The
             # agent's lock orders the decision with a change to the agent's user (disabled, a
             # creditor revoked), whose row the unit reads.
-            keys = (f"agent:{cmd.agent_id}", *((f"case:{case_id}", f"number:{number}") if case_id else ()))
+            keys = (*((f"agent:{cmd.agent_id}",) if cmd.agent_id else ()),
+                    *((f"case:{case_id}", f"number:{number}") if case_id else ()))
             async with self.store.ledger(keys) as ledger:
                 inputs = await ledger.gather(query)
                 if inputs.replay is not None:
