@@ -131,6 +131,18 @@ async def _user_agent_update(
     })
 
 
+def connected_locks(attempt: AttemptRecord) -> tuple[str, ...]:
+    """The locks a dial of the attempt's case or number holds while it decides: a call
+    marked connected changes what the caps on connected calls count, so it commits
+    before such a dial reads or after it is decided (dialer.usecases.dials)."""
+    return (f"case:{attempt.case_id}", f"number:{attempt.number}")
+
+
+def _connects(event: CallEvent) -> bool:
+    """Whether the PBX's event says the callee answered."""
+    return event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0)
+
+
 class AttemptStates:
     """The attempt moves the PBX adapters report, each in a write of its own."""
 
@@ -143,7 +155,7 @@ class AttemptStates:
 
     async def mark_connected(self, attempt: AttemptRecord) -> None:
         """The debtor answered a call the service's user agent placed."""
-        async with self.store.write() as uow:
+        async with self.store.write(connected_locks(attempt)) as uow:
             await _user_agent_update(uow, attempt, None, connected=True, at=self._now())
 
     async def record_progress(
@@ -170,7 +182,14 @@ class AttemptStates:
         """A PBX event: the attempt is being dialled (if it was only authorised), and
         connected once answered or hung up after talking; an `attempt.state` event
         carries the PBX's details. Raises as the module docstring says."""
-        async with self.store.write() as uow:
+        keys: tuple[str, ...] = ()
+        if _connects(event):
+            # An attempt never changes case or number: read before the write, for its locks.
+            async with self.store.read() as r:
+                known = event.attempt_id or await r.attempts.attempt_for_call(event.call_id or "")
+                found = await r.attempts.get(known) if known else None
+            keys = connected_locks(found) if found is not None else ()
+        async with self.store.write(keys) as uow:
             attempt_id = event.attempt_id
             if attempt_id is None:
                 attempt_id = await uow.attempts.attempt_for_call(event.call_id or "")
@@ -188,9 +207,7 @@ class AttemptStates:
                 await self._learn_call(uow, event, attempt_id)
 
             state = "dialing" if attempt.state == "authorised" else attempt.state
-            connected: bool | None = None
-            if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
-                connected = True
+            connected: bool | None = True if _connects(event) else None
             await uow.attempts.set_state(attempt_id, state, connected=connected)
             payload: dict[str, Any] = {
                 "attempt_id": attempt_id,

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from adapters.db import tables
 from adapters.db.leader import asyncpg_dsn
+from dialer.attempt_state import AttemptStates, CallEvent
 from dialer.auth import UserAdmin, UsersRevision, add_user
 from dialer.bootstrap import open_services
 from dialer.case_actions import CaseAction, CaseActions
@@ -50,14 +51,36 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             yield s
 
 
+# Regulation F's quiet period after a conversation (policy.presets "us-regf"): one
+# connected call per case in seven days.
+QUIET_AFTER_CONVERSATION = {
+    "id": "cap.quiet_after_conversation", "scope": "case", "relations": ["self", "guarantor"],
+    "count": "connected", "limit": 1, "window": "7 calendar_days",
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def served_quiet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+    """`served` under a cap on connected calls."""
+    policy = {"caps": [QUIET_AFTER_CONVERSATION]}
+    if request.param == "sqlite":
+        async with _serving(tmp_path, policy=policy) as s:
+            yield s
+    else:
+        async with private_pg_database("race") as url, _serving(tmp_path, url, policy=policy) as s:
+            yield s
+
+
 @asynccontextmanager
-async def _serving(tmp_path: Path, url: str | None = None) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
+async def _serving(
+    tmp_path: Path, url: str | None = None, policy: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
     store: dict[str, Any] = {"timeout_s": 5.0}
     if url is not None:
         store["url"] = url
     cfg = build_config({
         "paths": {"data_dir": str(tmp_path)}, "store": store,
-        "policy": {"allow_unregistered_lines": True},
+        "policy": {"allow_unregistered_lines": True, **(policy or {})},
     })
     clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
     async with open_services(cfg, clock) as svc:
@@ -256,3 +279,24 @@ async def test_a_dial_whose_read_outlasts_the_calling_window_is_decided_at_the_t
         decided = await dial
     assert not decided.allowed and decided.decision.rule_id == "window.outside_hours"
     assert await _attempts(svc) == 0
+
+
+async def test_a_call_answered_while_another_dial_of_the_case_is_decided_counts_against_that_dial(
+    served_quiet: Any,
+) -> None:
+    svc, users = served_quiet
+    first = await svc.gate.request_dial(_dial(users))
+    assert first.allowed and first.attempt is not None
+    async with parked_dial(svc) as (read, go):
+        dial = asyncio.create_task(svc.gate.request_dial(_dial(users)))
+        await read.wait()
+        stop = asyncio.create_task(AttemptStates(svc.store, svc.clock).apply_call_event(CallEvent(
+            pbx_id="pbx-1", kind="answered", occurred_at=svc.clock.now(), attempt_id=first.attempt.attempt_id)))
+        stop_first = await done_or_waiting(svc, stop)
+        go.set()
+        second = await dial
+        await stop
+    assert not (stop_first and second.allowed), (
+        "a dial allowed on the case's connected calls as read before the answer committed after it")
+    third = await svc.gate.request_dial(_dial(users))
+    assert not third.allowed and third.decision.rule_id == "cap.quiet_after_conversation"
