@@ -71,7 +71,7 @@ class OutcomeUseCases(GateBase):
         async with self.store.read() as r:
             known = await r.attempts.get(cmd.attempt_id)
         if known is not None:
-            keys.extend(attempt_state.connected_locks(known))
+            keys.extend(attempt_state.dial_locks(known))
         async with self.store.write(keys) as uow:
             attempt = await uow.attempts.get(cmd.attempt_id)
             if (
