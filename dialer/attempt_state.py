@@ -139,11 +139,6 @@ def dial_locks(attempt: AttemptRecord) -> tuple[str, ...]:
     return (f"case:{attempt.case_id}", f"number:{attempt.number}")
 
 
-def _connects(event: CallEvent) -> bool:
-    """Whether the PBX's event says the callee answered."""
-    return event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0)
-
-
 class AttemptStates:
     """The attempt moves the PBX adapters report, each in a write of its own."""
 
@@ -206,7 +201,9 @@ class AttemptStates:
                 await self._learn_call(uow, event, attempt_id)
 
             state = "dialing" if attempt.state == "authorised" else attempt.state
-            connected: bool | None = True if _connects(event) else None
+            connected: bool | None = None
+            if event.kind == "answered" or (event.kind == "hangup" and (event.duration_s or 0) > 0):
+                connected = True
             await uow.attempts.set_state(attempt_id, state, connected=connected)
             payload: dict[str, Any] = {
                 "attempt_id": attempt_id,
