@@ -133,9 +133,8 @@ async def _user_agent_update(
 
 def dial_locks(attempt: AttemptRecord) -> tuple[str, ...]:
     """The locks a dial of the attempt's case or number holds while it decides: a call
-    marked connected changes what the caps on connected calls count, a release what
-    every cap counts (and must see a SIP gate's consuming of the attempt), so either
-    commits before such a dial reads or after it is decided (dialer.usecases.dials)."""
+    marked connected changes what the caps on connected calls count, so it commits
+    before such a dial reads or after it is decided (dialer.usecases.dials)."""
     return (f"case:{attempt.case_id}", f"number:{attempt.number}")
 
 
@@ -163,7 +162,7 @@ class AttemptStates:
         one the SIP gate has consumed meanwhile, or that is completed, stays as it is.
         `case_flags`: keep the case's flags with it (a stop recorded during a connected
         call does not cut the call, but is shown on the attempt)."""
-        async with self.store.write(dial_locks(attempt) if release else ()) as uow:
+        async with self.store.write() as uow:
             if release:
                 await _user_agent_update(uow, attempt, "released", connected=None, at=self._now())
             flags = None
@@ -178,8 +177,8 @@ class AttemptStates:
         """A PBX event: the attempt is being dialled (if it was only authorised), and
         connected once answered or hung up after talking; an `attempt.state` event
         carries the PBX's details. Raises as the module docstring says."""
-        # The event may mark the call connected or dialled (then a release must see it):
-        # the dial's locks. An attempt never changes case or number: read before the write.
+        # The event may mark the call connected: the dial's locks. An attempt never changes
+        # case or number, so it is read before the write.
         async with self.store.read() as r:
             known = event.attempt_id or await r.attempts.attempt_for_call(event.call_id or "")
             found = await r.attempts.get(known) if known else None

@@ -30,7 +30,7 @@ from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.errors import NoSuchCase, UnprocessableEntity
 from dialer.imports import parse_cases_payload
-from dialer.model import CallProgress, Principal
+from dialer.model import Principal
 from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
 from dialer.services import Services
 from dialer.usecases import LogOutcome, RequestDial
@@ -95,34 +95,25 @@ async def _serving(
 
 
 class _ParkedLedger:
-    """A ledger whose first `gather` (or, `after_write`, its first `apply`) waits, once
-    done, until `go` is set; `read` says it is waiting."""
+    """A ledger whose first `gather` waits, once it has read, until `go` is set."""
 
-    def __init__(self, inner: DialLedger, read: asyncio.Event, go: asyncio.Event, after_write: bool) -> None:
-        self.inner, self.read, self.go, self.after_write = inner, read, go, after_write
-
-    async def _park(self) -> None:
-        if not self.read.is_set():
-            self.read.set()
-            await self.go.wait()
+    def __init__(self, inner: DialLedger, read: asyncio.Event, go: asyncio.Event) -> None:
+        self.inner, self.read, self.go = inner, read, go
 
     async def gather(self, query: DialQuery) -> DialInputs:
         inputs = await self.inner.gather(query)
-        if not self.after_write:
-            await self._park()
+        if not self.read.is_set():
+            self.read.set()
+            await self.go.wait()
         return inputs
 
     async def apply(self, outcome: DialOutcome) -> Any:
-        record = await self.inner.apply(outcome)
-        if self.after_write:
-            await self._park()
-        return record
+        return await self.inner.apply(outcome)
 
 
 @asynccontextmanager
-async def parked_dial(svc: Services, after_write: bool = False) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event]]:
-    """While open, the next dial's ledger parks after its read (or after its write,
-    before its commit): (parked, go)."""
+async def parked_dial(svc: Services) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event]]:
+    """While open, the next dial's ledger parks after its read: (read, go)."""
     store: Any = svc.store
     plain = store.ledger
     read, go = asyncio.Event(), asyncio.Event()
@@ -130,7 +121,7 @@ async def parked_dial(svc: Services, after_write: bool = False) -> AsyncIterator
     @asynccontextmanager
     async def ledger(lock_keys: Sequence[str] = ()) -> AsyncIterator[Any]:
         async with plain(lock_keys) as inner:
-            yield _ParkedLedger(inner, read, go, after_write) if not read.is_set() else inner
+            yield _ParkedLedger(inner, read, go) if not read.is_set() else inner
 
     store.ledger = ledger
     try:
@@ -310,25 +301,3 @@ async def test_a_call_answered_while_another_dial_of_the_case_is_decided_counts_
     third = await svc.gate.request_dial(_dial(users))
     assert not third.allowed and third.decision.rule_id == "cap.quiet_after_conversation"
 
-
-async def test_a_click_to_dial_released_while_the_pbx_dials_it_through_the_gate_keeps_counting(served: Any) -> None:
-    """The service's user agent releases an attempt whose debtor leg was never dialled
-    (it stops counting), unless the SIP gate let the PBX dial it meanwhile: that
-    call is placed and counts, whichever commits first."""
-    svc, users = served
-    clicked = await svc.gate.request_dial(_dial(users))
-    assert clicked.allowed and clicked.attempt is not None
-    invite = _dial(users, actor=users["pbx-r"], channel="sip", match_pending=True)
-    async with parked_dial(svc, after_write=True) as (written, go):
-        dial = asyncio.create_task(svc.gate.request_dial(invite))
-        await written.wait()
-        release = asyncio.create_task(AttemptStates(svc.store, svc.clock).record_progress(
-            clicked.attempt, CallProgress(clicked.attempt.attempt_id, "ended", svc.clock.now()), release=True))
-        await done_or_waiting(svc, release)
-        go.set()
-        through = await dial
-        await release
-    assert through.allowed and through.reused
-    async with svc.store.read() as uow:
-        stored = await uow.attempts.get(clicked.attempt.attempt_id)
-    assert stored is not None and stored.state == "dialing", "a call placed through the gate stopped counting"
