@@ -149,6 +149,13 @@ async def _user_agent_update(
     })
 
 
+def dial_locks(attempt: AttemptRecord) -> tuple[str, ...]:
+    """The locks a dial of the attempt's case or number holds while it decides: a call
+    marked connected changes what the caps on connected calls count, so it commits
+    before such a dial reads or after it is decided (dialer.usecases.dials)."""
+    return (f"case:{attempt.case_id}", f"number:{attempt.number}")
+
+
 class AttemptStates:
     """The attempt moves the PBX adapters report, each in a write of its own."""
 
@@ -161,7 +168,7 @@ class AttemptStates:
 
     async def mark_connected(self, attempt: AttemptRecord) -> None:
         """The debtor answered a call the service's user agent placed."""
-        async with self.store.write() as uow:
+        async with self.store.write(dial_locks(attempt)) as uow:
             await _user_agent_update(uow, attempt, None, connected=True, at=self._now())
 
     async def record_progress(
@@ -188,7 +195,12 @@ class AttemptStates:
         """A PBX event: the attempt is being dialled (if it was only authorised, or
         released or expired), and connected once answered or hung up after talking; an `attempt.state` event
         carries the PBX's details. Raises as the module docstring says."""
-        async with self.store.write() as uow:
+        # The event may mark the call connected: the dial's locks. An attempt never changes
+        # case or number, so it is read before the write.
+        async with self.store.read() as r:
+            known = event.attempt_id or await r.attempts.attempt_for_call(event.call_id or "")
+            found = await r.attempts.get(known) if known else None
+        async with self.store.write(dial_locks(found) if found is not None else ()) as uow:
             attempt_id = event.attempt_id
             if attempt_id is None:
                 attempt_id = await uow.attempts.attempt_for_call(event.call_id or "")

@@ -272,7 +272,8 @@ class UserAdmin:
         return user
 
     async def set_disabled(self, name: str, disabled: bool) -> dict[str, Any]:
-        async with self.store.write() as uow:
+        # The agent's lock: a decision that read the user enabled commits first (dialer.usecases.dials).
+        async with self.store.write((f"agent:{name}",)) as uow:
             user = await self._user(uow, name)
             if user["disabled"] != disabled:
                 await uow.users.set_disabled(name, disabled)
@@ -315,7 +316,7 @@ class UserAdmin:
     async def revoke_creditor(self, name: str, creditor: str) -> dict[str, Any]:
         from dialer.errors import NotFound
 
-        async with self.store.write() as uow:
+        async with self.store.write((f"agent:{name}",)) as uow:  # as set_disabled
             user = await self._user(uow, name)
             if not await uow.users.revoke(name, creditor):
                 raise NotFound(f"user {name!r} has no creditor {creditor!r}", details={"creditor": creditor})

@@ -8,8 +8,9 @@ chain and the outbox event. Both run inside the unit of work the store opened.
 
 On PostgreSQL a dial that names no case learns its case only here: the case's and the
 number's locks are then taken (in sorted order, as the store takes them) and the
-candidates read again under them, so two dials of one case or number never decide on
-the same history at once.
+candidates read again under them, until every case found is one whose lock is held,
+so two dials of one case or number never decide on the same history at once, and a
+change to the case (a pause, an import) commits before the read or after the decision.
 
 A query with a request identity is answered from its `dial_requests` row when there is
 one (read after the locks, so a retry waiting behind the first decision sees it); `apply`
@@ -41,6 +42,13 @@ LockFn = Callable[[list[str]], Awaitable[None]]
 _NOTHING: tuple[Any, ...] = ()
 
 
+def agent_key(query: DialQuery) -> set[str]:
+    """The lock of the agent whose user the query reads: a change to that user (disabled,
+    a creditor revoked) takes it, so it commits before the read or after the decision.
+    Sorted before every case and number key, it is taken first or with them."""
+    return {f"agent:{query.agent_id}"} if query.agent and query.agent_id else set()
+
+
 class CoreDialLedger:
     def __init__(self, uow: "SqlUnitOfWork", held: frozenset[str] = frozenset(), lock: LockFn | None = None) -> None:
         # Weak: the unit holds this ledger's `gather` and `apply`, and a strong reference
@@ -55,14 +63,17 @@ class CoreDialLedger:
         if not query.number and pending is not None:  # a recheck: the attempt's number and agent
             query = query._replace(number=pending.number, agent_id=pending.agent_id)
         cases = await self._candidates(query, pending)
-        if self._lock is not None and cases:
-            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self._held)
-            if missing:
-                await self._lock(missing)
-                self._held.update(missing)
-                # what was read before the lock may have changed meanwhile
-                pending = await self._pending(query)
-                cases = await self._candidates(query, pending)
+        while self._lock is not None and cases:
+            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}
+                              | agent_key(query)) - self._held)
+            if not missing:
+                break
+            await self._lock(missing)
+            self._held.update(missing)
+            # what was read before the lock may have changed meanwhile, down to which
+            # cases are found: read again until every case found is one whose lock is held
+            pending = await self._pending(query)
+            cases = await self._candidates(query, pending)
         if query.request is not None:
             replay = await self._replay(query.request)
             if replay is not None:

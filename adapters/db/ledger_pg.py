@@ -12,7 +12,8 @@ the unit):
   appointments (anonymous row arrays, decoded by asyncpg without a mapping per row).
   The locks a dial without a case id needs are taken in one statement, then the read
   runs again: a statement's snapshot is taken when it starts, so a lock and the read it
-  guards are never one statement. When the unit already holds the case's and the
+  guards are never one statement. Should that read find a case whose lock is not held
+  (moved to the agent meanwhile), the unit goes to the Core path, which locks it too. When the unit already holds the case's and the
   number's locks, the read also locks the case's chain head (`FOR UPDATE` returns its
   newest committed version after the wait, whatever the statement's snapshot).
 * `apply`: `CHAIN_HEAD` locks the chain's head row unless the read did, the link is
@@ -42,7 +43,7 @@ from typing import Any, Awaitable, Callable, Sequence
 import asyncpg
 
 from adapters.db.attempts_repo import history_events
-from adapters.db.ledger_core import _NOTHING
+from adapters.db.ledger_core import _NOTHING, agent_key
 from adapters.db.queries import HISTORY_CAP
 from dialer.case_merge import flags_set
 from dialer.chain import canonical_json, first_keyed_seq, link_decision
@@ -274,7 +275,8 @@ class PgDialLedger:
             return None  # the case is the authorisation's
         cases = _cases(row["cases"], row["contacts"])
         if cases:
-            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}) - self.held)
+            missing = sorted(({f"case:{c.case_id}" for c in cases} | {f"number:{query.number}"}
+                              | agent_key(query)) - self.held)
             if missing:
                 await self.raw.execute(LOCKS, missing)
                 self.held.update(missing)
@@ -284,6 +286,10 @@ class PgDialLedger:
                 if row["pending"] is not None and not query.case_id:
                     return None
                 cases = _cases(row["cases"], row["contacts"])
+                if {f"case:{c.case_id}" for c in cases} - self.held:
+                    # a case that was not there before the lock (an import moved it here):
+                    # the Core path takes its lock too, as this read may hold a chain head
+                    return None
         if query.request is not None and row["replay"] is not None:
             return None  # answered from the request's row, on the Core path
         pending = _attempt(row["pending"]) if row["pending"] is not None else None

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dialer.dial_resolution import resolve_named
-from dialer.errors import Forbidden, UnprocessableEntity
+from dialer.errors import Forbidden, NoSuchCase, UnprocessableEntity
 from dialer.masking import mask_number
 from dialer.model import DECISION_KINDS, AttemptRecord, CaseRecord, DecisionRecord, Principal
 from dialer.ports import CaseStore, Clock, Pbx, RecordingStore, UnitOfWork
 from dialer.usecases.commands import _narrow, history_bound
 from dialer.usecases.presenters import _masked_inputs
-from policy import AgentSnapshot, Check, Decision, NumberFormatError, PolicyBook, normalize_number
+from policy import NO_AGENT, AgentSnapshot, Check, Decision, NumberFormatError, PolicyBook, normalize_number
 
 _NO_FAULTS: frozenset[str] = frozenset()
 
@@ -82,16 +82,23 @@ class GateBase:
         return self._window_cache
 
     @staticmethod
-    def _agent(found: Principal | None, actor: Principal, agent_id: str) -> AgentSnapshot:
+    def _agent(found: Principal | None, actor: Principal, agent_id: str, case: CaseRecord) -> AgentSnapshot:
         """Who the policy checks: a collector or supervisor dials as themselves; others
-        name an agent, who must exist and be visible to them."""
+        name an agent, who must exist and be visible to them. `found`: the agent's user
+        as the decision's unit read it, so a user disabled or a creditor revoked after
+        the request was authenticated is the user the decision sees."""
         if actor.role in ("collector", "supervisor"):
             if agent_id != actor.name:
                 raise Forbidden(
                     f"{actor.role} {actor.name} may dial only as themselves, not as {agent_id!r}",
                     details={"agent_id": agent_id},
                 )
-            return AgentSnapshot(agent_id=actor.name, role=actor.role, creditors=actor.creditors)
+            if found is None or found.role != actor.role:  # disabled (or gone) since the request was authenticated
+                return AgentSnapshot(agent_id=actor.name, role=NO_AGENT, creditors=frozenset())
+            if case.creditor not in found.creditors:
+                # revoked since: the case is out of the caller's scope, as a fresh request finds it
+                raise NoSuchCase(f"no case {case.case_id!r}", details={"case_id": case.case_id})
+            return AgentSnapshot(agent_id=actor.name, role=actor.role, creditors=found.creditors)
         user = found
         if user is not None and not actor.unscoped and not (user.creditors & actor.creditors):
             user = None  # another creditor's user: answered as unknown, so names cannot be probed

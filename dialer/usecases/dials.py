@@ -63,13 +63,15 @@ class DialUseCases(GateBase):
         query = DialQuery(
             number=number, agent_id=cmd.agent_id, at=now, since=now - lookback, case_id=case_id,
             creditors=_narrow(cmd.actor, cmd.creditor), history_limit=bound,
-            agent=cmd.actor.role not in ("collector", "supervisor"),
             consume=cmd.match_pending, attempt_id=cmd.attempt_id if cmd.match_pending else None,
             request=identity,
         )
         try:
-            # Without a case id the ledger takes the locks once it knows the case.
-            keys = (f"case:{case_id}", f"number:{number}") if case_id else ()
+            # Without a case id the ledger takes the case's locks once it knows the case. The
+            # agent's lock orders the decision with a change to the agent's user (disabled, a
+            # creditor revoked), whose row the unit reads.
+            keys = (*((f"agent:{cmd.agent_id}",) if cmd.agent_id else ()),
+                    *((f"case:{case_id}", f"number:{number}") if case_id else ()))
             async with self.store.ledger(keys) as ledger:
                 inputs = await ledger.gather(query)
                 if inputs.replay is not None:
@@ -86,7 +88,10 @@ class DialUseCases(GateBase):
                                         creditors=frozenset({case.creditor}))
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
-                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                # The read may have waited (for the case's locks, for the writer): the decision
+                # is made at the time its inputs are in hand, not allowed on an older one.
+                now = max(now, self._now())
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id, case)
                 if inputs.pending_record is not None and consumable(query, case, inputs.pending):
                     result = await self._consume(
                         ledger, cmd, query, case, agent, inputs, now, decision_id, faults, pol, identity, digest
@@ -338,7 +343,7 @@ class DialUseCases(GateBase):
                 number = self._normalise(cmd.number, default_region) or cmd.number.strip()
                 query = DialQuery(
                     number=number, agent_id=cmd.agent_id, at=at, since=at - lookback, case_id=cmd.case_id,
-                    creditors=scope, history_limit=bound, agent=cmd.actor.role not in ("collector", "supervisor"),
+                    creditors=scope, history_limit=bound,
                 )
                 inputs = await ledger.gather(query)
                 case = resolve_case(query, inputs)
@@ -353,7 +358,7 @@ class DialUseCases(GateBase):
                 if cmd.actor.role in ("collector", "supervisor") and cmd.agent_id != cmd.actor.name:
                     raise Forbidden(f"{cmd.actor.role} {cmd.actor.name} may check only their own dials",
                                     details={"agent_id": cmd.agent_id})
-                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id, case)
                 history = _within(inputs.history, at - pol.lookback, query.since)
                 if cmd.at is not None:  # a what-if answers as the gate would have then: later attempts did not exist yet
                     history = tuple(h for h in history if h.at < at)
@@ -396,6 +401,7 @@ class DialUseCases(GateBase):
             if case is None:
                 raise NoSuchCase(f"no case {attempt.case_id!r}", details={"case_id": attempt.case_id})
             pol = self.policies.for_creditor(case.creditor)
+            now = max(now, self._now())  # as a dial's: the time the inputs are in hand
             user = inputs.agent  # None: disabled since the click, or gone; the debtor is not dialled
             agent = AgentSnapshot(
                 agent_id=attempt.agent_id,

@@ -63,7 +63,16 @@ class OutcomeUseCases(GateBase):
                    if cmd.next_action_date or cmd.status or cmd.authorised_agent else [])
             ).encode()
         ).hexdigest()
-        async with self.store.write((f"attempt:{cmd.attempt_id}",)) as uow:
+        # The case's and the number's locks too: the stops an outcome sets (a flag, a number
+        # do-not-call or invalid) and the call it marks connected must not commit under a
+        # dial that read them before. An attempt never changes case or number, so they are
+        # read before the write.
+        keys = [f"attempt:{cmd.attempt_id}"]
+        async with self.store.read() as r:
+            known = await r.attempts.get(cmd.attempt_id)
+        if known is not None:
+            keys.extend(attempt_state.dial_locks(known))
+        async with self.store.write(keys) as uow:
             attempt = await uow.attempts.get(cmd.attempt_id)
             if (
                 attempt is None

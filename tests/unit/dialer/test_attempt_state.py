@@ -5,7 +5,7 @@ publishes, and that a refused PBX event writes nothing."""
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -94,7 +94,11 @@ class _Store:
         self.writes = 0
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[_Uow]:
+    async def read(self) -> AsyncIterator[_Uow]:
+        yield self.uow
+
+    @asynccontextmanager
+    async def write(self, lock_keys: Sequence[str] = ()) -> AsyncIterator[_Uow]:
         before = copy.deepcopy(self.uow)
         try:
             yield self.uow
