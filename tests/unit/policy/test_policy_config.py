@@ -367,3 +367,18 @@ def test_the_agencys_own_version_of_a_preset_cap_is_kept() -> None:
     mine = {"id": "cap.cba_unanswered_daily", "scope": "number", "count": "unanswered", "limit": 4, "window": "calendar_day"}
     book = load_policy({"caps": [mine], "creditors": {"bank-a": {"preset": "cn-cba-2026"}}})
     assert [(c.id, c.limit) for c in book.for_creditor("bank-a").caps] == [("cap.cba_unanswered_daily", 4)]
+
+
+@pytest.mark.parametrize("creditor", ["Bank-B", "bank-b ", "bank b", "-bank-b", "银行乙"])
+def test_a_creditor_id_no_case_can_carry_is_refused_rather_than_silently_never_applied(creditor) -> None:
+    # Case creditors are lower-case ids (imports refuse others): a section under any
+    # other spelling would leave bank-b's cases on the defaults' 21:00 end, unnoticed.
+    with pytest.raises(PolicyConfigError) as info:
+        load_policy({"creditors": {creditor: {"window": {"end": "20:30"}}}})
+    assert info.value.path.startswith("policy.creditors.")
+    assert "lower-case" in info.value.reason
+
+
+def test_a_creditor_id_as_cases_carry_it_is_accepted() -> None:
+    book = load_policy({"creditors": {"bank-b": {"window": {"end": "20:30"}}, "cmb_2.cc": {}}})
+    assert book.for_creditor("bank-b").window.end == "20:30"
