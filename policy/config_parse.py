@@ -12,6 +12,7 @@ from .book import BlackoutPeriod, fmt_seconds
 
 
 WINDOW_KEYS = ("start", "end")
+MAX_DURATION = timedelta(days=400)
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
 
@@ -36,7 +37,12 @@ def parse_duration(value: Any, path: str, *, allow_zero: bool = False) -> timede
     if not value.strip() or m is None:
         raise PolicyConfigError(path, f"bad duration {value!r}: use a number with d, h, m or s, like \"15m\", \"1h\", \"7d\"")
     d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-    delta = timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        delta = timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    except OverflowError:
+        delta = MAX_DURATION + timedelta(days=1)  # refused below, with the key
+    if delta > MAX_DURATION:
+        raise PolicyConfigError(path, f"duration {value!r} is longer than 400 days")
     if delta <= timedelta(0) and not allow_zero:
         raise PolicyConfigError(path, f"duration {value!r} must be longer than zero")
     return delta

@@ -42,6 +42,8 @@ _CALENDAR_DAYS = re.compile(r"^(\d+)\s*calendar_days?$")
 SCOPES = ("number", "case")
 COUNTS = ("attempts", "connected", "unanswered")
 MAX_CAP_WINDOW = timedelta(days=400)
+# An agreed callback time (与客户约定) lifts the calling window only around that time.
+MAX_TOLERANCE = timedelta(hours=2)
 
 _CREDITOR_KEYS = (
     "timezone",
@@ -149,7 +151,13 @@ def apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, to
         appt = expect_table(table["appointment"], apath)
         check_keys(appt, _APPOINTMENT_KEYS, apath)
         if "tolerance" in appt:
-            parse_duration(appt["tolerance"], join(apath, "tolerance"), allow_zero=True)
+            tolerance = parse_duration(appt["tolerance"], join(apath, "tolerance"), allow_zero=True)
+            if tolerance > MAX_TOLERANCE:
+                raise PolicyConfigError(
+                    join(apath, "tolerance"),
+                    f"{appt['tolerance']!r} is too long: at most 2h either side of the agreed time (a wider slot "
+                    "would lift the calling window for calls nobody agreed to)",
+                )
             spec["appointment"]["tolerance"] = appt["tolerance"]
         if "max_attempts" in appt:
             spec["appointment"]["max_attempts"] = parse_int(appt["max_attempts"], join(apath, "max_attempts"))

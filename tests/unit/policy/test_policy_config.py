@@ -188,6 +188,11 @@ def test_top_level_blackout_dates_add_to_the_creditors_own() -> None:
         ({"creditors": {"bank-b": {"creditors": {}}}}, "policy.creditors.bank-b.creditors", "unknown key"),
         ({"creditors": {"bank-b": {"caps": [{"id": "cap.brand_new", "limit": 1}]}}}, "policy.creditors.bank-b.caps[0].scope", "missing"),
         ({"creditors": ["bank-b"]}, "policy.creditors", "expected a table"),
+        ({"caps": [{"id": "cap.x", "scope": "number", "limit": 2, "window": "99999999999999h"}]},
+         "policy.caps[0].window", "longer than 400 days"),
+        ({"appointment": {"tolerance": "9999999999d"}}, "policy.appointment.tolerance", "longer than 400 days"),
+        ({"creditors": {"bank-b": {"appointment": {"tolerance": "2h1s"}}}},
+         "policy.creditors.bank-b.appointment.tolerance", "at most 2h"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_key_path_and_the_reason(table, path, reason) -> None:
@@ -382,3 +387,7 @@ def test_a_creditor_id_no_case_can_carry_is_refused_rather_than_silently_never_a
 def test_a_creditor_id_as_cases_carry_it_is_accepted() -> None:
     book = load_policy({"creditors": {"bank-b": {"window": {"end": "20:30"}}, "cmb_2.cc": {}}})
     assert book.for_creditor("bank-b").window.end == "20:30"
+
+
+def test_an_appointment_tolerance_up_to_two_hours_is_accepted() -> None:
+    assert load_policy({"appointment": {"tolerance": "2h"}}).default.appointment.tolerance == timedelta(hours=2)
