@@ -115,7 +115,11 @@ def apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, to
     check_keys(table, _TOP_KEYS if top else _CREDITOR_KEYS, path)
     if top and isinstance(table.get("caps"), list):
         # The agency's own list first, so a preset chosen beside it adds to it.
+        built_in = [c["id"] for c in spec["caps"]]
         spec["caps"] = _replace_caps(table["caps"], join(path, "caps"))
+        # A built-in cap the list leaves out is dropped as surely as by drop_caps: recorded, so lint says so.
+        kept = {c["id"] for c in spec["caps"]}
+        spec["dropped_caps"] += [cap_id for cap_id in built_in if cap_id not in kept]
     if "preset" in table:
         _apply_preset(spec, table["preset"], join(path, "preset"))
     if "timezone" in table:

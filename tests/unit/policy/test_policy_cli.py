@@ -251,3 +251,12 @@ def test_lint_warns_that_sip_dials_of_a_creditor_without_registered_lines_are_bl
     cfg = write(tmp_path, "config.toml", text)
     warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
     assert any("bank-y" in w and "blocked with line.not_registered" in w for w in warnings)
+
+
+def test_lint_reports_the_agency_caps_a_top_level_cap_list_leaves_out(tmp_path: Path) -> None:
+    text = GOOD.replace('timezone = "Asia/Shanghai"\n', 'timezone = "Asia/Shanghai"\ncaps = [{ id = "cap.case_daily", limit = 8 }]\n')
+    cfg = write(tmp_path, "config.toml", text)
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json", "--strict"])
+    warnings = json.loads(result.output)["warnings"]
+    assert any("the top-level policy drops agency cap(s) cap.number_hourly, cap.number_daily" in w for w in warnings)
+    assert result.exit_code == 1

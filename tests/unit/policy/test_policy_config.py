@@ -391,3 +391,22 @@ def test_a_creditor_id_as_cases_carry_it_is_accepted() -> None:
 
 def test_an_appointment_tolerance_up_to_two_hours_is_accepted() -> None:
     assert load_policy({"appointment": {"tolerance": "2h"}}).default.appointment.tolerance == timedelta(hours=2)
+
+
+def test_a_top_level_cap_list_that_leaves_out_agency_caps_records_them_as_dropped() -> None:
+    # Meant as "one more cap", it replaces the list: the hourly and daily number caps go.
+    pol = load_policy({"caps": [
+        {"id": "cap.case_weekly", "scope": "case", "limit": 30, "window": "7 calendar_days"},
+        {"id": "cap.number_daily", "enabled": False},
+    ]}).default
+    assert [c.id for c in pol.caps] == ["cap.case_weekly"]
+    assert pol.dropped_caps == (
+        "cap.number_hourly", "cap.number_daily", "cap.third_party_hourly", "cap.third_party_daily", "cap.case_daily",
+    )
+
+
+def test_a_top_level_cap_list_that_names_every_agency_cap_drops_none() -> None:
+    table = {"caps": [{"id": c} for c in (
+        "cap.number_hourly", "cap.number_daily", "cap.third_party_hourly", "cap.third_party_daily", "cap.case_daily",
+    )]}
+    assert load_policy(table).default.dropped_caps == ()
