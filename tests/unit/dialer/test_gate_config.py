@@ -48,6 +48,15 @@ def test_a_malformed_environment_value_names_the_variable() -> None:
         build_config({}, env={"DIALGATE_HTTP_PORT": "eighty"})
 
 
+def test_a_policy_setting_in_the_environment_is_refused_rather_than_silently_ignored() -> None:
+    # config.toml says the environment overrides keys as DIALGATE_<SECTION>_<KEY>; the
+    # policy is read from the file alone, so a holiday rule set this way never applied.
+    with pytest.raises(ConfigError) as info:
+        build_config({"policy": {"cn_holidays": False}}, env={"DIALGATE_POLICY_CN_HOLIDAYS": "true"})
+    assert "DIALGATE_POLICY_CN_HOLIDAYS" in str(info.value)
+    assert "config.toml" in str(info.value)
+
+
 def test_sections_owned_by_other_components_are_kept_raw_and_read_only() -> None:
     cfg = build_config({"mqtt": {"url": "mqtt://localhost", "topics": ["a", "b"]}, "policy": {"cn_holidays": False}})
     assert cfg.section("mqtt")["url"] == "mqtt://localhost"
