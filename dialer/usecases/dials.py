@@ -238,11 +238,16 @@ class DialUseCases(GateBase):
         the record among the blocked dials; its first answer and attempt stand."""
         first = replay.record
         late = int((now - replay.stored_at).total_seconds())
+        if late >= 0:
+            when_en, when_zh = f"{late} s after it was allowed", f"在放行 {late} 秒后"
+        else:
+            when_en = f"with the clock {-late} s before the time it was allowed (the clock stepped back)"
+            when_zh = f"（时钟比放行时早 {-late} 秒，已被回拨）"
         decision = self._refused_outright(
             "sip.invite_replayed",
-            f"the same INVITE (Call-ID, From tag, CSeq) came again {late} s after it was allowed as decision"
+            f"the same INVITE (Call-ID, From tag, CSeq) came again {when_en} as decision"
             f" {first.decision_id}: a 302 is not given twice",
-            f"同一 INVITE 在放行 {late} 秒后再次到达（决定 {first.decision_id}），不再重复放行",
+            f"同一 INVITE {when_zh}再次到达（决定 {first.decision_id}），不再重复放行",
             now,
         )
         record = self._record(
@@ -432,9 +437,11 @@ def _chain_creditor(cmd: RequestDial | CheckDial) -> str:
 
 
 def _late_invite(replay: DialReplay, digest: str, cmd: RequestDial, now: datetime) -> bool:
-    """Whether a SIP request's stored allow is past the time any retry of it comes."""
+    """Whether a SIP request's stored allow is past the time any retry of it comes. A
+    stored allow later than now by more than that: the clock stepped back, so the time
+    since is unknown and it counts as late (a 302 given twice places a second call)."""
     return (cmd.channel == "sip" and replay.record.allowed and replay.digest == digest
-            and now - replay.stored_at > INVITE_RETRY_WINDOW)
+            and abs(now - replay.stored_at) > INVITE_RETRY_WINDOW)
 
 
 def _for_caller(actor: Principal, result: DialResult) -> DialResult:

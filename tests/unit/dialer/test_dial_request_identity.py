@@ -180,3 +180,16 @@ async def test_a_click_to_dial_retried_with_its_key_an_hour_later_gets_the_same_
     again = await gate.request_dial(dial(request_key="k-late"))
     assert again.allowed and again.replayed and again.decision_id == first.decision_id
     assert len(ledger.decisions) == 1 and len(ledger.attempts) == 1
+
+
+async def test_an_allowed_invite_arriving_again_after_the_clock_stepped_back_is_refused() -> None:
+    # NTP stepped the clock back an hour: "now - allowed at" is negative, which no
+    # elapsed time can be, so how long ago the 302 was given is unknown: no second one.
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    placed = await gate.request_dial(invite())
+    clock.advance(seconds=-3600)
+    again = await gate.request_dial(invite())
+    assert placed.allowed and not again.allowed and not again.replayed
+    assert again.decision.rule_id == "sip.invite_replayed"
+    assert "clock" in again.decision.reason and "时钟" in again.decision.reason_zh
