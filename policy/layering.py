@@ -86,6 +86,8 @@ def base_spec() -> dict[str, Any]:
         "preset": None,
         "allow_unregistered_lines": False,
         "dropped_caps": [],
+        # (start_s, end_s, name) of every preset applied: a later window key stays inside them.
+        "preset_windows": [],
     }
 
 
@@ -105,6 +107,7 @@ def _apply_preset(spec: dict[str, Any], name: Any, path: str) -> None:
             f"the window {fmt_seconds(cur_start)}–{fmt_seconds(cur_end)}"
         )
     spec["window"] = {"start": fmt_seconds(start), "end": fmt_seconds(end)}
+    spec["preset_windows"].append((pre_start, pre_end, name))
     # A cap the list already has (the agency's own version of it) stays as it is.
     have = {c["id"] for c in spec["caps"]}
     spec["caps"] = spec["caps"] + [copy.deepcopy(c) for c in preset["caps"] if c["id"] not in have]
@@ -150,6 +153,16 @@ def apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, to
                 f"start {fmt_seconds(start)} must be before end {fmt_seconds(end)} "
                 "(the window is one stretch of a callee-local day)",
             )
+        # A preset's window holds under every key applied after it, as under the keys before.
+        for pre_start, pre_end, name in spec["preset_windows"]:
+            if max(start, pre_start) >= min(end, pre_end):
+                raise PolicyConfigError(
+                    wpath,
+                    f"window {fmt_seconds(start)}–{fmt_seconds(end)} does not overlap preset {name!r} window "
+                    f"{fmt_seconds(pre_start)}–{fmt_seconds(pre_end)}",
+                )
+            start, end = max(start, pre_start), min(end, pre_end)
+        spec["window"] = {"start": fmt_seconds(start), "end": fmt_seconds(end)}
     if "appointment" in table:
         apath = join(path, "appointment")
         appt = expect_table(table["appointment"], apath)

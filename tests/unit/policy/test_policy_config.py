@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from policy_factories import (
     FAMILY,
+    NY,
+    US_RELATIVE,
     attempts_at,
     collector,
     decide,
@@ -17,7 +19,7 @@ from policy_factories import (
     sh,
 )
 
-from policy import PRESETS, PolicyConfigError, load_policy
+from policy import PRESETS, ContactSnapshot, PolicyConfigError, load_policy
 
 ISSUE_EXAMPLE = """
 [policy]
@@ -410,3 +412,26 @@ def test_a_top_level_cap_list_that_names_every_agency_cap_drops_none() -> None:
         "cap.number_hourly", "cap.number_daily", "cap.third_party_hourly", "cap.third_party_daily", "cap.case_daily",
     )]}
     assert load_policy(table).default.dropped_caps == ()
+
+
+def test_a_window_key_beside_a_preset_cannot_widen_the_window_past_the_presets() -> None:
+    # Keys are applied after the preset of their own table: the window key replaced the
+    # narrowed window, so Regulation F's 8 a.m. start became 7 a.m.
+    pol = load_policy({"creditors": {"us": {"preset": "us-reg-f", "window": {"start": "07:00"}}}}).for_creditor("us")
+    assert (pol.window.start, pol.window.end) == ("08:00", "21:00")
+    case = make_case("C-us", contacts=(ContactSnapshot(US_RELATIVE, "self"),))
+    request = make_request(number=US_RELATIVE, case=case)
+    assert decide(request, policy=pol, now=datetime(2026, 11, 24, 7, 30, tzinfo=NY)).rule_id == "window.outside_hours"
+
+
+def test_a_creditor_window_cannot_widen_past_a_preset_chosen_at_the_top() -> None:
+    book = load_policy({"preset": "cn-cba-2026", "window": {"end": "23:00"}, "creditors": {"bank-e": {"window": {"end": "23:30"}}}})
+    assert book.default.window.end == "22:00"
+    assert book.for_creditor("bank-e").window.end == "22:00"
+
+
+def test_a_window_that_misses_the_presets_window_entirely_is_refused() -> None:
+    with pytest.raises(PolicyConfigError) as info:
+        load_policy({"creditors": {"us": {"preset": "us-reg-f", "window": {"start": "21:00", "end": "23:00"}}}})
+    assert info.value.path == "policy.creditors.us.window"
+    assert "us-reg-f" in info.value.reason
