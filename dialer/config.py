@@ -288,7 +288,8 @@ def build_config(
     http = HttpConfig(host=http.host, port=http.port, workers=http.workers, trusted_proxies=networks)
     if typed["audit"].export_interval_s < 0:
         raise ConfigError(f"{source}: audit.export_interval_s: expected 0 (off) or more seconds")
-    if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+    # OFF would let a power loss take committed attempts with it: the caps would then count too few.
+    if store.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
     return Config(
         paths=paths,

@@ -96,3 +96,16 @@ def test_the_recorder_check_interval_defaults_to_one_second_and_rejects_nonsense
     for bad in (-1, 3600, "soon"):
         with pytest.raises(ConfigError, match="recorder_check_s"):
             build_config({"gate": {"recorder_check_s": bad}})
+
+
+@pytest.mark.parametrize("mode", ["OFF", "off", "FAST"])
+def test_a_sqlite_synchronous_mode_that_can_lose_allowed_calls_is_refused(mode: str) -> None:
+    # OFF hands commits to the OS unsynced: after a power loss the attempts they recorded
+    # are gone and the caps count fewer calls than were placed.
+    with pytest.raises(ConfigError, match="store.sqlite_synchronous: expected NORMAL, FULL or EXTRA"):
+        build_config({"store": {"sqlite_synchronous": mode}})
+
+
+@pytest.mark.parametrize("mode", ["NORMAL", "FULL", "extra"])
+def test_the_documented_sqlite_synchronous_modes_are_accepted(mode: str) -> None:
+    assert build_config({"store": {"sqlite_synchronous": mode}}).store.sqlite_synchronous == mode
