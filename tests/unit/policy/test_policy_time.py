@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from policy_factories import (
@@ -19,6 +20,7 @@ from policy_factories import (
 )
 
 from policy import ContactSnapshot
+from policy.numbers import number_zones
 
 
 @pytest.mark.parametrize(
@@ -265,3 +267,23 @@ def test_a_blackout_date_in_any_zone_of_a_number_spanning_several_blocks_it() ->
     decision = decide(request, policy=pol, now=sh(2026, 11, 24, 20, 30))
     assert decision.rule_id == "window.blackout_date"
     assert "2026-11-25" in decision.reason
+
+
+@pytest.mark.parametrize("number", ["+79161234567", "+61412345678", "+18005550100"])
+def test_a_number_spanning_several_zones_is_allowed_exactly_when_every_zone_is_inside_the_window(number) -> None:
+    zones = [ZoneInfo(z) for z in number_zones(number)]
+    assert len(zones) > 1
+    case = make_case("C-x", contacts=(ContactSnapshot(number, "self"),))
+    request = make_request(number=number, case=case)
+    # Every 20 minutes over two days around Australia's spring change (4 Oct 2026).
+    t = datetime(2026, 10, 3, 0, 0, tzinfo=timezone.utc)
+    for _ in range(2 * 72):
+        decision = decide(request, now=t)
+        inside = all(8 * 3600 <= (lt := t.astimezone(z)).hour * 3600 + lt.minute * 60 < 21 * 3600 for z in zones)
+        assert decision.allowed is inside, (number, t)
+        if not decision.allowed:
+            at = decision.next_allowed_at
+            assert at is not None
+            assert decide(request, now=at).allowed, (number, at)
+            assert not decide(request, now=at - timedelta(seconds=1)).allowed, (number, at)
+        t += timedelta(minutes=20)
