@@ -189,13 +189,18 @@ class DialUseCases(GateBase):
         """The SIP gate's dial of a click-to-dial authorisation: it becomes "dialing" and
         answers with the decision that authorised it (counted once). The rules are asked
         again first, as the click-to-dial's own recheck does: the debtor is dialled only
-        now, and a stop, a closed window or a recorder gone since the click forbids it."""
+        now, and a stop, a closed window or a recorder gone since the click forbids it; and
+        the INVITE's caller line must be registered, as for any SIP dial."""
         pending, record = inputs.pending, inputs.pending_record
         assert pending is not None and record is not None
         # The case's history and appointments: the consuming read skipped them.
         now_inputs = await ledger.gather(query._replace(consume=False, attempt_id=pending.attempt_id, request=None))
         current = now_inputs.case if now_inputs.case is not None else case
-        decision = self._decide_again(pending, current, agent, faults, pol, now_inputs, now, query.since)
+        # The INVITE places the call on its own line: checked as any SIP dial's is.
+        lines = (cmd.lines_by_creditor.get(current.creditor) if cmd.lines_by_creditor is not None
+                 else cmd.registered_lines)
+        decision = self._decide_again(pending, current, agent, faults, pol, now_inputs, now, query.since,
+                                      placed_by=(cmd.channel, cmd.caller_line, lines))
         if not decision.allowed:
             blocked = self._record(
                 decision_id=decision_id, kind="dial", now=now, decision=decision, actor=cmd.actor,
@@ -217,18 +222,22 @@ class DialUseCases(GateBase):
     def _decide_again(
         self, attempt: AttemptRecord, case: CaseRecord, agent: AgentSnapshot, faults: frozenset[str], pol: Policy,
         inputs: DialInputs, now: datetime, read_since: datetime,
+        placed_by: tuple[str, str | None, frozenset[str] | None] | None = None,
     ) -> Decision:
         """The decision for an authorised attempt now, as the click was decided (its
-        channel: the line is the service's own), its own reservation left out of the
-        history so it does not count against itself."""
+        channel: the line is the service's own) unless `placed_by` (channel, caller line,
+        registered lines) names the dial that places it, its own reservation left out of
+        the history so it does not count against itself."""
         since = now - pol.lookback
         history = list(_within(inputs.history, since, read_since))
         own = next((i for i, h in enumerate(history) if h.kind == "attempt" and h.number == attempt.number
                     and h.case_id == case.case_id and abs((h.at - attempt.at).total_seconds()) < 0.001), None)
         if own is not None:
             del history[own]
-        request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
-                              faults=faults, appointments=_within(inputs.appointments, since, read_since))
+        channel, caller_line, lines = placed_by if placed_by is not None else (attempt.channel, None, None)
+        request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=channel,
+                              faults=faults, appointments=_within(inputs.appointments, since, read_since),
+                              caller_line=caller_line, registered_lines=lines)
         return evaluate(request, history, pol, now)
 
     async def _refuse_late_invite(

@@ -193,3 +193,18 @@ async def test_an_allowed_invite_arriving_again_after_the_clock_stepped_back_is_
     assert placed.allowed and not again.allowed and not again.replayed
     assert again.decision.rule_id == "sip.invite_replayed"
     assert "clock" in again.decision.reason and "时钟" in again.decision.reason_zh
+
+
+async def test_an_invite_from_an_unregistered_line_cannot_place_a_clicked_call() -> None:
+    # The click was decided for the service's own line; the INVITE that would place it
+    # comes from a line no creditor registered (not recorded): it must not go out.
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    clock.advance(seconds=5)
+    placed = await gate.request_dial(RequestDial(
+        actor=PBX, case_id="", number="13800000001", agent_id="col-1", channel="sip", match_pending=True,
+        request_key="call-9;tag-9;1;z9hG4bK-9", caller_line="line-9", lines_by_creditor={"bank-a": frozenset({"line-1"})},
+    ))
+    assert clicked.allowed
+    assert not placed.allowed and placed.decision.rule_id == "line.not_registered"

@@ -102,7 +102,7 @@ async def test_the_sip_dial_of_a_clicked_number_consumes_its_authorisation_inste
     assert clicked.attempt is not None
     clock.advance(seconds=20)
     invite = RequestDial(actor=PBX, case_id="", number="13800000001", agent_id="col-1", channel="sip",
-                         match_pending=True)
+                         match_pending=True, caller_line="line-1", lines_by_creditor={"bank-a": frozenset({"line-1"})})
     placed = await gate.request_dial(invite)
     assert placed.allowed and placed.reused
     assert placed.attempt is not None and placed.attempt.attempt_id == clicked.attempt.attempt_id
