@@ -87,6 +87,9 @@ class DialUseCases(GateBase):
                         inputs = await ledger.gather(query)
                         case = resolve_case(query, inputs)
                 agent = self._agent(inputs.agent, cmd.actor, cmd.agent_id)
+                # Decided as of now, with the locks held: the wait for them (another
+                # decision on the case, a busy store) can carry it past a window's end.
+                now = max(now, self._now())
                 if inputs.pending_record is not None and consumable(query, case, inputs.pending):
                     result = await self._consume(
                         ledger, cmd, query, case, agent, inputs, now, decision_id, faults, pol, identity, digest
