@@ -133,11 +133,17 @@ def join(path: str, key: str) -> str:
     return f"{path}.{json.dumps(key, ensure_ascii=False)}"
 
 
-def parse_int(value: Any, path: str, *, minimum: int = 0) -> int:
+# Counts (cap limits, attempts in an appointment slot) size the history a dial reads.
+MAX_COUNT = 100_000
+
+
+def parse_int(value: Any, path: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyConfigError(path, f"expected a whole number, got {value!r}")
     if value < minimum:
         raise PolicyConfigError(path, f"must be {minimum} or more, got {value}")
+    if value > maximum:
+        raise PolicyConfigError(path, f"must be at most {maximum}, got {value}")
     return value
 
 

@@ -193,6 +193,11 @@ def test_top_level_blackout_dates_add_to_the_creditors_own() -> None:
         ({"caps": [{"id": "cap.x", "scope": "number", "limit": 2, "window": "99999999999999h"}]},
          "policy.caps[0].window", "longer than 400 days"),
         ({"appointment": {"tolerance": "9999999999d"}}, "policy.appointment.tolerance", "longer than 400 days"),
+        # Limits size the history read for every dial of every creditor: one absurd limit
+        # overflowed the store's row limit and failed them all, at the first dial.
+        ({"creditors": {"bank-b": {"caps": [{"id": "cap.number_daily", "limit": 10**30}]}}},
+         "policy.creditors.bank-b.caps[0].limit", "at most 100000"),
+        ({"appointment": {"max_attempts": 2**63}}, "policy.appointment.max_attempts", "at most 100000"),
         ({"creditors": {"bank-b": {"appointment": {"tolerance": "2h1s"}}}},
          "policy.creditors.bank-b.appointment.tolerance", "at most 2h"),
     ],
