@@ -419,6 +419,7 @@ class DialUseCases(GateBase):
                 role=user.role if user else NO_AGENT,
                 creditors=user.creditors if user else frozenset(),
             )
+            now = max(now, self._now())  # as of now, with the attempt read: the wait can pass a window's end
             decision = self._decide_again(attempt, case, agent, faults, pol, inputs, now, query.since)
             await ledger.apply(DialOutcome(record=self._record(
                 decision_id=new_id(), kind="recheck", now=now, decision=decision, actor=actor,

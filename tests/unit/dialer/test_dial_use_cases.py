@@ -285,3 +285,20 @@ async def test_a_dial_that_waited_for_the_store_past_the_windows_end_is_decided_
     assert not result.allowed and result.decision.rule_id == "window.outside_hours"
     assert result.record.at == datetime(2026, 11, 24, 21, 0, 3, tzinfo=SHANGHAI)
     assert ledger.attempts == []
+
+
+async def test_a_recheck_that_waited_for_the_store_past_the_windows_end_is_decided_at_the_time_it_got_it() -> None:
+    # The agent answered at 20:59:58; the store was busy for 5 s: the debtor leg would be
+    # dialled after 21:00, so the recheck must say no.
+    gate, ledger, clock = given(datetime(2026, 11, 24, 20, 59, 50, tzinfo=SHANGHAI))
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    assert clicked.allowed and clicked.attempt is not None
+    clock.advance(seconds=8)
+
+    async def the_store_is_busy_five_seconds() -> None:
+        clock.advance(seconds=5)
+
+    ledger.after_gather = the_store_is_busy_five_seconds
+    again = await gate.recheck_attempt(clicked.attempt.attempt_id, PBX)
+    assert not again.allowed and again.rule_id == "window.outside_hours"
