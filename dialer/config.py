@@ -234,6 +234,14 @@ def build_config(
         else:
             raise ConfigError(f"{source}: [{section}]: unknown section")
 
+    # The policy is read from the file alone: a rule set in the environment would
+    # silently not apply, so it stops the start instead.
+    for name in sorted(env):
+        if name.startswith("DIALGATE_POLICY_"):
+            raise ConfigError(
+                f"environment {name}: [policy] is not read from the environment; set it in config.toml "
+                "/ 拨打策略 [policy] 不从环境变量读取，请写入 config.toml"
+            )
     # Environment overrides for typed keys: DIALGATE_STORE_URL → store.url.
     for section, table in merged.items():
         for key, default in table.items():
@@ -280,7 +288,8 @@ def build_config(
     http = HttpConfig(host=http.host, port=http.port, workers=http.workers, trusted_proxies=networks)
     if typed["audit"].export_interval_s < 0:
         raise ConfigError(f"{source}: audit.export_interval_s: expected 0 (off) or more seconds")
-    if store.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+    # OFF would let a power loss take committed attempts with it: the caps would then count too few.
+    if store.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{source}: store.sqlite_synchronous: expected NORMAL, FULL or EXTRA")
     return Config(
         paths=paths,

@@ -28,6 +28,7 @@ from dialer.errors import BadRequest, InvalidImport, PayloadTooLarge
 from dialer.masking import redact_on_input
 from dialer.model import CaseInput, ContactRecord
 from policy import CASE_FLAGS, CASE_STATUSES, RELATIONS, NumberFormatError, normalize_number
+from policy.model import CREDITOR_ID
 from policy.numbers import load_zone
 
 MAX_JSON_DEPTH = 32  # an import is {"cases": [{"contacts": [{…}]}]}: depth 5
@@ -69,7 +70,7 @@ CASE_FIELDS = (
 MAX_REASON = 500
 CONTACT_FIELDS = ("number", "relation", "name", "tz", "status", "do_not_call", "source")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
-_CREDITOR = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
+_CREDITOR = CREDITOR_ID  # the policy's creditor sections are keyed alike
 MAX_ROWS = 200_000  # `[imports] max_rows` overrides it
 
 

@@ -28,6 +28,7 @@ from policy import (
     RELATIONS,
     AgentSnapshot,
     Appointment,
+    Cap,
     CaseSnapshot,
     ContactSnapshot,
     DialRequest,
@@ -41,6 +42,7 @@ from policy import (
     normalize_number,
 )
 from policy.model import Check
+from policy.presets import known_cap
 
 app = typer.Typer(help="Lint and explain the dial policy. 检查并解释拨打策略。", no_args_is_help=True)
 
@@ -116,6 +118,14 @@ def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[st
             f"from {HOLIDAY_ERROR_DAYS} days before"
         )
     for pol in policies:
+        who = f"creditor {pol.creditor}" if pol.creditor else "the top-level policy"
+        for cap in pol.caps:
+            changes = _loosened(cap)
+            if changes:
+                warnings.append(
+                    f"放宽了频次上限 {cap.id}（{'；'.join(changes)}）/ {who} loosens agency cap {cap.id}: "
+                    f"{'; '.join(changes)}"
+                )
         if pol.dropped_caps:
             warnings.append(
                 f"去除了机构频次上限 {', '.join(pol.dropped_caps)} / "
@@ -148,6 +158,36 @@ def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[st
             "line.not_registered for every creditor"
         )
     return warnings
+
+
+def _built_in(cap_id: str) -> Cap | None:
+    """The agency's or a preset's own definition of a cap, by id (None for the operator's own caps)."""
+    if known_cap(cap_id) is None:
+        return None
+    return load_policy({"caps": [{"id": cap_id}]}).default.caps[0]
+
+
+def _loosened(cap: Cap) -> list[str]:
+    """How `cap` lets more calls through than the built-in cap of its id (nothing when it does not)."""
+    base = _built_in(cap.id)
+    if base is None:
+        return []
+    changes = []
+    if (cap.scope, cap.count) != (base.scope, base.count):
+        changes.append(f"counts {cap.count} per {cap.scope}, not {base.count} per {base.scope}")
+    if cap.limit > base.limit:
+        changes.append(f"limit {base.limit} → {cap.limit}")
+    if not base.relations <= cap.relations:
+        changes.append(f"no longer counts {', '.join(sorted(base.relations - cap.relations))}")
+    if cap.window_delta is not None and base.window_delta is not None:
+        shorter = cap.window_delta < base.window_delta
+    else:
+        shorter = (cap.window_delta is None) != (base.window_delta is None) or cap.days < base.days
+    if shorter:
+        changes.append(f"window {base.window} → {cap.window}")
+    if cap.appointment_waives and not base.appointment_waives:
+        changes.append("an appointment now waives it")
+    return changes
 
 
 def _policy_table(pol: Policy, title: str) -> Table:

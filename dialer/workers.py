@@ -27,7 +27,10 @@ multiprocess mode); events written by a secondary reach MQTT at once, like the p
 after each commit it sends a datagram to the primary's relay wake socket in the pool's
 run directory (adapters/mqtt/waker.py; dropped when no primary listens, and then the
 relay's `[mqtt] poll_interval` poll, 2 s by default, publishes them); migrations run
-once, in the supervising process, before the workers start.
+once, in the supervising process, before the workers start; so is the policy validated,
+and a worker the supervisor restarts later, which reads the config file again, stops if
+the policy is no longer the one the pool started with (restart the service to apply an
+edit).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 CONFIG_ENV = "DIALGATE_POOL_CONFIG"  # the config file the workers read ("" = defaults)
 LOCK_ENV = "DIALGATE_POOL_LOCK"  # the pool's primary lock file
+POLICY_ENV = "DIALGATE_POOL_POLICY"  # the policy book version the pool started with
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess directory
 
 PRIMARY: Role = "primary"
@@ -89,7 +93,26 @@ def worker_app() -> FastAPI:
     path = os.environ.get(CONFIG_ENV) or None
     cfg = load_config(path)
     configure_logging(cfg.log.level, cfg.log.json)
+    require_the_pools_policy(cfg)
     return frozen_after_startup(build_app(cfg, role=elect(os.environ[LOCK_ENV])))
+
+
+def require_the_pools_policy(cfg: Config) -> None:
+    """A worker (re)started by the supervisor reads the config file again: if its policy
+    is no longer the one the pool started with (the file or the holiday file was edited
+    while serving), it stops rather than decide on rules the other workers do not."""
+    from dialer.bootstrap import load_policies
+
+    started = os.environ.get(POLICY_ENV)
+    if not started:
+        return
+    now = load_policies(cfg).version
+    if now != started:
+        raise ConfigError(
+            f"{cfg.source}: the policy changed since the service started (book version {started[:12]}, now "
+            f"{now[:12]}): this worker will not decide on it while the others decide on the old one; restart the "
+            "service to apply it / 服务启动后策略配置已被修改，本进程不按新策略放行；请重启服务使其生效"
+        )
 
 
 def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str, Any]) -> None:
@@ -97,7 +120,10 @@ def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str,
     supervisor (it binds the port, restarts a worker that dies, stops all on SIGTERM)."""
     import uvicorn
 
+    from dialer.bootstrap import load_policies
+
     check_pool(cfg)
+    book = load_policies(cfg)  # a bad policy stops the pool here, before any worker starts
     if cfg.store.migrate_on_start:
         from dialer.bootstrap import open_store
 
@@ -115,6 +141,7 @@ def serve_pool(cfg: Config, config_path: Path | None, uvicorn_options: dict[str,
     os.environ.update({
         CONFIG_ENV: str(config_path.resolve()) if config_path else "",
         LOCK_ENV: str(run_dir / "primary.lock"),
+        POLICY_ENV: book.version,
         METRICS_ENV: str(run_dir / "metrics"),
         # The CLI's --host/--port, and no second migration in every worker.
         "DIALGATE_HTTP_HOST": cfg.http.host,

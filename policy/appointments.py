@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
-from .blackouts import blackout_ends_at
+from .blackouts import blackout_ends_in_every_zone
 from .callee_time import UTC
 from .caps import Caps
 from .config import Cap, Policy
@@ -66,6 +66,7 @@ def _utc(t: datetime) -> datetime:
 def appointment_opening(
     policy: Policy, appointments: Sequence[Appointment], capsx: Caps, now_u: datetime, zone: ZoneInfo,
     kept: Sequence[Cap] = (),
+    wzones: tuple[ZoneInfo, ...] | None = None,
 ) -> datetime | None:
     """Earliest instant >= now inside a usable appointment slot on a non-blackout day at
     which the caps no appointment waives (`kept`) pass too."""
@@ -81,7 +82,7 @@ def appointment_opening(
             continue
         t = max(lo, now_u)
         while t <= hi:
-            end = blackout_ends_at(policy, t.astimezone(zone), zone, t)
+            end = blackout_ends_in_every_zone(policy, wzones or (zone,), t)
             if end is None:
                 frees = [capsx.free_at(cap, t) for cap in kept]
                 if any(f is None for f in frees):

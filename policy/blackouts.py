@@ -12,7 +12,7 @@ from .config import BlackoutPeriod, Policy
 from .model import Check
 from .wording import make_check
 
-__all__ = ["active_period", "blackout_check", "blackout_ends_at"]
+__all__ = ["active_period", "blackout_check", "blackout_ends_at", "blackout_ends_in_every_zone"]
 
 
 def blackout_check(policy: Policy, day: date) -> Check:
@@ -85,3 +85,10 @@ def blackout_ends_at(policy: Policy, local: datetime, zone: ZoneInfo, t: datetim
         return wall_instant(period.end_at, zone, t)
     assert period.end_s is not None  # a period without dates is a daily one
     return at_local(local.date(), period.end_s, zone, t)
+
+
+def blackout_ends_in_every_zone(policy: Policy, zones: tuple[ZoneInfo, ...], t: datetime) -> datetime | None:
+    """When no zone of `zones` is blacked out any more after instant `t` (the latest end
+    of the blackouts covering it), or None if none covers `t`."""
+    ends = [e for z in zones if (e := blackout_ends_at(policy, t.astimezone(z), z, t)) is not None]
+    return max(ends) if ends else None

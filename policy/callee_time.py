@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from .numbers import load_zone, number_zone
+from .numbers import load_zone, number_zone, number_zones
 
 __all__ = [
     "ONE_DAY",
@@ -21,6 +21,7 @@ __all__ = [
     "local_midnight_after",
     "seconds_of_day",
     "wall_instant",
+    "window_zones",
 ]
 
 UTC = timezone.utc
@@ -54,6 +55,16 @@ def callee_zone_name(contact_tz: str | None, number: str, default_tz: str) -> tu
     if name is not None:
         return name, "number", note
     return default_tz, "policy_default", note
+
+
+def window_zones(zone: ZoneInfo, source: str, number: str) -> tuple[ZoneInfo, ...]:
+    """The zones whose clocks the window and blackouts are checked on: the callee's
+    zone, or every zone of a number that spans several when nothing narrows it (its
+    callee is in one of them, which one is unknown)."""
+    if source != "policy_default":
+        return (zone,)
+    zones = tuple(z for z in map(load_zone, number_zones(number)) if z is not None)
+    return zones if len(zones) > 1 else (zone,)
 
 
 def local_midnight_after(local: datetime, zone: ZoneInfo) -> datetime:

@@ -30,10 +30,10 @@ class _Counter:
         times = self.times
         return len(times) - bisect_right(times, t - window)
 
-    def between(self, lo: datetime, hi: datetime) -> int:
-        """Events with lo <= time < hi."""
+    def since(self, lo: datetime) -> int:
+        """Events with time >= lo (later days too: a clock stepped back is counted)."""
         times = self.times
-        return bisect_left(times, hi) - bisect_left(times, lo)
+        return len(times) - bisect_left(times, lo)
 
     def closed(self, lo: datetime, hi: datetime) -> int:
         """Events with lo <= time <= hi."""
@@ -86,11 +86,13 @@ class Caps:
         if cap.window_delta is None:
             if day is None:
                 day = day_bounds(t, self.zone)
+            # Events stamped after today's midnight count as today's: they were placed
+            # already, by a gate whose clock ran ahead or before the clock stepped back.
             if cap.days > 1:
                 # N callee-local dates ending today: from the midnight that began the first.
                 first = datetime.combine(day[2] - timedelta(days=cap.days - 1), time(0), tzinfo=self.zone)
-                return counter.between(first.astimezone(UTC), day[1])
-            return counter.between(day[0], day[1])
+                return counter.since(first.astimezone(UTC))
+            return counter.since(day[0])
         return counter.rolling(t, cap.window_delta)
 
     def free_at(self, cap: Cap, t: datetime) -> datetime | None:

@@ -30,6 +30,7 @@ from . import holidays
 from .book import AppointmentRules, BlackoutPeriod, Cap, Policy, PolicyBook, Window, canonical
 from .config_parse import PolicyConfigError, expect_table, join, parse_duration, parse_time
 from .layering import CALENDAR_DAY, apply_layer, base_spec, calendar_days
+from .model import CREDITOR_ID
 
 
 __all__ = [
@@ -146,8 +147,12 @@ def load_policy(
         cpath = "policy.creditors"
         for cid, ctable in expect_table(table["creditors"], cpath).items():
             path = join(cpath, str(cid))
-            if not isinstance(cid, str) or not cid.strip():
-                raise PolicyConfigError(path, "creditor id must be a non-empty string")
+            if not isinstance(cid, str) or not CREDITOR_ID.match(cid):
+                raise PolicyConfigError(
+                    path,
+                    f"creditor id {cid!r} is not one cases can carry: lower-case letters, digits, '.', '_' or '-', "
+                    "like bank-b (its cases would get the defaults)",
+                )
             cspec = copy.deepcopy(spec)
             cspec["dropped_caps"] = []
             apply_layer(cspec, expect_table(ctable, path), path, top=False)

@@ -12,6 +12,7 @@ from .book import BlackoutPeriod, fmt_seconds
 
 
 WINDOW_KEYS = ("start", "end")
+MAX_DURATION = timedelta(days=400)
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
 
@@ -36,7 +37,12 @@ def parse_duration(value: Any, path: str, *, allow_zero: bool = False) -> timede
     if not value.strip() or m is None:
         raise PolicyConfigError(path, f"bad duration {value!r}: use a number with d, h, m or s, like \"15m\", \"1h\", \"7d\"")
     d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-    delta = timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        delta = timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    except OverflowError:
+        delta = MAX_DURATION + timedelta(days=1)  # refused below, with the key
+    if delta > MAX_DURATION:
+        raise PolicyConfigError(path, f"duration {value!r} is longer than 400 days")
     if delta <= timedelta(0) and not allow_zero:
         raise PolicyConfigError(path, f"duration {value!r} must be longer than zero")
     return delta
@@ -127,11 +133,17 @@ def join(path: str, key: str) -> str:
     return f"{path}.{json.dumps(key, ensure_ascii=False)}"
 
 
-def parse_int(value: Any, path: str, *, minimum: int = 0) -> int:
+# Counts (cap limits, attempts in an appointment slot) size the history a dial reads.
+MAX_COUNT = 100_000
+
+
+def parse_int(value: Any, path: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyConfigError(path, f"expected a whole number, got {value!r}")
     if value < minimum:
         raise PolicyConfigError(path, f"must be {minimum} or more, got {value}")
+    if value > maximum:
+        raise PolicyConfigError(path, f"must be at most {maximum}, got {value}")
     return value
 
 

@@ -39,7 +39,7 @@ from typing import Any, Iterable
 
 from .appointments import appointment
 from .blackouts import active_period
-from .callee_time import UTC, callee_zone, seconds_of_day
+from .callee_time import UTC, callee_zone, seconds_of_day, window_zones
 from .caps import Caps
 from .compiled import compiled
 from .config import Policy
@@ -185,29 +185,50 @@ def evaluate(
         contact.tz if contact is not None else None, number, policy.timezone
     )
     local = now_u.astimezone(zone)
-    blackout = comp.day_check(policy, local.date())
-    if blackout.passed and policy.blackout_periods:
-        period = active_period(policy, local)
-        if period is not None:
-            blackout = make_check(
-                "window.blackout_date",
-                False,
-                f"callee local time {local.strftime('%Y-%m-%d %H:%M')} is inside the creditor's blackout period "
-                f"{period.label()}",
-                f"被叫当地时间 {local.strftime('%Y-%m-%d %H:%M')} 处于委托方要求避开的敏感时段 {period.label()}",
-            )
+    # A number spanning several zones, with no contact zone: the callee's clock may
+    # show any of them, so the window must hold, and no blackout, in every one.
+    wzones = window_zones(zone, zone_source, number)
+    wlocals = (local,) if len(wzones) == 1 else tuple(now_u.astimezone(z) for z in wzones)
+    for wlocal in wlocals:
+        blackout = comp.day_check(policy, wlocal.date())
+        if blackout.passed and policy.blackout_periods:
+            period = active_period(policy, wlocal)
+            if period is not None:
+                blackout = make_check(
+                    "window.blackout_date",
+                    False,
+                    f"callee local time {wlocal.strftime('%Y-%m-%d %H:%M')} is inside the creditor's blackout period "
+                    f"{period.label()}",
+                    f"被叫当地时间 {wlocal.strftime('%Y-%m-%d %H:%M')} 处于委托方要求避开的敏感时段 {period.label()}",
+                )
+        if not blackout.passed:
+            break
     add(blackout)
     window = policy.window
-    if window.start_s <= seconds_of_day(local) < window.end_s:
-        add(comp.inside_check(zone_name, local.hour, local.minute))
+    outside = next((w for w in wlocals if not window.start_s <= seconds_of_day(w) < window.end_s), None)
+    if outside is None:
+        if len(wlocals) == 1:
+            add(comp.inside_check(zone_name, local.hour, local.minute))
+        else:
+            add(
+                make_check(
+                    "window.outside_hours",
+                    True,
+                    f"callee local time is inside {comp.window_text} in each of the number's {len(wlocals)} zones",
+                    f"被叫号码所属的 {len(wlocals)} 个时区的当地时间均在允许时段 {comp.window_text} 内",
+                )
+            )
     else:
-        hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+        hms = f"{outside.hour:02d}:{outside.minute:02d}:{outside.second:02d}"
+        out_zone = zone_name if len(wlocals) == 1 else str(outside.tzinfo)
+        several_en = "" if len(wlocals) == 1 else f", one of the {len(wlocals)} zones of the number"
+        several_zh = "" if len(wlocals) == 1 else f"，该号码所属 {len(wlocals)} 个时区之一"
         add(
             make_check(
                 "window.outside_hours",
                 False,
-                f"callee local time {hms} ({zone_name}) is outside the calling window {comp.window_text}",
-                f"被叫当地时间 {hms}（{zone_name}）不在允许拨打时段 {comp.window_text} 内",
+                f"callee local time {hms} ({out_zone}{several_en}) is outside the calling window {comp.window_text}",
+                f"被叫当地时间 {hms}（{out_zone}{several_zh}）不在允许拨打时段 {comp.window_text} 内",
             )
         )
     hours_index = len(checks) - 1
@@ -263,6 +284,8 @@ def evaluate(
     }
     if zone_note:
         inputs["zone_note"] = zone_note
+    if len(wzones) > 1:
+        inputs["window_zones"] = [str(z) for z in wzones]
 
     # appointment exemption --------------------------------------------------------
     exempted = False
@@ -316,7 +339,7 @@ def evaluate(
 
     next_at: datetime | None = None
     if deciding.rule_id.startswith(TEMPORAL_PREFIXES):
-        next_at, note = search_next(policy, capsx, relation, appointments, now_u, zone)
+        next_at, note = search_next(policy, capsx, relation, appointments, now_u, zone, wzones)
         inputs["next_allowed_search"] = note
         if next_at is not None:
             # Whole seconds, rounded up: answers and reasons read cleanly, never earlier than lawful.

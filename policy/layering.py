@@ -42,6 +42,8 @@ _CALENDAR_DAYS = re.compile(r"^(\d+)\s*calendar_days?$")
 SCOPES = ("number", "case")
 COUNTS = ("attempts", "connected", "unanswered")
 MAX_CAP_WINDOW = timedelta(days=400)
+# An agreed callback time (与客户约定) lifts the calling window only around that time.
+MAX_TOLERANCE = timedelta(hours=2)
 
 _CREDITOR_KEYS = (
     "timezone",
@@ -84,6 +86,8 @@ def base_spec() -> dict[str, Any]:
         "preset": None,
         "allow_unregistered_lines": False,
         "dropped_caps": [],
+        # (start_s, end_s, name) of every preset applied: a later window key stays inside them.
+        "preset_windows": [],
     }
 
 
@@ -103,6 +107,7 @@ def _apply_preset(spec: dict[str, Any], name: Any, path: str) -> None:
             f"the window {fmt_seconds(cur_start)}–{fmt_seconds(cur_end)}"
         )
     spec["window"] = {"start": fmt_seconds(start), "end": fmt_seconds(end)}
+    spec["preset_windows"].append((pre_start, pre_end, name))
     # A cap the list already has (the agency's own version of it) stays as it is.
     have = {c["id"] for c in spec["caps"]}
     spec["caps"] = spec["caps"] + [copy.deepcopy(c) for c in preset["caps"] if c["id"] not in have]
@@ -113,7 +118,11 @@ def apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, to
     check_keys(table, _TOP_KEYS if top else _CREDITOR_KEYS, path)
     if top and isinstance(table.get("caps"), list):
         # The agency's own list first, so a preset chosen beside it adds to it.
+        built_in = [c["id"] for c in spec["caps"]]
         spec["caps"] = _replace_caps(table["caps"], join(path, "caps"))
+        # A built-in cap the list leaves out is dropped as surely as by drop_caps: recorded, so lint says so.
+        kept = {c["id"] for c in spec["caps"]}
+        spec["dropped_caps"] += [cap_id for cap_id in built_in if cap_id not in kept]
     if "preset" in table:
         _apply_preset(spec, table["preset"], join(path, "preset"))
     if "timezone" in table:
@@ -144,12 +153,28 @@ def apply_layer(spec: dict[str, Any], table: Mapping[str, Any], path: str, *, to
                 f"start {fmt_seconds(start)} must be before end {fmt_seconds(end)} "
                 "(the window is one stretch of a callee-local day)",
             )
+        # A preset's window holds under every key applied after it, as under the keys before.
+        for pre_start, pre_end, name in spec["preset_windows"]:
+            if max(start, pre_start) >= min(end, pre_end):
+                raise PolicyConfigError(
+                    wpath,
+                    f"window {fmt_seconds(start)}–{fmt_seconds(end)} does not overlap preset {name!r} window "
+                    f"{fmt_seconds(pre_start)}–{fmt_seconds(pre_end)}",
+                )
+            start, end = max(start, pre_start), min(end, pre_end)
+        spec["window"] = {"start": fmt_seconds(start), "end": fmt_seconds(end)}
     if "appointment" in table:
         apath = join(path, "appointment")
         appt = expect_table(table["appointment"], apath)
         check_keys(appt, _APPOINTMENT_KEYS, apath)
         if "tolerance" in appt:
-            parse_duration(appt["tolerance"], join(apath, "tolerance"), allow_zero=True)
+            tolerance = parse_duration(appt["tolerance"], join(apath, "tolerance"), allow_zero=True)
+            if tolerance > MAX_TOLERANCE:
+                raise PolicyConfigError(
+                    join(apath, "tolerance"),
+                    f"{appt['tolerance']!r} is too long: at most 2h either side of the agreed time (a wider slot "
+                    "would lift the calling window for calls nobody agreed to)",
+                )
             spec["appointment"]["tolerance"] = appt["tolerance"]
         if "max_attempts" in appt:
             spec["appointment"]["max_attempts"] = parse_int(appt["max_attempts"], join(apath, "max_attempts"))

@@ -10,11 +10,16 @@ All datetimes are timezone-aware. Phone numbers are E.164 strings (``+8613800000
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Callable, Literal, Mapping
 
 Relation = Literal["self", "guarantor", "family", "work", "third_party"]
+# A creditor's id as cases carry it (imports refuse any other): a policy section under
+# another spelling would never apply.
+CREDITOR_ID = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
+
 RELATIONS: tuple[str, ...] = ("self", "guarantor", "family", "work", "third_party")
 
 CaseStatus = Literal["active", "paused", "settled", "withdrawn", "returned"]

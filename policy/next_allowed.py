@@ -33,8 +33,11 @@ def search_next(
     appointments: Sequence[Appointment],
     now_u: datetime,
     zone: ZoneInfo,
+    wzones: tuple[ZoneInfo, ...] | None = None,
 ) -> tuple[datetime | None, str]:
-    """Earliest instant >= now at which blackout, window and every cap pass."""
+    """Earliest instant >= now at which blackout, window and every cap pass; blackouts
+    and the window on the clock of every zone of `wzones` (default: `zone`)."""
+    wzones = wzones or (zone,)
     caps = [c for c in policy.caps if relation is not None and relation in c.relations]
     window = policy.window
     horizon = now_u + _SEARCH_HORIZON
@@ -44,16 +47,17 @@ def search_next(
         if t > horizon:
             break
         nt = t
-        local = t.astimezone(zone)
-        blackout_end = blackout_ends_at(policy, local, zone, t)
-        if blackout_end is not None:
-            nt = blackout_end
-        else:
-            sod = seconds_of_day(local)
-            if sod < window.start_s:
-                nt = at_local(local.date(), window.start_s, zone, t)
-            elif sod >= window.end_s:
-                nt = at_local(local.date() + ONE_DAY, window.start_s, zone, t)
+        for wzone in wzones:
+            local = t.astimezone(wzone)
+            blackout_end = blackout_ends_at(policy, local, wzone, t)
+            if blackout_end is not None:
+                nt = max(nt, blackout_end)
+            else:
+                sod = seconds_of_day(local)
+                if sod < window.start_s:
+                    nt = max(nt, at_local(local.date(), window.start_s, wzone, t))
+                elif sod >= window.end_s:
+                    nt = max(nt, at_local(local.date() + ONE_DAY, window.start_s, wzone, t))
         impossible = False
         for cap in caps:
             free = capsx.free_at(cap, t)
@@ -69,7 +73,7 @@ def search_next(
             break
         t = nt
     kept = [c for c in caps if not c.appointment_waives]
-    appt = appointment_opening(policy, appointments, capsx, now_u, zone, kept)
+    appt = appointment_opening(policy, appointments, capsx, now_u, zone, kept, wzones)
     if appt is not None and (found is None or appt < found):
         return appt, "appointment slot"
     if found is None:

@@ -14,7 +14,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 from phonenumbers import timezone as pn_timezone
 
-__all__ = ["NumberFormatError", "normalize_number", "number_zone", "mask_number", "load_zone"]
+__all__ = ["NumberFormatError", "normalize_number", "number_zone", "number_zones", "mask_number", "load_zone"]
 
 
 class NumberFormatError(ValueError):
@@ -141,6 +141,17 @@ def number_zone(number: str) -> str | None:
     except NumberParseException:
         return None
     return _single_zone(parsed)
+
+
+@lru_cache(maxsize=4096)
+def number_zones(number: str) -> tuple[str, ...]:
+    """Every IANA zone phonenumbers names for an E.164 number (empty when none)."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except NumberParseException:
+        return ()
+    zones = pn_timezone.time_zones_for_number(parsed)
+    return tuple(z for z in zones if z != pn_timezone.UNKNOWN_TIMEZONE and load_zone(z) is not None)
 
 
 def _single_zone(parsed: phonenumbers.PhoneNumber) -> str | None:

@@ -194,13 +194,18 @@ class DialUseCases(GateBase):
         """The SIP gate's dial of a click-to-dial authorisation: it becomes "dialing" and
         answers with the decision that authorised it (counted once). The rules are asked
         again first, as the click-to-dial's own recheck does: the debtor is dialled only
-        now, and a stop, a closed window or a recorder gone since the click forbids it."""
+        now, and a stop, a closed window or a recorder gone since the click forbids it; and
+        the INVITE's caller line must be registered, as for any SIP dial."""
         pending, record = inputs.pending, inputs.pending_record
         assert pending is not None and record is not None
         # The case's history and appointments: the consuming read skipped them.
         now_inputs = await ledger.gather(query._replace(consume=False, attempt_id=pending.attempt_id, request=None))
         current = now_inputs.case if now_inputs.case is not None else case
-        decision = self._decide_again(pending, current, agent, faults, pol, now_inputs, now, query.since)
+        # The INVITE places the call on its own line: checked as any SIP dial's is.
+        lines = (cmd.lines_by_creditor.get(current.creditor) if cmd.lines_by_creditor is not None
+                 else cmd.registered_lines)
+        decision = self._decide_again(pending, current, agent, faults, pol, now_inputs, now, query.since,
+                                      placed_by=(cmd.channel, cmd.caller_line, lines))
         if not decision.allowed:
             blocked = self._record(
                 decision_id=decision_id, kind="dial", now=now, decision=decision, actor=cmd.actor,
@@ -222,18 +227,22 @@ class DialUseCases(GateBase):
     def _decide_again(
         self, attempt: AttemptRecord, case: CaseRecord, agent: AgentSnapshot, faults: frozenset[str], pol: Policy,
         inputs: DialInputs, now: datetime, read_since: datetime,
+        placed_by: tuple[str, str | None, frozenset[str] | None] | None = None,
     ) -> Decision:
         """The decision for an authorised attempt now, as the click was decided (its
-        channel: the line is the service's own), its own reservation left out of the
-        history so it does not count against itself."""
+        channel: the line is the service's own) unless `placed_by` (channel, caller line,
+        registered lines) names the dial that places it, its own reservation left out of
+        the history so it does not count against itself."""
         since = now - pol.lookback
         history = list(_within(inputs.history, since, read_since))
         own = next((i for i, h in enumerate(history) if h.kind == "attempt" and h.number == attempt.number
                     and h.case_id == case.case_id and abs((h.at - attempt.at).total_seconds()) < 0.001), None)
         if own is not None:
             del history[own]
-        request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=attempt.channel,
-                              faults=faults, appointments=_within(inputs.appointments, since, read_since))
+        channel, caller_line, lines = placed_by if placed_by is not None else (attempt.channel, None, None)
+        request = DialRequest(case=case.snapshot(), number=attempt.number, agent=agent, channel=channel,
+                              faults=faults, appointments=_within(inputs.appointments, since, read_since),
+                              caller_line=caller_line, registered_lines=lines)
         return evaluate(request, history, pol, now)
 
     async def _refuse_late_invite(
@@ -243,11 +252,16 @@ class DialUseCases(GateBase):
         the record among the blocked dials; its first answer and attempt stand."""
         first = replay.record
         late = int((now - replay.stored_at).total_seconds())
+        if late >= 0:
+            when_en, when_zh = f"{late} s after it was allowed", f"在放行 {late} 秒后"
+        else:
+            when_en = f"with the clock {-late} s before the time it was allowed (the clock stepped back)"
+            when_zh = f"（时钟比放行时早 {-late} 秒，已被回拨）"
         decision = self._refused_outright(
             "sip.invite_replayed",
-            f"the same INVITE (Call-ID, From tag, CSeq) came again {late} s after it was allowed as decision"
+            f"the same INVITE (Call-ID, From tag, CSeq) came again {when_en} as decision"
             f" {first.decision_id}: a 302 is not given twice",
-            f"同一 INVITE 在放行 {late} 秒后再次到达（决定 {first.decision_id}），不再重复放行",
+            f"同一 INVITE {when_zh}再次到达（决定 {first.decision_id}），不再重复放行",
             now,
         )
         record = self._record(
@@ -438,9 +452,11 @@ def _chain_creditor(cmd: RequestDial | CheckDial) -> str:
 
 
 def _late_invite(replay: DialReplay, digest: str, cmd: RequestDial, now: datetime) -> bool:
-    """Whether a SIP request's stored allow is past the time any retry of it comes."""
+    """Whether a SIP request's stored allow is past the time any retry of it comes. A
+    stored allow later than now by more than that: the clock stepped back, so the time
+    since is unknown and it counts as late (a 302 given twice places a second call)."""
     return (cmd.channel == "sip" and replay.record.allowed and replay.digest == digest
-            and now - replay.stored_at > INVITE_RETRY_WINDOW)
+            and abs(now - replay.stored_at) > INVITE_RETRY_WINDOW)
 
 
 def _for_caller(actor: Principal, result: DialResult) -> DialResult:

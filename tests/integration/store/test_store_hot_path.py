@@ -78,7 +78,8 @@ async def _scenario(svc: Services, clock: FixedClock) -> None:
     pbx = users["pbx-h"]
     clicked = await svc.gate.request_dial(RequestDial(actor=col, case_id="H-2", number="13800000082", agent_id="col-h"))
     assert clicked.allowed and clicked.attempt is not None
-    sip = dict(actor=pbx, case_id="H-2", number="13800000082", agent_id="col-h", channel="sip", match_pending=True)
+    sip = dict(actor=pbx, case_id="H-2", number="13800000082", agent_id="col-h", channel="sip", match_pending=True,
+               caller_line="1001", lines_by_creditor={"bank-h": frozenset({"1001"})})
     consumed = await svc.gate.request_dial(RequestDial(**sip))
     assert consumed.reused and consumed.attempt.attempt_id == clicked.attempt.attempt_id  # type: ignore[union-attr]
     clicked = await svc.gate.request_dial(RequestDial(actor=col, case_id="H-1", number="13800000081", agent_id="col-h"))

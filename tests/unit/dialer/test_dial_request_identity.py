@@ -180,3 +180,31 @@ async def test_a_click_to_dial_retried_with_its_key_an_hour_later_gets_the_same_
     again = await gate.request_dial(dial(request_key="k-late"))
     assert again.allowed and again.replayed and again.decision_id == first.decision_id
     assert len(ledger.decisions) == 1 and len(ledger.attempts) == 1
+
+
+async def test_an_allowed_invite_arriving_again_after_the_clock_stepped_back_is_refused() -> None:
+    # NTP stepped the clock back an hour: "now - allowed at" is negative, which no
+    # elapsed time can be, so how long ago the 302 was given is unknown: no second one.
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    placed = await gate.request_dial(invite())
+    clock.advance(seconds=-3600)
+    again = await gate.request_dial(invite())
+    assert placed.allowed and not again.allowed and not again.replayed
+    assert again.decision.rule_id == "sip.invite_replayed"
+    assert "clock" in again.decision.reason and "时钟" in again.decision.reason_zh
+
+
+async def test_an_invite_from_an_unregistered_line_cannot_place_a_clicked_call() -> None:
+    # The click was decided for the service's own line; the INVITE that would place it
+    # comes from a line no creditor registered (not recorded): it must not go out.
+    gate, ledger, clock = given(ten_am())
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    clock.advance(seconds=5)
+    placed = await gate.request_dial(RequestDial(
+        actor=PBX, case_id="", number="13800000001", agent_id="col-1", channel="sip", match_pending=True,
+        request_key="call-9;tag-9;1;z9hG4bK-9", caller_line="line-9", lines_by_creditor={"bank-a": frozenset({"line-1"})},
+    ))
+    assert clicked.allowed
+    assert not placed.allowed and placed.decision.rule_id == "line.not_registered"

@@ -102,7 +102,7 @@ async def test_the_sip_dial_of_a_clicked_number_consumes_its_authorisation_inste
     assert clicked.attempt is not None
     clock.advance(seconds=20)
     invite = RequestDial(actor=PBX, case_id="", number="13800000001", agent_id="col-1", channel="sip",
-                         match_pending=True)
+                         match_pending=True, caller_line="line-1", lines_by_creditor={"bank-a": frozenset({"line-1"})})
     placed = await gate.request_dial(invite)
     assert placed.allowed and placed.reused
     assert placed.attempt is not None and placed.attempt.attempt_id == clicked.attempt.attempt_id
@@ -269,3 +269,36 @@ async def test_a_recheck_for_a_collector_disabled_since_the_click_refuses_the_de
     stopped = await gate.recheck_attempt(clicked.attempt.attempt_id, PBX)
     assert not stopped.allowed and stopped.rule_id == "agent.not_assigned"
     assert "disabled" in stopped.reason and "已停用" in stopped.reason_zh
+
+
+async def test_a_dial_that_waited_for_the_store_past_the_windows_end_is_decided_at_the_time_it_got_it() -> None:
+    # Clicked at 20:59:58; another decision held the case's lock for 5 s. The answer is
+    # given, and the call placed, after 21:00: it must be decided as of then.
+    gate, ledger, clock = given(datetime(2026, 11, 24, 20, 59, 58, tzinfo=SHANGHAI))
+    ledger.add_case(a_case())
+
+    async def the_lock_is_held_five_seconds() -> None:
+        clock.advance(seconds=5)
+
+    ledger.after_gather = the_lock_is_held_five_seconds
+    result = await gate.request_dial(dial())
+    assert not result.allowed and result.decision.rule_id == "window.outside_hours"
+    assert result.record.at == datetime(2026, 11, 24, 21, 0, 3, tzinfo=SHANGHAI)
+    assert ledger.attempts == []
+
+
+async def test_a_recheck_that_waited_for_the_store_past_the_windows_end_is_decided_at_the_time_it_got_it() -> None:
+    # The agent answered at 20:59:58; the store was busy for 5 s: the debtor leg would be
+    # dialled after 21:00, so the recheck must say no.
+    gate, ledger, clock = given(datetime(2026, 11, 24, 20, 59, 50, tzinfo=SHANGHAI))
+    ledger.add_case(a_case())
+    clicked = await gate.request_dial(dial())
+    assert clicked.allowed and clicked.attempt is not None
+    clock.advance(seconds=8)
+
+    async def the_store_is_busy_five_seconds() -> None:
+        clock.advance(seconds=5)
+
+    ledger.after_gather = the_store_is_busy_five_seconds
+    again = await gate.recheck_attempt(clicked.attempt.attempt_id, PBX)
+    assert not again.allowed and again.rule_id == "window.outside_hours"

@@ -48,6 +48,15 @@ def test_a_malformed_environment_value_names_the_variable() -> None:
         build_config({}, env={"DIALGATE_HTTP_PORT": "eighty"})
 
 
+def test_a_policy_setting_in_the_environment_is_refused_rather_than_silently_ignored() -> None:
+    # config.toml says the environment overrides keys as DIALGATE_<SECTION>_<KEY>; the
+    # policy is read from the file alone, so a holiday rule set this way never applied.
+    with pytest.raises(ConfigError) as info:
+        build_config({"policy": {"cn_holidays": False}}, env={"DIALGATE_POLICY_CN_HOLIDAYS": "true"})
+    assert "DIALGATE_POLICY_CN_HOLIDAYS" in str(info.value)
+    assert "config.toml" in str(info.value)
+
+
 def test_sections_owned_by_other_components_are_kept_raw_and_read_only() -> None:
     cfg = build_config({"mqtt": {"url": "mqtt://localhost", "topics": ["a", "b"]}, "policy": {"cn_holidays": False}})
     assert cfg.section("mqtt")["url"] == "mqtt://localhost"
@@ -87,3 +96,16 @@ def test_the_recorder_check_interval_defaults_to_one_second_and_rejects_nonsense
     for bad in (-1, 3600, "soon"):
         with pytest.raises(ConfigError, match="recorder_check_s"):
             build_config({"gate": {"recorder_check_s": bad}})
+
+
+@pytest.mark.parametrize("mode", ["OFF", "off", "FAST"])
+def test_a_sqlite_synchronous_mode_that_can_lose_allowed_calls_is_refused(mode: str) -> None:
+    # OFF hands commits to the OS unsynced: after a power loss the attempts they recorded
+    # are gone and the caps count fewer calls than were placed.
+    with pytest.raises(ConfigError, match="store.sqlite_synchronous: expected NORMAL, FULL or EXTRA"):
+        build_config({"store": {"sqlite_synchronous": mode}})
+
+
+@pytest.mark.parametrize("mode", ["NORMAL", "FULL", "extra"])
+def test_the_documented_sqlite_synchronous_modes_are_accepted(mode: str) -> None:
+    assert build_config({"store": {"sqlite_synchronous": mode}}).store.sqlite_synchronous == mode

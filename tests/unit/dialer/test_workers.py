@@ -68,3 +68,52 @@ def test_a_dead_pools_run_directory_is_removed_and_a_live_ones_kept(tmp_path: Pa
         assert not dead.exists() and live.exists()
     finally:
         os.close(alive)
+
+
+POOL_POLICY = "DIALGATE_POOL_POLICY"  # the policy book version the pool's supervisor started with
+
+
+def _pool_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: str, now: str) -> Path:
+    """A pool started on config text `started` whose file now reads `now`."""
+    from dialer.bootstrap import load_policies
+    from dialer.config import load_config
+    from dialer.workers import CONFIG_ENV, LOCK_ENV
+
+    path = tmp_path / "config.toml"
+    path.write_text(started, encoding="utf-8")
+    monkeypatch.setenv(POOL_POLICY, load_policies(load_config(path, env={})).version)
+    path.write_text(now, encoding="utf-8")
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    monkeypatch.setenv(LOCK_ENV, str(tmp_path / "primary.lock"))
+    return path
+
+
+def test_a_worker_restarted_after_the_policy_file_changed_refuses_to_start_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pool started with bank-b's night collection ending at 20:30; someone widened
+    # it in the file while serving. A worker that dies and is restarted must not decide
+    # on the new text while the others decide on the old, unannounced.
+    base = f'[paths]\ndata_dir = "{tmp_path}"\n[policy.creditors.bank-b]\n'
+    _pool_worker(tmp_path, monkeypatch, base + 'window = { end = "20:30" }\n', base + 'window = { end = "21:00" }\n')
+    from dialer.workers import worker_app
+
+    held = len(_held)
+    with pytest.raises(ConfigError, match="restart the service"):
+        worker_app()
+    assert len(_held) == held  # refused before it took any role
+
+
+def test_a_worker_restarted_on_the_policy_the_pool_started_with_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    text = f'[paths]\ndata_dir = "{tmp_path}"\n[policy.creditors.bank-b]\nwindow = {{ end = "20:30" }}\n'
+    _pool_worker(tmp_path, monkeypatch, text, text + "# a comment changes no policy\n")
+    from dialer.workers import worker_app
+
+    held = len(_held)
+    assert worker_app() is not None
+    while len(_held) > held:
+        os.close(_held.pop())

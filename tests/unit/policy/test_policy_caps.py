@@ -311,3 +311,28 @@ def test_the_number_caps_say_they_count_the_number_whatever_its_relation() -> No
     assert "不论关系" in check(decision, "cap.number_hourly").detail_zh
     # The third-party caps keep their plain wording.
     assert "(any relation" not in check(decide(make_request(number=FAMILY)), "cap.third_party_daily").detail
+
+
+def test_a_daily_cap_counts_calls_stamped_after_todays_midnight_when_the_clock_has_stepped_back() -> None:
+    # The clock ran a day ahead (10 calls of the case on five numbers, stamped 25 Nov)
+    # and NTP stepped it back to 24 Nov: those calls were placed today all the same.
+    numbers = (GUARANTOR, FAMILY, WORK, FRIEND, US_RELATIVE)
+    ahead = [event(sh(2026, 11, 25, 10, 0) + timedelta(minutes=30 * i), numbers[i % 5]) for i in range(10)]
+    decision = decide(history=ahead, now=sh(2026, 11, 24, 10, 0))
+    assert decision.rule_id == "cap.case_daily"
+    assert check(decision, "cap.case_daily").passed is False
+    assert decision.inputs_used["counters"]["cap.case_daily"]["count"] == 10
+    # Stamped 25 Nov, they count on 25 Nov too: the case is free again on the 26th.
+    assert decision.next_allowed_at == sh(2026, 11, 26, 8, 0)
+    assert decide(history=ahead, now=sh(2026, 11, 26, 8, 0)).allowed
+    # Stamped 25 Nov, they count on 25 Nov too: the case is free again on the 26th.
+    assert decision.next_allowed_at == sh(2026, 11, 26, 8, 0)
+    assert decide(history=ahead, now=sh(2026, 11, 26, 8, 0)).allowed
+
+
+def test_a_multi_day_cap_counts_calls_stamped_after_todays_midnight() -> None:
+    pol = policy_from({"creditors": {"bank-a": {"preset": "us-reg-f"}}})
+    ahead = attempts_at(*(sh(2026, 11, 26, 9, 0) + timedelta(hours=3 * i) for i in range(7)), number=GUARANTOR)
+    decision = decide(history=ahead, policy=pol, now=sh(2026, 11, 24, 10, 0))
+    assert decision.inputs_used["counters"]["cap.regf_case_7d"]["count"] == 7
+    assert check(decision, "cap.regf_case_7d").passed is False

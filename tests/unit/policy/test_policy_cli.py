@@ -251,3 +251,30 @@ def test_lint_warns_that_sip_dials_of_a_creditor_without_registered_lines_are_bl
     cfg = write(tmp_path, "config.toml", text)
     warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
     assert any("bank-y" in w and "blocked with line.not_registered" in w for w in warnings)
+
+
+def test_lint_reports_the_agency_caps_a_top_level_cap_list_leaves_out(tmp_path: Path) -> None:
+    text = GOOD.replace('timezone = "Asia/Shanghai"\n', 'timezone = "Asia/Shanghai"\ncaps = [{ id = "cap.case_daily", limit = 8 }]\n')
+    cfg = write(tmp_path, "config.toml", text)
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json", "--strict"])
+    warnings = json.loads(result.output)["warnings"]
+    assert any("the top-level policy drops agency cap(s) cap.number_hourly, cap.number_daily" in w for w in warnings)
+    assert result.exit_code == 1
+
+
+def test_lint_reports_a_creditor_that_loosens_an_agency_cap(tmp_path: Path) -> None:
+    # Patched by id, the cap stays in the list with limit 40: as good as dropped, and was not reported.
+    text = GOOD.replace('caps = [{ id = "cap.number_daily", limit = 3 }]',
+                        'caps = [{ id = "cap.number_daily", limit = 40 }, { id = "cap.number_hourly", window = "10m" }]')
+    cfg = write(tmp_path, "config.toml", text)
+    result = runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json", "--strict"])
+    warnings = json.loads(result.output)["warnings"]
+    assert any("bank-b loosens agency cap cap.number_daily: limit 4 → 40" in w for w in warnings), warnings
+    assert any("bank-b loosens agency cap cap.number_hourly: window 1h → 10m" in w for w in warnings), warnings
+    assert result.exit_code == 1
+
+
+def test_lint_says_nothing_of_a_cap_made_stricter(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "config.toml", GOOD)  # bank-b: cap.number_daily limit 3
+    warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
+    assert not any("loosens" in w for w in warnings), warnings

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from policy_factories import (
     FAMILY,
+    NY,
+    US_RELATIVE,
     attempts_at,
     collector,
     decide,
@@ -17,7 +19,7 @@ from policy_factories import (
     sh,
 )
 
-from policy import PRESETS, PolicyConfigError, load_policy
+from policy import PRESETS, ContactSnapshot, PolicyConfigError, load_policy
 
 ISSUE_EXAMPLE = """
 [policy]
@@ -188,6 +190,16 @@ def test_top_level_blackout_dates_add_to_the_creditors_own() -> None:
         ({"creditors": {"bank-b": {"creditors": {}}}}, "policy.creditors.bank-b.creditors", "unknown key"),
         ({"creditors": {"bank-b": {"caps": [{"id": "cap.brand_new", "limit": 1}]}}}, "policy.creditors.bank-b.caps[0].scope", "missing"),
         ({"creditors": ["bank-b"]}, "policy.creditors", "expected a table"),
+        ({"caps": [{"id": "cap.x", "scope": "number", "limit": 2, "window": "99999999999999h"}]},
+         "policy.caps[0].window", "longer than 400 days"),
+        ({"appointment": {"tolerance": "9999999999d"}}, "policy.appointment.tolerance", "longer than 400 days"),
+        # Limits size the history read for every dial of every creditor: one absurd limit
+        # overflowed the store's row limit and failed them all, at the first dial.
+        ({"creditors": {"bank-b": {"caps": [{"id": "cap.number_daily", "limit": 10**30}]}}},
+         "policy.creditors.bank-b.caps[0].limit", "at most 100000"),
+        ({"appointment": {"max_attempts": 2**63}}, "policy.appointment.max_attempts", "at most 100000"),
+        ({"creditors": {"bank-b": {"appointment": {"tolerance": "2h1s"}}}},
+         "policy.creditors.bank-b.appointment.tolerance", "at most 2h"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_key_path_and_the_reason(table, path, reason) -> None:
@@ -367,3 +379,64 @@ def test_the_agencys_own_version_of_a_preset_cap_is_kept() -> None:
     mine = {"id": "cap.cba_unanswered_daily", "scope": "number", "count": "unanswered", "limit": 4, "window": "calendar_day"}
     book = load_policy({"caps": [mine], "creditors": {"bank-a": {"preset": "cn-cba-2026"}}})
     assert [(c.id, c.limit) for c in book.for_creditor("bank-a").caps] == [("cap.cba_unanswered_daily", 4)]
+
+
+@pytest.mark.parametrize("creditor", ["Bank-B", "bank-b ", "bank b", "-bank-b", "银行乙"])
+def test_a_creditor_id_no_case_can_carry_is_refused_rather_than_silently_never_applied(creditor) -> None:
+    # Case creditors are lower-case ids (imports refuse others): a section under any
+    # other spelling would leave bank-b's cases on the defaults' 21:00 end, unnoticed.
+    with pytest.raises(PolicyConfigError) as info:
+        load_policy({"creditors": {creditor: {"window": {"end": "20:30"}}}})
+    assert info.value.path.startswith("policy.creditors.")
+    assert "lower-case" in info.value.reason
+
+
+def test_a_creditor_id_as_cases_carry_it_is_accepted() -> None:
+    book = load_policy({"creditors": {"bank-b": {"window": {"end": "20:30"}}, "cmb_2.cc": {}}})
+    assert book.for_creditor("bank-b").window.end == "20:30"
+
+
+def test_an_appointment_tolerance_up_to_two_hours_is_accepted() -> None:
+    assert load_policy({"appointment": {"tolerance": "2h"}}).default.appointment.tolerance == timedelta(hours=2)
+
+
+def test_a_top_level_cap_list_that_leaves_out_agency_caps_records_them_as_dropped() -> None:
+    # Meant as "one more cap", it replaces the list: the hourly and daily number caps go.
+    pol = load_policy({"caps": [
+        {"id": "cap.case_weekly", "scope": "case", "limit": 30, "window": "7 calendar_days"},
+        {"id": "cap.number_daily", "enabled": False},
+    ]}).default
+    assert [c.id for c in pol.caps] == ["cap.case_weekly"]
+    assert pol.dropped_caps == (
+        "cap.number_hourly", "cap.number_daily", "cap.third_party_hourly", "cap.third_party_daily", "cap.case_daily",
+    )
+
+
+def test_a_top_level_cap_list_that_names_every_agency_cap_drops_none() -> None:
+    table = {"caps": [{"id": c} for c in (
+        "cap.number_hourly", "cap.number_daily", "cap.third_party_hourly", "cap.third_party_daily", "cap.case_daily",
+    )]}
+    assert load_policy(table).default.dropped_caps == ()
+
+
+def test_a_window_key_beside_a_preset_cannot_widen_the_window_past_the_presets() -> None:
+    # Keys are applied after the preset of their own table: the window key replaced the
+    # narrowed window, so Regulation F's 8 a.m. start became 7 a.m.
+    pol = load_policy({"creditors": {"us": {"preset": "us-reg-f", "window": {"start": "07:00"}}}}).for_creditor("us")
+    assert (pol.window.start, pol.window.end) == ("08:00", "21:00")
+    case = make_case("C-us", contacts=(ContactSnapshot(US_RELATIVE, "self"),))
+    request = make_request(number=US_RELATIVE, case=case)
+    assert decide(request, policy=pol, now=datetime(2026, 11, 24, 7, 30, tzinfo=NY)).rule_id == "window.outside_hours"
+
+
+def test_a_creditor_window_cannot_widen_past_a_preset_chosen_at_the_top() -> None:
+    book = load_policy({"preset": "cn-cba-2026", "window": {"end": "23:00"}, "creditors": {"bank-e": {"window": {"end": "23:30"}}}})
+    assert book.default.window.end == "22:00"
+    assert book.for_creditor("bank-e").window.end == "22:00"
+
+
+def test_a_window_that_misses_the_presets_window_entirely_is_refused() -> None:
+    with pytest.raises(PolicyConfigError) as info:
+        load_policy({"creditors": {"us": {"preset": "us-reg-f", "window": {"start": "21:00", "end": "23:00"}}}})
+    assert info.value.path == "policy.creditors.us.window"
+    assert "us-reg-f" in info.value.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from policy_factories import (
@@ -19,6 +20,7 @@ from policy_factories import (
 )
 
 from policy import ContactSnapshot
+from policy.numbers import number_zones
 
 
 @pytest.mark.parametrize(
@@ -90,9 +92,11 @@ def test_the_policy_default_zone_is_configurable() -> None:
     russian = "+79161234567"
     case = make_case("C-ru2", contacts=(ContactSnapshot(russian, "family"),))
     pol = policy_from({"timezone": "Europe/Moscow"})
-    decision = decide(make_request(number=russian, case=case), policy=pol, now=sh(2026, 11, 24, 13, 0))
+    # The number spans several zones: the policy zone keeps its days (caps, dates); the
+    # window holds in each of the number's zones (06:00Z: 09:00 in Moscow, 08:00 at UTC+2).
+    decision = decide(make_request(number=russian, case=case), policy=pol, now=sh(2026, 11, 24, 14, 0))
     assert decision.inputs_used["zone"] == "Europe/Moscow"
-    assert decision.allowed  # 08:00 in Moscow
+    assert decision.allowed
 
 
 def test_a_blackout_date_blocks_the_whole_callee_local_day() -> None:
@@ -222,3 +226,64 @@ def test_bad_blackout_periods_are_refused_with_their_path(period, reason) -> Non
         load_policy({"creditors": {"bank-a": {"blackout_periods": [period]}}})
     assert info.value.path.startswith("policy.creditors.bank-a.blackout_periods[0]")
     assert reason in info.value.reason
+
+
+RUSSIAN = "+79161234567"  # a Russian mobile: phonenumbers names zones from UTC+2 to UTC+12
+
+
+def russian_case() -> tuple:
+    case = make_case("C-ru", contacts=(ContactSnapshot(RUSSIAN, "self"),))
+    return case, make_request(number=RUSSIAN, case=case)
+
+
+def test_a_number_spanning_several_zones_is_called_only_inside_the_window_of_every_one() -> None:
+    _, request = russian_case()
+    # 10:00 in Shanghai is 05:00 in Moscow: the callee may well be asleep there.
+    early = decide(request, now=sh(2026, 11, 24, 10, 0))
+    assert early.rule_id == "window.outside_hours"
+    assert "one of the 16 zones of the number" in early.reason
+    assert "Europe/Moscow" in early.inputs_used["window_zones"]
+    # 08:00 at UTC+2 is 06:00Z (14:00 Shanghai); 21:00 at UTC+12 is 09:00Z (17:00 Shanghai).
+    assert early.next_allowed_at == sh(2026, 11, 24, 14, 0)
+    assert decide(request, now=sh(2026, 11, 24, 14, 0)).allowed
+    assert not decide(request, now=sh(2026, 11, 24, 13, 59, 59)).allowed
+    assert decide(request, now=sh(2026, 11, 24, 16, 59, 59)).allowed
+    late = decide(request, now=sh(2026, 11, 24, 17, 0))
+    assert late.rule_id == "window.outside_hours"
+    assert late.next_allowed_at == sh(2026, 11, 25, 14, 0)
+
+
+def test_a_contact_zone_settles_the_zone_of_a_number_spanning_several() -> None:
+    case = make_case("C-ru", contacts=(ContactSnapshot(RUSSIAN, "self", tz="Europe/Moscow"),))
+    decision = decide(make_request(number=RUSSIAN, case=case), now=sh(2026, 11, 24, 13, 0))  # 08:00 in Moscow
+    assert decision.allowed
+    assert decision.inputs_used["zone"] == "Europe/Moscow"
+
+
+def test_a_blackout_date_in_any_zone_of_a_number_spanning_several_blocks_it() -> None:
+    _, request = russian_case()
+    pol = policy_from({"window": {"start": "00:00", "end": "24:00"}, "blackout_dates": ["2026-11-25"]})
+    # 20:30 on 24 Nov in Shanghai is already 25 Nov at UTC+12 (Kamchatka).
+    decision = decide(request, policy=pol, now=sh(2026, 11, 24, 20, 30))
+    assert decision.rule_id == "window.blackout_date"
+    assert "2026-11-25" in decision.reason
+
+
+@pytest.mark.parametrize("number", ["+79161234567", "+61412345678", "+18005550100"])
+def test_a_number_spanning_several_zones_is_allowed_exactly_when_every_zone_is_inside_the_window(number) -> None:
+    zones = [ZoneInfo(z) for z in number_zones(number)]
+    assert len(zones) > 1
+    case = make_case("C-x", contacts=(ContactSnapshot(number, "self"),))
+    request = make_request(number=number, case=case)
+    # Every 20 minutes over two days around Australia's spring change (4 Oct 2026).
+    t = datetime(2026, 10, 3, 0, 0, tzinfo=timezone.utc)
+    for _ in range(2 * 72):
+        decision = decide(request, now=t)
+        inside = all(8 * 3600 <= (lt := t.astimezone(z)).hour * 3600 + lt.minute * 60 < 21 * 3600 for z in zones)
+        assert decision.allowed is inside, (number, t)
+        if not decision.allowed:
+            at = decision.next_allowed_at
+            assert at is not None
+            assert decide(request, now=at).allowed, (number, at)
+            assert not decide(request, now=at - timedelta(seconds=1)).allowed, (number, at)
+        t += timedelta(minutes=20)
