@@ -466,6 +466,14 @@ class UnitOfWork(Protocol):
     def audit(self) -> AuditLog: ...
 
 
+SHARED_KEY_MARK = "~"
+
+
+def shared_key(key: str) -> str:
+    """`key` taken shared by a write unit: many at once, none while a unit holds it plainly."""
+    return SHARED_KEY_MARK + key
+
+
 class CaseStore(Protocol):
     """Opens units of work. Adapters are async context managers (`async with store:`)."""
 
@@ -474,7 +482,9 @@ class CaseStore(Protocol):
 
         Decide-and-reserve passes `lock_keys` (``case:<id>``, ``number:<e164>``); the
         store guarantees two transactions with a common key never overlap (SQLite:
-        BEGIN IMMEDIATE serialises all writers; PostgreSQL: advisory xact locks).
+        BEGIN IMMEDIATE serialises all writers; PostgreSQL: advisory xact locks). A key
+        made with `shared_key` is taken shared: such transactions overlap each other, but
+        never one holding the plain key.
         """
         ...
 

@@ -33,7 +33,7 @@ from adapters.db import tables as t
 from dialer.dial_resolution import consumable, pick
 from dialer.errors import RequestDecided
 from dialer.model import AttemptRecord, CaseRecord, DecisionRecord
-from dialer.ports import DialInputs, DialOutcome, DialQuery, DialReplay
+from dialer.ports import DialInputs, DialOutcome, DialQuery, DialReplay, shared_key
 
 if TYPE_CHECKING:
     from adapters.db.unit_of_work import SqlUnitOfWork
@@ -43,10 +43,11 @@ _NOTHING: tuple[Any, ...] = ()
 
 
 def agent_key(query: DialQuery) -> set[str]:
-    """The lock of the agent whose user the query reads: a change to that user (disabled,
-    a creditor revoked) takes it, so it commits before the read or after the decision.
-    Sorted before every case and number key, it is taken first or with them."""
-    return {f"agent:{query.agent_id}"} if query.agent and query.agent_id else set()
+    """The lock of the agent whose user the query reads, taken shared (an agent's dials
+    run side by side): a change to that user (disabled, a creditor revoked) takes it
+    plainly, so it commits before the read or after the decision. Such a change takes no
+    other key, so no order of keys can deadlock on it."""
+    return {shared_key(f"agent:{query.agent_id}")} if query.agent and query.agent_id else set()
 
 
 class CoreDialLedger:

@@ -105,7 +105,12 @@ READ_FOR_AGENT = _READ.format(
     attempt=_ATTEMPT_COLS, hist=_HIST_COLS,
 )
 # Keys in the order given (sorted by the caller, as every unit takes them): no deadlock.
-LOCKS = "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k"
+# Each lock key `k`; one marked shared (dialer.ports.shared_key) is taken shared on the plain key.
+LOCK_EACH = (
+    "CASE WHEN left(k, 1) = '~' THEN pg_advisory_xact_lock_shared(hashtextextended(substr(k, 2), 0))"
+    " ELSE pg_advisory_xact_lock(hashtextextended(k, 0)) END"
+)
+LOCKS = f"SELECT {LOCK_EACH} FROM unnest($1::text[]) AS k"
 CHAIN_HEAD = "SELECT seq, hash, keyed_from FROM chain_heads WHERE chain = $1 FOR UPDATE"
 CHAIN_CREATE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 # $1-$5 the request identity's row (skipped when $1 is NULL); $6-$18 the attempt (skipped

@@ -32,7 +32,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 import asyncpg
 
-from adapters.db.ledger_pg import LOCKS, PG_FAILURES, PgDialLedger, store_error
+from adapters.db.ledger_pg import LOCK_EACH, LOCKS, PG_FAILURES, PgDialLedger, store_error
 from dialer.errors import StoreUnavailable
 from dialer.evidence import EvidenceKey
 from dialer.ports import DialLedger
@@ -56,7 +56,7 @@ def begin_sql(keys: Sequence[str]) -> str | None:
     if any("\x00" in k for k in keys):
         return None
     literals = ", ".join("'" + k.replace("'", "''") + "'" for k in keys)
-    return f"BEGIN; SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(ARRAY[{literals}]::text[]) AS k"
+    return f"BEGIN; SELECT {LOCK_EACH} FROM unnest(ARRAY[{literals}]::text[]) AS k"
 
 
 class PgConnections:

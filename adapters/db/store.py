@@ -54,6 +54,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import await_
 
 from adapters.db.ledger_core import LockFn
+from adapters.db.ledger_pg import LOCK_EACH
 from adapters.db.pg_units import PgConnections, PgUnits
 from adapters.db.sqlite_writer import SqliteWriter
 from adapters.db.store_group_commit import SqliteGroupCommit
@@ -67,7 +68,7 @@ __all__ = ["SqlAlchemyCaseStore", "SqlUnitOfWork"]
 
 log = structlog.get_logger("dialgate.store")
 # Keys in the order given (sorted by the caller): two units never wait on each other crosswise.
-_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
+_ADVISORY_LOCKS = text(f"SELECT {LOCK_EACH} FROM unnest(CAST(:keys AS text[])) AS k")
 
 
 class SqlAlchemyCaseStore(SqliteGroupCommit):

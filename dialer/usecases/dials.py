@@ -21,7 +21,7 @@ from dialer.errors import (
 from dialer.ids import new_id
 from dialer.masking import mask_number
 from dialer.model import AttemptRecord, CaseRecord, DecisionRecord, Principal
-from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery, DialReplay
+from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery, DialReplay, shared_key
 from dialer.usecases.base import _NO_FAULTS, GateBase, NonePbx, _within
 from dialer.usecases.commands import (
     CHANNELS, CHECK_ROLES, DIAL_ROLES, WHAT_IF_ROLES, CheckDial, DialResult, RequestDial, _narrow, require_role,
@@ -70,7 +70,7 @@ class DialUseCases(GateBase):
             # Without a case id the ledger takes the case's locks once it knows the case. The
             # agent's lock orders the decision with a change to the agent's user (disabled, a
             # creditor revoked), whose row the unit reads.
-            keys = (*((f"agent:{cmd.agent_id}",) if cmd.agent_id else ()),
+            keys = (*((shared_key(f"agent:{cmd.agent_id}"),) if cmd.agent_id else ()),
                     *((f"case:{case_id}", f"number:{number}") if case_id else ()))
             async with self.store.ledger(keys) as ledger:
                 inputs = await ledger.gather(query)

@@ -301,3 +301,23 @@ async def test_a_call_answered_while_another_dial_of_the_case_is_decided_counts_
     third = await svc.gate.request_dial(_dial(users))
     assert not third.allowed and third.decision.rule_id == "cap.quiet_after_conversation"
 
+
+
+async def test_two_dials_by_one_agent_are_decided_side_by_side_not_one_after_the_other(served: Any) -> None:
+    # The agent's lock is shared by dials (only a change to the user takes it plainly):
+    # a PBX routing many calls under one agent must not queue them on it.
+    svc, users = served
+    other = one_case("R-2", "bank-r", "col-r", "13800000078")
+    other["commission_start"], other["commission_end"] = "2026-11-01", "2026-12-31"
+    await svc.gate.import_cases(users["data-r"], parse_cases_payload({"cases": [other]}, svc.region_of))
+    async with parked_dial(svc) as (read, go):
+        first = asyncio.create_task(svc.gate.request_dial(_dial(users)))
+        await read.wait()
+        second = asyncio.create_task(svc.gate.request_dial(_dial(users, case_id="R-2", number="13800000078")))
+        # SQLite serialises every writer; on PostgreSQL the second dial finishes while the first is parked
+        finished_alone = await done_or_waiting(svc, second)
+        go.set()
+        results = [await first, await second]
+    assert all(r.allowed for r in results)
+    store: Any = svc.store
+    assert finished_alone or not store.is_postgres, "the second dial by the same agent waited for the first"

@@ -56,7 +56,7 @@ async def test_an_allowed_dial_reserves_one_attempt_chains_one_decision_and_writ
     assert ledger.attempts[0].state == "authorised" and ledger.attempts[0].number == NUMBER
     assert [(d.decision_id, d.seq, d.kind, d.allowed) for d in ledger.decisions] == [(result.decision_id, 1, "dial", True)]
     assert [e["type"] for e in ledger.outbox] == ["dial.allowed"]
-    assert ledger.units == 1 and ledger.lock_keys == [("agent:col-1", "case:A-1", f"number:{NUMBER}")]
+    assert ledger.units == 1 and ledger.lock_keys == [("~agent:col-1", "case:A-1", f"number:{NUMBER}")]
 
 
 async def test_a_dial_after_nine_in_the_evening_is_blocked_by_the_window_and_reserves_nothing() -> None:
