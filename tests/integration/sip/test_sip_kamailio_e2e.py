@@ -89,6 +89,10 @@ async def hear(call, seconds: float, timeout: float) -> bytes:
     return bytes(audio[:wanted])
 
 
+# A hang-up closes a phone's RTP socket while pyVoIP's transmitter thread may be sending:
+# it warns "RTP Packet failed to send!", which the suite's warnings-as-errors made an
+# unhandled exception of that thread (a failure of the test, on a busy machine).
+@pytest.mark.filterwarnings("ignore:RTP Packet failed to send:RuntimeWarning")
 @pytest.mark.parametrize("edge", ["inline", "process"])  # [sip] edge: the listener in the service, or in its child
 async def test_agent_phone_reaches_the_debtor_through_kamailio_and_the_gate_and_the_third_call_is_declined(tmp_path, edge):
     require_service("kamailio", kamailio_available(), "apt-get install kamailio")
