@@ -78,6 +78,13 @@ def serve(
         http["workers"] = workers
     cfg = load_config_or_exit(config, http=http)
     configure_logging(cfg.log.level, cfg.log.json)
+    from dialer.policy_cli import log_findings
+
+    try:
+        log_findings(cfg)
+    except DialGateError as exc:
+        err.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
     if demo:
         from dialer.demo import seed_demo
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dialer.config import Config
 from dialer.holidays_cli import HolidayCalendarError, missing_arrangements, read_calendar
 from policy import (
     RELATIONS,
@@ -158,6 +159,23 @@ def lint_warnings(book: PolicyBook, doc: dict[str, Any], today: date) -> list[st
             "line.not_registered for every creditor"
         )
     return warnings
+
+
+def log_findings(config: Config) -> None:
+    """What `policy lint` would say, in the service's log at start: a loosened cap or a
+    missing holiday arrangement needs a person, and nobody runs lint on a running service."""
+    import structlog
+
+    from dialer.bootstrap import load_policies
+
+    log = structlog.get_logger("dialgate.policy")
+    book = load_policies(config)
+    today = _parse_today(None, book)
+    doc = {"sip": dict(config.section("sip"))} if config.section("sip") else {}
+    for text in lint_warnings(book, doc, today):
+        log.warning("policy.lint_warning", text=text)
+    for text in lint_problems(book, today):
+        log.error("policy.lint_problem", text=text)
 
 
 def _built_in(cap_id: str) -> Cap | None:

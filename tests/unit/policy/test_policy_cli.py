@@ -278,3 +278,17 @@ def test_lint_says_nothing_of_a_cap_made_stricter(tmp_path: Path) -> None:
     cfg = write(tmp_path, "config.toml", GOOD)  # bank-b: cap.number_daily limit 3
     warnings = json.loads(runner.invoke(app, ["lint", str(cfg), "--today", "2026-06-01", "--json"]).output)["warnings"]
     assert not any("loosens" in w for w in warnings), warnings
+
+
+def test_the_service_logs_at_start_what_lint_warns_of(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from dialer.config import load_config
+    from dialer.policy_cli import log_findings
+
+    text = GOOD.replace('caps = [{ id = "cap.number_daily", limit = 3 }]', 'caps = [{ id = "cap.number_daily", limit = 40 }]')
+    cfg = load_config(write(tmp_path, "config.toml", text))
+    with capture_logs() as logs:
+        log_findings(cfg)
+    warned = [e["text"] for e in logs if e["event"] == "policy.lint_warning"]
+    assert any("bank-b loosens agency cap cap.number_daily: limit 4 → 40" in w for w in warned), logs
