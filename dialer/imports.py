@@ -69,7 +69,9 @@ CASE_FIELDS = (
 )
 MAX_REASON = 500
 CONTACT_FIELDS = ("number", "relation", "name", "tz", "status", "do_not_call", "source")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+# `\Z`, not `$`: `$` also matches before a final newline, and "C-1\n" would be a second
+# case beside C-1, with none of its stops, marks or calls.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}\Z")
 _CREDITOR = CREDITOR_ID  # the policy's creditor sections are keyed alike
 MAX_ROWS = 200_000  # `[imports] max_rows` overrides it
 

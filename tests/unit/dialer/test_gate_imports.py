@@ -75,3 +75,9 @@ def test_repayments_need_settled_and_valid_amounts() -> None:
     with pytest.raises(InvalidImport) as caught:
         parse_repayments_payload({"repayments": [{"creditor": "bank-a", "case_id": "X-1", "amount": "lots"}]})
     assert {e["field"] for e in caught.value.errors} == {"amount", "settled"}
+
+
+def test_a_case_id_or_creditor_ending_in_a_newline_is_refused_not_taken_for_another_case() -> None:
+    with pytest.raises(InvalidImport) as caught:
+        parse_cases_payload({"cases": [case(case_id="X-1\n"), case(case_id="X-2", creditor="bank-a\n")]}, region)
+    assert {(e["row"], e["field"]) for e in caught.value.errors} == {(1, "case_id"), (2, "creditor")}
