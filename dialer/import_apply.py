@@ -14,7 +14,7 @@ import structlog
 from dialer.case_merge import REPAYMENT_CLOSURE, REPAYMENT_REASON, repayment_closes
 from dialer.errors import InvalidImport, NotFound
 from dialer.ids import new_id
-from dialer.imports import case_from_json, repayment_from_json
+from dialer.imports import case_from_json, case_key, repayment_from_json, spelling_error
 from dialer.model import CaseInput, ChangeSource, ImportJob, Principal
 from dialer.ports import CaseStore, Clock, UnitOfWork
 
@@ -169,6 +169,26 @@ async def apply_repayments(
             )
 
 
+_SPELLING_CHUNK = 10_000  # case ids per statement (below both engines' bind limits): each scans the creditor's cases
+
+
+async def spelling_errors(uow: UnitOfWork, rows: Sequence[tuple[int, str, str]]) -> list[dict[str, Any]]:
+    """The errors of file rows `(row, creditor, case id)` naming a stored case in another
+    letter case ("c-1" for "C-1"): imported, such a row would be a second case beside
+    the stored one, with none of its closure, stops, marks or calls."""
+    by_creditor: dict[str, dict[str, list[tuple[int, str]]]] = {}
+    for row, creditor, case_id in rows:
+        by_creditor.setdefault(creditor, {}).setdefault(case_key(case_id), []).append((row, case_id))
+    errors: list[dict[str, Any]] = []
+    for creditor, named in by_creditor.items():
+        keys = sorted(named)
+        for start in range(0, len(keys), _SPELLING_CHUNK):
+            for stored in await uow.cases.spellings(creditor, keys[start:start + _SPELLING_CHUNK]):
+                errors.extend({"row": row, "field": "case_id", "error": spelling_error(case_id, stored)}
+                              for row, case_id in named.get(case_key(stored), ()) if case_id != stored)
+    return sorted(errors, key=lambda e: e["row"])
+
+
 async def import_cases_at_once(store: CaseStore, actor: Principal, cases: Sequence[CaseInput],
                                now: datetime) -> dict[str, Any]:
     """Validated cases applied in one transaction (all or nothing), by `apply_cases`."""
@@ -183,6 +203,9 @@ async def import_cases_at_once(store: CaseStore, actor: Principal, cases: Sequen
     source = ChangeSource(kind="import", actor=actor.name, role=actor.role, ref=import_id)
     summary: dict[str, int] = {}
     async with store.write(tuple(f"case:{c.case_id}" for c in cases)) as uow:
+        misspelt = await spelling_errors(uow, [(i, c.creditor, c.case_id) for i, c in enumerate(cases, start=1)])
+        if misspelt:
+            raise InvalidImport(misspelt)
         await apply_cases(uow, list(enumerate(cases, start=1)), now, source, summary)
         created, updated = summary.get("created", 0), summary.get("updated", 0)
         await uow.audit.add(

@@ -15,9 +15,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import orjson
 import structlog
 
 from dialer.errors import ApiError, BadRequest, InvalidImport
+from dialer.import_apply import spelling_errors
 from dialer.imports import (
     case_to_json,
     decode_upload,
@@ -87,6 +89,19 @@ async def _check_repayment_cases(store: CaseStore, actor: Principal, staged: Seq
         raise InvalidImport(errors)
 
 
+async def _check_case_spellings(store: CaseStore, staged: Sequence[str]) -> None:
+    """A row naming a stored case in another letter case refuses the whole file, before
+    anything is applied (`import_apply.spelling_errors`)."""
+    rows = []
+    for i, text in enumerate(staged, start=1):
+        doc = orjson.loads(text)
+        rows.append((i, doc["creditor"], doc["case_id"]))
+    async with store.read() as uow:
+        errors = await spelling_errors(uow, rows)
+    if errors:
+        raise InvalidImport(errors)
+
+
 def _problem_errors(exc: ApiError) -> list[dict[str, Any]]:
     """A refusal as the job's error list; a whole-file problem is row 0 with its status."""
     if isinstance(exc, InvalidImport):
@@ -109,6 +124,8 @@ async def validate_and_stage(
             staged, encoding = validate(upload, actor, region_of, max_rows)
         if upload.kind == "repayments":
             await _check_repayment_cases(store, actor, staged)
+        else:
+            await _check_case_spellings(store, staged)
     except ApiError as exc:
         async with store.write() as uow:
             await uow.imports.finish(import_id, "refused", clock.now(), errors=_problem_errors(exc))

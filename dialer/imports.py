@@ -69,9 +69,25 @@ CASE_FIELDS = (
 )
 MAX_REASON = 500
 CONTACT_FIELDS = ("number", "relation", "name", "tz", "status", "do_not_call", "source")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+# `\Z`, not `$`: `$` also matches before a final newline, and "C-1\n" would be a second
+# case beside C-1, with none of its stops, marks or calls.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}\Z")
 _CREDITOR = CREDITOR_ID  # the policy's creditor sections are keyed alike
 MAX_ROWS = 200_000  # `[imports] max_rows` overrides it
+
+
+def case_key(case_id: str) -> str:
+    """A case id with its letter case folded: what two spellings of one case share. A
+    file naming "c-1" beside a stored "C-1" means that case, not a second one, which
+    would carry none of its stops, marks or calls; such a row is refused."""
+    return case_id.upper()  # case ids are ASCII (`_ID`): no Unicode folding needed
+
+
+def spelling_error(case_id: str, other: str, row: int | None = None) -> str:
+    """The refusal of `case_id`, which is `other` (stored, or of file row `row`) in another letter case."""
+    where, where_zh = ("the stored case", "已有案件") if row is None else (f"row {row}", f"第 {row} 行")
+    return (f"case id {case_id!r} is {other!r} of {where} in another letter case: one case written two ways;"
+            f" write it {other!r} (案件编号 {case_id} 与{where_zh}的 {other} 仅大小写不同，属同一案件，请写作 {other})")
 
 
 def _date(value: Any) -> date | None:
@@ -295,16 +311,18 @@ def parse_cases_payload(doc: Any, region_of: Callable[[str], str], max_rows: int
         raise TooManyRows(len(rows), max_rows, "cases")
     errors: list[dict[str, Any]] = []
     out: list[CaseInput] = []
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str], tuple[int, str]] = {}
     for i, raw in enumerate(rows):
         errors.extend(nul_errors(i + 1, raw))
         case = parse_case(raw, i + 1, errors, region_of)
         if isinstance(raw, Mapping) and isinstance(raw.get("case_id"), str):
-            key = (str(raw.get("creditor")), raw["case_id"])
+            key = (str(raw.get("creditor")), case_key(raw["case_id"]))
             if key in seen:
-                errors.append({"row": i + 1, "field": "case_id", "error": f"duplicate of row {seen[key]}"})
+                row, first = seen[key]
+                errors.append({"row": i + 1, "field": "case_id", "error": f"duplicate of row {row}"
+                               if first == raw["case_id"] else spelling_error(raw["case_id"], first, row)})
             else:
-                seen[key] = i + 1
+                seen[key] = (i + 1, raw["case_id"])
         if case is not None:
             out.append(case)
     if errors:
@@ -428,6 +446,12 @@ def parse_cases_csv(text: str, region_of: Callable[[str], str], max_rows: int = 
                     "do_not_call": r.get("do_not_call") or "false",
                 }
             )
+    folded: dict[tuple[str, str], tuple[str, str]] = {}
+    for creditor, case_id in grouped:
+        other = folded.setdefault((creditor, case_key(case_id)), (creditor, case_id))
+        if other[1] != case_id:  # rows of one case under two spellings would make two cases
+            errors.append({"row": first_line[(creditor, case_id)], "field": "case_id",
+                           "error": spelling_error(case_id, other[1], first_line[other])})
     out: list[CaseInput] = []
     for key, doc in grouped.items():
         doc = {k: v for k, v in doc.items() if v is not None}

@@ -125,6 +125,10 @@ class CaseRepository(Protocol):
         """Every stored history row in (case_pk, seq, id) order, as raw dicts."""
         ...
 
+    async def spellings(self, creditor: str, keys: Sequence[str]) -> list[str]:
+        """The creditor's stored case ids whose letter case folded (`imports.case_key`) is among `keys`."""
+        ...
+
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]: ...
 
     async def active_for_agent(self, agent_id: str, number: str) -> list[CaseRecord]:

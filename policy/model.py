@@ -17,8 +17,9 @@ from typing import Any, Callable, Literal, Mapping
 
 Relation = Literal["self", "guarantor", "family", "work", "third_party"]
 # A creditor's id as cases carry it (imports refuse any other): a policy section under
-# another spelling would never apply.
-CREDITOR_ID = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
+# another spelling would never apply. `\Z`, not `$`: `$` also matches before a final
+# newline, and "bank-a\n" would be a second creditor.
+CREDITOR_ID = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}\Z")
 
 RELATIONS: tuple[str, ...] = ("self", "guarantor", "family", "work", "third_party")
 

@@ -44,6 +44,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
+from policy.model import CREDITOR_ID
 from recordings.errors import ConfigError
 from recordings.retention import RetentionPolicy
 
@@ -205,6 +206,11 @@ def parse_recordings_config(raw: Mapping[str, Any] | None, base_dir: str | Path 
     per_creditor: dict[str, Any] = {}
     ciphers: dict[str, str] = {}
     for creditor, table in creditors.items():
+        if not isinstance(creditor, str) or not CREDITOR_ID.match(creditor):
+            # Recordings carry their case's creditor id: under another spelling the
+            # retention and cipher would never apply, and the default (shorter) one would.
+            raise ConfigError(f"recordings.creditors.{creditor}: 委托方编号须与案件中的写法一致（小写字母、数字、'.'、'_'、'-'）"
+                              " / creditor id as cases carry it: lower-case letters, digits, '.', '_' or '-'")
         if not isinstance(table, Mapping):
             raise ConfigError(f"recordings.creditors.{creditor}: 应为表 / expected a table")
         for key in table:

@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Sequence
 
 import structlog
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db import tables as t
@@ -560,6 +560,12 @@ class SqlCaseRepository:
         return await self._load(
             and_(t.cases.c.id.in_(holding), t.cases.c.status == "active", t.cases.c.assigned_agent == agent_id)
         )
+
+    async def spellings(self, creditor: str, keys: Sequence[str]) -> list[str]:
+        # Case ids are ASCII: upper() folds them alike on SQLite and PostgreSQL.
+        found = await self.conn.execute(select(t.cases.c.case_id).where(
+            t.cases.c.creditor == creditor, func.upper(t.cases.c.case_id).in_(list(keys))))
+        return [row[0] for row in found]
 
     async def by_number(self, number: str, creditors: frozenset[str] | None) -> list[CaseRecord]:
         sub = select(t.contacts.c.case_pk).where(t.contacts.c.number == number)

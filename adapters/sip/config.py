@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from policy.model import CREDITOR_ID
+
 DEFAULT_LISTEN = "127.0.0.1:5070"
 DEFAULT_ROUTE = "sip:{number}@127.0.0.1:5080"
 
@@ -173,6 +175,11 @@ def load_sip_config(raw: Mapping[str, Any] | None) -> SipConfig:
     registered: dict[str, frozenset[str]] = {}
     for creditor, lines in lines_raw.items():
         p = f"sip.registered_lines.{creditor}"
+        if not isinstance(creditor, str) or not CREDITOR_ID.match(creditor):
+            # Cases carry no other spelling: the list would never apply, and with
+            # allow_unregistered_lines the creditor's calls would pass from any line.
+            raise SipConfigError(p, "creditor id as cases carry it: lower-case letters, digits, '.', '_' or '-'"
+                                    " (委托方编号须与案件中的写法一致：小写字母、数字、'.'、'_'、'-')")
         if not isinstance(lines, (list, tuple)):  # tuple: the service's frozen config
             raise SipConfigError(p, f"expected a list of caller lines, got {type(lines).__name__}")
         clean: set[str] = set()

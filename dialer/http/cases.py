@@ -69,7 +69,9 @@ async def add_contact(case_id: str, body: ContactBody, who: Caller, svc: Svc) ->
     contact = parse_contact(raw, region, "", errors, 1, default_source=body.source)
     if contact is None or errors:  # a contact comes back with some fields refused (tz)
         raise InvalidImport(errors)
-    case = await svc.gate.add_contact(who, case_id, contact, creditor=body.creditor)
+    # Without the creditor the number was read in the default region; the case's creditor may read it otherwise.
+    written = None if body.creditor else (body.number, region)
+    case = await svc.gate.add_contact(who, case_id, contact, creditor=body.creditor, written=written)
     return {"case_id": case.case_id, "creditor": case.creditor, "contacts": len(case.contacts)}
 
 

@@ -7,13 +7,13 @@ from datetime import timedelta
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from dialer.errors import Conflict, NoSuchCase
+from dialer.errors import Conflict, NoSuchCase, UnprocessableEntity
 from dialer.masking import mask_number, mask_optional
 from dialer.model import CaseInput, CaseRecord, ChangeSource, ContactRecord, Principal
 from dialer.usecases.base import GateBase
 from dialer.usecases.commands import CASE_READ_ROLES, DATA_ROLES, LOOKUP_ROLES, require_role
 from dialer.usecases.presenters import _same, case_json, outcome_json
-from policy import normalize_number
+from policy import NumberFormatError, normalize_number
 
 
 class CaseUseCases(GateBase):
@@ -33,12 +33,17 @@ class CaseUseCases(GateBase):
         return await import_repayments_at_once(self.store, actor, rows, self._now())
 
     async def add_contact(
-        self, actor: Principal, case_id: str, contact: ContactRecord, creditor: str | None = None
+        self, actor: Principal, case_id: str, contact: ContactRecord, creditor: str | None = None,
+        written: tuple[str, str] | None = None,
     ) -> CaseRecord:
+        """`written`: the number as given and the region it was read in, when the case's
+        creditor was not named (its region was not known then)."""
         require_role(actor, DATA_ROLES, "add contacts")
         now = self._now()
         async with self.store.write((f"case:{case_id}", f"number:{contact.number}")) as uow:
             case = await self._resolve_case(uow, actor, case_id, creditor)
+            if written is not None:
+                _same_reading(written, self.policies.for_creditor(case.creditor).default_region, contact.number)
             source = ChangeSource(kind="api", actor=actor.name, role=actor.role,
                                   ref=f"POST /v1/cases/{case.case_id}/contacts", reason=contact.source)
             if not await uow.cases.add_contact(case.pk, replace(contact, added_at=now), source=source):
@@ -121,3 +126,24 @@ class CaseUseCases(GateBase):
                 }
             )
         return out
+
+
+def _same_reading(written: tuple[str, str], region: str, number: str) -> None:
+    """Refuse a number that the case's creditor reads as another number (or none) than
+    the region it was read in: its imports, and the dials of its numbers as written,
+    read in the creditor's region, and the number added must be the one they mean."""
+    raw, read_in = written
+    if region == read_in:
+        return
+    try:
+        theirs: str | None = normalize_number(raw, region)
+    except NumberFormatError:
+        theirs = None
+    if theirs != number:
+        raise UnprocessableEntity(
+            f"number {mask_number(raw)} reads as {mask_number(number)} in region {read_in} but"
+            f" {'as ' + mask_number(theirs) if theirs else 'as no valid number'} in region {region},"
+            " where the case's creditor writes its numbers: write it with its country code (+…)"
+            f" (号码在 {read_in} 与该案委托方所在地区 {region} 的读法不同，请带国家代码填写)",
+            details={"field": "number", "region": region},
+        )

@@ -139,6 +139,39 @@ async def test_settled_repayment_closes_the_case_and_blocks_dials(api: Api) -> N
     assert r.json()["decision"]["rule_id"] == "case.closed"
 
 
+async def test_a_settled_case_imported_again_with_a_newline_after_its_id_is_refused_and_stays_undialable(
+    api: Api,
+) -> None:
+    r = await api.post("/v1/repayments:import", "data-a",
+                       {"repayments": [{"creditor": "bank-a", "case_id": "C-1", "settled": True}]})
+    assert r.status_code == 200, r.text
+    before = await api.snapshot()
+    r = await api.post("/v1/cases:import", "data-a",
+                       {"cases": [case_doc("C-1\n", "bank-a", "col-a", ("13800000001", "self"))]})
+    assert r.status_code == 400, r.text
+    assert [(e["row"], e["field"]) for e in r.json()["details"]["errors"]] == [(1, "case_id")]
+    assert await api.snapshot() == before
+    # The paid debtor is not called under either spelling of the case.
+    assert (await api.dial("col-a", "C-1", "13800000001")).json()["decision"]["rule_id"] == "case.closed"
+    assert (await api.dial("col-a", "C-1\n", "13800000001")).status_code == 404
+
+
+async def test_a_settled_case_imported_again_in_lower_case_is_refused_and_stays_undialable(api: Api) -> None:
+    r = await api.post("/v1/repayments:import", "data-a",
+                       {"repayments": [{"creditor": "bank-a", "case_id": "C-1", "settled": True}]})
+    assert r.status_code == 200, r.text
+    before = await api.snapshot()
+    for path, params in (("/v1/cases:import", None), ("/v1/imports", {"kind": "cases"})):
+        r = await api.post(path, "data-a", {"cases": [case_doc("c-1", "bank-a", "col-a", ("13800000001", "self"))]},
+                           params=params)
+        assert r.status_code == 400, r.text
+        (error,) = r.json()["details"]["errors"]
+        assert (error["row"], error["field"]) == (1, "case_id") and "'C-1'" in error["error"]
+    assert await api.snapshot() == before
+    assert (await api.dial("col-a", "C-1", "13800000001")).json()["decision"]["rule_id"] == "case.closed"
+    assert (await api.dial("col-a", "c-1", "13800000001")).status_code == 404
+
+
 async def test_repayment_for_an_unknown_case_refuses_the_whole_file(api: Api) -> None:
     before = await api.snapshot()
     r = await api.post(

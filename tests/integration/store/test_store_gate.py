@@ -30,6 +30,7 @@ from dialer.auth import add_user
 from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.evidence import EvidenceKey
+from dialer.errors import InvalidImport
 from dialer.imports import parse_cases_payload
 from dialer.model import Principal
 from dialer.usecases import RequestDial
@@ -184,6 +185,21 @@ async def test_expiry_marks_every_stale_authorisation_in_small_batches(gate: Any
             tables.outbox.c.type == "attempt.state"))).scalar_one()
     assert states == {"expired"}
     assert events == 120
+
+
+# -- case ids -----------------------------------------------------------------------
+async def test_an_import_naming_a_stored_case_in_another_letter_case_is_refused_whole_on_either_engine(
+    gate_on_either: Any,
+) -> None:
+    svc, users = gate_on_either
+    before = await _count(svc, tables.cases)
+    rows = [one_case("S-2", "bank-s", "col-s", "13800000078"), one_case("s-1", "bank-s", "col-s", "13800000077")]
+    with pytest.raises(InvalidImport) as caught:
+        await svc.gate.import_cases(users["data-s"], parse_cases_payload({"cases": rows}, svc.region_of))
+    assert [(e["row"], e["field"]) for e in caught.value.errors] == [(2, "case_id")]
+    assert await _count(svc, tables.cases) == before
+    # The stored case keeps being the only one its number reaches.
+    assert (await svc.gate.request_dial(_dial(users, case_id="", channel="sip", match_pending=True))).allowed
 
 
 # -- decision log chain -------------------------------------------------------------

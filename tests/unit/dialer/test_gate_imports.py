@@ -75,3 +75,20 @@ def test_repayments_need_settled_and_valid_amounts() -> None:
     with pytest.raises(InvalidImport) as caught:
         parse_repayments_payload({"repayments": [{"creditor": "bank-a", "case_id": "X-1", "amount": "lots"}]})
     assert {e["field"] for e in caught.value.errors} == {"amount", "settled"}
+
+
+def test_a_case_id_or_creditor_ending_in_a_newline_is_refused_not_taken_for_another_case() -> None:
+    with pytest.raises(InvalidImport) as caught:
+        parse_cases_payload({"cases": [case(case_id="X-1\n"), case(case_id="X-2", creditor="bank-a\n")]}, region)
+    assert {(e["row"], e["field"]) for e in caught.value.errors} == {(1, "case_id"), (2, "creditor")}
+
+
+def test_one_case_id_in_two_letter_cases_within_a_file_is_refused_not_imported_as_two_cases() -> None:
+    with pytest.raises(InvalidImport) as caught:
+        parse_cases_payload({"cases": [case(case_id="X-1"), case(case_id="x-1")]}, region)
+    (error,) = caught.value.errors
+    assert (error["row"], error["field"]) == (2, "case_id") and "'X-1'" in error["error"] and "大小写" in error["error"]
+    text = "creditor,case_id,debtor_name,number,relation\nbank-a,X-1,王五,13800000001,self\nbank-a,x-1,王五,13800000001,self\n"
+    with pytest.raises(InvalidImport) as caught:
+        parse_cases_csv(text, region)
+    assert [(e["row"], e["field"]) for e in caught.value.errors] == [(3, "case_id")]

@@ -186,6 +186,7 @@ def test_the_recordings_table_is_typed_with_defaults_and_per_creditor_retention(
      ({"keys": "vault"}, "recordings.keys"),
      ({"max_size_mb": "big"}, "recordings.max_size_mb"),
      ({"creditors": {"bank-b": {"retain": "1095d"}}}, "recordings.creditors.bank-b.retain"),
+     ({"creditors": {"Bank-B": {"retention": "1095d"}}}, "recordings.creditors.Bank-B"),
      ({"retention": "30d"}, "recordings.retention")],
 )
 def test_a_wrong_recordings_key_is_refused_with_its_path(raw, path) -> None:

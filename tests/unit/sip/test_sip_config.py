@@ -68,6 +68,8 @@ def test_frozen_tuples_from_the_service_config_are_accepted_as_lists():
         ({"extensions": ["1001"]}, "sip.extensions", "table"),
         ({"registered_lines": {"bank-a": "+862161234567"}}, "sip.registered_lines.bank-a", "list"),
         ({"registered_lines": {"bank-a": ["+862161234567", 5]}}, "sip.registered_lines.bank-a[1]", "non-empty string"),
+        ({"registered_lines": {"Bank-A": ["+862161234567"]}}, "sip.registered_lines.Bank-A", "creditor id"),
+        ({"registered_lines": {"bank-a ": ["+862161234567"]}}, "sip.registered_lines.bank-a ", "creditor id"),
         ({"listne": "127.0.0.1:5070"}, "sip.listne", "unknown key"),
         ({"edge": "threads"}, "sip.edge", "'inline', 'process'"),
     ],
