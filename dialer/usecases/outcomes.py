@@ -14,7 +14,8 @@ import structlog
 from dialer import attempt_state
 from dialer.errors import Conflict, Forbidden, NoSuchAttempt, OutcomeConflict
 from dialer.masking import mask_number, redact_on_input
-from dialer.model import CaseRecord, ChangeSource, OutcomeRecord
+from dialer.model import AttemptRecord, CaseRecord, ChangeSource, ContactRecord, OutcomeRecord
+from dialer.ports import UnitOfWork
 from dialer.usecases.base import GateBase
 from dialer.usecases.commands import OUTCOME_ROLES, LogOutcome, require_role
 from dialer.usecases.follow_up import (
@@ -31,6 +32,25 @@ class _CaseEvent(TypedDict):
     case_pk: int | None
     case_id: str | None
     occurred_at: datetime
+
+
+async def _mark_contact(
+    uow: UnitOfWork, case_pk: int, attempt: AttemptRecord, contacts: dict[str, ContactRecord],
+    now: datetime, source: ChangeSource, **mark: Any,
+) -> None:
+    """Mark the dialled number invalid or do-not-call on its case. A case file that dropped
+    the number while the call was on has removed its row: the mark is then added as the
+    agency's own contact, so a later file that lists the number again finds it marked."""
+    if attempt.number in contacts:
+        await uow.cases.update_contact(case_pk, attempt.number, now=now, source=source, **mark)
+        contacts[attempt.number] = replace(contacts[attempt.number], **mark)
+        return
+    contact = replace(ContactRecord(number=attempt.number, relation=attempt.relation, source="outcome",
+                                    added_at=now), **mark)
+    if not await uow.cases.add_contact(case_pk, contact, source=source):
+        # Added meanwhile under the case lock's holder before us: mark the row that is there.
+        await uow.cases.update_contact(case_pk, attempt.number, now=now, source=source, **mark)
+    contacts[attempt.number] = contact
 
 
 class OutcomeUseCases(GateBase):
@@ -123,13 +143,9 @@ class OutcomeUseCases(GateBase):
             source = ChangeSource(kind="outcome", actor=cmd.actor.name, role=cmd.actor.role, ref=cmd.attempt_id,
                                   reason=f"{cmd.disposition}/{cmd.result}")
             if cmd.disposition == "invalid_number":
-                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, status="invalid")
-                if attempt.number in contacts:
-                    contacts[attempt.number] = replace(contacts[attempt.number], status="invalid")
+                await _mark_contact(uow, case.pk, attempt, contacts, now, source, status="invalid")
             if cmd.result == "third_party_refuses_contact":
-                await uow.cases.update_contact(case.pk, attempt.number, now=now, source=source, do_not_call=True)
-                if attempt.number in contacts:
-                    contacts[attempt.number] = replace(contacts[attempt.number], do_not_call=True)
+                await _mark_contact(uow, case.pk, attempt, contacts, now, source, do_not_call=True)
             if cmd.result == "callback" and cmd.callback_at is not None:
                 await uow.cases.add_appointment(case.pk, attempt.number, cmd.callback_at, cmd.attempt_id)
             if cmd.result in RESULT_FLAGS:

@@ -129,6 +129,26 @@ async def test_a_mark_survives_a_file_that_drops_the_number_and_a_later_one_that
     assert r.json()["decision"]["rule_id"] == rule_id
 
 
+@pytest.mark.parametrize(("disposition", "result", "rule_id"), [
+    ("connected_third_party", "third_party_refuses_contact", "contact.do_not_call"),
+    ("invalid_number", None, "contact.invalid_number"),
+])
+async def test_a_mark_from_a_call_whose_number_a_file_dropped_meanwhile_holds_when_a_later_file_lists_it(
+    api: Api, disposition: str, result: str | None, rule_id: str
+) -> None:
+    aid = await _attempt(api, "13900000002")
+    own_number_only = [c for c in CASES_A[0]["contacts"] if c["number"] == "13800000001"]
+    await _reimport_bank_file(api, contacts=own_number_only)  # the file drops it while the call is on
+    outcome = {"disposition": disposition, "note": "家属拒绝"} | ({"result": result} if result else {})
+    r = await api.post(f"/v1/attempts/{aid}/outcome", "col-a", outcome)
+    assert r.status_code == 201, r.text
+    await _reimport_bank_file(api)  # the next one lists it again
+    api.clock.advance(hours=3)
+    r = await api.dial("col-a", "C-1", "13900000002")
+    assert r.status_code == 403, r.text
+    assert r.json()["decision"]["rule_id"] == rule_id
+
+
 @pytest.mark.parametrize("blank", [None, ""], ids=["left out", "empty"])
 async def test_a_file_without_a_commission_end_keeps_an_ended_commission_ended(api: Api, blank: str | None) -> None:
     api.clock.set(datetime(2027, 2, 1, 10, 0, tzinfo=SHANGHAI))  # the day after the commission's end
