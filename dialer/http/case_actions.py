@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.case_actions import MAX_REASON, CaseAction, CaseActions
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import INT64_MAX
 
 if TYPE_CHECKING:
     from dialer.model import Principal
@@ -68,6 +69,7 @@ async def lift_flag(case_id: str, flag: str, body: ReasonBody, who: Caller, svc:
 @router.get("/cases/{case_id}/history", summary="Every change to the case, oldest first (hash-chained).")
 async def history(
     case_id: str, who: Caller, svc: Svc, creditor: str | None = None,
-    after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=1000),
+    # A seq the store can bind: a larger one overflowed the driver as a 500.
+    after: int = Query(0, ge=0, le=INT64_MAX), limit: int = Query(500, ge=1, le=1000),
 ) -> dict[str, Any]:
     return await CaseActions(svc.gate).history(who, case_id, creditor, after, limit)
