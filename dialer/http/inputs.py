@@ -71,7 +71,8 @@ def parse_cursor(value: str | None, field: str = "cursor") -> int | None:
     """A paging cursor this API returned: a decimal row id within 64 bits."""
     if not value:
         return None
-    if not value.isdigit() or len(value) > 19 or int(value) > INT64_MAX:
+    # ASCII only: isdigit() also takes "²" (which int() refuses) and other scripts' digits.
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > INT64_MAX:
         raise BadRequest(f"{field}: not a cursor this API returned", details={"field": field})
     return int(value)
 

@@ -39,3 +39,40 @@ async def test_a_history_cursor_beyond_64_bits_is_a_422_naming_after(api: Api, r
     r = await _refused(api, raw, "admin", "GET", "/v1/cases/C-1/history", params={"after": str(2**63)})
     assert r.status_code == 422
     assert r.json()["details"]["errors"][0]["field"] == "query.after"
+
+
+@pytest.mark.parametrize("cursor", ["²", "١٢", "１"], ids=["superscript", "arabic-indic", "fullwidth"])
+async def test_a_cursor_of_digits_outside_ascii_is_a_400_naming_cursor(
+    api: Api, raw: httpx.AsyncClient, cursor: str,
+) -> None:
+    # str.isdigit() says yes to all three; int() takes two of them and chokes on "²".
+    for fmt in ("json", "csv"):
+        r = await _refused(api, raw, "comp-a", "GET", "/v1/blocked-dials", params={"cursor": cursor, "format": fmt})
+        assert r.status_code == 400
+        assert r.json()["details"]["field"] == "cursor"
+
+
+async def test_a_content_length_of_a_latin_1_digit_is_a_400_naming_the_header(api: Api) -> None:
+    # httpx will not send it; a raw ASGI request carries the byte as an HTTP/1.1 header may.
+    app = api.client._transport.app  # type: ignore[attr-defined]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/dial-checks", "raw_path": b"/v1/dial-checks", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"gate"), (b"authorization", api.auth("comp-a")["Authorization"].encode()),
+                    (b"content-type", b"application/json"), (b"content-length", b"\xb2")],
+        "client": ("127.0.0.1", 40000), "server": ("gate", 80),
+    }
+    body = [{"type": "http.request", "body": b"{}", "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return body.pop(0) if body else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    before = await api.snapshot()
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400, sent
+    assert b"Content-Length" in b"".join(m.get("body", b"") for m in sent[1:])
+    assert await api.snapshot() == before
