@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from adapters.db import tables
+from adapters.db.recordings_tables import recording_case_holds
 from gate_api_support import Api
 
 
@@ -76,3 +77,20 @@ async def test_a_content_length_of_a_latin_1_digit_is_a_400_naming_the_header(ap
     assert sent[0]["status"] == 400, sent
     assert b"Content-Length" in b"".join(m.get("body", b"") for m in sent[1:])
     assert await api.snapshot() == before
+
+
+async def test_the_same_case_hold_placed_twice_at_once_answers_200_twice_with_one_hold(
+    api: Api, raw: httpx.AsyncClient,
+) -> None:
+    # Both requests found no hold and inserted one: PostgreSQL's unique key refused the
+    # second, which answered 503 "store unavailable" (and paged on-call) for a double click.
+    rs = await asyncio.gather(*[
+        raw.post("/v1/cases/C-1/legal-hold", json={"reason": f"complaint {i}"}, headers=api.auth("comp-a"))
+        for i in range(4)
+    ])
+    assert [r.status_code for r in rs] == [200] * 4, [r.text[:200] for r in rs]
+    async with api.svc.store.read() as uow:
+        rows = (await uow.conn.execute(recording_case_holds.select())).all()
+    assert [(r.creditor, r.case_id) for r in rows] == [("bank-a", "C-1")]
+    assert rows[0].reason in {f"complaint {i}" for i in range(4)}
+    assert await api.rows(tables.audit_log, tables.audit_log.c.action == "case.recordings_hold_placed") == 4
