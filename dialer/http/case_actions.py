@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query
@@ -10,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.case_actions import MAX_REASON, CaseAction, CaseActions
 from dialer.http.deps import Caller, Svc
-from dialer.http.inputs import INT64_MAX
+from dialer.http.inputs import INT64_MAX, Day
 
 if TYPE_CHECKING:
     from dialer.model import Principal
@@ -26,7 +25,8 @@ class ReasonBody(BaseModel):
 
 
 class ExtendBody(ReasonBody):
-    commission_end: date = Field(description="the new end of the commission (延长委托), after the current one")
+    # Bounded as the import bounds it: a year-9999 end was stored though no file could set it.
+    commission_end: Day = Field(description="the new end of the commission (延长委托), after the current one")
 
 
 async def _run(svc: Services, who: Principal, case_id: str, action: str, body: ReasonBody, **kw: Any) -> dict[str, Any]:

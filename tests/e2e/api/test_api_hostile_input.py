@@ -94,3 +94,17 @@ async def test_the_same_case_hold_placed_twice_at_once_answers_200_twice_with_on
     assert [(r.creditor, r.case_id) for r in rows] == [("bank-a", "C-1")]
     assert rows[0].reason in {f"complaint {i}" for i in range(4)}
     assert await api.rows(tables.audit_log, tables.audit_log.c.action == "case.recordings_hold_placed") == 4
+
+
+@pytest.mark.parametrize("end", ["9999-12-31", "2100-01-01"])
+async def test_a_commission_extended_past_2099_is_a_422_naming_commission_end_as_the_import_refuses_it(
+    api: Api, raw: httpx.AsyncClient, end: str,
+) -> None:
+    r = await _refused(api, raw, "data-a", "POST", "/v1/cases/C-1/commission",
+                       json={"reason": "bank letter 12", "commission_end": end})
+    assert r.status_code == 422
+    assert r.json()["details"]["errors"][0]["field"] == "commission_end"
+    assert (await api.get("/v1/cases/C-1", "admin")).json()["commission_end"] == "2027-01-31"
+    ok = await raw.post("/v1/cases/C-1/commission", json={"reason": "bank letter 12", "commission_end": "2099-12-31"},
+                        headers=api.auth("data-a"))
+    assert ok.status_code == 200 and ok.json()["commission_end"] == "2099-12-31", ok.text
