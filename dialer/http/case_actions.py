@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.case_actions import MAX_REASON, CaseAction, CaseActions
 from dialer.http.deps import Caller, Svc
-from dialer.http.inputs import INT64_MAX, Day
+from dialer.http.inputs import INT64_MAX, Day, Text
 
 if TYPE_CHECKING:
     from dialer.model import Principal
@@ -20,8 +20,8 @@ router = APIRouter(prefix="/v1", tags=["cases"])
 
 class ReasonBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=MAX_REASON, description="why; goes on the case history")
-    creditor: str | None = Field(default=None, description="needed only when the case id exists for two creditors")
+    reason: Text = Field(min_length=1, max_length=MAX_REASON, description="why; goes on the case history")
+    creditor: Text | None = Field(default=None, description="needed only when the case id exists for two creditors")
 
 
 class ExtendBody(ReasonBody):

@@ -62,9 +62,18 @@ def _day_within(value: date) -> date:
     return value
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("不得含 NUL 字符 / contains a NUL character (\\u0000)")
+    return value
+
+
 # Body fields: pydantic answers 422 with the field's path.
 When = Annotated[AwareDatetime, AfterValidator(_aware_within)]
 Day = Annotated[date, AfterValidator(_day_within)]
+# A text the store keeps: PostgreSQL refuses NUL in any text (a 400 naming nothing) where
+# SQLite would store it, so both engines refuse it here, by name.
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 def parse_cursor(value: str | None, field: str = "cursor") -> int | None:

@@ -108,3 +108,33 @@ async def test_a_commission_extended_past_2099_is_a_422_naming_commission_end_as
     ok = await raw.post("/v1/cases/C-1/commission", json={"reason": "bank letter 12", "commission_end": "2099-12-31"},
                         headers=api.auth("data-a"))
     assert ok.status_code == 200 and ok.json()["commission_end"] == "2099-12-31", ok.text
+
+
+# A NUL in a stored text: SQLite kept it, PostgreSQL refused the statement with a 400
+# that named nothing. Either way now: 422 naming the field, nothing written.
+NUL_BODIES = [
+    ("outcome note", "col-a2", "/v1/attempts/{attempt}/outcome", {"disposition": "no_answer", "note": "a\x00b"}, "note"),
+    ("contact name", "data-a", "/v1/cases/C-1/contacts",
+     {"number": "13600000000", "relation": "self", "source": "info_repair", "name": "a\x00"}, "name"),
+    ("contact source", "data-a", "/v1/cases/C-1/contacts",
+     {"number": "13600000000", "relation": "self", "source": "x\x00"}, "source"),
+    ("pause reason", "data-a", "/v1/cases/C-1/pause", {"reason": "bank\x00letter"}, "reason"),
+    ("case hold reason", "comp-a", "/v1/cases/C-1/legal-hold", {"reason": "complaint\x00 17"}, "reason"),
+    ("purge creditor", "admin", "/v1/purges", {"dry_run": False, "creditor": "bank-a\x00"}, "creditor"),
+    ("link attempt", "admin", "/v1/recordings/r-1/link", {"attempt_id": "a\x00"}, "attempt_id"),
+]
+
+
+@pytest.mark.parametrize(("label", "who", "path", "body", "field"), NUL_BODIES, ids=[b[0] for b in NUL_BODIES])
+async def test_a_nul_character_in_a_body_text_is_a_422_naming_the_field_on_either_engine(
+    api: Api, raw: httpx.AsyncClient, label: str, who: str, path: str, body: dict[str, Any], field: str,
+) -> None:
+    attempt = ""
+    if "{attempt}" in path:
+        r = await api.dial("col-a2", "C-2", "13700000003")
+        assert r.status_code == 201, r.text
+        attempt = r.json()["attempt_id"]
+    r = await _refused(api, raw, who, "POST", path.format(attempt=attempt), json=body)
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["details"]["errors"]] == [field]
+    assert "NUL" in r.json()["detail"]
