@@ -138,3 +138,49 @@ async def test_a_nul_character_in_a_body_text_is_a_422_naming_the_field_on_eithe
     assert r.status_code == 422, r.text
     assert [e["field"] for e in r.json()["details"]["errors"]] == [field]
     assert "NUL" in r.json()["detail"]
+
+
+def _case(case_id: str, number: str, **fields: Any) -> dict[str, Any]:
+    return {"case_id": case_id, "creditor": "bank-a", "debtor_name": "x", "status": "active",
+            "commission_start": "2026-11-01", "commission_end": "2027-01-31", "assigned_agent": "col-a",
+            "contacts": [{"number": number, "relation": "self"}], **fields}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def one_row_batches(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Api]:
+    """The API applying imports one row per batch (a large file's way), on either engine."""
+    from contextlib import AsyncExitStack
+
+    from gate_api_support import USERS, _keep_events
+    from tests.support.harness import in_process
+    from tests.support.pg import private_pg_database
+
+    config: dict[str, Any] = {"paths": {"data_dir": str(tmp_path)}, "imports": {"batch_rows": 1, "runner": "inline"}}
+    async with AsyncExitStack() as stack:
+        if request.param == "postgresql":
+            config["store"] = {"url": await stack.enter_async_context(private_pg_database("api"))}
+        yield await stack.enter_async_context(in_process(config, users=USERS, handle=Api, prepare=_keep_events))
+
+
+# Each value is longer than its column: SQLite kept it whole, PostgreSQL refused the row
+# while applying — after the batches before it had committed.
+TOO_LONG = [
+    ("debtor_name", {"debtor_name": "d" * 201}, "debtor_name"),
+    ("assigned_agent", {"assigned_agent": "a" * 101}, "assigned_agent"),
+    ("contact name", {"contacts": [{"number": "13800000093", "relation": "self", "name": "n" * 201}]},
+     "contacts[0].name"),
+    ("amount_due digits", {"amount_due": "1." + "1" * 60}, "amount_due"),
+]
+
+
+@pytest.mark.parametrize(("label", "fields", "field"), TOO_LONG, ids=[t[0] for t in TOO_LONG])
+async def test_a_case_field_longer_than_the_store_keeps_refuses_the_import_whole_naming_row_and_field(
+    one_row_batches: Api, label: str, fields: dict[str, Any], field: str,
+) -> None:
+    api = one_row_batches
+    cases = [_case("L-1", "13800000091"), _case("L-2", "13800000092"), _case("L-3", "13800000093", **fields)]
+    r = await api.post("/v1/cases:import", "admin", {"cases": cases})
+    assert r.status_code == 400, r.text
+    assert {"row": 3, "field": field} in [{k: e[k] for k in ("row", "field")} for e in r.json()["details"]["errors"]]
+    assert await api.rows(tables.cases) == 0  # not the two rows before it
+
