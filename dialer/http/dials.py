@@ -32,7 +32,9 @@ class CheckBody(DialBody):
 
 class PromiseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal = Field(ge=0, le=10**12, allow_inf_nan=False)
+    # At most 30 digits: the amount is stored as its text in 40 characters, and a longer
+    # one was stored whole by SQLite and refused by PostgreSQL without naming the field.
+    amount: Decimal = Field(ge=0, le=10**12, allow_inf_nan=False, max_digits=30)
     date: Day
 
 

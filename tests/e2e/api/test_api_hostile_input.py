@@ -184,3 +184,18 @@ async def test_a_case_field_longer_than_the_store_keeps_refuses_the_import_whole
     assert {"row": 3, "field": field} in [{k: e[k] for k in ("row", "field")} for e in r.json()["details"]["errors"]]
     assert await api.rows(tables.cases) == 0  # not the two rows before it
 
+
+async def test_a_promised_amount_of_more_digits_than_the_store_keeps_is_a_422_naming_promise_amount(
+    api: Api, raw: httpx.AsyncClient,
+) -> None:
+    r = await api.dial("col-a2", "C-2", "13700000003")
+    assert r.status_code == 201, r.text
+    url = f"/v1/attempts/{r.json()['attempt_id']}/outcome"
+    body = {"disposition": "connected_self", "result": "promise_to_pay", "note": "will pay Friday",
+            "promise": {"amount": "1." + "1" * 60, "date": "2026-11-27"}}
+    r = await _refused(api, raw, "col-a2", "POST", url, json=body)
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["details"]["errors"]] == ["promise.amount"]
+    ok = await raw.post(url, json={**body, "promise": {"amount": "500.00", "date": "2026-11-27"}},
+                        headers=api.auth("col-a2"))
+    assert ok.status_code == 201 and ok.json()["outcome"]["promise"]["amount"] == "500.00", ok.text
