@@ -116,6 +116,12 @@ def _bool(value: Any) -> bool:
 
 MAX_AMOUNT = Decimal(10**12)
 MAX_OVERDUE_DAYS = 100_000
+# The store's column widths (adapters/db/tables.py): a longer value is refused here, by
+# row and field, since PostgreSQL refuses it only while applying, after earlier batches
+# have committed, and SQLite keeps it whole.
+MAX_NAME = 200  # debtor_name, a contact's name
+MAX_AGENT = 100  # assigned_agent
+MAX_AMOUNT_TEXT = 40  # an amount as stored
 
 
 def _amount(value: Any) -> str | None:
@@ -129,6 +135,8 @@ def _amount(value: Any) -> str | None:
         raise ValueError(f"expected an amount, got {value!r}") from None
     if not d.is_finite() or d < 0 or d > MAX_AMOUNT:  # NaN first: comparing it raises
         raise ValueError(f"amount must be a number from 0 to {MAX_AMOUNT}")
+    if len(str(d)) > MAX_AMOUNT_TEXT:
+        raise ValueError(f"amount has too many digits (at most {MAX_AMOUNT_TEXT} characters)")
     return str(d)
 
 
@@ -167,8 +175,8 @@ def parse_contact(
         err("do_not_call", str(exc))
         dnc = False
     name = raw.get("name")
-    if name is not None and not isinstance(name, str):
-        err("name", "expected a string")
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME):
+        err("name", f"expected a string of at most {MAX_NAME} characters")
     source = raw.get("source", default_source) or default_source
     if not isinstance(source, str) or len(source) > 40:
         err("source", "expected a short string")
@@ -202,6 +210,8 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     debtor = raw.get("debtor_name")
     if not isinstance(debtor, str) or not debtor.strip():
         err("debtor_name", "required")
+    elif len(debtor.strip()) > MAX_NAME:
+        err("debtor_name", f"at most {MAX_NAME} characters")
     status = raw.get("status", "active")
     if status not in CASE_STATUSES:
         err("status", f"expected one of {', '.join(CASE_STATUSES)}")
@@ -217,8 +227,8 @@ def parse_case(raw: Any, row: int, errors: list[dict[str, Any]], region_of: Call
     if start and end and end < start:
         err("commission_end", "before commission_start")
     agent = raw.get("assigned_agent")
-    if agent is not None and (not isinstance(agent, str) or not agent):
-        err("assigned_agent", "expected an agent id or null")
+    if agent is not None and (not isinstance(agent, str) or not agent or len(agent) > MAX_AGENT):
+        err("assigned_agent", f"expected an agent id (at most {MAX_AGENT} characters) or null")
     flags = raw.get("flags", []) or []
     if not isinstance(flags, list) or any(f not in CASE_FLAGS for f in flags):
         err("flags", f"expected a list of {', '.join(CASE_FLAGS)}")

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, exists, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -252,12 +253,15 @@ class SqlAlchemyRecordingRepository:
 
     async def put_case_hold(self, hold: CaseHold) -> None:
         t = recording_case_holds
+        values = dict(reason=hold.reason, held_by=hold.by, held_at=hold.at)
         async with self._write() as conn:
-            await conn.execute(delete(t).where(t.c.creditor == hold.creditor, t.c.case_id == hold.case_id))
+            # One upsert: a delete then an insert let two holds placed at once both
+            # insert, and PostgreSQL's key refused the second as if the store were down.
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             await conn.execute(
-                insert(t).values(
-                    creditor=hold.creditor, case_id=hold.case_id, reason=hold.reason, held_by=hold.by, held_at=hold.at
-                )
+                dialect.insert(t)
+                .values(creditor=hold.creditor, case_id=hold.case_id, **values)
+                .on_conflict_do_update(index_elements=[t.c.creditor, t.c.case_id], set_=values)
             )
 
     async def delete_case_hold(self, creditor: str, case_id: str) -> bool:

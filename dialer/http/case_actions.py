@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.case_actions import MAX_REASON, CaseAction, CaseActions
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import INT64_MAX, Day, Text
 
 if TYPE_CHECKING:
     from dialer.model import Principal
@@ -20,12 +20,13 @@ router = APIRouter(prefix="/v1", tags=["cases"])
 
 class ReasonBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=MAX_REASON, description="why; goes on the case history")
-    creditor: str | None = Field(default=None, description="needed only when the case id exists for two creditors")
+    reason: Text = Field(min_length=1, max_length=MAX_REASON, description="why; goes on the case history")
+    creditor: Text | None = Field(default=None, description="needed only when the case id exists for two creditors")
 
 
 class ExtendBody(ReasonBody):
-    commission_end: date = Field(description="the new end of the commission (延长委托), after the current one")
+    # Bounded as the import bounds it: a year-9999 end was stored though no file could set it.
+    commission_end: Day = Field(description="the new end of the commission (延长委托), after the current one")
 
 
 async def _run(svc: Services, who: Principal, case_id: str, action: str, body: ReasonBody, **kw: Any) -> dict[str, Any]:
@@ -68,6 +69,7 @@ async def lift_flag(case_id: str, flag: str, body: ReasonBody, who: Caller, svc:
 @router.get("/cases/{case_id}/history", summary="Every change to the case, oldest first (hash-chained).")
 async def history(
     case_id: str, who: Caller, svc: Svc, creditor: str | None = None,
-    after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=1000),
+    # A seq the store can bind: a larger one overflowed the driver as a 500.
+    after: int = Query(0, ge=0, le=INT64_MAX), limit: int = Query(500, ge=1, le=1000),
 ) -> dict[str, Any]:
     return await CaseActions(svc.gate).history(who, case_id, creditor, after, limit)

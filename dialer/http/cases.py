@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.errors import ApiError, BadRequest, InvalidImport
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import Text
 from dialer.http.imports import submit
 from dialer.imports import parse_contact
 from dialer.usecases import DATA_ROLES, require_role
@@ -52,12 +53,12 @@ async def import_repayments(request: Request, response: Response, who: Caller, s
 
 class ContactBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    number: str = Field(min_length=1, max_length=40)
-    relation: str
-    name: str | None = None
-    tz: str | None = None
-    source: str = Field(min_length=1, max_length=40, description="where the number came from, e.g. info_repair")
-    creditor: str | None = None
+    number: Text = Field(min_length=1, max_length=40)
+    relation: Text
+    name: Text | None = None
+    tz: Text | None = None
+    source: Text = Field(min_length=1, max_length=40, description="where the number came from, e.g. info_repair")
+    creditor: Text | None = None
 
 
 @router.post("/cases/{case_id}/contacts", status_code=201, summary="Add a verified new number (信息修复).")

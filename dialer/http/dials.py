@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dialer.commands import DialBody, is_request_key
 from dialer.errors import BadRequest, DialBlocked
 from dialer.http.deps import Caller, Svc
-from dialer.http.inputs import Day, When
+from dialer.http.inputs import Day, Text, When
 from dialer.http.limits import PRINCIPAL_KEY
 from dialer.http.problems import FastJSONResponse
 from dialer.model import Principal
@@ -32,20 +32,22 @@ class CheckBody(DialBody):
 
 class PromiseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal = Field(ge=0, le=10**12, allow_inf_nan=False)
+    # At most 30 digits: the amount is stored as its text in 40 characters, and a longer
+    # one was stored whole by SQLite and refused by PostgreSQL without naming the field.
+    amount: Decimal = Field(ge=0, le=10**12, allow_inf_nan=False, max_digits=30)
     date: Day
 
 
 class OutcomeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    disposition: str
-    result: str = "none"
-    note: str = Field(min_length=1, max_length=4000)
+    disposition: Text
+    result: Text = "none"
+    note: Text = Field(min_length=1, max_length=4000)
     callback_at: When | None = None
     promise: PromiseBody | None = None
     next_action_date: Day | None = Field(
         default=None, description="the next follow-up: earlier than the rule's date, or within a chosen status's bounds")
-    status: str | None = Field(default=None, description="a chosen follow-up status: urgent (紧急), night (夜间催收), "
+    status: Text | None = Field(default=None, description="a chosen follow-up status: urgent (紧急), night (夜间催收), "
                                                          "custom (自定义)")
     authorised_agent: bool = Field(
         default=False, description="the third party reached is the holder's authorised agent (a promise counts)")

@@ -62,16 +62,26 @@ def _day_within(value: date) -> date:
     return value
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("不得含 NUL 字符 / contains a NUL character (\\u0000)")
+    return value
+
+
 # Body fields: pydantic answers 422 with the field's path.
 When = Annotated[AwareDatetime, AfterValidator(_aware_within)]
 Day = Annotated[date, AfterValidator(_day_within)]
+# A text the store keeps: PostgreSQL refuses NUL in any text (a 400 naming nothing) where
+# SQLite would store it, so both engines refuse it here, by name.
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 def parse_cursor(value: str | None, field: str = "cursor") -> int | None:
     """A paging cursor this API returned: a decimal row id within 64 bits."""
     if not value:
         return None
-    if not value.isdigit() or len(value) > 19 or int(value) > INT64_MAX:
+    # ASCII only: isdigit() also takes "²" (which int() refuses) and other scripts' digits.
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > INT64_MAX:
         raise BadRequest(f"{field}: not a cursor this API returned", details={"field": field})
     return int(value)
 

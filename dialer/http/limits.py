@@ -65,7 +65,7 @@ def declared_body(scope: Any) -> tuple[bool, int | None, str | None, str | None]
         if key == b"content-length":
             text = value.decode("latin-1").strip()
             # A length of more than 18 digits cannot be honest and must not become a huge int.
-            if not text.isdigit() or len(text) > 18:
+            if not (text.isascii() and text.isdigit()) or len(text) > 18:  # latin-1 has "²", a digit int() refuses
                 bad = text[:40]
             else:
                 length = int(text)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.audit import register_problems
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import Text
 from dialer.http.vault_access import actor_of, case_creditor, jsonable, mapped, recording_json, vault_of
 from dialer.masking import mask_text, redact_on_input
 from dialer.usecases import require_role
@@ -39,8 +40,8 @@ log = structlog.get_logger("dialgate.recordings")
 
 class HoldBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(max_length=500, description="complaint or lawsuit reference (投诉/诉讼)")
-    creditor: str | None = Field(None, max_length=64)
+    reason: Text = Field(max_length=500, description="complaint or lawsuit reference (投诉/诉讼)")
+    creditor: Text | None = Field(None, max_length=64)
 
 
 ReleaseReason = Query(None, max_length=500, description="why the hold may go now (结案、撤诉); required")
@@ -111,7 +112,7 @@ async def release_case(case_id: str, who: Caller, svc: Svc, creditor: str | None
 class PurgeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dry_run: bool = False
-    creditor: str | None = Field(None, max_length=64)
+    creditor: Text | None = Field(None, max_length=64)
 
 
 def _purge_json(p: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dialer.errors import ApiError, BadRequest, NoSuchAttempt
 from dialer.http.deps import Caller, Svc
+from dialer.http.inputs import Text
 from dialer.http.vault_access import VaultProblem, actor_of, link_for_attempt, mapped, recording_json, vault_of, when
 from dialer.usecases import require_role
 from recordings.errors import VaultError
@@ -126,7 +127,7 @@ def _unsupported(message: str) -> VaultError:
 
 class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    attempt_id: str = Field(min_length=1, max_length=200)
+    attempt_id: Text = Field(min_length=1, max_length=200)
 
 
 @router.post("/recordings/{recording_id}/link", summary="Attach an unmatched recording to its attempt (admin).")
