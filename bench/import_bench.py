@@ -32,6 +32,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +43,12 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gate_bench import POLICY, Load, Server, cases_doc, cli, drop_pg_db, free_port, http_request, make_users, private_pg_db  # noqa: E402
+from gate_bench import POLICY, REPO, Load, Server, cases_doc, cli, drop_pg_db, free_port, http_request, make_users, private_pg_db  # noqa: E402
 from dialer.import_jobs import ImportLimits  # noqa: E402
+
+
+# A busy loop at the import worker's scheduling priority (dialer/import_worker.py).
+HOG = "from dialer.import_worker import lower_priority\nlower_priority()\nwhile True: pass"
 
 
 def import_doc(n: int, contacts: int) -> bytes:
@@ -67,6 +72,12 @@ def children_cpu_s(pid: int) -> float:
     it exits): /proc/<pid>/stat cutime + cstime."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds of `pid` itself, every thread, its children left out."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def live_children_cpu_s(pid: int) -> float:
@@ -179,7 +190,7 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
                 # Each dial stage gets cases of its own, so the caps block as few dials in one
                 # stage as in the other (a blocked decision costs more than an allowed one).
-                r = await c.post("/v1/cases:import", json={"cases": cases_doc(1_500, 50)}, headers=auth)
+                r = await c.post("/v1/cases:import", json={"cases": cases_doc(2_000, 50)}, headers=auth)
                 assert r.status_code == 200, r.text
 
                 def dial(i: int, first: int) -> bytes:
@@ -195,7 +206,18 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
                 n_dials = int(args.rate * args.dial_seconds)
                 if args.dials:
                     await load.open(stream(200, 0), args.rate, 50)  # warm-up
+                    own = own_cpu_s(server.proc.pid)
                     res["dial_alone"] = await load.open(stream(n_dials, 500), args.rate, 50)
+                    res["dial_alone"]["own_cpu_s"] = own_cpu_s(server.proc.pid) - own
+                    if args.hog:
+                        # The machine's floor: the same dials while a process that holds no
+                        # lock and writes nothing keeps one core busy at the worker's priority.
+                        hog = subprocess.Popen([sys.executable, "-c", HOG], env={**os.environ, "PYTHONPATH": str(REPO)})
+                        try:
+                            res["dial_hog"] = await load.open(stream(n_dials, 1_500), args.rate, 50)
+                        finally:
+                            hog.kill()
+                            hog.wait()
                 cpu0 = children_cpu_s(server.proc.pid)
                 t0 = time.perf_counter()
                 r = await c.post("/v1/imports", params={"kind": "cases"}, content=body,
@@ -210,6 +232,7 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
                         t_applying = time.perf_counter()
                         res["validate_cpu_s"] = live_children_cpu_s(server.proc.pid)
                         if args.dials:
+                            own = own_cpu_s(server.proc.pid)
                             dials_task = asyncio.create_task(load.open(stream(n_dials, 1_000), args.rate, 50))
                     if job["state"] not in ("validating", "applying"):
                         break
@@ -217,6 +240,7 @@ async def run_store(store: str, args: argparse.Namespace, body: bytes) -> dict[s
                 t_done = time.perf_counter()
                 if dials_task is not None:
                     res["dial_during"] = await dials_task
+                    res["dial_during"]["own_cpu_s"] = own_cpu_s(server.proc.pid) - own
                     res["dial_during_overlapped"] = job["state"] == "done" and t_done - (t_applying or t_done) > args.dial_seconds
                 assert job["state"] == "done", job
                 for _ in range(50):  # the worker is reaped just after it marks the job done
@@ -257,12 +281,16 @@ def show(r: dict[str, Any], args: argparse.Namespace) -> None:
             applying = r["import_cpu_s"] - r["validate_cpu_s"]
             print(f"  import  worker process CPU, applying:               {applying / n * 1e6:>8,.0f} us/case  "
                   f"({applying:.1f} s; {n / applying:,.0f} cases per CPU-second; the rest validated and staged)")
-    for key, label in (("dial_alone", "without an import"), ("dial_during", "during the import")):
+    for key, label in (("dial_alone", "without an import"), ("dial_hog", "beside a busy loop"),
+                       ("dial_during", "during the import")):
         if key in r:
             x = r[key]
             print(f"  dial at {x['rate']:.0f}/s offered {label:>18}: p50 {x['p50_ms']:6.1f} ms  p99 {x['p99_ms']:6.1f} ms  "
                   f"max {x['max_ms']:6.1f} ms  n={x['n']} statuses={x['statuses']}  server CPU {x['server_cpu']:.0%}  "
                   f"CPU pressure {x['cpu_pressure']:.0%}")
+            if "own_cpu_s" in x:
+                print(f"  {'':>48}the service process alone (its import child left out): "
+                      f"{x['own_cpu_s'] / x['n'] * 1e3:.2f} ms CPU per dial")
     if "dial_during" in r and not r.get("dial_during_overlapped"):
         print("  note: the import finished before the dial stage did; part of that stage ran after it")
     if r["store"] == "sqlite":
@@ -285,6 +313,8 @@ async def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="click-to-dials offered per second")
     ap.add_argument("--dial-seconds", type=float, default=15.0)
     ap.add_argument("--no-dials", dest="dials", action="store_false", help="import rates only")
+    ap.add_argument("--hog", action="store_true",
+                    help="also dial beside a busy loop at the import worker's priority (the machine's floor)")
     ap.add_argument("--batch-ms", type=int, default=0, help="[imports] batch_ms (default: the service's)")
     args = ap.parse_args()
 

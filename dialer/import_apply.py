@@ -90,20 +90,35 @@ async def apply_job(store: CaseStore, clock: Clock, import_id: str, batch_rows: 
             else:
                 summary = dict(job.summary)
                 first = loop.time()
-                if job.kind == "cases":
-                    await apply_cases(w, batch, now, _source(job, "import"), summary, plan)
-                else:
-                    await apply_repayments(w, batch, now, _source(job, "repayment", REPAYMENT_REASON), summary)
-                per_row = (loop.time() - first) / len(batch)
+                # In runs, so that a gate waiting for the write lock waits for one run, not
+                # the batch: after each run the batch ends early if another process waits.
+                step = -(-len(batch) // _RUNS) if pause else len(batch)
+                applied = 0
+                while applied < len(batch):
+                    run = batch[applied:applied + step]
+                    if job.kind == "cases":
+                        await apply_cases(w, run, now, _source(job, "import"), summary, plan)
+                    else:
+                        await apply_repayments(w, run, now, _source(job, "repayment", REPAYMENT_REASON), summary)
+                    applied += len(run)
+                    if applied < len(batch) and store.writer_wanted():
+                        break
+                per_row = (loop.time() - first) / applied
                 fits = int(batch_ms / 1000 / max(per_row, 1e-6) * 0.8)
                 limit = max(1, min(batch_rows, 2 * len(batch), fits))
-                await w.imports.advance(import_id, batch[-1][0], summary, now)
+                await w.imports.advance(import_id, batch[applied - 1][0], summary, now)
+                batch = batch[:applied]
         del ahead[:len(batch)]
         if pause:
             await asyncio.sleep(max(0.001, (loop.time() - started) / 4))
         else:
             # In-process runs share the event loop with the gate: let queued work in first.
             await asyncio.sleep(0)
+
+
+# Runs per batch in a process of its own: a gate that asks for the write lock waits for
+# about a run (`batch_ms / _RUNS`); each run costs its own statements.
+_RUNS = 4
 
 
 def _parse_rows(kind: str, rows: Sequence[tuple[int, str]]) -> list[tuple[int, Any]]:

@@ -49,12 +49,16 @@ async def run(spec: dict[str, Any]) -> int:
     return 0 if job.state in ("done", "refused") else 1
 
 
-def main() -> None:
-    # The gate's decisions come first on a busy machine: when a batch lets the
-    # database's writer lock go, the service's waiting thread should run before this
-    # process takes the lock again. A batch's lock hold stays bounded in wall time
-    # (`batch_ms`), so a lower priority lengthens the import, not the gate's wait.
+def lower_priority() -> None:
+    """The gate's decisions come first on a busy machine: when a batch lets the
+    database's writer lock go, the service's waiting thread should run before this
+    process takes the lock again. A batch's lock hold stays bounded in wall time
+    (`batch_ms`), so a lower priority lengthens the import, not the gate's wait."""
     os.nice(10)
+
+
+def main() -> None:
+    lower_priority()
     # The worker holds a whole file's rows while it validates and stages them, then
     # batches read ahead: with the default thresholds the collector would traverse
     # those live rows again every few hundred allocations, several times the work of

@@ -510,6 +510,11 @@ class CaseStore(Protocol):
         """Raise StoreUnavailable unless a trivial query answers."""
         ...
 
+    def writer_wanted(self) -> bool:
+        """Whether another process is waiting for a write lock this one may hold: a long
+        writer (an import's batch) then commits what it has and lets it in."""
+        ...
+
 
 class EventPublisher(Protocol):
     async def publish(self, event: OutboxEvent) -> None:

@@ -155,6 +155,9 @@ class WriterFileLock:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Held shared by every process waiting for the lock, so a long holder (an
+        # import's batch) can see someone waits and commit early (`wanted`).
+        self.want_fd = os.open(path + "-want", os.O_RDWR | os.O_CREAT, 0o600)
         self.held = False
         self.stuck = False  # an abandoned blocking wait is still in flock()
         self._abandoned = False
@@ -173,7 +176,11 @@ class WriterFileLock:
 
     def acquire_blocking(self) -> bool:
         """In a worker thread: wait for the lock. False if the wait was abandoned meanwhile."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        fcntl.flock(self.want_fd, fcntl.LOCK_SH)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        finally:
+            fcntl.flock(self.want_fd, fcntl.LOCK_UN)
         with self._mutex:
             if self._abandoned:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -181,6 +188,15 @@ class WriterFileLock:
                 return False
             self.held = True
             return True
+
+    def wanted(self) -> bool:
+        """Whether another process is waiting for the lock right now."""
+        try:
+            fcntl.flock(self.want_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self.want_fd, fcntl.LOCK_UN)
+        return False
 
     def abandon(self) -> bool:
         """Give up a blocking wait: True if it had not got the lock (it lets go when it
@@ -201,6 +217,7 @@ class WriterFileLock:
         self.release()
         if not self.stuck:
             os.close(self.fd)
+            os.close(self.want_fd)
 
 
 def open_existing(path: str) -> sqlite3.Connection:

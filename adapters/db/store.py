@@ -144,6 +144,11 @@ class SqlAlchemyCaseStore(SqliteGroupCommit):
         may decide which case it is about inside its write."""
         return self.is_sqlite
 
+    def writer_wanted(self) -> bool:
+        """SQLite: whether another process waits for the database's write lock (a gate
+        behind an import's batch). PostgreSQL: never; its writers wait on rows, not one lock."""
+        return self._writer is not None and self._writer.file_lock.wanted()
+
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:

@@ -6,6 +6,8 @@ file."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,9 +134,12 @@ async def _dump(svc: Services) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-async def _run(data_dir: Path, url: str, batched: bool | str) -> tuple[dict[str, list[tuple[Any, ...]]], bool]:
+async def _run(data_dir: Path, url: str, batched: bool | str,
+               commits: list[int] | None = None) -> tuple[dict[str, list[tuple[Any, ...]]], bool]:
     cfg = build_config({"paths": {"data_dir": str(data_dir)}, "store": {"url": url}})
     async with open_services(cfg, FixedClock(NOW)) as svc:
+        if commits is not None:
+            svc.store.on_commit(lambda: commits.append(1))
         await _scenario(svc, batched)
         report = await verify(svc.store)
         assert report.ok, report.to_dict()
@@ -182,6 +187,33 @@ async def test_batches_decided_a_read_ahead_at_a_time_leave_the_same_rows_as_row
     ahead, _ = await _run(tmp_path / "child", db.format(tmp_path / "child"), batched="child")
     _the_rules_held(ahead)
     _same(one, ahead)
+
+
+@contextmanager
+def _a_process_waiting_for_the_write_lock(data_dir: Path) -> Iterator[None]:
+    """What a gate waiting for the database's write lock holds (`WriterFileLock`)."""
+    fd = os.open(data_dir / "dialgate.db.writer-lock-want", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def test_a_childs_batches_end_after_a_run_while_a_gate_waits_and_leave_the_same_rows(tmp_path: Path) -> None:
+    db = "sqlite+aiosqlite:///{}/dialgate.db"
+    alone: list[int] = []
+    one, _ = await _run(tmp_path / "alone", db.format(tmp_path / "alone"), batched="child", commits=alone)
+    (tmp_path / "waited" / DEFAULT_KEY_FILE).parent.mkdir(parents=True)
+    shutil.copy2(tmp_path / "alone" / DEFAULT_KEY_FILE, tmp_path / "waited" / DEFAULT_KEY_FILE)
+    waited: list[int] = []
+    with _a_process_waiting_for_the_write_lock(tmp_path / "waited"):
+        cut, _ = await _run(tmp_path / "waited", db.format(tmp_path / "waited"), batched="child", commits=waited)
+    _the_rules_held(cut)
+    _same(one, cut)
+    # Batches of 4 rows, in runs of one: a batch ends after its first run while someone
+    # waits. Files of 14, 3 and 19 rows: 4 + 1 + 5 batches alone, 14 + 3 + 19 waited on.
+    assert len(waited) - len(alone) == (14 + 3 + 19) - (4 + 1 + 5)
 
 
 async def test_the_writers_driver_statements_leave_the_same_rows_as_the_core_statements(tmp_path: Path) -> None:

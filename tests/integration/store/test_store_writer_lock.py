@@ -211,3 +211,30 @@ async def test_with_the_lock_free_a_write_begins_without_a_worker_thread(tmp_pat
         assert _users_on_disk(tmp_path) == ["opens-the-connection", "inline"]
     finally:
         await store.__aexit__(None, None, None)
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never came true")
+
+
+async def test_the_holder_of_the_write_lock_sees_another_process_wait_for_it_and_no_longer_once_it_is_let_in(
+    tmp_path: Path,
+) -> None:
+    a, b = await _store(tmp_path), await _store(tmp_path)
+    try:
+        holder, release = await _held_by(a, "import-batch")
+        assert not a.writer_wanted()  # nobody waits yet
+        gate = asyncio.create_task(_add(b, "gate"))
+        await _until(a.writer_wanted)  # what lets a long writer commit early
+        assert not gate.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(holder, gate), 10)
+        assert _users_on_disk(tmp_path) == ["import-batch", "gate"]
+        assert not a.writer_wanted() and not b.writer_wanted()
+    finally:
+        await a.__aexit__(None, None, None)
+        await b.__aexit__(None, None, None)
