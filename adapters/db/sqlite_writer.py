@@ -5,6 +5,7 @@ a thread of their own (see `adapters.db.store` for how the store uses it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import queue
@@ -34,6 +35,7 @@ log = structlog.get_logger("dialgate.store")
 # catches up with the last one.
 CHECKPOINT_EVERY_S = 0.05
 WAL_BACKSTOP_PAGES = 10_000
+CHECKPOINT_NICE = 10  # the checkpoint thread's priority (Linux: per thread)
 
 class GroupMemo:
     """What the units of one SQLite write group read on every decision and may read
@@ -323,6 +325,11 @@ class SqliteWriter:
         A failed checkpoint loses nothing: the pages stay in the WAL for the next one."""
         con: sqlite3.Connection | None = None
         failing = False
+        # Below the threads that answer: copying pages back can wait, a decision cannot,
+        # and under an import's commits the copying is most of this process's work.
+        with contextlib.suppress(OSError):
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, max(os.getpriority(os.PRIO_PROCESS, me), CHECKPOINT_NICE))
         try:
             while True:
                 self._dirty.wait()

@@ -9,6 +9,7 @@ open file, so two stores exclude each other exactly as two processes do."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -238,3 +239,21 @@ async def test_the_holder_of_the_write_lock_sees_another_process_wait_for_it_and
     finally:
         await a.__aexit__(None, None, None)
         await b.__aexit__(None, None, None)
+
+
+async def test_the_checkpoint_thread_runs_below_the_threads_that_answer(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    try:
+        await _add(store, "first")
+        threads = {t.name: t for t in store._writer._threads}  # type: ignore[union-attr]  # noqa: SLF001
+        checkpoint, commit = threads["dialgate-sqlite-checkpoint"], threads["dialgate-sqlite-commit"]
+        assert checkpoint.native_id is not None and commit.native_id is not None
+
+        def nice(t: Any) -> int:
+            return os.getpriority(os.PRIO_PROCESS, t.native_id)
+
+        await _until(lambda: nice(checkpoint) >= 10)
+        assert nice(commit) == os.getpriority(os.PRIO_PROCESS, 0)  # the process's own
+        assert nice(checkpoint) == max(nice(commit), 10)
+    finally:
+        await store.__aexit__(None, None, None)
