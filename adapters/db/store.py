@@ -18,9 +18,11 @@ Atomic decide-and-reserve rests on `write(lock_keys)`:
   the end of the loop's turn (`_commit_at_turn_end`); otherwise on the commit thread.
   With `synchronous = FULL` the fsync happens after SQLite's write lock is let go
   (`SqliteWriter.durable_by_fsync`), so the next group runs during the flush. WAL
-  checkpoints run on a connection and thread of their own (`_checkpoint_work`), not
-  inside a COMMIT that holds the write lock.
-  DialGate processes sharing the file take turns on `<database>.writer-lock`.
+  checkpoints run on a connection and thread of their own (`_checkpoint_work`, below
+  the threads that answer), not inside a COMMIT that holds the write lock.
+  DialGate processes sharing the file take turns on `<database>.writer-lock`; one
+  waiting for it holds `<database>.writer-lock-want`, so a long writer (an import's
+  batch) can end early and let it in (`writer_wanted`).
 * PostgreSQL: READ COMMITTED plus `pg_advisory_xact_lock` on each lock key
   (``case:…``, ``number:…``), taken in sorted order (one statement) so two requests
   never deadlock; a decision's append then locks its chain's head row (see
