@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -36,16 +37,27 @@ def _children(pid: int) -> list[int]:
 
 
 def _sip_options(port: int) -> bytes:
+    """OPTIONS over UDP, sent again as a SIP client does (RFC 3261 timer E: 0.5 s, doubling
+    to 4 s) until an answer comes: one datagram sent before the listener is bound, or
+    lost, is not an answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        s.settimeout(5)
         me = s.getsockname()[1]
-        s.sendto((
+        request = (
             f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKpool1\r\n"
             f"From: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:127.0.0.1:{port}>\r\nCall-ID: pool-probe-1\r\n"
             "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode(), ("127.0.0.1", port))
-        return s.recvfrom(65535)[0]
+        ).encode()
+        wait, deadline = 0.5, time.monotonic() + 32  # timer F: 64 x T1
+        while True:
+            s.sendto(request, ("127.0.0.1", port))
+            s.settimeout(min(wait, max(0.01, deadline - time.monotonic())))
+            try:
+                return s.recvfrom(65535)[0]
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+            wait = min(2 * wait, 4.0)
 
 
 @pytest.mark.slow
