@@ -6,57 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from dialer.attempt_state import AttemptStates
-from dialer.auth import add_user
-from dialer.bootstrap import open_services
-from dialer.clock import FixedClock
-from dialer.config import build_config
-from dialer.imports import parse_cases_payload
 from dialer.model import CallProgress, Principal
 from dialer.services import Services
 from dialer.usecases import RequestDial
-from tests.support.builders import one_case
 from tests.support.pg import private_pg_database
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from tests.support.serving import one_case_gate, store_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
-    if request.param == "sqlite":
-        async with _serving(tmp_path) as got:
-            yield got
-    else:
-        async with private_pg_database("counting") as url, _serving(tmp_path, url) as got:
-            yield got
+    async with store_url(request.param, "counting") as url, _serving(tmp_path, url) as got:
+        yield got
 
 
-@asynccontextmanager
-async def _serving(tmp_path: Path, url: str | None = None) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
-    store: dict[str, Any] = {"busy_timeout_ms": 200, "timeout_s": 2.0}
-    if url is not None:
-        store["url"] = url
-    cfg = build_config({
-        "paths": {"data_dir": str(tmp_path)}, "store": store,
-        "policy": {"allow_unregistered_lines": True},
-    })
-    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
-    async with open_services(cfg, clock) as svc:
-        users = {}
-        for name, role in (("col-s", "collector"), ("pbx-s", "pbx"), ("data-s", "data")):
-            users[name], _ = await add_user(svc.store, clock, name, role, frozenset({"bank-s"}))
-        case = one_case("S-1", "bank-s", "col-s", "13800000077")
-        case["commission_start"], case["commission_end"] = "2026-11-01", "2026-12-31"
-        await svc.gate.import_cases(users["data-s"], parse_cases_payload({"cases": [case]}, svc.region_of))
-        yield svc, users
+def _serving(tmp_path: Path, url: str | None = None) -> AbstractAsyncContextManager[tuple[Services, dict[str, Principal]]]:
+    return one_case_gate(tmp_path, url, creditor="bank-s", case_id="S-1", number="13800000077",
+                         users=(("col-s", "collector"), ("pbx-s", "pbx"), ("data-s", "data")),
+                         store={"busy_timeout_ms": 200, "timeout_s": 2.0})
 
 
 def _click(users: dict[str, Principal]) -> RequestDial:

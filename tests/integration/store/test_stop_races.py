@@ -10,7 +10,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -23,11 +23,8 @@ from sqlalchemy import func, select
 from adapters.db import tables
 from adapters.db.leader import asyncpg_dsn
 from dialer.attempt_state import AttemptStates, CallEvent
-from dialer.auth import UserAdmin, UsersRevision, add_user
-from dialer.bootstrap import open_services
+from dialer.auth import UserAdmin, UsersRevision
 from dialer.case_actions import CaseAction, CaseActions
-from dialer.clock import FixedClock
-from dialer.config import build_config
 from dialer.errors import NoSuchCase, UnprocessableEntity
 from dialer.imports import parse_cases_payload
 from dialer.model import Principal
@@ -36,6 +33,7 @@ from dialer.services import Services
 from dialer.usecases import LogOutcome, RequestDial
 from tests.support.builders import one_case
 from tests.support.pg import private_pg_database
+from tests.support.serving import one_case_gate, store_url
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NUMBER = "13800000077"
@@ -43,12 +41,8 @@ NUMBER = "13800000077"
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
-    if request.param == "sqlite":
-        async with _serving(tmp_path) as s:
-            yield s
-    else:
-        async with private_pg_database("race") as url, _serving(tmp_path, url) as s:
-            yield s
+    async with store_url(request.param, "race") as url, _serving(tmp_path, url) as s:
+        yield s
 
 
 # Regulation F's quiet period after a conversation (policy.presets "us-regf"): one
@@ -62,36 +56,20 @@ QUIET_AFTER_CONVERSATION = {
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def served_quiet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
     """`served` under a cap on connected calls."""
-    policy = {"caps": [QUIET_AFTER_CONVERSATION]}
-    if request.param == "sqlite":
-        async with _serving(tmp_path, policy=policy) as s:
-            yield s
-    else:
-        async with private_pg_database("race") as url, _serving(tmp_path, url, policy=policy) as s:
-            yield s
+    async with store_url(request.param, "race") as url, \
+            _serving(tmp_path, url, policy={"caps": [QUIET_AFTER_CONVERSATION]}) as s:
+        yield s
 
 
-@asynccontextmanager
-async def _serving(
+def _serving(
     tmp_path: Path, url: str | None = None, policy: dict[str, Any] | None = None,
-) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
-    store: dict[str, Any] = {"timeout_s": 5.0}
-    if url is not None:
-        store["url"] = url
-    cfg = build_config({
-        "paths": {"data_dir": str(tmp_path)}, "store": store,
-        "policy": {"allow_unregistered_lines": True, **(policy or {})},
-    })
-    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
-    async with open_services(cfg, clock) as svc:
-        users = {}
-        for name, role in (("col-r", "collector"), ("col-q", "collector"), ("pbx-r", "pbx"), ("data-r", "data"),
-                           ("sup-r", "supervisor")):
-            users[name], _ = await add_user(svc.store, clock, name, role, frozenset({"bank-r"}))
-        case = one_case("R-1", "bank-r", "col-r", NUMBER)
-        case["commission_start"], case["commission_end"] = "2026-11-01", "2026-12-31"
-        await svc.gate.import_cases(users["data-r"], parse_cases_payload({"cases": [case]}, svc.region_of))
-        yield svc, users
+) -> AbstractAsyncContextManager[tuple[Services, dict[str, Principal]]]:
+    return one_case_gate(
+        tmp_path, url, creditor="bank-r", case_id="R-1", number=NUMBER,
+        users=(("col-r", "collector"), ("col-q", "collector"), ("pbx-r", "pbx"), ("data-r", "data"),
+               ("sup-r", "supervisor")),
+        store={"timeout_s": 5.0}, config={"policy": policy or {}},
+    )
 
 
 class _ParkedLedger:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, AsyncIterator
-from zoneinfo import ZoneInfo
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -23,11 +22,9 @@ from adapters.db import tables
 from adapters.db.migrate import head_revision, upgrade
 from adapters.db.store import SqlAlchemyCaseStore
 from dialer.chain import canonical_json, chain_hash
-from dialer.bootstrap import open_services
 from dialer.services import Services
 from dialer.audit import verify
 from dialer.auth import add_user
-from dialer.clock import FixedClock
 from dialer.config import build_config
 from dialer.evidence import EvidenceKey
 from dialer.errors import InvalidImport
@@ -36,9 +33,7 @@ from dialer.model import Principal
 from dialer.usecases import RequestDial
 from tests.support.harness import REPO
 from tests.support.builders import one_case
-from tests.support.pg import private_pg_database
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from tests.support.serving import one_case_gate, store_url
 
 
 @pytest.fixture
@@ -50,34 +45,18 @@ async def gate(tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Princi
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def gate_on_either(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
     """`gate` on the SQLite file and on PostgreSQL."""
-    if request.param == "sqlite":
-        async with _serving(tmp_path) as served:
-            yield served
-    else:
-        async with private_pg_database("gate") as url, _serving(tmp_path, url) as served:
-            yield served
+    async with store_url(request.param, "gate") as url, _serving(tmp_path, url) as served:
+        yield served
 
 
-@asynccontextmanager
-async def _serving(tmp_path: Path, url: str | None = None) -> AsyncIterator[tuple[Services, dict[str, Principal]]]:
-    store: dict[str, Any] = {"busy_timeout_ms": 200, "timeout_s": 2.0}
-    if url is not None:
-        store["url"] = url
-    cfg = build_config({
-        "paths": {"data_dir": str(tmp_path)}, "store": store,
-        "mqtt": {"url": "mqtt://127.0.0.1:1883"},  # an event bus is configured (open_services starts none), so the store keeps events
-        # These SIP dials present no caller line; the registered-line rule has its own tests.
-        "policy": {"allow_unregistered_lines": True},
-    })
-    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI))
-    async with open_services(cfg, clock) as svc:
-        users = {}
-        for name, role in (("col-s", "collector"), ("pbx-s", "pbx"), ("data-s", "data")):
-            users[name], _ = await add_user(svc.store, clock, name, role, frozenset({"bank-s"}))
-        case = one_case("S-1", "bank-s", "col-s", "13800000077")
-        case["commission_start"], case["commission_end"] = "2026-11-01", "2026-12-31"
-        await svc.gate.import_cases(users["data-s"], parse_cases_payload({"cases": [case]}, svc.region_of))
-        yield svc, users
+def _serving(tmp_path: Path, url: str | None = None) -> AbstractAsyncContextManager[tuple[Services, dict[str, Principal]]]:
+    return one_case_gate(
+        tmp_path, url, creditor="bank-s", case_id="S-1", number="13800000077",
+        users=(("col-s", "collector"), ("pbx-s", "pbx"), ("data-s", "data")),
+        store={"busy_timeout_ms": 200, "timeout_s": 2.0},
+        # An event bus is configured (open_services starts none), so the store keeps events.
+        config={"mqtt": {"url": "mqtt://127.0.0.1:1883"}},
+    )
 
 
 async def _count(svc: Services, table: Any) -> int:
