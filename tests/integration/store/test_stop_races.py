@@ -13,7 +13,7 @@ import asyncio
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -30,7 +30,7 @@ from dialer.imports import parse_cases_payload
 from dialer.model import Principal
 from dialer.ports import DialInputs, DialLedger, DialOutcome, DialQuery
 from dialer.services import Services
-from dialer.usecases import LogOutcome, RequestDial
+from dialer.usecases import DialResult, LogOutcome, RequestDial
 from tests.support.builders import one_case
 from tests.support.pg import private_pg_database
 from tests.support.serving import one_case_gate, store_url
@@ -137,6 +137,21 @@ async def _attempts(svc: Services) -> int:
         return int((await uow.conn.execute(select(func.count()).select_from(tables.attempts))).scalar_one())
 
 
+async def dial_raced_by(
+    svc: Services, cmd: RequestDial, stop: Callable[[], Awaitable[Any]],
+) -> tuple[bool, DialResult, Any]:
+    """`cmd` decided while `stop()` runs between the dial's read and its write: whether
+    the stop committed while the dial was parked, the decision, and the stop's result."""
+    async with parked_dial(svc) as (read, go):
+        dial = asyncio.create_task(svc.gate.request_dial(cmd))
+        await read.wait()
+        stopping = asyncio.create_task(stop())
+        stop_first = await done_or_waiting(svc, stopping)
+        go.set()
+        decided = await dial
+        return stop_first, decided, await stopping
+
+
 def _dial(users: dict[str, Principal], **kw: Any) -> RequestDial:
     base = dict(actor=users["col-r"], case_id="R-1", number=NUMBER, agent_id="col-r")
     return RequestDial(**{**base, **kw})
@@ -148,15 +163,8 @@ async def test_a_dispute_logged_while_a_dial_of_the_case_is_decided_is_not_overt
     svc, users = served
     first = await svc.gate.request_dial(_dial(users))
     assert first.allowed and first.attempt is not None
-    async with parked_dial(svc) as (read, go):
-        dial = asyncio.create_task(svc.gate.request_dial(_dial(users)))
-        await read.wait()
-        stop = asyncio.create_task(svc.gate.log_outcome(LogOutcome(
-            actor=users["col-r"], attempt_id=first.attempt.attempt_id, disposition="connected_self", result="dispute")))
-        stop_first = await done_or_waiting(svc, stop)
-        go.set()
-        second = await dial
-        _, _, after = await stop
+    stop_first, second, (_, _, after) = await dial_raced_by(svc, _dial(users), lambda: svc.gate.log_outcome(LogOutcome(
+        actor=users["col-r"], attempt_id=first.attempt.attempt_id, disposition="connected_self", result="dispute")))
     assert "dispute" in after.flags
     assert not (stop_first and second.allowed), (
         "a dial allowed on the case as read before the dispute committed after it")
@@ -170,14 +178,8 @@ async def test_an_agent_disabled_while_an_invite_for_them_is_decided_is_not_over
 ) -> None:
     svc, users = served
     invite = _dial(users, actor=users["pbx-r"], channel="sip", match_pending=True)
-    async with parked_dial(svc) as (read, go):
-        dial = asyncio.create_task(svc.gate.request_dial(invite))
-        await read.wait()
-        stop = asyncio.create_task(UserAdmin(svc.store, svc.clock, UsersRevision(None)).set_disabled("col-r", True))
-        stop_first = await done_or_waiting(svc, stop)
-        go.set()
-        decided = await dial
-        await stop
+    stop_first, decided, _ = await dial_raced_by(
+        svc, invite, lambda: UserAdmin(svc.store, svc.clock, UsersRevision(None)).set_disabled("col-r", True))
     assert not (stop_first and decided.allowed), (
         "an INVITE allowed for an agent read as enabled committed after the agent was disabled")
     with pytest.raises(UnprocessableEntity):  # the SIP gate answers an agent it cannot find with a 603
@@ -265,15 +267,8 @@ async def test_a_call_answered_while_another_dial_of_the_case_is_decided_counts_
     svc, users = served_quiet
     first = await svc.gate.request_dial(_dial(users))
     assert first.allowed and first.attempt is not None
-    async with parked_dial(svc) as (read, go):
-        dial = asyncio.create_task(svc.gate.request_dial(_dial(users)))
-        await read.wait()
-        stop = asyncio.create_task(AttemptStates(svc.store, svc.clock).apply_call_event(CallEvent(
-            pbx_id="pbx-1", kind="answered", occurred_at=svc.clock.now(), attempt_id=first.attempt.attempt_id)))
-        stop_first = await done_or_waiting(svc, stop)
-        go.set()
-        second = await dial
-        await stop
+    stop_first, second, _ = await dial_raced_by(svc, _dial(users), lambda: AttemptStates(svc.store, svc.clock).apply_call_event(
+        CallEvent(pbx_id="pbx-1", kind="answered", occurred_at=svc.clock.now(), attempt_id=first.attempt.attempt_id)))
     assert not (stop_first and second.allowed), (
         "a dial allowed on the case's connected calls as read before the answer committed after it")
     third = await svc.gate.request_dial(_dial(users))
