@@ -48,7 +48,7 @@ async def _mark_contact(
     contact = replace(ContactRecord(number=attempt.number, relation=attempt.relation, source="outcome",
                                     added_at=now), **mark)
     if not await uow.cases.add_contact(case_pk, contact, source=source):
-        # Added meanwhile under the case lock's holder before us: mark the row that is there.
+        # A row the case as read did not list is there after all: mark it rather than lose the mark.
         await uow.cases.update_contact(case_pk, attempt.number, now=now, source=source, **mark)
     contacts[attempt.number] = contact
 
